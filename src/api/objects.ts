@@ -1,0 +1,91 @@
+import { parseAllDocuments } from "yaml";
+import type { EgressGateway } from "./v1alpha1/egress-gateway.js";
+import { API_VERSION } from "./v1alpha1/common.js";
+import type { ClusterNetwork, ClusterSnapshot, NamespaceInfo, NodeInfo, PodInfo, PolicyObject } from "../planner/model.js";
+
+/** A Kubernetes object as it arrives from the API or a file: only the envelope is trusted. */
+export interface KubeObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: { name?: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string>; creationTimestamp?: string };
+  spec?: Record<string, unknown>;
+  status?: Record<string, unknown>;
+}
+
+export class DocumentError extends Error {}
+
+/** Parses a multi-document YAML file of Kubernetes objects; names the document that is broken. */
+export function parseDocuments(text: string, source: string): KubeObject[] {
+  const out: KubeObject[] = [];
+  parseAllDocuments(text).forEach((doc, i) => {
+    if (doc.errors.length > 0) throw new DocumentError(`${source}: document ${i + 1}: ${doc.errors[0]?.message}`);
+    const value = doc.toJS() as unknown;
+    if (value === null || value === undefined) return;
+    if (typeof value !== "object" || Array.isArray(value)) throw new DocumentError(`${source}: document ${i + 1} is not an object`);
+    const obj = value as KubeObject;
+    if (obj.kind === "List" && Array.isArray((value as { items?: unknown }).items)) out.push(...((value as { items: KubeObject[] }).items));
+    else out.push(obj);
+  });
+  return out;
+}
+
+export function podInfo(o: KubeObject): PodInfo {
+  const spec = (o.spec ?? {}) as { nodeName?: string; hostNetwork?: boolean };
+  const status = (o.status ?? {}) as { podIP?: string; podIPs?: { ip: string }[]; phase?: string };
+  const ips = status.podIPs?.map((p) => p.ip) ?? (status.podIP ? [status.podIP] : []);
+  return {
+    namespace: o.metadata?.namespace ?? "default",
+    name: o.metadata?.name ?? "",
+    labels: o.metadata?.labels ?? {},
+    ...(spec.nodeName ? { nodeName: spec.nodeName } : {}),
+    ips,
+    ...(status.phase ? { phase: status.phase } : {}),
+    ...(spec.hostNetwork ? { hostNetwork: true } : {}),
+  };
+}
+
+export function nodeInfo(o: KubeObject): NodeInfo {
+  const spec = (o.spec ?? {}) as { podCIDR?: string; podCIDRs?: string[] };
+  const status = (o.status ?? {}) as { addresses?: { type: string; address: string }[] };
+  const internalIP = status.addresses?.find((a) => a.type === "InternalIP")?.address;
+  return {
+    name: o.metadata?.name ?? "",
+    labels: o.metadata?.labels ?? {},
+    annotations: o.metadata?.annotations ?? {},
+    ...(internalIP ? { internalIP } : {}),
+    podCIDRs: spec.podCIDRs ?? (spec.podCIDR ? [spec.podCIDR] : []),
+  };
+}
+
+export function namespaceInfo(o: KubeObject): NamespaceInfo {
+  return { name: o.metadata?.name ?? "", labels: o.metadata?.labels ?? {} };
+}
+
+/**
+ * Builds the planner's snapshot from Kubernetes objects. Objects of kinds we do not read are
+ * ignored; our own kinds are passed on as they are (the planner validates them, so one bad
+ * policy is reported on itself and does not stop the others).
+ */
+export function snapshotFromObjects(objects: readonly KubeObject[], network: ClusterNetwork): ClusterSnapshot {
+  const policies: PolicyObject[] = [];
+  const gateways: EgressGateway[] = [];
+  const pods: PodInfo[] = [];
+  const nodes: NodeInfo[] = [];
+  const namespaces: NamespaceInfo[] = [];
+  for (const o of objects) {
+    const ours = o.apiVersion === API_VERSION;
+    if (ours && (o.kind === "EgressPolicy" || o.kind === "ClusterEgressPolicy")) policies.push(withEnvelope(o) as unknown as PolicyObject);
+    else if (ours && o.kind === "EgressGateway") gateways.push(withEnvelope(o) as unknown as EgressGateway);
+    else if (o.apiVersion === "v1" && o.kind === "Pod") pods.push(podInfo(o));
+    else if (o.apiVersion === "v1" && o.kind === "Node") nodes.push(nodeInfo(o));
+    else if (o.apiVersion === "v1" && o.kind === "Namespace") namespaces.push(namespaceInfo(o));
+  }
+  // A namespace that is only implied by its pods still has (empty) labels.
+  const known = new Set(namespaces.map((n) => n.name));
+  for (const p of pods) if (!known.has(p.namespace)) (known.add(p.namespace), namespaces.push({ name: p.namespace, labels: {} }));
+  return { policies, gateways, pods, nodes, namespaces, network };
+}
+
+function withEnvelope(o: KubeObject): KubeObject {
+  return { ...o, metadata: { ...o.metadata, name: o.metadata?.name ?? "" }, spec: o.spec ?? {} };
+}

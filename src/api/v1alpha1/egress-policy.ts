@@ -1,0 +1,85 @@
+import { Type, type Static } from "@sinclair/typebox";
+import { Condition, IPv4Address, IPv4Cidr, LabelSelector, Name, type KindDefinition, type Resource } from "./common.js";
+
+const policyFields = {
+  podSelector: { ...LabelSelector, description: "Pods whose egress goes through the gateway; {} selects all" },
+  destinationCIDRs: Type.Optional(
+    Type.Array(IPv4Cidr, { description: "Destinations diverted to the gateway (default: 0.0.0.0/0)" }),
+  ),
+  excludedCIDRs: Type.Optional(
+    Type.Array(IPv4Cidr, {
+      description: "Destinations never diverted (the cluster's pod, service and node CIDRs always are)",
+    }),
+  ),
+  gatewayName: { ...Name, description: "The EgressGateway whose instances SNAT this traffic" },
+  egressIPs: Type.Array(IPv4Address, {
+    minItems: 1,
+    description: "This application's own egress IPs, one per gateway instance that may carry it",
+  }),
+  failurePolicy: Type.Optional(
+    Type.Union([Type.Literal("Drop"), Type.Literal("FallbackToNodeIP")], {
+      default: "Drop",
+      description: "With no healthy instance: Drop (fail-closed) or leave with the node's IP",
+    }),
+  ),
+  priority: Type.Optional(
+    Type.Integer({
+      minimum: 0,
+      maximum: 1000,
+      default: 100,
+      description: "Lower wins when policies overlap on a pod and destination",
+    }),
+  ),
+};
+
+export const EgressPolicySpec = Type.Object(policyFields, { additionalProperties: false });
+export type EgressPolicySpec = Static<typeof EgressPolicySpec>;
+
+export const ClusterEgressPolicySpec = Type.Object(
+  { ...policyFields, namespaceSelector: { ...LabelSelector, description: "Namespaces whose pods are considered" } },
+  { additionalProperties: false },
+);
+export type ClusterEgressPolicySpec = Static<typeof ClusterEgressPolicySpec>;
+
+export const EgressPolicyStatus = Type.Object({
+  egressIPs: Type.Optional(Type.Array(Type.String())),
+  selectedPods: Type.Optional(Type.Integer()),
+  programmedPods: Type.Optional(Type.Integer()),
+  observedGeneration: Type.Optional(Type.Integer()),
+  conditions: Type.Optional(Type.Array(Condition)),
+});
+export type EgressPolicyStatus = Static<typeof EgressPolicyStatus>;
+
+export type EgressPolicy = Resource<"EgressPolicy", EgressPolicySpec, EgressPolicyStatus>;
+export type ClusterEgressPolicy = Resource<"ClusterEgressPolicy", ClusterEgressPolicySpec, EgressPolicyStatus>;
+
+const policyColumns: KindDefinition["printerColumns"] = [
+  { name: "Gateway", type: "string", jsonPath: ".spec.gatewayName" },
+  { name: "Egress-IPs", type: "string", jsonPath: ".spec.egressIPs" },
+  { name: "Ready", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+  { name: "Reason", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].reason', priority: 1 },
+  { name: "Pods", type: "integer", jsonPath: ".status.selectedPods" },
+  { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
+];
+
+export const EgressPolicyKind: KindDefinition = {
+  kind: "EgressPolicy",
+  plural: "egresspolicies",
+  singular: "egresspolicy",
+  shortNames: ["egp"],
+  scope: "Namespaced",
+  spec: EgressPolicySpec,
+  status: EgressPolicyStatus,
+  printerColumns: policyColumns,
+};
+
+export const ClusterEgressPolicyKind: KindDefinition = {
+  kind: "ClusterEgressPolicy",
+  plural: "clusteregresspolicies",
+  singular: "clusteregresspolicy",
+  shortNames: ["cegp"],
+  scope: "Cluster",
+  spec: ClusterEgressPolicySpec,
+  status: EgressPolicyStatus,
+  printerColumns: policyColumns,
+};

@@ -1,0 +1,69 @@
+import { readdirSync } from "node:fs";
+import { runCommand } from "../util/exec.js";
+
+/**
+ * Network namespace primitives for the lab and the lab test tier. Everything the lab creates
+ * lives inside namespaces whose names start with a per-run prefix; nothing here creates a
+ * link in the machine's root namespace.
+ */
+
+/** Every lab namespace name starts with this, then a per-run id: `se-<id>-<role>`. */
+export const LAB_NAME_ROOT = "se-";
+
+export function newRunPrefix(): string {
+  return `${LAB_NAME_ROOT}${Math.random().toString(36).slice(2, 7)}`;
+}
+
+export async function addNamespace(name: string): Promise<void> {
+  await runCommand("ip", ["netns", "add", name]);
+  await runCommand("ip", ["-n", name, "link", "set", "lo", "up"]);
+}
+
+export async function deleteNamespace(name: string): Promise<void> {
+  await runCommand("ip", ["netns", "delete", name]).catch(() => undefined);
+}
+
+export function listNamespaces(): string[] {
+  try {
+    return readdirSync("/var/run/netns");
+  } catch {
+    return [];
+  }
+}
+
+/** Removes every namespace whose name starts with `prefix` (also leftovers of a crashed run). */
+export async function deleteNamespacesWithPrefix(prefix: string): Promise<string[]> {
+  const doomed = listNamespaces().filter((n) => n.startsWith(prefix));
+  for (const ns of doomed) await killNamespaceProcesses(ns);
+  await Promise.all(doomed.map(deleteNamespace));
+  return doomed;
+}
+
+/** Kills every process whose network namespace is `ns` (servers and agents the lab started). */
+export async function killNamespaceProcesses(ns: string): Promise<void> {
+  const { stdout } = await runCommand("ip", ["netns", "pids", ns]).catch(() => ({ stdout: "" }));
+  for (const pid of stdout.split(/\s+/).filter(Boolean)) {
+    try {
+      process.kill(Number(pid), "SIGKILL");
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+/** Runs a command inside `ns` and returns its stdout. */
+export async function execIn(ns: string, command: string, args: readonly string[], input?: string): Promise<string> {
+  const { stdout } = await runCommand("ip", ["netns", "exec", ns, command, ...args], input === undefined ? {} : { input });
+  return stdout;
+}
+
+/** Creates a veth pair whose ends live in two namespaces, never in the root namespace. */
+export async function addVethPair(a: { ns: string; name: string }, b: { ns: string; name: string }): Promise<void> {
+  await runCommand("ip", ["-n", a.ns, "link", "add", a.name, "type", "veth", "peer", "name", b.name, "netns", b.ns]);
+  await runCommand("ip", ["-n", a.ns, "link", "set", a.name, "up"]);
+  await runCommand("ip", ["-n", b.ns, "link", "set", b.name, "up"]);
+}
+
+export async function sysctl(ns: string, key: string, value: string): Promise<void> {
+  await execIn(ns, "sysctl", ["-q", "-w", `${key}=${value}`]);
+}

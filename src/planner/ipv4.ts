@@ -1,0 +1,81 @@
+/**
+ * IPv4 arithmetic on 32-bit unsigned numbers, and sets of inclusive ranges. Destinations are
+ * planned as ranges (what nftables interval maps hold), so "included minus excluded" is exact.
+ */
+
+export interface Range {
+  /** First address, inclusive, as an unsigned 32-bit number. */
+  from: number;
+  /** Last address, inclusive. */
+  to: number;
+}
+
+export class AddressError extends Error {}
+
+export function parseIPv4(text: string): number {
+  const parts = text.split(".");
+  if (parts.length !== 4) throw new AddressError(`not an IPv4 address: ${JSON.stringify(text)}`);
+  let n = 0;
+  for (const p of parts) {
+    if (!/^\d{1,3}$/.test(p) || Number(p) > 255) throw new AddressError(`not an IPv4 address: ${JSON.stringify(text)}`);
+    n = n * 256 + Number(p);
+  }
+  return n;
+}
+
+export function formatIPv4(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+}
+
+/** `198.51.100.7/24` -> 198.51.100.0 .. 198.51.100.255 (host bits are masked off). */
+export function parseCidr(text: string): Range {
+  const [addr, len, extra] = text.split("/");
+  if (addr === undefined || len === undefined || extra !== undefined || !/^\d{1,2}$/.test(len) || Number(len) > 32) {
+    throw new AddressError(`not an IPv4 CIDR: ${JSON.stringify(text)}`);
+  }
+  const bits = Number(len);
+  const size = 2 ** (32 - bits);
+  const from = Math.floor(parseIPv4(addr) / size) * size;
+  return { from, to: from + size - 1 };
+}
+
+export function formatRange(r: Range): string {
+  return r.from === r.to ? formatIPv4(r.from) : `${formatIPv4(r.from)}-${formatIPv4(r.to)}`;
+}
+
+/** Sorted, non-overlapping, non-adjacent ranges covering the same addresses. */
+export function normalize(ranges: readonly Range[]): Range[] {
+  const sorted = [...ranges].sort((a, b) => a.from - b.from);
+  const out: Range[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && r.from <= last.to + 1) last.to = Math.max(last.to, r.to);
+    else out.push({ ...r });
+  }
+  return out;
+}
+
+/** Addresses in `a` and not in `b`. Both inputs may be unnormalized. */
+export function subtract(a: readonly Range[], b: readonly Range[]): Range[] {
+  const cut = normalize(b);
+  const out: Range[] = [];
+  for (const r of normalize(a)) {
+    let from = r.from;
+    for (const c of cut) {
+      if (c.to < from || c.from > r.to) continue;
+      if (c.from > from) out.push({ from, to: c.from - 1 });
+      from = c.to + 1;
+      if (from > r.to) break;
+    }
+    if (from <= r.to) out.push({ from, to: r.to });
+  }
+  return out;
+}
+
+export function intersect(a: readonly Range[], b: readonly Range[]): Range[] {
+  return subtract(a, subtract(a, b));
+}
+
+export function contains(ranges: readonly Range[], address: number): boolean {
+  return ranges.some((r) => r.from <= address && address <= r.to);
+}

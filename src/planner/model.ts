@@ -1,0 +1,144 @@
+import type { EgressGateway } from "../api/v1alpha1/egress-gateway.js";
+import type { ClusterEgressPolicy, EgressPolicy } from "../api/v1alpha1/egress-policy.js";
+import type { FieldError } from "../api/v1alpha1/validate.js";
+import type { Range } from "./ipv4.js";
+
+/** The planner's whole input about the cluster: what an agent has read from its source. */
+export interface ClusterSnapshot {
+  policies: readonly PolicyObject[];
+  gateways: readonly EgressGateway[];
+  pods: readonly PodInfo[];
+  namespaces: readonly NamespaceInfo[];
+  nodes: readonly NodeInfo[];
+  network: ClusterNetwork;
+}
+
+export type PolicyObject = EgressPolicy | ClusterEgressPolicy;
+
+/** Addresses that belong to the cluster itself; traffic to them is never diverted. */
+export interface ClusterNetwork {
+  podCIDRs: readonly string[];
+  serviceCIDRs: readonly string[];
+  nodeCIDRs: readonly string[];
+}
+
+export interface PodInfo {
+  namespace: string;
+  name: string;
+  labels: Readonly<Record<string, string>>;
+  nodeName?: string;
+  ips: readonly string[];
+  phase?: string;
+  hostNetwork?: boolean;
+}
+
+export interface NamespaceInfo {
+  name: string;
+  labels: Readonly<Record<string, string>>;
+}
+
+export interface NodeInfo {
+  name: string;
+  labels: Readonly<Record<string, string>>;
+  annotations: Readonly<Record<string, string>>;
+  /** The address other hosts (gateways) reach this node at. */
+  internalIP?: string;
+  podCIDRs: readonly string[];
+}
+
+/** Health of gateway instances as one node sees them. Missing means not yet known. */
+export type InstanceHealth = "up" | "down";
+export type HealthView = ReadonlyMap<string, InstanceHealth>;
+
+/** A gateway instance, resolved from its gateway's source, with its stable datapath ids. */
+export interface ResolvedInstance {
+  /** `<gateway>/<instance>`: the name used in health maps, logs and status. */
+  key: string;
+  gateway: string;
+  name: string;
+  address: string;
+  egressIPs: readonly string[];
+  drain: boolean;
+  /** 1..4095, stable for a given set of instances; derives the mark and routing table. */
+  id: number;
+}
+
+/** Verdict about one policy or gateway: valid, or the field errors that make it Invalid. */
+export interface Verdict {
+  /** `EgressPolicy/<ns>/<name>`, `ClusterEgressPolicy/<name>` or `EgressGateway/<name>`. */
+  resource: string;
+  valid: boolean;
+  errors: FieldError[];
+}
+
+/** A policy that passed validation, normalized for planning. */
+export interface ValidPolicy {
+  resource: string;
+  object: PolicyObject;
+  gateway: string;
+  /** Included minus excluded; the cluster's own ranges are removed separately (`neverDivert`). */
+  destinations: Range[];
+  /** instance key -> this policy's egress IP on that instance. */
+  egressIPByInstance: ReadonlyMap<string, string>;
+  failurePolicy: "Drop" | "FallbackToNodeIP";
+  priority: number;
+}
+
+/** Two policies selected the same pod for the same destinations; the winner is named. */
+export interface Conflict {
+  pod: string;
+  winner: string;
+  loser: string;
+  destinations: Range[];
+}
+
+/** One row of a datapath map: this pod's traffic to these destinations. */
+export interface DivertEntry {
+  podIP: string;
+  dst: Range;
+  /** Node side: the mark that picks the instance's routing table. */
+  mark: number;
+  policy: string;
+  instance: string;
+}
+
+export interface PlannedInstance {
+  key: string;
+  address: string;
+  mark: number;
+  table: number;
+  /** `via`: route to the instance; `blackhole`: instance is down (fail-closed). */
+  route: "via" | "blackhole";
+}
+
+/** What one node's datapath should be. Sorted, so equal inputs give equal plans. */
+export interface NodePlan {
+  node: string;
+  instances: PlannedInstance[];
+  entries: DivertEntry[];
+  /** Destinations never diverted, checked before the map (cluster pod/service/node CIDRs, gateways). */
+  neverDivert: Range[];
+  /** Policies with no healthy instance, and what that means for their pods here. */
+  unavailable: { policy: string; failurePolicy: "Drop" | "FallbackToNodeIP"; pods: number }[];
+  /** Selected pods on this node per policy (for status and metrics). */
+  podsByPolicy: Record<string, number>;
+}
+
+export interface SnatEntry {
+  podIP: string;
+  dst: Range;
+  egressIP: string;
+  policy: string;
+}
+
+/** What one gateway instance's datapath should be. */
+export interface GatewayPlan {
+  instance: string;
+  address: string;
+  snat: SnatEntry[];
+  /** Replies go back to each node's pod CIDRs via that node. */
+  returnRoutes: { cidr: string; via: string }[];
+  /** Only these hosts may use the gateway (health probes and forwarding). */
+  nodeAddresses: string[];
+  egressIPs: string[];
+}

@@ -1,0 +1,201 @@
+import { SpecValidator } from "../api/v1alpha1/validate.js";
+import { DEFAULT_TABLE_BASE, markFor, rendezvous, tableFor } from "./ids.js";
+import { formatRange, intersect, parseCidr, subtract, type Range } from "./ipv4.js";
+import type {
+  ClusterSnapshot,
+  Conflict,
+  DivertEntry,
+  GatewayPlan,
+  HealthView,
+  NodePlan,
+  PlannedInstance,
+  PodInfo,
+  SnatEntry,
+  ValidPolicy,
+} from "./model.js";
+import { resolve, type Resolution } from "./resolve.js";
+import { matches } from "./selector.js";
+
+/** One pod's share of one policy: the destinations this policy (not a higher one) decides for it. */
+export interface Selection {
+  pod: PodInfo;
+  podKey: string;
+  policy: ValidPolicy;
+  destinations: Range[];
+}
+
+export interface SelectionResult {
+  selections: Selection[];
+  conflicts: Conflict[];
+  /** Selected pods per policy resource (all nodes). */
+  podsByPolicy: Map<string, number>;
+}
+
+/** Pods whose traffic may be diverted: running with an address of their own. */
+export function isEligiblePod(pod: PodInfo): boolean {
+  return !pod.hostNetwork && pod.ips.length > 0 && pod.phase !== "Succeeded" && pod.phase !== "Failed";
+}
+
+/**
+ * Which policy decides which destinations of which pod. Policies are walked in precedence
+ * order; a later policy only gets the destinations no earlier one took, and every overlap is
+ * reported as a conflict naming the winner.
+ */
+export function selectPods(snapshot: ClusterSnapshot, res: Resolution, onlyNode?: string): SelectionResult {
+  const nsLabels = new Map(snapshot.namespaces.map((n) => [n.name, n.labels]));
+  const namespaced = new Map<string, ValidPolicy[]>();
+  const clusterWide: ValidPolicy[] = [];
+  for (const p of res.policies) {
+    if (p.object.kind === "EgressPolicy") {
+      const ns = p.object.metadata.namespace ?? "default";
+      namespaced.set(ns, [...(namespaced.get(ns) ?? []), p]);
+    } else clusterWide.push(p);
+  }
+  const rank = new Map(res.policies.map((p, i) => [p.resource, i]));
+  const selections: Selection[] = [];
+  const conflicts: Conflict[] = [];
+  const podsByPolicy = new Map<string, number>();
+  for (const pod of snapshot.pods) {
+    if (!isEligiblePod(pod)) continue;
+    if (onlyNode !== undefined && pod.nodeName !== onlyNode) continue;
+    const labels = nsLabels.get(pod.namespace) ?? {};
+    const candidates = [...(namespaced.get(pod.namespace) ?? []), ...clusterWide.filter((p) => p.object.kind === "ClusterEgressPolicy" && matches(p.object.spec.namespaceSelector, labels))]
+      .filter((p) => matches(p.object.spec.podSelector, pod.labels))
+      .sort((a, b) => (rank.get(a.resource) ?? 0) - (rank.get(b.resource) ?? 0));
+    const podKey = `${pod.namespace}/${pod.name}`;
+    const taken: { policy: string; ranges: Range[] }[] = [];
+    for (const policy of candidates) {
+      podsByPolicy.set(policy.resource, (podsByPolicy.get(policy.resource) ?? 0) + 1);
+      for (const earlier of taken) {
+        const overlap = intersect(policy.destinations, earlier.ranges);
+        if (overlap.length > 0) conflicts.push({ pod: podKey, winner: earlier.policy, loser: policy.resource, destinations: overlap });
+      }
+      const destinations = subtract(policy.destinations, taken.flatMap((t) => t.ranges));
+      taken.push({ policy: policy.resource, ranges: destinations });
+      if (destinations.length > 0) selections.push({ pod, podKey, policy, destinations });
+    }
+  }
+  return { selections, conflicts, podsByPolicy };
+}
+
+/**
+ * The instance a pod's traffic uses, as seen by one node. Healthy, not-draining instances are
+ * preferred; rendezvous hashing keeps pods of healthy instances where they are when another
+ * instance dies. `undefined` means no instance is usable (fail-closed or fallback applies).
+ */
+export function chooseInstance(podKey: string, policy: ValidPolicy, res: Resolution, health: HealthView): string | undefined {
+  const eligible = [...policy.egressIPByInstance.keys()].sort();
+  const up = eligible.filter((k) => health.get(k) !== "down");
+  const serving = up.filter((k) => !res.instances.get(k)?.drain);
+  return rendezvous(podKey, serving.length > 0 ? serving : up);
+}
+
+export interface PlanOptions {
+  tableBase?: number;
+  validator?: SpecValidator;
+}
+
+/** Everything planned in one pass: verdicts and conflicts for status, plus per-node and per-gateway plans on demand. */
+export class Planner {
+  readonly resolution: Resolution;
+  private readonly validator: SpecValidator;
+
+  constructor(
+    readonly snapshot: ClusterSnapshot,
+    private readonly options: PlanOptions = {},
+  ) {
+    this.validator = options.validator ?? new SpecValidator();
+    this.resolution = resolve(snapshot, this.validator);
+  }
+
+  /** The desired datapath of one node, given its own view of gateway health. */
+  planNode(node: string, health: HealthView): NodePlan {
+    const res = this.resolution;
+    const tableBase = this.options.tableBase ?? DEFAULT_TABLE_BASE;
+    const instances: PlannedInstance[] = [...res.instances.values()]
+      .map((i) => ({
+        key: i.key,
+        address: i.address,
+        mark: markFor(i.id),
+        table: tableFor(i.id, tableBase),
+        route: health.get(i.key) === "down" ? ("blackhole" as const) : ("via" as const),
+      }))
+      .sort((a, b) => a.key.localeCompare(b.key));
+    const { selections } = selectPods(this.snapshot, res, node);
+    const entries: DivertEntry[] = [];
+    const unavailable = new Map<string, { policy: string; failurePolicy: "Drop" | "FallbackToNodeIP"; pods: number }>();
+    const podsByPolicy: Record<string, number> = {};
+    for (const s of selections) {
+      podsByPolicy[s.policy.resource] = (podsByPolicy[s.policy.resource] ?? 0) + 1;
+      let instance = chooseInstance(s.podKey, s.policy, res, health);
+      if (instance === undefined) {
+        const u = unavailable.get(s.policy.resource) ?? { policy: s.policy.resource, failurePolicy: s.policy.failurePolicy, pods: 0 };
+        u.pods++;
+        unavailable.set(s.policy.resource, u);
+        if (s.policy.failurePolicy === "FallbackToNodeIP") continue;
+        // Fail-closed: keep the pod pinned to an instance whose table holds a blackhole route.
+        instance = rendezvous(s.podKey, [...s.policy.egressIPByInstance.keys()].sort());
+        if (instance === undefined) continue;
+      }
+      const id = res.instances.get(instance)?.id as number;
+      for (const ip of s.pod.ips) {
+        if (ip.includes(":")) continue; // IPv4 only for now
+        for (const dst of s.destinations) entries.push({ podIP: ip, dst, mark: markFor(id), policy: s.policy.resource, instance });
+      }
+    }
+    entries.sort(compareEntries);
+    return {
+      node,
+      instances,
+      entries,
+      neverDivert: res.neverDivert,
+      unavailable: [...unavailable.values()].sort((a, b) => a.policy.localeCompare(b.policy)),
+      podsByPolicy,
+    };
+  }
+
+  /**
+   * The desired datapath of one gateway instance: SNAT for every pod of every policy that has
+   * an egress IP on this instance, whichever node it runs on (nodes choose instances on their own).
+   */
+  planGateway(instanceKey: string): GatewayPlan | undefined {
+    const res = this.resolution;
+    const instance = res.instances.get(instanceKey);
+    if (!instance) return undefined;
+    const { selections } = selectPods(this.snapshot, res);
+    const snat: SnatEntry[] = [];
+    for (const s of selections) {
+      const egressIP = s.policy.egressIPByInstance.get(instanceKey);
+      if (!egressIP) continue;
+      for (const ip of s.pod.ips) {
+        if (ip.includes(":")) continue;
+        for (const dst of s.destinations) snat.push({ podIP: ip, dst, egressIP, policy: s.policy.resource });
+      }
+    }
+    snat.sort(compareEntries);
+    const nodes = [...this.snapshot.nodes].filter((n) => n.internalIP).sort((a, b) => a.name.localeCompare(b.name));
+    const returnRoutes = nodes.flatMap((n) =>
+      n.podCIDRs.filter((c) => !c.includes(":")).map((cidr) => ({ cidr: canonicalCidr(cidr), via: n.internalIP as string })),
+    );
+    return {
+      instance: instanceKey,
+      address: instance.address,
+      snat,
+      returnRoutes,
+      nodeAddresses: nodes.map((n) => n.internalIP as string).filter((a) => a !== instance.address),
+      egressIPs: [...instance.egressIPs].sort(),
+    };
+  }
+}
+
+function canonicalCidr(cidr: string): string {
+  const r = parseCidr(cidr);
+  const len = 32 - Math.log2(r.to - r.from + 1);
+  return `${formatRange({ from: r.from, to: r.from })}/${len}`;
+}
+
+function compareEntries(a: { podIP: string; dst: Range }, b: { podIP: string; dst: Range }): number {
+  return a.podIP === b.podIP ? a.dst.from - b.dst.from : a.podIP < b.podIP ? -1 : 1;
+}
+
+

@@ -1,0 +1,54 @@
+import type { LabelSelector } from "../api/v1alpha1/common.js";
+import type { FieldError } from "../api/v1alpha1/validate.js";
+
+const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$/;
+
+/** Checks what the schema cannot: label syntax and operator/values agreement, as Kubernetes does. */
+export function checkSelector(selector: LabelSelector, field: string): FieldError[] {
+  const errors: FieldError[] = [];
+  for (const [key, value] of Object.entries(selector.matchLabels ?? {})) {
+    if (!LABEL_KEY.test(key)) errors.push({ field: `${field}.matchLabels`, message: `invalid label key ${JSON.stringify(key)}` });
+    if (!LABEL_VALUE.test(value)) {
+      errors.push({ field: `${field}.matchLabels.${key}`, message: `invalid label value ${JSON.stringify(value)}` });
+    }
+  }
+  (selector.matchExpressions ?? []).forEach((req, i) => {
+    const at = `${field}.matchExpressions[${i}]`;
+    if (!LABEL_KEY.test(req.key)) errors.push({ field: `${at}.key`, message: `invalid label key ${JSON.stringify(req.key)}` });
+    const values = req.values ?? [];
+    if ((req.operator === "In" || req.operator === "NotIn") && values.length === 0) {
+      errors.push({ field: `${at}.values`, message: `must be non-empty when operator is ${req.operator}` });
+    }
+    if ((req.operator === "Exists" || req.operator === "DoesNotExist") && values.length > 0) {
+      errors.push({ field: `${at}.values`, message: `must be empty when operator is ${req.operator}` });
+    }
+  });
+  return errors;
+}
+
+/** Kubernetes label selector semantics: every matchLabels entry and every expression must hold. */
+export function matches(selector: LabelSelector, labels: Readonly<Record<string, string>> = {}): boolean {
+  for (const [key, value] of Object.entries(selector.matchLabels ?? {})) {
+    if (labels[key] !== value) return false;
+  }
+  for (const req of selector.matchExpressions ?? []) {
+    const has = Object.prototype.hasOwnProperty.call(labels, req.key);
+    const value = labels[req.key];
+    switch (req.operator) {
+      case "In":
+        if (!has || !(req.values ?? []).includes(value as string)) return false;
+        break;
+      case "NotIn":
+        if (has && (req.values ?? []).includes(value as string)) return false;
+        break;
+      case "Exists":
+        if (!has) return false;
+        break;
+      case "DoesNotExist":
+        if (has) return false;
+        break;
+    }
+  }
+  return true;
+}
