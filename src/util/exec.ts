@@ -18,6 +18,8 @@ export interface RunOptions {
   input?: string;
   /** Kill the command after this many milliseconds. */
   timeoutMs?: number;
+  /** Extra environment variables (added to this process's environment). */
+  env?: Record<string, string>;
 }
 
 export interface RunResult {
@@ -36,7 +38,7 @@ export interface CommandRunner {
 
 export function runCommand(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], ...(options.env ? { env: { ...process.env, ...options.env } } : {}) });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timer: NodeJS.Timeout | undefined;

@@ -1,0 +1,59 @@
+import type { Logger } from "../util/log.js";
+
+/**
+ * One reconcile at a time; triggers that arrive while it runs collapse into one more run.
+ * Failures retry with capped exponential backoff. This is the agents' only path to the kernel.
+ */
+export class ReconcileLoop {
+  private running = false;
+  private dirty = false;
+  private verifyNext = false;
+  private failures = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly reconcile: (opts: { verify: boolean }) => Promise<void>,
+    private readonly logger: Logger,
+  ) {}
+
+  trigger(opts: { verify?: boolean } = {}): void {
+    if (this.stopped) return;
+    this.dirty = true;
+    if (opts.verify) this.verifyNext = true;
+    if (!this.running) void this.run();
+  }
+
+  private async run(): Promise<void> {
+    this.running = true;
+    while (this.dirty && !this.stopped) {
+      this.dirty = false;
+      const verify = this.verifyNext;
+      this.verifyNext = false;
+      try {
+        await this.reconcile({ verify });
+        this.failures = 0;
+      } catch (e) {
+        this.failures++;
+        const delay = Math.min(100 * 2 ** this.failures, 10_000);
+        this.logger.error({ err: (e as Error).message, retryInMs: delay }, "reconcile failed");
+        clearTimeout(this.retryTimer);
+        this.retryTimer = setTimeout(() => this.trigger({ verify: true }), delay);
+      }
+    }
+    this.running = false;
+    for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /** Resolves when no reconcile is running or pending (tests and shutdown). */
+  idle(): Promise<void> {
+    if (!this.running && !this.dirty) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+  }
+}

@@ -1,0 +1,147 @@
+import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import type { Command } from "commander";
+import { parseDocuments } from "../api/objects.js";
+import { parseLabConfig } from "../lab/config.js";
+import { startInternetServer } from "../lab/internet-server.js";
+import { Lab, removeLeftovers, type LabPodStatus } from "../lab/lab.js";
+import { newRunPrefix } from "../lab/netns.js";
+import { httpProbe, udpStream } from "../lab/probe.js";
+import { LAB_NETWORK } from "../lab/topology.js";
+
+function say(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+export function formatStatusTable(rows: readonly LabPodStatus[]): string {
+  const header = ["POD", "NODE", "POD-IP", "EGRESS-IP (seen)", "EXPECTED", "POLICY", "OK"];
+  const lines = rows.map((r) => [r.pod, r.node, r.ip, r.egressIP ?? `- (${r.error ?? "no answer"})`, r.expected.join("|"), r.policy ?? "-", r.ok ? "yes" : "NO"]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? "").length)));
+  return [header, ...lines].map((l) => l.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
+}
+
+export function registerLabCommands(program: Command): void {
+  const lab = program.command("lab").description("a whole cluster made of network namespaces on this machine (root)");
+
+  lab
+    .command("up")
+    .description("build the lab from a lab file and start the agents")
+    .requiredOption("-f, --file <lab.yaml>", "lab description (see examples/lab.yaml)")
+    .option("--name <prefix>", "name prefix of this lab (default: se-<random>)")
+    .action(async (o: { file: string; name?: string }) => {
+      const cfg = parseLabConfig(readFileSync(o.file, "utf8"), o.file);
+      await takeDownPersistentLabs();
+      const prefix = o.name ?? newRunPrefix();
+      const l = await Lab.up(cfg, { prefix, persistent: true, log: say });
+      say(`lab ${prefix} is up: ${l.topology.nodes.length} nodes, ${l.topology.gatewayHosts.length} gateway hosts, ${l.topology.pods.length} pods`);
+      say("next: static-egress lab status   |   static-egress lab exec <pod> -- <cmd>   |   static-egress lab down");
+    });
+
+  lab
+    .command("down")
+    .description("remove the lab: processes, namespaces, state")
+    .option("--name <prefix>", "which lab (default: the only one)")
+    .option("--all", "remove every lab and every leftover of crashed runs")
+    .action(async (o: { name?: string; all?: boolean }) => {
+      if (o.all) {
+        await takeDownPersistentLabs();
+        await removeLeftovers(say);
+        return;
+      }
+      const l = Lab.open(o.name);
+      await l.down();
+      say(`lab ${l.record.prefix} removed`);
+    });
+
+  lab
+    .command("status")
+    .description("each pod's node, the egress IP the lab's Internet saw, and the expected one")
+    .option("--name <prefix>", "which lab")
+    .option("--json", "machine-readable output")
+    .option("--target <ip>", "service to ask", LAB_NETWORK.echoService)
+    .action(async (o: { name?: string; json?: boolean; target: string }) => {
+      const rows = await Lab.open(o.name).status(o.target);
+      say(o.json ? JSON.stringify(rows, null, 2) : formatStatusTable(rows));
+      if (rows.some((r) => !r.ok)) process.exitCode = 3;
+    });
+
+  lab
+    .command("exec")
+    .description("run a command inside a pod: lab exec <pod> -- <cmd> [args...]")
+    .argument("<pod>", "pod name or namespace/name")
+    .argument("<command...>", "command and arguments")
+    .option("--name <prefix>", "which lab")
+    .action((pod: string, command: string[], o: { name?: string }) => {
+      const p = Lab.open(o.name).findPod(pod);
+      const r = spawnSync("ip", ["netns", "exec", p.netns, ...command], { stdio: "inherit" });
+      process.exitCode = r.status ?? 1;
+    });
+
+  lab
+    .command("apply")
+    .description("add or replace EgressPolicy / ClusterEgressPolicy documents in the lab")
+    .requiredOption("-f, --file <file>", "YAML documents")
+    .option("--name <prefix>", "which lab")
+    .action((o: { file: string; name?: string }) => {
+      Lab.open(o.name).applyPolicies(parseDocuments(readFileSync(o.file, "utf8"), o.file));
+      say("applied; the agents reload within a second");
+    });
+
+  lab
+    .command("delete")
+    .description("delete the policies named in the documents")
+    .requiredOption("-f, --file <file>", "YAML documents")
+    .option("--name <prefix>", "which lab")
+    .action((o: { file: string; name?: string }) => {
+      const n = Lab.open(o.name).deletePolicies(parseDocuments(readFileSync(o.file, "utf8"), o.file));
+      say(`deleted ${n} policies`);
+    });
+
+  lab
+    .command("internet-server", { hidden: true })
+    .description("(internal) the lab's Internet host; runs inside the internet namespace")
+    .requiredOption("--allowlist <ips>", "comma-separated sources the firewalled service admits, or none")
+    .requiredOption("--udp-log <file>", "where to record UDP datagrams")
+    .option("--lifetime <seconds>", "stop after this long", "14400")
+    .action(async (o: { allowlist: string; udpLog: string; lifetime: string }) => {
+      await startInternetServer({
+        httpPort: 80,
+        udpPort: LAB_NETWORK.udpSinkPort,
+        allowlistService: LAB_NETWORK.allowlistService,
+        allowlist: o.allowlist === "none" ? [] : o.allowlist.split(","),
+        udpLog: o.udpLog,
+        lifetimeMs: Number(o.lifetime) * 1000,
+      });
+    });
+
+  lab
+    .command("probe", { hidden: true })
+    .description("(internal) one HTTP GET; prints {status, source}")
+    .argument("<url>")
+    .action(async (url: string) => say(JSON.stringify(await httpProbe(url))));
+
+  lab
+    .command("udp-stream", { hidden: true })
+    .description("(internal) send a bounded stream of UDP datagrams to the lab's Internet")
+    .requiredOption("--tag <tag>")
+    .option("--interval-ms <ms>", "", "1")
+    .option("--duration-ms <ms>", "", "5000")
+    .option("--host <ip>", "", LAB_NETWORK.echoService)
+    .action(async (o: { tag: string; intervalMs: string; durationMs: string; host: string }) => {
+      const sent = await udpStream(o.host, LAB_NETWORK.udpSinkPort, o.tag, Number(o.intervalMs), Math.min(Number(o.durationMs), 600_000));
+      say(JSON.stringify({ sent }));
+    });
+}
+
+async function takeDownPersistentLabs(): Promise<void> {
+  for (;;) {
+    let l: Lab;
+    try {
+      l = Lab.open();
+    } catch {
+      return;
+    }
+    say(`removing the earlier lab ${l.record.prefix}`);
+    await l.down();
+  }
+}

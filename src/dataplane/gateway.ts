@@ -1,0 +1,80 @@
+import type { GatewayPlan } from "../planner/model.js";
+import { formatRange } from "../planner/ipv4.js";
+import type { CommandRunner } from "../util/exec.js";
+import { applyNftScript, deleteTable, elementsClause, listTable, replaceTableScript } from "./nft.js";
+import { diffRouting, readRoutes, runBatch, type RouteSpec } from "./routing.js";
+
+export interface GatewayDataplaneOptions {
+  table?: string;
+  /** Return routes in the main table are owned by this protocol number. */
+  routeProto?: number;
+  /** UDP port of the health protocol (BFD), admitted from cluster nodes only. */
+  healthPort?: number;
+}
+
+const defaults = { table: "static_egress_gw", routeProto: 94, healthPort: 3784 };
+
+/**
+ * The gateway's nftables table. It forwards a new flow only when (pod, destination) is in the
+ * SNAT map, i.e. a pod selected by a policy with an IP on this instance: the gateway is never
+ * an open relay, and a pod can only ever leave with its own policy's IP. Everything else that
+ * would cross the gateway is dropped. Health probes are admitted from cluster nodes only.
+ */
+export function renderGatewayTable(plan: GatewayPlan, o: Required<GatewayDataplaneOptions> = defaults): string {
+  const snat = plan.snat.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${e.egressIP}`);
+  const body =
+    `  set cluster_nodes {\n    type ipv4_addr\n${elementsClause(plan.nodeAddresses)}  }\n` +
+    `  map egress_snat {\n    type ipv4_addr . ipv4_addr : ipv4_addr\n    flags interval\n${elementsClause(snat)}  }\n` +
+    `  chain health_from_nodes {\n    type filter hook input priority filter - 10; policy accept;\n` +
+    `    udp dport { ${o.healthPort}, 4784 } ip saddr != @cluster_nodes counter drop\n  }\n` +
+    `  chain forward_selected {\n    type filter hook forward priority filter - 10; policy drop;\n` +
+    `    ct state established,related accept\n` +
+    `    ct state new ip saddr . ip daddr @egress_snat accept\n` +
+    `    counter comment "not a selected pod: never relay"\n  }\n` +
+    `  chain snat_to_egress_ip {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
+    `    snat ip to ip saddr . ip daddr map @egress_snat\n  }\n`;
+  return replaceTableScript("ip", o.table, body);
+}
+
+export function gatewayRoutes(plan: GatewayPlan, o: Required<GatewayDataplaneOptions> = defaults): RouteSpec[] {
+  return plan.returnRoutes.map((r) => ({ table: "main" as const, dst: r.cidr, kind: "via" as const, via: r.via, proto: o.routeProto }));
+}
+
+export class GatewayDataplane {
+  private readonly opts: Required<GatewayDataplaneOptions>;
+  private lastScript: string | undefined;
+  private lastListing: string | undefined;
+
+  constructor(
+    private readonly runner: CommandRunner,
+    opts: GatewayDataplaneOptions = {},
+  ) {
+    this.opts = { ...defaults, ...opts };
+  }
+
+  async apply(plan: GatewayPlan, opts: { verify?: boolean } = {}): Promise<{ nftChanged: boolean; routingAdded: number; routingRemoved: number }> {
+    await this.runner.run("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"]);
+    const actual = { rules: [], routes: await readRoutes(this.runner, undefined, this.opts.routeProto) };
+    const { add, remove } = diffRouting({ rules: [], routes: gatewayRoutes(plan, this.opts) }, actual);
+    await runBatch(this.runner, add);
+    const script = renderGatewayTable(plan, this.opts);
+    const drifted = opts.verify === true && (await listTable(this.runner, "ip", this.opts.table)) !== this.lastListing;
+    let nftChanged = false;
+    if (script !== this.lastScript || drifted) {
+      await applyNftScript(this.runner, script);
+      this.lastScript = script;
+      this.lastListing = await listTable(this.runner, "ip", this.opts.table);
+      nftChanged = true;
+    }
+    await runBatch(this.runner, remove);
+    return { nftChanged, routingAdded: add.length, routingRemoved: remove.length };
+  }
+
+  async cleanup(): Promise<void> {
+    await deleteTable(this.runner, "ip", this.opts.table);
+    const routes = await readRoutes(this.runner, undefined, this.opts.routeProto);
+    await runBatch(this.runner, diffRouting({ rules: [], routes: [] }, { rules: [], routes }).remove);
+    this.lastScript = undefined;
+    this.lastListing = undefined;
+  }
+}

@@ -1,0 +1,140 @@
+import type { NodePlan } from "../planner/model.js";
+import { MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, DEFAULT_TABLE_BASE } from "../planner/ids.js";
+import { formatIPv4, formatRange } from "../planner/ipv4.js";
+import type { CommandRunner } from "../util/exec.js";
+import { applyNftScript, deleteTable, elementsClause, hex, listTable, replaceTableScript } from "./nft.js";
+import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
+
+export interface NodeDataplaneOptions {
+  /** nft table the node agent owns (family ip). */
+  table?: string;
+  /** Routing tables tableBase+1 .. tableBase+4095 are ours. */
+  tableBase?: number;
+  /** Rule priorities rulePriority .. rulePriority+99 are ours. */
+  rulePriority?: number;
+}
+
+const defaults = { table: "static_egress", tableBase: DEFAULT_TABLE_BASE, rulePriority: 10000 };
+
+/**
+ * The node's nftables table. Packets from pods get the mark of their gateway instance after
+ * destination NAT (so Service traffic is judged by its real destination); marked packets get
+ * an identity SNAT one step before the node's own masquerade, which creates the NAT binding
+ * so the kernel skips the CNI's masquerade for that flow and the gateway sees the pod address.
+ */
+export function renderNodeTable(plan: NodePlan, name = defaults.table): string {
+  const divert = plan.entries.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${hex(e.mark)}`);
+  const never = plan.neverDivert.map(formatRange);
+  const body =
+    `  set never_divert {\n    type ipv4_addr\n    flags interval\n${elementsClause(never)}  }\n` +
+    `  map divert {\n    type ipv4_addr . ipv4_addr : mark\n    flags interval\n${elementsClause(divert)}  }\n` +
+    `  chain mark_egress {\n    type filter hook prerouting priority dstnat + 10; policy accept;\n` +
+    `    ip daddr @never_divert return\n` +
+    `    meta mark set ip saddr . ip daddr map @divert ct mark set meta mark\n  }\n` +
+    `  chain keep_pod_source {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
+    `    meta mark & ${hex(MARK_FLAG)} == ${hex(MARK_FLAG)} counter snat ip to ip saddr\n  }\n`;
+  return replaceTableScript("ip", name, body);
+}
+
+/** Routing for the plan: one table per instance (route to it, or blackhole when down). */
+export function nodeRouting(plan: NodePlan, opts: NodeDataplaneOptions = {}): { rules: RuleSpec[]; routes: RouteSpec[] } {
+  const prio = opts.rulePriority ?? defaults.rulePriority;
+  const rules: RuleSpec[] = plan.instances.map((i) => ({ priority: prio + 10, fwmark: i.mark, mask: MARK_MASK, action: { table: i.table } }));
+  // Any marked packet whose own rule is missing (mid-change, or stale mark) is dropped, never leaked.
+  rules.push({ priority: prio + 99, fwmark: MARK_FLAG, mask: MARK_FLAG, action: "blackhole" });
+  const routes: RouteSpec[] = plan.instances.map((i) =>
+    i.route === "via" ? { table: i.table, dst: "default", kind: "via", via: i.address } : { table: i.table, dst: "default", kind: "blackhole" },
+  );
+  return { rules, routes };
+}
+
+export interface ApplyReport {
+  nftChanged: boolean;
+  routingAdded: number;
+  routingRemoved: number;
+}
+
+/** Applies node plans to the kernel, idempotently, and reads back to repair drift. */
+export class NodeDataplane {
+  private readonly opts: Required<NodeDataplaneOptions>;
+  private lastScript: string | undefined;
+  private lastListing: string | undefined;
+
+  constructor(
+    private readonly runner: CommandRunner,
+    opts: NodeDataplaneOptions = {},
+  ) {
+    this.opts = { ...defaults, ...opts };
+  }
+
+  private get tableRange() {
+    return { from: this.opts.tableBase + 1, to: this.opts.tableBase + MAX_INSTANCE_ID };
+  }
+
+  /**
+   * Idempotent: an unchanged plan changes nothing. Routes and rules first (add before remove), then the nft table in one transaction, then
+   * stale rules and routes. Marks only ever point at tables that exist.
+   */
+  async apply(plan: NodePlan, opts: { verify?: boolean } = {}): Promise<ApplyReport> {
+    const desired = nodeRouting(plan, this.opts);
+    const actual = await this.readRouting();
+    const { add, remove } = diffRouting(desired, actual);
+    await runBatch(this.runner, add);
+    const script = renderNodeTable(plan, this.opts.table);
+    let nftChanged = false;
+    // Reading a large table back is not free: it is done on `verify` (the periodic drift check).
+    const drifted = opts.verify === true && (await listTable(this.runner, "ip", this.opts.table)) !== this.lastListing;
+    if (script !== this.lastScript || drifted) {
+      await applyNftScript(this.runner, script);
+      this.lastScript = script;
+      this.lastListing = await listTable(this.runner, "ip", this.opts.table);
+      nftChanged = true;
+    }
+    await runBatch(this.runner, remove);
+    if (add.length > 0) await this.loosenReversePathFilter(plan);
+    return { nftChanged, routingAdded: add.length, routingRemoved: remove.length };
+  }
+
+  async readRouting(): Promise<{ rules: RuleSpec[]; routes: RouteSpec[] }> {
+    const rules = await readRules(this.runner, this.opts.rulePriority, this.opts.rulePriority + 99);
+    const routes = await readRoutes(this.runner, this.tableRange);
+    return { rules, routes };
+  }
+
+  /**
+   * Replies from the gateway arrive on the VPC interface with an Internet source whose best
+   * route is elsewhere; strict reverse-path filtering would drop them. Loose mode keeps the
+   * check (the source must be routable) without requiring the symmetric path.
+   */
+  private async loosenReversePathFilter(plan: NodePlan): Promise<void> {
+    const devices = new Set<string>();
+    for (const inst of plan.instances) {
+      try {
+        const { stdout } = await this.runner.run("ip", ["-json", "route", "get", inst.address]);
+        const dev = (JSON.parse(stdout) as { dev?: string }[])[0]?.dev;
+        if (dev) devices.add(dev);
+      } catch {
+        /* unreachable instance: nothing to loosen */
+      }
+    }
+    for (const dev of devices) await this.runner.run("sysctl", ["-q", "-w", `net.ipv4.conf.${dev}.rp_filter=2`]);
+  }
+
+  /** Flows of these pods that were diverted lose their NAT binding, so new packets take the new path. */
+  async forgetFlows(podIPs: Iterable<number | string>): Promise<void> {
+    for (const ip of podIPs) {
+      const addr = typeof ip === "number" ? formatIPv4(ip) : ip;
+      await this.runner.run("conntrack", ["-D", "-s", addr, "--mark", `${hex(MARK_FLAG)}/${hex(MARK_FLAG)}`]).catch(() => undefined);
+    }
+  }
+
+  /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes. */
+  async cleanup(): Promise<void> {
+    await deleteTable(this.runner, "ip", this.opts.table);
+    const actual = await this.readRouting();
+    const { remove } = diffRouting({ rules: [], routes: [] }, actual);
+    await runBatch(this.runner, remove);
+    this.lastScript = undefined;
+    this.lastListing = undefined;
+  }
+}

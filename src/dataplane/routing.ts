@@ -1,0 +1,123 @@
+import type { CommandRunner } from "../util/exec.js";
+
+/**
+ * Policy routing through `ip -json` (read) and `ip -batch` (write). Rules and routes have no
+ * transactions, so changes go in the order that never opens a gap: add or replace what is
+ * missing first, remove what is stale last (as cilium's egress gateway does).
+ */
+
+export interface RuleSpec {
+  priority: number;
+  fwmark: number;
+  mask: number;
+  /** Lookup this table, or drop the packet (`blackhole`). */
+  action: { table: number } | "blackhole";
+}
+
+export interface RouteSpec {
+  table: number | "main";
+  dst: string; // "default" or a CIDR
+  kind: "via" | "blackhole";
+  via?: string;
+  /** Routes in shared tables (main) are owned by their protocol number. */
+  proto?: number;
+}
+
+export function ruleLine(r: RuleSpec): string {
+  const action = r.action === "blackhole" ? "blackhole" : `lookup ${r.action.table}`;
+  return `rule add priority ${r.priority} fwmark 0x${r.fwmark.toString(16)}/0x${r.mask.toString(16)} ${action}`;
+}
+
+export function ruleKey(r: RuleSpec): string {
+  return `${r.priority}|${r.fwmark >>> 0}|${r.mask >>> 0}|${r.action === "blackhole" ? "blackhole" : r.action.table}`;
+}
+
+export function routeLine(verb: "replace" | "del", r: RouteSpec): string {
+  const target = r.kind === "blackhole" ? `blackhole ${r.dst}` : `${r.dst} via ${r.via}`;
+  return `route ${verb} ${target} table ${r.table}${r.proto !== undefined ? ` proto ${r.proto}` : ""}`;
+}
+
+export function routeKey(r: RouteSpec): string {
+  return `${r.table}|${r.dst}|${r.kind}|${r.via ?? ""}`;
+}
+
+interface JsonRule {
+  priority: number;
+  fwmark?: string;
+  fwmask?: string;
+  table?: string;
+  action?: string;
+}
+
+/** Our rules: those whose priority lies in [from, to]. */
+export async function readRules(runner: CommandRunner, from: number, to: number): Promise<RuleSpec[]> {
+  const { stdout } = await runner.run("ip", ["-json", "-4", "rule", "show"]);
+  const rules = JSON.parse(stdout || "[]") as JsonRule[];
+  return rules
+    .filter((r) => r.priority >= from && r.priority <= to && r.fwmark !== undefined)
+    .map((r) => ({
+      priority: r.priority,
+      fwmark: Number(r.fwmark),
+      mask: r.fwmask !== undefined ? Number(r.fwmask) : 0xffffffff,
+      action: r.action === "blackhole" ? ("blackhole" as const) : { table: Number(r.table) },
+    }));
+}
+
+interface JsonRoute {
+  dst: string;
+  type?: string;
+  gateway?: string;
+  table?: string;
+  protocol?: string;
+}
+
+/** Routes in our own tables (a numeric range), plus routes of our protocol in the main table. */
+export async function readRoutes(runner: CommandRunner, tables: { from: number; to: number } | undefined, proto?: number): Promise<RouteSpec[]> {
+  const { stdout } = await runner.run("ip", ["-json", "-4", "route", "show", "table", "all"]);
+  const routes = JSON.parse(stdout || "[]") as JsonRoute[];
+  const out: RouteSpec[] = [];
+  for (const r of routes) {
+    const table = r.table === undefined ? "main" : /^\d+$/.test(r.table) ? Number(r.table) : r.table;
+    const ours =
+      (typeof table === "number" && tables && table >= tables.from && table <= tables.to) ||
+      (table === "main" && proto !== undefined && (r.protocol === String(proto) || Number(r.protocol) === proto));
+    if (!ours) continue;
+    out.push({
+      table: table as number | "main",
+      dst: r.dst,
+      kind: r.type === "blackhole" ? "blackhole" : "via",
+      ...(r.gateway ? { via: r.gateway } : {}),
+      ...(table === "main" && proto !== undefined ? { proto } : {}),
+    });
+  }
+  return out;
+}
+
+export async function runBatch(runner: CommandRunner, lines: readonly string[]): Promise<void> {
+  if (lines.length === 0) return;
+  await runner.run("ip", ["-batch", "-"], { input: lines.join("\n") + "\n" });
+}
+
+/** Lines that make `actual` become `desired`, split so additions can precede removals. */
+export function diffRouting(
+  desired: { rules: RuleSpec[]; routes: RouteSpec[] },
+  actual: { rules: RuleSpec[]; routes: RouteSpec[] },
+): { add: string[]; remove: string[] } {
+  const haveRoutes = new Set(actual.routes.map(routeKey));
+  const wantRoutes = new Set(desired.routes.map(routeKey));
+  const haveRules = new Set(actual.rules.map(ruleKey));
+  const wantRules = new Set(desired.rules.map(ruleKey));
+  // A route for the same (table, dst) is replaced in place: one netlink change, no gap.
+  const add = [
+    ...desired.routes.filter((r) => !haveRoutes.has(routeKey(r))).map((r) => routeLine("replace", r)),
+    ...desired.rules.filter((r) => !haveRules.has(ruleKey(r))).map(ruleLine),
+  ];
+  const replacedDst = new Set(desired.routes.map((r) => `${r.table}|${r.dst}`));
+  const remove = [
+    ...actual.rules.filter((r) => !wantRules.has(ruleKey(r))).map((r) => ruleLine(r).replace(/^rule add/, "rule del")),
+    ...actual.routes
+      .filter((r) => !wantRoutes.has(routeKey(r)) && !replacedDst.has(`${r.table}|${r.dst}`))
+      .map((r) => routeLine("del", r)),
+  ];
+  return { add, remove };
+}

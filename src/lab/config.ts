@@ -1,0 +1,87 @@
+import { Type, type Static } from "@sinclair/typebox";
+import { Ajv } from "ajv";
+import { parse } from "yaml";
+import { IPv4Address, LabelSelector, Name } from "../api/v1alpha1/common.js";
+import { describeErrors } from "../api/v1alpha1/validate.js";
+import type { KubeObject } from "../api/objects.js";
+
+/** `examples/lab.yaml` explains every field. */
+export const LabConfigSchema = Type.Object(
+  {
+    nodes: Type.Array(
+      Type.Object({ name: Name, labels: Type.Optional(Type.Record(Type.String(), Type.String())) }, { additionalProperties: false }),
+      { minItems: 1, maxItems: 50 },
+    ),
+    gateways: Type.Array(
+      Type.Object(
+        {
+          name: Name,
+          instances: Type.Array(
+            Type.Object({ name: Name, egressIPs: Type.Array(IPv4Address, { minItems: 1 }) }, { additionalProperties: false }),
+            { minItems: 1, maxItems: 20 },
+          ),
+        },
+        { additionalProperties: false },
+      ),
+      { default: [] },
+    ),
+    namespaces: Type.Optional(
+      Type.Array(Type.Object({ name: Name, labels: Type.Optional(Type.Record(Type.String(), Type.String())) }, { additionalProperties: false })),
+    ),
+    pods: Type.Array(
+      Type.Object(
+        { name: Name, namespace: Name, node: Name, labels: Type.Optional(Type.Record(Type.String(), Type.String())) },
+        { additionalProperties: false },
+      ),
+      { maxItems: 500 },
+    ),
+    internet: Type.Optional(
+      Type.Object(
+        { allowlist: Type.Optional(Type.Array(IPv4Address, { description: "Sources the firewalled service admits" })) },
+        { additionalProperties: false },
+      ),
+    ),
+    /** EgressPolicy / ClusterEgressPolicy documents, exactly as they would be given to kubectl. */
+    policies: Type.Optional(Type.Array(Type.Unknown())),
+  },
+  { additionalProperties: false },
+);
+export type LabConfig = Static<typeof LabConfigSchema>;
+
+export class LabConfigError extends Error {}
+
+export function parseLabConfig(text: string, source: string): LabConfig {
+  let raw: unknown;
+  try {
+    raw = parse(text);
+  } catch (e) {
+    throw new LabConfigError(`${source}: not valid YAML: ${(e as Error).message}`);
+  }
+  const validate = new Ajv({ allErrors: true, useDefaults: true, strict: false, verbose: true }).compile(LabConfigSchema);
+  if (!validate(raw)) {
+    const errors = describeErrors(validate.errors ?? [], "lab");
+    throw new LabConfigError(`${source}: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`);
+  }
+  const cfg = raw as LabConfig;
+  const nodeNames = new Set(cfg.nodes.map((n) => n.name));
+  if (nodeNames.size !== cfg.nodes.length) throw new LabConfigError(`${source}: lab.nodes: node names must be unique`);
+  cfg.pods.forEach((p, i) => {
+    if (!nodeNames.has(p.node)) throw new LabConfigError(`${source}: lab.pods[${i}].node: no node named ${p.node}`);
+  });
+  const podKeys = new Set(cfg.pods.map((p) => `${p.namespace}/${p.name}`));
+  if (podKeys.size !== cfg.pods.length) throw new LabConfigError(`${source}: lab.pods: pod names must be unique per namespace`);
+  const hostNames = new Set(cfg.gateways.flatMap((g) => g.instances.map((i) => i.name)));
+  if (hostNames.size !== cfg.gateways.reduce((n, g) => n + g.instances.length, 0)) {
+    throw new LabConfigError(`${source}: lab.gateways: instance names must be unique across gateways (each is a host)`);
+  }
+  for (const ip of cfg.gateways.flatMap((g) => g.instances.flatMap((i) => i.egressIPs))) {
+    if (!isDocumentationAddress(ip)) throw new LabConfigError(`${source}: lab.gateways: egress IP ${ip} must be in 192.0.2.0/24, 198.51.100.0/24 or 203.0.113.0/24`);
+  }
+  return cfg;
+}
+
+export function isDocumentationAddress(ip: string): boolean {
+  return /^(192\.0\.2|198\.51\.100|203\.0\.113)\.\d+$/.test(ip);
+}
+
+export type { KubeObject, LabelSelector };

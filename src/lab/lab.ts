@@ -1,0 +1,428 @@
+import { spawn } from "node:child_process";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { stringify } from "yaml";
+import { parseDocuments, snapshotFromObjects, type KubeObject } from "../api/objects.js";
+import { API_VERSION } from "../api/v1alpha1/common.js";
+import { Planner } from "../planner/plan.js";
+import { parseIPv4 } from "../planner/ipv4.js";
+import type { ClusterNetwork } from "../planner/model.js";
+import { runCommand } from "../util/exec.js";
+import type { LabConfig } from "./config.js";
+import { addNamespace, addVethPair, deleteNamespacesWithPrefix, execIn, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, sysctl } from "./netns.js";
+import { cliEntry, LAB_STATE_ROOT } from "./paths.js";
+import { LAB_NETWORK, planTopology, type LabPod, type LabTopology } from "./topology.js";
+
+export const LAB_CLUSTER_NETWORK: ClusterNetwork = {
+  podCIDRs: [LAB_NETWORK.podCidr],
+  serviceCIDRs: [LAB_NETWORK.serviceCidr],
+  nodeCIDRs: [LAB_NETWORK.vpcCidr],
+};
+
+/** What `lab up` leaves on disk so later commands (status, exec, down) find the lab. */
+export interface LabRecord {
+  prefix: string;
+  /** CLI labs outlive the command that made them; test labs belong to their process. */
+  persistent: boolean;
+  ownerPid: number;
+  topology: LabTopology;
+  config: LabConfig;
+  podIPs: Record<string, string>;
+  processes: { name: string; netns: string; pid: number; log: string }[];
+}
+
+export interface LabPodStatus {
+  pod: string;
+  node: string;
+  ip: string;
+  /** Source address the lab's Internet saw for this pod. */
+  egressIP: string | null;
+  /** Addresses it may legitimately leave with (any instance of its policy, or its node). */
+  expected: string[];
+  policy: string | null;
+  ok: boolean;
+  error?: string;
+}
+
+export class LabError extends Error {}
+
+export class Lab {
+  private constructor(
+    readonly record: LabRecord,
+    readonly dir: string,
+  ) {}
+
+  get topology(): LabTopology {
+    return this.record.topology;
+  }
+
+  get clusterFile(): string {
+    return join(this.dir, "cluster.yaml");
+  }
+
+  get udpLog(): string {
+    return join(this.dir, "internet-udp.jsonl");
+  }
+
+  /** Builds the namespace cluster and starts the internet server and all agents. */
+  static async up(cfg: LabConfig, opts: { prefix: string; persistent: boolean; log?: (line: string) => void }): Promise<Lab> {
+    const log = opts.log ?? (() => undefined);
+    await removeLeftovers(log);
+    const topology = planTopology(opts.prefix, cfg);
+    const dir = join(LAB_STATE_ROOT, opts.prefix);
+    mkdirSync(join(dir, "logs"), { recursive: true });
+    const record: LabRecord = { prefix: opts.prefix, persistent: opts.persistent, ownerPid: process.pid, topology, config: cfg, podIPs: {}, processes: [] };
+    const lab = new Lab(record, dir);
+    lab.save();
+    try {
+      log(`building fabric, ${topology.nodes.length} nodes, ${topology.gatewayHosts.length} gateway hosts, internet`);
+      await lab.buildFabric();
+      log(`wiring ${topology.pods.length} pods with the CNI plugins (ptp + host-local, masquerade on)`);
+      for (const pod of topology.pods) await lab.addPod(pod);
+      lab.writeCluster(cfg.policies as KubeObject[] | undefined);
+      await lab.startInternet();
+      for (const n of topology.nodes) lab.startAgent(n.name, n.netns, ["agent", "node", "--node", n.name]);
+      for (const g of topology.gatewayHosts) lab.startAgent(g.name, g.netns, ["agent", "gateway", "--instance", `${g.gateway}/${g.name}`]);
+      lab.save();
+      return lab;
+    } catch (e) {
+      await lab.down();
+      throw e;
+    }
+  }
+
+  /** Finds a lab: the named one, or the only one there is. */
+  static open(prefix?: string): Lab {
+    const prefixes = existsSync(LAB_STATE_ROOT) ? readdirSync(LAB_STATE_ROOT).filter((p) => existsSync(join(LAB_STATE_ROOT, p, "lab.json"))) : [];
+    const chosen = prefix ?? (prefixes.length === 1 ? prefixes[0] : undefined);
+    if (!chosen) throw new LabError(prefixes.length === 0 ? "no lab is up (run `static-egress lab up`)" : `several labs are up (${prefixes.join(", ")}): pass --name`);
+    const dir = join(LAB_STATE_ROOT, chosen);
+    if (!existsSync(join(dir, "lab.json"))) throw new LabError(`no lab named ${chosen}`);
+    return new Lab(JSON.parse(readFileSync(join(dir, "lab.json"), "utf8")) as LabRecord, dir);
+  }
+
+  private save(): void {
+    atomicWrite(join(this.dir, "lab.json"), JSON.stringify(this.record, null, 2));
+  }
+
+  private async buildFabric(): Promise<void> {
+    const t = this.topology;
+    await addNamespace(t.fabric);
+    for (const br of ["vpc", "public"]) {
+      await runCommand("ip", ["-n", t.fabric, "link", "add", br, "type", "bridge"]);
+      await runCommand("ip", ["-n", t.fabric, "link", "set", br, "up"]);
+    }
+    await addNamespace(t.internet);
+    await addVethPair({ ns: t.internet, name: "eth0" }, { ns: t.fabric, name: "inet" });
+    await runCommand("ip", ["-n", t.fabric, "link", "set", "inet", "master", "public"]);
+    await runCommand("ip", ["-n", t.internet, "addr", "add", `${LAB_NETWORK.internetRouter}/24`, "dev", "eth0"]);
+    for (const svc of [LAB_NETWORK.echoService, LAB_NETWORK.allowlistService, LAB_NETWORK.otherService]) {
+      await runCommand("ip", ["-n", t.internet, "addr", "add", `${svc}/32`, "dev", "lo"]);
+    }
+    for (const host of [...t.nodes, ...t.gatewayHosts]) {
+      await addNamespace(host.netns);
+      await addVethPair({ ns: host.netns, name: "eth0" }, { ns: t.fabric, name: host.fabricVpcPort });
+      await addVethPair({ ns: host.netns, name: "eth1" }, { ns: t.fabric, name: host.fabricPublicPort });
+      await runCommand("ip", ["-n", t.fabric, "link", "set", host.fabricVpcPort, "master", "vpc"]);
+      await runCommand("ip", ["-n", t.fabric, "link", "set", host.fabricPublicPort, "master", "public"]);
+      await runCommand("ip", ["-n", host.netns, "addr", "add", `${host.vpcIP}/24`, "dev", "eth0"]);
+      await runCommand("ip", ["-n", host.netns, "addr", "add", `${host.publicIP}/24`, "dev", "eth1"]);
+      // The only default route in the lab points at the lab's own Internet namespace.
+      await runCommand("ip", ["-n", host.netns, "route", "add", "default", "via", LAB_NETWORK.internetRouter]);
+      await sysctl(host.netns, "net.ipv4.ip_forward", "1");
+    }
+    // The Internet routes each egress IP to the gateway host that owns it (a cloud's reserved IP).
+    for (const g of t.gatewayHosts) {
+      for (const ip of g.egressIPs) await runCommand("ip", ["-n", t.internet, "route", "add", `${ip}/32`, "via", g.publicIP]);
+    }
+  }
+
+  private async addPod(pod: LabPod): Promise<void> {
+    const node = this.topology.nodes.find((n) => n.name === pod.node)!;
+    await addNamespace(pod.netns);
+    const conf = {
+      cniVersion: "1.0.0",
+      name: "lab",
+      type: "ptp",
+      ipMasq: true,
+      ipam: { type: "host-local", ranges: [[{ subnet: node.podCidr }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: join(this.dir, "ipam") },
+    };
+    const out = await runCommand("ip", ["netns", "exec", node.netns, "/usr/lib/cni/ptp"], {
+      input: JSON.stringify(conf),
+      env: { CNI_COMMAND: "ADD", CNI_CONTAINERID: `${this.record.prefix}-${pod.namespace}-${pod.name}`, CNI_NETNS: `/var/run/netns/${pod.netns}`, CNI_IFNAME: "eth0", CNI_PATH: "/usr/lib/cni" },
+    });
+    const result = JSON.parse(out.stdout) as { ips?: { address: string }[] };
+    const ip = result.ips?.[0]?.address.split("/")[0];
+    if (!ip) throw new LabError(`CNI ADD for pod ${pod.namespace}/${pod.name} returned no address: ${out.stdout}`);
+    this.record.podIPs[`${pod.namespace}/${pod.name}`] = ip;
+  }
+
+  /** The Kubernetes objects the agents read: namespaces, nodes, pods, gateways, policies. */
+  objects(policies?: readonly KubeObject[]): KubeObject[] {
+    const t = this.topology;
+    const cfg = this.record.config;
+    const created = "2026-01-01T00:00:00Z";
+    const namespaces = new Map<string, Record<string, string>>();
+    for (const p of t.pods) namespaces.set(p.namespace, {});
+    for (const n of cfg.namespaces ?? []) namespaces.set(n.name, n.labels ?? {});
+    const objs: KubeObject[] = [
+      ...[...namespaces].map(([name, labels]) => ({ apiVersion: "v1", kind: "Namespace", metadata: { name, labels: { "kubernetes.io/metadata.name": name, ...labels } } })),
+      ...t.nodes.map((n) => ({
+        apiVersion: "v1",
+        kind: "Node",
+        metadata: { name: n.name, labels: { "kubernetes.io/hostname": n.name, ...n.labels } },
+        spec: { podCIDR: n.podCidr, podCIDRs: [n.podCidr] },
+        status: { addresses: [{ type: "InternalIP", address: n.vpcIP }, { type: "ExternalIP", address: n.publicIP }] },
+      })),
+      ...t.pods.map((p) => ({
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name: p.name, namespace: p.namespace, labels: p.labels },
+        spec: { nodeName: p.node },
+        status: { phase: "Running", podIP: this.record.podIPs[`${p.namespace}/${p.name}`], podIPs: [{ ip: this.record.podIPs[`${p.namespace}/${p.name}`] }] },
+      })),
+      ...cfg.gateways.map((g) => ({
+        apiVersion: API_VERSION,
+        kind: "EgressGateway",
+        metadata: { name: g.name, creationTimestamp: created },
+        spec: {
+          static: {
+            instances: t.gatewayHosts.filter((h) => h.gateway === g.name).map((h) => ({ name: h.name, address: h.vpcIP, egressIPs: h.egressIPs })),
+          },
+        },
+      })),
+    ];
+    return [...objs, ...(policies ?? this.currentPolicies())];
+  }
+
+  currentPolicies(): KubeObject[] {
+    if (!existsSync(this.clusterFile)) return [];
+    return parseDocuments(readFileSync(this.clusterFile, "utf8"), this.clusterFile).filter((o) => o.kind === "EgressPolicy" || o.kind === "ClusterEgressPolicy");
+  }
+
+  /** Rewrites the agents' source atomically; they reload within their poll interval. */
+  writeCluster(policies?: readonly KubeObject[]): void {
+    const stamped = (policies ?? []).map((p, i) => ({
+      ...p,
+      metadata: { ...p.metadata, creationTimestamp: p.metadata?.creationTimestamp ?? new Date(Date.UTC(2026, 0, 1, 0, 0, i + 1)).toISOString() },
+    }));
+    const text = this.objects(stamped).map((o) => stringify(o)).join("---\n");
+    atomicWrite(this.clusterFile, text);
+    atomicWrite(join(this.dir, "agent-config.yaml"), stringify({ clusterNetwork: LAB_CLUSTER_NETWORK, resyncSeconds: 10 }));
+  }
+
+  /** Adds or replaces policies (by kind, namespace, name), like `kubectl apply`. */
+  applyPolicies(docs: readonly KubeObject[]): void {
+    const key = (o: KubeObject) => `${o.kind}/${o.metadata?.namespace ?? ""}/${o.metadata?.name}`;
+    const current = this.currentPolicies();
+    const byKey = new Map(current.map((o) => [key(o), o]));
+    for (const d of docs) {
+      if (d.kind !== "EgressPolicy" && d.kind !== "ClusterEgressPolicy") throw new LabError(`lab apply takes EgressPolicy and ClusterEgressPolicy documents, not ${d.kind}`);
+      const old = byKey.get(key(d));
+      byKey.set(key(d), { ...d, metadata: { ...d.metadata, ...(old?.metadata?.creationTimestamp ? { creationTimestamp: old.metadata.creationTimestamp } : { creationTimestamp: new Date().toISOString() }) } });
+    }
+    this.writeCluster([...byKey.values()]);
+  }
+
+  deletePolicies(docs: readonly KubeObject[]): number {
+    const key = (o: KubeObject) => `${o.kind}/${o.metadata?.namespace ?? ""}/${o.metadata?.name}`;
+    const doomed = new Set(docs.map(key));
+    const current = this.currentPolicies();
+    const kept = current.filter((o) => !doomed.has(key(o)));
+    this.writeCluster(kept);
+    return current.length - kept.length;
+  }
+
+  private async startInternet(): Promise<void> {
+    const allowlist = this.record.config.internet?.allowlist ?? [];
+    writeFileSync(this.udpLog, "");
+    this.startProcess("internet", this.topology.internet, [
+      "lab",
+      "internet-server",
+      "--allowlist",
+      allowlist.join(",") || "none",
+      "--udp-log",
+      this.udpLog,
+    ]);
+    await waitFor(async () => {
+      const out = await execIn(this.topology.internet, "ss", ["-Hltn", "sport = :80"]).catch(() => "");
+      return out.includes(":80");
+    }, 10_000, "the lab's internet server did not start");
+  }
+
+  startAgent(name: string, netns: string, args: string[]): void {
+    this.startProcess(`agent-${name}`, netns, [...args, "--source", this.clusterFile, "--config", join(this.dir, "agent-config.yaml")]);
+  }
+
+  private startProcess(name: string, netns: string, args: string[]): void {
+    const logPath = join(this.dir, "logs", `${name}.log`);
+    const fd = openSync(logPath, "a");
+    const child = spawn("ip", ["netns", "exec", netns, process.execPath, cliEntry(), ...args], { detached: true, stdio: ["ignore", fd, fd] });
+    closeSync(fd);
+    child.unref();
+    this.record.processes = this.record.processes.filter((p) => p.name !== name);
+    this.record.processes.push({ name, netns, pid: child.pid ?? -1, log: logPath });
+    this.save();
+  }
+
+  /** Kills one lab process (an agent) the hard way, as a crash would. */
+  killProcess(name: string, signal: NodeJS.Signals = "SIGKILL"): void {
+    const p = this.record.processes.find((x) => x.name === name);
+    if (!p) throw new LabError(`no lab process named ${name}`);
+    try {
+      process.kill(p.pid, signal);
+    } catch {
+      /* already gone */
+    }
+  }
+
+  /** Starts a killed agent again with the same arguments. */
+  restartAgent(hostName: string): void {
+    const node = this.topology.nodes.find((n) => n.name === hostName);
+    if (node) return this.startAgent(node.name, node.netns, ["agent", "node", "--node", node.name]);
+    const gw = this.topology.gatewayHosts.find((g) => g.name === hostName);
+    if (gw) return this.startAgent(gw.name, gw.netns, ["agent", "gateway", "--instance", `${gw.gateway}/${gw.name}`]);
+    throw new LabError(`no node or gateway host named ${hostName}`);
+  }
+
+  findPod(ref: string): LabPod {
+    const matches = this.topology.pods.filter((p) => `${p.namespace}/${p.name}` === ref || p.name === ref);
+    if (matches.length === 1) return matches[0]!;
+    throw new LabError(matches.length === 0 ? `no pod ${ref} in the lab` : `pod name ${ref} is ambiguous: use <namespace>/<name>`);
+  }
+
+  /** Runs a command inside a pod's namespace. */
+  async execInPod(ref: string, command: string, args: readonly string[]): Promise<string> {
+    return execIn(this.findPod(ref).netns, command, args);
+  }
+
+  /** Each pod asks the echo service which source address it saw, and compares with the expected one. */
+  async status(target: string = LAB_NETWORK.echoService): Promise<LabPodStatus[]> {
+    const snapshot = snapshotFromObjects(this.objects(), LAB_CLUSTER_NETWORK);
+    const planner = new Planner(snapshot);
+    const dst = parseIPv4(target);
+    return Promise.all(
+      this.topology.pods.map(async (pod) => {
+        const key = `${pod.namespace}/${pod.name}`;
+        const ip = this.record.podIPs[key] ?? "";
+        const node = this.topology.nodes.find((n) => n.name === pod.node)!;
+        const plan = planner.planNode(pod.node, new Map());
+        const entry = plan.entries.find((e) => e.podIP === ip && e.dst.from <= dst && dst <= e.dst.to);
+        const policy = entry ? planner.resolution.policies.find((p) => p.resource === entry.policy) : undefined;
+        const expected = policy ? [...policy.egressIPByInstance.values()].sort() : [node.publicIP];
+        const probe = await this.probe(pod, `http://${target}/`);
+        const egressIP = probe.source ?? null;
+        return {
+          pod: key,
+          node: pod.node,
+          ip,
+          egressIP,
+          expected,
+          policy: entry?.policy ?? null,
+          ok: egressIP !== null && expected.includes(egressIP),
+          ...(probe.error ? { error: probe.error } : {}),
+        };
+      }),
+    );
+  }
+
+  async probe(pod: LabPod, url: string): Promise<{ status: number; source?: string; admitted?: boolean; error?: string }> {
+    try {
+      const out = await execIn(pod.netns, process.execPath, [cliEntry(), "lab", "probe", url]);
+      return JSON.parse(out) as { status: number; source?: string; error?: string };
+    } catch (e) {
+      return { status: 0, error: (e as Error).message };
+    }
+  }
+
+  /** Every UDP datagram the Internet host received so far. */
+  udpRecords(): { t: number; src: string; payload: string }[] {
+    if (!existsSync(this.udpLog)) return [];
+    return readFileSync(this.udpLog, "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { t: number; src: string; payload: string });
+  }
+
+  async down(): Promise<void> {
+    for (const p of this.record.processes) {
+      try {
+        process.kill(p.pid, "SIGKILL");
+      } catch {
+        /* gone */
+      }
+    }
+    await deleteNamespacesWithPrefix(`${this.record.prefix}-`);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Removes what earlier runs left behind: labs whose owner process died (unless persistent),
+ * and `se-` namespaces with no lab record that are older than ten minutes.
+ */
+export async function removeLeftovers(log: (line: string) => void = () => undefined): Promise<string[]> {
+  const removed: string[] = [];
+  const records = existsSync(LAB_STATE_ROOT) ? readdirSync(LAB_STATE_ROOT) : [];
+  for (const prefix of records) {
+    const file = join(LAB_STATE_ROOT, prefix, "lab.json");
+    let record: LabRecord | undefined;
+    try {
+      record = JSON.parse(readFileSync(file, "utf8")) as LabRecord;
+    } catch {
+      record = undefined;
+    }
+    if (record && (record.persistent || processAlive(record.ownerPid))) continue;
+    for (const p of record?.processes ?? []) {
+      try {
+        process.kill(p.pid, "SIGKILL");
+      } catch {
+        /* gone */
+      }
+    }
+    removed.push(...(await deleteNamespacesWithPrefix(`${prefix}-`)));
+    rmSync(join(LAB_STATE_ROOT, prefix), { recursive: true, force: true });
+  }
+  const known = new Set(existsSync(LAB_STATE_ROOT) ? readdirSync(LAB_STATE_ROOT) : []);
+  for (const ns of listNamespaces()) {
+    if (!ns.startsWith(LAB_NAME_ROOT)) continue;
+    const prefix = ns.split("-").slice(0, 2).join("-");
+    if (known.has(prefix)) continue;
+    let age = 0;
+    try {
+      age = Date.now() - statSync(`/var/run/netns/${ns}`).mtimeMs;
+    } catch {
+      continue;
+    }
+    if (age < 10 * 60_000) continue;
+    await killNamespaceProcesses(ns);
+    await runCommand("ip", ["netns", "delete", ns]).catch(() => undefined);
+    removed.push(ns);
+  }
+  if (removed.length > 0) log(`removed ${removed.length} leftover namespaces of earlier runs`);
+  return removed;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function atomicWrite(path: string, text: string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
+}
+
+export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, message: string, everyMs = 50): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new LabError(message);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
