@@ -1,0 +1,166 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import type { Lab } from "../../src/lab/lab.js";
+import { waitFor } from "../../src/lab/lab.js";
+import { execIn } from "../../src/lab/netns.js";
+import { cliEntry } from "../../src/lab/paths.js";
+import { LAB_NETWORK } from "../../src/lab/topology.js";
+import { inNamespace } from "../../src/util/exec.js";
+import { readRules, readRoutes } from "../../src/dataplane/routing.js";
+import { byPod, startLab, waitConverged } from "./support.js";
+
+// The example lab: checkout (payments) and exporter (reporting) share gateway `shared`
+// (instances gw-a, gw-b) with their own IPs; web pods are not selected.
+const CHECKOUT_IPS = ["192.0.2.10", "192.0.2.20"];
+const EXPORTER_IPS = ["192.0.2.11", "192.0.2.21"];
+
+let lab: Lab;
+
+beforeAll(async () => {
+  lab = await startLab();
+  await waitConverged(lab);
+});
+
+afterAll(async () => {
+  await lab?.down();
+});
+
+function nodeIP(name: string): string {
+  return lab.topology.nodes.find((n) => n.name === name)!.publicIP;
+}
+
+async function divertEntries(node: string): Promise<string> {
+  const ns = lab.topology.nodes.find((n) => n.name === node)!.netns;
+  return execIn(ns, "nft", ["list", "map", "ip", "static_egress", "divert"]);
+}
+
+describe("dedicated egress through the gateways", () => {
+  it("selected pods leave with their own policy's IP, unselected pods with their node's IP", async () => {
+    const rows = byPod(await lab.status(LAB_NETWORK.echoService));
+    for (const pod of ["payments/pay-1", "payments/pay-2"]) expect(CHECKOUT_IPS).toContain(rows.get(pod)!.egressIP);
+    for (const pod of ["reporting/rep-1", "reporting/rep-2"]) expect(EXPORTER_IPS).toContain(rows.get(pod)!.egressIP);
+    expect(rows.get("web/web-1")!.egressIP).toBe(nodeIP("node1"));
+    expect(rows.get("web/web-2")!.egressIP).toBe(nodeIP("node3"));
+  });
+
+  it("diverts only included destinations", async () => {
+    // checkout includes 198.51.100.0/24 but excludes 198.51.100.200/32.
+    const rows = byPod(await lab.status(LAB_NETWORK.otherService));
+    expect(rows.get("payments/pay-1")!.egressIP).toBe(nodeIP("node1"));
+    expect(rows.get("payments/pay-2")!.egressIP).toBe(nodeIP("node2"));
+    // exporter has no destination list: everything outside the cluster.
+    expect(EXPORTER_IPS).toContain(rows.get("reporting/rep-1")!.egressIP);
+  });
+
+  it("two policies on one gateway instance keep their own IPs", async () => {
+    const rows = byPod(await lab.status());
+    const seen = new Set([...rows.values()].filter((r) => r.policy).map((r) => `${r.policy}=${r.egressIP}`));
+    for (const s of seen) {
+      const [policy, ip] = s.split("=");
+      expect(policy!.endsWith("checkout") ? CHECKOUT_IPS : EXPORTER_IPS).toContain(ip);
+    }
+  });
+
+  it("the allowlisted service admits the selected pods and refuses the others", async () => {
+    const pay = await lab.probe(lab.findPod("payments/pay-1"), `http://${LAB_NETWORK.allowlistService}/`);
+    expect(pay.status).toBe(200);
+    expect(pay.admitted).toBe(true);
+    for (const other of ["reporting/rep-1", "web/web-1"]) {
+      const r = await lab.probe(lab.findPod(other), `http://${LAB_NETWORK.allowlistService}/`);
+      expect(r.status).toBe(403);
+    }
+  });
+});
+
+describe("agent restarts", () => {
+  it("leak zero packets and duplicate nothing", async () => {
+    const node1 = lab.topology.nodes.find((n) => n.name === "node1")!;
+    const rulesBefore = await readRules(inNamespace(node1.netns), 10000, 10099);
+    const routesBefore = await readRoutes(inNamespace(node1.netns), { from: 7001, to: 7000 + 4095 });
+    const stream = spawn("ip", ["netns", "exec", lab.findPod("payments/pay-1").netns, process.execPath, cliEntry(), "lab", "udp-stream", "--tag", "restart", "--interval-ms", "1", "--duration-ms", "5000"], { stdio: "ignore" });
+    const done = new Promise((r) => stream.on("exit", r));
+    await new Promise((r) => setTimeout(r, 500));
+    for (const host of ["node1", "gw-a", "gw-b"]) {
+      lab.killProcess(`agent-${host}`);
+      await new Promise((r) => setTimeout(r, 300));
+      lab.restartAgent(host);
+    }
+    await done;
+    await new Promise((r) => setTimeout(r, 300));
+    const received = lab.udpRecords().filter((d) => d.payload.startsWith("restart "));
+    expect(received.length).toBeGreaterThan(1000);
+    const wrong = received.filter((d) => !CHECKOUT_IPS.includes(d.src));
+    expect(wrong).toEqual([]);
+    // The restarted agent adopted what it found: the same rules and routes, once each.
+    await waitFor(() => readFileSync(lab.record.processes.find((p) => p.name === "agent-node1")!.log, "utf8").includes("node agent started"), 10_000, "agent did not restart");
+    await new Promise((r) => setTimeout(r, 500));
+    const rulesAfter = await readRules(inNamespace(node1.netns), 10000, 10099);
+    const routesAfter = await readRoutes(inNamespace(node1.netns), { from: 7001, to: 7000 + 4095 });
+    expect(rulesAfter).toEqual(rulesBefore);
+    expect(routesAfter).toEqual(routesBefore);
+    await waitConverged(lab);
+  });
+});
+
+describe("bad input", () => {
+  const bad = [
+    { name: "bad-cidr", spec: { destinationCIDRs: ["198.51.100.0/33"] }, field: "spec.destinationCIDRs[0]" },
+    { name: "bad-gateway", spec: { gatewayName: "nowhere" }, field: "spec.gatewayName" },
+    { name: "bad-selector", spec: { podSelector: { matchExpressions: [{ key: "app", operator: "In", values: [] }] } }, field: "spec.podSelector.matchExpressions[0].values" },
+    { name: "dup-ip", spec: { egressIPs: ["192.0.2.10"] }, field: "spec.egressIPs[0]" },
+  ];
+
+  it("names the resource and field, and every other policy keeps working", async () => {
+    const docs = bad.map((b) => ({
+      apiVersion: "staticegress.io/v1alpha1",
+      kind: "EgressPolicy",
+      metadata: { name: b.name, namespace: "web" },
+      spec: { podSelector: { matchLabels: { app: "frontend" } }, gatewayName: "shared", egressIPs: ["192.0.2.99"], ...b.spec },
+    }));
+    lab.applyPolicies(docs);
+    const log = lab.record.processes.find((p) => p.name === "agent-node1")!.log;
+    await waitFor(() => bad.every((b) => readFileSync(log, "utf8").includes(`EgressPolicy/web/${b.name}`)), 10_000, "agent did not report the invalid policies");
+    const lines = readFileSync(log, "utf8").split("\n").filter((l) => l.includes("invalid resource ignored"));
+    for (const b of bad) {
+      const line = lines.reverse().find((l) => l.includes(`EgressPolicy/web/${b.name}`))!;
+      expect(line).toContain(`"field":"${b.field}"`);
+    }
+    // The web pods stay unselected and the good policies keep their IPs.
+    const rows = await waitConverged(lab);
+    expect(byPod(rows).get("web/web-1")!.egressIP).toBe(nodeIP("node1"));
+    expect(CHECKOUT_IPS).toContain(byPod(rows).get("payments/pay-1")!.egressIP);
+    lab.deletePolicies(docs);
+  });
+
+  it("the CLI's validate command reports the same errors", async () => {
+    const { stdout } = await new Promise<{ stdout: string }>((resolve) => {
+      const child = spawn(process.execPath, [cliEntry(), "validate", "-f", lab.clusterFile]);
+      let out = "";
+      child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+      child.on("exit", () => resolve({ stdout: out }));
+    });
+    expect(stdout).toContain("EgressPolicy/payments/checkout: valid");
+  });
+});
+
+describe("deleting a policy", () => {
+  it("restores the node IP and leaves no rule behind", async () => {
+    const checkout = lab.currentPolicies().find((p) => p.metadata?.name === "checkout")!;
+    const pay1 = lab.record.podIPs["payments/pay-1"]!;
+    expect(await divertEntries("node1")).toContain(pay1);
+    lab.deletePolicies([checkout]);
+    await waitFor(async () => !(await divertEntries("node1")).includes(pay1), 10_000, "entries not removed");
+    const rows = byPod(await waitConverged(lab));
+    expect(rows.get("payments/pay-1")!.egressIP).toBe(nodeIP("node1"));
+    expect(rows.get("payments/pay-2")!.egressIP).toBe(nodeIP("node2"));
+    // Nothing of the policy is left on the gateways either.
+    for (const g of lab.topology.gatewayHosts) {
+      const snat = await execIn(g.netns, "nft", ["list", "map", "ip", "static_egress_gw", "egress_snat"]);
+      expect(snat).not.toContain(pay1);
+      expect(snat).not.toContain("192.0.2.10");
+    }
+    lab.applyPolicies([checkout]);
+    await waitConverged(lab);
+  });
+});

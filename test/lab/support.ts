@@ -1,0 +1,37 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseLabConfig, type LabConfig } from "../../src/lab/config.js";
+import { Lab, waitFor, type LabPodStatus } from "../../src/lab/lab.js";
+import { newRunPrefix } from "../../src/lab/netns.js";
+import { packageRoot } from "../../src/lab/paths.js";
+
+export function exampleLabConfig(): LabConfig {
+  const path = join(packageRoot(), "examples", "lab.yaml");
+  return parseLabConfig(readFileSync(path, "utf8"), path);
+}
+
+/** A lab owned by this test process; removed in afterAll (and as a leftover if we crash). */
+export async function startLab(cfg: LabConfig = exampleLabConfig()): Promise<Lab> {
+  return Lab.up(cfg, { prefix: newRunPrefix(), persistent: false });
+}
+
+/** Polls `lab status` until every pod leaves with an expected address. */
+export async function waitConverged(lab: Lab, target?: string, timeoutMs = 15_000): Promise<LabPodStatus[]> {
+  let last: LabPodStatus[] = [];
+  await waitFor(
+    async () => {
+      last = await lab.status(target);
+      return last.every((r) => r.ok);
+    },
+    timeoutMs,
+    "lab did not converge",
+    200,
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}: ${JSON.stringify(last.filter((r) => !r.ok))}`);
+  });
+  return last;
+}
+
+export function byPod(rows: readonly LabPodStatus[]): Map<string, LabPodStatus> {
+  return new Map(rows.map((r) => [r.pod, r]));
+}
