@@ -1,0 +1,167 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NodeDataplane, renderNodeTable } from "../../src/dataplane/node.js";
+import { GatewayDataplane } from "../../src/dataplane/gateway.js";
+import { readRoutes, readRules } from "../../src/dataplane/routing.js";
+import { addNamespace, deleteNamespacesWithPrefix, execIn, newRunPrefix } from "../../src/lab/netns.js";
+import { markFor, tableFor } from "../../src/planner/ids.js";
+import type { GatewayPlan, NodePlan } from "../../src/planner/model.js";
+import { parseCidr, parseIPv4 } from "../../src/planner/ipv4.js";
+import { inNamespace } from "../../src/util/exec.js";
+
+// One namespace stands in for a node (and one for a gateway): a dummy interface gives the
+// instance addresses a next hop. The agent's own objects are compared with what the kernel
+// holds after each step: apply, re-apply, drift, foreign state, cleanup.
+const prefix = newRunPrefix();
+const nodeNs = `${prefix}-dpnode`;
+const gwNs = `${prefix}-dpgw`;
+const run = inNamespace(nodeNs);
+const gwRun = inNamespace(gwNs);
+
+function plan(health: "via" | "blackhole", pods = 3): NodePlan {
+  const instances = [
+    { key: "gw/a", address: "10.0.0.101", mark: markFor(1), table: tableFor(1), route: health },
+    { key: "gw/b", address: "10.0.0.102", mark: markFor(2), table: tableFor(2), route: "via" as const },
+  ];
+  const entries = Array.from({ length: pods }, (_, i) => ({
+    podIP: `10.244.1.${10 + i}`,
+    dst: parseCidr("198.51.100.0/24"),
+    mark: markFor(1 + (i % 2)),
+    policy: "EgressPolicy/a/p",
+    instance: i % 2 === 0 ? "gw/a" : "gw/b",
+  }));
+  return { node: "n", instances, entries, neverDivert: [parseCidr("10.0.0.0/8")], unavailable: [], podsByPolicy: {} };
+}
+
+async function foreignState(): Promise<string> {
+  const rules = await execIn(nodeNs, "ip", ["-4", "rule", "show"]);
+  const main = await execIn(nodeNs, "ip", ["-4", "route", "show", "table", "main"]);
+  const t100 = await execIn(nodeNs, "ip", ["-4", "route", "show", "table", "100"]);
+  const other = await execIn(nodeNs, "nft", ["list", "table", "ip", "someone_else"]);
+  return [rules.split("\n").filter((l) => !/^100\d\d:/.test(l)).join("\n"), main, t100, other].join("\n--\n");
+}
+
+beforeAll(async () => {
+  for (const ns of [nodeNs, gwNs]) {
+    await addNamespace(ns);
+    await execIn(ns, "ip", ["link", "add", "vpc0", "type", "veth", "peer", "name", "vpc0p"]); // no dummy module on every kernel
+    await execIn(ns, "ip", ["link", "set", "vpc0p", "up"]);
+    await execIn(ns, "ip", ["addr", "add", "10.0.0.11/24", "dev", "vpc0"]);
+    await execIn(ns, "ip", ["link", "set", "vpc0", "up"]);
+  }
+  // State that belongs to others and must survive every step untouched.
+  await execIn(nodeNs, "ip", ["rule", "add", "priority", "500", "fwmark", "0x4000/0x4000", "lookup", "100"]);
+  await execIn(nodeNs, "ip", ["route", "add", "blackhole", "192.0.2.0/24", "table", "100"]);
+  await execIn(nodeNs, "ip", ["route", "add", "198.18.0.0/15", "via", "10.0.0.1"]);
+  await execIn(nodeNs, "nft", ["add", "table", "ip", "someone_else"]);
+  await execIn(nodeNs, "nft", ["add", "chain", "ip", "someone_else", "c", "{ type filter hook forward priority 0; }"]);
+  await execIn(nodeNs, "nft", ["add", "rule", "ip", "someone_else", "c", "counter"]);
+});
+
+afterAll(async () => {
+  await deleteNamespacesWithPrefix(`${prefix}-`);
+});
+
+describe("node dataplane", () => {
+  it("programs rules, one table per instance, and the map; a second apply changes nothing", async () => {
+    const before = await foreignState();
+    const dp = new NodeDataplane(run);
+    const first = await dp.apply(plan("via"));
+    expect(first.nftChanged).toBe(true);
+    const rules = await readRules(run, 10000, 10099);
+    expect(rules).toHaveLength(3); // two instances + the catch-all blackhole
+    expect(rules.find((r) => r.action === "blackhole")).toMatchObject({ priority: 10099 });
+    const routes = await readRoutes(run, { from: 7001, to: 11095 });
+    expect(routes.map((r) => `${r.table} ${r.kind} ${r.via ?? ""}`).sort()).toEqual([`7001 via 10.0.0.101`, `7002 via 10.0.0.102`]);
+    const map = await execIn(nodeNs, "nft", ["list", "map", "ip", "static_egress", "divert"]);
+    for (const ip of ["10.244.1.10", "10.244.1.11", "10.244.1.12"]) expect(map).toContain(ip);
+
+    const again = await dp.apply(plan("via"), { verify: true });
+    expect(again).toEqual({ nftChanged: false, routingAdded: 0, routingRemoved: 0 });
+    // A fresh agent (a restart) adopts the same state: routes and rules untouched.
+    const restarted = await new NodeDataplane(run).apply(plan("via"));
+    expect(restarted.routingAdded + restarted.routingRemoved).toBe(0);
+    expect(await foreignState()).toBe(before);
+  });
+
+  it("a dead instance's table becomes a blackhole with one route change", async () => {
+    const dp = new NodeDataplane(run);
+    await dp.apply(plan("via"));
+    const r = await dp.apply(plan("blackhole"));
+    expect(r.routingAdded).toBe(1);
+    expect(r.routingRemoved).toBe(0);
+    const routes = await readRoutes(run, { from: 7001, to: 11095 });
+    expect(routes.find((x) => x.table === 7001)).toMatchObject({ kind: "blackhole" });
+    expect(routes).toHaveLength(2);
+  });
+
+  it("reads the kernel back and repairs drift", async () => {
+    const dp = new NodeDataplane(run);
+    await dp.apply(plan("via"));
+    await execIn(nodeNs, "ip", ["rule", "del", "priority", "10099"]);
+    await execIn(nodeNs, "ip", ["route", "replace", "default", "via", "10.0.0.99", "table", "7002"]);
+    await execIn(nodeNs, "nft", ["delete", "element", "ip", "static_egress", "divert", "{ 10.244.1.10 . 198.51.100.0/24 }"]);
+    const r = await dp.apply(plan("via"), { verify: true });
+    expect(r.nftChanged).toBe(true);
+    expect(r.routingAdded).toBe(2);
+    expect((await readRules(run, 10000, 10099)).some((x) => x.action === "blackhole")).toBe(true);
+    expect((await readRoutes(run, { from: 7001, to: 11095 })).find((x) => x.table === 7002)?.via).toBe("10.0.0.102");
+    expect(await execIn(nodeNs, "nft", ["list", "map", "ip", "static_egress", "divert"])).toContain("10.244.1.10");
+  });
+
+  it("removes stale instances after the new ones are in place", async () => {
+    const dp = new NodeDataplane(run);
+    await dp.apply(plan("via"));
+    const onlyB = plan("via");
+    onlyB.instances = onlyB.instances.filter((i) => i.key === "gw/b");
+    onlyB.entries = onlyB.entries.filter((e) => e.instance === "gw/b");
+    const r = await dp.apply(onlyB);
+    expect(r.routingRemoved).toBe(2); // the rule and the route of gw/a
+    expect((await readRoutes(run, { from: 7001, to: 11095 })).map((x) => x.table)).toEqual([7002]);
+  });
+
+  it("renders a single transaction that replaces the whole table", () => {
+    const script = renderNodeTable(plan("via"));
+    // declare, delete, re-create: one `nft -f` run, so the kernel commits it all or nothing.
+    expect(script.split("\n").slice(0, 3)).toEqual(["table ip static_egress", "delete table ip static_egress", "table ip static_egress {"]);
+    expect(script).not.toMatch(/^flush/m);
+  });
+
+  it("cleanup removes everything it owns and nothing else", async () => {
+    const before = await foreignState();
+    const dp = new NodeDataplane(run);
+    await dp.apply(plan("via"));
+    await dp.cleanup();
+    expect(await readRules(run, 10000, 10099)).toEqual([]);
+    expect(await readRoutes(run, { from: 7001, to: 11095 })).toEqual([]);
+    await expect(execIn(nodeNs, "nft", ["list", "table", "ip", "static_egress"])).rejects.toThrow();
+    expect(await foreignState()).toBe(before);
+    await dp.cleanup(); // idempotent
+  });
+});
+
+describe("gateway dataplane", () => {
+  const gwPlan: GatewayPlan = {
+    instance: "gw/a",
+    address: "10.0.0.11",
+    snat: [{ podIP: "10.244.1.10", dst: { from: parseIPv4("0.0.0.0"), to: parseIPv4("255.255.255.255") }, egressIP: "192.0.2.10", policy: "p" }],
+    returnRoutes: [{ cidr: "10.244.1.0/24", via: "10.0.0.12" }, { cidr: "10.244.2.0/24", via: "10.0.0.13" }],
+    nodeAddresses: ["10.0.0.12", "10.0.0.13"],
+    egressIPs: ["192.0.2.10"],
+  };
+
+  it("programs SNAT, relay filter and return routes idempotently; cleanup leaves other routes", async () => {
+    await execIn(gwNs, "ip", ["route", "add", "10.50.0.0/16", "via", "10.0.0.1"]);
+    const dp = new GatewayDataplane(gwRun);
+    const first = await dp.apply(gwPlan);
+    expect(first.routingAdded).toBe(2);
+    expect(await execIn(gwNs, "sysctl", ["-n", "net.ipv4.ip_forward"])).toBe("1\n");
+    const table = await execIn(gwNs, "nft", ["list", "table", "ip", "static_egress_gw"]);
+    expect(table).toContain("10.244.1.10 . 0.0.0.0/0 : 192.0.2.10");
+    expect(table).toMatch(/forward priority filter - 10; policy drop/);
+    expect(await dp.apply(gwPlan, { verify: true })).toEqual({ nftChanged: false, routingAdded: 0, routingRemoved: 0 });
+    await dp.cleanup();
+    const routes = await execIn(gwNs, "ip", ["-4", "route"]);
+    expect(routes).toContain("10.50.0.0/16");
+    expect(routes).not.toContain("10.244.1.0/24");
+  });
+});
