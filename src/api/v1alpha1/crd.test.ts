@@ -1,0 +1,110 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Ajv } from "ajv";
+import { describe, expect, it } from "vitest";
+import { parse, parseAllDocuments, stringify } from "yaml";
+import { packageRoot } from "../../lab/paths.js";
+import { ALL_KINDS, crdFor } from "./crd.js";
+import { SpecValidator } from "./validate.js";
+
+const root = packageRoot();
+type Crd = { spec: { names: { kind: string }; versions: { schema: { openAPIV3Schema: object }; additionalPrinterColumns: unknown[] }[] } };
+
+function committedCrd(plural: string): Crd {
+  const text = readFileSync(join(root, "deploy", "crds", `${plural}.yaml`), "utf8");
+  return parse(text) as Crd;
+}
+
+/** Validates a whole object against a CRD's schema, as the API server does. */
+function serverValidator(plural: string) {
+  const schema = committedCrd(plural).spec.versions[0]!.schema.openAPIV3Schema;
+  return new Ajv({ allErrors: true, strict: false }).compile(schema);
+}
+
+const examples = parseAllDocuments(readFileSync(join(root, "examples", "policies.yaml"), "utf8")).map((d) => d.toJS() as { kind: string; spec: Record<string, unknown> });
+const labPolicies = (parse(readFileSync(join(root, "examples", "lab.yaml"), "utf8")) as { policies: { kind: string; spec: object }[] }).policies;
+const plural = (kind: string) => ALL_KINDS.find((k) => k.kind === kind)!.plural;
+
+describe("generated CRDs", () => {
+  it("are committed under deploy/crds exactly as the generator makes them", () => {
+    for (const k of ALL_KINDS) {
+      const text = readFileSync(join(root, "deploy", "crds", `${k.plural}.yaml`), "utf8");
+      expect(text.replace(/^#.*\n/, "")).toBe(stringify(crdFor(k)));
+    }
+  });
+
+  it("are structural: no additionalProperties:false, no const, every property typed", () => {
+    const walk = (node: unknown, path: string): string[] => {
+      if (typeof node !== "object" || node === null) return [];
+      const n = node as Record<string, unknown>;
+      const problems: string[] = [];
+      if (n.additionalProperties === false) problems.push(`${path}: additionalProperties false`);
+      if ("const" in n) problems.push(`${path}: const`);
+      if ("patternProperties" in n) problems.push(`${path}: patternProperties`);
+      for (const [key, child] of Object.entries((n.properties as Record<string, unknown>) ?? {})) {
+        if (typeof child === "object" && child && !("type" in child)) problems.push(`${path}.${key}: no type`);
+        problems.push(...walk(child, `${path}.${key}`));
+      }
+      if (n.items) problems.push(...walk(n.items, `${path}[]`));
+      if (typeof n.additionalProperties === "object") problems.push(...walk(n.additionalProperties, `${path}{}`));
+      return problems;
+    };
+    for (const k of ALL_KINDS) expect(walk(committedCrd(k.plural).spec.versions[0]!.schema.openAPIV3Schema, k.kind)).toEqual([]);
+  });
+
+  it("have printer columns for egress IPs, gateway, readiness and age", () => {
+    const cols = (committedCrd("egresspolicies").spec.versions[0]!.additionalPrinterColumns as { name: string }[]).map((c) => c.name);
+    expect(cols).toEqual(expect.arrayContaining(["Gateway", "Egress-IPs", "Ready", "Age"]));
+  });
+
+  it("accept every example", () => {
+    for (const doc of [...examples, ...labPolicies]) {
+      const validate = serverValidator(plural(doc.kind));
+      expect(validate({ apiVersion: "staticegress.io/v1alpha1", metadata: {}, ...doc }), JSON.stringify(validate.errors)).toBe(true);
+    }
+  });
+
+  const policy = examples.find((d) => d.kind === "EgressPolicy")!;
+  const gateway = examples.find((d) => d.kind === "EgressGateway")!;
+  const bad: [string, string, Record<string, unknown>][] = [
+    ["EgressPolicy", "CIDR with a /33 prefix", { ...policy.spec, destinationCIDRs: ["198.51.100.0/33"] }],
+    ["EgressPolicy", "CIDR that is not an address", { ...policy.spec, excludedCIDRs: ["example.com/24"] }],
+    ["EgressPolicy", "egress IP out of range", { ...policy.spec, egressIPs: ["192.0.2.300"] }],
+    ["EgressPolicy", "no egress IPs", { ...policy.spec, egressIPs: [] }],
+    ["EgressPolicy", "missing gatewayName", { podSelector: {}, egressIPs: ["192.0.2.10"] }],
+    ["EgressPolicy", "unknown failure policy", { ...policy.spec, failurePolicy: "Leak" }],
+    ["EgressPolicy", "unknown selector operator", { ...policy.spec, podSelector: { matchExpressions: [{ key: "a", operator: "Near" }] } }],
+    ["EgressPolicy", "priority out of range", { ...policy.spec, priority: 5000 }],
+    ["EgressGateway", "both instance sources", { ...gateway.spec, nodes: { nodeSelector: {} } }],
+    ["EgressGateway", "no instance source", { health: { intervalMs: 100 } }],
+    ["EgressGateway", "instance without egress IPs", { static: { instances: [{ name: "a", address: "10.0.0.1", egressIPs: [] }] } }],
+    ["EgressGateway", "probe interval too small", { ...gateway.spec, health: { intervalMs: 1 } }],
+  ];
+
+  it.each(bad)("reject a %s with %s (CRD schema and our validator agree)", (kind, _why, spec) => {
+    const validate = serverValidator(plural(kind));
+    expect(validate({ apiVersion: "staticegress.io/v1alpha1", kind, metadata: {}, spec })).toBe(false);
+    expect(new SpecValidator().check(kind, structuredClone(spec)).length).toBeGreaterThan(0);
+  });
+});
+
+describe("SpecValidator", () => {
+  const v = new SpecValidator();
+
+  it("names the field and says what is wrong", () => {
+    expect(v.check("EgressPolicy", { podSelector: {}, gatewayName: "gw", egressIPs: ["192.0.2.1"], destinationCIDRs: ["10.0.0.0/8", "nope"] })).toEqual([
+      { field: "spec.destinationCIDRs[1]", message: 'invalid value "nope": must be an IPv4 CIDR, e.g. 198.51.100.0/24' },
+    ]);
+    expect(v.check("EgressPolicy", { podSelector: {}, gatewayName: "gw", egressIPs: ["192.0.2.1"], destinationCIDR: [] })).toEqual([
+      { field: "spec", message: 'unknown field "destinationCIDR"' },
+    ]);
+    expect(v.check("EgressPolicy", { podSelector: {}, egressIPs: ["192.0.2.1"] })).toEqual([{ field: "spec.gatewayName", message: "required field is missing" }]);
+    expect(v.check("EgressGateway", {})).toEqual([{ field: "spec", message: "exactly one instance source must be set (static or nodes)" }]);
+  });
+
+  it("fills defaults", () => {
+    const spec: Record<string, unknown> = { podSelector: {}, gatewayName: "gw", egressIPs: ["192.0.2.1"] };
+    expect(v.check("EgressPolicy", spec)).toEqual([]);
+    expect(spec).toMatchObject({ failurePolicy: "Drop", priority: 100 });
+  });
+});
