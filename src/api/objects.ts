@@ -82,7 +82,11 @@ export function snapshotFromObjects(objects: readonly KubeObject[], network: Clu
   }
   // A namespace that is only implied by its pods still has (empty) labels.
   const known = new Set(namespaces.map((n) => n.name));
-  for (const p of pods) if (!known.has(p.namespace)) (known.add(p.namespace), namespaces.push({ name: p.namespace, labels: {} }));
+  for (const p of pods) {
+    if (known.has(p.namespace)) continue;
+    known.add(p.namespace);
+    namespaces.push({ name: p.namespace, labels: {} });
+  }
   return { policies, gateways, pods, nodes, namespaces, network };
 }
 

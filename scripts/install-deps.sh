@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what static-egress needs on a fresh Debian 12 machine (run as root):
+# Debian packages for the datapath and the lab, then the npm dependencies, then the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(nftables iproute2 iptables conntrack iperf3 tcpdump frr containernetworking-plugins kubectl procps)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# FRR is only used as a BFD peer in tests; its own daemons must not run on the host.
+systemctl disable --now frr >/dev/null 2>&1 || true
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npm run --silent build

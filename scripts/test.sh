@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: typecheck, lint, unit + integration tests, then the lab tier
+# (real kernel networking in network namespaces; needs root). Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then echo "run as root: the lab tier builds network namespaces" >&2; exit 1; fi
+./scripts/install-deps.sh
+echo "== typecheck";  npm run --silent typecheck
+echo "== lint";       npm run --silent lint
+echo "== unit and integration tests"; npx vitest run --config vitest.config.ts
+echo "== lab tests (network namespaces)"; npx vitest run --config vitest.lab.config.ts
