@@ -1,7 +1,7 @@
 import type { GatewayPlan } from "../planner/model.js";
 import { formatRange } from "../planner/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
-import { applyNftScript, deleteTable, elementsClause, listTable, replaceTableScript } from "./nft.js";
+import { OwnedTable, type TableModel } from "./nft.js";
 import { diffRouting, readRoutes, runBatch, type RouteSpec } from "./routing.js";
 
 export interface GatewayDataplaneOptions {
@@ -20,20 +20,29 @@ const defaults = { table: "static_egress_gw", routeProto: 94, healthPort: 3784 }
  * an open relay, and a pod can only ever leave with its own policy's IP. Everything else that
  * would cross the gateway is dropped. Health probes are admitted from cluster nodes only.
  */
-export function renderGatewayTable(plan: GatewayPlan, o: Required<GatewayDataplaneOptions> = defaults): string {
-  const snat = plan.snat.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${e.egressIP}`);
-  const body =
-    `  set cluster_nodes {\n    type ipv4_addr\n${elementsClause(plan.nodeAddresses)}  }\n` +
-    `  map egress_snat {\n    type ipv4_addr . ipv4_addr : ipv4_addr\n    flags interval\n${elementsClause(snat)}  }\n` +
-    `  chain health_from_nodes {\n    type filter hook input priority filter - 10; policy accept;\n` +
-    `    udp dport { ${o.healthPort}, 4784 } ip saddr != @cluster_nodes counter drop\n  }\n` +
-    `  chain forward_selected {\n    type filter hook forward priority filter - 10; policy drop;\n` +
-    `    ct state established,related accept\n` +
-    `    ct state new ip saddr . ip daddr @egress_snat accept\n` +
-    `    counter comment "not a selected pod: never relay"\n  }\n` +
-    `  chain snat_to_egress_ip {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
-    `    snat ip to ip saddr . ip daddr map @egress_snat\n  }\n`;
-  return replaceTableScript("ip", o.table, body);
+export function gatewayTableModel(plan: GatewayPlan, o: Required<GatewayDataplaneOptions> = defaults): TableModel {
+  return {
+    family: "ip",
+    name: o.table,
+    sets: [
+      { kind: "set", name: "cluster_nodes", spec: "type ipv4_addr;", elements: plan.nodeAddresses },
+      {
+        kind: "map",
+        name: "egress_snat",
+        spec: "type ipv4_addr . ipv4_addr : ipv4_addr; flags interval;",
+        elements: plan.snat.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${e.egressIP}`),
+      },
+    ],
+    chains:
+      `  chain health_from_nodes {\n    type filter hook input priority filter - 10; policy accept;\n` +
+      `    udp dport { ${o.healthPort}, 4784 } ip saddr != @cluster_nodes counter drop\n  }\n` +
+      `  chain forward_selected {\n    type filter hook forward priority filter - 10; policy drop;\n` +
+      `    ct state established,related accept\n` +
+      `    ct state new ip saddr . ip daddr @egress_snat accept\n` +
+      `    counter comment "not a selected pod: never relay"\n  }\n` +
+      `  chain snat_to_egress_ip {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
+      `    snat ip to ip saddr . ip daddr map @egress_snat\n  }\n`,
+  };
 }
 
 export function gatewayRoutes(plan: GatewayPlan, o: Required<GatewayDataplaneOptions> = defaults): RouteSpec[] {
@@ -42,14 +51,14 @@ export function gatewayRoutes(plan: GatewayPlan, o: Required<GatewayDataplaneOpt
 
 export class GatewayDataplane {
   private readonly opts: Required<GatewayDataplaneOptions>;
-  private lastScript: string | undefined;
-  private lastListing: string | undefined;
+  private readonly table: OwnedTable;
 
   constructor(
     private readonly runner: CommandRunner,
     opts: GatewayDataplaneOptions = {},
   ) {
     this.opts = { ...defaults, ...opts };
+    this.table = new OwnedTable(runner, "ip", this.opts.table);
   }
 
   async apply(plan: GatewayPlan, opts: { verify?: boolean } = {}): Promise<{ nftChanged: boolean; routingAdded: number; routingRemoved: number }> {
@@ -57,24 +66,14 @@ export class GatewayDataplane {
     const actual = { rules: [], routes: await readRoutes(this.runner, undefined, this.opts.routeProto) };
     const { add, remove } = diffRouting({ rules: [], routes: gatewayRoutes(plan, this.opts) }, actual);
     await runBatch(this.runner, add);
-    const script = renderGatewayTable(plan, this.opts);
-    const drifted = opts.verify === true && (await listTable(this.runner, "ip", this.opts.table)) !== this.lastListing;
-    let nftChanged = false;
-    if (script !== this.lastScript || drifted) {
-      await applyNftScript(this.runner, script);
-      this.lastScript = script;
-      this.lastListing = await listTable(this.runner, "ip", this.opts.table);
-      nftChanged = true;
-    }
+    const nftChanged = await this.table.apply(gatewayTableModel(plan, this.opts), opts.verify === true);
     await runBatch(this.runner, remove);
     return { nftChanged, routingAdded: add.length, routingRemoved: remove.length };
   }
 
   async cleanup(): Promise<void> {
-    await deleteTable(this.runner, "ip", this.opts.table);
+    await this.table.remove();
     const routes = await readRoutes(this.runner, undefined, this.opts.routeProto);
     await runBatch(this.runner, diffRouting({ rules: [], routes: [] }, { rules: [], routes }).remove);
-    this.lastScript = undefined;
-    this.lastListing = undefined;
   }
 }

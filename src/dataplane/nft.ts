@@ -1,20 +1,55 @@
 import type { CommandRunner } from "../util/exec.js";
 
 /**
- * nftables through the `nft` command. A table is always replaced in one transaction: the
- * script declares the table (so `delete` cannot fail), deletes it and declares it again with
- * its full contents. The kernel commits all of it or none of it, so no packet ever sees a
- * half-programmed table (never flush-then-add in separate steps).
+ * nftables through the `nft` command. Every change is one `nft -f` run, i.e. one kernel
+ * transaction: all of it or none of it, so no packet ever sees a half-programmed table
+ * (never flush-then-add in separate steps).
  */
-export function replaceTableScript(family: string, name: string, body: string): string {
-  return `table ${family} ${name}\ndelete table ${family} ${name}\ntable ${family} ${name} {\n${body}}\n`;
+
+/** A table we own, as data: set/map declarations with their elements, plus chains. */
+export interface TableModel {
+  family: "ip" | "inet";
+  name: string;
+  sets: { kind: "set" | "map"; name: string; /** e.g. `type ipv4_addr; flags interval;` */ spec: string; elements: string[] }[];
+  chains: string;
+}
+
+/** Full replacement: declare (so delete cannot fail), delete, declare again with everything. */
+export function renderFull(t: TableModel): string {
+  const sets = t.sets.map((s) => `  ${s.kind} ${s.name} {\n    ${s.spec}\n${elementsClause(s.elements)}  }\n`).join("");
+  return `table ${t.family} ${t.name}\ndelete table ${t.family} ${t.name}\ntable ${t.family} ${t.name} {\n${sets}${t.chains}}\n`;
+}
+
+/**
+ * Element-only change from `prev` to `next` (deletes first, then adds, one transaction), or
+ * undefined when anything but elements differs. Adding one pod to 10,000 costs one element.
+ */
+export function renderDelta(prev: TableModel, next: TableModel): string | undefined {
+  if (prev.family !== next.family || prev.name !== next.name || prev.chains !== next.chains || prev.sets.length !== next.sets.length) return undefined;
+  const lines: string[] = [];
+  for (let i = 0; i < next.sets.length; i++) {
+    const a = prev.sets[i]!;
+    const b = next.sets[i]!;
+    if (a.kind !== b.kind || a.name !== b.name || a.spec !== b.spec) return undefined;
+    const had = new Set(a.elements);
+    const has = new Set(b.elements);
+    const removed = a.elements.filter((e) => !has.has(e));
+    const added = b.elements.filter((e) => !had.has(e));
+    if (removed.length > 0) lines.push(`delete element ${next.family} ${next.name} ${b.name} { ${removed.join(", ")} }`);
+    if (added.length > 0) lines.push(`add element ${next.family} ${next.name} ${b.name} { ${added.join(", ")} }`);
+  }
+  return lines.join("\n") + (lines.length > 0 ? "\n" : "");
+}
+
+function elementsClause(elements: readonly string[]): string {
+  return elements.length === 0 ? "" : `    elements = { ${elements.join(",\n      ")} }\n`;
 }
 
 export async function applyNftScript(runner: CommandRunner, script: string): Promise<void> {
   await runner.run("nft", ["-f", "-"], { input: script });
 }
 
-/** The table as the kernel has it, in nft's canonical text form; undefined if it does not exist. */
+/** The table as the kernel has it, in nft's canonical text (no counters); undefined if absent. */
 export async function listTable(runner: CommandRunner, family: string, name: string): Promise<string | undefined> {
   try {
     const { stdout } = await runner.run("nft", ["--stateless", "list", "table", family, name]);
@@ -25,16 +60,48 @@ export async function listTable(runner: CommandRunner, family: string, name: str
   }
 }
 
-export async function deleteTable(runner: CommandRunner, family: string, name: string): Promise<void> {
-  // Declaring it first makes the delete succeed whether or not the table exists.
-  await applyNftScript(runner, `table ${family} ${name}\ndelete table ${family} ${name}\n`);
-}
-
-/** Renders `{ a, b, c }` element lists in chunks nft parses quickly; empty sets get no elements clause. */
-export function elementsClause(elements: readonly string[]): string {
-  return elements.length === 0 ? "" : `    elements = { ${elements.join(",\n      ")} }\n`;
-}
-
 export function hex(n: number): string {
   return `0x${(n >>> 0).toString(16).padStart(8, "0")}`;
+}
+
+/**
+ * One nft table owned by an agent. Applies a model with the smallest atomic change (element
+ * delta when only elements changed, full replacement otherwise) and, on `verify`, reads the
+ * kernel back and replaces the table if anyone else changed it.
+ */
+export class OwnedTable {
+  private applied: TableModel | undefined;
+  /** The kernel's listing right after our last full apply; undefined after a delta. */
+  private listing: string | undefined;
+
+  constructor(
+    private readonly runner: CommandRunner,
+    readonly family: "ip" | "inet",
+    readonly name: string,
+  ) {}
+
+  /** Returns true when the kernel was changed. */
+  async apply(model: TableModel, verify: boolean): Promise<boolean> {
+    if (verify) {
+      const now = await listTable(this.runner, this.family, this.name);
+      if (now === undefined || this.listing === undefined || now !== this.listing) this.applied = undefined;
+    }
+    const delta = this.applied ? renderDelta(this.applied, model) : undefined;
+    if (delta === "") return false;
+    if (delta !== undefined) {
+      await applyNftScript(this.runner, delta);
+      this.listing = undefined;
+    } else {
+      await applyNftScript(this.runner, renderFull(model));
+      this.listing = verify ? await listTable(this.runner, this.family, this.name) : undefined;
+    }
+    this.applied = model;
+    return true;
+  }
+
+  async remove(): Promise<void> {
+    await applyNftScript(this.runner, `table ${this.family} ${this.name}\ndelete table ${this.family} ${this.name}\n`);
+    this.applied = undefined;
+    this.listing = undefined;
+  }
 }

@@ -2,7 +2,7 @@ import type { NodePlan } from "../planner/model.js";
 import { MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, DEFAULT_TABLE_BASE } from "../planner/ids.js";
 import { formatIPv4, formatRange } from "../planner/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
-import { applyNftScript, deleteTable, elementsClause, hex, listTable, replaceTableScript } from "./nft.js";
+import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
 import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
 
 export interface NodeDataplaneOptions {
@@ -22,18 +22,30 @@ const defaults = { table: "static_egress", tableBase: DEFAULT_TABLE_BASE, rulePr
  * an identity SNAT one step before the node's own masquerade, which creates the NAT binding
  * so the kernel skips the CNI's masquerade for that flow and the gateway sees the pod address.
  */
+export function nodeTableModel(plan: NodePlan, name = defaults.table): TableModel {
+  return {
+    family: "ip",
+    name,
+    sets: [
+      { kind: "set", name: "never_divert", spec: "type ipv4_addr; flags interval;", elements: plan.neverDivert.map(formatRange) },
+      {
+        kind: "map",
+        name: "divert",
+        spec: "type ipv4_addr . ipv4_addr : mark; flags interval;",
+        elements: plan.entries.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${hex(e.mark)}`),
+      },
+    ],
+    chains:
+      `  chain mark_egress {\n    type filter hook prerouting priority dstnat + 10; policy accept;\n` +
+      `    ip daddr @never_divert return\n` +
+      `    meta mark set ip saddr . ip daddr map @divert ct mark set meta mark\n  }\n` +
+      `  chain keep_pod_source {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
+      `    meta mark & ${hex(MARK_FLAG)} == ${hex(MARK_FLAG)} counter snat ip to ip saddr\n  }\n`,
+  };
+}
+
 export function renderNodeTable(plan: NodePlan, name = defaults.table): string {
-  const divert = plan.entries.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${hex(e.mark)}`);
-  const never = plan.neverDivert.map(formatRange);
-  const body =
-    `  set never_divert {\n    type ipv4_addr\n    flags interval\n${elementsClause(never)}  }\n` +
-    `  map divert {\n    type ipv4_addr . ipv4_addr : mark\n    flags interval\n${elementsClause(divert)}  }\n` +
-    `  chain mark_egress {\n    type filter hook prerouting priority dstnat + 10; policy accept;\n` +
-    `    ip daddr @never_divert return\n` +
-    `    meta mark set ip saddr . ip daddr map @divert ct mark set meta mark\n  }\n` +
-    `  chain keep_pod_source {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
-    `    meta mark & ${hex(MARK_FLAG)} == ${hex(MARK_FLAG)} counter snat ip to ip saddr\n  }\n`;
-  return replaceTableScript("ip", name, body);
+  return renderFull(nodeTableModel(plan, name));
 }
 
 /** Routing for the plan: one table per instance (route to it, or blackhole when down). */
@@ -57,14 +69,14 @@ export interface ApplyReport {
 /** Applies node plans to the kernel, idempotently, and reads back to repair drift. */
 export class NodeDataplane {
   private readonly opts: Required<NodeDataplaneOptions>;
-  private lastScript: string | undefined;
-  private lastListing: string | undefined;
+  private readonly table: OwnedTable;
 
   constructor(
     private readonly runner: CommandRunner,
     opts: NodeDataplaneOptions = {},
   ) {
     this.opts = { ...defaults, ...opts };
+    this.table = new OwnedTable(runner, "ip", this.opts.table);
   }
 
   private get tableRange() {
@@ -80,16 +92,8 @@ export class NodeDataplane {
     const actual = await this.readRouting();
     const { add, remove } = diffRouting(desired, actual);
     await runBatch(this.runner, add);
-    const script = renderNodeTable(plan, this.opts.table);
-    let nftChanged = false;
     // Reading a large table back is not free: it is done on `verify` (the periodic drift check).
-    const drifted = opts.verify === true && (await listTable(this.runner, "ip", this.opts.table)) !== this.lastListing;
-    if (script !== this.lastScript || drifted) {
-      await applyNftScript(this.runner, script);
-      this.lastScript = script;
-      this.lastListing = await listTable(this.runner, "ip", this.opts.table);
-      nftChanged = true;
-    }
+    const nftChanged = await this.table.apply(nodeTableModel(plan, this.opts.table), opts.verify === true);
     await runBatch(this.runner, remove);
     if (add.length > 0) await this.loosenReversePathFilter(plan);
     return { nftChanged, routingAdded: add.length, routingRemoved: remove.length };
@@ -130,11 +134,9 @@ export class NodeDataplane {
 
   /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes. */
   async cleanup(): Promise<void> {
-    await deleteTable(this.runner, "ip", this.opts.table);
+    await this.table.remove();
     const actual = await this.readRouting();
     const { remove } = diffRouting({ rules: [], routes: [] }, actual);
     await runBatch(this.runner, remove);
-    this.lastScript = undefined;
-    this.lastListing = undefined;
   }
 }

@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NodeDataplane, renderNodeTable } from "../../src/dataplane/node.js";
 import { GatewayDataplane } from "../../src/dataplane/gateway.js";
@@ -5,8 +6,9 @@ import { readRoutes, readRules } from "../../src/dataplane/routing.js";
 import { addNamespace, deleteNamespacesWithPrefix, execIn, newRunPrefix } from "../../src/lab/netns.js";
 import { markFor, tableFor } from "../../src/planner/ids.js";
 import type { GatewayPlan, NodePlan } from "../../src/planner/model.js";
-import { parseCidr, parseIPv4 } from "../../src/planner/ipv4.js";
+import { formatIPv4, parseCidr, parseIPv4 } from "../../src/planner/ipv4.js";
 import { inNamespace } from "../../src/util/exec.js";
+import { waitFor } from "../../src/lab/lab.js";
 
 // One namespace stands in for a node (and one for a gateway): a dummy interface gives the
 // instance addresses a next hop. The agent's own objects are compared with what the kernel
@@ -23,7 +25,7 @@ function plan(health: "via" | "blackhole", pods = 3): NodePlan {
     { key: "gw/b", address: "10.0.0.102", mark: markFor(2), table: tableFor(2), route: "via" as const },
   ];
   const entries = Array.from({ length: pods }, (_, i) => ({
-    podIP: `10.244.1.${10 + i}`,
+    podIP: formatIPv4(parseIPv4("10.244.1.10") + i),
     dst: parseCidr("198.51.100.0/24"),
     mark: markFor(1 + (i % 2)),
     policy: "EgressPolicy/a/p",
@@ -65,7 +67,7 @@ describe("node dataplane", () => {
   it("programs rules, one table per instance, and the map; a second apply changes nothing", async () => {
     const before = await foreignState();
     const dp = new NodeDataplane(run);
-    const first = await dp.apply(plan("via"));
+    const first = await dp.apply(plan("via"), { verify: true });
     expect(first.nftChanged).toBe(true);
     const rules = await readRules(run, 10000, 10099);
     expect(rules).toHaveLength(3); // two instances + the catch-all blackhole
@@ -94,9 +96,38 @@ describe("node dataplane", () => {
     expect(routes).toHaveLength(2);
   });
 
+  it("adds one pod to a large set with one element change, not a new table", async () => {
+    const dp = new NodeDataplane(run);
+    await dp.apply(plan("via", 2000), { verify: true });
+    // What the kernel reports while we apply: `nft monitor` prints every committed change.
+    const watch = async (change: () => Promise<unknown>): Promise<string> => {
+      const monitor = spawn("ip", ["netns", "exec", nodeNs, "nft", "monitor"], { stdio: ["ignore", "pipe", "ignore"] });
+      let out = "";
+      monitor.stdout.on("data", (b: Buffer) => (out += b.toString()));
+      await new Promise((r) => setTimeout(r, 300));
+      await change();
+      await waitFor(() => out.length > 0, 5_000, "nft monitor saw no change");
+      await new Promise((r) => setTimeout(r, 300));
+      monitor.kill();
+      return out;
+    };
+    // (nft monitor does not print elements of concatenated interval maps; it does print every
+    // transaction as a new generation, and every table it deletes or adds.)
+    const transactions = (text: string) => text.match(/^# new generation/gm)?.length ?? 0;
+    const events = await watch(() => dp.apply(plan("via", 2001)));
+    expect(transactions(events)).toBe(1);
+    expect(events).not.toMatch(/table/);
+    const map = await execIn(nodeNs, "nft", ["list", "map", "ip", "static_egress", "divert"]);
+    expect(map.match(/ : 0x/g)).toHaveLength(2001);
+    // A restarted agent knows nothing it applied: it replaces the whole table (one `nft -f`).
+    const replaced = await watch(() => new NodeDataplane(run).apply(plan("via", 2001)));
+    expect(replaced).toMatch(/^delete table ip static_egress/m);
+    expect(replaced).toMatch(/^add table ip static_egress/m);
+  });
+
   it("reads the kernel back and repairs drift", async () => {
     const dp = new NodeDataplane(run);
-    await dp.apply(plan("via"));
+    await dp.apply(plan("via"), { verify: true });
     await execIn(nodeNs, "ip", ["rule", "del", "priority", "10099"]);
     await execIn(nodeNs, "ip", ["route", "replace", "default", "via", "10.0.0.99", "table", "7002"]);
     await execIn(nodeNs, "nft", ["delete", "element", "ip", "static_egress", "divert", "{ 10.244.1.10 . 198.51.100.0/24 }"]);
@@ -152,7 +183,7 @@ describe("gateway dataplane", () => {
   it("programs SNAT, relay filter and return routes idempotently; cleanup leaves other routes", async () => {
     await execIn(gwNs, "ip", ["route", "add", "10.50.0.0/16", "via", "10.0.0.1"]);
     const dp = new GatewayDataplane(gwRun);
-    const first = await dp.apply(gwPlan);
+    const first = await dp.apply(gwPlan, { verify: true });
     expect(first.routingAdded).toBe(2);
     expect(await execIn(gwNs, "sysctl", ["-n", "net.ipv4.ip_forward"])).toBe("1\n");
     const table = await execIn(gwNs, "nft", ["list", "table", "ip", "static_egress_gw"]);
