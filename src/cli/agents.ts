@@ -1,6 +1,9 @@
 import { GatewayAgent } from "../agents/gateway/gateway-agent.js";
-import { NodeAgent } from "../agents/node/node-agent.js";
+import { NodeAgent, type HealthProvider } from "../agents/node/node-agent.js";
 import { loadAgentConfig } from "../agents/config.js";
+import { BfdAgent } from "../agents/health/bfd/agent.js";
+import { HealthMonitor } from "../agents/health/monitor.js";
+import { GatewayMetrics, NodeMetrics, serveMetrics } from "../agents/metrics.js";
 import { FileSource } from "../agents/source/file-source.js";
 import { GatewayDataplane } from "../dataplane/gateway.js";
 import { NodeDataplane } from "../dataplane/node.js";
@@ -11,6 +14,7 @@ export interface AgentFlags {
   source: string;
   config: string;
   cleanup?: boolean;
+  metricsPort?: string;
 }
 
 /** Stops on SIGTERM/SIGINT without touching the datapath: forwarding goes on while we are away. */
@@ -23,7 +27,7 @@ function runUntilSignal(logger: Logger, stop: () => Promise<void>): void {
   process.once("SIGINT", onSignal);
 }
 
-export async function runNodeAgent(flags: AgentFlags & { node: string }): Promise<void> {
+export async function runNodeAgent(flags: AgentFlags & { node: string; address?: string }): Promise<void> {
   const logger = createLogger("node-agent").child({ node: flags.node });
   const dataplane = new NodeDataplane(localRunner);
   if (flags.cleanup) {
@@ -31,15 +35,37 @@ export async function runNodeAgent(flags: AgentFlags & { node: string }): Promis
     logger.info("removed everything the node agent owns");
     return;
   }
+  const metrics = new NodeMetrics();
+  let bfd: BfdAgent | undefined;
+  let health: HealthProvider | undefined;
+  if (flags.address) {
+    // Probes leave from the node's own address (in Kubernetes: status.hostIP).
+    bfd = new BfdAgent({ localAddress: flags.address, logger });
+    await bfd.start();
+    const monitor = new HealthMonitor(bfd, logger);
+    monitor.onVerdict((c) => metrics.onVerdict(c));
+    health = monitor;
+  } else {
+    logger.warn("no --address: gateway instances are not probed (no failover)");
+  }
   const agent = new NodeAgent({
     nodeName: flags.node,
     config: loadAgentConfig(flags.config),
     source: new FileSource(flags.source, logger),
     dataplane,
     logger,
+    ...(health ? { health } : {}),
+    onApplied: (plan) => metrics.onPlan(plan),
   });
   await agent.start();
+  if (flags.metricsPort) {
+    await serveMetrics(metrics.registry, Number(flags.metricsPort), "0.0.0.0", async () => {
+      metrics.failClosedDrops.set(await dataplane.failClosedDrops());
+      for (const s of bfd?.statuses() ?? []) if (s.lastRttMs !== null && s.lastRttMs !== undefined) metrics.probeRtt.set({ instance: s.peer }, s.lastRttMs / 1000);
+    });
+  }
   logger.info("node agent started");
+  // BFD is stopped without AdminDown on purpose: peers keep their view until they time out.
   runUntilSignal(logger, () => agent.stop());
 }
 
@@ -51,14 +77,51 @@ export async function runGatewayAgent(flags: AgentFlags & { instance: string }):
     logger.info("removed everything the gateway agent owns");
     return;
   }
+  const metrics = new GatewayMetrics();
   const agent = new GatewayAgent({
     instance: flags.instance,
     config: loadAgentConfig(flags.config),
     source: new FileSource(flags.source, logger),
     dataplane,
     logger,
+    onApplied: (plan) => {
+      metrics.applies.inc();
+      metrics.snatEntries.set(plan.snat.length);
+    },
   });
   await agent.start();
+  if (flags.metricsPort) await serveMetrics(metrics.registry, Number(flags.metricsPort));
   logger.info("gateway agent started");
   runUntilSignal(logger, () => agent.stop());
+}
+
+/**
+ * The gateway's BFD responder, a process of its own: restarting or upgrading the gateway agent
+ * (config reloads included) never touches health, so nodes never fail over because of it.
+ * It answers any node that starts a session; the gateway's nft table admits BFD from cluster
+ * nodes only.
+ */
+export async function runHealthResponder(flags: { listen: string; metricsPort?: string }): Promise<void> {
+  const logger = createLogger("health-responder").child({ listen: flags.listen });
+  const metrics = new GatewayMetrics();
+  const bfd = new BfdAgent({
+    localAddress: flags.listen,
+    logger,
+    acceptPeer: () => ({ peer: "", passive: true }),
+  });
+  // Sessions of nodes that went away are dropped after a while, so the table does not grow.
+  bfd.on("change", (c) => {
+    if (c.to !== "Down") return;
+    setTimeout(() => {
+      if (bfd.statuses().find((s) => s.peer === c.peer)?.state === "Down") void bfd.removePeer(c.peer);
+    }, 60_000).unref();
+  });
+  await bfd.start();
+  if (flags.metricsPort) {
+    await serveMetrics(metrics.registry, Number(flags.metricsPort), "0.0.0.0", async () => {
+      metrics.bfdSessionsUp.set(bfd.statuses().filter((s) => s.state === "Up").length);
+    });
+  }
+  logger.info("health responder started");
+  runUntilSignal(logger, () => bfd.stop());
 }

@@ -4,7 +4,8 @@ import type { Command } from "commander";
 import { parseDocuments } from "../api/objects.js";
 import { parseLabConfig } from "../lab/config.js";
 import { startInternetServer } from "../lab/internet-server.js";
-import { Lab, removeLeftovers, type LabPodStatus } from "../lab/lab.js";
+import { GATEWAY_DEATHS, Lab, removeLeftovers, type GatewayDeath, type LabPodStatus } from "../lab/lab.js";
+import { runDemo } from "./demo.js";
 import { newRunPrefix } from "../lab/netns.js";
 import { httpProbe, udpStream } from "../lab/probe.js";
 import { LAB_NETWORK } from "../lab/topology.js";
@@ -95,6 +96,49 @@ export function registerLabCommands(program: Command): void {
     .action((o: { file: string; name?: string }) => {
       const n = Lab.open(o.name).deletePolicies(parseDocuments(readFileSync(o.file, "utf8"), o.file));
       say(`deleted ${n} policies`);
+    });
+
+  lab
+    .command("kill-gateway")
+    .description("kill a gateway instance: its agent and health responder, its VPC link, or the whole host (silent)")
+    .argument("<instance>", "gateway instance (host) name, e.g. gw-a")
+    .option("--kind <kind>", `how it dies: ${GATEWAY_DEATHS.join(", ")}`, "link")
+    .option("--name <prefix>", "which lab")
+    .action(async (instance: string, o: { kind: string; name?: string }) => {
+      if (!GATEWAY_DEATHS.includes(o.kind as GatewayDeath)) throw new Error(`--kind must be one of ${GATEWAY_DEATHS.join(", ")}, not ${o.kind}`);
+      await Lab.open(o.name).killGateway(instance, o.kind as GatewayDeath);
+      say(`${instance}: killed (${o.kind}); nodes fail over once their probes miss it`);
+    });
+
+  lab
+    .command("revive-gateway")
+    .description("undo kill-gateway; nodes use the instance again after its hold-down")
+    .argument("<instance>")
+    .option("--name <prefix>", "which lab")
+    .action(async (instance: string, o: { name?: string }) => {
+      await Lab.open(o.name).reviveGateway(instance);
+      say(`${instance}: revived`);
+    });
+
+  lab
+    .command("drain")
+    .description("drain a gateway instance: new connections move off it, open ones finish")
+    .argument("<instance>")
+    .option("--undo", "stop draining")
+    .option("--name <prefix>", "which lab")
+    .action((instance: string, o: { undo?: boolean; name?: string }) => {
+      Lab.open(o.name).setDrain(instance, !o.undo);
+      say(`${instance}: ${o.undo ? "serving again" : "draining"}`);
+    });
+
+  lab
+    .command("demo")
+    .description("up, show egress IPs, kill a gateway under traffic, show the failover, down")
+    .option("-f, --file <lab.yaml>", "lab description", "examples/lab.yaml")
+    .option("--kind <kind>", "how the gateway dies", "link")
+    .option("--keep", "leave the lab up at the end")
+    .action(async (o: { file: string; kind: string; keep?: boolean }) => {
+      await runDemo(o.file, o.kind as GatewayDeath, o.keep === true);
     });
 
   lab

@@ -7,7 +7,7 @@ import { parseDocuments, snapshotFromObjects } from "../api/objects.js";
 import { ALL_KINDS, crdFor } from "../api/v1alpha1/crd.js";
 import { loadAgentConfig } from "../agents/config.js";
 import { Planner } from "../planner/plan.js";
-import { runGatewayAgent, runNodeAgent } from "./agents.js";
+import { runGatewayAgent, runHealthResponder, runNodeAgent } from "./agents.js";
 import { registerLabCommands } from "./lab.js";
 
 const program = new Command("static-egress").description("dedicated, fixed egress IPs for Kubernetes workloads").showHelpAfterError();
@@ -19,6 +19,8 @@ agent
   .requiredOption("--node <name>", "this node's name")
   .requiredOption("--source <file>", "Kubernetes documents to read (reloaded on change)")
   .requiredOption("--config <file>", "agent config: clusterNetwork CIDRs, resyncSeconds")
+  .option("--address <ip>", "this node's address toward the gateways; enables BFD probing and failover")
+  .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
   .option("--cleanup", "remove everything the node agent owns and exit")
   .action(runNodeAgent);
 agent
@@ -27,8 +29,15 @@ agent
   .requiredOption("--instance <gateway/instance>", "this instance")
   .requiredOption("--source <file>", "Kubernetes documents to read (reloaded on change)")
   .requiredOption("--config <file>", "agent config")
+  .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
   .option("--cleanup", "remove everything the gateway agent owns and exit")
   .action(runGatewayAgent);
+agent
+  .command("health-responder")
+  .description("answer BFD probes from nodes on a gateway host (a process of its own)")
+  .requiredOption("--listen <ip>", "the gateway's address toward the nodes")
+  .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
+  .action(runHealthResponder);
 
 program
   .command("crds")

@@ -1,6 +1,6 @@
 import type { NodePlan } from "../planner/model.js";
 import { MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, DEFAULT_TABLE_BASE } from "../planner/ids.js";
-import { formatIPv4, formatRange } from "../planner/ipv4.js";
+import { formatRange } from "../planner/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
 import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
 import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
@@ -23,6 +23,7 @@ const defaults = { table: "static_egress", tableBase: DEFAULT_TABLE_BASE, rulePr
  * so the kernel skips the CNI's masquerade for that flow and the gateway sees the pod address.
  */
 export function nodeTableModel(plan: NodePlan, name = defaults.table): TableModel {
+  const flag = hex(MARK_FLAG);
   return {
     family: "ip",
     name,
@@ -34,13 +35,20 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table): TableMode
         spec: "type ipv4_addr . ipv4_addr : mark; flags interval;",
         elements: plan.entries.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${hex(e.mark)}`),
       },
+      // Instances judged down: their packets are dropped here and counted (fail-closed).
+      { kind: "set", name: "down_instances", spec: "type mark;", elements: plan.instances.filter((i) => i.route === "blackhole").map((i) => hex(i.mark)) },
     ],
     chains:
+      `  counter failclosed_drops {\n  }\n` +
       `  chain mark_egress {\n    type filter hook prerouting priority dstnat + 10; policy accept;\n` +
       `    ip daddr @never_divert return\n` +
-      `    meta mark set ip saddr . ip daddr map @divert ct mark set meta mark\n  }\n` +
+      // A diverted flow stays on the instance it started on (a drained instance finishes its
+      // connections); flows of a dead instance are deleted from conntrack by the agent.
+      `    ct direction original ct mark & ${flag} == ${flag} meta mark set ct mark goto enforce\n` +
+      `    meta mark set ip saddr . ip daddr map @divert ct mark set meta mark goto enforce\n  }\n` +
+      `  chain enforce {\n    meta mark @down_instances counter name "failclosed_drops" drop\n  }\n` +
       `  chain keep_pod_source {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
-      `    meta mark & ${hex(MARK_FLAG)} == ${hex(MARK_FLAG)} counter snat ip to ip saddr\n  }\n`,
+      `    meta mark & ${flag} == ${flag} counter snat ip to ip saddr\n  }\n`,
   };
 }
 
@@ -124,11 +132,30 @@ export class NodeDataplane {
     for (const dev of devices) await this.runner.run("sysctl", ["-q", "-w", `net.ipv4.conf.${dev}.rp_filter=2`]);
   }
 
-  /** Flows of these pods that were diverted lose their NAT binding, so new packets take the new path. */
-  async forgetFlows(podIPs: Iterable<number | string>): Promise<void> {
-    for (const ip of podIPs) {
-      const addr = typeof ip === "number" ? formatIPv4(ip) : ip;
-      await this.runner.run("conntrack", ["-D", "-s", addr, "--mark", `${hex(MARK_FLAG)}/${hex(MARK_FLAG)}`]).catch(() => undefined);
+  /**
+   * Diverted flows of these pods, or of these (dead) instances, lose their conntrack entry, so
+   * their next packet is planned afresh (new instance, or the node's path when no longer
+   * selected). `conntrack -D` exits non-zero when nothing matched: not an error.
+   */
+  async forgetFlows(which: { podIPs?: Iterable<string>; marks?: Iterable<number> }): Promise<void> {
+    const jobs: Promise<unknown>[] = [];
+    for (const ip of which.podIPs ?? []) {
+      jobs.push(this.runner.run("conntrack", ["-D", "-s", ip, "--mark", `${hex(MARK_FLAG)}/${hex(MARK_FLAG)}`]).catch(() => undefined));
+    }
+    for (const mark of which.marks ?? []) {
+      jobs.push(this.runner.run("conntrack", ["-D", "--mark", `${hex(mark)}/${hex(MARK_MASK)}`]).catch(() => undefined));
+    }
+    await Promise.all(jobs);
+  }
+
+  /** Packets dropped because their instance was down (the fail-closed counter). */
+  async failClosedDrops(): Promise<number> {
+    try {
+      const { stdout } = await this.runner.run("nft", ["-j", "list", "counter", "ip", this.opts.table, "failclosed_drops"]);
+      const entry = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables.find((e) => e.counter);
+      return entry?.counter?.packets ?? 0;
+    } catch {
+      return 0;
     }
   }
 

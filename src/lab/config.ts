@@ -20,6 +20,16 @@ export const LabConfigSchema = Type.Object(
             Type.Object({ name: Name, egressIPs: Type.Array(IPv4Address, { minItems: 1 }) }, { additionalProperties: false }),
             { minItems: 1, maxItems: 20 },
           ),
+          health: Type.Optional(
+            Type.Object(
+              {
+                intervalMs: Type.Optional(Type.Integer({ minimum: 10 })),
+                multiplier: Type.Optional(Type.Integer({ minimum: 1 })),
+                holdDownMs: Type.Optional(Type.Integer({ minimum: 0 })),
+              },
+              { additionalProperties: false },
+            ),
+          ),
         },
         { additionalProperties: false },
       ),

@@ -11,7 +11,7 @@ import { runCommand } from "../util/exec.js";
 import type { LabConfig } from "./config.js";
 import { addNamespace, addVethPair, deleteNamespacesWithPrefix, execIn, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, sysctl } from "./netns.js";
 import { cliEntry, LAB_STATE_ROOT } from "./paths.js";
-import { LAB_NETWORK, planTopology, type LabPod, type LabTopology } from "./topology.js";
+import { LAB_NETWORK, planTopology, type LabGatewayHost, type LabPod, type LabTopology } from "./topology.js";
 
 export const LAB_CLUSTER_NETWORK: ClusterNetwork = {
   podCIDRs: [LAB_NETWORK.podCidr],
@@ -29,7 +29,23 @@ export interface LabRecord {
   config: LabConfig;
   podIPs: Record<string, string>;
   processes: { name: string; netns: string; pid: number; log: string }[];
+  /** Gateway hosts killed with `kill-gateway`, and how. */
+  dead?: Record<string, GatewayDeath>;
+  drained?: string[];
 }
+
+export type GatewayDeath = "agent" | "link" | "silent";
+export const GATEWAY_DEATHS: readonly GatewayDeath[] = ["agent", "link", "silent"];
+
+/** Agents serve metrics on this port inside their namespace (health responders on +1). */
+export const LAB_METRICS_PORT = 9464;
+
+/** A hung host: nothing in, nothing out, nothing through. */
+const SILENCE = `table inet lab_silence {
+  chain in { type filter hook prerouting priority -400; policy drop; }
+  chain out { type filter hook output priority -400; policy drop; }
+}
+`;
 
 export interface LabPodStatus {
   pod: string;
@@ -81,8 +97,8 @@ export class Lab {
       for (const pod of topology.pods) await lab.addPod(pod);
       lab.writeCluster(cfg.policies as KubeObject[] | undefined);
       await lab.startInternet();
-      for (const n of topology.nodes) lab.startAgent(n.name, n.netns, ["agent", "node", "--node", n.name]);
-      for (const g of topology.gatewayHosts) lab.startAgent(g.name, g.netns, ["agent", "gateway", "--instance", `${g.gateway}/${g.name}`]);
+      for (const g of topology.gatewayHosts) lab.startGatewayHost(g.name);
+      for (const n of topology.nodes) lab.startNodeAgent(n.name);
       lab.save();
       return lab;
     } catch (e) {
@@ -187,12 +203,28 @@ export class Lab {
         metadata: { name: g.name, creationTimestamp: created },
         spec: {
           static: {
-            instances: t.gatewayHosts.filter((h) => h.gateway === g.name).map((h) => ({ name: h.name, address: h.vpcIP, egressIPs: h.egressIPs })),
+            instances: t.gatewayHosts.filter((h) => h.gateway === g.name).map((h) => ({ name: h.name, address: h.vpcIP, egressIPs: h.egressIPs, ...(this.drained.has(h.name) ? { drain: true } : {}) })),
           },
+          ...(g.health ? { health: g.health } : {}),
         },
       })),
     ];
     return [...objs, ...(policies ?? this.currentPolicies())];
+  }
+
+  private get drained(): Set<string> {
+    return new Set(this.record.drained ?? []);
+  }
+
+  /** Marks an instance as draining (spec field `drain`) or not, and rewrites the cluster state. */
+  setDrain(name: string, drain: boolean): void {
+    const g = this.gatewayHost(name);
+    const set = this.drained;
+    if (drain) set.add(g.name);
+    else set.delete(g.name);
+    this.record.drained = [...set];
+    this.save();
+    this.writeCluster(this.currentPolicies());
   }
 
   currentPolicies(): KubeObject[] {
@@ -276,13 +308,65 @@ export class Lab {
     }
   }
 
+  startNodeAgent(name: string): void {
+    const n = this.topology.nodes.find((x) => x.name === name);
+    if (!n) throw new LabError(`no node named ${name}`);
+    this.startAgent(n.name, n.netns, ["agent", "node", "--node", n.name, "--address", n.vpcIP, "--metrics-port", String(LAB_METRICS_PORT)]);
+  }
+
+  /** A gateway host runs two processes: the agent (datapath) and the BFD health responder. */
+  startGatewayHost(name: string): void {
+    const g = this.gatewayHost(name);
+    this.startProcess(`health-${g.name}`, g.netns, ["agent", "health-responder", "--listen", g.vpcIP, "--metrics-port", String(LAB_METRICS_PORT + 1)]);
+    this.startAgent(g.name, g.netns, ["agent", "gateway", "--instance", `${g.gateway}/${g.name}`, "--metrics-port", String(LAB_METRICS_PORT)]);
+  }
+
+  gatewayHost(name: string): LabGatewayHost {
+    const g = this.topology.gatewayHosts.find((x) => x.name === name || `${x.gateway}/${x.name}` === name);
+    if (!g) throw new LabError(`no gateway instance named ${name} (have: ${this.topology.gatewayHosts.map((x) => x.name).join(", ")})`);
+    return g;
+  }
+
   /** Starts a killed agent again with the same arguments. */
   restartAgent(hostName: string): void {
-    const node = this.topology.nodes.find((n) => n.name === hostName);
-    if (node) return this.startAgent(node.name, node.netns, ["agent", "node", "--node", node.name]);
-    const gw = this.topology.gatewayHosts.find((g) => g.name === hostName);
-    if (gw) return this.startAgent(gw.name, gw.netns, ["agent", "gateway", "--instance", `${gw.gateway}/${gw.name}`]);
-    throw new LabError(`no node or gateway host named ${hostName}`);
+    if (this.topology.nodes.some((n) => n.name === hostName)) return this.startNodeAgent(hostName);
+    const g = this.gatewayHost(hostName);
+    this.startAgent(g.name, g.netns, ["agent", "gateway", "--instance", `${g.gateway}/${g.name}`, "--metrics-port", String(LAB_METRICS_PORT)]);
+  }
+
+  /**
+   * Kills a gateway instance in one of three ways: its software dies (agent and health
+   * responder killed; the kernel still forwards), its VPC link goes down, or the host falls
+   * silent (every packet in and out dropped, as a hung host).
+   */
+  async killGateway(name: string, kind: GatewayDeath): Promise<void> {
+    const g = this.gatewayHost(name);
+    switch (kind) {
+      case "agent":
+        this.killProcess(`agent-${g.name}`);
+        this.killProcess(`health-${g.name}`);
+        break;
+      case "link":
+        await runCommand("ip", ["-n", g.netns, "link", "set", "eth0", "down"]);
+        break;
+      case "silent":
+        await execIn(g.netns, "nft", ["-f", "-"], SILENCE);
+        break;
+    }
+    this.record.dead = { ...this.record.dead, [g.name]: kind };
+    this.save();
+  }
+
+  async reviveGateway(name: string): Promise<void> {
+    const g = this.gatewayHost(name);
+    const kind = this.record.dead?.[g.name];
+    if (kind === "agent") this.startGatewayHost(g.name);
+    if (kind === "link") await runCommand("ip", ["-n", g.netns, "link", "set", "eth0", "up"]);
+    if (kind === "silent") await execIn(g.netns, "nft", ["delete", "table", "inet", "lab_silence"]).catch(() => undefined);
+    const dead = { ...this.record.dead };
+    delete dead[g.name];
+    this.record.dead = dead;
+    this.save();
   }
 
   findPod(ref: string): LabPod {

@@ -59,6 +59,8 @@ export interface ResolvedInstance {
   address: string;
   egressIPs: readonly string[];
   drain: boolean;
+  /** Probe timing and hold-down from the gateway's spec.health (defaults 100 ms x 3, 5 s). */
+  health: { intervalMs: number; multiplier: number; holdDownMs: number };
   /** 1..4095, stable for a given set of instances; derives the mark and routing table. */
   id: number;
 }

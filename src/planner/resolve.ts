@@ -39,6 +39,13 @@ export function compareAge(a: PolicyObject, b: PolicyObject): number {
   return ra < rb ? -1 : ra > rb ? 1 : 0;
 }
 
+function compareGatewayAge(a: EgressGateway, b: EgressGateway): number {
+  const ta = a.metadata.creationTimestamp ?? "";
+  const tb = b.metadata.creationTimestamp ?? "";
+  if (ta !== tb) return ta < tb ? -1 : 1;
+  return a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0;
+}
+
 export interface Resolution {
   instances: Map<string, ResolvedInstance>;
   /** gateway name -> its instance keys (valid gateways only). */
@@ -59,20 +66,24 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
   const rawInstances: Omit<ResolvedInstance, "id">[] = [];
   const ipOwner = new Map<string, string>(); // egress IP -> instance key
 
-  for (const gw of [...snapshot.gateways].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))) {
+  // Older first, like policies: a new gateway cannot take an egress IP from an existing one.
+  for (const gw of [...snapshot.gateways].sort(compareGatewayAge)) {
     const resource = gatewayResource(gw);
     const spec = structuredClone(gw.spec);
     const errors = validator.check("EgressGateway", spec);
     let instances: Omit<ResolvedInstance, "id">[] = [];
     if (errors.length === 0) instances = instancesOf(gw.metadata.name, spec, snapshot.nodes, errors);
+    const ownerHere = new Map<string, string>(); // egress IP -> instance key, within this gateway
     for (const inst of instances) {
       inst.egressIPs.forEach((ip) => {
         const owner = ipOwner.get(ip);
-        if (owner && !owner.startsWith(`${gw.metadata.name}/`)) {
+        const sibling = ownerHere.get(ip);
+        if (owner) {
           errors.push({ field: `spec`, message: `egress IP ${ip} of instance ${inst.name} is already owned by instance ${owner}` });
-        } else if (owner && owner !== inst.key) {
-          errors.push({ field: `spec`, message: `egress IP ${ip} is listed on two instances (${owner}, ${inst.key})` });
+        } else if (sibling && sibling !== inst.key) {
+          errors.push({ field: `spec`, message: `egress IP ${ip} is listed on two instances (${sibling}, ${inst.key})` });
         }
+        if (!sibling) ownerHere.set(ip, inst.key);
       });
     }
     if (errors.length > 0) {
@@ -153,7 +164,8 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
  */
 function neverDivertedRanges(snapshot: ClusterSnapshot, instances: Map<string, ResolvedInstance>): Range[] {
   const { podCIDRs, serviceCIDRs, nodeCIDRs } = snapshot.network;
-  const ranges = [...podCIDRs, ...serviceCIDRs, ...nodeCIDRs].map(parseCidr);
+  // IPv4 only for now: a dual-stack cluster's IPv6 ranges are skipped, as IPv6 pod addresses are.
+  const ranges = [...podCIDRs, ...serviceCIDRs, ...nodeCIDRs].filter((c) => !c.includes(":")).map(parseCidr);
   // Gateway addresses too: probes and forwarded packets must reach them directly.
   for (const inst of instances.values()) ranges.push({ from: parseIPv4(inst.address), to: parseIPv4(inst.address) });
   return normalize(ranges);
@@ -174,7 +186,17 @@ function planDestinations(included: readonly string[], excluded: readonly string
   return normalize(subtract(inc, exc));
 }
 
+function isIPv4(text: string): boolean {
+  try {
+    parseIPv4(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function instancesOf(gateway: string, spec: EgressGateway["spec"], nodes: readonly NodeInfo[], errors: FieldError[]): Omit<ResolvedInstance, "id">[] {
+  const health = { intervalMs: spec.health?.intervalMs ?? 100, multiplier: spec.health?.multiplier ?? 3, holdDownMs: spec.health?.holdDownMs ?? 5_000 };
   if (spec.static) {
     const seen = new Set<string>();
     return spec.static.instances.flatMap((inst, i) => {
@@ -183,7 +205,7 @@ function instancesOf(gateway: string, spec: EgressGateway["spec"], nodes: readon
         return [];
       }
       seen.add(inst.name);
-      return [{ key: `${gateway}/${inst.name}`, gateway, name: inst.name, address: inst.address, egressIPs: inst.egressIPs, drain: inst.drain ?? false }];
+      return [{ key: `${gateway}/${inst.name}`, gateway, name: inst.name, address: inst.address, egressIPs: inst.egressIPs, drain: inst.drain ?? false, health }];
     });
   }
   if (spec.nodes) {
@@ -192,14 +214,16 @@ function instancesOf(gateway: string, spec: EgressGateway["spec"], nodes: readon
       .filter((n) => matches(spec.nodes!.nodeSelector, n.labels) && n.internalIP)
       .sort((a, b) => a.name.localeCompare(b.name))
       .slice(0, spec.nodes.count ?? 2);
-    return picked.map((n) => ({
-      key: `${gateway}/${n.name}`,
-      gateway,
-      name: n.name,
-      address: n.internalIP as string,
-      egressIPs: (n.annotations[NODE_EGRESS_IPS_ANNOTATION] ?? "").split(",").map((s) => s.trim()).filter(Boolean),
-      drain: false,
-    }));
+    return picked.map((n) => {
+      const egressIPs = (n.annotations[NODE_EGRESS_IPS_ANNOTATION] ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+      // The schema checks static egress IPs; an annotation gets the same check here.
+      for (const ip of egressIPs) {
+        if (!isIPv4(ip)) {
+          errors.push({ field: "spec.nodes", message: `node ${n.name}: annotation ${NODE_EGRESS_IPS_ANNOTATION}: ${JSON.stringify(ip)} is not an IPv4 address` });
+        }
+      }
+      return { key: `${gateway}/${n.name}`, gateway, name: n.name, address: n.internalIP as string, egressIPs, drain: false, health };
+    });
   }
   return [];
 }

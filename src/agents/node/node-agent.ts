@@ -1,6 +1,7 @@
 import { snapshotFromObjects } from "../../api/objects.js";
 import { NodeDataplane } from "../../dataplane/node.js";
 import type { HealthView, NodePlan, Verdict } from "../../planner/model.js";
+import type { ProbedInstance } from "../health/monitor.js";
 import { Planner } from "../../planner/plan.js";
 import type { Logger } from "../../util/log.js";
 import type { AgentConfig } from "../config.js";
@@ -11,6 +12,8 @@ import type { ClusterSource } from "../source/source.js";
 export interface HealthProvider {
   view(): HealthView;
   onChange(listener: () => void): void;
+  /** Probe exactly these instances (called with every plan). */
+  setInstances?(instances: readonly ProbedInstance[]): Promise<void>;
 }
 
 export const noHealthChecks: HealthProvider = { view: () => new Map(), onChange: () => undefined };
@@ -54,10 +57,13 @@ export class NodeAgent {
     const snapshot = snapshotFromObjects(source.objects(), config.clusterNetwork);
     const planner = new Planner(snapshot);
     this.reportVerdicts(planner.resolution.verdicts);
+    await this.deps.health?.setInstances?.(
+      [...planner.resolution.instances.values()].map((i) => ({ key: i.key, address: i.address, ...i.health })),
+    );
     const plan = planner.planNode(nodeName, (this.deps.health ?? noHealthChecks).view());
     const report = await dataplane.apply(plan, { verify });
-    const moved = changedPods(this.lastPlan, plan);
-    if (moved.length > 0) await dataplane.forgetFlows(moved);
+    const forget = flowsToForget(this.lastPlan, plan);
+    if (forget.podIPs.length > 0 || forget.marks.length > 0) await dataplane.forgetFlows(forget);
     this.lastPlan = plan;
     if (report.nftChanged || report.routingAdded || report.routingRemoved) {
       logger.info({ entries: plan.entries.length, instances: plan.instances.length, unavailable: plan.unavailable, ...report }, "datapath programmed");
@@ -83,12 +89,18 @@ export class NodeAgent {
   }
 }
 
-/** Pod addresses whose diversion was removed or moved to another instance since the last plan. */
-export function changedPods(before: NodePlan | undefined, after: NodePlan): string[] {
-  if (!before) return [];
-  const now = new Map<string, number>();
-  for (const e of after.entries) now.set(`${e.podIP}|${e.dst.from}|${e.dst.to}`, e.mark);
-  const out = new Set<string>();
-  for (const e of before.entries) if (now.get(`${e.podIP}|${e.dst.from}|${e.dst.to}`) !== e.mark) out.add(e.podIP);
-  return [...out].sort();
+/**
+ * Which established diverted flows must be re-planned: those of pods whose policy for a
+ * destination changed or went away, and those pinned to an instance that just went down.
+ * Flows pinned to a healthy instance stay (that is what lets a drained instance finish).
+ */
+export function flowsToForget(before: NodePlan | undefined, after: NodePlan): { podIPs: string[]; marks: number[] } {
+  if (!before) return { podIPs: [], marks: [] };
+  const now = new Map<string, string>();
+  for (const e of after.entries) now.set(`${e.podIP}|${e.dst.from}|${e.dst.to}`, e.policy);
+  const pods = new Set<string>();
+  for (const e of before.entries) if (now.get(`${e.podIP}|${e.dst.from}|${e.dst.to}`) !== e.policy) pods.add(e.podIP);
+  const wasDown = new Set(before.instances.filter((i) => i.route === "blackhole").map((i) => i.key));
+  const marks = after.instances.filter((i) => i.route === "blackhole" && !wasDown.has(i.key)).map((i) => i.mark);
+  return { podIPs: [...pods].sort(), marks };
 }

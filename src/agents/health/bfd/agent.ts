@@ -83,6 +83,12 @@ export interface BfdAgentOptions {
   random?: () => number;
   /** Source of local discriminators (non-zero uint32); default crypto random. */
   newDiscriminator?: () => number;
+  /**
+   * A responder that needs no peer list: a first packet (Your Discriminator 0) from an unknown
+   * address creates a session with the config this returns (undefined: ignore the packet). The
+   * gateway's firewall admits BFD from cluster nodes only.
+   */
+  acceptPeer?: (address: string) => BfdPeerConfig | undefined;
 }
 
 export class BfdAgentError extends Error {
@@ -290,6 +296,15 @@ export class BfdAgent extends EventEmitter<BfdAgentEvents> {
     const packet = decoded.packet;
     const entry =
       packet.yourDiscriminator !== 0 ? this.byDiscriminator.get(packet.yourDiscriminator) : this.peers.get(d.address);
+    if (!entry && packet.yourDiscriminator === 0 && this.opts.acceptPeer && this.started) {
+      const cfg = this.opts.acceptPeer(d.address);
+      if (cfg) {
+        this.addPeer({ ...cfg, peer: d.address })
+          .then(() => this.onDatagram(d))
+          .catch((err: unknown) => this.log.warn({ peer: d.address, err }, "cannot accept BFD peer"));
+        return;
+      }
+    }
     // A discriminator must also come from the address its session talks to.
     if (!entry || !entry.socket || entry.config.peer !== d.address) {
       this.unmatchedPackets++;

@@ -1,0 +1,55 @@
+import { spawn } from "node:child_process";
+import type { Lab } from "./lab.js";
+import { cliEntry } from "./paths.js";
+
+/** A bounded UDP stream from a pod to the lab's Internet (1 datagram per `intervalMs`). */
+export function startUdpStream(lab: Lab, pod: string, tag: string, durationMs: number, intervalMs = 1): Promise<void> {
+  const child = spawn(
+    "ip",
+    ["netns", "exec", lab.findPod(pod).netns, process.execPath, cliEntry(), "lab", "udp-stream", "--tag", tag, "--interval-ms", String(intervalMs), "--duration-ms", String(durationMs)],
+    { stdio: "ignore" },
+  );
+  return new Promise((resolve) => child.on("exit", () => resolve()));
+}
+
+export interface StreamReport {
+  received: number;
+  /** Datagrams that reached the Internet with a source outside `allowed`. */
+  wrongSource: { src: string; seq: number }[];
+  /** The longest time between two consecutive datagrams received (send-time based). */
+  longestGapMs: number;
+  /** When that gap started (sender's clock, ms). */
+  gapStartedAt: number;
+  sources: Record<string, number>;
+}
+
+/** Reads the Internet host's record of one stream: leaks and the longest interruption. */
+export function analyzeStream(lab: Lab, tag: string, allowed: readonly string[], window?: { from: number; to: number }): StreamReport {
+  const rows = lab
+    .udpRecords()
+    .filter((d) => d.payload.startsWith(`${tag} `))
+    .map((d) => {
+      const [, seq, sent] = d.payload.split(" ");
+      return { src: d.src, seq: Number(seq), sent: Number(sent), t: d.t };
+    })
+    .filter((r) => !window || (r.sent >= window.from && r.sent <= window.to))
+    .sort((a, b) => a.seq - b.seq);
+  const sources: Record<string, number> = {};
+  for (const r of rows) sources[r.src] = (sources[r.src] ?? 0) + 1;
+  let longestGapMs = 0;
+  let gapStartedAt = 0;
+  for (let i = 1; i < rows.length; i++) {
+    const gap = rows[i]!.sent - rows[i - 1]!.sent;
+    if (gap > longestGapMs) {
+      longestGapMs = gap;
+      gapStartedAt = rows[i - 1]!.sent;
+    }
+  }
+  return {
+    received: rows.length,
+    wrongSource: rows.filter((r) => !allowed.includes(r.src)).map((r) => ({ src: r.src, seq: r.seq })),
+    longestGapMs,
+    gapStartedAt,
+    sources,
+  };
+}
