@@ -78,6 +78,7 @@ export interface ApplyReport {
 export class NodeDataplane {
   private readonly opts: Required<NodeDataplaneOptions>;
   private readonly table: OwnedTable;
+  private loosenedFor: string | undefined;
 
   constructor(
     private readonly runner: CommandRunner,
@@ -103,7 +104,11 @@ export class NodeDataplane {
     // Reading a large table back is not free: it is done on `verify` (the periodic drift check).
     const nftChanged = await this.table.apply(nodeTableModel(plan, this.opts.table), opts.verify === true);
     await runBatch(this.runner, remove);
-    if (add.length > 0) await this.loosenReversePathFilter(plan);
+    const addresses = plan.instances.map((i) => i.address).sort().join(",");
+    if (addresses !== this.loosenedFor) {
+      await this.loosenReversePathFilter(plan);
+      this.loosenedFor = addresses;
+    }
     return { nftChanged, routingAdded: add.length, routingRemoved: remove.length };
   }
 

@@ -35,9 +35,17 @@ export async function startInternetServer(o: InternetServerOptions): Promise<Int
     res.writeHead(200, { "content-type": "application/json" });
     res.end(JSON.stringify({ source, admitted: true, service: local }) + "\n");
   });
-  const udp: Socket = createSocket("udp4");
+  // Records are written in batches: one write per datagram would make the sink the bottleneck.
+  const udp: Socket = createSocket({ type: "udp4", recvBufferSize: 4 * 1024 * 1024 });
+  let pending: string[] = [];
+  const flush = () => {
+    if (pending.length === 0) return;
+    appendFileSync(o.udpLog, pending.join(""));
+    pending = [];
+  };
+  const flusher = setInterval(flush, 50);
   udp.on("message", (msg, rinfo) => {
-    appendFileSync(o.udpLog, JSON.stringify({ t: Date.now(), src: rinfo.address, payload: msg.toString("utf8", 0, 200) }) + "\n");
+    pending.push(JSON.stringify({ t: Date.now(), src: rinfo.address, payload: msg.toString("utf8", 0, 200) }) + "\n");
   });
   await new Promise<void>((r) => http.listen(o.httpPort, "0.0.0.0", r));
   await new Promise<void>((r) => udp.bind(o.udpPort, "0.0.0.0", r));
@@ -45,6 +53,8 @@ export async function startInternetServer(o: InternetServerOptions): Promise<Int
   timer.unref();
   async function close(): Promise<void> {
     clearTimeout(timer);
+    clearInterval(flusher);
+    flush();
     await new Promise<void>((r) => http.close(() => r()));
     http.closeAllConnections();
     await new Promise<void>((r) => udp.close(() => r()));

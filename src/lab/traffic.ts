@@ -21,6 +21,8 @@ export interface StreamReport {
   /** When that gap started (sender's clock, ms). */
   gapStartedAt: number;
   sources: Record<string, number>;
+  /** Source of the last datagram received (where the flow ended up). */
+  lastSource: string | undefined;
 }
 
 /** Reads the Internet host's record of one stream: leaks and the longest interruption. */
@@ -51,5 +53,6 @@ export function analyzeStream(lab: Lab, tag: string, allowed: readonly string[],
     longestGapMs,
     gapStartedAt,
     sources,
+    lastSource: rows[rows.length - 1]?.src,
   };
 }

@@ -23,6 +23,8 @@ interface Tracked {
   instance: ProbedInstance;
   verdict: InstanceHealth | "unknown";
   bfdUp: boolean;
+  /** Hold-down damps flapping; an instance that was never up has nothing to damp. */
+  everUp: boolean;
   holdTimer: NodeJS.Timeout | undefined;
   graceTimer: NodeJS.Timeout | undefined;
 }
@@ -44,7 +46,8 @@ export class HealthMonitor {
   constructor(
     private readonly bfd: BfdAgent,
     private readonly logger: Logger,
-    private readonly graceMs = 3_000,
+    /** BFD must send at 1/s until a session is Up (RFC 5880 §6.8.3): set-up takes 1-3 s. */
+    private readonly graceMs = 5_000,
     private readonly now: () => number = Date.now,
   ) {
     bfd.on("change", (c) => this.onBfd(c));
@@ -65,7 +68,7 @@ export class HealthMonitor {
     for (const inst of instances) {
       if (this.tracked.has(inst.key)) continue;
       if (this.byAddress.has(inst.address)) continue; // two instances on one host share a session
-      const t: Tracked = { instance: inst, verdict: "unknown", bfdUp: false, holdTimer: undefined, graceTimer: undefined };
+      const t: Tracked = { instance: inst, verdict: "unknown", bfdUp: false, everUp: false, holdTimer: undefined, graceTimer: undefined };
       this.tracked.set(inst.key, t);
       this.byAddress.set(inst.address, inst.key);
       t.graceTimer = setTimeout(() => {
@@ -97,7 +100,7 @@ export class HealthMonitor {
       this.setVerdict(t, "down");
       return;
     }
-    if (t.verdict === "down" && t.instance.holdDownMs > 0) {
+    if (t.verdict === "down" && t.everUp && t.instance.holdDownMs > 0) {
       t.holdTimer = setTimeout(() => {
         if (t.bfdUp) this.setVerdict(t, "up");
       }, t.instance.holdDownMs);
@@ -111,6 +114,7 @@ export class HealthMonitor {
     if (t.verdict === to) return;
     const change: VerdictChange = { key: t.instance.key, from: t.verdict, to, at: this.now() };
     t.verdict = to;
+    if (to === "up") t.everUp = true;
     this.logger.info(change, to === "down" ? "gateway instance down" : "gateway instance up");
     for (const l of this.verdictListeners) l(change);
     for (const l of this.listeners) l();

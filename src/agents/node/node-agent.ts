@@ -1,3 +1,4 @@
+import { performance } from "node:perf_hooks";
 import { snapshotFromObjects } from "../../api/objects.js";
 import { NodeDataplane } from "../../dataplane/node.js";
 import type { HealthView, NodePlan, Verdict } from "../../planner/model.js";
@@ -54,6 +55,7 @@ export class NodeAgent {
 
   private async reconcile({ verify }: { verify: boolean }): Promise<void> {
     const { nodeName, config, source, dataplane, logger } = this.deps;
+    const started = performance.now();
     const snapshot = snapshotFromObjects(source.objects(), config.clusterNetwork);
     const planner = new Planner(snapshot);
     this.reportVerdicts(planner.resolution.verdicts);
@@ -66,7 +68,8 @@ export class NodeAgent {
     if (forget.podIPs.length > 0 || forget.marks.length > 0) await dataplane.forgetFlows(forget);
     this.lastPlan = plan;
     if (report.nftChanged || report.routingAdded || report.routingRemoved) {
-      logger.info({ entries: plan.entries.length, instances: plan.instances.length, unavailable: plan.unavailable, ...report }, "datapath programmed");
+      const durationMs = Math.round(performance.now() - started);
+      logger.info({ entries: plan.entries.length, instances: plan.instances.length, unavailable: plan.unavailable, ...report, durationMs }, "datapath programmed");
     }
     this.deps.onApplied?.(plan, planner.resolution.verdicts);
   }
