@@ -1,7 +1,7 @@
 import { performance } from "node:perf_hooks";
 import { snapshotFromObjects } from "../../api/objects.js";
 import { NodeDataplane } from "../../dataplane/node.js";
-import type { HealthView, NodePlan, Verdict } from "../../planner/model.js";
+import type { ClusterSnapshot, HealthView, NodePlan, Verdict } from "../../planner/model.js";
 import type { ProbedInstance } from "../health/monitor.js";
 import { Planner } from "../../planner/plan.js";
 import type { Logger } from "../../util/log.js";
@@ -40,6 +40,8 @@ export class NodeAgent {
   private resyncTimer: NodeJS.Timeout | undefined;
   private lastPlan: NodePlan | undefined;
   private lastVerdicts = "";
+  /** Addresses the CNI plugin reported before the API server did (pod key -> IPs). */
+  private readonly admitted = new Map<string, { ips: string[]; at: number }>();
 
   constructor(private readonly deps: NodeAgentDeps) {
     this.loop = new ReconcileLoop((o) => this.reconcile(o), deps.logger);
@@ -56,7 +58,12 @@ export class NodeAgent {
   private async reconcile({ verify }: { verify: boolean }): Promise<void> {
     const { nodeName, config, source, dataplane, logger } = this.deps;
     const started = performance.now();
-    const snapshot = snapshotFromObjects(source.objects(), config.clusterNetwork);
+    const fromSource = snapshotFromObjects(source.objects(), config.clusterNetwork);
+    for (const [key, a] of this.admitted) {
+      const pod = fromSource.pods.find((p) => `${p.namespace}/${p.name}` === key);
+      if (pod?.ips.length || (!pod && Date.now() - a.at > 60_000)) this.admitted.delete(key);
+    }
+    const snapshot = withAdmittedIPs(fromSource, this.admitted);
     const planner = new Planner(snapshot);
     this.reportVerdicts(planner.resolution.verdicts);
     await this.deps.health?.setInstances?.(
@@ -85,11 +92,55 @@ export class NodeAgent {
     return this.loop.idle();
   }
 
+  /**
+   * Called by the CNI plugin (through the agent's socket) during the pod's ADD, before the
+   * container starts: the pod's diversion is programmed with the address the runtime just
+   * gave it, so its first packet already leaves through its gateway. Resolves after the
+   * datapath is applied, with the policy that selected the pod (if any).
+   */
+  async admitPod(req: { namespace: string; name: string; ips: string[] }, waitForPodMs = 2_000): Promise<{ known: boolean; policy: string | undefined }> {
+    const key = `${req.namespace}/${req.name}`;
+    const deadline = Date.now() + waitForPodMs;
+    // The pod object may reach our watch a moment after the runtime calls CNI.
+    while (!this.knowsPod(req.namespace, req.name) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    this.admitted.set(key, { ips: req.ips, at: Date.now() });
+    this.loop.trigger();
+    await this.loop.idle();
+    const policy = this.lastPlan?.entries.find((e) => req.ips.includes(e.podIP))?.policy;
+    return { known: this.knowsPod(req.namespace, req.name), policy };
+  }
+
+  /** The pod is gone (CNI DEL): forget its admitted address. */
+  async releasePod(req: { namespace: string; name: string }): Promise<void> {
+    if (this.admitted.delete(`${req.namespace}/${req.name}`)) {
+      this.loop.trigger();
+      await this.loop.idle();
+    }
+  }
+
+  private knowsPod(namespace: string, name: string): boolean {
+    return this.deps.source.objects().some((o) => o.kind === "Pod" && o.metadata?.name === name && (o.metadata?.namespace ?? "default") === namespace);
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.resyncTimer);
     this.loop.stop();
     await this.deps.source.stop();
   }
+}
+
+/**
+ * The snapshot with the addresses the CNI plugin reported for pods whose status does not yet
+ * carry them (the kubelet writes status after the sandbox is up). The API's address wins once
+ * it is there.
+ */
+export function withAdmittedIPs(snapshot: ClusterSnapshot, admitted: ReadonlyMap<string, { ips: string[] }>): ClusterSnapshot {
+  if (admitted.size === 0) return snapshot;
+  const pods = snapshot.pods.map((p) => {
+    const a = admitted.get(`${p.namespace}/${p.name}`);
+    return a && p.ips.length === 0 ? { ...p, ips: a.ips } : p;
+  });
+  return { ...snapshot, pods };
 }
 
 /**
