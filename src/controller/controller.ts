@@ -1,0 +1,203 @@
+import type { KubernetesObject } from "@kubernetes/client-node";
+import { snapshotFromObjects } from "../api/objects.js";
+import type { Condition } from "../api/v1alpha1/common.js";
+import type { EgressGatewayStatus } from "../api/v1alpha1/egress-gateway.js";
+import type { EgressPolicyStatus } from "../api/v1alpha1/egress-policy.js";
+import { ReconcileLoop } from "../agents/loop.js";
+import type { ClusterNetwork, PolicyObject } from "../planner/model.js";
+import { Planner, selectPods } from "../planner/plan.js";
+import { gatewayResource, policyResource } from "../planner/resolve.js";
+import { statusOf, type KubeClient, type PolicyKind } from "../kube/client.js";
+import type { KubeSource } from "../kube/source.js";
+import type { Logger } from "../util/log.js";
+import { FINALIZER, gatewayStatus, parseReport, policyStatus, type NodeReport } from "./status.js";
+
+interface Meta {
+  name: string;
+  namespace?: string;
+  uid?: string;
+  generation?: number;
+  resourceVersion?: string;
+  deletionTimestamp?: unknown;
+  finalizers?: string[];
+}
+
+type Owned = KubernetesObject & { metadata: Meta; spec?: unknown; status?: EgressPolicyStatus & EgressGatewayStatus };
+
+export interface ControllerDeps {
+  client: KubeClient;
+  source: KubeSource;
+  network: ClusterNetwork;
+  logger: Logger;
+  /** Namespace for Events about cluster-scoped objects. */
+  eventNamespace: string;
+  resyncMs?: number;
+  now?: () => Date;
+}
+
+/**
+ * Level-triggered: every change (of any kind) schedules one reconcile of the whole state,
+ * which plans once and then, for each policy and gateway, compares the status it should have
+ * with the one it has and writes only the difference. Finalizers hold a deleted policy or
+ * gateway until no node reports it programmed any more.
+ */
+export class Controller {
+  private readonly loop: ReconcileLoop;
+  private resync: NodeJS.Timeout | undefined;
+  private active = false;
+
+  constructor(private readonly deps: ControllerDeps) {
+    this.loop = new ReconcileLoop(() => this.reconcileAll(), deps.logger);
+  }
+
+  /** Informers run on every replica; call `activate` when this one leads. */
+  async startInformers(): Promise<void> {
+    await this.deps.source.start(() => {
+      if (this.active) this.loop.trigger();
+    });
+  }
+
+  activate(): void {
+    this.active = true;
+    this.loop.trigger();
+    this.resync = setInterval(() => this.loop.trigger(), this.deps.resyncMs ?? 30_000);
+  }
+
+  deactivate(): void {
+    this.active = false;
+    clearInterval(this.resync);
+  }
+
+  idle(): Promise<void> {
+    return this.loop.idle();
+  }
+
+  async stop(): Promise<void> {
+    this.deactivate();
+    this.loop.stop();
+    await this.deps.source.stop();
+  }
+
+  private async reconcileAll(): Promise<void> {
+    if (!this.active) return;
+    const { source, network } = this.deps;
+    const now = (this.deps.now ?? (() => new Date()))();
+    const snapshot = snapshotFromObjects(source.objects(), network);
+    const planner = new Planner(snapshot);
+    const res = planner.resolution;
+    const selection = selectPods(snapshot, res);
+    const verdicts = new Map(res.verdicts.map((v) => [v.resource, v]));
+    const reports: NodeReport[] = [];
+    for (const n of source.raw("Node")) {
+      const r = parseReport(n.metadata?.name ?? "", n.metadata?.annotations as Record<string, string> | undefined, now.getTime());
+      if (r) reports.push(r);
+    }
+    const errors: Error[] = [];
+    const attempt = async (what: string, fn: () => Promise<void>) => {
+      try {
+        await fn();
+      } catch (e) {
+        // One object's failure must not stop the others; the loop retries with backoff.
+        if (statusOf(e) === 409 || statusOf(e) === 404) return; // changed or gone meanwhile: the next pass sees it
+        this.deps.logger.warn({ what, err: (e as Error).message }, "reconcile step failed");
+        errors.push(e as Error);
+      }
+    };
+
+    for (const kind of ["EgressPolicy", "ClusterEgressPolicy"] as const) {
+      for (const raw of source.raw(kind) as Owned[]) {
+        const obj = { ...raw, kind } as unknown as PolicyObject;
+        const resource = policyResource(obj);
+        await attempt(resource, async () => {
+          if (await this.handleFinalizer(kind, raw, () => reports.some((r) => (r.programmed[resource] ?? 0) > 0))) return;
+          const verdict = verdicts.get(resource);
+          const valid = res.policies.find((p) => p.resource === resource);
+          const status = policyStatus(
+            {
+              resource,
+              generation: raw.metadata.generation,
+              verdict,
+              egressIPs: valid ? [...valid.egressIPByInstance.values()].sort() : [],
+              selectedPods: selection.podsByPolicy.get(resource) ?? 0,
+              gatewayInstances: valid ? res.gatewayInstances.get(valid.gateway) ?? [] : [],
+              reports,
+            },
+            raw.status,
+            now.toISOString(),
+          );
+          await this.writeStatus(kind, raw, status);
+        });
+      }
+    }
+    for (const raw of source.raw("EgressGateway") as Owned[]) {
+      const resource = `EgressGateway/${raw.metadata.name}`;
+      await attempt(resource, async () => {
+        const stillUsed = () => res.policies.some((p) => p.gateway === raw.metadata.name && reports.some((r) => (r.programmed[p.resource] ?? 0) > 0));
+        if (await this.handleFinalizer("EgressGateway", raw, stillUsed)) return;
+        const gw = snapshot.gateways.find((g) => g.metadata.name === raw.metadata.name);
+        const status = gatewayStatus(raw.metadata.name, raw.metadata.generation, gw ? verdicts.get(gatewayResource(gw)) : undefined, res, reports, raw.status, now.toISOString());
+        await this.writeStatus("EgressGateway", raw, status);
+      });
+    }
+    if (errors.length > 0) throw new Error(`${errors.length} reconcile steps failed; first: ${errors[0]!.message}`);
+  }
+
+  /**
+   * kube-rs' finalizer shape: add it to live objects; on a deleting object, remove it once the
+   * cleanup is done (no node still programs it). Returns true when the object is being deleted.
+   */
+  private async handleFinalizer(kind: PolicyKind, raw: Owned, stillProgrammed: () => boolean): Promise<boolean> {
+    const finalizers = raw.metadata.finalizers ?? [];
+    const has = finalizers.includes(FINALIZER);
+    const ns = kind === "EgressPolicy" ? raw.metadata.namespace : undefined;
+    if (!raw.metadata.deletionTimestamp) {
+      if (!has) await this.deps.client.patchFinalizers(kind, ns, raw.metadata.name, [...finalizers, FINALIZER], raw.metadata.resourceVersion);
+      return false;
+    }
+    if (has && !stillProgrammed()) {
+      await this.deps.client.patchFinalizers(kind, ns, raw.metadata.name, finalizers.filter((f) => f !== FINALIZER), raw.metadata.resourceVersion);
+      this.deps.logger.info({ kind, name: raw.metadata.name }, "every node cleaned up; released");
+    }
+    return true;
+  }
+
+  private async writeStatus(kind: PolicyKind, raw: Owned, status: EgressPolicyStatus | EgressGatewayStatus): Promise<void> {
+    if (sameStatus(raw.status, status)) return;
+    const ns = kind === "EgressPolicy" ? raw.metadata.namespace : undefined;
+    await this.deps.client.patchStatus(kind, ns, raw.metadata.name, status);
+    await this.emitEvents(kind, raw, raw.status?.conditions ?? [], status.conditions ?? []);
+  }
+
+  /** An Event whenever a condition turns bad, or good again. */
+  private async emitEvents(kind: PolicyKind, raw: Owned, before: readonly Condition[], after: readonly Condition[]): Promise<void> {
+    for (const c of after) {
+      const old = before.find((b) => b.type === c.type);
+      if (old && old.status === c.status && old.reason === c.reason) continue;
+      const bad = (c.type === "Ready" && c.status === "False") || (c.type !== "Ready" && c.status === "True");
+      if (!old && !bad) continue;
+      await this.deps.client
+        .createEvent({
+          namespace: raw.metadata.namespace ?? this.deps.eventNamespace,
+          kind,
+          name: raw.metadata.name,
+          ...(raw.metadata.uid ? { uid: raw.metadata.uid } : {}),
+          type: bad ? "Warning" : "Normal",
+          reason: c.reason,
+          message: c.message || `${c.type} is ${c.status}`,
+          component: "static-egress-controller",
+        })
+        .catch((e: unknown) => this.deps.logger.warn({ err: (e as Error).message }, "could not record an event"));
+    }
+  }
+}
+
+/** Equal apart from key order: compares the JSON of both with sorted keys. */
+export function sameStatus(a: unknown, b: unknown): boolean {
+  return stable(a ?? {}) === stable(b ?? {});
+}
+
+function stable(v: unknown): string {
+  return JSON.stringify(v, (_k, val: unknown) =>
+    val && typeof val === "object" && !Array.isArray(val) ? Object.fromEntries(Object.entries(val as Record<string, unknown>).sort(([x], [y]) => x.localeCompare(y))) : val,
+  );
+}

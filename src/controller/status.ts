@@ -1,0 +1,134 @@
+import type { Condition } from "../api/v1alpha1/common.js";
+import type { EgressGatewayStatus } from "../api/v1alpha1/egress-gateway.js";
+import type { EgressPolicyStatus } from "../api/v1alpha1/egress-policy.js";
+import type { Resolution } from "../planner/resolve.js";
+import type { InstanceHealth, Verdict } from "../planner/model.js";
+
+/** What a node agent reports about itself (the Node annotation `staticegress.io/report`). */
+export interface NodeReport {
+  node: string;
+  /** Policy resource -> pods of this node programmed for it. */
+  programmed: Record<string, number>;
+  /** Instance key -> health as this node sees it. */
+  health: Record<string, InstanceHealth>;
+  /** Policies with no usable instance on this node, and what happens to their traffic. */
+  unavailable: Record<string, "Drop" | "FallbackToNodeIP">;
+  at: string;
+}
+
+export const REPORT_ANNOTATION = "staticegress.io/report";
+export const FINALIZER = "staticegress.io/cleanup";
+
+/** Reports older than this are from nodes that stopped talking; they neither block nor count. */
+export const REPORT_TTL_MS = 5 * 60_000;
+
+export function parseReport(node: string, annotations: Record<string, string> | undefined, now: number): NodeReport | undefined {
+  const raw = annotations?.[REPORT_ANNOTATION];
+  if (!raw) return undefined;
+  try {
+    const r = JSON.parse(raw) as Omit<NodeReport, "node">;
+    if (now - Date.parse(r.at) > REPORT_TTL_MS) return undefined;
+    return { node, programmed: r.programmed ?? {}, health: r.health ?? {}, unavailable: r.unavailable ?? {}, at: r.at };
+  } catch {
+    return undefined;
+  }
+}
+
+/** `spec.destinationCIDRs[0]` -> `InvalidSpecDestinationCIDRs`: a condition reason that names the field. */
+export function reasonForField(field: string): string {
+  const words = field.replace(/\[\d+\]/g, "").split(/[.\s]+/).filter(Boolean);
+  return `Invalid${words.map((w) => w.charAt(0).toUpperCase() + w.slice(1)).join("")}`.replace(/[^A-Za-z0-9]/g, "");
+}
+
+type Cond = Omit<Condition, "lastTransitionTime">;
+
+/** Keeps lastTransitionTime when a condition's status did not change (no write churn). */
+export function withTransitions(next: Cond[], previous: readonly Condition[] | undefined, now: string): Condition[] {
+  return next.map((c) => {
+    const old = previous?.find((p) => p.type === c.type);
+    return { ...c, lastTransitionTime: old && old.status === c.status ? old.lastTransitionTime : now };
+  });
+}
+
+export interface PolicyFacts {
+  resource: string;
+  generation: number | undefined;
+  verdict: Verdict | undefined;
+  egressIPs: string[];
+  selectedPods: number;
+  gatewayInstances: string[];
+  reports: readonly NodeReport[];
+}
+
+/** The status a policy should have. Pure: the controller compares it with what is there. */
+export function policyStatus(f: PolicyFacts, previous: EgressPolicyStatus | undefined, now: string): EgressPolicyStatus {
+  const conditions: Cond[] = [];
+  const gen = f.generation !== undefined ? { observedGeneration: f.generation } : {};
+  if (!f.verdict || !f.verdict.valid) {
+    const first = f.verdict?.errors[0];
+    const message = f.verdict?.errors.map((e) => `${e.field}: ${e.message}`).join("; ") ?? "not planned";
+    conditions.push({ type: "Ready", status: "False", reason: "Invalid", message, ...gen });
+    conditions.push({ type: "Invalid", status: "True", reason: first ? reasonForField(first.field) : "Invalid", message, ...gen });
+    return { egressIPs: [], selectedPods: 0, programmedPods: 0, ...gen, conditions: withTransitions(conditions, previous?.conditions, now) };
+  }
+  const programmedPods = f.reports.reduce((n, r) => n + (r.programmed[f.resource] ?? 0), 0);
+  const downSeen = new Map<string, string[]>();
+  for (const r of f.reports) {
+    for (const key of f.gatewayInstances) if (r.health[key] === "down") downSeen.set(key, [...(downSeen.get(key) ?? []), r.node]);
+  }
+  const failing = f.reports.filter((r) => r.unavailable[f.resource]);
+  if (failing.length > 0) {
+    const mode = failing[0]!.unavailable[f.resource] === "Drop" ? "dropped (fail-closed)" : "leaving with the node IP (fallback)";
+    conditions.push({ type: "Ready", status: "False", reason: "NoHealthyInstance", message: `no healthy gateway instance on ${failing.map((r) => r.node).join(", ")}: traffic is ${mode}`, ...gen });
+  } else {
+    conditions.push({ type: "Ready", status: "True", reason: "Programmed", message: `${programmedPods} of ${f.selectedPods} selected pods programmed`, ...gen });
+  }
+  conditions.push({ type: "Invalid", status: "False", reason: "Valid", message: "", ...gen });
+  if (downSeen.size > 0) {
+    const message = [...downSeen].map(([k, nodes]) => `${k} down as seen by ${nodes.join(", ")}`).join("; ");
+    conditions.push({ type: "Degraded", status: "True", reason: "InstanceDown", message, ...gen });
+  } else {
+    conditions.push({ type: "Degraded", status: "False", reason: "AllInstancesUp", message: "", ...gen });
+  }
+  return { egressIPs: f.egressIPs, selectedPods: f.selectedPods, programmedPods, ...gen, conditions: withTransitions(conditions, previous?.conditions, now) };
+}
+
+export function gatewayStatus(
+  name: string,
+  generation: number | undefined,
+  verdict: Verdict | undefined,
+  res: Resolution,
+  reports: readonly NodeReport[],
+  previous: EgressGatewayStatus | undefined,
+  now: string,
+): EgressGatewayStatus {
+  const gen = generation !== undefined ? { observedGeneration: generation } : {};
+  if (!verdict || !verdict.valid) {
+    const message = verdict?.errors.map((e) => `${e.field}: ${e.message}`).join("; ") ?? "not planned";
+    const first = verdict?.errors[0];
+    const conditions: Cond[] = [
+      { type: "Ready", status: "False", reason: "Invalid", message, ...gen },
+      { type: "Invalid", status: "True", reason: first ? reasonForField(first.field) : "Invalid", message, ...gen },
+    ];
+    return { instances: [], readyInstances: 0, conditions: withTransitions(conditions, previous?.conditions, now) };
+  }
+  const keys = res.gatewayInstances.get(name) ?? [];
+  const instances = keys.map((key) => {
+    const inst = res.instances.get(key)!;
+    const downOn = reports.filter((r) => r.health[key] === "down").map((r) => r.node);
+    const health = downOn.length === 0 ? (inst.drain ? "Draining" : "Up") : downOn.length === reports.length ? "Down" : "PartiallyDown";
+    const old = previous?.instances?.find((i) => i.name === inst.name);
+    return { name: inst.name, address: inst.address, egressIPs: [...inst.egressIPs], health, since: old && old.health === health && old.since ? old.since : now };
+  });
+  const readyInstances = instances.filter((i) => i.health === "Up").length;
+  const conditions: Cond[] = [
+    readyInstances > 0
+      ? { type: "Ready", status: "True", reason: "InstancesUp", message: `${readyInstances} of ${instances.length} instances up`, ...gen }
+      : { type: "Ready", status: "False", reason: "NoHealthyInstance", message: "no instance is up", ...gen },
+    { type: "Invalid", status: "False", reason: "Valid", message: "", ...gen },
+    readyInstances < instances.length
+      ? { type: "Degraded", status: "True", reason: "InstanceDown", message: instances.filter((i) => i.health !== "Up").map((i) => `${i.name}: ${i.health}`).join("; "), ...gen }
+      : { type: "Degraded", status: "False", reason: "AllInstancesUp", message: "", ...gen },
+  ];
+  return { instances, readyInstances, conditions: withTransitions(conditions, previous?.conditions, now) };
+}

@@ -1,0 +1,128 @@
+import {
+  CoordinationV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Lease,
+} from "@kubernetes/client-node";
+import { GROUP, VERSION } from "../api/v1alpha1/common.js";
+
+/**
+ * Every call static-egress makes to the Kubernetes API goes through this file, and
+ * `KUBE_ACCESS` lists them: the RBAC manifests are checked against it by a test, so RBAC
+ * grants exactly what the code uses (least privilege) and nothing the code uses is missing.
+ */
+export interface Access {
+  component: "controller" | "node-agent" | "gateway-agent";
+  apiGroup: string;
+  resource: string;
+  verbs: string[];
+}
+
+export const KUBE_ACCESS: readonly Access[] = [
+  // Informers (list + watch) — see src/kube/source.ts
+  ...(["controller", "node-agent", "gateway-agent"] as const).flatMap((component) => [
+    { component, apiGroup: "", resource: "pods", verbs: ["list", "watch"] },
+    { component, apiGroup: "", resource: "nodes", verbs: ["list", "watch"] },
+    { component, apiGroup: "", resource: "namespaces", verbs: ["list", "watch"] },
+    { component, apiGroup: GROUP, resource: "egressgateways", verbs: ["list", "watch"] },
+    { component, apiGroup: GROUP, resource: "egresspolicies", verbs: ["list", "watch"] },
+    { component, apiGroup: GROUP, resource: "clusteregresspolicies", verbs: ["list", "watch"] },
+  ]),
+  { component: "controller", apiGroup: GROUP, resource: "egresspolicies/status", verbs: ["patch"] },
+  { component: "controller", apiGroup: GROUP, resource: "clusteregresspolicies/status", verbs: ["patch"] },
+  { component: "controller", apiGroup: GROUP, resource: "egressgateways/status", verbs: ["patch"] },
+  // Finalizers are added and removed with a merge patch on the object itself.
+  { component: "controller", apiGroup: GROUP, resource: "egresspolicies", verbs: ["patch"] },
+  { component: "controller", apiGroup: GROUP, resource: "clusteregresspolicies", verbs: ["patch"] },
+  { component: "controller", apiGroup: GROUP, resource: "egressgateways", verbs: ["patch"] },
+  { component: "controller", apiGroup: "", resource: "events", verbs: ["create"] },
+  { component: "controller", apiGroup: "coordination.k8s.io", resource: "leases", verbs: ["get", "create", "update"] },
+  // Node agents report what they programmed and what they see of gateway health.
+  { component: "node-agent", apiGroup: "", resource: "nodes", verbs: ["patch"] },
+];
+
+export type PolicyKind = "EgressPolicy" | "ClusterEgressPolicy" | "EgressGateway";
+
+export const PLURALS: Record<PolicyKind, string> = {
+  EgressPolicy: "egresspolicies",
+  ClusterEgressPolicy: "clusteregresspolicies",
+  EgressGateway: "egressgateways",
+};
+
+const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+
+/** The API calls static-egress makes, typed, through @kubernetes/client-node. */
+export class KubeClient {
+  readonly core: CoreV1Api;
+  readonly custom: CustomObjectsApi;
+  readonly coordination: CoordinationV1Api;
+
+  constructor(readonly kubeconfig: KubeConfig) {
+    this.core = kubeconfig.makeApiClient(CoreV1Api);
+    this.custom = kubeconfig.makeApiClient(CustomObjectsApi);
+    this.coordination = kubeconfig.makeApiClient(CoordinationV1Api);
+  }
+
+  async patchStatus(kind: PolicyKind, namespace: string | undefined, name: string, status: unknown): Promise<void> {
+    const plural = PLURALS[kind];
+    if (namespace !== undefined && kind === "EgressPolicy") {
+      await this.custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace, plural, name, body: { status } }, mergePatch);
+    } else {
+      await this.custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural, name, body: { status } }, mergePatch);
+    }
+  }
+
+  /** Replaces the finalizer list; the resourceVersion makes it fail (409) if someone changed the object meanwhile. */
+  async patchFinalizers(kind: PolicyKind, namespace: string | undefined, name: string, finalizers: string[], resourceVersion: string | undefined): Promise<void> {
+    const plural = PLURALS[kind];
+    const body = { metadata: { finalizers, ...(resourceVersion ? { resourceVersion } : {}) } };
+    if (namespace !== undefined && kind === "EgressPolicy") {
+      await this.custom.patchNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural, name, body }, mergePatch);
+    } else {
+      await this.custom.patchClusterCustomObject({ group: GROUP, version: VERSION, plural, name, body }, mergePatch);
+    }
+  }
+
+  async createEvent(e: { namespace: string; kind: PolicyKind; name: string; uid?: string; type: "Normal" | "Warning"; reason: string; message: string; component: string }): Promise<void> {
+    const now = new Date();
+    await this.core.createNamespacedEvent({
+      namespace: e.namespace,
+      body: {
+        metadata: { generateName: `${e.name}.`, namespace: e.namespace },
+        involvedObject: { apiVersion: `${GROUP}/${VERSION}`, kind: e.kind, name: e.name, ...(e.kind === "EgressPolicy" ? { namespace: e.namespace } : {}), ...(e.uid ? { uid: e.uid } : {}) },
+        type: e.type,
+        reason: e.reason,
+        message: e.message,
+        source: { component: e.component },
+        firstTimestamp: now,
+        lastTimestamp: now,
+        count: 1,
+      },
+    });
+  }
+
+  async patchNodeAnnotations(name: string, annotations: Record<string, string | null>): Promise<void> {
+    await this.core.patchNode({ name, body: { metadata: { annotations } } }, mergePatch);
+  }
+
+  readLease(namespace: string, name: string): Promise<V1Lease> {
+    return this.coordination.readNamespacedLease({ name, namespace });
+  }
+
+  createLease(namespace: string, lease: V1Lease): Promise<V1Lease> {
+    return this.coordination.createNamespacedLease({ namespace, body: lease });
+  }
+
+  replaceLease(namespace: string, name: string, lease: V1Lease): Promise<V1Lease> {
+    return this.coordination.replaceNamespacedLease({ name, namespace, body: lease });
+  }
+}
+
+/** HTTP status of an API error from client-node (undefined for transport errors). */
+export function statusOf(e: unknown): number | undefined {
+  const code = (e as { code?: unknown }).code;
+  return typeof code === "number" ? code : undefined;
+}
