@@ -1,4 +1,5 @@
 import { GatewayAgent } from "../agents/gateway/gateway-agent.js";
+import { CniServer, CniService } from "../agents/node/cni-server.js";
 import { NodeAgent, type HealthProvider } from "../agents/node/node-agent.js";
 import { loadAgentConfig } from "../agents/config.js";
 import { BfdAgent } from "../agents/health/bfd/agent.js";
@@ -7,14 +8,36 @@ import { GatewayMetrics, NodeMetrics, serveMetrics } from "../agents/metrics.js"
 import { FileSource } from "../agents/source/file-source.js";
 import { GatewayDataplane } from "../dataplane/gateway.js";
 import { NodeDataplane } from "../dataplane/node.js";
+import { QuarantineTable } from "../cni/quarantine.js";
+import type { NodePlan } from "../planner/model.js";
 import { localRunner } from "../util/exec.js";
+import { KubeConfig } from "@kubernetes/client-node";
+import { KubeClient } from "../kube/client.js";
+import { KubeSource } from "../kube/source.js";
+import { NodeReporter } from "../agents/node/report.js";
+import type { ClusterSource } from "../agents/source/source.js";
 import { createLogger, type Logger } from "../util/log.js";
 
 export interface AgentFlags {
+  /** A file of Kubernetes documents, or `kubernetes` (in-cluster or --kubeconfig). */
   source: string;
+  kubeconfig?: string;
   config: string;
   cleanup?: boolean;
   metricsPort?: string;
+}
+
+export function loadKubeconfig(path: string | undefined): KubeConfig {
+  const kc = new KubeConfig();
+  if (path) kc.loadFromFile(path);
+  else kc.loadFromDefault(); // in-cluster service account, or $KUBECONFIG
+  return kc;
+}
+
+/** The agents' view of the cluster: the API server, or a file of documents (the lab, tests). */
+function makeSource(flags: AgentFlags, logger: Logger, podsOnNode?: string): ClusterSource {
+  if (flags.source !== "kubernetes") return new FileSource(flags.source, logger);
+  return new KubeSource(new KubeClient(loadKubeconfig(flags.kubeconfig)), logger, podsOnNode ? { podsOnNode } : {});
 }
 
 /** Stops on SIGTERM/SIGINT without touching the datapath: forwarding goes on while we are away. */
@@ -27,15 +50,17 @@ function runUntilSignal(logger: Logger, stop: () => Promise<void>): void {
   process.once("SIGINT", onSignal);
 }
 
-export async function runNodeAgent(flags: AgentFlags & { node: string; address?: string }): Promise<void> {
+export async function runNodeAgent(flags: AgentFlags & { node: string; address?: string; cniSocket?: string }): Promise<void> {
   const logger = createLogger("node-agent").child({ node: flags.node });
   const dataplane = new NodeDataplane(localRunner);
   if (flags.cleanup) {
     await dataplane.cleanup();
+    await new QuarantineTable(localRunner).remove();
     logger.info("removed everything the node agent owns");
     return;
   }
   const metrics = new NodeMetrics();
+  const reporter = flags.source === "kubernetes" ? new NodeReporter(new KubeClient(loadKubeconfig(flags.kubeconfig)), flags.node, logger) : undefined;
   let bfd: BfdAgent | undefined;
   let health: HealthProvider | undefined;
   if (flags.address) {
@@ -48,16 +73,30 @@ export async function runNodeAgent(flags: AgentFlags & { node: string; address?:
   } else {
     logger.warn("no --address: gateway instances are not probed (no failover)");
   }
+  const source = makeSource(flags, logger, flags.node);
+  // The CNI plugin's side in the agent (--cni-socket): told of every plan, to keep the quarantine in step.
+  const cniPlans: ((plan: NodePlan) => void)[] = [];
   const agent = new NodeAgent({
     nodeName: flags.node,
     config: loadAgentConfig(flags.config),
-    source: new FileSource(flags.source, logger),
+    source,
     dataplane,
     logger,
     ...(health ? { health } : {}),
-    onApplied: (plan) => metrics.onPlan(plan),
+    onApplied: (plan) => {
+      metrics.onPlan(plan);
+      for (const f of cniPlans) f(plan);
+      reporter?.update(plan, health?.view() ?? new Map());
+    },
   });
+  const cni = flags.cniSocket
+    ? new CniService({ nodeName: flags.node, agent, objects: () => source.objects(), quarantine: new QuarantineTable(localRunner), logger: logger.child({ part: "cni" }) })
+    : undefined;
+  if (cni) cniPlans.push((plan) => cni.onPlan(plan));
   await agent.start();
+  const cniServer = cni && flags.cniSocket ? await CniServer.listen(flags.cniSocket, cni, logger) : undefined;
+  cni?.start();
+  if (cniServer) logger.info({ socket: cniServer.path }, "serving the CNI plugin");
   if (flags.metricsPort) {
     await serveMetrics(metrics.registry, Number(flags.metricsPort), "0.0.0.0", async () => {
       metrics.failClosedDrops.set(await dataplane.failClosedDrops());
@@ -66,7 +105,11 @@ export async function runNodeAgent(flags: AgentFlags & { node: string; address?:
   }
   logger.info("node agent started");
   // BFD is stopped without AdminDown on purpose: peers keep their view until they time out.
-  runUntilSignal(logger, () => agent.stop());
+  runUntilSignal(logger, async () => {
+    cni?.stop();
+    await cniServer?.close();
+    await agent.stop();
+  });
 }
 
 export async function runGatewayAgent(flags: AgentFlags & { instance: string }): Promise<void> {
@@ -81,7 +124,7 @@ export async function runGatewayAgent(flags: AgentFlags & { instance: string }):
   const agent = new GatewayAgent({
     instance: flags.instance,
     config: loadAgentConfig(flags.config),
-    source: new FileSource(flags.source, logger),
+    source: makeSource(flags, logger),
     dataplane,
     logger,
     onApplied: (plan) => {

@@ -9,6 +9,8 @@ import { loadAgentConfig } from "../agents/config.js";
 import { Planner } from "../planner/plan.js";
 import { runGatewayAgent, runHealthResponder, runNodeAgent } from "./agents.js";
 import { registerLabCommands } from "./lab.js";
+import { installWrapper } from "../cni/install.js";
+import { runController } from "./controller.js";
 
 const program = new Command("static-egress").description("dedicated, fixed egress IPs for Kubernetes workloads").showHelpAfterError();
 
@@ -17,17 +19,20 @@ agent
   .command("node")
   .description("program this node's datapath from the cluster state")
   .requiredOption("--node <name>", "this node's name")
-  .requiredOption("--source <file>", "Kubernetes documents to read (reloaded on change)")
+  .requiredOption("--source <file|kubernetes>", "`kubernetes` (the API server), or a file of Kubernetes documents (reloaded on change)")
+  .option("--kubeconfig <file>", "with --source kubernetes: kubeconfig (default: in-cluster)")
   .requiredOption("--config <file>", "agent config: clusterNetwork CIDRs, resyncSeconds")
   .option("--address <ip>", "this node's address toward the gateways; enables BFD probing and failover")
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
+  .option("--cni-socket <path>", "serve the chained CNI plugin on this unix socket (mode 0600), e.g. /run/static-egress/cni.sock")
   .option("--cleanup", "remove everything the node agent owns and exit")
   .action(runNodeAgent);
 agent
   .command("gateway")
   .description("program this gateway instance: SNAT map, relay filter, return routes")
   .requiredOption("--instance <gateway/instance>", "this instance")
-  .requiredOption("--source <file>", "Kubernetes documents to read (reloaded on change)")
+  .requiredOption("--source <file|kubernetes>", "`kubernetes` (the API server), or a file of Kubernetes documents (reloaded on change)")
+  .option("--kubeconfig <file>", "with --source kubernetes: kubeconfig (default: in-cluster)")
   .requiredOption("--config <file>", "agent config")
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
   .option("--cleanup", "remove everything the gateway agent owns and exit")
@@ -38,6 +43,16 @@ agent
   .requiredOption("--listen <ip>", "the gateway's address toward the nodes")
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
   .action(runHealthResponder);
+
+program
+  .command("controller")
+  .description("run the controller (leader-elected): status, events, finalizers")
+  .option("--kubeconfig <file>", "kubeconfig (default: in-cluster)")
+  .requiredOption("--config <file>", "config: clusterNetwork CIDRs")
+  .option("--namespace <ns>", "namespace of the Lease and of Events about cluster-scoped objects", "static-egress")
+  .option("--identity <id>", "this replica's name (default: $POD_NAME or host-pid)")
+  .option("--lease-seconds <s>", "lease duration", "15")
+  .action(runController);
 
 program
   .command("crds")
@@ -77,6 +92,17 @@ program
     const planner = new Planner(snapshotFromObjects(parseDocuments(readFileSync(o.file, "utf8"), o.file), loadAgentConfig(o.config).clusterNetwork));
     const plan = o.node ? planner.planNode(o.node, new Map()) : o.gateway ? planner.planGateway(o.gateway) : undefined;
     process.stdout.write(JSON.stringify({ verdicts: planner.resolution.verdicts, plan }, null, 2) + "\n");
+  });
+
+program
+  .command("cni")
+  .description("the chained CNI plugin (see docs/cni.md)")
+  .command("install")
+  .description("write the plugin's wrapper <bin-dir>/static-egress, which runs this installation's dist/cni/main.js")
+  .option("--bin-dir <dir>", "the runtime's CNI bin directory", "/opt/cni/bin")
+  .option("--node <path>", "the Node.js binary the wrapper runs", process.execPath)
+  .action((o: { binDir: string; node: string }) => {
+    process.stdout.write(`${installWrapper(o.binDir, { node: o.node })}\n`);
   });
 
 registerLabCommands(program);

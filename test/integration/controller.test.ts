@@ -1,0 +1,170 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { KubeConfig } from "@kubernetes/client-node";
+import { parse } from "yaml";
+import { startKubeStandin, type KubeStandin } from "../../src/lab/kube-standin/index.js";
+import { Controller } from "../../src/controller/controller.js";
+import { LeaderElector } from "../../src/controller/runtime/leader.js";
+import { REPORT_ANNOTATION, FINALIZER } from "../../src/controller/status.js";
+import { KubeClient } from "../../src/kube/client.js";
+import { KubeSource } from "../../src/kube/source.js";
+import { ALL_KINDS } from "../../src/api/v1alpha1/crd.js";
+import { packageRoot } from "../../src/lab/paths.js";
+import { waitFor } from "../../src/lab/lab.js";
+import { silentLogger } from "../../src/util/log.js";
+
+// The controller against the API stand-in, through @kubernetes/client-node: statuses with
+// reasons naming fields, Events, finalizers that wait for every node, Lease handover, faults.
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+let api: KubeStandin;
+let client: KubeClient;
+const replicas: { controller: Controller; elector: LeaderElector }[] = [];
+const network = { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.0.0.0/24"] };
+const GV = { group: "staticegress.io", version: "v1alpha1" };
+
+function policy(name: string, spec: Json, namespace = "payments"): Json {
+  return { apiVersion: "staticegress.io/v1alpha1", kind: "EgressPolicy", metadata: { name, namespace }, spec: { podSelector: { matchLabels: { app: "checkout" } }, gatewayName: "shared", egressIPs: ["192.0.2.10", "192.0.2.20"], ...spec } };
+}
+
+async function getPolicy(name: string, namespace = "payments"): Promise<Json | undefined> {
+  try {
+    return (await client.custom.getNamespacedCustomObject({ ...GV, namespace, plural: "egresspolicies", name })) as Json;
+  } catch {
+    return undefined;
+  }
+}
+
+function condition(obj: Json | undefined, type: string): Json | undefined {
+  return (obj?.status?.conditions as Json[] | undefined)?.find((c) => c.type === type);
+}
+
+async function report(node: string, body: Json): Promise<void> {
+  await client.patchNodeAnnotations(node, { [REPORT_ANNOTATION]: JSON.stringify({ ...body, at: new Date().toISOString() }) });
+}
+
+function startReplica(identity: string, leaseSeconds = 2): { controller: Controller; elector: LeaderElector } {
+  const kc = new KubeConfig();
+  kc.loadFromString(api.kubeconfig());
+  const c = new KubeClient(kc);
+  const controller = new Controller({ client: c, source: new KubeSource(c, silentLogger), network, logger: silentLogger, eventNamespace: "static-egress", resyncMs: 1_000 });
+  const elector = new LeaderElector(c, { namespace: "static-egress", name: "static-egress-controller", identity, leaseDurationSeconds: leaseSeconds, retryPeriodMs: 300 }, silentLogger, {
+    onStartedLeading: () => controller.activate(),
+    onStoppedLeading: () => controller.deactivate(),
+  });
+  const r = { controller, elector };
+  replicas.push(r);
+  void controller.startInformers().then(() => elector.start());
+  return r;
+}
+
+beforeAll(async () => {
+  api = await startKubeStandin();
+  const kc = new KubeConfig();
+  kc.loadFromString(api.kubeconfig());
+  client = new KubeClient(kc);
+  const crds = ALL_KINDS.map((k) => parse(readFileSync(join(packageRoot(), "deploy", "crds", `${k.plural}.yaml`), "utf8")) as Json);
+  api.seed([
+    ...crds,
+    ...["static-egress", "payments"].map((name) => ({ apiVersion: "v1", kind: "Namespace", metadata: { name } })),
+    ...[1, 2].map((i) => ({ apiVersion: "v1", kind: "Node", metadata: { name: `node${i}` }, spec: { podCIDR: `10.244.${i}.0/24` }, status: { addresses: [{ type: "InternalIP", address: `10.0.0.1${i}` }] } })),
+  ]);
+  for (const i of [1, 2]) {
+    await client.core.createNamespacedPod({ namespace: "payments", body: { metadata: { name: `pay-${i}`, labels: { app: "checkout" } }, spec: { nodeName: `node${i}`, containers: [{ name: "c", image: "x" }] } } });
+    await client.core.patchNamespacedPodStatus(
+      { namespace: "payments", name: `pay-${i}`, body: { status: { phase: "Running", podIP: `10.244.${i}.5`, podIPs: [{ ip: `10.244.${i}.5` }] } } },
+      (await import("@kubernetes/client-node")).setHeaderOptions("Content-Type", "application/merge-patch+json"),
+    );
+  }
+  await client.custom.createClusterCustomObject({
+    ...GV,
+    plural: "egressgateways",
+    body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: "shared" }, spec: { static: { instances: [{ name: "gw-a", address: "10.0.0.101", egressIPs: ["192.0.2.10", "192.0.2.11"] }, { name: "gw-b", address: "10.0.0.102", egressIPs: ["192.0.2.20", "192.0.2.21"] }] } } },
+  });
+  startReplica("replica-a");
+  startReplica("replica-b");
+});
+
+afterAll(async () => {
+  for (const r of replicas) {
+    await r.elector.stop();
+    await r.controller.stop();
+  }
+  await api?.close();
+});
+
+describe("controller", () => {
+  it("marks a valid policy Ready with its egress IPs and selected pods, and adds its finalizer", async () => {
+    await client.custom.createNamespacedCustomObject({ ...GV, namespace: "payments", plural: "egresspolicies", body: policy("checkout", {}) });
+    await waitFor(async () => condition(await getPolicy("checkout"), "Ready")?.status === "True", 10_000, "not Ready");
+    const p = (await getPolicy("checkout"))!;
+    expect(p.status.egressIPs).toEqual(["192.0.2.10", "192.0.2.20"]);
+    expect(p.status.selectedPods).toBe(2);
+    expect(p.metadata.finalizers).toContain(FINALIZER);
+    expect(condition(p, "Invalid")?.status).toBe("False");
+  });
+
+  it.each([
+    ["unknown-gw", { gatewayName: "nowhere" }, "InvalidSpecGatewayName", "spec.gatewayName"],
+    ["dup-ip", { egressIPs: ["192.0.2.10"] }, "InvalidSpecEgressIPs", "spec.egressIPs[0]"],
+    ["not-on-gw", { egressIPs: ["192.0.2.99"] }, "InvalidSpecEgressIPs", "spec.egressIPs[0]"],
+    ["bad-selector", { podSelector: { matchExpressions: [{ key: "app", operator: "In", values: [] }] } }, "InvalidSpecPodSelectorMatchExpressionsValues", "spec.podSelector.matchExpressions[0].values"],
+  ])("marks %s Invalid with a reason naming the field; the valid policy stays Ready", async (name, spec, reason, field) => {
+    await client.custom.createNamespacedCustomObject({ ...GV, namespace: "payments", plural: "egresspolicies", body: policy(name, spec) });
+    await waitFor(async () => condition(await getPolicy(name), "Invalid")?.status === "True", 10_000, `${name} not Invalid`);
+    const p = (await getPolicy(name))!;
+    expect(condition(p, "Invalid")?.reason).toBe(reason);
+    expect(condition(p, "Ready")?.message).toContain(field);
+    expect(condition(await getPolicy("checkout"), "Ready")?.status).toBe("True");
+    const events = (await client.core.listNamespacedEvent({ namespace: "payments" })).items;
+    expect(events.some((e) => e.involvedObject.name === name && e.type === "Warning" && e.reason === reason)).toBe(true);
+  });
+
+  it("reports Degraded when a node sees an instance down, and fail-closed when a node has none", async () => {
+    await report("node1", { programmed: { "EgressPolicy/payments/checkout": 1 }, health: { "shared/gw-a": "down", "shared/gw-b": "up" }, unavailable: {} });
+    await waitFor(async () => condition(await getPolicy("checkout"), "Degraded")?.status === "True", 10_000, "not Degraded");
+    expect(condition(await getPolicy("checkout"), "Degraded")?.message).toContain("shared/gw-a down as seen by node1");
+    await report("node2", { programmed: { "EgressPolicy/payments/checkout": 1 }, health: { "shared/gw-a": "down", "shared/gw-b": "down" }, unavailable: { "EgressPolicy/payments/checkout": "Drop" } });
+    await waitFor(async () => condition(await getPolicy("checkout"), "Ready")?.reason === "NoHealthyInstance", 10_000, "not failing closed");
+    expect(condition(await getPolicy("checkout"), "Ready")?.message).toContain("dropped (fail-closed)");
+    const gw = (await client.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name: "shared" })) as Json;
+    expect(gw.status.instances.map((i: Json) => `${i.name}:${i.health}`)).toEqual(["gw-a:Down", "gw-b:PartiallyDown"]);
+    await report("node1", { programmed: { "EgressPolicy/payments/checkout": 1 }, health: { "shared/gw-a": "up", "shared/gw-b": "up" }, unavailable: {} });
+    await report("node2", { programmed: { "EgressPolicy/payments/checkout": 1 }, health: { "shared/gw-a": "up", "shared/gw-b": "up" }, unavailable: {} });
+    await waitFor(async () => condition(await getPolicy("checkout"), "Ready")?.status === "True", 10_000, "not Ready again");
+    expect((await getPolicy("checkout"))!.status.programmedPods).toBe(2);
+  });
+
+  it("holds a deleted policy until no node programs it any more", async () => {
+    await client.custom.deleteNamespacedCustomObject({ ...GV, namespace: "payments", plural: "egresspolicies", name: "checkout" });
+    await new Promise((r) => setTimeout(r, 1_500));
+    const held = await getPolicy("checkout");
+    expect(held?.metadata.deletionTimestamp).toBeTruthy();
+    await report("node1", { programmed: {}, health: {}, unavailable: {} });
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(await getPolicy("checkout")).toBeDefined(); // node2 still has it
+    await report("node2", { programmed: {}, health: {}, unavailable: {} });
+    await waitFor(async () => (await getPolicy("checkout")) === undefined, 10_000, "not released");
+  });
+
+  it("has exactly one leader, and a standby takes over when it dies", async () => {
+    await waitFor(() => replicas.filter((r) => r.elector.isLeader).length === 1, 10_000, "no single leader");
+    const leader = replicas.find((r) => r.elector.isLeader)!;
+    // A crash: the leader stops renewing without giving the lease up.
+    (leader.elector as unknown as { stopped: boolean }).stopped = true;
+    leader.controller.deactivate();
+    const standby = replicas.find((r) => r !== leader)!;
+    await waitFor(() => standby.elector.isLeader, 10_000, "standby did not take over");
+    await client.custom.createNamespacedCustomObject({ ...GV, namespace: "payments", plural: "egresspolicies", body: policy("after-handover", { egressIPs: ["192.0.2.11", "192.0.2.21"] }) });
+    await waitFor(async () => condition(await getPolicy("after-handover"), "Ready")?.status === "True", 10_000, "new leader does not reconcile");
+  });
+
+  it("converges through injected faults (500s, 409s, dropped watches)", async () => {
+    api.faults.fail({ status: 500, count: 3, verb: "patch" });
+    api.faults.fail({ status: 409, count: 2, verb: "patch" });
+    await client.custom.createNamespacedCustomObject({ ...GV, namespace: "payments", plural: "egresspolicies", body: policy("through-faults", { podSelector: { matchLabels: { app: "none" } }, egressIPs: ["192.0.2.99"] }) });
+    api.faults.dropWatches({});
+    await waitFor(async () => condition(await getPolicy("through-faults"), "Invalid")?.status === "True", 15_000, "did not converge");
+  });
+});
