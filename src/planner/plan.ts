@@ -150,7 +150,8 @@ export class Planner {
       entries,
       neverDivert: res.neverDivert,
       unavailable: [...unavailable.values()].sort((a, b) => a.policy.localeCompare(b.policy)),
-      podsByPolicy,
+      // Keys in a fixed order too: equal inputs must serialize to equal plans, whatever the pod order.
+      podsByPolicy: Object.fromEntries(Object.entries(podsByPolicy).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
     };
   }
 

@@ -1,0 +1,102 @@
+/** Worked examples of planning decisions; the properties in plan.property.test.ts generalize them. */
+import { describe, expect, it } from "vitest";
+import { SpecValidator } from "../api/v1alpha1/validate.js";
+import { formatRange } from "./ipv4.js";
+import type { ClusterSnapshot, HealthView, PolicyObject } from "./model.js";
+import { Planner, selectPods } from "./plan.js";
+import { clusterEgressPolicy, egressGateway, egressPolicy } from "./testing/arbitraries.js";
+
+const validator = new SpecValidator();
+
+const gateway = egressGateway("shared", {
+  static: {
+    instances: [
+      { name: "a", address: "10.0.1.1", egressIPs: ["203.0.113.1", "203.0.113.11"] },
+      { name: "b", address: "10.0.1.2", egressIPs: ["203.0.113.2", "203.0.113.12"] },
+      { name: "c", address: "10.0.1.3", egressIPs: ["203.0.113.3", "203.0.113.13"], drain: true },
+    ],
+  },
+});
+
+const podCount = 40;
+const snapshot = (policies: PolicyObject[]): ClusterSnapshot => ({
+  policies,
+  gateways: [gateway],
+  pods: Array.from({ length: podCount }, (_, i) => ({ namespace: "shop", name: `web-${i}`, labels: { app: "web" }, nodeName: "node-a", ips: [`10.244.1.${i + 10}`], phase: "Running" })),
+  namespaces: [{ name: "shop", labels: { team: "red" } }],
+  nodes: [{ name: "node-a", labels: {}, annotations: {}, internalIP: "10.0.0.11", podCIDRs: ["10.244.1.0/24"] }],
+  network: { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.0.0.0/24"] },
+});
+
+const web = egressPolicy("shop", "web", { podSelector: { matchLabels: { app: "web" } }, gatewayName: "shared", egressIPs: ["203.0.113.1", "203.0.113.2", "203.0.113.3"] }, "2024-01-01T00:00:00Z");
+
+const instancesUsed = (planner: Planner, health: HealthView) => new Set(planner.planNode("node-a", health).entries.map((e) => e.instance));
+
+describe("choosing an instance", () => {
+  const planner = new Planner(snapshot([web]), { validator });
+
+  it("spreads pods over healthy instances that are not draining", () => {
+    expect(instancesUsed(planner, new Map())).toEqual(new Set(["shared/a", "shared/b"]));
+  });
+
+  it("plans an instance of unknown health like a healthy one (a restarting agent keeps its routes)", () => {
+    const known = planner.planNode("node-a", new Map([["shared/a", "up"], ["shared/b", "up"]]));
+    expect(planner.planNode("node-a", new Map()).entries).toEqual(known.entries);
+  });
+
+  it("uses a draining instance only when nothing else is usable", () => {
+    expect(instancesUsed(planner, new Map([["shared/a", "down"]]))).toEqual(new Set(["shared/b"]));
+    expect(instancesUsed(planner, new Map([["shared/a", "down"], ["shared/b", "down"]]))).toEqual(new Set(["shared/c"]));
+  });
+
+  it("blackholes through the pod's own instance when all are down, under Drop", () => {
+    const down: HealthView = new Map([["shared/a", "down"], ["shared/b", "down"], ["shared/c", "down"]]);
+    const plan = planner.planNode("node-a", down);
+    expect(plan.entries).toHaveLength(podCount);
+    expect(plan.instances.map((i) => i.route)).toEqual(["blackhole", "blackhole", "blackhole"]);
+    expect(plan.unavailable).toEqual([{ policy: "EgressPolicy/shop/web", failurePolicy: "Drop", pods: podCount }]);
+  });
+
+  it("derives marks and tables from stable ids, with a configurable table base", () => {
+    const a = new Planner(snapshot([web]), { validator, tableBase: 20_000 }).planNode("node-a", new Map()).instances;
+    const b = planner.planNode("node-a", new Map()).instances;
+    expect(a.map((i) => i.mark)).toEqual(b.map((i) => i.mark));
+    expect(a.map((i) => i.table - 20_000)).toEqual(b.map((i) => i.table - 7000));
+    expect(new Set(a.map((i) => i.table)).size).toBe(3);
+  });
+
+  it("has no gateway plan for an unknown instance", () => {
+    expect(planner.planGateway("shared/zz")).toBeUndefined();
+  });
+});
+
+describe("overlapping policies", () => {
+  it("an excluded destination is left to lower policies, not forced direct", () => {
+    // The namespaced policy wins (EgressPolicy before ClusterEgressPolicy at equal priority) but
+    // excludes 198.51.100.0/24; the cluster-wide policy then decides that block for the pod.
+    const team = egressPolicy("shop", "web", { ...web.spec, egressIPs: ["203.0.113.1"], excludedCIDRs: ["198.51.100.0/24"] }, "2024-01-01T00:00:00Z");
+    const audit = clusterEgressPolicy("audit", { podSelector: {}, namespaceSelector: {}, gatewayName: "shared", egressIPs: ["203.0.113.12"] }, "2024-01-01T00:00:00Z");
+    const s = snapshot([audit, team]);
+    const planner = new Planner(s, { validator });
+    const entries = planner.planNode("node-a", new Map()).entries.filter((e) => e.podIP === "10.244.1.10");
+    expect(entries.map((e) => `${formatRange(e.dst)} ${e.policy} ${e.instance}`)).toEqual([
+      "0.0.0.0-198.51.99.255 EgressPolicy/shop/web shared/a",
+      "198.51.100.0-198.51.100.255 ClusterEgressPolicy/audit shared/b",
+      "198.51.101.0-255.255.255.255 EgressPolicy/shop/web shared/a",
+    ]);
+    const conflicts = selectPods(s, planner.resolution).conflicts.filter((c) => c.pod === "shop/web-0");
+    expect(conflicts).toHaveLength(1);
+    expect(conflicts[0]).toMatchObject({ winner: "EgressPolicy/shop/web", loser: "ClusterEgressPolicy/audit" });
+    expect(conflicts[0]?.destinations.map(formatRange)).toEqual(["0.0.0.0-198.51.99.255", "198.51.101.0-255.255.255.255"]);
+  });
+});
+
+describe("pods", () => {
+  it("an IPv6-only pod is counted as selected but gets no (IPv4) entry", () => {
+    const s = snapshot([web]);
+    const v6 = { ...s, pods: [{ namespace: "shop", name: "v6", labels: { app: "web" }, nodeName: "node-a", ips: ["fd00::10"], phase: "Running" }] };
+    const plan = new Planner(v6, { validator }).planNode("node-a", new Map());
+    expect(plan.entries).toEqual([]);
+    expect(plan.podsByPolicy).toEqual({ "EgressPolicy/shop/web": 1 });
+  });
+});
