@@ -88,8 +88,8 @@ async function main(): Promise<void> {
           lab.killProcess("agent-node1");
           await sleep(100);
           lab.restartAgent("node1");
-        } else if (i % 2 === 0) lab.applyPolicies([unrelated]);
-        else lab.deletePolicies([unrelated]);
+        } else if (i % 2 === 0) await lab.applyPolicies([unrelated]);
+        else await lab.deletePolicies([unrelated]);
         await sleep(900);
       }
       await stream.catch(() => undefined);

@@ -11,6 +11,7 @@ import { NodeDataplane } from "../dataplane/node.js";
 import { QuarantineTable } from "../cni/quarantine.js";
 import type { NodePlan } from "../planner/model.js";
 import { localRunner } from "../util/exec.js";
+import { setPriority } from "node:os";
 import { KubeConfig } from "@kubernetes/client-node";
 import { KubeClient } from "../kube/client.js";
 import { KubeSource } from "../kube/source.js";
@@ -40,6 +41,19 @@ function makeSource(flags: AgentFlags, logger: Logger, podsOnNode?: string): Clu
   return new KubeSource(new KubeClient(loadKubeconfig(flags.kubeconfig)), logger, podsOnNode ? { podsOnNode } : {});
 }
 
+/**
+ * BFD runs in user space with 100 ms timers: a starved event loop would look like a dead
+ * gateway. Agents that probe or answer probes ask the kernel for a higher scheduling
+ * priority (needs CAP_SYS_NICE or root; without it they run at the default priority).
+ */
+function raisePriority(logger: Logger): void {
+  try {
+    setPriority(0, -10);
+  } catch (e) {
+    logger.warn({ err: (e as Error).message }, "cannot raise scheduling priority; BFD may see false timeouts under CPU pressure");
+  }
+}
+
 /** Stops on SIGTERM/SIGINT without touching the datapath: forwarding goes on while we are away. */
 function runUntilSignal(logger: Logger, stop: () => Promise<void>): void {
   const onSignal = (signal: string) => {
@@ -64,6 +78,7 @@ export async function runNodeAgent(flags: AgentFlags & { node: string; address?:
   let bfd: BfdAgent | undefined;
   let health: HealthProvider | undefined;
   if (flags.address) {
+    raisePriority(logger);
     // Probes leave from the node's own address (in Kubernetes: status.hostIP).
     bfd = new BfdAgent({ localAddress: flags.address, logger });
     await bfd.start();
@@ -146,6 +161,7 @@ export async function runGatewayAgent(flags: AgentFlags & { instance: string }):
  */
 export async function runHealthResponder(flags: { listen: string; metricsPort?: string }): Promise<void> {
   const logger = createLogger("health-responder").child({ listen: flags.listen });
+  raisePriority(logger);
   const metrics = new GatewayMetrics();
   const bfd = new BfdAgent({
     localAddress: flags.listen,

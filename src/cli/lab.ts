@@ -6,6 +6,11 @@ import { parseLabConfig } from "../lab/config.js";
 import { startInternetServer } from "../lab/internet-server.js";
 import { GATEWAY_DEATHS, Lab, removeLeftovers, type GatewayDeath, type LabPodStatus } from "../lab/lab.js";
 import { runDemo } from "./demo.js";
+import { runKubeStandinMain } from "../lab/kube-standin/index.js";
+import { parseEndpoint, startRelay } from "../lab/relay.js";
+import { LabKubelet } from "../lab/kubelet.js";
+import { labClient, podNetns } from "../lab/kube-lab.js";
+import { createLogger } from "../util/log.js";
 import { newRunPrefix } from "../lab/netns.js";
 import { httpProbe, udpStream } from "../lab/probe.js";
 import { LAB_NETWORK } from "../lab/topology.js";
@@ -29,11 +34,14 @@ export function registerLabCommands(program: Command): void {
     .description("build the lab from a lab file and start the agents")
     .requiredOption("-f, --file <lab.yaml>", "lab description (see examples/lab.yaml)")
     .option("--name <prefix>", "name prefix of this lab (default: se-<random>)")
-    .action(async (o: { file: string; name?: string }) => {
+    .option("--mode <mode>", "kubernetes (API stand-in, controller, kubelet) or file (agents read a file)", "kubernetes")
+    .action(async (o: { file: string; name?: string; mode: string }) => {
+      if (o.mode !== "kubernetes" && o.mode !== "file") throw new Error(`--mode must be kubernetes or file, not ${o.mode}`);
       const cfg = parseLabConfig(readFileSync(o.file, "utf8"), o.file);
       await takeDownPersistentLabs();
       const prefix = o.name ?? newRunPrefix();
-      const l = await Lab.up(cfg, { prefix, persistent: true, log: say });
+      const l = await Lab.up(cfg, { prefix, persistent: true, mode: o.mode, log: say });
+      if (o.mode === "kubernetes") say(`kubectl: export KUBECONFIG=${l.kubeconfigPath}   (or: static-egress lab kubeconfig > lab.kubeconfig)`);
       say(`lab ${prefix} is up: ${l.topology.nodes.length} nodes, ${l.topology.gatewayHosts.length} gateway hosts, ${l.topology.pods.length} pods`);
       say("next: static-egress lab status   |   static-egress lab exec <pod> -- <cmd>   |   static-egress lab down");
     });
@@ -83,8 +91,8 @@ export function registerLabCommands(program: Command): void {
     .description("add or replace EgressPolicy / ClusterEgressPolicy documents in the lab")
     .requiredOption("-f, --file <file>", "YAML documents")
     .option("--name <prefix>", "which lab")
-    .action((o: { file: string; name?: string }) => {
-      Lab.open(o.name).applyPolicies(parseDocuments(readFileSync(o.file, "utf8"), o.file));
+    .action(async (o: { file: string; name?: string }) => {
+      await Lab.open(o.name).applyPolicies(parseDocuments(readFileSync(o.file, "utf8"), o.file));
       say("applied; the agents reload within a second");
     });
 
@@ -93,8 +101,8 @@ export function registerLabCommands(program: Command): void {
     .description("delete the policies named in the documents")
     .requiredOption("-f, --file <file>", "YAML documents")
     .option("--name <prefix>", "which lab")
-    .action((o: { file: string; name?: string }) => {
-      const n = Lab.open(o.name).deletePolicies(parseDocuments(readFileSync(o.file, "utf8"), o.file));
+    .action(async (o: { file: string; name?: string }) => {
+      const n = await Lab.open(o.name).deletePolicies(parseDocuments(readFileSync(o.file, "utf8"), o.file));
       say(`deleted ${n} policies`);
     });
 
@@ -126,8 +134,8 @@ export function registerLabCommands(program: Command): void {
     .argument("<instance>")
     .option("--undo", "stop draining")
     .option("--name <prefix>", "which lab")
-    .action((instance: string, o: { undo?: boolean; name?: string }) => {
-      Lab.open(o.name).setDrain(instance, !o.undo);
+    .action(async (instance: string, o: { undo?: boolean; name?: string }) => {
+      await Lab.open(o.name).setDrain(instance, !o.undo);
       say(`${instance}: ${o.undo ? "serving again" : "draining"}`);
     });
 
@@ -139,6 +147,46 @@ export function registerLabCommands(program: Command): void {
     .option("--keep", "leave the lab up at the end")
     .action(async (o: { file: string; kind: string; keep?: boolean }) => {
       await runDemo(o.file, o.kind as GatewayDeath, o.keep === true);
+    });
+
+  lab
+    .command("kubeconfig")
+    .description("print a kubeconfig for the lab's API (Kubernetes mode): kubectl get egresspolicies -A")
+    .option("--name <prefix>", "which lab")
+    .action((o: { name?: string }) => {
+      const l = Lab.open(o.name);
+      if (l.record.mode !== "kubernetes") throw new Error(`lab ${l.record.prefix} runs in file mode: it has no API server`);
+      process.stdout.write(readFileSync(l.kubeconfigPath, "utf8"));
+    });
+
+  lab
+    .command("kube-apiserver", { hidden: true })
+    .description("(internal) the Kubernetes API stand-in, on loopback")
+    .requiredOption("--kubeconfig-out <file>")
+    .action(async (o: { kubeconfigOut: string }) => runKubeStandinMain(["--port", "0", "--kubeconfig-out", o.kubeconfigOut, "--log-level", "warn"]));
+
+  lab
+    .command("relay", { hidden: true })
+    .description("(internal) relay bytes between tcp:<host>:<port> and unix:<path>")
+    .requiredOption("--listen <endpoint>")
+    .requiredOption("--to <endpoint>")
+    .action(async (o: { listen: string; to: string }) => {
+      await startRelay(parseEndpoint(o.listen), parseEndpoint(o.to));
+    });
+
+  lab
+    .command("kubelet", { hidden: true })
+    .description("(internal) runs the lab's pods: namespaces, CNI chain, pod status")
+    .requiredOption("--name <prefix>")
+    .action(async (o: { name: string }) => {
+      const l = Lab.open(o.name);
+      const kubelet = new LabKubelet(
+        labClient(l),
+        l.topology.nodes.map((n) => n.name),
+        (p) => l.wiring({ ...p, netns: podNetns(l.record.prefix, p.namespace, p.name), labels: {} }),
+        createLogger("lab-kubelet"),
+      );
+      await kubelet.start();
     });
 
   lab

@@ -11,6 +11,8 @@ import { runCommand } from "../util/exec.js";
 import type { LabConfig } from "./config.js";
 import { addNamespace, addVethPair, deleteNamespacesWithPrefix, execIn, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, sysctl } from "./netns.js";
 import { cliEntry, LAB_STATE_ROOT } from "./paths.js";
+import { wirePod, type PodWiring } from "./cni-chain.js";
+import { applyGateways, applyPolicyObjects, deletePolicyObjects, listPolicies, refreshPodIPs, startControlPlane } from "./kube-lab.js";
 import { LAB_NETWORK, planTopology, type LabGatewayHost, type LabPod, type LabTopology } from "./topology.js";
 
 export const LAB_CLUSTER_NETWORK: ClusterNetwork = {
@@ -32,7 +34,11 @@ export interface LabRecord {
   /** Gateway hosts killed with `kill-gateway`, and how. */
   dead?: Record<string, GatewayDeath>;
   drained?: string[];
+  /** `file`: agents read a file of documents; `kubernetes`: an API stand-in, the controller and a lab kubelet. */
+  mode: LabMode;
 }
+
+export type LabMode = "file" | "kubernetes";
 
 export type GatewayDeath = "agent" | "link" | "silent";
 export const GATEWAY_DEATHS: readonly GatewayDeath[] = ["agent", "link", "silent"];
@@ -81,21 +87,26 @@ export class Lab {
   }
 
   /** Builds the namespace cluster and starts the internet server and all agents. */
-  static async up(cfg: LabConfig, opts: { prefix: string; persistent: boolean; log?: (line: string) => void }): Promise<Lab> {
+  static async up(cfg: LabConfig, opts: { prefix: string; persistent: boolean; mode?: LabMode; log?: (line: string) => void }): Promise<Lab> {
     const log = opts.log ?? (() => undefined);
     await removeLeftovers(log);
     const topology = planTopology(opts.prefix, cfg);
     const dir = join(LAB_STATE_ROOT, opts.prefix);
     mkdirSync(join(dir, "logs"), { recursive: true });
-    const record: LabRecord = { prefix: opts.prefix, persistent: opts.persistent, ownerPid: process.pid, topology, config: cfg, podIPs: {}, processes: [] };
+    const record: LabRecord = { prefix: opts.prefix, persistent: opts.persistent, ownerPid: process.pid, topology, config: cfg, podIPs: {}, processes: [], mode: opts.mode ?? "file" };
     const lab = new Lab(record, dir);
     lab.save();
     try {
       log(`building fabric, ${topology.nodes.length} nodes, ${topology.gatewayHosts.length} gateway hosts, internet`);
       await lab.buildFabric();
-      log(`wiring ${topology.pods.length} pods with the CNI plugins (ptp + host-local, masquerade on)`);
-      for (const pod of topology.pods) await lab.addPod(pod);
-      lab.writeCluster(cfg.policies as KubeObject[] | undefined);
+      if (record.mode === "kubernetes") {
+        log("starting the Kubernetes API stand-in, the controller and the lab kubelet");
+        await startControlPlane(lab, log);
+      } else {
+        log(`wiring ${topology.pods.length} pods with the CNI plugins (ptp + host-local, masquerade on)`);
+        for (const pod of topology.pods) await lab.addPod(pod);
+        lab.writeCluster(cfg.policies as KubeObject[] | undefined);
+      }
       await lab.startInternet();
       for (const g of topology.gatewayHosts) lab.startGatewayHost(g.name);
       for (const n of topology.nodes) lab.startNodeAgent(n.name);
@@ -117,7 +128,7 @@ export class Lab {
     return new Lab(JSON.parse(readFileSync(join(dir, "lab.json"), "utf8")) as LabRecord, dir);
   }
 
-  private save(): void {
+  save(): void {
     atomicWrite(join(this.dir, "lab.json"), JSON.stringify(this.record, null, 2));
   }
 
@@ -154,27 +165,26 @@ export class Lab {
   }
 
   private async addPod(pod: LabPod): Promise<void> {
-    const node = this.topology.nodes.find((n) => n.name === pod.node)!;
-    await addNamespace(pod.netns);
-    const conf = {
-      cniVersion: "1.0.0",
-      name: "lab",
-      type: "ptp",
-      ipMasq: true,
-      ipam: { type: "host-local", ranges: [[{ subnet: node.podCidr }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: join(this.dir, "ipam") },
+    this.record.podIPs[`${pod.namespace}/${pod.name}`] = await wirePod(this.wiring(pod));
+  }
+
+  /** How a pod of this lab is wired by the CNI chain. */
+  wiring(pod: LabPod): PodWiring {
+    const node = this.topology.nodes.find((n) => n.name === pod.node);
+    if (!node) throw new LabError(`pod ${pod.namespace}/${pod.name}: no node named ${pod.node}`);
+    return {
+      nodeNetns: node.netns,
+      podCidr: node.podCidr,
+      podNetns: pod.netns,
+      containerId: `${this.record.prefix}-${pod.namespace}-${pod.name}`,
+      namespace: pod.namespace,
+      name: pod.name,
+      ipamDir: join(this.dir, "ipam"),
     };
-    const out = await runCommand("ip", ["netns", "exec", node.netns, "/usr/lib/cni/ptp"], {
-      input: JSON.stringify(conf),
-      env: { CNI_COMMAND: "ADD", CNI_CONTAINERID: `${this.record.prefix}-${pod.namespace}-${pod.name}`, CNI_NETNS: `/var/run/netns/${pod.netns}`, CNI_IFNAME: "eth0", CNI_PATH: "/usr/lib/cni" },
-    });
-    const result = JSON.parse(out.stdout) as { ips?: { address: string }[] };
-    const ip = result.ips?.[0]?.address.split("/")[0];
-    if (!ip) throw new LabError(`CNI ADD for pod ${pod.namespace}/${pod.name} returned no address: ${out.stdout}`);
-    this.record.podIPs[`${pod.namespace}/${pod.name}`] = ip;
   }
 
   /** The Kubernetes objects the agents read: namespaces, nodes, pods, gateways, policies. */
-  objects(policies?: readonly KubeObject[]): KubeObject[] {
+  objects(policies: readonly KubeObject[] = []): KubeObject[] {
     const t = this.topology;
     const cfg = this.record.config;
     const created = "2026-01-01T00:00:00Z";
@@ -209,57 +219,65 @@ export class Lab {
         },
       })),
     ];
-    return [...objs, ...(policies ?? this.currentPolicies())];
+    return [...objs, ...policies];
   }
 
-  private get drained(): Set<string> {
+  get drained(): Set<string> {
     return new Set(this.record.drained ?? []);
   }
 
   /** Marks an instance as draining (spec field `drain`) or not, and rewrites the cluster state. */
-  setDrain(name: string, drain: boolean): void {
+  async setDrain(name: string, drain: boolean): Promise<void> {
     const g = this.gatewayHost(name);
     const set = this.drained;
     if (drain) set.add(g.name);
     else set.delete(g.name);
     this.record.drained = [...set];
     this.save();
-    this.writeCluster(this.currentPolicies());
+    if (this.record.mode === "kubernetes") await applyGateways(this);
+    else this.writeCluster(await this.currentPolicies());
   }
 
-  currentPolicies(): KubeObject[] {
+  /** The policies the agents see now. */
+  async currentPolicies(): Promise<KubeObject[]> {
+    if (this.record.mode === "kubernetes") return listPolicies(this);
     if (!existsSync(this.clusterFile)) return [];
     return parseDocuments(readFileSync(this.clusterFile, "utf8"), this.clusterFile).filter((o) => o.kind === "EgressPolicy" || o.kind === "ClusterEgressPolicy");
   }
 
   /** Rewrites the agents' source atomically; they reload within their poll interval. */
   writeCluster(policies?: readonly KubeObject[]): void {
+    atomicWrite(join(this.dir, "agent-config.yaml"), stringify({ clusterNetwork: LAB_CLUSTER_NETWORK, resyncSeconds: 10 }));
+    if (this.record.mode === "kubernetes") return;
     const stamped = (policies ?? []).map((p, i) => ({
       ...p,
       metadata: { ...p.metadata, creationTimestamp: p.metadata?.creationTimestamp ?? new Date(Date.UTC(2026, 0, 1, 0, 0, i + 1)).toISOString() },
     }));
     const text = this.objects(stamped).map((o) => stringify(o)).join("---\n");
     atomicWrite(this.clusterFile, text);
-    atomicWrite(join(this.dir, "agent-config.yaml"), stringify({ clusterNetwork: LAB_CLUSTER_NETWORK, resyncSeconds: 10 }));
   }
 
   /** Adds or replaces policies (by kind, namespace, name), like `kubectl apply`. */
-  applyPolicies(docs: readonly KubeObject[]): void {
-    const key = (o: KubeObject) => `${o.kind}/${o.metadata?.namespace ?? ""}/${o.metadata?.name}`;
-    const current = this.currentPolicies();
-    const byKey = new Map(current.map((o) => [key(o), o]));
+  async applyPolicies(docs: readonly KubeObject[]): Promise<void> {
     for (const d of docs) {
       if (d.kind !== "EgressPolicy" && d.kind !== "ClusterEgressPolicy") throw new LabError(`lab apply takes EgressPolicy and ClusterEgressPolicy documents, not ${d.kind}`);
+    }
+    if (this.record.mode === "kubernetes") return applyPolicyObjects(this, docs);
+    const key = (o: KubeObject) => `${o.kind}/${o.metadata?.namespace ?? ""}/${o.metadata?.name}`;
+    const current = await this.currentPolicies();
+    const byKey = new Map(current.map((o) => [key(o), o]));
+    for (const d of docs) {
       const old = byKey.get(key(d));
       byKey.set(key(d), { ...d, metadata: { ...d.metadata, ...(old?.metadata?.creationTimestamp ? { creationTimestamp: old.metadata.creationTimestamp } : { creationTimestamp: new Date().toISOString() }) } });
     }
     this.writeCluster([...byKey.values()]);
   }
 
-  deletePolicies(docs: readonly KubeObject[]): number {
+  async deletePolicies(docs: readonly KubeObject[]): Promise<number> {
+    if (this.record.mode === "kubernetes") return deletePolicyObjects(this, docs);
     const key = (o: KubeObject) => `${o.kind}/${o.metadata?.namespace ?? ""}/${o.metadata?.name}`;
     const doomed = new Set(docs.map(key));
-    const current = this.currentPolicies();
+    const current = await this.currentPolicies();
     const kept = current.filter((o) => !doomed.has(key(o)));
     this.writeCluster(kept);
     return current.length - kept.length;
@@ -283,13 +301,26 @@ export class Lab {
   }
 
   startAgent(name: string, netns: string, args: string[]): void {
-    this.startProcess(`agent-${name}`, netns, [...args, "--source", this.clusterFile, "--config", join(this.dir, "agent-config.yaml")]);
+    const source = this.record.mode === "kubernetes" ? ["--source", "kubernetes", "--kubeconfig", this.labKubeconfig] : ["--source", this.clusterFile];
+    this.startProcess(`agent-${name}`, netns, [...args, ...source, "--config", join(this.dir, "agent-config.yaml")]);
   }
 
-  private startProcess(name: string, netns: string, args: string[]): void {
+  /** kubeconfig for a person (and the controller) in the root namespace: the API on loopback. */
+  get kubeconfigPath(): string {
+    return join(this.dir, "kubeconfig");
+  }
+
+  /** kubeconfig for agents inside the lab: the API through the control-plane relay on the VPC. */
+  get labKubeconfig(): string {
+    return join(this.dir, "kubeconfig-lab");
+  }
+
+  /** Starts `static-egress <args>` inside `netns` (or in the root namespace when netns is ""), logging to the lab's logs. */
+  startProcess(name: string, netns: string, args: string[]): void {
     const logPath = join(this.dir, "logs", `${name}.log`);
     const fd = openSync(logPath, "a");
-    const child = spawn("ip", ["netns", "exec", netns, process.execPath, cliEntry(), ...args], { detached: true, stdio: ["ignore", fd, fd] });
+    const command = netns ? ["ip", "netns", "exec", netns, process.execPath] : [process.execPath];
+    const child = spawn(command[0]!, [...command.slice(1), cliEntry(), ...args], { detached: true, stdio: ["ignore", fd, fd] });
     closeSync(fd);
     child.unref();
     this.record.processes = this.record.processes.filter((p) => p.name !== name);
@@ -382,7 +413,8 @@ export class Lab {
 
   /** Each pod asks the echo service which source address it saw, and compares with the expected one. */
   async status(target: string = LAB_NETWORK.echoService): Promise<LabPodStatus[]> {
-    const snapshot = snapshotFromObjects(this.objects(), LAB_CLUSTER_NETWORK);
+    if (this.record.mode === "kubernetes") await refreshPodIPs(this);
+    const snapshot = snapshotFromObjects(this.objects(await this.currentPolicies()), LAB_CLUSTER_NETWORK);
     const planner = new Planner(snapshot);
     const dst = parseIPv4(target);
     return Promise.all(

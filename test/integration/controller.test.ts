@@ -65,7 +65,7 @@ beforeAll(async () => {
   kc.loadFromString(api.kubeconfig());
   client = new KubeClient(kc);
   const crds = ALL_KINDS.map((k) => parse(readFileSync(join(packageRoot(), "deploy", "crds", `${k.plural}.yaml`), "utf8")) as Json);
-  api.seed([
+  api.seed(<Parameters<KubeStandin["seed"]>[0]>[
     ...crds,
     ...["static-egress", "payments"].map((name) => ({ apiVersion: "v1", kind: "Namespace", metadata: { name } })),
     ...[1, 2].map((i) => ({ apiVersion: "v1", kind: "Node", metadata: { name: `node${i}` }, spec: { podCIDR: `10.244.${i}.0/24` }, status: { addresses: [{ type: "InternalIP", address: `10.0.0.1${i}` }] } })),

@@ -118,7 +118,7 @@ describe("bad input", () => {
       metadata: { name: b.name, namespace: "web" },
       spec: { podSelector: { matchLabels: { app: "frontend" } }, gatewayName: "shared", egressIPs: ["192.0.2.99"], ...b.spec },
     }));
-    lab.applyPolicies(docs);
+    await lab.applyPolicies(docs);
     const log = lab.record.processes.find((p) => p.name === "agent-node1")!.log;
     await waitFor(() => bad.every((b) => readFileSync(log, "utf8").includes(`EgressPolicy/web/${b.name}`)), 10_000, "agent did not report the invalid policies");
     const lines = readFileSync(log, "utf8").split("\n").filter((l) => l.includes("invalid resource ignored"));
@@ -130,7 +130,7 @@ describe("bad input", () => {
     const rows = await waitConverged(lab);
     expect(byPod(rows).get("web/web-1")!.egressIP).toBe(nodeIP("node1"));
     expect(CHECKOUT_IPS).toContain(byPod(rows).get("payments/pay-1")!.egressIP);
-    lab.deletePolicies(docs);
+    await lab.deletePolicies(docs);
   });
 
   it("the CLI's validate command reports the same errors", async () => {
@@ -146,10 +146,10 @@ describe("bad input", () => {
 
 describe("deleting a policy", () => {
   it("restores the node IP and leaves no rule behind", async () => {
-    const checkout = lab.currentPolicies().find((p) => p.metadata?.name === "checkout")!;
+    const checkout = (await lab.currentPolicies()).find((p) => p.metadata?.name === "checkout")!;
     const pay1 = lab.record.podIPs["payments/pay-1"]!;
     expect(await divertEntries("node1")).toContain(pay1);
-    lab.deletePolicies([checkout]);
+    await lab.deletePolicies([checkout]);
     await waitFor(async () => !(await divertEntries("node1")).includes(pay1), 10_000, "entries not removed");
     const rows = byPod(await waitConverged(lab));
     expect(rows.get("payments/pay-1")!.egressIP).toBe(nodeIP("node1"));
@@ -160,7 +160,7 @@ describe("deleting a policy", () => {
       expect(snat).not.toContain(pay1);
       expect(snat).not.toContain("192.0.2.10");
     }
-    lab.applyPolicies([checkout]);
+    await lab.applyPolicies([checkout]);
     await waitConverged(lab);
   });
 });

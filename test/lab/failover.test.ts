@@ -26,7 +26,7 @@ afterAll(async () => {
 /** Revives everything and waits until every pod leaves as expected again (after hold-down). */
 beforeEach(async () => {
   for (const g of lab.topology.gatewayHosts) await lab.reviveGateway(g.name);
-  for (const g of lab.topology.gatewayHosts) lab.setDrain(g.name, false);
+  for (const g of lab.topology.gatewayHosts) await lab.setDrain(g.name, false);
   await new Promise((r) => setTimeout(r, HOLD_DOWN_MS + 500));
   await waitConverged(lab, undefined, 20_000);
 });
@@ -99,15 +99,15 @@ describe("fail-closed", () => {
   });
 
   it("a policy can choose to fall back to the node IP instead", async () => {
-    const exporter = lab.currentPolicies().find((p) => p.metadata?.name === "exporter")!;
-    lab.applyPolicies([{ ...exporter, spec: { ...exporter.spec, failurePolicy: "FallbackToNodeIP" } }]);
+    const exporter = (await lab.currentPolicies()).find((p) => p.metadata?.name === "exporter")!;
+    await lab.applyPolicies([{ ...exporter, spec: { ...exporter.spec, failurePolicy: "FallbackToNodeIP" } }]);
     try {
       for (const g of lab.topology.gatewayHosts) await lab.killGateway(g.name, "link");
       const node2 = lab.topology.nodes.find((n) => n.name === "node2")!.publicIP;
       await waitFor(async () => byPod(await lab.status()).get("reporting/rep-1")!.egressIP === node2, 10_000, "no fallback to the node IP");
       expect(byPod(await lab.status()).get("payments/pay-2")!.egressIP).toBeNull(); // checkout still fails closed
     } finally {
-      lab.applyPolicies([exporter]);
+      await lab.applyPolicies([exporter]);
     }
   });
 });
@@ -178,7 +178,7 @@ describe("maintenance", () => {
     await new Promise((r) => setTimeout(r, 500));
     const pay1 = await currentSource(open);
     const victim = hostOf(pay1);
-    lab.setDrain(victim, true);
+    await lab.setDrain(victim, true);
     const moved = async () => {
       const ip = byPod(await lab.status()).get("payments/pay-1")!.egressIP;
       return ip !== null && ip !== pay1;
@@ -205,8 +205,8 @@ describe("maintenance", () => {
     const unrelated = { apiVersion: "staticegress.io/v1alpha1", kind: "EgressPolicy", metadata: { name: "unrelated", namespace: "web" }, spec: { podSelector: { matchLabels: { app: "nothing" } }, gatewayName: "shared", egressIPs: ["192.0.2.99"] } };
     for (let i = 0; i < 5; i++) {
       await new Promise((r) => setTimeout(r, 400));
-      if (i % 2 === 0) lab.applyPolicies([unrelated]);
-      else lab.deletePolicies([unrelated]);
+      if (i % 2 === 0) await lab.applyPolicies([unrelated]);
+      else await lab.deletePolicies([unrelated]);
     }
     await stream;
     await new Promise((r) => setTimeout(r, 200));
@@ -214,6 +214,6 @@ describe("maintenance", () => {
     expect(report.wrongSource).toEqual([]);
     expect(Object.keys(report.sources)).toHaveLength(1);
     expect(report.longestGapMs).toBeLessThan(100);
-    lab.deletePolicies([unrelated]);
+    await lab.deletePolicies([unrelated]);
   });
 });

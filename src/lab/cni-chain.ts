@@ -1,0 +1,74 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { runCommand } from "../util/exec.js";
+import { addNamespace, deleteNamespace } from "./netns.js";
+
+/** Where a pod is wired: its node's namespace and pod CIDR, the lab's IPAM state. */
+export interface PodWiring {
+  nodeNetns: string;
+  podCidr: string;
+  podNetns: string;
+  containerId: string;
+  namespace: string;
+  name: string;
+  ipamDir: string;
+  /** Directory holding our plugin as `static-egress` (chained after ptp) when it exists. */
+  extraPluginDir?: string;
+}
+
+function conflist(w: PodWiring) {
+  return {
+    cniVersion: "1.0.0",
+    name: "lab",
+    plugins: [
+      { type: "ptp", ipMasq: true, ipam: { type: "host-local", ranges: [[{ subnet: w.podCidr }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: w.ipamDir } },
+      ...(w.extraPluginDir && existsSync(join(w.extraPluginDir, "static-egress")) ? [{ type: "static-egress" }] : []),
+    ],
+  };
+}
+
+/**
+ * Runs the CNI chain the way a container runtime does: each plugin in the node's namespace,
+ * with the CNI_* environment and the previous plugin's result as `prevResult`.
+ */
+async function runChain(command: "ADD" | "DEL", w: PodWiring): Promise<{ ips?: { address: string }[] }> {
+  const list = conflist(w);
+  const plugins = command === "ADD" ? list.plugins : [...list.plugins].reverse();
+  let prevResult: unknown;
+  let result: { ips?: { address: string }[] } = {};
+  const path = ["/usr/lib/cni", ...(w.extraPluginDir ? [w.extraPluginDir] : [])].join(":");
+  for (const plugin of plugins) {
+    const dir = plugin.type === "static-egress" ? w.extraPluginDir! : "/usr/lib/cni";
+    const conf = { cniVersion: list.cniVersion, name: list.name, ...plugin, ...(prevResult && command === "ADD" ? { prevResult } : {}) };
+    const out = await runCommand("ip", ["netns", "exec", w.nodeNetns, join(dir, plugin.type)], {
+      input: JSON.stringify(conf),
+      env: {
+        CNI_COMMAND: command,
+        CNI_CONTAINERID: w.containerId,
+        CNI_NETNS: `/var/run/netns/${w.podNetns}`,
+        CNI_IFNAME: "eth0",
+        CNI_PATH: path,
+        CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${w.namespace};K8S_POD_NAME=${w.name}`,
+      },
+    });
+    if (command === "ADD" && out.stdout.trim()) {
+      result = JSON.parse(out.stdout) as typeof result;
+      prevResult = result;
+    }
+  }
+  return result;
+}
+
+/** Creates the pod's namespace and wires it; returns its address. */
+export async function wirePod(w: PodWiring): Promise<string> {
+  await addNamespace(w.podNetns);
+  const result = await runChain("ADD", w);
+  const ip = result.ips?.[0]?.address.split("/")[0];
+  if (!ip) throw new Error(`CNI ADD for pod ${w.namespace}/${w.name} returned no address: ${JSON.stringify(result)}`);
+  return ip;
+}
+
+export async function unwirePod(w: PodWiring): Promise<void> {
+  await runChain("DEL", w).catch(() => undefined);
+  await deleteNamespace(w.podNetns);
+}

@@ -1,0 +1,158 @@
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { KubeConfig, setHeaderOptions } from "@kubernetes/client-node";
+import type { KubeObject } from "../api/objects.js";
+import { ALL_KINDS, crdFor } from "../api/v1alpha1/crd.js";
+import { GROUP, VERSION } from "../api/v1alpha1/common.js";
+import { KubeClient, PLURALS, statusOf } from "../kube/client.js";
+import { runCommand } from "../util/exec.js";
+import type { Lab } from "./lab.js";
+import { waitFor } from "./lab.js";
+import { addNamespace, addVethPair } from "./netns.js";
+
+/** The lab's API server address inside the lab (a relay in the control-plane namespace). */
+export const LAB_API_ADDRESS = "10.0.0.2";
+export const LAB_API_PORT = 6443;
+const mergePatch = setHeaderOptions("Content-Type", "application/merge-patch+json");
+
+export function labClient(lab: Lab): KubeClient {
+  const kc = new KubeConfig();
+  kc.loadFromFile(lab.kubeconfigPath);
+  return new KubeClient(kc);
+}
+
+/**
+ * Kubernetes mode: the API stand-in (root namespace, loopback, so `kubectl` works from the
+ * host), two relays that let agents inside the lab reach it through a unix socket, the
+ * controller, and the lab kubelet. Then the cluster's objects are created through the API,
+ * and pods are run by the kubelet with the CNI chain.
+ */
+export async function startControlPlane(lab: Lab, log: (line: string) => void): Promise<void> {
+  const t = lab.topology;
+  const cp = `${t.prefix}-cp`;
+  await addNamespace(cp);
+  await addVethPair({ ns: cp, name: "eth0" }, { ns: t.fabric, name: "cpv" });
+  await runCommand("ip", ["-n", t.fabric, "link", "set", "cpv", "master", "vpc"]);
+  await runCommand("ip", ["-n", cp, "addr", "add", `${LAB_API_ADDRESS}/24`, "dev", "eth0"]);
+  lab.writeCluster();
+
+  lab.startProcess("apiserver", "", ["lab", "kube-apiserver", "--kubeconfig-out", lab.kubeconfigPath]);
+  await waitFor(() => existsSync(lab.kubeconfigPath), 15_000, "the API stand-in did not start");
+  const text = readFileSync(lab.kubeconfigPath, "utf8");
+  const port = /server: http:\/\/127\.0\.0\.1:(\d+)/.exec(text)?.[1];
+  if (!port) throw new Error(`cannot read the API address from ${lab.kubeconfigPath}`);
+  const sock = join(lab.dir, "api.sock");
+  lab.startProcess("relay-root", "", ["lab", "relay", "--listen", `unix:${sock}`, "--to", `tcp:127.0.0.1:${port}`]);
+  lab.startProcess("relay-lab", cp, ["lab", "relay", "--listen", `tcp:${LAB_API_ADDRESS}:${LAB_API_PORT}`, "--to", `unix:${sock}`]);
+  writeFileSync(lab.labKubeconfig, text.replace(`http://127.0.0.1:${port}`, `http://${LAB_API_ADDRESS}:${LAB_API_PORT}`), { mode: 0o600 });
+
+  const client = labClient(lab);
+  log("creating CRDs, namespaces, nodes and gateways through the API");
+  for (const k of ALL_KINDS) await client.custom.createClusterCustomObject({ group: "apiextensions.k8s.io", version: "v1", plural: "customresourcedefinitions", body: crdFor(k) });
+  const namespaces = new Set(["static-egress", ...t.pods.map((p) => p.namespace), ...(lab.record.config.namespaces ?? []).map((n) => n.name)]);
+  for (const name of namespaces) {
+    const labels = lab.record.config.namespaces?.find((n) => n.name === name)?.labels ?? {};
+    await client.core.createNamespace({ body: { metadata: { name, labels: { "kubernetes.io/metadata.name": name, ...labels } } } });
+  }
+  const objects = lab.objects();
+  for (const node of objects.filter((o) => o.kind === "Node")) {
+    await client.core.createNode({ body: { metadata: node.metadata as never, spec: node.spec as never } });
+    await client.core.patchNodeStatus({ name: node.metadata!.name!, body: { status: node.status } }, mergePatch);
+  }
+  await applyGateways(lab);
+  await applyPolicyObjects(lab, (lab.record.config.policies ?? []) as KubeObject[]);
+
+  lab.startProcess("controller", "", ["controller", "--kubeconfig", lab.kubeconfigPath, "--config", join(lab.dir, "agent-config.yaml"), "--namespace", "static-egress", "--lease-seconds", "5"]);
+  lab.startProcess("kubelet", "", ["lab", "kubelet", "--name", t.prefix]);
+  log(`creating ${t.pods.length} pods; the lab kubelet runs them with the CNI chain`);
+  for (const p of t.pods) {
+    await client.core.createNamespacedPod({
+      namespace: p.namespace,
+      body: { metadata: { name: p.name, namespace: p.namespace, labels: p.labels }, spec: { nodeName: p.node, containers: [{ name: "app", image: "lab" }] } },
+    });
+  }
+  await waitFor(async () => (await refreshPodIPs(lab)) >= t.pods.length, 30_000, "pods did not start", 200);
+}
+
+/** Reads pods from the API into the lab record (node, labels, address). Returns how many run. */
+export async function refreshPodIPs(lab: Lab): Promise<number> {
+  const pods = (await labClient(lab).core.listPodForAllNamespaces()).items;
+  const running = pods.filter((p) => p.status?.podIP && p.spec?.nodeName);
+  lab.record.topology.pods = running.map((p) => ({
+    name: p.metadata!.name!,
+    namespace: p.metadata!.namespace!,
+    node: p.spec!.nodeName!,
+    netns: podNetns(lab.record.prefix, p.metadata!.namespace!, p.metadata!.name!),
+    labels: p.metadata?.labels ?? {},
+  }));
+  lab.record.podIPs = Object.fromEntries(running.map((p) => [`${p.metadata!.namespace}/${p.metadata!.name}`, p.status!.podIP!]));
+  lab.save();
+  return running.length;
+}
+
+export function podNetns(prefix: string, namespace: string, name: string): string {
+  return `${prefix}-pod-${namespace}-${name}`;
+}
+
+export async function listPolicies(lab: Lab): Promise<KubeObject[]> {
+  const client = labClient(lab);
+  const out: KubeObject[] = [];
+  for (const kind of ["EgressPolicy", "ClusterEgressPolicy"] as const) {
+    const list = (await client.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURALS[kind] })) as { items: KubeObject[] };
+    for (const o of list.items) if (!(o.metadata as { deletionTimestamp?: string }).deletionTimestamp) out.push({ ...o, kind, apiVersion: `${GROUP}/${VERSION}` });
+  }
+  return out;
+}
+
+/** Creates or replaces (like kubectl apply) through the API. */
+export async function applyPolicyObjects(lab: Lab, docs: readonly KubeObject[]): Promise<void> {
+  const client = labClient(lab);
+  for (const d of docs) {
+    const kind = d.kind as "EgressPolicy" | "ClusterEgressPolicy";
+    const plural = PLURALS[kind];
+    const name = d.metadata!.name!;
+    const body = { apiVersion: `${GROUP}/${VERSION}`, kind, metadata: { name, ...(d.metadata?.namespace ? { namespace: d.metadata.namespace } : {}) }, spec: d.spec };
+    const ns = kind === "EgressPolicy" ? d.metadata?.namespace ?? "default" : undefined;
+    try {
+      if (ns) await client.custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural, body });
+      else await client.custom.createClusterCustomObject({ group: GROUP, version: VERSION, plural, body });
+    } catch (e) {
+      if (statusOf(e) !== 409) throw e;
+      const patch = { spec: d.spec };
+      if (ns) await client.custom.patchNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural, name, body: patch }, mergePatch);
+      else await client.custom.patchClusterCustomObject({ group: GROUP, version: VERSION, plural, name, body: patch }, mergePatch);
+    }
+  }
+}
+
+export async function deletePolicyObjects(lab: Lab, docs: readonly KubeObject[]): Promise<number> {
+  const client = labClient(lab);
+  let n = 0;
+  for (const d of docs) {
+    const kind = d.kind as "EgressPolicy" | "ClusterEgressPolicy";
+    const plural = PLURALS[kind];
+    const name = d.metadata!.name!;
+    try {
+      if (kind === "EgressPolicy") await client.custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: d.metadata?.namespace ?? "default", plural, name });
+      else await client.custom.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural, name });
+      n++;
+    } catch (e) {
+      if (statusOf(e) !== 404) throw e;
+    }
+  }
+  return n;
+}
+
+/** The lab's EgressGateways (with drain flags) through the API. */
+export async function applyGateways(lab: Lab): Promise<void> {
+  const client = labClient(lab);
+  for (const g of lab.objects().filter((o) => o.kind === "EgressGateway")) {
+    const name = g.metadata!.name!;
+    try {
+      await client.custom.createClusterCustomObject({ group: GROUP, version: VERSION, plural: "egressgateways", body: { apiVersion: `${GROUP}/${VERSION}`, kind: "EgressGateway", metadata: { name }, spec: g.spec } });
+    } catch (e) {
+      if (statusOf(e) !== 409) throw e;
+      await client.custom.patchClusterCustomObject({ group: GROUP, version: VERSION, plural: "egressgateways", name, body: { spec: g.spec } }, mergePatch);
+    }
+  }
+}
