@@ -1,0 +1,108 @@
+import { spawnSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Lab, waitFor } from "../../src/lab/lab.js";
+import { newRunPrefix } from "../../src/lab/netns.js";
+import { analyzeStream, startUdpStream } from "../../src/lab/traffic.js";
+import { byPod, exampleLabConfig, waitConverged } from "./support.js";
+
+// The lab on Kubernetes: the API stand-in, the controller, the lab kubelet and the agents
+// reading the API. People use kubectl; faults of the API server never leak a packet.
+const CHECKOUT_IPS = ["192.0.2.10", "192.0.2.20"];
+let lab: Lab;
+let tag = 0;
+
+function kubectl(args: string[], input?: string): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync("kubectl", ["--kubeconfig", lab.kubeconfigPath, ...args], { input, encoding: "utf8" });
+  return { status: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The stand-in's fault endpoint, on loopback where the kubeconfig points. */
+async function fault(spec: unknown): Promise<void> {
+  const server = /server: (http:\/\/[^\s]+)/.exec(readFileSync(lab.kubeconfigPath, "utf8"))![1];
+  const res = await fetch(`${server}/_standin/faults`, { method: spec === null ? "DELETE" : "POST", body: spec === null ? null : JSON.stringify(spec), headers: { "content-type": "application/json" } });
+  expect(res.ok).toBe(true);
+}
+
+beforeAll(async () => {
+  const cfg = exampleLabConfig();
+  cfg.gateways[0]!.instances[0]!.egressIPs.push("192.0.2.12"); // a free IP for a new policy
+  lab = await Lab.up(cfg, { prefix: newRunPrefix(), persistent: false, mode: "kubernetes" });
+  await waitConverged(lab, undefined, 30_000);
+});
+
+afterAll(async () => {
+  await lab?.down();
+});
+
+describe("lab on Kubernetes", () => {
+  it("kubectl shows the policies with their status, and the pods", async () => {
+    let r = kubectl(["get", "egresspolicies", "-A"]);
+    // Ready once every node reports the policy programmed.
+    const ready = () => /checkout\s+shared\s+\["192.0.2.10","192.0.2.20"\]\s+True/.test((r = kubectl(["get", "egresspolicies", "-A"])).stdout);
+    await waitFor(ready, 15_000, "checkout not shown Ready").catch(() => undefined);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/checkout\s+shared\s+\["192.0.2.10","192.0.2.20"\]\s+True/);
+    expect(kubectl(["get", "pods", "-n", "payments", "-o", "wide"]).stdout).toMatch(/pay-1\s+0\/1\s+Running/);
+  });
+
+  it("a policy and a pod created with kubectl take effect", async () => {
+    const file = join(lab.dir, "new.yaml");
+    writeFileSync(
+      file,
+      `apiVersion: staticegress.io/v1alpha1
+kind: EgressPolicy
+metadata: { name: frontend, namespace: web }
+spec:
+  podSelector: { matchLabels: { app: frontend, tier: edge } }
+  gatewayName: shared
+  egressIPs: [192.0.2.10]
+  destinationCIDRs: [198.51.100.200/32]
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: web-3, namespace: web, labels: { app: frontend, tier: edge } }
+spec: { nodeName: node2, containers: [{ name: app, image: lab }] }
+`,
+    );
+    // 192.0.2.10 belongs to checkout: the new policy must be refused, naming the field.
+    expect(kubectl(["create", "-f", file]).status).toBe(0);
+    await waitFor(() => kubectl(["get", "egp", "frontend", "-n", "web", "-o", "jsonpath={.status.conditions[?(@.type==\"Invalid\")].reason}"]).stdout === "InvalidSpecEgressIPs", 15_000, "not marked Invalid");
+    await waitFor(async () => (await lab.status()).some((r) => r.pod === "web/web-3" && r.ok), 20_000, "web-3 did not start");
+    // Fixed: a free IP of the gateway.
+    expect(kubectl(["patch", "egp", "frontend", "-n", "web", "--type", "merge", "-p", '{"spec":{"egressIPs":["192.0.2.12"]}}']).status).toBe(0);
+    await waitFor(async () => byPod(await lab.status("198.51.100.200")).get("web/web-3")?.egressIP === "192.0.2.12", 20_000, "the new policy did not take effect");
+    expect(byPod(await lab.status("198.51.100.200")).get("web/web-1")?.egressIP).toBe("203.0.113.11"); // not selected (no tier label)
+  });
+
+  it("API faults (dropped watches, 410, 500s) and an unreachable API never leak and never interrupt", async () => {
+    const name = `api-faults-${tag++}`;
+    const from = Date.now();
+    const stream = startUdpStream(lab, "payments/pay-1", name, 8_000);
+    await new Promise((r) => setTimeout(r, 800));
+    await fault({ action: "dropWatches", mode: "reset" });
+    await new Promise((r) => setTimeout(r, 500));
+    await fault([{ action: "expireHistory" }, { action: "dropWatches" }]);
+    await new Promise((r) => setTimeout(r, 500));
+    await fault({ action: "fail", status: 500, count: 20, verb: ["list", "watch"] });
+    await fault({ action: "dropWatches" });
+    await new Promise((r) => setTimeout(r, 1_000));
+    // The API becomes unreachable from inside the lab: agents keep the last good datapath.
+    lab.killProcess("relay-lab");
+    await new Promise((r) => setTimeout(r, 2_000));
+    await fault(null);
+    lab.startProcess("relay-lab", `${lab.record.prefix}-cp`, ["lab", "relay", "--listen", "tcp:10.0.0.2:6443", "--to", `unix:${join(lab.dir, "api.sock")}`]);
+    await stream;
+    await new Promise((r) => setTimeout(r, 200));
+    const report = analyzeStream(lab, name, CHECKOUT_IPS, { from, to: Date.now() });
+    expect(report.received).toBeGreaterThan(1000);
+    expect(report.wrongSource).toEqual([]);
+    expect(Object.keys(report.sources)).toHaveLength(1); // never moved, never flushed
+    expect(report.longestGapMs).toBeLessThan(200);
+    // And the agents converge on changes made after the faults.
+    const exporter = (await lab.currentPolicies()).find((p) => p.metadata?.name === "exporter")!;
+    await lab.deletePolicies([exporter]);
+    await waitFor(async () => byPod(await lab.status()).get("reporting/rep-1")?.egressIP === "203.0.113.12", 30_000, "did not converge after the faults");
+  });
+});
