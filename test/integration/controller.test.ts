@@ -94,6 +94,30 @@ afterAll(async () => {
   await api?.close();
 });
 
+describe("node agent source", () => {
+  it("lists and watches only its own node's pods (field selector), and everything else it plans with", async () => {
+    const kc = new KubeConfig();
+    kc.loadFromString(api.kubeconfig());
+    const source = new KubeSource(new KubeClient(kc), silentLogger, { podsOnNode: "node1" });
+    let changes = 0;
+    await source.start(() => changes++);
+    try {
+      const pods = source.objects().filter((o) => o.kind === "Pod");
+      expect(pods.map((p) => p.metadata?.name)).toEqual(["pay-1"]);
+      expect(source.objects().filter((o) => o.kind === "Node")).toHaveLength(2);
+      // A pod created on another node never reaches this agent; one on its node does.
+      for (const [name, node] of [["other", "node2"], ["mine", "node1"]] as const) {
+        await client.core.createNamespacedPod({ namespace: "payments", body: { metadata: { name }, spec: { nodeName: node, containers: [{ name: "c", image: "x" }] } } });
+      }
+      await waitFor(() => source.objects().some((o) => o.metadata?.name === "mine"), 5_000, "own pod not seen");
+      expect(source.objects().some((o) => o.metadata?.name === "other")).toBe(false);
+      expect(changes).toBeGreaterThan(0);
+    } finally {
+      await source.stop();
+    }
+  });
+});
+
 describe("controller", () => {
   it("marks a valid policy Ready with its egress IPs and selected pods, and adds its finalizer", async () => {
     await client.custom.createNamespacedCustomObject({ ...GV, namespace: "payments", plural: "egresspolicies", body: policy("checkout", {}) });
