@@ -1,0 +1,144 @@
+/**
+ * Cloud-neutral interface the controller uses to run gateway hosts. Every method is idempotent:
+ * calling it again after a crash or a partial failure converges to the same end state, and
+ * resources are found again through ownership marks (tags/names), never through local memory.
+ */
+
+/** BFD single-hop control packets (RFC 5881): nodes and gateways exchange them on this UDP port. */
+export const BFD_CONTROL_PORT = 3784;
+
+export type FirewallProtocol = "tcp" | "udp" | "icmp";
+
+export interface PortRule {
+  protocol: FirewallProtocol;
+  /** "3784", "8000-9000", or "all"; ignored for ICMP. */
+  ports?: string;
+}
+
+/**
+ * Ports for a routed design, where nodes hand the gateways the pods' packets as they are: all
+ * TCP, UDP and ICMP from the nodes. A tunnelled design passes just its tunnel port instead,
+ * e.g. `[{ protocol: "udp", ports: "51820" }]` for WireGuard.
+ */
+export const FORWARD_ALL_FROM_NODES: readonly PortRule[] = [
+  { protocol: "tcp", ports: "all" },
+  { protocol: "udp", ports: "all" },
+  { protocol: "icmp" },
+];
+
+export interface GatewayFleetSpec {
+  /** Name of the gateway object (Kubernetes name). With clusterId it identifies the fleet. */
+  gatewayName: string;
+  /** Stable identifier of the Kubernetes cluster (e.g. the DOKS cluster UUID). */
+  clusterId: string;
+  region: string;
+  size: string;
+  /** Image slug or numeric image id. */
+  image: string;
+  /** VPC of the cluster, so gateways and nodes talk over private addresses. */
+  vpcUuid?: string;
+  /** Number of gateway hosts; host `i` is slot `i`. */
+  count: number;
+  /**
+   * Reserved IPs the user owns, by slot: host `i` gets `reservedIPs[i]`. They are assigned and
+   * moved but never created or deleted.
+   */
+  reservedIPs?: string[];
+  /**
+   * Slots beyond `reservedIPs` get a reserved IP the provider creates; those IPs are deleted
+   * with the fleet or when their slot goes away.
+   */
+  allocateReservedIPs?: boolean;
+  /** Cloud-init user data of new hosts (existing hosts are not rebuilt when it changes). */
+  userData: string;
+  /** Tag (label) that every node of the cluster carries; the gateway firewall admits these. */
+  nodeTag: string;
+  /**
+   * Traffic the gateways accept from the nodes besides BFD (always open on UDP 3784): the
+   * forwarded traffic, e.g. FORWARD_ALL_FROM_NODES or a tunnel port.
+   */
+  ports: PortRule[];
+}
+
+export type GatewayHostStatus = "new" | "active" | "off" | "archive" | "gone";
+
+export interface GatewayHost {
+  id: string;
+  name: string;
+  /** Slot of the host in its fleet (0-based). */
+  index: number;
+  privateIPv4?: string;
+  publicIPv4?: string;
+  /** The reserved IP currently assigned to the host, if any. */
+  reservedIPv4?: string;
+  status: GatewayHostStatus;
+}
+
+export interface ServiceFirewallSpec {
+  clusterId: string;
+  /** Stable key of the exposed service, e.g. "<namespace>/<name>". */
+  name: string;
+  /** Hosts (nodes) the ports are opened on: the holder(s) of the service's reserved IP. */
+  hostIds: string[];
+  ports: PortRule[];
+  /** Allowed sources (default: any IPv4 and IPv6 address). */
+  sourceAddresses?: string[];
+}
+
+export interface CloudProvider {
+  /**
+   * Converges the fleet to the spec: finds existing hosts by ownership mark, creates missing
+   * ones, replaces dead ones, removes surplus and duplicates, ensures the gateway firewall and
+   * the reserved-IP assignment. Returns the hosts per slot; a host that is still booting is
+   * returned with status "new" (and possibly without its reserved IP) - call again later.
+   */
+  ensureGatewayFleet(spec: GatewayFleetSpec): Promise<GatewayHost[]>;
+  /** The fleet's hosts as they are now, without changing anything. */
+  listGatewayHosts(gatewayName: string, clusterId: string): Promise<GatewayHost[]>;
+  /**
+   * Removes everything ensureGatewayFleet created for the fleet (hosts, firewall, reserved IPs
+   * it allocated) and nothing else. Missing resources count as removed.
+   */
+  deleteGatewayFleet(gatewayName: string, clusterId: string): Promise<void>;
+  /** Assigns (or moves) a reserved IP to a host and waits until the cloud reports it done. */
+  assignReservedIP(ip: string, hostId: string): Promise<void>;
+  /** Host currently holding the reserved IP, undefined when unassigned. */
+  reservedIPHolder(ip: string): Promise<string | undefined>;
+  /**
+   * Ensures a firewall, separate from any firewall the cluster's platform manages, that opens
+   * the service ports on the given hosts. Returns the firewall id.
+   */
+  ensureServiceFirewall(spec: ServiceFirewallSpec): Promise<string>;
+  deleteServiceFirewall(clusterId: string, name: string): Promise<void>;
+}
+
+/** The spec cannot be satisfied as written (invalid names, addresses, counts). */
+export class GatewayFleetSpecError extends Error {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(`${field}: ${message}`);
+    this.name = "GatewayFleetSpecError";
+  }
+}
+
+/** A reserved IP the caller named does not exist in the account. */
+export class ReservedIPNotFoundError extends Error {
+  constructor(readonly ip: string) {
+    super(`reserved IP ${ip} does not exist`);
+    this.name = "ReservedIPNotFoundError";
+  }
+}
+
+/** The host already holds a different reserved IP (a host holds at most one). */
+export class ReservedIPConflictError extends Error {
+  constructor(
+    readonly ip: string,
+    readonly hostId: string,
+    readonly heldIp: string,
+  ) {
+    super(`cannot assign ${ip} to host ${hostId}: it holds ${heldIp}; unassign that first`);
+    this.name = "ReservedIPConflictError";
+  }
+}
