@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# static-egress: one image for the controller, the node agent (and the CNI plugin it installs
+# on the host) and the gateway agent. See docs/deploy.md.
+#
+#   docker build -t registry.example.com/static-egress:0.1.0 .
+
+# --- build: compile TypeScript, then keep only the runtime dependencies ----------------------
+FROM node:20-bookworm-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+# BUILD_ID, a content hash of what ships: the node agent's init container installs the CNI
+# plugin on the host under /opt/static-egress/releases/<BUILD_ID>.
+RUN npm run build \
+ && npm prune --omit=dev --no-audit --no-fund \
+ && find dist node_modules package.json -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16 > BUILD_ID
+
+# --- runtime --------------------------------------------------------------------------------
+FROM node:20-bookworm-slim
+# What the agents exec (src/dataplane, src/cni): nft (nftables), ip (iproute2),
+# conntrack (conntrack), sysctl (procps). iptables is not used.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nftables iproute2 conntrack procps \
+ && rm -rf /var/lib/apt/lists/*
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /src/package.json /src/BUILD_ID ./
+COPY --from=build /src/node_modules ./node_modules
+COPY --from=build /src/dist ./dist
+# Non-root by default (the image's `node` user, numeric so runAsNonRoot can check it); the
+# node agent's DaemonSet runs as root with NET_ADMIN only.
+USER 1000:1000
+ENTRYPOINT ["node", "/app/dist/cli/main.js"]
