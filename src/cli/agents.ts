@@ -64,7 +64,7 @@ function runUntilSignal(logger: Logger, stop: () => Promise<void>): void {
   process.once("SIGINT", onSignal);
 }
 
-export async function runNodeAgent(flags: AgentFlags & { node: string; address?: string; cniSocket?: string }): Promise<void> {
+export async function runNodeAgent(flags: AgentFlags & { node: string; address?: string; cniSocket?: string; procSysNet?: string }): Promise<void> {
   const logger = createLogger("node-agent").child({ node: flags.node });
   const dataplane = new NodeDataplane(localRunner);
   if (flags.cleanup) {

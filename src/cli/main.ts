@@ -23,6 +23,7 @@ agent
   .option("--kubeconfig <file>", "with --source kubernetes: kubeconfig (default: in-cluster)")
   .requiredOption("--config <file>", "agent config: clusterNetwork CIDRs, resyncSeconds")
   .option("--address <ip>", "this node's address toward the gateways; enables BFD probing and failover")
+  .option("--proc-sys-net <dir>", "the node's /proc/sys/net (a host mount when /proc/sys is read-only)", "/proc/sys/net")
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
   .option("--cni-socket <path>", "serve the chained CNI plugin on this unix socket (mode 0600), e.g. /run/static-egress/cni.sock")
   .option("--cleanup", "remove everything the node agent owns and exit")

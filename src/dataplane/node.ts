@@ -12,9 +12,14 @@ export interface NodeDataplaneOptions {
   tableBase?: number;
   /** Rule priorities rulePriority .. rulePriority+99 are ours. */
   rulePriority?: number;
+  /**
+   * Where the node's /proc/sys/net is. In an unprivileged container /proc/sys is read-only;
+   * the DaemonSet mounts the host's at /host/proc/sys/net.
+   */
+  procSysNet?: string;
 }
 
-const defaults = { table: "static_egress", tableBase: DEFAULT_TABLE_BASE, rulePriority: 10000 };
+const defaults = { table: "static_egress", tableBase: DEFAULT_TABLE_BASE, rulePriority: 10000, procSysNet: "/proc/sys/net" };
 
 /**
  * The node's nftables table. Packets from pods get the mark of their gateway instance after
@@ -134,7 +139,12 @@ export class NodeDataplane {
         /* unreachable instance: nothing to loosen */
       }
     }
-    for (const dev of devices) await this.runner.run("sysctl", ["-q", "-w", `net.ipv4.conf.${dev}.rp_filter=2`]);
+    for (const dev of devices) {
+      // Written as a file (through the runner, so in the node's namespace): works with a
+      // mounted /proc/sys/net and with interface names that contain dots.
+      if (!/^[\w.@-]+$/.test(dev)) continue;
+      await this.runner.run("sh", ["-c", `echo 2 > "$0"`, `${this.opts.procSysNet}/ipv4/conf/${dev}/rp_filter`]);
+    }
   }
 
   /**
