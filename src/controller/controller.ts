@@ -6,6 +6,7 @@ import type { EgressPolicyStatus } from "../api/v1alpha1/egress-policy.js";
 import { ReconcileLoop } from "../agents/loop.js";
 import type { ClusterNetwork, PolicyObject } from "../planner/model.js";
 import { Planner, selectPods } from "../planner/plan.js";
+import { SpecValidator } from "../api/v1alpha1/validate.js";
 import { gatewayResource, policyResource } from "../planner/resolve.js";
 import { statusOf, type KubeClient, type PolicyKind } from "../kube/client.js";
 import type { KubeSource } from "../kube/source.js";
@@ -45,6 +46,7 @@ export class Controller {
   private readonly loop: ReconcileLoop;
   private resync: NodeJS.Timeout | undefined;
   private active = false;
+  private readonly validator = new SpecValidator();
 
   constructor(private readonly deps: ControllerDeps) {
     this.loop = new ReconcileLoop(() => this.reconcileAll(), deps.logger);
@@ -83,7 +85,7 @@ export class Controller {
     const { source, network } = this.deps;
     const now = (this.deps.now ?? (() => new Date()))();
     const snapshot = snapshotFromObjects(source.objects(), network);
-    const planner = new Planner(snapshot);
+    const planner = new Planner(snapshot, { validator: this.validator });
     const res = planner.resolution;
     const selection = selectPods(snapshot, res);
     const verdicts = new Map(res.verdicts.map((v) => [v.resource, v]));

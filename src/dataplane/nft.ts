@@ -24,6 +24,11 @@ export function renderFull(t: TableModel): string {
  * Element-only change from `prev` to `next` (deletes first, then adds, one transaction), or
  * undefined when anything but elements differs. Adding one pod to 10,000 costs one element.
  */
+/** Deleting many elements of an interval map one by one is far slower in the kernel than
+ * rebuilding it (measured: 1,000 deletions from 30,000 elements took 16 s, a full replace
+ * 0.6 s), so larger deletions fall back to a full replacement, which is atomic too. */
+export const MAX_DELTA_DELETIONS = 64;
+
 export function renderDelta(prev: TableModel, next: TableModel): string | undefined {
   if (prev.family !== next.family || prev.name !== next.name || prev.chains !== next.chains || prev.sets.length !== next.sets.length) return undefined;
   const lines: string[] = [];
@@ -35,6 +40,7 @@ export function renderDelta(prev: TableModel, next: TableModel): string | undefi
     const has = new Set(b.elements);
     const removed = a.elements.filter((e) => !has.has(e));
     const added = b.elements.filter((e) => !had.has(e));
+    if (removed.length > MAX_DELTA_DELETIONS) return undefined;
     if (removed.length > 0) lines.push(`delete element ${next.family} ${next.name} ${b.name} { ${removed.join(", ")} }`);
     if (added.length > 0) lines.push(`add element ${next.family} ${next.name} ${b.name} { ${added.join(", ")} }`);
   }

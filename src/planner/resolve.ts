@@ -72,7 +72,7 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
     const spec = structuredClone(gw.spec);
     const errors = validator.check("EgressGateway", spec);
     let instances: Omit<ResolvedInstance, "id">[] = [];
-    if (errors.length === 0) instances = instancesOf(gw.metadata.name, spec, snapshot.nodes, errors);
+    if (errors.length === 0) instances = instancesOf(gw, spec, snapshot.nodes, errors);
     const ownerHere = new Map<string, string>(); // egress IP -> instance key, within this gateway
     for (const inst of instances) {
       inst.egressIPs.forEach((ip) => {
@@ -195,7 +195,8 @@ function isIPv4(text: string): boolean {
   }
 }
 
-function instancesOf(gateway: string, spec: EgressGateway["spec"], nodes: readonly NodeInfo[], errors: FieldError[]): Omit<ResolvedInstance, "id">[] {
+function instancesOf(gw: EgressGateway, spec: EgressGateway["spec"], nodes: readonly NodeInfo[], errors: FieldError[]): Omit<ResolvedInstance, "id">[] {
+  const gateway = gw.metadata.name;
   const health = { intervalMs: spec.health?.intervalMs ?? 100, multiplier: spec.health?.multiplier ?? 3, holdDownMs: spec.health?.holdDownMs ?? 5_000 };
   if (spec.static) {
     const seen = new Set<string>();
@@ -207,6 +208,12 @@ function instancesOf(gateway: string, spec: EgressGateway["spec"], nodes: readon
       seen.add(inst.name);
       return [{ key: `${gateway}/${inst.name}`, gateway, name: inst.name, address: inst.address, egressIPs: inst.egressIPs, drain: inst.drain ?? false, health }];
     });
+  }
+  if (spec.digitalocean) {
+    // Provisioned by the controller: the instances are the droplets it lists in status.
+    return (gw.status?.instances ?? [])
+      .filter((i) => i.address && i.egressIPs.length > 0)
+      .map((i) => ({ key: `${gateway}/${i.name}`, gateway, name: i.name, address: i.address, egressIPs: i.egressIPs, drain: false, health }));
   }
   if (spec.nodes) {
     errors.push(...checkSelector(spec.nodes.nodeSelector, "spec.nodes.nodeSelector"));

@@ -2,6 +2,7 @@ import { snapshotFromObjects } from "../../api/objects.js";
 import { GatewayDataplane } from "../../dataplane/gateway.js";
 import type { GatewayPlan } from "../../planner/model.js";
 import { Planner } from "../../planner/plan.js";
+import { SpecValidator } from "../../api/v1alpha1/validate.js";
 import type { Logger } from "../../util/log.js";
 import type { AgentConfig } from "../config.js";
 import { ReconcileLoop } from "../loop.js";
@@ -20,6 +21,8 @@ export interface GatewayAgentDeps {
 /** Programs one gateway instance: SNAT map, relay filter, return routes. */
 export class GatewayAgent {
   private readonly loop: ReconcileLoop;
+  /** Compiled once: compiling the schemas costs tens of milliseconds per reconcile. */
+  private readonly validator = new SpecValidator();
   private resyncTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: GatewayAgentDeps) {
@@ -34,7 +37,7 @@ export class GatewayAgent {
 
   private async reconcile({ verify }: { verify: boolean }): Promise<void> {
     const { instance, config, source, dataplane, logger } = this.deps;
-    const planner = new Planner(snapshotFromObjects(source.objects(), config.clusterNetwork));
+    const planner = new Planner(snapshotFromObjects(source.objects(), config.clusterNetwork), { validator: this.validator });
     const plan = planner.planGateway(instance);
     if (!plan) {
       // Not (or no longer) a valid instance: forward nothing rather than something stale.

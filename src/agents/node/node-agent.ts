@@ -4,6 +4,7 @@ import { NodeDataplane } from "../../dataplane/node.js";
 import type { ClusterSnapshot, HealthView, NodePlan, Verdict } from "../../planner/model.js";
 import type { ProbedInstance } from "../health/monitor.js";
 import { Planner } from "../../planner/plan.js";
+import { SpecValidator } from "../../api/v1alpha1/validate.js";
 import type { Logger } from "../../util/log.js";
 import type { AgentConfig } from "../config.js";
 import { ReconcileLoop } from "../loop.js";
@@ -37,6 +38,8 @@ export interface NodeAgentDeps {
  */
 export class NodeAgent {
   private readonly loop: ReconcileLoop;
+  /** Compiled once: compiling the schemas costs tens of milliseconds per reconcile. */
+  private readonly validator = new SpecValidator();
   private resyncTimer: NodeJS.Timeout | undefined;
   private lastPlan: NodePlan | undefined;
   private lastVerdicts = "";
@@ -64,7 +67,7 @@ export class NodeAgent {
       if (pod?.ips.length || (!pod && Date.now() - a.at > 60_000)) this.admitted.delete(key);
     }
     const snapshot = withAdmittedIPs(fromSource, this.admitted);
-    const planner = new Planner(snapshot);
+    const planner = new Planner(snapshot, { validator: this.validator });
     this.reportVerdicts(planner.resolution.verdicts);
     await this.deps.health?.setInstances?.(
       [...planner.resolution.instances.values()].map((i) => ({ key: i.key, address: i.address, ...i.health })),

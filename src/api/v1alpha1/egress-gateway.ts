@@ -27,6 +27,25 @@ export const NodesSource = Type.Object(
   },
 );
 
+export const DigitalOceanSource = Type.Object(
+  {
+    region: Type.String({ minLength: 1, description: "Region slug, e.g. ams3" }),
+    size: Type.String({ minLength: 1, description: "Droplet size slug, e.g. s-1vcpu-1gb" }),
+    image: Type.Optional(Type.String({ minLength: 1, default: "debian-12-x64", description: "Image slug or id" })),
+    vpcUUID: Type.Optional(Type.String({ minLength: 1, description: "The cluster's VPC (default: the region's default VPC)" })),
+    count: Type.Optional(Type.Integer({ minimum: 1, maximum: 10, default: 2, description: "Gateway droplets" })),
+    reservedIPs: Type.Optional(
+      Type.Array(IPv4Address, { description: "Existing reserved IPs, one per droplet (slot i gets reservedIPs[i]); they become the egress IPs" }),
+    ),
+    allocateReservedIPs: Type.Optional(Type.Boolean({ default: true, description: "Create reserved IPs for droplets without one (deleted with the gateway)" })),
+    nodeTag: Type.String({ minLength: 1, description: "Tag carried by the cluster's node droplets; the gateway firewall admits only these" }),
+  },
+  {
+    additionalProperties: false,
+    description: "The controller creates and owns the gateway droplets, their reserved IPs and a firewall. Instances are listed in status.",
+  },
+);
+
 export const HealthTiming = Type.Object(
   {
     intervalMs: Type.Optional(Type.Integer({ minimum: 10, maximum: 10_000, default: 100 })),
@@ -42,18 +61,21 @@ export const EgressGatewaySpec = Type.Object(
       Type.Object({ instances: Type.Array(StaticInstance, { minItems: 1 }) }, { additionalProperties: false }),
     ),
     nodes: Type.Optional(NodesSource),
+    digitalocean: Type.Optional(DigitalOceanSource),
     health: Type.Optional(HealthTiming),
   },
   {
     additionalProperties: false,
     // Exactly one source of instances. Structural schemas allow oneOf of `required` only.
-    oneOf: [{ required: ["static"] }, { required: ["nodes"] }],
+    oneOf: [{ required: ["static"] }, { required: ["nodes"] }, { required: ["digitalocean"] }],
   },
 );
 export type EgressGatewaySpec = Static<typeof EgressGatewaySpec>;
 
 export const InstanceStatus = Type.Object({
   name: Type.String(),
+  /** Cloud resource id (droplet id) for provisioned instances. */
+  id: Type.Optional(Type.String()),
   address: Type.String(),
   egressIPs: Type.Array(Type.String()),
   health: Type.String(),

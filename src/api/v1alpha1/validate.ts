@@ -42,7 +42,7 @@ export function describeErrors(errors: readonly ErrorObject[], root: string): Fi
   for (const e of errors) {
     // The oneOf wrapper repeats its branches' errors; say it once, plainly.
     if (e.keyword === "oneOf" || (e.keyword === "required" && errors.some((o) => o.keyword === "oneOf"))) {
-      const line = { field: root, message: "exactly one instance source must be set (static or nodes)" };
+      const line = { field: root, message: "exactly one instance source must be set (static, nodes or digitalocean)" };
       if (!seen.has(line.field + line.message)) out.push(line);
       seen.add(line.field + line.message);
       continue;

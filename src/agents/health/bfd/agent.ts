@@ -58,6 +58,12 @@ export interface BfdClock {
   now(): number;
   setTimer(fn: () => void, delayMs: number): unknown;
   clearTimer(handle: unknown): void;
+  /**
+   * Runs `fn` after the I/O already waiting has been handled. After an event-loop stall, timers
+   * fire before the datagrams that queued up meanwhile are read: deferring the timer's work
+   * past them keeps a busy agent from declaring a live peer dead. Fake clocks may omit it.
+   */
+  defer?(fn: () => void): void;
 }
 
 /**
@@ -68,6 +74,7 @@ export const monotonicClock: BfdClock = {
   now: () => performance.timeOrigin + performance.now(),
   setTimer: (fn, delayMs) => setTimeout(fn, delayMs),
   clearTimer: (handle) => clearTimeout(handle as NodeJS.Timeout),
+  defer: (fn) => setImmediate(fn),
 };
 
 export interface BfdAgentOptions {
@@ -321,8 +328,13 @@ export class BfdAgent extends EventEmitter<BfdAgentEvents> {
     if (step.wakeAt !== null && entry.socket && this.peers.get(entry.config.peer) === entry) {
       const delay = Math.max(0, step.wakeAt - this.clock.now());
       entry.timer = this.clock.setTimer(() => {
-        entry.timer = undefined;
-        this.apply(entry, entry.session.handle({ type: "tick", at: this.clock.now() }));
+        const tick = () => {
+          if (this.peers.get(entry.config.peer) !== entry) return;
+          entry.timer = undefined;
+          this.apply(entry, entry.session.handle({ type: "tick", at: this.clock.now() }));
+        };
+        if (this.clock.defer) this.clock.defer(tick);
+        else tick();
       }, delay);
     }
   }

@@ -1,0 +1,267 @@
+/**
+ * Datapath programming benchmark: how long it takes to plan and program N pods x M policies on
+ * one node, into a real kernel (a fresh network namespace per repetition).
+ *
+ *   npx tsx bench/programming.ts [--cases 10x1,1000x10,10000x100,10000x1] [--reps 5] [--bulk 100] [--out file] [--max-seconds 600]
+ *
+ * Measured per case (median and p95 over the repetitions):
+ *   plan       new Planner(snapshot, { validator }) + planNode(node): the pure planning an agent redoes on every change
+ *              (planAsAgent adds compiling the schema validator, which NodeAgent does on every reconcile today)
+ *   first      first NodeDataplane.apply into a fresh namespace: routes/rules + one `nft -f` full table
+ *   noop       apply of the same plan again (reads routing back, no kernel change)
+ *   addOne     apply of the plan with one more pod: one atomic element delta
+ *   removeOne  apply of the plan without that pod again: one atomic element delta
+ *   resync     apply with verify (the agents' periodic drift check: reads the whole table back)
+ *   removeBulk / addBulk   --bulk pods leave at once (a policy deleted, a node drained), then come back
+ * After every apply the kernel is read back and must hold exactly the planned map elements.
+ */
+import { parseArgs } from "node:util";
+import { SpecValidator } from "../src/api/v1alpha1/validate.js";
+import { NodeDataplane, type ApplyReport } from "../src/dataplane/node.js";
+import { deleteNamespace, deleteNamespacesWithPrefix, newRunPrefix } from "../src/lab/netns.js";
+import type { HealthView, NodePlan } from "../src/planner/model.js";
+import { Planner } from "../src/planner/plan.js";
+import { inNamespace } from "../src/util/exec.js";
+import { currentLoad, machineInfo, requireRoot } from "./lib/env.js";
+import { guarded } from "./lib/guard.js";
+import { createNodeNamespace, expectElements, KernelCheckError } from "./lib/netns.js";
+import { defaultResultPath, writeResults } from "./lib/results.js";
+import { round, roundSummary, summarize, type Summary } from "./lib/stats.js";
+import { SYNTHETIC, syntheticSnapshot, withExtraPod } from "./lib/synthetic.js";
+import { byCommand, timed, TimingRunner, type CommandTiming } from "./lib/timing.js";
+
+const TABLE = "static_egress";
+
+interface Case {
+  pods: number;
+  policies: number;
+}
+
+interface CaseResult extends Case {
+  reps: number;
+  mapElements: number;
+  neverDivertElements: number;
+  instances: number;
+  /** Bytes of the `nft -f` script of a full replace. */
+  fullScriptBytes: number;
+  ms: {
+    /** new SpecValidator(): compiling the CRD schemas (ajv). */
+    validatorCompile: Summary;
+    /** new Planner(snapshot, { validator }): validate + resolve, with a compiled validator. */
+    planConstruct: Summary;
+    planNode: Summary;
+    /** planConstruct + planNode: planning proper. */
+    plan: Summary;
+    /** validatorCompile + plan: what NodeAgent.reconcile pays today (new Planner(snapshot) without a validator). */
+    planAsAgent: Summary;
+    first: Summary;
+    noop: Summary;
+    addOne: Summary;
+    removeOne: Summary;
+    resync: Summary;
+    /** Removing `bulkPods` pods at once (one element delta), and adding them back. */
+    removeBulk?: Summary;
+    addBulk?: Summary;
+  };
+  bulkPods: number;
+  /** Per step, median time spent in each external command, and in-process (rendering, diffing, parsing). */
+  breakdownMs: Record<string, Record<string, { count: number; ms: number }>>;
+}
+
+function parseCases(text: string): Case[] {
+  return text.split(",").map((c) => {
+    const m = /^(\d+)x(\d+)$/.exec(c.trim());
+    if (!m) throw new Error(`--cases: ${JSON.stringify(c)} is not <pods>x<policies>`);
+    return { pods: Number(m[1]), policies: Number(m[2]) };
+  });
+}
+
+function medianBreakdown(samples: CommandTiming[][], totals: number[]): Record<string, { count: number; ms: number }> {
+  const per = samples.map(byCommand);
+  const names = [...new Set(per.flatMap((p) => Object.keys(p)))].sort();
+  const inProcess = totals.map((t, i) => t - Object.values(per[i] ?? {}).reduce((n, x) => n + x.ms, 0));
+  return Object.fromEntries([
+    ...names.map((n) => [n, { count: per[0]?.[n]?.count ?? 0, ms: round(summarize(per.map((p) => p[n]?.ms ?? 0)).median) }]),
+    ["in-process", { count: 0, ms: round(summarize(inProcess).median) }],
+  ]);
+}
+
+function expectNoChange(report: { nftChanged: boolean; routingAdded: number; routingRemoved: number }, when: string): void {
+  if (report.nftChanged || report.routingAdded || report.routingRemoved) throw new KernelCheckError(`${when}: expected no change, got ${JSON.stringify(report)}`);
+}
+
+async function runCase(c: Case, reps: number, bulk: number, prefix: string, index: number, log: (l: string) => void): Promise<CaseResult> {
+  const health: HealthView = new Map();
+  const snapshot = syntheticSnapshot(c);
+  const plan = { validator: [] as number[], construct: [] as number[], node: [] as number[], total: [] as number[], asAgent: [] as number[] };
+  let nodePlan: NodePlan | undefined;
+  // One untimed pass first: agents are long-running, so JIT warm-up is not part of their cost.
+  new Planner(snapshot).planNode(SYNTHETIC.node, health);
+  for (let r = 0; r < reps; r++) {
+    // The node agent builds a Planner without a validator, so each reconcile also compiles the schemas.
+    const v = await timed(() => new SpecValidator());
+    const a = await timed(() => new Planner(snapshot, { validator: v.value }));
+    const b = await timed(() => a.value.planNode(SYNTHETIC.node, health));
+    plan.validator.push(v.ms);
+    plan.construct.push(a.ms);
+    plan.node.push(b.ms);
+    plan.total.push(a.ms + b.ms);
+    plan.asAgent.push(v.ms + a.ms + b.ms);
+    nodePlan = b.value;
+  }
+  const base = nodePlan!;
+  const invalid = new Planner(snapshot).resolution.verdicts.filter((v) => !v.valid);
+  if (invalid.length > 0) throw new Error(`synthetic cluster is invalid: ${JSON.stringify(invalid)}`);
+  const expectedElements = c.pods * SYNTHETIC.rangesPerPod;
+  if (base.entries.length !== expectedElements) throw new Error(`plan has ${base.entries.length} entries, expected ${expectedElements}`);
+  const plusOne = new Planner(withExtraPod(snapshot, c.pods, c.policies)).planNode(SYNTHETIC.node, health);
+  if (plusOne.entries.length !== expectedElements + SYNTHETIC.rangesPerPod) throw new Error("the extra pod did not add its entries");
+  // Bulk change: the first `bulk` pods go away at once (a deleted policy or a drained node), then come back.
+  const withoutBulk = bulk > 0 && bulk < c.pods ? new Planner({ ...snapshot, pods: snapshot.pods.slice(bulk) }).planNode(SYNTHETIC.node, health) : undefined;
+
+  const steps = ["first", "noop", "addOne", "removeOne", "resync", ...(withoutBulk ? (["removeBulk", "addBulk"] as const) : [])] as const;
+  type Step = "first" | "noop" | "addOne" | "removeOne" | "resync" | "removeBulk" | "addBulk";
+  const ms: Record<Step, number[]> = { first: [], noop: [], addOne: [], removeOne: [], resync: [], removeBulk: [], addBulk: [] };
+  const calls: Record<Step, CommandTiming[][]> = { first: [], noop: [], addOne: [], removeOne: [], resync: [], removeBulk: [], addBulk: [] };
+  let fullScriptBytes = 0;
+  for (let r = 0; r < reps; r++) {
+    const ns = `${prefix}-p${index}r${r}`;
+    await createNodeNamespace(ns, SYNTHETIC.nodeIP, SYNTHETIC.vpcPrefix);
+    try {
+      const runner = new TimingRunner(inNamespace(ns));
+      const check = inNamespace(ns);
+      const dp = new NodeDataplane(runner);
+      const step = async (name: Step, apply: () => Promise<ApplyReport>): Promise<ApplyReport> => {
+        runner.take();
+        const t = await timed(apply);
+        ms[name].push(t.ms);
+        calls[name].push(runner.take());
+        return t.value;
+      };
+
+      await step("first", () => dp.apply(base));
+      fullScriptBytes = Math.max(...calls.first.at(-1)!.filter((x) => x.command === "nft").map((x) => x.inputBytes));
+      await expectElements(check, "map", "ip", TABLE, "divert", base.entries.length, `after first apply (${c.pods}x${c.policies})`);
+      await expectElements(check, "set", "ip", TABLE, "never_divert", base.neverDivert.length, "after first apply");
+      const routing = await dp.readRouting();
+      if (routing.routes.length !== base.instances.length || routing.rules.length !== base.instances.length + 1) {
+        throw new KernelCheckError(`after first apply: ${routing.routes.length} routes and ${routing.rules.length} rules for ${base.instances.length} instances`);
+      }
+
+      expectNoChange(await step("noop", () => dp.apply(base)), "re-apply of the same plan");
+
+      if (!(await step("addOne", () => dp.apply(plusOne))).nftChanged) throw new KernelCheckError("adding a pod changed nothing");
+      await expectElements(check, "map", "ip", TABLE, "divert", plusOne.entries.length, "after adding one pod");
+
+      if (!(await step("removeOne", () => dp.apply(base))).nftChanged) throw new KernelCheckError("removing a pod changed nothing");
+      await expectElements(check, "map", "ip", TABLE, "divert", base.entries.length, "after removing one pod");
+
+      // The periodic drift check compares with the listing taken after a verified full apply.
+      await dp.apply(base, { verify: true });
+      expectNoChange(await step("resync", () => dp.apply(base, { verify: true })), "verified re-apply");
+
+      if (withoutBulk) {
+        await step("removeBulk", () => dp.apply(withoutBulk));
+        await expectElements(check, "map", "ip", TABLE, "divert", withoutBulk.entries.length, `after removing ${bulk} pods`);
+        await step("addBulk", () => dp.apply(base));
+        await expectElements(check, "map", "ip", TABLE, "divert", base.entries.length, `after adding ${bulk} pods back`);
+      }
+    } finally {
+      await deleteNamespace(ns);
+    }
+    log(`  rep ${r + 1}/${reps}: ` + steps.map((n: Step) => `${n} ${ms[n].at(-1)!.toFixed(0)} ms`).join(", "));
+  }
+  const s = (x: number[]) => roundSummary(summarize(x));
+  return {
+    ...c,
+    reps,
+    mapElements: base.entries.length,
+    neverDivertElements: base.neverDivert.length,
+    instances: base.instances.length,
+    fullScriptBytes,
+    ms: {
+      validatorCompile: s(plan.validator),
+      planConstruct: s(plan.construct),
+      planNode: s(plan.node),
+      plan: s(plan.total),
+      planAsAgent: s(plan.asAgent),
+      first: s(ms.first),
+      noop: s(ms.noop),
+      addOne: s(ms.addOne),
+      removeOne: s(ms.removeOne),
+      resync: s(ms.resync),
+      ...(withoutBulk ? { removeBulk: s(ms.removeBulk), addBulk: s(ms.addBulk) } : {}),
+    },
+    bulkPods: withoutBulk ? bulk : 0,
+    breakdownMs: Object.fromEntries(steps.map((n: Step) => [n, medianBreakdown(calls[n], ms[n])])),
+  };
+}
+
+function printTable(results: readonly CaseResult[]): void {
+  const f = (x: Summary) => `${x.median} / ${x.p95}`;
+  const g = (x: Summary | undefined) => (x ? f(x) : "-");
+  console.log("\n| pods x policies | map elements | plan | plan as agent | first apply | no-op re-apply | +1 pod | -1 pod | resync (verify) | -bulk pods | +bulk pods |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|");
+  for (const r of results) {
+    console.log(`| ${r.pods} x ${r.policies} | ${r.mapElements} | ${f(r.ms.plan)} | ${f(r.ms.planAsAgent)} | ${f(r.ms.first)} | ${f(r.ms.noop)} | ${f(r.ms.addOne)} | ${f(r.ms.removeOne)} | ${f(r.ms.resync)} | ${g(r.ms.removeBulk)} | ${g(r.ms.addBulk)} |`);
+  }
+  console.log("(milliseconds, median / p95)");
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      cases: { type: "string", default: "10x1,1000x10,10000x100,10000x1" },
+      reps: { type: "string", default: "5" },
+      bulk: { type: "string", default: "100" },
+      out: { type: "string", default: defaultResultPath("programming") },
+      "max-seconds": { type: "string", default: "600" },
+    },
+  });
+  requireRoot();
+  const cases = parseCases(values.cases);
+  const reps = Number(values.reps);
+  if (!Number.isInteger(reps) || reps < 1 || reps > 50) throw new Error("--reps must be an integer from 1 to 50");
+  const bulk = Number(values.bulk);
+  if (!Number.isInteger(bulk) || bulk < 0 || bulk > 10_000) throw new Error("--bulk must be an integer from 0 to 10000");
+  const log = (l: string) => console.error(l);
+  const machine = await machineInfo();
+  const prefix = newRunPrefix();
+  const started = Date.now();
+  log(`programming benchmark, run ${prefix}, ${reps} repetitions per case, load ${machine.loadAtStart.join(" ")}`);
+  const results = await guarded(
+    async () => {
+      await deleteNamespacesWithPrefix(`${prefix}-`);
+    },
+    async () => {
+      const out: CaseResult[] = [];
+      for (const [i, c] of cases.entries()) {
+        log(`case ${c.pods} pods x ${c.policies} policies`);
+        out.push(await runCase(c, reps, bulk, prefix, i, log));
+      }
+      return out;
+    },
+    { maxSeconds: Number(values["max-seconds"]), log },
+  );
+  writeResults(values.out, {
+    benchmark: "programming",
+    machine,
+    loadAtEnd: currentLoad(),
+    durationSeconds: Math.round((Date.now() - started) / 1000),
+    setup: {
+      node: "one network namespace per repetition (veth pair inside it, VPC address 10.0.0.11/24)",
+      gateways: `${SYNTHETIC.gateways} gateways x ${SYNTHETIC.instancesPerGateway} static instances`,
+      destinations: `each policy: ${SYNTHETIC.destinationCIDRs.join(", ")} minus ${SYNTHETIC.excludedCIDRs.join(", ")} (${SYNTHETIC.rangesPerPod} map elements per pod)`,
+      pods: "all in one namespace, pod i labelled app-(i mod M); policy j selects app-j",
+      units: "milliseconds; p95 is nearest-rank (the maximum when reps < 20)",
+    },
+    results,
+  });
+  printTable(results);
+  log(`raw results: ${values.out}`);
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? (e.stack ?? e.message) : e);
+  process.exitCode = 1;
+});

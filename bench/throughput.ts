@@ -1,0 +1,294 @@
+/**
+ * Throughput through a gateway as a fraction of the direct path, measured side by side in one
+ * run of the namespace lab (examples/lab.yaml).
+ *
+ *   npx tsx bench/throughput.ts [--rounds 6] [--seconds 5] [--extra-pods 10000] [--out file] [--max-seconds 300]
+ *
+ * Pod payments/pay-1 (policy checkout) sends TCP with iperf3 to two addresses of the lab's
+ * Internet: 198.51.100.10 is diverted (node -> gateway instance -> SNAT to the policy's IP) and
+ * 198.51.100.200 is excluded (node's own masquerade, straight out).
+ *
+ * Once the lab has converged its agents are stopped (the kernel forwards without them) and this
+ * process programs node1 and the gateway instances itself, with the same Planner and dataplanes.
+ * A second map size adds --extra-pods synthetic checkout pods on node1 to the planner's snapshot,
+ * so node1's divert map and the gateways' SNAT maps hold tens of thousands of elements: per-packet
+ * cost should not depend on the map size. Every round visits both map sizes and, in each, both
+ * paths; the order flips at every step so slow drift on the machine hits all combinations alike.
+ */
+import { parseArgs } from "node:util";
+import { snapshotFromObjects, type KubeObject } from "../src/api/objects.js";
+import { GatewayDataplane } from "../src/dataplane/gateway.js";
+import { NodeDataplane } from "../src/dataplane/node.js";
+import { Lab, LAB_CLUSTER_NETWORK } from "../src/lab/lab.js";
+import { deleteNamespacesWithPrefix, newRunPrefix } from "../src/lab/netns.js";
+import { cliEntry } from "../src/lab/paths.js";
+import { formatIPv4, parseIPv4 } from "../src/planner/ipv4.js";
+import { Planner } from "../src/planner/plan.js";
+import { LAB_NETWORK } from "../src/lab/topology.js";
+import { inNamespace } from "../src/util/exec.js";
+import { currentLoad, machineInfo, requireRoot } from "./lib/env.js";
+import { guarded } from "./lib/guard.js";
+import { IperfServer, runIperfClient, type IperfRun } from "./lib/iperf.js";
+import { exampleLabConfig, waitConverged } from "./lib/lab.js";
+import { expectElements } from "./lib/netns.js";
+import { defaultResultPath, writeResults } from "./lib/results.js";
+import { round, roundSummary, summarize, type Summary } from "./lib/stats.js";
+import { timed } from "./lib/timing.js";
+
+const POD = "payments/pay-1";
+const POLICY = "EgressPolicy/payments/checkout";
+const IPERF_PORT = 5201;
+/** Synthetic pods get addresses here: inside the cluster's pod CIDR, clear of the lab nodes' /24s. */
+const EXTRA_POD_BASE = "10.244.128.0";
+
+type PathName = "gateway" | "direct";
+
+interface Sample extends IperfRun {
+  phase: string;
+  path: PathName;
+  dst: string;
+  round: number;
+  /** One visit = one gateway run and one direct run back to back, under the same conditions. */
+  visit: number;
+}
+
+interface PhaseResult {
+  phase: string;
+  /** Pods in the planner's snapshot (the lab's own plus the synthetic ones). */
+  pods: number;
+  nodeDivertElements: number;
+  gatewaySnatElements: Record<string, number>;
+  gbps: Record<PathName, Summary>;
+  /** median(gateway) / median(direct). */
+  ratio: number;
+  /** gateway / direct of the two runs of each visit (back to back), summarized: less sensitive to drift. */
+  pairedRatio: Summary;
+  retransmits: Record<PathName, number>;
+}
+
+function checkoutPods(count: number, node: string): KubeObject[] {
+  const base = parseIPv4(EXTRA_POD_BASE);
+  return Array.from({ length: count }, (_, i) => {
+    const ip = formatIPv4(base + i);
+    return {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: `bench-${i}`, namespace: "payments", labels: { app: "checkout" } },
+      spec: { nodeName: node },
+      status: { phase: "Running", podIP: ip, podIPs: [{ ip }] },
+    };
+  });
+}
+
+/** What the planner says node1 and each gateway instance must hold, for these objects. */
+function plansFor(lab: Lab, objects: readonly KubeObject[], node: string) {
+  const planner = new Planner(snapshotFromObjects(objects, LAB_CLUSTER_NETWORK));
+  // Health: every instance up (an empty view plans every instance as reachable).
+  const nodePlan = planner.planNode(node, new Map());
+  const gatewayPlans = lab.topology.gatewayHosts.map((g) => {
+    const plan = planner.planGateway(`${g.gateway}/${g.name}`);
+    if (!plan) throw new Error(`no plan for gateway instance ${g.gateway}/${g.name}`);
+    return { host: g, plan };
+  });
+  return { planner, nodePlan, gatewayPlans };
+}
+
+/**
+ * The datapath of node1 and of every gateway instance, programmed by this process with the same
+ * Planner and dataplanes the agents use. Each apply is one atomic nft transaction.
+ */
+class LabDatapath {
+  private node!: NodeDataplane;
+  private gateways!: Map<string, GatewayDataplane>;
+
+  constructor(
+    private readonly lab: Lab,
+    private readonly nodeNs: string,
+  ) {
+    this.forget();
+  }
+
+  /**
+   * New dataplane objects know nothing of the kernel's table, so their next apply is a full
+   * replace (as after an agent restart) instead of an element delta.
+   */
+  private forget(): void {
+    this.node = new NodeDataplane(inNamespace(this.nodeNs));
+    this.gateways = new Map(this.lab.topology.gatewayHosts.map((g) => [g.name, new GatewayDataplane(inNamespace(g.netns))]));
+  }
+
+  async program(plans: ReturnType<typeof plansFor>, mode: "delta" | "full"): Promise<{ mode: "delta" | "full"; nodeMs: number; gatewayMs: Record<string, number> }> {
+    if (mode === "full") this.forget();
+    const node = await timed(() => this.node.apply(plans.nodePlan));
+    const gatewayMs: Record<string, number> = {};
+    for (const { host, plan } of plans.gatewayPlans) gatewayMs[host.name] = round((await timed(() => this.gateways.get(host.name)!.apply(plan))).ms);
+    await expectElements(inNamespace(this.nodeNs), "map", "ip", "static_egress", "divert", plans.nodePlan.entries.length, "node1 divert map");
+    for (const { host, plan } of plans.gatewayPlans) {
+      await expectElements(inNamespace(host.netns), "map", "ip", "static_egress_gw", "egress_snat", plan.snat.length, `${host.name} SNAT map`);
+    }
+    return { mode, nodeMs: round(node.ms), gatewayMs };
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: "string", default: "6" },
+      seconds: { type: "string", default: "5" },
+      "extra-pods": { type: "string", default: "10000" },
+      out: { type: "string", default: defaultResultPath("throughput") },
+      "max-seconds": { type: "string", default: "300" },
+    },
+  });
+  const rounds = Number(values.rounds);
+  const seconds = Number(values.seconds);
+  const extraPods = Number(values["extra-pods"]);
+  const maxSeconds = Number(values["max-seconds"]);
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error("--rounds must be an integer from 1 to 20");
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 60) throw new Error("--seconds must be an integer from 1 to 60");
+  if (!Number.isInteger(extraPods) || extraPods < 0 || extraPods > 60_000) throw new Error("--extra-pods must be an integer from 0 to 60000");
+  requireRoot();
+  cliEntry(); // the lab runs the built agents: fail early if `npm run build` is missing
+  const log = (l: string) => console.error(l);
+  const machine = await machineInfo();
+  const prefix = newRunPrefix();
+  const started = Date.now();
+  let lab: Lab | undefined;
+  let server: IperfServer | undefined;
+  log(`throughput benchmark, run ${prefix}, ${rounds} rounds x ${seconds}s per path, load ${machine.loadAtStart.join(" ")}`);
+
+  const outcome = await guarded(
+    async () => {
+      await server?.stop();
+      await lab?.down();
+      await deleteNamespacesWithPrefix(`${prefix}-`);
+    },
+    async () => {
+      const cfg = exampleLabConfig();
+      const up = await timed(() => Lab.up(cfg, { prefix, persistent: false, log: (l) => log(`lab: ${l}`) }));
+      lab = up.value;
+      await waitConverged(lab);
+      log(`lab up and converged in ${(up.ms / 1000).toFixed(1)}s (plus convergence)`);
+      server = await IperfServer.start(lab.topology.internet, { port: IPERF_PORT, lifetimeSeconds: maxSeconds });
+
+      const pod = lab.findPod(POD);
+      const node = lab.topology.nodes.find((n) => n.name === pod.node)!;
+      const podIP = lab.record.podIPs[POD]!;
+      const destinations: Record<PathName, string> = { gateway: LAB_NETWORK.echoService, direct: LAB_NETWORK.otherService };
+      const samples: Sample[] = [];
+      const phases: PhaseResult[] = [];
+
+      const checkPaths = async (planner: Planner, nodePlan: ReturnType<Planner["planNode"]>) => {
+        const policy = planner.resolution.policies.find((p) => p.resource === POLICY);
+        if (!policy) throw new Error(`${POLICY} is not a valid policy of the lab`);
+        const policyIPs = [...policy.egressIPByInstance.values()];
+        const diverted = (dst: string) => nodePlan.entries.some((e) => e.podIP === podIP && e.dst.from <= parseIPv4(dst) && parseIPv4(dst) <= e.dst.to);
+        if (!diverted(destinations.gateway) || diverted(destinations.direct)) throw new Error(`the plan does not divert ${destinations.gateway} and exclude ${destinations.direct} for ${POD}`);
+        const viaGateway = await lab!.probe(pod, `http://${destinations.gateway}/`);
+        const direct = await lab!.probe(pod, `http://${destinations.direct}/`);
+        if (!viaGateway.source || !policyIPs.includes(viaGateway.source)) throw new Error(`${destinations.gateway} saw ${viaGateway.source ?? viaGateway.error}, not one of ${policyIPs.join(", ")}`);
+        if (direct.source !== node.publicIP) throw new Error(`${destinations.direct} saw ${direct.source ?? direct.error}, not the node's ${node.publicIP}`);
+        return { gatewaySource: viaGateway.source, directSource: direct.source };
+      };
+
+      // From here on this process owns the datapath: the agents are stopped (the kernel keeps
+      // forwarding without them) so their periodic resyncs and health sessions cannot disturb
+      // the runs, and both map sizes are programmed the same way.
+      for (const p of lab.record.processes) if (p.name.startsWith("agent-")) lab.killProcess(p.name);
+      const datapath = new LabDatapath(lab, node.netns);
+      const baseObjects = lab.objects(await lab.currentPolicies());
+      const phaseDefs = [{ name: "lab pods only", pods: lab.topology.pods.length, plans: plansFor(lab, baseObjects, node.name) }];
+      if (extraPods > 0) {
+        phaseDefs.push({ name: `+${extraPods} pods`, pods: lab.topology.pods.length + extraPods, plans: plansFor(lab, [...baseObjects, ...checkoutPods(extraPods, node.name)], node.name) });
+      }
+
+      // Rounds interleave both map sizes and both paths, flipping the order every time, so slow
+      // drift in what else the machine does hits every combination alike.
+      const switches: { round: number; to: string; mode: "delta" | "full"; nodeMs: number; gatewayMs: Record<string, number> }[] = [];
+      let current: string | undefined;
+      let visit = 0;
+      for (let r = 0; r < rounds; r++) {
+        for (const phase of r % 2 === 0 ? phaseDefs : [...phaseDefs].reverse()) {
+          if (current !== phase.name) {
+            // Growing is an element delta, as an agent would do it. Shrinking is a full replace:
+            // deleting 20,000 interval elements in one delta takes the kernel tens of seconds
+            // (see the bulk results of bench/programming.ts), which would dominate the run.
+            const grows = current !== undefined && phase.plans.nodePlan.entries.length > (phaseDefs.find((p) => p.name === current)?.plans.nodePlan.entries.length ?? 0);
+            const t = await datapath.program(phase.plans, grows ? "delta" : "full");
+            switches.push({ round: r, to: phase.name, ...t });
+            current = phase.name;
+            const seen = await checkPaths(phase.plans.planner, phase.plans.nodePlan);
+            log(`round ${r + 1}, ${phase.name}: programmed (${t.mode}) in ${t.nodeMs} ms on ${node.name} (${phase.plans.nodePlan.entries.length} divert elements), gateways ${JSON.stringify(t.gatewayMs)} ms; ${destinations.gateway} sees ${seen.gatewaySource}, ${destinations.direct} sees ${seen.directSource}`);
+          }
+          const v = visit++;
+          for (const path of v % 2 === 0 ? (["gateway", "direct"] as const) : (["direct", "gateway"] as const)) {
+            const run = await runIperfClient(pod.netns, destinations[path], { port: IPERF_PORT, seconds });
+            samples.push({ ...run, phase: phase.name, path, dst: destinations[path], round: r, visit: v });
+            log(`  ${path.padEnd(7)} ${destinations[path]}: ${run.gbps.toFixed(2)} Gbit/s, ${run.retransmits} retransmits, cpu client ${run.cpuPercent.client.toFixed(0)}% server ${run.cpuPercent.server.toFixed(0)}%`);
+          }
+        }
+      }
+
+      for (const phase of phaseDefs) {
+        const runs = (path: PathName) => samples.filter((s) => s.phase === phase.name && s.path === path);
+        const gbps = (path: PathName) => runs(path).map((s) => s.gbps);
+        phases.push({
+          phase: phase.name,
+          pods: phase.pods,
+          nodeDivertElements: phase.plans.nodePlan.entries.length,
+          gatewaySnatElements: Object.fromEntries(phase.plans.gatewayPlans.map((g) => [g.host.name, g.plan.snat.length])),
+          gbps: { gateway: roundSummary(summarize(gbps("gateway"))), direct: roundSummary(summarize(gbps("direct"))) },
+          ratio: round(summarize(gbps("gateway")).median / summarize(gbps("direct")).median),
+          pairedRatio: roundSummary(summarize(runs("gateway").map((g) => g.gbps / runs("direct").find((d) => d.visit === g.visit)!.gbps))),
+          retransmits: { gateway: runs("gateway").reduce((n, s) => n + s.retransmits, 0), direct: runs("direct").reduce((n, s) => n + s.retransmits, 0) },
+        });
+      }
+      const switchMs = (to: string | undefined, mode: "delta" | "full") => roundSummary(summarize(switches.filter((x) => x.to === to && x.mode === mode).map((x) => x.nodeMs)));
+      const programming = {
+        /** node1: adding the extra pods to the live table (one element delta). */
+        nodeAddExtraMs: extraPods > 0 ? switchMs(phaseDefs[1]?.name, "delta") : undefined,
+        /** node1: full replace of the table with the lab's own pods only. */
+        nodeFullSmallMs: switchMs(phaseDefs[0]?.name, "full"),
+        switches,
+      };
+      // Map size effect per path: median with the extra pods over median without.
+      const mapSizeEffect =
+        phases.length === 2
+          ? Object.fromEntries((["gateway", "direct"] as const).map((p) => [p, round(phases[1]!.gbps[p].median / phases[0]!.gbps[p].median)]))
+          : undefined;
+      return { samples, phases, mapSizeEffect, programming };
+    },
+    { maxSeconds, log },
+  );
+
+  writeResults(values.out, {
+    benchmark: "throughput",
+    machine,
+    loadAtEnd: currentLoad(),
+    durationSeconds: Math.round((Date.now() - started) / 1000),
+    setup: {
+      lab: "examples/lab.yaml (3 nodes, gateway `shared` with gw-a and gw-b), veth + Linux bridges, MTU 1500",
+      client: `${POD} on node1, iperf3 TCP, ${seconds}s per run, one stream, pod -> Internet (upload)`,
+      paths: { gateway: `${LAB_NETWORK.echoService}: node1 -> gateway instance (SNAT to checkout's IP) -> Internet`, direct: `${LAB_NETWORK.otherService}: excluded by checkout, node1 masquerade -> Internet` },
+      agents: "stopped after the lab converged; node1 and both gateway instances are programmed by the benchmark with the same Planner and Node/GatewayDataplane (health: all instances up)",
+      extraPods: extraPods > 0 ? `${extraPods} synthetic checkout pods on node1 (addresses from ${EXTRA_POD_BASE}) added to the planner's snapshot` : "none",
+      units: "Gbit/s received by the iperf3 server; p95 is nearest-rank (the maximum with few samples)",
+    },
+    ...outcome,
+  });
+  const range = (x: Summary) => `${x.median} (${x.min}–${x.max})`;
+  console.log("\n| map size | divert elements (node1) | SNAT elements (per gateway) | gateway Gbit/s median (min–max) | direct Gbit/s median (min–max) | gateway / direct (of medians) | gateway / direct, paired runs: median (min–max) |");
+  console.log("|---|---|---|---|---|---|---|");
+  for (const p of outcome.phases) {
+    console.log(`| ${p.phase} | ${p.nodeDivertElements} | ${Object.values(p.gatewaySnatElements).join(" / ")} | ${range(p.gbps.gateway)} | ${range(p.gbps.direct)} | ${p.ratio} | ${range(p.pairedRatio)} |`);
+  }
+  if (outcome.mapSizeEffect) console.log(`(with / without the extra pods, medians: gateway ${outcome.mapSizeEffect.gateway}, direct ${outcome.mapSizeEffect.direct})`);
+  const { nodeAddExtraMs } = outcome.programming;
+  if (nodeAddExtraMs) console.log(`(node1, live: adding the ${extraPods} extra pods as one element delta: ${nodeAddExtraMs.median} ms median)`);
+  log(`raw results: ${values.out}`);
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? (e.stack ?? e.message) : e);
+  process.exitCode = 1;
+});
