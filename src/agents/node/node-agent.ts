@@ -58,7 +58,11 @@ export class NodeAgent {
     this.resyncTimer = setInterval(() => this.loop.trigger({ verify: true }), this.deps.config.resyncSeconds * 1000);
   }
 
+  /** False while a reconcile is failing: the CNI plugin must not be told a pod is programmed. */
+  private lastReconcileOk = false;
+
   private async reconcile({ verify }: { verify: boolean }): Promise<void> {
+    this.lastReconcileOk = false;
     const { nodeName, config, source, dataplane, logger } = this.deps;
     const started = performance.now();
     const fromSource = snapshotFromObjects(source.objects(), config.clusterNetwork);
@@ -81,6 +85,7 @@ export class NodeAgent {
       const durationMs = Math.round(performance.now() - started);
       logger.info({ entries: plan.entries.length, instances: plan.instances.length, unavailable: plan.unavailable, ...report, durationMs }, "datapath programmed");
     }
+    this.lastReconcileOk = true;
     this.deps.onApplied?.(plan, planner.resolution.verdicts);
   }
 
@@ -109,6 +114,8 @@ export class NodeAgent {
     this.admitted.set(key, { ips: req.ips, at: Date.now() });
     this.loop.trigger();
     await this.loop.idle();
+    // A failed apply must not look like "programmed, not selected": the plugin then quarantines.
+    if (!this.lastReconcileOk) throw new Error("the datapath could not be programmed; see the agent log");
     const policy = this.lastPlan?.entries.find((e) => req.ips.includes(e.podIP))?.policy;
     return { known: this.knowsPod(req.namespace, req.name), policy };
   }
