@@ -25,7 +25,29 @@ interface Meta {
 
 type Owned = KubernetesObject & { metadata: Meta; spec?: unknown; status?: EgressPolicyStatus & EgressGatewayStatus };
 
+/** What a plugin's reconcile sees: the same snapshot and plan as the core reconcile. */
+export interface ReconcileContext {
+  client: KubeClient;
+  source: KubeSource;
+  snapshot: ReturnType<typeof snapshotFromObjects>;
+  planner: Planner;
+  now: Date;
+  logger: Logger;
+}
+
+/**
+ * A part of the controller that owns something outside the cluster (cloud gateway hosts,
+ * reserved IPs). It runs in the same level-triggered pass, after the core, on the leader only.
+ */
+export interface ControllerPlugin {
+  name: string;
+  reconcile(ctx: ReconcileContext): Promise<void>;
+  /** Called while a gateway is being deleted; return true once its outside resources are gone. */
+  releaseGateway?(gateway: KubernetesObject & { metadata: { name: string } }, ctx: ReconcileContext): Promise<boolean>;
+}
+
 export interface ControllerDeps {
+  plugins?: ControllerPlugin[];
   client: KubeClient;
   source: KubeSource;
   network: ClusterNetwork;
@@ -131,16 +153,22 @@ export class Controller {
         });
       }
     }
+    const ctx: ReconcileContext = { client: this.deps.client, source, snapshot, planner, now, logger: this.deps.logger };
     for (const raw of source.raw("EgressGateway") as Owned[]) {
       const resource = `EgressGateway/${raw.metadata.name}`;
       await attempt(resource, async () => {
-        const stillUsed = () => res.policies.some((p) => p.gateway === raw.metadata.name && reports.some((r) => (r.programmed[p.resource] ?? 0) > 0));
+        let outsideReleased = true;
+        if (raw.metadata.deletionTimestamp) {
+          for (const p of this.deps.plugins ?? []) if (p.releaseGateway && !(await p.releaseGateway(raw, ctx))) outsideReleased = false;
+        }
+        const stillUsed = () => !outsideReleased || res.policies.some((p) => p.gateway === raw.metadata.name && reports.some((r) => (r.programmed[p.resource] ?? 0) > 0));
         if (await this.handleFinalizer("EgressGateway", raw, stillUsed)) return;
         const gw = snapshot.gateways.find((g) => g.metadata.name === raw.metadata.name);
         const status = gatewayStatus(raw.metadata.name, raw.metadata.generation, gw ? verdicts.get(gatewayResource(gw)) : undefined, res, reports, raw.status, now.toISOString());
         await this.writeStatus("EgressGateway", raw, status);
       });
     }
+    for (const p of this.deps.plugins ?? []) await attempt(`plugin ${p.name}`, () => p.reconcile(ctx));
     if (errors.length > 0) throw new Error(`${errors.length} reconcile steps failed; first: ${errors[0]!.message}`);
   }
 
