@@ -29,7 +29,7 @@ import { inNamespace } from "../src/util/exec.js";
 import { currentLoad, machineInfo, requireRoot } from "./lib/env.js";
 import { guarded } from "./lib/guard.js";
 import { IperfServer, runIperfClient, type IperfRun } from "./lib/iperf.js";
-import { exampleLabConfig, waitConverged } from "./lib/lab.js";
+import { exampleLabConfig, waitConverged } from "../test/lab/support.js";
 import { expectElements } from "./lib/netns.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { round, roundSummary, summarize, type Summary } from "./lib/stats.js";

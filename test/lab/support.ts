@@ -16,7 +16,7 @@ export async function startLab(cfg: LabConfig = exampleLabConfig()): Promise<Lab
 }
 
 /** Polls `lab status` until every pod leaves with an expected address. */
-export async function waitConverged(lab: Lab, target?: string, timeoutMs = 15_000): Promise<LabPodStatus[]> {
+export async function waitConverged(lab: Lab, target?: string, timeoutMs = 30_000): Promise<LabPodStatus[]> {
   let last: LabPodStatus[] = [];
   await waitFor(
     async () => {
@@ -27,7 +27,7 @@ export async function waitConverged(lab: Lab, target?: string, timeoutMs = 15_00
     "lab did not converge",
     200,
   ).catch((e: Error) => {
-    throw new Error(`${e.message}: ${JSON.stringify(last.filter((r) => !r.ok))}`);
+    throw new Error(`${e.message}: ${JSON.stringify(last.filter((r) => !r.ok))}`, { cause: e });
   });
   return last;
 }
