@@ -50,6 +50,7 @@ async function main(): Promise<void> {
 
     for (const kind of GATEWAY_DEATHS) {
       const tag = `bench-${kind}`;
+      lab.clearUdpRecords(); // each phase reads only its own records
       const from = Date.now();
       // One long flow per kind; each kill takes down the instance it currently uses.
       const stream = startUdpStream(lab, POD, tag, KILLS * 6_000 + 5_000);
@@ -79,6 +80,7 @@ async function main(): Promise<void> {
     // Node-agent restarts and policy changes under traffic: no interruption, no leak.
     for (const phase of ["agent-restart", "policy-change"] as const) {
       const tag = `bench-${phase}`;
+      lab.clearUdpRecords();
       const from = Date.now();
       const stream = startUdpStream(lab, POD, tag, KILLS * 1_000 + 3_000);
       await sleep(1_000);

@@ -457,6 +457,11 @@ export class Lab {
     }
   }
 
+  /** Forgets the UDP records so far (the server appends to the same file). */
+  clearUdpRecords(): void {
+    writeFileSync(this.udpLog, "");
+  }
+
   /** Every UDP datagram the Internet host received so far. */
   udpRecords(): { t: number; src: string; payload: string }[] {
     if (!existsSync(this.udpLog)) return [];
