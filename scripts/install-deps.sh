@@ -18,6 +18,16 @@ fi
 systemctl disable --now frr >/dev/null 2>&1 || true
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund --loglevel=error
+  # The registry this project builds from serves only this platform's builds of rollup's native
+  # packages, so the lock file cannot list the other platforms' optional builds and `npm ci`
+  # refuses it as out of sync. Then `npm install` installs the same locked versions.
+  if ! npm ci --no-audit --no-fund --loglevel=error 2>/tmp/static-egress-npm-ci.log; then
+    if grep -q "Missing: @rollup/" /tmp/static-egress-npm-ci.log; then
+      npm install --no-audit --no-fund --loglevel=error
+    else
+      cat /tmp/static-egress-npm-ci.log >&2
+      exit 1
+    fi
+  fi
 fi
 npm run --silent build
