@@ -64,21 +64,22 @@ export interface RequestCheck {
   params: Record<string, unknown>;
 }
 
-/** Finds the OpenAPI file: explicit path, then $DO_OPENAPI_SUBSET, then `shared/reference/` above this module. */
+/** Finds the OpenAPI file: explicit path, then $DO_OPENAPI_SUBSET, then `reference/` (vendored in the repository) or `shared/reference/` above this module. */
 export function locateOpenApiDocument(explicitPath?: string): string {
   if (explicitPath) return explicitPath;
   const fromEnv = process.env["DO_OPENAPI_SUBSET"];
   if (fromEnv) return fromEnv;
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 8; i++) {
-    const candidate = join(dir, "shared", "reference", DO_OPENAPI_FILE);
-    if (existsSync(candidate)) return candidate;
+    for (const candidate of [join(dir, "reference", DO_OPENAPI_FILE), join(dir, "shared", "reference", DO_OPENAPI_FILE)]) {
+      if (existsSync(candidate)) return candidate;
+    }
     const parent = resolve(dir, "..");
     if (parent === dir) break;
     dir = parent;
   }
   throw new Error(
-    `cannot find ${DO_OPENAPI_FILE}: pass openapiPath or set DO_OPENAPI_SUBSET (looked in shared/reference/ above ${fileURLToPath(import.meta.url)})`,
+    `cannot find ${DO_OPENAPI_FILE}: pass openapiPath or set DO_OPENAPI_SUBSET (looked in reference/ and shared/reference/ above ${fileURLToPath(import.meta.url)})`,
   );
 }
 

@@ -23,7 +23,7 @@ export interface StandinOptions {
   logger?: Logger;
   /** Bearer token the stand-in accepts; a random one when omitted. */
   token?: string;
-  /** Path of the OpenAPI subset; found under shared/reference/ when omitted. */
+  /** Path of the OpenAPI subset; found under reference/ (or shared/reference/) when omitted. */
   openapiPath?: string;
   /** An already loaded document (compiling the validators takes a moment; tests share one). */
   openapi?: OpenApiDocument;
