@@ -99,7 +99,7 @@ describe("SpecValidator", () => {
       { field: "spec", message: 'unknown field "destinationCIDR"' },
     ]);
     expect(v.check("EgressPolicy", { podSelector: {}, egressIPs: ["192.0.2.1"] })).toEqual([{ field: "spec.gatewayName", message: "required field is missing" }]);
-    expect(v.check("EgressGateway", {})).toEqual([{ field: "spec", message: "exactly one instance source must be set (static or nodes)" }]);
+    expect(v.check("EgressGateway", {})).toEqual([{ field: "spec", message: "exactly one instance source must be set (static, nodes or digitalocean)" }]);
   });
 
   it("fills defaults", () => {
