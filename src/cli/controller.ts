@@ -1,10 +1,13 @@
+import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { loadAgentConfig } from "../agents/config.js";
+import { loadToken, tokenSource } from "../cloud/digitalocean/index.js";
+import { digitalOceanPlugins, type DigitalOceanPlugins } from "../controller/cloud/index.js";
 import { Controller } from "../controller/controller.js";
 import { LeaderElector } from "../controller/runtime/leader.js";
 import { KubeClient } from "../kube/client.js";
 import { KubeSource } from "../kube/source.js";
-import { createLogger } from "../util/log.js";
+import { createLogger, type Logger } from "../util/log.js";
 import { loadKubeconfig } from "./agents.js";
 
 export interface ControllerFlags {
@@ -13,6 +16,39 @@ export interface ControllerFlags {
   namespace: string;
   identity?: string;
   leaseSeconds: string;
+  /** `digitalocean` enables the gateway fleet and reserved-IP plugins (docs/digitalocean.md). */
+  cloud?: string;
+  clusterId?: string;
+  digitaloceanTokenFile?: string;
+  digitaloceanApiUrl?: string;
+  gatewayUserDataFile?: string;
+}
+
+/** The cloud plugins the flags ask for (none without --cloud). Errors name the flag. */
+export function cloudPlugins(flags: ControllerFlags, logger: Logger): DigitalOceanPlugins | undefined {
+  if (flags.cloud === undefined) return undefined;
+  if (flags.cloud !== "digitalocean") throw new Error(`--cloud: unknown cloud ${JSON.stringify(flags.cloud)} (known: digitalocean)`);
+  if (!flags.clusterId) throw new Error("--cluster-id is required with --cloud digitalocean (e.g. the DOKS cluster UUID)");
+  // The Secret file (re-read on rotation) wins over DIGITALOCEAN_TOKEN; read once now to fail early.
+  const tokenOpts = flags.digitaloceanTokenFile !== undefined ? { file: flags.digitaloceanTokenFile } : {};
+  loadToken(tokenOpts);
+  const token = tokenSource(tokenOpts);
+  let userDataTemplate: string | undefined;
+  if (flags.gatewayUserDataFile !== undefined) {
+    try {
+      userDataTemplate = readFileSync(flags.gatewayUserDataFile, "utf8");
+    } catch (err) {
+      throw new Error(`--gateway-user-data-file: cannot read ${flags.gatewayUserDataFile}`, { cause: err });
+    }
+  }
+  return digitalOceanPlugins({
+    clusterId: flags.clusterId,
+    token,
+    ...(flags.digitaloceanApiUrl ? { apiUrl: flags.digitaloceanApiUrl } : {}),
+    ...(userDataTemplate !== undefined ? { userDataTemplate } : {}),
+    eventNamespace: flags.namespace,
+    logger,
+  });
 }
 
 /** The controller: informers everywhere, reconcilers only on the Lease holder. */
@@ -20,7 +56,9 @@ export async function runController(flags: ControllerFlags): Promise<void> {
   const identity = flags.identity ?? process.env.POD_NAME ?? `${hostname()}-${process.pid}`;
   const logger = createLogger("controller").child({ identity });
   const client = new KubeClient(loadKubeconfig(flags.kubeconfig));
+  const cloud = cloudPlugins(flags, logger);
   const controller = new Controller({
+    ...(cloud ? { plugins: cloud.plugins } : {}),
     client,
     source: new KubeSource(client, logger),
     network: loadAgentConfig(flags.config).clusterNetwork,
@@ -36,6 +74,7 @@ export async function runController(flags: ControllerFlags): Promise<void> {
   const stop = async () => {
     await elector.stop();
     await controller.stop();
+    await cloud?.stop();
     process.exit(0);
   };
   process.once("SIGTERM", () => void stop());

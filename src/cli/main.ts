@@ -53,6 +53,11 @@ program
   .option("--namespace <ns>", "namespace of the Lease and of Events about cluster-scoped objects", "static-egress")
   .option("--identity <id>", "this replica's name (default: $POD_NAME or host-pid)")
   .option("--lease-seconds <s>", "lease duration", "15")
+  .option("--cloud <name>", "run cloud plugins: `digitalocean` (gateway droplets for spec.digitalocean, reserved IPs following pods)")
+  .option("--cluster-id <id>", "with --cloud: a stable id of this cluster (e.g. the DOKS cluster UUID), part of every ownership tag")
+  .option("--digitalocean-token-file <file>", "API token file (a mounted Secret; re-read on rotation); default: $DIGITALOCEAN_TOKEN")
+  .option("--digitalocean-api-url <url>", "API root (default https://api.digitalocean.com; the stand-in's URL in tests)")
+  .option("--gateway-user-data-file <file>", "cloud-init template for gateway droplets with ${GATEWAY} and ${INSTANCE} (default: see docs/digitalocean.md)")
   .action(runController);
 
 program

@@ -164,7 +164,9 @@ export class Controller {
         const stillUsed = () => !outsideReleased || res.policies.some((p) => p.gateway === raw.metadata.name && reports.some((r) => (r.programmed[p.resource] ?? 0) > 0));
         if (await this.handleFinalizer("EgressGateway", raw, stillUsed)) return;
         const gw = snapshot.gateways.find((g) => g.metadata.name === raw.metadata.name);
-        const status = gatewayStatus(raw.metadata.name, raw.metadata.generation, gw ? verdicts.get(gatewayResource(gw)) : undefined, res, reports, raw.status, now.toISOString());
+        // spec.digitalocean: a cloud plugin owns the instance list (see gatewayStatus).
+        const provisioned = (raw.spec as { digitalocean?: unknown } | undefined)?.digitalocean !== undefined;
+        const status = gatewayStatus(raw.metadata.name, raw.metadata.generation, gw ? verdicts.get(gatewayResource(gw)) : undefined, res, reports, raw.status, now.toISOString(), { provisioned });
         await this.writeStatus("EgressGateway", raw, status);
       });
     }

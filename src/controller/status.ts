@@ -93,6 +93,17 @@ export function policyStatus(f: PolicyFacts, previous: EgressPolicyStatus | unde
   return { egressIPs: f.egressIPs, selectedPods: f.selectedPods, programmedPods, ...gen, conditions: withTransitions(conditions, previous?.conditions, now) };
 }
 
+/** Health a provisioning plugin writes for a host that is not active yet; the core leaves it alone. */
+export const PROVISIONING = "Provisioning";
+
+type InstanceStatus = NonNullable<EgressGatewayStatus["instances"]>[number];
+
+/** Up, Draining, Down (every reporting node sees it down) or PartiallyDown. */
+function instanceHealth(key: string, drain: boolean, reports: readonly NodeReport[]): string {
+  const downOn = reports.filter((r) => r.health[key] === "down").length;
+  return downOn === 0 ? (drain ? "Draining" : "Up") : downOn === reports.length ? "Down" : "PartiallyDown";
+}
+
 export function gatewayStatus(
   name: string,
   generation: number | undefined,
@@ -101,8 +112,14 @@ export function gatewayStatus(
   reports: readonly NodeReport[],
   previous: EgressGatewayStatus | undefined,
   now: string,
+  opts: { provisioned?: boolean } = {},
 ): EgressGatewayStatus {
   const gen = generation !== undefined ? { observedGeneration: generation } : {};
+  // A provisioned gateway's (spec.digitalocean) instance list is written by its cloud plugin and
+  // is what the planner reads: the core only keeps the health of the listed instances current and
+  // never drops, adds or reorders them, so the two writers do not undo each other.
+  const provisioned = opts.provisioned === true;
+  const since = (old: InstanceStatus | undefined, health: string) => (old && old.health === health && old.since ? old.since : now);
   if (!verdict || !verdict.valid) {
     const message = verdict?.errors.map((e) => `${e.field}: ${e.message}`).join("; ") ?? "not planned";
     const first = verdict?.errors[0];
@@ -110,16 +127,21 @@ export function gatewayStatus(
       { type: "Ready", status: "False", reason: "Invalid", message, ...gen },
       { type: "Invalid", status: "True", reason: first ? reasonForField(first.field) : "Invalid", message, ...gen },
     ];
-    return { instances: [], readyInstances: 0, conditions: withTransitions(conditions, previous?.conditions, now) };
+    return { instances: provisioned ? [...(previous?.instances ?? [])] : [], readyInstances: 0, conditions: withTransitions(conditions, previous?.conditions, now) };
   }
   const keys = res.gatewayInstances.get(name) ?? [];
-  const instances = keys.map((key) => {
-    const inst = res.instances.get(key)!;
-    const downOn = reports.filter((r) => r.health[key] === "down").map((r) => r.node);
-    const health = downOn.length === 0 ? (inst.drain ? "Draining" : "Up") : downOn.length === reports.length ? "Down" : "PartiallyDown";
-    const old = previous?.instances?.find((i) => i.name === inst.name);
-    return { name: inst.name, address: inst.address, egressIPs: [...inst.egressIPs], health, since: old && old.health === health && old.since ? old.since : now };
-  });
+  const instances: InstanceStatus[] = provisioned
+    ? (previous?.instances ?? []).map((old) => {
+        if (old.health === PROVISIONING) return old;
+        const health = instanceHealth(`${name}/${old.name}`, false, reports);
+        return { ...old, health, since: since(old, health) };
+      })
+    : keys.map((key) => {
+        const inst = res.instances.get(key)!;
+        const health = instanceHealth(key, inst.drain, reports);
+        const old = previous?.instances?.find((i) => i.name === inst.name);
+        return { name: inst.name, address: inst.address, egressIPs: [...inst.egressIPs], health, since: since(old, health) };
+      });
   const readyInstances = instances.filter((i) => i.health === "Up").length;
   const conditions: Cond[] = [
     readyInstances > 0

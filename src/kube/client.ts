@@ -75,6 +75,20 @@ export class KubeClient {
     }
   }
 
+  /**
+   * Merge-patches part of a status only if the object is still at `resourceVersion` (409
+   * otherwise): for a writer that shares a status with another one (cloud plugins, the core).
+   */
+  async patchStatusAt(kind: PolicyKind, namespace: string | undefined, name: string, status: unknown, resourceVersion: string): Promise<void> {
+    const plural = PLURALS[kind];
+    const body = { metadata: { resourceVersion }, status };
+    if (namespace !== undefined && kind === "EgressPolicy") {
+      await this.custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace, plural, name, body }, mergePatch);
+    } else {
+      await this.custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural, name, body }, mergePatch);
+    }
+  }
+
   /** Replaces the finalizer list; the resourceVersion makes it fail (409) if someone changed the object meanwhile. */
   async patchFinalizers(kind: PolicyKind, namespace: string | undefined, name: string, finalizers: string[], resourceVersion: string | undefined): Promise<void> {
     const plural = PLURALS[kind];
@@ -93,6 +107,32 @@ export class KubeClient {
       body: {
         metadata: { generateName: `${e.name}.`, namespace: e.namespace },
         involvedObject: { apiVersion: `${GROUP}/${VERSION}`, kind: e.kind, name: e.name, ...(e.kind === "EgressPolicy" ? { namespace: e.namespace } : {}), ...(e.uid ? { uid: e.uid } : {}) },
+        type: e.type,
+        reason: e.reason,
+        message: e.message,
+        source: { component: e.component },
+        firstTimestamp: now,
+        lastTimestamp: now,
+        count: 1,
+      },
+    });
+  }
+
+  /** An Event about any object (e.g. a Pod whose reserved IP moved), in that object's namespace. */
+  async createObjectEvent(e: {
+    involved: { apiVersion: string; kind: string; name: string; namespace: string; uid?: string };
+    type: "Normal" | "Warning";
+    reason: string;
+    message: string;
+    component: string;
+  }): Promise<void> {
+    const now = new Date();
+    const { involved } = e;
+    await this.core.createNamespacedEvent({
+      namespace: involved.namespace,
+      body: {
+        metadata: { generateName: `${involved.name}.`, namespace: involved.namespace },
+        involvedObject: { apiVersion: involved.apiVersion, kind: involved.kind, name: involved.name, namespace: involved.namespace, ...(involved.uid ? { uid: involved.uid } : {}) },
         type: e.type,
         reason: e.reason,
         message: e.message,

@@ -1,0 +1,104 @@
+import { describe, expect, it } from "vitest";
+import type { GatewayHost } from "../../cloud/provider.js";
+import { silentLogger } from "../../util/log.js";
+import { instancesFromHosts, UNJUDGED, type InstanceStatus } from "./gateway-fleet.js";
+import { KeyedJobs } from "./keyed-jobs.js";
+import { DEFAULT_USER_DATA, renderUserData } from "./user-data.js";
+
+const NOW = "2026-05-01T10:00:00.000Z";
+const EARLIER = "2026-05-01T09:00:00.000Z";
+
+function host(index: number, over: Partial<GatewayHost> = {}): GatewayHost {
+  return { id: String(100 + index), name: `se-gw-abc-${index}`, index, privateIPv4: `10.110.0.${10 + index}`, publicIPv4: `198.51.100.${10 + index}`, reservedIPv4: `203.0.113.${10 + index}`, status: "active", ...over };
+}
+
+const allocate = { userReservedIPs: [], allocate: true };
+
+describe("status.instances from the fleet's hosts", () => {
+  it("lists active hosts by slot with their reserved IP as egress IP; new ones wait for the core's judgement", () => {
+    expect(instancesFromHosts([host(1), host(0)], undefined, NOW, allocate)).toEqual([
+      { name: "se-gw-abc-0", id: "100", address: "10.110.0.10", egressIPs: ["203.0.113.10"], health: UNJUDGED, since: NOW },
+      { name: "se-gw-abc-1", id: "101", address: "10.110.0.11", egressIPs: ["203.0.113.11"], health: UNJUDGED, since: NOW },
+    ]);
+  });
+
+  it("keeps the health and since the core wrote for an unchanged host (no write ping-pong)", () => {
+    const previous: InstanceStatus[] = [{ name: "se-gw-abc-0", id: "100", address: "10.110.0.10", egressIPs: ["203.0.113.10"], health: "PartiallyDown", since: EARLIER }];
+    expect(instancesFromHosts([host(0)], previous, NOW, allocate)[0]).toMatchObject({ health: "PartiallyDown", since: EARLIER });
+  });
+
+  it("a replaced droplet (same name, new id) starts over", () => {
+    const previous: InstanceStatus[] = [{ name: "se-gw-abc-0", id: "99", address: "10.110.0.9", egressIPs: ["203.0.113.10"], health: "Down", since: EARLIER }];
+    expect(instancesFromHosts([host(0)], previous, NOW, allocate)[0]).toMatchObject({ id: "100", health: UNJUDGED, since: NOW });
+  });
+
+  it("a booting host is Provisioning, and keeps the slot's egress IP it is about to get", () => {
+    const previous: InstanceStatus[] = [{ name: "se-gw-abc-0", id: "99", address: "10.110.0.9", egressIPs: ["203.0.113.10"], health: "Up", since: EARLIER }];
+    const booting = host(0, { status: "new", reservedIPv4: undefined });
+    expect(instancesFromHosts([booting], previous, NOW, allocate)[0]).toEqual({ name: "se-gw-abc-0", id: "100", address: "10.110.0.10", egressIPs: ["203.0.113.10"], health: "Provisioning", since: NOW });
+    // Without history: the user's IP for that slot, or none yet for an allocated one.
+    expect(instancesFromHosts([booting], undefined, NOW, { userReservedIPs: ["203.0.113.77"], allocate: false })[0]?.egressIPs).toEqual(["203.0.113.77"]);
+    expect(instancesFromHosts([booting], undefined, NOW, allocate)[0]?.egressIPs).toEqual([]);
+  });
+
+  it("an active host still without its reserved IP is Provisioning too; without reserved IPs the public IPv4 is the egress IP", () => {
+    expect(instancesFromHosts([host(0, { reservedIPv4: undefined })], undefined, NOW, allocate)[0]?.health).toBe("Provisioning");
+    expect(instancesFromHosts([host(0, { reservedIPv4: undefined })], undefined, NOW, { userReservedIPs: [], allocate: false })[0]).toMatchObject({ egressIPs: ["198.51.100.10"], health: UNJUDGED });
+  });
+});
+
+describe("user data", () => {
+  it("fills ${GATEWAY}, turns ${INSTANCE} into the hostname, leaves other ${...} alone", () => {
+    expect(renderUserData("gw=${GATEWAY} i=${INSTANCE} home=${HOME}", "egress-a")).toBe("gw=egress-a i=$(hostname) home=${HOME}");
+    const rendered = renderUserData(DEFAULT_USER_DATA, "egress-a");
+    expect(rendered.startsWith("#cloud-config\n")).toBe(true);
+    expect(rendered).toContain("GATEWAY=egress-a");
+    expect(rendered).not.toContain("${");
+  });
+});
+
+describe("keyed background jobs", () => {
+  it("runs one job per key at a time and once more when scheduled meanwhile", async () => {
+    const runs: string[] = [];
+    let release: () => void = () => undefined;
+    const jobs = new KeyedJobs({
+      logger: silentLogger,
+      work: async (key) => {
+        runs.push(key);
+        if (runs.length === 1) await new Promise<void>((r) => (release = r));
+      },
+    });
+    jobs.schedule("a");
+    jobs.schedule("a");
+    jobs.schedule("a");
+    jobs.schedule("b");
+    expect(jobs.isRunning("a")).toBe(true);
+    release();
+    await jobs.idle();
+    expect(runs).toEqual(["a", "b", "a"]);
+  });
+
+  it("retries a failed job with backoff, and a new schedule runs it at once", async () => {
+    let attempts = 0;
+    const errors: string[] = [];
+    const jobs = new KeyedJobs({
+      logger: silentLogger,
+      retryBaseMs: 10_000,
+      onError: (_k, e) => errors.push(e.message),
+      work: () => (++attempts < 3 ? Promise.reject(new Error(`boom ${attempts}`)) : Promise.resolve()),
+    });
+    jobs.schedule("x");
+    await jobs.idle();
+    expect(jobs.isBusy("x")).toBe(true); // waiting to retry
+    expect(jobs.failuresOf("x")).toBe(1);
+    jobs.schedule("x");
+    await jobs.idle();
+    jobs.schedule("x");
+    await jobs.idle();
+    expect(attempts).toBe(3);
+    expect(jobs.failuresOf("x")).toBe(0);
+    expect(jobs.isBusy("x")).toBe(false);
+    expect(errors).toEqual(["boom 1", "boom 2"]);
+    await jobs.stop();
+  });
+});

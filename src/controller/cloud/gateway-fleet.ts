@@ -1,0 +1,292 @@
+import type { KubernetesObject } from "@kubernetes/client-node";
+import type { EgressGatewaySpec, EgressGatewayStatus } from "../../api/v1alpha1/egress-gateway.js";
+import { FORWARD_ALL_FROM_NODES, GatewayFleetSpecError, type CloudProvider, type GatewayFleetSpec, type GatewayHost, type PortRule } from "../../cloud/provider.js";
+import { statusOf } from "../../kube/client.js";
+import { silentLogger, type Logger } from "../../util/log.js";
+import type { ControllerPlugin, ReconcileContext } from "../controller.js";
+import { sameStatus } from "../controller.js";
+import { PROVISIONING } from "../status.js";
+import { KeyedJobs } from "./keyed-jobs.js";
+import { DEFAULT_USER_DATA, renderUserData } from "./user-data.js";
+
+export type InstanceStatus = NonNullable<EgressGatewayStatus["instances"]>[number];
+type DigitalOceanSpec = NonNullable<EgressGatewaySpec["digitalocean"]>;
+
+/** Health written for an active host the core has not judged yet (it replaces it at its next pass). */
+export const UNJUDGED = "Unknown";
+
+interface GatewayObject extends KubernetesObject {
+  metadata: { name: string; generation?: number; resourceVersion?: string; uid?: string; deletionTimestamp?: Date };
+  spec?: EgressGatewaySpec;
+  status?: EgressGatewayStatus;
+}
+
+export interface GatewayFleetPluginOptions {
+  provider: CloudProvider;
+  /** Stable id of this cluster (e.g. the DOKS cluster UUID); part of every ownership tag. */
+  clusterId: string;
+  /** Cloud-init template with ${GATEWAY} / ${INSTANCE} (see user-data.ts); default DEFAULT_USER_DATA. */
+  userDataTemplate?: string;
+  /** What the gateway firewall admits from the nodes besides BFD (default: all TCP, UDP, ICMP). */
+  ports?: PortRule[];
+  /** Namespace of Events about gateways (cluster-scoped), like the controller's (default static-egress). */
+  eventNamespace?: string;
+  /** Converge a gateway's fleet at most this often unless its generation changes (default 60 s). */
+  minIntervalMs?: number;
+  /** List the hosts (new ones as Provisioning) when an ensure takes longer than this (default 10 s). */
+  progressAfterMs?: number;
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+  logger?: Logger;
+  now?: () => number;
+}
+
+interface FleetState {
+  /** Hosts as the last ensure (or a listing after a failed one) returned them. */
+  hosts?: GatewayHost[];
+  /** Start of the last ensure attempt, and the generation it was for. */
+  attemptAt: number;
+  generation: number | undefined;
+}
+
+/**
+ * Runs the droplets of every EgressGateway with `spec.digitalocean` (through
+ * CloudProvider.ensureGatewayFleet, which is idempotent and finds its resources by tag) and lists
+ * them in `status.instances`, which is what the planner and the agents read. The slow part runs in
+ * the background per gateway (a droplet boots for a minute), so the controller's pass is never
+ * held up; a gateway is converged again every `minIntervalMs` (a destroyed droplet is replaced
+ * then), at once when its spec changes.
+ *
+ * Status: this plugin owns the list (names, ids, addresses, egress IPs, `Provisioning`); the core
+ * keeps the health of listed instances current (see gatewayStatus). Its writes are guarded by the
+ * resourceVersion it read, so it never overwrites a newer status; a lost race is redone from the
+ * cache at the next pass.
+ *
+ * Deletion: releaseGateway deletes the fleet and answers true only once the provider lists no host
+ * of it any more; the core holds the finalizer until then.
+ */
+export class GatewayFleetPlugin implements ControllerPlugin {
+  readonly name = "digitalocean-gateway-fleet";
+  private readonly jobs: KeyedJobs;
+  private readonly fleets = new Map<string, FleetState>();
+  /** Gateways whose cloud resources are gone (deletion done). */
+  private readonly released = new Set<string>();
+  /** Last error reported per gateway (one Event per distinct error). */
+  private readonly reported = new Map<string, string>();
+  private ctx: ReconcileContext | undefined;
+  private readonly log: Logger;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: GatewayFleetPluginOptions) {
+    this.log = (opts.logger ?? silentLogger).child({ plugin: this.name });
+    this.now = opts.now ?? Date.now;
+    this.jobs = new KeyedJobs({
+      work: (name) => this.work(name),
+      logger: this.log,
+      retryBaseMs: opts.retryBaseMs ?? 2_000,
+      retryMaxMs: opts.retryMaxMs ?? 60_000,
+      onError: (name, err) => void this.report(name, "CloudProvisioningFailed", err.message),
+    });
+  }
+
+  async reconcile(ctx: ReconcileContext): Promise<void> {
+    this.ctx = ctx;
+    const present = new Set<string>();
+    for (const gw of ctx.source.raw("EgressGateway") as GatewayObject[]) {
+      const name = gw.metadata.name;
+      present.add(name);
+      if (!gw.spec?.digitalocean || gw.metadata.deletionTimestamp) continue;
+      this.released.delete(name); // re-created under the same name
+      const state = this.fleets.get(name);
+      const specChanged = state !== undefined && state.generation !== gw.metadata.generation;
+      const due = state === undefined || this.now() - state.attemptAt >= (this.opts.minIntervalMs ?? 60_000);
+      if (specChanged || (due && !this.jobs.isBusy(name))) {
+        this.jobs.schedule(name);
+      } else if (state?.hosts && !this.jobs.isRunning(name)) {
+        // No cloud call: repair the list if someone (or a race with the core) changed it.
+        await this.writeInstances(gw, state.hosts);
+      }
+    }
+    for (const name of [...this.fleets.keys()]) if (!present.has(name) && !this.jobs.isBusy(name)) this.fleets.delete(name);
+    for (const name of [...this.released]) if (!present.has(name)) this.released.delete(name);
+  }
+
+  async releaseGateway(gateway: KubernetesObject & { metadata: { name: string } }, ctx: ReconcileContext): Promise<boolean> {
+    this.ctx = ctx;
+    if (!(gateway as GatewayObject).spec?.digitalocean) return true;
+    const name = gateway.metadata.name;
+    if (this.released.has(name)) return true;
+    // An ensure still running finishes first (same key), then the run sees the deletion.
+    if (!this.jobs.isBusy(name) || this.jobs.isRunning(name)) this.jobs.schedule(name);
+    return false;
+  }
+
+  /** Waits until no cloud work runs (tests, benchmarks). */
+  idle(): Promise<void> {
+    return this.jobs.idle();
+  }
+
+  async stop(): Promise<void> {
+    await this.jobs.stop();
+  }
+
+  private current(name: string): GatewayObject | undefined {
+    return (this.ctx?.source.raw("EgressGateway") as GatewayObject[] | undefined)?.find((g) => g.metadata.name === name);
+  }
+
+  private async work(name: string): Promise<void> {
+    const gw = this.current(name);
+    if (!gw?.spec?.digitalocean) return;
+    if (gw.metadata.deletionTimestamp) return this.release(gw);
+    const spec = this.fleetSpec(name, gw.spec.digitalocean);
+    const state: FleetState = { ...this.fleets.get(name), attemptAt: this.now(), generation: gw.metadata.generation };
+    this.fleets.set(name, state);
+    let hosts: GatewayHost[];
+    const ensuring = this.opts.provider.ensureGatewayFleet(spec);
+    // A droplet boots for a minute: meanwhile list what exists (new hosts as Provisioning), once.
+    let finished = false;
+    const progress = setTimeout(() => {
+      void this.opts.provider
+        .listGatewayHosts(name, this.opts.clusterId)
+        .then(async (listed) => {
+          if (finished) return;
+          state.hosts = listed;
+          await this.writeInstancesLatest(name, listed);
+        })
+        .catch((err: unknown) => this.log.debug({ gateway: name, err: (err as Error).message }, "progress listing failed"));
+    }, this.opts.progressAfterMs ?? 10_000);
+    progress.unref();
+    try {
+      hosts = await ensuring;
+    } catch (err) {
+      if (err instanceof GatewayFleetSpecError) {
+        // Retrying cannot help; the next spec change (or minIntervalMs) tries again.
+        await this.report(name, "InvalidCloudSpec", err.message);
+        return;
+      }
+      // Show what exists meanwhile (hosts still booting are listed as Provisioning).
+      const listed = await this.opts.provider.listGatewayHosts(name, this.opts.clusterId).catch(() => undefined);
+      if (listed) {
+        state.hosts = listed;
+        await this.writeInstancesLatest(name, listed);
+      }
+      throw err;
+    } finally {
+      finished = true;
+      clearTimeout(progress);
+    }
+    state.hosts = hosts;
+    this.reported.delete(name);
+    this.log.info({ gateway: name, hosts: hosts.map((h) => `${h.name}:${h.status}`) }, "gateway fleet converged");
+    await this.writeInstancesLatest(name, hosts);
+  }
+
+  private async release(gw: GatewayObject): Promise<void> {
+    const name = gw.metadata.name;
+    await this.opts.provider.deleteGatewayFleet(name, this.opts.clusterId);
+    const left = await this.opts.provider.listGatewayHosts(name, this.opts.clusterId);
+    if (left.length > 0) throw new Error(`EgressGateway ${name}: ${left.length} droplets still listed after deleting the fleet`);
+    this.released.add(name);
+    this.fleets.delete(name);
+    this.log.info({ gateway: name }, "gateway fleet deleted");
+    // Also wakes the controller (a watch event), which then lets the finalizer go.
+    const latest = this.current(name);
+    if (latest) await this.writeInstances(latest, []);
+  }
+
+  private fleetSpec(name: string, d: DigitalOceanSpec): GatewayFleetSpec {
+    return {
+      gatewayName: name,
+      clusterId: this.opts.clusterId,
+      region: d.region,
+      size: d.size,
+      image: d.image ?? "debian-12-x64",
+      ...(d.vpcUUID ? { vpcUuid: d.vpcUUID } : {}),
+      count: d.count ?? 2,
+      ...(d.reservedIPs ? { reservedIPs: d.reservedIPs } : {}),
+      allocateReservedIPs: d.allocateReservedIPs ?? true,
+      userData: renderUserData(this.opts.userDataTemplate ?? DEFAULT_USER_DATA, name),
+      nodeTag: d.nodeTag,
+      ports: [...(this.opts.ports ?? FORWARD_ALL_FROM_NODES)],
+    };
+  }
+
+  private async writeInstancesLatest(name: string, hosts: GatewayHost[]): Promise<void> {
+    const gw = this.current(name);
+    if (gw && !gw.metadata.deletionTimestamp) await this.writeInstances(gw, hosts);
+  }
+
+  private async writeInstances(gw: GatewayObject, hosts: GatewayHost[]): Promise<void> {
+    const ctx = this.ctx;
+    if (!ctx || !gw.metadata.resourceVersion) return;
+    const d = gw.spec?.digitalocean;
+    const instances = instancesFromHosts(hosts, gw.status?.instances, new Date(this.now()).toISOString(), {
+      userReservedIPs: d?.reservedIPs ?? [],
+      allocate: d?.allocateReservedIPs ?? true,
+    });
+    if (sameStatus(gw.status?.instances ?? [], instances)) return;
+    try {
+      await ctx.client.patchStatusAt("EgressGateway", undefined, gw.metadata.name, { instances }, gw.metadata.resourceVersion);
+    } catch (err) {
+      // 409: the object changed since the cache saw it; the next pass writes from the newer one.
+      if (statusOf(err) === 409 || statusOf(err) === 404) return;
+      throw err;
+    }
+  }
+
+  /** One Warning Event per distinct error of a gateway. */
+  private async report(name: string, reason: string, message: string): Promise<void> {
+    if (this.reported.get(name) === message) return;
+    this.reported.set(name, message);
+    const gw = this.current(name);
+    await this.ctx?.client
+      .createEvent({
+        namespace: this.opts.eventNamespace ?? "static-egress",
+        kind: "EgressGateway",
+        name,
+        ...(gw?.metadata.uid ? { uid: gw.metadata.uid } : {}),
+        type: "Warning",
+        reason,
+        message: message.slice(0, 1000),
+        component: "static-egress-controller",
+      })
+      .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, "could not record an event"));
+  }
+}
+
+/**
+ * status.instances for a fleet's hosts, slot by slot. An instance's name is its droplet's name
+ * (stable across replacement: a replaced slot keeps its name, so its planner key and mark stay).
+ * A host is `Provisioning` while it is not active, or while it lacks the reserved IP its slot
+ * should have (its egress IP is then the one it is getting: the slot's previous one, or the user's);
+ * otherwise an unchanged host keeps the health and `since` the core gave it.
+ */
+export function instancesFromHosts(
+  hosts: readonly GatewayHost[],
+  previous: readonly InstanceStatus[] | undefined,
+  now: string,
+  opts: { userReservedIPs: readonly string[]; allocate: boolean },
+): InstanceStatus[] {
+  return [...hosts]
+    .sort((a, b) => a.index - b.index)
+    .map((h) => {
+      const old = previous?.find((i) => i.name === h.name);
+      const wantsReserved = h.index < opts.userReservedIPs.length || opts.allocate;
+      const waitingForIP = wantsReserved && !h.reservedIPv4;
+      const egressIPs = h.reservedIPv4
+        ? [h.reservedIPv4]
+        : waitingForIP
+          ? (old?.egressIPs.length ? [...old.egressIPs] : opts.userReservedIPs[h.index] ? [opts.userReservedIPs[h.index]!] : [])
+          : h.publicIPv4
+            ? [h.publicIPv4]
+            : [];
+      const base = { name: h.name, id: h.id, address: h.privateIPv4 ?? "", egressIPs };
+      if (h.status !== "active" || waitingForIP) {
+        return { ...base, health: PROVISIONING, since: old?.health === PROVISIONING && old.since ? old.since : now };
+      }
+      if (old && old.id === h.id && old.health !== PROVISIONING && old.health !== "") {
+        return { ...base, health: old.health, ...(old.since ? { since: old.since } : {}) };
+      }
+      return { ...base, health: UNJUDGED, since: now };
+    });
+}

@@ -1,0 +1,278 @@
+import { ReservedIPConflictError, ReservedIPNotFoundError, type CloudProvider } from "../../cloud/provider.js";
+import { silentLogger, type Logger } from "../../util/log.js";
+import type { ControllerPlugin, ReconcileContext } from "../controller.js";
+import { KeyedJobs } from "./keyed-jobs.js";
+import { decideReservedIPs, eligibleHosts, portsOfIP, readClaims, type Claim, type Decision, type PodRef } from "./reserved-ip-rules.js";
+
+export interface ReservedIPAssignment {
+  ip: string;
+  host: string;
+  from: string | undefined;
+  pod: PodRef;
+  /** When the plugin decided to move it, and when the provider confirmed it done (ms since epoch). */
+  decidedAt: number;
+  doneAt: number;
+}
+
+export interface ReservedIPFollowerOptions {
+  provider: CloudProvider;
+  /**
+   * Cluster id for the service firewalls (annotation staticegress.io/reserved-ip-ports); without
+   * it that annotation is ignored.
+   */
+  clusterId?: string;
+  logger?: Logger;
+  now?: () => number;
+  /** Re-read the holder of an IP that looks settled at most this often (default 60 s). */
+  holderTtlMs?: number;
+  /** Leave an IP that cannot be followed (missing, conflict) alone this long unless its pods change (default 60 s). */
+  parkMs?: number;
+  /** Same for an IP blocked because every candidate droplet holds another IP (default 10 s). */
+  blockedParkMs?: number;
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+  /** Record Events on the pods (default true). */
+  events?: boolean;
+  /** Called after every completed move (benchmarks, metrics). */
+  onAssigned?: (a: ReservedIPAssignment) => void;
+}
+
+interface IpState {
+  holder: string | undefined;
+  readAt: number;
+  /** Eligible hosts the last completed decision was made for. */
+  decidedFor?: string;
+  /** Do not look at the IP before `until` unless its eligible hosts change from `sig`. */
+  parked?: { until: number; sig: string };
+  /** Eligible hosts when the last run failed (a retry is pending). */
+  failedSig?: string;
+}
+
+/**
+ * Keeps each requested reserved IP on the droplet of a node that runs a Running and Ready pod for
+ * it (rules in reserved-ip-rules.ts). Reads pods and nodes from the controller's informers; reads
+ * the current holder from the cloud before every decision to move (never from memory), and
+ * otherwise re-reads a settled holder only every `holderTtlMs`, so a quiet cluster costs one API
+ * call per IP per minute. Each IP's work runs in the background (an assign action takes seconds),
+ * one run per IP at a time; a change during a run makes one more run with the newest pods.
+ *
+ * IPs that are egress IPs of an EgressGateway are refused: those belong to the gateway fleet.
+ */
+export class ReservedIPFollower implements ControllerPlugin {
+  readonly name = "digitalocean-reserved-ip";
+  private readonly jobs: KeyedJobs;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private claims: Claim[] = [];
+  private byIP = new Map<string, Claim[]>();
+  private readonly state = new Map<string, IpState>();
+  /** Per IP: the service firewall as last ensured ("droplet|ports"), absent when there is none. */
+  private readonly firewalls = new Map<string, string>();
+  /** Last message reported per pod (one Event per distinct message). */
+  private readonly reported = new Map<string, string>();
+  private ctx: ReconcileContext | undefined;
+
+  constructor(private readonly opts: ReservedIPFollowerOptions) {
+    this.log = (opts.logger ?? silentLogger).child({ plugin: this.name });
+    this.now = opts.now ?? Date.now;
+    this.jobs = new KeyedJobs({
+      work: (ip) => this.work(ip),
+      logger: this.log,
+      retryBaseMs: opts.retryBaseMs ?? 500,
+      retryMaxMs: opts.retryMaxMs ?? 10_000,
+    });
+  }
+
+  reconcile(ctx: ReconcileContext): Promise<void> {
+    this.ctx = ctx;
+    const { claims, problems } = readClaims(ctx.source.raw("Pod"), ctx.source.raw("Node"));
+    const gatewayIPs = gatewayEgressIPs(ctx);
+    this.claims = claims.filter((c) => {
+      const gw = gatewayIPs.get(c.ip);
+      if (gw) problems.push({ pod: c.pod, message: `${c.ip} is an egress IP of EgressGateway ${gw}; it is not moved to pods` });
+      return !gw;
+    });
+    this.byIP = new Map();
+    for (const c of this.claims) this.byIP.set(c.ip, [...(this.byIP.get(c.ip) ?? []), c]);
+    for (const p of problems) this.reportPod(p.pod, "Warning", "ReservedIPRequestInvalid", p.message);
+
+    const now = this.now();
+    for (const [ip, ipClaims] of this.byIP) {
+      const hosts = eligibleHosts(ipClaims).map((e) => e.host);
+      const sig = hosts.join(",");
+      const st = this.state.get(ip);
+      if (st?.parked && now < st.parked.until && st.parked.sig === sig) continue;
+      // Nothing to do until the holder is due for a re-read, as long as the holder still runs an
+      // eligible pod, or the eligible nodes are the ones the last decision saw (e.g. none at all).
+      const settled =
+        st !== undefined &&
+        now - st.readAt < (this.opts.holderTtlMs ?? 60_000) &&
+        ((st.holder !== undefined && hosts.includes(st.holder)) || st.decidedFor === sig) &&
+        this.firewallWanted(st.holder, ipClaims) === (this.firewalls.get(ip) ?? "");
+      if (settled && !this.jobs.isBusy(ip)) continue;
+      if (this.jobs.isRunning(ip)) this.jobs.schedule(ip); // once more afterwards, with these pods
+      else if (!this.jobs.isBusy(ip)) this.jobs.schedule(ip);
+      else if (st?.failedSig !== sig) this.jobs.schedule(ip); // retry pending, but the pods changed: now
+    }
+    for (const ip of [...this.state.keys()]) if (!this.byIP.has(ip) && !this.jobs.isBusy(ip)) this.state.delete(ip);
+    // No pod asks for the IP any more: its firewall goes.
+    for (const ip of this.firewalls.keys()) if (!this.byIP.has(ip) && !this.jobs.isBusy(ip)) this.jobs.schedule(ip);
+    const pods = new Set(claims.map((c) => podKey(c.pod)).concat(problems.map((p) => podKey(p.pod))));
+    for (const k of [...this.reported.keys()]) if (!pods.has(k)) this.reported.delete(k);
+    return Promise.resolve();
+  }
+
+  /** Holder per IP as last read or assigned (for tests and status). */
+  holders(): Map<string, string | undefined> {
+    return new Map([...this.state].map(([ip, s]) => [ip, s.holder]));
+  }
+
+  idle(): Promise<void> {
+    return this.jobs.idle();
+  }
+
+  async stop(): Promise<void> {
+    await this.jobs.stop();
+  }
+
+  private async work(ip: string): Promise<void> {
+    const claims = this.byIP.get(ip);
+    if (!claims) {
+      await this.syncFirewall(ip, undefined, []);
+      return;
+    }
+    const sig = eligibleHosts(claims).map((e) => e.host).join(",");
+    try {
+      await this.follow(ip, sig);
+    } catch (err) {
+      const st = this.state.get(ip);
+      if (st) st.failedSig = sig;
+      else this.state.set(ip, { holder: undefined, readAt: 0, failedSig: sig });
+      throw err;
+    }
+  }
+
+  private async follow(ip: string, sig: string): Promise<void> {
+    const { provider } = this.opts;
+    let holder: string | undefined;
+    try {
+      holder = await provider.reservedIPHolder(ip);
+    } catch (err) {
+      if (!(err instanceof ReservedIPNotFoundError)) throw err;
+      this.park(ip, undefined, sig, this.opts.parkMs ?? 60_000);
+      this.reportIP(ip, "Warning", "ReservedIPNotFound", `reserved IP ${ip} does not exist in the DigitalOcean account`);
+      return;
+    }
+    const decidedAt = this.now();
+    this.state.set(ip, { holder, readAt: decidedAt });
+    // The other IPs' holders as last known: enough to avoid aiming at a droplet that holds one.
+    const holders = new Map<string, string | undefined>([...this.state].map(([k, s]) => [k, s.holder]));
+    const decision = decideReservedIPs(this.claims, holders).find((d): d is Decision => d.ip === ip);
+    const claims = this.byIP.get(ip) ?? [];
+    if (!decision || decision.kind === "keep" || decision.kind === "hold") {
+      if (decision?.kind === "hold") this.log.debug({ ip, holder, reason: decision.reason }, "reserved IP stays where it is");
+      await this.syncFirewall(ip, holder, claims);
+      this.state.set(ip, { holder, readAt: decidedAt, decidedFor: sig });
+      return;
+    }
+    if (decision.kind === "blocked") {
+      this.park(ip, holder, sig, this.opts.blockedParkMs ?? 10_000);
+      this.reportIP(ip, "Warning", "ReservedIPBlocked", `${ip}: ${decision.reason}`);
+      return;
+    }
+    this.log.info({ ip, from: holder, to: decision.host, pod: `${decision.pod.namespace}/${decision.pod.name}` }, "moving reserved IP");
+    try {
+      await provider.assignReservedIP(ip, decision.host);
+    } catch (err) {
+      if (!(err instanceof ReservedIPConflictError)) throw err;
+      this.park(ip, holder, sig, this.opts.parkMs ?? 60_000);
+      this.reportIP(ip, "Warning", "ReservedIPBlocked", err.message);
+      return;
+    }
+    const doneAt = this.now();
+    this.state.set(ip, { holder: decision.host, readAt: doneAt, decidedFor: sig });
+    const node = nodeOn(this.byIP.get(ip), decision.host);
+    this.reportPod(decision.pod, "Normal", "ReservedIPAssigned", `${ip} assigned to droplet ${decision.host}${node ? ` (node ${node})` : ""}${holder ? `, moved from droplet ${holder}` : ""}`);
+    this.opts.onAssigned?.({ ip, host: decision.host, from: holder, pod: decision.pod, decidedAt, doneAt });
+    await this.syncFirewall(ip, decision.host, claims);
+  }
+
+  /** "droplet|ports" of the firewall the IP should have, "" for none. */
+  private firewallWanted(holder: string | undefined, claims: readonly Claim[]): string {
+    const ports = portsOfIP(claims);
+    return this.opts.clusterId !== undefined && holder !== undefined && ports.length > 0 ? `${holder}|${JSON.stringify(ports)}` : "";
+  }
+
+  /**
+   * Opens the ports the IP's pods ask for on its holder, in a firewall of our own (DigitalOcean
+   * firewalls add up, so the platform's firewall stays as it is); removes it when none are asked.
+   */
+  private async syncFirewall(ip: string, holder: string | undefined, claims: readonly Claim[]): Promise<void> {
+    const clusterId = this.opts.clusterId;
+    if (clusterId === undefined) return;
+    const want = this.firewallWanted(holder, claims);
+    const have = this.firewalls.get(ip) ?? "";
+    if (want === have) return;
+    const key = `reserved-ip/${ip}`;
+    if (want === "") {
+      await this.opts.provider.deleteServiceFirewall(clusterId, key);
+      this.firewalls.delete(ip);
+      this.log.info({ ip }, "removed the reserved IP's service firewall");
+      return;
+    }
+    await this.opts.provider.ensureServiceFirewall({ clusterId, name: key, hostIds: [holder!], ports: portsOfIP(claims) });
+    this.firewalls.set(ip, want);
+    this.log.info({ ip, droplet: holder }, "service firewall opens the reserved IP's ports on its holder");
+  }
+
+  private park(ip: string, holder: string | undefined, sig: string, ms: number): void {
+    this.state.set(ip, { holder, readAt: this.now(), parked: { until: this.now() + ms, sig } });
+  }
+
+  private reportIP(ip: string, type: "Normal" | "Warning", reason: string, message: string): void {
+    this.log.warn({ ip, reason }, message);
+    for (const c of this.byIP.get(ip) ?? []) this.reportPod(c.pod, type, reason, message);
+  }
+
+  private reportPod(pod: PodRef, type: "Normal" | "Warning", reason: string, message: string): void {
+    const key = podKey(pod);
+    if (this.reported.get(key) === `${reason}: ${message}`) return;
+    this.reported.set(key, `${reason}: ${message}`);
+    if (type === "Warning") this.log.warn({ pod: key, reason }, message);
+    if (this.opts.events === false || !this.ctx) return;
+    void this.ctx.client
+      .createObjectEvent({
+        involved: { apiVersion: "v1", kind: "Pod", name: pod.name, namespace: pod.namespace, ...(pod.uid ? { uid: pod.uid } : {}) },
+        type,
+        reason,
+        message: message.slice(0, 1000),
+        component: "static-egress-controller",
+      })
+      .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, "could not record an event"));
+  }
+}
+
+function podKey(p: PodRef): string {
+  return `${p.namespace}/${p.name}`;
+}
+
+/** Node name of the claim on that droplet, for messages. */
+function nodeOn(list: readonly Claim[] | undefined, host: string): string | undefined {
+  return list?.find((c) => c.hostId === host)?.node;
+}
+
+/** Every egress IP of every EgressGateway (spec and status), with the gateway's name. */
+function gatewayEgressIPs(ctx: ReconcileContext): Map<string, string> {
+  const out = new Map<string, string>();
+  type Gw = { metadata?: { name?: string }; spec?: { static?: { instances?: { egressIPs?: string[] }[] }; digitalocean?: { reservedIPs?: string[] } }; status?: { instances?: { egressIPs?: string[] }[] } };
+  for (const gw of ctx.source.raw("EgressGateway") as Gw[]) {
+    const name = gw.metadata?.name ?? "";
+    const ips = [
+      ...(gw.spec?.static?.instances ?? []).flatMap((i) => i.egressIPs ?? []),
+      ...(gw.spec?.digitalocean?.reservedIPs ?? []),
+      ...(gw.status?.instances ?? []).flatMap((i) => i.egressIPs ?? []),
+    ];
+    for (const ip of ips) if (!out.has(ip)) out.set(ip, name);
+  }
+  return out;
+}

@@ -1,0 +1,169 @@
+import { KubeConfig, PatchStrategy, setHeaderOptions, type V1Pod } from "@kubernetes/client-node";
+import { ALL_KINDS, crdFor } from "../../api/v1alpha1/crd.js";
+import { startDigitalOceanStandin, type DigitalOceanStandin, type StandinOptions } from "../../lab/do-standin/index.js";
+import { startKubeStandin, type KubeObject, type KubeStandin } from "../../lab/kube-standin/index.js";
+import { KubeClient } from "../../kube/client.js";
+import { KubeSource } from "../../kube/source.js";
+import { silentLogger, type Logger } from "../../util/log.js";
+import { Controller } from "../controller.js";
+import { digitalOceanPlugins, type DigitalOceanPlugins, type DigitalOceanPluginsOptions } from "./index.js";
+
+/**
+ * Test and benchmark harness: the controller with the DigitalOcean plugins, in-process, against
+ * the Kubernetes API stand-in and the DigitalOcean API stand-in (both on loopback). Cluster nodes
+ * are droplets in the DigitalOcean stand-in (tagged with the node tag) and Node objects whose
+ * providerID names them.
+ */
+
+export const CLUSTER_ID = "0f3e6b1c-5d2a-4c1e-9a7b-2c4d6e8f0a1b";
+export const NODE_TAG = `k8s:${CLUSTER_ID}`;
+export const REGION = "ams3";
+const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+
+export interface CloudHarnessOptions {
+  /** Cluster nodes (droplets + Node objects) node1..nodeN (default 3). */
+  nodes?: number;
+  /** DigitalOcean stand-in timing (default: 10 ms boot, 20 ms actions). */
+  cloud?: StandinOptions;
+  /** Controller resync (default 300 ms). */
+  resyncMs?: number;
+  plugins?: Partial<Omit<DigitalOceanPluginsOptions, "clusterId" | "token" | "apiUrl">>;
+  logger?: Logger;
+  network?: { podCIDRs: string[]; serviceCIDRs: string[]; nodeCIDRs: string[] };
+}
+
+export interface CloudHarness {
+  kube: KubeStandin;
+  cloud: DigitalOceanStandin;
+  client: KubeClient;
+  controller: Controller;
+  plugins: DigitalOceanPlugins;
+  /** Node name -> droplet id. */
+  nodeDroplets: Map<string, number>;
+  addNode(name: string): Promise<number>;
+  /** Creates a pod on a node, Running and (by default) Ready. */
+  createPod(p: { namespace?: string; name: string; node: string; labels?: Record<string, string>; annotations?: Record<string, string>; ready?: boolean; readySince?: Date }): Promise<void>;
+  setPodReady(namespace: string, name: string, ready: boolean): Promise<void>;
+  deletePod(namespace: string, name: string): Promise<void>;
+  deleteNode(name: string): Promise<void>;
+  /** Sets the Node's Ready condition (False/Unknown is what the node lifecycle controller writes for a dead node). */
+  setNodeReady(name: string, ready: "True" | "False" | "Unknown"): Promise<void>;
+  /** Droplet id holding the reserved IP in the stand-in, or undefined. */
+  holderOf(ip: string): number | undefined;
+  close(): Promise<void>;
+}
+
+export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise<CloudHarness> {
+  const logger = opts.logger ?? silentLogger;
+  const kube = await startKubeStandin({ bookmarkIntervalMs: 0 });
+  const cloud = await startDigitalOceanStandin({ dropletBootMs: 10, actionDurationMs: 20, ...opts.cloud });
+  const kc = new KubeConfig();
+  kc.loadFromString(kube.kubeconfig());
+  const client = new KubeClient(kc);
+  kube.seed([
+    ...(ALL_KINDS.map((k) => crdFor(k)) as unknown as KubeObject[]),
+    ...["static-egress", "web"].map((name) => ({ apiVersion: "v1", kind: "Namespace", metadata: { name } }) as KubeObject),
+  ]);
+  const nodeDroplets = new Map<string, number>();
+  let nodeIndex = 0;
+  const addNode = async (name: string): Promise<number> => {
+    const d = cloud.state.createDroplet({ name, region: REGION, size: "s-2vcpu-4gb", image: "debian-12-x64", tags: [NODE_TAG] });
+    const id = d["id"] as number;
+    const v4 = ((d["networks"] as { v4?: { type: string; ip_address: string }[] }).v4 ?? []).find((n) => n.type === "private")?.ip_address ?? "";
+    nodeIndex++;
+    await client.core.createNode({
+      body: {
+        metadata: { name },
+        spec: { providerID: `digitalocean://${id}`, podCIDR: `10.244.${nodeIndex}.0/24` },
+        status: { addresses: [{ type: "InternalIP", address: v4 }], conditions: [{ type: "Ready", status: "True", reason: "KubeletReady", message: "" }] },
+      },
+    });
+    nodeDroplets.set(name, id);
+    return id;
+  };
+  for (let i = 1; i <= (opts.nodes ?? 3); i++) await addNode(`node${i}`);
+
+  const plugins = digitalOceanPlugins({
+    clusterId: CLUSTER_ID,
+    token: cloud.token,
+    apiUrl: cloud.url,
+    logger,
+    fleetPollMs: 10,
+    followerPollMs: 10,
+    retry: { baseDelayMs: 5, maxDelayMs: 50 },
+    ...opts.plugins,
+    fleet: { minIntervalMs: 500, retryBaseMs: 50, retryMaxMs: 500, ...opts.plugins?.fleet },
+    follower: { retryBaseMs: 20, retryMaxMs: 300, ...opts.plugins?.follower },
+  });
+  const controller = new Controller({
+    client,
+    source: new KubeSource(client, logger),
+    network: opts.network ?? { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.110.0.0/20"] },
+    logger,
+    eventNamespace: "static-egress",
+    resyncMs: opts.resyncMs ?? 300,
+    plugins: plugins.plugins,
+  });
+  await controller.startInformers();
+  controller.activate();
+
+  const setPodReady = async (namespace: string, name: string, ready: boolean): Promise<void> => {
+    const now = new Date();
+    await client.core.patchNamespacedPodStatus(
+      {
+        namespace,
+        name,
+        body: { status: { phase: "Running", conditions: [{ type: "Ready", status: ready ? "True" : "False", lastTransitionTime: now }] } },
+      },
+      mergePatch,
+    );
+  };
+  let podIP = 10;
+  return {
+    kube,
+    cloud,
+    client,
+    controller,
+    plugins,
+    nodeDroplets,
+    addNode,
+    createPod: async (p) => {
+      const namespace = p.namespace ?? "web";
+      const body: V1Pod = {
+        metadata: { name: p.name, namespace, labels: p.labels ?? {}, annotations: p.annotations ?? {} },
+        spec: { nodeName: p.node, containers: [{ name: "c", image: "x" }] },
+      };
+      await client.core.createNamespacedPod({ namespace, body });
+      const ip = `10.244.${Number(p.node.replace(/\D/g, "")) || 0}.${podIP++}`;
+      await client.core.patchNamespacedPodStatus(
+        {
+          namespace,
+          name: p.name,
+          body: { status: { phase: "Running", podIP: ip, podIPs: [{ ip }], conditions: [{ type: "Ready", status: p.ready === false ? "False" : "True", lastTransitionTime: p.readySince ?? new Date() }] } },
+        },
+        mergePatch,
+      );
+    },
+    setPodReady,
+    deletePod: async (namespace, name) => {
+      await client.core.deleteNamespacedPod({ namespace, name });
+    },
+    deleteNode: async (name) => {
+      await client.core.deleteNode({ name });
+    },
+    setNodeReady: async (name, ready) => {
+      await client.core.patchNodeStatus({ name, body: { status: { conditions: [{ type: "Ready", status: ready, reason: ready === "True" ? "KubeletReady" : "NodeStatusUnknown", message: "" }] } } }, mergePatch);
+    },
+    holderOf: (ip) => {
+      const rec = cloud.state.reservedIPs().find((r) => r["ip"] === ip);
+      const d = rec?.["droplet"] as { id?: number } | null | undefined;
+      return d?.id;
+    },
+    close: async () => {
+      await controller.stop();
+      await plugins.stop();
+      await cloud.close();
+      await kube.close();
+    },
+  };
+}

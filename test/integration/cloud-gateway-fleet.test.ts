@@ -1,0 +1,182 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { fleetNames } from "../../src/cloud/digitalocean/index.js";
+import { FINALIZER, REPORT_ANNOTATION } from "../../src/controller/status.js";
+import { CLUSTER_ID, NODE_TAG, REGION, startCloudHarness, type CloudHarness } from "../../src/controller/cloud/testing.js";
+import { waitFor } from "../../src/lab/lab.js";
+
+// The gateway fleet plugin in the controller, against both stand-ins: an EgressGateway with
+// spec.digitalocean gets its droplets, firewall and reserved IPs, listed in status.instances;
+// policies can use those IPs; a destroyed droplet is replaced; deletion removes exactly what the
+// fleet created, and only then lets the object go.
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+const GV = { group: "staticegress.io", version: "v1alpha1" };
+const GATEWAY = "egress-a";
+const names = fleetNames(CLUSTER_ID, GATEWAY);
+
+let h: CloudHarness;
+let userIP: string;
+let foreign: { droplet: number; ip: string; firewall: string };
+
+async function gateway(name = GATEWAY): Promise<Json | undefined> {
+  try {
+    return (await h.client.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name })) as Json;
+  } catch {
+    return undefined;
+  }
+}
+
+async function policy(name: string): Promise<Json | undefined> {
+  try {
+    return (await h.client.custom.getNamespacedCustomObject({ ...GV, namespace: "web", plural: "egresspolicies", name })) as Json;
+  } catch {
+    return undefined;
+  }
+}
+
+const instances = async (): Promise<Json[]> => ((await gateway())?.status?.instances as Json[] | undefined) ?? [];
+const fleetDroplets = () => h.cloud.state.droplets().filter((d) => (d["tags"] as string[]).includes(names.fleetTag));
+const ready = (obj: Json | undefined) => (obj?.status?.conditions as Json[] | undefined)?.find((c) => c.type === "Ready");
+
+beforeAll(async () => {
+  h = await startCloudHarness({ nodes: 2 });
+  // Things of the same account the fleet must never touch.
+  const s = h.cloud.state;
+  const droplet = s.createDroplet({ name: "database-1", region: REGION, size: "s-1vcpu-1gb", image: "debian-12-x64", tags: ["db"] })["id"] as number;
+  foreign = {
+    droplet,
+    ip: s.createReservedIP({ region: REGION, dropletId: droplet }),
+    firewall: s.createFirewall({ name: "db-fw", inbound_rules: [{ protocol: "tcp", ports: "5432", sources: { tags: ["db"] } }], tags: ["db"] })["id"] as string,
+  };
+  userIP = s.createReservedIP({ region: REGION });
+});
+
+afterAll(async () => {
+  await h?.close();
+});
+
+describe("digitalocean gateway fleet", () => {
+  it("creates N droplets, the firewall and reserved IPs, and lists them in status.instances", async () => {
+    await h.client.custom.createClusterCustomObject({
+      ...GV,
+      plural: "egressgateways",
+      body: {
+        apiVersion: "staticegress.io/v1alpha1",
+        kind: "EgressGateway",
+        metadata: { name: GATEWAY },
+        spec: { digitalocean: { region: REGION, size: "s-1vcpu-1gb", count: 3, reservedIPs: [userIP], nodeTag: NODE_TAG } },
+      },
+    });
+    await waitFor(async () => (await instances()).filter((i) => i.health === "Up").length === 3, 15_000, "instances not listed and Up");
+    const listed = await instances();
+    const droplets = fleetDroplets();
+    expect(droplets).toHaveLength(3);
+    expect(listed.map((i) => i.name)).toEqual([names.dropletName(0), names.dropletName(1), names.dropletName(2)]);
+    for (const inst of listed) {
+      const d = droplets.find((x) => String(x["id"]) === inst.id);
+      expect(d, inst.name).toBeDefined();
+      const priv = (d!["networks"] as Json).v4.find((n: Json) => n.type === "private").ip_address;
+      expect(inst.address).toBe(priv);
+      expect(inst.egressIPs).toHaveLength(1);
+      expect(h.holderOf(inst.egressIPs[0])).toBe(Number(inst.id));
+      // User data: the default template with the gateway filled in, nothing secret.
+      const userData = h.cloud.state.raw.droplets.get(Number(inst.id))?.userData ?? "";
+      expect(userData).toContain("GATEWAY=egress-a");
+      expect(userData).not.toMatch(/token|dop_v1/i);
+    }
+    // Slot 0 has the user's reserved IP; the others got allocated ones.
+    expect(listed[0]!.egressIPs).toEqual([userIP]);
+    expect(new Set(listed.flatMap((i) => i.egressIPs)).size).toBe(3);
+    const fws = h.cloud.state.firewalls().filter((f) => f["name"] === names.firewallName);
+    expect(fws).toHaveLength(1);
+    expect(fws[0]!["tags"]).toEqual([names.fleetTag]);
+    expect((fws[0]!["inbound_rules"] as Json[]).some((r) => r.protocol === "udp" && r.ports === "3784" && r.sources.tags.includes(NODE_TAG))).toBe(true);
+    const gw = await gateway();
+    expect(gw?.metadata.finalizers).toContain(FINALIZER);
+    expect(ready(gw)?.status).toBe("True");
+  });
+
+  it("lets a policy use the gateway's reserved IPs (the planner sees the instances)", async () => {
+    const ips = (await instances()).map((i) => i.egressIPs[0] as string);
+    await h.client.custom.createNamespacedCustomObject({
+      ...GV,
+      namespace: "web",
+      plural: "egresspolicies",
+      body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressPolicy", metadata: { name: "checkout", namespace: "web" }, spec: { podSelector: { matchLabels: { app: "checkout" } }, gatewayName: GATEWAY, egressIPs: ips.slice(0, 2) } },
+    });
+    await waitFor(async () => ready(await policy("checkout"))?.status === "True", 10_000, "policy not Ready");
+    expect((await policy("checkout"))?.status.egressIPs).toEqual([...ips.slice(0, 2)].sort());
+  });
+
+  it("keeps the core's health and the plugin's list apart: no write ping-pong", async () => {
+    const [first] = await instances();
+    await h.client.patchNodeAnnotations("node1", { [REPORT_ANNOTATION]: JSON.stringify({ programmed: {}, health: { [`${GATEWAY}/${first!.name}`]: "down" }, unavailable: {}, at: new Date().toISOString() }) });
+    await waitFor(async () => (await instances())[0]?.health === "Down", 10_000, "core did not mark the instance down");
+    const before = (await gateway())!.metadata.resourceVersion as string;
+    // Three fleet intervals (500 ms each) and several controller resyncs: nothing to write.
+    await new Promise((r) => setTimeout(r, 1_800));
+    const after = (await gateway())!;
+    expect(after.status.instances[0].health).toBe("Down");
+    expect(after.status.instances).toHaveLength(3);
+    expect(after.metadata.resourceVersion).toBe(before);
+    await h.client.patchNodeAnnotations("node1", { [REPORT_ANNOTATION]: null });
+    await waitFor(async () => (await instances()).every((i) => i.health === "Up"), 10_000, "not Up again");
+  });
+
+  it("replaces a destroyed droplet: same instance name and egress IP, new droplet", async () => {
+    const before = await instances();
+    const victim = before[1]!;
+    h.cloud.state.destroyDroplet(Number(victim.id));
+    await waitFor(async () => {
+      const now = (await instances())[1];
+      return now !== undefined && now.id !== victim.id && now.health === "Up";
+    }, 15_000, "droplet not replaced");
+    const after = await instances();
+    expect(after[1]!.name).toBe(victim.name);
+    expect(after[1]!.egressIPs).toEqual(victim.egressIPs);
+    expect(h.holderOf(victim.egressIPs[0])).toBe(Number(after[1]!.id));
+    expect(fleetDroplets()).toHaveLength(3);
+    // The policy never lost its IPs: still Ready.
+    expect(ready(await policy("checkout"))?.status).toBe("True");
+  });
+
+  it("deleting the gateway removes every cloud resource it created and nothing else, before the object goes", async () => {
+    const allocated = (await instances()).flatMap((i) => i.egressIPs as string[]).filter((ip) => ip !== userIP);
+    const nodeDroplets = [...h.nodeDroplets.values()];
+    // Slow unassign actions: the deletion takes a while, and the object must wait for it.
+    h.cloud.faults.slowActions({ durationMs: 400, type: "unassign_ip", count: 3 });
+    await h.client.custom.deleteClusterCustomObject({ ...GV, plural: "egressgateways", name: GATEWAY });
+    let sawHeld = false;
+    for (;;) {
+      const gw = await gateway();
+      const cloudClean =
+        fleetDroplets().length === 0 &&
+        !h.cloud.state.firewalls().some((f) => f["name"] === names.firewallName) &&
+        !h.cloud.state.reservedIPs().some((ip) => allocated.includes(ip["ip"] as string));
+      if (!gw) {
+        expect(cloudClean, "the object went away before its cloud resources").toBe(true);
+        break;
+      }
+      if (!cloudClean) {
+        expect(gw.metadata.deletionTimestamp).toBeTruthy();
+        sawHeld = true;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(sawHeld).toBe(true);
+    expect(h.cloud.state.tags()).not.toContain(names.fleetTag);
+    expect(h.cloud.state.tags().some((t) => t.startsWith(names.ipRecordPrefix))).toBe(false);
+    // Left alone: the user's reserved IP (now unassigned), the nodes, the other droplet, its IP and firewall.
+    const ips = h.cloud.state.reservedIPs();
+    expect(ips.map((ip) => ip["ip"]).sort()).toEqual([foreign.ip, userIP].sort());
+    expect(h.holderOf(foreign.ip)).toBe(foreign.droplet);
+    expect(h.cloud.state.droplets().map((d) => d["id"]).sort()).toEqual([...nodeDroplets, foreign.droplet].sort());
+    expect(h.cloud.state.firewalls().map((f) => f["id"])).toEqual([foreign.firewall]);
+  });
+
+  it("sent only requests the OpenAPI document allows, and got only valid answers", async () => {
+    await h.plugins.idle();
+    await h.cloud.settle();
+    expect(h.cloud.rejectedRequests()).toEqual([]);
+    expect(h.cloud.violations()).toEqual([]);
+  });
+});
