@@ -1,9 +1,20 @@
 import { readFileSync } from "node:fs";
 import { parseLabConfig } from "../lab/config.js";
-import { Lab, waitFor, type GatewayDeath } from "../lab/lab.js";
+import { Lab, LAB_METRICS_PORT, waitFor, type GatewayDeath } from "../lab/lab.js";
+import { execIn } from "../lab/netns.js";
 import { newRunPrefix } from "../lab/netns.js";
 import { analyzeStream, startUdpStream } from "../lab/traffic.js";
 import { formatStatusTable } from "./lab.js";
+
+/** Every node agent reports every gateway instance up (its metrics: static_egress_instance_up). */
+async function allInstancesUp(lab: Lab): Promise<boolean> {
+  const instances = lab.topology.gatewayHosts.length;
+  for (const n of lab.topology.nodes) {
+    const text = await execIn(n.netns, "curl", ["-s", "-m", "1", `http://127.0.0.1:${LAB_METRICS_PORT}/metrics`]).catch(() => "");
+    if ((text.match(/^static_egress_instance_up\{[^}]*\} 1$/gm) ?? []).length < instances) return false;
+  }
+  return true;
+}
 
 function say(line = ""): void {
   process.stdout.write(`${line}\n`);
@@ -18,17 +29,20 @@ export async function runDemo(file: string, kind: GatewayDeath, keep: boolean): 
   };
   process.once("SIGINT", () => void cleanup().then(() => process.exit(130)));
   try {
-    say(`\n== lab ${lab.record.prefix} is up; waiting for the agents and the BFD sessions`);
+    say(`\n== lab ${lab.record.prefix} is up; waiting for the agents and every node's BFD sessions`);
+    await waitFor(() => allInstancesUp(lab), 30_000, "BFD sessions did not come up", 300);
     let rows = await lab.status();
     await waitFor(async () => (rows = await lab.status()).every((r) => r.ok), 20_000, "the lab did not converge", 300);
     say(formatStatusTable(rows));
     const selected = rows.find((r) => r.policy && r.egressIP);
     if (!selected) throw new Error("no selected pod in this lab: nothing to fail over");
-    const victim = lab.topology.gatewayHosts.find((g) => g.egressIPs.includes(selected.egressIP!))!;
-    say(`\n== ${selected.pod} leaves through ${victim.name} (${selected.egressIP}). Sending it 1 UDP datagram per ms and killing ${victim.name} (${kind})`);
     const started = Date.now();
-    const stream = startUdpStream(lab, selected.pod, "demo", 4_000);
-    await new Promise((r) => setTimeout(r, 1_000));
+    const stream = startUdpStream(lab, selected.pod, "demo", 5_000);
+    // The instance this very flow uses once it runs is the one that dies.
+    await waitFor(() => analyzeStream(lab, "demo", selected.expected).received > 500, 10_000, "the UDP stream does not arrive");
+    const current = analyzeStream(lab, "demo", selected.expected).lastSource!;
+    const victim = lab.topology.gatewayHosts.find((g) => g.egressIPs.includes(current))!;
+    say(`\n== ${selected.pod} leaves through ${victim.name} (${current}), 1 UDP datagram per ms. Killing ${victim.name} (${kind}) now`);
     const killedAt = Date.now();
     await lab.killGateway(victim.name, kind);
     await stream;
