@@ -46,9 +46,19 @@ export class KubeSource implements ClusterSource {
       { kind: "EgressPolicy", apiVersion: API_VERSION, path: `/apis/${GROUP}/${VERSION}/egresspolicies`, list: custom_("egresspolicies") },
       { kind: "ClusterEgressPolicy", apiVersion: API_VERSION, path: `/apis/${GROUP}/${VERSION}/clusteregresspolicies`, list: custom_("clusteregresspolicies") },
     ];
+    // Nothing is planned from a partial view: events count only once every kind is listed
+    // (a restarted agent that planned with pods but no policies yet would unprogram them).
+    let synced = false;
+    const nodeViews = new Map<string, string>();
     for (const s of specs) {
       const informer = new ListWatch<KubernetesObject>(s.path, watch, s.list, false, undefined, s.fieldSelector);
-      for (const verb of ["add", "update", "delete"] as const) informer.on(verb, () => onChange());
+      for (const verb of ["add", "update", "delete"] as const) {
+        informer.on(verb, (o) => {
+          if (s.kind === "Node" && verb === "update" && !nodeChanged(nodeViews, o)) return;
+          if (s.kind === "Node") nodeViews.set(o.metadata?.name ?? "", nodeView(o));
+          if (synced) onChange();
+        });
+      }
       informer.on("error", (err: unknown) => {
         this.logger.warn({ kind: s.kind, err: (err as Error)?.message ?? String(err) }, "watch failed; keeping the cache, retrying");
         // ListWatch stops on error: start it again after a pause (it relists).
@@ -56,8 +66,17 @@ export class KubeSource implements ClusterSource {
       });
       this.watched.push({ kind: s.kind, apiVersion: s.apiVersion, informer });
     }
-    // The first complete list of every kind, before any planning.
+    // The first complete list of every kind, before any planning. ListWatch.start() does not
+    // fail when its list fails: a kind without a resourceVersion was not listed; try again.
     await Promise.all(this.watched.map((w) => w.informer.start()));
+    for (let attempt = 1; ; attempt++) {
+      const missing = this.watched.filter((w) => !w.informer.latestResourceVersion());
+      if (missing.length === 0) break;
+      this.logger.warn({ kinds: missing.map((w) => w.kind), attempt }, "initial list failed; retrying before planning anything");
+      await new Promise((r) => setTimeout(r, Math.min(500 * attempt, 5_000)));
+      await Promise.all(missing.map((w) => w.informer.start().catch(() => undefined)));
+    }
+    synced = true;
     this.logger.info({ kinds: this.watched.length }, "informers synced");
   }
 
@@ -81,4 +100,22 @@ export class KubeSource implements ClusterSource {
   async stop(): Promise<void> {
     await Promise.all(this.watched.map((w) => w.informer.stop()));
   }
+}
+
+const REPORT_ANNOTATION = "staticegress.io/report";
+
+/** What planning reads of a Node; the agents' own report annotation is not part of it. */
+function nodeView(o: KubernetesObject): string {
+  const n = o as KubernetesObject & { spec?: { podCIDR?: string; podCIDRs?: string[] }; status?: { addresses?: unknown } };
+  const annotations = { ...(o.metadata?.annotations ?? {}) };
+  delete annotations[REPORT_ANNOTATION];
+  return JSON.stringify([o.metadata?.labels ?? {}, annotations, n.spec?.podCIDR, n.spec?.podCIDRs, n.status?.addresses]);
+}
+
+/**
+ * Node agents report through an annotation on their Node, every few minutes each: thousands of
+ * nodes would otherwise wake every agent many times a second for nothing it plans with.
+ */
+function nodeChanged(views: Map<string, string>, o: KubernetesObject): boolean {
+  return views.get(o.metadata?.name ?? "") !== nodeView(o);
 }

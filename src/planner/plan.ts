@@ -55,11 +55,21 @@ export function selectPods(snapshot: ClusterSnapshot, res: Resolution, onlyNode?
   const selections: Selection[] = [];
   const conflicts: Conflict[] = [];
   const podsByPolicy = new Map<string, number>();
+  // Namespace selectors are matched once per namespace, not once per pod.
+  const clusterByNamespace = new Map<string, ValidPolicy[]>();
+  const clusterCandidates = (ns: string): ValidPolicy[] => {
+    let list = clusterByNamespace.get(ns);
+    if (!list) {
+      const labels = nsLabels.get(ns) ?? {};
+      list = clusterWide.filter((p) => p.object.kind === "ClusterEgressPolicy" && matches(p.object.spec.namespaceSelector, labels));
+      clusterByNamespace.set(ns, list);
+    }
+    return list;
+  };
   for (const pod of snapshot.pods) {
     if (!isEligiblePod(pod)) continue;
     if (onlyNode !== undefined && pod.nodeName !== onlyNode) continue;
-    const labels = nsLabels.get(pod.namespace) ?? {};
-    const candidates = [...(namespaced.get(pod.namespace) ?? []), ...clusterWide.filter((p) => p.object.kind === "ClusterEgressPolicy" && matches(p.object.spec.namespaceSelector, labels))]
+    const candidates = [...(namespaced.get(pod.namespace) ?? []), ...clusterCandidates(pod.namespace)]
       .filter((p) => matches(p.object.spec.podSelector, pod.labels))
       .sort((a, b) => (rank.get(a.resource) ?? 0) - (rank.get(b.resource) ?? 0));
     const podKey = `${pod.namespace}/${pod.name}`;

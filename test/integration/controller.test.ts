@@ -118,6 +118,29 @@ describe("node agent source", () => {
   });
 });
 
+describe("node agent source: no planning from a partial view", () => {
+  it("does not report changes before every kind is listed, and retries a failed initial list", async () => {
+    await client.custom.createNamespacedCustomObject({ ...GV, namespace: "payments", plural: "egresspolicies", body: policy("listed-late", { podSelector: { matchLabels: { app: "none" } }, egressIPs: ["192.0.2.11"] }) });
+    api.faults.fail({ status: 500, count: 1, verb: "list", resource: "egresspolicies" });
+    const kc = new KubeConfig();
+    kc.loadFromString(api.kubeconfig());
+    const source = new KubeSource(new KubeClient(kc), silentLogger, { podsOnNode: "node1" });
+    let changesDuringStart = 0;
+    let started = false;
+    await source.start(() => {
+      if (!started) changesDuringStart++;
+    });
+    started = true;
+    try {
+      expect(changesDuringStart).toBe(0);
+      expect(source.objects().some((o) => o.kind === "EgressPolicy" && o.metadata?.name === "listed-late")).toBe(true);
+    } finally {
+      await source.stop();
+      await client.custom.deleteNamespacedCustomObject({ ...GV, namespace: "payments", plural: "egresspolicies", name: "listed-late" });
+    }
+  });
+});
+
 describe("controller", () => {
   it("marks a valid policy Ready with its egress IPs and selected pods, and adds its finalizer", async () => {
     await client.custom.createNamespacedCustomObject({ ...GV, namespace: "payments", plural: "egresspolicies", body: policy("checkout", {}) });

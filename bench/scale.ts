@@ -1,0 +1,489 @@
+/**
+ * Control-plane scale benchmark: the controller and one node agent against the Kubernetes API
+ * stand-in serving a large cluster (default 100,000 pods, 5,000 nodes, 200 namespaces, 1,000
+ * policies over 4 gateways). The controller and the agent run as child processes, so their
+ * memory and CPU time are their own; the stand-in (and this orchestrator) is the parent.
+ *
+ *   sudo npx tsx bench/scale.ts [--nodes 5000] [--pods 100000] [--namespaces 200] [--policies 1000]
+ *        [--cluster-policies 50] [--new-pods 20] [--churn-seconds 15] [--out file] [--max-seconds 900]
+ *
+ * Measured:
+ *   controller   process start -> informers synced -> every policy has a status (polled in the
+ *                stand-in's store) and its finalizer; peak RSS (VmHWM), peak heap (sampled),
+ *                CPU time; status latency after a spec change; CPU under node-report churn
+ *   node agent   process start -> first programmed datapath (in a scratch network namespace);
+ *                peak RSS; pod created + status patched -> its address programmed (median, p95);
+ *                the same and its CPU under node-report churn
+ * Every result is checked: each policy's selectedPods must equal what the fixture selects, and
+ * the kernel's divert map must hold exactly what the agent planned, new pods included.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { startKubeStandin, type KubeStandin } from "../src/lab/kube-standin/index.js";
+import { deleteNamespacesWithPrefix, newRunPrefix } from "../src/lab/netns.js";
+import { packageRoot } from "../src/lab/paths.js";
+import { inNamespace } from "../src/util/exec.js";
+import { currentLoad, machineInfo, requireRoot } from "./lib/env.js";
+import { guarded } from "./lib/guard.js";
+import { countElements, createNodeNamespace } from "./lib/netns.js";
+import { defaultResultPath, writeResults } from "./lib/results.js";
+import { round, roundSummary, summarize } from "./lib/stats.js";
+import { fillCluster, gatewaysWithStatus, policyProgress, range, selectedPodMismatches, StandinHttp, storedPolicy } from "./scale/api.js";
+import { BenchChild, procStats, type ProcStats } from "./scale/child.js";
+import { wallClockMs, type ChildEvent } from "./scale/child-io.js";
+import {
+  checkShape,
+  DEFAULT_SHAPE,
+  expectedSelectedPods,
+  FIRST_EXTRA_POD_HOST,
+  instanceAddress,
+  nodeAddress,
+  nodeName,
+  podAddress,
+  podManifest,
+  podParams,
+  podsOnNode,
+  podStatus,
+  policyRef,
+  selectedPodIPsOnNode,
+  VPC_PREFIX_LENGTH,
+  type ScaleShape,
+} from "./scale/fixture.js";
+
+const TABLE = "static_egress";
+/** Node reports are refreshed every 2 minutes (NodeReporter.refreshMs): 5,000 nodes write ~42/s. */
+const REPORT_REFRESH_SECONDS = 120;
+
+class ScaleCheckError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ScaleCheckError";
+  }
+}
+
+const log = (line: string) => console.error(`[scale ${new Date().toISOString().slice(11, 19)}] ${line}`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const mib = (bytes: number) => Math.round(bytes / 2 ** 20);
+
+async function pollUntil(check: () => boolean, timeoutMs: number, what: string, everyMs = 50): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (check()) return wallClockMs();
+    if (Date.now() > deadline) throw new ScaleCheckError(`${what}: not reached within ${timeoutMs} ms`);
+    await sleep(everyMs);
+  }
+}
+
+function event(child: BenchChild, ev: string): ChildEvent {
+  const e = child.events.find((x) => x.ev === ev);
+  if (!e) throw new ScaleCheckError(`${child.name}: no ${ev} event`);
+  return e;
+}
+
+/**
+ * Node agents' report refreshes: other nodes' `staticegress.io/report` annotation rewritten at
+ * the rate a whole cluster produces (same content, new `at`). Every agent and the controller
+ * watch all nodes, so each write reaches them.
+ */
+class NodeReportChurn {
+  private stopped = false;
+  private done: Promise<void> | undefined;
+  writes = 0;
+  startedAt = 0;
+  stoppedAt = 0;
+
+  constructor(
+    private readonly http: StandinHttp,
+    private readonly s: ScaleShape,
+    private readonly perSecond: number,
+    private readonly skipNode: number,
+  ) {}
+
+  start(): void {
+    const health = Object.fromEntries(range(this.s.gateways).flatMap((g) => range(this.s.instancesPerGateway).map((k) => [`gw-${g}/i-${k}`, "up"])));
+    let owed = 0; // writes due but not yet sent (fractional rates)
+    let node = 0;
+    this.startedAt = wallClockMs();
+    this.done = (async () => {
+      while (!this.stopped) {
+        const tick = Date.now();
+        const batch: Promise<unknown>[] = [];
+        owed += this.perSecond / 10;
+        for (; owed >= 1; owed--) {
+          node = (node + 1) % this.s.nodes;
+          if (node === this.skipNode) node = (node + 1) % this.s.nodes;
+          const report = JSON.stringify({ programmed: {}, health, unavailable: {}, at: new Date().toISOString() });
+          batch.push(this.http.patchNodeAnnotations(nodeName(node), { "staticegress.io/report": report }));
+        }
+        await Promise.all(batch);
+        this.writes += batch.length;
+        await sleep(Math.max(0, 100 - (Date.now() - tick)));
+      }
+      this.stoppedAt = wallClockMs();
+    })();
+  }
+
+  async stop(): Promise<{ writes: number; seconds: number; writesPerSecond: number }> {
+    this.stopped = true;
+    await this.done;
+    const seconds = (this.stoppedAt - this.startedAt) / 1000;
+    return { writes: this.writes, seconds: round(seconds), writesPerSecond: round(this.writes / seconds) };
+  }
+}
+
+function cpuPercent(before: ProcStats | undefined, after: ProcStats | undefined, wallMs: number): number {
+  if (!before || !after) return Number.NaN;
+  return round(((after.cpuMs - before.cpuMs) / wallMs) * 100);
+}
+
+/** A spec change on a policy (its priority) and the time until the controller reports that generation. */
+async function specChangeToStatus(api: KubeStandin, http: StandinHttp, s: ScaleShape, p: number, priority: number, controller: BenchChild, timeoutMs = 60_000): Promise<number> {
+  const ref = policyRef(s, p);
+  const t0 = wallClockMs();
+  const patched = await http.patchPolicySpec(ref, { priority });
+  const generation = (patched.metadata as { generation: number }).generation;
+  const cpuBefore = controller.readProc();
+  try {
+    const at = await pollUntil(() => storedPolicy(api, ref)?.status?.observedGeneration === generation, timeoutMs, `status of ${ref.name} generation ${generation}`, 5);
+    return at - t0;
+  } catch (e) {
+    // A stall is a result too: record what the controller was doing, go on.
+    const now = controller.readProc();
+    const stats = await http.call("GET", "/_standin/stats").catch((err: Error) => ({ error: err.message }));
+    log(
+      `no status for ${ref.name} within ${timeoutMs} ms: controller ${controller.running ? "running" : "exited"}, ` +
+        `CPU ${cpuPercent(cpuBefore, now, timeoutMs)} % meanwhile, RSS ${now?.rssMiB} MiB, last memory samples ${JSON.stringify(controller.recentMemory.slice(-5))}, ` +
+        `stand-in ${JSON.stringify(stats).slice(0, 600)}: ${(e as Error).message}`,
+    );
+    return Number.NaN;
+  }
+}
+
+interface PodSample {
+  ip: string;
+  /** Status patch (the address reaches the API) -> the agent's apply with it done. */
+  fromStatusPatchMs: number;
+  /** Pod create -> programmed. */
+  fromCreateMs: number;
+  /** Kernel commands of that apply (ip, nft through `ip netns exec`), ms. */
+  commandsMs: number;
+}
+
+async function createAndWait(http: StandinHttp, agent: BenchChild, node: number, k: number, namespace: string): Promise<PodSample> {
+  const ip = podAddress(node, FIRST_EXTRA_POD_HOST + k);
+  const params = { namespace, name: `new-${k}`, app: `app-${k % 2}`, node: nodeName(node), hostIP: nodeAddress(node), podIP: ip };
+  const from = agent.events.length;
+  const tCreate = wallClockMs();
+  await http.createPod(podManifest(params));
+  const tStatus = wallClockMs();
+  await http.patchPodStatus(namespace, params.name, podStatus(params, new Date().toISOString().replace(/\.\d+Z$/, "Z")));
+  const applied = await agent.waitForEvent((e) => e.ev === "applied" && (e.podIPs as string[]).includes(ip), 60_000, `programming of ${ip}`, from);
+  return { ip, fromStatusPatchMs: round(applied.t - tStatus), fromCreateMs: round(applied.t - tCreate), commandsMs: Number(applied.commandsMs) };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      nodes: { type: "string", default: String(DEFAULT_SHAPE.nodes) },
+      pods: { type: "string", default: String(DEFAULT_SHAPE.pods) },
+      namespaces: { type: "string", default: String(DEFAULT_SHAPE.namespaces) },
+      policies: { type: "string", default: String(DEFAULT_SHAPE.policies) },
+      "cluster-policies": { type: "string", default: String(DEFAULT_SHAPE.clusterPolicies) },
+      "new-pods": { type: "string", default: "20" },
+      "churn-seconds": { type: "string", default: "15" },
+      "agent-node": { type: "string", default: "42" },
+      out: { type: "string" },
+      "max-seconds": { type: "string", default: "900" },
+    },
+  });
+  requireRoot();
+  const shape: ScaleShape = {
+    ...DEFAULT_SHAPE,
+    nodes: Number(values.nodes),
+    pods: Number(values.pods),
+    namespaces: Number(values.namespaces),
+    policies: Number(values.policies),
+    clusterPolicies: Number(values["cluster-policies"]),
+  };
+  checkShape(shape);
+  const newPods = Number(values["new-pods"]);
+  const churnSeconds = Number(values["churn-seconds"]);
+  const agentNode = Number(values["agent-node"]) % shape.nodes;
+  const out = values.out ?? defaultResultPath("scale");
+  const root = packageRoot();
+  const machine = await machineInfo();
+  log(`load average at start ${machine.loadAtStart.join(" ")} on ${machine.cpus} cores`);
+
+  const prefix = newRunPrefix();
+  const netns = `${prefix}-scale-node`;
+  const work = mkdtempSync(join(tmpdir(), "se-scale-"));
+  const children: BenchChild[] = [];
+  let api: KubeStandin | undefined;
+  let failed = true;
+  const cleanup = async () => {
+    for (const c of children) c.kill();
+    await deleteNamespacesWithPrefix(prefix);
+    await api?.close();
+    rmSync(join(work, "kubeconfig"), { force: true });
+    if (failed) log(`child logs kept in ${work}`);
+    else rmSync(work, { recursive: true, force: true });
+  };
+
+  await guarded(
+    cleanup,
+    async () => {
+      const started = wallClockMs();
+      // --- the cluster -------------------------------------------------------------------
+      api = await startKubeStandin();
+      const a = api;
+      const seed = await fillCluster(a, shape, { concurrency: 32, log });
+      const samplePod = podParams(shape, 0);
+      const podJsonBytes = JSON.stringify(a.store.get("pods", samplePod.namespace, samplePod.name)).length;
+      const kubeconfig = join(work, "kubeconfig");
+      writeFileSync(kubeconfig, a.kubeconfig(), { mode: 0o600 });
+      const http = new StandinHttp(a);
+      const standinAfterSeed = procStats(process.pid);
+      log(`cluster ready: ${JSON.stringify(seed)}; pod JSON ${podJsonBytes} B; stand-in RSS ${standinAfterSeed?.rssMiB} MiB`);
+
+      // --- controller ----------------------------------------------------------------------
+      const ctlSpawn = wallClockMs();
+      const ctl = new BenchChild("controller", join(root, "bench", "scale", "controller-main.ts"), ["--kubeconfig", kubeconfig], { cwd: root, logPath: join(work, "controller.log") });
+      children.push(ctl);
+      const loaded = await ctl.waitForEvent((e) => e.ev === "loaded", 120_000, "loaded");
+      const synced = await ctl.waitForEvent((e) => e.ev === "synced", 300_000, "informers synced");
+      log(`controller synced ${round((synced.t - ctlSpawn) / 1000)} s after start; RSS ${String(synced.rssMiB)} MiB`);
+      let allStatusAt = 0;
+      let progress = policyProgress(a, shape);
+      const allConvergedAt = await pollUntil(
+        () => {
+          progress = policyProgress(a, shape);
+          if (!allStatusAt && progress.withStatus === shape.policies) allStatusAt = wallClockMs();
+          return progress.withStatus === shape.policies && progress.withFinalizer === shape.policies && gatewaysWithStatus(a, shape) === shape.gateways;
+        },
+        300_000,
+        "every policy with a status and a finalizer",
+      );
+      const firstIdle = await ctl.waitForEvent((e) => e.ev === "first-idle", 300_000, "first idle");
+      const converged = await ctl.stats("converged");
+      const convergedProc = ctl.readProc();
+      log(`controller: every status written ${round((allStatusAt - synced.t) / 1000)} s after sync; peak RSS ${convergedProc?.peakRssMiB} MiB`);
+      const mismatches = selectedPodMismatches(a, shape);
+      if (mismatches.length > 0) throw new ScaleCheckError(`${mismatches.length} policies report a wrong selectedPods, e.g. ${JSON.stringify(mismatches.slice(0, 3))}`);
+      const notReady = shape.policies - progress.ready;
+      if (notReady > 0) throw new ScaleCheckError(`${notReady} policies are not Ready`);
+
+      // One reconcile at scale: a spec change until its status (observedGeneration) is written.
+      await sleep(1_000);
+      const beforeSpec = ctl.readProc();
+      const specSamples: number[] = [];
+      for (const k of range(5)) {
+        specSamples.push(await specChangeToStatus(a, http, shape, (k * 97) % shape.policies, 101 + k, ctl));
+        await sleep(300);
+      }
+      const afterSpec = ctl.readProc();
+      log(`controller: spec change -> status ${JSON.stringify(specSamples.map(round))} ms`);
+
+      // Node-report churn at the rate of the whole cluster; status latency measured meanwhile.
+      const churnRate = shape.nodes / REPORT_REFRESH_SECONDS;
+      const ctlBeforeChurn = ctl.readProc();
+      const ctlChurn = new NodeReportChurn(http, shape, churnRate, agentNode);
+      const churnBefore = ctl.readProc();
+      const churnT0 = wallClockMs();
+      ctlChurn.start();
+      const churnSpecSamples: number[] = [];
+      await sleep(2_000);
+      for (const k of range(3)) {
+        churnSpecSamples.push(await specChangeToStatus(a, http, shape, (shape.policies / 2 + k * 13) % shape.policies, 110 + k, ctl));
+        await sleep(1_000);
+      }
+      while (wallClockMs() - churnT0 < churnSeconds * 1000) await sleep(100);
+      const churnAfter = ctl.readProc();
+      const churnWallMs = wallClockMs() - churnT0;
+      const churnDone = await ctlChurn.stop();
+      log(`controller under ${churnDone.writesPerSecond}/s node reports: CPU ${cpuPercent(churnBefore, churnAfter, churnWallMs)} %, spec -> status ${JSON.stringify(churnSpecSamples.map(round))} ms`);
+      const ctlFinal = await ctl.stats("final");
+      const ctlFinalProc = ctl.readProc();
+      await ctl.stop();
+
+      const controller = {
+        processStartToLoadedMs: round(loaded.t - ctlSpawn),
+        processStartToSyncedMs: round(synced.t - ctlSpawn),
+        informersSyncMs: round(synced.t - event(ctl, "informers-starting").t),
+        cachedAtSync: synced.cached,
+        syncedToAllStatusesMs: round(allStatusAt - synced.t),
+        syncedToAllStatusesAndFinalizersMs: round(allConvergedAt - synced.t),
+        processStartToAllStatusesMs: round(allStatusAt - ctlSpawn),
+        syncedToFirstIdleMs: round(firstIdle.t - synced.t),
+        rssMiB: { afterLoad: loaded.rssMiB, afterSync: synced.rssMiB, converged: converged.rssMiB, peakBeforeChurn: ctlBeforeChurn?.peakRssMiB, peak: ctlFinalProc?.peakRssMiB ?? ctlFinal.peakRssMiB },
+        heapUsedMiB: { afterLoad: loaded.heapUsedMiB, afterSync: synced.heapUsedMiB, converged: converged.heapUsedMiB, peakSampled: ctl.peakHeapUsedMiB, limit: loaded.heapLimitMiB },
+        cpuMs: { toLoaded: loaded.cpuMs, toSynced: synced.cpuMs, toConverged: converged.cpuMs, total: ctlFinalProc?.cpuMs ?? ctlFinal.cpuMs },
+        selectedPodsChecked: shape.policies,
+        specChangeToStatusMs: roundSummary(summarize(specSamples.filter(Number.isFinite))),
+        specChangeTimeouts: specSamples.filter((x) => !Number.isFinite(x)).length,
+        specChangeCpuMsPerSample: beforeSpec && afterSpec ? round((afterSpec.cpuMs - beforeSpec.cpuMs) / specSamples.length) : null,
+        nodeReportChurn: {
+          ...churnDone,
+          targetPerSecond: round(churnRate),
+          cpuPercentOfOneCore: cpuPercent(churnBefore, churnAfter, churnWallMs),
+          specChangeToStatusMs: churnSpecSamples.map(round),
+        },
+      };
+
+      // --- node agent ----------------------------------------------------------------------
+      const expectedIPs = selectedPodIPsOnNode(shape, agentNode);
+      await createNodeNamespace(netns, nodeAddress(agentNode), VPC_PREFIX_LENGTH);
+      const runner = inNamespace(netns);
+      const agentSpawn = wallClockMs();
+      const agent = new BenchChild(
+        "node-agent",
+        join(root, "bench", "scale", "node-agent-main.ts"),
+        ["--kubeconfig", kubeconfig, "--node", nodeName(agentNode), "--netns", netns],
+        { cwd: root, logPath: join(work, "node-agent.log") },
+      );
+      children.push(agent);
+      const aLoaded = await agent.waitForEvent((e) => e.ev === "loaded", 120_000, "loaded");
+      const aStarted = await agent.waitForEvent((e) => e.ev === "started", 300_000, "informers synced");
+      log(`node agent synced; its cache: ${JSON.stringify(aStarted.cached)}`);
+      // The first apply that holds exactly the pods the fixture selects on this node (an agent
+      // may apply earlier, with what it had listed so far: recorded as premature applies).
+      const sameIPs = (e: ChildEvent) => JSON.stringify(e.podIPs) === JSON.stringify(expectedIPs);
+      const firstApplied = await agent.waitForEvent((e) => e.ev === "applied" && sameIPs(e), 120_000, "first complete apply");
+      const premature = agent.events
+        .filter((e) => e.ev === "applied" && e.t < firstApplied.t && !sameIPs(e))
+        .map((e) => ({ msAfterStart: round(e.t - agentSpawn), entries: e.entries, instances: e.instances, pods: (e.podIPs as string[]).length }));
+      // When did that first reconcile start? Its log line says how long it took (pino time ~ its end).
+      const firstLog = agent.logs.find((l) => l.msg === "datapath programmed" && typeof l.durationMs === "number");
+      const firstReconcileStartedMsBeforeSynced = firstLog ? round(aStarted.t - (Number(firstLog.time) - Number(firstLog.durationMs))) : null;
+      if (premature.length > 0) log(`node agent applied ${premature.length} incomplete plan(s) before its informers were synced: ${JSON.stringify(premature)}`);
+      const kernelFirst = await countElements(runner, "map", "ip", TABLE, "divert");
+      if (kernelFirst !== firstApplied.entries) throw new ScaleCheckError(`kernel divert map holds ${kernelFirst} elements, the plan ${String(firstApplied.entries)}`);
+      const aConverged = await agent.stats("converged");
+      log(`node agent: first datapath ${round((firstApplied.t - agentSpawn) / 1000)} s after start (${kernelFirst} map elements for ${expectedIPs.length} pods); RSS ${String(aConverged.rssMiB)} MiB`);
+
+      // Pods created on this node, one at a time, as a kubelet would (create, then status with the address).
+      await sleep(1_000);
+      const quiet: PodSample[] = [];
+      for (const k of range(newPods)) {
+        quiet.push(await createAndWait(http, agent, agentNode, k, "ns-000"));
+        await sleep(250);
+      }
+      log(`pod -> programmed (quiet): ${JSON.stringify(roundSummary(summarize(quiet.map((q) => q.fromStatusPatchMs))))} ms`);
+
+      // The same under node-report churn; the agent reconciles on every Node change it sees.
+      const agentBeforeChurn = agent.readProc();
+      const agentChurn = new NodeReportChurn(http, shape, churnRate, agentNode);
+      const appliesBefore = agent.events.filter((e) => e.ev === "applied").length;
+      const aChurnBefore = agent.readProc();
+      const aChurnT0 = wallClockMs();
+      agentChurn.start();
+      const churned: PodSample[] = [];
+      await sleep(1_000);
+      for (const k of range(5)) {
+        churned.push(await createAndWait(http, agent, agentNode, newPods + k, "ns-001"));
+        await sleep(1_500);
+      }
+      while (wallClockMs() - aChurnT0 < churnSeconds * 1000) await sleep(100);
+      const aChurnAfter = agent.readProc();
+      const aChurnWallMs = wallClockMs() - aChurnT0;
+      const appliesDuring = agent.events.filter((e) => e.ev === "applied").length - appliesBefore;
+      const aChurnDone = await agentChurn.stop();
+      log(`node agent under ${aChurnDone.writesPerSecond}/s node reports: ${appliesDuring} reconciles, CPU ${cpuPercent(aChurnBefore, aChurnAfter, aChurnWallMs)} %`);
+
+      // The kernel must hold every new pod, and exactly what the last plan says.
+      await sleep(1_000);
+      const lastApplied = [...agent.events].reverse().find((e) => e.ev === "applied")!;
+      const { stdout: mapText } = await runner.run("nft", ["list", "map", "ip", TABLE, "divert"]);
+      const missing = [...quiet, ...churned].map((q) => q.ip).filter((ip) => !new RegExp(`\\b${ip.replace(/\./g, "\\.")}\\b`).test(mapText));
+      if (missing.length > 0) throw new ScaleCheckError(`kernel divert map lacks new pods ${missing.join(", ")}`);
+      const kernelLast = await countElements(runner, "map", "ip", TABLE, "divert");
+      if (kernelLast !== lastApplied.entries) throw new ScaleCheckError(`kernel divert map holds ${kernelLast} elements, the last plan ${String(lastApplied.entries)}`);
+      const aFinal = await agent.stats("final");
+      const aFinalProc = agent.readProc();
+      await agent.stop();
+
+      const reconcileLogs = agent.logs.filter((l) => l.msg === "datapath programmed" && typeof l.durationMs === "number");
+      const nodeAgent = {
+        node: nodeName(agentNode),
+        seededPodsOnNode: podsOnNode(shape, agentNode).length,
+        selectedPodsOnNode: expectedIPs.length,
+        gatewayInstances: shape.gateways * shape.instancesPerGateway,
+        processStartToLoadedMs: round(aLoaded.t - agentSpawn),
+        processStartToSyncedMs: round(aStarted.t - agentSpawn),
+        informersSyncMs: round(aStarted.t - event(agent, "starting").t),
+        processStartToFirstProgrammedMs: round(firstApplied.t - agentSpawn),
+        syncedToFirstProgrammedMs: round(firstApplied.t - aStarted.t),
+        firstApplyCommandsMs: firstApplied.commandsMs,
+        /** Applies of plans made from a partly listed cache, before the complete one (see README). */
+        prematureApplies: premature,
+        /** Positive: the agent's first reconcile began while its informers were still listing. */
+        firstReconcileStartedMsBeforeSynced,
+        cachedAtSync: aStarted.cached,
+        firstMapElements: kernelFirst,
+        rssMiB: { afterLoad: aLoaded.rssMiB, afterSync: aStarted.rssMiB, converged: aConverged.rssMiB, peakBeforeChurn: agentBeforeChurn?.peakRssMiB, peak: aFinalProc?.peakRssMiB ?? aFinal.peakRssMiB },
+        heapUsedMiB: { afterLoad: aLoaded.heapUsedMiB, afterSync: aStarted.heapUsedMiB, peakSampled: agent.peakHeapUsedMiB },
+        cpuMs: { toSynced: aStarted.cpuMs, toFirstProgrammed: firstApplied.cpuMs, total: aFinalProc?.cpuMs ?? aFinal.cpuMs },
+        /** "datapath programmed" log lines: plan + apply of reconciles that changed the kernel. */
+        reconcileDurationMs: roundSummary(summarize(reconcileLogs.map((l) => l.durationMs as number))),
+      };
+      const podToProgrammed = {
+        pods: quiet.length,
+        fromStatusPatchMs: roundSummary(summarize(quiet.map((q) => q.fromStatusPatchMs))),
+        fromCreateMs: roundSummary(summarize(quiet.map((q) => q.fromCreateMs))),
+        applyCommandsMs: roundSummary(summarize(quiet.map((q) => q.commandsMs))),
+        samples: quiet,
+        underNodeReportChurn: {
+          ...aChurnDone,
+          targetPerSecond: round(churnRate),
+          agentReconciles: appliesDuring,
+          agentCpuPercentOfOneCore: cpuPercent(aChurnBefore, aChurnAfter, aChurnWallMs),
+          fromStatusPatchMs: roundSummary(summarize(churned.map((q) => q.fromStatusPatchMs))),
+          samples: churned,
+        },
+        finalMapElements: kernelLast,
+      };
+
+      // Where a reconcile's CPU goes (same calls as the controller and the agent, no HTTP, no kernel).
+      log("profiling one reconcile's steps (child process)");
+      const profiler = new BenchChild(
+        "reconcile-profile",
+        join(root, "bench", "scale", "reconcile-profile.ts"),
+        ["--nodes", String(shape.nodes), "--pods", String(shape.pods), "--namespaces", String(shape.namespaces), "--policies", String(shape.policies), "--cluster-policies", String(shape.clusterPolicies), "--agent-node", String(agentNode)],
+        { cwd: root, logPath: join(work, "reconcile-profile.log") },
+      );
+      children.push(profiler);
+      const profile = await profiler.waitForEvent((e) => e.ev === "profile", 180_000, "profile");
+      await profiler.stop();
+      const reconcileProfile = { reps: profile.reps, controllerMs: profile.controllerMs, nodeAgentMs: profile.nodeAgentMs };
+      log(`reconcile profile: ${JSON.stringify(reconcileProfile)}`);
+
+      const standinEnd = procStats(process.pid);
+      const results = {
+        benchmark: "scale",
+        command: "sudo npx tsx bench/scale.ts",
+        machine,
+        loadAtEnd: currentLoad(),
+        totalSeconds: round((wallClockMs() - started) / 1000),
+        shape,
+        network: { nodes: "10.0.0.0/16", gatewayInstances: `${instanceAddress(shape, 0, 0)}-${instanceAddress(shape, shape.gateways - 1, shape.instancesPerGateway - 1)}`, podCIDRs: "10.64.0.0/11 (one /24 per node)", services: "10.96.0.0/12", egressIPs: "10.200.0.0/16" },
+        fixture: { podJsonBytes, selectedPodsTotal: [...expectedSelectedPods(shape).values()].reduce((x, y) => x + y, 0) },
+        setup: { ...seed, standinRssMiB: standinAfterSeed?.rssMiB, standinPeakRssMiB: standinEnd?.peakRssMiB, parentHeapUsedMiBAtEnd: mib(process.memoryUsage().heapUsed) },
+        controller,
+        nodeAgent,
+        podToProgrammed,
+        reconcileProfile,
+      };
+      writeResults(out, results);
+      log(`results in ${out}`);
+      console.log(JSON.stringify({ controller, nodeAgent, podToProgrammed: { ...podToProgrammed, samples: undefined } }, null, 2));
+      failed = false;
+    },
+    { maxSeconds: Number(values["max-seconds"]), log },
+  );
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
+  process.exit(1);
+});
