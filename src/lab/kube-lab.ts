@@ -64,21 +64,25 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void): 
 
   lab.startProcess("controller", "", ["controller", "--kubeconfig", lab.kubeconfigPath, "--config", join(lab.dir, "agent-config.yaml"), "--namespace", "static-egress", "--lease-seconds", "5"]);
   lab.startProcess("kubelet", "", ["lab", "kubelet", "--name", t.prefix]);
-  log(`creating ${t.pods.length} pods; the lab kubelet runs them with the CNI chain`);
-  for (const p of t.pods) {
+  const expected = t.pods.length;
+  log(`creating ${expected} pods; the lab kubelet runs them with the CNI chain`);
+  for (const p of [...t.pods]) {
     await client.core.createNamespacedPod({
       namespace: p.namespace,
       body: { metadata: { name: p.name, namespace: p.namespace, labels: p.labels }, spec: { nodeName: p.node, containers: [{ name: "app", image: "lab" }] } },
     });
   }
-  await waitFor(async () => (await refreshPodIPs(lab)) >= t.pods.length, 30_000, "pods did not start", 200);
+  await waitFor(async () => (await refreshPodIPs(lab)) >= expected, 30_000, "pods did not start", 200);
 }
 
-/** Reads pods from the API into the lab record (node, labels, address). Returns how many run. */
+/**
+ * Reads pods from the API into the lab record (node, labels, address). Pods not running yet stay
+ * listed without an address (so `lab status` shows them as not ok). Returns how many run.
+ */
 export async function refreshPodIPs(lab: Lab): Promise<number> {
-  const pods = (await labClient(lab).core.listPodForAllNamespaces()).items;
-  const running = pods.filter((p) => p.status?.podIP && p.spec?.nodeName);
-  lab.record.topology.pods = running.map((p) => ({
+  const pods = (await labClient(lab).core.listPodForAllNamespaces()).items.filter((p) => p.spec?.nodeName);
+  const running = pods.filter((p) => p.status?.podIP);
+  lab.record.topology.pods = pods.map((p) => ({
     name: p.metadata!.name!,
     namespace: p.metadata!.namespace!,
     node: p.spec!.nodeName!,
