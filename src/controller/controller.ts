@@ -55,6 +55,11 @@ export interface ControllerDeps {
   /** Namespace for Events about cluster-scoped objects. */
   eventNamespace: string;
   resyncMs?: number;
+  /**
+   * Longest time one object's step (its API calls) may take. An API request that never answers
+   * must not stop the reconcile of every other object: the step is given up and retried.
+   */
+  stepTimeoutMs?: number;
   now?: () => Date;
 }
 
@@ -117,14 +122,23 @@ export class Controller {
       if (r) reports.push(r);
     }
     const errors: Error[] = [];
+    const stepTimeoutMs = this.deps.stepTimeoutMs ?? 30_000;
     const attempt = async (what: string, fn: () => Promise<void>) => {
+      let timer: NodeJS.Timeout | undefined;
       try {
-        await fn();
+        await Promise.race([
+          fn(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`${what}: no answer from the API within ${stepTimeoutMs} ms`)), stepTimeoutMs);
+          }),
+        ]);
       } catch (e) {
         // One object's failure must not stop the others; the loop retries with backoff.
         if (statusOf(e) === 409 || statusOf(e) === 404) return; // changed or gone meanwhile: the next pass sees it
         this.deps.logger.warn({ what, err: (e as Error).message }, "reconcile step failed");
         errors.push(e as Error);
+      } finally {
+        clearTimeout(timer);
       }
     };
 

@@ -48,7 +48,7 @@ function startReplica(identity: string, leaseSeconds = 2): { controller: Control
   const kc = new KubeConfig();
   kc.loadFromString(api.kubeconfig());
   const c = new KubeClient(kc);
-  const controller = new Controller({ client: c, source: new KubeSource(c, silentLogger), network, logger: silentLogger, eventNamespace: "static-egress", resyncMs: 1_000 });
+  const controller = new Controller({ client: c, source: new KubeSource(c, silentLogger), network, logger: silentLogger, eventNamespace: "static-egress", resyncMs: 1_000, stepTimeoutMs: 1_000 });
   const elector = new LeaderElector(c, { namespace: "static-egress", name: "static-egress-controller", identity, leaseDurationSeconds: leaseSeconds, retryPeriodMs: 300 }, silentLogger, {
     onStartedLeading: () => controller.activate(),
     onStoppedLeading: () => controller.deactivate(),
@@ -205,6 +205,15 @@ describe("controller", () => {
     await waitFor(() => standby.elector.isLeader, 10_000, "standby did not take over");
     await client.custom.createNamespacedCustomObject({ ...GV, namespace: "payments", plural: "egresspolicies", body: policy("after-handover", { egressIPs: ["192.0.2.11", "192.0.2.21"] }) });
     await waitFor(async () => condition(await getPolicy("after-handover"), "Ready")?.status === "True", 10_000, "new leader does not reconcile");
+  });
+
+  it("an API request that never answers does not stop the other objects' reconcile", async () => {
+    // The first status patch of one policy hangs for a long time; the next policy still gets its status.
+    api.faults.delay({ ms: 20_000, count: 1, verb: "patch", resource: "egresspolicies", name: "hangs" });
+    await client.custom.createNamespacedCustomObject({ ...GV, namespace: "payments", plural: "egresspolicies", body: policy("hangs", { podSelector: { matchLabels: { app: "none" } }, egressIPs: ["192.0.2.98"] }) });
+    await client.custom.createNamespacedCustomObject({ ...GV, namespace: "payments", plural: "egresspolicies", body: policy("zz-after-hang", { podSelector: { matchLabels: { app: "none" } }, egressIPs: ["192.0.2.97"] }) });
+    await waitFor(async () => condition(await getPolicy("zz-after-hang"), "Invalid")?.status === "True", 10_000, "the hung request stopped the reconcile");
+    await waitFor(async () => condition(await getPolicy("hangs"), "Invalid")?.status === "True", 10_000, "the hung object was not retried");
   });
 
   it("converges through injected faults (500s, 409s, dropped watches)", async () => {
