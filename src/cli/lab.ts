@@ -12,7 +12,7 @@ import { LabKubelet } from "../lab/kubelet.js";
 import { labClient, podNetns } from "../lab/kube-lab.js";
 import { createLogger } from "../util/log.js";
 import { newRunPrefix } from "../lab/netns.js";
-import { httpProbe, udpStream } from "../lab/probe.js";
+import { udpStream } from "../lab/traffic.js";
 import { LAB_NETWORK } from "../lab/topology.js";
 
 function say(line: string): void {
@@ -205,12 +205,6 @@ export function registerLabCommands(program: Command): void {
         lifetimeMs: Number(o.lifetime) * 1000,
       });
     });
-
-  lab
-    .command("probe", { hidden: true })
-    .description("(internal) one HTTP GET; prints {status, source}")
-    .argument("<url>")
-    .action(async (url: string) => say(JSON.stringify(await httpProbe(url))));
 
   lab
     .command("udp-stream", { hidden: true })

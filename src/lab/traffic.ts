@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { createSocket } from "node:dgram";
 import type { Lab } from "./lab.js";
 import { cliEntry } from "./paths.js";
 
@@ -55,4 +56,27 @@ export function analyzeStream(lab: Lab, tag: string, allowed: readonly string[],
     sources,
     lastSource: rows[rows.length - 1]?.src,
   };
+}
+
+/**
+ * Sends one small UDP datagram every `intervalMs` for `durationMs` (bounded: it stops by
+ * itself). Payload `<tag> <seq> <sent-ms>` lets the sink measure gaps and attribute sources.
+ */
+export async function udpStream(host: string, port: number, tag: string, intervalMs: number, durationMs: number): Promise<number> {
+  const sock = createSocket("udp4");
+  const start = Date.now();
+  let seq = 0;
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      if (Date.now() - start >= durationMs) {
+        clearInterval(timer);
+        resolve();
+        return;
+      }
+      sock.send(`${tag} ${seq++} ${Date.now()}`, port, host, () => undefined);
+    }, intervalMs);
+  });
+  await new Promise((r) => setTimeout(r, 50));
+  sock.close();
+  return seq;
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { BfdAgent, BfdAgentError, type BfdClock, type BfdStateChange } from "./agent.js";
 import { BfdDiag, encodeControlPacket } from "./packet.js";
+import { controlPacket } from "./testing/packets.js";
 import type { BfdDatagram, BfdSessionSocket, BfdTransport } from "./transport.js";
 
 class FakeClock implements BfdClock {
@@ -201,22 +202,7 @@ describe("BfdAgent over an in-memory network", () => {
     clock.advance(3000);
     const before = a.status(B).packetsReceived;
     net.inject(A, B, Buffer.from("not bfd"));
-    const stranger = encodeControlPacket({
-      diag: 0,
-      state: "Down",
-      poll: false,
-      final: false,
-      controlPlaneIndependent: false,
-      authenticationPresent: false,
-      demand: false,
-      multipoint: false,
-      detectMult: 3,
-      myDiscriminator: 5,
-      yourDiscriminator: 0,
-      desiredMinTxUs: 1_000_000,
-      requiredMinRxUs: 1_000_000,
-      requiredMinEchoRxUs: 0,
-    });
+    const stranger = encodeControlPacket(controlPacket({ myDiscriminator: 5 }));
     net.inject(A, "10.0.0.99", stranger);
     // Right discriminator, wrong source address: must not touch the session (it would go Down).
     const spoofed = Buffer.from(stranger);

@@ -9,23 +9,9 @@ import {
   encodeControlPacket,
   type BfdControlPacket,
 } from "./packet.js";
+import { controlPacket } from "./testing/packets.js";
 
-const base: BfdControlPacket = {
-  diag: 0,
-  state: "Down",
-  poll: false,
-  final: false,
-  controlPlaneIndependent: false,
-  authenticationPresent: false,
-  demand: false,
-  multipoint: false,
-  detectMult: 3,
-  myDiscriminator: 1,
-  yourDiscriminator: 0,
-  desiredMinTxUs: 1_000_000,
-  requiredMinRxUs: 1_000_000,
-  requiredMinEchoRxUs: 0,
-};
+const base: BfdControlPacket = controlPacket();
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex");
 

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { BfdDiag, type BfdControlPacket, type BfdState } from "./packet.js";
+import { controlPacket } from "./testing/packets.js";
 import { BfdConfigError, BfdSession, type BfdSessionAction, type BfdSessionConfig, type BfdSessionInput } from "./session.js";
 
 const LOCAL = 0x1111;
@@ -15,23 +16,14 @@ function session(overrides: Partial<BfdSessionConfig> = {}, at = 0): BfdSession 
 
 /** A packet as the peer (discriminator REMOTE) would send it. */
 function fromPeer(state: BfdState, patch: Partial<BfdControlPacket> = {}): BfdControlPacket {
-  return {
-    diag: 0,
+  return controlPacket({
     state,
-    poll: false,
-    final: false,
-    controlPlaneIndependent: false,
-    authenticationPresent: false,
-    demand: false,
-    multipoint: false,
-    detectMult: 3,
     myDiscriminator: REMOTE,
     yourDiscriminator: state === "Down" || state === "AdminDown" ? 0 : LOCAL,
     desiredMinTxUs: 100_000,
     requiredMinRxUs: 100_000,
-    requiredMinEchoRxUs: 0,
     ...patch,
-  };
+  });
 }
 
 const sends = (actions: BfdSessionAction[]): BfdControlPacket[] =>
