@@ -35,7 +35,6 @@ import { BenchChild, procStats, type ProcStats } from "./scale/child.js";
 import { wallClockMs, type ChildEvent } from "./scale/child-io.js";
 import {
   checkShape,
-  DEFAULT_SHAPE,
   expectedSelectedPods,
   FIRST_EXTRA_POD_HOST,
   instanceAddress,
@@ -48,6 +47,8 @@ import {
   podStatus,
   policyRef,
   selectedPodIPsOnNode,
+  SHAPE_OPTIONS,
+  shapeFromOptions,
   VPC_PREFIX_LENGTH,
   type ScaleShape,
 } from "./scale/fixture.js";
@@ -186,11 +187,7 @@ async function createAndWait(http: StandinHttp, agent: BenchChild, node: number,
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      nodes: { type: "string", default: String(DEFAULT_SHAPE.nodes) },
-      pods: { type: "string", default: String(DEFAULT_SHAPE.pods) },
-      namespaces: { type: "string", default: String(DEFAULT_SHAPE.namespaces) },
-      policies: { type: "string", default: String(DEFAULT_SHAPE.policies) },
-      "cluster-policies": { type: "string", default: String(DEFAULT_SHAPE.clusterPolicies) },
+      ...SHAPE_OPTIONS,
       "new-pods": { type: "string", default: "20" },
       "churn-seconds": { type: "string", default: "15" },
       "agent-node": { type: "string", default: "42" },
@@ -199,14 +196,7 @@ async function main(): Promise<void> {
     },
   });
   requireRoot();
-  const shape: ScaleShape = {
-    ...DEFAULT_SHAPE,
-    nodes: Number(values.nodes),
-    pods: Number(values.pods),
-    namespaces: Number(values.namespaces),
-    policies: Number(values.policies),
-    clusterPolicies: Number(values["cluster-policies"]),
-  };
+  const shape = shapeFromOptions(values);
   checkShape(shape);
   const newPods = Number(values["new-pods"]);
   const churnSeconds = Number(values["churn-seconds"]);

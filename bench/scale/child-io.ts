@@ -78,3 +78,10 @@ export function answerOnStdin(): void {
   });
   process.stdin.on("end", () => process.exit(0));
 }
+
+/** How many cached objects of each kind (reported by both children). */
+export function countByKind(objects: readonly { kind?: string }[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const o of objects) out[o.kind ?? "?"] = (out[o.kind ?? "?"] ?? 0) + 1;
+  return out;
+}

@@ -11,7 +11,7 @@ import { Controller } from "../../src/controller/controller.js";
 import { KubeClient } from "../../src/kube/client.js";
 import { KubeSource } from "../../src/kube/source.js";
 import { createLogger } from "../../src/util/log.js";
-import { answerOnStdin, cpuMs, emit, heapLimitMiB, memorySample, peakRssMiB, sampleMemory, stopOnSignal } from "./child-io.js";
+import { answerOnStdin, countByKind, cpuMs, emit, heapLimitMiB, memorySample, peakRssMiB, sampleMemory, stopOnSignal } from "./child-io.js";
 import { NETWORK } from "./fixture.js";
 
 async function main(): Promise<void> {
@@ -40,12 +40,6 @@ async function main(): Promise<void> {
   controller.activate();
   await controller.idle();
   emit("first-idle", { ...memorySample(), cpuMs: cpuMs(), peakRssMiB: peakRssMiB() });
-}
-
-function countByKind(objects: readonly { kind?: string }[]): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const o of objects) out[o.kind ?? "?"] = (out[o.kind ?? "?"] ?? 0) + 1;
-  return out;
 }
 
 main().catch((e: unknown) => {

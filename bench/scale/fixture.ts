@@ -391,3 +391,23 @@ export function podsOnNode(s: ScaleShape, node: number): number[] {
 function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
 }
+
+/** Command-line options for the cluster's shape (node:util parseArgs), shared by the scripts. */
+export const SHAPE_OPTIONS = {
+  nodes: { type: "string", default: String(DEFAULT_SHAPE.nodes) },
+  pods: { type: "string", default: String(DEFAULT_SHAPE.pods) },
+  namespaces: { type: "string", default: String(DEFAULT_SHAPE.namespaces) },
+  policies: { type: "string", default: String(DEFAULT_SHAPE.policies) },
+  "cluster-policies": { type: "string", default: String(DEFAULT_SHAPE.clusterPolicies) },
+} as const;
+
+export function shapeFromOptions(values: { nodes: string; pods: string; namespaces: string; policies: string; "cluster-policies": string }): ScaleShape {
+  return {
+    ...DEFAULT_SHAPE,
+    nodes: Number(values.nodes),
+    pods: Number(values.pods),
+    namespaces: Number(values.namespaces),
+    policies: Number(values.policies),
+    clusterPolicies: Number(values["cluster-policies"]),
+  };
+}

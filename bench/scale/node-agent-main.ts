@@ -19,7 +19,7 @@ import { KubeSource } from "../../src/kube/source.js";
 import { inNamespace } from "../../src/util/exec.js";
 import { createLogger } from "../../src/util/log.js";
 import { TimingRunner } from "../lib/timing.js";
-import { answerOnStdin, cpuMs, emit, heapLimitMiB, memorySample, peakRssMiB, sampleMemory, stopOnSignal } from "./child-io.js";
+import { answerOnStdin, countByKind, cpuMs, emit, heapLimitMiB, memorySample, peakRssMiB, sampleMemory, stopOnSignal } from "./child-io.js";
 import { NETWORK } from "./fixture.js";
 
 async function main(): Promise<void> {
@@ -65,12 +65,6 @@ async function main(): Promise<void> {
   emit("starting");
   await agent.start();
   emit("started", { ...memorySample(), cpuMs: cpuMs(), peakRssMiB: peakRssMiB(), cached: countByKind(source.objects()) });
-}
-
-function countByKind(objects: readonly { kind?: string }[]): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const o of objects) out[o.kind ?? "?"] = (out[o.kind ?? "?"] ?? 0) + 1;
-  return out;
 }
 
 main().catch((e: unknown) => {

@@ -15,7 +15,7 @@ import { parseReport, policyStatus, REPORT_ANNOTATION, type NodeReport } from ".
 import { Planner, selectPods } from "../../src/planner/plan.js";
 import { median, round } from "../lib/stats.js";
 import { emit, memorySample } from "./child-io.js";
-import { DEFAULT_SHAPE, gatewayObject, namespaceObject, NETWORK, nodeName, nodeObject, podObject, podParams, podsOnNode, podStatus, policyObject, type Json, type ScaleShape } from "./fixture.js";
+import { gatewayObject, namespaceObject, NETWORK, nodeName, nodeObject, podObject, podParams, podsOnNode, podStatus, policyObject, SHAPE_OPTIONS, shapeFromOptions, type Json, type ScaleShape } from "./fixture.js";
 
 function clusterObjects(s: ScaleShape, onlyNode?: number): KubeObject[] {
   const health = Object.fromEntries(Array.from({ length: s.gateways * s.instancesPerGateway }, (_, i) => [`gw-${Math.floor(i / s.instancesPerGateway)}/i-${i % s.instancesPerGateway}`, "up"]));
@@ -49,16 +49,12 @@ function time<T>(into: Map<string, number[]>, step: string, f: () => T): T {
 function main(): void {
   const { values } = parseArgs({
     options: {
-      nodes: { type: "string", default: String(DEFAULT_SHAPE.nodes) },
-      pods: { type: "string", default: String(DEFAULT_SHAPE.pods) },
-      namespaces: { type: "string", default: String(DEFAULT_SHAPE.namespaces) },
-      policies: { type: "string", default: String(DEFAULT_SHAPE.policies) },
-      "cluster-policies": { type: "string", default: String(DEFAULT_SHAPE.clusterPolicies) },
+      ...SHAPE_OPTIONS,
       "agent-node": { type: "string", default: "42" },
       reps: { type: "string", default: "3" },
     },
   });
-  const s: ScaleShape = { ...DEFAULT_SHAPE, nodes: Number(values.nodes), pods: Number(values.pods), namespaces: Number(values.namespaces), policies: Number(values.policies), clusterPolicies: Number(values["cluster-policies"]) };
+  const s = shapeFromOptions(values);
   const reps = Number(values.reps);
   const controller = new Map<string, number[]>();
   const agent = new Map<string, number[]>();

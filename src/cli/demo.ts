@@ -1,7 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parseLabConfig } from "../lab/config.js";
-import { Lab, LAB_METRICS_PORT, waitFor, type GatewayDeath } from "../lab/lab.js";
-import { execIn } from "../lab/netns.js";
+import { Lab, waitFor, type GatewayDeath } from "../lab/lab.js";
 import { newRunPrefix } from "../lab/netns.js";
 import { analyzeStream, startUdpStream } from "../lab/traffic.js";
 import { formatStatusTable } from "./lab.js";
@@ -10,7 +9,7 @@ import { formatStatusTable } from "./lab.js";
 async function allInstancesUp(lab: Lab): Promise<boolean> {
   const instances = lab.topology.gatewayHosts.length;
   for (const n of lab.topology.nodes) {
-    const text = await execIn(n.netns, "curl", ["-s", "-m", "1", `http://127.0.0.1:${LAB_METRICS_PORT}/metrics`]).catch(() => "");
+    const text = await lab.agentMetrics(n.name).catch(() => "");
     if ((text.match(/^static_egress_instance_up\{[^}]*\} 1$/gm) ?? []).length < instances) return false;
   }
   return true;

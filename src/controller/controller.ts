@@ -7,7 +7,7 @@ import { ReconcileLoop } from "../agents/loop.js";
 import type { ClusterNetwork, PolicyObject } from "../planner/model.js";
 import { Planner, selectPods } from "../planner/plan.js";
 import { SpecValidator } from "../api/v1alpha1/validate.js";
-import { gatewayResource, policyResource } from "../planner/resolve.js";
+import { policyResource } from "../planner/resolve.js";
 import { statusOf, type KubeClient, type PolicyKind } from "../kube/client.js";
 import type { KubeSource } from "../kube/source.js";
 import type { Logger } from "../util/log.js";
@@ -116,6 +116,7 @@ export class Controller {
     const res = planner.resolution;
     const selection = selectPods(snapshot, res);
     const verdicts = new Map(res.verdicts.map((v) => [v.resource, v]));
+    const validPolicies = new Map(res.policies.map((p) => [p.resource, p]));
     const reports: NodeReport[] = [];
     for (const n of source.raw("Node")) {
       const r = parseReport(n.metadata?.name ?? "", n.metadata?.annotations as Record<string, string> | undefined, now.getTime());
@@ -149,7 +150,7 @@ export class Controller {
         await attempt(resource, async () => {
           if (await this.handleFinalizer(kind, raw, () => reports.some((r) => (r.programmed[resource] ?? 0) > 0))) return;
           const verdict = verdicts.get(resource);
-          const valid = res.policies.find((p) => p.resource === resource);
+          const valid = validPolicies.get(resource);
           const status = policyStatus(
             {
               resource,
@@ -177,10 +178,9 @@ export class Controller {
         }
         const stillUsed = () => !outsideReleased || res.policies.some((p) => p.gateway === raw.metadata.name && reports.some((r) => (r.programmed[p.resource] ?? 0) > 0));
         if (await this.handleFinalizer("EgressGateway", raw, stillUsed)) return;
-        const gw = snapshot.gateways.find((g) => g.metadata.name === raw.metadata.name);
         // spec.digitalocean: a cloud plugin owns the instance list (see gatewayStatus).
         const provisioned = (raw.spec as { digitalocean?: unknown } | undefined)?.digitalocean !== undefined;
-        const status = gatewayStatus(raw.metadata.name, raw.metadata.generation, gw ? verdicts.get(gatewayResource(gw)) : undefined, res, reports, raw.status, now.toISOString(), { provisioned });
+        const status = gatewayStatus(raw.metadata.name, raw.metadata.generation, verdicts.get(resource), res, reports, raw.status, now.toISOString(), { provisioned });
         await this.writeStatus("EgressGateway", raw, status);
       });
     }

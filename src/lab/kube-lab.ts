@@ -117,15 +117,21 @@ export async function applyPolicyObjects(lab: Lab, docs: readonly KubeObject[]):
     const name = d.metadata!.name!;
     const body = { apiVersion: `${GROUP}/${VERSION}`, kind, metadata: { name, ...(d.metadata?.namespace ? { namespace: d.metadata.namespace } : {}) }, spec: d.spec };
     const ns = kind === "EgressPolicy" ? d.metadata?.namespace ?? "default" : undefined;
-    try {
-      if (ns) await client.custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural, body });
-      else await client.custom.createClusterCustomObject({ group: GROUP, version: VERSION, plural, body });
-    } catch (e) {
-      if (statusOf(e) !== 409) throw e;
-      const patch = { spec: d.spec };
-      if (ns) await client.custom.patchNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural, name, body: patch }, mergePatch);
-      else await client.custom.patchClusterCustomObject({ group: GROUP, version: VERSION, plural, name, body: patch }, mergePatch);
-    }
+    await createOrPatchSpec(client, plural, ns, name, body);
+  }
+}
+
+/** Creates one of our objects, or, when it exists, merge-patches its spec (like kubectl apply). */
+async function createOrPatchSpec(client: KubeClient, plural: string, ns: string | undefined, name: string, body: Record<string, unknown> & { spec?: unknown }): Promise<void> {
+  const gv = { group: GROUP, version: VERSION, plural };
+  try {
+    if (ns) await client.custom.createNamespacedCustomObject({ ...gv, namespace: ns, body });
+    else await client.custom.createClusterCustomObject({ ...gv, body });
+  } catch (e) {
+    if (statusOf(e) !== 409) throw e;
+    const patch = { spec: body.spec };
+    if (ns) await client.custom.patchNamespacedCustomObject({ ...gv, namespace: ns, name, body: patch }, mergePatch);
+    else await client.custom.patchClusterCustomObject({ ...gv, name, body: patch }, mergePatch);
   }
 }
 
@@ -152,11 +158,6 @@ export async function applyGateways(lab: Lab): Promise<void> {
   const client = labClient(lab);
   for (const g of lab.objects().filter((o) => o.kind === "EgressGateway")) {
     const name = g.metadata!.name!;
-    try {
-      await client.custom.createClusterCustomObject({ group: GROUP, version: VERSION, plural: "egressgateways", body: { apiVersion: `${GROUP}/${VERSION}`, kind: "EgressGateway", metadata: { name }, spec: g.spec } });
-    } catch (e) {
-      if (statusOf(e) !== 409) throw e;
-      await client.custom.patchClusterCustomObject({ group: GROUP, version: VERSION, plural: "egressgateways", name, body: { spec: g.spec } }, mergePatch);
-    }
+    await createOrPatchSpec(client, "egressgateways", undefined, name, { apiVersion: `${GROUP}/${VERSION}`, kind: "EgressGateway", metadata: { name }, spec: g.spec });
   }
 }

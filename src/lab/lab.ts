@@ -329,15 +329,12 @@ export class Lab {
   }
 
   /** Kills one lab process (an agent) the hard way, as a crash would. */
-  killProcess(name: string, signal: NodeJS.Signals = "SIGKILL"): void {
+  killProcess(name: string, sig: NodeJS.Signals = "SIGKILL"): void {
     const p = this.record.processes.find((x) => x.name === name);
     if (!p) throw new LabError(`no lab process named ${name}`);
-    try {
-      process.kill(p.pid, signal);
-    } catch {
-      /* already gone */
-    }
+    signal(p.pid, sig);
   }
+
 
   startNodeAgent(name: string): void {
     const n = this.topology.nodes.find((x) => x.name === name);
@@ -416,14 +413,14 @@ export class Lab {
     if (this.record.mode === "kubernetes") await refreshPodIPs(this);
     const snapshot = snapshotFromObjects(this.objects(await this.currentPolicies()), LAB_CLUSTER_NETWORK);
     const planner = new Planner(snapshot);
+    const plans = new Map(this.topology.nodes.map((n) => [n.name, planner.planNode(n.name, new Map())]));
     const dst = parseIPv4(target);
     return Promise.all(
       this.topology.pods.map(async (pod) => {
         const key = `${pod.namespace}/${pod.name}`;
         const ip = this.record.podIPs[key] ?? "";
         const node = this.topology.nodes.find((n) => n.name === pod.node)!;
-        const plan = planner.planNode(pod.node, new Map());
-        const entry = plan.entries.find((e) => e.podIP === ip && e.dst.from <= dst && dst <= e.dst.to);
+        const entry = plans.get(pod.node)?.entries.find((e) => e.podIP === ip && e.dst.from <= dst && dst <= e.dst.to);
         const policy = entry ? planner.resolution.policies.find((p) => p.resource === entry.policy) : undefined;
         const expected = policy ? [...policy.egressIPByInstance.values()].sort() : [node.publicIP];
         const probe = await this.probe(pod, `http://${target}/`);
@@ -457,6 +454,13 @@ export class Lab {
     }
   }
 
+  /** A node agent's Prometheus metrics (scraped inside the node's namespace). */
+  async agentMetrics(node: string): Promise<string> {
+    const n = this.topology.nodes.find((x) => x.name === node);
+    if (!n) throw new LabError(`no node named ${node}`);
+    return execIn(n.netns, "curl", ["-s", "-m", "2", `http://127.0.0.1:${LAB_METRICS_PORT}/metrics`]);
+  }
+
   /** Forgets the UDP records so far (the server appends to the same file). */
   clearUdpRecords(): void {
     writeFileSync(this.udpLog, "");
@@ -472,15 +476,24 @@ export class Lab {
   }
 
   async down(): Promise<void> {
-    for (const p of this.record.processes) {
-      try {
-        process.kill(p.pid, "SIGKILL");
-      } catch {
-        /* gone */
-      }
-    }
-    await deleteNamespacesWithPrefix(`${this.record.prefix}-`);
-    rmSync(this.dir, { recursive: true, force: true });
+    await removeLab(this.record.prefix, this.record.processes);
+  }
+}
+
+/** Kills a lab's processes (some live in the root namespace), deletes its namespaces and state. */
+async function removeLab(prefix: string, processes: readonly { pid: number }[]): Promise<string[]> {
+  for (const p of processes) signal(p.pid, "SIGKILL");
+  const removed = await deleteNamespacesWithPrefix(`${prefix}-`);
+  rmSync(join(LAB_STATE_ROOT, prefix), { recursive: true, force: true });
+  return removed;
+}
+
+/** Sends a signal; a process that is already gone is not an error. */
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* already gone */
   }
 }
 
@@ -500,15 +513,7 @@ export async function removeLeftovers(log: (line: string) => void = () => undefi
       record = undefined;
     }
     if (record && (record.persistent || processAlive(record.ownerPid))) continue;
-    for (const p of record?.processes ?? []) {
-      try {
-        process.kill(p.pid, "SIGKILL");
-      } catch {
-        /* gone */
-      }
-    }
-    removed.push(...(await deleteNamespacesWithPrefix(`${prefix}-`)));
-    rmSync(join(LAB_STATE_ROOT, prefix), { recursive: true, force: true });
+    removed.push(...(await removeLab(prefix, record?.processes ?? [])));
   }
   const known = new Set(existsSync(LAB_STATE_ROOT) ? readdirSync(LAB_STATE_ROOT) : []);
   for (const ns of listNamespaces()) {

@@ -4,7 +4,6 @@ import type { Lab } from "../../src/lab/lab.js";
 import { waitFor } from "../../src/lab/lab.js";
 import { execIn } from "../../src/lab/netns.js";
 import { analyzeStream, startUdpStream } from "../../src/lab/traffic.js";
-import { LAB_METRICS_PORT } from "../../src/lab/lab.js";
 import { byPod, exampleLabConfig, startLab, waitConverged } from "./support.js";
 
 const CHECKOUT_IPS = ["192.0.2.10", "192.0.2.20"];
@@ -42,9 +41,8 @@ function hostOf(egressIP: string): string {
   return lab.topology.gatewayHosts.find((g) => g.egressIPs.includes(egressIP))!.name;
 }
 
-async function metrics(node: string): Promise<string> {
-  const ns = lab.topology.nodes.find((n) => n.name === node)!.netns;
-  return execIn(ns, process.execPath, ["-e", `fetch("http://127.0.0.1:${LAB_METRICS_PORT}/metrics").then(r => r.text()).then(t => process.stdout.write(t))`]);
+function metrics(node: string): Promise<string> {
+  return lab.agentMetrics(node);
 }
 
 function agentLog(host: string): string {
