@@ -33,6 +33,12 @@ export interface ReconcileContext {
   planner: Planner;
   now: Date;
   logger: Logger;
+  /**
+   * Asks for another pass in `afterMs` even if nothing changes in the cluster (a plugin whose
+   * outside world changes unseen, e.g. a droplet destroyed in the control panel). Optional so that
+   * tests can build a context by hand.
+   */
+  requestPass?: (afterMs: number) => void;
 }
 
 /**
@@ -72,6 +78,8 @@ export interface ControllerDeps {
 export class Controller {
   private readonly loop: ReconcileLoop;
   private resync: NodeJS.Timeout | undefined;
+  /** The earliest pass a plugin asked for. */
+  private requested: { at: number; timer: NodeJS.Timeout } | undefined;
   private active = false;
   private readonly validator = new SpecValidator();
 
@@ -95,6 +103,20 @@ export class Controller {
   deactivate(): void {
     this.active = false;
     clearInterval(this.resync);
+    clearTimeout(this.requested?.timer);
+    this.requested = undefined;
+  }
+
+  private requestPass(afterMs: number): void {
+    const at = Date.now() + Math.max(0, afterMs);
+    if (this.requested && this.requested.at <= at) return;
+    clearTimeout(this.requested?.timer);
+    const timer = setTimeout(() => {
+      this.requested = undefined;
+      if (this.active) this.loop.trigger();
+    }, at - Date.now());
+    timer.unref();
+    this.requested = { at, timer };
   }
 
   idle(): Promise<void> {
@@ -168,7 +190,7 @@ export class Controller {
         });
       }
     }
-    const ctx: ReconcileContext = { client: this.deps.client, source, snapshot, planner, now, logger: this.deps.logger };
+    const ctx: ReconcileContext = { client: this.deps.client, source, snapshot, planner, now, logger: this.deps.logger, requestPass: (ms) => this.requestPass(ms) };
     for (const raw of source.raw("EgressGateway") as Owned[]) {
       const resource = `EgressGateway/${raw.metadata.name}`;
       await attempt(resource, async () => {

@@ -34,14 +34,19 @@ interface Tracked {
  * raw session does not have:
  * - an instance that went down is trusted again only after it stayed up for `holdDownMs`
  *   (a flapping gateway cannot make traffic oscillate faster than that);
- * - a new session that never came up is judged down after a grace period, but until then the
- *   instance is "unknown", which plans like "up": a restarting agent keeps forwarding as before.
+ * - a session of the first plan that never came up is judged down after a grace period, but
+ *   until then the instance is "unknown", which plans like "up": a restarting agent keeps
+ *   forwarding as before;
+ * - an instance that appears later (a new or replaced gateway host) is "down" until its session
+ *   comes up: a droplet that is running but still installing its agent gets no traffic.
  */
 export class HealthMonitor {
   private readonly tracked = new Map<string, Tracked>();
   private readonly byAddress = new Map<string, string>();
   private readonly listeners: (() => void)[] = [];
   private readonly verdictListeners: ((c: VerdictChange) => void)[] = [];
+  /** The first plan's instances have been set up (later ones start "down"). */
+  private started = false;
 
   constructor(
     private readonly bfd: BfdAgent,
@@ -68,14 +73,17 @@ export class HealthMonitor {
     for (const inst of instances) {
       if (this.tracked.has(inst.key)) continue;
       if (this.byAddress.has(inst.address)) continue; // two instances on one host share a session
-      const t: Tracked = { instance: inst, verdict: "unknown", bfdUp: false, everUp: false, holdTimer: undefined, graceTimer: undefined };
+      const t: Tracked = { instance: inst, verdict: this.started ? "down" : "unknown", bfdUp: false, everUp: false, holdTimer: undefined, graceTimer: undefined };
       this.tracked.set(inst.key, t);
       this.byAddress.set(inst.address, inst.key);
-      t.graceTimer = setTimeout(() => {
-        if (!t.bfdUp && t.verdict === "unknown") this.setVerdict(t, "down");
-      }, this.graceMs);
+      if (!this.started) {
+        t.graceTimer = setTimeout(() => {
+          if (!t.bfdUp && t.verdict === "unknown") this.setVerdict(t, "down");
+        }, this.graceMs);
+      }
       await this.bfd.addPeer({ peer: inst.address, desiredMinTxMs: inst.intervalMs, requiredMinRxMs: inst.intervalMs, detectMultiplier: inst.multiplier });
     }
+    this.started = true;
   }
 
   private forget(key: string): void {

@@ -109,6 +109,10 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     }
     for (const name of [...this.fleets.keys()]) if (!present.has(name) && !this.jobs.isBusy(name)) this.fleets.delete(name);
     for (const name of [...this.released]) if (!present.has(name)) this.released.delete(name);
+    // Nothing in the cluster changes when a droplet dies: come back when the next convergence is due.
+    const interval = this.opts.minIntervalMs ?? 60_000;
+    const due = [...this.fleets].filter(([name]) => !this.jobs.isBusy(name)).map(([, f]) => f.attemptAt + interval - this.now());
+    if (due.length > 0) ctx.requestPass?.(Math.max(250, Math.min(...due)));
   }
 
   async releaseGateway(gateway: KubernetesObject & { metadata: { name: string } }, ctx: ReconcileContext): Promise<boolean> {
@@ -177,6 +181,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     }
     state.hosts = hosts;
     this.reported.delete(name);
+    this.ctx?.requestPass?.(this.opts.minIntervalMs ?? 60_000);
     this.log.info({ gateway: name, hosts: hosts.map((h) => `${h.name}:${h.status}`) }, "gateway fleet converged");
     await this.writeInstancesLatest(name, hosts);
   }
