@@ -23,7 +23,7 @@ async function main(): Promise<void> {
   const kc = new KubeConfig();
   kc.loadFromFile(values.kubeconfig);
   const client = new KubeClient(kc);
-  const source = new KubeSource(client, logger);
+  const source = new KubeSource(client, logger, { nodeHealth: true });
   const controller = new Controller({
     client,
     source,

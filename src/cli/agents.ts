@@ -6,7 +6,7 @@ import { BfdAgent } from "../agents/health/bfd/agent.js";
 import { HealthMonitor } from "../agents/health/monitor.js";
 import { GatewayMetrics, NodeMetrics, serveMetrics } from "../agents/metrics.js";
 import { FileSource } from "../agents/source/file-source.js";
-import { GatewayDataplane } from "../dataplane/gateway.js";
+import { GATEWAY_TABLE, GatewayDataplane } from "../dataplane/gateway.js";
 import { NodeDataplane } from "../dataplane/node.js";
 import { QuarantineTable } from "../cni/quarantine.js";
 import type { NodePlan } from "../planner/model.js";
@@ -16,6 +16,7 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { KubeClient } from "../kube/client.js";
 import { KubeSource } from "../kube/source.js";
 import { NodeReporter } from "../agents/node/report.js";
+import { ANCHOR_ANNOTATION, ANCHOR_SOURCES, AnchorPublisher } from "../agents/node/anchor.js";
 import type { ClusterSource } from "../agents/source/source.js";
 import { createLogger, type Logger } from "../util/log.js";
 
@@ -64,7 +65,38 @@ function runUntilSignal(logger: Logger, stop: () => Promise<void>): void {
   process.once("SIGINT", onSignal);
 }
 
-export async function runNodeAgent(flags: AgentFlags & { node: string; address?: string; cniSocket?: string; procSysNet?: string }): Promise<void> {
+export interface NodeAgentFlags extends AgentFlags {
+  node: string;
+  address?: string;
+  cniSocket?: string;
+  procSysNet?: string;
+  /** `digitalocean-metadata`: publish the node's anchor IPv4 as a Node annotation (docs/digitalocean.md). */
+  anchorIpFrom?: string;
+  metadataUrl?: string;
+}
+
+/** The anchor publisher the flags ask for (none without --anchor-ip-from). Errors name the flag. */
+export function anchorPublisher(flags: NodeAgentFlags, client: KubeClient | undefined, source: Pick<ClusterSource, "objects"> | undefined, logger: Logger): AnchorPublisher | undefined {
+  if (flags.anchorIpFrom === undefined) {
+    if (flags.metadataUrl !== undefined) throw new Error("--metadata-url needs --anchor-ip-from digitalocean-metadata");
+    return undefined;
+  }
+  if (!(ANCHOR_SOURCES as readonly string[]).includes(flags.anchorIpFrom)) {
+    throw new Error(`--anchor-ip-from: unknown source ${JSON.stringify(flags.anchorIpFrom)} (known: ${ANCHOR_SOURCES.join(", ")})`);
+  }
+  if (!client) throw new Error("--anchor-ip-from needs --source kubernetes (the anchor IP is published on the Node)");
+  const nodeAnnotation = () =>
+    source?.objects().find((o) => o.kind === "Node" && o.metadata?.name === flags.node)?.metadata?.annotations?.[ANCHOR_ANNOTATION];
+  return new AnchorPublisher({
+    client,
+    node: flags.node,
+    ...(flags.metadataUrl !== undefined ? { metadata: { baseUrl: flags.metadataUrl } } : {}),
+    ...(source ? { current: nodeAnnotation } : {}),
+    logger,
+  });
+}
+
+export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   const logger = createLogger("node-agent").child({ node: flags.node });
   const dataplane = new NodeDataplane(localRunner);
   if (flags.cleanup) {
@@ -74,7 +106,10 @@ export async function runNodeAgent(flags: AgentFlags & { node: string; address?:
     return;
   }
   const metrics = new NodeMetrics();
-  const reporter = flags.source === "kubernetes" ? new NodeReporter(new KubeClient(loadKubeconfig(flags.kubeconfig)), flags.node, logger) : undefined;
+  const kube = flags.source === "kubernetes" ? new KubeClient(loadKubeconfig(flags.kubeconfig)) : undefined;
+  const reporter = kube ? new NodeReporter(kube, flags.node, logger) : undefined;
+  // Before anything starts: a wrong flag stops the agent at once, naming it.
+  const anchor = anchorPublisher(flags, kube, { objects: () => source.objects() }, logger);
   let bfd: BfdAgent | undefined;
   let health: HealthProvider | undefined;
   if (flags.address) {
@@ -109,6 +144,8 @@ export async function runNodeAgent(flags: AgentFlags & { node: string; address?:
     : undefined;
   if (cni) cniPlans.push((plan) => cni.onPlan(plan));
   await agent.start();
+  // After the informers synced, so that an unchanged anchor is not written again on restart.
+  anchor?.start();
   const cniServer = cni && flags.cniSocket ? await CniServer.listen(flags.cniSocket, cni, logger) : undefined;
   cni?.start();
   if (cniServer) logger.info({ socket: cniServer.path }, "serving the CNI plugin");
@@ -121,6 +158,7 @@ export async function runNodeAgent(flags: AgentFlags & { node: string; address?:
   logger.info("node agent started");
   // BFD is stopped without AdminDown on purpose: peers keep their view until they time out.
   runUntilSignal(logger, async () => {
+    anchor?.stop();
     cni?.stop();
     await cniServer?.close();
     await agent.stop();
@@ -153,15 +191,31 @@ export async function runGatewayAgent(flags: AgentFlags & { instance: string }):
   runUntilSignal(logger, () => agent.stop());
 }
 
+/** Waits until the gateway agent has programmed its table (it drops what it must not forward). */
+async function waitForGatewayDatapath(logger: Logger): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    const ok = await localRunner.run("nft", ["list", "table", "ip", GATEWAY_TABLE]).then(
+      () => true,
+      () => false,
+    );
+    if (ok) return;
+    if (attempt % 50 === 0) logger.info("waiting for the gateway agent's datapath before answering probes");
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 /**
  * The gateway's BFD responder, a process of its own: restarting or upgrading the gateway agent
  * (config reloads included) never touches health, so nodes never fail over because of it.
  * It answers any node that starts a session; the gateway's nft table admits BFD from cluster
  * nodes only.
  */
-export async function runHealthResponder(flags: { listen: string; metricsPort?: string }): Promise<void> {
+export async function runHealthResponder(flags: { listen: string; metricsPort?: string; waitForDatapath?: boolean }): Promise<void> {
   const logger = createLogger("health-responder").child({ listen: flags.listen });
   raisePriority(logger);
+  // Nodes send traffic to an instance as soon as its probes answer: a host that boots must not
+  // answer before its gateway agent is ready to SNAT (and to drop everything else).
+  if (flags.waitForDatapath) await waitForGatewayDatapath(logger);
   const metrics = new GatewayMetrics();
   const bfd = new BfdAgent({
     localAddress: flags.listen,

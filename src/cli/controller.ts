@@ -22,6 +22,16 @@ export interface ControllerFlags {
   digitaloceanTokenFile?: string;
   digitaloceanApiUrl?: string;
   gatewayUserDataFile?: string;
+  cloudResyncSeconds?: string;
+  cloudPollMs?: string;
+}
+
+/** A positive number from a flag, or an error naming the flag. */
+function positive(flag: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag}: must be a positive number, not ${JSON.stringify(text)}`);
+  return n;
 }
 
 /** The cloud plugins the flags ask for (none without --cloud). Errors name the flag. */
@@ -47,6 +57,8 @@ export function cloudPlugins(flags: ControllerFlags, logger: Logger): DigitalOce
     ...(flags.digitaloceanApiUrl ? { apiUrl: flags.digitaloceanApiUrl } : {}),
     ...(userDataTemplate !== undefined ? { userDataTemplate } : {}),
     eventNamespace: flags.namespace,
+    fleet: { minIntervalMs: positive("--cloud-resync-seconds", flags.cloudResyncSeconds, 60) * 1000 },
+    fleetPollMs: positive("--cloud-poll-ms", flags.cloudPollMs, 2000),
     logger,
   });
 }
@@ -60,7 +72,8 @@ export async function runController(flags: ControllerFlags): Promise<void> {
   const controller = new Controller({
     ...(cloud ? { plugins: cloud.plugins } : {}),
     client,
-    source: new KubeSource(client, logger),
+    // The DigitalOcean follower keeps Services' externalIPs: only then are Services watched.
+    source: new KubeSource(client, logger, { nodeHealth: true, ...(cloud ? { serviceExternalIPs: true } : {}) }),
     network: loadAgentConfig(flags.config).clusterNetwork,
     logger,
     eventNamespace: flags.namespace,

@@ -2,12 +2,13 @@ import { readFileSync } from "node:fs";
 import { parseLabConfig } from "../lab/config.js";
 import { Lab, waitFor, type GatewayDeath } from "../lab/lab.js";
 import { newRunPrefix } from "../lab/netns.js";
+import { LAB_CLOUD } from "../lab/cloud.js";
 import { analyzeStream, startUdpStream } from "../lab/traffic.js";
 import { formatStatusTable } from "./lab.js";
 
 /** Every node agent reports every gateway instance up (its metrics: static_egress_instance_up). */
 async function allInstancesUp(lab: Lab): Promise<boolean> {
-  const instances = lab.topology.gatewayHosts.length;
+  const instances = lab.gatewayInstances().length;
   for (const n of lab.topology.nodes) {
     const text = await lab.agentMetrics(n.name).catch(() => "");
     if ((text.match(/^static_egress_instance_up\{[^}]*\} 1$/gm) ?? []).length < instances) return false;
@@ -22,7 +23,10 @@ function say(line = ""): void {
 /** The README's demo: a lab, each pod's egress IP, a gateway killed under traffic, the failover. */
 export async function runDemo(file: string, kind: GatewayDeath, keep: boolean): Promise<void> {
   const cfg = parseLabConfig(readFileSync(file, "utf8"), file);
-  const lab = await Lab.up(cfg, { prefix: newRunPrefix(), persistent: keep, log: (l) => say(`  ${l}`) });
+  // A gateway on (stand-in) DigitalOcean droplets needs the controller: Kubernetes mode.
+  const mode = cfg.gateways.some((g) => g.digitalocean) ? "kubernetes" : "file";
+  if (kind === "destroy" && mode !== "kubernetes") throw new Error("--kind destroy needs a lab file with a digitalocean gateway (examples/lab-digitalocean.yaml)");
+  const lab = await Lab.up(cfg, { prefix: newRunPrefix(), persistent: keep, mode, log: (l) => say(`  ${l}`) });
   const cleanup = async () => {
     if (!keep) await lab.down();
   };
@@ -40,7 +44,7 @@ export async function runDemo(file: string, kind: GatewayDeath, keep: boolean): 
     // The instance this very flow uses once it runs is the one that dies.
     await waitFor(() => analyzeStream(lab, "demo", selected.expected).received > 500, 10_000, "the UDP stream does not arrive");
     const current = analyzeStream(lab, "demo", selected.expected).lastSource!;
-    const victim = lab.topology.gatewayHosts.find((g) => g.egressIPs.includes(current))!;
+    const victim = lab.gatewayInstances().find((g) => g.egressIPs.includes(current))!;
     say(`\n== ${selected.pod} leaves through ${victim.name} (${current}), 1 UDP datagram per ms. Killing ${victim.name} (${kind}) now`);
     const killedAt = Date.now();
     await lab.killGateway(victim.name, kind);
@@ -51,8 +55,18 @@ export async function runDemo(file: string, kind: GatewayDeath, keep: boolean): 
     say(`   datagrams with a source outside ${selected.expected.join("|")}: ${report.wrongSource.length}`);
     say(`\n== after the failover`);
     say(formatStatusTable(await lab.status()));
-    await lab.reviveGateway(victim.name);
-    say(`\n== ${victim.name} revived: nodes take it back after its hold-down; open flows stay where they are`);
+    if (kind === "destroy") {
+      say(`\n== ${victim.name} was deleted through the DigitalOcean API; the controller replaces it (same name) and moves ${current} to the replacement`);
+      await waitFor(() => lab.gatewayInstances().some((g) => g.name === victim.name && g.egressIPs.includes(current)), 60_000, "the droplet was not replaced", 200);
+      say(`   the replacement droplet runs and holds ${current} (${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill; the stand-in boots a droplet in ${LAB_CLOUD.dropletBootMs / 1000} s)`);
+      await waitFor(() => allInstancesUp(lab), 30_000, "the replacement did not come up on every node", 300);
+      let after = await lab.status();
+      await waitFor(async () => (after = await lab.status()).every((r) => r.ok) && after.some((r) => r.egressIP === current), 30_000, "traffic did not return to the replacement", 300);
+      say(formatStatusTable(after));
+    } else {
+      await lab.reviveGateway(victim.name);
+      say(`\n== ${victim.name} revived: nodes take it back after its hold-down; open flows stay where they are`);
+    }
   } finally {
     await cleanup();
     say(keep ? `\nlab ${lab.record.prefix} left up (static-egress lab down)` : "\nlab removed");

@@ -4,7 +4,9 @@ import type { Command } from "commander";
 import { parseDocuments } from "../api/objects.js";
 import { parseLabConfig } from "../lab/config.js";
 import { startInternetServer } from "../lab/internet-server.js";
-import { GATEWAY_DEATHS, Lab, removeLeftovers, type GatewayDeath, type LabPodStatus } from "../lab/lab.js";
+import { join } from "node:path";
+import { GATEWAY_DEATHS, Lab, removeLeftovers, type GatewayDeath, type LabPodStatus, type LabRecord } from "../lab/lab.js";
+import { LabCloud } from "../lab/cloud.js";
 import { runDemo } from "./demo.js";
 import { runKubeStandinMain } from "../lab/kube-standin/index.js";
 import { parseEndpoint, startRelay } from "../lab/relay.js";
@@ -108,7 +110,7 @@ export function registerLabCommands(program: Command): void {
 
   lab
     .command("kill-gateway")
-    .description("kill a gateway instance: its agent and health responder, its VPC link, or the whole host (silent)")
+    .description("kill a gateway instance: its agent and health responder, its VPC link, the whole host (silent), or (a droplet) destroy it through the cloud API")
     .argument("<instance>", "gateway instance (host) name, e.g. gw-a")
     .option("--kind <kind>", `how it dies: ${GATEWAY_DEATHS.join(", ")}`, "link")
     .option("--name <prefix>", "which lab")
@@ -164,6 +166,20 @@ export function registerLabCommands(program: Command): void {
     .description("(internal) the Kubernetes API stand-in, on loopback")
     .requiredOption("--kubeconfig-out <file>")
     .action(async (o: { kubeconfigOut: string }) => runKubeStandinMain(["--port", "0", "--kubeconfig-out", o.kubeconfigOut, "--log-level", "warn"]));
+
+  lab
+    .command("cloud", { hidden: true })
+    .description("(internal) the lab's cloud: the DigitalOcean stand-in whose droplets become gateway namespaces")
+    .requiredOption("--dir <dir>", "the lab's state folder")
+    .action(async (o: { dir: string }) => {
+      const record = JSON.parse(readFileSync(join(o.dir, "lab.json"), "utf8")) as LabRecord;
+      const logger = createLogger("lab-cloud");
+      const cloud = new LabCloud({ dir: o.dir, topology: record.topology, config: record.config, log: (msg, fields) => logger.info(fields ?? {}, msg) });
+      await cloud.start();
+      const stop = () => void cloud.stop().then(() => process.exit(0));
+      process.once("SIGTERM", stop);
+      process.once("SIGINT", stop);
+    });
 
   lab
     .command("relay", { hidden: true })

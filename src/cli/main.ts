@@ -26,6 +26,8 @@ agent
   .option("--proc-sys-net <dir>", "the node's /proc/sys/net (a host mount when /proc/sys is read-only)", "/proc/sys/net")
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
   .option("--cni-socket <path>", "serve the chained CNI plugin on this unix socket (mode 0600), e.g. /run/static-egress/cni.sock")
+  .option("--anchor-ip-from <source>", "with --source kubernetes: publish this node's anchor IPv4 as annotation staticegress.io/anchor-ipv4 (for Service externalIPs that follow a reserved IP); source: `digitalocean-metadata`")
+  .option("--metadata-url <url>", "with --anchor-ip-from digitalocean-metadata: metadata root (default http://169.254.169.254/metadata/v1)")
   .option("--cleanup", "remove everything the node agent owns and exit")
   .action(runNodeAgent);
 agent
@@ -43,6 +45,7 @@ agent
   .description("answer BFD probes from nodes on a gateway host (a process of its own)")
   .requiredOption("--listen <ip>", "the gateway's address toward the nodes")
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
+  .option("--wait-for-datapath", "answer probes only once the gateway agent on this host has programmed its table (use when both start together, e.g. at boot)")
   .action(runHealthResponder);
 
 program
@@ -58,6 +61,8 @@ program
   .option("--digitalocean-token-file <file>", "API token file (a mounted Secret; re-read on rotation); default: $DIGITALOCEAN_TOKEN")
   .option("--digitalocean-api-url <url>", "API root (default https://api.digitalocean.com; the stand-in's URL in tests)")
   .option("--gateway-user-data-file <file>", "cloud-init template for gateway droplets with ${GATEWAY} and ${INSTANCE} (default: see docs/digitalocean.md)")
+  .option("--cloud-resync-seconds <s>", "with --cloud: converge every gateway fleet this often (a destroyed droplet is replaced then)", "60")
+  .option("--cloud-poll-ms <ms>", "with --cloud: poll interval while droplets boot and reserved IPs move", "2000")
   .action(runController);
 
 program

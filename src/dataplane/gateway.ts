@@ -2,7 +2,7 @@ import type { GatewayPlan } from "../planner/model.js";
 import { formatRange } from "../planner/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
 import { OwnedTable, type TableModel } from "./nft.js";
-import { diffRouting, readRoutes, runBatch, type RouteSpec } from "./routing.js";
+import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
 
 export interface GatewayDataplaneOptions {
   table?: string;
@@ -10,9 +10,24 @@ export interface GatewayDataplaneOptions {
   routeProto?: number;
   /** UDP port of the health protocol (BFD), admitted from cluster nodes only. */
   healthPort?: number;
+  /**
+   * Egress through a cloud's 1:1 NAT (DigitalOcean's anchor IP): SNAT to `address`, a local
+   * address the platform translates to the host's reserved IP, and send that traffic via the
+   * platform's `gateway` for it. Without it the gateway SNATs to the egress IPs themselves.
+   */
+  anchor?: { address: string; gateway: string } | undefined;
 }
 
-const defaults = { table: "static_egress_gw", routeProto: 94, healthPort: 3784 };
+/** Forwarded selected traffic carries this mark (bit 29; node agents use bits 16-28) to take the anchor route. */
+export const ANCHOR_MARK = 0x2000_0000;
+/** Table and rule priority of the anchor route (node agents use tables 7000+ and priorities 10010+). */
+export const ANCHOR_TABLE = 6999;
+export const ANCHOR_RULE_PRIORITY = 10003;
+
+/** The gateway agent's nftables table (family ip). */
+export const GATEWAY_TABLE = "static_egress_gw";
+type ResolvedOptions = Required<Omit<GatewayDataplaneOptions, "anchor">> & Pick<GatewayDataplaneOptions, "anchor">;
+const defaults: ResolvedOptions = { table: GATEWAY_TABLE, routeProto: 94, healthPort: 3784 };
 
 /**
  * The gateway's nftables table. It forwards a new flow only when (pod, destination) is in the
@@ -20,7 +35,7 @@ const defaults = { table: "static_egress_gw", routeProto: 94, healthPort: 3784 }
  * an open relay, and a pod can only ever leave with its own policy's IP. Everything else that
  * would cross the gateway is dropped. Health probes are admitted from cluster nodes only.
  */
-export function gatewayTableModel(plan: GatewayPlan, o: Required<GatewayDataplaneOptions> = defaults): TableModel {
+export function gatewayTableModel(plan: GatewayPlan, o: ResolvedOptions = defaults): TableModel {
   return {
     family: "ip",
     name: o.table,
@@ -30,7 +45,8 @@ export function gatewayTableModel(plan: GatewayPlan, o: Required<GatewayDataplan
         kind: "map",
         name: "egress_snat",
         spec: "type ipv4_addr . ipv4_addr : ipv4_addr; flags interval;",
-        elements: plan.snat.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${e.egressIP}`),
+        // Behind a 1:1 NAT the host SNATs to its anchor address; the platform makes it the egress IP.
+        elements: plan.snat.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${o.anchor?.address ?? e.egressIP}`),
       },
     ],
     chains:
@@ -41,16 +57,26 @@ export function gatewayTableModel(plan: GatewayPlan, o: Required<GatewayDataplan
       `    ct state new ip saddr . ip daddr @egress_snat accept\n` +
       `    counter comment "not a selected pod: never relay"\n  }\n` +
       `  chain snat_to_egress_ip {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
-      `    snat ip to ip saddr . ip daddr map @egress_snat\n  }\n`,
+      `    snat ip to ip saddr . ip daddr map @egress_snat\n  }\n` +
+      (o.anchor
+        ? `  chain mark_for_anchor {\n    type filter hook prerouting priority mangle; policy accept;\n` +
+          `    ip saddr . ip daddr @egress_snat meta mark set meta mark | 0x${ANCHOR_MARK.toString(16)}\n  }\n`
+        : ""),
   };
 }
 
-export function gatewayRoutes(plan: GatewayPlan, o: Required<GatewayDataplaneOptions> = defaults): RouteSpec[] {
-  return plan.returnRoutes.map((r) => ({ table: "main" as const, dst: r.cidr, kind: "via" as const, via: r.via, proto: o.routeProto }));
+export function gatewayRoutes(plan: GatewayPlan, o: ResolvedOptions = defaults): RouteSpec[] {
+  const routes: RouteSpec[] = plan.returnRoutes.map((r) => ({ table: "main" as const, dst: r.cidr, kind: "via" as const, via: r.via, proto: o.routeProto }));
+  if (o.anchor) routes.push({ table: ANCHOR_TABLE, dst: "default", kind: "via", via: o.anchor.gateway });
+  return routes;
+}
+
+export function gatewayRules(o: ResolvedOptions = defaults): RuleSpec[] {
+  return o.anchor ? [{ priority: ANCHOR_RULE_PRIORITY, fwmark: ANCHOR_MARK, mask: ANCHOR_MARK, action: { table: ANCHOR_TABLE } }] : [];
 }
 
 export class GatewayDataplane {
-  private readonly opts: Required<GatewayDataplaneOptions>;
+  private readonly opts: ResolvedOptions;
   private readonly table: OwnedTable;
 
   constructor(
@@ -63,8 +89,11 @@ export class GatewayDataplane {
 
   async apply(plan: GatewayPlan, opts: { verify?: boolean } = {}): Promise<{ nftChanged: boolean; routingAdded: number; routingRemoved: number }> {
     await this.runner.run("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"]);
-    const actual = { rules: [], routes: await readRoutes(this.runner, undefined, this.opts.routeProto) };
-    const { add, remove } = diffRouting({ rules: [], routes: gatewayRoutes(plan, this.opts) }, actual);
+    const actual = {
+      rules: await readRules(this.runner, ANCHOR_RULE_PRIORITY, ANCHOR_RULE_PRIORITY),
+      routes: await readRoutes(this.runner, { from: ANCHOR_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto),
+    };
+    const { add, remove } = diffRouting({ rules: gatewayRules(this.opts), routes: gatewayRoutes(plan, this.opts) }, actual);
     await runBatch(this.runner, add);
     const nftChanged = await this.table.apply(gatewayTableModel(plan, this.opts), opts.verify === true);
     await runBatch(this.runner, remove);
@@ -73,7 +102,8 @@ export class GatewayDataplane {
 
   async cleanup(): Promise<void> {
     await this.table.remove();
-    const routes = await readRoutes(this.runner, undefined, this.opts.routeProto);
-    await runBatch(this.runner, diffRouting({ rules: [], routes: [] }, { rules: [], routes }).remove);
+    const routes = await readRoutes(this.runner, { from: ANCHOR_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto);
+    const rules = await readRules(this.runner, ANCHOR_RULE_PRIORITY, ANCHOR_RULE_PRIORITY);
+    await runBatch(this.runner, diffRouting({ rules: [], routes: [] }, { rules, routes }).remove);
   }
 }

@@ -40,6 +40,9 @@ export const KUBE_ACCESS: readonly Access[] = [
   { component: "controller", apiGroup: GROUP, resource: "egressgateways", verbs: ["patch"] },
   { component: "controller", apiGroup: "", resource: "events", verbs: ["create"] },
   { component: "controller", apiGroup: "coordination.k8s.io", resource: "leases", verbs: ["get", "create", "update"] },
+  // DigitalOcean: Services that ask for a reserved IP get the holder node's anchor IP in
+  // spec.externalIPs (src/controller/cloud/service-external-ips.ts); the informer runs only then.
+  { component: "controller", apiGroup: "", resource: "services", verbs: ["list", "watch", "patch"] },
   // Node agents report what they programmed and what they see of gateway health.
   { component: "node-agent", apiGroup: "", resource: "nodes", verbs: ["patch"] },
 ];
@@ -142,6 +145,16 @@ export class KubeClient {
         count: 1,
       },
     });
+  }
+
+  /**
+   * Sets a Service's spec.externalIPs (merge patch: the list is replaced) and annotations (null
+   * removes one), only if the Service is
+   * still at `resourceVersion` (409 otherwise), so a concurrent edit by its owner is never lost.
+   */
+  async patchServiceExternalIPs(namespace: string, name: string, externalIPs: string[], annotations: Record<string, string | null>, resourceVersion: string | undefined): Promise<void> {
+    const body = { metadata: { annotations, ...(resourceVersion ? { resourceVersion } : {}) }, spec: { externalIPs } };
+    await this.core.patchNamespacedService({ namespace, name, body }, mergePatch);
   }
 
   async patchNodeAnnotations(name: string, annotations: Record<string, string | null>): Promise<void> {

@@ -4,6 +4,25 @@ import { API_VERSION, GROUP, VERSION } from "../api/v1alpha1/common.js";
 import type { ClusterSource } from "../agents/source/source.js";
 import type { Logger } from "../util/log.js";
 import type { KubeClient } from "./client.js";
+import { ANCHOR_ANNOTATION } from "../agents/node/anchor.js";
+
+export interface KubeSourceOptions {
+  /** Node agents: only the pods of this node. */
+  podsOnNode?: string;
+  /**
+   * The controller with the DigitalOcean plugins keeps Services' externalIPs in step with reserved
+   * IPs: watch Services too (left out otherwise: big clusters have many), and wake on changes of a
+   * Node's anchor-IP annotation, which nothing else plans with.
+   */
+  serviceExternalIPs?: boolean;
+  /**
+   * The controller: wake when a Node's Ready condition changes (reserved IPs leave a NotReady
+   * node) and when a node reports a different view of gateway health (instance health in the
+   * gateways' status). The rest of a report (a refresh timestamp every few minutes, counts) waits
+   * for the periodic pass: thousands of nodes would otherwise keep the controller busy.
+   */
+  nodeHealth?: boolean;
+}
 
 interface Watched {
   kind: string;
@@ -23,7 +42,7 @@ export class KubeSource implements ClusterSource {
   constructor(
     private readonly client: KubeClient,
     private readonly logger: Logger,
-    private readonly opts: { podsOnNode?: string } = {},
+    private readonly opts: KubeSourceOptions = {},
   ) {}
 
   async start(onChange: () => void): Promise<void> {
@@ -46,6 +65,11 @@ export class KubeSource implements ClusterSource {
       { kind: "EgressPolicy", apiVersion: API_VERSION, path: `/apis/${GROUP}/${VERSION}/egresspolicies`, list: custom_("egresspolicies") },
       { kind: "ClusterEgressPolicy", apiVersion: API_VERSION, path: `/apis/${GROUP}/${VERSION}/clusteregresspolicies`, list: custom_("clusteregresspolicies") },
     ];
+    if (this.opts.serviceExternalIPs) {
+      specs.push({ kind: "Service", apiVersion: "v1", path: "/api/v1/services", list: () => core.listServiceForAllNamespaces() as Promise<KubernetesListObject<KubernetesObject>> });
+    }
+    const quiet = this.opts.serviceExternalIPs ? [REPORT_ANNOTATION] : [REPORT_ANNOTATION, ANCHOR_ANNOTATION];
+    const health = this.opts.nodeHealth === true;
     // Nothing is planned from a partial view: events count only once every kind is listed
     // (a restarted agent that planned with pods but no policies yet would unprogram them).
     let synced = false;
@@ -54,8 +78,8 @@ export class KubeSource implements ClusterSource {
       const informer = new ListWatch<KubernetesObject>(s.path, watch, s.list, false, undefined, s.fieldSelector);
       for (const verb of ["add", "update", "delete"] as const) {
         informer.on(verb, (o) => {
-          if (s.kind === "Node" && verb === "update" && !nodeChanged(nodeViews, o)) return;
-          if (s.kind === "Node") nodeViews.set(o.metadata?.name ?? "", nodeView(o));
+          if (s.kind === "Node" && verb === "update" && !nodeChanged(nodeViews, o, quiet, health)) return;
+          if (s.kind === "Node") nodeViews.set(o.metadata?.name ?? "", nodeView(o, quiet, health));
           if (synced) onChange();
         });
       }
@@ -83,6 +107,7 @@ export class KubeSource implements ClusterSource {
   objects(): readonly KubeObject[] {
     const out: KubeObject[] = [];
     for (const w of this.watched) {
+      if (w.kind === "Service") continue; // for the cloud plugins (raw), not for planning
       for (const o of w.informer.list()) {
         if ((o.metadata as { deletionTimestamp?: unknown } | undefined)?.deletionTimestamp && w.apiVersion === API_VERSION) continue;
         // List items carry no kind; the informer they came from says what they are.
@@ -104,18 +129,34 @@ export class KubeSource implements ClusterSource {
 
 const REPORT_ANNOTATION = "staticegress.io/report";
 
-/** What planning reads of a Node; the agents' own report annotation is not part of it. */
-function nodeView(o: KubernetesObject): string {
-  const n = o as KubernetesObject & { spec?: { podCIDR?: string; podCIDRs?: string[] }; status?: { addresses?: unknown } };
+/**
+ * What planning reads of a Node; the agents' own annotations (`quiet`: the report, and the anchor
+ * IP unless the consumer keeps Service externalIPs) are not part of it.
+ */
+function nodeView(o: KubernetesObject, quiet: readonly string[], health: boolean): string {
+  const n = o as KubernetesObject & { spec?: { podCIDR?: string; podCIDRs?: string[] }; status?: { addresses?: unknown; conditions?: { type: string; status: string }[] } };
   const annotations = { ...(o.metadata?.annotations ?? {}) };
-  delete annotations[REPORT_ANNOTATION];
-  return JSON.stringify([o.metadata?.labels ?? {}, annotations, n.spec?.podCIDR, n.spec?.podCIDRs, n.status?.addresses]);
+  for (const k of quiet) delete annotations[k];
+  const view: unknown[] = [o.metadata?.labels ?? {}, annotations, n.spec?.podCIDR, n.spec?.podCIDRs, n.status?.addresses];
+  if (health) view.push(n.status?.conditions?.find((c) => c.type === "Ready")?.status, reportedHealth(o.metadata?.annotations?.[REPORT_ANNOTATION]));
+  return JSON.stringify(view);
+}
+
+/** The health part of a node's report (instance verdicts, policies without a healthy instance). */
+function reportedHealth(text: string | undefined): unknown {
+  if (!text) return null;
+  try {
+    const r = JSON.parse(text) as { health?: unknown; unavailable?: unknown };
+    return [r.health ?? null, r.unavailable ?? null];
+  } catch {
+    return text; // unreadable: any change counts
+  }
 }
 
 /**
  * Node agents report through an annotation on their Node, every few minutes each: thousands of
  * nodes would otherwise wake every agent many times a second for nothing it plans with.
  */
-function nodeChanged(views: Map<string, string>, o: KubernetesObject): boolean {
-  return views.get(o.metadata?.name ?? "") !== nodeView(o);
+function nodeChanged(views: Map<string, string>, o: KubernetesObject, quiet: readonly string[], health: boolean): boolean {
+  return views.get(o.metadata?.name ?? "") !== nodeView(o, quiet, health);
 }

@@ -16,9 +16,24 @@ export const LabConfigSchema = Type.Object(
       Type.Object(
         {
           name: Name,
-          instances: Type.Array(
-            Type.Object({ name: Name, egressIPs: Type.Array(IPv4Address, { minItems: 1 }) }, { additionalProperties: false }),
-            { minItems: 1, maxItems: 20 },
+          instances: Type.Optional(
+            Type.Array(
+              Type.Object({ name: Name, egressIPs: Type.Array(IPv4Address, { minItems: 1 }) }, { additionalProperties: false }),
+              { minItems: 1, maxItems: 20 },
+            ),
+          ),
+          /**
+           * Instead of instances: the controller creates the gateway's droplets in the lab's
+           * DigitalOcean stand-in, and the lab runs each droplet as a gateway namespace.
+           */
+          digitalocean: Type.Optional(
+            Type.Object(
+              {
+                count: Type.Optional(Type.Integer({ minimum: 1, maximum: 8, default: 2 })),
+                reservedIPs: Type.Array(IPv4Address, { minItems: 1, maxItems: 8, description: "Reserved IPs the lab puts in the account; slot i gets reservedIPs[i]" }),
+              },
+              { additionalProperties: false },
+            ),
           ),
           health: Type.Optional(
             Type.Object(
@@ -80,13 +95,25 @@ export function parseLabConfig(text: string, source: string): LabConfig {
   });
   const podKeys = new Set(cfg.pods.map((p) => `${p.namespace}/${p.name}`));
   if (podKeys.size !== cfg.pods.length) throw new LabConfigError(`${source}: lab.pods: pod names must be unique per namespace`);
-  const hostNames = new Set(cfg.gateways.flatMap((g) => g.instances.map((i) => i.name)));
-  if (hostNames.size !== cfg.gateways.reduce((n, g) => n + g.instances.length, 0)) {
+  cfg.gateways.forEach((g, i) => {
+    if ((g.instances === undefined) === (g.digitalocean === undefined)) {
+      throw new LabConfigError(`${source}: lab.gateways[${i}]: give either instances or digitalocean`);
+    }
+    const d = g.digitalocean;
+    if (d && d.reservedIPs.length < (d.count ?? 2)) {
+      throw new LabConfigError(`${source}: lab.gateways[${i}].digitalocean.reservedIPs: one per droplet (count ${d.count ?? 2})`);
+    }
+  });
+  const instances = cfg.gateways.flatMap((g) => g.instances ?? []);
+  const hostNames = new Set(instances.map((i) => i.name));
+  if (hostNames.size !== instances.length) {
     throw new LabConfigError(`${source}: lab.gateways: instance names must be unique across gateways (each is a host)`);
   }
-  for (const ip of cfg.gateways.flatMap((g) => g.instances.flatMap((i) => i.egressIPs))) {
+  const egressIPs = [...instances.flatMap((i) => i.egressIPs), ...cfg.gateways.flatMap((g) => g.digitalocean?.reservedIPs ?? [])];
+  for (const ip of egressIPs) {
     if (!isDocumentationAddress(ip)) throw new LabConfigError(`${source}: lab.gateways: egress IP ${ip} must be in 192.0.2.0/24, 198.51.100.0/24 or 203.0.113.0/24`);
   }
+  if (new Set(egressIPs).size !== egressIPs.length) throw new LabConfigError(`${source}: lab.gateways: an egress IP is listed twice`);
   return cfg;
 }
 

@@ -9,6 +9,7 @@ import { runCommand } from "../util/exec.js";
 import type { Lab } from "./lab.js";
 import { waitFor } from "./lab.js";
 import { addNamespace, addVethPair } from "./netns.js";
+import { LAB_CLOUD } from "./cloud.js";
 
 /** The lab's API server address inside the lab (a relay in the control-plane namespace). */
 export const LAB_API_ADDRESS = "10.0.0.2";
@@ -46,6 +47,11 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void): 
   lab.startProcess("relay-lab", cp, ["lab", "relay", "--listen", `tcp:${LAB_API_ADDRESS}:${LAB_API_PORT}`, "--to", `unix:${sock}`]);
   writeFileSync(lab.labKubeconfig, text.replace(`http://127.0.0.1:${port}`, `http://${LAB_API_ADDRESS}:${LAB_API_PORT}`), { mode: 0o600 });
 
+  if (lab.hasCloud) {
+    log("starting the lab cloud: the DigitalOcean API stand-in, whose droplets become gateway namespaces");
+    lab.startProcess("cloud", "", ["lab", "cloud", "--dir", lab.dir]);
+    await waitFor(() => lab.cloud() !== undefined, 20_000, "the lab cloud did not start");
+  }
   const client = labClient(lab);
   log("creating CRDs, namespaces, nodes and gateways through the API");
   for (const k of ALL_KINDS) await client.custom.createClusterCustomObject({ group: "apiextensions.k8s.io", version: "v1", plural: "customresourcedefinitions", body: crdFor(k) });
@@ -62,7 +68,11 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void): 
   await applyGateways(lab);
   await applyPolicyObjects(lab, (lab.record.config.policies ?? []) as KubeObject[]);
 
-  lab.startProcess("controller", "", ["controller", "--kubeconfig", lab.kubeconfigPath, "--config", join(lab.dir, "agent-config.yaml"), "--namespace", "static-egress", "--lease-seconds", "5"]);
+  const cloud = lab.cloud();
+  const cloudFlags = cloud
+    ? ["--cloud", "digitalocean", "--cluster-id", LAB_CLOUD.clusterId, "--digitalocean-api-url", cloud.url, "--digitalocean-token-file", cloud.tokenFile, "--cloud-resync-seconds", "3", "--cloud-poll-ms", "250"]
+    : [];
+  lab.startProcess("controller", "", ["controller", "--kubeconfig", lab.kubeconfigPath, "--config", join(lab.dir, "agent-config.yaml"), "--namespace", "static-egress", "--lease-seconds", "5", ...cloudFlags]);
   lab.startProcess("kubelet", "", ["lab", "kubelet", "--name", t.prefix]);
   const expected = t.pods.length;
   log(`creating ${expected} pods; the lab kubelet runs them with the CNI chain`);
@@ -73,6 +83,23 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void): 
     });
   }
   await waitFor(async () => (await refreshPodIPs(lab)) >= expected, 30_000, "pods did not start", 200);
+  const cloudGateways = lab.record.config.gateways.filter((g) => g.digitalocean);
+  if (cloudGateways.length > 0) {
+    const want = cloudGateways.reduce((n, g) => n + (g.digitalocean!.count ?? 2), 0);
+    log(`waiting for the controller to create ${want} gateway droplets, and for the nodes to see them up`);
+    await waitFor(async () => (await readyCloudInstances(lab)) >= want, 90_000, "the gateway droplets did not come up", 300);
+  }
+}
+
+/** Instances of digitalocean gateways the controller lists as Up. */
+async function readyCloudInstances(lab: Lab): Promise<number> {
+  let n = 0;
+  for (const g of await listGateways(lab)) {
+    const spec = g.spec as { digitalocean?: unknown } | undefined;
+    const status = (g as { status?: { instances?: { health: string }[] } }).status;
+    if (spec?.digitalocean) n += (status?.instances ?? []).filter((i) => i.health === "Up").length;
+  }
+  return n;
 }
 
 /**
@@ -96,6 +123,12 @@ export async function refreshPodIPs(lab: Lab): Promise<number> {
 
 export function podNetns(prefix: string, namespace: string, name: string): string {
   return `${prefix}-pod-${namespace}-${name}`;
+}
+
+/** The EgressGateways with their status (a digitalocean gateway's instances are only there). */
+export async function listGateways(lab: Lab): Promise<KubeObject[]> {
+  const list = (await labClient(lab).custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURALS.EgressGateway })) as { items: KubeObject[] };
+  return list.items.map((o) => ({ ...o, kind: "EgressGateway", apiVersion: `${GROUP}/${VERSION}` }));
 }
 
 export async function listPolicies(lab: Lab): Promise<KubeObject[]> {

@@ -12,8 +12,10 @@ import type { LabConfig } from "./config.js";
 import { addNamespace, addVethPair, deleteNamespacesWithPrefix, execIn, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, sysctl } from "./netns.js";
 import { cliEntry, LAB_STATE_ROOT } from "./paths.js";
 import { wirePod, type PodWiring } from "./cni-chain.js";
-import { applyGateways, applyPolicyObjects, deletePolicyObjects, listPolicies, refreshPodIPs, startControlPlane } from "./kube-lab.js";
+import { applyGateways, applyPolicyObjects, deletePolicyObjects, listGateways, listPolicies, refreshPodIPs, startControlPlane } from "./kube-lab.js";
 import { LAB_NETWORK, planTopology, type LabGatewayHost, type LabPod, type LabTopology } from "./topology.js";
+import { LAB_CLOUD, readCloudRecord, type LabCloudRecord } from "./cloud.js";
+import { DigitalOceanClient } from "../cloud/digitalocean/index.js";
 
 export const LAB_CLUSTER_NETWORK: ClusterNetwork = {
   podCIDRs: [LAB_NETWORK.podCidr],
@@ -40,8 +42,9 @@ export interface LabRecord {
 
 export type LabMode = "file" | "kubernetes";
 
-export type GatewayDeath = "agent" | "link" | "silent";
-export const GATEWAY_DEATHS: readonly GatewayDeath[] = ["agent", "link", "silent"];
+/** `destroy`: the droplet is deleted through the cloud's API (gateways of a `digitalocean` lab gateway only). */
+export type GatewayDeath = "agent" | "link" | "silent" | "destroy";
+export const GATEWAY_DEATHS: readonly GatewayDeath[] = ["agent", "link", "silent", "destroy"];
 
 /** Agents serve metrics on this port inside their namespace (health responders on +1). */
 export const LAB_METRICS_PORT = 9464;
@@ -94,6 +97,9 @@ export class Lab {
     const dir = join(LAB_STATE_ROOT, opts.prefix);
     mkdirSync(join(dir, "logs"), { recursive: true });
     const record: LabRecord = { prefix: opts.prefix, persistent: opts.persistent, ownerPid: process.pid, topology, config: cfg, podIPs: {}, processes: [], mode: opts.mode ?? "file" };
+    if (record.mode !== "kubernetes" && cfg.gateways.some((g) => g.digitalocean)) {
+      throw new LabError("lab.gateways: a digitalocean gateway needs the controller: use --mode kubernetes");
+    }
     const lab = new Lab(record, dir);
     lab.save();
     try {
@@ -197,7 +203,7 @@ export class Lab {
         apiVersion: "v1",
         kind: "Node",
         metadata: { name: n.name, labels: { "kubernetes.io/hostname": n.name, ...n.labels } },
-        spec: { podCIDR: n.podCidr, podCIDRs: [n.podCidr] },
+        spec: { podCIDR: n.podCidr, podCIDRs: [n.podCidr], ...(this.cloud()?.nodeDroplets[n.name] ? { providerID: `digitalocean://${this.cloud()!.nodeDroplets[n.name]}` } : {}) },
         status: { addresses: [{ type: "InternalIP", address: n.vpcIP }, { type: "ExternalIP", address: n.publicIP }] },
       })),
       ...t.pods.map((p) => ({
@@ -212,14 +218,61 @@ export class Lab {
         kind: "EgressGateway",
         metadata: { name: g.name, creationTimestamp: created },
         spec: {
-          static: {
-            instances: t.gatewayHosts.filter((h) => h.gateway === g.name).map((h) => ({ name: h.name, address: h.vpcIP, egressIPs: h.egressIPs, ...(this.drained.has(h.name) ? { drain: true } : {}) })),
-          },
+          ...(g.digitalocean
+            ? { digitalocean: this.digitaloceanSource(g.digitalocean) }
+            : {
+                static: {
+                  instances: t.gatewayHosts.filter((h) => h.gateway === g.name).map((h) => ({ name: h.name, address: h.vpcIP, egressIPs: h.egressIPs, ...(this.drained.has(h.name) ? { drain: true } : {}) })),
+                },
+              }),
           ...(g.health ? { health: g.health } : {}),
         },
       })),
     ];
     return [...objs, ...policies];
+  }
+
+  /** spec.digitalocean of a lab gateway: droplets in the stand-in's lab VPC, the lab file's reserved IPs. */
+  private digitaloceanSource(d: NonNullable<LabConfig["gateways"][number]["digitalocean"]>): Record<string, unknown> {
+    const cloud = this.cloud();
+    return {
+      region: LAB_CLOUD.region,
+      size: LAB_CLOUD.size,
+      ...(cloud ? { vpcUUID: cloud.vpcUuid } : {}),
+      count: d.count ?? 2,
+      reservedIPs: d.reservedIPs,
+      allocateReservedIPs: false,
+      nodeTag: LAB_CLOUD.nodeTag,
+    };
+  }
+
+  /** The lab cloud's record (digitalocean gateways), or undefined when the lab has none. */
+  cloud(): LabCloudRecord | undefined {
+    return readCloudRecord(this.dir);
+  }
+
+  get hasCloud(): boolean {
+    return this.record.config.gateways.some((g) => g.digitalocean);
+  }
+
+  /**
+   * Every gateway host there is now: the static instances and the droplets the lab cloud runs
+   * (with the reserved IP each holds as its egress IP).
+   */
+  gatewayInstances(): LabGatewayHost[] {
+    const cloud = this.cloud();
+    const droplets: LabGatewayHost[] = (cloud?.droplets ?? []).map((d) => ({
+      role: "gateway",
+      name: d.name,
+      gateway: d.gateway,
+      netns: d.netns,
+      vpcIP: d.vpcIP,
+      publicIP: d.publicIP,
+      fabricVpcPort: "",
+      fabricPublicPort: "",
+      egressIPs: Object.entries(cloud?.reservedIPs ?? {}).filter(([, id]) => id === d.id).map(([ip]) => ip),
+    }));
+    return [...this.topology.gatewayHosts, ...droplets];
   }
 
   get drained(): Set<string> {
@@ -350,9 +403,14 @@ export class Lab {
   }
 
   gatewayHost(name: string): LabGatewayHost {
-    const g = this.topology.gatewayHosts.find((x) => x.name === name || `${x.gateway}/${x.name}` === name);
-    if (!g) throw new LabError(`no gateway instance named ${name} (have: ${this.topology.gatewayHosts.map((x) => x.name).join(", ")})`);
+    const all = this.gatewayInstances();
+    const g = all.find((x) => x.name === name || `${x.gateway}/${x.name}` === name);
+    if (!g) throw new LabError(`no gateway instance named ${name} (have: ${all.map((x) => x.name).join(", ") || "none yet"})`);
     return g;
+  }
+
+  private droplet(name: string): LabCloudRecord["droplets"][number] | undefined {
+    return this.cloud()?.droplets.find((d) => d.name === name || `${d.gateway}/${d.name}` === name);
   }
 
   /** Starts a killed agent again with the same arguments. */
@@ -369,11 +427,26 @@ export class Lab {
    */
   async killGateway(name: string, kind: GatewayDeath): Promise<void> {
     const g = this.gatewayHost(name);
+    const droplet = this.droplet(g.name);
+    if (kind === "destroy" && !droplet) throw new LabError(`${g.name} is not a droplet: --kind destroy is for instances of a digitalocean gateway`);
     switch (kind) {
       case "agent":
+        if (droplet) {
+          signal(droplet.pids.agent, "SIGKILL");
+          signal(droplet.pids.health, "SIGKILL");
+          break;
+        }
         this.killProcess(`agent-${g.name}`);
         this.killProcess(`health-${g.name}`);
         break;
+      case "destroy": {
+        // As a person (or a failure) deleting it: through the API; the lab cloud then removes its namespace.
+        const cloud = this.cloud()!;
+        const client = new DigitalOceanClient({ token: readFileSync(cloud.tokenFile, "utf8").trim(), baseUrl: cloud.url });
+        await client.deleteDroplet(droplet!.id);
+        await waitFor(() => !this.droplet(g.name) || this.droplet(g.name)!.id !== droplet!.id, 10_000, `droplet ${g.name} did not go away`);
+        break;
+      }
       case "link":
         await runCommand("ip", ["-n", g.netns, "link", "set", "eth0", "down"]);
         break;
@@ -386,8 +459,10 @@ export class Lab {
   }
 
   async reviveGateway(name: string): Promise<void> {
+    const kind = this.record.dead?.[name] ?? this.record.dead?.[name.split("/").pop() ?? ""];
+    if (kind === "destroy") throw new LabError(`${name} was destroyed: the controller replaces the droplet by itself (see lab status)`);
     const g = this.gatewayHost(name);
-    const kind = this.record.dead?.[g.name];
+    if (kind === "agent" && this.droplet(g.name)) throw new LabError(`${g.name} is a droplet: its agents come back when the droplet is replaced (kill it with --kind destroy)`);
     if (kind === "agent") this.startGatewayHost(g.name);
     if (kind === "link") await runCommand("ip", ["-n", g.netns, "link", "set", "eth0", "up"]);
     if (kind === "silent") await execIn(g.netns, "nft", ["delete", "table", "inet", "lab_silence"]).catch(() => undefined);
@@ -411,7 +486,10 @@ export class Lab {
   /** Each pod asks the echo service which source address it saw, and compares with the expected one. */
   async status(target: string = LAB_NETWORK.echoService): Promise<LabPodStatus[]> {
     if (this.record.mode === "kubernetes") await refreshPodIPs(this);
-    const snapshot = snapshotFromObjects(this.objects(await this.currentPolicies()), LAB_CLUSTER_NETWORK);
+    let objects = this.objects(await this.currentPolicies());
+    // The gateways as the API has them: a digitalocean gateway's instances exist only in its status.
+    if (this.record.mode === "kubernetes") objects = [...objects.filter((o) => o.kind !== "EgressGateway"), ...(await listGateways(this))];
+    const snapshot = snapshotFromObjects(objects, LAB_CLUSTER_NETWORK);
     const planner = new Planner(snapshot);
     const plans = new Map(this.topology.nodes.map((n) => [n.name, planner.planNode(n.name, new Map())]));
     const dst = parseIPv4(target);

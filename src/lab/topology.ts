@@ -72,8 +72,8 @@ export function planTopology(prefix: string, cfg: LabConfig): LabTopology {
     podCidr: `10.244.${i + 1}.0/24`,
     labels: n.labels ?? {},
   }));
-  const gatewayHosts: LabGatewayHost[] = cfg.gateways.flatMap((g) => g.instances).map((inst, j) => {
-    const gateway = cfg.gateways.find((g) => g.instances.includes(inst))!.name;
+  const gatewayHosts: LabGatewayHost[] = cfg.gateways.flatMap((g) => g.instances ?? []).map((inst, j) => {
+    const gateway = cfg.gateways.find((g) => g.instances?.includes(inst))!.name;
     return {
       role: "gateway",
       name: inst.name,

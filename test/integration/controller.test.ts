@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { KubeConfig } from "@kubernetes/client-node";
+import { KubeConfig, setHeaderOptions } from "@kubernetes/client-node";
 import { parse } from "yaml";
 import { startKubeStandin, type KubeStandin } from "../../src/lab/kube-standin/index.js";
 import { Controller } from "../../src/controller/controller.js";
@@ -23,6 +23,7 @@ let client: KubeClient;
 const replicas: { controller: Controller; elector: LeaderElector }[] = [];
 const network = { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.0.0.0/24"] };
 const GV = { group: "staticegress.io", version: "v1alpha1" };
+const mergePatch = setHeaderOptions("Content-Type", "application/merge-patch+json");
 
 function policy(name: string, spec: Json, namespace = "payments"): Json {
   return { apiVersion: "staticegress.io/v1alpha1", kind: "EgressPolicy", metadata: { name, namespace }, spec: { podSelector: { matchLabels: { app: "checkout" } }, gatewayName: "shared", egressIPs: ["192.0.2.10", "192.0.2.20"], ...spec } };
@@ -113,6 +114,37 @@ describe("node agent source", () => {
       expect(source.objects().some((o) => o.metadata?.name === "other")).toBe(false);
       expect(changes).toBeGreaterThan(0);
     } finally {
+      await source.stop();
+    }
+  });
+});
+
+describe("controller source: node health", () => {
+  it("wakes on a node's Ready condition and on a changed gateway-health report, not on a report refresh", async () => {
+    const kc = new KubeConfig();
+    kc.loadFromString(api.kubeconfig());
+    const source = new KubeSource(new KubeClient(kc), silentLogger, { nodeHealth: true });
+    let wakes = 0;
+    await source.start(() => wakes++);
+    const settle = () => new Promise((r) => setTimeout(r, 300));
+    try {
+      await report("node2", { programmed: {}, health: { "shared/gw-a": "up" }, unavailable: {} });
+      await waitFor(() => wakes > 0, 5_000, "no wake on the first report");
+      await settle();
+      wakes = 0;
+      // The same view again (only `at` differs): nobody wakes.
+      await report("node2", { programmed: {}, health: { "shared/gw-a": "up" }, unavailable: {} });
+      await settle();
+      expect(wakes).toBe(0);
+      // A gateway instance seen down: the controller wakes (the gateway's status shows it).
+      await report("node2", { programmed: {}, health: { "shared/gw-a": "down" }, unavailable: {} });
+      await waitFor(() => wakes > 0, 5_000, "no wake on a health change");
+      await settle();
+      wakes = 0;
+      await client.core.patchNodeStatus({ name: "node2", body: { status: { conditions: [{ type: "Ready", status: "False", reason: "KubeletStopped", lastHeartbeatTime: new Date().toISOString() }] } } }, mergePatch);
+      await waitFor(() => wakes > 0, 5_000, "no wake on NotReady");
+    } finally {
+      await client.core.patchNodeStatus({ name: "node2", body: { status: { conditions: [{ type: "Ready", status: "True", reason: "KubeletReady" }] } } }, mergePatch);
       await source.stop();
     }
   });

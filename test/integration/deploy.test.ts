@@ -363,6 +363,8 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
       listNode: ["", "nodes", "list"],
       listNamespace: ["", "namespaces", "list"],
       patchNode: ["", "nodes", "patch"],
+      listServiceForAllNamespaces: ["", "services", "list"],
+      patchNamespacedService: ["", "services", "patch"],
       createNamespacedEvent: ["", "events", "create"],
       readNamespacedLease: ["coordination.k8s.io", "leases", "get"],
       createNamespacedLease: ["coordination.k8s.io", "leases", "create"],

@@ -27,7 +27,7 @@ async function fault(spec: unknown): Promise<void> {
 
 beforeAll(async () => {
   const cfg = exampleLabConfig();
-  cfg.gateways[0]!.instances[0]!.egressIPs.push("192.0.2.12"); // a free IP for a new policy
+  cfg.gateways[0]!.instances![0]!.egressIPs.push("192.0.2.12"); // a free IP for a new policy
   lab = await Lab.up(cfg, { prefix: newRunPrefix(), persistent: false, mode: "kubernetes" });
   await waitConverged(lab, undefined, 30_000);
 });

@@ -22,6 +22,18 @@ export {
   type Decision,
   type PodRef,
 } from "./reserved-ip-rules.js";
+export {
+  decideServiceExternalIPs,
+  externalIPsFor,
+  MANAGED_EXTERNAL_IPS_KEY,
+  nodeAnchors,
+  serviceRequestedIP,
+  SERVICE_IP_KEYS,
+  type NodeAnchor,
+  type ServiceDecision,
+  type ServiceProblem,
+  type ServiceRef,
+} from "./service-external-ips.js";
 export { DEFAULT_USER_DATA, renderUserData, USER_DATA_PLACEHOLDERS } from "./user-data.js";
 export { KeyedJobs, type KeyedJobsOptions } from "./keyed-jobs.js";
 

@@ -1,8 +1,10 @@
 import { ReservedIPConflictError, ReservedIPNotFoundError, type CloudProvider } from "../../cloud/provider.js";
+import { statusOf } from "../../kube/client.js";
 import { silentLogger, type Logger } from "../../util/log.js";
 import type { ControllerPlugin, ReconcileContext } from "../controller.js";
 import { KeyedJobs } from "./keyed-jobs.js";
 import { decideReservedIPs, eligibleHosts, portsOfIP, readClaims, type Claim, type Decision, type PodRef } from "./reserved-ip-rules.js";
+import { decideServiceExternalIPs, MANAGED_EXTERNAL_IPS_KEY, nodeAnchors, type ServiceDecision, type ServiceProblem, type ServiceRef } from "./service-external-ips.js";
 
 export interface ReservedIPAssignment {
   ip: string;
@@ -35,6 +37,14 @@ export interface ReservedIPFollowerOptions {
   events?: boolean;
   /** Called after every completed move (benchmarks, metrics). */
   onAssigned?: (a: ReservedIPAssignment) => void;
+  /**
+   * Keep the externalIPs of Services that ask for a reserved IP in step with its holder's anchor
+   * IP (service-external-ips.ts; default true). Needs the controller's source to watch Services
+   * (KubeSource option `serviceExternalIPs`); without that it sees no Service and does nothing.
+   */
+  serviceExternalIPs?: boolean;
+  /** While a Service patch is refused with 409 (our cache is behind), wait this long and retry (default 100 ms, 5 tries). */
+  serviceConflictRetryMs?: number;
 }
 
 interface IpState {
@@ -70,6 +80,11 @@ export class ReservedIPFollower implements ControllerPlugin {
   private readonly firewalls = new Map<string, string>();
   /** Last message reported per pod (one Event per distinct message). */
   private readonly reported = new Map<string, string>();
+  /** IPs being assigned now: their Services list both the old and the new holder's anchors. */
+  private readonly moving = new Map<string, { from: string | undefined; to: string }>();
+  private allClaims: Claim[] = [];
+  /** Problems last reported per Service (one Event per distinct problem). */
+  private readonly reportedServices = new Map<string, Set<string>>();
   private ctx: ReconcileContext | undefined;
 
   constructor(private readonly opts: ReservedIPFollowerOptions) {
@@ -86,6 +101,7 @@ export class ReservedIPFollower implements ControllerPlugin {
   reconcile(ctx: ReconcileContext): Promise<void> {
     this.ctx = ctx;
     const { claims, problems } = readClaims(ctx.source.raw("Pod"), ctx.source.raw("Node"));
+    this.allClaims = claims;
     const gatewayIPs = gatewayEgressIPs(ctx);
     this.claims = claims.filter((c) => {
       const gw = gatewayIPs.get(c.ip);
@@ -119,7 +135,95 @@ export class ReservedIPFollower implements ControllerPlugin {
     for (const ip of this.firewalls.keys()) if (!this.byIP.has(ip) && !this.jobs.isBusy(ip)) this.jobs.schedule(ip);
     const pods = new Set(claims.map((c) => podKey(c.pod)).concat(problems.map((p) => podKey(p.pod))));
     for (const k of [...this.reported.keys()]) if (!pods.has(k)) this.reported.delete(k);
-    return Promise.resolve();
+    return this.syncServices(undefined);
+  }
+
+  /**
+   * Droplets whose anchors the IP's Services list now: the holder; both holders while it moves;
+   * none when unassigned; undefined when the holder has not been read yet.
+   */
+  anchorTargets(ip: string): string[] | undefined {
+    const m = this.moving.get(ip);
+    if (m) return [...(m.from !== undefined && m.from !== m.to ? [m.from] : []), m.to];
+    const st = this.state.get(ip);
+    if (!st || st.readAt === 0) return undefined;
+    return st.holder !== undefined ? [st.holder] : [];
+  }
+
+  /**
+   * Brings the externalIPs of the Services asking for `onlyIP` (all when undefined) in step, and
+   * reports their problems. 404 and 409 are left to the next pass (a 409 is retried briefly first:
+   * the cache is usually just behind our own last patch). Other errors are thrown after the rest.
+   */
+  private async syncServices(onlyIP: string | undefined): Promise<void> {
+    const ctx = this.ctx;
+    if (!ctx || this.opts.serviceExternalIPs === false) return;
+    const decide = (): ServiceDecision[] =>
+      decideServiceExternalIPs({
+        services: ctx.source.raw("Service"),
+        anchors: nodeAnchors(ctx.source.raw("Node")),
+        claims: this.allClaims,
+        targets: (ip) => this.anchorTargets(ip),
+      }).filter((d) => onlyIP === undefined || d.ip === onlyIP);
+    const decisions = decide();
+    if (onlyIP === undefined) {
+      for (const d of decisions) this.reportService(d.service, d.problems);
+      const live = new Set(decisions.map((d) => serviceKey(d.service)));
+      for (const k of [...this.reportedServices.keys()]) if (!live.has(k)) this.reportedServices.delete(k);
+    }
+    let failure: unknown;
+    for (const first of decisions) {
+      if (!first.patch) continue;
+      let d: ServiceDecision | undefined = first;
+      for (let attempt = 1; d?.patch; attempt++) {
+        try {
+          await ctx.client.patchServiceExternalIPs(d.service.namespace, d.service.name, d.patch.externalIPs, { [MANAGED_KEY]: d.patch.managed }, d.resourceVersion);
+          this.log.info({ service: serviceKey(d.service), ip: d.ip, externalIPs: d.patch.externalIPs }, "service externalIPs follow the reserved IP");
+          break;
+        } catch (err) {
+          const code = statusOf(err);
+          if (code === 409 && attempt < 5) {
+            await new Promise((r) => setTimeout(r, this.opts.serviceConflictRetryMs ?? 100));
+            d = decide().find((x) => serviceKey(x.service) === serviceKey(first.service));
+            continue;
+          }
+          if (code === 404 || code === 409) break;
+          this.log.warn({ service: serviceKey(d.service), err: (err as Error).message }, "could not patch the Service's externalIPs");
+          failure ??= err;
+          break;
+        }
+      }
+    }
+    if (failure !== undefined) throw failure;
+  }
+
+  private reportService(svc: ServiceRef, problems: readonly ServiceProblem[]): void {
+    const key = serviceKey(svc);
+    const before = this.reportedServices.get(key) ?? new Set<string>();
+    this.reportedServices.set(key, new Set(problems.map((p) => `${p.reason}: ${p.message}`)));
+    for (const { reason, message } of problems) {
+      if (before.has(`${reason}: ${message}`)) continue;
+      this.log.warn({ service: key, reason }, message);
+      if (this.opts.events === false || !this.ctx) continue;
+      void this.ctx.client
+        .createObjectEvent({
+          involved: { apiVersion: "v1", kind: "Service", name: svc.name, namespace: svc.namespace, ...(svc.uid ? { uid: svc.uid } : {}) },
+          type: "Warning",
+          reason,
+          message: message.slice(0, 1000),
+          component: "static-egress-controller",
+        })
+        .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, "could not record an event"));
+    }
+  }
+
+  /** Service patches around a move must not stop the move: the next pass repairs them. */
+  private async syncServicesQuietly(ip: string): Promise<void> {
+    try {
+      await this.syncServices(ip);
+    } catch (err) {
+      this.log.warn({ ip, err: (err as Error).message }, "could not update the Services of a moving reserved IP; the next pass retries");
+    }
   }
 
   /** Holder per IP as last read or assigned (for tests and status). */
@@ -181,16 +285,23 @@ export class ReservedIPFollower implements ControllerPlugin {
       return;
     }
     this.log.info({ ip, from: holder, to: decision.host, pod: `${decision.pod.namespace}/${decision.pod.name}` }, "moving reserved IP");
+    // Services list the new holder's anchor before traffic can arrive there, the old one's until it stops.
+    this.moving.set(ip, { from: holder, to: decision.host });
     try {
+      await this.syncServicesQuietly(ip);
       await provider.assignReservedIP(ip, decision.host);
     } catch (err) {
+      this.moving.delete(ip);
       if (!(err instanceof ReservedIPConflictError)) throw err;
       this.park(ip, holder, sig, this.opts.parkMs ?? 60_000);
       this.reportIP(ip, "Warning", "ReservedIPBlocked", err.message);
+      await this.syncServicesQuietly(ip);
       return;
     }
     const doneAt = this.now();
     this.state.set(ip, { holder: decision.host, readAt: doneAt, decidedFor: sig });
+    this.moving.delete(ip);
+    await this.syncServicesQuietly(ip);
     const node = nodeOn(this.byIP.get(ip), decision.host);
     this.reportPod(decision.pod, "Normal", "ReservedIPAssigned", `${ip} assigned to droplet ${decision.host}${node ? ` (node ${node})` : ""}${holder ? `, moved from droplet ${holder}` : ""}`);
     this.opts.onAssigned?.({ ip, host: decision.host, from: holder, pod: decision.pod, decidedAt, doneAt });
@@ -250,6 +361,12 @@ export class ReservedIPFollower implements ControllerPlugin {
       })
       .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, "could not record an event"));
   }
+}
+
+const MANAGED_KEY = MANAGED_EXTERNAL_IPS_KEY;
+
+function serviceKey(s: ServiceRef): string {
+  return `${s.namespace}/${s.name}`;
 }
 
 function podKey(p: PodRef): string {

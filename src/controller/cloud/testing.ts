@@ -30,6 +30,8 @@ export interface CloudHarnessOptions {
   plugins?: Partial<Omit<DigitalOceanPluginsOptions, "clusterId" | "token" | "apiUrl">>;
   logger?: Logger;
   network?: { podCIDRs: string[]; serviceCIDRs: string[]; nodeCIDRs: string[] };
+  /** Watch Services, so that the follower keeps their externalIPs (default false). */
+  serviceExternalIPs?: boolean;
 }
 
 export interface CloudHarness {
@@ -97,7 +99,7 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
   });
   const controller = new Controller({
     client,
-    source: new KubeSource(client, logger),
+    source: new KubeSource(client, logger, opts.serviceExternalIPs ? { serviceExternalIPs: true } : {}),
     network: opts.network ?? { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.110.0.0/20"] },
     logger,
     eventNamespace: "static-egress",

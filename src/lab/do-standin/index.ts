@@ -12,3 +12,4 @@ export { createCrashingFetch, SimulatedCrashError, type CrashingFetch, type Fetc
 export { OpenApiDocument, locateOpenApiDocument } from "./openapi.js";
 export { captureLogs, fakeClock, cappedSleep, type CapturedLogs, type FakeClock } from "./testing.js";
 export type { CrashOptions } from "./crash.js";
+export type { StandinAddressing } from "./state.js";

@@ -6,11 +6,13 @@ import { pino, type Logger } from "pino";
 import { StandinFaults, type FaultRequest } from "./faults.js";
 import { HANDLERS } from "./handlers.js";
 import { OpenApiDocument, type OperationSpec } from "./openapi.js";
+import { serveMetadata } from "./metadata.js";
 import {
   StandinError,
   StandinState,
   type DropletCreateInput,
   type FirewallInput,
+  type StandinAddressing,
 } from "./state.js";
 
 export interface StandinOptions {
@@ -29,6 +31,10 @@ export interface StandinOptions {
   openapi?: OpenApiDocument;
   /** Clock of the simulated cloud (default Date.now). */
   now?: () => number;
+  /** Address plan (default: see StandinAddressing). */
+  addressing?: StandinAddressing;
+  /** Port on 127.0.0.1 (default 0: any free port). */
+  port?: number;
 }
 
 /** A response of the stand-in that does not match the OpenAPI document: a stand-in bug. */
@@ -65,8 +71,11 @@ export interface StandinStateView {
   tags(): string[];
   vpcs(): Array<Record<string, unknown>>;
   actions(): Array<Record<string, unknown>>;
-  /** Creates a droplet directly (e.g. a cluster node or a foreign droplet); active at once unless `boot` is set. */
-  createDroplet(input: DropletCreateInput & { boot?: boolean }): Record<string, unknown>;
+  /**
+   * Creates a droplet directly (e.g. a cluster node or a foreign droplet); active at once unless
+   * `boot` is set; `addresses` pins its private and public IPv4 instead of taking them from the pools.
+   */
+  createDroplet(input: DropletCreateInput & { boot?: boolean; addresses?: { privateIp: string; publicIp?: string } }): Record<string, unknown>;
   /** Destroys a droplet as if someone deleted it in the control panel. */
   destroyDroplet(id: number): void;
   /** Powers a droplet off at once. */
@@ -117,6 +126,7 @@ export async function startDigitalOceanStandin(opts: StandinOptions = {}): Promi
     actionDurationMs: opts.actionDurationMs ?? 50,
     actionTiming: (type, _resourceType, defaultMs) => faults.actionTiming(type, defaultMs),
     baseUrl: () => baseUrl,
+    ...(opts.addressing ? { addressing: opts.addressing } : {}),
   });
   let violations: Violation[] = [];
   let rejected: RejectedRequest[] = [];
@@ -292,9 +302,9 @@ export async function startDigitalOceanStandin(opts: StandinOptions = {}): Promi
       state.tick();
       return [...state.actions.values()].map((a) => state.renderAction(a));
     },
-    createDroplet: (input) => {
-      const { droplet, action } = state.createDroplet(input);
-      if (!input.boot) {
+    createDroplet: ({ boot, addresses, ...input }) => {
+      const { droplet, action } = state.createDroplet(input, addresses);
+      if (!boot) {
         action.completesAt = state.now();
         state.tick();
       }
@@ -348,6 +358,7 @@ export async function startDigitalOceanStandin(opts: StandinOptions = {}): Promi
   }
 
   const server = createServer((req, res) => {
+    if (serveMetadata(state, req, res)) return; // droplet metadata: no token, plain text (metadata.ts)
     handle(req, res).catch((err: unknown) => {
       logger.error({ err }, "stand-in handler crashed");
       if (!res.headersSent) {
@@ -362,7 +373,7 @@ export async function startDigitalOceanStandin(opts: StandinOptions = {}): Promi
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve());
+    server.listen(opts.port ?? 0, "127.0.0.1", () => resolve());
   });
   const { port } = server.address() as AddressInfo;
   baseUrl = `http://127.0.0.1:${port}`;

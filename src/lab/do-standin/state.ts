@@ -53,6 +53,20 @@ export interface StateOptions {
   actionTiming: (type: string, resourceType: string, defaultDurationMs: number) => ActionTiming;
   /** Absolute base URL for links (pagination, action hrefs). */
   baseUrl: () => string;
+  /** Address plan of the simulated account (the lab fits it to its own segments). */
+  addressing?: StandinAddressing;
+}
+
+/**
+ * Where the stand-in takes addresses from. Defaults: public IPv4 of droplets from
+ * 198.51.100.0/24 and 192.0.2.0/24, reserved IPs from 203.0.113.0/24, one default VPC per region
+ * in 10.1xx.0.0/20. The lab replaces them so that droplets land on its own segments.
+ */
+export interface StandinAddressing {
+  publicAddresses?: string[];
+  reservedAddresses?: string[];
+  /** VPCs created at start (and after reset); one with `isDefault` replaces its region's default. */
+  vpcs?: Array<{ region: string; name: string; ipRange: string; isDefault?: boolean; addresses?: string[] }>;
 }
 
 type ResourceType = "droplet" | "reserved_ip" | "floating_ip";
@@ -71,6 +85,8 @@ export interface DropletRecord {
   power: "on" | "off";
   privateIp: string;
   publicIp: string | undefined;
+  /** Anchor IPv4 of the public interface (metadata service), where reserved-IP traffic arrives; none without public networking. */
+  anchorIp?: string | undefined;
   ipv6: string | undefined;
   features: string[];
 }
@@ -176,14 +192,18 @@ export class StandinState {
 
   private nextDropletId = 3164444;
   private nextActionId = 36804636;
-  private publicPool = AddressPool.union(
-    AddressPool.fromCidr("198.51.100.0/24"),
-    AddressPool.fromCidr("192.0.2.0/24"),
-  );
-  private reservedPool = AddressPool.fromCidr("203.0.113.0/24");
+  private readonly publicPool: AddressPool;
+  private readonly reservedPool: AddressPool;
   private ipv6Counter = 1;
+  /** Anchor IPs, one per droplet with public networking (DigitalOcean uses 10.x/16 per region). */
+  private readonly anchorPool = AddressPool.fromCidr("10.20.0.0/16");
 
   constructor(private readonly opts: StateOptions) {
+    const a = opts.addressing;
+    this.publicPool = a?.publicAddresses
+      ? new AddressPool([...a.publicAddresses])
+      : AddressPool.union(AddressPool.fromCidr("198.51.100.0/24"), AddressPool.fromCidr("192.0.2.0/24"));
+    this.reservedPool = a?.reservedAddresses ? new AddressPool([...a.reservedAddresses]) : AddressPool.fromCidr("203.0.113.0/24");
     this.seedVpcs();
   }
 
@@ -201,11 +221,19 @@ export class StandinState {
     this.vpcs.clear();
     this.publicPool.reset();
     this.reservedPool.reset();
+    this.anchorPool.reset();
     this.seedVpcs();
   }
 
   private seedVpcs(): void {
+    const extra = this.opts.addressing?.vpcs ?? [];
+    for (const v of extra) {
+      const id = randomUUID();
+      const pool = v.addresses ? new AddressPool([...v.addresses]) : AddressPool.fromCidr(v.ipRange);
+      this.vpcs.set(id, { id, name: v.name, description: "", region: v.region, ipRange: v.ipRange, isDefault: v.isDefault ?? false, createdAt: this.now(), pool });
+    }
     REGION_SLUGS.forEach((region, i) => {
+      if (extra.some((v) => v.region === region && v.isDefault)) return;
       const ipRange = `10.${100 + i}.0.0/20`;
       const id = randomUUID();
       this.vpcs.set(id, {
@@ -322,7 +350,8 @@ export class StandinState {
     return out.sort((a, b) => a.id - b.id);
   }
 
-  createDroplet(input: DropletCreateInput): { droplet: DropletRecord; action: ActionRecord } {
+  /** `fixed` addresses bypass the pools (droplets made behind the API's back, e.g. the lab's nodes). */
+  createDroplet(input: DropletCreateInput, fixed?: { privateIp: string; publicIp?: string }): { droplet: DropletRecord; action: ActionRecord } {
     const regionSlug = input.region ?? REGION_SLUGS[0]!;
     const region = findRegion(regionSlug);
     if (!region) throw unprocessable(`Region ${JSON.stringify(regionSlug)} is not available.`);
@@ -343,8 +372,8 @@ export class StandinState {
       if (!vpc) throw unprocessable(`region ${region.slug} has no default VPC`);
     }
     const tags = this.canonicalTags(input.tags ?? [], true);
-    const privateIp = vpc.pool.take();
-    const publicIp = input.public_networking === false ? undefined : this.publicPool.take();
+    const privateIp = fixed ? fixed.privateIp : vpc.pool.take();
+    const publicIp = input.public_networking === false ? undefined : fixed ? fixed.publicIp : this.publicPool.take();
     if (!privateIp || (input.public_networking !== false && !publicIp)) {
       if (privateIp) vpc.pool.release(privateIp);
       if (publicIp) this.publicPool.release(publicIp);
@@ -369,6 +398,7 @@ export class StandinState {
       power: "on",
       privateIp,
       publicIp,
+      anchorIp: publicIp ? this.anchorPool.take() : undefined,
       ipv6: input.ipv6 ? `2001:db8:0:1::${(this.ipv6Counter++).toString(16)}` : undefined,
       features,
     };
@@ -395,6 +425,7 @@ export class StandinState {
     for (const fw of this.firewalls.values()) fw.dropletIds = fw.dropletIds.filter((x) => x !== id);
     this.vpcs.get(d.vpcUuid)?.pool.release(d.privateIp);
     if (d.publicIp) this.publicPool.release(d.publicIp);
+    if (d.anchorIp) this.anchorPool.release(d.anchorIp);
   }
 
   dropletAction(id: number, body: { type: string; name?: string; size?: string; image?: string | number }): ActionRecord {

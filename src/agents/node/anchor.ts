@@ -1,0 +1,123 @@
+import { readAnchorIPv4, type AnchorIPv4, type MetadataOptions } from "../../cloud/digitalocean/metadata.js";
+import type { KubeClient } from "../../kube/client.js";
+import { silentLogger, type Logger } from "../../util/log.js";
+
+/**
+ * Node annotation with the node's anchor IPv4: on DigitalOcean, traffic to a reserved IP arrives
+ * at the holder droplet addressed to this address. The controller lists the holder's anchor in
+ * the `externalIPs` of Services that ask for the reserved IP (src/controller/cloud/service-external-ips.ts).
+ */
+export const ANCHOR_ANNOTATION = "staticegress.io/anchor-ipv4";
+
+/** Where a node's anchor IP comes from (flag `--anchor-ip-from`). */
+export const ANCHOR_SOURCES = ["digitalocean-metadata"] as const;
+export type AnchorSource = (typeof ANCHOR_SOURCES)[number];
+
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+const realTimers: Timers = {
+  setTimeout: (fn, ms) => {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return t;
+  },
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+export interface AnchorPublisherOptions {
+  client: Pick<KubeClient, "patchNodeAnnotations">;
+  node: string;
+  /** Metadata service options (base URL, fetch, timeout); ignored when `read` is given. */
+  metadata?: MetadataOptions;
+  /** Reads the anchor (default: the DigitalOcean metadata service). */
+  read?: () => Promise<AnchorIPv4 | undefined>;
+  /**
+   * The annotation as the API server has it now (the informer cache), preferred over what this
+   * process wrote: saves a write after a restart and repairs a hand-edited annotation.
+   */
+  current?: () => string | undefined;
+  logger?: Logger;
+  /** Re-read the anchor this often once published (default 10 min). */
+  recheckMs?: number;
+  /** Backoff after a failed read or write: base, doubling up to max (default 1 s to 60 s). */
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+  timers?: Timers;
+}
+
+export type AnchorOutcome = "written" | "removed" | "unchanged";
+
+/**
+ * Publishes this node's anchor IPv4 as the Node annotation `staticegress.io/anchor-ipv4`: read
+ * from the metadata service until it succeeds (with backoff), then re-checked every 10 minutes.
+ * The annotation is written only when it changes; a droplet without anchor removes it.
+ */
+export class AnchorPublisher {
+  private readonly log: Logger;
+  private readonly timers: Timers;
+  /** What this process last wrote (undefined before the first write). */
+  private written: { value: string | undefined } | undefined;
+  private timer: unknown;
+  private failures = 0;
+  private stopped = false;
+
+  constructor(private readonly opts: AnchorPublisherOptions) {
+    this.log = (opts.logger ?? silentLogger).child({ part: "anchor-ip" });
+    this.timers = opts.timers ?? realTimers;
+  }
+
+  /** Reads the anchor once and writes the annotation if it differs. Throws on failure. */
+  async publishOnce(): Promise<AnchorOutcome> {
+    const anchor = await (this.opts.read ?? (() => readAnchorIPv4(this.opts.metadata ?? {})))();
+    const want = anchor?.address;
+    // The informer cache is the truth when there is one (someone may have edited the Node).
+    const known = this.opts.current !== undefined || this.written !== undefined;
+    const have = this.opts.current ? this.opts.current() : this.written?.value;
+    if (known && want === have) return "unchanged";
+    await this.opts.client.patchNodeAnnotations(this.opts.node, { [ANCHOR_ANNOTATION]: want ?? null });
+    this.written = { value: want };
+    if (want === undefined) this.log.info("this droplet has no anchor IP; annotation removed");
+    else this.log.info({ anchor: want }, "published the anchor IP");
+    return want === undefined ? "removed" : "written";
+  }
+
+  /** Runs in the background until `stop`: retries with backoff, then re-checks every `recheckMs`. */
+  start(): void {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer !== undefined) this.timers.clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Delay before the next attempt after `failures` failures in a row. */
+  backoffMs(failures: number): number {
+    const base = this.opts.retryBaseMs ?? 1_000;
+    return Math.min(this.opts.retryMaxMs ?? 60_000, base * 2 ** Math.max(0, failures - 1));
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopped) return;
+    this.timer = this.timers.setTimeout(() => void this.tick(), ms);
+  }
+
+  private async tick(): Promise<void> {
+    this.timer = undefined;
+    try {
+      await this.publishOnce();
+      this.failures = 0;
+      this.schedule(this.opts.recheckMs ?? 600_000);
+    } catch (err) {
+      this.failures++;
+      const next = this.backoffMs(this.failures);
+      this.log.warn({ err: (err as Error).message, retryInMs: next }, "could not publish the anchor IP; retrying");
+      this.schedule(next);
+    }
+  }
+}
