@@ -7,6 +7,7 @@ import { HealthMonitor } from "../agents/health/monitor.js";
 import { GatewayMetrics, NodeMetrics, serveMetrics } from "../agents/metrics.js";
 import { FileSource } from "../agents/source/file-source.js";
 import { GATEWAY_TABLE, GatewayDataplane } from "../dataplane/gateway.js";
+import { METADATA_URL, MetadataError, readAnchorIPv4 } from "../cloud/digitalocean/metadata.js";
 import { NodeDataplane } from "../dataplane/node.js";
 import { QuarantineTable } from "../cni/quarantine.js";
 import type { NodePlan } from "../planner/model.js";
@@ -165,9 +166,33 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   });
 }
 
-export async function runGatewayAgent(flags: AgentFlags & { instance: string }): Promise<void> {
+/**
+ * The droplet's anchor IP and gateway from the metadata service, retried until it answers (at
+ * boot the service can be late). A droplet without an anchor cannot egress via a reserved IP.
+ */
+async function anchorForEgress(metadataUrl: string, logger: Logger): Promise<{ address: string; gateway: string }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const anchor = await readAnchorIPv4({ baseUrl: metadataUrl });
+      if (!anchor) throw new Error("--egress-via-anchor: this droplet has no anchor IP (no public networking?)");
+      if (!anchor.gateway) throw new Error(`--egress-via-anchor: the metadata service gives no anchor gateway for ${anchor.address}`);
+      logger.info({ anchor: anchor.address, gateway: anchor.gateway }, "egress leaves via the anchor IP");
+      return { address: anchor.address, gateway: anchor.gateway };
+    } catch (err) {
+      if (err instanceof MetadataError) {
+        logger.warn({ err: err.message, attempt }, "metadata service not answering; retrying");
+        await new Promise((r) => setTimeout(r, Math.min(500 * attempt, 5_000)));
+        continue;
+      }
+      throw err;
+    }
+  }
+}
+
+export async function runGatewayAgent(flags: AgentFlags & { instance: string; egressViaAnchor?: boolean; metadataUrl?: string }): Promise<void> {
   const logger = createLogger("gateway-agent").child({ instance: flags.instance });
-  const dataplane = new GatewayDataplane(localRunner);
+  const anchor = flags.egressViaAnchor && !flags.cleanup ? await anchorForEgress(flags.metadataUrl ?? METADATA_URL, logger) : undefined;
+  const dataplane = new GatewayDataplane(localRunner, { anchor });
   if (flags.cleanup) {
     await dataplane.cleanup();
     logger.info("removed everything the gateway agent owns");

@@ -38,6 +38,8 @@ agent
   .option("--kubeconfig <file>", "with --source kubernetes: kubeconfig (default: in-cluster)")
   .requiredOption("--config <file>", "agent config")
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
+  .option("--egress-via-anchor", "DigitalOcean: SNAT to this droplet's anchor IP and route via the anchor gateway (from the metadata service); the platform turns it into the droplet's reserved IP")
+  .option("--metadata-url <url>", "with --egress-via-anchor: the droplet metadata service", "http://169.254.169.254/metadata/v1")
   .option("--cleanup", "remove everything the gateway agent owns and exit")
   .action(runGatewayAgent);
 agent

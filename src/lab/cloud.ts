@@ -3,6 +3,8 @@ import { closeSync, existsSync, openSync, readFileSync, renameSync, writeFileSyn
 import { join } from "node:path";
 import { parse } from "yaml";
 import { startDigitalOceanStandin, type DigitalOceanStandin } from "./do-standin/index.js";
+import { standinMetadataUrl } from "./do-standin/metadata.js";
+import { LAB_API_ADDRESS } from "./kube-lab.js";
 import { runCommand } from "../util/exec.js";
 import { addNamespace, addVethPair, deleteNamespace, killNamespaceProcesses, sysctl } from "./netns.js";
 import { cliEntry } from "./paths.js";
@@ -16,8 +18,10 @@ import type { LabConfig } from "./config.js";
  * private and public addresses on the lab's VPC and public segments and does what cloud-init
  * does there: it reads the gateway's name from the droplet's user data and starts the gateway
  * agent and the BFD health responder. A destroyed or powered-off droplet's namespace goes away.
- * The lab's Internet routes each reserved IP to the droplet that holds it, as the cloud's edge
- * does, so an IP that moves to another droplet moves its traffic with it.
+ * The lab's Internet plays DigitalOcean's edge: a reserved IP is not on any droplet's interface;
+ * traffic to it is translated to the anchor IP of the droplet that holds it, and traffic from that
+ * anchor IP (sent via the anchor gateway) leaves as the reserved IP. Gateway agents run with
+ * --egress-via-anchor and learn their anchor from the droplet metadata service, as on DigitalOcean.
  *
  * Everything stays inside the lab: the stand-in listens on loopback only, droplets are
  * namespaces on the lab's bridges, and their only default route is the lab's Internet.
@@ -37,7 +41,27 @@ export const LAB_CLOUD = {
   /** How long a new droplet stays `new` (booting) and how long an IP action takes, in the stand-in. */
   dropletBootMs: 1_500,
   actionDurationMs: 500,
+  /** The stand-in hands out anchor IPs from 10.20.0.0/16; its metadata names this gateway for them. */
+  anchorGateway: "10.20.0.1",
+  anchorPrefix: 16,
+  /** Droplets reach the metadata service here (a relay in the control-plane namespace). */
+  metadataPort: 8169,
 } as const;
+
+/** The edge's 1:1 NAT between reserved IPs and anchor IPs, in the Internet namespace. */
+const EDGE_TABLE = "lab_edge";
+export function edgeTable(pairs: ReadonlyMap<string, string>): string {
+  const elements = (from: (r: string, a: string) => string) => (pairs.size ? `elements = { ${[...pairs].map(([r, a]) => from(r, a)).join(", ")} }` : "");
+  return `table ip ${EDGE_TABLE} {
+  map reserved_to_anchor { type ipv4_addr : ipv4_addr; ${elements((r, a) => `${r} : ${a}`)}; }
+  map anchor_to_reserved { type ipv4_addr : ipv4_addr; ${elements((r, a) => `${a} : ${r}`)}; }
+  chain in_dnat { type nat hook prerouting priority dstnat; policy accept; dnat ip to ip daddr map @reserved_to_anchor; }
+  chain local_dnat { type nat hook output priority -100; policy accept; dnat ip to ip daddr map @reserved_to_anchor; }
+  chain out_snat { type nat hook postrouting priority srcnat; policy accept; snat ip to ip saddr map @anchor_to_reserved; }
+  chain local_snat { type nat hook input priority 100; policy accept; snat ip to ip saddr map @anchor_to_reserved; }
+}
+`;
+}
 
 /** What the cloud process tells the rest of the lab (file `cloud.json` in the lab's folder). */
 export interface LabCloudRecord {
@@ -59,6 +83,7 @@ export interface LabDroplet {
   netns: string;
   vpcIP: string;
   publicIP: string;
+  anchorIP: string | undefined;
   /** Processes started in it (the agent and the responder), for the lab's kill commands. */
   pids: { agent: number; health: number };
 }
@@ -100,8 +125,8 @@ interface Realized extends LabDroplet {
 export class LabCloud {
   private standin: DigitalOceanStandin | undefined;
   private readonly realized = new Map<number, Realized>();
-  /** Reserved IP -> public address it is routed to in the lab's Internet. */
-  private readonly routes = new Map<string, string>();
+  /** Reserved IP -> anchor IP of its holder, as the edge translates now. */
+  private edge = new Map<string, string>();
   private record!: LabCloudRecord;
   private timer: NodeJS.Timeout | undefined;
   private busy = false;
@@ -131,6 +156,12 @@ export class LabCloud {
       nodeDroplets[n.name] = Number(d["id"]);
     }
     for (const _ of reservedIPs) state.createReservedIP({ region: LAB_CLOUD.region });
+    // The anchor gateway lives on the Internet's side of the public segment.
+    await runCommand("ip", ["-n", this.opts.topology.internet, "addr", "add", `${LAB_CLOUD.anchorGateway}/${LAB_CLOUD.anchorPrefix}`, "dev", "eth0"]);
+    await runCommand("ip", ["netns", "exec", this.opts.topology.internet, "nft", "-f", "-"], { input: edgeTable(this.edge) });
+    // A route for each reserved IP lets the Internet's own answers leave; the edge's NAT then
+    // sends them to the holder's anchor (an unassigned IP goes nowhere).
+    for (const ip of reservedIPs) await runCommand("ip", ["-n", this.opts.topology.internet, "route", "add", `${ip}/32`, "dev", "eth0"]);
     const tokenFile = join(this.opts.dir, "digitalocean-token");
     writeFileSync(tokenFile, this.standin.token, { mode: 0o600 });
     this.record = { url: this.standin.url, tokenFile, vpcUuid: String(vpc["id"]), nodeDroplets, droplets: [], reservedIPs: {} };
@@ -168,10 +199,10 @@ export class LabCloud {
     const raw = standin.state.raw;
     raw.tick();
     const nodeIds = new Set(Object.values(this.record.nodeDroplets));
-    const running = new Map<number, { name: string; privateIp: string; publicIp: string; userData: string | undefined }>();
+    const running = new Map<number, { name: string; privateIp: string; publicIp: string; anchorIp: string | undefined; userData: string | undefined }>();
     for (const d of raw.droplets.values()) {
       if (nodeIds.has(d.id) || !d.publicIp || raw.dropletStatus(d) !== "active") continue;
-      running.set(d.id, { name: d.name, privateIp: d.privateIp, publicIp: d.publicIp, userData: d.userData });
+      running.set(d.id, { name: d.name, privateIp: d.privateIp, publicIp: d.publicIp, anchorIp: d.anchorIp, userData: d.userData });
     }
     let changed = false;
     for (const [id, r] of this.realized) {
@@ -182,24 +213,25 @@ export class LabCloud {
     }
     for (const [id, d] of running) {
       if (this.realized.has(id)) continue;
-      const r = await this.realize(id, d.name, d.privateIp, d.publicIp, d.userData);
+      const r = await this.realize(id, d);
       if (r) {
         this.realized.set(id, r);
         changed = true;
       }
     }
-    // The cloud's edge: each reserved IP goes to the public address of the droplet holding it.
+    // The cloud's edge: each reserved IP is translated to the anchor IP of the droplet holding it.
     const reserved: Record<string, number | null> = {};
+    const edge = new Map<string, string>();
     for (const ip of raw.listIps()) {
       reserved[ip.ip] = ip.dropletId;
-      const holder = ip.dropletId !== null ? this.realized.get(ip.dropletId) : undefined;
-      const want = holder?.publicIP;
-      if (this.routes.get(ip.ip) === want) continue;
-      if (want) await runCommand("ip", ["-n", this.opts.topology.internet, "route", "replace", `${ip.ip}/32`, "via", want]);
-      else await runCommand("ip", ["-n", this.opts.topology.internet, "route", "del", `${ip.ip}/32`]).catch(() => undefined);
-      if (want) this.routes.set(ip.ip, want);
-      else this.routes.delete(ip.ip);
-      this.opts.log(want ? "reserved IP routed" : "reserved IP unrouted", { ip: ip.ip, droplet: ip.dropletId });
+      const anchor = ip.dropletId !== null ? this.realized.get(ip.dropletId)?.anchorIP : undefined;
+      if (anchor) edge.set(ip.ip, anchor);
+    }
+    if (JSON.stringify([...edge]) !== JSON.stringify([...this.edge])) {
+      // One transaction: the table is replaced as a whole, so no packet sees half a move.
+      await runCommand("ip", ["netns", "exec", this.opts.topology.internet, "nft", "-f", "-"], { input: `delete table ip ${EDGE_TABLE}\n${edgeTable(edge)}` });
+      this.opts.log("edge translates reserved IPs", { edge: Object.fromEntries(edge) });
+      this.edge = edge;
       changed = true;
     }
     if (changed || JSON.stringify(reserved) !== JSON.stringify(this.record.reservedIPs)) {
@@ -210,9 +242,10 @@ export class LabCloud {
   }
 
   /** Boots a droplet: its host namespace on both segments, then what cloud-init would start. */
-  private async realize(id: number, name: string, vpcIP: string, publicIP: string, userData: string | undefined): Promise<Realized | undefined> {
+  private async realize(id: number, d: { name: string; privateIp: string; publicIp: string; anchorIp: string | undefined; userData: string | undefined }): Promise<Realized | undefined> {
     const t = this.opts.topology;
-    const gateway = gatewayFromUserData(userData);
+    const { name, privateIp: vpcIP, publicIp: publicIP, anchorIp: anchorIP } = d;
+    const gateway = gatewayFromUserData(d.userData);
     if (!gateway) {
       this.opts.log("droplet has no gateway in its user data; leaving it unbooted", { id, name });
       return undefined;
@@ -226,6 +259,8 @@ export class LabCloud {
     await runCommand("ip", ["-n", t.fabric, "link", "set", `d${seq}p`, "master", "public"]);
     await runCommand("ip", ["-n", netns, "addr", "add", `${vpcIP}/24`, "dev", "eth0"]);
     await runCommand("ip", ["-n", netns, "addr", "add", `${publicIP}/24`, "dev", "eth1"]);
+    // As on DigitalOcean: the anchor IP sits on the public interface beside the public IP.
+    if (anchorIP) await runCommand("ip", ["-n", netns, "addr", "add", `${anchorIP}/${LAB_CLOUD.anchorPrefix}`, "dev", "eth1"]);
     await runCommand("ip", ["-n", netns, "route", "add", "default", "via", LAB_NETWORK.internetRouter]);
     // The default user data's sysctls.
     await sysctl(netns, "net.ipv4.ip_forward", "1");
@@ -244,9 +279,12 @@ export class LabCloud {
       join(this.opts.dir, "agent-config.yaml"),
       "--metrics-port",
       "9464",
+      "--egress-via-anchor",
+      "--metadata-url",
+      standinMetadataUrl(`http://${LAB_API_ADDRESS}:${LAB_CLOUD.metadataPort}`, id),
     ]);
-    this.opts.log("droplet booted as a gateway namespace", { id, name, gateway, netns, vpcIP, publicIP });
-    return { id, name, gateway, netns, vpcIP, publicIP, pids: { agent: agent.pid ?? -1, health: health.pid ?? -1 }, children: [agent, health] };
+    this.opts.log("droplet booted as a gateway namespace", { id, name, gateway, netns, vpcIP, publicIP, anchorIP });
+    return { id, name, gateway, netns, vpcIP, publicIP, anchorIP, pids: { agent: agent.pid ?? -1, health: health.pid ?? -1 }, children: [agent, health] };
   }
 
   private async unrealize(r: Realized): Promise<void> {

@@ -38,9 +38,11 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void): 
   lab.writeCluster();
 
   lab.startProcess("apiserver", "", ["lab", "kube-apiserver", "--kubeconfig-out", lab.kubeconfigPath]);
-  await waitFor(() => existsSync(lab.kubeconfigPath), 15_000, "the API stand-in did not start");
+  // The file may be seen before it is completely written: wait for the address in it.
+  const apiPort = () => (existsSync(lab.kubeconfigPath) ? /server: http:\/\/127\.0\.0\.1:(\d+)/.exec(readFileSync(lab.kubeconfigPath, "utf8"))?.[1] : undefined);
+  await waitFor(() => apiPort() !== undefined, 15_000, "the API stand-in did not start");
   const text = readFileSync(lab.kubeconfigPath, "utf8");
-  const port = /server: http:\/\/127\.0\.0\.1:(\d+)/.exec(text)?.[1];
+  const port = apiPort();
   if (!port) throw new Error(`cannot read the API address from ${lab.kubeconfigPath}`);
   const sock = join(lab.dir, "api.sock");
   lab.startProcess("relay-root", "", ["lab", "relay", "--listen", `unix:${sock}`, "--to", `tcp:127.0.0.1:${port}`]);
@@ -50,7 +52,13 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void): 
   if (lab.hasCloud) {
     log("starting the lab cloud: the DigitalOcean API stand-in, whose droplets become gateway namespaces");
     lab.startProcess("cloud", "", ["lab", "cloud", "--dir", lab.dir]);
-    await waitFor(() => lab.cloud() !== undefined, 20_000, "the lab cloud did not start");
+    await waitFor(() => lab.cloud() !== undefined, 20_000, "the lab cloud did not start").catch((e: Error) => {
+      throw new Error(`${e.message}: ${lab.logTail("cloud")}`, { cause: e });
+    });
+    // Droplets reach their metadata service through a relay, as agents reach the API.
+    const doSock = join(lab.dir, "do.sock");
+    lab.startProcess("relay-root-do", "", ["lab", "relay", "--listen", `unix:${doSock}`, "--to", `tcp:127.0.0.1:${new URL(lab.cloud()!.url).port}`]);
+    lab.startProcess("relay-lab-do", cp, ["lab", "relay", "--listen", `tcp:${LAB_API_ADDRESS}:${LAB_CLOUD.metadataPort}`, "--to", `unix:${doSock}`]);
   }
   const client = labClient(lab);
   log("creating CRDs, namespaces, nodes and gateways through the API");

@@ -381,6 +381,13 @@ export class Lab {
     this.save();
   }
 
+  /** The last lines of a lab process's log (for errors that would otherwise say only "did not start"). */
+  logTail(name: string, lines = 5): string {
+    const p = this.record.processes.find((x) => x.name === name);
+    if (!p || !existsSync(p.log)) return "(no log)";
+    return readFileSync(p.log, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  }
+
   /** Kills one lab process (an agent) the hard way, as a crash would. */
   killProcess(name: string, sig: NodeJS.Signals = "SIGKILL"): void {
     const p = this.record.processes.find((x) => x.name === name);

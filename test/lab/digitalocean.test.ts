@@ -6,7 +6,7 @@ import { DigitalOceanClient } from "../../src/cloud/digitalocean/index.js";
 import { parseLabConfig } from "../../src/lab/config.js";
 import { LAB_CLOUD } from "../../src/lab/cloud.js";
 import { Lab, waitFor } from "../../src/lab/lab.js";
-import { listNamespaces, newRunPrefix } from "../../src/lab/netns.js";
+import { execIn, listNamespaces, newRunPrefix } from "../../src/lab/netns.js";
 import { packageRoot } from "../../src/lab/paths.js";
 import { LAB_NETWORK } from "../../src/lab/topology.js";
 import { analyzeStream, startUdpStream } from "../../src/lab/traffic.js";
@@ -68,6 +68,19 @@ describe("lab: a digitalocean gateway on droplets that are gateway namespaces", 
     const inbound = firewalls[0]!.inbound_rules ?? [];
     expect(inbound.length).toBeGreaterThan(0);
     for (const rule of inbound) expect(rule.sources.tags).toEqual([LAB_CLOUD.nodeTag]);
+
+    // As on DigitalOcean: each gateway SNATs to its own anchor IP (learned from the metadata
+    // service), and the edge turns the anchor of the reserved IP's holder into the reserved IP.
+    const edgeJson = JSON.parse(await execIn(lab.topology.internet, "nft", ["-j", "list", "map", "ip", "lab_edge", "reserved_to_anchor"])) as { nftables: { map?: { elem?: [string, string][] } }[] };
+    const edge = edgeJson.nftables.find((x) => x.map)?.map?.elem ?? [];
+    for (const d of running) {
+      expect(d.anchorIP).toMatch(/^10\.20\./);
+      const snat = await execIn(d.netns, "nft", ["list", "map", "ip", "static_egress_gw", "egress_snat"]);
+      expect(snat).toContain(`: ${d.anchorIP}`);
+      for (const ip of RESERVED) expect(snat).not.toContain(`: ${ip}`);
+      const held = RESERVED.find((ip) => lab.cloud()!.reservedIPs[ip] === d.id)!;
+      expect(edge).toContainEqual([held, d.anchorIP]);
+    }
 
     const rows = byPod(await lab.status());
     for (const pod of ["payments/pay-1", "payments/pay-2"]) expect(RESERVED).toContain(rows.get(pod)?.egressIP);
