@@ -58,6 +58,12 @@ export interface GatewayFleetSpec {
    * forwarded traffic, e.g. FORWARD_ALL_FROM_NODES or a tunnel port.
    */
   ports: PortRule[];
+  /**
+   * Source addresses of forwarded traffic besides the nodes' own (the cluster's pod CIDRs): a
+   * routed design hands the gateways packets with the pods' addresses, which a firewall rule
+   * "from the node tag" does not match. Admitted on `ports` only, never on BFD.
+   */
+  sourceCIDRs?: string[];
 }
 
 export type GatewayHostStatus = "new" | "active" | "off" | "archive" | "gone";

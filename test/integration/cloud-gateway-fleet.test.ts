@@ -89,7 +89,12 @@ describe("digitalocean gateway fleet", () => {
     const fws = h.cloud.state.firewalls().filter((f) => f["name"] === names.firewallName);
     expect(fws).toHaveLength(1);
     expect(fws[0]!["tags"]).toEqual([names.fleetTag]);
-    expect((fws[0]!["inbound_rules"] as Json[]).some((r) => r.protocol === "udp" && r.ports === "3784" && r.sources.tags.includes(NODE_TAG))).toBe(true);
+    const inbound = fws[0]!["inbound_rules"] as Json[];
+    // BFD from the nodes only; forwarded traffic also from the pods' addresses (routed design).
+    expect(inbound.filter((r) => r.protocol === "udp" && r.ports === "3784").map((r) => r.sources)).toEqual([{ tags: [NODE_TAG] }]);
+    const forwarding = inbound.filter((r) => r.ports !== "3784");
+    expect(forwarding.map((r) => r.protocol).sort()).toEqual(["icmp", "tcp", "udp"]);
+    for (const r of forwarding) expect(r.sources).toEqual({ tags: [NODE_TAG], addresses: ["10.244.0.0/16"] });
     const gw = await gateway();
     expect(gw?.metadata.finalizers).toContain(FINALIZER);
     expect(ready(gw)?.status).toBe("True");

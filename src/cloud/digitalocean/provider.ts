@@ -58,8 +58,8 @@ import type { Droplet, Firewall, FirewallWrite, InboundRule, OutboundRule, Reser
  *   inbound  UDP 3784 (BFD control) from the node tag, plus `spec.ports` from the node tag;
  *   outbound all TCP, UDP and ICMP to anywhere (the gateways send the egress traffic, and a DO
  *            firewall without outbound rules blocks all outbound traffic).
- * DO matches tag sources against the droplets' own addresses: the node-to-gateway hop must carry
- * node addresses (a tunnel or SNAT), pod source addresses would not match.
+ * DO matches tag sources against the droplets' own addresses: pod source addresses would not
+ * match, so `spec.sourceCIDRs` (the pod CIDRs) are admitted on the forwarding ports as well.
  */
 
 export interface DigitalOceanProviderOptions {
@@ -594,9 +594,11 @@ function hostsOf(names: FleetNames, droplets: Droplet[], ips: ReservedIP[], coun
 
 function gatewayFirewall(spec: GatewayFleetSpec, names: FleetNames): FirewallWrite {
   const fromNodes = { tags: [spec.nodeTag] };
+  // Forwarded packets carry the pods' addresses: those are admitted too, on the forwarding ports.
+  const forwarded = spec.sourceCIDRs?.length ? { tags: [spec.nodeTag], addresses: [...spec.sourceCIDRs] } : fromNodes;
   const inbound: InboundRule[] = [
     { protocol: "udp", ports: String(BFD_CONTROL_PORT), sources: fromNodes },
-    ...spec.ports.map((p) => ({ protocol: p.protocol, ports: portsOf(p), sources: fromNodes })),
+    ...spec.ports.map((p) => ({ protocol: p.protocol, ports: portsOf(p), sources: forwarded })),
   ];
   const outbound: OutboundRule[] = (["tcp", "udp", "icmp"] as const).map((protocol) => ({
     protocol,
@@ -720,4 +722,8 @@ export function validateFleetSpec(spec: GatewayFleetSpec): void {
   });
   if (new Set(ips).size !== ips.length) throw new GatewayFleetSpecError("reservedIPs", "must not repeat an address");
   spec.ports.forEach((p, i) => validatePortRule(p, `ports[${i}]`));
+  (spec.sourceCIDRs ?? []).forEach((c, i) => {
+    const [ip, bits] = c.split("/");
+    if (!ip || !isIPv4(ip) || !/^\d{1,2}$/.test(bits ?? "") || Number(bits) > 32) throw new GatewayFleetSpecError(`sourceCIDRs[${i}]`, `${JSON.stringify(c)} is not an IPv4 CIDR`);
+  });
 }

@@ -29,6 +29,11 @@ export interface GatewayFleetPluginOptions {
   userDataTemplate?: string;
   /** What the gateway firewall admits from the nodes besides BFD (default: all TCP, UDP, ICMP). */
   ports?: PortRule[];
+  /**
+   * Pod CIDRs admitted on those ports besides the node tag (forwarded packets keep the pods'
+   * addresses). Default: the cluster's pod CIDRs from the controller's config.
+   */
+  sourceCIDRs?: string[];
   /** Namespace of Events about gateways (cluster-scoped), like the controller's (default static-egress). */
   eventNamespace?: string;
   /** Converge a gateway's fleet at most this often unless its generation changes (default 60 s). */
@@ -142,7 +147,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     const gw = this.current(name);
     if (!gw?.spec?.digitalocean) return;
     if (gw.metadata.deletionTimestamp) return this.release(gw);
-    const spec = this.fleetSpec(name, gw.spec.digitalocean);
+    const spec = this.fleetSpec(name, gw.spec.digitalocean, this.opts.sourceCIDRs ?? [...(this.ctx?.snapshot.network.podCIDRs ?? [])]);
     const state: FleetState = { ...this.fleets.get(name), attemptAt: this.now(), generation: gw.metadata.generation };
     this.fleets.set(name, state);
     let hosts: GatewayHost[];
@@ -199,7 +204,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     if (latest) await this.writeInstances(latest, []);
   }
 
-  private fleetSpec(name: string, d: DigitalOceanSpec): GatewayFleetSpec {
+  private fleetSpec(name: string, d: DigitalOceanSpec, sourceCIDRs: string[]): GatewayFleetSpec {
     return {
       gatewayName: name,
       clusterId: this.opts.clusterId,
@@ -213,6 +218,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
       userData: renderUserData(this.opts.userDataTemplate ?? DEFAULT_USER_DATA, name),
       nodeTag: d.nodeTag,
       ports: [...(this.opts.ports ?? FORWARD_ALL_FROM_NODES)],
+      ...(sourceCIDRs.length > 0 ? { sourceCIDRs } : {}),
     };
   }
 
