@@ -15,7 +15,7 @@
 import { currentLoad, machineInfo } from "./lib/env.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { roundSummary, summarize } from "./lib/stats.js";
-import { REGION, startCloudHarness, type CloudHarness } from "../src/controller/cloud/testing.js";
+import { startCloudHarness, type CloudHarness } from "../src/controller/cloud/testing.js";
 import type { ReservedIPAssignment } from "../src/controller/cloud/index.js";
 import { waitFor } from "../src/lab/lab.js";
 
@@ -145,7 +145,7 @@ async function campaign(followerPollMs: number, kills: Kill[], runs: number, log
   try {
     const samples: Sample[] = [];
     for (const kill of kills) {
-      const ip = h.cloud.state.createReservedIP({ region: REGION });
+      const ip = await h.grantedReservedIP();
       samples.push(...(await measure(h, ip, kill, runs, assigned, log)));
     }
     await h.plugins.idle();

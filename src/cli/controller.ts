@@ -24,6 +24,7 @@ export interface ControllerFlags {
   gatewayUserDataFile?: string;
   cloudResyncSeconds?: string;
   cloudPollMs?: string;
+  reservedIpsAnyNamespace?: boolean;
 }
 
 /** A positive number from a flag, or an error naming the flag. */
@@ -59,6 +60,7 @@ export function cloudPlugins(flags: ControllerFlags, logger: Logger): DigitalOce
     eventNamespace: flags.namespace,
     fleet: { minIntervalMs: positive("--cloud-resync-seconds", flags.cloudResyncSeconds, 60) * 1000 },
     fleetPollMs: positive("--cloud-poll-ms", flags.cloudPollMs, 2000),
+    follower: { requireNamespaceGrant: flags.reservedIpsAnyNamespace !== true },
     logger,
   });
 }

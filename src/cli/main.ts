@@ -65,6 +65,7 @@ program
   .option("--gateway-user-data-file <file>", "cloud-init template for gateway droplets with ${GATEWAY} and ${INSTANCE} (default: see docs/digitalocean.md)")
   .option("--cloud-resync-seconds <s>", "with --cloud: converge every gateway fleet this often (a destroyed droplet is replaced then)", "60")
   .option("--cloud-poll-ms <ms>", "with --cloud: poll interval while droplets boot and reserved IPs move", "2000")
+  .option("--reserved-ips-any-namespace", "with --cloud: let pods of any namespace ask for any reserved IP (default: only IPs granted to their Namespace with annotation staticegress.io/reserved-ips)")
   .action(runController);
 
 program

@@ -58,7 +58,7 @@ describe("through DigitalOcean API faults", () => {
   });
 
   it("a reserved IP still moves to the ready pod's node through 429s, ambiguous 503s, a failed and a slow action", async () => {
-    const ip = h.cloud.state.createReservedIP({ region: REGION });
+    const ip = await h.grantedReservedIP();
     await h.createPod({ name: "a", node: "node1", labels: { [LABEL]: "" }, annotations: { [LABEL]: ip } });
     await h.createPod({ name: "b", node: "node2", labels: { [LABEL]: "" }, annotations: { [LABEL]: ip } });
     await waitFor(() => h.holderOf(ip) === h.nodeDroplets.get("node1"), 10_000, "not assigned to node1");

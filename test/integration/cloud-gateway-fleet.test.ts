@@ -131,10 +131,15 @@ describe("digitalocean gateway fleet", () => {
     const before = await instances();
     const victim = before[1]!;
     h.cloud.state.destroyDroplet(Number(victim.id));
+    // The slot never leaves the list: Provisioning until the replacement is up.
+    let shrank = false;
     await waitFor(async () => {
-      const now = (await instances())[1];
-      return now !== undefined && now.id !== victim.id && now.health === "Up";
+      const list = await instances();
+      if (list.length < 3) shrank = true;
+      const now = list[1];
+      return now !== undefined && now.name === victim.name && now.id !== victim.id && now.health === "Up";
     }, 15_000, "droplet not replaced");
+    expect(shrank).toBe(false);
     const after = await instances();
     expect(after[1]!.name).toBe(victim.name);
     expect(after[1]!.egressIPs).toEqual(victim.egressIPs);

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { serviceFirewallName } from "../../src/cloud/digitalocean/index.js";
-import { CLUSTER_ID, REGION, startCloudHarness, type CloudHarness } from "../../src/controller/cloud/testing.js";
+import { CLUSTER_ID, startCloudHarness, type CloudHarness } from "../../src/controller/cloud/testing.js";
 import { waitFor } from "../../src/lab/lab.js";
 
 // The reserved-IP follower in the controller, against both stand-ins: a reserved IP follows the
@@ -20,8 +20,8 @@ async function holderBecomes(addr: string, node: string, message: string): Promi
   await waitFor(() => h.holderOf(addr) === droplet(node), 10_000, `${message}: ${addr} is on ${h.holderOf(addr)}, not on ${node} (${droplet(node)})`);
 }
 
-async function warnings(pod: string): Promise<string[]> {
-  const events = (await h.client.core.listNamespacedEvent({ namespace: "web" })).items;
+async function warnings(pod: string, namespace = "web"): Promise<string[]> {
+  const events = (await h.client.core.listNamespacedEvent({ namespace })).items;
   return events.filter((e) => e.involvedObject.name === pod && e.type === "Warning").map((e) => `${e.reason}: ${e.message}`);
 }
 
@@ -29,7 +29,7 @@ beforeAll(async () => {
   // A short holder refresh, so that the "stays while its holder is ready" rule is exercised on
   // fresh reads from the cloud, not only on what the plugin remembers.
   h = await startCloudHarness({ nodes: 3, plugins: { follower: { holderTtlMs: HOLDER_TTL_MS } } });
-  ip = h.cloud.state.createReservedIP({ region: REGION });
+  ip = await h.grantedReservedIP();
 });
 
 afterAll(async () => {
@@ -90,8 +90,8 @@ describe("reserved IP follower", () => {
   });
 
   it("understands the haimgel label and annotation (annotation first, else the label value)", async () => {
-    const byAnnotation = h.cloud.state.createReservedIP({ region: REGION });
-    const byLabel = h.cloud.state.createReservedIP({ region: REGION });
+    const byAnnotation = await h.grantedReservedIP();
+    const byLabel = await h.grantedReservedIP();
     await h.createPod({ name: "legacy-1", node: "node3", labels: { [HAIMGEL]: "true" }, annotations: { [HAIMGEL]: byAnnotation } });
     await holderBecomes(byAnnotation, "node3", "haimgel annotation");
     // A droplet holds one reserved IP, and node2 and node3 hold one each now: a fresh node.
@@ -107,10 +107,11 @@ describe("reserved IP follower", () => {
   });
 
   it("reports an IP that does not exist in the account, and one whose only candidate holds another IP", async () => {
+    await h.grant("web", "203.0.113.250");
     await h.createPod({ name: "ghost", node: "node3", labels: { [LABEL]: "" }, annotations: { [LABEL]: "203.0.113.250" } });
     await waitFor(async () => (await warnings("ghost")).length > 0, 5_000, "no warning for a missing IP");
     expect((await warnings("ghost"))[0]).toContain("ReservedIPNotFound");
-    const third = h.cloud.state.createReservedIP({ region: REGION });
+    const third = await h.grantedReservedIP();
     // node3's droplet holds the haimgel IP already.
     await h.createPod({ name: "crowded", node: "node3", labels: { [LABEL]: "" }, annotations: { [LABEL]: third } });
     await waitFor(async () => (await warnings("crowded")).length > 0, 5_000, "no warning for a blocked IP");
@@ -118,8 +119,28 @@ describe("reserved IP follower", () => {
     expect(h.holderOf(third)).toBeUndefined();
   });
 
+  it("a pod of a namespace that was not granted the IP cannot take it, even when the holder's pod goes", async () => {
+    const owned = await h.grantedReservedIP("web");
+    await h.addNode("node7");
+    await h.addNode("node8");
+    await h.createPod({ name: "owner", node: "node7", labels: { [LABEL]: "" }, annotations: { [LABEL]: owned } });
+    await holderBecomes(owned, "node7", "owner's node");
+    await h.client.core.createNamespace({ body: { metadata: { name: "tenant-b" } } });
+    await h.createPod({ namespace: "tenant-b", name: "thief", node: "node8", labels: { [LABEL]: "" }, annotations: { [LABEL]: owned }, readySince: new Date("2025-01-01T00:00:00Z") });
+    await waitFor(async () => (await warnings("thief", "tenant-b")).length > 0, 5_000, "no warning for the ungranted pod");
+    expect(await warnings("thief", "tenant-b")).toEqual([`ReservedIPNotGranted: namespace tenant-b may not use reserved IP ${owned}: a cluster admin grants it with the annotation staticegress.io/reserved-ips on the Namespace`]);
+    // The owner's pod goes away: the IP stays where it is rather than going to the other tenant.
+    await h.deletePod("web", "owner");
+    await sleep(1_000);
+    expect(h.holderOf(owned)).toBe(droplet("node7"));
+    // Granted to tenant-b by an admin: now it follows the ready pod there.
+    await h.grant("tenant-b", owned);
+    await holderBecomes(owned, "node8", "after the grant");
+    await h.deletePod("tenant-b", "thief");
+  });
+
   it("opens the pods' ports on the holder in a firewall of its own, follows the IP, removes it when no pod asks", async () => {
-    const fwIP = h.cloud.state.createReservedIP({ region: REGION });
+    const fwIP = await h.grantedReservedIP();
     await h.addNode("node5");
     await h.addNode("node6");
     const ask = { labels: { [LABEL]: "" }, annotations: { [LABEL]: fwIP, "staticegress.io/reserved-ip-ports": "tcp/443, udp/51820" } };

@@ -43,7 +43,7 @@ function publisher(node: string): AnchorPublisher {
 
 beforeAll(async () => {
   h = await startCloudHarness({ nodes: 3, serviceExternalIPs: true, plugins: { follower: { holderTtlMs: 250 } } });
-  ip = h.cloud.state.createReservedIP({ region: REGION });
+  ip = await h.grantedReservedIP();
   await h.client.core.createNamespace({ body: { metadata: { name: "other" } } });
 });
 

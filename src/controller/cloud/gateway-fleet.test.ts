@@ -47,6 +47,26 @@ describe("status.instances from the fleet's hosts", () => {
   });
 });
 
+describe("status.instances while a slot's host is gone", () => {
+  const twoSlots = { ...allocate, count: 2 };
+  it("keeps a vanished slot's entry as Provisioning, in its place, with its egress IPs", () => {
+    const previous: InstanceStatus[] = [
+      { name: "se-gw-abc-0", id: "100", address: "10.110.0.10", egressIPs: ["203.0.113.10"], health: "Up", since: EARLIER },
+      { name: "se-gw-abc-1", id: "101", address: "10.110.0.11", egressIPs: ["203.0.113.11"], health: "Up", since: EARLIER },
+    ];
+    const onlySlot1 = [host(1, { id: "101", name: "se-gw-abc-1", privateIPv4: "10.110.0.11", reservedIPv4: "203.0.113.11" })];
+    const out = instancesFromHosts(onlySlot1, previous, NOW, twoSlots);
+    expect(out.map((i) => [i.name, i.health])).toEqual([["se-gw-abc-0", "Provisioning"], ["se-gw-abc-1", "Up"]]);
+    expect(out[0]).toMatchObject({ id: "100", egressIPs: ["203.0.113.10"], since: NOW });
+  });
+
+  it("never lists more than count entries (a scale-down drops what no host backs)", () => {
+    const previous: InstanceStatus[] = [0, 1, 2].map((i) => ({ name: `se-gw-abc-${i}`, id: `10${i}`, address: "", egressIPs: [], health: "Up" }));
+    expect(instancesFromHosts([host(0, { id: "100", name: "se-gw-abc-0" })], previous, NOW, { ...allocate, count: 1 }).map((i) => i.name)).toEqual(["se-gw-abc-0"]);
+    expect(instancesFromHosts([], previous, NOW, { ...allocate, count: 0 })).toEqual([]);
+  });
+});
+
 describe("user data", () => {
   it("fills ${GATEWAY}, turns ${INSTANCE} into the hostname, leaves other ${...} alone", () => {
     expect(renderUserData("gw=${GATEWAY} i=${INSTANCE} home=${HOME}", "egress-a")).toBe("gw=egress-a i=$(hostname) home=${HOME}");

@@ -234,6 +234,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     const instances = instancesFromHosts(hosts, gw.status?.instances, new Date(this.now()).toISOString(), {
       userReservedIPs: d?.reservedIPs ?? [],
       allocate: d?.allocateReservedIPs ?? true,
+      count: d?.count ?? 2,
     });
     if (sameStatus(gw.status?.instances ?? [], instances)) return;
     try {
@@ -271,14 +272,18 @@ export class GatewayFleetPlugin implements ControllerPlugin {
  * A host is `Provisioning` while it is not active, or while it lacks the reserved IP its slot
  * should have (its egress IP is then the one it is getting: the slot's previous one, or the user's);
  * otherwise an unchanged host keeps the health and `since` the core gave it.
+ *
+ * A slot whose host vanished (destroyed, not replaced yet) keeps its entry as `Provisioning`, up
+ * to `count` entries: its name and egress IPs stay, so policies naming them stay valid and nodes
+ * drain it instead of seeing the gateway shrink for a moment.
  */
 export function instancesFromHosts(
   hosts: readonly GatewayHost[],
   previous: readonly InstanceStatus[] | undefined,
   now: string,
-  opts: { userReservedIPs: readonly string[]; allocate: boolean },
+  opts: { userReservedIPs: readonly string[]; allocate: boolean; count?: number },
 ): InstanceStatus[] {
-  return [...hosts]
+  const listed = [...hosts]
     .sort((a, b) => a.index - b.index)
     .map((h) => {
       const old = previous?.find((i) => i.name === h.name);
@@ -300,4 +305,14 @@ export function instancesFromHosts(
       }
       return { ...base, health: UNJUDGED, since: now };
     });
+  if (opts.count === undefined || !previous) return listed;
+  const names = new Set(listed.map((i) => i.name));
+  const kept: { at: number; entry: InstanceStatus }[] = [];
+  previous.forEach((old, position) => {
+    if (names.has(old.name) || listed.length + kept.length >= opts.count!) return;
+    kept.push({ at: position, entry: { ...old, health: PROVISIONING, since: old.health === PROVISIONING && old.since ? old.since : now } });
+  });
+  if (kept.length === 0) return listed;
+  const slotOf = new Map(hosts.map((h) => [h.name, h.index]));
+  return [...listed.map((entry) => ({ at: slotOf.get(entry.name) ?? 0, entry })), ...kept].sort((a, b) => a.at - b.at).map((x) => x.entry);
 }

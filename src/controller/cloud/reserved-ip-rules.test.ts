@@ -1,6 +1,6 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { describe, expect, it } from "vitest";
-import { decideReservedIPs, dropletIdOf, parsePorts, portsOfIP, readClaims, requestedIP, type Decision } from "./reserved-ip-rules.js";
+import { decideReservedIPs, dropletIdOf, namespaceGrants, parsePorts, portsOfIP, readClaims, requestedIP, type Decision } from "./reserved-ip-rules.js";
 
 const IP = "203.0.113.5";
 const IP2 = "203.0.113.6";
@@ -164,5 +164,30 @@ describe("ports to open on the holder", () => {
       { protocol: "udp", ports: "53" },
     ]);
     expect(problems.map((p) => p.pod.name)).toEqual(["c"]);
+  });
+});
+
+describe("namespace grants", () => {
+  const ns = (name: string, grant?: string) => ({ metadata: { name, ...(grant !== undefined ? { annotations: { "staticegress.io/reserved-ips": grant } } : {}) } }) as KubernetesObject;
+
+  it("reads the grant annotation: comma- or space-separated IPv4 addresses, nothing else", () => {
+    const grants = namespaceGrants([ns("web", `${IP}, ${IP2}`), ns("api", `  ${IP2}\n10.0.0.0/8 nonsense`), ns("none")]);
+    expect(grants("web", IP)).toBe(true);
+    expect(grants("web", IP2)).toBe(true);
+    expect(grants("api", IP2)).toBe(true);
+    expect(grants("api", IP)).toBe(false);
+    expect(grants("none", IP)).toBe(false);
+    expect(grants("missing", IP)).toBe(false);
+  });
+
+  it("a pod whose namespace lacks the grant is a problem, not a claim (it cannot attract or keep the IP)", () => {
+    const grants = namespaceGrants([ns("web", IP2)]);
+    const { claims, problems } = readClaims([pod({ name: "a", ip: IP }), pod({ name: "b", ip: IP2 })], NODES, grants);
+    expect(claims.map((c) => c.pod.name)).toEqual(["b"]);
+    expect(problems).toEqual([
+      { pod: { namespace: "web", name: "a" }, reason: "ReservedIPNotGranted", message: `namespace web may not use reserved IP ${IP}: a cluster admin grants it with the annotation staticegress.io/reserved-ips on the Namespace` },
+    ]);
+    // Without grants (the check turned off) both are claims.
+    expect(readClaims([pod({ name: "a", ip: IP }), pod({ name: "b", ip: IP2 })], NODES).claims).toHaveLength(2);
   });
 });

@@ -16,6 +16,11 @@ import type { PortRule } from "../../cloud/provider.js";
  * being deleted, on a node that still exists, is not NotReady and has a DigitalOcean providerID.
  * It never moves while its holder runs an eligible pod for it. Otherwise it goes to the node of
  * the eligible pod that has been ready longest; with no eligible pod it stays where it is.
+ *
+ * Tenancy: a pod may ask only for an IP its namespace was granted by a cluster admin, with the
+ * Namespace annotation `staticegress.io/reserved-ips: "203.0.113.5, 203.0.113.6"` (tenants
+ * cannot edit Namespaces). Without the grant the request is refused and reported, and it counts
+ * for nothing: it can neither attract the IP nor disturb the Services of the namespace that owns it.
  */
 
 export const RESERVED_IP_KEY = "staticegress.io/reserved-ip";
@@ -27,6 +32,22 @@ export const RESERVED_IP_KEYS = [RESERVED_IP_KEY, HAIMGEL_FLOATING_IP_KEY] as co
  * our own beside the one the platform manages, e.g. `tcp/443, udp/51820, tcp/8000-8100, icmp`.
  */
 export const RESERVED_IP_PORTS_KEY = "staticegress.io/reserved-ip-ports";
+/** Namespace annotation: the reserved IPs pods of the namespace may ask for (comma- or space-separated). */
+export const RESERVED_IP_GRANT_KEY = "staticegress.io/reserved-ips";
+
+/** Whether pods of `namespace` may ask for `ip`. */
+export type NamespaceGrants = (namespace: string, ip: string) => boolean;
+
+/** The grants the Namespaces carry (entries that are not IPv4 addresses grant nothing). */
+export function namespaceGrants(namespaces: readonly KubernetesObject[]): NamespaceGrants {
+  const granted = new Map<string, Set<string>>();
+  for (const n of namespaces) {
+    const text = n.metadata?.annotations?.[RESERVED_IP_GRANT_KEY];
+    if (!n.metadata?.name || text === undefined) continue;
+    granted.set(n.metadata.name, new Set(text.split(/[\s,]+/).filter((x) => isIPv4(x))));
+  }
+  return (namespace, ip) => granted.get(namespace)?.has(ip) === true;
+}
 
 export interface PodRef {
   namespace: string;
@@ -54,6 +75,8 @@ export interface Claim {
 export interface ClaimProblem {
   pod: PodRef;
   message: string;
+  /** Event reason (default ReservedIPRequestInvalid). */
+  reason?: "ReservedIPNotGranted";
 }
 
 interface Meta {
@@ -123,8 +146,11 @@ export function parsePorts(text: string): PortRule[] | { error: string } {
 
 const time = (t: string | Date | undefined): string => (t instanceof Date ? t.toISOString() : (t ?? ""));
 
-/** Reads the claims of all labelled pods, judged against the nodes. */
-export function readClaims(pods: readonly KubernetesObject[], nodes: readonly KubernetesObject[]): { claims: Claim[]; problems: ClaimProblem[] } {
+/**
+ * Reads the claims of all labelled pods, judged against the nodes. With `grants`, a pod whose
+ * namespace was not granted the IP is a problem, not a claim.
+ */
+export function readClaims(pods: readonly KubernetesObject[], nodes: readonly KubernetesObject[], grants?: NamespaceGrants): { claims: Claim[]; problems: ClaimProblem[] } {
   const nodesByName = new Map<string, NodeLike>();
   for (const n of nodes as NodeLike[]) if (n.metadata?.name) nodesByName.set(n.metadata.name, n);
   const claims: Claim[] = [];
@@ -136,6 +162,10 @@ export function readClaims(pods: readonly KubernetesObject[], nodes: readonly Ku
     if (!asked) continue;
     if ("error" in asked) {
       problems.push({ pod, message: asked.error });
+      continue;
+    }
+    if (grants && !grants(pod.namespace, asked.ip)) {
+      problems.push({ pod, reason: "ReservedIPNotGranted", message: `namespace ${pod.namespace} may not use reserved IP ${asked.ip}: a cluster admin grants it with the annotation ${RESERVED_IP_GRANT_KEY} on the Namespace` });
       continue;
     }
     let ports: PortRule[] | undefined;

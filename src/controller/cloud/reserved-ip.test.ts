@@ -37,7 +37,7 @@ const nodes = [1, 2].map((i) => ({ metadata: { name: `n${i}` }, spec: { provider
 function setup() {
   let t = 1_000_000;
   const provider = new FakeProvider();
-  const follower = new ReservedIPFollower({ provider: provider as unknown as CloudProvider, now: () => t, holderTtlMs: 60_000, events: false });
+  const follower = new ReservedIPFollower({ provider: provider as unknown as CloudProvider, now: () => t, holderTtlMs: 60_000, events: false, requireNamespaceGrant: false });
   let pods: KubernetesObject[] = [];
   const ctx = {
     source: { raw: (kind: string) => (kind === "Pod" ? pods : kind === "Node" ? nodes : []) },

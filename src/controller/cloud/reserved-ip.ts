@@ -3,7 +3,7 @@ import { statusOf } from "../../kube/client.js";
 import { silentLogger, type Logger } from "../../util/log.js";
 import type { ControllerPlugin, ReconcileContext } from "../controller.js";
 import { KeyedJobs } from "./keyed-jobs.js";
-import { decideReservedIPs, eligibleHosts, portsOfIP, readClaims, type Claim, type Decision, type PodRef } from "./reserved-ip-rules.js";
+import { decideReservedIPs, eligibleHosts, namespaceGrants, portsOfIP, readClaims, type Claim, type Decision, type PodRef } from "./reserved-ip-rules.js";
 import { decideServiceExternalIPs, MANAGED_EXTERNAL_IPS_KEY, nodeAnchors, type ServiceDecision, type ServiceProblem, type ServiceRef } from "./service-external-ips.js";
 
 export interface ReservedIPAssignment {
@@ -37,6 +37,11 @@ export interface ReservedIPFollowerOptions {
   events?: boolean;
   /** Called after every completed move (benchmarks, metrics). */
   onAssigned?: (a: ReservedIPAssignment) => void;
+  /**
+   * Pods may ask only for IPs their Namespace was granted (annotation staticegress.io/reserved-ips;
+   * default true). false: any pod may ask for any IP (one tenant could take another's IP).
+   */
+  requireNamespaceGrant?: boolean;
   /**
    * Keep the externalIPs of Services that ask for a reserved IP in step with its holder's anchor
    * IP (service-external-ips.ts; default true). Needs the controller's source to watch Services
@@ -100,7 +105,8 @@ export class ReservedIPFollower implements ControllerPlugin {
 
   reconcile(ctx: ReconcileContext): Promise<void> {
     this.ctx = ctx;
-    const { claims, problems } = readClaims(ctx.source.raw("Pod"), ctx.source.raw("Node"));
+    const grants = this.opts.requireNamespaceGrant === false ? undefined : namespaceGrants(ctx.source.raw("Namespace"));
+    const { claims, problems } = readClaims(ctx.source.raw("Pod"), ctx.source.raw("Node"), grants);
     this.allClaims = claims;
     const gatewayIPs = gatewayEgressIPs(ctx);
     this.claims = claims.filter((c) => {
@@ -110,7 +116,7 @@ export class ReservedIPFollower implements ControllerPlugin {
     });
     this.byIP = new Map();
     for (const c of this.claims) this.byIP.set(c.ip, [...(this.byIP.get(c.ip) ?? []), c]);
-    for (const p of problems) this.reportPod(p.pod, "Warning", "ReservedIPRequestInvalid", p.message);
+    for (const p of problems) this.reportPod(p.pod, "Warning", p.reason ?? "ReservedIPRequestInvalid", p.message);
 
     const now = this.now();
     for (const [ip, ipClaims] of this.byIP) {

@@ -51,7 +51,7 @@ function setup(opts: { failPatches?: number[] } = {}) {
     },
     createObjectEvent: () => Promise.resolve(),
   };
-  const follower = new ReservedIPFollower({ provider: provider as unknown as CloudProvider, events: false, serviceConflictRetryMs: 1 });
+  const follower = new ReservedIPFollower({ provider: provider as unknown as CloudProvider, events: false, serviceConflictRetryMs: 1, requireNamespaceGrant: false });
   let pods: KubernetesObject[] = [];
   const ctx = {
     client,

@@ -7,6 +7,7 @@ import { KubeSource } from "../../kube/source.js";
 import { silentLogger, type Logger } from "../../util/log.js";
 import { Controller } from "../controller.js";
 import { digitalOceanPlugins, type DigitalOceanPlugins, type DigitalOceanPluginsOptions } from "./index.js";
+import { RESERVED_IP_GRANT_KEY } from "./reserved-ip-rules.js";
 
 /**
  * Test and benchmark harness: the controller with the DigitalOcean plugins, in-process, against
@@ -52,6 +53,13 @@ export interface CloudHarness {
   setNodeReady(name: string, ready: "True" | "False" | "Unknown"): Promise<void>;
   /** Droplet id holding the reserved IP in the stand-in, or undefined. */
   holderOf(ip: string): number | undefined;
+  /**
+   * A new reserved IP in the account, granted to the namespace (default web) as a cluster admin
+   * would: annotation staticegress.io/reserved-ips on the Namespace.
+   */
+  grantedReservedIP(namespace?: string): Promise<string>;
+  /** Adds IPs to a Namespace's grant. */
+  grant(namespace: string, ...ips: string[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -109,6 +117,13 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
   await controller.startInformers();
   controller.activate();
 
+  const grant = async (namespace: string, ...ips: string[]): Promise<void> => {
+    const ns = await client.core.readNamespace({ name: namespace });
+    const have = (ns.metadata?.annotations?.[RESERVED_IP_GRANT_KEY] ?? "").split(/[\s,]+/).filter(Boolean);
+    const body = { metadata: { annotations: { [RESERVED_IP_GRANT_KEY]: [...new Set([...have, ...ips])].join(", ") } } };
+    await client.core.patchNamespace({ name: namespace, body }, mergePatch);
+  };
+
   const setPodReady = async (namespace: string, name: string, ready: boolean): Promise<void> => {
     const now = new Date();
     await client.core.patchNamespacedPodStatus(
@@ -160,6 +175,12 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
       const rec = cloud.state.reservedIPs().find((r) => r["ip"] === ip);
       const d = rec?.["droplet"] as { id?: number } | null | undefined;
       return d?.id;
+    },
+    grant,
+    grantedReservedIP: async (namespace = "web") => {
+      const ip = cloud.state.createReservedIP({ region: REGION });
+      await grant(namespace, ip);
+      return ip;
     },
     close: async () => {
       await controller.stop();
