@@ -10,7 +10,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { exampleLabConfig } from "../test/lab/support.js";
-import { Lab, waitFor, GATEWAY_DEATHS, type GatewayDeath } from "../src/lab/lab.js";
+import { Lab, waitFor, HOST_DEATHS, type GatewayDeath } from "../src/lab/lab.js";
 import { newRunPrefix } from "../src/lab/netns.js";
 import { analyzeStream, startUdpStream } from "../src/lab/traffic.js";
 
@@ -48,7 +48,7 @@ async function main(): Promise<void> {
     await waitFor(async () => (await lab.status()).every((r) => r.ok), 30_000, "lab did not converge", 500);
     const hostOf = (ip: string) => lab.topology.gatewayHosts.find((g) => g.egressIPs.includes(ip))!.name;
 
-    for (const kind of GATEWAY_DEATHS) {
+    for (const kind of HOST_DEATHS) {
       const tag = `bench-${kind}`;
       lab.clearUdpRecords(); // each phase reads only its own records
       const from = Date.now();

@@ -1,5 +1,5 @@
 import type { NodePlan } from "../planner/model.js";
-import { MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, DEFAULT_TABLE_BASE } from "../planner/ids.js";
+import { MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, DEFAULT_TABLE_BASE, NO_INSTANCE_MARK } from "../planner/ids.js";
 import { formatRange } from "../planner/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
 import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
@@ -40,8 +40,8 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table): TableMode
         spec: "type ipv4_addr . ipv4_addr : mark; flags interval;",
         elements: plan.entries.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${hex(e.mark)}`),
       },
-      // Instances judged down: their packets are dropped here and counted (fail-closed).
-      { kind: "set", name: "down_instances", spec: "type mark;", elements: plan.instances.filter((i) => i.route === "blackhole").map((i) => hex(i.mark)) },
+      // Instances judged down, and "no instance yet": their packets are dropped here and counted (fail-closed).
+      { kind: "set", name: "down_instances", spec: "type mark;", elements: [hex(NO_INSTANCE_MARK), ...plan.instances.filter((i) => i.route === "blackhole").map((i) => hex(i.mark))] },
     ],
     chains:
       `  counter failclosed_drops {\n  }\n` +

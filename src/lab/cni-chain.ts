@@ -14,6 +14,8 @@ export interface PodWiring {
   ipamDir: string;
   /** Directory holding our plugin as `static-egress` (chained after ptp) when it exists. */
   extraPluginDir?: string;
+  /** Our plugin's configuration: the node agent's socket, the cluster's ranges. */
+  staticEgress?: { agentSocket: string; clusterCIDRs: string[] };
 }
 
 function conflist(w: PodWiring) {
@@ -22,7 +24,7 @@ function conflist(w: PodWiring) {
     name: "lab",
     plugins: [
       { type: "ptp", ipMasq: true, ipam: { type: "host-local", ranges: [[{ subnet: w.podCidr }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: w.ipamDir } },
-      ...(w.extraPluginDir && existsSync(join(w.extraPluginDir, "static-egress")) ? [{ type: "static-egress" }] : []),
+      ...(w.extraPluginDir && existsSync(join(w.extraPluginDir, "static-egress")) ? [{ type: "static-egress", ...w.staticEgress }] : []),
     ],
   };
 }

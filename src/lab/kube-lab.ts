@@ -28,7 +28,7 @@ export function labClient(lab: Lab): KubeClient {
  * controller, and the lab kubelet. Then the cluster's objects are created through the API,
  * and pods are run by the kubelet with the CNI chain.
  */
-export async function startControlPlane(lab: Lab, log: (line: string) => void): Promise<void> {
+export async function startControlPlane(lab: Lab, log: (line: string) => void, beforePods: () => Promise<void>): Promise<void> {
   const t = lab.topology;
   const cp = `${t.prefix}-cp`;
   await addNamespace(cp);
@@ -82,6 +82,7 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void): 
     : [];
   lab.startProcess("controller", "", ["controller", "--kubeconfig", lab.kubeconfigPath, "--config", join(lab.dir, "agent-config.yaml"), "--namespace", "static-egress", "--lease-seconds", "5", ...cloudFlags]);
   lab.startProcess("kubelet", "", ["lab", "kubelet", "--name", t.prefix]);
+  await beforePods();
   const expected = t.pods.length;
   log(`creating ${expected} pods; the lab kubelet runs them with the CNI chain`);
   for (const p of [...t.pods]) {

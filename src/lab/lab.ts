@@ -10,12 +10,13 @@ import type { ClusterNetwork } from "../planner/model.js";
 import { runCommand } from "../util/exec.js";
 import type { LabConfig } from "./config.js";
 import { addNamespace, addVethPair, deleteNamespacesWithPrefix, execIn, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, sysctl } from "./netns.js";
-import { cliEntry, LAB_STATE_ROOT } from "./paths.js";
+import { cliEntry, LAB_STATE_ROOT, packageRoot } from "./paths.js";
 import { wirePod, type PodWiring } from "./cni-chain.js";
 import { applyGateways, applyPolicyObjects, deletePolicyObjects, listGateways, listPolicies, refreshPodIPs, startControlPlane } from "./kube-lab.js";
 import { LAB_NETWORK, planTopology, type LabGatewayHost, type LabPod, type LabTopology } from "./topology.js";
 import { LAB_CLOUD, readCloudRecord, type LabCloudRecord } from "./cloud.js";
 import { DigitalOceanClient } from "../cloud/digitalocean/index.js";
+import { installWrapper } from "../cni/install.js";
 
 export const LAB_CLUSTER_NETWORK: ClusterNetwork = {
   podCIDRs: [LAB_NETWORK.podCidr],
@@ -44,7 +45,9 @@ export type LabMode = "file" | "kubernetes";
 
 /** `destroy`: the droplet is deleted through the cloud's API (gateways of a `digitalocean` lab gateway only). */
 export type GatewayDeath = "agent" | "link" | "silent" | "destroy";
-export const GATEWAY_DEATHS: readonly GatewayDeath[] = ["agent", "link", "silent", "destroy"];
+/** Deaths any gateway host can die (and be revived from). */
+export const HOST_DEATHS: readonly GatewayDeath[] = ["agent", "link", "silent"];
+export const GATEWAY_DEATHS: readonly GatewayDeath[] = [...HOST_DEATHS, "destroy"];
 
 /** Agents serve metrics on this port inside their namespace (health responders on +1). */
 export const LAB_METRICS_PORT = 9464;
@@ -105,17 +108,23 @@ export class Lab {
     try {
       log(`building fabric, ${topology.nodes.length} nodes, ${topology.gatewayHosts.length} gateway hosts, internet`);
       await lab.buildFabric();
+      const startHosts = async () => {
+        await lab.startInternet();
+        for (const g of topology.gatewayHosts) lab.startGatewayHost(g.name);
+        for (const n of topology.nodes) lab.startNodeAgent(n.name);
+      };
       if (record.mode === "kubernetes") {
         log("starting the Kubernetes API stand-in, the controller and the lab kubelet");
-        await startControlPlane(lab, log);
+        // As in a cluster: the node agents (a DaemonSet) and our chained CNI plugin are there
+        // before the first pod, so a pod's routing exists before its first packet.
+        installWrapper(join(dir, "cni-bin"), { entry: join(packageRoot(), "dist", "cni", "main.js") });
+        await startControlPlane(lab, log, startHosts);
       } else {
         log(`wiring ${topology.pods.length} pods with the CNI plugins (ptp + host-local, masquerade on)`);
         for (const pod of topology.pods) await lab.addPod(pod);
         lab.writeCluster(cfg.policies as KubeObject[] | undefined);
+        await startHosts();
       }
-      await lab.startInternet();
-      for (const g of topology.gatewayHosts) lab.startGatewayHost(g.name);
-      for (const n of topology.nodes) lab.startNodeAgent(n.name);
       lab.save();
       return lab;
     } catch (e) {
@@ -186,7 +195,15 @@ export class Lab {
       namespace: pod.namespace,
       name: pod.name,
       ipamDir: join(this.dir, "ipam"),
+      ...(this.record.mode === "kubernetes"
+        ? { extraPluginDir: join(this.dir, "cni-bin"), staticEgress: { agentSocket: this.cniSocket(node.name), clusterCIDRs: [...LAB_CLUSTER_NETWORK.podCIDRs, ...LAB_CLUSTER_NETWORK.serviceCIDRs, ...LAB_CLUSTER_NETWORK.nodeCIDRs] } }
+        : {}),
     };
+  }
+
+  /** The node agent's socket for the chained CNI plugin (Kubernetes mode). */
+  cniSocket(node: string): string {
+    return join(this.dir, `cni-${node}.sock`);
   }
 
   /** The Kubernetes objects the agents read: namespaces, nodes, pods, gateways, policies. */
@@ -399,7 +416,8 @@ export class Lab {
   startNodeAgent(name: string): void {
     const n = this.topology.nodes.find((x) => x.name === name);
     if (!n) throw new LabError(`no node named ${name}`);
-    this.startAgent(n.name, n.netns, ["agent", "node", "--node", n.name, "--address", n.vpcIP, "--metrics-port", String(LAB_METRICS_PORT)]);
+    const cni = this.record.mode === "kubernetes" ? ["--cni-socket", this.cniSocket(n.name)] : [];
+    this.startAgent(n.name, n.netns, ["agent", "node", "--node", n.name, "--address", n.vpcIP, "--metrics-port", String(LAB_METRICS_PORT), ...cni]);
   }
 
   /** A gateway host runs two processes: the agent (datapath) and the BFD health responder. */

@@ -8,6 +8,8 @@ export const MARK_MASK = 0x1fff_0000;
 export const MAX_INSTANCE_ID = 0xfff;
 export const DEFAULT_TABLE_BASE = 7000;
 
+/** Id 0 is never assigned: its mark means "no instance", and the node always drops it. */
+export const NO_INSTANCE_MARK = (MARK_FLAG | 0) >>> 0;
 export function markFor(id: number): number {
   return (MARK_FLAG | (id << 16)) >>> 0;
 }

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { SpecValidator } from "../api/v1alpha1/validate.js";
 import { formatRange } from "./ipv4.js";
 import type { ClusterSnapshot, HealthView, PolicyObject } from "./model.js";
+import { NO_INSTANCE_MARK } from "./ids.js";
 import { Planner, selectPods } from "./plan.js";
 import { clusterEgressPolicy, egressGateway, egressPolicy } from "./testing/arbitraries.js";
 
@@ -98,5 +99,45 @@ describe("pods", () => {
     const plan = new Planner(v6, { validator }).planNode("node-a", new Map());
     expect(plan.entries).toEqual([]);
     expect(plan.podsByPolicy).toEqual({ "EgressPolicy/shop/web": 1 });
+  });
+});
+
+describe("a digitalocean gateway whose droplets are not there yet", () => {
+  const RESERVED = ["203.0.113.30", "203.0.113.40"];
+  const cloud = (instances: { name: string; address: string; egressIPs: string[]; health: string }[]) =>
+    ({
+      ...egressGateway("cloud", { digitalocean: { region: "ams3", size: "s-1vcpu-1gb", count: 2, reservedIPs: RESERVED, nodeTag: "k8s:c1" } }),
+      status: { instances },
+    }) as ClusterSnapshot["gateways"][number];
+  const pay = (failurePolicy: "Drop" | "FallbackToNodeIP" = "Drop") =>
+    egressPolicy("shop", "pay", { podSelector: { matchLabels: { app: "web" } }, gatewayName: "cloud", egressIPs: RESERVED, failurePolicy }, "2024-01-01T00:00:00Z");
+  const snap = (gw: ClusterSnapshot["gateways"][number], policies: PolicyObject[]): ClusterSnapshot => ({ ...snapshot(policies), gateways: [gw] });
+
+  it("a policy naming the gateway's declared reserved IPs is valid, and its pods are dropped (never left with the node IP)", () => {
+    const planner = new Planner(snap(cloud([]), [pay()]), { validator });
+    expect(planner.resolution.verdicts.find((v) => v.resource === "EgressPolicy/shop/pay")).toEqual({ resource: "EgressPolicy/shop/pay", valid: true, errors: [] });
+    const plan = planner.planNode("node-a", new Map());
+    expect(plan.entries).toHaveLength(podCount);
+    expect(new Set(plan.entries.map((e) => e.mark))).toEqual(new Set([NO_INSTANCE_MARK]));
+    expect(plan.unavailable).toEqual([{ policy: "EgressPolicy/shop/pay", failurePolicy: "Drop", pods: podCount }]);
+  });
+
+  it("with FallbackToNodeIP the pods leave with the node IP meanwhile, as that policy asks", () => {
+    const plan = new Planner(snap(cloud([]), [pay("FallbackToNodeIP")]), { validator }).planNode("node-a", new Map());
+    expect(plan.entries).toEqual([]);
+    expect(plan.unavailable).toEqual([{ policy: "EgressPolicy/shop/pay", failurePolicy: "FallbackToNodeIP", pods: podCount }]);
+  });
+
+  it("once one droplet carries its IP, every pod goes there; the other IP waits for its droplet", () => {
+    const planner = new Planner(snap(cloud([{ name: "d0", address: "10.0.1.50", egressIPs: [RESERVED[0]!], health: "Up" }]), [pay()]), { validator });
+    const plan = planner.planNode("node-a", new Map());
+    expect(new Set(plan.entries.map((e) => e.instance))).toEqual(new Set(["cloud/d0"]));
+    expect(plan.unavailable).toEqual([]);
+  });
+
+  it("an IP the gateway neither carries nor declares is still refused, naming the field", () => {
+    const other = egressPolicy("shop", "other", { podSelector: { matchLabels: { app: "web" } }, gatewayName: "cloud", egressIPs: ["203.0.113.99"] }, "2024-01-01T00:00:00Z");
+    const verdict = new Planner(snap(cloud([]), [other]), { validator }).resolution.verdicts.find((v) => v.resource === "EgressPolicy/shop/other");
+    expect(verdict?.errors).toEqual([{ field: "spec.egressIPs[0]", message: "203.0.113.99 is not an egress IP of any instance of EgressGateway cloud" }]);
   });
 });

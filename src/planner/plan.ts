@@ -1,5 +1,5 @@
 import { SpecValidator } from "../api/v1alpha1/validate.js";
-import { DEFAULT_TABLE_BASE, markFor, rendezvous, tableFor } from "./ids.js";
+import { DEFAULT_TABLE_BASE, markFor, NO_INSTANCE_MARK, rendezvous, tableFor } from "./ids.js";
 import { formatRange, intersect, parseCidr, subtract, type Range } from "./ipv4.js";
 import type {
   ClusterSnapshot,
@@ -143,14 +143,14 @@ export class Planner {
         u.pods++;
         unavailable.set(s.policy.resource, u);
         if (s.policy.failurePolicy === "FallbackToNodeIP") continue;
-        // Fail-closed: keep the pod pinned to an instance whose table holds a blackhole route.
-        instance = rendezvous(s.podKey, [...s.policy.egressIPByInstance.keys()].sort());
-        if (instance === undefined) continue;
+        // Fail-closed: keep the pod pinned to an instance whose table holds a blackhole route,
+        // or, when the policy has no instance at all yet, to the mark that is always dropped.
+        instance = rendezvous(s.podKey, [...s.policy.egressIPByInstance.keys()].sort()) ?? "";
       }
-      const id = res.instances.get(instance)?.id as number;
+      const mark = instance === "" ? NO_INSTANCE_MARK : markFor(res.instances.get(instance)?.id as number);
       for (const ip of s.pod.ips) {
         if (ip.includes(":")) continue; // IPv4 only for now
-        for (const dst of s.destinations) entries.push({ podIP: ip, dst, mark: markFor(id), policy: s.policy.resource, instance });
+        for (const dst of s.destinations) entries.push({ podIP: ip, dst, mark, policy: s.policy.resource, instance });
       }
     }
     entries.sort(compareEntries);

@@ -65,6 +65,9 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
   const gatewayInstances = new Map<string, string[]>();
   const rawInstances: Omit<ResolvedInstance, "id">[] = [];
   const ipOwner = new Map<string, string>(); // egress IP -> instance key
+  // Reserved IPs a digitalocean gateway declares but no instance carries yet (droplets booting):
+  // a policy may name them; until an instance carries them its pods are fail-closed, not left out.
+  const pendingIPs = new Map<string, string>(); // egress IP -> gateway name
 
   // Older first, like policies: a new gateway cannot take an egress IP from an existing one.
   for (const gw of [...snapshot.gateways].sort(compareGatewayAge)) {
@@ -91,6 +94,7 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
       continue;
     }
     for (const inst of instances) for (const ip of inst.egressIPs) ipOwner.set(ip, inst.key);
+    for (const ip of spec.digitalocean?.reservedIPs ?? []) if (!ownerHere.has(ip) && !pendingIPs.has(ip)) pendingIPs.set(ip, gw.metadata.name);
     verdicts.push({ resource, valid: true, errors: [] });
     gatewayInstances.set(gw.metadata.name, instances.map((i) => i.key));
     rawInstances.push(...instances);
@@ -130,7 +134,9 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
       const owner = ipOwner.get(ip);
       const claimant = claimedIPs.get(ip);
       if (claimant) errors.push({ field, message: `${ip} is already used by ${claimant}` });
-      else if (gatewayKeys && (!owner || !gatewayKeys.includes(owner))) {
+      else if (gatewayKeys && !owner && pendingIPs.get(ip) === spec.gatewayName) {
+        // Declared by the gateway, no instance yet: valid, and carried by none for now.
+      } else if (gatewayKeys && (!owner || !gatewayKeys.includes(owner))) {
         errors.push({ field, message: `${ip} is not an egress IP of any instance of EgressGateway ${spec.gatewayName}` });
       } else if (owner && egressIPByInstance.has(owner)) {
         errors.push({ field, message: `instance ${owner} already carries ${egressIPByInstance.get(owner)} for this policy` });

@@ -84,6 +84,12 @@ describe("lab: a digitalocean gateway on droplets that are gateway namespaces", 
       expect(edge).toContainEqual([held, d.anchorIP]);
     }
 
+    // While the droplets booted the policy named IPs no instance carried yet: it was never
+    // Invalid (an invalid policy selects nothing, so its pods would have left with node IPs).
+    const events = kubectl(["get", "events", "-n", "payments", "-o", "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}"]);
+    expect(events.status).toBe(0);
+    expect(events.stdout.split("\n").filter((r) => r.startsWith("Invalid"))).toEqual([]);
+
     const rows = byPod(await lab.status());
     for (const pod of ["payments/pay-1", "payments/pay-2"]) expect(RESERVED).toContain(rows.get(pod)?.egressIP);
     expect(rows.get("web/web-1")?.egressIP).toBe("203.0.113.13");
