@@ -51,6 +51,8 @@ interface Instance {
 interface Sample {
   longestGapMs: number;
   wrongSource: number;
+  /** The first few wrong datagrams (source, sequence number, ms after the delete), for diagnosis. */
+  wrongExamples: { src: string; seq: number }[];
   toReplacementListedMs: number;
   toReplacementUpMs: number;
   toTrafficBackMs: number;
@@ -91,7 +93,7 @@ async function run(lab: Lab, i: number): Promise<Sample> {
     if (p.source === ip) back = Date.now() - t0;
     return back > 0;
   }, 60_000, "traffic did not return to the replacement", 100);
-  const s = { longestGapMs: r.longestGapMs, wrongSource: r.wrongSource.length, toReplacementListedMs: listed, toReplacementUpMs: up, toTrafficBackMs: back };
+  const s = { longestGapMs: r.longestGapMs, wrongSource: r.wrongSource.length, wrongExamples: r.wrongSource.slice(0, 5), toReplacementListedMs: listed, toReplacementUpMs: up, toTrafficBackMs: back };
   log(`run ${i + 1}/${RUNS}: ${JSON.stringify(s)}`);
   return s;
 }
@@ -115,7 +117,7 @@ async function main(): Promise<void> {
     },
     { maxSeconds: 120 + RUNS * 90, log },
   );
-  const pick = (k: keyof Sample) => roundSummary(summarize(samples.map((s) => s[k])));
+  const pick = (k: Exclude<keyof Sample, "wrongExamples">) => roundSummary(summarize(samples.map((s) => s[k])));
   const results = {
     benchmark: "droplet-replacement",
     date: new Date().toISOString(),
@@ -133,7 +135,7 @@ async function main(): Promise<void> {
     samples,
   };
   writeResults(OUT, results);
-  const row = (label: string, k: keyof Sample) => `| ${label} | ${pick(k).median} | ${pick(k).p95} | ${pick(k).max} |`;
+  const row = (label: string, k: Exclude<keyof Sample, "wrongExamples">) => `| ${label} | ${pick(k).median} | ${pick(k).p95} | ${pick(k).max} |`;
   process.stdout.write(
     [
       "| from the droplet's deletion (ms) | median | p95 | max |",

@@ -288,6 +288,10 @@ export class LabCloud {
   }
 
   private async unrealize(r: Realized): Promise<void> {
+    // A destroyed droplet stops at once. Cut its links first: while the kernel tears a namespace
+    // down, its nftables rules can be gone before its interfaces are, and it would forward pods'
+    // packets without SNAT for that moment (seen in bench/droplet-replacement.ts).
+    for (const dev of ["eth0", "eth1"]) await runCommand("ip", ["-n", r.netns, "link", "set", dev, "down"]).catch(() => undefined);
     for (const c of r.children) c.kill("SIGKILL");
     await killNamespaceProcesses(r.netns);
     await deleteNamespace(r.netns); // its veth ends in the fabric go with it
