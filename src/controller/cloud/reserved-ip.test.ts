@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { ReservedIPNotFoundError, type CloudProvider } from "../../cloud/provider.js";
 import type { ReconcileContext } from "../controller.js";
 import { ReservedIPFollower } from "./reserved-ip.js";
+import { claimingPod } from "./testing.js";
 
 // The follower's gating against a fake provider: when it asks the cloud, and that every move is
 // decided on the holder the cloud reports (never on memory).
@@ -24,13 +25,7 @@ class FakeProvider {
   }
 }
 
-function pod(name: string, node: string, ready: boolean): KubernetesObject {
-  return {
-    metadata: { name, namespace: "web", labels: { "staticegress.io/reserved-ip": "" }, annotations: { "staticegress.io/reserved-ip": IP } },
-    spec: { nodeName: node },
-    status: { phase: "Running", conditions: [{ type: "Ready", status: ready ? "True" : "False", lastTransitionTime: new Date("2026-01-01T00:00:00Z") }] },
-  } as KubernetesObject;
-}
+const pod = (name: string, node: string, ready: boolean): KubernetesObject => claimingPod(name, node, ready, IP);
 
 const nodes = [1, 2].map((i) => ({ metadata: { name: `n${i}` }, spec: { providerID: `digitalocean://10${i}` } }) as KubernetesObject);
 

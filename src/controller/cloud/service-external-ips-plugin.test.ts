@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import type { CloudProvider } from "../../cloud/provider.js";
 import type { ReconcileContext } from "../controller.js";
 import { ReservedIPFollower } from "./reserved-ip.js";
+import { claimingPod } from "./testing.js";
 import { MANAGED_EXTERNAL_IPS_KEY } from "./service-external-ips.js";
 
 // The follower's I/O around Service externalIPs, with fakes: the order of the Service patches and
@@ -10,13 +11,7 @@ import { MANAGED_EXTERNAL_IPS_KEY } from "./service-external-ips.js";
 const IP = "203.0.113.5";
 const ANCHOR = { "101": "10.20.0.11", "102": "10.20.0.12" } as const;
 
-function pod(name: string, node: string, ready: boolean): KubernetesObject {
-  return {
-    metadata: { name, namespace: "web", labels: { "staticegress.io/reserved-ip": "" }, annotations: { "staticegress.io/reserved-ip": IP } },
-    spec: { nodeName: node },
-    status: { phase: "Running", conditions: [{ type: "Ready", status: ready ? "True" : "False", lastTransitionTime: new Date("2026-01-01T00:00:00Z") }] },
-  } as KubernetesObject;
-}
+const pod = (name: string, node: string, ready: boolean): KubernetesObject => claimingPod(name, node, ready, IP);
 
 const nodes = (["101", "102"] as const).map(
   (id, i) => ({ metadata: { name: `n${i + 1}`, annotations: { "staticegress.io/anchor-ipv4": ANCHOR[id] } }, spec: { providerID: `digitalocean://${id}` } }) as KubernetesObject,

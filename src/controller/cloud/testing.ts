@@ -1,4 +1,4 @@
-import { KubeConfig, PatchStrategy, setHeaderOptions, type V1Pod } from "@kubernetes/client-node";
+import { KubeConfig, PatchStrategy, setHeaderOptions, type KubernetesObject, type V1Pod } from "@kubernetes/client-node";
 import { ALL_KINDS, crdFor } from "../../api/v1alpha1/crd.js";
 import { startDigitalOceanStandin, type DigitalOceanStandin, type StandinOptions } from "../../lab/do-standin/index.js";
 import { startKubeStandin, type KubeObject, type KubeStandin } from "../../lab/kube-standin/index.js";
@@ -189,4 +189,13 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
       await kube.close();
     },
   };
+}
+
+/** A Running pod asking for `ip` (label and annotation), Ready or not, as the follower's unit tests need. */
+export function claimingPod(name: string, node: string, ready: boolean, ip: string): KubernetesObject {
+  return {
+    metadata: { name, namespace: "web", labels: { "staticegress.io/reserved-ip": "" }, annotations: { "staticegress.io/reserved-ip": ip } },
+    spec: { nodeName: node },
+    status: { phase: "Running", conditions: [{ type: "Ready", status: ready ? "True" : "False", lastTransitionTime: new Date("2026-01-01T00:00:00Z") }] },
+  } as KubernetesObject;
 }
