@@ -6,16 +6,6 @@ import { LAB_CLOUD } from "../lab/cloud.js";
 import { analyzeStream, startUdpStream } from "../lab/traffic.js";
 import { formatStatusTable } from "./lab.js";
 
-/** Every node agent reports every gateway instance up (its metrics: static_egress_instance_up). */
-async function allInstancesUp(lab: Lab): Promise<boolean> {
-  const instances = lab.gatewayInstances().length;
-  for (const n of lab.topology.nodes) {
-    const text = await lab.agentMetrics(n.name).catch(() => "");
-    if ((text.match(/^static_egress_instance_up\{[^}]*\} 1$/gm) ?? []).length < instances) return false;
-  }
-  return true;
-}
-
 function say(line = ""): void {
   process.stdout.write(`${line}\n`);
 }
@@ -33,7 +23,7 @@ export async function runDemo(file: string, kind: GatewayDeath, keep: boolean): 
   process.once("SIGINT", () => void cleanup().then(() => process.exit(130)));
   try {
     say(`\n== lab ${lab.record.prefix} is up; waiting for the agents and every node's BFD sessions`);
-    await waitFor(() => allInstancesUp(lab), 30_000, "BFD sessions did not come up", 300);
+    await waitFor(() => lab.allInstancesUp(), 30_000, "BFD sessions did not come up", 300);
     let rows = await lab.status();
     await waitFor(async () => (rows = await lab.status()).every((r) => r.ok), 20_000, "the lab did not converge", 300);
     say(formatStatusTable(rows));
@@ -59,7 +49,7 @@ export async function runDemo(file: string, kind: GatewayDeath, keep: boolean): 
       say(`\n== ${victim.name} was deleted through the DigitalOcean API; the controller replaces it (same name) and moves ${current} to the replacement`);
       await waitFor(() => lab.gatewayInstances().some((g) => g.name === victim.name && g.egressIPs.includes(current)), 60_000, "the droplet was not replaced", 200);
       say(`   the replacement droplet runs and holds ${current} (${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill; the stand-in boots a droplet in ${LAB_CLOUD.dropletBootMs / 1000} s)`);
-      await waitFor(() => allInstancesUp(lab), 30_000, "the replacement did not come up on every node", 300);
+      await waitFor(() => lab.allInstancesUp(), 30_000, "the replacement did not come up on every node", 300);
       let after = await lab.status();
       await waitFor(async () => (after = await lab.status()).every((r) => r.ok) && after.some((r) => r.egressIP === current), 30_000, "traffic did not return to the replacement", 300);
       say(formatStatusTable(after));

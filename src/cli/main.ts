@@ -9,6 +9,7 @@ import { loadAgentConfig } from "../agents/config.js";
 import { Planner } from "../planner/plan.js";
 import { runGatewayAgent, runHealthResponder, runNodeAgent } from "./agents.js";
 import { registerLabCommands } from "./lab.js";
+import { METADATA_URL } from "../cloud/digitalocean/metadata.js";
 import { installWrapper } from "../cni/install.js";
 import { runController } from "./controller.js";
 
@@ -27,7 +28,7 @@ agent
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
   .option("--cni-socket <path>", "serve the chained CNI plugin on this unix socket (mode 0600), e.g. /run/static-egress/cni.sock")
   .option("--anchor-ip-from <source>", "with --source kubernetes: publish this node's anchor IPv4 as annotation staticegress.io/anchor-ipv4 (for Service externalIPs that follow a reserved IP); source: `digitalocean-metadata`")
-  .option("--metadata-url <url>", "with --anchor-ip-from digitalocean-metadata: metadata root (default http://169.254.169.254/metadata/v1)")
+  .option("--metadata-url <url>", `with --anchor-ip-from digitalocean-metadata: metadata root (default ${METADATA_URL})`)
   .option("--cleanup", "remove everything the node agent owns and exit")
   .action(runNodeAgent);
 agent
@@ -39,7 +40,7 @@ agent
   .requiredOption("--config <file>", "agent config")
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
   .option("--egress-via-anchor", "DigitalOcean: SNAT to this droplet's anchor IP and route via the anchor gateway (from the metadata service); the platform turns it into the droplet's reserved IP")
-  .option("--metadata-url <url>", "with --egress-via-anchor: the droplet metadata service", "http://169.254.169.254/metadata/v1")
+  .option("--metadata-url <url>", `with --egress-via-anchor: the droplet metadata service (default ${METADATA_URL})`)
   .option("--cleanup", "remove everything the gateway agent owns and exit")
   .action(runGatewayAgent);
 agent

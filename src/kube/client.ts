@@ -103,27 +103,23 @@ export class KubeClient {
     }
   }
 
+  /** An Event about one of our objects; cluster-scoped ones get theirs in `namespace`. */
   async createEvent(e: { namespace: string; kind: PolicyKind; name: string; uid?: string; type: "Normal" | "Warning"; reason: string; message: string; component: string }): Promise<void> {
-    const now = new Date();
-    await this.core.createNamespacedEvent({
-      namespace: e.namespace,
-      body: {
-        metadata: { generateName: `${e.name}.`, namespace: e.namespace },
-        involvedObject: { apiVersion: `${GROUP}/${VERSION}`, kind: e.kind, name: e.name, ...(e.kind === "EgressPolicy" ? { namespace: e.namespace } : {}), ...(e.uid ? { uid: e.uid } : {}) },
-        type: e.type,
-        reason: e.reason,
-        message: e.message,
-        source: { component: e.component },
-        firstTimestamp: now,
-        lastTimestamp: now,
-        count: 1,
-      },
+    const { namespace, kind, name, uid, ...rest } = e;
+    await this.createObjectEvent({
+      ...rest,
+      namespace,
+      involved: { apiVersion: `${GROUP}/${VERSION}`, kind, name, ...(kind === "EgressPolicy" ? { namespace } : {}), ...(uid ? { uid } : {}) },
     });
   }
 
-  /** An Event about any object (e.g. a Pod whose reserved IP moved), in that object's namespace. */
+  /**
+   * An Event about any object (e.g. a Pod whose reserved IP moved), in that object's namespace,
+   * or in `namespace` for a cluster-scoped object.
+   */
   async createObjectEvent(e: {
-    involved: { apiVersion: string; kind: string; name: string; namespace: string; uid?: string };
+    involved: { apiVersion: string; kind: string; name: string; namespace?: string; uid?: string };
+    namespace?: string;
     type: "Normal" | "Warning";
     reason: string;
     message: string;
@@ -131,11 +127,13 @@ export class KubeClient {
   }): Promise<void> {
     const now = new Date();
     const { involved } = e;
+    const namespace = involved.namespace ?? e.namespace;
+    if (!namespace) throw new Error(`an Event about ${involved.kind} ${involved.name} needs a namespace`);
     await this.core.createNamespacedEvent({
-      namespace: involved.namespace,
+      namespace,
       body: {
-        metadata: { generateName: `${involved.name}.`, namespace: involved.namespace },
-        involvedObject: { apiVersion: involved.apiVersion, kind: involved.kind, name: involved.name, namespace: involved.namespace, ...(involved.uid ? { uid: involved.uid } : {}) },
+        metadata: { generateName: `${involved.name}.`, namespace },
+        involvedObject: { apiVersion: involved.apiVersion, kind: involved.kind, name: involved.name, ...(involved.namespace ? { namespace: involved.namespace } : {}), ...(involved.uid ? { uid: involved.uid } : {}) },
         type: e.type,
         reason: e.reason,
         message: e.message,

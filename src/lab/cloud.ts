@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "yaml";
 import { startDigitalOceanStandin, type DigitalOceanStandin } from "./do-standin/index.js";
@@ -7,7 +7,7 @@ import { standinMetadataUrl } from "./do-standin/metadata.js";
 import { LAB_API_ADDRESS } from "./kube-lab.js";
 import { runCommand } from "../util/exec.js";
 import { addNamespace, addVethPair, deleteNamespace, killNamespaceProcesses, sysctl } from "./netns.js";
-import { cliEntry } from "./paths.js";
+import { spawnCli } from "./paths.js";
 import { LAB_NETWORK, type LabTopology } from "./topology.js";
 import type { LabConfig } from "./config.js";
 
@@ -299,11 +299,7 @@ export class LabCloud {
   }
 
   private spawnIn(netns: string, name: string, args: string[]): ChildProcess {
-    const fd = openSync(join(this.opts.dir, "logs", `${name}.log`), "a");
-    const child = spawn("ip", ["netns", "exec", netns, process.execPath, cliEntry(), ...args], { stdio: ["ignore", fd, fd] });
-    closeSync(fd);
-    child.on("error", () => undefined);
-    return child;
+    return spawnCli(netns, args, join(this.opts.dir, "logs", `${name}.log`), false);
   }
 }
 

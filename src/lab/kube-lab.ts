@@ -96,7 +96,9 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void, b
   if (cloudGateways.length > 0) {
     const want = cloudGateways.reduce((n, g) => n + (g.digitalocean!.count ?? 2), 0);
     log(`waiting for the controller to create ${want} gateway droplets, and for the nodes to see them up`);
-    await waitFor(async () => (await readyCloudInstances(lab)) >= want, 90_000, "the gateway droplets did not come up", 300);
+    // Listed Up by the controller, and up on every node (the status counts a node that has not
+    // judged a new instance yet as not objecting).
+    await waitFor(async () => (await readyCloudInstances(lab)) >= want && (await lab.allInstancesUp()), 90_000, "the gateway droplets did not come up", 300);
   }
 }
 

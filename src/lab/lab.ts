@@ -1,5 +1,4 @@
-import { spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { parseDocuments, snapshotFromObjects, type KubeObject } from "../api/objects.js";
@@ -10,7 +9,7 @@ import type { ClusterNetwork } from "../planner/model.js";
 import { runCommand } from "../util/exec.js";
 import type { LabConfig } from "./config.js";
 import { addNamespace, addVethPair, deleteNamespacesWithPrefix, execIn, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, sysctl } from "./netns.js";
-import { cliEntry, LAB_STATE_ROOT, packageRoot } from "./paths.js";
+import { LAB_STATE_ROOT, packageRoot, spawnCli } from "./paths.js";
 import { wirePod, type PodWiring } from "./cni-chain.js";
 import { applyGateways, applyPolicyObjects, deletePolicyObjects, listGateways, listPolicies, refreshPodIPs, startControlPlane } from "./kube-lab.js";
 import { LAB_NETWORK, planTopology, type LabGatewayHost, type LabPod, type LabTopology } from "./topology.js";
@@ -210,6 +209,7 @@ export class Lab {
   objects(policies: readonly KubeObject[] = []): KubeObject[] {
     const t = this.topology;
     const cfg = this.record.config;
+    const cloud = this.cloud();
     const created = "2026-01-01T00:00:00Z";
     const namespaces = new Map<string, Record<string, string>>();
     for (const p of t.pods) namespaces.set(p.namespace, {});
@@ -220,7 +220,7 @@ export class Lab {
         apiVersion: "v1",
         kind: "Node",
         metadata: { name: n.name, labels: { "kubernetes.io/hostname": n.name, ...n.labels } },
-        spec: { podCIDR: n.podCidr, podCIDRs: [n.podCidr], ...(this.cloud()?.nodeDroplets[n.name] ? { providerID: `digitalocean://${this.cloud()!.nodeDroplets[n.name]}` } : {}) },
+        spec: { podCIDR: n.podCidr, podCIDRs: [n.podCidr], ...(cloud?.nodeDroplets[n.name] ? { providerID: `digitalocean://${cloud.nodeDroplets[n.name]}` } : {}) },
         status: { addresses: [{ type: "InternalIP", address: n.vpcIP }, { type: "ExternalIP", address: n.publicIP }] },
       })),
       ...t.pods.map((p) => ({
@@ -236,7 +236,7 @@ export class Lab {
         metadata: { name: g.name, creationTimestamp: created },
         spec: {
           ...(g.digitalocean
-            ? { digitalocean: this.digitaloceanSource(g.digitalocean) }
+            ? { digitalocean: digitaloceanSource(g.digitalocean, cloud) }
             : {
                 static: {
                   instances: t.gatewayHosts.filter((h) => h.gateway === g.name).map((h) => ({ name: h.name, address: h.vpcIP, egressIPs: h.egressIPs, ...(this.drained.has(h.name) ? { drain: true } : {}) })),
@@ -247,20 +247,6 @@ export class Lab {
       })),
     ];
     return [...objs, ...policies];
-  }
-
-  /** spec.digitalocean of a lab gateway: droplets in the stand-in's lab VPC, the lab file's reserved IPs. */
-  private digitaloceanSource(d: NonNullable<LabConfig["gateways"][number]["digitalocean"]>): Record<string, unknown> {
-    const cloud = this.cloud();
-    return {
-      region: LAB_CLOUD.region,
-      size: LAB_CLOUD.size,
-      ...(cloud ? { vpcUUID: cloud.vpcUuid } : {}),
-      count: d.count ?? 2,
-      reservedIPs: d.reservedIPs,
-      allocateReservedIPs: false,
-      nodeTag: LAB_CLOUD.nodeTag,
-    };
   }
 
   /** The lab cloud's record (digitalocean gateways), or undefined when the lab has none. */
@@ -388,11 +374,7 @@ export class Lab {
   /** Starts `static-egress <args>` inside `netns` (or in the root namespace when netns is ""), logging to the lab's logs. */
   startProcess(name: string, netns: string, args: string[]): void {
     const logPath = join(this.dir, "logs", `${name}.log`);
-    const fd = openSync(logPath, "a");
-    const command = netns ? ["ip", "netns", "exec", netns, process.execPath] : [process.execPath];
-    const child = spawn(command[0]!, [...command.slice(1), cliEntry(), ...args], { detached: true, stdio: ["ignore", fd, fd] });
-    closeSync(fd);
-    child.unref();
+    const child = spawnCli(netns, args, logPath, true);
     this.record.processes = this.record.processes.filter((p) => p.name !== name);
     this.record.processes.push({ name, netns, pid: child.pid ?? -1, log: logPath });
     this.save();
@@ -564,6 +546,16 @@ export class Lab {
     return execIn(n.netns, "curl", ["-s", "-m", "2", `http://127.0.0.1:${LAB_METRICS_PORT}/metrics`]);
   }
 
+  /** Every node agent sees every gateway instance up (its metrics: static_egress_instance_up). */
+  async allInstancesUp(): Promise<boolean> {
+    const instances = this.gatewayInstances().length;
+    for (const n of this.topology.nodes) {
+      const text = await this.agentMetrics(n.name).catch(() => "");
+      if ((text.match(/^static_egress_instance_up\{[^}]*\} 1$/gm) ?? []).length < instances) return false;
+    }
+    return true;
+  }
+
   /** Forgets the UDP records so far (the server appends to the same file). */
   clearUdpRecords(): void {
     writeFileSync(this.udpLog, "");
@@ -581,6 +573,19 @@ export class Lab {
   async down(): Promise<void> {
     await removeLab(this.record.prefix, this.record.processes);
   }
+}
+
+/** spec.digitalocean of a lab gateway: droplets in the stand-in's lab VPC, the lab file's reserved IPs. */
+function digitaloceanSource(d: NonNullable<LabConfig["gateways"][number]["digitalocean"]>, cloud: LabCloudRecord | undefined): Record<string, unknown> {
+  return {
+    region: LAB_CLOUD.region,
+    size: LAB_CLOUD.size,
+    ...(cloud ? { vpcUUID: cloud.vpcUuid } : {}),
+    count: d.count ?? 2,
+    reservedIPs: d.reservedIPs,
+    allocateReservedIPs: false,
+    nodeTag: LAB_CLOUD.nodeTag,
+  };
 }
 
 /** Kills a lab's processes (some live in the root namespace), deletes its namespaces and state. */

@@ -1,4 +1,5 @@
-import { existsSync } from "node:fs";
+import { spawn, type ChildProcess } from "node:child_process";
+import { closeSync, existsSync, openSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -21,4 +22,18 @@ export function cliEntry(): string {
   const entry = join(packageRoot(), "dist", "cli", "main.js");
   if (!existsSync(entry)) throw new Error(`${entry} is missing: run \`npm run build\` first`);
   return entry;
+}
+
+/**
+ * Starts `static-egress <args>` inside `netns` (the root namespace when ""), appending its output
+ * to `logPath`. `detached`: the process outlives the one that started it (CLI labs).
+ */
+export function spawnCli(netns: string, args: readonly string[], logPath: string, detached: boolean): ChildProcess {
+  const fd = openSync(logPath, "a");
+  const command = netns ? ["ip", "netns", "exec", netns, process.execPath] : [process.execPath];
+  const child = spawn(command[0]!, [...command.slice(1), cliEntry(), ...args], { detached, stdio: ["ignore", fd, fd] });
+  closeSync(fd);
+  child.on("error", () => undefined);
+  if (detached) child.unref();
+  return child;
 }

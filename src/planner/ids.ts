@@ -9,10 +9,10 @@ export const MAX_INSTANCE_ID = 0xfff;
 export const DEFAULT_TABLE_BASE = 7000;
 
 /** Id 0 is never assigned: its mark means "no instance", and the node always drops it. */
-export const NO_INSTANCE_MARK = (MARK_FLAG | 0) >>> 0;
 export function markFor(id: number): number {
   return (MARK_FLAG | (id << 16)) >>> 0;
 }
+export const NO_INSTANCE_MARK = markFor(0);
 
 export function tableFor(id: number, base = DEFAULT_TABLE_BASE): number {
   return base + id;

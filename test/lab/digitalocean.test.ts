@@ -61,7 +61,9 @@ describe("lab: a digitalocean gateway on droplets that are gateway namespaces", 
     const listed = instances();
     expect(listed.map((i) => i.id).sort()).toEqual(droplets.map((d) => String(d.id)).sort());
     expect(listed.flatMap((i) => i.egressIPs).sort()).toEqual(RESERVED);
-    expect(listed.every((i) => i.health === "Up")).toBe(true);
+    // The controller's status follows the nodes' reports (written within a second).
+    await waitFor(() => instances().every((i) => i.health === "Up"), 10_000, "instances not listed Up");
+    expect(instances().map((i) => i.health)).toEqual(["Up", "Up"]);
     // The firewall admits the node tag, not the world.
     const firewalls = await api.listFirewalls();
     expect(firewalls).toHaveLength(1);
