@@ -31,8 +31,10 @@ export function parseDocuments(text: string, source: string): KubeObject[] {
 
 export function podInfo(o: KubeObject): PodInfo {
   const spec = (o.spec ?? {}) as { nodeName?: string; hostNetwork?: boolean };
-  const status = (o.status ?? {}) as { podIP?: string; podIPs?: { ip: string }[]; phase?: string };
-  const ips = status.podIPs?.map((p) => p.ip) ?? (status.podIP ? [status.podIP] : []);
+  const status = (o.status ?? {}) as { podIP?: string; podIPs?: { ip?: unknown }[]; phase?: string };
+  // Only the envelope is trusted: an entry without an address is skipped, not passed on as undefined.
+  const listed = status.podIPs?.map((p) => p?.ip).filter((ip): ip is string => typeof ip === "string" && ip !== "");
+  const ips = listed ?? (status.podIP ? [status.podIP] : []);
   return {
     namespace: o.metadata?.namespace ?? "default",
     name: o.metadata?.name ?? "",

@@ -223,13 +223,17 @@ export class Lab {
         spec: { podCIDR: n.podCidr, podCIDRs: [n.podCidr], ...(cloud?.nodeDroplets[n.name] ? { providerID: `digitalocean://${cloud.nodeDroplets[n.name]}` } : {}) },
         status: { addresses: [{ type: "InternalIP", address: n.vpcIP }, { type: "ExternalIP", address: n.publicIP }] },
       })),
-      ...t.pods.map((p) => ({
-        apiVersion: "v1",
-        kind: "Pod",
-        metadata: { name: p.name, namespace: p.namespace, labels: p.labels },
-        spec: { nodeName: p.node },
-        status: { phase: "Running", podIP: this.record.podIPs[`${p.namespace}/${p.name}`], podIPs: [{ ip: this.record.podIPs[`${p.namespace}/${p.name}`] }] },
-      })),
+      ...t.pods.map((p) => {
+        // In Kubernetes mode a pod may be listed before its sandbox has an address: it is Pending then.
+        const ip = this.record.podIPs[`${p.namespace}/${p.name}`];
+        return {
+          apiVersion: "v1",
+          kind: "Pod",
+          metadata: { name: p.name, namespace: p.namespace, labels: p.labels },
+          spec: { nodeName: p.node },
+          status: ip ? { phase: "Running", podIP: ip, podIPs: [{ ip }] } : { phase: "Pending" },
+        };
+      }),
       ...cfg.gateways.map((g) => ({
         apiVersion: API_VERSION,
         kind: "EgressGateway",
