@@ -81,13 +81,17 @@ describe("fail-closed", () => {
     const name = `closed-${tag++}`;
     const from = Date.now();
     for (const g of lab.topology.gatewayHosts) await lab.killGateway(g.name, "link");
-    await new Promise((r) => setTimeout(r, 1_000));
+    // The stream starts once node1 has judged both down (a fixed sleep raced on a loaded machine:
+    // before the verdict the packets die on the cut links, uncounted). Nothing may leak meanwhile
+    // either: the analysis window starts at the kill.
+    const unavailable = /static_egress_policy_unavailable\{policy="EgressPolicy\/payments\/checkout",failure_policy="Drop"\} 1/;
+    await waitFor(async () => unavailable.test(await metrics("node1")), 10_000, "node1 did not judge both instances down");
     await startUdpStream(lab, "payments/pay-1", name, 1_000);
     await new Promise((r) => setTimeout(r, 300));
     const report = analyzeStream(lab, name, CHECKOUT_IPS, { from, to: Date.now() });
     expect(report.received).toBe(0); // not one datagram, and certainly none with the node's IP
     const m = await metrics("node1");
-    expect(m).toMatch(/static_egress_policy_unavailable\{policy="EgressPolicy\/payments\/checkout",failure_policy="Drop"\} 1/);
+    expect(m).toMatch(unavailable);
     const drops = Number(/static_egress_failclosed_dropped_packets (\d+)/.exec(m)?.[1] ?? 0);
     expect(drops).toBeGreaterThan(100);
     // Unselected pods are not affected.
