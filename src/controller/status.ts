@@ -98,10 +98,15 @@ export const PROVISIONING = "Provisioning";
 
 type InstanceStatus = NonNullable<EgressGatewayStatus["instances"]>[number];
 
-/** Up, Draining, Down (every reporting node sees it down) or PartiallyDown. */
+/** Health of an instance that no node has judged yet: saying Up would claim what nobody saw. */
+export const UNJUDGED = "Unknown";
+
+/** Unknown (no node has judged it), Up, Draining, Down (every judging node sees it down) or PartiallyDown. */
 function instanceHealth(key: string, drain: boolean, reports: readonly NodeReport[]): string {
-  const downOn = reports.filter((r) => r.health[key] === "down").length;
-  return downOn === 0 ? (drain ? "Draining" : "Up") : downOn === reports.length ? "Down" : "PartiallyDown";
+  const judging = reports.filter((r) => r.health[key] !== undefined);
+  if (judging.length === 0) return UNJUDGED;
+  const downOn = judging.filter((r) => r.health[key] === "down").length;
+  return downOn === 0 ? (drain ? "Draining" : "Up") : downOn === judging.length ? "Down" : "PartiallyDown";
 }
 
 export function gatewayStatus(
@@ -143,13 +148,18 @@ export function gatewayStatus(
         return { name: inst.name, address: inst.address, egressIPs: [...inst.egressIPs], health, since: since(old, health) };
       });
   const readyInstances = instances.filter((i) => i.health === "Up").length;
+  // Unknown is no evidence either way: it neither makes the gateway Ready nor Degraded.
+  const unjudged = instances.filter((i) => i.health === UNJUDGED).length;
+  const notUp = instances.filter((i) => i.health !== "Up" && i.health !== UNJUDGED);
   const conditions: Cond[] = [
     readyInstances > 0
       ? { type: "Ready", status: "True", reason: "InstancesUp", message: `${readyInstances} of ${instances.length} instances up`, ...gen }
-      : { type: "Ready", status: "False", reason: "NoHealthyInstance", message: "no instance is up", ...gen },
+      : unjudged > 0 && notUp.every((i) => i.health === PROVISIONING)
+        ? { type: "Ready", status: "Unknown", reason: "NotYetProbed", message: `no node has reported on ${unjudged} of ${instances.length} instances yet`, ...gen }
+        : { type: "Ready", status: "False", reason: "NoHealthyInstance", message: "no instance is up", ...gen },
     { type: "Invalid", status: "False", reason: "Valid", message: "", ...gen },
-    readyInstances < instances.length
-      ? { type: "Degraded", status: "True", reason: "InstanceDown", message: instances.filter((i) => i.health !== "Up").map((i) => `${i.name}: ${i.health}`).join("; "), ...gen }
+    notUp.length > 0
+      ? { type: "Degraded", status: "True", reason: "InstanceDown", message: notUp.map((i) => `${i.name}: ${i.health}`).join("; "), ...gen }
       : { type: "Degraded", status: "False", reason: "AllInstancesUp", message: "", ...gen },
   ];
   return { instances, readyInstances, conditions: withTransitions(conditions, previous?.conditions, now) };

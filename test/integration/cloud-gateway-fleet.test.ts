@@ -39,6 +39,8 @@ const ready = (obj: Json | undefined) => (obj?.status?.conditions as Json[] | un
 
 beforeAll(async () => {
   h = await startCloudHarness({ nodes: 2 });
+  // node2's agent probes every active instance and finds it up; node1 has judged nothing yet.
+  h.judgeInstancesUp("node2");
   // Things of the same account the fleet must never touch.
   const s = h.cloud.state;
   const droplet = s.createDroplet({ name: "database-1", region: REGION, size: "s-1vcpu-1gb", image: "debian-12-x64", tags: ["db"] })["id"] as number;
@@ -114,13 +116,14 @@ describe("digitalocean gateway fleet", () => {
 
   it("keeps the core's health and the plugin's list apart: no write ping-pong", async () => {
     const [first] = await instances();
+    // node1 sees the first instance down, node2 still sees it up.
     await h.client.patchNodeAnnotations("node1", { [REPORT_ANNOTATION]: JSON.stringify({ programmed: {}, health: { [`${GATEWAY}/${first!.name}`]: "down" }, unavailable: {}, at: new Date().toISOString() }) });
-    await waitFor(async () => (await instances())[0]?.health === "Down", 10_000, "core did not mark the instance down");
+    await waitFor(async () => (await instances())[0]?.health === "PartiallyDown", 10_000, "core did not mark the instance partially down");
     const before = (await gateway())!.metadata.resourceVersion as string;
     // Three fleet intervals (500 ms each) and several controller resyncs: nothing to write.
     await new Promise((r) => setTimeout(r, 1_800));
     const after = (await gateway())!;
-    expect(after.status.instances[0].health).toBe("Down");
+    expect(after.status.instances[0].health).toBe("PartiallyDown");
     expect(after.status.instances).toHaveLength(3);
     expect(after.metadata.resourceVersion).toBe(before);
     await h.client.patchNodeAnnotations("node1", { [REPORT_ANNOTATION]: null });

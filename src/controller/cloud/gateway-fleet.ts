@@ -5,7 +5,7 @@ import { statusOf } from "../../kube/client.js";
 import { silentLogger, type Logger } from "../../util/log.js";
 import type { ControllerPlugin, ReconcileContext } from "../controller.js";
 import { sameStatus } from "../controller.js";
-import { PROVISIONING } from "../status.js";
+import { PROVISIONING, UNJUDGED } from "../status.js";
 import { KeyedJobs } from "./keyed-jobs.js";
 import { DEFAULT_USER_DATA, renderUserData } from "./user-data.js";
 
@@ -13,7 +13,7 @@ export type InstanceStatus = NonNullable<EgressGatewayStatus["instances"]>[numbe
 type DigitalOceanSpec = NonNullable<EgressGatewaySpec["digitalocean"]>;
 
 /** Health written for an active host the core has not judged yet (it replaces it at its next pass). */
-export const UNJUDGED = "Unknown";
+export { UNJUDGED } from "../status.js";
 
 interface GatewayObject extends KubernetesObject {
   metadata: { name: string; generation?: number; resourceVersion?: string; uid?: string; deletionTimestamp?: Date };

@@ -1,11 +1,14 @@
 import { KubeConfig, PatchStrategy, setHeaderOptions, type KubernetesObject, type V1Pod } from "@kubernetes/client-node";
+import { GROUP, VERSION } from "../../api/v1alpha1/common.js";
 import { ALL_KINDS, crdFor } from "../../api/v1alpha1/crd.js";
+import type { EgressGateway } from "../../api/v1alpha1/egress-gateway.js";
 import { startDigitalOceanStandin, type DigitalOceanStandin, type StandinOptions } from "../../lab/do-standin/index.js";
 import { startKubeStandin, type KubeObject, type KubeStandin } from "../../lab/kube-standin/index.js";
 import { KubeClient } from "../../kube/client.js";
 import { KubeSource } from "../../kube/source.js";
 import { silentLogger, type Logger } from "../../util/log.js";
 import { Controller } from "../controller.js";
+import { PROVISIONING, REPORT_ANNOTATION } from "../status.js";
 import { digitalOceanPlugins, type DigitalOceanPlugins, type DigitalOceanPluginsOptions } from "./index.js";
 import { RESERVED_IP_GRANT_KEY } from "./reserved-ip-rules.js";
 
@@ -60,6 +63,12 @@ export interface CloudHarness {
   grantedReservedIP(namespace?: string): Promise<string>;
   /** Adds IPs to a Namespace's grant. */
   grant(namespace: string, ...ips: string[]): Promise<void>;
+  /**
+   * Plays the part of a node agent whose probes of every active instance are up: writes the node's
+   * report (as the agent does) each time the listed instances change. Without it no node has
+   * judged any instance, and the controller rightly says Unknown. Returns a function that stops it.
+   */
+  judgeInstancesUp(node: string): () => void;
   close(): Promise<void>;
 }
 
@@ -135,6 +144,35 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
       mergePatch,
     );
   };
+  const judges = new Set<() => void>();
+  const judgeInstancesUp = (node: string): (() => void) => {
+    let last = "";
+    let busy = false;
+    const tick = async (): Promise<void> => {
+      if (busy) return;
+      busy = true;
+      try {
+        const list = (await client.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: "egressgateways" })) as { items?: EgressGateway[] };
+        const health: Record<string, "up"> = {};
+        for (const gw of list.items ?? []) for (const i of gw.status?.instances ?? []) if (i.health !== PROVISIONING) health[`${gw.metadata.name}/${i.name}`] = "up";
+        const body = JSON.stringify(health);
+        if (body === last) return;
+        await client.patchNodeAnnotations(node, { [REPORT_ANNOTATION]: JSON.stringify({ programmed: {}, health, unavailable: {}, at: new Date().toISOString() }) });
+        last = body;
+      } catch {
+        // The next tick tries again (the API may be failing on purpose).
+      } finally {
+        busy = false;
+      }
+    };
+    const timer = setInterval(() => void tick(), 50);
+    const stop = () => {
+      clearInterval(timer);
+      judges.delete(stop);
+    };
+    judges.add(stop);
+    return stop;
+  };
   let podIP = 10;
   return {
     kube,
@@ -182,7 +220,9 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
       await grant(namespace, ip);
       return ip;
     },
+    judgeInstancesUp,
     close: async () => {
+      for (const stop of [...judges]) stop();
       await controller.stop();
       await plugins.stop();
       await cloud.close();

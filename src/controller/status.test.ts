@@ -1,0 +1,53 @@
+import { describe, expect, it } from "vitest";
+import { resolve } from "../planner/resolve.js";
+import type { ClusterSnapshot } from "../planner/model.js";
+import type { EgressGateway } from "../api/v1alpha1/egress-gateway.js";
+import { gatewayStatus, UNJUDGED, type NodeReport } from "./status.js";
+
+const NOW = "2026-11-22T00:00:00Z";
+const gateway = {
+  apiVersion: "staticegress.io/v1alpha1",
+  kind: "EgressGateway",
+  metadata: { name: "shared" },
+  spec: { static: { instances: [{ name: "gw-a", address: "10.0.0.101", egressIPs: ["192.0.2.10"] }, { name: "gw-b", address: "10.0.0.102", egressIPs: ["192.0.2.20"] }] } },
+} as unknown as EgressGateway;
+const snapshot: ClusterSnapshot = {
+  policies: [],
+  gateways: [gateway],
+  pods: [],
+  nodes: [],
+  namespaces: [],
+  network: { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.0.0.0/24"] },
+};
+const res = resolve(snapshot);
+const verdict = res.verdicts.find((v) => v.resource === "EgressGateway/shared");
+const report = (node: string, health: NodeReport["health"]): NodeReport => ({ node, programmed: {}, health, unavailable: {}, at: NOW });
+const statusWith = (reports: NodeReport[]) => gatewayStatus("shared", 1, verdict, res, reports, undefined, NOW);
+const health = (reports: NodeReport[]) => statusWith(reports).instances?.map((i) => `${i.name}:${i.health}`);
+const cond = (reports: NodeReport[], type: string) => statusWith(reports).conditions?.find((c) => c.type === type);
+
+describe("gateway status: instance health from node reports", () => {
+  it("is Unknown, and the gateway's Ready is Unknown, until some node has judged an instance", () => {
+    expect(health([])).toEqual([`gw-a:${UNJUDGED}`, `gw-b:${UNJUDGED}`]);
+    // A node that reports but has not judged these instances (e.g. an agent without probes) counts for nothing.
+    expect(health([report("node1", {})])).toEqual([`gw-a:${UNJUDGED}`, `gw-b:${UNJUDGED}`]);
+    expect(cond([], "Ready")).toMatchObject({ status: "Unknown", reason: "NotYetProbed" });
+    expect(cond([], "Degraded")?.status).toBe("False");
+    expect(statusWith([]).readyInstances).toBe(0);
+  });
+
+  it("counts only the nodes that judged an instance: Up, PartiallyDown, Down", () => {
+    expect(health([report("node1", { "shared/gw-a": "up" })])).toEqual(["gw-a:Up", `gw-b:${UNJUDGED}`]);
+    expect(cond([report("node1", { "shared/gw-a": "up" })], "Ready")).toMatchObject({ status: "True", reason: "InstancesUp" });
+    const split = [report("node1", { "shared/gw-a": "down", "shared/gw-b": "up" }), report("node2", { "shared/gw-a": "down" })];
+    // gw-b: node1 sees it up and node2 has not judged it, so Up; gw-a: every judging node sees it down.
+    expect(health(split)).toEqual(["gw-a:Down", "gw-b:Up"]);
+    expect(health([report("node1", { "shared/gw-a": "down" }), report("node2", { "shared/gw-a": "up" })])).toEqual(["gw-a:PartiallyDown", `gw-b:${UNJUDGED}`]);
+    expect(cond(split, "Degraded")).toMatchObject({ status: "True", message: "gw-a: Down" });
+  });
+
+  it("is not Ready when every judged instance is down, even if others are unjudged", () => {
+    const reports = [report("node1", { "shared/gw-a": "down" })];
+    expect(cond(reports, "Ready")).toMatchObject({ status: "False", reason: "NoHealthyInstance" });
+  });
+});
