@@ -1,4 +1,3 @@
-import { createServer, type Server } from "node:http";
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import type { NodePlan } from "../planner/model.js";
 import type { VerdictChange } from "./health/monitor.js";
@@ -41,27 +40,4 @@ export class GatewayMetrics {
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "static_egress_gateway_agent_" });
   }
-}
-
-/** Serves `/metrics` (Prometheus text format); `before` refreshes gauges read on demand. */
-export function serveMetrics(registry: Registry, port: number, host = "0.0.0.0", before?: () => Promise<void>): Promise<Server> {
-  const server = createServer((req, res) => {
-    if (req.url !== "/metrics") {
-      res.writeHead(404).end();
-      return;
-    }
-    void (async () => {
-      try {
-        await before?.();
-        res.writeHead(200, { "content-type": registry.contentType });
-        res.end(await registry.metrics());
-      } catch (e) {
-        res.writeHead(500).end(String(e));
-      }
-    })();
-  });
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => resolve(server));
-  });
 }

@@ -4,7 +4,8 @@ import { NodeAgent, type HealthProvider } from "../agents/node/node-agent.js";
 import { loadAgentConfig } from "../agents/config.js";
 import { BfdAgent } from "../agents/health/bfd/agent.js";
 import { HealthMonitor } from "../agents/health/monitor.js";
-import { GatewayMetrics, NodeMetrics, serveMetrics } from "../agents/metrics.js";
+import { GatewayMetrics, NodeMetrics } from "../agents/metrics.js";
+import { metricsListenFlags, serveMetrics } from "../util/metrics-server.js";
 import { FileSource } from "../agents/source/file-source.js";
 import { GATEWAY_TABLE, GatewayDataplane } from "../dataplane/gateway.js";
 import { METADATA_URL, MetadataError, readAnchorIPv4 } from "../cloud/digitalocean/metadata.js";
@@ -28,6 +29,16 @@ export interface AgentFlags {
   config: string;
   cleanup?: boolean;
   metricsPort?: string;
+  metricsAddress?: string;
+}
+
+/** Where to serve metrics, checked before anything starts (errors name the flag); undefined: nowhere. */
+function metricsListen(flags: { metricsPort?: string; metricsAddress?: string }): { port: number; host: string } | undefined {
+  if (flags.metricsPort === undefined) {
+    if (flags.metricsAddress !== undefined) throw new Error("--metrics-address needs --metrics-port");
+    return undefined;
+  }
+  return metricsListenFlags(flags.metricsPort, flags.metricsAddress);
 }
 
 export function loadKubeconfig(path: string | undefined): KubeConfig {
@@ -98,6 +109,7 @@ export function anchorPublisher(flags: NodeAgentFlags, client: KubeClient | unde
 }
 
 export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
+  const listen = metricsListen(flags);
   const logger = createLogger("node-agent").child({ node: flags.node });
   const dataplane = new NodeDataplane(localRunner);
   if (flags.cleanup) {
@@ -150,11 +162,11 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   const cniServer = cni && flags.cniSocket ? await CniServer.listen(flags.cniSocket, cni, logger) : undefined;
   cni?.start();
   if (cniServer) logger.info({ socket: cniServer.path }, "serving the CNI plugin");
-  if (flags.metricsPort) {
-    await serveMetrics(metrics.registry, Number(flags.metricsPort), "0.0.0.0", async () => {
+  if (listen) {
+    await serveMetrics(metrics.registry, { ...listen, before: async () => {
       metrics.failClosedDrops.set(await dataplane.failClosedDrops());
       for (const s of bfd?.statuses() ?? []) if (s.lastRttMs !== null && s.lastRttMs !== undefined) metrics.probeRtt.set({ instance: s.peer }, s.lastRttMs / 1000);
-    });
+    } });
   }
   logger.info("node agent started");
   // BFD is stopped without AdminDown on purpose: peers keep their view until they time out.
@@ -190,6 +202,7 @@ async function anchorForEgress(metadataUrl: string, logger: Logger): Promise<{ a
 }
 
 export async function runGatewayAgent(flags: AgentFlags & { instance: string; egressViaAnchor?: boolean; metadataUrl?: string }): Promise<void> {
+  const listen = metricsListen(flags);
   const logger = createLogger("gateway-agent").child({ instance: flags.instance });
   const anchor = flags.egressViaAnchor && !flags.cleanup ? await anchorForEgress(flags.metadataUrl ?? METADATA_URL, logger) : undefined;
   const dataplane = new GatewayDataplane(localRunner, { anchor });
@@ -211,7 +224,7 @@ export async function runGatewayAgent(flags: AgentFlags & { instance: string; eg
     },
   });
   await agent.start();
-  if (flags.metricsPort) await serveMetrics(metrics.registry, Number(flags.metricsPort));
+  if (listen) await serveMetrics(metrics.registry, listen);
   logger.info("gateway agent started");
   runUntilSignal(logger, () => agent.stop());
 }
@@ -235,7 +248,8 @@ async function waitForGatewayDatapath(logger: Logger): Promise<void> {
  * It answers any node that starts a session; the gateway's nft table admits BFD from cluster
  * nodes only.
  */
-export async function runHealthResponder(flags: { listen: string; metricsPort?: string; waitForDatapath?: boolean }): Promise<void> {
+export async function runHealthResponder(flags: { listen: string; metricsPort?: string; metricsAddress?: string; waitForDatapath?: boolean }): Promise<void> {
+  const listen = metricsListen(flags);
   const logger = createLogger("health-responder").child({ listen: flags.listen });
   raisePriority(logger);
   // Nodes send traffic to an instance as soon as its probes answer: a host that boots must not
@@ -255,10 +269,10 @@ export async function runHealthResponder(flags: { listen: string; metricsPort?: 
     }, 60_000).unref();
   });
   await bfd.start();
-  if (flags.metricsPort) {
-    await serveMetrics(metrics.registry, Number(flags.metricsPort), "0.0.0.0", async () => {
+  if (listen) {
+    await serveMetrics(metrics.registry, { ...listen, before: async () => {
       metrics.bfdSessionsUp.set(bfd.statuses().filter((s) => s.state === "Up").length);
-    });
+    } });
   }
   logger.info("health responder started");
   runUntilSignal(logger, () => bfd.stop());

@@ -4,10 +4,12 @@ import { loadAgentConfig } from "../agents/config.js";
 import { loadToken, tokenSource } from "../cloud/digitalocean/index.js";
 import { digitalOceanPlugins, type DigitalOceanPlugins } from "../controller/cloud/index.js";
 import { Controller } from "../controller/controller.js";
+import { ControllerMetrics } from "../controller/metrics.js";
 import { LeaderElector } from "../controller/runtime/leader.js";
 import { KubeClient } from "../kube/client.js";
 import { KubeSource } from "../kube/source.js";
 import { createLogger, type Logger } from "../util/log.js";
+import { metricsListenFlags, serveMetrics } from "../util/metrics-server.js";
 import { loadKubeconfig } from "./agents.js";
 
 export interface ControllerFlags {
@@ -25,6 +27,8 @@ export interface ControllerFlags {
   cloudResyncSeconds?: string;
   cloudPollMs?: string;
   reservedIpsAnyNamespace?: boolean;
+  metricsPort?: string;
+  metricsAddress?: string;
 }
 
 /** A positive number from a flag, or an error naming the flag. */
@@ -69,9 +73,17 @@ export function cloudPlugins(flags: ControllerFlags, logger: Logger): DigitalOce
 export async function runController(flags: ControllerFlags): Promise<void> {
   const identity = flags.identity ?? process.env.POD_NAME ?? `${hostname()}-${process.pid}`;
   const logger = createLogger("controller").child({ identity });
+  if (flags.metricsAddress !== undefined && flags.metricsPort === undefined) throw new Error("--metrics-address needs --metrics-port");
+  const listen = flags.metricsPort !== undefined ? metricsListenFlags(flags.metricsPort, flags.metricsAddress) : undefined;
   const client = new KubeClient(loadKubeconfig(flags.kubeconfig));
   const cloud = cloudPlugins(flags, logger);
+  const metrics = new ControllerMetrics();
+  // Ready once the informers have listed everything: a standby is ready too (it serves nothing
+  // but must be able to take over at once).
+  let synced = false;
+  if (listen) await serveMetrics(metrics.registry, { ...listen, ready: () => synced });
   const controller = new Controller({
+    onPass: (p) => metrics.onPass(p),
     ...(cloud ? { plugins: cloud.plugins } : {}),
     client,
     // The DigitalOcean follower keeps Services' externalIPs: only then are Services watched.
@@ -81,9 +93,16 @@ export async function runController(flags: ControllerFlags): Promise<void> {
     eventNamespace: flags.namespace,
   });
   await controller.startInformers();
+  synced = true;
   const elector = new LeaderElector(client, { namespace: flags.namespace, name: "static-egress-controller", identity, leaseDurationSeconds: Number(flags.leaseSeconds), retryPeriodMs: 1_000 }, logger, {
-    onStartedLeading: () => controller.activate(),
-    onStoppedLeading: () => controller.deactivate(),
+    onStartedLeading: () => {
+      metrics.leader.set(1);
+      controller.activate();
+    },
+    onStoppedLeading: () => {
+      metrics.leader.set(0);
+      controller.deactivate();
+    },
   });
   elector.start();
   const stop = async () => {

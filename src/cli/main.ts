@@ -25,7 +25,8 @@ agent
   .requiredOption("--config <file>", "agent config: clusterNetwork CIDRs, resyncSeconds")
   .option("--address <ip>", "this node's address toward the gateways; enables BFD probing and failover")
   .option("--proc-sys-net <dir>", "the node's /proc/sys/net (a host mount when /proc/sys is read-only)", "/proc/sys/net")
-  .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
+  .option("--metrics-port <port>", "serve Prometheus metrics on /metrics (and /healthz, /readyz)")
+  .option("--metrics-address <ip>", "with --metrics-port: listen on this address only (default all), e.g. the node's own IP")
   .option("--cni-socket <path>", "serve the chained CNI plugin on this unix socket (mode 0600), e.g. /run/static-egress/cni.sock")
   .option("--anchor-ip-from <source>", "with --source kubernetes: publish this node's anchor IPv4 as annotation staticegress.io/anchor-ipv4 (for Service externalIPs that follow a reserved IP); source: `digitalocean-metadata`")
   .option("--metadata-url <url>", `with --anchor-ip-from digitalocean-metadata: metadata root (default ${METADATA_URL})`)
@@ -38,7 +39,8 @@ agent
   .requiredOption("--source <file|kubernetes>", "`kubernetes` (the API server), or a file of Kubernetes documents (reloaded on change)")
   .option("--kubeconfig <file>", "with --source kubernetes: kubeconfig (default: in-cluster)")
   .requiredOption("--config <file>", "agent config")
-  .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
+  .option("--metrics-port <port>", "serve Prometheus metrics on /metrics (and /healthz, /readyz)")
+  .option("--metrics-address <ip>", "with --metrics-port: listen on this address only (default all), e.g. the node's own IP")
   .option("--egress-via-anchor", "DigitalOcean: SNAT to this droplet's anchor IP and route via the anchor gateway (from the metadata service); the platform turns it into the droplet's reserved IP")
   .option("--metadata-url <url>", `with --egress-via-anchor: the droplet metadata service (default ${METADATA_URL})`)
   .option("--cleanup", "remove everything the gateway agent owns and exit")
@@ -47,7 +49,8 @@ agent
   .command("health-responder")
   .description("answer BFD probes from nodes on a gateway host (a process of its own)")
   .requiredOption("--listen <ip>", "the gateway's address toward the nodes")
-  .option("--metrics-port <port>", "serve Prometheus metrics on /metrics")
+  .option("--metrics-port <port>", "serve Prometheus metrics on /metrics (and /healthz, /readyz)")
+  .option("--metrics-address <ip>", "with --metrics-port: listen on this address only (default all), e.g. the node's own IP")
   .option("--wait-for-datapath", "answer probes only once the gateway agent on this host has programmed its table (use when both start together, e.g. at boot)")
   .action(runHealthResponder);
 
@@ -66,6 +69,8 @@ program
   .option("--gateway-user-data-file <file>", "cloud-init template for gateway droplets with ${GATEWAY} and ${INSTANCE} (default: see docs/digitalocean.md)")
   .option("--cloud-resync-seconds <s>", "with --cloud: converge every gateway fleet this often (a destroyed droplet is replaced then)", "60")
   .option("--cloud-poll-ms <ms>", "with --cloud: poll interval while droplets boot and reserved IPs move", "2000")
+  .option("--metrics-port <port>", "serve Prometheus metrics on /metrics, liveness on /healthz and readiness (informers synced) on /readyz")
+  .option("--metrics-address <ip>", "with --metrics-port: listen on this address only (default all)")
   .option("--reserved-ips-any-namespace", "with --cloud: let pods of any namespace ask for any reserved IP (default: only IPs granted to their Namespace with annotation staticegress.io/reserved-ips)")
   .action(runController);
 

@@ -67,6 +67,19 @@ export interface ControllerDeps {
    */
   stepTimeoutMs?: number;
   now?: () => Date;
+  /** Told the outcome of every pass (metrics). */
+  onPass?: (pass: PassOutcome) => void;
+}
+
+/** What one pass did: for metrics and probes, not for control. */
+export interface PassOutcome {
+  durationMs: number;
+  /** Objects (or plugins) whose step failed; the loop retries them. */
+  failedSteps: number;
+  /** Resources the planner found Invalid, e.g. `EgressPolicy/web/checkout`. */
+  invalid: string[];
+  /** Gateway name -> health of each of its instances, as this pass wrote it. */
+  instanceHealth: Map<string, string[]>;
 }
 
 /**
@@ -131,6 +144,17 @@ export class Controller {
 
   private async reconcileAll(): Promise<void> {
     if (!this.active) return;
+    const started = performance.now();
+    const outcome: PassOutcome = { durationMs: 0, failedSteps: 0, invalid: [], instanceHealth: new Map() };
+    try {
+      await this.pass(outcome);
+    } finally {
+      outcome.durationMs = performance.now() - started;
+      this.deps.onPass?.(outcome);
+    }
+  }
+
+  private async pass(outcome: PassOutcome): Promise<void> {
     const { source, network } = this.deps;
     const now = (this.deps.now ?? (() => new Date()))();
     const snapshot = snapshotFromObjects(source.objects(), network);
@@ -138,6 +162,7 @@ export class Controller {
     const res = planner.resolution;
     const selection = selectPods(snapshot, res);
     const verdicts = new Map(res.verdicts.map((v) => [v.resource, v]));
+    outcome.invalid = res.verdicts.filter((v) => !v.valid).map((v) => v.resource);
     const validPolicies = new Map(res.policies.map((p) => [p.resource, p]));
     const reports: NodeReport[] = [];
     for (const n of source.raw("Node")) {
@@ -203,10 +228,12 @@ export class Controller {
         // spec.digitalocean: a cloud plugin owns the instance list (see gatewayStatus).
         const provisioned = (raw.spec as { digitalocean?: unknown } | undefined)?.digitalocean !== undefined;
         const status = gatewayStatus(raw.metadata.name, raw.metadata.generation, verdicts.get(resource), res, reports, raw.status, now.toISOString(), { provisioned });
+        outcome.instanceHealth.set(raw.metadata.name, (status.instances ?? []).map((i) => i.health));
         await this.writeStatus("EgressGateway", raw, status);
       });
     }
     for (const p of this.deps.plugins ?? []) await attempt(`plugin ${p.name}`, () => p.reconcile(ctx));
+    outcome.failedSteps = errors.length;
     if (errors.length > 0) throw new Error(`${errors.length} reconcile steps failed; first: ${errors[0]!.message}`);
   }
 

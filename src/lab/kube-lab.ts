@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { KubeConfig, setHeaderOptions } from "@kubernetes/client-node";
 import type { KubeObject } from "../api/objects.js";
@@ -80,7 +81,11 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void, b
   const cloudFlags = cloud
     ? ["--cloud", "digitalocean", "--cluster-id", LAB_CLOUD.clusterId, "--digitalocean-api-url", cloud.url, "--digitalocean-token-file", cloud.tokenFile, "--cloud-resync-seconds", "3", "--cloud-poll-ms", "250"]
     : [];
-  lab.startProcess("controller", "", ["controller", "--kubeconfig", lab.kubeconfigPath, "--config", join(lab.dir, "agent-config.yaml"), "--namespace", "static-egress", "--lease-seconds", "5", ...cloudFlags]);
+  // The controller runs in the root namespace: its metrics listen on loopback only, on a free port.
+  lab.record.controllerMetricsPort = await freeLoopbackPort();
+  lab.save();
+  const metricsFlags = ["--metrics-port", String(lab.record.controllerMetricsPort), "--metrics-address", "127.0.0.1"];
+  lab.startProcess("controller", "", ["controller", "--kubeconfig", lab.kubeconfigPath, "--config", join(lab.dir, "agent-config.yaml"), "--namespace", "static-egress", "--lease-seconds", "5", ...metricsFlags, ...cloudFlags]);
   lab.startProcess("kubelet", "", ["lab", "kubelet", "--name", t.prefix]);
   await beforePods();
   const expected = t.pods.length;
@@ -204,4 +209,16 @@ export async function applyGateways(lab: Lab): Promise<void> {
     const name = g.metadata!.name!;
     await createOrPatchSpec(client, "egressgateways", undefined, name, { apiVersion: `${GROUP}/${VERSION}`, kind: "EgressGateway", metadata: { name }, spec: g.spec });
   }
+}
+
+/** A TCP port free on 127.0.0.1 now (the kernel picks it; the controller binds it right after). */
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as AddressInfo).port;
+      server.close(() => resolve(port));
+    });
+  });
 }

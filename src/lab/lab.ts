@@ -38,6 +38,8 @@ export interface LabRecord {
   drained?: string[];
   /** `file`: agents read a file of documents; `kubernetes`: an API stand-in, the controller and a lab kubelet. */
   mode: LabMode;
+  /** Kubernetes mode: the controller's metrics port on 127.0.0.1 (it runs in the root namespace). */
+  controllerMetricsPort?: number;
 }
 
 export type LabMode = "file" | "kubernetes";
@@ -548,6 +550,13 @@ export class Lab {
     const n = this.topology.nodes.find((x) => x.name === node);
     if (!n) throw new LabError(`no node named ${node}`);
     return execIn(n.netns, "curl", ["-s", "-m", "2", `http://127.0.0.1:${LAB_METRICS_PORT}/metrics`]);
+  }
+
+  /** The controller's metrics server (Kubernetes mode): `/metrics`, `/healthz`, `/readyz`. */
+  async controllerHttp(path: string): Promise<{ status: number; body: string }> {
+    if (!this.record.controllerMetricsPort) throw new LabError("this lab runs no controller (only in --mode kubernetes)");
+    const res = await fetch(`http://127.0.0.1:${this.record.controllerMetricsPort}${path}`, { signal: AbortSignal.timeout(2_000) });
+    return { status: res.status, body: await res.text() };
   }
 
   /** Every node agent sees every gateway instance up (its metrics: static_egress_instance_up). */

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KubeConfig, setHeaderOptions } from "@kubernetes/client-node";
 import { parse } from "yaml";
 import { startKubeStandin, type KubeStandin } from "../../src/lab/kube-standin/index.js";
-import { Controller } from "../../src/controller/controller.js";
+import { Controller, type PassOutcome } from "../../src/controller/controller.js";
 import { LeaderElector } from "../../src/controller/runtime/leader.js";
 import { REPORT_ANNOTATION, FINALIZER } from "../../src/controller/status.js";
 import { KubeClient } from "../../src/kube/client.js";
@@ -20,7 +20,7 @@ type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-ex
 
 let api: KubeStandin;
 let client: KubeClient;
-const replicas: { controller: Controller; elector: LeaderElector }[] = [];
+const replicas: { controller: Controller; elector: LeaderElector; passes: PassOutcome[] }[] = [];
 const network = { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.0.0.0/24"] };
 const GV = { group: "staticegress.io", version: "v1alpha1" };
 const mergePatch = setHeaderOptions("Content-Type", "application/merge-patch+json");
@@ -45,16 +45,17 @@ async function report(node: string, body: Json): Promise<void> {
   await client.patchNodeAnnotations(node, { [REPORT_ANNOTATION]: JSON.stringify({ ...body, at: new Date().toISOString() }) });
 }
 
-function startReplica(identity: string, leaseSeconds = 2): { controller: Controller; elector: LeaderElector } {
+function startReplica(identity: string, leaseSeconds = 2): { controller: Controller; elector: LeaderElector; passes: PassOutcome[] } {
   const kc = new KubeConfig();
   kc.loadFromString(api.kubeconfig());
   const c = new KubeClient(kc);
-  const controller = new Controller({ client: c, source: new KubeSource(c, silentLogger), network, logger: silentLogger, eventNamespace: "static-egress", resyncMs: 1_000, stepTimeoutMs: 1_000 });
+  const passes: PassOutcome[] = [];
+  const controller = new Controller({ client: c, source: new KubeSource(c, silentLogger), network, logger: silentLogger, eventNamespace: "static-egress", resyncMs: 1_000, stepTimeoutMs: 1_000, onPass: (p) => passes.push(p) });
   const elector = new LeaderElector(c, { namespace: "static-egress", name: "static-egress-controller", identity, leaseDurationSeconds: leaseSeconds, retryPeriodMs: 300 }, silentLogger, {
     onStartedLeading: () => controller.activate(),
     onStoppedLeading: () => controller.deactivate(),
   });
-  const r = { controller, elector };
+  const r = { controller, elector, passes };
   replicas.push(r);
   void controller.startInformers().then(() => elector.start());
   return r;
@@ -209,6 +210,9 @@ describe("controller", () => {
     expect(condition(await getPolicy("checkout"), "Ready")?.message).toContain("dropped (fail-closed)");
     const gw = (await client.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name: "shared" })) as Json;
     expect(gw.status.instances.map((i: Json) => `${i.name}:${i.health}`)).toEqual(["gw-a:Down", "gw-b:PartiallyDown"]);
+    // What the pass wrote is what it tells the metrics (only the leader passes).
+    const leader = replicas.find((r) => r.elector.isLeader)!;
+    await waitFor(() => leader.passes.at(-1)?.instanceHealth.get("shared")?.join() === "Down,PartiallyDown", 5_000, "pass outcome not reported");
     await report("node1", { programmed: { "EgressPolicy/payments/checkout": 1 }, health: { "shared/gw-a": "up", "shared/gw-b": "up" }, unavailable: {} });
     await report("node2", { programmed: { "EgressPolicy/payments/checkout": 1 }, health: { "shared/gw-a": "up", "shared/gw-b": "up" }, unavailable: {} });
     await waitFor(async () => condition(await getPolicy("checkout"), "Ready")?.status === "True", 10_000, "not Ready again");

@@ -61,6 +61,10 @@ interface SecurityContext {
   capabilities?: { add?: string[]; drop?: string[] };
   seccompProfile?: { type: string };
 }
+interface Probe {
+  httpGet?: { path: string; port: number | string };
+  tcpSocket?: { port: number | string };
+}
 interface Container {
   name: string;
   image?: string;
@@ -68,6 +72,8 @@ interface Container {
   args?: string[];
   env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
   ports?: { name?: string; containerPort: number; protocol?: string }[];
+  livenessProbe?: Probe;
+  readinessProbe?: Probe;
   securityContext?: SecurityContext;
   volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
   resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
@@ -427,6 +433,15 @@ describe("the controller Deployment", () => {
     expect(envFrom(c, "POD_NAMESPACE")).toBe("metadata.namespace");
     expect(c.args).toContain("--namespace=$(POD_NAMESPACE)");
   });
+
+  it("serves metrics on the declared port, and is probed on /healthz and /readyz there", () => {
+    const c = find<Workload>(base, "Deployment", "static-egress-controller").spec.template.spec.containers[0] as Container;
+    const port = Number(c.args?.find((a) => a.startsWith("--metrics-port="))?.split("=")[1]);
+    expect(port).toBeGreaterThan(1023);
+    expect(c.ports).toEqual([{ name: "metrics", containerPort: port, protocol: "TCP" }]);
+    expect(c.livenessProbe?.httpGet).toEqual({ path: "/healthz", port: "metrics" });
+    expect(c.readinessProbe?.httpGet).toEqual({ path: "/readyz", port: "metrics" });
+  });
 });
 
 describe("the node agent DaemonSet", () => {
@@ -502,6 +517,9 @@ describe("the node agent DaemonSet", () => {
         { name: "bfd", containerPort: 3784, protocol: "UDP" },
       ]),
     );
+    // Metrics only on the node's own address (hostNetwork), probed where they are served.
+    expect(c.args).toContain("--metrics-address=$(HOST_IP)");
+    expect(c.readinessProbe?.httpGet).toEqual({ path: "/readyz", port });
   });
 });
 

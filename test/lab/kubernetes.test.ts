@@ -47,6 +47,21 @@ describe("lab on Kubernetes", () => {
     expect(kubectl(["get", "pods", "-n", "payments", "-o", "wide"]).stdout).toMatch(/pay-1\s+0\/1\s+Running/);
   });
 
+  it("the controller is ready, leads, and writes gateway health that the node agents judged", async () => {
+    expect((await lab.controllerHttp("/healthz")).status).toBe(200);
+    expect((await lab.controllerHttp("/readyz")).status).toBe(200);
+    const shared = lab.topology.gatewayHosts.filter((g) => g.gateway === "shared").length;
+    expect(shared).toBeGreaterThanOrEqual(2);
+    const up = new RegExp(`static_egress_gateway_instances\\{gateway="shared",health="Up"\\} ${shared}\\b`);
+    await waitFor(async () => up.test((await lab.controllerHttp("/metrics")).body), 15_000, "controller metrics do not show the instances Up");
+    const metrics = (await lab.controllerHttp("/metrics")).body;
+    expect(metrics).toMatch(/^static_egress_controller_leader 1$/m);
+    expect(metrics).toMatch(/static_egress_controller_passes_total\{result="ok"\} [1-9]/);
+    // The same health in the API, for kubectl users: judged by real agents' BFD sessions, not assumed.
+    const health = kubectl(["get", "egressgateway", "shared", "-o", "jsonpath={.status.instances[*].health}"]).stdout.split(" ");
+    expect(health).toEqual(Array(shared).fill("Up"));
+  });
+
   it("a policy and a pod created with kubectl take effect", async () => {
     const file = join(lab.dir, "new.yaml");
     writeFileSync(

@@ -1,0 +1,65 @@
+import type { AddressInfo } from "node:net";
+import { Counter, Registry } from "prom-client";
+import { afterEach, describe, expect, it } from "vitest";
+import { metricsListenFlags, serveMetrics } from "./metrics-server.js";
+
+const servers: { close(): void }[] = [];
+afterEach(() => {
+  for (const s of servers.splice(0)) s.close();
+});
+
+async function start(opts: Omit<Parameters<typeof serveMetrics>[1], "port" | "host"> = {}) {
+  const registry = new Registry();
+  const counter = new Counter({ name: "test_things_total", help: "things", registers: [registry] });
+  const server = await serveMetrics(registry, { port: 0, host: "127.0.0.1", ...opts });
+  servers.push(server);
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { counter, get: (path: string) => fetch(url + path) };
+}
+
+describe("metrics server", () => {
+  it("serves the registry in the Prometheus text format, refreshed before each scrape", async () => {
+    let refreshed = 0;
+    const { counter, get } = await start({ before: async () => void refreshed++ });
+    counter.inc(3);
+    const res = await get("/metrics");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toContain("text/plain");
+    expect(await res.text()).toContain("test_things_total 3");
+    expect(refreshed).toBe(1);
+  });
+
+  it("answers /healthz always and /readyz only once ready", async () => {
+    let ready = false;
+    const { get } = await start({ ready: () => ready });
+    expect((await get("/healthz")).status).toBe(200);
+    expect((await get("/readyz")).status).toBe(503);
+    ready = true;
+    expect((await get("/readyz")).status).toBe(200);
+    expect((await get("/nothing")).status).toBe(404);
+  });
+
+  it("reports a failed refresh as 500, not as stale numbers", async () => {
+    const { get } = await start({ before: () => Promise.reject(new Error("nft gone")) });
+    const res = await get("/metrics");
+    expect(res.status).toBe(500);
+    expect(await res.text()).toContain("nft gone");
+  });
+});
+
+describe("metrics listen flags", () => {
+  it("accepts a port and an IPv4 or IPv6 address; all addresses by default", () => {
+    expect(metricsListenFlags("9740", undefined)).toEqual({ port: 9740, host: "0.0.0.0" });
+    expect(metricsListenFlags("9740", "10.0.0.5")).toEqual({ port: 9740, host: "10.0.0.5" });
+    expect(metricsListenFlags("1", "::1")).toEqual({ port: 1, host: "::1" });
+  });
+
+  it.each([
+    ["0", undefined, /^--metrics-port: must be a port number/],
+    ["70000", undefined, /^--metrics-port/],
+    ["ninety", undefined, /^--metrics-port/],
+    ["9740", "node-a", /^--metrics-address: must be an IP address, not "node-a"/],
+  ])("port %s address %s fails naming the flag", (port, address, message) => {
+    expect(() => metricsListenFlags(port, address)).toThrow(message);
+  });
+});

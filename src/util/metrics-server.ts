@@ -1,0 +1,58 @@
+import { createServer, type Server } from "node:http";
+import { isIP } from "node:net";
+import type { Registry } from "prom-client";
+
+export interface MetricsServerOptions {
+  port: number;
+  /** Address to listen on (default all: `0.0.0.0`). */
+  host?: string;
+  /** Refreshes gauges that are read on demand, before each scrape. */
+  before?: () => Promise<void>;
+  /** `/readyz` answers 200 while this is true (default: always). */
+  ready?: () => boolean;
+}
+
+/** The port and address flags of every long-running command, checked; errors name the flag. */
+export function metricsListenFlags(port: string, address: string | undefined): { port: number; host: string } {
+  const n = Number(port);
+  if (!Number.isInteger(n) || n < 1 || n > 65_535) throw new Error(`--metrics-port: must be a port number (1-65535), not ${JSON.stringify(port)}`);
+  const host = address ?? "0.0.0.0";
+  if (isIP(host) === 0) throw new Error(`--metrics-address: must be an IP address, not ${JSON.stringify(address)}`);
+  return { port: n, host };
+}
+
+/**
+ * Serves `/metrics` (Prometheus text format), `/healthz` (the process answers) and `/readyz`
+ * (200 once `ready()` says so, 503 before), the paths kubelet probes and Prometheus expect.
+ */
+export function serveMetrics(registry: Registry, opts: MetricsServerOptions): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? "").split("?")[0];
+    if (path === "/healthz") {
+      res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+      return;
+    }
+    if (path === "/readyz") {
+      const ready = opts.ready?.() ?? true;
+      res.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(ready ? "ok\n" : "not ready\n");
+      return;
+    }
+    if (path !== "/metrics") {
+      res.writeHead(404).end();
+      return;
+    }
+    void (async () => {
+      try {
+        await opts.before?.();
+        res.writeHead(200, { "content-type": registry.contentType });
+        res.end(await registry.metrics());
+      } catch (e) {
+        res.writeHead(500).end(String(e));
+      }
+    })();
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host ?? "0.0.0.0", () => resolve(server));
+  });
+}
