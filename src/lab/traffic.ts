@@ -17,6 +17,11 @@ export interface StreamReport {
   received: number;
   /** Datagrams that reached the Internet with a source outside `allowed`. */
   wrongSource: { src: string; seq: number }[];
+  /**
+   * Datagrams missing between the first and the last one received (by sequence number): lost on
+   * the way. Unlike the longest gap, a sender that stalls on a loaded machine does not count.
+   */
+  lost: number;
   /** The longest time between two consecutive datagrams received (send-time based). */
   longestGapMs: number;
   /** When that gap started (sender's clock, ms). */
@@ -48,8 +53,11 @@ export function analyzeStream(lab: Lab, tag: string, allowed: readonly string[],
       gapStartedAt = rows[i - 1]!.sent;
     }
   }
+  const distinct = new Set(rows.map((r) => r.seq)).size;
+  const lost = rows.length === 0 ? 0 : rows[rows.length - 1]!.seq - rows[0]!.seq + 1 - distinct;
   return {
     received: rows.length,
+    lost,
     wrongSource: rows.filter((r) => !allowed.includes(r.src)).map((r) => ({ src: r.src, seq: r.seq })),
     longestGapMs,
     gapStartedAt,

@@ -195,8 +195,11 @@ describe("maintenance", () => {
     // The open flow stayed on the drained instance; the new one went to the other.
     expect(Object.keys(opened.sources)).toEqual([pay1]);
     expect(Object.keys(created.sources)).toEqual([CHECKOUT_IPS.find((ip) => ip !== pay1)]);
-    expect(opened.longestGapMs).toBeLessThan(100);
-    expect(created.longestGapMs).toBeLessThan(100);
+    // Nothing lost on either flow (counted by sequence number, so a sender stalled by a loaded
+    // machine is not mistaken for an interruption).
+    expect(opened.lost).toBe(0);
+    expect(created.lost).toBe(0);
+    expect(opened.received).toBeGreaterThan(1_000);
     expect(opened.wrongSource).toEqual([]);
   });
 
@@ -215,7 +218,8 @@ describe("maintenance", () => {
     const report = analyzeStream(lab, name, CHECKOUT_IPS, { from, to: Date.now() });
     expect(report.wrongSource).toEqual([]);
     expect(Object.keys(report.sources)).toHaveLength(1);
-    expect(report.longestGapMs).toBeLessThan(100);
+    expect(report.lost).toBe(0);
+    expect(report.received).toBeGreaterThan(1_000);
     await lab.deletePolicies([unrelated]);
   });
 });
