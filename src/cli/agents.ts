@@ -11,6 +11,8 @@ import { GATEWAY_TABLE, GatewayDataplane } from "../dataplane/gateway.js";
 import { METADATA_URL, MetadataError, readAnchorIPv4 } from "../cloud/digitalocean/metadata.js";
 import { NodeDataplane } from "../dataplane/node.js";
 import { QuarantineTable } from "../cni/quarantine.js";
+import { ConfDirKeeper, unchainConfDir } from "../cni/conf-dir.js";
+import { chainEntryFor } from "../cni/conflist.js";
 import type { NodePlan } from "../planner/model.js";
 import { localRunner } from "../util/exec.js";
 import { setPriority } from "node:os";
@@ -81,6 +83,8 @@ export interface NodeAgentFlags extends AgentFlags {
   node: string;
   address?: string;
   cniSocket?: string;
+  /** The runtime's CNI config directory: keep our plugin chained into its config list. */
+  cniConfDir?: string;
   procSysNet?: string;
   /** `digitalocean-metadata`: publish the node's anchor IPv4 as a Node annotation (docs/digitalocean.md). */
   anchorIpFrom?: string;
@@ -113,11 +117,18 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   const logger = createLogger("node-agent").child({ node: flags.node });
   const dataplane = new NodeDataplane(localRunner);
   if (flags.cleanup) {
+    // First out of the runtime's chain, so that no new pod asks for an agent that is going.
+    if (flags.cniConfDir) {
+      const r = await unchainConfDir(flags.cniConfDir);
+      logger.info({ file: r.file, changed: r.changed }, "CNI plugin unchained");
+    }
     await dataplane.cleanup();
     await new QuarantineTable(localRunner).remove();
     logger.info("removed everything the node agent owns");
     return;
   }
+  if (flags.cniConfDir && !flags.cniSocket) throw new Error("--cni-conf-dir needs --cni-socket: the chained plugin asks the agent on that socket");
+  const config = loadAgentConfig(flags.config);
   const metrics = new NodeMetrics();
   const kube = flags.source === "kubernetes" ? new KubeClient(loadKubeconfig(flags.kubeconfig)) : undefined;
   const reporter = kube ? new NodeReporter(kube, flags.node, logger) : undefined;
@@ -141,7 +152,7 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   const cniPlans: ((plan: NodePlan) => void)[] = [];
   const agent = new NodeAgent({
     nodeName: flags.node,
-    config: loadAgentConfig(flags.config),
+    config,
     source,
     dataplane,
     logger,
@@ -162,6 +173,9 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   const cniServer = cni && flags.cniSocket ? await CniServer.listen(flags.cniSocket, cni, logger) : undefined;
   cni?.start();
   if (cniServer) logger.info({ socket: cniServer.path }, "serving the CNI plugin");
+  // Chained only once the socket answers: the first pod that runs our plugin finds the agent.
+  const confKeeper = cniServer && flags.cniConfDir ? new ConfDirKeeper(flags.cniConfDir, chainEntryFor(cniServer.path, config), logger.child({ part: "cni-conf" })) : undefined;
+  await confKeeper?.start();
   if (listen) {
     await serveMetrics(metrics.registry, { ...listen, before: async () => {
       metrics.failClosedDrops.set(await dataplane.failClosedDrops());
@@ -172,6 +186,7 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   // BFD is stopped without AdminDown on purpose: peers keep their view until they time out.
   runUntilSignal(logger, async () => {
     anchor?.stop();
+    confKeeper?.stop();
     cni?.stop();
     await cniServer?.close();
     await agent.stop();

@@ -11,6 +11,9 @@ import { runGatewayAgent, runHealthResponder, runNodeAgent } from "./agents.js";
 import { registerLabCommands } from "./lab.js";
 import { METADATA_URL } from "../cloud/digitalocean/metadata.js";
 import { installWrapper } from "../cni/install.js";
+import { chainConfDir, unchainConfDir } from "../cni/conf-dir.js";
+import { chainEntryFor } from "../cni/conflist.js";
+import { DEFAULT_AGENT_SOCKET } from "../cni/input.js";
 import { runController } from "./controller.js";
 
 const program = new Command("static-egress").description("dedicated, fixed egress IPs for Kubernetes workloads").showHelpAfterError();
@@ -28,6 +31,7 @@ agent
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics (and /healthz, /readyz)")
   .option("--metrics-address <ip>", "with --metrics-port: listen on this address only (default all), e.g. the node's own IP")
   .option("--cni-socket <path>", "serve the chained CNI plugin on this unix socket (mode 0600), e.g. /run/static-egress/cni.sock")
+  .option("--cni-conf-dir <dir>", "with --cni-socket: keep the plugin chained last in the runtime's CNI config list in this directory (e.g. /etc/cni/net.d), also after the cluster CNI rewrites it; --cleanup unchains it")
   .option("--anchor-ip-from <source>", "with --source kubernetes: publish this node's anchor IPv4 as annotation staticegress.io/anchor-ipv4 (for Service externalIPs that follow a reserved IP); source: `digitalocean-metadata`")
   .option("--metadata-url <url>", `with --anchor-ip-from digitalocean-metadata: metadata root (default ${METADATA_URL})`)
   .option("--cleanup", "remove everything the node agent owns and exit")
@@ -114,15 +118,34 @@ program
     process.stdout.write(JSON.stringify({ verdicts: planner.resolution.verdicts, plan }, null, 2) + "\n");
   });
 
-program
-  .command("cni")
-  .description("the chained CNI plugin (see docs/cni.md)")
+const cni = program.command("cni").description("the chained CNI plugin (see docs/cni.md)");
+cni
   .command("install")
   .description("write the plugin's wrapper <bin-dir>/static-egress, which runs this installation's dist/cni/main.js")
   .option("--bin-dir <dir>", "the runtime's CNI bin directory", "/opt/cni/bin")
   .option("--node <path>", "the Node.js binary the wrapper runs", process.execPath)
   .action((o: { binDir: string; node: string }) => {
     process.stdout.write(`${installWrapper(o.binDir, { node: o.node })}\n`);
+  });
+
+cni
+  .command("chain")
+  .description("chain the plugin last into the config list the runtime uses (the first config file of --conf-dir by name); idempotent")
+  .requiredOption("--conf-dir <dir>", "the runtime's CNI config directory, e.g. /etc/cni/net.d")
+  .option("--agent-socket <path>", "the node agent's socket", DEFAULT_AGENT_SOCKET)
+  .option("--config <file>", "agent config: its clusterNetwork CIDRs become clusterCIDRs (reachable while a pod is quarantined)")
+  .action(async (o: { confDir: string; agentSocket: string; config?: string }) => {
+    const entry = o.config ? chainEntryFor(o.agentSocket, loadAgentConfig(o.config)) : { agentSocket: o.agentSocket, clusterCIDRs: [] };
+    const r = await chainConfDir(o.confDir, entry);
+    process.stdout.write(`${r.file}: ${r.changed ? "chained" : "already chained"}\n`);
+  });
+cni
+  .command("unchain")
+  .description("remove the plugin from the config list the runtime uses")
+  .requiredOption("--conf-dir <dir>", "the runtime's CNI config directory")
+  .action(async (o: { confDir: string }) => {
+    const r = await unchainConfDir(o.confDir);
+    process.stdout.write(`${r.file}: ${r.changed ? "unchained" : "was not chained"}\n`);
   });
 
 registerLabCommands(program);

@@ -1,4 +1,5 @@
-import { existsSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
+import { runtimeConfigFile } from "../cni/conflist.js";
 import { join } from "node:path";
 import { runCommand } from "../util/exec.js";
 import { addNamespace, deleteNamespace } from "./netns.js";
@@ -12,21 +13,35 @@ export interface PodWiring {
   namespace: string;
   name: string;
   ipamDir: string;
-  /** Directory holding our plugin as `static-egress` (chained after ptp) when it exists. */
+  /** Directory holding our plugin as `static-egress`. */
   extraPluginDir?: string;
-  /** Our plugin's configuration: the node agent's socket, the cluster's ranges. */
-  staticEgress?: { agentSocket: string; clusterCIDRs: string[] };
+  /**
+   * The node's CNI config directory: the chain is read from its first config file, as a runtime
+   * does (the node agent chains our plugin into it). Without it: ptp + host-local only.
+   */
+  confDir?: string;
 }
 
-function conflist(w: PodWiring) {
+interface LabConflist {
+  cniVersion: string;
+  name: string;
+  plugins: ({ type: string } & Record<string, unknown>)[];
+}
+
+/** The cluster CNI's own list for a node: ptp + host-local, masquerading (the lab's "cluster CNI"). */
+export function baseConflist(podCidr: string, ipamDir: string): LabConflist {
   return {
     cniVersion: "1.0.0",
     name: "lab",
-    plugins: [
-      { type: "ptp", ipMasq: true, ipam: { type: "host-local", ranges: [[{ subnet: w.podCidr }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: w.ipamDir } },
-      ...(w.extraPluginDir && existsSync(join(w.extraPluginDir, "static-egress")) ? [{ type: "static-egress", ...w.staticEgress }] : []),
-    ],
+    plugins: [{ type: "ptp", ipMasq: true, ipam: { type: "host-local", ranges: [[{ subnet: podCidr }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: ipamDir } }],
   };
+}
+
+function conflist(w: PodWiring): LabConflist {
+  if (!w.confDir) return baseConflist(w.podCidr, w.ipamDir);
+  const file = runtimeConfigFile(readdirSync(w.confDir));
+  if (!file) throw new Error(`${w.confDir}: no CNI configuration`);
+  return JSON.parse(readFileSync(join(w.confDir, file), "utf8")) as LabConflist;
 }
 
 /**

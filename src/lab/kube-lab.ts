@@ -1,4 +1,6 @@
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { runtimeConfigFile } from "../cni/conflist.js";
+import { PLUGIN_TYPE } from "../cni/install.js";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { KubeConfig, setHeaderOptions } from "@kubernetes/client-node";
@@ -88,6 +90,14 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void, b
   lab.startProcess("controller", "", ["controller", "--kubeconfig", lab.kubeconfigPath, "--config", join(lab.dir, "agent-config.yaml"), "--namespace", "static-egress", "--lease-seconds", "5", ...metricsFlags, ...cloudFlags]);
   lab.startProcess("kubelet", "", ["lab", "kubelet", "--name", t.prefix]);
   await beforePods();
+  // As on a node: pods run only once the agent has chained our plugin into the runtime's list.
+  const chained = (node: string) => {
+    const dir = lab.cniConfDir(node);
+    const file = runtimeConfigFile(readdirSync(dir));
+    const list = file ? (JSON.parse(readFileSync(join(dir, file), "utf8")) as { plugins?: { type?: string }[] }) : {};
+    return list.plugins?.at(-1)?.type === PLUGIN_TYPE;
+  };
+  await waitFor(() => t.nodes.every((n) => chained(n.name)), 20_000, "the node agents did not chain the CNI plugin", 100);
   const expected = t.pods.length;
   log(`creating ${expected} pods; the lab kubelet runs them with the CNI chain`);
   for (const p of [...t.pods]) {

@@ -10,7 +10,7 @@ import { runCommand } from "../util/exec.js";
 import type { LabConfig } from "./config.js";
 import { addNamespace, addVethPair, deleteNamespacesWithPrefix, execIn, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, sysctl } from "./netns.js";
 import { LAB_STATE_ROOT, packageRoot, spawnCli } from "./paths.js";
-import { wirePod, type PodWiring } from "./cni-chain.js";
+import { baseConflist, wirePod, type PodWiring } from "./cni-chain.js";
 import { applyGateways, applyPolicyObjects, deletePolicyObjects, listGateways, listPolicies, refreshPodIPs, startControlPlane } from "./kube-lab.js";
 import { LAB_NETWORK, planTopology, type LabGatewayHost, type LabPod, type LabTopology } from "./topology.js";
 import { LAB_CLOUD, readCloudRecord, type LabCloudRecord } from "./cloud.js";
@@ -119,6 +119,11 @@ export class Lab {
         // As in a cluster: the node agents (a DaemonSet) and our chained CNI plugin are there
         // before the first pod, so a pod's routing exists before its first packet.
         installWrapper(join(dir, "cni-bin"), { entry: join(packageRoot(), "dist", "cni", "main.js") });
+        // Each node's "cluster CNI" list; the node agent chains our plugin into it (--cni-conf-dir).
+        for (const n of topology.nodes) {
+          mkdirSync(lab.cniConfDir(n.name), { recursive: true });
+          writeFileSync(join(lab.cniConfDir(n.name), "10-lab.conflist"), JSON.stringify(baseConflist(n.podCidr, join(dir, "ipam")), null, 2));
+        }
         await startControlPlane(lab, log, startHosts);
       } else {
         log(`wiring ${topology.pods.length} pods with the CNI plugins (ptp + host-local, masquerade on)`);
@@ -197,9 +202,14 @@ export class Lab {
       name: pod.name,
       ipamDir: join(this.dir, "ipam"),
       ...(this.record.mode === "kubernetes"
-        ? { extraPluginDir: join(this.dir, "cni-bin"), staticEgress: { agentSocket: this.cniSocket(node.name), clusterCIDRs: [...LAB_CLUSTER_NETWORK.podCIDRs, ...LAB_CLUSTER_NETWORK.serviceCIDRs, ...LAB_CLUSTER_NETWORK.nodeCIDRs] } }
+        ? { extraPluginDir: join(this.dir, "cni-bin"), confDir: this.cniConfDir(node.name) }
         : {}),
     };
+  }
+
+  /** A node's CNI config directory (Kubernetes mode): the lab kubelet runs its first list. */
+  cniConfDir(node: string): string {
+    return join(this.dir, "net.d", node);
   }
 
   /** The node agent's socket for the chained CNI plugin (Kubernetes mode). */
@@ -404,7 +414,7 @@ export class Lab {
   startNodeAgent(name: string): void {
     const n = this.topology.nodes.find((x) => x.name === name);
     if (!n) throw new LabError(`no node named ${name}`);
-    const cni = this.record.mode === "kubernetes" ? ["--cni-socket", this.cniSocket(n.name)] : [];
+    const cni = this.record.mode === "kubernetes" ? ["--cni-socket", this.cniSocket(n.name), "--cni-conf-dir", this.cniConfDir(n.name)] : [];
     this.startAgent(n.name, n.netns, ["agent", "node", "--node", n.name, "--address", n.vpcIP, "--metrics-port", String(LAB_METRICS_PORT), ...cni]);
   }
 

@@ -62,6 +62,18 @@ describe("lab on Kubernetes", () => {
     expect(health).toEqual(Array(shared).fill("Up"));
   });
 
+  it("the node agents keep our CNI plugin chained, also after the cluster CNI rewrites its list", async () => {
+    const file = join(lab.cniConfDir("node2"), "10-lab.conflist");
+    const types = () => (JSON.parse(readFileSync(file, "utf8")) as { plugins: { type: string }[] }).plugins.map((p) => p.type);
+    expect(types()).toEqual(["ptp", "static-egress"]);
+    const entry = (JSON.parse(readFileSync(file, "utf8")) as { plugins: Record<string, unknown>[] }).plugins[1];
+    expect(entry).toMatchObject({ agentSocket: lab.cniSocket("node2"), clusterCIDRs: expect.arrayContaining(["10.244.0.0/16"]) });
+    // The cluster CNI restarts and writes its own list again.
+    const own = JSON.parse(readFileSync(file, "utf8")) as { plugins: unknown[] };
+    writeFileSync(file, JSON.stringify({ ...own, plugins: own.plugins.slice(0, 1) }));
+    await waitFor(() => types().join() === "ptp,static-egress", 5_000, "not chained again");
+  });
+
   it("a policy and a pod created with kubectl take effect", async () => {
     const file = join(lab.dir, "new.yaml");
     writeFileSync(
@@ -114,7 +126,7 @@ spec: { nodeName: node2, containers: [{ name: app, image: lab }] }
     expect(report.received).toBeGreaterThan(1000);
     expect(report.wrongSource).toEqual([]);
     expect(Object.keys(report.sources)).toHaveLength(1); // never moved, never flushed
-    expect(report.longestGapMs).toBeLessThan(200);
+    expect(report.lost).toBe(0);
     // And the agents converge on changes made after the faults.
     const exporter = (await lab.currentPolicies()).find((p) => p.metadata?.name === "exporter")!;
     await lab.deletePolicies([exporter]);
