@@ -296,9 +296,13 @@ describe("kubectl kustomize", () => {
     for (const o of base) expect(o.metadata.labels?.["app.kubernetes.io/part-of"], key(o)).toBe("static-egress");
   });
 
-  it("renders deploy: the base plus the generated CRDs, exactly as generated, one per kind", () => {
+  it("renders deploy: the base plus the generated CRDs, exactly as generated, one per kind, and the admission policy", () => {
     const crds = install.filter((o) => o.kind === "CustomResourceDefinition");
-    expect(install.filter((o) => o.kind !== "CustomResourceDefinition")).toEqual(base);
+    // Listed beside the CRDs, out of the base's namespace transformer (cluster-scoped; tested in admission-node-agent.test.ts).
+    const admission = install.filter((o) => o.apiVersion === "admissionregistration.k8s.io/v1");
+    expect(admission.map(key).sort()).toEqual(["ValidatingAdmissionPolicy/static-egress-node-agent-own-node", "ValidatingAdmissionPolicyBinding/static-egress-node-agent-own-node"]);
+    for (const o of admission) expect(o.metadata.namespace, key(o)).toBeUndefined();
+    expect(install.filter((o) => o.kind !== "CustomResourceDefinition" && !admission.includes(o))).toEqual(base);
     const files = readdirSync(join(ROOT, "deploy/crds")).filter((f) => f.endsWith(".yaml"));
     expect(crds.map((c) => c.metadata.name).sort()).toEqual(ALL_KINDS.map((k) => `${k.plural}.${GROUP}`).sort());
     expect(crds).toHaveLength(files.length);
@@ -773,9 +777,9 @@ describe("applied to the Kubernetes API stand-in with kubectl", () => {
     const applied = install.filter((o) => served.has(`${o.apiVersion}|${o.kind}`));
     const skipped = install.filter((o) => !served.has(`${o.apiVersion}|${o.kind}`));
     expect([...new Set(applied.map((o) => o.kind))].sort()).toEqual(["ConfigMap", "CustomResourceDefinition", "Namespace"]);
-    // Not sent: the stand-in serves no service accounts, RBAC, apps/v1 or policy/v1.
+    // Not sent: the stand-in serves no service accounts, RBAC, apps/v1, policy/v1 or admission policies.
     expect([...new Set(skipped.map((o) => o.kind))].sort()).toEqual(
-      ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding", "ServiceAccount"].sort(),
+      ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"].sort(),
     );
 
     const manifest = applied.map((o) => stringify(o)).join("---\n");
