@@ -148,6 +148,10 @@ export class Controller {
     const outcome: PassOutcome = { durationMs: 0, failedSteps: 0, invalid: [], instanceHealth: new Map() };
     try {
       await this.pass(outcome);
+    } catch (e) {
+      // A pass that threw outside any one object's step failed as a whole: never counted ok.
+      outcome.failedSteps = Math.max(outcome.failedSteps, 1);
+      throw e;
     } finally {
       outcome.durationMs = performance.now() - started;
       this.deps.onPass?.(outcome);
