@@ -5,7 +5,7 @@ import { loadAgentConfig } from "../agents/config.js";
 import { BfdAgent } from "../agents/health/bfd/agent.js";
 import { HealthMonitor } from "../agents/health/monitor.js";
 import { GatewayMetrics, NodeMetrics } from "../agents/metrics.js";
-import { metricsListenFlags, serveMetrics } from "../util/metrics-server.js";
+import { metricsListen, serveMetrics } from "../util/metrics-server.js";
 import { FileSource } from "../agents/source/file-source.js";
 import { GATEWAY_TABLE, GatewayDataplane } from "../dataplane/gateway.js";
 import { METADATA_URL, MetadataError, readAnchorIPv4 } from "../cloud/digitalocean/metadata.js";
@@ -34,14 +34,6 @@ export interface AgentFlags {
   metricsAddress?: string;
 }
 
-/** Where to serve metrics, checked before anything starts (errors name the flag); undefined: nowhere. */
-function metricsListen(flags: { metricsPort?: string; metricsAddress?: string }): { port: number; host: string } | undefined {
-  if (flags.metricsPort === undefined) {
-    if (flags.metricsAddress !== undefined) throw new Error("--metrics-address needs --metrics-port");
-    return undefined;
-  }
-  return metricsListenFlags(flags.metricsPort, flags.metricsAddress);
-}
 
 export function loadKubeconfig(path: string | undefined): KubeConfig {
   const kc = new KubeConfig();

@@ -9,7 +9,7 @@ import { LeaderElector } from "../controller/runtime/leader.js";
 import { KubeClient } from "../kube/client.js";
 import { KubeSource } from "../kube/source.js";
 import { createLogger, type Logger } from "../util/log.js";
-import { metricsListenFlags, serveMetrics } from "../util/metrics-server.js";
+import { metricsListen, serveMetrics } from "../util/metrics-server.js";
 import { loadKubeconfig } from "./agents.js";
 
 export interface ControllerFlags {
@@ -73,8 +73,7 @@ export function cloudPlugins(flags: ControllerFlags, logger: Logger): DigitalOce
 export async function runController(flags: ControllerFlags): Promise<void> {
   const identity = flags.identity ?? process.env.POD_NAME ?? `${hostname()}-${process.pid}`;
   const logger = createLogger("controller").child({ identity });
-  if (flags.metricsAddress !== undefined && flags.metricsPort === undefined) throw new Error("--metrics-address needs --metrics-port");
-  const listen = flags.metricsPort !== undefined ? metricsListenFlags(flags.metricsPort, flags.metricsAddress) : undefined;
+  const listen = metricsListen(flags);
   const client = new KubeClient(loadKubeconfig(flags.kubeconfig));
   const cloud = cloudPlugins(flags, logger);
   const metrics = new ControllerMetrics();

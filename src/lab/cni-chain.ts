@@ -37,11 +37,15 @@ export function baseConflist(podCidr: string, ipamDir: string): LabConflist {
   };
 }
 
+/** The list a runtime would run from a CNI config directory: its first config file by name. */
+export function readRuntimeConflist(confDir: string): LabConflist {
+  const file = runtimeConfigFile(readdirSync(confDir));
+  if (!file) throw new Error(`${confDir}: no CNI configuration`);
+  return JSON.parse(readFileSync(join(confDir, file), "utf8")) as LabConflist;
+}
+
 function conflist(w: PodWiring): LabConflist {
-  if (!w.confDir) return baseConflist(w.podCidr, w.ipamDir);
-  const file = runtimeConfigFile(readdirSync(w.confDir));
-  if (!file) throw new Error(`${w.confDir}: no CNI configuration`);
-  return JSON.parse(readFileSync(join(w.confDir, file), "utf8")) as LabConflist;
+  return w.confDir ? readRuntimeConflist(w.confDir) : baseConflist(w.podCidr, w.ipamDir);
 }
 
 /**

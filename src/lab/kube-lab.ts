@@ -1,6 +1,6 @@
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { runtimeConfigFile } from "../cni/conflist.js";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { PLUGIN_TYPE } from "../cni/install.js";
+import { readRuntimeConflist } from "./cni-chain.js";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { KubeConfig, setHeaderOptions } from "@kubernetes/client-node";
@@ -91,12 +91,7 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void, b
   lab.startProcess("kubelet", "", ["lab", "kubelet", "--name", t.prefix]);
   await beforePods();
   // As on a node: pods run only once the agent has chained our plugin into the runtime's list.
-  const chained = (node: string) => {
-    const dir = lab.cniConfDir(node);
-    const file = runtimeConfigFile(readdirSync(dir));
-    const list = file ? (JSON.parse(readFileSync(join(dir, file), "utf8")) as { plugins?: { type?: string }[] }) : {};
-    return list.plugins?.at(-1)?.type === PLUGIN_TYPE;
-  };
+  const chained = (node: string) => readRuntimeConflist(lab.cniConfDir(node)).plugins.at(-1)?.type === PLUGIN_TYPE;
   await waitFor(() => t.nodes.every((n) => chained(n.name)), 20_000, "the node agents did not chain the CNI plugin", 100);
   const expected = t.pods.length;
   log(`creating ${expected} pods; the lab kubelet runs them with the CNI chain`);

@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { Counter, Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
-import { metricsListenFlags, serveMetrics } from "./metrics-server.js";
+import { metricsListen, serveMetrics } from "./metrics-server.js";
 
 const servers: { close(): void }[] = [];
 afterEach(() => {
@@ -48,10 +48,15 @@ describe("metrics server", () => {
 });
 
 describe("metrics listen flags", () => {
+  it("serves nowhere without a port; an address alone is an error", () => {
+    expect(metricsListen({})).toBeUndefined();
+    expect(() => metricsListen({ metricsAddress: "10.0.0.5" })).toThrow(/^--metrics-address needs --metrics-port$/);
+  });
+
   it("accepts a port and an IPv4 or IPv6 address; all addresses by default", () => {
-    expect(metricsListenFlags("9740", undefined)).toEqual({ port: 9740, host: "0.0.0.0" });
-    expect(metricsListenFlags("9740", "10.0.0.5")).toEqual({ port: 9740, host: "10.0.0.5" });
-    expect(metricsListenFlags("1", "::1")).toEqual({ port: 1, host: "::1" });
+    expect(metricsListen({ metricsPort: "9740" })).toEqual({ port: 9740, host: "0.0.0.0" });
+    expect(metricsListen({ metricsPort: "9740", metricsAddress: "10.0.0.5" })).toEqual({ port: 9740, host: "10.0.0.5" });
+    expect(metricsListen({ metricsPort: "1", metricsAddress: "::1" })).toEqual({ port: 1, host: "::1" });
   });
 
   it.each([
@@ -60,6 +65,6 @@ describe("metrics listen flags", () => {
     ["ninety", undefined, /^--metrics-port/],
     ["9740", "node-a", /^--metrics-address: must be an IP address, not "node-a"/],
   ])("port %s address %s fails naming the flag", (port, address, message) => {
-    expect(() => metricsListenFlags(port, address)).toThrow(message);
+    expect(() => metricsListen({ metricsPort: port, ...(address !== undefined ? { metricsAddress: address } : {}) })).toThrow(message);
   });
 });

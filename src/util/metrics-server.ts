@@ -12,8 +12,16 @@ export interface MetricsServerOptions {
   ready?: () => boolean;
 }
 
-/** The port and address flags of every long-running command, checked; errors name the flag. */
-export function metricsListenFlags(port: string, address: string | undefined): { port: number; host: string } {
+/**
+ * Where a long-running command serves metrics, from its `--metrics-port` and `--metrics-address`
+ * flags (undefined: nowhere). Checked before anything starts; errors name the flag.
+ */
+export function metricsListen(flags: { metricsPort?: string; metricsAddress?: string }): { port: number; host: string } | undefined {
+  const { metricsPort: port, metricsAddress: address } = flags;
+  if (port === undefined) {
+    if (address !== undefined) throw new Error("--metrics-address needs --metrics-port");
+    return undefined;
+  }
   const n = Number(port);
   if (!Number.isInteger(n) || n < 1 || n > 65_535) throw new Error(`--metrics-port: must be a port number (1-65535), not ${JSON.stringify(port)}`);
   const host = address ?? "0.0.0.0";

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import type { GatewayHost } from "../../cloud/provider.js";
 import { silentLogger } from "../../util/log.js";
-import { instancesFromHosts, UNJUDGED, type InstanceStatus } from "./gateway-fleet.js";
+import { UNJUDGED } from "../status.js";
+import { instancesFromHosts, type InstanceStatus } from "./gateway-fleet.js";
 import { KeyedJobs } from "./keyed-jobs.js";
 import { DEFAULT_USER_DATA, renderUserData } from "./user-data.js";
 

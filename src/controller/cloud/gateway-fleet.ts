@@ -12,9 +12,6 @@ import { DEFAULT_USER_DATA, renderUserData } from "./user-data.js";
 export type InstanceStatus = NonNullable<EgressGatewayStatus["instances"]>[number];
 type DigitalOceanSpec = NonNullable<EgressGatewaySpec["digitalocean"]>;
 
-/** Health written for an active host the core has not judged yet (it replaces it at its next pass). */
-export { UNJUDGED } from "../status.js";
-
 interface GatewayObject extends KubernetesObject {
   metadata: { name: string; generation?: number; resourceVersion?: string; uid?: string; deletionTimestamp?: Date };
   spec?: EgressGatewaySpec;

@@ -3,7 +3,7 @@ import { silentLogger, type Logger } from "../../util/log.js";
 import { GatewayFleetPlugin, type GatewayFleetPluginOptions } from "./gateway-fleet.js";
 import { ReservedIPFollower, type ReservedIPFollowerOptions } from "./reserved-ip.js";
 
-export { GatewayFleetPlugin, instancesFromHosts, UNJUDGED, type GatewayFleetPluginOptions, type InstanceStatus } from "./gateway-fleet.js";
+export { GatewayFleetPlugin, instancesFromHosts, type GatewayFleetPluginOptions, type InstanceStatus } from "./gateway-fleet.js";
 export { ReservedIPFollower, type ReservedIPAssignment, type ReservedIPFollowerOptions } from "./reserved-ip.js";
 export {
   decideReservedIPs,
