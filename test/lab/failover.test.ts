@@ -117,6 +117,14 @@ describe("fail-closed", () => {
 describe("recovery and isolation", () => {
   it("a flapping instance is taken back no faster than its hold-down", async () => {
     const victim = "gw-a";
+    // The previous test's revival may still be in its hold-down: wait until node1 uses the
+    // instance again, so that every "up" counted below belongs to this test's flapping.
+    const verdicts = () =>
+      agentLog("node1")
+        .split("\n")
+        .filter((l) => l.includes(`"key":"shared/${victim}"`))
+        .map((l) => JSON.parse(l) as { to: string; at: number });
+    await waitFor(() => verdicts().pop()?.to !== "down", 10_000, `${victim} not up again on node1 before the test`);
     const since = Date.now();
     for (let i = 0; i < 6; i++) {
       await lab.killGateway(victim, "link");
@@ -125,11 +133,7 @@ describe("recovery and isolation", () => {
       await new Promise((r) => setTimeout(r, 500));
     }
     await new Promise((r) => setTimeout(r, HOLD_DOWN_MS + 1000));
-    const events = agentLog("node1")
-      .split("\n")
-      .filter((l) => l.includes(`"key":"shared/${victim}"`))
-      .map((l) => JSON.parse(l) as { to: string; at: number })
-      .filter((e) => e.at >= since);
+    const events = verdicts().filter((e) => e.at >= since);
     const ups = events.filter((e) => e.to === "up");
     const downs = events.filter((e) => e.to === "down");
     expect(downs.length).toBeGreaterThan(0);
