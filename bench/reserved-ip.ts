@@ -140,6 +140,8 @@ async function campaign(followerPollMs: number, kills: Kill[], runs: number, log
       // Production retry settings of the client; the follower's defaults otherwise.
       retry: {},
       follower: { onAssigned: (a) => assigned.push(a) },
+      // The fleet plugin's sweep at its production interval, not the harness's test one.
+      fleet: { sweepIntervalMs: 60_000 },
     },
   });
   try {

@@ -102,6 +102,12 @@ export interface CloudProvider {
   /** The fleet's hosts as they are now, without changing anything. */
   listGatewayHosts(gatewayName: string, clusterId: string): Promise<GatewayHost[]>;
   /**
+   * Gateways of the cluster that have a fleet in the cloud (from its ownership mark, which exists
+   * from before the first resource until after the last one is removed). Used to find fleets
+   * whose gateway is gone. A provider may leave out fleets whose mark does not say the gateway.
+   */
+  listGatewayFleets(clusterId: string): Promise<string[]>;
+  /**
    * Removes everything ensureGatewayFleet created for the fleet (hosts, firewall, reserved IPs
    * it allocated) and nothing else. Missing resources count as removed.
    */

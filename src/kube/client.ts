@@ -5,6 +5,7 @@ import {
   KubeConfig,
   PatchStrategy,
   setHeaderOptions,
+  type KubernetesObject,
   type V1Lease,
 } from "@kubernetes/client-node";
 import { GROUP, VERSION } from "../api/v1alpha1/common.js";
@@ -38,6 +39,8 @@ export const KUBE_ACCESS: readonly Access[] = [
   { component: "controller", apiGroup: GROUP, resource: "egresspolicies", verbs: ["patch"] },
   { component: "controller", apiGroup: GROUP, resource: "clusteregresspolicies", verbs: ["patch"] },
   { component: "controller", apiGroup: GROUP, resource: "egressgateways", verbs: ["patch"] },
+  // A cloud fleet whose gateway the cache does not show is deleted only after the API confirms.
+  { component: "controller", apiGroup: GROUP, resource: "egressgateways", verbs: ["get"] },
   { component: "controller", apiGroup: "", resource: "events", verbs: ["create"] },
   { component: "controller", apiGroup: "coordination.k8s.io", resource: "leases", verbs: ["get", "create", "update"] },
   // DigitalOcean: Services that ask for a reserved IP get the holder node's anchor IP in
@@ -89,6 +92,16 @@ export class KubeClient {
       await this.custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace, plural, name, body }, mergePatch);
     } else {
       await this.custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural, name, body }, mergePatch);
+    }
+  }
+
+  /** The EgressGateway as the API server has it now (not a cache), undefined if there is none. */
+  async readGateway(name: string): Promise<KubernetesObject | undefined> {
+    try {
+      return (await this.custom.getClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURALS.EgressGateway, name })) as KubernetesObject;
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw err;
     }
   }
 

@@ -380,6 +380,7 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
       createNamespacedLease: ["coordination.k8s.io", "leases", "create"],
       replaceNamespacedLease: ["coordination.k8s.io", "leases", "update"],
       listClusterCustomObject: [GROUP, CUSTOM, "list"],
+      getClusterCustomObject: [GROUP, "egressgateways", "get"], // only KubeClient.readGateway
       patchNamespacedCustomObject: [GROUP, CUSTOM, "patch"],
       patchClusterCustomObject: [GROUP, CUSTOM, "patch"],
       patchNamespacedCustomObjectStatus: [GROUP, `${CUSTOM}/status`, "patch"],

@@ -214,6 +214,17 @@ describe("DigitalOceanProvider under crashes, faults and interference", () => {
 
         standin.faults.clear();
         await standin.settle();
+        // Whatever was left half-done, a fleet with any resource still has the mark that
+        // listGatewayFleets reads: the controller's sweep can always find a fleet whose gateway is gone.
+        const listed = await provider(null).listGatewayFleets(CLUSTER);
+        for (const fleet of [0, 1] as const) {
+          const n = names[fleet]!;
+          const hasResources =
+            fleetDroplets(fleet).length > 0 ||
+            s.firewalls().some((f) => f["name"] === n.firewallName) ||
+            s.tags().some((t) => t.startsWith(n.ipRecordPrefix) || t.startsWith(n.pendingPrefix));
+          if (hasResources) expect(listed, `fleet ${FLEETS[fleet]} has resources but no mark`).toContain(FLEETS[fleet]);
+        }
         for (const fleet of [0, 1] as const) {
           const fin = finals[fleet]!;
           if (fin.kind === "ensure") await provider(null).ensureGatewayFleet(specOf(fleet, fin.params));
@@ -241,6 +252,7 @@ describe("DigitalOceanProvider under crashes, faults and interference", () => {
             expect(records).toEqual([]);
             expect(fws).toEqual([]);
             expect(tags).not.toContain(n.fleetTag);
+            expect(await provider(null).listGatewayFleets(CLUSTER)).not.toContain(FLEETS[fleet]);
             continue;
           }
           const { count, allocate, userIPs } = fin.params;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { escapeTagComponent, fleetNames, sanitizeResourceName, serviceFirewallName } from "./naming.js";
+import { escapeTagComponent, fleetNames, gatewayOfFleetTag, sanitizeResourceName, serviceFirewallName, unescapeTagComponent } from "./naming.js";
 
 const TAG = /^[a-zA-Z0-9_\-:]+$/;
 const DROPLET_NAME = /^[a-zA-Z0-9]?[a-z0-9A-Z.-]*[a-z0-9A-Z]$/;
@@ -45,6 +45,23 @@ describe("naming", () => {
     expect(n.ipRecordTag(99999, "255.255.255.255").length).toBeLessThanOrEqual(255);
     expect(n.pendingTag(99999, 999_999_999_999).length).toBeLessThanOrEqual(255);
     expect(n.fleetTag).not.toBe(fleetNames("c".repeat(200), "g".repeat(199)).fleetTag);
+  });
+
+  it("reads the gateway back from its fleet tag, for this cluster only", () => {
+    for (const gw of ["gw", "egress.prod-gw", "A:b_c/ü"]) {
+      expect(unescapeTagComponent(escapeTagComponent(gw))).toBe(gw);
+      expect(gatewayOfFleetTag("c1", fleetNames("c1", gw).fleetTag)).toBe(gw);
+      expect(gatewayOfFleetTag("c1", fleetNames("c1", gw).fleetTag.toUpperCase())).toBe(gw); // DO may change the case
+      expect(gatewayOfFleetTag("c2", fleetNames("c1", gw).fleetTag)).toBeUndefined();
+    }
+    const n = fleetNames("c1", "gw");
+    for (const other of [n.clusterTag, n.ipRecordTag(0, "203.0.113.9"), n.pendingTag(0, 1), "static-egress", `${n.fleetTag}_zz`, `${n.fleetTag}_2`]) {
+      expect(gatewayOfFleetTag("c1", other)).toBeUndefined();
+    }
+    expect(unescapeTagComponent("a_2")).toBeUndefined();
+    expect(unescapeTagComponent("a_61")).toBeUndefined(); // "a" is never escaped: not our output
+    // A hashed key does not say its gateway.
+    expect(gatewayOfFleetTag("c".repeat(200), fleetNames("c".repeat(200), "gw").fleetTag)).toBeUndefined();
   });
 
   it("sanitizes resource names", () => {

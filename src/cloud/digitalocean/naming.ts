@@ -34,6 +34,24 @@ export function escapeTagComponent(value: string): string {
   return out;
 }
 
+/** Inverse of escapeTagComponent; undefined for text it cannot have produced. */
+export function unescapeTagComponent(escaped: string): string | undefined {
+  const bytes: number[] = [];
+  for (let i = 0; i < escaped.length; i++) {
+    const ch = escaped[i]!;
+    if (/[a-z0-9-]/.test(ch)) {
+      bytes.push(ch.charCodeAt(0));
+      continue;
+    }
+    const hex = escaped.slice(i + 1, i + 3);
+    if (ch !== "_" || !/^[0-9a-f]{2}$/.test(hex)) return undefined;
+    bytes.push(parseInt(hex, 16));
+    i += 2;
+  }
+  const value = Buffer.from(bytes).toString("utf8");
+  return escapeTagComponent(value) === escaped ? value : undefined;
+}
+
 function hash(...parts: string[]): string {
   return createHash("sha256").update(parts.join("\u0000")).digest("hex");
 }
@@ -102,6 +120,19 @@ export function fleetNames(clusterId: string, gatewayName: string): FleetNames {
       return m ? { slot: Number(m[1]), at: Number(m[2]) } : undefined;
     },
   };
+}
+
+/**
+ * The gateway whose fleet tag this is, if it is a fleet tag of this cluster. A fleet whose key
+ * was hashed (cluster id and gateway name together longer than the tag limit allows) does not
+ * say its gateway: undefined.
+ */
+export function gatewayOfFleetTag(clusterId: string, tag: string): string | undefined {
+  const prefix = `${MANAGED_TAG}:gw:${escapeTagComponent(clusterId)}:`;
+  // DO compares tag names case-insensitively and may answer in another case than created.
+  if (!tag.toLowerCase().startsWith(prefix)) return undefined;
+  const gateway = unescapeTagComponent(tag.slice(prefix.length).toLowerCase());
+  return gateway !== undefined && fleetNames(clusterId, gateway).fleetTag === `${prefix}${escapeTagComponent(gateway)}` ? gateway : undefined;
 }
 
 /** Name of the firewall that opens a service's ports on the node holding its reserved IP. */

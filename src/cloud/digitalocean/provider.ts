@@ -20,6 +20,7 @@ import {
 } from "./errors.js";
 import {
   fleetNames,
+  gatewayOfFleetTag,
   MANAGED_TAG,
   serviceFirewallName,
   type FleetNames,
@@ -152,6 +153,12 @@ export class DigitalOceanProvider implements CloudProvider {
     const names = fleetNames(clusterId, gatewayName);
     const droplets = await this.client.listDroplets({ tagName: names.fleetTag });
     return hostsOf(names, droplets, await this.client.listReservedIPs(), undefined);
+  }
+
+  /** From the fleet tags, which ensureGatewayFleet creates first and deleteGatewayFleet deletes last. */
+  async listGatewayFleets(clusterId: string): Promise<string[]> {
+    const gateways = (await this.client.listTags()).map((t) => gatewayOfFleetTag(clusterId, t.name ?? ""));
+    return [...new Set(gateways.filter((g) => g !== undefined))].sort();
   }
 
   /** Shared tags (static-egress, the cluster tag, the node tag, the pending mark) are left alone. */

@@ -1,8 +1,9 @@
 import { describe, expect, it } from "vitest";
-import type { GatewayHost } from "../../cloud/provider.js";
+import type { CloudProvider, GatewayHost } from "../../cloud/provider.js";
+import type { ReconcileContext } from "../controller.js";
 import { silentLogger } from "../../util/log.js";
 import { UNJUDGED } from "../status.js";
-import { instancesFromHosts, type InstanceStatus } from "./gateway-fleet.js";
+import { GatewayFleetPlugin, instancesFromHosts, type InstanceStatus } from "./gateway-fleet.js";
 import { KeyedJobs } from "./keyed-jobs.js";
 import { DEFAULT_USER_DATA, renderUserData } from "./user-data.js";
 
@@ -121,5 +122,54 @@ describe("keyed background jobs", () => {
     expect(jobs.isBusy("x")).toBe(false);
     expect(errors).toEqual(["boom 1", "boom 2"]);
     await jobs.stop();
+  });
+});
+
+describe("the sweep for fleets no gateway wants", () => {
+  /** A provider that lists one fleet and records deletions; a context whose cache shows no gateway. */
+  function setup(apiServerHas: object | undefined) {
+    const deleted: string[] = [];
+    const provider = {
+      listGatewayFleets: () => Promise.resolve(deleted.includes("gw") ? [] : ["gw"]),
+      deleteGatewayFleet: (name: string) => {
+        deleted.push(name);
+        return Promise.resolve();
+      },
+    } as unknown as CloudProvider;
+    const events: string[] = [];
+    const ctx = {
+      source: { raw: () => [] },
+      client: {
+        readGateway: () => Promise.resolve(apiServerHas),
+        createEvent: (e: { reason: string }) => {
+          events.push(e.reason);
+          return Promise.resolve();
+        },
+      },
+    } as unknown as ReconcileContext;
+    const plugin = new GatewayFleetPlugin({ provider, clusterId: "c1", logger: silentLogger });
+    return { plugin, ctx, deleted, events };
+  }
+  const settle = async (plugin: GatewayFleetPlugin) => {
+    for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 5));
+    await plugin.idle();
+  };
+
+  it("deletes a fleet only when the API server, not just the cache, has no gateway wanting it", async () => {
+    const lagging = setup({ metadata: { name: "gw" }, spec: { digitalocean: { region: "ams3" } } });
+    await lagging.plugin.reconcile(lagging.ctx);
+    await settle(lagging.plugin);
+    expect(lagging.deleted).toEqual([]);
+
+    const gone = setup(undefined);
+    await gone.plugin.reconcile(gone.ctx);
+    await settle(gone.plugin);
+    expect(gone.deleted).toEqual(["gw"]);
+    expect(gone.events).toEqual(["CloudFleetDeleted"]);
+
+    const switched = setup({ metadata: { name: "gw" }, spec: { static: { instances: [] } } });
+    await switched.plugin.reconcile(switched.ctx);
+    await settle(switched.plugin);
+    expect(switched.deleted).toEqual(["gw"]);
   });
 });

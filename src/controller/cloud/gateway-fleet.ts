@@ -35,6 +35,8 @@ export interface GatewayFleetPluginOptions {
   eventNamespace?: string;
   /** Converge a gateway's fleet at most this often unless its generation changes (default 60 s). */
   minIntervalMs?: number;
+  /** Look for fleets whose gateway is gone this often (default: minIntervalMs). */
+  sweepIntervalMs?: number;
   /** List the hosts (new ones as Provisioning) when an ensure takes longer than this (default 10 s). */
   progressAfterMs?: number;
   retryBaseMs?: number;
@@ -65,7 +67,9 @@ interface FleetState {
  * cache at the next pass.
  *
  * Deletion: releaseGateway deletes the fleet and answers true only once the provider lists no host
- * of it any more; the core holds the finalizer until then.
+ * of it any more; the core holds the finalizer until then. A fleet whose gateway vanished anyway
+ * (finalizer removed by hand) or no longer has a `digitalocean` source is found by the periodic
+ * sweep over the provider's fleets and deleted once the API server confirms it (not only the cache).
  */
 export class GatewayFleetPlugin implements ControllerPlugin {
   readonly name = "digitalocean-gateway-fleet";
@@ -73,6 +77,10 @@ export class GatewayFleetPlugin implements ControllerPlugin {
   private readonly fleets = new Map<string, FleetState>();
   /** Gateways whose cloud resources are gone (deletion done). */
   private readonly released = new Set<string>();
+  /** Fleets the sweep found without a gateway that wants them; deleted by their gateway's job. */
+  private readonly orphans = new Set<string>();
+  private lastSweepAt: number | undefined;
+  private sweeping = false;
   /** Last error reported per gateway (one Event per distinct error). */
   private readonly reported = new Map<string, string>();
   private ctx: ReconcileContext | undefined;
@@ -98,6 +106,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
       const name = gw.metadata.name;
       present.add(name);
       if (!gw.spec?.digitalocean || gw.metadata.deletionTimestamp) continue;
+      this.orphans.delete(name);
       this.released.delete(name); // re-created under the same name
       const state = this.fleets.get(name);
       const specChanged = state !== undefined && state.generation !== gw.metadata.generation;
@@ -111,10 +120,32 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     }
     for (const name of [...this.fleets.keys()]) if (!present.has(name) && !this.jobs.isBusy(name)) this.fleets.delete(name);
     for (const name of [...this.released]) if (!present.has(name)) this.released.delete(name);
+    const sweepInterval = this.opts.sweepIntervalMs ?? this.opts.minIntervalMs ?? 60_000;
+    if (!this.sweeping && (this.lastSweepAt === undefined || this.now() - this.lastSweepAt >= sweepInterval)) this.startSweep();
     // Nothing in the cluster changes when a droplet dies: come back when the next convergence is due.
     const interval = this.opts.minIntervalMs ?? 60_000;
     const due = [...this.fleets].filter(([name]) => !this.jobs.isBusy(name)).map(([, f]) => f.attemptAt + interval - this.now());
-    if (due.length > 0) ctx.requestPass?.(Math.max(250, Math.min(...due)));
+    due.push((this.lastSweepAt ?? this.now()) + sweepInterval - this.now());
+    ctx.requestPass?.(Math.max(250, Math.min(...due)));
+  }
+
+  /** Schedules the deletion of every fleet the provider lists whose gateway does not want it. */
+  private startSweep(): void {
+    this.sweeping = true;
+    this.lastSweepAt = this.now();
+    void this.opts.provider
+      .listGatewayFleets(this.opts.clusterId)
+      .then((names) => {
+        for (const name of names) {
+          if (this.current(name)?.spec?.digitalocean) continue; // its own job keeps or deletes it
+          this.orphans.add(name);
+          this.jobs.schedule(name);
+        }
+      })
+      .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, "could not list the cloud's gateway fleets"))
+      .finally(() => {
+        this.sweeping = false;
+      });
   }
 
   async releaseGateway(gateway: KubernetesObject & { metadata: { name: string } }, ctx: ReconcileContext): Promise<boolean> {
@@ -142,7 +173,10 @@ export class GatewayFleetPlugin implements ControllerPlugin {
 
   private async work(name: string): Promise<void> {
     const gw = this.current(name);
-    if (!gw?.spec?.digitalocean) return;
+    if (!gw?.spec?.digitalocean) {
+      if (this.orphans.has(name)) await this.deleteOrphan(name);
+      return;
+    }
     if (gw.metadata.deletionTimestamp) return this.release(gw);
     const spec = this.fleetSpec(name, gw.spec.digitalocean, this.opts.sourceCIDRs ?? [...(this.ctx?.snapshot.network.podCIDRs ?? [])]);
     const state: FleetState = { ...this.fleets.get(name), attemptAt: this.now(), generation: gw.metadata.generation };
@@ -199,6 +233,33 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     // Also wakes the controller (a watch event), which then lets the finalizer go.
     const latest = this.current(name);
     if (latest) await this.writeInstances(latest, []);
+  }
+
+  /** A fleet without a gateway that wants it: deleted once the API server (not a cache) agrees. */
+  private async deleteOrphan(name: string): Promise<void> {
+    const live = (await this.ctx?.client.readGateway(name)) as GatewayObject | undefined;
+    // The cache lagged (the gateway's own job runs next), or a deletion finished meanwhile.
+    if (!this.ctx || live?.spec?.digitalocean || !(await this.opts.provider.listGatewayFleets(this.opts.clusterId)).includes(name)) {
+      this.orphans.delete(name);
+      return;
+    }
+    const why = live ? "the gateway has no digitalocean source any more" : "the gateway is gone";
+    this.log.warn({ gateway: name, reason: why }, "deleting a gateway fleet no gateway wants");
+    await this.opts.provider.deleteGatewayFleet(name, this.opts.clusterId);
+    this.orphans.delete(name); // kept until done: a failed deletion is retried by the job
+    this.fleets.delete(name);
+    await this.ctx.client
+      .createEvent({
+        namespace: this.opts.eventNamespace ?? "static-egress",
+        kind: "EgressGateway",
+        name,
+        ...(live?.metadata?.uid ? { uid: live.metadata.uid } : {}),
+        type: "Normal",
+        reason: "CloudFleetDeleted",
+        message: `Deleted the DigitalOcean droplets, firewall and allocated reserved IPs of gateway ${name}: ${why}`,
+        component: "static-egress-controller",
+      })
+      .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, "could not record an event"));
   }
 
   private fleetSpec(name: string, d: DigitalOceanSpec, sourceCIDRs: string[]): GatewayFleetSpec {
