@@ -156,6 +156,19 @@ describe("Service externalIPs follow the reserved IP", () => {
     expect(await externalIPs("web", "typo")).toEqual([]);
   });
 
+  it("a Service that drops the annotation loses the anchors we wrote and keeps its own entries", async () => {
+    expect(await externalIPs("web", "svc")).toContain(anchorOf("node2")); // what there is to give back
+    const escaped = KEY.replace(/~/g, "~0").replace(/\//g, "~1");
+    await h.client.core.patchNamespacedService({ namespace: "web", name: "svc", body: [{ op: "remove", path: `/metadata/annotations/${escaped}` }] });
+    await waitFor(async () => (await externalIPs("web", "svc")).join() === "198.51.100.7", 10_000, "our anchor not removed from a Service that stopped asking");
+    const svc = await h.client.core.readNamespacedService({ namespace: "web", name: "svc" });
+    expect(svc.metadata?.annotations?.[MANAGED_EXTERNAL_IPS_KEY]).toBeUndefined();
+    // Settled: not ours any more, nothing more is written.
+    const rv = svc.metadata?.resourceVersion;
+    await sleep(1_000);
+    expect((await h.client.core.readNamespacedService({ namespace: "web", name: "svc" })).metadata?.resourceVersion).toBe(rv);
+  });
+
   it("sent only valid requests to the DigitalOcean API", async () => {
     await h.plugins.idle();
     await h.cloud.settle();

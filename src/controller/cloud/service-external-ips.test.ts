@@ -49,6 +49,13 @@ describe("service externalIPs rules", () => {
     expect(decide([svc("web", "plain", {}, ["10.20.0.1"])], { [IP]: ["2"] })).toEqual([]);
   });
 
+  it("gives back what it wrote when a Service stops asking, and only that", () => {
+    const [d] = decide([svc("web", "s", { [MANAGED_EXTERNAL_IPS_KEY]: "10.20.0.1" }, ["192.0.2.7", "10.20.0.1", "10.20.0.2"])], { [IP]: ["1"] });
+    // 10.20.0.2 is a node's anchor, but we never wrote it into this Service: the user's.
+    expect(d).toEqual({ service: { namespace: "web", name: "s" }, resourceVersion: "7", problems: [], patch: { externalIPs: ["192.0.2.7", "10.20.0.2"], managed: null } });
+    expect(d?.ip).toBeUndefined();
+  });
+
   it("refuses a Service when a pod in another namespace claims the IP, and removes our anchors", () => {
     const [d] = decide([svc("other", "s", { "staticegress.io/reserved-ip": IP, [MANAGED_EXTERNAL_IPS_KEY]: "10.20.0.1" }, ["10.20.0.1", "192.0.2.7"])], { [IP]: ["1"] }, [claim("web", "p"), claim("other", "q")]);
     expect(d?.patch).toEqual({ externalIPs: ["192.0.2.7"], managed: null });

@@ -21,6 +21,8 @@ import { dropletIdOf, HAIMGEL_FLOATING_IP_KEY, RESERVED_IP_KEY, type Claim } fro
  * - Tenant safety: the Service gets anchors only when every pod that claims the IP is in its own
  *   namespace; otherwise ours are removed and the Service gets a Warning.
  * - An IP whose holder is not known yet (controller start, API errors) leaves the Service as it is.
+ * - A Service that stops asking (annotation removed) but still has our managed annotation gets
+ *   back what we wrote last time, and loses that annotation; its other entries stay.
  */
 
 /** Service annotation keys, in the order they are read (the pods' keys; ours wins). */
@@ -117,8 +119,15 @@ export function decideServiceExternalIPs(input: {
   for (const s of input.services as ServiceLike[]) {
     const meta = s.metadata ?? {};
     const asked = serviceRequestedIP(meta.annotations);
-    if (!asked) continue;
+    const managed = meta.annotations?.[MANAGED_EXTERNAL_IPS_KEY];
+    if (!asked && managed === undefined) continue;
     const service: ServiceRef = { namespace: meta.namespace ?? "default", name: meta.name ?? "", ...(meta.uid ? { uid: meta.uid } : {}) };
+    if (!asked) {
+      // No longer ours: only what we wrote counts as ours (a node's anchor the user lists stays).
+      const patch = externalIPsFor(s.spec?.externalIPs ?? [], managed, [], new Set());
+      out.push({ service, ...(meta.resourceVersion ? { resourceVersion: meta.resourceVersion } : {}), problems: [], ...(patch ? { patch } : {}) });
+      continue;
+    }
     const problems: ServiceProblem[] = [];
     let want: string[] = [];
     if ("error" in asked) {
