@@ -122,6 +122,10 @@ export interface CloudProvider {
    */
   ensureServiceFirewall(spec: ServiceFirewallSpec): Promise<string>;
   deleteServiceFirewall(clusterId: string, name: string): Promise<void>;
+  /** Which of these service firewalls (ServiceFirewallSpec.name) exist: found again after a restart. */
+  existingServiceFirewalls(clusterId: string, names: readonly string[]): Promise<string[]>;
+  /** Every reserved IP of the account. */
+  listReservedIPs(): Promise<string[]>;
 }
 
 /** The spec cannot be satisfied as written (invalid names, addresses, counts). */

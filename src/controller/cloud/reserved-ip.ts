@@ -83,6 +83,9 @@ export class ReservedIPFollower implements ControllerPlugin {
   private readonly state = new Map<string, IpState>();
   /** Per IP: the service firewall as last ensured ("droplet|ports"), absent when there is none. */
   private readonly firewalls = new Map<string, string>();
+  /** The service firewalls a previous run left were looked up (once per start). */
+  private firewallsAdopted = false;
+  private adopting = false;
   /** Last message reported per pod (one Event per distinct message). */
   private readonly reported = new Map<string, string>();
   /** IPs being assigned now: their Services list both the old and the new holder's anchors. */
@@ -139,6 +142,7 @@ export class ReservedIPFollower implements ControllerPlugin {
     for (const ip of [...this.state.keys()]) if (!this.byIP.has(ip) && !this.jobs.isBusy(ip)) this.state.delete(ip);
     // No pod asks for the IP any more: its firewall goes.
     for (const ip of this.firewalls.keys()) if (!this.byIP.has(ip) && !this.jobs.isBusy(ip)) this.jobs.schedule(ip);
+    if (!this.firewallsAdopted && !this.adopting) this.adoptFirewalls();
     const pods = new Set(claims.map((c) => podKey(c.pod)).concat(problems.map((p) => podKey(p.pod))));
     for (const k of [...this.reported.keys()]) if (!pods.has(k)) this.reported.delete(k);
     return this.syncServices(undefined);
@@ -314,6 +318,35 @@ export class ReservedIPFollower implements ControllerPlugin {
     await this.syncFirewall(ip, decision.host, claims);
   }
 
+  /**
+   * The service firewalls are tracked in memory; after a restart, those of a previous run are
+   * found again among the account's reserved IPs, so that one whose last pod left meanwhile is
+   * removed (and one still wanted is brought up to date) instead of being forgotten.
+   */
+  private adoptFirewalls(): void {
+    const clusterId = this.opts.clusterId;
+    if (clusterId === undefined) {
+      this.firewallsAdopted = true;
+      return;
+    }
+    this.adopting = true;
+    void (async () => {
+      const ips = await this.opts.provider.listReservedIPs();
+      const found = new Set(await this.opts.provider.existingServiceFirewalls(clusterId, ips.map(firewallKey)));
+      for (const ip of ips) {
+        if (!found.has(firewallKey(ip)) || this.firewalls.has(ip)) continue;
+        this.firewalls.set(ip, "adopted"); // matches no wanted state: the next pass converges it
+        this.log.info({ ip }, "found the reserved IP's service firewall of a previous run");
+      }
+      this.firewallsAdopted = true;
+      if (found.size > 0) this.ctx?.requestPass?.(0);
+    })()
+      .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, "could not look up service firewalls of a previous run; retrying at the next pass"))
+      .finally(() => {
+        this.adopting = false;
+      });
+  }
+
   /** "droplet|ports" of the firewall the IP should have, "" for none. */
   private firewallWanted(holder: string | undefined, claims: readonly Claim[]): string {
     const ports = portsOfIP(claims);
@@ -330,7 +363,7 @@ export class ReservedIPFollower implements ControllerPlugin {
     const want = this.firewallWanted(holder, claims);
     const have = this.firewalls.get(ip) ?? "";
     if (want === have) return;
-    const key = `reserved-ip/${ip}`;
+    const key = firewallKey(ip);
     if (want === "") {
       await this.opts.provider.deleteServiceFirewall(clusterId, key);
       this.firewalls.delete(ip);
@@ -398,4 +431,9 @@ function gatewayEgressIPs(ctx: ReconcileContext): Map<string, string> {
     for (const ip of ips) if (!out.has(ip)) out.set(ip, name);
   }
   return out;
+}
+
+/** The service firewall of a reserved IP (ServiceFirewallSpec.name). */
+function firewallKey(ip: string): string {
+  return `reserved-ip/${ip}`;
 }

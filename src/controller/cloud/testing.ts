@@ -36,6 +36,11 @@ export interface CloudHarnessOptions {
   network?: { podCIDRs: string[]; serviceCIDRs: string[]; nodeCIDRs: string[] };
   /** Watch Services, so that the follower keeps their externalIPs (default false). */
   serviceExternalIPs?: boolean;
+  /**
+   * Start the controller's passes at once (default true). False: the test prepares the cloud
+   * first, as a restarted controller finds it, and calls `controller.activate()` itself.
+   */
+  activate?: boolean;
 }
 
 export interface CloudHarness {
@@ -124,7 +129,7 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
     plugins: plugins.plugins,
   });
   await controller.startInformers();
-  controller.activate();
+  if (opts.activate !== false) controller.activate();
 
   const grant = async (namespace: string, ...ips: string[]): Promise<void> => {
     const ns = await client.core.readNamespace({ name: namespace });
