@@ -7,7 +7,7 @@ import { Controller } from "../controller/controller.js";
 import { ControllerMetrics } from "../controller/metrics.js";
 import { LeaderElector } from "../controller/runtime/leader.js";
 import { KubeClient } from "../kube/client.js";
-import { KubeSource } from "../kube/source.js";
+import { controllerSourceOptions, KubeSource } from "../kube/source.js";
 import { createLogger, type Logger } from "../util/log.js";
 import { metricsListen, serveMetrics } from "../util/metrics-server.js";
 import { loadKubeconfig } from "./agents.js";
@@ -86,7 +86,7 @@ export async function runController(flags: ControllerFlags): Promise<void> {
     ...(cloud ? { plugins: cloud.plugins } : {}),
     client,
     // The DigitalOcean follower keeps Services' externalIPs: only then are Services watched.
-    source: new KubeSource(client, logger, { nodeHealth: true, ...(cloud ? { serviceExternalIPs: true } : {}) }),
+    source: new KubeSource(client, logger, controllerSourceOptions(cloud !== undefined)),
     network: loadAgentConfig(flags.config).clusterNetwork,
     logger,
     eventNamespace: flags.namespace,

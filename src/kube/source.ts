@@ -24,6 +24,14 @@ export interface KubeSourceOptions {
   nodeHealth?: boolean;
 }
 
+/**
+ * What the controller watches: woken by node health (reserved IPs leave a NotReady node), and
+ * with the cloud plugins also Services. One definition for the command and the test harnesses.
+ */
+export function controllerSourceOptions(cloud: boolean): KubeSourceOptions {
+  return { nodeHealth: true, ...(cloud ? { serviceExternalIPs: true } : {}) };
+}
+
 interface Watched {
   kind: string;
   apiVersion: string;

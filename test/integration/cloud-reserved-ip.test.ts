@@ -170,3 +170,25 @@ describe("reserved IP follower", () => {
     expect(h.cloud.violations()).toEqual([]);
   });
 });
+
+describe("reserved IP follower, woken by events alone", () => {
+  // A controller that resyncs only every 10 minutes: a move within seconds can only come from
+  // the watch events that wake it (as `static-egress controller` is set up).
+  let w: CloudHarness;
+  beforeAll(async () => {
+    // The fleet plugin's own timers (sweep, convergence) would wake it too: pushed out as well.
+    w = await startCloudHarness({ nodes: 2, resyncMs: 600_000, plugins: { fleet: { minIntervalMs: 600_000, sweepIntervalMs: 600_000 } } });
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
+
+  it("moves the IP when the holder's Node turns NotReady (Ready=Unknown), without waiting for a resync", async () => {
+    const addr = await w.grantedReservedIP();
+    await w.createPod({ name: "x", node: "node1", labels: { [LABEL]: "" }, annotations: { [LABEL]: addr } });
+    await waitFor(() => w.holderOf(addr) === w.nodeDroplets.get("node1"), 10_000, "not on node1");
+    await w.createPod({ name: "y", node: "node2", labels: { [LABEL]: "" }, annotations: { [LABEL]: addr } });
+    await w.setNodeReady("node1", "Unknown");
+    await waitFor(() => w.holderOf(addr) === w.nodeDroplets.get("node2"), 10_000, "the IP did not leave the NotReady node");
+  });
+});

@@ -5,7 +5,7 @@ import type { EgressGateway } from "../../api/v1alpha1/egress-gateway.js";
 import { startDigitalOceanStandin, type DigitalOceanStandin, type StandinOptions } from "../../lab/do-standin/index.js";
 import { startKubeStandin, type KubeObject, type KubeStandin } from "../../lab/kube-standin/index.js";
 import { KubeClient } from "../../kube/client.js";
-import { KubeSource } from "../../kube/source.js";
+import { controllerSourceOptions, KubeSource } from "../../kube/source.js";
 import { silentLogger, type Logger } from "../../util/log.js";
 import { Controller } from "../controller.js";
 import { PROVISIONING, REPORT_ANNOTATION } from "../status.js";
@@ -121,7 +121,8 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
   });
   const controller = new Controller({
     client,
-    source: new KubeSource(client, logger, opts.serviceExternalIPs ? { serviceExternalIPs: true } : {}),
+    // As `static-egress controller` builds it; Services only when the test asks (default off).
+    source: new KubeSource(client, logger, controllerSourceOptions(opts.serviceExternalIPs === true)),
     network: opts.network ?? { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.110.0.0/20"] },
     logger,
     eventNamespace: "static-egress",
