@@ -24,6 +24,8 @@ export interface ControllerFlags {
   digitaloceanTokenFile?: string;
   digitaloceanApiUrl?: string;
   gatewayUserDataFile?: string;
+  gatewayImage?: string;
+  gatewayKubeconfigFile?: string;
   cloudResyncSeconds?: string;
   cloudPollMs?: string;
   reservedIpsAnyNamespace?: boolean;
@@ -56,11 +58,38 @@ export function cloudPlugins(flags: ControllerFlags, logger: Logger): DigitalOce
       throw new Error(`--gateway-user-data-file: cannot read ${flags.gatewayUserDataFile}`, { cause: err });
     }
   }
+  // The gateway agent's kubeconfig (a Secret): checked now, re-read for every new droplet so a
+  // rotated one is used; its content goes into user data only, never into a log or an error.
+  const kubeconfigFile = flags.gatewayKubeconfigFile;
+  const readGatewayKubeconfig = (): string => {
+    try {
+      return readFileSync(kubeconfigFile!, "utf8");
+    } catch {
+      throw new Error(`--gateway-kubeconfig-file: cannot read ${kubeconfigFile}`);
+    }
+  };
+  if (kubeconfigFile !== undefined) readGatewayKubeconfig();
+  // The agent config the controller runs with (non-secret): what the gateway agents run with too.
+  const agentConfig = (): string | undefined => {
+    try {
+      return readFileSync(flags.config, "utf8");
+    } catch {
+      return undefined; // only an error if the template uses it (renderUserData names --config)
+    }
+  };
   return digitalOceanPlugins({
     clusterId: flags.clusterId,
     token,
     ...(flags.digitaloceanApiUrl ? { apiUrl: flags.digitaloceanApiUrl } : {}),
     ...(userDataTemplate !== undefined ? { userDataTemplate } : {}),
+    userDataValues: () => {
+      const config = agentConfig();
+      return {
+        ...(config !== undefined ? { agentConfig: config } : {}),
+        ...(flags.gatewayImage ? { image: flags.gatewayImage } : {}),
+        ...(kubeconfigFile !== undefined ? { kubeconfig: readGatewayKubeconfig() } : {}),
+      };
+    },
     eventNamespace: flags.namespace,
     fleet: { minIntervalMs: positive("--cloud-resync-seconds", flags.cloudResyncSeconds, 60) * 1000 },
     fleetPollMs: positive("--cloud-poll-ms", flags.cloudPollMs, 2000),

@@ -7,7 +7,7 @@ import type { ControllerPlugin, ReconcileContext } from "../controller.js";
 import { sameStatus } from "../controller.js";
 import { PROVISIONING, UNJUDGED } from "../status.js";
 import { KeyedJobs } from "./keyed-jobs.js";
-import { DEFAULT_USER_DATA, renderUserData } from "./user-data.js";
+import { DEFAULT_USER_DATA, renderUserData, type UserDataValues } from "./user-data.js";
 
 export type InstanceStatus = NonNullable<EgressGatewayStatus["instances"]>[number];
 type DigitalOceanSpec = NonNullable<EgressGatewaySpec["digitalocean"]>;
@@ -24,6 +24,8 @@ export interface GatewayFleetPluginOptions {
   clusterId: string;
   /** Cloud-init template with ${GATEWAY} / ${INSTANCE} (see user-data.ts); default DEFAULT_USER_DATA. */
   userDataTemplate?: string;
+  /** The template's other values, read each time a fleet is converged (a rotated kubeconfig is picked up). */
+  userDataValues?: () => UserDataValues;
   /** What the gateway firewall admits from the nodes besides BFD (default: all TCP, UDP, ICMP). */
   ports?: PortRule[];
   /**
@@ -178,9 +180,17 @@ export class GatewayFleetPlugin implements ControllerPlugin {
       return;
     }
     if (gw.metadata.deletionTimestamp) return this.release(gw);
-    const spec = this.fleetSpec(name, gw.spec.digitalocean, this.opts.sourceCIDRs ?? [...(this.ctx?.snapshot.network.podCIDRs ?? [])]);
     const state: FleetState = { ...this.fleets.get(name), attemptAt: this.now(), generation: gw.metadata.generation };
     this.fleets.set(name, state);
+    let spec: GatewayFleetSpec;
+    try {
+      spec = this.fleetSpec(name, gw.spec.digitalocean, this.opts.sourceCIDRs ?? [...(this.ctx?.snapshot.network.podCIDRs ?? [])]);
+    } catch (err) {
+      if (!(err instanceof GatewayFleetSpecError)) throw err;
+      // A controller flag is missing: retrying cannot help; the next convergence tries again.
+      await this.report(name, "InvalidCloudSpec", err.message);
+      return;
+    }
     let hosts: GatewayHost[];
     const ensuring = this.opts.provider.ensureGatewayFleet(spec);
     // A droplet boots for a minute: meanwhile list what exists (new hosts as Provisioning), once.
@@ -273,7 +283,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
       count: d.count ?? 2,
       ...(d.reservedIPs ? { reservedIPs: d.reservedIPs } : {}),
       allocateReservedIPs: d.allocateReservedIPs ?? true,
-      userData: renderUserData(this.opts.userDataTemplate ?? DEFAULT_USER_DATA, name),
+      userData: renderUserData(this.opts.userDataTemplate ?? DEFAULT_USER_DATA, name, this.opts.userDataValues?.() ?? {}),
       nodeTag: d.nodeTag,
       ports: [...(this.opts.ports ?? FORWARD_ALL_FROM_NODES)],
       ...(sourceCIDRs.length > 0 ? { sourceCIDRs } : {}),

@@ -2,6 +2,7 @@ import { DigitalOceanClient, DigitalOceanProvider, type FetchLike } from "../../
 import { silentLogger, type Logger } from "../../util/log.js";
 import { GatewayFleetPlugin, type GatewayFleetPluginOptions } from "./gateway-fleet.js";
 import { ReservedIPFollower, type ReservedIPFollowerOptions } from "./reserved-ip.js";
+import type { UserDataValues } from "./user-data.js";
 
 export { GatewayFleetPlugin, instancesFromHosts, type GatewayFleetPluginOptions, type InstanceStatus } from "./gateway-fleet.js";
 export { ReservedIPFollower, type ReservedIPAssignment, type ReservedIPFollowerOptions } from "./reserved-ip.js";
@@ -37,7 +38,7 @@ export {
   type ServiceProblem,
   type ServiceRef,
 } from "./service-external-ips.js";
-export { DEFAULT_USER_DATA, renderUserData, USER_DATA_PLACEHOLDERS } from "./user-data.js";
+export { DEFAULT_USER_DATA, renderUserData, USER_DATA_PLACEHOLDERS, type UserDataValues } from "./user-data.js";
 export { KeyedJobs, type KeyedJobsOptions } from "./keyed-jobs.js";
 
 export interface DigitalOceanPluginsOptions {
@@ -49,6 +50,8 @@ export interface DigitalOceanPluginsOptions {
   /** Underlying fetch (tests: the stand-in's in-process fetch). */
   fetch?: FetchLike;
   userDataTemplate?: string;
+  /** The template's values besides the names (image, agent config, gateway kubeconfig); see user-data.ts. */
+  userDataValues?: () => UserDataValues;
   eventNamespace?: string;
   logger?: Logger;
   /** Poll interval of fleet waits (droplet boot, IP actions) (default 2000 ms). */
@@ -92,6 +95,7 @@ export function digitalOceanPlugins(opts: DigitalOceanPluginsOptions): DigitalOc
     provider: fleetProvider,
     clusterId: opts.clusterId,
     ...(opts.userDataTemplate !== undefined ? { userDataTemplate: opts.userDataTemplate } : {}),
+    ...(opts.userDataValues ? { userDataValues: opts.userDataValues } : {}),
     ...(opts.eventNamespace ? { eventNamespace: opts.eventNamespace } : {}),
     logger,
   });
