@@ -108,3 +108,29 @@ describe("the controller with this template", () => {
     expect(h.cloud.rejectedRequests()).toEqual([]);
   });
 });
+
+describe("the controller with this template but without --gateway-kubeconfig-file", () => {
+  let h: CloudHarness;
+  beforeAll(async () => {
+    h = await startCloudHarness({ nodes: 1, plugins: { userDataTemplate: template, userDataValues: () => ({ image: IMAGE, agentConfig: AGENT_CONFIG }) } });
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+
+  it("creates no droplet and says which flag is missing on the gateway", async () => {
+    const before = h.cloud.state.droplets().length;
+    await h.client.custom.createClusterCustomObject({
+      group: "staticegress.io",
+      version: "v1alpha1",
+      plural: "egressgateways",
+      body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: "egress-b" }, spec: { digitalocean: { region: REGION, size: "s-1vcpu-1gb", nodeTag: NODE_TAG } } },
+    });
+    const warning = async () =>
+      (await h.client.core.listNamespacedEvent({ namespace: "static-egress" })).items.find((e) => e.involvedObject.name === "egress-b" && e.reason === "InvalidCloudSpec");
+    await waitFor(async () => (await warning()) !== undefined, 10_000, "no InvalidCloudSpec event");
+    expect((await warning())!.message).toContain("${KUBECONFIG_BASE64}, which needs the controller flag --gateway-kubeconfig-file");
+    await h.plugins.idle();
+    expect(h.cloud.state.droplets()).toHaveLength(before);
+  });
+});
