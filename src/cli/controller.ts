@@ -28,6 +28,7 @@ export interface ControllerFlags {
   gatewayKubeconfigFile?: string;
   cloudResyncSeconds?: string;
   cloudPollMs?: string;
+  gatewayDrainSeconds?: string;
   reservedIpsAnyNamespace?: boolean;
   metricsPort?: string;
   metricsAddress?: string;
@@ -91,7 +92,10 @@ export function cloudPlugins(flags: ControllerFlags, logger: Logger): DigitalOce
       };
     },
     eventNamespace: flags.namespace,
-    fleet: { minIntervalMs: positive("--cloud-resync-seconds", flags.cloudResyncSeconds, 60) * 1000 },
+    fleet: {
+      minIntervalMs: positive("--cloud-resync-seconds", flags.cloudResyncSeconds, 60) * 1000,
+      rollDrainMs: positive("--gateway-drain-seconds", flags.gatewayDrainSeconds, 60) * 1000,
+    },
     fleetPollMs: positive("--cloud-poll-ms", flags.cloudPollMs, 2000),
     follower: { requireNamespaceGrant: flags.reservedIpsAnyNamespace !== true },
     logger,

@@ -74,6 +74,7 @@ program
   .option("--gateway-image <ref>", "with --cloud: the static-egress image the user data's ${IMAGE} names")
   .option("--gateway-kubeconfig-file <file>", "with --cloud: kubeconfig of the gateway agents' read-only ServiceAccount (a mounted Secret) for the user data's ${KUBECONFIG_BASE64}")
   .option("--cloud-resync-seconds <s>", "with --cloud: converge every gateway fleet this often (a destroyed droplet is replaced then)", "60")
+  .option("--gateway-drain-seconds <s>", "with --cloud: a droplet built from an old size or image drains this long before the rolling replacement deletes it", "60")
   .option("--cloud-poll-ms <ms>", "with --cloud: poll interval while droplets boot and reserved IPs move", "2000")
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics, liveness on /healthz and readiness (informers synced) on /readyz")
   .option("--metrics-address <ip>", "with --metrics-port: listen on this address only (default all)")

@@ -78,6 +78,8 @@ export interface GatewayHost {
   /** The reserved IP currently assigned to the host, if any. */
   reservedIPv4?: string;
   status: GatewayHostStatus;
+  /** Built from another size or image than the spec asks (set by ensureGatewayFleet only). */
+  outdated?: boolean;
 }
 
 export interface ServiceFirewallSpec {
@@ -112,6 +114,11 @@ export interface CloudProvider {
    * it allocated) and nothing else. Missing resources count as removed.
    */
   deleteGatewayFleet(gatewayName: string, clusterId: string): Promise<void>;
+  /**
+   * Deletes one host of the fleet (a rolling replacement: the next ensureGatewayFleet creates its
+   * slot again from the current spec). A host that is not the fleet's is left alone: false.
+   */
+  deleteGatewayHost(gatewayName: string, clusterId: string, hostId: string): Promise<boolean>;
   /** Assigns (or moves) a reserved IP to a host and waits until the cloud reports it done. */
   assignReservedIP(ip: string, hostId: string): Promise<void>;
   /** Host currently holding the reserved IP, undefined when unassigned. */

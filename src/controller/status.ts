@@ -95,6 +95,11 @@ export function policyStatus(f: PolicyFacts, previous: EgressPolicyStatus | unde
 
 /** Health a provisioning plugin writes for a host that is not active yet; the core leaves it alone. */
 export const PROVISIONING = "Provisioning";
+/**
+ * Health a provisioning plugin writes for a host it is about to replace (rolling update): nodes
+ * move new connections off it; the core leaves it alone, like PROVISIONING.
+ */
+export const DRAINING = "Draining";
 
 type InstanceStatus = NonNullable<EgressGatewayStatus["instances"]>[number];
 
@@ -137,7 +142,7 @@ export function gatewayStatus(
   const keys = res.gatewayInstances.get(name) ?? [];
   const instances: InstanceStatus[] = provisioned
     ? (previous?.instances ?? []).map((old) => {
-        if (old.health === PROVISIONING) return old;
+        if (old.health === PROVISIONING || old.health === DRAINING) return old;
         const health = instanceHealth(`${name}/${old.name}`, false, reports);
         return { ...old, health, since: since(old, health) };
       })

@@ -135,6 +135,18 @@ describe("a digitalocean gateway whose droplets are not there yet", () => {
     expect(plan.unavailable).toEqual([]);
   });
 
+  it("a droplet being replaced (Draining) takes no new pods while the other can", () => {
+    const both = cloud([
+      { name: "d0", address: "10.0.1.50", egressIPs: [RESERVED[0]!], health: "Draining" },
+      { name: "d1", address: "10.0.1.51", egressIPs: [RESERVED[1]!], health: "Up" },
+    ]);
+    const planner = new Planner(snap(both, [pay()]), { validator });
+    expect(planner.resolution.instances.get("cloud/d0")?.drain).toBe(true);
+    expect(planner.resolution.instances.get("cloud/d1")?.drain).toBe(false);
+    const plan = planner.planNode("node-a", new Map());
+    expect(new Set(plan.entries.map((e) => e.instance))).toEqual(new Set(["cloud/d1"]));
+  });
+
   it("an IP the gateway neither carries nor declares is still refused, naming the field", () => {
     const other = egressPolicy("shop", "other", { podSelector: { matchLabels: { app: "web" } }, gatewayName: "cloud", egressIPs: ["203.0.113.99"] }, "2024-01-01T00:00:00Z");
     const verdict = new Planner(snap(cloud([]), [other]), { validator }).resolution.verdicts.find((v) => v.resource === "EgressPolicy/shop/other");

@@ -219,8 +219,8 @@ function instancesOf(gw: EgressGateway, spec: EgressGateway["spec"], nodes: read
     // Provisioned by the controller: the instances are the droplets it lists in status.
     return (gw.status?.instances ?? [])
       .filter((i) => i.address && i.egressIPs.length > 0)
-      // A droplet still booting (or being replaced) takes no new flows while another can.
-      .map((i) => ({ key: `${gateway}/${i.name}`, gateway, name: i.name, address: i.address, egressIPs: i.egressIPs, drain: i.health === "Provisioning", health }));
+      // A droplet still booting, or about to be replaced, takes no new flows while another can.
+      .map((i) => ({ key: `${gateway}/${i.name}`, gateway, name: i.name, address: i.address, egressIPs: i.egressIPs, drain: i.health === "Provisioning" || i.health === "Draining", health }));
   }
   if (spec.nodes) {
     errors.push(...checkSelector(spec.nodes.nodeSelector, "spec.nodes.nodeSelector"));

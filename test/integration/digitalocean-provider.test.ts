@@ -220,7 +220,8 @@ describe("DigitalOceanProvider gateway fleets", () => {
     // The user's IP survives (now unassigned), the other fleet and foreign resources too.
     const user = standin.state.reservedIPs().find((ip) => ip["ip"] === userIP);
     expect(user && holder(user)).toBeUndefined();
-    expect(await provider().listGatewayHosts("egress-b", CLUSTER)).toEqual(other);
+    // (A listing knows no spec, so it cannot say whether a host is outdated.)
+    expect(await provider().listGatewayHosts("egress-b", CLUSTER)).toEqual(other.map(({ outdated: _, ...host }) => host));
     foreignUntouched();
 
     const seen = standin.requests().length;

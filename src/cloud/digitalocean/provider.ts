@@ -146,13 +146,22 @@ export class DigitalOceanProvider implements CloudProvider {
     const bySlot = changed || booting ? await this.waitForActive(names, spec.count) : kept;
     if (changed) ips = await this.client.listReservedIPs();
     ips = await this.reconcileIPs(spec, names, bySlot, records, ips, log);
-    return hostsOf(names, [...bySlot.values()], ips, spec.count);
+    return hostsOf(names, [...bySlot.values()], ips, spec.count, spec);
   }
 
   async listGatewayHosts(gatewayName: string, clusterId: string): Promise<GatewayHost[]> {
     const names = fleetNames(clusterId, gatewayName);
     const droplets = await this.client.listDroplets({ tagName: names.fleetTag });
     return hostsOf(names, droplets, await this.client.listReservedIPs(), undefined);
+  }
+
+  async deleteGatewayHost(gatewayName: string, clusterId: string, hostId: string): Promise<boolean> {
+    const names = fleetNames(clusterId, gatewayName);
+    const d = (await this.fleetDroplets(names, false)).find((x) => String(x.id) === hostId);
+    if (!d) return false;
+    await this.client.deleteDroplet(d.id);
+    this.log.info({ cluster: clusterId, gateway: gatewayName, droplet: d.id, name: d.name }, "deleted gateway droplet for a rolling replacement");
+    return true;
   }
 
   /** From the fleet tags, which ensureGatewayFleet creates first and deleteGatewayFleet deletes last. */
@@ -593,7 +602,7 @@ function pendingsFrom(names: FleetNames, tags: Tag[]): PendingRecord[] {
   return out.sort((a, b) => a.at - b.at || a.slot - b.slot);
 }
 
-function hostsOf(names: FleetNames, droplets: Droplet[], ips: ReservedIP[], count: number | undefined): GatewayHost[] {
+function hostsOf(names: FleetNames, droplets: Droplet[], ips: ReservedIP[], count: number | undefined, spec?: GatewayFleetSpec): GatewayHost[] {
   const held = new Map<number, string>();
   for (const ip of ips) {
     const h = holderOf(ip);
@@ -603,7 +612,9 @@ function hostsOf(names: FleetNames, droplets: Droplet[], ips: ReservedIP[], coun
   for (const d of droplets) {
     const index = names.slotOf(d.name);
     if (index === undefined || (count !== undefined && index >= count)) continue;
-    hosts.push(toHost(d, index, held.get(d.id)));
+    const host = toHost(d, index, held.get(d.id));
+    if (spec) host.outdated = d.size_slug !== spec.size || (String(d.image?.id) !== spec.image && d.image?.slug !== spec.image);
+    hosts.push(host);
   }
   return hosts.sort((a, b) => a.index - b.index || Number(a.id) - Number(b.id));
 }

@@ -62,6 +62,14 @@ describe("status.instances while a slot's host is gone", () => {
     expect(out[0]).toMatchObject({ id: "100", egressIPs: ["203.0.113.10"], since: NOW });
   });
 
+  it("shows the host being replaced as Draining, keeping since; once it is not, it waits for the core's judgement again", () => {
+    const draining = instancesFromHosts([host(0), host(1)], undefined, NOW, { ...allocate, draining: "se-gw-abc-1" });
+    expect(draining.map((i) => i.health)).toEqual([UNJUDGED, "Draining"]);
+    const previous: InstanceStatus[] = [{ name: "se-gw-abc-1", id: "101", address: "10.110.0.11", egressIPs: ["203.0.113.11"], health: "Draining", since: EARLIER }];
+    expect(instancesFromHosts([host(1)], previous, NOW, { ...allocate, draining: "se-gw-abc-1" })[0]).toMatchObject({ health: "Draining", since: EARLIER });
+    expect(instancesFromHosts([host(1)], previous, NOW, allocate)[0]).toMatchObject({ health: UNJUDGED, since: NOW });
+  });
+
   it("never lists more than count entries (a scale-down drops what no host backs)", () => {
     const previous: InstanceStatus[] = [0, 1, 2].map((i) => ({ name: `se-gw-abc-${i}`, id: `10${i}`, address: "", egressIPs: [], health: "Up" }));
     expect(instancesFromHosts([host(0, { id: "100", name: "se-gw-abc-0" })], previous, NOW, { ...allocate, count: 1 }).map((i) => i.name)).toEqual(["se-gw-abc-0"]);

@@ -5,7 +5,7 @@ import { statusOf } from "../../kube/client.js";
 import { silentLogger, type Logger } from "../../util/log.js";
 import type { ControllerPlugin, ReconcileContext } from "../controller.js";
 import { sameStatus } from "../controller.js";
-import { PROVISIONING, UNJUDGED } from "../status.js";
+import { DRAINING, PROVISIONING, UNJUDGED } from "../status.js";
 import { KeyedJobs } from "./keyed-jobs.js";
 import { DEFAULT_USER_DATA, renderUserData, type UserDataValues } from "./user-data.js";
 
@@ -39,6 +39,11 @@ export interface GatewayFleetPluginOptions {
   minIntervalMs?: number;
   /** Look for fleets whose gateway is gone this often (default: minIntervalMs). */
   sweepIntervalMs?: number;
+  /**
+   * Rolling replacement of droplets built from an old size or image: how long one drains (nodes
+   * move new connections off it, open ones go on) before it is deleted and rebuilt (default 60 s).
+   */
+  rollDrainMs?: number;
   /** List the hosts (new ones as Provisioning) when an ensure takes longer than this (default 10 s). */
   progressAfterMs?: number;
   retryBaseMs?: number;
@@ -79,6 +84,8 @@ export class GatewayFleetPlugin implements ControllerPlugin {
   private readonly fleets = new Map<string, FleetState>();
   /** Gateways whose cloud resources are gone (deletion done). */
   private readonly released = new Set<string>();
+  /** Per gateway: the outdated droplet draining before its replacement (one at a time). */
+  private readonly rolling = new Map<string, { host: string; id: string; until: number }>();
   /** Fleets the sweep found without a gateway that wants them; deleted by their gateway's job. */
   private readonly orphans = new Set<string>();
   private lastSweepAt: number | undefined;
@@ -113,7 +120,9 @@ export class GatewayFleetPlugin implements ControllerPlugin {
       const state = this.fleets.get(name);
       const specChanged = state !== undefined && state.generation !== gw.metadata.generation;
       const due = state === undefined || this.now() - state.attemptAt >= (this.opts.minIntervalMs ?? 60_000);
-      if (specChanged || (due && !this.jobs.isBusy(name))) {
+      const rolled = this.rolling.get(name);
+      const rollDue = rolled !== undefined && this.now() >= rolled.until;
+      if (specChanged || ((due || rollDue) && !this.jobs.isBusy(name))) {
         this.jobs.schedule(name);
       } else if (state?.hosts && !this.jobs.isRunning(name)) {
         // No cloud call: repair the list if someone (or a race with the core) changed it.
@@ -227,6 +236,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     }
     state.hosts = hosts;
     this.reported.delete(name);
+    await this.roll(name, hosts);
     this.ctx?.requestPass?.(this.opts.minIntervalMs ?? 60_000);
     this.log.info({ gateway: name, hosts: hosts.map((h) => `${h.name}:${h.status}`) }, "gateway fleet converged");
     await this.writeInstancesLatest(name, hosts);
@@ -243,6 +253,70 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     // Also wakes the controller (a watch event), which then lets the finalizer go.
     const latest = this.current(name);
     if (latest) await this.writeInstances(latest, []);
+  }
+
+  /**
+   * Rolling replacement, one droplet at a time: a droplet built from another size or image than
+   * the spec asks is drained first (status `Draining`: nodes move new connections off it), and
+   * only when every slot is Up; after rollDrainMs it is deleted, and the next convergence builds
+   * the slot again from the spec, under the same name, and gives it its reserved IP back. A fleet
+   * of one droplet is not rolled (there is nowhere to drain to): replace it by hand.
+   */
+  private async roll(name: string, hosts: readonly GatewayHost[]): Promise<void> {
+    const gw = this.current(name);
+    const d = gw?.spec?.digitalocean;
+    if (!gw || !d || gw.metadata.deletionTimestamp) return;
+    const drainMs = this.opts.rollDrainMs ?? 60_000;
+    const instances = gw.status?.instances ?? [];
+    let current = this.rolling.get(name);
+    if (!current) {
+      // After a restart: a droplet the status shows draining goes on draining from when it began.
+      const was = instances.find((i) => i.health === DRAINING);
+      const host = was && hosts.find((h) => h.name === was.name && h.id === was.id);
+      if (host) {
+        current = { host: host.name, id: host.id, until: (was.since ? Date.parse(was.since) : this.now()) + drainMs };
+        this.rolling.set(name, current);
+      }
+    }
+    if (current) {
+      if (!hosts.some((h) => h.id === current.id)) {
+        this.rolling.delete(name); // gone already: its slot is being rebuilt
+        return;
+      }
+      if (this.now() < current.until) {
+        this.ctx?.requestPass?.(current.until - this.now());
+        return;
+      }
+      await this.opts.provider.deleteGatewayHost(name, this.opts.clusterId, current.id);
+      this.rolling.delete(name);
+      await this.event(name, "Normal", "RollingReplacement", `Replacing instance ${current.host} (droplet ${current.id}) with one built from the current spec`);
+      this.jobs.schedule(name); // build the slot again now, not at the next interval
+      return;
+    }
+    const count = d.count ?? 2;
+    const settled = count > 1 && hosts.length === count && hosts.every((h) => h.status === "active") && instances.length === count && instances.every((i) => i.health === "Up");
+    const next = hosts.filter((h) => h.outdated).sort((a, b) => a.index - b.index)[0];
+    if (!settled || !next) return;
+    this.rolling.set(name, { host: next.name, id: next.id, until: this.now() + drainMs });
+    this.log.info({ gateway: name, instance: next.name, droplet: next.id, drainMs }, "draining an outdated droplet before replacing it");
+    await this.event(name, "Normal", "RollingReplacement", `Instance ${next.name} (droplet ${next.id}) was built from another size or image than the spec asks: draining it for ${Math.round(drainMs / 1000)} s, then replacing it`);
+    this.ctx?.requestPass?.(drainMs);
+  }
+
+  private async event(name: string, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
+    const gw = this.current(name);
+    await this.ctx?.client
+      .createEvent({
+        namespace: this.opts.eventNamespace ?? "static-egress",
+        kind: "EgressGateway",
+        name,
+        ...(gw?.metadata.uid ? { uid: gw.metadata.uid } : {}),
+        type,
+        reason,
+        message: message.slice(0, 1000),
+        component: "static-egress-controller",
+      })
+      .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, "could not record an event"));
   }
 
   /** A fleet without a gateway that wants it: deleted once the API server (not a cache) agrees. */
@@ -299,10 +373,12 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     const ctx = this.ctx;
     if (!ctx || !gw.metadata.resourceVersion) return;
     const d = gw.spec?.digitalocean;
+    const draining = this.rolling.get(gw.metadata.name)?.host;
     const instances = instancesFromHosts(hosts, gw.status?.instances, new Date(this.now()).toISOString(), {
       userReservedIPs: d?.reservedIPs ?? [],
       allocate: d?.allocateReservedIPs ?? true,
       count: d?.count ?? 2,
+      ...(draining ? { draining } : {}),
     });
     if (sameStatus(gw.status?.instances ?? [], instances)) return;
     try {
@@ -349,7 +425,7 @@ export function instancesFromHosts(
   hosts: readonly GatewayHost[],
   previous: readonly InstanceStatus[] | undefined,
   now: string,
-  opts: { userReservedIPs: readonly string[]; allocate: boolean; count?: number },
+  opts: { userReservedIPs: readonly string[]; allocate: boolean; count?: number; draining?: string },
 ): InstanceStatus[] {
   const listed = [...hosts]
     .sort((a, b) => a.index - b.index)
@@ -368,7 +444,8 @@ export function instancesFromHosts(
       if (h.status !== "active" || waitingForIP) {
         return { ...base, health: PROVISIONING, since: old?.health === PROVISIONING && old.since ? old.since : now };
       }
-      if (old && old.id === h.id && old.health !== PROVISIONING && old.health !== "") {
+      if (h.name === opts.draining) return { ...base, health: DRAINING, since: old?.health === DRAINING && old.since ? old.since : now };
+      if (old && old.id === h.id && old.health !== PROVISIONING && old.health !== DRAINING && old.health !== "") {
         return { ...base, health: old.health, ...(old.since ? { since: old.since } : {}) };
       }
       return { ...base, health: UNJUDGED, since: now };
