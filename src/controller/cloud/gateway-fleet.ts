@@ -332,18 +332,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     await this.opts.provider.deleteGatewayFleet(name, this.opts.clusterId);
     this.orphans.delete(name); // kept until done: a failed deletion is retried by the job
     this.fleets.delete(name);
-    await this.ctx.client
-      .createEvent({
-        namespace: this.opts.eventNamespace ?? "static-egress",
-        kind: "EgressGateway",
-        name,
-        ...(live?.metadata?.uid ? { uid: live.metadata.uid } : {}),
-        type: "Normal",
-        reason: "CloudFleetDeleted",
-        message: `Deleted the DigitalOcean droplets, firewall and allocated reserved IPs of gateway ${name}: ${why}`,
-        component: "static-egress-controller",
-      })
-      .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, "could not record an event"));
+    await this.event(name, "Normal", "CloudFleetDeleted", `Deleted the DigitalOcean droplets, firewall and allocated reserved IPs of gateway ${name}: ${why}`);
   }
 
   private fleetSpec(name: string, d: DigitalOceanSpec, sourceCIDRs: string[]): GatewayFleetSpec {
@@ -394,20 +383,9 @@ export class GatewayFleetPlugin implements ControllerPlugin {
   private async report(name: string, reason: string, message: string): Promise<void> {
     if (this.reported.get(name) === message) return;
     this.reported.set(name, message);
-    const gw = this.current(name);
-    await this.ctx?.client
-      .createEvent({
-        namespace: this.opts.eventNamespace ?? "static-egress",
-        kind: "EgressGateway",
-        name,
-        ...(gw?.metadata.uid ? { uid: gw.metadata.uid } : {}),
-        type: "Warning",
-        reason,
-        message: message.slice(0, 1000),
-        component: "static-egress-controller",
-      })
-      .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, "could not record an event"));
+    await this.event(name, "Warning", reason, message);
   }
+
 }
 
 /**
