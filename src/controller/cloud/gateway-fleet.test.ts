@@ -181,3 +181,54 @@ describe("the sweep for fleets no gateway wants", () => {
     expect(switched.deleted).toEqual(["gw"]);
   });
 });
+
+describe("rolling replacement: when it starts", () => {
+  /** One convergence of a 2-droplet gateway whose slot 1 is outdated, with the given status in the cache. */
+  async function converge(statusIds: [string, string]) {
+    const hosts: GatewayHost[] = [host(0), host(1, { outdated: true })];
+    const provider = {
+      ensureGatewayFleet: () => Promise.resolve(hosts),
+      listGatewayFleets: () => Promise.resolve([]),
+      listGatewayHosts: () => Promise.resolve(hosts),
+    } as unknown as CloudProvider;
+    const written: InstanceStatus[][] = [];
+    const events: string[] = [];
+    const gateway = {
+      metadata: { name: "gw", generation: 1, resourceVersion: "5", uid: "u1" },
+      spec: { digitalocean: { region: "ams3", size: "s-1vcpu-1gb", count: 2, nodeTag: "k8s:c1" } },
+      status: { instances: statusIds.map((id, i) => ({ name: `se-gw-abc-${i}`, id, address: `10.110.0.${10 + i}`, egressIPs: [`203.0.113.${10 + i}`], health: "Up", since: EARLIER })) },
+    };
+    const ctx = {
+      source: { raw: (kind: string) => (kind === "EgressGateway" ? [gateway] : []) },
+      snapshot: { network: { podCIDRs: ["10.244.0.0/16"] } },
+      client: {
+        patchStatusAt: (_k: string, _n: undefined, _name: string, status: { instances: InstanceStatus[] }) => {
+          written.push(status.instances);
+          return Promise.resolve();
+        },
+        createEvent: (e: { reason: string }) => {
+          events.push(e.reason);
+          return Promise.resolve();
+        },
+      },
+    } as unknown as ReconcileContext;
+    const plugin = new GatewayFleetPlugin({ provider, clusterId: "c1", logger: silentLogger, rollDrainMs: 60_000 });
+    await plugin.reconcile(ctx);
+    for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 5));
+    await plugin.idle();
+    await plugin.stop();
+    return { written, events };
+  }
+
+  it("drains the outdated droplet when the status shows every current droplet Up", async () => {
+    const { written, events } = await converge(["100", "101"]);
+    expect(events).toEqual(["RollingReplacement"]);
+    expect(written.at(-1)?.map((i) => i.health)).toEqual(["Up", "Draining"]);
+  });
+
+  it("waits while the status still shows a droplet that was replaced (its new one not judged yet)", async () => {
+    const { written, events } = await converge(["99", "101"]); // slot 0's status is the old droplet's
+    expect(events).toEqual([]);
+    expect(written.flat().some((i) => i.health === "Draining")).toBe(false);
+  });
+});

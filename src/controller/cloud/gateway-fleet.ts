@@ -294,7 +294,13 @@ export class GatewayFleetPlugin implements ControllerPlugin {
       return;
     }
     const count = d.count ?? 2;
-    const settled = count > 1 && hosts.length === count && hosts.every((h) => h.status === "active") && instances.length === count && instances.every((i) => i.health === "Up");
+    // Every slot Up as judged by the nodes, for the droplets there are now (a status written
+    // before the last replacement still shows the old droplet Up).
+    const settled =
+      count > 1 &&
+      hosts.length === count &&
+      hosts.every((h) => h.status === "active" && instances.some((i) => i.id === h.id && i.health === "Up")) &&
+      instances.length === count;
     const next = hosts.filter((h) => h.outdated).sort((a, b) => a.index - b.index)[0];
     if (!settled || !next) return;
     this.rolling.set(name, { host: next.name, id: next.id, until: this.now() + drainMs });
