@@ -59,37 +59,26 @@ export function cloudPlugins(flags: ControllerFlags, logger: Logger): DigitalOce
       throw new Error(`--gateway-user-data-file: cannot read ${flags.gatewayUserDataFile}`, { cause: err });
     }
   }
-  // The gateway agent's kubeconfig (a Secret): checked now, re-read for every new droplet so a
-  // rotated one is used; its content goes into user data only, never into a log or an error.
-  const kubeconfigFile = flags.gatewayKubeconfigFile;
-  const readGatewayKubeconfig = (): string => {
+  // Read when a template uses them, anew each time (a rotated Secret is used); the kubeconfig goes
+  // into user data only, never into a log or an error message.
+  const reader = (flag: string, file: string) => (): string => {
     try {
-      return readFileSync(kubeconfigFile!, "utf8");
+      return readFileSync(file, "utf8");
     } catch {
-      throw new Error(`--gateway-kubeconfig-file: cannot read ${kubeconfigFile}`);
+      throw new Error(`${flag}: cannot read ${file}`);
     }
   };
-  if (kubeconfigFile !== undefined) readGatewayKubeconfig();
-  // The agent config the controller runs with (non-secret): what the gateway agents run with too.
-  const agentConfig = (): string | undefined => {
-    try {
-      return readFileSync(flags.config, "utf8");
-    } catch {
-      return undefined; // only an error if the template uses it (renderUserData names --config)
-    }
-  };
+  const kubeconfig = flags.gatewayKubeconfigFile === undefined ? undefined : reader("--gateway-kubeconfig-file", flags.gatewayKubeconfigFile);
+  kubeconfig?.(); // fail at start, not at the first droplet
   return digitalOceanPlugins({
     clusterId: flags.clusterId,
     token,
     ...(flags.digitaloceanApiUrl ? { apiUrl: flags.digitaloceanApiUrl } : {}),
     ...(userDataTemplate !== undefined ? { userDataTemplate } : {}),
-    userDataValues: () => {
-      const config = agentConfig();
-      return {
-        ...(config !== undefined ? { agentConfig: config } : {}),
-        ...(flags.gatewayImage ? { image: flags.gatewayImage } : {}),
-        ...(kubeconfigFile !== undefined ? { kubeconfig: readGatewayKubeconfig() } : {}),
-      };
+    userDataValues: {
+      agentConfig: reader("--config", flags.config),
+      ...(flags.gatewayImage ? { image: flags.gatewayImage } : {}),
+      ...(kubeconfig ? { kubeconfig } : {}),
     },
     eventNamespace: flags.namespace,
     fleet: {

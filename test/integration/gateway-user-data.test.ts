@@ -24,7 +24,7 @@ const AGENT_CONFIG = "clusterNetwork:\n  podCIDRs: [10.244.0.0/16]\n  serviceCID
 const SECRET = "eyJhbGciOiJSUzI1NiJ9.gateway-sa-token-0123456789";
 const KUBECONFIG = `apiVersion: v1\nkind: Config\nusers:\n- name: static-egress-gateway\n  user:\n    token: ${SECRET}\n`;
 const IMAGE = "registry.example.com/static-egress:0.1.0";
-const values = { image: IMAGE, agentConfig: AGENT_CONFIG, kubeconfig: KUBECONFIG };
+const values = { image: IMAGE, agentConfig: () => AGENT_CONFIG, kubeconfig: () => KUBECONFIG };
 
 const file = (doc: Json, path: string): Json | undefined => (doc.write_files as Json[]).find((f) => f.path === path);
 const b64 = (text: string) => Buffer.from(text, "base64").toString("utf8");
@@ -83,7 +83,7 @@ describe("the controller with this template", () => {
   const logs = captureLogs();
 
   beforeAll(async () => {
-    h = await startCloudHarness({ nodes: 1, logger: logs.logger, plugins: { userDataTemplate: template, userDataValues: () => values } });
+    h = await startCloudHarness({ nodes: 1, logger: logs.logger, plugins: { userDataTemplate: template, userDataValues: values } });
   });
   afterAll(async () => {
     await h?.close();
@@ -112,7 +112,7 @@ describe("the controller with this template", () => {
 describe("the controller with this template but without --gateway-kubeconfig-file", () => {
   let h: CloudHarness;
   beforeAll(async () => {
-    h = await startCloudHarness({ nodes: 1, plugins: { userDataTemplate: template, userDataValues: () => ({ image: IMAGE, agentConfig: AGENT_CONFIG }) } });
+    h = await startCloudHarness({ nodes: 1, plugins: { userDataTemplate: template, userDataValues: { image: IMAGE, agentConfig: () => AGENT_CONFIG } } });
   });
   afterAll(async () => {
     await h?.close();

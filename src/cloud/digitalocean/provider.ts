@@ -541,7 +541,6 @@ export class DigitalOceanProvider implements CloudProvider {
     }
   }
 
-  /** Finds the firewall by name (deleting duplicates), creates or updates it; returns its id. */
   async existingServiceFirewalls(clusterId: string, names: readonly string[]): Promise<string[]> {
     const have = new Set((await this.client.listFirewalls()).map((fw) => fw.name));
     return names.filter((n) => have.has(serviceFirewallName(clusterId, n)));
@@ -551,6 +550,7 @@ export class DigitalOceanProvider implements CloudProvider {
     return (await this.client.listReservedIPs()).map((r) => r.ip).filter((ip): ip is string => typeof ip === "string");
   }
 
+  /** Finds the firewall by name (deleting duplicates), creates or updates it; returns its id. */
   private async ensureFirewall(name: string, desired: FirewallWrite): Promise<string> {
     const found = await this.firewallsNamed(name);
     const [keep, ...dups] = found;

@@ -24,8 +24,8 @@ export interface GatewayFleetPluginOptions {
   clusterId: string;
   /** Cloud-init template with ${GATEWAY} / ${INSTANCE} (see user-data.ts); default DEFAULT_USER_DATA. */
   userDataTemplate?: string;
-  /** The template's other values, read each time a fleet is converged (a rotated kubeconfig is picked up). */
-  userDataValues?: () => UserDataValues;
+  /** The template's other values (see user-data.ts). */
+  userDataValues?: UserDataValues;
   /** What the gateway firewall admits from the nodes besides BFD (default: all TCP, UDP, ICMP). */
   ports?: PortRule[];
   /**
@@ -352,7 +352,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
       count: d.count ?? 2,
       ...(d.reservedIPs ? { reservedIPs: d.reservedIPs } : {}),
       allocateReservedIPs: d.allocateReservedIPs ?? true,
-      userData: renderUserData(this.opts.userDataTemplate ?? DEFAULT_USER_DATA, name, this.opts.userDataValues?.() ?? {}),
+      userData: renderUserData(this.opts.userDataTemplate ?? DEFAULT_USER_DATA, name, this.opts.userDataValues),
       nodeTag: d.nodeTag,
       ports: [...(this.opts.ports ?? FORWARD_ALL_FROM_NODES)],
       ...(sourceCIDRs.length > 0 ? { sourceCIDRs } : {}),

@@ -51,7 +51,7 @@ export interface DigitalOceanPluginsOptions {
   fetch?: FetchLike;
   userDataTemplate?: string;
   /** The template's values besides the names (image, agent config, gateway kubeconfig); see user-data.ts. */
-  userDataValues?: () => UserDataValues;
+  userDataValues?: UserDataValues;
   eventNamespace?: string;
   logger?: Logger;
   /** Poll interval of fleet waits (droplet boot, IP actions) (default 2000 ms). */
