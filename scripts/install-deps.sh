@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what static-egress needs on a fresh Debian 12 machine (run as root):
-# Debian packages for the datapath and the lab, then the npm dependencies, then the build.
+# Debian packages for the datapath and the lab, then the npm dependencies, then the build, then
+# the Kubernetes control plane (built from its Go modules once, cached outside the clone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nftables iproute2 iptables conntrack iperf3 tcpdump frr containernetworking-plugins kubectl procps curl)
+packages=(nftables iproute2 iptables conntrack iperf3 tcpdump frr containernetworking-plugins kubectl procps curl openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,3 +32,6 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   fi
 fi
 npm run --silent build
+# The real control plane the tests and the lab run against (kube-apiserver, etcd, ...), built once
+# from their Go modules into a cache outside the clone (scripts/build-k8s.sh).
+./scripts/build-k8s.sh
