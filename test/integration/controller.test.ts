@@ -1,24 +1,20 @@
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { KubeConfig, setHeaderOptions } from "@kubernetes/client-node";
-import { parse } from "yaml";
-import { startKubeStandin, type KubeStandin } from "../../src/lab/kube-standin/index.js";
+import { setHeaderOptions } from "@kubernetes/client-node";
 import { Controller, type PassOutcome } from "../../src/controller/controller.js";
 import { LeaderElector } from "../../src/controller/runtime/leader.js";
 import { REPORT_ANNOTATION, FINALIZER } from "../../src/controller/status.js";
 import { KubeClient } from "../../src/kube/client.js";
 import { KubeSource } from "../../src/kube/source.js";
-import { ALL_KINDS } from "../../src/api/v1alpha1/crd.js";
-import { packageRoot } from "../../src/lab/paths.js";
 import { waitFor } from "../../src/lab/lab.js";
 import { silentLogger } from "../../src/util/log.js";
+import { startTestKube, type TestKube } from "../support/kube.js";
 
-// The controller against the API stand-in, through @kubernetes/client-node: statuses with
-// reasons naming fields, Events, finalizers that wait for every node, Lease handover, faults.
+// The controller against a real kube-apiserver (through the fault proxy), with its own
+// service-account token bound by deploy/'s RBAC: statuses with reasons naming fields, Events,
+// finalizers that wait for every node, Lease handover, faults.
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-let api: KubeStandin;
+let api: TestKube;
 let client: KubeClient;
 const replicas: { controller: Controller; elector: LeaderElector; passes: PassOutcome[] }[] = [];
 const network = { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.0.0.0/24"] };
@@ -45,10 +41,8 @@ async function report(node: string, body: Json): Promise<void> {
   await client.patchNodeAnnotations(node, { [REPORT_ANNOTATION]: JSON.stringify({ ...body, at: new Date().toISOString() }) });
 }
 
-function startReplica(identity: string, leaseSeconds = 2): { controller: Controller; elector: LeaderElector; passes: PassOutcome[] } {
-  const kc = new KubeConfig();
-  kc.loadFromString(api.kubeconfig());
-  const c = new KubeClient(kc);
+async function startReplica(identity: string, leaseSeconds = 2): Promise<{ controller: Controller; elector: LeaderElector; passes: PassOutcome[] }> {
+  const c = await api.clientFor("controller");
   const passes: PassOutcome[] = [];
   const controller = new Controller({ client: c, source: new KubeSource(c, silentLogger), network, logger: silentLogger, eventNamespace: "static-egress", resyncMs: 1_000, stepTimeoutMs: 1_000, onPass: (p) => passes.push(p) });
   const elector = new LeaderElector(c, { namespace: "static-egress", name: "static-egress-controller", identity, leaseDurationSeconds: leaseSeconds, retryPeriodMs: 300 }, silentLogger, {
@@ -62,45 +56,31 @@ function startReplica(identity: string, leaseSeconds = 2): { controller: Control
 }
 
 beforeAll(async () => {
-  api = await startKubeStandin();
-  const kc = new KubeConfig();
-  kc.loadFromString(api.kubeconfig());
-  client = new KubeClient(kc);
-  const crds = ALL_KINDS.map((k) => parse(readFileSync(join(packageRoot(), "deploy", "crds", `${k.plural}.yaml`), "utf8")) as Json);
-  api.seed(<Parameters<KubeStandin["seed"]>[0]>[
-    ...crds,
-    ...["static-egress", "payments"].map((name) => ({ apiVersion: "v1", kind: "Namespace", metadata: { name } })),
-    ...[1, 2].map((i) => ({ apiVersion: "v1", kind: "Node", metadata: { name: `node${i}` }, spec: { podCIDR: `10.244.${i}.0/24` }, status: { addresses: [{ type: "InternalIP", address: `10.0.0.1${i}` }] } })),
-  ]);
-  for (const i of [1, 2]) {
-    await client.core.createNamespacedPod({ namespace: "payments", body: { metadata: { name: `pay-${i}`, labels: { app: "checkout" } }, spec: { nodeName: `node${i}`, containers: [{ name: "c", image: "x" }] } } });
-    await client.core.patchNamespacedPodStatus(
-      { namespace: "payments", name: `pay-${i}`, body: { status: { phase: "Running", podIP: `10.244.${i}.5`, podIPs: [{ ip: `10.244.${i}.5` }] } } },
-      (await import("@kubernetes/client-node")).setHeaderOptions("Content-Type", "application/merge-patch+json"),
-    );
-  }
+  api = await startTestKube();
+  client = api.admin;
+  await api.ensureNamespace("payments");
+  for (const i of [1, 2]) await api.createNode({ name: `node${i}`, podCIDR: `10.244.${i}.0/24`, internalIP: `10.0.0.1${i}` });
+  for (const i of [1, 2]) await api.createPod({ namespace: "payments", name: `pay-${i}`, node: `node${i}`, labels: { app: "checkout" }, ip: `10.244.${i}.5` });
   await client.custom.createClusterCustomObject({
     ...GV,
     plural: "egressgateways",
     body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: "shared" }, spec: { static: { instances: [{ name: "gw-a", address: "10.0.0.101", egressIPs: ["192.0.2.10", "192.0.2.11"] }, { name: "gw-b", address: "10.0.0.102", egressIPs: ["192.0.2.20", "192.0.2.21"] }] } } },
   });
-  startReplica("replica-a");
-  startReplica("replica-b");
-});
+  await startReplica("replica-a");
+  await startReplica("replica-b");
+}, 120_000);
 
 afterAll(async () => {
   for (const r of replicas) {
     await r.elector.stop();
     await r.controller.stop();
   }
-  await api?.close();
+  await api?.stop();
 });
 
 describe("node agent source", () => {
   it("lists and watches only its own node's pods (field selector), and everything else it plans with", async () => {
-    const kc = new KubeConfig();
-    kc.loadFromString(api.kubeconfig());
-    const source = new KubeSource(new KubeClient(kc), silentLogger, { podsOnNode: "node1" });
+    const source = new KubeSource(await api.clientFor("node-agent", "node1"), silentLogger, { podsOnNode: "node1" });
     let changes = 0;
     await source.start(() => changes++);
     try {
@@ -109,7 +89,7 @@ describe("node agent source", () => {
       expect(source.objects().filter((o) => o.kind === "Node")).toHaveLength(2);
       // A pod created on another node never reaches this agent; one on its node does.
       for (const [name, node] of [["other", "node2"], ["mine", "node1"]] as const) {
-        await client.core.createNamespacedPod({ namespace: "payments", body: { metadata: { name }, spec: { nodeName: node, containers: [{ name: "c", image: "x" }] } } });
+        await api.createPod({ namespace: "payments", name, node });
       }
       await waitFor(() => source.objects().some((o) => o.metadata?.name === "mine"), 5_000, "own pod not seen");
       expect(source.objects().some((o) => o.metadata?.name === "other")).toBe(false);
@@ -122,9 +102,7 @@ describe("node agent source", () => {
 
 describe("controller source: node health", () => {
   it("wakes on a node's Ready condition and on a changed gateway-health report, not on a report refresh", async () => {
-    const kc = new KubeConfig();
-    kc.loadFromString(api.kubeconfig());
-    const source = new KubeSource(new KubeClient(kc), silentLogger, { nodeHealth: true });
+    const source = new KubeSource(await api.clientFor("controller"), silentLogger, { nodeHealth: true });
     let wakes = 0;
     await source.start(() => wakes++);
     const settle = () => new Promise((r) => setTimeout(r, 300));
@@ -155,9 +133,7 @@ describe("node agent source: no planning from a partial view", () => {
   it("does not report changes before every kind is listed, and retries a failed initial list", async () => {
     await client.custom.createNamespacedCustomObject({ ...GV, namespace: "payments", plural: "egresspolicies", body: policy("listed-late", { podSelector: { matchLabels: { app: "none" } }, egressIPs: ["192.0.2.11"] }) });
     api.faults.fail({ status: 500, count: 1, verb: "list", resource: "egresspolicies" });
-    const kc = new KubeConfig();
-    kc.loadFromString(api.kubeconfig());
-    const source = new KubeSource(new KubeClient(kc), silentLogger, { podsOnNode: "node1" });
+    const source = new KubeSource(await api.clientFor("node-agent", "node1"), silentLogger, { podsOnNode: "node1" });
     let changesDuringStart = 0;
     let started = false;
     await source.start(() => {

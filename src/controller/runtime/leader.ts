@@ -1,4 +1,4 @@
-import type { V1Lease } from "@kubernetes/client-node";
+import { V1MicroTime, type V1Lease } from "@kubernetes/client-node";
 import { statusOf, type KubeClient } from "../../kube/client.js";
 import type { Logger } from "../../util/log.js";
 
@@ -79,7 +79,7 @@ export class LeaderElector {
       if (statusOf(e) !== 404) throw e;
       await this.client.createLease(namespace, {
         metadata: { name, namespace },
-        spec: { holderIdentity: identity, leaseDurationSeconds: this.duration, acquireTime: now, renewTime: now, leaseTransitions: 0 },
+        spec: { holderIdentity: identity, leaseDurationSeconds: this.duration, acquireTime: micro(now), renewTime: micro(now), leaseTransitions: 0 },
       });
       this.lastRenew = now.getTime();
       return true;
@@ -95,8 +95,9 @@ export class LeaderElector {
         ...spec,
         holderIdentity: identity,
         leaseDurationSeconds: this.duration,
-        renewTime: now,
-        ...(mine ? {} : { acquireTime: now, leaseTransitions: (spec.leaseTransitions ?? 0) + 1 }),
+        ...(spec.acquireTime ? { acquireTime: micro(spec.acquireTime) } : {}),
+        renewTime: micro(now),
+        ...(mine ? {} : { acquireTime: micro(now), leaseTransitions: (spec.leaseTransitions ?? 0) + 1 }),
       },
     };
     try {
@@ -117,11 +118,20 @@ export class LeaderElector {
     try {
       const lease = await this.client.readLease(this.opts.namespace, this.opts.name);
       if (lease.spec?.holderIdentity === this.opts.identity) {
-        await this.client.replaceLease(this.opts.namespace, this.opts.name, { ...lease, spec: { ...lease.spec, holderIdentity: "", renewTime: new Date(0) } });
+        await this.client.replaceLease(this.opts.namespace, this.opts.name, { ...lease, spec: { ...lease.spec, holderIdentity: "", ...(lease.spec.acquireTime ? { acquireTime: micro(lease.spec.acquireTime) } : {}), renewTime: micro(new Date(0)) } });
       }
     } catch (e) {
       this.logger.warn({ err: (e as Error).message }, "could not release the lease");
     }
     this.setLeading(false);
   }
+}
+
+/**
+ * A Lease's times are MicroTime: the API server parses them with six fractional digits and
+ * refuses a plain Date's milliseconds (400 "cannot be handled as a Lease"). Times read back
+ * from the server come back as strings, so every write wraps them again.
+ */
+function micro(d: Date | string): V1MicroTime {
+  return new V1MicroTime(new Date(d).getTime());
 }

@@ -99,6 +99,8 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     const headers = { ...req.headers, host: upstream.host };
     const up = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers, agent }, (upRes) => {
       res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+      // A watch's headers come before its first event: pass them on now, as the server did.
+      res.flushHeaders();
       upRes.pipe(res);
       if (info?.verb === "watch") {
         const w: OpenWatch = { info, res, abortUpstream: () => up.destroy() };
