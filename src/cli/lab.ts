@@ -8,7 +8,6 @@ import { join } from "node:path";
 import { GATEWAY_DEATHS, Lab, removeLeftovers, type GatewayDeath, type LabPodStatus, type LabRecord } from "../lab/lab.js";
 import { LabCloud } from "../lab/cloud.js";
 import { runDemo } from "./demo.js";
-import { runKubeStandinMain } from "../lab/kube-standin/index.js";
 import { parseEndpoint, startRelay } from "../lab/relay.js";
 import { LabKubelet } from "../lab/kubelet.js";
 import { labClient, podNetns } from "../lab/kube-lab.js";
@@ -163,9 +162,13 @@ export function registerLabCommands(program: Command): void {
 
   lab
     .command("kube-apiserver", { hidden: true })
-    .description("(internal) the Kubernetes API stand-in, on loopback")
-    .requiredOption("--kubeconfig-out <file>")
-    .action(async (o: { kubeconfigOut: string }) => runKubeStandinMain(["--port", "0", "--kubeconfig-out", o.kubeconfigOut, "--log-level", "warn"]));
+    .description("(internal) the lab's control plane: etcd, kube-apiserver, kube-controller-manager and the fault proxy, on loopback")
+    .requiredOption("--dir <dir>", "the lab's state folder (kubeconfig and ca.crt are written there)")
+    .option("--extra-ip <ip...>", "more addresses the API server's certificate is valid for", [])
+    .action(async (o: { dir: string; extraIp: string[] }) => {
+      const { serveLabControlPlane } = await import("../lab/control-plane/serve.js");
+      await serveLabControlPlane({ dir: o.dir, extraIPs: o.extraIp, log: (line) => process.stdout.write(`${new Date().toISOString()} ${line}\n`) });
+    });
 
   lab
     .command("cloud", { hidden: true })

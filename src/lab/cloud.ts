@@ -274,7 +274,7 @@ export class LabCloud {
       "--source",
       "kubernetes",
       "--kubeconfig",
-      join(this.opts.dir, "kubeconfig-lab"),
+      join(this.opts.dir, "kubeconfig-gateway"),
       "--config",
       join(this.opts.dir, "agent-config.yaml"),
       "--metrics-port",

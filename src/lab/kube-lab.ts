@@ -5,7 +5,6 @@ import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { KubeConfig, setHeaderOptions } from "@kubernetes/client-node";
 import type { KubeObject } from "../api/objects.js";
-import { ALL_KINDS, crdFor } from "../api/v1alpha1/crd.js";
 import { GROUP, VERSION } from "../api/v1alpha1/common.js";
 import { KubeClient, PLURALS, statusOf } from "../kube/client.js";
 import { runCommand } from "../util/exec.js";
@@ -13,6 +12,8 @@ import type { Lab } from "./lab.js";
 import { waitFor } from "./lab.js";
 import { addNamespace, addVethPair } from "./netns.js";
 import { LAB_CLOUD } from "./cloud.js";
+import { COMPONENT_ACCOUNTS } from "./control-plane/cluster.js";
+import { serviceAccountKubeconfig } from "./control-plane/tokens.js";
 
 /** The lab's API server address inside the lab (a relay in the control-plane namespace). */
 export const LAB_API_ADDRESS = "10.0.0.2";
@@ -26,10 +27,12 @@ export function labClient(lab: Lab): KubeClient {
 }
 
 /**
- * Kubernetes mode: the API stand-in (root namespace, loopback, so `kubectl` works from the
- * host), two relays that let agents inside the lab reach it through a unix socket, the
- * controller, and the lab kubelet. Then the cluster's objects are created through the API,
- * and pods are run by the kubelet with the CNI chain.
+ * Kubernetes mode: a real control plane (etcd, kube-apiserver, kube-controller-manager, built
+ * from their Go modules; root namespace, loopback, so `kubectl` works from the host) with
+ * deploy/ installed, two relays that let agents inside the lab reach it through a unix socket,
+ * the controller, and the lab kubelet. Then the cluster's objects are created through the API,
+ * and pods are run by the kubelet with the CNI chain. Every component uses its own
+ * service-account token, bound by deploy/'s RBAC (the node agents' bound to their Node).
  */
 export async function startControlPlane(lab: Lab, log: (line: string) => void, beforePods: () => Promise<void>): Promise<void> {
   const t = lab.topology;
@@ -40,17 +43,15 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void, b
   await runCommand("ip", ["-n", cp, "addr", "add", `${LAB_API_ADDRESS}/24`, "dev", "eth0"]);
   lab.writeCluster();
 
-  lab.startProcess("apiserver", "", ["lab", "kube-apiserver", "--kubeconfig-out", lab.kubeconfigPath]);
-  // The file may be seen before it is completely written: wait for the address in it.
-  const apiPort = () => (existsSync(lab.kubeconfigPath) ? /server: http:\/\/127\.0\.0\.1:(\d+)/.exec(readFileSync(lab.kubeconfigPath, "utf8"))?.[1] : undefined);
-  await waitFor(() => apiPort() !== undefined, 15_000, "the API stand-in did not start");
-  const text = readFileSync(lab.kubeconfigPath, "utf8");
-  const port = apiPort();
+  lab.startProcess("apiserver", "", ["lab", "kube-apiserver", "--dir", lab.dir, "--extra-ip", LAB_API_ADDRESS]);
+  // Written (atomically) once the API server is ready and deploy/ is installed.
+  await waitFor(() => existsSync(lab.kubeconfigPath) || lab.processExited("apiserver"), 180_000, "the control plane did not start");
+  if (!existsSync(lab.kubeconfigPath)) throw new Error(`the control plane did not start: ${lab.logTail("apiserver", 30)}`);
+  const port = /server: https:\/\/127\.0\.0\.1:(\d+)/.exec(readFileSync(lab.kubeconfigPath, "utf8"))?.[1];
   if (!port) throw new Error(`cannot read the API address from ${lab.kubeconfigPath}`);
   const sock = join(lab.dir, "api.sock");
   lab.startProcess("relay-root", "", ["lab", "relay", "--listen", `unix:${sock}`, "--to", `tcp:127.0.0.1:${port}`]);
   lab.startProcess("relay-lab", cp, ["lab", "relay", "--listen", `tcp:${LAB_API_ADDRESS}:${LAB_API_PORT}`, "--to", `unix:${sock}`]);
-  writeFileSync(lab.labKubeconfig, text.replace(`http://127.0.0.1:${port}`, `http://${LAB_API_ADDRESS}:${LAB_API_PORT}`), { mode: 0o600 });
 
   if (lab.hasCloud) {
     log("starting the lab cloud: the DigitalOcean API stand-in, whose droplets become gateway namespaces");
@@ -64,18 +65,23 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void, b
     lab.startProcess("relay-lab-do", cp, ["lab", "relay", "--listen", `tcp:${LAB_API_ADDRESS}:${LAB_CLOUD.metadataPort}`, "--to", `unix:${doSock}`]);
   }
   const client = labClient(lab);
-  log("creating CRDs, namespaces, nodes and gateways through the API");
-  for (const k of ALL_KINDS) await client.custom.createClusterCustomObject({ group: "apiextensions.k8s.io", version: "v1", plural: "customresourcedefinitions", body: crdFor(k) });
+  log("creating namespaces, nodes and gateways through the API (CRDs and RBAC come from deploy/)");
   const namespaces = new Set(["static-egress", ...t.pods.map((p) => p.namespace), ...(lab.record.config.namespaces ?? []).map((n) => n.name)]);
   for (const name of namespaces) {
     const labels = lab.record.config.namespaces?.find((n) => n.name === name)?.labels ?? {};
-    await client.core.createNamespace({ body: { metadata: { name, labels: { "kubernetes.io/metadata.name": name, ...labels } } } });
+    try {
+      await client.core.createNamespace({ body: { metadata: { name, labels: { "kubernetes.io/metadata.name": name, ...labels } } } });
+    } catch (e) {
+      if (statusOf(e) !== 409) throw e;
+      await client.core.patchNamespace({ name, body: { metadata: { labels } } }, mergePatch);
+    }
   }
   const objects = lab.objects();
   for (const node of objects.filter((o) => o.kind === "Node")) {
     await client.core.createNode({ body: { metadata: node.metadata as never, spec: node.spec as never } });
     await client.core.patchNodeStatus({ name: node.metadata!.name!, body: { status: node.status } }, mergePatch);
   }
+  await writeComponentKubeconfigs(lab);
   await applyGateways(lab);
   await applyPolicyObjects(lab, (lab.record.config.policies ?? []) as KubeObject[]);
 
@@ -87,7 +93,7 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void, b
   lab.record.controllerMetricsPort = await freeLoopbackPort();
   lab.save();
   const metricsFlags = ["--metrics-port", String(lab.record.controllerMetricsPort), "--metrics-address", "127.0.0.1"];
-  lab.startProcess("controller", "", ["controller", "--kubeconfig", lab.kubeconfigPath, "--config", join(lab.dir, "agent-config.yaml"), "--namespace", "static-egress", "--lease-seconds", "5", ...metricsFlags, ...cloudFlags]);
+  lab.startProcess("controller", "", ["controller", "--kubeconfig", lab.componentKubeconfig("controller"), "--config", join(lab.dir, "agent-config.yaml"), "--namespace", "static-egress", "--lease-seconds", "5", ...metricsFlags, ...cloudFlags]);
   lab.startProcess("kubelet", "", ["lab", "kubelet", "--name", t.prefix]);
   await beforePods();
   // As on a node: pods run only once the agent has chained our plugin into the runtime's list.
@@ -110,6 +116,22 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void, b
     // judged a new instance yet as not objecting).
     await waitFor(async () => (await readyCloudInstances(lab)) >= want && (await lab.allInstancesUp()), 90_000, "the gateway droplets did not come up", 300);
   }
+}
+
+/**
+ * Each component's kubeconfig, with its own service-account token: the controller's on loopback,
+ * the agents' at the API address inside the lab; each node agent's token bound to its Node.
+ */
+async function writeComponentKubeconfigs(lab: Lab): Promise<void> {
+  const admin = new KubeConfig();
+  admin.loadFromFile(lab.kubeconfigPath);
+  const caPem = readFileSync(join(lab.dir, "ca.crt"), "utf8");
+  const inLab = `https://${LAB_API_ADDRESS}:${LAB_API_PORT}`;
+  const month = 30 * 86_400;
+  const write = (name: string, text: string) => writeFileSync(lab.componentKubeconfig(name), text, { mode: 0o600 });
+  write("controller", await serviceAccountKubeconfig(admin, COMPONENT_ACCOUNTS.controller, { server: admin.getCurrentCluster()!.server, caPem, expirationSeconds: month }));
+  write("gateway", await serviceAccountKubeconfig(admin, COMPONENT_ACCOUNTS.gateway, { server: inLab, caPem, expirationSeconds: month }));
+  for (const n of lab.topology.nodes) write(`node-${n.name}`, await serviceAccountKubeconfig(admin, COMPONENT_ACCOUNTS.nodeAgent, { server: inLab, caPem, node: n.name, expirationSeconds: month }));
 }
 
 /** Instances of digitalocean gateways the controller lists as Up. */

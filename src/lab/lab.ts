@@ -16,6 +16,7 @@ import { LAB_NETWORK, planTopology, type LabGatewayHost, type LabPod, type LabTo
 import { LAB_CLOUD, readCloudRecord, type LabCloudRecord } from "./cloud.js";
 import { DigitalOceanClient } from "../cloud/digitalocean/index.js";
 import { installWrapper } from "../cni/install.js";
+import { removeLeftovers as removeControlPlaneLeftovers } from "./control-plane/processes.js";
 
 export const LAB_CLUSTER_NETWORK: ClusterNetwork = {
   podCIDRs: [LAB_NETWORK.podCidr],
@@ -115,7 +116,7 @@ export class Lab {
         for (const n of topology.nodes) lab.startNodeAgent(n.name);
       };
       if (record.mode === "kubernetes") {
-        log("starting the Kubernetes API stand-in, the controller and the lab kubelet");
+        log("starting the control plane (etcd, kube-apiserver, kube-controller-manager), the controller and the lab kubelet");
         // As in a cluster: the node agents (a DaemonSet) and our chained CNI plugin are there
         // before the first pod, so a pod's routing exists before its first packet.
         installWrapper(join(dir, "cni-bin"), { entry: join(packageRoot(), "dist", "cni", "main.js") });
@@ -373,7 +374,9 @@ export class Lab {
   }
 
   startAgent(name: string, netns: string, args: string[]): void {
-    const source = this.record.mode === "kubernetes" ? ["--source", "kubernetes", "--kubeconfig", this.labKubeconfig] : ["--source", this.clusterFile];
+    // Each agent with its own identity: a node agent's token is bound to its Node.
+    const identity = this.topology.nodes.some((n) => n.name === name) ? `node-${name}` : "gateway";
+    const source = this.record.mode === "kubernetes" ? ["--source", "kubernetes", "--kubeconfig", this.componentKubeconfig(identity)] : ["--source", this.clusterFile];
     this.startProcess(`agent-${name}`, netns, [...args, ...source, "--config", join(this.dir, "agent-config.yaml")]);
   }
 
@@ -382,9 +385,13 @@ export class Lab {
     return join(this.dir, "kubeconfig");
   }
 
-  /** kubeconfig for agents inside the lab: the API through the control-plane relay on the VPC. */
-  get labKubeconfig(): string {
-    return join(this.dir, "kubeconfig-lab");
+  /**
+   * A component's kubeconfig (Kubernetes mode), with its own service-account token: "controller"
+   * (the API on loopback), "gateway" and "node-<node>" (the API through the control-plane relay
+   * on the VPC).
+   */
+  componentKubeconfig(component: string): string {
+    return join(this.dir, `kubeconfig-${component}`);
   }
 
   /** Starts `static-egress <args>` inside `netns` (or in the root namespace when netns is ""), logging to the lab's logs. */
@@ -401,6 +408,18 @@ export class Lab {
     const p = this.record.processes.find((x) => x.name === name);
     if (!p || !existsSync(p.log)) return "(no log)";
     return readFileSync(p.log, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  }
+
+  /** Whether a lab process has ended (or was never started). */
+  processExited(name: string): boolean {
+    const p = this.record.processes.find((x) => x.name === name);
+    if (!p) return true;
+    try {
+      process.kill(p.pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
   }
 
   /** Kills one lab process (an agent) the hard way, as a crash would. */
@@ -612,8 +631,15 @@ function digitaloceanSource(d: NonNullable<LabConfig["gateways"][number]["digita
 }
 
 /** Kills a lab's processes (some live in the root namespace), deletes its namespaces and state. */
-async function removeLab(prefix: string, processes: readonly { pid: number }[]): Promise<string[]> {
+async function removeLab(prefix: string, processes: readonly { pid: number; name?: string }[]): Promise<string[]> {
+  // The control plane ends its own children (etcd, kube-apiserver, ...) on SIGTERM: give it time.
+  const cp = processes.find((p) => p.name === "apiserver");
+  if (cp) {
+    signal(cp.pid, "SIGTERM");
+    await waitFor(() => !processAlive(cp.pid), 15_000, "").catch(() => undefined);
+  }
   for (const p of processes) signal(p.pid, "SIGKILL");
+  removeControlPlaneLeftovers();
   const removed = await deleteNamespacesWithPrefix(`${prefix}-`);
   rmSync(join(LAB_STATE_ROOT, prefix), { recursive: true, force: true });
   return removed;
