@@ -12,6 +12,8 @@ export class NodeMetrics {
   readonly unavailable = new Gauge({ name: "static_egress_policy_unavailable", help: "1 when a policy has no healthy instance on this node", labelNames: ["policy", "failure_policy"], registers: [this.registry] });
   readonly failClosedDrops = new Gauge({ name: "static_egress_failclosed_dropped_packets", help: "Packets dropped because their gateway instance was down (fail-closed)", registers: [this.registry] });
   readonly applies = new Counter({ name: "static_egress_datapath_applies_total", help: "Reconciles that applied the datapath", registers: [this.registry] });
+  readonly spoofedDrops = new Gauge({ name: "static_egress_spoofed_dropped_packets", help: "Diverted packets dropped because they did not come from the interface (or bridge port) of the pod owning their source address", registers: [this.registry] });
+  readonly forgedHealthDrops = new Gauge({ name: "static_egress_forged_health_dropped_packets", help: "BFD packets dropped: TTL other than 255, or not from a gateway instance on the interface toward it", registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "static_egress_node_agent_" });

@@ -5,7 +5,7 @@ import { loadAgentConfig } from "../agents/config.js";
 import { BfdAgent } from "../agents/health/bfd/agent.js";
 import { HealthMonitor } from "../agents/health/monitor.js";
 import { GatewayMetrics, NodeMetrics } from "../agents/metrics.js";
-import { metricsListen, serveMetrics } from "../util/metrics-server.js";
+import { AGENT_METRICS_DEFAULT_HOST, metricsListen, serveMetrics } from "../util/metrics-server.js";
 import { FileSource } from "../agents/source/file-source.js";
 import { GATEWAY_TABLE, GatewayDataplane } from "../dataplane/gateway.js";
 import { METADATA_URL, MetadataError, readAnchorIPv4 } from "../cloud/digitalocean/metadata.js";
@@ -105,7 +105,7 @@ export function anchorPublisher(flags: NodeAgentFlags, client: KubeClient | unde
 }
 
 export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
-  const listen = metricsListen(flags);
+  const listen = metricsListen(flags, AGENT_METRICS_DEFAULT_HOST);
   const logger = createLogger("node-agent").child({ node: flags.node });
   const dataplane = new NodeDataplane(localRunner);
   if (flags.cleanup) {
@@ -171,6 +171,8 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   if (listen) {
     await serveMetrics(metrics.registry, { ...listen, before: async () => {
       metrics.failClosedDrops.set(await dataplane.failClosedDrops());
+      metrics.spoofedDrops.set(await dataplane.spoofedDrops());
+      metrics.forgedHealthDrops.set(await dataplane.forgedHealthDrops());
       for (const s of bfd?.statuses() ?? []) if (s.lastRttMs !== null && s.lastRttMs !== undefined) metrics.probeRtt.set({ instance: s.peer }, s.lastRttMs / 1000);
     } });
   }
@@ -209,7 +211,7 @@ async function anchorForEgress(metadataUrl: string, logger: Logger): Promise<{ a
 }
 
 export async function runGatewayAgent(flags: AgentFlags & { instance: string; egressViaAnchor?: boolean; metadataUrl?: string }): Promise<void> {
-  const listen = metricsListen(flags);
+  const listen = metricsListen(flags, AGENT_METRICS_DEFAULT_HOST);
   const logger = createLogger("gateway-agent").child({ instance: flags.instance });
   const anchor = flags.egressViaAnchor && !flags.cleanup ? await anchorForEgress(flags.metadataUrl ?? METADATA_URL, logger) : undefined;
   const dataplane = new GatewayDataplane(localRunner, { anchor });
@@ -256,7 +258,7 @@ async function waitForGatewayDatapath(logger: Logger): Promise<void> {
  * nodes only.
  */
 export async function runHealthResponder(flags: { listen: string; metricsPort?: string; metricsAddress?: string; waitForDatapath?: boolean }): Promise<void> {
-  const listen = metricsListen(flags);
+  const listen = metricsListen(flags, AGENT_METRICS_DEFAULT_HOST);
   const logger = createLogger("health-responder").child({ listen: flags.listen });
   raisePriority(logger);
   // Nodes send traffic to an instance as soon as its probes answer: a host that boots must not

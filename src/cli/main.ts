@@ -29,7 +29,7 @@ agent
   .option("--address <ip>", "this node's address toward the gateways; enables BFD probing and failover")
   .option("--proc-sys-net <dir>", "the node's /proc/sys/net (a host mount when /proc/sys is read-only)", "/proc/sys/net")
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics (and /healthz, /readyz)")
-  .option("--metrics-address <ip>", "with --metrics-port: listen on this address only (default all), e.g. the node's own IP")
+  .option("--metrics-address <ip>", "with --metrics-port: listen on this address (default 127.0.0.1: not reachable from pods), e.g. the host's own IP for a Prometheus elsewhere")
   .option("--cni-socket <path>", "serve the chained CNI plugin on this unix socket (mode 0600), e.g. /run/static-egress/cni.sock")
   .option("--cni-conf-dir <dir>", "with --cni-socket: keep the plugin chained last in the runtime's CNI config list in this directory (e.g. /etc/cni/net.d), also after the cluster CNI rewrites it; --cleanup unchains it")
   .option("--anchor-ip-from <source>", "with --source kubernetes: publish this node's anchor IPv4 as annotation staticegress.io/anchor-ipv4 (for Service externalIPs that follow a reserved IP); source: `digitalocean-metadata`")
@@ -44,7 +44,7 @@ agent
   .option("--kubeconfig <file>", "with --source kubernetes: kubeconfig (default: in-cluster)")
   .requiredOption("--config <file>", "agent config")
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics (and /healthz, /readyz)")
-  .option("--metrics-address <ip>", "with --metrics-port: listen on this address only (default all), e.g. the node's own IP")
+  .option("--metrics-address <ip>", "with --metrics-port: listen on this address (default 127.0.0.1: not reachable from pods), e.g. the host's own IP for a Prometheus elsewhere")
   .option("--egress-via-anchor", "DigitalOcean: SNAT to this droplet's anchor IP and route via the anchor gateway (from the metadata service); the platform turns it into the droplet's reserved IP")
   .option("--metadata-url <url>", `with --egress-via-anchor: the droplet metadata service (default ${METADATA_URL})`)
   .option("--cleanup", "remove everything the gateway agent owns and exit")
@@ -54,7 +54,7 @@ agent
   .description("answer BFD probes from nodes on a gateway host (a process of its own)")
   .requiredOption("--listen <ip>", "the gateway's address toward the nodes")
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics (and /healthz, /readyz)")
-  .option("--metrics-address <ip>", "with --metrics-port: listen on this address only (default all), e.g. the node's own IP")
+  .option("--metrics-address <ip>", "with --metrics-port: listen on this address (default 127.0.0.1: not reachable from pods), e.g. the host's own IP for a Prometheus elsewhere")
   .option("--wait-for-datapath", "answer probes only once the gateway agent on this host has programmed its table (use when both start together, e.g. at boot)")
   .action(runHealthResponder);
 

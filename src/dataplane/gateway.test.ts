@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import type { GatewayPlan } from "../planner/model.js";
 import { parseIPv4 } from "../planner/ipv4.js";
-import { ANCHOR_MARK, ANCHOR_TABLE, gatewayRoutes, gatewayRules, gatewayTableModel, GATEWAY_TABLE } from "./gateway.js";
+import type { CommandRunner } from "../util/exec.js";
+import { ANCHOR_MARK, ANCHOR_TABLE, GatewayDataplane, gatewayRoutes, gatewayRules, gatewayTableModel, GATEWAY_TABLE } from "./gateway.js";
 
 const plan: GatewayPlan = {
   instance: "cloud/gw-0",
@@ -29,5 +30,24 @@ describe("gateway datapath model", () => {
     expect(gatewayTableModel(plan, o).chains).toMatch(/chain mark_for_anchor \{\n\s+type filter hook prerouting priority mangle; policy accept;\n\s+ip saddr \. ip daddr @egress_snat meta mark set meta mark \| 0x20000000/);
     expect(gatewayRules(o)).toEqual([{ priority: 10003, fwmark: ANCHOR_MARK, mask: ANCHOR_MARK, action: { table: ANCHOR_TABLE } }]);
     expect(gatewayRoutes(plan, o)).toContainEqual({ table: ANCHOR_TABLE, dst: "default", kind: "via", via: "10.20.0.1" });
+  });
+});
+
+describe("gateway startup", () => {
+  it("loads its filter table before it turns forwarding on", async () => {
+    const calls: string[] = [];
+    // Records the commands; answers reads with empty JSON lists.
+    const runner: CommandRunner = { run: async (cmd, args) => (calls.push(`${cmd} ${args.join(" ")}`), { stdout: cmd === "ip" ? "[]" : "", stderr: "" }) };
+    await new GatewayDataplane(runner).apply(plan);
+    const nft = calls.findIndex((c) => c.startsWith("nft -f"));
+    const forward = calls.findIndex((c) => c.includes("ip_forward=1"));
+    expect(nft).toBeGreaterThanOrEqual(0);
+    expect(forward).toBeGreaterThan(nft);
+  });
+
+  it("admits BFD only with TTL 255 and only from cluster nodes", () => {
+    const chains = gatewayTableModel(plan, base).chains;
+    expect(chains).toContain("udp dport { 3784, 4784 } ip ttl != 255 counter drop");
+    expect(chains).toContain("udp dport { 3784, 4784 } ip saddr != @cluster_nodes counter drop");
   });
 });

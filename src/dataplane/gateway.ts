@@ -51,6 +51,8 @@ export function gatewayTableModel(plan: GatewayPlan, o: ResolvedOptions = defaul
     ],
     chains:
       `  chain health_from_nodes {\n    type filter hook input priority filter - 10; policy accept;\n` +
+      // RFC 5881 section 5: a one-hop peer sends with TTL 255; a routed (forged) packet has less.
+      `    udp dport { ${o.healthPort}, 4784 } ip ttl != 255 counter drop\n` +
       `    udp dport { ${o.healthPort}, 4784 } ip saddr != @cluster_nodes counter drop\n  }\n` +
       `  chain forward_selected {\n    type filter hook forward priority filter - 10; policy drop;\n` +
       `    ct state established,related accept\n` +
@@ -88,7 +90,6 @@ export class GatewayDataplane {
   }
 
   async apply(plan: GatewayPlan, opts: { verify?: boolean } = {}): Promise<{ nftChanged: boolean; routingAdded: number; routingRemoved: number }> {
-    await this.runner.run("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"]);
     const actual = {
       rules: await readRules(this.runner, ANCHOR_RULE_PRIORITY, ANCHOR_RULE_PRIORITY),
       routes: await readRoutes(this.runner, { from: ANCHOR_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto),
@@ -97,6 +98,9 @@ export class GatewayDataplane {
     await runBatch(this.runner, add);
     const nftChanged = await this.table.apply(gatewayTableModel(plan, this.opts), opts.verify === true);
     await runBatch(this.runner, remove);
+    // Only now: the forward filter (policy drop) is in place before the host forwards anything,
+    // on first start and after a reboot (hosts boot with forwarding off; docs/security.md).
+    await this.runner.run("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"]);
     return { nftChanged, routingAdded: add.length, routingRemoved: remove.length };
   }
 

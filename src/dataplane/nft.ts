@@ -8,7 +8,7 @@ import type { CommandRunner } from "../util/exec.js";
 
 /** A table we own, as data: set/map declarations with their elements, plus chains. */
 export interface TableModel {
-  family: "ip" | "inet";
+  family: "ip" | "inet" | "bridge";
   name: string;
   sets: { kind: "set" | "map"; name: string; /** e.g. `type ipv4_addr; flags interval;` */ spec: string; elements: string[] }[];
   chains: string;
@@ -82,27 +82,38 @@ export class OwnedTable {
 
   constructor(
     private readonly runner: CommandRunner,
-    readonly family: "ip" | "inet",
+    readonly family: "ip" | "inet" | "bridge",
     readonly name: string,
   ) {}
 
   /** Returns true when the kernel was changed. */
   async apply(model: TableModel, verify: boolean): Promise<boolean> {
+    const change = await this.prepare(model, verify);
+    if (change.script === "") return false;
+    await applyNftScript(this.runner, change.script);
+    await change.commit();
+    return true;
+  }
+
+  /**
+   * The script that brings the kernel to `model` ("" when nothing changes), and what to record
+   * once it is applied. Lets an owner of several tables change them in one transaction.
+   */
+  async prepare(model: TableModel, verify: boolean): Promise<{ script: string; commit: () => Promise<void> }> {
     if (verify) {
       const now = await listTable(this.runner, this.family, this.name);
       if (now === undefined || this.listing === undefined || now !== this.listing) this.applied = undefined;
     }
     const delta = this.applied ? renderDelta(this.applied, model) : undefined;
-    if (delta === "") return false;
-    if (delta !== undefined) {
-      await applyNftScript(this.runner, delta);
-      this.listing = undefined;
-    } else {
-      await applyNftScript(this.runner, renderFull(model));
-      this.listing = verify ? await listTable(this.runner, this.family, this.name) : undefined;
-    }
-    this.applied = model;
-    return true;
+    if (delta === "") return { script: "", commit: async () => undefined };
+    const full = delta === undefined;
+    return {
+      script: full ? renderFull(model) : delta,
+      commit: async () => {
+        this.listing = full && verify ? await listTable(this.runner, this.family, this.name) : undefined;
+        this.applied = model;
+      },
+    };
   }
 
   async remove(): Promise<void> {

@@ -1,8 +1,9 @@
 import type { NodePlan } from "../planner/model.js";
 import { MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, DEFAULT_TABLE_BASE, NO_INSTANCE_MARK } from "../planner/ids.js";
-import { formatRange } from "../planner/ipv4.js";
+import { formatRange, normalize, parseCidr } from "../planner/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
-import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
+import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
+import { applyNftScript, hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
 import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
 
 export interface NodeDataplaneOptions {
@@ -21,19 +22,51 @@ export interface NodeDataplaneOptions {
 
 const defaults = { table: "static_egress", tableBase: DEFAULT_TABLE_BASE, rulePriority: 10000, procSysNet: "/proc/sys/net" };
 
+/** The node agent's bridge-family table: binds selected pods' addresses to their bridge ports. */
+export const BIND_TABLE = "static_egress_bind";
+
+/**
+ * Destinations that are never diverted, whatever a policy says: link-local (the cloud's metadata
+ * service at 169.254.169.254 answers each host itself, and must never be asked "as" the
+ * gateway), multicast and limited broadcast (no gateway can carry them).
+ */
+export const ALWAYS_LOCAL = ["169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32"] as const;
+
+/** UDP ports of single-hop BFD control (3784) and multihop BFD (4784): our health probes. */
+export const HEALTH_PORTS = [3784, 4784] as const;
+
+/** What the node learned from its kernel for the plan: pod interfaces, the interface to each instance. */
+export interface NodeFacts {
+  /** Selected pods' addresses -> the interface (and bridge port) their packets must come in on. */
+  bindings: ReadonlyMap<string, PodBinding>;
+  /** Instance address -> the interface its probes must come in on. */
+  instanceDevices: ReadonlyMap<string, string>;
+}
+
+export const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
+
 /**
  * The node's nftables table. Packets from pods get the mark of their gateway instance after
  * destination NAT (so Service traffic is judged by its real destination); marked packets get
  * an identity SNAT one step before the node's own masquerade, which creates the NAT binding
  * so the kernel skips the CNI's masquerade for that flow and the gateway sees the pod address.
  */
-export function nodeTableModel(plan: NodePlan, name = defaults.table): TableModel {
+export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: NodeFacts = noFacts): TableModel {
   const flag = hex(MARK_FLAG);
+  const podIPs = [...new Set(plan.entries.map((e) => e.podIP))].sort();
+  const bound = podIPs.flatMap((ip) => {
+    const b = facts.bindings.get(ip);
+    return b ? [`${ip} . "${b.iface}"`] : [];
+  });
+  const peers = plan.instances.flatMap((i) => {
+    const dev = facts.instanceDevices.get(i.address);
+    return dev ? [`"${dev}" . ${i.address}`] : [];
+  });
   return {
     family: "ip",
     name,
     sets: [
-      { kind: "set", name: "never_divert", spec: "type ipv4_addr; flags interval;", elements: plan.neverDivert.map(formatRange) },
+      { kind: "set", name: "never_divert", spec: "type ipv4_addr; flags interval;", elements: normalize([...plan.neverDivert, ...ALWAYS_LOCAL.map(parseCidr)]).map(formatRange) },
       {
         kind: "map",
         name: "divert",
@@ -42,18 +75,61 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table): TableMode
       },
       // Instances judged down, and "no instance yet": their packets are dropped here and counted (fail-closed).
       { kind: "set", name: "down_instances", spec: "type mark;", elements: [hex(NO_INSTANCE_MARK), ...plan.instances.filter((i) => i.route === "blackhole").map((i) => hex(i.mark))] },
+      // A selected pod's address is diverted only when it comes in on that pod's own interface.
+      { kind: "set", name: "pod_ifaces", spec: "type ipv4_addr . ifname;", elements: bound },
+      // Health probes are heard only from an instance's address, on the interface toward it.
+      { kind: "set", name: "health_peers", spec: "type ifname . ipv4_addr;", elements: peers },
     ],
     chains:
       `  counter failclosed_drops {\n  }\n` +
+      `  counter spoofed_drops {\n  }\n` +
+      `  counter forged_health_drops {\n  }\n` +
       `  chain mark_egress {\n    type filter hook prerouting priority dstnat + 10; policy accept;\n` +
       `    ip daddr @never_divert return\n` +
       // A diverted flow stays on the instance it started on (a drained instance finishes its
       // connections); flows of a dead instance are deleted from conntrack by the agent.
       `    ct direction original ct mark & ${flag} == ${flag} meta mark set ct mark goto enforce\n` +
       `    meta mark set ip saddr . ip daddr map @divert ct mark set meta mark goto enforce\n  }\n` +
-      `  chain enforce {\n    meta mark @down_instances counter name "failclosed_drops" drop\n  }\n` +
+      // Checked for every diverted packet, new or established: a pod that takes another pod's
+      // address (or rides its conntrack entry) never leaves with that pod's egress IP.
+      `  chain enforce {\n    ip saddr . iifname != @pod_ifaces counter name "spoofed_drops" drop\n` +
+      `    meta mark @down_instances counter name "failclosed_drops" drop\n  }\n` +
       `  chain keep_pod_source {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
-      `    meta mark & ${flag} == ${flag} counter snat ip to ip saddr\n  }\n`,
+      `    meta mark & ${flag} == ${flag} counter snat ip to ip saddr\n  }\n` +
+      // RFC 5881 section 5 (GTSM): only a directly connected peer can send TTL 255. Node's dgram
+      // cannot read the received TTL, so it is checked here, before the socket; a pod on this
+      // node is directly connected too, hence the interface and source binding.
+      `  chain health_in {\n    type filter hook input priority filter - 10; policy accept;\n` +
+      `    udp dport { ${HEALTH_PORTS.join(", ")} } ip ttl != 255 counter name "forged_health_drops" drop\n` +
+      `    udp dport { ${HEALTH_PORTS.join(", ")} } iifname . ip saddr != @health_peers counter name "forged_health_drops" drop\n  }\n`,
+  };
+}
+
+/**
+ * The bridge-family table: on a bridge every pod's packets reach the IP layer on the bridge
+ * device, so the IP table's interface check cannot tell pods apart. Here, at the bridge port,
+ * a frame whose IP or ARP sender address is a bound pod's must come in on that pod's port.
+ * No br_netfilter needed: nft's bridge family sees the port as `iifname`.
+ */
+export function bindTableModel(plan: NodePlan, facts: NodeFacts = noFacts, name = BIND_TABLE): TableModel {
+  const bridged = [...new Set(plan.entries.map((e) => e.podIP))]
+    .sort()
+    .flatMap((ip) => {
+      const b = facts.bindings.get(ip);
+      return b?.port ? [b] : [];
+    });
+  return {
+    family: "bridge",
+    name,
+    sets: [
+      { kind: "set", name: "guarded", spec: "type ipv4_addr;", elements: bridged.map((b) => b.podIP) },
+      { kind: "set", name: "ports", spec: "type ipv4_addr . ifname;", elements: bridged.map((b) => `${b.podIP} . "${b.port}"`) },
+    ],
+    chains:
+      `  counter spoofed_drops {\n  }\n` +
+      `  chain bind_ports {\n    type filter hook prerouting priority filter; policy accept;\n` +
+      `    ip saddr @guarded ip saddr . iifname != @ports counter name "spoofed_drops" drop\n` +
+      `    arp saddr ip @guarded arp saddr ip . iifname != @ports counter name "spoofed_drops" drop\n  }\n`,
   };
 }
 
@@ -77,13 +153,18 @@ export interface ApplyReport {
   nftChanged: boolean;
   routingAdded: number;
   routingRemoved: number;
+  /** Selected pods whose interface is not known (yet): their diverted packets are dropped. */
+  unbound: number;
 }
 
 /** Applies node plans to the kernel, idempotently, and reads back to repair drift. */
 export class NodeDataplane {
   private readonly opts: Required<NodeDataplaneOptions>;
   private readonly table: OwnedTable;
+  private readonly bindTable: OwnedTable;
   private loosenedFor: string | undefined;
+  private bindings = new Map<string, PodBinding>();
+  private instanceDevices = new Map<string, string>();
 
   constructor(
     private readonly runner: CommandRunner,
@@ -91,6 +172,7 @@ export class NodeDataplane {
   ) {
     this.opts = { ...defaults, ...opts };
     this.table = new OwnedTable(runner, "ip", this.opts.table);
+    this.bindTable = new OwnedTable(runner, "bridge", BIND_TABLE);
   }
 
   private get tableRange() {
@@ -106,15 +188,59 @@ export class NodeDataplane {
     const actual = await this.readRouting();
     const { add, remove } = diffRouting(desired, actual);
     await runBatch(this.runner, add);
+    const facts = await this.learnFacts(plan, opts.verify === true);
     // Reading a large table back is not free: it is done on `verify` (the periodic drift check).
-    const nftChanged = await this.table.apply(nodeTableModel(plan, this.opts.table), opts.verify === true);
+    // Both tables change in one transaction: a pod's divert entry and its port binding together.
+    const verify = opts.verify === true;
+    const changes = [await this.table.prepare(nodeTableModel(plan, this.opts.table, facts), verify), await this.bindTable.prepare(bindTableModel(plan, facts), verify)];
+    const script = changes.map((c) => c.script).join("");
+    if (script !== "") await applyNftScript(this.runner, script);
+    for (const c of changes) if (c.script !== "") await c.commit();
+    const nftChanged = script !== "";
     await runBatch(this.runner, remove);
     const addresses = plan.instances.map((i) => i.address).sort().join(",");
     if (addresses !== this.loosenedFor) {
-      await this.loosenReversePathFilter(plan);
+      await this.loosenReversePathFilter();
       this.loosenedFor = addresses;
     }
-    return { nftChanged, routingAdded: add.length, routingRemoved: remove.length };
+    const unbound = new Set(plan.entries.map((e) => e.podIP).filter((ip) => !facts.bindings.has(ip))).size;
+    return { nftChanged, routingAdded: add.length, routingRemoved: remove.length, unbound };
+  }
+
+  /**
+   * Pod interfaces and the interface toward each instance, from the kernel. Read only when
+   * something is missing (a new pod or instance) or on `verify`; otherwise the last answer holds.
+   */
+  private async learnFacts(plan: NodePlan, verify: boolean): Promise<NodeFacts> {
+    const podIPs = [...new Set(plan.entries.map((e) => e.podIP))].sort();
+    const addresses = [...new Set(plan.instances.map((i) => i.address))].sort();
+    if (verify || podIPs.some((ip) => !this.bindings.has(ip))) this.bindings = resolveBindings(podIPs, await this.readKernelView(), this.bindings);
+    else this.bindings = new Map(podIPs.map((ip) => [ip, this.bindings.get(ip)!]));
+    if (verify || addresses.some((a) => !this.instanceDevices.has(a))) {
+      const devices = new Map<string, string>();
+      for (const address of addresses) {
+        try {
+          const { stdout } = await this.runner.run("ip", ["-json", "route", "get", address]);
+          const dev = (JSON.parse(stdout) as { dev?: string }[])[0]?.dev;
+          if (dev && /^[\w.@-]{1,15}$/.test(dev)) devices.set(address, dev);
+        } catch {
+          /* unreachable instance: its probes are not heard, it is down anyway */
+        }
+      }
+      this.instanceDevices = devices;
+    }
+    return { bindings: this.bindings, instanceDevices: this.instanceDevices };
+  }
+
+  private async readKernelView(): Promise<KernelView> {
+    const json = async <T>(cmd: string, args: string[]): Promise<T[]> => JSON.parse((await this.runner.run(cmd, args)).stdout || "[]") as T[];
+    const routes = await json<KernelView["routes"][number]>("ip", ["-json", "-4", "route", "show", "table", "main"]);
+    const links = await json<KernelView["links"][number]>("ip", ["-json", "-d", "link", "show"]);
+    const bridged = links.some((l) => l.linkinfo?.info_kind === "bridge");
+    // Neighbours and the FDB matter only for bridge CNIs.
+    const neighbours = bridged ? await json<KernelView["neighbours"][number]>("ip", ["-json", "-4", "neigh", "show"]) : [];
+    const fdb = bridged ? await json<KernelView["fdb"][number]>("bridge", ["-json", "fdb", "show"]) : [];
+    return { routes, links, neighbours, fdb };
   }
 
   async readRouting(): Promise<{ rules: RuleSpec[]; routes: RouteSpec[] }> {
@@ -128,17 +254,8 @@ export class NodeDataplane {
    * route is elsewhere; strict reverse-path filtering would drop them. Loose mode keeps the
    * check (the source must be routable) without requiring the symmetric path.
    */
-  private async loosenReversePathFilter(plan: NodePlan): Promise<void> {
-    const devices = new Set<string>();
-    for (const inst of plan.instances) {
-      try {
-        const { stdout } = await this.runner.run("ip", ["-json", "route", "get", inst.address]);
-        const dev = (JSON.parse(stdout) as { dev?: string }[])[0]?.dev;
-        if (dev) devices.add(dev);
-      } catch {
-        /* unreachable instance: nothing to loosen */
-      }
-    }
+  private async loosenReversePathFilter(): Promise<void> {
+    const devices = new Set(this.instanceDevices.values());
     for (const dev of devices) {
       // Written as a file (through the runner, so in the node's namespace): works with a
       // mounted /proc/sys/net and with interface names that contain dots.
@@ -165,8 +282,22 @@ export class NodeDataplane {
 
   /** Packets dropped because their instance was down (the fail-closed counter). */
   async failClosedDrops(): Promise<number> {
+    return this.counter("ip", this.opts.table, "failclosed_drops");
+  }
+
+  /** Diverted packets that did not come from the interface (or bridge port) of their source pod. */
+  async spoofedDrops(): Promise<number> {
+    return (await this.counter("ip", this.opts.table, "spoofed_drops")) + (await this.counter("bridge", BIND_TABLE, "spoofed_drops"));
+  }
+
+  /** Health probes dropped: TTL other than 255, or not from an instance on the interface toward it. */
+  async forgedHealthDrops(): Promise<number> {
+    return this.counter("ip", this.opts.table, "forged_health_drops");
+  }
+
+  private async counter(family: string, table: string, name: string): Promise<number> {
     try {
-      const { stdout } = await this.runner.run("nft", ["-j", "list", "counter", "ip", this.opts.table, "failclosed_drops"]);
+      const { stdout } = await this.runner.run("nft", ["-j", "list", "counter", family, table, name]);
       const entry = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables.find((e) => e.counter);
       return entry?.counter?.packets ?? 0;
     } catch {
@@ -177,6 +308,7 @@ export class NodeDataplane {
   /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes. */
   async cleanup(): Promise<void> {
     await this.table.remove();
+    await this.bindTable.remove();
     const actual = await this.readRouting();
     const { remove } = diffRouting({ rules: [], routes: [] }, actual);
     await runBatch(this.runner, remove);

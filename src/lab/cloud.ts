@@ -6,7 +6,7 @@ import { startDigitalOceanStandin, type DigitalOceanStandin } from "./do-standin
 import { standinMetadataUrl } from "./do-standin/metadata.js";
 import { LAB_API_ADDRESS } from "./kube-lab.js";
 import { runCommand } from "../util/exec.js";
-import { addNamespace, addVethPair, deleteNamespace, killNamespaceProcesses, sysctl } from "./netns.js";
+import { addNamespace, addVethPair, deleteNamespace, gatewayBootSysctls, killNamespaceProcesses } from "./netns.js";
 import { spawnCli } from "./paths.js";
 import { LAB_NETWORK, type LabTopology } from "./topology.js";
 import type { LabConfig } from "./config.js";
@@ -263,9 +263,8 @@ export class LabCloud {
     if (anchorIP) await runCommand("ip", ["-n", netns, "addr", "add", `${anchorIP}/${LAB_CLOUD.anchorPrefix}`, "dev", "eth1"]);
     await runCommand("ip", ["-n", netns, "route", "add", "default", "via", LAB_NETWORK.internetRouter]);
     // The default user data's sysctls.
-    await sysctl(netns, "net.ipv4.ip_forward", "1");
-    await sysctl(netns, "net.ipv4.conf.all.rp_filter", "0");
-    const health = this.spawnIn(netns, `health-${name}`, ["agent", "health-responder", "--listen", vpcIP, "--metrics-port", "9465", "--wait-for-datapath"]);
+    await gatewayBootSysctls(netns);
+    const health = this.spawnIn(netns, `health-${name}`, ["agent", "health-responder", "--listen", vpcIP, "--metrics-port", "9465", "--metrics-address", vpcIP, "--wait-for-datapath"]);
     const agent = this.spawnIn(netns, `agent-${name}`, [
       "agent",
       "gateway",

@@ -13,6 +13,8 @@ export interface PodWiring {
   namespace: string;
   name: string;
   ipamDir: string;
+  /** The node's cluster CNI (default ptp). */
+  cni?: "ptp" | "bridge";
   /** Directory holding our plugin as `static-egress`. */
   extraPluginDir?: string;
   /**
@@ -28,12 +30,16 @@ interface LabConflist {
   plugins: ({ type: string } & Record<string, unknown>)[];
 }
 
-/** The cluster CNI's own list for a node: ptp + host-local, masquerading (the lab's "cluster CNI"). */
-export function baseConflist(podCidr: string, ipamDir: string): LabConflist {
+/**
+ * The cluster CNI's own list for a node (the lab's "cluster CNI"), masquerading, host-local:
+ * ptp (a routed veth per pod), or Debian's bridge plugin (bridge `cni0` as the pods' gateway).
+ */
+export function baseConflist(podCidr: string, ipamDir: string, cni: "ptp" | "bridge" = "ptp"): LabConflist {
+  const ipam = { type: "host-local", ranges: [[{ subnet: podCidr }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: ipamDir };
   return {
     cniVersion: "1.0.0",
     name: "lab",
-    plugins: [{ type: "ptp", ipMasq: true, ipam: { type: "host-local", ranges: [[{ subnet: podCidr }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: ipamDir } }],
+    plugins: [cni === "bridge" ? { type: "bridge", bridge: "cni0", isGateway: true, ipMasq: true, ipam } : { type: "ptp", ipMasq: true, ipam }],
   };
 }
 
@@ -45,7 +51,7 @@ export function readRuntimeConflist(confDir: string): LabConflist {
 }
 
 function conflist(w: PodWiring): LabConflist {
-  return w.confDir ? readRuntimeConflist(w.confDir) : baseConflist(w.podCidr, w.ipamDir);
+  return w.confDir ? readRuntimeConflist(w.confDir) : baseConflist(w.podCidr, w.ipamDir, w.cni);
 }
 
 /**

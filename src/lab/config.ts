@@ -9,7 +9,15 @@ import type { KubeObject } from "../api/objects.js";
 export const LabConfigSchema = Type.Object(
   {
     nodes: Type.Array(
-      Type.Object({ name: Name, labels: Type.Optional(Type.Record(Type.String(), Type.String())) }, { additionalProperties: false }),
+      Type.Object(
+        {
+          name: Name,
+          labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+          /** The node's cluster CNI: `ptp` (default; one routed veth per pod) or `bridge` (one bridge `cni0`, a port per pod). */
+          cni: Type.Optional(Type.Union([Type.Literal("ptp"), Type.Literal("bridge")])),
+        },
+        { additionalProperties: false },
+      ),
       { minItems: 1, maxItems: 50 },
     ),
     gateways: Type.Array(

@@ -8,7 +8,7 @@ import { parseIPv4 } from "../planner/ipv4.js";
 import type { ClusterNetwork } from "../planner/model.js";
 import { runCommand } from "../util/exec.js";
 import type { LabConfig } from "./config.js";
-import { addNamespace, addVethPair, deleteNamespacesWithPrefix, execIn, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, sysctl } from "./netns.js";
+import { addNamespace, addVethPair, deleteNamespacesWithPrefix, execIn, gatewayBootSysctls, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, sysctl } from "./netns.js";
 import { LAB_STATE_ROOT, packageRoot, spawnCli } from "./paths.js";
 import { baseConflist, wirePod, type PodWiring } from "./cni-chain.js";
 import { applyGateways, applyPolicyObjects, deletePolicyObjects, listGateways, listPolicies, refreshPodIPs, startControlPlane } from "./kube-lab.js";
@@ -45,10 +45,14 @@ export interface LabRecord {
 
 export type LabMode = "file" | "kubernetes";
 
-/** `destroy`: the droplet is deleted through the cloud's API (gateways of a `digitalocean` lab gateway only). */
-export type GatewayDeath = "agent" | "link" | "silent" | "destroy";
+/**
+ * `destroy`: the droplet is deleted through the cloud's API (gateways of a `digitalocean` lab gateway only).
+ * `reboot`: the host comes back as a reboot leaves it (no nft tables, no routes of ours, boot
+ * sysctls, empty conntrack) with no agent running yet; `revive-gateway` starts its agents.
+ */
+export type GatewayDeath = "agent" | "link" | "silent" | "reboot" | "destroy";
 /** Deaths any gateway host can die (and be revived from). */
-export const HOST_DEATHS: readonly GatewayDeath[] = ["agent", "link", "silent"];
+export const HOST_DEATHS: readonly GatewayDeath[] = ["agent", "link", "silent", "reboot"];
 export const GATEWAY_DEATHS: readonly GatewayDeath[] = [...HOST_DEATHS, "destroy"];
 
 /** Agents serve metrics on this port inside their namespace (health responders on +1). */
@@ -123,7 +127,7 @@ export class Lab {
         // Each node's "cluster CNI" list; the node agent chains our plugin into it (--cni-conf-dir).
         for (const n of topology.nodes) {
           mkdirSync(lab.cniConfDir(n.name), { recursive: true });
-          writeFileSync(join(lab.cniConfDir(n.name), "10-lab.conflist"), JSON.stringify(baseConflist(n.podCidr, join(dir, "ipam")), null, 2));
+          writeFileSync(join(lab.cniConfDir(n.name), "10-lab.conflist"), JSON.stringify(baseConflist(n.podCidr, join(dir, "ipam"), n.cni), null, 2));
         }
         await startControlPlane(lab, log, startHosts);
       } else {
@@ -178,7 +182,9 @@ export class Lab {
       await runCommand("ip", ["-n", host.netns, "addr", "add", `${host.publicIP}/24`, "dev", "eth1"]);
       // The only default route in the lab points at the lab's own Internet namespace.
       await runCommand("ip", ["-n", host.netns, "route", "add", "default", "via", LAB_NETWORK.internetRouter]);
-      await sysctl(host.netns, "net.ipv4.ip_forward", "1");
+      // Nodes route their pods; a gateway host boots with forwarding off (its agent turns it on).
+      if (host.role === "node") await sysctl(host.netns, "net.ipv4.ip_forward", "1");
+      else await gatewayBootSysctls(host.netns);
     }
     // The Internet routes each egress IP to the gateway host that owns it (a cloud's reserved IP).
     for (const g of t.gatewayHosts) {
@@ -197,6 +203,7 @@ export class Lab {
     return {
       nodeNetns: node.netns,
       podCidr: node.podCidr,
+      ...(node.cni ? { cni: node.cni } : {}),
       podNetns: pod.netns,
       containerId: `${this.record.prefix}-${pod.namespace}-${pod.name}`,
       namespace: pod.namespace,
@@ -440,7 +447,7 @@ export class Lab {
   /** A gateway host runs two processes: the agent (datapath) and the BFD health responder. */
   startGatewayHost(name: string): void {
     const g = this.gatewayHost(name);
-    this.startProcess(`health-${g.name}`, g.netns, ["agent", "health-responder", "--listen", g.vpcIP, "--metrics-port", String(LAB_METRICS_PORT + 1)]);
+    this.startProcess(`health-${g.name}`, g.netns, ["agent", "health-responder", "--listen", g.vpcIP, "--metrics-port", String(LAB_METRICS_PORT + 1), "--metrics-address", g.vpcIP]);
     this.startAgent(g.name, g.netns, ["agent", "gateway", "--instance", `${g.gateway}/${g.name}`, "--metrics-port", String(LAB_METRICS_PORT)]);
   }
 
@@ -495,6 +502,16 @@ export class Lab {
       case "silent":
         await execIn(g.netns, "nft", ["-f", "-"], SILENCE);
         break;
+      case "reboot":
+        if (droplet) throw new LabError(`${g.name} is a droplet: use --kind destroy`);
+        this.killProcess(`agent-${g.name}`);
+        this.killProcess(`health-${g.name}`);
+        // What survives a reboot is only what the host's boot configures (addresses, default route).
+        await execIn(g.netns, "nft", ["flush", "ruleset"]);
+        await execIn(g.netns, "ip", ["route", "flush", "proto", "94"]);
+        await execIn(g.netns, "conntrack", ["-F"]).catch(() => undefined);
+        await gatewayBootSysctls(g.netns);
+        break;
     }
     this.record.dead = { ...this.record.dead, [g.name]: kind };
     this.save();
@@ -505,7 +522,7 @@ export class Lab {
     if (kind === "destroy") throw new LabError(`${name} was destroyed: the controller replaces the droplet by itself (see lab status)`);
     const g = this.gatewayHost(name);
     if (kind === "agent" && this.droplet(g.name)) throw new LabError(`${g.name} is a droplet: its agents come back when the droplet is replaced (kill it with --kind destroy)`);
-    if (kind === "agent") this.startGatewayHost(g.name);
+    if (kind === "agent" || kind === "reboot") this.startGatewayHost(g.name);
     if (kind === "link") await runCommand("ip", ["-n", g.netns, "link", "set", "eth0", "up"]);
     if (kind === "silent") await execIn(g.netns, "nft", ["delete", "table", "inet", "lab_silence"]).catch(() => undefined);
     const dead = { ...this.record.dead };

@@ -67,3 +67,12 @@ export async function addVethPair(a: { ns: string; name: string }, b: { ns: stri
 export async function sysctl(ns: string, key: string, value: string): Promise<void> {
   await execIn(ns, "sysctl", ["-q", "-w", `${key}=${value}`]);
 }
+
+/**
+ * What a gateway host's boot sets (the user data's sysctls, deploy/digitalocean): forwarding
+ * stays OFF; the gateway agent turns it on once its filter table (policy drop) is loaded.
+ */
+export async function gatewayBootSysctls(ns: string): Promise<void> {
+  await sysctl(ns, "net.ipv4.ip_forward", "0");
+  await sysctl(ns, "net.ipv4.conf.all.rp_filter", "0");
+}

@@ -34,6 +34,8 @@ export interface LabHost {
 export interface LabNode extends LabHost {
   role: "node";
   podCidr: string;
+  /** The node's cluster CNI (absent in labs made before it existed: ptp). */
+  cni?: "ptp" | "bridge";
   labels: Record<string, string>;
 }
 
@@ -70,6 +72,7 @@ export function planTopology(prefix: string, cfg: LabConfig): LabTopology {
     fabricVpcPort: `n${i}v`,
     fabricPublicPort: `n${i}p`,
     podCidr: `10.244.${i + 1}.0/24`,
+    ...(n.cni === "bridge" ? { cni: "bridge" as const } : {}),
     labels: n.labels ?? {},
   }));
   const gatewayHosts: LabGatewayHost[] = cfg.gateways.flatMap((g) => g.instances ?? []).map((inst, j) => {

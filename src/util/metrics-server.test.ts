@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { Counter, Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
-import { metricsListen, serveMetrics } from "./metrics-server.js";
+import { AGENT_METRICS_DEFAULT_HOST, metricsListen, serveMetrics } from "./metrics-server.js";
 
 const servers: { close(): void }[] = [];
 afterEach(() => {
@@ -57,6 +57,11 @@ describe("metrics listen flags", () => {
     expect(metricsListen({ metricsPort: "9740" })).toEqual({ port: 9740, host: "0.0.0.0" });
     expect(metricsListen({ metricsPort: "9740", metricsAddress: "10.0.0.5" })).toEqual({ port: 9740, host: "10.0.0.5" });
     expect(metricsListen({ metricsPort: "1", metricsAddress: "::1" })).toEqual({ port: 1, host: "::1" });
+  });
+
+  it("agents default to loopback; an explicit address still wins", () => {
+    expect(metricsListen({ metricsPort: "9740" }, AGENT_METRICS_DEFAULT_HOST)).toEqual({ port: 9740, host: "127.0.0.1" });
+    expect(metricsListen({ metricsPort: "9740", metricsAddress: "10.0.0.5" }, AGENT_METRICS_DEFAULT_HOST)).toEqual({ port: 9740, host: "10.0.0.5" });
   });
 
   it.each([

@@ -12,11 +12,15 @@ export interface MetricsServerOptions {
   ready?: () => boolean;
 }
 
+/** Where agents on hosts (nodes, gateways) listen without `--metrics-address`: loopback only. */
+export const AGENT_METRICS_DEFAULT_HOST = "127.0.0.1";
+
 /**
  * Where a long-running command serves metrics, from its `--metrics-port` and `--metrics-address`
- * flags (undefined: nowhere). Checked before anything starts; errors name the flag.
+ * flags (undefined: nowhere). Checked before anything starts; errors name the flag. Agents pass
+ * `defaultHost` loopback: a host-network agent on every address would be open to every pod.
  */
-export function metricsListen(flags: { metricsPort?: string; metricsAddress?: string }): { port: number; host: string } | undefined {
+export function metricsListen(flags: { metricsPort?: string; metricsAddress?: string }, defaultHost = "0.0.0.0"): { port: number; host: string } | undefined {
   const { metricsPort: port, metricsAddress: address } = flags;
   if (port === undefined) {
     if (address !== undefined) throw new Error("--metrics-address needs --metrics-port");
@@ -24,7 +28,7 @@ export function metricsListen(flags: { metricsPort?: string; metricsAddress?: st
   }
   const n = Number(port);
   if (!Number.isInteger(n) || n < 1 || n > 65_535) throw new Error(`--metrics-port: must be a port number (1-65535), not ${JSON.stringify(port)}`);
-  const host = address ?? "0.0.0.0";
+  const host = address ?? defaultHost;
   if (isIP(host) === 0) throw new Error(`--metrics-address: must be an IP address, not ${JSON.stringify(address)}`);
   return { port: n, host };
 }

@@ -78,7 +78,7 @@ describe("node dataplane", () => {
     for (const ip of ["10.244.1.10", "10.244.1.11", "10.244.1.12"]) expect(map).toContain(ip);
 
     const again = await dp.apply(plan("via"), { verify: true });
-    expect(again).toEqual({ nftChanged: false, routingAdded: 0, routingRemoved: 0 });
+    expect(again).toEqual({ nftChanged: false, routingAdded: 0, routingRemoved: 0, unbound: 3 }); // no pod interfaces in this namespace
     // A fresh agent (a restart) adopts the same state: routes and rules untouched.
     const restarted = await new NodeDataplane(run).apply(plan("via"));
     expect(restarted.routingAdded + restarted.routingRemoved).toBe(0);

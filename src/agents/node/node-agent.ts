@@ -41,6 +41,7 @@ export class NodeAgent {
   /** Compiled once: compiling the schemas costs tens of milliseconds per reconcile. */
   private readonly validator = new SpecValidator();
   private resyncTimer: NodeJS.Timeout | undefined;
+  private unboundTimer: NodeJS.Timeout | undefined;
   private lastPlan: NodePlan | undefined;
   private lastVerdicts = "";
   /** Addresses the CNI plugin reported before the API server did (pod key -> IPs). */
@@ -81,6 +82,14 @@ export class NodeAgent {
     const forget = flowsToForget(this.lastPlan, plan);
     if (forget.podIPs.length > 0 || forget.marks.length > 0) await dataplane.forgetFlows(forget);
     this.lastPlan = plan;
+    // A selected pod whose interface is not known yet (a bridge port is learned from its first
+    // frames) gets nothing diverted; look again soon rather than at the next resync.
+    if (report.unbound > 0 && !this.unboundTimer) {
+      this.unboundTimer = setTimeout(() => {
+        this.unboundTimer = undefined;
+        this.loop.trigger();
+      }, 1_000);
+    }
     if (report.nftChanged || report.routingAdded || report.routingRemoved) {
       const durationMs = Math.round(performance.now() - started);
       logger.info({ entries: plan.entries.length, instances: plan.instances.length, unavailable: plan.unavailable, ...report, durationMs }, "datapath programmed");
@@ -134,6 +143,7 @@ export class NodeAgent {
 
   async stop(): Promise<void> {
     clearInterval(this.resyncTimer);
+    clearTimeout(this.unboundTimer);
     this.loop.stop();
     await this.deps.source.stop();
   }

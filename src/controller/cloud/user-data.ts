@@ -43,7 +43,8 @@ packages:
 write_files:
   - path: /etc/sysctl.d/90-static-egress.conf
     content: |
-      net.ipv4.ip_forward = 1
+      # Off at boot: the gateway agent turns forwarding on once its filter (policy drop) is loaded.
+      net.ipv4.ip_forward = 0
       net.ipv4.conf.all.rp_filter = 0
       net.ipv4.conf.default.rp_filter = 0
   - path: /etc/static-egress/gateway
