@@ -48,13 +48,24 @@ function isRunningWithOwnAddress(pod: PodInfo): boolean {
   return !pod.hostNetwork && ipv4Of(pod) !== undefined && pod.phase !== "Succeeded" && pod.phase !== "Failed";
 }
 
-function precedenceKey(p: PolicyObject): [number, number, string, string] {
-  return [p.spec.priority ?? 100, p.kind === "EgressPolicy" ? 0 : 1, p.metadata.creationTimestamp ?? "", resourceOf(p)];
+/**
+ * Tenancy tier: 0 for ClusterEgressPolicies and EgressPolicies whose namespace's grant on their
+ * gateway says outrankClusterPolicies, 1 for the other EgressPolicies (after every cluster policy).
+ */
+function tier(p: PolicyObject, snapshot: ClusterSnapshot): number {
+  if (p.kind === "ClusterEgressPolicy") return 0;
+  const labels = snapshot.namespaces.find((n) => n.name === p.metadata.namespace)?.labels ?? {};
+  const grants = snapshot.gateways.find((g) => g.metadata.name === p.spec.gatewayName)?.spec.grants ?? [];
+  return grants.some((g) => g.outrankClusterPolicies === true && matches(g.namespaceSelector, labels)) ? 0 : 1;
 }
 
-function byPrecedence(a: PolicyObject, b: PolicyObject): number {
-  const ka = precedenceKey(a);
-  const kb = precedenceKey(b);
+function precedenceKey(p: PolicyObject, snapshot: ClusterSnapshot): [number, number, number, string, string] {
+  return [tier(p, snapshot), p.spec.priority ?? 100, p.kind === "EgressPolicy" ? 0 : 1, p.metadata.creationTimestamp ?? "", resourceOf(p)];
+}
+
+function byPrecedence(a: PolicyObject, b: PolicyObject, snapshot: ClusterSnapshot): number {
+  const ka = precedenceKey(a, snapshot);
+  const kb = precedenceKey(b, snapshot);
   for (let i = 0; i < ka.length; i++) if (ka[i] !== kb[i]) return (ka[i] as number | string) < (kb[i] as number | string) ? -1 : 1;
   return 0;
 }
@@ -81,7 +92,7 @@ class Oracle {
   candidates(pod: PodInfo): PolicyObject[] {
     let out = this.candidatesByPod.get(pod);
     if (!out) {
-      out = this.snapshot.policies.filter((p) => this.selects(p, pod)).sort(byPrecedence);
+      out = this.snapshot.policies.filter((p) => this.selects(p, pod)).sort((a, b) => byPrecedence(a, b, this.snapshot));
       this.candidatesByPod.set(pod, out);
     }
     return out;
@@ -372,7 +383,7 @@ describe("overlapping policies", () => {
           const pod = scenario.snapshot.pods.find((x) => podKey(x) === c.pod) as PodInfo;
           const winner = p.oracle.policy(c.winner);
           const loser = p.oracle.policy(c.loser);
-          expect(byPrecedence(winner, loser)).toBeLessThan(0);
+          expect(byPrecedence(winner, loser, scenario.snapshot)).toBeLessThan(0);
           expect(p.oracle.selects(loser, pod)).toBe(true);
           for (const r of c.destinations) {
             for (const address of [r.from, r.to]) {
