@@ -7,6 +7,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { SpecValidator } from "../api/v1alpha1/validate.js";
+import { NO_INSTANCE_MARK } from "./ids.js";
 import { contains, formatIPv4, parseCidr, parseIPv4 } from "./ipv4.js";
 import type { ClusterSnapshot, GatewayPlan, HealthView, InstanceHealth, NodePlan, PodInfo, PolicyObject } from "./model.js";
 import { Planner, selectPods } from "./plan.js";
@@ -528,6 +529,65 @@ describe("health changes", () => {
             }
           }
         }
+      }),
+      { numRuns: RUNS },
+    );
+  });
+});
+
+describe("invalid policies fail closed", () => {
+  /** Ways a valid policy becomes invalid while its selectors still parse. */
+  const breakages: { name: string; apply: (spec: PolicyObject["spec"]) => PolicyObject["spec"] }[] = [
+    { name: "unknown gateway", apply: (s) => ({ ...s, gatewayName: "gone" }) },
+    { name: "egress IP not granted / not on the gateway", apply: (s) => ({ ...s, egressIPs: ["192.0.2.250"] }) },
+    { name: "destination that does not parse", apply: (s) => ({ ...s, destinationCIDRs: [...(s.destinationCIDRs ?? ["0.0.0.0/0"]), "198.51.100.0/40"] }) },
+    { name: "exclusion that does not parse", apply: (s) => ({ ...s, excludedCIDRs: ["nope"] }) },
+  ];
+
+  it("a policy made invalid leaves nothing it decided on the node IP (unless FallbackToNodeIP), touches no other policy, and reaches no gateway", () => {
+    fc.assert(
+      fc.property(clusterArb(), fc.nat(), fc.nat(breakages.length - 1), (scenario, pick, which) => {
+        const { policies } = scenario.snapshot;
+        fc.pre(policies.length > 0);
+        const p = plan(scenario);
+        const victim = policies[pick % policies.length] as PolicyObject;
+        const resource = resourceOf(victim);
+        const broken = { ...victim, spec: breakages[which]!.apply(victim.spec) } as PolicyObject;
+        const after = new Planner({ ...scenario.snapshot, policies: policies.map((x) => (x === victim ? broken : x)) }, { validator });
+        expect(after.resolution.verdicts.find((v) => v.resource === resource)?.valid).toBe(false);
+        const fallback = victim.spec.failurePolicy === "FallbackToNodeIP";
+        const problems: string[] = [];
+        for (const node of scenario.snapshot.nodes) {
+          const health = scenario.health.get(node.name) ?? new Map<string, InstanceHealth>();
+          const before = p.nodePlan(node.name, health);
+          const now = after.planNode(node.name, health);
+          for (const pod of p.podsOn(node.name).filter(isRunningWithOwnAddress)) {
+            const podIP = ipv4Of(pod) as string;
+            for (const address of p.samples) {
+              const was = lookup(before.entries, podIP, address);
+              const is = lookup(now.entries, podIP, address);
+              const where = `${podKey(pod)} -> ${formatIPv4(address)} on ${node.name}`;
+              if (is.length > 1) problems.push(`${where}: ${is.length} entries`);
+              const e = is[0];
+              const isDrop = e !== undefined && e.policy === resource && e.instance === "" && e.mark === NO_INSTANCE_MARK;
+              if (e && e.policy === resource && !isDrop) problems.push(`${where}: the invalid policy still diverts`);
+              const decider = p.oracle.decider(pod, address);
+              if (decider === victim) {
+                // Decided by the victim before: now dropped, or taken by another valid policy; the node IP only by choice.
+                if (!e && !fallback) problems.push(`${where}: left with the node IP after ${resource} became invalid`);
+                if (isDrop && fallback) problems.push(`${where}: dropped although ${resource} asked for FallbackToNodeIP`);
+              } else if (decider) {
+                // Another policy's decision stands.
+                const same = (x: typeof e) => (x ? `${x.policy} ${x.instance} ${x.mark}` : "node IP");
+                if (same(e) !== same(was[0])) problems.push(`${where}: ${same(was[0])} became ${same(e)}`);
+              } else if (e && !isDrop) {
+                problems.push(`${where}: newly diverted by ${e.policy}`);
+              }
+            }
+          }
+        }
+        expect(problems).toEqual([]);
+        for (const key of scenario.instanceKeys) expect(after.planGateway(key)?.snat.filter((s) => s.policy === resource)).toEqual([]);
       }),
       { numRuns: RUNS },
     );
