@@ -49,6 +49,16 @@ async function failClosedDrops(node: string): Promise<number> {
   return Number(/packets (\d+)/.exec(out)?.[1] ?? NaN);
 }
 
+/** The mark the node always drops (no instance): what an invalid policy's pods get. */
+const DROP_MARK = "0x10000000";
+
+/** The marks of a pod address's entries in a node's divert map. */
+async function marksOf(node: string, podIP: string): Promise<string[]> {
+  const listing = await execIn(nodeNetns(node), "nft", ["list", "map", "ip", "static_egress", "divert"]);
+  const escaped = podIP.replace(/\./g, "\\.");
+  return [...listing.matchAll(new RegExp(`\\b${escaped} \\. [^:,]+: (0x[0-9a-f]+)`, "g"))].map((m) => m[1]!);
+}
+
 async function checkout(): Promise<KubeObject> {
   return (await lab.currentPolicies()).find((p) => p.metadata?.name === "checkout" && p.metadata?.namespace === "payments")!;
 }
@@ -72,7 +82,8 @@ describe("attack: a valid policy made invalid", () => {
     await lab.applyPolicies([broken]);
     try {
       await agentSawInvalid("EgressPolicy/payments/checkout");
-      await waitFor(async () => /0x10000000\b/.test(await execIn(nodeNetns("node1"), "nft", ["list", "map", "ip", "static_egress", "divert"])), 10_000, "no drop entry for pay-1");
+      // node1 has applied the change: pay-1 is in no gateway's entry any more (dropped, or absent).
+      await waitFor(async () => (await marksOf("node1", lab.record.podIPs["payments/pay-1"]!)).every((m) => m === DROP_MARK), 10_000, "pay-1 still diverted to a gateway");
       await during;
       // And a stream that starts once the invalid policy is planned.
       const sent = await udpStream("payments/pay-1", "invalid", 1000);
@@ -112,7 +123,8 @@ describe("attack: a namespace claims another namespace's egress IPs", () => {
       spec: { podSelector: { matchLabels: { app: "frontend" } }, gatewayName: "shared", egressIPs: CHECKOUT_IPS, destinationCIDRs: ["198.51.100.0/24"] },
     };
     await lab.applyPolicies([grab]);
-    await agentSawInvalid("EgressPolicy/web/grab");
+    // node1 has planned the claim (web-1 gets entries: dropped, or diverted if the claim were honoured).
+    await waitFor(async () => (await marksOf("node1", lab.record.podIPs["web/web-1"]!)).length > 0, 10_000, "node1 did not plan web/grab");
     await lab.applyPolicies([{ ...original, metadata: { name: "checkout", namespace: "payments" } }]);
     await waitConverged(lab);
 
