@@ -22,7 +22,7 @@ function say(line: string): void {
 
 export function formatStatusTable(rows: readonly LabPodStatus[]): string {
   const header = ["POD", "NODE", "POD-IP", "EGRESS-IP (seen)", "EXPECTED", "POLICY", "OK"];
-  const lines = rows.map((r) => [r.pod, r.node, r.ip, r.egressIP ?? `- (${r.error ?? "no answer"})`, r.expected.join("|"), r.policy ?? "-", r.ok ? "yes" : "NO"]);
+  const lines = rows.map((r) => [r.pod, r.node, r.ip, r.egressIP ?? `- (${r.error ?? "no answer"})`, r.expected.join("|") || "dropped", r.policy ?? "-", r.ok ? "yes" : "NO"]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? "").length)));
   return [header, ...lines].map((l) => l.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
 }

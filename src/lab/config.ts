@@ -2,6 +2,7 @@ import { Type, type Static } from "@sinclair/typebox";
 import { Ajv } from "ajv";
 import { parse } from "yaml";
 import { IPv4Address, LabelSelector, Name } from "../api/v1alpha1/common.js";
+import { GatewayGrant } from "../api/v1alpha1/egress-gateway.js";
 import { describeErrors } from "../api/v1alpha1/validate.js";
 import type { KubeObject } from "../api/objects.js";
 
@@ -43,6 +44,8 @@ export const LabConfigSchema = Type.Object(
               { additionalProperties: false },
             ),
           ),
+          /** The gateway's spec.grants, as written: which namespaces' EgressPolicies may use it. */
+          grants: Type.Optional(Type.Array(GatewayGrant)),
           health: Type.Optional(
             Type.Object(
               {

@@ -267,6 +267,7 @@ export class Lab {
                 },
               }),
           ...(g.health ? { health: g.health } : {}),
+          ...(g.grants ? { grants: g.grants } : {}),
         },
       })),
     ];
@@ -559,7 +560,8 @@ export class Lab {
         const node = this.topology.nodes.find((n) => n.name === pod.node)!;
         const entry = plans.get(pod.node)?.entries.find((e) => e.podIP === ip && e.dst.from <= dst && dst <= e.dst.to);
         const policy = entry ? planner.resolution.policies.find((p) => p.resource === entry.policy) : undefined;
-        const expected = policy ? [...policy.egressIPByInstance.values()].sort() : [node.publicIP];
+        // An entry of no instance is dropped (an invalid policy, fail-closed): nothing may get out.
+        const expected = entry?.instance === "" ? [] : policy ? [...policy.egressIPByInstance.values()].sort() : [node.publicIP];
         const probe = await this.probe(pod, `http://${target}/`);
         const egressIP = probe.source ?? null;
         return {
@@ -569,7 +571,7 @@ export class Lab {
           egressIP,
           expected,
           policy: entry?.policy ?? null,
-          ok: egressIP !== null && expected.includes(egressIP),
+          ok: expected.length === 0 ? egressIP === null : egressIP !== null && expected.includes(egressIP),
           ...(probe.error ? { error: probe.error } : {}),
         };
       }),

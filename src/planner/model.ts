@@ -84,6 +84,19 @@ export interface ValidPolicy {
   egressIPByInstance: ReadonlyMap<string, string>;
   failurePolicy: "Drop" | "FallbackToNodeIP";
   priority: number;
+  /**
+   * Whether the policy may come before ClusterEgressPolicies by `priority`: every
+   * ClusterEgressPolicy, and an EgressPolicy whose namespace's grant says so.
+   */
+  outranksClusterPolicies: boolean;
+}
+
+/** An invalid policy that still drops its pods' traffic (fail-closed, lowest precedence). */
+export interface FailClosedPolicy {
+  resource: string;
+  object: PolicyObject;
+  /** What it would have diverted (or everything, when that does not parse). */
+  destinations: Range[];
 }
 
 /** Two policies selected the same pod for the same destinations; the winner is named. */

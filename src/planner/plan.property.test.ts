@@ -7,6 +7,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { SpecValidator } from "../api/v1alpha1/validate.js";
+import { NO_INSTANCE_MARK } from "./ids.js";
 import { contains, formatIPv4, parseCidr, parseIPv4 } from "./ipv4.js";
 import type { ClusterSnapshot, GatewayPlan, HealthView, InstanceHealth, NodePlan, PodInfo, PolicyObject } from "./model.js";
 import { Planner, selectPods } from "./plan.js";
@@ -48,13 +49,24 @@ function isRunningWithOwnAddress(pod: PodInfo): boolean {
   return !pod.hostNetwork && ipv4Of(pod) !== undefined && pod.phase !== "Succeeded" && pod.phase !== "Failed";
 }
 
-function precedenceKey(p: PolicyObject): [number, number, string, string] {
-  return [p.spec.priority ?? 100, p.kind === "EgressPolicy" ? 0 : 1, p.metadata.creationTimestamp ?? "", resourceOf(p)];
+/**
+ * Tenancy tier: 0 for ClusterEgressPolicies and EgressPolicies whose namespace's grant on their
+ * gateway says outrankClusterPolicies, 1 for the other EgressPolicies (after every cluster policy).
+ */
+function tier(p: PolicyObject, snapshot: ClusterSnapshot): number {
+  if (p.kind === "ClusterEgressPolicy") return 0;
+  const labels = snapshot.namespaces.find((n) => n.name === p.metadata.namespace)?.labels ?? {};
+  const grants = snapshot.gateways.find((g) => g.metadata.name === p.spec.gatewayName)?.spec.grants ?? [];
+  return grants.some((g) => g.outrankClusterPolicies === true && matches(g.namespaceSelector, labels)) ? 0 : 1;
 }
 
-function byPrecedence(a: PolicyObject, b: PolicyObject): number {
-  const ka = precedenceKey(a);
-  const kb = precedenceKey(b);
+function precedenceKey(p: PolicyObject, snapshot: ClusterSnapshot): [number, number, number, string, string] {
+  return [tier(p, snapshot), p.spec.priority ?? 100, p.kind === "EgressPolicy" ? 0 : 1, p.metadata.creationTimestamp ?? "", resourceOf(p)];
+}
+
+function byPrecedence(a: PolicyObject, b: PolicyObject, snapshot: ClusterSnapshot): number {
+  const ka = precedenceKey(a, snapshot);
+  const kb = precedenceKey(b, snapshot);
   for (let i = 0; i < ka.length; i++) if (ka[i] !== kb[i]) return (ka[i] as number | string) < (kb[i] as number | string) ? -1 : 1;
   return 0;
 }
@@ -81,7 +93,7 @@ class Oracle {
   candidates(pod: PodInfo): PolicyObject[] {
     let out = this.candidatesByPod.get(pod);
     if (!out) {
-      out = this.snapshot.policies.filter((p) => this.selects(p, pod)).sort(byPrecedence);
+      out = this.snapshot.policies.filter((p) => this.selects(p, pod)).sort((a, b) => byPrecedence(a, b, this.snapshot));
       this.candidatesByPod.set(pod, out);
     }
     return out;
@@ -372,7 +384,7 @@ describe("overlapping policies", () => {
           const pod = scenario.snapshot.pods.find((x) => podKey(x) === c.pod) as PodInfo;
           const winner = p.oracle.policy(c.winner);
           const loser = p.oracle.policy(c.loser);
-          expect(byPrecedence(winner, loser)).toBeLessThan(0);
+          expect(byPrecedence(winner, loser, scenario.snapshot)).toBeLessThan(0);
           expect(p.oracle.selects(loser, pod)).toBe(true);
           for (const r of c.destinations) {
             for (const address of [r.from, r.to]) {
@@ -517,6 +529,65 @@ describe("health changes", () => {
             }
           }
         }
+      }),
+      { numRuns: RUNS },
+    );
+  });
+});
+
+describe("invalid policies fail closed", () => {
+  /** Ways a valid policy becomes invalid while its selectors still parse. */
+  const breakages: { name: string; apply: (spec: PolicyObject["spec"]) => PolicyObject["spec"] }[] = [
+    { name: "unknown gateway", apply: (s) => ({ ...s, gatewayName: "gone" }) },
+    { name: "egress IP not granted / not on the gateway", apply: (s) => ({ ...s, egressIPs: ["192.0.2.250"] }) },
+    { name: "destination that does not parse", apply: (s) => ({ ...s, destinationCIDRs: [...(s.destinationCIDRs ?? ["0.0.0.0/0"]), "198.51.100.0/40"] }) },
+    { name: "exclusion that does not parse", apply: (s) => ({ ...s, excludedCIDRs: ["nope"] }) },
+  ];
+
+  it("a policy made invalid leaves nothing it decided on the node IP (unless FallbackToNodeIP), touches no other policy, and reaches no gateway", () => {
+    fc.assert(
+      fc.property(clusterArb(), fc.nat(), fc.nat(breakages.length - 1), (scenario, pick, which) => {
+        const { policies } = scenario.snapshot;
+        fc.pre(policies.length > 0);
+        const p = plan(scenario);
+        const victim = policies[pick % policies.length] as PolicyObject;
+        const resource = resourceOf(victim);
+        const broken = { ...victim, spec: breakages[which]!.apply(victim.spec) } as PolicyObject;
+        const after = new Planner({ ...scenario.snapshot, policies: policies.map((x) => (x === victim ? broken : x)) }, { validator });
+        expect(after.resolution.verdicts.find((v) => v.resource === resource)?.valid).toBe(false);
+        const fallback = victim.spec.failurePolicy === "FallbackToNodeIP";
+        const problems: string[] = [];
+        for (const node of scenario.snapshot.nodes) {
+          const health = scenario.health.get(node.name) ?? new Map<string, InstanceHealth>();
+          const before = p.nodePlan(node.name, health);
+          const now = after.planNode(node.name, health);
+          for (const pod of p.podsOn(node.name).filter(isRunningWithOwnAddress)) {
+            const podIP = ipv4Of(pod) as string;
+            for (const address of p.samples) {
+              const was = lookup(before.entries, podIP, address);
+              const is = lookup(now.entries, podIP, address);
+              const where = `${podKey(pod)} -> ${formatIPv4(address)} on ${node.name}`;
+              if (is.length > 1) problems.push(`${where}: ${is.length} entries`);
+              const e = is[0];
+              const isDrop = e !== undefined && e.policy === resource && e.instance === "" && e.mark === NO_INSTANCE_MARK;
+              if (e && e.policy === resource && !isDrop) problems.push(`${where}: the invalid policy still diverts`);
+              const decider = p.oracle.decider(pod, address);
+              if (decider === victim) {
+                // Decided by the victim before: now dropped, or taken by another valid policy; the node IP only by choice.
+                if (!e && !fallback) problems.push(`${where}: left with the node IP after ${resource} became invalid`);
+                if (isDrop && fallback) problems.push(`${where}: dropped although ${resource} asked for FallbackToNodeIP`);
+              } else if (decider) {
+                // Another policy's decision stands.
+                const same = (x: typeof e) => (x ? `${x.policy} ${x.instance} ${x.mark}` : "node IP");
+                if (same(e) !== same(was[0])) problems.push(`${where}: ${same(was[0])} became ${same(e)}`);
+              } else if (e && !isDrop) {
+                problems.push(`${where}: newly diverted by ${e.policy}`);
+              }
+            }
+          }
+        }
+        expect(problems).toEqual([]);
+        for (const key of scenario.instanceKeys) expect(after.planGateway(key)?.snat.filter((s) => s.policy === resource)).toEqual([]);
       }),
       { numRuns: RUNS },
     );

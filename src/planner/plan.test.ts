@@ -10,6 +10,7 @@ import { clusterEgressPolicy, egressGateway, egressPolicy } from "./testing/arbi
 const validator = new SpecValidator();
 
 const gateway = egressGateway("shared", {
+  grants: [{ namespaceSelector: {}, outrankClusterPolicies: true }],
   static: {
     instances: [
       { name: "a", address: "10.0.1.1", egressIPs: ["203.0.113.1", "203.0.113.11"] },
@@ -106,7 +107,7 @@ describe("a digitalocean gateway whose droplets are not there yet", () => {
   const RESERVED = ["203.0.113.30", "203.0.113.40"];
   const cloud = (instances: { name: string; address: string; egressIPs: string[]; health: string }[]) =>
     ({
-      ...egressGateway("cloud", { digitalocean: { region: "ams3", size: "s-1vcpu-1gb", count: 2, reservedIPs: RESERVED, nodeTag: "k8s:c1" } }),
+      ...egressGateway("cloud", { grants: [{ namespaceSelector: {} }], digitalocean: { region: "ams3", size: "s-1vcpu-1gb", count: 2, reservedIPs: RESERVED, nodeTag: "k8s:c1" } }),
       status: { instances },
     }) as ClusterSnapshot["gateways"][number];
   const pay = (failurePolicy: "Drop" | "FallbackToNodeIP" = "Drop") =>

@@ -5,6 +5,7 @@ import type {
   ClusterSnapshot,
   Conflict,
   DivertEntry,
+  FailClosedPolicy,
   GatewayPlan,
   HealthView,
   NodePlan,
@@ -13,8 +14,10 @@ import type {
   SnatEntry,
   ValidPolicy,
 } from "./model.js";
-import { resolve, type Resolution } from "./resolve.js";
+import { isEligiblePod, policySelects, resolve, type Resolution, type ResolveOptions } from "./resolve.js";
 import { matches } from "./selector.js";
+
+export { isEligiblePod };
 
 /** One pod's share of one policy: the destinations this policy (not a higher one) decides for it. */
 export interface Selection {
@@ -24,16 +27,21 @@ export interface Selection {
   destinations: Range[];
 }
 
+/** A pod's destinations that only an invalid policy claims: dropped (fail-closed). */
+export interface FailClosedSelection {
+  pod: PodInfo;
+  podKey: string;
+  policy: FailClosedPolicy;
+  destinations: Range[];
+}
+
 export interface SelectionResult {
   selections: Selection[];
+  /** Destinations left to invalid policies after every valid one (lowest precedence). */
+  failClosed: FailClosedSelection[];
   conflicts: Conflict[];
   /** Selected pods per policy resource (all nodes). */
   podsByPolicy: Map<string, number>;
-}
-
-/** Pods whose traffic may be diverted: running with an address of their own. */
-export function isEligiblePod(pod: PodInfo): boolean {
-  return !pod.hostNetwork && pod.ips.length > 0 && pod.phase !== "Succeeded" && pod.phase !== "Failed";
 }
 
 /**
@@ -53,6 +61,7 @@ export function selectPods(snapshot: ClusterSnapshot, res: Resolution, onlyNode?
   }
   const rank = new Map(res.policies.map((p, i) => [p.resource, i]));
   const selections: Selection[] = [];
+  const failClosed: FailClosedSelection[] = [];
   const conflicts: Conflict[] = [];
   const podsByPolicy = new Map<string, number>();
   // Namespace selectors are matched once per namespace, not once per pod.
@@ -84,8 +93,15 @@ export function selectPods(snapshot: ClusterSnapshot, res: Resolution, onlyNode?
       taken.push({ policy: policy.resource, ranges: destinations });
       if (destinations.length > 0) selections.push({ pod, podKey, policy, destinations });
     }
+    // Invalid policies come last: they only drop what no valid policy decides for the pod.
+    for (const policy of res.failClosed) {
+      if (!policySelects(policy.object, pod, nsLabels)) continue;
+      const destinations = subtract(policy.destinations, taken.flatMap((t) => t.ranges));
+      taken.push({ policy: policy.resource, ranges: destinations });
+      if (destinations.length > 0) failClosed.push({ pod, podKey, policy, destinations });
+    }
   }
-  return { selections, conflicts, podsByPolicy };
+  return { selections, failClosed, conflicts, podsByPolicy };
 }
 
 /**
@@ -100,7 +116,7 @@ export function chooseInstance(podKey: string, policy: ValidPolicy, res: Resolut
   return rendezvous(podKey, serving.length > 0 ? serving : up);
 }
 
-export interface PlanOptions {
+export interface PlanOptions extends ResolveOptions {
   tableBase?: number;
   validator?: SpecValidator;
 }
@@ -115,7 +131,7 @@ export class Planner {
     private readonly options: PlanOptions = {},
   ) {
     this.validator = options.validator ?? new SpecValidator();
-    this.resolution = resolve(snapshot, this.validator);
+    this.resolution = resolve(snapshot, this.validator, options);
   }
 
   /** The desired datapath of one node, given its own view of gateway health. */
@@ -131,7 +147,7 @@ export class Planner {
         route: health.get(i.key) === "down" ? ("blackhole" as const) : ("via" as const),
       }))
       .sort((a, b) => a.key.localeCompare(b.key));
-    const { selections } = selectPods(this.snapshot, res, node);
+    const { selections, failClosed } = selectPods(this.snapshot, res, node);
     const entries: DivertEntry[] = [];
     const unavailable = new Map<string, { policy: string; failurePolicy: "Drop" | "FallbackToNodeIP"; pods: number }>();
     const podsByPolicy: Record<string, number> = {};
@@ -151,6 +167,14 @@ export class Planner {
       for (const ip of s.pod.ips) {
         if (ip.includes(":")) continue; // IPv4 only for now
         for (const dst of s.destinations) entries.push({ podIP: ip, dst, mark, policy: s.policy.resource, instance });
+      }
+    }
+    // An invalid policy's pods take the path of a policy with no instance: the mark the node
+    // always drops and counts (failclosed_drops), never the node's IP.
+    for (const s of failClosed) {
+      for (const ip of s.pod.ips) {
+        if (ip.includes(":")) continue;
+        for (const dst of s.destinations) entries.push({ podIP: ip, dst, mark: NO_INSTANCE_MARK, policy: s.policy.resource, instance: "" });
       }
     }
     entries.sort(compareEntries);

@@ -2,6 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { SpecValidator } from "../api/v1alpha1/validate.js";
 import type { EgressGateway } from "../api/v1alpha1/egress-gateway.js";
+import { NO_INSTANCE_MARK } from "./ids.js";
 import { parseCidr, parseIPv4, subtract } from "./ipv4.js";
 import type { ClusterSnapshot, HealthView, NodeInfo, PolicyObject } from "./model.js";
 import { Planner } from "./plan.js";
@@ -16,7 +17,12 @@ const nodes: NodeInfo[] = [
   { name: "node-b", labels: {}, annotations: {}, internalIP: "10.0.0.12", podCIDRs: ["10.244.2.0/24"] },
 ];
 
+// Every namespace may use these gateways, with precedence as before tenancy (single-tenant
+// fixtures); tenancy itself is tested in resolve.tenancy.test.ts.
+const ANY_NAMESPACE = [{ namespaceSelector: {}, outrankClusterPolicies: true }];
+
 const shared = egressGateway("shared", {
+  grants: ANY_NAMESPACE,
   static: {
     instances: [
       { name: "i1", address: "10.0.1.1", egressIPs: ["203.0.113.10", "203.0.113.11", "203.0.113.12", "203.0.113.13"] },
@@ -24,7 +30,7 @@ const shared = egressGateway("shared", {
     ],
   },
 });
-const other = egressGateway("other", { static: { instances: [{ name: "o1", address: "10.0.1.3", egressIPs: ["198.51.100.10", "198.51.100.11"] }] } });
+const other = egressGateway("other", { grants: ANY_NAMESPACE, static: { instances: [{ name: "o1", address: "10.0.1.3", egressIPs: ["198.51.100.10", "198.51.100.11"] }] } });
 
 const webPolicy = egressPolicy(
   "shop",
@@ -75,6 +81,16 @@ function allPlans(s: ClusterSnapshot, views?: ReadonlyMap<string, HealthView>) {
     nodes: s.nodes.map((n) => planner.planNode(n.name, views ? (views.get(n.name) ?? new Map()) : health)),
     gateways: [...planner.resolution.instances.keys()].sort().map((k) => planner.planGateway(k)),
   };
+}
+
+/**
+ * The plans without an invalid policy's entries, after checking that each of them drops
+ * (fail-closed: the mark the node always drops, no instance, nothing on any gateway).
+ */
+function withoutDrops(plans: ReturnType<typeof allPlans>, resource: string): ReturnType<typeof allPlans> {
+  for (const n of plans.nodes) for (const e of n.entries.filter((x) => x.policy === resource)) expect([e.instance, e.mark]).toEqual(["", NO_INSTANCE_MARK]);
+  for (const g of plans.gateways) expect(g?.snat.filter((x) => x.policy === resource)).toEqual([]);
+  return { ...plans, nodes: plans.nodes.map((n) => ({ ...n, entries: n.entries.filter((e) => e.policy !== resource) })) };
 }
 
 function verdictOf(s: ClusterSnapshot, resource: string) {
@@ -252,7 +268,9 @@ describe("resolve: contested egress IPs", () => {
         valid: false,
         errors: [{ field: "spec.egressIPs[1]", message: "203.0.113.12 is already used by EgressPolicy/shop/first" }],
       });
-      expect(allPlans(s)).toEqual(allPlans(with_(base, { policies: [first] })));
+      // The loser's pods are dropped where the winner does not decide for them (fail-closed).
+      expect(allPlans(s).nodes.some((n) => n.entries.some((e) => e.policy === "EgressPolicy/billing/second"))).toBe(true);
+      expect(withoutDrops(allPlans(s), "EgressPolicy/billing/second")).toEqual(allPlans(with_(base, { policies: [first] })));
     }
   });
 
@@ -321,7 +339,7 @@ describe("resolve: gateways made of cluster nodes", () => {
     { name: "gw-d", labels: { role: "egress" }, annotations: {}, internalIP: "10.0.0.24", podCIDRs: ["10.244.5.0/24"] },
     { name: "gw-e", labels: { role: "other" }, annotations: { [NODE_EGRESS_IPS_ANNOTATION]: "203.0.113.60" }, internalIP: "10.0.0.25", podCIDRs: ["10.244.6.0/24"] },
   ];
-  const edge = (nodesSpec: NonNullable<EgressGateway["spec"]["nodes"]>) => egressGateway("edge", { nodes: nodesSpec });
+  const edge = (nodesSpec: NonNullable<EgressGateway["spec"]["nodes"]>) => egressGateway("edge", { grants: ANY_NAMESPACE, nodes: nodesSpec });
   const cluster = (g: EgressGateway, policies: PolicyObject[] = []) => with_(base, { nodes: [...nodes, ...gatewayNodes], gateways: [g], policies });
 
   it("picks matching nodes with an address, by name, up to count (default 2), egress IPs from the annotation", () => {
@@ -413,7 +431,8 @@ describe("resolve: a bad policy never disturbs generated clusters", () => {
         const verdicts = resolve(withBad, validator).verdicts;
         expect(verdicts.find((v) => v.resource === resource)?.valid, corruption.name).toBe(false);
         expect(verdicts.filter((v) => v.resource !== resource)).toEqual(resolve(scenario.snapshot, validator).verdicts);
-        expect(allPlans(withBad, scenario.health)).toEqual(allPlans(scenario.snapshot, scenario.health));
+        // Its own pods are dropped where no valid policy decides for them; everything else is as before.
+        expect(withoutDrops(allPlans(withBad, scenario.health), resource)).toEqual(allPlans(scenario.snapshot, scenario.health));
       }),
       { numRuns: 60 },
     );

@@ -1,9 +1,29 @@
 import { SpecValidator, type FieldError } from "../api/v1alpha1/validate.js";
 import type { EgressGateway } from "../api/v1alpha1/egress-gateway.js";
-import { AddressError, normalize, parseCidr, parseIPv4, subtract, type Range } from "./ipv4.js";
+import type { LabelSelector } from "../api/v1alpha1/common.js";
+import { AddressError, contains, normalize, parseCidr, parseIPv4, subtract, type Range } from "./ipv4.js";
 import { assignIds } from "./ids.js";
 import { checkSelector, matches } from "./selector.js";
-import type { ClusterSnapshot, NodeInfo, PolicyObject, ResolvedInstance, ValidPolicy, Verdict } from "./model.js";
+import type { ClusterSnapshot, FailClosedPolicy, NodeInfo, PodInfo, PolicyObject, ResolvedInstance, ValidPolicy, Verdict } from "./model.js";
+
+/**
+ * Datapath cost bound of one policy: pod addresses it selects × its destination ranges after
+ * exclusions, i.e. the elements it adds to a node's `divert` map and a gateway's `egress_snat`
+ * map. Over it the policy is Invalid (status gives the cost and the limit), so that one tenant's
+ * huge policy cannot make every map update slow for the others. Counted over the pods the
+ * planner is given: all pods for the controller and gateways, a node's own pods on a node.
+ */
+export const MAX_MAP_ELEMENTS_PER_POLICY = 32_768;
+
+export interface ResolveOptions {
+  /** Default MAX_MAP_ELEMENTS_PER_POLICY. */
+  maxMapElementsPerPolicy?: number;
+}
+
+/** Pods whose traffic may be diverted: running with an address of their own. */
+export function isEligiblePod(pod: PodInfo): boolean {
+  return !pod.hostNetwork && pod.ips.length > 0 && pod.phase !== "Succeeded" && pod.phase !== "Failed";
+}
 
 /** Node annotation listing the egress IPs a `nodes`-source gateway instance owns. */
 export const NODE_EGRESS_IPS_ANNOTATION = "staticegress.io/egress-ips";
@@ -19,7 +39,9 @@ export function gatewayResource(g: EgressGateway): string {
 /**
  * Precedence when policies overlap on a pod and destination (documented in docs/policies.md):
  * lower `priority` first, then namespaced EgressPolicy before ClusterEgressPolicy, then the
- * older object, then the name. Every node computes the same order.
+ * older object, then the name. Every node computes the same order. Tenancy comes first, in
+ * `comparePolicies`: a namespaced policy whose grant does not let it outrank ClusterEgressPolicies
+ * comes after all of them.
  */
 export function comparePrecedence(a: PolicyObject, b: PolicyObject): number {
   const pa = a.spec.priority ?? 100;
@@ -27,6 +49,13 @@ export function comparePrecedence(a: PolicyObject, b: PolicyObject): number {
   if (pa !== pb) return pa - pb;
   if (a.kind !== b.kind) return a.kind === "EgressPolicy" ? -1 : 1;
   return compareAge(a, b);
+}
+
+/** Full precedence of resolved policies: the tenancy tier, then `comparePrecedence`. */
+export function comparePolicies(a: ValidPolicy, b: ValidPolicy): number {
+  const ta = a.outranksClusterPolicies ? 0 : 1;
+  const tb = b.outranksClusterPolicies ? 0 : 1;
+  return ta !== tb ? ta - tb : comparePrecedence(a.object, b.object);
 }
 
 /** Older first (creationTimestamp), then by resource name: who keeps a contested egress IP. */
@@ -51,6 +80,11 @@ export interface Resolution {
   /** gateway name -> its instance keys (valid gateways only). */
   gatewayInstances: Map<string, string[]>;
   policies: ValidPolicy[];
+  /**
+   * Invalid policies whose selectors still parse and that did not opt for the node IP: their
+   * pods are dropped for the destinations no valid policy takes (fail-closed, lowest precedence).
+   */
+  failClosed: FailClosedPolicy[];
   verdicts: Verdict[];
   /** The cluster's own ranges and the gateways' addresses: never diverted, whatever a policy says. */
   neverDivert: Range[];
@@ -60,9 +94,11 @@ export interface Resolution {
  * Validates gateways and policies against each other and resolves what planning needs. An
  * invalid object gets its own verdict and is left out; it never disturbs the others.
  */
-export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator()): Resolution {
+export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator(), options: ResolveOptions = {}): Resolution {
+  const maxCost = options.maxMapElementsPerPolicy ?? MAX_MAP_ELEMENTS_PER_POLICY;
   const verdicts: Verdict[] = [];
   const gatewayInstances = new Map<string, string[]>();
+  const gatewayGrants = new Map<string, ParsedGrant[]>(); // valid gateways only
   const rawInstances: Omit<ResolvedInstance, "id">[] = [];
   const ipOwner = new Map<string, string>(); // egress IP -> instance key
   // Reserved IPs a digitalocean gateway declares but no instance carries yet (droplets booting):
@@ -75,7 +111,11 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
     const spec = structuredClone(gw.spec);
     const errors = validator.check("EgressGateway", spec);
     let instances: Omit<ResolvedInstance, "id">[] = [];
-    if (errors.length === 0) instances = instancesOf(gw, spec, snapshot.nodes, errors);
+    let grants: ParsedGrant[] = [];
+    if (errors.length === 0) {
+      instances = instancesOf(gw, spec, snapshot.nodes, errors);
+      grants = parseGrants(spec.grants ?? [], errors);
+    }
     const ownerHere = new Map<string, string>(); // egress IP -> instance key, within this gateway
     for (const inst of instances) {
       inst.egressIPs.forEach((ip) => {
@@ -97,6 +137,7 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
     for (const ip of spec.digitalocean?.reservedIPs ?? []) if (!ownerHere.has(ip) && !pendingIPs.has(ip)) pendingIPs.set(ip, gw.metadata.name);
     verdicts.push({ resource, valid: true, errors: [] });
     gatewayInstances.set(gw.metadata.name, instances.map((i) => i.key));
+    gatewayGrants.set(gw.metadata.name, grants);
     rawInstances.push(...instances);
   }
 
@@ -107,13 +148,21 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
   const neverDivert = neverDivertedRanges(snapshot, instances);
 
   const policies: ValidPolicy[] = [];
+  const failClosed: FailClosedPolicy[] = [];
+  const nsLabels = new Map(snapshot.namespaces.map((n) => [n.name, n.labels]));
+  const selectedAddresses = selectedAddressCounter(snapshot, nsLabels);
   const claimedIPs = new Map<string, string>(); // egress IP -> policy resource
+  const refuse = (policy: PolicyObject, resource: string, errors: FieldError[]) => {
+    verdicts.push({ resource, valid: false, errors });
+    const fc = failClosedOf(policy, resource, selectedAddresses, maxCost);
+    if (fc) failClosed.push(fc);
+  };
   for (const policy of [...snapshot.policies].sort(compareAge)) {
     const resource = policyResource(policy);
     const spec = structuredClone(policy.spec);
     const errors = validator.check(policy.kind, spec);
     if (errors.length > 0) {
-      verdicts.push({ resource, valid: false, errors });
+      refuse(policy, resource, errors);
       continue;
     }
     errors.push(...checkSelector(spec.podSelector, "spec.podSelector"));
@@ -128,12 +177,23 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
         message: exists ? `EgressGateway ${spec.gatewayName} is invalid` : `EgressGateway ${spec.gatewayName} not found`,
       });
     }
+    // Tenancy: a namespaced policy may use only a gateway, and egress IPs, granted to its namespace.
+    let grant: NamespaceGrant | undefined;
+    if (policy.kind === "EgressPolicy" && gatewayKeys) {
+      const ns = policy.metadata.namespace ?? "default";
+      // The API server gives every Namespace this label (immutable): grants may name namespaces by it.
+      grant = grantFor(gatewayGrants.get(spec.gatewayName) ?? [], { ...nsLabels.get(ns), "kubernetes.io/metadata.name": ns });
+      if (!grant) {
+        errors.push({ field: "spec.gatewayName", message: `EgressGateway ${spec.gatewayName} is not granted to namespace ${JSON.stringify(ns)} (a cluster admin grants it in the gateway's spec.grants)` });
+      }
+    }
     const egressIPByInstance = new Map<string, string>();
     spec.egressIPs.forEach((ip, i) => {
       const field = `spec.egressIPs[${i}]`;
       const owner = ipOwner.get(ip);
       const claimant = claimedIPs.get(ip);
-      if (claimant) errors.push({ field, message: `${ip} is already used by ${claimant}` });
+      if (grant && !grant.allows(ip)) errors.push({ field, message: `${ip} is not granted to namespace ${JSON.stringify(policy.metadata.namespace ?? "default")}` });
+      else if (claimant) errors.push({ field, message: `${ip} is already used by ${claimant}` });
       else if (gatewayKeys && !owner && pendingIPs.get(ip) === spec.gatewayName) {
         // Declared by the gateway, no instance yet: valid, and carried by none for now.
       } else if (gatewayKeys && (!owner || !gatewayKeys.includes(owner))) {
@@ -143,8 +203,18 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
       } else if (owner) egressIPByInstance.set(owner, ip);
     });
     const destinations = planDestinations(spec.destinationCIDRs ?? ["0.0.0.0/0"], spec.excludedCIDRs ?? [], errors);
+    if (errors.length === 0) {
+      const addresses = selectedAddresses(policy);
+      const cost = addresses * destinations.length;
+      if (cost > maxCost) {
+        errors.push({
+          field: "spec",
+          message: `datapath cost ${cost} map elements (${addresses} pod addresses × ${destinations.length} destination ranges after exclusions) is over the limit of ${maxCost} per policy: select fewer pods, or list fewer, wider destinations`,
+        });
+      }
+    }
     if (errors.length > 0) {
-      verdicts.push({ resource, valid: false, errors });
+      refuse(policy, resource, errors);
       continue;
     }
     for (const ip of spec.egressIPs) claimedIPs.set(ip, resource);
@@ -157,11 +227,107 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
       egressIPByInstance,
       failurePolicy: spec.failurePolicy ?? "Drop",
       priority: spec.priority ?? 100,
+      outranksClusterPolicies: policy.kind === "ClusterEgressPolicy" || grant?.outrankClusterPolicies === true,
     });
   }
-  policies.sort((a, b) => comparePrecedence(a.object, b.object));
+  policies.sort(comparePolicies);
+  failClosed.sort((a, b) => compareAge(a.object, b.object));
   verdicts.sort((a, b) => a.resource.localeCompare(b.resource));
-  return { instances, gatewayInstances, policies, verdicts, neverDivert };
+  return { instances, gatewayInstances, policies, failClosed, verdicts, neverDivert };
+}
+
+/** Whether `policy` selects `pod` (namespace, then namespaceSelector, then podSelector). */
+export function policySelects(policy: PolicyObject, pod: PodInfo, nsLabels: ReadonlyMap<string, Readonly<Record<string, string>>>): boolean {
+  if (policy.kind === "EgressPolicy") {
+    if ((policy.metadata.namespace ?? "default") !== pod.namespace) return false;
+  } else if (!matches(policy.spec.namespaceSelector, nsLabels.get(pod.namespace) ?? {})) return false;
+  return matches(policy.spec.podSelector, pod.labels);
+}
+
+/** Counts the IPv4 addresses of eligible pods a policy selects (its selectors must parse). */
+function selectedAddressCounter(snapshot: ClusterSnapshot, nsLabels: ReadonlyMap<string, Readonly<Record<string, string>>>): (p: PolicyObject) => number {
+  const eligible = snapshot.pods.filter(isEligiblePod);
+  return (policy) => {
+    let n = 0;
+    for (const pod of eligible) if (policySelects(policy, pod, nsLabels)) n += pod.ips.filter((ip) => !ip.includes(":")).length;
+    return n;
+  };
+}
+
+/**
+ * What an invalid policy still does (docs/policies.md, "Bad input"): when its selectors parse and
+ * it did not ask for FallbackToNodeIP, its pods are dropped for its destinations (all of them
+ * when they do not parse), at the lowest precedence. Over the cost limit, the destinations
+ * shrink to one covering range per pod, so the drop costs no more than one element per address.
+ */
+function failClosedOf(policy: PolicyObject, resource: string, selectedAddresses: (p: PolicyObject) => number, maxCost: number): FailClosedPolicy | undefined {
+  const spec = policy.spec as Partial<PolicyObject["spec"]> & { namespaceSelector?: unknown };
+  if (spec.failurePolicy === "FallbackToNodeIP") return undefined;
+  if (!parsableSelector(spec.podSelector)) return undefined;
+  if (policy.kind === "ClusterEgressPolicy" && !parsableSelector(spec.namespaceSelector)) return undefined;
+  const problems: FieldError[] = [];
+  const strings = (v: unknown, fallback: string[]): string[] => (v === undefined ? fallback : Array.isArray(v) && v.every((x) => typeof x === "string") ? v : ["not a list"]);
+  let destinations = planDestinations(strings(spec.destinationCIDRs, ["0.0.0.0/0"]), strings(spec.excludedCIDRs, []), problems);
+  if (problems.length > 0) destinations = [{ from: 0, to: 0xffff_ffff }];
+  if (destinations.length === 0) return undefined;
+  if (selectedAddresses(policy) * destinations.length > maxCost) {
+    destinations = [{ from: destinations[0]!.from, to: destinations[destinations.length - 1]!.to }];
+  }
+  return { resource, object: policy, destinations };
+}
+
+/** A selector the planner can evaluate exactly as Kubernetes would. */
+function parsableSelector(selector: unknown): selector is LabelSelector {
+  if (typeof selector !== "object" || selector === null || Array.isArray(selector)) return false;
+  const s = selector as { matchLabels?: unknown; matchExpressions?: unknown };
+  if (s.matchLabels !== undefined && (typeof s.matchLabels !== "object" || s.matchLabels === null || Object.values(s.matchLabels).some((v) => typeof v !== "string"))) return false;
+  if (s.matchExpressions !== undefined) {
+    if (!Array.isArray(s.matchExpressions)) return false;
+    for (const r of s.matchExpressions as unknown[]) {
+      const req = r as { key?: unknown; operator?: unknown; values?: unknown };
+      if (typeof req !== "object" || req === null || typeof req.key !== "string") return false;
+      if (!["In", "NotIn", "Exists", "DoesNotExist"].includes(req.operator as string)) return false;
+      if (req.values !== undefined && (!Array.isArray(req.values) || req.values.some((v) => typeof v !== "string"))) return false;
+    }
+  }
+  return checkSelector(s as LabelSelector, "").length === 0;
+}
+
+interface ParsedGrant {
+  namespaceSelector: LabelSelector;
+  /** undefined: every egress IP of the gateway. */
+  egressIPs: Range[] | undefined;
+  outrankClusterPolicies: boolean;
+}
+
+/** What a namespace was granted on one gateway: the union of the grants that match it. */
+interface NamespaceGrant {
+  allows(ip: string): boolean;
+  outrankClusterPolicies: boolean;
+}
+
+function parseGrants(grants: NonNullable<EgressGateway["spec"]["grants"]>, errors: FieldError[]): ParsedGrant[] {
+  return grants.map((g, i) => {
+    errors.push(...checkSelector(g.namespaceSelector, `spec.grants[${i}].namespaceSelector`));
+    const egressIPs = g.egressIPs?.flatMap((text, j) => {
+      try {
+        return [parseCidr(text.includes("/") ? text : `${text}/32`)];
+      } catch (e) {
+        errors.push({ field: `spec.grants[${i}].egressIPs[${j}]`, message: (e as AddressError).message });
+        return [];
+      }
+    });
+    return { namespaceSelector: g.namespaceSelector, egressIPs: egressIPs && normalize(egressIPs), outrankClusterPolicies: g.outrankClusterPolicies === true };
+  });
+}
+
+function grantFor(grants: readonly ParsedGrant[], labels: Readonly<Record<string, string>>): NamespaceGrant | undefined {
+  const mine = grants.filter((g) => matches(g.namespaceSelector, labels));
+  if (mine.length === 0) return undefined;
+  return {
+    allows: (ip) => mine.some((g) => g.egressIPs === undefined || contains(g.egressIPs, parseIPv4(ip))),
+    outrankClusterPolicies: mine.some((g) => g.outrankClusterPolicies),
+  };
 }
 
 /**

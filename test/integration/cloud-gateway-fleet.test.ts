@@ -65,7 +65,7 @@ describe("digitalocean gateway fleet", () => {
         apiVersion: "staticegress.io/v1alpha1",
         kind: "EgressGateway",
         metadata: { name: GATEWAY },
-        spec: { digitalocean: { region: REGION, size: "s-1vcpu-1gb", count: 3, reservedIPs: [userIP], nodeTag: NODE_TAG } },
+        spec: { grants: [{ namespaceSelector: {} }], digitalocean: { region: REGION, size: "s-1vcpu-1gb", count: 3, reservedIPs: [userIP], nodeTag: NODE_TAG } },
       },
     });
     await waitFor(async () => (await instances()).filter((i) => i.health === "Up").length === 3, 15_000, "instances not listed and Up");

@@ -64,7 +64,7 @@ beforeAll(async () => {
   await client.custom.createClusterCustomObject({
     ...GV,
     plural: "egressgateways",
-    body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: "shared" }, spec: { static: { instances: [{ name: "gw-a", address: "10.0.0.101", egressIPs: ["192.0.2.10", "192.0.2.11"] }, { name: "gw-b", address: "10.0.0.102", egressIPs: ["192.0.2.20", "192.0.2.21"] }] } } },
+    body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: "shared" }, spec: { grants: [{ namespaceSelector: {}, outrankClusterPolicies: true }], static: { instances: [{ name: "gw-a", address: "10.0.0.101", egressIPs: ["192.0.2.10", "192.0.2.11"] }, { name: "gw-b", address: "10.0.0.102", egressIPs: ["192.0.2.20", "192.0.2.21"] }] } } },
   });
   await startReplica("replica-a");
   await startReplica("replica-b");

@@ -126,9 +126,11 @@ describe("bad input", () => {
       const line = lines.reverse().find((l) => l.includes(`EgressPolicy/web/${b.name}`))!;
       expect(line).toContain(`"field":"${b.field}"`);
     }
-    // The web pods stay unselected and the good policies keep their IPs.
+    // The web pods are dropped, not left with the node IP (an invalid policy fails closed;
+    // before issue #9 they stayed unselected), and the good policies keep their IPs.
     const rows = await waitConverged(lab);
-    expect(byPod(rows).get("web/web-1")!.egressIP).toBe(nodeIP("node1"));
+    expect(byPod(rows).get("web/web-1")!.egressIP).toBeNull();
+    expect(byPod(rows).get("web/web-1")!.expected).toEqual([]);
     expect(CHECKOUT_IPS).toContain(byPod(rows).get("payments/pay-1")!.egressIP);
     await lab.deletePolicies(docs);
   });

@@ -170,10 +170,13 @@ export function withAdmittedIPs(snapshot: ClusterSnapshot, admitted: ReadonlyMap
  */
 export function flowsToForget(before: NodePlan | undefined, after: NodePlan): { podIPs: string[]; marks: number[] } {
   if (!before) return { podIPs: [], marks: [] };
+  // A policy that became invalid keeps its name but now drops (no instance): its open flows,
+  // which would restore their old mark from conntrack, must be forgotten too.
+  const decider = (e: NodePlan["entries"][number]) => (e.instance === "" ? `${e.policy} (dropped)` : e.policy);
   const now = new Map<string, string>();
-  for (const e of after.entries) now.set(`${e.podIP}|${e.dst.from}|${e.dst.to}`, e.policy);
+  for (const e of after.entries) now.set(`${e.podIP}|${e.dst.from}|${e.dst.to}`, decider(e));
   const pods = new Set<string>();
-  for (const e of before.entries) if (now.get(`${e.podIP}|${e.dst.from}|${e.dst.to}`) !== e.policy) pods.add(e.podIP);
+  for (const e of before.entries) if (now.get(`${e.podIP}|${e.dst.from}|${e.dst.to}`) !== decider(e)) pods.add(e.podIP);
   const wasDown = new Set(before.instances.filter((i) => i.route === "blackhole").map((i) => i.key));
   const marks = after.instances.filter((i) => i.route === "blackhole" && !wasDown.has(i.key)).map((i) => i.mark);
   return { podIPs: [...pods].sort(), marks };

@@ -4,7 +4,7 @@ import { Ajv } from "ajv";
 import { describe, expect, it } from "vitest";
 import { parse, parseAllDocuments, stringify } from "yaml";
 import { packageRoot } from "../../lab/paths.js";
-import { ALL_KINDS, crdFor } from "./crd.js";
+import { ALL_KINDS, crdFor, toStructuralSchema } from "./crd.js";
 import { SpecValidator } from "./validate.js";
 
 const root = packageRoot();
@@ -106,5 +106,39 @@ describe("SpecValidator", () => {
     const spec: Record<string, unknown> = { podSelector: {}, gatewayName: "gw", egressIPs: ["192.0.2.1"] };
     expect(v.check("EgressPolicy", spec)).toEqual([]);
     expect(spec).toMatchObject({ failurePolicy: "Drop", priority: 100 });
+  });
+});
+
+describe("CRD bounds", () => {
+  const policy = { podSelector: {}, gatewayName: "gw", egressIPs: ["192.0.2.1"] };
+  const many = (n: number, f: (i: number) => string) => Array.from({ length: n }, (_, i) => f(i));
+  const cidr = (i: number) => `198.51.${Math.floor(i / 256) % 256}.${i % 256}/32`;
+  const over: [string, string, string, Record<string, unknown>][] = [
+    ["EgressPolicy", "65 destinationCIDRs", "spec.destinationCIDRs", { ...policy, destinationCIDRs: many(65, cidr) }],
+    ["EgressPolicy", "65 excludedCIDRs", "spec.excludedCIDRs", { ...policy, excludedCIDRs: many(65, cidr) }],
+    ["EgressPolicy", "33 egressIPs", "spec.egressIPs", { ...policy, egressIPs: many(33, (i) => `192.0.2.${i + 1}`) }],
+    ["EgressPolicy", "33 matchExpressions", "spec.podSelector.matchExpressions", { ...policy, podSelector: { matchExpressions: many(33, (i) => `k${i}`).map((key) => ({ key, operator: "Exists" })) } }],
+    ["EgressPolicy", "65 selector values", "spec.podSelector.matchExpressions[0].values", { ...policy, podSelector: { matchExpressions: [{ key: "app", operator: "In", values: many(65, (i) => `v${i}`) }] } }],
+    ["EgressPolicy", "a 64-character label value", "spec.podSelector.matchLabels.app", { ...policy, podSelector: { matchLabels: { app: "x".repeat(64) } } }],
+    ["ClusterEgressPolicy", "65 namespace labels", "spec.namespaceSelector.matchLabels", { ...policy, namespaceSelector: { matchLabels: Object.fromEntries(many(65, (i) => `k${i}`).map((k) => [k, "v"])) } }],
+    ["EgressGateway", "65 grants", "spec.grants", { static: { instances: [{ name: "a", address: "10.0.0.1", egressIPs: ["192.0.2.1"] }] }, grants: many(65, () => "").map(() => ({ namespaceSelector: {} })) }],
+    ["EgressGateway", "257 granted egress IPs", "spec.grants[0].egressIPs", { static: { instances: [{ name: "a", address: "10.0.0.1", egressIPs: ["192.0.2.1"] }] }, grants: [{ namespaceSelector: {}, egressIPs: many(257, cidr) }] }],
+    ["EgressGateway", "65 static instances", "spec.static.instances", { static: { instances: many(65, (i) => `i${i}`).map((name, i) => ({ name, address: `10.0.0.${i + 1}`, egressIPs: [`192.0.2.${i + 1}`] })) } }],
+  ];
+
+  it.each(over)("the API server refuses a %s with %s, and our validator names %s", (kind, _why, field, spec) => {
+    const validate = serverValidator(plural(kind));
+    expect(validate({ apiVersion: "staticegress.io/v1alpha1", kind, metadata: {}, spec })).toBe(false);
+    expect(new SpecValidator().check(kind, structuredClone(spec)).map((e) => e.field)).toContain(field);
+  });
+
+  it("a list at its bound is accepted", () => {
+    const validate = serverValidator("egresspolicies");
+    expect(validate({ apiVersion: "staticegress.io/v1alpha1", kind: "EgressPolicy", metadata: {}, spec: { ...policy, destinationCIDRs: many(64, cidr), excludedCIDRs: many(64, cidr) } })).toBe(true);
+  });
+
+  it("keeps any other keyword of a field, such as a CEL rule added later", () => {
+    const out = toStructuralSchema({ type: "array", maxItems: 3, "x-kubernetes-validations": [{ rule: "self.size() > 0", message: "m" }], items: { type: "string", maxLength: 18 } });
+    expect(out).toEqual({ type: "array", maxItems: 3, "x-kubernetes-validations": [{ rule: "self.size() > 0", message: "m" }], items: { type: "string", maxLength: 18 } });
   });
 });

@@ -10,6 +10,11 @@ type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
  * Turns one of our (TypeBox, JSON Schema draft 7) schemas into a Kubernetes *structural*
  * schema: no `additionalProperties: false` (the API server prunes instead), maps as
  * `additionalProperties`, unions of literals as `enum`, and no `const`.
+ *
+ * Every other keyword of a field is copied as it is: bounds (`maxItems`, `maxLength`, in the
+ * TypeBox options where the field is defined, from LIMITS in common.ts) and, later, per-field
+ * CEL rules (`"x-kubernetes-validations": [{ rule, message }]` in the same options; ajv ignores
+ * the keyword, the API server enforces it).
  */
 export function toStructuralSchema(schema: unknown): Json {
   const plain = JSON.parse(JSON.stringify(schema)) as Json; // drops TypeBox's symbol keys

@@ -1,5 +1,5 @@
 import { Type, type Static } from "@sinclair/typebox";
-import { Condition, IPv4Address, LabelSelector, Name, type KindDefinition, type Resource } from "./common.js";
+import { Condition, IPv4Address, IPv4AddressOrCidr, LabelSelector, LIMITS, Name, type KindDefinition, type Resource } from "./common.js";
 
 export const StaticInstance = Type.Object(
   {
@@ -7,6 +7,7 @@ export const StaticInstance = Type.Object(
     address: { ...IPv4Address, description: "Address of the gateway host on the network the nodes share (VPC)" },
     egressIPs: Type.Array(IPv4Address, {
       minItems: 1,
+      maxItems: LIMITS.instanceEgressIPs,
       description: "Public IPs routed to this host; each policy owns some of them",
     }),
     drain: Type.Optional(Type.Boolean({ description: "Move new connections off this instance (maintenance)" })),
@@ -29,16 +30,16 @@ export const NodesSource = Type.Object(
 
 export const DigitalOceanSource = Type.Object(
   {
-    region: Type.String({ minLength: 1, description: "Region slug, e.g. ams3" }),
-    size: Type.String({ minLength: 1, description: "Droplet size slug, e.g. s-1vcpu-1gb" }),
-    image: Type.Optional(Type.String({ minLength: 1, default: "debian-12-x64", description: "Image slug or id" })),
-    vpcUUID: Type.Optional(Type.String({ minLength: 1, description: "The cluster's VPC (default: the region's default VPC)" })),
+    region: Type.String({ minLength: 1, maxLength: LIMITS.text, description: "Region slug, e.g. ams3" }),
+    size: Type.String({ minLength: 1, maxLength: LIMITS.text, description: "Droplet size slug, e.g. s-1vcpu-1gb" }),
+    image: Type.Optional(Type.String({ minLength: 1, maxLength: LIMITS.text, default: "debian-12-x64", description: "Image slug or id" })),
+    vpcUUID: Type.Optional(Type.String({ minLength: 1, maxLength: LIMITS.text, description: "The cluster's VPC (default: the region's default VPC)" })),
     count: Type.Optional(Type.Integer({ minimum: 1, maximum: 10, default: 2, description: "Gateway droplets" })),
     reservedIPs: Type.Optional(
-      Type.Array(IPv4Address, { description: "Existing reserved IPs, one per droplet (slot i gets reservedIPs[i]); they become the egress IPs" }),
+      Type.Array(IPv4Address, { maxItems: 10, description: "Existing reserved IPs, one per droplet (slot i gets reservedIPs[i]); they become the egress IPs" }),
     ),
     allocateReservedIPs: Type.Optional(Type.Boolean({ default: true, description: "Create reserved IPs for droplets without one (deleted with the gateway)" })),
-    nodeTag: Type.String({ minLength: 1, description: "Tag carried by the cluster's node droplets; the gateway firewall admits only these" }),
+    nodeTag: Type.String({ minLength: 1, maxLength: LIMITS.text, description: "Tag carried by the cluster's node droplets; the gateway firewall admits only these" }),
   },
   {
     additionalProperties: false,
@@ -55,14 +56,46 @@ export const HealthTiming = Type.Object(
   { additionalProperties: false },
 );
 
+/**
+ * Tenancy (docs/policies.md): which namespaces' EgressPolicies may use this gateway, with which
+ * of its egress IPs, and whether they may outrank ClusterEgressPolicies. ClusterEgressPolicies
+ * (cluster admins) need no grant.
+ */
+export const GatewayGrant = Type.Object(
+  {
+    namespaceSelector: { ...LabelSelector, description: "Namespaces granted (matched on their labels, e.g. kubernetes.io/metadata.name); {} grants every namespace" },
+    egressIPs: Type.Optional(
+      Type.Array(IPv4AddressOrCidr, {
+        maxItems: LIMITS.grantEgressIPs,
+        description: "Egress IPs (addresses or CIDRs) of this gateway those namespaces may claim; absent: all of the gateway's egress IPs",
+      }),
+    ),
+    outrankClusterPolicies: Type.Optional(
+      Type.Boolean({
+        default: false,
+        description: "Whether those namespaces' EgressPolicies may take precedence over ClusterEgressPolicies (by priority); otherwise they always come after them",
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type GatewayGrant = Static<typeof GatewayGrant>;
+
 export const EgressGatewaySpec = Type.Object(
   {
     static: Type.Optional(
-      Type.Object({ instances: Type.Array(StaticInstance, { minItems: 1 }) }, { additionalProperties: false }),
+      Type.Object({ instances: Type.Array(StaticInstance, { minItems: 1, maxItems: LIMITS.instances }) }, { additionalProperties: false }),
     ),
     nodes: Type.Optional(NodesSource),
     digitalocean: Type.Optional(DigitalOceanSource),
     health: Type.Optional(HealthTiming),
+    grants: Type.Optional(
+      Type.Array(GatewayGrant, {
+        maxItems: LIMITS.grants,
+        description:
+          "Namespaces whose EgressPolicies may use this gateway (absent or empty: none; ClusterEgressPolicies always may). A namespace matched by several grants gets their union",
+      }),
+    ),
   },
   {
     additionalProperties: false,

@@ -1,19 +1,21 @@
 import { Type, type Static } from "@sinclair/typebox";
-import { Condition, IPv4Address, IPv4Cidr, LabelSelector, Name, type KindDefinition, type Resource } from "./common.js";
+import { Condition, IPv4Address, IPv4Cidr, LabelSelector, LIMITS, Name, type KindDefinition, type Resource } from "./common.js";
 
 const policyFields = {
   podSelector: { ...LabelSelector, description: "Pods whose egress goes through the gateway; {} selects all" },
   destinationCIDRs: Type.Optional(
-    Type.Array(IPv4Cidr, { description: "Destinations diverted to the gateway (default: 0.0.0.0/0)" }),
+    Type.Array(IPv4Cidr, { maxItems: LIMITS.cidrs, description: "Destinations diverted to the gateway (default: 0.0.0.0/0)" }),
   ),
   excludedCIDRs: Type.Optional(
     Type.Array(IPv4Cidr, {
+      maxItems: LIMITS.cidrs,
       description: "Destinations never diverted (the cluster's pod, service and node CIDRs always are)",
     }),
   ),
   gatewayName: { ...Name, description: "The EgressGateway whose instances SNAT this traffic" },
   egressIPs: Type.Array(IPv4Address, {
     minItems: 1,
+    maxItems: LIMITS.policyEgressIPs,
     description: "This application's own egress IPs, one per gateway instance that may carry it",
   }),
   failurePolicy: Type.Optional(

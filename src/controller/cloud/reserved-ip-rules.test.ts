@@ -187,6 +187,11 @@ describe("namespace grants", () => {
     expect(problems).toEqual([
       { pod: { namespace: "web", name: "a" }, reason: "ReservedIPNotGranted", message: `namespace web may not use reserved IP ${IP}: a cluster admin grants it with the annotation staticegress.io/reserved-ips on the Namespace` },
     ]);
+    // Its ports open nothing either: only claims count for the IP's service firewall.
+    const intruder = { ...pod({ name: "x", ip: IP2, annotations: { "staticegress.io/reserved-ip": IP2, "staticegress.io/reserved-ip-ports": "tcp/22" } }) };
+    intruder.metadata = { ...intruder.metadata, namespace: "other" };
+    const owner = pod({ name: "o", ip: IP2, annotations: { "staticegress.io/reserved-ip": IP2, "staticegress.io/reserved-ip-ports": "tcp/443" } });
+    expect(portsOfIP(readClaims([intruder, owner], NODES, grants).claims)).toEqual([{ protocol: "tcp", ports: "443" }]);
     // Without grants (the check turned off) both are claims.
     expect(readClaims([pod({ name: "a", ip: IP }), pod({ name: "b", ip: IP2 })], NODES).claims).toHaveLength(2);
   });

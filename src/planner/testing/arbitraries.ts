@@ -116,7 +116,11 @@ const PHASES = ["Running", "Running", "Running", "Pending", "Succeeded", "Failed
 const TIMESTAMPS = ["2024-01-01T00:00:00Z", "2024-06-01T00:00:00Z"] as const;
 const POLICY_NAMES = ["web", "api", "batch", "audit"] as const;
 
-/** Random clusters: nodes, namespaces, pods, 1–3 static gateways of 1–4 instances and 0–6 valid policies of both kinds. */
+/**
+ * Random clusters: nodes, namespaces, pods, 1–3 static gateways of 1–4 instances and 0–6 valid
+ * policies of both kinds. Each gateway grants each namespace the egress IPs its EgressPolicies
+ * use, some grants letting them outrank ClusterEgressPolicies.
+ */
 export function clusterArb(options: ClusterArbOptions = {}): fc.Arbitrary<ClusterScenario> {
   const maxNodes = options.maxNodes ?? 4;
   const maxInstances = options.maxInstances ?? 4;
@@ -136,6 +140,8 @@ export function clusterArb(options: ClusterArbOptions = {}): fc.Arbitrary<Cluste
     ),
   });
   const gateway = fc.record({
+    // Per namespace: whether its grant on this gateway lets its EgressPolicies outrank ClusterEgressPolicies.
+    outrank: fc.array(fc.boolean(), { minLength: NAMESPACES.length, maxLength: NAMESPACES.length }),
     instances: fc.array(
       fc.record({
         drain: fc.oneof({ weight: 6, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
@@ -187,7 +193,7 @@ type Shape = {
     phase: (typeof PHASES)[number];
     network: "pod" | "dual-stack" | "hostNetwork" | "no-ip";
   }[];
-  gateways: { instances: { drain: boolean; spareIPs: number }[] }[];
+  gateways: { outrank: boolean[]; instances: { drain: boolean; spareIPs: number }[] }[];
   policies: {
     cluster: boolean;
     name: string;
@@ -246,6 +252,8 @@ function buildCluster(shape: Shape): ClusterScenario {
 
   const seen = new Set<string>();
   const policies: PolicyObject[] = [];
+  // Tenancy: each gateway grants each namespace exactly the egress IPs its EgressPolicies use.
+  const granted = gatewayInstances.map(() => new Map<string, string[]>());
   for (const p of shape.policies) {
     const gi = p.gateway % gatewayInstances.length;
     const instances = gatewayInstances[gi] ?? [];
@@ -260,6 +268,7 @@ function buildCluster(shape: Shape): ClusterScenario {
       inst.egressIPs.push(ip);
       return ip;
     });
+    if (!p.cluster) granted[gi]?.set(namespace, [...(granted[gi]?.get(namespace) ?? []), ...egressIPs]);
     const common = compact({
       podSelector: p.podSelector,
       destinationCIDRs: p.destinationCIDRs,
@@ -284,6 +293,11 @@ function buildCluster(shape: Shape): ClusterScenario {
     kind: "EgressGateway",
     metadata: { name: `gw-${gi}` },
     spec: {
+      grants: [...(granted[gi] ?? [])].map(([ns, ips]) => ({
+        namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": ns } },
+        egressIPs: ips,
+        outrankClusterPolicies: shape.gateways[gi]?.outrank[NAMESPACES.indexOf(ns as (typeof NAMESPACES)[number])] ?? false,
+      })),
       static: {
         instances: instances.map((i) => ({ name: i.name, address: i.address, egressIPs: i.egressIPs.length > 0 ? i.egressIPs : [allocate()], ...(i.drain ? { drain: true } : {}) })),
       },
