@@ -1,33 +1,46 @@
 import { spawnSync } from "node:child_process";
+import { KubeConfig } from "@kubernetes/client-node";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Lab, waitFor } from "../../src/lab/lab.js";
+import { k8sBinary } from "../../src/lab/control-plane/binaries.js";
+import { httpsRequest } from "../../src/lab/control-plane/https.js";
 import { newRunPrefix } from "../../src/lab/netns.js";
 import { analyzeStream, startUdpStream } from "../../src/lab/traffic.js";
 import { byPod, exampleLabConfig, waitConverged } from "./support.js";
 
-// The lab on Kubernetes: the API stand-in, the controller, the lab kubelet and the agents
-// reading the API. People use kubectl; faults of the API server never leak a packet.
+// The lab on Kubernetes: a real control plane (etcd, kube-apiserver, kube-controller-manager), the
+// controller, the lab kubelet and the agents reading the API, each with its own service-account
+// token. People use kubectl; faults of the API server never leak a packet.
 const CHECKOUT_IPS = ["192.0.2.10", "192.0.2.20"];
 let lab: Lab;
 let tag = 0;
 
 function kubectl(args: string[], input?: string): { status: number; stdout: string; stderr: string } {
-  const r = spawnSync("kubectl", ["--kubeconfig", lab.kubeconfigPath, ...args], { input, encoding: "utf8" });
+  const r = spawnSync(k8sBinary("kubectl"), ["--kubeconfig", lab.kubeconfigPath, ...args], { input, encoding: "utf8" });
   return { status: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** The stand-in's fault endpoint, on loopback where the kubeconfig points. */
+/** The fault proxy's endpoint in front of the lab's API server (admin token, the lab's CA). */
 async function fault(spec: unknown): Promise<void> {
-  const server = /server: (http:\/\/[^\s]+)/.exec(readFileSync(lab.kubeconfigPath, "utf8"))![1];
-  const res = await fetch(`${server}/_standin/faults`, { method: spec === null ? "DELETE" : "POST", body: spec === null ? null : JSON.stringify(spec), headers: { "content-type": "application/json" } });
-  expect(res.ok).toBe(true);
+  const kc = new KubeConfig();
+  kc.loadFromFile(lab.kubeconfigPath);
+  const res = await httpsRequest(`${kc.getCurrentCluster()!.server}/_faults`, {
+    ca: readFileSync(join(lab.dir, "ca.crt"), "utf8"),
+    token: kc.getCurrentUser()!.token!,
+    method: spec === null ? "DELETE" : "POST",
+    ...(spec === null ? {} : { body: JSON.stringify(spec) }),
+    timeoutMs: 120_000,
+  });
+  expect(res.status, res.body).toBe(200);
 }
 
 beforeAll(async () => {
   const cfg = exampleLabConfig();
-  cfg.gateways[0]!.instances![0]!.egressIPs.push("192.0.2.12"); // a free IP for a new policy
+  cfg.gateways[0]!.instances![0]!.egressIPs.push("192.0.2.12"); // a free IP for a new policy,
+  // granted to the web namespace (tenancy: only granted IPs may be used)
+  cfg.gateways[0]!.grants!.push({ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "web" } }, egressIPs: ["192.0.2.12"] });
   lab = await Lab.up(cfg, { prefix: newRunPrefix(), persistent: false, mode: "kubernetes" });
   await waitConverged(lab, undefined, 30_000);
 });
@@ -93,7 +106,7 @@ metadata: { name: web-3, namespace: web, labels: { app: frontend, tier: edge } }
 spec: { nodeName: node2, containers: [{ name: app, image: lab }] }
 `,
     );
-    // 192.0.2.10 belongs to checkout: the new policy must be refused, naming the field.
+    // 192.0.2.10 belongs to checkout and is not granted to web: the new policy must be refused, naming the field.
     expect(kubectl(["create", "-f", file]).status).toBe(0);
     await waitFor(() => kubectl(["get", "egp", "frontend", "-n", "web", "-o", "jsonpath={.status.conditions[?(@.type==\"Invalid\")].reason}"]).stdout === "InvalidSpecEgressIPs", 15_000, "not marked Invalid");
     await waitFor(async () => (await lab.status()).some((r) => r.pod === "web/web-3" && r.ok), 20_000, "web-3 did not start");
@@ -103,14 +116,49 @@ spec: { nodeName: node2, containers: [{ name: app, image: lab }] }
     expect(byPod(await lab.status("198.51.100.200")).get("web/web-1")?.egressIP).toBe("203.0.113.11"); // not selected (no tier label)
   });
 
-  it("API faults (dropped watches, 410, 500s) and an unreachable API never leak and never interrupt", async () => {
+  it("kubectl explain, apply --server-side, diff, wait and auth can-i work against the lab", async () => {
+    expect(kubectl(["explain", "egresspolicy.spec.egressIPs"]).stdout).toMatch(/FIELD:\s+egressIPs/);
+    expect(kubectl(["wait", "--for=condition=Ready", "egresspolicy/checkout", "-n", "payments", "--timeout=30s"]).stdout).toContain("condition met");
+    const file = join(lab.dir, "ssa.yaml");
+    const doc = (cidr: string) => `apiVersion: staticegress.io/v1alpha1
+kind: EgressPolicy
+metadata: { name: ssa-probe, namespace: payments }
+spec:
+  podSelector: { matchLabels: { app: nobody } }
+  gatewayName: shared
+  egressIPs: [192.0.2.10]
+  destinationCIDRs: [${cidr}]
+`;
+    writeFileSync(file, doc("198.51.100.0/24"));
+    const applied = kubectl(["apply", "--server-side", "-f", file]);
+    expect(applied.status, applied.stderr).toBe(0);
+    expect(applied.stdout).toContain("egresspolicy.staticegress.io/ssa-probe serverside-applied");
+    expect(kubectl(["diff", "--server-side", "-f", file]).status).toBe(0); // nothing to change
+    writeFileSync(file, doc("198.51.100.128/25"));
+    const diff = kubectl(["diff", "--server-side", "-f", file]);
+    expect(diff.status).toBe(1); // a difference
+    expect(diff.stdout).toMatch(/^\+\s+- 198\.51\.100\.128\/25$/m);
+    expect(kubectl(["delete", "-f", file]).status).toBe(0);
+    // The controller's own identity: what its code does, and nothing else.
+    const canI = (...args: string[]) => spawnSync(k8sBinary("kubectl"), ["--kubeconfig", lab.componentKubeconfig("controller"), "auth", "can-i", ...args], { encoding: "utf8" }).stdout.trim();
+    expect(canI("patch", "egresspolicies.staticegress.io/status", "-n", "payments")).toBe("yes");
+    expect(canI("get", "secrets", "-n", "static-egress")).toBe("no");
+    expect(canI("delete", "pods", "-n", "payments")).toBe("no");
+  });
+
+  it("API faults (restart, etcd compaction, dropped watches, 410, 500s) and an unreachable API never leak and never interrupt", async () => {
     const name = `api-faults-${tag++}`;
     const from = Date.now();
-    const stream = startUdpStream(lab, "payments/pay-1", name, 8_000);
+    const stream = startUdpStream(lab, "payments/pay-1", name, 14_000);
     await new Promise((r) => setTimeout(r, 800));
     await fault({ action: "dropWatches", mode: "reset" });
     await new Promise((r) => setTimeout(r, 500));
-    await fault([{ action: "expireHistory" }, { action: "dropWatches" }]);
+    // Real causes: the API server restarts (every watch ends), etcd is compacted.
+    await fault({ action: "restartApiServer" });
+    await fault({ action: "compactEtcd" });
+    // A watch resumed from before is answered 410 Gone in the stream, as the server does for an
+    // expired resourceVersion: the agents relist.
+    await fault([{ action: "fail", status: 410, count: 12, verb: "watch", inWatch: true }, { action: "dropWatches" }]);
     await new Promise((r) => setTimeout(r, 500));
     await fault({ action: "fail", status: 500, count: 20, verb: ["list", "watch"] });
     await fault({ action: "dropWatches" });
