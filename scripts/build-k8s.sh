@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real control-plane binaries the tests and the lab run against, from their Go modules
 # at the versions pinned in test/k8s-bin/{kubernetes,etcd}/go.mod: kube-apiserver,
-# kube-controller-manager, kube-scheduler and kubectl (k8s.io/kubernetes, with its staging
+# kube-controller-manager and kubectl (k8s.io/kubernetes, with its staging
 # modules replaced by the matching k8s.io/* releases) and etcd (go.etcd.io/etcd/server/v3).
 # Once: the binaries go to a cache outside the clone (STATIC_EGRESS_CACHE, default
 # /var/cache/static-egress), keyed by version and by the go.sum they were built from.
@@ -9,6 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${STATIC_EGRESS_CACHE:-/var/cache/static-egress}"
 command -v go >/dev/null || { echo "go is not installed: the control-plane binaries are built from Go modules" >&2; exit 1; }
+mkdir -p "$cache"
+# One build at a time (the lab demo may have started one in the background): a second run waits,
+# then finds the binaries built.
+exec 9>"$cache/.build.lock"
+if ! flock -n 9; then echo "another build of the control plane is running (log: ${STATIC_EGRESS_BUILD_LOG:-its terminal}); waiting for it"; flock 9; fi
 
 # build <module dir> <version> <out dir> <packages...>
 build() {
@@ -40,5 +45,6 @@ k8s_version="$(pinned kubernetes k8s.io/kubernetes)"
 etcd_version="$(pinned etcd go.etcd.io/etcd/server/v3)"
 [ -n "$k8s_version" ] && [ -n "$etcd_version" ] || { echo "cannot read the pinned versions from test/k8s-bin/*/go.mod" >&2; exit 1; }
 build etcd "$etcd_version" "$cache/etcd-$etcd_version" .
+# kube-scheduler is pinned in go.mod too, but nothing runs it yet: not built, to keep the first run short.
 build kubernetes "$k8s_version" "$cache/kubernetes-$k8s_version" \
-  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl

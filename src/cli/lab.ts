@@ -35,7 +35,7 @@ export function registerLabCommands(program: Command): void {
     .description("build the lab from a lab file and start the agents")
     .requiredOption("-f, --file <lab.yaml>", "lab description (see examples/lab.yaml)")
     .option("--name <prefix>", "name prefix of this lab (default: se-<random>)")
-    .option("--mode <mode>", "kubernetes (API stand-in, controller, kubelet) or file (agents read a file)", "kubernetes")
+    .option("--mode <mode>", "kubernetes (real kube-apiserver, etcd and controller manager, our controller, the lab kubelet) or file (agents read a file)", "kubernetes")
     .action(async (o: { file: string; name?: string; mode: string }) => {
       if (o.mode !== "kubernetes" && o.mode !== "file") throw new Error(`--mode must be kubernetes or file, not ${o.mode}`);
       const cfg = parseLabConfig(readFileSync(o.file, "utf8"), o.file);

@@ -31,6 +31,11 @@ export function etcdVersion(): string {
 export function k8sBinary(name: K8sBinary): string {
   const dir = name === "etcd" ? `etcd-${etcdVersion()}` : `kubernetes-${kubernetesVersion()}`;
   const path = join(K8S_CACHE_ROOT, dir, name);
-  if (!existsSync(path)) throw new Error(`${path} is missing: run scripts/install-deps.sh (it builds ${name} from its Go module once, into ${K8S_CACHE_ROOT})`);
+  if (!existsSync(path)) {
+    throw new Error(
+      `${path} is missing: run scripts/build-k8s.sh (or scripts/install-deps.sh), which builds ${name} from its Go module once, into ${K8S_CACHE_ROOT}` +
+        ` (if scripts/lab-demo.sh started that build in the background, its progress is in /var/log/static-egress-build-k8s.log)`,
+    );
+  }
   return path;
 }
