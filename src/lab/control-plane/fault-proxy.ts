@@ -29,6 +29,8 @@ export interface FaultProxy {
   readonly url: string;
   readonly port: number;
   readonly faults: FaultInjector;
+  /** The last requests passed on (at most 10,000), with the server's status: what clients really did. */
+  readonly requests: readonly { info: RequestInfo; status: number }[];
   close(): Promise<void>;
 }
 
@@ -78,6 +80,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   const upstream = new URL(opts.upstream);
   const agent = new Agent({ keepAlive: true, ca: opts.caPem, maxSockets: 256 });
   const watches = new Set<OpenWatch>();
+  const requests: { info: RequestInfo; status: number }[] = [];
   const faults = new FaultInjector({
     dropWatches(resource, mode, namespace) {
       let n = 0;
@@ -98,10 +101,24 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   const forward = (req: IncomingMessage, res: ServerResponse, info: RequestInfo | undefined) => {
     const headers = { ...req.headers, host: upstream.host };
     const up = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers, agent }, (upRes) => {
+      if (info) {
+        requests.push({ info, status: upRes.statusCode ?? 0 });
+        if (requests.length > 10_000) requests.splice(0, requests.length - 10_000);
+      }
       res.writeHead(upRes.statusCode ?? 502, upRes.headers);
       // A watch's headers come before its first event: pass them on now, as the server did.
       res.flushHeaders();
       upRes.pipe(res);
+      // The server went away mid-response (a restart kills its watches): the client must see the
+      // connection break as it would without the proxy, not a response that never ends.
+      const broken = () => {
+        if (!res.writableEnded) res.destroy();
+      };
+      upRes.once("aborted", broken);
+      upRes.once("error", broken);
+      upRes.once("close", () => {
+        if (!upRes.complete) broken();
+      });
       if (info?.verb === "watch") {
         const w: OpenWatch = { info, res, abortUpstream: () => up.destroy() };
         watches.add(w);
@@ -172,6 +189,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     url: `https://${opts.host ?? "127.0.0.1"}:${port}`,
     port,
     faults,
+    requests,
     async close() {
       for (const w of watches) w.res.socket?.destroy();
       watches.clear();
