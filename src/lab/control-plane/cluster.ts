@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
-import { KubeConfig, KubernetesObjectApi, type KubernetesObject } from "@kubernetes/client-node";
+import { KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
 import YAML from "yaml";
 import { serviceAccountKubeconfig, tokenKubeconfig, type ServiceAccountRef } from "./tokens.js";
 import { runCommand } from "../../util/exec.js";
@@ -226,7 +226,7 @@ async function boot(group: ProcessGroup, opts: ControlPlaneOptions, log: (line: 
 
   if (opts.install !== false) {
     log("installing deploy/: CRDs, namespace, service accounts, RBAC, admission policy");
-    await install(adminConfig());
+    await install(dir, url);
   }
   if (binaries.kcm) {
     // Pods need their namespace's default service account, which the controller manager makes.
@@ -267,26 +267,26 @@ async function boot(group: ProcessGroup, opts: ControlPlaneOptions, log: (line: 
   };
 }
 
-/** Creates deploy/'s objects (CRDs first, then the rest) and waits until the CRDs are served. */
-async function install(kc: KubeConfig): Promise<void> {
+/**
+ * Installs deploy/'s objects with `kubectl apply --server-side`, as a user installs them, and
+ * waits until the CRDs are served. (Not through client-node's typed models: they drop the
+ * `x-kubernetes-*` keywords of nested schema properties, so CEL rules and list types would be
+ * silently lost.)
+ */
+async function install(dir: string, url: string): Promise<void> {
   const objects = await renderedInstall();
-  const api = KubernetesObjectApi.makeApiClient(kc);
   const order = (o: KubernetesObject) => (o.kind === "CustomResourceDefinition" ? 0 : o.kind === "Namespace" ? 1 : 2);
-  for (const o of [...objects].sort((a, b) => order(a) - order(b))) {
-    try {
-      await api.create(o);
-    } catch (e) {
-      throw new Error(`installing ${o.kind} ${o.metadata?.name ?? ""} from deploy/: ${(e as Error).message}`, { cause: e });
-    }
-  }
-  for (const crd of objects.filter((o) => o.kind === "CustomResourceDefinition")) {
-    await waitUntil(
-      async () => {
-        const live = (await api.read({ apiVersion: "apiextensions.k8s.io/v1", kind: "CustomResourceDefinition", metadata: { name: crd.metadata!.name! } })) as KubernetesObject & { status?: { conditions?: { type: string; status: string }[] } };
-        return live.status?.conditions?.some((c) => c.type === "Established" && c.status === "True") === true;
-      },
-      30_000,
-      () => `CRD ${crd.metadata?.name} was not established`,
-    );
+  const kubectl = (args: string[], input?: string) =>
+    runCommand(k8sBinary("kubectl"), ["--kubeconfig", join(dir, "admin.kubeconfig"), "--server", url, ...args], { timeoutMs: 120_000, ...(input !== undefined ? { input } : {}) });
+  const sorted = [...objects].sort((a, b) => order(a) - order(b));
+  const crds = sorted.filter((o) => o.kind === "CustomResourceDefinition");
+  const rest = sorted.filter((o) => o.kind !== "CustomResourceDefinition");
+  const yaml = (list: KubernetesObject[]) => list.map((o) => YAML.stringify(o)).join("---\n");
+  try {
+    await kubectl(["apply", "--server-side", "--field-manager=static-egress-install", "-f", "-"], yaml(crds));
+    await kubectl(["wait", "--for=condition=Established", "--timeout=60s", ...crds.map((c) => `customresourcedefinition/${c.metadata!.name!}`)]);
+    await kubectl(["apply", "--server-side", "--field-manager=static-egress-install", "-f", "-"], yaml(rest));
+  } catch (e) {
+    throw new Error(`installing deploy/: ${(e as Error).message}`, { cause: e });
   }
 }
