@@ -15,7 +15,7 @@
 import { currentLoad, machineInfo } from "./lib/env.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { roundSummary, summarize } from "./lib/stats.js";
-import { startCloudHarness, type CloudHarness } from "../src/controller/cloud/testing.js";
+import { startCloudHarness, type CloudHarness } from "../test/support/cloud-harness.js";
 import type { ReservedIPAssignment } from "../src/controller/cloud/index.js";
 import { waitFor } from "../src/lab/lab.js";
 

@@ -44,7 +44,7 @@ async function report(node: string, body: Json): Promise<void> {
 async function startReplica(identity: string, leaseSeconds = 2): Promise<{ controller: Controller; elector: LeaderElector; passes: PassOutcome[] }> {
   const c = await api.clientFor("controller");
   const passes: PassOutcome[] = [];
-  const controller = new Controller({ client: c, source: new KubeSource(c, silentLogger), network, logger: silentLogger, eventNamespace: "static-egress", resyncMs: 1_000, stepTimeoutMs: 1_000, onPass: (p) => passes.push(p) });
+  const controller = new Controller({ client: c, source: new KubeSource(c, silentLogger), network, logger: silentLogger, resyncMs: 1_000, stepTimeoutMs: 1_000, onPass: (p) => passes.push(p) });
   const elector = new LeaderElector(c, { namespace: "static-egress", name: "static-egress-controller", identity, leaseDurationSeconds: leaseSeconds, retryPeriodMs: 300 }, silentLogger, {
     onStartedLeading: () => controller.activate(),
     onStoppedLeading: () => controller.deactivate(),

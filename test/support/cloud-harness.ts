@@ -134,7 +134,6 @@ async function start(kube: TestKube, cloud: DigitalOceanStandin, opts: CloudHarn
     source: new KubeSource(controllerClient, logger, controllerSourceOptions(opts.serviceExternalIPs === true)),
     network: opts.network ?? { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.110.0.0/20"] },
     logger,
-    eventNamespace: "static-egress",
     resyncMs: opts.resyncMs ?? 300,
     plugins: plugins.plugins,
   });
