@@ -188,7 +188,19 @@ function nodeView(o: KubernetesObject, quiet: readonly string[], health: boolean
   for (const k of quiet) delete annotations[k];
   const view: unknown[] = [o.metadata?.labels ?? {}, annotations, n.spec?.podCIDR, n.spec?.podCIDRs, n.status?.addresses];
   if (health) view.push(n.status?.conditions?.find((c) => c.type === "Ready")?.status, reportedHealth(o.metadata?.annotations?.[REPORT_ANNOTATION]));
-  return JSON.stringify(view);
+  return stableJson(view);
+}
+
+/**
+ * JSON with object keys sorted: a listed Node comes through the client's typed deserializer
+ * (its own key order, e.g. address before type) and a watched one as the server sent it, so
+ * plain JSON of the same node differs between the two and every node's first update after a
+ * (re)list would look like a change.
+ */
+function stableJson(v: unknown): string {
+  return JSON.stringify(v, (_k, val: unknown) =>
+    val && typeof val === "object" && !Array.isArray(val) ? Object.fromEntries(Object.entries(val as Record<string, unknown>).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))) : val,
+  );
 }
 
 /** The health part of a node's report (instance verdicts, policies without a healthy instance). */
