@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parse, parseAllDocuments, stringify } from "yaml";
+import { parse, parseAllDocuments } from "yaml";
 import { parseAgentConfig } from "../../src/agents/config.js";
 import { GROUP } from "../../src/api/v1alpha1/common.js";
 import { ALL_KINDS } from "../../src/api/v1alpha1/crd.js";
