@@ -4,10 +4,12 @@
  * not Ready) until the IP is on the droplet of the other ready pod's node (the assign action
  * completed in the DigitalOcean stand-in), and until the controller knows it is done.
  *
- * Everything runs in this process on loopback: the Kubernetes API stand-in, the DigitalOcean API
- * stand-in (with a per-request latency and an action duration, stated in the results), and the
- * controller with the reserved-IP follower at its production settings (event-driven, no resync
- * inside the measurement: resync 30 s). No root needed, nothing leaves the machine.
+ * Everything runs on loopback: a real kube-apiserver and etcd (test/support/kube.ts, started as
+ * child processes; the controller uses its own service-account token), the DigitalOcean API
+ * stand-in in this process (with a per-request latency and an action duration, stated in the
+ * results), and the controller with the reserved-IP follower at its production settings
+ * (event-driven, no resync inside the measurement: resync 30 s). No root needed, nothing leaves
+ * the machine.
  *
  *   npx tsx bench/reserved-ip.ts [--runs 20] [--peer-runs 10] [--latency-ms 50] [--action-ms 2000]
  *                                [--out bench/results/reserved-ip.json]
@@ -15,7 +17,7 @@
 import { currentLoad, machineInfo } from "./lib/env.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { roundSummary, summarize } from "./lib/stats.js";
-import { startCloudHarness, type CloudHarness } from "../src/controller/cloud/testing.js";
+import { startCloudHarness, type CloudHarness } from "../test/support/cloud-harness.js";
 import type { ReservedIPAssignment } from "../src/controller/cloud/index.js";
 import { waitFor } from "../src/lab/lab.js";
 

@@ -29,7 +29,6 @@ async function main(): Promise<void> {
     source,
     network: NETWORK,
     logger,
-    eventNamespace: "static-egress",
     resyncMs: Number(values["resync-ms"]),
   });
   stopOnSignal(() => controller.stop());

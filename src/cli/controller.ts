@@ -80,7 +80,6 @@ export function cloudPlugins(flags: ControllerFlags, logger: Logger): DigitalOce
       ...(flags.gatewayImage ? { image: flags.gatewayImage } : {}),
       ...(kubeconfig ? { kubeconfig } : {}),
     },
-    eventNamespace: flags.namespace,
     fleet: {
       minIntervalMs: positive("--cloud-resync-seconds", flags.cloudResyncSeconds, 60) * 1000,
       rollDrainMs: positive("--gateway-drain-seconds", flags.gatewayDrainSeconds, 60) * 1000,
@@ -111,7 +110,6 @@ export async function runController(flags: ControllerFlags): Promise<void> {
     source: new KubeSource(client, logger, controllerSourceOptions(cloud !== undefined)),
     network: loadAgentConfig(flags.config).clusterNetwork,
     logger,
-    eventNamespace: flags.namespace,
   });
   await controller.startInformers();
   synced = true;

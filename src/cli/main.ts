@@ -63,7 +63,7 @@ program
   .description("run the controller (leader-elected): status, events, finalizers")
   .option("--kubeconfig <file>", "kubeconfig (default: in-cluster)")
   .requiredOption("--config <file>", "config: clusterNetwork CIDRs")
-  .option("--namespace <ns>", "namespace of the Lease and of Events about cluster-scoped objects", "static-egress")
+  .option("--namespace <ns>", "namespace of the Lease", "static-egress")
   .option("--identity <id>", "this replica's name (default: $POD_NAME or host-pid)")
   .option("--lease-seconds <s>", "lease duration", "15")
   .option("--cloud <name>", "run cloud plugins: `digitalocean` (gateway droplets for spec.digitalocean, reserved IPs following pods)")

@@ -58,8 +58,6 @@ export interface ControllerDeps {
   source: KubeSource;
   network: ClusterNetwork;
   logger: Logger;
-  /** Namespace for Events about cluster-scoped objects. */
-  eventNamespace: string;
   resyncMs?: number;
   /**
    * Longest time one object's step (its API calls) may take. An API request that never answers
@@ -276,7 +274,7 @@ export class Controller {
       if (!old && !bad) continue;
       await this.deps.client
         .createEvent({
-          namespace: raw.metadata.namespace ?? this.deps.eventNamespace,
+          ...(raw.metadata.namespace ? { namespace: raw.metadata.namespace } : {}),
           kind,
           name: raw.metadata.name,
           ...(raw.metadata.uid ? { uid: raw.metadata.uid } : {}),

@@ -15,6 +15,14 @@ import { GROUP, VERSION } from "../api/v1alpha1/common.js";
  * `KUBE_ACCESS` lists them: the RBAC manifests are checked against it by a test, so RBAC
  * grants exactly what the code uses (least privilege) and nothing the code uses is missing.
  */
+/**
+ * Where Events about cluster-scoped objects (EgressGateway, ClusterEgressPolicy) go. The API
+ * server accepts a core/v1 Event whose involvedObject has no namespace only in `default` (it
+ * refuses any other with "involvedObject.namespace: does not match event.namespace"); Node
+ * events are there too, and `kubectl describe` finds them.
+ */
+export const CLUSTER_EVENT_NAMESPACE = "default";
+
 export interface Access {
   component: "controller" | "node-agent" | "gateway-agent";
   apiGroup: string;
@@ -116,23 +124,25 @@ export class KubeClient {
     }
   }
 
-  /** An Event about one of our objects; cluster-scoped ones get theirs in `namespace`. */
-  async createEvent(e: { namespace: string; kind: PolicyKind; name: string; uid?: string; type: "Normal" | "Warning"; reason: string; message: string; component: string }): Promise<void> {
+  /**
+   * An Event about one of our objects: an EgressPolicy's in its namespace (`namespace`), a
+   * cluster-scoped object's in `default` (CLUSTER_EVENT_NAMESPACE).
+   */
+  async createEvent(e: { namespace?: string; kind: PolicyKind; name: string; uid?: string; type: "Normal" | "Warning"; reason: string; message: string; component: string }): Promise<void> {
     const { namespace, kind, name, uid, ...rest } = e;
+    if (kind === "EgressPolicy" && !namespace) throw new Error(`an Event about EgressPolicy ${name} needs its namespace`);
     await this.createObjectEvent({
       ...rest,
-      namespace,
       involved: { apiVersion: `${GROUP}/${VERSION}`, kind, name, ...(kind === "EgressPolicy" ? { namespace } : {}), ...(uid ? { uid } : {}) },
     });
   }
 
   /**
    * An Event about any object (e.g. a Pod whose reserved IP moved), in that object's namespace,
-   * or in `namespace` for a cluster-scoped object.
+   * or in `default` (CLUSTER_EVENT_NAMESPACE) for a cluster-scoped object.
    */
   async createObjectEvent(e: {
     involved: { apiVersion: string; kind: string; name: string; namespace?: string; uid?: string };
-    namespace?: string;
     type: "Normal" | "Warning";
     reason: string;
     message: string;
@@ -140,8 +150,7 @@ export class KubeClient {
   }): Promise<void> {
     const now = new Date();
     const { involved } = e;
-    const namespace = involved.namespace ?? e.namespace;
-    if (!namespace) throw new Error(`an Event about ${involved.kind} ${involved.name} needs a namespace`);
+    const namespace = involved.namespace ?? CLUSTER_EVENT_NAMESPACE;
     await this.core.createNamespacedEvent({
       namespace,
       body: {

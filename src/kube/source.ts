@@ -36,6 +36,19 @@ interface Watched {
   kind: string;
   apiVersion: string;
   informer: ListWatch<KubernetesObject>;
+  /** The start in progress: concurrent starts join it (a second start would abort the first's watch). */
+  starting?: Promise<void>;
+  /** A restart after a failure, pending. */
+  retry?: NodeJS.Timeout;
+}
+
+/**
+ * ListWatch aborts its own watch request when it is started again or stopped, and reports that
+ * abort as an error: not a failure of the API, and no reason to start again (the start that
+ * aborted it makes the next watch; a stopped source must stay stopped).
+ */
+function isOwnAbort(err: unknown): boolean {
+  return (err as { name?: string } | undefined)?.name === "AbortError";
 }
 
 /**
@@ -46,6 +59,7 @@ interface Watched {
  */
 export class KubeSource implements ClusterSource {
   private readonly watched: Watched[] = [];
+  private stopped = false;
 
   constructor(
     private readonly client: KubeClient,
@@ -82,8 +96,10 @@ export class KubeSource implements ClusterSource {
     // (a restarted agent that planned with pods but no policies yet would unprogram them).
     let synced = false;
     const nodeViews = new Map<string, string>();
+    this.stopped = false;
     for (const s of specs) {
       const informer = new ListWatch<KubernetesObject>(s.path, watch, s.list, false, undefined, s.fieldSelector);
+      const w: Watched = { kind: s.kind, apiVersion: s.apiVersion, informer };
       for (const verb of ["add", "update", "delete"] as const) {
         informer.on(verb, (o) => {
           if (s.kind === "Node" && verb === "update" && !nodeChanged(nodeViews, o, quiet, health)) return;
@@ -92,21 +108,28 @@ export class KubeSource implements ClusterSource {
         });
       }
       informer.on("error", (err: unknown) => {
+        if (isOwnAbort(err) || this.stopped) return;
         this.logger.warn({ kind: s.kind, err: (err as Error)?.message ?? String(err) }, "watch failed; keeping the cache, retrying");
-        // ListWatch stops on error: start it again after a pause (it relists).
-        setTimeout(() => void informer.start().catch(() => undefined), 1_000).unref();
+        // ListWatch stops on error: start it again after a pause (it relists if it must). One
+        // pending restart at a time.
+        if (w.retry) return;
+        w.retry = setTimeout(() => {
+          w.retry = undefined;
+          if (!this.stopped) void this.startOne(w);
+        }, 1_000);
+        w.retry.unref();
       });
-      this.watched.push({ kind: s.kind, apiVersion: s.apiVersion, informer });
+      this.watched.push(w);
     }
     // The first complete list of every kind, before any planning. ListWatch.start() does not
     // fail when its list fails: a kind without a resourceVersion was not listed; try again.
-    await Promise.all(this.watched.map((w) => w.informer.start()));
+    await Promise.all(this.watched.map((w) => this.startOne(w)));
     for (let attempt = 1; ; attempt++) {
       const missing = this.watched.filter((w) => !w.informer.latestResourceVersion());
       if (missing.length === 0) break;
       this.logger.warn({ kinds: missing.map((w) => w.kind), attempt }, "initial list failed; retrying before planning anything");
       await new Promise((r) => setTimeout(r, Math.min(500 * attempt, 5_000)));
-      await Promise.all(missing.map((w) => w.informer.start().catch(() => undefined)));
+      await Promise.all(missing.map((w) => this.startOne(w)));
     }
     synced = true;
     this.logger.info({ kinds: this.watched.length }, "informers synced");
@@ -130,7 +153,25 @@ export class KubeSource implements ClusterSource {
     return this.watched.find((w) => w.kind === kind)?.informer.list() ?? [];
   }
 
+  /** Starts an informer, or joins the start in progress. Never fails (errors reach the "error" handler). */
+  private startOne(w: Watched): Promise<void> {
+    w.starting ??= w.informer
+      .start()
+      .catch(() => undefined)
+      .finally(() => {
+        w.starting = undefined;
+        // Stopped while this start waited for its watch: ListWatch made the watch anyway.
+        if (this.stopped) void w.informer.stop();
+      });
+    return w.starting;
+  }
+
   async stop(): Promise<void> {
+    this.stopped = true;
+    for (const w of this.watched) {
+      clearTimeout(w.retry);
+      w.retry = undefined;
+    }
     await Promise.all(this.watched.map((w) => w.informer.stop()));
   }
 }
@@ -147,7 +188,19 @@ function nodeView(o: KubernetesObject, quiet: readonly string[], health: boolean
   for (const k of quiet) delete annotations[k];
   const view: unknown[] = [o.metadata?.labels ?? {}, annotations, n.spec?.podCIDR, n.spec?.podCIDRs, n.status?.addresses];
   if (health) view.push(n.status?.conditions?.find((c) => c.type === "Ready")?.status, reportedHealth(o.metadata?.annotations?.[REPORT_ANNOTATION]));
-  return JSON.stringify(view);
+  return stableJson(view);
+}
+
+/**
+ * JSON with object keys sorted: a listed Node comes through the client's typed deserializer
+ * (its own key order, e.g. address before type) and a watched one as the server sent it, so
+ * plain JSON of the same node differs between the two and every node's first update after a
+ * (re)list would look like a change.
+ */
+function stableJson(v: unknown): string {
+  return JSON.stringify(v, (_k, val: unknown) =>
+    val && typeof val === "object" && !Array.isArray(val) ? Object.fromEntries(Object.entries(val as Record<string, unknown>).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))) : val,
+  );
 }
 
 /** The health part of a node's report (instance verdicts, policies without a healthy instance). */

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fleetNames } from "../../src/cloud/digitalocean/index.js";
-import { CLUSTER_ID, NODE_TAG, REGION, startCloudHarness, type CloudHarness } from "../../src/controller/cloud/testing.js";
+import { CLUSTER_ID, NODE_TAG, REGION, HARNESS_TIMEOUT_MS, startCloudHarness, type CloudHarness } from "../support/cloud-harness.js";
 import { waitFor } from "../../src/lab/lab.js";
 
-// Both plugins through DigitalOcean API faults: rate limits (429 with Retry-After), server
+// Both plugins (the controller with its own identity, on a real kube-apiserver) through DigitalOcean API faults: rate limits (429 with Retry-After), server
 // errors (also after the server applied the request), slow and failing actions. They converge,
 // create nothing twice, and every request and answer matches the OpenAPI document.
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -19,11 +19,11 @@ async function instances(name: string): Promise<Json[]> {
 
 beforeAll(async () => {
   h = await startCloudHarness({ nodes: 3, plugins: { fleet: { progressAfterMs: 150 } } });
-});
+}, HARNESS_TIMEOUT_MS);
 
 afterAll(async () => {
   await h?.close();
-});
+}, HARNESS_TIMEOUT_MS);
 
 describe("through DigitalOcean API faults", () => {
   it("the fleet converges; booting droplets are listed as Provisioning meanwhile; nothing is created twice", async () => {

@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fleetNames } from "../../src/cloud/digitalocean/index.js";
 import { FINALIZER, REPORT_ANNOTATION } from "../../src/controller/status.js";
-import { CLUSTER_ID, NODE_TAG, REGION, startCloudHarness, type CloudHarness } from "../../src/controller/cloud/testing.js";
+import { CLUSTER_ID, NODE_TAG, REGION, HARNESS_TIMEOUT_MS, startCloudHarness, type CloudHarness } from "../support/cloud-harness.js";
 import { waitFor } from "../../src/lab/lab.js";
 
-// The gateway fleet plugin in the controller, against both stand-ins: an EgressGateway with
+// The gateway fleet plugin in the controller (its own identity), against a real kube-apiserver
+// and the DigitalOcean API stand-in: an EgressGateway with
 // spec.digitalocean gets its droplets, firewall and reserved IPs, listed in status.instances;
 // policies can use those IPs; a destroyed droplet is replaced; deletion removes exactly what the
 // fleet created, and only then lets the object go.
@@ -50,11 +51,11 @@ beforeAll(async () => {
     firewall: s.createFirewall({ name: "db-fw", inbound_rules: [{ protocol: "tcp", ports: "5432", sources: { tags: ["db"] } }], tags: ["db"] })["id"] as string,
   };
   userIP = s.createReservedIP({ region: REGION });
-});
+}, HARNESS_TIMEOUT_MS);
 
 afterAll(async () => {
   await h?.close();
-});
+}, HARNESS_TIMEOUT_MS);
 
 describe("digitalocean gateway fleet", () => {
   it("creates N droplets, the firewall and reserved IPs, and lists them in status.instances", async () => {
@@ -116,8 +117,9 @@ describe("digitalocean gateway fleet", () => {
 
   it("keeps the core's health and the plugin's list apart: no write ping-pong", async () => {
     const [first] = await instances();
-    // node1 sees the first instance down, node2 still sees it up.
-    await h.client.patchNodeAnnotations("node1", { [REPORT_ANNOTATION]: JSON.stringify({ programmed: {}, health: { [`${GATEWAY}/${first!.name}`]: "down" }, unavailable: {}, at: new Date().toISOString() }) });
+    // node1's agent (its own token) sees the first instance down, node2 still sees it up.
+    const node1Agent = await h.kube.clientFor("node-agent", "node1");
+    await node1Agent.patchNodeAnnotations("node1", { [REPORT_ANNOTATION]: JSON.stringify({ programmed: {}, health: { [`${GATEWAY}/${first!.name}`]: "down" }, unavailable: {}, at: new Date().toISOString() }) });
     await waitFor(async () => (await instances())[0]?.health === "PartiallyDown", 10_000, "core did not mark the instance partially down");
     const before = (await gateway())!.metadata.resourceVersion as string;
     // Three fleet intervals (500 ms each) and several controller resyncs: nothing to write.
@@ -126,7 +128,7 @@ describe("digitalocean gateway fleet", () => {
     expect(after.status.instances[0].health).toBe("PartiallyDown");
     expect(after.status.instances).toHaveLength(3);
     expect(after.metadata.resourceVersion).toBe(before);
-    await h.client.patchNodeAnnotations("node1", { [REPORT_ANNOTATION]: null });
+    await node1Agent.patchNodeAnnotations("node1", { [REPORT_ANNOTATION]: null });
     await waitFor(async () => (await instances()).every((i) => i.health === "Up"), 10_000, "not Up again");
   });
 

@@ -1,7 +1,8 @@
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DigitalOceanClient, DigitalOceanProvider, fleetNames, serviceFirewallName } from "../../src/cloud/digitalocean/index.js";
-import { CLUSTER_ID, NODE_TAG, REGION, startCloudHarness, type CloudHarness } from "../../src/controller/cloud/testing.js";
+import { CLUSTER_ID, NODE_TAG, REGION, HARNESS_TIMEOUT_MS, startCloudHarness, type CloudHarness } from "../support/cloud-harness.js";
+import { CLUSTER_EVENT_NAMESPACE } from "../../src/kube/client.js";
 import { waitFor } from "../../src/lab/lab.js";
 
 // Cloud resources no object wants any more. Fleets: the controller's sweep over the provider's
@@ -44,7 +45,7 @@ async function instances(name: string): Promise<Json[]> {
 }
 
 async function events(reason: string): Promise<Json[]> {
-  const list = await h.client.core.listNamespacedEvent({ namespace: "static-egress" });
+  const list = await h.client.core.listNamespacedEvent({ namespace: CLUSTER_EVENT_NAMESPACE });
   return list.items.filter((e) => e.reason === reason) as Json[];
 }
 
@@ -77,11 +78,11 @@ describe("fleets whose gateway does not want them", () => {
     await createGateway("keeper", { region: REGION, size: "s-1vcpu-1gb", count: 2, nodeTag: NODE_TAG });
     h.controller.activate();
     await waitFor(async () => (await instances("keeper")).filter((i) => i.health === "Up").length === 2, 15_000, "keeper not Up");
-  });
+  }, HARNESS_TIMEOUT_MS);
 
   afterAll(async () => {
     await h?.close();
-  });
+  }, HARNESS_TIMEOUT_MS);
 
   it("a fleet left behind by a gateway that vanished without its finalizer is deleted, and nothing else", async () => {
     const ghost = fleetOf("ghost.prod");
@@ -160,11 +161,11 @@ describe("service firewalls of reserved IPs after a controller restart", () => {
     await r.createPod({ name: "svc-1", node: "node2", labels: { "staticegress.io/reserved-ip": "" }, annotations: { "staticegress.io/reserved-ip": kept, "staticegress.io/reserved-ip-ports": "tcp/443" } });
     expect(firewallOf(stale)).toBeDefined();
     r.controller.activate();
-  });
+  }, HARNESS_TIMEOUT_MS);
 
   afterAll(async () => {
     await r?.close();
-  });
+  }, HARNESS_TIMEOUT_MS);
 
   it("removes the firewall whose pods left meanwhile, updates the one still wanted, and leaves others alone", async () => {
     await waitFor(() => firewallOf(stale) === undefined, 10_000, "the leftover service firewall was not removed");

@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { serviceFirewallName } from "../../src/cloud/digitalocean/index.js";
-import { CLUSTER_ID, startCloudHarness, type CloudHarness } from "../../src/controller/cloud/testing.js";
+import { CLUSTER_ID, HARNESS_TIMEOUT_MS, startCloudHarness, type CloudHarness } from "../support/cloud-harness.js";
 import { waitFor } from "../../src/lab/lab.js";
 
-// The reserved-IP follower in the controller, against both stand-ins: a reserved IP follows the
+// The reserved-IP follower in the controller (its own identity, on a real kube-apiserver, with the
+// DigitalOcean API stand-in): a reserved IP follows the
 // Running and Ready pods that ask for it, and never moves while its holder stays ready.
 const LABEL = "staticegress.io/reserved-ip";
 const HAIMGEL = "k8s.haim.dev/floating-ip";
@@ -31,11 +32,11 @@ beforeAll(async () => {
   // The fleet plugin's sweep (a tag listing per interval) is kept out of the follower's request count.
   h = await startCloudHarness({ nodes: 3, plugins: { follower: { holderTtlMs: HOLDER_TTL_MS }, fleet: { sweepIntervalMs: 3_600_000 } } });
   ip = await h.grantedReservedIP();
-});
+}, HARNESS_TIMEOUT_MS);
 
 afterAll(async () => {
   await h?.close();
-});
+}, HARNESS_TIMEOUT_MS);
 
 describe("reserved IP follower", () => {
   it("assigns the IP to the node of the Running and Ready pod", async () => {
@@ -126,7 +127,7 @@ describe("reserved IP follower", () => {
     await h.addNode("node8");
     await h.createPod({ name: "owner", node: "node7", labels: { [LABEL]: "" }, annotations: { [LABEL]: owned } });
     await holderBecomes(owned, "node7", "owner's node");
-    await h.client.core.createNamespace({ body: { metadata: { name: "tenant-b" } } });
+    await h.kube.ensureNamespace("tenant-b");
     await h.createPod({ namespace: "tenant-b", name: "thief", node: "node8", labels: { [LABEL]: "" }, annotations: { [LABEL]: owned }, readySince: new Date("2025-01-01T00:00:00Z") });
     await waitFor(async () => (await warnings("thief", "tenant-b")).length > 0, 5_000, "no warning for the ungranted pod");
     expect(await warnings("thief", "tenant-b")).toEqual([`ReservedIPNotGranted: namespace tenant-b may not use reserved IP ${owned}: a cluster admin grants it with the annotation staticegress.io/reserved-ips on the Namespace`]);
@@ -178,10 +179,10 @@ describe("reserved IP follower, woken by events alone", () => {
   beforeAll(async () => {
     // The fleet plugin's own timers (sweep, convergence) would wake it too: pushed out as well.
     w = await startCloudHarness({ nodes: 2, resyncMs: 600_000, plugins: { fleet: { minIntervalMs: 600_000, sweepIntervalMs: 600_000 } } });
-  });
+  }, HARNESS_TIMEOUT_MS);
   afterAll(async () => {
     await w?.close();
-  });
+  }, HARNESS_TIMEOUT_MS);
 
   it("moves the IP when the holder's Node turns NotReady (Ready=Unknown), without waiting for a resync", async () => {
     const addr = await w.grantedReservedIP();

@@ -1,10 +1,12 @@
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fleetNames } from "../../src/cloud/digitalocean/index.js";
-import { CLUSTER_ID, NODE_TAG, REGION, startCloudHarness, type CloudHarness } from "../../src/controller/cloud/testing.js";
+import { CLUSTER_ID, NODE_TAG, REGION, HARNESS_TIMEOUT_MS, startCloudHarness, type CloudHarness } from "../support/cloud-harness.js";
+import { CLUSTER_EVENT_NAMESPACE } from "../../src/kube/client.js";
 import { waitFor } from "../../src/lab/lab.js";
 
-// A size change rolls through a gateway fleet one droplet at a time: the outdated droplet is
+// A size change rolls through a gateway fleet one droplet at a time (the controller with its own
+// identity, on a real kube-apiserver): the outdated droplet is
 // drained first (status Draining, which nodes plan as "no new connections"), then deleted and
 // built again from the spec under the same name with its reserved IP, and only when every slot
 // is Up again does the next one start. At every moment another instance is Up.
@@ -25,11 +27,11 @@ beforeAll(async () => {
     body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: NAME }, spec: { digitalocean: { region: REGION, size: "s-1vcpu-1gb", count: 2, nodeTag: NODE_TAG } } },
   });
   await waitFor(async () => (await instances()).filter((i) => i.health === "Up").length === 2, 15_000, "fleet not Up");
-});
+}, HARNESS_TIMEOUT_MS);
 
 afterAll(async () => {
   await h?.close();
-});
+}, HARNESS_TIMEOUT_MS);
 
 describe("rolling replacement of a gateway fleet", () => {
   it("replaces droplets of an old size one at a time, draining each first, never leaving no instance Up", async () => {
@@ -63,7 +65,7 @@ describe("rolling replacement of a gateway fleet", () => {
     expect(after.map((i) => i.name)).toEqual(before.map((i) => i.name));
     expect(after.map((i) => i.egressIPs)).toEqual(before.map((i) => i.egressIPs));
     for (const [i, inst] of after.entries()) expect(inst.id).not.toBe(before[i]!.id);
-    const events = (await h.client.core.listNamespacedEvent({ namespace: "static-egress" })).items.filter((e) => e.involvedObject.name === NAME && e.reason === "RollingReplacement");
+    const events = (await h.client.core.listNamespacedEvent({ namespace: CLUSTER_EVENT_NAMESPACE })).items.filter((e) => e.involvedObject.name === NAME && e.reason === "RollingReplacement");
     expect(events.length).toBeGreaterThanOrEqual(4); // drain + replace, for each droplet
   });
 

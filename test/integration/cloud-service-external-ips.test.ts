@@ -3,13 +3,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ANCHOR_ANNOTATION, AnchorPublisher } from "../../src/agents/node/anchor.js";
 import { readAnchorIPv4, readDropletId } from "../../src/cloud/digitalocean/metadata.js";
 import { MANAGED_EXTERNAL_IPS_KEY } from "../../src/controller/cloud/service-external-ips.js";
-import { NODE_TAG, REGION, startCloudHarness, type CloudHarness } from "../../src/controller/cloud/testing.js";
+import { NODE_TAG, REGION, HARNESS_TIMEOUT_MS, startCloudHarness, type CloudHarness } from "../support/cloud-harness.js";
 import { standinMetadataUrl } from "../../src/lab/do-standin/metadata.js";
 import { waitFor } from "../../src/lab/lab.js";
 import { KubeSource } from "../../src/kube/source.js";
 import { silentLogger } from "../../src/util/log.js";
 
-// Anchor IPs and Service externalIPs, end to end against both stand-ins: node agents publish
+// Anchor IPs and Service externalIPs, end to end against a real kube-apiserver and the
+// DigitalOcean API stand-in: node agents (each with its own token, bound to its Node) publish
 // their droplet's anchor IP (read from the DigitalOcean stand-in's metadata service) on their
 // Node; the controller lists the anchor of the node holding a reserved IP in the externalIPs of
 // the Services that ask for it, in step with the reserved-IP follower.
@@ -37,19 +38,20 @@ function service(namespace: string, name: string, annotations: Record<string, st
   };
 }
 
-function publisher(node: string): AnchorPublisher {
-  return new AnchorPublisher({ client: h.client, node, metadata: { baseUrl: standinMetadataUrl(h.cloud.url, droplet(node)) } });
+/** The node's agent publishing its anchor, with its own token. */
+async function publisher(node: string, dropletId = droplet(node)): Promise<AnchorPublisher> {
+  return new AnchorPublisher({ client: await h.kube.clientFor("node-agent", node), node, metadata: { baseUrl: standinMetadataUrl(h.cloud.url, dropletId) } });
 }
 
 beforeAll(async () => {
   h = await startCloudHarness({ nodes: 3, serviceExternalIPs: true, plugins: { follower: { holderTtlMs: 250 } } });
   ip = await h.grantedReservedIP();
-  await h.client.core.createNamespace({ body: { metadata: { name: "other" } } });
-});
+  await h.kube.ensureNamespace("other");
+}, HARNESS_TIMEOUT_MS);
 
 afterAll(async () => {
   await h?.close();
-});
+}, HARNESS_TIMEOUT_MS);
 
 describe("anchor IP discovery", () => {
   it("the stand-in serves each droplet's metadata without a token", async () => {
@@ -66,7 +68,7 @@ describe("anchor IP discovery", () => {
 
   it("node agents publish their anchor on their Node, once", async () => {
     for (const node of ["node1", "node2", "node3"]) {
-      const p = publisher(node);
+      const p = await publisher(node);
       expect(await p.publishOnce()).toBe("written");
       expect(await p.publishOnce()).toBe("unchanged");
       expect(await nodeAnnotation(node)).toBe(anchorOf(node));
@@ -74,21 +76,25 @@ describe("anchor IP discovery", () => {
   });
 
   it("an anchor change wakes the controller's source, not the agents'", async () => {
-    const agent = new KubeSource(h.client, silentLogger, { podsOnNode: "node3" });
-    const controller = new KubeSource(h.client, silentLogger, { serviceExternalIPs: true });
+    const agent = new KubeSource(await h.kube.clientFor("node-agent", "node3"), silentLogger, { podsOnNode: "node3" });
+    const controller = new KubeSource(await h.kube.clientFor("controller"), silentLogger, { serviceExternalIPs: true });
+    const node3Agent = await h.kube.clientFor("node-agent", "node3");
     let agentWakes = 0;
     let controllerWakes = 0;
     await agent.start(() => agentWakes++);
     await controller.start(() => controllerWakes++);
     try {
-      expect(controller.raw("Service")).toEqual([]);
+      // The controller's source watches Services (the API server's own `kubernetes` Service is the
+      // only one yet); the agent's does not.
+      expect(controller.raw("Service").map((o) => `${o.metadata?.namespace}/${o.metadata?.name}`)).toEqual(["default/kubernetes"]);
       expect(agent.raw("Service")).toEqual([]);
-      await h.client.patchNodeAnnotations("node3", { [ANCHOR_ANNOTATION]: "10.20.200.1" });
+      await node3Agent.patchNodeAnnotations("node3", { [ANCHOR_ANNOTATION]: "10.20.200.1" });
       await waitFor(() => controllerWakes > 0, 5_000, "the controller's source did not wake on the anchor annotation");
       // The agent's informer saw the same update (same API server, same order) and ignored it.
       await sleep(200);
       expect(agentWakes).toBe(0);
-      await h.client.patchNodeAnnotations("node3", { [ANCHOR_ANNOTATION]: anchorOf("node3") });
+      await node3Agent.patchNodeAnnotations("node3", { [ANCHOR_ANNOTATION]: anchorOf("node3") });
+      // Someone else's annotation (an admin's): the agent wakes on it.
       await h.client.patchNodeAnnotations("node3", { "example.com/planned": "x" });
       await waitFor(() => agentWakes > 0, 5_000, "the agent's source did not wake on another annotation");
     } finally {
@@ -100,8 +106,8 @@ describe("anchor IP discovery", () => {
   it("a droplet without anchor (no public networking) gets the annotation removed", async () => {
     const d = h.cloud.state.createDroplet({ name: "private-only", region: REGION, size: "s-2vcpu-4gb", image: "debian-12-x64", tags: [NODE_TAG], public_networking: false });
     const id = d["id"] as number;
-    await h.client.core.createNode({ body: { metadata: { name: "private-only", annotations: { [ANCHOR_ANNOTATION]: "10.20.9.9" } }, spec: { providerID: `digitalocean://${id}` } } });
-    const p = new AnchorPublisher({ client: h.client, node: "private-only", metadata: { baseUrl: standinMetadataUrl(h.cloud.url, id) } });
+    await h.kube.createNode({ name: "private-only", annotations: { [ANCHOR_ANNOTATION]: "10.20.9.9" }, providerID: `digitalocean://${id}` });
+    const p = await publisher("private-only", id);
     expect(await p.publishOnce()).toBe("removed");
     expect(await nodeAnnotation("private-only")).toBeUndefined();
     await h.client.core.deleteNode({ name: "private-only" });

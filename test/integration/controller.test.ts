@@ -44,7 +44,7 @@ async function report(node: string, body: Json): Promise<void> {
 async function startReplica(identity: string, leaseSeconds = 2): Promise<{ controller: Controller; elector: LeaderElector; passes: PassOutcome[] }> {
   const c = await api.clientFor("controller");
   const passes: PassOutcome[] = [];
-  const controller = new Controller({ client: c, source: new KubeSource(c, silentLogger), network, logger: silentLogger, eventNamespace: "static-egress", resyncMs: 1_000, stepTimeoutMs: 1_000, onPass: (p) => passes.push(p) });
+  const controller = new Controller({ client: c, source: new KubeSource(c, silentLogger), network, logger: silentLogger, resyncMs: 1_000, stepTimeoutMs: 1_000, onPass: (p) => passes.push(p) });
   const elector = new LeaderElector(c, { namespace: "static-egress", name: "static-egress-controller", identity, leaseDurationSeconds: leaseSeconds, retryPeriodMs: 300 }, silentLogger, {
     onStartedLeading: () => controller.activate(),
     onStoppedLeading: () => controller.deactivate(),
@@ -148,6 +148,43 @@ describe("node agent source: no planning from a partial view", () => {
       await client.custom.deleteNamespacedCustomObject({ ...GV, namespace: "payments", plural: "egresspolicies", name: "listed-late" });
     }
   });
+});
+
+describe("informer restarts", () => {
+  /** Counts watch requests for a resource from now on (a zero delay that counts what it matches). */
+  function countWatches(resource: string): () => number {
+    const total = 1_000_000;
+    const id = api.faults.delay({ ms: 0, verb: "watch", resource, count: total });
+    return () => total - (api.faults.active().find((f) => f.id === id)?.remaining ?? 0);
+  }
+  const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it("after a failed initial list and a failed watch, one watch per kind again; none after stop", async () => {
+    // A failed list is retried twice over (the informer's error handler and the initial-list
+    // loop); a dropped watch is restarted. Neither may leave a loop in which each start aborts
+    // the previous start's watch (which ListWatch reports as an error, and so on, every second).
+    api.faults.fail({ status: 500, count: 1, verb: "list", resource: "egressgateways" });
+    const source = new KubeSource(await api.clientFor("node-agent", "node1"), silentLogger, { podsOnNode: "node1" });
+    await source.start(() => undefined);
+    let stopped = false;
+    try {
+      await settle(2_500); // the retries are done by now
+      api.faults.dropWatches({ resource: "egressgateways", mode: "reset" });
+      await settle(2_500);
+      // Quiet from here: a watch lasts until the server ends it (30 minutes and more).
+      const watches = countWatches("egressgateways");
+      await settle(3_000);
+      expect(watches(), "watches started while nothing failed").toBe(0);
+      await source.stop();
+      stopped = true;
+      const afterStop = countWatches("pods");
+      await settle(2_000);
+      expect(afterStop(), "a stopped source watched again").toBe(0);
+    } finally {
+      if (!stopped) await source.stop();
+      api.faults.clear();
+    }
+  }, 30_000);
 });
 
 describe("controller", () => {

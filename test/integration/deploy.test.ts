@@ -1,7 +1,7 @@
 // The deployment: the kustomize base rendered by Debian's kubectl, its RBAC checked against
 // KUBE_ACCESS (the code's own list of API calls), the node agent's privileges checked against
 // docs/deploy.md, the init container's script run against temporary directories, the
-// Dockerfile checked against the repository, and the kinds the API stand-in serves applied to it.
+// Dockerfile checked against the repository, and the whole install applied to a real kube-apiserver.
 import { accessSync, constants, existsSync, readFileSync, readdirSync, statSync, writeFileSync, mkdirSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { builtinModules } from "node:module";
@@ -9,13 +9,13 @@ import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parse, parseAllDocuments, stringify } from "yaml";
+import { parse, parseAllDocuments } from "yaml";
 import { parseAgentConfig } from "../../src/agents/config.js";
 import { GROUP } from "../../src/api/v1alpha1/common.js";
 import { ALL_KINDS } from "../../src/api/v1alpha1/crd.js";
 import { DEFAULT_AGENT_SOCKET } from "../../src/cni/input.js";
 import { KUBE_ACCESS, PLURALS, type Access } from "../../src/kube/client.js";
-import { startKubeStandin, type KubeStandin } from "../../src/lab/kube-standin/index.js";
+import { k8sBinary, startControlPlane, type ControlPlane } from "../../src/lab/control-plane/index.js";
 import { CommandError, runCommand } from "../../src/util/exec.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -298,7 +298,7 @@ describe("kubectl kustomize", () => {
 
   it("renders deploy: the base plus the generated CRDs, exactly as generated, one per kind, and the admission policy", () => {
     const crds = install.filter((o) => o.kind === "CustomResourceDefinition");
-    // Listed beside the CRDs, out of the base's namespace transformer (cluster-scoped; tested in admission-node-agent.test.ts).
+    // Listed beside the CRDs, out of the base's namespace transformer (cluster-scoped; enforced by the API server in access.test.ts).
     const admission = install.filter((o) => o.apiVersion === "admissionregistration.k8s.io/v1");
     expect(admission.map(key).sort()).toEqual(["ValidatingAdmissionPolicy/static-egress-node-agent-own-node", "ValidatingAdmissionPolicyBinding/static-egress-node-agent-own-node"]);
     for (const o of admission) expect(o.metadata.namespace, key(o)).toBeUndefined();
@@ -742,66 +742,56 @@ describe("the Dockerfile", () => {
   });
 });
 
-describe("applied to the Kubernetes API stand-in with kubectl", () => {
-  let standin: KubeStandin;
+describe("applied to a real kube-apiserver with kubectl apply --server-side -k deploy", () => {
+  // A control plane with nothing installed: this apply is what installs static-egress, every
+  // kind of it (the workloads are admitted, not run: no controller manager, no kubelet).
+  let cp: ControlPlane;
   let dir: string;
-  const kubectl = async (args: string[], input?: string): Promise<string> =>
-    (
-      await runCommand(KUBECTL, ["--kubeconfig", join(dir, "kubeconfig"), "--cache-dir", join(dir, "cache"), ...args], {
-        timeoutMs: 20_000,
-        ...(input !== undefined ? { input } : {}),
-      })
-    ).stdout;
+  const kubectl = async (args: string[]): Promise<string> =>
+    (await runCommand(k8sBinary("kubectl"), ["--kubeconfig", join(dir, "kubeconfig"), "--cache-dir", join(dir, "cache"), ...args], { timeoutMs: 60_000 })).stdout;
+  const deployDir = join(ROOT, "deploy");
+  /** Every object of the install as the server has it: key -> resourceVersion. */
+  const live = async (): Promise<Map<string, string>> => {
+    const list = JSON.parse(await kubectl(["get", "-k", deployDir, "-o", "json"])) as { items: (K8sObject & { metadata: { resourceVersion: string } })[] };
+    return new Map(list.items.map((o) => [key(o), o.metadata.resourceVersion]));
+  };
 
   beforeAll(async () => {
-    standin = await startKubeStandin();
+    cp = await startControlPlane({ install: false, controllerManager: false });
     dir = await mkdtemp(join(tmpdir(), "se-deploy-kubectl-"));
-    await writeFile(join(dir, "kubeconfig"), standin.kubeconfig());
-  });
+    await writeFile(join(dir, "kubeconfig"), cp.adminKubeconfig(), { mode: 0o600 });
+  }, 120_000);
   afterAll(async () => {
-    await standin?.close();
+    await cp?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it("accepts the Namespace, the CRDs and the ConfigMap (what it serves); the CRDs serve our kinds", async () => {
-    // What the server serves, by (apiVersion, kind), from discovery.
-    const served = new Set(
-      (await kubectl(["api-resources", "--no-headers"]))
-        .trim()
-        .split("\n")
-        .map((line) => {
-          const cols = line.trim().split(/\s+/);
-          const apiVersion = cols.find((c) => /^(?:[\w.-]+\/)?v\d\w*$/.test(c));
-          return `${apiVersion}|${cols.at(-1)}`;
-        }),
-    );
-    const applied = install.filter((o) => served.has(`${o.apiVersion}|${o.kind}`));
-    const skipped = install.filter((o) => !served.has(`${o.apiVersion}|${o.kind}`));
-    expect([...new Set(applied.map((o) => o.kind))].sort()).toEqual(["ConfigMap", "CustomResourceDefinition", "Namespace"]);
-    // Not sent: the stand-in serves no service accounts, RBAC, apps/v1, policy/v1 or admission policies.
-    expect([...new Set(skipped.map((o) => o.kind))].sort()).toEqual(
-      ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"].sort(),
+  it("accepts every object of every kind; the CRDs serve our kinds; the config and namespace are as rendered", async () => {
+    const out = await kubectl(["apply", "--server-side", "-k", deployDir]);
+    const lines = out.trim().split("\n");
+    expect(lines.every((l) => l.endsWith(" serverside-applied")), out).toBe(true);
+    expect(lines).toHaveLength(install.length);
+    // Everything the install has is on the server, every kind of it.
+    const objects = await live();
+    expect([...objects.keys()].sort()).toEqual(install.map(key).sort());
+    expect([...new Set(install.map((o) => o.kind))].sort()).toEqual(
+      ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "DaemonSet", "Deployment", "Namespace", "PodDisruptionBudget", "Role", "RoleBinding", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"].sort(),
     );
 
-    const manifest = applied.map((o) => stringify(o)).join("---\n");
-    const first = await kubectl(["apply", "-f", "-"], manifest);
-    expect(first.trim().split("\n").sort()).toEqual(
-      [
-        "namespace/static-egress created",
-        `customresourcedefinition.apiextensions.k8s.io/egressgateways.${GROUP} created`,
-        `customresourcedefinition.apiextensions.k8s.io/egresspolicies.${GROUP} created`,
-        `customresourcedefinition.apiextensions.k8s.io/clusteregresspolicies.${GROUP} created`,
-        "configmap/static-egress-config created",
-      ].sort(),
-    );
-    // The same manifests again change nothing.
-    const again = await kubectl(["apply", "-f", "-"], manifest);
-    expect(again.trim().split("\n").every((l) => l.endsWith(" unchanged")), again).toBe(true);
-
+    await kubectl(["wait", "--for=condition=Established", "--timeout=30s", ...ALL_KINDS.map((k) => `customresourcedefinition/${k.plural}.${GROUP}`)]);
     const kinds = (await kubectl(["api-resources", "--api-group", GROUP, "--no-headers"])).trim().split("\n").map((l) => l.trim().split(/\s+/).at(-1));
     expect(kinds.sort()).toEqual(ALL_KINDS.map((k) => k.kind).sort());
     const cm = JSON.parse(await kubectl(["get", "configmap", "static-egress-config", "-n", NAMESPACE, "-o", "json"])) as ConfigMapObject;
     expect(cm.data).toEqual(find<ConfigMapObject>(install, "ConfigMap", "static-egress-config").data);
-    expect(standin.store.get("namespaces", undefined, NAMESPACE)?.metadata?.labels).toMatchObject({ "pod-security.kubernetes.io/enforce": "privileged" });
+    const ns = JSON.parse(await kubectl(["get", "namespace", NAMESPACE, "-o", "json"])) as K8sObject;
+    expect(ns.metadata.labels).toMatchObject({ "pod-security.kubernetes.io/enforce": "privileged" });
+  });
+
+  it("applied again changes nothing, and kubectl diff shows no difference", async () => {
+    const before = await live();
+    await kubectl(["apply", "--server-side", "-k", deployDir]);
+    expect(await live()).toEqual(before);
+    // Exit 0 and no output: the server's dry-run of the install equals what it has.
+    expect(await kubectl(["diff", "--server-side", "-k", deployDir])).toBe("");
   });
 });

@@ -3,7 +3,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { NODE_TAG, REGION, startCloudHarness, type CloudHarness } from "../../src/controller/cloud/testing.js";
+import { NODE_TAG, REGION, HARNESS_TIMEOUT_MS, startCloudHarness, type CloudHarness } from "../support/cloud-harness.js";
+import { CLUSTER_EVENT_NAMESPACE } from "../../src/kube/client.js";
 import { renderUserData } from "../../src/controller/cloud/user-data.js";
 import { captureLogs } from "../../src/lab/do-standin/index.js";
 import { gatewayFromUserData } from "../../src/lab/cloud.js";
@@ -84,10 +85,10 @@ describe("the controller with this template", () => {
 
   beforeAll(async () => {
     h = await startCloudHarness({ nodes: 1, logger: logs.logger, plugins: { userDataTemplate: template, userDataValues: values } });
-  });
+  }, HARNESS_TIMEOUT_MS);
   afterAll(async () => {
     await h?.close();
-  });
+  }, HARNESS_TIMEOUT_MS);
 
   it("creates droplets whose user data carries the kubeconfig, which no log line shows", async () => {
     await h.client.custom.createClusterCustomObject({
@@ -113,10 +114,10 @@ describe("the controller with this template but without --gateway-kubeconfig-fil
   let h: CloudHarness;
   beforeAll(async () => {
     h = await startCloudHarness({ nodes: 1, plugins: { userDataTemplate: template, userDataValues: { image: IMAGE, agentConfig: () => AGENT_CONFIG } } });
-  });
+  }, HARNESS_TIMEOUT_MS);
   afterAll(async () => {
     await h?.close();
-  });
+  }, HARNESS_TIMEOUT_MS);
 
   it("creates no droplet and says which flag is missing on the gateway", async () => {
     const before = h.cloud.state.droplets().length;
@@ -127,7 +128,7 @@ describe("the controller with this template but without --gateway-kubeconfig-fil
       body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: "egress-b" }, spec: { digitalocean: { region: REGION, size: "s-1vcpu-1gb", nodeTag: NODE_TAG } } },
     });
     const warning = async () =>
-      (await h.client.core.listNamespacedEvent({ namespace: "static-egress" })).items.find((e) => e.involvedObject.name === "egress-b" && e.reason === "InvalidCloudSpec");
+      (await h.client.core.listNamespacedEvent({ namespace: CLUSTER_EVENT_NAMESPACE })).items.find((e) => e.involvedObject.name === "egress-b" && e.reason === "InvalidCloudSpec");
     await waitFor(async () => (await warning()) !== undefined, 10_000, "no InvalidCloudSpec event");
     expect((await warning())!.message).toContain("${KUBECONFIG_BASE64}, which needs the controller flag --gateway-kubeconfig-file");
     await h.plugins.idle();

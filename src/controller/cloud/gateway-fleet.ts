@@ -33,8 +33,6 @@ export interface GatewayFleetPluginOptions {
    * addresses). Default: the cluster's pod CIDRs from the controller's config.
    */
   sourceCIDRs?: string[];
-  /** Namespace of Events about gateways (cluster-scoped), like the controller's (default static-egress). */
-  eventNamespace?: string;
   /** Converge a gateway's fleet at most this often unless its generation changes (default 60 s). */
   minIntervalMs?: number;
   /** Look for fleets whose gateway is gone this often (default: minIntervalMs). */
@@ -313,7 +311,6 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     const gw = this.current(name);
     await this.ctx?.client
       .createEvent({
-        namespace: this.opts.eventNamespace ?? "static-egress",
         kind: "EgressGateway",
         name,
         ...(gw?.metadata.uid ? { uid: gw.metadata.uid } : {}),

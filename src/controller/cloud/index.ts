@@ -52,7 +52,6 @@ export interface DigitalOceanPluginsOptions {
   userDataTemplate?: string;
   /** The template's values besides the names (image, agent config, gateway kubeconfig); see user-data.ts. */
   userDataValues?: UserDataValues;
-  eventNamespace?: string;
   logger?: Logger;
   /** Poll interval of fleet waits (droplet boot, IP actions) (default 2000 ms). */
   fleetPollMs?: number;
@@ -96,7 +95,6 @@ export function digitalOceanPlugins(opts: DigitalOceanPluginsOptions): DigitalOc
     clusterId: opts.clusterId,
     ...(opts.userDataTemplate !== undefined ? { userDataTemplate: opts.userDataTemplate } : {}),
     ...(opts.userDataValues ? { userDataValues: opts.userDataValues } : {}),
-    ...(opts.eventNamespace ? { eventNamespace: opts.eventNamespace } : {}),
     logger,
   });
   const follower = new ReservedIPFollower({ ...opts.follower, provider: followerProvider, clusterId: opts.clusterId, logger });

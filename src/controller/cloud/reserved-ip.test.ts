@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { ReservedIPNotFoundError, type CloudProvider } from "../../cloud/provider.js";
 import type { ReconcileContext } from "../controller.js";
 import { ReservedIPFollower } from "./reserved-ip.js";
-import { claimingPod } from "./testing.js";
+import { claimingPod } from "../../../test/support/cloud-fixtures.js";
 
 // The follower's gating against a fake provider: when it asks the cloud, and that every move is
 // decided on the holder the cloud reports (never on memory).

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import type { CloudProvider } from "../../cloud/provider.js";
 import type { ReconcileContext } from "../controller.js";
 import { ReservedIPFollower } from "./reserved-ip.js";
-import { claimingPod } from "./testing.js";
+import { claimingPod } from "../../../test/support/cloud-fixtures.js";
 import { MANAGED_EXTERNAL_IPS_KEY } from "./service-external-ips.js";
 
 // The follower's I/O around Service externalIPs, with fakes: the order of the Service patches and

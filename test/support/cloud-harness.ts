@@ -1,27 +1,30 @@
-import { KubeConfig, PatchStrategy, setHeaderOptions, type KubernetesObject, type V1Pod } from "@kubernetes/client-node";
-import { GROUP, VERSION } from "../../api/v1alpha1/common.js";
-import { ALL_KINDS, crdFor } from "../../api/v1alpha1/crd.js";
-import type { EgressGateway } from "../../api/v1alpha1/egress-gateway.js";
-import { startDigitalOceanStandin, type DigitalOceanStandin, type StandinOptions } from "../../lab/do-standin/index.js";
-import { startKubeStandin, type KubeObject, type KubeStandin } from "../../lab/kube-standin/index.js";
-import { KubeClient } from "../../kube/client.js";
-import { controllerSourceOptions, KubeSource } from "../../kube/source.js";
-import { silentLogger, type Logger } from "../../util/log.js";
-import { Controller } from "../controller.js";
-import { PROVISIONING, REPORT_ANNOTATION } from "../status.js";
-import { digitalOceanPlugins, type DigitalOceanPlugins, type DigitalOceanPluginsOptions } from "./index.js";
-import { RESERVED_IP_GRANT_KEY } from "./reserved-ip-rules.js";
+import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import { GROUP, VERSION } from "../../src/api/v1alpha1/common.js";
+import type { EgressGateway } from "../../src/api/v1alpha1/egress-gateway.js";
+import { digitalOceanPlugins, type DigitalOceanPlugins, type DigitalOceanPluginsOptions } from "../../src/controller/cloud/index.js";
+import { RESERVED_IP_GRANT_KEY } from "../../src/controller/cloud/reserved-ip-rules.js";
+import { Controller } from "../../src/controller/controller.js";
+import { PROVISIONING, REPORT_ANNOTATION } from "../../src/controller/status.js";
+import type { KubeClient } from "../../src/kube/client.js";
+import { controllerSourceOptions, KubeSource } from "../../src/kube/source.js";
+import { startDigitalOceanStandin, type DigitalOceanStandin, type StandinOptions } from "../../src/lab/do-standin/index.js";
+import { silentLogger, type Logger } from "../../src/util/log.js";
+import { startTestKube, type TestKube } from "./kube.js";
 
 /**
- * Test and benchmark harness: the controller with the DigitalOcean plugins, in-process, against
- * the Kubernetes API stand-in and the DigitalOcean API stand-in (both on loopback). Cluster nodes
- * are droplets in the DigitalOcean stand-in (tagged with the node tag) and Node objects whose
- * providerID names them.
+ * Test and benchmark harness: the controller with the DigitalOcean plugins, in-process, against a
+ * real kube-apiserver (test/support/kube.ts, through its fault proxy) and the DigitalOcean API
+ * stand-in (on loopback). The controller runs with its own service-account token (deploy/'s
+ * RBAC); `client` is cluster-admin, for what a user, a kubelet or the cloud would do. Cluster
+ * nodes are droplets in the DigitalOcean stand-in (tagged with the node tag) and Node objects
+ * whose providerID names them.
  */
 
 export const CLUSTER_ID = "0f3e6b1c-5d2a-4c1e-9a7b-2c4d6e8f0a1b";
 export const NODE_TAG = `k8s:${CLUSTER_ID}`;
 export const REGION = "ams3";
+/** For the hooks that start and stop a harness (a control plane starts in a few seconds, slower on a busy machine). */
+export const HARNESS_TIMEOUT_MS = 60_000;
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
 export interface CloudHarnessOptions {
@@ -44,8 +47,10 @@ export interface CloudHarnessOptions {
 }
 
 export interface CloudHarness {
-  kube: KubeStandin;
+  /** The control plane: admin client, component identities, fault proxy. */
+  kube: TestKube;
   cloud: DigitalOceanStandin;
+  /** cluster-admin (what a user, a kubelet or the cloud does); the controller has its own identity. */
   client: KubeClient;
   controller: Controller;
   plugins: DigitalOceanPlugins;
@@ -55,6 +60,7 @@ export interface CloudHarness {
   /** Creates a pod on a node, Running and (by default) Ready. */
   createPod(p: { namespace?: string; name: string; node: string; labels?: Record<string, string>; annotations?: Record<string, string>; ready?: boolean; readySince?: Date }): Promise<void>;
   setPodReady(namespace: string, name: string, ready: boolean): Promise<void>;
+  /** Deleted at once (no kubelet confirms a graceful deletion). */
   deletePod(namespace: string, name: string): Promise<void>;
   deleteNode(name: string): Promise<void>;
   /** Sets the Node's Ready condition (False/Unknown is what the node lifecycle controller writes for a dead node). */
@@ -70,8 +76,9 @@ export interface CloudHarness {
   grant(namespace: string, ...ips: string[]): Promise<void>;
   /**
    * Plays the part of a node agent whose probes of every active instance are up: writes the node's
-   * report (as the agent does) each time the listed instances change. Without it no node has
-   * judged any instance, and the controller rightly says Unknown. Returns a function that stops it.
+   * report (as the agent does, with that node's node-agent token) each time the listed instances
+   * change. Without it no node has judged any instance, and the controller rightly says Unknown.
+   * Returns a function that stops it.
    */
   judgeInstancesUp(node: string): () => void;
   close(): Promise<void>;
@@ -79,15 +86,21 @@ export interface CloudHarness {
 
 export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise<CloudHarness> {
   const logger = opts.logger ?? silentLogger;
-  const kube = await startKubeStandin({ bookmarkIntervalMs: 0 });
-  const cloud = await startDigitalOceanStandin({ dropletBootMs: 10, actionDurationMs: 20, ...opts.cloud });
-  const kc = new KubeConfig();
-  kc.loadFromString(kube.kubeconfig());
-  const client = new KubeClient(kc);
-  kube.seed([
-    ...(ALL_KINDS.map((k) => crdFor(k)) as unknown as KubeObject[]),
-    ...["static-egress", "web"].map((name) => ({ apiVersion: "v1", kind: "Namespace", metadata: { name } }) as KubeObject),
-  ]);
+  const kube = await startTestKube();
+  let cloud: DigitalOceanStandin | undefined;
+  try {
+    cloud = await startDigitalOceanStandin({ dropletBootMs: 10, actionDurationMs: 20, ...opts.cloud });
+    return await start(kube, cloud, opts, logger);
+  } catch (e) {
+    await cloud?.close().catch(() => undefined);
+    await kube.stop().catch(() => undefined);
+    throw e;
+  }
+}
+
+async function start(kube: TestKube, cloud: DigitalOceanStandin, opts: CloudHarnessOptions, logger: Logger): Promise<CloudHarness> {
+  const client = kube.admin;
+  await kube.ensureNamespace("web");
   const nodeDroplets = new Map<string, number>();
   let nodeIndex = 0;
   const addNode = async (name: string): Promise<number> => {
@@ -95,13 +108,7 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
     const id = d["id"] as number;
     const v4 = ((d["networks"] as { v4?: { type: string; ip_address: string }[] }).v4 ?? []).find((n) => n.type === "private")?.ip_address ?? "";
     nodeIndex++;
-    await client.core.createNode({
-      body: {
-        metadata: { name },
-        spec: { providerID: `digitalocean://${id}`, podCIDR: `10.244.${nodeIndex}.0/24` },
-        status: { addresses: [{ type: "InternalIP", address: v4 }], conditions: [{ type: "Ready", status: "True", reason: "KubeletReady", message: "" }] },
-      },
-    });
+    await kube.createNode({ name, providerID: `digitalocean://${id}`, podCIDR: `10.244.${nodeIndex}.0/24`, internalIP: v4 });
     nodeDroplets.set(name, id);
     return id;
   };
@@ -119,17 +126,24 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
     fleet: { minIntervalMs: 500, retryBaseMs: 50, retryMaxMs: 500, ...opts.plugins?.fleet },
     follower: { retryBaseMs: 20, retryMaxMs: 300, ...opts.plugins?.follower },
   });
+  // The controller with its own service-account token: deploy/'s RBAC must allow all it does.
+  const controllerClient = await kube.clientFor("controller");
   const controller = new Controller({
-    client,
+    client: controllerClient,
     // As `static-egress controller` builds it; Services only when the test asks (default off).
-    source: new KubeSource(client, logger, controllerSourceOptions(opts.serviceExternalIPs === true)),
+    source: new KubeSource(controllerClient, logger, controllerSourceOptions(opts.serviceExternalIPs === true)),
     network: opts.network ?? { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.110.0.0/20"] },
     logger,
-    eventNamespace: "static-egress",
     resyncMs: opts.resyncMs ?? 300,
     plugins: plugins.plugins,
   });
-  await controller.startInformers();
+  try {
+    await controller.startInformers();
+  } catch (e) {
+    await controller.stop().catch(() => undefined);
+    await plugins.stop().catch(() => undefined);
+    throw e;
+  }
   if (opts.activate !== false) controller.activate();
 
   const grant = async (namespace: string, ...ips: string[]): Promise<void> => {
@@ -139,34 +153,32 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
     await client.core.patchNamespace({ name: namespace, body }, mergePatch);
   };
 
-  const setPodReady = async (namespace: string, name: string, ready: boolean): Promise<void> => {
-    const now = new Date();
-    await client.core.patchNamespacedPodStatus(
-      {
-        namespace,
-        name,
-        body: { status: { phase: "Running", conditions: [{ type: "Ready", status: ready ? "True" : "False", lastTransitionTime: now }] } },
-      },
-      mergePatch,
-    );
-  };
   const judges = new Set<() => void>();
+  /** Reports the API server refused (RBAC, admission): close() fails with them. */
+  const refused: string[] = [];
   const judgeInstancesUp = (node: string): (() => void) => {
+    // The node's agent: its token is bound to that Node, and the admission policy lets it write only there.
+    const agent = kube.clientFor("node-agent", node);
+    agent.catch(() => undefined); // reported by the first tick
     let last = "";
     let busy = false;
     const tick = async (): Promise<void> => {
       if (busy) return;
       busy = true;
       try {
-        const list = (await client.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: "egressgateways" })) as { items?: EgressGateway[] };
+        const c = await agent;
+        const list = (await c.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: "egressgateways" })) as { items?: EgressGateway[] };
         const health: Record<string, "up"> = {};
         for (const gw of list.items ?? []) for (const i of gw.status?.instances ?? []) if (i.health !== PROVISIONING) health[`${gw.metadata.name}/${i.name}`] = "up";
         const body = JSON.stringify(health);
         if (body === last) return;
-        await client.patchNodeAnnotations(node, { [REPORT_ANNOTATION]: JSON.stringify({ programmed: {}, health, unavailable: {}, at: new Date().toISOString() }) });
+        await c.patchNodeAnnotations(node, { [REPORT_ANNOTATION]: JSON.stringify({ programmed: {}, health, unavailable: {}, at: new Date().toISOString() }) });
         last = body;
-      } catch {
-        // The next tick tries again (the API may be failing on purpose).
+      } catch (e) {
+        // A refusal by RBAC or the admission policy is a bug in what this plays, not a passing fault.
+        const code = (e as { code?: number }).code;
+        if (code === 401 || code === 403 || code === 422) refused.push(`${node}: ${(e as Error).message}`);
+        // Otherwise the next tick tries again (the API may be failing on purpose).
       } finally {
         busy = false;
       }
@@ -179,6 +191,7 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
     judges.add(stop);
     return stop;
   };
+  const podIPs = new Map<string, string>();
   let podIP = 10;
   return {
     kube,
@@ -190,31 +203,28 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
     addNode,
     createPod: async (p) => {
       const namespace = p.namespace ?? "web";
-      const body: V1Pod = {
-        metadata: { name: p.name, namespace, labels: p.labels ?? {}, annotations: p.annotations ?? {} },
-        spec: { nodeName: p.node, containers: [{ name: "c", image: "x" }] },
-      };
-      await client.core.createNamespacedPod({ namespace, body });
       const ip = `10.244.${Number(p.node.replace(/\D/g, "")) || 0}.${podIP++}`;
-      await client.core.patchNamespacedPodStatus(
-        {
-          namespace,
-          name: p.name,
-          body: { status: { phase: "Running", podIP: ip, podIPs: [{ ip }], conditions: [{ type: "Ready", status: p.ready === false ? "False" : "True", lastTransitionTime: p.readySince ?? new Date() }] } },
-        },
-        mergePatch,
-      );
+      podIPs.set(`${namespace}/${p.name}`, ip);
+      await kube.createPod({
+        namespace,
+        name: p.name,
+        node: p.node,
+        labels: p.labels ?? {},
+        annotations: p.annotations ?? {},
+        ip,
+        ready: p.ready !== false,
+        ...(p.readySince ? { readySince: p.readySince } : {}),
+      });
     },
-    setPodReady,
-    deletePod: async (namespace, name) => {
-      await client.core.deleteNamespacedPod({ namespace, name });
+    setPodReady: async (namespace, name, ready) => {
+      const ip = podIPs.get(`${namespace}/${name}`);
+      await kube.setPodStatus(namespace, name, { ...(ip ? { ip } : {}), phase: "Running", ready });
     },
+    deletePod: (namespace, name) => kube.deletePod(namespace, name),
     deleteNode: async (name) => {
       await client.core.deleteNode({ name });
     },
-    setNodeReady: async (name, ready) => {
-      await client.core.patchNodeStatus({ name, body: { status: { conditions: [{ type: "Ready", status: ready, reason: ready === "True" ? "KubeletReady" : "NodeStatusUnknown", message: "" }] } } }, mergePatch);
-    },
+    setNodeReady: (name, ready) => kube.setNodeReady(name, ready),
     holderOf: (ip) => {
       const rec = cloud.state.reservedIPs().find((r) => r["ip"] === ip);
       const d = rec?.["droplet"] as { id?: number } | null | undefined;
@@ -232,16 +242,8 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
       await controller.stop();
       await plugins.stop();
       await cloud.close();
-      await kube.close();
+      await kube.stop();
+      if (refused.length > 0) throw new Error(`the API server refused a node agent's report: ${refused[0]} (${refused.length} in all)`);
     },
   };
-}
-
-/** A Running pod asking for `ip` (label and annotation), Ready or not, as the follower's unit tests need. */
-export function claimingPod(name: string, node: string, ready: boolean, ip: string): KubernetesObject {
-  return {
-    metadata: { name, namespace: "web", labels: { "staticegress.io/reserved-ip": "" }, annotations: { "staticegress.io/reserved-ip": ip } },
-    spec: { nodeName: node },
-    status: { phase: "Running", conditions: [{ type: "Ready", status: ready ? "True" : "False", lastTransitionTime: new Date("2026-01-01T00:00:00Z") }] },
-  } as KubernetesObject;
 }
