@@ -296,7 +296,7 @@ describe("resolve: bad gateways", () => {
     { name: "bad instance address", gateway: egressGateway("x", { static: { instances: [{ ...instance, address: "10.0.1.300" }] } }), field: "spec.static.instances[0].address", message: /10\.0\.1\.300/ },
     { name: "bad egress IP", gateway: egressGateway("x", { static: { instances: [{ ...instance, egressIPs: ["192.0.2.1", "192.0.2"] }] } }), field: "spec.static.instances[0].egressIPs[1]", message: /192\.0\.2/ },
     { name: "instance without egress IPs", gateway: egressGateway("x", { static: { instances: [{ ...instance, egressIPs: [] }] } }), field: "spec.static.instances[0].egressIPs", message: /fewer than 1/ },
-    { name: "duplicate instance name", gateway: egressGateway("x", { static: { instances: [instance, { ...instance, address: "10.0.1.10", egressIPs: ["192.0.2.2"] }] } }), field: "spec.static.instances[1].name", message: /duplicate instance name x1/ },
+    { name: "duplicate instance name", gateway: egressGateway("x", { static: { instances: [instance, { ...instance, address: "10.0.1.10", egressIPs: ["192.0.2.2"] }] } }), field: "spec.static.instances[1]", message: /duplicate name "x1"/ },
     { name: "unknown field", gateway: egressGateway("x", { static: { instances: [{ ...instance, zone: "a" }] } } as never), field: "spec.static.instances[0]", message: /unknown field "zone"/ },
     { name: "count out of range", gateway: egressGateway("x", { nodes: { nodeSelector: {}, count: 0 } }), field: "spec.nodes.count", message: /1/ },
     { name: "bad node selector", gateway: egressGateway("x", { nodes: { nodeSelector: { matchExpressions: [{ key: "role", operator: "NotIn" }] } } }), field: "spec.nodes.nodeSelector.matchExpressions[0].values", message: /non-empty/ },

@@ -1,10 +1,11 @@
-import type { LabelSelector } from "../api/v1alpha1/common.js";
+import { LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, type LabelSelector } from "../api/v1alpha1/common.js";
 import type { FieldError } from "../api/v1alpha1/validate.js";
 
-const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$/;
+// The same patterns the CRD schema and its CEL rules use.
+const LABEL_KEY = new RegExp(LABEL_KEY_PATTERN);
+const LABEL_VALUE = new RegExp(LABEL_VALUE_PATTERN);
 
-/** Checks what the schema cannot: label syntax and operator/values agreement, as Kubernetes does. */
+/** Label syntax and operator/values agreement, as Kubernetes checks them (the CRD's schema and CEL rules check them too). */
 export function checkSelector(selector: LabelSelector, field: string): FieldError[] {
   const errors: FieldError[] = [];
   for (const [key, value] of Object.entries(selector.matchLabels ?? {})) {

@@ -54,19 +54,73 @@ export const LIMITS = {
 /** A DNS-1123 label, as Kubernetes names are. */
 export const Name = Type.String({ pattern: "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", maxLength: 63 });
 
+/** A label key: an optional DNS subdomain prefix and "/", then a name of at most 63 characters (no backslash: it goes into CEL too). */
+export const LABEL_KEY_PATTERN = "^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+/** A label value: empty, or at most 63 alphanumerics, '-', '_' and '.', alphanumeric at both ends. */
+export const LABEL_VALUE_PATTERN = "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$";
+
+/**
+ * A CEL rule the API server evaluates (`x-kubernetes-validations` in the CRD) and our validator
+ * evaluates too (validate.ts), with the same message, so both refuse the same input naming the
+ * same field. Rules must stay within what both CEL implementations share (no `ip()`/`cidr()`:
+ * address shape is a `pattern`) and within the API server's cost budget, which counts every list
+ * at its `maxItems`.
+ */
+export interface CelRule {
+  rule: string;
+  message?: string;
+  messageExpression?: string;
+  /** Relative to the field that carries the rule, e.g. ".values". */
+  fieldPath?: string;
+  reason?: "FieldValueInvalid" | "FieldValueForbidden" | "FieldValueRequired" | "FieldValueDuplicate";
+}
+
+/** Options that make an array of scalars a set: the API server refuses a repeated item. */
+export const SET = { "x-kubernetes-list-type": "set" } as const;
+
+const LabelValue = Type.String({
+  maxLength: LIMITS.labelValue,
+  pattern: LABEL_VALUE_PATTERN,
+  description: "A label value: empty, or at most 63 alphanumerics, '-', '_' and '.', alphanumeric at both ends",
+});
+const labelKeyMessage = "label keys must be an optional DNS subdomain prefix and '/', then at most 63 characters: alphanumerics, '-', '_' and '.', alphanumeric at both ends";
+
 export const LabelSelectorRequirement = Type.Object(
   {
-    key: Type.String({ minLength: 1, maxLength: LIMITS.labelKey }),
+    key: Type.String({ minLength: 1, maxLength: LIMITS.labelKey, pattern: LABEL_KEY_PATTERN, description: "A label key, e.g. app or example.com/tier" }),
     operator: Type.Union([Type.Literal("In"), Type.Literal("NotIn"), Type.Literal("Exists"), Type.Literal("DoesNotExist")]),
-    values: Type.Optional(Type.Array(Type.String({ maxLength: LIMITS.labelValue }), { maxItems: LIMITS.selectorValues })),
+    values: Type.Optional(
+      Type.Array(LabelValue, { maxItems: LIMITS.selectorValues }),
+    ),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    "x-kubernetes-validations": [
+      {
+        rule: "!(self.operator in ['In', 'NotIn']) || (has(self.values) && size(self.values) > 0)",
+        messageExpression: "'must be non-empty when operator is ' + self.operator",
+        fieldPath: ".values",
+        reason: "FieldValueRequired",
+      },
+      {
+        rule: "!(self.operator in ['Exists', 'DoesNotExist']) || !has(self.values) || size(self.values) == 0",
+        messageExpression: "'must be empty when operator is ' + self.operator",
+        fieldPath: ".values",
+        reason: "FieldValueForbidden",
+      },
+    ] satisfies CelRule[],
+  },
 );
 
 /** The Kubernetes label selector (matchLabels AND matchExpressions); `{}` selects everything. */
 export const LabelSelector = Type.Object(
   {
-    matchLabels: Type.Optional(Type.Record(Type.String(), Type.String({ maxLength: LIMITS.labelValue }), { maxProperties: LIMITS.selectorLabels })),
+    matchLabels: Type.Optional(
+      Type.Record(Type.String(), LabelValue, {
+        maxProperties: LIMITS.selectorLabels,
+        "x-kubernetes-validations": [{ rule: `self.all(k, k.matches('${LABEL_KEY_PATTERN}'))`, message: labelKeyMessage }] satisfies CelRule[],
+      }),
+    ),
     matchExpressions: Type.Optional(Type.Array(LabelSelectorRequirement, { maxItems: LIMITS.selectorExpressions })),
   },
   { additionalProperties: false },

@@ -3,9 +3,10 @@ import { join } from "node:path";
 import { Ajv } from "ajv";
 import { describe, expect, it } from "vitest";
 import { parse, parseAllDocuments, stringify } from "yaml";
+import { REFUSALS } from "../../../test/support/crd-refusals.js";
 import { packageRoot } from "../../lab/paths.js";
 import { ALL_KINDS, crdFor, toStructuralSchema } from "./crd.js";
-import { SpecValidator } from "./validate.js";
+import { addKubernetesKeywords, SpecValidator } from "./validate.js";
 
 const root = packageRoot();
 type Crd = { spec: { names: { kind: string }; versions: { schema: { openAPIV3Schema: object }; additionalPrinterColumns: unknown[] }[] } };
@@ -15,10 +16,13 @@ function committedCrd(plural: string): Crd {
   return parse(text) as Crd;
 }
 
-/** Validates a whole object against a CRD's schema, as the API server does. */
+/**
+ * Validates a whole object against a committed CRD's schema, as the API server does (its list
+ * types and CEL rules too; test/integration/crds-real-server.test.ts asks the real one).
+ */
 function serverValidator(plural: string) {
   const schema = committedCrd(plural).spec.versions[0]!.schema.openAPIV3Schema;
-  return new Ajv({ allErrors: true, strict: false }).compile(schema);
+  return addKubernetesKeywords(new Ajv({ allErrors: true, strict: false })).compile(schema);
 }
 
 const examples = parseAllDocuments(readFileSync(join(root, "examples", "policies.yaml"), "utf8")).map((d) => d.toJS() as { kind: string; spec: Record<string, unknown> });
@@ -85,6 +89,37 @@ describe("generated CRDs", () => {
     const validate = serverValidator(plural(kind));
     expect(validate({ apiVersion: "staticegress.io/v1alpha1", kind, metadata: {}, spec })).toBe(false);
     expect(new SpecValidator().check(kind, structuredClone(spec)).length).toBeGreaterThan(0);
+  });
+});
+
+describe("refusals (test/support/crd-refusals.ts)", () => {
+  it.each(REFUSALS.map((r) => [r.kind, r.name, r] as const))("%s with %s: the committed CRD refuses it, and our validator names exactly its fields", (kind, _name, r) => {
+    const validate = serverValidator(plural(kind));
+    expect(validate({ apiVersion: "staticegress.io/v1alpha1", kind, metadata: { name: "x" }, spec: structuredClone(r.spec) })).toBe(false);
+    expect([...new Set(new SpecValidator().check(kind, structuredClone(r.spec)).map((e) => e.field))].sort()).toEqual([...r.fields].sort());
+  });
+
+  it("CEL rules give their own messages, list types say which item repeats", () => {
+    const v = new SpecValidator();
+    const [dup, inWithout, existsWith, noSource, dupName] = [REFUSALS[0]!, REFUSALS[13]!, REFUSALS[14]!, REFUSALS[19]!, REFUSALS[21]!];
+    expect(v.check(dup.kind, structuredClone(dup.spec))).toEqual([{ field: "spec.egressIPs[2]", message: 'duplicate value "192.0.2.10"' }]);
+    expect(v.check(inWithout.kind, structuredClone(inWithout.spec))).toEqual([{ field: "spec.podSelector.matchExpressions[1].values", message: "must be non-empty when operator is In" }]);
+    expect(v.check(existsWith.kind, structuredClone(existsWith.spec))).toEqual([{ field: "spec.podSelector.matchExpressions[0].values", message: "must be empty when operator is Exists" }]);
+    expect(v.check(noSource.kind, structuredClone(noSource.spec))).toEqual([{ field: "spec", message: "exactly one instance source must be set (static, nodes or digitalocean)" }]);
+    expect(v.check(dupName.kind, structuredClone(dupName.spec))).toEqual([{ field: "spec.static.instances[1]", message: 'duplicate name "gw-a"' }]);
+  });
+
+  it("every CEL rule of the CRDs is one our validator evaluates (same text, from the same schema)", () => {
+    const rulesIn = (node: unknown): string[] => {
+      if (typeof node !== "object" || node === null) return [];
+      const own = ((node as Record<string, unknown>)["x-kubernetes-validations"] as { rule: string }[] | undefined)?.map((r) => r.rule) ?? [];
+      return [...own, ...Object.values(node).flatMap(rulesIn)];
+    };
+    for (const k of ALL_KINDS) {
+      const fromSchema = rulesIn(JSON.parse(JSON.stringify(k.spec)));
+      expect(fromSchema.length).toBeGreaterThan(0);
+      expect(rulesIn(committedCrd(k.plural).spec.versions[0]!.schema.openAPIV3Schema).sort()).toEqual(fromSchema.sort());
+    }
   });
 });
 

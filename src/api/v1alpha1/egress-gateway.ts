@@ -1,5 +1,5 @@
 import { Type, type Static } from "@sinclair/typebox";
-import { Condition, IPv4Address, IPv4AddressOrCidr, LabelSelector, LIMITS, Name, type KindDefinition, type Resource } from "./common.js";
+import { Condition, IPv4Address, IPv4AddressOrCidr, LabelSelector, LIMITS, Name, SET, type CelRule, type KindDefinition, type Resource } from "./common.js";
 
 export const StaticInstance = Type.Object(
   {
@@ -8,6 +8,7 @@ export const StaticInstance = Type.Object(
     egressIPs: Type.Array(IPv4Address, {
       minItems: 1,
       maxItems: LIMITS.instanceEgressIPs,
+      ...SET,
       description: "Public IPs routed to this host; each policy owns some of them",
     }),
     drain: Type.Optional(Type.Boolean({ description: "Move new connections off this instance (maintenance)" })),
@@ -36,7 +37,7 @@ export const DigitalOceanSource = Type.Object(
     vpcUUID: Type.Optional(Type.String({ minLength: 1, maxLength: LIMITS.text, description: "The cluster's VPC (default: the region's default VPC)" })),
     count: Type.Optional(Type.Integer({ minimum: 1, maximum: 10, default: 2, description: "Gateway droplets" })),
     reservedIPs: Type.Optional(
-      Type.Array(IPv4Address, { maxItems: 10, description: "Existing reserved IPs, one per droplet (slot i gets reservedIPs[i]); they become the egress IPs" }),
+      Type.Array(IPv4Address, { maxItems: 10, ...SET, description: "Existing reserved IPs, one per droplet (slot i gets reservedIPs[i]); they become the egress IPs" }),
     ),
     allocateReservedIPs: Type.Optional(Type.Boolean({ default: true, description: "Create reserved IPs for droplets without one (deleted with the gateway)" })),
     nodeTag: Type.String({ minLength: 1, maxLength: LIMITS.text, description: "Tag carried by the cluster's node droplets; the gateway firewall admits only these" }),
@@ -84,7 +85,18 @@ export type GatewayGrant = Static<typeof GatewayGrant>;
 export const EgressGatewaySpec = Type.Object(
   {
     static: Type.Optional(
-      Type.Object({ instances: Type.Array(StaticInstance, { minItems: 1, maxItems: LIMITS.instances }) }, { additionalProperties: false }),
+      Type.Object(
+        {
+          instances: Type.Array(StaticInstance, {
+            minItems: 1,
+            maxItems: LIMITS.instances,
+            // Keyed by name: a repeated name is refused at once, and server-side apply merges by it.
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+          }),
+        },
+        { additionalProperties: false },
+      ),
     ),
     nodes: Type.Optional(NodesSource),
     digitalocean: Type.Optional(DigitalOceanSource),
@@ -99,8 +111,12 @@ export const EgressGatewaySpec = Type.Object(
   },
   {
     additionalProperties: false,
-    // Exactly one source of instances. Structural schemas allow oneOf of `required` only.
-    oneOf: [{ required: ["static"] }, { required: ["nodes"] }, { required: ["digitalocean"] }],
+    "x-kubernetes-validations": [
+      {
+        rule: "(has(self.static) ? 1 : 0) + (has(self.nodes) ? 1 : 0) + (has(self.digitalocean) ? 1 : 0) == 1",
+        message: "exactly one instance source must be set (static, nodes or digitalocean)",
+      },
+    ] satisfies CelRule[],
   },
 );
 export type EgressGatewaySpec = Static<typeof EgressGatewaySpec>;

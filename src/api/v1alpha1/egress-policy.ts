@@ -1,5 +1,5 @@
 import { Type, type Static } from "@sinclair/typebox";
-import { Condition, IPv4Address, IPv4Cidr, LabelSelector, LIMITS, Name, type KindDefinition, type Resource } from "./common.js";
+import { Condition, IPv4Address, IPv4Cidr, LabelSelector, LIMITS, Name, SET, type KindDefinition, type Resource } from "./common.js";
 
 const policyFields = {
   podSelector: { ...LabelSelector, description: "Pods whose egress goes through the gateway; {} selects all" },
@@ -16,6 +16,7 @@ const policyFields = {
   egressIPs: Type.Array(IPv4Address, {
     minItems: 1,
     maxItems: LIMITS.policyEgressIPs,
+    ...SET, // a repeated egress IP is refused at once
     description: "This application's own egress IPs, one per gateway instance that may carry it",
   }),
   failurePolicy: Type.Optional(

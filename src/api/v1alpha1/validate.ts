@@ -1,5 +1,6 @@
-import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
-import type { KindDefinition } from "./common.js";
+import { parse } from "@marcbachmann/cel-js";
+import { Ajv, type ErrorObject, type FuncKeywordDefinition, type ValidateFunction } from "ajv";
+import type { CelRule, KindDefinition } from "./common.js";
 import { ALL_KINDS } from "./crd.js";
 
 /** One problem with one field of one resource, e.g. `spec.destinationCIDRs[0]`. */
@@ -18,12 +19,18 @@ export class ValidationError extends Error {
   }
 }
 
-/** Validates specs against the same schemas the CRDs are generated from, and fills defaults. */
+/**
+ * Validates specs against the same schemas the CRDs are generated from, and fills defaults. The
+ * Kubernetes keywords of those schemas are enforced as the API server does: list types (`set`,
+ * `map` with its keys: no repeated item or key) and CEL rules (`x-kubernetes-validations`,
+ * evaluated by a CEL implementation with the rule's own message).
+ */
 export class SpecValidator {
   private readonly byKind = new Map<string, ValidateFunction>();
 
   constructor(kinds: readonly KindDefinition[] = ALL_KINDS) {
     const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, verbose: true });
+    addKubernetesKeywords(ajv);
     for (const k of kinds) this.byKind.set(k.kind, ajv.compile(k.spec));
   }
 
@@ -36,18 +43,83 @@ export class SpecValidator {
   }
 }
 
+/** What a keyword's compile step returns (ajv does not export the name). */
+type DataValidateFunction = ReturnType<NonNullable<FuncKeywordDefinition["compile"]>>;
+
+const LIST_TYPE = "x-kubernetes-list-type";
+const CEL_RULES = "x-kubernetes-validations";
+
+/** Teaches `ajv` the Kubernetes keywords of a CRD schema (list types and CEL rules), as the API server enforces them. */
+export function addKubernetesKeywords(ajv: Ajv): Ajv {
+  ajv.addKeyword({
+    keyword: LIST_TYPE,
+    type: "array",
+    schemaType: "string",
+    errors: true,
+    compile(listType: string, parentSchema: Record<string, unknown>) {
+      const keys = (parentSchema["x-kubernetes-list-map-keys"] as string[] | undefined) ?? [];
+      const identity = (item: unknown): string =>
+        listType === "map" ? JSON.stringify(keys.map((k) => (item as Record<string, unknown> | null)?.[k])) : JSON.stringify(item);
+      const validate: DataValidateFunction = (data: unknown[]) => {
+        if (listType !== "set" && listType !== "map") return true;
+        const seen = new Set<string>();
+        const errors: Partial<ErrorObject>[] = [];
+        data.forEach((item, index) => {
+          const id = identity(item);
+          if (seen.has(id)) {
+            const what = listType === "map" ? keys.map((k) => `${k} ${JSON.stringify((item as Record<string, unknown>)[k])}`).join(", ") : `value ${JSON.stringify(item)}`;
+            errors.push({ keyword: LIST_TYPE, params: { index }, message: `duplicate ${what}` });
+          }
+          seen.add(id);
+        });
+        validate.errors = errors;
+        return errors.length === 0;
+      };
+      return validate;
+    },
+  });
+  ajv.addKeyword({
+    keyword: CEL_RULES,
+    schemaType: "array",
+    errors: true,
+    compile(rules: CelRule[]) {
+      const compiled = rules.map((r) => ({ r, holds: parse(r.rule), message: r.messageExpression ? parse(r.messageExpression) : undefined }));
+      const validate: DataValidateFunction = (data: unknown) => {
+        const errors: Partial<ErrorObject>[] = [];
+        for (const { r, holds, message } of compiled) {
+          let ok: unknown;
+          try {
+            ok = holds({ self: data });
+          } catch {
+            continue; // a value of the wrong shape: the schema's own keywords say what is wrong
+          }
+          if (ok === true) continue;
+          let text = r.message ?? `failed rule: ${r.rule}`;
+          if (message) {
+            try {
+              text = String(message({ self: data }));
+            } catch {
+              // keep the static message
+            }
+          }
+          errors.push({ keyword: CEL_RULES, params: { fieldPath: r.fieldPath ?? "" }, message: text });
+        }
+        validate.errors = errors;
+        return errors.length === 0;
+      };
+      return validate;
+    },
+  });
+  return ajv;
+}
+
 export function describeErrors(errors: readonly ErrorObject[], root: string): FieldError[] {
   const seen = new Set<string>();
   const out: FieldError[] = [];
   for (const e of errors) {
-    // The oneOf wrapper repeats its branches' errors; say it once, plainly.
-    if (e.keyword === "oneOf" || (e.keyword === "required" && errors.some((o) => o.keyword === "oneOf"))) {
-      const line = { field: root, message: "exactly one instance source must be set (static, nodes or digitalocean)" };
-      if (!seen.has(line.field + line.message)) out.push(line);
-      seen.add(line.field + line.message);
-      continue;
-    }
-    const field = fieldPath(root, e.instancePath, e.keyword === "required" ? (e.params as { missingProperty: string }).missingProperty : undefined);
+    let field = fieldPath(root, e.instancePath, e.keyword === "required" ? (e.params as { missingProperty: string }).missingProperty : undefined);
+    if (e.keyword === LIST_TYPE) field += `[${(e.params as { index: number }).index}]`;
+    if (e.keyword === CEL_RULES) field += (e.params as { fieldPath: string }).fieldPath;
     const message = explain(e);
     const key = `${field}\u0000${message}`;
     if (!seen.has(key)) out.push({ field, message });
