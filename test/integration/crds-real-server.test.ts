@@ -207,7 +207,7 @@ describe("examples/policies.yaml with kubectl", () => {
   it("kubectl wait --for=condition=Ready returns once the controller has judged a policy; what only the controller can check shows as Invalid", async () => {
     const c = await api.clientFor("controller");
     const network = { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.0.0.0/24"] };
-    controller = new Controller({ client: c, source: new KubeSource(c, silentLogger), network, logger: silentLogger, eventNamespace: "static-egress", resyncMs: 1_000, stepTimeoutMs: 1_000 });
+    controller = new Controller({ client: c, source: new KubeSource(c, silentLogger), network, logger: silentLogger, resyncMs: 1_000, stepTimeoutMs: 1_000 });
     await controller.startInformers();
     controller.activate();
     const ready = await kubectlOk(["wait", "--for=condition=Ready", "--timeout=60s", "egresspolicy/checkout", "-n", "payments"]);
