@@ -1,6 +1,7 @@
 import { defineConfig } from "vitest/config";
 
-// Unit and integration tier: pure logic and the API stand-ins on loopback. No root needed.
+// Unit and integration tier: pure logic; a real kube-apiserver and etcd (src/lab/control-plane) and
+// the DigitalOcean API stand-in, on loopback. No root needed.
 export default defineConfig({
   test: {
     include: ["src/**/*.test.ts", "test/integration/**/*.test.ts"],

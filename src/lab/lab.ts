@@ -37,7 +37,7 @@ export interface LabRecord {
   /** Gateway hosts killed with `kill-gateway`, and how. */
   dead?: Record<string, GatewayDeath>;
   drained?: string[];
-  /** `file`: agents read a file of documents; `kubernetes`: an API stand-in, the controller and a lab kubelet. */
+  /** `file`: agents read a file of documents; `kubernetes`: a real control plane, the controller and a lab kubelet. */
   mode: LabMode;
   /** Kubernetes mode: the controller's metrics port on 127.0.0.1 (it runs in the root namespace). */
   controllerMetricsPort?: number;

@@ -12,7 +12,7 @@ export function parseEndpoint(text: string): Endpoint {
 }
 
 /**
- * A byte relay for the lab's control plane. The API stand-in runs in the root namespace on
+ * A byte relay for the lab's control plane. The API server runs in the root namespace on
  * loopback (so a person's kubectl reaches it); agents inside the lab reach it through a unix
  * socket (a file, not a network link: no lab packet can leave the lab this way).
  */
