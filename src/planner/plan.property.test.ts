@@ -573,8 +573,12 @@ describe("invalid policies fail closed", () => {
               if (e && e.policy === resource && !isDrop) problems.push(`${where}: the invalid policy still diverts`);
               const decider = p.oracle.decider(pod, address);
               if (decider === victim) {
-                // Decided by the victim before: now dropped, or taken by another valid policy; the node IP only by choice.
-                if (!e && !fallback) problems.push(`${where}: left with the node IP after ${resource} became invalid`);
+                // Decided by the victim before: now dropped, or taken by another valid policy; the node
+                // IP only by choice: the victim's, or that of the valid policy that decides now (its
+                // own FallbackToNodeIP when its instances are down).
+                const successor = p.oracle.candidates(pod).find((c) => c !== victim && covers(c, address) && after.resolution.verdicts.find((v) => v.resource === resourceOf(c))?.valid);
+                const chosen = fallback || successor?.spec.failurePolicy === "FallbackToNodeIP";
+                if (!e && !chosen) problems.push(`${where}: left with the node IP after ${resource} became invalid`);
                 if (isDrop && fallback) problems.push(`${where}: dropped although ${resource} asked for FallbackToNodeIP`);
               } else if (decider) {
                 // Another policy's decision stands.
