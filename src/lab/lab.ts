@@ -8,7 +8,7 @@ import { parseIPv4 } from "../planner/ipv4.js";
 import type { ClusterNetwork } from "../planner/model.js";
 import { runCommand } from "../util/exec.js";
 import type { LabConfig } from "./config.js";
-import { addNamespace, addVethPair, deleteNamespacesWithPrefix, execIn, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, sysctl } from "./netns.js";
+import { addNamespace, addVethPair, admitVpcSource, deleteNamespacesWithPrefix, execIn, installVpcAntiSpoofing, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, sysctl } from "./netns.js";
 import { LAB_STATE_ROOT, packageRoot, spawnCli } from "./paths.js";
 import { baseConflist, wirePod, type PodWiring } from "./cni-chain.js";
 import { applyGateways, applyPolicyObjects, deletePolicyObjects, listGateways, listPolicies, refreshPodIPs, startControlPlane } from "./kube-lab.js";
@@ -160,6 +160,7 @@ export class Lab {
       await runCommand("ip", ["-n", t.fabric, "link", "add", br, "type", "bridge"]);
       await runCommand("ip", ["-n", t.fabric, "link", "set", br, "up"]);
     }
+    await installVpcAntiSpoofing(t.fabric, this.record.config.vpc?.antiSpoofing ?? true);
     await addNamespace(t.internet);
     await addVethPair({ ns: t.internet, name: "eth0" }, { ns: t.fabric, name: "inet" });
     await runCommand("ip", ["-n", t.fabric, "link", "set", "inet", "master", "public"]);
@@ -172,6 +173,7 @@ export class Lab {
       await addVethPair({ ns: host.netns, name: "eth0" }, { ns: t.fabric, name: host.fabricVpcPort });
       await addVethPair({ ns: host.netns, name: "eth1" }, { ns: t.fabric, name: host.fabricPublicPort });
       await runCommand("ip", ["-n", t.fabric, "link", "set", host.fabricVpcPort, "master", "vpc"]);
+      await admitVpcSource(t.fabric, host.fabricVpcPort, host.vpcIP);
       await runCommand("ip", ["-n", t.fabric, "link", "set", host.fabricPublicPort, "master", "public"]);
       await runCommand("ip", ["-n", host.netns, "addr", "add", `${host.vpcIP}/24`, "dev", "eth0"]);
       await runCommand("ip", ["-n", host.netns, "addr", "add", `${host.publicIP}/24`, "dev", "eth1"]);
