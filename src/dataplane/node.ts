@@ -4,6 +4,7 @@ import { formatRange } from "../planner/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
 import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
 import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
+import { GATEWAY_INNER, NODE_INNER, NODE_TUNNEL_PREFIX, nodeTunnelDevice, TunnelDevices, type TunnelSpec } from "./tunnel.js";
 
 export interface NodeDataplaneOptions {
   /** nft table the node agent owns (family ip). */
@@ -61,16 +62,43 @@ export function renderNodeTable(plan: NodePlan, name = defaults.table): string {
   return renderFull(nodeTableModel(plan, name));
 }
 
-/** Routing for the plan: one table per instance (route to it, or blackhole when down). */
+/**
+ * Routing for the plan: one table per instance (into the tunnel to it, or blackhole when down).
+ * The tunnel's own (outer) packets keep the inner packet's mark, so their route lookup would
+ * meet the instance's table again: a rule before the instance rules sends marked packets to the
+ * instance's own VPC address (only tunnel packets: pods' packets to a gateway are never marked)
+ * through the main table.
+ */
 export function nodeRouting(plan: NodePlan, opts: NodeDataplaneOptions = {}): { rules: RuleSpec[]; routes: RouteSpec[] } {
   const prio = opts.rulePriority ?? defaults.rulePriority;
-  const rules: RuleSpec[] = plan.instances.map((i) => ({ priority: prio + 10, fwmark: i.mark, mask: MARK_MASK, action: { table: i.table } }));
+  const rules: RuleSpec[] = plan.tunnel
+    ? plan.instances.map((i) => ({ priority: prio + 5, to: `${i.address}/32`, fwmark: MARK_FLAG, mask: MARK_FLAG, action: { table: "main" as const } }))
+    : [];
+  rules.push(...plan.instances.map((i) => ({ priority: prio + 10, fwmark: i.mark, mask: MARK_MASK, action: { table: i.table } })));
   // Any marked packet whose own rule is missing (mid-change, or stale mark) is dropped, never leaked.
   rules.push({ priority: prio + 99, fwmark: MARK_FLAG, mask: MARK_FLAG, action: "blackhole" });
   const routes: RouteSpec[] = plan.instances.map((i) =>
-    i.route === "via" ? { table: i.table, dst: "default", kind: "via", via: i.address } : { table: i.table, dst: "default", kind: "blackhole" },
+    i.route === "via" && plan.tunnel
+      ? { table: i.table, dst: "default", kind: "via", via: GATEWAY_INNER.address, onlinkDev: nodeTunnelDevice(i.vni) }
+      : { table: i.table, dst: "default", kind: "blackhole" },
   );
   return { rules, routes };
+}
+
+/** The node's tunnels: one per instance (down ones too, so that failing back is one route change). */
+export function nodeTunnels(plan: NodePlan): TunnelSpec[] {
+  const end = plan.tunnel;
+  if (!end) return [];
+  return plan.instances.map((i) => ({
+    name: nodeTunnelDevice(i.vni),
+    vni: i.vni,
+    local: end.address,
+    remote: i.address,
+    port: end.port,
+    mac: NODE_INNER.mac,
+    peer: GATEWAY_INNER,
+    address: NODE_INNER.address,
+  }));
 }
 
 export interface ApplyReport {
@@ -83,6 +111,7 @@ export interface ApplyReport {
 export class NodeDataplane {
   private readonly opts: Required<NodeDataplaneOptions>;
   private readonly table: OwnedTable;
+  private readonly tunnels: TunnelDevices;
   private loosenedFor: string | undefined;
 
   constructor(
@@ -91,6 +120,7 @@ export class NodeDataplane {
   ) {
     this.opts = { ...defaults, ...opts };
     this.table = new OwnedTable(runner, "ip", this.opts.table);
+    this.tunnels = new TunnelDevices(runner, NODE_TUNNEL_PREFIX, { procSysNet: this.opts.procSysNet });
   }
 
   private get tableRange() {
@@ -103,18 +133,22 @@ export class NodeDataplane {
    */
   async apply(plan: NodePlan, opts: { verify?: boolean } = {}): Promise<ApplyReport> {
     const desired = nodeRouting(plan, this.opts);
+    const tunnels = nodeTunnels(plan);
+    // Tunnels first (routes name them), removed last (after the routes that used them).
+    const tunnelsAdded = await this.tunnels.apply(tunnels);
     const actual = await this.readRouting();
     const { add, remove } = diffRouting(desired, actual);
     await runBatch(this.runner, add);
     // Reading a large table back is not free: it is done on `verify` (the periodic drift check).
     const nftChanged = await this.table.apply(nodeTableModel(plan, this.opts.table), opts.verify === true);
     await runBatch(this.runner, remove);
+    const tunnelsRemoved = await this.tunnels.removeStale(tunnels);
     const addresses = plan.instances.map((i) => i.address).sort().join(",");
     if (addresses !== this.loosenedFor) {
       await this.loosenReversePathFilter(plan);
       this.loosenedFor = addresses;
     }
-    return { nftChanged, routingAdded: add.length, routingRemoved: remove.length };
+    return { nftChanged, routingAdded: add.length + tunnelsAdded, routingRemoved: remove.length + tunnelsRemoved };
   }
 
   async readRouting(): Promise<{ rules: RuleSpec[]; routes: RouteSpec[] }> {
@@ -174,11 +208,12 @@ export class NodeDataplane {
     }
   }
 
-  /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes. */
+  /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes, then tunnels. */
   async cleanup(): Promise<void> {
     await this.table.remove();
     const actual = await this.readRouting();
     const { remove } = diffRouting({ rules: [], routes: [] }, actual);
     await runBatch(this.runner, remove);
+    await this.tunnels.removeStale([]);
   }
 }
