@@ -233,7 +233,13 @@ export async function runGatewayAgent(flags: AgentFlags & { instance: string; eg
     },
   });
   await agent.start();
-  if (listen) await serveMetrics(metrics.registry, listen);
+  if (listen) {
+    await serveMetrics(metrics.registry, { ...listen, before: async () => {
+      const drops = await dataplane.foreignDrops();
+      metrics.foreignDrops.set({ check: "tunnel" }, drops.tunnel);
+      metrics.foreignDrops.set({ check: "pod_source" }, drops.source);
+    } });
+  }
   logger.info("gateway agent started");
   runUntilSignal(logger, () => agent.stop());
 }

@@ -5,6 +5,7 @@ import type { CommandRunner } from "../util/exec.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import { applyNftScript, hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
 import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
+import { GATEWAY_INNER, NODE_INNER, NODE_TUNNEL_PREFIX, nodeTunnelDevice, TunnelDevices, type TunnelSpec } from "./tunnel.js";
 
 export interface NodeDataplaneOptions {
   /** nft table the node agent owns (family ip). */
@@ -137,16 +138,43 @@ export function renderNodeTable(plan: NodePlan, name = defaults.table): string {
   return renderFull(nodeTableModel(plan, name));
 }
 
-/** Routing for the plan: one table per instance (route to it, or blackhole when down). */
+/**
+ * Routing for the plan: one table per instance (into the tunnel to it, or blackhole when down).
+ * The tunnel's own (outer) packets keep the inner packet's mark, so their route lookup would
+ * meet the instance's table again: a rule before the instance rules sends marked packets to the
+ * instance's own VPC address (only tunnel packets: pods' packets to a gateway are never marked)
+ * through the main table.
+ */
 export function nodeRouting(plan: NodePlan, opts: NodeDataplaneOptions = {}): { rules: RuleSpec[]; routes: RouteSpec[] } {
   const prio = opts.rulePriority ?? defaults.rulePriority;
-  const rules: RuleSpec[] = plan.instances.map((i) => ({ priority: prio + 10, fwmark: i.mark, mask: MARK_MASK, action: { table: i.table } }));
+  const rules: RuleSpec[] = plan.tunnel
+    ? plan.instances.map((i) => ({ priority: prio + 5, to: `${i.address}/32`, fwmark: MARK_FLAG, mask: MARK_FLAG, action: { table: "main" as const } }))
+    : [];
+  rules.push(...plan.instances.map((i) => ({ priority: prio + 10, fwmark: i.mark, mask: MARK_MASK, action: { table: i.table } })));
   // Any marked packet whose own rule is missing (mid-change, or stale mark) is dropped, never leaked.
   rules.push({ priority: prio + 99, fwmark: MARK_FLAG, mask: MARK_FLAG, action: "blackhole" });
   const routes: RouteSpec[] = plan.instances.map((i) =>
-    i.route === "via" ? { table: i.table, dst: "default", kind: "via", via: i.address } : { table: i.table, dst: "default", kind: "blackhole" },
+    i.route === "via" && plan.tunnel
+      ? { table: i.table, dst: "default", kind: "via", via: GATEWAY_INNER.address, onlinkDev: nodeTunnelDevice(i.vni) }
+      : { table: i.table, dst: "default", kind: "blackhole" },
   );
   return { rules, routes };
+}
+
+/** The node's tunnels: one per instance (down ones too, so that failing back is one route change). */
+export function nodeTunnels(plan: NodePlan): TunnelSpec[] {
+  const end = plan.tunnel;
+  if (!end) return [];
+  return plan.instances.map((i) => ({
+    name: nodeTunnelDevice(i.vni),
+    vni: i.vni,
+    local: end.address,
+    remote: i.address,
+    port: end.port,
+    mac: NODE_INNER.mac,
+    peer: GATEWAY_INNER,
+    address: NODE_INNER.address,
+  }));
 }
 
 export interface ApplyReport {
@@ -162,6 +190,7 @@ export class NodeDataplane {
   private readonly opts: Required<NodeDataplaneOptions>;
   private readonly table: OwnedTable;
   private readonly bindTable: OwnedTable;
+  private readonly tunnels: TunnelDevices;
   private loosenedFor: string | undefined;
   private bindings = new Map<string, PodBinding>();
   private instanceDevices = new Map<string, string>();
@@ -173,6 +202,7 @@ export class NodeDataplane {
     this.opts = { ...defaults, ...opts };
     this.table = new OwnedTable(runner, "ip", this.opts.table);
     this.bindTable = new OwnedTable(runner, "bridge", BIND_TABLE);
+    this.tunnels = new TunnelDevices(runner, NODE_TUNNEL_PREFIX, { procSysNet: this.opts.procSysNet });
   }
 
   private get tableRange() {
@@ -185,6 +215,9 @@ export class NodeDataplane {
    */
   async apply(plan: NodePlan, opts: { verify?: boolean } = {}): Promise<ApplyReport> {
     const desired = nodeRouting(plan, this.opts);
+    const tunnels = nodeTunnels(plan);
+    // Tunnels first (routes name them), removed last (after the routes that used them).
+    const tunnelsAdded = await this.tunnels.apply(tunnels);
     const actual = await this.readRouting();
     const { add, remove } = diffRouting(desired, actual);
     await runBatch(this.runner, add);
@@ -198,13 +231,14 @@ export class NodeDataplane {
     for (const c of changes) if (c.script !== "") await c.commit();
     const nftChanged = script !== "";
     await runBatch(this.runner, remove);
+    const tunnelsRemoved = await this.tunnels.removeStale(tunnels);
     const addresses = plan.instances.map((i) => i.address).sort().join(",");
     if (addresses !== this.loosenedFor) {
       await this.loosenReversePathFilter();
       this.loosenedFor = addresses;
     }
     const unbound = new Set(plan.entries.map((e) => e.podIP).filter((ip) => !facts.bindings.has(ip))).size;
-    return { nftChanged, routingAdded: add.length, routingRemoved: remove.length, unbound };
+    return { nftChanged, routingAdded: add.length + tunnelsAdded, routingRemoved: remove.length + tunnelsRemoved, unbound };
   }
 
   /**
@@ -250,9 +284,11 @@ export class NodeDataplane {
   }
 
   /**
-   * Replies from the gateway arrive on the VPC interface with an Internet source whose best
-   * route is elsewhere; strict reverse-path filtering would drop them. Loose mode keeps the
-   * check (the source must be routable) without requiring the symmetric path.
+   * Replies from the gateway arrive with an Internet source whose best route is elsewhere;
+   * strict reverse-path filtering would drop them. Loose mode keeps the check (the source must
+   * be routable) without requiring the symmetric path. With the tunnels the replies arrive on
+   * the tunnel devices (loosened when created); the interface toward the instances (the one
+   * `health_peers` names) is loosened too, as before.
    */
   private async loosenReversePathFilter(): Promise<void> {
     const devices = new Set(this.instanceDevices.values());
@@ -305,12 +341,13 @@ export class NodeDataplane {
     }
   }
 
-  /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes. */
+  /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes, then tunnels. */
   async cleanup(): Promise<void> {
     await this.table.remove();
     await this.bindTable.remove();
     const actual = await this.readRouting();
     const { remove } = diffRouting({ rules: [], routes: [] }, actual);
     await runBatch(this.runner, remove);
+    await this.tunnels.removeStale([]);
   }
 }
