@@ -14,6 +14,7 @@ export class NodeMetrics {
   readonly applies = new Counter({ name: "static_egress_datapath_applies_total", help: "Reconciles that applied the datapath", registers: [this.registry] });
   readonly spoofedDrops = new Gauge({ name: "static_egress_spoofed_dropped_packets", help: "Diverted packets dropped because they did not come from the interface (or bridge port) of the pod owning their source address", registers: [this.registry] });
   readonly forgedHealthDrops = new Gauge({ name: "static_egress_forged_health_dropped_packets", help: "BFD packets dropped: TTL other than 255, or not from a gateway instance on the interface toward it", registers: [this.registry] });
+  readonly foreignTunnelDrops = new Gauge({ name: "static_egress_node_foreign_tunnel_dropped_packets", help: "VXLAN packets to this node's tunnel port dropped: not from a gateway instance's address with its VNI", registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "static_egress_node_agent_" });

@@ -173,6 +173,7 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
       metrics.failClosedDrops.set(await dataplane.failClosedDrops());
       metrics.spoofedDrops.set(await dataplane.spoofedDrops());
       metrics.forgedHealthDrops.set(await dataplane.forgedHealthDrops());
+      metrics.foreignTunnelDrops.set(await dataplane.foreignTunnelDrops());
       for (const s of bfd?.statuses() ?? []) if (s.lastRttMs !== null && s.lastRttMs !== undefined) metrics.probeRtt.set({ instance: s.peer }, s.lastRttMs / 1000);
     } });
   }

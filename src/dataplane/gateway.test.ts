@@ -94,6 +94,12 @@ describe("gateway side of the node tunnels", () => {
     expect(renderFull(gatewayTableModel(plan, base))).toMatch(/counter foreign_source_drops \{/);
   });
 
+  it("does not connection-track the tunnels' own packets, in either direction", () => {
+    const chains = gatewayTableModel(plan, base).chains;
+    expect(chains).toMatch(/chain tunnel_notrack_in \{\n\s+type filter hook prerouting priority raw; policy accept;\n\s+udp dport 20001-24095 notrack\n/);
+    expect(chains).toMatch(/chain tunnel_notrack_out \{\n\s+type filter hook output priority raw; policy accept;\n\s+udp dport 20001-24095 notrack\n/);
+  });
+
   it("clamps TCP's MSS to what fits the tunnel, both ways", () => {
     const chains = gatewayTableModel(plan, base).chains;
     expect(chains).toContain('iifname "se-nd*" tcp flags & syn == syn tcp option maxseg size > 1410 tcp option maxseg size set 1410');

@@ -104,3 +104,31 @@ describe("node side of the tunnels", () => {
     expect(nodeRouting(p).routes.map((r) => r.kind)).toEqual(["blackhole", "blackhole"]);
   });
 });
+
+describe("VXLAN into the node", () => {
+  it("admits its tunnel port only from an instance's address with that instance's VNI, before the vxlan socket", () => {
+    const m = nodeTableModel(tunnelPlan({ address: "10.0.0.11", port: 20123 }), "t");
+    expect(m.sets.find((s) => s.name === "tunnel_sources")).toEqual({
+      kind: "set",
+      name: "tunnel_sources",
+      spec: "typeof ip saddr . udp dport . @th,96,24;",
+      elements: ["10.0.0.101 . 20123 . 7", "10.0.0.102 . 20123 . 9"],
+    });
+    expect(m.chains).toMatch(
+      /chain tunnel_in \{\n\s+type filter hook input priority filter - 10; policy accept;\n\s+udp dport 20123 ip saddr \. udp dport \. @th,96,24 != @tunnel_sources counter name "foreign_tunnel_drops" drop\n/,
+    );
+  });
+
+  it("does not connection-track the tunnels' own packets (its port, both directions)", () => {
+    const chains = nodeTableModel(tunnelPlan({ address: "10.0.0.11", port: 20123 }), "t").chains;
+    expect(chains).toMatch(/chain tunnel_notrack_in \{\n\s+type filter hook prerouting priority raw; policy accept;\n\s+udp dport 20123 notrack\n/);
+    expect(chains).toMatch(/chain tunnel_notrack_out \{\n\s+type filter hook output priority raw; policy accept;\n\s+udp dport 20123 notrack\n/);
+  });
+
+  it("a node without a tunnel end listens on no port and has no rule for one", () => {
+    const m = nodeTableModel(tunnelPlan(undefined), "t");
+    expect(m.sets.find((s) => s.name === "tunnel_sources")!.elements).toEqual([]);
+    expect(m.chains).not.toContain("tunnel_in");
+    expect(m.chains).not.toContain("notrack");
+  });
+});

@@ -36,6 +36,9 @@ export const ALWAYS_LOCAL = ["169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/3
 /** UDP ports of single-hop BFD control (3784) and multihop BFD (4784): our health probes. */
 export const HEALTH_PORTS = [3784, 4784] as const;
 
+/** The VNI field of a VXLAN header, as nft reads it: 24 bits, 4 bytes after the UDP header (RFC 7348). */
+export const VXLAN_VNI = "@th,96,24";
+
 /** What the node learned from its kernel for the plan: pod interfaces, the interface to each instance. */
 export interface NodeFacts {
   /** Selected pods' addresses -> the interface (and bridge port) their packets must come in on. */
@@ -80,6 +83,13 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
       { kind: "set", name: "pod_ifaces", spec: "type ipv4_addr . ifname;", elements: bound },
       // Health probes are heard only from an instance's address, on the interface toward it.
       { kind: "set", name: "health_peers", spec: "type ifname . ipv4_addr;", elements: peers },
+      // VXLAN into this node's tunnel port: only from an instance's address, with its own VNI.
+      {
+        kind: "set",
+        name: "tunnel_sources",
+        spec: `typeof ip saddr . udp dport . ${VXLAN_VNI};`,
+        elements: plan.tunnel ? plan.instances.map((i) => `${i.address} . ${plan.tunnel!.port} . ${i.vni}`) : [],
+      },
     ],
     chains:
       `  counter failclosed_drops {\n  }\n` +
@@ -102,7 +112,20 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
       // node is directly connected too, hence the interface and source binding.
       `  chain health_in {\n    type filter hook input priority filter - 10; policy accept;\n` +
       `    udp dport { ${HEALTH_PORTS.join(", ")} } ip ttl != 255 counter name "forged_health_drops" drop\n` +
-      `    udp dport { ${HEALTH_PORTS.join(", ")} } iifname . ip saddr != @health_peers counter name "forged_health_drops" drop\n  }\n`,
+      `    udp dport { ${HEALTH_PORTS.join(", ")} } iifname . ip saddr != @health_peers counter name "forged_health_drops" drop\n  }\n` +
+      // The kernel hands a VXLAN packet to the device of its (port, VNI) whatever its outer
+      // source: without this, any host on the VPC could inject "replies" into a pod's tunnel.
+      // Checked before the vxlan socket (input hook); a node without a tunnel end has no port.
+      `  counter foreign_tunnel_drops {\n  }\n` +
+      (plan.tunnel
+        ? `  chain tunnel_in {\n    type filter hook input priority filter - 10; policy accept;\n` +
+          `    udp dport ${plan.tunnel.port} ip saddr . udp dport . ${VXLAN_VNI} != @tunnel_sources counter name "foreign_tunnel_drops" drop\n  }\n` +
+          // The tunnels' own (outer) packets are not connection-tracked (nothing reads their
+          // state; each would cost a conntrack lookup, and the outer packets carry the inner
+          // packet's mark, which would give them an identity SNAT binding of their own).
+          `  chain tunnel_notrack_in {\n    type filter hook prerouting priority raw; policy accept;\n    udp dport ${plan.tunnel.port} notrack\n  }\n` +
+          `  chain tunnel_notrack_out {\n    type filter hook output priority raw; policy accept;\n    udp dport ${plan.tunnel.port} notrack\n  }\n`
+        : ""),
   };
 }
 
@@ -324,6 +347,11 @@ export class NodeDataplane {
   /** Diverted packets that did not come from the interface (or bridge port) of their source pod. */
   async spoofedDrops(): Promise<number> {
     return (await this.counter("ip", this.opts.table, "spoofed_drops")) + (await this.counter("bridge", BIND_TABLE, "spoofed_drops"));
+  }
+
+  /** VXLAN packets to this node's tunnel port not from an instance's address with its VNI. */
+  async foreignTunnelDrops(): Promise<number> {
+    return this.counter("ip", this.opts.table, "foreign_tunnel_drops");
   }
 
   /** Health probes dropped: TTL other than 255, or not from an instance on the interface toward it. */

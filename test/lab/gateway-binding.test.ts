@@ -127,6 +127,56 @@ describe("a gateway forwards a pod's packet only from the node that runs the pod
   });
 });
 
+describe("a node admits VXLAN only from its gateway instances", () => {
+  it("(d) a host on the VPC cannot inject packets into node1's tunnels from its own address", async () => {
+    const node1 = lab.topology.nodes.find((n) => n.name === "node1")!;
+    const pay1 = lab.findPod("payments/pay-1");
+    const pay1IP = podIP("payments/pay-1");
+    const DPORT = 40999;
+    // What pay-1 receives on that port (counted in pay-1's own namespace).
+    await execIn(pay1.netns, "nft", ["-f", "-"], `table ip se_test_inject {\n  counter got {\n  }\n  chain in {\n    type filter hook input priority filter; policy accept;\n    udp dport ${DPORT} counter name "got"\n  }\n}\n`);
+    for (const gw of ["gw-a", "gw-b"]) {
+      // A forged "reply from the Internet" into node1's tunnel from this instance: its VNI and
+      // node1's port, with the intruder's own outer source address.
+      const vni = await instanceVni(node1.netns, gateway(gw).vpcIP);
+      const port = await tunnelPort(node1.netns, nodeTunnelDevice(vni));
+      const dev = `y${gw}`;
+      // Test (c)'s device to the gateway holds the same VNI and port on the intruder: gone first.
+      await execIn(intruder, "ip", ["link", "del", `x${gw}`]).catch(() => undefined);
+      await execIn(intruder, "ip", ["link", "add", dev, "address", GATEWAY_INNER.mac, "mtu", String(TUNNEL_MTU), "type", "vxlan", "id", String(vni), "local", INTRUDER_IP, "remote", node1.vpcIP, "dstport", String(port), "nolearning"]);
+      await execIn(intruder, "ip", ["link", "set", dev, "up"]);
+      await execIn(intruder, "ip", ["neigh", "replace", NODE_INNER.address, "lladdr", NODE_INNER.mac, "dev", dev, "nud", "permanent"]);
+      const before = await nodeForeignTunnelDrops();
+      const src = LAB_NETWORK.echoService;
+      await execIn(intruder, "ip", ["addr", "add", `${src}/32`, "dev", "lo"]);
+      try {
+        const script =
+          `const s=require("dgram").createSocket("udp4");` +
+          `s.bind({address:process.argv[1]},async()=>{for(let i=0;i<50;i++){s.send("inject "+i,${DPORT},process.argv[2]);await new Promise(r=>setTimeout(r,5));}setTimeout(()=>s.close(),200);});`;
+        await execIn(intruder, "ip", ["route", "replace", `${pay1IP}/32`, "via", NODE_INNER.address, "dev", dev, "onlink", "table", FORGED_TABLE]);
+        await execIn(intruder, "ip", ["rule", "add", "priority", "100", "from", `${src}/32`, "lookup", FORGED_TABLE]);
+        await execIn(intruder, process.execPath, ["-e", script, src, pay1IP]);
+      } finally {
+        await execIn(intruder, "ip", ["rule", "del", "priority", "100", "from", `${src}/32`, "lookup", FORGED_TABLE]).catch(() => undefined);
+        await execIn(intruder, "ip", ["route", "flush", "table", FORGED_TABLE]).catch(() => undefined);
+        await execIn(intruder, "ip", ["addr", "del", `${src}/32`, "dev", "lo"]).catch(() => undefined);
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      const got = JSON.parse(await execIn(pay1.netns, "nft", ["-j", "list", "counter", "ip", "se_test_inject", "got"])) as { nftables: { counter?: { packets: number } }[] };
+      expect(got.nftables.find((e) => e.counter)?.counter?.packets, `injected via ${gw}'s VNI`).toBe(0);
+      // They reached node1 on its tunnel port, and its check refused them.
+      expect(await nodeForeignTunnelDrops()).toBeGreaterThanOrEqual(before + 50);
+      await execIn(intruder, "ip", ["link", "del", dev]);
+    }
+  });
+});
+
+/** node1's count of refused tunnel packets, as its agent exports it. */
+async function nodeForeignTunnelDrops(): Promise<number> {
+  const text = await lab.agentMetrics("node1");
+  return Number(/^static_egress_node_foreign_tunnel_dropped_packets (\d+)/m.exec(text)?.[1] ?? NaN);
+}
+
 /** The VNI of `netns`'s tunnel to the instance at `address` (its id). */
 async function instanceVni(netns: string, address: string): Promise<number> {
   const links = JSON.parse(await execIn(netns, "ip", ["-d", "-json", "link", "show", "type", "vxlan"])) as { linkinfo: { info_data: { id: number; remote: string } } }[];
