@@ -12,6 +12,8 @@ export interface MachineInfo {
   node: string;
   nft: string;
   iperf3: string;
+  /** The code measured: `git describe --always --dirty` of the working copy ("unknown" outside git). */
+  commit: string;
   /** 1, 5, 15 minute load averages when the benchmark started (other work on the machine skews results). */
   loadAtStart: number[];
 }
@@ -34,6 +36,7 @@ export async function machineInfo(): Promise<MachineInfo> {
     node: process.version,
     nft: await version("nft", ["--version"]),
     iperf3: await version("iperf3", ["--version"]),
+    commit: (await runCommand("git", ["describe", "--always", "--dirty", "--abbrev=12"]).catch(() => ({ stdout: "unknown" }))).stdout.trim() || "unknown",
     loadAtStart: loadavg().map((x) => Math.round(x * 100) / 100),
   };
 }

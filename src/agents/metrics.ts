@@ -14,6 +14,7 @@ export class NodeMetrics {
   readonly applies = new Counter({ name: "static_egress_datapath_applies_total", help: "Reconciles that applied the datapath", registers: [this.registry] });
   readonly spoofedDrops = new Gauge({ name: "static_egress_spoofed_dropped_packets", help: "Diverted packets dropped because they did not come from the interface (or bridge port) of the pod owning their source address", registers: [this.registry] });
   readonly forgedHealthDrops = new Gauge({ name: "static_egress_forged_health_dropped_packets", help: "BFD packets dropped: TTL other than 255, or not from a gateway instance on the interface toward it", registers: [this.registry] });
+  readonly foreignTunnelDrops = new Gauge({ name: "static_egress_node_foreign_tunnel_dropped_packets", help: "VXLAN packets to this node's tunnel port dropped: not from a gateway instance's address with its VNI", registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "static_egress_node_agent_" });
@@ -38,6 +39,12 @@ export class GatewayMetrics {
   readonly snatEntries = new Gauge({ name: "static_egress_gateway_snat_entries", help: "Entries in this gateway's SNAT map", registers: [this.registry] });
   readonly applies = new Counter({ name: "static_egress_datapath_applies_total", help: "Reconciles that applied the datapath", registers: [this.registry] });
   readonly bfdSessionsUp = new Gauge({ name: "static_egress_bfd_sessions_up", help: "BFD sessions in state Up", registers: [this.registry] });
+  readonly foreignDrops = new Gauge({
+    name: "static_egress_gateway_foreign_dropped_packets",
+    help: "Packets refused because the sender is not the node it claims to be: check=tunnel (a node's tunnel port from another address), check=pod_source (a pod address through a tunnel other than its node's, or not through a tunnel)",
+    labelNames: ["check"],
+    registers: [this.registry],
+  });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "static_egress_gateway_agent_" });

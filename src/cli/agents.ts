@@ -173,6 +173,7 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
       metrics.failClosedDrops.set(await dataplane.failClosedDrops());
       metrics.spoofedDrops.set(await dataplane.spoofedDrops());
       metrics.forgedHealthDrops.set(await dataplane.forgedHealthDrops());
+      metrics.foreignTunnelDrops.set(await dataplane.foreignTunnelDrops());
       for (const s of bfd?.statuses() ?? []) if (s.lastRttMs !== null && s.lastRttMs !== undefined) metrics.probeRtt.set({ instance: s.peer }, s.lastRttMs / 1000);
     } });
   }
@@ -233,7 +234,13 @@ export async function runGatewayAgent(flags: AgentFlags & { instance: string; eg
     },
   });
   await agent.start();
-  if (listen) await serveMetrics(metrics.registry, listen);
+  if (listen) {
+    await serveMetrics(metrics.registry, { ...listen, before: async () => {
+      const drops = await dataplane.foreignDrops();
+      metrics.foreignDrops.set({ check: "tunnel" }, drops.tunnel);
+      metrics.foreignDrops.set({ check: "pod_source" }, drops.source);
+    } });
+  }
   logger.info("gateway agent started");
   runUntilSignal(logger, () => agent.stop());
 }

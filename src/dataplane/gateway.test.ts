@@ -2,15 +2,19 @@ import { describe, expect, it } from "vitest";
 import type { GatewayPlan } from "../planner/model.js";
 import { parseIPv4 } from "../planner/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
-import { ANCHOR_MARK, ANCHOR_TABLE, GatewayDataplane, gatewayRoutes, gatewayRules, gatewayTableModel, GATEWAY_TABLE } from "./gateway.js";
+import { ANCHOR_MARK, ANCHOR_TABLE, GatewayDataplane, gatewayRoutes, gatewayRules, gatewayTableModel, gatewayTunnels, GATEWAY_TABLE } from "./gateway.js";
+import { renderFull } from "./nft.js";
 
 const plan: GatewayPlan = {
   instance: "cloud/gw-0",
   address: "10.0.0.150",
   snat: [{ podIP: "10.244.1.2", dst: { from: parseIPv4("198.51.100.0"), to: parseIPv4("198.51.100.255") }, egressIP: "192.0.2.30", policy: "EgressPolicy/payments/checkout" }],
-  returnRoutes: [{ cidr: "10.244.1.0/24", via: "10.0.0.11" }],
-  nodeAddresses: ["10.0.0.11"],
+  returnRoutes: [{ cidr: "10.244.1.0/24", via: "10.0.0.11", port: 20007 }],
+  nodeAddresses: ["10.0.0.11", "10.0.0.12"],
   egressIPs: ["192.0.2.30"],
+  vni: 42,
+  tunnels: [{ node: "node1", address: "10.0.0.11", port: 20007 }, { node: "node2", address: "10.0.0.12", port: 20950 }],
+  podsByTunnel: [{ port: 20007, podIP: "10.244.1.2" }],
 };
 const base = { table: GATEWAY_TABLE, routeProto: 94, healthPort: 3784 };
 const snatElements = (o: Parameters<typeof gatewayTableModel>[1]) => gatewayTableModel(plan, o).sets.find((s) => s.name === "egress_snat")!.elements;
@@ -20,7 +24,8 @@ describe("gateway datapath model", () => {
     expect(snatElements(base)).toEqual(["10.244.1.2 . 198.51.100.0-198.51.100.255 : 192.0.2.30"]);
     expect(gatewayTableModel(plan, base).chains).not.toContain("mark_for_anchor");
     expect(gatewayRules(base)).toEqual([]);
-    expect(gatewayRoutes(plan, base)).toEqual([{ table: "main", dst: "10.244.1.0/24", kind: "via", via: "10.0.0.11", proto: 94 }]);
+    // Replies go back through the node's tunnel (its inner next hop), never plainly across the VPC.
+    expect(gatewayRoutes(plan, base)).toEqual([{ table: "main", dst: "10.244.1.0/24", kind: "via", via: "169.254.53.2", onlinkDev: "se-nd20007", proto: 94 }]);
   });
 
   it("behind DigitalOcean's anchor NAT: SNAT to the anchor IP, marked traffic routed via the anchor gateway", () => {
@@ -34,20 +39,70 @@ describe("gateway datapath model", () => {
 });
 
 describe("gateway startup", () => {
-  it("loads its filter table before it turns forwarding on", async () => {
+  it("loads its filter table before it turns forwarding on, and turns it on after its tunnel devices exist", async () => {
     const calls: string[] = [];
-    // Records the commands; answers reads with empty JSON lists.
-    const runner: CommandRunner = { run: async (cmd, args) => (calls.push(`${cmd} ${args.join(" ")}`), { stdout: cmd === "ip" ? "[]" : "", stderr: "" }) };
+    // Records the commands (with their input); answers reads with empty JSON lists.
+    const runner: CommandRunner = {
+      run: async (cmd, args, o) => (calls.push(`${cmd} ${args.join(" ")} ${o?.input ?? ""}`), { stdout: cmd === "ip" ? "[]" : "", stderr: "" }),
+    };
     await new GatewayDataplane(runner).apply(plan);
     const nft = calls.findIndex((c) => c.startsWith("nft -f"));
+    const devices = calls.findIndex((c) => c.includes("type vxlan id 42"));
     const forward = calls.findIndex((c) => c.includes("ip_forward=1"));
     expect(nft).toBeGreaterThanOrEqual(0);
+    expect(devices).toBeGreaterThanOrEqual(0);
     expect(forward).toBeGreaterThan(nft);
+    expect(forward).toBeGreaterThan(devices);
+    // Forwarding is switched on once, at the end: nothing sets it on before the filter.
+    expect(calls.filter((c) => c.includes("ip_forward"))).toHaveLength(1);
   });
 
   it("admits BFD only with TTL 255 and only from cluster nodes", () => {
     const chains = gatewayTableModel(plan, base).chains;
     expect(chains).toContain("udp dport { 3784, 4784 } ip ttl != 255 counter drop");
     expect(chains).toContain("udp dport { 3784, 4784 } ip saddr != @cluster_nodes counter drop");
+  });
+});
+
+describe("gateway side of the node tunnels", () => {
+  const set = (name: string) => gatewayTableModel(plan, base).sets.find((s) => s.name === name)!.elements;
+
+  it("one VXLAN device per node: the node's port, this instance's VNI, from this host's address to the node's", () => {
+    expect(gatewayTunnels(plan)).toEqual([
+      { name: "se-nd20007", vni: 42, local: "10.0.0.150", remote: "10.0.0.11", port: 20007, mac: "02:5e:9a:00:00:01", peer: { address: "169.254.53.2", mac: "02:5e:9a:00:00:02" } },
+      { name: "se-nd20950", vni: 42, local: "10.0.0.150", remote: "10.0.0.12", port: 20950, mac: "02:5e:9a:00:00:01", peer: { address: "169.254.53.2", mac: "02:5e:9a:00:00:02" } },
+    ]);
+    // A gateway that is no instance (no address) has no tunnels.
+    expect(gatewayTunnels({ ...plan, address: "" })).toEqual([]);
+  });
+
+  it("admits a node's port only from that node's address, and a pod's address only through its node's tunnel", () => {
+    expect(set("tunnel_peers")).toEqual(["10.0.0.11 . 20007", "10.0.0.12 . 20950"]);
+    expect(set("pods_by_tunnel")).toEqual(['"se-nd20007" . 10.244.1.2']);
+    const chains = gatewayTableModel(plan, base).chains;
+    expect(chains).toContain('udp dport 20001-24095 ip saddr . udp dport != @tunnel_peers counter name "foreign_tunnel_drops" drop');
+    expect(chains).toContain("udp dport 20001-24095 fib saddr . iif oif missing");
+    // The binding is checked before established flows are accepted: no injection into a pod's flow.
+    const forward = /chain forward_selected \{([^}]*)\}/.exec(chains)![1]!.trim().split("\n").map((l) => l.trim());
+    expect(forward.slice(1)).toEqual([
+      "ct state established,related ct direction reply accept",
+      'iifname . ip saddr != @pods_by_tunnel counter name "foreign_source_drops" drop',
+      "ct state established,related accept",
+      "ct state new ip saddr . ip daddr @egress_snat accept",
+      'counter comment "not a selected pod: never relay"',
+    ]);
+    expect(renderFull(gatewayTableModel(plan, base))).toMatch(/counter foreign_source_drops \{/);
+  });
+
+  it("does not connection-track the tunnels' own packets, in either direction", () => {
+    const chains = gatewayTableModel(plan, base).chains;
+    expect(chains).toMatch(/chain tunnel_notrack_in \{\n\s+type filter hook prerouting priority raw; policy accept;\n\s+udp dport 20001-24095 notrack\n/);
+    expect(chains).toMatch(/chain tunnel_notrack_out \{\n\s+type filter hook output priority raw; policy accept;\n\s+udp dport 20001-24095 notrack\n/);
+  });
+
+  it("clamps TCP's MSS to what fits the tunnel, both ways", () => {
+    const chains = gatewayTableModel(plan, base).chains;
+    expect(chains).toContain('iifname "se-nd*" tcp flags & syn == syn tcp option maxseg size > 1410 tcp option maxseg size set 1410');
+    expect(chains).toContain('oifname "se-nd*" tcp flags & syn == syn tcp option maxseg size > 1410 tcp option maxseg size set 1410');
   });
 });

@@ -3,6 +3,8 @@ import { formatRange } from "../planner/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
 import { OwnedTable, type TableModel } from "./nft.js";
 import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
+import { GATEWAY_INNER, GATEWAY_TUNNEL_PREFIX, gatewayTunnelDevice, NODE_INNER, TUNNEL_MSS, TunnelDevices, type TunnelSpec } from "./tunnel.js";
+import { TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../planner/ids.js";
 
 export interface GatewayDataplaneOptions {
   table?: string;
@@ -29,11 +31,20 @@ export const GATEWAY_TABLE = "static_egress_gw";
 type ResolvedOptions = Required<Omit<GatewayDataplaneOptions, "anchor">> & Pick<GatewayDataplaneOptions, "anchor">;
 const defaults: ResolvedOptions = { table: GATEWAY_TABLE, routeProto: 94, healthPort: 3784 };
 
+/** Named counters of packets refused because their sender is not the node it claims to be. */
+export const FOREIGN_TUNNEL_COUNTER = "foreign_tunnel_drops";
+export const FOREIGN_SOURCE_COUNTER = "foreign_source_drops";
+
 /**
  * The gateway's nftables table. It forwards a new flow only when (pod, destination) is in the
  * SNAT map, i.e. a pod selected by a policy with an IP on this instance: the gateway is never
  * an open relay, and a pod can only ever leave with its own policy's IP. Everything else that
  * would cross the gateway is dropped. Health probes are admitted from cluster nodes only.
+ *
+ * A pod's packets are forwarded only from the node that runs the pod: they must arrive through
+ * that node's tunnel (input interface . pod address in `pods_by_tunnel`), and a node's tunnel
+ * port is admitted only from that node's address (`tunnel_peers`, checked in the underlay, with
+ * a strict reverse-path check). Both refusals are counted.
  */
 export function gatewayTableModel(plan: GatewayPlan, o: ResolvedOptions = defaults): TableModel {
   return {
@@ -41,6 +52,8 @@ export function gatewayTableModel(plan: GatewayPlan, o: ResolvedOptions = defaul
     name: o.table,
     sets: [
       { kind: "set", name: "cluster_nodes", spec: "type ipv4_addr;", elements: plan.nodeAddresses },
+      { kind: "set", name: "tunnel_peers", spec: "type ipv4_addr . inet_service;", elements: plan.tunnels.map((t) => `${t.address} . ${t.port}`) },
+      { kind: "set", name: "pods_by_tunnel", spec: "type ifname . ipv4_addr;", elements: plan.podsByTunnel.map((p) => `"${gatewayTunnelDevice(p.port)}" . ${p.podIP}`) },
       {
         kind: "map",
         name: "egress_snat",
@@ -50,16 +63,34 @@ export function gatewayTableModel(plan: GatewayPlan, o: ResolvedOptions = defaul
       },
     ],
     chains:
+      `  counter ${FOREIGN_TUNNEL_COUNTER} {\n  }\n  counter ${FOREIGN_SOURCE_COUNTER} {\n  }\n` +
       `  chain health_from_nodes {\n    type filter hook input priority filter - 10; policy accept;\n` +
       // RFC 5881 section 5: a one-hop peer sends with TTL 255; a routed (forged) packet has less.
       `    udp dport { ${o.healthPort}, 4784 } ip ttl != 255 counter drop\n` +
       `    udp dport { ${o.healthPort}, 4784 } ip saddr != @cluster_nodes counter drop\n  }\n` +
+      // A node's tunnel port, from that node's address only, arriving where that address lives.
+      `  chain tunnel_from_nodes {\n    type filter hook input priority filter - 10; policy accept;\n` +
+      `    udp dport ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} ip saddr . udp dport != @tunnel_peers counter name "${FOREIGN_TUNNEL_COUNTER}" drop\n` +
+      `    udp dport ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} fib saddr . iif oif missing counter name "${FOREIGN_TUNNEL_COUNTER}" drop\n  }\n` +
+      // The tunnels' own (outer) packets need no connection tracking: nothing here reads their
+      // state, and each one would cost a conntrack lookup (and an entry per node and hash port).
+      `  chain tunnel_notrack_in {\n    type filter hook prerouting priority raw; policy accept;\n` +
+      `    udp dport ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} notrack\n  }\n` +
+      `  chain tunnel_notrack_out {\n    type filter hook output priority raw; policy accept;\n` +
+      `    udp dport ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} notrack\n  }\n` +
       `  chain forward_selected {\n    type filter hook forward priority filter - 10; policy drop;\n` +
+      `    ct state established,related ct direction reply accept\n` +
+      // Everything else must come from a pod, through the tunnel of the node that runs it.
+      `    iifname . ip saddr != @pods_by_tunnel counter name "${FOREIGN_SOURCE_COUNTER}" drop\n` +
       `    ct state established,related accept\n` +
       `    ct state new ip saddr . ip daddr @egress_snat accept\n` +
       `    counter comment "not a selected pod: never relay"\n  }\n` +
       `  chain snat_to_egress_ip {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
       `    snat ip to ip saddr . ip daddr map @egress_snat\n  }\n` +
+      // Tunnelled packets are 50 bytes longer: TCP segments are sized to fit, both ways.
+      `  chain clamp_mss {\n    type filter hook forward priority mangle; policy accept;\n` +
+      `    iifname "${GATEWAY_TUNNEL_PREFIX}*" tcp flags & syn == syn tcp option maxseg size > ${TUNNEL_MSS} tcp option maxseg size set ${TUNNEL_MSS}\n` +
+      `    oifname "${GATEWAY_TUNNEL_PREFIX}*" tcp flags & syn == syn tcp option maxseg size > ${TUNNEL_MSS} tcp option maxseg size set ${TUNNEL_MSS}\n  }\n` +
       (o.anchor
         ? `  chain mark_for_anchor {\n    type filter hook prerouting priority mangle; policy accept;\n` +
           `    ip saddr . ip daddr @egress_snat meta mark set meta mark | 0x${ANCHOR_MARK.toString(16)}\n  }\n`
@@ -67,10 +98,32 @@ export function gatewayTableModel(plan: GatewayPlan, o: ResolvedOptions = defaul
   };
 }
 
+/** Replies to a node's pods go back through that node's tunnel (a VPC that drops foreign sources would drop them otherwise). */
 export function gatewayRoutes(plan: GatewayPlan, o: ResolvedOptions = defaults): RouteSpec[] {
-  const routes: RouteSpec[] = plan.returnRoutes.map((r) => ({ table: "main" as const, dst: r.cidr, kind: "via" as const, via: r.via, proto: o.routeProto }));
+  const routes: RouteSpec[] = plan.returnRoutes.map((r) => ({
+    table: "main" as const,
+    dst: r.cidr,
+    kind: "via" as const,
+    via: NODE_INNER.address,
+    onlinkDev: gatewayTunnelDevice(r.port),
+    proto: o.routeProto,
+  }));
   if (o.anchor) routes.push({ table: ANCHOR_TABLE, dst: "default", kind: "via", via: o.anchor.gateway });
   return routes;
+}
+
+/** One tunnel per node: its own port, so the input interface names the node. */
+export function gatewayTunnels(plan: GatewayPlan): TunnelSpec[] {
+  if (!plan.address) return [];
+  return plan.tunnels.map((t) => ({
+    name: gatewayTunnelDevice(t.port),
+    vni: plan.vni,
+    local: plan.address,
+    remote: t.address,
+    port: t.port,
+    mac: GATEWAY_INNER.mac,
+    peer: NODE_INNER,
+  }));
 }
 
 export function gatewayRules(o: ResolvedOptions = defaults): RuleSpec[] {
@@ -80,6 +133,7 @@ export function gatewayRules(o: ResolvedOptions = defaults): RuleSpec[] {
 export class GatewayDataplane {
   private readonly opts: ResolvedOptions;
   private readonly table: OwnedTable;
+  private readonly tunnels: TunnelDevices;
 
   constructor(
     private readonly runner: CommandRunner,
@@ -87,9 +141,15 @@ export class GatewayDataplane {
   ) {
     this.opts = { ...defaults, ...opts };
     this.table = new OwnedTable(runner, "ip", this.opts.table);
+    this.tunnels = new TunnelDevices(runner, GATEWAY_TUNNEL_PREFIX);
   }
 
   async apply(plan: GatewayPlan, opts: { verify?: boolean } = {}): Promise<{ nftChanged: boolean; routingAdded: number; routingRemoved: number }> {
+    // The tunnels first: the return routes go through them. On a host that boots with
+    // forwarding off, a new device inherits that (conf.default.forwarding = 0), so a device that
+    // exists before the filter below is loaded forwards nothing either.
+    const tunnels = gatewayTunnels(plan);
+    const tunnelsAdded = await this.tunnels.apply(tunnels);
     const actual = {
       rules: await readRules(this.runner, ANCHOR_RULE_PRIORITY, ANCHOR_RULE_PRIORITY),
       routes: await readRoutes(this.runner, { from: ANCHOR_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto),
@@ -98,10 +158,25 @@ export class GatewayDataplane {
     await runBatch(this.runner, add);
     const nftChanged = await this.table.apply(gatewayTableModel(plan, this.opts), opts.verify === true);
     await runBatch(this.runner, remove);
-    // Only now: the forward filter (policy drop) is in place before the host forwards anything,
-    // on first start and after a reboot (hosts boot with forwarding off; docs/security.md).
+    const tunnelsRemoved = await this.tunnels.removeStale(tunnels);
+    // Only now: the forward filter (policy drop, tunnel binding) is in place before the host
+    // forwards anything, on first start and after a reboot (hosts boot with forwarding off;
+    // docs/security.md).
     await this.runner.run("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"]);
-    return { nftChanged, routingAdded: add.length, routingRemoved: remove.length };
+    return { nftChanged, routingAdded: add.length + tunnelsAdded, routingRemoved: remove.length + tunnelsRemoved };
+  }
+
+  /** Packets refused because their sender was not the node it claimed to be (named counters). */
+  async foreignDrops(): Promise<{ tunnel: number; source: number }> {
+    const read = async (name: string) => {
+      try {
+        const { stdout } = await this.runner.run("nft", ["-j", "list", "counter", "ip", this.opts.table, name]);
+        return (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables.find((e) => e.counter)?.counter?.packets ?? 0;
+      } catch {
+        return 0;
+      }
+    };
+    return { tunnel: await read(FOREIGN_TUNNEL_COUNTER), source: await read(FOREIGN_SOURCE_COUNTER) };
   }
 
   async cleanup(): Promise<void> {
@@ -109,5 +184,6 @@ export class GatewayDataplane {
     const routes = await readRoutes(this.runner, { from: ANCHOR_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto);
     const rules = await readRules(this.runner, ANCHOR_RULE_PRIORITY, ANCHOR_RULE_PRIORITY);
     await runBatch(this.runner, diffRouting({ rules: [], routes: [] }, { rules, routes }).remove);
+    await this.tunnels.removeStale([]);
   }
 }

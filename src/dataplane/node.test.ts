@@ -2,11 +2,11 @@ import { describe, expect, it } from "vitest";
 import { markFor, tableFor } from "../planner/ids.js";
 import { parseCidr } from "../planner/ipv4.js";
 import type { NodePlan } from "../planner/model.js";
-import { bindTableModel, nodeTableModel, type NodeFacts } from "./node.js";
+import { bindTableModel, nodeRouting, nodeTableModel, nodeTunnels, type NodeFacts } from "./node.js";
 
 const plan: NodePlan = {
   node: "n1",
-  instances: [{ key: "gw/a", address: "10.0.0.101", mark: markFor(1), table: tableFor(1), route: "via" }],
+  instances: [{ key: "gw/a", address: "10.0.0.101", mark: markFor(1), table: tableFor(1), route: "via", vni: 1 }],
   entries: [
     { podIP: "10.244.1.5", dst: parseCidr("0.0.0.0/0"), mark: markFor(1), policy: "EgressPolicy/p/c", instance: "gw/a" },
     { podIP: "10.244.1.6", dst: parseCidr("0.0.0.0/0"), mark: markFor(1), policy: "EgressPolicy/p/c", instance: "gw/a" },
@@ -55,5 +55,80 @@ describe("node table", () => {
     expect(b.sets.find((s) => s.name === "ports")!.elements).toEqual(['10.244.1.6 . "vethsix"']);
     expect(b.chains).toContain('ip saddr @guarded ip saddr . iifname != @ports counter name "spoofed_drops" drop');
     expect(b.chains).toContain('arp saddr ip @guarded arp saddr ip . iifname != @ports counter name "spoofed_drops" drop');
+  });
+});
+
+const tunnelPlan = (tunnel: NodePlan["tunnel"], route: "via" | "blackhole" = "via"): NodePlan => ({
+  node: "node1",
+  instances: [
+    { key: "gw/a", address: "10.0.0.101", mark: markFor(7), table: tableFor(7), route, vni: 7 },
+    { key: "gw/b", address: "10.0.0.102", mark: markFor(9), table: tableFor(9), route: "via", vni: 9 },
+  ],
+  entries: [],
+  neverDivert: [],
+  unavailable: [],
+  podsByPolicy: {},
+  ...(tunnel ? { tunnel } : {}),
+});
+
+describe("node side of the tunnels", () => {
+  it("routes each instance's table into the tunnel to it, from the node's own address and port", () => {
+    const p = tunnelPlan({ address: "10.0.0.11", port: 20123 });
+    expect(nodeTunnels(p).map((t) => [t.name, t.vni, t.local, t.remote, t.port])).toEqual([
+      ["se-gw7", 7, "10.0.0.11", "10.0.0.101", 20123],
+      ["se-gw9", 9, "10.0.0.11", "10.0.0.102", 20123],
+    ]);
+    const { routes, rules } = nodeRouting(p);
+    expect(routes).toEqual([
+      { table: 7007, dst: "default", kind: "via", via: "169.254.53.1", onlinkDev: "se-gw7" },
+      { table: 7009, dst: "default", kind: "via", via: "169.254.53.1", onlinkDev: "se-gw9" },
+    ]);
+    // The tunnel's own packets (marked like the inner one) reach the instance through the main
+    // table, before the instance rules; the catch-all blackhole stays last.
+    expect(rules.slice(0, 2)).toEqual([
+      { priority: 10005, to: "10.0.0.101/32", fwmark: 0x1000_0000, mask: 0x1000_0000, action: { table: "main" } },
+      { priority: 10005, to: "10.0.0.102/32", fwmark: 0x1000_0000, mask: 0x1000_0000, action: { table: "main" } },
+    ]);
+    expect(rules.at(-1)).toEqual({ priority: 10099, fwmark: 0x1000_0000, mask: 0x1000_0000, action: "blackhole" });
+  });
+
+  it("a down instance keeps its tunnel, its table holds a blackhole", () => {
+    const p = tunnelPlan({ address: "10.0.0.11", port: 20123 }, "blackhole");
+    expect(nodeTunnels(p)).toHaveLength(2);
+    expect(nodeRouting(p).routes[0]).toEqual({ table: 7007, dst: "default", kind: "blackhole" });
+  });
+
+  it("without a tunnel end of its own the node has no tunnels and every table is a blackhole", () => {
+    const p = tunnelPlan(undefined);
+    expect(nodeTunnels(p)).toEqual([]);
+    expect(nodeRouting(p).routes.map((r) => r.kind)).toEqual(["blackhole", "blackhole"]);
+  });
+});
+
+describe("VXLAN into the node", () => {
+  it("admits its tunnel port only from an instance's address with that instance's VNI, before the vxlan socket", () => {
+    const m = nodeTableModel(tunnelPlan({ address: "10.0.0.11", port: 20123 }), "t");
+    expect(m.sets.find((s) => s.name === "tunnel_sources")).toEqual({
+      kind: "set",
+      name: "tunnel_sources",
+      spec: "typeof ip saddr . udp dport . @th,96,24;",
+      elements: ["10.0.0.101 . 20123 . 7", "10.0.0.102 . 20123 . 9"],
+    });
+    expect(m.chains).toMatch(
+      /chain tunnel_in \{\n\s+type filter hook input priority filter - 10; policy accept;\n\s+udp dport 20123 ip saddr \. udp dport \. @th,96,24 != @tunnel_sources counter name "foreign_tunnel_drops" drop\n/,
+    );
+  });
+
+  it("does not connection-track the tunnels' own packets (its port, both directions)", () => {
+    const chains = nodeTableModel(tunnelPlan({ address: "10.0.0.11", port: 20123 }), "t").chains;
+    expect(chains).toMatch(/chain tunnel_notrack_in \{\n\s+type filter hook prerouting priority raw; policy accept;\n\s+udp dport 20123 notrack\n/);
+    expect(chains).toMatch(/chain tunnel_notrack_out \{\n\s+type filter hook output priority raw; policy accept;\n\s+udp dport 20123 notrack\n/);
+  });
+
+  it("a node without a tunnel end listens on no port and has no rule for one", () => {
+    const m = nodeTableModel(tunnelPlan(undefined), "t");
+    expect(m.sets.find((s) => s.name === "tunnel_sources")!.elements).toEqual([]);
+    expect(m.chains).not.toContain("tunnel_in");
+    expect(m.chains).not.toContain("notrack");
   });
 });

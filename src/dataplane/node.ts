@@ -5,6 +5,7 @@ import type { CommandRunner } from "../util/exec.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import { applyNftScript, hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
 import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
+import { GATEWAY_INNER, NODE_INNER, NODE_TUNNEL_PREFIX, nodeTunnelDevice, TunnelDevices, type TunnelSpec } from "./tunnel.js";
 
 export interface NodeDataplaneOptions {
   /** nft table the node agent owns (family ip). */
@@ -34,6 +35,9 @@ export const ALWAYS_LOCAL = ["169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/3
 
 /** UDP ports of single-hop BFD control (3784) and multihop BFD (4784): our health probes. */
 export const HEALTH_PORTS = [3784, 4784] as const;
+
+/** The VNI field of a VXLAN header, as nft reads it: 24 bits, 4 bytes after the UDP header (RFC 7348). */
+export const VXLAN_VNI = "@th,96,24";
 
 /** What the node learned from its kernel for the plan: pod interfaces, the interface to each instance. */
 export interface NodeFacts {
@@ -79,6 +83,13 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
       { kind: "set", name: "pod_ifaces", spec: "type ipv4_addr . ifname;", elements: bound },
       // Health probes are heard only from an instance's address, on the interface toward it.
       { kind: "set", name: "health_peers", spec: "type ifname . ipv4_addr;", elements: peers },
+      // VXLAN into this node's tunnel port: only from an instance's address, with its own VNI.
+      {
+        kind: "set",
+        name: "tunnel_sources",
+        spec: `typeof ip saddr . udp dport . ${VXLAN_VNI};`,
+        elements: plan.tunnel ? plan.instances.map((i) => `${i.address} . ${plan.tunnel!.port} . ${i.vni}`) : [],
+      },
     ],
     chains:
       `  counter failclosed_drops {\n  }\n` +
@@ -101,7 +112,20 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
       // node is directly connected too, hence the interface and source binding.
       `  chain health_in {\n    type filter hook input priority filter - 10; policy accept;\n` +
       `    udp dport { ${HEALTH_PORTS.join(", ")} } ip ttl != 255 counter name "forged_health_drops" drop\n` +
-      `    udp dport { ${HEALTH_PORTS.join(", ")} } iifname . ip saddr != @health_peers counter name "forged_health_drops" drop\n  }\n`,
+      `    udp dport { ${HEALTH_PORTS.join(", ")} } iifname . ip saddr != @health_peers counter name "forged_health_drops" drop\n  }\n` +
+      // The kernel hands a VXLAN packet to the device of its (port, VNI) whatever its outer
+      // source: without this, any host on the VPC could inject "replies" into a pod's tunnel.
+      // Checked before the vxlan socket (input hook); a node without a tunnel end has no port.
+      `  counter foreign_tunnel_drops {\n  }\n` +
+      (plan.tunnel
+        ? `  chain tunnel_in {\n    type filter hook input priority filter - 10; policy accept;\n` +
+          `    udp dport ${plan.tunnel.port} ip saddr . udp dport . ${VXLAN_VNI} != @tunnel_sources counter name "foreign_tunnel_drops" drop\n  }\n` +
+          // The tunnels' own (outer) packets are not connection-tracked (nothing reads their
+          // state; each would cost a conntrack lookup, and the outer packets carry the inner
+          // packet's mark, which would give them an identity SNAT binding of their own).
+          `  chain tunnel_notrack_in {\n    type filter hook prerouting priority raw; policy accept;\n    udp dport ${plan.tunnel.port} notrack\n  }\n` +
+          `  chain tunnel_notrack_out {\n    type filter hook output priority raw; policy accept;\n    udp dport ${plan.tunnel.port} notrack\n  }\n`
+        : ""),
   };
 }
 
@@ -137,16 +161,43 @@ export function renderNodeTable(plan: NodePlan, name = defaults.table): string {
   return renderFull(nodeTableModel(plan, name));
 }
 
-/** Routing for the plan: one table per instance (route to it, or blackhole when down). */
+/**
+ * Routing for the plan: one table per instance (into the tunnel to it, or blackhole when down).
+ * The tunnel's own (outer) packets keep the inner packet's mark, so their route lookup would
+ * meet the instance's table again: a rule before the instance rules sends marked packets to the
+ * instance's own VPC address (only tunnel packets: pods' packets to a gateway are never marked)
+ * through the main table.
+ */
 export function nodeRouting(plan: NodePlan, opts: NodeDataplaneOptions = {}): { rules: RuleSpec[]; routes: RouteSpec[] } {
   const prio = opts.rulePriority ?? defaults.rulePriority;
-  const rules: RuleSpec[] = plan.instances.map((i) => ({ priority: prio + 10, fwmark: i.mark, mask: MARK_MASK, action: { table: i.table } }));
+  const rules: RuleSpec[] = plan.tunnel
+    ? plan.instances.map((i) => ({ priority: prio + 5, to: `${i.address}/32`, fwmark: MARK_FLAG, mask: MARK_FLAG, action: { table: "main" as const } }))
+    : [];
+  rules.push(...plan.instances.map((i) => ({ priority: prio + 10, fwmark: i.mark, mask: MARK_MASK, action: { table: i.table } })));
   // Any marked packet whose own rule is missing (mid-change, or stale mark) is dropped, never leaked.
   rules.push({ priority: prio + 99, fwmark: MARK_FLAG, mask: MARK_FLAG, action: "blackhole" });
   const routes: RouteSpec[] = plan.instances.map((i) =>
-    i.route === "via" ? { table: i.table, dst: "default", kind: "via", via: i.address } : { table: i.table, dst: "default", kind: "blackhole" },
+    i.route === "via" && plan.tunnel
+      ? { table: i.table, dst: "default", kind: "via", via: GATEWAY_INNER.address, onlinkDev: nodeTunnelDevice(i.vni) }
+      : { table: i.table, dst: "default", kind: "blackhole" },
   );
   return { rules, routes };
+}
+
+/** The node's tunnels: one per instance (down ones too, so that failing back is one route change). */
+export function nodeTunnels(plan: NodePlan): TunnelSpec[] {
+  const end = plan.tunnel;
+  if (!end) return [];
+  return plan.instances.map((i) => ({
+    name: nodeTunnelDevice(i.vni),
+    vni: i.vni,
+    local: end.address,
+    remote: i.address,
+    port: end.port,
+    mac: NODE_INNER.mac,
+    peer: GATEWAY_INNER,
+    address: NODE_INNER.address,
+  }));
 }
 
 export interface ApplyReport {
@@ -162,6 +213,7 @@ export class NodeDataplane {
   private readonly opts: Required<NodeDataplaneOptions>;
   private readonly table: OwnedTable;
   private readonly bindTable: OwnedTable;
+  private readonly tunnels: TunnelDevices;
   private loosenedFor: string | undefined;
   private bindings = new Map<string, PodBinding>();
   private instanceDevices = new Map<string, string>();
@@ -173,6 +225,7 @@ export class NodeDataplane {
     this.opts = { ...defaults, ...opts };
     this.table = new OwnedTable(runner, "ip", this.opts.table);
     this.bindTable = new OwnedTable(runner, "bridge", BIND_TABLE);
+    this.tunnels = new TunnelDevices(runner, NODE_TUNNEL_PREFIX, { procSysNet: this.opts.procSysNet });
   }
 
   private get tableRange() {
@@ -185,6 +238,9 @@ export class NodeDataplane {
    */
   async apply(plan: NodePlan, opts: { verify?: boolean } = {}): Promise<ApplyReport> {
     const desired = nodeRouting(plan, this.opts);
+    const tunnels = nodeTunnels(plan);
+    // Tunnels first (routes name them), removed last (after the routes that used them).
+    const tunnelsAdded = await this.tunnels.apply(tunnels);
     const actual = await this.readRouting();
     const { add, remove } = diffRouting(desired, actual);
     await runBatch(this.runner, add);
@@ -198,13 +254,14 @@ export class NodeDataplane {
     for (const c of changes) if (c.script !== "") await c.commit();
     const nftChanged = script !== "";
     await runBatch(this.runner, remove);
+    const tunnelsRemoved = await this.tunnels.removeStale(tunnels);
     const addresses = plan.instances.map((i) => i.address).sort().join(",");
     if (addresses !== this.loosenedFor) {
       await this.loosenReversePathFilter();
       this.loosenedFor = addresses;
     }
     const unbound = new Set(plan.entries.map((e) => e.podIP).filter((ip) => !facts.bindings.has(ip))).size;
-    return { nftChanged, routingAdded: add.length, routingRemoved: remove.length, unbound };
+    return { nftChanged, routingAdded: add.length + tunnelsAdded, routingRemoved: remove.length + tunnelsRemoved, unbound };
   }
 
   /**
@@ -250,9 +307,11 @@ export class NodeDataplane {
   }
 
   /**
-   * Replies from the gateway arrive on the VPC interface with an Internet source whose best
-   * route is elsewhere; strict reverse-path filtering would drop them. Loose mode keeps the
-   * check (the source must be routable) without requiring the symmetric path.
+   * Replies from the gateway arrive with an Internet source whose best route is elsewhere;
+   * strict reverse-path filtering would drop them. Loose mode keeps the check (the source must
+   * be routable) without requiring the symmetric path. With the tunnels the replies arrive on
+   * the tunnel devices (loosened when created); the interface toward the instances (the one
+   * `health_peers` names) is loosened too, as before.
    */
   private async loosenReversePathFilter(): Promise<void> {
     const devices = new Set(this.instanceDevices.values());
@@ -290,6 +349,11 @@ export class NodeDataplane {
     return (await this.counter("ip", this.opts.table, "spoofed_drops")) + (await this.counter("bridge", BIND_TABLE, "spoofed_drops"));
   }
 
+  /** VXLAN packets to this node's tunnel port not from an instance's address with its VNI. */
+  async foreignTunnelDrops(): Promise<number> {
+    return this.counter("ip", this.opts.table, "foreign_tunnel_drops");
+  }
+
   /** Health probes dropped: TTL other than 255, or not from an instance on the interface toward it. */
   async forgedHealthDrops(): Promise<number> {
     return this.counter("ip", this.opts.table, "forged_health_drops");
@@ -305,12 +369,13 @@ export class NodeDataplane {
     }
   }
 
-  /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes. */
+  /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes, then tunnels. */
   async cleanup(): Promise<void> {
     await this.table.remove();
     await this.bindTable.remove();
     const actual = await this.readRouting();
     const { remove } = diffRouting({ rules: [], routes: [] }, actual);
     await runBatch(this.runner, remove);
+    await this.tunnels.removeStale([]);
   }
 }

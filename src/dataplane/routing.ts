@@ -8,10 +8,12 @@ import type { CommandRunner } from "../util/exec.js";
 
 export interface RuleSpec {
   priority: number;
+  /** Only packets to this prefix (`a.b.c.d/len`). */
+  to?: string;
   fwmark: number;
   mask: number;
   /** Lookup this table, or drop the packet (`blackhole`). */
-  action: { table: number } | "blackhole";
+  action: { table: number | "main" } | "blackhole";
 }
 
 export interface RouteSpec {
@@ -19,30 +21,34 @@ export interface RouteSpec {
   dst: string; // "default" or a CIDR
   kind: "via" | "blackhole";
   via?: string;
+  /** With `via`: a next hop on this device, taken as on-link (a tunnel's inner next hop). */
+  onlinkDev?: string;
   /** Routes in shared tables (main) are owned by their protocol number. */
   proto?: number;
 }
 
 export function ruleLine(r: RuleSpec): string {
   const action = r.action === "blackhole" ? "blackhole" : `lookup ${r.action.table}`;
-  return `rule add priority ${r.priority} fwmark 0x${r.fwmark.toString(16)}/0x${r.mask.toString(16)} ${action}`;
+  return `rule add priority ${r.priority}${r.to ? ` to ${r.to}` : ""} fwmark 0x${r.fwmark.toString(16)}/0x${r.mask.toString(16)} ${action}`;
 }
 
 export function ruleKey(r: RuleSpec): string {
-  return `${r.priority}|${r.fwmark >>> 0}|${r.mask >>> 0}|${r.action === "blackhole" ? "blackhole" : r.action.table}`;
+  return `${r.priority}|${r.to ?? ""}|${r.fwmark >>> 0}|${r.mask >>> 0}|${r.action === "blackhole" ? "blackhole" : r.action.table}`;
 }
 
 export function routeLine(verb: "replace" | "del", r: RouteSpec): string {
-  const target = r.kind === "blackhole" ? `blackhole ${r.dst}` : `${r.dst} via ${r.via}`;
+  const target = r.kind === "blackhole" ? `blackhole ${r.dst}` : `${r.dst} via ${r.via}${r.onlinkDev ? ` dev ${r.onlinkDev} onlink` : ""}`;
   return `route ${verb} ${target} table ${r.table}${r.proto !== undefined ? ` proto ${r.proto}` : ""}`;
 }
 
 export function routeKey(r: RouteSpec): string {
-  return `${r.table}|${r.dst}|${r.kind}|${r.via ?? ""}`;
+  return `${r.table}|${r.dst}|${r.kind}|${r.via ?? ""}|${r.onlinkDev ?? ""}`;
 }
 
 interface JsonRule {
   priority: number;
+  dst?: string;
+  dstlen?: number;
   fwmark?: string;
   fwmask?: string;
   table?: string;
@@ -57,9 +63,10 @@ export async function readRules(runner: CommandRunner, from: number, to: number)
     .filter((r) => r.priority >= from && r.priority <= to && r.fwmark !== undefined)
     .map((r) => ({
       priority: r.priority,
+      ...(r.dst !== undefined && r.dst !== "all" ? { to: `${r.dst}/${r.dstlen ?? 32}` } : {}),
       fwmark: Number(r.fwmark),
       mask: r.fwmask !== undefined ? Number(r.fwmask) : 0xffffffff,
-      action: r.action === "blackhole" ? ("blackhole" as const) : { table: Number(r.table) },
+      action: r.action === "blackhole" ? ("blackhole" as const) : { table: r.table === "main" ? ("main" as const) : Number(r.table) },
     }));
 }
 
@@ -67,8 +74,10 @@ interface JsonRoute {
   dst: string;
   type?: string;
   gateway?: string;
+  dev?: string;
   table?: string;
   protocol?: string;
+  flags?: string[];
 }
 
 /** Routes in our own tables (a numeric range), plus routes of our protocol in the main table. */
@@ -87,6 +96,8 @@ export async function readRoutes(runner: CommandRunner, tables: { from: number; 
       dst: r.dst,
       kind: r.type === "blackhole" ? "blackhole" : "via",
       ...(r.gateway ? { via: r.gateway } : {}),
+      // Only on-link next hops name their device (ours are tunnels); other routes are matched without it.
+      ...(r.gateway && r.dev && r.flags?.includes("onlink") ? { onlinkDev: r.dev } : {}),
       ...(table === "main" && proto !== undefined ? { proto } : {}),
     });
   }

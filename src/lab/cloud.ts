@@ -6,7 +6,7 @@ import { startDigitalOceanStandin, type DigitalOceanStandin } from "./do-standin
 import { standinMetadataUrl } from "./do-standin/metadata.js";
 import { LAB_API_ADDRESS } from "./kube-lab.js";
 import { runCommand } from "../util/exec.js";
-import { addNamespace, addVethPair, deleteNamespace, gatewayBootSysctls, killNamespaceProcesses } from "./netns.js";
+import { addNamespace, addVethPair, admitVpcSource, deleteNamespace, gatewayBootSysctls, killNamespaceProcesses } from "./netns.js";
 import { spawnCli } from "./paths.js";
 import { LAB_NETWORK, type LabTopology } from "./topology.js";
 import type { LabConfig } from "./config.js";
@@ -256,6 +256,7 @@ export class LabCloud {
     await addVethPair({ ns: netns, name: "eth0" }, { ns: t.fabric, name: `d${seq}v` });
     await addVethPair({ ns: netns, name: "eth1" }, { ns: t.fabric, name: `d${seq}p` });
     await runCommand("ip", ["-n", t.fabric, "link", "set", `d${seq}v`, "master", "vpc"]);
+    await admitVpcSource(t.fabric, `d${seq}v`, vpcIP);
     await runCommand("ip", ["-n", t.fabric, "link", "set", `d${seq}p`, "master", "public"]);
     await runCommand("ip", ["-n", netns, "addr", "add", `${vpcIP}/24`, "dev", "eth0"]);
     await runCommand("ip", ["-n", netns, "addr", "add", `${publicIP}/24`, "dev", "eth1"]);

@@ -71,6 +71,13 @@ export const LabConfigSchema = Type.Object(
       ),
       { maxItems: 500 },
     ),
+    /**
+     * The VPC's behaviour. `antiSpoofing` (default true): the VPC drops a host's packets whose
+     * IPv4 source is not that host's own address, as cloud VPCs do.
+     */
+    vpc: Type.Optional(
+      Type.Object({ antiSpoofing: Type.Optional(Type.Boolean({ default: true })) }, { additionalProperties: false }),
+    ),
     internet: Type.Optional(
       Type.Object(
         { allowlist: Type.Optional(Type.Array(IPv4Address, { description: "Sources the firewalled service admits" })) },

@@ -10,7 +10,7 @@ import { KubeClient, PLURALS, statusOf } from "../kube/client.js";
 import { runCommand } from "../util/exec.js";
 import type { Lab } from "./lab.js";
 import { waitFor } from "./lab.js";
-import { addNamespace, addVethPair } from "./netns.js";
+import { addNamespace, addVethPair, admitVpcSource } from "./netns.js";
 import { LAB_CLOUD } from "./cloud.js";
 import { COMPONENT_ACCOUNTS } from "./control-plane/cluster.js";
 import { serviceAccountKubeconfig } from "./control-plane/tokens.js";
@@ -40,6 +40,7 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void, b
   await addNamespace(cp);
   await addVethPair({ ns: cp, name: "eth0" }, { ns: t.fabric, name: "cpv" });
   await runCommand("ip", ["-n", t.fabric, "link", "set", "cpv", "master", "vpc"]);
+  await admitVpcSource(t.fabric, "cpv", LAB_API_ADDRESS);
   await runCommand("ip", ["-n", cp, "addr", "add", `${LAB_API_ADDRESS}/24`, "dev", "eth0"]);
   lab.writeCluster();
 

@@ -8,7 +8,7 @@ import { parseIPv4 } from "../planner/ipv4.js";
 import type { ClusterNetwork } from "../planner/model.js";
 import { runCommand } from "../util/exec.js";
 import type { LabConfig } from "./config.js";
-import { addNamespace, addVethPair, deleteNamespacesWithPrefix, execIn, gatewayBootSysctls, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, sysctl } from "./netns.js";
+import { addNamespace, addVethPair, admitVpcSource, deleteNamespacesWithPrefix, execIn, gatewayBootSysctls, installVpcAntiSpoofing, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, sysctl } from "./netns.js";
 import { LAB_STATE_ROOT, packageRoot, spawnCli } from "./paths.js";
 import { baseConflist, wirePod, type PodWiring } from "./cni-chain.js";
 import { applyGateways, applyPolicyObjects, deletePolicyObjects, listGateways, listPolicies, refreshPodIPs, startControlPlane } from "./kube-lab.js";
@@ -47,7 +47,7 @@ export type LabMode = "file" | "kubernetes";
 
 /**
  * `destroy`: the droplet is deleted through the cloud's API (gateways of a `digitalocean` lab gateway only).
- * `reboot`: the host comes back as a reboot leaves it (no nft tables, no routes of ours, boot
+ * `reboot`: the host comes back as a reboot leaves it (no nft tables, no routes or tunnel devices of ours, boot
  * sysctls, empty conntrack) with no agent running yet; `revive-gateway` starts its agents.
  */
 export type GatewayDeath = "agent" | "link" | "silent" | "reboot" | "destroy";
@@ -165,6 +165,7 @@ export class Lab {
       await runCommand("ip", ["-n", t.fabric, "link", "add", br, "type", "bridge"]);
       await runCommand("ip", ["-n", t.fabric, "link", "set", br, "up"]);
     }
+    await installVpcAntiSpoofing(t.fabric, this.record.config.vpc?.antiSpoofing ?? true);
     await addNamespace(t.internet);
     await addVethPair({ ns: t.internet, name: "eth0" }, { ns: t.fabric, name: "inet" });
     await runCommand("ip", ["-n", t.fabric, "link", "set", "inet", "master", "public"]);
@@ -177,6 +178,7 @@ export class Lab {
       await addVethPair({ ns: host.netns, name: "eth0" }, { ns: t.fabric, name: host.fabricVpcPort });
       await addVethPair({ ns: host.netns, name: "eth1" }, { ns: t.fabric, name: host.fabricPublicPort });
       await runCommand("ip", ["-n", t.fabric, "link", "set", host.fabricVpcPort, "master", "vpc"]);
+      await admitVpcSource(t.fabric, host.fabricVpcPort, host.vpcIP);
       await runCommand("ip", ["-n", t.fabric, "link", "set", host.fabricPublicPort, "master", "public"]);
       await runCommand("ip", ["-n", host.netns, "addr", "add", `${host.vpcIP}/24`, "dev", "eth0"]);
       await runCommand("ip", ["-n", host.netns, "addr", "add", `${host.publicIP}/24`, "dev", "eth1"]);
@@ -510,6 +512,10 @@ export class Lab {
         // What survives a reboot is only what the host's boot configures (addresses, default route).
         await execIn(g.netns, "nft", ["flush", "ruleset"]);
         await execIn(g.netns, "ip", ["route", "flush", "proto", "94"]);
+        // The agent's tunnel devices (and their neighbour entries) do not survive a reboot either.
+        for (const l of JSON.parse((await execIn(g.netns, "ip", ["-json", "link", "show", "type", "vxlan"])) || "[]") as { ifname: string }[]) {
+          await execIn(g.netns, "ip", ["link", "del", l.ifname]);
+        }
         await execIn(g.netns, "conntrack", ["-F"]).catch(() => undefined);
         await gatewayBootSysctls(g.netns);
         break;

@@ -76,3 +76,27 @@ export async function gatewayBootSysctls(ns: string): Promise<void> {
   await sysctl(ns, "net.ipv4.ip_forward", "0");
   await sysctl(ns, "net.ipv4.conf.all.rp_filter", "0");
 }
+
+/**
+ * The cloud's anti-spoofing on the lab's VPC bridge: a port may send IPv4 only from the
+ * address the "cloud" gave its host (as DigitalOcean's VPC drops a droplet's packets whose
+ * source is not its own address). The table and its set always exist, so hosts can be admitted
+ * at any time; the dropping rule is there only when `enforce` (lab file: `vpc.antiSpoofing`).
+ */
+export const VPC_ANTISPOOF_TABLE = "lab_vpc_antispoof";
+
+export async function installVpcAntiSpoofing(fabric: string, enforce: boolean): Promise<void> {
+  const rule = enforce ? `    ether type ip iifname @vpc_ports iifname . ip saddr != @port_sources counter name "spoofed" drop\n` : "";
+  await execIn(
+    fabric,
+    "nft",
+    ["-f", "-"],
+    `table bridge ${VPC_ANTISPOOF_TABLE} {\n  counter spoofed {\n  }\n  set vpc_ports {\n    type ifname;\n  }\n  set port_sources {\n    type ifname . ipv4_addr;\n  }\n` +
+      `  chain forward {\n    type filter hook forward priority filter; policy accept;\n${rule}  }\n}\n`,
+  );
+}
+
+/** Marks `port` as a port of the VPC bridge whose host may send from `address` (and only from it). */
+export async function admitVpcSource(fabric: string, port: string, address: string): Promise<void> {
+  await execIn(fabric, "nft", ["-f", "-"], `add element bridge ${VPC_ANTISPOOF_TABLE} vpc_ports { "${port}" }\nadd element bridge ${VPC_ANTISPOOF_TABLE} port_sources { "${port}" . ${address} }\n`);
+}

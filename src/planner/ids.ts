@@ -8,6 +8,19 @@ export const MARK_MASK = 0x1fff_0000;
 export const MAX_INSTANCE_ID = 0xfff;
 export const DEFAULT_TABLE_BASE = 7000;
 
+/**
+ * Node -> gateway VXLAN (docs/security-gateway-binding.md): each node has its own UDP port,
+ * TUNNEL_PORT_BASE + its node id (1..4095, assigned like instance ids), so that on a gateway the
+ * port, checked against the outer source address, identifies the sending node. The VNI is the
+ * instance id. The range stays below Linux's ephemeral ports (32768+) and Kubernetes NodePorts.
+ */
+export const TUNNEL_PORT_BASE = 20000;
+export const TUNNEL_PORT_MAX = TUNNEL_PORT_BASE + MAX_INSTANCE_ID;
+
+export function tunnelPortFor(nodeId: number): number {
+  return TUNNEL_PORT_BASE + nodeId;
+}
+
 /** Id 0 is never assigned: its mark means "no instance", and the node always drops it. */
 export function markFor(id: number): number {
   return (MARK_FLAG | (id << 16)) >>> 0;

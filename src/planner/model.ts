@@ -124,6 +124,14 @@ export interface PlannedInstance {
   table: number;
   /** `via`: route to the instance; `blackhole`: instance is down (fail-closed). */
   route: "via" | "blackhole";
+  /** VXLAN network identifier of the node's tunnel to this instance (its id). */
+  vni: number;
+}
+
+/** One end of a node -> gateway VXLAN tunnel: the node's VPC address and its own UDP port. */
+export interface TunnelEnd {
+  address: string;
+  port: number;
 }
 
 /** What one node's datapath should be. Sorted, so equal inputs give equal plans. */
@@ -137,6 +145,12 @@ export interface NodePlan {
   unavailable: { policy: string; failurePolicy: "Drop" | "FallbackToNodeIP"; pods: number }[];
   /** Selected pods on this node per policy (for status and metrics). */
   podsByPolicy: Record<string, number>;
+  /**
+   * This node's end of its tunnels to the instances; undefined when the cluster state gives the
+   * node no IPv4 InternalIP (then no gateway would accept its traffic: every instance is planned
+   * as a blackhole, fail-closed).
+   */
+  tunnel?: TunnelEnd;
 }
 
 export interface SnatEntry {
@@ -151,9 +165,15 @@ export interface GatewayPlan {
   instance: string;
   address: string;
   snat: SnatEntry[];
-  /** Replies go back to each node's pod CIDRs via that node. */
-  returnRoutes: { cidr: string; via: string }[];
+  /** Replies go back to each node's pod CIDRs via that node (`via`), through its tunnel (`port`). */
+  returnRoutes: { cidr: string; via: string; port: number }[];
   /** Only these hosts may use the gateway (health probes and forwarding). */
   nodeAddresses: string[];
   egressIPs: string[];
+  /** VXLAN network identifier of this instance's tunnels (its id). */
+  vni: number;
+  /** One tunnel per node (not this host itself), sorted by node name. */
+  tunnels: (TunnelEnd & { node: string })[];
+  /** Which node's tunnel (port) may bring packets from which pod address: the pods of the SNAT map, on their own node. */
+  podsByTunnel: { port: number; podIP: string }[];
 }

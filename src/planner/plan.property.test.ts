@@ -456,8 +456,16 @@ describe("gateway plans", () => {
         const nodes = [...scenario.snapshot.nodes].sort((a, b) => (a.name < b.name ? -1 : 1));
         for (const key of scenario.instanceKeys) {
           const gp = p.gatewayPlan(key);
-          expect(gp.returnRoutes).toEqual(nodes.flatMap((n) => n.podCIDRs.filter((c) => !c.includes(":")).map((cidr) => ({ cidr, via: n.internalIP }))));
+          const portOf = new Map(gp.tunnels.map((t) => [t.node, t.port]));
+          expect(gp.returnRoutes).toEqual(nodes.flatMap((n) => n.podCIDRs.filter((c) => !c.includes(":")).map((cidr) => ({ cidr, via: n.internalIP, port: portOf.get(n.name) }))));
           expect(gp.nodeAddresses).toEqual(nodes.map((n) => n.internalIP));
+          // Every node has a tunnel of its own port, from its own address.
+          expect(gp.tunnels.map((t) => [t.node, t.address])).toEqual(nodes.map((n) => [n.name, n.internalIP]));
+          expect(new Set(gp.tunnels.map((t) => t.port)).size).toBe(nodes.length);
+          // A pod is admitted through its own node's tunnel only, and every SNAT'ed pod is admitted.
+          const nodeOf = new Map(scenario.snapshot.pods.flatMap((pod) => pod.ips.map((ip) => [ip, pod.nodeName])));
+          for (const e of gp.podsByTunnel) expect(e.port).toBe(portOf.get(nodeOf.get(e.podIP)!));
+          expect(new Set(gp.podsByTunnel.map((e) => e.podIP))).toEqual(new Set(gp.snat.map((e) => e.podIP)));
         }
       }),
       { numRuns: 30 },

@@ -154,3 +154,26 @@ describe("a digitalocean gateway whose droplets are not there yet", () => {
     expect(verdict?.errors).toEqual([{ field: "spec.egressIPs[0]", message: "203.0.113.99 is not an egress IP of any instance of EgressGateway cloud" }]);
   });
 });
+
+describe("node -> gateway tunnels", () => {
+  it("a node without an InternalIP has no tunnel end: every instance is planned as a blackhole (fail-closed)", () => {
+    const s = snapshot([web]);
+    const noAddress = new Planner({ ...s, nodes: [{ ...s.nodes[0]!, internalIP: undefined }] as ClusterSnapshot["nodes"] }, { validator });
+    const p = noAddress.planNode("node-a", new Map());
+    expect(p.tunnel).toBeUndefined();
+    expect(p.instances.map((i) => i.route)).toEqual(["blackhole", "blackhole", "blackhole"]);
+    // The gateways admit none of its pods either.
+    expect(noAddress.planGateway("shared/a")?.podsByTunnel).toEqual([]);
+  });
+
+  it("the gateway admits each pod through its own node's port, and the node uses that port", () => {
+    const planner = new Planner(snapshot([web]), { validator });
+    const node = planner.planNode("node-a", new Map());
+    const gw = planner.planGateway("shared/a")!;
+    expect(node.tunnel?.address).toBe("10.0.0.11");
+    expect(gw.tunnels).toEqual([{ node: "node-a", address: "10.0.0.11", port: node.tunnel!.port }]);
+    expect(gw.vni).toBe(node.instances.find((i) => i.key === "shared/a")!.vni);
+    expect(gw.podsByTunnel).toHaveLength(podCount);
+    expect(new Set(gw.podsByTunnel.map((e) => e.port))).toEqual(new Set([node.tunnel!.port]));
+  });
+});

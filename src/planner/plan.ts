@@ -1,5 +1,5 @@
 import { SpecValidator } from "../api/v1alpha1/validate.js";
-import { DEFAULT_TABLE_BASE, markFor, NO_INSTANCE_MARK, rendezvous, tableFor } from "./ids.js";
+import { assignIds, DEFAULT_TABLE_BASE, markFor, NO_INSTANCE_MARK, rendezvous, tableFor, tunnelPortFor } from "./ids.js";
 import { formatRange, intersect, parseCidr, subtract, type Range } from "./ipv4.js";
 import type {
   ClusterSnapshot,
@@ -12,6 +12,7 @@ import type {
   PlannedInstance,
   PodInfo,
   SnatEntry,
+  TunnelEnd,
   ValidPolicy,
 } from "./model.js";
 import { isEligiblePod, policySelects, resolve, type Resolution, type ResolveOptions } from "./resolve.js";
@@ -138,13 +139,16 @@ export class Planner {
   planNode(node: string, health: HealthView): NodePlan {
     const res = this.resolution;
     const tableBase = this.options.tableBase ?? DEFAULT_TABLE_BASE;
+    const tunnel = this.tunnelEnds().get(node);
     const instances: PlannedInstance[] = [...res.instances.values()]
       .map((i) => ({
         key: i.key,
         address: i.address,
         mark: markFor(i.id),
         table: tableFor(i.id, tableBase),
-        route: health.get(i.key) === "down" ? ("blackhole" as const) : ("via" as const),
+        // Without a tunnel end of its own no gateway accepts this node's traffic: fail-closed.
+        route: health.get(i.key) === "down" || !tunnel ? ("blackhole" as const) : ("via" as const),
+        vni: i.id,
       }))
       .sort((a, b) => a.key.localeCompare(b.key));
     const { selections, failClosed } = selectPods(this.snapshot, res, node);
@@ -186,7 +190,25 @@ export class Planner {
       unavailable: [...unavailable.values()].sort((a, b) => a.policy.localeCompare(b.policy)),
       // Keys in a fixed order too: equal inputs must serialize to equal plans, whatever the pod order.
       podsByPolicy: Object.fromEntries(Object.entries(podsByPolicy).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+      ...(tunnel ? { tunnel } : {}),
     };
+  }
+
+  private tunnels: Map<string, TunnelEnd> | undefined;
+
+  /**
+   * Every node's tunnel end: its IPv4 InternalIP and a UDP port of its own (from a stable id over
+   * all node names, so that nodes and gateways computing it from the same nodes agree).
+   */
+  tunnelEnds(): Map<string, TunnelEnd> {
+    if (this.tunnels) return this.tunnels;
+    const ids = assignIds(this.snapshot.nodes.map((n) => n.name));
+    this.tunnels = new Map();
+    for (const n of this.snapshot.nodes) {
+      if (!n.internalIP || n.internalIP.includes(":")) continue;
+      this.tunnels.set(n.name, { address: n.internalIP, port: tunnelPortFor(ids.get(n.name) as number) });
+    }
+    return this.tunnels;
   }
 
   /**
@@ -198,20 +220,31 @@ export class Planner {
     const instance = res.instances.get(instanceKey);
     if (!instance) return undefined;
     const { selections } = selectPods(this.snapshot, res);
+    const ends = this.tunnelEnds();
     const snat: SnatEntry[] = [];
+    const podsByTunnel = new Map<string, { port: number; podIP: string }>();
     for (const s of selections) {
       const egressIP = s.policy.egressIPByInstance.get(instanceKey);
       if (!egressIP) continue;
+      const end = s.pod.nodeName !== undefined ? ends.get(s.pod.nodeName) : undefined;
       for (const ip of s.pod.ips) {
         if (ip.includes(":")) continue;
         for (const dst of s.destinations) snat.push({ podIP: ip, dst, egressIP, policy: s.policy.resource });
+        // A pod's packets are accepted only from its own node's tunnel.
+        if (end && end.address !== instance.address) podsByTunnel.set(`${end.port}|${ip}`, { port: end.port, podIP: ip });
       }
     }
     snat.sort(compareEntries);
     const nodes = [...this.snapshot.nodes].filter((n) => n.internalIP).sort((a, b) => a.name.localeCompare(b.name));
-    const returnRoutes = nodes.flatMap((n) =>
-      n.podCIDRs.filter((c) => !c.includes(":")).map((cidr) => ({ cidr: canonicalCidr(cidr), via: n.internalIP as string })),
-    );
+    const tunnels = nodes
+      .filter((n) => ends.has(n.name) && n.internalIP !== instance.address)
+      .map((n) => ({ node: n.name, ...(ends.get(n.name) as TunnelEnd) }));
+    const portOf = new Map(tunnels.map((t) => [t.node, t.port]));
+    const returnRoutes = nodes
+      .filter((n) => portOf.has(n.name))
+      .flatMap((n) =>
+        n.podCIDRs.filter((c) => !c.includes(":")).map((cidr) => ({ cidr: canonicalCidr(cidr), via: n.internalIP as string, port: portOf.get(n.name) as number })),
+      );
     return {
       instance: instanceKey,
       address: instance.address,
@@ -219,6 +252,9 @@ export class Planner {
       returnRoutes,
       nodeAddresses: nodes.map((n) => n.internalIP as string).filter((a) => a !== instance.address),
       egressIPs: [...instance.egressIPs].sort(),
+      vni: instance.id,
+      tunnels,
+      podsByTunnel: [...podsByTunnel.values()].sort((a, b) => a.port - b.port || (a.podIP < b.podIP ? -1 : a.podIP > b.podIP ? 1 : 0)),
     };
   }
 }

@@ -155,6 +155,7 @@ describe("DigitalOceanProvider gateway fleets", () => {
       tags: [names.fleetTag],
       inbound_rules: [
         { protocol: "udp", ports: "3784", sources: { tags: [NODE_TAG] } },
+        { protocol: "udp", ports: "20001-24095", sources: { tags: [NODE_TAG] } },
         { protocol: "udp", ports: "51820", sources: { tags: [NODE_TAG] } },
       ],
     });

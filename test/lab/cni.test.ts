@@ -33,7 +33,13 @@ const GW_METRICS = "http://10.0.0.101:9465/metrics"; // gw-a's health responder:
 
 const LAB_YAML = stringify({
   nodes: [{ name: "node1" }],
-  gateways: [{ name: "shared", instances: [{ name: "gw-a", egressIPs: [POLICY_IP] }] }],
+  gateways: [
+    {
+      name: "shared",
+      grants: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "payments" } }, egressIPs: [POLICY_IP] }],
+      instances: [{ name: "gw-a", egressIPs: [POLICY_IP] }],
+    },
+  ],
   namespaces: [{ name: "payments" }, { name: "web" }],
   pods: [],
   policies: [

@@ -21,8 +21,8 @@ const gwRun = inNamespace(gwNs);
 
 function plan(health: "via" | "blackhole", pods = 3): NodePlan {
   const instances = [
-    { key: "gw/a", address: "10.0.0.101", mark: markFor(1), table: tableFor(1), route: health },
-    { key: "gw/b", address: "10.0.0.102", mark: markFor(2), table: tableFor(2), route: "via" as const },
+    { key: "gw/a", address: "10.0.0.101", mark: markFor(1), table: tableFor(1), route: health, vni: 1 },
+    { key: "gw/b", address: "10.0.0.102", mark: markFor(2), table: tableFor(2), route: "via" as const, vni: 2 },
   ];
   const entries = Array.from({ length: pods }, (_, i) => ({
     podIP: formatIPv4(parseIPv4("10.244.1.10") + i),
@@ -31,7 +31,7 @@ function plan(health: "via" | "blackhole", pods = 3): NodePlan {
     policy: "EgressPolicy/a/p",
     instance: i % 2 === 0 ? "gw/a" : "gw/b",
   }));
-  return { node: "n", instances, entries, neverDivert: [parseCidr("10.0.0.0/8")], unavailable: [], podsByPolicy: {} };
+  return { node: "n", instances, entries, neverDivert: [parseCidr("10.0.0.0/8")], unavailable: [], podsByPolicy: {}, tunnel: { address: "10.0.0.11", port: 20011 } };
 }
 
 async function foreignState(): Promise<string> {
@@ -70,10 +70,18 @@ describe("node dataplane", () => {
     const first = await dp.apply(plan("via"), { verify: true });
     expect(first.nftChanged).toBe(true);
     const rules = await readRules(run, 10000, 10099);
-    expect(rules).toHaveLength(3); // two instances + the catch-all blackhole
+    expect(rules).toHaveLength(5); // two instances, their tunnels' own packets + the catch-all blackhole
     expect(rules.find((r) => r.action === "blackhole")).toMatchObject({ priority: 10099 });
+    expect(rules.filter((r) => r.to).map((r) => r.to).sort()).toEqual(["10.0.0.101/32", "10.0.0.102/32"]);
     const routes = await readRoutes(run, { from: 7001, to: 11095 });
-    expect(routes.map((r) => `${r.table} ${r.kind} ${r.via ?? ""}`).sort()).toEqual([`7001 via 10.0.0.101`, `7002 via 10.0.0.102`]);
+    expect(routes.map((r) => `${r.table} ${r.kind} ${r.via ?? ""} ${r.onlinkDev ?? ""}`).sort()).toEqual([`7001 via 169.254.53.1 se-gw1`, `7002 via 169.254.53.1 se-gw2`]);
+    // One VXLAN device per instance: the node's address and port, the instance's id as VNI.
+    const links = JSON.parse(await execIn(nodeNs, "ip", ["-d", "-json", "link", "show", "type", "vxlan"])) as { ifname: string; mtu: number; linkinfo: { info_data: Record<string, unknown> } }[];
+    expect(links.map((l) => [l.ifname, l.mtu, l.linkinfo.info_data["id"], l.linkinfo.info_data["local"], l.linkinfo.info_data["remote"], l.linkinfo.info_data["port"]]).sort()).toEqual([
+      ["se-gw1", 1450, 1, "10.0.0.11", "10.0.0.101", 20011],
+      ["se-gw2", 1450, 2, "10.0.0.11", "10.0.0.102", 20011],
+    ]);
+    expect(await execIn(nodeNs, "ip", ["-4", "neigh", "show", "dev", "se-gw1"])).toContain("169.254.53.1 lladdr 02:5e:9a:00:00:01 PERMANENT");
     const map = await execIn(nodeNs, "nft", ["list", "map", "ip", "static_egress", "divert"]);
     for (const ip of ["10.244.1.10", "10.244.1.11", "10.244.1.12"]) expect(map).toContain(ip);
 
@@ -135,8 +143,20 @@ describe("node dataplane", () => {
     expect(r.nftChanged).toBe(true);
     expect(r.routingAdded).toBe(2);
     expect((await readRules(run, 10000, 10099)).some((x) => x.action === "blackhole")).toBe(true);
-    expect((await readRoutes(run, { from: 7001, to: 11095 })).find((x) => x.table === 7002)?.via).toBe("10.0.0.102");
+    expect((await readRoutes(run, { from: 7001, to: 11095 })).find((x) => x.table === 7002)?.onlinkDev).toBe("se-gw2");
     expect(await execIn(nodeNs, "nft", ["list", "map", "ip", "static_egress", "divert"])).toContain("10.244.1.10");
+  });
+
+  it("re-creates a deleted tunnel, its neighbour and its route", async () => {
+    const dp = new NodeDataplane(run);
+    await dp.apply(plan("via"), { verify: true });
+    await execIn(nodeNs, "ip", ["link", "del", "se-gw1"]);
+    // Without the device its route is gone: the table is empty and the catch-all blackhole drops (fail-closed).
+    expect((await readRoutes(run, { from: 7001, to: 11095 })).find((x) => x.table === 7001)).toBeUndefined();
+    const r = await dp.apply(plan("via"), { verify: true });
+    expect(r.routingAdded).toBe(2); // the device and its route
+    expect((await readRoutes(run, { from: 7001, to: 11095 })).find((x) => x.table === 7001)?.onlinkDev).toBe("se-gw1");
+    expect(await execIn(nodeNs, "ip", ["-4", "neigh", "show", "dev", "se-gw1"])).toContain("PERMANENT");
   });
 
   it("removes stale instances after the new ones are in place", async () => {
@@ -146,7 +166,7 @@ describe("node dataplane", () => {
     onlyB.instances = onlyB.instances.filter((i) => i.key === "gw/b");
     onlyB.entries = onlyB.entries.filter((e) => e.instance === "gw/b");
     const r = await dp.apply(onlyB);
-    expect(r.routingRemoved).toBe(2); // the rule and the route of gw/a
+    expect(r.routingRemoved).toBe(4); // the two rules, the route and the tunnel of gw/a
     expect((await readRoutes(run, { from: 7001, to: 11095 })).map((x) => x.table)).toEqual([7002]);
   });
 
@@ -165,6 +185,7 @@ describe("node dataplane", () => {
     expect(await readRules(run, 10000, 10099)).toEqual([]);
     expect(await readRoutes(run, { from: 7001, to: 11095 })).toEqual([]);
     await expect(execIn(nodeNs, "nft", ["list", "table", "ip", "static_egress"])).rejects.toThrow();
+    expect(await execIn(nodeNs, "ip", ["-json", "link", "show", "type", "vxlan"])).toMatch(/^\[\]\s*$/);
     expect(await foreignState()).toBe(before);
     await dp.cleanup(); // idempotent
   });
@@ -175,16 +196,20 @@ describe("gateway dataplane", () => {
     instance: "gw/a",
     address: "10.0.0.11",
     snat: [{ podIP: "10.244.1.10", dst: { from: parseIPv4("0.0.0.0"), to: parseIPv4("255.255.255.255") }, egressIP: "192.0.2.10", policy: "p" }],
-    returnRoutes: [{ cidr: "10.244.1.0/24", via: "10.0.0.12" }, { cidr: "10.244.2.0/24", via: "10.0.0.13" }],
+    returnRoutes: [{ cidr: "10.244.1.0/24", via: "10.0.0.12", port: 20012 }, { cidr: "10.244.2.0/24", via: "10.0.0.13", port: 20013 }],
     nodeAddresses: ["10.0.0.12", "10.0.0.13"],
     egressIPs: ["192.0.2.10"],
+    vni: 1,
+    tunnels: [{ node: "n2", address: "10.0.0.12", port: 20012 }, { node: "n3", address: "10.0.0.13", port: 20013 }],
+    podsByTunnel: [{ port: 20012, podIP: "10.244.1.10" }],
   };
 
   it("programs SNAT, relay filter and return routes idempotently; cleanup leaves other routes", async () => {
     await execIn(gwNs, "ip", ["route", "add", "10.50.0.0/16", "via", "10.0.0.1"]);
     const dp = new GatewayDataplane(gwRun);
     const first = await dp.apply(gwPlan, { verify: true });
-    expect(first.routingAdded).toBe(2);
+    expect(first.routingAdded).toBe(4); // two tunnels, two return routes through them
+    expect(await execIn(gwNs, "ip", ["-4", "route", "show", "10.244.2.0/24"])).toContain("via 169.254.53.2 dev se-nd20013 proto 94 onlink");
     expect(await execIn(gwNs, "sysctl", ["-n", "net.ipv4.ip_forward"])).toBe("1\n");
     const table = await execIn(gwNs, "nft", ["list", "table", "ip", "static_egress_gw"]);
     expect(table).toContain("10.244.1.10 . 0.0.0.0/0 : 192.0.2.10");
@@ -194,5 +219,6 @@ describe("gateway dataplane", () => {
     const routes = await execIn(gwNs, "ip", ["-4", "route"]);
     expect(routes).toContain("10.50.0.0/16");
     expect(routes).not.toContain("10.244.1.0/24");
+    expect(await execIn(gwNs, "ip", ["-json", "link", "show", "type", "vxlan"])).toMatch(/^\[\]\s*$/);
   });
 });

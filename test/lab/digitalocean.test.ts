@@ -70,8 +70,8 @@ describe("lab: a digitalocean gateway on droplets that are gateway namespaces", 
     const inbound = firewalls[0]!.inbound_rules ?? [];
     expect(inbound.length).toBeGreaterThan(0);
     for (const rule of inbound) expect(rule.sources.tags).toEqual([LAB_CLOUD.nodeTag]);
-    // Forwarded packets keep the pods' addresses: the pod CIDR is admitted on the forwarding ports, never on BFD.
-    for (const rule of inbound) expect(rule.sources.addresses ?? []).toEqual(rule.ports === "3784" ? [] : [LAB_NETWORK.podCidr]);
+    // Forwarded packets keep the pods' addresses: the pod CIDR is admitted on the forwarding ports, never on BFD or the tunnels.
+    for (const rule of inbound) expect(rule.sources.addresses ?? []).toEqual(rule.ports === "3784" || rule.ports === "20001-24095" ? [] : [LAB_NETWORK.podCidr]);
 
     // As on DigitalOcean: each gateway SNATs to its own anchor IP (learned from the metadata
     // service), and the edge turns the anchor of the reserved IP's holder into the reserved IP.

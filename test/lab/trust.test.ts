@@ -16,6 +16,8 @@ const cfg: LabConfig = {
   gateways: [
     {
       name: "shared",
+      // Tenancy: the payments namespace may claim the checkout IPs (docs/security-tenancy.md).
+      grants: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "payments" } }, egressIPs: CHECKOUT_IPS }],
       instances: [
         { name: "gw-a", egressIPs: ["192.0.2.10"] },
         { name: "gw-b", egressIPs: ["192.0.2.20"] },
@@ -185,6 +187,8 @@ describe("a gateway host with no agent yet", () => {
     await relay(rebooted);
     expect(await sinkSources(rebooted)).toEqual([]);
     expect((await execIn(gwA.netns, "sysctl", ["-n", "net.ipv4.ip_forward"])).trim()).toBe("0");
+    // Nothing of the agent survives, its tunnel devices neither (they come back with the agent).
+    expect(JSON.parse((await execIn(gwA.netns, "ip", ["-json", "link", "show", "type", "vxlan"])) || "[]")).toEqual([]);
 
     // Agents start (as at the end of boot): the filter first, then forwarding. The rogue keeps
     // sending meanwhile; it never gets out.

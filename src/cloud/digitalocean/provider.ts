@@ -1,4 +1,5 @@
 import { isIPv4 } from "node:net";
+import { TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../../planner/ids.js";
 import { pino, type Logger } from "pino";
 import {
   BFD_CONTROL_PORT,
@@ -56,7 +57,8 @@ import type { Droplet, Firewall, FirewallWrite, InboundRule, OutboundRule, Reser
  * for the fleet's.
  *
  * Firewall of a fleet (applied by the fleet tag):
- *   inbound  UDP 3784 (BFD control) from the node tag, plus `spec.ports` from the node tag;
+ *   inbound  UDP 3784 (BFD control) and the nodes' tunnel ports (VXLAN, docs/security-gateway-binding.md)
+ *            from the node tag, plus `spec.ports` from the node tag;
  *   outbound all TCP, UDP and ICMP to anywhere (the gateways send the egress traffic, and a DO
  *            firewall without outbound rules blocks all outbound traffic).
  * DO matches tag sources against the droplets' own addresses: pod source addresses would not
@@ -625,6 +627,7 @@ function gatewayFirewall(spec: GatewayFleetSpec, names: FleetNames): FirewallWri
   const forwarded = spec.sourceCIDRs?.length ? { tags: [spec.nodeTag], addresses: [...spec.sourceCIDRs] } : fromNodes;
   const inbound: InboundRule[] = [
     { protocol: "udp", ports: String(BFD_CONTROL_PORT), sources: fromNodes },
+    { protocol: "udp", ports: `${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX}`, sources: fromNodes },
     ...spec.ports.map((p) => ({ protocol: p.protocol, ports: portsOf(p), sources: forwarded })),
   ];
   const outbound: OutboundRule[] = (["tcp", "udp", "icmp"] as const).map((protocol) => ({
