@@ -295,7 +295,8 @@ export function gatewayObject(s: ScaleShape, g: number): Json {
     address: instanceAddress(s, g, k),
     egressIPs: range(s.policies).filter((p) => gatewayOf(s, p) === g).map((p) => egressIP(s, p, k)),
   }));
-  return { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: gatewayName(g) }, spec: { static: { instances } } };
+  // Every namespace may use every gateway (a cluster admin's grant; without one, EgressPolicies are Invalid).
+  return { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: gatewayName(g) }, spec: { grants: [{ namespaceSelector: {} }], static: { instances } } };
 }
 
 export interface PolicyRef {
