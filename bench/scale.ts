@@ -1,15 +1,17 @@
 /**
- * Control-plane scale benchmark: the controller and one node agent against the Kubernetes API
- * stand-in serving a large cluster (default 100,000 pods, 5,000 nodes, 200 namespaces, 1,000
- * policies over 4 gateways). The controller and the agent run as child processes, so their
- * memory and CPU time are their own; the stand-in (and this orchestrator) is the parent.
+ * Control-plane scale benchmark: the controller and one node agent against a real kube-apiserver
+ * (etcd + kube-apiserver from src/lab/control-plane, TLS, RBAC, deploy/ installed) holding a
+ * large cluster (default 100,000 pods, 5,000 nodes, 200 namespaces, 1,000 policies over 4
+ * gateways), loaded through its HTTP API. The controller and the agent run as child processes
+ * with their own service-account tokens, so their memory and CPU time are their own.
  *
  *   sudo npx tsx bench/scale.ts [--nodes 5000] [--pods 100000] [--namespaces 200] [--policies 1000]
- *        [--cluster-policies 50] [--new-pods 20] [--churn-seconds 15] [--out file] [--max-seconds 900]
+ *        [--cluster-policies 50] [--new-pods 20] [--churn-seconds 15] [--concurrency 48] [--out file] [--max-seconds 2400]
  *
  * Measured:
- *   controller   process start -> informers synced -> every policy has a status (polled in the
- *                stand-in's store) and its finalizer; peak RSS (VmHWM), peak heap (sampled),
+ *   loading      how long the creates and status patches took (and a list confirming them)
+ *   controller   process start -> informers synced -> every policy has a status (polled by
+ *                listing the policies) and its finalizer; peak RSS (VmHWM), peak heap (sampled),
  *                CPU time; status latency after a spec change; CPU under node-report churn
  *   node agent   process start -> first programmed datapath (in a scratch network namespace);
  *                peak RSS; pod created + status patched -> its address programmed (median, p95);
@@ -17,11 +19,12 @@
  * Every result is checked: each policy's selectedPods must equal what the fixture selects, and
  * the kernel's divert map must hold exactly what the agent planned, new pods included.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { startKubeStandin, type KubeStandin } from "../src/lab/kube-standin/index.js";
+import { COMPONENT_ACCOUNTS, startControlPlane, type ControlPlane } from "../src/lab/control-plane/index.js";
+import { runCommand } from "../src/util/exec.js";
 import { deleteNamespacesWithPrefix, newRunPrefix } from "../src/lab/netns.js";
 import { packageRoot } from "../src/lab/paths.js";
 import { inNamespace } from "../src/util/exec.js";
@@ -30,7 +33,7 @@ import { guarded } from "./lib/guard.js";
 import { countElements, createNodeNamespace } from "./lib/netns.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { round, roundSummary, summarize } from "./lib/stats.js";
-import { fillCluster, gatewaysWithStatus, policyProgress, range, selectedPodMismatches, StandinHttp, storedPolicy } from "./scale/api.js";
+import { ApiHttp, countRunningPods, fillCluster, gatewaysWithStatus, listPolicies, policyProgress, range, selectedPodMismatches } from "./scale/api.js";
 import { BenchChild, procStats, type ProcStats } from "./scale/child.js";
 import { wallClockMs, type ChildEvent } from "./scale/child-io.js";
 import {
@@ -64,14 +67,13 @@ class ScaleCheckError extends Error {
   }
 }
 
-const log = (line: string) => console.error(`[scale ${new Date().toISOString().slice(11, 19)}] ${line}`);
+const log = (line: string): void => console.error(`[scale ${new Date().toISOString().slice(11, 19)}] ${line}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const mib = (bytes: number) => Math.round(bytes / 2 ** 20);
 
-async function pollUntil(check: () => boolean, timeoutMs: number, what: string, everyMs = 50): Promise<number> {
+async function pollUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string, everyMs = 50): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (check()) return wallClockMs();
+    if (await check()) return wallClockMs();
     if (Date.now() > deadline) throw new ScaleCheckError(`${what}: not reached within ${timeoutMs} ms`);
     await sleep(everyMs);
   }
@@ -96,7 +98,7 @@ class NodeReportChurn {
   stoppedAt = 0;
 
   constructor(
-    private readonly http: StandinHttp,
+    private readonly http: ApiHttp,
     private readonly s: ScaleShape,
     private readonly perSecond: number,
     private readonly skipNode: number,
@@ -134,29 +136,69 @@ class NodeReportChurn {
   }
 }
 
+/** Code commit (and whether the tree had changes), memory and kernel: what the JSON needs to be comparable. */
+async function machineExtras(root: string): Promise<{ commit: string; treeDirty: boolean; memoryGiB: number; kernelFull: string }> {
+  const git = async (args: string[]) => (await runCommand("git", ["-C", root, ...args]).catch(() => ({ stdout: "" }))).stdout.trim();
+  const memKb = Number(/^MemTotal:\s+(\d+) kB/m.exec(readFileSync("/proc/meminfo", "utf8"))?.[1] ?? 0);
+  return {
+    commit: (await git(["rev-parse", "HEAD"])) || "unknown",
+    treeDirty: (await git(["status", "--porcelain", "--untracked-files=no"])) !== "",
+    memoryGiB: Math.round((memKb / 2 ** 20) * 10) / 10,
+    kernelFull: (await runCommand("uname", ["-a"]).catch(() => ({ stdout: "" }))).stdout.trim(),
+  };
+}
+
+/** RSS now and peak (VmHWM) and CPU time of the control plane's etcd and kube-apiserver (its PIDs from owner.json, named by /proc/<pid>/comm). */
+function serverStats(cp: ControlPlane): Record<string, ProcStats | undefined> {
+  const out: Record<string, ProcStats | undefined> = {};
+  let pids: number[] = [];
+  try {
+    pids = (JSON.parse(readFileSync(join(cp.dir, "owner.json"), "utf8")) as { pids?: number[] }).pids ?? [];
+  } catch {
+    pids = [];
+  }
+  for (const pid of pids) {
+    let comm = "";
+    try {
+      comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+    } catch {
+      continue;
+    }
+    out[comm] = procStats(pid);
+  }
+  return out;
+}
+
 function cpuPercent(before: ProcStats | undefined, after: ProcStats | undefined, wallMs: number): number {
   if (!before || !after) return Number.NaN;
   return round(((after.cpuMs - before.cpuMs) / wallMs) * 100);
 }
 
-/** A spec change on a policy (its priority) and the time until the controller reports that generation. */
-async function specChangeToStatus(api: KubeStandin, http: StandinHttp, s: ScaleShape, p: number, priority: number, controller: BenchChild, timeoutMs = 60_000): Promise<number> {
+/**
+ * A spec change on a policy (its priority) and the time until the controller reports that
+ * generation, polled with a GET every 20 ms. The status must say the new generation and keep
+ * the policy's selected-pod count.
+ */
+async function specChangeToStatus(http: ApiHttp, s: ScaleShape, p: number, priority: number, controller: BenchChild, expected: Map<string, number>, timeoutMs = 60_000): Promise<number> {
   const ref = policyRef(s, p);
   const t0 = wallClockMs();
   const patched = await http.patchPolicySpec(ref, { priority });
   const generation = (patched.metadata as { generation: number }).generation;
   const cpuBefore = controller.readProc();
   try {
-    const at = await pollUntil(() => storedPolicy(api, ref)?.status?.observedGeneration === generation, timeoutMs, `status of ${ref.name} generation ${generation}`, 5);
+    let last: Awaited<ReturnType<ApiHttp["getPolicy"]>> | undefined;
+    const at = await pollUntil(async () => (last = await http.getPolicy(ref)).status?.observedGeneration === generation, timeoutMs, `status of ${ref.name} generation ${generation}`, 20);
+    const key = ref.kind === "EgressPolicy" ? `EgressPolicy/${ref.namespace}/${ref.name}` : `ClusterEgressPolicy/${ref.name}`;
+    if (last?.status?.selectedPods !== expected.get(key)) throw new ScaleCheckError(`${key} generation ${generation}: selectedPods ${last?.status?.selectedPods}, expected ${expected.get(key)}`);
+    if (!last?.status?.conditions?.every((c) => (c as { observedGeneration?: number }).observedGeneration === generation)) throw new ScaleCheckError(`${key}: conditions not all for generation ${generation}`);
     return at - t0;
   } catch (e) {
+    if (e instanceof ScaleCheckError && !(e.message.includes("not reached"))) throw e;
     // A stall is a result too: record what the controller was doing, go on.
     const now = controller.readProc();
-    const stats = await http.call("GET", "/_standin/stats").catch((err: Error) => ({ error: err.message }));
     log(
       `no status for ${ref.name} within ${timeoutMs} ms: controller ${controller.running ? "running" : "exited"}, ` +
-        `CPU ${cpuPercent(cpuBefore, now, timeoutMs)} % meanwhile, RSS ${now?.rssMiB} MiB, last memory samples ${JSON.stringify(controller.recentMemory.slice(-5))}, ` +
-        `stand-in ${JSON.stringify(stats).slice(0, 600)}: ${(e as Error).message}`,
+        `CPU ${cpuPercent(cpuBefore, now, timeoutMs)} % meanwhile, RSS ${now?.rssMiB} MiB, last memory samples ${JSON.stringify(controller.recentMemory.slice(-5))}: ${(e as Error).message}`,
     );
     return Number.NaN;
   }
@@ -172,7 +214,7 @@ interface PodSample {
   commandsMs: number;
 }
 
-async function createAndWait(http: StandinHttp, agent: BenchChild, node: number, k: number, namespace: string): Promise<PodSample> {
+async function createAndWait(http: ApiHttp, agent: BenchChild, node: number, k: number, namespace: string): Promise<PodSample> {
   const ip = podAddress(node, FIRST_EXTRA_POD_HOST + k);
   const params = { namespace, name: `new-${k}`, app: `app-${k % 2}`, node: nodeName(node), hostIP: nodeAddress(node), podIP: ip };
   const from = agent.events.length;
@@ -191,8 +233,9 @@ async function main(): Promise<void> {
       "new-pods": { type: "string", default: "20" },
       "churn-seconds": { type: "string", default: "15" },
       "agent-node": { type: "string", default: "42" },
+      concurrency: { type: "string", default: "48" },
       out: { type: "string" },
-      "max-seconds": { type: "string", default: "900" },
+      "max-seconds": { type: "string", default: "2400" },
     },
   });
   requireRoot();
@@ -203,20 +246,23 @@ async function main(): Promise<void> {
   const agentNode = Number(values["agent-node"]) % shape.nodes;
   const out = values.out ?? defaultResultPath("scale");
   const root = packageRoot();
-  const machine = await machineInfo();
-  log(`load average at start ${machine.loadAtStart.join(" ")} on ${machine.cpus} cores`);
+  const machine = { ...(await machineInfo()), ...(await machineExtras(root)) };
+  log(`load average at start ${machine.loadAtStart.join(" ")} on ${machine.cpus} cores; commit ${machine.commit}`);
 
   const prefix = newRunPrefix();
   const netns = `${prefix}-scale-node`;
   const work = mkdtempSync(join(tmpdir(), "se-scale-"));
   const children: BenchChild[] = [];
-  let api: KubeStandin | undefined;
+  let cp: ControlPlane | undefined;
+  let http: ApiHttp | undefined;
   let failed = true;
   const cleanup = async () => {
     for (const c of children) c.kill();
     await deleteNamespacesWithPrefix(prefix);
-    await api?.close();
-    rmSync(join(work, "kubeconfig"), { force: true });
+    http?.close();
+    if (failed && cp) writeFileSync(join(work, "kube-apiserver.log"), cp.logTail("kube-apiserver", 200));
+    await cp?.stop();
+    for (const f of ["controller.kubeconfig", "node-agent.kubeconfig"]) rmSync(join(work, f), { force: true });
     if (failed) log(`child logs kept in ${work}`);
     else rmSync(work, { recursive: true, force: true });
   };
@@ -226,40 +272,50 @@ async function main(): Promise<void> {
     async () => {
       const started = wallClockMs();
       // --- the cluster -------------------------------------------------------------------
-      api = await startKubeStandin();
-      const a = api;
-      const seed = await fillCluster(a, shape, { concurrency: 32, log });
+      // No controller manager: nothing here needs it (our nodes have no kubelet), and its
+      // garbage collector and ServiceAccount controllers would spend the same two cores.
+      cp = await startControlPlane({ controllerManager: false, log });
+      const c = cp;
+      const cpStarted = wallClockMs();
+      http = new ApiHttp(c, Number(values.concurrency) + 16);
+      const h = http;
+      const load = await fillCluster(h, shape, { concurrency: Number(values.concurrency), log });
+      const loaded = await countRunningPods(h, shape);
+      if (loaded.runningWithAddress !== shape.pods) throw new ScaleCheckError(`after loading: ${loaded.runningWithAddress} of ${shape.pods} pods Running with their address (${JSON.stringify(loaded)})`);
       const samplePod = podParams(shape, 0);
-      const podJsonBytes = JSON.stringify(a.store.get("pods", samplePod.namespace, samplePod.name)).length;
-      const kubeconfig = join(work, "kubeconfig");
-      writeFileSync(kubeconfig, a.kubeconfig(), { mode: 0o600 });
-      const http = new StandinHttp(a);
-      const standinAfterSeed = procStats(process.pid);
-      log(`cluster ready: ${JSON.stringify(seed)}; pod JSON ${podJsonBytes} B; stand-in RSS ${standinAfterSeed?.rssMiB} MiB`);
+      const podJsonBytes = JSON.stringify(await h.call("GET", `/api/v1/namespaces/${samplePod.namespace}/pods/${samplePod.name}`)).length;
+      const serverProcs = serverStats(c);
+      const controllerKubeconfig = join(work, "controller.kubeconfig");
+      writeFileSync(controllerKubeconfig, await c.serviceAccountKubeconfig(COMPONENT_ACCOUNTS.controller), { mode: 0o600 });
+      log(`cluster loaded in ${round((wallClockMs() - cpStarted) / 1000)} s: ${JSON.stringify(load)}; pod JSON ${podJsonBytes} B (managedFields included); API server / etcd RSS ${JSON.stringify(serverProcs)}`);
 
       // --- controller ----------------------------------------------------------------------
       const ctlSpawn = wallClockMs();
-      const ctl = new BenchChild("controller", join(root, "bench", "scale", "controller-main.ts"), ["--kubeconfig", kubeconfig], { cwd: root, logPath: join(work, "controller.log") });
+      const ctl = new BenchChild("controller", join(root, "bench", "scale", "controller-main.ts"), ["--kubeconfig", controllerKubeconfig], { cwd: root, logPath: join(work, "controller.log") });
       children.push(ctl);
-      const loaded = await ctl.waitForEvent((e) => e.ev === "loaded", 120_000, "loaded");
+      const ctlLoaded = await ctl.waitForEvent((e) => e.ev === "loaded", 120_000, "loaded");
       const synced = await ctl.waitForEvent((e) => e.ev === "synced", 300_000, "informers synced");
       log(`controller synced ${round((synced.t - ctlSpawn) / 1000)} s after start; RSS ${String(synced.rssMiB)} MiB`);
+      // Polled by listing all policies (2 lists of 500-item pages) every 250 ms.
       let allStatusAt = 0;
-      let progress = policyProgress(a, shape);
+      let policies = await listPolicies(h);
+      let progress = policyProgress(policies, shape);
       const allConvergedAt = await pollUntil(
-        () => {
-          progress = policyProgress(a, shape);
+        async () => {
+          policies = await listPolicies(h);
+          progress = policyProgress(policies, shape);
           if (!allStatusAt && progress.withStatus === shape.policies) allStatusAt = wallClockMs();
-          return progress.withStatus === shape.policies && progress.withFinalizer === shape.policies && gatewaysWithStatus(a, shape) === shape.gateways;
+          return progress.withStatus === shape.policies && progress.withFinalizer === shape.policies && (await gatewaysWithStatus(h)) === shape.gateways;
         },
-        300_000,
+        600_000,
         "every policy with a status and a finalizer",
+        250,
       );
       const firstIdle = await ctl.waitForEvent((e) => e.ev === "first-idle", 300_000, "first idle");
       const converged = await ctl.stats("converged");
       const convergedProc = ctl.readProc();
       log(`controller: every status written ${round((allStatusAt - synced.t) / 1000)} s after sync; peak RSS ${convergedProc?.peakRssMiB} MiB`);
-      const mismatches = selectedPodMismatches(a, shape);
+      const mismatches = selectedPodMismatches(policies, shape);
       if (mismatches.length > 0) throw new ScaleCheckError(`${mismatches.length} policies report a wrong selectedPods, e.g. ${JSON.stringify(mismatches.slice(0, 3))}`);
       const notReady = shape.policies - progress.ready;
       if (notReady > 0) throw new ScaleCheckError(`${notReady} policies are not Ready`);
@@ -267,9 +323,10 @@ async function main(): Promise<void> {
       // One reconcile at scale: a spec change until its status (observedGeneration) is written.
       await sleep(1_000);
       const beforeSpec = ctl.readProc();
+      const expected = expectedSelectedPods(shape);
       const specSamples: number[] = [];
       for (const k of range(5)) {
-        specSamples.push(await specChangeToStatus(a, http, shape, (k * 97) % shape.policies, 101 + k, ctl));
+        specSamples.push(await specChangeToStatus(h, shape, (k * 97) % shape.policies, 101 + k, ctl, expected));
         await sleep(300);
       }
       const afterSpec = ctl.readProc();
@@ -278,14 +335,14 @@ async function main(): Promise<void> {
       // Node-report churn at the rate of the whole cluster; status latency measured meanwhile.
       const churnRate = shape.nodes / REPORT_REFRESH_SECONDS;
       const ctlBeforeChurn = ctl.readProc();
-      const ctlChurn = new NodeReportChurn(http, shape, churnRate, agentNode);
+      const ctlChurn = new NodeReportChurn(h, shape, churnRate, agentNode);
       const churnBefore = ctl.readProc();
       const churnT0 = wallClockMs();
       ctlChurn.start();
       const churnSpecSamples: number[] = [];
       await sleep(2_000);
       for (const k of range(3)) {
-        churnSpecSamples.push(await specChangeToStatus(a, http, shape, (shape.policies / 2 + k * 13) % shape.policies, 110 + k, ctl));
+        churnSpecSamples.push(await specChangeToStatus(h, shape, (shape.policies / 2 + k * 13) % shape.policies, 110 + k, ctl, expected));
         await sleep(1_000);
       }
       while (wallClockMs() - churnT0 < churnSeconds * 1000) await sleep(100);
@@ -298,7 +355,7 @@ async function main(): Promise<void> {
       await ctl.stop();
 
       const controller = {
-        processStartToLoadedMs: round(loaded.t - ctlSpawn),
+        processStartToLoadedMs: round(ctlLoaded.t - ctlSpawn),
         processStartToSyncedMs: round(synced.t - ctlSpawn),
         informersSyncMs: round(synced.t - event(ctl, "informers-starting").t),
         cachedAtSync: synced.cached,
@@ -306,9 +363,9 @@ async function main(): Promise<void> {
         syncedToAllStatusesAndFinalizersMs: round(allConvergedAt - synced.t),
         processStartToAllStatusesMs: round(allStatusAt - ctlSpawn),
         syncedToFirstIdleMs: round(firstIdle.t - synced.t),
-        rssMiB: { afterLoad: loaded.rssMiB, afterSync: synced.rssMiB, converged: converged.rssMiB, peakBeforeChurn: ctlBeforeChurn?.peakRssMiB, peak: ctlFinalProc?.peakRssMiB ?? ctlFinal.peakRssMiB },
-        heapUsedMiB: { afterLoad: loaded.heapUsedMiB, afterSync: synced.heapUsedMiB, converged: converged.heapUsedMiB, peakSampled: ctl.peakHeapUsedMiB, limit: loaded.heapLimitMiB },
-        cpuMs: { toLoaded: loaded.cpuMs, toSynced: synced.cpuMs, toConverged: converged.cpuMs, total: ctlFinalProc?.cpuMs ?? ctlFinal.cpuMs },
+        rssMiB: { afterLoad: ctlLoaded.rssMiB, afterSync: synced.rssMiB, converged: converged.rssMiB, peakBeforeChurn: ctlBeforeChurn?.peakRssMiB, peak: ctlFinalProc?.peakRssMiB ?? ctlFinal.peakRssMiB },
+        heapUsedMiB: { afterLoad: ctlLoaded.heapUsedMiB, afterSync: synced.heapUsedMiB, converged: converged.heapUsedMiB, peakSampled: ctl.peakHeapUsedMiB, limit: ctlLoaded.heapLimitMiB },
+        cpuMs: { toLoaded: ctlLoaded.cpuMs, toSynced: synced.cpuMs, toConverged: converged.cpuMs, total: ctlFinalProc?.cpuMs ?? ctlFinal.cpuMs },
         selectedPodsChecked: shape.policies,
         specChangeToStatusMs: roundSummary(summarize(specSamples.filter(Number.isFinite))),
         specChangeTimeouts: specSamples.filter((x) => !Number.isFinite(x)).length,
@@ -325,11 +382,13 @@ async function main(): Promise<void> {
       const expectedIPs = selectedPodIPsOnNode(shape, agentNode);
       await createNodeNamespace(netns, nodeAddress(agentNode), VPC_PREFIX_LENGTH);
       const runner = inNamespace(netns);
+      const agentKubeconfig = join(work, "node-agent.kubeconfig");
+      writeFileSync(agentKubeconfig, await c.serviceAccountKubeconfig(COMPONENT_ACCOUNTS.nodeAgent, { node: nodeName(agentNode) }), { mode: 0o600 });
       const agentSpawn = wallClockMs();
       const agent = new BenchChild(
         "node-agent",
         join(root, "bench", "scale", "node-agent-main.ts"),
-        ["--kubeconfig", kubeconfig, "--node", nodeName(agentNode), "--netns", netns],
+        ["--kubeconfig", agentKubeconfig, "--node", nodeName(agentNode), "--netns", netns],
         { cwd: root, logPath: join(work, "node-agent.log") },
       );
       children.push(agent);
@@ -356,14 +415,14 @@ async function main(): Promise<void> {
       await sleep(1_000);
       const quiet: PodSample[] = [];
       for (const k of range(newPods)) {
-        quiet.push(await createAndWait(http, agent, agentNode, k, "ns-000"));
+        quiet.push(await createAndWait(h, agent, agentNode, k, "ns-000"));
         await sleep(250);
       }
       log(`pod -> programmed (quiet): ${JSON.stringify(roundSummary(summarize(quiet.map((q) => q.fromStatusPatchMs))))} ms`);
 
       // The same under node-report churn; the agent reconciles on every Node change it sees.
       const agentBeforeChurn = agent.readProc();
-      const agentChurn = new NodeReportChurn(http, shape, churnRate, agentNode);
+      const agentChurn = new NodeReportChurn(h, shape, churnRate, agentNode);
       const appliesBefore = agent.events.filter((e) => e.ev === "applied").length;
       const aChurnBefore = agent.readProc();
       const aChurnT0 = wallClockMs();
@@ -371,7 +430,7 @@ async function main(): Promise<void> {
       const churned: PodSample[] = [];
       await sleep(1_000);
       for (const k of range(5)) {
-        churned.push(await createAndWait(http, agent, agentNode, newPods + k, "ns-001"));
+        churned.push(await createAndWait(h, agent, agentNode, newPods + k, "ns-001"));
         await sleep(1_500);
       }
       while (wallClockMs() - aChurnT0 < churnSeconds * 1000) await sleep(100);
@@ -448,17 +507,18 @@ async function main(): Promise<void> {
       const reconcileProfile = { reps: profile.reps, controllerMs: profile.controllerMs, nodeAgentMs: profile.nodeAgentMs };
       log(`reconcile profile: ${JSON.stringify(reconcileProfile)}`);
 
-      const standinEnd = procStats(process.pid);
+      const serverEnd = serverStats(c);
       const results = {
         benchmark: "scale",
-        command: "sudo npx tsx bench/scale.ts",
+        command: `sudo npx tsx bench/scale.ts ${process.argv.slice(2).join(" ")}`.trim(),
         machine,
         loadAtEnd: currentLoad(),
         totalSeconds: round((wallClockMs() - started) / 1000),
         shape,
         network: { nodes: "10.0.0.0/16", gatewayInstances: `${instanceAddress(shape, 0, 0)}-${instanceAddress(shape, shape.gateways - 1, shape.instancesPerGateway - 1)}`, podCIDRs: "10.64.0.0/11 (one /24 per node)", services: "10.96.0.0/12", egressIPs: "10.200.0.0/16" },
         fixture: { podJsonBytes, selectedPodsTotal: [...expectedSelectedPods(shape).values()].reduce((x, y) => x + y, 0) },
-        setup: { ...seed, standinRssMiB: standinAfterSeed?.rssMiB, standinPeakRssMiB: standinEnd?.peakRssMiB, parentHeapUsedMiBAtEnd: mib(process.memoryUsage().heapUsed) },
+        apiServer: { kubernetes: c.version, controllerManager: false, watchCache: true, afterLoad: serverProcs, atEnd: serverEnd },
+        load: { ...load, podsListedRunningWithAddress: loaded.runningWithAddress },
         controller,
         nodeAgent,
         podToProgrammed,

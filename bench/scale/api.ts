@@ -1,15 +1,12 @@
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
-import { parse } from "yaml";
-import { ALL_KINDS } from "../../src/api/v1alpha1/crd.js";
+import { Agent, request } from "node:https";
 import { FINALIZER } from "../../src/controller/status.js";
-import type { KubeStandin } from "../../src/lab/kube-standin/index.js";
-import { packageRoot } from "../../src/lab/paths.js";
+import type { ControlPlane } from "../../src/lab/control-plane/index.js";
 import {
   expectedSelectedPods,
-  gatewayName,
   gatewayObject,
+  namespaceName,
   namespaceObject,
+  nodeName,
   nodeObject,
   podObject,
   podParams,
@@ -21,29 +18,68 @@ import {
   type ScaleShape,
 } from "./fixture.js";
 
-type Seedable = Parameters<KubeStandin["seed"]>[0];
 const GROUP_VERSION = "staticegress.io/v1alpha1";
 
 export class ApiCallError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
     super(message);
     this.name = "ApiCallError";
   }
 }
 
-/** Plain HTTP calls to the stand-in, as a kubelet or a user would make them. */
-export class StandinHttp {
-  constructor(private readonly api: KubeStandin) {}
+/**
+ * Plain HTTPS calls to the real kube-apiserver as cluster-admin (group system:masters, which API
+ * Priority and Fairness exempts by default), over a keep-alive agent: what a kubelet or a user
+ * would send. Every call has a timeout.
+ */
+export class ApiHttp {
+  private readonly agent: Agent;
+  requests = 0;
 
-  async call(method: string, path: string, body?: unknown, contentType = "application/json"): Promise<Json> {
-    const res = await fetch(`${this.api.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${this.api.token}`, ...(body !== undefined ? { "content-type": contentType } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  constructor(
+    private readonly cp: ControlPlane,
+    maxSockets = 64,
+    private readonly timeoutMs = 60_000,
+  ) {
+    this.agent = new Agent({ ca: cp.caPem, keepAlive: true, maxSockets });
+  }
+
+  call(method: string, path: string, body?: unknown, contentType = "application/json"): Promise<Json> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    this.requests++;
+    return new Promise((resolve, reject) => {
+      const req = request(
+        `${this.cp.url}${path}`,
+        {
+          method,
+          agent: this.agent,
+          timeout: this.timeoutMs,
+          headers: { authorization: `Bearer ${this.cp.adminToken}`, accept: "application/json", ...(payload !== undefined ? { "content-type": contentType, "content-length": Buffer.byteLength(payload) } : {}) },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("error", reject);
+          res.on("end", () => {
+            const text = Buffer.concat(chunks).toString("utf8");
+            const status = res.statusCode ?? 0;
+            if (status >= 300) reject(new ApiCallError(`${method} ${path}: HTTP ${status}: ${text.slice(0, 500)}`, status));
+            else resolve(text ? (JSON.parse(text) as Json) : {});
+          });
+        },
+      );
+      req.on("timeout", () => req.destroy(new Error(`${method} ${path}: no answer within ${this.timeoutMs} ms`)));
+      req.on("error", reject);
+      if (payload !== undefined) req.write(payload);
+      req.end();
     });
-    const text = await res.text();
-    if (res.status >= 300) throw new ApiCallError(`${method} ${path}: HTTP ${res.status}: ${text.slice(0, 500)}`);
-    return JSON.parse(text) as Json;
+  }
+
+  create(path: string, body: Json): Promise<Json> {
+    return this.call("POST", path, body);
   }
 
   createPod(pod: Json): Promise<Json> {
@@ -55,6 +91,10 @@ export class StandinHttp {
     return this.call("PATCH", `/api/v1/namespaces/${namespace}/pods/${name}/status`, { status }, "application/merge-patch+json");
   }
 
+  patchNodeStatus(name: string, status: Json): Promise<Json> {
+    return this.call("PATCH", `/api/v1/nodes/${name}/status`, { status }, "application/merge-patch+json");
+  }
+
   patchPolicySpec(ref: PolicyRef, spec: Json): Promise<Json> {
     return this.call("PATCH", policyPath(ref), { spec }, "application/merge-patch+json");
   }
@@ -62,64 +102,122 @@ export class StandinHttp {
   patchNodeAnnotations(name: string, annotations: Record<string, string>): Promise<Json> {
     return this.call("PATCH", `/api/v1/nodes/${name}`, { metadata: { annotations } }, "application/merge-patch+json");
   }
+
+  getPolicy(ref: PolicyRef): Promise<StoredPolicy> {
+    return this.call("GET", policyPath(ref)) as unknown as Promise<StoredPolicy>;
+  }
+
+  /** Every object of a list path, in pages of 500. */
+  async listAll(path: string): Promise<Json[]> {
+    const out: Json[] = [];
+    let cont: string | undefined;
+    do {
+      const page = (await this.call("GET", `${path}?limit=500${cont ? `&continue=${encodeURIComponent(cont)}` : ""}`)) as { items?: Json[]; metadata?: { continue?: string } };
+      out.push(...(page.items ?? []));
+      cont = page.metadata?.continue || undefined;
+    } while (cont);
+    return out;
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
 }
 
 export function policyPath(ref: PolicyRef): string {
   return ref.kind === "EgressPolicy" ? `/apis/${GROUP_VERSION}/namespaces/${ref.namespace}/egresspolicies/${ref.name}` : `/apis/${GROUP_VERSION}/clusteregresspolicies/${ref.name}`;
 }
 
-export interface SeedTimings {
-  /** CRDs, namespaces, nodes, gateways and policies through seed(). */
+export interface LoadTimings {
+  /** Namespaces (+ their `default` ServiceAccount), nodes (+ status), gateways, policies. */
   clusterObjectsMs: number;
-  /** Pods through seed() (created Pending, as a create is). */
-  podsMs: number;
-  /** The kubelet's status patches (Running + addresses) over HTTP. */
+  /** Pod creates (the API server makes them Pending, without addresses). */
+  podCreatesMs: number;
+  podCreatesPerSecond: number;
+  /** The kubelet's status patches (Running + addresses). */
   podStatusMs: number;
   podStatusPatchesPerSecond: number;
+  concurrency: number;
+  requests: number;
+}
+
+/** Runs `work(i)` for i in 0..n-1 with `concurrency` workers; the first error stops it. */
+async function pool(n: number, concurrency: number, work: (i: number) => Promise<unknown>, progress?: (done: number) => void): Promise<void> {
+  let next = 0;
+  let done = 0;
+  let failed: unknown;
+  const worker = async () => {
+    while (next < n && failed === undefined) {
+      const i = next++;
+      try {
+        await work(i);
+      } catch (e) {
+        failed ??= e;
+        return;
+      }
+      done++;
+      if (progress && done % 10_000 === 0) progress(done);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
+  if (failed !== undefined) throw failed;
 }
 
 /**
- * Fills the stand-in. Pods are seeded (fast, no HTTP), but a create always resets a pod's
- * status to Pending, so each pod then gets its Running status with a real HTTP status patch.
+ * Fills the real API server through its HTTP API, as users, the scheduler and kubelets would:
+ * creates, then status patches (a create always makes a pod Pending without addresses, and a
+ * node without status). `concurrency` requests in flight.
  */
-export async function fillCluster(api: KubeStandin, s: ScaleShape, opts: { concurrency: number; log: (line: string) => void }): Promise<SeedTimings> {
+export async function fillCluster(http: ApiHttp, s: ScaleShape, opts: { concurrency: number; log: (line: string) => void }): Promise<LoadTimings> {
+  const before = http.requests;
   const t0 = performance.now();
-  const crds = ALL_KINDS.map((k) => parse(readFileSync(join(packageRoot(), "deploy", "crds", `${k.plural}.yaml`), "utf8")) as Json);
-  const seed = (objects: Json[]) => api.seed(objects as unknown as Seedable);
-  seed(crds);
-  seed([{ apiVersion: "v1", kind: "Namespace", metadata: { name: "static-egress" } }, ...range(s.namespaces).map((i) => namespaceObject(s, i))]);
-  seed(range(s.nodes).map(nodeObject));
-  seed(range(s.gateways).map((g) => gatewayObject(s, g)));
-  seed(range(s.policies).map((p) => policyObject(s, p)));
+  const c = opts.concurrency;
+  await pool(s.namespaces, c, async (i) => {
+    await http.create("/api/v1/namespaces", namespaceObject(s, i));
+    // No controller manager runs: pods need their namespace's default ServiceAccount.
+    await http.create(`/api/v1/namespaces/${namespaceName(i)}/serviceaccounts`, { metadata: { name: "default" } });
+  });
+  await pool(s.nodes, c, async (i) => {
+    const node = nodeObject(i);
+    const { status, ...rest } = node;
+    await http.create("/api/v1/nodes", rest);
+    await http.patchNodeStatus(nodeName(i), status as Json);
+  });
+  await pool(s.gateways, c, (g) => http.create(`/apis/${GROUP_VERSION}/egressgateways`, gatewayObject(s, g)));
+  await pool(s.policies, c, (p) => {
+    const o = policyObject(s, p);
+    const ref = policyRef(s, p);
+    return http.create(ref.kind === "EgressPolicy" ? `/apis/${GROUP_VERSION}/namespaces/${ref.namespace}/egresspolicies` : `/apis/${GROUP_VERSION}/clusteregresspolicies`, o);
+  });
   const t1 = performance.now();
-  const chunk = 5_000;
-  for (let i = 0; i < s.pods; i += chunk) {
-    seed(range(Math.min(chunk, s.pods - i)).map((j) => podObject(s, i + j)));
-    // Let the event loop breathe (signals, the watchdog) between chunks.
-    await new Promise((r) => setImmediate(r));
-  }
+  opts.log(`namespaces, nodes, gateways, policies in ${Math.round(t1 - t0)} ms; creating ${s.pods} pods`);
+  await pool(s.pods, c, (i) => http.createPod(podObject(s, i)), (n) => opts.log(`  ${n} pods created`));
   const t2 = performance.now();
-  opts.log(`seeded ${s.pods} pods in ${Math.round(t2 - t1)} ms; patching their status over HTTP`);
-  const http = new StandinHttp(api);
-  let next = 0;
-  const worker = async () => {
-    while (next < s.pods) {
-      const p = podParams(s, next++);
-      await http.patchPodStatus(p.namespace, p.name, podStatus(p));
-    }
-  };
-  await Promise.all(range(opts.concurrency).map(worker));
+  opts.log(`created ${s.pods} pods in ${Math.round(t2 - t1)} ms; patching their status (Running, addresses)`);
+  await pool(
+    s.pods,
+    c,
+    (i) => {
+      const p = podParams(s, i);
+      return http.patchPodStatus(p.namespace, p.name, podStatus(p));
+    },
+    (n) => opts.log(`  ${n} pod statuses patched`),
+  );
   const t3 = performance.now();
   return {
     clusterObjectsMs: Math.round(t1 - t0),
-    podsMs: Math.round(t2 - t1),
+    podCreatesMs: Math.round(t2 - t1),
+    podCreatesPerSecond: Math.round(s.pods / ((t2 - t1) / 1000)),
     podStatusMs: Math.round(t3 - t2),
     podStatusPatchesPerSecond: Math.round(s.pods / ((t3 - t2) / 1000)),
+    concurrency: c,
+    requests: http.requests - before,
   };
 }
 
-interface StoredPolicy {
-  metadata: { generation?: number; finalizers?: string[] };
+export interface StoredPolicy {
+  kind?: string;
+  metadata: { name: string; namespace?: string; generation?: number; finalizers?: string[] };
   status?: { observedGeneration?: number; selectedPods?: number; conditions?: { type: string; status: string; reason: string }[] };
 }
 
@@ -131,13 +229,25 @@ export interface StatusProgress {
   ready: number;
 }
 
-/** How far the controller got, read from the stand-in's store (no HTTP). */
-export function policyProgress(api: KubeStandin, s: ScaleShape): StatusProgress {
+/** Every policy as the API server has it now (listed, in pages). */
+export async function listPolicies(http: ApiHttp): Promise<Map<string, StoredPolicy>> {
+  const out = new Map<string, StoredPolicy>();
+  for (const p of (await http.listAll(`/apis/${GROUP_VERSION}/egresspolicies`)) as unknown as StoredPolicy[]) out.set(`EgressPolicy/${p.metadata.namespace}/${p.metadata.name}`, p);
+  for (const p of (await http.listAll(`/apis/${GROUP_VERSION}/clusteregresspolicies`)) as unknown as StoredPolicy[]) out.set(`ClusterEgressPolicy/${p.metadata.name}`, p);
+  return out;
+}
+
+export function refKey(ref: PolicyRef): string {
+  return ref.kind === "EgressPolicy" ? `EgressPolicy/${ref.namespace}/${ref.name}` : `ClusterEgressPolicy/${ref.name}`;
+}
+
+/** How far the controller got, from a fresh list of the policies. */
+export function policyProgress(policies: Map<string, StoredPolicy>, s: ScaleShape): StatusProgress {
   let withStatus = 0;
   let withFinalizer = 0;
   let ready = 0;
   for (const ref of policyRefs(s)) {
-    const o = storedPolicy(api, ref);
+    const o = policies.get(refKey(ref));
     if (!o) continue;
     if (o.status?.conditions?.length && o.status.observedGeneration === o.metadata.generation) withStatus++;
     if (o.metadata.finalizers?.includes(FINALIZER)) withFinalizer++;
@@ -146,29 +256,44 @@ export function policyProgress(api: KubeStandin, s: ScaleShape): StatusProgress 
   return { total: s.policies, withStatus, withFinalizer, ready };
 }
 
-export function storedPolicy(api: KubeStandin, ref: PolicyRef): StoredPolicy | undefined {
-  const resource = ref.kind === "EgressPolicy" ? "egresspolicies.staticegress.io" : "clusteregresspolicies.staticegress.io";
-  return api.store.get(resource, ref.namespace, ref.name) as unknown as StoredPolicy | undefined;
-}
-
 export function policyRefs(s: ScaleShape): PolicyRef[] {
   return range(s.policies).map((p) => policyRef(s, p));
 }
 
 /** Policies whose `status.selectedPods` differs from what the fixture says they select. */
-export function selectedPodMismatches(api: KubeStandin, s: ScaleShape): { policy: string; expected: number; actual: number | undefined }[] {
+export function selectedPodMismatches(policies: Map<string, StoredPolicy>, s: ScaleShape): { policy: string; expected: number; actual: number | undefined }[] {
   const expected = expectedSelectedPods(s);
   const out: { policy: string; expected: number; actual: number | undefined }[] = [];
   for (const ref of policyRefs(s)) {
-    const key = ref.kind === "EgressPolicy" ? `EgressPolicy/${ref.namespace}/${ref.name}` : `ClusterEgressPolicy/${ref.name}`;
-    const actual = storedPolicy(api, ref)?.status?.selectedPods;
+    const key = refKey(ref);
+    const actual = policies.get(key)?.status?.selectedPods;
     if (actual !== expected.get(key)) out.push({ policy: key, expected: expected.get(key) ?? -1, actual });
   }
   return out;
 }
 
-export function gatewaysWithStatus(api: KubeStandin, s: ScaleShape): number {
-  return range(s.gateways).filter((g) => (api.store.get("egressgateways.staticegress.io", undefined, gatewayName(g)) as { status?: { conditions?: unknown[] } } | undefined)?.status?.conditions?.length).length;
+export async function gatewaysWithStatus(http: ApiHttp): Promise<number> {
+  const gws = (await http.listAll(`/apis/${GROUP_VERSION}/egressgateways`)) as { status?: { conditions?: unknown[] } }[];
+  return gws.filter((g) => g.status?.conditions?.length).length;
+}
+
+/** The pods the API server holds, counted with their addresses (a check that loading did what it says). */
+export async function countRunningPods(http: ApiHttp, s: ScaleShape): Promise<{ pods: number; runningWithAddress: number; wrongAddress: number }> {
+  const pods = (await http.listAll("/api/v1/pods")) as { metadata: { name: string; namespace: string }; spec: { nodeName?: string }; status?: { phase?: string; podIP?: string } }[];
+  const expected = new Map<string, string>();
+  for (let i = 0; i < s.pods; i++) {
+    const p = podParams(s, i);
+    expected.set(`${p.namespace}/${p.name}`, p.podIP);
+  }
+  let running = 0;
+  let wrong = 0;
+  for (const p of pods) {
+    const want = expected.get(`${p.metadata.namespace}/${p.metadata.name}`);
+    if (want === undefined) continue;
+    if (p.status?.phase === "Running" && p.status.podIP === want) running++;
+    else wrong++;
+  }
+  return { pods: pods.length, runningWithAddress: running, wrongAddress: wrong };
 }
 
 export function range(n: number): number[] {

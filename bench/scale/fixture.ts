@@ -35,7 +35,8 @@ export const DEFAULT_SHAPE: ScaleShape = {
   namespaces: 200,
   policies: 1_000,
   clusterPolicies: 50,
-  gateways: 4,
+  // The CRD allows 64 egress IPs per instance: 1,000 policies need 16 gateways (63 IPs on each instance).
+  gateways: 16,
   instancesPerGateway: 2,
   appsPerNamespace: 10,
   teams: 20,
@@ -55,6 +56,8 @@ const NODE_BASE = ip4(10, 0, 0, 10);
 const INSTANCE_BASE = ip4(10, 0, 255, 10);
 const EGRESS_BASE = ip4(10, 200, 0, 0);
 const MAX_NODES = 8_192;
+/** EgressGateway's CRD: spec.static.instances[].egressIPs has at most 64 items. */
+const MAX_EGRESS_IPS_PER_INSTANCE = 64;
 /** Addresses .2 ... .(2+PODS_PER_NODE_MAX-1) of a node's /24 are the seeded pods; new pods come after. */
 const FIRST_POD_HOST = 2;
 export const FIRST_EXTRA_POD_HOST = 150;
@@ -85,6 +88,7 @@ export function checkShape(s: ScaleShape): void {
   if (s.clusterPolicies > s.teams * Math.ceil(s.appsPerNamespace / 2)) throw new ShapeError("clusterPolicies: need more teams or apps");
   if (s.gateways * s.instancesPerGateway > 200) throw new ShapeError("gateways: at most 200 instances (10.0.255.10-209)");
   if (Math.ceil(s.policies / s.gateways) * s.gateways * s.instancesPerGateway > 65_536) throw new ShapeError("policies: egress IPs do not fit 10.200.0.0/16");
+  if (Math.ceil(s.policies / s.gateways) > MAX_EGRESS_IPS_PER_INSTANCE) throw new ShapeError(`policies: more than ${MAX_EGRESS_IPS_PER_INSTANCE} egress IPs per gateway instance (the CRD's limit); use more gateways`);
 }
 
 export function nodeName(i: number): string {
@@ -295,7 +299,8 @@ export function gatewayObject(s: ScaleShape, g: number): Json {
     address: instanceAddress(s, g, k),
     egressIPs: range(s.policies).filter((p) => gatewayOf(s, p) === g).map((p) => egressIP(s, p, k)),
   }));
-  return { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: gatewayName(g) }, spec: { static: { instances } } };
+  // Every namespace may use every gateway (a cluster admin's grant; without one, EgressPolicies are Invalid).
+  return { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: gatewayName(g) }, spec: { grants: [{ namespaceSelector: {} }], static: { instances } } };
 }
 
 export interface PolicyRef {

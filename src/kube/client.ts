@@ -8,7 +8,10 @@ import {
   type KubernetesObject,
   type V1Lease,
 } from "@kubernetes/client-node";
+import { request as httpRequest, type Agent as HttpAgent } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { GROUP, VERSION } from "../api/v1alpha1/common.js";
+import type { ListPage } from "./paged-list.js";
 
 /**
  * Every call static-egress makes to the Kubernetes API goes through this file, and
@@ -175,6 +178,49 @@ export class KubeClient {
   async patchServiceExternalIPs(namespace: string, name: string, externalIPs: string[], annotations: Record<string, string | null>, resourceVersion: string | undefined): Promise<void> {
     const body = { metadata: { annotations, ...(resourceVersion ? { resourceVersion } : {}) }, spec: { externalIPs } };
     await this.core.patchNamespacedService({ namespace, name, body }, mergePatch);
+  }
+
+  /**
+   * One page of a list (`GET path?limit=..&continue=..`), as plain JSON: the informers list in
+   * pages and prune each page before the next (src/kube/paged-list.ts), instead of reading the
+   * whole list as one string and deserializing it into client-node's classes. Errors carry the
+   * HTTP status in `statusCode` and `code` (a 410 means the continue token expired).
+   */
+  async listPage(path: string, query: { limit?: number; continue?: string; fieldSelector?: string }, timeoutMs = 60_000): Promise<ListPage> {
+    const cluster = this.kubeconfig.getCurrentCluster();
+    if (!cluster) throw new Error("kubeconfig: no current cluster");
+    const url = new URL(cluster.server + path);
+    if (query.limit !== undefined) url.searchParams.set("limit", String(query.limit));
+    if (query.continue) url.searchParams.set("continue", query.continue);
+    if (query.fieldSelector) url.searchParams.set("fieldSelector", query.fieldSelector);
+    const init = await this.kubeconfig.applyToFetchOptions({});
+    const headers: Record<string, string> = { accept: "application/json" };
+    (init.headers as Headers | undefined)?.forEach((v, k) => (headers[k] = v));
+    const send = url.protocol === "https:" ? httpsRequest : httpRequest;
+    return new Promise<ListPage>((resolve, reject) => {
+      const req = send(url, { method: "GET", headers, agent: init.agent as HttpAgent | undefined, timeout: timeoutMs }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", reject);
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          const status = res.statusCode ?? 0;
+          if (status !== 200) {
+            const err = Object.assign(new Error(`GET ${path}: HTTP ${status}: ${text.slice(0, 300)}`), { statusCode: status, code: status, body: text.slice(0, 2_000) });
+            reject(err);
+            return;
+          }
+          try {
+            resolve(JSON.parse(text) as ListPage);
+          } catch (e) {
+            reject(e as Error);
+          }
+        });
+      });
+      req.on("timeout", () => req.destroy(new Error(`GET ${path}: no answer within ${timeoutMs} ms`)));
+      req.on("error", reject);
+      req.end();
+    });
   }
 
   async patchNodeAnnotations(name: string, annotations: Record<string, string | null>): Promise<void> {

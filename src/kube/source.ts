@@ -1,10 +1,12 @@
-import { ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from "@kubernetes/client-node";
+import { ListWatch, Watch, type KubernetesObject } from "@kubernetes/client-node";
 import type { KubeObject } from "../api/objects.js";
 import { API_VERSION, GROUP, VERSION } from "../api/v1alpha1/common.js";
 import type { ClusterSource } from "../agents/source/source.js";
 import type { Logger } from "../util/log.js";
 import type { KubeClient } from "./client.js";
 import { ANCHOR_ANNOTATION } from "../agents/node/anchor.js";
+import { listAllPages } from "./paged-list.js";
+import { prunerFor } from "./prune.js";
 
 export interface KubeSourceOptions {
   /** Node agents: only the pods of this node. */
@@ -22,6 +24,8 @@ export interface KubeSourceOptions {
    * for the periodic pass: thousands of nodes would otherwise keep the controller busy.
    */
   nodeHealth?: boolean;
+  /** Items per page of the informers' lists (default 500). */
+  pageSize?: number;
 }
 
 /**
@@ -68,28 +72,18 @@ export class KubeSource implements ClusterSource {
   ) {}
 
   async start(onChange: () => void): Promise<void> {
-    const { core, custom } = this.client;
-    const watch = new Watch(this.client.kubeconfig);
+    const client = this.client;
+    const watch = new Watch(client.kubeconfig);
     const podSelector = this.opts.podsOnNode ? `spec.nodeName=${this.opts.podsOnNode}` : undefined;
-    const custom_ = (plural: string) => async () =>
-      (await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural })) as KubernetesListObject<KubernetesObject>;
-    const specs: { kind: string; apiVersion: string; path: string; list: () => Promise<KubernetesListObject<KubernetesObject>>; fieldSelector?: string }[] = [
-      {
-        kind: "Pod",
-        apiVersion: "v1",
-        path: "/api/v1/pods",
-        list: () => core.listPodForAllNamespaces(podSelector ? { fieldSelector: podSelector } : {}) as Promise<KubernetesListObject<KubernetesObject>>,
-        ...(podSelector ? { fieldSelector: podSelector } : {}),
-      },
-      { kind: "Node", apiVersion: "v1", path: "/api/v1/nodes", list: () => core.listNode() as Promise<KubernetesListObject<KubernetesObject>> },
-      { kind: "Namespace", apiVersion: "v1", path: "/api/v1/namespaces", list: () => core.listNamespace() as Promise<KubernetesListObject<KubernetesObject>> },
-      { kind: "EgressGateway", apiVersion: API_VERSION, path: `/apis/${GROUP}/${VERSION}/egressgateways`, list: custom_("egressgateways") },
-      { kind: "EgressPolicy", apiVersion: API_VERSION, path: `/apis/${GROUP}/${VERSION}/egresspolicies`, list: custom_("egresspolicies") },
-      { kind: "ClusterEgressPolicy", apiVersion: API_VERSION, path: `/apis/${GROUP}/${VERSION}/clusteregresspolicies`, list: custom_("clusteregresspolicies") },
+    const specs: { kind: string; apiVersion: string; path: string; fieldSelector?: string }[] = [
+      { kind: "Pod", apiVersion: "v1", path: "/api/v1/pods", ...(podSelector ? { fieldSelector: podSelector } : {}) },
+      { kind: "Node", apiVersion: "v1", path: "/api/v1/nodes" },
+      { kind: "Namespace", apiVersion: "v1", path: "/api/v1/namespaces" },
+      { kind: "EgressGateway", apiVersion: API_VERSION, path: `/apis/${GROUP}/${VERSION}/egressgateways` },
+      { kind: "EgressPolicy", apiVersion: API_VERSION, path: `/apis/${GROUP}/${VERSION}/egresspolicies` },
+      { kind: "ClusterEgressPolicy", apiVersion: API_VERSION, path: `/apis/${GROUP}/${VERSION}/clusteregresspolicies` },
     ];
-    if (this.opts.serviceExternalIPs) {
-      specs.push({ kind: "Service", apiVersion: "v1", path: "/api/v1/services", list: () => core.listServiceForAllNamespaces() as Promise<KubernetesListObject<KubernetesObject>> });
-    }
+    if (this.opts.serviceExternalIPs) specs.push({ kind: "Service", apiVersion: "v1", path: "/api/v1/services" });
     const quiet = this.opts.serviceExternalIPs ? [REPORT_ANNOTATION] : [REPORT_ANNOTATION, ANCHOR_ANNOTATION];
     const health = this.opts.nodeHealth === true;
     // Nothing is planned from a partial view: events count only once every kind is listed
@@ -98,7 +92,10 @@ export class KubeSource implements ClusterSource {
     const nodeViews = new Map<string, string>();
     this.stopped = false;
     for (const s of specs) {
-      const informer = new ListWatch<KubernetesObject>(s.path, watch, s.list, false, undefined, s.fieldSelector);
+      // Lists in pages and keeps only what is read (src/kube/prune.ts), for lists and watch events alike.
+      const prune = prunerFor(s.kind);
+      const list = () => listAllPages((q) => client.listPage(s.path, { ...q, ...(s.fieldSelector ? { fieldSelector: s.fieldSelector } : {}) }), prune, this.opts.pageSize);
+      const informer = new ListWatch<KubernetesObject>(s.path, pruningWatch(watch, prune), list, false, undefined, s.fieldSelector);
       const w: Watched = { kind: s.kind, apiVersion: s.apiVersion, informer };
       for (const verb of ["add", "update", "delete"] as const) {
         informer.on(verb, (o) => {
@@ -177,6 +174,14 @@ export class KubeSource implements ClusterSource {
 }
 
 const REPORT_ANNOTATION = "staticegress.io/report";
+
+/** The informer's watch, with every object it delivers pruned before the cache sees it (ERROR events as they are). */
+export function pruningWatch(watch: Watch, prune: (o: KubernetesObject) => KubernetesObject): Watch {
+  const wrapped = Object.create(watch) as Watch;
+  wrapped.watch = (path, queryParams, callback, done) =>
+    watch.watch(path, queryParams, (phase: string, apiObj: unknown, watchObj?: unknown) => callback(phase, phase === "ERROR" || typeof apiObj !== "object" || apiObj === null ? apiObj : prune(apiObj as KubernetesObject), watchObj), done);
+  return wrapped;
+}
 
 /**
  * What planning reads of a Node; the agents' own annotations (`quiet`: the report, and the anchor

@@ -1,4 +1,4 @@
-import type { V1Service } from "@kubernetes/client-node";
+import { PatchStrategy, setHeaderOptions, type V1Service } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ANCHOR_ANNOTATION, AnchorPublisher } from "../../src/agents/node/anchor.js";
 import { readAnchorIPv4, readDropletId } from "../../src/cloud/digitalocean/metadata.js";
@@ -94,9 +94,14 @@ describe("anchor IP discovery", () => {
       await sleep(200);
       expect(agentWakes).toBe(0);
       await node3Agent.patchNodeAnnotations("node3", { [ANCHOR_ANNOTATION]: anchorOf("node3") });
-      // Someone else's annotation (an admin's): the agent wakes on it.
-      await h.client.patchNodeAnnotations("node3", { "example.com/planned": "x" });
-      await waitFor(() => agentWakes > 0, 5_000, "the agent's source did not wake on another annotation");
+      // Something agents plan with (a label: gateway node selectors read them) still wakes them;
+      // other tools' annotations (an admin's) are not even cached (src/kube/prune.ts).
+      await h.client.patchNodeAnnotations("node3", { "example.com/not-ours": "x" });
+      await sleep(200);
+      expect(agentWakes).toBe(0);
+      await h.client.core.patchNode({ name: "node3", body: { metadata: { labels: { "example.com/planned": "x" } } } }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch));
+      await waitFor(() => agentWakes > 0, 5_000, "the agent's source did not wake on a label");
+      await h.client.core.patchNode({ name: "node3", body: { metadata: { labels: { "example.com/planned": null } } } }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch));
     } finally {
       await agent.stop();
       await controller.stop();

@@ -399,9 +399,9 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
         const [group, resource, verb] = access;
         for (const r of resource.includes(CUSTOM) ? Object.values(PLURALS).map((p) => resource.replace(CUSTOM, p)) : [resource]) called.add(triple(group, r, verb));
       }
-      // Informers watch these paths (ListWatch).
+      // Informers list (page by page, KubeClient.listPage) and watch these paths (ListWatch).
       for (const m of text.matchAll(/path: (?:"\/api\/v1\/([a-z]+)"|`\/apis\/\$\{GROUP\}\/\$\{VERSION\}\/([a-z]+)`)/g)) {
-        called.add(m[1] ? triple("", m[1], "watch") : triple(GROUP, m[2] as string, "watch"));
+        for (const verb of ["list", "watch"]) called.add(m[1] ? triple("", m[1], verb) : triple(GROUP, m[2] as string, verb));
       }
     }
     expect(unknown, "client-node calls this test does not know: add them to `methods` here and to KUBE_ACCESS").toEqual([]);
