@@ -244,12 +244,27 @@ export function policySelects(policy: PolicyObject, pod: PodInfo, nsLabels: Read
   return matches(policy.spec.podSelector, pod.labels);
 }
 
-/** Counts the IPv4 addresses of eligible pods a policy selects (its selectors must parse). */
+/**
+ * Counts the IPv4 addresses of eligible pods a policy selects (its selectors must parse). Pods
+ * are indexed by namespace, so a policy looks only at the namespaces it can select (its own, or
+ * those its namespace selector matches): one pass over every pod per policy cost 5.8 s per
+ * resolve at 100,000 pods and 1,000 policies (bench/README.md).
+ */
 function selectedAddressCounter(snapshot: ClusterSnapshot, nsLabels: ReadonlyMap<string, Readonly<Record<string, string>>>): (p: PolicyObject) => number {
-  const eligible = snapshot.pods.filter(isEligiblePod);
+  const byNamespace = new Map<string, { pod: PodInfo; addresses: number }[]>();
+  for (const pod of snapshot.pods) {
+    if (!isEligiblePod(pod)) continue;
+    const list = byNamespace.get(pod.namespace) ?? [];
+    list.push({ pod, addresses: pod.ips.filter((ip) => !ip.includes(":")).length });
+    byNamespace.set(pod.namespace, list);
+  }
   return (policy) => {
+    const namespaces =
+      policy.kind === "EgressPolicy"
+        ? [policy.metadata.namespace ?? "default"]
+        : [...byNamespace.keys()].filter((ns) => matches(policy.spec.namespaceSelector, nsLabels.get(ns) ?? {}));
     let n = 0;
-    for (const pod of eligible) if (policySelects(policy, pod, nsLabels)) n += pod.ips.filter((ip) => !ip.includes(":")).length;
+    for (const ns of namespaces) for (const { pod, addresses } of byNamespace.get(ns) ?? []) if (matches(policy.spec.podSelector, pod.labels)) n += addresses;
     return n;
   };
 }
