@@ -18,6 +18,15 @@ fi
 # FRR is only used as a BFD peer in tests; its own daemons must not run on the host.
 systemctl disable --now frr >/dev/null 2>&1 || true
 
+# Node.js: the LTS in scripts/node-env.sh, from the npm registry's binary package, into
+# /opt/static-egress/node-v<version> (outside the clone), first on PATH from here on.
+. scripts/node-env.sh
+if [ "$("$STATIC_EGRESS_NODE_DIR/bin/node" --version 2>/dev/null)" != "v$STATIC_EGRESS_NODE_VERSION" ]; then
+  echo "installing Node.js $STATIC_EGRESS_NODE_VERSION into $STATIC_EGRESS_NODE_DIR"
+  command -v npm >/dev/null || { echo "npm is needed to fetch Node.js from the npm registry: apt-get install npm" >&2; exit 1; }
+  install_node "$STATIC_EGRESS_NODE_DIR" "$STATIC_EGRESS_NODE_ARCH"
+fi
+
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   # The registry this project builds from serves only this platform's builds of rollup's native
   # packages, so the lock file cannot list the other platforms' optional builds and `npm ci`

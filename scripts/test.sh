@@ -3,6 +3,8 @@
 # (real kernel networking in network namespaces; needs root). Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Node.js: the project's LTS (scripts/node-env.sh), which install-deps.sh installs, first on PATH.
+. scripts/node-env.sh
 if [ "$(id -u)" != 0 ]; then echo "run as root: the lab tier builds network namespaces" >&2; exit 1; fi
 ./scripts/install-deps.sh
 echo "== typecheck";  npm run --silent typecheck

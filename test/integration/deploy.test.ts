@@ -650,9 +650,14 @@ describe("the Dockerfile", () => {
   const runtime = () => stages.at(-1) as (typeof stages)[number];
   const workdir = (stage: (typeof stages)[number]) => stage.body.filter((i) => i.op === "WORKDIR").at(-1)?.rest;
 
-  it("is multi-stage on node:20-bookworm-slim", () => {
+  it("is multi-stage on the Node.js major the scripts, the buildah image and package.json's engines use", () => {
+    const version = /^STATIC_EGRESS_NODE_VERSION=(\d+)\.\d+\.\d+$/m.exec(readFileSync(join(ROOT, "scripts/node-env.sh"), "utf8"))?.[1];
+    expect(version).toBeDefined();
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { engines: { node: string }; devDependencies: Record<string, string> };
+    expect(pkg.engines.node).toBe(`>=${version}`);
+    expect(pkg.devDependencies["@types/node"]).toMatch(new RegExp(`^\\^${version}\\.`));
     expect(stages.length).toBeGreaterThanOrEqual(2);
-    for (const s of stages) expect(s.from).toBe("node:20-bookworm-slim");
+    for (const s of stages) expect(s.from).toBe(`node:${version}-bookworm-slim`);
   });
 
   it("copies only what exists and is in the build context; --from names an earlier stage's output", () => {
