@@ -119,7 +119,8 @@ build_arch() {
 if [ ${#arches[@]} -eq 1 ]; then
   arch="${arches[0]}"; build_arch "$tag"
 else
-  buildah manifest rm "$tag" >/dev/null 2>&1 || true
+  # The name goes to the list: an image or a list of that name from an earlier build is replaced.
+  buildah manifest rm "$tag" >/dev/null 2>&1 || buildah rmi "$tag" >/dev/null 2>&1 || true
   buildah manifest create "$tag" >/dev/null
   for arch in "${arches[@]}"; do
     build_arch "$tag-$arch"

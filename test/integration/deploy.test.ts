@@ -733,6 +733,22 @@ describe("the Dockerfile", () => {
     expect(find<Workload>(base, "DaemonSet", "static-egress-node-agent").spec.template.spec.securityContext).toMatchObject({ runAsUser: 0 });
   });
 
+  it("builds the same image as scripts/build-image.sh (buildah): packages, Node.js at /usr/local/bin, app dir, user, entrypoint", () => {
+    const script = readFileSync(join(ROOT, "scripts/build-image.sh"), "utf8");
+    const scriptPackages = (/^packages=\(([^)]*)\)/m.exec(script)?.[1] ?? "").split(/\s+/).filter(Boolean).sort();
+    const install = runtime().body.find((i) => i.op === "RUN" && i.rest.includes("apt-get install"))?.rest ?? "";
+    const dockerPackages = ((install.split("apt-get install")[1] ?? "").split("&&")[0] ?? "").split(/\s+/).filter((t) => t !== "" && !t.startsWith("-")).sort();
+    expect(scriptPackages.length).toBeGreaterThan(0);
+    expect(scriptPackages).toEqual(dockerPackages);
+    // node:*-bookworm-slim has node at /usr/local/bin/node (the gateway user data copies it from there).
+    expect(script).toContain('"$node_dir/bin/node" /usr/local/bin/node');
+    expect(script).toContain(`--workingdir ${workdir(runtime())}`);
+    expect(script).toContain(`--user ${runtime().body.filter((i) => i.op === "USER").at(-1)?.rest}`);
+    const entrypoint = runtime().body.filter((i) => i.op === "ENTRYPOINT").at(-1)?.rest ?? "";
+    expect(script).toContain(`--entrypoint '${entrypoint}'`);
+    expect(script).toMatch(/buildah copy "\$ctr" "\$app\/package.json" "\$app\/BUILD_ID" \/app\//);
+  });
+
   it("ships BUILD_ID in the app directory the init container reads", () => {
     const init = find<Workload>(base, "DaemonSet", "static-egress-node-agent").spec.template.spec.initContainers?.[0];
     expect(init?.env?.find((e) => e.name === "APP_DIR")?.value).toBe(workdir(runtime()));
