@@ -5,7 +5,7 @@
 #   docker build -t registry.example.com/static-egress:0.1.0 .
 
 # --- build: compile TypeScript, then keep only the runtime dependencies ----------------------
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -18,7 +18,7 @@ RUN npm run build \
  && find dist node_modules package.json -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16 > BUILD_ID
 
 # --- runtime --------------------------------------------------------------------------------
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 # What the agents exec (src/dataplane, src/cni): nft (nftables), ip (iproute2),
 # conntrack (conntrack), sysctl (procps). iptables is not used.
 RUN apt-get update \

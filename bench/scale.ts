@@ -151,14 +151,14 @@ async function machineExtras(root: string): Promise<{ commit: string; treeDirty:
 /** RSS now and peak (VmHWM) and CPU time of the control plane's etcd and kube-apiserver (its PIDs from owner.json, named by /proc/<pid>/comm). */
 function serverStats(cp: ControlPlane): Record<string, ProcStats | undefined> {
   const out: Record<string, ProcStats | undefined> = {};
-  let pids: number[] = [];
+  let pids: number[];
   try {
     pids = (JSON.parse(readFileSync(join(cp.dir, "owner.json"), "utf8")) as { pids?: number[] }).pids ?? [];
   } catch {
     pids = [];
   }
   for (const pid of pids) {
-    let comm = "";
+    let comm: string;
     try {
       comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
     } catch {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real control-plane binaries the tests and the lab run against, from their Go modules
-# at the versions pinned in test/k8s-bin/{kubernetes,etcd}/go.mod: kube-apiserver,
+# at the versions pinned in test/k8s-bin/{kubernetes,etcd,helm}/go.mod: kube-apiserver,
 # kube-controller-manager and kubectl (k8s.io/kubernetes, with its staging
-# modules replaced by the matching k8s.io/* releases) and etcd (go.etcd.io/etcd/server/v3).
+# modules replaced by the matching k8s.io/* releases), etcd (go.etcd.io/etcd/server/v3) and
+# helm (helm.sh/helm/v4, for the chart tests).
 # Once: the binaries go to a cache outside the clone (STATIC_EGRESS_CACHE, default
 # /var/cache/static-egress), keyed by version and by the go.sum they were built from.
 set -euo pipefail
@@ -30,6 +31,7 @@ build() {
     ldflags+=" -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
     ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$version -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
   fi
+  if [ "$mod" = helm ]; then ldflags+=" -X helm.sh/helm/v4/internal/version.version=$version"; fi
   # `go build -v` names each package as it is compiled: count them as progress.
   (cd "test/k8s-bin/$mod" && go mod download && go build -v -trimpath -ldflags "$ldflags" -o "$tmp/" "$@") 2>&1 |
     awk -v what="${names[*]}" '/^go: / { print; next } { n++; if (n % 250 == 0) { printf "  %s: %d packages compiled\n", what, n; fflush() } }'
@@ -43,8 +45,10 @@ build() {
 pinned() { sed -nE "s#^[[:space:]]*(require[[:space:]]+)?$2 (v[^ ]+).*#\\2#p" "test/k8s-bin/$1/go.mod" | head -1; }
 k8s_version="$(pinned kubernetes k8s.io/kubernetes)"
 etcd_version="$(pinned etcd go.etcd.io/etcd/server/v3)"
-[ -n "$k8s_version" ] && [ -n "$etcd_version" ] || { echo "cannot read the pinned versions from test/k8s-bin/*/go.mod" >&2; exit 1; }
+helm_version="$(pinned helm helm.sh/helm/v4)"
+[ -n "$k8s_version" ] && [ -n "$etcd_version" ] && [ -n "$helm_version" ] || { echo "cannot read the pinned versions from test/k8s-bin/*/go.mod" >&2; exit 1; }
 build etcd "$etcd_version" "$cache/etcd-$etcd_version" .
 # kube-scheduler is pinned in go.mod too, but nothing runs it yet: not built, to keep the first run short.
 build kubernetes "$k8s_version" "$cache/kubernetes-$k8s_version" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+build helm "$helm_version" "$cache/helm-$helm_version" helm.sh/helm/v4/cmd/helm

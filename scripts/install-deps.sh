@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nftables iproute2 iptables conntrack iperf3 tcpdump frr containernetworking-plugins kubectl procps curl openssl)
+# buildah, podman, debootstrap, runc: the image tier builds the OCI image and runs it
+# (scripts/build-image.sh, test/image; podman runs it with runc: crun refuses hybrid cgroup layouts).
+packages=(nftables iproute2 iptables conntrack iperf3 tcpdump frr containernetworking-plugins kubectl procps curl openssl
+  buildah podman debootstrap runc uidmap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,18 +21,19 @@ fi
 # FRR is only used as a BFD peer in tests; its own daemons must not run on the host.
 systemctl disable --now frr >/dev/null 2>&1 || true
 
+# Node.js: the LTS in scripts/node-env.sh, from the npm registry's binary package, into
+# /opt/static-egress/node-v<version> (outside the clone), first on PATH from here on.
+. scripts/node-env.sh
+if [ "$("$STATIC_EGRESS_NODE_DIR/bin/node" --version 2>/dev/null)" != "v$STATIC_EGRESS_NODE_VERSION" ]; then
+  echo "installing Node.js $STATIC_EGRESS_NODE_VERSION into $STATIC_EGRESS_NODE_DIR"
+  command -v npm >/dev/null || { echo "npm is needed to fetch Node.js from the npm registry: apt-get install npm" >&2; exit 1; }
+  install_node "$STATIC_EGRESS_NODE_DIR" "$STATIC_EGRESS_NODE_ARCH"
+fi
+
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  # The registry this project builds from serves only this platform's builds of rollup's native
-  # packages, so the lock file cannot list the other platforms' optional builds and `npm ci`
-  # refuses it as out of sync. Then `npm install` installs the same locked versions.
-  if ! npm ci --no-audit --no-fund --loglevel=error 2>/tmp/static-egress-npm-ci.log; then
-    if grep -q "Missing: @rollup/" /tmp/static-egress-npm-ci.log; then
-      npm install --no-audit --no-fund --loglevel=error
-    else
-      cat /tmp/static-egress-npm-ci.log >&2
-      exit 1
-    fi
-  fi
+  # The lock file lists every platform's optional native builds (rolldown's, esbuild's), so a plain
+  # `npm ci` installs exactly the locked versions on a fresh clone, as a user would type it.
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 npm run --silent build
 # The real control plane the tests and the lab run against (kube-apiserver, etcd, ...), built once

@@ -702,7 +702,7 @@ export async function removeLeftovers(log: (line: string) => void = () => undefi
     if (!ns.startsWith(LAB_NAME_ROOT)) continue;
     const prefix = ns.split("-").slice(0, 2).join("-");
     if (known.has(prefix)) continue;
-    let age = 0;
+    let age: number;
     try {
       age = Date.now() - statSync(`/var/run/netns/${ns}`).mtimeMs;
     } catch {

@@ -650,9 +650,14 @@ describe("the Dockerfile", () => {
   const runtime = () => stages.at(-1) as (typeof stages)[number];
   const workdir = (stage: (typeof stages)[number]) => stage.body.filter((i) => i.op === "WORKDIR").at(-1)?.rest;
 
-  it("is multi-stage on node:20-bookworm-slim", () => {
+  it("is multi-stage on the Node.js major the scripts, the buildah image and package.json's engines use", () => {
+    const version = /^STATIC_EGRESS_NODE_VERSION=(\d+)\.\d+\.\d+$/m.exec(readFileSync(join(ROOT, "scripts/node-env.sh"), "utf8"))?.[1];
+    expect(version).toBeDefined();
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { engines: { node: string }; devDependencies: Record<string, string> };
+    expect(pkg.engines.node).toBe(`>=${version}`);
+    expect(pkg.devDependencies["@types/node"]).toMatch(new RegExp(`^\\^${version}\\.`));
     expect(stages.length).toBeGreaterThanOrEqual(2);
-    for (const s of stages) expect(s.from).toBe("node:20-bookworm-slim");
+    for (const s of stages) expect(s.from).toBe(`node:${version}-bookworm-slim`);
   });
 
   it("copies only what exists and is in the build context; --from names an earlier stage's output", () => {
@@ -726,6 +731,22 @@ describe("the Dockerfile", () => {
     const [uid, gid] = user.split(":").map(Number);
     expect(find<Workload>(base, "Deployment", "static-egress-controller").spec.template.spec.securityContext).toMatchObject({ runAsUser: uid, runAsGroup: gid });
     expect(find<Workload>(base, "DaemonSet", "static-egress-node-agent").spec.template.spec.securityContext).toMatchObject({ runAsUser: 0 });
+  });
+
+  it("builds the same image as scripts/build-image.sh (buildah): packages, Node.js at /usr/local/bin, app dir, user, entrypoint", () => {
+    const script = readFileSync(join(ROOT, "scripts/build-image.sh"), "utf8");
+    const scriptPackages = (/^packages=\(([^)]*)\)/m.exec(script)?.[1] ?? "").split(/\s+/).filter(Boolean).sort();
+    const install = runtime().body.find((i) => i.op === "RUN" && i.rest.includes("apt-get install"))?.rest ?? "";
+    const dockerPackages = ((install.split("apt-get install")[1] ?? "").split("&&")[0] ?? "").split(/\s+/).filter((t) => t !== "" && !t.startsWith("-")).sort();
+    expect(scriptPackages.length).toBeGreaterThan(0);
+    expect(scriptPackages).toEqual(dockerPackages);
+    // node:*-bookworm-slim has node at /usr/local/bin/node (the gateway user data copies it from there).
+    expect(script).toContain('"$node_dir/bin/node" /usr/local/bin/node');
+    expect(script).toContain(`--workingdir ${workdir(runtime())}`);
+    expect(script).toContain(`--user ${runtime().body.filter((i) => i.op === "USER").at(-1)?.rest}`);
+    const entrypoint = runtime().body.filter((i) => i.op === "ENTRYPOINT").at(-1)?.rest ?? "";
+    expect(script).toContain(`--entrypoint '${entrypoint}'`);
+    expect(script).toMatch(/buildah copy "\$ctr" "\$app\/package.json" "\$app\/BUILD_ID" \/app\//);
   });
 
   it("ships BUILD_ID in the app directory the init container reads", () => {

@@ -315,7 +315,7 @@ describe.skipIf(!canRun)("BFD interoperability with FRR bfdd (network namespaces
     const linkDown = await ours.next("Down after link down", change("Down", "Up"));
     expect(linkDown.diag).toBe(1);
     report("gateway link down -> our passive session Down (event time)", linkDownAt, linkDown.at as number);
-    frr = await frrStatus(bfdd, "down");
+    await frrStatus(bfdd, "down");
     report("gateway link down -> bfdd shows Down (observed by polling vtysh)", linkDownAt, Date.now());
     await execIn(gwNs, "ip", ["link", "set", "gw0", "up"]);
     await ours.next("Up after link up", change("Up"));

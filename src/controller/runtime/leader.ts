@@ -47,7 +47,7 @@ export class LeaderElector {
 
   private async tick(): Promise<void> {
     if (this.stopped) return;
-    let leading = false;
+    let leading: boolean;
     try {
       leading = await this.tryAcquireOrRenew();
     } catch (e) {

@@ -9,9 +9,9 @@ import { packageRoot } from "../paths.js";
  */
 export const K8S_CACHE_ROOT = process.env.STATIC_EGRESS_CACHE ?? "/var/cache/static-egress";
 
-export type K8sBinary = "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" | "kubectl" | "etcd";
+export type K8sBinary = "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" | "kubectl" | "etcd" | "helm";
 
-function pinnedVersion(module: "kubernetes" | "etcd", path: string): string {
+function pinnedVersion(module: "kubernetes" | "etcd" | "helm", path: string): string {
   const goMod = join(packageRoot(), "test", "k8s-bin", module, "go.mod");
   const text = readFileSync(goMod, "utf8");
   const m = new RegExp(`^\\s*(?:require\\s+)?${path.replace(/[.]/g, "\\.")} (v\\S+)`, "m").exec(text);
@@ -27,9 +27,14 @@ export function etcdVersion(): string {
   return pinnedVersion("etcd", "go.etcd.io/etcd/server/v3");
 }
 
+/** helm, for the chart tests (test/k8s-bin/helm/go.mod). */
+export function helmVersion(): string {
+  return pinnedVersion("helm", "helm.sh/helm/v4");
+}
+
 /** The cached binary's path; a clear error if it has not been built yet. */
 export function k8sBinary(name: K8sBinary): string {
-  const dir = name === "etcd" ? `etcd-${etcdVersion()}` : `kubernetes-${kubernetesVersion()}`;
+  const dir = name === "etcd" ? `etcd-${etcdVersion()}` : name === "helm" ? `helm-${helmVersion()}` : `kubernetes-${kubernetesVersion()}`;
   const path = join(K8S_CACHE_ROOT, dir, name);
   if (!existsSync(path)) {
     throw new Error(
