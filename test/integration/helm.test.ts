@@ -139,7 +139,7 @@ describe("values", () => {
     expect(plain.spec.template.spec.containers[0]!.args.filter((a) => a.startsWith("--cloud") || a.startsWith("--digitalocean"))).toEqual([]);
   });
 
-  it("metrics: ServiceMonitor and PodMonitor only when enabled; alert rules only when given (the project ships none)", async () => {
+  it("metrics: ServiceMonitor and PodMonitor only when enabled; the shipped alert rules (on metrics the code exports) and yours when enabled", async () => {
     const kinds = (objs: Obj[]) => objs.map((o) => o.kind);
     expect(kinds(defaults)).not.toContain("ServiceMonitor");
     expect(kinds(defaults)).not.toContain("PodMonitor");
@@ -147,13 +147,31 @@ describe("values", () => {
     const pm = digitalocean.find((o) => o.kind === "PodMonitor") as Obj & { spec: { podMetricsEndpoints: { port: string }[] } };
     const ds = digitalocean.find((o) => o.kind === "DaemonSet") as Obj & { spec: { template: { spec: { containers: { ports: { name: string }[] }[] } } } };
     expect(ds.spec.template.spec.containers[0]!.ports.map((p) => p.name)).toContain(pm.spec.podMetricsEndpoints[0]!.port);
-    expect(kinds(await template("--set", "metrics.prometheusRule.enabled=true"))).not.toContain("PrometheusRule");
+    // The shipped alert rules: rendered when enabled, and every metric they name is one the code exports.
+    type Rule = Obj & { spec: { groups: { name: string; rules: { alert: string; expr: string }[] }[] } };
+    const shipped = (await template("--set", "metrics.prometheusRule.enabled=true")).find((o) => o.kind === "PrometheusRule") as Rule;
+    const alerts = shipped.spec.groups.flatMap((g) => g.rules);
+    expect(alerts.map((r) => r.alert)).toEqual(expect.arrayContaining(["StaticEgressInstanceDown", "StaticEgressPolicyUnavailable", "StaticEgressFailClosedDrops", "StaticEgressNoControllerLeader"]));
+    const exported = new Set<string>();
+    const walk = (d: string): void => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        if (e.isDirectory()) walk(join(d, e.name));
+        else if (e.name.endsWith(".ts") && !e.name.endsWith(".test.ts")) for (const m of readFileSync(join(d, e.name), "utf8").matchAll(/name: "(static_egress_[a-z_]+)"/g)) exported.add(m[1]!);
+      }
+    };
+    walk(join(ROOT, "src"));
+    const named = alerts.flatMap((r) => [...r.expr.matchAll(/static_egress_[a-z_]+/g)].map((m) => m[0]));
+    expect(named.length).toBeGreaterThan(alerts.length - 1);
+    expect(named.filter((n) => !exported.has(n))).toEqual([]);
+    // Without the shipped rules and without yours, nothing; yours come after the shipped ones.
+    expect(kinds(await template("--set", "metrics.prometheusRule.enabled=true", "--set", "metrics.prometheusRule.defaultRules=false"))).not.toContain("PrometheusRule");
     const dir = await mkdtemp(join(tmpdir(), "se-helm-"));
     try {
-      const rules = { metrics: { prometheusRule: { enabled: true, groups: [{ name: "static-egress", rules: [{ alert: "NodeAgentDown", expr: "up{job=\"x\"} == 0" }] }] } } };
+      const rules = { metrics: { prometheusRule: { enabled: true, groups: [{ name: "mine", rules: [{ alert: "NodeAgentDown", expr: "up{job=\"x\"} == 0" }] }] } } };
       await writeFile(join(dir, "rules.yaml"), stringify(rules));
-      const rule = (await template("-f", join(dir, "rules.yaml"))).find((o) => o.kind === "PrometheusRule") as Obj & { spec: unknown };
-      expect(rule.spec).toEqual({ groups: rules.metrics.prometheusRule.groups });
+      const rule = (await template("-f", join(dir, "rules.yaml"))).find((o) => o.kind === "PrometheusRule") as Rule;
+      expect(rule.spec.groups.map((g) => g.name)).toEqual([...shipped.spec.groups.map((g) => g.name), "mine"]);
+      expect(rule.spec.groups.at(-1)).toEqual(rules.metrics.prometheusRule.groups[0]);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
