@@ -1,7 +1,6 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { PLUGIN_TYPE } from "../cni/install.js";
 import { readRuntimeConflist } from "./cni-chain.js";
-import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { KubeConfig, setHeaderOptions } from "@kubernetes/client-node";
 import type { KubeObject } from "../api/objects.js";
@@ -12,7 +11,7 @@ import type { Lab } from "./lab.js";
 import { waitFor } from "./lab.js";
 import { addNamespace, addVethPair, admitVpcSource } from "./netns.js";
 import { LAB_CLOUD } from "./cloud.js";
-import { COMPONENT_ACCOUNTS } from "./control-plane/cluster.js";
+import { COMPONENT_ACCOUNTS, freePort } from "./control-plane/cluster.js";
 import { serviceAccountKubeconfig } from "./control-plane/tokens.js";
 
 /** The lab's API server address inside the lab (a relay in the control-plane namespace). */
@@ -91,7 +90,7 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void, b
     ? ["--cloud", "digitalocean", "--cluster-id", LAB_CLOUD.clusterId, "--digitalocean-api-url", cloud.url, "--digitalocean-token-file", cloud.tokenFile, "--cloud-resync-seconds", "3", "--cloud-poll-ms", "250"]
     : [];
   // The controller runs in the root namespace: its metrics listen on loopback only, on a free port.
-  lab.record.controllerMetricsPort = await freeLoopbackPort();
+  lab.record.controllerMetricsPort = await freePort();
   lab.save();
   const metricsFlags = ["--metrics-port", String(lab.record.controllerMetricsPort), "--metrics-address", "127.0.0.1"];
   lab.startProcess("controller", "", ["controller", "--kubeconfig", lab.componentKubeconfig("controller"), "--config", join(lab.dir, "agent-config.yaml"), "--namespace", "static-egress", "--lease-seconds", "5", ...metricsFlags, ...cloudFlags]);
@@ -237,16 +236,4 @@ export async function applyGateways(lab: Lab): Promise<void> {
     const name = g.metadata!.name!;
     await createOrPatchSpec(client, "egressgateways", undefined, name, { apiVersion: `${GROUP}/${VERSION}`, kind: "EgressGateway", metadata: { name }, spec: g.spec });
   }
-}
-
-/** A TCP port free on 127.0.0.1 now (the kernel picks it; the controller binds it right after). */
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-  });
 }

@@ -16,7 +16,7 @@ import { LAB_NETWORK, planTopology, type LabGatewayHost, type LabPod, type LabTo
 import { LAB_CLOUD, readCloudRecord, type LabCloudRecord } from "./cloud.js";
 import { DigitalOceanClient } from "../cloud/digitalocean/index.js";
 import { installWrapper } from "../cni/install.js";
-import { removeLeftovers as removeControlPlaneLeftovers } from "./control-plane/processes.js";
+import { alive, removeLeftovers as removeControlPlaneLeftovers } from "./control-plane/processes.js";
 
 export const LAB_CLUSTER_NETWORK: ClusterNetwork = {
   podCIDRs: [LAB_NETWORK.podCidr],
@@ -661,7 +661,7 @@ async function removeLab(prefix: string, processes: readonly { pid: number; name
   const cp = processes.find((p) => p.name === "apiserver");
   if (cp) {
     signal(cp.pid, "SIGTERM");
-    await waitFor(() => !processAlive(cp.pid), 15_000, "").catch(() => undefined);
+    await waitFor(() => !alive(cp.pid), 15_000, "").catch(() => undefined);
   }
   for (const p of processes) signal(p.pid, "SIGKILL");
   removeControlPlaneLeftovers();
@@ -694,7 +694,7 @@ export async function removeLeftovers(log: (line: string) => void = () => undefi
     } catch {
       record = undefined;
     }
-    if (record && (record.persistent || processAlive(record.ownerPid))) continue;
+    if (record && (record.persistent || alive(record.ownerPid))) continue;
     removed.push(...(await removeLab(prefix, record?.processes ?? [])));
   }
   const known = new Set(existsSync(LAB_STATE_ROOT) ? readdirSync(LAB_STATE_ROOT) : []);
@@ -715,15 +715,6 @@ export async function removeLeftovers(log: (line: string) => void = () => undefi
   }
   if (removed.length > 0) log(`removed ${removed.length} leftover namespaces of earlier runs`);
   return removed;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function atomicWrite(path: string, text: string): void {

@@ -14,6 +14,7 @@ import { addNamespace, execIn, newRunPrefix } from "../../src/lab/netns.js";
 import { cliEntry, packageRoot } from "../../src/lab/paths.js";
 import { LAB_NETWORK } from "../../src/lab/topology.js";
 import { inNamespace } from "../../src/util/exec.js";
+import { alive } from "../../src/lab/control-plane/processes.js";
 
 /**
  * The chained plugin as a container runtime calls it: Debian's ptp (masquerade on, host-local
@@ -175,15 +176,6 @@ async function stopAgent(): Promise<void> {
     /* gone */
   }
   await waitFor(() => !alive(pid), 5_000, `node agent ${pid} did not exit`);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function agentReady(): Promise<void> {

@@ -14,7 +14,8 @@ interface OwnerRecord {
   pids: number[];
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this PID exists (signal 0). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
