@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # buildah, podman, debootstrap, runc: the image tier builds the OCI image and runs it
 # (scripts/build-image.sh, test/image; podman runs it with runc: crun refuses hybrid cgroup layouts).
-packages=(nftables iproute2 iptables conntrack iperf3 tcpdump frr containernetworking-plugins kubectl procps curl openssl
-  buildah podman debootstrap runc uidmap)
+packages=(nftables iproute2 iptables conntrack iperf3 tcpdump frr containernetworking-plugins kubectl procps curl openssl)
+# The lab demo (STATIC_EGRESS_INSTALL=demo) needs no image tools: it starts sooner without them.
+if [ "${STATIC_EGRESS_INSTALL:-all}" = all ]; then packages+=(buildah podman debootstrap runc uidmap); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 # Node.js: the project's LTS (scripts/node-env.sh), which install-deps.sh installs, first on PATH.
 . scripts/node-env.sh
 if [ "$(id -u)" != 0 ]; then echo "run as root: the lab builds network namespaces" >&2; exit 1; fi
-STATIC_EGRESS_K8S_BUILD=background ./scripts/install-deps.sh
+STATIC_EGRESS_INSTALL=demo STATIC_EGRESS_K8S_BUILD=background ./scripts/install-deps.sh
 # The demo's lab runs without an API server (file mode), so it need not wait for the real control
 # plane (kube-apiserver, etcd: minutes to build the first time). That is built in the background,
 # at the lowest priority, for `lab up --mode kubernetes` and the tests.
