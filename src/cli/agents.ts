@@ -170,10 +170,11 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   await confKeeper?.start();
   if (listen) {
     await serveMetrics(metrics.registry, { ...listen, before: async () => {
-      metrics.failClosedDrops.set(await dataplane.failClosedDrops());
-      metrics.spoofedDrops.set(await dataplane.spoofedDrops());
-      metrics.forgedHealthDrops.set(await dataplane.forgedHealthDrops());
-      metrics.foreignTunnelDrops.set(await dataplane.foreignTunnelDrops());
+      const drops = await dataplane.drops();
+      metrics.failClosedDrops.set(drops.failClosed);
+      metrics.spoofedDrops.set(drops.spoofed);
+      metrics.forgedHealthDrops.set(drops.forgedHealth);
+      metrics.foreignTunnelDrops.set(drops.foreignTunnel);
       for (const s of bfd?.statuses() ?? []) if (s.lastRttMs !== null && s.lastRttMs !== undefined) metrics.probeRtt.set({ instance: s.peer }, s.lastRttMs / 1000);
     } });
   }

@@ -168,15 +168,8 @@ export class GatewayDataplane {
 
   /** Packets refused because their sender was not the node it claimed to be (named counters). */
   async foreignDrops(): Promise<{ tunnel: number; source: number }> {
-    const read = async (name: string) => {
-      try {
-        const { stdout } = await this.runner.run("nft", ["-j", "list", "counter", "ip", this.opts.table, name]);
-        return (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables.find((e) => e.counter)?.counter?.packets ?? 0;
-      } catch {
-        return 0;
-      }
-    };
-    return { tunnel: await read(FOREIGN_TUNNEL_COUNTER), source: await read(FOREIGN_SOURCE_COUNTER) };
+    const counters = await this.table.counters();
+    return { tunnel: counters.get(FOREIGN_TUNNEL_COUNTER) ?? 0, source: counters.get(FOREIGN_SOURCE_COUNTER) ?? 0 };
   }
 
   async cleanup(): Promise<void> {

@@ -86,6 +86,20 @@ export class OwnedTable {
     readonly name: string,
   ) {}
 
+  /**
+   * The packets of every named counter of the table, in one listing (empty when the table is not
+   * there: nothing was dropped by it).
+   */
+  async counters(): Promise<Map<string, number>> {
+    try {
+      const { stdout } = await this.runner.run("nft", ["-j", "list", "counters", "table", this.family, this.name]);
+      const entries = (JSON.parse(stdout) as { nftables: { counter?: { name: string; packets: number } }[] }).nftables;
+      return new Map(entries.flatMap((e) => (e.counter ? [[e.counter.name, e.counter.packets] as const] : [])));
+    } catch {
+      return new Map();
+    }
+  }
+
   /** Returns true when the kernel was changed. */
   async apply(model: TableModel, verify: boolean): Promise<boolean> {
     const change = await this.prepare(model, verify);

@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import { markFor, tableFor } from "../planner/ids.js";
 import { parseCidr } from "../planner/ipv4.js";
 import type { NodePlan } from "../planner/model.js";
-import { bindTableModel, nodeRouting, nodeTableModel, nodeTunnels, type NodeFacts } from "./node.js";
+import type { CommandRunner } from "../util/exec.js";
+import { BIND_TABLE, bindTableModel, NodeDataplane, nodeRouting, nodeTableModel, nodeTunnels, type NodeFacts } from "./node.js";
 
 const plan: NodePlan = {
   node: "n1",
@@ -130,5 +131,27 @@ describe("VXLAN into the node", () => {
     expect(m.sets.find((s) => s.name === "tunnel_sources")!.elements).toEqual([]);
     expect(m.chains).not.toContain("tunnel_in");
     expect(m.chains).not.toContain("notrack");
+  });
+});
+
+describe("drop counters", () => {
+  it("reads every named counter of both tables in one listing each, adding the bridge table's spoofed drops", async () => {
+    const calls: string[] = [];
+    const listing = (family: string, counters: Record<string, number>) =>
+      JSON.stringify({ nftables: [{ metainfo: {} }, ...Object.entries(counters).map(([name, packets]) => ({ counter: { family, name, table: "t", packets, bytes: 0 } }))] });
+    const runner: CommandRunner = {
+      run: async (cmd, args) => {
+        calls.push(`${cmd} ${args.join(" ")}`);
+        if (args.includes("bridge")) return { stdout: listing("bridge", { spoofed_drops: 2 }), stderr: "" };
+        return { stdout: listing("ip", { failclosed_drops: 5, spoofed_drops: 3, foreign_tunnel_drops: 7, forged_health_drops: 11 }), stderr: "" };
+      },
+    };
+    expect(await new NodeDataplane(runner).drops()).toEqual({ failClosed: 5, spoofed: 5, foreignTunnel: 7, forgedHealth: 11 });
+    expect(calls).toEqual(["nft -j list counters table ip static_egress", `nft -j list counters table bridge ${BIND_TABLE}`]);
+  });
+
+  it("counts nothing for a table that is not there", async () => {
+    const runner: CommandRunner = { run: async () => Promise.reject(new Error("No such file or directory")) };
+    expect(await new NodeDataplane(runner).drops()).toEqual({ failClosed: 0, spoofed: 0, foreignTunnel: 0, forgedHealth: 0 });
   });
 });

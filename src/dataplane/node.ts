@@ -339,34 +339,22 @@ export class NodeDataplane {
     await Promise.all(jobs);
   }
 
-  /** Packets dropped because their instance was down (the fail-closed counter). */
-  async failClosedDrops(): Promise<number> {
-    return this.counter("ip", this.opts.table, "failclosed_drops");
-  }
-
-  /** Diverted packets that did not come from the interface (or bridge port) of their source pod. */
-  async spoofedDrops(): Promise<number> {
-    return (await this.counter("ip", this.opts.table, "spoofed_drops")) + (await this.counter("bridge", BIND_TABLE, "spoofed_drops"));
-  }
-
-  /** VXLAN packets to this node's tunnel port not from an instance's address with its VNI. */
-  async foreignTunnelDrops(): Promise<number> {
-    return this.counter("ip", this.opts.table, "foreign_tunnel_drops");
-  }
-
-  /** Health probes dropped: TTL other than 255, or not from an instance on the interface toward it. */
-  async forgedHealthDrops(): Promise<number> {
-    return this.counter("ip", this.opts.table, "forged_health_drops");
-  }
-
-  private async counter(family: string, table: string, name: string): Promise<number> {
-    try {
-      const { stdout } = await this.runner.run("nft", ["-j", "list", "counter", family, table, name]);
-      const entry = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables.find((e) => e.counter);
-      return entry?.counter?.packets ?? 0;
-    } catch {
-      return 0;
-    }
+  /**
+   * The table's drop counters: packets of a down instance (fail-closed), diverted packets not from
+   * their pod's interface or bridge port (spoofed, both tables), VXLAN to this node's port not from
+   * an instance (foreign tunnel), health probes with another TTL or not from an instance on the
+   * interface toward it (forged health).
+   */
+  async drops(): Promise<{ failClosed: number; spoofed: number; foreignTunnel: number; forgedHealth: number }> {
+    const ip = await this.table.counters();
+    const bridge = await this.bindTable.counters();
+    const n = (m: Map<string, number>, name: string) => m.get(name) ?? 0;
+    return {
+      failClosed: n(ip, "failclosed_drops"),
+      spoofed: n(ip, "spoofed_drops") + n(bridge, "spoofed_drops"),
+      foreignTunnel: n(ip, "foreign_tunnel_drops"),
+      forgedHealth: n(ip, "forged_health_drops"),
+    };
   }
 
   /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes, then tunnels. */
