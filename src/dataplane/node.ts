@@ -4,7 +4,7 @@ import { formatRange, normalize, parseCidr } from "../planner/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import { applyNftScript, hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
-import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
+import { diffRouting, loosenRpFilter, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
 import { GATEWAY_INNER, NODE_INNER, NODE_TUNNEL_PREFIX, nodeTunnelDevice, TunnelDevices, type TunnelSpec } from "./tunnel.js";
 
 export interface NodeDataplaneOptions {
@@ -314,13 +314,8 @@ export class NodeDataplane {
    * `health_peers` names) is loosened too, as before.
    */
   private async loosenReversePathFilter(): Promise<void> {
-    const devices = new Set(this.instanceDevices.values());
-    for (const dev of devices) {
-      // Written as a file (through the runner, so in the node's namespace): works with a
-      // mounted /proc/sys/net and with interface names that contain dots.
-      if (!/^[\w.@-]+$/.test(dev)) continue;
-      await this.runner.run("sh", ["-c", `echo 2 > "$0"`, `${this.opts.procSysNet}/ipv4/conf/${dev}/rp_filter`]);
-    }
+    // learnFacts keeps only valid interface names.
+    for (const dev of new Set(this.instanceDevices.values())) await loosenRpFilter(this.runner, this.opts.procSysNet, dev);
   }
 
   /**

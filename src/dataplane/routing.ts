@@ -132,3 +132,14 @@ export function diffRouting(
   ];
   return { add, remove };
 }
+
+/**
+ * Loose reverse-path filtering on one device (rp_filter 2): replies from the Internet arrive on
+ * it with sources routed elsewhere; loose mode still checks that the source is routable. Written
+ * as a file through the runner (so in the agent's namespace): works with a mounted /proc/sys/net
+ * and with interface names that contain dots.
+ */
+export async function loosenRpFilter(runner: CommandRunner, procSysNet: string, dev: string): Promise<void> {
+  if (!/^[\w.@-]{1,15}$/.test(dev)) throw new Error(`not an interface name: ${JSON.stringify(dev)}`);
+  await runner.run("sh", ["-c", `echo 2 > "$0"`, `${procSysNet}/ipv4/conf/${dev}/rp_filter`]);
+}

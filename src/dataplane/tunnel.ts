@@ -1,4 +1,5 @@
 import type { CommandRunner } from "../util/exec.js";
+import { loosenRpFilter } from "./routing.js";
 
 /**
  * Node -> gateway VXLAN tunnels (docs/security-gateway-binding.md). A diverted pod packet leaves
@@ -137,9 +138,7 @@ export class TunnelDevices {
     await this.runner.run("ip", ["-batch", "-"], { input: lines.join("\n") + "\n" });
     if (this.looseRpFilter) {
       // Replies arrive through the tunnel from Internet addresses routed elsewhere: loose mode.
-      for (const name of created) {
-        await this.runner.run("sh", ["-c", `echo 2 > "$0"`, `${this.looseRpFilter.procSysNet}/ipv4/conf/${name}/rp_filter`]);
-      }
+      for (const name of created) await loosenRpFilter(this.runner, this.looseRpFilter.procSysNet, name);
     }
     return changed.size;
   }
