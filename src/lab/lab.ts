@@ -423,13 +423,7 @@ export class Lab {
   /** Whether a lab process has ended (or was never started). */
   processExited(name: string): boolean {
     const p = this.record.processes.find((x) => x.name === name);
-    if (!p) return true;
-    try {
-      process.kill(p.pid, 0);
-      return false;
-    } catch {
-      return true;
-    }
+    return !p || !alive(p.pid);
   }
 
   /** Kills one lab process (an agent) the hard way, as a crash would. */
