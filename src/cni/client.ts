@@ -30,6 +30,11 @@ export class AgentUnavailableError extends Error {
   }
 }
 
+/** No answer in time: the same words whether the agent is asked over its socket or in-process. */
+export function timedOut(socketPath: string, timeoutMs: number): AgentUnavailableError {
+  return new AgentUnavailableError(`no answer from the agent at ${socketPath} within ${timeoutMs} ms`);
+}
+
 /** The agent answered, but not with a success (4xx, 5xx) or not with the expected message. */
 export class AgentResponseError extends Error {
   constructor(
@@ -40,6 +45,11 @@ export class AgentResponseError extends Error {
     super(message, options);
     this.name = "AgentResponseError";
   }
+}
+
+/** The agent refused a request (4xx, 5xx): the same words over the socket and in-process. */
+export function refused(path: string, status: number, message: string): AgentResponseError {
+  return new AgentResponseError(status, `the agent refused ${path} (status ${status}): ${message}`);
 }
 
 const MAX_RESPONSE_BYTES = 64 * 1024;
@@ -107,7 +117,7 @@ export class AgentClient implements AgentApi {
               }
               if (status < 200 || status > 299) {
                 const msg = (parsed as { error?: unknown } | null)?.error;
-                reject(new AgentResponseError(status, `the agent refused ${path} (status ${status}): ${typeof msg === "string" ? msg : text.slice(0, 300)}`));
+                reject(refused(path, status, typeof msg === "string" ? msg : text.slice(0, 300)));
                 return;
               }
               resolve(parsed);
@@ -116,7 +126,7 @@ export class AgentClient implements AgentApi {
         },
       );
       const timer = setTimeout(() => {
-        const err = new AgentUnavailableError(`no answer from the agent at ${this.socketPath} within ${this.timeoutMs} ms`);
+        const err = timedOut(this.socketPath, this.timeoutMs);
         settle(() => reject(err));
         req.destroy(err);
       }, this.timeoutMs);

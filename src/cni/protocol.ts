@@ -11,6 +11,8 @@ export const CNI_API = {
   add: "/v1/cni/add",
   del: "/v1/cni/del",
   check: "/v1/cni/check",
+  /** A whole CNI call (environment and stdin) from the Go shim; the agent runs the plugin on it. */
+  exec: "/v1/cni/exec",
   health: "/v1/health",
 } as const;
 
@@ -59,6 +61,21 @@ export interface CheckResponse {
   programmed: boolean;
   quarantined: boolean;
   reason?: string;
+}
+
+/**
+ * A whole CNI call as the runtime made it: the CNI_* environment and the configuration it wrote
+ * on stdin. The shim (cni-shim/) sends it unread; the agent answers with what the plugin would
+ * have printed and its exit code, which the shim hands back unchanged.
+ */
+export interface ExecRequest {
+  env: Record<string, string>;
+  stdin: string;
+}
+
+export interface ExecResponse {
+  exitCode: number;
+  stdout: string;
 }
 
 export interface HealthResponse {
@@ -134,6 +151,23 @@ export const parseCheckRequest: (body: unknown) => CheckRequest = parseAddReques
 export function parseDelRequest(body: unknown): DelRequest {
   const { o, pod } = podRequest(body, ["ips"]);
   return o.ips === undefined ? pod : { ...pod, ips: ips(o.ips, "ips") };
+}
+
+/** Only the runtime's CNI_* variables: nothing else of the shim's environment reaches the agent. */
+const CNI_VARIABLE = /^CNI_[A-Z0-9_]{1,64}$/;
+
+export function parseExecRequest(body: unknown): ExecRequest {
+  const o = object(body, "body");
+  onlyKnownFields(o, ["env", "stdin"], "");
+  const env = object(o.env, "env");
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (!CNI_VARIABLE.test(k)) throw new ProtocolError(`env.${k.slice(0, 80)}`, "is not a CNI_* variable");
+    if (typeof v !== "string") throw new ProtocolError(`env.${k}`, "must be a string");
+    out[k] = v;
+  }
+  if (typeof o.stdin !== "string") throw new ProtocolError("stdin", "must be a string");
+  return { env: out, stdin: o.stdin };
 }
 
 export function parseAddResponse(body: unknown): AddResponse {

@@ -3,11 +3,14 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect } from "node:net";
 import { dirname } from "node:path";
 import { podInfo, type KubeObject } from "../../api/objects.js";
+import { refused, timedOut, type AgentApi } from "../../cni/client.js";
+import { runPlugin, type PluginOutcome } from "../../cni/plugin.js";
 import {
   CNI_API,
   parseAddRequest,
   parseCheckRequest,
   parseDelRequest,
+  parseExecRequest,
   ProtocolError,
   type AddRequest,
   type AddResponse,
@@ -15,6 +18,7 @@ import {
   type CheckResponse,
   type DelRequest,
   type DelResponse,
+  type ExecRequest,
   type HealthResponse,
 } from "../../cni/protocol.js";
 import { quarantineComment, type QuarantineEntry } from "../../cni/quarantine.js";
@@ -149,6 +153,15 @@ export class CniService {
     return { ok: true, node: this.deps.nodeName };
   }
 
+  /**
+   * A whole CNI call handed over by the shim: the TypeScript plugin's own `runPlugin`, with this
+   * service in place of the socket client, so the shim's answer is the plugin's answer and no
+   * plugin logic exists twice. The quarantine is the same table the plugin would write.
+   */
+  exec(req: ExecRequest): Promise<PluginOutcome> {
+    return runPlugin(req, { agent: (socket, timeoutMs) => new InProcessAgent(this, socket, timeoutMs), quarantine: this.deps.quarantine, logger: this.deps.logger });
+  }
+
   /** Called with every applied plan: the quarantine lets pods reach what the agent never diverts. */
   onPlan(plan: NodePlan): void {
     const key = plan.neverDivert.map(formatRange).join(",");
@@ -227,6 +240,45 @@ export class CniService {
   }
 }
 
+/**
+ * The agent as the plugin sees it when the plugin runs inside the agent: the service's methods
+ * behind the socket's request parsers, failing in the words of the socket client (a refusal, or
+ * no answer within the plugin's `timeoutMs`), so the plugin decides exactly as it would outside.
+ */
+class InProcessAgent implements AgentApi {
+  constructor(
+    private readonly service: CniService,
+    private readonly socket: string,
+    private readonly timeoutMs: number,
+  ) {}
+
+  add(req: AddRequest): Promise<AddResponse> {
+    return this.call(CNI_API.add, () => this.service.add(parseAddRequest(req)));
+  }
+
+  del(req: DelRequest): Promise<DelResponse> {
+    return this.call(CNI_API.del, () => this.service.del(parseDelRequest(req)));
+  }
+
+  check(req: CheckRequest): Promise<CheckResponse> {
+    return this.call(CNI_API.check, () => this.service.check(parseCheckRequest(req)));
+  }
+
+  health(): Promise<HealthResponse> {
+    return Promise.resolve(this.service.health());
+  }
+
+  private call<T>(path: string, run: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(timedOut(this.socket, this.timeoutMs)), this.timeoutMs);
+      Promise.resolve()
+        .then(run)
+        .then(resolve, (e: unknown) => reject(e instanceof ProtocolError ? refused(path, 400, e.message) : refused(path, 500, (e as Error).message)))
+        .finally(() => clearTimeout(timer));
+    });
+  }
+}
+
 /** The pod a quarantine entry belongs to: named by its comment, or else the node's pod with that address. */
 function identify(entry: QuarantineEntry, pods: readonly KubeObject[], nodeName: string): KubeObject | undefined {
   const named = entry.comment && !entry.comment.endsWith("...") ? entry.comment.split("/") : undefined;
@@ -299,6 +351,7 @@ export class CniServer {
       [CNI_API.add]: { method: "POST", handle: (b) => service.add(parseAddRequest(b)) },
       [CNI_API.del]: { method: "POST", handle: (b) => service.del(parseDelRequest(b)) },
       [CNI_API.check]: { method: "POST", handle: (b) => service.check(parseCheckRequest(b)) },
+      [CNI_API.exec]: { method: "POST", handle: (b) => service.exec(parseExecRequest(b)) },
       [CNI_API.health]: { method: "GET", handle: async () => service.health() },
     };
     const server = createServer((req, res) => void serve(req, res, routes, logger));
