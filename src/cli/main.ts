@@ -10,7 +10,7 @@ import { Planner } from "../planner/plan.js";
 import { runGatewayAgent, runHealthResponder, runNodeAgent } from "./agents.js";
 import { registerLabCommands } from "./lab.js";
 import { METADATA_URL } from "../cloud/digitalocean/metadata.js";
-import { installWrapper } from "../cni/install.js";
+import { installPlugin } from "../cni/install.js";
 import { chainConfDir, unchainConfDir } from "../cni/conf-dir.js";
 import { chainEntryFor } from "../cni/conflist.js";
 import { DEFAULT_AGENT_SOCKET } from "../cni/input.js";
@@ -124,11 +124,12 @@ program
 const cni = program.command("cni").description("the chained CNI plugin (see docs/cni.md)");
 cni
   .command("install")
-  .description("write the plugin's wrapper <bin-dir>/static-egress, which runs this installation's dist/cni/main.js")
+  .description("write the plugin into <bin-dir>: the shim static-egress (hands each call to the node agent) and static-egress-nodejs, which runs this installation's dist/cni/main.js when the agent cannot answer")
   .option("--bin-dir <dir>", "the runtime's CNI bin directory", "/opt/cni/bin")
   .option("--node <path>", "the Node.js binary the wrapper runs", process.execPath)
-  .action((o: { binDir: string; node: string }) => {
-    process.stdout.write(`${installWrapper(o.binDir, { node: o.node })}\n`);
+  .option("--shim <path>", "the shim binary to install (default: this installation's dist/cni/static-egress-shim)")
+  .action((o: { binDir: string; node: string; shim?: string }) => {
+    process.stdout.write(`${installPlugin(o.binDir, { node: o.node, ...(o.shim ? { shim: o.shim } : {}) })}\n`);
   });
 
 cni

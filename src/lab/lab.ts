@@ -15,7 +15,7 @@ import { applyGateways, applyPolicyObjects, deletePolicyObjects, listGateways, l
 import { LAB_NETWORK, planTopology, type LabGatewayHost, type LabPod, type LabTopology } from "./topology.js";
 import { LAB_CLOUD, readCloudRecord, type LabCloudRecord } from "./cloud.js";
 import { DigitalOceanClient } from "../cloud/digitalocean/index.js";
-import { installWrapper } from "../cni/install.js";
+import { installPlugin } from "../cni/install.js";
 import { alive, removeLeftovers as removeControlPlaneLeftovers } from "./control-plane/processes.js";
 
 export const LAB_CLUSTER_NETWORK: ClusterNetwork = {
@@ -123,7 +123,7 @@ export class Lab {
         log("starting the control plane (etcd, kube-apiserver, kube-controller-manager), the controller and the lab kubelet");
         // As in a cluster: the node agents (a DaemonSet) and our chained CNI plugin are there
         // before the first pod, so a pod's routing exists before its first packet.
-        installWrapper(join(dir, "cni-bin"), { entry: join(packageRoot(), "dist", "cni", "main.js") });
+        installPlugin(join(dir, "cni-bin"), { entry: join(packageRoot(), "dist", "cni", "main.js"), shim: join(packageRoot(), "dist", "cni", "static-egress-shim") });
         // Each node's "cluster CNI" list; the node agent chains our plugin into it (--cni-conf-dir).
         for (const n of topology.nodes) {
           mkdirSync(lab.cniConfDir(n.name), { recursive: true });

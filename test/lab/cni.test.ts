@@ -1,11 +1,11 @@
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, renameSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import type { KubeObject } from "../../src/api/objects.js";
 import { AgentClient } from "../../src/cni/client.js";
-import { installWrapper } from "../../src/cni/install.js";
+import { FALLBACK_PLUGIN, installPlugin, PLUGIN_TYPE } from "../../src/cni/install.js";
 import { QuarantineTable } from "../../src/cni/quarantine.js";
 import { CniRuntime, type ConfList, type Sandbox } from "../../src/cni/testing/runtime.js";
 import { parseLabConfig } from "../../src/lab/config.js";
@@ -193,10 +193,18 @@ async function agentReady(): Promise<void> {
   );
 }
 
+const SHIM = join(packageRoot(), "dist", "cni", "static-egress-shim");
+
+/** The same plugin entry under another type: `static-egress-nodejs` is the TypeScript plugin itself. */
+function asType(list: ConfList, type: string): Record<string, unknown> {
+  return { ...list.plugins.at(-1)!, type };
+}
+
 const quarantine = () => new QuarantineTable(inNamespace(nodeNetns));
 
 beforeAll(async () => {
   if (!existsSync(join(packageRoot(), "dist", "cni", "main.js"))) throw new Error("dist/cni/main.js is missing: run `npm run build` first");
+  if (!existsSync(SHIM)) throw new Error(`${SHIM} is missing: run scripts/build-cni-shim.sh first`);
   lab = await Lab.up(parseLabConfig(LAB_YAML, "cni.test.ts"), { prefix: newRunPrefix(), persistent: false });
   nodeNetns = lab.topology.nodes[0]!.netns;
   // The lab's own node agent reads the same view as the gateway; ours reads the API's view.
@@ -205,8 +213,9 @@ beforeAll(async () => {
   nodeView = join(lab.dir, "node-view.yaml");
   const binDir = join(lab.dir, "cni-bin");
   mkdirSync(binDir, { recursive: true });
-  // Installed exactly as a node would have it: a wrapper named after the plugin's type.
-  installWrapper(binDir, { entry: join(packageRoot(), "dist", "cni", "main.js") });
+  // Installed exactly as a node would have it: the shim named after the plugin's type, the
+  // TypeScript plugin's wrapper beside it.
+  installPlugin(binDir, { entry: join(packageRoot(), "dist", "cni", "main.js"), shim: SHIM });
   runtime = new CniRuntime([binDir, "/usr/lib/cni"], nodeNetns);
   await writeViews();
   startAgent();
@@ -248,6 +257,48 @@ describe("ADD", () => {
     await sendDatagram(p, "first-web-new");
     expect(await sourceOf("first-web-new")).toBe(NODE_IP);
     expect(await quarantine().list()).toEqual([]);
+  });
+});
+
+describe("the shim answers as the TypeScript plugin does", () => {
+  it("is the Go binary, not the wrapper", () => {
+    expect(readFileSync(join(runtime.cniPath[0]!, PLUGIN_TYPE)).subarray(0, 4)).toEqual(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
+  });
+
+  it("the same ADD, CHECK, DEL and VERSION calls, good and bad, give the same exit code and stdout through the shim (the agent runs the plugin) and through the TypeScript plugin", async () => {
+    const p = pods.find((x) => x.name === "pay-new")!;
+    const base = confList(p);
+    const v04 = { ...base, cniVersion: "0.4.0" };
+    const prev04 = { ...(p.result as object), cniVersion: "0.4.0", ips: (p.result as { ips: object[] }).ips.map((ip) => ({ ...ip, version: "4" })) };
+    const stranger = { ...sandbox(p), args: { ...sandbox(p).args, K8S_POD_NAME: "nobody" } };
+    const cases: { what: string; command: "ADD" | "CHECK" | "DEL" | "VERSION"; list: ConfList; extra?: Record<string, unknown>; sandbox: Sandbox; prev?: unknown }[] = [
+      { what: "VERSION", command: "VERSION", list: base, sandbox: sandbox(p) },
+      { what: "VERSION 0.4.0", command: "VERSION", list: v04, sandbox: sandbox(p) },
+      { what: "ADD again (idempotent)", command: "ADD", list: base, sandbox: sandbox(p), prev: p.result },
+      { what: "ADD converting a 1.0.0 result for a 0.4.0 list", command: "ADD", list: v04, sandbox: sandbox(p), prev: p.result },
+      { what: "ADD converting a 0.4.0 result for a 1.0.0 list", command: "ADD", list: base, sandbox: sandbox(p), prev: prev04 },
+      { what: "CHECK of a programmed pod", command: "CHECK", list: base, sandbox: sandbox(p), prev: p.result },
+      { what: "CHECK of a pod the agent does not have (100)", command: "CHECK", list: base, sandbox: stranger, prev: p.result },
+      { what: "DEL of a container never added", command: "DEL", list: base, sandbox: { ...sandbox(p), containerId: "never-added", netns: "" } },
+      { what: "ADD without prevResult (7)", command: "ADD", list: base, sandbox: sandbox(p) },
+      { what: "ADD with a bad timeoutMs (7, names the field)", command: "ADD", list: base, extra: { timeoutMs: "soon" }, sandbox: sandbox(p), prev: p.result },
+      { what: "ADD with a bad clusterCIDRs entry (7, names the field)", command: "ADD", list: base, extra: { clusterCIDRs: ["10.0.0.0/33"] }, sandbox: sandbox(p), prev: p.result },
+      { what: "ADD with a relative agentSocket (7)", command: "ADD", list: base, extra: { agentSocket: "cni.sock" }, sandbox: sandbox(p), prev: p.result },
+      { what: "ADD with a bad address in prevResult (7)", command: "ADD", list: base, sandbox: sandbox(p), prev: { cniVersion: "1.0.0", ips: [{ address: "10.244.1.300/24" }] } },
+      { what: "ADD without the pod's identity (4)", command: "ADD", list: base, sandbox: { ...sandbox(p), args: {} }, prev: p.result },
+      { what: "ADD with a bad CNI_IFNAME (4)", command: "ADD", list: base, sandbox: { ...sandbox(p), ifname: "a/b" }, prev: p.result },
+      { what: "ADD of an unsupported version (1)", command: "ADD", list: { ...base, cniVersion: "0.3.1" }, sandbox: sandbox(p), prev: p.result },
+    ];
+    for (const c of cases) {
+      const viaShim = await runtime.exec(c.command, c.list, { ...asType(c.list, PLUGIN_TYPE), ...c.extra }, c.sandbox, c.prev);
+      const viaPlugin = await runtime.exec(c.command, c.list, { ...asType(c.list, FALLBACK_PLUGIN), ...c.extra }, c.sandbox, c.prev);
+      expect({ what: c.what, exitCode: viaShim.exitCode, stdout: viaShim.stdout }).toEqual({ what: c.what, exitCode: viaPlugin.exitCode, stdout: viaPlugin.stdout });
+      // The agent took the call: the shim never ran the fallback (which says so on stderr).
+      expect(viaShim.stderr, c.what).not.toContain("the shim could not hand this call");
+    }
+    // The bad-field answers name the field.
+    const bad = await runtime.exec("ADD", base, { ...asType(base, PLUGIN_TYPE), timeoutMs: "soon" }, sandbox(p), p.result);
+    expect(JSON.parse(bad.stdout)).toMatchObject({ code: 7, msg: expect.stringContaining("timeoutMs") });
   });
 });
 
@@ -295,11 +346,12 @@ describe("with the node agent down", () => {
     await stopAgent();
   });
 
-  it("ADD still succeeds for any pod, and quarantines it", async () => {
+  it("ADD still succeeds for any pod, and quarantines it: the shim runs the TypeScript plugin", async () => {
     for (const p of [payQ, webQ]) {
       const { result, runs } = await runtime.add(confList(p, { timeoutMs: 1_000 }), sandbox(p));
       p.result = result;
       expect(JSON.parse(runs[1]!.stdout)).toEqual(JSON.parse(runs[0]!.stdout));
+      expect(runs[1]!.stderr).toContain("the shim could not hand this call to the node agent");
     }
     expect((await quarantine().list())?.sort((a, b) => a.ip.localeCompare(b.ip))).toEqual([
       { ip: payQ.ip, comment: "payments/pay-q" },
