@@ -4,6 +4,12 @@
 #
 #   docker build -t registry.example.com/static-egress:0.1.0 .
 
+# --- the CNI shim: Go, standard library only, static (cni-shim/go.mod pins the toolchain) --------
+FROM golang:1.26.8-bookworm AS cni-shim
+WORKDIR /src
+COPY cni-shim ./
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o static-egress-shim .
+
 # --- build: compile TypeScript, then keep only the runtime dependencies ----------------------
 FROM node:24-bookworm-slim AS build
 WORKDIR /src
@@ -11,11 +17,13 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+RUN npm run build \
+ && npm prune --omit=dev --no-audit --no-fund
+# `static-egress cni install` takes the shim from dist/cni/ (docs/cni.md).
+COPY --from=cni-shim /src/static-egress-shim ./dist/cni/static-egress-shim
 # BUILD_ID, a content hash of what ships: the node agent's init container installs the CNI
 # plugin on the host under /opt/static-egress/releases/<BUILD_ID>.
-RUN npm run build \
- && npm prune --omit=dev --no-audit --no-fund \
- && find dist node_modules package.json -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16 > BUILD_ID
+RUN find dist node_modules package.json -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16 > BUILD_ID
 
 # --- runtime --------------------------------------------------------------------------------
 FROM node:24-bookworm-slim

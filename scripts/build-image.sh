@@ -5,8 +5,9 @@
 #   2. Node.js (scripts/node-env.sh's version) from the npm registry's binary package, at
 #      /usr/local/bin/node as in the node:*-bookworm-slim images;
 #   3. the app built from this clone's sources in a temporary copy: npm ci, npm run build,
-#      npm prune --omit=dev, and BUILD_ID (a content hash of what ships; the node agent's
-#      install-cni init container keys the host's release directory by it);
+#      npm prune --omit=dev, the CNI shim for each architecture (scripts/build-cni-shim.sh, at
+#      dist/cni/static-egress-shim in the image), and BUILD_ID (a content hash of what ships;
+#      the node agent's install-cni init container keys the host's release directory by it);
 #   4. buildah assembles and commits it (OCI format) into the local container storage, where
 #      podman runs it; with --archive FILE it also writes an OCI archive to load elsewhere.
 # The Dockerfile builds the same layout for users with Docker; test/integration/deploy.test.ts
@@ -58,8 +59,10 @@ cp -R src "$app/src"
   npm prune --omit=dev --no-audit --no-fund --loglevel=error >/dev/null
   # Tests never ship: tsconfig.build.json leaves *.test.ts out of dist.
   if find dist -name '*.test.js' | grep -q .; then echo "a test file is in dist/" >&2; exit 1; fi
-  find dist node_modules package.json -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16 >BUILD_ID
 )
+# The CNI shim is per architecture; each build goes to the image's dist/cni/static-egress-shim.
+for arch in "${arches[@]}"; do GOARCH="$arch" ./scripts/build-cni-shim.sh "$app/cni-shim-$arch"; done
+(cd "$app" && find dist node_modules package.json cni-shim-* -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16 >BUILD_ID)
 
 # build_arch <tag>: the image for $arch.
 build_arch() {
@@ -101,6 +104,7 @@ build_arch() {
   buildah copy "$ctr" "$app/package.json" "$app/BUILD_ID" /app/ >/dev/null
   buildah copy "$ctr" "$app/node_modules" /app/node_modules >/dev/null
   buildah copy "$ctr" "$app/dist" /app/dist >/dev/null
+  buildah copy --chmod 0755 "$ctr" "$app/cni-shim-$arch" /app/dist/cni/static-egress-shim >/dev/null
   buildah config \
     --os linux --arch "$arch" \
     --env NODE_ENV=production --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

@@ -37,6 +37,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 fi
 npm run --silent build
+# The CNI shim (Go, cni-shim/): built once per source into the cache, copied to dist/cni/.
+./scripts/build-cni-shim.sh
 # The real control plane the tests and the lab run against (kube-apiserver, etcd, ...), built once
 # from their Go modules into a cache outside the clone (scripts/build-k8s.sh). The lab demo needs
 # none of it and builds it in the background instead (STATIC_EGRESS_K8S_BUILD=background).

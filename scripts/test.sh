@@ -10,6 +10,7 @@ if [ "$(id -u)" != 0 ]; then echo "run as root: the lab tier builds network name
 ./scripts/install-deps.sh
 echo "== typecheck";  npm run --silent typecheck
 echo "== lint";       npm run --silent lint
+echo "== CNI shim (go vet, go test)"; (cd cni-shim && go vet ./... && go test ./...)
 echo "== unit and integration tests"; npx vitest run --config vitest.config.ts
 echo "== lab tests (network namespaces)"; npx vitest run --config vitest.lab.config.ts
 echo "== image tests (buildah builds the image, podman runs it in a loopback-only namespace)"; npx vitest run --config vitest.image.config.ts

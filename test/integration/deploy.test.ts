@@ -657,7 +657,13 @@ describe("the Dockerfile", () => {
     expect(pkg.engines.node).toBe(`>=${version}`);
     expect(pkg.devDependencies["@types/node"]).toMatch(new RegExp(`^\\^${version}\\.`));
     expect(stages.length).toBeGreaterThanOrEqual(2);
-    for (const s of stages) expect(s.from).toBe(`node:${version}-bookworm-slim`);
+    for (const s of stages.filter((x) => x.name !== "cni-shim")) expect(s.from).toBe(`node:${version}-bookworm-slim`);
+  });
+
+  it("builds the CNI shim with the Go toolchain cni-shim/go.mod pins", () => {
+    const toolchain = /^toolchain go(\S+)$/m.exec(readFileSync(join(ROOT, "cni-shim/go.mod"), "utf8"))?.[1];
+    expect(toolchain).toBeDefined();
+    expect(stages.find((s) => s.name === "cni-shim")?.from).toBe(`golang:${toolchain}-bookworm`);
   });
 
   it("copies only what exists and is in the build context; --from names an earlier stage's output", () => {
@@ -683,6 +689,12 @@ describe("the Dockerfile", () => {
         if (!source) continue;
         // What that stage has in its WORKDIR: files it copied, node_modules (npm ci), dist (npm run build), files a RUN writes.
         const dir = workdir(source) ?? "/";
+        if (source.name === "cni-shim") {
+          // The Go stage produces what `go build -o` names.
+          const outputs = source.body.filter((i) => i.op === "RUN").flatMap((i) => [...i.rest.matchAll(/\bgo build\b.*-o\s+(\S+)/g)].map((m) => m[1] as string));
+          for (const s of sources) expect(outputs, `COPY --from=${from} ${s}`).toContain(relative(dir, s));
+          continue;
+        }
         const produced = new Set<string>(["node_modules", "dist"]);
         for (const i of source.body) {
           if (i.op === "COPY") i.rest.split(/\s+/).filter((t) => !t.startsWith("--")).slice(0, -1).forEach((t) => produced.add(t));
