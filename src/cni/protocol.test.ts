@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseAddRequest, parseAddResponse, parseCheckResponse, parseDelRequest, ProtocolError } from "./protocol.js";
+import { parseAddRequest, parseAddResponse, parseCheckResponse, parseDelRequest, parseExecRequest, ProtocolError } from "./protocol.js";
 
 const add = { containerId: "c0ffee-1", namespace: "payments", name: "pay-1", ips: ["10.244.1.2"] };
 
@@ -33,6 +33,24 @@ describe("requests", () => {
     [{ ...add, policy: "x" }, "policy"],
   ])("names the bad field of %j", (body, field) => {
     expect(fieldOf(() => parseAddRequest(body))).toBe(field);
+  });
+});
+
+describe("a whole CNI call (the shim's request)", () => {
+  it("carries the CNI_* environment and stdin as they came", () => {
+    const call = { env: { CNI_COMMAND: "ADD", CNI_ARGS: "K8S_POD_NAME=a;X=" }, stdin: '{"cniVersion":"1.0.0"}' };
+    expect(parseExecRequest(call)).toEqual(call);
+  });
+
+  it.each([
+    [null, "body"],
+    [{ env: {}, stdin: "", extra: 1 }, "extra"],
+    [{ env: [], stdin: "" }, "env"],
+    [{ env: { HOME: "/root" }, stdin: "" }, "env.HOME"],
+    [{ env: { CNI_COMMAND: 1 }, stdin: "" }, "env.CNI_COMMAND"],
+    [{ env: {} }, "stdin"],
+  ])("names the bad field of %j", (body, field) => {
+    expect(fieldOf(() => parseExecRequest(body))).toBe(field);
   });
 });
 

@@ -10,6 +10,7 @@ import type { QuarantineEntry } from "../../cni/quarantine.js";
 import { parseCidr, type Range } from "../../planner/ipv4.js";
 import type { NodePlan } from "../../planner/model.js";
 import { silentLogger } from "../../util/log.js";
+import { runPlugin } from "../../cni/plugin.js";
 import { CniServer, CniService, vouchFor, type CniAgent, type QuarantineStore } from "./cni-server.js";
 
 const NODE = "node1";
@@ -235,6 +236,19 @@ describe("the socket", () => {
     await expect(s.client.add({ ...req, namespace: "Bad" })).rejects.toThrow(AgentResponseError);
   });
 
+  it("runs a whole CNI call from the shim (POST /v1/cni/exec) and answers the plugin's stdout and exit code; only CNI_* variables pass", async () => {
+    const s = await serve();
+    const stdin = JSON.stringify({ cniVersion: "1.0.0", name: "k8s", type: "static-egress", prevResult: { cniVersion: "1.0.0", ips: [{ address: "10.244.1.2/24" }] } });
+    const answer = await raw(s.path, "POST", "/v1/cni/exec", JSON.stringify({ env: { ...cniEnv("ADD"), CNI_PATH: "/opt/cni/bin" }, stdin }), { "content-type": "application/json" });
+    expect(answer).toEqual({ status: 200, json: { exitCode: 0, stdout: `${JSON.stringify({ cniVersion: "1.0.0", ips: [{ address: "10.244.1.2/24" }] })}\n` } });
+    expect(s.a.admitted.map((a) => a.ips)).toEqual([["10.244.1.2"]]);
+    expect(await raw(s.path, "POST", "/v1/cni/exec", JSON.stringify({ env: { PATH: "/bin" }, stdin }), { "content-type": "application/json" })).toEqual({
+      status: 400,
+      json: { error: "env.PATH: is not a CNI_* variable", field: "env.PATH" },
+    });
+    expect((await raw(s.path, "POST", "/v1/cni/exec", JSON.stringify({ env: {} }), { "content-type": "application/json" })).json).toMatchObject({ field: "stdin" });
+  });
+
   it("replaces a stale socket file, but never a live one or a file that is not a socket", async () => {
     const path = join(dir, "stale.sock");
     const stale = createServer();
@@ -260,5 +274,67 @@ describe("the socket", () => {
     } finally {
       await new Promise<void>((r) => silent.close(() => r()));
     }
+  });
+});
+
+function cniEnv(command: string, name = "pay-1"): Record<string, string> {
+  return { CNI_COMMAND: command, CNI_CONTAINERID: "c1", CNI_NETNS: "/var/run/netns/p", CNI_IFNAME: "eth0", CNI_ARGS: `K8S_POD_NAMESPACE=payments;K8S_POD_NAME=${name}` };
+}
+
+describe("a whole CNI call run in the agent (the shim's path) answers as the plugin asking over the socket does", () => {
+  const dir = mkdtempSync(join(tmpdir(), "se-cni-exec-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const prev = { cniVersion: "1.0.0", ips: [{ address: "10.244.1.2/24", gateway: "10.244.1.1" }] };
+  const conf = (extra: Record<string, unknown> = {}) => JSON.stringify({ cniVersion: "1.0.0", name: "k8s", type: "static-egress", timeoutMs: 200, clusterCIDRs: ["10.96.0.0/12"], prevResult: prev, ...extra });
+
+  /** The plugin outside the agent must be told the socket; stdin that is not a JSON object stays as it is. */
+  const withSocket = (stdin: string, path: string) => (/^\{"/.test(stdin) ? JSON.stringify({ ...(JSON.parse(stdin) as object), agentSocket: path }) : stdin);
+
+  /** The same call both ways, each against its own fresh service; returns both outcomes and what each did to the quarantine. */
+  async function both(env: Record<string, string>, stdin: string, agent?: Partial<CniAgent>, objects = [pod("pay-1")]) {
+    const inAgent = setup(objects, { "payments/pay-1": "EgressPolicy/payments/checkout" });
+    Object.assign(inAgent.a.agent, agent);
+    const viaShim = await inAgent.service.exec({ env, stdin });
+    const overSocket = setup(objects, { "payments/pay-1": "EgressPolicy/payments/checkout" });
+    Object.assign(overSocket.a.agent, agent);
+    const path = join(dir, `s-${Math.random().toString(36).slice(2)}.sock`);
+    const server = await CniServer.listen(path, overSocket.service, silentLogger);
+    try {
+      const viaPlugin = await runPlugin(
+        { env, stdin: withSocket(stdin, path) },
+        { agent: (socket, timeoutMs) => new AgentClient(socket, timeoutMs), quarantine: overSocket.q.store, logger: silentLogger },
+      );
+      return { viaShim, viaPlugin, heldInAgent: [...inAgent.q.held], heldOverSocket: [...overSocket.q.held] };
+    } finally {
+      await server.close();
+    }
+  }
+
+  it.each([
+    ["ADD of a known pod", cniEnv("ADD"), conf()],
+    ["ADD of a pod the agent does not know (quarantined by the agent)", cniEnv("ADD", "stranger"), conf()],
+    ["CHECK of a programmed pod", cniEnv("CHECK"), conf()],
+    ["CHECK of an unknown pod (100)", cniEnv("CHECK", "stranger"), conf()],
+    ["DEL", cniEnv("DEL"), conf()],
+    ["VERSION", { CNI_COMMAND: "VERSION" }, JSON.stringify({ cniVersion: "0.4.0" })],
+    ["a bad field (7)", cniEnv("ADD"), conf({ timeoutMs: 1 })],
+    ["no prevResult (7)", cniEnv("ADD"), conf({ prevResult: undefined })],
+    ["a bad environment (4)", { ...cniEnv("ADD"), CNI_IFNAME: "" }, conf()],
+    ["stdin that is not JSON (6)", cniEnv("ADD"), "{nope"],
+  ])("%s", async (_what, env, stdin) => {
+    const r = await both(env, stdin);
+    expect(r.viaShim).toEqual(r.viaPlugin);
+    expect(r.heldInAgent).toEqual(r.heldOverSocket);
+  });
+
+  it("ADD quarantines the pod when the agent cannot program it (apply failed) or does not answer within timeoutMs", async () => {
+    const failing = await both(cniEnv("ADD"), conf(), { admitPod: () => Promise.reject(new Error("nft failed")) });
+    expect(failing.viaShim).toEqual({ exitCode: 0, stdout: `${JSON.stringify(prev)}\n` });
+    expect(failing.viaShim).toEqual(failing.viaPlugin);
+    expect(failing.heldInAgent).toEqual([["10.244.1.2", "payments/pay-1"]]);
+    expect(failing.heldOverSocket).toEqual(failing.heldInAgent);
+    const hanging = await both(cniEnv("ADD"), conf(), { admitPod: () => new Promise(() => undefined) });
+    expect(hanging.viaShim).toEqual(hanging.viaPlugin);
+    expect(hanging.heldInAgent).toEqual([["10.244.1.2", "payments/pay-1"]]);
   });
 });
