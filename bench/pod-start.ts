@@ -111,6 +111,7 @@ async function main(): Promise<void> {
   const cleanup = async () => {
     await stopAgent();
     for (const ns of podNetns) await deleteNamespace(ns).catch(() => undefined);
+    if (process.env.KEEP_AGENT_LOG) (await import("node:fs")).copyFileSync(join(lab.dir, "logs", "pod-start-node-agent.log"), process.env.KEEP_AGENT_LOG);
     await lab.down();
   };
   await guarded(cleanup, async () => {

@@ -215,6 +215,8 @@ export class NodeDataplane {
   private readonly bindTable: OwnedTable;
   private readonly tunnels: TunnelDevices;
   private loosenedFor: string | undefined;
+  /** The routing and tunnels the last successful apply left in the kernel (unset while one runs or after a failure). */
+  private appliedRouting: string | undefined;
   private bindings = new Map<string, PodBinding>();
   private instanceDevices = new Map<string, string>();
 
@@ -239,10 +241,14 @@ export class NodeDataplane {
   async apply(plan: NodePlan, opts: { verify?: boolean } = {}): Promise<ApplyReport> {
     const desired = nodeRouting(plan, this.opts);
     const tunnels = nodeTunnels(plan);
+    // Routing and tunnels as the last apply left them need no read-back (four commands) until
+    // the next verify, like the nft table: a new pod (CNI ADD) usually changes neither.
+    const appliedKey = JSON.stringify([desired, tunnels]);
+    const unchanged = opts.verify !== true && this.appliedRouting === appliedKey;
+    this.appliedRouting = undefined;
     // Tunnels first (routes name them), removed last (after the routes that used them).
-    const tunnelsAdded = await this.tunnels.apply(tunnels);
-    const actual = await this.readRouting();
-    const { add, remove } = diffRouting(desired, actual);
+    const tunnelsAdded = unchanged ? 0 : await this.tunnels.apply(tunnels);
+    const { add, remove } = unchanged ? { add: [], remove: [] } : diffRouting(desired, await this.readRouting());
     await runBatch(this.runner, add);
     const facts = await this.learnFacts(plan, opts.verify === true);
     // Reading a large table back is not free: it is done on `verify` (the periodic drift check).
@@ -254,13 +260,14 @@ export class NodeDataplane {
     for (const c of changes) if (c.script !== "") await c.commit();
     const nftChanged = script !== "";
     await runBatch(this.runner, remove);
-    const tunnelsRemoved = await this.tunnels.removeStale(tunnels);
+    const tunnelsRemoved = unchanged ? 0 : await this.tunnels.removeStale(tunnels);
     const addresses = plan.instances.map((i) => i.address).sort().join(",");
     if (addresses !== this.loosenedFor) {
       await this.loosenReversePathFilter();
       this.loosenedFor = addresses;
     }
     const unbound = new Set(plan.entries.map((e) => e.podIP).filter((ip) => !facts.bindings.has(ip))).size;
+    this.appliedRouting = appliedKey;
     return { nftChanged, routingAdded: add.length + tunnelsAdded, routingRemoved: remove.length + tunnelsRemoved, unbound };
   }
 
@@ -354,6 +361,7 @@ export class NodeDataplane {
 
   /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes, then tunnels. */
   async cleanup(): Promise<void> {
+    this.appliedRouting = undefined;
     await this.table.remove();
     await this.bindTable.remove();
     const actual = await this.readRouting();

@@ -7,7 +7,7 @@ import { addNamespace, deleteNamespacesWithPrefix, execIn, newRunPrefix } from "
 import { markFor, tableFor } from "../../src/planner/ids.js";
 import type { GatewayPlan, NodePlan } from "../../src/planner/model.js";
 import { formatIPv4, parseCidr, parseIPv4 } from "../../src/planner/ipv4.js";
-import { inNamespace } from "../../src/util/exec.js";
+import { inNamespace, type CommandRunner } from "../../src/util/exec.js";
 import { waitFor } from "../../src/lab/lab.js";
 
 // One namespace stands in for a node (and one for a gateway): a dummy interface gives the
@@ -91,6 +91,22 @@ describe("node dataplane", () => {
     const restarted = await new NodeDataplane(run).apply(plan("via"));
     expect(restarted.routingAdded + restarted.routingRemoved).toBe(0);
     expect(await foreignState()).toBe(before);
+  });
+
+  it("a new pod with unchanged routing reads no routing or tunnels back; the next verify does, and repairs a deleted route", async () => {
+    const commands: string[] = [];
+    const recording: CommandRunner = { run: (cmd, args, o) => (commands.push(`${cmd} ${args.join(" ")}`), run.run(cmd, args, o)) };
+    const dp = new NodeDataplane(recording);
+    await dp.apply(plan("via", 3), { verify: true });
+    commands.length = 0;
+    expect((await dp.apply(plan("via", 4))).nftChanged).toBe(true);
+    // Only the pod's interface is looked up (route table main, links); no rules, policy routes or tunnels.
+    expect(commands.filter((c) => /rule show|route show table all|type vxlan|nud permanent/.test(c))).toEqual([]);
+    expect(commands.filter((c) => c.startsWith("nft"))).toHaveLength(1);
+    await execIn(nodeNs, "ip", ["route", "del", "table", "7002", "default"]);
+    expect((await dp.apply(plan("via", 4))).routingAdded).toBe(0); // trusted until the next verify
+    expect((await dp.apply(plan("via", 4), { verify: true })).routingAdded).toBe(1);
+    expect((await readRoutes(run, { from: 7001, to: 11095 })).map((r) => r.table).sort()).toEqual([7001, 7002]);
   });
 
   it("a dead instance's table becomes a blackhole with one route change", async () => {
