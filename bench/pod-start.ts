@@ -16,9 +16,10 @@
  * quarantined, and a selected pod's address is in the node's divert map before ADD returned.
  * Each fallback ADD is checked to have quarantined the pod.
  *
- *   npx tsx bench/pod-start.ts [--cycles 200] [--fallback 20] [--out bench/results/pod-start.json] [--max-seconds 900]
+ *   npx tsx bench/pod-start.ts [--cycles 200] [--fallback 20] [--out bench/results/pod-start.json] [--max-seconds 900] [--agent-log FILE]
  */
-import { closeSync, mkdirSync, openSync, renameSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { closeSync, copyFileSync, mkdirSync, openSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
@@ -44,6 +45,7 @@ const { values: opts } = parseArgs({
     fallback: { type: "string", default: "20" },
     out: { type: "string", default: defaultResultPath("pod-start") },
     "max-seconds": { type: "string", default: "900" },
+    "agent-log": { type: "string" },
   },
 });
 // Bounded: every cycle costs a few hundred ms and two namespaces.
@@ -111,7 +113,8 @@ async function main(): Promise<void> {
   const cleanup = async () => {
     await stopAgent();
     for (const ns of podNetns) await deleteNamespace(ns).catch(() => undefined);
-    if (process.env.KEEP_AGENT_LOG) (await import("node:fs")).copyFileSync(join(lab.dir, "logs", "pod-start-node-agent.log"), process.env.KEEP_AGENT_LOG);
+    // --agent-log: the agent's own timings ("pod programmed for CNI ADD", ms) outlive the lab.
+    if (opts["agent-log"]) copyFileSync(join(lab.dir, "logs", "pod-start-node-agent.log"), opts["agent-log"]);
     await lab.down();
   };
   await guarded(cleanup, async () => {
@@ -146,7 +149,6 @@ async function main(): Promise<void> {
     // The lab's own agent reads the gateway's view; ours serves the socket with the API's view.
     lab.killProcess("agent-node1");
     const log = openSync(join(lab.dir, "logs", "pod-start-node-agent.log"), "a");
-    const { spawn } = await import("node:child_process");
     const child = spawn("ip", ["netns", "exec", nodeNetns, process.execPath, cliEntry(), "agent", "node", "--node", "node1", "--source", view, "--config", join(lab.dir, "agent-config.yaml"), "--cni-socket", socket], {
       detached: true,
       stdio: ["ignore", log, log],
@@ -204,15 +206,33 @@ async function main(): Promise<void> {
       if (divert.includes(`"${ip}"`) !== pod.selected) throw new Error(`${variant} ${pod.name}: ${ip} is ${pod.selected ? "not " : ""}in the divert map after ADD`);
     };
 
+    /** One process run the way the runtime runs plugins here (`ip netns exec <node> ...`): the harness's own cost, and VERSION. */
+    const timedRun = async (file: string, env: Record<string, string>, stdin: string): Promise<number> => {
+      const started = performance.now();
+      const { exitCode } = await new Promise<{ exitCode: number | null }>((resolve, reject) => {
+        const c = spawn("ip", ["netns", "exec", nodeNetns, file], { env: { ...process.env, ...env }, stdio: ["pipe", "ignore", "ignore"] });
+        c.on("error", reject);
+        c.on("close", (code) => resolve({ exitCode: code }));
+        c.stdin.end(stdin);
+      });
+      if (exitCode !== 0) throw new Error(`${file} exited ${exitCode}`);
+      return performance.now() - started;
+    };
+    const versionOf = (type: string) => timedRun(join(type === "ptp" ? "/usr/lib/cni" : binDir, type), { CNI_COMMAND: "VERSION" }, JSON.stringify({ cniVersion: "1.0.0", agentSocket: socket }));
+
     // Warm-up (first runs load binaries and the agent's code paths): not recorded.
     await cycle("ptp", { namespace: "web", name: "warm-up", selected: false });
     const samples: Sample[] = [];
     const loads: number[][] = [currentLoad()];
+    const baseline = { netnsExecTrue: [] as number[], versionPtp: [] as number[], versionShim: [] as number[] };
     for (let i = 0; i < CYCLES; i++) {
       // Alternating order, so neither variant always runs right after the other.
       const order: Variant[] = i % 2 === 0 ? ["ptp", "shim"] : ["shim", "ptp"];
       if (i % 4 === 3) order.splice(1, 0, "nodejs");
       for (const v of order) samples.push(await cycle(v, v === "ptp" ? { namespace: "web", name: `ptp-${i}`, selected: false } : v === "shim" ? byVariant.shim[i]! : byVariant.nodejs[Math.floor(i / 4)]!));
+      baseline.netnsExecTrue.push(await timedRun("/bin/true", {}, ""));
+      baseline.versionPtp.push(await versionOf("ptp"));
+      baseline.versionShim.push(await versionOf(PLUGIN_TYPE));
       if ((i + 1) % 25 === 0) {
         loads.push(currentLoad());
         process.stderr.write(`cycle ${i + 1}/${CYCLES}, load ${currentLoad().join(" ")}\n`);
@@ -236,6 +256,8 @@ async function main(): Promise<void> {
       addMs: { ptpAlone: stats(ptpAlone), ptpPlusShim: stats(of("shim", (s) => s.addMs)), ptpPlusNodejs: stats(of("nodejs", (s) => s.addMs)) },
       ptpInsideChainMs: { shim: stats(of("shim", (s) => s.ptpMs)) },
       delMs: { ptpAlone: stats(of("ptp", (s) => s.delMs)), ptpPlusShim: stats(of("shim", (s) => s.delMs)) },
+      /** What every figure above includes: `ip netns exec <node>` starting a process; and VERSION (the shim: start, socket round trip, the agent's runPlugin). */
+      processMs: { netnsExecTrue: stats(baseline.netnsExecTrue), versionPtp: stats(baseline.versionPtp), versionShim: stats(baseline.versionShim) },
     };
     const record = {
       benchmark: "pod-start",
