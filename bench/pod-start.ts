@@ -213,6 +213,7 @@ async function main(): Promise<void> {
         const c = spawn("ip", ["netns", "exec", nodeNetns, file], { env: { ...process.env, ...env }, stdio: ["pipe", "ignore", "ignore"] });
         c.on("error", reject);
         c.on("close", (code) => resolve({ exitCode: code }));
+        c.stdin.on("error", () => undefined); // /bin/true does not read its stdin
         c.stdin.end(stdin);
       });
       if (exitCode !== 0) throw new Error(`${file} exited ${exitCode}`);
