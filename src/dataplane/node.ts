@@ -298,8 +298,8 @@ export class NodeDataplane {
 
   private async readKernelView(): Promise<KernelView> {
     const json = async <T>(cmd: string, args: string[]): Promise<T[]> => JSON.parse((await this.runner.run(cmd, args)).stdout || "[]") as T[];
-    const routes = await json<KernelView["routes"][number]>("ip", ["-json", "-4", "route", "show", "table", "main"]);
-    const links = await json<KernelView["links"][number]>("ip", ["-json", "-d", "link", "show"]);
+    // Independent reads: side by side (a new pod's CNI ADD waits for them).
+    const [routes, links] = await Promise.all([json<KernelView["routes"][number]>("ip", ["-json", "-4", "route", "show", "table", "main"]), json<KernelView["links"][number]>("ip", ["-json", "-d", "link", "show"])]);
     const bridged = links.some((l) => l.linkinfo?.info_kind === "bridge");
     // Neighbours and the FDB matter only for bridge CNIs.
     const neighbours = bridged ? await json<KernelView["neighbours"][number]>("ip", ["-json", "-4", "neigh", "show"]) : [];
