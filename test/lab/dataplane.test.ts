@@ -8,6 +8,7 @@ import { markFor, tableFor } from "../../src/planner/ids.js";
 import type { GatewayPlan, NodePlan } from "../../src/planner/model.js";
 import { formatIPv4, parseCidr, parseIPv4 } from "../../src/planner/ipv4.js";
 import { inNamespace } from "../../src/util/exec.js";
+import { commandKernel } from "../../src/dataplane/kernel.js";
 import { waitFor } from "../../src/lab/lab.js";
 
 // One namespace stands in for a node (and one for a gateway): a dummy interface gives the
@@ -16,8 +17,8 @@ import { waitFor } from "../../src/lab/lab.js";
 const prefix = newRunPrefix();
 const nodeNs = `${prefix}-dpnode`;
 const gwNs = `${prefix}-dpgw`;
-const run = inNamespace(nodeNs);
-const gwRun = inNamespace(gwNs);
+const run = commandKernel(inNamespace(nodeNs));
+const gwRun = commandKernel(inNamespace(gwNs));
 
 function plan(health: "via" | "blackhole", pods = 3): NodePlan {
   const instances = [
