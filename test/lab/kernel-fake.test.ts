@@ -31,7 +31,7 @@ async function same(pair: Pair, tables: readonly string[]): Promise<void> {
 
 /** Runs `step` on both kernels; both must succeed or both fail, and hold the same afterwards. */
 async function both(pair: Pair, tables: readonly string[], step: (k: Kernel) => Promise<unknown>): Promise<boolean> {
-  const outcome = async (k: Kernel) => step(k).then(
+  const outcome = async (k: Kernel): Promise<{ ok: boolean; error?: string }> => step(k).then(
     () => ({ ok: true }),
     (e: Error) => ({ ok: false, error: e.message.split("\n")[0] }),
   );
