@@ -196,14 +196,20 @@ function watchLeaks(k: FakeKernel, plans: readonly NodePlan[]): { leaks: string[
   return seen;
 }
 
+/** A node programmed for instances a and b, watched, and the plan that replaces a with c. */
+async function programmedForMove() {
+  const k = await nodeKernel(pods);
+  const dp = new NodeDataplane(k);
+  const before = two(["a", "b"]);
+  const after = two(["b", "c"]);
+  const watch = watchLeaks(k, [before, after]);
+  await dp.apply(before);
+  return { k, dp, before, after, watch };
+}
+
 describe("add before remove", () => {
   it("moving every pod from instance a to a new instance c: no marked packet ever leaks, and none of an instance that is up is ever dropped", async () => {
-    const k = await nodeKernel(pods);
-    const dp = new NodeDataplane(k);
-    const before = two(["a", "b"]);
-    const after = two(["b", "c"]);
-    const watch = watchLeaks(k, [before, after]);
-    await dp.apply(before);
+    const { k, dp, before, after, watch } = await programmedForMove();
     const start = k.log.length;
     await dp.apply(after);
     expect(watch.leaks).toEqual([]);
@@ -268,12 +274,7 @@ describe("add before remove", () => {
 
 describe("failure mid-apply", () => {
   it("a refused nft transaction leaves the tables as they were, removes nothing, and the retry converges", async () => {
-    const k = await nodeKernel(pods);
-    const dp = new NodeDataplane(k);
-    const before = two(["a", "b"]);
-    const after = two(["b", "c"]);
-    const watch = watchLeaks(k, [before, after]);
-    await dp.apply(before);
+    const { k, dp, after, watch } = await programmedForMove();
     const programmed = (await readBack(k, NODE_TABLES)) as { nft: unknown; rules: unknown[] };
     k.failNext("nft");
     const start = k.log.length;
@@ -305,12 +306,7 @@ describe("failure mid-apply", () => {
   });
 
   it("an ip batch that fails half-way keeps its earlier lines, opens no gap, and the retry converges", async () => {
-    const k = await nodeKernel(pods);
-    const dp = new NodeDataplane(k);
-    const before = two(["a", "b"]);
-    const after = two(["b", "c"]);
-    const watch = watchLeaks(k, [before, after]);
-    await dp.apply(before);
+    const { k, dp, after, watch } = await programmedForMove();
     k.failNext("ip", /^rule add priority 10010/, "RTNETLINK answers: No buffer space available");
     await expect(dp.apply(after)).rejects.toThrow(/No buffer space/);
     const c = after.instances.find((i) => i.key === "shared/c")!;
