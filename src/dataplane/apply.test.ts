@@ -152,6 +152,18 @@ describe("drift repair", () => {
     expect(await readBack(k, NODE_TABLES)).toEqual(programmed);
   });
 
+  it("packets counted are no drift: a verifying apply keeps the table, and so the drop counters", async () => {
+    const k = await nodeKernel(pods);
+    const dp = new NodeDataplane(k);
+    await dp.apply(two(), { verify: true });
+    k.count("ip", "static_egress", "forged_health_drops", 3);
+    const start = k.log.length;
+    const report = await dp.apply(two(), { verify: true });
+    expect(report.nftChanged).toBe(false);
+    expect(nftWrites(k, start)).toEqual([]);
+    expect((await dp.drops()).forgedHealth).toBe(3);
+  });
+
   it("a restarted agent adopts what it finds: the same plan changes no route, rule or device", async () => {
     const k = await nodeKernel(pods);
     await new NodeDataplane(k).apply(two());

@@ -51,10 +51,14 @@ function elementsClause(elements: readonly string[]): string {
   return elements.length === 0 ? "" : `    elements = { ${elements.join(",\n      ")} }\n`;
 }
 
-/** The table as the kernel has it (nft's JSON listing, no counter values); undefined if absent. */
+/**
+ * The table as the kernel has it (nft's JSON listing without counter values), undefined if absent.
+ * `--stateless` drops the anonymous counters' values but not the named counters' (nft 1.0.6), and
+ * packets counted are no drift.
+ */
 export async function listTable(kernel: Kernel, family: string, name: string): Promise<string | undefined> {
   const objects = await kernel.nftList(`table ${family} ${name}`, { stateless: true });
-  return objects && JSON.stringify(objects);
+  return objects && JSON.stringify(objects.map((o) => (o.counter ? { counter: { ...(o.counter as object), packets: 0, bytes: 0 } } : o)));
 }
 
 export function hex(n: number): string {

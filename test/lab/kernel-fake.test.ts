@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GATEWAY_TABLE, GatewayDataplane } from "../../src/dataplane/gateway.js";
 import { commandKernel, type Kernel } from "../../src/dataplane/kernel.js";
 import { BIND_TABLE, NodeDataplane } from "../../src/dataplane/node.js";
-import { addNamespace, deleteNamespacesWithPrefix, newRunPrefix } from "../../src/lab/netns.js";
+import { addNamespace, deleteNamespacesWithPrefix, execIn, newRunPrefix } from "../../src/lab/netns.js";
 import { formatRange } from "../../src/planner/ipv4.js";
 import type { NodePlan } from "../../src/planner/model.js";
 import { inNamespace } from "../../src/util/exec.js";
@@ -77,6 +77,16 @@ describe("the fake kernel reads back like the real one", () => {
     }
     const counters = async (k: Kernel) => ((await k.nftList("counters table ip static_egress")) ?? []).flatMap((o) => (o.counter ? [(o.counter as { name: string }).name] : [])).sort();
     expect(await counters(node.fake)).toEqual(await counters(node.real));
+  });
+
+  it("packets counted are no drift: a verifying apply keeps the counters on both", async () => {
+    const plan = nodePlan(cluster({ instances: ["b", "c"], pods }));
+    // A health probe with a TTL below 255, from the node itself: dropped and counted.
+    await execIn(nodeNs, "bash", ["-c", "echo probe > /dev/udp/127.0.0.1/3784"]);
+    node.fake.count("ip", "static_egress", "forged_health_drops", 1);
+    expect(await apply(plan, true)).toBe(true);
+    expect((await dps.fake.drops()).forgedHealth).toBe(1);
+    expect((await dps.real.drops()).forgedHealth).toBe(1);
   });
 
   it("drift behind the agent's back, and its repair", async () => {

@@ -21,8 +21,8 @@ import { CommandError } from "../../src/util/exec.js";
  *  - policy routing: rules in priority order, fwmark/mask and destination matches, a table
  *    without a matching route falls through to the next rule (`lookup`, also `ip route get`).
  *
- * Its lies (not modelled): packets, so counters stay 0 and no connection is tracked
- * (`deleteFlows` never matches); rule bodies are kept as text, never compiled (the `expr` of a
+ * Its lies (not modelled): packets, so counters count only what a test counts in (`count`) and
+ * no connection is tracked (`deleteFlows` never matches); rule bodies are kept as text, never compiled (the `expr` of a
  * listed rule is `[{ text }]`), so a rule the kernel would refuse for its syntax is accepted;
  * element types other than ours (ipv4_addr, ifname, mark, integer, inet_service); carrier
  * state (a veth is up when set up); broadcast routes; link types other than veth, vxlan, bridge.
@@ -51,7 +51,7 @@ interface NftTable {
   family: Family;
   name: string;
   handle: number;
-  counters: Map<string, number>;
+  counters: Map<string, { handle: number; packets: number; bytes: number }>;
   sets: Map<string, NftSet>;
   chains: Map<string, NftChain>;
 }
@@ -178,9 +178,10 @@ export class FakeKernel implements Kernel {
     const t = this.nftState.tables.get(`${m[2]} ${m[3]}`);
     if (!t) return undefined;
     const meta: NftObject = { metainfo: { version: "fake", json_schema_version: 1 } };
-    const counters = [...t.counters].map(([name, handle]) => ({ counter: { family: t.family, name, table: t.name, handle, packets: 0, bytes: 0 } }));
+    // Like nft 1.0.6: `--stateless` leaves the named counters' values in (there are no anonymous ones here).
+    void opts.stateless;
+    const counters = [...t.counters].map(([name, c]) => ({ counter: { family: t.family, name, table: t.name, handle: c.handle, packets: c.packets, bytes: c.bytes } }));
     if (m[1]) return [meta, ...counters];
-    void opts.stateless; // counters never count here: stateless or not, the same listing
     const sets = [...t.sets].map(([name, s]) => ({
       [s.kind]: {
         family: t.family,
@@ -196,6 +197,14 @@ export class FakeKernel implements Kernel {
     const chains = [...t.chains].map(([name, c]) => ({ chain: { family: t.family, table: t.name, name, handle: c.handle, ...(c.base ?? {}) } }));
     const rules = [...t.chains].flatMap(([chain, c]) => c.rules.map((r) => ({ rule: { family: t.family, table: t.name, chain, handle: r.handle, expr: [{ text: r.text }] } })));
     return [meta, { table: { family: t.family, name: t.name, handle: t.handle } }, ...counters, ...sets, ...chains, ...rules];
+  }
+
+  /** Packets that hit a named counter's rule (no packets run here: tests count them in). */
+  count(family: Family, table: string, counter: string, packets: number): void {
+    const c = this.nftState.tables.get(`${family} ${table}`)?.counters.get(counter);
+    if (!c) throw new Error(`fake kernel: no counter ${counter} in ${family} ${table}`);
+    c.packets += packets;
+    c.bytes += packets * 64;
   }
 
   /** The elements of a set or map, as nft's JSON shows them (for assertions). */
@@ -587,7 +596,7 @@ class NftScript {
       if ((m = /^(set|map) (\w+) \{$/.exec(line))) this.setBlock(t, m[1] as "set" | "map", m[2]!, this.block().join(" "));
       else if ((m = /^counter (\w+) \{$/.exec(line))) {
         this.block();
-        if (!t.counters.has(m[1]!)) t.counters.set(m[1]!, this.state.nextHandle++);
+        if (!t.counters.has(m[1]!)) t.counters.set(m[1]!, { handle: this.state.nextHandle++, packets: 0, bytes: 0 });
       } else if ((m = /^chain (\w+) \{$/.exec(line))) this.chainBlock(t, m[1]!, this.block());
       else this.fail(`syntax error (not modelled by the fake): ${line}`);
     }
