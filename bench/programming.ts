@@ -18,6 +18,7 @@
 import { parseArgs } from "node:util";
 import { SpecValidator } from "../src/api/v1alpha1/validate.js";
 import { NodeDataplane, type ApplyReport } from "../src/dataplane/node.js";
+import { commandKernel } from "../src/dataplane/kernel.js";
 import { deleteNamespace, deleteNamespacesWithPrefix, newRunPrefix } from "../src/lab/netns.js";
 import type { HealthView, NodePlan } from "../src/planner/model.js";
 import { Planner } from "../src/planner/plan.js";
@@ -130,7 +131,7 @@ async function runCase(c: Case, reps: number, bulk: number, prefix: string, inde
     try {
       const runner = new TimingRunner(inNamespace(ns));
       const check = inNamespace(ns);
-      const dp = new NodeDataplane(runner);
+      const dp = new NodeDataplane(commandKernel(runner));
       const step = async (name: Step, apply: () => Promise<ApplyReport>): Promise<ApplyReport> => {
         runner.take();
         const t = await timed(apply);

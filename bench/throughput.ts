@@ -19,6 +19,7 @@ import { parseArgs } from "node:util";
 import { snapshotFromObjects, type KubeObject } from "../src/api/objects.js";
 import { GatewayDataplane } from "../src/dataplane/gateway.js";
 import { NodeDataplane } from "../src/dataplane/node.js";
+import { commandKernel } from "../src/dataplane/kernel.js";
 import { Lab, LAB_CLUSTER_NETWORK } from "../src/lab/lab.js";
 import { deleteNamespacesWithPrefix, newRunPrefix } from "../src/lab/netns.js";
 import { cliEntry } from "../src/lab/paths.js";
@@ -113,8 +114,8 @@ class LabDatapath {
    * replace (as after an agent restart) instead of an element delta.
    */
   private forget(): void {
-    this.node = new NodeDataplane(inNamespace(this.nodeNs));
-    this.gateways = new Map(this.lab.topology.gatewayHosts.map((g) => [g.name, new GatewayDataplane(inNamespace(g.netns))]));
+    this.node = new NodeDataplane(commandKernel(inNamespace(this.nodeNs)));
+    this.gateways = new Map(this.lab.topology.gatewayHosts.map((g) => [g.name, new GatewayDataplane(commandKernel(inNamespace(g.netns)))]));
   }
 
   async program(plans: ReturnType<typeof plansFor>, mode: "delta" | "full"): Promise<{ mode: "delta" | "full"; nodeMs: number; gatewayMs: Record<string, number> }> {

@@ -14,6 +14,7 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { NodeAgent } from "../../src/agents/node/node-agent.js";
 import { NodeReporter } from "../../src/agents/node/report.js";
 import { NodeDataplane } from "../../src/dataplane/node.js";
+import { commandKernel } from "../../src/dataplane/kernel.js";
 import { KubeClient } from "../../src/kube/client.js";
 import { KubeSource } from "../../src/kube/source.js";
 import { inNamespace } from "../../src/util/exec.js";
@@ -40,7 +41,7 @@ async function main(): Promise<void> {
     nodeName: values.node,
     config: { clusterNetwork: NETWORK, resyncSeconds: 30 },
     source,
-    dataplane: new NodeDataplane(runner),
+    dataplane: new NodeDataplane(commandKernel(runner)),
     logger,
     onApplied: (plan) => {
       applies++;

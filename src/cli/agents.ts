@@ -9,6 +9,7 @@ import { AGENT_METRICS_DEFAULT_HOST, metricsListen, serveMetrics } from "../util
 import { FileSource } from "../agents/source/file-source.js";
 import { GATEWAY_TABLE, GatewayDataplane } from "../dataplane/gateway.js";
 import { METADATA_URL, MetadataError, readAnchorIPv4 } from "../cloud/digitalocean/metadata.js";
+import { commandKernel } from "../dataplane/kernel.js";
 import { NodeDataplane } from "../dataplane/node.js";
 import { QuarantineTable } from "../cni/quarantine.js";
 import { ConfDirKeeper, unchainConfDir } from "../cni/conf-dir.js";
@@ -107,7 +108,7 @@ export function anchorPublisher(flags: NodeAgentFlags, client: KubeClient | unde
 export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   const listen = metricsListen(flags, AGENT_METRICS_DEFAULT_HOST);
   const logger = createLogger("node-agent").child({ node: flags.node });
-  const dataplane = new NodeDataplane(localRunner);
+  const dataplane = new NodeDataplane(commandKernel(localRunner));
   if (flags.cleanup) {
     // First out of the runtime's chain, so that no new pod asks for an agent that is going.
     if (flags.cniConfDir) {
@@ -216,7 +217,7 @@ export async function runGatewayAgent(flags: AgentFlags & { instance: string; eg
   const listen = metricsListen(flags, AGENT_METRICS_DEFAULT_HOST);
   const logger = createLogger("gateway-agent").child({ instance: flags.instance });
   const anchor = flags.egressViaAnchor && !flags.cleanup ? await anchorForEgress(flags.metadataUrl ?? METADATA_URL, logger) : undefined;
-  const dataplane = new GatewayDataplane(localRunner, { anchor });
+  const dataplane = new GatewayDataplane(commandKernel(localRunner), { anchor });
   if (flags.cleanup) {
     await dataplane.cleanup();
     logger.info("removed everything the gateway agent owns");

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { GatewayPlan } from "../planner/model.js";
 import { parseIPv4 } from "../planner/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
+import { commandKernel } from "./kernel.js";
 import { ANCHOR_MARK, ANCHOR_TABLE, GatewayDataplane, gatewayRoutes, gatewayRules, gatewayTableModel, gatewayTunnels, GATEWAY_TABLE } from "./gateway.js";
 import { renderFull } from "./nft.js";
 
@@ -45,10 +46,10 @@ describe("gateway startup", () => {
     const runner: CommandRunner = {
       run: async (cmd, args, o) => (calls.push(`${cmd} ${args.join(" ")} ${o?.input ?? ""}`), { stdout: cmd === "ip" ? "[]" : "", stderr: "" }),
     };
-    await new GatewayDataplane(runner).apply(plan);
+    await new GatewayDataplane(commandKernel(runner)).apply(plan);
     const nft = calls.findIndex((c) => c.startsWith("nft -f"));
     const devices = calls.findIndex((c) => c.includes("type vxlan id 42"));
-    const forward = calls.findIndex((c) => c.includes("ip_forward=1"));
+    const forward = calls.findIndex((c) => c.includes("/proc/sys/net/ipv4/ip_forward 1"));
     expect(nft).toBeGreaterThanOrEqual(0);
     expect(devices).toBeGreaterThanOrEqual(0);
     expect(forward).toBeGreaterThan(nft);

@@ -1,6 +1,6 @@
 import type { GatewayPlan } from "../planner/model.js";
 import { formatRange } from "../planner/ipv4.js";
-import type { CommandRunner } from "../util/exec.js";
+import type { Kernel } from "./kernel.js";
 import { OwnedTable, type TableModel } from "./nft.js";
 import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
 import { GATEWAY_INNER, GATEWAY_TUNNEL_PREFIX, gatewayTunnelDevice, NODE_INNER, TUNNEL_MSS, TunnelDevices, type TunnelSpec } from "./tunnel.js";
@@ -136,12 +136,12 @@ export class GatewayDataplane {
   private readonly tunnels: TunnelDevices;
 
   constructor(
-    private readonly runner: CommandRunner,
+    private readonly kernel: Kernel,
     opts: GatewayDataplaneOptions = {},
   ) {
     this.opts = { ...defaults, ...opts };
-    this.table = new OwnedTable(runner, "ip", this.opts.table);
-    this.tunnels = new TunnelDevices(runner, GATEWAY_TUNNEL_PREFIX);
+    this.table = new OwnedTable(kernel, "ip", this.opts.table);
+    this.tunnels = new TunnelDevices(kernel, GATEWAY_TUNNEL_PREFIX);
   }
 
   async apply(plan: GatewayPlan, opts: { verify?: boolean } = {}): Promise<{ nftChanged: boolean; routingAdded: number; routingRemoved: number }> {
@@ -151,18 +151,18 @@ export class GatewayDataplane {
     const tunnels = gatewayTunnels(plan);
     const tunnelsAdded = await this.tunnels.apply(tunnels);
     const actual = {
-      rules: await readRules(this.runner, ANCHOR_RULE_PRIORITY, ANCHOR_RULE_PRIORITY),
-      routes: await readRoutes(this.runner, { from: ANCHOR_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto),
+      rules: await readRules(this.kernel, ANCHOR_RULE_PRIORITY, ANCHOR_RULE_PRIORITY),
+      routes: await readRoutes(this.kernel, { from: ANCHOR_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto),
     };
     const { add, remove } = diffRouting({ rules: gatewayRules(this.opts), routes: gatewayRoutes(plan, this.opts) }, actual);
-    await runBatch(this.runner, add);
+    await runBatch(this.kernel, add);
     const nftChanged = await this.table.apply(gatewayTableModel(plan, this.opts), opts.verify === true);
-    await runBatch(this.runner, remove);
+    await runBatch(this.kernel, remove);
     const tunnelsRemoved = await this.tunnels.removeStale(tunnels);
     // Only now: the forward filter (policy drop, tunnel binding) is in place before the host
     // forwards anything, on first start and after a reboot (hosts boot with forwarding off;
     // docs/security.md).
-    await this.runner.run("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"]);
+    await this.kernel.writeProcSys("/proc/sys/net/ipv4/ip_forward", "1");
     return { nftChanged, routingAdded: add.length + tunnelsAdded, routingRemoved: remove.length + tunnelsRemoved };
   }
 
@@ -174,9 +174,9 @@ export class GatewayDataplane {
 
   async cleanup(): Promise<void> {
     await this.table.remove();
-    const routes = await readRoutes(this.runner, { from: ANCHOR_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto);
-    const rules = await readRules(this.runner, ANCHOR_RULE_PRIORITY, ANCHOR_RULE_PRIORITY);
-    await runBatch(this.runner, diffRouting({ rules: [], routes: [] }, { rules, routes }).remove);
+    const routes = await readRoutes(this.kernel, { from: ANCHOR_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto);
+    const rules = await readRules(this.kernel, ANCHOR_RULE_PRIORITY, ANCHOR_RULE_PRIORITY);
+    await runBatch(this.kernel, diffRouting({ rules: [], routes: [] }, { rules, routes }).remove);
     await this.tunnels.removeStale([]);
   }
 }

@@ -1,4 +1,4 @@
-import type { CommandRunner } from "../util/exec.js";
+import type { Kernel } from "./kernel.js";
 
 /**
  * nftables through the `nft` command. Every change is one `nft -f` run, i.e. one kernel
@@ -51,19 +51,14 @@ function elementsClause(elements: readonly string[]): string {
   return elements.length === 0 ? "" : `    elements = { ${elements.join(",\n      ")} }\n`;
 }
 
-export async function applyNftScript(runner: CommandRunner, script: string): Promise<void> {
-  await runner.run("nft", ["-f", "-"], { input: script });
-}
-
-/** The table as the kernel has it, in nft's canonical text (no counters); undefined if absent. */
-export async function listTable(runner: CommandRunner, family: string, name: string): Promise<string | undefined> {
-  try {
-    const { stdout } = await runner.run("nft", ["--stateless", "list", "table", family, name]);
-    return stdout;
-  } catch (e) {
-    if (/No such file or directory/.test(String((e as Error).message))) return undefined;
-    throw e;
-  }
+/**
+ * The table as the kernel has it (nft's JSON listing without counter values), undefined if absent.
+ * `--stateless` drops the anonymous counters' values but not the named counters' (nft 1.0.6), and
+ * packets counted are no drift.
+ */
+export async function listTable(kernel: Kernel, family: string, name: string): Promise<string | undefined> {
+  const objects = await kernel.nftList(`table ${family} ${name}`, { stateless: true });
+  return objects && JSON.stringify(objects.map((o) => (o.counter ? { counter: { ...(o.counter as object), packets: 0, bytes: 0 } } : o)));
 }
 
 export function hex(n: number): string {
@@ -81,7 +76,7 @@ export class OwnedTable {
   private listing: string | undefined;
 
   constructor(
-    private readonly runner: CommandRunner,
+    private readonly kernel: Kernel,
     readonly family: "ip" | "inet" | "bridge",
     readonly name: string,
   ) {}
@@ -92,8 +87,7 @@ export class OwnedTable {
    */
   async counters(): Promise<Map<string, number>> {
     try {
-      const { stdout } = await this.runner.run("nft", ["-j", "list", "counters", "table", this.family, this.name]);
-      const entries = (JSON.parse(stdout) as { nftables: { counter?: { name: string; packets: number } }[] }).nftables;
+      const entries = ((await this.kernel.nftList(`counters table ${this.family} ${this.name}`)) ?? []) as { counter?: { name: string; packets: number } }[];
       return new Map(entries.flatMap((e) => (e.counter ? [[e.counter.name, e.counter.packets] as const] : [])));
     } catch {
       return new Map();
@@ -104,7 +98,7 @@ export class OwnedTable {
   async apply(model: TableModel, verify: boolean): Promise<boolean> {
     const change = await this.prepare(model, verify);
     if (change.script === "") return false;
-    await applyNftScript(this.runner, change.script);
+    await this.kernel.nft(change.script);
     await change.commit();
     return true;
   }
@@ -115,7 +109,7 @@ export class OwnedTable {
    */
   async prepare(model: TableModel, verify: boolean): Promise<{ script: string; commit: () => Promise<void> }> {
     if (verify) {
-      const now = await listTable(this.runner, this.family, this.name);
+      const now = await listTable(this.kernel, this.family, this.name);
       if (now === undefined || this.listing === undefined || now !== this.listing) this.applied = undefined;
     }
     const delta = this.applied ? renderDelta(this.applied, model) : undefined;
@@ -124,14 +118,14 @@ export class OwnedTable {
     return {
       script: full ? renderFull(model) : delta,
       commit: async () => {
-        this.listing = full && verify ? await listTable(this.runner, this.family, this.name) : undefined;
+        this.listing = full && verify ? await listTable(this.kernel, this.family, this.name) : undefined;
         this.applied = model;
       },
     };
   }
 
   async remove(): Promise<void> {
-    await applyNftScript(this.runner, `table ${this.family} ${this.name}\ndelete table ${this.family} ${this.name}\n`);
+    await this.kernel.nft(`table ${this.family} ${this.name}\ndelete table ${this.family} ${this.name}\n`);
     this.applied = undefined;
     this.listing = undefined;
   }

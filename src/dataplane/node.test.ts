@@ -3,6 +3,7 @@ import { markFor, tableFor } from "../planner/ids.js";
 import { parseCidr } from "../planner/ipv4.js";
 import type { NodePlan } from "../planner/model.js";
 import type { CommandRunner } from "../util/exec.js";
+import { commandKernel } from "./kernel.js";
 import { BIND_TABLE, bindTableModel, NodeDataplane, nodeRouting, nodeTableModel, nodeTunnels, type NodeFacts } from "./node.js";
 
 const plan: NodePlan = {
@@ -146,12 +147,12 @@ describe("drop counters", () => {
         return { stdout: listing("ip", { failclosed_drops: 5, spoofed_drops: 3, foreign_tunnel_drops: 7, forged_health_drops: 11 }), stderr: "" };
       },
     };
-    expect(await new NodeDataplane(runner).drops()).toEqual({ failClosed: 5, spoofed: 5, foreignTunnel: 7, forgedHealth: 11 });
+    expect(await new NodeDataplane(commandKernel(runner)).drops()).toEqual({ failClosed: 5, spoofed: 5, foreignTunnel: 7, forgedHealth: 11 });
     expect(calls).toEqual(["nft -j list counters table ip static_egress", `nft -j list counters table bridge ${BIND_TABLE}`]);
   });
 
   it("counts nothing for a table that is not there", async () => {
     const runner: CommandRunner = { run: async () => Promise.reject(new Error("No such file or directory")) };
-    expect(await new NodeDataplane(runner).drops()).toEqual({ failClosed: 0, spoofed: 0, foreignTunnel: 0, forgedHealth: 0 });
+    expect(await new NodeDataplane(commandKernel(runner)).drops()).toEqual({ failClosed: 0, spoofed: 0, foreignTunnel: 0, forgedHealth: 0 });
   });
 });

@@ -1,9 +1,9 @@
 import type { NodePlan } from "../planner/model.js";
 import { MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, DEFAULT_TABLE_BASE, NO_INSTANCE_MARK } from "../planner/ids.js";
 import { formatRange, normalize, parseCidr } from "../planner/ipv4.js";
-import type { CommandRunner } from "../util/exec.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
-import { applyNftScript, hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
+import type { Kernel } from "./kernel.js";
+import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
 import { diffRouting, loosenRpFilter, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
 import { GATEWAY_INNER, NODE_INNER, NODE_TUNNEL_PREFIX, nodeTunnelDevice, TunnelDevices, type TunnelSpec } from "./tunnel.js";
 
@@ -221,13 +221,13 @@ export class NodeDataplane {
   private instanceDevices = new Map<string, string>();
 
   constructor(
-    private readonly runner: CommandRunner,
+    private readonly kernel: Kernel,
     opts: NodeDataplaneOptions = {},
   ) {
     this.opts = { ...defaults, ...opts };
-    this.table = new OwnedTable(runner, "ip", this.opts.table);
-    this.bindTable = new OwnedTable(runner, "bridge", BIND_TABLE);
-    this.tunnels = new TunnelDevices(runner, NODE_TUNNEL_PREFIX, { procSysNet: this.opts.procSysNet });
+    this.table = new OwnedTable(kernel, "ip", this.opts.table);
+    this.bindTable = new OwnedTable(kernel, "bridge", BIND_TABLE);
+    this.tunnels = new TunnelDevices(kernel, NODE_TUNNEL_PREFIX, { procSysNet: this.opts.procSysNet });
   }
 
   private get tableRange() {
@@ -249,17 +249,17 @@ export class NodeDataplane {
     // Tunnels first (routes name them), removed last (after the routes that used them).
     const tunnelsAdded = unchanged ? 0 : await this.tunnels.apply(tunnels);
     const { add, remove } = unchanged ? { add: [], remove: [] } : diffRouting(desired, await this.readRouting());
-    await runBatch(this.runner, add);
+    await runBatch(this.kernel, add);
     const facts = await this.learnFacts(plan, opts.verify === true);
     // Reading a large table back is not free: it is done on `verify` (the periodic drift check).
     // Both tables change in one transaction: a pod's divert entry and its port binding together.
     const verify = opts.verify === true;
     const changes = [await this.table.prepare(nodeTableModel(plan, this.opts.table, facts), verify), await this.bindTable.prepare(bindTableModel(plan, facts), verify)];
     const script = changes.map((c) => c.script).join("");
-    if (script !== "") await applyNftScript(this.runner, script);
+    if (script !== "") await this.kernel.nft(script);
     for (const c of changes) if (c.script !== "") await c.commit();
     const nftChanged = script !== "";
-    await runBatch(this.runner, remove);
+    await runBatch(this.kernel, remove);
     const tunnelsRemoved = unchanged ? 0 : await this.tunnels.removeStale(tunnels);
     const addresses = plan.instances.map((i) => i.address).sort().join(",");
     if (addresses !== this.loosenedFor) {
@@ -284,8 +284,7 @@ export class NodeDataplane {
       const devices = new Map<string, string>();
       for (const address of addresses) {
         try {
-          const { stdout } = await this.runner.run("ip", ["-json", "route", "get", address]);
-          const dev = (JSON.parse(stdout) as { dev?: string }[])[0]?.dev;
+          const dev = (await this.kernel.ipJson<{ dev?: string }>(["route", "get", address]))[0]?.dev;
           if (dev && /^[\w.@-]{1,15}$/.test(dev)) devices.set(address, dev);
         } catch {
           /* unreachable instance: its probes are not heard, it is down anyway */
@@ -297,19 +296,21 @@ export class NodeDataplane {
   }
 
   private async readKernelView(): Promise<KernelView> {
-    const json = async <T>(cmd: string, args: string[]): Promise<T[]> => JSON.parse((await this.runner.run(cmd, args)).stdout || "[]") as T[];
     // Independent reads: side by side (a new pod's CNI ADD waits for them).
-    const [routes, links] = await Promise.all([json<KernelView["routes"][number]>("ip", ["-json", "-4", "route", "show", "table", "main"]), json<KernelView["links"][number]>("ip", ["-json", "-d", "link", "show"])]);
+    const [routes, links] = await Promise.all([
+      this.kernel.ipJson<KernelView["routes"][number]>(["-4", "route", "show", "table", "main"]),
+      this.kernel.ipJson<KernelView["links"][number]>(["-d", "link", "show"]),
+    ]);
     const bridged = links.some((l) => l.linkinfo?.info_kind === "bridge");
     // Neighbours and the FDB matter only for bridge CNIs.
-    const neighbours = bridged ? await json<KernelView["neighbours"][number]>("ip", ["-json", "-4", "neigh", "show"]) : [];
-    const fdb = bridged ? await json<KernelView["fdb"][number]>("bridge", ["-json", "fdb", "show"]) : [];
+    const neighbours = bridged ? await this.kernel.ipJson<KernelView["neighbours"][number]>(["-4", "neigh", "show"]) : [];
+    const fdb = bridged ? await this.kernel.bridgeJson<KernelView["fdb"][number]>(["fdb", "show"]) : [];
     return { routes, links, neighbours, fdb };
   }
 
   async readRouting(): Promise<{ rules: RuleSpec[]; routes: RouteSpec[] }> {
-    const rules = await readRules(this.runner, this.opts.rulePriority, this.opts.rulePriority + 99);
-    const routes = await readRoutes(this.runner, this.tableRange);
+    const rules = await readRules(this.kernel, this.opts.rulePriority, this.opts.rulePriority + 99);
+    const routes = await readRoutes(this.kernel, this.tableRange);
     return { rules, routes };
   }
 
@@ -322,7 +323,7 @@ export class NodeDataplane {
    */
   private async loosenReversePathFilter(): Promise<void> {
     // learnFacts keeps only valid interface names.
-    for (const dev of new Set(this.instanceDevices.values())) await loosenRpFilter(this.runner, this.opts.procSysNet, dev);
+    for (const dev of new Set(this.instanceDevices.values())) await loosenRpFilter(this.kernel, this.opts.procSysNet, dev);
   }
 
   /**
@@ -333,10 +334,10 @@ export class NodeDataplane {
   async forgetFlows(which: { podIPs?: Iterable<string>; marks?: Iterable<number> }): Promise<void> {
     const jobs: Promise<unknown>[] = [];
     for (const ip of which.podIPs ?? []) {
-      jobs.push(this.runner.run("conntrack", ["-D", "-s", ip, "--mark", `${hex(MARK_FLAG)}/${hex(MARK_FLAG)}`]).catch(() => undefined));
+      jobs.push(this.kernel.deleteFlows(["-s", ip, "--mark", `${hex(MARK_FLAG)}/${hex(MARK_FLAG)}`]).catch(() => undefined));
     }
     for (const mark of which.marks ?? []) {
-      jobs.push(this.runner.run("conntrack", ["-D", "--mark", `${hex(mark)}/${hex(MARK_MASK)}`]).catch(() => undefined));
+      jobs.push(this.kernel.deleteFlows(["--mark", `${hex(mark)}/${hex(MARK_MASK)}`]).catch(() => undefined));
     }
     await Promise.all(jobs);
   }
@@ -366,7 +367,7 @@ export class NodeDataplane {
     await this.bindTable.remove();
     const actual = await this.readRouting();
     const { remove } = diffRouting({ rules: [], routes: [] }, actual);
-    await runBatch(this.runner, remove);
+    await runBatch(this.kernel, remove);
     await this.tunnels.removeStale([]);
   }
 }

@@ -1,4 +1,4 @@
-import type { CommandRunner } from "../util/exec.js";
+import type { Kernel } from "./kernel.js";
 
 /**
  * Policy routing through `ip -json` (read) and `ip -batch` (write). Rules and routes have no
@@ -56,9 +56,8 @@ interface JsonRule {
 }
 
 /** Our rules: those whose priority lies in [from, to]. */
-export async function readRules(runner: CommandRunner, from: number, to: number): Promise<RuleSpec[]> {
-  const { stdout } = await runner.run("ip", ["-json", "-4", "rule", "show"]);
-  const rules = JSON.parse(stdout || "[]") as JsonRule[];
+export async function readRules(kernel: Kernel, from: number, to: number): Promise<RuleSpec[]> {
+  const rules = await kernel.ipJson<JsonRule>(["-4", "rule", "show"]);
   return rules
     .filter((r) => r.priority >= from && r.priority <= to && r.fwmark !== undefined)
     .map((r) => ({
@@ -81,9 +80,8 @@ interface JsonRoute {
 }
 
 /** Routes in our own tables (a numeric range), plus routes of our protocol in the main table. */
-export async function readRoutes(runner: CommandRunner, tables: { from: number; to: number } | undefined, proto?: number): Promise<RouteSpec[]> {
-  const { stdout } = await runner.run("ip", ["-json", "-4", "route", "show", "table", "all"]);
-  const routes = JSON.parse(stdout || "[]") as JsonRoute[];
+export async function readRoutes(kernel: Kernel, tables: { from: number; to: number } | undefined, proto?: number): Promise<RouteSpec[]> {
+  const routes = await kernel.ipJson<JsonRoute>(["-4", "route", "show", "table", "all"]);
   const out: RouteSpec[] = [];
   for (const r of routes) {
     const table = r.table === undefined ? "main" : /^\d+$/.test(r.table) ? Number(r.table) : r.table;
@@ -104,9 +102,8 @@ export async function readRoutes(runner: CommandRunner, tables: { from: number; 
   return out;
 }
 
-export async function runBatch(runner: CommandRunner, lines: readonly string[]): Promise<void> {
-  if (lines.length === 0) return;
-  await runner.run("ip", ["-batch", "-"], { input: lines.join("\n") + "\n" });
+export async function runBatch(kernel: Kernel, lines: readonly string[]): Promise<void> {
+  if (lines.length > 0) await kernel.ip(lines);
 }
 
 /** Lines that make `actual` become `desired`, split so additions can precede removals. */
@@ -136,10 +133,9 @@ export function diffRouting(
 /**
  * Loose reverse-path filtering on one device (rp_filter 2): replies from the Internet arrive on
  * it with sources routed elsewhere; loose mode still checks that the source is routable. Written
- * as a file through the runner (so in the agent's namespace): works with a mounted /proc/sys/net
- * and with interface names that contain dots.
+ * as a file: works with a mounted /proc/sys/net and with interface names that contain dots.
  */
-export async function loosenRpFilter(runner: CommandRunner, procSysNet: string, dev: string): Promise<void> {
+export async function loosenRpFilter(kernel: Kernel, procSysNet: string, dev: string): Promise<void> {
   if (!/^[\w.@-]{1,15}$/.test(dev)) throw new Error(`not an interface name: ${JSON.stringify(dev)}`);
-  await runner.run("sh", ["-c", `echo 2 > "$0"`, `${procSysNet}/ipv4/conf/${dev}/rp_filter`]);
+  await kernel.writeProcSys(`${procSysNet}/ipv4/conf/${dev}/rp_filter`, "2");
 }

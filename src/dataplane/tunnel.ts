@@ -1,4 +1,4 @@
-import type { CommandRunner } from "../util/exec.js";
+import type { Kernel } from "./kernel.js";
 import { loosenRpFilter } from "./routing.js";
 
 /**
@@ -91,23 +91,21 @@ function linkMatches(l: JsonLink, t: TunnelSpec): boolean {
  */
 export class TunnelDevices {
   constructor(
-    private readonly runner: CommandRunner,
+    private readonly kernel: Kernel,
     private readonly prefix: string,
     /** Where /proc/sys/net is (node agents: loose reverse-path filtering on their tunnels). */
     private readonly looseRpFilter?: { procSysNet: string },
   ) {}
 
   async read(): Promise<JsonLink[]> {
-    const { stdout } = await this.runner.run("ip", ["-d", "-json", "link", "show", "type", "vxlan"]);
-    return (JSON.parse(stdout || "[]") as JsonLink[]).filter((l) => l.ifname.startsWith(this.prefix));
+    return (await this.kernel.ipJson<JsonLink>(["-d", "link", "show", "type", "vxlan"])).filter((l) => l.ifname.startsWith(this.prefix));
   }
 
   /** Creates missing or different devices, brings them up, sets their neighbour. Returns how many devices it changed. */
   async apply(desired: readonly TunnelSpec[]): Promise<number> {
     if (desired.length === 0) return 0;
     const links = new Map((await this.read()).map((l) => [l.ifname, l]));
-    const { stdout } = await this.runner.run("ip", ["-json", "-4", "neigh", "show", "nud", "permanent"]);
-    const neighs = new Set((JSON.parse(stdout || "[]") as JsonNeigh[]).map((n) => `${n.dev}|${n.dst}|${n.lladdr ?? ""}`));
+    const neighs = new Set((await this.kernel.ipJson<JsonNeigh>(["-4", "neigh", "show", "nud", "permanent"])).map((n) => `${n.dev}|${n.dst}|${n.lladdr ?? ""}`));
     const addrs = desired.some((t) => t.address) ? await this.readAddresses() : new Set<string>();
     const lines: string[] = [];
     const created: string[] = [];
@@ -135,17 +133,16 @@ export class TunnelDevices {
       }
     }
     if (lines.length === 0) return 0;
-    await this.runner.run("ip", ["-batch", "-"], { input: lines.join("\n") + "\n" });
+    await this.kernel.ip(lines);
     if (this.looseRpFilter) {
       // Replies arrive through the tunnel from Internet addresses routed elsewhere: loose mode.
-      for (const name of created) await loosenRpFilter(this.runner, this.looseRpFilter.procSysNet, name);
+      for (const name of created) await loosenRpFilter(this.kernel, this.looseRpFilter.procSysNet, name);
     }
     return changed.size;
   }
 
   private async readAddresses(): Promise<Set<string>> {
-    const { stdout } = await this.runner.run("ip", ["-json", "-4", "addr", "show", "type", "vxlan"]);
-    const links = JSON.parse(stdout || "[]") as { ifname: string; addr_info?: { local?: string; prefixlen?: number }[] }[];
+    const links = await this.kernel.ipJson<{ ifname: string; addr_info?: { local?: string; prefixlen?: number }[] }>(["-4", "addr", "show", "type", "vxlan"]);
     return new Set(links.flatMap((l) => (l.addr_info ?? []).filter((a) => a.prefixlen === 32).map((a) => `${l.ifname}|${a.local}`)));
   }
 
@@ -153,7 +150,7 @@ export class TunnelDevices {
   async removeStale(desired: readonly TunnelSpec[]): Promise<number> {
     const want = new Set(desired.map((t) => t.name));
     const stale = (await this.read()).filter((l) => !want.has(l.ifname)).map((l) => `link del ${l.ifname}`);
-    if (stale.length > 0) await this.runner.run("ip", ["-batch", "-"], { input: stale.join("\n") + "\n" });
+    if (stale.length > 0) await this.kernel.ip(stale);
     return stale.length;
   }
 }

@@ -8,6 +8,7 @@ import { cliEntry } from "../../src/lab/paths.js";
 import { LAB_NETWORK } from "../../src/lab/topology.js";
 import { inNamespace } from "../../src/util/exec.js";
 import { readRules, readRoutes } from "../../src/dataplane/routing.js";
+import { commandKernel } from "../../src/dataplane/kernel.js";
 import { byPod, startLab, waitConverged } from "./support.js";
 
 // The example lab: checkout (payments) and exporter (reporting) share gateway `shared`
@@ -76,8 +77,8 @@ describe("dedicated egress through the gateways", () => {
 describe("agent restarts", () => {
   it("leak zero packets and duplicate nothing", async () => {
     const node1 = lab.topology.nodes.find((n) => n.name === "node1")!;
-    const rulesBefore = await readRules(inNamespace(node1.netns), 10000, 10099);
-    const routesBefore = await readRoutes(inNamespace(node1.netns), { from: 7001, to: 7000 + 4095 });
+    const rulesBefore = await readRules(commandKernel(inNamespace(node1.netns)), 10000, 10099);
+    const routesBefore = await readRoutes(commandKernel(inNamespace(node1.netns)), { from: 7001, to: 7000 + 4095 });
     const stream = spawn("ip", ["netns", "exec", lab.findPod("payments/pay-1").netns, process.execPath, cliEntry(), "lab", "udp-stream", "--tag", "restart", "--interval-ms", "1", "--duration-ms", "5000"], { stdio: "ignore" });
     const done = new Promise((r) => stream.on("exit", r));
     await new Promise((r) => setTimeout(r, 500));
@@ -95,8 +96,8 @@ describe("agent restarts", () => {
     // The restarted agent adopted what it found: the same rules and routes, once each.
     await waitFor(() => readFileSync(lab.record.processes.find((p) => p.name === "agent-node1")!.log, "utf8").includes("node agent started"), 10_000, "agent did not restart");
     await new Promise((r) => setTimeout(r, 500));
-    const rulesAfter = await readRules(inNamespace(node1.netns), 10000, 10099);
-    const routesAfter = await readRoutes(inNamespace(node1.netns), { from: 7001, to: 7000 + 4095 });
+    const rulesAfter = await readRules(commandKernel(inNamespace(node1.netns)), 10000, 10099);
+    const routesAfter = await readRoutes(commandKernel(inNamespace(node1.netns)), { from: 7001, to: 7000 + 4095 });
     expect(rulesAfter).toEqual(rulesBefore);
     expect(routesAfter).toEqual(routesBefore);
     await waitConverged(lab);

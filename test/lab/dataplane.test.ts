@@ -8,6 +8,7 @@ import { markFor, tableFor } from "../../src/planner/ids.js";
 import type { GatewayPlan, NodePlan } from "../../src/planner/model.js";
 import { formatIPv4, parseCidr, parseIPv4 } from "../../src/planner/ipv4.js";
 import { inNamespace, type CommandRunner } from "../../src/util/exec.js";
+import { commandKernel } from "../../src/dataplane/kernel.js";
 import { waitFor } from "../../src/lab/lab.js";
 
 // One namespace stands in for a node (and one for a gateway): a dummy interface gives the
@@ -16,8 +17,8 @@ import { waitFor } from "../../src/lab/lab.js";
 const prefix = newRunPrefix();
 const nodeNs = `${prefix}-dpnode`;
 const gwNs = `${prefix}-dpgw`;
-const run = inNamespace(nodeNs);
-const gwRun = inNamespace(gwNs);
+const run = commandKernel(inNamespace(nodeNs));
+const gwRun = commandKernel(inNamespace(gwNs));
 
 function plan(health: "via" | "blackhole", pods = 3): NodePlan {
   const instances = [
@@ -95,8 +96,9 @@ describe("node dataplane", () => {
 
   it("a new pod with unchanged routing reads no routing or tunnels back; the next verify does, and repairs a deleted route", async () => {
     const commands: string[] = [];
-    const recording: CommandRunner = { run: (cmd, args, o) => (commands.push(`${cmd} ${args.join(" ")}`), run.run(cmd, args, o)) };
-    const dp = new NodeDataplane(recording);
+    const inNode = inNamespace(nodeNs);
+    const recording: CommandRunner = { run: (cmd, args, o) => (commands.push(`${cmd} ${args.join(" ")}`), inNode.run(cmd, args, o)) };
+    const dp = new NodeDataplane(commandKernel(recording));
     await dp.apply(plan("via", 3), { verify: true });
     commands.length = 0;
     expect((await dp.apply(plan("via", 4))).nftChanged).toBe(true);

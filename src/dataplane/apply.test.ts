@@ -1,0 +1,378 @@
+/**
+ * How the node and gateway dataplanes change the kernel, on the stateful fake kernel (no root):
+ * delta or full replacement, drift repair, add-before-remove ordering, failures mid-apply and
+ * cleanup. test/lab/kernel-fake.test.ts keeps the fake honest against a real namespace, and the
+ * lab's dataplane and datapath tests stay the truth.
+ */
+import { describe, expect, it } from "vitest";
+import { cluster, FOREIGN_IP, FOREIGN_NFT, gatewayPlan, INSTANCES, nodePlan, nodeTopology, podIP, readBack, type InstanceName } from "../../test/support/dataplane-scenario.js";
+import { FakeKernel } from "../../test/support/fake-kernel.js";
+import { formatRange } from "../planner/ipv4.js";
+import type { NodePlan } from "../planner/model.js";
+import { ANCHOR_TABLE, GATEWAY_TABLE, GatewayDataplane } from "./gateway.js";
+import { hex, MAX_DELTA_DELETIONS } from "./nft.js";
+import { BIND_TABLE, NodeDataplane } from "./node.js";
+
+const NODE_TABLES = ["ip static_egress", `bridge ${BIND_TABLE}`, "ip someone_else"];
+const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
+
+/** A node's namespace: its interfaces, and state of others that must survive. */
+async function nodeKernel(pods: readonly number[]): Promise<FakeKernel> {
+  const k = new FakeKernel();
+  await k.ip([...nodeTopology(pods), ...FOREIGN_IP]);
+  await k.nft(FOREIGN_NFT);
+  return k;
+}
+
+/** What the kernel holds after one apply of `plan` onto a fresh node: what every other path must arrive at. */
+async function programmedOnce(pods: readonly number[], plan: NodePlan): Promise<unknown> {
+  const k = await nodeKernel(pods);
+  await new NodeDataplane(k).apply(plan);
+  return readBack(k, NODE_TABLES);
+}
+
+const nftWrites = (k: FakeKernel, from = 0) => k.log.slice(from).filter((c) => c.op === "nft");
+const ipWrites = (k: FakeKernel, from = 0) => k.log.slice(from).filter((c) => c.op === "ip" && c.ok).map((c) => c.text);
+
+const pods = range(10, 4);
+/** The key of the plan's i-th divert entry (pod . destination), as nft takes it. */
+const divertKey = (plan: NodePlan, i: number) => `${plan.entries[i]!.podIP} . ${formatRange(plan.entries[i]!.dst)}`;
+const two = (instances: InstanceName[] = ["a", "b"], p: readonly number[] = pods) => nodePlan(cluster({ instances, pods: p }));
+
+describe("delta or full replacement", () => {
+  it("programs a fresh node with one full table, and an unchanged plan writes nothing", async () => {
+    const k = await nodeKernel(pods);
+    const dp = new NodeDataplane(k);
+    const start = k.log.length;
+    await dp.apply(two());
+    const [first, ...others] = nftWrites(k, start);
+    expect(others).toEqual([]);
+    expect(first!.text).toContain("delete table ip static_egress\ntable ip static_egress {");
+    expect(first!.text).toContain(`delete table bridge ${BIND_TABLE}\ntable bridge ${BIND_TABLE} {`);
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(pods, two()));
+
+    const again = k.log.length;
+    const report = await dp.apply(two());
+    expect(report).toMatchObject({ nftChanged: false, routingAdded: 0, routingRemoved: 0 });
+    expect(k.log.slice(again).filter((c) => c.op === "nft" || c.op === "ip")).toEqual([]);
+  });
+
+  it("adds and removes pods as element changes only, arriving where a fresh full apply arrives", async () => {
+    const all = range(10, 8);
+    const k = await nodeKernel(all);
+    const dp = new NodeDataplane(k);
+    await dp.apply(two(["a", "b"], range(10, 5)));
+    const start = k.log.length;
+    const next = two(["a", "b"], [11, 12, 13, 14, 15, 16, 17]); // pod 10 gone, 15-17 new
+    await dp.apply(next);
+    const writes = nftWrites(k, start).map((c) => c.text);
+    expect(writes).toHaveLength(1);
+    const lines = writes[0]!.trim().split("\n");
+    expect(lines.every((l) => /^(add|delete) element /.test(l))).toBe(true);
+    // One transaction; in each set the deletions come before the additions (a changed value is a delete and an add).
+    for (const set of new Set(lines.map((l) => l.split(" ")[4]))) {
+      const del = lines.findIndex((l) => l.startsWith(`delete element ip static_egress ${set} `));
+      const add = lines.findIndex((l) => l.startsWith(`add element ip static_egress ${set} `));
+      if (del >= 0 && add >= 0) expect(del).toBeLessThan(add);
+    }
+    expect(lines.find((l) => l.startsWith("delete element ip static_egress divert"))).toContain(`${podIP(10)} . `);
+    expect(lines.find((l) => l.startsWith("add element ip static_egress pod_ifaces"))).toBe(
+      `add element ip static_egress pod_ifaces { ${podIP(15)} . "pod15", ${podIP(16)} . "pod16", ${podIP(17)} . "pod17" }`,
+    );
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(all, next));
+  });
+
+  it(`replaces the table in full when more than ${MAX_DELTA_DELETIONS} elements go, or when anything but elements changes`, async () => {
+    const many = range(10, MAX_DELTA_DELETIONS + 2);
+    const k = await nodeKernel(many);
+    const dp = new NodeDataplane(k);
+    await dp.apply(two(["a", "b"], many));
+    let start = k.log.length;
+    const few = two(["a", "b"], [10]);
+    await dp.apply(few);
+    expect(nftWrites(k, start).map((c) => c.text.split("\n")[1])).toEqual(["delete table ip static_egress"]);
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(many, few));
+
+    // A third instance is elements too (its peers, its tunnel's sources, the pods it takes over).
+    start = k.log.length;
+    const three = two(["a", "b", "c"], [10]);
+    await dp.apply(three);
+    expect(nftWrites(k, start)[0]!.text).not.toContain("delete table");
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(many, three));
+
+    // The node losing its tunnel end changes the chains (no tunnel port to guard): a full replacement.
+    start = k.log.length;
+    const { tunnel: _gone, ...withoutTunnel } = three;
+    await dp.apply(withoutTunnel);
+    expect(nftWrites(k, start).map((c) => c.text.split("\n")[1])).toEqual(["delete table ip static_egress"]);
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(many, withoutTunnel));
+  });
+});
+
+describe("drift repair", () => {
+  const tamperings: [string, (k: FakeKernel, plan: NodePlan) => Promise<void>][] = [
+    ["an element of the divert map", (k, plan) => k.nft(`delete element ip static_egress divert { ${divertKey(plan, 0)} }\n`)],
+    ["the whole nft table", (k) => k.nft("delete table ip static_egress\n")],
+    ["the bridge table", (k) => k.nft(`delete table bridge ${BIND_TABLE}\n`)],
+    ["an instance's rule", (k, plan) => k.ip([`rule del priority 10010 fwmark 0x${plan.instances[0]!.mark.toString(16)}/0x1fff0000 lookup ${plan.instances[0]!.table}`])],
+    ["the catch-all blackhole rule", (k) => k.ip(["rule del priority 10099 fwmark 0x10000000/0x10000000 blackhole"])],
+    ["an instance's route", (k, plan) => k.ip([`route del default table ${plan.instances[1]!.table}`])],
+    ["a tunnel device (and with it its route and neighbour)", (k, plan) => k.ip([`link del se-gw${plan.instances[0]!.vni}`])],
+    ["a tunnel's neighbour", (k, plan) => k.ip([`neigh replace 169.254.53.1 lladdr 02:00:00:00:00:99 dev se-gw${plan.instances[0]!.vni} nud permanent`])],
+  ];
+
+  for (const [what, tamper] of tamperings) {
+    it(`someone deletes ${what}: the next verifying apply restores exactly the plan`, async () => {
+      const k = await nodeKernel(pods);
+      const dp = new NodeDataplane(k);
+      const plan = two();
+      await dp.apply(plan, { verify: true });
+      const programmed = await readBack(k, NODE_TABLES);
+      await tamper(k, plan);
+      expect(await readBack(k, NODE_TABLES)).not.toEqual(programmed);
+      const report = await dp.apply(plan, { verify: true });
+      expect(report.nftChanged || report.routingAdded > 0).toBe(true);
+      expect(await readBack(k, NODE_TABLES)).toEqual(programmed);
+    });
+  }
+
+  it("routing is read back on every apply; the nft table only on verify (reading a large table back is not free)", async () => {
+    const k = await nodeKernel(pods);
+    const dp = new NodeDataplane(k);
+    const plan = two();
+    await dp.apply(plan);
+    const programmed = await readBack(k, NODE_TABLES);
+    await k.ip([`route del default table ${plan.instances[0]!.table}`]);
+    await k.nft(`delete element ip static_egress divert { ${divertKey(plan, 0)} }\n`);
+    await dp.apply(plan);
+    const after = (await readBack(k, NODE_TABLES)) as { routes: unknown; nft: unknown };
+    expect(after.routes).toEqual((programmed as { routes: unknown }).routes);
+    expect(after.nft).not.toEqual((programmed as { nft: unknown }).nft);
+    await dp.apply(plan, { verify: true });
+    expect(await readBack(k, NODE_TABLES)).toEqual(programmed);
+  });
+
+  it("packets counted are no drift: a verifying apply keeps the table, and so the drop counters", async () => {
+    const k = await nodeKernel(pods);
+    const dp = new NodeDataplane(k);
+    await dp.apply(two(), { verify: true });
+    k.count("ip", "static_egress", "forged_health_drops", 3);
+    const start = k.log.length;
+    const report = await dp.apply(two(), { verify: true });
+    expect(report.nftChanged).toBe(false);
+    expect(nftWrites(k, start)).toEqual([]);
+    expect((await dp.drops()).forgedHealth).toBe(3);
+  });
+
+  it("a restarted agent adopts what it finds: the same plan changes no route, rule or device", async () => {
+    const k = await nodeKernel(pods);
+    await new NodeDataplane(k).apply(two());
+    const start = k.log.length;
+    await new NodeDataplane(k).apply(two(), { verify: true });
+    expect(ipWrites(k, start)).toEqual([]);
+  });
+});
+
+/**
+ * Where a diverted packet goes, for every mark nft has set since the test began (conntrack keeps
+ * a flow's mark): into the tunnel of its own instance, or dropped. Anything else leaks.
+ */
+function leaksOf(k: FakeKernel, marks: ReadonlySet<number>, vniOf: ReadonlyMap<number, number>): string[] {
+  const out: string[] = [];
+  for (const mark of marks) {
+    const where = k.lookup("198.51.100.7", mark);
+    if (where.via === "blackhole") continue;
+    if (where.via === "route" && vniOf.has(mark) && where.dev === `se-gw${vniOf.get(mark)}`) continue;
+    out.push(`${hex(mark)} -> ${JSON.stringify(where)}`);
+  }
+  return out;
+}
+
+/**
+ * Watches every kernel change and records each moment a marked packet would leak, or a packet
+ * nft is marking right now for an instance that is up (in every plan that has it) would be
+ * dropped: a gap in the change.
+ */
+function watchLeaks(k: FakeKernel, plans: readonly NodePlan[]): { leaks: string[]; gaps: string[]; marks: Set<number> } {
+  const vniOf = new Map(plans.flatMap((p) => p.instances.map((i) => [i.mark, i.vni] as const)));
+  const instances = plans.flatMap((p) => p.instances);
+  const alwaysUp = new Set(instances.filter((i) => instances.every((j) => j.mark !== i.mark || j.route === "via")).map((i) => i.mark));
+  const seen = { leaks: [] as string[], gaps: [] as string[], marks: new Set<number>() };
+  k.onChange((call) => {
+    const step = `after ${call.op} ${call.text.split("\n")[0]}`;
+    const marking = new Set(k.elements("ip", "static_egress", "divert").map((e) => (e as [unknown, number])[1]));
+    for (const m of marking) seen.marks.add(m);
+    for (const leak of leaksOf(k, seen.marks, vniOf)) seen.leaks.push(`${step}: ${leak}`);
+    for (const m of marking) if (alwaysUp.has(m) && k.lookup("198.51.100.7", m).via !== "route") seen.gaps.push(`${step}: ${hex(m)} dropped`);
+  });
+  return seen;
+}
+
+/** A node programmed for instances a and b, watched, and the plan that replaces a with c. */
+async function programmedForMove() {
+  const k = await nodeKernel(pods);
+  const dp = new NodeDataplane(k);
+  const before = two(["a", "b"]);
+  const after = two(["b", "c"]);
+  const watch = watchLeaks(k, [before, after]);
+  await dp.apply(before);
+  return { k, dp, before, after, watch };
+}
+
+describe("add before remove", () => {
+  it("moving every pod from instance a to a new instance c: no marked packet ever leaks, and none of an instance that is up is ever dropped", async () => {
+    const { k, dp, before, after, watch } = await programmedForMove();
+    const start = k.log.length;
+    await dp.apply(after);
+    expect(watch.leaks).toEqual([]);
+    expect(watch.gaps).toEqual([]);
+    // The marks of a and c were both live during the change (a's flows, then c's).
+    const a = before.instances.find((i) => i.key === "shared/a")!;
+    const c = after.instances.find((i) => i.key === "shared/c")!;
+    expect(watch.marks).toContain(a.mark);
+    expect(watch.marks).toContain(c.mark);
+
+    // The order, call by call: c's device, route and rule, then the map, then a's rule, route, device.
+    const calls = k.log.slice(start).filter((x) => (x.op === "ip" || x.op === "nft") && x.ok);
+    const at = (match: (text: string) => boolean) => calls.findIndex((x) => match(x.text));
+    const cDevice = at((t) => t.startsWith(`link add se-gw${c.vni} `));
+    const cRoute = at((t) => t.startsWith("route replace default") && t.includes(`table ${c.table}`));
+    const cRule = at((t) => t.startsWith("rule add priority 10010") && t.endsWith(`lookup ${c.table}`));
+    const map = at((t) => t.includes("static_egress divert"));
+    const aRule = at((t) => t.startsWith("rule del priority 10010") && t.endsWith(`lookup ${a.table}`));
+    const aRoute = at((t) => t.startsWith("route del") && t.includes(`table ${a.table}`));
+    const aDevice = at((t) => t === `link del se-gw${a.vni}`);
+    expect([cDevice, cRoute, cRule, map, aRule, aRoute, aDevice].every((i) => i >= 0)).toBe(true);
+    expect(cDevice).toBeLessThan(cRoute);
+    expect(cRoute).toBeLessThan(cRule);
+    expect(cRule).toBeLessThan(map);
+    expect(map).toBeLessThan(aRule);
+    expect(aRule).toBeLessThan(aRoute);
+    expect(aRoute).toBeLessThan(aDevice);
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(pods, after));
+  });
+
+  it("an instance going down and up again: its table flips between blackhole and the tunnel, never empty", async () => {
+    const k = await nodeKernel(pods);
+    const dp = new NodeDataplane(k);
+    const up = two();
+    const down = nodePlan(cluster({ instances: ["a", "b"], pods }), new Map([["shared/a", "down"]]));
+    const watch = watchLeaks(k, [up, down]);
+    await dp.apply(up);
+    const start = k.log.length;
+    await dp.apply(down);
+    await dp.apply(up);
+    expect(watch.leaks).toEqual([]);
+    expect(watch.gaps).toEqual([]);
+    const table = up.instances.find((i) => i.key === "shared/a")!.table;
+    expect(ipWrites(k, start).filter((t) => t.includes(`table ${table}`))).toEqual([
+      `route replace blackhole default table ${table}`,
+      `route replace default via 169.254.53.1 dev se-gw${up.instances[0]!.vni} onlink table ${table}`,
+    ]);
+  });
+
+  it("the leak check can fail: removing before adding leaves marked packets to the node's own route", async () => {
+    const k = await nodeKernel(pods);
+    const plan = two();
+    await new NodeDataplane(k).apply(plan);
+    const vniOf = new Map(plan.instances.map((i) => [i.mark, i.vni] as const));
+    const marks = new Set(plan.instances.map((i) => i.mark));
+    expect(leaksOf(k, marks, vniOf)).toEqual([]);
+    const a = plan.instances[0]!;
+    await k.ip([`rule del priority 10010 fwmark 0x${a.mark.toString(16)}/0x1fff0000 lookup ${a.table}`, "rule del priority 10099 fwmark 0x10000000/0x10000000 blackhole"]);
+    expect(leaksOf(k, marks, vniOf)).toEqual([`${hex(a.mark)} -> {"via":"route","table":"main","dev":"vpc0","gateway":"10.0.0.1"}`]);
+  });
+});
+
+describe("failure mid-apply", () => {
+  it("a refused nft transaction leaves the tables as they were, removes nothing, and the retry converges", async () => {
+    const { k, dp, after, watch } = await programmedForMove();
+    const programmed = (await readBack(k, NODE_TABLES)) as { nft: unknown; rules: unknown[] };
+    k.failNext("nft");
+    const start = k.log.length;
+    await expect(dp.apply(after)).rejects.toThrow(/Cannot allocate memory/);
+    const failed = (await readBack(k, NODE_TABLES)) as { nft: unknown; rules: unknown[] };
+    expect(failed.nft).toEqual(programmed.nft);
+    // Only additions happened: every rule of before is still there (a's flows still go to a).
+    expect(ipWrites(k, start).filter((t) => /^(rule|route|link) del/.test(t))).toEqual([]);
+    for (const r of programmed.rules) expect(failed.rules).toContainEqual(r);
+    // The reconcile loop retries with verify.
+    await dp.apply(after, { verify: true });
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(pods, after));
+    expect(watch.leaks).toEqual([]);
+    expect(watch.gaps).toEqual([]);
+  });
+
+  it("a delta the kernel refuses (an element deleted behind our back) changes nothing at all; the verifying retry converges", async () => {
+    const k = await nodeKernel(range(10, 6));
+    const dp = new NodeDataplane(k);
+    const first = two(["a", "b"], range(10, 5));
+    await dp.apply(first);
+    await k.nft(`delete element ip static_egress divert { ${divertKey(first, 0)} }\n`);
+    const tampered = await readBack(k, NODE_TABLES);
+    const next = two(["a", "b"], [11, 12, 13, 14, 15]); // removes pod 10 (already gone), adds pod 15
+    await expect(dp.apply(next)).rejects.toThrow(/element does not exist/);
+    expect(await readBack(k, NODE_TABLES)).toEqual(tampered); // pod 15's addition did not happen either
+    await dp.apply(next, { verify: true });
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(range(10, 6), next));
+  });
+
+  it("an ip batch that fails half-way keeps its earlier lines, opens no gap, and the retry converges", async () => {
+    const { k, dp, after, watch } = await programmedForMove();
+    k.failNext("ip", /^rule add priority 10010/, "RTNETLINK answers: No buffer space available");
+    await expect(dp.apply(after)).rejects.toThrow(/No buffer space/);
+    const c = after.instances.find((i) => i.key === "shared/c")!;
+    expect(k.lookup("198.51.100.7", c.mark)).toEqual({ via: "blackhole" }); // c's route is there, its rule is not: dropped
+    await dp.apply(after, { verify: true });
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(pods, after));
+    expect(watch.leaks).toEqual([]);
+    expect(watch.gaps).toEqual([]);
+  });
+});
+
+describe("cleanup", () => {
+  it("the node agent removes its tables, rules, routes and tunnels, and nothing of anyone else's", async () => {
+    const k = await nodeKernel(pods);
+    const untouched = await readBack(k, NODE_TABLES);
+    const dp = new NodeDataplane(k);
+    await dp.apply(two(["a", "b", "c"]));
+    await dp.cleanup();
+    expect(await readBack(k, NODE_TABLES)).toEqual(untouched);
+    expect(k.hasTable("ip", "someone_else")).toBe(true);
+  });
+
+  it("the gateway agent removes its table, return routes, anchor rule and route, and nothing of anyone else's", async () => {
+    const k = new FakeKernel();
+    await k.ip([...nodeTopology([], INSTANCES.a.address), ...FOREIGN_IP, "route add 10.99.0.0/16 via 10.0.0.1 proto 94 table 100"]);
+    await k.nft(FOREIGN_NFT);
+    const tables = [`ip ${GATEWAY_TABLE}`, "ip someone_else"];
+    const untouched = await readBack(k, tables);
+    const dp = new GatewayDataplane(k, { anchor: { address: "10.20.0.5", gateway: "10.0.0.1" } });
+    await dp.apply(gatewayPlan(cluster({ instances: ["a", "b"], pods }), "a"));
+    const programmed = (await readBack(k, tables)) as { routes: { table?: string; dev?: string }[] };
+    expect(programmed.routes.filter((r) => r.dev?.startsWith("se-nd"))).toHaveLength(2); // the return routes to node-a and node-b
+    expect(programmed.routes.some((r) => r.table === String(ANCHOR_TABLE))).toBe(true);
+    await dp.cleanup();
+    expect(await readBack(k, tables)).toEqual(untouched);
+  });
+});
+
+describe("gateway", () => {
+  it("forwarding is turned on last, after its filter table and its tunnels; drift of a return route is repaired", async () => {
+    const k = new FakeKernel();
+    await k.ip(nodeTopology([], INSTANCES.a.address));
+    const dp = new GatewayDataplane(k);
+    const plan = gatewayPlan(cluster({ instances: ["a", "b"], pods }), "a");
+    await dp.apply(plan);
+    const writes = k.log.filter((c) => c.ok && (c.op === "nft" || c.op === "ip" || c.op === "writeProcSys"));
+    const forward = writes.findIndex((c) => c.op === "writeProcSys" && c.text === "/proc/sys/net/ipv4/ip_forward 1");
+    expect(forward).toBe(writes.length - 1);
+    expect(writes.findIndex((c) => c.op === "nft")).toBeLessThan(forward);
+    expect(writes.findIndex((c) => c.text.startsWith("link add se-nd"))).toBeLessThan(forward);
+    const programmed = await readBack(k, [`ip ${GATEWAY_TABLE}`]);
+    const ret = plan.returnRoutes[0]!;
+    await k.ip([`route del ${ret.cidr} table main proto 94`]);
+    await dp.apply(plan);
+    expect(await readBack(k, [`ip ${GATEWAY_TABLE}`])).toEqual(programmed);
+  });
+});

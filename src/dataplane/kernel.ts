@@ -1,0 +1,65 @@
+import type { CommandRunner } from "../util/exec.js";
+
+/**
+ * Everything the dataplane asks of the kernel, and nothing more: nft transactions and listings,
+ * `ip` batches and JSON listings, the bridge FDB, /proc/sys writes and conntrack deletions.
+ * Agents pass `commandKernel` (the real commands); unit tests pass the stateful fake in
+ * test/support/fake-kernel.ts, and the lab tests keep both honest against the real kernel.
+ */
+export interface Kernel {
+  /** One nft transaction (`nft -f -`): all of the script or none of it. */
+  nft(script: string): Promise<void>;
+  /**
+   * `nft -j list <what>` (e.g. `table ip t`, `counters table ip t`): the `nftables` array, or
+   * undefined when the table is not there. `stateless` leaves counter values out.
+   */
+  nftList(what: string, opts?: { stateless?: boolean }): Promise<NftObject[] | undefined>;
+  /**
+   * `ip -batch -`: the lines in order. Not a transaction: the first failing line stops the
+   * batch and the lines before it stay applied (callers order them so that no step opens a gap).
+   */
+  ip(lines: readonly string[]): Promise<void>;
+  /** `ip -json <args>` (e.g. `-4 rule show`, `route get 10.0.0.1`). */
+  ipJson<T>(args: readonly string[]): Promise<T[]>;
+  /** `bridge -json <args>` (the FDB). */
+  bridgeJson<T>(args: readonly string[]): Promise<T[]>;
+  /** Writes one /proc/sys file (e.g. `<procSysNet>/ipv4/conf/eth0/rp_filter`). */
+  writeProcSys(file: string, value: string): Promise<void>;
+  /** `conntrack -D <filter>`: rejects when nothing matched, like the command. */
+  deleteFlows(filter: readonly string[]): Promise<void>;
+}
+
+/** One object of an `nft -j` listing: `{ table: {...} }`, `{ set: {...} }`, `{ rule: {...} }`, ... */
+export type NftObject = Record<string, unknown>;
+
+/** The real kernel, through the `nft`, `ip`, `bridge`, `sh` and `conntrack` commands. */
+export function commandKernel(runner: CommandRunner): Kernel {
+  const json = async <T>(command: string, args: readonly string[]): Promise<T[]> => JSON.parse((await runner.run(command, ["-json", ...args])).stdout || "[]") as T[];
+  return {
+    async nft(script) {
+      await runner.run("nft", ["-f", "-"], { input: script });
+    },
+    async nftList(what, opts = {}) {
+      try {
+        const { stdout } = await runner.run("nft", ["-j", ...(opts.stateless ? ["--stateless"] : []), "list", ...what.split(" ")]);
+        return (JSON.parse(stdout) as { nftables: NftObject[] }).nftables;
+      } catch (e) {
+        if (/No such file or directory/.test(String((e as Error).message))) return undefined;
+        throw e;
+      }
+    },
+    async ip(lines) {
+      if (lines.length === 0) return;
+      await runner.run("ip", ["-batch", "-"], { input: lines.join("\n") + "\n" });
+    },
+    ipJson: (args) => json("ip", args),
+    bridgeJson: (args) => json("bridge", args),
+    async writeProcSys(file, value) {
+      // Through the runner (so in the agent's namespace); works with a mounted /proc/sys/net.
+      await runner.run("sh", ["-c", `echo "$1" > "$0"`, file, value]);
+    },
+    async deleteFlows(filter) {
+      await runner.run("conntrack", ["-D", ...filter]);
+    },
+  };
+}
