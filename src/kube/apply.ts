@@ -61,16 +61,40 @@ function target(o: KubeObject): { kind: PolicyKind; plural: string; name: string
 async function apply(client: KubeClient, o: KubeObject, fieldManager: string, dryRun: boolean): Promise<unknown> {
   const t = target(o);
   const common = { group: GROUP, version: VERSION, plural: t.plural, name: t.name, body: o, fieldManager, ...(dryRun ? { dryRun: "All" } : {}) };
-  return t.namespace !== undefined
-    ? client.custom.patchNamespacedCustomObject({ ...common, namespace: t.namespace }, serverSideApply)
-    : client.custom.patchClusterCustomObject(common, serverSideApply);
+  return whileBusy(() =>
+    t.namespace !== undefined
+      ? client.custom.patchNamespacedCustomObject({ ...common, namespace: t.namespace }, serverSideApply)
+      : client.custom.patchClusterCustomObject(common, serverSideApply),
+  );
+}
+
+/**
+ * Retries what the API server asks to be retried (429 with Retry-After, e.g. "storage is
+ * (re)initializing" under load; 503/504), a few times, as kubectl's client does. Server-side
+ * apply is idempotent, so a retry never applies twice.
+ */
+async function whileBusy<T>(call: () => Promise<T>, attempts = 6): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await call();
+    } catch (e) {
+      const code = statusOf(e);
+      if (i >= attempts || (code !== 429 && code !== 503 && code !== 504)) throw e;
+      await new Promise((r) => setTimeout(r, retryAfterMs(e)));
+    }
+  }
+}
+
+function retryAfterMs(e: unknown): number {
+  const seconds = Number((e as { headers?: Record<string, string> }).headers?.["retry-after"]);
+  return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 10) * 1000 : 1000;
 }
 
 async function read(client: KubeClient, o: KubeObject): Promise<{ metadata?: { resourceVersion?: string } } | undefined> {
   const t = target(o);
   try {
     const base = { group: GROUP, version: VERSION, plural: t.plural, name: t.name };
-    return (await (t.namespace !== undefined ? client.custom.getNamespacedCustomObject({ ...base, namespace: t.namespace }) : client.custom.getClusterCustomObject(base))) as {
+    return (await whileBusy(() => (t.namespace !== undefined ? client.custom.getNamespacedCustomObject({ ...base, namespace: t.namespace }) : client.custom.getClusterCustomObject(base)))) as {
       metadata?: { resourceVersion?: string };
     };
   } catch (e) {
