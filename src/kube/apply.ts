@@ -19,7 +19,8 @@ export interface ApplyOutcome {
 /**
  * Applies our objects (server-side apply, field manager `static-egress-import`), all or none:
  * first every object is applied with `dryRun=All`, so the API server judges each one (schema,
- * CEL rules, the namespace exists, no conflict with another field manager); if any is refused,
+ * CEL rules, the namespace exists, no conflict with another field manager), and an object that
+ * exists but was not made by import is refused (apply would merge into it); if any is refused,
  * none is applied and each refusal is returned. Then each is applied for real, gateways first.
  * A failure in that second pass (the cluster changed in between) is returned for that object,
  * next to what was applied: never silent.
@@ -28,6 +29,12 @@ export async function applyAllOrNone(client: KubeClient, objects: readonly KubeO
   const checks = await Promise.all(
     objects.map(async (o): Promise<ApplyOutcome> => {
       try {
+        // Server-side apply merges into an object others manage (a set like egressIPs would
+        // gain our items next to theirs): import changes only what it made.
+        const managers = ((await read(client, o))?.metadata?.managedFields ?? []).map((f) => f.manager ?? "?");
+        if (managers.length > 0 && !managers.includes(fieldManager)) {
+          return { ref: refOf(o), result: "refused", error: `already exists, managed by ${[...new Set(managers)].join(", ")}, not made by import: delete it, or leave its source out` };
+        }
         await apply(client, o, fieldManager, true);
         return { ref: refOf(o), result: "not applied" };
       } catch (e) {
@@ -90,13 +97,15 @@ function retryAfterMs(e: unknown): number {
   return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 10) * 1000 : 1000;
 }
 
-async function read(client: KubeClient, o: KubeObject): Promise<{ metadata?: { resourceVersion?: string } } | undefined> {
+interface Current {
+  metadata?: { resourceVersion?: string; managedFields?: { manager?: string }[] };
+}
+
+async function read(client: KubeClient, o: KubeObject): Promise<Current | undefined> {
   const t = target(o);
   try {
     const base = { group: GROUP, version: VERSION, plural: t.plural, name: t.name };
-    return (await whileBusy(() => (t.namespace !== undefined ? client.custom.getNamespacedCustomObject({ ...base, namespace: t.namespace }) : client.custom.getClusterCustomObject(base)))) as {
-      metadata?: { resourceVersion?: string };
-    };
+    return (await whileBusy(() => (t.namespace !== undefined ? client.custom.getNamespacedCustomObject({ ...base, namespace: t.namespace }) : client.custom.getClusterCustomObject(base)))) as Current;
   } catch (e) {
     if (statusOf(e) === 404) return undefined;
     throw e;

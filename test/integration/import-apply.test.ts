@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
+import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { packageRoot } from "../../src/lab/paths.js";
 import { startTestKube, type TestKube } from "../support/kube.js";
 
@@ -115,8 +116,8 @@ describe("static-egress import --apply", () => {
     expect(await all()).toEqual(before);
   });
 
-  it("a field another manager owns: refused naming the field, none applied", async () => {
-    // Someone else owns spec.egressIPs of a policy the import would change.
+  it("an object of the same name that import did not make: refused, none applied; it stays as it was", async () => {
+    // Someone made a policy of that name by hand: apply would merge into it (egressIPs is a set).
     await api.admin.custom.createClusterCustomObject({
       ...GROUP,
       plural: "clusteregresspolicies",
@@ -125,7 +126,20 @@ describe("static-egress import --apply", () => {
     const before = await all();
     const r = await importDocs(`${ciliumPolicy("taken", "10.0.0.9")}---\n${ciliumPolicy("fresh", "10.0.0.10")}`, "--apply");
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^refused\s+ClusterEgressPolicy\/taken: .*\.spec\.egressIPs.*\(HTTP 409\)$/m);
+    expect(r.stderr).toMatch(/^refused\s+ClusterEgressPolicy\/taken: already exists, managed by [^,]+, not made by import/m);
+    expect(await all()).toEqual(before);
+  });
+
+  it("a field another manager took over on an imported object: the server's conflict names it, none applied", async () => {
+    // Someone edits the imported policy's gateway with their own apply.
+    await api.admin.custom.patchNamespacedCustomObject(
+      { ...GROUP, namespace: "shop", plural: "egresspolicies", name: "eip", body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressPolicy", metadata: { name: "eip", namespace: "shop" }, spec: { gatewayName: "other" } }, fieldManager: "someone", force: true },
+      setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
+    );
+    const before = await all();
+    const r = await importDocs(`${cilium}---\n${nirmata}`, "--apply");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^refused\s+EgressPolicy\/shop\/eip: \.spec\.gatewayName: conflict with "someone".*\(HTTP 409\)$/m);
     expect(await all()).toEqual(before);
   });
 
