@@ -10,10 +10,11 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import type { Lab } from "../../src/lab/lab.js";
+import { Lab } from "../../src/lab/lab.js";
+import { newRunPrefix } from "../../src/lab/netns.js";
 import { cliEntry } from "../../src/lab/paths.js";
 import { LAB_NETWORK } from "../../src/lab/topology.js";
-import { byPod, exampleLabConfig, startLab, waitConverged } from "./support.js";
+import { byPod, exampleLabConfig, waitConverged } from "./support.js";
 
 let lab: Lab;
 
@@ -46,8 +47,8 @@ beforeAll(async () => {
   // The example lab (gateway `shared`: gw-a 192.0.2.10/.11, gw-b .20/.21; payments granted .10/.20), without its policies.
   const cfg = exampleLabConfig();
   cfg.policies = [];
-  lab = await startLab(cfg);
-  await waitConverged(lab);
+  lab = await Lab.up(cfg, { prefix: newRunPrefix(), persistent: false, mode: "kubernetes" });
+  await waitConverged(lab, undefined, 30_000);
 });
 
 afterAll(async () => {
