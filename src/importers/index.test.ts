@@ -13,7 +13,7 @@ describe("importObjects: the registry and the whole-import checks", () => {
   it("each source's objects go to its converter; both peers in one input", () => {
     const r = importObjects([...docs("cilium-egress-sample.yaml"), ...docs("nirmata-readme.yaml")], options);
     expect(r.made.map((m) => m.object.kind)).toEqual(["EgressGateway", "EgressGateway", "ClusterEgressPolicy", "EgressPolicy"]);
-    expect(CONVERTERS.map((c) => c.source)).toEqual(["cilium", "nirmata"]);
+    expect(CONVERTERS.map((c) => c.source)).toEqual(["cilium", "nirmata", "spidernet"]);
   });
 
   it("kinds no converter reads are reported as ignored, ours too; a Service is context, not reported", () => {

@@ -4,6 +4,7 @@ import { SpecValidator } from "../api/v1alpha1/validate.js";
 import { ciliumConverter } from "./cilium.js";
 import { groupOf, refer } from "./common.js";
 import { nirmataConverter } from "./nirmata.js";
+import { spidernetConverter } from "./spidernet.js";
 import type { Converter, Finding, ImportOptions, Made } from "./types.js";
 
 export type { Converter, Finding, ImportOptions, Made } from "./types.js";
@@ -12,7 +13,7 @@ export type { Converter, Finding, ImportOptions, Made } from "./types.js";
  * The sources `static-egress import` reads. A new source is one module with a Converter, added
  * here (DigitalOcean's StaticRoute is expected next).
  */
-export const CONVERTERS: readonly Converter[] = [ciliumConverter, nirmataConverter];
+export const CONVERTERS: readonly Converter[] = [ciliumConverter, nirmataConverter, spidernetConverter];
 
 export interface ImportResult {
   /** Our objects, gateways first, each valid by our own schema and rules. */
