@@ -21,10 +21,10 @@ export function registerImportCommand(program: Command): void {
   program
     .command("import")
     .description(
-      "convert Cilium CiliumEgressGatewayPolicy and nirmata StaticEgressIP objects into EgressGateway/ClusterEgressPolicy/EgressPolicy; " +
+      "convert Cilium CiliumEgressGatewayPolicy, nirmata StaticEgressIP and spidernet egressgateway EgressPolicy/EgressGateway objects into EgressGateway/ClusterEgressPolicy/EgressPolicy; " +
         "prints the objects (stdout) and, per source field, what was refused, ignored or is left to do (stderr); exit 1 if anything was refused",
     )
-    .requiredOption("-f, --file <file>", "Kubernetes documents (`-` for stdin), e.g. `kubectl get ciliumegressgatewaypolicies -o yaml`; nirmata's rules need their Services in it too")
+    .requiredOption("-f, --file <file>", "Kubernetes documents (`-` for stdin), e.g. `kubectl get ciliumegressgatewaypolicies -o yaml`; nirmata's rules need their Services in it, spidernet's policies their EgressGateways")
     .option("-o, --output <format>", "print the made objects as yaml or json (default yaml; with --apply only when given)")
     .option("--gateway <name>", "attach every policy to this existing EgressGateway instead of generating one per peer gateway")
     .option("--namespace <ns>", "namespace of namespaced source objects that name none", "default")
