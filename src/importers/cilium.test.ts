@@ -141,5 +141,7 @@ describe("CiliumEgressGatewayPolicy: refusals name the source field", () => {
     const r = run(edited((s) => (s.selectors = [{ podSelector: { matchLabels: { app: "-bad-" } } }])));
     expect(r.made).toEqual([]);
     expect(r.findings).toContainEqual(expect.objectContaining({ verdict: "refused", field: "spec.podSelector.matchLabels.app", source: "CiliumEgressGatewayPolicy/egress-sample" }));
+    // Its gateway is not made, and nothing is left to do for it.
+    expect(r.findings.filter((f) => f.verdict === "todo")).toEqual([]);
   });
 });

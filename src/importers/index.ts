@@ -79,7 +79,9 @@ export function importObjects(inputs: readonly KubeObject[], options: ImportOpti
   // A gateway is made for its policies only.
   const used = new Set(kept.filter((m) => m.object.kind !== "EgressGateway").map((m) => m.object.spec!.gatewayName as string));
   made = kept.filter((m) => m.object.kind !== "EgressGateway" || used.has(m.object.metadata.name));
-  return { made, findings };
+  // Nor is anything left to do for a gateway that is not made.
+  const dropped = kept.filter((m) => m.object.kind === "EgressGateway" && !used.has(m.object.metadata.name)).map((m) => `EgressGateway ${m.object.metadata.name} `);
+  return { made, findings: findings.filter((f) => f.verdict !== "todo" || !dropped.some((d) => f.reason.includes(d))) };
 }
 
 const KIND_ORDER = ["EgressGateway", "ClusterEgressPolicy", "EgressPolicy"];
