@@ -1,6 +1,7 @@
 /**
  * `static-egress import --apply` end to end (issue #13, outcome 4): a nirmata StaticEgressIP (with
- * its Service) and a Cilium CiliumEgressGatewayPolicy, as their users have them, imported into the
+ * its Service), a Cilium CiliumEgressGatewayPolicy and a spidernet EgressPolicy, as their users
+ * have them, imported into the
  * lab's real control plane with `--gateway shared`; then the lab's Internet host says which source
  * address each pod's request arrived with: the selected pods leave with the imported egress IPs,
  * for the imported destinations only, and the others with their node's IP.
@@ -36,6 +37,14 @@ const CILIUM = {
   },
 };
 
+/** spidernet: the frontend pods of namespace web, everywhere outside the cluster, from 192.0.2.12. */
+const SPIDERNET = {
+  apiVersion: "egressgateway.spidernet.io/v1beta1",
+  kind: "EgressPolicy",
+  metadata: { name: "frontend-egress", namespace: "web" },
+  spec: { egressGatewayName: "egw", egressIP: { ipv4: "192.0.2.12", useNodeIP: false }, appliedTo: { podSelector: { matchLabels: { app: "frontend" } } }, priority: 100 },
+};
+
 function runImport(file: string): Promise<{ code: number | null; stderr: string }> {
   const child = spawn(process.execPath, [cliEntry(), "import", "-f", file, "--gateway", "shared", "--apply", "--kubeconfig", lab.kubeconfigPath], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
@@ -44,9 +53,13 @@ function runImport(file: string): Promise<{ code: number | null; stderr: string 
 }
 
 beforeAll(async () => {
-  // The example lab (gateway `shared`: gw-a 192.0.2.10/.11, gw-b .20/.21; payments granted .10/.20), without its policies.
+  // The example lab (gateway `shared`: gw-a 192.0.2.10/.11, gw-b .20/.21; payments granted .10/.20), without its policies;
+  // gw-a also carries 192.0.2.12, granted to web, and web has a pod no policy selects.
   const cfg = exampleLabConfig();
   cfg.policies = [];
+  cfg.gateways[0]!.instances![0]!.egressIPs.push("192.0.2.12");
+  cfg.gateways[0]!.grants!.push({ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "web" } }, egressIPs: ["192.0.2.12"] });
+  cfg.pods.push({ name: "web-3", namespace: "web", node: "node2", labels: { app: "other" } });
   lab = await Lab.up(cfg, { prefix: newRunPrefix(), persistent: false, mode: "kubernetes" });
   await waitConverged(lab, undefined, 30_000);
 });
@@ -65,11 +78,12 @@ describe("static-egress import --apply, then traffic", () => {
 
   it("after: the imported policies' pods leave with their egress IPs; the others with the node IP", async () => {
     const file = join(lab.dir, "import-input.yaml");
-    writeFileSync(file, [...NIRMATA, CILIUM].map((o) => stringify(o)).join("---\n"));
+    writeFileSync(file, [...NIRMATA, CILIUM, SPIDERNET].map((o) => stringify(o)).join("---\n"));
     const r = await runImport(file);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/^created\s+ClusterEgressPolicy\/exporter-egress$/m);
     expect(r.stderr).toMatch(/^created\s+EgressPolicy\/payments\/checkout-egress$/m);
+    expect(r.stderr).toMatch(/^created\s+EgressPolicy\/web\/frontend-egress$/m);
 
     const rows = byPod(await waitConverged(lab, LAB_NETWORK.echoService, 60_000));
     // What the Internet host saw.
@@ -77,11 +91,13 @@ describe("static-egress import --apply, then traffic", () => {
     expect(rows.get("payments/pay-2")!.egressIP).toBe("192.0.2.10");
     expect(rows.get("reporting/rep-1")!.egressIP).toBe("192.0.2.21");
     expect(rows.get("reporting/rep-2")!.egressIP).toBe("192.0.2.21");
-    // Not selected by either: their node's IP.
-    expect(rows.get("web/web-1")!.egressIP).toBe(nodeIP("node1"));
-    expect(rows.get("web/web-2")!.egressIP).toBe(nodeIP("node3"));
+    expect(rows.get("web/web-1")!.egressIP).toBe("192.0.2.12");
+    expect(rows.get("web/web-2")!.egressIP).toBe("192.0.2.12");
+    // Selected by none: its node's IP.
+    expect(rows.get("web/web-3")!.egressIP).toBe(nodeIP("node2"));
     expect(rows.get("payments/pay-1")!.policy).toBe("EgressPolicy/payments/checkout-egress");
     expect(rows.get("reporting/rep-1")!.policy).toBe("ClusterEgressPolicy/exporter-egress");
+    expect(rows.get("web/web-1")!.policy).toBe("EgressPolicy/web/frontend-egress");
   });
 
   it("Cilium's excludedCIDRs holds: the excluded address is reached with the node IP", async () => {
