@@ -132,7 +132,7 @@ function convertOne(o: KubeObject, ctx: ImportContext): One {
   const gatewayName = ctx.gateway ?? dnsName("cilium", shortHash(canonical(nodeSelector ?? {})));
   const from = [source];
   const policy: Made = {
-    object: ours("ClusterEgressPolicy", importedMetadata("cilium", from, dnsName(o.metadata?.name ?? "cilium")), {
+    object: ours("ClusterEgressPolicy", importedMetadata("cilium", from, dnsName(o.metadata?.name ?? "cilium"), undefined, sourceLabels(o)), {
       podSelector: selection.pod,
       namespaceSelector: selection.ns,
       destinationCIDRs,
@@ -142,7 +142,6 @@ function convertOne(o: KubeObject, ctx: ImportContext): One {
     }),
     from,
   };
-  policy.object.metadata.labels = { ...sourceLabels(o), ...policy.object.metadata.labels };
   return { policy, findings, ...(ctx.gateway ? {} : { gateway: { name: gatewayName, selector: nodeSelector ?? {} } }) };
 }
 

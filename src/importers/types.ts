@@ -1,5 +1,4 @@
 import type { KubeObject } from "../api/objects.js";
-import type { LabelSelector } from "../api/v1alpha1/common.js";
 
 /**
  * What `static-egress import` tells the user about one field of one source object:
@@ -52,5 +51,3 @@ export interface Converter {
   readonly reads: readonly { group: string; kind: string }[];
   convert(objects: readonly KubeObject[], ctx: ImportContext): Conversion;
 }
-
-export type Selector = LabelSelector;
