@@ -24,7 +24,10 @@ export function registerImportCommand(program: Command): void {
       "convert Cilium CiliumEgressGatewayPolicy, nirmata StaticEgressIP and spidernet egressgateway EgressPolicy/EgressGateway objects into EgressGateway/ClusterEgressPolicy/EgressPolicy; " +
         "prints the objects (stdout) and, per source field, what was refused, ignored or is left to do (stderr); exit 1 if anything was refused",
     )
-    .requiredOption("-f, --file <file>", "Kubernetes documents (`-` for stdin), e.g. `kubectl get ciliumegressgatewaypolicies -o yaml`; nirmata's rules need their Services in it, spidernet's policies their EgressGateways")
+    .requiredOption(
+      "-f, --file <file>",
+      "Kubernetes documents (`-` for stdin), e.g. `kubectl get ciliumegressgatewaypolicies -o yaml`; nirmata's rules need their Services in it, spidernet's policies their EgressGateways",
+    )
     .option("-o, --output <format>", "print the made objects as yaml or json (default yaml; with --apply only when given)")
     .option("--gateway <name>", "attach every policy to this existing EgressGateway instead of generating one per peer gateway")
     .option("--namespace <ns>", "namespace of namespaced source objects that name none", "default")
@@ -34,7 +37,8 @@ export function registerImportCommand(program: Command): void {
 }
 
 async function runImport(flags: ImportFlags): Promise<void> {
-  if (flags.output !== undefined && flags.output !== "yaml" && flags.output !== "json") throw new Error(`--output: must be yaml or json, not ${JSON.stringify(flags.output)}`);
+  if (flags.output !== undefined && flags.output !== "yaml" && flags.output !== "json")
+    throw new Error(`--output: must be yaml or json, not ${JSON.stringify(flags.output)}`);
   const text = readFileSync(flags.file === "-" ? 0 : flags.file, "utf8");
   const result = importObjects(parseDocuments(text, flags.file), { defaultNamespace: flags.namespace, ...(flags.gateway ? { gateway: flags.gateway } : {}) });
   if (flags.output !== undefined || !flags.apply) process.stdout.write(formatObjects(result, (flags.output ?? "yaml") as "yaml" | "json"));
@@ -50,8 +54,12 @@ async function runImport(flags: ImportFlags): Promise<void> {
     process.stderr.write("nothing to apply\n");
     return;
   }
-  const { applied, outcomes } = await applyAllOrNone(new KubeClient(loadKubeconfig(flags.kubeconfig)), result.made.map((m) => m.object));
+  const { applied, outcomes } = await applyAllOrNone(
+    new KubeClient(loadKubeconfig(flags.kubeconfig)),
+    result.made.map((m) => m.object),
+  );
   for (const o of outcomes) process.stderr.write(`${o.result.padEnd(11)} ${o.ref}${o.error ? `: ${o.error}` : ""}\n`);
-  if (!applied) process.stderr.write(`nothing applied: the API server refused ${outcomes.filter((o) => o.result === "refused").length} of ${outcomes.length}\n`);
+  if (!applied)
+    process.stderr.write(`nothing applied: the API server refused ${outcomes.filter((o) => o.result === "refused").length} of ${outcomes.length}\n`);
   if (!applied || outcomes.some((o) => o.result === "failed")) process.exitCode = 1;
 }

@@ -32,7 +32,10 @@ describe("CiliumEgressGatewayPolicy: the Cilium docs' example", () => {
       gatewayName: gw!.metadata!.name,
       egressIPs: ["10.168.60.100"],
     });
-    expect(policy!.metadata).toMatchObject({ labels: { "staticegress.io/imported-from": "cilium" }, annotations: { "staticegress.io/imported-from": "CiliumEgressGatewayPolicy/egress-sample" } });
+    expect(policy!.metadata).toMatchObject({
+      labels: { "staticegress.io/imported-from": "cilium" },
+      annotations: { "staticegress.io/imported-from": "CiliumEgressGatewayPolicy/egress-sample" },
+    });
     expect(refused(r)).toEqual([]);
     // The egress IP is to be put on the node by hand: said, with the annotation to write.
     const todo = r.findings.filter((f) => f.verdict === "todo");
@@ -67,7 +70,10 @@ describe("CiliumEgressGatewayPolicy: the Cilium docs' example", () => {
 describe("CiliumEgressGatewayPolicy: what maps with a note", () => {
   it("IPv6 destinations and exclusions are reported as ignored; the IPv4 part is made", () => {
     const r = run(edited((s) => ((s.destinationCIDRs = ["0.0.0.0/0", "::/0"]), (s.excludedCIDRs = ["192.168.1.0/24", "fd00::/64"]))));
-    expect(r.made.find((m) => m.object.kind === "ClusterEgressPolicy")!.object.spec).toMatchObject({ destinationCIDRs: ["0.0.0.0/0"], excludedCIDRs: ["192.168.1.0/24"] });
+    expect(r.made.find((m) => m.object.kind === "ClusterEgressPolicy")!.object.spec).toMatchObject({
+      destinationCIDRs: ["0.0.0.0/0"],
+      excludedCIDRs: ["192.168.1.0/24"],
+    });
     expect(r.findings.filter((f) => f.verdict === "ignored").map((f) => f.field)).toEqual(["spec.destinationCIDRs[1]", "spec.excludedCIDRs[1]"]);
   });
 
@@ -100,23 +106,48 @@ describe("CiliumEgressGatewayPolicy: what maps with a note", () => {
 
 describe("CiliumEgressGatewayPolicy: refusals name the source field", () => {
   it.each([
-    ["interface without egressIP", (s: Record<string, unknown>) => (s.egressGateway = { nodeSelector: {}, interface: "ethX" }), "spec.egressGateway.egressIP", /interface "ethX"/],
-    ["neither interface nor egressIP", (s: Record<string, unknown>) => (s.egressGateway = { nodeSelector: {} }), "spec.egressGateway.egressIP", /default-route/],
+    [
+      "interface without egressIP",
+      (s: Record<string, unknown>) => (s.egressGateway = { nodeSelector: {}, interface: "ethX" }),
+      "spec.egressGateway.egressIP",
+      /interface "ethX"/,
+    ],
+    [
+      "neither interface nor egressIP",
+      (s: Record<string, unknown>) => (s.egressGateway = { nodeSelector: {} }),
+      "spec.egressGateway.egressIP",
+      /default-route/,
+    ],
     ["IPv6 destinations only", (s: Record<string, unknown>) => (s.destinationCIDRs = ["::/0"]), "spec.destinationCIDRs", /IPv4 traffic only/],
-    ["pods selected by their node", (s: Record<string, unknown>) => ((s.selectors as Record<string, unknown>[])[0]!.nodeSelector = { matchLabels: { zone: "a" } }), "spec.selectors[0].nodeSelector", /not by the node/],
+    [
+      "pods selected by their node",
+      (s: Record<string, unknown>) => ((s.selectors as Record<string, unknown>[])[0]!.nodeSelector = { matchLabels: { zone: "a" } }),
+      "spec.selectors[0].nodeSelector",
+      /not by the node/,
+    ],
     [
       "selectors that are not one selection",
-      (s: Record<string, unknown>) => (s.selectors = [{ podSelector: { matchLabels: { app: "a", tier: "x" } } }, { podSelector: { matchLabels: { app: "b", tier: "y" } } }]),
+      (s: Record<string, unknown>) =>
+        (s.selectors = [{ podSelector: { matchLabels: { app: "a", tier: "x" } } }, { podSelector: { matchLabels: { app: "b", tier: "y" } } }]),
       "spec.selectors",
       /split the Cilium policy/,
     ],
     [
       "several gateway nodes without --gateway",
-      (s: Record<string, unknown>) => (s.egressGateways = [{ nodeSelector: { matchLabels: { n: "1" } }, egressIP: "10.0.0.1" }, { nodeSelector: { matchLabels: { n: "2" } }, egressIP: "10.0.0.2" }]),
+      (s: Record<string, unknown>) =>
+        (s.egressGateways = [
+          { nodeSelector: { matchLabels: { n: "1" } }, egressIP: "10.0.0.1" },
+          { nodeSelector: { matchLabels: { n: "2" } }, egressIP: "10.0.0.2" },
+        ]),
       "spec.egressGateways",
       /--gateway/,
     ],
-    ["a label Cilium derives", (s: Record<string, unknown>) => (s.selectors = [{ podSelector: { matchLabels: { "io.cilium.k8s.policy.serviceaccount": "x" } } }]), "spec.selectors[0].podSelector", /derived by Cilium/],
+    [
+      "a label Cilium derives",
+      (s: Record<string, unknown>) => (s.selectors = [{ podSelector: { matchLabels: { "io.cilium.k8s.policy.serviceaccount": "x" } } }]),
+      "spec.selectors[0].podSelector",
+      /derived by Cilium/,
+    ],
     ["a bad CIDR", (s: Record<string, unknown>) => (s.destinationCIDRs = ["10.0.0.0/33"]), "spec.destinationCIDRs[0]", /must be a CIDR/],
   ])("%s", (_name, edit, field, reason) => {
     const r = run(edited(edit));
@@ -130,7 +161,13 @@ describe("CiliumEgressGatewayPolicy: refusals name the source field", () => {
 
   it("several gateway nodes with --gateway: one policy with every egress IP (one per instance)", () => {
     const r = run(
-      edited((s) => (s.egressGateways = [{ nodeSelector: { matchLabels: { n: "1" } }, egressIP: "10.0.0.1" }, { nodeSelector: { matchLabels: { n: "2" } }, egressIP: "10.0.0.2" }])),
+      edited(
+        (s) =>
+          (s.egressGateways = [
+            { nodeSelector: { matchLabels: { n: "1" } }, egressIP: "10.0.0.1" },
+            { nodeSelector: { matchLabels: { n: "2" } }, egressIP: "10.0.0.2" },
+          ]),
+      ),
       "shared",
     );
     expect(r.made.map((m) => m.object.spec!.egressIPs)).toEqual([["10.0.0.1", "10.0.0.2"]]);
@@ -140,7 +177,9 @@ describe("CiliumEgressGatewayPolicy: refusals name the source field", () => {
   it("a label value our schema refuses is refused with our field, from our own validator", () => {
     const r = run(edited((s) => (s.selectors = [{ podSelector: { matchLabels: { app: "-bad-" } } }])));
     expect(r.made).toEqual([]);
-    expect(r.findings).toContainEqual(expect.objectContaining({ verdict: "refused", field: "spec.podSelector.matchLabels.app", source: "CiliumEgressGatewayPolicy/egress-sample" }));
+    expect(r.findings).toContainEqual(
+      expect.objectContaining({ verdict: "refused", field: "spec.podSelector.matchLabels.app", source: "CiliumEgressGatewayPolicy/egress-sample" }),
+    );
     // Its gateway is not made, and nothing is left to do for it.
     expect(r.findings.filter((f) => f.verdict === "todo")).toEqual([]);
   });

@@ -44,7 +44,10 @@ export const ciliumConverter: Converter = {
       }
     }
     for (const [name, gw] of [...gateways].sort(([a], [b]) => a.localeCompare(b))) {
-      made.push({ object: ours("EgressGateway", importedMetadata("cilium", gw.from, name), { nodes: { nodeSelector: gw.selector, count: 1 } }), from: gw.from });
+      made.push({
+        object: ours("EgressGateway", importedMetadata("cilium", gw.from, name), { nodes: { nodeSelector: gw.selector, count: 1 } }),
+        from: gw.from,
+      });
       const ips = [...gw.ips].sort();
       findings.push({
         verdict: "todo",
@@ -118,11 +121,15 @@ function convertOne(o: KubeObject, ctx: ImportContext): One {
       egressIPs.push(value.egressIP);
     }
     if (value.interface !== undefined && value.egressIP !== undefined) {
-      ignore(`${field}.interface`, "static-egress SNATs on the gateway's own uplink; the egress IP must be routed to the gateway host (the interface that holds it is not chosen)");
+      ignore(
+        `${field}.interface`,
+        "static-egress SNATs on the gateway's own uplink; the egress IP must be routed to the gateway host (the interface that holds it is not chosen)",
+      );
     }
     const sel = readSelector(value.nodeSelector);
     if (typeof sel === "string") refuse(`${field}.nodeSelector`, sel);
-    else if (ctx.gateway) ignore(`${field}.nodeSelector`, `the policy uses the existing EgressGateway ${ctx.gateway} (--gateway) instead of a gateway node chosen by label`);
+    else if (ctx.gateway)
+      ignore(`${field}.nodeSelector`, `the policy uses the existing EgressGateway ${ctx.gateway} (--gateway) instead of a gateway node chosen by label`);
     else nodeSelector = sel;
   }
 
@@ -249,12 +256,14 @@ function splitPseudoLabels(raw: LabelSelector, field: string): PodAndNamespace |
   const ns: LabelSelector = {};
   for (const [k, v] of Object.entries(s.matchLabels ?? {})) {
     if (k === NAMESPACE_PSEUDO_LABEL) ns.matchLabels = { [NAMESPACE_NAME_LABEL]: v };
-    else if (CILIUM_DERIVED.test(k)) return `label ${k} is derived by Cilium (not a pod label); static-egress selects by pod labels and namespace only (${field}.matchLabels)`;
+    else if (CILIUM_DERIVED.test(k))
+      return `label ${k} is derived by Cilium (not a pod label); static-egress selects by pod labels and namespace only (${field}.matchLabels)`;
     else pod.matchLabels = { ...(pod.matchLabels ?? {}), [k]: v };
   }
   for (const e of s.matchExpressions ?? []) {
     if (e.key === NAMESPACE_PSEUDO_LABEL) ns.matchExpressions = [...(ns.matchExpressions ?? []), { ...e, key: NAMESPACE_NAME_LABEL }];
-    else if (CILIUM_DERIVED.test(e.key)) return `label ${e.key} is derived by Cilium (not a pod label); static-egress selects by pod labels and namespace only (${field}.matchExpressions)`;
+    else if (CILIUM_DERIVED.test(e.key))
+      return `label ${e.key} is derived by Cilium (not a pod label); static-egress selects by pod labels and namespace only (${field}.matchExpressions)`;
     else pod.matchExpressions = [...(pod.matchExpressions ?? []), e];
   }
   return { pod, ns };

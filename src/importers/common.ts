@@ -28,7 +28,12 @@ export function groupOf(apiVersion: string | undefined): string {
  */
 export function dnsName(...parts: string[]): string {
   const whole = parts.join("-");
-  const clean = whole.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/-+/g, "-").replace(/^-+|-+$/g, "") || "imported";
+  const clean =
+    whole
+      .toLowerCase()
+      .replace(/[^a-z0-9-]+/g, "-")
+      .replace(/-+/g, "-")
+      .replace(/^-+|-+$/g, "") || "imported";
   if (clean.length <= 63) return clean;
   return `${clean.slice(0, 52).replace(/-+$/, "")}-${shortHash(whole)}`;
 }
@@ -92,7 +97,8 @@ export function readSelector(raw: unknown): LabelSelector | string {
     if (!Array.isArray(matchExpressions)) return "matchExpressions must be a list";
     const exprs: NonNullable<LabelSelector["matchExpressions"]> = [];
     for (const e of matchExpressions as unknown[]) {
-      if (!isObject(e) || typeof e.key !== "string" || !["In", "NotIn", "Exists", "DoesNotExist"].includes(e.operator as string)) return "matchExpressions entries need a key and an operator In, NotIn, Exists or DoesNotExist";
+      if (!isObject(e) || typeof e.key !== "string" || !["In", "NotIn", "Exists", "DoesNotExist"].includes(e.operator as string))
+        return "matchExpressions entries need a key and an operator In, NotIn, Exists or DoesNotExist";
       const values = e.values;
       if (values !== undefined && (!Array.isArray(values) || values.some((v) => typeof v !== "string"))) return "matchExpressions values must be strings";
       exprs.push({ key: e.key, operator: e.operator as "In", ...(Array.isArray(values) && values.length > 0 ? { values: [...(values as string[])] } : {}) });
@@ -103,7 +109,13 @@ export function readSelector(raw: unknown): LabelSelector | string {
 }
 
 /** Metadata of a made object: its name (and namespace), the source's labels, and where it came from. */
-export function importedMetadata(source: string, from: readonly string[], name: string, namespace?: string, labels?: Record<string, string>): KubeObject["metadata"] & { name: string } {
+export function importedMetadata(
+  source: string,
+  from: readonly string[],
+  name: string,
+  namespace?: string,
+  labels?: Record<string, string>,
+): KubeObject["metadata"] & { name: string } {
   return {
     name,
     ...(namespace ? { namespace } : {}),
@@ -113,7 +125,11 @@ export function importedMetadata(source: string, from: readonly string[], name: 
 }
 
 /** Our object envelope around a spec. */
-export function ours(kind: "EgressGateway" | "EgressPolicy" | "ClusterEgressPolicy", metadata: KubeObject["metadata"] & { name: string }, spec: Record<string, unknown>): KubeObject & { metadata: { name: string } } {
+export function ours(
+  kind: "EgressGateway" | "EgressPolicy" | "ClusterEgressPolicy",
+  metadata: KubeObject["metadata"] & { name: string },
+  spec: Record<string, unknown>,
+): KubeObject & { metadata: { name: string } } {
   return { apiVersion: API_VERSION, kind, metadata, spec };
 }
 
@@ -128,5 +144,10 @@ export function sourceLabels(o: KubeObject): Record<string, string> {
 export function annotationFindings(o: KubeObject, source: string): Finding[] {
   return Object.keys(o.metadata?.annotations ?? {})
     .filter((k) => k !== "kubectl.kubernetes.io/last-applied-configuration")
-    .map((k) => ({ verdict: "ignored" as const, source, field: `metadata.annotations.${k}`, reason: "annotations of the source object are not copied (labels are)" }));
+    .map((k) => ({
+      verdict: "ignored" as const,
+      source,
+      field: `metadata.annotations.${k}`,
+      reason: "annotations of the source object are not copied (labels are)",
+    }));
 }

@@ -39,13 +39,26 @@ describe("importObjects: the registry and the whole-import checks", () => {
       reads: [{ group: "example.com", kind: "Thing" }],
       convert: (objects) => ({
         made: objects.flatMap((o) => [
-          { object: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: "fake-gw" }, spec: { nodes: { nodeSelector: {} } } }, from: [`Thing/${o.metadata!.name}`] },
           {
-            object: { apiVersion: "staticegress.io/v1alpha1", kind: "ClusterEgressPolicy", metadata: { name: "bad" }, spec: { podSelector: {}, namespaceSelector: {}, gatewayName: "fake-gw", egressIPs: ["192.0.2.300"] } },
+            object: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: "fake-gw" }, spec: { nodes: { nodeSelector: {} } } },
             from: [`Thing/${o.metadata!.name}`],
           },
           {
-            object: { apiVersion: "staticegress.io/v1alpha1", kind: "ClusterEgressPolicy", metadata: { name: "good" }, spec: { podSelector: {}, namespaceSelector: {}, gatewayName: "elsewhere", egressIPs: ["192.0.2.1"] } },
+            object: {
+              apiVersion: "staticegress.io/v1alpha1",
+              kind: "ClusterEgressPolicy",
+              metadata: { name: "bad" },
+              spec: { podSelector: {}, namespaceSelector: {}, gatewayName: "fake-gw", egressIPs: ["192.0.2.300"] },
+            },
+            from: [`Thing/${o.metadata!.name}`],
+          },
+          {
+            object: {
+              apiVersion: "staticegress.io/v1alpha1",
+              kind: "ClusterEgressPolicy",
+              metadata: { name: "good" },
+              spec: { podSelector: {}, namespaceSelector: {}, gatewayName: "elsewhere", egressIPs: ["192.0.2.1"] },
+            },
             from: [`Thing/${o.metadata!.name}`],
           },
         ]),
@@ -56,7 +69,12 @@ describe("importObjects: the registry and the whole-import checks", () => {
     // The invalid policy is refused with our field; the gateway only it used is not made.
     expect(r.made.map((m) => m.object.metadata.name)).toEqual(["good"]);
     expect(r.findings).toEqual([
-      expect.objectContaining({ verdict: "refused", source: "Thing/t", field: "spec.egressIPs[0]", reason: expect.stringContaining("ClusterEgressPolicy/bad would be invalid") }),
+      expect.objectContaining({
+        verdict: "refused",
+        source: "Thing/t",
+        field: "spec.egressIPs[0]",
+        reason: expect.stringContaining("ClusterEgressPolicy/bad would be invalid"),
+      }),
     ]);
   });
 

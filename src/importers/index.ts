@@ -36,10 +36,16 @@ export function importObjects(inputs: readonly KubeObject[], options: ImportOpti
   for (const o of inputs) {
     const converter = converters.find((c) => c.reads.some((r) => r.group === groupOf(o.apiVersion) && r.kind === o.kind));
     if (converter) buckets.set(converter, [...(buckets.get(converter) ?? []), o]);
-    else if (o.apiVersion === API_VERSION) findings.push({ verdict: "ignored", source: refer(o), field: "kind", reason: "already a static-egress object: apply it as it is" });
+    else if (o.apiVersion === API_VERSION)
+      findings.push({ verdict: "ignored", source: refer(o), field: "kind", reason: "already a static-egress object: apply it as it is" });
     else if (!CONTEXT_KINDS.has(`${o.apiVersion}/${o.kind}`)) {
       const known = converters.flatMap((c) => c.reads.map((r) => `${r.kind} (${r.group})`)).join(", ");
-      findings.push({ verdict: "ignored", source: refer(o), field: "kind", reason: `no importer for ${o.apiVersion ?? "?"} ${o.kind ?? "?"}; known: ${known}` });
+      findings.push({
+        verdict: "ignored",
+        source: refer(o),
+        field: "kind",
+        reason: `no importer for ${o.apiVersion ?? "?"} ${o.kind ?? "?"}; known: ${known}`,
+      });
     }
   }
   let made: Made[] = [];
@@ -68,7 +74,11 @@ export function importObjects(inputs: readonly KubeObject[], options: ImportOpti
     if (m.object.kind !== "EgressGateway") {
       const taken = (m.object.spec!.egressIPs as string[]).filter((ip) => ipOwner.has(ip));
       if (taken.length > 0) {
-        refuse(m, "egressIPs", `${taken.join(", ")} already belongs to ${ipOwner.get(taken[0]!)} (made from ${made.find((x) => refer(x.object) === ipOwner.get(taken[0]!))?.from.join(",")}): an egress IP belongs to one policy (docs/policies.md#egress-ips)`);
+        refuse(
+          m,
+          "egressIPs",
+          `${taken.join(", ")} already belongs to ${ipOwner.get(taken[0]!)} (made from ${made.find((x) => refer(x.object) === ipOwner.get(taken[0]!))?.from.join(",")}): an egress IP belongs to one policy (docs/policies.md#egress-ips)`,
+        );
         continue;
       }
       for (const ip of m.object.spec!.egressIPs as string[]) ipOwner.set(ip, ref);
@@ -80,7 +90,9 @@ export function importObjects(inputs: readonly KubeObject[], options: ImportOpti
   const used = new Set(kept.filter((m) => m.object.kind !== "EgressGateway").map((m) => m.object.spec!.gatewayName as string));
   made = kept.filter((m) => m.object.kind !== "EgressGateway" || used.has(m.object.metadata.name));
   // Nor is anything left to do for a gateway that is not made.
-  const dropped = kept.filter((m) => m.object.kind === "EgressGateway" && !used.has(m.object.metadata.name)).map((m) => `EgressGateway ${m.object.metadata.name} `);
+  const dropped = kept
+    .filter((m) => m.object.kind === "EgressGateway" && !used.has(m.object.metadata.name))
+    .map((m) => `EgressGateway ${m.object.metadata.name} `);
   return { made, findings: findings.filter((f) => f.verdict !== "todo" || !dropped.some((d) => f.reason.includes(d))) };
 }
 

@@ -18,7 +18,10 @@ function withRules(rules: unknown[], extra: KubeObject[] = [], namespace?: strin
 describe("StaticEgressIP: the nirmata README's example", () => {
   it("becomes an EgressPolicy in the object's namespace selecting the Service's pods, and a gateway granting it the IP", () => {
     const r = run(readme());
-    expect(r.made.map((m) => `${m.object.kind}/${m.object.metadata.namespace ?? ""}/${m.object.metadata.name}`)).toEqual(["EgressGateway//nirmata-gateway", "EgressPolicy/default/eip"]);
+    expect(r.made.map((m) => `${m.object.kind}/${m.object.metadata.namespace ?? ""}/${m.object.metadata.name}`)).toEqual([
+      "EgressGateway//nirmata-gateway",
+      "EgressPolicy/default/eip",
+    ]);
     const [gw, policy] = r.made.map((m) => m.object);
     expect(policy!.spec).toEqual({
       podSelector: { matchLabels: { app: "guestbook", tier: "frontend" } },
@@ -71,11 +74,18 @@ describe("StaticEgressIP: rules", () => {
       // A bare address is a /32, as iptables -d reads it.
       ["shop", "eip-frontend", ["192.0.2.10"], ["198.51.100.0/24", "203.0.113.7/32"]],
     ]);
-    expect(r.made[0]!.object.spec!.grants).toEqual([{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "shop" } }, egressIPs: ["192.0.2.10", "192.0.2.11"] }]);
+    expect(r.made[0]!.object.spec!.grants).toEqual([
+      { namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "shop" } }, egressIPs: ["192.0.2.10", "192.0.2.11"] },
+    ]);
   });
 
   it.each([
-    ["a Service not in the input", { egressip: "192.0.2.10", "service-name": "ghost", cidr: "4.2.2.2/32" }, "spec.rules[0].service-name", /Service default\/ghost is not in the input/],
+    [
+      "a Service not in the input",
+      { egressip: "192.0.2.10", "service-name": "ghost", cidr: "4.2.2.2/32" },
+      "spec.rules[0].service-name",
+      /Service default\/ghost is not in the input/,
+    ],
     ["a Service without selector", { egressip: "192.0.2.10", "service-name": "manual", cidr: "4.2.2.2/32" }, "spec.rules[0].service-name", /has no selector/],
     ["an IPv6 egress IP", { egressip: "2001:db8::1", "service-name": "frontend", cidr: "4.2.2.2/32" }, "spec.rules[0].egressip", /IPv4 only/],
     ["an IPv6 destination", { egressip: "192.0.2.10", "service-name": "frontend", cidr: "2001:db8::/64" }, "spec.rules[0].cidr", /IPv4 only/],
@@ -101,7 +111,14 @@ describe("StaticEgressIP: rules", () => {
       ),
     );
     expect(r.made.filter((m) => m.object.kind === "EgressPolicy").map((m) => m.object.metadata.name)).toEqual(["eip-backend"]);
-    expect(r.findings).toContainEqual(expect.objectContaining({ verdict: "refused", field: "egressIPs", source: "StaticEgressIP/default/eip#rules[0]", reason: expect.stringContaining("192.0.2.10 already belongs to EgressPolicy/default/eip-backend") }));
+    expect(r.findings).toContainEqual(
+      expect.objectContaining({
+        verdict: "refused",
+        field: "egressIPs",
+        source: "StaticEgressIP/default/eip#rules[0]",
+        reason: expect.stringContaining("192.0.2.10 already belongs to EgressPolicy/default/eip-backend"),
+      }),
+    );
   });
 
   it("an unknown rule field is reported, not dropped silently", () => {

@@ -125,11 +125,19 @@ function readRule(raw: unknown, index: number, namespace: string, source: string
   findings.push(...unknownFields(raw, field, ["egressip", "service-name", "cidr"], source));
   const egressIP = raw.egressip;
   if (egressIP === undefined) return refuse(`${field}.egressip`, "missing");
-  if (!isIPv4(egressIP)) return refuse(`${field}.egressip`, `invalid value ${JSON.stringify(egressIP)}: must be an IPv4 address${isIPv6Like(egressIP) ? " (static-egress handles IPv4 only)" : ""}`);
+  if (!isIPv4(egressIP))
+    return refuse(
+      `${field}.egressip`,
+      `invalid value ${JSON.stringify(egressIP)}: must be an IPv4 address${isIPv6Like(egressIP) ? " (static-egress handles IPv4 only)" : ""}`,
+    );
   let cidr = raw.cidr;
   if (cidr === undefined) return refuse(`${field}.cidr`, "missing: the destination is required");
   if (isIPv4(cidr)) cidr = `${cidr}/32`; // nirmata hands it to iptables -d, where a bare address is a /32
-  if (!isIPv4Cidr(cidr)) return refuse(`${field}.cidr`, `invalid value ${JSON.stringify(raw.cidr)}: must be an IPv4 CIDR${isIPv6Like(cidr) ? " (static-egress handles IPv4 only)" : ""}`);
+  if (!isIPv4Cidr(cidr))
+    return refuse(
+      `${field}.cidr`,
+      `invalid value ${JSON.stringify(raw.cidr)}: must be an IPv4 CIDR${isIPv6Like(cidr) ? " (static-egress handles IPv4 only)" : ""}`,
+    );
   const service = raw["service-name"];
   if (typeof service !== "string" || service === "") return refuse(`${field}.service-name`, "missing");
   const svc = findService(ctx.inputs, namespace, service, ctx.defaultNamespace);
@@ -141,11 +149,16 @@ function readRule(raw: unknown, index: number, namespace: string, source: string
   }
   const selector = (svc.spec as { selector?: unknown } | undefined)?.selector;
   if (!isObject(selector) || Object.keys(selector).length === 0 || Object.values(selector).some((v) => typeof v !== "string")) {
-    return refuse(`${field}.service-name`, `Service ${namespace}/${service} has no selector (its endpoints are managed by hand): static-egress selects pods by label`);
+    return refuse(
+      `${field}.service-name`,
+      `Service ${namespace}/${service} has no selector (its endpoints are managed by hand): static-egress selects pods by label`,
+    );
   }
   return { index, service, selector: selector as Record<string, string>, egressIP, cidr };
 }
 
 function findService(inputs: readonly KubeObject[], namespace: string, name: string, defaultNamespace: string): KubeObject | undefined {
-  return inputs.find((o) => o.apiVersion === "v1" && o.kind === "Service" && o.metadata?.name === name && (o.metadata?.namespace ?? defaultNamespace) === namespace);
+  return inputs.find(
+    (o) => o.apiVersion === "v1" && o.kind === "Service" && o.metadata?.name === name && (o.metadata?.namespace ?? defaultNamespace) === namespace,
+  );
 }

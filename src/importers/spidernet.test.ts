@@ -27,7 +27,12 @@ describe("spidernet egressgateway: the reference docs' objects", () => {
       grants: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "default" } }, egressIPs: ["10.6.1.55"] }],
     });
     expect(policy!.metadata).toMatchObject({ name: "policy-test", namespace: "default" });
-    expect(policy!.spec).toEqual({ podSelector: { matchLabels: { app: "shopping" } }, destinationCIDRs: ["10.6.1.92/32"], gatewayName: "spidernet-eg1", egressIPs: ["10.6.1.55"] });
+    expect(policy!.spec).toEqual({
+      podSelector: { matchLabels: { app: "shopping" } },
+      destinationCIDRs: ["10.6.1.92/32"],
+      gatewayName: "spidernet-eg1",
+      egressIPs: ["10.6.1.55"],
+    });
     expect(r.findings.filter((f) => f.verdict === "refused")).toEqual([]);
     expect(r.findings.filter((f) => f.verdict === "ignored").map((f) => f.field)).toEqual(["spec.destSubnet[1]", "spec.priority", "spec.nodeSelector.policy"]);
     expect(r.findings.find((f) => f.verdict === "todo")!.reason).toContain("staticegress.io/egress-ips=");
@@ -38,7 +43,9 @@ describe("spidernet egressgateway: the reference docs' objects", () => {
   it("an address spidernet allocated (status.eip.ipv4) is kept, and said so", () => {
     const r = run(edited((p) => ((egressIP(p).ipv4 = ""), (p.status = { eip: { ipv4: "10.6.1.61" } }))));
     expect(r.made.find((m) => m.object.kind === "EgressPolicy")!.object.spec!.egressIPs).toEqual(["10.6.1.61"]);
-    expect(r.findings).toContainEqual(expect.objectContaining({ verdict: "ignored", field: "spec.egressIP.allocatorPolicy", reason: expect.stringContaining("status.eip.ipv4 10.6.1.61") }));
+    expect(r.findings).toContainEqual(
+      expect.objectContaining({ verdict: "ignored", field: "spec.egressIP.allocatorPolicy", reason: expect.stringContaining("status.eip.ipv4 10.6.1.61") }),
+    );
   });
 
   it("with --gateway: the policy names it; the spidernet gateway is reported as not used", () => {
@@ -51,9 +58,24 @@ describe("spidernet egressgateway: the reference docs' objects", () => {
 describe("spidernet egressgateway: refusals name the source field", () => {
   it.each([
     ["useNodeIP", (p: KubeObject) => ((egressIP(p).ipv4 = ""), (egressIP(p).useNodeIP = true)), "spec.egressIP.useNodeIP", /gateway node's own IP/],
-    ["an IP still to be allocated", (p: KubeObject) => ((egressIP(p).ipv4 = ""), (egressIP(p).allocatorPolicy = "rr")), "spec.egressIP.ipv4", /allocatorPolicy rr/],
-    ["pods by subnet", (p: KubeObject) => ((p.spec!.appliedTo as Record<string, unknown>).podSubnet = ["172.29.16.0/24"]), "spec.appliedTo.podSubnet", /by labels/],
-    ["a gateway not in the input", (p: KubeObject) => (p.spec!.egressGatewayName = "eg2"), "spec.egressGatewayName", /EgressGateway eg2 .* is not in the input/],
+    [
+      "an IP still to be allocated",
+      (p: KubeObject) => ((egressIP(p).ipv4 = ""), (egressIP(p).allocatorPolicy = "rr")),
+      "spec.egressIP.ipv4",
+      /allocatorPolicy rr/,
+    ],
+    [
+      "pods by subnet",
+      (p: KubeObject) => ((p.spec!.appliedTo as Record<string, unknown>).podSubnet = ["172.29.16.0/24"]),
+      "spec.appliedTo.podSubnet",
+      /by labels/,
+    ],
+    [
+      "a gateway not in the input",
+      (p: KubeObject) => (p.spec!.egressGatewayName = "eg2"),
+      "spec.egressGatewayName",
+      /EgressGateway eg2 .* is not in the input/,
+    ],
     ["IPv6 destinations only", (p: KubeObject) => (p.spec!.destSubnet = ["fd00::92/128"]), "spec.destSubnet", /IPv4 traffic only/],
   ])("%s", (_name, edit, field, reason) => {
     const r = run(edited(edit));

@@ -1,7 +1,20 @@
 import type { KubeObject } from "../api/objects.js";
 import type { LabelSelector } from "../api/v1alpha1/common.js";
 import { NODE_EGRESS_IPS_ANNOTATION } from "../planner/resolve.js";
-import { annotationFindings, dnsName, importedMetadata, isIPv4, isIPv4Cidr, isIPv6Like, isObject, ours, readSelector, refer, sourceLabels, unknownFields } from "./common.js";
+import {
+  annotationFindings,
+  dnsName,
+  importedMetadata,
+  isIPv4,
+  isIPv4Cidr,
+  isIPv6Like,
+  isObject,
+  ours,
+  readSelector,
+  refer,
+  sourceLabels,
+  unknownFields,
+} from "./common.js";
 import { describeSelector, NAMESPACE_NAME_LABEL } from "./selectors.js";
 import type { Converter, Finding, Made } from "./types.js";
 
@@ -41,7 +54,8 @@ export const spidernetConverter: Converter = {
 
       const appliedTo = isObject(spec.appliedTo) ? spec.appliedTo : {};
       local.push(...unknownFields(appliedTo, "spec.appliedTo", ["podSelector", "podSubnet"], source));
-      if (Array.isArray(appliedTo.podSubnet) && appliedTo.podSubnet.length > 0) refuse("spec.appliedTo.podSubnet", "static-egress selects pods by labels, not by address: use appliedTo.podSelector");
+      if (Array.isArray(appliedTo.podSubnet) && appliedTo.podSubnet.length > 0)
+        refuse("spec.appliedTo.podSubnet", "static-egress selects pods by labels, not by address: use appliedTo.podSelector");
       const podSelector = appliedTo.podSelector === undefined ? "missing: the pods to apply to" : readSelector(appliedTo.podSelector);
       if (typeof podSelector === "string") refuse("spec.appliedTo.podSelector", podSelector);
 
@@ -52,7 +66,8 @@ export const spidernetConverter: Converter = {
         dest.forEach((c, i) => {
           const cidr = isIPv4(c) ? `${c}/32` : c;
           if (isIPv4Cidr(cidr)) destinationCIDRs.push(cidr);
-          else if (isIPv6Like(c)) ignore(`spec.destSubnet[${i}]`, `IPv6 ${JSON.stringify(c)}: static-egress handles IPv4 only (IPv6 traffic is never diverted)`);
+          else if (isIPv6Like(c))
+            ignore(`spec.destSubnet[${i}]`, `IPv6 ${JSON.stringify(c)}: static-egress handles IPv4 only (IPv6 traffic is never diverted)`);
           else refuse(`spec.destSubnet[${i}]`, `invalid value ${JSON.stringify(c)}: must be a CIDR`);
         });
         if (dest.length > 0 && destinationCIDRs.length === 0) refuse("spec.destSubnet", "no IPv4 destination: static-egress diverts IPv4 traffic only");
@@ -76,7 +91,10 @@ export const spidernetConverter: Converter = {
       if (typeof egressIP.ipv6 === "string" && egressIP.ipv6 !== "") ignore("spec.egressIP.ipv6", "static-egress handles IPv4 only");
       let ip: string | undefined;
       if (egressIP.useNodeIP === true) {
-        refuse("spec.egressIP.useNodeIP", "the traffic would leave with the gateway node's own IP; static-egress SNATs to a policy's own egress IP: set egressIP.ipv4");
+        refuse(
+          "spec.egressIP.useNodeIP",
+          "the traffic would leave with the gateway node's own IP; static-egress SNATs to a policy's own egress IP: set egressIP.ipv4",
+        );
       } else if (typeof egressIP.ipv4 === "string" && egressIP.ipv4 !== "") {
         if (isIPv4(egressIP.ipv4)) ip = egressIP.ipv4;
         else refuse("spec.egressIP.ipv4", `invalid value ${JSON.stringify(egressIP.ipv4)}: must be an IPv4 address`);
@@ -87,15 +105,25 @@ export const spidernetConverter: Converter = {
         const policy = typeof egressIP.allocatorPolicy === "string" ? egressIP.allocatorPolicy : "default";
         if (isIPv4(allocated)) {
           ip = allocated;
-          ignore("spec.egressIP.allocatorPolicy", `static-egress does not allocate from a pool: the address spidernet allocated (status.eip.ipv4 ${allocated}) is the policy's egress IP`);
+          ignore(
+            "spec.egressIP.allocatorPolicy",
+            `static-egress does not allocate from a pool: the address spidernet allocated (status.eip.ipv4 ${allocated}) is the policy's egress IP`,
+          );
         } else if (policy === "default" && isIPv4(poolDefault)) {
           ip = poolDefault;
-          ignore("spec.egressIP.allocatorPolicy", `static-egress does not allocate from a pool: the gateway's ippools.ipv4DefaultEIP ${poolDefault} is the policy's egress IP`);
+          ignore(
+            "spec.egressIP.allocatorPolicy",
+            `static-egress does not allocate from a pool: the gateway's ippools.ipv4DefaultEIP ${poolDefault} is the policy's egress IP`,
+          );
         } else {
-          refuse("spec.egressIP.ipv4", `empty: spidernet allocates an address from the gateway's pool at run time (allocatorPolicy ${policy}); static-egress needs the address: set egressIP.ipv4`);
+          refuse(
+            "spec.egressIP.ipv4",
+            `empty: spidernet allocates an address from the gateway's pool at run time (allocatorPolicy ${policy}); static-egress needs the address: set egressIP.ipv4`,
+          );
         }
       }
-      if (spec.priority !== undefined) ignore("spec.priority", "spidernet's priority is not our precedence (docs/policies.md#precedence); the policy gets the default priority");
+      if (spec.priority !== undefined)
+        ignore("spec.priority", "spidernet's priority is not our precedence (docs/policies.md#precedence); the policy gets the default priority");
 
       findings.push(...local);
       if (local.some((f) => f.verdict === "refused") || !ip || typeof podSelector === "string") continue;
@@ -133,7 +161,10 @@ export const spidernetConverter: Converter = {
       for (const [ns, ips] of used.get(ctx.gateway)?.grants ?? []) {
         findings.push({
           verdict: "todo",
-          source: used.get(ctx.gateway)!.from.filter((f) => f.split("/")[1] === ns).join(","),
+          source: used
+            .get(ctx.gateway)!
+            .from.filter((f) => f.split("/")[1] === ns)
+            .join(","),
           field: "spec.egressIP.ipv4",
           reason: `EgressGateway ${ctx.gateway} must carry ${[...ips].sort().join(", ")} on its instances and grant them to namespace ${ns} (spec.grants, docs/policies.md#tenancy-grants)`,
         });
@@ -153,14 +184,26 @@ function gatewayFrom(g: KubeObject, source: string, u: { grants: Map<string, Set
     findings.push({ verdict: "refused", source, field: "spec.nodeSelector.selector", reason: selector });
     return undefined;
   }
-  if (nodeSelector.policy !== undefined) findings.push({ verdict: "ignored", source, field: "spec.nodeSelector.policy", reason: "each pod goes to an instance chosen by rendezvous hashing, and moves only when it fails (docs/design.md)" });
+  if (nodeSelector.policy !== undefined)
+    findings.push({
+      verdict: "ignored",
+      source,
+      field: "spec.nodeSelector.policy",
+      reason: "each pod goes to an instance chosen by rendezvous hashing, and moves only when it fails (docs/design.md)",
+    });
   const pools = isObject(spec.ippools) ? spec.ippools : {};
   for (const k of ["ipv6", "ipv6DefaultEIP"]) {
     if (pools[k] !== undefined && !(Array.isArray(pools[k]) && (pools[k] as unknown[]).every((v) => v === "")) && pools[k] !== "") {
       findings.push({ verdict: "ignored", source, field: `spec.ippools.${k}`, reason: "static-egress handles IPv4 only" });
     }
   }
-  if (spec.clusterDefault === true) findings.push({ verdict: "ignored", source, field: "spec.clusterDefault", reason: "there is no default gateway here: each imported policy names its gateway" });
+  if (spec.clusterDefault === true)
+    findings.push({
+      verdict: "ignored",
+      source,
+      field: "spec.clusterDefault",
+      reason: "there is no default gateway here: each imported policy names its gateway",
+    });
   const name = dnsName("spidernet", g.metadata?.name ?? "gateway");
   const namespaces = [...u.grants.keys()].sort();
   const ips = [...new Set(namespaces.flatMap((ns) => [...u.grants.get(ns)!]))].sort();

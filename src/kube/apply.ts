@@ -25,7 +25,11 @@ export interface ApplyOutcome {
  * A failure in that second pass (the cluster changed in between) is returned for that object,
  * next to what was applied: never silent.
  */
-export async function applyAllOrNone(client: KubeClient, objects: readonly KubeObject[], fieldManager = IMPORT_FIELD_MANAGER): Promise<{ applied: boolean; outcomes: ApplyOutcome[] }> {
+export async function applyAllOrNone(
+  client: KubeClient,
+  objects: readonly KubeObject[],
+  fieldManager = IMPORT_FIELD_MANAGER,
+): Promise<{ applied: boolean; outcomes: ApplyOutcome[] }> {
   const checks = await Promise.all(
     objects.map(async (o): Promise<ApplyOutcome> => {
       try {
@@ -33,7 +37,11 @@ export async function applyAllOrNone(client: KubeClient, objects: readonly KubeO
         // gain our items next to theirs): import changes only what it made.
         const managers = ((await read(client, o))?.metadata?.managedFields ?? []).map((f) => f.manager ?? "?");
         if (managers.length > 0 && !managers.includes(fieldManager)) {
-          return { ref: refOf(o), result: "refused", error: `already exists, managed by ${[...new Set(managers)].join(", ")}, not made by import: delete it, or leave its source out` };
+          return {
+            ref: refOf(o),
+            result: "refused",
+            error: `already exists, managed by ${[...new Set(managers)].join(", ")}, not made by import: delete it, or leave its source out`,
+          };
         }
         await apply(client, o, fieldManager, true);
         return { ref: refOf(o), result: "not applied" };
@@ -109,7 +117,9 @@ interface Current {
 async function read(client: KubeClient, o: KubeObject): Promise<Current | undefined> {
   const t = target(o);
   const fieldSelector = `metadata.name=${t.name}${t.namespace !== undefined ? `,metadata.namespace=${t.namespace}` : ""}`;
-  const list = (await whileBusy(() => client.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: t.plural, fieldSelector }))) as { items?: Current[] };
+  const list = (await whileBusy(() => client.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: t.plural, fieldSelector }))) as {
+    items?: Current[];
+  };
   return list.items?.[0];
 }
 
@@ -131,6 +141,9 @@ export function describeApiError(e: unknown): string {
     status = undefined;
   }
   const causes = status?.details?.causes?.filter((c) => c.field || c.message) ?? [];
-  const text = causes.length > 0 ? causes.map((c) => (c.field ? `${c.field}: ${c.message ?? ""}` : (c.message ?? ""))).join("; ") : (status?.message ?? (e as Error).message);
+  const text =
+    causes.length > 0
+      ? causes.map((c) => (c.field ? `${c.field}: ${c.message ?? ""}` : (c.message ?? ""))).join("; ")
+      : (status?.message ?? (e as Error).message);
   return code ? `${text} (HTTP ${code})` : text;
 }

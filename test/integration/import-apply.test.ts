@@ -36,13 +36,19 @@ function importDocs(docs: string, ...flags: string[]): Promise<{ code: number | 
 
 const cilium = readFileSync(join(testdata, "cilium-egress-sample.yaml"), "utf8");
 /** nirmata's README example, in namespace shop (with its Service). */
-const nirmata = readFileSync(join(testdata, "nirmata-readme.yaml"), "utf8").replace("name: eip\n", "name: eip\n  namespace: shop\n").replace("namespace: default", "namespace: shop");
+const nirmata = readFileSync(join(testdata, "nirmata-readme.yaml"), "utf8")
+  .replace("name: eip\n", "name: eip\n  namespace: shop\n")
+  .replace("namespace: default", "namespace: shop");
 const ciliumPolicy = (name: string, egressIP: string) =>
   stringify({
     apiVersion: "cilium.io/v2",
     kind: "CiliumEgressGatewayPolicy",
     metadata: { name },
-    spec: { selectors: [{ podSelector: { matchLabels: { app: name } } }], destinationCIDRs: ["198.51.100.0/24"], egressGateway: { nodeSelector: { matchLabels: { gw: "a" } }, egressIP } },
+    spec: {
+      selectors: [{ podSelector: { matchLabels: { app: name } } }],
+      destinationCIDRs: ["198.51.100.0/24"],
+      egressGateway: { nodeSelector: { matchLabels: { gw: "a" } }, egressIP },
+    },
   });
 
 /** A list, retried while a loaded API server answers 429 ("storage is (re)initializing"). */
@@ -91,8 +97,16 @@ describe("static-egress import --apply", () => {
       "EgressGateway/nirmata-gateway",
       "EgressPolicy/shop/eip",
     ]);
-    const policy = (await api.admin.custom.getNamespacedCustomObject({ ...GROUP, namespace: "shop", plural: "egresspolicies", name: "eip" })) as { spec: unknown; metadata: { managedFields: { manager: string; operation: string }[] } };
-    expect(policy.spec).toMatchObject({ podSelector: { matchLabels: { app: "guestbook", tier: "frontend" } }, destinationCIDRs: ["4.2.2.2/32"], gatewayName: "nirmata-gateway", egressIPs: ["100.137.146.100"] });
+    const policy = (await api.admin.custom.getNamespacedCustomObject({ ...GROUP, namespace: "shop", plural: "egresspolicies", name: "eip" })) as {
+      spec: unknown;
+      metadata: { managedFields: { manager: string; operation: string }[] };
+    };
+    expect(policy.spec).toMatchObject({
+      podSelector: { matchLabels: { app: "guestbook", tier: "frontend" } },
+      destinationCIDRs: ["4.2.2.2/32"],
+      gatewayName: "nirmata-gateway",
+      egressIPs: ["100.137.146.100"],
+    });
     expect(policy.metadata.managedFields).toContainEqual(expect.objectContaining({ manager: "static-egress-import", operation: "Apply" }));
   });
 
@@ -100,7 +114,12 @@ describe("static-egress import --apply", () => {
     const before = await all();
     const r = await importDocs(`${cilium}---\n${nirmata}`, "--apply");
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr.split("\n").filter((l) => /^(created|configured|unchanged)/.test(l)).map((l) => l.split(/\s+/)[0])).toEqual(["unchanged", "unchanged", "unchanged", "unchanged"]);
+    expect(
+      r.stderr
+        .split("\n")
+        .filter((l) => /^(created|configured|unchanged)/.test(l))
+        .map((l) => l.split(/\s+/)[0]),
+    ).toEqual(["unchanged", "unchanged", "unchanged", "unchanged"]);
     expect(await all()).toEqual(before);
   });
 
@@ -121,7 +140,12 @@ describe("static-egress import --apply", () => {
     await api.admin.custom.createClusterCustomObject({
       ...GROUP,
       plural: "clusteregresspolicies",
-      body: { apiVersion: "staticegress.io/v1alpha1", kind: "ClusterEgressPolicy", metadata: { name: "taken" }, spec: { podSelector: {}, namespaceSelector: {}, gatewayName: "x", egressIPs: ["10.0.0.8"] } },
+      body: {
+        apiVersion: "staticegress.io/v1alpha1",
+        kind: "ClusterEgressPolicy",
+        metadata: { name: "taken" },
+        spec: { podSelector: {}, namespaceSelector: {}, gatewayName: "x", egressIPs: ["10.0.0.8"] },
+      },
     });
     const before = await all();
     const r = await importDocs(`${ciliumPolicy("taken", "10.0.0.9")}---\n${ciliumPolicy("fresh", "10.0.0.10")}`, "--apply");
@@ -133,7 +157,15 @@ describe("static-egress import --apply", () => {
   it("a field another manager took over on an imported object: the server's conflict names it, none applied", async () => {
     // Someone edits the imported policy's gateway with their own apply.
     await api.admin.custom.patchNamespacedCustomObject(
-      { ...GROUP, namespace: "shop", plural: "egresspolicies", name: "eip", body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressPolicy", metadata: { name: "eip", namespace: "shop" }, spec: { gatewayName: "other" } }, fieldManager: "someone", force: true },
+      {
+        ...GROUP,
+        namespace: "shop",
+        plural: "egresspolicies",
+        name: "eip",
+        body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressPolicy", metadata: { name: "eip", namespace: "shop" }, spec: { gatewayName: "other" } },
+        fieldManager: "someone",
+        force: true,
+      },
       setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
     );
     const before = await all();
@@ -148,7 +180,9 @@ describe("static-egress import --apply", () => {
     const noIP = ciliumPolicy("no-ip", "10.0.0.11").replace(/ {4}egressIP: 10\.0\.0\.11\n/, "    interface: eth1\n");
     const r = await importDocs(`${noIP}---\n${ciliumPolicy("fine", "10.0.0.12")}`, "--apply");
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^refused\s+CiliumEgressGatewayPolicy\/no-ip\s+spec\.egressGateway\.egressIP: missing: Cilium takes the first IPv4 of interface "eth1"/m);
+    expect(r.stderr).toMatch(
+      /^refused\s+CiliumEgressGatewayPolicy\/no-ip\s+spec\.egressGateway\.egressIP: missing: Cilium takes the first IPv4 of interface "eth1"/m,
+    );
     expect(r.stderr).toMatch(/^nothing applied: 1 refused/m);
     expect(await all()).toEqual(before);
   });

@@ -21,7 +21,12 @@ let lab: Lab;
 
 /** nirmata: the checkout application's pods (behind Service checkout) reach the partner range from 192.0.2.10. */
 const NIRMATA = [
-  { apiVersion: "staticegressips.nirmata.io/v1alpha1", kind: "StaticEgressIP", metadata: { name: "checkout-egress", namespace: "payments" }, spec: { rules: [{ egressip: "192.0.2.10", "service-name": "checkout", cidr: "198.51.100.0/24" }] } },
+  {
+    apiVersion: "staticegressips.nirmata.io/v1alpha1",
+    kind: "StaticEgressIP",
+    metadata: { name: "checkout-egress", namespace: "payments" },
+    spec: { rules: [{ egressip: "192.0.2.10", "service-name": "checkout", cidr: "198.51.100.0/24" }] },
+  },
   { apiVersion: "v1", kind: "Service", metadata: { name: "checkout", namespace: "payments" }, spec: { selector: { app: "checkout" }, ports: [{ port: 80 }] } },
 ];
 /** Cilium: the exporter pods of namespace reporting (Cilium's pseudo-label), the partner range except one address, from 192.0.2.21. */
@@ -42,11 +47,18 @@ const SPIDERNET = {
   apiVersion: "egressgateway.spidernet.io/v1beta1",
   kind: "EgressPolicy",
   metadata: { name: "frontend-egress", namespace: "web" },
-  spec: { egressGatewayName: "egw", egressIP: { ipv4: "192.0.2.12", useNodeIP: false }, appliedTo: { podSelector: { matchLabels: { app: "frontend" } } }, priority: 100 },
+  spec: {
+    egressGatewayName: "egw",
+    egressIP: { ipv4: "192.0.2.12", useNodeIP: false },
+    appliedTo: { podSelector: { matchLabels: { app: "frontend" } } },
+    priority: 100,
+  },
 };
 
 function runImport(file: string): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(process.execPath, [cliEntry(), "import", "-f", file, "--gateway", "shared", "--apply", "--kubeconfig", lab.kubeconfigPath], { stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(process.execPath, [cliEntry(), "import", "-f", file, "--gateway", "shared", "--apply", "--kubeconfig", lab.kubeconfigPath], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   let stderr = "";
   child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
   return new Promise((resolve) => child.on("close", (code) => resolve({ code, stderr })));
