@@ -184,3 +184,31 @@ describe("CiliumEgressGatewayPolicy: refusals name the source field", () => {
     expect(r.findings.filter((f) => f.verdict === "todo")).toEqual([]);
   });
 });
+
+describe("CiliumEgressGatewayPolicy: as `kubectl get -o yaml` prints it", () => {
+  it("a List with server fields (defaults, managedFields, last-applied) converts without noise", () => {
+    const [o] = sample();
+    const fromServer = {
+      apiVersion: "v1",
+      kind: "List",
+      items: [
+        {
+          ...o,
+          metadata: {
+            name: "egress-sample",
+            uid: "0b0c",
+            resourceVersion: "42",
+            generation: 1,
+            creationTimestamp: "2026-12-01T00:00:00Z",
+            annotations: { "kubectl.kubernetes.io/last-applied-configuration": "{}" },
+            managedFields: [{ manager: "kubectl-client-side-apply", operation: "Update" }],
+          },
+          spec: { ...o!.spec, egressGateways: [] }, // the CRD's default
+        },
+      ],
+    };
+    const r = run(parseDocuments(JSON.stringify(fromServer), "list.json"));
+    expect(r.made.map((m) => m.object.kind)).toEqual(["EgressGateway", "ClusterEgressPolicy"]);
+    expect(r.findings.filter((f) => f.verdict !== "todo")).toEqual([]);
+  });
+});
