@@ -15,6 +15,7 @@ import { chainConfDir, unchainConfDir } from "../cni/conf-dir.js";
 import { chainEntryFor } from "../cni/conflist.js";
 import { DEFAULT_AGENT_SOCKET } from "../cni/input.js";
 import { runController } from "./controller.js";
+import { registerImportCommand } from "./import.js";
 
 const program = new Command("static-egress").description("dedicated, fixed egress IPs for Kubernetes workloads").showHelpAfterError();
 
@@ -152,6 +153,7 @@ cni
     process.stdout.write(`${r.file}: ${r.changed ? "unchained" : "was not chained"}\n`);
   });
 
+registerImportCommand(program);
 registerLabCommands(program);
 
 program.parseAsync().catch((e: unknown) => {
