@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { parse } from "yaml";
-import type { ClusterNetwork } from "../planner/model.js";
-import { parseCidr } from "../planner/ipv4.js";
+import type { ClusterNetwork } from "../api/cluster.js";
+import { parseCidr } from "../util/ipv4.js";
 
 /** Agent settings that are not Kubernetes objects (in a cluster: a ConfigMap mounted as a file). */
 export interface AgentConfig {

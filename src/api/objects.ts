@@ -1,7 +1,7 @@
 import { parseAllDocuments } from "yaml";
 import type { EgressGateway } from "./v1alpha1/egress-gateway.js";
 import { API_VERSION } from "./v1alpha1/common.js";
-import type { ClusterNetwork, ClusterSnapshot, NamespaceInfo, NodeInfo, PodInfo, PolicyObject } from "../planner/model.js";
+import type { ClusterNetwork, ClusterSnapshot, NamespaceInfo, NodeInfo, PodInfo, PolicyObject } from "./cluster.js";
 
 /** A Kubernetes object as it arrives from the API or a file: only the envelope is trusted. */
 export interface KubeObject {

@@ -21,7 +21,7 @@ import { KubeClient } from "../kube/client.js";
 import { KubeSource } from "../kube/source.js";
 import { NodeReporter } from "../agents/node/report.js";
 import { ANCHOR_ANNOTATION, ANCHOR_SOURCES, AnchorPublisher } from "../agents/node/anchor.js";
-import type { ClusterSource } from "../agents/source/source.js";
+import type { ClusterSource } from "../api/source.js";
 import { createLogger, type Logger } from "../util/log.js";
 
 export interface AgentFlags {
@@ -98,7 +98,7 @@ export function anchorPublisher(flags: NodeAgentFlags, client: KubeClient | unde
   return new AnchorPublisher({
     client,
     node: flags.node,
-    ...(flags.metadataUrl !== undefined ? { metadata: { baseUrl: flags.metadataUrl } } : {}),
+    read: () => readAnchorIPv4(flags.metadataUrl !== undefined ? { baseUrl: flags.metadataUrl } : {}),
     ...(source ? { current: nodeAnnotation } : {}),
     logger,
   });

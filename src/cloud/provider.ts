@@ -4,8 +4,7 @@
  * resources are found again through ownership marks (tags/names), never through local memory.
  */
 
-/** BFD single-hop control packets (RFC 5881): nodes and gateways exchange them on this UDP port. */
-export const BFD_CONTROL_PORT = 3784;
+export { BFD_CONTROL_PORT } from "../api/datapath.js";
 
 export type FirewallProtocol = "tcp" | "udp" | "icmp";
 

@@ -1,4 +1,4 @@
-import type { ClusterNetwork } from "../planner/model.js";
+import type { ClusterNetwork } from "../api/cluster.js";
 import { PLUGIN_TYPE } from "./install.js";
 
 /**

@@ -3,7 +3,7 @@ import { snapshotFromObjects } from "../api/objects.js";
 import type { Condition } from "../api/v1alpha1/common.js";
 import type { EgressGatewayStatus } from "../api/v1alpha1/egress-gateway.js";
 import type { EgressPolicyStatus } from "../api/v1alpha1/egress-policy.js";
-import { ReconcileLoop } from "../agents/loop.js";
+import { ReconcileLoop } from "../util/reconcile-loop.js";
 import type { ClusterNetwork, PolicyObject } from "../planner/model.js";
 import { Planner, selectPods } from "../planner/plan.js";
 import { SpecValidator } from "../api/v1alpha1/validate.js";

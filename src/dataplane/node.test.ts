@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { markFor, tableFor } from "../planner/ids.js";
-import { parseCidr } from "../planner/ipv4.js";
+import { parseCidr } from "../util/ipv4.js";
 import type { NodePlan } from "../planner/model.js";
 import type { CommandRunner } from "../util/exec.js";
 import { BIND_TABLE, bindTableModel, NodeDataplane, nodeRouting, nodeTableModel, nodeTunnels, type NodeFacts } from "./node.js";

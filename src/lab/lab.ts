@@ -4,7 +4,7 @@ import { stringify } from "yaml";
 import { parseDocuments, snapshotFromObjects, type KubeObject } from "../api/objects.js";
 import { API_VERSION } from "../api/v1alpha1/common.js";
 import { Planner } from "../planner/plan.js";
-import { parseIPv4 } from "../planner/ipv4.js";
+import { parseIPv4 } from "../util/ipv4.js";
 import type { ClusterNetwork } from "../planner/model.js";
 import { runCommand } from "../util/exec.js";
 import type { LabConfig } from "./config.js";

@@ -1,5 +1,5 @@
 export * from "./model.js";
-export * from "./ipv4.js";
+export * from "../util/ipv4.js";
 export * from "./ids.js";
 export * from "./selector.js";
 export * from "./resolve.js";

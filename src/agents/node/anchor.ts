@@ -1,17 +1,19 @@
-import { readAnchorIPv4, type AnchorIPv4, type MetadataOptions } from "../../cloud/digitalocean/metadata.js";
+import { ANCHOR_ANNOTATION } from "../../api/keys.js";
 import type { KubeClient } from "../../kube/client.js";
 import { silentLogger, type Logger } from "../../util/log.js";
 
-/**
- * Node annotation with the node's anchor IPv4: on DigitalOcean, traffic to a reserved IP arrives
- * at the holder droplet addressed to this address. The controller lists the holder's anchor in
- * the `externalIPs` of Services that ask for the reserved IP (src/controller/cloud/service-external-ips.ts).
- */
-export const ANCHOR_ANNOTATION = "staticegress.io/anchor-ipv4";
+export { ANCHOR_ANNOTATION };
 
 /** Where a node's anchor IP comes from (flag `--anchor-ip-from`). */
 export const ANCHOR_SOURCES = ["digitalocean-metadata"] as const;
 export type AnchorSource = (typeof ANCHOR_SOURCES)[number];
+
+/**
+ * The port to the cloud: reads this host's anchor IPv4 (undefined: the host has none). The
+ * composition root (src/cli/agents.ts) plugs in a provider's reader, e.g. DigitalOcean's metadata
+ * service; the agent does not know which cloud it runs on.
+ */
+export type AnchorReader = () => Promise<{ address: string } | undefined>;
 
 export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;
@@ -30,10 +32,8 @@ const realTimers: Timers = {
 export interface AnchorPublisherOptions {
   client: Pick<KubeClient, "patchNodeAnnotations">;
   node: string;
-  /** Metadata service options (base URL, fetch, timeout); ignored when `read` is given. */
-  metadata?: MetadataOptions;
-  /** Reads the anchor (default: the DigitalOcean metadata service). */
-  read?: () => Promise<AnchorIPv4 | undefined>;
+  /** Reads the anchor. */
+  read: AnchorReader;
   /**
    * The annotation as the API server has it now (the informer cache), preferred over what this
    * process wrote: saves a write after a restart and repairs a hand-edited annotation.
@@ -71,7 +71,7 @@ export class AnchorPublisher {
 
   /** Reads the anchor once and writes the annotation if it differs. Throws on failure. */
   async publishOnce(): Promise<AnchorOutcome> {
-    const anchor = await (this.opts.read ?? (() => readAnchorIPv4(this.opts.metadata ?? {})))();
+    const anchor = await this.opts.read();
     const want = anchor?.address;
     // The informer cache is the truth when there is one (someone may have edited the Node).
     const known = this.opts.current !== undefined || this.written !== undefined;

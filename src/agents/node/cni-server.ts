@@ -18,7 +18,7 @@ import {
   type HealthResponse,
 } from "../../cni/protocol.js";
 import { quarantineComment, type QuarantineEntry } from "../../cni/quarantine.js";
-import { formatRange, type Range } from "../../planner/ipv4.js";
+import { formatRange, type Range } from "../../util/ipv4.js";
 import type { NodePlan } from "../../planner/model.js";
 import type { Logger } from "../../util/log.js";
 

@@ -1,5 +1,5 @@
 import { isIPv4 } from "node:net";
-import { TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../../planner/ids.js";
+import { TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../../api/datapath.js";
 import { pino, type Logger } from "pino";
 import {
   BFD_CONTROL_PORT,

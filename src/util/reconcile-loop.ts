@@ -1,4 +1,4 @@
-import type { Logger } from "../util/log.js";
+import type { Logger } from "./log.js";
 
 /**
  * One reconcile at a time; triggers that arrive while it runs collapse into one more run.
