@@ -2,7 +2,7 @@ import type { Condition } from "../api/v1alpha1/common.js";
 import type { EgressGatewayStatus } from "../api/v1alpha1/egress-gateway.js";
 import type { EgressPolicyStatus } from "../api/v1alpha1/egress-policy.js";
 import type { Resolution } from "../planner/resolve.js";
-import type { InstanceHealth, Verdict } from "../planner/model.js";
+import type { Verdict } from "../planner/model.js";
 import type { NodeReport } from "../api/node-report.js";
 import { FINALIZER, REPORT_ANNOTATION } from "../api/keys.js";
 
