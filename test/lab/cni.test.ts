@@ -7,7 +7,7 @@ import type { KubeObject } from "../../src/api/objects.js";
 import { AgentClient } from "../../src/cni/client.js";
 import { installWrapper } from "../../src/cni/install.js";
 import { QuarantineTable } from "../../src/cni/quarantine.js";
-import { CniRuntime, type ConfList, type Sandbox } from "../../src/cni/testing/runtime.js";
+import { CniRuntime, type ConfList, type Sandbox } from "../support/cni-runtime.js";
 import { parseLabConfig } from "../../src/lab/config.js";
 import { Lab, LAB_CLUSTER_NETWORK, waitFor } from "../../src/lab/lab.js";
 import { addNamespace, execIn, newRunPrefix } from "../../src/lab/netns.js";
