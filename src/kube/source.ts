@@ -7,6 +7,7 @@ import type { KubeClient } from "./client.js";
 import { ANCHOR_ANNOTATION, REPORT_ANNOTATION } from "../api/keys.js";
 import { listAllPages } from "./paged-list.js";
 import { prunerFor } from "./prune.js";
+import { backoffMs } from "../util/backoff.js";
 
 export interface KubeSourceOptions {
   /** Node agents: only the pods of this node. */
@@ -125,7 +126,7 @@ export class KubeSource implements ClusterSource {
       const missing = this.watched.filter((w) => !w.informer.latestResourceVersion());
       if (missing.length === 0) break;
       this.logger.warn({ kinds: missing.map((w) => w.kind), attempt }, "initial list failed; retrying before planning anything");
-      await new Promise((r) => setTimeout(r, Math.min(500 * attempt, 5_000)));
+      await new Promise((r) => setTimeout(r, backoffMs(attempt, { baseMs: 500, maxMs: 5_000 })));
       await Promise.all(missing.map((w) => this.startOne(w)));
     }
     synced = true;

@@ -1,6 +1,7 @@
 import { ANCHOR_ANNOTATION } from "../../api/keys.js";
 import type { KubeClient } from "../../kube/client.js";
 import { silentLogger, type Logger } from "../../util/log.js";
+import { backoffMs } from "../../util/backoff.js";
 
 export { ANCHOR_ANNOTATION };
 
@@ -98,8 +99,7 @@ export class AnchorPublisher {
 
   /** Delay before the next attempt after `failures` failures in a row. */
   backoffMs(failures: number): number {
-    const base = this.opts.retryBaseMs ?? 1_000;
-    return Math.min(this.opts.retryMaxMs ?? 60_000, base * 2 ** Math.max(0, failures - 1));
+    return backoffMs(failures, { baseMs: this.opts.retryBaseMs ?? 1_000, maxMs: this.opts.retryMaxMs ?? 60_000 });
   }
 
   private schedule(ms: number): void {
