@@ -2,6 +2,7 @@ import { ANCHOR_ANNOTATION } from "../../api/keys.js";
 import type { KubeClient } from "../../kube/client.js";
 import { silentLogger, type Logger } from "../../util/log.js";
 import { backoffMs } from "../../util/backoff.js";
+import { backgroundClock, type Clock } from "../../util/clock.js";
 
 export { ANCHOR_ANNOTATION };
 
@@ -15,20 +16,6 @@ export type AnchorSource = (typeof ANCHOR_SOURCES)[number];
  * service; the agent does not know which cloud it runs on.
  */
 export type AnchorReader = () => Promise<{ address: string } | undefined>;
-
-export interface Timers {
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-const realTimers: Timers = {
-  setTimeout: (fn, ms) => {
-    const t = setTimeout(fn, ms);
-    t.unref();
-    return t;
-  },
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-};
 
 export interface AnchorPublisherOptions {
   client: Pick<KubeClient, "patchNodeAnnotations">;
@@ -46,7 +33,8 @@ export interface AnchorPublisherOptions {
   /** Backoff after a failed read or write: base, doubling up to max (default 1 s to 60 s). */
   retryBaseMs?: number;
   retryMaxMs?: number;
-  timers?: Timers;
+  /** Timers (default: the process's, never keeping it alive). */
+  clock?: Clock;
 }
 
 export type AnchorOutcome = "written" | "removed" | "unchanged";
@@ -58,7 +46,7 @@ export type AnchorOutcome = "written" | "removed" | "unchanged";
  */
 export class AnchorPublisher {
   private readonly log: Logger;
-  private readonly timers: Timers;
+  private readonly clock: Clock;
   /** What this process last wrote (undefined before the first write). */
   private written: { value: string | undefined } | undefined;
   private timer: unknown;
@@ -67,7 +55,7 @@ export class AnchorPublisher {
 
   constructor(private readonly opts: AnchorPublisherOptions) {
     this.log = (opts.logger ?? silentLogger).child({ part: "anchor-ip" });
-    this.timers = opts.timers ?? realTimers;
+    this.clock = opts.clock ?? backgroundClock;
   }
 
   /** Reads the anchor once and writes the annotation if it differs. Throws on failure. */
@@ -93,7 +81,7 @@ export class AnchorPublisher {
 
   stop(): void {
     this.stopped = true;
-    if (this.timer !== undefined) this.timers.clearTimeout(this.timer);
+    if (this.timer !== undefined) this.clock.clearTimer(this.timer);
     this.timer = undefined;
   }
 
@@ -104,7 +92,7 @@ export class AnchorPublisher {
 
   private schedule(ms: number): void {
     if (this.stopped) return;
-    this.timer = this.timers.setTimeout(() => void this.tick(), ms);
+    this.timer = this.clock.setTimer(() => void this.tick(), ms);
   }
 
   private async tick(): Promise<void> {

@@ -28,6 +28,7 @@ import type {
   TagResource,
   Vpc,
 } from "./types.js";
+import type { Clock } from "../../util/clock.js";
 
 export const DIGITALOCEAN_API_URL = "https://api.digitalocean.com";
 
@@ -41,7 +42,7 @@ export interface DigitalOceanClientOptions {
   fetch?: FetchLike;
   retry?: Partial<RetryPolicy>;
   sleep?: Sleep;
-  now?: () => number;
+  now?: Clock["now"];
   random?: () => number;
   requestTimeoutMs?: number;
   /** Items per page for list operations (1..200, default 200). */
@@ -82,7 +83,7 @@ export class DigitalOceanClient {
   readonly api: Client<paths>;
   private readonly log: Logger;
   private readonly sleep: Sleep;
-  private readonly now: () => number;
+  private readonly now: Clock["now"];
   private readonly pageSize: number;
   private readonly maxPages: number;
   private readonly pollIntervalMs: number;

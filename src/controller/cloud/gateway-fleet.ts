@@ -8,6 +8,7 @@ import { sameStatus } from "../controller.js";
 import { DRAINING, PROVISIONING, UNJUDGED } from "../status.js";
 import { KeyedJobs } from "./keyed-jobs.js";
 import { DEFAULT_USER_DATA, renderUserData, type UserDataValues } from "./user-data.js";
+import type { Clock } from "../../util/clock.js";
 
 export type InstanceStatus = NonNullable<EgressGatewayStatus["instances"]>[number];
 type DigitalOceanSpec = NonNullable<EgressGatewaySpec["digitalocean"]>;
@@ -47,7 +48,7 @@ export interface GatewayFleetPluginOptions {
   retryBaseMs?: number;
   retryMaxMs?: number;
   logger?: Logger;
-  now?: () => number;
+  now?: Clock["now"];
 }
 
 interface FleetState {
@@ -92,7 +93,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
   private readonly reported = new Map<string, string>();
   private ctx: ReconcileContext | undefined;
   private readonly log: Logger;
-  private readonly now: () => number;
+  private readonly now: Clock["now"];
 
   constructor(private readonly opts: GatewayFleetPluginOptions) {
     this.log = (opts.logger ?? silentLogger).child({ plugin: this.name });

@@ -5,6 +5,7 @@ import type { ControllerPlugin, ReconcileContext } from "../controller.js";
 import { KeyedJobs } from "./keyed-jobs.js";
 import { decideReservedIPs, eligibleHosts, namespaceGrants, portsOfIP, readClaims, type Claim, type Decision, type PodRef } from "./reserved-ip-rules.js";
 import { decideServiceExternalIPs, MANAGED_EXTERNAL_IPS_KEY, nodeAnchors, type ServiceDecision, type ServiceProblem, type ServiceRef } from "./service-external-ips.js";
+import type { Clock } from "../../util/clock.js";
 
 export interface ReservedIPAssignment {
   ip: string;
@@ -24,7 +25,7 @@ export interface ReservedIPFollowerOptions {
    */
   clusterId?: string;
   logger?: Logger;
-  now?: () => number;
+  now?: Clock["now"];
   /** Re-read the holder of an IP that looks settled at most this often (default 60 s). */
   holderTtlMs?: number;
   /** Leave an IP that cannot be followed (missing, conflict) alone this long unless its pods change (default 60 s). */
@@ -77,7 +78,7 @@ export class ReservedIPFollower implements ControllerPlugin {
   readonly name = "digitalocean-reserved-ip";
   private readonly jobs: KeyedJobs;
   private readonly log: Logger;
-  private readonly now: () => number;
+  private readonly now: Clock["now"];
   private claims: Claim[] = [];
   private byIP = new Map<string, Claim[]>();
   private readonly state = new Map<string, IpState>();
