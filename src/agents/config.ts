@@ -5,6 +5,7 @@ import { parse } from "yaml";
 import type { ClusterNetwork } from "../api/cluster.js";
 import { IPv4Cidr } from "../api/v1alpha1/common.js";
 import { describeErrors } from "../api/v1alpha1/validate.js";
+import { StaticEgressError } from "../util/errors.js";
 
 const CidrList = Type.Array(IPv4Cidr, { default: [] });
 
@@ -21,7 +22,7 @@ export interface AgentConfig {
   resyncSeconds: number;
 }
 
-export class ConfigError extends Error {}
+export class ConfigError extends StaticEgressError {}
 
 let validate: ValidateFunction | undefined;
 

@@ -1,6 +1,7 @@
 import { chmodSync, existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { StaticEgressError } from "../util/errors.js";
 
 /**
  * The runtime executes a file named after the plugin's `type` from its CNI bin directory, so
@@ -10,7 +11,7 @@ import { fileURLToPath } from "node:url";
 
 export const PLUGIN_TYPE = "static-egress";
 
-export class InstallError extends Error {}
+export class InstallError extends StaticEgressError {}
 
 /** The plugin's entry next to this module (`dist/cni/main.js` when built). */
 export function defaultPluginEntry(): string {

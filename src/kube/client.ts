@@ -12,6 +12,9 @@ import { request as httpRequest, type Agent as HttpAgent } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { GROUP, VERSION } from "../api/v1alpha1/common.js";
 import type { ListPage } from "./paged-list.js";
+import { KubeApiError, statusOf, withKubeApiErrors } from "./errors.js";
+
+export { KubeApiError, statusOf };
 
 /**
  * Every call static-egress makes to the Kubernetes API goes through this file, and
@@ -78,9 +81,10 @@ export class KubeClient {
   readonly coordination: CoordinationV1Api;
 
   constructor(readonly kubeconfig: KubeConfig) {
-    this.core = kubeconfig.makeApiClient(CoreV1Api);
-    this.custom = kubeconfig.makeApiClient(CustomObjectsApi);
-    this.coordination = kubeconfig.makeApiClient(CoordinationV1Api);
+    // Every failed call is a KubeApiError (status + the library's error as cause).
+    this.core = withKubeApiErrors(kubeconfig.makeApiClient(CoreV1Api));
+    this.custom = withKubeApiErrors(kubeconfig.makeApiClient(CustomObjectsApi));
+    this.coordination = withKubeApiErrors(kubeconfig.makeApiClient(CoordinationV1Api));
   }
 
   async patchStatus(kind: PolicyKind, namespace: string | undefined, name: string, status: unknown): Promise<void> {
@@ -240,8 +244,3 @@ export class KubeClient {
   }
 }
 
-/** HTTP status of an API error from client-node (undefined for transport errors). */
-export function statusOf(e: unknown): number | undefined {
-  const code = (e as { code?: unknown }).code;
-  return typeof code === "number" ? code : undefined;
-}

@@ -1,4 +1,5 @@
-export class LabError extends Error {}
+import { StaticEgressError } from "../util/errors.js";
+export class LabError extends StaticEgressError {}
 
 export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, message: string, everyMs = 50): Promise<void> {
   const deadline = Date.now() + timeoutMs;

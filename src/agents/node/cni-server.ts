@@ -22,6 +22,7 @@ import { formatRange, type Range } from "../../util/ipv4.js";
 import type { NodePlan } from "../../planner/model.js";
 import type { Logger } from "../../util/log.js";
 import type { Clock } from "../../util/clock.js";
+import { StaticEgressError } from "../../util/errors.js";
 
 /**
  * The node agent's end of the CNI plugin: a small JSON API on a unix socket (mode 0600), and
@@ -244,7 +245,7 @@ function identify(entry: QuarantineEntry, pods: readonly KubeObject[], nodeName:
 }
 
 /** A request the server refuses, with the status to answer. */
-class HttpError extends Error {
+class HttpError extends StaticEgressError {
   constructor(
     readonly status: number,
     message: string,

@@ -7,6 +7,7 @@ import { decodeControlPacket, diagName, encodeControlPacket, type BfdDiagCode, t
 import { BfdSession, type BfdSessionAction, type BfdSessionSnapshot, type BfdStep, type BfdTimers } from "./session.js";
 import { UdpBfdTransport, type BfdDatagram, type BfdSessionSocket, type BfdTransport } from "./transport.js";
 import { systemClock, type Clock } from "../../../util/clock.js";
+import { StaticEgressError } from "../../../util/errors.js";
 
 /**
  * Runs BFD sessions to a set of peers: owns the sockets (through a `BfdTransport`) and the
@@ -87,7 +88,7 @@ export interface BfdAgentOptions {
   acceptPeer?: (address: string) => BfdPeerConfig | undefined;
 }
 
-export class BfdAgentError extends Error {
+export class BfdAgentError extends StaticEgressError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "BfdAgentError";

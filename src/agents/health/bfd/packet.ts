@@ -1,3 +1,5 @@
+import { StaticEgressError } from "../../../util/errors.js";
+
 /**
  * BFD control packet codec: RFC 5880 §4.1 (mandatory section only) plus the packet-level
  * reception checks of §6.8.6 that do not need a session. We never configure authentication,
@@ -78,7 +80,7 @@ export interface BfdControlPacket {
   requiredMinEchoRxUs: number;
 }
 
-export class BfdPacketError extends Error {
+export class BfdPacketError extends StaticEgressError {
   constructor(
     readonly field: string,
     message: string,

@@ -2,6 +2,7 @@ import { createSocket, type Socket } from "node:dgram";
 import { isIPv6 } from "node:net";
 import { BFD_CONTROL_PORT } from "../../../api/datapath.js";
 import { BFD_SOURCE_PORT_MAX, BFD_SOURCE_PORT_MIN, BFD_TTL } from "./packet.js";
+import { StaticEgressError } from "../../../util/errors.js";
 
 /**
  * UDP framing of single-hop BFD (RFC 5881) over node's `dgram`:
@@ -39,7 +40,7 @@ export interface BfdTransport {
   close(): Promise<void>;
 }
 
-export class BfdTransportError extends Error {
+export class BfdTransportError extends StaticEgressError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "BfdTransportError";
