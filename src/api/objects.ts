@@ -1,6 +1,6 @@
 import { parseAllDocuments } from "yaml";
 import type { EgressGateway } from "./v1alpha1/egress-gateway.js";
-import { API_VERSION } from "./v1alpha1/common.js";
+import { API_VERSION, type ObjectMeta } from "./v1alpha1/common.js";
 import type { ClusterNetwork, ClusterSnapshot, NamespaceInfo, NodeInfo, PodInfo, PolicyObject } from "./cluster.js";
 import { StaticEgressError } from "../util/errors.js";
 
@@ -8,7 +8,7 @@ import { StaticEgressError } from "../util/errors.js";
 export interface KubeObject {
   apiVersion?: string;
   kind?: string;
-  metadata?: { name?: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string>; creationTimestamp?: string };
+  metadata?: Partial<Pick<ObjectMeta, "name" | "namespace" | "labels" | "annotations" | "creationTimestamp">>;
   spec?: Record<string, unknown>;
   status?: Record<string, unknown>;
 }

@@ -1,6 +1,6 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { snapshotFromObjects } from "../api/objects.js";
-import type { Condition } from "../api/v1alpha1/common.js";
+import type { AnyObjectMeta, Condition } from "../api/v1alpha1/common.js";
 import type { EgressGatewayStatus } from "../api/v1alpha1/egress-gateway.js";
 import type { EgressPolicyStatus } from "../api/v1alpha1/egress-policy.js";
 import { ReconcileLoop } from "../util/reconcile-loop.js";
@@ -13,22 +13,21 @@ import type { KubeSource } from "../kube/source.js";
 import type { Logger } from "../util/log.js";
 import { FINALIZER, gatewayStatus, parseReport, policyStatus, type NodeReport } from "./status.js";
 
-interface Meta {
-  name: string;
-  namespace?: string;
-  uid?: string;
-  generation?: number;
-  resourceVersion?: string;
-  deletionTimestamp?: unknown;
-  finalizers?: string[];
-}
+type Meta = AnyObjectMeta & { name: string };
 
 type Owned = KubernetesObject & { metadata: Meta; spec?: unknown; status?: EgressPolicyStatus & EgressGatewayStatus };
 
+/**
+ * What a plugin may do with the cluster: the calls the cloud plugins make, not the whole client
+ * (no status or finalizers of policies, no Secrets, no Leases). Adding a call here is a decision.
+ */
+export type PluginClient = Pick<KubeClient, "createEvent" | "createObjectEvent" | "readGateway" | "patchStatusAt" | "patchServiceExternalIPs">;
+
 /** What a plugin's reconcile sees: the same snapshot and plan as the core reconcile. */
 export interface ReconcileContext {
-  client: KubeClient;
-  source: KubeSource;
+  client: PluginClient;
+  /** The informers' objects, as the API server sent them (pruned). */
+  source: Pick<KubeSource, "raw">;
   snapshot: ReturnType<typeof snapshotFromObjects>;
   planner: Planner;
   now: Date;

@@ -2,6 +2,7 @@ import { isIPv4, isIPv6 } from "node:net";
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { PortRule } from "../../cloud/provider.js";
 import { HAIMGEL_FLOATING_IP_KEY, RESERVED_IP_GRANT_KEY, RESERVED_IP_KEY, RESERVED_IP_PORTS_KEY } from "../../api/keys.js";
+import type { AnyObjectMeta } from "../../api/v1alpha1/common.js";
 
 /**
  * Who should hold which reserved IP: pure rules, no I/O.
@@ -72,15 +73,7 @@ export interface ClaimProblem {
   reason?: "ReservedIPNotGranted";
 }
 
-interface Meta {
-  name?: string;
-  namespace?: string;
-  uid?: string;
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-  creationTimestamp?: string | Date;
-  deletionTimestamp?: unknown;
-}
+type Meta = AnyObjectMeta;
 interface PodLike {
   metadata?: Meta;
   spec?: { nodeName?: string };

@@ -2,6 +2,7 @@ import { isIPv4 } from "node:net";
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { ANCHOR_ANNOTATION, HAIMGEL_FLOATING_IP_KEY, MANAGED_EXTERNAL_IPS_KEY, RESERVED_IP_KEY } from "../../api/keys.js";
 import { dropletIdOf, type Claim } from "./reserved-ip-rules.js";
+import type { AnyObjectMeta } from "../../api/v1alpha1/common.js";
 
 /**
  * Which `spec.externalIPs` a Service that asks for a reserved IP should have: pure rules, no I/O.
@@ -58,19 +59,12 @@ export interface ServiceDecision {
   problems: ServiceProblem[];
 }
 
-interface Meta {
-  name?: string;
-  namespace?: string;
-  uid?: string;
-  resourceVersion?: string;
-  annotations?: Record<string, string>;
-}
 interface ServiceLike {
-  metadata?: Meta;
+  metadata?: AnyObjectMeta;
   spec?: { externalIPs?: string[] };
 }
 interface NodeLike {
-  metadata?: Meta;
+  metadata?: AnyObjectMeta;
   spec?: { providerID?: string };
 }
 
