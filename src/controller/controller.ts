@@ -12,6 +12,7 @@ import { statusOf, type KubeClient, type PolicyKind } from "../kube/client.js";
 import type { KubeSource } from "../kube/source.js";
 import type { Logger } from "../util/log.js";
 import { FINALIZER, gatewayStatus, parseReport, policyStatus, type NodeReport } from "./status.js";
+import { EventRecorder } from "../kube/events.js";
 
 type Meta = AnyObjectMeta & { name: string };
 
@@ -21,7 +22,7 @@ type Owned = KubernetesObject & { metadata: Meta; spec?: unknown; status?: Egres
  * What a plugin may do with the cluster: the calls the cloud plugins make, not the whole client
  * (no status or finalizers of policies, no Secrets, no Leases). Adding a call here is a decision.
  */
-export type PluginClient = Pick<KubeClient, "createEvent" | "createObjectEvent" | "readGateway" | "patchStatusAt" | "patchServiceExternalIPs">;
+export type PluginClient = Pick<KubeClient, "createObjectEvent" | "readGateway" | "patchStatusAt" | "patchServiceExternalIPs">;
 
 /** What a plugin's reconcile sees: the same snapshot and plan as the core reconcile. */
 export interface ReconcileContext {
@@ -93,8 +94,11 @@ export class Controller {
   private active = false;
   private readonly validator = new SpecValidator();
 
+  private readonly events: EventRecorder;
+
   constructor(private readonly deps: ControllerDeps) {
     this.loop = new ReconcileLoop(() => this.reconcileAll(), deps.logger);
+    this.events = new EventRecorder(deps.client, deps.logger);
   }
 
   /** Informers run on every replica; call `activate` when this one leads. */
@@ -271,18 +275,8 @@ export class Controller {
       if (old && old.status === c.status && old.reason === c.reason) continue;
       const bad = (c.type === "Ready" && c.status === "False") || (c.type !== "Ready" && c.status === "True");
       if (!old && !bad) continue;
-      await this.deps.client
-        .createEvent({
-          ...(raw.metadata.namespace ? { namespace: raw.metadata.namespace } : {}),
-          kind,
-          name: raw.metadata.name,
-          ...(raw.metadata.uid ? { uid: raw.metadata.uid } : {}),
-          type: bad ? "Warning" : "Normal",
-          reason: c.reason,
-          message: c.message || `${c.type} is ${c.status}`,
-          component: "static-egress-controller",
-        })
-        .catch((e: unknown) => this.deps.logger.warn({ err: (e as Error).message }, "could not record an event"));
+      const { namespace, uid } = raw.metadata;
+      await this.events.recordOurs(kind, raw.metadata.name, { ...(namespace ? { namespace } : {}), ...(uid ? { uid } : {}) }, bad ? "Warning" : "Normal", c.reason, c.message || `${c.type} is ${c.status}`);
     }
   }
 }

@@ -132,19 +132,6 @@ export class KubeClient {
   }
 
   /**
-   * An Event about one of our objects: an EgressPolicy's in its namespace (`namespace`), a
-   * cluster-scoped object's in `default` (CLUSTER_EVENT_NAMESPACE).
-   */
-  async createEvent(e: { namespace?: string; kind: PolicyKind; name: string; uid?: string; type: "Normal" | "Warning"; reason: string; message: string; component: string }): Promise<void> {
-    const { namespace, kind, name, uid, ...rest } = e;
-    if (kind === "EgressPolicy" && !namespace) throw new Error(`an Event about EgressPolicy ${name} needs its namespace`);
-    await this.createObjectEvent({
-      ...rest,
-      involved: { apiVersion: `${GROUP}/${VERSION}`, kind, name, ...(kind === "EgressPolicy" ? { namespace } : {}), ...(uid ? { uid } : {}) },
-    });
-  }
-
-  /**
    * An Event about any object (e.g. a Pod whose reserved IP moved), in that object's namespace,
    * or in `default` (CLUSTER_EVENT_NAMESPACE) for a cluster-scoped object.
    */

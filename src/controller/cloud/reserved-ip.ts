@@ -6,6 +6,7 @@ import { KeyedJobs } from "./keyed-jobs.js";
 import { decideReservedIPs, eligibleHosts, namespaceGrants, portsOfIP, readClaims, type Claim, type Decision, type PodRef } from "./reserved-ip-rules.js";
 import { decideServiceExternalIPs, MANAGED_EXTERNAL_IPS_KEY, nodeAnchors, type ServiceDecision, type ServiceProblem, type ServiceRef } from "./service-external-ips.js";
 import type { Clock } from "../../util/clock.js";
+import { EventRecorder } from "../../kube/events.js";
 
 export interface ReservedIPAssignment {
   ip: string;
@@ -216,15 +217,7 @@ export class ReservedIPFollower implements ControllerPlugin {
       if (before.has(`${reason}: ${message}`)) continue;
       this.log.warn({ service: key, reason }, message);
       if (this.opts.events === false || !this.ctx) continue;
-      void this.ctx.client
-        .createObjectEvent({
-          involved: { apiVersion: "v1", kind: "Service", name: svc.name, namespace: svc.namespace, ...(svc.uid ? { uid: svc.uid } : {}) },
-          type: "Warning",
-          reason,
-          message: message.slice(0, 1000),
-          component: "static-egress-controller",
-        })
-        .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, "could not record an event"));
+      void new EventRecorder(this.ctx.client, this.log).record({ apiVersion: "v1", kind: "Service", name: svc.name, namespace: svc.namespace, ...(svc.uid ? { uid: svc.uid } : {}) }, "Warning", reason, message);
     }
   }
 
@@ -391,15 +384,7 @@ export class ReservedIPFollower implements ControllerPlugin {
     this.reported.set(key, `${reason}: ${message}`);
     if (type === "Warning") this.log.warn({ pod: key, reason }, message);
     if (this.opts.events === false || !this.ctx) return;
-    void this.ctx.client
-      .createObjectEvent({
-        involved: { apiVersion: "v1", kind: "Pod", name: pod.name, namespace: pod.namespace, ...(pod.uid ? { uid: pod.uid } : {}) },
-        type,
-        reason,
-        message: message.slice(0, 1000),
-        component: "static-egress-controller",
-      })
-      .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, "could not record an event"));
+    void new EventRecorder(this.ctx.client, this.log).record({ apiVersion: "v1", kind: "Pod", name: pod.name, namespace: pod.namespace, ...(pod.uid ? { uid: pod.uid } : {}) }, type, reason, message);
   }
 }
 
