@@ -28,7 +28,7 @@ export default {
       from: {},
       to: { circular: true },
     },
-    layer("util-is-the-bottom", "util", [], "util (exec, log, ipv4, backoff, clock, errors, metrics server) imports nothing else from src."),
+    layer("util-is-the-bottom", "util", [], "util (exec, log, ipv4, backoff, clock, errors, reconcile loop, metrics server) imports nothing else from src."),
     layer("api-over-util", "api", ["util"], "api: CRD types, validation, the cluster as read, the shared keys and kernel numbers."),
     layer("planner-is-pure", "planner", ["api", "util"], "The planner plans; it reads the API and pure helpers only."),
     {
