@@ -20,7 +20,7 @@ export interface GatewayDataplaneOptions {
   anchor?: { address: string; gateway: string } | undefined;
 }
 
-export { ANCHOR_MARK, ANCHOR_RULE_PRIORITY, ANCHOR_TABLE };
+export { ANCHOR_MARK, ANCHOR_TABLE };
 
 /** The gateway agent's nftables table (family ip). */
 export const GATEWAY_TABLE = "static_egress_gw";

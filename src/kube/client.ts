@@ -12,9 +12,9 @@ import { request as httpRequest, type Agent as HttpAgent } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { GROUP, VERSION } from "../api/v1alpha1/common.js";
 import type { ListPage } from "./paged-list.js";
-import { KubeApiError, statusOf, withKubeApiErrors } from "./errors.js";
+import { statusOf, withKubeApiErrors } from "./errors.js";
 
-export { KubeApiError, statusOf };
+export { statusOf };
 
 /**
  * Every call static-egress makes to the Kubernetes API goes through this file, and

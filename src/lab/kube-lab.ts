@@ -15,7 +15,6 @@ import { LAB_CLOUD } from "./cloud.js";
 import { COMPONENT_ACCOUNTS, freePort } from "./control-plane/cluster.js";
 import { serviceAccountKubeconfig } from "./control-plane/tokens.js";
 
-export { LAB_API_ADDRESS, LAB_API_PORT };
 const mergePatch = setHeaderOptions("Content-Type", "application/merge-patch+json");
 
 export function labClient(lab: Lab): KubeClient {
