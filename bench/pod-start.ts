@@ -27,7 +27,7 @@ import type { KubeObject } from "../src/api/objects.js";
 import { AgentClient } from "../src/cni/client.js";
 import { FALLBACK_PLUGIN, installPlugin, PLUGIN_TYPE } from "../src/cni/install.js";
 import { QuarantineTable } from "../src/cni/quarantine.js";
-import { CniRuntime, type ConfList, type PluginRun, type Sandbox } from "../src/cni/testing/runtime.js";
+import { CniRuntime, type ConfList, type PluginRun, type Sandbox } from "../test/support/cni-runtime.js";
 import { alive } from "../src/lab/control-plane/processes.js";
 import { parseLabConfig } from "../src/lab/config.js";
 import { Lab, LAB_CLUSTER_NETWORK, waitFor } from "../src/lab/lab.js";

@@ -23,7 +23,7 @@ import { commandKernel } from "../src/dataplane/kernel.js";
 import { Lab, LAB_CLUSTER_NETWORK } from "../src/lab/lab.js";
 import { deleteNamespacesWithPrefix, newRunPrefix } from "../src/lab/netns.js";
 import { cliEntry } from "../src/lab/paths.js";
-import { formatIPv4, parseIPv4 } from "../src/planner/ipv4.js";
+import { formatIPv4, parseIPv4 } from "../src/util/ipv4.js";
 import { Planner } from "../src/planner/plan.js";
 import { LAB_NETWORK } from "../src/lab/topology.js";
 import { inNamespace } from "../src/util/exec.js";

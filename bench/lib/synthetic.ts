@@ -1,7 +1,7 @@
 import type { EgressGateway } from "../../src/api/v1alpha1/egress-gateway.js";
 import type { EgressPolicy } from "../../src/api/v1alpha1/egress-policy.js";
 import { API_VERSION } from "../../src/api/v1alpha1/common.js";
-import { formatIPv4, parseIPv4 } from "../../src/planner/ipv4.js";
+import { formatIPv4, parseIPv4 } from "../../src/util/ipv4.js";
 import type { ClusterSnapshot, PodInfo } from "../../src/planner/model.js";
 
 /**

@@ -1,7 +1,19 @@
 import { readFileSync } from "node:fs";
+import { Type } from "@sinclair/typebox";
+import { Ajv, type ValidateFunction } from "ajv";
 import { parse } from "yaml";
-import type { ClusterNetwork } from "../planner/model.js";
-import { parseCidr } from "../planner/ipv4.js";
+import type { ClusterNetwork } from "../api/cluster.js";
+import { IPv4Cidr } from "../api/v1alpha1/common.js";
+import { describeErrors } from "../api/v1alpha1/validate.js";
+import { StaticEgressError } from "../util/errors.js";
+
+const CidrList = Type.Array(IPv4Cidr, { default: [] });
+
+/** The agent config's schema: the same schema library and error wording as the API's objects. */
+export const AgentConfigSchema = Type.Object({
+  clusterNetwork: Type.Object({ podCIDRs: CidrList, serviceCIDRs: CidrList, nodeCIDRs: CidrList }, { default: {} }),
+  resyncSeconds: Type.Number({ exclusiveMinimum: 0, default: 30, description: "A positive number of seconds" }),
+});
 
 /** Agent settings that are not Kubernetes objects (in a cluster: a ConfigMap mounted as a file). */
 export interface AgentConfig {
@@ -10,26 +22,25 @@ export interface AgentConfig {
   resyncSeconds: number;
 }
 
-export class ConfigError extends Error {}
+export class ConfigError extends StaticEgressError {}
+
+let validate: ValidateFunction | undefined;
 
 export function parseAgentConfig(text: string, source: string): AgentConfig {
-  const raw = (parse(text) ?? {}) as { clusterNetwork?: Partial<Record<keyof ClusterNetwork, unknown>>; resyncSeconds?: unknown };
-  const net = raw.clusterNetwork ?? {};
-  const list = (field: keyof ClusterNetwork): string[] => {
-    const v = net[field] ?? [];
-    if (!Array.isArray(v) || v.some((c) => typeof c !== "string")) throw new ConfigError(`${source}: clusterNetwork.${field} must be a list of CIDRs`);
-    v.forEach((c: string, i) => {
-      try {
-        parseCidr(c);
-      } catch (e) {
-        throw new ConfigError(`${source}: clusterNetwork.${field}[${i}]: ${(e as Error).message}`);
-      }
-    });
-    return v as string[];
-  };
-  const resync = raw.resyncSeconds ?? 30;
-  if (typeof resync !== "number" || resync <= 0) throw new ConfigError(`${source}: resyncSeconds must be a positive number`);
-  return { clusterNetwork: { podCIDRs: list("podCIDRs"), serviceCIDRs: list("serviceCIDRs"), nodeCIDRs: list("nodeCIDRs") }, resyncSeconds: resync };
+  let raw: unknown;
+  try {
+    raw = parse(text) ?? {};
+  } catch (e) {
+    throw new ConfigError(`${source}: ${(e as Error).message}`);
+  }
+  validate ??= new Ajv({ allErrors: true, useDefaults: true, strict: false, verbose: true }).compile(AgentConfigSchema);
+  if (!validate(raw)) {
+    const errors = describeErrors(validate.errors ?? [], "config").map((e) => `${e.field.replace(/^config\.?/, "") || "(document)"}: ${e.message}`);
+    throw new ConfigError(`${source}: ${errors.join("; ")}`);
+  }
+  const c = raw as AgentConfig;
+  // Only what the agents read: unknown fields are ignored (a newer ConfigMap works with an older agent).
+  return { clusterNetwork: { podCIDRs: c.clusterNetwork.podCIDRs, serviceCIDRs: c.clusterNetwork.serviceCIDRs, nodeCIDRs: c.clusterNetwork.nodeCIDRs }, resyncSeconds: c.resyncSeconds };
 }
 
 export function loadAgentConfig(path: string): AgentConfig {

@@ -1,18 +1,19 @@
 import { parseAllDocuments } from "yaml";
 import type { EgressGateway } from "./v1alpha1/egress-gateway.js";
-import { API_VERSION } from "./v1alpha1/common.js";
-import type { ClusterNetwork, ClusterSnapshot, NamespaceInfo, NodeInfo, PodInfo, PolicyObject } from "../planner/model.js";
+import { API_VERSION, type ObjectMeta } from "./v1alpha1/common.js";
+import type { ClusterNetwork, ClusterSnapshot, NamespaceInfo, NodeInfo, PodInfo, PolicyObject } from "./cluster.js";
+import { StaticEgressError } from "../util/errors.js";
 
 /** A Kubernetes object as it arrives from the API or a file: only the envelope is trusted. */
 export interface KubeObject {
   apiVersion?: string;
   kind?: string;
-  metadata?: { name?: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string>; creationTimestamp?: string };
+  metadata?: Partial<Pick<ObjectMeta, "name" | "namespace" | "labels" | "annotations" | "creationTimestamp">>;
   spec?: Record<string, unknown>;
   status?: Record<string, unknown>;
 }
 
-export class DocumentError extends Error {}
+export class DocumentError extends StaticEgressError {}
 
 /** Parses a multi-document YAML file of Kubernetes objects; names the document that is broken. */
 export function parseDocuments(text: string, source: string): KubeObject[] {

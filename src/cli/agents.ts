@@ -22,8 +22,9 @@ import { KubeClient } from "../kube/client.js";
 import { KubeSource } from "../kube/source.js";
 import { NodeReporter } from "../agents/node/report.js";
 import { ANCHOR_ANNOTATION, ANCHOR_SOURCES, AnchorPublisher } from "../agents/node/anchor.js";
-import type { ClusterSource } from "../agents/source/source.js";
+import type { ClusterSource } from "../api/source.js";
 import { createLogger, type Logger } from "../util/log.js";
+import { backoffMs } from "../util/backoff.js";
 
 export interface AgentFlags {
   /** A file of Kubernetes documents, or `kubernetes` (in-cluster or --kubeconfig). */
@@ -99,7 +100,7 @@ export function anchorPublisher(flags: NodeAgentFlags, client: KubeClient | unde
   return new AnchorPublisher({
     client,
     node: flags.node,
-    ...(flags.metadataUrl !== undefined ? { metadata: { baseUrl: flags.metadataUrl } } : {}),
+    read: () => readAnchorIPv4(flags.metadataUrl !== undefined ? { baseUrl: flags.metadataUrl } : {}),
     ...(source ? { current: nodeAnnotation } : {}),
     logger,
   });
@@ -205,7 +206,7 @@ async function anchorForEgress(metadataUrl: string, logger: Logger): Promise<{ a
     } catch (err) {
       if (err instanceof MetadataError) {
         logger.warn({ err: err.message, attempt }, "metadata service not answering; retrying");
-        await new Promise((r) => setTimeout(r, Math.min(500 * attempt, 5_000)));
+        await new Promise((r) => setTimeout(r, backoffMs(attempt, { baseMs: 500, maxMs: 5_000 })));
         continue;
       }
       throw err;

@@ -1,16 +1,22 @@
 import { readFileSync } from "node:fs";
 import { parseLabConfig } from "../lab/config.js";
-import { Lab, waitFor, type GatewayDeath } from "../lab/lab.js";
+import { Lab, waitFor, type GatewayDeath, type LabPodStatus } from "../lab/lab.js";
 import { newRunPrefix } from "../lab/netns.js";
 import { LAB_CLOUD } from "../lab/cloud.js";
 import { analyzeStream, startUdpStream } from "../lab/traffic.js";
-import { formatStatusTable } from "./lab.js";
 
 function say(line = ""): void {
   process.stdout.write(`${line}\n`);
 }
 
 /** The README's demo: a lab, each pod's egress IP, a gateway killed under traffic, the failover. */
+export function formatStatusTable(rows: readonly LabPodStatus[]): string {
+  const header = ["POD", "NODE", "POD-IP", "EGRESS-IP (seen)", "EXPECTED", "POLICY", "OK"];
+  const lines = rows.map((r) => [r.pod, r.node, r.ip, r.egressIP ?? `- (${r.error ?? "no answer"})`, r.expected.join("|") || "dropped", r.policy ?? "-", r.ok ? "yes" : "NO"]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? "").length)));
+  return [header, ...lines].map((l) => l.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
+}
+
 export async function runDemo(file: string, kind: GatewayDeath, keep: boolean): Promise<void> {
   const cfg = parseLabConfig(readFileSync(file, "utf8"), file);
   // A gateway on (stand-in) DigitalOcean droplets needs the controller: Kubernetes mode.

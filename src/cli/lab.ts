@@ -5,9 +5,9 @@ import { parseDocuments } from "../api/objects.js";
 import { parseLabConfig } from "../lab/config.js";
 import { startInternetServer } from "../lab/internet-server.js";
 import { join } from "node:path";
-import { GATEWAY_DEATHS, Lab, removeLeftovers, type GatewayDeath, type LabPodStatus, type LabRecord } from "../lab/lab.js";
+import { GATEWAY_DEATHS, Lab, removeLeftovers, type GatewayDeath, type LabRecord } from "../lab/lab.js";
 import { LabCloud } from "../lab/cloud.js";
-import { runDemo } from "./demo.js";
+import { formatStatusTable, runDemo } from "./demo.js";
 import { parseEndpoint, startRelay } from "../lab/relay.js";
 import { LabKubelet } from "../lab/kubelet.js";
 import { labClient, podNetns } from "../lab/kube-lab.js";
@@ -20,15 +20,8 @@ function say(line: string): void {
   process.stdout.write(`${line}\n`);
 }
 
-export function formatStatusTable(rows: readonly LabPodStatus[]): string {
-  const header = ["POD", "NODE", "POD-IP", "EGRESS-IP (seen)", "EXPECTED", "POLICY", "OK"];
-  const lines = rows.map((r) => [r.pod, r.node, r.ip, r.egressIP ?? `- (${r.error ?? "no answer"})`, r.expected.join("|") || "dropped", r.policy ?? "-", r.ok ? "yes" : "NO"]);
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? "").length)));
-  return [header, ...lines].map((l) => l.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
-}
-
-export function registerLabCommands(program: Command): void {
-  const lab = program.command("lab").description("a whole cluster made of network namespaces on this machine (root)");
+/** The `lab` subcommands, registered on `lab` (src/cli/main.ts loads this module for `lab ...` only). */
+export function registerLabCommands(lab: Command): void {
 
   lab
     .command("up")

@@ -8,7 +8,6 @@ import { ALL_KINDS, crdFor } from "../api/v1alpha1/crd.js";
 import { loadAgentConfig } from "../agents/config.js";
 import { Planner } from "../planner/plan.js";
 import { runGatewayAgent, runHealthResponder, runNodeAgent } from "./agents.js";
-import { registerLabCommands } from "./lab.js";
 import { METADATA_URL } from "../cloud/digitalocean/metadata.js";
 import { installPlugin } from "../cni/install.js";
 import { chainConfDir, unchainConfDir } from "../cni/conf-dir.js";
@@ -154,7 +153,9 @@ cni
   });
 
 registerImportCommand(program);
-registerLabCommands(program);
+// The lab and its stand-ins load only for `lab ...`: an agent or controller process never loads them.
+const lab = program.command("lab").description("a whole cluster made of network namespaces on this machine (root)");
+if (process.argv[2] === "lab") (await import("./lab.js")).registerLabCommands(lab);
 
 program.parseAsync().catch((e: unknown) => {
   process.stderr.write(`static-egress: ${(e as Error).message}\n`);

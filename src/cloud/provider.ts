@@ -1,11 +1,12 @@
+import { StaticEgressError } from "../util/errors.js";
+
 /**
  * Cloud-neutral interface the controller uses to run gateway hosts. Every method is idempotent:
  * calling it again after a crash or a partial failure converges to the same end state, and
  * resources are found again through ownership marks (tags/names), never through local memory.
  */
 
-/** BFD single-hop control packets (RFC 5881): nodes and gateways exchange them on this UDP port. */
-export const BFD_CONTROL_PORT = 3784;
+export { BFD_CONTROL_PORT } from "../api/datapath.js";
 
 export type FirewallProtocol = "tcp" | "udp" | "icmp";
 
@@ -136,7 +137,7 @@ export interface CloudProvider {
 }
 
 /** The spec cannot be satisfied as written (invalid names, addresses, counts). */
-export class GatewayFleetSpecError extends Error {
+export class GatewayFleetSpecError extends StaticEgressError {
   constructor(
     readonly field: string,
     message: string,
@@ -147,7 +148,7 @@ export class GatewayFleetSpecError extends Error {
 }
 
 /** A reserved IP the caller named does not exist in the account. */
-export class ReservedIPNotFoundError extends Error {
+export class ReservedIPNotFoundError extends StaticEgressError {
   constructor(readonly ip: string) {
     super(`reserved IP ${ip} does not exist`);
     this.name = "ReservedIPNotFoundError";
@@ -155,7 +156,7 @@ export class ReservedIPNotFoundError extends Error {
 }
 
 /** The host already holds a different reserved IP (a host holds at most one). */
-export class ReservedIPConflictError extends Error {
+export class ReservedIPConflictError extends StaticEgressError {
   constructor(
     readonly ip: string,
     readonly hostId: string,

@@ -13,6 +13,7 @@ import {
   type DelResponse,
   type HealthResponse,
 } from "./protocol.js";
+import { StaticEgressError } from "../util/errors.js";
 
 /** What the plugin needs from the node agent (the socket client, or a fake in tests). */
 export interface AgentApi {
@@ -23,7 +24,7 @@ export interface AgentApi {
 }
 
 /** The agent did not answer: no socket, nobody listening, or no answer in time. */
-export class AgentUnavailableError extends Error {
+export class AgentUnavailableError extends StaticEgressError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "AgentUnavailableError";
@@ -36,7 +37,7 @@ export function timedOut(socketPath: string, timeoutMs: number): AgentUnavailabl
 }
 
 /** The agent answered, but not with a success (4xx, 5xx) or not with the expected message. */
-export class AgentResponseError extends Error {
+export class AgentResponseError extends StaticEgressError {
   constructor(
     readonly status: number,
     message: string,

@@ -1,5 +1,6 @@
-import type { ClusterNetwork } from "../planner/model.js";
+import type { ClusterNetwork } from "../api/cluster.js";
 import { PLUGIN_TYPE } from "./install.js";
+import { StaticEgressError } from "../util/errors.js";
 
 /**
  * Chaining our plugin into the cluster CNI's configuration list. Pure: text in, text out.
@@ -10,7 +11,7 @@ import { PLUGIN_TYPE } from "./install.js";
  */
 export const CONFIG_EXTENSIONS = [".conf", ".conflist", ".json"] as const;
 
-export class ConflistError extends Error {}
+export class ConflistError extends StaticEgressError {}
 
 /** Our entry in a conflist (docs/cni.md lists the options). */
 export interface ChainEntry {

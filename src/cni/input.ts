@@ -1,5 +1,5 @@
 import { isIPv6 } from "node:net";
-import { AddressError, parseCidr, parseIPv4 } from "../planner/ipv4.js";
+import { AddressError, parseCidr, parseIPv4 } from "../util/ipv4.js";
 import { CniCode, CniError, isSupportedVersion, LATEST_VERSION, type CniResult, type CniVersion } from "./spec.js";
 
 /**

@@ -1,6 +1,7 @@
 import { chmodSync, copyFileSync, existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { StaticEgressError } from "../util/errors.js";
 
 /**
  * The runtime executes a file named after the plugin's `type` from its CNI bin directory.
@@ -14,7 +15,7 @@ export const PLUGIN_TYPE = "static-egress";
 /** The TypeScript plugin's wrapper; the shim finds it by this name beside itself. */
 export const FALLBACK_PLUGIN = "static-egress-nodejs";
 
-export class InstallError extends Error {}
+export class InstallError extends StaticEgressError {}
 
 /** The plugin's entry next to this module (`dist/cni/main.js` when built). */
 export function defaultPluginEntry(): string {

@@ -4,7 +4,7 @@ import { AgentResponseError, AgentUnavailableError, type AgentApi } from "./clie
 import { runPlugin, type QuarantineApi } from "./plugin.js";
 import type { AddRequest, CheckResponse, DelRequest } from "./protocol.js";
 import type { QuarantineEntry } from "./quarantine.js";
-import type { Range } from "../planner/ipv4.js";
+import type { Range } from "../util/ipv4.js";
 
 const env = {
   CNI_COMMAND: "ADD",

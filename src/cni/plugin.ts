@@ -1,4 +1,4 @@
-import type { Range } from "../planner/ipv4.js";
+import type { Range } from "../util/ipv4.js";
 import { AgentUnavailableError, type AgentApi } from "./client.js";
 import type { PluginLogger } from "./log.js";
 import { parseCommand, parseEnv, parseNetConf, versionForErrors, versionForVersionCommand, type CniEnv, type NetConf, type PodIdentity } from "./input.js";

@@ -1,4 +1,5 @@
 import { isContainerId, isIPv4Address, isNamespaceName, isPodName } from "./input.js";
+import { StaticEgressError } from "../util/errors.js";
 
 /**
  * The plugin <-> node agent protocol: JSON over HTTP on the agent's unix socket. One parser per
@@ -84,7 +85,7 @@ export interface HealthResponse {
 }
 
 /** A message that does not have the expected shape; `field` names the offending part. */
-export class ProtocolError extends Error {
+export class ProtocolError extends StaticEgressError {
   constructor(
     readonly field: string,
     message: string,

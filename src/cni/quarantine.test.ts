@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseCidr } from "../planner/ipv4.js";
+import { parseCidr } from "../util/ipv4.js";
 import { CommandError, type CommandRunner } from "../util/exec.js";
 import { parseQuarantineListing, QuarantineTable, quarantineComment, renderBootstrap, renderHold, renderRelease, renderSync } from "./quarantine.js";
 

@@ -1,4 +1,4 @@
-import { formatRange, normalize, parseCidr, type Range } from "../planner/ipv4.js";
+import { formatRange, normalize, parseCidr, type Range } from "../util/ipv4.js";
 import { CommandError, type CommandRunner } from "../util/exec.js";
 
 /**

@@ -1,3 +1,5 @@
+import { StaticEgressError } from "../util/errors.js";
+
 /**
  * The parts of the CNI specification (1.0.0, and 0.4.0 which it supersedes) this plugin needs:
  * versions, error codes, the error object and the result conversion between the two versions.
@@ -31,7 +33,7 @@ export const CniCode = {
 export type CniCodeValue = (typeof CniCode)[keyof typeof CniCode];
 
 /** An error the plugin reports to the runtime as the spec's error object (stdout, non-zero exit). */
-export class CniError extends Error {
+export class CniError extends StaticEgressError {
   constructor(
     readonly code: CniCodeValue,
     msg: string,

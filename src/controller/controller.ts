@@ -1,9 +1,9 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { snapshotFromObjects } from "../api/objects.js";
-import type { Condition } from "../api/v1alpha1/common.js";
+import type { AnyObjectMeta, Condition } from "../api/v1alpha1/common.js";
 import type { EgressGatewayStatus } from "../api/v1alpha1/egress-gateway.js";
 import type { EgressPolicyStatus } from "../api/v1alpha1/egress-policy.js";
-import { ReconcileLoop } from "../agents/loop.js";
+import { ReconcileLoop } from "../util/reconcile-loop.js";
 import type { ClusterNetwork, PolicyObject } from "../planner/model.js";
 import { Planner, selectPods } from "../planner/plan.js";
 import { SpecValidator } from "../api/v1alpha1/validate.js";
@@ -12,23 +12,23 @@ import { statusOf, type KubeClient, type PolicyKind } from "../kube/client.js";
 import type { KubeSource } from "../kube/source.js";
 import type { Logger } from "../util/log.js";
 import { FINALIZER, gatewayStatus, parseReport, policyStatus, type NodeReport } from "./status.js";
+import { EventRecorder } from "../kube/events.js";
 
-interface Meta {
-  name: string;
-  namespace?: string;
-  uid?: string;
-  generation?: number;
-  resourceVersion?: string;
-  deletionTimestamp?: unknown;
-  finalizers?: string[];
-}
+type Meta = AnyObjectMeta & { name: string };
 
 type Owned = KubernetesObject & { metadata: Meta; spec?: unknown; status?: EgressPolicyStatus & EgressGatewayStatus };
 
+/**
+ * What a plugin may do with the cluster: the calls the cloud plugins make, not the whole client
+ * (no status or finalizers of policies, no Secrets, no Leases). Adding a call here is a decision.
+ */
+export type PluginClient = Pick<KubeClient, "createObjectEvent" | "readGateway" | "patchStatusAt" | "patchServiceExternalIPs">;
+
 /** What a plugin's reconcile sees: the same snapshot and plan as the core reconcile. */
 export interface ReconcileContext {
-  client: KubeClient;
-  source: KubeSource;
+  client: PluginClient;
+  /** The informers' objects, as the API server sent them (pruned). */
+  source: Pick<KubeSource, "raw">;
   snapshot: ReturnType<typeof snapshotFromObjects>;
   planner: Planner;
   now: Date;
@@ -94,8 +94,11 @@ export class Controller {
   private active = false;
   private readonly validator = new SpecValidator();
 
+  private readonly events: EventRecorder;
+
   constructor(private readonly deps: ControllerDeps) {
     this.loop = new ReconcileLoop(() => this.reconcileAll(), deps.logger);
+    this.events = new EventRecorder(deps.client, deps.logger);
   }
 
   /** Informers run on every replica; call `activate` when this one leads. */
@@ -272,18 +275,8 @@ export class Controller {
       if (old && old.status === c.status && old.reason === c.reason) continue;
       const bad = (c.type === "Ready" && c.status === "False") || (c.type !== "Ready" && c.status === "True");
       if (!old && !bad) continue;
-      await this.deps.client
-        .createEvent({
-          ...(raw.metadata.namespace ? { namespace: raw.metadata.namespace } : {}),
-          kind,
-          name: raw.metadata.name,
-          ...(raw.metadata.uid ? { uid: raw.metadata.uid } : {}),
-          type: bad ? "Warning" : "Normal",
-          reason: c.reason,
-          message: c.message || `${c.type} is ${c.status}`,
-          component: "static-egress-controller",
-        })
-        .catch((e: unknown) => this.deps.logger.warn({ err: (e as Error).message }, "could not record an event"));
+      const { namespace, uid } = raw.metadata;
+      await this.events.recordOurs(kind, raw.metadata.name, { ...(namespace ? { namespace } : {}), ...(uid ? { uid } : {}) }, bad ? "Warning" : "Normal", c.reason, c.message || `${c.type} is ${c.status}`);
     }
   }
 }

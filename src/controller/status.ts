@@ -2,22 +2,13 @@ import type { Condition } from "../api/v1alpha1/common.js";
 import type { EgressGatewayStatus } from "../api/v1alpha1/egress-gateway.js";
 import type { EgressPolicyStatus } from "../api/v1alpha1/egress-policy.js";
 import type { Resolution } from "../planner/resolve.js";
-import type { InstanceHealth, Verdict } from "../planner/model.js";
+import type { Verdict } from "../planner/model.js";
+import type { NodeReport } from "../api/node-report.js";
+import { FINALIZER, REPORT_ANNOTATION } from "../api/keys.js";
 
-/** What a node agent reports about itself (the Node annotation `staticegress.io/report`). */
-export interface NodeReport {
-  node: string;
-  /** Policy resource -> pods of this node programmed for it. */
-  programmed: Record<string, number>;
-  /** Instance key -> health as this node sees it. */
-  health: Record<string, InstanceHealth>;
-  /** Policies with no usable instance on this node, and what happens to their traffic. */
-  unavailable: Record<string, "Drop" | "FallbackToNodeIP">;
-  at: string;
-}
+export type { NodeReport };
 
-export const REPORT_ANNOTATION = "staticegress.io/report";
-export const FINALIZER = "staticegress.io/cleanup";
+export { FINALIZER, REPORT_ANNOTATION };
 
 /** Reports older than this are from nodes that stopped talking; they neither block nor count. */
 export const REPORT_TTL_MS = 5 * 60_000;

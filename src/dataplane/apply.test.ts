@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { cluster, FOREIGN_IP, FOREIGN_NFT, gatewayPlan, INSTANCES, nodePlan, nodeTopology, podIP, readBack, type InstanceName } from "../../test/support/dataplane-scenario.js";
 import { FakeKernel } from "../../test/support/fake-kernel.js";
-import { formatRange } from "../planner/ipv4.js";
+import { formatRange } from "../util/ipv4.js";
 import type { NodePlan } from "../planner/model.js";
 import { ANCHOR_TABLE, GATEWAY_TABLE, GatewayDataplane } from "./gateway.js";
 import { hex, MAX_DELTA_DELETIONS } from "./nft.js";

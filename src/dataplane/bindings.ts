@@ -1,4 +1,4 @@
-import { parseCidr, parseIPv4 } from "../planner/ipv4.js";
+import { parseCidr, parseIPv4 } from "../util/ipv4.js";
 
 /**
  * Which host interface a pod's address belongs to, learned from the node's kernel (pure: the

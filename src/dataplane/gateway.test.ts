@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { GatewayPlan } from "../planner/model.js";
-import { parseIPv4 } from "../planner/ipv4.js";
+import { parseIPv4 } from "../util/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
 import { commandKernel } from "./kernel.js";
 import { ANCHOR_MARK, ANCHOR_TABLE, GatewayDataplane, gatewayRoutes, gatewayRules, gatewayTableModel, gatewayTunnels, GATEWAY_TABLE } from "./gateway.js";

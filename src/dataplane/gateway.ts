@@ -1,10 +1,10 @@
 import type { GatewayPlan } from "../planner/model.js";
-import { formatRange } from "../planner/ipv4.js";
+import { formatRange } from "../util/ipv4.js";
 import type { Kernel } from "./kernel.js";
 import { OwnedTable, type TableModel } from "./nft.js";
 import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
 import { GATEWAY_INNER, GATEWAY_TUNNEL_PREFIX, gatewayTunnelDevice, NODE_INNER, TUNNEL_MSS, TunnelDevices, type TunnelSpec } from "./tunnel.js";
-import { TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../planner/ids.js";
+import { ANCHOR_MARK, ANCHOR_RULE_PRIORITY, ANCHOR_TABLE, BFD_CONTROL_PORT, BFD_MULTIHOP_PORT, TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../api/datapath.js";
 
 export interface GatewayDataplaneOptions {
   table?: string;
@@ -20,16 +20,12 @@ export interface GatewayDataplaneOptions {
   anchor?: { address: string; gateway: string } | undefined;
 }
 
-/** Forwarded selected traffic carries this mark (bit 29; node agents use bits 16-28) to take the anchor route. */
-export const ANCHOR_MARK = 0x2000_0000;
-/** Table and rule priority of the anchor route (node agents use tables 7000+ and priorities 10010+). */
-export const ANCHOR_TABLE = 6999;
-export const ANCHOR_RULE_PRIORITY = 10003;
+export { ANCHOR_MARK, ANCHOR_TABLE };
 
 /** The gateway agent's nftables table (family ip). */
 export const GATEWAY_TABLE = "static_egress_gw";
 type ResolvedOptions = Required<Omit<GatewayDataplaneOptions, "anchor">> & Pick<GatewayDataplaneOptions, "anchor">;
-const defaults: ResolvedOptions = { table: GATEWAY_TABLE, routeProto: 94, healthPort: 3784 };
+const defaults: ResolvedOptions = { table: GATEWAY_TABLE, routeProto: 94, healthPort: BFD_CONTROL_PORT };
 
 /** Named counters of packets refused because their sender is not the node it claims to be. */
 export const FOREIGN_TUNNEL_COUNTER = "foreign_tunnel_drops";
@@ -66,8 +62,8 @@ export function gatewayTableModel(plan: GatewayPlan, o: ResolvedOptions = defaul
       `  counter ${FOREIGN_TUNNEL_COUNTER} {\n  }\n  counter ${FOREIGN_SOURCE_COUNTER} {\n  }\n` +
       `  chain health_from_nodes {\n    type filter hook input priority filter - 10; policy accept;\n` +
       // RFC 5881 section 5: a one-hop peer sends with TTL 255; a routed (forged) packet has less.
-      `    udp dport { ${o.healthPort}, 4784 } ip ttl != 255 counter drop\n` +
-      `    udp dport { ${o.healthPort}, 4784 } ip saddr != @cluster_nodes counter drop\n  }\n` +
+      `    udp dport { ${o.healthPort}, ${BFD_MULTIHOP_PORT} } ip ttl != 255 counter drop\n` +
+      `    udp dport { ${o.healthPort}, ${BFD_MULTIHOP_PORT} } ip saddr != @cluster_nodes counter drop\n  }\n` +
       // A node's tunnel port, from that node's address only, arriving where that address lives.
       `  chain tunnel_from_nodes {\n    type filter hook input priority filter - 10; policy accept;\n` +
       `    udp dport ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} ip saddr . udp dport != @tunnel_peers counter name "${FOREIGN_TUNNEL_COUNTER}" drop\n` +

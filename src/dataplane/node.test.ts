@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { markFor, tableFor } from "../planner/ids.js";
-import { parseCidr } from "../planner/ipv4.js";
+import { parseCidr } from "../util/ipv4.js";
 import type { NodePlan } from "../planner/model.js";
 import type { CommandRunner } from "../util/exec.js";
 import { commandKernel } from "./kernel.js";

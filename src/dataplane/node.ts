@@ -1,6 +1,6 @@
 import type { NodePlan } from "../planner/model.js";
-import { MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, DEFAULT_TABLE_BASE, NO_INSTANCE_MARK } from "../planner/ids.js";
-import { formatRange, normalize, parseCidr } from "../planner/ipv4.js";
+import { BFD_CONTROL_PORT, BFD_MULTIHOP_PORT, DEFAULT_RULE_PRIORITY, DEFAULT_TABLE_BASE, MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, NO_INSTANCE_MARK } from "../api/datapath.js";
+import { formatRange, normalize, parseCidr } from "../util/ipv4.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import type { Kernel } from "./kernel.js";
 import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
@@ -21,7 +21,7 @@ export interface NodeDataplaneOptions {
   procSysNet?: string;
 }
 
-const defaults = { table: "static_egress", tableBase: DEFAULT_TABLE_BASE, rulePriority: 10000, procSysNet: "/proc/sys/net" };
+const defaults = { table: "static_egress", tableBase: DEFAULT_TABLE_BASE, rulePriority: DEFAULT_RULE_PRIORITY, procSysNet: "/proc/sys/net" };
 
 /** The node agent's bridge-family table: binds selected pods' addresses to their bridge ports. */
 export const BIND_TABLE = "static_egress_bind";
@@ -34,7 +34,7 @@ export const BIND_TABLE = "static_egress_bind";
 export const ALWAYS_LOCAL = ["169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32"] as const;
 
 /** UDP ports of single-hop BFD control (3784) and multihop BFD (4784): our health probes. */
-export const HEALTH_PORTS = [3784, 4784] as const;
+export const HEALTH_PORTS = [BFD_CONTROL_PORT, BFD_MULTIHOP_PORT] as const;
 
 /** The VNI field of a VXLAN header, as nft reads it: 24 bits, 4 bytes after the UDP header (RFC 7348). */
 export const VXLAN_VNI = "@th,96,24";

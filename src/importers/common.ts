@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { KubeObject } from "../api/objects.js";
 import { API_VERSION, type LabelSelector } from "../api/v1alpha1/common.js";
-import { parseCidr, parseIPv4 } from "../planner/ipv4.js";
+import { parseCidr, parseIPv4 } from "../util/ipv4.js";
 import type { Finding } from "./types.js";
 
 /** Label on every object `import` makes: which peer it came from (`kubectl get egp -l staticegress.io/imported-from`). */

@@ -12,6 +12,9 @@ import { request as httpRequest, type Agent as HttpAgent } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { GROUP, VERSION } from "../api/v1alpha1/common.js";
 import type { ListPage } from "./paged-list.js";
+import { statusOf, withKubeApiErrors } from "./errors.js";
+
+export { statusOf };
 
 /**
  * Every call static-egress makes to the Kubernetes API goes through this file, and
@@ -78,9 +81,10 @@ export class KubeClient {
   readonly coordination: CoordinationV1Api;
 
   constructor(readonly kubeconfig: KubeConfig) {
-    this.core = kubeconfig.makeApiClient(CoreV1Api);
-    this.custom = kubeconfig.makeApiClient(CustomObjectsApi);
-    this.coordination = kubeconfig.makeApiClient(CoordinationV1Api);
+    // Every failed call is a KubeApiError (status + the library's error as cause).
+    this.core = withKubeApiErrors(kubeconfig.makeApiClient(CoreV1Api));
+    this.custom = withKubeApiErrors(kubeconfig.makeApiClient(CustomObjectsApi));
+    this.coordination = withKubeApiErrors(kubeconfig.makeApiClient(CoordinationV1Api));
   }
 
   async patchStatus(kind: PolicyKind, namespace: string | undefined, name: string, status: unknown): Promise<void> {
@@ -125,19 +129,6 @@ export class KubeClient {
     } else {
       await this.custom.patchClusterCustomObject({ group: GROUP, version: VERSION, plural, name, body }, mergePatch);
     }
-  }
-
-  /**
-   * An Event about one of our objects: an EgressPolicy's in its namespace (`namespace`), a
-   * cluster-scoped object's in `default` (CLUSTER_EVENT_NAMESPACE).
-   */
-  async createEvent(e: { namespace?: string; kind: PolicyKind; name: string; uid?: string; type: "Normal" | "Warning"; reason: string; message: string; component: string }): Promise<void> {
-    const { namespace, kind, name, uid, ...rest } = e;
-    if (kind === "EgressPolicy" && !namespace) throw new Error(`an Event about EgressPolicy ${name} needs its namespace`);
-    await this.createObjectEvent({
-      ...rest,
-      involved: { apiVersion: `${GROUP}/${VERSION}`, kind, name, ...(kind === "EgressPolicy" ? { namespace } : {}), ...(uid ? { uid } : {}) },
-    });
   }
 
   /**
@@ -240,8 +231,3 @@ export class KubeClient {
   }
 }
 
-/** HTTP status of an API error from client-node (undefined for transport errors). */
-export function statusOf(e: unknown): number | undefined {
-  const code = (e as { code?: unknown }).code;
-  return typeof code === "number" ? code : undefined;
-}

@@ -1,4 +1,5 @@
 import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
+import { statusOf } from "./errors.js";
 
 /** One page of a list as the API server sends it. */
 export interface ListPage {
@@ -13,12 +14,6 @@ export const DEFAULT_PAGE_SIZE = 500;
 
 /** How often a list whose continue token expired (410) starts again from the first page. */
 const MAX_RESTARTS = 3;
-
-function statusOf(e: unknown): number | undefined {
-  const x = e as { statusCode?: unknown; code?: unknown };
-  if (typeof x?.statusCode === "number") return x.statusCode;
-  return typeof x?.code === "number" ? x.code : undefined;
-}
 
 /**
  * A whole list, read page by page (`limit` + `continue`), each page's items passed through

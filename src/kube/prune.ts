@@ -1,5 +1,5 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
-import { HAIMGEL_FLOATING_IP_KEY } from "../controller/cloud/reserved-ip-rules.js";
+import { HAIMGEL_FLOATING_IP_KEY, KEY_PREFIX } from "../api/keys.js";
 
 /**
  * What the informers keep of each object: only the fields something in static-egress reads
@@ -27,7 +27,7 @@ import { HAIMGEL_FLOATING_IP_KEY } from "../controller/cloud/reserved-ip-rules.j
 
 /** Annotations static-egress reads, on any kind: its own prefix, and the floating-IP key it honours. */
 export function isOurAnnotation(key: string): boolean {
-  return key.startsWith("staticegress.io/") || key === HAIMGEL_FLOATING_IP_KEY;
+  return key.startsWith(KEY_PREFIX) || key === HAIMGEL_FLOATING_IP_KEY;
 }
 
 type Obj = Record<string, unknown>;

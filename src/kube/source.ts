@@ -1,12 +1,13 @@
 import { ListWatch, Watch, type KubernetesObject } from "@kubernetes/client-node";
 import type { KubeObject } from "../api/objects.js";
 import { API_VERSION, GROUP, VERSION } from "../api/v1alpha1/common.js";
-import type { ClusterSource } from "../agents/source/source.js";
+import type { ClusterSource } from "../api/source.js";
 import type { Logger } from "../util/log.js";
 import type { KubeClient } from "./client.js";
-import { ANCHOR_ANNOTATION } from "../agents/node/anchor.js";
+import { ANCHOR_ANNOTATION, REPORT_ANNOTATION } from "../api/keys.js";
 import { listAllPages } from "./paged-list.js";
 import { prunerFor } from "./prune.js";
+import { backoffMs } from "../util/backoff.js";
 
 export interface KubeSourceOptions {
   /** Node agents: only the pods of this node. */
@@ -125,7 +126,7 @@ export class KubeSource implements ClusterSource {
       const missing = this.watched.filter((w) => !w.informer.latestResourceVersion());
       if (missing.length === 0) break;
       this.logger.warn({ kinds: missing.map((w) => w.kind), attempt }, "initial list failed; retrying before planning anything");
-      await new Promise((r) => setTimeout(r, Math.min(500 * attempt, 5_000)));
+      await new Promise((r) => setTimeout(r, backoffMs(attempt, { baseMs: 500, maxMs: 5_000 })));
       await Promise.all(missing.map((w) => this.startOne(w)));
     }
     synced = true;
@@ -172,8 +173,6 @@ export class KubeSource implements ClusterSource {
     await Promise.all(this.watched.map((w) => w.informer.stop()));
   }
 }
-
-const REPORT_ANNOTATION = "staticegress.io/report";
 
 /** The informer's watch, with every object it delivers pruned before the cache sees it (ERROR events as they are). */
 export function pruningWatch(watch: Watch, prune: (o: KubernetesObject) => KubernetesObject): Watch {

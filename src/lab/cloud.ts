@@ -4,11 +4,10 @@ import { join } from "node:path";
 import { parse } from "yaml";
 import { startDigitalOceanStandin, type DigitalOceanStandin } from "./do-standin/index.js";
 import { standinMetadataUrl } from "./do-standin/metadata.js";
-import { LAB_API_ADDRESS } from "./kube-lab.js";
 import { runCommand } from "../util/exec.js";
 import { addNamespace, addVethPair, admitVpcSource, deleteNamespace, gatewayBootSysctls, killNamespaceProcesses } from "./netns.js";
 import { spawnCli } from "./paths.js";
-import { LAB_NETWORK, type LabTopology } from "./topology.js";
+import { LAB_API_ADDRESS, LAB_NETWORK, type LabTopology } from "./topology.js";
 import type { LabConfig } from "./config.js";
 
 /**

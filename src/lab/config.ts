@@ -5,6 +5,7 @@ import { IPv4Address, LabelSelector, Name } from "../api/v1alpha1/common.js";
 import { GatewayGrant } from "../api/v1alpha1/egress-gateway.js";
 import { describeErrors } from "../api/v1alpha1/validate.js";
 import type { KubeObject } from "../api/objects.js";
+import { StaticEgressError } from "../util/errors.js";
 
 /** `examples/lab.yaml` explains every field. */
 export const LabConfigSchema = Type.Object(
@@ -91,7 +92,7 @@ export const LabConfigSchema = Type.Object(
 );
 export type LabConfig = Static<typeof LabConfigSchema>;
 
-export class LabConfigError extends Error {}
+export class LabConfigError extends StaticEgressError {}
 
 export function parseLabConfig(text: string, source: string): LabConfig {
   let raw: unknown;

@@ -7,16 +7,14 @@ import type { KubeObject } from "../api/objects.js";
 import { GROUP, VERSION } from "../api/v1alpha1/common.js";
 import { KubeClient, PLURALS, statusOf } from "../kube/client.js";
 import { runCommand } from "../util/exec.js";
-import type { Lab } from "./lab.js";
-import { waitFor } from "./lab.js";
+import type { LabHost as Lab } from "./record.js";
+import { waitFor } from "./wait.js";
+import { LAB_API_ADDRESS, LAB_API_PORT } from "./topology.js";
 import { addNamespace, addVethPair, admitVpcSource } from "./netns.js";
 import { LAB_CLOUD } from "./cloud.js";
 import { COMPONENT_ACCOUNTS, freePort } from "./control-plane/cluster.js";
 import { serviceAccountKubeconfig } from "./control-plane/tokens.js";
 
-/** The lab's API server address inside the lab (a relay in the control-plane namespace). */
-export const LAB_API_ADDRESS = "10.0.0.2";
-export const LAB_API_PORT = 6443;
 const mergePatch = setHeaderOptions("Content-Type", "application/merge-patch+json");
 
 export function labClient(lab: Lab): KubeClient {

@@ -4,7 +4,7 @@ import { stringify } from "yaml";
 import { parseDocuments, snapshotFromObjects, type KubeObject } from "../api/objects.js";
 import { API_VERSION } from "../api/v1alpha1/common.js";
 import { Planner } from "../planner/plan.js";
-import { parseIPv4 } from "../planner/ipv4.js";
+import { parseIPv4 } from "../util/ipv4.js";
 import type { ClusterNetwork } from "../planner/model.js";
 import { runCommand } from "../util/exec.js";
 import type { LabConfig } from "./config.js";
@@ -17,6 +17,10 @@ import { LAB_CLOUD, readCloudRecord, type LabCloudRecord } from "./cloud.js";
 import { DigitalOceanClient } from "../cloud/digitalocean/index.js";
 import { installPlugin } from "../cni/install.js";
 import { alive, removeLeftovers as removeControlPlaneLeftovers } from "./control-plane/processes.js";
+import { GATEWAY_DEATHS, HOST_DEATHS, type GatewayDeath, type LabHost, type LabMode, type LabRecord } from "./record.js";
+import { LabError, waitFor } from "./wait.js";
+
+export { GATEWAY_DEATHS, HOST_DEATHS, LabError, waitFor, type GatewayDeath, type LabMode, type LabRecord };
 
 export const LAB_CLUSTER_NETWORK: ClusterNetwork = {
   podCIDRs: [LAB_NETWORK.podCidr],
@@ -24,36 +28,6 @@ export const LAB_CLUSTER_NETWORK: ClusterNetwork = {
   nodeCIDRs: [LAB_NETWORK.vpcCidr],
 };
 
-/** What `lab up` leaves on disk so later commands (status, exec, down) find the lab. */
-export interface LabRecord {
-  prefix: string;
-  /** CLI labs outlive the command that made them; test labs belong to their process. */
-  persistent: boolean;
-  ownerPid: number;
-  topology: LabTopology;
-  config: LabConfig;
-  podIPs: Record<string, string>;
-  processes: { name: string; netns: string; pid: number; log: string }[];
-  /** Gateway hosts killed with `kill-gateway`, and how. */
-  dead?: Record<string, GatewayDeath>;
-  drained?: string[];
-  /** `file`: agents read a file of documents; `kubernetes`: a real control plane, the controller and a lab kubelet. */
-  mode: LabMode;
-  /** Kubernetes mode: the controller's metrics port on 127.0.0.1 (it runs in the root namespace). */
-  controllerMetricsPort?: number;
-}
-
-export type LabMode = "file" | "kubernetes";
-
-/**
- * `destroy`: the droplet is deleted through the cloud's API (gateways of a `digitalocean` lab gateway only).
- * `reboot`: the host comes back as a reboot leaves it (no nft tables, no routes or tunnel devices of ours, boot
- * sysctls, empty conntrack) with no agent running yet; `revive-gateway` starts its agents.
- */
-export type GatewayDeath = "agent" | "link" | "silent" | "reboot" | "destroy";
-/** Deaths any gateway host can die (and be revived from). */
-export const HOST_DEATHS: readonly GatewayDeath[] = ["agent", "link", "silent", "reboot"];
-export const GATEWAY_DEATHS: readonly GatewayDeath[] = [...HOST_DEATHS, "destroy"];
 
 /** Agents serve metrics on this port inside their namespace (health responders on +1). */
 export const LAB_METRICS_PORT = 9464;
@@ -78,9 +52,8 @@ export interface LabPodStatus {
   error?: string;
 }
 
-export class LabError extends Error {}
 
-export class Lab {
+export class Lab implements LabHost {
   private constructor(
     readonly record: LabRecord,
     readonly dir: string,
@@ -717,11 +690,3 @@ function atomicWrite(path: string, text: string): void {
   renameSync(tmp, path);
 }
 
-export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, message: string, everyMs = 50): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new LabError(message);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}

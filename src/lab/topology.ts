@@ -1,5 +1,9 @@
 import type { LabConfig } from "./config.js";
 
+/** The lab's API server address inside the lab (a relay in the control-plane namespace). */
+export const LAB_API_ADDRESS = "10.0.0.2";
+export const LAB_API_PORT = 6443;
+
 /**
  * The lab's addressing plan, pure. Private addresses are RFC 1918; every "public" one comes
  * from the documentation ranges. Nothing here can reach outside the lab: the internet

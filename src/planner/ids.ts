@@ -1,35 +1,9 @@
 /**
- * Datapath identifiers derived from instance keys. A packet mark carries a flag bit (so one
- * catch-all `ip rule` can blackhole any marked packet whose table is missing) and a 12-bit
- * instance id; each id has its own routing table.
+ * Datapath identifiers derived from instance keys. The marks, tables and ports themselves are
+ * the kernel's numbers, kept with the others in src/api/datapath.ts.
  */
-export const MARK_FLAG = 0x1000_0000;
-export const MARK_MASK = 0x1fff_0000;
-export const MAX_INSTANCE_ID = 0xfff;
-export const DEFAULT_TABLE_BASE = 7000;
-
-/**
- * Node -> gateway VXLAN (docs/security-gateway-binding.md): each node has its own UDP port,
- * TUNNEL_PORT_BASE + its node id (1..4095, assigned like instance ids), so that on a gateway the
- * port, checked against the outer source address, identifies the sending node. The VNI is the
- * instance id. The range stays below Linux's ephemeral ports (32768+) and Kubernetes NodePorts.
- */
-export const TUNNEL_PORT_BASE = 20000;
-export const TUNNEL_PORT_MAX = TUNNEL_PORT_BASE + MAX_INSTANCE_ID;
-
-export function tunnelPortFor(nodeId: number): number {
-  return TUNNEL_PORT_BASE + nodeId;
-}
-
-/** Id 0 is never assigned: its mark means "no instance", and the node always drops it. */
-export function markFor(id: number): number {
-  return (MARK_FLAG | (id << 16)) >>> 0;
-}
-export const NO_INSTANCE_MARK = markFor(0);
-
-export function tableFor(id: number, base = DEFAULT_TABLE_BASE): number {
-  return base + id;
-}
+import { MAX_INSTANCE_ID } from "../api/datapath.js";
+export { DEFAULT_TABLE_BASE, MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, NO_INSTANCE_MARK, markFor, tableFor, tunnelPortFor } from "../api/datapath.js";
 
 /** FNV-1a: small, stable across runs and processes. */
 export function fnv1a(text: string): number {

@@ -1,54 +1,9 @@
-import type { EgressGateway } from "../api/v1alpha1/egress-gateway.js";
-import type { ClusterEgressPolicy, EgressPolicy } from "../api/v1alpha1/egress-policy.js";
+// The cluster as read (the planner's input) is defined by the API layer, below the planner.
+import type { ClusterNetwork, ClusterSnapshot, HealthView, InstanceHealth, NamespaceInfo, NodeInfo, PodInfo, PolicyObject } from "../api/cluster.js";
+export type { ClusterNetwork, ClusterSnapshot, HealthView, InstanceHealth, NamespaceInfo, NodeInfo, PodInfo, PolicyObject };
 import type { FieldError } from "../api/v1alpha1/validate.js";
-import type { Range } from "./ipv4.js";
+import type { Range } from "../util/ipv4.js";
 
-/** The planner's whole input about the cluster: what an agent has read from its source. */
-export interface ClusterSnapshot {
-  policies: readonly PolicyObject[];
-  gateways: readonly EgressGateway[];
-  pods: readonly PodInfo[];
-  namespaces: readonly NamespaceInfo[];
-  nodes: readonly NodeInfo[];
-  network: ClusterNetwork;
-}
-
-export type PolicyObject = EgressPolicy | ClusterEgressPolicy;
-
-/** Addresses that belong to the cluster itself; traffic to them is never diverted. */
-export interface ClusterNetwork {
-  podCIDRs: readonly string[];
-  serviceCIDRs: readonly string[];
-  nodeCIDRs: readonly string[];
-}
-
-export interface PodInfo {
-  namespace: string;
-  name: string;
-  labels: Readonly<Record<string, string>>;
-  nodeName?: string;
-  ips: readonly string[];
-  phase?: string;
-  hostNetwork?: boolean;
-}
-
-export interface NamespaceInfo {
-  name: string;
-  labels: Readonly<Record<string, string>>;
-}
-
-export interface NodeInfo {
-  name: string;
-  labels: Readonly<Record<string, string>>;
-  annotations: Readonly<Record<string, string>>;
-  /** The address other hosts (gateways) reach this node at. */
-  internalIP?: string;
-  podCIDRs: readonly string[];
-}
-
-/** Health of gateway instances as one node sees them. Missing means not yet known. */
-export type InstanceHealth = "up" | "down";
-export type HealthView = ReadonlyMap<string, InstanceHealth>;
 
 /** A gateway instance, resolved from its gateway's source, with its stable datapath ids. */
 export interface ResolvedInstance {

@@ -6,7 +6,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { formatRange } from "./ipv4.js";
+import { formatRange } from "../util/ipv4.js";
 import type { ClusterSnapshot, HealthView, InstanceHealth, NamespaceInfo, NodeInfo, PodInfo } from "./model.js";
 import { Planner, selectPods } from "./plan.js";
 

@@ -8,7 +8,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { SpecValidator } from "../api/v1alpha1/validate.js";
 import { NO_INSTANCE_MARK } from "./ids.js";
-import { contains, formatIPv4, parseCidr, parseIPv4 } from "./ipv4.js";
+import { contains, formatIPv4, parseCidr, parseIPv4 } from "../util/ipv4.js";
 import type { ClusterSnapshot, GatewayPlan, HealthView, InstanceHealth, NodePlan, PodInfo, PolicyObject } from "./model.js";
 import { Planner, selectPods } from "./plan.js";
 import { matches } from "./selector.js";

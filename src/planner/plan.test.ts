@@ -1,7 +1,7 @@
 /** Worked examples of planning decisions; the properties in plan.property.test.ts generalize them. */
 import { describe, expect, it } from "vitest";
 import { SpecValidator } from "../api/v1alpha1/validate.js";
-import { formatRange } from "./ipv4.js";
+import { formatRange } from "../util/ipv4.js";
 import type { ClusterSnapshot, HealthView, PolicyObject } from "./model.js";
 import { NO_INSTANCE_MARK } from "./ids.js";
 import { Planner, selectPods } from "./plan.js";

@@ -1,6 +1,6 @@
 import { SpecValidator } from "../api/v1alpha1/validate.js";
 import { assignIds, DEFAULT_TABLE_BASE, markFor, NO_INSTANCE_MARK, rendezvous, tableFor, tunnelPortFor } from "./ids.js";
-import { formatRange, intersect, parseCidr, subtract, type Range } from "./ipv4.js";
+import { formatRange, intersect, parseCidr, subtract, type Range } from "../util/ipv4.js";
 import type {
   ClusterSnapshot,
   Conflict,

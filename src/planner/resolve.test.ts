@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { SpecValidator } from "../api/v1alpha1/validate.js";
 import type { EgressGateway } from "../api/v1alpha1/egress-gateway.js";
 import { NO_INSTANCE_MARK } from "./ids.js";
-import { parseCidr, parseIPv4, subtract } from "./ipv4.js";
+import { parseCidr, parseIPv4, subtract } from "../util/ipv4.js";
 import type { ClusterSnapshot, HealthView, NodeInfo, PolicyObject } from "./model.js";
 import { Planner } from "./plan.js";
 import { NODE_EGRESS_IPS_ANNOTATION, comparePrecedence, resolve } from "./resolve.js";

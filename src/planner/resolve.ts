@@ -1,10 +1,11 @@
 import { SpecValidator, type FieldError } from "../api/v1alpha1/validate.js";
 import type { EgressGateway } from "../api/v1alpha1/egress-gateway.js";
 import type { LabelSelector } from "../api/v1alpha1/common.js";
-import { AddressError, contains, normalize, parseCidr, parseIPv4, subtract, type Range } from "./ipv4.js";
+import { AddressError, contains, normalize, parseCidr, parseIPv4, subtract, type Range } from "../util/ipv4.js";
 import { assignIds } from "./ids.js";
 import { checkSelector, matches } from "./selector.js";
 import type { ClusterSnapshot, FailClosedPolicy, NodeInfo, PodInfo, PolicyObject, ResolvedInstance, ValidPolicy, Verdict } from "./model.js";
+import { NODE_EGRESS_IPS_ANNOTATION } from "../api/keys.js";
 
 /**
  * Datapath cost bound of one policy: pod addresses it selects × its destination ranges after
@@ -25,8 +26,7 @@ export function isEligiblePod(pod: PodInfo): boolean {
   return !pod.hostNetwork && pod.ips.length > 0 && pod.phase !== "Succeeded" && pod.phase !== "Failed";
 }
 
-/** Node annotation listing the egress IPs a `nodes`-source gateway instance owns. */
-export const NODE_EGRESS_IPS_ANNOTATION = "staticegress.io/egress-ips";
+export { NODE_EGRESS_IPS_ANNOTATION };
 
 export function policyResource(p: PolicyObject): string {
   return p.kind === "EgressPolicy" ? `EgressPolicy/${p.metadata.namespace ?? "default"}/${p.metadata.name}` : `ClusterEgressPolicy/${p.metadata.name}`;

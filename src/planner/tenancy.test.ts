@@ -8,7 +8,7 @@ import type { GatewayGrant } from "../api/v1alpha1/egress-gateway.js";
 import { SpecValidator } from "../api/v1alpha1/validate.js";
 import { flowsToForget } from "../agents/node/node-agent.js";
 import { NO_INSTANCE_MARK } from "./ids.js";
-import { formatRange, parseIPv4 } from "./ipv4.js";
+import { formatRange, parseIPv4 } from "../util/ipv4.js";
 import type { ClusterSnapshot, HealthView, NodePlan, PolicyObject } from "./model.js";
 import { Planner } from "./plan.js";
 import { clusterEgressPolicy, egressGateway, egressPolicy } from "./testing/arbitraries.js";

@@ -1,7 +1,8 @@
 import { spawn } from "node:child_process";
+import { StaticEgressError } from "./errors.js";
 
 /** A failed external command, with what it printed so the caller can say why. */
-export class CommandError extends Error {
+export class CommandError extends StaticEgressError {
   constructor(
     readonly command: string,
     readonly args: readonly string[],

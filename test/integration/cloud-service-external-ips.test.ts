@@ -40,7 +40,7 @@ function service(namespace: string, name: string, annotations: Record<string, st
 
 /** The node's agent publishing its anchor, with its own token. */
 async function publisher(node: string, dropletId = droplet(node)): Promise<AnchorPublisher> {
-  return new AnchorPublisher({ client: await h.kube.clientFor("node-agent", node), node, metadata: { baseUrl: standinMetadataUrl(h.cloud.url, dropletId) } });
+  return new AnchorPublisher({ client: await h.kube.clientFor("node-agent", node), node, read: () => readAnchorIPv4({ baseUrl: standinMetadataUrl(h.cloud.url, dropletId) }) });
 }
 
 beforeAll(async () => {

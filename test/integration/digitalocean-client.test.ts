@@ -7,7 +7,8 @@ import {
   DigitalOceanNetworkError,
   type DigitalOceanClientOptions,
 } from "../../src/cloud/digitalocean/index.js";
-import { captureLogs, fakeClock, startDigitalOceanStandin, type DigitalOceanStandin } from "../../src/lab/do-standin/index.js";
+import { startDigitalOceanStandin, type DigitalOceanStandin } from "../../src/lab/do-standin/index.js";
+import { captureLogs, fakeClock } from "../support/standin-testing.js";
 
 let standin: DigitalOceanStandin;
 

@@ -3,12 +3,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DigitalOceanClient, DigitalOceanProvider, fleetNames } from "../../src/cloud/digitalocean/index.js";
 import type { GatewayFleetSpec } from "../../src/cloud/provider.js";
 import {
-  cappedSleep,
   createCrashingFetch,
   startDigitalOceanStandin,
   type CrashOptions,
   type DigitalOceanStandin,
 } from "../../src/lab/do-standin/index.js";
+import { cappedSleep } from "../support/standin-testing.js";
 
 /*
  * Property: whatever sequence of ensures, deletes, crashes (the process dies at a random API

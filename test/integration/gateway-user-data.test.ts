@@ -6,7 +6,7 @@ import { parse } from "yaml";
 import { NODE_TAG, REGION, HARNESS_TIMEOUT_MS, startCloudHarness, type CloudHarness } from "../support/cloud-harness.js";
 import { CLUSTER_EVENT_NAMESPACE } from "../../src/kube/client.js";
 import { renderUserData } from "../../src/controller/cloud/user-data.js";
-import { captureLogs } from "../../src/lab/do-standin/index.js";
+import { captureLogs } from "../support/standin-testing.js";
 import { gatewayFromUserData } from "../../src/lab/cloud.js";
 import { waitFor } from "../../src/lab/lab.js";
 import { packageRoot } from "../../src/lab/paths.js";

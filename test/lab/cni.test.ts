@@ -8,7 +8,7 @@ import { AgentClient } from "../../src/cni/client.js";
 import { DEFAULT_AGENT_SOCKET } from "../../src/cni/input.js";
 import { FALLBACK_PLUGIN, installPlugin, PLUGIN_TYPE } from "../../src/cni/install.js";
 import { QuarantineTable } from "../../src/cni/quarantine.js";
-import { CniRuntime, type ConfList, type Sandbox } from "../../src/cni/testing/runtime.js";
+import { CniRuntime, type ConfList, type Sandbox } from "../support/cni-runtime.js";
 import { parseLabConfig } from "../../src/lab/config.js";
 import { Lab, LAB_CLUSTER_NETWORK, waitFor } from "../../src/lab/lab.js";
 import { addNamespace, execIn, newRunPrefix } from "../../src/lab/netns.js";

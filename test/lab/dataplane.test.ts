@@ -6,7 +6,7 @@ import { readRoutes, readRules } from "../../src/dataplane/routing.js";
 import { addNamespace, deleteNamespacesWithPrefix, execIn, newRunPrefix } from "../../src/lab/netns.js";
 import { markFor, tableFor } from "../../src/planner/ids.js";
 import type { GatewayPlan, NodePlan } from "../../src/planner/model.js";
-import { formatIPv4, parseCidr, parseIPv4 } from "../../src/planner/ipv4.js";
+import { formatIPv4, parseCidr, parseIPv4 } from "../../src/util/ipv4.js";
 import { inNamespace, type CommandRunner } from "../../src/util/exec.js";
 import { commandKernel } from "../../src/dataplane/kernel.js";
 import { waitFor } from "../../src/lab/lab.js";

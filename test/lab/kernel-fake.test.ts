@@ -3,7 +3,7 @@ import { GATEWAY_TABLE, GatewayDataplane } from "../../src/dataplane/gateway.js"
 import { commandKernel, type Kernel } from "../../src/dataplane/kernel.js";
 import { BIND_TABLE, NodeDataplane } from "../../src/dataplane/node.js";
 import { addNamespace, deleteNamespacesWithPrefix, execIn, newRunPrefix } from "../../src/lab/netns.js";
-import { formatRange } from "../../src/planner/ipv4.js";
+import { formatRange } from "../../src/util/ipv4.js";
 import type { NodePlan } from "../../src/planner/model.js";
 import { inNamespace } from "../../src/util/exec.js";
 import { cluster, FOREIGN_IP, FOREIGN_NFT, gatewayPlan, INSTANCES, nodePlan, nodeTopology, readBack } from "../support/dataplane-scenario.js";

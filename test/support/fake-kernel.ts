@@ -1,5 +1,5 @@
 import type { Kernel, NftObject } from "../../src/dataplane/kernel.js";
-import { formatIPv4, parseCidr, parseIPv4 } from "../../src/planner/ipv4.js";
+import { formatIPv4, parseCidr, parseIPv4 } from "../../src/util/ipv4.js";
 import { CommandError } from "../../src/util/exec.js";
 
 /**

@@ -5,8 +5,8 @@ import { Planner } from "../../planner/plan.js";
 import { SpecValidator } from "../../api/v1alpha1/validate.js";
 import type { Logger } from "../../util/log.js";
 import type { AgentConfig } from "../config.js";
-import { ReconcileLoop } from "../loop.js";
-import type { ClusterSource } from "../source/source.js";
+import { ReconcileLoop } from "../../util/reconcile-loop.js";
+import type { ClusterSource } from "../../api/source.js";
 
 export interface GatewayAgentDeps {
   /** `<gateway>/<instance>` */

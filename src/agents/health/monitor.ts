@@ -1,6 +1,7 @@
 import type { BfdAgent, BfdStateChange } from "./bfd/agent.js";
 import type { HealthView, InstanceHealth } from "../../planner/model.js";
 import type { Logger } from "../../util/log.js";
+import type { Clock } from "../../util/clock.js";
 
 /** A gateway instance this node probes, with its gateway's health timing. */
 export interface ProbedInstance {
@@ -53,7 +54,7 @@ export class HealthMonitor {
     private readonly logger: Logger,
     /** BFD must send at 1/s until a session is Up (RFC 5880 §6.8.3): set-up takes 1-3 s. */
     private readonly graceMs = 5_000,
-    private readonly now: () => number = Date.now,
+    private readonly now: Clock["now"] = Date.now,
   ) {
     bfd.on("change", (c) => this.onBfd(c));
   }

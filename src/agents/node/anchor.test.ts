@@ -1,18 +1,20 @@
 import { describe, expect, it } from "vitest";
 import type { AnchorIPv4 } from "../../cloud/digitalocean/metadata.js";
-import { ANCHOR_ANNOTATION, AnchorPublisher, type Timers } from "./anchor.js";
+import type { Clock } from "../../util/clock.js";
+import { ANCHOR_ANNOTATION, AnchorPublisher } from "./anchor.js";
 
 /** Timers run by hand: `fire()` runs the earliest pending callback and returns its delay. */
-function manualTimers(): Timers & { pending: { fn: () => void; ms: number }[]; fire(): number } {
+function manualTimers(): Clock & { pending: { fn: () => void; ms: number }[]; fire(): number } {
   const pending: { fn: () => void; ms: number }[] = [];
   return {
     pending,
-    setTimeout: (fn, ms) => {
+    now: () => 0,
+    setTimer: (fn, ms) => {
       const t = { fn, ms };
       pending.push(t);
       return t;
     },
-    clearTimeout: (h) => {
+    clearTimer: (h) => {
       const i = pending.indexOf(h as { fn: () => void; ms: number });
       if (i >= 0) pending.splice(i, 1);
     },
@@ -71,7 +73,7 @@ describe("anchor IP publisher", () => {
     const client = fakeClient(1);
     let reads = 0;
     const read = () => (++reads <= 2 ? Promise.reject(new Error("metadata down")) : Promise.resolve({ address: "10.20.0.7" }));
-    const p = new AnchorPublisher({ client, node: "n1", read, timers, retryBaseMs: 100, retryMaxMs: 250, recheckMs: 600_000 });
+    const p = new AnchorPublisher({ client, node: "n1", read, clock: timers, retryBaseMs: 100, retryMaxMs: 250, recheckMs: 600_000 });
     p.start();
     const delays: number[] = [];
     for (let i = 0; i < 5; i++) {

@@ -1,39 +1,27 @@
-import { readAnchorIPv4, type AnchorIPv4, type MetadataOptions } from "../../cloud/digitalocean/metadata.js";
+import { ANCHOR_ANNOTATION } from "../../api/keys.js";
 import type { KubeClient } from "../../kube/client.js";
 import { silentLogger, type Logger } from "../../util/log.js";
+import { backoffMs } from "../../util/backoff.js";
+import { backgroundClock, type Clock } from "../../util/clock.js";
 
-/**
- * Node annotation with the node's anchor IPv4: on DigitalOcean, traffic to a reserved IP arrives
- * at the holder droplet addressed to this address. The controller lists the holder's anchor in
- * the `externalIPs` of Services that ask for the reserved IP (src/controller/cloud/service-external-ips.ts).
- */
-export const ANCHOR_ANNOTATION = "staticegress.io/anchor-ipv4";
+export { ANCHOR_ANNOTATION };
 
 /** Where a node's anchor IP comes from (flag `--anchor-ip-from`). */
 export const ANCHOR_SOURCES = ["digitalocean-metadata"] as const;
 export type AnchorSource = (typeof ANCHOR_SOURCES)[number];
 
-export interface Timers {
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-const realTimers: Timers = {
-  setTimeout: (fn, ms) => {
-    const t = setTimeout(fn, ms);
-    t.unref();
-    return t;
-  },
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-};
+/**
+ * The port to the cloud: reads this host's anchor IPv4 (undefined: the host has none). The
+ * composition root (src/cli/agents.ts) plugs in a provider's reader, e.g. DigitalOcean's metadata
+ * service; the agent does not know which cloud it runs on.
+ */
+export type AnchorReader = () => Promise<{ address: string } | undefined>;
 
 export interface AnchorPublisherOptions {
   client: Pick<KubeClient, "patchNodeAnnotations">;
   node: string;
-  /** Metadata service options (base URL, fetch, timeout); ignored when `read` is given. */
-  metadata?: MetadataOptions;
-  /** Reads the anchor (default: the DigitalOcean metadata service). */
-  read?: () => Promise<AnchorIPv4 | undefined>;
+  /** Reads the anchor. */
+  read: AnchorReader;
   /**
    * The annotation as the API server has it now (the informer cache), preferred over what this
    * process wrote: saves a write after a restart and repairs a hand-edited annotation.
@@ -45,7 +33,8 @@ export interface AnchorPublisherOptions {
   /** Backoff after a failed read or write: base, doubling up to max (default 1 s to 60 s). */
   retryBaseMs?: number;
   retryMaxMs?: number;
-  timers?: Timers;
+  /** Timers (default: the process's, never keeping it alive). */
+  clock?: Clock;
 }
 
 export type AnchorOutcome = "written" | "removed" | "unchanged";
@@ -57,7 +46,7 @@ export type AnchorOutcome = "written" | "removed" | "unchanged";
  */
 export class AnchorPublisher {
   private readonly log: Logger;
-  private readonly timers: Timers;
+  private readonly clock: Clock;
   /** What this process last wrote (undefined before the first write). */
   private written: { value: string | undefined } | undefined;
   private timer: unknown;
@@ -66,12 +55,12 @@ export class AnchorPublisher {
 
   constructor(private readonly opts: AnchorPublisherOptions) {
     this.log = (opts.logger ?? silentLogger).child({ part: "anchor-ip" });
-    this.timers = opts.timers ?? realTimers;
+    this.clock = opts.clock ?? backgroundClock;
   }
 
   /** Reads the anchor once and writes the annotation if it differs. Throws on failure. */
   async publishOnce(): Promise<AnchorOutcome> {
-    const anchor = await (this.opts.read ?? (() => readAnchorIPv4(this.opts.metadata ?? {})))();
+    const anchor = await this.opts.read();
     const want = anchor?.address;
     // The informer cache is the truth when there is one (someone may have edited the Node).
     const known = this.opts.current !== undefined || this.written !== undefined;
@@ -92,19 +81,18 @@ export class AnchorPublisher {
 
   stop(): void {
     this.stopped = true;
-    if (this.timer !== undefined) this.timers.clearTimeout(this.timer);
+    if (this.timer !== undefined) this.clock.clearTimer(this.timer);
     this.timer = undefined;
   }
 
   /** Delay before the next attempt after `failures` failures in a row. */
   backoffMs(failures: number): number {
-    const base = this.opts.retryBaseMs ?? 1_000;
-    return Math.min(this.opts.retryMaxMs ?? 60_000, base * 2 ** Math.max(0, failures - 1));
+    return backoffMs(failures, { baseMs: this.opts.retryBaseMs ?? 1_000, maxMs: this.opts.retryMaxMs ?? 60_000 });
   }
 
   private schedule(ms: number): void {
     if (this.stopped) return;
-    this.timer = this.timers.setTimeout(() => void this.tick(), ms);
+    this.timer = this.clock.setTimer(() => void this.tick(), ms);
   }
 
   private async tick(): Promise<void> {

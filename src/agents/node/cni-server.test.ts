@@ -7,7 +7,7 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import type { KubeObject } from "../../api/objects.js";
 import { AgentClient, AgentResponseError, AgentUnavailableError } from "../../cni/client.js";
 import type { QuarantineEntry } from "../../cni/quarantine.js";
-import { parseCidr, type Range } from "../../planner/ipv4.js";
+import { parseCidr, type Range } from "../../util/ipv4.js";
 import type { NodePlan } from "../../planner/model.js";
 import { silentLogger } from "../../util/log.js";
 import { runPlugin } from "../../cni/plugin.js";

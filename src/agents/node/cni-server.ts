@@ -22,9 +22,11 @@ import {
   type HealthResponse,
 } from "../../cni/protocol.js";
 import { quarantineComment, type QuarantineEntry } from "../../cni/quarantine.js";
-import { formatRange, type Range } from "../../planner/ipv4.js";
+import { formatRange, type Range } from "../../util/ipv4.js";
 import type { NodePlan } from "../../planner/model.js";
 import type { Logger } from "../../util/log.js";
+import type { Clock } from "../../util/clock.js";
+import { StaticEgressError } from "../../util/errors.js";
 
 /**
  * The node agent's end of the CNI plugin: a small JSON API on a unix socket (mode 0600), and
@@ -59,7 +61,7 @@ export interface CniServiceDeps {
   objects: () => readonly KubeObject[];
   quarantine: QuarantineStore;
   logger: Logger;
-  now?: () => number;
+  now?: Clock["now"];
   /** How long ADD waits for the pod object to reach the agent's watch (default: the agent's). */
   waitForPodMs?: number;
   /** The quarantine table's rule and cluster ranges are rewritten at least this often. */
@@ -100,7 +102,7 @@ export class CniService {
   private syncChain: Promise<void> = Promise.resolve();
   private sweeping: Promise<{ released: string[]; kept: number }> | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private readonly now: () => number;
+  private readonly now: Clock["now"];
 
   constructor(private readonly deps: CniServiceDeps) {
     this.now = deps.now ?? Date.now;
@@ -295,7 +297,7 @@ function identify(entry: QuarantineEntry, pods: readonly KubeObject[], nodeName:
 }
 
 /** A request the server refuses, with the status to answer. */
-class HttpError extends Error {
+class HttpError extends StaticEgressError {
   constructor(
     readonly status: number,
     message: string,

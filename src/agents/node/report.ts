@@ -1,6 +1,7 @@
 import type { KubeClient } from "../../kube/client.js";
 import type { HealthView, NodePlan } from "../../planner/model.js";
-import { REPORT_ANNOTATION, type NodeReport } from "../../controller/status.js";
+import { REPORT_ANNOTATION } from "../../api/keys.js";
+import type { NodeReport } from "../../api/node-report.js";
 import type { Logger } from "../../util/log.js";
 
 /**

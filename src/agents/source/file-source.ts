@@ -1,7 +1,7 @@
 import { readFileSync, watchFile, unwatchFile, statSync } from "node:fs";
 import { parseDocuments, type KubeObject } from "../../api/objects.js";
 import type { Logger } from "../../util/log.js";
-import type { ClusterSource } from "./source.js";
+import type { ClusterSource } from "../../api/source.js";
 
 /**
  * Reads Kubernetes documents from a YAML file and reloads when it changes. A file that does

@@ -151,6 +151,12 @@ export interface ObjectMeta {
   finalizers?: string[];
 }
 
+/**
+ * ObjectMeta as code outside the planner reads it from any object: every field optional, and
+ * timestamps as JSON strings (raw objects) or Dates (the client library's typed core kinds).
+ */
+export type AnyObjectMeta = Partial<Omit<ObjectMeta, "creationTimestamp" | "deletionTimestamp">> & { creationTimestamp?: string | Date; deletionTimestamp?: string | Date };
+
 export interface Resource<K extends string, Spec, Status> {
   apiVersion: typeof API_VERSION;
   kind: K;

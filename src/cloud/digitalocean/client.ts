@@ -19,8 +19,6 @@ import type {
   DropletMultiCreate,
   Firewall,
   FirewallWrite,
-  FloatingIP,
-  FloatingIPCreate,
   IPActionBody,
   ReservedIP,
   ReservedIPCreate,
@@ -28,6 +26,7 @@ import type {
   TagResource,
   Vpc,
 } from "./types.js";
+import type { Clock } from "../../util/clock.js";
 
 export const DIGITALOCEAN_API_URL = "https://api.digitalocean.com";
 
@@ -41,7 +40,7 @@ export interface DigitalOceanClientOptions {
   fetch?: FetchLike;
   retry?: Partial<RetryPolicy>;
   sleep?: Sleep;
-  now?: () => number;
+  now?: Clock["now"];
   random?: () => number;
   requestTimeoutMs?: number;
   /** Items per page for list operations (1..200, default 200). */
@@ -56,7 +55,7 @@ export interface DigitalOceanClientOptions {
 /** Which endpoint an action is read from; the global one when only an id is known. */
 export type ActionRef =
   | number
-  | { id: number; reservedIP?: string; floatingIP?: string; dropletId?: number };
+  | { id: number; reservedIP?: string; dropletId?: number };
 
 export interface WaitOptions {
   intervalMs?: number;
@@ -82,7 +81,7 @@ export class DigitalOceanClient {
   readonly api: Client<paths>;
   private readonly log: Logger;
   private readonly sleep: Sleep;
-  private readonly now: () => number;
+  private readonly now: Clock["now"];
   private readonly pageSize: number;
   private readonly maxPages: number;
   private readonly pollIntervalMs: number;
@@ -152,7 +151,6 @@ export class DigitalOceanClient {
   private readAction(ref: ActionRef): Promise<Action> {
     if (typeof ref === "number") return this.getAction(ref);
     if (ref.reservedIP !== undefined) return this.getReservedIPAction(ref.reservedIP, ref.id);
-    if (ref.floatingIP !== undefined) return this.getFloatingIPAction(ref.floatingIP, ref.id);
     if (ref.dropletId !== undefined) return this.getDropletAction(ref.dropletId, ref.id);
     return this.getAction(ref.id);
   }
@@ -296,66 +294,6 @@ export class DigitalOceanClient {
       "GET",
       "/v2/reserved_ips/{reserved_ip}/actions/{action_id}",
       this.api.GET("/v2/reserved_ips/{reserved_ip}/actions/{action_id}", { params: { path: { reserved_ip: ip, action_id: actionId } } }),
-    );
-    return required(data.action, "action");
-  }
-
-  // ------------------------------------------------------------------ floating IPs (legacy names of reserved IPs)
-
-  listFloatingIPs(): Promise<FloatingIP[]> {
-    return this.listAll("GET /v2/floating_ips", (page, per_page) =>
-      this.data("GET", "/v2/floating_ips", this.api.GET("/v2/floating_ips", { params: { query: { page, per_page } } })).then((d) => ({
-        items: d.floating_ips,
-        links: d.links,
-        meta: d.meta,
-      })),
-      (ip) => String(ip.ip),
-    );
-  }
-
-  async createFloatingIP(body: FloatingIPCreate): Promise<{ floatingIP: FloatingIP; actionIds: number[] }> {
-    const data = await this.data("POST", "/v2/floating_ips", this.api.POST("/v2/floating_ips", { body }));
-    return { floatingIP: required(data.floating_ip, "floating_ip"), actionIds: actionIds(data.links?.actions) };
-  }
-
-  async getFloatingIP(ip: string): Promise<FloatingIP | undefined> {
-    const data = await this.optional(
-      this.data("GET", "/v2/floating_ips/{floating_ip}", this.api.GET("/v2/floating_ips/{floating_ip}", { params: { path: { floating_ip: ip } } })),
-    );
-    return data?.floating_ip;
-  }
-
-  deleteFloatingIP(ip: string): Promise<boolean> {
-    return this.deleted(
-      this.noContent("DELETE", "/v2/floating_ips/{floating_ip}", this.api.DELETE("/v2/floating_ips/{floating_ip}", { params: { path: { floating_ip: ip } } })),
-    );
-  }
-
-  listFloatingIPActions(ip: string): Promise<Action[]> {
-    return this.listAll("GET /v2/floating_ips/{floating_ip}/actions", () =>
-      this.data(
-        "GET",
-        "/v2/floating_ips/{floating_ip}/actions",
-        this.api.GET("/v2/floating_ips/{floating_ip}/actions", { params: { path: { floating_ip: ip } } }),
-      ).then((d) => ({ items: d.actions, links: d.links, meta: d.meta })),
-      (a) => String(a.id),
-    );
-  }
-
-  async postFloatingIPAction(ip: string, body: IPActionBody): Promise<Action> {
-    const data = await this.data(
-      "POST",
-      "/v2/floating_ips/{floating_ip}/actions",
-      this.api.POST("/v2/floating_ips/{floating_ip}/actions", { params: { path: { floating_ip: ip } }, body: ipActionBody(body) }),
-    );
-    return required(data.action, "action");
-  }
-
-  async getFloatingIPAction(ip: string, actionId: number): Promise<Action> {
-    const data = await this.data(
-      "GET",
-      "/v2/floating_ips/{floating_ip}/actions/{action_id}",
-      this.api.GET("/v2/floating_ips/{floating_ip}/actions/{action_id}", { params: { path: { floating_ip: ip, action_id: actionId } } }),
     );
     return required(data.action, "action");
   }

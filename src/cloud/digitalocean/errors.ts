@@ -1,7 +1,8 @@
 import type { Action } from "./types.js";
+import { StaticEgressError } from "../../util/errors.js";
 
 /** An error answer of the DigitalOcean API (after retries, when the request was retryable). */
-export class DigitalOceanApiError extends Error {
+export class DigitalOceanApiError extends StaticEgressError {
   constructor(
     readonly status: number,
     /** DO error id such as "not_found", "unprocessable_entity", "too_many_requests". */
@@ -20,7 +21,7 @@ export class DigitalOceanApiError extends Error {
 }
 
 /** The request never got an answer (connection refused/reset, timeout), after all allowed attempts. */
-export class DigitalOceanNetworkError extends Error {
+export class DigitalOceanNetworkError extends StaticEgressError {
   constructor(
     readonly method: string,
     readonly path: string,
@@ -32,7 +33,7 @@ export class DigitalOceanNetworkError extends Error {
   }
 }
 
-export class ActionTimeoutError extends Error {
+export class ActionTimeoutError extends StaticEgressError {
   constructor(
     readonly actionId: number,
     readonly lastStatus: string | undefined,
@@ -43,7 +44,7 @@ export class ActionTimeoutError extends Error {
   }
 }
 
-export class ActionErroredError extends Error {
+export class ActionErroredError extends StaticEgressError {
   constructor(readonly action: Action) {
     super(
       `DigitalOcean action ${action.id ?? "?"} (${action.type ?? "unknown type"} on ${action.resource_type ?? "resource"} ` +
@@ -54,7 +55,7 @@ export class ActionErroredError extends Error {
 }
 
 /** Waiting for a resource to reach a state (droplet active, reserved IP unlocked) took too long. */
-export class ResourceWaitTimeoutError extends Error {
+export class ResourceWaitTimeoutError extends StaticEgressError {
   constructor(
     readonly resource: string,
     readonly condition: string,
@@ -65,7 +66,7 @@ export class ResourceWaitTimeoutError extends Error {
   }
 }
 
-export class TokenError extends Error {
+export class TokenError extends StaticEgressError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "TokenError";

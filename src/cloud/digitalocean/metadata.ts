@@ -1,5 +1,6 @@
 import { isIPv4 } from "node:net";
 import type { FetchLike } from "./transport.js";
+import { StaticEgressError } from "../../util/errors.js";
 
 /**
  * The droplet metadata service (link-local, no token): what a droplet learns about itself. Used
@@ -22,7 +23,7 @@ export interface AnchorIPv4 {
   gateway?: string;
 }
 
-export class MetadataError extends Error {
+export class MetadataError extends StaticEgressError {
   constructor(
     message: string,
     readonly url: string,

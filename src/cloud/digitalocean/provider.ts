@@ -1,5 +1,5 @@
 import { isIPv4 } from "node:net";
-import { TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../../planner/ids.js";
+import { TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../../api/datapath.js";
 import { pino, type Logger } from "pino";
 import {
   BFD_CONTROL_PORT,
@@ -28,6 +28,7 @@ import {
 } from "./naming.js";
 import { realSleep, type Sleep } from "./transport.js";
 import type { Droplet, Firewall, FirewallWrite, InboundRule, OutboundRule, ReservedIP, Tag } from "./types.js";
+import type { Clock } from "../../util/clock.js";
 
 /**
  * CloudProvider for DigitalOcean.
@@ -69,7 +70,7 @@ export interface DigitalOceanProviderOptions {
   client: DigitalOceanClient;
   logger?: Logger;
   sleep?: Sleep;
-  now?: () => number;
+  now?: Clock["now"];
   /** Interval of state polls (droplet boot, reserved IP unlock), ms (default 2000). */
   pollIntervalMs?: number;
   /** Bound of each wait for an action or an unlock, ms (default 120 s). */
@@ -103,7 +104,7 @@ export class DigitalOceanProvider implements CloudProvider {
   private readonly client: DigitalOceanClient;
   private readonly log: Logger;
   private readonly sleep: Sleep;
-  private readonly now: () => number;
+  private readonly now: Clock["now"];
   private readonly pollMs: number;
   private readonly actionTimeoutMs: number;
   private readonly activeTimeoutMs: number;

@@ -1,3 +1,5 @@
+import { backoffMs } from "../../util/backoff.js";
+
 /**
  * Retry rules of the DigitalOcean client (pure logic, no I/O).
  *
@@ -53,7 +55,7 @@ export function isIdempotentRequest(method: string, pathname: string): boolean {
 
 /** Full-jitter exponential backoff for the `retry`-th retry (1-based). */
 export function backoffDelayMs(retry: number, policy: RetryPolicy, random: () => number): number {
-  const ceiling = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.max(0, retry - 1));
+  const ceiling = backoffMs(retry, { baseMs: policy.baseDelayMs, maxMs: policy.maxDelayMs });
   return Math.floor(random() * ceiling);
 }
 

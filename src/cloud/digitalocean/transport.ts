@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import { DigitalOceanNetworkError } from "./errors.js";
 import { decideRetry, DEFAULT_RETRY_POLICY, quotaExhaustedUntil, type RetryPolicy } from "./retry.js";
+import type { Clock } from "../../util/clock.js";
 
 export type FetchLike = (input: Request) => Promise<Response>;
 export type Sleep = (ms: number) => Promise<void>;
@@ -10,7 +11,7 @@ export interface TransportOptions {
   fetch?: FetchLike;
   retry?: Partial<RetryPolicy>;
   sleep?: Sleep;
-  now?: () => number;
+  now?: Clock["now"];
   random?: () => number;
   logger: Logger;
   /** Per-attempt timeout in ms (default 30 s); a timeout counts as a network error. */

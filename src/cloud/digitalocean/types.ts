@@ -12,7 +12,6 @@ type Answer<P extends "/v2/actions/{action_id}" | "/v2/droplets/{droplet_id}" | 
 export type Action = NonNullable<Answer<"/v2/actions/{action_id}">["action"]>;
 export type Droplet = NonNullable<Answer<"/v2/droplets/{droplet_id}">["droplet"]>;
 export type ReservedIP = NonNullable<Answer<"/v2/reserved_ips/{reserved_ip}">["reserved_ip"]>;
-export type FloatingIP = NonNullable<Answer<"/v2/floating_ips/{floating_ip}">["floating_ip"]>;
 export type Firewall = NonNullable<Answer<"/v2/firewalls/{firewall_id}">["firewall"]>;
 export type Tag = NonNullable<Answer<"/v2/tags/{tag_id}">["tag"]>;
 export type Vpc = NonNullable<Answer<"/v2/vpcs/{vpc_id}">["vpc"]>;
@@ -41,7 +40,6 @@ export type DropletCreateRequest = WithDefaultsOptional<DropletSingleCreate>;
 export type DropletMultiCreateRequest = WithDefaultsOptional<DropletMultiCreate>;
 export type DropletAction = JsonBody<paths["/v2/droplets/{droplet_id}/actions"]["post"]>;
 export type ReservedIPCreate = components["schemas"]["reserved_ip_create"];
-export type FloatingIPCreate = components["schemas"]["floating_ip_create"];
 /** Body of firewalls_create / firewalls_update. */
 export type FirewallWrite = JsonBody<paths["/v2/firewalls"]["post"]>;
 export type TagResource = components["schemas"]["tags_resource"];

@@ -149,7 +149,7 @@ describe("the sweep for fleets no gateway wants", () => {
       source: { raw: () => [] },
       client: {
         readGateway: () => Promise.resolve(apiServerHas),
-        createEvent: (e: { reason: string }) => {
+        createObjectEvent: (e: { reason: string }) => {
           events.push(e.reason);
           return Promise.resolve();
         },
@@ -206,7 +206,7 @@ describe("rolling replacement: when it starts", () => {
           written.push(status.instances);
           return Promise.resolve();
         },
-        createEvent: (e: { reason: string }) => {
+        createObjectEvent: (e: { reason: string }) => {
           events.push(e.reason);
           return Promise.resolve();
         },

@@ -8,6 +8,8 @@ import { sameStatus } from "../controller.js";
 import { DRAINING, PROVISIONING, UNJUDGED } from "../status.js";
 import { KeyedJobs } from "./keyed-jobs.js";
 import { DEFAULT_USER_DATA, renderUserData, type UserDataValues } from "./user-data.js";
+import type { Clock } from "../../util/clock.js";
+import { EventRecorder } from "../../kube/events.js";
 
 export type InstanceStatus = NonNullable<EgressGatewayStatus["instances"]>[number];
 type DigitalOceanSpec = NonNullable<EgressGatewaySpec["digitalocean"]>;
@@ -47,7 +49,7 @@ export interface GatewayFleetPluginOptions {
   retryBaseMs?: number;
   retryMaxMs?: number;
   logger?: Logger;
-  now?: () => number;
+  now?: Clock["now"];
 }
 
 interface FleetState {
@@ -92,7 +94,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
   private readonly reported = new Map<string, string>();
   private ctx: ReconcileContext | undefined;
   private readonly log: Logger;
-  private readonly now: () => number;
+  private readonly now: Clock["now"];
 
   constructor(private readonly opts: GatewayFleetPluginOptions) {
     this.log = (opts.logger ?? silentLogger).child({ plugin: this.name });
@@ -308,18 +310,8 @@ export class GatewayFleetPlugin implements ControllerPlugin {
   }
 
   private async event(name: string, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
-    const gw = this.current(name);
-    await this.ctx?.client
-      .createEvent({
-        kind: "EgressGateway",
-        name,
-        ...(gw?.metadata.uid ? { uid: gw.metadata.uid } : {}),
-        type,
-        reason,
-        message: message.slice(0, 1000),
-        component: "static-egress-controller",
-      })
-      .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, "could not record an event"));
+    const uid = this.current(name)?.metadata.uid;
+    if (this.ctx) await new EventRecorder(this.ctx.client, this.log).recordOurs("EgressGateway", name, uid ? { uid } : {}, type, reason, message);
   }
 
   /** A fleet without a gateway that wants it: deleted once the API server (not a cache) agrees. */

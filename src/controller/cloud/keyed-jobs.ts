@@ -1,4 +1,5 @@
 import type { Logger } from "../../util/log.js";
+import { backoffMs } from "../../util/backoff.js";
 
 export interface KeyedJobsOptions {
   /** The work for one key. It reads the latest wanted state itself (level-triggered). */
@@ -81,7 +82,7 @@ export class KeyedJobs {
       const err = e instanceof Error ? e : new Error(String(e));
       const n = (this.failures.get(key) ?? 0) + 1;
       this.failures.set(key, n);
-      const delay = Math.min((this.opts.retryBaseMs ?? 1_000) * 2 ** (n - 1), this.opts.retryMaxMs ?? 60_000);
+      const delay = backoffMs(n, { baseMs: this.opts.retryBaseMs ?? 1_000, maxMs: this.opts.retryMaxMs ?? 60_000 });
       this.opts.logger.warn({ key, err: err.message, failures: n, retryInMs: delay }, "cloud work failed; retrying");
       this.opts.onError?.(key, err);
       if (this.stopped) return;

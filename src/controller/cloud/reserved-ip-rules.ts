@@ -1,6 +1,8 @@
 import { isIPv4, isIPv6 } from "node:net";
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { PortRule } from "../../cloud/provider.js";
+import { HAIMGEL_FLOATING_IP_KEY, RESERVED_IP_GRANT_KEY, RESERVED_IP_KEY, RESERVED_IP_PORTS_KEY } from "../../api/keys.js";
+import type { AnyObjectMeta } from "../../api/v1alpha1/common.js";
 
 /**
  * Who should hold which reserved IP: pure rules, no I/O.
@@ -23,17 +25,9 @@ import type { PortRule } from "../../cloud/provider.js";
  * for nothing: it can neither attract the IP nor disturb the Services of the namespace that owns it.
  */
 
-export const RESERVED_IP_KEY = "staticegress.io/reserved-ip";
-export const HAIMGEL_FLOATING_IP_KEY = "k8s.haim.dev/floating-ip";
+export { HAIMGEL_FLOATING_IP_KEY, RESERVED_IP_GRANT_KEY, RESERVED_IP_KEY, RESERVED_IP_PORTS_KEY };
 /** Label/annotation keys in the order they are read. */
 export const RESERVED_IP_KEYS = [RESERVED_IP_KEY, HAIMGEL_FLOATING_IP_KEY] as const;
-/**
- * Optional pod annotation: ports to open to anyone on the droplet holding the IP, in a firewall of
- * our own beside the one the platform manages, e.g. `tcp/443, udp/51820, tcp/8000-8100, icmp`.
- */
-export const RESERVED_IP_PORTS_KEY = "staticegress.io/reserved-ip-ports";
-/** Namespace annotation: the reserved IPs pods of the namespace may ask for (comma- or space-separated). */
-export const RESERVED_IP_GRANT_KEY = "staticegress.io/reserved-ips";
 
 /** Whether pods of `namespace` may ask for `ip`. */
 export type NamespaceGrants = (namespace: string, ip: string) => boolean;
@@ -79,15 +73,7 @@ export interface ClaimProblem {
   reason?: "ReservedIPNotGranted";
 }
 
-interface Meta {
-  name?: string;
-  namespace?: string;
-  uid?: string;
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-  creationTimestamp?: string | Date;
-  deletionTimestamp?: unknown;
-}
+type Meta = AnyObjectMeta;
 interface PodLike {
   metadata?: Meta;
   spec?: { nodeName?: string };

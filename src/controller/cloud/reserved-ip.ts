@@ -5,6 +5,8 @@ import type { ControllerPlugin, ReconcileContext } from "../controller.js";
 import { KeyedJobs } from "./keyed-jobs.js";
 import { decideReservedIPs, eligibleHosts, namespaceGrants, portsOfIP, readClaims, type Claim, type Decision, type PodRef } from "./reserved-ip-rules.js";
 import { decideServiceExternalIPs, MANAGED_EXTERNAL_IPS_KEY, nodeAnchors, type ServiceDecision, type ServiceProblem, type ServiceRef } from "./service-external-ips.js";
+import type { Clock } from "../../util/clock.js";
+import { EventRecorder } from "../../kube/events.js";
 
 export interface ReservedIPAssignment {
   ip: string;
@@ -24,7 +26,7 @@ export interface ReservedIPFollowerOptions {
    */
   clusterId?: string;
   logger?: Logger;
-  now?: () => number;
+  now?: Clock["now"];
   /** Re-read the holder of an IP that looks settled at most this often (default 60 s). */
   holderTtlMs?: number;
   /** Leave an IP that cannot be followed (missing, conflict) alone this long unless its pods change (default 60 s). */
@@ -77,7 +79,7 @@ export class ReservedIPFollower implements ControllerPlugin {
   readonly name = "digitalocean-reserved-ip";
   private readonly jobs: KeyedJobs;
   private readonly log: Logger;
-  private readonly now: () => number;
+  private readonly now: Clock["now"];
   private claims: Claim[] = [];
   private byIP = new Map<string, Claim[]>();
   private readonly state = new Map<string, IpState>();
@@ -215,15 +217,7 @@ export class ReservedIPFollower implements ControllerPlugin {
       if (before.has(`${reason}: ${message}`)) continue;
       this.log.warn({ service: key, reason }, message);
       if (this.opts.events === false || !this.ctx) continue;
-      void this.ctx.client
-        .createObjectEvent({
-          involved: { apiVersion: "v1", kind: "Service", name: svc.name, namespace: svc.namespace, ...(svc.uid ? { uid: svc.uid } : {}) },
-          type: "Warning",
-          reason,
-          message: message.slice(0, 1000),
-          component: "static-egress-controller",
-        })
-        .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, "could not record an event"));
+      void new EventRecorder(this.ctx.client, this.log).record({ apiVersion: "v1", kind: "Service", name: svc.name, namespace: svc.namespace, ...(svc.uid ? { uid: svc.uid } : {}) }, "Warning", reason, message);
     }
   }
 
@@ -390,15 +384,7 @@ export class ReservedIPFollower implements ControllerPlugin {
     this.reported.set(key, `${reason}: ${message}`);
     if (type === "Warning") this.log.warn({ pod: key, reason }, message);
     if (this.opts.events === false || !this.ctx) return;
-    void this.ctx.client
-      .createObjectEvent({
-        involved: { apiVersion: "v1", kind: "Pod", name: pod.name, namespace: pod.namespace, ...(pod.uid ? { uid: pod.uid } : {}) },
-        type,
-        reason,
-        message: message.slice(0, 1000),
-        component: "static-egress-controller",
-      })
-      .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, "could not record an event"));
+    void new EventRecorder(this.ctx.client, this.log).record({ apiVersion: "v1", kind: "Pod", name: pod.name, namespace: pod.namespace, ...(pod.uid ? { uid: pod.uid } : {}) }, type, reason, message);
   }
 }
 

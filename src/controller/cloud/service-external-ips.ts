@@ -1,7 +1,8 @@
 import { isIPv4 } from "node:net";
 import type { KubernetesObject } from "@kubernetes/client-node";
-import { ANCHOR_ANNOTATION } from "../../agents/node/anchor.js";
-import { dropletIdOf, HAIMGEL_FLOATING_IP_KEY, RESERVED_IP_KEY, type Claim } from "./reserved-ip-rules.js";
+import { ANCHOR_ANNOTATION, HAIMGEL_FLOATING_IP_KEY, MANAGED_EXTERNAL_IPS_KEY, RESERVED_IP_KEY } from "../../api/keys.js";
+import { dropletIdOf, type Claim } from "./reserved-ip-rules.js";
+import type { AnyObjectMeta } from "../../api/v1alpha1/common.js";
 
 /**
  * Which `spec.externalIPs` a Service that asks for a reserved IP should have: pure rules, no I/O.
@@ -27,8 +28,7 @@ import { dropletIdOf, HAIMGEL_FLOATING_IP_KEY, RESERVED_IP_KEY, type Claim } fro
 
 /** Service annotation keys, in the order they are read (the pods' keys; ours wins). */
 export const SERVICE_IP_KEYS = [RESERVED_IP_KEY, HAIMGEL_FLOATING_IP_KEY] as const;
-/** The anchors we put into the Service's externalIPs last time, comma-separated. */
-export const MANAGED_EXTERNAL_IPS_KEY = "staticegress.io/managed-external-ips";
+export { MANAGED_EXTERNAL_IPS_KEY };
 
 export interface ServiceRef {
   namespace: string;
@@ -59,19 +59,12 @@ export interface ServiceDecision {
   problems: ServiceProblem[];
 }
 
-interface Meta {
-  name?: string;
-  namespace?: string;
-  uid?: string;
-  resourceVersion?: string;
-  annotations?: Record<string, string>;
-}
 interface ServiceLike {
-  metadata?: Meta;
+  metadata?: AnyObjectMeta;
   spec?: { externalIPs?: string[] };
 }
 interface NodeLike {
-  metadata?: Meta;
+  metadata?: AnyObjectMeta;
   spec?: { providerID?: string };
 }
 

@@ -1,3 +1,5 @@
+import { StaticEgressError } from "../../util/errors.js";
+
 /**
  * Faults for the fault proxy in front of the real API server (fault-proxy.ts), programmatic and
  * over HTTP (`POST /_faults` on the proxy, admin token required; `GET` lists the active rules,
@@ -101,7 +103,7 @@ export interface FaultHooks {
   restartApiServer(): Promise<void>;
 }
 
-export class FaultSpecError extends Error {
+export class FaultSpecError extends StaticEgressError {
   constructor(message: string) {
     super(message);
     this.name = "FaultSpecError";

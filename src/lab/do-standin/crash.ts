@@ -1,3 +1,5 @@
+import { StaticEgressError } from "../../util/errors.js";
+
 /**
  * Simulated process crashes for tests: a fetch wrapper that lets `afterRequests` requests through
  * and then "dies". With `when: "before-send"` the fatal request never reaches the server; with
@@ -5,7 +7,7 @@
  * is killed while waiting for a response loses it.
  */
 
-export class SimulatedCrashError extends Error {
+export class SimulatedCrashError extends StaticEgressError {
   constructor(readonly requestNumber: number) {
     super(`simulated crash at request ${requestNumber}`);
     this.name = "SimulatedCrashError";

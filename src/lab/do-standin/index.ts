@@ -10,6 +10,5 @@ export {
 export { StandinFaults, type FaultRequest } from "./faults.js";
 export { createCrashingFetch, SimulatedCrashError, type CrashingFetch, type FetchLike } from "./crash.js";
 export { OpenApiDocument, locateOpenApiDocument } from "./openapi.js";
-export { captureLogs, fakeClock, cappedSleep, type CapturedLogs, type FakeClock } from "./testing.js";
 export type { CrashOptions } from "./crash.js";
 export type { StandinAddressing } from "./state.js";

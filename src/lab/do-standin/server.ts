@@ -14,6 +14,7 @@ import {
   type FirewallInput,
   type StandinAddressing,
 } from "./state.js";
+import type { Clock } from "../../util/clock.js";
 
 export interface StandinOptions {
   /** Latency added to every request, in ms (default 0). */
@@ -30,7 +31,7 @@ export interface StandinOptions {
   /** An already loaded document (compiling the validators takes a moment; tests share one). */
   openapi?: OpenApiDocument;
   /** Clock of the simulated cloud (default Date.now). */
-  now?: () => number;
+  now?: Clock["now"];
   /** Address plan (default: see StandinAddressing). */
   addressing?: StandinAddressing;
   /** Port on 127.0.0.1 (default 0: any free port). */

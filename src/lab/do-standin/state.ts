@@ -9,6 +9,7 @@ import {
   type SizeInfo,
 } from "./catalog.js";
 import { AddressPool, ipToInt } from "./pool.js";
+import { StaticEgressError } from "../../util/errors.js";
 
 /**
  * In-memory model of the DigitalOcean resources the stand-in serves. Domain rules follow the
@@ -24,7 +25,7 @@ import { AddressPool, ipToInt } from "./pool.js";
  * - tagging a resource needs an existing tag (404), droplet creation creates its tags.
  */
 
-export class StandinError extends Error {
+export class StandinError extends StaticEgressError {
   constructor(
     readonly status: number,
     readonly errorId: string,

@@ -6,6 +6,8 @@ import { pino, type Logger } from "pino";
 import { decodeControlPacket, diagName, encodeControlPacket, type BfdDiagCode, type BfdState } from "./packet.js";
 import { BfdSession, type BfdSessionAction, type BfdSessionSnapshot, type BfdStep, type BfdTimers } from "./session.js";
 import { UdpBfdTransport, type BfdDatagram, type BfdSessionSocket, type BfdTransport } from "./transport.js";
+import { systemClock, type Clock } from "../../../util/clock.js";
+import { StaticEgressError } from "../../../util/errors.js";
 
 /**
  * Runs BFD sessions to a set of peers: owns the sockets (through a `BfdTransport`) and the
@@ -52,30 +54,18 @@ export interface BfdAgentEvents {
   change: [BfdStateChange];
 }
 
-/** Time source and timers, injectable so tests run on a fake clock. */
-export interface BfdClock {
-  /** Milliseconds, monotonic. */
-  now(): number;
-  setTimer(fn: () => void, delayMs: number): unknown;
-  clearTimer(handle: unknown): void;
-  /**
-   * Runs `fn` after the I/O already waiting has been handled. After an event-loop stall, timers
-   * fire before the datagrams that queued up meanwhile are read: deferring the timer's work
-   * past them keeps a busy agent from declaring a live peer dead. Fake clocks may omit it.
-   */
-  defer?(fn: () => void): void;
-}
+/**
+ * The agent's clock (util/clock.ts). Its `defer` matters here: after an event-loop stall, timers
+ * fire before the datagrams that queued up meanwhile are read; deferring the timer's work past
+ * them keeps a busy agent from declaring a live peer dead.
+ */
+export type BfdClock = Clock;
 
 /**
  * Monotonic (never jumps with NTP) but still on the Unix epoch scale, so `at` values can be
  * shown as times of day.
  */
-export const monotonicClock: BfdClock = {
-  now: () => performance.timeOrigin + performance.now(),
-  setTimer: (fn, delayMs) => setTimeout(fn, delayMs),
-  clearTimer: (handle) => clearTimeout(handle as NodeJS.Timeout),
-  defer: (fn) => setImmediate(fn),
-};
+export const monotonicClock: Clock = { ...systemClock, now: () => performance.timeOrigin + performance.now() };
 
 export interface BfdAgentOptions {
   /** Address the receive socket binds to, and the default local address of sessions. */
@@ -98,7 +88,7 @@ export interface BfdAgentOptions {
   acceptPeer?: (address: string) => BfdPeerConfig | undefined;
 }
 
-export class BfdAgentError extends Error {
+export class BfdAgentError extends StaticEgressError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "BfdAgentError";

@@ -1,3 +1,5 @@
+import { StaticEgressError } from "../../../util/errors.js";
+
 /**
  * BFD control packet codec: RFC 5880 §4.1 (mandatory section only) plus the packet-level
  * reception checks of §6.8.6 that do not need a session. We never configure authentication,
@@ -18,8 +20,6 @@
 export const BFD_VERSION = 1;
 /** Length of a control packet without the authentication section. */
 export const BFD_CONTROL_PACKET_LENGTH = 24;
-/** RFC 5881 §4: single-hop control packets go to this UDP port. */
-export const BFD_SINGLE_HOP_PORT = 3784;
 /** RFC 5881 §4: the source port of a session lies in this range. */
 export const BFD_SOURCE_PORT_MIN = 49152;
 export const BFD_SOURCE_PORT_MAX = 65535;
@@ -80,7 +80,7 @@ export interface BfdControlPacket {
   requiredMinEchoRxUs: number;
 }
 
-export class BfdPacketError extends Error {
+export class BfdPacketError extends StaticEgressError {
   constructor(
     readonly field: string,
     message: string,

@@ -1,4 +1,5 @@
 import { BfdDiag, type BfdControlPacket, type BfdDiagCode, type BfdState } from "./packet.js";
+import { StaticEgressError } from "../../../util/errors.js";
 
 /**
  * One BFD session as a pure state machine (RFC 5880 asynchronous mode, no Demand mode, no
@@ -91,7 +92,7 @@ export interface BfdSessionSnapshot {
   lastRttMs: number | null;
 }
 
-export class BfdConfigError extends Error {
+export class BfdConfigError extends StaticEgressError {
   constructor(
     readonly field: string,
     message: string,

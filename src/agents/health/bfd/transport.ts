@@ -1,6 +1,8 @@
 import { createSocket, type Socket } from "node:dgram";
 import { isIPv6 } from "node:net";
-import { BFD_SINGLE_HOP_PORT, BFD_SOURCE_PORT_MAX, BFD_SOURCE_PORT_MIN, BFD_TTL } from "./packet.js";
+import { BFD_CONTROL_PORT } from "../../../api/datapath.js";
+import { BFD_SOURCE_PORT_MAX, BFD_SOURCE_PORT_MIN, BFD_TTL } from "./packet.js";
+import { StaticEgressError } from "../../../util/errors.js";
 
 /**
  * UDP framing of single-hop BFD (RFC 5881) over node's `dgram`:
@@ -38,7 +40,7 @@ export interface BfdTransport {
   close(): Promise<void>;
 }
 
-export class BfdTransportError extends Error {
+export class BfdTransportError extends StaticEgressError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "BfdTransportError";
@@ -91,7 +93,7 @@ export class UdpBfdTransport implements BfdTransport {
   private readonly sessionSockets = new Set<Socket>();
 
   constructor(private readonly opts: UdpBfdTransportOptions) {
-    this.port = opts.port ?? BFD_SINGLE_HOP_PORT;
+    this.port = opts.port ?? BFD_CONTROL_PORT;
     this.random = opts.random ?? Math.random;
   }
 

@@ -1,4 +1,8 @@
-import type { Logger } from "../util/log.js";
+import { backoffMs } from "./backoff.js";
+import type { Logger } from "./log.js";
+
+/** 200 ms after the first failure, doubling up to 10 s. */
+const RETRY = { baseMs: 100, maxMs: 10_000 };
 
 /**
  * One reconcile at a time; triggers that arrive while it runs collapse into one more run.
@@ -36,7 +40,7 @@ export class ReconcileLoop {
         this.failures = 0;
       } catch (e) {
         this.failures++;
-        const delay = Math.min(100 * 2 ** this.failures, 10_000);
+        const delay = backoffMs(this.failures + 1, RETRY);
         this.logger.error({ err: (e as Error).message, retryInMs: delay }, "reconcile failed");
         clearTimeout(this.retryTimer);
         this.retryTimer = setTimeout(() => this.trigger({ verify: true }), delay);

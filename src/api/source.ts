@@ -1,4 +1,4 @@
-import type { KubeObject } from "../../api/objects.js";
+import type { KubeObject } from "./objects.js";
 
 /**
  * Where agents read the cluster from: a file of Kubernetes documents today, the API server

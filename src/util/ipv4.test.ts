@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { IPv4Address, IPv4Cidr } from "../api/v1alpha1/common.js";
 import { AddressError, contains, formatIPv4, formatRange, intersect, normalize, parseCidr, parseIPv4, subtract, type Range } from "./ipv4.js";
-import { ipv4NumberArb } from "./testing/arbitraries.js";
+import { ipv4NumberArb } from "../planner/testing/arbitraries.js";
 
 const MAX = 0xffff_ffff;
 

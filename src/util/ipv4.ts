@@ -1,3 +1,5 @@
+import { StaticEgressError } from "./errors.js";
+
 /**
  * IPv4 arithmetic on 32-bit unsigned numbers, and sets of inclusive ranges. Destinations are
  * planned as ranges (what nftables interval maps hold), so "included minus excluded" is exact.
@@ -10,7 +12,7 @@ export interface Range {
   to: number;
 }
 
-export class AddressError extends Error {}
+export class AddressError extends StaticEgressError {}
 
 export function parseIPv4(text: string): number {
   const parts = text.split(".");

@@ -1,0 +1,52 @@
+/**
+ * The numbers the kernel sees, in one place: packet marks, routing tables, rule priorities and
+ * UDP ports. The planner computes marks and tables from instance ids, the dataplane programs them,
+ * the cloud provider opens the ports in firewalls, and the health agent listens on them; ranges
+ * must not overlap, which is visible only when they sit side by side.
+ */
+
+/**
+ * A node's packet mark carries a flag bit (so one catch-all `ip rule` can blackhole any marked
+ * packet whose table is missing) and a 12-bit instance id; each id has its own routing table.
+ */
+export const MARK_FLAG = 0x1000_0000;
+export const MARK_MASK = 0x1fff_0000;
+export const MAX_INSTANCE_ID = 0xfff;
+/** Node agents own routing tables DEFAULT_TABLE_BASE+1 .. +4095. */
+export const DEFAULT_TABLE_BASE = 7000;
+/** Node agents own rule priorities DEFAULT_RULE_PRIORITY .. +99. */
+export const DEFAULT_RULE_PRIORITY = 10000;
+
+/** Id 0 is never assigned: its mark means "no instance", and the node always drops it. */
+export function markFor(id: number): number {
+  return (MARK_FLAG | (id << 16)) >>> 0;
+}
+export const NO_INSTANCE_MARK = markFor(0);
+
+export function tableFor(id: number, base = DEFAULT_TABLE_BASE): number {
+  return base + id;
+}
+
+/** Gateway: forwarded selected traffic carries this mark (bit 29; node marks use bits 16-28) to take the anchor route. */
+export const ANCHOR_MARK = 0x2000_0000;
+/** Gateway: table and rule priority of the anchor route (below the node agents' ranges). */
+export const ANCHOR_TABLE = 6999;
+export const ANCHOR_RULE_PRIORITY = 10003;
+
+/**
+ * Node -> gateway VXLAN (docs/security-gateway-binding.md): each node has its own UDP port,
+ * TUNNEL_PORT_BASE + its node id (1..4095, assigned like instance ids), so that on a gateway the
+ * port, checked against the outer source address, identifies the sending node. The VNI is the
+ * instance id. The range stays below Linux's ephemeral ports (32768+) and Kubernetes NodePorts.
+ */
+export const TUNNEL_PORT_BASE = 20000;
+export const TUNNEL_PORT_MAX = TUNNEL_PORT_BASE + MAX_INSTANCE_ID;
+
+export function tunnelPortFor(nodeId: number): number {
+  return TUNNEL_PORT_BASE + nodeId;
+}
+
+/** RFC 5881 §4: BFD single-hop control packets go to this UDP port (nodes probe gateways on it). */
+export const BFD_CONTROL_PORT = 3784;
+/** RFC 5883: multihop BFD; never ours, but dropped and admitted like single-hop. */
+export const BFD_MULTIHOP_PORT = 4784;

@@ -1,0 +1,39 @@
+/**
+ * Every annotation, label and finalizer key static-egress reads or writes on Kubernetes objects,
+ * in one place: the agents, the controller, the informer pruner (src/kube/prune.ts) and the
+ * cloud plugins all speak through these, so a key cannot drift between writer and reader.
+ */
+
+/** The prefix of our own keys (the API group); the informers keep every annotation under it. */
+export const KEY_PREFIX = "staticegress.io/";
+
+/** Node: what the node agent programmed and how it sees the gateways (JSON, `NodeReport`). */
+export const REPORT_ANNOTATION = "staticegress.io/report";
+
+/** Our finalizer on EgressPolicies and EgressGateways: the controller cleans up before they go. */
+export const FINALIZER = "staticegress.io/cleanup";
+
+/**
+ * Node: the node's anchor IPv4. On DigitalOcean, traffic to a reserved IP arrives at the holder
+ * droplet addressed to this address; the controller lists the holder's anchor in the
+ * `externalIPs` of Services that ask for the reserved IP (src/controller/cloud/service-external-ips.ts).
+ */
+export const ANCHOR_ANNOTATION = "staticegress.io/anchor-ipv4";
+
+/** Node: the egress IPs a `nodes`-source gateway instance owns. */
+export const NODE_EGRESS_IPS_ANNOTATION = "staticegress.io/egress-ips";
+
+/** Pod label/annotation and Service annotation: the reserved IP it asks for. */
+export const RESERVED_IP_KEY = "staticegress.io/reserved-ip";
+/** The same request in the key of haimgel's floating-IP controller, which we honour. */
+export const HAIMGEL_FLOATING_IP_KEY = "k8s.haim.dev/floating-ip";
+/**
+ * Pod annotation: ports to open to anyone on the droplet holding the IP, in a firewall of our own
+ * beside the one the platform manages, e.g. `tcp/443, udp/51820, tcp/8000-8100, icmp`.
+ */
+export const RESERVED_IP_PORTS_KEY = "staticegress.io/reserved-ip-ports";
+/** Namespace annotation: the reserved IPs pods of the namespace may ask for (comma- or space-separated). */
+export const RESERVED_IP_GRANT_KEY = "staticegress.io/reserved-ips";
+
+/** Service annotation: the anchors we put into its externalIPs last time, comma-separated. */
+export const MANAGED_EXTERNAL_IPS_KEY = "staticegress.io/managed-external-ips";
