@@ -205,7 +205,7 @@ export class Controller {
               resource,
               generation: raw.metadata.generation,
               verdict,
-              egressIPs: valid ? [...valid.egressIPByInstance.values()].sort() : [],
+              egressIPs: valid ? [...valid.egressIPsByInstance.values()].flat().sort() : [],
               selectedPods: selection.podsByPolicy.get(resource) ?? 0,
               gatewayInstances: valid ? res.gatewayInstances.get(valid.gateway) ?? [] : [],
               reports,

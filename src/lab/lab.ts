@@ -561,7 +561,7 @@ export class Lab {
         const entry = plans.get(pod.node)?.entries.find((e) => e.podIP === ip && e.dst.from <= dst && dst <= e.dst.to);
         const policy = entry ? planner.resolution.policies.find((p) => p.resource === entry.policy) : undefined;
         // An entry of no instance is dropped (an invalid policy, fail-closed): nothing may get out.
-        const expected = entry?.instance === "" ? [] : policy ? [...policy.egressIPByInstance.values()].sort() : [node.publicIP];
+        const expected = entry?.instance === "" ? [] : policy ? [...policy.egressIPsByInstance.values()].flat().sort() : [node.publicIP];
         const probe = await this.probe(pod, `http://${target}/`);
         const egressIP = probe.source ?? null;
         return {
