@@ -212,11 +212,24 @@ async function anchorForEgress(metadataUrl: string, logger: Logger): Promise<{ a
   }
 }
 
-export async function runGatewayAgent(flags: AgentFlags & { instance: string; egressViaAnchor?: boolean; metadataUrl?: string }): Promise<void> {
+/** `--snat-port-range <from>-<to>`; errors name the flag. */
+export function parseSnatPortRange(text: string | undefined): { from: number; to: number } | undefined {
+  if (text === undefined) return undefined;
+  const m = /^(\d+)-(\d+)$/.exec(text);
+  const [from, to] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
+  if (!(from >= 1 && to <= 65_535 && from <= to)) throw new Error(`--snat-port-range: must be <from>-<to> within 1-65535, from <= to, not ${JSON.stringify(text)}`);
+  return { from, to };
+}
+
+/** conntrack is dumped at most this often, however often Prometheus scrapes (its cost grows with the table). */
+const SNAT_USAGE_MIN_INTERVAL_MS = 5_000;
+
+export async function runGatewayAgent(flags: AgentFlags & { instance: string; egressViaAnchor?: boolean; metadataUrl?: string; snatPortRange?: string }): Promise<void> {
   const listen = metricsListen(flags, AGENT_METRICS_DEFAULT_HOST);
+  const snatPorts = parseSnatPortRange(flags.snatPortRange);
   const logger = createLogger("gateway-agent").child({ instance: flags.instance });
   const anchor = flags.egressViaAnchor && !flags.cleanup ? await anchorForEgress(flags.metadataUrl ?? METADATA_URL, logger) : undefined;
-  const dataplane = new GatewayDataplane(localRunner, { anchor });
+  const dataplane = new GatewayDataplane(localRunner, { anchor, snatPorts });
   if (flags.cleanup) {
     await dataplane.cleanup();
     logger.info("removed everything the gateway agent owns");
@@ -236,10 +249,16 @@ export async function runGatewayAgent(flags: AgentFlags & { instance: string; eg
   });
   await agent.start();
   if (listen) {
+    let usageReadAt = 0;
     await serveMetrics(metrics.registry, { ...listen, before: async () => {
       const drops = await dataplane.foreignDrops();
       metrics.foreignDrops.set({ check: "tunnel" }, drops.tunnel);
       metrics.foreignDrops.set({ check: "pod_source" }, drops.source);
+      metrics.onTraffic(flags.instance, await dataplane.traffic());
+      if (Date.now() - usageReadAt >= SNAT_USAGE_MIN_INTERVAL_MS) {
+        usageReadAt = Date.now();
+        metrics.onSnatUsage(flags.instance, dataplane.snatPortsLimit, await dataplane.snatUsage());
+      }
     } });
   }
   logger.info("gateway agent started");

@@ -6,6 +6,7 @@ import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type Rule
 import { GATEWAY_INNER, GATEWAY_TUNNEL_PREFIX, gatewayTunnelDevice, NODE_INNER, TUNNEL_MSS, TunnelDevices, type TunnelSpec } from "./tunnel.js";
 import { TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../planner/ids.js";
 import { MeterTable, type MeterReading } from "./meter.js";
+import { readSnatUsage } from "./conntrack.js";
 
 export interface GatewayDataplaneOptions {
   table?: string;
@@ -172,6 +173,8 @@ export class GatewayDataplane {
   private readonly table: OwnedTable;
   private readonly tunnels: TunnelDevices;
   private readonly meter: MeterTable;
+  /** SNAT address -> the egress IP it stands for (itself, or the anchor's reserved IP), from the last apply. */
+  private snatAddresses = new Map<string, string>();
 
   constructor(
     private readonly runner: CommandRunner,
@@ -196,7 +199,10 @@ export class GatewayDataplane {
     const { add, remove } = diffRouting({ rules: gatewayRules(this.opts), routes: gatewayRoutes(plan, this.opts) }, actual);
     await runBatch(this.runner, add);
     const nftChanged = await this.table.apply(gatewayTableModel(plan, this.opts), opts.verify === true);
-    await this.meter.apply(plan.egressIPOwners.map((o) => ({ ...o, snatAddress: this.opts.anchor?.address ?? o.egressIP })));
+    const owners = plan.egressIPOwners.map((o) => ({ ...o, snatAddress: this.opts.anchor?.address ?? o.egressIP }));
+    await this.meter.apply(owners);
+    // Reversed so that the first owner of an address wins, as in the meter.
+    this.snatAddresses = new Map(owners.reverse().map((o) => [o.snatAddress, o.egressIP]));
     await runBatch(this.runner, remove);
     const tunnelsRemoved = await this.tunnels.removeStale(tunnels);
     // Only now: the forward filter (policy drop, tunnel binding) is in place before the host
@@ -215,6 +221,18 @@ export class GatewayDataplane {
   /** Packets and bytes per policy, egress IP and direction, as the kernel counted them. */
   traffic(): Promise<MeterReading[]> {
     return this.meter.readings();
+  }
+
+  /** The source ports each egress IP may use toward one destination. */
+  get snatPortsLimit(): number {
+    const r = this.opts.snatPorts ?? DEFAULT_SNAT_PORTS;
+    return r.to - r.from + 1;
+  }
+
+  /** Per egress IP of this instance: its conntrack entries, and ports in use per destination (`ip:port/proto`). */
+  async snatUsage(): Promise<{ egressIP: string; entries: number; ports: ReadonlyMap<string, number> }[]> {
+    const usage = await readSnatUsage(this.runner, new Set(this.snatAddresses.keys()));
+    return [...this.snatAddresses].map(([address, egressIP]) => ({ egressIP, entries: usage.entries.get(address) ?? 0, ports: usage.ports.get(address) ?? new Map() }));
   }
 
   async cleanup(): Promise<void> {
