@@ -50,6 +50,8 @@ export interface ControllerPlugin {
   reconcile(ctx: ReconcileContext): Promise<void>;
   /** Called while a gateway is being deleted; return true once its outside resources are gone. */
   releaseGateway?(gateway: KubernetesObject & { metadata: { name: string } }, ctx: ReconcileContext): Promise<boolean>;
+  /** Objects whose outside work (cloud calls) failed last time and is being retried. */
+  failingJobs?(): number;
 }
 
 export interface ControllerDeps {
