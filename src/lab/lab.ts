@@ -17,6 +17,7 @@ import { LAB_CLOUD, readCloudRecord, type LabCloudRecord } from "./cloud.js";
 import { DigitalOceanClient } from "../cloud/digitalocean/index.js";
 import { installWrapper } from "../cni/install.js";
 import { alive, removeLeftovers as removeControlPlaneLeftovers } from "./control-plane/processes.js";
+import { freePort } from "./control-plane/cluster.js";
 
 export const LAB_CLUSTER_NETWORK: ClusterNetwork = {
   podCIDRs: [LAB_NETWORK.podCidr],
@@ -44,6 +45,15 @@ export interface LabRecord {
 }
 
 export type LabMode = "file" | "kubernetes";
+
+/** Where a Prometheus in the root namespace scrapes one lab agent (Lab.exposeMetrics). */
+export interface MetricsTarget {
+  job: "node" | "gateway" | "health-responder" | "controller";
+  /** The node or gateway host it runs on. */
+  host: string;
+  /** `127.0.0.1:<port>` */
+  address: string;
+}
 
 /**
  * `destroy`: the droplet is deleted through the cloud's API (gateways of a `digitalocean` lab gateway only).
@@ -598,6 +608,33 @@ export class Lab {
     const n = this.topology.nodes.find((x) => x.name === node);
     if (!n) throw new LabError(`no node named ${node}`);
     return execIn(n.netns, "curl", ["-s", "-m", "2", `http://127.0.0.1:${LAB_METRICS_PORT}/metrics`]);
+  }
+
+  /**
+   * Makes every agent's metrics reachable from the root namespace, for a Prometheus on loopback:
+   * per agent a relay inside its namespace from a unix socket to the agent's metrics port, and
+   * one in the root namespace from a free loopback port to that socket (a file, not a network
+   * link: no lab packet can leave the lab this way). The relays end with the lab.
+   */
+  async exposeMetrics(): Promise<MetricsTarget[]> {
+    const agents = [
+      ...this.topology.nodes.map((n) => ({ job: "node" as const, host: n.name, netns: n.netns, to: `127.0.0.1:${LAB_METRICS_PORT}` })),
+      ...this.gatewayInstances().flatMap((g) => [
+        { job: "gateway" as const, host: g.name, netns: g.netns, to: `127.0.0.1:${LAB_METRICS_PORT}` },
+        { job: "health-responder" as const, host: g.name, netns: g.netns, to: `${g.vpcIP}:${LAB_METRICS_PORT + 1}` },
+      ]),
+    ];
+    const targets: MetricsTarget[] = [];
+    for (const a of agents) {
+      const name = `metrics-${a.job}-${a.host}`;
+      const sock = join(this.dir, `${name}.sock`);
+      const port = await freePort();
+      this.startProcess(`${name}-in`, a.netns, ["lab", "relay", "--listen", `unix:${sock}`, "--to", `tcp:${a.to}`]);
+      this.startProcess(`${name}-out`, "", ["lab", "relay", "--listen", `tcp:127.0.0.1:${port}`, "--to", `unix:${sock}`]);
+      targets.push({ job: a.job, host: a.host, address: `127.0.0.1:${port}` });
+    }
+    if (this.record.controllerMetricsPort) targets.push({ job: "controller", host: "controller", address: `127.0.0.1:${this.record.controllerMetricsPort}` });
+    return targets;
   }
 
   /** The controller's metrics server (Kubernetes mode): `/metrics`, `/healthz`, `/readyz`. */

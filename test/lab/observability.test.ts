@@ -1,0 +1,164 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { KubeObject } from "../../src/api/objects.js";
+import { Lab, LAB_METRICS_PORT, waitFor } from "../../src/lab/lab.js";
+import { execIn, newRunPrefix } from "../../src/lab/netns.js";
+import { LAB_NETWORK } from "../../src/lab/topology.js";
+import { byPod, exampleLabConfig, waitConverged } from "./support.js";
+import { shippedRulesWithShortFor, startPrometheus, type LabPrometheus } from "./prometheus.js";
+
+// Metering, capacity and alerts on the example lab (Kubernetes mode: the controller runs too),
+// each gateway instance with a spare egress IP granted to payments for the SNAT pool:
+// checkout leaves with 192.0.2.10 (gw-a) or 192.0.2.20 (gw-b); 192.0.2.12 / .22 are spare.
+const SPARE: Record<string, string> = { "gw-a": "192.0.2.12", "gw-b": "192.0.2.22" };
+const HOME: Record<string, string> = { "192.0.2.10": "gw-a", "192.0.2.20": "gw-b" };
+const POLICY = "EgressPolicy/payments/checkout";
+const SINK = LAB_NETWORK.udpSinkPort;
+// Another destination of checkout for the exhaustion (the sink listens on every address of the Internet host).
+const CROWDED = LAB_NETWORK.allowlistService;
+
+let lab: Lab;
+let prom: LabPrometheus;
+let ip: string; // pay-1's egress IP
+let gw: string; // its instance
+
+beforeAll(async () => {
+  const cfg = exampleLabConfig();
+  cfg.gateways[0]!.instances![0]!.egressIPs.push(SPARE["gw-a"]!);
+  cfg.gateways[0]!.instances![1]!.egressIPs.push(SPARE["gw-b"]!);
+  cfg.gateways[0]!.grants![0]!.egressIPs!.push(SPARE["gw-a"]!, SPARE["gw-b"]!);
+  lab = await Lab.up(cfg, { prefix: newRunPrefix(), persistent: false, mode: "kubernetes" });
+  const rows = byPod(await waitConverged(lab, undefined, 60_000));
+  ip = rows.get("payments/pay-1")!.egressIP!;
+  gw = HOME[ip]!;
+  prom = await startPrometheus(await lab.exposeMetrics(), shippedRulesWithShortFor(3));
+}, 300_000);
+
+afterAll(async () => {
+  await prom?.stop();
+  await lab?.down();
+});
+
+/** Sends from pay-1: `count` datagrams of `size` bytes from each source port (one flow per port), payload `<tag>-<port>`. */
+async function send(dst: string, tag: string, ports: readonly number[], count = 1, size = 0): Promise<void> {
+  const script = `const d = require("node:dgram");
+const [dst, dport, tag, count, size, ...ports] = process.argv.slice(1);
+(async () => { for (const p of ports) {
+  const s = d.createSocket("udp4"); await new Promise((r) => s.bind(Number(p), r));
+  const msg = Buffer.alloc(Math.max(Number(size), tag.length + p.length + 1), " "); msg.write(tag + "-" + p);
+  for (let i = 0; i < Number(count); i++) await new Promise((r) => s.send(msg, Number(dport), dst, r));
+  s.close(); } })();`;
+  await execIn(lab.findPod("payments/pay-1").netns, process.execPath, ["-e", script, dst, String(SINK), tag, String(count), String(size), ...ports.map(String)]);
+}
+
+/** Sources the Internet saw per payload of this tag (after the sink flushed). */
+async function arrivals(tag: string, expected: number): Promise<Map<string, string>> {
+  const seen = () => new Map(lab.udpRecords().filter((r) => r.payload.startsWith(`${tag}-`)).map((r) => [r.payload.trim(), r.src]));
+  await waitFor(async () => seen().size >= expected, 3_000, "").catch(() => undefined);
+  await new Promise((r) => setTimeout(r, 300));
+  return seen();
+}
+
+async function gatewayMetrics(name: string): Promise<string> {
+  const g = lab.gatewayHost(name);
+  return execIn(g.netns, "curl", ["-s", "-m", "2", `http://127.0.0.1:${LAB_METRICS_PORT}/metrics`]);
+}
+
+function sample(text: string, metric: string, labels: Record<string, string>): number | undefined {
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(`${metric}{`)) continue;
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return undefined;
+}
+
+const traffic = async (what: "packets" | "bytes", direction = "out") =>
+  sample(await gatewayMetrics(gw), `static_egress_gateway_egress_${what}_total`, { instance: `shared/${gw}`, policy: POLICY, egress_ip: ip, direction }) ?? 0;
+
+async function restartGatewayAgent(extra: string[] = []): Promise<void> {
+  lab.killProcess(`agent-${gw}`);
+  await waitFor(async () => lab.processExited(`agent-${gw}`), 5_000, "agent did not die");
+  const g = lab.gatewayHost(gw);
+  lab.startAgent(g.name, g.netns, ["agent", "gateway", "--instance", `shared/${g.name}`, "--metrics-port", String(LAB_METRICS_PORT), ...extra]);
+  await waitFor(async () => (await gatewayMetrics(gw).catch(() => "")).includes("static_egress_gateway_egress_packets_total{"), 30_000, "restarted agent serves no traffic metrics");
+}
+
+describe("metering: counted by the gateway's kernel", () => {
+  it("counts every packet and byte of a policy's egress IP exactly, and an agent restart neither loses nor repeats a count", async () => {
+    const before = { packets: await traffic("packets"), bytes: await traffic("bytes") };
+    // 300 datagrams of 100 bytes (128-byte IP packets) on one flow.
+    await send(LAB_NETWORK.echoService, "meter", [41_999], 300, 100);
+    await arrivals("meter", 1);
+    const after = { packets: await traffic("packets"), bytes: await traffic("bytes") };
+    expect(after.packets - before.packets).toBe(300);
+    expect(after.bytes - before.bytes).toBe(300 * 128);
+    // The agent crashes and comes back: the kernel kept counting, the new agent exports the same values.
+    await restartGatewayAgent();
+    expect(await traffic("packets")).toBe(after.packets);
+    await send(LAB_NETWORK.echoService, "meter", [41_999], 50, 100);
+    await waitFor(async () => (await traffic("packets")) >= after.packets + 50, 5_000, "no new packets counted");
+    expect(await traffic("packets")).toBe(after.packets + 50);
+    // Replies are counted apart (direction in): an HTTP exchange through the gateway.
+    const inBefore = await traffic("packets", "in");
+    expect((await lab.probe(lab.findPod("payments/pay-1"), `http://${LAB_NETWORK.echoService}/`)).source).toBe(ip);
+    expect(await traffic("packets", "in")).toBeGreaterThan(inBefore);
+  });
+});
+
+describe("capacity: SNAT ports per egress IP and destination", () => {
+  it("drives one egress IP to exhaustion (16 ports): the metric and the alert show it; a second IP on the instance relieves it", async () => {
+    await restartGatewayAgent(["--snat-port-range", "20000-20015"]);
+    const crowded = `${CROWDED}:${SINK}/udp`;
+    const old = Array.from({ length: 20 }, (_, i) => 42_000 + i);
+    await send(CROWDED, "old", old);
+    const first = await arrivals("old", 16);
+    // 16 flows got a port, the other 4 found none and were dropped: nothing left with another address.
+    expect(first.size).toBe(16);
+    expect(new Set(first.values())).toEqual(new Set([ip]));
+    const labels = { instance: `shared/${gw}`, egress_ip: ip };
+    let text = "";
+    await waitFor(async () => sample((text = await gatewayMetrics(gw)), "static_egress_gateway_snat_ports_in_use", { ...labels, destination: crowded }) === 16, 15_000, "ports in use not 16").catch(() => undefined);
+    expect(sample(text, "static_egress_gateway_snat_ports_in_use", { ...labels, destination: crowded })).toBe(16);
+    expect(sample(text, "static_egress_gateway_snat_ports_limit", labels)).toBe(16);
+    expect(sample(text, "static_egress_gateway_conntrack_entries", labels)).toBeGreaterThanOrEqual(16);
+    // The shipped alert, in a real Prometheus scraping the agent.
+    await waitFor(
+      async () => (await prom.alerts()).some((a) => a.labels.alertname === "StaticEgressSnatPortsNearExhaustion" && a.state === "firing" && a.labels.egress_ip === ip && a.labels.destination === crowded),
+      30_000,
+      "no SNAT exhaustion alert",
+    );
+
+    // Relief: checkout gets a second egress IP on the same instance.
+    const spare = SPARE[gw]!;
+    const policy = (await lab.currentPolicies()).find((p) => p.metadata?.name === "checkout")! as KubeObject & { spec: { egressIPs: string[] } };
+    await lab.applyPolicies([{ ...policy, spec: { ...policy.spec, egressIPs: [...policy.spec.egressIPs, spare] } } as KubeObject]);
+    const g = lab.gatewayHost(gw);
+    await waitFor(async () => (await execIn(g.netns, "nft", ["list", "table", "ip", "static_egress_gw"])).includes(spare), 30_000, "pool not programmed");
+    // Old flows keep their IP; new connections take the two IPs in turn: those given the spare get out.
+    await send(CROWDED, "old", old);
+    const fresh = Array.from({ length: 16 }, (_, i) => 43_000 + i);
+    await send(CROWDED, "new", fresh);
+    const again = await arrivals("old", 16);
+    for (const [payload, src] of first) expect({ payload, src: again.get(payload) }).toEqual({ payload, src });
+    const got = await arrivals("new", 8);
+    const viaSpare = [...got.values()].filter((s) => s === spare).length;
+    // 20 new connections (16 fresh, the 4 dropped before) alternate between the IPs: 10 take the spare.
+    expect(viaSpare).toBeGreaterThanOrEqual(8);
+    expect(new Set(got.values())).toEqual(new Set([spare]));
+    await waitFor(async () => (sample(await gatewayMetrics(gw), "static_egress_gateway_snat_ports_in_use", { instance: `shared/${gw}`, egress_ip: spare, destination: crowded }) ?? 0) > 0, 15_000, "the spare's ports are not shown");
+  });
+});
+
+describe("alerts in a real Prometheus scraping the lab", () => {
+  it("scrapes the agents and the controller; killing a gateway fires StaticEgressInstanceDown, reviving it resolves it", async () => {
+    await waitFor(async () => (await prom.query("max(static_egress_controller_leader)"))[0]?.value[1] === "1", 30_000, "controller leader not scraped");
+    expect((await prom.query('up{job="static-egress-node"}')).map((r) => r.value[1])).toEqual(["1", "1", "1"]);
+    expect((await prom.alerts()).filter((a) => a.labels.alertname === "StaticEgressNoControllerLeader")).toEqual([]);
+    const victim = Object.keys(SPARE).find((n) => n !== gw)!;
+    const down = async () => (await prom.alerts()).filter((a) => a.labels.alertname === "StaticEgressInstanceDown" && a.labels.instance === `shared/${victim}`);
+    expect(await down()).toEqual([]);
+    await lab.killGateway(victim, "agent");
+    await waitFor(async () => (await down()).some((a) => a.state === "firing"), 60_000, "instance-down alert did not fire");
+    await lab.reviveGateway(victim);
+    await waitFor(async () => (await down()).length === 0, 90_000, "instance-down alert did not resolve");
+  });
+});
