@@ -1,4 +1,5 @@
 import { GatewayAgent } from "../agents/gateway/gateway-agent.js";
+import { TrafficReporter } from "../agents/gateway/traffic-report.js";
 import { CniServer, CniService } from "../agents/node/cni-server.js";
 import { NodeAgent, type HealthProvider } from "../agents/node/node-agent.js";
 import { loadAgentConfig } from "../agents/config.js";
@@ -224,9 +225,11 @@ export function parseSnatPortRange(text: string | undefined): { from: number; to
 /** conntrack is dumped at most this often, however often Prometheus scrapes (its cost grows with the table). */
 const SNAT_USAGE_MIN_INTERVAL_MS = 5_000;
 
-export async function runGatewayAgent(flags: AgentFlags & { instance: string; egressViaAnchor?: boolean; metadataUrl?: string; snatPortRange?: string }): Promise<void> {
+export async function runGatewayAgent(flags: AgentFlags & { instance: string; egressViaAnchor?: boolean; metadataUrl?: string; snatPortRange?: string; trafficReportSeconds?: string }): Promise<void> {
   const listen = metricsListen(flags, AGENT_METRICS_DEFAULT_HOST);
   const snatPorts = parseSnatPortRange(flags.snatPortRange);
+  const reportSeconds = Number(flags.trafficReportSeconds ?? 60);
+  if (!Number.isFinite(reportSeconds) || reportSeconds < 0) throw new Error(`--traffic-report-seconds: must be a number of seconds (0: off), not ${JSON.stringify(flags.trafficReportSeconds)}`);
   const logger = createLogger("gateway-agent").child({ instance: flags.instance });
   const anchor = flags.egressViaAnchor && !flags.cleanup ? await anchorForEgress(flags.metadataUrl ?? METADATA_URL, logger) : undefined;
   const dataplane = new GatewayDataplane(localRunner, { anchor, snatPorts });
@@ -248,6 +251,12 @@ export async function runGatewayAgent(flags: AgentFlags & { instance: string; eg
     },
   });
   await agent.start();
+  // Recent traffic into the policies' status (kubectl get egresspolicies), with the API server as source only.
+  const traffic =
+    flags.source === "kubernetes" && reportSeconds > 0
+      ? new TrafficReporter({ client: new KubeClient(loadKubeconfig(flags.kubeconfig)), instance: flags.instance, read: () => dataplane.traffic(), logger, intervalMs: reportSeconds * 1000 })
+      : undefined;
+  traffic?.start();
   if (listen) {
     let usageReadAt = 0;
     await serveMetrics(metrics.registry, { ...listen, before: async () => {
@@ -262,7 +271,10 @@ export async function runGatewayAgent(flags: AgentFlags & { instance: string; eg
     } });
   }
   logger.info("gateway agent started");
-  runUntilSignal(logger, () => agent.stop());
+  runUntilSignal(logger, () => {
+    traffic?.stop();
+    return agent.stop();
+  });
 }
 
 /** Waits until the gateway agent has programmed its table (it drops what it must not forward). */

@@ -11,7 +11,7 @@ import { policyResource } from "../planner/resolve.js";
 import { statusOf, type KubeClient, type PolicyKind } from "../kube/client.js";
 import type { KubeSource } from "../kube/source.js";
 import type { Logger } from "../util/log.js";
-import { FINALIZER, gatewayStatus, parseReport, policyStatus, type NodeReport } from "./status.js";
+import { FINALIZER, gatewayStatus, parseReport, policyStatus, trafficTotals, withoutInstanceTraffic, type NodeReport } from "./status.js";
 
 interface Meta {
   name: string;
@@ -215,7 +215,8 @@ export class Controller {
             raw.status,
             now.toISOString(),
           );
-          await this.writeStatus(kind, raw, status);
+          const traffic = trafficTotals(raw.status, now);
+          await this.writeStatus(kind, raw, traffic ? { ...status, traffic } : status);
         });
       }
     }
@@ -261,7 +262,7 @@ export class Controller {
   }
 
   private async writeStatus(kind: PolicyKind, raw: Owned, status: EgressPolicyStatus | EgressGatewayStatus): Promise<void> {
-    if (sameStatus(raw.status, status)) return;
+    if (sameStatus(withoutInstanceTraffic(raw.status), status)) return;
     const ns = kind === "EgressPolicy" ? raw.metadata.namespace : undefined;
     await this.deps.client.patchStatus(kind, ns, raw.metadata.name, status);
     await this.emitEvents(kind, raw, raw.status?.conditions ?? [], status.conditions ?? []);
