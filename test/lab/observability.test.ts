@@ -1,4 +1,6 @@
+import { spawnSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { k8sBinary } from "../../src/lab/control-plane/binaries.js";
 import type { KubeObject } from "../../src/api/objects.js";
 import { Lab, LAB_METRICS_PORT, waitFor } from "../../src/lab/lab.js";
 import { execIn, newRunPrefix } from "../../src/lab/netns.js";
@@ -27,7 +29,11 @@ beforeAll(async () => {
   cfg.gateways[0]!.instances![1]!.egressIPs.push(SPARE["gw-b"]!);
   cfg.gateways[0]!.grants![0]!.egressIPs!.push(SPARE["gw-a"]!, SPARE["gw-b"]!);
   lab = await Lab.up(cfg, { prefix: newRunPrefix(), persistent: false, mode: "kubernetes" });
-  const rows = byPod(await waitConverged(lab, undefined, 60_000));
+  await waitConverged(lab, undefined, 60_000);
+  // Every node sees both instances up and past the hold-down: pay-1 stays on its instance from here.
+  await waitFor(() => lab.allInstancesUp(), 60_000, "instances not up");
+  await new Promise((r) => setTimeout(r, 6_000));
+  const rows = byPod(await waitConverged(lab, undefined, 30_000));
   ip = rows.get("payments/pay-1")!.egressIP!;
   gw = HOME[ip]!;
   prom = await startPrometheus(await lab.exposeMetrics(), shippedRulesWithShortFor(3));
@@ -38,16 +44,28 @@ afterAll(async () => {
   await lab?.down();
 });
 
-/** Sends from pay-1: `count` datagrams of `size` bytes from each source port (one flow per port), payload `<tag>-<port>`. */
-async function send(dst: string, tag: string, ports: readonly number[], count = 1, size = 0): Promise<void> {
+/**
+ * Sends from pay-1: `count` datagrams of `size` bytes from each source port (one flow per port),
+ * payload `<tag>-<port>`, spread over `spreadMs`.
+ */
+async function send(dst: string, tag: string, ports: readonly number[], count = 1, size = 0, spreadMs = 0): Promise<void> {
   const script = `const d = require("node:dgram");
-const [dst, dport, tag, count, size, ...ports] = process.argv.slice(1);
+const [dst, dport, tag, count, size, spread, ...ports] = process.argv.slice(1);
 (async () => { for (const p of ports) {
   const s = d.createSocket("udp4"); await new Promise((r) => s.bind(Number(p), r));
   const msg = Buffer.alloc(Math.max(Number(size), tag.length + p.length + 1), " "); msg.write(tag + "-" + p);
-  for (let i = 0; i < Number(count); i++) await new Promise((r) => s.send(msg, Number(dport), dst, r));
+  for (let i = 0; i < Number(count); i++) {
+    await new Promise((r) => s.send(msg, Number(dport), dst, r));
+    if (Number(spread)) await new Promise((r) => setTimeout(r, Number(spread) / Number(count)));
+  }
   s.close(); } })();`;
-  await execIn(lab.findPod("payments/pay-1").netns, process.execPath, ["-e", script, dst, String(SINK), tag, String(count), String(size), ...ports.map(String)]);
+  await execIn(lab.findPod("payments/pay-1").netns, process.execPath, ["-e", script, dst, String(SINK), tag, String(count), String(size), String(spreadMs), ...ports.map(String)]);
+}
+
+function kubectl(args: string[]): string {
+  const r = spawnSync(k8sBinary("kubectl"), ["--kubeconfig", lab.kubeconfigPath, ...args], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`kubectl ${args.join(" ")}: ${r.stderr}`);
+  return r.stdout;
 }
 
 /** Sources the Internet saw per payload of this tag (after the sink flushed). */
@@ -58,9 +76,10 @@ async function arrivals(tag: string, expected: number): Promise<Map<string, stri
   return seen();
 }
 
+/** The gateway agent's metrics, read inside its namespace ("" while it does not answer: restarting, or a loaded machine). */
 async function gatewayMetrics(name: string): Promise<string> {
   const g = lab.gatewayHost(name);
-  return execIn(g.netns, "curl", ["-s", "-m", "2", `http://127.0.0.1:${LAB_METRICS_PORT}/metrics`]);
+  return execIn(g.netns, "curl", ["-s", "-m", "10", `http://127.0.0.1:${LAB_METRICS_PORT}/metrics`]).catch(() => "");
 }
 
 function sample(text: string, metric: string, labels: Record<string, string>): number | undefined {
@@ -71,15 +90,19 @@ function sample(text: string, metric: string, labels: Record<string, string>): n
   return undefined;
 }
 
-const traffic = async (what: "packets" | "bytes", direction = "out") =>
-  sample(await gatewayMetrics(gw), `static_egress_gateway_egress_${what}_total`, { instance: `shared/${gw}`, policy: POLICY, egress_ip: ip, direction }) ?? 0;
+async function traffic(what: "packets" | "bytes", direction = "out"): Promise<number> {
+  let value: number | undefined;
+  const labels = { instance: `shared/${gw}`, policy: POLICY, egress_ip: ip, direction };
+  await waitFor(async () => (value = sample(await gatewayMetrics(gw), `static_egress_gateway_egress_${what}_total`, labels)) !== undefined, 30_000, "no traffic metric");
+  return value!;
+}
 
 async function restartGatewayAgent(extra: string[] = []): Promise<void> {
   lab.killProcess(`agent-${gw}`);
   await waitFor(async () => lab.processExited(`agent-${gw}`), 5_000, "agent did not die");
   const g = lab.gatewayHost(gw);
   lab.startAgent(g.name, g.netns, ["agent", "gateway", "--instance", `shared/${g.name}`, "--metrics-port", String(LAB_METRICS_PORT), ...extra]);
-  await waitFor(async () => (await gatewayMetrics(gw).catch(() => "")).includes("static_egress_gateway_egress_packets_total{"), 30_000, "restarted agent serves no traffic metrics");
+  await waitFor(async () => (await gatewayMetrics(gw)).includes("static_egress_gateway_egress_packets_total{"), 30_000, "restarted agent serves no traffic metrics");
 }
 
 describe("metering: counted by the gateway's kernel", () => {
@@ -101,6 +124,21 @@ describe("metering: counted by the gateway's kernel", () => {
     const inBefore = await traffic("packets", "in");
     expect((await lab.probe(lab.findPod("payments/pay-1"), `http://${LAB_NETWORK.echoService}/`)).source).toBe(ip);
     expect(await traffic("packets", "in")).toBeGreaterThan(inBefore);
+  });
+
+  it("kubectl get egresspolicies shows the policy's recent traffic", async () => {
+    await restartGatewayAgent(["--traffic-report-seconds", "2"]);
+    // About 25 KB/s for 10 s: 500 datagrams of 500 bytes.
+    const sending = send(LAB_NETWORK.echoService, "rate", [41_998], 500, 500, 10_000);
+    const rate = () => Number(kubectl(["get", "egresspolicy", "-n", "payments", "checkout", "-o", "jsonpath={.status.traffic.bytesPerSecond}"]) || 0);
+    await waitFor(async () => rate() > 10_000, 20_000, "no traffic in the policy's status");
+    const table = kubectl(["get", "egresspolicies", "-n", "payments"]);
+    expect(table).toMatch(/BYTES\/S/);
+    expect(table).toMatch(/checkout\s.*\s[1-9]\d{4,}\s/);
+    // The instance's own entry, written by its agent (server-side apply, its own field manager).
+    const entries = JSON.parse(kubectl(["get", "egresspolicy", "-n", "payments", "checkout", "-o", "jsonpath={.status.traffic.instances}"])) as { instance: string }[];
+    expect(entries.map((e) => e.instance)).toContain(`shared/${gw}`);
+    await sending;
   });
 });
 
@@ -151,7 +189,7 @@ describe("capacity: SNAT ports per egress IP and destination", () => {
 describe("alerts in a real Prometheus scraping the lab", () => {
   it("scrapes the agents and the controller; killing a gateway fires StaticEgressInstanceDown, reviving it resolves it", async () => {
     await waitFor(async () => (await prom.query("max(static_egress_controller_leader)"))[0]?.value[1] === "1", 30_000, "controller leader not scraped");
-    expect((await prom.query('up{job="static-egress-node"}')).map((r) => r.value[1])).toEqual(["1", "1", "1"]);
+    await waitFor(async () => (await prom.query('sum(up{job="static-egress-node"})'))[0]?.value[1] === "3", 30_000, "node agents not scraped");
     expect((await prom.alerts()).filter((a) => a.labels.alertname === "StaticEgressNoControllerLeader")).toEqual([]);
     const victim = Object.keys(SPARE).find((n) => n !== gw)!;
     const down = async () => (await prom.alerts()).filter((a) => a.labels.alertname === "StaticEgressInstanceDown" && a.labels.instance === `shared/${victim}`);

@@ -35,7 +35,7 @@ export function shippedRulesWithShortFor(forSeconds: number): string {
 }
 
 /**
- * A real Prometheus on loopback scraping the lab every second (honor_labels, as docs/metrics.md
+ * A real Prometheus on loopback scraping the lab every 2 seconds (honor_labels, as docs/metrics.md
  * says), with its own config and storage in a temp directory, removed on stop. It ends by itself
  * after `lifetimeSeconds` (coreutils `timeout`), should the test process die first.
  */
@@ -43,7 +43,8 @@ export async function startPrometheus(targets: readonly MetricsTarget[], rules: 
   const dir = mkdtempSync(join(tmpdir(), "se-prometheus-"));
   const jobs = [...new Set(targets.map((t) => t.job))];
   const config = {
-    global: { scrape_interval: "1s", scrape_timeout: "900ms", evaluation_interval: "1s" },
+    // Scrapes get 2 s: agents read the kernel on each one, and the machine may be busy.
+    global: { scrape_interval: "2s", scrape_timeout: "2s", evaluation_interval: "1s" },
     rule_files: [join(dir, "rules.yaml")],
     scrape_configs: jobs.map((job) => ({
       job_name: `static-egress-${job}`,
