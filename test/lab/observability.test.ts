@@ -71,7 +71,7 @@ function kubectl(args: string[]): string {
 /** Sources the Internet saw per payload of this tag (after the sink flushed). */
 async function arrivals(tag: string, expected: number): Promise<Map<string, string>> {
   const seen = () => new Map(lab.udpRecords().filter((r) => r.payload.startsWith(`${tag}-`)).map((r) => [r.payload.trim(), r.src]));
-  await waitFor(async () => seen().size >= expected, 3_000, "").catch(() => undefined);
+  await waitFor(async () => seen().size >= expected, 10_000, "").catch(() => undefined);
   await new Promise((r) => setTimeout(r, 300));
   return seen();
 }
@@ -180,7 +180,7 @@ describe("capacity: SNAT ports per egress IP and destination", () => {
     const got = await arrivals("new", 8);
     const viaSpare = [...got.values()].filter((s) => s === spare).length;
     // 20 new connections (16 fresh, the 4 dropped before) alternate between the IPs: 10 take the spare.
-    expect(viaSpare).toBeGreaterThanOrEqual(8);
+    expect(viaSpare, JSON.stringify([...got])).toBeGreaterThanOrEqual(8);
     expect(new Set(got.values())).toEqual(new Set([spare]));
     await waitFor(async () => (sample(await gatewayMetrics(gw), "static_egress_gateway_snat_ports_in_use", { instance: `shared/${gw}`, egress_ip: spare, destination: crowded }) ?? 0) > 0, 15_000, "the spare's ports are not shown");
   });
