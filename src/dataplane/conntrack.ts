@@ -6,9 +6,10 @@ import type { CommandRunner } from "../util/exec.js";
  * (address, port, protocol) from one SNAT address needs its own port, so the entries per
  * (SNAT address, destination) are the ports in use out of the configured range.
  *
- * Cost: one `conntrack -L --src-nat` (a netlink dump of the whole table, filtered to SNATed
- * entries; about 1 µs and 150 bytes per entry) per read, O(entries); callers bound how often it
- * runs. Text output: conntrack-tools has no JSON output, and its XML is three times longer.
+ * Cost: one `conntrack -L --src-nat` (a netlink dump of the whole table, SNATed entries printed:
+ * 144 bytes of text each) per read, O(entries): 20,000 entries took 0.54-0.66 s with parsing on a
+ * busy 2-core machine; callers bound how often it runs. Text output: conntrack-tools has no JSON
+ * output, and its XML is three times longer.
  */
 export interface SnatEntry {
   proto: string;
