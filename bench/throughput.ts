@@ -182,7 +182,7 @@ async function main(): Promise<void> {
       const checkPaths = async (planner: Planner, nodePlan: ReturnType<Planner["planNode"]>) => {
         const policy = planner.resolution.policies.find((p) => p.resource === POLICY);
         if (!policy) throw new Error(`${POLICY} is not a valid policy of the lab`);
-        const policyIPs = [...policy.egressIPByInstance.values()];
+        const policyIPs = [...policy.egressIPsByInstance.values()].flat();
         const diverted = (dst: string) => nodePlan.entries.some((e) => e.podIP === podIP && e.dst.from <= parseIPv4(dst) && parseIPv4(dst) <= e.dst.to);
         if (!diverted(destinations.gateway) || diverted(destinations.direct)) throw new Error(`the plan does not divert ${destinations.gateway} and exclude ${destinations.direct} for ${POD}`);
         const viaGateway = await lab!.probe(pod, `http://${destinations.gateway}/`);

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # (scripts/build-image.sh, test/image; podman runs it with runc: crun refuses hybrid cgroup layouts).
 packages=(nftables iproute2 iptables conntrack iperf3 tcpdump frr containernetworking-plugins kubectl procps curl openssl)
 # The lab demo (STATIC_EGRESS_INSTALL=demo) needs no image tools: it starts sooner without them.
-if [ "${STATIC_EGRESS_INSTALL:-all}" = all ]; then packages+=(buildah podman debootstrap runc uidmap); fi
+# prometheus: promtool tests the shipped alert rules; a lab test runs the binary itself (never the service).
+if [ "${STATIC_EGRESS_INSTALL:-all}" = all ]; then packages+=(buildah podman debootstrap runc uidmap prometheus); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,8 +18,13 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   apt-get update -qq
+  # No service may start on install (Prometheus would listen on :9090): a policy-rc.d of our own for this run.
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1; fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
+systemctl disable --now prometheus >/dev/null 2>&1 || true
 # FRR is only used as a BFD peer in tests; its own daemons must not run on the host.
 systemctl disable --now frr >/dev/null 2>&1 || true
 

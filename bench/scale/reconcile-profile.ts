@@ -86,7 +86,7 @@ function main(): void {
       for (const p of snapshot.policies) {
         const resource = p.kind === "EgressPolicy" ? `EgressPolicy/${p.metadata.namespace}/${p.metadata.name}` : `ClusterEgressPolicy/${p.metadata.name}`;
         const valid = res.policies.find((x) => x.resource === resource);
-        policyStatus({ resource, generation: 1, verdict: verdicts.get(resource), egressIPs: valid ? [...valid.egressIPByInstance.values()].sort() : [], selectedPods: selection.podsByPolicy.get(resource) ?? 0, gatewayInstances: valid ? (res.gatewayInstances.get(valid.gateway) ?? []) : [], reports }, undefined, now);
+        policyStatus({ resource, generation: 1, verdict: verdicts.get(resource), egressIPs: valid ? [...valid.egressIPsByInstance.values()].flat().sort() : [], selectedPods: selection.podsByPolicy.get(resource) ?? 0, gatewayInstances: valid ? (res.gatewayInstances.get(valid.gateway) ?? []) : [], reports }, undefined, now);
       }
     });
     // specValidatorCompile and resolveOnly are a breakdown of newPlanner, not part of the reconcile.

@@ -1,6 +1,8 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import type { NodePlan } from "../planner/model.js";
 import type { VerdictChange } from "./health/monitor.js";
+import type { MeterReading } from "../dataplane/meter.js";
+import { busiest } from "../dataplane/conntrack.js";
 
 /** The node agent's metrics. One registry per agent: no global state. */
 export class NodeMetrics {
@@ -46,7 +48,59 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  // Traffic and capacity (docs/metrics.md). `instance` is `<gateway>/<instance>`, as in every static-egress metric.
+  readonly egressPackets = new Counter({
+    name: "static_egress_gateway_egress_packets_total",
+    help: "Packets of SNATed connections this instance forwarded, counted by the kernel (nft counters kept across agent restarts), by policy, egress IP and direction (out: pods to destinations, in: replies)",
+    labelNames: ["gateway", "instance", "policy", "egress_ip", "direction"],
+    registers: [this.registry],
+  });
+  readonly egressBytes = new Counter({
+    name: "static_egress_gateway_egress_bytes_total",
+    help: "Bytes (IP packets, headers included) of SNATed connections this instance forwarded, counted by the kernel, by policy, egress IP and direction",
+    labelNames: ["gateway", "instance", "policy", "egress_ip", "direction"],
+    registers: [this.registry],
+  });
+  readonly conntrackEntries = new Gauge({ name: "static_egress_gateway_conntrack_entries", help: "Conntrack entries of connections SNATed to the egress IP", labelNames: ["gateway", "instance", "egress_ip"], registers: [this.registry] });
+  readonly snatPortsInUse = new Gauge({
+    name: "static_egress_gateway_snat_ports_in_use",
+    help: `SNAT source ports of the egress IP in use toward one destination (ip:port/proto); the ${SNAT_TOP_DESTINATIONS} busiest destinations per egress IP`,
+    labelNames: ["gateway", "instance", "egress_ip", "destination"],
+    registers: [this.registry],
+  });
+  readonly snatPortsLimit = new Gauge({ name: "static_egress_gateway_snat_ports_limit", help: "SNAT source ports an egress IP has toward one destination (the size of the port range)", labelNames: ["gateway", "instance", "egress_ip"], registers: [this.registry] });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "static_egress_gateway_agent_" });
   }
+
+  /** The kernel's counts as they are: a restarted agent exports the same values, a new counter starts at 0 (a reset). */
+  onTraffic(instance: string, readings: readonly MeterReading[]): void {
+    this.egressPackets.reset();
+    this.egressBytes.reset();
+    for (const r of readings) {
+      const labels = { ...instanceLabels(instance), policy: r.policy, egress_ip: r.egressIP, direction: r.direction };
+      this.egressPackets.inc(labels, r.packets);
+      this.egressBytes.inc(labels, r.bytes);
+    }
+  }
+
+  onSnatUsage(instance: string, limit: number, usage: readonly { egressIP: string; entries: number; ports: ReadonlyMap<string, number> }[]): void {
+    this.conntrackEntries.reset();
+    this.snatPortsInUse.reset();
+    this.snatPortsLimit.reset();
+    for (const u of usage) {
+      const labels = { ...instanceLabels(instance), egress_ip: u.egressIP };
+      this.conntrackEntries.set(labels, u.entries);
+      this.snatPortsLimit.set(labels, limit);
+      for (const [destination, n] of busiest(u.ports, SNAT_TOP_DESTINATIONS)) this.snatPortsInUse.set({ ...labels, destination }, n);
+    }
+  }
+}
+
+/** Destinations are unbounded (every address a pod talks to): only the busiest are exported. */
+export const SNAT_TOP_DESTINATIONS = 5;
+
+function instanceLabels(instance: string): { gateway: string; instance: string } {
+  return { gateway: instance.split("/")[0] ?? "", instance };
 }

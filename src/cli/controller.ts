@@ -101,7 +101,10 @@ export async function runController(flags: ControllerFlags): Promise<void> {
   // Ready once the informers have listed everything: a standby is ready too (it serves nothing
   // but must be able to take over at once).
   let synced = false;
-  if (listen) await serveMetrics(metrics.registry, { ...listen, ready: () => synced });
+  const before = async () => {
+    for (const p of cloud?.plugins ?? []) if (p.failingJobs) metrics.cloudFailing.set({ plugin: p.name }, p.failingJobs());
+  };
+  if (listen) await serveMetrics(metrics.registry, { ...listen, ready: () => synced, before });
   const controller = new Controller({
     onPass: (p) => metrics.onPass(p),
     ...(cloud ? { plugins: cloud.plugins } : {}),

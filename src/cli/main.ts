@@ -47,6 +47,8 @@ agent
   .option("--metrics-address <ip>", "with --metrics-port: listen on this address (default 127.0.0.1: not reachable from pods), e.g. the host's own IP for a Prometheus elsewhere")
   .option("--egress-via-anchor", "DigitalOcean: SNAT to this droplet's anchor IP and route via the anchor gateway (from the metadata service); the platform turns it into the droplet's reserved IP")
   .option("--metadata-url <url>", `with --egress-via-anchor: the droplet metadata service (default ${METADATA_URL})`)
+  .option("--snat-port-range <from-to>", "source ports SNAT may use for TCP and UDP (default: the kernel's, 1024-65535 when a pod's own port is taken); the limit the SNAT port metrics are measured against")
+  .option("--traffic-report-seconds <s>", "with --source kubernetes: write this instance's traffic per policy into the policies' status this often (0: never)", "60")
   .option("--cleanup", "remove everything the gateway agent owns and exit")
   .action(runGatewayAgent);
 agent

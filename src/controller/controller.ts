@@ -11,7 +11,7 @@ import { policyResource } from "../planner/resolve.js";
 import { statusOf, type KubeClient, type PolicyKind } from "../kube/client.js";
 import type { KubeSource } from "../kube/source.js";
 import type { Logger } from "../util/log.js";
-import { FINALIZER, gatewayStatus, parseReport, policyStatus, type NodeReport } from "./status.js";
+import { FINALIZER, gatewayStatus, parseReport, policyStatus, trafficTotals, withoutInstanceTraffic, type NodeReport } from "./status.js";
 import { EventRecorder } from "../kube/events.js";
 
 type Meta = AnyObjectMeta & { name: string };
@@ -50,6 +50,8 @@ export interface ControllerPlugin {
   reconcile(ctx: ReconcileContext): Promise<void>;
   /** Called while a gateway is being deleted; return true once its outside resources are gone. */
   releaseGateway?(gateway: KubernetesObject & { metadata: { name: string } }, ctx: ReconcileContext): Promise<boolean>;
+  /** Objects whose outside work (cloud calls) failed last time and is being retried. */
+  failingJobs?(): number;
 }
 
 export interface ControllerDeps {
@@ -208,7 +210,7 @@ export class Controller {
               resource,
               generation: raw.metadata.generation,
               verdict,
-              egressIPs: valid ? [...valid.egressIPByInstance.values()].sort() : [],
+              egressIPs: valid ? [...valid.egressIPsByInstance.values()].flat().sort() : [],
               selectedPods: selection.podsByPolicy.get(resource) ?? 0,
               gatewayInstances: valid ? res.gatewayInstances.get(valid.gateway) ?? [] : [],
               reports,
@@ -216,7 +218,8 @@ export class Controller {
             raw.status,
             now.toISOString(),
           );
-          await this.writeStatus(kind, raw, status);
+          const traffic = trafficTotals(raw.status, now);
+          await this.writeStatus(kind, raw, traffic ? { ...status, traffic } : status);
         });
       }
     }
@@ -262,7 +265,7 @@ export class Controller {
   }
 
   private async writeStatus(kind: PolicyKind, raw: Owned, status: EgressPolicyStatus | EgressGatewayStatus): Promise<void> {
-    if (sameStatus(raw.status, status)) return;
+    if (sameStatus(withoutInstanceTraffic(raw.status), status)) return;
     const ns = kind === "EgressPolicy" ? raw.metadata.namespace : undefined;
     await this.deps.client.patchStatus(kind, ns, raw.metadata.name, status);
     await this.emitEvents(kind, raw, raw.status?.conditions ?? [], status.conditions ?? []);

@@ -15,6 +15,12 @@ export class ControllerMetrics {
   readonly lastPass = new Gauge({ name: "static_egress_controller_last_pass_timestamp_seconds", help: "When the last pass ended (Unix time)", registers: [this.registry] });
   readonly failedSteps = new Gauge({ name: "static_egress_controller_failed_steps", help: "Objects whose step failed in the last pass", registers: [this.registry] });
   readonly invalid = new Gauge({ name: "static_egress_invalid_resources", help: "Policies and gateways the planner found Invalid, by kind", labelNames: ["kind"], registers: [this.registry] });
+  readonly cloudFailing = new Gauge({
+    name: "static_egress_cloud_failing_jobs",
+    help: "Gateways (or reserved IPs) whose cloud provisioning failed at the last attempt and is being retried, by plugin (0 on a standby)",
+    labelNames: ["plugin"],
+    registers: [this.registry],
+  });
   readonly instances = new Gauge({ name: "static_egress_gateway_instances", help: "Gateway instances by health as written to status (Up, Down, PartiallyDown, Unknown, ...)", labelNames: ["gateway", "health"], registers: [this.registry] });
 
   constructor() {

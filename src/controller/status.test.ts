@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { resolve } from "../planner/resolve.js";
 import type { ClusterSnapshot } from "../planner/model.js";
 import type { EgressGateway } from "../api/v1alpha1/egress-gateway.js";
-import { gatewayStatus, UNJUDGED, type NodeReport } from "./status.js";
+import { gatewayStatus, trafficTotals, UNJUDGED, withoutInstanceTraffic, type NodeReport } from "./status.js";
 
 const NOW = "2026-11-22T00:00:00Z";
 const gateway = {
@@ -49,5 +49,26 @@ describe("gateway status: instance health from node reports", () => {
   it("is not Ready when every judged instance is down, even if others are unjudged", () => {
     const reports = [report("node1", { "shared/gw-a": "down" })];
     expect(cond(reports, "Ready")).toMatchObject({ status: "False", reason: "NoHealthyInstance" });
+  });
+});
+
+describe("policy traffic for kubectl get", () => {
+  it("sums the instances' fresh entries; an entry older than 6 minutes no longer counts; none reported: no traffic field", () => {
+    const now = new Date(NOW);
+    const ago = (min: number) => new Date(now.getTime() - min * 60_000).toISOString();
+    const status = {
+      traffic: {
+        bytesPerSecond: 1,
+        instances: [
+          { instance: "shared/gw-a", bytesPerSecond: 1000, packetsPerSecond: 10, at: ago(1) },
+          { instance: "shared/gw-b", bytesPerSecond: 500, packetsPerSecond: 5, at: ago(2) },
+          { instance: "shared/gw-c", bytesPerSecond: 9999, packetsPerSecond: 99, at: ago(7) },
+        ],
+      },
+    };
+    expect(trafficTotals(status, now)).toEqual({ bytesPerSecond: 1500, packetsPerSecond: 15 });
+    expect(trafficTotals({}, now)).toBeUndefined();
+    // What the controller compares with what it would write: the agents' entries are not its own.
+    expect(withoutInstanceTraffic(status)).toEqual({ traffic: { bytesPerSecond: 1 } });
   });
 });

@@ -52,6 +52,27 @@ export interface PolicyFacts {
 }
 
 /** The status a policy should have. Pure: the controller compares it with what is there. */
+/** An instance's traffic entry older than this no longer counts (its agent writes at least every 5 minutes). */
+export const TRAFFIC_FRESH_MS = 6 * 60_000;
+
+/**
+ * The policy's recent traffic for `kubectl get`: the sum of the fresh entries the gateway agents
+ * wrote (status.traffic.instances); undefined when no agent reported.
+ */
+export function trafficTotals(previous: EgressPolicyStatus | undefined, now: Date): { bytesPerSecond: number; packetsPerSecond: number } | undefined {
+  const entries = previous?.traffic?.instances ?? [];
+  if (entries.length === 0) return undefined;
+  const fresh = entries.filter((e) => now.getTime() - Date.parse(e.at) <= TRAFFIC_FRESH_MS);
+  return { bytesPerSecond: fresh.reduce((n, e) => n + e.bytesPerSecond, 0), packetsPerSecond: fresh.reduce((n, e) => n + e.packetsPerSecond, 0) };
+}
+
+/** A status as the controller writes it: the agents' own traffic entries are theirs, not compared. */
+export function withoutInstanceTraffic<T extends { traffic?: { instances?: unknown } }>(status: T | undefined): T | undefined {
+  if (!status?.traffic?.instances) return status;
+  const { instances: _, ...traffic } = status.traffic;
+  return { ...status, traffic };
+}
+
 export function policyStatus(f: PolicyFacts, previous: EgressPolicyStatus | undefined, now: string): EgressPolicyStatus {
   const conditions: Cond[] = [];
   const gen = f.generation !== undefined ? { observedGeneration: f.generation } : {};

@@ -13,6 +13,7 @@ const plan: GatewayPlan = {
   returnRoutes: [{ cidr: "10.244.1.0/24", via: "10.0.0.11", port: 20007 }],
   nodeAddresses: ["10.0.0.11", "10.0.0.12"],
   egressIPs: ["192.0.2.30"],
+  egressIPOwners: [{ egressIP: "192.0.2.30", policy: "EgressPolicy/payments/checkout" }],
   vni: 42,
   tunnels: [{ node: "node1", address: "10.0.0.11", port: 20007 }, { node: "node2", address: "10.0.0.12", port: 20950 }],
   podsByTunnel: [{ port: 20007, podIP: "10.244.1.2" }],
@@ -36,6 +37,29 @@ describe("gateway datapath model", () => {
     expect(gatewayTableModel(plan, o).chains).toMatch(/chain mark_for_anchor \{\n\s+type filter hook prerouting priority mangle; policy accept;\n\s+ip saddr \. ip daddr @egress_snat meta mark set meta mark \| 0x20000000/);
     expect(gatewayRules(o)).toEqual([{ priority: 10003, fwmark: ANCHOR_MARK, mask: ANCHOR_MARK, action: { table: ANCHOR_TABLE } }]);
     expect(gatewayRoutes(plan, o)).toContainEqual({ table: ANCHOR_TABLE, dst: "default", kind: "via", via: "10.20.0.1" });
+  });
+});
+
+describe("SNAT pools and port ranges", () => {
+  const pooled: GatewayPlan = { ...plan, snat: plan.snat.map((e) => ({ ...e, pool: ["192.0.2.30", "192.0.2.31"] })), egressIPs: ["192.0.2.30", "192.0.2.31"] };
+
+  it("a policy with several egress IPs here: its (pod, destination) jumps to a chain that takes them in turn; a single IP keeps the plain map", () => {
+    const model = gatewayTableModel(pooled, base);
+    expect(model.sets.find((s) => s.name === "egress_snat_pools")?.elements).toEqual(["10.244.1.2 . 198.51.100.0-198.51.100.255 : goto snat_pool_0"]);
+    expect(model.chains).toContain("chain snat_pool_0 {\n    snat ip to numgen inc mod 2 map { 0 : 192.0.2.30, 1 : 192.0.2.31 }\n  }");
+    const nat = /chain snat_to_egress_ip \{([^}]*)\}/.exec(model.chains)![1]!.trim().split("\n").map((l) => l.trim());
+    expect(nat.slice(1)).toEqual(["ip saddr . ip daddr vmap @egress_snat_pools", "snat ip to ip saddr . ip daddr map @egress_snat"]);
+    // The filter and the anchor mark still use the plain map (it holds the pool's first IP).
+    expect(model.sets.find((s) => s.name === "egress_snat")?.elements).toEqual(["10.244.1.2 . 198.51.100.0-198.51.100.255 : 192.0.2.30"]);
+    expect(gatewayTableModel(plan, base).sets.map((s) => s.name)).not.toContain("egress_snat_pools");
+    // Behind a 1:1 NAT there is one address: no pool.
+    expect(gatewayTableModel(pooled, { ...base, anchor: { address: "10.20.0.5", gateway: "10.20.0.1" } }).chains).not.toContain("snat_pool");
+  });
+
+  it("a configured port range applies to TCP and UDP (ports exist only there)", () => {
+    const chains = gatewayTableModel(pooled, { ...base, snatPorts: { from: 20000, to: 20015 } }).chains;
+    expect(chains).toContain("meta l4proto { tcp, udp } snat ip to ip saddr . ip daddr map @egress_snat : 20000-20015\n    snat ip to ip saddr . ip daddr map @egress_snat\n");
+    expect(chains).toContain("meta l4proto { tcp, udp } snat ip to numgen inc mod 2 map { 0 : 192.0.2.30, 1 : 192.0.2.31 } : 20000-20015");
   });
 });
 

@@ -5,6 +5,9 @@ import { OwnedTable, type TableModel } from "./nft.js";
 import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
 import { GATEWAY_INNER, GATEWAY_TUNNEL_PREFIX, gatewayTunnelDevice, NODE_INNER, TUNNEL_MSS, TunnelDevices, type TunnelSpec } from "./tunnel.js";
 import { ANCHOR_MARK, ANCHOR_RULE_PRIORITY, ANCHOR_TABLE, BFD_CONTROL_PORT, BFD_MULTIHOP_PORT, TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../api/datapath.js";
+import type { CommandRunner } from "../util/exec.js";
+import { MeterTable, type MeterReading } from "./meter.js";
+import { readSnatUsage } from "./conntrack.js";
 
 export interface GatewayDataplaneOptions {
   table?: string;
@@ -18,14 +21,27 @@ export interface GatewayDataplaneOptions {
    * platform's `gateway` for it. Without it the gateway SNATs to the egress IPs themselves.
    */
   anchor?: { address: string; gateway: string } | undefined;
+  /**
+   * The source ports SNAT may use (TCP and UDP). Unset: the kernel's choice (the pod's own port
+   * if free, else one of 1024-65535 for ports above 1023). What `snat_ports_limit` is measured against.
+   */
+  snatPorts?: { from: number; to: number } | undefined;
+  /**
+   * Runs the traffic meter (its own nft table) and the conntrack reader. They are not behind the
+   * Kernel seam (its fake models neither); unset, the gateway meters nothing. Agents pass the
+   * local runner.
+   */
+  metering?: CommandRunner | undefined;
 }
 
 export { ANCHOR_MARK, ANCHOR_TABLE };
 
 /** The gateway agent's nftables table (family ip). */
 export const GATEWAY_TABLE = "static_egress_gw";
-type ResolvedOptions = Required<Omit<GatewayDataplaneOptions, "anchor">> & Pick<GatewayDataplaneOptions, "anchor">;
+type ResolvedOptions = Required<Omit<GatewayDataplaneOptions, "anchor" | "snatPorts" | "metering">> & Pick<GatewayDataplaneOptions, "anchor" | "snatPorts" | "metering">;
 const defaults: ResolvedOptions = { table: GATEWAY_TABLE, routeProto: 94, healthPort: BFD_CONTROL_PORT };
+/** The kernel's range for remapped source ports of 1024 and above, when none is given. */
+export const DEFAULT_SNAT_PORTS = { from: 1024, to: 65535 };
 
 /** Named counters of packets refused because their sender is not the node it claims to be. */
 export const FOREIGN_TUNNEL_COUNTER = "foreign_tunnel_drops";
@@ -43,6 +59,21 @@ export const FOREIGN_SOURCE_COUNTER = "foreign_source_drops";
  * a strict reverse-path check). Both refusals are counted.
  */
 export function gatewayTableModel(plan: GatewayPlan, o: ResolvedOptions = defaults): TableModel {
+  // A policy with several egress IPs here: new connections take them in turn (numgen inc, in
+  // the NAT hook, which sees only a connection's first packet); conntrack keeps a connection on
+  // its IP. Behind a 1:1 NAT there is one address to SNAT to: no pools.
+  const pools = o.anchor ? [] : [...new Set(plan.snat.flatMap((e) => (e.pool ? [e.pool.join(",")] : [])))].sort();
+  const poolOf = new Map(pools.map((p, i) => [p, `snat_pool_${i}`]));
+  const ports = o.snatPorts ? ` : ${o.snatPorts.from}-${o.snatPorts.to}` : "";
+  // Ports can be given only for protocols that have them; ICMP and the rest take the address only.
+  const snat = (to: string) => (ports ? `    meta l4proto { tcp, udp } snat ip to ${to}${ports}
+` : "") + `    snat ip to ${to}
+`;
+  const poolChains = pools
+    .map((p) => `  chain ${poolOf.get(p)} {
+${snat(`numgen inc mod ${p.split(",").length} map { ${p.split(",").map((ip, i) => `${i} : ${ip}`).join(", ")} }`)}  }
+`)
+    .join("");
   return {
     family: "ip",
     name: o.table,
@@ -57,6 +88,16 @@ export function gatewayTableModel(plan: GatewayPlan, o: ResolvedOptions = defaul
         // Behind a 1:1 NAT the host SNATs to its anchor address; the platform makes it the egress IP.
         elements: plan.snat.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${o.anchor?.address ?? e.egressIP}`),
       },
+      ...(pools.length
+        ? [
+            {
+              kind: "map" as const,
+              name: "egress_snat_pools",
+              spec: "type ipv4_addr . ipv4_addr : verdict; flags interval;",
+              elements: plan.snat.flatMap((e) => (e.pool ? [`${e.podIP} . ${formatRange(e.dst)} : goto ${poolOf.get(e.pool.join(","))}`] : [])),
+            },
+          ]
+        : []),
     ],
     chains:
       `  counter ${FOREIGN_TUNNEL_COUNTER} {\n  }\n  counter ${FOREIGN_SOURCE_COUNTER} {\n  }\n` +
@@ -81,8 +122,11 @@ export function gatewayTableModel(plan: GatewayPlan, o: ResolvedOptions = defaul
       `    ct state established,related accept\n` +
       `    ct state new ip saddr . ip daddr @egress_snat accept\n` +
       `    counter comment "not a selected pod: never relay"\n  }\n` +
+      poolChains +
       `  chain snat_to_egress_ip {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
-      `    snat ip to ip saddr . ip daddr map @egress_snat\n  }\n` +
+      (pools.length ? `    ip saddr . ip daddr vmap @egress_snat_pools\n` : "") +
+      snat("ip saddr . ip daddr map @egress_snat") +
+      `  }\n` +
       // Tunnelled packets are 50 bytes longer: TCP segments are sized to fit, both ways.
       `  chain clamp_mss {\n    type filter hook forward priority mangle; policy accept;\n` +
       `    iifname "${GATEWAY_TUNNEL_PREFIX}*" tcp flags & syn == syn tcp option maxseg size > ${TUNNEL_MSS} tcp option maxseg size set ${TUNNEL_MSS}\n` +
@@ -130,6 +174,9 @@ export class GatewayDataplane {
   private readonly opts: ResolvedOptions;
   private readonly table: OwnedTable;
   private readonly tunnels: TunnelDevices;
+  private readonly meter: MeterTable | undefined;
+  /** SNAT address -> the egress IP it stands for (itself, or the anchor's reserved IP), from the last apply. */
+  private snatAddresses = new Map<string, string>();
 
   constructor(
     private readonly kernel: Kernel,
@@ -138,6 +185,7 @@ export class GatewayDataplane {
     this.opts = { ...defaults, ...opts };
     this.table = new OwnedTable(kernel, "ip", this.opts.table);
     this.tunnels = new TunnelDevices(kernel, GATEWAY_TUNNEL_PREFIX);
+    this.meter = this.opts.metering ? new MeterTable(this.opts.metering) : undefined;
   }
 
   async apply(plan: GatewayPlan, opts: { verify?: boolean } = {}): Promise<{ nftChanged: boolean; routingAdded: number; routingRemoved: number }> {
@@ -153,6 +201,10 @@ export class GatewayDataplane {
     const { add, remove } = diffRouting({ rules: gatewayRules(this.opts), routes: gatewayRoutes(plan, this.opts) }, actual);
     await runBatch(this.kernel, add);
     const nftChanged = await this.table.apply(gatewayTableModel(plan, this.opts), opts.verify === true);
+    const owners = plan.egressIPOwners.map((o) => ({ ...o, snatAddress: this.opts.anchor?.address ?? o.egressIP }));
+    await this.meter?.apply(owners);
+    // Reversed so that the first owner of an address wins, as in the meter.
+    this.snatAddresses = new Map(owners.reverse().map((o) => [o.snatAddress, o.egressIP]));
     await runBatch(this.kernel, remove);
     const tunnelsRemoved = await this.tunnels.removeStale(tunnels);
     // Only now: the forward filter (policy drop, tunnel binding) is in place before the host
@@ -168,8 +220,27 @@ export class GatewayDataplane {
     return { tunnel: counters.get(FOREIGN_TUNNEL_COUNTER) ?? 0, source: counters.get(FOREIGN_SOURCE_COUNTER) ?? 0 };
   }
 
+  /** Packets and bytes per policy, egress IP and direction, as the kernel counted them. */
+  traffic(): Promise<MeterReading[]> {
+    return this.meter?.readings() ?? Promise.resolve([]);
+  }
+
+  /** The source ports each egress IP may use toward one destination. */
+  get snatPortsLimit(): number {
+    const r = this.opts.snatPorts ?? DEFAULT_SNAT_PORTS;
+    return r.to - r.from + 1;
+  }
+
+  /** Per egress IP of this instance: its conntrack entries, and ports in use per destination (`ip:port/proto`). */
+  async snatUsage(): Promise<{ egressIP: string; entries: number; ports: ReadonlyMap<string, number> }[]> {
+    if (!this.opts.metering) return [];
+    const usage = await readSnatUsage(this.opts.metering, new Set(this.snatAddresses.keys()));
+    return [...this.snatAddresses].map(([address, egressIP]) => ({ egressIP, entries: usage.entries.get(address) ?? 0, ports: usage.ports.get(address) ?? new Map() }));
+  }
+
   async cleanup(): Promise<void> {
     await this.table.remove();
+    await this.meter?.remove();
     const routes = await readRoutes(this.kernel, { from: ANCHOR_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto);
     const rules = await readRules(this.kernel, ANCHOR_RULE_PRIORITY, ANCHOR_RULE_PRIORITY);
     await runBatch(this.kernel, diffRouting({ rules: [], routes: [] }, { rules, routes }).remove);

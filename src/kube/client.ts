@@ -62,6 +62,9 @@ export const KUBE_ACCESS: readonly Access[] = [
   { component: "controller", apiGroup: "", resource: "services", verbs: ["list", "watch", "patch"] },
   // Node agents report what they programmed and what they see of gateway health.
   { component: "node-agent", apiGroup: "", resource: "nodes", verbs: ["patch"] },
+  // Gateway agents report their instance's traffic per policy (status.traffic.instances, their own entry).
+  { component: "gateway-agent", apiGroup: GROUP, resource: "egresspolicies/status", verbs: ["patch"] },
+  { component: "gateway-agent", apiGroup: GROUP, resource: "clusteregresspolicies/status", verbs: ["patch"] },
 ];
 
 export type PolicyKind = "EgressPolicy" | "ClusterEgressPolicy" | "EgressGateway";
@@ -73,6 +76,7 @@ export const PLURALS: Record<PolicyKind, string> = {
 };
 
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+const serverSideApply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
 
 /** The API calls static-egress makes, typed, through @kubernetes/client-node. */
 export class KubeClient {
@@ -107,6 +111,22 @@ export class KubeClient {
       await this.custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace, plural, name, body }, mergePatch);
     } else {
       await this.custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural, name, body }, mergePatch);
+    }
+  }
+
+  /**
+   * Server-side applies this instance's entry of a policy's status.traffic.instances (a list
+   * keyed by instance): the field manager owns that entry only, so instances never overwrite
+   * each other, nor the controller's status.
+   */
+  async applyInstanceTraffic(kind: "EgressPolicy" | "ClusterEgressPolicy", namespace: string | undefined, name: string, entry: { instance: string; bytesPerSecond: number; packetsPerSecond: number; at: string }): Promise<void> {
+    const plural = PLURALS[kind];
+    const fieldManager = `static-egress-gateway-${entry.instance.replace(/[^a-zA-Z0-9.-]/g, "-")}`.slice(0, 128);
+    const body = { apiVersion: `${GROUP}/${VERSION}`, kind, metadata: { name, ...(namespace !== undefined ? { namespace } : {}) }, status: { traffic: { instances: [entry] } } };
+    if (namespace !== undefined && kind === "EgressPolicy") {
+      await this.custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace, plural, name, body, fieldManager, force: true }, serverSideApply);
+    } else {
+      await this.custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural, name, body, fieldManager, force: true }, serverSideApply);
     }
   }
 

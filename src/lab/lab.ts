@@ -21,6 +21,7 @@ import { GATEWAY_DEATHS, HOST_DEATHS, type GatewayDeath, type LabHost, type LabM
 import { LabError, waitFor } from "./wait.js";
 
 export { GATEWAY_DEATHS, HOST_DEATHS, LabError, waitFor, type GatewayDeath, type LabMode, type LabRecord };
+import { freePort } from "./control-plane/cluster.js";
 
 export const LAB_CLUSTER_NETWORK: ClusterNetwork = {
   podCIDRs: [LAB_NETWORK.podCidr],
@@ -28,6 +29,14 @@ export const LAB_CLUSTER_NETWORK: ClusterNetwork = {
   nodeCIDRs: [LAB_NETWORK.vpcCidr],
 };
 
+/** Where a Prometheus in the root namespace scrapes one lab agent (Lab.exposeMetrics). */
+export interface MetricsTarget {
+  job: "node" | "gateway" | "health-responder" | "controller";
+  /** The node or gateway host it runs on. */
+  host: string;
+  /** `127.0.0.1:<port>` */
+  address: string;
+}
 
 /** Agents serve metrics on this port inside their namespace (health responders on +1). */
 export const LAB_METRICS_PORT = 9464;
@@ -534,7 +543,7 @@ export class Lab implements LabHost {
         const entry = plans.get(pod.node)?.entries.find((e) => e.podIP === ip && e.dst.from <= dst && dst <= e.dst.to);
         const policy = entry ? planner.resolution.policies.find((p) => p.resource === entry.policy) : undefined;
         // An entry of no instance is dropped (an invalid policy, fail-closed): nothing may get out.
-        const expected = entry?.instance === "" ? [] : policy ? [...policy.egressIPByInstance.values()].sort() : [node.publicIP];
+        const expected = entry?.instance === "" ? [] : policy ? [...policy.egressIPsByInstance.values()].flat().sort() : [node.publicIP];
         const probe = await this.probe(pod, `http://${target}/`);
         const egressIP = probe.source ?? null;
         return {
@@ -571,6 +580,33 @@ export class Lab implements LabHost {
     const n = this.topology.nodes.find((x) => x.name === node);
     if (!n) throw new LabError(`no node named ${node}`);
     return execIn(n.netns, "curl", ["-s", "-m", "2", `http://127.0.0.1:${LAB_METRICS_PORT}/metrics`]);
+  }
+
+  /**
+   * Makes every agent's metrics reachable from the root namespace, for a Prometheus on loopback:
+   * per agent a relay inside its namespace from a unix socket to the agent's metrics port, and
+   * one in the root namespace from a free loopback port to that socket (a file, not a network
+   * link: no lab packet can leave the lab this way). The relays end with the lab.
+   */
+  async exposeMetrics(): Promise<MetricsTarget[]> {
+    const agents = [
+      ...this.topology.nodes.map((n) => ({ job: "node" as const, host: n.name, netns: n.netns, to: `127.0.0.1:${LAB_METRICS_PORT}` })),
+      ...this.gatewayInstances().flatMap((g) => [
+        { job: "gateway" as const, host: g.name, netns: g.netns, to: `127.0.0.1:${LAB_METRICS_PORT}` },
+        { job: "health-responder" as const, host: g.name, netns: g.netns, to: `${g.vpcIP}:${LAB_METRICS_PORT + 1}` },
+      ]),
+    ];
+    const targets: MetricsTarget[] = [];
+    for (const a of agents) {
+      const name = `metrics-${a.job}-${a.host}`;
+      const sock = join(this.dir, `${name}.sock`);
+      const port = await freePort();
+      this.startProcess(`${name}-in`, a.netns, ["lab", "relay", "--listen", `unix:${sock}`, "--to", `tcp:${a.to}`]);
+      this.startProcess(`${name}-out`, "", ["lab", "relay", "--listen", `tcp:127.0.0.1:${port}`, "--to", `unix:${sock}`]);
+      targets.push({ job: a.job, host: a.host, address: `127.0.0.1:${port}` });
+    }
+    if (this.record.controllerMetricsPort) targets.push({ job: "controller", host: "controller", address: `127.0.0.1:${this.record.controllerMetricsPort}` });
+    return targets;
   }
 
   /** The controller's metrics server (Kubernetes mode): `/metrics`, `/healthz`, `/readyz`. */

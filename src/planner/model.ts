@@ -35,8 +35,11 @@ export interface ValidPolicy {
   gateway: string;
   /** Included minus excluded; the cluster's own ranges are removed separately (`neverDivert`). */
   destinations: Range[];
-  /** instance key -> this policy's egress IP on that instance. */
-  egressIPByInstance: ReadonlyMap<string, string>;
+  /**
+   * instance key -> this policy's egress IPs on that instance, in spec order: usually one; several
+   * make a pool that new connections spread over (more source ports to one destination).
+   */
+  egressIPsByInstance: ReadonlyMap<string, readonly string[]>;
   failurePolicy: "Drop" | "FallbackToNodeIP";
   priority: number;
   /**
@@ -111,7 +114,10 @@ export interface NodePlan {
 export interface SnatEntry {
   podIP: string;
   dst: Range;
+  /** The policy's (first) egress IP on this instance. */
   egressIP: string;
+  /** Every egress IP of the policy on this instance, when it has several: new connections spread over them. */
+  pool?: readonly string[];
   policy: string;
 }
 
@@ -125,6 +131,8 @@ export interface GatewayPlan {
   /** Only these hosts may use the gateway (health probes and forwarding). */
   nodeAddresses: string[];
   egressIPs: string[];
+  /** Which policy owns which of this instance's egress IPs (every valid policy, selecting pods or not): what the gateway meters. */
+  egressIPOwners: { egressIP: string; policy: string }[];
   /** VXLAN network identifier of this instance's tunnels (its id). */
   vni: number;
   /** One tunnel per node (not this host itself), sorted by node name. */

@@ -111,7 +111,7 @@ export function selectPods(snapshot: ClusterSnapshot, res: Resolution, onlyNode?
  * instance dies. `undefined` means no instance is usable (fail-closed or fallback applies).
  */
 export function chooseInstance(podKey: string, policy: ValidPolicy, res: Resolution, health: HealthView): string | undefined {
-  const eligible = [...policy.egressIPByInstance.keys()].sort();
+  const eligible = [...policy.egressIPsByInstance.keys()].sort();
   const up = eligible.filter((k) => health.get(k) !== "down");
   const serving = up.filter((k) => !res.instances.get(k)?.drain);
   return rendezvous(podKey, serving.length > 0 ? serving : up);
@@ -165,7 +165,7 @@ export class Planner {
         if (s.policy.failurePolicy === "FallbackToNodeIP") continue;
         // Fail-closed: keep the pod pinned to an instance whose table holds a blackhole route,
         // or, when the policy has no instance at all yet, to the mark that is always dropped.
-        instance = rendezvous(s.podKey, [...s.policy.egressIPByInstance.keys()].sort()) ?? "";
+        instance = rendezvous(s.podKey, [...s.policy.egressIPsByInstance.keys()].sort()) ?? "";
       }
       const mark = instance === "" ? NO_INSTANCE_MARK : markFor(res.instances.get(instance)?.id as number);
       for (const ip of s.pod.ips) {
@@ -224,12 +224,14 @@ export class Planner {
     const snat: SnatEntry[] = [];
     const podsByTunnel = new Map<string, { port: number; podIP: string }>();
     for (const s of selections) {
-      const egressIP = s.policy.egressIPByInstance.get(instanceKey);
-      if (!egressIP) continue;
+      const ips = s.policy.egressIPsByInstance.get(instanceKey);
+      const egressIP = ips?.[0];
+      if (!ips || !egressIP) continue;
+      const pool = ips.length > 1 ? { pool: ips } : {};
       const end = s.pod.nodeName !== undefined ? ends.get(s.pod.nodeName) : undefined;
       for (const ip of s.pod.ips) {
         if (ip.includes(":")) continue;
-        for (const dst of s.destinations) snat.push({ podIP: ip, dst, egressIP, policy: s.policy.resource });
+        for (const dst of s.destinations) snat.push({ podIP: ip, dst, egressIP, ...pool, policy: s.policy.resource });
         // A pod's packets are accepted only from its own node's tunnel.
         if (end && end.address !== instance.address) podsByTunnel.set(`${end.port}|${ip}`, { port: end.port, podIP: ip });
       }
@@ -252,6 +254,9 @@ export class Planner {
       returnRoutes,
       nodeAddresses: nodes.map((n) => n.internalIP as string).filter((a) => a !== instance.address),
       egressIPs: [...instance.egressIPs].sort(),
+      egressIPOwners: res.policies
+        .flatMap((p) => (p.egressIPsByInstance.get(instanceKey) ?? []).map((egressIP) => ({ egressIP, policy: p.resource })))
+        .sort((a, b) => (a.egressIP < b.egressIP ? -1 : a.egressIP > b.egressIP ? 1 : 0)),
       vni: instance.id,
       tunnels,
       podsByTunnel: [...podsByTunnel.values()].sort((a, b) => a.port - b.port || (a.podIP < b.podIP ? -1 : a.podIP > b.podIP ? 1 : 0)),

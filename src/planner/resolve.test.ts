@@ -124,9 +124,9 @@ describe("resolve: a valid cluster", () => {
     ]);
     const web = res.policies.find((p) => p.resource === "EgressPolicy/shop/web");
     expect(web).toMatchObject({ gateway: "shared", failurePolicy: "Drop", priority: 100, destinations: [parseCidr("0.0.0.0/0")] });
-    expect([...(web?.egressIPByInstance ?? [])]).toEqual([
-      ["shared/i1", "203.0.113.10"],
-      ["shared/i2", "203.0.113.20"],
+    expect([...(web?.egressIPsByInstance ?? [])]).toEqual([
+      ["shared/i1", ["203.0.113.10"]],
+      ["shared/i2", ["203.0.113.20"]],
     ]);
     const pay = res.policies.find((p) => p.resource === "EgressPolicy/billing/pay");
     expect(pay).toMatchObject({ failurePolicy: "FallbackToNodeIP", destinations: [parseCidr("198.51.100.0/24")] });
@@ -220,7 +220,6 @@ const badPolicies: BadPolicyCase[] = [
   { name: "bad namespace selector", policy: badCluster({ namespaceSelector: { matchExpressions: [{ key: "team", operator: "Exists", values: ["x"] }] } }), resource: "ClusterEgressPolicy/bad", field: "spec.namespaceSelector.matchExpressions[0].values", message: /empty/ },
   { name: "egress IP of another gateway", policy: bad({ egressIPs: ["203.0.113.12", "198.51.100.11"] }), resource: "EgressPolicy/shop/bad", field: "spec.egressIPs[1]", message: /198\.51\.100\.11 is not an egress IP of any instance of EgressGateway shared/ },
   { name: "egress IP on no gateway", policy: bad({ egressIPs: ["192.0.2.99"] }), resource: "EgressPolicy/shop/bad", field: "spec.egressIPs[0]", message: /192\.0\.2\.99 is not an egress IP/ },
-  { name: "two egress IPs on one instance", policy: bad({ egressIPs: ["203.0.113.12", "203.0.113.22", "203.0.113.13"] }), resource: "EgressPolicy/shop/bad", field: "spec.egressIPs[2]", message: /shared\/i1 already carries 203\.0\.113\.12/ },
   { name: "egress IP used by an older policy", policy: bad({ egressIPs: ["203.0.113.12", "203.0.113.20"] }), resource: "EgressPolicy/shop/bad", field: "spec.egressIPs[1]", message: /203\.0\.113\.20 is already used by EgressPolicy\/shop\/web/ },
   { name: "egress IP used by an older cluster policy", policy: bad({ gatewayName: "other", egressIPs: ["198.51.100.10"] }), resource: "EgressPolicy/shop/bad", field: "spec.egressIPs[0]", message: /already used by ClusterEgressPolicy\/audit/ },
   { name: "unknown field", policy: bad({ egressIP: "203.0.113.12" }), resource: "EgressPolicy/shop/bad", field: "spec", message: /unknown field "egressIP"/ },
@@ -252,6 +251,38 @@ describe("resolve: a bad policy is Invalid and disturbs no other object", () => 
     const s = addPolicy(addGateway(base, brokenGateway), bad({ gatewayName: "broken", egressIPs: ["192.0.2.1"] }));
     const verdict = verdictOf(s, "EgressPolicy/shop/bad");
     expect(verdict.errors).toEqual([{ field: "spec.gatewayName", message: "EgressGateway broken is invalid" }]);
+  });
+});
+
+describe("resolve: several egress IPs on one instance (an SNAT pool)", () => {
+  const pooled = egressPolicy("tools", "pooled", { podSelector: { matchLabels: { app: "cron" } }, gatewayName: "shared", egressIPs: ["203.0.113.12", "203.0.113.22", "203.0.113.13"], priority: 5 }, "2024-05-01T00:00:00Z");
+
+  it("groups them by instance in spec order; the gateway SNATs the policy's pods over the pool and knows who owns each IP", () => {
+    const s = addPolicy(base, pooled);
+    const policy = resolve(s, validator).policies.find((p) => p.resource === "EgressPolicy/tools/pooled");
+    expect([...(policy?.egressIPsByInstance ?? [])]).toEqual([
+      ["shared/i1", ["203.0.113.12", "203.0.113.13"]],
+      ["shared/i2", ["203.0.113.22"]],
+    ]);
+    const planner = new Planner(s, { validator });
+    const i1 = planner.planGateway("shared/i1")!;
+    expect(i1.snat.filter((e) => e.policy === "EgressPolicy/tools/pooled").map((e) => [e.podIP, e.egressIP, e.pool])).toEqual([["10.244.2.30", "203.0.113.12", ["203.0.113.12", "203.0.113.13"]]]);
+    // A single IP on an instance is no pool.
+    expect(planner.planGateway("shared/i2")!.snat.find((e) => e.policy === "EgressPolicy/tools/pooled")).not.toHaveProperty("pool");
+    expect(i1.egressIPOwners).toEqual([
+      { egressIP: "203.0.113.10", policy: "EgressPolicy/shop/web" },
+      { egressIP: "203.0.113.11", policy: "EgressPolicy/billing/pay" },
+      { egressIP: "203.0.113.12", policy: "EgressPolicy/tools/pooled" },
+      { egressIP: "203.0.113.13", policy: "EgressPolicy/tools/pooled" },
+    ]);
+  });
+
+  it("refuses more than 8 on one instance, naming the field", () => {
+    const ips = Array.from({ length: 10 }, (_, i) => `192.0.2.${i + 1}`);
+    const big = egressGateway("big", { grants: ANY_NAMESPACE, static: { instances: [{ name: "b1", address: "10.0.1.9", egressIPs: ips }] } });
+    const s = addPolicy(addGateway(base, big), egressPolicy("shop", "greedy", { podSelector: {}, gatewayName: "big", egressIPs: ips.slice(0, 9) }, "2024-05-01T00:00:00Z"));
+    const verdict = verdictOf(s, "EgressPolicy/shop/greedy");
+    expect(verdict.errors).toEqual([{ field: "spec.egressIPs[8]", message: "instance big/b1 already carries 8 of this policy's egress IPs (at most 8 per instance)" }]);
   });
 });
 

@@ -1,6 +1,6 @@
 import { SpecValidator, type FieldError } from "../api/v1alpha1/validate.js";
 import type { EgressGateway } from "../api/v1alpha1/egress-gateway.js";
-import type { LabelSelector } from "../api/v1alpha1/common.js";
+import { LIMITS, type LabelSelector } from "../api/v1alpha1/common.js";
 import { AddressError, contains, normalize, parseCidr, parseIPv4, subtract, type Range } from "../util/ipv4.js";
 import { assignIds } from "./ids.js";
 import { checkSelector, matches } from "./selector.js";
@@ -187,7 +187,7 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
         errors.push({ field: "spec.gatewayName", message: `EgressGateway ${spec.gatewayName} is not granted to namespace ${JSON.stringify(ns)} (a cluster admin grants it in the gateway's spec.grants)` });
       }
     }
-    const egressIPByInstance = new Map<string, string>();
+    const egressIPsByInstance = new Map<string, string[]>();
     spec.egressIPs.forEach((ip, i) => {
       const field = `spec.egressIPs[${i}]`;
       const owner = ipOwner.get(ip);
@@ -198,9 +198,9 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
         // Declared by the gateway, no instance yet: valid, and carried by none for now.
       } else if (gatewayKeys && (!owner || !gatewayKeys.includes(owner))) {
         errors.push({ field, message: `${ip} is not an egress IP of any instance of EgressGateway ${spec.gatewayName}` });
-      } else if (owner && egressIPByInstance.has(owner)) {
-        errors.push({ field, message: `instance ${owner} already carries ${egressIPByInstance.get(owner)} for this policy` });
-      } else if (owner) egressIPByInstance.set(owner, ip);
+      } else if (owner && (egressIPsByInstance.get(owner)?.length ?? 0) >= LIMITS.poolEgressIPs) {
+        errors.push({ field, message: `instance ${owner} already carries ${LIMITS.poolEgressIPs} of this policy's egress IPs (at most ${LIMITS.poolEgressIPs} per instance)` });
+      } else if (owner) egressIPsByInstance.set(owner, [...(egressIPsByInstance.get(owner) ?? []), ip]);
     });
     const destinations = planDestinations(spec.destinationCIDRs ?? ["0.0.0.0/0"], spec.excludedCIDRs ?? [], errors);
     if (errors.length === 0) {
@@ -224,7 +224,7 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
       object: policy,
       gateway: spec.gatewayName,
       destinations,
-      egressIPByInstance,
+      egressIPsByInstance,
       failurePolicy: spec.failurePolicy ?? "Drop",
       priority: spec.priority ?? 100,
       outranksClusterPolicies: policy.kind === "ClusterEgressPolicy" || grant?.outrankClusterPolicies === true,

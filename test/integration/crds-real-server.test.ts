@@ -158,7 +158,7 @@ describe("the CRDs on a real API server", () => {
   it("kubectl explain shows our descriptions", async () => {
     const text = (await kubectlOk(["explain", "egresspolicy.spec.egressIPs"])).replace(/\s+/g, " ");
     expect(text).toContain("FIELD: egressIPs <[]string>");
-    expect(text).toContain("This application's own egress IPs, one per gateway instance that may carry it");
+    expect(text).toContain("This application's own egress IPs: one per gateway instance that may carry it, or several on one instance");
     const failure = (await kubectlOk(["explain", "egresspolicy.spec.failurePolicy"])).replace(/\s+/g, " ");
     expect(failure).toContain("With no healthy instance: Drop (fail-closed) or leave with the node's IP");
     expect(failure).toMatch(/ENUM: Drop FallbackToNodeIP/);

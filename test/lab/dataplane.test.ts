@@ -217,6 +217,7 @@ describe("gateway dataplane", () => {
     returnRoutes: [{ cidr: "10.244.1.0/24", via: "10.0.0.12", port: 20012 }, { cidr: "10.244.2.0/24", via: "10.0.0.13", port: 20013 }],
     nodeAddresses: ["10.0.0.12", "10.0.0.13"],
     egressIPs: ["192.0.2.10"],
+    egressIPOwners: [{ egressIP: "192.0.2.10", policy: "p" }],
     vni: 1,
     tunnels: [{ node: "n2", address: "10.0.0.12", port: 20012 }, { node: "n3", address: "10.0.0.13", port: 20013 }],
     podsByTunnel: [{ port: 20012, podIP: "10.244.1.10" }],

@@ -42,7 +42,7 @@ export class GatewayAgent {
     if (!plan) {
       // Not (or no longer) a valid instance: forward nothing rather than something stale.
       logger.warn({ instance }, "instance not found in any valid EgressGateway; forwarding nothing");
-      await dataplane.apply({ instance, address: "", snat: [], returnRoutes: [], nodeAddresses: [], egressIPs: [], vni: 0, tunnels: [], podsByTunnel: [] }, { verify });
+      await dataplane.apply({ instance, address: "", snat: [], returnRoutes: [], nodeAddresses: [], egressIPs: [], egressIPOwners: [], vni: 0, tunnels: [], podsByTunnel: [] }, { verify });
       return;
     }
     const report = await dataplane.apply(plan, { verify });

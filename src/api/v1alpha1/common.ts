@@ -32,8 +32,10 @@ export const IPv4AddressOrCidr = Type.String({
 export const LIMITS = {
   /** destinationCIDRs and excludedCIDRs of one policy (each). */
   cidrs: 64,
-  /** egressIPs of one policy: one per instance that may carry it. */
+  /** egressIPs of one policy: one or more per instance that may carry it. */
   policyEgressIPs: 32,
+  /** egressIPs of one policy on one instance (its SNAT pool there). */
+  poolEgressIPs: 8,
   /** Instances of a static gateway, and egress IPs of one instance. */
   instances: 64,
   instanceEgressIPs: 64,

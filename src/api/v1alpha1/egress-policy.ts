@@ -17,7 +17,8 @@ const policyFields = {
     minItems: 1,
     maxItems: LIMITS.policyEgressIPs,
     ...SET, // a repeated egress IP is refused at once
-    description: "This application's own egress IPs, one per gateway instance that may carry it",
+    description:
+      "This application's own egress IPs: one per gateway instance that may carry it, or several on one instance (at most 8) so that its SNAT pool grows: new connections spread over them, a connection keeps its IP",
   }),
   failurePolicy: Type.Optional(
     Type.Union([Type.Literal("Drop"), Type.Literal("FallbackToNodeIP")], {
@@ -44,8 +45,27 @@ export const ClusterEgressPolicySpec = Type.Object(
 );
 export type ClusterEgressPolicySpec = Static<typeof ClusterEgressPolicySpec>;
 
+/** Rates over the last report interval (about a minute), from the gateways' kernel counters. */
+export const PolicyTraffic = Type.Object({
+  bytesPerSecond: Type.Optional(Type.Integer({ description: "Every instance's, both directions (written by the controller)" })),
+  packetsPerSecond: Type.Optional(Type.Integer()),
+  instances: Type.Optional(
+    Type.Array(
+      Type.Object({
+        instance: Type.String({ description: "<gateway>/<instance>; each gateway agent writes its own entry (server-side apply)" }),
+        bytesPerSecond: Type.Integer(),
+        packetsPerSecond: Type.Integer(),
+        at: Type.String({ description: "When the agent measured it (RFC 3339)" }),
+      }),
+      { "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["instance"] },
+    ),
+  ),
+});
+export type PolicyTraffic = Static<typeof PolicyTraffic>;
+
 export const EgressPolicyStatus = Type.Object({
   egressIPs: Type.Optional(Type.Array(Type.String())),
+  traffic: Type.Optional(PolicyTraffic),
   selectedPods: Type.Optional(Type.Integer()),
   programmedPods: Type.Optional(Type.Integer()),
   observedGeneration: Type.Optional(Type.Integer()),
@@ -62,6 +82,7 @@ const policyColumns: KindDefinition["printerColumns"] = [
   { name: "Ready", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
   { name: "Reason", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].reason', priority: 1 },
   { name: "Pods", type: "integer", jsonPath: ".status.selectedPods" },
+  { name: "Bytes/s", type: "integer", jsonPath: ".status.traffic.bytesPerSecond" },
   { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
 ];
 

@@ -121,12 +121,14 @@ describe("keyed background jobs", () => {
     await jobs.idle();
     expect(jobs.isBusy("x")).toBe(true); // waiting to retry
     expect(jobs.failuresOf("x")).toBe(1);
+    expect(jobs.failing()).toBe(1); // what static_egress_cloud_failing_jobs exports
     jobs.schedule("x");
     await jobs.idle();
     jobs.schedule("x");
     await jobs.idle();
     expect(attempts).toBe(3);
     expect(jobs.failuresOf("x")).toBe(0);
+    expect(jobs.failing()).toBe(0);
     expect(jobs.isBusy("x")).toBe(false);
     expect(errors).toEqual(["boom 1", "boom 2"]);
     await jobs.stop();

@@ -174,6 +174,11 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     return this.jobs.idle();
   }
 
+  /** Objects whose cloud work failed last time and is being retried (metrics). */
+  failingJobs(): number {
+    return this.jobs.failing();
+  }
+
   async stop(): Promise<void> {
     await this.jobs.stop();
   }

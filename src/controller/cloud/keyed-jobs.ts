@@ -60,6 +60,11 @@ export class KeyedJobs {
     return this.failures.get(key) ?? 0;
   }
 
+  /** Keys whose last run failed (being retried). */
+  failing(): number {
+    return this.failures.size;
+  }
+
   /** Resolves when nothing runs (pending retries do not count). */
   async idle(): Promise<void> {
     while (this.running.size > 0) await Promise.allSettled([...this.running.values()]);

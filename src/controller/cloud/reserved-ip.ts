@@ -239,6 +239,11 @@ export class ReservedIPFollower implements ControllerPlugin {
     return this.jobs.idle();
   }
 
+  /** Objects whose cloud work failed last time and is being retried (metrics). */
+  failingJobs(): number {
+    return this.jobs.failing();
+  }
+
   async stop(): Promise<void> {
     await this.jobs.stop();
   }
