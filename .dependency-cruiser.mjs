@@ -48,7 +48,7 @@ export default {
       ["planner", "dataplane", "kube", "cni", "api", "util"],
       "Node, gateway and health agents. A cloud reaches them only through a port the CLI plugs in (e.g. AnchorReader).",
     ),
-    layer("importers", "importers", ["planner", "api", "util"], "Pure converters of the peers' objects into ours (the CLI reads and applies)."),
+    layer("importers", "importers", ["api", "util"], "Pure converters of the peers' objects into ours (the CLI reads and applies)."),
     {
       name: "every-folder-has-a-layer",
       comment: "A new folder under src/ gets its own rule here (and a line in ARCHITECTURE.md) before code lands in it.",

@@ -1,5 +1,5 @@
 import type { KubeObject } from "../api/objects.js";
-import { NODE_EGRESS_IPS_ANNOTATION } from "../planner/resolve.js";
+import { NODE_EGRESS_IPS_ANNOTATION } from "../api/keys.js";
 import {
   annotationFindings,
   dnsName,

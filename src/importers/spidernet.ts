@@ -1,6 +1,6 @@
 import type { KubeObject } from "../api/objects.js";
 import type { LabelSelector } from "../api/v1alpha1/common.js";
-import { NODE_EGRESS_IPS_ANNOTATION } from "../planner/resolve.js";
+import { NODE_EGRESS_IPS_ANNOTATION } from "../api/keys.js";
 import {
   annotationFindings,
   dnsName,
