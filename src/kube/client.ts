@@ -27,7 +27,8 @@ import type { ListPage } from "./paged-list.js";
 export const CLUSTER_EVENT_NAMESPACE = "default";
 
 export interface Access {
-  component: "controller" | "node-agent" | "gateway-agent";
+  /** `user`: the CLI's calls with the user's own kubeconfig (no service account; not in deploy/'s RBAC). */
+  component: "controller" | "node-agent" | "gateway-agent" | "user";
   apiGroup: string;
   resource: string;
   verbs: string[];
@@ -59,6 +60,17 @@ export const KUBE_ACCESS: readonly Access[] = [
   { component: "controller", apiGroup: "", resource: "services", verbs: ["list", "watch", "patch"] },
   // Node agents report what they programmed and what they see of gateway health.
   { component: "node-agent", apiGroup: "", resource: "nodes", verbs: ["patch"] },
+  // Apps (src/kube/apps.ts, docs/apps.md): informers, server-side apply of what an App is made
+  // of, deletes of what it no longer is. Secrets are written and deleted, never read.
+  { component: "controller", apiGroup: GROUP, resource: "apps", verbs: ["list", "watch", "patch"] },
+  { component: "controller", apiGroup: GROUP, resource: "apps/status", verbs: ["patch"] },
+  { component: "controller", apiGroup: "", resource: "namespaces", verbs: ["patch", "delete"] },
+  { component: "controller", apiGroup: "apps", resource: "deployments", verbs: ["list", "watch", "patch", "delete"] },
+  { component: "controller", apiGroup: "", resource: "services", verbs: ["list", "watch", "patch", "delete"] },
+  { component: "controller", apiGroup: "networking.k8s.io", resource: "networkpolicies", verbs: ["list", "watch", "patch", "delete"] },
+  { component: "controller", apiGroup: "", resource: "secrets", verbs: ["patch", "delete"] },
+  // `static-egress apps` (src/cli/apps.ts) with the user's credentials.
+  { component: "user", apiGroup: GROUP, resource: "apps", verbs: ["create", "get", "list", "update", "delete"] },
 ];
 
 export type PolicyKind = "EgressPolicy" | "ClusterEgressPolicy" | "EgressGateway";
@@ -186,13 +198,14 @@ export class KubeClient {
    * whole list as one string and deserializing it into client-node's classes. Errors carry the
    * HTTP status in `statusCode` and `code` (a 410 means the continue token expired).
    */
-  async listPage(path: string, query: { limit?: number; continue?: string; fieldSelector?: string }, timeoutMs = 60_000): Promise<ListPage> {
+  async listPage(path: string, query: { limit?: number; continue?: string; fieldSelector?: string; labelSelector?: string }, timeoutMs = 60_000): Promise<ListPage> {
     const cluster = this.kubeconfig.getCurrentCluster();
     if (!cluster) throw new Error("kubeconfig: no current cluster");
     const url = new URL(cluster.server + path);
     if (query.limit !== undefined) url.searchParams.set("limit", String(query.limit));
     if (query.continue) url.searchParams.set("continue", query.continue);
     if (query.fieldSelector) url.searchParams.set("fieldSelector", query.fieldSelector);
+    if (query.labelSelector) url.searchParams.set("labelSelector", query.labelSelector);
     const init = await this.kubeconfig.applyToFetchOptions({});
     const headers: Record<string, string> = { accept: "application/json" };
     (init.headers as Headers | undefined)?.forEach((v, k) => (headers[k] = v));
