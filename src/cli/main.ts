@@ -79,6 +79,9 @@ program
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics, liveness on /healthz and readiness (informers synced) on /readyz")
   .option("--metrics-address <ip>", "with --metrics-port: listen on this address only (default all)")
   .option("--reserved-ips-any-namespace", "with --cloud: let pods of any namespace ask for any reserved IP (default: only IPs granted to their Namespace with annotation staticegress.io/reserved-ips)")
+  .option("--no-apps", "do not reconcile Apps (docs/apps.md)")
+  .option("--apps-ingress-label <key=value>", "Apps: namespaces with this label are the ingress side, admitted to services' http_port", "staticegress.io/apps-ingress=true")
+  .option("--apps-docr-registry <host/name>", "Apps: where DOCR images come from, e.g. registry.digitalocean.com/acme (absent: DOCR components are refused)")
   .action(runController);
 
 program

@@ -61,14 +61,15 @@ export const KUBE_ACCESS: readonly Access[] = [
   // Node agents report what they programmed and what they see of gateway health.
   { component: "node-agent", apiGroup: "", resource: "nodes", verbs: ["patch"] },
   // Apps (src/kube/apps.ts, docs/apps.md): informers, server-side apply of what an App is made
-  // of, deletes of what it no longer is. Secrets are written and deleted, never read.
+  // of (a patch; the API server also asks for `create` when the object does not exist yet),
+  // deletes of what it no longer is. Secrets are written and deleted, never read.
   { component: "controller", apiGroup: GROUP, resource: "apps", verbs: ["list", "watch", "patch"] },
   { component: "controller", apiGroup: GROUP, resource: "apps/status", verbs: ["patch"] },
-  { component: "controller", apiGroup: "", resource: "namespaces", verbs: ["patch", "delete"] },
-  { component: "controller", apiGroup: "apps", resource: "deployments", verbs: ["list", "watch", "patch", "delete"] },
-  { component: "controller", apiGroup: "", resource: "services", verbs: ["list", "watch", "patch", "delete"] },
-  { component: "controller", apiGroup: "networking.k8s.io", resource: "networkpolicies", verbs: ["list", "watch", "patch", "delete"] },
-  { component: "controller", apiGroup: "", resource: "secrets", verbs: ["patch", "delete"] },
+  { component: "controller", apiGroup: "", resource: "namespaces", verbs: ["create", "patch", "delete"] },
+  { component: "controller", apiGroup: "apps", resource: "deployments", verbs: ["list", "watch", "create", "patch", "delete"] },
+  { component: "controller", apiGroup: "", resource: "services", verbs: ["list", "watch", "create", "patch", "delete"] },
+  { component: "controller", apiGroup: "networking.k8s.io", resource: "networkpolicies", verbs: ["list", "watch", "create", "patch", "delete"] },
+  { component: "controller", apiGroup: "", resource: "secrets", verbs: ["create", "patch", "delete"] },
   // `static-egress apps` (src/cli/apps.ts) with the user's credentials.
   { component: "user", apiGroup: GROUP, resource: "apps", verbs: ["create", "get", "list", "update", "delete"] },
 ];

@@ -399,6 +399,14 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
       replaceClusterCustomObject: [GROUP, CUSTOM, "update"],
       deleteClusterCustomObject: [GROUP, CUSTOM, "delete"],
     };
+    // Server-side apply is a patch that creates a missing object: the API server asks for both.
+    const applyCreates: Record<string, [string, string, string]> = {
+      patchNamespace: ["", "namespaces", "create"],
+      patchNamespacedSecret: ["", "secrets", "create"],
+      patchNamespacedService: ["", "services", "create"],
+      patchNamespacedDeployment: ["apps", "deployments", "create"],
+      patchNamespacedNetworkPolicy: ["networking.k8s.io", "networkpolicies", "create"],
+    };
     const called = new Set<string>();
     const unknown: string[] = [];
     for (const file of sourceFiles(join(ROOT, "src/kube"))) {
@@ -409,6 +417,8 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
           unknown.push(`${relative(ROOT, file)}: ${m[1]}`);
           continue;
         }
+        const created = (m[2] ?? "").includes(", apply)") ? applyCreates[m[1] as string] : undefined;
+        if (created) called.add(triple(...created));
         const [group, listed, verb] = access;
         // A custom-object call naming APPS_PLURAL is about Apps only.
         const resource = (m[2] ?? "").includes("plural: APPS_PLURAL") ? listed.replace(/^[^/]+/, "apps") : listed;

@@ -1,0 +1,249 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { AppsV1Api, AuthorizationV1Api, NetworkingV1Api } from "@kubernetes/client-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { AppController } from "../../src/controller/apps/reconciler.js";
+import { FINALIZER } from "../../src/controller/status.js";
+import { AppsClient, AppSource } from "../../src/kube/apps.js";
+import type { KubeClient } from "../../src/kube/client.js";
+import { packageRoot } from "../../src/lab/paths.js";
+import { waitFor } from "../../src/lab/lab.js";
+import { APPLIED_ANNOTATION, GENERATION_ANNOTATION } from "../../src/planner/apps.js";
+import { silentLogger } from "../../src/util/log.js";
+import { startTestKube, type TestKube } from "../support/kube.js";
+
+// The App reconciler against a real kube-apiserver with kube-controller-manager (namespace
+// deletion, Deployments), running with the controller's own service-account token, bound by
+// deploy/'s RBAC: what an App is made of, updates that roll, invalid specs that make nothing,
+// deletion that leaves nothing, and the RBAC it needs and no more.
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+let api: TestKube;
+let admin: KubeClient;
+let adminApps: AppsClient;
+let controller: AppController;
+let controllerClient: KubeClient;
+const examples = join(packageRoot(), "examples", "apps");
+
+function appObject(spec: Json): Json {
+  return { apiVersion: "staticegress.io/v1alpha1", kind: "App", metadata: { name: spec.name }, spec };
+}
+
+function example(file: string): Json {
+  return parse(readFileSync(join(examples, file), "utf8")) as Json;
+}
+
+async function app(name: string): Promise<Json | undefined> {
+  return (await adminApps.getApp(name)) as Json | undefined;
+}
+
+function condition(obj: Json | undefined, type: string): Json | undefined {
+  return (obj?.status?.conditions as Json[] | undefined)?.find((c) => c.type === type);
+}
+
+async function exists(call: Promise<unknown>): Promise<boolean> {
+  try {
+    await call;
+    return true;
+  } catch (e) {
+    if ((e as { code?: number }).code === 404) return false;
+    throw e;
+  }
+}
+
+const appsV1 = () => admin.kubeconfig.makeApiClient(AppsV1Api);
+const networking = () => admin.kubeconfig.makeApiClient(NetworkingV1Api);
+
+beforeAll(async () => {
+  api = await startTestKube({ controllerManager: true });
+  admin = api.admin;
+  adminApps = new AppsClient(admin);
+  controllerClient = await api.clientFor("controller");
+  controller = new AppController({
+    client: controllerClient,
+    apps: new AppsClient(controllerClient),
+    source: new AppSource(controllerClient, silentLogger),
+    logger: process.env.APPS_TEST_LOG ? (await import("pino")).pino({ level: "debug" }) : silentLogger,
+    resyncMs: 2_000,
+    retryBaseMs: 200,
+    plan: { docrRegistry: "" },
+  });
+  await controller.startInformers();
+  controller.activate();
+}, 180_000);
+
+afterAll(async () => {
+  await controller?.stop();
+  await api?.stop();
+});
+
+describe("App: create", () => {
+  it("makes the namespace, a Deployment per component, a Service per service, Secrets and NetworkPolicies, all owned and labelled", async () => {
+    const spec = example("web.yaml");
+    await adminApps.createApp(appObject(spec));
+    await waitFor(async () => (await app("web"))?.status?.phase === "DEPLOYING", 30_000, "web never got a status");
+    const web = (await app("web"))!;
+    expect(web.metadata.finalizers).toContain(FINALIZER);
+    expect(web.status).toMatchObject({ namespace: "app-web", dedicated_ips: [], observedGeneration: web.metadata.generation });
+    expect(condition(web, "Invalid")).toMatchObject({ status: "False" });
+    expect(condition(web, "DedicatedEgress")).toMatchObject({ status: "False", reason: "NotAssigned" });
+
+    const ns = await admin.core.readNamespace({ name: "app-web" });
+    expect(ns.metadata?.labels).toMatchObject({ "staticegress.io/app": "web", "app.kubernetes.io/managed-by": "static-egress" });
+    expect(ns.metadata?.ownerReferences?.[0]).toMatchObject({ kind: "App", name: "web", uid: web.metadata.uid });
+
+    const deployments = (await appsV1().listNamespacedDeployment({ namespace: "app-web" })).items;
+    expect(deployments.map((d) => d.metadata?.name).sort()).toEqual(["api", "mailer"]);
+    const apiDeployment = deployments.find((d) => d.metadata?.name === "api")!;
+    expect(apiDeployment.spec?.replicas).toBe(2);
+    const container = apiDeployment.spec!.template.spec!.containers[0]!;
+    expect(container.image).toBe("ghcr.io/example/shop-api:1.4.2");
+    expect(container.env).toEqual(
+      expect.arrayContaining([
+        { name: "LOG_LEVEL", value: "info" },
+        { name: "PORT", value: "8080" },
+        { name: "DATABASE_PASSWORD", valueFrom: { secretKeyRef: { name: "api-env", key: "DATABASE_PASSWORD" } } },
+      ]),
+    );
+    for (const d of deployments) expect(d.metadata?.ownerReferences?.[0]?.uid).toBe(web.metadata.uid);
+
+    const services = (await admin.core.listNamespacedService({ namespace: "app-web" })).items;
+    expect(services.map((s) => [s.metadata?.name, s.spec?.ports?.map((p) => p.port)])).toEqual([["api", [8080, 9090]]]);
+
+    // The secret's value is in the Secret and nowhere else the controller wrote.
+    const secret = await admin.core.readNamespacedSecret({ namespace: "app-web", name: "api-env" });
+    expect(Buffer.from(secret.data!.DATABASE_PASSWORD!, "base64").toString()).toBe("not-a-real-password");
+    expect(JSON.stringify(deployments)).not.toContain("not-a-real-password");
+    expect(JSON.stringify(web.status)).not.toContain("not-a-real-password");
+
+    const policies = (await networking().listNamespacedNetworkPolicy({ namespace: "app-web" })).items;
+    expect(policies.map((p) => p.metadata?.name).sort()).toEqual(["app-internal", "ingress-api"]);
+    const internal = policies.find((p) => p.metadata?.name === "app-internal")!;
+    expect(internal.spec).toMatchObject({ podSelector: {}, policyTypes: ["Ingress"], ingress: [{ _from: [{ podSelector: {} }] }] });
+    const ingress = policies.find((p) => p.metadata?.name === "ingress-api")!;
+    expect(ingress.spec?.ingress?.[0]?.ports).toEqual([{ port: 8080, protocol: "TCP" }]);
+    expect(ingress.spec?.ingress?.[0]?._from?.[0]?.namespaceSelector).toEqual({
+      matchLabels: { "staticegress.io/apps-ingress": "true" },
+      matchExpressions: [{ key: "staticegress.io/app", operator: "DoesNotExist" }],
+    });
+
+    // kube-controller-manager runs the Deployments: pods exist (Pending: no scheduler here).
+    await waitFor(async () => (await admin.core.listNamespacedPod({ namespace: "app-web" })).items.length === 3, 30_000, "no pods from the Deployments");
+  });
+
+  it("writes nothing when nothing changed (compares first)", async () => {
+    await controller.idle();
+    const before = (await appsV1().readNamespacedDeployment({ namespace: "app-web", name: "api" })).metadata?.resourceVersion;
+    await new Promise((r) => setTimeout(r, 2_500)); // a resync pass
+    await controller.idle();
+    expect((await appsV1().readNamespacedDeployment({ namespace: "app-web", name: "api" })).metadata?.resourceVersion).toBe(before);
+  });
+});
+
+describe("App: update", () => {
+  it("rolls the components (template changed), scales, and removes what the spec no longer has", async () => {
+    const current = (await app("web"))!;
+    const spec = structuredClone(current.spec) as Json;
+    spec.services[0].image.tag = "1.5.0";
+    spec.services[0].instance_count = 3;
+    spec.services[0].envs = spec.services[0].envs.filter((e: Json) => e.type !== "SECRET");
+    spec.workers = [];
+    spec.services.push({ name: "admin", image: { registry_type: "DOCKER_HUB", repository: "nginx", tag: "1.27" }, http_port: 80 });
+    const before = await appsV1().readNamespacedDeployment({ namespace: "app-web", name: "api" });
+    await adminApps.replaceApp("web", { ...current, spec });
+    await waitFor(
+      async () => (await appsV1().readNamespacedDeployment({ namespace: "app-web", name: "api" })).spec?.template.spec?.containers[0]?.image === "ghcr.io/example/shop-api:1.5.0",
+      30_000,
+      "api not rolled",
+    );
+    const after = await appsV1().readNamespacedDeployment({ namespace: "app-web", name: "api" });
+    expect(after.spec?.replicas).toBe(3);
+    expect(after.spec?.template.metadata?.annotations?.[GENERATION_ANNOTATION]).not.toBe(before.spec?.template.metadata?.annotations?.[GENERATION_ANNOTATION]);
+    expect(after.metadata?.annotations?.[APPLIED_ANNOTATION]).not.toBe(before.metadata?.annotations?.[APPLIED_ANNOTATION]);
+    await waitFor(async () => !(await exists(appsV1().readNamespacedDeployment({ namespace: "app-web", name: "mailer" }))), 30_000, "removed worker still there");
+    await waitFor(async () => !(await exists(admin.core.readNamespacedSecret({ namespace: "app-web", name: "api-env" }))), 30_000, "secret of removed SECRET variables still there");
+    expect(await exists(admin.core.readNamespacedService({ namespace: "app-web", name: "admin" }))).toBe(true);
+    expect(await exists(networking().readNamespacedNetworkPolicy({ namespace: "app-web", name: "ingress-admin" }))).toBe(true);
+    // The Deployment controller has a new ReplicaSet for the new template.
+    await waitFor(async () => (await appsV1().listNamespacedReplicaSet({ namespace: "app-web" })).items.filter((r) => r.metadata?.name?.startsWith("api-")).length === 2, 30_000, "no new ReplicaSet");
+  });
+});
+
+describe("App: invalid", () => {
+  it("the API server refuses unsupported parts, naming the field", async () => {
+    const refused: [Json, string][] = [
+      [{ ...example("worker-only.yaml"), name: "sites", static_sites: [{ name: "docs" }] }, "spec.static_sites: Forbidden: static sites are not run by static-egress"],
+      [{ ...example("worker-only.yaml"), name: "built", workers: [{ name: "w", github: { repo: "digitalocean/sample-golang", branch: "main" } }] }, "spec.workers[0].github: Forbidden: builds from source"],
+      [{ ...example("worker-only.yaml"), name: "Bad_Name" }, "spec.name"],
+    ];
+    for (const [spec, message] of refused) {
+      const err = await adminApps.createApp(appObject(spec)).then(
+        () => undefined,
+        (e: { code?: number; body?: string }) => e,
+      );
+      expect(err?.code, spec.name as string).toBe(422);
+      expect(err?.body).toContain(message);
+    }
+    // Unknown fields are refused too (Strict), not dropped.
+    const err = await adminApps.createApp(appObject({ ...example("worker-only.yaml"), name: "typo", servces: [] })).catch((e: { body?: string }) => e);
+    expect((err as { body?: string }).body).toContain('unknown field \\"spec.servces\\"');
+  });
+
+  it("the reconciler refuses what the schema cannot, names the field, and creates nothing", async () => {
+    // DOCR without a configured registry, and a bindable variable: valid for the API server.
+    const spec = { name: "docr", workers: [{ name: "job", image: { registry_type: "DOCR", repository: "worker" }, envs: [{ key: "URL", value: "${api.PRIVATE_URL}" }] }] };
+    await adminApps.createApp(appObject(spec));
+    await waitFor(async () => condition(await app("docr"), "Invalid")?.status === "True", 30_000, "no Invalid condition");
+    const docr = (await app("docr"))!;
+    expect(docr.status.phase).toBe("ERROR");
+    expect(condition(docr, "Invalid")?.message).toContain("spec.workers[0].image.registry_type: DOCR images need the controller's --apps-docr-registry");
+    expect(condition(docr, "Invalid")?.message).toContain("spec.workers[0].envs[0].value: bindable variables");
+    expect(condition(docr, "Invalid")?.reason).toBe("InvalidSpecWorkersEnvsValue");
+    expect(await exists(admin.core.readNamespace({ name: "app-docr" }))).toBe(false);
+    const events = await admin.core.listNamespacedEvent({ namespace: "default", fieldSelector: "involvedObject.kind=App,involvedObject.name=docr" });
+    expect(events.items.some((e) => e.type === "Warning" && e.reason === "InvalidSpecWorkersEnvsValue")).toBe(true);
+    await adminApps.deleteApp("docr");
+    await waitFor(async () => (await app("docr")) === undefined, 30_000, "invalid app not released");
+  });
+
+  it("never takes over a namespace that is in the way", async () => {
+    await api.ensureNamespace("app-taken", { team: "someone" });
+    await adminApps.createApp(appObject({ ...example("worker-only.yaml"), name: "taken" }));
+    await waitFor(async () => condition(await app("taken"), "Ready")?.reason === "NamespaceConflict", 30_000, "no conflict reported");
+    const ns = await admin.core.readNamespace({ name: "app-taken" });
+    expect(ns.metadata?.labels).toEqual(expect.objectContaining({ team: "someone" }));
+    expect(ns.metadata?.labels?.["staticegress.io/app"]).toBeUndefined();
+    expect((await appsV1().listNamespacedDeployment({ namespace: "app-taken" })).items).toEqual([]);
+    await adminApps.deleteApp("taken");
+    await waitFor(async () => (await app("taken")) === undefined, 30_000, "conflicting app not released");
+    expect(await exists(admin.core.readNamespace({ name: "app-taken" }))).toBe(true);
+  });
+});
+
+describe("App: delete", () => {
+  it("removes everything it made, then the App", async () => {
+    expect(await adminApps.deleteApp("web")).toBe(true);
+    await waitFor(async () => (await app("web")) === undefined, 60_000, "web never released");
+    expect(await exists(admin.core.readNamespace({ name: "app-web" }))).toBe(false);
+    expect((await appsV1().listDeploymentForAllNamespaces({ labelSelector: "staticegress.io/app=web" })).items).toEqual([]);
+  });
+});
+
+describe("App RBAC, proven by the API server", () => {
+  it("the controller may write and delete Secrets but never read one; it may not create Apps", async () => {
+    const mayI = async (verb: string, group: string, resource: string, namespace?: string) => {
+      const r = await controllerClient.kubeconfig.makeApiClient(AuthorizationV1Api).createSelfSubjectAccessReview({
+        body: { spec: { resourceAttributes: { verb, group, resource, ...(namespace ? { namespace } : {}) } } },
+      });
+      return r.status?.allowed === true;
+    };
+    expect(await mayI("patch", "", "secrets", "app-any")).toBe(true);
+    expect(await mayI("delete", "", "secrets", "app-any")).toBe(true);
+    for (const verb of ["get", "list", "watch"]) expect(await mayI(verb, "", "secrets", "app-any"), verb).toBe(false);
+    for (const verb of ["create", "update", "delete"]) expect(await mayI(verb, "staticegress.io", "apps"), verb).toBe(false);
+    for (const verb of ["create", "patch", "delete"]) expect(await mayI(verb, "", "pods", "app-any"), `pods ${verb}`).toBe(false);
+    expect(await mayI("update", "apps", "deployments", "app-any")).toBe(false);
+    expect(await mayI("list", "", "configmaps", "app-any")).toBe(false);
+  });
+});
