@@ -215,9 +215,9 @@ export const AppSpec = Type.Object(
     workers: Type.Optional(components(WorkerSpec, "Workloads which do not expose HTTP services")),
     egress: Type.Optional(Type.Object({ type: Type.Optional(EgressType) }, { additionalProperties: false })),
     // Refused: what static-egress does not run.
-    disable_edge_cache: Type.Optional(Type.Boolean()),
-    disable_email_obfuscation: Type.Optional(Type.Boolean()),
-    enhanced_threat_control_enabled: Type.Optional(Type.Boolean()),
+    disable_edge_cache: Type.Optional(Type.Boolean({ default: false })),
+    disable_email_obfuscation: Type.Optional(Type.Boolean({ default: false })),
+    enhanced_threat_control_enabled: Type.Optional(Type.Boolean({ default: false })),
     domains: Type.Optional(OpaqueList()),
     static_sites: Type.Optional(OpaqueList()),
     jobs: Type.Optional(OpaqueList()),
