@@ -15,6 +15,7 @@ import { chainConfDir, unchainConfDir } from "../cni/conf-dir.js";
 import { chainEntryFor } from "../cni/conflist.js";
 import { DEFAULT_AGENT_SOCKET } from "../cni/input.js";
 import { runController } from "./controller.js";
+import { registerAppsCommands } from "./apps.js";
 
 const program = new Command("static-egress").description("dedicated, fixed egress IPs for Kubernetes workloads").showHelpAfterError();
 
@@ -155,6 +156,7 @@ cni
   });
 
 registerLabCommands(program);
+registerAppsCommands(program);
 
 program.parseAsync().catch((e: unknown) => {
   process.stderr.write(`static-egress: ${(e as Error).message}\n`);

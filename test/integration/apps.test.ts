@@ -1,5 +1,8 @@
-import { readFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { AppsV1Api, AuthorizationV1Api, NetworkingV1Api } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
@@ -245,5 +248,70 @@ describe("App RBAC, proven by the API server", () => {
     for (const verb of ["create", "patch", "delete"]) expect(await mayI(verb, "", "pods", "app-any"), `pods ${verb}`).toBe(false);
     expect(await mayI("update", "apps", "deployments", "app-any")).toBe(false);
     expect(await mayI("list", "", "configmaps", "app-any")).toBe(false);
+  });
+});
+
+describe("static-egress apps (the CLI, built: dist/cli/main.js)", () => {
+  const cli = join(packageRoot(), "dist", "cli", "main.js");
+  let dir: string;
+  // Asynchronously: the fault proxy the CLI talks to runs in this process.
+  const run = async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+    try {
+      const r = await promisify(execFile)(process.execPath, [cli, "apps", ...args, ...(args[0] === "spec" ? [] : ["--kubeconfig", join(dir, "admin.kubeconfig")])]);
+      return { code: 0, stdout: r.stdout, stderr: r.stderr };
+    } catch (e) {
+      const err = e as { code?: number; stdout?: string; stderr?: string };
+      return { code: err.code ?? -1, stdout: err.stdout ?? "", stderr: err.stderr ?? "" };
+    }
+  };
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "se-apps-cli-"));
+    writeFileSync(join(dir, "admin.kubeconfig"), api.adminKubeconfig(), { mode: 0o600 });
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("create, get -o json (DigitalOcean's App shape), list, update keeping redacted secrets, delete", async () => {
+    const spec = { ...example("payments.yaml"), services: [{ ...example("payments.yaml").services[0], envs: [{ key: "API_KEY", type: "SECRET", value: "s3cr3t-value" }] }] };
+    writeFileSync(join(dir, "payments.yaml"), JSON.stringify(spec));
+    const created = await run("create", "--spec", join(dir, "payments.yaml"));
+    expect(created, created.stderr).toMatchObject({ code: 0 });
+    expect(created.stdout).toMatch(/payments\s+\S+\s+DEDICATED_IP/);
+    await waitFor(async () => (await app("payments"))?.status?.phase === "DEPLOYING", 30_000, "payments never deployed");
+
+    const got = await run("get", "payments", "-o", "json");
+    const shown = JSON.parse(got.stdout) as Json;
+    expect(shown).toMatchObject({ id: (await app("payments"))!.metadata.uid, phase: "DEPLOYING", dedicated_ips: [], spec: { name: "payments", egress: { type: "DEDICATED_IP" } } });
+    expect(shown.created_at).toMatch(/^\d{4}-\d\d-\d\dT/);
+    expect(got.stdout).not.toContain("s3cr3t-value");
+    expect(shown.spec.services[0].envs[0].value).toBe("**redacted**");
+
+    expect((await run("list")).stdout).toContain("payments");
+
+    // An update from `get` output: the redacted secret keeps its value, the count changes.
+    shown.spec.services[0].instance_count = 1;
+    writeFileSync(join(dir, "update.json"), JSON.stringify(shown.spec));
+    const updated = await run("update", "payments", "--spec", join(dir, "update.json"));
+    expect(updated, updated.stderr).toMatchObject({ code: 0 });
+    const stored = (await app("payments"))!;
+    expect(stored.spec.services[0].envs[0].value).toBe("s3cr3t-value");
+    await waitFor(async () => (await appsV1().readNamespacedDeployment({ namespace: "app-payments", name: "checkout" })).spec?.replicas === 1, 30_000, "update not applied");
+
+    const deleted = await run("delete", "payments");
+    expect(deleted.code).toBe(0);
+    await waitFor(async () => (await app("payments")) === undefined, 60_000, "payments never released");
+    expect(await exists(admin.core.readNamespace({ name: "app-payments" }))).toBe(false);
+  });
+
+  it("an invalid spec: exit 2, each field named, nothing sent", async () => {
+    writeFileSync(join(dir, "bad.yaml"), "name: bad-app\nstatic_sites:\n  - name: docs\nworkers:\n  - name: w1\n    github: {repo: a/b}\n");
+    for (const args of [["spec", "validate", join(dir, "bad.yaml")], ["create", "--spec", join(dir, "bad.yaml")]]) {
+      const r = await run(...args);
+      expect(r.code, args[0]).toBe(2);
+      expect(r.stderr).toContain("spec.static_sites: static sites are not run by static-egress");
+      expect(r.stderr).toContain("spec.workers[0].github: builds from source are not run by static-egress");
+    }
+    expect(await app("bad-app")).toBeUndefined();
+    expect((await run("spec", "validate", join(examples, "web.yaml"))).code).toBe(0);
   });
 });

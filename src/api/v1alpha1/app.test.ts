@@ -139,7 +139,7 @@ describe("DigitalOcean's example specs", () => {
     );
     // The same app from an image, without the CDN and VPC settings: accepted as it is.
     const { github: _g, environment_slug: _e, routes: _r, ...service } = example.services[0] as Json;
-    const runnable = { ...example, services: [{ ...service, image: { registry_type: "DOCR", repository: "sample-golang" } }], disable_edge_cache: false, enhanced_threat_control_enabled: false };
+    const runnable: Json = { ...example, services: [{ ...service, image: { registry_type: "DOCR", repository: "sample-golang" } }], disable_edge_cache: false, enhanced_threat_control_enabled: false };
     delete runnable.vpc;
     expect(validateAppSpec(runnable, v)).toEqual([]);
   });

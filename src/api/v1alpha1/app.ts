@@ -11,7 +11,9 @@ import { Condition, type CelRule, type KindDefinition, type Resource } from "./c
 
 /** Component and app names: DigitalOcean's `name` of app_spec.yml and app_component_base.yml. */
 export const APP_NAME_PATTERN = "^[a-z][a-z0-9-]{0,30}[a-z0-9]$";
-const AppName = (description: string) => Type.String({ minLength: 2, maxLength: 32, pattern: APP_NAME_PATTERN, description });
+/** Says what a name must be: the validator quotes it ("must be ...") when the pattern fails. */
+const NAME_SHAPE = "2 to 32 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit";
+const AppName = (what: string) => Type.String({ minLength: 2, maxLength: 32, pattern: APP_NAME_PATTERN, description: `${NAME_SHAPE} (${what})` });
 
 /**
  * Our own bounds (DigitalOcean states none): the API server prices every CEL rule at the lists'
@@ -127,7 +129,7 @@ const literals = <T extends readonly string[]>(values: T, options: Record<string
 
 /** Fields every component shares (app_component_base.yml, app_component_instance_base.yml). */
 const componentFields = {
-  name: AppName("The name. Must be unique across all components within the same app"),
+  name: AppName("unique across the components of the app"),
   image: Type.Optional(ImageSource),
   run_command: Type.Optional(Type.String({ maxLength: 4096, description: "Overrides the image's command; run by /bin/sh -c" })),
   envs: Type.Optional(
@@ -209,7 +211,7 @@ const components = <T extends TSchema>(items: T, description: string) =>
 
 export const AppSpec = Type.Object(
   {
-    name: AppName("The name of the app (the App's metadata.name)"),
+    name: AppName("the app's name, also its metadata.name"),
     region: Type.Optional(literals(REGIONS, { description: "DigitalOcean's region slug; recorded, not used (the app runs in this cluster)" })),
     services: Type.Optional(components(ServiceSpec, "Workloads which expose HTTP services")),
     workers: Type.Optional(components(WorkerSpec, "Workloads which do not expose HTTP services")),
