@@ -1,5 +1,6 @@
 import { AppsV1Api, ListWatch, NetworkingV1Api, PatchStrategy, setHeaderOptions, Watch, type KubernetesObject } from "@kubernetes/client-node";
 import { GROUP, VERSION } from "../api/v1alpha1/common.js";
+import { PLURALS } from "./client.js";
 import type { Logger } from "../util/log.js";
 import { statusOf, type KubeClient } from "./client.js";
 import { listAllPages } from "./paged-list.js";
@@ -21,7 +22,7 @@ export const MANAGED_SELECTOR = "app.kubernetes.io/managed-by=static-egress";
 const apply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
-export type AppChildKind = "Namespace" | "Deployment" | "Service" | "Secret" | "NetworkPolicy";
+export type AppChildKind = "Namespace" | "Deployment" | "Service" | "Secret" | "NetworkPolicy" | "EgressGateway" | "EgressPolicy";
 
 async function ignoreNotFound(call: Promise<unknown>): Promise<void> {
   try {
@@ -62,6 +63,12 @@ export class AppsClient {
       case "NetworkPolicy":
         await this.networking.patchNamespacedNetworkPolicy({ ...params, namespace }, apply);
         return;
+      case "EgressGateway":
+        await this.kube.custom.patchClusterCustomObject({ ...params, group: GROUP, version: VERSION, plural: PLURALS.EgressGateway }, apply);
+        return;
+      case "EgressPolicy":
+        await this.kube.custom.patchNamespacedCustomObject({ ...params, namespace, group: GROUP, version: VERSION, plural: PLURALS.EgressPolicy }, apply);
+        return;
       default:
         throw new Error(`applyChild: ${o.kind} is not a kind Apps are made of`);
     }
@@ -81,6 +88,10 @@ export class AppsClient {
         return ignoreNotFound(core.deleteNamespacedSecret({ namespace, name }));
       case "NetworkPolicy":
         return ignoreNotFound(this.networking.deleteNamespacedNetworkPolicy({ namespace, name }));
+      case "EgressGateway":
+        return ignoreNotFound(this.kube.custom.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURALS.EgressGateway, name }));
+      case "EgressPolicy":
+        return ignoreNotFound(this.kube.custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURALS.EgressPolicy, namespace, name }));
     }
   }
 
@@ -157,6 +168,14 @@ export function pruneAppChild(o: KubernetesObject): KubernetesObject {
   return own as KubernetesObject;
 }
 
+/** Our own kinds an App is made of (its gateway and policy): spec and status whole, with owner references. */
+export function pruneOwnedCustom(o: KubernetesObject): KubernetesObject {
+  const out = pruneOwn(o) as Obj;
+  const owners = (o.metadata as Obj | undefined)?.ownerReferences;
+  if (Array.isArray(owners)) (out.metadata as Obj).ownerReferences = owners.map((r: Obj) => ({ kind: r.kind, name: r.name, uid: r.uid }));
+  return out as KubernetesObject;
+}
+
 interface Informed {
   kind: string;
   informer: ListWatch<KubernetesObject>;
@@ -186,6 +205,8 @@ export class AppSource {
       { kind: "Deployment", path: "/apis/apps/v1/deployments", labelSelector: MANAGED_SELECTOR, prune: pruneAppChild },
       { kind: "Service", path: "/api/v1/services", labelSelector: MANAGED_SELECTOR, prune: pruneAppChild },
       { kind: "NetworkPolicy", path: "/apis/networking.k8s.io/v1/networkpolicies", labelSelector: MANAGED_SELECTOR, prune: pruneAppChild },
+      { kind: "EgressGateway", path: `/apis/${GROUP}/${VERSION}/egressgateways`, labelSelector: MANAGED_SELECTOR, prune: pruneOwnedCustom },
+      { kind: "EgressPolicy", path: `/apis/${GROUP}/${VERSION}/egresspolicies`, labelSelector: MANAGED_SELECTOR, prune: pruneOwnedCustom },
     ];
     let synced = false;
     this.stopped = false;
@@ -222,7 +243,7 @@ export class AppSource {
   }
 
   /** Objects of a kind; for the children, only those of one app. */
-  list(kind: "App" | "Namespace" | "Deployment" | "Service" | "NetworkPolicy", app?: string): readonly KubernetesObject[] {
+  list(kind: "App" | "Namespace" | "Deployment" | "Service" | "NetworkPolicy" | "EgressGateway" | "EgressPolicy", app?: string): readonly KubernetesObject[] {
     const all = this.informed.find((w) => w.kind === kind)?.informer.list() ?? [];
     return app === undefined ? all : all.filter((o) => o.metadata?.labels?.["staticegress.io/app"] === app);
   }

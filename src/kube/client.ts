@@ -70,6 +70,9 @@ export const KUBE_ACCESS: readonly Access[] = [
   { component: "controller", apiGroup: "", resource: "services", verbs: ["list", "watch", "create", "patch", "delete"] },
   { component: "controller", apiGroup: "networking.k8s.io", resource: "networkpolicies", verbs: ["list", "watch", "create", "patch", "delete"] },
   { component: "controller", apiGroup: "", resource: "secrets", verbs: ["create", "patch", "delete"] },
+  // DEDICATED_IP apps: a gateway and a policy of their own (src/planner/app-egress.ts).
+  { component: "controller", apiGroup: GROUP, resource: "egressgateways", verbs: ["create", "delete"] },
+  { component: "controller", apiGroup: GROUP, resource: "egresspolicies", verbs: ["create", "delete"] },
   // `static-egress apps` (src/cli/apps.ts) with the user's credentials.
   { component: "user", apiGroup: GROUP, resource: "apps", verbs: ["create", "get", "list", "update", "delete"] },
 ];

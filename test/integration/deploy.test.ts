@@ -380,7 +380,7 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
       createNamespacedLease: ["coordination.k8s.io", "leases", "create"],
       replaceNamespacedLease: ["coordination.k8s.io", "leases", "update"],
       listClusterCustomObject: [GROUP, CUSTOM, "list"],
-      getClusterCustomObject: [GROUP, "egressgateways", "get"], // only KubeClient.readGateway
+      getClusterCustomObject: [GROUP, CUSTOM, "get"], // each call names its plural: KubeClient.readGateway, AppsClient.getApp
       patchNamespacedCustomObject: [GROUP, CUSTOM, "patch"],
       patchClusterCustomObject: [GROUP, CUSTOM, "patch"],
       patchNamespacedCustomObjectStatus: [GROUP, `${CUSTOM}/status`, "patch"],
@@ -398,6 +398,7 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
       createClusterCustomObject: [GROUP, CUSTOM, "create"],
       replaceClusterCustomObject: [GROUP, CUSTOM, "update"],
       deleteClusterCustomObject: [GROUP, CUSTOM, "delete"],
+      deleteNamespacedCustomObject: [GROUP, CUSTOM, "delete"],
     };
     // Server-side apply is a patch that creates a missing object: the API server asks for both.
     const applyCreates: Record<string, [string, string, string]> = {
@@ -406,6 +407,8 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
       patchNamespacedService: ["", "services", "create"],
       patchNamespacedDeployment: ["apps", "deployments", "create"],
       patchNamespacedNetworkPolicy: ["networking.k8s.io", "networkpolicies", "create"],
+      patchClusterCustomObject: [GROUP, CUSTOM, "create"],
+      patchNamespacedCustomObject: [GROUP, CUSTOM, "create"],
     };
     const called = new Set<string>();
     const unknown: string[] = [];
@@ -417,11 +420,13 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
           unknown.push(`${relative(ROOT, file)}: ${m[1]}`);
           continue;
         }
-        const created = (m[2] ?? "").includes(", apply)") ? applyCreates[m[1] as string] : undefined;
-        if (created) called.add(triple(...created));
         const [group, listed, verb] = access;
-        // A custom-object call naming APPS_PLURAL is about Apps only.
-        const resource = (m[2] ?? "").includes("plural: APPS_PLURAL") ? listed.replace(/^[^/]+/, "apps") : listed;
+        // A custom-object call naming its plural (APPS_PLURAL, PLURALS.<Kind>) is about that kind only.
+        const named = /plural: (APPS_PLURAL|PLURALS\.(\w+))/.exec(m[2] ?? "");
+        const plural = named ? (named[1] === "APPS_PLURAL" ? "apps" : PLURALS[named[2] as keyof typeof PLURALS]) : undefined;
+        const resource = plural ? listed.replace(CUSTOM, plural) : listed;
+        const created = (m[2] ?? "").includes(", apply)") ? applyCreates[m[1] as string] : undefined;
+        if (created) called.add(triple(created[0], plural ? created[1].replace(CUSTOM, plural) : created[1], created[2]));
         for (const r of resource.includes(CUSTOM) ? Object.values(PLURALS).map((p) => resource.replace(CUSTOM, p)) : [resource]) called.add(triple(group, r, verb));
       }
       // Informers list (page by page, KubeClient.listPage) and watch these paths (ListWatch).

@@ -1,0 +1,116 @@
+import { Ajv } from "ajv";
+import { Type, type Static } from "@sinclair/typebox";
+import type { KubernetesObject } from "@kubernetes/client-node";
+import { API_VERSION, IPv4Address, Name } from "../api/v1alpha1/common.js";
+import type { App, DedicatedIP } from "../api/v1alpha1/app.js";
+import { describeErrors, type FieldError } from "../api/v1alpha1/validate.js";
+import { APP_LABEL, MANAGED_BY, MANAGER, namespaceOf, digest, APPLIED_ANNOTATION } from "./apps.js";
+
+/**
+ * Dedicated egress for Apps (docs/apps.md, issue 12 outcome 3, first step): an App with
+ * `egress.type: DEDICATED_IP` gets an EgressGateway of its own with two instances, taken from a
+ * pool of gateway hosts the controller is given, and an EgressPolicy selecting every pod of the
+ * app. Two apps never share a host (and so never an IP). Pure: the controller applies the result.
+ */
+
+export const GatewayPoolHost = Type.Object(
+  {
+    name: { ...Name, description: "The host's name (the instance name in the app's gateway)" },
+    address: { ...IPv4Address, description: "Its address on the network the nodes share" },
+    egressIP: { ...IPv4Address, description: "The public IP it SNATs an app's traffic to" },
+  },
+  { additionalProperties: false },
+);
+export const GatewayPool = Type.Object({ hosts: Type.Array(GatewayPoolHost, { maxItems: 1024 }) }, { additionalProperties: false });
+export type GatewayPool = Static<typeof GatewayPool>;
+export type GatewayPoolHost = Static<typeof GatewayPoolHost>;
+
+/** Instances per app, as DigitalOcean gives each app a pair of dedicated IPs. */
+export const INSTANCES_PER_APP = 2;
+export const APP_GATEWAY_PREFIX = "app-";
+export const APP_POLICY_NAME = "dedicated-egress";
+
+const validatePool = new Ajv({ allErrors: true, strict: false }).compile(GatewayPool);
+
+/** A pool file's content, or the problems naming each field (`hosts[1].egressIP`); names and IPs must not repeat. */
+export function parseGatewayPool(doc: unknown): { pool?: GatewayPool; errors: FieldError[] } {
+  if (!validatePool(doc)) return { errors: describeErrors(validatePool.errors ?? [], "pool") };
+  const pool = doc as GatewayPool;
+  const errors: FieldError[] = [];
+  for (const key of ["name", "address", "egressIP"] as const) {
+    const seen = new Set<string>();
+    pool.hosts.forEach((h, i) => {
+      if (seen.has(h[key])) errors.push({ field: `pool.hosts[${i}].${key}`, message: `repeats ${h[key]}` });
+      seen.add(h[key]);
+    });
+  }
+  return errors.length > 0 ? { errors } : { pool, errors };
+}
+
+export function gatewayNameOf(app: string): string {
+  return `${APP_GATEWAY_PREFIX}${app}`;
+}
+
+type GatewayObject = KubernetesObject & { metadata: { name?: string; labels?: Record<string, string> }; spec?: { static?: { instances?: { name: string }[] } } };
+
+export type EgressPlan =
+  | { kind: "none" }
+  | { kind: "exhausted"; free: number }
+  | { kind: "planned"; hosts: GatewayPoolHost[]; gateway: KubernetesObject; policy: KubernetesObject };
+
+/**
+ * The app's gateway and policy. Its hosts: those its gateway already has (kept while they are in
+ * the pool), then free ones by name. Free: not in any other app's gateway (`gateways`: every
+ * gateway Apps made, as the informer has them).
+ */
+export function planDedicatedEgress(app: App, pool: GatewayPool | undefined, gateways: readonly GatewayObject[]): EgressPlan {
+  if (app.spec.egress?.type !== "DEDICATED_IP") return { kind: "none" };
+  const name = app.metadata.name;
+  const hostsOf = (g: GatewayObject) => (g.spec?.static?.instances ?? []).map((i) => i.name);
+  const own = gateways.find((g) => g.metadata.name === gatewayNameOf(name));
+  const taken = new Set(gateways.filter((g) => g !== own).flatMap(hostsOf));
+  const byName = new Map((pool?.hosts ?? []).map((h) => [h.name, h]));
+  const kept = (own ? hostsOf(own) : []).map((n) => byName.get(n)).filter((h): h is GatewayPoolHost => h !== undefined && !taken.has(h.name));
+  const free = [...byName.values()].filter((h) => !taken.has(h.name) && !kept.includes(h)).sort((a, b) => (a.name < b.name ? -1 : 1));
+  const hosts = [...kept, ...free].slice(0, INSTANCES_PER_APP);
+  if (hosts.length < INSTANCES_PER_APP) return { kind: "exhausted", free: hosts.length };
+  const ns = namespaceOf(name);
+  const owner = { apiVersion: API_VERSION, kind: "App", name, uid: app.metadata.uid ?? "", controller: true };
+  const labels = { [MANAGED_BY]: MANAGER, [APP_LABEL]: name };
+  const ips = hosts.map((h) => h.egressIP);
+  const stamp = <T extends KubernetesObject>(o: T): T => ({ ...o, metadata: { ...o.metadata, annotations: { [APPLIED_ANNOTATION]: digest(o) } } });
+  const gateway = stamp({
+    apiVersion: API_VERSION,
+    kind: "EgressGateway",
+    metadata: { name: gatewayNameOf(name), labels, ownerReferences: [owner] },
+    spec: {
+      static: { instances: hosts.map((h) => ({ name: h.name, address: h.address, egressIPs: [h.egressIP] })) },
+      // Only the app's namespace may use it, and only these IPs.
+      grants: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": ns } }, egressIPs: ips }],
+    },
+  } as KubernetesObject);
+  const policy = stamp({
+    apiVersion: API_VERSION,
+    kind: "EgressPolicy",
+    metadata: { name: APP_POLICY_NAME, namespace: ns, labels, ownerReferences: [owner] },
+    // Every pod of the app; fail-closed: once it has dedicated IPs it never leaves with a node's.
+    spec: { podSelector: {}, gatewayName: gatewayNameOf(name), egressIPs: ips, failurePolicy: "Drop" },
+  } as KubernetesObject);
+  return { kind: "planned", hosts, gateway, policy };
+}
+
+type InstanceStatus = { name: string; health?: string };
+
+/**
+ * `dedicated_ips` from what the gateway and the policy report: ASSIGNED only when the host is Up
+ * (nodes see it through BFD) and the policy is Ready (the app's pods are programmed), i.e. the IP
+ * carries the app's traffic; ASSIGNING before. IPs the app had and no longer has are REMOVED.
+ */
+export function dedicatedIPs(hosts: readonly GatewayPoolHost[], gatewayStatus: { instances?: InstanceStatus[] } | undefined, policyReady: boolean, previous: readonly DedicatedIP[] = []): DedicatedIP[] {
+  const now: DedicatedIP[] = hosts.map((h) => {
+    const up = gatewayStatus?.instances?.find((i) => i.name === h.name)?.health === "Up";
+    return { ip: h.egressIP, id: h.name, status: up && policyReady ? "ASSIGNED" : "ASSIGNING" };
+  });
+  const removed = previous.filter((p) => !now.some((n) => n.ip === p.ip)).map((p) => ({ ...p, status: "REMOVED" as const }));
+  return [...now, ...removed];
+}
