@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { parse } from "yaml";
 import { hostname } from "node:os";
 import { loadAgentConfig } from "../agents/config.js";
 import { loadToken, tokenSource } from "../cloud/digitalocean/index.js";
@@ -8,6 +9,7 @@ import { Controller } from "../controller/controller.js";
 import { ControllerMetrics } from "../controller/metrics.js";
 import { LeaderElector } from "../controller/runtime/leader.js";
 import { AppsClient, AppSource } from "../kube/apps.js";
+import { parseGatewayPool, type GatewayPool } from "../planner/app-egress.js";
 import { KubeClient } from "../kube/client.js";
 import { controllerSourceOptions, KubeSource } from "../kube/source.js";
 import { createLogger, type Logger } from "../util/log.js";
@@ -38,6 +40,21 @@ export interface ControllerFlags {
   apps?: boolean;
   appsIngressLabel?: string;
   appsDocrRegistry?: string;
+  appsGatewayPool?: string;
+}
+
+/** The gateway pool file of --apps-gateway-pool (YAML `hosts: [{name, address, egressIP}]`), or an error naming the flag and field. */
+export function loadGatewayPool(file: string | undefined): GatewayPool | undefined {
+  if (file === undefined) return undefined;
+  let doc: unknown;
+  try {
+    doc = parse(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new Error(`--apps-gateway-pool: cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const { pool, errors } = parseGatewayPool(doc);
+  if (!pool) throw new Error(`--apps-gateway-pool: ${file}: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`);
+  return pool;
 }
 
 /** `key=value` of --apps-ingress-label, or an error naming the flag. */
@@ -127,6 +144,7 @@ export async function runController(flags: ControllerFlags): Promise<void> {
   });
   // Apps (docs/apps.md): a reconciler of its own, on the same Lease.
   const ingressLabel = parseIngressLabel(flags.appsIngressLabel);
+  const gatewayPool = loadGatewayPool(flags.appsGatewayPool);
   const apps =
     flags.apps === false
       ? undefined
@@ -136,6 +154,7 @@ export async function runController(flags: ControllerFlags): Promise<void> {
           source: new AppSource(client, logger),
           logger,
           plan: { ...(ingressLabel ? { ingressLabel } : {}), docrRegistry: flags.appsDocrRegistry ?? "" },
+          ...(gatewayPool ? { gatewayPool } : {}),
         });
   await Promise.all([controller.startInformers(), apps?.startInformers()]);
   synced = true;

@@ -83,6 +83,7 @@ program
   .option("--no-apps", "do not reconcile Apps (docs/apps.md)")
   .option("--apps-ingress-label <key=value>", "Apps: namespaces with this label are the ingress side, admitted to services' http_port", "staticegress.io/apps-ingress=true")
   .option("--apps-docr-registry <host/name>", "Apps: where DOCR images come from, e.g. registry.digitalocean.com/acme (absent: DOCR components are refused)")
+  .option("--apps-gateway-pool <file>", "Apps: gateway hosts for DEDICATED_IP apps, two each (YAML hosts: [{name, address, egressIP}]; docs/apps.md)")
   .action(runController);
 
 program

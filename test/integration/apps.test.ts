@@ -28,6 +28,12 @@ let adminApps: AppsClient;
 let controller: AppController;
 let controllerClient: KubeClient;
 const examples = join(packageRoot(), "examples", "apps");
+const POOL = [
+  { name: "gw-a", address: "10.0.0.101", egressIP: "203.0.113.10" },
+  { name: "gw-b", address: "10.0.0.102", egressIP: "203.0.113.20" },
+  { name: "gw-c", address: "10.0.0.103", egressIP: "203.0.113.30" },
+];
+const GV = { group: "staticegress.io", version: "v1alpha1" };
 
 function appObject(spec: Json): Json {
   return { apiVersion: "staticegress.io/v1alpha1", kind: "App", metadata: { name: spec.name }, spec };
@@ -71,6 +77,7 @@ beforeAll(async () => {
     resyncMs: 2_000,
     retryBaseMs: 200,
     plan: { docrRegistry: "" },
+    gatewayPool: { hosts: POOL },
   });
   await controller.startInformers();
   controller.activate();
@@ -88,9 +95,9 @@ describe("App: create", () => {
     await waitFor(async () => (await app("web"))?.status?.phase === "DEPLOYING", 30_000, "web never got a status");
     const web = (await app("web"))!;
     expect(web.metadata.finalizers).toContain(FINALIZER);
-    expect(web.status).toMatchObject({ namespace: "app-web", dedicated_ips: [], observedGeneration: web.metadata.generation });
+    expect(web.status).toMatchObject({ namespace: "app-web", observedGeneration: web.metadata.generation });
     expect(condition(web, "Invalid")).toMatchObject({ status: "False" });
-    expect(condition(web, "DedicatedEgress")).toMatchObject({ status: "False", reason: "NotAssigned" });
+    expect(condition(web, "DedicatedEgress")).toMatchObject({ status: "False", reason: "Assigning" });
 
     const ns = await admin.core.readNamespace({ name: "app-web" });
     expect(ns.metadata?.labels).toMatchObject({ "staticegress.io/app": "web", "app.kubernetes.io/managed-by": "static-egress" });
@@ -170,6 +177,57 @@ describe("App: update", () => {
     expect(await exists(networking().readNamespacedNetworkPolicy({ namespace: "app-web", name: "ingress-admin" }))).toBe(true);
     // The Deployment controller has a new ReplicaSet for the new template.
     await waitFor(async () => (await appsV1().listNamespacedReplicaSet({ namespace: "app-web" })).items.filter((r) => r.metadata?.name?.startsWith("api-")).length === 2, 30_000, "no new ReplicaSet");
+  });
+});
+
+describe("App: dedicated egress (a gateway pool of three hosts)", () => {
+  const gateway = () => admin.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name: "app-web" }) as Promise<Json>;
+  const policy = () => admin.custom.getNamespacedCustomObject({ ...GV, plural: "egresspolicies", namespace: "app-web", name: "dedicated-egress" }) as Promise<Json>;
+
+  it("a gateway of two pool hosts of its own and a fail-closed policy selecting every pod of the app", async () => {
+    const g = await gateway();
+    expect(g.metadata.ownerReferences[0]).toMatchObject({ kind: "App", name: "web" });
+    expect(g.spec.static.instances).toEqual([
+      { name: "gw-a", address: "10.0.0.101", egressIPs: ["203.0.113.10"] },
+      { name: "gw-b", address: "10.0.0.102", egressIPs: ["203.0.113.20"] },
+    ]);
+    expect(g.spec.grants).toMatchObject([{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "app-web" } }, egressIPs: ["203.0.113.10", "203.0.113.20"] }]);
+    expect((await policy()).spec).toMatchObject({ podSelector: {}, gatewayName: "app-web", egressIPs: ["203.0.113.10", "203.0.113.20"], failurePolicy: "Drop" });
+    expect((await app("web"))!.status.dedicated_ips).toEqual([
+      { ip: "203.0.113.10", id: "gw-a", status: "ASSIGNING" },
+      { ip: "203.0.113.20", id: "gw-b", status: "ASSIGNING" },
+    ]);
+  });
+
+  it("ASSIGNED only once the instance is up and the policy programmed", async () => {
+    const now = new Date().toISOString();
+    // What the core controller writes from the nodes' reports (it does not run in this test).
+    await admin.patchStatus("EgressGateway", undefined, "app-web", { instances: [{ name: "gw-a", address: "10.0.0.101", egressIPs: ["203.0.113.10"], health: "Up" }, { name: "gw-b", address: "10.0.0.102", egressIPs: ["203.0.113.20"], health: "Down" }] });
+    await admin.patchStatus("EgressPolicy", "app-web", "dedicated-egress", { conditions: [{ type: "Ready", status: "True", reason: "Programmed", message: "", lastTransitionTime: now }] });
+    await waitFor(async () => (await app("web"))!.status.dedicated_ips[0].status === "ASSIGNED", 30_000, "gw-a never ASSIGNED");
+    expect((await app("web"))!.status.dedicated_ips[1]).toEqual({ ip: "203.0.113.20", id: "gw-b", status: "ASSIGNING" });
+    expect(condition(await app("web"), "DedicatedEgress")).toMatchObject({ status: "False", reason: "Assigning" });
+    await admin.patchStatus("EgressGateway", undefined, "app-web", { instances: [{ name: "gw-a", address: "10.0.0.101", egressIPs: ["203.0.113.10"], health: "Up" }, { name: "gw-b", address: "10.0.0.102", egressIPs: ["203.0.113.20"], health: "Up" }] });
+    await waitFor(async () => condition(await app("web"), "DedicatedEgress")?.status === "True", 30_000, "never Assigned");
+    expect((await app("web"))!.status.dedicated_ips.map((d: Json) => d.status)).toEqual(["ASSIGNED", "ASSIGNED"]);
+  });
+
+  it("two apps never share a host: a second app finds one free host and says so", async () => {
+    await adminApps.createApp(appObject({ ...example("payments.yaml"), name: "second" }));
+    await waitFor(async () => condition(await app("second"), "DedicatedEgress")?.reason === "PoolExhausted", 30_000, "no PoolExhausted");
+    expect(condition(await app("second"), "DedicatedEgress")?.message).toContain("1 free hosts, 2 are needed");
+    expect(await exists(admin.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name: "app-second" }))).toBe(false);
+    await adminApps.deleteApp("second");
+    await waitFor(async () => (await app("second")) === undefined, 60_000, "second never released");
+  });
+
+  it("switching back to AUTOASSIGN removes the gateway and policy; the IPs show REMOVED", async () => {
+    const current = (await app("web"))!;
+    await adminApps.replaceApp("web", { ...current, spec: { ...current.spec, egress: { type: "AUTOASSIGN" } } });
+    await waitFor(async () => !(await exists(gateway())), 30_000, "gateway not removed");
+    expect(await exists(policy())).toBe(false);
+    await waitFor(async () => (await app("web"))!.status.dedicated_ips.every((d: Json) => d.status === "REMOVED"), 30_000, "not REMOVED");
+    expect(condition(await app("web"), "DedicatedEgress")).toBeUndefined();
   });
 });
 
@@ -277,11 +335,20 @@ describe("static-egress apps (the CLI, built: dist/cli/main.js)", () => {
     const created = await run("create", "--spec", join(dir, "payments.yaml"));
     expect(created, created.stderr).toMatchObject({ code: 0 });
     expect(created.stdout).toMatch(/payments\s+\S+\s+DEDICATED_IP/);
-    await waitFor(async () => (await app("payments"))?.status?.phase === "DEPLOYING", 30_000, "payments never deployed");
+    await waitFor(async () => (await app("payments"))?.status?.dedicated_ips?.length === 2, 30_000, "payments never deployed");
 
     const got = await run("get", "payments", "-o", "json");
     const shown = JSON.parse(got.stdout) as Json;
-    expect(shown).toMatchObject({ id: (await app("payments"))!.metadata.uid, phase: "DEPLOYING", dedicated_ips: [], spec: { name: "payments", egress: { type: "DEDICATED_IP" } } });
+    // The pool's hosts web gave back are this app's now.
+    expect(shown).toMatchObject({
+      id: (await app("payments"))!.metadata.uid,
+      phase: "DEPLOYING",
+      dedicated_ips: [
+        { ip: "203.0.113.10", id: "gw-a", status: "ASSIGNING" },
+        { ip: "203.0.113.20", id: "gw-b", status: "ASSIGNING" },
+      ],
+      spec: { name: "payments", egress: { type: "DEDICATED_IP" } },
+    });
     expect(shown.created_at).toMatch(/^\d{4}-\d\d-\d\dT/);
     expect(got.stdout).not.toContain("s3cr3t-value");
     expect(shown.spec.services[0].envs[0].value).toBe("**redacted**");

@@ -6,11 +6,12 @@ import { SpecValidator } from "../../api/v1alpha1/validate.js";
 import { statusOf, type KubeClient } from "../../kube/client.js";
 import type { AppChildKind, AppsClient, AppSource } from "../../kube/apps.js";
 import { APPLIED_ANNOTATION, namespaceOf, planApp, secretNameOf, type AppPlan, type AppPlanOptions } from "../../planner/apps.js";
+import { APP_POLICY_NAME, dedicatedIPs, gatewayNameOf, planDedicatedEgress, type GatewayPool } from "../../planner/app-egress.js";
 import type { Logger } from "../../util/log.js";
 import { KeyedJobs } from "../cloud/keyed-jobs.js";
 import { sameStatus } from "../controller.js";
 import { FINALIZER } from "../status.js";
-import { appStatus, type AppFacts } from "./status.js";
+import { appStatus, type AppFacts, type EgressFacts } from "./status.js";
 
 export interface AppControllerOptions {
   client: KubeClient;
@@ -19,6 +20,8 @@ export interface AppControllerOptions {
   logger: Logger;
   /** The ingress side (docs/apps.md) and DOCR's registry ("" or absent: DOCR components are refused). */
   plan?: AppPlanOptions;
+  /** Gateway hosts for DEDICATED_IP apps, two per app (docs/apps.md); absent: none is assigned. */
+  gatewayPool?: GatewayPool;
   /** Every App is reconciled this often even without a change (default 30 s). */
   resyncMs?: number;
   /** Secrets are not watched (never read): they are applied again this often, to repair drift (default 10 min). */
@@ -162,6 +165,8 @@ export class AppController {
       for (const s of plan.secrets) await apps.applyChild(s);
       this.secretsAppliedAt.set(name, now);
     }
+    // The app's own egress before its pods change: they start with it.
+    const egress = await this.convergeEgress(copy, nsName, app.status?.dedicated_ips ?? []);
     for (const d of plan.deployments) if (changed(d, deployments.get(d.metadata?.name ?? ""))) await apps.applyChild(d);
     for (const s of plan.services) if (changed(s, services.get(s.metadata?.name ?? ""))) await apps.applyChild(s);
     await this.removeStale(plan, nsName, { Deployment: deployments, Service: services, NetworkPolicy: policies }, rolling || repairDue);
@@ -169,8 +174,33 @@ export class AppController {
       kind: "applied",
       namespace: nsName,
       components: plan.components.map((c) => ({ name: c.name, kind: c.kind, deployment: source.list("Deployment", name).find((d) => meta(d).namespace === nsName && meta(d).name === c.name) })),
-      dedicatedEgress: copy.spec.egress?.type === "DEDICATED_IP",
+      egress,
     };
+  }
+
+  /**
+   * A DEDICATED_IP app's gateway and policy (src/planner/app-egress.ts), applied when they
+   * differ; removed when the app no longer asks for them. Says what its dedicated IPs are.
+   */
+  private async convergeEgress(app: App, ns: string, previous: NonNullable<AppStatus["dedicated_ips"]>): Promise<EgressFacts> {
+    const { apps, source } = this.opts;
+    const name = app.metadata.name;
+    const uid = app.metadata.uid;
+    const ownGateway = source.list("EgressGateway", name).find((g) => meta(g).name === gatewayNameOf(name) && ownedBy(g, uid));
+    const ownPolicy = source.list("EgressPolicy", name).find((p) => meta(p).namespace === ns && meta(p).name === APP_POLICY_NAME && ownedBy(p, uid));
+    const plan = planDedicatedEgress(app, this.opts.gatewayPool, source.list("EgressGateway") as never);
+    if (plan.kind === "none") {
+      if (ownPolicy) await apps.deleteChild("EgressPolicy", ns, APP_POLICY_NAME);
+      if (ownGateway) await apps.deleteChild("EgressGateway", "", gatewayNameOf(name));
+      return { state: "none", dedicatedIPs: previous.map((d) => ({ ...d, status: "REMOVED" as const })) };
+    }
+    if (plan.kind === "exhausted") return { state: this.opts.gatewayPool ? "exhausted" : "unconfigured", free: plan.free, dedicatedIPs: previous };
+    const changed = (want: KubernetesObject, have: KubernetesObject | undefined) => meta(have).annotations?.[APPLIED_ANNOTATION] !== meta(want).annotations?.[APPLIED_ANNOTATION];
+    if (changed(plan.gateway, ownGateway)) await apps.applyChild(plan.gateway);
+    if (changed(plan.policy, ownPolicy)) await apps.applyChild(plan.policy);
+    const policyReady = ((ownPolicy as { status?: { conditions?: Condition[] } } | undefined)?.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
+    const gatewayStatus = (ownGateway as { status?: { instances?: { name: string; health?: string }[] } } | undefined)?.status;
+    return { state: "planned", dedicatedIPs: dedicatedIPs(plan.hosts, gatewayStatus, policyReady, previous) };
   }
 
   /** Deletes what the App no longer has: objects it made (owner and namespace checked) that are not planned. */
@@ -194,11 +224,13 @@ export class AppController {
     for (const c of plan.components) if (!withSecret.has(c.secret)) await this.opts.apps.deleteChild("Secret", ns, c.secret);
   }
 
-  /** Deletes the App's namespace (everything in it goes with it); true once it is gone. */
+  /** Deletes the App's gateway and namespace (everything in it goes with it); true once both are gone. */
   private async cleanup(app: App): Promise<boolean> {
     const nsName = namespaceOf(app.metadata.name);
+    const gateway = this.opts.source.list("EgressGateway", app.metadata.name).find((g) => ownedBy(g, app.metadata.uid));
+    if (gateway && !meta(gateway).deletionTimestamp) await this.opts.apps.deleteChild("EgressGateway", "", meta(gateway).name ?? "");
     const ns = this.opts.source.get("Namespace", nsName);
-    if (!ns) return true;
+    if (!ns) return gateway === undefined;
     if (!ownedBy(ns, app.metadata.uid)) return true; // not ours: never deleted
     if (!meta(ns).deletionTimestamp) {
       await this.opts.apps.deleteChild("Namespace" as AppChildKind, "", nsName);

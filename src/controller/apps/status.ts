@@ -1,15 +1,18 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
-import type { AppPhase, AppStatus, ComponentStatus } from "../../api/v1alpha1/app.js";
+import type { AppPhase, AppStatus, ComponentStatus, DedicatedIP } from "../../api/v1alpha1/app.js";
 import type { FieldError } from "../../api/v1alpha1/validate.js";
 import { reasonForField, withTransitions } from "../status.js";
 
 type Cond = Parameters<typeof withTransitions>[0][number];
 
+/** A DEDICATED_IP app's egress: none asked, no pool, too few free hosts, or its gateway planned. */
+export type EgressFacts = { state: "none" | "planned"; dedicatedIPs: DedicatedIP[] } | { state: "unconfigured" | "exhausted"; free: number; dedicatedIPs: DedicatedIP[] };
+
 /** What the reconciler found; the status follows from it (pure). */
 export type AppFacts =
   | { kind: "invalid"; errors: FieldError[] }
   | { kind: "conflict"; message: string }
-  | { kind: "applied"; namespace: string; components: { name: string; kind: ComponentStatus["kind"]; deployment: KubernetesObject | undefined }[]; dedicatedEgress: boolean };
+  | { kind: "applied"; namespace: string; components: { name: string; kind: ComponentStatus["kind"]; deployment: KubernetesObject | undefined }[]; egress: EgressFacts };
 
 function available(d: KubernetesObject | undefined): { replicas: number; availableReplicas: number; current: boolean } {
   const o = d as { metadata?: { generation?: number }; spec?: { replicas?: number }; status?: { observedGeneration?: number; updatedReplicas?: number; availableReplicas?: number } } | undefined;
@@ -52,17 +55,27 @@ export function appStatus(facts: AppFacts, generation: number | undefined, previ
     conditions.push({ type: "Invalid", status: "False", reason: "Valid", message: "", ...gen });
     phase = waiting.length === 0 ? "ACTIVE" : "DEPLOYING";
   }
-  if (facts.kind === "applied" && facts.dedicatedEgress) {
-    // Outcome 3 of issue 12 (docs/apps.md): until a gateway carries the app, say so.
-    conditions.push({ type: "DedicatedEgress", status: "False", reason: "NotAssigned", message: "egress.type DEDICATED_IP: no dedicated IP is assigned yet; the app's traffic leaves with its node's IP", ...gen });
-  }
+  const egress = facts.kind === "applied" ? facts.egress : undefined;
+  if (egress && egress.state !== "none") conditions.push({ ...dedicatedEgressCondition(egress), ...gen });
   return {
     phase,
     ...(namespace ? { namespace } : {}),
     ...gen,
     updated_at: updatedAt,
     ...(components ? { components } : {}),
-    dedicated_ips: previous?.dedicated_ips ?? [],
+    dedicated_ips: egress?.dedicatedIPs ?? previous?.dedicated_ips ?? [],
     conditions: withTransitions(conditions, previous?.conditions, now),
   };
+}
+
+/** Whether the app's dedicated IPs carry its traffic (docs/apps.md#dedicated-egress-the-design). */
+function dedicatedEgressCondition(e: EgressFacts): Omit<Cond, "observedGeneration"> {
+  const leaves = "the app's traffic leaves with its node's IP";
+  if (e.state === "unconfigured") return { type: "DedicatedEgress", status: "False", reason: "NotAssigned", message: `egress.type DEDICATED_IP: no gateway pool is configured (--apps-gateway-pool); ${leaves}` };
+  if (e.state === "exhausted") return { type: "DedicatedEgress", status: "False", reason: "PoolExhausted", message: `the gateway pool has ${e.free} free hosts, 2 are needed; ${leaves}` };
+  const current = e.dedicatedIPs.filter((d) => d.status !== "REMOVED");
+  const waiting = current.filter((d) => d.status !== "ASSIGNED").map((d) => d.ip);
+  return waiting.length === 0
+    ? { type: "DedicatedEgress", status: "True", reason: "Assigned", message: `traffic leaves with ${current.map((d) => d.ip).join(", ")}` }
+    : { type: "DedicatedEgress", status: "False", reason: "Assigning", message: `waiting for ${waiting.join(", ")} to carry the app's traffic (gateway instance up, pods programmed)` };
 }
