@@ -293,7 +293,7 @@ export const AppStatus = Type.Object({
   /** When the spec last changed as the controller saw it (DigitalOcean's updated_at). */
   updated_at: Type.Optional(Type.String()),
   components: Type.Optional(Type.Array(ComponentStatus)),
-  /** app.yml's dedicated_ips: empty until the app's egress is wired to a gateway (docs/apps.md). */
+  /** app.yml's dedicated_ips: each IP of a DEDICATED_IP app's gateway and whether it carries the app's traffic (docs/apps.md). */
   dedicated_ips: Type.Optional(Type.Array(DedicatedIP)),
   conditions: Type.Optional(Type.Array(Condition)),
 });

@@ -56,6 +56,7 @@ export class AppController {
       logger: opts.logger.child({ reconciler: "apps" }),
       retryBaseMs: opts.retryBaseMs ?? 1_000,
       retryMaxMs: 60_000,
+      failureMessage: "app reconcile failed; retrying",
     });
   }
 
