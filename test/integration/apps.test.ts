@@ -14,6 +14,7 @@ import { packageRoot } from "../../src/lab/paths.js";
 import { waitFor } from "../../src/lab/lab.js";
 import { APPLIED_ANNOTATION, GENERATION_ANNOTATION } from "../../src/planner/apps.js";
 import { silentLogger } from "../../src/util/log.js";
+import { APP_REFUSALS } from "../support/app-refusals.js";
 import { startTestKube, type TestKube } from "../support/kube.js";
 
 // The App reconciler against a real kube-apiserver with kube-controller-manager (namespace
@@ -249,6 +250,18 @@ describe("App: invalid", () => {
     // Unknown fields are refused too (Strict), not dropped.
     const err = await adminApps.createApp(appObject({ ...example("worker-only.yaml"), name: "typo", servces: [] })).catch((e: { body?: string }) => e);
     expect((err as { body?: string }).body).toContain('unknown field \\"spec.servces\\"');
+  });
+
+  it("the API server refuses every part static-egress does not run, naming the field in the rule's words", async () => {
+    for (const [part, spec, field, message] of APP_REFUSALS) {
+      const err = await admin.custom.createClusterCustomObject({ ...GV, plural: "apps", body: appObject(structuredClone(spec)), dryRun: "All" }).then(
+        () => undefined,
+        (e: { code?: number; body?: string }) => e,
+      );
+      expect(err?.code, part).toBe(422);
+      expect(err?.body, part).toContain(field);
+      expect(err?.body, part).toContain(message);
+    }
   });
 
   it("the reconciler refuses what the schema cannot, names the field, and creates nothing", async () => {
