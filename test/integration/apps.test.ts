@@ -152,6 +152,22 @@ describe("App: create", () => {
   });
 });
 
+describe("App: phase", () => {
+  it("ACTIVE once kube-controller-manager reports every instance available (pods made Ready, as a kubelet would)", async () => {
+    expect((await app("web"))!.status.phase).toBe("DEPLOYING");
+    const pods = (await admin.core.listNamespacedPod({ namespace: "app-web" })).items;
+    let i = 0;
+    for (const p of pods) await api.setPodStatus("app-web", p.metadata!.name!, { ip: `10.244.9.${++i}`, ready: true, readySince: new Date(Date.now() - 60_000) });
+    await waitFor(async () => (await app("web"))?.status?.phase === "ACTIVE", 60_000, "web never ACTIVE");
+    const web = (await app("web"))!;
+    expect(condition(web, "Ready")).toMatchObject({ status: "True", reason: "Available" });
+    expect(web.status.components).toEqual([
+      { name: "api", kind: "service", replicas: 2, availableReplicas: 2 },
+      { name: "mailer", kind: "worker", replicas: 1, availableReplicas: 1 },
+    ]);
+  });
+});
+
 describe("App: update", () => {
   it("rolls the components (template changed), scales, and removes what the spec no longer has", async () => {
     const current = (await app("web"))!;
