@@ -7,6 +7,7 @@ import { AppsV1Api, AuthorizationV1Api, NetworkingV1Api } from "@kubernetes/clie
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { AppController } from "../../src/controller/apps/reconciler.js";
+import { LeaderElector } from "../../src/controller/runtime/leader.js";
 import { FINALIZER } from "../../src/controller/status.js";
 import { AppsClient, AppSource } from "../../src/kube/apps.js";
 import type { KubeClient } from "../../src/kube/client.js";
@@ -317,6 +318,46 @@ describe("App: delete", () => {
     await waitFor(async () => (await app("web")) === undefined, 60_000, "web never released");
     expect(await exists(admin.core.readNamespace({ name: "app-web" }))).toBe(false);
     expect((await appsV1().listDeploymentForAllNamespaces({ labelSelector: "staticegress.io/app=web" })).items).toEqual([]);
+  });
+});
+
+describe("App reconciler under leader election (the controller's Lease)", () => {
+  it("only the Lease holder reconciles; the standby takes over", async () => {
+    controller.deactivate(); // the suite's controller stands aside for this test
+    const replicas: { apps: AppController; elector: LeaderElector; leading: boolean }[] = [];
+    try {
+      for (const identity of ["apps-a", "apps-b"]) {
+        const c = await api.clientFor("controller");
+        const apps = new AppController({ client: c, apps: new AppsClient(c), source: new AppSource(c, silentLogger), logger: silentLogger, resyncMs: 1_000, retryBaseMs: 200 });
+        const r = { apps, elector: undefined as unknown as LeaderElector, leading: false };
+        r.elector = new LeaderElector(c, { namespace: "static-egress", name: "static-egress-controller", identity, leaseDurationSeconds: 2, retryPeriodMs: 300 }, silentLogger, {
+          onStartedLeading: () => ((r.leading = true), apps.activate()),
+          onStoppedLeading: () => ((r.leading = false), apps.deactivate()),
+        });
+        await apps.startInformers();
+        r.elector.start();
+        replicas.push(r);
+      }
+      await waitFor(() => replicas.filter((r) => r.leading).length === 1, 20_000, "no leader");
+      await adminApps.createApp(appObject({ ...example("worker-only.yaml"), name: "led" }));
+      await waitFor(async () => exists(admin.core.readNamespace({ name: "app-led" })), 30_000, "the leader did not reconcile");
+      // The leader steps down (releases the Lease); the standby carries on with the next change.
+      const leader = replicas.find((r) => r.leading)!;
+      await leader.elector.stop();
+      await leader.apps.stop();
+      await waitFor(() => replicas.some((r) => r !== leader && r.leading), 20_000, "no takeover");
+      const current = (await app("led"))!;
+      await adminApps.replaceApp("led", { ...current, spec: { ...current.spec, workers: [{ ...current.spec.workers[0], instance_count: 2 }] } });
+      await waitFor(async () => (await appsV1().readNamespacedDeployment({ namespace: "app-led", name: "fetch" })).spec?.replicas === 2, 30_000, "the new leader did not reconcile");
+      await adminApps.deleteApp("led");
+      await waitFor(async () => (await app("led")) === undefined, 60_000, "led never released");
+    } finally {
+      for (const r of replicas) {
+        await r.elector.stop();
+        await r.apps.stop();
+      }
+      controller.activate();
+    }
   });
 });
 
