@@ -156,7 +156,9 @@ export async function runController(flags: ControllerFlags): Promise<void> {
           plan: { ...(ingressLabel ? { ingressLabel } : {}), docrRegistry: flags.appsDocrRegistry ?? "" },
           ...(gatewayPool ? { gatewayPool } : {}),
         });
-  await Promise.all([controller.startInformers(), apps?.startInformers()]);
+  await controller.startInformers();
+  // Apart from the core: a cluster whose App CRD is not installed yet must not hold up the rest.
+  void apps?.startInformers();
   synced = true;
   const elector = new LeaderElector(client, { namespace: flags.namespace, name: "static-egress-controller", identity, leaseDurationSeconds: Number(flags.leaseSeconds), retryPeriodMs: 1_000 }, logger, {
     onStartedLeading: () => {

@@ -60,12 +60,14 @@ export class AppController {
     });
   }
 
+  /** May run before or after `activate`: Apps listed by the first sync are scheduled either way. */
   async startInformers(): Promise<void> {
     await this.opts.source.start((app) => {
       if (!this.active) return;
       if (app === undefined) this.scheduleAll();
       else this.jobs.schedule(app);
     });
+    if (this.active) this.scheduleAll();
   }
 
   activate(): void {
