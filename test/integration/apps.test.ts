@@ -1,4 +1,4 @@
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -438,6 +438,31 @@ describe("static-egress apps (the CLI, built: dist/cli/main.js)", () => {
     expect(deleted.code).toBe(0);
     await waitFor(async () => (await app("payments")) === undefined, 60_000, "payments never released");
     expect(await exists(admin.core.readNamespace({ name: "app-payments" }))).toBe(false);
+  });
+
+  it("`static-egress controller` (the composition root) reconciles Apps with its own token, the Lease and --apps-gateway-pool", async () => {
+    writeFileSync(join(dir, "agent.yaml"), "clusterNetwork:\n  podCIDRs: [10.244.0.0/16]\n  serviceCIDRs: [10.96.0.0/12]\n  nodeCIDRs: [10.0.0.0/16]\n");
+    writeFileSync(join(dir, "pool.yaml"), `hosts:\n${POOL.map((h) => `  - {name: ${h.name}, address: ${h.address}, egressIP: ${h.egressIP}}`).join("\n")}\n`);
+    writeFileSync(join(dir, "controller.kubeconfig"), await api.kubeconfigFor("controller"), { mode: 0o600 });
+    controller.deactivate(); // the suite's in-process reconciler stands aside
+    const args = ["controller", "--kubeconfig", join(dir, "controller.kubeconfig"), "--config", join(dir, "agent.yaml"), "--identity", "cli-test", "--lease-seconds", "2", "--apps-gateway-pool", join(dir, "pool.yaml")];
+    const proc = spawn(process.execPath, [cli, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    try {
+      await adminApps.createApp(appObject({ ...example("worker-only.yaml"), name: "cmd", egress: { type: "DEDICATED_IP" } }));
+      await waitFor(async () => exists(admin.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name: "app-cmd" })), 60_000, `the controller command did not reconcile: ${stderr.slice(-500)}`);
+      expect(await exists(appsV1().readNamespacedDeployment({ namespace: "app-cmd", name: "fetch" }))).toBe(true);
+      await adminApps.deleteApp("cmd");
+      await waitFor(async () => (await app("cmd")) === undefined, 60_000, "cmd never released");
+    } finally {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        const exited = new Promise((r) => proc.once("exit", r));
+        proc.kill("SIGTERM");
+        await exited;
+      }
+      controller.activate();
+    }
   });
 
   it("an invalid spec: exit 2, each field named, nothing sent", async () => {
