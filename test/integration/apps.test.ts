@@ -452,7 +452,8 @@ describe("static-egress apps (the CLI, built: dist/cli/main.js)", () => {
     try {
       await adminApps.createApp(appObject({ ...example("worker-only.yaml"), name: "cmd", egress: { type: "DEDICATED_IP" } }));
       await waitFor(async () => exists(admin.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name: "app-cmd" })), 60_000, `the controller command did not reconcile: ${stderr.slice(-500)}`);
-      expect(await exists(appsV1().readNamespacedDeployment({ namespace: "app-cmd", name: "fetch" }))).toBe(true);
+      // The gateway and policy go first, the Deployment right after them.
+      await waitFor(async () => exists(appsV1().readNamespacedDeployment({ namespace: "app-cmd", name: "fetch" })), 30_000, "no Deployment from the controller command");
       await adminApps.deleteApp("cmd");
       await waitFor(async () => (await app("cmd")) === undefined, 60_000, "cmd never released");
     } finally {
