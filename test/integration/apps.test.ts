@@ -75,7 +75,7 @@ beforeAll(async () => {
     client: controllerClient,
     apps: new AppsClient(controllerClient),
     source: new AppSource(controllerClient, silentLogger),
-    logger: process.env.APPS_TEST_LOG ? (await import("pino")).pino({ level: "debug" }) : silentLogger,
+    logger: silentLogger,
     resyncMs: 2_000,
     retryBaseMs: 200,
     plan: { docrRegistry: "" },
