@@ -1,4 +1,8 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { packageRoot } from "../lab/paths.js";
 import type { App } from "../api/v1alpha1/app.js";
 import { dedicatedIPs, parseGatewayPool, planDedicatedEgress, type GatewayPool } from "./app-egress.js";
 
@@ -54,6 +58,12 @@ describe("dedicatedIPs", () => {
 });
 
 describe("parseGatewayPool", () => {
+  it("examples/apps/gateway-pool.yaml is a pool of four hosts", () => {
+    const { pool, errors } = parseGatewayPool(parse(readFileSync(join(packageRoot(), "examples", "apps", "gateway-pool.yaml"), "utf8")));
+    expect(errors).toEqual([]);
+    expect(pool?.hosts).toHaveLength(4);
+  });
+
   it("names the bad field; refuses a repeated host or IP", () => {
     expect(parseGatewayPool(pool).errors).toEqual([]);
     expect(parseGatewayPool({ hosts: [{ name: "a", address: "10.0.0.1", egressIP: "203.0.113.300" }] }).errors.map((e) => e.field)).toEqual(["pool.hosts[0].egressIP"]);
