@@ -1,11 +1,15 @@
 import { readFileSync } from "node:fs";
+import { parse } from "yaml";
 import { hostname } from "node:os";
 import { loadAgentConfig } from "../agents/config.js";
 import { loadToken, tokenSource } from "../cloud/digitalocean/index.js";
 import { digitalOceanPlugins, type DigitalOceanPlugins } from "../controller/cloud/index.js";
+import { AppController } from "../controller/apps/reconciler.js";
 import { Controller } from "../controller/controller.js";
 import { ControllerMetrics } from "../controller/metrics.js";
 import { LeaderElector } from "../controller/runtime/leader.js";
+import { AppsClient, AppSource } from "../kube/apps.js";
+import { parseGatewayPool, type GatewayPool } from "../planner/app-egress.js";
 import { KubeClient } from "../kube/client.js";
 import { controllerSourceOptions, KubeSource } from "../kube/source.js";
 import { createLogger, type Logger } from "../util/log.js";
@@ -32,6 +36,33 @@ export interface ControllerFlags {
   reservedIpsAnyNamespace?: boolean;
   metricsPort?: string;
   metricsAddress?: string;
+  /** commander's `--no-apps`: false turns the App reconciler off. */
+  apps?: boolean;
+  appsIngressLabel?: string;
+  appsDocrRegistry?: string;
+  appsGatewayPool?: string;
+}
+
+/** The gateway pool file of --apps-gateway-pool (YAML `hosts: [{name, address, egressIP}]`), or an error naming the flag and field. */
+export function loadGatewayPool(file: string | undefined): GatewayPool | undefined {
+  if (file === undefined) return undefined;
+  let doc: unknown;
+  try {
+    doc = parse(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new Error(`--apps-gateway-pool: cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const { pool, errors } = parseGatewayPool(doc);
+  if (!pool) throw new Error(`--apps-gateway-pool: ${file}: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`);
+  return pool;
+}
+
+/** `key=value` of --apps-ingress-label, or an error naming the flag. */
+export function parseIngressLabel(text: string | undefined): { key: string; value: string } | undefined {
+  if (text === undefined) return undefined;
+  const m = /^([A-Za-z0-9./_-]+)=([A-Za-z0-9._-]*)$/.exec(text);
+  if (!m) throw new Error(`--apps-ingress-label: must be key=value, not ${JSON.stringify(text)}`);
+  return { key: m[1]!, value: m[2]! };
 }
 
 /** A positive number from a flag, or an error naming the flag. */
@@ -114,22 +145,41 @@ export async function runController(flags: ControllerFlags): Promise<void> {
     network: loadAgentConfig(flags.config).clusterNetwork,
     logger,
   });
+  // Apps (docs/apps.md): a reconciler of its own, on the same Lease.
+  const ingressLabel = parseIngressLabel(flags.appsIngressLabel);
+  const gatewayPool = loadGatewayPool(flags.appsGatewayPool);
+  const apps =
+    flags.apps === false
+      ? undefined
+      : new AppController({
+          client,
+          apps: new AppsClient(client),
+          source: new AppSource(client, logger),
+          logger,
+          plan: { ...(ingressLabel ? { ingressLabel } : {}), docrRegistry: flags.appsDocrRegistry ?? "" },
+          ...(gatewayPool ? { gatewayPool } : {}),
+        });
   await controller.startInformers();
+  // Apart from the core: a cluster whose App CRD is not installed yet must not hold up the rest.
+  void apps?.startInformers();
   synced = true;
   const elector = new LeaderElector(client, { namespace: flags.namespace, name: "static-egress-controller", identity, leaseDurationSeconds: Number(flags.leaseSeconds), retryPeriodMs: 1_000 }, logger, {
     onStartedLeading: () => {
       metrics.leader.set(1);
       controller.activate();
+      apps?.activate();
     },
     onStoppedLeading: () => {
       metrics.leader.set(0);
       controller.deactivate();
+      apps?.deactivate();
     },
   });
   elector.start();
   const stop = async () => {
     await elector.stop();
     await controller.stop();
+    await apps?.stop();
     await cloud?.stop();
     process.exit(0);
   };

@@ -15,6 +15,7 @@ import { chainEntryFor } from "../cni/conflist.js";
 import { DEFAULT_AGENT_SOCKET } from "../cni/input.js";
 import { runController } from "./controller.js";
 import { registerImportCommand } from "./import.js";
+import { registerAppsCommands } from "./apps.js";
 
 const program = new Command("static-egress").description("dedicated, fixed egress IPs for Kubernetes workloads").showHelpAfterError();
 
@@ -81,6 +82,10 @@ program
   .option("--metrics-port <port>", "serve Prometheus metrics on /metrics, liveness on /healthz and readiness (informers synced) on /readyz")
   .option("--metrics-address <ip>", "with --metrics-port: listen on this address only (default all)")
   .option("--reserved-ips-any-namespace", "with --cloud: let pods of any namespace ask for any reserved IP (default: only IPs granted to their Namespace with annotation staticegress.io/reserved-ips)")
+  .option("--no-apps", "do not reconcile Apps (docs/apps.md)")
+  .option("--apps-ingress-label <key=value>", "Apps: namespaces with this label are the ingress side, admitted to services' http_port", "staticegress.io/apps-ingress=true")
+  .option("--apps-docr-registry <host/name>", "Apps: where DOCR images come from, e.g. registry.digitalocean.com/acme (absent: DOCR components are refused)")
+  .option("--apps-gateway-pool <file>", "Apps: gateway hosts for DEDICATED_IP apps, two each (YAML hosts: [{name, address, egressIP}]; docs/apps.md)")
   .action(runController);
 
 program
@@ -158,6 +163,7 @@ registerImportCommand(program);
 // The lab and its stand-ins load only for `lab ...`: an agent or controller process never loads them.
 const lab = program.command("lab").description("a whole cluster made of network namespaces on this machine (root)");
 if (process.argv[2] === "lab") (await import("./lab.js")).registerLabCommands(lab);
+registerAppsCommands(program);
 
 program.parseAsync().catch((e: unknown) => {
   process.stderr.write(`static-egress: ${(e as Error).message}\n`);

@@ -30,7 +30,8 @@ export { statusOf };
 export const CLUSTER_EVENT_NAMESPACE = "default";
 
 export interface Access {
-  component: "controller" | "node-agent" | "gateway-agent";
+  /** `user`: the CLI's calls with the user's own kubeconfig (no service account; not in deploy/'s RBAC). */
+  component: "controller" | "node-agent" | "gateway-agent" | "user";
   apiGroup: string;
   resource: string;
   verbs: string[];
@@ -65,6 +66,21 @@ export const KUBE_ACCESS: readonly Access[] = [
   // Gateway agents report their instance's traffic per policy (status.traffic.instances, their own entry).
   { component: "gateway-agent", apiGroup: GROUP, resource: "egresspolicies/status", verbs: ["patch"] },
   { component: "gateway-agent", apiGroup: GROUP, resource: "clusteregresspolicies/status", verbs: ["patch"] },
+  // Apps (src/kube/apps.ts, docs/apps.md): informers, server-side apply of what an App is made
+  // of (a patch; the API server also asks for `create` when the object does not exist yet),
+  // deletes of what it no longer is. Secrets are written and deleted, never read.
+  { component: "controller", apiGroup: GROUP, resource: "apps", verbs: ["list", "watch", "patch"] },
+  { component: "controller", apiGroup: GROUP, resource: "apps/status", verbs: ["patch"] },
+  { component: "controller", apiGroup: "", resource: "namespaces", verbs: ["create", "patch", "delete"] },
+  { component: "controller", apiGroup: "apps", resource: "deployments", verbs: ["list", "watch", "create", "patch", "delete"] },
+  { component: "controller", apiGroup: "", resource: "services", verbs: ["list", "watch", "create", "patch", "delete"] },
+  { component: "controller", apiGroup: "networking.k8s.io", resource: "networkpolicies", verbs: ["list", "watch", "create", "patch", "delete"] },
+  { component: "controller", apiGroup: "", resource: "secrets", verbs: ["create", "patch", "delete"] },
+  // DEDICATED_IP apps: a gateway and a policy of their own (src/planner/app-egress.ts).
+  { component: "controller", apiGroup: GROUP, resource: "egressgateways", verbs: ["create", "delete"] },
+  { component: "controller", apiGroup: GROUP, resource: "egresspolicies", verbs: ["create", "delete"] },
+  // `static-egress apps` (src/cli/apps.ts) with the user's credentials.
+  { component: "user", apiGroup: GROUP, resource: "apps", verbs: ["create", "get", "list", "update", "delete"] },
 ];
 
 export type PolicyKind = "EgressPolicy" | "ClusterEgressPolicy" | "EgressGateway";
@@ -197,13 +213,14 @@ export class KubeClient {
    * whole list as one string and deserializing it into client-node's classes. Errors carry the
    * HTTP status in `statusCode` and `code` (a 410 means the continue token expired).
    */
-  async listPage(path: string, query: { limit?: number; continue?: string; fieldSelector?: string }, timeoutMs = 60_000): Promise<ListPage> {
+  async listPage(path: string, query: { limit?: number; continue?: string; fieldSelector?: string; labelSelector?: string }, timeoutMs = 60_000): Promise<ListPage> {
     const cluster = this.kubeconfig.getCurrentCluster();
     if (!cluster) throw new Error("kubeconfig: no current cluster");
     const url = new URL(cluster.server + path);
     if (query.limit !== undefined) url.searchParams.set("limit", String(query.limit));
     if (query.continue) url.searchParams.set("continue", query.continue);
     if (query.fieldSelector) url.searchParams.set("fieldSelector", query.fieldSelector);
+    if (query.labelSelector) url.searchParams.set("labelSelector", query.labelSelector);
     const init = await this.kubeconfig.applyToFetchOptions({});
     const headers: Record<string, string> = { accept: "application/json" };
     (init.headers as Headers | undefined)?.forEach((v, k) => (headers[k] = v));

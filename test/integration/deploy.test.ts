@@ -22,7 +22,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const KUBECTL = "/usr/bin/kubectl";
 const NAMESPACE = "static-egress";
 
-type Component = Access["component"];
+type Component = Exclude<Access["component"], "user">;
 const SERVICE_ACCOUNTS: Record<Component, string> = {
   controller: "static-egress-controller",
   "node-agent": "static-egress-node-agent",
@@ -380,28 +380,49 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
       createNamespacedLease: ["coordination.k8s.io", "leases", "create"],
       replaceNamespacedLease: ["coordination.k8s.io", "leases", "update"],
       listClusterCustomObject: [GROUP, CUSTOM, "list"],
-      getClusterCustomObject: [GROUP, "egressgateways", "get"], // only KubeClient.readGateway
+      getClusterCustomObject: [GROUP, CUSTOM, "get"], // each call names its plural: KubeClient.readGateway, AppsClient.getApp
       patchNamespacedCustomObject: [GROUP, CUSTOM, "patch"],
       patchClusterCustomObject: [GROUP, CUSTOM, "patch"],
       patchNamespacedCustomObjectStatus: [GROUP, `${CUSTOM}/status`, "patch"],
       patchClusterCustomObjectStatus: [GROUP, `${CUSTOM}/status`, "patch"],
+      // Apps (src/kube/apps.ts): what an App is made of, and the CLI's calls.
+      patchNamespace: ["", "namespaces", "patch"],
+      deleteNamespace: ["", "namespaces", "delete"],
+      deleteNamespacedService: ["", "services", "delete"],
+      patchNamespacedSecret: ["", "secrets", "patch"],
+      deleteNamespacedSecret: ["", "secrets", "delete"],
+      patchNamespacedDeployment: ["apps", "deployments", "patch"],
+      deleteNamespacedDeployment: ["apps", "deployments", "delete"],
+      patchNamespacedNetworkPolicy: ["networking.k8s.io", "networkpolicies", "patch"],
+      deleteNamespacedNetworkPolicy: ["networking.k8s.io", "networkpolicies", "delete"],
+      createClusterCustomObject: [GROUP, CUSTOM, "create"],
+      replaceClusterCustomObject: [GROUP, CUSTOM, "update"],
+      deleteClusterCustomObject: [GROUP, CUSTOM, "delete"],
+      deleteNamespacedCustomObject: [GROUP, CUSTOM, "delete"],
     };
+    // Server-side apply is a patch that creates a missing object: the API server asks for both.
+    const applyCreates = new Set(["patchNamespace", "patchNamespacedSecret", "patchNamespacedService", "patchNamespacedDeployment", "patchNamespacedNetworkPolicy", "patchClusterCustomObject", "patchNamespacedCustomObject"]);
     const called = new Set<string>();
     const unknown: string[] = [];
     for (const file of sourceFiles(join(ROOT, "src/kube"))) {
       const text = readFileSync(file, "utf8");
-      for (const m of text.matchAll(/\b(?:core|custom|coordination)\.(\w+)\(/g)) {
+      for (const m of text.matchAll(/\b(?:core|custom|coordination|appsApi|networking)\.(\w+)\(([^\n]*)/g)) {
         const access = methods[m[1] as string];
         if (!access) {
           unknown.push(`${relative(ROOT, file)}: ${m[1]}`);
           continue;
         }
-        const [group, resource, verb] = access;
+        const [group, listed, verb] = access;
+        // A custom-object call naming its plural (APPS_PLURAL, PLURALS.<Kind>) is about that kind only.
+        const named = /plural: (APPS_PLURAL|PLURALS\.(\w+))/.exec(m[2] ?? "");
+        const plural = named ? (named[1] === "APPS_PLURAL" ? "apps" : PLURALS[named[2] as keyof typeof PLURALS]) : undefined;
+        const resource = plural ? listed.replace(CUSTOM, plural) : listed;
+        if ((m[2] ?? "").includes(", apply)") && applyCreates.has(m[1] as string)) called.add(triple(group, resource, "create"));
         for (const r of resource.includes(CUSTOM) ? Object.values(PLURALS).map((p) => resource.replace(CUSTOM, p)) : [resource]) called.add(triple(group, r, verb));
       }
       // Informers list (page by page, KubeClient.listPage) and watch these paths (ListWatch).
-      for (const m of text.matchAll(/path: (?:"\/api\/v1\/([a-z]+)"|`\/apis\/\$\{GROUP\}\/\$\{VERSION\}\/([a-z]+)`)/g)) {
-        for (const verb of ["list", "watch"]) called.add(m[1] ? triple("", m[1], verb) : triple(GROUP, m[2] as string, verb));
+      for (const m of text.matchAll(/path: (?:"\/api\/v1\/([a-z]+)"|`\/apis\/\$\{GROUP\}\/\$\{VERSION\}\/([a-z]+)`|"\/apis\/([a-z0-9.]+)\/v1\/([a-z]+)")/g)) {
+        for (const verb of ["list", "watch"]) called.add(m[1] ? triple("", m[1], verb) : m[2] ? triple(GROUP, m[2], verb) : triple(m[3] as string, m[4] as string, verb));
       }
     }
     expect(unknown, "client-node calls this test does not know: add them to `methods` here and to KUBE_ACCESS").toEqual([]);

@@ -177,4 +177,6 @@ export interface KindDefinition {
   spec: TSchema;
   status: TSchema;
   printerColumns: { name: string; type: string; jsonPath: string; description?: string; priority?: number }[];
+  /** CEL rules on the whole object (e.g. metadata.name against the spec). */
+  rootValidations?: CelRule[];
 }

@@ -1,8 +1,9 @@
 import { GROUP, VERSION, type KindDefinition } from "./common.js";
 import { EgressGatewayKind } from "./egress-gateway.js";
 import { ClusterEgressPolicyKind, EgressPolicyKind } from "./egress-policy.js";
+import { AppKind } from "./app.js";
 
-export const ALL_KINDS: readonly KindDefinition[] = [EgressGatewayKind, EgressPolicyKind, ClusterEgressPolicyKind];
+export const ALL_KINDS: readonly KindDefinition[] = [EgressGatewayKind, EgressPolicyKind, ClusterEgressPolicyKind, AppKind];
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
@@ -82,6 +83,7 @@ export function crdFor(def: KindDefinition): Record<string, unknown> {
               type: "object",
               description: `${def.kind} (static-egress). Generated from src/api/v1alpha1; do not edit.`,
               required: ["spec"],
+              ...(def.rootValidations ? { "x-kubernetes-validations": def.rootValidations } : {}),
               properties: {
                 apiVersion: { type: "string" },
                 kind: { type: "string" },

@@ -1,0 +1,274 @@
+import type { KubernetesObject } from "@kubernetes/client-node";
+import { validateApp } from "../../api/v1alpha1/app-validate.js";
+import type { App, AppStatus } from "../../api/v1alpha1/app.js";
+import type { Condition } from "../../api/v1alpha1/common.js";
+import { SpecValidator } from "../../api/v1alpha1/validate.js";
+import { statusOf, type KubeClient } from "../../kube/client.js";
+import type { AppChildKind, AppsClient, AppSource } from "../../kube/apps.js";
+import { APPLIED_ANNOTATION, namespaceOf, planApp, secretNameOf, type AppPlan, type AppPlanOptions } from "../../planner/apps.js";
+import { APP_POLICY_NAME, dedicatedIPs, gatewayNameOf, planDedicatedEgress, type GatewayPool } from "../../planner/app-egress.js";
+import type { Logger } from "../../util/log.js";
+import { KeyedJobs } from "../cloud/keyed-jobs.js";
+import { sameStatus } from "../controller.js";
+import { FINALIZER } from "../status.js";
+import { appStatus, type AppFacts, type EgressFacts } from "./status.js";
+
+export interface AppControllerOptions {
+  client: KubeClient;
+  apps: AppsClient;
+  source: AppSource;
+  logger: Logger;
+  /** The ingress side (docs/apps.md) and DOCR's registry ("" or absent: DOCR components are refused). */
+  plan?: AppPlanOptions;
+  /** Gateway hosts for DEDICATED_IP apps, two per app (docs/apps.md); absent: none is assigned. */
+  gatewayPool?: GatewayPool;
+  /** Every App is reconciled this often even without a change (default 30 s). */
+  resyncMs?: number;
+  /** Secrets are not watched (never read): they are applied again this often, to repair drift (default 10 min). */
+  secretRepairMs?: number;
+  /** Longest one App's step may take before it is given up and retried (default 30 s). */
+  stepTimeoutMs?: number;
+  retryBaseMs?: number;
+  now?: () => Date;
+}
+
+type Meta = { name?: string; namespace?: string; uid?: string; deletionTimestamp?: unknown; ownerReferences?: { uid?: string }[]; annotations?: Record<string, string> };
+const meta = (o: KubernetesObject | undefined): Meta => (o?.metadata ?? {}) as Meta;
+const ownedBy = (o: KubernetesObject | undefined, uid: string | undefined) => uid !== undefined && (meta(o).ownerReferences ?? []).some((r) => r.uid === uid);
+
+/**
+ * Reconciles each App by its name (a key-deduplicating queue: one run per App at a time; a change
+ * during a run makes one more): its namespace, Deployments, Services, Secrets and NetworkPolicies
+ * (src/planner/apps.ts) are applied by server-side apply, what it no longer has is deleted, and
+ * the status tells the phase. A finalizer holds a deleted App until its namespace is gone.
+ * Informers run on every replica; reconciles only on the leader (`activate`).
+ */
+export class AppController {
+  private readonly jobs: KeyedJobs;
+  private readonly validator = new SpecValidator();
+  private readonly secretsAppliedAt = new Map<string, number>();
+  private active = false;
+  private resync: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: AppControllerOptions) {
+    this.jobs = new KeyedJobs({
+      work: (name) => this.withTimeout(name, () => this.reconcile(name)),
+      logger: opts.logger.child({ reconciler: "apps" }),
+      retryBaseMs: opts.retryBaseMs ?? 1_000,
+      retryMaxMs: 60_000,
+      failureMessage: "app reconcile failed; retrying",
+    });
+  }
+
+  /** May run before or after `activate`: Apps listed by the first sync are scheduled either way. */
+  async startInformers(): Promise<void> {
+    await this.opts.source.start((app) => {
+      if (!this.active) return;
+      if (app === undefined) this.scheduleAll();
+      else this.jobs.schedule(app);
+    });
+    if (this.active) this.scheduleAll();
+  }
+
+  activate(): void {
+    this.active = true;
+    this.scheduleAll();
+    this.resync = setInterval(() => this.scheduleAll(), this.opts.resyncMs ?? 30_000);
+    this.resync.unref();
+  }
+
+  deactivate(): void {
+    this.active = false;
+    clearInterval(this.resync);
+  }
+
+  /** Resolves when no reconcile runs (tests). */
+  idle(): Promise<void> {
+    return this.jobs.idle();
+  }
+
+  async stop(): Promise<void> {
+    this.deactivate();
+    await this.jobs.stop();
+    await this.opts.source.stop();
+  }
+
+  private scheduleAll(): void {
+    for (const a of this.opts.source.list("App")) if (a.metadata?.name) this.jobs.schedule(a.metadata.name);
+  }
+
+  private async withTimeout(name: string, fn: () => Promise<void>): Promise<void> {
+    if (!this.active) return;
+    const ms = this.opts.stepTimeoutMs ?? 30_000;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([fn(), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`App/${name}: no answer from the API within ${ms} ms`)), ms)))]);
+    } catch (e) {
+      // Changed meanwhile (409): the informer brings the new state and schedules again.
+      if (statusOf(e) === 409) return;
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async reconcile(name: string): Promise<void> {
+    const app = this.opts.source.get("App", name) as (App & { metadata: { deletionTimestamp?: string } }) | undefined;
+    if (!app) {
+      this.secretsAppliedAt.delete(name);
+      return; // deleted: the finalizer made sure its objects went first
+    }
+    const finalizers = app.metadata.finalizers ?? [];
+    if (app.metadata.deletionTimestamp) {
+      if (finalizers.includes(FINALIZER) && (await this.cleanup(app))) {
+        await this.opts.apps.patchAppFinalizers(name, finalizers.filter((f) => f !== FINALIZER), app.metadata.resourceVersion);
+        this.opts.logger.info({ app: name }, "app's namespace is gone; released");
+      }
+      return;
+    }
+    if (!finalizers.includes(FINALIZER)) {
+      // The patch brings the App back through the informer, which schedules the next step.
+      await this.opts.apps.patchAppFinalizers(name, [...finalizers, FINALIZER], app.metadata.resourceVersion);
+      return;
+    }
+    const now = (this.opts.now ?? (() => new Date()))();
+    const facts = await this.converge(app, now.getTime());
+    await this.writeStatus(app, appStatus(facts, app.metadata.generation, app.status, now.toISOString()));
+  }
+
+  /** Applies what the App should be made of and removes the rest; says what it found. */
+  private async converge(app: App, now: number): Promise<AppFacts> {
+    const { apps, source } = this.opts;
+    const name = app.metadata.name;
+    // Validated on a copy: defaults are filled in for planning, never written back.
+    const copy = structuredClone(app);
+    const errors = validateApp(copy, this.validator, { docrRegistry: this.opts.plan?.docrRegistry ?? "" });
+    // Nothing is created for an invalid spec; what runs from the last valid one keeps running.
+    if (errors.length > 0) return { kind: "invalid", errors };
+    const plan = planApp(copy, this.opts.plan);
+    const nsName = namespaceOf(name);
+    const ns = source.get("Namespace", nsName);
+    if (ns && !ownedBy(ns, app.metadata.uid)) {
+      return { kind: "conflict", message: meta(ns).deletionTimestamp ? `namespace ${nsName} is still being deleted` : `namespace ${nsName} exists and was not made for this app; static-egress does not take it over` };
+    }
+    const live = (kind: "Deployment" | "Service" | "NetworkPolicy") => new Map(source.list(kind, name).filter((o) => meta(o).namespace === nsName && ownedBy(o, app.metadata.uid)).map((o) => [meta(o).name ?? "", o]));
+    const changed = (want: KubernetesObject, have: KubernetesObject | undefined) => meta(have).annotations?.[APPLIED_ANNOTATION] !== meta(want).annotations?.[APPLIED_ANNOTATION];
+
+    if (changed(plan.namespace, ns)) await apps.applyChild(plan.namespace);
+    const deployments = live("Deployment");
+    const services = live("Service");
+    const policies = live("NetworkPolicy");
+    // Policies first: no pod of the app runs a moment without its isolation.
+    for (const p of plan.networkPolicies) if (changed(p, policies.get(p.metadata.name ?? ""))) await apps.applyChild(p);
+    // Secrets before the Deployments that read them; applied when a Deployment changes (every
+    // spec change does) and every secretRepairMs (Secrets are never read back).
+    const rolling = plan.deployments.some((d) => changed(d, deployments.get(d.metadata?.name ?? "")));
+    const repairDue = now - (this.secretsAppliedAt.get(name) ?? 0) >= (this.opts.secretRepairMs ?? 600_000);
+    if (rolling || repairDue) {
+      for (const s of plan.secrets) await apps.applyChild(s);
+      this.secretsAppliedAt.set(name, now);
+    }
+    // The app's own egress before its pods change: they start with it.
+    const egress = await this.convergeEgress(copy, nsName, app.status?.dedicated_ips ?? []);
+    for (const d of plan.deployments) if (changed(d, deployments.get(d.metadata?.name ?? ""))) await apps.applyChild(d);
+    for (const s of plan.services) if (changed(s, services.get(s.metadata?.name ?? ""))) await apps.applyChild(s);
+    await this.removeStale(plan, nsName, { Deployment: deployments, Service: services, NetworkPolicy: policies }, rolling || repairDue);
+    return {
+      kind: "applied",
+      namespace: nsName,
+      components: plan.components.map((c) => ({ name: c.name, kind: c.kind, deployment: source.list("Deployment", name).find((d) => meta(d).namespace === nsName && meta(d).name === c.name) })),
+      egress,
+    };
+  }
+
+  /**
+   * A DEDICATED_IP app's gateway and policy (src/planner/app-egress.ts), applied when they
+   * differ; removed when the app no longer asks for them. Says what its dedicated IPs are.
+   */
+  private async convergeEgress(app: App, ns: string, previous: NonNullable<AppStatus["dedicated_ips"]>): Promise<EgressFacts> {
+    const { apps, source } = this.opts;
+    const name = app.metadata.name;
+    const uid = app.metadata.uid;
+    const ownGateway = source.list("EgressGateway", name).find((g) => meta(g).name === gatewayNameOf(name) && ownedBy(g, uid));
+    const ownPolicy = source.list("EgressPolicy", name).find((p) => meta(p).namespace === ns && meta(p).name === APP_POLICY_NAME && ownedBy(p, uid));
+    const plan = planDedicatedEgress(app, this.opts.gatewayPool, source.list("EgressGateway") as never);
+    if (plan.kind === "none") {
+      if (ownPolicy) await apps.deleteChild("EgressPolicy", ns, APP_POLICY_NAME);
+      if (ownGateway) await apps.deleteChild("EgressGateway", "", gatewayNameOf(name));
+      return { state: "none", dedicatedIPs: previous.map((d) => ({ ...d, status: "REMOVED" as const })) };
+    }
+    if (plan.kind === "exhausted") return { state: this.opts.gatewayPool ? "exhausted" : "unconfigured", free: plan.free, dedicatedIPs: previous };
+    const changed = (want: KubernetesObject, have: KubernetesObject | undefined) => meta(have).annotations?.[APPLIED_ANNOTATION] !== meta(want).annotations?.[APPLIED_ANNOTATION];
+    if (changed(plan.gateway, ownGateway)) await apps.applyChild(plan.gateway);
+    if (changed(plan.policy, ownPolicy)) await apps.applyChild(plan.policy);
+    const policyReady = ((ownPolicy as { status?: { conditions?: Condition[] } } | undefined)?.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
+    const gatewayStatus = (ownGateway as { status?: { instances?: { name: string; health?: string }[] } } | undefined)?.status;
+    return { state: "planned", dedicatedIPs: dedicatedIPs(plan.hosts, gatewayStatus, policyReady, previous) };
+  }
+
+  /** Deletes what the App no longer has: objects it made (owner and namespace checked) that are not planned. */
+  private async removeStale(plan: AppPlan, ns: string, live: Record<"Deployment" | "Service" | "NetworkPolicy", Map<string, KubernetesObject>>, secretsToo: boolean): Promise<void> {
+    const wanted: Record<string, Set<string>> = {
+      Deployment: new Set(plan.deployments.map((d) => d.metadata?.name ?? "")),
+      Service: new Set(plan.services.map((s) => s.metadata?.name ?? "")),
+      NetworkPolicy: new Set(plan.networkPolicies.map((p) => p.metadata.name ?? "")),
+    };
+    for (const kind of ["Deployment", "Service", "NetworkPolicy"] as const) {
+      for (const objName of live[kind].keys()) {
+        if (wanted[kind]!.has(objName)) continue;
+        await this.opts.apps.deleteChild(kind, ns, objName);
+        // A removed component's Secret goes with its Deployment (Secrets are not watched).
+        if (kind === "Deployment") await this.opts.apps.deleteChild("Secret", ns, secretNameOf(objName));
+      }
+    }
+    if (!secretsToo) return;
+    // A component that no longer has SECRET variables: its Secret goes (gone already is fine).
+    const withSecret = new Set(plan.secrets.map((s) => s.metadata?.name ?? ""));
+    for (const c of plan.components) if (!withSecret.has(c.secret)) await this.opts.apps.deleteChild("Secret", ns, c.secret);
+  }
+
+  /** Deletes the App's gateway and namespace (everything in it goes with it); true once both are gone. */
+  private async cleanup(app: App): Promise<boolean> {
+    const nsName = namespaceOf(app.metadata.name);
+    const gateway = this.opts.source.list("EgressGateway", app.metadata.name).find((g) => ownedBy(g, app.metadata.uid));
+    if (gateway && !meta(gateway).deletionTimestamp) await this.opts.apps.deleteChild("EgressGateway", "", meta(gateway).name ?? "");
+    const ns = this.opts.source.get("Namespace", nsName);
+    if (!ns) return gateway === undefined;
+    if (!ownedBy(ns, app.metadata.uid)) return true; // not ours: never deleted
+    if (!meta(ns).deletionTimestamp) {
+      await this.opts.apps.deleteChild("Namespace" as AppChildKind, "", nsName);
+      await this.event(app, "Normal", "Deleting", `deleting namespace ${nsName} and everything the app runs`);
+    }
+    return false; // the namespace informer's delete event schedules the App again
+  }
+
+  private async writeStatus(app: App, status: AppStatus): Promise<void> {
+    if (sameStatus(app.status, status)) return;
+    await this.opts.apps.patchAppStatus(app.metadata.name, status);
+    await this.emitEvents(app, app.status?.conditions ?? [], status.conditions ?? []);
+  }
+
+  /** An Event whenever a condition turns bad, or good again (as the core controller does). */
+  private async emitEvents(app: App, before: readonly Condition[], after: readonly Condition[]): Promise<void> {
+    for (const c of after) {
+      const old = before.find((b) => b.type === c.type);
+      if (old && old.status === c.status && old.reason === c.reason) continue;
+      const bad = (c.type === "Ready" && c.status === "False" && c.reason !== "Deploying") || (c.type === "Invalid" && c.status === "True");
+      if (!old && !bad && c.type !== "Ready") continue;
+      await this.event(app, bad ? "Warning" : "Normal", c.reason, c.message || `${c.type} is ${c.status}`);
+    }
+  }
+
+  private async event(app: App, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
+    await this.opts.client
+      .createObjectEvent({
+        involved: { apiVersion: app.apiVersion ?? "staticegress.io/v1alpha1", kind: "App", name: app.metadata.name, ...(app.metadata.uid ? { uid: app.metadata.uid } : {}) },
+        type,
+        reason,
+        message,
+        component: "static-egress-controller",
+      })
+      .catch((e: unknown) => this.opts.logger.warn({ err: (e as Error).message }, "could not record an event"));
+  }
+}
+
