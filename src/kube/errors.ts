@@ -2,11 +2,15 @@ import { StaticEgressError } from "../util/errors.js";
 
 /**
  * A failed Kubernetes API call: the HTTP status (undefined: no answer, e.g. a refused
- * connection) and the client library's error as `cause`. The message is the library's.
+ * connection), the API server's answer as it came (`body`: a Status object, whose message and
+ * causes name the refused field) and the client library's error as `cause`. The message is the
+ * library's.
  */
 export class KubeApiError extends StaticEgressError {
   /** The HTTP status under the name the client library and informers use. */
   readonly code: number | undefined;
+  /** The API server's answer (usually a JSON Status as text), when there was one. */
+  readonly body: unknown;
 
   constructor(
     readonly status: number | undefined,
@@ -15,6 +19,7 @@ export class KubeApiError extends StaticEgressError {
   ) {
     super(message, options);
     this.code = status;
+    this.body = (options.cause as { body?: unknown } | undefined)?.body;
   }
 }
 
