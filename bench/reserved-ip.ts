@@ -14,7 +14,7 @@
  *   npx tsx bench/reserved-ip.ts [--runs 20] [--peer-runs 10] [--latency-ms 50] [--action-ms 2000]
  *                                [--out bench/results/reserved-ip.json]
  */
-import { currentLoad, machineInfo } from "./lib/env.js";
+import { startRun } from "./lib/record.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { roundSummary, summarize } from "./lib/stats.js";
 import { startCloudHarness, type CloudHarness } from "../test/support/cloud-harness.js";
@@ -179,7 +179,7 @@ function table(rows: { label: string; samples: Sample[] }[]): string {
 }
 
 async function main(): Promise<void> {
-  const machine = await machineInfo();
+  const run = await startRun("reserved-ip", { runs: RUNS, peerRuns: PEER_RUNS, latencyMs: LATENCY_MS, actionMs: ACTION_MS, out: OUT });
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const ours = await campaign(500, KILLS, RUNS, log);
   // Same controller, but reading the action back every 5 s like the peer controller does.
@@ -195,10 +195,7 @@ async function main(): Promise<void> {
     ...KILLS.map((k) => ({ label: `${k} (poll 500 ms)`, samples: by(ours, k) })),
     ...(peerPolling.length ? [{ label: "pod-not-ready (poll 5 s, like the peer)", samples: peerPolling }] : []),
   ];
-  writeResults(OUT, {
-    benchmark: "reserved-ip",
-    machine,
-    loadAtEnd: currentLoad(),
+  writeResults(OUT, run, {
     settings: {
       standin: { latencyMsPerRequest: LATENCY_MS, actionDurationMs: ACTION_MS },
       controller: { resyncMs: 30_000, followerPollMs: 500, peerLikePollMs: PEER_POLL_MS },
