@@ -22,6 +22,7 @@ describe("failoverOutcome", () => {
       lostAfterGap: 0,
       longestGapInWindowMs: 300,
       wrongSource: 0,
+      wrongExamples: [],
     });
   });
 
@@ -55,7 +56,7 @@ describe("failoverOutcome", () => {
 
   it("counts losses after the gap and sources outside the policy's", () => {
     const rows = [...flow(0, 1_000, A), ...flow(1_300, 2_000, B), ...flow(2_101, 3_000, B), { src: "10.244.1.5", seq: 2_050, sent: 2_050 }];
-    expect(failoverOutcome(rows, window)).toMatchObject({ resumed: true, lostAfterGap: 99, wrongSource: 1 });
+    expect(failoverOutcome(rows, window)).toMatchObject({ resumed: true, lostAfterGap: 99, wrongSource: 1, wrongExamples: [{ src: "10.244.1.5", seq: 2_050, msAfterKill: 1_050 }] });
   });
 });
 

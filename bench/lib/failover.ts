@@ -55,6 +55,8 @@ export interface FailoverOutcome {
   longestGapInWindowMs: number;
   /** Every delivered datagram of the stream whose source is neither the victim's nor a survivor's. */
   wrongSource: number;
+  /** The first few of them, with their send time relative to the kill, for diagnosis. */
+  wrongExamples: { src: string; seq: number; msAfterKill: number }[];
 }
 
 /** A flow whose last delivery is older than this at the end of the window has stopped again. */
@@ -64,13 +66,15 @@ export function failoverOutcome(datagrams: readonly Datagram[], w: FailoverWindo
   const rows = [...datagrams].sort((a, b) => a.seq - b.seq);
   const allowed = new Set([...w.victim, ...w.survivors]);
   const survivors = new Set(w.survivors);
-  const wrongSource = rows.filter((r) => !allowed.has(r.src)).length;
+  const wrong = rows.filter((r) => !allowed.has(r.src));
+  const wrongSource = wrong.length;
+  const wrongExamples = wrong.slice(0, 5).map((r) => ({ src: r.src, seq: r.seq, msAfterKill: r.sent - w.killedAt }));
   const inWindow = rows.filter((r) => r.sent >= w.killedAt - 50 && r.sent <= w.until);
   let longestGapInWindowMs = 0;
   for (let i = 1; i < inWindow.length; i++) longestGapInWindowMs = Math.max(longestGapInWindowMs, inWindow[i]!.sent - inWindow[i - 1]!.sent);
 
   const first = rows.findIndex((r) => r.sent > w.killedAt && r.sent <= w.until && survivors.has(r.src));
-  const base = { longestGapInWindowMs, wrongSource };
+  const base = { longestGapInWindowMs, wrongSource, wrongExamples };
   if (first < 0) {
     const last = [...rows].reverse().find((r) => r.sent <= w.until);
     return {
