@@ -12,7 +12,7 @@ export interface RunRecord {
   /** ISO dates: when the benchmark started and when it wrote its result. */
   startedAt: string;
   finishedAt: string;
-  /** The code measured: `git rev-parse HEAD`; dirty when tracked files differed from it. */
+  /** The code measured: `git rev-parse HEAD`; dirty when tracked files (other than bench/results) differed from it. */
   code: { commit: string; dirty: boolean };
   machine: { cpuModel: string; cores: number; kernel: string; memoryBytes: number; os: string; node: string; nft: string; iperf3: string };
   /** 1, 5 and 15 minute load averages: other work on the same cores slows every number down. */
@@ -50,7 +50,8 @@ export async function startRun(benchmark: string, options: Record<string, unknow
   const atStart = currentLoad();
   const git = (args: string[]) => runCommand("git", ["-C", packageRoot(), ...args]).then((r) => r.stdout.trim());
   const commit = await git(["rev-parse", "HEAD"]).catch(() => "unknown");
-  const dirty = (await git(["status", "--porcelain", "--untracked-files=no"]).catch(() => "unknown")) !== "";
+  // Result files are the benchmarks' output, not the code measured: one run's new result must not mark the next dirty.
+  const dirty = (await git(["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results"]).catch(() => "unknown")) !== "";
   const machine: RunRecord["machine"] = {
     cpuModel: cpus()[0]?.model ?? "unknown",
     cores: cpus().length,
