@@ -49,6 +49,10 @@ interface KillSample extends FailoverOutcome {
 interface NotArriving {
   kill: number;
   waitedMs: number;
+  /** What the stream did after all (read when it ended): a slow sender start or a flow that was dropped. */
+  received: number;
+  firstArrivalAfterSpawnMs: number | undefined;
+  sources: Record<string, number>;
 }
 
 async function killOnce(lab: Lab, kind: GatewayDeath, i: number, revivePrevious: () => Promise<void>): Promise<{ sample: KillSample | NotArriving; revive: () => Promise<void> }> {
@@ -68,8 +72,12 @@ async function killOnce(lab: Lab, kind: GatewayDeath, i: number, revivePrevious:
   if (!arriving) {
     // With every instance up the flow should arrive; on a starved machine the nodes can judge both down (fail-closed).
     log(`${kind} kill ${i + 1}/${KILLS}: NOT KILLED: the flow did not arrive within ${SETTLE_MS + ARRIVE_MS} ms of its start with both instances up`);
+    const waitedMs = Date.now() - waitStart;
     await stream;
-    return { sample: { kill: i, waitedMs: Date.now() - waitStart }, revive: async () => undefined };
+    const rows = streamDatagrams(lab.udpRecords(), tag);
+    const sources: Record<string, number> = {};
+    for (const r of rows) sources[r.src] = (sources[r.src] ?? 0) + 1;
+    return { sample: { kill: i, waitedMs, received: rows.length, firstArrivalAfterSpawnMs: rows[0] ? rows[0].sent - spawnedAt : undefined, sources }, revive: async () => undefined };
   }
   const current = streamDatagrams(lab.udpRecords(), tag).at(-1)!.src;
   const victim = lab.topology.gatewayHosts.find((g) => g.egressIPs.includes(current));
