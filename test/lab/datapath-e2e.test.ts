@@ -80,6 +80,8 @@ describe("dedicated egress through the gateways", () => {
       }
     } finally {
       await lab.reviveGateway("gw-b");
+      // Back as before for the next tests: every node sees both instances up again (after the hold-down).
+      await waitFor(() => lab.allInstancesUp(), 30_000, "gw-b did not come back up on every node");
       await waitConverged(lab);
     }
   });
@@ -125,10 +127,13 @@ describe("agent restarts", () => {
   });
 });
 
-/** The node agent's last reported errors per invalid resource, from its log lines after `from`. */
-function agentErrors(log: string, from: number): Map<string, { field: string; message: string }[]> {
+/**
+ * The node agent's last reported errors per invalid resource, from its log (it logs the invalid
+ * verdicts whenever they change, so the last report of a resource is its current one).
+ */
+function agentErrors(log: string): Map<string, { field: string; message: string }[]> {
   const out = new Map<string, { field: string; message: string }[]>();
-  for (const line of readFileSync(log, "utf8").slice(from).split("\n")) {
+  for (const line of readFileSync(log, "utf8").split("\n")) {
     if (!line.includes("invalid resource ignored")) continue;
     const entry = JSON.parse(line) as { resource: string; errors: { field: string; message: string }[] };
     out.set(entry.resource, entry.errors.map(({ field, message }) => ({ field, message })));
@@ -188,11 +193,12 @@ describe("bad input", () => {
 
   it("the CLI's validate command reports the same errors", async () => {
     const log = lab.record.processes.find((p) => p.name === "agent-node1")!.log;
-    const from = readFileSync(log, "utf8").length;
     const resources = bad.map((b) => `EgressPolicy/web/${b.name}`);
     await lab.applyPolicies(docs);
     try {
-      await waitFor(() => resources.every((r) => agentErrors(log, from).has(r)), 10_000, "agent did not report the invalid policies");
+      // The agent planned with them (the web pods are dropped), so its last report is about them.
+      await waitConverged(lab);
+      await waitFor(() => resources.every((r) => agentErrors(log).has(r)), 10_000, "agent did not report the invalid policies");
       // The same cluster file the agent read, through the CLI.
       const { stdout, code } = await new Promise<{ stdout: string; code: number | null }>((resolve) => {
         const child = spawn(process.execPath, [cliEntry(), "validate", "-f", lab.clusterFile]);
@@ -201,7 +207,7 @@ describe("bad input", () => {
         child.on("exit", (c) => resolve({ stdout: out, code: c }));
       });
       const cli = validateErrors(stdout);
-      const agent = agentErrors(log, from);
+      const agent = agentErrors(log);
       expect(code).toBe(1);
       for (const r of resources) {
         expect(agent.get(r)!.length).toBeGreaterThan(0);
