@@ -4,7 +4,7 @@ import { defineConfig } from "vitest/config";
 // the DigitalOcean API stand-in, on loopback. No root needed.
 export default defineConfig({
   test: {
-    include: ["src/**/*.test.ts", "test/integration/**/*.test.ts"],
+    include: ["src/**/*.test.ts", "test/integration/**/*.test.ts", "bench/**/*.test.ts"],
     testTimeout: 30_000,
   },
 });

@@ -34,7 +34,8 @@ import { Lab, LAB_CLUSTER_NETWORK, waitFor } from "../src/lab/lab.js";
 import { addNamespace, deleteNamespace, execIn, newRunPrefix } from "../src/lab/netns.js";
 import { cliEntry, packageRoot } from "../src/lab/paths.js";
 import { inNamespace } from "../src/util/exec.js";
-import { currentLoad, machineInfo, requireRoot } from "./lib/env.js";
+import { requireRoot } from "./lib/env.js";
+import { currentLoad, startRun } from "./lib/record.js";
 import { guarded } from "./lib/guard.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { median, percentile, round } from "./lib/stats.js";
@@ -95,7 +96,7 @@ function stats(xs: readonly number[]) {
 async function main(): Promise<void> {
   requireRoot();
   cliEntry(); // dist/ is built
-  const machine = await machineInfo();
+  const run = await startRun("pod-start", { ...opts });
   const lab = await Lab.up(parseLabConfig(LAB_YAML, "pod-start"), { prefix: newRunPrefix(), persistent: false });
   const podNetns: string[] = [];
   let agentPid: number | undefined;
@@ -262,9 +263,7 @@ async function main(): Promise<void> {
     };
     const record = {
       benchmark: "pod-start",
-      machine,
       loadDuring: loads,
-      loadAtEnd: currentLoad(),
       cycles: CYCLES,
       fallbacks: FALLBACKS,
       method:
@@ -272,7 +271,7 @@ async function main(): Promise<void> {
       summary,
       samples: samples.map((s) => ({ ...s, addMs: round(s.addMs), ptpMs: round(s.ptpMs), ...(s.oursMs !== undefined ? { oursMs: round(s.oursMs) } : {}), delMs: round(s.delMs) })),
     };
-    writeResults(opts.out, record);
+    writeResults(opts.out, run, record);
     process.stdout.write(`${JSON.stringify({ summary, loadDuring: loads }, null, 2)}\n`);
   }, { maxSeconds: Number(opts["max-seconds"]) });
 }

@@ -13,19 +13,22 @@
  *   removeOne  apply of the plan without that pod again: one atomic element delta
  *   resync     apply with verify (the agents' periodic drift check: reads the whole table back)
  *   removeBulk / addBulk   --bulk pods leave at once (a policy deleted, a node drained), then come back
- * After every apply the kernel is read back and must hold exactly the planned map elements.
+ * After every apply the kernel is read back and its divert map must hold exactly the planned elements
+ * (each pod, destination range and instance mark, compared one by one).
  */
 import { parseArgs } from "node:util";
 import { SpecValidator } from "../src/api/v1alpha1/validate.js";
-import { NodeDataplane, type ApplyReport } from "../src/dataplane/node.js";
+import { ALWAYS_LOCAL, NodeDataplane, nodeRouting, type ApplyReport } from "../src/dataplane/node.js";
 import { commandKernel } from "../src/dataplane/kernel.js";
 import { deleteNamespace, deleteNamespacesWithPrefix, newRunPrefix } from "../src/lab/netns.js";
+import { normalize, parseCidr } from "../src/util/ipv4.js";
 import type { HealthView, NodePlan } from "../src/planner/model.js";
 import { Planner } from "../src/planner/plan.js";
 import { inNamespace } from "../src/util/exec.js";
-import { currentLoad, machineInfo, requireRoot } from "./lib/env.js";
+import { requireRoot } from "./lib/env.js";
 import { guarded } from "./lib/guard.js";
-import { createNodeNamespace, expectElements, KernelCheckError } from "./lib/netns.js";
+import { createNodeNamespace, expectDivert, expectElements, KernelCheckError } from "./lib/netns.js";
+import { startRun } from "./lib/record.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { round, roundSummary, summarize, type Summary } from "./lib/stats.js";
 import { SYNTHETIC, syntheticSnapshot, withExtraPod } from "./lib/synthetic.js";
@@ -142,20 +145,23 @@ async function runCase(c: Case, reps: number, bulk: number, prefix: string, inde
 
       await step("first", () => dp.apply(base));
       fullScriptBytes = Math.max(...calls.first.at(-1)!.filter((x) => x.command === "nft").map((x) => x.inputBytes));
-      await expectElements(check, "map", "ip", TABLE, "divert", base.entries.length, `after first apply (${c.pods}x${c.policies})`);
-      await expectElements(check, "set", "ip", TABLE, "never_divert", base.neverDivert.length, "after first apply");
+      await expectDivert(check, TABLE, base.entries, `after first apply (${c.pods}x${c.policies})`);
+      // The node also never diverts link-local, multicast and broadcast (ALWAYS_LOCAL).
+      const neverDivert = normalize([...base.neverDivert, ...ALWAYS_LOCAL.map(parseCidr)]).length;
+      await expectElements(check, "set", "ip", TABLE, "never_divert", neverDivert, "after first apply");
       const routing = await dp.readRouting();
-      if (routing.routes.length !== base.instances.length || routing.rules.length !== base.instances.length + 1) {
-        throw new KernelCheckError(`after first apply: ${routing.routes.length} routes and ${routing.rules.length} rules for ${base.instances.length} instances`);
+      const planned = nodeRouting(base);
+      if (routing.routes.length !== planned.routes.length || routing.rules.length !== planned.rules.length) {
+        throw new KernelCheckError(`after first apply: ${routing.routes.length} routes and ${routing.rules.length} rules, the plan has ${planned.routes.length} and ${planned.rules.length}`);
       }
 
       expectNoChange(await step("noop", () => dp.apply(base)), "re-apply of the same plan");
 
       if (!(await step("addOne", () => dp.apply(plusOne))).nftChanged) throw new KernelCheckError("adding a pod changed nothing");
-      await expectElements(check, "map", "ip", TABLE, "divert", plusOne.entries.length, "after adding one pod");
+      await expectDivert(check, TABLE, plusOne.entries, "after adding one pod");
 
       if (!(await step("removeOne", () => dp.apply(base))).nftChanged) throw new KernelCheckError("removing a pod changed nothing");
-      await expectElements(check, "map", "ip", TABLE, "divert", base.entries.length, "after removing one pod");
+      await expectDivert(check, TABLE, base.entries, "after removing one pod");
 
       // The periodic drift check compares with the listing taken after a verified full apply.
       await dp.apply(base, { verify: true });
@@ -163,9 +169,9 @@ async function runCase(c: Case, reps: number, bulk: number, prefix: string, inde
 
       if (withoutBulk) {
         await step("removeBulk", () => dp.apply(withoutBulk));
-        await expectElements(check, "map", "ip", TABLE, "divert", withoutBulk.entries.length, `after removing ${bulk} pods`);
+        await expectDivert(check, TABLE, withoutBulk.entries, `after removing ${bulk} pods`);
         await step("addBulk", () => dp.apply(base));
-        await expectElements(check, "map", "ip", TABLE, "divert", base.entries.length, `after adding ${bulk} pods back`);
+        await expectDivert(check, TABLE, base.entries, `after adding ${bulk} pods back`);
       }
     } finally {
       await deleteNamespace(ns);
@@ -226,10 +232,10 @@ async function main(): Promise<void> {
   const bulk = Number(values.bulk);
   if (!Number.isInteger(bulk) || bulk < 0 || bulk > 10_000) throw new Error("--bulk must be an integer from 0 to 10000");
   const log = (l: string) => console.error(l);
-  const machine = await machineInfo();
+  const run = await startRun("programming", { cases: values.cases, reps, bulk, maxSeconds: Number(values["max-seconds"]), out: values.out });
   const prefix = newRunPrefix();
   const started = Date.now();
-  log(`programming benchmark, run ${prefix}, ${reps} repetitions per case, load ${machine.loadAtStart.join(" ")}`);
+  log(`programming benchmark, run ${prefix}, ${reps} repetitions per case, load ${run.loadAtStart.join(" ")}`);
   const results = await guarded(
     async () => {
       await deleteNamespacesWithPrefix(`${prefix}-`);
@@ -244,10 +250,7 @@ async function main(): Promise<void> {
     },
     { maxSeconds: Number(values["max-seconds"]), log },
   );
-  writeResults(values.out, {
-    benchmark: "programming",
-    machine,
-    loadAtEnd: currentLoad(),
+  writeResults(values.out, run, {
     durationSeconds: Math.round((Date.now() - started) / 1000),
     setup: {
       node: "one network namespace per repetition (veth pair inside it, VPC address 10.0.0.11/24)",

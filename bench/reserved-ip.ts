@@ -8,17 +8,19 @@
  * child processes; the controller uses its own service-account token), the DigitalOcean API
  * stand-in in this process (with a per-request latency and an action duration, stated in the
  * results), and the controller with the reserved-IP follower at its production settings
- * (event-driven, no resync inside the measurement: resync 30 s). No root needed, nothing leaves
+ * (event-driven, no resync inside the measurement: resync 30 s). After each move the IP must be on
+ * the target droplet as the public API shows it (GET /v2/reserved_ips/{ip}). No root needed, nothing leaves
  * the machine.
  *
  *   npx tsx bench/reserved-ip.ts [--runs 20] [--peer-runs 10] [--latency-ms 50] [--action-ms 2000]
  *                                [--out bench/results/reserved-ip.json]
  */
-import { currentLoad, machineInfo } from "./lib/env.js";
+import { startRun } from "./lib/record.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { roundSummary, summarize } from "./lib/stats.js";
 import { startCloudHarness, type CloudHarness } from "../test/support/cloud-harness.js";
 import type { ReservedIPAssignment } from "../src/controller/cloud/index.js";
+import { DigitalOceanClient } from "../src/cloud/digitalocean/client.js";
 import { waitFor } from "../src/lab/lab.js";
 
 const args = process.argv.slice(2);
@@ -58,6 +60,7 @@ interface Pair {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function measure(h: CloudHarness, ip: string, kill: Kill, runs: number, assigned: ReservedIPAssignment[], log: (s: string) => void): Promise<Sample[]> {
+  const api = new DigitalOceanClient({ token: h.cloud.token, baseUrl: h.cloud.url });
   let seq = 0;
   const newPair = async (): Promise<Pair> => {
     seq++;
@@ -96,6 +99,10 @@ async function measure(h: CloudHarness, ip: string, kill: Kill, runs: number, as
     const done = assigned.slice(before).find((a) => a.ip === ip && a.host === String(target))!;
     const action = [...h.cloud.state.raw.actions.values()].filter((a) => a.type === "assign_ip" && a.ip === ip && a.dropletId === target && a.startedAt >= t0).sort((a, b) => a.startedAt - b.startedAt).pop();
     if (!action || action.status !== "completed" || action.completedAt === undefined) throw new Error(`run ${run}: no completed assign action for ${ip}`);
+    // Not only the action: the IP must really be on the target droplet, as the public API shows it (read after the timing).
+    const droplet = (await api.getReservedIP(ip))?.droplet;
+    const onDroplet = droplet && "id" in droplet ? droplet.id : undefined;
+    if (onDroplet !== target) throw new Error(`run ${run}: the assign action completed, but the API shows ${ip} on droplet ${onDroplet}, not on ${target} (${standby.node})`);
     const s: Sample = {
       kill,
       toActionStartMs: action.startedAt - t0,
@@ -179,7 +186,7 @@ function table(rows: { label: string; samples: Sample[] }[]): string {
 }
 
 async function main(): Promise<void> {
-  const machine = await machineInfo();
+  const run = await startRun("reserved-ip", { runs: RUNS, peerRuns: PEER_RUNS, latencyMs: LATENCY_MS, actionMs: ACTION_MS, out: OUT });
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const ours = await campaign(500, KILLS, RUNS, log);
   // Same controller, but reading the action back every 5 s like the peer controller does.
@@ -195,10 +202,7 @@ async function main(): Promise<void> {
     ...KILLS.map((k) => ({ label: `${k} (poll 500 ms)`, samples: by(ours, k) })),
     ...(peerPolling.length ? [{ label: "pod-not-ready (poll 5 s, like the peer)", samples: peerPolling }] : []),
   ];
-  writeResults(OUT, {
-    benchmark: "reserved-ip",
-    machine,
-    loadAtEnd: currentLoad(),
+  writeResults(OUT, run, {
     settings: {
       standin: { latencyMsPerRequest: LATENCY_MS, actionDurationMs: ACTION_MS },
       controller: { resyncMs: 30_000, followerPollMs: 500, peerLikePollMs: PEER_POLL_MS },

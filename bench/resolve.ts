@@ -1,15 +1,20 @@
 /**
  * How long the planner's resolve takes (policies checked against each other and the cluster,
  * including each policy's datapath cost) at the scale bench's size, pure CPU, no API server:
- *   npx tsx bench/resolve.ts [--runs 5]
- * Prints the median and every run; checks that every policy resolved valid (what the scale bench
+ *   npx tsx bench/resolve.ts [--runs 5] [--out bench/results/resolve.json]
+ * Prints the median and every run and writes them with the run record; checks that every policy resolved valid (what the scale bench
  * expects) so a broken fixture cannot look fast.
  */
 import { snapshotFromObjects, type KubeObject } from "../src/api/objects.js";
 import { resolve } from "../src/planner/resolve.js";
+import { startRun } from "./lib/record.js";
+import { defaultResultPath, writeResults } from "./lib/results.js";
 import { DEFAULT_SHAPE, gatewayObject, namespaceObject, NETWORK, nodeObject, podManifest, podParams, podStatus, policyObject } from "./scale/fixture.js";
 
-const runs = Number(process.argv[process.argv.indexOf("--runs") + 1] ?? 5) || 5;
+const arg = (name: string): string | undefined => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : undefined);
+const runs = Number(arg("runs") ?? 5) || 5;
+const out = arg("out") ?? defaultResultPath("resolve");
+const run = await startRun("resolve", { runs, out });
 const s = DEFAULT_SHAPE;
 const objects: KubeObject[] = [];
 for (let i = 0; i < s.nodes; i++) objects.push(nodeObject(i) as KubeObject);
@@ -30,4 +35,6 @@ for (let r = 0; r < runs; r++) {
   if (invalid.length > 0) throw new Error(`${invalid.length} policies resolved invalid, e.g. ${JSON.stringify(invalid[0])}`);
 }
 times.sort((a, b) => a - b);
-console.log(JSON.stringify({ pods: s.pods, nodes: s.nodes, namespaces: s.namespaces, policies: s.policies, medianMs: Math.round(times[Math.floor(times.length / 2)]!), runsMs: times.map(Math.round) }));
+const result = { shape: { pods: s.pods, nodes: s.nodes, namespaces: s.namespaces, policies: s.policies }, medianMs: Math.round(times[Math.floor(times.length / 2)]!), runsMs: times.map(Math.round) };
+writeResults(out, run, result);
+console.log(JSON.stringify(result));

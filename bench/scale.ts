@@ -24,11 +24,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { COMPONENT_ACCOUNTS, startControlPlane, type ControlPlane } from "../src/lab/control-plane/index.js";
-import { runCommand } from "../src/util/exec.js";
 import { deleteNamespacesWithPrefix, newRunPrefix } from "../src/lab/netns.js";
 import { packageRoot } from "../src/lab/paths.js";
 import { inNamespace } from "../src/util/exec.js";
-import { currentLoad, machineInfo, requireRoot } from "./lib/env.js";
+import { requireRoot } from "./lib/env.js";
+import { startRun } from "./lib/record.js";
 import { guarded } from "./lib/guard.js";
 import { countElements, createNodeNamespace } from "./lib/netns.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
@@ -136,18 +136,6 @@ class NodeReportChurn {
   }
 }
 
-/** Code commit (and whether the tree had changes), memory and kernel: what the JSON needs to be comparable. */
-async function machineExtras(root: string): Promise<{ commit: string; treeDirty: boolean; memoryGiB: number; kernelFull: string }> {
-  const git = async (args: string[]) => (await runCommand("git", ["-C", root, ...args]).catch(() => ({ stdout: "" }))).stdout.trim();
-  const memKb = Number(/^MemTotal:\s+(\d+) kB/m.exec(readFileSync("/proc/meminfo", "utf8"))?.[1] ?? 0);
-  return {
-    commit: (await git(["rev-parse", "HEAD"])) || "unknown",
-    treeDirty: (await git(["status", "--porcelain", "--untracked-files=no"])) !== "",
-    memoryGiB: Math.round((memKb / 2 ** 20) * 10) / 10,
-    kernelFull: (await runCommand("uname", ["-a"]).catch(() => ({ stdout: "" }))).stdout.trim(),
-  };
-}
-
 /** RSS now and peak (VmHWM) and CPU time of the control plane's etcd and kube-apiserver (its PIDs from owner.json, named by /proc/<pid>/comm). */
 function serverStats(cp: ControlPlane): Record<string, ProcStats | undefined> {
   const out: Record<string, ProcStats | undefined> = {};
@@ -246,8 +234,8 @@ async function main(): Promise<void> {
   const agentNode = Number(values["agent-node"]) % shape.nodes;
   const out = values.out ?? defaultResultPath("scale");
   const root = packageRoot();
-  const machine = { ...(await machineInfo()), ...(await machineExtras(root)) };
-  log(`load average at start ${machine.loadAtStart.join(" ")} on ${machine.cpus} cores; commit ${machine.commit}`);
+  const run = await startRun("scale", { ...shape, newPods, churnSeconds, agentNode, concurrency: values.concurrency, out, maxSeconds: Number(values["max-seconds"]) });
+  log(`load average at start ${run.loadAtStart.join(" ")}`);
 
   const prefix = newRunPrefix();
   const netns = `${prefix}-scale-node`;
@@ -509,10 +497,7 @@ async function main(): Promise<void> {
 
       const serverEnd = serverStats(c);
       const results = {
-        benchmark: "scale",
         command: `sudo npx tsx bench/scale.ts ${process.argv.slice(2).join(" ")}`.trim(),
-        machine,
-        loadAtEnd: currentLoad(),
         totalSeconds: round((wallClockMs() - started) / 1000),
         shape,
         network: { nodes: "10.0.0.0/16", gatewayInstances: `${instanceAddress(shape, 0, 0)}-${instanceAddress(shape, shape.gateways - 1, shape.instancesPerGateway - 1)}`, podCIDRs: "10.64.0.0/11 (one /24 per node)", services: "10.96.0.0/12", egressIPs: "10.200.0.0/16" },
@@ -524,7 +509,7 @@ async function main(): Promise<void> {
         podToProgrammed,
         reconcileProfile,
       };
-      writeResults(out, results);
+      writeResults(out, run, results);
       log(`results in ${out}`);
       console.log(JSON.stringify({ controller, nodeAgent, podToProgrammed: { ...podToProgrammed, samples: undefined } }, null, 2));
       failed = false;

@@ -27,7 +27,8 @@ import { formatIPv4, parseIPv4 } from "../src/util/ipv4.js";
 import { Planner } from "../src/planner/plan.js";
 import { LAB_NETWORK } from "../src/lab/topology.js";
 import { inNamespace } from "../src/util/exec.js";
-import { currentLoad, machineInfo, requireRoot } from "./lib/env.js";
+import { requireRoot } from "./lib/env.js";
+import { startRun } from "./lib/record.js";
 import { guarded } from "./lib/guard.js";
 import { IperfServer, runIperfClient, type IperfRun } from "./lib/iperf.js";
 import { exampleLabConfig, waitConverged } from "../test/lab/support.js";
@@ -151,12 +152,12 @@ async function main(): Promise<void> {
   requireRoot();
   cliEntry(); // the lab runs the built agents: fail early if `npm run build` is missing
   const log = (l: string) => console.error(l);
-  const machine = await machineInfo();
+  const run = await startRun("throughput", { rounds, seconds, extraPods, maxSeconds, out: values.out });
   const prefix = newRunPrefix();
   const started = Date.now();
   let lab: Lab | undefined;
   let server: IperfServer | undefined;
-  log(`throughput benchmark, run ${prefix}, ${rounds} rounds x ${seconds}s per path, load ${machine.loadAtStart.join(" ")}`);
+  log(`throughput benchmark, run ${prefix}, ${rounds} rounds x ${seconds}s per path, load ${run.loadAtStart.join(" ")}`);
 
   const outcome = await guarded(
     async () => {
@@ -262,10 +263,7 @@ async function main(): Promise<void> {
     { maxSeconds, log },
   );
 
-  writeResults(values.out, {
-    benchmark: "throughput",
-    machine,
-    loadAtEnd: currentLoad(),
+  writeResults(values.out, run, {
     durationSeconds: Math.round((Date.now() - started) / 1000),
     setup: {
       lab: "examples/lab.yaml (3 nodes, gateway `shared` with gw-a and gw-b), veth + Linux bridges, MTU 1500",

@@ -1,4 +1,6 @@
 import { addNamespace, addVethPair } from "../../src/lab/netns.js";
+import { parseCidr, parseIPv4, type Range } from "../../src/util/ipv4.js";
+import type { DivertEntry } from "../../src/planner/model.js";
 import { runCommand, type CommandRunner } from "../../src/util/exec.js";
 
 /**
@@ -39,4 +41,36 @@ export async function expectElements(runner: CommandRunner, kind: "map" | "set",
   const actual = await countElements(runner, kind, family, table, name);
   if (actual !== expected) throw new KernelCheckError(`${when}: kernel ${kind} ${table}/${name} holds ${actual} elements, the plan has ${expected}`);
   return actual;
+}
+
+type NftKeyPart = string | { range: [string, string] } | { prefix: { addr: string; len: number } };
+
+/** One destination of an element key as `<first>-<last>` (a single address, a prefix or a range). */
+function keyRange(part: NftKeyPart): string {
+  const r: Range =
+    typeof part === "string" ? { from: parseIPv4(part), to: parseIPv4(part) } : "range" in part ? { from: parseIPv4(part.range[0]), to: parseIPv4(part.range[1]) } : parseCidr(`${part.prefix.addr}/${part.prefix.len}`);
+  return `${r.from}-${r.to}`;
+}
+
+/** The node's `divert` map as the kernel holds it: `<pod IP> <first>-<last> <mark>` per element. */
+export async function readDivert(runner: CommandRunner, table: string): Promise<string[]> {
+  const { stdout } = await runner.run("nft", ["-j", "list", "map", "ip", table, "divert"], { timeoutMs: 120_000 });
+  const doc = JSON.parse(stdout) as { nftables?: { map?: { elem?: [{ concat: [string, NftKeyPart] }, number][] } }[] };
+  const map = doc.nftables?.find((x) => x.map)?.map;
+  if (!map) throw new KernelCheckError(`nft -j list map ip ${table} divert: no map in the output`);
+  return (map.elem ?? []).map(([key, mark]) => `${key.concat[0]} ${keyRange(key.concat[1])} ${mark}`);
+}
+
+/**
+ * Fails unless the kernel's `divert` map holds exactly the plan's entries (pod, destination range,
+ * instance mark): not only as many, but the same ones, read back independently of the dataplane.
+ */
+export async function expectDivert(runner: CommandRunner, table: string, entries: readonly DivertEntry[], when: string): Promise<void> {
+  const kernel = new Set(await readDivert(runner, table));
+  const planned = new Set(entries.map((e) => `${e.podIP} ${e.dst.from}-${e.dst.to} ${e.mark}`));
+  const missing = [...planned].filter((x) => !kernel.has(x));
+  const extra = [...kernel].filter((x) => !planned.has(x));
+  if (missing.length || extra.length || kernel.size !== entries.length) {
+    throw new KernelCheckError(`${when}: kernel divert map differs from the plan: ${missing.length} missing (e.g. ${missing.slice(0, 3).join(", ")}), ${extra.length} extra (e.g. ${extra.slice(0, 3).join(", ")})`);
+  }
 }

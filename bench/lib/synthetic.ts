@@ -70,6 +70,8 @@ export function syntheticSnapshot({ pods, policies }: SyntheticOptions): Cluster
     kind: "EgressGateway",
     metadata: { name: `gw-${g}`, creationTimestamp: created },
     spec: {
+      // Tenancy: without a grant every EgressPolicy in the namespace is Invalid.
+      grants: [{ namespaceSelector: {} }],
       static: {
         instances: Array.from({ length: I }, (_, inst) => ({
           name: `gw-${g}-${inst}`,

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
 import { spawn } from "node:child_process";
-import type { Lab } from "../../src/lab/lab.js";
+import type { Lab, LabPodStatus } from "../../src/lab/lab.js";
 import { waitFor } from "../../src/lab/lab.js";
 import { execIn } from "../../src/lab/netns.js";
 import { cliEntry } from "../../src/lab/paths.js";
@@ -55,11 +55,35 @@ describe("dedicated egress through the gateways", () => {
   });
 
   it("two policies on one gateway instance keep their own IPs", async () => {
-    const rows = byPod(await lab.status());
-    const seen = new Set([...rows.values()].filter((r) => r.policy).map((r) => `${r.policy}=${r.egressIP}`));
-    for (const s of seen) {
-      const [policy, ip] = s.split("=");
-      expect(policy!.endsWith("checkout") ? CHECKOUT_IPS : EXPORTER_IPS).toContain(ip);
+    // With gw-b silent, both policies' pods must leave through gw-a, which holds checkout's
+    // 192.0.2.10 and exporter's 192.0.2.11: one instance, each policy with its own IP.
+    const gwA = lab.topology.gatewayHosts.find((g) => g.name === "gw-a")!;
+    expect(gwA.egressIPs).toEqual(expect.arrayContaining([CHECKOUT_IPS[0], EXPORTER_IPS[0]]));
+    const want: Record<string, string> = { "payments/pay-1": CHECKOUT_IPS[0]!, "payments/pay-2": CHECKOUT_IPS[0]!, "reporting/rep-1": EXPORTER_IPS[0]!, "reporting/rep-2": EXPORTER_IPS[0]! };
+    const echo = LAB_NETWORK.echoService;
+    await lab.killGateway("gw-b", "silent");
+    try {
+      let rows = new Map<string, LabPodStatus>();
+      const seen = () => Object.fromEntries(Object.keys(want).map((p) => [p, rows.get(p)?.egressIP]));
+      await waitFor(async () => {
+        rows = byPod(await lab.status());
+        return Object.entries(want).every(([p, ip]) => rows.get(p)?.egressIP === ip);
+      }, 15_000, "the pods did not all move to gw-a").catch(() => undefined);
+      // Only the probes below count on gw-a: forget its earlier connections to the echo service.
+      await execIn(gwA.netns, "conntrack", ["-D", "-p", "tcp", "--orig-dst", echo]).catch(() => undefined);
+      rows = byPod(await lab.status());
+      expect(seen()).toEqual(want);
+      // gw-a itself translated each pod's connection to its policy's IP (its connection tracking).
+      const flows = await execIn(gwA.netns, "conntrack", ["-L", "-p", "tcp", "--orig-dst", echo]);
+      const esc = (ip: string) => ip.replaceAll(".", "\\.");
+      for (const [pod, ip] of Object.entries(want)) {
+        expect(flows).toMatch(new RegExp(`src=${esc(rows.get(pod)!.ip)} dst=${esc(echo)} .*src=${esc(echo)} dst=${esc(ip)} `));
+      }
+    } finally {
+      await lab.reviveGateway("gw-b");
+      // Back as before for the next tests: every node sees both instances up again (after the hold-down).
+      await waitFor(() => lab.allInstancesUp(), 30_000, "gw-b did not come back up on every node");
+      await waitConverged(lab);
     }
   });
 
@@ -104,6 +128,37 @@ describe("agent restarts", () => {
   });
 });
 
+/**
+ * The node agent's last reported errors per invalid resource, from its log (it logs the invalid
+ * verdicts whenever they change, so the last report of a resource is its current one).
+ */
+function agentErrors(log: string): Map<string, { field: string; message: string }[]> {
+  const out = new Map<string, { field: string; message: string }[]>();
+  for (const line of readFileSync(log, "utf8").split("\n")) {
+    if (!line.includes("invalid resource ignored")) continue;
+    const entry = JSON.parse(line) as { resource: string; errors: { field: string; message: string }[] };
+    out.set(entry.resource, entry.errors.map(({ field, message }) => ({ field, message })));
+  }
+  return out;
+}
+
+/** `static-egress validate` output: `<resource>: valid`, or `<resource>: Invalid` then `  <field>: <message>` per error. */
+function validateErrors(stdout: string): Map<string, { field: string; message: string }[]> {
+  const out = new Map<string, { field: string; message: string }[]>();
+  let current: { field: string; message: string }[] | undefined;
+  for (const line of stdout.split("\n").filter(Boolean)) {
+    const error = /^ {2}([^:]+): (.*)$/.exec(line);
+    if (error && current) current.push({ field: error[1]!, message: error[2]! });
+    else {
+      const head = /^(\S+): (valid|Invalid)$/.exec(line);
+      if (!head) throw new Error(`validate printed an unexpected line: ${line}`);
+      current = [];
+      out.set(head[1]!, current);
+    }
+  }
+  return out;
+}
+
 describe("bad input", () => {
   const bad = [
     { name: "bad-cidr", spec: { destinationCIDRs: ["198.51.100.0/33"] }, field: "spec.destinationCIDRs[0]" },
@@ -112,13 +167,14 @@ describe("bad input", () => {
     { name: "dup-ip", spec: { egressIPs: ["192.0.2.10"] }, field: "spec.egressIPs[0]" },
   ];
 
+  const docs = bad.map((b) => ({
+    apiVersion: "staticegress.io/v1alpha1",
+    kind: "EgressPolicy",
+    metadata: { name: b.name, namespace: "web" },
+    spec: { podSelector: { matchLabels: { app: "frontend" } }, gatewayName: "shared", egressIPs: ["192.0.2.99"], ...b.spec },
+  }));
+
   it("names the resource and field, and every other policy keeps working", async () => {
-    const docs = bad.map((b) => ({
-      apiVersion: "staticegress.io/v1alpha1",
-      kind: "EgressPolicy",
-      metadata: { name: b.name, namespace: "web" },
-      spec: { podSelector: { matchLabels: { app: "frontend" } }, gatewayName: "shared", egressIPs: ["192.0.2.99"], ...b.spec },
-    }));
     await lab.applyPolicies(docs);
     const log = lab.record.processes.find((p) => p.name === "agent-node1")!.log;
     await waitFor(() => bad.every((b) => readFileSync(log, "utf8").includes(`EgressPolicy/web/${b.name}`)), 10_000, "agent did not report the invalid policies");
@@ -137,13 +193,32 @@ describe("bad input", () => {
   });
 
   it("the CLI's validate command reports the same errors", async () => {
-    const { stdout } = await new Promise<{ stdout: string }>((resolve) => {
-      const child = spawn(process.execPath, [cliEntry(), "validate", "-f", lab.clusterFile]);
-      let out = "";
-      child.stdout.on("data", (b: Buffer) => (out += b.toString()));
-      child.on("exit", () => resolve({ stdout: out }));
-    });
-    expect(stdout).toContain("EgressPolicy/payments/checkout: valid");
+    const log = lab.record.processes.find((p) => p.name === "agent-node1")!.log;
+    const resources = bad.map((b) => `EgressPolicy/web/${b.name}`);
+    await lab.applyPolicies(docs);
+    try {
+      // The agent planned with them (the web pods are dropped), so its last report is about them.
+      await waitConverged(lab);
+      await waitFor(() => resources.every((r) => agentErrors(log).has(r)), 10_000, "agent did not report the invalid policies");
+      // The same cluster file the agent read, through the CLI.
+      const { stdout, code } = await new Promise<{ stdout: string; code: number | null }>((resolve) => {
+        const child = spawn(process.execPath, [cliEntry(), "validate", "-f", lab.clusterFile]);
+        let out = "";
+        child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+        child.on("exit", (c) => resolve({ stdout: out, code: c }));
+      });
+      const cli = validateErrors(stdout);
+      const agent = agentErrors(log);
+      expect(code).toBe(1);
+      for (const r of resources) {
+        expect(agent.get(r)!.length).toBeGreaterThan(0);
+        expect({ resource: r, errors: cli.get(r) }).toEqual({ resource: r, errors: agent.get(r) });
+      }
+      expect(cli.get("EgressPolicy/payments/checkout")).toEqual([]);
+      expect(cli.get("EgressPolicy/reporting/exporter")).toEqual([]);
+    } finally {
+      await lab.deletePolicies(docs);
+    }
   });
 });
 
