@@ -485,6 +485,10 @@ export class Lab implements LabHost {
         if (droplet) throw new LabError(`${g.name} is a droplet: use --kind destroy`);
         this.killProcess(`agent-${g.name}`);
         this.killProcess(`health-${g.name}`);
+        // A rebooting host stops at once: forwarding off before anything of the agent's is taken
+        // apart (flushing the ruleset first would forward decapsulated pod packets unSNATed, which
+        // no real reboot does; bench/failover.ts found that ordering leaking).
+        await gatewayBootSysctls(g.netns);
         // What survives a reboot is only what the host's boot configures (addresses, default route).
         await execIn(g.netns, "nft", ["flush", "ruleset"]);
         await execIn(g.netns, "ip", ["route", "flush", "proto", "94"]);
@@ -493,7 +497,6 @@ export class Lab implements LabHost {
           await execIn(g.netns, "ip", ["link", "del", l.ifname]);
         }
         await execIn(g.netns, "conntrack", ["-F"]).catch(() => undefined);
-        await gatewayBootSysctls(g.netns);
         break;
     }
     this.record.dead = { ...this.record.dead, [g.name]: kind };
