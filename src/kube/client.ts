@@ -11,6 +11,7 @@ import {
 import { request as httpRequest, type Agent as HttpAgent } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { GROUP, VERSION } from "../api/v1alpha1/common.js";
+import { STATIC_ROUTE_GROUP, STATIC_ROUTE_VERSION } from "../api/digitalocean-v1/static-route.js";
 import type { ListPage } from "./paged-list.js";
 
 /**
@@ -59,6 +60,11 @@ export const KUBE_ACCESS: readonly Access[] = [
   { component: "controller", apiGroup: "", resource: "services", verbs: ["list", "watch", "patch"] },
   // Node agents report what they programmed and what they see of gateway health.
   { component: "node-agent", apiGroup: "", resource: "nodes", verbs: ["patch"] },
+  // DigitalOcean's StaticRoute (docs/static-routes.md): node agents read them, apply their own
+  // entry of status.nodes (server-side apply of the status subresource only) and record Events.
+  { component: "node-agent", apiGroup: STATIC_ROUTE_GROUP, resource: "staticroutes", verbs: ["list", "watch"] },
+  { component: "node-agent", apiGroup: STATIC_ROUTE_GROUP, resource: "staticroutes/status", verbs: ["patch"] },
+  { component: "node-agent", apiGroup: "", resource: "events", verbs: ["create"] },
 ];
 
 export type PolicyKind = "EgressPolicy" | "ClusterEgressPolicy" | "EgressGateway";
@@ -70,6 +76,7 @@ export const PLURALS: Record<PolicyKind, string> = {
 };
 
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+const applyPatch = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
 
 /** The API calls static-egress makes, typed, through @kubernetes/client-node. */
 export class KubeClient {
@@ -221,6 +228,20 @@ export class KubeClient {
       req.on("error", reject);
       req.end();
     });
+  }
+
+  /**
+   * This node's entry of a StaticRoute's status.nodes, by server-side apply of the status
+   * subresource with a field manager of its own: the list is a map keyed by node name, so every
+   * node agent owns exactly its entry and concurrent writers never overwrite each other.
+   * `entry` undefined removes this node's entry (the manager applies an empty list).
+   */
+  async applyStaticRouteNodeStatus(name: string, node: string, entry: Record<string, unknown> | undefined): Promise<void> {
+    const body = { apiVersion: `${STATIC_ROUTE_GROUP}/${STATIC_ROUTE_VERSION}`, kind: "StaticRoute", metadata: { name }, status: { nodes: entry ? [{ ...entry, name: node }] : [] } };
+    await this.custom.patchClusterCustomObjectStatus(
+      { group: STATIC_ROUTE_GROUP, version: STATIC_ROUTE_VERSION, plural: "staticroutes", name, body, fieldManager: `static-egress-node/${node}`.slice(0, 128), force: true },
+      applyPatch,
+    );
   }
 
   async patchNodeAnnotations(name: string, annotations: Record<string, string | null>): Promise<void> {

@@ -109,6 +109,13 @@ describe("RBAC from deploy/, proven by the API server", () => {
       ["node-agent", "create", "staticegress.io", "egresspolicies", "payments"],
       ["node-agent", "patch", "staticegress.io", "egresspolicies/status", "payments"],
       ["node-agent", "delete", "", "pods", "payments"],
+      // StaticRoutes: the node agent reads them and writes only their status.
+      ["node-agent", "create", "networking.digitalocean.com", "staticroutes"],
+      ["node-agent", "patch", "networking.digitalocean.com", "staticroutes"],
+      ["node-agent", "delete", "networking.digitalocean.com", "staticroutes"],
+      ["node-agent", "get", "networking.digitalocean.com", "staticroutes"],
+      ["controller", "list", "networking.digitalocean.com", "staticroutes"],
+      ["gateway-agent", "list", "networking.digitalocean.com", "staticroutes"],
       ["controller", "get", "", "secrets", "static-egress"],
       ["controller", "create", "staticegress.io", "egresspolicies", "payments"],
       ["controller", "delete", "", "pods", "payments"],
