@@ -35,6 +35,7 @@ agent
   .option("--cni-conf-dir <dir>", "with --cni-socket: keep the plugin chained last in the runtime's CNI config list in this directory (e.g. /etc/cni/net.d), also after the cluster CNI rewrites it; --cleanup unchains it")
   .option("--anchor-ip-from <source>", "with --source kubernetes: publish this node's anchor IPv4 as annotation staticegress.io/anchor-ipv4 (for Service externalIPs that follow a reserved IP); source: `digitalocean-metadata`")
   .option("--metadata-url <url>", `with --anchor-ip-from digitalocean-metadata: metadata root (default ${METADATA_URL})`)
+  .option("--static-routes", "also program DigitalOcean's StaticRoute objects (networking.digitalocean.com/v1; their CRD must be installed): routes for the node's own and hostNetwork traffic, see docs/static-routes.md")
   .option("--cleanup", "remove everything the node agent owns and exit")
   .action(runNodeAgent);
 agent

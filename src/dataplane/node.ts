@@ -62,9 +62,9 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
     const b = facts.bindings.get(ip);
     return b ? [`${ip} . "${b.iface}"`] : [];
   });
-  const peers = plan.instances.flatMap((i) => {
-    const dev = facts.instanceDevices.get(i.address);
-    return dev ? [`"${dev}" . ${i.address}`] : [];
+  const peers = healthPeers(plan).flatMap((address) => {
+    const dev = facts.instanceDevices.get(address);
+    return dev ? [`"${dev}" . ${address}`] : [];
   });
   return {
     family: "ip",
@@ -127,6 +127,11 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
           `  chain tunnel_notrack_out {\n    type filter hook output priority raw; policy accept;\n    udp dport ${plan.tunnel.port} notrack\n  }\n`
         : ""),
   };
+}
+
+/** Addresses whose health replies this node admits: its instances', and other probed hosts' (StaticRoute gateways). */
+export function healthPeers(plan: NodePlan): string[] {
+  return [...new Set([...plan.instances.map((i) => i.address), ...(plan.probedPeers ?? [])])].sort();
 }
 
 /**
@@ -255,7 +260,7 @@ export class NodeDataplane {
     const nftChanged = script !== "";
     await runBatch(this.runner, remove);
     const tunnelsRemoved = await this.tunnels.removeStale(tunnels);
-    const addresses = plan.instances.map((i) => i.address).sort().join(",");
+    const addresses = healthPeers(plan).join(",");
     if (addresses !== this.loosenedFor) {
       await this.loosenReversePathFilter();
       this.loosenedFor = addresses;
@@ -270,7 +275,7 @@ export class NodeDataplane {
    */
   private async learnFacts(plan: NodePlan, verify: boolean): Promise<NodeFacts> {
     const podIPs = [...new Set(plan.entries.map((e) => e.podIP))].sort();
-    const addresses = [...new Set(plan.instances.map((i) => i.address))].sort();
+    const addresses = healthPeers(plan);
     if (verify || podIPs.some((ip) => !this.bindings.has(ip))) this.bindings = resolveBindings(podIPs, await this.readKernelView(), this.bindings);
     else this.bindings = new Map(podIPs.map((ip) => [ip, this.bindings.get(ip)!]));
     if (verify || addresses.some((a) => !this.instanceDevices.has(a))) {

@@ -151,6 +151,11 @@ export interface NodePlan {
    * as a blackhole, fail-closed).
    */
   tunnel?: TunnelEnd;
+  /**
+   * Other hosts this node probes (StaticRoute gateways, src/planner/static-routes.ts): their
+   * health replies are admitted like an instance's, from their address on the interface toward them.
+   */
+  probedPeers?: string[];
 }
 
 export interface SnatEntry {
