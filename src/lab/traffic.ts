@@ -9,10 +9,10 @@ export function startUdpStream(lab: Lab, pod: string, tag: string, durationMs: n
 }
 
 /** The same from any lab namespace, e.g. a node's (its own and its hostNetwork pods' traffic). */
-export function startUdpStreamIn(netns: string, tag: string, durationMs: number, intervalMs = 1): Promise<void> {
+export function startUdpStreamIn(netns: string, tag: string, durationMs: number, intervalMs = 1, host?: string): Promise<void> {
   const child = spawn(
     "ip",
-    ["netns", "exec", netns, process.execPath, cliEntry(), "lab", "udp-stream", "--tag", tag, "--interval-ms", String(intervalMs), "--duration-ms", String(durationMs)],
+    ["netns", "exec", netns, process.execPath, cliEntry(), "lab", "udp-stream", "--tag", tag, "--interval-ms", String(intervalMs), "--duration-ms", String(durationMs), ...(host ? ["--host", host] : [])],
     { stdio: "ignore" },
   );
   return new Promise((resolve) => child.on("exit", () => resolve()));
