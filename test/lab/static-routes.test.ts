@@ -140,10 +140,22 @@ describe("StaticRoute in the lab", () => {
 
   it("fails over under a stream from the node with no packet leaving with a wrong source, and blackholes with every gateway down", async () => {
     const allowed = [host("nat-a").publicIP, host("nat-b").publicIP];
+    try {
+      await failoverUnderStream(allowed);
+    } finally {
+      await lab.setNatGatewayLink("nat-a", true);
+      await lab.setNatGatewayLink("nat-b", true);
+    }
+    // Back: the preferred gateway again once it has stayed up for the hold-down.
+    await waitState("echo", "node1", "Routed", host("nat-a").vpcIP);
+    expect(await sourceSeen("node1", ECHO)).toBe(host("nat-a").publicIP);
+  });
+
+  async function failoverUnderStream(allowed: string[]): Promise<void> {
     lab.clearUdpRecords();
-    const stream = startUdpStreamIn(host("node1").netns, "failover", 5_000, 2, ECHO);
-    // The sender is a fresh process: kill only once its datagrams arrive.
-    await waitFor(() => analyzeStream(lab, "failover", allowed).received > 100, 10_000, "the stream did not start");
+    const stream = startUdpStreamIn(host("node1").netns, "failover", 8_000, 2, ECHO);
+    // The sender is a fresh process (slow to start on a loaded machine): kill only once its datagrams arrive.
+    await waitFor(() => analyzeStream(lab, "failover", allowed).received > 20, 20_000, "the stream did not start");
     const killedAt = Date.now();
     await lab.setNatGatewayLink("nat-a", false);
     await stream;
@@ -161,8 +173,8 @@ describe("StaticRoute in the lab", () => {
 
     // Every gateway down: fail-closed, never the node's own default route (nor the foreign main-table route).
     lab.clearUdpRecords();
-    const dead = startUdpStreamIn(host("node1").netns, "dead", 4_000, 2, ECHO);
-    await waitFor(() => analyzeStream(lab, "dead", allowed).received > 100, 10_000, "the stream did not start");
+    const dead = startUdpStreamIn(host("node1").netns, "dead", 8_000, 2, ECHO);
+    await waitFor(() => analyzeStream(lab, "dead", allowed).received > 20, 20_000, "the stream did not start");
     await lab.setNatGatewayLink("nat-b", false);
     await dead;
     await new Promise((r) => setTimeout(r, 300));
@@ -171,13 +183,7 @@ describe("StaticRoute in the lab", () => {
     await waitState("echo", "node1", "Blackholed");
     expect(await execIn(host("node1").netns, "ip", ["route", "show", "table", "6999"])).toContain(`blackhole ${ECHO} proto 95`);
     expect(await sourceSeen("node1", ECHO)).toBe("");
-
-    // Back: the preferred gateway again once it has stayed up for the hold-down.
-    await lab.setNatGatewayLink("nat-a", true);
-    await lab.setNatGatewayLink("nat-b", true);
-    await waitState("echo", "node1", "Routed", host("nat-a").vpcIP);
-    expect(await sourceSeen("node1", ECHO)).toBe(host("nat-a").publicIP);
-  });
+  }
 
   it("refuses bad objects naming the field, and never routes them", async () => {
     const sr = (name: string, spec: Record<string, unknown>) => ({ apiVersion: "networking.digitalocean.com/v1", kind: "StaticRoute", metadata: { name }, spec });
