@@ -87,7 +87,7 @@ export class NodeAgent {
     const snapshot = withAdmittedIPs(fromSource, this.admitted);
     const planner = new Planner(snapshot, { validator: this.validator });
     this.reportVerdicts(planner.resolution.verdicts);
-    const staticRoutes = await this.staticRouteInput(snapshot);
+    const staticRoutes = await this.staticRouteInput(snapshot, verify);
     // Which gateways to probe does not depend on their health: planned once without it.
     const staticProbes = staticRoutes ? planStaticRoutes(staticRoutes.objects, staticRoutes.view, () => undefined).probes : [];
     await this.deps.health?.setInstances?.([
@@ -108,6 +108,7 @@ export class NodeAgent {
       const addressOf = new Map(staticProbes.map((p) => [p.key, p.address]));
       const srPlan = planStaticRoutes(staticRoutes.objects, staticRoutes.view, (key) => healthView.get(key) ?? byAddress.get(addressOf.get(key) ?? ""));
       const changed = await this.deps.staticRoutes.writer.apply(srPlan.routes);
+      this.staticRoutesClean = srPlan.routes.length === 0;
       if (changed.added + changed.removed > 0) logger.info({ routes: srPlan.routes.length, ...changed }, "static routes programmed");
       this.deps.staticRoutes.onOutcomes?.(srPlan.outcomes, staticRoutes.objects);
     }
@@ -130,13 +131,21 @@ export class NodeAgent {
     this.deps.onApplied?.(plan, planner.resolution.verdicts);
   }
 
-  /** The StaticRoutes and what this node knows of itself (its subnets from the kernel), or undefined when not enabled. */
-  private async staticRouteInput(snapshot: ClusterSnapshot): Promise<{ objects: StaticRoute[]; view: StaticRouteNodeView } | undefined> {
+  /** Whether the kernel held none of our static routes after the last apply (then, with no objects, there is nothing to read). */
+  private staticRoutesClean = false;
+
+  /**
+   * The StaticRoutes and what this node knows of itself (its subnets from the kernel), or
+   * undefined when not enabled or when there is nothing to do: without objects (and none of our
+   * routes left) the kernel is read only on `verify`, so pods' reconciles pay nothing for it.
+   */
+  private async staticRouteInput(snapshot: ClusterSnapshot, verify: boolean): Promise<{ objects: StaticRoute[]; view: StaticRouteNodeView } | undefined> {
     const deps = this.deps.staticRoutes;
     if (!deps) return undefined;
     const objects = this.deps.source.objects().filter((o) => o.kind === "StaticRoute" && o.apiVersion === STATIC_ROUTE_API_VERSION) as unknown as StaticRoute[];
+    if (objects.length === 0 && this.staticRoutesClean && !verify) return undefined;
     const node = snapshot.nodes.find((n) => n.name === this.deps.nodeName) ?? { name: this.deps.nodeName, labels: {}, annotations: {}, podCIDRs: [] };
-    const connected = await deps.writer.connectedSubnets();
+    const connected = objects.length > 0 ? await deps.writer.connectedSubnets() : [];
     return { objects, view: { node, connected, apiServers: deps.apiServers, network: snapshot.network } };
   }
 
