@@ -6,6 +6,7 @@ import { stringify } from "yaml";
 import { parseDocuments, snapshotFromObjects } from "../api/objects.js";
 import { crdFor } from "../api/v1alpha1/crd.js";
 import { SERVED_KINDS } from "../api/served-kinds.js";
+import { STATIC_ROUTE_API_VERSION, validateStaticRoute } from "../api/digitalocean-v1/static-route.js";
 import { loadAgentConfig } from "../agents/config.js";
 import { Planner } from "../planner/plan.js";
 import { runGatewayAgent, runHealthResponder, runNodeAgent } from "./agents.js";
@@ -99,15 +100,20 @@ program
 
 program
   .command("validate")
-  .description("check policies and gateways in a file; exit 1 if any is invalid")
+  .description("check policies, gateways and StaticRoutes in a file; exit 1 if any is invalid")
   .requiredOption("-f, --file <file>", "Kubernetes documents")
   .action((o: { file: string }) => {
     const objects = parseDocuments(readFileSync(o.file, "utf8"), o.file);
     const planner = new Planner(snapshotFromObjects(objects, { podCIDRs: [], serviceCIDRs: [], nodeCIDRs: [] }));
-    for (const v of planner.resolution.verdicts) {
+    // StaticRoutes without a cluster: what each node adds (its subnets, the API server, on-link) is checked by the node agent.
+    const routes = objects
+      .filter((d) => d.kind === "StaticRoute" && d.apiVersion === STATIC_ROUTE_API_VERSION)
+      .map((d) => ({ resource: `StaticRoute/${d.metadata?.name ?? ""}`, errors: validateStaticRoute(d) }));
+    const verdicts = [...planner.resolution.verdicts, ...routes.map((r) => ({ ...r, valid: r.errors.length === 0 }))];
+    for (const v of verdicts) {
       process.stdout.write(v.valid ? `${v.resource}: valid\n` : `${v.resource}: Invalid\n${v.errors.map((e) => `  ${e.field}: ${e.message}\n`).join("")}`);
     }
-    if (planner.resolution.verdicts.some((v) => !v.valid)) process.exitCode = 1;
+    if (verdicts.some((v) => !v.valid)) process.exitCode = 1;
   });
 
 program
