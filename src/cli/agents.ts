@@ -91,6 +91,16 @@ function runUntilSignal(logger: Logger, stop: () => Promise<void>): void {
   process.once("SIGINT", onSignal);
 }
 
+/** The `kubernetes` Endpoints' addresses; on failure none (the kubeconfig's address still counts), said in the log. */
+async function readApiServerEndpoints(kube: KubeClient, logger: Logger): Promise<string[]> {
+  try {
+    return await kube.apiServerEndpoints();
+  } catch (e) {
+    logger.warn({ err: (e as Error).message }, "cannot read the API server's endpoints; StaticRoutes are checked against its kubeconfig address only");
+    return [];
+  }
+}
+
 export interface NodeAgentFlags extends AgentFlags {
   node: string;
   address?: string;
@@ -167,7 +177,7 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   const staticRoutes = flags.staticRoutes
     ? {
         writer: new StaticRouteWriter(localRunner),
-        apiServers: apiServerAddresses(kube?.kubeconfig),
+        apiServers: [...new Set([...apiServerAddresses(kube?.kubeconfig), ...(kube ? await readApiServerEndpoints(kube, logger) : [])])].sort(),
         ...(routeStatus ? { onOutcomes: (outcomes: readonly StaticRouteOutcome[], objects: readonly StaticRoute[]) => routeStatus.update(outcomes, objects) } : {}),
       }
     : undefined;

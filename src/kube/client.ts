@@ -65,6 +65,9 @@ export const KUBE_ACCESS: readonly Access[] = [
   { component: "node-agent", apiGroup: STATIC_ROUTE_GROUP, resource: "staticroutes", verbs: ["list", "watch"] },
   { component: "node-agent", apiGroup: STATIC_ROUTE_GROUP, resource: "staticroutes/status", verbs: ["patch"] },
   { component: "node-agent", apiGroup: "", resource: "events", verbs: ["create"] },
+  // ... and never route the API server away: its addresses, read once at start (only the
+  // `kubernetes` Endpoints object: resourceNames in the role).
+  { component: "node-agent", apiGroup: "", resource: "endpoints", verbs: ["get"] },
 ];
 
 export type PolicyKind = "EgressPolicy" | "ClusterEgressPolicy" | "EgressGateway";
@@ -111,6 +114,15 @@ export class KubeClient {
     } else {
       await this.custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural, name, body }, mergePatch);
     }
+  }
+
+  /**
+   * The API server's own addresses (the `kubernetes` Service's endpoints in `default`): what the
+   * ClusterIP leads to, which a StaticRoute must not route away either.
+   */
+  async apiServerEndpoints(): Promise<string[]> {
+    const ep = await this.core.readNamespacedEndpoints({ namespace: "default", name: "kubernetes" });
+    return [...new Set((ep.subsets ?? []).flatMap((s) => (s.addresses ?? []).map((a) => a.ip)))].sort();
   }
 
   /** The EgressGateway as the API server has it now (not a cache), undefined if there is none. */

@@ -97,7 +97,7 @@ describe("RBAC from deploy/, proven by the API server", () => {
       // read and renewed; Events go to the object's namespace.
       const namespace = a.resource === "leases" ? "static-egress" : a.resource === "events" ? "payments" : undefined;
       for (const verb of a.verbs) {
-        const name = a.resource === "leases" && verb !== "create" ? "static-egress-controller" : undefined;
+        const name = a.resource === "leases" && verb !== "create" ? "static-egress-controller" : a.resource === "endpoints" ? "kubernetes" : undefined;
         if (!(await mayI(a.component, verb, a.apiGroup, a.resource, namespace, name))) denied.push(`${a.component} ${verb} ${a.resource}`);
       }
     }
@@ -118,6 +118,8 @@ describe("RBAC from deploy/, proven by the API server", () => {
       ["node-agent", "get", "networking.digitalocean.com", "staticroutes"],
       ["controller", "list", "networking.digitalocean.com", "staticroutes"],
       ["gateway-agent", "list", "networking.digitalocean.com", "staticroutes"],
+      ["node-agent", "get", "", "endpoints", "payments", "another-service"],
+      ["node-agent", "list", "", "endpoints"],
       ["controller", "get", "", "secrets", "static-egress"],
       ["controller", "create", "staticegress.io", "egresspolicies", "payments"],
       ["controller", "delete", "", "pods", "payments"],

@@ -378,6 +378,7 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
       listServiceForAllNamespaces: ["", "services", "list"],
       patchNamespacedService: ["", "services", "patch"],
       createNamespacedEvent: ["", "events", "create"],
+      readNamespacedEndpoints: ["", "endpoints", "get"],
       readNamespacedLease: ["coordination.k8s.io", "leases", "get"],
       createNamespacedLease: ["coordination.k8s.io", "leases", "create"],
       replaceNamespacedLease: ["coordination.k8s.io", "leases", "update"],
