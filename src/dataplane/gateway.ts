@@ -26,6 +26,15 @@ export const ANCHOR_MARK = 0x2000_0000;
 export const ANCHOR_TABLE = 6999;
 export const ANCHOR_RULE_PRIORITY = 10003;
 
+/**
+ * Replies to a node's own traffic (ClusterEgressPolicy nodeSelector) go back through that node's
+ * tunnel: their destination is the node's InternalIP, the same address the tunnel's own packets
+ * go to through the main table, so they are marked (bit 30) and routed by a table of their own.
+ */
+export const NODE_REPLY_MARK = 0x4000_0000;
+export const NODE_REPLY_TABLE = 6998;
+export const NODE_REPLY_RULE_PRIORITY = 10004;
+
 /** The gateway agent's nftables table (family ip). */
 export const GATEWAY_TABLE = "static_egress_gw";
 type ResolvedOptions = Required<Omit<GatewayDataplaneOptions, "anchor">> & Pick<GatewayDataplaneOptions, "anchor">;
@@ -54,6 +63,7 @@ export function gatewayTableModel(plan: GatewayPlan, o: ResolvedOptions = defaul
       { kind: "set", name: "cluster_nodes", spec: "type ipv4_addr;", elements: plan.nodeAddresses },
       { kind: "set", name: "tunnel_peers", spec: "type ipv4_addr . inet_service;", elements: plan.tunnels.map((t) => `${t.address} . ${t.port}`) },
       { kind: "set", name: "pods_by_tunnel", spec: "type ifname . ipv4_addr;", elements: plan.podsByTunnel.map((p) => `"${gatewayTunnelDevice(p.port)}" . ${p.podIP}`) },
+      { kind: "set", name: "node_sources", spec: "type ipv4_addr;", elements: (plan.nodeReturns ?? []).map((n) => n.address) },
       {
         kind: "map",
         name: "egress_snat",
@@ -91,6 +101,14 @@ export function gatewayTableModel(plan: GatewayPlan, o: ResolvedOptions = defaul
       `  chain clamp_mss {\n    type filter hook forward priority mangle; policy accept;\n` +
       `    iifname "${GATEWAY_TUNNEL_PREFIX}*" tcp flags & syn == syn tcp option maxseg size > ${TUNNEL_MSS} tcp option maxseg size set ${TUNNEL_MSS}\n` +
       `    oifname "${GATEWAY_TUNNEL_PREFIX}*" tcp flags & syn == syn tcp option maxseg size > ${TUNNEL_MSS} tcp option maxseg size set ${TUNNEL_MSS}\n  }\n` +
+      // After the reply's destination is translated back (dstnat), before its route lookup.
+      (plan.nodeReturns?.length
+        ? `  chain mark_node_replies {\n    type filter hook prerouting priority dstnat + 10; policy accept;\n` +
+          `    ct direction reply ct status snat ip daddr @node_sources meta mark set meta mark | 0x${NODE_REPLY_MARK.toString(16)}\n  }\n` +
+          // Routed: the mark is cleared, else the tunnel's own (outer) packet, which carries it, would take the same route again.
+          `  chain clear_node_reply_mark {\n    type filter hook postrouting priority mangle; policy accept;\n` +
+          `    meta mark & 0x${NODE_REPLY_MARK.toString(16)} == 0x${NODE_REPLY_MARK.toString(16)} meta mark set meta mark & 0x${(~NODE_REPLY_MARK >>> 0).toString(16)}\n  }\n`
+        : "") +
       (o.anchor
         ? `  chain mark_for_anchor {\n    type filter hook prerouting priority mangle; policy accept;\n` +
           `    ip saddr . ip daddr @egress_snat meta mark set meta mark | 0x${ANCHOR_MARK.toString(16)}\n  }\n`
@@ -109,6 +127,9 @@ export function gatewayRoutes(plan: GatewayPlan, o: ResolvedOptions = defaults):
     proto: o.routeProto,
   }));
   if (o.anchor) routes.push({ table: ANCHOR_TABLE, dst: "default", kind: "via", via: o.anchor.gateway });
+  for (const n of plan.nodeReturns ?? []) {
+    routes.push({ table: NODE_REPLY_TABLE, dst: `${n.address}/32`, kind: "via", via: NODE_INNER.address, onlinkDev: gatewayTunnelDevice(n.port) });
+  }
   return routes;
 }
 
@@ -126,8 +147,10 @@ export function gatewayTunnels(plan: GatewayPlan): TunnelSpec[] {
   }));
 }
 
-export function gatewayRules(o: ResolvedOptions = defaults): RuleSpec[] {
-  return o.anchor ? [{ priority: ANCHOR_RULE_PRIORITY, fwmark: ANCHOR_MARK, mask: ANCHOR_MARK, action: { table: ANCHOR_TABLE } }] : [];
+export function gatewayRules(o: ResolvedOptions = defaults, plan?: GatewayPlan): RuleSpec[] {
+  const rules: RuleSpec[] = o.anchor ? [{ priority: ANCHOR_RULE_PRIORITY, fwmark: ANCHOR_MARK, mask: ANCHOR_MARK, action: { table: ANCHOR_TABLE } }] : [];
+  if (plan?.nodeReturns?.length) rules.push({ priority: NODE_REPLY_RULE_PRIORITY, fwmark: NODE_REPLY_MARK, mask: NODE_REPLY_MARK, action: { table: NODE_REPLY_TABLE } });
+  return rules;
 }
 
 export class GatewayDataplane {
@@ -150,11 +173,8 @@ export class GatewayDataplane {
     // exists before the filter below is loaded forwards nothing either.
     const tunnels = gatewayTunnels(plan);
     const tunnelsAdded = await this.tunnels.apply(tunnels);
-    const actual = {
-      rules: await readRules(this.runner, ANCHOR_RULE_PRIORITY, ANCHOR_RULE_PRIORITY),
-      routes: await readRoutes(this.runner, { from: ANCHOR_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto),
-    };
-    const { add, remove } = diffRouting({ rules: gatewayRules(this.opts), routes: gatewayRoutes(plan, this.opts) }, actual);
+    const actual = await this.readRouting();
+    const { add, remove } = diffRouting({ rules: gatewayRules(this.opts, plan), routes: gatewayRoutes(plan, this.opts) }, actual);
     await runBatch(this.runner, add);
     const nftChanged = await this.table.apply(gatewayTableModel(plan, this.opts), opts.verify === true);
     await runBatch(this.runner, remove);
@@ -166,6 +186,14 @@ export class GatewayDataplane {
     return { nftChanged, routingAdded: add.length + tunnelsAdded, routingRemoved: remove.length + tunnelsRemoved };
   }
 
+  /** Our rules (anchor, node replies) and routes (anchor and node-reply tables, our protocol in main). */
+  private async readRouting(): Promise<{ rules: RuleSpec[]; routes: RouteSpec[] }> {
+    return {
+      rules: await readRules(this.runner, ANCHOR_RULE_PRIORITY, NODE_REPLY_RULE_PRIORITY),
+      routes: await readRoutes(this.runner, { from: NODE_REPLY_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto),
+    };
+  }
+
   /** Packets refused because their sender was not the node it claimed to be (named counters). */
   async foreignDrops(): Promise<{ tunnel: number; source: number }> {
     const counters = await this.table.counters();
@@ -174,9 +202,7 @@ export class GatewayDataplane {
 
   async cleanup(): Promise<void> {
     await this.table.remove();
-    const routes = await readRoutes(this.runner, { from: ANCHOR_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto);
-    const rules = await readRules(this.runner, ANCHOR_RULE_PRIORITY, ANCHOR_RULE_PRIORITY);
-    await runBatch(this.runner, diffRouting({ rules: [], routes: [] }, { rules, routes }).remove);
+    await runBatch(this.runner, diffRouting({ rules: [], routes: [] }, await this.readRouting()).remove);
     await this.tunnels.removeStale([]);
   }
 }

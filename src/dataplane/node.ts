@@ -1,10 +1,11 @@
 import type { NodePlan } from "../planner/model.js";
-import { MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, DEFAULT_TABLE_BASE, NO_INSTANCE_MARK } from "../planner/ids.js";
+import { MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, DEFAULT_TABLE_BASE, NO_INSTANCE_MARK, TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../planner/ids.js";
 import { formatRange, normalize, parseCidr } from "../planner/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import { applyNftScript, hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
 import { diffRouting, loosenRpFilter, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
+import { connectedSubnets } from "./static-routes.js";
 import { GATEWAY_INNER, NODE_INNER, NODE_TUNNEL_PREFIX, nodeTunnelDevice, TunnelDevices, type TunnelSpec } from "./tunnel.js";
 
 export interface NodeDataplaneOptions {
@@ -45,9 +46,18 @@ export interface NodeFacts {
   bindings: ReadonlyMap<string, PodBinding>;
   /** Instance address -> the interface its probes must come in on. */
   instanceDevices: ReadonlyMap<string, string>;
+  /** The node's on-link subnets (VPC): its own traffic to them is never diverted. Read only with nodeEntries. */
+  localSubnets?: readonly string[];
 }
 
 export const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
+
+/**
+ * Conntrack-mark bit of the node's own diverted flows (ClusterEgressPolicy nodeSelector): their
+ * source becomes the node's InternalIP, the address its gateways accept from its tunnel only.
+ * Not a routing mark: the packet mark keeps MARK_MASK bits only.
+ */
+export const NODE_FLOW_BIT = 0x4000_0000;
 
 /**
  * The node's nftables table. Packets from pods get the mark of their gateway instance after
@@ -84,6 +94,14 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
       // Health probes are heard only from an instance's address, on the interface toward it.
       { kind: "set", name: "health_peers", spec: "type ifname . ipv4_addr;", elements: peers },
       // VXLAN into this node's tunnel port: only from an instance's address, with its own VNI.
+      // The node's own traffic (nodeSelector policies): destination -> mark, and what it never takes.
+      { kind: "map", name: "node_divert", spec: "type ipv4_addr : mark; flags interval;", elements: (plan.nodeEntries ?? []).map((e) => `${formatRange(e.dst)} : ${hex(e.mark)}`) },
+      {
+        kind: "set",
+        name: "node_keep",
+        spec: "type ipv4_addr; flags interval;",
+        elements: plan.nodeEntries?.length ? normalize([...(plan.keepLocal ?? []), ...(facts.localSubnets ?? [])].map((c) => parseCidr(c.includes("/") ? c : `${c}/32`))).map(formatRange) : [],
+      },
       {
         kind: "set",
         name: "tunnel_sources",
@@ -106,7 +124,19 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
       `  chain enforce {\n    ip saddr . iifname != @pod_ifaces counter name "spoofed_drops" drop\n` +
       `    meta mark @down_instances counter name "failclosed_drops" drop\n  }\n` +
       `  chain keep_pod_source {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
+      (plan.nodeEntries?.length && plan.tunnel ? `    ct mark & ${hex(NODE_FLOW_BIT)} == ${hex(NODE_FLOW_BIT)} counter snat ip to ${plan.tunnel.address}\n` : "") +
       `    meta mark & ${flag} == ${flag} counter snat ip to ip saddr\n  }\n` +
+      // The node's own packets (and hostNetwork pods'): the prerouting chain never sees them. Never
+      // the tunnels' own packets (already marked, to an instance: never_divert), health probes,
+      // replies of connections made to the node, the cluster's ranges, the API server, the VPC.
+      (!plan.nodeEntries?.length ? "" : `  chain mark_node_egress {\n    type route hook output priority mangle; policy accept;\n` +
+      `    meta mark & ${flag} == ${flag} return\n` +
+      `    udp dport { ${HEALTH_PORTS.join(", ")}, ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} } return\n` +
+      `    ct direction reply return\n` +
+      `    ip daddr @never_divert return\n    ip daddr @node_keep return\n` +
+      `    ct mark & ${hex(NODE_FLOW_BIT)} == ${hex(NODE_FLOW_BIT)} meta mark set ct mark & ${hex(MARK_MASK)} goto node_enforce\n` +
+      `    meta mark set ip daddr map @node_divert ct mark set meta mark | ${hex(NODE_FLOW_BIT)} goto node_enforce\n  }\n` +
+      `  chain node_enforce {\n    meta mark @down_instances counter name "failclosed_drops" drop\n  }\n`) +
       // RFC 5881 section 5 (GTSM): only a directly connected peer can send TTL 255. Node's dgram
       // cannot read the received TTL, so it is checked here, before the socket; a pod on this
       // node is directly connected too, hence the interface and source binding.
@@ -291,8 +321,11 @@ export class NodeDataplane {
       }
       this.instanceDevices = devices;
     }
-    return { bindings: this.bindings, instanceDevices: this.instanceDevices };
+    if (plan.nodeEntries?.length && (verify || !this.localSubnets)) this.localSubnets = await connectedSubnets(this.runner);
+    return { bindings: this.bindings, instanceDevices: this.instanceDevices, ...(plan.nodeEntries?.length ? { localSubnets: this.localSubnets ?? [] } : {}) };
   }
+
+  private localSubnets: string[] | undefined;
 
   private async readKernelView(): Promise<KernelView> {
     const json = async <T>(cmd: string, args: string[]): Promise<T[]> => JSON.parse((await this.runner.run(cmd, args)).stdout || "[]") as T[];

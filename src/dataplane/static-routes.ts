@@ -63,6 +63,12 @@ export function staticRouteChanges(desired: readonly PlannedStaticRoute[], actua
   return { add, remove };
 }
 
+/** The node's own on-link subnets (see StaticRouteWriter.connectedSubnets). */
+export async function connectedSubnets(runner: CommandRunner): Promise<string[]> {
+  const routes = JSON.parse((await runner.run("ip", ["-json", "-4", "route", "show", "table", "main", "scope", "link", "proto", "kernel"])).stdout || "[]") as JsonRoute[];
+  return [...new Set(routes.filter((r) => r.dst.includes("/") && r.prefsrc && !r.dev?.startsWith(NODE_TUNNEL_PREFIX)).map((r) => r.dst))].sort();
+}
+
 /** Writes the planned static routes with `ip -json` (read) and `ip -batch` (write). */
 export class StaticRouteWriter {
   private readonly o: Required<StaticRouteWriterOptions>;
@@ -91,9 +97,8 @@ export class StaticRouteWriter {
    * The node's own on-link subnets (the kernel's prefix routes of its addresses in the main
    * table), which a gateway must be in; our tunnels' link-local next hops are not counted.
    */
-  async connectedSubnets(): Promise<string[]> {
-    const routes = await this.json<JsonRoute>(["-4", "route", "show", "table", "main", "scope", "link", "proto", "kernel"]);
-    return [...new Set(routes.filter((r) => r.dst.includes("/") && r.prefsrc && !r.dev?.startsWith(NODE_TUNNEL_PREFIX)).map((r) => r.dst))].sort();
+  connectedSubnets(): Promise<string[]> {
+    return connectedSubnets(this.runner);
   }
 
   /** Idempotent: an unchanged plan reads and writes nothing else. Returns how many lines it ran. */

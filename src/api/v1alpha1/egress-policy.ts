@@ -38,8 +38,18 @@ const policyFields = {
 export const EgressPolicySpec = Type.Object(policyFields, { additionalProperties: false });
 export type EgressPolicySpec = Static<typeof EgressPolicySpec>;
 
+// A ClusterEgressPolicy selects pods (podSelector and namespaceSelector) or, instead, nodes
+// (nodeSelector: the nodes' own traffic and their hostNetwork pods', docs/static-routes.md).
 export const ClusterEgressPolicySpec = Type.Object(
-  { ...policyFields, namespaceSelector: { ...LabelSelector, description: "Namespaces whose pods are considered" } },
+  {
+    ...policyFields,
+    podSelector: Type.Optional({ ...LabelSelector, description: "Pods whose egress goes through the gateway; {} selects all. Required unless nodeSelector is set" }),
+    namespaceSelector: Type.Optional({ ...LabelSelector, description: "Namespaces whose pods are considered. Required unless nodeSelector is set" }),
+    nodeSelector: Type.Optional({
+      ...LabelSelector,
+      description: "Instead of pods: nodes whose own traffic (and their hostNetwork pods') goes through the gateway; {} selects all",
+    }),
+  },
   { additionalProperties: false },
 );
 export type ClusterEgressPolicySpec = Static<typeof ClusterEgressPolicySpec>;
