@@ -174,10 +174,12 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   }
   const source = makeSource(flags, logger, flags.node, flags.staticRoutes === true);
   const routeStatus = flags.staticRoutes && kube ? new StaticRouteStatusReporter(kube, flags.node, logger.child({ part: "static-routes" })) : undefined;
+  // The API server's addresses: never routed away by a StaticRoute, nor diverted from the node by a nodeSelector policy.
+  const apiServers = [...new Set([...apiServerAddresses(kube?.kubeconfig), ...(kube ? await readApiServerEndpoints(kube, logger) : [])])].sort();
   const staticRoutes = flags.staticRoutes
     ? {
         writer: new StaticRouteWriter(localRunner),
-        apiServers: [...new Set([...apiServerAddresses(kube?.kubeconfig), ...(kube ? await readApiServerEndpoints(kube, logger) : [])])].sort(),
+        apiServers,
         ...(routeStatus ? { onOutcomes: (outcomes: readonly StaticRouteOutcome[], objects: readonly StaticRoute[]) => routeStatus.update(outcomes, objects) } : {}),
       }
     : undefined;
@@ -191,6 +193,7 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
     logger,
     ...(health ? { health } : {}),
     ...(staticRoutes ? { staticRoutes } : {}),
+    apiServers,
     onApplied: (plan) => {
       metrics.onPlan(plan);
       for (const f of cniPlans) f(plan);

@@ -1,6 +1,6 @@
 import type { NodePlan } from "../planner/model.js";
 import { MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, DEFAULT_TABLE_BASE, NO_INSTANCE_MARK, TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../planner/ids.js";
-import { formatRange, normalize, parseCidr } from "../planner/ipv4.js";
+import { formatRange, normalize, parseCidr, type Range } from "../planner/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import { applyNftScript, hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
@@ -100,7 +100,7 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
         kind: "set",
         name: "node_keep",
         spec: "type ipv4_addr; flags interval;",
-        elements: plan.nodeEntries?.length ? normalize([...(plan.keepLocal ?? []), ...(facts.localSubnets ?? [])].map((c) => parseCidr(c.includes("/") ? c : `${c}/32`))).map(formatRange) : [],
+        elements: plan.nodeEntries?.length ? normalize([...(plan.keepLocal ?? []), ...(facts.localSubnets ?? [])].flatMap(addressRange)).map(formatRange) : [],
       },
       {
         kind: "set",
@@ -157,6 +157,15 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
           `  chain tunnel_notrack_out {\n    type filter hook output priority raw; policy accept;\n    udp dport ${plan.tunnel.port} notrack\n  }\n`
         : ""),
   };
+}
+
+/** An address or CIDR as a range; nothing for what does not parse (then it is not ours to keep). */
+function addressRange(text: string): Range[] {
+  try {
+    return [parseCidr(text.includes("/") ? text : `${text}/32`)];
+  } catch {
+    return [];
+  }
 }
 
 /** Addresses whose health replies this node admits: its instances', and other probed hosts' (StaticRoute gateways). */

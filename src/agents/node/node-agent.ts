@@ -42,6 +42,8 @@ export interface NodeAgentDeps {
   /** Called after each successful apply (metrics, status, tests). */
   onApplied?: (plan: NodePlan, verdicts: readonly Verdict[]) => void;
   staticRoutes?: StaticRouteDeps;
+  /** Addresses of the API server: the node's own traffic to them is never diverted to a gateway. */
+  apiServers?: readonly string[];
 }
 
 /**
@@ -97,6 +99,7 @@ export class NodeAgent {
     const healthView = (this.deps.health ?? noHealthChecks).view();
     const plan = planner.planNode(nodeName, healthView);
     if (staticProbes.length > 0) plan.probedPeers = [...new Set(staticProbes.map((p) => p.address))].sort();
+    if (plan.nodeEntries && this.deps.apiServers?.length) plan.keepLocal = [...this.deps.apiServers];
     const report = await dataplane.apply(plan, { verify });
     if (staticRoutes && this.deps.staticRoutes) {
       // A gateway that is also an instance shares its BFD session (one per address): its health is the instance's.
