@@ -85,10 +85,13 @@ describe("a node-selecting ClusterEgressPolicy", () => {
     const both = nodePolicy("both", { podSelector: {} });
     const neither = clusterEgressPolicy("neither", { gatewayName: "shared", egressIPs: ["203.0.113.11"] });
     const planner = new Planner(snapshot([both, neither]), { validator });
-    expect(planner.resolution.verdicts.filter((v) => !v.valid).map((v) => [v.resource, v.errors.map((e) => e.field)])).toEqual([
+    const invalid = planner.resolution.verdicts.filter((v) => !v.valid);
+    expect(invalid.map((v) => [v.resource, v.errors.map((e) => e.field)])).toEqual([
       ["ClusterEgressPolicy/both", ["spec.podSelector"]],
       ["ClusterEgressPolicy/neither", ["spec.podSelector", "spec.namespaceSelector"]],
     ]);
+    expect(invalid[0]!.errors[0]!.message).toBe("must be absent when nodeSelector is set: a policy selects either pods or nodes");
+    expect(invalid[1]!.errors[0]!.message).toMatch(/required field is missing/);
   });
 
   it("when invalid (bad CIDR), drops its nodes' traffic to what it names instead of letting it out with the node IP", () => {

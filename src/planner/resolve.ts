@@ -239,23 +239,11 @@ export function selectsNodes(policy: PolicyObject): policy is ClusterEgressPolic
   return policy.kind === "ClusterEgressPolicy" && policy.spec.nodeSelector !== undefined;
 }
 
-/** Selector syntax, and either pods (podSelector, and namespaceSelector cluster-wide) or nodes (nodeSelector), never both. */
+/** Selector syntax (which selectors a ClusterEgressPolicy has, pods' or nodes', is its CRD's CEL rule). */
 function selectorErrors(policy: PolicyObject, spec: PolicyObject["spec"]): FieldError[] {
   if (policy.kind === "EgressPolicy") return checkSelector(spec.podSelector as LabelSelector, "spec.podSelector");
   const s = spec as ClusterEgressPolicy["spec"];
-  if (s.nodeSelector !== undefined) {
-    const both = (["podSelector", "namespaceSelector"] as const).filter((f) => s[f] !== undefined);
-    return [
-      ...checkSelector(s.nodeSelector, "spec.nodeSelector"),
-      ...both.map((f) => ({ field: `spec.${f}`, message: `must be absent when spec.nodeSelector is set: a policy selects either nodes or pods` })),
-    ];
-  }
-  const missing = (["podSelector", "namespaceSelector"] as const).filter((f) => s[f] === undefined);
-  return [
-    ...missing.map((f) => ({ field: `spec.${f}`, message: "required field is missing (or set spec.nodeSelector to select nodes instead)" })),
-    ...(s.podSelector ? checkSelector(s.podSelector, "spec.podSelector") : []),
-    ...(s.namespaceSelector ? checkSelector(s.namespaceSelector, "spec.namespaceSelector") : []),
-  ];
+  return (["podSelector", "namespaceSelector", "nodeSelector"] as const).flatMap((f) => (s[f] ? checkSelector(s[f], `spec.${f}`) : []));
 }
 
 /** Whether `policy` selects `pod` (namespace, then namespaceSelector, then podSelector). */

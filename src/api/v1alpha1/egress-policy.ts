@@ -1,5 +1,5 @@
 import { Type, type Static } from "@sinclair/typebox";
-import { Condition, IPv4Address, IPv4Cidr, LabelSelector, LIMITS, Name, SET, type KindDefinition, type Resource } from "./common.js";
+import { Condition, IPv4Address, IPv4Cidr, LabelSelector, LIMITS, Name, SET, type CelRule, type KindDefinition, type Resource } from "./common.js";
 
 const policyFields = {
   podSelector: { ...LabelSelector, description: "Pods whose egress goes through the gateway; {} selects all" },
@@ -50,7 +50,14 @@ export const ClusterEgressPolicySpec = Type.Object(
       description: "Instead of pods: nodes whose own traffic (and their hostNetwork pods') goes through the gateway; {} selects all",
     }),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    // Pods (podSelector and namespaceSelector) or nodes (nodeSelector alone), never both.
+    "x-kubernetes-validations": (["podSelector", "namespaceSelector"] as const).flatMap((f) => [
+      { rule: `has(self.nodeSelector) || has(self.${f})`, fieldPath: `.${f}`, message: "required field is missing (or set nodeSelector to select nodes instead)" },
+      { rule: `!has(self.nodeSelector) || !has(self.${f})`, fieldPath: `.${f}`, message: "must be absent when nodeSelector is set: a policy selects either pods or nodes" },
+    ]) satisfies CelRule[],
+  },
 );
 export type ClusterEgressPolicySpec = Static<typeof ClusterEgressPolicySpec>;
 
