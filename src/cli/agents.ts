@@ -96,7 +96,7 @@ async function readApiServerEndpoints(kube: KubeClient, logger: Logger): Promise
   try {
     return await kube.apiServerEndpoints();
   } catch (e) {
-    logger.warn({ err: (e as Error).message }, "cannot read the API server's endpoints; StaticRoutes are checked against its kubeconfig address only");
+    logger.warn({ err: (e as Error).message }, "cannot read the API server's endpoints; StaticRoutes and node policies know its kubeconfig address only");
     return [];
   }
 }
