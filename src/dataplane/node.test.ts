@@ -171,12 +171,13 @@ describe("the node's own traffic (ClusterEgressPolicy nodeSelector)", () => {
     // The API server address (what does not parse is left out) and the node's own subnets.
     expect(set(model, "node_keep")).toEqual(["10.0.0.0-10.0.0.255", "192.168.5.0-192.168.5.255"]);
     const chain = model.chains.split("chain mark_node_egress {\n")[1]!.split("\n  }")[0]!.split("\n").map((l) => l.trim());
-    expect(chain.slice(0, 7)).toEqual([
+    expect(chain.slice(0, 8)).toEqual([
       "type route hook output priority mangle; policy accept;",
       // The tunnel's own packets carry the inner packet's mark: returned before anything else.
       "meta mark & 0x10000000 == 0x10000000 return",
       "udp dport { 3784, 4784, 20001-24095 } return",
       "ct direction reply return",
+      "fib daddr type local return",
       "ip daddr @never_divert return",
       "ip daddr @node_keep return",
       "ct mark & 0x40000000 == 0x40000000 meta mark set ct mark & 0x1fff0000 goto node_enforce",

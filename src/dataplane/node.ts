@@ -133,6 +133,8 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
       `    meta mark & ${flag} == ${flag} return\n` +
       `    udp dport { ${HEALTH_PORTS.join(", ")}, ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} } return\n` +
       `    ct direction reply return\n` +
+      // The node's own addresses (loopback too): delivered locally, never through a tunnel.
+      `    fib daddr type local return\n` +
       `    ip daddr @never_divert return\n    ip daddr @node_keep return\n` +
       `    ct mark & ${hex(NODE_FLOW_BIT)} == ${hex(NODE_FLOW_BIT)} meta mark set ct mark & ${hex(MARK_MASK)} goto node_enforce\n` +
       `    meta mark set ip daddr map @node_divert ct mark set meta mark | ${hex(NODE_FLOW_BIT)} goto node_enforce\n  }\n` +

@@ -167,6 +167,22 @@ describe("node traffic through an EgressGateway (ClusterEgressPolicy nodeSelecto
     }
   });
 
+  it("with every destination (0.0.0.0/0) the node keeps its API server, its VPC, its probes and its tunnels", async () => {
+    const everything = { ...policy, spec: { ...policy.spec, destinationCIDRs: undefined } };
+    expect(kubectl(["apply", "-f", "-"], stringify(everything)).status).toBe(0);
+    await waitFor(async () => EGRESS_IPS.includes(await sourceSeen("node1", OTHER)), 20_000, "node1's traffic to another destination is not diverted");
+    // BFD and the tunnels' own packets are not caught: the instances stay up and traffic keeps flowing.
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(await lab.allInstancesUp()).toBe(true);
+    expect(EGRESS_IPS).toContain(await sourceSeen("node1", ECHO));
+    // The VPC (node2) is reached directly.
+    await execIn(host("node1").netns, "ping", ["-c", "1", "-W", "2", host("node2").vpcIP]);
+    // The node agent still hears the API server: narrowing the policy takes effect on node1.
+    expect(kubectl(["apply", "-f", "-"], stringify(policy)).status).toBe(0);
+    await waitFor(async () => (await sourceSeen("node1", OTHER)) === host("node1").publicIP, 20_000, "node1 did not see the policy change");
+    expect(EGRESS_IPS).toContain(await sourceSeen("node1", ECHO));
+  });
+
   it("deleting the policy restores every node's and gateway's routes, rules and nft table exactly", async () => {
     expect(kubectl(["delete", "clusteregresspolicy", "hosts"]).status).toBe(0);
     await waitFor(async () => (await sourceSeen("node1", ECHO)) === host("node1").publicIP, 20_000, "node1 still diverted");
