@@ -34,6 +34,24 @@ export const ANCHOR_TABLE = 6999;
 export const ANCHOR_RULE_PRIORITY = 10003;
 
 /**
+ * Gateway: replies to a node's own traffic (ClusterEgressPolicy nodeSelector) go back through that
+ * node's tunnel: their destination is the node's InternalIP, the same address the tunnel's own
+ * packets go to through the main table, so they are marked (bit 30) and routed by a table of their own.
+ */
+export const NODE_REPLY_MARK = 0x4000_0000;
+export const NODE_REPLY_TABLE = 6998;
+export const NODE_REPLY_RULE_PRIORITY = 10004;
+
+/**
+ * Node: DigitalOcean StaticRoutes (docs/static-routes.md) live in a table of their own, owned by
+ * route protocol 95, looked up by one rule after the pods' rules. A table apart from the
+ * gateway's (a cluster node can be a gateway host too).
+ */
+export const STATIC_ROUTE_TABLE = 6997;
+export const STATIC_ROUTE_PROTO = 95;
+export const STATIC_ROUTE_RULE_PRIORITY = 10150;
+
+/**
  * Node -> gateway VXLAN (docs/security-gateway-binding.md): each node has its own UDP port,
  * TUNNEL_PORT_BASE + its node id (1..4095, assigned like instance ids), so that on a gateway the
  * port, checked against the outer source address, identifies the sending node. The VNI is the

@@ -12,6 +12,10 @@ import { GATEWAY_TABLE, GatewayDataplane } from "../dataplane/gateway.js";
 import { METADATA_URL, MetadataError, readAnchorIPv4 } from "../cloud/digitalocean/metadata.js";
 import { commandKernel } from "../dataplane/kernel.js";
 import { NodeDataplane } from "../dataplane/node.js";
+import { StaticRouteWriter } from "../dataplane/static-routes.js";
+import { StaticRouteStatusReporter } from "../agents/node/static-route-status.js";
+import type { StaticRouteOutcome } from "../planner/static-routes.js";
+import type { StaticRoute } from "../api/digitalocean-v1/static-route.js";
 import { QuarantineTable } from "../cni/quarantine.js";
 import { ConfDirKeeper, unchainConfDir } from "../cni/conf-dir.js";
 import { chainEntryFor } from "../cni/conflist.js";
@@ -46,9 +50,25 @@ export function loadKubeconfig(path: string | undefined): KubeConfig {
 }
 
 /** The agents' view of the cluster: the API server, or a file of documents (the lab, tests). */
-function makeSource(flags: AgentFlags, logger: Logger, podsOnNode?: string): ClusterSource {
+function makeSource(flags: AgentFlags, logger: Logger, podsOnNode?: string, staticRoutes = false): ClusterSource {
   if (flags.source !== "kubernetes") return new FileSource(flags.source, logger);
-  return new KubeSource(new KubeClient(loadKubeconfig(flags.kubeconfig)), logger, podsOnNode ? { podsOnNode } : {});
+  return new KubeSource(new KubeClient(loadKubeconfig(flags.kubeconfig)), logger, { ...(podsOnNode ? { podsOnNode } : {}), ...(staticRoutes ? { staticRoutes } : {}) });
+}
+
+/**
+ * The API server's addresses as this agent reaches it (the kubeconfig's server, in-cluster the
+ * `kubernetes` Service): a StaticRoute may never route them away.
+ */
+export function apiServerAddresses(kc: KubeConfig | undefined, env: NodeJS.ProcessEnv = process.env): string[] {
+  const out = new Set<string>();
+  const server = kc?.getCurrentCluster()?.server;
+  if (server) {
+    const host = new URL(server).hostname;
+    if (/^\d{1,3}(\.\d{1,3}){3}$/.test(host)) out.add(host);
+  }
+  const inCluster = env.KUBERNETES_SERVICE_HOST;
+  if (inCluster && /^\d{1,3}(\.\d{1,3}){3}$/.test(inCluster)) out.add(inCluster);
+  return [...out].sort();
 }
 
 /**
@@ -74,6 +94,16 @@ function runUntilSignal(logger: Logger, stop: () => Promise<void>): void {
   process.once("SIGINT", onSignal);
 }
 
+/** The `kubernetes` Endpoints' addresses; on failure none (the kubeconfig's address still counts), said in the log. */
+async function readApiServerEndpoints(kube: KubeClient, logger: Logger): Promise<string[]> {
+  try {
+    return await kube.apiServerEndpoints();
+  } catch (e) {
+    logger.warn({ err: (e as Error).message }, "cannot read the API server's endpoints; StaticRoutes and node policies know its kubeconfig address only");
+    return [];
+  }
+}
+
 export interface NodeAgentFlags extends AgentFlags {
   node: string;
   address?: string;
@@ -81,6 +111,8 @@ export interface NodeAgentFlags extends AgentFlags {
   /** The runtime's CNI config directory: keep our plugin chained into its config list. */
   cniConfDir?: string;
   procSysNet?: string;
+  /** Program DigitalOcean's StaticRoutes (docs/static-routes.md). */
+  staticRoutes?: boolean;
   /** `digitalocean-metadata`: publish the node's anchor IPv4 as a Node annotation (docs/digitalocean.md). */
   anchorIpFrom?: string;
   metadataUrl?: string;
@@ -118,6 +150,7 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
       logger.info({ file: r.file, changed: r.changed }, "CNI plugin unchained");
     }
     await dataplane.cleanup();
+    await new StaticRouteWriter(commandKernel(localRunner)).cleanup();
     await new QuarantineTable(localRunner).remove();
     logger.info("removed everything the node agent owns");
     return;
@@ -142,7 +175,17 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   } else {
     logger.warn("no --address: gateway instances are not probed (no failover)");
   }
-  const source = makeSource(flags, logger, flags.node);
+  const source = makeSource(flags, logger, flags.node, flags.staticRoutes === true);
+  const routeStatus = flags.staticRoutes && kube ? new StaticRouteStatusReporter(kube, flags.node, logger.child({ part: "static-routes" })) : undefined;
+  // The API server's addresses: never routed away by a StaticRoute, nor diverted from the node by a nodeSelector policy.
+  const apiServers = [...new Set([...apiServerAddresses(kube?.kubeconfig), ...(kube ? await readApiServerEndpoints(kube, logger) : [])])].sort();
+  const staticRoutes = flags.staticRoutes
+    ? {
+        writer: new StaticRouteWriter(commandKernel(localRunner)),
+        apiServers,
+        ...(routeStatus ? { onOutcomes: (outcomes: readonly StaticRouteOutcome[], objects: readonly StaticRoute[]) => routeStatus.update(outcomes, objects) } : {}),
+      }
+    : undefined;
   // The CNI plugin's side in the agent (--cni-socket): told of every plan, to keep the quarantine in step.
   const cniPlans: ((plan: NodePlan) => void)[] = [];
   const agent = new NodeAgent({
@@ -152,6 +195,8 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
     dataplane,
     logger,
     ...(health ? { health } : {}),
+    ...(staticRoutes ? { staticRoutes } : {}),
+    apiServers,
     onApplied: (plan) => {
       metrics.onPlan(plan);
       for (const f of cniPlans) f(plan);
@@ -187,6 +232,7 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
     anchor?.stop();
     confKeeper?.stop();
     cni?.stop();
+    routeStatus?.stop();
     await cniServer?.close();
     await agent.stop();
   });

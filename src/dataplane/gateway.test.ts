@@ -3,7 +3,7 @@ import type { GatewayPlan } from "../planner/model.js";
 import { parseIPv4 } from "../util/ipv4.js";
 import type { CommandRunner } from "../util/exec.js";
 import { commandKernel } from "./kernel.js";
-import { ANCHOR_MARK, ANCHOR_TABLE, GatewayDataplane, gatewayRoutes, gatewayRules, gatewayTableModel, gatewayTunnels, GATEWAY_TABLE } from "./gateway.js";
+import { ANCHOR_MARK, ANCHOR_TABLE, GatewayDataplane, gatewayRoutes, gatewayRules, gatewayTableModel, gatewayTunnels, GATEWAY_TABLE, NODE_REPLY_MARK, NODE_REPLY_TABLE } from "./gateway.js";
 import { renderFull } from "./nft.js";
 
 const plan: GatewayPlan = {
@@ -129,5 +129,31 @@ describe("gateway side of the node tunnels", () => {
     const chains = gatewayTableModel(plan, base).chains;
     expect(chains).toContain('iifname "se-nd*" tcp flags & syn == syn tcp option maxseg size > 1410 tcp option maxseg size set 1410');
     expect(chains).toContain('oifname "se-nd*" tcp flags & syn == syn tcp option maxseg size > 1410 tcp option maxseg size set 1410');
+  });
+});
+
+describe("nodes' own traffic at the gateway", () => {
+  const withNode: GatewayPlan = {
+    ...plan,
+    snat: [...plan.snat, { podIP: "10.0.0.11", dst: { from: parseIPv4("198.51.100.10"), to: parseIPv4("198.51.100.10") }, egressIP: "192.0.2.30", policy: "ClusterEgressPolicy/hosts" }],
+    podsByTunnel: [...plan.podsByTunnel, { port: 20007, podIP: "10.0.0.11" }],
+    nodeReturns: [{ address: "10.0.0.11", port: 20007 }],
+  };
+
+  it("routes replies to the node's address through its tunnel by mark, from a table of their own (the main table sends the tunnel's own packets there)", () => {
+    expect(gatewayRoutes(withNode, base)).toContainEqual({ table: NODE_REPLY_TABLE, dst: "10.0.0.11/32", kind: "via", via: "169.254.53.2", onlinkDev: "se-nd20007" });
+    expect(gatewayRoutes(withNode, base).filter((r) => r.table === "main").map((r) => r.dst)).toEqual(["10.244.1.0/24"]);
+    expect(gatewayRules(base, withNode)).toEqual([{ priority: 10004, fwmark: NODE_REPLY_MARK, mask: NODE_REPLY_MARK, action: { table: NODE_REPLY_TABLE } }]);
+    const chains = gatewayTableModel(withNode, base).chains;
+    // Only replies of SNATed flows to a node's address, after their destination is translated back.
+    expect(chains).toMatch(/type filter hook prerouting priority dstnat \+ 10; policy accept;\n\s+ct direction reply ct status snat ip daddr @node_sources meta mark set meta mark \| 0x40000000/);
+    // Cleared once routed, so the tunnel's outer packet is routed by the main table.
+    expect(chains).toMatch(/type filter hook postrouting priority mangle; policy accept;\n\s+meta mark & 0x40000000 == 0x40000000 meta mark set meta mark & 0xbfffffff/);
+  });
+
+  it("has none of it without node traffic", () => {
+    expect(gatewayRules(base, plan)).toEqual([]);
+    expect(gatewayTableModel(plan, base).chains).not.toContain("node_sources");
+    expect(gatewayRoutes(plan, base).some((r) => r.table === NODE_REPLY_TABLE)).toBe(false);
   });
 });

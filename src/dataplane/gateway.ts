@@ -4,7 +4,18 @@ import type { Kernel } from "./kernel.js";
 import { OwnedTable, type TableModel } from "./nft.js";
 import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
 import { GATEWAY_INNER, GATEWAY_TUNNEL_PREFIX, gatewayTunnelDevice, NODE_INNER, TUNNEL_MSS, TunnelDevices, type TunnelSpec } from "./tunnel.js";
-import { ANCHOR_MARK, ANCHOR_RULE_PRIORITY, ANCHOR_TABLE, BFD_CONTROL_PORT, BFD_MULTIHOP_PORT, TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../api/datapath.js";
+import {
+  ANCHOR_MARK,
+  ANCHOR_RULE_PRIORITY,
+  ANCHOR_TABLE,
+  BFD_CONTROL_PORT,
+  BFD_MULTIHOP_PORT,
+  NODE_REPLY_MARK,
+  NODE_REPLY_RULE_PRIORITY,
+  NODE_REPLY_TABLE,
+  TUNNEL_PORT_BASE,
+  TUNNEL_PORT_MAX,
+} from "../api/datapath.js";
 import type { CommandRunner } from "../util/exec.js";
 import { MeterTable, type MeterReading } from "./meter.js";
 import { readSnatUsage } from "./conntrack.js";
@@ -35,6 +46,8 @@ export interface GatewayDataplaneOptions {
 }
 
 export { ANCHOR_MARK, ANCHOR_TABLE };
+
+export { NODE_REPLY_MARK, NODE_REPLY_RULE_PRIORITY, NODE_REPLY_TABLE };
 
 /** The gateway agent's nftables table (family ip). */
 export const GATEWAY_TABLE = "static_egress_gw";
@@ -81,6 +94,7 @@ ${snat(`numgen inc mod ${p.split(",").length} map { ${p.split(",").map((ip, i) =
       { kind: "set", name: "cluster_nodes", spec: "type ipv4_addr;", elements: plan.nodeAddresses },
       { kind: "set", name: "tunnel_peers", spec: "type ipv4_addr . inet_service;", elements: plan.tunnels.map((t) => `${t.address} . ${t.port}`) },
       { kind: "set", name: "pods_by_tunnel", spec: "type ifname . ipv4_addr;", elements: plan.podsByTunnel.map((p) => `"${gatewayTunnelDevice(p.port)}" . ${p.podIP}`) },
+      { kind: "set", name: "node_sources", spec: "type ipv4_addr;", elements: (plan.nodeReturns ?? []).map((n) => n.address) },
       {
         kind: "map",
         name: "egress_snat",
@@ -131,6 +145,14 @@ ${snat(`numgen inc mod ${p.split(",").length} map { ${p.split(",").map((ip, i) =
       `  chain clamp_mss {\n    type filter hook forward priority mangle; policy accept;\n` +
       `    iifname "${GATEWAY_TUNNEL_PREFIX}*" tcp flags & syn == syn tcp option maxseg size > ${TUNNEL_MSS} tcp option maxseg size set ${TUNNEL_MSS}\n` +
       `    oifname "${GATEWAY_TUNNEL_PREFIX}*" tcp flags & syn == syn tcp option maxseg size > ${TUNNEL_MSS} tcp option maxseg size set ${TUNNEL_MSS}\n  }\n` +
+      // After the reply's destination is translated back (dstnat), before its route lookup.
+      (plan.nodeReturns?.length
+        ? `  chain mark_node_replies {\n    type filter hook prerouting priority dstnat + 10; policy accept;\n` +
+          `    ct direction reply ct status snat ip daddr @node_sources meta mark set meta mark | 0x${NODE_REPLY_MARK.toString(16)}\n  }\n` +
+          // Routed: the mark is cleared, else the tunnel's own (outer) packet, which carries it, would take the same route again.
+          `  chain clear_node_reply_mark {\n    type filter hook postrouting priority mangle; policy accept;\n` +
+          `    meta mark & 0x${NODE_REPLY_MARK.toString(16)} == 0x${NODE_REPLY_MARK.toString(16)} meta mark set meta mark & 0x${(~NODE_REPLY_MARK >>> 0).toString(16)}\n  }\n`
+        : "") +
       (o.anchor
         ? `  chain mark_for_anchor {\n    type filter hook prerouting priority mangle; policy accept;\n` +
           `    ip saddr . ip daddr @egress_snat meta mark set meta mark | 0x${ANCHOR_MARK.toString(16)}\n  }\n`
@@ -149,6 +171,9 @@ export function gatewayRoutes(plan: GatewayPlan, o: ResolvedOptions = defaults):
     proto: o.routeProto,
   }));
   if (o.anchor) routes.push({ table: ANCHOR_TABLE, dst: "default", kind: "via", via: o.anchor.gateway });
+  for (const n of plan.nodeReturns ?? []) {
+    routes.push({ table: NODE_REPLY_TABLE, dst: `${n.address}/32`, kind: "via", via: NODE_INNER.address, onlinkDev: gatewayTunnelDevice(n.port) });
+  }
   return routes;
 }
 
@@ -166,8 +191,10 @@ export function gatewayTunnels(plan: GatewayPlan): TunnelSpec[] {
   }));
 }
 
-export function gatewayRules(o: ResolvedOptions = defaults): RuleSpec[] {
-  return o.anchor ? [{ priority: ANCHOR_RULE_PRIORITY, fwmark: ANCHOR_MARK, mask: ANCHOR_MARK, action: { table: ANCHOR_TABLE } }] : [];
+export function gatewayRules(o: ResolvedOptions = defaults, plan?: GatewayPlan): RuleSpec[] {
+  const rules: RuleSpec[] = o.anchor ? [{ priority: ANCHOR_RULE_PRIORITY, fwmark: ANCHOR_MARK, mask: ANCHOR_MARK, action: { table: ANCHOR_TABLE } }] : [];
+  if (plan?.nodeReturns?.length) rules.push({ priority: NODE_REPLY_RULE_PRIORITY, fwmark: NODE_REPLY_MARK, mask: NODE_REPLY_MARK, action: { table: NODE_REPLY_TABLE } });
+  return rules;
 }
 
 export class GatewayDataplane {
@@ -194,11 +221,8 @@ export class GatewayDataplane {
     // exists before the filter below is loaded forwards nothing either.
     const tunnels = gatewayTunnels(plan);
     const tunnelsAdded = await this.tunnels.apply(tunnels);
-    const actual = {
-      rules: await readRules(this.kernel, ANCHOR_RULE_PRIORITY, ANCHOR_RULE_PRIORITY),
-      routes: await readRoutes(this.kernel, { from: ANCHOR_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto),
-    };
-    const { add, remove } = diffRouting({ rules: gatewayRules(this.opts), routes: gatewayRoutes(plan, this.opts) }, actual);
+    const actual = await this.readRouting();
+    const { add, remove } = diffRouting({ rules: gatewayRules(this.opts, plan), routes: gatewayRoutes(plan, this.opts) }, actual);
     await runBatch(this.kernel, add);
     const nftChanged = await this.table.apply(gatewayTableModel(plan, this.opts), opts.verify === true);
     const owners = plan.egressIPOwners.map((o) => ({ ...o, snatAddress: this.opts.anchor?.address ?? o.egressIP }));
@@ -212,6 +236,14 @@ export class GatewayDataplane {
     // docs/security.md).
     await this.kernel.writeProcSys("/proc/sys/net/ipv4/ip_forward", "1");
     return { nftChanged, routingAdded: add.length + tunnelsAdded, routingRemoved: remove.length + tunnelsRemoved };
+  }
+
+  /** Our rules (anchor, node replies) and routes (anchor and node-reply tables, our protocol in main). */
+  private async readRouting(): Promise<{ rules: RuleSpec[]; routes: RouteSpec[] }> {
+    return {
+      rules: await readRules(this.kernel, ANCHOR_RULE_PRIORITY, NODE_REPLY_RULE_PRIORITY),
+      routes: await readRoutes(this.kernel, { from: NODE_REPLY_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto),
+    };
   }
 
   /** Packets refused because their sender was not the node it claimed to be (named counters). */
@@ -241,9 +273,7 @@ export class GatewayDataplane {
   async cleanup(): Promise<void> {
     await this.table.remove();
     await this.meter?.remove();
-    const routes = await readRoutes(this.kernel, { from: ANCHOR_TABLE, to: ANCHOR_TABLE }, this.opts.routeProto);
-    const rules = await readRules(this.kernel, ANCHOR_RULE_PRIORITY, ANCHOR_RULE_PRIORITY);
-    await runBatch(this.kernel, diffRouting({ rules: [], routes: [] }, { rules, routes }).remove);
+    await runBatch(this.kernel, diffRouting({ rules: [], routes: [] }, await this.readRouting()).remove);
     await this.tunnels.removeStale([]);
   }
 }

@@ -156,3 +156,46 @@ describe("drop counters", () => {
     expect(await new NodeDataplane(commandKernel(runner)).drops()).toEqual({ failClosed: 0, spoofed: 0, foreignTunnel: 0, forgedHealth: 0 });
   });
 });
+
+describe("the node's own traffic (ClusterEgressPolicy nodeSelector)", () => {
+  const nodePlan: NodePlan = {
+    ...plan,
+    entries: [],
+    tunnel: { address: "10.0.0.11", port: 20007 },
+    nodeEntries: [{ dst: parseCidr("198.51.100.0/24"), mark: markFor(1), policy: "ClusterEgressPolicy/hosts", instance: "gw/a" }],
+    keepLocal: ["10.0.0.1", "not-an-address"],
+  };
+  const model = nodeTableModel(nodePlan, "static_egress", { ...facts, localSubnets: ["10.0.0.0/24", "192.168.5.0/24"] });
+
+  it("marks locally generated packets to the listed destinations, never the tunnels', probes, replies, the cluster's, the API server's or the VPC's", () => {
+    expect(set(model, "node_divert")).toEqual(["198.51.100.0-198.51.100.255 : 0x10010000"]);
+    // The API server address (what does not parse is left out) and the node's own subnets.
+    expect(set(model, "node_keep")).toEqual(["10.0.0.0-10.0.0.255", "192.168.5.0-192.168.5.255"]);
+    const chain = model.chains.split("chain mark_node_egress {\n")[1]!.split("\n  }")[0]!.split("\n").map((l) => l.trim());
+    expect(chain.slice(0, 8)).toEqual([
+      "type route hook output priority mangle; policy accept;",
+      // The tunnel's own packets carry the inner packet's mark: returned before anything else.
+      "meta mark & 0x10000000 == 0x10000000 return",
+      "udp dport { 3784, 4784, 20001-24095 } return",
+      "ct direction reply return",
+      "fib daddr type local return",
+      "ip daddr @never_divert return",
+      "ip daddr @node_keep return",
+      "ct mark & 0x40000000 == 0x40000000 meta mark set ct mark & 0x1fff0000 goto node_enforce",
+    ]);
+    // A down instance's mark is dropped and counted, as for pods.
+    expect(model.chains).toMatch(/chain node_enforce \{\n\s+meta mark @down_instances counter name "failclosed_drops" drop/);
+  });
+
+  it("leaves through the tunnel with the node's InternalIP (the address its gateways bind to its tunnel), pods keep their own", () => {
+    expect(model.chains).toMatch(/ct mark & 0x40000000 == 0x40000000 counter snat ip to 10\.0\.0\.11\n\s+meta mark & 0x10000000 == 0x10000000 counter snat ip to ip saddr/);
+  });
+
+  it("adds nothing to a node no such policy selects", () => {
+    const none = nodeTableModel({ ...plan, tunnel: { address: "10.0.0.11", port: 20007 } }, "static_egress", facts);
+    expect(none.chains).not.toContain("mark_node_egress");
+    expect(none.chains).not.toContain("0x40000000");
+    expect(set(none, "node_divert")).toEqual([]);
+    expect(set(none, "node_keep")).toEqual([]);
+  });
+});

@@ -1,10 +1,11 @@
 import type { NodePlan } from "../planner/model.js";
-import { BFD_CONTROL_PORT, BFD_MULTIHOP_PORT, DEFAULT_RULE_PRIORITY, DEFAULT_TABLE_BASE, MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, NO_INSTANCE_MARK } from "../api/datapath.js";
-import { formatRange, normalize, parseCidr } from "../util/ipv4.js";
+import { BFD_CONTROL_PORT, BFD_MULTIHOP_PORT, DEFAULT_RULE_PRIORITY, DEFAULT_TABLE_BASE, MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, NO_INSTANCE_MARK, TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../api/datapath.js";
+import { formatRange, normalize, parseCidr, type Range } from "../util/ipv4.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import type { Kernel } from "./kernel.js";
 import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
 import { diffRouting, loosenRpFilter, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
+import { connectedSubnets } from "./static-routes.js";
 import { GATEWAY_INNER, NODE_INNER, NODE_TUNNEL_PREFIX, nodeTunnelDevice, TunnelDevices, type TunnelSpec } from "./tunnel.js";
 
 export interface NodeDataplaneOptions {
@@ -45,9 +46,18 @@ export interface NodeFacts {
   bindings: ReadonlyMap<string, PodBinding>;
   /** Instance address -> the interface its probes must come in on. */
   instanceDevices: ReadonlyMap<string, string>;
+  /** The node's on-link subnets (VPC): its own traffic to them is never diverted. Read only with nodeEntries. */
+  localSubnets?: readonly string[];
 }
 
 export const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
+
+/**
+ * Conntrack-mark bit of the node's own diverted flows (ClusterEgressPolicy nodeSelector): their
+ * source becomes the node's InternalIP, the address its gateways accept from its tunnel only.
+ * Not a routing mark: the packet mark keeps MARK_MASK bits only.
+ */
+export const NODE_FLOW_BIT = 0x4000_0000;
 
 /**
  * The node's nftables table. Packets from pods get the mark of their gateway instance after
@@ -62,9 +72,9 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
     const b = facts.bindings.get(ip);
     return b ? [`${ip} . "${b.iface}"`] : [];
   });
-  const peers = plan.instances.flatMap((i) => {
-    const dev = facts.instanceDevices.get(i.address);
-    return dev ? [`"${dev}" . ${i.address}`] : [];
+  const peers = healthPeers(plan).flatMap((address) => {
+    const dev = facts.instanceDevices.get(address);
+    return dev ? [`"${dev}" . ${address}`] : [];
   });
   return {
     family: "ip",
@@ -84,6 +94,14 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
       // Health probes are heard only from an instance's address, on the interface toward it.
       { kind: "set", name: "health_peers", spec: "type ifname . ipv4_addr;", elements: peers },
       // VXLAN into this node's tunnel port: only from an instance's address, with its own VNI.
+      // The node's own traffic (nodeSelector policies): destination -> mark, and what it never takes.
+      { kind: "map", name: "node_divert", spec: "type ipv4_addr : mark; flags interval;", elements: (plan.nodeEntries ?? []).map((e) => `${formatRange(e.dst)} : ${hex(e.mark)}`) },
+      {
+        kind: "set",
+        name: "node_keep",
+        spec: "type ipv4_addr; flags interval;",
+        elements: plan.nodeEntries?.length ? normalize([...(plan.keepLocal ?? []), ...(facts.localSubnets ?? [])].flatMap(addressRange)).map(formatRange) : [],
+      },
       {
         kind: "set",
         name: "tunnel_sources",
@@ -106,7 +124,21 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
       `  chain enforce {\n    ip saddr . iifname != @pod_ifaces counter name "spoofed_drops" drop\n` +
       `    meta mark @down_instances counter name "failclosed_drops" drop\n  }\n` +
       `  chain keep_pod_source {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
+      (plan.nodeEntries?.length && plan.tunnel ? `    ct mark & ${hex(NODE_FLOW_BIT)} == ${hex(NODE_FLOW_BIT)} counter snat ip to ${plan.tunnel.address}\n` : "") +
       `    meta mark & ${flag} == ${flag} counter snat ip to ip saddr\n  }\n` +
+      // The node's own packets (and hostNetwork pods'): the prerouting chain never sees them. Never
+      // the tunnels' own packets (already marked, to an instance: never_divert), health probes,
+      // replies of connections made to the node, the cluster's ranges, the API server, the VPC.
+      (!plan.nodeEntries?.length ? "" : `  chain mark_node_egress {\n    type route hook output priority mangle; policy accept;\n` +
+      `    meta mark & ${flag} == ${flag} return\n` +
+      `    udp dport { ${HEALTH_PORTS.join(", ")}, ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} } return\n` +
+      `    ct direction reply return\n` +
+      // The node's own addresses (loopback too): delivered locally, never through a tunnel.
+      `    fib daddr type local return\n` +
+      `    ip daddr @never_divert return\n    ip daddr @node_keep return\n` +
+      `    ct mark & ${hex(NODE_FLOW_BIT)} == ${hex(NODE_FLOW_BIT)} meta mark set ct mark & ${hex(MARK_MASK)} goto node_enforce\n` +
+      `    meta mark set ip daddr map @node_divert ct mark set meta mark | ${hex(NODE_FLOW_BIT)} goto node_enforce\n  }\n` +
+      `  chain node_enforce {\n    meta mark @down_instances counter name "failclosed_drops" drop\n  }\n`) +
       // RFC 5881 section 5 (GTSM): only a directly connected peer can send TTL 255. Node's dgram
       // cannot read the received TTL, so it is checked here, before the socket; a pod on this
       // node is directly connected too, hence the interface and source binding.
@@ -127,6 +159,20 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
           `  chain tunnel_notrack_out {\n    type filter hook output priority raw; policy accept;\n    udp dport ${plan.tunnel.port} notrack\n  }\n`
         : ""),
   };
+}
+
+/** An address or CIDR as a range; nothing for what does not parse (then it is not ours to keep). */
+function addressRange(text: string): Range[] {
+  try {
+    return [parseCidr(text.includes("/") ? text : `${text}/32`)];
+  } catch {
+    return [];
+  }
+}
+
+/** Addresses whose health replies this node admits: its instances', and other probed hosts' (StaticRoute gateways). */
+export function healthPeers(plan: NodePlan): string[] {
+  return [...new Set([...plan.instances.map((i) => i.address), ...(plan.probedPeers ?? [])])].sort();
 }
 
 /**
@@ -261,7 +307,7 @@ export class NodeDataplane {
     const nftChanged = script !== "";
     await runBatch(this.kernel, remove);
     const tunnelsRemoved = unchanged ? 0 : await this.tunnels.removeStale(tunnels);
-    const addresses = plan.instances.map((i) => i.address).sort().join(",");
+    const addresses = healthPeers(plan).join(",");
     if (addresses !== this.loosenedFor) {
       await this.loosenReversePathFilter();
       this.loosenedFor = addresses;
@@ -277,7 +323,7 @@ export class NodeDataplane {
    */
   private async learnFacts(plan: NodePlan, verify: boolean): Promise<NodeFacts> {
     const podIPs = [...new Set(plan.entries.map((e) => e.podIP))].sort();
-    const addresses = [...new Set(plan.instances.map((i) => i.address))].sort();
+    const addresses = healthPeers(plan);
     if (verify || podIPs.some((ip) => !this.bindings.has(ip))) this.bindings = resolveBindings(podIPs, await this.readKernelView(), this.bindings);
     else this.bindings = new Map(podIPs.map((ip) => [ip, this.bindings.get(ip)!]));
     if (verify || addresses.some((a) => !this.instanceDevices.has(a))) {
@@ -292,8 +338,11 @@ export class NodeDataplane {
       }
       this.instanceDevices = devices;
     }
-    return { bindings: this.bindings, instanceDevices: this.instanceDevices };
+    if (plan.nodeEntries?.length && (verify || !this.localSubnets)) this.localSubnets = await connectedSubnets(this.kernel);
+    return { bindings: this.bindings, instanceDevices: this.instanceDevices, ...(plan.nodeEntries?.length ? { localSubnets: this.localSubnets ?? [] } : {}) };
   }
+
+  private localSubnets: string[] | undefined;
 
   private async readKernelView(): Promise<KernelView> {
     // Independent reads: side by side (a new pod's CNI ADD waits for them).

@@ -11,6 +11,7 @@ import {
 import { request as httpRequest, type Agent as HttpAgent } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { GROUP, VERSION } from "../api/v1alpha1/common.js";
+import { STATIC_ROUTE_GROUP, STATIC_ROUTE_VERSION } from "../api/digitalocean-v1/static-route.js";
 import type { ListPage } from "./paged-list.js";
 import { statusOf, withKubeApiErrors } from "./errors.js";
 
@@ -81,6 +82,14 @@ export const KUBE_ACCESS: readonly Access[] = [
   { component: "controller", apiGroup: GROUP, resource: "egresspolicies", verbs: ["create", "delete"] },
   // `static-egress apps` (src/cli/apps.ts) with the user's credentials.
   { component: "user", apiGroup: GROUP, resource: "apps", verbs: ["create", "get", "list", "update", "delete"] },
+  // DigitalOcean's StaticRoute (docs/static-routes.md): node agents read them, apply their own
+  // entry of status.nodes (server-side apply of the status subresource only) and record Events.
+  { component: "node-agent", apiGroup: STATIC_ROUTE_GROUP, resource: "staticroutes", verbs: ["list", "watch"] },
+  { component: "node-agent", apiGroup: STATIC_ROUTE_GROUP, resource: "staticroutes/status", verbs: ["patch"] },
+  { component: "node-agent", apiGroup: "", resource: "events", verbs: ["create"] },
+  // ... and never route the API server away: its addresses, read once at start (only the
+  // `kubernetes` Endpoints object: resourceNames in the role).
+  { component: "node-agent", apiGroup: "", resource: "endpoints", verbs: ["get"] },
 ];
 
 export type PolicyKind = "EgressPolicy" | "ClusterEgressPolicy" | "EgressGateway";
@@ -144,6 +153,15 @@ export class KubeClient {
     } else {
       await this.custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural, name, body, fieldManager, force: true }, serverSideApply);
     }
+  }
+
+  /**
+   * The API server's own addresses (the `kubernetes` Service's endpoints in `default`): what the
+   * ClusterIP leads to, which a StaticRoute must not route away either.
+   */
+  async apiServerEndpoints(): Promise<string[]> {
+    const ep = await this.core.readNamespacedEndpoints({ namespace: "default", name: "kubernetes" });
+    return [...new Set((ep.subsets ?? []).flatMap((s) => (s.addresses ?? []).map((a) => a.ip)))].sort();
   }
 
   /** The EgressGateway as the API server has it now (not a cache), undefined if there is none. */
@@ -249,6 +267,20 @@ export class KubeClient {
       req.on("error", reject);
       req.end();
     });
+  }
+
+  /**
+   * This node's entry of a StaticRoute's status.nodes, by server-side apply of the status
+   * subresource with a field manager of its own: the list is a map keyed by node name, so every
+   * node agent owns exactly its entry and concurrent writers never overwrite each other.
+   * `entry` undefined removes this node's entry (the manager applies an empty list).
+   */
+  async applyStaticRouteNodeStatus(name: string, node: string, entry: Record<string, unknown> | undefined): Promise<void> {
+    const body = { apiVersion: `${STATIC_ROUTE_GROUP}/${STATIC_ROUTE_VERSION}`, kind: "StaticRoute", metadata: { name }, status: { nodes: entry ? [{ ...entry, name: node }] : [] } };
+    await this.custom.patchClusterCustomObjectStatus(
+      { group: STATIC_ROUTE_GROUP, version: STATIC_ROUTE_VERSION, plural: "staticroutes", name, body, fieldManager: `static-egress-node/${node}`.slice(0, 128), force: true },
+      serverSideApply,
+    );
   }
 
   async patchNodeAnnotations(name: string, annotations: Record<string, string | null>): Promise<void> {

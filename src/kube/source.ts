@@ -2,6 +2,7 @@ import { ListWatch, Watch, type KubernetesObject } from "@kubernetes/client-node
 import type { KubeObject } from "../api/objects.js";
 import { API_VERSION, GROUP, VERSION } from "../api/v1alpha1/common.js";
 import type { ClusterSource } from "../api/source.js";
+import { STATIC_ROUTE_API_VERSION } from "../api/digitalocean-v1/static-route.js";
 import type { Logger } from "../util/log.js";
 import type { KubeClient } from "./client.js";
 import { ANCHOR_ANNOTATION, REPORT_ANNOTATION } from "../api/keys.js";
@@ -25,6 +26,8 @@ export interface KubeSourceOptions {
    * for the periodic pass: thousands of nodes would otherwise keep the controller busy.
    */
   nodeHealth?: boolean;
+  /** Node agents: DigitalOcean's StaticRoutes too (docs/static-routes.md). */
+  staticRoutes?: boolean;
   /** Items per page of the informers' lists (default 500). */
   pageSize?: number;
 }
@@ -85,12 +88,14 @@ export class KubeSource implements ClusterSource {
       { kind: "ClusterEgressPolicy", apiVersion: API_VERSION, path: `/apis/${GROUP}/${VERSION}/clusteregresspolicies` },
     ];
     if (this.opts.serviceExternalIPs) specs.push({ kind: "Service", apiVersion: "v1", path: "/api/v1/services" });
+    if (this.opts.staticRoutes) specs.push({ kind: "StaticRoute", apiVersion: STATIC_ROUTE_API_VERSION, path: `/apis/${STATIC_ROUTE_API_VERSION}/staticroutes` });
     const quiet = this.opts.serviceExternalIPs ? [REPORT_ANNOTATION] : [REPORT_ANNOTATION, ANCHOR_ANNOTATION];
     const health = this.opts.nodeHealth === true;
     // Nothing is planned from a partial view: events count only once every kind is listed
     // (a restarted agent that planned with pods but no policies yet would unprogram them).
     let synced = false;
     const nodeViews = new Map<string, string>();
+    const staticRouteSpecs = new Map<string, string>();
     this.stopped = false;
     for (const s of specs) {
       // Lists in pages and keeps only what is read (src/kube/prune.ts), for lists and watch events alike.
@@ -102,6 +107,15 @@ export class KubeSource implements ClusterSource {
         informer.on(verb, (o) => {
           if (s.kind === "Node" && verb === "update" && !nodeChanged(nodeViews, o, quiet, health)) return;
           if (s.kind === "Node") nodeViews.set(o.metadata?.name ?? "", nodeView(o, quiet, health));
+          // Node agents write StaticRoute status (one entry each): only a spec change is news.
+          if (s.kind === "StaticRoute") {
+            const spec = stableJson((o as { spec?: unknown }).spec ?? null);
+            const name = o.metadata?.name ?? "";
+            const same = verb === "update" && staticRouteSpecs.get(name) === spec;
+            if (verb === "delete") staticRouteSpecs.delete(name);
+            else staticRouteSpecs.set(name, spec);
+            if (same) return;
+          }
           if (synced) onChange();
         });
       }

@@ -62,6 +62,13 @@ export const LabConfigSchema = Type.Object(
       ),
       { default: [] },
     ),
+    /**
+     * Plain NAT gateways, as in DigitalOcean's egress blueprint (a droplet that forwards and
+     * masquerades to its own public IP, the VPC letting it forward others' packets), each
+     * answering BFD probes (`agent health-responder`): the gateways of StaticRoutes
+     * (docs/static-routes.md). Not EgressGateway instances.
+     */
+    natGateways: Type.Optional(Type.Array(Type.Object({ name: Name }, { additionalProperties: false }), { maxItems: 8 })),
     namespaces: Type.Optional(
       Type.Array(Type.Object({ name: Name, labels: Type.Optional(Type.Record(Type.String(), Type.String())) }, { additionalProperties: false })),
     ),
@@ -112,6 +119,8 @@ export function parseLabConfig(text: string, source: string): LabConfig {
   cfg.pods.forEach((p, i) => {
     if (!nodeNames.has(p.node)) throw new LabConfigError(`${source}: lab.pods[${i}].node: no node named ${p.node}`);
   });
+  const allHosts = [...cfg.nodes.map((n) => n.name), ...cfg.gateways.flatMap((g) => (g.instances ?? []).map((i) => i.name)), ...(cfg.natGateways ?? []).map((n) => n.name)];
+  if (new Set(allHosts).size !== allHosts.length) throw new LabConfigError(`${source}: lab: host names (nodes, gateway instances, natGateways) must be unique`);
   const podKeys = new Set(cfg.pods.map((p) => `${p.namespace}/${p.name}`));
   if (podKeys.size !== cfg.pods.length) throw new LabConfigError(`${source}: lab.pods: pod names must be unique per namespace`);
   cfg.gateways.forEach((g, i) => {

@@ -8,11 +8,11 @@ import { parseIPv4 } from "../util/ipv4.js";
 import type { ClusterNetwork } from "../planner/model.js";
 import { runCommand } from "../util/exec.js";
 import type { LabConfig } from "./config.js";
-import { addNamespace, addVethPair, admitVpcSource, deleteNamespacesWithPrefix, execIn, gatewayBootSysctls, installVpcAntiSpoofing, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, sysctl } from "./netns.js";
+import { addNamespace, addVethPair, admitVpcSource, deleteNamespacesWithPrefix, execIn, gatewayBootSysctls, installVpcAntiSpoofing, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, natGatewaySetup, sysctl } from "./netns.js";
 import { LAB_STATE_ROOT, packageRoot, spawnCli } from "./paths.js";
 import { baseConflist, wirePod, type PodWiring } from "./cni-chain.js";
 import { applyGateways, applyPolicyObjects, deletePolicyObjects, listGateways, listPolicies, refreshPodIPs, startControlPlane } from "./kube-lab.js";
-import { LAB_NETWORK, planTopology, type LabGatewayHost, type LabPod, type LabTopology } from "./topology.js";
+import { LAB_NETWORK, planTopology, type LabGatewayHost, type LabNatHost, type LabPod, type LabTopology } from "./topology.js";
 import { LAB_CLOUD, readCloudRecord, type LabCloudRecord } from "./cloud.js";
 import { DigitalOceanClient } from "../cloud/digitalocean/index.js";
 import { installPlugin } from "../cni/install.js";
@@ -99,6 +99,7 @@ export class Lab implements LabHost {
       const startHosts = async () => {
         await lab.startInternet();
         for (const g of topology.gatewayHosts) lab.startGatewayHost(g.name);
+        for (const n of topology.natHosts ?? []) lab.startNatGateway(n.name);
         for (const n of topology.nodes) lab.startNodeAgent(n.name);
       };
       if (record.mode === "kubernetes") {
@@ -155,12 +156,14 @@ export class Lab implements LabHost {
     for (const svc of [LAB_NETWORK.echoService, LAB_NETWORK.allowlistService, LAB_NETWORK.otherService]) {
       await runCommand("ip", ["-n", t.internet, "addr", "add", `${svc}/32`, "dev", "lo"]);
     }
-    for (const host of [...t.nodes, ...t.gatewayHosts]) {
+    for (const host of [...t.nodes, ...t.gatewayHosts, ...(t.natHosts ?? [])]) {
       await addNamespace(host.netns);
       await addVethPair({ ns: host.netns, name: "eth0" }, { ns: t.fabric, name: host.fabricVpcPort });
       await addVethPair({ ns: host.netns, name: "eth1" }, { ns: t.fabric, name: host.fabricPublicPort });
       await runCommand("ip", ["-n", t.fabric, "link", "set", host.fabricVpcPort, "master", "vpc"]);
-      await admitVpcSource(t.fabric, host.fabricVpcPort, host.vpcIP);
+      // A NAT gateway forwards others' packets (replies to the nodes carry Internet sources): the
+      // VPC lets it, as DigitalOcean's does for a droplet configured as a gateway.
+      if (host.role !== "nat") await admitVpcSource(t.fabric, host.fabricVpcPort, host.vpcIP);
       await runCommand("ip", ["-n", t.fabric, "link", "set", host.fabricPublicPort, "master", "public"]);
       await runCommand("ip", ["-n", host.netns, "addr", "add", `${host.vpcIP}/24`, "dev", "eth0"]);
       await runCommand("ip", ["-n", host.netns, "addr", "add", `${host.publicIP}/24`, "dev", "eth1"]);
@@ -168,6 +171,7 @@ export class Lab implements LabHost {
       await runCommand("ip", ["-n", host.netns, "route", "add", "default", "via", LAB_NETWORK.internetRouter]);
       // Nodes route their pods; a gateway host boots with forwarding off (its agent turns it on).
       if (host.role === "node") await sysctl(host.netns, "net.ipv4.ip_forward", "1");
+      else if (host.role === "nat") await natGatewaySetup(host.netns);
       else await gatewayBootSysctls(host.netns);
     }
     // The Internet routes each egress IP to the gateway host that owns it (a cloud's reserved IP).
@@ -420,7 +424,7 @@ export class Lab implements LabHost {
     const n = this.topology.nodes.find((x) => x.name === name);
     if (!n) throw new LabError(`no node named ${name}`);
     const cni = this.record.mode === "kubernetes" ? ["--cni-socket", this.cniSocket(n.name), "--cni-conf-dir", this.cniConfDir(n.name)] : [];
-    this.startAgent(n.name, n.netns, ["agent", "node", "--node", n.name, "--address", n.vpcIP, "--metrics-port", String(LAB_METRICS_PORT), ...cni]);
+    this.startAgent(n.name, n.netns, ["agent", "node", "--node", n.name, "--address", n.vpcIP, "--metrics-port", String(LAB_METRICS_PORT), "--static-routes", ...cni]);
   }
 
   /** A gateway host runs two processes: the agent (datapath) and the BFD health responder. */
@@ -428,6 +432,23 @@ export class Lab implements LabHost {
     const g = this.gatewayHost(name);
     this.startProcess(`health-${g.name}`, g.netns, ["agent", "health-responder", "--listen", g.vpcIP, "--metrics-port", String(LAB_METRICS_PORT + 1), "--metrics-address", g.vpcIP]);
     this.startAgent(g.name, g.netns, ["agent", "gateway", "--instance", `${g.gateway}/${g.name}`, "--metrics-port", String(LAB_METRICS_PORT)]);
+  }
+
+  /** A NAT gateway answers BFD probes from the nodes on its VPC address (no agent: it is not an EgressGateway instance). */
+  startNatGateway(name: string): void {
+    const n = this.natHost(name);
+    this.startProcess(`health-${n.name}`, n.netns, ["agent", "health-responder", "--listen", n.vpcIP]);
+  }
+
+  natHost(name: string): LabNatHost {
+    const n = (this.topology.natHosts ?? []).find((x) => x.name === name);
+    if (!n) throw new LabError(`no NAT gateway named ${name}`);
+    return n;
+  }
+
+  /** A NAT gateway dies (its VPC link goes down: no probes answered, nothing forwarded) or comes back. */
+  async setNatGatewayLink(name: string, up: boolean): Promise<void> {
+    await runCommand("ip", ["-n", this.natHost(name).netns, "link", "set", "eth0", up ? "up" : "down"]);
   }
 
   gatewayHost(name: string): LabGatewayHost {

@@ -100,3 +100,12 @@ export async function installVpcAntiSpoofing(fabric: string, enforce: boolean): 
 export async function admitVpcSource(fabric: string, port: string, address: string): Promise<void> {
   await execIn(fabric, "nft", ["-f", "-"], `add element bridge ${VPC_ANTISPOOF_TABLE} vpc_ports { "${port}" }\nadd element bridge ${VPC_ANTISPOOF_TABLE} port_sources { "${port}" . ${address} }\n`);
 }
+
+/**
+ * A plain NAT gateway, as DigitalOcean's egress blueprint sets one up: forwarding on, and
+ * everything leaving on its public interface masqueraded to its public IP.
+ */
+export async function natGatewaySetup(ns: string): Promise<void> {
+  await sysctl(ns, "net.ipv4.ip_forward", "1");
+  await execIn(ns, "nft", ["-f", "-"], `table ip lab_nat {\n  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname "eth1" masquerade\n  }\n}\n`);
+}

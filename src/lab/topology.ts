@@ -25,7 +25,7 @@ export const LAB_NETWORK = {
 } as const;
 
 export interface LabHost {
-  role: "node" | "gateway";
+  role: "node" | "gateway" | "nat";
   name: string;
   netns: string;
   vpcIP: string;
@@ -49,6 +49,11 @@ export interface LabGatewayHost extends LabHost {
   egressIPs: string[];
 }
 
+/** A plain NAT gateway (StaticRoute gateways): forwards and masquerades to its public IP. */
+export interface LabNatHost extends LabHost {
+  role: "nat";
+}
+
 export interface LabPod {
   name: string;
   namespace: string;
@@ -63,6 +68,8 @@ export interface LabTopology {
   internet: string;
   nodes: LabNode[];
   gatewayHosts: LabGatewayHost[];
+  /** Absent in labs made before NAT gateways existed. */
+  natHosts?: LabNatHost[];
   pods: LabPod[];
 }
 
@@ -100,5 +107,14 @@ export function planTopology(prefix: string, cfg: LabConfig): LabTopology {
     netns: `${prefix}-pod-${p.namespace}-${p.name}`,
     labels: p.labels ?? {},
   }));
-  return { prefix, fabric: `${prefix}-fabric`, internet: `${prefix}-internet`, nodes, gatewayHosts, pods };
+  const natHosts: LabNatHost[] = (cfg.natGateways ?? []).map((n, j) => ({
+    role: "nat",
+    name: n.name,
+    netns: `${prefix}-${n.name}`,
+    vpcIP: `10.0.0.${201 + j}`,
+    publicIP: `203.0.113.${201 + j}`,
+    fabricVpcPort: `a${j}v`,
+    fabricPublicPort: `a${j}p`,
+  }));
+  return { prefix, fabric: `${prefix}-fabric`, internet: `${prefix}-internet`, nodes, gatewayHosts, natHosts, pods };
 }

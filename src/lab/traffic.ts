@@ -5,9 +5,14 @@ import { cliEntry } from "./paths.js";
 
 /** A bounded UDP stream from a pod to the lab's Internet (1 datagram per `intervalMs`). */
 export function startUdpStream(lab: Lab, pod: string, tag: string, durationMs: number, intervalMs = 1): Promise<void> {
+  return startUdpStreamIn(lab.findPod(pod).netns, tag, durationMs, intervalMs);
+}
+
+/** The same from any lab namespace, e.g. a node's (its own and its hostNetwork pods' traffic). */
+export function startUdpStreamIn(netns: string, tag: string, durationMs: number, intervalMs = 1, host?: string): Promise<void> {
   const child = spawn(
     "ip",
-    ["netns", "exec", lab.findPod(pod).netns, process.execPath, cliEntry(), "lab", "udp-stream", "--tag", tag, "--interval-ms", String(intervalMs), "--duration-ms", String(durationMs)],
+    ["netns", "exec", netns, process.execPath, cliEntry(), "lab", "udp-stream", "--tag", tag, "--interval-ms", String(intervalMs), "--duration-ms", String(durationMs), ...(host ? ["--host", host] : [])],
     { stdio: "ignore" },
   );
   return new Promise((resolve) => child.on("exit", () => resolve()));

@@ -109,6 +109,27 @@ export interface NodePlan {
    * as a blackhole, fail-closed).
    */
   tunnel?: TunnelEnd;
+  /**
+   * Other hosts this node probes (StaticRoute gateways, src/planner/static-routes.ts): their
+   * health replies are admitted like an instance's, from their address on the interface toward them.
+   */
+  probedPeers?: string[];
+  /**
+   * The node's own traffic (and hostNetwork pods') to these destinations, for ClusterEgressPolicies
+   * with a nodeSelector: marked on output, sent with the node's InternalIP through its tunnel.
+   * Absent when no such policy selects this node.
+   */
+  nodeEntries?: NodeDivertEntry[];
+  /** Set by the agent: addresses the node's own traffic is never diverted from (the API server's). */
+  keepLocal?: string[];
+}
+
+/** One row of the node-traffic map: the node's own packets to `dst` take `mark`'s instance. */
+export interface NodeDivertEntry {
+  dst: Range;
+  mark: number;
+  policy: string;
+  instance: string;
 }
 
 export interface SnatEntry {
@@ -139,4 +160,10 @@ export interface GatewayPlan {
   tunnels: (TunnelEnd & { node: string })[];
   /** Which node's tunnel (port) may bring packets from which pod address: the pods of the SNAT map, on their own node. */
   podsByTunnel: { port: number; podIP: string }[];
+  /**
+   * Nodes whose own traffic this instance SNATs: replies to their InternalIP go back through their
+   * tunnel (not the main table, where the tunnel's own packets to that address are routed).
+   * Absent when there are none.
+   */
+  nodeReturns?: { address: string; port: number }[];
 }

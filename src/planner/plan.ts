@@ -6,6 +6,8 @@ import type {
   Conflict,
   DivertEntry,
   FailClosedPolicy,
+  NodeDivertEntry,
+  NodeInfo,
   GatewayPlan,
   HealthView,
   NodePlan,
@@ -15,7 +17,7 @@ import type {
   TunnelEnd,
   ValidPolicy,
 } from "./model.js";
-import { isEligiblePod, policySelects, resolve, type Resolution, type ResolveOptions } from "./resolve.js";
+import { isEligiblePod, policySelects, resolve, selectsNodes, type Resolution, type ResolveOptions } from "./resolve.js";
 import { matches } from "./selector.js";
 
 export { isEligiblePod };
@@ -105,6 +107,42 @@ export function selectPods(snapshot: ClusterSnapshot, res: Resolution, onlyNode?
   return { selections, failClosed, conflicts, podsByPolicy };
 }
 
+/** One node's share of one node-selecting policy (or, `failClosed`, of an invalid one: dropped). */
+export interface NodeSelection {
+  node: NodeInfo;
+  policy: ValidPolicy | FailClosedPolicy;
+  failClosed: boolean;
+  destinations: Range[];
+}
+
+/**
+ * Which node-selecting ClusterEgressPolicy decides which destinations of which node's own
+ * traffic: the same precedence as for pods (a later policy only gets what no earlier one took;
+ * invalid ones last). The cluster's own ranges (`neverDivert`) are never part of it.
+ */
+export function selectNodes(snapshot: ClusterSnapshot, res: Resolution, onlyNode?: string): NodeSelection[] {
+  const valid = res.policies.filter((p) => selectsNodes(p.object));
+  const invalid = res.failClosed.filter((p) => selectsNodes(p.object));
+  if (valid.length === 0 && invalid.length === 0) return [];
+  const out: NodeSelection[] = [];
+  for (const node of snapshot.nodes) {
+    if (onlyNode !== undefined && node.name !== onlyNode) continue;
+    const taken: Range[] = [...res.neverDivert];
+    for (const [policies, failClosed] of [
+      [valid, false],
+      [invalid, true],
+    ] as const) {
+      for (const policy of policies) {
+        if (!selectsNodes(policy.object) || !matches(policy.object.spec.nodeSelector, node.labels)) continue;
+        const destinations = subtract(policy.destinations, taken);
+        taken.push(...destinations);
+        if (destinations.length > 0) out.push({ node, policy, failClosed, destinations });
+      }
+    }
+  }
+  return out;
+}
+
 /**
  * The instance a pod's traffic uses, as seen by one node. Healthy, not-draining instances are
  * preferred; rendezvous hashing keeps pods of healthy instances where they are when another
@@ -182,6 +220,7 @@ export class Planner {
       }
     }
     entries.sort(compareEntries);
+    const nodeEntries = this.planNodeTraffic(node, health, unavailable);
     return {
       node,
       instances,
@@ -191,7 +230,34 @@ export class Planner {
       // Keys in a fixed order too: equal inputs must serialize to equal plans, whatever the pod order.
       podsByPolicy: Object.fromEntries(Object.entries(podsByPolicy).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
       ...(tunnel ? { tunnel } : {}),
+      ...(nodeEntries.length > 0 ? { nodeEntries } : {}),
     };
+  }
+
+  /**
+   * The node's own traffic under node-selecting policies: pinned to an instance like a pod (the
+   * node's name is its rendezvous key); with no instance up, Drop keeps the mark of a down
+   * instance (dropped and counted), FallbackToNodeIP leaves the traffic alone.
+   */
+  private planNodeTraffic(node: string, health: HealthView, unavailable: Map<string, { policy: string; failurePolicy: "Drop" | "FallbackToNodeIP"; pods: number }>): NodeDivertEntry[] {
+    const res = this.resolution;
+    const out: NodeDivertEntry[] = [];
+    for (const s of selectNodes(this.snapshot, res, node)) {
+      let instance = "";
+      if (!s.failClosed) {
+        const policy = s.policy as ValidPolicy;
+        const chosen = chooseInstance(`node/${node}`, policy, res, health);
+        if (chosen === undefined) {
+          const u = unavailable.get(policy.resource) ?? { policy: policy.resource, failurePolicy: policy.failurePolicy, pods: 0 };
+          unavailable.set(policy.resource, u);
+          if (policy.failurePolicy === "FallbackToNodeIP") continue;
+          instance = rendezvous(`node/${node}`, [...policy.egressIPsByInstance.keys()].sort()) ?? "";
+        } else instance = chosen;
+      }
+      const mark = instance === "" ? NO_INSTANCE_MARK : markFor(res.instances.get(instance)?.id as number);
+      for (const dst of s.destinations) out.push({ dst, mark, policy: s.policy.resource, instance });
+    }
+    return out.sort((a, b) => a.dst.from - b.dst.from);
   }
 
   private tunnels: Map<string, TunnelEnd> | undefined;
@@ -236,6 +302,20 @@ export class Planner {
         if (end && end.address !== instance.address) podsByTunnel.set(`${end.port}|${ip}`, { port: end.port, podIP: ip });
       }
     }
+    // Nodes' own traffic: the node's InternalIP is its "pod address", accepted from its own tunnel only.
+    const nodeReturns = new Map<string, { address: string; port: number }>();
+    for (const s of selectNodes(this.snapshot, res)) {
+      if (s.failClosed) continue;
+      const ips = (s.policy as ValidPolicy).egressIPsByInstance.get(instanceKey);
+      const egressIP = ips?.[0];
+      const end = ends.get(s.node.name);
+      if (!ips || !egressIP || !end || end.address === instance.address) continue;
+      // A node's connections share its instance's SNAT pool like a pod's do.
+      const pool = ips.length > 1 ? { pool: ips } : {};
+      for (const dst of s.destinations) snat.push({ podIP: end.address, dst, egressIP, ...pool, policy: s.policy.resource });
+      podsByTunnel.set(`${end.port}|${end.address}`, { port: end.port, podIP: end.address });
+      nodeReturns.set(end.address, { address: end.address, port: end.port });
+    }
     snat.sort(compareEntries);
     const nodes = [...this.snapshot.nodes].filter((n) => n.internalIP).sort((a, b) => a.name.localeCompare(b.name));
     const tunnels = nodes
@@ -260,6 +340,7 @@ export class Planner {
       vni: instance.id,
       tunnels,
       podsByTunnel: [...podsByTunnel.values()].sort((a, b) => a.port - b.port || (a.podIP < b.podIP ? -1 : a.podIP > b.podIP ? 1 : 0)),
+      ...(nodeReturns.size > 0 ? { nodeReturns: [...nodeReturns.values()].sort((a, b) => a.port - b.port) } : {}),
     };
   }
 }

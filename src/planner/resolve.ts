@@ -1,5 +1,6 @@
 import { SpecValidator, type FieldError } from "../api/v1alpha1/validate.js";
 import type { EgressGateway } from "../api/v1alpha1/egress-gateway.js";
+import type { ClusterEgressPolicy } from "../api/v1alpha1/egress-policy.js";
 import { LIMITS, type LabelSelector } from "../api/v1alpha1/common.js";
 import { AddressError, contains, normalize, parseCidr, parseIPv4, subtract, type Range } from "../util/ipv4.js";
 import { assignIds } from "./ids.js";
@@ -165,10 +166,7 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
       refuse(policy, resource, errors);
       continue;
     }
-    errors.push(...checkSelector(spec.podSelector, "spec.podSelector"));
-    if (policy.kind === "ClusterEgressPolicy") {
-      errors.push(...checkSelector((spec as typeof policy.spec).namespaceSelector, "spec.namespaceSelector"));
-    }
+    errors.push(...selectorErrors(policy, spec));
     const gatewayKeys = gatewayInstances.get(spec.gatewayName);
     if (!gatewayKeys) {
       const exists = snapshot.gateways.some((g) => g.metadata.name === spec.gatewayName);
@@ -236,6 +234,18 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
   return { instances, gatewayInstances, policies, failClosed, verdicts, neverDivert };
 }
 
+/** Whether a ClusterEgressPolicy selects nodes (their own traffic) instead of pods. */
+export function selectsNodes(policy: PolicyObject): policy is ClusterEgressPolicy & { spec: { nodeSelector: LabelSelector } } {
+  return policy.kind === "ClusterEgressPolicy" && policy.spec.nodeSelector !== undefined;
+}
+
+/** Selector syntax (which selectors a ClusterEgressPolicy has, pods' or nodes', is its CRD's CEL rule). */
+function selectorErrors(policy: PolicyObject, spec: PolicyObject["spec"]): FieldError[] {
+  if (policy.kind === "EgressPolicy") return checkSelector(spec.podSelector as LabelSelector, "spec.podSelector");
+  const s = spec as ClusterEgressPolicy["spec"];
+  return (["podSelector", "namespaceSelector", "nodeSelector"] as const).flatMap((f) => (s[f] ? checkSelector(s[f], `spec.${f}`) : []));
+}
+
 /** Whether `policy` selects `pod` (namespace, then namespaceSelector, then podSelector). */
 export function policySelects(policy: PolicyObject, pod: PodInfo, nsLabels: ReadonlyMap<string, Readonly<Record<string, string>>>): boolean {
   if (policy.kind === "EgressPolicy") {
@@ -278,8 +288,14 @@ function selectedAddressCounter(snapshot: ClusterSnapshot, nsLabels: ReadonlyMap
 function failClosedOf(policy: PolicyObject, resource: string, selectedAddresses: (p: PolicyObject) => number, maxCost: number): FailClosedPolicy | undefined {
   const spec = policy.spec as Partial<PolicyObject["spec"]> & { namespaceSelector?: unknown };
   if (spec.failurePolicy === "FallbackToNodeIP") return undefined;
-  if (!parsableSelector(spec.podSelector)) return undefined;
-  if (policy.kind === "ClusterEgressPolicy" && !parsableSelector(spec.namespaceSelector)) return undefined;
+  const nodeSelector = (spec as { nodeSelector?: unknown }).nodeSelector;
+  if (nodeSelector !== undefined) {
+    // A node policy that cannot be read drops its nodes' traffic to its destinations (never the protected ranges).
+    if (!parsableSelector(nodeSelector)) return undefined;
+  } else {
+    if (!parsableSelector(spec.podSelector)) return undefined;
+    if (policy.kind === "ClusterEgressPolicy" && !parsableSelector(spec.namespaceSelector)) return undefined;
+  }
   const problems: FieldError[] = [];
   const strings = (v: unknown, fallback: string[]): string[] => (v === undefined ? fallback : Array.isArray(v) && v.every((x) => typeof x === "string") ? v : ["not a list"]);
   let destinations = planDestinations(strings(spec.destinationCIDRs, ["0.0.0.0/0"]), strings(spec.excludedCIDRs, []), problems);

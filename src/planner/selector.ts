@@ -28,8 +28,12 @@ export function checkSelector(selector: LabelSelector, field: string): FieldErro
   return errors;
 }
 
-/** Kubernetes label selector semantics: every matchLabels entry and every expression must hold. */
-export function matches(selector: LabelSelector, labels: Readonly<Record<string, string>> = {}): boolean {
+/**
+ * Kubernetes label selector semantics: every matchLabels entry and every expression must hold.
+ * An absent selector selects nothing (a node-selecting ClusterEgressPolicy has no podSelector).
+ */
+export function matches(selector: LabelSelector | undefined, labels: Readonly<Record<string, string>> = {}): boolean {
+  if (!selector) return false;
   for (const [key, value] of Object.entries(selector.matchLabels ?? {})) {
     if (labels[key] !== value) return false;
   }

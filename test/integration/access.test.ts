@@ -1,4 +1,6 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { parseAllDocuments } from "yaml";
+import { packageRoot } from "../../src/lab/paths.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -96,7 +98,7 @@ describe("RBAC from deploy/, proven by the API server", () => {
       // read and renewed; Events go to the object's namespace.
       const namespace = a.resource === "leases" ? "static-egress" : a.resource === "events" ? "payments" : undefined;
       for (const verb of a.verbs) {
-        const name = a.resource === "leases" && verb !== "create" ? "static-egress-controller" : undefined;
+        const name = a.resource === "leases" && verb !== "create" ? "static-egress-controller" : a.resource === "endpoints" ? "kubernetes" : undefined;
         if (!(await mayI(a.component, verb, a.apiGroup, a.resource, namespace, name))) denied.push(`${a.component} ${verb} ${a.resource}`);
       }
     }
@@ -110,6 +112,15 @@ describe("RBAC from deploy/, proven by the API server", () => {
       ["node-agent", "create", "staticegress.io", "egresspolicies", "payments"],
       ["node-agent", "patch", "staticegress.io", "egresspolicies/status", "payments"],
       ["node-agent", "delete", "", "pods", "payments"],
+      // StaticRoutes: the node agent reads them and writes only their status.
+      ["node-agent", "create", "networking.digitalocean.com", "staticroutes"],
+      ["node-agent", "patch", "networking.digitalocean.com", "staticroutes"],
+      ["node-agent", "delete", "networking.digitalocean.com", "staticroutes"],
+      ["node-agent", "get", "networking.digitalocean.com", "staticroutes"],
+      ["controller", "list", "networking.digitalocean.com", "staticroutes"],
+      ["gateway-agent", "list", "networking.digitalocean.com", "staticroutes"],
+      ["node-agent", "get", "", "endpoints", "payments", "another-service"],
+      ["node-agent", "list", "", "endpoints"],
       ["controller", "get", "", "secrets", "static-egress"],
       ["controller", "update", "staticegress.io", "egresspolicies", "payments"],
       ["controller", "create", "staticegress.io", "clusteregresspolicies"],
@@ -183,5 +194,36 @@ describe("the node agent's ValidatingAdmissionPolicy, enforced by the API server
 
   it("leaves other users alone (an admin may still change a Node)", async () => {
     expect((await statusOf(admin.core.patchNode({ name: "node2", body: { metadata: { labels: { zone: "a" } } } }, mergePatch))).code).toBe(0);
+  });
+});
+
+describe("StaticRoute (networking.digitalocean.com/v1): the operator's objects, and node agents writing only their own status entry", () => {
+  const sr = (name: string, spec: Json) => ({ apiVersion: "networking.digitalocean.com/v1", kind: "StaticRoute", metadata: { name }, spec });
+  const create = (body: Json) => statusOf(admin.custom.createClusterCustomObject({ group: "networking.digitalocean.com", version: "v1", plural: "staticroutes", body }));
+  const read = async (name: string) => (await admin.custom.getClusterCustomObject({ group: "networking.digitalocean.com", version: "v1", plural: "staticroutes", name })) as Json;
+
+  it("accepts the operator's examples as they are, and refuses what its schema refuses, naming the field", async () => {
+    const examples = parseAllDocuments(readFileSync(join(packageRoot(), "examples", "static-route-digitalocean.yaml"), "utf8")).map((d) => d.toJS() as Json);
+    for (const e of examples) expect(await create(e)).toEqual({ code: 0, message: "" });
+    expect(await create(sr("bad-shape", { destinations: ["not-an-address"], gateway: "10.0.0.5" }))).toMatchObject({ code: 422, message: expect.stringContaining("spec.destinations[0]") });
+    expect(await create(sr("no-gateway", { destinations: ["198.51.100.0/24"] }))).toMatchObject({ code: 422, message: expect.stringContaining("spec.gateway") });
+    expect(await create(sr("bad-gateways", { destinations: ["198.51.100.0/24"], gateway: "10.0.0.5", gateways: ["10.0.0.300"] }))).toMatchObject({ code: 422, message: expect.stringContaining("spec.gateways[0]") });
+  });
+
+  it("merges each node's entry of status.nodes (server-side apply), and a node agent cannot touch the spec", async () => {
+    await addAs("node-agent-2", COMPONENT_ACCOUNTS.nodeAgent, "node2");
+    const name = "static-route-ipinfo.io";
+    const entry = (gateway: string) => ({ state: "Routed", gateway, message: `routed via ${gateway}`, lastTransitionTime: "2026-12-04T00:00:00Z" });
+    expect(await statusOf(client("node-agent").applyStaticRouteNodeStatus(name, "node1", entry("10.116.0.5")))).toEqual({ code: 0, message: "" });
+    expect(await statusOf(client("node-agent-2").applyStaticRouteNodeStatus(name, "node2", entry("10.116.0.6")))).toEqual({ code: 0, message: "" });
+    let obj = await read(name);
+    expect(obj.status.nodes.map((n: Json) => `${n.name}:${n.gateway}`).sort()).toEqual(["node1:10.116.0.5", "node2:10.116.0.6"]);
+    expect(obj.spec).toEqual({ destinations: ["34.117.59.81"], gateway: "10.116.0.5" });
+    // A node that no longer has the route removes only its own entry.
+    expect(await statusOf(client("node-agent").applyStaticRouteNodeStatus(name, "node1", undefined))).toEqual({ code: 0, message: "" });
+    obj = await read(name);
+    expect(obj.status.nodes.map((n: Json) => n.name)).toEqual(["node2"]);
+    const specPatch = client("node-agent").custom.patchClusterCustomObject({ group: "networking.digitalocean.com", version: "v1", plural: "staticroutes", name, body: { spec: { gateway: "10.0.0.66" } } }, mergePatch);
+    expect((await statusOf(specPatch)).code).toBe(403);
   });
 });

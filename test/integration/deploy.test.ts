@@ -12,7 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, parseAllDocuments } from "yaml";
 import { parseAgentConfig } from "../../src/agents/config.js";
 import { GROUP } from "../../src/api/v1alpha1/common.js";
-import { ALL_KINDS } from "../../src/api/v1alpha1/crd.js";
+import { ALL_KINDS, crdName } from "../../src/api/v1alpha1/crd.js";
+import { SERVED_KINDS } from "../../src/api/served-kinds.js";
+import { STATIC_ROUTE_GROUP } from "../../src/api/digitalocean-v1/static-route.js";
 import { DEFAULT_AGENT_SOCKET } from "../../src/cni/input.js";
 import { KUBE_ACCESS, PLURALS, type Access } from "../../src/kube/client.js";
 import { k8sBinary, startControlPlane, type ControlPlane } from "../../src/lab/control-plane/index.js";
@@ -304,7 +306,7 @@ describe("kubectl kustomize", () => {
     for (const o of admission) expect(o.metadata.namespace, key(o)).toBeUndefined();
     expect(install.filter((o) => o.kind !== "CustomResourceDefinition" && !admission.includes(o))).toEqual(base);
     const files = readdirSync(join(ROOT, "deploy/crds")).filter((f) => f.endsWith(".yaml"));
-    expect(crds.map((c) => c.metadata.name).sort()).toEqual(ALL_KINDS.map((k) => `${k.plural}.${GROUP}`).sort());
+    expect(crds.map((c) => c.metadata.name).sort()).toEqual(SERVED_KINDS.map(crdName).sort());
     expect(crds).toHaveLength(files.length);
     for (const f of files) {
       const generated = parse(readFileSync(join(ROOT, "deploy/crds", f), "utf8")) as K8sObject;
@@ -376,6 +378,7 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
       listServiceForAllNamespaces: ["", "services", "list"],
       patchNamespacedService: ["", "services", "patch"],
       createNamespacedEvent: ["", "events", "create"],
+      readNamespacedEndpoints: ["", "endpoints", "get"],
       readNamespacedLease: ["coordination.k8s.io", "leases", "get"],
       createNamespacedLease: ["coordination.k8s.io", "leases", "create"],
       replaceNamespacedLease: ["coordination.k8s.io", "leases", "update"],
@@ -413,6 +416,12 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
           continue;
         }
         const [group, listed, verb] = access;
+        // A call on DigitalOcean's StaticRoute names its group and plural in its arguments.
+        const foreign = listed.includes(CUSTOM) ? /^\(\s*\{ group: STATIC_ROUTE_GROUP\b[^}]*plural: "(\w+)"/.exec(text.slice((m.index ?? 0) + m[0].length - 1)) : null;
+        if (foreign) {
+          called.add(triple(STATIC_ROUTE_GROUP, listed.replace(CUSTOM, foreign[1] as string), verb));
+          continue;
+        }
         // A custom-object call naming its plural (APPS_PLURAL, PLURALS.<Kind>) is about that kind only.
         const named = /plural: (APPS_PLURAL|PLURALS\.(\w+))/.exec(m[2] ?? "");
         const plural = named ? (named[1] === "APPS_PLURAL" ? "apps" : PLURALS[named[2] as keyof typeof PLURALS]) : undefined;
@@ -421,8 +430,9 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
         for (const r of resource.includes(CUSTOM) ? Object.values(PLURALS).map((p) => resource.replace(CUSTOM, p)) : [resource]) called.add(triple(group, r, verb));
       }
       // Informers list (page by page, KubeClient.listPage) and watch these paths (ListWatch).
-      for (const m of text.matchAll(/path: (?:"\/api\/v1\/([a-z]+)"|`\/apis\/\$\{GROUP\}\/\$\{VERSION\}\/([a-z]+)`|"\/apis\/([a-z0-9.]+)\/v1\/([a-z]+)")/g)) {
-        for (const verb of ["list", "watch"]) called.add(m[1] ? triple("", m[1], verb) : m[2] ? triple(GROUP, m[2], verb) : triple(m[3] as string, m[4] as string, verb));
+      for (const m of text.matchAll(/path: (?:"\/api\/v1\/([a-z]+)"|`\/apis\/\$\{GROUP\}\/\$\{VERSION\}\/([a-z]+)`|"\/apis\/([a-z0-9.]+)\/v1\/([a-z]+)"|`\/apis\/\$\{STATIC_ROUTE_API_VERSION\}\/([a-z]+)`)/g)) {
+        for (const verb of ["list", "watch"])
+          called.add(m[1] ? triple("", m[1], verb) : m[2] ? triple(GROUP, m[2], verb) : m[3] ? triple(m[3], m[4] as string, verb) : triple(STATIC_ROUTE_GROUP, m[5] as string, verb));
       }
     }
     expect(unknown, "client-node calls this test does not know: add them to `methods` here and to KUBE_ACCESS").toEqual([]);
@@ -832,7 +842,7 @@ describe("applied to a real kube-apiserver with kubectl apply --server-side -k d
       ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "DaemonSet", "Deployment", "Namespace", "PodDisruptionBudget", "Role", "RoleBinding", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"].sort(),
     );
 
-    await kubectl(["wait", "--for=condition=Established", "--timeout=30s", ...ALL_KINDS.map((k) => `customresourcedefinition/${k.plural}.${GROUP}`)]);
+    await kubectl(["wait", "--for=condition=Established", "--timeout=30s", ...SERVED_KINDS.map((k) => `customresourcedefinition/${crdName(k)}`)]);
     const kinds = (await kubectl(["api-resources", "--api-group", GROUP, "--no-headers"])).trim().split("\n").map((l) => l.trim().split(/\s+/).at(-1));
     expect(kinds.sort()).toEqual(ALL_KINDS.map((k) => k.kind).sort());
     const cm = JSON.parse(await kubectl(["get", "configmap", "static-egress-config", "-n", NAMESPACE, "-o", "json"])) as ConfigMapObject;

@@ -66,4 +66,6 @@ export const REFUSALS: Refusal[] = [
   { name: "a repeated reserved IP", kind: "EgressGateway", spec: { digitalocean: { ...digitalocean, reservedIPs: ["203.0.113.5", "203.0.113.5"] } }, fields: ["spec.digitalocean.reservedIPs[1]"] },
   { name: "a granted egress CIDR with a /40 prefix", kind: "EgressGateway", spec: { ...staticGateway, grants: [{ namespaceSelector: {}, egressIPs: ["192.0.2.0/40"] }] }, fields: ["spec.grants[0].egressIPs[0]"] },
   { name: "a probe interval under 10 ms", kind: "EgressGateway", spec: { ...staticGateway, health: { intervalMs: 1 } }, fields: ["spec.health.intervalMs"] },
+  { name: "a cluster policy selecting both nodes and pods", kind: "ClusterEgressPolicy", spec: { ...clusterPolicy, nodeSelector: {} }, fields: ["spec.podSelector", "spec.namespaceSelector"] },
+  { name: "a cluster policy selecting neither nodes nor pods", kind: "ClusterEgressPolicy", spec: { gatewayName: "shared", egressIPs: ["192.0.2.10"] }, fields: ["spec.podSelector", "spec.namespaceSelector"] },
 ];

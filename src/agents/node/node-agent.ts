@@ -1,7 +1,10 @@
 import { performance } from "node:perf_hooks";
 import { snapshotFromObjects } from "../../api/objects.js";
 import { NodeDataplane } from "../../dataplane/node.js";
-import type { ClusterSnapshot, HealthView, NodePlan, Verdict } from "../../planner/model.js";
+import type { ClusterSnapshot, HealthView, InstanceHealth, NodePlan, Verdict } from "../../planner/model.js";
+import { STATIC_ROUTE_API_VERSION, type StaticRoute } from "../../api/digitalocean-v1/static-route.js";
+import type { StaticRouteWriter } from "../../dataplane/static-routes.js";
+import { planStaticRoutes, type StaticRouteNodeView, type StaticRouteOutcome } from "../../planner/static-routes.js";
 import type { ProbedInstance } from "../health/monitor.js";
 import { Planner } from "../../planner/plan.js";
 import { SpecValidator } from "../../api/v1alpha1/validate.js";
@@ -20,6 +23,15 @@ export interface HealthProvider {
 
 export const noHealthChecks: HealthProvider = { view: () => new Map(), onChange: () => undefined };
 
+/** Node-wide static routes (DigitalOcean's StaticRoute, docs/static-routes.md). */
+export interface StaticRouteDeps {
+  writer: StaticRouteWriter;
+  /** Addresses of the API server this node talks to: never routed away. */
+  apiServers: readonly string[];
+  /** Told what this node did with each StaticRoute, after every apply (status, Events). */
+  onOutcomes?: (outcomes: readonly StaticRouteOutcome[], objects: readonly StaticRoute[]) => void;
+}
+
 export interface NodeAgentDeps {
   nodeName: string;
   config: AgentConfig;
@@ -29,6 +41,9 @@ export interface NodeAgentDeps {
   logger: Logger;
   /** Called after each successful apply (metrics, status, tests). */
   onApplied?: (plan: NodePlan, verdicts: readonly Verdict[]) => void;
+  staticRoutes?: StaticRouteDeps;
+  /** Addresses of the API server: the node's own traffic to them is never diverted to a gateway. */
+  apiServers?: readonly string[];
 }
 
 /**
@@ -74,11 +89,32 @@ export class NodeAgent {
     const snapshot = withAdmittedIPs(fromSource, this.admitted);
     const planner = new Planner(snapshot, { validator: this.validator });
     this.reportVerdicts(planner.resolution.verdicts);
-    await this.deps.health?.setInstances?.(
-      [...planner.resolution.instances.values()].map((i) => ({ key: i.key, address: i.address, ...i.health })),
-    );
-    const plan = planner.planNode(nodeName, (this.deps.health ?? noHealthChecks).view());
+    const staticRoutes = await this.staticRouteInput(snapshot, verify);
+    // Which gateways to probe does not depend on their health: planned once without it.
+    const staticProbes = staticRoutes ? planStaticRoutes(staticRoutes.objects, staticRoutes.view, () => undefined).probes : [];
+    await this.deps.health?.setInstances?.([
+      ...[...planner.resolution.instances.values()].map((i) => ({ key: i.key, address: i.address, ...i.health })),
+      ...staticProbes,
+    ]);
+    const healthView = (this.deps.health ?? noHealthChecks).view();
+    const plan = planner.planNode(nodeName, healthView);
+    if (staticProbes.length > 0) plan.probedPeers = [...new Set(staticProbes.map((p) => p.address))].sort();
+    if (plan.nodeEntries && this.deps.apiServers?.length) plan.keepLocal = [...this.deps.apiServers];
     const report = await dataplane.apply(plan, { verify });
+    if (staticRoutes && this.deps.staticRoutes) {
+      // A gateway that is also an instance shares its BFD session (one per address): its health is the instance's.
+      const byAddress = new Map<string, InstanceHealth>();
+      for (const i of planner.resolution.instances.values()) {
+        const h = healthView.get(i.key);
+        if (h) byAddress.set(i.address, h);
+      }
+      const addressOf = new Map(staticProbes.map((p) => [p.key, p.address]));
+      const srPlan = planStaticRoutes(staticRoutes.objects, staticRoutes.view, (key) => healthView.get(key) ?? byAddress.get(addressOf.get(key) ?? ""));
+      const changed = await this.deps.staticRoutes.writer.apply(srPlan.routes);
+      this.staticRoutesClean = srPlan.routes.length === 0;
+      if (changed.added + changed.removed > 0) logger.info({ routes: srPlan.routes.length, ...changed }, "static routes programmed");
+      this.deps.staticRoutes.onOutcomes?.(srPlan.outcomes, staticRoutes.objects);
+    }
     const forget = flowsToForget(this.lastPlan, plan);
     if (forget.podIPs.length > 0 || forget.marks.length > 0) await dataplane.forgetFlows(forget);
     this.lastPlan = plan;
@@ -96,6 +132,24 @@ export class NodeAgent {
     }
     this.lastReconcileOk = true;
     this.deps.onApplied?.(plan, planner.resolution.verdicts);
+  }
+
+  /** Whether the kernel held none of our static routes after the last apply (then, with no objects, there is nothing to read). */
+  private staticRoutesClean = false;
+
+  /**
+   * The StaticRoutes and what this node knows of itself (its subnets from the kernel), or
+   * undefined when not enabled or when there is nothing to do: without objects (and none of our
+   * routes left) the kernel is read only on `verify`, so pods' reconciles pay nothing for it.
+   */
+  private async staticRouteInput(snapshot: ClusterSnapshot, verify: boolean): Promise<{ objects: StaticRoute[]; view: StaticRouteNodeView } | undefined> {
+    const deps = this.deps.staticRoutes;
+    if (!deps) return undefined;
+    const objects = this.deps.source.objects().filter((o) => o.kind === "StaticRoute" && o.apiVersion === STATIC_ROUTE_API_VERSION) as unknown as StaticRoute[];
+    if (objects.length === 0 && this.staticRoutesClean && !verify) return undefined;
+    const node = snapshot.nodes.find((n) => n.name === this.deps.nodeName) ?? { name: this.deps.nodeName, labels: {}, annotations: {}, podCIDRs: [] };
+    const connected = objects.length > 0 ? await deps.writer.connectedSubnets() : [];
+    return { objects, view: { node, connected, apiServers: deps.apiServers, network: snapshot.network } };
   }
 
   private reportVerdicts(verdicts: readonly Verdict[]): void {

@@ -169,6 +169,9 @@ export interface Resource<K extends string, Spec, Status> {
 
 /** What the CRD generator needs to know about one kind. */
 export interface KindDefinition {
+  /** Default: ours (GROUP, VERSION). Another project's kind we serve names its own. */
+  group?: string;
+  version?: string;
   kind: string;
   plural: string;
   singular: string;

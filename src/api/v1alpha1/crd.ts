@@ -54,14 +54,19 @@ function isObject(v: Json | undefined): v is { [k: string]: Json } {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
+/** The CustomResourceDefinition's name for one kind, e.g. `egresspolicies.staticegress.io`. */
+export function crdName(def: KindDefinition): string {
+  return `${def.plural}.${def.group ?? GROUP}`;
+}
+
 /** The CustomResourceDefinition object for one kind. */
 export function crdFor(def: KindDefinition): Record<string, unknown> {
   return {
     apiVersion: "apiextensions.k8s.io/v1",
     kind: "CustomResourceDefinition",
-    metadata: { name: `${def.plural}.${GROUP}` },
+    metadata: { name: crdName(def) },
     spec: {
-      group: GROUP,
+      group: def.group ?? GROUP,
       scope: def.scope,
       names: {
         kind: def.kind,
@@ -73,7 +78,7 @@ export function crdFor(def: KindDefinition): Record<string, unknown> {
       },
       versions: [
         {
-          name: VERSION,
+          name: def.version ?? VERSION,
           served: true,
           storage: true,
           subresources: { status: {} },

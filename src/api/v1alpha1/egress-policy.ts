@@ -1,5 +1,5 @@
 import { Type, type Static } from "@sinclair/typebox";
-import { Condition, IPv4Address, IPv4Cidr, LabelSelector, LIMITS, Name, SET, type KindDefinition, type Resource } from "./common.js";
+import { Condition, IPv4Address, IPv4Cidr, LabelSelector, LIMITS, Name, SET, type CelRule, type KindDefinition, type Resource } from "./common.js";
 
 const policyFields = {
   podSelector: { ...LabelSelector, description: "Pods whose egress goes through the gateway; {} selects all" },
@@ -39,9 +39,26 @@ const policyFields = {
 export const EgressPolicySpec = Type.Object(policyFields, { additionalProperties: false });
 export type EgressPolicySpec = Static<typeof EgressPolicySpec>;
 
+// A ClusterEgressPolicy selects pods (podSelector and namespaceSelector) or, instead, nodes
+// (nodeSelector: the nodes' own traffic and their hostNetwork pods', docs/static-routes.md).
 export const ClusterEgressPolicySpec = Type.Object(
-  { ...policyFields, namespaceSelector: { ...LabelSelector, description: "Namespaces whose pods are considered" } },
-  { additionalProperties: false },
+  {
+    ...policyFields,
+    podSelector: Type.Optional({ ...LabelSelector, description: "Pods whose egress goes through the gateway; {} selects all. Required unless nodeSelector is set" }),
+    namespaceSelector: Type.Optional({ ...LabelSelector, description: "Namespaces whose pods are considered. Required unless nodeSelector is set" }),
+    nodeSelector: Type.Optional({
+      ...LabelSelector,
+      description: "Instead of pods: nodes whose own traffic (and their hostNetwork pods') goes through the gateway; {} selects all",
+    }),
+  },
+  {
+    additionalProperties: false,
+    // Pods (podSelector and namespaceSelector) or nodes (nodeSelector alone), never both.
+    "x-kubernetes-validations": (["podSelector", "namespaceSelector"] as const).flatMap((f) => [
+      { rule: `has(self.nodeSelector) || has(self.${f})`, fieldPath: `.${f}`, message: "required field is missing (or set nodeSelector to select nodes instead)" },
+      { rule: `!has(self.nodeSelector) || !has(self.${f})`, fieldPath: `.${f}`, message: "must be absent when nodeSelector is set: a policy selects either pods or nodes" },
+    ]) satisfies CelRule[],
+  },
 );
 export type ClusterEgressPolicySpec = Static<typeof ClusterEgressPolicySpec>;
 
