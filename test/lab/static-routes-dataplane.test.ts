@@ -51,15 +51,15 @@ describe("StaticRouteWriter in a namespace", () => {
     // Idempotent.
     expect(await writer.apply([{ dst: "198.51.100.0/24", via: "10.0.0.5", route: "r" }, { dst: "203.0.113.7/32", route: "r" }])).toEqual({ added: 0, removed: 0 });
     // Drift: someone deletes our route and our rule; a foreign route appears in our table.
-    await execIn(ns, "ip", ["route", "del", "198.51.100.0/24", "table", "6999"]);
+    await execIn(ns, "ip", ["route", "del", "198.51.100.0/24", "table", "6997"]);
     await execIn(ns, "ip", ["rule", "del", "priority", "10150"]);
-    await execIn(ns, "ip", ["route", "add", "192.0.2.128/25", "via", "10.0.0.3", "table", "6999"]);
+    await execIn(ns, "ip", ["route", "add", "192.0.2.128/25", "via", "10.0.0.3", "table", "6997"]);
     expect(await writer.apply([{ dst: "198.51.100.0/24", via: "10.0.0.6", route: "r" }, { dst: "203.0.113.7/32", route: "r" }])).toEqual({ added: 2, removed: 0 });
     expect((await get("198.51.100.9"))?.gateway).toBe("10.0.0.6");
     // The foreign route (not our protocol) survives everything we do.
     await writer.apply([]);
-    expect(await execIn(ns, "ip", ["route", "show", "table", "6999"])).toContain("192.0.2.128/25 via 10.0.0.3");
-    await execIn(ns, "ip", ["route", "del", "192.0.2.128/25", "table", "6999"]);
+    expect(await execIn(ns, "ip", ["route", "show", "table", "6997"])).toContain("192.0.2.128/25 via 10.0.0.3");
+    await execIn(ns, "ip", ["route", "del", "192.0.2.128/25", "table", "6997"]);
     expect(await routing()).toEqual(before);
   });
 

@@ -99,7 +99,7 @@ describe("StaticRoute in the lab", () => {
     apply(text);
     for (const node of ["node1", "node2"]) {
       for (const name of ["static-route-ifconfig.me", "static-route-ipinfo.io"]) expect((await waitState(name, node, "Routed")).gateway).toBe(host("nat-a").vpcIP);
-      const table = await execIn(host(node).netns, "ip", ["route", "show", "table", "6999"]);
+      const table = await execIn(host(node).netns, "ip", ["route", "show", "table", "6997"]);
       expect(table).toContain(`34.160.111.145 via ${host("nat-a").vpcIP} dev eth0 proto 95`);
       expect(table).toContain(`34.117.59.81 via ${host("nat-a").vpcIP} dev eth0 proto 95`);
     }
@@ -181,7 +181,7 @@ describe("StaticRoute in the lab", () => {
     const deadReport = analyzeStream(lab, "dead", allowed);
     expect(deadReport.wrongSource).toEqual([]);
     await waitState("echo", "node1", "Blackholed");
-    expect(await execIn(host("node1").netns, "ip", ["route", "show", "table", "6999"])).toContain(`blackhole ${ECHO} proto 95`);
+    expect(await execIn(host("node1").netns, "ip", ["route", "show", "table", "6997"])).toContain(`blackhole ${ECHO} proto 95`);
     expect(await sourceSeen("node1", ECHO)).toBe("");
   }
 
@@ -209,7 +209,7 @@ describe("StaticRoute in the lab", () => {
     }
     const events = kubectl(["get", "events", "-n", "default", "--field-selector", "involvedObject.name=off-link,reason=Refused", "-o", "jsonpath={.items[*].message}"]).stdout;
     expect(events).toContain("spec.gateway");
-    const table = await execIn(host("node1").netns, "ip", ["route", "show", "table", "6999"]);
+    const table = await execIn(host("node1").netns, "ip", ["route", "show", "table", "6997"]);
     expect(table.trim().split("\n").map((l) => l.trim())).toEqual([`${ECHO} via ${host("nat-a").vpcIP} dev eth0 proto 95`]);
     // The nodes still reach the API server and the Internet.
     expect(await sourceSeen("node2", OTHER)).toBe(host("node2").publicIP);
