@@ -140,4 +140,3 @@ export function isDocumentationAddress(ip: string): boolean {
   return /^(192\.0\.2|198\.51\.100|203\.0\.113)\.\d+$/.test(ip);
 }
 
-export type { KubeObject, LabelSelector };

@@ -13,7 +13,7 @@ import type { App, HealthCheck, ImageSource, ServiceSpec, WorkerSpec } from "../
 export const MANAGED_BY = "app.kubernetes.io/managed-by";
 export const MANAGER = "static-egress";
 export const APP_LABEL = "staticegress.io/app";
-export const COMPONENT_LABEL = "staticegress.io/component";
+const COMPONENT_LABEL = "staticegress.io/component";
 /** Digest of what was applied, so the controller compares before it writes. */
 export const APPLIED_ANNOTATION = "staticegress.io/applied";
 /** On pod templates: the App generation they come from. Every spec change rolls every component, as a DigitalOcean deployment does. */

@@ -264,7 +264,6 @@ export type AppSpec = Static<typeof AppSpec>;
 
 /** apps_dedicated_egress_ip_status.yml */
 export const DEDICATED_IP_STATUSES = ["UNKNOWN", "ASSIGNING", "ASSIGNED", "REMOVED"] as const;
-export type DedicatedIPStatus = (typeof DEDICATED_IP_STATUSES)[number];
 
 /** apps_deployment_phase.yml: the phases an app moves through here (no builds). */
 export const APP_PHASES = ["UNKNOWN", "PENDING_BUILD", "BUILDING", "PENDING_DEPLOY", "DEPLOYING", "ACTIVE", "SUPERSEDED", "ERROR", "CANCELED"] as const;

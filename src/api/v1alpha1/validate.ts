@@ -10,16 +10,6 @@ export interface FieldError {
   message: string;
 }
 
-export class ValidationError extends StaticEgressError {
-  constructor(
-    readonly resource: string,
-    readonly errors: FieldError[],
-  ) {
-    super(`${resource} is invalid: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`);
-    this.name = "ValidationError";
-  }
-}
-
 /**
  * Validates specs against the same schemas the CRDs are generated from, and fills defaults. The
  * Kubernetes keywords of those schemas are enforced as the API server does: list types (`set`,

@@ -91,10 +91,6 @@ export function healthValueArb(): fc.Arbitrary<InstanceHealth | undefined> {
   return fc.oneof({ weight: 5, arbitrary: fc.constant("up" as const) }, { weight: 3, arbitrary: fc.constant("down" as const) }, { weight: 1, arbitrary: fc.constant(undefined) });
 }
 
-export function healthViewArb(instanceKeys: readonly string[]): fc.Arbitrary<HealthView> {
-  return fc.array(healthValueArb(), { minLength: instanceKeys.length, maxLength: instanceKeys.length }).map((values) => healthFrom(instanceKeys, values));
-}
-
 export interface ClusterScenario {
   snapshot: ClusterSnapshot;
   /** Every gateway instance key (`<gateway>/<instance>`), in gateway then instance order. */
