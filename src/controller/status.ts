@@ -11,7 +11,7 @@ export type { NodeReport };
 export { FINALIZER, REPORT_ANNOTATION };
 
 /** Reports older than this are from nodes that stopped talking; they neither block nor count. */
-export const REPORT_TTL_MS = 5 * 60_000;
+const REPORT_TTL_MS = 5 * 60_000;
 
 export function parseReport(node: string, annotations: Record<string, string> | undefined, now: number): NodeReport | undefined {
   const raw = annotations?.[REPORT_ANNOTATION];
@@ -53,7 +53,7 @@ export interface PolicyFacts {
 
 /** The status a policy should have. Pure: the controller compares it with what is there. */
 /** An instance's traffic entry older than this no longer counts (its agent writes at least every 5 minutes). */
-export const TRAFFIC_FRESH_MS = 6 * 60_000;
+const TRAFFIC_FRESH_MS = 6 * 60_000;
 
 /**
  * The policy's recent traffic for `kubectl get`: the sum of the fresh entries the gateway agents

@@ -31,13 +31,13 @@ export const BIND_TABLE = "static_egress_bind";
  * service at 169.254.169.254 answers each host itself, and must never be asked "as" the
  * gateway), multicast and limited broadcast (no gateway can carry them).
  */
-export const ALWAYS_LOCAL = ["169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32"] as const;
+const ALWAYS_LOCAL = ["169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32"] as const;
 
 /** UDP ports of single-hop BFD control (3784) and multihop BFD (4784): our health probes. */
-export const HEALTH_PORTS = [BFD_CONTROL_PORT, BFD_MULTIHOP_PORT] as const;
+const HEALTH_PORTS = [BFD_CONTROL_PORT, BFD_MULTIHOP_PORT] as const;
 
 /** The VNI field of a VXLAN header, as nft reads it: 24 bits, 4 bytes after the UDP header (RFC 7348). */
-export const VXLAN_VNI = "@th,96,24";
+const VXLAN_VNI = "@th,96,24";
 
 /** What the node learned from its kernel for the plan: pod interfaces, the interface to each instance. */
 export interface NodeFacts {
@@ -47,7 +47,7 @@ export interface NodeFacts {
   instanceDevices: ReadonlyMap<string, string>;
 }
 
-export const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
+const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
 
 /**
  * The node's nftables table. Packets from pods get the mark of their gateway instance after

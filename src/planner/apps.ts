@@ -18,10 +18,10 @@ const COMPONENT_LABEL = "staticegress.io/component";
 export const APPLIED_ANNOTATION = "staticegress.io/applied";
 /** On pod templates: the App generation they come from. Every spec change rolls every component, as a DigitalOcean deployment does. */
 export const GENERATION_ANNOTATION = "staticegress.io/app-generation";
-export const NAMESPACE_PREFIX = "app-";
+const NAMESPACE_PREFIX = "app-";
 
 /** The ingress side: namespaces carrying this label may reach services' http_port (docs/apps.md). */
-export const DEFAULT_INGRESS_LABEL = { key: "staticegress.io/apps-ingress", value: "true" } as const;
+const DEFAULT_INGRESS_LABEL = { key: "staticegress.io/apps-ingress", value: "true" } as const;
 
 export interface AppPlanOptions {
   ingressLabel?: { key: string; value: string };

@@ -18,7 +18,7 @@ import type {
 import { isEligiblePod, policySelects, resolve, type Resolution, type ResolveOptions } from "./resolve.js";
 import { matches } from "./selector.js";
 
-export { isEligiblePod };
+;
 
 /** One pod's share of one policy: the destinations this policy (not a higher one) decides for it. */
 export interface Selection {
@@ -110,7 +110,7 @@ export function selectPods(snapshot: ClusterSnapshot, res: Resolution, onlyNode?
  * preferred; rendezvous hashing keeps pods of healthy instances where they are when another
  * instance dies. `undefined` means no instance is usable (fail-closed or fallback applies).
  */
-export function chooseInstance(podKey: string, policy: ValidPolicy, res: Resolution, health: HealthView): string | undefined {
+function chooseInstance(podKey: string, policy: ValidPolicy, res: Resolution, health: HealthView): string | undefined {
   const eligible = [...policy.egressIPsByInstance.keys()].sort();
   const up = eligible.filter((k) => health.get(k) !== "down");
   const serving = up.filter((k) => !res.instances.get(k)?.drain);

@@ -18,7 +18,7 @@ export interface HealthProvider {
   setInstances?(instances: readonly ProbedInstance[]): Promise<void>;
 }
 
-export const noHealthChecks: HealthProvider = { view: () => new Map(), onChange: () => undefined };
+const noHealthChecks: HealthProvider = { view: () => new Map(), onChange: () => undefined };
 
 export interface NodeAgentDeps {
   nodeName: string;
@@ -154,7 +154,7 @@ export class NodeAgent {
  * carry them (the kubelet writes status after the sandbox is up). The API's address wins once
  * it is there.
  */
-export function withAdmittedIPs(snapshot: ClusterSnapshot, admitted: ReadonlyMap<string, { ips: string[] }>): ClusterSnapshot {
+function withAdmittedIPs(snapshot: ClusterSnapshot, admitted: ReadonlyMap<string, { ips: string[] }>): ClusterSnapshot {
   if (admitted.size === 0) return snapshot;
   const pods = snapshot.pods.map((p) => {
     const a = admitted.get(`${p.namespace}/${p.name}`);

@@ -2,7 +2,6 @@ import { parse } from "@marcbachmann/cel-js";
 import { Ajv, type ErrorObject, type FuncKeywordDefinition, type ValidateFunction } from "ajv";
 import type { CelRule, KindDefinition } from "./common.js";
 import { ALL_KINDS } from "./crd.js";
-import { StaticEgressError } from "../../util/errors.js";
 
 /** One problem with one field of one resource, e.g. `spec.destinationCIDRs[0]`. */
 export interface FieldError {
