@@ -7,6 +7,8 @@ import { StaticEgressError } from "../util/errors.js";
 export class KubeApiError extends StaticEgressError {
   /** The HTTP status under the name the client library and informers use. */
   readonly code: number | undefined;
+  /** The API server's answer (a Status as JSON text): its causes name the refused fields. */
+  readonly body: unknown;
 
   constructor(
     readonly status: number | undefined,
@@ -15,6 +17,7 @@ export class KubeApiError extends StaticEgressError {
   ) {
     super(message, options);
     this.code = status;
+    this.body = (options.cause as { body?: unknown } | undefined)?.body;
   }
 }
 
