@@ -3,7 +3,7 @@ import { waitFor } from "../../src/lab/lab.js";
 import { execIn } from "../../src/lab/netns.js";
 import { runCommand } from "../../src/util/exec.js";
 
-export class IperfError extends Error {
+class IperfError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "IperfError";
@@ -86,7 +86,7 @@ interface IperfJson {
 }
 
 /** Parses `iperf3 -J` output of a TCP client run. Pure. */
-export function parseIperfJson(text: string): IperfRun {
+function parseIperfJson(text: string): IperfRun {
   let doc: IperfJson;
   try {
     doc = JSON.parse(text) as IperfJson;

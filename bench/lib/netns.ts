@@ -53,7 +53,7 @@ function keyRange(part: NftKeyPart): string {
 }
 
 /** The node's `divert` map as the kernel holds it: `<pod IP> <first>-<last> <mark>` per element. */
-export async function readDivert(runner: CommandRunner, table: string): Promise<string[]> {
+async function readDivert(runner: CommandRunner, table: string): Promise<string[]> {
   const { stdout } = await runner.run("nft", ["-j", "list", "map", "ip", table, "divert"], { timeoutMs: 120_000 });
   const doc = JSON.parse(stdout) as { nftables?: { map?: { elem?: [{ concat: [string, NftKeyPart] }, number][] } }[] };
   const map = doc.nftables?.find((x) => x.map)?.map;

@@ -30,16 +30,16 @@ function egressPool(): string[] {
   return pool;
 }
 
-export function instanceAddress(gateway: number, instance: number): string {
+function instanceAddress(gateway: number, instance: number): string {
   return `10.0.0.${101 + gateway * SYNTHETIC.instancesPerGateway + instance}`;
 }
 
 /** Pod i's address: 10.244.0.2 upwards, skipping nothing a /16 cannot hold (N <= 65,000). */
-export function podIP(i: number): string {
+function podIP(i: number): string {
   return formatIPv4(parseIPv4("10.244.0.2") + i);
 }
 
-export function syntheticPod(i: number, policies: number): PodInfo {
+function syntheticPod(i: number, policies: number): PodInfo {
   return {
     namespace: SYNTHETIC.namespace,
     name: `pod-${i}`,

@@ -20,7 +20,7 @@ import {
 
 const GROUP_VERSION = "staticegress.io/v1alpha1";
 
-export class ApiCallError extends Error {
+class ApiCallError extends Error {
   constructor(
     message: string,
     readonly status: number,
@@ -124,7 +124,7 @@ export class ApiHttp {
   }
 }
 
-export function policyPath(ref: PolicyRef): string {
+function policyPath(ref: PolicyRef): string {
   return ref.kind === "EgressPolicy" ? `/apis/${GROUP_VERSION}/namespaces/${ref.namespace}/egresspolicies/${ref.name}` : `/apis/${GROUP_VERSION}/clusteregresspolicies/${ref.name}`;
 }
 
@@ -237,7 +237,7 @@ export async function listPolicies(http: ApiHttp): Promise<Map<string, StoredPol
   return out;
 }
 
-export function refKey(ref: PolicyRef): string {
+function refKey(ref: PolicyRef): string {
   return ref.kind === "EgressPolicy" ? `EgressPolicy/${ref.namespace}/${ref.name}` : `ClusterEgressPolicy/${ref.name}`;
 }
 
@@ -256,7 +256,7 @@ export function policyProgress(policies: Map<string, StoredPolicy>, s: ScaleShap
   return { total: s.policies, withStatus, withFinalizer, ready };
 }
 
-export function policyRefs(s: ScaleShape): PolicyRef[] {
+function policyRefs(s: ScaleShape): PolicyRef[] {
   return range(s.policies).map((p) => policyRef(s, p));
 }
 

@@ -3,7 +3,7 @@ import { createWriteStream, readFileSync, type WriteStream } from "node:fs";
 import { createInterface } from "node:readline";
 import type { ChildEvent } from "./child-io.js";
 
-export class ChildError extends Error {
+class ChildError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "ChildError";

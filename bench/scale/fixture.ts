@@ -68,11 +68,11 @@ function ip4(a: number, b: number, c: number, d: number): number {
   return ((a << 24) >>> 0) + (b << 16) + (c << 8) + d;
 }
 
-export function formatIp(n: number): string {
+function formatIp(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
 }
 
-export class ShapeError extends Error {
+class ShapeError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "ShapeError";
@@ -99,7 +99,7 @@ export function nodeAddress(i: number): string {
   return formatIp(NODE_BASE + i);
 }
 
-export function nodePodCidr(i: number): string {
+function nodePodCidr(i: number): string {
   return `${formatIp(POD_BASE + i * 256)}/24`;
 }
 
@@ -124,7 +124,7 @@ function namespacedApps(s: ScaleShape): number {
 const OWNER_UID = "6f1c0d52-3a1b-4c1e-9f0e-7d0b2a9c4e11";
 
 /** Where seeded pod `index` lives: nodes in turn, namespace and app hashed (a node hosts many namespaces). */
-export function podPlacement(s: ScaleShape, index: number): { node: number; host: number; ns: number; app: number } {
+function podPlacement(s: ScaleShape, index: number): { node: number; host: number; ns: number; app: number } {
   const h = mix(index);
   return { node: index % s.nodes, host: FIRST_POD_HOST + Math.floor(index / s.nodes), ns: h % s.namespaces, app: mix(h ^ 0x5bd1e995) % s.appsPerNamespace };
 }
@@ -276,7 +276,7 @@ export function namespaceObject(s: ScaleShape, i: number): Json {
   return { apiVersion: "v1", kind: "Namespace", metadata: { name: namespaceName(i), labels: { "kubernetes.io/metadata.name": namespaceName(i), team: team(i, s) } } };
 }
 
-export function gatewayName(g: number): string {
+function gatewayName(g: number): string {
   return `gw-${g}`;
 }
 
@@ -285,7 +285,7 @@ export function instanceAddress(s: ScaleShape, g: number, k: number): string {
 }
 
 /** Egress IP of policy p on instance k of its gateway. */
-export function egressIP(s: ScaleShape, p: number, k: number): string {
+function egressIP(s: ScaleShape, p: number, k: number): string {
   return formatIp(EGRESS_BASE + p * s.instancesPerGateway + k);
 }
 
@@ -369,7 +369,7 @@ export function expectedSelectedPods(s: ScaleShape): Map<string, number> {
 }
 
 /** Whether some policy selects pods labelled app-`app` in namespace number `ns`. */
-export function isSelected(s: ScaleShape, ns: number, app: number): boolean {
+function isSelected(s: ScaleShape, ns: number, app: number): boolean {
   const half = namespacedApps(s);
   if (app < half) return app * s.namespaces + ns < s.policies - s.clusterPolicies;
   return (app - half) * s.teams + (ns % s.teams) < s.clusterPolicies;

@@ -10,7 +10,7 @@ import { StaticEgressError } from "../util/errors.js";
 const CidrList = Type.Array(IPv4Cidr, { default: [] });
 
 /** The agent config's schema: the same schema library and error wording as the API's objects. */
-export const AgentConfigSchema = Type.Object({
+const AgentConfigSchema = Type.Object({
   clusterNetwork: Type.Object({ podCIDRs: CidrList, serviceCIDRs: CidrList, nodeCIDRs: CidrList }, { default: {} }),
   resyncSeconds: Type.Number({ exclusiveMinimum: 0, default: 30, description: "A positive number of seconds" }),
 });

@@ -43,6 +43,13 @@ export const NODE_REPLY_TABLE = 6998;
 export const NODE_REPLY_RULE_PRIORITY = 10004;
 
 /**
+ * Node: conntrack-mark bit of the node's own diverted flows (ClusterEgressPolicy nodeSelector):
+ * their source becomes the node's InternalIP, the address its gateways accept from its tunnel
+ * only. Not a routing mark: the packet mark keeps MARK_MASK bits only.
+ */
+export const NODE_FLOW_BIT = 0x4000_0000;
+
+/**
  * Node: DigitalOcean StaticRoutes (docs/static-routes.md) live in a table of their own, owned by
  * route protocol 95, looked up by one rule after the pods' rules. A table apart from the
  * gateway's (a cluster node can be a gateway host too).

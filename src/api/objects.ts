@@ -13,7 +13,7 @@ export interface KubeObject {
   status?: Record<string, unknown>;
 }
 
-export class DocumentError extends StaticEgressError {}
+class DocumentError extends StaticEgressError {}
 
 /** Parses a multi-document YAML file of Kubernetes objects; names the document that is broken. */
 export function parseDocuments(text: string, source: string): KubeObject[] {

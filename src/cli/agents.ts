@@ -59,7 +59,7 @@ function makeSource(flags: AgentFlags, logger: Logger, podsOnNode?: string, stat
  * The API server's addresses as this agent reaches it (the kubeconfig's server, in-cluster the
  * `kubernetes` Service): a StaticRoute may never route them away.
  */
-export function apiServerAddresses(kc: KubeConfig | undefined, env: NodeJS.ProcessEnv = process.env): string[] {
+function apiServerAddresses(kc: KubeConfig | undefined, env: NodeJS.ProcessEnv = process.env): string[] {
   const out = new Set<string>();
   const server = kc?.getCurrentCluster()?.server;
   if (server) {
@@ -119,7 +119,7 @@ export interface NodeAgentFlags extends AgentFlags {
 }
 
 /** The anchor publisher the flags ask for (none without --anchor-ip-from). Errors name the flag. */
-export function anchorPublisher(flags: NodeAgentFlags, client: KubeClient | undefined, source: Pick<ClusterSource, "objects"> | undefined, logger: Logger): AnchorPublisher | undefined {
+function anchorPublisher(flags: NodeAgentFlags, client: KubeClient | undefined, source: Pick<ClusterSource, "objects"> | undefined, logger: Logger): AnchorPublisher | undefined {
   if (flags.anchorIpFrom === undefined) {
     if (flags.metadataUrl !== undefined) throw new Error("--metadata-url needs --anchor-ip-from digitalocean-metadata");
     return undefined;
@@ -262,7 +262,7 @@ async function anchorForEgress(metadataUrl: string, logger: Logger): Promise<{ a
 }
 
 /** `--snat-port-range <from>-<to>`; errors name the flag. */
-export function parseSnatPortRange(text: string | undefined): { from: number; to: number } | undefined {
+function parseSnatPortRange(text: string | undefined): { from: number; to: number } | undefined {
   if (text === undefined) return undefined;
   const m = /^(\d+)-(\d+)$/.exec(text);
   const [from, to] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];

@@ -15,7 +15,7 @@ import { loadKubeconfig } from "./agents.js";
  */
 
 /** Exit status for an invalid spec (doctl's usage errors are 1; scripts tell them apart). */
-export const EXIT_INVALID = 2;
+const EXIT_INVALID = 2;
 
 class InvalidSpec extends Error {
   constructor(

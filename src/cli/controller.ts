@@ -44,7 +44,7 @@ export interface ControllerFlags {
 }
 
 /** The gateway pool file of --apps-gateway-pool (YAML `hosts: [{name, address, egressIP}]`), or an error naming the flag and field. */
-export function loadGatewayPool(file: string | undefined): GatewayPool | undefined {
+function loadGatewayPool(file: string | undefined): GatewayPool | undefined {
   if (file === undefined) return undefined;
   let doc: unknown;
   try {
@@ -58,7 +58,7 @@ export function loadGatewayPool(file: string | undefined): GatewayPool | undefin
 }
 
 /** `key=value` of --apps-ingress-label, or an error naming the flag. */
-export function parseIngressLabel(text: string | undefined): { key: string; value: string } | undefined {
+function parseIngressLabel(text: string | undefined): { key: string; value: string } | undefined {
   if (text === undefined) return undefined;
   const m = /^([A-Za-z0-9./_-]+)=([A-Za-z0-9._-]*)$/.exec(text);
   if (!m) throw new Error(`--apps-ingress-label: must be key=value, not ${JSON.stringify(text)}`);

@@ -9,7 +9,7 @@ import { StaticEgressError } from "../util/errors.js";
  * these extensions, sorted by name, and uses the first one. Our entry goes last in that file's
  * `plugins`, after the plugin that assigns the addresses.
  */
-export const CONFIG_EXTENSIONS = [".conf", ".conflist", ".json"] as const;
+const CONFIG_EXTENSIONS = [".conf", ".conflist", ".json"] as const;
 
 export class ConflistError extends StaticEgressError {}
 

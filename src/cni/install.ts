@@ -18,12 +18,12 @@ export const FALLBACK_PLUGIN = "static-egress-nodejs";
 export class InstallError extends StaticEgressError {}
 
 /** The plugin's entry next to this module (`dist/cni/main.js` when built). */
-export function defaultPluginEntry(): string {
+function defaultPluginEntry(): string {
   return join(dirname(fileURLToPath(import.meta.url)), "main.js");
 }
 
 /** The shim next to this module (`dist/cni/static-egress-shim`, put there by scripts/build-cni-shim.sh). */
-export function defaultShim(): string {
+function defaultShim(): string {
   return join(dirname(fileURLToPath(import.meta.url)), "static-egress-shim");
 }
 

@@ -74,11 +74,6 @@ export interface ExecRequest {
   stdin: string;
 }
 
-export interface ExecResponse {
-  exitCode: number;
-  stdout: string;
-}
-
 export interface HealthResponse {
   ok: boolean;
   node: string;
@@ -147,7 +142,9 @@ export function parseAddRequest(body: unknown): AddRequest {
   return { ...pod, ips: ips(o.ips, "ips") };
 }
 
-export const parseCheckRequest: (body: unknown) => CheckRequest = parseAddRequest;
+export function parseCheckRequest(body: unknown): CheckRequest {
+  return parseAddRequest(body);
+}
 
 export function parseDelRequest(body: unknown): DelRequest {
   const { o, pod } = podRequest(body, ["ips"]);

@@ -16,7 +16,7 @@ import { CommandError, type CommandRunner } from "../util/exec.js";
  * So no writer can undo another's change, and no lock is needed.
  */
 
-export const QUARANTINE_TABLE = "static_egress_quarantine";
+const QUARANTINE_TABLE = "static_egress_quarantine";
 
 /** One quarantined address; the comment (pod namespace/name) is for people reading `nft list`. */
 export interface QuarantineEntry {

@@ -2,6 +2,8 @@ import type { KubernetesObject } from "@kubernetes/client-node";
 import { snapshotFromObjects } from "../api/objects.js";
 import type { AnyObjectMeta, Condition } from "../api/v1alpha1/common.js";
 import type { EgressGatewayStatus } from "../api/v1alpha1/egress-gateway.js";
+
+type InstanceStatus = NonNullable<EgressGatewayStatus["instances"]>[number];
 import type { EgressPolicyStatus } from "../api/v1alpha1/egress-policy.js";
 import { ReconcileLoop } from "../util/reconcile-loop.js";
 import type { ClusterNetwork, PolicyObject } from "../planner/model.js";
@@ -20,9 +22,11 @@ type Owned = KubernetesObject & { metadata: Meta; spec?: unknown; status?: Egres
 
 /**
  * What a plugin may do with the cluster: the calls the cloud plugins make, not the whole client
- * (no status or finalizers of policies, no Secrets, no Leases). Adding a call here is a decision.
+ * (no status or finalizers, no Secrets, no Leases). Adding a call here is a decision. A plugin
+ * never writes a status: it hands what it knows to the core (`gatewayInstances`), which writes
+ * each object's whole status in one patch, so there is one writer per kind.
  */
-export type PluginClient = Pick<KubeClient, "createObjectEvent" | "readGateway" | "patchStatusAt" | "patchServiceExternalIPs">;
+export type PluginClient = Pick<KubeClient, "createObjectEvent" | "readGateway" | "patchServiceExternalIPs">;
 
 /** What a plugin's reconcile sees: the same snapshot and plan as the core reconcile. */
 export interface ReconcileContext {
@@ -52,6 +56,12 @@ export interface ControllerPlugin {
   releaseGateway?(gateway: KubernetesObject & { metadata: { name: string } }, ctx: ReconcileContext): Promise<boolean>;
   /** Objects whose outside work (cloud calls) failed last time and is being retried. */
   failingJobs?(): number;
+  /**
+   * The instance list of a gateway this plugin provisions, as it last saw its hosts (health and
+   * `since` of unchanged hosts taken from `gateway.status`); undefined when it has no news. The
+   * core writes it with the health the nodes report. A plugin with news calls `requestPass`.
+   */
+  gatewayInstances?(gateway: KubernetesObject & { metadata: { name: string }; status?: EgressGatewayStatus }): InstanceStatus[] | undefined;
 }
 
 export interface ControllerDeps {
@@ -233,9 +243,11 @@ export class Controller {
         }
         const stillUsed = () => !outsideReleased || res.policies.some((p) => p.gateway === raw.metadata.name && reports.some((r) => (r.programmed[p.resource] ?? 0) > 0));
         if (await this.handleFinalizer("EgressGateway", raw, stillUsed)) return;
-        // spec.digitalocean: a cloud plugin owns the instance list (see gatewayStatus).
+        // spec.digitalocean: a cloud plugin knows the instance list (see gatewayStatus).
         const provisioned = (raw.spec as { digitalocean?: unknown } | undefined)?.digitalocean !== undefined;
-        const status = gatewayStatus(raw.metadata.name, raw.metadata.generation, verdicts.get(resource), res, reports, raw.status, now.toISOString(), { provisioned });
+        let listed: InstanceStatus[] | undefined;
+        if (provisioned) for (const p of this.deps.plugins ?? []) listed ??= p.gatewayInstances?.(raw);
+        const status = gatewayStatus(raw.metadata.name, raw.metadata.generation, verdicts.get(resource), res, reports, raw.status, now.toISOString(), { provisioned, ...(listed ? { listed } : {}) });
         outcome.instanceHealth.set(raw.metadata.name, (status.instances ?? []).map((i) => i.health));
         await this.writeStatus("EgressGateway", raw, status);
       });
@@ -267,7 +279,11 @@ export class Controller {
   private async writeStatus(kind: PolicyKind, raw: Owned, status: EgressPolicyStatus | EgressGatewayStatus): Promise<void> {
     if (sameStatus(withoutInstanceTraffic(raw.status), status)) return;
     const ns = kind === "EgressPolicy" ? raw.metadata.namespace : undefined;
-    await this.deps.client.patchStatus(kind, ns, raw.metadata.name, status);
+    const rv = raw.metadata.resourceVersion;
+    // A gateway's status is written from the cache and a plugin's news: guarded by the
+    // resourceVersion read, so an older view never overwrites a newer status (409: next pass).
+    if (kind === "EgressGateway" && rv) await this.deps.client.patchStatusAt(kind, ns, raw.metadata.name, status, rv);
+    else await this.deps.client.patchStatus(kind, ns, raw.metadata.name, status);
     await this.emitEvents(kind, raw, raw.status?.conditions ?? [], status.conditions ?? []);
   }
 

@@ -52,6 +52,26 @@ describe("gateway status: instance health from node reports", () => {
   });
 });
 
+describe("gateway status of a provisioned gateway: the plugin's list, the nodes' health, one status", () => {
+  const EARLIER = "2026-11-21T00:00:00Z";
+  const previous = { instances: [{ name: "gw-a", id: "1", address: "10.0.0.101", egressIPs: ["192.0.2.10"], health: "Up", since: EARLIER }] };
+  const listed = [
+    { name: "gw-a", id: "1", address: "10.0.0.101", egressIPs: ["192.0.2.10"], health: "Up", since: EARLIER },
+    { name: "gw-b", id: "2", address: "10.0.0.102", egressIPs: ["192.0.2.20"], health: "Provisioning", since: NOW },
+  ];
+  const provisioned = (reports: NodeReport[], list?: typeof listed) => gatewayStatus("shared", 1, verdict, res, reports, previous, NOW, { provisioned: true, ...(list ? { listed: list } : {}) });
+
+  it("writes the plugin's list with the health the nodes report; Provisioning stays as the plugin says", () => {
+    const status = provisioned([report("node1", { "shared/gw-a": "down", "shared/gw-b": "up" })], listed);
+    expect(status.instances?.map((i) => [i.name, i.health, i.since])).toEqual([["gw-a", "Down", NOW], ["gw-b", "Provisioning", NOW]]);
+    expect(status.conditions?.find((c) => c.type === "Degraded")).toMatchObject({ status: "True" });
+  });
+
+  it("keeps the status's own list (never an empty one) while the plugin has no news, e.g. after a restart", () => {
+    expect(provisioned([report("node1", { "shared/gw-a": "up" })]).instances).toEqual(previous.instances);
+  });
+});
+
 describe("policy traffic for kubectl get", () => {
   it("sums the instances' fresh entries; an entry older than 6 minutes no longer counts; none reported: no traffic field", () => {
     const now = new Date(NOW);

@@ -11,7 +11,7 @@ export type { NodeReport };
 export { FINALIZER, REPORT_ANNOTATION };
 
 /** Reports older than this are from nodes that stopped talking; they neither block nor count. */
-export const REPORT_TTL_MS = 5 * 60_000;
+const REPORT_TTL_MS = 5 * 60_000;
 
 export function parseReport(node: string, annotations: Record<string, string> | undefined, now: number): NodeReport | undefined {
   const raw = annotations?.[REPORT_ANNOTATION];
@@ -53,7 +53,7 @@ export interface PolicyFacts {
 
 /** The status a policy should have. Pure: the controller compares it with what is there. */
 /** An instance's traffic entry older than this no longer counts (its agent writes at least every 5 minutes). */
-export const TRAFFIC_FRESH_MS = 6 * 60_000;
+const TRAFFIC_FRESH_MS = 6 * 60_000;
 
 /**
  * The policy's recent traffic for `kubectl get`: the sum of the fresh entries the gateway agents
@@ -134,13 +134,14 @@ export function gatewayStatus(
   reports: readonly NodeReport[],
   previous: EgressGatewayStatus | undefined,
   now: string,
-  opts: { provisioned?: boolean } = {},
+  opts: { provisioned?: boolean; listed?: readonly InstanceStatus[] } = {},
 ): EgressGatewayStatus {
   const gen = generation !== undefined ? { observedGeneration: generation } : {};
-  // A provisioned gateway's (spec.digitalocean) instance list is written by its cloud plugin and
-  // is what the planner reads: the core only keeps the health of the listed instances current and
-  // never drops, adds or reorders them, so the two writers do not undo each other.
+  // A provisioned gateway's (spec.digitalocean) instance list comes from its cloud plugin
+  // (`listed`; the status's own list until the plugin has seen the cloud, e.g. after a restart)
+  // and is what the planner reads: here only the health of the listed instances is kept current.
   const provisioned = opts.provisioned === true;
+  const base = opts.listed ?? previous?.instances ?? [];
   const since = (old: InstanceStatus | undefined, health: string) => (old && old.health === health && old.since ? old.since : now);
   if (!verdict || !verdict.valid) {
     const message = verdict?.errors.map((e) => `${e.field}: ${e.message}`).join("; ") ?? "not planned";
@@ -149,11 +150,11 @@ export function gatewayStatus(
       { type: "Ready", status: "False", reason: "Invalid", message, ...gen },
       { type: "Invalid", status: "True", reason: first ? reasonForField(first.field) : "Invalid", message, ...gen },
     ];
-    return { instances: provisioned ? [...(previous?.instances ?? [])] : [], readyInstances: 0, conditions: withTransitions(conditions, previous?.conditions, now) };
+    return { instances: provisioned ? [...base] : [], readyInstances: 0, conditions: withTransitions(conditions, previous?.conditions, now) };
   }
   const keys = res.gatewayInstances.get(name) ?? [];
   const instances: InstanceStatus[] = provisioned
-    ? (previous?.instances ?? []).map((old) => {
+    ? base.map((old) => {
         if (old.health === PROVISIONING || old.health === DRAINING) return old;
         const health = instanceHealth(`${name}/${old.name}`, false, reports);
         return { ...old, health, since: since(old, health) };

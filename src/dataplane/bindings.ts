@@ -54,7 +54,7 @@ export interface KernelView {
 /** Interface names nft and we accept (kernel names are at most 15 bytes). */
 const IFNAME = /^[\w.@-]{1,15}$/;
 
-export function isBridge(view: Pick<KernelView, "links">, dev: string): boolean {
+function isBridge(view: Pick<KernelView, "links">, dev: string): boolean {
   return view.links.some((l) => l.ifname === dev && l.linkinfo?.info_kind === "bridge");
 }
 

@@ -47,18 +47,18 @@ export interface GatewayDataplaneOptions {
 
 export { ANCHOR_MARK, ANCHOR_TABLE };
 
-export { NODE_REPLY_MARK, NODE_REPLY_RULE_PRIORITY, NODE_REPLY_TABLE };
+export { NODE_REPLY_MARK, NODE_REPLY_TABLE };
 
 /** The gateway agent's nftables table (family ip). */
 export const GATEWAY_TABLE = "static_egress_gw";
 type ResolvedOptions = Required<Omit<GatewayDataplaneOptions, "anchor" | "snatPorts" | "metering">> & Pick<GatewayDataplaneOptions, "anchor" | "snatPorts" | "metering">;
 const defaults: ResolvedOptions = { table: GATEWAY_TABLE, routeProto: 94, healthPort: BFD_CONTROL_PORT };
 /** The kernel's range for remapped source ports of 1024 and above, when none is given. */
-export const DEFAULT_SNAT_PORTS = { from: 1024, to: 65535 };
+const DEFAULT_SNAT_PORTS = { from: 1024, to: 65535 };
 
 /** Named counters of packets refused because their sender is not the node it claims to be. */
-export const FOREIGN_TUNNEL_COUNTER = "foreign_tunnel_drops";
-export const FOREIGN_SOURCE_COUNTER = "foreign_source_drops";
+const FOREIGN_TUNNEL_COUNTER = "foreign_tunnel_drops";
+const FOREIGN_SOURCE_COUNTER = "foreign_source_drops";
 
 /**
  * The gateway's nftables table. It forwards a new flow only when (pod, destination) is in the

@@ -15,10 +15,10 @@ import { commandKernel } from "./kernel.js";
  * twice). A counter starts from zero only when it is new: its IP or policy is new to this
  * instance, or the host rebooted; Prometheus sees that as a counter reset.
  */
-export const METER_TABLE = "static_egress_meter";
+const METER_TABLE = "static_egress_meter";
 
 export type Direction = "out" | "in";
-export const DIRECTIONS: readonly Direction[] = ["out", "in"];
+const DIRECTIONS: readonly Direction[] = ["out", "in"];
 
 /** One metered egress IP of this instance: its policy and the address packets are SNATed to (the egress IP, or the anchor behind a 1:1 NAT). */
 export interface MeterRow {

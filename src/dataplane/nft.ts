@@ -29,7 +29,7 @@ export function renderFull(t: TableModel): string {
  * 0.6 s), so larger deletions fall back to a full replacement, which is atomic too. */
 export const MAX_DELTA_DELETIONS = 64;
 
-export function renderDelta(prev: TableModel, next: TableModel): string | undefined {
+function renderDelta(prev: TableModel, next: TableModel): string | undefined {
   if (prev.family !== next.family || prev.name !== next.name || prev.chains !== next.chains || prev.sets.length !== next.sets.length) return undefined;
   const lines: string[] = [];
   for (let i = 0; i < next.sets.length; i++) {
@@ -56,7 +56,7 @@ function elementsClause(elements: readonly string[]): string {
  * `--stateless` drops the anonymous counters' values but not the named counters' (nft 1.0.6), and
  * packets counted are no drift.
  */
-export async function listTable(kernel: Kernel, family: string, name: string): Promise<string | undefined> {
+async function listTable(kernel: Kernel, family: string, name: string): Promise<string | undefined> {
   const objects = await kernel.nftList(`table ${family} ${name}`, { stateless: true });
   return objects && JSON.stringify(objects.map((o) => (o.counter ? { counter: { ...(o.counter as object), packets: 0, bytes: 0 } } : o)));
 }

@@ -1,5 +1,5 @@
 import type { NodePlan } from "../planner/model.js";
-import { BFD_CONTROL_PORT, BFD_MULTIHOP_PORT, DEFAULT_RULE_PRIORITY, DEFAULT_TABLE_BASE, MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, NO_INSTANCE_MARK, TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../api/datapath.js";
+import { BFD_CONTROL_PORT, BFD_MULTIHOP_PORT, DEFAULT_RULE_PRIORITY, DEFAULT_TABLE_BASE, MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, NO_INSTANCE_MARK, NODE_FLOW_BIT, TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../api/datapath.js";
 import { formatRange, normalize, parseCidr, type Range } from "../util/ipv4.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import type { Kernel } from "./kernel.js";
@@ -35,10 +35,10 @@ export const BIND_TABLE = "static_egress_bind";
 export const ALWAYS_LOCAL = ["169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32"] as const;
 
 /** UDP ports of single-hop BFD control (3784) and multihop BFD (4784): our health probes. */
-export const HEALTH_PORTS = [BFD_CONTROL_PORT, BFD_MULTIHOP_PORT] as const;
+const HEALTH_PORTS = [BFD_CONTROL_PORT, BFD_MULTIHOP_PORT] as const;
 
 /** The VNI field of a VXLAN header, as nft reads it: 24 bits, 4 bytes after the UDP header (RFC 7348). */
-export const VXLAN_VNI = "@th,96,24";
+const VXLAN_VNI = "@th,96,24";
 
 /** What the node learned from its kernel for the plan: pod interfaces, the interface to each instance. */
 export interface NodeFacts {
@@ -50,14 +50,8 @@ export interface NodeFacts {
   localSubnets?: readonly string[];
 }
 
-export const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
+const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
 
-/**
- * Conntrack-mark bit of the node's own diverted flows (ClusterEgressPolicy nodeSelector): their
- * source becomes the node's InternalIP, the address its gateways accept from its tunnel only.
- * Not a routing mark: the packet mark keeps MARK_MASK bits only.
- */
-export const NODE_FLOW_BIT = 0x4000_0000;
 
 /**
  * The node's nftables table. Packets from pods get the mark of their gateway instance after
@@ -171,7 +165,7 @@ function addressRange(text: string): Range[] {
 }
 
 /** Addresses whose health replies this node admits: its instances', and other probed hosts' (StaticRoute gateways). */
-export function healthPeers(plan: NodePlan): string[] {
+function healthPeers(plan: NodePlan): string[] {
   return [...new Set([...plan.instances.map((i) => i.address), ...(plan.probedPeers ?? [])])].sort();
 }
 

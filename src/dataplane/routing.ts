@@ -27,21 +27,21 @@ export interface RouteSpec {
   proto?: number;
 }
 
-export function ruleLine(r: RuleSpec): string {
+function ruleLine(r: RuleSpec): string {
   const action = r.action === "blackhole" ? "blackhole" : `lookup ${r.action.table}`;
   return `rule add priority ${r.priority}${r.to ? ` to ${r.to}` : ""} fwmark 0x${r.fwmark.toString(16)}/0x${r.mask.toString(16)} ${action}`;
 }
 
-export function ruleKey(r: RuleSpec): string {
+function ruleKey(r: RuleSpec): string {
   return `${r.priority}|${r.to ?? ""}|${r.fwmark >>> 0}|${r.mask >>> 0}|${r.action === "blackhole" ? "blackhole" : r.action.table}`;
 }
 
-export function routeLine(verb: "replace" | "del", r: RouteSpec): string {
+function routeLine(verb: "replace" | "del", r: RouteSpec): string {
   const target = r.kind === "blackhole" ? `blackhole ${r.dst}` : `${r.dst} via ${r.via}${r.onlinkDev ? ` dev ${r.onlinkDev} onlink` : ""}`;
   return `route ${verb} ${target} table ${r.table}${r.proto !== undefined ? ` proto ${r.proto}` : ""}`;
 }
 
-export function routeKey(r: RouteSpec): string {
+function routeKey(r: RouteSpec): string {
   return `${r.table}|${r.dst}|${r.kind}|${r.via ?? ""}|${r.onlinkDev ?? ""}`;
 }
 

@@ -5,9 +5,9 @@ import { parseCidr, parseIPv4 } from "../util/ipv4.js";
 import type { Finding } from "./types.js";
 
 /** Label on every object `import` makes: which peer it came from (`kubectl get egp -l staticegress.io/imported-from`). */
-export const IMPORTED_FROM_LABEL = "staticegress.io/imported-from";
+const IMPORTED_FROM_LABEL = "staticegress.io/imported-from";
 /** Annotation naming the source objects, e.g. `CiliumEgressGatewayPolicy/egress-sample`. */
-export const IMPORTED_FROM_ANNOTATION = "staticegress.io/imported-from";
+const IMPORTED_FROM_ANNOTATION = "staticegress.io/imported-from";
 /** Node label a generated `nodes` gateway selects when the peer's gateway node is not chosen by a label. */
 export const GATEWAY_NODE_LABEL = "staticegress.io/gateway";
 

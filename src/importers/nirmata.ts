@@ -18,7 +18,7 @@ import { NAMESPACE_NAME_LABEL } from "./selectors.js";
 import type { Converter, Finding, ImportContext, Made } from "./types.js";
 
 /** The EgressGateway made for nirmata's gateway node when no `--gateway` is given. */
-export const NIRMATA_GATEWAY = "nirmata-gateway";
+const NIRMATA_GATEWAY = "nirmata-gateway";
 /** The node annotation that makes a node nirmata's gateway. */
 const NIRMATA_GATEWAY_ANNOTATION = "nirmata.io/staticegressips-gateway";
 

@@ -4,7 +4,7 @@ import { GROUP, VERSION } from "../api/v1alpha1/common.js";
 import { PLURALS, statusOf, type KubeClient, type PolicyKind } from "./client.js";
 
 /** The field manager of `static-egress import --apply` (server-side apply owns fields by manager). */
-export const IMPORT_FIELD_MANAGER = "static-egress-import";
+const IMPORT_FIELD_MANAGER = "static-egress-import";
 
 const serverSideApply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
 
@@ -131,7 +131,7 @@ function refOf(o: KubeObject): string {
  * The API server's refusal in its own words: the fields it names (`Status.details.causes`), or
  * its message (e.g. `namespaces "shop" not found`), with the HTTP status.
  */
-export function describeApiError(e: unknown): string {
+function describeApiError(e: unknown): string {
   const code = statusOf(e);
   const body = (e as { body?: unknown }).body;
   let status: { message?: string; details?: { causes?: { field?: string; message?: string }[] } } | undefined;

@@ -13,11 +13,11 @@ import { pruningWatch } from "./source.js";
  * the user's kubeconfig). Listed in KUBE_ACCESS (src/kube/client.ts) like every other call.
  */
 
-export const APPS_PLURAL = "apps";
+const APPS_PLURAL = "apps";
 /** Server-side apply's field manager: the controller owns the fields it sets, and only those. */
-export const FIELD_MANAGER = "static-egress-controller";
+const FIELD_MANAGER = "static-egress-controller";
 /** Everything the controller makes carries this label (the informers below select on it). */
-export const MANAGED_SELECTOR = "app.kubernetes.io/managed-by=static-egress";
+const MANAGED_SELECTOR = "app.kubernetes.io/managed-by=static-egress";
 
 const apply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
@@ -150,7 +150,7 @@ type Obj = Record<string, unknown>;
  * annotations, owner references, generation), a Deployment's replicas and rollout status. Secrets
  * are not watched at all (the controller writes them and never reads any Secret).
  */
-export function pruneAppChild(o: KubernetesObject): KubernetesObject {
+function pruneAppChild(o: KubernetesObject): KubernetesObject {
   const src = o as Obj;
   const own = pruneOwn({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata } as KubernetesObject) as Obj;
   const meta = own.metadata as Obj;
@@ -169,7 +169,7 @@ export function pruneAppChild(o: KubernetesObject): KubernetesObject {
 }
 
 /** Our own kinds an App is made of (its gateway and policy): spec and status whole, with owner references. */
-export function pruneOwnedCustom(o: KubernetesObject): KubernetesObject {
+function pruneOwnedCustom(o: KubernetesObject): KubernetesObject {
   const out = pruneOwn(o) as Obj;
   const owners = (o.metadata as Obj | undefined)?.ownerReferences;
   if (Array.isArray(owners)) (out.metadata as Obj).ownerReferences = owners.map((r: Obj) => ({ kind: r.kind, name: r.name, uid: r.uid }));

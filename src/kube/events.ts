@@ -3,7 +3,7 @@ import type { Logger } from "../util/log.js";
 import type { KubeClient, PolicyKind } from "./client.js";
 
 /** The source component of the controller's Events. */
-export const CONTROLLER_COMPONENT = "static-egress-controller";
+const CONTROLLER_COMPONENT = "static-egress-controller";
 /** Longer messages are cut: an Event is a note for a person, not a log. */
 const MAX_MESSAGE = 1000;
 

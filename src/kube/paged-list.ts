@@ -10,7 +10,7 @@ export interface ListPage {
 export type FetchPage = (query: { limit: number; continue?: string }) => Promise<ListPage>;
 
 /** Page size of the informers' lists (client-go's reflector uses 500 too). */
-export const DEFAULT_PAGE_SIZE = 500;
+const DEFAULT_PAGE_SIZE = 500;
 
 /** How often a list whose continue token expired (410) starts again from the first page. */
 const MAX_RESTARTS = 3;

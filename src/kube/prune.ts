@@ -26,7 +26,7 @@ import { HAIMGEL_FLOATING_IP_KEY, KEY_PREFIX } from "../api/keys.js";
  */
 
 /** Annotations static-egress reads, on any kind: its own prefix, and the floating-IP key it honours. */
-export function isOurAnnotation(key: string): boolean {
+function isOurAnnotation(key: string): boolean {
   return key.startsWith(KEY_PREFIX) || key === HAIMGEL_FLOATING_IP_KEY;
 }
 

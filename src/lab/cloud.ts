@@ -49,7 +49,7 @@ export const LAB_CLOUD = {
 
 /** The edge's 1:1 NAT between reserved IPs and anchor IPs, in the Internet namespace. */
 const EDGE_TABLE = "lab_edge";
-export function edgeTable(pairs: ReadonlyMap<string, string>): string {
+function edgeTable(pairs: ReadonlyMap<string, string>): string {
   const elements = (from: (r: string, a: string) => string) => (pairs.size ? `elements = { ${[...pairs].map(([r, a]) => from(r, a)).join(", ")} }` : "");
   return `table ip ${EDGE_TABLE} {
   map reserved_to_anchor { type ipv4_addr : ipv4_addr; ${elements((r, a) => `${r} : ${a}`)}; }

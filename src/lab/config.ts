@@ -1,10 +1,9 @@
 import { Type, type Static } from "@sinclair/typebox";
 import { Ajv } from "ajv";
 import { parse } from "yaml";
-import { IPv4Address, LabelSelector, Name } from "../api/v1alpha1/common.js";
+import { IPv4Address, Name } from "../api/v1alpha1/common.js";
 import { GatewayGrant } from "../api/v1alpha1/egress-gateway.js";
 import { describeErrors } from "../api/v1alpha1/validate.js";
-import type { KubeObject } from "../api/objects.js";
 import { StaticEgressError } from "../util/errors.js";
 
 /** `examples/lab.yaml` explains every field. */
@@ -99,7 +98,7 @@ export const LabConfigSchema = Type.Object(
 );
 export type LabConfig = Static<typeof LabConfigSchema>;
 
-export class LabConfigError extends StaticEgressError {}
+class LabConfigError extends StaticEgressError {}
 
 export function parseLabConfig(text: string, source: string): LabConfig {
   let raw: unknown;
@@ -145,8 +144,7 @@ export function parseLabConfig(text: string, source: string): LabConfig {
   return cfg;
 }
 
-export function isDocumentationAddress(ip: string): boolean {
+function isDocumentationAddress(ip: string): boolean {
   return /^(192\.0\.2|198\.51\.100|203\.0\.113)\.\d+$/.test(ip);
 }
 
-export type { KubeObject, LabelSelector };

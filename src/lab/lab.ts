@@ -20,7 +20,7 @@ import { alive, removeLeftovers as removeControlPlaneLeftovers } from "./control
 import { GATEWAY_DEATHS, HOST_DEATHS, type GatewayDeath, type LabHost, type LabMode, type LabRecord } from "./record.js";
 import { LabError, waitFor } from "./wait.js";
 
-export { GATEWAY_DEATHS, HOST_DEATHS, LabError, waitFor, type GatewayDeath, type LabMode, type LabRecord };
+export { GATEWAY_DEATHS, HOST_DEATHS,  waitFor, type GatewayDeath, type LabMode, type LabRecord };
 import { freePort } from "./control-plane/cluster.js";
 
 export const LAB_CLUSTER_NETWORK: ClusterNetwork = {

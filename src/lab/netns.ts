@@ -83,7 +83,7 @@ export async function gatewayBootSysctls(ns: string): Promise<void> {
  * source is not its own address). The table and its set always exist, so hosts can be admitted
  * at any time; the dropping rule is there only when `enforce` (lab file: `vpc.antiSpoofing`).
  */
-export const VPC_ANTISPOOF_TABLE = "lab_vpc_antispoof";
+const VPC_ANTISPOOF_TABLE = "lab_vpc_antispoof";
 
 export async function installVpcAntiSpoofing(fabric: string, enforce: boolean): Promise<void> {
   const rule = enforce ? `    ether type ip iifname @vpc_ports iifname . ip saddr != @port_sources counter name "spoofed" drop\n` : "";

@@ -12,8 +12,8 @@ import { APP_LABEL, MANAGED_BY, MANAGER, namespaceOf, digest, APPLIED_ANNOTATION
  */
 
 /** Instances per app, as DigitalOcean gives each app a pair of dedicated IPs. */
-export const INSTANCES_PER_APP = 2;
-export const APP_GATEWAY_PREFIX = "app-";
+const INSTANCES_PER_APP = 2;
+const APP_GATEWAY_PREFIX = "app-";
 export const APP_POLICY_NAME = "dedicated-egress";
 
 

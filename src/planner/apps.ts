@@ -13,15 +13,15 @@ import type { App, HealthCheck, ImageSource, ServiceSpec, WorkerSpec } from "../
 export const MANAGED_BY = "app.kubernetes.io/managed-by";
 export const MANAGER = "static-egress";
 export const APP_LABEL = "staticegress.io/app";
-export const COMPONENT_LABEL = "staticegress.io/component";
+const COMPONENT_LABEL = "staticegress.io/component";
 /** Digest of what was applied, so the controller compares before it writes. */
 export const APPLIED_ANNOTATION = "staticegress.io/applied";
 /** On pod templates: the App generation they come from. Every spec change rolls every component, as a DigitalOcean deployment does. */
 export const GENERATION_ANNOTATION = "staticegress.io/app-generation";
-export const NAMESPACE_PREFIX = "app-";
+const NAMESPACE_PREFIX = "app-";
 
 /** The ingress side: namespaces carrying this label may reach services' http_port (docs/apps.md). */
-export const DEFAULT_INGRESS_LABEL = { key: "staticegress.io/apps-ingress", value: "true" } as const;
+const DEFAULT_INGRESS_LABEL = { key: "staticegress.io/apps-ingress", value: "true" } as const;
 
 export interface AppPlanOptions {
   ingressLabel?: { key: string; value: string };

@@ -20,7 +20,7 @@ import type {
 import { isEligiblePod, policySelects, resolve, selectsNodes, type Resolution, type ResolveOptions } from "./resolve.js";
 import { matches } from "./selector.js";
 
-export { isEligiblePod };
+;
 
 /** One pod's share of one policy: the destinations this policy (not a higher one) decides for it. */
 export interface Selection {
@@ -120,7 +120,7 @@ export interface NodeSelection {
  * traffic: the same precedence as for pods (a later policy only gets what no earlier one took;
  * invalid ones last). The cluster's own ranges (`neverDivert`) are never part of it.
  */
-export function selectNodes(snapshot: ClusterSnapshot, res: Resolution, onlyNode?: string): NodeSelection[] {
+function selectNodes(snapshot: ClusterSnapshot, res: Resolution, onlyNode?: string): NodeSelection[] {
   const valid = res.policies.filter((p) => selectsNodes(p.object));
   const invalid = res.failClosed.filter((p) => selectsNodes(p.object));
   if (valid.length === 0 && invalid.length === 0) return [];
@@ -148,7 +148,7 @@ export function selectNodes(snapshot: ClusterSnapshot, res: Resolution, onlyNode
  * preferred; rendezvous hashing keeps pods of healthy instances where they are when another
  * instance dies. `undefined` means no instance is usable (fail-closed or fallback applies).
  */
-export function chooseInstance(podKey: string, policy: ValidPolicy, res: Resolution, health: HealthView): string | undefined {
+function chooseInstance(podKey: string, policy: ValidPolicy, res: Resolution, health: HealthView): string | undefined {
   const eligible = [...policy.egressIPsByInstance.keys()].sort();
   const up = eligible.filter((k) => health.get(k) !== "down");
   const serving = up.filter((k) => !res.instances.get(k)?.drain);

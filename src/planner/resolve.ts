@@ -15,7 +15,7 @@ import { NODE_EGRESS_IPS_ANNOTATION } from "../api/keys.js";
  * huge policy cannot make every map update slow for the others. Counted over the pods the
  * planner is given: all pods for the controller and gateways, a node's own pods on a node.
  */
-export const MAX_MAP_ELEMENTS_PER_POLICY = 32_768;
+const MAX_MAP_ELEMENTS_PER_POLICY = 32_768;
 
 export interface ResolveOptions {
   /** Default MAX_MAP_ELEMENTS_PER_POLICY. */
@@ -33,7 +33,7 @@ export function policyResource(p: PolicyObject): string {
   return p.kind === "EgressPolicy" ? `EgressPolicy/${p.metadata.namespace ?? "default"}/${p.metadata.name}` : `ClusterEgressPolicy/${p.metadata.name}`;
 }
 
-export function gatewayResource(g: EgressGateway): string {
+function gatewayResource(g: EgressGateway): string {
   return `EgressGateway/${g.metadata.name}`;
 }
 
@@ -53,14 +53,14 @@ export function comparePrecedence(a: PolicyObject, b: PolicyObject): number {
 }
 
 /** Full precedence of resolved policies: the tenancy tier, then `comparePrecedence`. */
-export function comparePolicies(a: ValidPolicy, b: ValidPolicy): number {
+function comparePolicies(a: ValidPolicy, b: ValidPolicy): number {
   const ta = a.outranksClusterPolicies ? 0 : 1;
   const tb = b.outranksClusterPolicies ? 0 : 1;
   return ta !== tb ? ta - tb : comparePrecedence(a.object, b.object);
 }
 
 /** Older first (creationTimestamp), then by resource name: who keeps a contested egress IP. */
-export function compareAge(a: PolicyObject, b: PolicyObject): number {
+function compareAge(a: PolicyObject, b: PolicyObject): number {
   const ta = a.metadata.creationTimestamp ?? "";
   const tb = b.metadata.creationTimestamp ?? "";
   if (ta !== tb) return ta < tb ? -1 : 1;

@@ -21,7 +21,7 @@ export interface StaticRouteNodeView {
 }
 
 /** Probe defaults: the same as an EgressGateway's (spec.health). */
-export const STATIC_ROUTE_HEALTH_DEFAULTS = { intervalMs: 100, multiplier: 3, holdDownMs: 5_000 } as const;
+const STATIC_ROUTE_HEALTH_DEFAULTS = { intervalMs: 100, multiplier: 3, holdDownMs: 5_000 } as const;
 
 /** Health key of a probed StaticRoute gateway (one BFD session per address, whatever routes use it). */
 export function staticGatewayKey(address: string): string {
@@ -92,7 +92,7 @@ function compareAge(a: StaticRoute, b: StaticRoute): number {
 }
 
 /** The gateways of a route in order of preference: `gateway` first, then `gateways`. */
-export function gatewayCandidates(spec: StaticRoute["spec"]): string[] {
+function gatewayCandidates(spec: StaticRoute["spec"]): string[] {
   return [...new Set([...(spec.gateway !== undefined ? [spec.gateway] : []), ...(spec.gateways ?? [])])];
 }
 

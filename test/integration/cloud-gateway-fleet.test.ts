@@ -15,6 +15,8 @@ const GATEWAY = "egress-a";
 const names = fleetNames(CLUSTER_ID, GATEWAY);
 
 let h: CloudHarness;
+/** Every EgressGateway status patch the controller's client sent (core and plugins share it). */
+const gatewayStatusPatches: Json[] = [];
 let userIP: string;
 let foreign: { droplet: number; ip: string; firewall: string };
 
@@ -40,6 +42,12 @@ const ready = (obj: Json | undefined) => (obj?.status?.conditions as Json[] | un
 
 beforeAll(async () => {
   h = await startCloudHarness({ nodes: 2 });
+  const custom = h.controllerClient.custom;
+  const send = custom.patchClusterCustomObjectStatus;
+  custom.patchClusterCustomObjectStatus = (...args: Parameters<typeof send>) => {
+    if (args[0].plural === "egressgateways") gatewayStatusPatches.push(args[0].body as Json);
+    return send(...args);
+  };
   // node2's agent probes every active instance and finds it up; node1 has judged nothing yet.
   h.judgeInstancesUp("node2");
   // Things of the same account the fleet must never touch.
@@ -154,6 +162,21 @@ describe("digitalocean gateway fleet", () => {
     expect(fleetDroplets()).toHaveLength(3);
     // The policy never lost its IPs: still Ready.
     expect(ready(await policy("checkout"))?.status).toBe("True");
+  });
+
+  it("has one status writer: every gateway status patch is the core's whole status, guarded; both sources' fields are there", async () => {
+    expect(gatewayStatusPatches.length).toBeGreaterThan(0);
+    for (const body of gatewayStatusPatches) {
+      // The plugin's list and the core's health and conditions, in one patch, never a partial one.
+      expect(Object.keys(body.status).sort()).toEqual(["conditions", "instances", "readyInstances"]);
+      expect(body.metadata?.resourceVersion).toBeTruthy();
+    }
+    const gw = (await gateway())!;
+    // The API server's record of who wrote the status: one manager owns both parts.
+    const statusManagers = (gw.metadata.managedFields as Json[]).filter((m) => m.subresource === "status");
+    expect(statusManagers).toHaveLength(1);
+    expect(Object.keys(statusManagers[0]!.fieldsV1["f:status"])).toEqual(expect.arrayContaining(["f:instances", "f:conditions", "f:readyInstances"]));
+    expect(gw.status.instances.map((i: Json) => [Boolean(i.id), i.health])).toEqual([[true, "Up"], [true, "Up"], [true, "Up"]]);
   });
 
   it("deleting the gateway removes every cloud resource it created and nothing else, before the object goes", async () => {

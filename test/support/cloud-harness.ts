@@ -53,6 +53,8 @@ export interface CloudHarness {
   /** cluster-admin (what a user, a kubelet or the cloud does); the controller has its own identity. */
   client: KubeClient;
   controller: Controller;
+  /** The controller's own client (its token), which it also hands its plugins: tests watch its calls. */
+  controllerClient: KubeClient;
   plugins: DigitalOceanPlugins;
   /** Node name -> droplet id. */
   nodeDroplets: Map<string, number>;
@@ -198,6 +200,7 @@ async function start(kube: TestKube, cloud: DigitalOceanStandin, opts: CloudHarn
     cloud,
     client,
     controller,
+    controllerClient,
     plugins,
     nodeDroplets,
     addNode,

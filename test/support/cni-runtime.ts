@@ -35,7 +35,7 @@ export interface PluginRun {
   ms: number;
 }
 
-export class CniInvocationError extends Error {
+class CniInvocationError extends Error {
   constructor(readonly run: PluginRun) {
     super(`CNI ${run.command} failed in plugin ${run.type} (exit ${run.exitCode}): ${run.stdout.trim() || run.stderr.trim()}`);
     this.name = "CniInvocationError";

@@ -10,7 +10,7 @@ import { egressGateway, egressPolicy } from "../../src/planner/testing/arbitrari
  * node-b, and gateway instances a, b, c of one EgressGateway.
  */
 
-export const NODE = "node-a";
+const NODE = "node-a";
 export const INSTANCES = {
   a: { address: "10.0.0.101", egressIP: "203.0.113.1" },
   b: { address: "10.0.0.102", egressIP: "203.0.113.2" },

@@ -8,7 +8,6 @@ export { ANCHOR_ANNOTATION };
 
 /** Where a node's anchor IP comes from (flag `--anchor-ip-from`). */
 export const ANCHOR_SOURCES = ["digitalocean-metadata"] as const;
-export type AnchorSource = (typeof ANCHOR_SOURCES)[number];
 
 /**
  * The port to the cloud: reads this host's anchor IPv4 (undefined: the host has none). The

@@ -21,7 +21,7 @@ export interface HealthProvider {
   setInstances?(instances: readonly ProbedInstance[]): Promise<void>;
 }
 
-export const noHealthChecks: HealthProvider = { view: () => new Map(), onChange: () => undefined };
+const noHealthChecks: HealthProvider = { view: () => new Map(), onChange: () => undefined };
 
 /** Node-wide static routes (DigitalOcean's StaticRoute, docs/static-routes.md). */
 export interface StaticRouteDeps {
@@ -208,7 +208,7 @@ export class NodeAgent {
  * carry them (the kubelet writes status after the sandbox is up). The API's address wins once
  * it is there.
  */
-export function withAdmittedIPs(snapshot: ClusterSnapshot, admitted: ReadonlyMap<string, { ips: string[] }>): ClusterSnapshot {
+function withAdmittedIPs(snapshot: ClusterSnapshot, admitted: ReadonlyMap<string, { ips: string[] }>): ClusterSnapshot {
   if (admitted.size === 0) return snapshot;
   const pods = snapshot.pods.map((p) => {
     const a = admitted.get(`${p.namespace}/${p.name}`);

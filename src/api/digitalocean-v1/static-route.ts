@@ -19,7 +19,7 @@ const DESTINATION_PATTERN = "^([0-9]{1,3}\\.){3}[0-9]{1,3}$|^([0-9]{1,3}\\.){3}[
 const GATEWAY_PATTERN = "^([0-9]{1,3}\\.){3}[0-9]{1,3}$";
 
 /** More gateways than this would make every node probe a long list for one route. */
-export const MAX_STATIC_ROUTE_GATEWAYS = 8;
+const MAX_STATIC_ROUTE_GATEWAYS = 8;
 
 export const StaticRouteSpec = Type.Object(
   {
@@ -114,7 +114,7 @@ export interface ProtectedRange {
  * host itself and where our tunnels' inner next hops live. Routing it away cuts a node off from
  * its own identity (DigitalOcean's droplet agent, cloud-init).
  */
-export const ALWAYS_PROTECTED: readonly ProtectedRange[] = [{ cidr: "169.254.0.0/16", what: "the link-local range (metadata service 169.254.169.254)" }];
+const ALWAYS_PROTECTED: readonly ProtectedRange[] = [{ cidr: "169.254.0.0/16", what: "the link-local range (metadata service 169.254.169.254)" }];
 
 /** An IPv4 address or CIDR (a bare address is a /32), or an AddressError. */
 export function parseDestination(text: string): Range {

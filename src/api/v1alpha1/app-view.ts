@@ -3,7 +3,7 @@ import type { AppSpec, AppStatus, DedicatedIP } from "./app.js";
 import type { FieldError } from "./validate.js";
 
 /** What `apps get` shows instead of a SECRET variable's value; `apps update` keeps the current value for it. */
-export const REDACTED = "**redacted**";
+const REDACTED = "**redacted**";
 
 interface AppObject {
   metadata?: { name?: string; uid?: string; creationTimestamp?: string | Date; generation?: number };
@@ -34,7 +34,7 @@ function components(spec: AppSpec): { list: "services" | "workers"; index: numbe
 }
 
 /** A copy of the spec with every SECRET variable's value replaced by REDACTED. */
-export function redactSecrets(spec: AppSpec): AppSpec {
+function redactSecrets(spec: AppSpec): AppSpec {
   const copy = structuredClone(spec);
   for (const { c } of components(copy)) for (const e of c.envs ?? []) if (e.type === "SECRET" && e.value !== undefined) e.value = REDACTED;
   return copy;

@@ -10,7 +10,7 @@ import { Condition, type CelRule, type KindDefinition, type Resource } from "./c
  */
 
 /** Component and app names: DigitalOcean's `name` of app_spec.yml and app_component_base.yml. */
-export const APP_NAME_PATTERN = "^[a-z][a-z0-9-]{0,30}[a-z0-9]$";
+const APP_NAME_PATTERN = "^[a-z][a-z0-9-]{0,30}[a-z0-9]$";
 /** Says what a name must be: the validator quotes it ("must be ...") when the pattern fails. */
 const NAME_SHAPE = "2 to 32 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit";
 const AppName = (what: string) => Type.String({ minLength: 2, maxLength: 32, pattern: APP_NAME_PATTERN, description: `${NAME_SHAPE} (${what})` });
@@ -19,7 +19,7 @@ const AppName = (what: string) => Type.String({ minLength: 2, maxLength: 32, pat
  * Our own bounds (DigitalOcean states none): the API server prices every CEL rule at the lists'
  * `maxItems`, and an unbounded list of components would make the rules too costly to install.
  */
-export const APP_LIMITS = { components: 64, envs: 256, internalPorts: 16, refusedItems: 64 } as const;
+const APP_LIMITS = { components: 64, envs: 256, internalPorts: 16, refusedItems: 64 } as const;
 
 /** Rule for an unsupported field: absent, or (a list) empty, or (a flag) false. */
 function refuse(field: string, kind: "present" | "list" | "true", message: string): CelRule {
@@ -56,7 +56,7 @@ export const ImageSource = Type.Object(
 );
 export type ImageSource = Static<typeof ImageSource>;
 
-export const VariableDefinition = Type.Object(
+const VariableDefinition = Type.Object(
   {
     key: Type.String({ minLength: 1, maxLength: 255, pattern: "^[_A-Za-z][_A-Za-z0-9]*$", description: "A variable name: a letter or '_', then letters, digits and '_'" }),
     scope: Type.Optional(
@@ -78,7 +78,7 @@ const int32 = (min: number | undefined, max: number | undefined, description: st
   Type.Integer({ ...(min !== undefined ? { minimum: min } : {}), ...(max !== undefined ? { maximum: max } : {}), description });
 
 /** app_service_spec_health_check.yml: the service's readiness check (no bounds but the port's). */
-export const ServiceHealthCheck = Type.Object(
+const ServiceHealthCheck = Type.Object(
   {
     failure_threshold: Type.Optional(int32(undefined, undefined, "Failed checks before considered unhealthy")),
     port: Type.Optional(int32(1, 65535, "Port of the check (default: http_port)")),
@@ -106,7 +106,7 @@ export const HealthCheck = Type.Object(
 );
 export type HealthCheck = Static<typeof HealthCheck>;
 
-export const INSTANCE_SIZE_SLUGS = [
+const INSTANCE_SIZE_SLUGS = [
   "apps-s-1vcpu-0.5gb",
   "apps-s-1vcpu-1gb-fixed",
   "apps-s-1vcpu-1gb",
@@ -123,7 +123,7 @@ export const INSTANCE_SIZE_SLUGS = [
   "apps-d-8vcpu-32gb",
 ] as const;
 /** Deprecated slugs of legacy plans, still accepted by DigitalOcean. */
-export const LEGACY_INSTANCE_SIZE_SLUGS = ["basic-xxs", "basic-xs", "basic-s", "basic-m", "professional-xs", "professional-s", "professional-m", "professional-1l", "professional-l", "professional-xl"] as const;
+const LEGACY_INSTANCE_SIZE_SLUGS = ["basic-xxs", "basic-xs", "basic-s", "basic-m", "professional-xs", "professional-s", "professional-m", "professional-1l", "professional-l", "professional-xl"] as const;
 
 const literals = <T extends readonly string[]>(values: T, options: Record<string, unknown> = {}) => Type.Union(values.map((v) => Type.Literal(v)), options);
 
@@ -201,10 +201,10 @@ export const WorkerSpec = Type.Object(
 );
 export type WorkerSpec = Static<typeof WorkerSpec>;
 
-export const EgressType = Type.Union([Type.Literal("AUTOASSIGN"), Type.Literal("DEDICATED_IP")], { default: "AUTOASSIGN", description: "AUTOASSIGN: the node's IP; DEDICATED_IP: the app's own IPs" });
+const EgressType = Type.Union([Type.Literal("AUTOASSIGN"), Type.Literal("DEDICATED_IP")], { default: "AUTOASSIGN", description: "AUTOASSIGN: the node's IP; DEDICATED_IP: the app's own IPs" });
 export type EgressType = Static<typeof EgressType>;
 
-export const REGIONS = ["atl", "nyc", "sfo", "tor", "ams", "fra", "lon", "blr", "sgp", "syd"] as const;
+const REGIONS = ["atl", "nyc", "sfo", "tor", "ams", "fra", "lon", "blr", "sgp", "syd"] as const;
 
 const components = <T extends TSchema>(items: T, description: string) =>
   Type.Array(items, { maxItems: APP_LIMITS.components, "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"], description });
@@ -263,8 +263,7 @@ export const AppSpec = Type.Object(
 export type AppSpec = Static<typeof AppSpec>;
 
 /** apps_dedicated_egress_ip_status.yml */
-export const DEDICATED_IP_STATUSES = ["UNKNOWN", "ASSIGNING", "ASSIGNED", "REMOVED"] as const;
-export type DedicatedIPStatus = (typeof DEDICATED_IP_STATUSES)[number];
+const DEDICATED_IP_STATUSES = ["UNKNOWN", "ASSIGNING", "ASSIGNED", "REMOVED"] as const;
 
 /** apps_deployment_phase.yml: the phases an app moves through here (no builds). */
 export const APP_PHASES = ["UNKNOWN", "PENDING_BUILD", "BUILDING", "PENDING_DEPLOY", "DEPLOYING", "ACTIVE", "SUPERSEDED", "ERROR", "CANCELED"] as const;

@@ -87,7 +87,7 @@ const LabelValue = Type.String({
 });
 const labelKeyMessage = "label keys must be an optional DNS subdomain prefix and '/', then at most 63 characters: alphanumerics, '-', '_' and '.', alphanumeric at both ends";
 
-export const LabelSelectorRequirement = Type.Object(
+const LabelSelectorRequirement = Type.Object(
   {
     key: Type.String({ minLength: 1, maxLength: LIMITS.labelKey, pattern: LABEL_KEY_PATTERN, description: "A label key, e.g. app or example.com/tier" }),
     operator: Type.Union([Type.Literal("In"), Type.Literal("NotIn"), Type.Literal("Exists"), Type.Literal("DoesNotExist")]),

@@ -1,7 +1,7 @@
 import { Type, type Static } from "@sinclair/typebox";
 import { Condition, IPv4Address, IPv4AddressOrCidr, LabelSelector, LIMITS, Name, SET, type CelRule, type KindDefinition, type Resource } from "./common.js";
 
-export const StaticInstance = Type.Object(
+const StaticInstance = Type.Object(
   {
     name: Name,
     address: { ...IPv4Address, description: "Address of the gateway host on the network the nodes share (VPC)" },
@@ -17,7 +17,7 @@ export const StaticInstance = Type.Object(
 );
 export type StaticInstance = Static<typeof StaticInstance>;
 
-export const NodesSource = Type.Object(
+const NodesSource = Type.Object(
   {
     nodeSelector: LabelSelector,
     count: Type.Optional(Type.Integer({ minimum: 1, maximum: 16, default: 2 })),
@@ -29,7 +29,7 @@ export const NodesSource = Type.Object(
   },
 );
 
-export const DigitalOceanSource = Type.Object(
+const DigitalOceanSource = Type.Object(
   {
     region: Type.String({ minLength: 1, maxLength: LIMITS.text, description: "Region slug, e.g. ams3" }),
     size: Type.String({ minLength: 1, maxLength: LIMITS.text, description: "Droplet size slug, e.g. s-1vcpu-1gb" }),
@@ -121,7 +121,7 @@ export const EgressGatewaySpec = Type.Object(
 );
 export type EgressGatewaySpec = Static<typeof EgressGatewaySpec>;
 
-export const InstanceStatus = Type.Object({
+const InstanceStatus = Type.Object({
   name: Type.String(),
   /** Cloud resource id (droplet id) for provisioned instances. */
   id: Type.Optional(Type.String()),

@@ -63,7 +63,7 @@ export const ClusterEgressPolicySpec = Type.Object(
 export type ClusterEgressPolicySpec = Static<typeof ClusterEgressPolicySpec>;
 
 /** Rates over the last report interval (about a minute), from the gateways' kernel counters. */
-export const PolicyTraffic = Type.Object({
+const PolicyTraffic = Type.Object({
   bytesPerSecond: Type.Optional(Type.Integer({ description: "Every instance's, both directions (written by the controller)" })),
   packetsPerSecond: Type.Optional(Type.Integer()),
   instances: Type.Optional(

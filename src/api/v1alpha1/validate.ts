@@ -2,22 +2,11 @@ import { parse } from "@marcbachmann/cel-js";
 import { Ajv, type ErrorObject, type FuncKeywordDefinition, type ValidateFunction } from "ajv";
 import type { CelRule, KindDefinition } from "./common.js";
 import { ALL_KINDS } from "./crd.js";
-import { StaticEgressError } from "../../util/errors.js";
 
 /** One problem with one field of one resource, e.g. `spec.destinationCIDRs[0]`. */
 export interface FieldError {
   field: string;
   message: string;
-}
-
-export class ValidationError extends StaticEgressError {
-  constructor(
-    readonly resource: string,
-    readonly errors: FieldError[],
-  ) {
-    super(`${resource} is invalid: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`);
-    this.name = "ValidationError";
-  }
 }
 
 /**

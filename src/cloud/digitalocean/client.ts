@@ -28,7 +28,7 @@ import type {
 } from "./types.js";
 import type { Clock } from "../../util/clock.js";
 
-export const DIGITALOCEAN_API_URL = "https://api.digitalocean.com";
+const DIGITALOCEAN_API_URL = "https://api.digitalocean.com";
 
 export interface DigitalOceanClientOptions {
   /** The API token, or a function returning it (re-evaluated per request, for rotation). */

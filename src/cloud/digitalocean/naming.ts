@@ -82,7 +82,7 @@ export interface FleetNames {
   parsePendingTag(tag: string): { slot: number; at: number } | undefined;
 }
 
-export function clusterTag(clusterId: string): string {
+function clusterTag(clusterId: string): string {
   const esc = escapeTagComponent(clusterId);
   return `${MANAGED_TAG}:cluster:${esc.length <= MAX_FLEET_KEY ? esc : `h-${hash(clusterId).slice(0, 40)}`}`;
 }

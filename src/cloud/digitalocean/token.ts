@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { TokenError } from "./errors.js";
 
-export const TOKEN_ENV_VAR = "DIGITALOCEAN_TOKEN";
+const TOKEN_ENV_VAR = "DIGITALOCEAN_TOKEN";
 
 export interface TokenSourceOptions {
   /** Environment to read (default process.env). */

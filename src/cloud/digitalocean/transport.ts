@@ -21,7 +21,7 @@ export interface TransportOptions {
 export const realSleep: Sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Headers safe to log: the Authorization value never leaves this function. */
-export function redactHeaders(headers: Headers): Record<string, string> {
+function redactHeaders(headers: Headers): Record<string, string> {
   const out: Record<string, string> = {};
   headers.forEach((value, key) => {
     out[key] = key.toLowerCase() === "authorization" ? "[Redacted]" : value;

@@ -45,7 +45,6 @@ export type FirewallWrite = JsonBody<paths["/v2/firewalls"]["post"]>;
 export type TagResource = components["schemas"]["tags_resource"];
 export type InboundRule = NonNullable<components["schemas"]["firewall_rules"]["inbound_rules"]>[number];
 export type OutboundRule = NonNullable<components["schemas"]["firewall_rules"]["outbound_rules"]>[number];
-export type ApiErrorBody = components["schemas"]["error"];
 
 /**
  * Body of reservedIPsActions_post / floatingIPsAction_post. The generated unassign type is

@@ -1,10 +1,8 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { EgressGatewaySpec, EgressGatewayStatus } from "../../api/v1alpha1/egress-gateway.js";
 import { FORWARD_ALL_FROM_NODES, GatewayFleetSpecError, type CloudProvider, type GatewayFleetSpec, type GatewayHost, type PortRule } from "../../cloud/provider.js";
-import { statusOf } from "../../kube/client.js";
 import { silentLogger, type Logger } from "../../util/log.js";
 import type { ControllerPlugin, ReconcileContext } from "../controller.js";
-import { sameStatus } from "../controller.js";
 import { DRAINING, PROVISIONING, UNJUDGED } from "../status.js";
 import { KeyedJobs } from "./keyed-jobs.js";
 import { DEFAULT_USER_DATA, renderUserData, type UserDataValues } from "./user-data.js";
@@ -68,10 +66,10 @@ interface FleetState {
  * held up; a gateway is converged again every `minIntervalMs` (a destroyed droplet is replaced
  * then), at once when its spec changes.
  *
- * Status: this plugin owns the list (names, ids, addresses, egress IPs, `Provisioning`); the core
- * keeps the health of listed instances current (see gatewayStatus). Its writes are guarded by the
- * resourceVersion it read, so it never overwrites a newer status; a lost race is redone from the
- * cache at the next pass.
+ * Status: this plugin knows the list (names, ids, addresses, egress IPs, `Provisioning`,
+ * `Draining`) and hands it to the core through `gatewayInstances`; it writes no status itself.
+ * The core adds the health the nodes report and writes the whole status in one patch, guarded by
+ * the resourceVersion it read. When a job learns something new it asks for a pass.
  *
  * Deletion: releaseGateway deletes the fleet and answers true only once the provider lists no host
  * of it any more; the core holds the finalizer until then. A fleet whose gateway vanished anyway
@@ -122,12 +120,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
       const due = state === undefined || this.now() - state.attemptAt >= (this.opts.minIntervalMs ?? 60_000);
       const rolled = this.rolling.get(name);
       const rollDue = rolled !== undefined && this.now() >= rolled.until;
-      if (specChanged || ((due || rollDue) && !this.jobs.isBusy(name))) {
-        this.jobs.schedule(name);
-      } else if (state?.hosts && !this.jobs.isRunning(name)) {
-        // No cloud call: repair the list if someone (or a race with the core) changed it.
-        await this.writeInstances(gw, state.hosts);
-      }
+      if (specChanged || ((due || rollDue) && !this.jobs.isBusy(name))) this.jobs.schedule(name);
     }
     for (const name of [...this.fleets.keys()]) if (!present.has(name) && !this.jobs.isBusy(name)) this.fleets.delete(name);
     for (const name of [...this.released]) if (!present.has(name)) this.released.delete(name);
@@ -215,7 +208,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
         .then(async (listed) => {
           if (finished) return;
           state.hosts = listed;
-          await this.writeInstancesLatest(name, listed);
+          this.ctx?.requestPass?.(0);
         })
         .catch((err: unknown) => this.log.debug({ gateway: name, err: (err as Error).message }, "progress listing failed"));
     }, this.opts.progressAfterMs ?? 10_000);
@@ -232,7 +225,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
       const listed = await this.opts.provider.listGatewayHosts(name, this.opts.clusterId).catch(() => undefined);
       if (listed) {
         state.hosts = listed;
-        await this.writeInstancesLatest(name, listed);
+        this.ctx?.requestPass?.(0);
       }
       throw err;
     } finally {
@@ -244,7 +237,7 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     await this.roll(name, hosts);
     this.ctx?.requestPass?.(this.opts.minIntervalMs ?? 60_000);
     this.log.info({ gateway: name, hosts: hosts.map((h) => `${h.name}:${h.status}`) }, "gateway fleet converged");
-    await this.writeInstancesLatest(name, hosts);
+    this.ctx?.requestPass?.(0);
   }
 
   private async release(gw: GatewayObject): Promise<void> {
@@ -255,9 +248,8 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     this.released.add(name);
     this.fleets.delete(name);
     this.log.info({ gateway: name }, "gateway fleet deleted");
-    // Also wakes the controller (a watch event), which then lets the finalizer go.
-    const latest = this.current(name);
-    if (latest) await this.writeInstances(latest, []);
+    // The next pass sees releaseGateway answer true and lets the finalizer go.
+    this.ctx?.requestPass?.(0);
   }
 
   /**
@@ -353,30 +345,17 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     };
   }
 
-  private async writeInstancesLatest(name: string, hosts: GatewayHost[]): Promise<void> {
-    const gw = this.current(name);
-    if (gw && !gw.metadata.deletionTimestamp) await this.writeInstances(gw, hosts);
-  }
-
-  private async writeInstances(gw: GatewayObject, hosts: GatewayHost[]): Promise<void> {
-    const ctx = this.ctx;
-    if (!ctx || !gw.metadata.resourceVersion) return;
+  gatewayInstances(gw: GatewayObject): InstanceStatus[] | undefined {
+    const hosts = this.fleets.get(gw.metadata.name)?.hosts;
     const d = gw.spec?.digitalocean;
+    if (!hosts || !d || gw.metadata.deletionTimestamp) return undefined;
     const draining = this.rolling.get(gw.metadata.name)?.host;
-    const instances = instancesFromHosts(hosts, gw.status?.instances, new Date(this.now()).toISOString(), {
-      userReservedIPs: d?.reservedIPs ?? [],
-      allocate: d?.allocateReservedIPs ?? true,
-      count: d?.count ?? 2,
+    return instancesFromHosts(hosts, gw.status?.instances, new Date(this.now()).toISOString(), {
+      userReservedIPs: d.reservedIPs ?? [],
+      allocate: d.allocateReservedIPs ?? true,
+      count: d.count ?? 2,
       ...(draining ? { draining } : {}),
     });
-    if (sameStatus(gw.status?.instances ?? [], instances)) return;
-    try {
-      await ctx.client.patchStatusAt("EgressGateway", undefined, gw.metadata.name, { instances }, gw.metadata.resourceVersion);
-    } catch (err) {
-      // 409: the object changed since the cache saw it; the next pass writes from the newer one.
-      if (statusOf(err) === 409 || statusOf(err) === 404) return;
-      throw err;
-    }
   }
 
   /** One Warning Event per distinct error of a gateway. */

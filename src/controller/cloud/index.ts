@@ -4,42 +4,9 @@ import { GatewayFleetPlugin, type GatewayFleetPluginOptions } from "./gateway-fl
 import { ReservedIPFollower, type ReservedIPFollowerOptions } from "./reserved-ip.js";
 import type { UserDataValues } from "./user-data.js";
 
-export { GatewayFleetPlugin, instancesFromHosts, type GatewayFleetPluginOptions, type InstanceStatus } from "./gateway-fleet.js";
+export { GatewayFleetPlugin, type GatewayFleetPluginOptions } from "./gateway-fleet.js";
 export { ReservedIPFollower, type ReservedIPAssignment, type ReservedIPFollowerOptions } from "./reserved-ip.js";
-export {
-  decideReservedIPs,
-  dropletIdOf,
-  eligibleHosts,
-  HAIMGEL_FLOATING_IP_KEY,
-  parsePorts,
-  portsOfIP,
-  readClaims,
-  namespaceGrants,
-  RESERVED_IP_GRANT_KEY,
-  type NamespaceGrants,
-  requestedIP,
-  RESERVED_IP_PORTS_KEY,
-  RESERVED_IP_KEY,
-  RESERVED_IP_KEYS,
-  type Claim,
-  type ClaimProblem,
-  type Decision,
-  type PodRef,
-} from "./reserved-ip-rules.js";
-export {
-  decideServiceExternalIPs,
-  externalIPsFor,
-  MANAGED_EXTERNAL_IPS_KEY,
-  nodeAnchors,
-  serviceRequestedIP,
-  SERVICE_IP_KEYS,
-  type NodeAnchor,
-  type ServiceDecision,
-  type ServiceProblem,
-  type ServiceRef,
-} from "./service-external-ips.js";
-export { DEFAULT_USER_DATA, renderUserData, USER_DATA_PLACEHOLDERS, type UserDataValues } from "./user-data.js";
-export { KeyedJobs, type KeyedJobsOptions } from "./keyed-jobs.js";
+export { type UserDataValues } from "./user-data.js";
 
 export interface DigitalOceanPluginsOptions {
   clusterId: string;

@@ -25,9 +25,9 @@ import type { AnyObjectMeta } from "../../api/v1alpha1/common.js";
  * for nothing: it can neither attract the IP nor disturb the Services of the namespace that owns it.
  */
 
-export { HAIMGEL_FLOATING_IP_KEY, RESERVED_IP_GRANT_KEY, RESERVED_IP_KEY, RESERVED_IP_PORTS_KEY };
+export {  RESERVED_IP_GRANT_KEY,   };
 /** Label/annotation keys in the order they are read. */
-export const RESERVED_IP_KEYS = [RESERVED_IP_KEY, HAIMGEL_FLOATING_IP_KEY] as const;
+const RESERVED_IP_KEYS = [RESERVED_IP_KEY, HAIMGEL_FLOATING_IP_KEY] as const;
 
 /** Whether pods of `namespace` may ask for `ip`. */
 export type NamespaceGrants = (namespace: string, ip: string) => boolean;

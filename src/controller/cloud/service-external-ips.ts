@@ -27,7 +27,7 @@ import type { AnyObjectMeta } from "../../api/v1alpha1/common.js";
  */
 
 /** Service annotation keys, in the order they are read (the pods' keys; ours wins). */
-export const SERVICE_IP_KEYS = [RESERVED_IP_KEY, HAIMGEL_FLOATING_IP_KEY] as const;
+const SERVICE_IP_KEYS = [RESERVED_IP_KEY, HAIMGEL_FLOATING_IP_KEY] as const;
 export { MANAGED_EXTERNAL_IPS_KEY };
 
 export interface ServiceRef {

@@ -13,8 +13,6 @@ import { GatewayFleetSpecError } from "../../cloud/provider.js";
  * shell's own). User data is readable by anything on the droplet (metadata service): the only
  * credential that belongs in it is the gateway agent's read-only kubeconfig.
  */
-export const USER_DATA_PLACEHOLDERS = ["${GATEWAY}", "${INSTANCE}", "${IMAGE}", "${AGENT_CONFIG_BASE64}", "${KUBECONFIG_BASE64}"] as const;
-
 /**
  * What a template may need besides the names, each from the controller's own flags. The files are
  * read only when the template uses them, and anew for every rendering (a rotated Secret is used):

@@ -7,7 +7,7 @@ import { packageRoot } from "../paths.js";
  * `scripts/install-deps.sh`) from the Go modules pinned in test/k8s-bin/*\/go.mod, into a cache
  * outside the clone keyed by version. The go.mod files are the one place the versions live.
  */
-export const K8S_CACHE_ROOT = process.env.STATIC_EGRESS_CACHE ?? "/var/cache/static-egress";
+const K8S_CACHE_ROOT = process.env.STATIC_EGRESS_CACHE ?? "/var/cache/static-egress";
 
 export type K8sBinary = "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" | "kubectl" | "etcd" | "helm";
 
@@ -23,12 +23,12 @@ export function kubernetesVersion(): string {
   return pinnedVersion("kubernetes", "k8s.io/kubernetes");
 }
 
-export function etcdVersion(): string {
+function etcdVersion(): string {
   return pinnedVersion("etcd", "go.etcd.io/etcd/server/v3");
 }
 
 /** helm, for the chart tests (test/k8s-bin/helm/go.mod). */
-export function helmVersion(): string {
+function helmVersion(): string {
   return pinnedVersion("helm", "helm.sh/helm/v4");
 }
 

@@ -102,7 +102,7 @@ async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what:
 const INSTALLED_KINDS = new Set(["CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap"]);
 
 /** deploy/ as kustomize renders it (the user's `kubectl apply -k deploy`), without the workloads. */
-export async function renderedInstall(): Promise<KubernetesObject[]> {
+async function renderedInstall(): Promise<KubernetesObject[]> {
   const { stdout } = await runCommand(k8sBinary("kubectl"), ["kustomize", join(packageRoot(), "deploy")]);
   return YAML.parseAllDocuments(stdout)
     .map((d) => d.toJSON() as KubernetesObject | null)

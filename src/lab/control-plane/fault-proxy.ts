@@ -41,7 +41,7 @@ interface OpenWatch {
 }
 
 /** Splits an API path as the API server's RequestInfoFactory does (enough for matching). */
-export function requestInfo(method: string, url: URL): RequestInfo | undefined {
+function requestInfo(method: string, url: URL): RequestInfo | undefined {
   const parts = url.pathname.split("/").filter(Boolean);
   let rest: string[];
   let group = "";

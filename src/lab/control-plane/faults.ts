@@ -77,13 +77,6 @@ export interface DelayRule extends Match {
   count?: number;
 }
 
-export type FaultSpec =
-  | ({ action: "fail" } & FailRule)
-  | ({ action: "delay" } & DelayRule)
-  | { action: "dropWatches"; resource?: string; namespace?: string; mode?: "close" | "reset" }
-  | { action: "compactEtcd" }
-  | { action: "restartApiServer" };
-
 export interface ActiveFault {
   id: string;
   action: "fail" | "delay";

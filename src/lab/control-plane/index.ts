@@ -7,11 +7,10 @@ import { join } from "node:path";
 import { startControlPlane, type ControlPlane, type ControlPlaneOptions, type ServiceAccountRef } from "./cluster.js";
 import { startFaultProxy, type FaultProxy } from "./fault-proxy.js";
 
-export { startControlPlane, freePort, renderedInstall, COMPONENT_ACCOUNTS, type ControlPlane, type ControlPlaneOptions, type ServiceAccountRef } from "./cluster.js";
-export { serviceAccountKubeconfig, tokenKubeconfig } from "./tokens.js";
-export { startFaultProxy, requestInfo, type FaultProxy } from "./fault-proxy.js";
-export { FaultInjector, FaultSpecError, type FaultSpec, type FailRule, type DelayRule, type RequestInfo } from "./faults.js";
-export { k8sBinary, kubernetesVersion, etcdVersion, K8S_CACHE_ROOT } from "./binaries.js";
+export { startControlPlane, freePort, COMPONENT_ACCOUNTS, type ControlPlane, type ControlPlaneOptions, type ServiceAccountRef } from "./cluster.js";
+export { type FaultProxy } from "./fault-proxy.js";
+export { FaultInjector } from "./faults.js";
+export { k8sBinary } from "./binaries.js";
 
 /** A control plane with the fault proxy in front: what clients under test are given. */
 export interface KubeCluster {

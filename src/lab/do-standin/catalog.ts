@@ -66,7 +66,7 @@ const SIZE_SPECS: Array<[slug: string, memory: number, vcpus: number, disk: numb
 
 export const REGION_SLUGS = Object.keys(REGION_NAMES);
 
-export const SIZES: SizeInfo[] = SIZE_SPECS.map(([slug, memory, vcpus, disk, monthly]) => ({
+const SIZES: SizeInfo[] = SIZE_SPECS.map(([slug, memory, vcpus, disk, monthly]) => ({
   slug,
   memory,
   vcpus,
@@ -79,7 +79,7 @@ export const SIZES: SizeInfo[] = SIZE_SPECS.map(([slug, memory, vcpus, disk, mon
   description: "Basic",
 }));
 
-export const REGIONS: RegionInfo[] = REGION_SLUGS.map((slug) => ({
+const REGIONS: RegionInfo[] = REGION_SLUGS.map((slug) => ({
   name: REGION_NAMES[slug] ?? slug,
   slug,
   features: ["backups", "ipv6", "metadata", "install_agent", "storage", "image_transfer"],
@@ -87,7 +87,7 @@ export const REGIONS: RegionInfo[] = REGION_SLUGS.map((slug) => ({
   sizes: SIZES.map((s) => s.slug),
 }));
 
-export const IMAGES: ImageInfo[] = [
+const IMAGES: ImageInfo[] = [
   image(160001, "24.04 (LTS) x64", "Ubuntu", "ubuntu-24-04-x64"),
   image(160002, "22.04 (LTS) x64", "Ubuntu", "ubuntu-22-04-x64"),
   image(160003, "12 x64", "Debian", "debian-12-x64"),

@@ -9,7 +9,7 @@ import type { DropletRecord, StandinState } from "./state.js";
  * networking). A subset: id, hostname, region, tags, public and private IPv4, anchor IPv4.
  */
 
-export const METADATA_ROUTE = /^\/_standin\/droplets\/(\d{1,19})\/metadata\/v1(\.json|\/.*)?$/;
+const METADATA_ROUTE = /^\/_standin\/droplets\/(\d{1,19})\/metadata\/v1(\.json|\/.*)?$/;
 
 interface V4 {
   ip_address: string;

@@ -16,7 +16,7 @@ import { parse as parseYaml } from "yaml";
  * `deprecated`, `example`, and the numeric formats `float`/`double`/`int32`/`int64`.
  */
 
-export const DO_OPENAPI_FILE = "digitalocean-openapi-subset.yaml";
+const DO_OPENAPI_FILE = "digitalocean-openapi-subset.yaml";
 
 const SCHEMA_ID = "https://static-egress.invalid/do-openapi.json";
 const HTTP_METHODS = ["get", "put", "post", "delete", "patch", "head", "options"] as const;

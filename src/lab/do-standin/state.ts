@@ -873,7 +873,7 @@ function cloneRule(r: FirewallRule): Record<string, unknown> {
 }
 
 /** "0", "all" and "1-65535" mean every port; otherwise a port or an ascending range. */
-export function normalizePorts(ports: string): string {
+function normalizePorts(ports: string): string {
   const p = ports.trim();
   if (p === "0" || p === "all" || p === "1-65535") return p === "all" ? "0" : p;
   const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(p);

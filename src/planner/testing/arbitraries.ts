@@ -12,12 +12,12 @@ import type { ClusterSnapshot, HealthView, InstanceHealth, NamespaceInfo, NodeIn
 
 /** A small label alphabet, so generated selectors and pods actually meet. */
 export type LabelAlphabet = Readonly<Record<string, readonly string[]>>;
-export const POD_LABELS: LabelAlphabet = { app: ["web", "api", "db"], tier: ["front", "back"], team: ["red", "blue"] };
-export const NAMESPACE_LABELS: LabelAlphabet = { env: ["prod", "dev"], team: ["red", "blue"] };
-export const NAMESPACES = ["shop", "billing", "tools"] as const;
+const POD_LABELS: LabelAlphabet = { app: ["web", "api", "db"], tier: ["front", "back"], team: ["red", "blue"] };
+const NAMESPACE_LABELS: LabelAlphabet = { env: ["prod", "dev"], team: ["red", "blue"] };
+const NAMESPACES = ["shop", "billing", "tools"] as const;
 
 /** The cluster's own ranges in generated clusters (never diverted). */
-export const CLUSTER_NETWORK = {
+const CLUSTER_NETWORK = {
   podCIDRs: ["10.244.0.0/16"],
   serviceCIDRs: ["10.96.0.0/12"],
   nodeCIDRs: ["10.0.0.0/24"],
@@ -77,7 +77,7 @@ export function labelSelectorArb(alphabet: LabelAlphabet = POD_LABELS): fc.Arbit
  * Destination CIDRs for policies: some fixed ones that overlap the cluster's own ranges, and
  * random blocks (with host bits set, to exercise masking) in the documentation ranges.
  */
-export function destinationCidrArb(): fc.Arbitrary<string> {
+function destinationCidrArb(): fc.Arbitrary<string> {
   return fc.oneof(
     fc.constantFrom("0.0.0.0/0", "10.0.0.0/8", "10.96.0.0/12", "10.244.1.0/24", "192.0.0.0/16", "198.51.100.0/24"),
     fc
@@ -87,12 +87,8 @@ export function destinationCidrArb(): fc.Arbitrary<string> {
 }
 
 /** A health value as a node sees it; `undefined` means "not yet known". */
-export function healthValueArb(): fc.Arbitrary<InstanceHealth | undefined> {
+function healthValueArb(): fc.Arbitrary<InstanceHealth | undefined> {
   return fc.oneof({ weight: 5, arbitrary: fc.constant("up" as const) }, { weight: 3, arbitrary: fc.constant("down" as const) }, { weight: 1, arbitrary: fc.constant(undefined) });
-}
-
-export function healthViewArb(instanceKeys: readonly string[]): fc.Arbitrary<HealthView> {
-  return fc.array(healthValueArb(), { minLength: instanceKeys.length, maxLength: instanceKeys.length }).map((values) => healthFrom(instanceKeys, values));
 }
 
 export interface ClusterScenario {

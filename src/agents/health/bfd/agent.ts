@@ -65,7 +65,7 @@ export type BfdClock = Clock;
  * Monotonic (never jumps with NTP) but still on the Unix epoch scale, so `at` values can be
  * shown as times of day.
  */
-export const monotonicClock: Clock = { ...systemClock, now: () => performance.timeOrigin + performance.now() };
+const monotonicClock: Clock = { ...systemClock, now: () => performance.timeOrigin + performance.now() };
 
 export interface BfdAgentOptions {
   /** Address the receive socket binds to, and the default local address of sessions. */

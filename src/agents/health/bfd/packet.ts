@@ -17,9 +17,9 @@ import { StaticEgressError } from "../../../util/errors.js";
  * |                 Required Min Echo RX Interval                 |  (microseconds)
  */
 
-export const BFD_VERSION = 1;
+const BFD_VERSION = 1;
 /** Length of a control packet without the authentication section. */
-export const BFD_CONTROL_PACKET_LENGTH = 24;
+const BFD_CONTROL_PACKET_LENGTH = 24;
 /** RFC 5881 §4: the source port of a session lies in this range. */
 export const BFD_SOURCE_PORT_MIN = 49152;
 export const BFD_SOURCE_PORT_MAX = 65535;

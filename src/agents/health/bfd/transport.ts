@@ -40,7 +40,7 @@ export interface BfdTransport {
   close(): Promise<void>;
 }
 
-export class BfdTransportError extends StaticEgressError {
+class BfdTransportError extends StaticEgressError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "BfdTransportError";
