@@ -13,13 +13,13 @@ describe("importObjects: the registry and the whole-import checks", () => {
   it("each source's objects go to its converter; both peers in one input", () => {
     const r = importObjects([...docs("cilium-egress-sample.yaml"), ...docs("nirmata-readme.yaml")], options);
     expect(r.made.map((m) => m.object.kind)).toEqual(["EgressGateway", "EgressGateway", "ClusterEgressPolicy", "EgressPolicy"]);
-    expect(CONVERTERS.map((c) => c.source)).toEqual(["cilium", "nirmata", "spidernet"]);
+    expect(CONVERTERS.map((c) => c.source)).toEqual(["cilium", "nirmata", "spidernet", "staticroute"]);
   });
 
   it("kinds no converter reads are reported as ignored, ours too; a Service is context, not reported", () => {
     const r = importObjects(
       [
-        { apiVersion: "networking.digitalocean.com/v1", kind: "StaticRoute", metadata: { name: "r" }, spec: {} },
+        { apiVersion: "example.com/v1", kind: "Route", metadata: { name: "r" }, spec: {} },
         { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: "g" }, spec: {} },
         ...docs("nirmata-readme.yaml").filter((o) => o.kind === "Service"),
       ],
@@ -27,7 +27,7 @@ describe("importObjects: the registry and the whole-import checks", () => {
     );
     expect(r.made).toEqual([]);
     expect(r.findings.map((f) => [f.verdict, f.source, f.reason.split(";")[0]])).toEqual([
-      ["ignored", "StaticRoute/r", "no importer for networking.digitalocean.com/v1 StaticRoute"],
+      ["ignored", "Route/r", "no importer for example.com/v1 Route"],
       ["ignored", "EgressGateway/g", "already a static-egress object: apply it as it is"],
     ]);
   });

@@ -5,15 +5,16 @@ import { ciliumConverter } from "./cilium.js";
 import { groupOf, refer } from "./common.js";
 import { nirmataConverter } from "./nirmata.js";
 import { spidernetConverter } from "./spidernet.js";
+import { staticRouteConverter } from "./staticroute.js";
 import type { Converter, Finding, ImportOptions, Made } from "./types.js";
 
 export type { Converter, Finding, ImportOptions, Made } from "./types.js";
 
 /**
  * The sources `static-egress import` reads. A new source is one module with a Converter, added
- * here (DigitalOcean's StaticRoute is expected next).
+ * here.
  */
-export const CONVERTERS: readonly Converter[] = [ciliumConverter, nirmataConverter, spidernetConverter];
+export const CONVERTERS: readonly Converter[] = [ciliumConverter, nirmataConverter, spidernetConverter, staticRouteConverter];
 
 export interface ImportResult {
   /** Our objects, gateways first, each valid by our own schema and rules. */
@@ -66,12 +67,13 @@ export function importObjects(inputs: readonly KubeObject[], options: ImportOpti
       refuse(m, "metadata.name", `${ref} is made from another source object too: rename one of them`);
       continue;
     }
-    const errors = validator.check(m.object.kind ?? "", structuredClone(m.object.spec));
+    // A StaticRoute is judged by its own converter (validateStaticRoute); ours by the API's validator.
+    const errors = m.object.kind === "StaticRoute" ? [] : validator.check(m.object.kind ?? "", structuredClone(m.object.spec));
     if (errors.length > 0) {
       for (const e of errors) refuse(m, e.field, `${ref} would be invalid: ${e.message}`);
       continue;
     }
-    if (m.object.kind !== "EgressGateway") {
+    if (m.object.kind === "EgressPolicy" || m.object.kind === "ClusterEgressPolicy") {
       const taken = (m.object.spec!.egressIPs as string[]).filter((ip) => ipOwner.has(ip));
       if (taken.length > 0) {
         refuse(
@@ -87,7 +89,7 @@ export function importObjects(inputs: readonly KubeObject[], options: ImportOpti
     kept.push(m);
   }
   // A gateway is made for its policies only.
-  const used = new Set(kept.filter((m) => m.object.kind !== "EgressGateway").map((m) => m.object.spec!.gatewayName as string));
+  const used = new Set(kept.filter((m) => m.object.kind === "EgressPolicy" || m.object.kind === "ClusterEgressPolicy").map((m) => m.object.spec!.gatewayName as string));
   made = kept.filter((m) => m.object.kind !== "EgressGateway" || used.has(m.object.metadata.name));
   // Nor is anything left to do for a gateway that is not made.
   const dropped = kept

@@ -186,4 +186,21 @@ describe("static-egress import --apply", () => {
     expect(r.stderr).toMatch(/^nothing applied: 1 refused/m);
     expect(await all()).toEqual(before);
   });
+
+  it("DigitalOcean's StaticRoutes (the operator's examples): applied as they are, a re-run changes nothing", async () => {
+    const examples = readFileSync(join(root, "examples", "static-route-digitalocean.yaml"), "utf8");
+    const names = [...examples.matchAll(/^  name: (\S+)$/gm)].map((m) => m[1]);
+    const first = await importDocs(examples, "--apply");
+    expect(first.code, first.stderr).toBe(0);
+    for (const name of names) expect(first.stderr).toMatch(new RegExp(`^created\\s+StaticRoute/${name.replace(/\./g, "\\.")}$`, "m"));
+    const read = async () =>
+      (await api.admin.custom.listClusterCustomObject({ group: "networking.digitalocean.com", version: "v1", plural: "staticroutes" })) as {
+        items: { metadata: { name: string; resourceVersion: string }; spec: unknown }[];
+      };
+    const applied = await read();
+    expect(applied.items.map((o) => o.metadata.name).sort()).toEqual([...names].sort());
+    const again = await importDocs(examples, "--apply");
+    expect(again.code, again.stderr).toBe(0);
+    expect((await read()).items.map((o) => o.metadata.resourceVersion)).toEqual(applied.items.map((o) => o.metadata.resourceVersion));
+  });
 });
