@@ -28,8 +28,18 @@ export default {
       from: {},
       to: { circular: true },
     },
-    layer("util-is-the-bottom", "util", [], "util (exec, log, ipv4, backoff, clock, errors, reconcile loop, metrics server) imports nothing else from src."),
-    layer("api-over-util", "api", ["util"], "api: CRD types, validation, the cluster as read, the shared keys and kernel numbers."),
+    layer(
+      "util-is-the-bottom",
+      "util",
+      [],
+      "util (exec, log, ipv4, backoff, clock, errors, reconcile loop, metrics server) imports nothing else from src.",
+    ),
+    layer(
+      "api-over-util",
+      "api",
+      ["util"],
+      "api: CRD types, validation, the cluster as read, the shared keys and kernel numbers.",
+    ),
     layer("planner-is-pure", "planner", ["api", "util"], "The planner plans; it reads the API and pure helpers only."),
     {
       name: "planner-does-no-io",
@@ -37,27 +47,59 @@ export default {
       severity: "error",
       from: { path: "^src/planner/", pathNot: TEST },
       // Types of a package (e.g. the Kubernetes objects a plan describes) carry no I/O.
-      to: { dependencyTypes: ["core", "npm", "npm-dev", "npm-optional", "npm-peer", "npm-no-pkg", "npm-unknown"], dependencyTypesNot: ["type-only"] },
+      to: {
+        dependencyTypes: ["core", "npm", "npm-dev", "npm-optional", "npm-peer", "npm-no-pkg", "npm-unknown"],
+        dependencyTypesNot: ["type-only"],
+      },
     },
-    layer("dataplane-over-planner", "dataplane", ["planner", "api", "util"], "The kernel writers and readers program plans; they know nothing of Kubernetes or clouds."),
-    layer("kube-is-the-api-caller", "kube", ["api", "util"], "The only Kubernetes API caller; it knows no agent, controller or planner."),
+    layer(
+      "dataplane-over-planner",
+      "dataplane",
+      ["planner", "api", "util"],
+      "The kernel writers and readers program plans; they know nothing of Kubernetes or clouds.",
+    ),
+    layer(
+      "kube-is-the-api-caller",
+      "kube",
+      ["api", "util"],
+      "The only Kubernetes API caller; it knows no agent, controller or planner.",
+    ),
     layer("cloud-providers", "cloud", ["api", "util"], "Cloud providers: API clients and metadata readers."),
-    layer("cni-plugin", "cni", ["api", "util"], "The chained CNI plugin (a short-lived process of the runtime) and the agent protocol."),
+    layer(
+      "cni-plugin",
+      "cni",
+      ["api", "util"],
+      "The chained CNI plugin (a short-lived process of the runtime) and the agent protocol.",
+    ),
     layer(
       "agents",
       "agents",
       ["planner", "dataplane", "kube", "cni", "api", "util"],
       "Node, gateway and health agents. A cloud reaches them only through a port the CLI plugs in (e.g. AnchorReader).",
     ),
-    layer("importers", "importers", ["api", "util"], "Pure converters of the peers' objects into ours (the CLI reads and applies)."),
+    layer(
+      "importers",
+      "importers",
+      ["api", "util"],
+      "Pure converters of the peers' objects into ours (the CLI reads and applies).",
+    ),
     {
       name: "every-folder-has-a-layer",
-      comment: "A new folder under src/ gets its own rule here (and a line in ARCHITECTURE.md) before code lands in it.",
+      comment:
+        "A new folder under src/ gets its own rule here (and a line in ARCHITECTURE.md) before code lands in it.",
       severity: "error",
-      from: { path: "^src/", pathNot: "^src/(util|api|planner|dataplane|kube|cloud|cni|agents|controller|importers|lab|cli)/" },
+      from: {
+        path: "^src/",
+        pathNot: "^src/(util|api|planner|dataplane|kube|cloud|cni|agents|controller|importers|lab|cli)/",
+      },
       to: {},
     },
-    layer("controller", "controller", ["planner", "kube", "cloud", "api", "util"], "The controller and its cloud plugins; no agent code."),
+    layer(
+      "controller",
+      "controller",
+      ["planner", "kube", "cloud", "api", "util"],
+      "The controller and its cloud plugins; no agent code.",
+    ),
     layer(
       "lab-is-on-top",
       "lab",
@@ -66,7 +108,8 @@ export default {
     ),
     {
       name: "lab-loads-lazily",
-      comment: "Agent and controller processes never load the lab: the CLI reaches the lab commands by dynamic import only.",
+      comment:
+        "Agent and controller processes never load the lab: the CLI reaches the lab commands by dynamic import only.",
       severity: "error",
       from: { path: "^src/cli/", pathNot: `^src/cli/(lab|demo)\\.ts$|${TEST}` },
       to: { path: "^src/(lab/|cli/(lab|demo)\\.ts$)", dependencyTypesNot: ["dynamic-import"] },
@@ -98,7 +141,10 @@ export default {
     exclude: { path: "^src/cloud/digitalocean/generated/" },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: "tsconfig.json" },
-    enhancedResolveOptions: { exportsFields: ["exports"], conditionNames: ["import", "require", "node", "default", "types"] },
+    enhancedResolveOptions: {
+      exportsFields: ["exports"],
+      conditionNames: ["import", "require", "node", "default", "types"],
+    },
     reporterOptions: { text: { highlightFocused: true } },
   },
 };

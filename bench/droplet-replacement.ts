@@ -73,14 +73,24 @@ interface Sample {
 }
 
 async function instances(lab: Lab): Promise<Instance[]> {
-  const gw = (await labClient(lab).custom.getClusterCustomObject({ group: "staticegress.io", version: "v1alpha1", plural: "egressgateways", name: "cloud" })) as { status?: { instances?: Instance[] } };
+  const gw = (await labClient(lab).custom.getClusterCustomObject({
+    group: "staticegress.io",
+    version: "v1alpha1",
+    plural: "egressgateways",
+    name: "cloud",
+  })) as { status?: { instances?: Instance[] } };
   return gw.status?.instances ?? [];
 }
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
 async function run(lab: Lab, i: number): Promise<Sample> {
-  await waitFor(async () => (await instances(lab)).filter((x) => x.health === "Up").length === 2, 60_000, "both droplets are not Up", 200);
+  await waitFor(
+    async () => (await instances(lab)).filter((x) => x.health === "Up").length === 2,
+    60_000,
+    "both droplets are not Up",
+    200,
+  );
   const tag = `replace-${i}`;
   lab.clearUdpRecords(); // the previous run's stream has ended: each run reads only its own records
   const spawnedAt = Date.now();
@@ -88,38 +98,63 @@ async function run(lab: Lab, i: number): Promise<Sample> {
   await waitFor(() => streamDatagrams(lab.udpRecords(), tag).length > 300, 10_000, "the stream does not arrive");
   const ip = streamDatagrams(lab.udpRecords(), tag).at(-1)!.src;
   const victim = lab.gatewayInstances().find((g) => g.egressIPs.includes(ip));
-  if (!victim) throw new Error(`no gateway droplet holds ${ip} (droplets: ${JSON.stringify(lab.gatewayInstances().map((g) => [g.name, g.egressIPs]))})`);
+  if (!victim)
+    throw new Error(
+      `no gateway droplet holds ${ip} (droplets: ${JSON.stringify(lab.gatewayInstances().map((g) => [g.name, g.egressIPs]))})`,
+    );
   const oldId = (await instances(lab)).find((x) => x.name === victim.name)!.id;
   const t0 = Date.now();
-  if (t0 + OBSERVE_MS > spawnedAt + STREAM_MS) throw new Error(`run ${i + 1}: the stream would end before the window (instrument error, not a failover result)`);
+  if (t0 + OBSERVE_MS > spawnedAt + STREAM_MS)
+    throw new Error(`run ${i + 1}: the stream would end before the window (instrument error, not a failover result)`);
   await lab.killGateway(victim.name, "destroy");
   // Let the window pass before reading it (the replacement wait below can be shorter).
   const windowDone = new Promise((r) => setTimeout(r, Math.max(0, t0 + OBSERVE_MS - Date.now())));
   let listed = 0;
   let up = 0;
-  await waitFor(async () => {
-    const x = (await instances(lab)).find((e) => e.name === victim.name);
-    if (x && x.id !== oldId && !listed) listed = Date.now() - t0;
-    if (x && x.id !== oldId && x.health === "Up") up = Date.now() - t0;
-    return up > 0;
-  }, 120_000, "no replacement", 50);
+  await waitFor(
+    async () => {
+      const x = (await instances(lab)).find((e) => e.name === victim.name);
+      if (x && x.id !== oldId && !listed) listed = Date.now() - t0;
+      if (x && x.id !== oldId && x.health === "Up") up = Date.now() - t0;
+      return up > 0;
+    },
+    120_000,
+    "no replacement",
+    50,
+  );
   await windowDone;
   const rows = streamDatagrams(lab.udpRecords(), tag);
   const survivors = RESERVED.filter((x) => x !== ip);
   const failover = failoverOutcome(rows, { killedAt: t0, until: t0 + OBSERVE_MS, victim: [ip], survivors });
   const wrong = rows.filter((x) => !RESERVED.includes(x.src));
   let longestGapMs = 0;
-  for (let k = 1; k < rows.length; k++) if (rows[k]!.sent >= t0 - 500) longestGapMs = Math.max(longestGapMs, rows[k]!.sent - rows[k - 1]!.sent);
+  for (let k = 1; k < rows.length; k++)
+    if (rows[k]!.sent >= t0 - 500) longestGapMs = Math.max(longestGapMs, rows[k]!.sent - rows[k - 1]!.sent);
   // New connections of the pod hash to the same instance name: back through the replacement.
   let back = 0;
-  await waitFor(async () => {
-    const p = await lab.probe(lab.findPod(POD), `http://${LAB_NETWORK.echoService}/`);
-    if (p.source === ip) back = Date.now() - t0;
-    return back > 0;
-  }, 60_000, "traffic did not return to the replacement", 100);
+  await waitFor(
+    async () => {
+      const p = await lab.probe(lab.findPod(POD), `http://${LAB_NETWORK.echoService}/`);
+      if (p.source === ip) back = Date.now() - t0;
+      return back > 0;
+    },
+    60_000,
+    "traffic did not return to the replacement",
+    100,
+  );
   await stream;
-  const s = { failover, longestGapMs, wrongSource: wrong.length, wrongExamples: wrong.slice(0, 5).map(({ src, seq }) => ({ src, seq })), toReplacementListedMs: listed, toReplacementUpMs: up, toTrafficBackMs: back };
-  log(`run ${i + 1}/${RUNS}: ${failover.resumed ? `resumed via ${failover.resumedVia} after ${failover.gapMs} ms, ${failover.afterGap} datagrams after` : `FAILOVER FAILED: ${failover.failure}`}; ${JSON.stringify({ ...s, failover: undefined })}`);
+  const s = {
+    failover,
+    longestGapMs,
+    wrongSource: wrong.length,
+    wrongExamples: wrong.slice(0, 5).map(({ src, seq }) => ({ src, seq })),
+    toReplacementListedMs: listed,
+    toReplacementUpMs: up,
+    toTrafficBackMs: back,
+  };
+  log(
+    `run ${i + 1}/${RUNS}: ${failover.resumed ? `resumed via ${failover.resumedVia} after ${failover.gapMs} ms, ${failover.afterGap} datagrams after` : `FAILOVER FAILED: ${failover.failure}`}; ${JSON.stringify({ ...s, failover: undefined })}`,
+  );
   return s;
 }
 
@@ -146,9 +181,21 @@ async function main(): Promise<void> {
   const resumed = samples.filter((s) => s.failover.resumed);
   const gap = roundSummary(summarize(resumed.map((s) => s.failover.gapMs)));
   const results = {
-    settings: { runs: RUNS, dropletBootMs: LAB_CLOUD.dropletBootMs, ipActionMs: LAB_CLOUD.actionDurationMs, fleetResyncSeconds: 3, bfd: "100 ms x 3" },
+    settings: {
+      runs: RUNS,
+      dropletBootMs: LAB_CLOUD.dropletBootMs,
+      ipActionMs: LAB_CLOUD.actionDurationMs,
+      fleetResyncSeconds: 3,
+      bfd: "100 ms x 3",
+    },
     summary: {
-      failover: { runs: samples.length, resumedThroughTheOtherDroplet: resumed.length, failed: samples.length - resumed.length, gapMs: gap, afterGap: roundSummary(summarize(resumed.map((s) => s.failover.afterGap))) },
+      failover: {
+        runs: samples.length,
+        resumedThroughTheOtherDroplet: resumed.length,
+        failed: samples.length - resumed.length,
+        gapMs: gap,
+        afterGap: roundSummary(summarize(resumed.map((s) => s.failover.afterGap))),
+      },
       longestGapMs: pick("longestGapMs"),
       toReplacementListedMs: pick("toReplacementListedMs"),
       toReplacementUpMs: pick("toReplacementUpMs"),

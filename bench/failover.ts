@@ -55,7 +55,12 @@ interface NotArriving {
   sources: Record<string, number>;
 }
 
-async function killOnce(lab: Lab, kind: GatewayDeath, i: number, revivePrevious: () => Promise<void>): Promise<{ sample: KillSample | NotArriving; revive: () => Promise<void> }> {
+async function killOnce(
+  lab: Lab,
+  kind: GatewayDeath,
+  i: number,
+  revivePrevious: () => Promise<void>,
+): Promise<{ sample: KillSample | NotArriving; revive: () => Promise<void> }> {
   const tag = `bench-${kind}-${i}`;
   lab.clearUdpRecords(); // the previous stream has ended: each kill reads only its own records
   // The stream covers the settling, the kill and the whole window by construction (its clock
@@ -65,19 +70,35 @@ async function killOnce(lab: Lab, kind: GatewayDeath, i: number, revivePrevious:
   const stream = startUdpStream(lab, POD, tag, SETTLE_MS + ARRIVE_MS + OBSERVE_MS);
   await sleep(SETTLE_MS);
   const waitStart = Date.now();
-  const arriving = await waitFor(() => streamDatagrams(lab.udpRecords(), tag).length > 100, Math.max(1, spawnedAt + SETTLE_MS + ARRIVE_MS - Date.now()), "", 50).then(
+  const arriving = await waitFor(
+    () => streamDatagrams(lab.udpRecords(), tag).length > 100,
+    Math.max(1, spawnedAt + SETTLE_MS + ARRIVE_MS - Date.now()),
+    "",
+    50,
+  ).then(
     () => true,
     () => false,
   );
   if (!arriving) {
     // With every instance up the flow should arrive; on a starved machine the nodes can judge both down (fail-closed).
-    log(`${kind} kill ${i + 1}/${KILLS}: NOT KILLED: the flow did not arrive within ${SETTLE_MS + ARRIVE_MS} ms of its start with both instances up`);
+    log(
+      `${kind} kill ${i + 1}/${KILLS}: NOT KILLED: the flow did not arrive within ${SETTLE_MS + ARRIVE_MS} ms of its start with both instances up`,
+    );
     const waitedMs = Date.now() - waitStart;
     await stream;
     const rows = streamDatagrams(lab.udpRecords(), tag);
     const sources: Record<string, number> = {};
     for (const r of rows) sources[r.src] = (sources[r.src] ?? 0) + 1;
-    return { sample: { kill: i, waitedMs, received: rows.length, firstArrivalAfterSpawnMs: rows[0] ? rows[0].sent - spawnedAt : undefined, sources }, revive: async () => undefined };
+    return {
+      sample: {
+        kill: i,
+        waitedMs,
+        received: rows.length,
+        firstArrivalAfterSpawnMs: rows[0] ? rows[0].sent - spawnedAt : undefined,
+        sources,
+      },
+      revive: async () => undefined,
+    };
   }
   const current = streamDatagrams(lab.udpRecords(), tag).at(-1)!.src;
   const victim = lab.topology.gatewayHosts.find((g) => g.egressIPs.includes(current));
@@ -88,15 +109,30 @@ async function killOnce(lab: Lab, kind: GatewayDeath, i: number, revivePrevious:
   await lab.killGateway(victim.name, kind);
   await sleep(Math.max(0, killedAt + OBSERVE_MS - Date.now()));
   await stream;
-  const outcome = failoverOutcome(streamDatagrams(lab.udpRecords(), tag), { killedAt, until: killedAt + OBSERVE_MS, victim: victimIPs, survivors });
+  const outcome = failoverOutcome(streamDatagrams(lab.udpRecords(), tag), {
+    killedAt,
+    until: killedAt + OBSERVE_MS,
+    victim: victimIPs,
+    survivors,
+  });
   const sample = { victim: victim.name, ...outcome };
-  log(`${kind} kill ${i + 1}/${KILLS} (${victim.name}): ${outcome.resumed ? `resumed via ${outcome.resumedVia} after ${outcome.gapMs} ms, ${outcome.afterGap} datagrams after` : `FAILED: ${outcome.failure}`}`);
+  log(
+    `${kind} kill ${i + 1}/${KILLS} (${victim.name}): ${outcome.resumed ? `resumed via ${outcome.resumedVia} after ${outcome.gapMs} ms, ${outcome.afterGap} datagrams after` : `FAILED: ${outcome.failure}`}`,
+  );
   return { sample, revive: () => lab.reviveGateway(victim.name) };
 }
 
 async function main(): Promise<void> {
   requireRoot();
-  const run = await startRun("failover", { kills: KILLS, deaths: HOST_DEATHS, health: "BFD 100 ms x 3", holdDownMs: HOLD_DOWN_MS, settleMs: SETTLE_MS, observeMs: OBSERVE_MS, out: OUT });
+  const run = await startRun("failover", {
+    kills: KILLS,
+    deaths: HOST_DEATHS,
+    health: "BFD 100 ms x 3",
+    holdDownMs: HOLD_DOWN_MS,
+    settleMs: SETTLE_MS,
+    observeMs: OBSERVE_MS,
+    out: OUT,
+  });
   const cfg = exampleLabConfig();
   cfg.gateways[0]!.health = { intervalMs: 100, multiplier: 3, holdDownMs: HOLD_DOWN_MS };
   let lab: Lab | undefined;
@@ -126,7 +162,13 @@ async function main(): Promise<void> {
           kills: samples.length,
           resumed: ok.length,
           failed: samples.length - ok.length,
-          gapMs: { ...roundSummary(summarize(ok.map((s) => s.gapMs))), p99: percentile(ok.map((s) => s.gapMs), 99) },
+          gapMs: {
+            ...roundSummary(summarize(ok.map((s) => s.gapMs))),
+            p99: percentile(
+              ok.map((s) => s.gapMs),
+              99,
+            ),
+          },
           afterGap: roundSummary(summarize(ok.map((s) => s.afterGap))),
           lostAfterGap: ok.reduce((n, s) => n + s.lostAfterGap, 0),
           wrongSource: samples.reduce((n, s) => n + s.wrongSource, 0),
@@ -134,7 +176,9 @@ async function main(): Promise<void> {
           samples,
         };
         const o = out[kind] as { gapMs: { median: number; p99: number; max: number }; failed: number };
-        log(`${kind}: ${ok.length}/${samples.length} resumed through the other instance; gap p50 ${o.gapMs.median} p99 ${o.gapMs.p99} max ${o.gapMs.max} ms; failed ${o.failed}`);
+        log(
+          `${kind}: ${ok.length}/${samples.length} resumed through the other instance; gap p50 ${o.gapMs.median} p99 ${o.gapMs.p99} max ${o.gapMs.max} ms; failed ${o.failed}`,
+        );
       }
 
       // Node-agent restarts and policy changes under traffic: the flow must keep arriving, with no leak.
@@ -145,7 +189,17 @@ async function main(): Promise<void> {
         const startedAt = Date.now();
         const stream = startUdpStream(l, POD, tag, durationMs);
         await sleep(1_000);
-        const unrelated = { apiVersion: "staticegress.io/v1alpha1", kind: "EgressPolicy", metadata: { name: "churn", namespace: "web" }, spec: { podSelector: { matchLabels: { app: "frontend" } }, gatewayName: "shared", egressIPs: ["192.0.2.21"], destinationCIDRs: ["198.51.100.200/32"] } };
+        const unrelated = {
+          apiVersion: "staticegress.io/v1alpha1",
+          kind: "EgressPolicy",
+          metadata: { name: "churn", namespace: "web" },
+          spec: {
+            podSelector: { matchLabels: { app: "frontend" } },
+            gatewayName: "shared",
+            egressIPs: ["192.0.2.21"],
+            destinationCIDRs: ["198.51.100.200/32"],
+          },
+        };
         for (let i = 0; i < KILLS; i++) {
           if (phase === "agent-restart") {
             l.killProcess("agent-node1");
@@ -179,22 +233,41 @@ async function main(): Promise<void> {
     { maxSeconds: 300 + KILLS * HOST_DEATHS.length * 20, log },
   );
   const kinds = HOST_DEATHS.map((k) => results[k] as { failed: number; wrongSource: number });
-  const phases = (["agent-restart", "policy-change"] as const).map((p) => results[p] as { arrivingAtEnd: boolean; wrongSource: number });
+  const phases = (["agent-restart", "policy-change"] as const).map(
+    (p) => results[p] as { arrivingAtEnd: boolean; wrongSource: number },
+  );
   const summary = {
     failedFailovers: kinds.reduce((n, k) => n + k.failed, 0),
     flowStoppedInPhases: phases.filter((p) => !p.arrivingAtEnd).length,
     wrongSourceTotal: [...kinds, ...phases].reduce((n, k) => n + k.wrongSource, 0),
   };
-  writeResults(OUT, run, { settings: { lab: "examples/lab.yaml", pod: POD, egressIPs: ALLOWED, streamIntervalMs: 1 }, summary, results });
+  writeResults(OUT, run, {
+    settings: { lab: "examples/lab.yaml", pod: POD, egressIPs: ALLOWED, streamIntervalMs: 1 },
+    summary,
+    results,
+  });
   process.stdout.write(`${table(results)}\n\n${JSON.stringify(summary)}\nwrote ${OUT}\n`);
-  if (summary.failedFailovers > 0 || summary.flowStoppedInPhases > 0 || summary.wrongSourceTotal > 0) process.exitCode = 2;
+  if (summary.failedFailovers > 0 || summary.flowStoppedInPhases > 0 || summary.wrongSourceTotal > 0)
+    process.exitCode = 2;
 }
 
 function table(results: Record<string, unknown>): string {
-  const lines = ["| death | kills | resumed through the other instance | failed | gap p50 | p99 | max | datagrams after the gap (median) | wrong source |", "|---|---|---|---|---|---|---|---|---|"];
+  const lines = [
+    "| death | kills | resumed through the other instance | failed | gap p50 | p99 | max | datagrams after the gap (median) | wrong source |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ];
   for (const kind of HOST_DEATHS) {
-    const r = results[kind] as { kills: number; resumed: number; failed: number; gapMs: { median: number; p99: number; max: number }; afterGap: { median: number }; wrongSource: number };
-    lines.push(`| ${kind} | ${r.kills} | ${r.resumed} | ${r.failed} | ${r.gapMs.median} | ${r.gapMs.p99} | ${r.gapMs.max} | ${r.afterGap.median} | ${r.wrongSource} |`);
+    const r = results[kind] as {
+      kills: number;
+      resumed: number;
+      failed: number;
+      gapMs: { median: number; p99: number; max: number };
+      afterGap: { median: number };
+      wrongSource: number;
+    };
+    lines.push(
+      `| ${kind} | ${r.kills} | ${r.resumed} | ${r.failed} | ${r.gapMs.median} | ${r.gapMs.p99} | ${r.gapMs.max} | ${r.afterGap.median} | ${r.wrongSource} |`,
+    );
   }
   return lines.join("\n");
 }

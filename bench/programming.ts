@@ -85,19 +85,39 @@ function medianBreakdown(samples: CommandTiming[][], totals: number[]): Record<s
   const names = [...new Set(per.flatMap((p) => Object.keys(p)))].sort();
   const inProcess = totals.map((t, i) => t - Object.values(per[i] ?? {}).reduce((n, x) => n + x.ms, 0));
   return Object.fromEntries([
-    ...names.map((n) => [n, { count: per[0]?.[n]?.count ?? 0, ms: round(summarize(per.map((p) => p[n]?.ms ?? 0)).median) }]),
+    ...names.map((n) => [
+      n,
+      { count: per[0]?.[n]?.count ?? 0, ms: round(summarize(per.map((p) => p[n]?.ms ?? 0)).median) },
+    ]),
     ["in-process", { count: 0, ms: round(summarize(inProcess).median) }],
   ]);
 }
 
-function expectNoChange(report: { nftChanged: boolean; routingAdded: number; routingRemoved: number }, when: string): void {
-  if (report.nftChanged || report.routingAdded || report.routingRemoved) throw new KernelCheckError(`${when}: expected no change, got ${JSON.stringify(report)}`);
+function expectNoChange(
+  report: { nftChanged: boolean; routingAdded: number; routingRemoved: number },
+  when: string,
+): void {
+  if (report.nftChanged || report.routingAdded || report.routingRemoved)
+    throw new KernelCheckError(`${when}: expected no change, got ${JSON.stringify(report)}`);
 }
 
-async function runCase(c: Case, reps: number, bulk: number, prefix: string, index: number, log: (l: string) => void): Promise<CaseResult> {
+async function runCase(
+  c: Case,
+  reps: number,
+  bulk: number,
+  prefix: string,
+  index: number,
+  log: (l: string) => void,
+): Promise<CaseResult> {
   const health: HealthView = new Map();
   const snapshot = syntheticSnapshot(c);
-  const plan = { validator: [] as number[], construct: [] as number[], node: [] as number[], total: [] as number[], asAgent: [] as number[] };
+  const plan = {
+    validator: [] as number[],
+    construct: [] as number[],
+    node: [] as number[],
+    total: [] as number[],
+    asAgent: [] as number[],
+  };
   let nodePlan: NodePlan | undefined;
   // One untimed pass first: agents are long-running, so JIT warm-up is not part of their cost.
   new Planner(snapshot).planNode(SYNTHETIC.node, health);
@@ -117,16 +137,44 @@ async function runCase(c: Case, reps: number, bulk: number, prefix: string, inde
   const invalid = new Planner(snapshot).resolution.verdicts.filter((v) => !v.valid);
   if (invalid.length > 0) throw new Error(`synthetic cluster is invalid: ${JSON.stringify(invalid)}`);
   const expectedElements = c.pods * SYNTHETIC.rangesPerPod;
-  if (base.entries.length !== expectedElements) throw new Error(`plan has ${base.entries.length} entries, expected ${expectedElements}`);
+  if (base.entries.length !== expectedElements)
+    throw new Error(`plan has ${base.entries.length} entries, expected ${expectedElements}`);
   const plusOne = new Planner(withExtraPod(snapshot, c.pods, c.policies)).planNode(SYNTHETIC.node, health);
-  if (plusOne.entries.length !== expectedElements + SYNTHETIC.rangesPerPod) throw new Error("the extra pod did not add its entries");
+  if (plusOne.entries.length !== expectedElements + SYNTHETIC.rangesPerPod)
+    throw new Error("the extra pod did not add its entries");
   // Bulk change: the first `bulk` pods go away at once (a deleted policy or a drained node), then come back.
-  const withoutBulk = bulk > 0 && bulk < c.pods ? new Planner({ ...snapshot, pods: snapshot.pods.slice(bulk) }).planNode(SYNTHETIC.node, health) : undefined;
+  const withoutBulk =
+    bulk > 0 && bulk < c.pods
+      ? new Planner({ ...snapshot, pods: snapshot.pods.slice(bulk) }).planNode(SYNTHETIC.node, health)
+      : undefined;
 
-  const steps = ["first", "noop", "addOne", "removeOne", "resync", ...(withoutBulk ? (["removeBulk", "addBulk"] as const) : [])] as const;
+  const steps = [
+    "first",
+    "noop",
+    "addOne",
+    "removeOne",
+    "resync",
+    ...(withoutBulk ? (["removeBulk", "addBulk"] as const) : []),
+  ] as const;
   type Step = "first" | "noop" | "addOne" | "removeOne" | "resync" | "removeBulk" | "addBulk";
-  const ms: Record<Step, number[]> = { first: [], noop: [], addOne: [], removeOne: [], resync: [], removeBulk: [], addBulk: [] };
-  const calls: Record<Step, CommandTiming[][]> = { first: [], noop: [], addOne: [], removeOne: [], resync: [], removeBulk: [], addBulk: [] };
+  const ms: Record<Step, number[]> = {
+    first: [],
+    noop: [],
+    addOne: [],
+    removeOne: [],
+    resync: [],
+    removeBulk: [],
+    addBulk: [],
+  };
+  const calls: Record<Step, CommandTiming[][]> = {
+    first: [],
+    noop: [],
+    addOne: [],
+    removeOne: [],
+    resync: [],
+    removeBulk: [],
+    addBulk: [],
+  };
   let fullScriptBytes = 0;
   for (let r = 0; r < reps; r++) {
     const ns = `${prefix}-p${index}r${r}`;
@@ -144,7 +192,12 @@ async function runCase(c: Case, reps: number, bulk: number, prefix: string, inde
       };
 
       await step("first", () => dp.apply(base));
-      fullScriptBytes = Math.max(...calls.first.at(-1)!.filter((x) => x.command === "nft").map((x) => x.inputBytes));
+      fullScriptBytes = Math.max(
+        ...calls.first
+          .at(-1)!
+          .filter((x) => x.command === "nft")
+          .map((x) => x.inputBytes),
+      );
       await expectDivert(check, TABLE, base.entries, `after first apply (${c.pods}x${c.policies})`);
       // The node also never diverts link-local, multicast and broadcast (ALWAYS_LOCAL).
       const neverDivert = normalize([...base.neverDivert, ...ALWAYS_LOCAL.map(parseCidr)]).length;
@@ -152,15 +205,19 @@ async function runCase(c: Case, reps: number, bulk: number, prefix: string, inde
       const routing = await dp.readRouting();
       const planned = nodeRouting(base);
       if (routing.routes.length !== planned.routes.length || routing.rules.length !== planned.rules.length) {
-        throw new KernelCheckError(`after first apply: ${routing.routes.length} routes and ${routing.rules.length} rules, the plan has ${planned.routes.length} and ${planned.rules.length}`);
+        throw new KernelCheckError(
+          `after first apply: ${routing.routes.length} routes and ${routing.rules.length} rules, the plan has ${planned.routes.length} and ${planned.rules.length}`,
+        );
       }
 
       expectNoChange(await step("noop", () => dp.apply(base)), "re-apply of the same plan");
 
-      if (!(await step("addOne", () => dp.apply(plusOne))).nftChanged) throw new KernelCheckError("adding a pod changed nothing");
+      if (!(await step("addOne", () => dp.apply(plusOne))).nftChanged)
+        throw new KernelCheckError("adding a pod changed nothing");
       await expectDivert(check, TABLE, plusOne.entries, "after adding one pod");
 
-      if (!(await step("removeOne", () => dp.apply(base))).nftChanged) throw new KernelCheckError("removing a pod changed nothing");
+      if (!(await step("removeOne", () => dp.apply(base))).nftChanged)
+        throw new KernelCheckError("removing a pod changed nothing");
       await expectDivert(check, TABLE, base.entries, "after removing one pod");
 
       // The periodic drift check compares with the listing taken after a verified full apply.
@@ -207,10 +264,14 @@ async function runCase(c: Case, reps: number, bulk: number, prefix: string, inde
 function printTable(results: readonly CaseResult[]): void {
   const f = (x: Summary) => `${x.median} / ${x.p95}`;
   const g = (x: Summary | undefined) => (x ? f(x) : "-");
-  console.log("\n| pods x policies | map elements | plan | plan as agent | first apply | no-op re-apply | +1 pod | -1 pod | resync (verify) | -bulk pods | +bulk pods |");
+  console.log(
+    "\n| pods x policies | map elements | plan | plan as agent | first apply | no-op re-apply | +1 pod | -1 pod | resync (verify) | -bulk pods | +bulk pods |",
+  );
   console.log("|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of results) {
-    console.log(`| ${r.pods} x ${r.policies} | ${r.mapElements} | ${f(r.ms.plan)} | ${f(r.ms.planAsAgent)} | ${f(r.ms.first)} | ${f(r.ms.noop)} | ${f(r.ms.addOne)} | ${f(r.ms.removeOne)} | ${f(r.ms.resync)} | ${g(r.ms.removeBulk)} | ${g(r.ms.addBulk)} |`);
+    console.log(
+      `| ${r.pods} x ${r.policies} | ${r.mapElements} | ${f(r.ms.plan)} | ${f(r.ms.planAsAgent)} | ${f(r.ms.first)} | ${f(r.ms.noop)} | ${f(r.ms.addOne)} | ${f(r.ms.removeOne)} | ${f(r.ms.resync)} | ${g(r.ms.removeBulk)} | ${g(r.ms.addBulk)} |`,
+    );
   }
   console.log("(milliseconds, median / p95)");
 }
@@ -230,9 +291,16 @@ async function main(): Promise<void> {
   const reps = Number(values.reps);
   if (!Number.isInteger(reps) || reps < 1 || reps > 50) throw new Error("--reps must be an integer from 1 to 50");
   const bulk = Number(values.bulk);
-  if (!Number.isInteger(bulk) || bulk < 0 || bulk > 10_000) throw new Error("--bulk must be an integer from 0 to 10000");
+  if (!Number.isInteger(bulk) || bulk < 0 || bulk > 10_000)
+    throw new Error("--bulk must be an integer from 0 to 10000");
   const log = (l: string) => console.error(l);
-  const run = await startRun("programming", { cases: values.cases, reps, bulk, maxSeconds: Number(values["max-seconds"]), out: values.out });
+  const run = await startRun("programming", {
+    cases: values.cases,
+    reps,
+    bulk,
+    maxSeconds: Number(values["max-seconds"]),
+    out: values.out,
+  });
   const prefix = newRunPrefix();
   const started = Date.now();
   log(`programming benchmark, run ${prefix}, ${reps} repetitions per case, load ${run.loadAtStart.join(" ")}`);

@@ -59,7 +59,14 @@ interface Pair {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function measure(h: CloudHarness, ip: string, kill: Kill, runs: number, assigned: ReservedIPAssignment[], log: (s: string) => void): Promise<Sample[]> {
+async function measure(
+  h: CloudHarness,
+  ip: string,
+  kill: Kill,
+  runs: number,
+  assigned: ReservedIPAssignment[],
+  log: (s: string) => void,
+): Promise<Sample[]> {
   const api = new DigitalOceanClient({ token: h.cloud.token, baseUrl: h.cloud.url });
   let seq = 0;
   const newPair = async (): Promise<Pair> => {
@@ -95,14 +102,26 @@ async function measure(h: CloudHarness, ip: string, kill: Kill, runs: number, as
         await h.setPodReady("web", holder.pod, false);
         break;
     }
-    await waitFor(() => assigned.slice(before).some((a) => a.ip === ip && a.host === String(target)), 60_000, `run ${run}: not reassigned`, 2);
+    await waitFor(
+      () => assigned.slice(before).some((a) => a.ip === ip && a.host === String(target)),
+      60_000,
+      `run ${run}: not reassigned`,
+      2,
+    );
     const done = assigned.slice(before).find((a) => a.ip === ip && a.host === String(target))!;
-    const action = [...h.cloud.state.raw.actions.values()].filter((a) => a.type === "assign_ip" && a.ip === ip && a.dropletId === target && a.startedAt >= t0).sort((a, b) => a.startedAt - b.startedAt).pop();
-    if (!action || action.status !== "completed" || action.completedAt === undefined) throw new Error(`run ${run}: no completed assign action for ${ip}`);
+    const action = [...h.cloud.state.raw.actions.values()]
+      .filter((a) => a.type === "assign_ip" && a.ip === ip && a.dropletId === target && a.startedAt >= t0)
+      .sort((a, b) => a.startedAt - b.startedAt)
+      .pop();
+    if (!action || action.status !== "completed" || action.completedAt === undefined)
+      throw new Error(`run ${run}: no completed assign action for ${ip}`);
     // Not only the action: the IP must really be on the target droplet, as the public API shows it (read after the timing).
     const droplet = (await api.getReservedIP(ip))?.droplet;
     const onDroplet = droplet && "id" in droplet ? droplet.id : undefined;
-    if (onDroplet !== target) throw new Error(`run ${run}: the assign action completed, but the API shows ${ip} on droplet ${onDroplet}, not on ${target} (${standby.node})`);
+    if (onDroplet !== target)
+      throw new Error(
+        `run ${run}: the assign action completed, but the API shows ${ip} on droplet ${onDroplet}, not on ${target} (${standby.node})`,
+      );
     const s: Sample = {
       kill,
       toActionStartMs: action.startedAt - t0,
@@ -111,7 +130,9 @@ async function measure(h: CloudHarness, ip: string, kill: Kill, runs: number, as
       toConfirmedMs: done.doneAt - t0,
     };
     samples.push(s);
-    log(`${kill} #${run + 1}: action starts +${s.toActionStartMs} ms, reassigned +${s.toReassignedMs} ms, confirmed +${s.toConfirmedMs} ms`);
+    log(
+      `${kill} #${run + 1}: action starts +${s.toActionStartMs} ms, reassigned +${s.toReassignedMs} ms, confirmed +${s.toConfirmedMs} ms`,
+    );
     // The old holder's side comes back as the new standby (or a fresh pair for a deleted node).
     const old = holder;
     holder = standby;
@@ -138,7 +159,12 @@ async function measure(h: CloudHarness, ip: string, kill: Kill, runs: number, as
   return samples;
 }
 
-async function campaign(followerPollMs: number, kills: Kill[], runs: number, log: (s: string) => void): Promise<Sample[]> {
+async function campaign(
+  followerPollMs: number,
+  kills: Kill[],
+  runs: number,
+  log: (s: string) => void,
+): Promise<Sample[]> {
   const assigned: ReservedIPAssignment[] = [];
   const h = await startCloudHarness({
     nodes: 0,
@@ -161,7 +187,8 @@ async function campaign(followerPollMs: number, kills: Kill[], runs: number, log
     }
     await h.plugins.idle();
     await h.cloud.settle();
-    if (h.cloud.violations().length > 0 || h.cloud.rejectedRequests().length > 0) throw new Error("the DigitalOcean stand-in saw invalid requests or answers");
+    if (h.cloud.violations().length > 0 || h.cloud.rejectedRequests().length > 0)
+      throw new Error("the DigitalOcean stand-in saw invalid requests or answers");
     return samples;
   } finally {
     await h.close();
@@ -186,7 +213,13 @@ function table(rows: { label: string; samples: Sample[] }[]): string {
 }
 
 async function main(): Promise<void> {
-  const run = await startRun("reserved-ip", { runs: RUNS, peerRuns: PEER_RUNS, latencyMs: LATENCY_MS, actionMs: ACTION_MS, out: OUT });
+  const run = await startRun("reserved-ip", {
+    runs: RUNS,
+    peerRuns: PEER_RUNS,
+    latencyMs: LATENCY_MS,
+    actionMs: ACTION_MS,
+    out: OUT,
+  });
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const ours = await campaign(500, KILLS, RUNS, log);
   // Same controller, but reading the action back every 5 s like the peer controller does.
@@ -215,7 +248,9 @@ async function main(): Promise<void> {
     },
     samples: { ours, peerLikePolling: peerPolling },
   });
-  process.stdout.write(`${table(rows)}\n\nms, median / p95 (min–max); stand-in latency ${LATENCY_MS} ms per request, assign action ${ACTION_MS} ms. Raw: ${OUT}\n`);
+  process.stdout.write(
+    `${table(rows)}\n\nms, median / p95 (min–max); stand-in latency ${LATENCY_MS} ms per request, assign action ${ACTION_MS} ms. Raw: ${OUT}\n`,
+  );
 }
 
 main().catch((e: unknown) => {

@@ -9,9 +9,20 @@ import { snapshotFromObjects, type KubeObject } from "../src/api/objects.js";
 import { resolve } from "../src/planner/resolve.js";
 import { startRun } from "./lib/record.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
-import { DEFAULT_SHAPE, gatewayObject, namespaceObject, NETWORK, nodeObject, podManifest, podParams, podStatus, policyObject } from "./scale/fixture.js";
+import {
+  DEFAULT_SHAPE,
+  gatewayObject,
+  namespaceObject,
+  NETWORK,
+  nodeObject,
+  podManifest,
+  podParams,
+  podStatus,
+  policyObject,
+} from "./scale/fixture.js";
 
-const arg = (name: string): string | undefined => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : undefined);
+const arg = (name: string): string | undefined =>
+  process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : undefined;
 const runs = Number(arg("runs") ?? 5) || 5;
 const out = arg("out") ?? defaultResultPath("resolve");
 const run = await startRun("resolve", { runs, out });
@@ -32,9 +43,14 @@ for (let r = 0; r < runs; r++) {
   const res = resolve(snapshot);
   times.push(performance.now() - t);
   const invalid = res.verdicts.filter((v) => !v.valid);
-  if (invalid.length > 0) throw new Error(`${invalid.length} policies resolved invalid, e.g. ${JSON.stringify(invalid[0])}`);
+  if (invalid.length > 0)
+    throw new Error(`${invalid.length} policies resolved invalid, e.g. ${JSON.stringify(invalid[0])}`);
 }
 times.sort((a, b) => a - b);
-const result = { shape: { pods: s.pods, nodes: s.nodes, namespaces: s.namespaces, policies: s.policies }, medianMs: Math.round(times[Math.floor(times.length / 2)]!), runsMs: times.map(Math.round) };
+const result = {
+  shape: { pods: s.pods, nodes: s.nodes, namespaces: s.namespaces, policies: s.policies },
+  medianMs: Math.round(times[Math.floor(times.length / 2)]!),
+  runsMs: times.map(Math.round),
+};
 writeResults(out, run, result);
 console.log(JSON.stringify(result));

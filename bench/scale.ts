@@ -33,7 +33,16 @@ import { guarded } from "./lib/guard.js";
 import { countElements, createNodeNamespace } from "./lib/netns.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { round, roundSummary, summarize } from "./lib/stats.js";
-import { ApiHttp, countRunningPods, fillCluster, gatewaysWithStatus, listPolicies, policyProgress, range, selectedPodMismatches } from "./scale/api.js";
+import {
+  ApiHttp,
+  countRunningPods,
+  fillCluster,
+  gatewaysWithStatus,
+  listPolicies,
+  policyProgress,
+  range,
+  selectedPodMismatches,
+} from "./scale/api.js";
 import { BenchChild, procStats, type ProcStats } from "./scale/child.js";
 import { wallClockMs, type ChildEvent } from "./scale/child-io.js";
 import {
@@ -70,7 +79,12 @@ class ScaleCheckError extends Error {
 const log = (line: string): void => console.error(`[scale ${new Date().toISOString().slice(11, 19)}] ${line}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function pollUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string, everyMs = 50): Promise<number> {
+async function pollUntil(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+  everyMs = 50,
+): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await check()) return wallClockMs();
@@ -105,7 +119,9 @@ class NodeReportChurn {
   ) {}
 
   start(): void {
-    const health = Object.fromEntries(range(this.s.gateways).flatMap((g) => range(this.s.instancesPerGateway).map((k) => [`gw-${g}/i-${k}`, "up"])));
+    const health = Object.fromEntries(
+      range(this.s.gateways).flatMap((g) => range(this.s.instancesPerGateway).map((k) => [`gw-${g}/i-${k}`, "up"])),
+    );
     let owed = 0; // writes due but not yet sent (fractional rates)
     let node = 0;
     this.startedAt = wallClockMs();
@@ -167,7 +183,15 @@ function cpuPercent(before: ProcStats | undefined, after: ProcStats | undefined,
  * generation, polled with a GET every 20 ms. The status must say the new generation and keep
  * the policy's selected-pod count.
  */
-async function specChangeToStatus(http: ApiHttp, s: ScaleShape, p: number, priority: number, controller: BenchChild, expected: Map<string, number>, timeoutMs = 60_000): Promise<number> {
+async function specChangeToStatus(
+  http: ApiHttp,
+  s: ScaleShape,
+  p: number,
+  priority: number,
+  controller: BenchChild,
+  expected: Map<string, number>,
+  timeoutMs = 60_000,
+): Promise<number> {
   const ref = policyRef(s, p);
   const t0 = wallClockMs();
   const patched = await http.patchPolicySpec(ref, { priority });
@@ -175,13 +199,25 @@ async function specChangeToStatus(http: ApiHttp, s: ScaleShape, p: number, prior
   const cpuBefore = controller.readProc();
   try {
     let last: Awaited<ReturnType<ApiHttp["getPolicy"]>> | undefined;
-    const at = await pollUntil(async () => (last = await http.getPolicy(ref)).status?.observedGeneration === generation, timeoutMs, `status of ${ref.name} generation ${generation}`, 20);
-    const key = ref.kind === "EgressPolicy" ? `EgressPolicy/${ref.namespace}/${ref.name}` : `ClusterEgressPolicy/${ref.name}`;
-    if (last?.status?.selectedPods !== expected.get(key)) throw new ScaleCheckError(`${key} generation ${generation}: selectedPods ${last?.status?.selectedPods}, expected ${expected.get(key)}`);
-    if (!last?.status?.conditions?.every((c) => (c as { observedGeneration?: number }).observedGeneration === generation)) throw new ScaleCheckError(`${key}: conditions not all for generation ${generation}`);
+    const at = await pollUntil(
+      async () => (last = await http.getPolicy(ref)).status?.observedGeneration === generation,
+      timeoutMs,
+      `status of ${ref.name} generation ${generation}`,
+      20,
+    );
+    const key =
+      ref.kind === "EgressPolicy" ? `EgressPolicy/${ref.namespace}/${ref.name}` : `ClusterEgressPolicy/${ref.name}`;
+    if (last?.status?.selectedPods !== expected.get(key))
+      throw new ScaleCheckError(
+        `${key} generation ${generation}: selectedPods ${last?.status?.selectedPods}, expected ${expected.get(key)}`,
+      );
+    if (
+      !last?.status?.conditions?.every((c) => (c as { observedGeneration?: number }).observedGeneration === generation)
+    )
+      throw new ScaleCheckError(`${key}: conditions not all for generation ${generation}`);
     return at - t0;
   } catch (e) {
-    if (e instanceof ScaleCheckError && !(e.message.includes("not reached"))) throw e;
+    if (e instanceof ScaleCheckError && !e.message.includes("not reached")) throw e;
     // A stall is a result too: record what the controller was doing, go on.
     const now = controller.readProc();
     log(
@@ -202,16 +238,43 @@ interface PodSample {
   commandsMs: number;
 }
 
-async function createAndWait(http: ApiHttp, agent: BenchChild, node: number, k: number, namespace: string): Promise<PodSample> {
+async function createAndWait(
+  http: ApiHttp,
+  agent: BenchChild,
+  node: number,
+  k: number,
+  namespace: string,
+): Promise<PodSample> {
   const ip = podAddress(node, FIRST_EXTRA_POD_HOST + k);
-  const params = { namespace, name: `new-${k}`, app: `app-${k % 2}`, node: nodeName(node), hostIP: nodeAddress(node), podIP: ip };
+  const params = {
+    namespace,
+    name: `new-${k}`,
+    app: `app-${k % 2}`,
+    node: nodeName(node),
+    hostIP: nodeAddress(node),
+    podIP: ip,
+  };
   const from = agent.events.length;
   const tCreate = wallClockMs();
   await http.createPod(podManifest(params));
   const tStatus = wallClockMs();
-  await http.patchPodStatus(namespace, params.name, podStatus(params, new Date().toISOString().replace(/\.\d+Z$/, "Z")));
-  const applied = await agent.waitForEvent((e) => e.ev === "applied" && (e.podIPs as string[]).includes(ip), 60_000, `programming of ${ip}`, from);
-  return { ip, fromStatusPatchMs: round(applied.t - tStatus), fromCreateMs: round(applied.t - tCreate), commandsMs: Number(applied.commandsMs) };
+  await http.patchPodStatus(
+    namespace,
+    params.name,
+    podStatus(params, new Date().toISOString().replace(/\.\d+Z$/, "Z")),
+  );
+  const applied = await agent.waitForEvent(
+    (e) => e.ev === "applied" && (e.podIPs as string[]).includes(ip),
+    60_000,
+    `programming of ${ip}`,
+    from,
+  );
+  return {
+    ip,
+    fromStatusPatchMs: round(applied.t - tStatus),
+    fromCreateMs: round(applied.t - tCreate),
+    commandsMs: Number(applied.commandsMs),
+  };
 }
 
 async function main(): Promise<void> {
@@ -234,7 +297,15 @@ async function main(): Promise<void> {
   const agentNode = Number(values["agent-node"]) % shape.nodes;
   const out = values.out ?? defaultResultPath("scale");
   const root = packageRoot();
-  const run = await startRun("scale", { ...shape, newPods, churnSeconds, agentNode, concurrency: values.concurrency, out, maxSeconds: Number(values["max-seconds"]) });
+  const run = await startRun("scale", {
+    ...shape,
+    newPods,
+    churnSeconds,
+    agentNode,
+    concurrency: values.concurrency,
+    out,
+    maxSeconds: Number(values["max-seconds"]),
+  });
   log(`load average at start ${run.loadAtStart.join(" ")}`);
 
   const prefix = newRunPrefix();
@@ -269,17 +340,31 @@ async function main(): Promise<void> {
       const h = http;
       const load = await fillCluster(h, shape, { concurrency: Number(values.concurrency), log });
       const loaded = await countRunningPods(h, shape);
-      if (loaded.runningWithAddress !== shape.pods) throw new ScaleCheckError(`after loading: ${loaded.runningWithAddress} of ${shape.pods} pods Running with their address (${JSON.stringify(loaded)})`);
+      if (loaded.runningWithAddress !== shape.pods)
+        throw new ScaleCheckError(
+          `after loading: ${loaded.runningWithAddress} of ${shape.pods} pods Running with their address (${JSON.stringify(loaded)})`,
+        );
       const samplePod = podParams(shape, 0);
-      const podJsonBytes = JSON.stringify(await h.call("GET", `/api/v1/namespaces/${samplePod.namespace}/pods/${samplePod.name}`)).length;
+      const podJsonBytes = JSON.stringify(
+        await h.call("GET", `/api/v1/namespaces/${samplePod.namespace}/pods/${samplePod.name}`),
+      ).length;
       const serverProcs = serverStats(c);
       const controllerKubeconfig = join(work, "controller.kubeconfig");
-      writeFileSync(controllerKubeconfig, await c.serviceAccountKubeconfig(COMPONENT_ACCOUNTS.controller), { mode: 0o600 });
-      log(`cluster loaded in ${round((wallClockMs() - cpStarted) / 1000)} s: ${JSON.stringify(load)}; pod JSON ${podJsonBytes} B (managedFields included); API server / etcd RSS ${JSON.stringify(serverProcs)}`);
+      writeFileSync(controllerKubeconfig, await c.serviceAccountKubeconfig(COMPONENT_ACCOUNTS.controller), {
+        mode: 0o600,
+      });
+      log(
+        `cluster loaded in ${round((wallClockMs() - cpStarted) / 1000)} s: ${JSON.stringify(load)}; pod JSON ${podJsonBytes} B (managedFields included); API server / etcd RSS ${JSON.stringify(serverProcs)}`,
+      );
 
       // --- controller ----------------------------------------------------------------------
       const ctlSpawn = wallClockMs();
-      const ctl = new BenchChild("controller", join(root, "bench", "scale", "controller-main.ts"), ["--kubeconfig", controllerKubeconfig], { cwd: root, logPath: join(work, "controller.log") });
+      const ctl = new BenchChild(
+        "controller",
+        join(root, "bench", "scale", "controller-main.ts"),
+        ["--kubeconfig", controllerKubeconfig],
+        { cwd: root, logPath: join(work, "controller.log") },
+      );
       children.push(ctl);
       const ctlLoaded = await ctl.waitForEvent((e) => e.ev === "loaded", 120_000, "loaded");
       const synced = await ctl.waitForEvent((e) => e.ev === "synced", 300_000, "informers synced");
@@ -293,7 +378,11 @@ async function main(): Promise<void> {
           policies = await listPolicies(h);
           progress = policyProgress(policies, shape);
           if (!allStatusAt && progress.withStatus === shape.policies) allStatusAt = wallClockMs();
-          return progress.withStatus === shape.policies && progress.withFinalizer === shape.policies && (await gatewaysWithStatus(h)) === shape.gateways;
+          return (
+            progress.withStatus === shape.policies &&
+            progress.withFinalizer === shape.policies &&
+            (await gatewaysWithStatus(h)) === shape.gateways
+          );
         },
         600_000,
         "every policy with a status and a finalizer",
@@ -302,9 +391,14 @@ async function main(): Promise<void> {
       const firstIdle = await ctl.waitForEvent((e) => e.ev === "first-idle", 300_000, "first idle");
       const converged = await ctl.stats("converged");
       const convergedProc = ctl.readProc();
-      log(`controller: every status written ${round((allStatusAt - synced.t) / 1000)} s after sync; peak RSS ${convergedProc?.peakRssMiB} MiB`);
+      log(
+        `controller: every status written ${round((allStatusAt - synced.t) / 1000)} s after sync; peak RSS ${convergedProc?.peakRssMiB} MiB`,
+      );
       const mismatches = selectedPodMismatches(policies, shape);
-      if (mismatches.length > 0) throw new ScaleCheckError(`${mismatches.length} policies report a wrong selectedPods, e.g. ${JSON.stringify(mismatches.slice(0, 3))}`);
+      if (mismatches.length > 0)
+        throw new ScaleCheckError(
+          `${mismatches.length} policies report a wrong selectedPods, e.g. ${JSON.stringify(mismatches.slice(0, 3))}`,
+        );
       const notReady = shape.policies - progress.ready;
       if (notReady > 0) throw new ScaleCheckError(`${notReady} policies are not Ready`);
 
@@ -330,14 +424,18 @@ async function main(): Promise<void> {
       const churnSpecSamples: number[] = [];
       await sleep(2_000);
       for (const k of range(3)) {
-        churnSpecSamples.push(await specChangeToStatus(h, shape, (shape.policies / 2 + k * 13) % shape.policies, 110 + k, ctl, expected));
+        churnSpecSamples.push(
+          await specChangeToStatus(h, shape, (shape.policies / 2 + k * 13) % shape.policies, 110 + k, ctl, expected),
+        );
         await sleep(1_000);
       }
       while (wallClockMs() - churnT0 < churnSeconds * 1000) await sleep(100);
       const churnAfter = ctl.readProc();
       const churnWallMs = wallClockMs() - churnT0;
       const churnDone = await ctlChurn.stop();
-      log(`controller under ${churnDone.writesPerSecond}/s node reports: CPU ${cpuPercent(churnBefore, churnAfter, churnWallMs)} %, spec -> status ${JSON.stringify(churnSpecSamples.map(round))} ms`);
+      log(
+        `controller under ${churnDone.writesPerSecond}/s node reports: CPU ${cpuPercent(churnBefore, churnAfter, churnWallMs)} %, spec -> status ${JSON.stringify(churnSpecSamples.map(round))} ms`,
+      );
       const ctlFinal = await ctl.stats("final");
       const ctlFinalProc = ctl.readProc();
       await ctl.stop();
@@ -351,13 +449,31 @@ async function main(): Promise<void> {
         syncedToAllStatusesAndFinalizersMs: round(allConvergedAt - synced.t),
         processStartToAllStatusesMs: round(allStatusAt - ctlSpawn),
         syncedToFirstIdleMs: round(firstIdle.t - synced.t),
-        rssMiB: { afterLoad: ctlLoaded.rssMiB, afterSync: synced.rssMiB, converged: converged.rssMiB, peakBeforeChurn: ctlBeforeChurn?.peakRssMiB, peak: ctlFinalProc?.peakRssMiB ?? ctlFinal.peakRssMiB },
-        heapUsedMiB: { afterLoad: ctlLoaded.heapUsedMiB, afterSync: synced.heapUsedMiB, converged: converged.heapUsedMiB, peakSampled: ctl.peakHeapUsedMiB, limit: ctlLoaded.heapLimitMiB },
-        cpuMs: { toLoaded: ctlLoaded.cpuMs, toSynced: synced.cpuMs, toConverged: converged.cpuMs, total: ctlFinalProc?.cpuMs ?? ctlFinal.cpuMs },
+        rssMiB: {
+          afterLoad: ctlLoaded.rssMiB,
+          afterSync: synced.rssMiB,
+          converged: converged.rssMiB,
+          peakBeforeChurn: ctlBeforeChurn?.peakRssMiB,
+          peak: ctlFinalProc?.peakRssMiB ?? ctlFinal.peakRssMiB,
+        },
+        heapUsedMiB: {
+          afterLoad: ctlLoaded.heapUsedMiB,
+          afterSync: synced.heapUsedMiB,
+          converged: converged.heapUsedMiB,
+          peakSampled: ctl.peakHeapUsedMiB,
+          limit: ctlLoaded.heapLimitMiB,
+        },
+        cpuMs: {
+          toLoaded: ctlLoaded.cpuMs,
+          toSynced: synced.cpuMs,
+          toConverged: converged.cpuMs,
+          total: ctlFinalProc?.cpuMs ?? ctlFinal.cpuMs,
+        },
         selectedPodsChecked: shape.policies,
         specChangeToStatusMs: roundSummary(summarize(specSamples.filter(Number.isFinite))),
         specChangeTimeouts: specSamples.filter((x) => !Number.isFinite(x)).length,
-        specChangeCpuMsPerSample: beforeSpec && afterSpec ? round((afterSpec.cpuMs - beforeSpec.cpuMs) / specSamples.length) : null,
+        specChangeCpuMsPerSample:
+          beforeSpec && afterSpec ? round((afterSpec.cpuMs - beforeSpec.cpuMs) / specSamples.length) : null,
         nodeReportChurn: {
           ...churnDone,
           targetPerSecond: round(churnRate),
@@ -371,7 +487,11 @@ async function main(): Promise<void> {
       await createNodeNamespace(netns, nodeAddress(agentNode), VPC_PREFIX_LENGTH);
       const runner = inNamespace(netns);
       const agentKubeconfig = join(work, "node-agent.kubeconfig");
-      writeFileSync(agentKubeconfig, await c.serviceAccountKubeconfig(COMPONENT_ACCOUNTS.nodeAgent, { node: nodeName(agentNode) }), { mode: 0o600 });
+      writeFileSync(
+        agentKubeconfig,
+        await c.serviceAccountKubeconfig(COMPONENT_ACCOUNTS.nodeAgent, { node: nodeName(agentNode) }),
+        { mode: 0o600 },
+      );
       const agentSpawn = wallClockMs();
       const agent = new BenchChild(
         "node-agent",
@@ -386,18 +506,37 @@ async function main(): Promise<void> {
       // The first apply that holds exactly the pods the fixture selects on this node (an agent
       // may apply earlier, with what it had listed so far: recorded as premature applies).
       const sameIPs = (e: ChildEvent) => JSON.stringify(e.podIPs) === JSON.stringify(expectedIPs);
-      const firstApplied = await agent.waitForEvent((e) => e.ev === "applied" && sameIPs(e), 120_000, "first complete apply");
+      const firstApplied = await agent.waitForEvent(
+        (e) => e.ev === "applied" && sameIPs(e),
+        120_000,
+        "first complete apply",
+      );
       const premature = agent.events
         .filter((e) => e.ev === "applied" && e.t < firstApplied.t && !sameIPs(e))
-        .map((e) => ({ msAfterStart: round(e.t - agentSpawn), entries: e.entries, instances: e.instances, pods: (e.podIPs as string[]).length }));
+        .map((e) => ({
+          msAfterStart: round(e.t - agentSpawn),
+          entries: e.entries,
+          instances: e.instances,
+          pods: (e.podIPs as string[]).length,
+        }));
       // When did that first reconcile start? Its log line says how long it took (pino time ~ its end).
       const firstLog = agent.logs.find((l) => l.msg === "datapath programmed" && typeof l.durationMs === "number");
-      const firstReconcileStartedMsBeforeSynced = firstLog ? round(aStarted.t - (Number(firstLog.time) - Number(firstLog.durationMs))) : null;
-      if (premature.length > 0) log(`node agent applied ${premature.length} incomplete plan(s) before its informers were synced: ${JSON.stringify(premature)}`);
+      const firstReconcileStartedMsBeforeSynced = firstLog
+        ? round(aStarted.t - (Number(firstLog.time) - Number(firstLog.durationMs)))
+        : null;
+      if (premature.length > 0)
+        log(
+          `node agent applied ${premature.length} incomplete plan(s) before its informers were synced: ${JSON.stringify(premature)}`,
+        );
       const kernelFirst = await countElements(runner, "map", "ip", TABLE, "divert");
-      if (kernelFirst !== firstApplied.entries) throw new ScaleCheckError(`kernel divert map holds ${kernelFirst} elements, the plan ${String(firstApplied.entries)}`);
+      if (kernelFirst !== firstApplied.entries)
+        throw new ScaleCheckError(
+          `kernel divert map holds ${kernelFirst} elements, the plan ${String(firstApplied.entries)}`,
+        );
       const aConverged = await agent.stats("converged");
-      log(`node agent: first datapath ${round((firstApplied.t - agentSpawn) / 1000)} s after start (${kernelFirst} map elements for ${expectedIPs.length} pods); RSS ${String(aConverged.rssMiB)} MiB`);
+      log(
+        `node agent: first datapath ${round((firstApplied.t - agentSpawn) / 1000)} s after start (${kernelFirst} map elements for ${expectedIPs.length} pods); RSS ${String(aConverged.rssMiB)} MiB`,
+      );
 
       // Pods created on this node, one at a time, as a kubelet would (create, then status with the address).
       await sleep(1_000);
@@ -406,7 +545,9 @@ async function main(): Promise<void> {
         quiet.push(await createAndWait(h, agent, agentNode, k, "ns-000"));
         await sleep(250);
       }
-      log(`pod -> programmed (quiet): ${JSON.stringify(roundSummary(summarize(quiet.map((q) => q.fromStatusPatchMs))))} ms`);
+      log(
+        `pod -> programmed (quiet): ${JSON.stringify(roundSummary(summarize(quiet.map((q) => q.fromStatusPatchMs))))} ms`,
+      );
 
       // The same under node-report churn; the agent reconciles on every Node change it sees.
       const agentBeforeChurn = agent.readProc();
@@ -426,21 +567,30 @@ async function main(): Promise<void> {
       const aChurnWallMs = wallClockMs() - aChurnT0;
       const appliesDuring = agent.events.filter((e) => e.ev === "applied").length - appliesBefore;
       const aChurnDone = await agentChurn.stop();
-      log(`node agent under ${aChurnDone.writesPerSecond}/s node reports: ${appliesDuring} reconciles, CPU ${cpuPercent(aChurnBefore, aChurnAfter, aChurnWallMs)} %`);
+      log(
+        `node agent under ${aChurnDone.writesPerSecond}/s node reports: ${appliesDuring} reconciles, CPU ${cpuPercent(aChurnBefore, aChurnAfter, aChurnWallMs)} %`,
+      );
 
       // The kernel must hold every new pod, and exactly what the last plan says.
       await sleep(1_000);
       const lastApplied = [...agent.events].reverse().find((e) => e.ev === "applied")!;
       const { stdout: mapText } = await runner.run("nft", ["list", "map", "ip", TABLE, "divert"]);
-      const missing = [...quiet, ...churned].map((q) => q.ip).filter((ip) => !new RegExp(`\\b${ip.replace(/\./g, "\\.")}\\b`).test(mapText));
+      const missing = [...quiet, ...churned]
+        .map((q) => q.ip)
+        .filter((ip) => !new RegExp(`\\b${ip.replace(/\./g, "\\.")}\\b`).test(mapText));
       if (missing.length > 0) throw new ScaleCheckError(`kernel divert map lacks new pods ${missing.join(", ")}`);
       const kernelLast = await countElements(runner, "map", "ip", TABLE, "divert");
-      if (kernelLast !== lastApplied.entries) throw new ScaleCheckError(`kernel divert map holds ${kernelLast} elements, the last plan ${String(lastApplied.entries)}`);
+      if (kernelLast !== lastApplied.entries)
+        throw new ScaleCheckError(
+          `kernel divert map holds ${kernelLast} elements, the last plan ${String(lastApplied.entries)}`,
+        );
       const aFinal = await agent.stats("final");
       const aFinalProc = agent.readProc();
       await agent.stop();
 
-      const reconcileLogs = agent.logs.filter((l) => l.msg === "datapath programmed" && typeof l.durationMs === "number");
+      const reconcileLogs = agent.logs.filter(
+        (l) => l.msg === "datapath programmed" && typeof l.durationMs === "number",
+      );
       const nodeAgent = {
         node: nodeName(agentNode),
         seededPodsOnNode: podsOnNode(shape, agentNode).length,
@@ -458,9 +608,23 @@ async function main(): Promise<void> {
         firstReconcileStartedMsBeforeSynced,
         cachedAtSync: aStarted.cached,
         firstMapElements: kernelFirst,
-        rssMiB: { afterLoad: aLoaded.rssMiB, afterSync: aStarted.rssMiB, converged: aConverged.rssMiB, peakBeforeChurn: agentBeforeChurn?.peakRssMiB, peak: aFinalProc?.peakRssMiB ?? aFinal.peakRssMiB },
-        heapUsedMiB: { afterLoad: aLoaded.heapUsedMiB, afterSync: aStarted.heapUsedMiB, peakSampled: agent.peakHeapUsedMiB },
-        cpuMs: { toSynced: aStarted.cpuMs, toFirstProgrammed: firstApplied.cpuMs, total: aFinalProc?.cpuMs ?? aFinal.cpuMs },
+        rssMiB: {
+          afterLoad: aLoaded.rssMiB,
+          afterSync: aStarted.rssMiB,
+          converged: aConverged.rssMiB,
+          peakBeforeChurn: agentBeforeChurn?.peakRssMiB,
+          peak: aFinalProc?.peakRssMiB ?? aFinal.peakRssMiB,
+        },
+        heapUsedMiB: {
+          afterLoad: aLoaded.heapUsedMiB,
+          afterSync: aStarted.heapUsedMiB,
+          peakSampled: agent.peakHeapUsedMiB,
+        },
+        cpuMs: {
+          toSynced: aStarted.cpuMs,
+          toFirstProgrammed: firstApplied.cpuMs,
+          total: aFinalProc?.cpuMs ?? aFinal.cpuMs,
+        },
         /** "datapath programmed" log lines: plan + apply of reconciles that changed the kernel. */
         reconcileDurationMs: roundSummary(summarize(reconcileLogs.map((l) => l.durationMs as number))),
       };
@@ -486,13 +650,30 @@ async function main(): Promise<void> {
       const profiler = new BenchChild(
         "reconcile-profile",
         join(root, "bench", "scale", "reconcile-profile.ts"),
-        ["--nodes", String(shape.nodes), "--pods", String(shape.pods), "--namespaces", String(shape.namespaces), "--policies", String(shape.policies), "--cluster-policies", String(shape.clusterPolicies), "--agent-node", String(agentNode)],
+        [
+          "--nodes",
+          String(shape.nodes),
+          "--pods",
+          String(shape.pods),
+          "--namespaces",
+          String(shape.namespaces),
+          "--policies",
+          String(shape.policies),
+          "--cluster-policies",
+          String(shape.clusterPolicies),
+          "--agent-node",
+          String(agentNode),
+        ],
         { cwd: root, logPath: join(work, "reconcile-profile.log") },
       );
       children.push(profiler);
       const profile = await profiler.waitForEvent((e) => e.ev === "profile", 180_000, "profile");
       await profiler.stop();
-      const reconcileProfile = { reps: profile.reps, controllerMs: profile.controllerMs, nodeAgentMs: profile.nodeAgentMs };
+      const reconcileProfile = {
+        reps: profile.reps,
+        controllerMs: profile.controllerMs,
+        nodeAgentMs: profile.nodeAgentMs,
+      };
       log(`reconcile profile: ${JSON.stringify(reconcileProfile)}`);
 
       const serverEnd = serverStats(c);
@@ -500,9 +681,24 @@ async function main(): Promise<void> {
         command: `sudo npx tsx bench/scale.ts ${process.argv.slice(2).join(" ")}`.trim(),
         totalSeconds: round((wallClockMs() - started) / 1000),
         shape,
-        network: { nodes: "10.0.0.0/16", gatewayInstances: `${instanceAddress(shape, 0, 0)}-${instanceAddress(shape, shape.gateways - 1, shape.instancesPerGateway - 1)}`, podCIDRs: "10.64.0.0/11 (one /24 per node)", services: "10.96.0.0/12", egressIPs: "10.200.0.0/16" },
-        fixture: { podJsonBytes, selectedPodsTotal: [...expectedSelectedPods(shape).values()].reduce((x, y) => x + y, 0) },
-        apiServer: { kubernetes: c.version, controllerManager: false, watchCache: true, afterLoad: serverProcs, atEnd: serverEnd },
+        network: {
+          nodes: "10.0.0.0/16",
+          gatewayInstances: `${instanceAddress(shape, 0, 0)}-${instanceAddress(shape, shape.gateways - 1, shape.instancesPerGateway - 1)}`,
+          podCIDRs: "10.64.0.0/11 (one /24 per node)",
+          services: "10.96.0.0/12",
+          egressIPs: "10.200.0.0/16",
+        },
+        fixture: {
+          podJsonBytes,
+          selectedPodsTotal: [...expectedSelectedPods(shape).values()].reduce((x, y) => x + y, 0),
+        },
+        apiServer: {
+          kubernetes: c.version,
+          controllerManager: false,
+          watchCache: true,
+          afterLoad: serverProcs,
+          atEnd: serverEnd,
+        },
         load: { ...load, podsListedRunningWithAddress: loaded.runningWithAddress },
         controller,
         nodeAgent,
@@ -511,7 +707,9 @@ async function main(): Promise<void> {
       };
       writeResults(out, run, results);
       log(`results in ${out}`);
-      console.log(JSON.stringify({ controller, nodeAgent, podToProgrammed: { ...podToProgrammed, samples: undefined } }, null, 2));
+      console.log(
+        JSON.stringify({ controller, nodeAgent, podToProgrammed: { ...podToProgrammed, samples: undefined } }, null, 2),
+      );
       failed = false;
     },
     { maxSeconds: Number(values["max-seconds"]), log },

@@ -116,17 +116,39 @@ class LabDatapath {
    */
   private forget(): void {
     this.node = new NodeDataplane(commandKernel(inNamespace(this.nodeNs)));
-    this.gateways = new Map(this.lab.topology.gatewayHosts.map((g) => [g.name, new GatewayDataplane(commandKernel(inNamespace(g.netns)))]));
+    this.gateways = new Map(
+      this.lab.topology.gatewayHosts.map((g) => [g.name, new GatewayDataplane(commandKernel(inNamespace(g.netns)))]),
+    );
   }
 
-  async program(plans: ReturnType<typeof plansFor>, mode: "delta" | "full"): Promise<{ mode: "delta" | "full"; nodeMs: number; gatewayMs: Record<string, number> }> {
+  async program(
+    plans: ReturnType<typeof plansFor>,
+    mode: "delta" | "full",
+  ): Promise<{ mode: "delta" | "full"; nodeMs: number; gatewayMs: Record<string, number> }> {
     if (mode === "full") this.forget();
     const node = await timed(() => this.node.apply(plans.nodePlan));
     const gatewayMs: Record<string, number> = {};
-    for (const { host, plan } of plans.gatewayPlans) gatewayMs[host.name] = round((await timed(() => this.gateways.get(host.name)!.apply(plan))).ms);
-    await expectElements(inNamespace(this.nodeNs), "map", "ip", "static_egress", "divert", plans.nodePlan.entries.length, "node1 divert map");
+    for (const { host, plan } of plans.gatewayPlans)
+      gatewayMs[host.name] = round((await timed(() => this.gateways.get(host.name)!.apply(plan))).ms);
+    await expectElements(
+      inNamespace(this.nodeNs),
+      "map",
+      "ip",
+      "static_egress",
+      "divert",
+      plans.nodePlan.entries.length,
+      "node1 divert map",
+    );
     for (const { host, plan } of plans.gatewayPlans) {
-      await expectElements(inNamespace(host.netns), "map", "ip", "static_egress_gw", "egress_snat", plan.snat.length, `${host.name} SNAT map`);
+      await expectElements(
+        inNamespace(host.netns),
+        "map",
+        "ip",
+        "static_egress_gw",
+        "egress_snat",
+        plan.snat.length,
+        `${host.name} SNAT map`,
+      );
     }
     return { mode, nodeMs: round(node.ms), gatewayMs };
   }
@@ -146,9 +168,12 @@ async function main(): Promise<void> {
   const seconds = Number(values.seconds);
   const extraPods = Number(values["extra-pods"]);
   const maxSeconds = Number(values["max-seconds"]);
-  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error("--rounds must be an integer from 1 to 20");
-  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 60) throw new Error("--seconds must be an integer from 1 to 60");
-  if (!Number.isInteger(extraPods) || extraPods < 0 || extraPods > 60_000) throw new Error("--extra-pods must be an integer from 0 to 60000");
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20)
+    throw new Error("--rounds must be an integer from 1 to 20");
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 60)
+    throw new Error("--seconds must be an integer from 1 to 60");
+  if (!Number.isInteger(extraPods) || extraPods < 0 || extraPods > 60_000)
+    throw new Error("--extra-pods must be an integer from 0 to 60000");
   requireRoot();
   cliEntry(); // the lab runs the built agents: fail early if `npm run build` is missing
   const log = (l: string) => console.error(l);
@@ -157,7 +182,9 @@ async function main(): Promise<void> {
   const started = Date.now();
   let lab: Lab | undefined;
   let server: IperfServer | undefined;
-  log(`throughput benchmark, run ${prefix}, ${rounds} rounds x ${seconds}s per path, load ${run.loadAtStart.join(" ")}`);
+  log(
+    `throughput benchmark, run ${prefix}, ${rounds} rounds x ${seconds}s per path, load ${run.loadAtStart.join(" ")}`,
+  );
 
   const outcome = await guarded(
     async () => {
@@ -176,7 +203,10 @@ async function main(): Promise<void> {
       const pod = lab.findPod(POD);
       const node = lab.topology.nodes.find((n) => n.name === pod.node)!;
       const podIP = lab.record.podIPs[POD]!;
-      const destinations: Record<PathName, string> = { gateway: LAB_NETWORK.echoService, direct: LAB_NETWORK.otherService };
+      const destinations: Record<PathName, string> = {
+        gateway: LAB_NETWORK.echoService,
+        direct: LAB_NETWORK.otherService,
+      };
       const samples: Sample[] = [];
       const phases: PhaseResult[] = [];
 
@@ -184,12 +214,22 @@ async function main(): Promise<void> {
         const policy = planner.resolution.policies.find((p) => p.resource === POLICY);
         if (!policy) throw new Error(`${POLICY} is not a valid policy of the lab`);
         const policyIPs = [...policy.egressIPsByInstance.values()].flat();
-        const diverted = (dst: string) => nodePlan.entries.some((e) => e.podIP === podIP && e.dst.from <= parseIPv4(dst) && parseIPv4(dst) <= e.dst.to);
-        if (!diverted(destinations.gateway) || diverted(destinations.direct)) throw new Error(`the plan does not divert ${destinations.gateway} and exclude ${destinations.direct} for ${POD}`);
+        const diverted = (dst: string) =>
+          nodePlan.entries.some((e) => e.podIP === podIP && e.dst.from <= parseIPv4(dst) && parseIPv4(dst) <= e.dst.to);
+        if (!diverted(destinations.gateway) || diverted(destinations.direct))
+          throw new Error(
+            `the plan does not divert ${destinations.gateway} and exclude ${destinations.direct} for ${POD}`,
+          );
         const viaGateway = await lab!.probe(pod, `http://${destinations.gateway}/`);
         const direct = await lab!.probe(pod, `http://${destinations.direct}/`);
-        if (!viaGateway.source || !policyIPs.includes(viaGateway.source)) throw new Error(`${destinations.gateway} saw ${viaGateway.source ?? viaGateway.error}, not one of ${policyIPs.join(", ")}`);
-        if (direct.source !== node.publicIP) throw new Error(`${destinations.direct} saw ${direct.source ?? direct.error}, not the node's ${node.publicIP}`);
+        if (!viaGateway.source || !policyIPs.includes(viaGateway.source))
+          throw new Error(
+            `${destinations.gateway} saw ${viaGateway.source ?? viaGateway.error}, not one of ${policyIPs.join(", ")}`,
+          );
+        if (direct.source !== node.publicIP)
+          throw new Error(
+            `${destinations.direct} saw ${direct.source ?? direct.error}, not the node's ${node.publicIP}`,
+          );
         return { gatewaySource: viaGateway.source, directSource: direct.source };
       };
 
@@ -199,14 +239,26 @@ async function main(): Promise<void> {
       for (const p of lab.record.processes) if (p.name.startsWith("agent-")) lab.killProcess(p.name);
       const datapath = new LabDatapath(lab, node.netns);
       const baseObjects = lab.objects(await lab.currentPolicies());
-      const phaseDefs = [{ name: "lab pods only", pods: lab.topology.pods.length, plans: plansFor(lab, baseObjects, node.name) }];
+      const phaseDefs = [
+        { name: "lab pods only", pods: lab.topology.pods.length, plans: plansFor(lab, baseObjects, node.name) },
+      ];
       if (extraPods > 0) {
-        phaseDefs.push({ name: `+${extraPods} pods`, pods: lab.topology.pods.length + extraPods, plans: plansFor(lab, [...baseObjects, ...checkoutPods(extraPods, node.name)], node.name) });
+        phaseDefs.push({
+          name: `+${extraPods} pods`,
+          pods: lab.topology.pods.length + extraPods,
+          plans: plansFor(lab, [...baseObjects, ...checkoutPods(extraPods, node.name)], node.name),
+        });
       }
 
       // Rounds interleave both map sizes and both paths, flipping the order every time, so slow
       // drift in what else the machine does hits every combination alike.
-      const switches: { round: number; to: string; mode: "delta" | "full"; nodeMs: number; gatewayMs: Record<string, number> }[] = [];
+      const switches: {
+        round: number;
+        to: string;
+        mode: "delta" | "full";
+        nodeMs: number;
+        gatewayMs: Record<string, number>;
+      }[] = [];
       let current: string | undefined;
       let visit = 0;
       for (let r = 0; r < rounds; r++) {
@@ -215,18 +267,25 @@ async function main(): Promise<void> {
             // Growing is an element delta, as an agent would do it. Shrinking is a full replace:
             // deleting 20,000 interval elements in one delta takes the kernel tens of seconds
             // (see the bulk results of bench/programming.ts), which would dominate the run.
-            const grows = current !== undefined && phase.plans.nodePlan.entries.length > (phaseDefs.find((p) => p.name === current)?.plans.nodePlan.entries.length ?? 0);
+            const grows =
+              current !== undefined &&
+              phase.plans.nodePlan.entries.length >
+                (phaseDefs.find((p) => p.name === current)?.plans.nodePlan.entries.length ?? 0);
             const t = await datapath.program(phase.plans, grows ? "delta" : "full");
             switches.push({ round: r, to: phase.name, ...t });
             current = phase.name;
             const seen = await checkPaths(phase.plans.planner, phase.plans.nodePlan);
-            log(`round ${r + 1}, ${phase.name}: programmed (${t.mode}) in ${t.nodeMs} ms on ${node.name} (${phase.plans.nodePlan.entries.length} divert elements), gateways ${JSON.stringify(t.gatewayMs)} ms; ${destinations.gateway} sees ${seen.gatewaySource}, ${destinations.direct} sees ${seen.directSource}`);
+            log(
+              `round ${r + 1}, ${phase.name}: programmed (${t.mode}) in ${t.nodeMs} ms on ${node.name} (${phase.plans.nodePlan.entries.length} divert elements), gateways ${JSON.stringify(t.gatewayMs)} ms; ${destinations.gateway} sees ${seen.gatewaySource}, ${destinations.direct} sees ${seen.directSource}`,
+            );
           }
           const v = visit++;
           for (const path of v % 2 === 0 ? (["gateway", "direct"] as const) : (["direct", "gateway"] as const)) {
             const run = await runIperfClient(pod.netns, destinations[path], { port: IPERF_PORT, seconds });
             samples.push({ ...run, phase: phase.name, path, dst: destinations[path], round: r, visit: v });
-            log(`  ${path.padEnd(7)} ${destinations[path]}: ${run.gbps.toFixed(2)} Gbit/s, ${run.retransmits} retransmits, cpu client ${run.cpuPercent.client.toFixed(0)}% server ${run.cpuPercent.server.toFixed(0)}%`);
+            log(
+              `  ${path.padEnd(7)} ${destinations[path]}: ${run.gbps.toFixed(2)} Gbit/s, ${run.retransmits} retransmits, cpu client ${run.cpuPercent.client.toFixed(0)}% server ${run.cpuPercent.server.toFixed(0)}%`,
+            );
           }
         }
       }
@@ -238,14 +297,22 @@ async function main(): Promise<void> {
           phase: phase.name,
           pods: phase.pods,
           nodeDivertElements: phase.plans.nodePlan.entries.length,
-          gatewaySnatElements: Object.fromEntries(phase.plans.gatewayPlans.map((g) => [g.host.name, g.plan.snat.length])),
+          gatewaySnatElements: Object.fromEntries(
+            phase.plans.gatewayPlans.map((g) => [g.host.name, g.plan.snat.length]),
+          ),
           gbps: { gateway: roundSummary(summarize(gbps("gateway"))), direct: roundSummary(summarize(gbps("direct"))) },
           ratio: round(summarize(gbps("gateway")).median / summarize(gbps("direct")).median),
-          pairedRatio: roundSummary(summarize(runs("gateway").map((g) => g.gbps / runs("direct").find((d) => d.visit === g.visit)!.gbps))),
-          retransmits: { gateway: runs("gateway").reduce((n, s) => n + s.retransmits, 0), direct: runs("direct").reduce((n, s) => n + s.retransmits, 0) },
+          pairedRatio: roundSummary(
+            summarize(runs("gateway").map((g) => g.gbps / runs("direct").find((d) => d.visit === g.visit)!.gbps)),
+          ),
+          retransmits: {
+            gateway: runs("gateway").reduce((n, s) => n + s.retransmits, 0),
+            direct: runs("direct").reduce((n, s) => n + s.retransmits, 0),
+          },
         });
       }
-      const switchMs = (to: string | undefined, mode: "delta" | "full") => roundSummary(summarize(switches.filter((x) => x.to === to && x.mode === mode).map((x) => x.nodeMs)));
+      const switchMs = (to: string | undefined, mode: "delta" | "full") =>
+        roundSummary(summarize(switches.filter((x) => x.to === to && x.mode === mode).map((x) => x.nodeMs)));
       const programming = {
         /** node1: adding the extra pods to the live table (one element delta). */
         nodeAddExtraMs: extraPods > 0 ? switchMs(phaseDefs[1]?.name, "delta") : undefined,
@@ -256,7 +323,12 @@ async function main(): Promise<void> {
       // Map size effect per path: median with the extra pods over median without.
       const mapSizeEffect =
         phases.length === 2
-          ? Object.fromEntries((["gateway", "direct"] as const).map((p) => [p, round(phases[1]!.gbps[p].median / phases[0]!.gbps[p].median)]))
+          ? Object.fromEntries(
+              (["gateway", "direct"] as const).map((p) => [
+                p,
+                round(phases[1]!.gbps[p].median / phases[0]!.gbps[p].median),
+              ]),
+            )
           : undefined;
       return { samples, phases, mapSizeEffect, programming };
     },
@@ -268,22 +340,39 @@ async function main(): Promise<void> {
     setup: {
       lab: "examples/lab.yaml (3 nodes, gateway `shared` with gw-a and gw-b), veth + Linux bridges, MTU 1500",
       client: `${POD} on node1, iperf3 TCP, ${seconds}s per run, one stream, pod -> Internet (upload)`,
-      paths: { gateway: `${LAB_NETWORK.echoService}: node1 -> gateway instance (SNAT to checkout's IP) -> Internet`, direct: `${LAB_NETWORK.otherService}: excluded by checkout, node1 masquerade -> Internet` },
-      agents: "stopped after the lab converged; node1 and both gateway instances are programmed by the benchmark with the same Planner and Node/GatewayDataplane (health: all instances up)",
-      extraPods: extraPods > 0 ? `${extraPods} synthetic checkout pods on node1 (addresses from ${EXTRA_POD_BASE}) added to the planner's snapshot` : "none",
+      paths: {
+        gateway: `${LAB_NETWORK.echoService}: node1 -> gateway instance (SNAT to checkout's IP) -> Internet`,
+        direct: `${LAB_NETWORK.otherService}: excluded by checkout, node1 masquerade -> Internet`,
+      },
+      agents:
+        "stopped after the lab converged; node1 and both gateway instances are programmed by the benchmark with the same Planner and Node/GatewayDataplane (health: all instances up)",
+      extraPods:
+        extraPods > 0
+          ? `${extraPods} synthetic checkout pods on node1 (addresses from ${EXTRA_POD_BASE}) added to the planner's snapshot`
+          : "none",
       units: "Gbit/s received by the iperf3 server; p95 is nearest-rank (the maximum with few samples)",
     },
     ...outcome,
   });
   const range = (x: Summary) => `${x.median} (${x.min}–${x.max})`;
-  console.log("\n| map size | divert elements (node1) | SNAT elements (per gateway) | gateway Gbit/s median (min–max) | direct Gbit/s median (min–max) | gateway / direct (of medians) | gateway / direct, paired runs: median (min–max) |");
+  console.log(
+    "\n| map size | divert elements (node1) | SNAT elements (per gateway) | gateway Gbit/s median (min–max) | direct Gbit/s median (min–max) | gateway / direct (of medians) | gateway / direct, paired runs: median (min–max) |",
+  );
   console.log("|---|---|---|---|---|---|---|");
   for (const p of outcome.phases) {
-    console.log(`| ${p.phase} | ${p.nodeDivertElements} | ${Object.values(p.gatewaySnatElements).join(" / ")} | ${range(p.gbps.gateway)} | ${range(p.gbps.direct)} | ${p.ratio} | ${range(p.pairedRatio)} |`);
+    console.log(
+      `| ${p.phase} | ${p.nodeDivertElements} | ${Object.values(p.gatewaySnatElements).join(" / ")} | ${range(p.gbps.gateway)} | ${range(p.gbps.direct)} | ${p.ratio} | ${range(p.pairedRatio)} |`,
+    );
   }
-  if (outcome.mapSizeEffect) console.log(`(with / without the extra pods, medians: gateway ${outcome.mapSizeEffect.gateway}, direct ${outcome.mapSizeEffect.direct})`);
+  if (outcome.mapSizeEffect)
+    console.log(
+      `(with / without the extra pods, medians: gateway ${outcome.mapSizeEffect.gateway}, direct ${outcome.mapSizeEffect.direct})`,
+    );
   const { nodeAddExtraMs } = outcome.programming;
-  if (nodeAddExtraMs) console.log(`(node1, live: adding the ${extraPods} extra pods as one element delta: ${nodeAddExtraMs.median} ms median)`);
+  if (nodeAddExtraMs)
+    console.log(
+      `(node1, live: adding the ${extraPods} extra pods as one element delta: ${nodeAddExtraMs.median} ms median)`,
+    );
   log(`raw results: ${values.out}`);
 }
 

@@ -49,14 +49,27 @@ describe("failoverOutcome", () => {
 
   it("fails a flow that went back to the victim, or stopped again after resuming", () => {
     const back = [...flow(0, 1_000, A), ...flow(1_300, 2_000, B), ...flow(2_001, 3_000, A)];
-    expect(failoverOutcome(back, window)).toMatchObject({ resumed: false, failure: `the flow went back to ${A} after resuming through ${B}` });
+    expect(failoverOutcome(back, window)).toMatchObject({
+      resumed: false,
+      failure: `the flow went back to ${A} after resuming through ${B}`,
+    });
     const stopped = [...flow(0, 1_000, A), ...flow(1_300, 1_400, B)];
     expect(failoverOutcome(stopped, window)).toMatchObject({ resumed: false, afterGap: 101 });
   });
 
   it("counts losses after the gap and sources outside the policy's", () => {
-    const rows = [...flow(0, 1_000, A), ...flow(1_300, 2_000, B), ...flow(2_101, 3_000, B), { src: "10.244.1.5", seq: 2_050, sent: 2_050 }];
-    expect(failoverOutcome(rows, window)).toMatchObject({ resumed: true, lostAfterGap: 99, wrongSource: 1, wrongExamples: [{ src: "10.244.1.5", seq: 2_050, msAfterKill: 1_050 }] });
+    const rows = [
+      ...flow(0, 1_000, A),
+      ...flow(1_300, 2_000, B),
+      ...flow(2_101, 3_000, B),
+      { src: "10.244.1.5", seq: 2_050, sent: 2_050 },
+    ];
+    expect(failoverOutcome(rows, window)).toMatchObject({
+      resumed: true,
+      lostAfterGap: 99,
+      wrongSource: 1,
+      wrongExamples: [{ src: "10.244.1.5", seq: 2_050, msAfterKill: 1_050 }],
+    });
   });
 });
 

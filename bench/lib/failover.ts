@@ -71,7 +71,8 @@ export function failoverOutcome(datagrams: readonly Datagram[], w: FailoverWindo
   const wrongExamples = wrong.slice(0, 5).map((r) => ({ src: r.src, seq: r.seq, msAfterKill: r.sent - w.killedAt }));
   const inWindow = rows.filter((r) => r.sent >= w.killedAt - 50 && r.sent <= w.until);
   let longestGapInWindowMs = 0;
-  for (let i = 1; i < inWindow.length; i++) longestGapInWindowMs = Math.max(longestGapInWindowMs, inWindow[i]!.sent - inWindow[i - 1]!.sent);
+  for (let i = 1; i < inWindow.length; i++)
+    longestGapInWindowMs = Math.max(longestGapInWindowMs, inWindow[i]!.sent - inWindow[i - 1]!.sent);
 
   const first = rows.findIndex((r) => r.sent > w.killedAt && r.sent <= w.until && survivors.has(r.src));
   const base = { longestGapInWindowMs, wrongSource, wrongExamples };
@@ -104,8 +105,18 @@ export function failoverOutcome(datagrams: readonly Datagram[], w: FailoverWindo
   };
   // Resumed means it stayed resumed: the last datagram of the window came through a survivor too.
   const last = after.at(-1)!;
-  if (!survivors.has(last.src)) return { ...outcome, resumed: false, failure: `the flow went back to ${last.src} after resuming through ${resumedAt.src}` };
+  if (!survivors.has(last.src))
+    return {
+      ...outcome,
+      resumed: false,
+      failure: `the flow went back to ${last.src} after resuming through ${resumedAt.src}`,
+    };
   // ... and kept arriving to the end of the window (a sender on a busy machine may pause briefly).
-  if (w.until - last.sent > STOPPED_MS) return { ...outcome, resumed: false, failure: `the flow stopped again ${w.until - last.sent} ms before the end of the window` };
+  if (w.until - last.sent > STOPPED_MS)
+    return {
+      ...outcome,
+      resumed: false,
+      failure: `the flow stopped again ${w.until - last.sent} ms before the end of the window`,
+    };
   return outcome;
 }

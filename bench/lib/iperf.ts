@@ -27,7 +27,11 @@ export class IperfServer {
    * hold its PID and stop it with SIGTERM, which `timeout` passes on to iperf3.
    */
   static async start(ns: string, opts: { port: number; lifetimeSeconds: number }): Promise<IperfServer> {
-    const child = spawn("ip", ["netns", "exec", ns, "timeout", String(opts.lifetimeSeconds), "iperf3", "-s", "-p", String(opts.port)], { stdio: "ignore" });
+    const child = spawn(
+      "ip",
+      ["netns", "exec", ns, "timeout", String(opts.lifetimeSeconds), "iperf3", "-s", "-p", String(opts.port)],
+      { stdio: "ignore" },
+    );
     const server = new IperfServer(child, ns, opts.port);
     let exited = false;
     child.once("exit", () => (exited = true));
@@ -96,7 +100,8 @@ function parseIperfJson(text: string): IperfRun {
   if (doc.error) throw new IperfError(`iperf3: ${doc.error}`);
   const received = doc.end?.sum_received?.bits_per_second;
   const sent = doc.end?.sum_sent?.bits_per_second;
-  if (received === undefined || sent === undefined) throw new IperfError("iperf3 JSON has no end.sum_received / end.sum_sent");
+  if (received === undefined || sent === undefined)
+    throw new IperfError("iperf3 JSON has no end.sum_received / end.sum_sent");
   const conn = doc.start?.connected?.[0];
   return {
     gbps: received / 1e9,
@@ -105,13 +110,34 @@ function parseIperfJson(text: string): IperfRun {
     seconds: doc.end?.sum_received?.seconds ?? 0,
     localHost: conn?.local_host ?? "",
     remoteHost: conn?.remote_host ?? "",
-    cpuPercent: { client: doc.end?.cpu_utilization_percent?.host_total ?? Number.NaN, server: doc.end?.cpu_utilization_percent?.remote_total ?? Number.NaN },
+    cpuPercent: {
+      client: doc.end?.cpu_utilization_percent?.host_total ?? Number.NaN,
+      server: doc.end?.cpu_utilization_percent?.remote_total ?? Number.NaN,
+    },
   };
 }
 
 /** One TCP run from a client namespace, bounded by iperf3's own duration plus a margin. */
-export async function runIperfClient(ns: string, dst: string, opts: { port: number; seconds: number }): Promise<IperfRun> {
-  const args = ["netns", "exec", ns, "iperf3", "-c", dst, "-p", String(opts.port), "-t", String(opts.seconds), "-J", "--connect-timeout", "3000"];
+export async function runIperfClient(
+  ns: string,
+  dst: string,
+  opts: { port: number; seconds: number },
+): Promise<IperfRun> {
+  const args = [
+    "netns",
+    "exec",
+    ns,
+    "iperf3",
+    "-c",
+    dst,
+    "-p",
+    String(opts.port),
+    "-t",
+    String(opts.seconds),
+    "-J",
+    "--connect-timeout",
+    "3000",
+  ];
   try {
     const { stdout } = await runCommand("ip", args, { timeoutMs: (opts.seconds + 20) * 1000 });
     return parseIperfJson(stdout);

@@ -26,7 +26,13 @@ interface NftJson {
 }
 
 /** How many elements the kernel holds in one nft set or map (read back with `nft -j`). */
-export async function countElements(runner: CommandRunner, kind: "map" | "set", family: string, table: string, name: string): Promise<number> {
+export async function countElements(
+  runner: CommandRunner,
+  kind: "map" | "set",
+  family: string,
+  table: string,
+  name: string,
+): Promise<number> {
   const { stdout } = await runner.run("nft", ["-j", "list", kind, family, table, name], { timeoutMs: 120_000 });
   const doc = JSON.parse(stdout) as NftJson;
   for (const item of doc.nftables ?? []) {
@@ -37,9 +43,20 @@ export async function countElements(runner: CommandRunner, kind: "map" | "set", 
 }
 
 /** Fails the benchmark when the kernel does not hold what the plan says (a fast but wrong apply is no result). */
-export async function expectElements(runner: CommandRunner, kind: "map" | "set", family: string, table: string, name: string, expected: number, when: string): Promise<number> {
+export async function expectElements(
+  runner: CommandRunner,
+  kind: "map" | "set",
+  family: string,
+  table: string,
+  name: string,
+  expected: number,
+  when: string,
+): Promise<number> {
   const actual = await countElements(runner, kind, family, table, name);
-  if (actual !== expected) throw new KernelCheckError(`${when}: kernel ${kind} ${table}/${name} holds ${actual} elements, the plan has ${expected}`);
+  if (actual !== expected)
+    throw new KernelCheckError(
+      `${when}: kernel ${kind} ${table}/${name} holds ${actual} elements, the plan has ${expected}`,
+    );
   return actual;
 }
 
@@ -48,7 +65,11 @@ type NftKeyPart = string | { range: [string, string] } | { prefix: { addr: strin
 /** One destination of an element key as `<first>-<last>` (a single address, a prefix or a range). */
 function keyRange(part: NftKeyPart): string {
   const r: Range =
-    typeof part === "string" ? { from: parseIPv4(part), to: parseIPv4(part) } : "range" in part ? { from: parseIPv4(part.range[0]), to: parseIPv4(part.range[1]) } : parseCidr(`${part.prefix.addr}/${part.prefix.len}`);
+    typeof part === "string"
+      ? { from: parseIPv4(part), to: parseIPv4(part) }
+      : "range" in part
+        ? { from: parseIPv4(part.range[0]), to: parseIPv4(part.range[1]) }
+        : parseCidr(`${part.prefix.addr}/${part.prefix.len}`);
   return `${r.from}-${r.to}`;
 }
 
@@ -65,12 +86,19 @@ async function readDivert(runner: CommandRunner, table: string): Promise<string[
  * Fails unless the kernel's `divert` map holds exactly the plan's entries (pod, destination range,
  * instance mark): not only as many, but the same ones, read back independently of the dataplane.
  */
-export async function expectDivert(runner: CommandRunner, table: string, entries: readonly DivertEntry[], when: string): Promise<void> {
+export async function expectDivert(
+  runner: CommandRunner,
+  table: string,
+  entries: readonly DivertEntry[],
+  when: string,
+): Promise<void> {
   const kernel = new Set(await readDivert(runner, table));
   const planned = new Set(entries.map((e) => `${e.podIP} ${e.dst.from}-${e.dst.to} ${e.mark}`));
   const missing = [...planned].filter((x) => !kernel.has(x));
   const extra = [...kernel].filter((x) => !planned.has(x));
   if (missing.length || extra.length || kernel.size !== entries.length) {
-    throw new KernelCheckError(`${when}: kernel divert map differs from the plan: ${missing.length} missing (e.g. ${missing.slice(0, 3).join(", ")}), ${extra.length} extra (e.g. ${extra.slice(0, 3).join(", ")})`);
+    throw new KernelCheckError(
+      `${when}: kernel divert map differs from the plan: ${missing.length} missing (e.g. ${missing.slice(0, 3).join(", ")}), ${extra.length} extra (e.g. ${extra.slice(0, 3).join(", ")})`,
+    );
   }
 }

@@ -30,8 +30,15 @@ describe("runRecordProblems", () => {
     const record = (await startRun("unit", {})).finish();
     expect(runRecordProblems({ date: "2026-11-22", results: {} })).toEqual(["no `run` record"]);
     const { load: _load, ...noLoad } = record;
-    expect(runRecordProblems({ run: noLoad })).toEqual(["run.load.atStart is missing or malformed", "run.load.atEnd is missing or malformed"]);
-    expect(runRecordProblems({ run: { ...record, code: { commit: "4d5424354de2-dirty", dirty: true } } })).toEqual(["run.code.commit is missing or malformed"]);
-    expect(runRecordProblems({ run: { ...record, machine: { ...record.machine, memoryBytes: undefined } } })).toEqual(["run.machine.memoryBytes is missing or malformed"]);
+    expect(runRecordProblems({ run: noLoad })).toEqual([
+      "run.load.atStart is missing or malformed",
+      "run.load.atEnd is missing or malformed",
+    ]);
+    expect(runRecordProblems({ run: { ...record, code: { commit: "4d5424354de2-dirty", dirty: true } } })).toEqual([
+      "run.code.commit is missing or malformed",
+    ]);
+    expect(runRecordProblems({ run: { ...record, machine: { ...record.machine, memoryBytes: undefined } } })).toEqual([
+      "run.machine.memoryBytes is missing or malformed",
+    ]);
   });
 });

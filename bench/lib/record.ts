@@ -14,7 +14,16 @@ export interface RunRecord {
   finishedAt: string;
   /** The code measured: `git rev-parse HEAD`; dirty when tracked files (other than bench/results) differed from it. */
   code: { commit: string; dirty: boolean };
-  machine: { cpuModel: string; cores: number; kernel: string; memoryBytes: number; os: string; node: string; nft: string; iperf3: string };
+  machine: {
+    cpuModel: string;
+    cores: number;
+    kernel: string;
+    memoryBytes: number;
+    os: string;
+    node: string;
+    nft: string;
+    iperf3: string;
+  };
   /** 1, 5 and 15 minute load averages: other work on the same cores slows every number down. */
   load: { atStart: number[]; atEnd: number[] };
   /** The options the benchmark ran with (defaults included). */
@@ -51,7 +60,10 @@ export async function startRun(benchmark: string, options: Record<string, unknow
   const git = (args: string[]) => runCommand("git", ["-C", packageRoot(), ...args]).then((r) => r.stdout.trim());
   const commit = await git(["rev-parse", "HEAD"]).catch(() => "unknown");
   // Result files are the benchmarks' output, not the code measured: one run's new result must not mark the next dirty.
-  const dirty = (await git(["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results"]).catch(() => "unknown")) !== "";
+  const dirty =
+    (await git(["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results"]).catch(
+      () => "unknown",
+    )) !== "";
   const machine: RunRecord["machine"] = {
     cpuModel: cpus()[0]?.model ?? "unknown",
     cores: cpus().length,
@@ -77,7 +89,8 @@ export async function startRun(benchmark: string, options: Record<string, unknow
   };
 }
 
-const isLoad = (x: unknown): boolean => Array.isArray(x) && x.length === 3 && x.every((v) => typeof v === "number" && Number.isFinite(v) && v >= 0);
+const isLoad = (x: unknown): boolean =>
+  Array.isArray(x) && x.length === 3 && x.every((v) => typeof v === "number" && Number.isFinite(v) && v >= 0);
 const isDate = (x: unknown): boolean => typeof x === "string" && !Number.isNaN(Date.parse(x));
 const isText = (x: unknown): boolean => typeof x === "string" && x !== "" && x !== "unknown";
 

@@ -60,7 +60,8 @@ export function syntheticSnapshot({ pods, policies }: SyntheticOptions): Cluster
   const pool = egressPool();
   // Policy j uses gateway j % G and needs one IP on each of its instances.
   const ipsPerInstance = Math.ceil(policies / G);
-  if (ipsPerInstance * G * I > pool.length) throw new RangeError(`${policies} policies need more egress IPs than the documentation ranges hold`);
+  if (ipsPerInstance * G * I > pool.length)
+    throw new RangeError(`${policies} policies need more egress IPs than the documentation ranges hold`);
   if (pods > 65_000) throw new RangeError(`${pods} pods do not fit the node's /16 pod CIDR`);
   const ipOf = (g: number, inst: number, k: number) => pool[(g * I + inst) * ipsPerInstance + k]!;
   const created = "2026-01-01T00:00:00Z";
@@ -104,7 +105,15 @@ export function syntheticSnapshot({ pods, policies }: SyntheticOptions): Cluster
     gateways: gatewayObjects,
     pods: Array.from({ length: pods }, (_, i) => syntheticPod(i, policies)),
     namespaces: [{ name: SYNTHETIC.namespace, labels: { "kubernetes.io/metadata.name": SYNTHETIC.namespace } }],
-    nodes: [{ name: SYNTHETIC.node, labels: {}, annotations: {}, internalIP: SYNTHETIC.nodeIP, podCIDRs: [SYNTHETIC.podCidr] }],
+    nodes: [
+      {
+        name: SYNTHETIC.node,
+        labels: {},
+        annotations: {},
+        internalIP: SYNTHETIC.nodeIP,
+        podCIDRs: [SYNTHETIC.podCidr],
+      },
+    ],
     network: { podCIDRs: [SYNTHETIC.podCidr], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.0.0.0/24"] },
   };
 }

@@ -28,7 +28,12 @@ export class TimingRunner implements CommandRunner {
     try {
       return await this.inner.run(command, args, { timeoutMs: this.defaultTimeoutMs, ...options });
     } finally {
-      this.calls.push({ command, what: [command, ...args.slice(0, 3)].join(" "), ms: performance.now() - start, inputBytes: options.input?.length ?? 0 });
+      this.calls.push({
+        command,
+        what: [command, ...args.slice(0, 3)].join(" "),
+        ms: performance.now() - start,
+        inputBytes: options.input?.length ?? 0,
+      });
     }
   }
 

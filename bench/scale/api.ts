@@ -57,7 +57,13 @@ export class ApiHttp {
           method,
           agent: this.agent,
           timeout: this.timeoutMs,
-          headers: { authorization: `Bearer ${this.cp.adminToken}`, accept: "application/json", ...(payload !== undefined ? { "content-type": contentType, "content-length": Buffer.byteLength(payload) } : {}) },
+          headers: {
+            authorization: `Bearer ${this.cp.adminToken}`,
+            accept: "application/json",
+            ...(payload !== undefined
+              ? { "content-type": contentType, "content-length": Buffer.byteLength(payload) }
+              : {}),
+          },
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -66,7 +72,8 @@ export class ApiHttp {
           res.on("end", () => {
             const text = Buffer.concat(chunks).toString("utf8");
             const status = res.statusCode ?? 0;
-            if (status >= 300) reject(new ApiCallError(`${method} ${path}: HTTP ${status}: ${text.slice(0, 500)}`, status));
+            if (status >= 300)
+              reject(new ApiCallError(`${method} ${path}: HTTP ${status}: ${text.slice(0, 500)}`, status));
             else resolve(text ? (JSON.parse(text) as Json) : {});
           });
         },
@@ -88,7 +95,12 @@ export class ApiHttp {
   }
 
   patchPodStatus(namespace: string, name: string, status: Json): Promise<Json> {
-    return this.call("PATCH", `/api/v1/namespaces/${namespace}/pods/${name}/status`, { status }, "application/merge-patch+json");
+    return this.call(
+      "PATCH",
+      `/api/v1/namespaces/${namespace}/pods/${name}/status`,
+      { status },
+      "application/merge-patch+json",
+    );
   }
 
   patchNodeStatus(name: string, status: Json): Promise<Json> {
@@ -112,7 +124,10 @@ export class ApiHttp {
     const out: Json[] = [];
     let cont: string | undefined;
     do {
-      const page = (await this.call("GET", `${path}?limit=500${cont ? `&continue=${encodeURIComponent(cont)}` : ""}`)) as { items?: Json[]; metadata?: { continue?: string } };
+      const page = (await this.call(
+        "GET",
+        `${path}?limit=500${cont ? `&continue=${encodeURIComponent(cont)}` : ""}`,
+      )) as { items?: Json[]; metadata?: { continue?: string } };
       out.push(...(page.items ?? []));
       cont = page.metadata?.continue || undefined;
     } while (cont);
@@ -125,7 +140,9 @@ export class ApiHttp {
 }
 
 function policyPath(ref: PolicyRef): string {
-  return ref.kind === "EgressPolicy" ? `/apis/${GROUP_VERSION}/namespaces/${ref.namespace}/egresspolicies/${ref.name}` : `/apis/${GROUP_VERSION}/clusteregresspolicies/${ref.name}`;
+  return ref.kind === "EgressPolicy"
+    ? `/apis/${GROUP_VERSION}/namespaces/${ref.namespace}/egresspolicies/${ref.name}`
+    : `/apis/${GROUP_VERSION}/clusteregresspolicies/${ref.name}`;
 }
 
 export interface LoadTimings {
@@ -142,7 +159,12 @@ export interface LoadTimings {
 }
 
 /** Runs `work(i)` for i in 0..n-1 with `concurrency` workers; the first error stops it. */
-async function pool(n: number, concurrency: number, work: (i: number) => Promise<unknown>, progress?: (done: number) => void): Promise<void> {
+async function pool(
+  n: number,
+  concurrency: number,
+  work: (i: number) => Promise<unknown>,
+  progress?: (done: number) => void,
+): Promise<void> {
   let next = 0;
   let done = 0;
   let failed: unknown;
@@ -168,7 +190,11 @@ async function pool(n: number, concurrency: number, work: (i: number) => Promise
  * creates, then status patches (a create always makes a pod Pending without addresses, and a
  * node without status). `concurrency` requests in flight.
  */
-export async function fillCluster(http: ApiHttp, s: ScaleShape, opts: { concurrency: number; log: (line: string) => void }): Promise<LoadTimings> {
+export async function fillCluster(
+  http: ApiHttp,
+  s: ScaleShape,
+  opts: { concurrency: number; log: (line: string) => void },
+): Promise<LoadTimings> {
   const before = http.requests;
   const t0 = performance.now();
   const c = opts.concurrency;
@@ -187,11 +213,21 @@ export async function fillCluster(http: ApiHttp, s: ScaleShape, opts: { concurre
   await pool(s.policies, c, (p) => {
     const o = policyObject(s, p);
     const ref = policyRef(s, p);
-    return http.create(ref.kind === "EgressPolicy" ? `/apis/${GROUP_VERSION}/namespaces/${ref.namespace}/egresspolicies` : `/apis/${GROUP_VERSION}/clusteregresspolicies`, o);
+    return http.create(
+      ref.kind === "EgressPolicy"
+        ? `/apis/${GROUP_VERSION}/namespaces/${ref.namespace}/egresspolicies`
+        : `/apis/${GROUP_VERSION}/clusteregresspolicies`,
+      o,
+    );
   });
   const t1 = performance.now();
   opts.log(`namespaces, nodes, gateways, policies in ${Math.round(t1 - t0)} ms; creating ${s.pods} pods`);
-  await pool(s.pods, c, (i) => http.createPod(podObject(s, i)), (n) => opts.log(`  ${n} pods created`));
+  await pool(
+    s.pods,
+    c,
+    (i) => http.createPod(podObject(s, i)),
+    (n) => opts.log(`  ${n} pods created`),
+  );
   const t2 = performance.now();
   opts.log(`created ${s.pods} pods in ${Math.round(t2 - t1)} ms; patching their status (Running, addresses)`);
   await pool(
@@ -218,7 +254,11 @@ export async function fillCluster(http: ApiHttp, s: ScaleShape, opts: { concurre
 export interface StoredPolicy {
   kind?: string;
   metadata: { name: string; namespace?: string; generation?: number; finalizers?: string[] };
-  status?: { observedGeneration?: number; selectedPods?: number; conditions?: { type: string; status: string; reason: string }[] };
+  status?: {
+    observedGeneration?: number;
+    selectedPods?: number;
+    conditions?: { type: string; status: string; reason: string }[];
+  };
 }
 
 export interface StatusProgress {
@@ -232,8 +272,10 @@ export interface StatusProgress {
 /** Every policy as the API server has it now (listed, in pages). */
 export async function listPolicies(http: ApiHttp): Promise<Map<string, StoredPolicy>> {
   const out = new Map<string, StoredPolicy>();
-  for (const p of (await http.listAll(`/apis/${GROUP_VERSION}/egresspolicies`)) as unknown as StoredPolicy[]) out.set(`EgressPolicy/${p.metadata.namespace}/${p.metadata.name}`, p);
-  for (const p of (await http.listAll(`/apis/${GROUP_VERSION}/clusteregresspolicies`)) as unknown as StoredPolicy[]) out.set(`ClusterEgressPolicy/${p.metadata.name}`, p);
+  for (const p of (await http.listAll(`/apis/${GROUP_VERSION}/egresspolicies`)) as unknown as StoredPolicy[])
+    out.set(`EgressPolicy/${p.metadata.namespace}/${p.metadata.name}`, p);
+  for (const p of (await http.listAll(`/apis/${GROUP_VERSION}/clusteregresspolicies`)) as unknown as StoredPolicy[])
+    out.set(`ClusterEgressPolicy/${p.metadata.name}`, p);
   return out;
 }
 
@@ -261,7 +303,10 @@ function policyRefs(s: ScaleShape): PolicyRef[] {
 }
 
 /** Policies whose `status.selectedPods` differs from what the fixture says they select. */
-export function selectedPodMismatches(policies: Map<string, StoredPolicy>, s: ScaleShape): { policy: string; expected: number; actual: number | undefined }[] {
+export function selectedPodMismatches(
+  policies: Map<string, StoredPolicy>,
+  s: ScaleShape,
+): { policy: string; expected: number; actual: number | undefined }[] {
   const expected = expectedSelectedPods(s);
   const out: { policy: string; expected: number; actual: number | undefined }[] = [];
   for (const ref of policyRefs(s)) {
@@ -273,13 +318,22 @@ export function selectedPodMismatches(policies: Map<string, StoredPolicy>, s: Sc
 }
 
 export async function gatewaysWithStatus(http: ApiHttp): Promise<number> {
-  const gws = (await http.listAll(`/apis/${GROUP_VERSION}/egressgateways`)) as { status?: { conditions?: unknown[] } }[];
+  const gws = (await http.listAll(`/apis/${GROUP_VERSION}/egressgateways`)) as {
+    status?: { conditions?: unknown[] };
+  }[];
   return gws.filter((g) => g.status?.conditions?.length).length;
 }
 
 /** The pods the API server holds, counted with their addresses (a check that loading did what it says). */
-export async function countRunningPods(http: ApiHttp, s: ScaleShape): Promise<{ pods: number; runningWithAddress: number; wrongAddress: number }> {
-  const pods = (await http.listAll("/api/v1/pods")) as { metadata: { name: string; namespace: string }; spec: { nodeName?: string }; status?: { phase?: string; podIP?: string } }[];
+export async function countRunningPods(
+  http: ApiHttp,
+  s: ScaleShape,
+): Promise<{ pods: number; runningWithAddress: number; wrongAddress: number }> {
+  const pods = (await http.listAll("/api/v1/pods")) as {
+    metadata: { name: string; namespace: string };
+    spec: { nodeName?: string };
+    status?: { phase?: string; podIP?: string };
+  }[];
   const expected = new Map<string, string>();
   for (let i = 0; i < s.pods; i++) {
     const p = podParams(s, i);

@@ -22,10 +22,22 @@ export function emit(ev: string, fields: Record<string, unknown> = {}): void {
 }
 
 /** Memory of this process now, in MiB. */
-export function memorySample(): { rssMiB: number; heapUsedMiB: number; heapTotalMiB: number; externalMiB: number; arrayBuffersMiB: number } {
+export function memorySample(): {
+  rssMiB: number;
+  heapUsedMiB: number;
+  heapTotalMiB: number;
+  externalMiB: number;
+  arrayBuffersMiB: number;
+} {
   const m = process.memoryUsage();
   const mib = (b: number) => Math.round((b / 2 ** 20) * 10) / 10;
-  return { rssMiB: mib(m.rss), heapUsedMiB: mib(m.heapUsed), heapTotalMiB: mib(m.heapTotal), externalMiB: mib(m.external), arrayBuffersMiB: mib(m.arrayBuffers) };
+  return {
+    rssMiB: mib(m.rss),
+    heapUsedMiB: mib(m.heapUsed),
+    heapTotalMiB: mib(m.heapTotal),
+    externalMiB: mib(m.external),
+    arrayBuffersMiB: mib(m.arrayBuffers),
+  };
 }
 
 export function heapLimitMiB(): number {
@@ -74,7 +86,8 @@ export function stopOnSignal(stop: () => Promise<void>): void {
 export function answerOnStdin(): void {
   process.stdin.setEncoding("utf8");
   process.stdin.on("data", (chunk: string) => {
-    for (const line of chunk.split("\n")) if (line.trim()) emit("stats", { tag: line.trim(), ...memorySample(), cpuMs: cpuMs(), peakRssMiB: peakRssMiB() });
+    for (const line of chunk.split("\n"))
+      if (line.trim()) emit("stats", { tag: line.trim(), ...memorySample(), cpuMs: cpuMs(), peakRssMiB: peakRssMiB() });
   });
   process.stdin.on("end", () => process.exit(0));
 }

@@ -37,7 +37,11 @@ export function procStats(pid: number): ProcStats | undefined {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
-    return { peakRssMiB: Math.round(kb("VmHWM") / 1024), rssMiB: Math.round(kb("VmRSS") / 1024), cpuMs: (ticks * 1000) / CLOCK_TICKS_PER_SECOND };
+    return {
+      peakRssMiB: Math.round(kb("VmHWM") / 1024),
+      rssMiB: Math.round(kb("VmRSS") / 1024),
+      cpuMs: (ticks * 1000) / CLOCK_TICKS_PER_SECOND,
+    };
   } catch {
     return undefined;
   }
@@ -85,8 +89,7 @@ export class BenchChild {
         this.peakHeapUsedMiB = Math.max(this.peakHeapUsedMiB, Number(ev.heapUsedMiB) || 0);
         this.recentMemory.push({ t: ev.t, rssMiB: Number(ev.rssMiB), heapUsedMiB: Number(ev.heapUsedMiB) });
         if (this.recentMemory.length > 20) this.recentMemory.shift();
-      }
-      else this.events.push(ev);
+      } else this.events.push(ev);
       this.notify();
     });
     createInterface({ input: this.proc.stderr! }).on("line", (line) => {
@@ -123,16 +126,25 @@ export class BenchChild {
   }
 
   /** Waits for the first event (at index `from` or later) that satisfies `match`. */
-  async waitForEvent(match: (e: ChildEvent) => boolean, timeoutMs: number, what: string, from = 0): Promise<ChildEvent> {
+  async waitForEvent(
+    match: (e: ChildEvent) => boolean,
+    timeoutMs: number,
+    what: string,
+    from = 0,
+  ): Promise<ChildEvent> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const failed = this.events.find((e) => e.ev === "failed");
       if (failed) throw new ChildError(`${this.name} failed while waiting for ${what}: ${String(failed.error)}`);
       const hit = this.events.slice(from).find(match);
       if (hit) return hit;
-      if (this.exited) throw new ChildError(`${this.name} exited (${JSON.stringify(this.exited)}) while waiting for ${what}; stderr:\n${this.stderrTail.join("\n")}`);
+      if (this.exited)
+        throw new ChildError(
+          `${this.name} exited (${JSON.stringify(this.exited)}) while waiting for ${what}; stderr:\n${this.stderrTail.join("\n")}`,
+        );
       const left = deadline - Date.now();
-      if (left <= 0) throw new ChildError(`${this.name}: no ${what} within ${timeoutMs} ms; stderr:\n${this.stderrTail.join("\n")}`);
+      if (left <= 0)
+        throw new ChildError(`${this.name}: no ${what} within ${timeoutMs} ms; stderr:\n${this.stderrTail.join("\n")}`);
       await Promise.race([this.changed(), new Promise((r) => setTimeout(r, Math.min(left, 1_000)))]);
     }
   }
@@ -153,7 +165,8 @@ export class BenchChild {
     if (!this.running || this.proc.pid === undefined) return this.closeLog();
     this.proc.kill("SIGTERM");
     const deadline = Date.now() + graceMs;
-    while (this.running && Date.now() < deadline) await Promise.race([this.changed(), new Promise((r) => setTimeout(r, 200))]);
+    while (this.running && Date.now() < deadline)
+      await Promise.race([this.changed(), new Promise((r) => setTimeout(r, 200))]);
     if (this.running) this.proc.kill("SIGKILL");
     while (this.running) await Promise.race([this.changed(), new Promise((r) => setTimeout(r, 200))]);
     await this.closeLog();

@@ -11,12 +11,24 @@ import { Controller } from "../../src/controller/controller.js";
 import { KubeClient } from "../../src/kube/client.js";
 import { KubeSource } from "../../src/kube/source.js";
 import { createLogger } from "../../src/util/log.js";
-import { answerOnStdin, countByKind, cpuMs, emit, heapLimitMiB, memorySample, peakRssMiB, sampleMemory, stopOnSignal } from "./child-io.js";
+import {
+  answerOnStdin,
+  countByKind,
+  cpuMs,
+  emit,
+  heapLimitMiB,
+  memorySample,
+  peakRssMiB,
+  sampleMemory,
+  stopOnSignal,
+} from "./child-io.js";
 import { NETWORK } from "./fixture.js";
 
 async function main(): Promise<void> {
   emit("loaded", { ...memorySample(), cpuMs: cpuMs(), heapLimitMiB: heapLimitMiB() });
-  const { values } = parseArgs({ options: { kubeconfig: { type: "string" }, "resync-ms": { type: "string", default: "30000" } } });
+  const { values } = parseArgs({
+    options: { kubeconfig: { type: "string" }, "resync-ms": { type: "string", default: "30000" } },
+  });
   if (!values.kubeconfig) throw new Error("--kubeconfig is required");
   sampleMemory(500);
   const logger = createLogger("controller", process.env.STATIC_EGRESS_LOG_LEVEL ?? "warn");
@@ -35,7 +47,12 @@ async function main(): Promise<void> {
   answerOnStdin();
   emit("informers-starting");
   await controller.startInformers();
-  emit("synced", { ...memorySample(), cpuMs: cpuMs(), peakRssMiB: peakRssMiB(), cached: countByKind(source.objects()) });
+  emit("synced", {
+    ...memorySample(),
+    cpuMs: cpuMs(),
+    peakRssMiB: peakRssMiB(),
+    cached: countByKind(source.objects()),
+  });
   controller.activate();
   await controller.idle();
   emit("first-idle", { ...memorySample(), cpuMs: cpuMs(), peakRssMiB: peakRssMiB() });

@@ -80,15 +80,28 @@ class ShapeError extends Error {
 }
 
 export function checkShape(s: ScaleShape): void {
-  if (s.nodes < 1 || s.nodes > MAX_NODES) throw new ShapeError(`nodes: ${s.nodes} is outside 1..${MAX_NODES} (pod CIDRs are /24s in 10.64.0.0/11)`);
-  if (Math.ceil(s.pods / s.nodes) > FIRST_EXTRA_POD_HOST - FIRST_POD_HOST) throw new ShapeError(`pods: more than ${FIRST_EXTRA_POD_HOST - FIRST_POD_HOST} pods per node do not fit the address plan`);
+  if (s.nodes < 1 || s.nodes > MAX_NODES)
+    throw new ShapeError(`nodes: ${s.nodes} is outside 1..${MAX_NODES} (pod CIDRs are /24s in 10.64.0.0/11)`);
+  if (Math.ceil(s.pods / s.nodes) > FIRST_EXTRA_POD_HOST - FIRST_POD_HOST)
+    throw new ShapeError(
+      `pods: more than ${FIRST_EXTRA_POD_HOST - FIRST_POD_HOST} pods per node do not fit the address plan`,
+    );
   if (s.clusterPolicies > s.policies) throw new ShapeError("clusterPolicies: more than policies");
   const namespaced = s.policies - s.clusterPolicies;
-  if (namespaced > s.namespaces * Math.floor(s.appsPerNamespace / 2)) throw new ShapeError("policies: namespaced policies need more namespaces or apps (half the apps of a namespace are for namespaced policies)");
-  if (s.clusterPolicies > s.teams * Math.ceil(s.appsPerNamespace / 2)) throw new ShapeError("clusterPolicies: need more teams or apps");
-  if (s.gateways * s.instancesPerGateway > 200) throw new ShapeError("gateways: at most 200 instances (10.0.255.10-209)");
-  if (Math.ceil(s.policies / s.gateways) * s.gateways * s.instancesPerGateway > 65_536) throw new ShapeError("policies: egress IPs do not fit 10.200.0.0/16");
-  if (Math.ceil(s.policies / s.gateways) > MAX_EGRESS_IPS_PER_INSTANCE) throw new ShapeError(`policies: more than ${MAX_EGRESS_IPS_PER_INSTANCE} egress IPs per gateway instance (the CRD's limit); use more gateways`);
+  if (namespaced > s.namespaces * Math.floor(s.appsPerNamespace / 2))
+    throw new ShapeError(
+      "policies: namespaced policies need more namespaces or apps (half the apps of a namespace are for namespaced policies)",
+    );
+  if (s.clusterPolicies > s.teams * Math.ceil(s.appsPerNamespace / 2))
+    throw new ShapeError("clusterPolicies: need more teams or apps");
+  if (s.gateways * s.instancesPerGateway > 200)
+    throw new ShapeError("gateways: at most 200 instances (10.0.255.10-209)");
+  if (Math.ceil(s.policies / s.gateways) * s.gateways * s.instancesPerGateway > 65_536)
+    throw new ShapeError("policies: egress IPs do not fit 10.200.0.0/16");
+  if (Math.ceil(s.policies / s.gateways) > MAX_EGRESS_IPS_PER_INSTANCE)
+    throw new ShapeError(
+      `policies: more than ${MAX_EGRESS_IPS_PER_INSTANCE} egress IPs per gateway instance (the CRD's limit); use more gateways`,
+    );
 }
 
 export function nodeName(i: number): string {
@@ -126,7 +139,12 @@ const OWNER_UID = "6f1c0d52-3a1b-4c1e-9f0e-7d0b2a9c4e11";
 /** Where seeded pod `index` lives: nodes in turn, namespace and app hashed (a node hosts many namespaces). */
 function podPlacement(s: ScaleShape, index: number): { node: number; host: number; ns: number; app: number } {
   const h = mix(index);
-  return { node: index % s.nodes, host: FIRST_POD_HOST + Math.floor(index / s.nodes), ns: h % s.namespaces, app: mix(h ^ 0x5bd1e995) % s.appsPerNamespace };
+  return {
+    node: index % s.nodes,
+    host: FIRST_POD_HOST + Math.floor(index / s.nodes),
+    ns: h % s.namespaces,
+    app: mix(h ^ 0x5bd1e995) % s.appsPerNamespace,
+  };
 }
 
 /** murmur3's 32-bit finalizer: a cheap, deterministic spread. */
@@ -161,7 +179,16 @@ export function podManifest(p: PodParams): Json {
       namespace: p.namespace,
       labels: { app: p.app, "pod-template-hash": "5d8f7c9b4", "app.kubernetes.io/part-of": "shop" },
       annotations: { "kubectl.kubernetes.io/restartedAt": "2025-01-01T00:00:00Z" },
-      ownerReferences: [{ apiVersion: "apps/v1", kind: "ReplicaSet", name: `${p.app}-5d8f7c9b4`, uid: OWNER_UID, controller: true, blockOwnerDeletion: true }],
+      ownerReferences: [
+        {
+          apiVersion: "apps/v1",
+          kind: "ReplicaSet",
+          name: `${p.app}-5d8f7c9b4`,
+          uid: OWNER_UID,
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ],
     },
     spec: {
       nodeName: p.node,
@@ -176,8 +203,16 @@ export function podManifest(p: PodParams): Json {
             { name: "POD_NAME", valueFrom: { fieldRef: { apiVersion: "v1", fieldPath: "metadata.name" } } },
           ],
           resources: { requests: { cpu: "100m", memory: "128Mi" }, limits: { memory: "256Mi" } },
-          readinessProbe: { httpGet: { path: "/healthz", port: 8080, scheme: "HTTP" }, periodSeconds: 10, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 3 },
-          volumeMounts: [{ name: "kube-api-access", mountPath: "/var/run/secrets/kubernetes.io/serviceaccount", readOnly: true }],
+          readinessProbe: {
+            httpGet: { path: "/healthz", port: 8080, scheme: "HTTP" },
+            periodSeconds: 10,
+            timeoutSeconds: 1,
+            successThreshold: 1,
+            failureThreshold: 3,
+          },
+          volumeMounts: [
+            { name: "kube-api-access", mountPath: "/var/run/secrets/kubernetes.io/serviceaccount", readOnly: true },
+          ],
           terminationMessagePath: "/dev/termination-log",
           terminationMessagePolicy: "File",
           imagePullPolicy: "IfNotPresent",
@@ -266,14 +301,34 @@ export function nodeObject(i: number): Json {
       ],
       capacity: { cpu: "4", memory: "8148204Ki", pods: "110" },
       allocatable: { cpu: "3900m", memory: "7000000Ki", pods: "110" },
-      conditions: [{ type: "Ready", status: "True", reason: "KubeletReady", message: "kubelet is posting ready status", lastHeartbeatTime: "2025-01-01T00:00:00Z", lastTransitionTime: "2025-01-01T00:00:00Z" }],
-      nodeInfo: { kubeletVersion: "v1.32.0", containerRuntimeVersion: "containerd://1.7.24", kernelVersion: "6.1.0", osImage: "Debian GNU/Linux 12 (bookworm)", architecture: "amd64", operatingSystem: "linux" },
+      conditions: [
+        {
+          type: "Ready",
+          status: "True",
+          reason: "KubeletReady",
+          message: "kubelet is posting ready status",
+          lastHeartbeatTime: "2025-01-01T00:00:00Z",
+          lastTransitionTime: "2025-01-01T00:00:00Z",
+        },
+      ],
+      nodeInfo: {
+        kubeletVersion: "v1.32.0",
+        containerRuntimeVersion: "containerd://1.7.24",
+        kernelVersion: "6.1.0",
+        osImage: "Debian GNU/Linux 12 (bookworm)",
+        architecture: "amd64",
+        operatingSystem: "linux",
+      },
     },
   };
 }
 
 export function namespaceObject(s: ScaleShape, i: number): Json {
-  return { apiVersion: "v1", kind: "Namespace", metadata: { name: namespaceName(i), labels: { "kubernetes.io/metadata.name": namespaceName(i), team: team(i, s) } } };
+  return {
+    apiVersion: "v1",
+    kind: "Namespace",
+    metadata: { name: namespaceName(i), labels: { "kubernetes.io/metadata.name": namespaceName(i), team: team(i, s) } },
+  };
 }
 
 function gatewayName(g: number): string {
@@ -297,10 +352,17 @@ export function gatewayObject(s: ScaleShape, g: number): Json {
   const instances = Array.from({ length: s.instancesPerGateway }, (_, k) => ({
     name: `i-${k}`,
     address: instanceAddress(s, g, k),
-    egressIPs: range(s.policies).filter((p) => gatewayOf(s, p) === g).map((p) => egressIP(s, p, k)),
+    egressIPs: range(s.policies)
+      .filter((p) => gatewayOf(s, p) === g)
+      .map((p) => egressIP(s, p, k)),
   }));
   // Every namespace may use every gateway (a cluster admin's grant; without one, EgressPolicies are Invalid).
-  return { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: gatewayName(g) }, spec: { grants: [{ namespaceSelector: {} }], static: { instances } } };
+  return {
+    apiVersion: "staticegress.io/v1alpha1",
+    kind: "EgressGateway",
+    metadata: { name: gatewayName(g) },
+    spec: { grants: [{ namespaceSelector: {} }], static: { instances } },
+  };
 }
 
 export interface PolicyRef {
@@ -316,12 +378,19 @@ export function policyObject(s: ScaleShape, p: number): Json {
   const common = {
     gatewayName: gatewayName(gatewayOf(s, p)),
     egressIPs: range(s.instancesPerGateway).map((k) => egressIP(s, p, k)),
-    ...(p % 3 === 0 ? { destinationCIDRs: ["198.51.100.0/24", "203.0.113.0/24"], excludedCIDRs: ["203.0.113.128/25"] } : {}),
+    ...(p % 3 === 0
+      ? { destinationCIDRs: ["198.51.100.0/24", "203.0.113.0/24"], excludedCIDRs: ["203.0.113.128/25"] }
+      : {}),
   };
   if (p < namespaced) {
     const ns = p % s.namespaces;
     const app = Math.floor(p / s.namespaces);
-    return { apiVersion: "staticegress.io/v1alpha1", kind: "EgressPolicy", metadata: { name: `egress-app-${app}`, namespace: namespaceName(ns) }, spec: { podSelector: { matchLabels: { app: `app-${app}` } }, ...common } };
+    return {
+      apiVersion: "staticegress.io/v1alpha1",
+      kind: "EgressPolicy",
+      metadata: { name: `egress-app-${app}`, namespace: namespaceName(ns) },
+      spec: { podSelector: { matchLabels: { app: `app-${app}` } }, ...common },
+    };
   }
   const c = p - namespaced;
   const t = c % s.teams;
@@ -330,7 +399,11 @@ export function policyObject(s: ScaleShape, p: number): Json {
     apiVersion: "staticegress.io/v1alpha1",
     kind: "ClusterEgressPolicy",
     metadata: { name: `team-${t}-app-${app}` },
-    spec: { namespaceSelector: { matchLabels: { team: `team-${t}` } }, podSelector: { matchExpressions: [{ key: "app", operator: "In", values: [`app-${app}`] }] }, ...common },
+    spec: {
+      namespaceSelector: { matchLabels: { team: `team-${t}` } },
+      podSelector: { matchExpressions: [{ key: "app", operator: "In", values: [`app-${app}`] }] },
+      ...common,
+    },
   };
 }
 
@@ -356,12 +429,16 @@ export function expectedSelectedPods(s: ScaleShape): Map<string, number> {
   for (let p = 0; p < s.policies; p++) {
     const ref = policyRef(s, p);
     if (p < namespaced) {
-      out.set(`EgressPolicy/${ref.namespace}/${ref.name}`, perNsApp.get(`${p % s.namespaces}/${Math.floor(p / s.namespaces)}`) ?? 0);
+      out.set(
+        `EgressPolicy/${ref.namespace}/${ref.name}`,
+        perNsApp.get(`${p % s.namespaces}/${Math.floor(p / s.namespaces)}`) ?? 0,
+      );
     } else {
       const c = p - namespaced;
       const app = half + Math.floor(c / s.teams);
       let n = 0;
-      for (let ns = 0; ns < s.namespaces; ns++) if (ns % s.teams === c % s.teams) n += perNsApp.get(`${ns}/${app}`) ?? 0;
+      for (let ns = 0; ns < s.namespaces; ns++)
+        if (ns % s.teams === c % s.teams) n += perNsApp.get(`${ns}/${app}`) ?? 0;
       out.set(`ClusterEgressPolicy/${ref.name}`, n);
     }
   }
@@ -406,7 +483,13 @@ export const SHAPE_OPTIONS = {
   "cluster-policies": { type: "string", default: String(DEFAULT_SHAPE.clusterPolicies) },
 } as const;
 
-export function shapeFromOptions(values: { nodes: string; pods: string; namespaces: string; policies: string; "cluster-policies": string }): ScaleShape {
+export function shapeFromOptions(values: {
+  nodes: string;
+  pods: string;
+  namespaces: string;
+  policies: string;
+  "cluster-policies": string;
+}): ScaleShape {
   return {
     ...DEFAULT_SHAPE,
     nodes: Number(values.nodes),

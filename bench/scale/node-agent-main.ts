@@ -20,13 +20,26 @@ import { KubeSource } from "../../src/kube/source.js";
 import { inNamespace } from "../../src/util/exec.js";
 import { createLogger } from "../../src/util/log.js";
 import { TimingRunner } from "../lib/timing.js";
-import { answerOnStdin, countByKind, cpuMs, emit, heapLimitMiB, memorySample, peakRssMiB, sampleMemory, stopOnSignal } from "./child-io.js";
+import {
+  answerOnStdin,
+  countByKind,
+  cpuMs,
+  emit,
+  heapLimitMiB,
+  memorySample,
+  peakRssMiB,
+  sampleMemory,
+  stopOnSignal,
+} from "./child-io.js";
 import { NETWORK } from "./fixture.js";
 
 async function main(): Promise<void> {
   emit("loaded", { ...memorySample(), cpuMs: cpuMs(), heapLimitMiB: heapLimitMiB() });
-  const { values } = parseArgs({ options: { kubeconfig: { type: "string" }, node: { type: "string" }, netns: { type: "string" } } });
-  if (!values.kubeconfig || !values.node || !values.netns) throw new Error("--kubeconfig, --node and --netns are required");
+  const { values } = parseArgs({
+    options: { kubeconfig: { type: "string" }, node: { type: "string" }, netns: { type: "string" } },
+  });
+  if (!values.kubeconfig || !values.node || !values.netns)
+    throw new Error("--kubeconfig, --node and --netns are required");
   if (!values.netns.startsWith("se-")) throw new Error(`--netns ${values.netns}: benchmark namespaces start with se-`);
   sampleMemory(500);
   const logger = createLogger("node-agent", process.env.STATIC_EGRESS_LOG_LEVEL ?? "info").child({ node: values.node });
@@ -65,7 +78,12 @@ async function main(): Promise<void> {
   answerOnStdin();
   emit("starting");
   await agent.start();
-  emit("started", { ...memorySample(), cpuMs: cpuMs(), peakRssMiB: peakRssMiB(), cached: countByKind(source.objects()) });
+  emit("started", {
+    ...memorySample(),
+    cpuMs: cpuMs(),
+    peakRssMiB: peakRssMiB(),
+    cached: countByKind(source.objects()),
+  });
 }
 
 main().catch((e: unknown) => {

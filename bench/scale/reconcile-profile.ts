@@ -15,17 +15,39 @@ import { parseReport, policyStatus, REPORT_ANNOTATION, type NodeReport } from ".
 import { Planner, selectPods } from "../../src/planner/plan.js";
 import { median, round } from "../lib/stats.js";
 import { emit, memorySample } from "./child-io.js";
-import { gatewayObject, namespaceObject, NETWORK, nodeName, nodeObject, podObject, podParams, podsOnNode, podStatus, policyObject, SHAPE_OPTIONS, shapeFromOptions, type Json, type ScaleShape } from "./fixture.js";
+import {
+  gatewayObject,
+  namespaceObject,
+  NETWORK,
+  nodeName,
+  nodeObject,
+  podObject,
+  podParams,
+  podsOnNode,
+  podStatus,
+  policyObject,
+  SHAPE_OPTIONS,
+  shapeFromOptions,
+  type Json,
+  type ScaleShape,
+} from "./fixture.js";
 
 function clusterObjects(s: ScaleShape, onlyNode?: number): KubeObject[] {
-  const health = Object.fromEntries(Array.from({ length: s.gateways * s.instancesPerGateway }, (_, i) => [`gw-${Math.floor(i / s.instancesPerGateway)}/i-${i % s.instancesPerGateway}`, "up"]));
+  const health = Object.fromEntries(
+    Array.from({ length: s.gateways * s.instancesPerGateway }, (_, i) => [
+      `gw-${Math.floor(i / s.instancesPerGateway)}/i-${i % s.instancesPerGateway}`,
+      "up",
+    ]),
+  );
   const at = new Date().toISOString();
   const objects: Json[] = [];
   const pods = onlyNode === undefined ? Array.from({ length: s.pods }, (_, i) => i) : podsOnNode(s, onlyNode);
   for (const i of pods) objects.push({ ...podObject(s, i), status: podStatus(podParams(s, i)) });
   for (let i = 0; i < s.nodes; i++) {
     const node = nodeObject(i) as { metadata: Json };
-    node.metadata.annotations = { [REPORT_ANNOTATION]: JSON.stringify({ programmed: {}, health, unavailable: {}, at }) };
+    node.metadata.annotations = {
+      [REPORT_ANNOTATION]: JSON.stringify({ programmed: {}, health, unavailable: {}, at }),
+    };
     objects.push(node);
   }
   for (let i = 0; i < s.namespaces; i++) objects.push(namespaceObject(s, i));
@@ -64,7 +86,9 @@ function main(): void {
   for (let rep = 0; rep < reps; rep++) {
     const t0 = performance.now();
     // Controller.reconcileAll, step by step.
-    const objects = time(controller, "sourceObjects", () => all.map((o) => ({ ...o, kind: o.kind, apiVersion: o.apiVersion })));
+    const objects = time(controller, "sourceObjects", () =>
+      all.map((o) => ({ ...o, kind: o.kind, apiVersion: o.apiVersion })),
+    );
     const snapshot = time(controller, "snapshotFromObjects", () => snapshotFromObjects(objects, NETWORK));
     // The controller calls `new Planner(snapshot)`: it compiles the CRD schemas, then validates and resolves.
     const validator = time(controller, "specValidatorCompile", () => new SpecValidator());
@@ -75,30 +99,55 @@ function main(): void {
     const verdicts = new Map(res.verdicts.map((v) => [v.resource, v]));
     const reports = time(controller, "parseReports", () => {
       const out: NodeReport[] = [];
-      for (const n of all) if (n.kind === "Node") {
-        const r = parseReport(n.metadata?.name ?? "", n.metadata?.annotations, Date.now());
-        if (r) out.push(r);
-      }
+      for (const n of all)
+        if (n.kind === "Node") {
+          const r = parseReport(n.metadata?.name ?? "", n.metadata?.annotations, Date.now());
+          if (r) out.push(r);
+        }
       return out;
     });
     time(controller, "policyStatuses", () => {
       const now = new Date().toISOString();
       for (const p of snapshot.policies) {
-        const resource = p.kind === "EgressPolicy" ? `EgressPolicy/${p.metadata.namespace}/${p.metadata.name}` : `ClusterEgressPolicy/${p.metadata.name}`;
+        const resource =
+          p.kind === "EgressPolicy"
+            ? `EgressPolicy/${p.metadata.namespace}/${p.metadata.name}`
+            : `ClusterEgressPolicy/${p.metadata.name}`;
         const valid = res.policies.find((x) => x.resource === resource);
-        policyStatus({ resource, generation: 1, verdict: verdicts.get(resource), egressIPs: valid ? [...valid.egressIPsByInstance.values()].flat().sort() : [], selectedPods: selection.podsByPolicy.get(resource) ?? 0, gatewayInstances: valid ? (res.gatewayInstances.get(valid.gateway) ?? []) : [], reports }, undefined, now);
+        policyStatus(
+          {
+            resource,
+            generation: 1,
+            verdict: verdicts.get(resource),
+            egressIPs: valid ? [...valid.egressIPsByInstance.values()].flat().sort() : [],
+            selectedPods: selection.podsByPolicy.get(resource) ?? 0,
+            gatewayInstances: valid ? (res.gatewayInstances.get(valid.gateway) ?? []) : [],
+            reports,
+          },
+          undefined,
+          now,
+        );
       }
     });
     // specValidatorCompile and resolveOnly are a breakdown of newPlanner, not part of the reconcile.
-    const breakdown = (controller.get("specValidatorCompile")?.at(-1) ?? 0) + (controller.get("resolveOnly")?.at(-1) ?? 0);
+    const breakdown =
+      (controller.get("specValidatorCompile")?.at(-1) ?? 0) + (controller.get("resolveOnly")?.at(-1) ?? 0);
     controller.set("total", [...(controller.get("total") ?? []), performance.now() - t0 - breakdown]);
     // NodeAgent.reconcile without the kernel: a fresh Planner (it compiles its own validator) and planNode.
     const t1 = performance.now();
-    const agentSnapshot = time(agent, "snapshotFromObjects", () => snapshotFromObjects(agentView.map((o) => ({ ...o })), NETWORK));
+    const agentSnapshot = time(agent, "snapshotFromObjects", () =>
+      snapshotFromObjects(
+        agentView.map((o) => ({ ...o })),
+        NETWORK,
+      ),
+    );
     time(agent, "specValidatorCompile", () => new SpecValidator());
     const agentPlanner = time(agent, "newPlanner", () => new Planner(agentSnapshot));
     time(agent, "planNode", () => agentPlanner.planNode(nodeName(agentNode), new Map()));
-    agent.set("total", [...(agent.get("total") ?? []), performance.now() - t1 - (agent.get("specValidatorCompile")?.at(-1) ?? 0)]);
+    agent.set("total", [
+      ...(agent.get("total") ?? []),
+      performance.now() - t1 - (agent.get("specValidatorCompile")?.at(-1) ?? 0),
+    ]);
   }
   const medians = (m: Map<string, number[]>) => Object.fromEntries([...m].map(([k, v]) => [k, round(median(v))]));
   emit("profile", { reps, controllerMs: medians(controller), nodeAgentMs: medians(agent), ...memorySample() });

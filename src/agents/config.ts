@@ -35,12 +35,21 @@ export function parseAgentConfig(text: string, source: string): AgentConfig {
   }
   validate ??= new Ajv({ allErrors: true, useDefaults: true, strict: false, verbose: true }).compile(AgentConfigSchema);
   if (!validate(raw)) {
-    const errors = describeErrors(validate.errors ?? [], "config").map((e) => `${e.field.replace(/^config\.?/, "") || "(document)"}: ${e.message}`);
+    const errors = describeErrors(validate.errors ?? [], "config").map(
+      (e) => `${e.field.replace(/^config\.?/, "") || "(document)"}: ${e.message}`,
+    );
     throw new ConfigError(`${source}: ${errors.join("; ")}`);
   }
   const c = raw as AgentConfig;
   // Only what the agents read: unknown fields are ignored (a newer ConfigMap works with an older agent).
-  return { clusterNetwork: { podCIDRs: c.clusterNetwork.podCIDRs, serviceCIDRs: c.clusterNetwork.serviceCIDRs, nodeCIDRs: c.clusterNetwork.nodeCIDRs }, resyncSeconds: c.resyncSeconds };
+  return {
+    clusterNetwork: {
+      podCIDRs: c.clusterNetwork.podCIDRs,
+      serviceCIDRs: c.clusterNetwork.serviceCIDRs,
+      nodeCIDRs: c.clusterNetwork.nodeCIDRs,
+    },
+    resyncSeconds: c.resyncSeconds,
+  };
 }
 
 export function loadAgentConfig(path: string): AgentConfig {

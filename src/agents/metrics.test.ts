@@ -3,11 +3,18 @@ import { GatewayMetrics, SNAT_TOP_DESTINATIONS } from "./metrics.js";
 
 describe("gateway traffic and capacity metrics", () => {
   it("exports the kernel's counts as they are (a restarted agent reading the same counters exports the same values)", async () => {
-    const reading = { policy: "EgressPolicy/payments/checkout", egressIP: "192.0.2.10", direction: "out" as const, packets: 1200, bytes: 96_000 };
+    const reading = {
+      policy: "EgressPolicy/payments/checkout",
+      egressIP: "192.0.2.10",
+      direction: "out" as const,
+      packets: 1200,
+      bytes: 96_000,
+    };
     const first = new GatewayMetrics();
     first.onTraffic("shared/gw-a", [reading]);
     first.onTraffic("shared/gw-a", [{ ...reading, packets: 1500, bytes: 120_000 }]);
-    const line = 'static_egress_gateway_egress_packets_total{gateway="shared",instance="shared/gw-a",policy="EgressPolicy/payments/checkout",egress_ip="192.0.2.10",direction="out"}';
+    const line =
+      'static_egress_gateway_egress_packets_total{gateway="shared",instance="shared/gw-a",policy="EgressPolicy/payments/checkout",egress_ip="192.0.2.10",direction="out"}';
     expect(await first.registry.metrics()).toContain(`${line} 1500\n`);
     expect(await first.registry.metrics()).toMatch(/# TYPE static_egress_gateway_egress_bytes_total counter/);
     const restarted = new GatewayMetrics();
@@ -20,12 +27,20 @@ describe("gateway traffic and capacity metrics", () => {
 
   it("exports conntrack entries, the limit and the busiest destinations' ports per egress IP", async () => {
     const m = new GatewayMetrics();
-    const ports = new Map(Array.from({ length: SNAT_TOP_DESTINATIONS + 2 }, (_, i) => [`198.51.100.${i}:443/tcp`, i + 1] as const));
+    const ports = new Map(
+      Array.from({ length: SNAT_TOP_DESTINATIONS + 2 }, (_, i) => [`198.51.100.${i}:443/tcp`, i + 1] as const),
+    );
     m.onSnatUsage("shared/gw-a", 16, [{ egressIP: "192.0.2.10", entries: 40, ports }]);
     const text = await m.registry.metrics();
-    expect(text).toContain('static_egress_gateway_conntrack_entries{gateway="shared",instance="shared/gw-a",egress_ip="192.0.2.10"} 40');
-    expect(text).toContain('static_egress_gateway_snat_ports_limit{gateway="shared",instance="shared/gw-a",egress_ip="192.0.2.10"} 16');
-    expect(text).toContain(`destination="198.51.100.${SNAT_TOP_DESTINATIONS + 1}:443/tcp"} ${SNAT_TOP_DESTINATIONS + 2}`);
+    expect(text).toContain(
+      'static_egress_gateway_conntrack_entries{gateway="shared",instance="shared/gw-a",egress_ip="192.0.2.10"} 40',
+    );
+    expect(text).toContain(
+      'static_egress_gateway_snat_ports_limit{gateway="shared",instance="shared/gw-a",egress_ip="192.0.2.10"} 16',
+    );
+    expect(text).toContain(
+      `destination="198.51.100.${SNAT_TOP_DESTINATIONS + 1}:443/tcp"} ${SNAT_TOP_DESTINATIONS + 2}`,
+    );
     expect(text.match(/^static_egress_gateway_snat_ports_in_use\{/gm)).toHaveLength(SNAT_TOP_DESTINATIONS);
     expect(text).not.toContain('destination="198.51.100.0:443/tcp"');
   });

@@ -22,9 +22,11 @@ export function parseDocuments(text: string, source: string): KubeObject[] {
     if (doc.errors.length > 0) throw new DocumentError(`${source}: document ${i + 1}: ${doc.errors[0]?.message}`);
     const value = doc.toJS() as unknown;
     if (value === null || value === undefined) return;
-    if (typeof value !== "object" || Array.isArray(value)) throw new DocumentError(`${source}: document ${i + 1} is not an object`);
+    if (typeof value !== "object" || Array.isArray(value))
+      throw new DocumentError(`${source}: document ${i + 1} is not an object`);
     const obj = value as KubeObject;
-    if (obj.kind === "List" && Array.isArray((value as { items?: unknown }).items)) out.push(...((value as { items: KubeObject[] }).items));
+    if (obj.kind === "List" && Array.isArray((value as { items?: unknown }).items))
+      out.push(...(value as { items: KubeObject[] }).items);
     else out.push(obj);
   });
   return out;
@@ -77,7 +79,8 @@ export function snapshotFromObjects(objects: readonly KubeObject[], network: Clu
   const namespaces: NamespaceInfo[] = [];
   for (const o of objects) {
     const ours = o.apiVersion === API_VERSION;
-    if (ours && (o.kind === "EgressPolicy" || o.kind === "ClusterEgressPolicy")) policies.push(withEnvelope(o) as unknown as PolicyObject);
+    if (ours && (o.kind === "EgressPolicy" || o.kind === "ClusterEgressPolicy"))
+      policies.push(withEnvelope(o) as unknown as PolicyObject);
     else if (ours && o.kind === "EgressGateway") gateways.push(withEnvelope(o) as unknown as EgressGateway);
     else if (o.apiVersion === "v1" && o.kind === "Pod") pods.push(podInfo(o));
     else if (o.apiVersion === "v1" && o.kind === "Node") nodes.push(nodeInfo(o));

@@ -41,7 +41,6 @@ export interface AgentFlags {
   metricsAddress?: string;
 }
 
-
 export function loadKubeconfig(path: string | undefined): KubeConfig {
   const kc = new KubeConfig();
   if (path) kc.loadFromFile(path);
@@ -52,7 +51,10 @@ export function loadKubeconfig(path: string | undefined): KubeConfig {
 /** The agents' view of the cluster: the API server, or a file of documents (the lab, tests). */
 function makeSource(flags: AgentFlags, logger: Logger, podsOnNode?: string, staticRoutes = false): ClusterSource {
   if (flags.source !== "kubernetes") return new FileSource(flags.source, logger);
-  return new KubeSource(new KubeClient(loadKubeconfig(flags.kubeconfig)), logger, { ...(podsOnNode ? { podsOnNode } : {}), ...(staticRoutes ? { staticRoutes } : {}) });
+  return new KubeSource(new KubeClient(loadKubeconfig(flags.kubeconfig)), logger, {
+    ...(podsOnNode ? { podsOnNode } : {}),
+    ...(staticRoutes ? { staticRoutes } : {}),
+  });
 }
 
 /**
@@ -80,7 +82,10 @@ function raisePriority(logger: Logger): void {
   try {
     setPriority(0, -10);
   } catch (e) {
-    logger.warn({ err: (e as Error).message }, "cannot raise scheduling priority; BFD may see false timeouts under CPU pressure");
+    logger.warn(
+      { err: (e as Error).message },
+      "cannot raise scheduling priority; BFD may see false timeouts under CPU pressure",
+    );
   }
 }
 
@@ -99,7 +104,10 @@ async function readApiServerEndpoints(kube: KubeClient, logger: Logger): Promise
   try {
     return await kube.apiServerEndpoints();
   } catch (e) {
-    logger.warn({ err: (e as Error).message }, "cannot read the API server's endpoints; StaticRoutes and node policies know its kubeconfig address only");
+    logger.warn(
+      { err: (e as Error).message },
+      "cannot read the API server's endpoints; StaticRoutes and node policies know its kubeconfig address only",
+    );
     return [];
   }
 }
@@ -119,17 +127,26 @@ export interface NodeAgentFlags extends AgentFlags {
 }
 
 /** The anchor publisher the flags ask for (none without --anchor-ip-from). Errors name the flag. */
-function anchorPublisher(flags: NodeAgentFlags, client: KubeClient | undefined, source: Pick<ClusterSource, "objects"> | undefined, logger: Logger): AnchorPublisher | undefined {
+function anchorPublisher(
+  flags: NodeAgentFlags,
+  client: KubeClient | undefined,
+  source: Pick<ClusterSource, "objects"> | undefined,
+  logger: Logger,
+): AnchorPublisher | undefined {
   if (flags.anchorIpFrom === undefined) {
     if (flags.metadataUrl !== undefined) throw new Error("--metadata-url needs --anchor-ip-from digitalocean-metadata");
     return undefined;
   }
   if (!(ANCHOR_SOURCES as readonly string[]).includes(flags.anchorIpFrom)) {
-    throw new Error(`--anchor-ip-from: unknown source ${JSON.stringify(flags.anchorIpFrom)} (known: ${ANCHOR_SOURCES.join(", ")})`);
+    throw new Error(
+      `--anchor-ip-from: unknown source ${JSON.stringify(flags.anchorIpFrom)} (known: ${ANCHOR_SOURCES.join(", ")})`,
+    );
   }
   if (!client) throw new Error("--anchor-ip-from needs --source kubernetes (the anchor IP is published on the Node)");
   const nodeAnnotation = () =>
-    source?.objects().find((o) => o.kind === "Node" && o.metadata?.name === flags.node)?.metadata?.annotations?.[ANCHOR_ANNOTATION];
+    source?.objects().find((o) => o.kind === "Node" && o.metadata?.name === flags.node)?.metadata?.annotations?.[
+      ANCHOR_ANNOTATION
+    ];
   return new AnchorPublisher({
     client,
     node: flags.node,
@@ -155,7 +172,8 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
     logger.info("removed everything the node agent owns");
     return;
   }
-  if (flags.cniConfDir && !flags.cniSocket) throw new Error("--cni-conf-dir needs --cni-socket: the chained plugin asks the agent on that socket");
+  if (flags.cniConfDir && !flags.cniSocket)
+    throw new Error("--cni-conf-dir needs --cni-socket: the chained plugin asks the agent on that socket");
   const config = loadAgentConfig(flags.config);
   const metrics = new NodeMetrics();
   const kube = flags.source === "kubernetes" ? new KubeClient(loadKubeconfig(flags.kubeconfig)) : undefined;
@@ -176,14 +194,24 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
     logger.warn("no --address: gateway instances are not probed (no failover)");
   }
   const source = makeSource(flags, logger, flags.node, flags.staticRoutes === true);
-  const routeStatus = flags.staticRoutes && kube ? new StaticRouteStatusReporter(kube, flags.node, logger.child({ part: "static-routes" })) : undefined;
+  const routeStatus =
+    flags.staticRoutes && kube
+      ? new StaticRouteStatusReporter(kube, flags.node, logger.child({ part: "static-routes" }))
+      : undefined;
   // The API server's addresses: never routed away by a StaticRoute, nor diverted from the node by a nodeSelector policy.
-  const apiServers = [...new Set([...apiServerAddresses(kube?.kubeconfig), ...(kube ? await readApiServerEndpoints(kube, logger) : [])])].sort();
+  const apiServers = [
+    ...new Set([...apiServerAddresses(kube?.kubeconfig), ...(kube ? await readApiServerEndpoints(kube, logger) : [])]),
+  ].sort();
   const staticRoutes = flags.staticRoutes
     ? {
         writer: new StaticRouteWriter(commandKernel(localRunner)),
         apiServers,
-        ...(routeStatus ? { onOutcomes: (outcomes: readonly StaticRouteOutcome[], objects: readonly StaticRoute[]) => routeStatus.update(outcomes, objects) } : {}),
+        ...(routeStatus
+          ? {
+              onOutcomes: (outcomes: readonly StaticRouteOutcome[], objects: readonly StaticRoute[]) =>
+                routeStatus.update(outcomes, objects),
+            }
+          : {}),
       }
     : undefined;
   // The CNI plugin's side in the agent (--cni-socket): told of every plan, to keep the quarantine in step.
@@ -204,7 +232,13 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
     },
   });
   const cni = flags.cniSocket
-    ? new CniService({ nodeName: flags.node, agent, objects: () => source.objects(), quarantine: new QuarantineTable(localRunner), logger: logger.child({ part: "cni" }) })
+    ? new CniService({
+        nodeName: flags.node,
+        agent,
+        objects: () => source.objects(),
+        quarantine: new QuarantineTable(localRunner),
+        logger: logger.child({ part: "cni" }),
+      })
     : undefined;
   if (cni) cniPlans.push((plan) => cni.onPlan(plan));
   await agent.start();
@@ -214,17 +248,25 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   cni?.start();
   if (cniServer) logger.info({ socket: cniServer.path }, "serving the CNI plugin");
   // Chained only once the socket answers: the first pod that runs our plugin finds the agent.
-  const confKeeper = cniServer && flags.cniConfDir ? new ConfDirKeeper(flags.cniConfDir, chainEntryFor(cniServer.path, config), logger.child({ part: "cni-conf" })) : undefined;
+  const confKeeper =
+    cniServer && flags.cniConfDir
+      ? new ConfDirKeeper(flags.cniConfDir, chainEntryFor(cniServer.path, config), logger.child({ part: "cni-conf" }))
+      : undefined;
   await confKeeper?.start();
   if (listen) {
-    await serveMetrics(metrics.registry, { ...listen, before: async () => {
-      const drops = await dataplane.drops();
-      metrics.failClosedDrops.set(drops.failClosed);
-      metrics.spoofedDrops.set(drops.spoofed);
-      metrics.forgedHealthDrops.set(drops.forgedHealth);
-      metrics.foreignTunnelDrops.set(drops.foreignTunnel);
-      for (const s of bfd?.statuses() ?? []) if (s.lastRttMs !== null && s.lastRttMs !== undefined) metrics.probeRtt.set({ instance: s.peer }, s.lastRttMs / 1000);
-    } });
+    await serveMetrics(metrics.registry, {
+      ...listen,
+      before: async () => {
+        const drops = await dataplane.drops();
+        metrics.failClosedDrops.set(drops.failClosed);
+        metrics.spoofedDrops.set(drops.spoofed);
+        metrics.forgedHealthDrops.set(drops.forgedHealth);
+        metrics.foreignTunnelDrops.set(drops.foreignTunnel);
+        for (const s of bfd?.statuses() ?? [])
+          if (s.lastRttMs !== null && s.lastRttMs !== undefined)
+            metrics.probeRtt.set({ instance: s.peer }, s.lastRttMs / 1000);
+      },
+    });
   }
   logger.info("node agent started");
   // BFD is stopped without AdminDown on purpose: peers keep their view until they time out.
@@ -247,7 +289,8 @@ async function anchorForEgress(metadataUrl: string, logger: Logger): Promise<{ a
     try {
       const anchor = await readAnchorIPv4({ baseUrl: metadataUrl });
       if (!anchor) throw new Error("--egress-via-anchor: this droplet has no anchor IP (no public networking?)");
-      if (!anchor.gateway) throw new Error(`--egress-via-anchor: the metadata service gives no anchor gateway for ${anchor.address}`);
+      if (!anchor.gateway)
+        throw new Error(`--egress-via-anchor: the metadata service gives no anchor gateway for ${anchor.address}`);
       logger.info({ anchor: anchor.address, gateway: anchor.gateway }, "egress leaves via the anchor IP");
       return { address: anchor.address, gateway: anchor.gateway };
     } catch (err) {
@@ -266,7 +309,8 @@ function parseSnatPortRange(text: string | undefined): { from: number; to: numbe
   if (text === undefined) return undefined;
   const m = /^(\d+)-(\d+)$/.exec(text);
   const [from, to] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
-  if (!(from >= 1 && to <= 65_535 && from <= to)) throw new Error(`--snat-port-range: must be <from>-<to> within 1-65535, from <= to, not ${JSON.stringify(text)}`);
+  if (!(from >= 1 && to <= 65_535 && from <= to))
+    throw new Error(`--snat-port-range: must be <from>-<to> within 1-65535, from <= to, not ${JSON.stringify(text)}`);
   return { from, to };
 }
 
@@ -278,13 +322,27 @@ function parseSnatPortRange(text: string | undefined): { from: number; to: numbe
 const SNAT_USAGE_MIN_INTERVAL_MS = 5_000;
 const SNAT_USAGE_MAX_SHARE = 0.05;
 
-export async function runGatewayAgent(flags: AgentFlags & { instance: string; egressViaAnchor?: boolean; metadataUrl?: string; snatPortRange?: string; trafficReportSeconds?: string }): Promise<void> {
+export async function runGatewayAgent(
+  flags: AgentFlags & {
+    instance: string;
+    egressViaAnchor?: boolean;
+    metadataUrl?: string;
+    snatPortRange?: string;
+    trafficReportSeconds?: string;
+  },
+): Promise<void> {
   const listen = metricsListen(flags, AGENT_METRICS_DEFAULT_HOST);
   const snatPorts = parseSnatPortRange(flags.snatPortRange);
   const reportSeconds = Number(flags.trafficReportSeconds ?? 60);
-  if (!Number.isFinite(reportSeconds) || reportSeconds < 0) throw new Error(`--traffic-report-seconds: must be a number of seconds (0: off), not ${JSON.stringify(flags.trafficReportSeconds)}`);
+  if (!Number.isFinite(reportSeconds) || reportSeconds < 0)
+    throw new Error(
+      `--traffic-report-seconds: must be a number of seconds (0: off), not ${JSON.stringify(flags.trafficReportSeconds)}`,
+    );
   const logger = createLogger("gateway-agent").child({ instance: flags.instance });
-  const anchor = flags.egressViaAnchor && !flags.cleanup ? await anchorForEgress(flags.metadataUrl ?? METADATA_URL, logger) : undefined;
+  const anchor =
+    flags.egressViaAnchor && !flags.cleanup
+      ? await anchorForEgress(flags.metadataUrl ?? METADATA_URL, logger)
+      : undefined;
   const dataplane = new GatewayDataplane(commandKernel(localRunner), { anchor, snatPorts, metering: localRunner });
   if (flags.cleanup) {
     await dataplane.cleanup();
@@ -307,22 +365,31 @@ export async function runGatewayAgent(flags: AgentFlags & { instance: string; eg
   // Recent traffic into the policies' status (kubectl get egresspolicies), with the API server as source only.
   const traffic =
     flags.source === "kubernetes" && reportSeconds > 0
-      ? new TrafficReporter({ client: new KubeClient(loadKubeconfig(flags.kubeconfig)), instance: flags.instance, read: () => dataplane.traffic(), logger, intervalMs: reportSeconds * 1000 })
+      ? new TrafficReporter({
+          client: new KubeClient(loadKubeconfig(flags.kubeconfig)),
+          instance: flags.instance,
+          read: () => dataplane.traffic(),
+          logger,
+          intervalMs: reportSeconds * 1000,
+        })
       : undefined;
   traffic?.start();
   if (listen) {
     let usageDueAt = 0;
-    await serveMetrics(metrics.registry, { ...listen, before: async () => {
-      const drops = await dataplane.foreignDrops();
-      metrics.foreignDrops.set({ check: "tunnel" }, drops.tunnel);
-      metrics.foreignDrops.set({ check: "pod_source" }, drops.source);
-      metrics.onTraffic(flags.instance, await dataplane.traffic());
-      if (Date.now() >= usageDueAt) {
-        const started = Date.now();
-        metrics.onSnatUsage(flags.instance, dataplane.snatPortsLimit, await dataplane.snatUsage());
-        usageDueAt = started + Math.max(SNAT_USAGE_MIN_INTERVAL_MS, (Date.now() - started) / SNAT_USAGE_MAX_SHARE);
-      }
-    } });
+    await serveMetrics(metrics.registry, {
+      ...listen,
+      before: async () => {
+        const drops = await dataplane.foreignDrops();
+        metrics.foreignDrops.set({ check: "tunnel" }, drops.tunnel);
+        metrics.foreignDrops.set({ check: "pod_source" }, drops.source);
+        metrics.onTraffic(flags.instance, await dataplane.traffic());
+        if (Date.now() >= usageDueAt) {
+          const started = Date.now();
+          metrics.onSnatUsage(flags.instance, dataplane.snatPortsLimit, await dataplane.snatUsage());
+          usageDueAt = started + Math.max(SNAT_USAGE_MIN_INTERVAL_MS, (Date.now() - started) / SNAT_USAGE_MAX_SHARE);
+        }
+      },
+    });
   }
   logger.info("gateway agent started");
   runUntilSignal(logger, () => {
@@ -350,7 +417,12 @@ async function waitForGatewayDatapath(logger: Logger): Promise<void> {
  * It answers any node that starts a session; the gateway's nft table admits BFD from cluster
  * nodes only.
  */
-export async function runHealthResponder(flags: { listen: string; metricsPort?: string; metricsAddress?: string; waitForDatapath?: boolean }): Promise<void> {
+export async function runHealthResponder(flags: {
+  listen: string;
+  metricsPort?: string;
+  metricsAddress?: string;
+  waitForDatapath?: boolean;
+}): Promise<void> {
   const listen = metricsListen(flags, AGENT_METRICS_DEFAULT_HOST);
   const logger = createLogger("health-responder").child({ listen: flags.listen });
   raisePriority(logger);
@@ -372,9 +444,12 @@ export async function runHealthResponder(flags: { listen: string; metricsPort?: 
   });
   await bfd.start();
   if (listen) {
-    await serveMetrics(metrics.registry, { ...listen, before: async () => {
-      metrics.bfdSessionsUp.set(bfd.statuses().filter((s) => s.state === "Up").length);
-    } });
+    await serveMetrics(metrics.registry, {
+      ...listen,
+      before: async () => {
+        metrics.bfdSessionsUp.set(bfd.statuses().filter((s) => s.state === "Up").length);
+      },
+    });
   }
   logger.info("health responder started");
   runUntilSignal(logger, () => bfd.stop());

@@ -34,7 +34,8 @@ function readSpec(file: string): AppSpec {
   } catch (e) {
     throw new Error(`${file}: ${(e as Error).message}`, { cause: e });
   }
-  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new InvalidSpec(file, [{ field: "spec", message: "must be a mapping (an app spec)" }]);
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc))
+    throw new InvalidSpec(file, [{ field: "spec", message: "must be a mapping (an app spec)" }]);
   const d = doc as Record<string, unknown>;
   return (d.spec !== undefined && d.name === undefined ? d.spec : d) as AppSpec;
 }
@@ -66,10 +67,26 @@ function table(apps: Row[]): string {
   const rows = [["ID", "Spec Name", "Phase", "Egress", "Dedicated IPs", "Created At"]];
   for (const a of apps) {
     const spec = a.spec as AppSpec | undefined;
-    rows.push([String(a.id), spec?.name ?? "", String(a.phase), spec?.egress?.type ?? "AUTOASSIGN", ((a.dedicated_ips as { ip: string }[]) ?? []).map((d) => d.ip).join(",") || "-", String(a.created_at ?? "")]);
+    rows.push([
+      String(a.id),
+      spec?.name ?? "",
+      String(a.phase),
+      spec?.egress?.type ?? "AUTOASSIGN",
+      ((a.dedicated_ips as { ip: string }[]) ?? []).map((d) => d.ip).join(",") || "-",
+      String(a.created_at ?? ""),
+    ]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("   ").trimEnd()).join("\n") + "\n";
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((c, i) => c.padEnd(widths[i]!))
+          .join("   ")
+          .trimEnd(),
+      )
+      .join("\n") + "\n"
+  );
 }
 
 function print(apps: Row[], output: string | undefined, single: boolean): void {
@@ -84,18 +101,23 @@ async function run(fn: () => Promise<void>): Promise<void> {
     await fn();
   } catch (e) {
     if (e instanceof InvalidSpec) {
-      process.stderr.write(`${e.file}: invalid app spec\n${e.errors.map((f) => `  ${f.field}: ${f.message}\n`).join("")}`);
+      process.stderr.write(
+        `${e.file}: invalid app spec\n${e.errors.map((f) => `  ${f.field}: ${f.message}\n`).join("")}`,
+      );
       process.exitCode = EXIT_INVALID;
       return;
     }
     const code = (e as { code?: unknown }).code;
-    if (typeof code === "number") throw new Error(`the API server refused (HTTP ${code}): ${apiMessage(e)}`, { cause: e });
+    if (typeof code === "number")
+      throw new Error(`the API server refused (HTTP ${code}): ${apiMessage(e)}`, { cause: e });
     throw e;
   }
 }
 
 export function registerAppsCommands(program: Command): void {
-  const apps = program.command("apps").description("apps from DigitalOcean app specs, run in this cluster (docs/apps.md)");
+  const apps = program
+    .command("apps")
+    .description("apps from DigitalOcean app specs, run in this cluster (docs/apps.md)");
   const kube = "kubeconfig (default: $KUBECONFIG, ~/.kube/config or in-cluster)";
 
   apps
@@ -115,21 +137,31 @@ export function registerAppsCommands(program: Command): void {
   apps
     .command("update <name>")
     .description("replace an app's spec (every component rolls, as a DigitalOcean deployment does)")
-    .requiredOption("--spec <file>", "the app spec; SECRET values shown by `apps get` as **redacted** keep their current value")
+    .requiredOption(
+      "--spec <file>",
+      "the app spec; SECRET values shown by `apps get` as **redacted** keep their current value",
+    )
     .option("--kubeconfig <file>", kube)
     .option("-o, --output <format>", "text or json")
     .action((name: string, o: { spec: string; kubeconfig?: string; output?: string }) =>
       run(async () => {
         const spec = readSpec(o.spec);
-        if (spec.name !== name) throw new InvalidSpec(o.spec, [{ field: "spec.name", message: `must be ${JSON.stringify(name)}, the app being updated` }]);
+        if (spec.name !== name)
+          throw new InvalidSpec(o.spec, [
+            { field: "spec.name", message: `must be ${JSON.stringify(name)}, the app being updated` },
+          ]);
         const c = client(o.kubeconfig);
-        const current = (await c.getApp(name)) as { metadata: { resourceVersion?: string }; spec?: AppSpec } | undefined;
+        const current = (await c.getApp(name)) as
+          { metadata: { resourceVersion?: string }; spec?: AppSpec } | undefined;
         if (!current) throw new Error(`app ${name} not found`);
         const restored = restoreRedacted(spec, current.spec);
         if (restored.length > 0) throw new InvalidSpec(o.spec, restored);
         checked(o.spec, spec);
         // The resourceVersion read above: a change made meanwhile makes this fail (409), not vanish.
-        const updated = await c.replaceApp(name, { ...appForSpec(spec), metadata: { name, resourceVersion: current.metadata.resourceVersion } });
+        const updated = await c.replaceApp(name, {
+          ...appForSpec(spec),
+          metadata: { name, resourceVersion: current.metadata.resourceVersion },
+        });
         print([toDigitalOceanApp(updated as never)], o.output, true);
       }),
     );
@@ -155,7 +187,11 @@ export function registerAppsCommands(program: Command): void {
     .action((o: { kubeconfig?: string; output?: string }) =>
       run(async () => {
         const all = await client(o.kubeconfig).listApps();
-        print(all.map((a) => toDigitalOceanApp(a as never)), o.output, false);
+        print(
+          all.map((a) => toDigitalOceanApp(a as never)),
+          o.output,
+          false,
+        );
       }),
     );
 

@@ -53,7 +53,8 @@ function loadGatewayPool(file: string | undefined): GatewayPool | undefined {
     throw new Error(`--apps-gateway-pool: cannot read ${file}: ${(err as Error).message}`, { cause: err });
   }
   const { pool, errors } = parseGatewayPool(doc);
-  if (!pool) throw new Error(`--apps-gateway-pool: ${file}: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`);
+  if (!pool)
+    throw new Error(`--apps-gateway-pool: ${file}: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`);
   return pool;
 }
 
@@ -76,8 +77,10 @@ function positive(flag: string, text: string | undefined, fallback: number): num
 /** The cloud plugins the flags ask for (none without --cloud). Errors name the flag. */
 export function cloudPlugins(flags: ControllerFlags, logger: Logger): DigitalOceanPlugins | undefined {
   if (flags.cloud === undefined) return undefined;
-  if (flags.cloud !== "digitalocean") throw new Error(`--cloud: unknown cloud ${JSON.stringify(flags.cloud)} (known: digitalocean)`);
-  if (!flags.clusterId) throw new Error("--cluster-id is required with --cloud digitalocean (e.g. the DOKS cluster UUID)");
+  if (flags.cloud !== "digitalocean")
+    throw new Error(`--cloud: unknown cloud ${JSON.stringify(flags.cloud)} (known: digitalocean)`);
+  if (!flags.clusterId)
+    throw new Error("--cluster-id is required with --cloud digitalocean (e.g. the DOKS cluster UUID)");
   // The Secret file (re-read on rotation) wins over DIGITALOCEAN_TOKEN; read once now to fail early.
   const tokenOpts = flags.digitaloceanTokenFile !== undefined ? { file: flags.digitaloceanTokenFile } : {};
   loadToken(tokenOpts);
@@ -99,7 +102,10 @@ export function cloudPlugins(flags: ControllerFlags, logger: Logger): DigitalOce
       throw new Error(`${flag}: cannot read ${file}`);
     }
   };
-  const kubeconfig = flags.gatewayKubeconfigFile === undefined ? undefined : reader("--gateway-kubeconfig-file", flags.gatewayKubeconfigFile);
+  const kubeconfig =
+    flags.gatewayKubeconfigFile === undefined
+      ? undefined
+      : reader("--gateway-kubeconfig-file", flags.gatewayKubeconfigFile);
   kubeconfig?.(); // fail at start, not at the first droplet
   return digitalOceanPlugins({
     clusterId: flags.clusterId,
@@ -133,7 +139,8 @@ export async function runController(flags: ControllerFlags): Promise<void> {
   // but must be able to take over at once).
   let synced = false;
   const before = async () => {
-    for (const p of cloud?.plugins ?? []) if (p.failingJobs) metrics.cloudFailing.set({ plugin: p.name }, p.failingJobs());
+    for (const p of cloud?.plugins ?? [])
+      if (p.failingJobs) metrics.cloudFailing.set({ plugin: p.name }, p.failingJobs());
   };
   if (listen) await serveMetrics(metrics.registry, { ...listen, ready: () => synced, before });
   const controller = new Controller({
@@ -163,18 +170,29 @@ export async function runController(flags: ControllerFlags): Promise<void> {
   // Apart from the core: a cluster whose App CRD is not installed yet must not hold up the rest.
   void apps?.startInformers();
   synced = true;
-  const elector = new LeaderElector(client, { namespace: flags.namespace, name: "static-egress-controller", identity, leaseDurationSeconds: Number(flags.leaseSeconds), retryPeriodMs: 1_000 }, logger, {
-    onStartedLeading: () => {
-      metrics.leader.set(1);
-      controller.activate();
-      apps?.activate();
+  const elector = new LeaderElector(
+    client,
+    {
+      namespace: flags.namespace,
+      name: "static-egress-controller",
+      identity,
+      leaseDurationSeconds: Number(flags.leaseSeconds),
+      retryPeriodMs: 1_000,
     },
-    onStoppedLeading: () => {
-      metrics.leader.set(0);
-      controller.deactivate();
-      apps?.deactivate();
+    logger,
+    {
+      onStartedLeading: () => {
+        metrics.leader.set(1);
+        controller.activate();
+        apps?.activate();
+      },
+      onStoppedLeading: () => {
+        metrics.leader.set(0);
+        controller.deactivate();
+        apps?.deactivate();
+      },
     },
-  });
+  );
   elector.start();
   const stop = async () => {
     await elector.stop();

@@ -22,21 +22,28 @@ function say(line: string): void {
 
 /** The `lab` subcommands, registered on `lab` (src/cli/main.ts loads this module for `lab ...` only). */
 export function registerLabCommands(lab: Command): void {
-
   lab
     .command("up")
     .description("build the lab from a lab file and start the agents")
     .requiredOption("-f, --file <lab.yaml>", "lab description (see examples/lab.yaml)")
     .option("--name <prefix>", "name prefix of this lab (default: se-<random>)")
-    .option("--mode <mode>", "kubernetes (real kube-apiserver, etcd and controller manager, our controller, the lab kubelet) or file (agents read a file)", "kubernetes")
+    .option(
+      "--mode <mode>",
+      "kubernetes (real kube-apiserver, etcd and controller manager, our controller, the lab kubelet) or file (agents read a file)",
+      "kubernetes",
+    )
     .action(async (o: { file: string; name?: string; mode: string }) => {
-      if (o.mode !== "kubernetes" && o.mode !== "file") throw new Error(`--mode must be kubernetes or file, not ${o.mode}`);
+      if (o.mode !== "kubernetes" && o.mode !== "file")
+        throw new Error(`--mode must be kubernetes or file, not ${o.mode}`);
       const cfg = parseLabConfig(readFileSync(o.file, "utf8"), o.file);
       await takeDownPersistentLabs();
       const prefix = o.name ?? newRunPrefix();
       const l = await Lab.up(cfg, { prefix, persistent: true, mode: o.mode, log: say });
-      if (o.mode === "kubernetes") say(`kubectl: export KUBECONFIG=${l.kubeconfigPath}   (or: static-egress lab kubeconfig > lab.kubeconfig)`);
-      say(`lab ${prefix} is up: ${l.topology.nodes.length} nodes, ${l.topology.gatewayHosts.length} gateway hosts, ${l.topology.pods.length} pods`);
+      if (o.mode === "kubernetes")
+        say(`kubectl: export KUBECONFIG=${l.kubeconfigPath}   (or: static-egress lab kubeconfig > lab.kubeconfig)`);
+      say(
+        `lab ${prefix} is up: ${l.topology.nodes.length} nodes, ${l.topology.gatewayHosts.length} gateway hosts, ${l.topology.pods.length} pods`,
+      );
       say("next: static-egress lab status   |   static-egress lab exec <pod> -- <cmd>   |   static-egress lab down");
     });
 
@@ -102,12 +109,15 @@ export function registerLabCommands(lab: Command): void {
 
   lab
     .command("kill-gateway")
-    .description("kill a gateway instance: its agent and health responder, its VPC link, the whole host (silent), or (a droplet) destroy it through the cloud API")
+    .description(
+      "kill a gateway instance: its agent and health responder, its VPC link, the whole host (silent), or (a droplet) destroy it through the cloud API",
+    )
     .argument("<instance>", "gateway instance (host) name, e.g. gw-a")
     .option("--kind <kind>", `how it dies: ${GATEWAY_DEATHS.join(", ")}`, "link")
     .option("--name <prefix>", "which lab")
     .action(async (instance: string, o: { kind: string; name?: string }) => {
-      if (!GATEWAY_DEATHS.includes(o.kind as GatewayDeath)) throw new Error(`--kind must be one of ${GATEWAY_DEATHS.join(", ")}, not ${o.kind}`);
+      if (!GATEWAY_DEATHS.includes(o.kind as GatewayDeath))
+        throw new Error(`--kind must be one of ${GATEWAY_DEATHS.join(", ")}, not ${o.kind}`);
       await Lab.open(o.name).killGateway(instance, o.kind as GatewayDeath);
       say(`${instance}: killed (${o.kind}); nodes fail over once their probes miss it`);
     });
@@ -149,18 +159,25 @@ export function registerLabCommands(lab: Command): void {
     .option("--name <prefix>", "which lab")
     .action((o: { name?: string }) => {
       const l = Lab.open(o.name);
-      if (l.record.mode !== "kubernetes") throw new Error(`lab ${l.record.prefix} runs in file mode: it has no API server`);
+      if (l.record.mode !== "kubernetes")
+        throw new Error(`lab ${l.record.prefix} runs in file mode: it has no API server`);
       process.stdout.write(readFileSync(l.kubeconfigPath, "utf8"));
     });
 
   lab
     .command("kube-apiserver", { hidden: true })
-    .description("(internal) the lab's control plane: etcd, kube-apiserver, kube-controller-manager and the fault proxy, on loopback")
+    .description(
+      "(internal) the lab's control plane: etcd, kube-apiserver, kube-controller-manager and the fault proxy, on loopback",
+    )
     .requiredOption("--dir <dir>", "the lab's state folder (kubeconfig and ca.crt are written there)")
     .option("--extra-ip <ip...>", "more addresses the API server's certificate is valid for", [])
     .action(async (o: { dir: string; extraIp: string[] }) => {
       const { serveLabControlPlane } = await import("../lab/control-plane/serve.js");
-      await serveLabControlPlane({ dir: o.dir, extraIPs: o.extraIp, log: (line) => process.stdout.write(`${new Date().toISOString()} ${line}\n`) });
+      await serveLabControlPlane({
+        dir: o.dir,
+        extraIPs: o.extraIp,
+        log: (line) => process.stdout.write(`${new Date().toISOString()} ${line}\n`),
+      });
     });
 
   lab
@@ -170,7 +187,12 @@ export function registerLabCommands(lab: Command): void {
     .action(async (o: { dir: string }) => {
       const record = JSON.parse(readFileSync(join(o.dir, "lab.json"), "utf8")) as LabRecord;
       const logger = createLogger("lab-cloud");
-      const cloud = new LabCloud({ dir: o.dir, topology: record.topology, config: record.config, log: (msg, fields) => logger.info(fields ?? {}, msg) });
+      const cloud = new LabCloud({
+        dir: o.dir,
+        topology: record.topology,
+        config: record.config,
+        log: (msg, fields) => logger.info(fields ?? {}, msg),
+      });
       await cloud.start();
       const stop = () => void cloud.stop().then(() => process.exit(0));
       process.once("SIGTERM", stop);
@@ -226,7 +248,13 @@ export function registerLabCommands(lab: Command): void {
     .option("--duration-ms <ms>", "", "5000")
     .option("--host <ip>", "", LAB_NETWORK.echoService)
     .action(async (o: { tag: string; intervalMs: string; durationMs: string; host: string }) => {
-      const sent = await udpStream(o.host, LAB_NETWORK.udpSinkPort, o.tag, Number(o.intervalMs), Math.min(Number(o.durationMs), 600_000));
+      const sent = await udpStream(
+        o.host,
+        LAB_NETWORK.udpSinkPort,
+        o.tag,
+        Number(o.intervalMs),
+        Math.min(Number(o.durationMs), 600_000),
+      );
       say(JSON.stringify({ sent }));
     });
 }

@@ -94,14 +94,23 @@ export class AgentClient implements AgentApi {
           path,
           method,
           agent: false,
-          headers: payload === undefined ? {} : { "content-type": "application/json", "content-length": Buffer.byteLength(payload) },
+          headers:
+            payload === undefined
+              ? {}
+              : { "content-type": "application/json", "content-length": Buffer.byteLength(payload) },
         },
         (res) => {
           const chunks: Buffer[] = [];
           let size = 0;
           res.on("data", (c: Buffer) => {
             size += c.length;
-            if (size > MAX_RESPONSE_BYTES) req.destroy(new AgentResponseError(res.statusCode ?? 0, `the agent's answer to ${path} is larger than ${MAX_RESPONSE_BYTES} bytes`));
+            if (size > MAX_RESPONSE_BYTES)
+              req.destroy(
+                new AgentResponseError(
+                  res.statusCode ?? 0,
+                  `the agent's answer to ${path} is larger than ${MAX_RESPONSE_BYTES} bytes`,
+                ),
+              );
             else chunks.push(c);
           });
           res.on("error", (e) => settle(() => reject(e)));
@@ -113,7 +122,13 @@ export class AgentClient implements AgentApi {
               try {
                 parsed = JSON.parse(text);
               } catch (e) {
-                reject(new AgentResponseError(status, `the agent answered ${path} with status ${status} and a body that is not JSON`, { cause: e }));
+                reject(
+                  new AgentResponseError(
+                    status,
+                    `the agent answered ${path} with status ${status} and a body that is not JSON`,
+                    { cause: e },
+                  ),
+                );
                 return;
               }
               if (status < 200 || status > 299) {
@@ -134,9 +149,17 @@ export class AgentClient implements AgentApi {
       req.on("error", (e: NodeJS.ErrnoException) =>
         settle(() => {
           if (e instanceof AgentResponseError || e instanceof AgentUnavailableError) reject(e);
-          else if (!req.reusedSocket && (e.code === "ENOENT" || e.code === "ECONNREFUSED" || e.code === "EACCES" || e.code === "ENOTSOCK")) {
+          else if (
+            !req.reusedSocket &&
+            (e.code === "ENOENT" || e.code === "ECONNREFUSED" || e.code === "EACCES" || e.code === "ENOTSOCK")
+          ) {
             reject(new AgentUnavailableError(`cannot reach the agent at ${this.socketPath}: ${e.code}`, { cause: e }));
-          } else reject(new AgentUnavailableError(`lost the connection to the agent at ${this.socketPath}: ${e.message}`, { cause: e }));
+          } else
+            reject(
+              new AgentUnavailableError(`lost the connection to the agent at ${this.socketPath}: ${e.message}`, {
+                cause: e,
+              }),
+            );
         }),
       );
       req.end(payload);

@@ -8,9 +8,17 @@ import { chainConfDir, ConfDirKeeper, unchainConfDir } from "./conf-dir.js";
 import type { ChainEntry } from "./conflist.js";
 
 const entry: ChainEntry = { agentSocket: "/run/static-egress/cni.sock", clusterCIDRs: ["10.244.0.0/16"] };
-const calico = { cniVersion: "0.3.1", name: "k8s-pod-network", plugins: [{ type: "calico", ipam: { type: "calico-ipam" } }, { type: "portmap", capabilities: { portMappings: true } }] };
+const calico = {
+  cniVersion: "0.3.1",
+  name: "k8s-pod-network",
+  plugins: [
+    { type: "calico", ipam: { type: "calico-ipam" } },
+    { type: "portmap", capabilities: { portMappings: true } },
+  ],
+};
 let dir: string;
-const types = async (file: string) => (JSON.parse(await readFile(join(dir, file), "utf8")) as { plugins: { type: string }[] }).plugins.map((p) => p.type);
+const types = async (file: string) =>
+  (JSON.parse(await readFile(join(dir, file), "utf8")) as { plugins: { type: string }[] }).plugins.map((p) => p.type);
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), "se-cni-conf-"));
@@ -34,9 +42,14 @@ describe("chaining into a CNI config directory", () => {
   });
 
   it("says clearly when there is nothing to chain into", async () => {
-    await expect(chainConfDir(join(dir, "missing"), entry)).rejects.toThrow(/missing: cannot read the CNI config directory \(ENOENT\)/);
+    await expect(chainConfDir(join(dir, "missing"), entry)).rejects.toThrow(
+      /missing: cannot read the CNI config directory \(ENOENT\)/,
+    );
     await expect(chainConfDir(dir, entry)).rejects.toThrow(/no CNI configuration yet/);
-    await writeFile(join(dir, "10-flannel.conf"), JSON.stringify({ cniVersion: "0.3.1", name: "cbr0", type: "flannel" }));
+    await writeFile(
+      join(dir, "10-flannel.conf"),
+      JSON.stringify({ cniVersion: "0.3.1", name: "cbr0", type: "flannel" }),
+    );
     await expect(chainConfDir(dir, entry)).rejects.toThrow(/10-flannel\.conf: a single-plugin configuration/);
   });
 
@@ -45,10 +58,18 @@ describe("chaining into a CNI config directory", () => {
     try {
       expect(await keeper.start()).toBeUndefined(); // nothing to chain into yet: not fatal
       await writeFile(join(dir, "05-cilium.conflist"), JSON.stringify(calico));
-      await waitFor(async () => (await types("05-cilium.conflist")).at(-1) === "static-egress", 5_000, "not chained when the file appeared");
+      await waitFor(
+        async () => (await types("05-cilium.conflist")).at(-1) === "static-egress",
+        5_000,
+        "not chained when the file appeared",
+      );
       // The cluster CNI restarts and writes its file again, without our entry.
       await writeFile(join(dir, "05-cilium.conflist"), JSON.stringify(calico));
-      await waitFor(async () => (await types("05-cilium.conflist")).at(-1) === "static-egress", 5_000, "not chained again after a rewrite");
+      await waitFor(
+        async () => (await types("05-cilium.conflist")).at(-1) === "static-egress",
+        5_000,
+        "not chained again after a rewrite",
+      );
       await keeper.settled();
       expect(await types("05-cilium.conflist")).toEqual(["calico", "portmap", "static-egress"]);
     } finally {

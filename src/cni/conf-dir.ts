@@ -15,10 +15,15 @@ async function runtimeFile(dir: string): Promise<string> {
   try {
     names = await readdir(dir);
   } catch (e) {
-    throw new ConflistError(`${dir}: cannot read the CNI config directory (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new ConflistError(
+      `${dir}: cannot read the CNI config directory (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   const name = runtimeConfigFile(names);
-  if (!name) throw new ConflistError(`${dir}: no CNI configuration yet (the cluster's CNI writes one; static-egress chains into it)`);
+  if (!name)
+    throw new ConflistError(
+      `${dir}: no CNI configuration yet (the cluster's CNI writes one; static-egress chains into it)`,
+    );
   return join(dir, name);
 }
 
@@ -87,9 +92,14 @@ export class ConfDirKeeper {
     }
     try {
       this.watcher = watch(this.dir, () => this.check());
-      this.watcher.on("error", (e) => this.logger.warn({ err: e.message }, "watching the CNI config directory failed; checking by interval only"));
+      this.watcher.on("error", (e) =>
+        this.logger.warn({ err: e.message }, "watching the CNI config directory failed; checking by interval only"),
+      );
     } catch (e) {
-      this.logger.warn({ err: (e as Error).message }, "cannot watch the CNI config directory; checking by interval only");
+      this.logger.warn(
+        { err: (e as Error).message },
+        "cannot watch the CNI config directory; checking by interval only",
+      );
     }
     this.timer = setInterval(() => this.check(), this.intervalMs);
     this.timer.unref();
@@ -107,7 +117,11 @@ export class ConfDirKeeper {
         this.again = false;
         try {
           const r = await chainConfDir(this.dir, this.entry);
-          if (r.changed) this.logger.warn({ file: r.file }, "CNI plugin entry was missing or changed (the cluster CNI rewrote its file?); chained again");
+          if (r.changed)
+            this.logger.warn(
+              { file: r.file },
+              "CNI plugin entry was missing or changed (the cluster CNI rewrote its file?); chained again",
+            );
           this.lastError = "";
         } catch (e) {
           const message = (e as Error).message;

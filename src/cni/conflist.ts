@@ -43,15 +43,20 @@ function parseConflist(text: string, file: string): Conflist {
   } catch (e) {
     throw new ConflistError(`${file}: not JSON (${(e as Error).message})`);
   }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new ConflistError(`${file}: not a JSON object`);
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    throw new ConflistError(`${file}: not a JSON object`);
   const obj = value as Record<string, unknown>;
   if (!Array.isArray(obj.plugins)) {
     // A single-plugin .conf: chaining needs a list; converting it would take the file from its owner.
-    const kind = typeof obj.type === "string" ? `a single-plugin configuration (type ${JSON.stringify(obj.type)})` : "no `plugins` list";
+    const kind =
+      typeof obj.type === "string"
+        ? `a single-plugin configuration (type ${JSON.stringify(obj.type)})`
+        : "no `plugins` list";
     throw new ConflistError(`${file}: ${kind}; chain static-egress into a .conflist (see docs/cni.md)`);
   }
   obj.plugins.forEach((p, i) => {
-    if (typeof p !== "object" || p === null || Array.isArray(p)) throw new ConflistError(`${file}: plugins[${i}] is not an object`);
+    if (typeof p !== "object" || p === null || Array.isArray(p))
+      throw new ConflistError(`${file}: plugins[${i}] is not an object`);
   });
   return obj as Conflist;
 }
@@ -65,8 +70,16 @@ function render(list: Conflist): string {
 /** The list with our entry last (replacing any older one); `changed` false if it was already so. */
 export function withEntry(text: string, file: string, entry: ChainEntry): { text: string; changed: boolean } {
   const list = parseConflist(text, file);
-  if (list.plugins.length === 0 || list.plugins.every(ours)) throw new ConflistError(`${file}: no plugin to chain after (static-egress needs the addresses another plugin assigns)`);
-  const wanted: Record<string, unknown> = { type: PLUGIN_TYPE, agentSocket: entry.agentSocket, ...(entry.timeoutMs !== undefined ? { timeoutMs: entry.timeoutMs } : {}), clusterCIDRs: [...entry.clusterCIDRs] };
+  if (list.plugins.length === 0 || list.plugins.every(ours))
+    throw new ConflistError(
+      `${file}: no plugin to chain after (static-egress needs the addresses another plugin assigns)`,
+    );
+  const wanted: Record<string, unknown> = {
+    type: PLUGIN_TYPE,
+    agentSocket: entry.agentSocket,
+    ...(entry.timeoutMs !== undefined ? { timeoutMs: entry.timeoutMs } : {}),
+    clusterCIDRs: [...entry.clusterCIDRs],
+  };
   const plugins = [...list.plugins.filter((p) => !ours(p)), wanted];
   const changed = JSON.stringify(plugins) !== JSON.stringify(list.plugins);
   return { text: changed ? render({ ...list, plugins }) : text, changed };

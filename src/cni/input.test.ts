@@ -1,5 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { DEFAULT_AGENT_SOCKET, DEFAULT_TIMEOUT_MS, isInterfaceName, parseCniArgs, parseCommand, parseEnv, parseNetConf, versionForVersionCommand } from "./input.js";
+import {
+  DEFAULT_AGENT_SOCKET,
+  DEFAULT_TIMEOUT_MS,
+  isInterfaceName,
+  parseCniArgs,
+  parseCommand,
+  parseEnv,
+  parseNetConf,
+  versionForVersionCommand,
+} from "./input.js";
 import { CniCode, CniError } from "./spec.js";
 
 const env = {
@@ -12,7 +21,8 @@ const env = {
 };
 
 const prevResult = { cniVersion: "1.0.0", ips: [{ address: "10.244.1.2/24", gateway: "10.244.1.1", interface: 0 }] };
-const conf = (extra: Record<string, unknown> = {}) => JSON.stringify({ cniVersion: "1.0.0", name: "k8s-pod-network", type: "static-egress", prevResult, ...extra });
+const conf = (extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ cniVersion: "1.0.0", name: "k8s-pod-network", type: "static-egress", prevResult, ...extra });
 
 function codeOf(fn: () => unknown): number | undefined {
   try {
@@ -36,7 +46,13 @@ function messageOf(fn: () => unknown): string {
 describe("environment", () => {
   it("reads the pod identity from CNI_ARGS", () => {
     const e = parseEnv(env, "ADD");
-    expect(e).toEqual({ command: "ADD", containerId: "c0ffee-1", netns: "/var/run/netns/pod", ifname: "eth0", pod: { namespace: "payments", name: "pay-1" } });
+    expect(e).toEqual({
+      command: "ADD",
+      containerId: "c0ffee-1",
+      netns: "/var/run/netns/pod",
+      ifname: "eth0",
+      pod: { namespace: "payments", name: "pay-1" },
+    });
   });
 
   it("knows the four commands and nothing else (error 4)", () => {
@@ -53,9 +69,13 @@ describe("environment", () => {
     ["CNI_IFNAME", "a-name-longer-than-15", "is not a valid interface name"],
     ["CNI_NETNS", undefined, "CNI_NETNS is not set"],
     ["CNI_ARGS", "K8S_POD_NAMESPACE=payments", "must carry K8S_POD_NAMESPACE and K8S_POD_NAME"],
-    ["CNI_ARGS", "K8S_POD_NAMESPACE=Payments;K8S_POD_NAME=pay-1", "K8S_POD_NAMESPACE \"Payments\" is not a valid namespace name"],
-    ["CNI_ARGS", "K8S_POD_NAMESPACE=payments;K8S_POD_NAME=pay_1", "K8S_POD_NAME \"pay_1\" is not a valid pod name"],
-    ["CNI_ARGS", "K8S_POD_NAMESPACE=payments;garbage", "\"garbage\" is not KEY=VALUE"],
+    [
+      "CNI_ARGS",
+      "K8S_POD_NAMESPACE=Payments;K8S_POD_NAME=pay-1",
+      'K8S_POD_NAMESPACE "Payments" is not a valid namespace name',
+    ],
+    ["CNI_ARGS", "K8S_POD_NAMESPACE=payments;K8S_POD_NAME=pay_1", 'K8S_POD_NAME "pay_1" is not a valid pod name'],
+    ["CNI_ARGS", "K8S_POD_NAMESPACE=payments;garbage", '"garbage" is not KEY=VALUE'],
   ])("ADD refuses %s=%s with error 4", (key, value, message) => {
     const bad = { ...env, [key]: value };
     expect(codeOf(() => parseEnv(bad, "ADD"))).toBe(CniCode.InvalidEnvironment);
@@ -63,9 +83,14 @@ describe("environment", () => {
   });
 
   it("DEL needs no network namespace and no pod identity (nothing to tell the agent then)", () => {
-    expect(parseEnv({ ...env, CNI_COMMAND: "DEL", CNI_NETNS: "", CNI_ARGS: "" }, "DEL")).toMatchObject({ netns: "", pod: undefined });
+    expect(parseEnv({ ...env, CNI_COMMAND: "DEL", CNI_NETNS: "", CNI_ARGS: "" }, "DEL")).toMatchObject({
+      netns: "",
+      pod: undefined,
+    });
     // ...but malformed values are still refused.
-    expect(codeOf(() => parseEnv({ ...env, CNI_ARGS: "K8S_POD_NAMESPACE=UPPER;K8S_POD_NAME=x" }, "DEL"))).toBe(CniCode.InvalidEnvironment);
+    expect(codeOf(() => parseEnv({ ...env, CNI_ARGS: "K8S_POD_NAMESPACE=UPPER;K8S_POD_NAME=x" }, "DEL"))).toBe(
+      CniCode.InvalidEnvironment,
+    );
   });
 
   it("splits CNI_ARGS at the first = only", () => {
@@ -79,7 +104,8 @@ describe("environment", () => {
   it("checks interface names as Linux does", () => {
     expect(isInterfaceName("eth0")).toBe(true);
     expect(isInterfaceName("123456789012345")).toBe(true);
-    for (const bad of ["", ".", "..", "a/b", "a b", "a:b", "1234567890123456"]) expect(isInterfaceName(bad)).toBe(false);
+    for (const bad of ["", ".", "..", "a/b", "a b", "a:b", "1234567890123456"])
+      expect(isInterfaceName(bad)).toBe(false);
   });
 });
 
@@ -98,8 +124,15 @@ describe("network configuration", () => {
   });
 
   it("reads the plugin's options", () => {
-    const c = parseNetConf(conf({ agentSocket: "/run/x/cni.sock", timeoutMs: 250, clusterCIDRs: ["10.244.0.0/16", "10.96.0.0/12"] }), "ADD");
-    expect(c).toMatchObject({ agentSocket: "/run/x/cni.sock", timeoutMs: 250, clusterCIDRs: ["10.244.0.0/16", "10.96.0.0/12"] });
+    const c = parseNetConf(
+      conf({ agentSocket: "/run/x/cni.sock", timeoutMs: 250, clusterCIDRs: ["10.244.0.0/16", "10.96.0.0/12"] }),
+      "ADD",
+    );
+    expect(c).toMatchObject({
+      agentSocket: "/run/x/cni.sock",
+      timeoutMs: 250,
+      clusterCIDRs: ["10.244.0.0/16", "10.96.0.0/12"],
+    });
   });
 
   it("is not JSON, or not an object: error 6", () => {
@@ -130,7 +163,10 @@ describe("network configuration", () => {
     [{ prevResult: undefined }, "prevResult: is missing: static-egress is a chained plugin"],
     [{ prevResult: [] }, "prevResult: must be an object"],
     [{ prevResult: { ips: {} } }, "prevResult.ips: must be a list"],
-    [{ prevResult: { ips: [{ address: "10.244.1.2" }] } }, "prevResult.ips[0].address: \"10.244.1.2\" is not an address with prefix length"],
+    [
+      { prevResult: { ips: [{ address: "10.244.1.2" }] } },
+      'prevResult.ips[0].address: "10.244.1.2" is not an address with prefix length',
+    ],
     [{ prevResult: { ips: [{ address: "010.244.1.2/24" }] } }, "prevResult.ips[0].address"],
     [{ prevResult: { ips: [{ address: "10.244.1.2/33" }] } }, "prevResult.ips[0].address"],
     [{ prevResult: { ips: [{ address: 4 }] } }, "prevResult.ips[0].address: must be a string"],
@@ -140,7 +176,10 @@ describe("network configuration", () => {
   });
 
   it("accepts IPv6 addresses in the previous result (they are ignored later)", () => {
-    const c = parseNetConf(conf({ prevResult: { ips: [{ address: "fd00::2/64" }, { address: "10.244.1.2/24" }] } }), "ADD");
+    const c = parseNetConf(
+      conf({ prevResult: { ips: [{ address: "fd00::2/64" }, { address: "10.244.1.2/24" }] } }),
+      "ADD",
+    );
     expect(c.prevResult?.ips).toHaveLength(2);
   });
 

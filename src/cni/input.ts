@@ -49,9 +49,14 @@ export interface NetConf {
 /** The command alone: VERSION needs nothing else from the environment. */
 export function parseCommand(env: Readonly<Record<string, string | undefined>>): CniCommand {
   const raw = env.CNI_COMMAND;
-  if (!raw) throw new CniError(CniCode.InvalidEnvironment, "CNI_COMMAND is not set", `expected one of ${COMMANDS.join(", ")}`);
+  if (!raw)
+    throw new CniError(CniCode.InvalidEnvironment, "CNI_COMMAND is not set", `expected one of ${COMMANDS.join(", ")}`);
   if (!(COMMANDS as readonly string[]).includes(raw)) {
-    throw new CniError(CniCode.InvalidEnvironment, `CNI_COMMAND ${JSON.stringify(raw)} is not supported`, `expected one of ${COMMANDS.join(", ")}`);
+    throw new CniError(
+      CniCode.InvalidEnvironment,
+      `CNI_COMMAND ${JSON.stringify(raw)} is not supported`,
+      `expected one of ${COMMANDS.join(", ")}`,
+    );
   }
   return raw as CniCommand;
 }
@@ -95,27 +100,52 @@ export function parseCniArgs(raw: string): Map<string, string> {
  * (no CNI_NETNS; missing pod identity means there is nothing to tell the agent), never about
  * malformed values.
  */
-export function parseEnv(env: Readonly<Record<string, string | undefined>>, command: Exclude<CniCommand, "VERSION">): CniEnv {
+export function parseEnv(
+  env: Readonly<Record<string, string | undefined>>,
+  command: Exclude<CniCommand, "VERSION">,
+): CniEnv {
   const containerId = env.CNI_CONTAINERID ?? "";
   if (!isContainerId(containerId)) {
-    throw new CniError(CniCode.InvalidEnvironment, containerId ? `CNI_CONTAINERID ${JSON.stringify(containerId)} is not a valid container ID` : "CNI_CONTAINERID is not set");
+    throw new CniError(
+      CniCode.InvalidEnvironment,
+      containerId
+        ? `CNI_CONTAINERID ${JSON.stringify(containerId)} is not a valid container ID`
+        : "CNI_CONTAINERID is not set",
+    );
   }
   const ifname = env.CNI_IFNAME ?? "";
   if (!isInterfaceName(ifname)) {
-    throw new CniError(CniCode.InvalidEnvironment, ifname ? `CNI_IFNAME ${JSON.stringify(ifname)} is not a valid interface name` : "CNI_IFNAME is not set");
+    throw new CniError(
+      CniCode.InvalidEnvironment,
+      ifname ? `CNI_IFNAME ${JSON.stringify(ifname)} is not a valid interface name` : "CNI_IFNAME is not set",
+    );
   }
   const netns = env.CNI_NETNS ?? "";
-  if (command !== "DEL" && netns === "") throw new CniError(CniCode.InvalidEnvironment, `CNI_NETNS is not set (required for ${command})`);
+  if (command !== "DEL" && netns === "")
+    throw new CniError(CniCode.InvalidEnvironment, `CNI_NETNS is not set (required for ${command})`);
   const args = parseCniArgs(env.CNI_ARGS ?? "");
   const namespace = args.get("K8S_POD_NAMESPACE");
   const name = args.get("K8S_POD_NAME");
   let pod: PodIdentity | undefined;
   if (namespace === undefined || name === undefined) {
     // Without the pod's identity the agent cannot tell whether a policy selects it.
-    if (command !== "DEL") throw new CniError(CniCode.InvalidEnvironment, "CNI_ARGS must carry K8S_POD_NAMESPACE and K8S_POD_NAME", "static-egress runs for Kubernetes pods only; the kubelet's runtime sets both");
+    if (command !== "DEL")
+      throw new CniError(
+        CniCode.InvalidEnvironment,
+        "CNI_ARGS must carry K8S_POD_NAMESPACE and K8S_POD_NAME",
+        "static-egress runs for Kubernetes pods only; the kubelet's runtime sets both",
+      );
   } else {
-    if (!isNamespaceName(namespace)) throw new CniError(CniCode.InvalidEnvironment, `CNI_ARGS: K8S_POD_NAMESPACE ${JSON.stringify(namespace)} is not a valid namespace name`);
-    if (!isPodName(name)) throw new CniError(CniCode.InvalidEnvironment, `CNI_ARGS: K8S_POD_NAME ${JSON.stringify(name)} is not a valid pod name`);
+    if (!isNamespaceName(namespace))
+      throw new CniError(
+        CniCode.InvalidEnvironment,
+        `CNI_ARGS: K8S_POD_NAMESPACE ${JSON.stringify(namespace)} is not a valid namespace name`,
+      );
+    if (!isPodName(name))
+      throw new CniError(
+        CniCode.InvalidEnvironment,
+        `CNI_ARGS: K8S_POD_NAME ${JSON.stringify(name)} is not a valid pod name`,
+      );
     pod = { namespace, name };
   }
   return { command, containerId, netns, ifname, pod };
@@ -130,9 +160,15 @@ function decode(stdin: string): Record<string, unknown> {
   try {
     raw = JSON.parse(stdin);
   } catch (e) {
-    throw new CniError(CniCode.DecodingFailure, "network configuration on stdin is not valid JSON", (e as Error).message, { cause: e });
+    throw new CniError(
+      CniCode.DecodingFailure,
+      "network configuration on stdin is not valid JSON",
+      (e as Error).message,
+      { cause: e },
+    );
   }
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new CniError(CniCode.DecodingFailure, "network configuration on stdin is not a JSON object");
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw))
+    throw new CniError(CniCode.DecodingFailure, "network configuration on stdin is not a JSON object");
   return raw as Record<string, unknown>;
 }
 
@@ -156,20 +192,28 @@ export function parseNetConf(stdin: string, command: Exclude<CniCommand, "VERSIO
   const version = raw.cniVersion;
   if (typeof version !== "string" || version === "") throw invalid("cniVersion", "must be a non-empty string");
   if (!isSupportedVersion(version)) {
-    throw new CniError(CniCode.IncompatibleVersion, `CNI version ${version} is not supported`, `supported versions: 0.4.0, 1.0.0`);
+    throw new CniError(
+      CniCode.IncompatibleVersion,
+      `CNI version ${version} is not supported`,
+      `supported versions: 0.4.0, 1.0.0`,
+    );
   }
   const name = raw.name;
-  if (typeof name !== "string" || !NETWORK_NAME.test(name)) throw invalid("name", "must start with a letter or digit, then letters, digits, _ . or -");
+  if (typeof name !== "string" || !NETWORK_NAME.test(name))
+    throw invalid("name", "must start with a letter or digit, then letters, digits, _ . or -");
   const type = raw.type;
   if (typeof type !== "string" || type === "") throw invalid("type", "must be a non-empty string");
 
   const agentSocket = raw.agentSocket ?? DEFAULT_AGENT_SOCKET;
-  if (typeof agentSocket !== "string" || !agentSocket.startsWith("/")) throw invalid("agentSocket", "must be an absolute path");
+  if (typeof agentSocket !== "string" || !agentSocket.startsWith("/"))
+    throw invalid("agentSocket", "must be an absolute path");
   // sun_path holds 108 bytes including the terminating NUL.
-  if (Buffer.byteLength(agentSocket) > 107) throw invalid("agentSocket", "is longer than a unix socket path may be (107 bytes)");
+  if (Buffer.byteLength(agentSocket) > 107)
+    throw invalid("agentSocket", "is longer than a unix socket path may be (107 bytes)");
 
   const timeoutMs = raw.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  if (typeof timeoutMs !== "number" || !Number.isInteger(timeoutMs) || timeoutMs < 100 || timeoutMs > 60_000) throw invalid("timeoutMs", "must be an integer from 100 to 60000");
+  if (typeof timeoutMs !== "number" || !Number.isInteger(timeoutMs) || timeoutMs < 100 || timeoutMs > 60_000)
+    throw invalid("timeoutMs", "must be an integer from 100 to 60000");
 
   const clusterCIDRs = raw.clusterCIDRs ?? [];
   if (!Array.isArray(clusterCIDRs)) throw invalid("clusterCIDRs", "must be a list of IPv4 CIDRs");
@@ -185,9 +229,20 @@ export function parseNetConf(stdin: string, command: Exclude<CniCommand, "VERSIO
 
   const prevResult = parsePrevResult(raw.prevResult);
   if (prevResult === undefined && (command === "ADD" || command === "CHECK")) {
-    throw invalid("prevResult", `is missing: static-egress is a chained plugin and must follow a plugin that assigns the pod's addresses`);
+    throw invalid(
+      "prevResult",
+      `is missing: static-egress is a chained plugin and must follow a plugin that assigns the pod's addresses`,
+    );
   }
-  return { cniVersion: version, name, type, agentSocket, timeoutMs, clusterCIDRs: clusterCIDRs as string[], prevResult };
+  return {
+    cniVersion: version,
+    name,
+    type,
+    agentSocket,
+    timeoutMs,
+    clusterCIDRs: clusterCIDRs as string[],
+    prevResult,
+  };
 }
 
 /** Only `ips` is read (and checked); every other field is passed through as it came. */

@@ -16,13 +16,18 @@ describe("wrapper", () => {
   });
 
   it("quotes paths for the shell", () => {
-    expect(renderWrapper({ node: "/opt/my node", entry: "/it's/main.js" })).toContain(`exec '/opt/my node' '/it'\\''s/main.js' "$@"`);
+    expect(renderWrapper({ node: "/opt/my node", entry: "/it's/main.js" })).toContain(
+      `exec '/opt/my node' '/it'\\''s/main.js' "$@"`,
+    );
     expect(() => renderWrapper({ node: "node", entry: "/x.js" })).toThrow(InstallError);
   });
 
   it("installs the shim under the plugin's type and the wrapper beside it, both executable; the wrapper runs the entry with the runtime's environment", () => {
     const entry = join(dir, "entry.mjs");
-    writeFileSync(entry, `process.stdout.write(JSON.stringify({ command: process.env.CNI_COMMAND, args: process.argv.slice(2) }));\n`);
+    writeFileSync(
+      entry,
+      `process.stdout.write(JSON.stringify({ command: process.env.CNI_COMMAND, args: process.argv.slice(2) }));\n`,
+    );
     const shim = join(dir, "shim");
     writeFileSync(shim, "#!/bin/sh\necho shim\n");
     const path = installPlugin(join(dir, "bin"), { entry, shim });
@@ -36,7 +41,11 @@ describe("wrapper", () => {
 
   it("refuses an entry that is not built, or a shim that is not", () => {
     writeFileSync(join(dir, "entry2.mjs"), "");
-    expect(() => installPlugin(join(dir, "bin2"), { entry: join(dir, "missing.js"), shim: join(dir, "shim") })).toThrow(/npm run build/);
-    expect(() => installPlugin(join(dir, "bin2"), { entry: join(dir, "entry2.mjs"), shim: join(dir, "no-shim") })).toThrow(/build-cni-shim\.sh/);
+    expect(() => installPlugin(join(dir, "bin2"), { entry: join(dir, "missing.js"), shim: join(dir, "shim") })).toThrow(
+      /npm run build/,
+    );
+    expect(() =>
+      installPlugin(join(dir, "bin2"), { entry: join(dir, "entry2.mjs"), shim: join(dir, "no-shim") }),
+    ).toThrow(/build-cni-shim\.sh/);
   });
 });

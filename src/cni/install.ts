@@ -32,7 +32,8 @@ function shellQuote(s: string): string {
 }
 
 export function renderWrapper(opts: { node: string; entry: string }): string {
-  if (!isAbsolute(opts.node) || !isAbsolute(opts.entry)) throw new InstallError("the wrapper needs absolute paths for node and the plugin entry");
+  if (!isAbsolute(opts.node) || !isAbsolute(opts.entry))
+    throw new InstallError("the wrapper needs absolute paths for node and the plugin entry");
   return `#!/bin/sh\n# static-egress chained CNI plugin (written by \`static-egress cni install\`).\nexec ${shellQuote(opts.node)} ${shellQuote(opts.entry)} "$@"\n`;
 }
 
@@ -52,7 +53,8 @@ export function installPlugin(binDir: string, opts: { node?: string; entry?: str
   const entry = resolve(opts.entry ?? defaultPluginEntry());
   if (!existsSync(entry)) throw new InstallError(`${entry} does not exist: run \`npm run build\` first`);
   const shim = resolve(opts.shim ?? defaultShim());
-  if (!existsSync(shim)) throw new InstallError(`${shim} does not exist: run scripts/build-cni-shim.sh first (it needs Go)`);
+  if (!existsSync(shim))
+    throw new InstallError(`${shim} does not exist: run scripts/build-cni-shim.sh first (it needs Go)`);
   const text = renderWrapper({ node: opts.node ?? process.execPath, entry });
   mkdirSync(binDir, { recursive: true });
   writeExecutable(join(binDir, FALLBACK_PLUGIN), (tmp) => writeFileSync(tmp, text, { mode: 0o755 }));

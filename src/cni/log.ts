@@ -19,12 +19,27 @@ export function isLevelName(s: string): s is LevelName {
   return s in LEVELS;
 }
 
-export function jsonLinesLogger(opts: { name: string; level: LevelName | "silent"; write: (line: string) => void; now?: () => number; pid?: number }, bindings: Record<string, unknown> = {}): PluginLogger {
+export function jsonLinesLogger(
+  opts: { name: string; level: LevelName | "silent"; write: (line: string) => void; now?: () => number; pid?: number },
+  bindings: Record<string, unknown> = {},
+): PluginLogger {
   const threshold = opts.level === "silent" ? Infinity : LEVELS[opts.level];
   const emit = (level: LevelName) => (obj: unknown, msg?: string) => {
     if (LEVELS[level] < threshold) return;
-    const fields = typeof obj === "string" ? { msg: obj } : { ...(obj as Record<string, unknown>), ...(msg !== undefined ? { msg } : {}) };
-    opts.write(JSON.stringify({ level: LEVELS[level], time: (opts.now ?? Date.now)(), pid: opts.pid ?? process.pid, name: opts.name, ...bindings, ...fields }) + "\n");
+    const fields =
+      typeof obj === "string"
+        ? { msg: obj }
+        : { ...(obj as Record<string, unknown>), ...(msg !== undefined ? { msg } : {}) };
+    opts.write(
+      JSON.stringify({
+        level: LEVELS[level],
+        time: (opts.now ?? Date.now)(),
+        pid: opts.pid ?? process.pid,
+        name: opts.name,
+        ...bindings,
+        ...fields,
+      }) + "\n",
+    );
   };
   return {
     child: (more) => jsonLinesLogger(opts, { ...bindings, ...more }),

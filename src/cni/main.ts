@@ -21,19 +21,35 @@ async function readStdin(): Promise<string> {
 async function main(): Promise<void> {
   // Logs go to stderr (the runtime keeps it); stdout carries only the CNI answer.
   const wanted = process.env.STATIC_EGRESS_CNI_LOG_LEVEL ?? "warn";
-  const logger = jsonLinesLogger({ name: "static-egress-cni", level: isLevelName(wanted) || wanted === "silent" ? wanted : "warn", write: (line) => process.stderr.write(line) });
+  const logger = jsonLinesLogger({
+    name: "static-egress-cni",
+    level: isLevelName(wanted) || wanted === "silent" ? wanted : "warn",
+    write: (line) => process.stderr.write(line),
+  });
   // Run by the shim (cni-shim/) because the node agent could not take the call: say why.
   const shimFallback = process.env.STATIC_EGRESS_CNI_SHIM_FALLBACK;
-  if (shimFallback) logger.warn({ reason: shimFallback }, "the shim could not hand this call to the node agent; the plugin runs it");
+  if (shimFallback)
+    logger.warn({ reason: shimFallback }, "the shim could not hand this call to the node agent; the plugin runs it");
   const outcome = await runPlugin(
     { env: process.env, stdin: await readStdin() },
-    { agent: (socket, timeoutMs) => new AgentClient(socket, timeoutMs), quarantine: new QuarantineTable(localRunner), logger },
+    {
+      agent: (socket, timeoutMs) => new AgentClient(socket, timeoutMs),
+      quarantine: new QuarantineTable(localRunner),
+      logger,
+    },
   );
   process.stdout.write(outcome.stdout);
   process.exitCode = outcome.exitCode;
 }
 
 main().catch((e: unknown) => {
-  process.stdout.write(JSON.stringify({ cniVersion: "1.0.0", code: 5, msg: "static-egress failed before it could answer", details: (e as Error).message }) + "\n");
+  process.stdout.write(
+    JSON.stringify({
+      cniVersion: "1.0.0",
+      code: 5,
+      msg: "static-egress failed before it could answer",
+      details: (e as Error).message,
+    }) + "\n",
+  );
   process.exitCode = 1;
 });

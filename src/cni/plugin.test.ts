@@ -16,13 +16,25 @@ const env = {
 };
 const prevResult = {
   cniVersion: "1.0.0",
-  interfaces: [{ name: "veth1", mac: "1a:2b:3c:4d:5e:6f" }, { name: "eth0", sandbox: "/var/run/netns/pod" }],
+  interfaces: [
+    { name: "veth1", mac: "1a:2b:3c:4d:5e:6f" },
+    { name: "eth0", sandbox: "/var/run/netns/pod" },
+  ],
   ips: [{ interface: 1, address: "10.244.1.2/24", gateway: "10.244.1.1" }],
   routes: [{ dst: "0.0.0.0/0" }],
   dns: {},
 };
 const conf = (extra: Record<string, unknown> = {}) =>
-  JSON.stringify({ cniVersion: "1.0.0", name: "k8s-pod-network", type: "static-egress", agentSocket: "/run/test/cni.sock", timeoutMs: 300, clusterCIDRs: ["10.96.0.0/12"], prevResult, ...extra });
+  JSON.stringify({
+    cniVersion: "1.0.0",
+    name: "k8s-pod-network",
+    type: "static-egress",
+    agentSocket: "/run/test/cni.sock",
+    timeoutMs: 300,
+    clusterCIDRs: ["10.96.0.0/12"],
+    prevResult,
+    ...extra,
+  });
 
 /** A fake agent: records calls; each method answers or throws as told. */
 function fakeAgent(behaviour: { add?: () => unknown; del?: () => unknown; check?: () => CheckResponse } = {}) {
@@ -30,7 +42,9 @@ function fakeAgent(behaviour: { add?: () => unknown; del?: () => unknown; check?
   const factory = (socket: string, timeoutMs: number): AgentApi => ({
     add: async (req: AddRequest) => {
       calls.push({ op: "add", socket, timeoutMs, req });
-      return (behaviour.add ?? (() => ({ selected: true, policy: "EgressPolicy/payments/checkout", quarantined: false })))() as never;
+      return (
+        behaviour.add ?? (() => ({ selected: true, policy: "EgressPolicy/payments/checkout", quarantined: false }))
+      )() as never;
     },
     del: async (req: DelRequest) => {
       calls.push({ op: "del", socket, timeoutMs, req });
@@ -57,9 +71,22 @@ function fakeQuarantine(fail?: Error) {
   return { q, holds };
 }
 
-async function run(vars: Record<string, string | undefined>, stdin: string, agent = fakeAgent(), quarantine = fakeQuarantine()) {
-  const out = await runPlugin({ env: vars, stdin }, { agent: agent.factory, quarantine: quarantine.q, logger: silentLogger });
-  return { ...out, json: out.stdout ? (JSON.parse(out.stdout) as Record<string, unknown>) : undefined, agent, quarantine };
+async function run(
+  vars: Record<string, string | undefined>,
+  stdin: string,
+  agent = fakeAgent(),
+  quarantine = fakeQuarantine(),
+) {
+  const out = await runPlugin(
+    { env: vars, stdin },
+    { agent: agent.factory, quarantine: quarantine.q, logger: silentLogger },
+  );
+  return {
+    ...out,
+    json: out.stdout ? (JSON.parse(out.stdout) as Record<string, unknown>) : undefined,
+    agent,
+    quarantine,
+  };
 }
 
 describe("VERSION", () => {
@@ -77,10 +104,20 @@ describe("VERSION", () => {
 
 describe("ADD", () => {
   it("tells the agent the pod's IPv4 addresses and passes the previous result through unchanged", async () => {
-    const r = await run(env, conf({ prevResult: { ...prevResult, ips: [...prevResult.ips, { interface: 1, address: "fd00::2/64" }] } }));
+    const r = await run(
+      env,
+      conf({ prevResult: { ...prevResult, ips: [...prevResult.ips, { interface: 1, address: "fd00::2/64" }] } }),
+    );
     expect(r.exitCode).toBe(0);
     expect(r.json).toEqual({ ...prevResult, ips: [...prevResult.ips, { interface: 1, address: "fd00::2/64" }] });
-    expect(r.agent.calls).toEqual([{ op: "add", socket: "/run/test/cni.sock", timeoutMs: 300, req: { containerId: "c0ffee-1", namespace: "payments", name: "pay-1", ips: ["10.244.1.2"] } }]);
+    expect(r.agent.calls).toEqual([
+      {
+        op: "add",
+        socket: "/run/test/cni.sock",
+        timeoutMs: 300,
+        req: { containerId: "c0ffee-1", namespace: "payments", name: "pay-1", ips: ["10.244.1.2"] },
+      },
+    ]);
     expect(r.quarantine.holds).toEqual([]);
   });
 
@@ -90,19 +127,33 @@ describe("ADD", () => {
   });
 
   it.each([
-    ["the agent is away", () => Promise.reject(new AgentUnavailableError("cannot reach the agent at /run/test/cni.sock: ECONNREFUSED"))],
+    [
+      "the agent is away",
+      () => Promise.reject(new AgentUnavailableError("cannot reach the agent at /run/test/cni.sock: ECONNREFUSED")),
+    ],
     ["the agent refuses", () => Promise.reject(new AgentResponseError(500, "boom"))],
   ])("quarantines the pod when %s, and still succeeds", async (_why, add) => {
     const r = await run(env, conf(), fakeAgent({ add }));
     expect(r.exitCode).toBe(0);
     expect(r.json).toEqual(prevResult);
-    expect(r.quarantine.holds).toEqual([{ entries: [{ ip: "10.244.1.2", comment: "payments/pay-1" }], cluster: [{ from: 174063616, to: 175112191 }] }]);
+    expect(r.quarantine.holds).toEqual([
+      { entries: [{ ip: "10.244.1.2", comment: "payments/pay-1" }], cluster: [{ from: 174063616, to: 175112191 }] },
+    ]);
   });
 
   it("fails with 11 (try again later) when neither the agent nor the quarantine works: never a silent leak", async () => {
-    const r = await run(env, conf(), fakeAgent({ add: () => Promise.reject(new AgentUnavailableError("away")) }), fakeQuarantine(new Error("nft: permission denied")));
+    const r = await run(
+      env,
+      conf(),
+      fakeAgent({ add: () => Promise.reject(new AgentUnavailableError("away")) }),
+      fakeQuarantine(new Error("nft: permission denied")),
+    );
     expect(r.exitCode).toBe(1);
-    expect(r.json).toMatchObject({ cniVersion: "1.0.0", code: 11, msg: expect.stringContaining("quarantining the pod failed") });
+    expect(r.json).toMatchObject({
+      cniVersion: "1.0.0",
+      code: 11,
+      msg: expect.stringContaining("quarantining the pod failed"),
+    });
     expect(String(r.json?.details)).toContain("nft: permission denied");
   });
 
@@ -143,7 +194,14 @@ describe("DEL", () => {
   it("tells the agent and prints nothing", async () => {
     const r = await run(del, conf());
     expect(r).toMatchObject({ exitCode: 0, stdout: "" });
-    expect(r.agent.calls).toEqual([{ op: "del", socket: "/run/test/cni.sock", timeoutMs: 300, req: { containerId: "c0ffee-1", namespace: "payments", name: "pay-1", ips: ["10.244.1.2"] } }]);
+    expect(r.agent.calls).toEqual([
+      {
+        op: "del",
+        socket: "/run/test/cni.sock",
+        timeoutMs: 300,
+        req: { containerId: "c0ffee-1", namespace: "payments", name: "pay-1", ips: ["10.244.1.2"] },
+      },
+    ]);
   });
 
   it("succeeds when the agent is away, the result is gone, or the pod identity is missing", async () => {
@@ -180,7 +238,11 @@ describe("CHECK", () => {
   });
 
   it("asks to try again later when the agent is away", async () => {
-    const r = await run(check, conf(), fakeAgent({ check: () => Promise.reject(new AgentUnavailableError("away")) as never }));
+    const r = await run(
+      check,
+      conf(),
+      fakeAgent({ check: () => Promise.reject(new AgentUnavailableError("away")) as never }),
+    );
     expect(r.json).toMatchObject({ code: 11 });
   });
 });

@@ -1,7 +1,16 @@
 import type { Range } from "../util/ipv4.js";
 import { AgentUnavailableError, type AgentApi } from "./client.js";
 import type { PluginLogger } from "./log.js";
-import { parseCommand, parseEnv, parseNetConf, versionForErrors, versionForVersionCommand, type CniEnv, type NetConf, type PodIdentity } from "./input.js";
+import {
+  parseCommand,
+  parseEnv,
+  parseNetConf,
+  versionForErrors,
+  versionForVersionCommand,
+  type CniEnv,
+  type NetConf,
+  type PodIdentity,
+} from "./input.js";
 import { parseClusterCIDRs, quarantineComment, type QuarantineEntry } from "./quarantine.js";
 import { CniCode, CniError, convertResult, ipv4Addresses, LATEST_VERSION, SUPPORTED_VERSIONS } from "./spec.js";
 
@@ -37,7 +46,8 @@ export interface PluginOutcome {
 export async function runPlugin(input: PluginInput, deps: PluginDeps): Promise<PluginOutcome> {
   try {
     const command = parseCommand(input.env);
-    if (command === "VERSION") return ok({ cniVersion: versionForVersionCommand(input.stdin), supportedVersions: [...SUPPORTED_VERSIONS] });
+    if (command === "VERSION")
+      return ok({ cniVersion: versionForVersionCommand(input.stdin), supportedVersions: [...SUPPORTED_VERSIONS] });
     const conf = parseNetConf(input.stdin, command);
     const env = parseEnv(input.env, command);
     switch (command) {
@@ -51,7 +61,10 @@ export async function runPlugin(input: PluginInput, deps: PluginDeps): Promise<P
         return { exitCode: 0, stdout: "" };
     }
   } catch (e) {
-    const err = e instanceof CniError ? e : new CniError(CniCode.IOFailure, "static-egress failed unexpectedly", (e as Error).message, { cause: e });
+    const err =
+      e instanceof CniError
+        ? e
+        : new CniError(CniCode.IOFailure, "static-egress failed unexpectedly", (e as Error).message, { cause: e });
     deps.logger.error({ code: err.code, err: err.message, details: err.details }, "CNI call failed");
     return { exitCode: 1, stdout: JSON.stringify(err.toJSON(safeVersion(input.stdin))) + "\n" };
   }
@@ -71,7 +84,8 @@ function safeVersion(stdin: string): string {
 
 function podOf(env: CniEnv): PodIdentity {
   // parseEnv guarantees it for ADD and CHECK.
-  if (!env.pod) throw new CniError(CniCode.InvalidEnvironment, "CNI_ARGS must carry K8S_POD_NAMESPACE and K8S_POD_NAME");
+  if (!env.pod)
+    throw new CniError(CniCode.InvalidEnvironment, "CNI_ARGS must carry K8S_POD_NAMESPACE and K8S_POD_NAME");
   return env.pod;
 }
 
@@ -92,18 +106,32 @@ async function add(env: CniEnv, conf: NetConf, deps: PluginDeps): Promise<unknow
     return result;
   }
   try {
-    const answer = await deps.agent(conf.agentSocket, conf.timeoutMs).add({ containerId: env.containerId, namespace: pod.namespace, name: pod.name, ips });
-    if (answer.quarantined) log.warn({ ips, reason: answer.reason }, "the agent quarantined the pod: outside traffic is dropped until it can program it");
+    const answer = await deps
+      .agent(conf.agentSocket, conf.timeoutMs)
+      .add({ containerId: env.containerId, namespace: pod.namespace, name: pod.name, ips });
+    if (answer.quarantined)
+      log.warn(
+        { ips, reason: answer.reason },
+        "the agent quarantined the pod: outside traffic is dropped until it can program it",
+      );
     else log.debug({ ips, selected: answer.selected, policy: answer.policy }, "programmed by the agent");
     return result;
   } catch (e) {
-    log.warn({ ips, err: (e as Error).message }, "no answer from the agent: quarantining the pod (outside traffic dropped until the agent programs it)");
+    log.warn(
+      { ips, err: (e as Error).message },
+      "no answer from the agent: quarantining the pod (outside traffic dropped until the agent programs it)",
+    );
     const entries = ips.map((ip) => ({ ip, comment: quarantineComment(pod.namespace, pod.name) }));
     try {
       const { created } = await deps.quarantine.hold(entries, parseClusterCIDRs(conf.clusterCIDRs));
       if (created) log.warn("created the quarantine table (the node agent has not run on this node yet)");
     } catch (q) {
-      throw new CniError(CniCode.TryAgainLater, "cannot program the pod: the node agent did not answer and quarantining the pod failed", `agent: ${(e as Error).message}; quarantine: ${(q as Error).message}`, { cause: q });
+      throw new CniError(
+        CniCode.TryAgainLater,
+        "cannot program the pod: the node agent did not answer and quarantining the pod failed",
+        `agent: ${(e as Error).message}; quarantine: ${(q as Error).message}`,
+        { cause: q },
+      );
     }
     return result;
   }
@@ -114,10 +142,18 @@ async function del(env: CniEnv, conf: NetConf, deps: PluginDeps): Promise<void> 
   if (!env.pod) return;
   const ips = conf.prevResult ? ipv4Addresses(conf.prevResult) : [];
   try {
-    await deps.agent(conf.agentSocket, conf.timeoutMs).del({ containerId: env.containerId, namespace: env.pod.namespace, name: env.pod.name, ...(ips.length > 0 ? { ips } : {}) });
+    await deps.agent(conf.agentSocket, conf.timeoutMs).del({
+      containerId: env.containerId,
+      namespace: env.pod.namespace,
+      name: env.pod.name,
+      ...(ips.length > 0 ? { ips } : {}),
+    });
   } catch (e) {
     // The agent forgets admitted addresses of pods that never show up by itself.
-    deps.logger.warn({ pod: `${env.pod.namespace}/${env.pod.name}`, err: (e as Error).message }, "could not tell the agent the pod is gone (ignored)");
+    deps.logger.warn(
+      { pod: `${env.pod.namespace}/${env.pod.name}`, err: (e as Error).message },
+      "could not tell the agent the pod is gone (ignored)",
+    );
   }
 }
 
@@ -128,11 +164,25 @@ async function check(env: CniEnv, conf: NetConf, deps: PluginDeps): Promise<void
   if (ips.length === 0) return;
   let answer;
   try {
-    answer = await deps.agent(conf.agentSocket, conf.timeoutMs).check({ containerId: env.containerId, namespace: pod.namespace, name: pod.name, ips });
+    answer = await deps
+      .agent(conf.agentSocket, conf.timeoutMs)
+      .check({ containerId: env.containerId, namespace: pod.namespace, name: pod.name, ips });
   } catch (e) {
     const code = e instanceof AgentUnavailableError ? CniCode.TryAgainLater : CniCode.IOFailure;
-    throw new CniError(code, "cannot verify the pod: no usable answer from the node agent", (e as Error).message, { cause: e });
+    throw new CniError(code, "cannot verify the pod: no usable answer from the node agent", (e as Error).message, {
+      cause: e,
+    });
   }
-  if (answer.quarantined) throw new CniError(CniCode.Quarantined, `pod ${pod.namespace}/${pod.name} is quarantined: its outside traffic is dropped until the agent programs it`, answer.reason);
-  if (!answer.programmed) throw new CniError(CniCode.NotProgrammed, `the node agent has not programmed pod ${pod.namespace}/${pod.name} with ${ips.join(", ")}`, answer.reason);
+  if (answer.quarantined)
+    throw new CniError(
+      CniCode.Quarantined,
+      `pod ${pod.namespace}/${pod.name} is quarantined: its outside traffic is dropped until the agent programs it`,
+      answer.reason,
+    );
+  if (!answer.programmed)
+    throw new CniError(
+      CniCode.NotProgrammed,
+      `the node agent has not programmed pod ${pod.namespace}/${pod.name} with ${ips.join(", ")}`,
+      answer.reason,
+    );
 }

@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { parseAddRequest, parseAddResponse, parseCheckResponse, parseDelRequest, parseExecRequest, ProtocolError } from "./protocol.js";
+import {
+  parseAddRequest,
+  parseAddResponse,
+  parseCheckResponse,
+  parseDelRequest,
+  parseExecRequest,
+  ProtocolError,
+} from "./protocol.js";
 
 const add = { containerId: "c0ffee-1", namespace: "payments", name: "pay-1", ips: ["10.244.1.2"] };
 
@@ -16,7 +23,11 @@ function fieldOf(fn: () => unknown): string | undefined {
 describe("requests", () => {
   it("accepts a well-formed ADD and DEL", () => {
     expect(parseAddRequest(add)).toEqual(add);
-    expect(parseDelRequest({ containerId: "c", namespace: "web", name: "w" })).toEqual({ containerId: "c", namespace: "web", name: "w" });
+    expect(parseDelRequest({ containerId: "c", namespace: "web", name: "w" })).toEqual({
+      containerId: "c",
+      namespace: "web",
+      name: "w",
+    });
   });
 
   it.each([
@@ -56,7 +67,11 @@ describe("a whole CNI call (the shim's request)", () => {
 
 describe("responses", () => {
   it("are checked by the plugin too", () => {
-    expect(parseAddResponse({ selected: true, policy: "EgressPolicy/payments/checkout", quarantined: false })).toEqual({ selected: true, policy: "EgressPolicy/payments/checkout", quarantined: false });
+    expect(parseAddResponse({ selected: true, policy: "EgressPolicy/payments/checkout", quarantined: false })).toEqual({
+      selected: true,
+      policy: "EgressPolicy/payments/checkout",
+      quarantined: false,
+    });
     expect(fieldOf(() => parseAddResponse({ selected: "yes", quarantined: false }))).toBe("response.selected");
     expect(fieldOf(() => parseAddResponse({ selected: true }))).toBe("response.quarantined");
     expect(fieldOf(() => parseCheckResponse({ known: true, programmed: true }))).toBe("response.quarantined");

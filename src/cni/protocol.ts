@@ -108,12 +108,14 @@ function bool(v: unknown, field: string): boolean {
 
 function optionalString(v: unknown, field: string): string | undefined {
   if (v === undefined) return undefined;
-  if (typeof v !== "string" || v.length > 1024) throw new ProtocolError(field, "must be a string (at most 1024 characters)");
+  if (typeof v !== "string" || v.length > 1024)
+    throw new ProtocolError(field, "must be a string (at most 1024 characters)");
   return v;
 }
 
 function onlyKnownFields(o: Record<string, unknown>, known: readonly string[], field: string): void {
-  for (const k of Object.keys(o)) if (!known.includes(k)) throw new ProtocolError(field === "" ? k : `${field}.${k}`, "unknown field");
+  for (const k of Object.keys(o))
+    if (!known.includes(k)) throw new ProtocolError(field === "" ? k : `${field}.${k}`, "unknown field");
 }
 
 function ips(v: unknown, field: string): string[] {
@@ -172,7 +174,12 @@ export function parseAddResponse(body: unknown): AddResponse {
   const o = object(body, "response");
   const policy = optionalString(o.policy, "response.policy");
   const reason = optionalString(o.reason, "response.reason");
-  return { selected: bool(o.selected, "response.selected"), quarantined: bool(o.quarantined, "response.quarantined"), ...(policy ? { policy } : {}), ...(reason ? { reason } : {}) };
+  return {
+    selected: bool(o.selected, "response.selected"),
+    quarantined: bool(o.quarantined, "response.quarantined"),
+    ...(policy ? { policy } : {}),
+    ...(reason ? { reason } : {}),
+  };
 }
 
 export function parseDelResponse(body: unknown): DelResponse {

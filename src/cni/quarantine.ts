@@ -62,7 +62,12 @@ function element(e: QuarantineEntry): string {
  * already there (an earlier pod that had the address) gets the new comment, in one transaction.
  */
 export function renderHold(name: string, entries: readonly QuarantineEntry[]): string {
-  return entries.map((e) => `add element ip ${name} pods { ${e.ip} }\ndelete element ip ${name} pods { ${e.ip} }\nadd element ip ${name} pods { ${element(e)} }\n`).join("");
+  return entries
+    .map(
+      (e) =>
+        `add element ip ${name} pods { ${e.ip} }\ndelete element ip ${name} pods { ${e.ip} }\nadd element ip ${name} pods { ${element(e)} }\n`,
+    )
+    .join("");
 }
 
 /**
@@ -101,7 +106,8 @@ export function parseQuarantineListing(json: string): QuarantineEntry[] {
     if (typeof el === "string") out.push({ ip: el });
     else {
       const inner = (el as { elem?: { val?: unknown; comment?: unknown } }).elem;
-      if (typeof inner?.val === "string") out.push({ ip: inner.val, ...(typeof inner.comment === "string" ? { comment: inner.comment } : {}) });
+      if (typeof inner?.val === "string")
+        out.push({ ip: inner.val, ...(typeof inner.comment === "string" ? { comment: inner.comment } : {}) });
     }
   }
   return out;
@@ -131,7 +137,10 @@ export class QuarantineTable {
    * cluster ranges (the plugin's `clusterCIDRs`); if someone creates it meanwhile, the entries
    * are added to theirs. Returns whether this call created the table.
    */
-  async hold(entries: readonly QuarantineEntry[], bootstrapCluster: readonly Range[] = []): Promise<{ created: boolean }> {
+  async hold(
+    entries: readonly QuarantineEntry[],
+    bootstrapCluster: readonly Range[] = [],
+  ): Promise<{ created: boolean }> {
     if (entries.length === 0) return { created: false };
     try {
       await this.nft(renderHold(this.name, entries));
@@ -179,7 +188,9 @@ export class QuarantineTable {
   async drops(): Promise<number> {
     try {
       const { stdout } = await this.runner.run("nft", ["-j", "list", "counter", "ip", this.name, "drops"]);
-      const entry = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables.find((e) => e.counter);
+      const entry = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables.find(
+        (e) => e.counter,
+      );
       return entry?.counter?.packets ?? 0;
     } catch (e) {
       if (isMissing(e)) return 0;

@@ -42,7 +42,16 @@ describe("result conversion", () => {
 
 describe("addresses", () => {
   it("are the IPv4 ones, without prefix length, each once", () => {
-    expect(ipv4Addresses({ ips: [{ address: "10.244.1.2/24" }, { address: "fd00::2/64" }, { address: "10.244.1.2/32" }, { address: "10.244.1.9/24" }] })).toEqual(["10.244.1.2", "10.244.1.9"]);
+    expect(
+      ipv4Addresses({
+        ips: [
+          { address: "10.244.1.2/24" },
+          { address: "fd00::2/64" },
+          { address: "10.244.1.2/32" },
+          { address: "10.244.1.9/24" },
+        ],
+      }),
+    ).toEqual(["10.244.1.2", "10.244.1.9"]);
     expect(ipv4Addresses({})).toEqual([]);
   });
 });
@@ -50,7 +59,16 @@ describe("addresses", () => {
 describe("error object", () => {
   it("has the spec's shape", () => {
     const e = new CniError(CniCode.InvalidNetworkConfig, "network configuration: name: bad", "more");
-    expect(e.toJSON("1.0.0")).toEqual({ cniVersion: "1.0.0", code: 7, msg: "network configuration: name: bad", details: "more" });
-    expect(new CniError(CniCode.TryAgainLater, "later").toJSON("0.4.0")).toEqual({ cniVersion: "0.4.0", code: 11, msg: "later" });
+    expect(e.toJSON("1.0.0")).toEqual({
+      cniVersion: "1.0.0",
+      code: 7,
+      msg: "network configuration: name: bad",
+      details: "more",
+    });
+    expect(new CniError(CniCode.TryAgainLater, "later").toJSON("0.4.0")).toEqual({
+      cniVersion: "0.4.0",
+      code: 11,
+      msg: "later",
+    });
   });
 });

@@ -13,7 +13,15 @@ import { policyResource } from "../planner/resolve.js";
 import { statusOf, type KubeClient, type PolicyKind } from "../kube/client.js";
 import type { KubeSource } from "../kube/source.js";
 import type { Logger } from "../util/log.js";
-import { FINALIZER, gatewayStatus, parseReport, policyStatus, trafficTotals, withoutInstanceTraffic, type NodeReport } from "./status.js";
+import {
+  FINALIZER,
+  gatewayStatus,
+  parseReport,
+  policyStatus,
+  trafficTotals,
+  withoutInstanceTraffic,
+  type NodeReport,
+} from "./status.js";
 import { EventRecorder } from "../kube/events.js";
 
 type Meta = AnyObjectMeta & { name: string };
@@ -61,7 +69,9 @@ export interface ControllerPlugin {
    * `since` of unchanged hosts taken from `gateway.status`); undefined when it has no news. The
    * core writes it with the health the nodes report. A plugin with news calls `requestPass`.
    */
-  gatewayInstances?(gateway: KubernetesObject & { metadata: { name: string }; status?: EgressGatewayStatus }): InstanceStatus[] | undefined;
+  gatewayInstances?(
+    gateway: KubernetesObject & { metadata: { name: string }; status?: EgressGatewayStatus },
+  ): InstanceStatus[] | undefined;
 }
 
 export interface ControllerDeps {
@@ -183,7 +193,11 @@ export class Controller {
     const validPolicies = new Map(res.policies.map((p) => [p.resource, p]));
     const reports: NodeReport[] = [];
     for (const n of source.raw("Node")) {
-      const r = parseReport(n.metadata?.name ?? "", n.metadata?.annotations as Record<string, string> | undefined, now.getTime());
+      const r = parseReport(
+        n.metadata?.name ?? "",
+        n.metadata?.annotations as Record<string, string> | undefined,
+        now.getTime(),
+      );
       if (r) reports.push(r);
     }
     const errors: Error[] = [];
@@ -194,7 +208,10 @@ export class Controller {
         await Promise.race([
           fn(),
           new Promise<never>((_, reject) => {
-            timer = setTimeout(() => reject(new Error(`${what}: no answer from the API within ${stepTimeoutMs} ms`)), stepTimeoutMs);
+            timer = setTimeout(
+              () => reject(new Error(`${what}: no answer from the API within ${stepTimeoutMs} ms`)),
+              stepTimeoutMs,
+            );
           }),
         ]);
       } catch (e) {
@@ -212,7 +229,8 @@ export class Controller {
         const obj = { ...raw, kind } as unknown as PolicyObject;
         const resource = policyResource(obj);
         await attempt(resource, async () => {
-          if (await this.handleFinalizer(kind, raw, () => reports.some((r) => (r.programmed[resource] ?? 0) > 0))) return;
+          if (await this.handleFinalizer(kind, raw, () => reports.some((r) => (r.programmed[resource] ?? 0) > 0)))
+            return;
           const verdict = verdicts.get(resource);
           const valid = validPolicies.get(resource);
           const status = policyStatus(
@@ -222,7 +240,7 @@ export class Controller {
               verdict,
               egressIPs: valid ? [...valid.egressIPsByInstance.values()].flat().sort() : [],
               selectedPods: selection.podsByPolicy.get(resource) ?? 0,
-              gatewayInstances: valid ? res.gatewayInstances.get(valid.gateway) ?? [] : [],
+              gatewayInstances: valid ? (res.gatewayInstances.get(valid.gateway) ?? []) : [],
               reports,
             },
             raw.status,
@@ -233,22 +251,47 @@ export class Controller {
         });
       }
     }
-    const ctx: ReconcileContext = { client: this.deps.client, source, snapshot, planner, now, logger: this.deps.logger, requestPass: (ms) => this.requestPass(ms) };
+    const ctx: ReconcileContext = {
+      client: this.deps.client,
+      source,
+      snapshot,
+      planner,
+      now,
+      logger: this.deps.logger,
+      requestPass: (ms) => this.requestPass(ms),
+    };
     for (const raw of source.raw("EgressGateway") as Owned[]) {
       const resource = `EgressGateway/${raw.metadata.name}`;
       await attempt(resource, async () => {
         let outsideReleased = true;
         if (raw.metadata.deletionTimestamp) {
-          for (const p of this.deps.plugins ?? []) if (p.releaseGateway && !(await p.releaseGateway(raw, ctx))) outsideReleased = false;
+          for (const p of this.deps.plugins ?? [])
+            if (p.releaseGateway && !(await p.releaseGateway(raw, ctx))) outsideReleased = false;
         }
-        const stillUsed = () => !outsideReleased || res.policies.some((p) => p.gateway === raw.metadata.name && reports.some((r) => (r.programmed[p.resource] ?? 0) > 0));
+        const stillUsed = () =>
+          !outsideReleased ||
+          res.policies.some(
+            (p) => p.gateway === raw.metadata.name && reports.some((r) => (r.programmed[p.resource] ?? 0) > 0),
+          );
         if (await this.handleFinalizer("EgressGateway", raw, stillUsed)) return;
         // spec.digitalocean: a cloud plugin knows the instance list (see gatewayStatus).
         const provisioned = (raw.spec as { digitalocean?: unknown } | undefined)?.digitalocean !== undefined;
         let listed: InstanceStatus[] | undefined;
         if (provisioned) for (const p of this.deps.plugins ?? []) listed ??= p.gatewayInstances?.(raw);
-        const status = gatewayStatus(raw.metadata.name, raw.metadata.generation, verdicts.get(resource), res, reports, raw.status, now.toISOString(), { provisioned, ...(listed ? { listed } : {}) });
-        outcome.instanceHealth.set(raw.metadata.name, (status.instances ?? []).map((i) => i.health));
+        const status = gatewayStatus(
+          raw.metadata.name,
+          raw.metadata.generation,
+          verdicts.get(resource),
+          res,
+          reports,
+          raw.status,
+          now.toISOString(),
+          { provisioned, ...(listed ? { listed } : {}) },
+        );
+        outcome.instanceHealth.set(
+          raw.metadata.name,
+          (status.instances ?? []).map((i) => i.health),
+        );
         await this.writeStatus("EgressGateway", raw, status);
       });
     }
@@ -266,17 +309,34 @@ export class Controller {
     const has = finalizers.includes(FINALIZER);
     const ns = kind === "EgressPolicy" ? raw.metadata.namespace : undefined;
     if (!raw.metadata.deletionTimestamp) {
-      if (!has) await this.deps.client.patchFinalizers(kind, ns, raw.metadata.name, [...finalizers, FINALIZER], raw.metadata.resourceVersion);
+      if (!has)
+        await this.deps.client.patchFinalizers(
+          kind,
+          ns,
+          raw.metadata.name,
+          [...finalizers, FINALIZER],
+          raw.metadata.resourceVersion,
+        );
       return false;
     }
     if (has && !stillProgrammed()) {
-      await this.deps.client.patchFinalizers(kind, ns, raw.metadata.name, finalizers.filter((f) => f !== FINALIZER), raw.metadata.resourceVersion);
+      await this.deps.client.patchFinalizers(
+        kind,
+        ns,
+        raw.metadata.name,
+        finalizers.filter((f) => f !== FINALIZER),
+        raw.metadata.resourceVersion,
+      );
       this.deps.logger.info({ kind, name: raw.metadata.name }, "every node cleaned up; released");
     }
     return true;
   }
 
-  private async writeStatus(kind: PolicyKind, raw: Owned, status: EgressPolicyStatus | EgressGatewayStatus): Promise<void> {
+  private async writeStatus(
+    kind: PolicyKind,
+    raw: Owned,
+    status: EgressPolicyStatus | EgressGatewayStatus,
+  ): Promise<void> {
     if (sameStatus(withoutInstanceTraffic(raw.status), status)) return;
     const ns = kind === "EgressPolicy" ? raw.metadata.namespace : undefined;
     const rv = raw.metadata.resourceVersion;
@@ -288,14 +348,26 @@ export class Controller {
   }
 
   /** An Event whenever a condition turns bad, or good again. */
-  private async emitEvents(kind: PolicyKind, raw: Owned, before: readonly Condition[], after: readonly Condition[]): Promise<void> {
+  private async emitEvents(
+    kind: PolicyKind,
+    raw: Owned,
+    before: readonly Condition[],
+    after: readonly Condition[],
+  ): Promise<void> {
     for (const c of after) {
       const old = before.find((b) => b.type === c.type);
       if (old && old.status === c.status && old.reason === c.reason) continue;
       const bad = (c.type === "Ready" && c.status === "False") || (c.type !== "Ready" && c.status === "True");
       if (!old && !bad) continue;
       const { namespace, uid } = raw.metadata;
-      await this.events.recordOurs(kind, raw.metadata.name, { ...(namespace ? { namespace } : {}), ...(uid ? { uid } : {}) }, bad ? "Warning" : "Normal", c.reason, c.message || `${c.type} is ${c.status}`);
+      await this.events.recordOurs(
+        kind,
+        raw.metadata.name,
+        { ...(namespace ? { namespace } : {}), ...(uid ? { uid } : {}) },
+        bad ? "Warning" : "Normal",
+        c.reason,
+        c.message || `${c.type} is ${c.status}`,
+      );
     }
   }
 }
@@ -307,6 +379,8 @@ export function sameStatus(a: unknown, b: unknown): boolean {
 
 function stable(v: unknown): string {
   return JSON.stringify(v, (_k, val: unknown) =>
-    val && typeof val === "object" && !Array.isArray(val) ? Object.fromEntries(Object.entries(val as Record<string, unknown>).sort(([x], [y]) => x.localeCompare(y))) : val,
+    val && typeof val === "object" && !Array.isArray(val)
+      ? Object.fromEntries(Object.entries(val as Record<string, unknown>).sort(([x], [y]) => x.localeCompare(y)))
+      : val,
   );
 }

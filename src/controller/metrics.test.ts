@@ -4,8 +4,18 @@ import { ControllerMetrics } from "./metrics.js";
 describe("controller metrics", () => {
   it("counts passes by result and exports the last pass's invalid resources and instance health", async () => {
     const m = new ControllerMetrics();
-    m.onPass({ durationMs: 40, failedSteps: 0, invalid: ["EgressPolicy/web/a", "EgressPolicy/web/b", "EgressGateway/g"], instanceHealth: new Map([["shared", ["Up", "Up", "Unknown"]]]) });
-    m.onPass({ durationMs: 1200, failedSteps: 2, invalid: ["EgressPolicy/web/a"], instanceHealth: new Map([["shared", ["Up", "Down"]]]) });
+    m.onPass({
+      durationMs: 40,
+      failedSteps: 0,
+      invalid: ["EgressPolicy/web/a", "EgressPolicy/web/b", "EgressGateway/g"],
+      instanceHealth: new Map([["shared", ["Up", "Up", "Unknown"]]]),
+    });
+    m.onPass({
+      durationMs: 1200,
+      failedSteps: 2,
+      invalid: ["EgressPolicy/web/a"],
+      instanceHealth: new Map([["shared", ["Up", "Down"]]]),
+    });
     const text = await m.registry.metrics();
     expect(text).toContain('static_egress_controller_passes_total{result="ok"} 1');
     expect(text).toContain('static_egress_controller_passes_total{result="error"} 1');

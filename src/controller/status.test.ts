@@ -9,7 +9,14 @@ const gateway = {
   apiVersion: "staticegress.io/v1alpha1",
   kind: "EgressGateway",
   metadata: { name: "shared" },
-  spec: { static: { instances: [{ name: "gw-a", address: "10.0.0.101", egressIPs: ["192.0.2.10"] }, { name: "gw-b", address: "10.0.0.102", egressIPs: ["192.0.2.20"] }] } },
+  spec: {
+    static: {
+      instances: [
+        { name: "gw-a", address: "10.0.0.101", egressIPs: ["192.0.2.10"] },
+        { name: "gw-b", address: "10.0.0.102", egressIPs: ["192.0.2.20"] },
+      ],
+    },
+  },
 } as unknown as EgressGateway;
 const snapshot: ClusterSnapshot = {
   policies: [],
@@ -21,7 +28,13 @@ const snapshot: ClusterSnapshot = {
 };
 const res = resolve(snapshot);
 const verdict = res.verdicts.find((v) => v.resource === "EgressGateway/shared");
-const report = (node: string, health: NodeReport["health"]): NodeReport => ({ node, programmed: {}, health, unavailable: {}, at: NOW });
+const report = (node: string, health: NodeReport["health"]): NodeReport => ({
+  node,
+  programmed: {},
+  health,
+  unavailable: {},
+  at: NOW,
+});
 const statusWith = (reports: NodeReport[]) => gatewayStatus("shared", 1, verdict, res, reports, undefined, NOW);
 const health = (reports: NodeReport[]) => statusWith(reports).instances?.map((i) => `${i.name}:${i.health}`);
 const cond = (reports: NodeReport[], type: string) => statusWith(reports).conditions?.find((c) => c.type === type);
@@ -38,11 +51,20 @@ describe("gateway status: instance health from node reports", () => {
 
   it("counts only the nodes that judged an instance: Up, PartiallyDown, Down", () => {
     expect(health([report("node1", { "shared/gw-a": "up" })])).toEqual(["gw-a:Up", `gw-b:${UNJUDGED}`]);
-    expect(cond([report("node1", { "shared/gw-a": "up" })], "Ready")).toMatchObject({ status: "True", reason: "InstancesUp" });
-    const split = [report("node1", { "shared/gw-a": "down", "shared/gw-b": "up" }), report("node2", { "shared/gw-a": "down" })];
+    expect(cond([report("node1", { "shared/gw-a": "up" })], "Ready")).toMatchObject({
+      status: "True",
+      reason: "InstancesUp",
+    });
+    const split = [
+      report("node1", { "shared/gw-a": "down", "shared/gw-b": "up" }),
+      report("node2", { "shared/gw-a": "down" }),
+    ];
     // gw-b: node1 sees it up and node2 has not judged it, so Up; gw-a: every judging node sees it down.
     expect(health(split)).toEqual(["gw-a:Down", "gw-b:Up"]);
-    expect(health([report("node1", { "shared/gw-a": "down" }), report("node2", { "shared/gw-a": "up" })])).toEqual(["gw-a:PartiallyDown", `gw-b:${UNJUDGED}`]);
+    expect(health([report("node1", { "shared/gw-a": "down" }), report("node2", { "shared/gw-a": "up" })])).toEqual([
+      "gw-a:PartiallyDown",
+      `gw-b:${UNJUDGED}`,
+    ]);
     expect(cond(split, "Degraded")).toMatchObject({ status: "True", message: "gw-a: Down" });
   });
 
@@ -54,16 +76,27 @@ describe("gateway status: instance health from node reports", () => {
 
 describe("gateway status of a provisioned gateway: the plugin's list, the nodes' health, one status", () => {
   const EARLIER = "2026-11-21T00:00:00Z";
-  const previous = { instances: [{ name: "gw-a", id: "1", address: "10.0.0.101", egressIPs: ["192.0.2.10"], health: "Up", since: EARLIER }] };
+  const previous = {
+    instances: [
+      { name: "gw-a", id: "1", address: "10.0.0.101", egressIPs: ["192.0.2.10"], health: "Up", since: EARLIER },
+    ],
+  };
   const listed = [
     { name: "gw-a", id: "1", address: "10.0.0.101", egressIPs: ["192.0.2.10"], health: "Up", since: EARLIER },
     { name: "gw-b", id: "2", address: "10.0.0.102", egressIPs: ["192.0.2.20"], health: "Provisioning", since: NOW },
   ];
-  const provisioned = (reports: NodeReport[], list?: typeof listed) => gatewayStatus("shared", 1, verdict, res, reports, previous, NOW, { provisioned: true, ...(list ? { listed: list } : {}) });
+  const provisioned = (reports: NodeReport[], list?: typeof listed) =>
+    gatewayStatus("shared", 1, verdict, res, reports, previous, NOW, {
+      provisioned: true,
+      ...(list ? { listed: list } : {}),
+    });
 
   it("writes the plugin's list with the health the nodes report; Provisioning stays as the plugin says", () => {
     const status = provisioned([report("node1", { "shared/gw-a": "down", "shared/gw-b": "up" })], listed);
-    expect(status.instances?.map((i) => [i.name, i.health, i.since])).toEqual([["gw-a", "Down", NOW], ["gw-b", "Provisioning", NOW]]);
+    expect(status.instances?.map((i) => [i.name, i.health, i.since])).toEqual([
+      ["gw-a", "Down", NOW],
+      ["gw-b", "Provisioning", NOW],
+    ]);
     expect(status.conditions?.find((c) => c.type === "Degraded")).toMatchObject({ status: "True" });
   });
 

@@ -13,7 +13,11 @@ export { FINALIZER, REPORT_ANNOTATION };
 /** Reports older than this are from nodes that stopped talking; they neither block nor count. */
 const REPORT_TTL_MS = 5 * 60_000;
 
-export function parseReport(node: string, annotations: Record<string, string> | undefined, now: number): NodeReport | undefined {
+export function parseReport(
+  node: string,
+  annotations: Record<string, string> | undefined,
+  now: number,
+): NodeReport | undefined {
   const raw = annotations?.[REPORT_ANNOTATION];
   if (!raw) return undefined;
   try {
@@ -27,7 +31,10 @@ export function parseReport(node: string, annotations: Record<string, string> | 
 
 /** `spec.destinationCIDRs[0]` -> `InvalidSpecDestinationCIDRs`: a condition reason that names the field. */
 export function reasonForField(field: string): string {
-  const words = field.replace(/\[\d+\]/g, "").split(/[.\s]+/).filter(Boolean);
+  const words = field
+    .replace(/\[\d+\]/g, "")
+    .split(/[.\s]+/)
+    .filter(Boolean);
   return `Invalid${words.map((w) => w.charAt(0).toUpperCase() + w.slice(1)).join("")}`.replace(/[^A-Za-z0-9]/g, "");
 }
 
@@ -59,41 +66,79 @@ const TRAFFIC_FRESH_MS = 6 * 60_000;
  * The policy's recent traffic for `kubectl get`: the sum of the fresh entries the gateway agents
  * wrote (status.traffic.instances); undefined when no agent reported.
  */
-export function trafficTotals(previous: EgressPolicyStatus | undefined, now: Date): { bytesPerSecond: number; packetsPerSecond: number } | undefined {
+export function trafficTotals(
+  previous: EgressPolicyStatus | undefined,
+  now: Date,
+): { bytesPerSecond: number; packetsPerSecond: number } | undefined {
   const entries = previous?.traffic?.instances ?? [];
   if (entries.length === 0) return undefined;
   const fresh = entries.filter((e) => now.getTime() - Date.parse(e.at) <= TRAFFIC_FRESH_MS);
-  return { bytesPerSecond: fresh.reduce((n, e) => n + e.bytesPerSecond, 0), packetsPerSecond: fresh.reduce((n, e) => n + e.packetsPerSecond, 0) };
+  return {
+    bytesPerSecond: fresh.reduce((n, e) => n + e.bytesPerSecond, 0),
+    packetsPerSecond: fresh.reduce((n, e) => n + e.packetsPerSecond, 0),
+  };
 }
 
 /** A status as the controller writes it: the agents' own traffic entries are theirs, not compared. */
-export function withoutInstanceTraffic<T extends { traffic?: { instances?: unknown } }>(status: T | undefined): T | undefined {
+export function withoutInstanceTraffic<T extends { traffic?: { instances?: unknown } }>(
+  status: T | undefined,
+): T | undefined {
   if (!status?.traffic?.instances) return status;
   const { instances: _, ...traffic } = status.traffic;
   return { ...status, traffic };
 }
 
-export function policyStatus(f: PolicyFacts, previous: EgressPolicyStatus | undefined, now: string): EgressPolicyStatus {
+export function policyStatus(
+  f: PolicyFacts,
+  previous: EgressPolicyStatus | undefined,
+  now: string,
+): EgressPolicyStatus {
   const conditions: Cond[] = [];
   const gen = f.generation !== undefined ? { observedGeneration: f.generation } : {};
   if (!f.verdict || !f.verdict.valid) {
     const first = f.verdict?.errors[0];
     const message = f.verdict?.errors.map((e) => `${e.field}: ${e.message}`).join("; ") ?? "not planned";
     conditions.push({ type: "Ready", status: "False", reason: "Invalid", message, ...gen });
-    conditions.push({ type: "Invalid", status: "True", reason: first ? reasonForField(first.field) : "Invalid", message, ...gen });
-    return { egressIPs: [], selectedPods: 0, programmedPods: 0, ...gen, conditions: withTransitions(conditions, previous?.conditions, now) };
+    conditions.push({
+      type: "Invalid",
+      status: "True",
+      reason: first ? reasonForField(first.field) : "Invalid",
+      message,
+      ...gen,
+    });
+    return {
+      egressIPs: [],
+      selectedPods: 0,
+      programmedPods: 0,
+      ...gen,
+      conditions: withTransitions(conditions, previous?.conditions, now),
+    };
   }
   const programmedPods = f.reports.reduce((n, r) => n + (r.programmed[f.resource] ?? 0), 0);
   const downSeen = new Map<string, string[]>();
   for (const r of f.reports) {
-    for (const key of f.gatewayInstances) if (r.health[key] === "down") downSeen.set(key, [...(downSeen.get(key) ?? []), r.node]);
+    for (const key of f.gatewayInstances)
+      if (r.health[key] === "down") downSeen.set(key, [...(downSeen.get(key) ?? []), r.node]);
   }
   const failing = f.reports.filter((r) => r.unavailable[f.resource]);
   if (failing.length > 0) {
-    const mode = failing[0]!.unavailable[f.resource] === "Drop" ? "dropped (fail-closed)" : "leaving with the node IP (fallback)";
-    conditions.push({ type: "Ready", status: "False", reason: "NoHealthyInstance", message: `no healthy gateway instance on ${failing.map((r) => r.node).join(", ")}: traffic is ${mode}`, ...gen });
+    const mode =
+      failing[0]!.unavailable[f.resource] === "Drop" ? "dropped (fail-closed)" : "leaving with the node IP (fallback)";
+    conditions.push({
+      type: "Ready",
+      status: "False",
+      reason: "NoHealthyInstance",
+      message: `no healthy gateway instance on ${failing.map((r) => r.node).join(", ")}: traffic is ${mode}`,
+      ...gen,
+    });
   } else {
-    conditions.push({ type: "Ready", status: "True", reason: "Programmed", message: `${programmedPods} of ${f.selectedPods} selected pods programmed`, ...gen });
+    conditions.push({
+      type: "Ready",
+      status: "True",
+      reason: "Programmed",
+      message: `${programmedPods} of ${f.selectedPods} selected pods programmed`,
+      ...gen,
+    });
   }
   conditions.push({ type: "Invalid", status: "False", reason: "Valid", message: "", ...gen });
   if (downSeen.size > 0) {
@@ -102,7 +147,13 @@ export function policyStatus(f: PolicyFacts, previous: EgressPolicyStatus | unde
   } else {
     conditions.push({ type: "Degraded", status: "False", reason: "AllInstancesUp", message: "", ...gen });
   }
-  return { egressIPs: f.egressIPs, selectedPods: f.selectedPods, programmedPods, ...gen, conditions: withTransitions(conditions, previous?.conditions, now) };
+  return {
+    egressIPs: f.egressIPs,
+    selectedPods: f.selectedPods,
+    programmedPods,
+    ...gen,
+    conditions: withTransitions(conditions, previous?.conditions, now),
+  };
 }
 
 /** Health a provisioning plugin writes for a host that is not active yet; the core leaves it alone. */
@@ -142,7 +193,8 @@ export function gatewayStatus(
   // and is what the planner reads: here only the health of the listed instances is kept current.
   const provisioned = opts.provisioned === true;
   const base = opts.listed ?? previous?.instances ?? [];
-  const since = (old: InstanceStatus | undefined, health: string) => (old && old.health === health && old.since ? old.since : now);
+  const since = (old: InstanceStatus | undefined, health: string) =>
+    old && old.health === health && old.since ? old.since : now;
   if (!verdict || !verdict.valid) {
     const message = verdict?.errors.map((e) => `${e.field}: ${e.message}`).join("; ") ?? "not planned";
     const first = verdict?.errors[0];
@@ -150,7 +202,11 @@ export function gatewayStatus(
       { type: "Ready", status: "False", reason: "Invalid", message, ...gen },
       { type: "Invalid", status: "True", reason: first ? reasonForField(first.field) : "Invalid", message, ...gen },
     ];
-    return { instances: provisioned ? [...base] : [], readyInstances: 0, conditions: withTransitions(conditions, previous?.conditions, now) };
+    return {
+      instances: provisioned ? [...base] : [],
+      readyInstances: 0,
+      conditions: withTransitions(conditions, previous?.conditions, now),
+    };
   }
   const keys = res.gatewayInstances.get(name) ?? [];
   const instances: InstanceStatus[] = provisioned
@@ -163,7 +219,13 @@ export function gatewayStatus(
         const inst = res.instances.get(key)!;
         const health = instanceHealth(key, inst.drain, reports);
         const old = previous?.instances?.find((i) => i.name === inst.name);
-        return { name: inst.name, address: inst.address, egressIPs: [...inst.egressIPs], health, since: since(old, health) };
+        return {
+          name: inst.name,
+          address: inst.address,
+          egressIPs: [...inst.egressIPs],
+          health,
+          since: since(old, health),
+        };
       });
   const readyInstances = instances.filter((i) => i.health === "Up").length;
   // Unknown is no evidence either way: it neither makes the gateway Ready nor Degraded.
@@ -171,13 +233,31 @@ export function gatewayStatus(
   const notUp = instances.filter((i) => i.health !== "Up" && i.health !== UNJUDGED);
   const conditions: Cond[] = [
     readyInstances > 0
-      ? { type: "Ready", status: "True", reason: "InstancesUp", message: `${readyInstances} of ${instances.length} instances up`, ...gen }
+      ? {
+          type: "Ready",
+          status: "True",
+          reason: "InstancesUp",
+          message: `${readyInstances} of ${instances.length} instances up`,
+          ...gen,
+        }
       : unjudged > 0 && notUp.every((i) => i.health === PROVISIONING)
-        ? { type: "Ready", status: "Unknown", reason: "NotYetProbed", message: `no node has reported on ${unjudged} of ${instances.length} instances yet`, ...gen }
+        ? {
+            type: "Ready",
+            status: "Unknown",
+            reason: "NotYetProbed",
+            message: `no node has reported on ${unjudged} of ${instances.length} instances yet`,
+            ...gen,
+          }
         : { type: "Ready", status: "False", reason: "NoHealthyInstance", message: "no instance is up", ...gen },
     { type: "Invalid", status: "False", reason: "Valid", message: "", ...gen },
     notUp.length > 0
-      ? { type: "Degraded", status: "True", reason: "InstanceDown", message: notUp.map((i) => `${i.name}: ${i.health}`).join("; "), ...gen }
+      ? {
+          type: "Degraded",
+          status: "True",
+          reason: "InstanceDown",
+          message: notUp.map((i) => `${i.name}: ${i.health}`).join("; "),
+          ...gen,
+        }
       : { type: "Degraded", status: "False", reason: "AllInstancesUp", message: "", ...gen },
   ];
   return { instances, readyInstances, conditions: withTransitions(conditions, previous?.conditions, now) };

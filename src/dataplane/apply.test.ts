@@ -5,7 +5,18 @@
  * lab's dataplane and datapath tests stay the truth.
  */
 import { describe, expect, it } from "vitest";
-import { cluster, FOREIGN_IP, FOREIGN_NFT, gatewayPlan, INSTANCES, nodePlan, nodeTopology, podIP, readBack, type InstanceName } from "../../test/support/dataplane-scenario.js";
+import {
+  cluster,
+  FOREIGN_IP,
+  FOREIGN_NFT,
+  gatewayPlan,
+  INSTANCES,
+  nodePlan,
+  nodeTopology,
+  podIP,
+  readBack,
+  type InstanceName,
+} from "../../test/support/dataplane-scenario.js";
 import { FakeKernel } from "../../test/support/fake-kernel.js";
 import { formatRange } from "../util/ipv4.js";
 import type { NodePlan } from "../planner/model.js";
@@ -32,12 +43,17 @@ async function programmedOnce(pods: readonly number[], plan: NodePlan): Promise<
 }
 
 const nftWrites = (k: FakeKernel, from = 0) => k.log.slice(from).filter((c) => c.op === "nft");
-const ipWrites = (k: FakeKernel, from = 0) => k.log.slice(from).filter((c) => c.op === "ip" && c.ok).map((c) => c.text);
+const ipWrites = (k: FakeKernel, from = 0) =>
+  k.log
+    .slice(from)
+    .filter((c) => c.op === "ip" && c.ok)
+    .map((c) => c.text);
 
 const pods = range(10, 4);
 /** The key of the plan's i-th divert entry (pod . destination), as nft takes it. */
 const divertKey = (plan: NodePlan, i: number) => `${plan.entries[i]!.podIP} . ${formatRange(plan.entries[i]!.dst)}`;
-const two = (instances: InstanceName[] = ["a", "b"], p: readonly number[] = pods) => nodePlan(cluster({ instances, pods: p }));
+const two = (instances: InstanceName[] = ["a", "b"], p: readonly number[] = pods) =>
+  nodePlan(cluster({ instances, pods: p }));
 
 describe("delta or full replacement", () => {
   it("programs a fresh node with one full table, and an unchanged plan writes nothing", async () => {
@@ -111,14 +127,30 @@ describe("delta or full replacement", () => {
 
 describe("drift repair", () => {
   const tamperings: [string, (k: FakeKernel, plan: NodePlan) => Promise<void>][] = [
-    ["an element of the divert map", (k, plan) => k.nft(`delete element ip static_egress divert { ${divertKey(plan, 0)} }\n`)],
+    [
+      "an element of the divert map",
+      (k, plan) => k.nft(`delete element ip static_egress divert { ${divertKey(plan, 0)} }\n`),
+    ],
     ["the whole nft table", (k) => k.nft("delete table ip static_egress\n")],
     ["the bridge table", (k) => k.nft(`delete table bridge ${BIND_TABLE}\n`)],
-    ["an instance's rule", (k, plan) => k.ip([`rule del priority 10010 fwmark 0x${plan.instances[0]!.mark.toString(16)}/0x1fff0000 lookup ${plan.instances[0]!.table}`])],
+    [
+      "an instance's rule",
+      (k, plan) =>
+        k.ip([
+          `rule del priority 10010 fwmark 0x${plan.instances[0]!.mark.toString(16)}/0x1fff0000 lookup ${plan.instances[0]!.table}`,
+        ]),
+    ],
     ["the catch-all blackhole rule", (k) => k.ip(["rule del priority 10099 fwmark 0x10000000/0x10000000 blackhole"])],
     ["an instance's route", (k, plan) => k.ip([`route del default table ${plan.instances[1]!.table}`])],
-    ["a tunnel device (and with it its route and neighbour)", (k, plan) => k.ip([`link del se-gw${plan.instances[0]!.vni}`])],
-    ["a tunnel's neighbour", (k, plan) => k.ip([`neigh replace 169.254.53.1 lladdr 02:00:00:00:00:99 dev se-gw${plan.instances[0]!.vni} nud permanent`])],
+    [
+      "a tunnel device (and with it its route and neighbour)",
+      (k, plan) => k.ip([`link del se-gw${plan.instances[0]!.vni}`]),
+    ],
+    [
+      "a tunnel's neighbour",
+      (k, plan) =>
+        k.ip([`neigh replace 169.254.53.1 lladdr 02:00:00:00:00:99 dev se-gw${plan.instances[0]!.vni} nud permanent`]),
+    ],
   ];
 
   for (const [what, tamper] of tamperings) {
@@ -154,7 +186,9 @@ describe("drift repair", () => {
     await k.ip([`route del default table ${plan.instances[0]!.table}`]);
     await dp.apply(two(["b"]));
     await dp.apply(plan);
-    expect(((await readBack(k, NODE_TABLES)) as { routes: unknown }).routes).toEqual((programmed as { routes: unknown }).routes);
+    expect(((await readBack(k, NODE_TABLES)) as { routes: unknown }).routes).toEqual(
+      (programmed as { routes: unknown }).routes,
+    );
   });
 
   it("packets counted are no drift: a verifying apply keeps the table, and so the drop counters", async () => {
@@ -198,17 +232,23 @@ function leaksOf(k: FakeKernel, marks: ReadonlySet<number>, vniOf: ReadonlyMap<n
  * nft is marking right now for an instance that is up (in every plan that has it) would be
  * dropped: a gap in the change.
  */
-function watchLeaks(k: FakeKernel, plans: readonly NodePlan[]): { leaks: string[]; gaps: string[]; marks: Set<number> } {
+function watchLeaks(
+  k: FakeKernel,
+  plans: readonly NodePlan[],
+): { leaks: string[]; gaps: string[]; marks: Set<number> } {
   const vniOf = new Map(plans.flatMap((p) => p.instances.map((i) => [i.mark, i.vni] as const)));
   const instances = plans.flatMap((p) => p.instances);
-  const alwaysUp = new Set(instances.filter((i) => instances.every((j) => j.mark !== i.mark || j.route === "via")).map((i) => i.mark));
+  const alwaysUp = new Set(
+    instances.filter((i) => instances.every((j) => j.mark !== i.mark || j.route === "via")).map((i) => i.mark),
+  );
   const seen = { leaks: [] as string[], gaps: [] as string[], marks: new Set<number>() };
   k.onChange((call) => {
     const step = `after ${call.op} ${call.text.split("\n")[0]}`;
     const marking = new Set(k.elements("ip", "static_egress", "divert").map((e) => (e as [unknown, number])[1]));
     for (const m of marking) seen.marks.add(m);
     for (const leak of leaksOf(k, seen.marks, vniOf)) seen.leaks.push(`${step}: ${leak}`);
-    for (const m of marking) if (alwaysUp.has(m) && k.lookup("198.51.100.7", m).via !== "route") seen.gaps.push(`${step}: ${hex(m)} dropped`);
+    for (const m of marking)
+      if (alwaysUp.has(m) && k.lookup("198.51.100.7", m).via !== "route") seen.gaps.push(`${step}: ${hex(m)} dropped`);
   });
   return seen;
 }
@@ -284,8 +324,13 @@ describe("add before remove", () => {
     const marks = new Set(plan.instances.map((i) => i.mark));
     expect(leaksOf(k, marks, vniOf)).toEqual([]);
     const a = plan.instances[0]!;
-    await k.ip([`rule del priority 10010 fwmark 0x${a.mark.toString(16)}/0x1fff0000 lookup ${a.table}`, "rule del priority 10099 fwmark 0x10000000/0x10000000 blackhole"]);
-    expect(leaksOf(k, marks, vniOf)).toEqual([`${hex(a.mark)} -> {"via":"route","table":"main","dev":"vpc0","gateway":"10.0.0.1"}`]);
+    await k.ip([
+      `rule del priority 10010 fwmark 0x${a.mark.toString(16)}/0x1fff0000 lookup ${a.table}`,
+      "rule del priority 10099 fwmark 0x10000000/0x10000000 blackhole",
+    ]);
+    expect(leaksOf(k, marks, vniOf)).toEqual([
+      `${hex(a.mark)} -> {"via":"route","table":"main","dev":"vpc0","gateway":"10.0.0.1"}`,
+    ]);
   });
 });
 
@@ -348,7 +393,11 @@ describe("cleanup", () => {
 
   it("the gateway agent removes its table, return routes, anchor rule and route, and nothing of anyone else's", async () => {
     const k = new FakeKernel();
-    await k.ip([...nodeTopology([], INSTANCES.a.address), ...FOREIGN_IP, "route add 10.99.0.0/16 via 10.0.0.1 proto 94 table 100"]);
+    await k.ip([
+      ...nodeTopology([], INSTANCES.a.address),
+      ...FOREIGN_IP,
+      "route add 10.99.0.0/16 via 10.0.0.1 proto 94 table 100",
+    ]);
     await k.nft(FOREIGN_NFT);
     const tables = [`ip ${GATEWAY_TABLE}`, "ip someone_else"];
     const untouched = await readBack(k, tables);

@@ -78,11 +78,15 @@ export function routeDevice(routes: readonly KernelRoute[], ip: string): string 
 
 /** The bridge port behind `ip` on bridge `br`, from the neighbour entry and the FDB. */
 export function bridgePort(view: KernelView, br: string, ip: string): string | undefined {
-  const neigh = view.neighbours.find((n) => n.dst === ip && n.dev === br && n.lladdr && !(n.state ?? []).includes("FAILED"));
+  const neigh = view.neighbours.find(
+    (n) => n.dst === ip && n.dev === br && n.lladdr && !(n.state ?? []).includes("FAILED"),
+  );
   if (!neigh?.lladdr) return undefined;
   const mac = neigh.lladdr.toLowerCase();
   const ports = new Set(view.links.filter((l) => l.master === br).map((l) => l.ifname));
-  const entry = view.fdb.find((f) => f.mac.toLowerCase() === mac && f.ifname !== undefined && ports.has(f.ifname) && f.state !== "permanent");
+  const entry = view.fdb.find(
+    (f) => f.mac.toLowerCase() === mac && f.ifname !== undefined && ports.has(f.ifname) && f.state !== "permanent",
+  );
   return entry?.ifname;
 }
 
@@ -91,7 +95,11 @@ export function bridgePort(view: KernelView, br: string, ip: string): string | u
  * port of the same bridge; anything else is learned from `view`. Pods whose interface cannot be
  * told are left out (their diverted packets are dropped until it can: fail closed).
  */
-export function resolveBindings(podIPs: readonly string[], view: KernelView, previous: ReadonlyMap<string, PodBinding> = new Map()): Map<string, PodBinding> {
+export function resolveBindings(
+  podIPs: readonly string[],
+  view: KernelView,
+  previous: ReadonlyMap<string, PodBinding> = new Map(),
+): Map<string, PodBinding> {
   const out = new Map<string, PodBinding>();
   for (const ip of podIPs) {
     const dev = routeDevice(view.routes, ip);

@@ -12,13 +12,26 @@ const lines = [
 
 describe("SNAT usage from conntrack", () => {
   it("reads the reply tuple: the destination and the SNAT address and port", () => {
-    expect(parseConntrackLine(lines[0]!)).toEqual({ proto: "udp", destination: "198.51.100.10", destinationPort: 5000, snatAddress: "192.0.2.10", snatPort: 20001 });
-    expect(parseConntrackLine(lines[3]!)).toMatchObject({ proto: "icmp", snatAddress: "192.0.2.10", destinationPort: undefined });
+    expect(parseConntrackLine(lines[0]!)).toEqual({
+      proto: "udp",
+      destination: "198.51.100.10",
+      destinationPort: 5000,
+      snatAddress: "192.0.2.10",
+      snatPort: 20001,
+    });
+    expect(parseConntrackLine(lines[3]!)).toMatchObject({
+      proto: "icmp",
+      snatAddress: "192.0.2.10",
+      destinationPort: undefined,
+    });
     expect(parseConntrackLine("")).toBeUndefined();
   });
 
   it("counts entries per SNAT address and ports per destination, only for our addresses", () => {
-    const usage = summarize(lines.flatMap((l) => parseConntrackLine(l) ?? []), new Set(["192.0.2.10", "192.0.2.11"]));
+    const usage = summarize(
+      lines.flatMap((l) => parseConntrackLine(l) ?? []),
+      new Set(["192.0.2.10", "192.0.2.11"]),
+    );
     expect([...usage.entries]).toEqual([["192.0.2.10", 4]]);
     expect([...usage.ports.get("192.0.2.10")!]).toEqual([
       ["198.51.100.10:5000/udp", 2],
@@ -27,6 +40,18 @@ describe("SNAT usage from conntrack", () => {
   });
 
   it("exports only the busiest destinations", () => {
-    expect(busiest(new Map([["a:1/tcp", 1], ["b:1/tcp", 5], ["c:1/udp", 3]]), 2)).toEqual([["b:1/tcp", 5], ["c:1/udp", 3]]);
+    expect(
+      busiest(
+        new Map([
+          ["a:1/tcp", 1],
+          ["b:1/tcp", 5],
+          ["c:1/udp", 3],
+        ]),
+        2,
+      ),
+    ).toEqual([
+      ["b:1/tcp", 5],
+      ["c:1/udp", 3],
+    ]);
   });
 });

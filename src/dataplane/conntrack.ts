@@ -38,7 +38,13 @@ export function parseConntrackLine(line: string): SnatEntry | undefined {
   }
   if (!reply.src || !reply.dst) return undefined;
   const port = (v: string | undefined) => (v === undefined ? undefined : Number(v));
-  return { proto, destination: reply.src, destinationPort: port(reply.sport), snatAddress: reply.dst, snatPort: port(reply.dport) };
+  return {
+    proto,
+    destination: reply.src,
+    destinationPort: port(reply.sport),
+    snatAddress: reply.dst,
+    snatPort: port(reply.dport),
+  };
 }
 
 export interface SnatUsage {

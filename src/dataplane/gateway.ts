@@ -3,7 +3,15 @@ import { formatRange } from "../util/ipv4.js";
 import type { Kernel } from "./kernel.js";
 import { OwnedTable, type TableModel } from "./nft.js";
 import { diffRouting, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
-import { GATEWAY_INNER, GATEWAY_TUNNEL_PREFIX, gatewayTunnelDevice, NODE_INNER, TUNNEL_MSS, TunnelDevices, type TunnelSpec } from "./tunnel.js";
+import {
+  GATEWAY_INNER,
+  GATEWAY_TUNNEL_PREFIX,
+  gatewayTunnelDevice,
+  NODE_INNER,
+  TUNNEL_MSS,
+  TunnelDevices,
+  type TunnelSpec,
+} from "./tunnel.js";
 import {
   ANCHOR_MARK,
   ANCHOR_RULE_PRIORITY,
@@ -51,7 +59,8 @@ export { NODE_REPLY_MARK, NODE_REPLY_TABLE };
 
 /** The gateway agent's nftables table (family ip). */
 export const GATEWAY_TABLE = "static_egress_gw";
-type ResolvedOptions = Required<Omit<GatewayDataplaneOptions, "anchor" | "snatPorts" | "metering">> & Pick<GatewayDataplaneOptions, "anchor" | "snatPorts" | "metering">;
+type ResolvedOptions = Required<Omit<GatewayDataplaneOptions, "anchor" | "snatPorts" | "metering">> &
+  Pick<GatewayDataplaneOptions, "anchor" | "snatPorts" | "metering">;
 const defaults: ResolvedOptions = { table: GATEWAY_TABLE, routeProto: 94, healthPort: BFD_CONTROL_PORT };
 /** The kernel's range for remapped source ports of 1024 and above, when none is given. */
 const DEFAULT_SNAT_PORTS = { from: 1024, to: 65535 };
@@ -79,22 +88,48 @@ export function gatewayTableModel(plan: GatewayPlan, o: ResolvedOptions = defaul
   const poolOf = new Map(pools.map((p, i) => [p, `snat_pool_${i}`]));
   const ports = o.snatPorts ? ` : ${o.snatPorts.from}-${o.snatPorts.to}` : "";
   // Ports can be given only for protocols that have them; ICMP and the rest take the address only.
-  const snat = (to: string) => (ports ? `    meta l4proto { tcp, udp } snat ip to ${to}${ports}
-` : "") + `    snat ip to ${to}
+  const snat = (to: string) =>
+    (ports
+      ? `    meta l4proto { tcp, udp } snat ip to ${to}${ports}
+`
+      : "") +
+    `    snat ip to ${to}
 `;
   const poolChains = pools
-    .map((p) => `  chain ${poolOf.get(p)} {
-${snat(`numgen inc mod ${p.split(",").length} map { ${p.split(",").map((ip, i) => `${i} : ${ip}`).join(", ")} }`)}  }
-`)
+    .map(
+      (p) => `  chain ${poolOf.get(p)} {
+${snat(
+  `numgen inc mod ${p.split(",").length} map { ${p
+    .split(",")
+    .map((ip, i) => `${i} : ${ip}`)
+    .join(", ")} }`,
+)}  }
+`,
+    )
     .join("");
   return {
     family: "ip",
     name: o.table,
     sets: [
       { kind: "set", name: "cluster_nodes", spec: "type ipv4_addr;", elements: plan.nodeAddresses },
-      { kind: "set", name: "tunnel_peers", spec: "type ipv4_addr . inet_service;", elements: plan.tunnels.map((t) => `${t.address} . ${t.port}`) },
-      { kind: "set", name: "pods_by_tunnel", spec: "type ifname . ipv4_addr;", elements: plan.podsByTunnel.map((p) => `"${gatewayTunnelDevice(p.port)}" . ${p.podIP}`) },
-      { kind: "set", name: "node_sources", spec: "type ipv4_addr;", elements: (plan.nodeReturns ?? []).map((n) => n.address) },
+      {
+        kind: "set",
+        name: "tunnel_peers",
+        spec: "type ipv4_addr . inet_service;",
+        elements: plan.tunnels.map((t) => `${t.address} . ${t.port}`),
+      },
+      {
+        kind: "set",
+        name: "pods_by_tunnel",
+        spec: "type ifname . ipv4_addr;",
+        elements: plan.podsByTunnel.map((p) => `"${gatewayTunnelDevice(p.port)}" . ${p.podIP}`),
+      },
+      {
+        kind: "set",
+        name: "node_sources",
+        spec: "type ipv4_addr;",
+        elements: (plan.nodeReturns ?? []).map((n) => n.address),
+      },
       {
         kind: "map",
         name: "egress_snat",
@@ -108,7 +143,9 @@ ${snat(`numgen inc mod ${p.split(",").length} map { ${p.split(",").map((ip, i) =
               kind: "map" as const,
               name: "egress_snat_pools",
               spec: "type ipv4_addr . ipv4_addr : verdict; flags interval;",
-              elements: plan.snat.flatMap((e) => (e.pool ? [`${e.podIP} . ${formatRange(e.dst)} : goto ${poolOf.get(e.pool.join(","))}`] : [])),
+              elements: plan.snat.flatMap((e) =>
+                e.pool ? [`${e.podIP} . ${formatRange(e.dst)} : goto ${poolOf.get(e.pool.join(","))}`] : [],
+              ),
             },
           ]
         : []),
@@ -172,7 +209,13 @@ export function gatewayRoutes(plan: GatewayPlan, o: ResolvedOptions = defaults):
   }));
   if (o.anchor) routes.push({ table: ANCHOR_TABLE, dst: "default", kind: "via", via: o.anchor.gateway });
   for (const n of plan.nodeReturns ?? []) {
-    routes.push({ table: NODE_REPLY_TABLE, dst: `${n.address}/32`, kind: "via", via: NODE_INNER.address, onlinkDev: gatewayTunnelDevice(n.port) });
+    routes.push({
+      table: NODE_REPLY_TABLE,
+      dst: `${n.address}/32`,
+      kind: "via",
+      via: NODE_INNER.address,
+      onlinkDev: gatewayTunnelDevice(n.port),
+    });
   }
   return routes;
 }
@@ -192,8 +235,16 @@ export function gatewayTunnels(plan: GatewayPlan): TunnelSpec[] {
 }
 
 export function gatewayRules(o: ResolvedOptions = defaults, plan?: GatewayPlan): RuleSpec[] {
-  const rules: RuleSpec[] = o.anchor ? [{ priority: ANCHOR_RULE_PRIORITY, fwmark: ANCHOR_MARK, mask: ANCHOR_MARK, action: { table: ANCHOR_TABLE } }] : [];
-  if (plan?.nodeReturns?.length) rules.push({ priority: NODE_REPLY_RULE_PRIORITY, fwmark: NODE_REPLY_MARK, mask: NODE_REPLY_MARK, action: { table: NODE_REPLY_TABLE } });
+  const rules: RuleSpec[] = o.anchor
+    ? [{ priority: ANCHOR_RULE_PRIORITY, fwmark: ANCHOR_MARK, mask: ANCHOR_MARK, action: { table: ANCHOR_TABLE } }]
+    : [];
+  if (plan?.nodeReturns?.length)
+    rules.push({
+      priority: NODE_REPLY_RULE_PRIORITY,
+      fwmark: NODE_REPLY_MARK,
+      mask: NODE_REPLY_MARK,
+      action: { table: NODE_REPLY_TABLE },
+    });
   return rules;
 }
 
@@ -215,14 +266,20 @@ export class GatewayDataplane {
     this.meter = this.opts.metering ? new MeterTable(this.opts.metering) : undefined;
   }
 
-  async apply(plan: GatewayPlan, opts: { verify?: boolean } = {}): Promise<{ nftChanged: boolean; routingAdded: number; routingRemoved: number }> {
+  async apply(
+    plan: GatewayPlan,
+    opts: { verify?: boolean } = {},
+  ): Promise<{ nftChanged: boolean; routingAdded: number; routingRemoved: number }> {
     // The tunnels first: the return routes go through them. On a host that boots with
     // forwarding off, a new device inherits that (conf.default.forwarding = 0), so a device that
     // exists before the filter below is loaded forwards nothing either.
     const tunnels = gatewayTunnels(plan);
     const tunnelsAdded = await this.tunnels.apply(tunnels);
     const actual = await this.readRouting();
-    const { add, remove } = diffRouting({ rules: gatewayRules(this.opts, plan), routes: gatewayRoutes(plan, this.opts) }, actual);
+    const { add, remove } = diffRouting(
+      { rules: gatewayRules(this.opts, plan), routes: gatewayRoutes(plan, this.opts) },
+      actual,
+    );
     await runBatch(this.kernel, add);
     const nftChanged = await this.table.apply(gatewayTableModel(plan, this.opts), opts.verify === true);
     const owners = plan.egressIPOwners.map((o) => ({ ...o, snatAddress: this.opts.anchor?.address ?? o.egressIP }));
@@ -267,7 +324,11 @@ export class GatewayDataplane {
   async snatUsage(): Promise<{ egressIP: string; entries: number; ports: ReadonlyMap<string, number> }[]> {
     if (!this.opts.metering) return [];
     const usage = await readSnatUsage(this.opts.metering, new Set(this.snatAddresses.keys()));
-    return [...this.snatAddresses].map(([address, egressIP]) => ({ egressIP, entries: usage.entries.get(address) ?? 0, ports: usage.ports.get(address) ?? new Map() }));
+    return [...this.snatAddresses].map(([address, egressIP]) => ({
+      egressIP,
+      entries: usage.entries.get(address) ?? 0,
+      ports: usage.ports.get(address) ?? new Map(),
+    }));
   }
 
   async cleanup(): Promise<void> {

@@ -7,7 +7,10 @@ function recorder(answer: (command: string, args: readonly string[]) => string =
   const calls: { line: string; input?: string }[] = [];
   const runner: CommandRunner = {
     run: async (command, args, options?: RunOptions) => {
-      calls.push({ line: `${command} ${args.join(" ")}`, ...(options?.input !== undefined ? { input: options.input } : {}) });
+      calls.push({
+        line: `${command} ${args.join(" ")}`,
+        ...(options?.input !== undefined ? { input: options.input } : {}),
+      });
       return { stdout: answer(command, args), stderr: "" };
     },
   };
@@ -27,15 +30,28 @@ describe("the real kernel: the commands behind each call", () => {
   });
 
   it("listings are JSON; a table that is not there is undefined, any other failure is thrown", async () => {
-    const { calls, kernel } = recorder((command) => (command === "nft" ? '{"nftables":[{"metainfo":{}},{"table":{"name":"t"}}]}' : '[{"priority":0}]'));
-    expect(await kernel.nftList("table ip t", { stateless: true })).toEqual([{ metainfo: {} }, { table: { name: "t" } }]);
+    const { calls, kernel } = recorder((command) =>
+      command === "nft" ? '{"nftables":[{"metainfo":{}},{"table":{"name":"t"}}]}' : '[{"priority":0}]',
+    );
+    expect(await kernel.nftList("table ip t", { stateless: true })).toEqual([
+      { metainfo: {} },
+      { table: { name: "t" } },
+    ]);
     expect(await kernel.ipJson(["-4", "rule", "show"])).toEqual([{ priority: 0 }]);
     expect(await kernel.bridgeJson(["fdb", "show"])).toEqual([{ priority: 0 }]);
-    expect(calls.map((c) => c.line)).toEqual(["nft -j --stateless list table ip t", "ip -json -4 rule show", "bridge -json fdb show"]);
+    expect(calls.map((c) => c.line)).toEqual([
+      "nft -j --stateless list table ip t",
+      "ip -json -4 rule show",
+      "bridge -json fdb show",
+    ]);
 
-    const missing = commandKernel({ run: async (c, a) => Promise.reject(new CommandError(c, a, 1, "Error: No such file or directory")) });
+    const missing = commandKernel({
+      run: async (c, a) => Promise.reject(new CommandError(c, a, 1, "Error: No such file or directory")),
+    });
     expect(await missing.nftList("table ip t")).toBeUndefined();
-    const broken = commandKernel({ run: async (c, a) => Promise.reject(new CommandError(c, a, 1, "Error: Operation not permitted")) });
+    const broken = commandKernel({
+      run: async (c, a) => Promise.reject(new CommandError(c, a, 1, "Error: Operation not permitted")),
+    });
     await expect(broken.nftList("table ip t")).rejects.toThrow(/Operation not permitted/);
   });
 
@@ -43,6 +59,9 @@ describe("the real kernel: the commands behind each call", () => {
     const { calls, kernel } = recorder(() => "");
     await kernel.writeProcSys("/host/proc/sys/net/ipv4/conf/eth0.100/rp_filter", "2");
     await kernel.deleteFlows(["--mark", "0x10010000/0x1fff0000"]);
-    expect(calls.map((c) => c.line)).toEqual(['sh -c echo "$1" > "$0" /host/proc/sys/net/ipv4/conf/eth0.100/rp_filter 2', "conntrack -D --mark 0x10010000/0x1fff0000"]);
+    expect(calls.map((c) => c.line)).toEqual([
+      'sh -c echo "$1" > "$0" /host/proc/sys/net/ipv4/conf/eth0.100/rp_filter 2',
+      "conntrack -D --mark 0x10010000/0x1fff0000",
+    ]);
   });
 });

@@ -34,14 +34,20 @@ export type NftObject = Record<string, unknown>;
 
 /** The real kernel, through the `nft`, `ip`, `bridge`, `sh` and `conntrack` commands. */
 export function commandKernel(runner: CommandRunner): Kernel {
-  const json = async <T>(command: string, args: readonly string[]): Promise<T[]> => JSON.parse((await runner.run(command, ["-json", ...args])).stdout || "[]") as T[];
+  const json = async <T>(command: string, args: readonly string[]): Promise<T[]> =>
+    JSON.parse((await runner.run(command, ["-json", ...args])).stdout || "[]") as T[];
   return {
     async nft(script) {
       await runner.run("nft", ["-f", "-"], { input: script });
     },
     async nftList(what, opts = {}) {
       try {
-        const { stdout } = await runner.run("nft", ["-j", ...(opts.stateless ? ["--stateless"] : []), "list", ...what.split(" ")]);
+        const { stdout } = await runner.run("nft", [
+          "-j",
+          ...(opts.stateless ? ["--stateless"] : []),
+          "list",
+          ...what.split(" "),
+        ]);
         return (JSON.parse(stdout) as { nftables: NftObject[] }).nftables;
       } catch (e) {
         if (/No such file or directory/.test(String((e as Error).message))) return undefined;

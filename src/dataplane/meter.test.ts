@@ -3,11 +3,19 @@ import { counterName, meterScript, METER_RULES } from "./meter.js";
 
 const checkout = { policy: "EgressPolicy/payments/checkout", egressIP: "192.0.2.10", snatAddress: "192.0.2.10" };
 const exporter = { policy: "EgressPolicy/reporting/exporter", egressIP: "192.0.2.11", snatAddress: "192.0.2.11" };
-const absent = { present: false, counters: new Set<string>(), elements: { out: new Map<string, string>(), in: new Map<string, string>() }, rules: [] };
+const absent = {
+  present: false,
+  counters: new Set<string>(),
+  elements: { out: new Map<string, string>(), in: new Map<string, string>() },
+  rules: [],
+};
 const kernelWith = (...rows: (typeof checkout)[]) => ({
   present: true,
   counters: new Set(rows.flatMap((r) => [counterName("out", r), counterName("in", r)])),
-  elements: { out: new Map(rows.map((r) => [r.snatAddress, counterName("out", r)])), in: new Map(rows.map((r) => [r.snatAddress, counterName("in", r)])) },
+  elements: {
+    out: new Map(rows.map((r) => [r.snatAddress, counterName("out", r)])),
+    in: new Map(rows.map((r) => [r.snatAddress, counterName("in", r)])),
+  },
   rules: [METER_RULES.out, METER_RULES.in],
 });
 
@@ -15,7 +23,9 @@ describe("gateway metering table", () => {
   it("a counter per (policy, egress IP, direction), stable across agents, new when the IP moves to another policy", () => {
     expect(counterName("out", checkout)).toBe(counterName("out", { ...checkout }));
     expect(counterName("out", checkout)).not.toBe(counterName("in", checkout));
-    expect(counterName("out", checkout)).not.toBe(counterName("out", { ...checkout, policy: "EgressPolicy/other/app" }));
+    expect(counterName("out", checkout)).not.toBe(
+      counterName("out", { ...checkout, policy: "EgressPolicy/other/app" }),
+    );
     expect(counterName("out", checkout)).toMatch(/^out_[0-9a-f]{16}$/);
   });
 
@@ -34,7 +44,10 @@ describe("gateway metering table", () => {
 
   it("adds and removes only what changed, never touching the counters that stay", () => {
     const script = meterScript([exporter], kernelWith(checkout));
-    const lines = script.trim().split("\n").filter((l) => !l.startsWith("add map") && !l.startsWith("add chain"));
+    const lines = script
+      .trim()
+      .split("\n")
+      .filter((l) => !l.startsWith("add map") && !l.startsWith("add chain"));
     expect(lines).toEqual([
       "delete element ip static_egress_meter meter_out { 192.0.2.10 }",
       "delete element ip static_egress_meter meter_in { 192.0.2.10 }",
@@ -47,7 +60,9 @@ describe("gateway metering table", () => {
     ]);
     // An egress IP given to another policy: a new counter (the old policy's count is not carried over).
     const moved = { ...checkout, policy: "EgressPolicy/other/app" };
-    expect(meterScript([moved], kernelWith(checkout))).toContain(`add element ip static_egress_meter meter_out { 192.0.2.10 : "${counterName("out", moved)}" }`);
+    expect(meterScript([moved], kernelWith(checkout))).toContain(
+      `add element ip static_egress_meter meter_out { 192.0.2.10 : "${counterName("out", moved)}" }`,
+    );
   });
 
   it("restores rules someone changed without recreating the counters", () => {

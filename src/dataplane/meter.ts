@@ -76,11 +76,17 @@ export function meterScript(rows: readonly MeterRow[], now: Kernel, table = METE
   for (const c of now.counters) if (!want.counters.has(c)) lines.push(`delete counter ${t} ${c}`);
   for (const c of want.counters) if (!now.counters.has(c)) lines.push(`add counter ${t} ${c}`);
   for (const d of DIRECTIONS) {
-    const added = [...want.elements[d]].filter(([k, v]) => now.elements[d].get(k) !== v).map(([k, v]) => `${k} : "${v}"`);
+    const added = [...want.elements[d]]
+      .filter(([k, v]) => now.elements[d].get(k) !== v)
+      .map(([k, v]) => `${k} : "${v}"`);
     if (added.length) lines.push(`add element ${t} meter_${d} { ${added.join(", ")} }`);
   }
   if (now.rules.join("\n") !== [METER_RULES.out, METER_RULES.in].join("\n")) {
-    lines.push(`flush chain ${t} ${CHAIN}`, `add rule ${t} ${CHAIN} ${METER_RULES.out}`, `add rule ${t} ${CHAIN} ${METER_RULES.in}`);
+    lines.push(
+      `flush chain ${t} ${CHAIN}`,
+      `add rule ${t} ${CHAIN} ${METER_RULES.out}`,
+      `add rule ${t} ${CHAIN} ${METER_RULES.in}`,
+    );
   }
   if (lines.length === 0) return "";
   // Declarations are idempotent: they restore a map or the chain someone deleted, and change nothing otherwise.
@@ -89,7 +95,10 @@ export function meterScript(rows: readonly MeterRow[], now: Kernel, table = METE
   return [...declare, ...lines].join("\n") + "\n";
 }
 
-function wanted(rows: readonly MeterRow[]): { counters: Set<string>; elements: Record<Direction, Map<string, string>> } {
+function wanted(rows: readonly MeterRow[]): {
+  counters: Set<string>;
+  elements: Record<Direction, Map<string, string>>;
+} {
   const counters = new Set<string>();
   const elements: Record<Direction, Map<string, string>> = { out: new Map(), in: new Map() };
   for (const row of rows) {
@@ -103,7 +112,13 @@ function wanted(rows: readonly MeterRow[]): { counters: Set<string>; elements: R
   return { counters, elements };
 }
 
-type NftJson = { nftables: { counter?: { name: string; packets: number; bytes: number }; map?: { name: string; elem?: [string, string][] }; rule?: { chain: string } }[] };
+type NftJson = {
+  nftables: {
+    counter?: { name: string; packets: number; bytes: number };
+    map?: { name: string; elem?: [string, string][] };
+    rule?: { chain: string };
+  }[];
+};
 
 export class MeterTable {
   /** counter name -> what it counts (from the last apply). */
@@ -123,7 +138,8 @@ export class MeterTable {
     for (const row of rows) {
       if (seen.has(row.snatAddress)) continue;
       seen.add(row.snatAddress);
-      for (const direction of DIRECTIONS) this.labels.set(counterName(direction, row), { policy: row.policy, egressIP: row.egressIP, direction });
+      for (const direction of DIRECTIONS)
+        this.labels.set(counterName(direction, row), { policy: row.policy, egressIP: row.egressIP, direction });
     }
     return script !== "";
   }
@@ -132,7 +148,9 @@ export class MeterTable {
   async readings(): Promise<MeterReading[]> {
     let json: NftJson;
     try {
-      json = JSON.parse((await this.runner.run("nft", ["-j", "list", "counters", "table", "ip", this.table])).stdout) as NftJson;
+      json = JSON.parse(
+        (await this.runner.run("nft", ["-j", "list", "counters", "table", "ip", this.table])).stdout,
+      ) as NftJson;
     } catch {
       return [];
     }
@@ -143,7 +161,12 @@ export class MeterTable {
   }
 
   private async read(): Promise<Kernel> {
-    const empty: Kernel = { present: false, counters: new Set(), elements: { out: new Map(), in: new Map() }, rules: [] };
+    const empty: Kernel = {
+      present: false,
+      counters: new Set(),
+      elements: { out: new Map(), in: new Map() },
+      rules: [],
+    };
     let stdout: string;
     try {
       ({ stdout } = await this.runner.run("nft", ["-j", "list", "table", "ip", this.table]));
@@ -156,11 +179,17 @@ export class MeterTable {
     const now: Kernel = { ...empty, present: true };
     for (const e of json.nftables) {
       if (e.counter) now.counters.add(e.counter.name);
-      if (e.map?.name === "meter_out" || e.map?.name === "meter_in") now.elements[e.map.name === "meter_out" ? "out" : "in"] = new Map(e.map.elem ?? []);
+      if (e.map?.name === "meter_out" || e.map?.name === "meter_in")
+        now.elements[e.map.name === "meter_out" ? "out" : "in"] = new Map(e.map.elem ?? []);
     }
     // The rules in nft's own words (the JSON form would need a translation of its own).
-    const chain = await this.runner.run("nft", ["--stateless", "list", "chain", "ip", this.table, CHAIN]).catch(() => ({ stdout: "" }));
-    now.rules = chain.stdout.split("\n").map((l) => l.trim()).filter((l) => l.startsWith("ct "));
+    const chain = await this.runner
+      .run("nft", ["--stateless", "list", "chain", "ip", this.table, CHAIN])
+      .catch(() => ({ stdout: "" }));
+    now.rules = chain.stdout
+      .split("\n")
+      .map((l) => l.trim())
+      .filter((l) => l.startsWith("ct "));
     if (!chain.stdout) now.rules = ["(chain missing)"];
     return now;
   }

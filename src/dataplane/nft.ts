@@ -10,7 +10,12 @@ import type { Kernel } from "./kernel.js";
 export interface TableModel {
   family: "ip" | "inet" | "bridge";
   name: string;
-  sets: { kind: "set" | "map"; name: string; /** e.g. `type ipv4_addr; flags interval;` */ spec: string; elements: string[] }[];
+  sets: {
+    kind: "set" | "map";
+    name: string;
+    /** e.g. `type ipv4_addr; flags interval;` */ spec: string;
+    elements: string[];
+  }[];
   chains: string;
 }
 
@@ -30,7 +35,13 @@ export function renderFull(t: TableModel): string {
 export const MAX_DELTA_DELETIONS = 64;
 
 function renderDelta(prev: TableModel, next: TableModel): string | undefined {
-  if (prev.family !== next.family || prev.name !== next.name || prev.chains !== next.chains || prev.sets.length !== next.sets.length) return undefined;
+  if (
+    prev.family !== next.family ||
+    prev.name !== next.name ||
+    prev.chains !== next.chains ||
+    prev.sets.length !== next.sets.length
+  )
+    return undefined;
   const lines: string[] = [];
   for (let i = 0; i < next.sets.length; i++) {
     const a = prev.sets[i]!;
@@ -41,7 +52,8 @@ function renderDelta(prev: TableModel, next: TableModel): string | undefined {
     const removed = a.elements.filter((e) => !has.has(e));
     const added = b.elements.filter((e) => !had.has(e));
     if (removed.length > MAX_DELTA_DELETIONS) return undefined;
-    if (removed.length > 0) lines.push(`delete element ${next.family} ${next.name} ${b.name} { ${removed.join(", ")} }`);
+    if (removed.length > 0)
+      lines.push(`delete element ${next.family} ${next.name} ${b.name} { ${removed.join(", ")} }`);
     if (added.length > 0) lines.push(`add element ${next.family} ${next.name} ${b.name} { ${added.join(", ")} }`);
   }
   return lines.join("\n") + (lines.length > 0 ? "\n" : "");
@@ -58,7 +70,12 @@ function elementsClause(elements: readonly string[]): string {
  */
 async function listTable(kernel: Kernel, family: string, name: string): Promise<string | undefined> {
   const objects = await kernel.nftList(`table ${family} ${name}`, { stateless: true });
-  return objects && JSON.stringify(objects.map((o) => (o.counter ? { counter: { ...(o.counter as object), packets: 0, bytes: 0 } } : o)));
+  return (
+    objects &&
+    JSON.stringify(
+      objects.map((o) => (o.counter ? { counter: { ...(o.counter as object), packets: 0, bytes: 0 } } : o)),
+    )
+  );
 }
 
 export function hex(n: number): string {
@@ -87,7 +104,9 @@ export class OwnedTable {
    */
   async counters(): Promise<Map<string, number>> {
     try {
-      const entries = ((await this.kernel.nftList(`counters table ${this.family} ${this.name}`)) ?? []) as { counter?: { name: string; packets: number } }[];
+      const entries = ((await this.kernel.nftList(`counters table ${this.family} ${this.name}`)) ?? []) as {
+        counter?: { name: string; packets: number };
+      }[];
       return new Map(entries.flatMap((e) => (e.counter ? [[e.counter.name, e.counter.packets] as const] : [])));
     } catch {
       return new Map();

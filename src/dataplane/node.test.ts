@@ -4,15 +4,41 @@ import { parseCidr } from "../util/ipv4.js";
 import type { NodePlan } from "../planner/model.js";
 import type { CommandRunner } from "../util/exec.js";
 import { commandKernel } from "./kernel.js";
-import { BIND_TABLE, bindTableModel, NodeDataplane, nodeRouting, nodeTableModel, nodeTunnels, type NodeFacts } from "./node.js";
+import {
+  BIND_TABLE,
+  bindTableModel,
+  NodeDataplane,
+  nodeRouting,
+  nodeTableModel,
+  nodeTunnels,
+  type NodeFacts,
+} from "./node.js";
 
 const plan: NodePlan = {
   node: "n1",
   instances: [{ key: "gw/a", address: "10.0.0.101", mark: markFor(1), table: tableFor(1), route: "via", vni: 1 }],
   entries: [
-    { podIP: "10.244.1.5", dst: parseCidr("0.0.0.0/0"), mark: markFor(1), policy: "EgressPolicy/p/c", instance: "gw/a" },
-    { podIP: "10.244.1.6", dst: parseCidr("0.0.0.0/0"), mark: markFor(1), policy: "EgressPolicy/p/c", instance: "gw/a" },
-    { podIP: "10.244.1.7", dst: parseCidr("0.0.0.0/0"), mark: markFor(1), policy: "EgressPolicy/p/c", instance: "gw/a" },
+    {
+      podIP: "10.244.1.5",
+      dst: parseCidr("0.0.0.0/0"),
+      mark: markFor(1),
+      policy: "EgressPolicy/p/c",
+      instance: "gw/a",
+    },
+    {
+      podIP: "10.244.1.6",
+      dst: parseCidr("0.0.0.0/0"),
+      mark: markFor(1),
+      policy: "EgressPolicy/p/c",
+      instance: "gw/a",
+    },
+    {
+      podIP: "10.244.1.7",
+      dst: parseCidr("0.0.0.0/0"),
+      mark: markFor(1),
+      policy: "EgressPolicy/p/c",
+      instance: "gw/a",
+    },
   ],
   neverDivert: [parseCidr("10.0.0.0/8"), parseCidr("169.254.0.0/17")],
   unavailable: [],
@@ -30,16 +56,26 @@ const set = (m: ReturnType<typeof nodeTableModel>, name: string) => m.sets.find(
 
 describe("node table", () => {
   it("never diverts link-local, multicast and broadcast, merged with the cluster's ranges", () => {
-    expect(set(nodeTableModel(plan, "t", facts), "never_divert")).toEqual(["10.0.0.0-10.255.255.255", "169.254.0.0-169.254.255.255", "224.0.0.0-239.255.255.255", "255.255.255.255"]);
+    expect(set(nodeTableModel(plan, "t", facts), "never_divert")).toEqual([
+      "10.0.0.0-10.255.255.255",
+      "169.254.0.0-169.254.255.255",
+      "224.0.0.0-239.255.255.255",
+      "255.255.255.255",
+    ]);
   });
 
   it("binds each selected pod's address to its interface; an unknown one gets no element (its diverted packets drop)", () => {
-    expect(set(nodeTableModel(plan, "t", facts), "pod_ifaces")).toEqual(['10.244.1.5 . "veth5"', '10.244.1.6 . "cni0"']);
+    expect(set(nodeTableModel(plan, "t", facts), "pod_ifaces")).toEqual([
+      '10.244.1.5 . "veth5"',
+      '10.244.1.6 . "cni0"',
+    ]);
   });
 
   it("checks the binding first for every diverted packet, then fail-closed", () => {
     const chains = nodeTableModel(plan, "t", facts).chains;
-    expect(chains).toMatch(/chain enforce \{\n\s+ip saddr \. iifname != @pod_ifaces counter name "spoofed_drops" drop\n\s+meta mark @down_instances counter name "failclosed_drops" drop\n/);
+    expect(chains).toMatch(
+      /chain enforce \{\n\s+ip saddr \. iifname != @pod_ifaces counter name "spoofed_drops" drop\n\s+meta mark @down_instances counter name "failclosed_drops" drop\n/,
+    );
   });
 
   it("hears BFD only with TTL 255, from an instance address on the interface toward it", () => {
@@ -47,7 +83,9 @@ describe("node table", () => {
     expect(set(m, "health_peers")).toEqual(['"eth0" . 10.0.0.101']);
     expect(m.chains).toContain("type filter hook input priority filter - 10; policy accept;");
     expect(m.chains).toContain('udp dport { 3784, 4784 } ip ttl != 255 counter name "forged_health_drops" drop');
-    expect(m.chains).toContain('udp dport { 3784, 4784 } iifname . ip saddr != @health_peers counter name "forged_health_drops" drop');
+    expect(m.chains).toContain(
+      'udp dport { 3784, 4784 } iifname . ip saddr != @health_peers counter name "forged_health_drops" drop',
+    );
   });
 
   it("the bridge table guards only bridged pods' addresses, by port, for IP and ARP", () => {
@@ -56,7 +94,9 @@ describe("node table", () => {
     expect(b.sets.find((s) => s.name === "guarded")!.elements).toEqual(["10.244.1.6"]);
     expect(b.sets.find((s) => s.name === "ports")!.elements).toEqual(['10.244.1.6 . "vethsix"']);
     expect(b.chains).toContain('ip saddr @guarded ip saddr . iifname != @ports counter name "spoofed_drops" drop');
-    expect(b.chains).toContain('arp saddr ip @guarded arp saddr ip . iifname != @ports counter name "spoofed_drops" drop');
+    expect(b.chains).toContain(
+      'arp saddr ip @guarded arp saddr ip . iifname != @ports counter name "spoofed_drops" drop',
+    );
   });
 });
 
@@ -123,8 +163,12 @@ describe("VXLAN into the node", () => {
 
   it("does not connection-track the tunnels' own packets (its port, both directions)", () => {
     const chains = nodeTableModel(tunnelPlan({ address: "10.0.0.11", port: 20123 }), "t").chains;
-    expect(chains).toMatch(/chain tunnel_notrack_in \{\n\s+type filter hook prerouting priority raw; policy accept;\n\s+udp dport 20123 notrack\n/);
-    expect(chains).toMatch(/chain tunnel_notrack_out \{\n\s+type filter hook output priority raw; policy accept;\n\s+udp dport 20123 notrack\n/);
+    expect(chains).toMatch(
+      /chain tunnel_notrack_in \{\n\s+type filter hook prerouting priority raw; policy accept;\n\s+udp dport 20123 notrack\n/,
+    );
+    expect(chains).toMatch(
+      /chain tunnel_notrack_out \{\n\s+type filter hook output priority raw; policy accept;\n\s+udp dport 20123 notrack\n/,
+    );
   });
 
   it("a node without a tunnel end listens on no port and has no rule for one", () => {
@@ -139,21 +183,49 @@ describe("drop counters", () => {
   it("reads every named counter of both tables in one listing each, adding the bridge table's spoofed drops", async () => {
     const calls: string[] = [];
     const listing = (family: string, counters: Record<string, number>) =>
-      JSON.stringify({ nftables: [{ metainfo: {} }, ...Object.entries(counters).map(([name, packets]) => ({ counter: { family, name, table: "t", packets, bytes: 0 } }))] });
+      JSON.stringify({
+        nftables: [
+          { metainfo: {} },
+          ...Object.entries(counters).map(([name, packets]) => ({
+            counter: { family, name, table: "t", packets, bytes: 0 },
+          })),
+        ],
+      });
     const runner: CommandRunner = {
       run: async (cmd, args) => {
         calls.push(`${cmd} ${args.join(" ")}`);
         if (args.includes("bridge")) return { stdout: listing("bridge", { spoofed_drops: 2 }), stderr: "" };
-        return { stdout: listing("ip", { failclosed_drops: 5, spoofed_drops: 3, foreign_tunnel_drops: 7, forged_health_drops: 11 }), stderr: "" };
+        return {
+          stdout: listing("ip", {
+            failclosed_drops: 5,
+            spoofed_drops: 3,
+            foreign_tunnel_drops: 7,
+            forged_health_drops: 11,
+          }),
+          stderr: "",
+        };
       },
     };
-    expect(await new NodeDataplane(commandKernel(runner)).drops()).toEqual({ failClosed: 5, spoofed: 5, foreignTunnel: 7, forgedHealth: 11 });
-    expect(calls).toEqual(["nft -j list counters table ip static_egress", `nft -j list counters table bridge ${BIND_TABLE}`]);
+    expect(await new NodeDataplane(commandKernel(runner)).drops()).toEqual({
+      failClosed: 5,
+      spoofed: 5,
+      foreignTunnel: 7,
+      forgedHealth: 11,
+    });
+    expect(calls).toEqual([
+      "nft -j list counters table ip static_egress",
+      `nft -j list counters table bridge ${BIND_TABLE}`,
+    ]);
   });
 
   it("counts nothing for a table that is not there", async () => {
     const runner: CommandRunner = { run: async () => Promise.reject(new Error("No such file or directory")) };
-    expect(await new NodeDataplane(commandKernel(runner)).drops()).toEqual({ failClosed: 0, spoofed: 0, foreignTunnel: 0, forgedHealth: 0 });
+    expect(await new NodeDataplane(commandKernel(runner)).drops()).toEqual({
+      failClosed: 0,
+      spoofed: 0,
+      foreignTunnel: 0,
+      forgedHealth: 0,
+    });
   });
 });
 
@@ -162,16 +234,25 @@ describe("the node's own traffic (ClusterEgressPolicy nodeSelector)", () => {
     ...plan,
     entries: [],
     tunnel: { address: "10.0.0.11", port: 20007 },
-    nodeEntries: [{ dst: parseCidr("198.51.100.0/24"), mark: markFor(1), policy: "ClusterEgressPolicy/hosts", instance: "gw/a" }],
+    nodeEntries: [
+      { dst: parseCidr("198.51.100.0/24"), mark: markFor(1), policy: "ClusterEgressPolicy/hosts", instance: "gw/a" },
+    ],
     keepLocal: ["10.0.0.1", "not-an-address"],
   };
-  const model = nodeTableModel(nodePlan, "static_egress", { ...facts, localSubnets: ["10.0.0.0/24", "192.168.5.0/24"] });
+  const model = nodeTableModel(nodePlan, "static_egress", {
+    ...facts,
+    localSubnets: ["10.0.0.0/24", "192.168.5.0/24"],
+  });
 
   it("marks locally generated packets to the listed destinations, never the tunnels', probes, replies, the cluster's, the API server's or the VPC's", () => {
     expect(set(model, "node_divert")).toEqual(["198.51.100.0-198.51.100.255 : 0x10010000"]);
     // The API server address (what does not parse is left out) and the node's own subnets.
     expect(set(model, "node_keep")).toEqual(["10.0.0.0-10.0.0.255", "192.168.5.0-192.168.5.255"]);
-    const chain = model.chains.split("chain mark_node_egress {\n")[1]!.split("\n  }")[0]!.split("\n").map((l) => l.trim());
+    const chain = model.chains
+      .split("chain mark_node_egress {\n")[1]!
+      .split("\n  }")[0]!
+      .split("\n")
+      .map((l) => l.trim());
     expect(chain.slice(0, 8)).toEqual([
       "type route hook output priority mangle; policy accept;",
       // The tunnel's own packets carry the inner packet's mark: returned before anything else.
@@ -184,11 +265,15 @@ describe("the node's own traffic (ClusterEgressPolicy nodeSelector)", () => {
       "ct mark & 0x40000000 == 0x40000000 meta mark set ct mark & 0x1fff0000 goto node_enforce",
     ]);
     // A down instance's mark is dropped and counted, as for pods.
-    expect(model.chains).toMatch(/chain node_enforce \{\n\s+meta mark @down_instances counter name "failclosed_drops" drop/);
+    expect(model.chains).toMatch(
+      /chain node_enforce \{\n\s+meta mark @down_instances counter name "failclosed_drops" drop/,
+    );
   });
 
   it("leaves through the tunnel with the node's InternalIP (the address its gateways bind to its tunnel), pods keep their own", () => {
-    expect(model.chains).toMatch(/ct mark & 0x40000000 == 0x40000000 counter snat ip to 10\.0\.0\.11\n\s+meta mark & 0x10000000 == 0x10000000 counter snat ip to ip saddr/);
+    expect(model.chains).toMatch(
+      /ct mark & 0x40000000 == 0x40000000 counter snat ip to 10\.0\.0\.11\n\s+meta mark & 0x10000000 == 0x10000000 counter snat ip to ip saddr/,
+    );
   });
 
   it("adds nothing to a node no such policy selects", () => {

@@ -1,12 +1,39 @@
 import type { NodePlan } from "../planner/model.js";
-import { BFD_CONTROL_PORT, BFD_MULTIHOP_PORT, DEFAULT_RULE_PRIORITY, DEFAULT_TABLE_BASE, MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, NO_INSTANCE_MARK, NODE_FLOW_BIT, TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../api/datapath.js";
+import {
+  BFD_CONTROL_PORT,
+  BFD_MULTIHOP_PORT,
+  DEFAULT_RULE_PRIORITY,
+  DEFAULT_TABLE_BASE,
+  MARK_FLAG,
+  MARK_MASK,
+  MAX_INSTANCE_ID,
+  NO_INSTANCE_MARK,
+  NODE_FLOW_BIT,
+  TUNNEL_PORT_BASE,
+  TUNNEL_PORT_MAX,
+} from "../api/datapath.js";
 import { formatRange, normalize, parseCidr, type Range } from "../util/ipv4.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import type { Kernel } from "./kernel.js";
 import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
-import { diffRouting, loosenRpFilter, readRoutes, readRules, runBatch, type RouteSpec, type RuleSpec } from "./routing.js";
+import {
+  diffRouting,
+  loosenRpFilter,
+  readRoutes,
+  readRules,
+  runBatch,
+  type RouteSpec,
+  type RuleSpec,
+} from "./routing.js";
 import { connectedSubnets } from "./static-routes.js";
-import { GATEWAY_INNER, NODE_INNER, NODE_TUNNEL_PREFIX, nodeTunnelDevice, TunnelDevices, type TunnelSpec } from "./tunnel.js";
+import {
+  GATEWAY_INNER,
+  NODE_INNER,
+  NODE_TUNNEL_PREFIX,
+  nodeTunnelDevice,
+  TunnelDevices,
+  type TunnelSpec,
+} from "./tunnel.js";
 
 export interface NodeDataplaneOptions {
   /** nft table the node agent owns (family ip). */
@@ -22,7 +49,12 @@ export interface NodeDataplaneOptions {
   procSysNet?: string;
 }
 
-const defaults = { table: "static_egress", tableBase: DEFAULT_TABLE_BASE, rulePriority: DEFAULT_RULE_PRIORITY, procSysNet: "/proc/sys/net" };
+const defaults = {
+  table: "static_egress",
+  tableBase: DEFAULT_TABLE_BASE,
+  rulePriority: DEFAULT_RULE_PRIORITY,
+  procSysNet: "/proc/sys/net",
+};
 
 /** The node agent's bridge-family table: binds selected pods' addresses to their bridge ports. */
 export const BIND_TABLE = "static_egress_bind";
@@ -52,7 +84,6 @@ export interface NodeFacts {
 
 const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
 
-
 /**
  * The node's nftables table. Packets from pods get the mark of their gateway instance after
  * destination NAT (so Service traffic is judged by its real destination); marked packets get
@@ -74,7 +105,12 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
     family: "ip",
     name,
     sets: [
-      { kind: "set", name: "never_divert", spec: "type ipv4_addr; flags interval;", elements: normalize([...plan.neverDivert, ...ALWAYS_LOCAL.map(parseCidr)]).map(formatRange) },
+      {
+        kind: "set",
+        name: "never_divert",
+        spec: "type ipv4_addr; flags interval;",
+        elements: normalize([...plan.neverDivert, ...ALWAYS_LOCAL.map(parseCidr)]).map(formatRange),
+      },
       {
         kind: "map",
         name: "divert",
@@ -82,19 +118,34 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
         elements: plan.entries.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${hex(e.mark)}`),
       },
       // Instances judged down, and "no instance yet": their packets are dropped here and counted (fail-closed).
-      { kind: "set", name: "down_instances", spec: "type mark;", elements: [hex(NO_INSTANCE_MARK), ...plan.instances.filter((i) => i.route === "blackhole").map((i) => hex(i.mark))] },
+      {
+        kind: "set",
+        name: "down_instances",
+        spec: "type mark;",
+        elements: [
+          hex(NO_INSTANCE_MARK),
+          ...plan.instances.filter((i) => i.route === "blackhole").map((i) => hex(i.mark)),
+        ],
+      },
       // A selected pod's address is diverted only when it comes in on that pod's own interface.
       { kind: "set", name: "pod_ifaces", spec: "type ipv4_addr . ifname;", elements: bound },
       // Health probes are heard only from an instance's address, on the interface toward it.
       { kind: "set", name: "health_peers", spec: "type ifname . ipv4_addr;", elements: peers },
       // VXLAN into this node's tunnel port: only from an instance's address, with its own VNI.
       // The node's own traffic (nodeSelector policies): destination -> mark, and what it never takes.
-      { kind: "map", name: "node_divert", spec: "type ipv4_addr : mark; flags interval;", elements: (plan.nodeEntries ?? []).map((e) => `${formatRange(e.dst)} : ${hex(e.mark)}`) },
+      {
+        kind: "map",
+        name: "node_divert",
+        spec: "type ipv4_addr : mark; flags interval;",
+        elements: (plan.nodeEntries ?? []).map((e) => `${formatRange(e.dst)} : ${hex(e.mark)}`),
+      },
       {
         kind: "set",
         name: "node_keep",
         spec: "type ipv4_addr; flags interval;",
-        elements: plan.nodeEntries?.length ? normalize([...(plan.keepLocal ?? []), ...(facts.localSubnets ?? [])].flatMap(addressRange)).map(formatRange) : [],
+        elements: plan.nodeEntries?.length
+          ? normalize([...(plan.keepLocal ?? []), ...(facts.localSubnets ?? [])].flatMap(addressRange)).map(formatRange)
+          : [],
       },
       {
         kind: "set",
@@ -118,21 +169,25 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
       `  chain enforce {\n    ip saddr . iifname != @pod_ifaces counter name "spoofed_drops" drop\n` +
       `    meta mark @down_instances counter name "failclosed_drops" drop\n  }\n` +
       `  chain keep_pod_source {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
-      (plan.nodeEntries?.length && plan.tunnel ? `    ct mark & ${hex(NODE_FLOW_BIT)} == ${hex(NODE_FLOW_BIT)} counter snat ip to ${plan.tunnel.address}\n` : "") +
+      (plan.nodeEntries?.length && plan.tunnel
+        ? `    ct mark & ${hex(NODE_FLOW_BIT)} == ${hex(NODE_FLOW_BIT)} counter snat ip to ${plan.tunnel.address}\n`
+        : "") +
       `    meta mark & ${flag} == ${flag} counter snat ip to ip saddr\n  }\n` +
       // The node's own packets (and hostNetwork pods'): the prerouting chain never sees them. Never
       // the tunnels' own packets (already marked, to an instance: never_divert), health probes,
       // replies of connections made to the node, the cluster's ranges, the API server, the VPC.
-      (!plan.nodeEntries?.length ? "" : `  chain mark_node_egress {\n    type route hook output priority mangle; policy accept;\n` +
-      `    meta mark & ${flag} == ${flag} return\n` +
-      `    udp dport { ${HEALTH_PORTS.join(", ")}, ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} } return\n` +
-      `    ct direction reply return\n` +
-      // The node's own addresses (loopback too): delivered locally, never through a tunnel.
-      `    fib daddr type local return\n` +
-      `    ip daddr @never_divert return\n    ip daddr @node_keep return\n` +
-      `    ct mark & ${hex(NODE_FLOW_BIT)} == ${hex(NODE_FLOW_BIT)} meta mark set ct mark & ${hex(MARK_MASK)} goto node_enforce\n` +
-      `    meta mark set ip daddr map @node_divert ct mark set meta mark | ${hex(NODE_FLOW_BIT)} goto node_enforce\n  }\n` +
-      `  chain node_enforce {\n    meta mark @down_instances counter name "failclosed_drops" drop\n  }\n`) +
+      (!plan.nodeEntries?.length
+        ? ""
+        : `  chain mark_node_egress {\n    type route hook output priority mangle; policy accept;\n` +
+          `    meta mark & ${flag} == ${flag} return\n` +
+          `    udp dport { ${HEALTH_PORTS.join(", ")}, ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} } return\n` +
+          `    ct direction reply return\n` +
+          // The node's own addresses (loopback too): delivered locally, never through a tunnel.
+          `    fib daddr type local return\n` +
+          `    ip daddr @never_divert return\n    ip daddr @node_keep return\n` +
+          `    ct mark & ${hex(NODE_FLOW_BIT)} == ${hex(NODE_FLOW_BIT)} meta mark set ct mark & ${hex(MARK_MASK)} goto node_enforce\n` +
+          `    meta mark set ip daddr map @node_divert ct mark set meta mark | ${hex(NODE_FLOW_BIT)} goto node_enforce\n  }\n` +
+          `  chain node_enforce {\n    meta mark @down_instances counter name "failclosed_drops" drop\n  }\n`) +
       // RFC 5881 section 5 (GTSM): only a directly connected peer can send TTL 255. Node's dgram
       // cannot read the received TTL, so it is checked here, before the socket; a pod on this
       // node is directly connected too, hence the interface and source binding.
@@ -176,18 +231,21 @@ function healthPeers(plan: NodePlan): string[] {
  * No br_netfilter needed: nft's bridge family sees the port as `iifname`.
  */
 export function bindTableModel(plan: NodePlan, facts: NodeFacts = noFacts, name = BIND_TABLE): TableModel {
-  const bridged = [...new Set(plan.entries.map((e) => e.podIP))]
-    .sort()
-    .flatMap((ip) => {
-      const b = facts.bindings.get(ip);
-      return b?.port ? [b] : [];
-    });
+  const bridged = [...new Set(plan.entries.map((e) => e.podIP))].sort().flatMap((ip) => {
+    const b = facts.bindings.get(ip);
+    return b?.port ? [b] : [];
+  });
   return {
     family: "bridge",
     name,
     sets: [
       { kind: "set", name: "guarded", spec: "type ipv4_addr;", elements: bridged.map((b) => b.podIP) },
-      { kind: "set", name: "ports", spec: "type ipv4_addr . ifname;", elements: bridged.map((b) => `${b.podIP} . "${b.port}"`) },
+      {
+        kind: "set",
+        name: "ports",
+        spec: "type ipv4_addr . ifname;",
+        elements: bridged.map((b) => `${b.podIP} . "${b.port}"`),
+      },
     ],
     chains:
       `  counter spoofed_drops {\n  }\n` +
@@ -208,12 +266,28 @@ export function renderNodeTable(plan: NodePlan, name = defaults.table): string {
  * instance's own VPC address (only tunnel packets: pods' packets to a gateway are never marked)
  * through the main table.
  */
-export function nodeRouting(plan: NodePlan, opts: NodeDataplaneOptions = {}): { rules: RuleSpec[]; routes: RouteSpec[] } {
+export function nodeRouting(
+  plan: NodePlan,
+  opts: NodeDataplaneOptions = {},
+): { rules: RuleSpec[]; routes: RouteSpec[] } {
   const prio = opts.rulePriority ?? defaults.rulePriority;
   const rules: RuleSpec[] = plan.tunnel
-    ? plan.instances.map((i) => ({ priority: prio + 5, to: `${i.address}/32`, fwmark: MARK_FLAG, mask: MARK_FLAG, action: { table: "main" as const } }))
+    ? plan.instances.map((i) => ({
+        priority: prio + 5,
+        to: `${i.address}/32`,
+        fwmark: MARK_FLAG,
+        mask: MARK_FLAG,
+        action: { table: "main" as const },
+      }))
     : [];
-  rules.push(...plan.instances.map((i) => ({ priority: prio + 10, fwmark: i.mark, mask: MARK_MASK, action: { table: i.table } })));
+  rules.push(
+    ...plan.instances.map((i) => ({
+      priority: prio + 10,
+      fwmark: i.mark,
+      mask: MARK_MASK,
+      action: { table: i.table },
+    })),
+  );
   // Any marked packet whose own rule is missing (mid-change, or stale mark) is dropped, never leaked.
   rules.push({ priority: prio + 99, fwmark: MARK_FLAG, mask: MARK_FLAG, action: "blackhole" });
   const routes: RouteSpec[] = plan.instances.map((i) =>
@@ -294,7 +368,10 @@ export class NodeDataplane {
     // Reading a large table back is not free: it is done on `verify` (the periodic drift check).
     // Both tables change in one transaction: a pod's divert entry and its port binding together.
     const verify = opts.verify === true;
-    const changes = [await this.table.prepare(nodeTableModel(plan, this.opts.table, facts), verify), await this.bindTable.prepare(bindTableModel(plan, facts), verify)];
+    const changes = [
+      await this.table.prepare(nodeTableModel(plan, this.opts.table, facts), verify),
+      await this.bindTable.prepare(bindTableModel(plan, facts), verify),
+    ];
     const script = changes.map((c) => c.script).join("");
     if (script !== "") await this.kernel.nft(script);
     for (const c of changes) if (c.script !== "") await c.commit();
@@ -308,7 +385,12 @@ export class NodeDataplane {
     }
     const unbound = new Set(plan.entries.map((e) => e.podIP).filter((ip) => !facts.bindings.has(ip))).size;
     this.appliedRouting = appliedKey;
-    return { nftChanged, routingAdded: add.length + tunnelsAdded, routingRemoved: remove.length + tunnelsRemoved, unbound };
+    return {
+      nftChanged,
+      routingAdded: add.length + tunnelsAdded,
+      routingRemoved: remove.length + tunnelsRemoved,
+      unbound,
+    };
   }
 
   /**
@@ -318,7 +400,8 @@ export class NodeDataplane {
   private async learnFacts(plan: NodePlan, verify: boolean): Promise<NodeFacts> {
     const podIPs = [...new Set(plan.entries.map((e) => e.podIP))].sort();
     const addresses = healthPeers(plan);
-    if (verify || podIPs.some((ip) => !this.bindings.has(ip))) this.bindings = resolveBindings(podIPs, await this.readKernelView(), this.bindings);
+    if (verify || podIPs.some((ip) => !this.bindings.has(ip)))
+      this.bindings = resolveBindings(podIPs, await this.readKernelView(), this.bindings);
     else this.bindings = new Map(podIPs.map((ip) => [ip, this.bindings.get(ip)!]));
     if (verify || addresses.some((a) => !this.instanceDevices.has(a))) {
       const devices = new Map<string, string>();
@@ -332,8 +415,13 @@ export class NodeDataplane {
       }
       this.instanceDevices = devices;
     }
-    if (plan.nodeEntries?.length && (verify || !this.localSubnets)) this.localSubnets = await connectedSubnets(this.kernel);
-    return { bindings: this.bindings, instanceDevices: this.instanceDevices, ...(plan.nodeEntries?.length ? { localSubnets: this.localSubnets ?? [] } : {}) };
+    if (plan.nodeEntries?.length && (verify || !this.localSubnets))
+      this.localSubnets = await connectedSubnets(this.kernel);
+    return {
+      bindings: this.bindings,
+      instanceDevices: this.instanceDevices,
+      ...(plan.nodeEntries?.length ? { localSubnets: this.localSubnets ?? [] } : {}),
+    };
   }
 
   private localSubnets: string[] | undefined;
@@ -346,7 +434,9 @@ export class NodeDataplane {
     ]);
     const bridged = links.some((l) => l.linkinfo?.info_kind === "bridge");
     // Neighbours and the FDB matter only for bridge CNIs.
-    const neighbours = bridged ? await this.kernel.ipJson<KernelView["neighbours"][number]>(["-4", "neigh", "show"]) : [];
+    const neighbours = bridged
+      ? await this.kernel.ipJson<KernelView["neighbours"][number]>(["-4", "neigh", "show"])
+      : [];
     const fdb = bridged ? await this.kernel.bridgeJson<KernelView["fdb"][number]>(["fdb", "show"]) : [];
     return { routes, links, neighbours, fdb };
   }
@@ -366,7 +456,8 @@ export class NodeDataplane {
    */
   private async loosenReversePathFilter(): Promise<void> {
     // learnFacts keeps only valid interface names.
-    for (const dev of new Set(this.instanceDevices.values())) await loosenRpFilter(this.kernel, this.opts.procSysNet, dev);
+    for (const dev of new Set(this.instanceDevices.values()))
+      await loosenRpFilter(this.kernel, this.opts.procSysNet, dev);
   }
 
   /**
@@ -377,7 +468,9 @@ export class NodeDataplane {
   async forgetFlows(which: { podIPs?: Iterable<string>; marks?: Iterable<number> }): Promise<void> {
     const jobs: Promise<unknown>[] = [];
     for (const ip of which.podIPs ?? []) {
-      jobs.push(this.kernel.deleteFlows(["-s", ip, "--mark", `${hex(MARK_FLAG)}/${hex(MARK_FLAG)}`]).catch(() => undefined));
+      jobs.push(
+        this.kernel.deleteFlows(["-s", ip, "--mark", `${hex(MARK_FLAG)}/${hex(MARK_FLAG)}`]).catch(() => undefined),
+      );
     }
     for (const mark of which.marks ?? []) {
       jobs.push(this.kernel.deleteFlows(["--mark", `${hex(mark)}/${hex(MARK_MASK)}`]).catch(() => undefined));

@@ -37,7 +37,10 @@ function ruleKey(r: RuleSpec): string {
 }
 
 function routeLine(verb: "replace" | "del", r: RouteSpec): string {
-  const target = r.kind === "blackhole" ? `blackhole ${r.dst}` : `${r.dst} via ${r.via}${r.onlinkDev ? ` dev ${r.onlinkDev} onlink` : ""}`;
+  const target =
+    r.kind === "blackhole"
+      ? `blackhole ${r.dst}`
+      : `${r.dst} via ${r.via}${r.onlinkDev ? ` dev ${r.onlinkDev} onlink` : ""}`;
   return `route ${verb} ${target} table ${r.table}${r.proto !== undefined ? ` proto ${r.proto}` : ""}`;
 }
 
@@ -65,7 +68,10 @@ export async function readRules(kernel: Kernel, from: number, to: number): Promi
       ...(r.dst !== undefined && r.dst !== "all" ? { to: `${r.dst}/${r.dstlen ?? 32}` } : {}),
       fwmark: Number(r.fwmark),
       mask: r.fwmask !== undefined ? Number(r.fwmask) : 0xffffffff,
-      action: r.action === "blackhole" ? ("blackhole" as const) : { table: r.table === "main" ? ("main" as const) : Number(r.table) },
+      action:
+        r.action === "blackhole"
+          ? ("blackhole" as const)
+          : { table: r.table === "main" ? ("main" as const) : Number(r.table) },
     }));
 }
 
@@ -80,7 +86,11 @@ interface JsonRoute {
 }
 
 /** Routes in our own tables (a numeric range), plus routes of our protocol in the main table. */
-export async function readRoutes(kernel: Kernel, tables: { from: number; to: number } | undefined, proto?: number): Promise<RouteSpec[]> {
+export async function readRoutes(
+  kernel: Kernel,
+  tables: { from: number; to: number } | undefined,
+  proto?: number,
+): Promise<RouteSpec[]> {
   const routes = await kernel.ipJson<JsonRoute>(["-4", "route", "show", "table", "all"]);
   const out: RouteSpec[] = [];
   for (const r of routes) {

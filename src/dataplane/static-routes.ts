@@ -50,22 +50,44 @@ function sameProto(p: string | undefined, proto: number): boolean {
  * netlink change, no gap), the rule added once there is something to look up, and removed, last,
  * when nothing is left.
  */
-export function staticRouteChanges(desired: readonly PlannedStaticRoute[], actual: StaticRouteKernelState, o: Required<StaticRouteWriterOptions>): { add: string[]; remove: string[] } {
+export function staticRouteChanges(
+  desired: readonly PlannedStaticRoute[],
+  actual: StaticRouteKernelState,
+  o: Required<StaticRouteWriterOptions>,
+): { add: string[]; remove: string[] } {
   const line = (verb: "replace" | "del", r: { dst: string; via?: string }) =>
     `route ${verb} ${r.via ? `${r.dst} via ${r.via}` : `blackhole ${r.dst}`} table ${o.table} proto ${o.proto}`;
   const have = new Map(actual.routes.map((r) => [r.dst, r.via ?? ""]));
   const want = new Set(desired.map((r) => r.dst));
   const add = desired.filter((r) => have.get(r.dst) !== (r.via ?? "")).map((r) => line("replace", r));
-  if (desired.length > 0 && !actual.rule) add.push(`rule add priority ${o.priority} lookup ${o.table} protocol ${o.proto}`);
+  if (desired.length > 0 && !actual.rule)
+    add.push(`rule add priority ${o.priority} lookup ${o.table} protocol ${o.proto}`);
   const remove = actual.routes.filter((r) => !want.has(r.dst)).map((r) => line("del", r));
-  if (desired.length === 0 && actual.rule) remove.push(`rule del priority ${o.priority} lookup ${o.table} protocol ${o.proto}`);
+  if (desired.length === 0 && actual.rule)
+    remove.push(`rule del priority ${o.priority} lookup ${o.table} protocol ${o.proto}`);
   return { add, remove };
 }
 
 /** The node's own on-link subnets (see StaticRouteWriter.connectedSubnets). */
 export async function connectedSubnets(kernel: Kernel): Promise<string[]> {
-  const routes = await kernel.ipJson<JsonRoute>(["-4", "route", "show", "table", "main", "scope", "link", "proto", "kernel"]);
-  return [...new Set(routes.filter((r) => r.dst.includes("/") && r.prefsrc && !r.dev?.startsWith(NODE_TUNNEL_PREFIX)).map((r) => r.dst))].sort();
+  const routes = await kernel.ipJson<JsonRoute>([
+    "-4",
+    "route",
+    "show",
+    "table",
+    "main",
+    "scope",
+    "link",
+    "proto",
+    "kernel",
+  ]);
+  return [
+    ...new Set(
+      routes
+        .filter((r) => r.dst.includes("/") && r.prefsrc && !r.dev?.startsWith(NODE_TUNNEL_PREFIX))
+        .map((r) => r.dst),
+    ),
+  ].sort();
 }
 
 /** Writes the planned static routes with `ip -json` (read) and `ip -batch` (write). */
@@ -87,8 +109,13 @@ export class StaticRouteWriter {
     // `table all`: asking for an empty table by number is an error ("FIB table does not exist").
     const routes = (await this.json<JsonRoute>(["-4", "route", "show", "table", "all"]))
       .filter((r) => r.table === String(this.o.table) && sameProto(r.protocol, this.o.proto))
-      .map((r) => ({ dst: r.dst.includes("/") ? r.dst : `${r.dst}/32`, ...(r.type !== "blackhole" && r.gateway ? { via: r.gateway } : {}) }));
-    const rule = (await this.json<JsonRule>(["-4", "rule", "show"])).some((r) => r.priority === this.o.priority && r.table === String(this.o.table) && sameProto(r.protocol, this.o.proto));
+      .map((r) => ({
+        dst: r.dst.includes("/") ? r.dst : `${r.dst}/32`,
+        ...(r.type !== "blackhole" && r.gateway ? { via: r.gateway } : {}),
+      }));
+    const rule = (await this.json<JsonRule>(["-4", "rule", "show"])).some(
+      (r) => r.priority === this.o.priority && r.table === String(this.o.table) && sameProto(r.protocol, this.o.proto),
+    );
     return { routes, rule };
   }
 

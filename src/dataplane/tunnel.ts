@@ -60,7 +60,10 @@ interface JsonLink {
   address?: string;
   mtu?: number;
   flags?: string[];
-  linkinfo?: { info_kind?: string; info_data?: { id?: number; remote?: string; local?: string; port?: number; learning?: boolean } };
+  linkinfo?: {
+    info_kind?: string;
+    info_data?: { id?: number; remote?: string; local?: string; port?: number; learning?: boolean };
+  };
 }
 
 interface JsonNeigh {
@@ -98,14 +101,20 @@ export class TunnelDevices {
   ) {}
 
   async read(): Promise<JsonLink[]> {
-    return (await this.kernel.ipJson<JsonLink>(["-d", "link", "show", "type", "vxlan"])).filter((l) => l.ifname.startsWith(this.prefix));
+    return (await this.kernel.ipJson<JsonLink>(["-d", "link", "show", "type", "vxlan"])).filter((l) =>
+      l.ifname.startsWith(this.prefix),
+    );
   }
 
   /** Creates missing or different devices, brings them up, sets their neighbour. Returns how many devices it changed. */
   async apply(desired: readonly TunnelSpec[]): Promise<number> {
     if (desired.length === 0) return 0;
     const links = new Map((await this.read()).map((l) => [l.ifname, l]));
-    const neighs = new Set((await this.kernel.ipJson<JsonNeigh>(["-4", "neigh", "show", "nud", "permanent"])).map((n) => `${n.dev}|${n.dst}|${n.lladdr ?? ""}`));
+    const neighs = new Set(
+      (await this.kernel.ipJson<JsonNeigh>(["-4", "neigh", "show", "nud", "permanent"])).map(
+        (n) => `${n.dev}|${n.dst}|${n.lladdr ?? ""}`,
+      ),
+    );
     const addrs = desired.some((t) => t.address) ? await this.readAddresses() : new Set<string>();
     const lines: string[] = [];
     const created: string[] = [];
@@ -115,7 +124,9 @@ export class TunnelDevices {
       if (!have || !linkMatches(have, t)) {
         // A device's VNI, addresses and port cannot all be changed in place: replace it.
         if (have) lines.push(`link del ${t.name}`);
-        lines.push(`link add ${t.name} address ${t.mac} mtu ${TUNNEL_MTU} type vxlan id ${t.vni} local ${t.local} remote ${t.remote} dstport ${t.port} nolearning`);
+        lines.push(
+          `link add ${t.name} address ${t.mac} mtu ${TUNNEL_MTU} type vxlan id ${t.vni} local ${t.local} remote ${t.remote} dstport ${t.port} nolearning`,
+        );
         lines.push(`link set ${t.name} up`);
         created.push(t.name);
         changed.add(t.name);
@@ -142,8 +153,16 @@ export class TunnelDevices {
   }
 
   private async readAddresses(): Promise<Set<string>> {
-    const links = await this.kernel.ipJson<{ ifname: string; addr_info?: { local?: string; prefixlen?: number }[] }>(["-4", "addr", "show", "type", "vxlan"]);
-    return new Set(links.flatMap((l) => (l.addr_info ?? []).filter((a) => a.prefixlen === 32).map((a) => `${l.ifname}|${a.local}`)));
+    const links = await this.kernel.ipJson<{ ifname: string; addr_info?: { local?: string; prefixlen?: number }[] }>([
+      "-4",
+      "addr",
+      "show",
+      "type",
+      "vxlan",
+    ]);
+    return new Set(
+      links.flatMap((l) => (l.addr_info ?? []).filter((a) => a.prefixlen === 32).map((a) => `${l.ifname}|${a.local}`)),
+    );
   }
 
   /** Deletes our devices that are not desired. Returns how many. */

@@ -6,8 +6,10 @@ import { SpecValidator } from "../api/v1alpha1/validate.js";
 import { importObjects } from "./index.js";
 
 const testdata = (f: string) => join(import.meta.dirname, "testdata", f);
-const sample = () => parseDocuments(readFileSync(testdata("cilium-egress-sample.yaml"), "utf8"), "cilium-egress-sample.yaml");
-const run = (objects: KubeObject[], gateway?: string) => importObjects(objects, { defaultNamespace: "default", ...(gateway ? { gateway } : {}) });
+const sample = () =>
+  parseDocuments(readFileSync(testdata("cilium-egress-sample.yaml"), "utf8"), "cilium-egress-sample.yaml");
+const run = (objects: KubeObject[], gateway?: string) =>
+  importObjects(objects, { defaultNamespace: "default", ...(gateway ? { gateway } : {}) });
 /** The Cilium docs' example with its spec changed by `edit`. */
 function edited(edit: (spec: Record<string, unknown>) => void): KubeObject[] {
   const [o] = sample();
@@ -21,9 +23,14 @@ const refused = (r: ReturnType<typeof run>) => r.findings.filter((f) => f.verdic
 describe("CiliumEgressGatewayPolicy: the Cilium docs' example", () => {
   it("becomes a ClusterEgressPolicy for the same pods and destinations, and a nodes gateway on the same node selector", () => {
     const r = run(sample());
-    expect(kinds(r)).toEqual([expect.stringMatching(/^EgressGateway\/cilium-[0-9a-f]{10}$/), "ClusterEgressPolicy/egress-sample"]);
+    expect(kinds(r)).toEqual([
+      expect.stringMatching(/^EgressGateway\/cilium-[0-9a-f]{10}$/),
+      "ClusterEgressPolicy/egress-sample",
+    ]);
     const [gw, policy] = r.made.map((m) => m.object);
-    expect(gw!.spec).toEqual({ nodes: { nodeSelector: { matchLabels: { "node.kubernetes.io/name": "a-specific-node" } }, count: 1 } });
+    expect(gw!.spec).toEqual({
+      nodes: { nodeSelector: { matchLabels: { "node.kubernetes.io/name": "a-specific-node" } }, count: 1 },
+    });
     expect(policy!.spec).toEqual({
       // Cilium's pseudo-label io.kubernetes.pod.namespace is the namespace selector here.
       podSelector: { matchLabels: { org: "empire", class: "mediabot" } },
@@ -53,14 +60,18 @@ describe("CiliumEgressGatewayPolicy: the Cilium docs' example", () => {
     const r = run(sample(), "shared");
     expect(kinds(r)).toEqual(["ClusterEgressPolicy/egress-sample"]);
     expect(r.made[0]!.object.spec!.gatewayName).toBe("shared");
-    expect(r.findings).toContainEqual(expect.objectContaining({ verdict: "ignored", field: "spec.egressGateway.nodeSelector" }));
+    expect(r.findings).toContainEqual(
+      expect.objectContaining({ verdict: "ignored", field: "spec.egressGateway.nodeSelector" }),
+    );
   });
 
   it("policies on the same gateway node share one gateway; its annotation lists every egress IP", () => {
     const [a] = sample();
     const b = { ...structuredClone(a!), metadata: { name: "second" } };
     (b.spec!.egressGateway as { egressIP: string }).egressIP = "10.168.60.101";
-    (b.spec!.selectors as { podSelector: { matchLabels: Record<string, string> } }[])[0]!.podSelector.matchLabels.class = "other";
+    (
+      b.spec!.selectors as { podSelector: { matchLabels: Record<string, string> } }[]
+    )[0]!.podSelector.matchLabels.class = "other";
     const r = run([a!, b]);
     expect(kinds(r).filter((k) => k.startsWith("EgressGateway/"))).toHaveLength(1);
     expect(r.findings.find((f) => f.verdict === "todo")!.reason).toContain("=10.168.60.100,10.168.60.101");
@@ -69,18 +80,27 @@ describe("CiliumEgressGatewayPolicy: the Cilium docs' example", () => {
 
 describe("CiliumEgressGatewayPolicy: what maps with a note", () => {
   it("IPv6 destinations and exclusions are reported as ignored; the IPv4 part is made", () => {
-    const r = run(edited((s) => ((s.destinationCIDRs = ["0.0.0.0/0", "::/0"]), (s.excludedCIDRs = ["192.168.1.0/24", "fd00::/64"]))));
+    const r = run(
+      edited(
+        (s) => ((s.destinationCIDRs = ["0.0.0.0/0", "::/0"]), (s.excludedCIDRs = ["192.168.1.0/24", "fd00::/64"])),
+      ),
+    );
     expect(r.made.find((m) => m.object.kind === "ClusterEgressPolicy")!.object.spec).toMatchObject({
       destinationCIDRs: ["0.0.0.0/0"],
       excludedCIDRs: ["192.168.1.0/24"],
     });
-    expect(r.findings.filter((f) => f.verdict === "ignored").map((f) => f.field)).toEqual(["spec.destinationCIDRs[1]", "spec.excludedCIDRs[1]"]);
+    expect(r.findings.filter((f) => f.verdict === "ignored").map((f) => f.field)).toEqual([
+      "spec.destinationCIDRs[1]",
+      "spec.excludedCIDRs[1]",
+    ]);
   });
 
   it("interface next to egressIP is reported as ignored", () => {
     const r = run(edited((s) => ((s.egressGateway as Record<string, unknown>).interface = "eth1")));
     expect(r.made).toHaveLength(2);
-    expect(r.findings).toContainEqual(expect.objectContaining({ verdict: "ignored", field: "spec.egressGateway.interface" }));
+    expect(r.findings).toContainEqual(
+      expect.objectContaining({ verdict: "ignored", field: "spec.egressGateway.interface" }),
+    );
   });
 
   it("selectors that differ in one label become one selection with In; a namespaceSelector is kept", () => {
@@ -118,17 +138,26 @@ describe("CiliumEgressGatewayPolicy: refusals name the source field", () => {
       "spec.egressGateway.egressIP",
       /default-route/,
     ],
-    ["IPv6 destinations only", (s: Record<string, unknown>) => (s.destinationCIDRs = ["::/0"]), "spec.destinationCIDRs", /IPv4 traffic only/],
+    [
+      "IPv6 destinations only",
+      (s: Record<string, unknown>) => (s.destinationCIDRs = ["::/0"]),
+      "spec.destinationCIDRs",
+      /IPv4 traffic only/,
+    ],
     [
       "pods selected by their node",
-      (s: Record<string, unknown>) => ((s.selectors as Record<string, unknown>[])[0]!.nodeSelector = { matchLabels: { zone: "a" } }),
+      (s: Record<string, unknown>) =>
+        ((s.selectors as Record<string, unknown>[])[0]!.nodeSelector = { matchLabels: { zone: "a" } }),
       "spec.selectors[0].nodeSelector",
       /not by the node/,
     ],
     [
       "selectors that are not one selection",
       (s: Record<string, unknown>) =>
-        (s.selectors = [{ podSelector: { matchLabels: { app: "a", tier: "x" } } }, { podSelector: { matchLabels: { app: "b", tier: "y" } } }]),
+        (s.selectors = [
+          { podSelector: { matchLabels: { app: "a", tier: "x" } } },
+          { podSelector: { matchLabels: { app: "b", tier: "y" } } },
+        ]),
       "spec.selectors",
       /split the Cilium policy/,
     ],
@@ -144,11 +173,17 @@ describe("CiliumEgressGatewayPolicy: refusals name the source field", () => {
     ],
     [
       "a label Cilium derives",
-      (s: Record<string, unknown>) => (s.selectors = [{ podSelector: { matchLabels: { "io.cilium.k8s.policy.serviceaccount": "x" } } }]),
+      (s: Record<string, unknown>) =>
+        (s.selectors = [{ podSelector: { matchLabels: { "io.cilium.k8s.policy.serviceaccount": "x" } } }]),
       "spec.selectors[0].podSelector",
       /derived by Cilium/,
     ],
-    ["a bad CIDR", (s: Record<string, unknown>) => (s.destinationCIDRs = ["10.0.0.0/33"]), "spec.destinationCIDRs[0]", /must be a CIDR/],
+    [
+      "a bad CIDR",
+      (s: Record<string, unknown>) => (s.destinationCIDRs = ["10.0.0.0/33"]),
+      "spec.destinationCIDRs[0]",
+      /must be a CIDR/,
+    ],
   ])("%s", (_name, edit, field, reason) => {
     const r = run(edited(edit));
     // Refused as a whole: no policy, and no gateway made for it.
@@ -178,7 +213,11 @@ describe("CiliumEgressGatewayPolicy: refusals name the source field", () => {
     const r = run(edited((s) => (s.selectors = [{ podSelector: { matchLabels: { app: "-bad-" } } }])));
     expect(r.made).toEqual([]);
     expect(r.findings).toContainEqual(
-      expect.objectContaining({ verdict: "refused", field: "spec.podSelector.matchLabels.app", source: "CiliumEgressGatewayPolicy/egress-sample" }),
+      expect.objectContaining({
+        verdict: "refused",
+        field: "spec.podSelector.matchLabels.app",
+        source: "CiliumEgressGatewayPolicy/egress-sample",
+      }),
     );
     // Its gateway is not made, and nothing is left to do for it.
     expect(r.findings.filter((f) => f.verdict === "todo")).toEqual([]);

@@ -16,7 +16,14 @@ import {
   sourceLabels,
   unknownFields,
 } from "./common.js";
-import { andSelectors, canonical, describeSelector, NAMESPACE_NAME_LABEL, orSelections, type PodAndNamespace } from "./selectors.js";
+import {
+  andSelectors,
+  canonical,
+  describeSelector,
+  NAMESPACE_NAME_LABEL,
+  orSelections,
+  type PodAndNamespace,
+} from "./selectors.js";
 import type { Converter, Finding, ImportContext, Made } from "./types.js";
 
 /**
@@ -45,7 +52,9 @@ export const ciliumConverter: Converter = {
     }
     for (const [name, gw] of [...gateways].sort(([a], [b]) => a.localeCompare(b))) {
       made.push({
-        object: ours("EgressGateway", importedMetadata("cilium", gw.from, name), { nodes: { nodeSelector: gw.selector, count: 1 } }),
+        object: ours("EgressGateway", importedMetadata("cilium", gw.from, name), {
+          nodes: { nodeSelector: gw.selector, count: 1 },
+        }),
         from: gw.from,
       });
       const ips = [...gw.ips].sort();
@@ -82,18 +91,31 @@ function convertOne(o: KubeObject, ctx: ImportContext): One {
     refuse("spec", "missing");
     return { findings };
   }
-  findings.push(...unknownFields(spec, "spec", ["selectors", "destinationCIDRs", "excludedCIDRs", "egressGateway", "egressGateways"], source));
+  findings.push(
+    ...unknownFields(
+      spec,
+      "spec",
+      ["selectors", "destinationCIDRs", "excludedCIDRs", "egressGateway", "egressGateways"],
+      source,
+    ),
+  );
 
   const destinationCIDRs = cidrs(spec.destinationCIDRs, "spec.destinationCIDRs", refuse, ignore);
-  if (destinationCIDRs && destinationCIDRs.length === 0) refuse("spec.destinationCIDRs", "no IPv4 destination: static-egress diverts IPv4 traffic only");
-  const excludedCIDRs = spec.excludedCIDRs === undefined ? [] : cidrs(spec.excludedCIDRs, "spec.excludedCIDRs", refuse, ignore);
+  if (destinationCIDRs && destinationCIDRs.length === 0)
+    refuse("spec.destinationCIDRs", "no IPv4 destination: static-egress diverts IPv4 traffic only");
+  const excludedCIDRs =
+    spec.excludedCIDRs === undefined ? [] : cidrs(spec.excludedCIDRs, "spec.excludedCIDRs", refuse, ignore);
 
   // The gateway: one node (egressGateway), or several, each with its own IP (egressGateways).
   const list = Array.isArray(spec.egressGateways) ? spec.egressGateways : [];
-  if (spec.egressGateways !== undefined && !Array.isArray(spec.egressGateways)) refuse("spec.egressGateways", "must be a list");
+  if (spec.egressGateways !== undefined && !Array.isArray(spec.egressGateways))
+    refuse("spec.egressGateways", "must be a list");
   const entries: { field: string; value: unknown }[] =
-    list.length > 0 ? list.map((value, i) => ({ field: `spec.egressGateways[${i}]`, value })) : [{ field: "spec.egressGateway", value: spec.egressGateway }];
-  if (list.length > 0 && spec.egressGateway !== undefined) ignore("spec.egressGateway", "Cilium itself ignores egressGateway when egressGateways has entries");
+    list.length > 0
+      ? list.map((value, i) => ({ field: `spec.egressGateways[${i}]`, value }))
+      : [{ field: "spec.egressGateway", value: spec.egressGateway }];
+  if (list.length > 0 && spec.egressGateway !== undefined)
+    ignore("spec.egressGateway", "Cilium itself ignores egressGateway when egressGateways has entries");
   if (list.length > 1 && !ctx.gateway) {
     refuse(
       "spec.egressGateways",
@@ -129,7 +151,10 @@ function convertOne(o: KubeObject, ctx: ImportContext): One {
     const sel = readSelector(value.nodeSelector);
     if (typeof sel === "string") refuse(`${field}.nodeSelector`, sel);
     else if (ctx.gateway)
-      ignore(`${field}.nodeSelector`, `the policy uses the existing EgressGateway ${ctx.gateway} (--gateway) instead of a gateway node chosen by label`);
+      ignore(
+        `${field}.nodeSelector`,
+        `the policy uses the existing EgressGateway ${ctx.gateway} (--gateway) instead of a gateway node chosen by label`,
+      );
     else nodeSelector = sel;
   }
 
@@ -139,21 +164,30 @@ function convertOne(o: KubeObject, ctx: ImportContext): One {
   const gatewayName = ctx.gateway ?? dnsName("cilium", shortHash(canonical(nodeSelector ?? {})));
   const from = [source];
   const policy: Made = {
-    object: ours("ClusterEgressPolicy", importedMetadata("cilium", from, dnsName(o.metadata?.name ?? "cilium"), undefined, sourceLabels(o)), {
-      podSelector: selection.pod,
-      namespaceSelector: selection.ns,
-      destinationCIDRs,
-      ...(excludedCIDRs && excludedCIDRs.length > 0 ? { excludedCIDRs } : {}),
-      gatewayName,
-      egressIPs,
-    }),
+    object: ours(
+      "ClusterEgressPolicy",
+      importedMetadata("cilium", from, dnsName(o.metadata?.name ?? "cilium"), undefined, sourceLabels(o)),
+      {
+        podSelector: selection.pod,
+        namespaceSelector: selection.ns,
+        destinationCIDRs,
+        ...(excludedCIDRs && excludedCIDRs.length > 0 ? { excludedCIDRs } : {}),
+        gatewayName,
+        egressIPs,
+      },
+    ),
     from,
   };
   return { policy, findings, ...(ctx.gateway ? {} : { gateway: { name: gatewayName, selector: nodeSelector ?? {} } }) };
 }
 
 /** IPv4 CIDRs of a list; IPv6 entries are reported as ignored, anything else refused. */
-function cidrs(raw: unknown, field: string, refuse: (f: string, r: string) => void, ignore: (f: string, r: string) => void): string[] | undefined {
+function cidrs(
+  raw: unknown,
+  field: string,
+  refuse: (f: string, r: string) => void,
+  ignore: (f: string, r: string) => void,
+): string[] | undefined {
   if (!Array.isArray(raw)) {
     refuse(field, "must be a list of CIDRs");
     return undefined;
@@ -161,7 +195,11 @@ function cidrs(raw: unknown, field: string, refuse: (f: string, r: string) => vo
   const out: string[] = [];
   raw.forEach((c, i) => {
     if (isIPv4Cidr(c)) out.push(c);
-    else if (isIPv6Like(c)) ignore(`${field}[${i}]`, `IPv6 ${JSON.stringify(c)}: static-egress handles IPv4 only (IPv6 traffic is never diverted)`);
+    else if (isIPv6Like(c))
+      ignore(
+        `${field}[${i}]`,
+        `IPv6 ${JSON.stringify(c)}: static-egress handles IPv4 only (IPv6 traffic is never diverted)`,
+      );
     else refuse(`${field}[${i}]`, `invalid value ${JSON.stringify(c)}: must be a CIDR`);
   });
   return out;
@@ -172,7 +210,11 @@ const NAMESPACE_PSEUDO_LABEL = "io.kubernetes.pod.namespace";
 const CILIUM_DERIVED = /^(io\.cilium\.|io\.kubernetes\.pod\.)/;
 
 /** `selectors[]` (OR of pod selector AND namespace selector) as one selection, or undefined when refused. */
-function podSelection(raw: unknown, refuse: (f: string, r: string) => void, ignore: (f: string, r: string) => void): PodAndNamespace | undefined {
+function podSelection(
+  raw: unknown,
+  refuse: (f: string, r: string) => void,
+  ignore: (f: string, r: string) => void,
+): PodAndNamespace | undefined {
   if (!Array.isArray(raw) || raw.length === 0) {
     refuse("spec.selectors", "must list at least one selector");
     return undefined;
@@ -186,13 +228,18 @@ function podSelection(raw: unknown, refuse: (f: string, r: string) => void, igno
       ok = false;
       return;
     }
-    for (const k of Object.keys(entry).filter((k) => !["podSelector", "namespaceSelector", "nodeSelector"].includes(k))) {
+    for (const k of Object.keys(entry).filter(
+      (k) => !["podSelector", "namespaceSelector", "nodeSelector"].includes(k),
+    )) {
       ignore(`${field}.${k}`, "unknown field: no equivalent in static-egress");
     }
     if (entry.nodeSelector !== undefined) {
       const n = readSelector(entry.nodeSelector);
       if (typeof n === "string" || n.matchLabels || n.matchExpressions) {
-        refuse(`${field}.nodeSelector`, "static-egress selects pods by their labels and namespace, not by the node they run on");
+        refuse(
+          `${field}.nodeSelector`,
+          "static-egress selects pods by their labels and namespace, not by the node they run on",
+        );
         ok = false;
       } else {
         ignore(`${field}.nodeSelector`, "empty: selects every node, the same as absent");
@@ -219,7 +266,10 @@ function podSelection(raw: unknown, refuse: (f: string, r: string) => void, igno
     const nsPlain = stripSourcePrefix(ns);
     const both = andSelectors(nsPlain, split.ns);
     if (!both) {
-      refuse(`${field}`, `podSelector's ${NAMESPACE_PSEUDO_LABEL} and namespaceSelector name different namespaces: it selects nothing`);
+      refuse(
+        `${field}`,
+        `podSelector's ${NAMESPACE_PSEUDO_LABEL} and namespaceSelector name different namespaces: it selects nothing`,
+      );
       ok = false;
       return;
     }
@@ -241,7 +291,9 @@ function podSelection(raw: unknown, refuse: (f: string, r: string) => void, igno
 function stripSourcePrefix(s: LabelSelector): LabelSelector {
   const strip = (k: string) => k.replace(/^(k8s|any):/, "");
   return {
-    ...(s.matchLabels ? { matchLabels: Object.fromEntries(Object.entries(s.matchLabels).map(([k, v]) => [strip(k), v])) } : {}),
+    ...(s.matchLabels
+      ? { matchLabels: Object.fromEntries(Object.entries(s.matchLabels).map(([k, v]) => [strip(k), v])) }
+      : {}),
     ...(s.matchExpressions ? { matchExpressions: s.matchExpressions.map((e) => ({ ...e, key: strip(e.key) })) } : {}),
   };
 }
@@ -261,7 +313,8 @@ function splitPseudoLabels(raw: LabelSelector, field: string): PodAndNamespace |
     else pod.matchLabels = { ...(pod.matchLabels ?? {}), [k]: v };
   }
   for (const e of s.matchExpressions ?? []) {
-    if (e.key === NAMESPACE_PSEUDO_LABEL) ns.matchExpressions = [...(ns.matchExpressions ?? []), { ...e, key: NAMESPACE_NAME_LABEL }];
+    if (e.key === NAMESPACE_PSEUDO_LABEL)
+      ns.matchExpressions = [...(ns.matchExpressions ?? []), { ...e, key: NAMESPACE_NAME_LABEL }];
     else if (CILIUM_DERIVED.test(e.key))
       return `label ${e.key} is derived by Cilium (not a pod label); static-egress selects by pod labels and namespace only (${field}.matchExpressions)`;
     else pod.matchExpressions = [...(pod.matchExpressions ?? []), e];

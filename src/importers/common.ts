@@ -75,7 +75,12 @@ export function unknownFields(value: unknown, path: string, known: readonly stri
   if (!isObject(value)) return [];
   return Object.keys(value)
     .filter((k) => !known.includes(k))
-    .map((k) => ({ verdict: "ignored" as const, source, field: `${path}.${k}`, reason: "unknown field: no equivalent in static-egress" }));
+    .map((k) => ({
+      verdict: "ignored" as const,
+      source,
+      field: `${path}.${k}`,
+      reason: "unknown field: no equivalent in static-egress",
+    }));
 }
 
 /**
@@ -90,18 +95,28 @@ export function readSelector(raw: unknown): LabelSelector | string {
   const extra = Object.keys(rest);
   if (extra.length > 0) return `unknown selector field ${extra[0]}`;
   if (matchLabels !== undefined) {
-    if (!isObject(matchLabels) || Object.values(matchLabels).some((v) => typeof v !== "string")) return "matchLabels must map label keys to string values";
+    if (!isObject(matchLabels) || Object.values(matchLabels).some((v) => typeof v !== "string"))
+      return "matchLabels must map label keys to string values";
     if (Object.keys(matchLabels).length > 0) out.matchLabels = { ...(matchLabels as Record<string, string>) };
   }
   if (matchExpressions !== undefined) {
     if (!Array.isArray(matchExpressions)) return "matchExpressions must be a list";
     const exprs: NonNullable<LabelSelector["matchExpressions"]> = [];
     for (const e of matchExpressions as unknown[]) {
-      if (!isObject(e) || typeof e.key !== "string" || !["In", "NotIn", "Exists", "DoesNotExist"].includes(e.operator as string))
+      if (
+        !isObject(e) ||
+        typeof e.key !== "string" ||
+        !["In", "NotIn", "Exists", "DoesNotExist"].includes(e.operator as string)
+      )
         return "matchExpressions entries need a key and an operator In, NotIn, Exists or DoesNotExist";
       const values = e.values;
-      if (values !== undefined && (!Array.isArray(values) || values.some((v) => typeof v !== "string"))) return "matchExpressions values must be strings";
-      exprs.push({ key: e.key, operator: e.operator as "In", ...(Array.isArray(values) && values.length > 0 ? { values: [...(values as string[])] } : {}) });
+      if (values !== undefined && (!Array.isArray(values) || values.some((v) => typeof v !== "string")))
+        return "matchExpressions values must be strings";
+      exprs.push({
+        key: e.key,
+        operator: e.operator as "In",
+        ...(Array.isArray(values) && values.length > 0 ? { values: [...(values as string[])] } : {}),
+      });
     }
     if (exprs.length > 0) out.matchExpressions = exprs;
   }

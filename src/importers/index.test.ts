@@ -12,7 +12,12 @@ const options = { defaultNamespace: "default" };
 describe("importObjects: the registry and the whole-import checks", () => {
   it("each source's objects go to its converter; both peers in one input", () => {
     const r = importObjects([...docs("cilium-egress-sample.yaml"), ...docs("nirmata-readme.yaml")], options);
-    expect(r.made.map((m) => m.object.kind)).toEqual(["EgressGateway", "EgressGateway", "ClusterEgressPolicy", "EgressPolicy"]);
+    expect(r.made.map((m) => m.object.kind)).toEqual([
+      "EgressGateway",
+      "EgressGateway",
+      "ClusterEgressPolicy",
+      "EgressPolicy",
+    ]);
     expect(CONVERTERS.map((c) => c.source)).toEqual(["cilium", "nirmata", "spidernet", "staticroute"]);
   });
 
@@ -40,7 +45,12 @@ describe("importObjects: the registry and the whole-import checks", () => {
       convert: (objects) => ({
         made: objects.flatMap((o) => [
           {
-            object: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: "fake-gw" }, spec: { nodes: { nodeSelector: {} } } },
+            object: {
+              apiVersion: "staticegress.io/v1alpha1",
+              kind: "EgressGateway",
+              metadata: { name: "fake-gw" },
+              spec: { nodes: { nodeSelector: {} } },
+            },
             from: [`Thing/${o.metadata!.name}`],
           },
           {
@@ -65,7 +75,11 @@ describe("importObjects: the registry and the whole-import checks", () => {
         findings: [],
       }),
     };
-    const r = importObjects([{ apiVersion: "example.com/v1", kind: "Thing", metadata: { name: "t" } } as KubeObject], options, [fake]);
+    const r = importObjects(
+      [{ apiVersion: "example.com/v1", kind: "Thing", metadata: { name: "t" } } as KubeObject],
+      options,
+      [fake],
+    );
     // The invalid policy is refused with our field; the gateway only it used is not made.
     expect(r.made.map((m) => m.object.metadata.name)).toEqual(["good"]);
     expect(r.findings).toEqual([
@@ -104,7 +118,9 @@ describe("names and output", () => {
     expect(parseDocuments(yaml, "out").map((o) => o.kind)).toEqual(["EgressGateway", "ClusterEgressPolicy"]);
     expect((JSON.parse(formatObjects(r, "json")) as { kind: string; items: unknown[] }).items).toHaveLength(2);
     const report = formatReport(r).split("\n");
-    expect(report[0]).toMatch(/^made {5}EgressGateway\/cilium-[0-9a-f]{10} {2}<- CiliumEgressGatewayPolicy\/egress-sample$/);
+    expect(report[0]).toMatch(
+      /^made {5}EgressGateway\/cilium-[0-9a-f]{10} {2}<- CiliumEgressGatewayPolicy\/egress-sample$/,
+    );
     expect(report).toContain("2 made, 0 refused, 0 ignored, 1 to do");
   });
 });

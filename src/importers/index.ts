@@ -14,7 +14,12 @@ export type { Converter, Finding, ImportOptions, Made } from "./types.js";
  * The sources `static-egress import` reads. A new source is one module with a Converter, added
  * here.
  */
-export const CONVERTERS: readonly Converter[] = [ciliumConverter, nirmataConverter, spidernetConverter, staticRouteConverter];
+export const CONVERTERS: readonly Converter[] = [
+  ciliumConverter,
+  nirmataConverter,
+  spidernetConverter,
+  staticRouteConverter,
+];
 
 export interface ImportResult {
   /** Our objects, gateways first, each valid by our own schema and rules. */
@@ -31,14 +36,25 @@ const CONTEXT_KINDS = new Set(["v1/Service"]);
  * object valid by our own validator (src/api/v1alpha1/validate.ts). What fails is refused, with
  * the source and the field; a gateway no remaining policy uses is not made.
  */
-export function importObjects(inputs: readonly KubeObject[], options: ImportOptions, converters: readonly Converter[] = CONVERTERS): ImportResult {
+export function importObjects(
+  inputs: readonly KubeObject[],
+  options: ImportOptions,
+  converters: readonly Converter[] = CONVERTERS,
+): ImportResult {
   const findings: Finding[] = [];
   const buckets = new Map<Converter, KubeObject[]>();
   for (const o of inputs) {
-    const converter = converters.find((c) => c.reads.some((r) => r.group === groupOf(o.apiVersion) && r.kind === o.kind));
+    const converter = converters.find((c) =>
+      c.reads.some((r) => r.group === groupOf(o.apiVersion) && r.kind === o.kind),
+    );
     if (converter) buckets.set(converter, [...(buckets.get(converter) ?? []), o]);
     else if (o.apiVersion === API_VERSION)
-      findings.push({ verdict: "ignored", source: refer(o), field: "kind", reason: "already a static-egress object: apply it as it is" });
+      findings.push({
+        verdict: "ignored",
+        source: refer(o),
+        field: "kind",
+        reason: "already a static-egress object: apply it as it is",
+      });
     else if (!CONTEXT_KINDS.has(`${o.apiVersion}/${o.kind}`)) {
       const known = converters.flatMap((c) => c.reads.map((r) => `${r.kind} (${r.group})`)).join(", ");
       findings.push({
@@ -56,7 +72,8 @@ export function importObjects(inputs: readonly KubeObject[], options: ImportOpti
     findings.push(...r.findings);
   }
 
-  const refuse = (m: Made, field: string, reason: string) => findings.push({ verdict: "refused", source: m.from.join(","), field, reason });
+  const refuse = (m: Made, field: string, reason: string) =>
+    findings.push({ verdict: "refused", source: m.from.join(","), field, reason });
   const validator = new SpecValidator();
   const seen = new Set<string>();
   const ipOwner = new Map<string, string>();
@@ -68,7 +85,8 @@ export function importObjects(inputs: readonly KubeObject[], options: ImportOpti
       continue;
     }
     // A StaticRoute is judged by its own converter (validateStaticRoute); ours by the API's validator.
-    const errors = m.object.kind === "StaticRoute" ? [] : validator.check(m.object.kind ?? "", structuredClone(m.object.spec));
+    const errors =
+      m.object.kind === "StaticRoute" ? [] : validator.check(m.object.kind ?? "", structuredClone(m.object.spec));
     if (errors.length > 0) {
       for (const e of errors) refuse(m, e.field, `${ref} would be invalid: ${e.message}`);
       continue;
@@ -89,7 +107,11 @@ export function importObjects(inputs: readonly KubeObject[], options: ImportOpti
     kept.push(m);
   }
   // A gateway is made for its policies only.
-  const used = new Set(kept.filter((m) => m.object.kind === "EgressPolicy" || m.object.kind === "ClusterEgressPolicy").map((m) => m.object.spec!.gatewayName as string));
+  const used = new Set(
+    kept
+      .filter((m) => m.object.kind === "EgressPolicy" || m.object.kind === "ClusterEgressPolicy")
+      .map((m) => m.object.spec!.gatewayName as string),
+  );
   made = kept.filter((m) => m.object.kind !== "EgressGateway" || used.has(m.object.metadata.name));
   // Nor is anything left to do for a gateway that is not made.
   const dropped = kept
@@ -102,6 +124,7 @@ const KIND_ORDER = ["EgressGateway", "ClusterEgressPolicy", "EgressPolicy"];
 
 /** Gateways first (policies name them), then by namespace and name: stable output. */
 function sortMade(made: readonly Made[]): Made[] {
-  const key = (m: Made) => `${KIND_ORDER.indexOf(m.object.kind ?? "")}\u0000${m.object.metadata.namespace ?? ""}\u0000${m.object.metadata.name}`;
+  const key = (m: Made) =>
+    `${KIND_ORDER.indexOf(m.object.kind ?? "")}\u0000${m.object.metadata.namespace ?? ""}\u0000${m.object.metadata.name}`;
   return [...made].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
 }

@@ -62,12 +62,16 @@ export const nirmataConverter: Converter = {
       });
       // One policy per (Service, egress IP): an egress IP belongs to one policy here.
       const groups = new Map<string, Rule[]>();
-      for (const r of rules) groups.set(`${r.service}\u0000${r.egressIP}`, [...(groups.get(`${r.service}\u0000${r.egressIP}`) ?? []), r]);
+      for (const r of rules)
+        groups.set(`${r.service}\u0000${r.egressIP}`, [...(groups.get(`${r.service}\u0000${r.egressIP}`) ?? []), r]);
       const names = new Set<string>();
       for (const group of groups.values()) {
         const first = group[0]!;
-        let name = dnsName(groups.size === 1 ? (o.metadata?.name ?? "nirmata") : `${o.metadata?.name ?? "nirmata"}-${first.service}`);
-        for (let n = 2; names.has(name); n++) name = dnsName(`${o.metadata?.name ?? "nirmata"}-${first.service}`, String(n));
+        let name = dnsName(
+          groups.size === 1 ? (o.metadata?.name ?? "nirmata") : `${o.metadata?.name ?? "nirmata"}-${first.service}`,
+        );
+        for (let n = 2; names.has(name); n++)
+          name = dnsName(`${o.metadata?.name ?? "nirmata"}-${first.service}`, String(n));
         names.add(name);
         const fromRules = group.map((r) => `${source}#rules[${r.index}]`);
         const object = ours("EgressPolicy", importedMetadata("nirmata", fromRules, name, namespace, sourceLabels(o)), {
@@ -99,7 +103,10 @@ export const nirmataConverter: Converter = {
     made.push({
       object: ours("EgressGateway", importedMetadata("nirmata", from, NIRMATA_GATEWAY), {
         nodes: { nodeSelector: { matchLabels: { [GATEWAY_NODE_LABEL]: NIRMATA_GATEWAY } }, count: 1 },
-        grants: namespaces.map((ns) => ({ namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: ns } }, egressIPs: [...granted.get(ns)!].sort() })),
+        grants: namespaces.map((ns) => ({
+          namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: ns } },
+          egressIPs: [...granted.get(ns)!].sort(),
+        })),
       }),
       from,
     });
@@ -115,7 +122,14 @@ export const nirmataConverter: Converter = {
   },
 };
 
-function readRule(raw: unknown, index: number, namespace: string, source: string, ctx: ImportContext, findings: Finding[]): Rule | undefined {
+function readRule(
+  raw: unknown,
+  index: number,
+  namespace: string,
+  source: string,
+  ctx: ImportContext,
+  findings: Finding[],
+): Rule | undefined {
   const field = `spec.rules[${index}]`;
   const refuse = (f: string, reason: string): undefined => {
     findings.push({ verdict: "refused", source, field: f, reason: `${reason} (rule not imported)` });
@@ -148,7 +162,11 @@ function readRule(raw: unknown, index: number, namespace: string, source: string
     );
   }
   const selector = (svc.spec as { selector?: unknown } | undefined)?.selector;
-  if (!isObject(selector) || Object.keys(selector).length === 0 || Object.values(selector).some((v) => typeof v !== "string")) {
+  if (
+    !isObject(selector) ||
+    Object.keys(selector).length === 0 ||
+    Object.values(selector).some((v) => typeof v !== "string")
+  ) {
     return refuse(
       `${field}.service-name`,
       `Service ${namespace}/${service} has no selector (its endpoints are managed by hand): static-egress selects pods by label`,
@@ -157,8 +175,17 @@ function readRule(raw: unknown, index: number, namespace: string, source: string
   return { index, service, selector: selector as Record<string, string>, egressIP, cidr };
 }
 
-function findService(inputs: readonly KubeObject[], namespace: string, name: string, defaultNamespace: string): KubeObject | undefined {
+function findService(
+  inputs: readonly KubeObject[],
+  namespace: string,
+  name: string,
+  defaultNamespace: string,
+): KubeObject | undefined {
   return inputs.find(
-    (o) => o.apiVersion === "v1" && o.kind === "Service" && o.metadata?.name === name && (o.metadata?.namespace ?? defaultNamespace) === namespace,
+    (o) =>
+      o.apiVersion === "v1" &&
+      o.kind === "Service" &&
+      o.metadata?.name === name &&
+      (o.metadata?.namespace ?? defaultNamespace) === namespace,
   );
 }

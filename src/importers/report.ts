@@ -13,9 +13,12 @@ export function formatObjects(result: ImportResult, output: "yaml" | "json"): st
 export function formatReport(result: ImportResult): string {
   const lines = result.made.map((m) => `made     ${refer(m.object)}  <- ${m.from.join(", ")}`);
   for (const verdict of ["refused", "ignored", "todo"] as const) {
-    for (const f of result.findings.filter((x) => x.verdict === verdict)) lines.push(`${verdict.padEnd(8)} ${f.source}  ${f.field}: ${f.reason}`);
+    for (const f of result.findings.filter((x) => x.verdict === verdict))
+      lines.push(`${verdict.padEnd(8)} ${f.source}  ${f.field}: ${f.reason}`);
   }
   const count = (v: string) => result.findings.filter((f) => f.verdict === v).length;
-  lines.push(`${result.made.length} made, ${count("refused")} refused, ${count("ignored")} ignored, ${count("todo")} to do`);
+  lines.push(
+    `${result.made.length} made, ${count("refused")} refused, ${count("ignored")} ignored, ${count("todo")} to do`,
+  );
   return `${lines.join("\n")}\n`;
 }

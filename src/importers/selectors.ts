@@ -29,7 +29,10 @@ export function andSelectors(a: LabelSelector, b: LabelSelector): LabelSelector 
     labels[k] = v;
   }
   const exprs = [...(a.matchExpressions ?? []), ...(b.matchExpressions ?? [])];
-  return { ...(Object.keys(labels).length > 0 ? { matchLabels: labels } : {}), ...(exprs.length > 0 ? { matchExpressions: exprs } : {}) };
+  return {
+    ...(Object.keys(labels).length > 0 ? { matchLabels: labels } : {}),
+    ...(exprs.length > 0 ? { matchExpressions: exprs } : {}),
+  };
 }
 
 /**
@@ -55,7 +58,10 @@ export function orSelections(entries: readonly PodAndNamespace[]): PodAndNamespa
   const base = unique[0]!;
   const without = (s: LabelSelector): LabelSelector => {
     const rest = Object.fromEntries(Object.entries(s.matchLabels ?? {}).filter(([k]) => k !== label));
-    return { ...(Object.keys(rest).length > 0 ? { matchLabels: rest } : {}), matchExpressions: [{ key: label, operator: "In", values }] };
+    return {
+      ...(Object.keys(rest).length > 0 ? { matchLabels: rest } : {}),
+      matchExpressions: [{ key: label, operator: "In", values }],
+    };
   };
   return side === "pod" ? { pod: without(base.pod), ns: base.ns } : { pod: base.pod, ns: without(base.ns) };
 }

@@ -39,7 +39,9 @@ export const spidernetConverter: Converter = {
     const findings: Finding[] = [];
     const gateways = objects.filter((o) => o.kind === "EgressGateway");
     const byName = new Map(gateways.map((g) => [g.metadata?.name ?? "", g]));
-    const defaults = gateways.filter((g) => (g.spec as { clusterDefault?: unknown } | undefined)?.clusterDefault === true);
+    const defaults = gateways.filter(
+      (g) => (g.spec as { clusterDefault?: unknown } | undefined)?.clusterDefault === true,
+    );
     /** Per spidernet gateway used: namespace -> egress IPs, and the sources. */
     const used = new Map<string, { grants: Map<string, Set<string>>; from: string[] }>();
 
@@ -50,13 +52,24 @@ export const spidernetConverter: Converter = {
       const refuse = (field: string, reason: string) => local.push({ verdict: "refused", source, field, reason });
       const ignore = (field: string, reason: string) => local.push({ verdict: "ignored", source, field, reason });
       const spec = isObject(o.spec) ? o.spec : {};
-      local.push(...unknownFields(spec, "spec", ["appliedTo", "destSubnet", "egressGatewayName", "egressIP", "priority"], source));
+      local.push(
+        ...unknownFields(
+          spec,
+          "spec",
+          ["appliedTo", "destSubnet", "egressGatewayName", "egressIP", "priority"],
+          source,
+        ),
+      );
 
       const appliedTo = isObject(spec.appliedTo) ? spec.appliedTo : {};
       local.push(...unknownFields(appliedTo, "spec.appliedTo", ["podSelector", "podSubnet"], source));
       if (Array.isArray(appliedTo.podSubnet) && appliedTo.podSubnet.length > 0)
-        refuse("spec.appliedTo.podSubnet", "static-egress selects pods by labels, not by address: use appliedTo.podSelector");
-      const podSelector = appliedTo.podSelector === undefined ? "missing: the pods to apply to" : readSelector(appliedTo.podSelector);
+        refuse(
+          "spec.appliedTo.podSubnet",
+          "static-egress selects pods by labels, not by address: use appliedTo.podSelector",
+        );
+      const podSelector =
+        appliedTo.podSelector === undefined ? "missing: the pods to apply to" : readSelector(appliedTo.podSelector);
       if (typeof podSelector === "string") refuse("spec.appliedTo.podSelector", podSelector);
 
       const destinationCIDRs: string[] = [];
@@ -67,14 +80,21 @@ export const spidernetConverter: Converter = {
           const cidr = isIPv4(c) ? `${c}/32` : c;
           if (isIPv4Cidr(cidr)) destinationCIDRs.push(cidr);
           else if (isIPv6Like(c))
-            ignore(`spec.destSubnet[${i}]`, `IPv6 ${JSON.stringify(c)}: static-egress handles IPv4 only (IPv6 traffic is never diverted)`);
+            ignore(
+              `spec.destSubnet[${i}]`,
+              `IPv6 ${JSON.stringify(c)}: static-egress handles IPv4 only (IPv6 traffic is never diverted)`,
+            );
           else refuse(`spec.destSubnet[${i}]`, `invalid value ${JSON.stringify(c)}: must be a CIDR`);
         });
-        if (dest.length > 0 && destinationCIDRs.length === 0) refuse("spec.destSubnet", "no IPv4 destination: static-egress diverts IPv4 traffic only");
+        if (dest.length > 0 && destinationCIDRs.length === 0)
+          refuse("spec.destSubnet", "no IPv4 destination: static-egress diverts IPv4 traffic only");
       }
 
       // The gateway: named, or the cluster default.
-      let gwName = typeof spec.egressGatewayName === "string" && spec.egressGatewayName !== "" ? spec.egressGatewayName : undefined;
+      let gwName =
+        typeof spec.egressGatewayName === "string" && spec.egressGatewayName !== ""
+          ? spec.egressGatewayName
+          : undefined;
       if (!gwName && defaults.length === 1) gwName = defaults[0]!.metadata?.name;
       const gw = gwName ? byName.get(gwName) : undefined;
       if (!ctx.gateway && !gw) {
@@ -88,7 +108,8 @@ export const spidernetConverter: Converter = {
 
       const egressIP = isObject(spec.egressIP) ? spec.egressIP : {};
       local.push(...unknownFields(egressIP, "spec.egressIP", ["ipv4", "ipv6", "useNodeIP", "allocatorPolicy"], source));
-      if (typeof egressIP.ipv6 === "string" && egressIP.ipv6 !== "") ignore("spec.egressIP.ipv6", "static-egress handles IPv4 only");
+      if (typeof egressIP.ipv6 === "string" && egressIP.ipv6 !== "")
+        ignore("spec.egressIP.ipv6", "static-egress handles IPv4 only");
       let ip: string | undefined;
       if (egressIP.useNodeIP === true) {
         refuse(
@@ -101,7 +122,8 @@ export const spidernetConverter: Converter = {
       } else {
         // spidernet picks from the pool at run time; what it picked is in the status.
         const allocated = (o.status as { eip?: { ipv4?: unknown } } | undefined)?.eip?.ipv4;
-        const poolDefault = (gw?.spec as { ippools?: { ipv4DefaultEIP?: unknown } } | undefined)?.ippools?.ipv4DefaultEIP;
+        const poolDefault = (gw?.spec as { ippools?: { ipv4DefaultEIP?: unknown } } | undefined)?.ippools
+          ?.ipv4DefaultEIP;
         const policy = typeof egressIP.allocatorPolicy === "string" ? egressIP.allocatorPolicy : "default";
         if (isIPv4(allocated)) {
           ip = allocated;
@@ -123,18 +145,25 @@ export const spidernetConverter: Converter = {
         }
       }
       if (spec.priority !== undefined)
-        ignore("spec.priority", "spidernet's priority is not our precedence (docs/policies.md#precedence); the policy gets the default priority");
+        ignore(
+          "spec.priority",
+          "spidernet's priority is not our precedence (docs/policies.md#precedence); the policy gets the default priority",
+        );
 
       findings.push(...local);
       if (local.some((f) => f.verdict === "refused") || !ip || typeof podSelector === "string") continue;
       const gatewayName = ctx.gateway ?? dnsName("spidernet", gwName!);
       made.push({
-        object: ours("EgressPolicy", importedMetadata("spidernet", [source], dnsName(o.metadata?.name ?? "spidernet"), namespace, sourceLabels(o)), {
-          podSelector,
-          ...(destinationCIDRs.length > 0 ? { destinationCIDRs } : {}),
-          gatewayName,
-          egressIPs: [ip],
-        }),
+        object: ours(
+          "EgressPolicy",
+          importedMetadata("spidernet", [source], dnsName(o.metadata?.name ?? "spidernet"), namespace, sourceLabels(o)),
+          {
+            podSelector,
+            ...(destinationCIDRs.length > 0 ? { destinationCIDRs } : {}),
+            gatewayName,
+            egressIPs: [ip],
+          },
+        ),
         from: [source],
       });
       const u = used.get(ctx.gateway ?? gwName!) ?? { grants: new Map<string, Set<string>>(), from: [] };
@@ -146,7 +175,12 @@ export const spidernetConverter: Converter = {
     for (const g of gateways) {
       const source = ref(g);
       if (ctx.gateway) {
-        findings.push({ verdict: "ignored", source, field: "spec", reason: `the policies use the existing EgressGateway ${ctx.gateway} (--gateway)` });
+        findings.push({
+          verdict: "ignored",
+          source,
+          field: "spec",
+          reason: `the policies use the existing EgressGateway ${ctx.gateway} (--gateway)`,
+        });
         continue;
       }
       const u = used.get(g.metadata?.name ?? "");
@@ -174,12 +208,21 @@ export const spidernetConverter: Converter = {
   },
 };
 
-function gatewayFrom(g: KubeObject, source: string, u: { grants: Map<string, Set<string>>; from: string[] }, findings: Finding[]): Made | undefined {
+function gatewayFrom(
+  g: KubeObject,
+  source: string,
+  u: { grants: Map<string, Set<string>>; from: string[] },
+  findings: Finding[],
+): Made | undefined {
   const spec = isObject(g.spec) ? g.spec : {};
-  findings.push(...annotationFindings(g, source), ...unknownFields(spec, "spec", ["ippools", "nodeSelector", "clusterDefault"], source));
+  findings.push(
+    ...annotationFindings(g, source),
+    ...unknownFields(spec, "spec", ["ippools", "nodeSelector", "clusterDefault"], source),
+  );
   const nodeSelector = isObject(spec.nodeSelector) ? spec.nodeSelector : {};
   findings.push(...unknownFields(nodeSelector, "spec.nodeSelector", ["selector", "policy"], source));
-  const selector: LabelSelector | string = nodeSelector.selector === undefined ? "missing: the gateway nodes" : readSelector(nodeSelector.selector);
+  const selector: LabelSelector | string =
+    nodeSelector.selector === undefined ? "missing: the gateway nodes" : readSelector(nodeSelector.selector);
   if (typeof selector === "string") {
     findings.push({ verdict: "refused", source, field: "spec.nodeSelector.selector", reason: selector });
     return undefined;
@@ -189,12 +232,22 @@ function gatewayFrom(g: KubeObject, source: string, u: { grants: Map<string, Set
       verdict: "ignored",
       source,
       field: "spec.nodeSelector.policy",
-      reason: "each pod goes to an instance chosen by rendezvous hashing, and moves only when it fails (docs/design.md)",
+      reason:
+        "each pod goes to an instance chosen by rendezvous hashing, and moves only when it fails (docs/design.md)",
     });
   const pools = isObject(spec.ippools) ? spec.ippools : {};
   for (const k of ["ipv6", "ipv6DefaultEIP"]) {
-    if (pools[k] !== undefined && !(Array.isArray(pools[k]) && (pools[k] as unknown[]).every((v) => v === "")) && pools[k] !== "") {
-      findings.push({ verdict: "ignored", source, field: `spec.ippools.${k}`, reason: "static-egress handles IPv4 only" });
+    if (
+      pools[k] !== undefined &&
+      !(Array.isArray(pools[k]) && (pools[k] as unknown[]).every((v) => v === "")) &&
+      pools[k] !== ""
+    ) {
+      findings.push({
+        verdict: "ignored",
+        source,
+        field: `spec.ippools.${k}`,
+        reason: "static-egress handles IPv4 only",
+      });
     }
   }
   if (spec.clusterDefault === true)
@@ -218,7 +271,10 @@ function gatewayFrom(g: KubeObject, source: string, u: { grants: Map<string, Set
   return {
     object: ours("EgressGateway", importedMetadata("spidernet", [source], name, undefined, sourceLabels(g)), {
       nodes: { nodeSelector: selector },
-      grants: namespaces.map((ns) => ({ namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: ns } }, egressIPs: [...u.grants.get(ns)!].sort() })),
+      grants: namespaces.map((ns) => ({
+        namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: ns } },
+        egressIPs: [...u.grants.get(ns)!].sort(),
+      })),
     }),
     from: [source, ...u.from],
   };

@@ -12,7 +12,13 @@ const examples = () =>
   );
 const run = (objects: KubeObject[]) => importObjects(objects, { defaultNamespace: "default" });
 const route = (name: string, spec: Record<string, unknown>, extra: Record<string, unknown> = {}): KubeObject =>
-  ({ apiVersion: "networking.digitalocean.com/v1", kind: "StaticRoute", metadata: { name, uid: "u-1", resourceVersion: "7" }, spec, ...extra }) as KubeObject;
+  ({
+    apiVersion: "networking.digitalocean.com/v1",
+    kind: "StaticRoute",
+    metadata: { name, uid: "u-1", resourceVersion: "7" },
+    spec,
+    ...extra,
+  }) as KubeObject;
 
 describe("import: DigitalOcean StaticRoute", () => {
   it("the operator's own examples come out as the same objects, valid by our rules", () => {
@@ -20,7 +26,12 @@ describe("import: DigitalOcean StaticRoute", () => {
     const r = run(input);
     expect(r.findings).toEqual([]);
     expect(r.made.map((m) => m.object)).toEqual(
-      input.map((o) => ({ apiVersion: o.apiVersion, kind: "StaticRoute", metadata: { name: o.metadata?.name }, spec: o.spec })),
+      input.map((o) => ({
+        apiVersion: o.apiVersion,
+        kind: "StaticRoute",
+        metadata: { name: o.metadata?.name },
+        spec: o.spec,
+      })),
     );
     for (const m of r.made) expect(validateStaticRoute(m.object)).toEqual([]);
   });
@@ -29,7 +40,12 @@ describe("import: DigitalOcean StaticRoute", () => {
     const r = run([route("a", { destinations: ["198.51.100.0/24"], gateway: "10.0.0.5" }, { status: { nodes: [] } })]);
     expect(r.made[0]!.object.metadata).toEqual({ name: "a" });
     expect(r.findings).toEqual([
-      { verdict: "ignored", source: "StaticRoute/a", field: "status", reason: "written by each node agent (status.nodes), not imported" },
+      {
+        verdict: "ignored",
+        source: "StaticRoute/a",
+        field: "status",
+        reason: "written by each node agent (status.nodes), not imported",
+      },
     ]);
   });
 

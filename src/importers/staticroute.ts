@@ -1,4 +1,8 @@
-import { STATIC_ROUTE_API_VERSION, STATIC_ROUTE_GROUP, validateStaticRoute } from "../api/digitalocean-v1/static-route.js";
+import {
+  STATIC_ROUTE_API_VERSION,
+  STATIC_ROUTE_GROUP,
+  validateStaticRoute,
+} from "../api/digitalocean-v1/static-route.js";
 import type { KubeObject } from "../api/objects.js";
 import { refer, unknownFields } from "./common.js";
 import type { Conversion, Converter, Finding, Made } from "./types.js";
@@ -32,7 +36,12 @@ export const staticRouteConverter: Converter = {
       }
       findings.push(...unknownFields(o, "", ["apiVersion", "kind", "metadata", "spec", "status"], source));
       if ((o as { status?: unknown }).status !== undefined)
-        findings.push({ verdict: "ignored", source, field: "status", reason: "written by each node agent (status.nodes), not imported" });
+        findings.push({
+          verdict: "ignored",
+          source,
+          field: "status",
+          reason: "written by each node agent (status.nodes), not imported",
+        });
       made.push({ object: object as Made["object"], from: [source] });
     }
     return { made, findings };

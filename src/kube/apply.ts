@@ -1,6 +1,10 @@
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type { KubeObject } from "../api/objects.js";
-import { STATIC_ROUTE_API_VERSION, STATIC_ROUTE_GROUP, STATIC_ROUTE_VERSION } from "../api/digitalocean-v1/static-route.js";
+import {
+  STATIC_ROUTE_API_VERSION,
+  STATIC_ROUTE_GROUP,
+  STATIC_ROUTE_VERSION,
+} from "../api/digitalocean-v1/static-route.js";
 import { GROUP, VERSION } from "../api/v1alpha1/common.js";
 import { PLURALS, statusOf, type KubeClient, type PolicyKind } from "./client.js";
 
@@ -57,7 +61,12 @@ export async function applyAllOrNone(
     try {
       const before = await read(client, o);
       const after = (await apply(client, o, fieldManager, false)) as { metadata?: { resourceVersion?: string } };
-      const result = before === undefined ? "created" : before.metadata?.resourceVersion === after.metadata?.resourceVersion ? "unchanged" : "configured";
+      const result =
+        before === undefined
+          ? "created"
+          : before.metadata?.resourceVersion === after.metadata?.resourceVersion
+            ? "unchanged"
+            : "configured";
       outcomes.push({ ref: refOf(o), result });
     } catch (e) {
       outcomes.push({ ref: refOf(o), result: "failed", error: describeApiError(e) });
@@ -69,16 +78,31 @@ export async function applyAllOrNone(
 /** Where an object lives: one of our kinds, or DigitalOcean's StaticRoute (served as the operator defines it). */
 function target(o: KubeObject): { group: string; version: string; plural: string; name: string; namespace?: string } {
   const name = o.metadata?.name ?? "";
-  if (o.apiVersion === STATIC_ROUTE_API_VERSION && o.kind === "StaticRoute") return { group: STATIC_ROUTE_GROUP, version: STATIC_ROUTE_VERSION, plural: "staticroutes", name };
+  if (o.apiVersion === STATIC_ROUTE_API_VERSION && o.kind === "StaticRoute")
+    return { group: STATIC_ROUTE_GROUP, version: STATIC_ROUTE_VERSION, plural: "staticroutes", name };
   const kind = o.kind as PolicyKind;
   const plural = PLURALS[kind];
   if (!plural || o.apiVersion !== `${GROUP}/${VERSION}`) throw new Error(`${refOf(o)}: not a static-egress object`);
-  return { group: GROUP, version: VERSION, plural, name, ...(kind === "EgressPolicy" ? { namespace: o.metadata?.namespace ?? "default" } : {}) };
+  return {
+    group: GROUP,
+    version: VERSION,
+    plural,
+    name,
+    ...(kind === "EgressPolicy" ? { namespace: o.metadata?.namespace ?? "default" } : {}),
+  };
 }
 
 async function apply(client: KubeClient, o: KubeObject, fieldManager: string, dryRun: boolean): Promise<unknown> {
   const t = target(o);
-  const common = { group: t.group, version: t.version, plural: t.plural, name: t.name, body: o, fieldManager, ...(dryRun ? { dryRun: "All" } : {}) };
+  const common = {
+    group: t.group,
+    version: t.version,
+    plural: t.plural,
+    name: t.name,
+    body: o,
+    fieldManager,
+    ...(dryRun ? { dryRun: "All" } : {}),
+  };
   return whileBusy(() =>
     t.namespace !== undefined
       ? client.custom.patchNamespacedCustomObject({ ...common, namespace: t.namespace }, serverSideApply)
@@ -120,7 +144,9 @@ interface Current {
 async function read(client: KubeClient, o: KubeObject): Promise<Current | undefined> {
   const t = target(o);
   const fieldSelector = `metadata.name=${t.name}${t.namespace !== undefined ? `,metadata.namespace=${t.namespace}` : ""}`;
-  const list = (await whileBusy(() => client.custom.listClusterCustomObject({ group: t.group, version: t.version, plural: t.plural, fieldSelector }))) as {
+  const list = (await whileBusy(() =>
+    client.custom.listClusterCustomObject({ group: t.group, version: t.version, plural: t.plural, fieldSelector }),
+  )) as {
     items?: Current[];
   };
   return list.items?.[0];

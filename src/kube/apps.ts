@@ -1,4 +1,12 @@
-import { AppsV1Api, ListWatch, NetworkingV1Api, PatchStrategy, setHeaderOptions, Watch, type KubernetesObject } from "@kubernetes/client-node";
+import {
+  AppsV1Api,
+  ListWatch,
+  NetworkingV1Api,
+  PatchStrategy,
+  setHeaderOptions,
+  Watch,
+  type KubernetesObject,
+} from "@kubernetes/client-node";
 import { GROUP, VERSION } from "../api/v1alpha1/common.js";
 import { PLURALS } from "./client.js";
 import type { Logger } from "../util/log.js";
@@ -22,7 +30,8 @@ const MANAGED_SELECTOR = "app.kubernetes.io/managed-by=static-egress";
 const apply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
-export type AppChildKind = "Namespace" | "Deployment" | "Service" | "Secret" | "NetworkPolicy" | "EgressGateway" | "EgressPolicy";
+export type AppChildKind =
+  "Namespace" | "Deployment" | "Service" | "Secret" | "NetworkPolicy" | "EgressGateway" | "EgressPolicy";
 
 async function ignoreNotFound(call: Promise<unknown>): Promise<void> {
   try {
@@ -64,10 +73,16 @@ export class AppsClient {
         await this.networking.patchNamespacedNetworkPolicy({ ...params, namespace }, apply);
         return;
       case "EgressGateway":
-        await this.kube.custom.patchClusterCustomObject({ ...params, group: GROUP, version: VERSION, plural: PLURALS.EgressGateway }, apply);
+        await this.kube.custom.patchClusterCustomObject(
+          { ...params, group: GROUP, version: VERSION, plural: PLURALS.EgressGateway },
+          apply,
+        );
         return;
       case "EgressPolicy":
-        await this.kube.custom.patchNamespacedCustomObject({ ...params, namespace, group: GROUP, version: VERSION, plural: PLURALS.EgressPolicy }, apply);
+        await this.kube.custom.patchNamespacedCustomObject(
+          { ...params, namespace, group: GROUP, version: VERSION, plural: PLURALS.EgressPolicy },
+          apply,
+        );
         return;
       default:
         throw new Error(`applyChild: ${o.kind} is not a kind Apps are made of`);
@@ -89,32 +104,64 @@ export class AppsClient {
       case "NetworkPolicy":
         return ignoreNotFound(this.networking.deleteNamespacedNetworkPolicy({ namespace, name }));
       case "EgressGateway":
-        return ignoreNotFound(this.kube.custom.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURALS.EgressGateway, name }));
+        return ignoreNotFound(
+          this.kube.custom.deleteClusterCustomObject({
+            group: GROUP,
+            version: VERSION,
+            plural: PLURALS.EgressGateway,
+            name,
+          }),
+        );
       case "EgressPolicy":
-        return ignoreNotFound(this.kube.custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURALS.EgressPolicy, namespace, name }));
+        return ignoreNotFound(
+          this.kube.custom.deleteNamespacedCustomObject({
+            group: GROUP,
+            version: VERSION,
+            plural: PLURALS.EgressPolicy,
+            namespace,
+            name,
+          }),
+        );
     }
   }
 
   async patchAppStatus(name: string, status: unknown): Promise<void> {
-    await this.kube.custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: APPS_PLURAL, name, body: { status } }, mergePatch);
+    await this.kube.custom.patchClusterCustomObjectStatus(
+      { group: GROUP, version: VERSION, plural: APPS_PLURAL, name, body: { status } },
+      mergePatch,
+    );
   }
 
   /** Replaces the finalizer list if the App is still at `resourceVersion` (409 otherwise). */
   async patchAppFinalizers(name: string, finalizers: string[], resourceVersion: string | undefined): Promise<void> {
     const body = { metadata: { finalizers, ...(resourceVersion ? { resourceVersion } : {}) } };
-    await this.kube.custom.patchClusterCustomObject({ group: GROUP, version: VERSION, plural: APPS_PLURAL, name, body }, mergePatch);
+    await this.kube.custom.patchClusterCustomObject(
+      { group: GROUP, version: VERSION, plural: APPS_PLURAL, name, body },
+      mergePatch,
+    );
   }
 
   // ---- the CLI's calls (the user's own credentials) ----
 
   /** Creates an App; the server refuses unknown fields (Strict) rather than dropping them. */
   async createApp(body: object): Promise<KubernetesObject> {
-    return (await this.kube.custom.createClusterCustomObject({ group: GROUP, version: VERSION, plural: APPS_PLURAL, body, fieldValidation: "Strict" })) as KubernetesObject;
+    return (await this.kube.custom.createClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: APPS_PLURAL,
+      body,
+      fieldValidation: "Strict",
+    })) as KubernetesObject;
   }
 
   async getApp(name: string): Promise<KubernetesObject | undefined> {
     try {
-      return (await this.kube.custom.getClusterCustomObject({ group: GROUP, version: VERSION, plural: APPS_PLURAL, name })) as KubernetesObject;
+      return (await this.kube.custom.getClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: APPS_PLURAL,
+        name,
+      })) as KubernetesObject;
     } catch (e) {
       if (statusOf(e) === 404) return undefined;
       throw e;
@@ -122,13 +169,24 @@ export class AppsClient {
   }
 
   async listApps(): Promise<KubernetesObject[]> {
-    const list = (await this.kube.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: APPS_PLURAL })) as { items?: KubernetesObject[] };
+    const list = (await this.kube.custom.listClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: APPS_PLURAL,
+    })) as { items?: KubernetesObject[] };
     return list.items ?? [];
   }
 
   /** Replaces an App (its resourceVersion in `body` makes a concurrent change a 409). */
   async replaceApp(name: string, body: object): Promise<KubernetesObject> {
-    return (await this.kube.custom.replaceClusterCustomObject({ group: GROUP, version: VERSION, plural: APPS_PLURAL, name, body, fieldValidation: "Strict" })) as KubernetesObject;
+    return (await this.kube.custom.replaceClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: APPS_PLURAL,
+      name,
+      body,
+      fieldValidation: "Strict",
+    })) as KubernetesObject;
   }
 
   /** Deletes an App; false when there was none. */
@@ -155,13 +213,15 @@ function pruneAppChild(o: KubernetesObject): KubernetesObject {
   const own = pruneOwn({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata } as KubernetesObject) as Obj;
   const meta = own.metadata as Obj;
   const owners = (o.metadata as Obj | undefined)?.ownerReferences;
-  if (Array.isArray(owners)) meta.ownerReferences = owners.map((r: Obj) => ({ kind: r.kind, name: r.name, uid: r.uid }));
+  if (Array.isArray(owners))
+    meta.ownerReferences = owners.map((r: Obj) => ({ kind: r.kind, name: r.name, uid: r.uid }));
   const spec = src.spec as Obj | undefined;
   const status = src.status as Obj | undefined;
   if (spec && typeof spec.replicas === "number") own.spec = { replicas: spec.replicas };
   if (status && o.kind !== "Namespace") {
     const s: Obj = {};
-    for (const k of ["observedGeneration", "replicas", "updatedReplicas", "availableReplicas", "readyReplicas"]) if (status[k] !== undefined) s[k] = status[k];
+    for (const k of ["observedGeneration", "replicas", "updatedReplicas", "availableReplicas", "readyReplicas"])
+      if (status[k] !== undefined) s[k] = status[k];
     if (Object.keys(s).length > 0) own.status = s;
   }
   if (status && o.kind === "Namespace" && status.phase !== undefined) own.status = { phase: status.phase };
@@ -172,7 +232,8 @@ function pruneAppChild(o: KubernetesObject): KubernetesObject {
 function pruneOwnedCustom(o: KubernetesObject): KubernetesObject {
   const out = pruneOwn(o) as Obj;
   const owners = (o.metadata as Obj | undefined)?.ownerReferences;
-  if (Array.isArray(owners)) (out.metadata as Obj).ownerReferences = owners.map((r: Obj) => ({ kind: r.kind, name: r.name, uid: r.uid }));
+  if (Array.isArray(owners))
+    (out.metadata as Obj).ownerReferences = owners.map((r: Obj) => ({ kind: r.kind, name: r.name, uid: r.uid }));
   return out as KubernetesObject;
 }
 
@@ -204,15 +265,40 @@ export class AppSource {
       { kind: "Namespace", path: "/api/v1/namespaces", prune: pruneAppChild },
       { kind: "Deployment", path: "/apis/apps/v1/deployments", labelSelector: MANAGED_SELECTOR, prune: pruneAppChild },
       { kind: "Service", path: "/api/v1/services", labelSelector: MANAGED_SELECTOR, prune: pruneAppChild },
-      { kind: "NetworkPolicy", path: "/apis/networking.k8s.io/v1/networkpolicies", labelSelector: MANAGED_SELECTOR, prune: pruneAppChild },
-      { kind: "EgressGateway", path: `/apis/${GROUP}/${VERSION}/egressgateways`, labelSelector: MANAGED_SELECTOR, prune: pruneOwnedCustom },
-      { kind: "EgressPolicy", path: `/apis/${GROUP}/${VERSION}/egresspolicies`, labelSelector: MANAGED_SELECTOR, prune: pruneOwnedCustom },
+      {
+        kind: "NetworkPolicy",
+        path: "/apis/networking.k8s.io/v1/networkpolicies",
+        labelSelector: MANAGED_SELECTOR,
+        prune: pruneAppChild,
+      },
+      {
+        kind: "EgressGateway",
+        path: `/apis/${GROUP}/${VERSION}/egressgateways`,
+        labelSelector: MANAGED_SELECTOR,
+        prune: pruneOwnedCustom,
+      },
+      {
+        kind: "EgressPolicy",
+        path: `/apis/${GROUP}/${VERSION}/egresspolicies`,
+        labelSelector: MANAGED_SELECTOR,
+        prune: pruneOwnedCustom,
+      },
     ];
     let synced = false;
     this.stopped = false;
     for (const s of specs) {
-      const list = () => listAllPages((q) => this.client.listPage(s.path, { ...q, ...(s.labelSelector ? { labelSelector: s.labelSelector } : {}) }), s.prune);
-      const informer = new ListWatch<KubernetesObject>(s.path, pruningWatch(watch, s.prune), list, false, s.labelSelector);
+      const list = () =>
+        listAllPages(
+          (q) => this.client.listPage(s.path, { ...q, ...(s.labelSelector ? { labelSelector: s.labelSelector } : {}) }),
+          s.prune,
+        );
+      const informer = new ListWatch<KubernetesObject>(
+        s.path,
+        pruningWatch(watch, s.prune),
+        list,
+        false,
+        s.labelSelector,
+      );
       const w: Informed = { kind: s.kind, informer };
       for (const verb of ["add", "update", "delete"] as const) {
         informer.on(verb, (o) => {
@@ -222,7 +308,10 @@ export class AppSource {
       }
       informer.on("error", (err: unknown) => {
         if ((err as { name?: string } | undefined)?.name === "AbortError" || this.stopped || w.retry) return;
-        this.logger.warn({ kind: s.kind, err: (err as Error)?.message ?? String(err) }, "apps: watch failed; keeping the cache, retrying");
+        this.logger.warn(
+          { kind: s.kind, err: (err as Error)?.message ?? String(err) },
+          "apps: watch failed; keeping the cache, retrying",
+        );
         w.retry = setTimeout(() => {
           w.retry = undefined;
           if (!this.stopped) void informer.start().catch(() => undefined);
@@ -232,7 +321,11 @@ export class AppSource {
       this.informed.push(w);
     }
     for (let attempt = 1; ; attempt++) {
-      await Promise.all(this.informed.filter((w) => !w.informer.latestResourceVersion()).map((w) => w.informer.start().catch(() => undefined)));
+      await Promise.all(
+        this.informed
+          .filter((w) => !w.informer.latestResourceVersion())
+          .map((w) => w.informer.start().catch(() => undefined)),
+      );
       const missing = this.informed.filter((w) => !w.informer.latestResourceVersion());
       if (missing.length === 0) break;
       if (this.stopped) return;
@@ -243,7 +336,10 @@ export class AppSource {
   }
 
   /** Objects of a kind; for the children, only those of one app. */
-  list(kind: "App" | "Namespace" | "Deployment" | "Service" | "NetworkPolicy" | "EgressGateway" | "EgressPolicy", app?: string): readonly KubernetesObject[] {
+  list(
+    kind: "App" | "Namespace" | "Deployment" | "Service" | "NetworkPolicy" | "EgressGateway" | "EgressPolicy",
+    app?: string,
+  ): readonly KubernetesObject[] {
     const all = this.informed.find((w) => w.kind === kind)?.informer.list() ?? [];
     return app === undefined ? all : all.filter((o) => o.metadata?.labels?.["staticegress.io/app"] === app);
   }

@@ -73,9 +73,24 @@ export const KUBE_ACCESS: readonly Access[] = [
   { component: "controller", apiGroup: GROUP, resource: "apps", verbs: ["list", "watch", "patch"] },
   { component: "controller", apiGroup: GROUP, resource: "apps/status", verbs: ["patch"] },
   { component: "controller", apiGroup: "", resource: "namespaces", verbs: ["create", "patch", "delete"] },
-  { component: "controller", apiGroup: "apps", resource: "deployments", verbs: ["list", "watch", "create", "patch", "delete"] },
-  { component: "controller", apiGroup: "", resource: "services", verbs: ["list", "watch", "create", "patch", "delete"] },
-  { component: "controller", apiGroup: "networking.k8s.io", resource: "networkpolicies", verbs: ["list", "watch", "create", "patch", "delete"] },
+  {
+    component: "controller",
+    apiGroup: "apps",
+    resource: "deployments",
+    verbs: ["list", "watch", "create", "patch", "delete"],
+  },
+  {
+    component: "controller",
+    apiGroup: "",
+    resource: "services",
+    verbs: ["list", "watch", "create", "patch", "delete"],
+  },
+  {
+    component: "controller",
+    apiGroup: "networking.k8s.io",
+    resource: "networkpolicies",
+    verbs: ["list", "watch", "create", "patch", "delete"],
+  },
   { component: "controller", apiGroup: "", resource: "secrets", verbs: ["create", "patch", "delete"] },
   // DEDICATED_IP apps: a gateway and a policy of their own (src/planner/app-egress.ts).
   { component: "controller", apiGroup: GROUP, resource: "egressgateways", verbs: ["create", "delete"] },
@@ -119,9 +134,15 @@ export class KubeClient {
   async patchStatus(kind: PolicyKind, namespace: string | undefined, name: string, status: unknown): Promise<void> {
     const plural = PLURALS[kind];
     if (namespace !== undefined && kind === "EgressPolicy") {
-      await this.custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace, plural, name, body: { status } }, mergePatch);
+      await this.custom.patchNamespacedCustomObjectStatus(
+        { group: GROUP, version: VERSION, namespace, plural, name, body: { status } },
+        mergePatch,
+      );
     } else {
-      await this.custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural, name, body: { status } }, mergePatch);
+      await this.custom.patchClusterCustomObjectStatus(
+        { group: GROUP, version: VERSION, plural, name, body: { status } },
+        mergePatch,
+      );
     }
   }
 
@@ -129,13 +150,25 @@ export class KubeClient {
    * Merge-patches part of a status only if the object is still at `resourceVersion` (409
    * otherwise): for a writer that shares a status with another one (cloud plugins, the core).
    */
-  async patchStatusAt(kind: PolicyKind, namespace: string | undefined, name: string, status: unknown, resourceVersion: string): Promise<void> {
+  async patchStatusAt(
+    kind: PolicyKind,
+    namespace: string | undefined,
+    name: string,
+    status: unknown,
+    resourceVersion: string,
+  ): Promise<void> {
     const plural = PLURALS[kind];
     const body = { metadata: { resourceVersion }, status };
     if (namespace !== undefined && kind === "EgressPolicy") {
-      await this.custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace, plural, name, body }, mergePatch);
+      await this.custom.patchNamespacedCustomObjectStatus(
+        { group: GROUP, version: VERSION, namespace, plural, name, body },
+        mergePatch,
+      );
     } else {
-      await this.custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural, name, body }, mergePatch);
+      await this.custom.patchClusterCustomObjectStatus(
+        { group: GROUP, version: VERSION, plural, name, body },
+        mergePatch,
+      );
     }
   }
 
@@ -144,14 +177,30 @@ export class KubeClient {
    * keyed by instance): the field manager owns that entry only, so instances never overwrite
    * each other, nor the controller's status.
    */
-  async applyInstanceTraffic(kind: "EgressPolicy" | "ClusterEgressPolicy", namespace: string | undefined, name: string, entry: { instance: string; bytesPerSecond: number; packetsPerSecond: number; at: string }): Promise<void> {
+  async applyInstanceTraffic(
+    kind: "EgressPolicy" | "ClusterEgressPolicy",
+    namespace: string | undefined,
+    name: string,
+    entry: { instance: string; bytesPerSecond: number; packetsPerSecond: number; at: string },
+  ): Promise<void> {
     const plural = PLURALS[kind];
     const fieldManager = `static-egress-gateway-${entry.instance.replace(/[^a-zA-Z0-9.-]/g, "-")}`.slice(0, 128);
-    const body = { apiVersion: `${GROUP}/${VERSION}`, kind, metadata: { name, ...(namespace !== undefined ? { namespace } : {}) }, status: { traffic: { instances: [entry] } } };
+    const body = {
+      apiVersion: `${GROUP}/${VERSION}`,
+      kind,
+      metadata: { name, ...(namespace !== undefined ? { namespace } : {}) },
+      status: { traffic: { instances: [entry] } },
+    };
     if (namespace !== undefined && kind === "EgressPolicy") {
-      await this.custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace, plural, name, body, fieldManager, force: true }, serverSideApply);
+      await this.custom.patchNamespacedCustomObjectStatus(
+        { group: GROUP, version: VERSION, namespace, plural, name, body, fieldManager, force: true },
+        serverSideApply,
+      );
     } else {
-      await this.custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural, name, body, fieldManager, force: true }, serverSideApply);
+      await this.custom.patchClusterCustomObjectStatus(
+        { group: GROUP, version: VERSION, plural, name, body, fieldManager, force: true },
+        serverSideApply,
+      );
     }
   }
 
@@ -167,7 +216,12 @@ export class KubeClient {
   /** The EgressGateway as the API server has it now (not a cache), undefined if there is none. */
   async readGateway(name: string): Promise<KubernetesObject | undefined> {
     try {
-      return (await this.custom.getClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURALS.EgressGateway, name })) as KubernetesObject;
+      return (await this.custom.getClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: PLURALS.EgressGateway,
+        name,
+      })) as KubernetesObject;
     } catch (err) {
       if (statusOf(err) === 404) return undefined;
       throw err;
@@ -175,11 +229,20 @@ export class KubeClient {
   }
 
   /** Replaces the finalizer list; the resourceVersion makes it fail (409) if someone changed the object meanwhile. */
-  async patchFinalizers(kind: PolicyKind, namespace: string | undefined, name: string, finalizers: string[], resourceVersion: string | undefined): Promise<void> {
+  async patchFinalizers(
+    kind: PolicyKind,
+    namespace: string | undefined,
+    name: string,
+    finalizers: string[],
+    resourceVersion: string | undefined,
+  ): Promise<void> {
     const plural = PLURALS[kind];
     const body = { metadata: { finalizers, ...(resourceVersion ? { resourceVersion } : {}) } };
     if (namespace !== undefined && kind === "EgressPolicy") {
-      await this.custom.patchNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural, name, body }, mergePatch);
+      await this.custom.patchNamespacedCustomObject(
+        { group: GROUP, version: VERSION, namespace, plural, name, body },
+        mergePatch,
+      );
     } else {
       await this.custom.patchClusterCustomObject({ group: GROUP, version: VERSION, plural, name, body }, mergePatch);
     }
@@ -203,7 +266,13 @@ export class KubeClient {
       namespace,
       body: {
         metadata: { generateName: `${involved.name}.`, namespace },
-        involvedObject: { apiVersion: involved.apiVersion, kind: involved.kind, name: involved.name, ...(involved.namespace ? { namespace: involved.namespace } : {}), ...(involved.uid ? { uid: involved.uid } : {}) },
+        involvedObject: {
+          apiVersion: involved.apiVersion,
+          kind: involved.kind,
+          name: involved.name,
+          ...(involved.namespace ? { namespace: involved.namespace } : {}),
+          ...(involved.uid ? { uid: involved.uid } : {}),
+        },
         type: e.type,
         reason: e.reason,
         message: e.message,
@@ -220,7 +289,13 @@ export class KubeClient {
    * removes one), only if the Service is
    * still at `resourceVersion` (409 otherwise), so a concurrent edit by its owner is never lost.
    */
-  async patchServiceExternalIPs(namespace: string, name: string, externalIPs: string[], annotations: Record<string, string | null>, resourceVersion: string | undefined): Promise<void> {
+  async patchServiceExternalIPs(
+    namespace: string,
+    name: string,
+    externalIPs: string[],
+    annotations: Record<string, string | null>,
+    resourceVersion: string | undefined,
+  ): Promise<void> {
     const body = { metadata: { annotations, ...(resourceVersion ? { resourceVersion } : {}) }, spec: { externalIPs } };
     await this.core.patchNamespacedService({ namespace, name, body }, mergePatch);
   }
@@ -231,7 +306,11 @@ export class KubeClient {
    * whole list as one string and deserializing it into client-node's classes. Errors carry the
    * HTTP status in `statusCode` and `code` (a 410 means the continue token expired).
    */
-  async listPage(path: string, query: { limit?: number; continue?: string; fieldSelector?: string; labelSelector?: string }, timeoutMs = 60_000): Promise<ListPage> {
+  async listPage(
+    path: string,
+    query: { limit?: number; continue?: string; fieldSelector?: string; labelSelector?: string },
+    timeoutMs = 60_000,
+  ): Promise<ListPage> {
     const cluster = this.kubeconfig.getCurrentCluster();
     if (!cluster) throw new Error("kubeconfig: no current cluster");
     const url = new URL(cluster.server + path);
@@ -244,25 +323,33 @@ export class KubeClient {
     (init.headers as Headers | undefined)?.forEach((v, k) => (headers[k] = v));
     const send = url.protocol === "https:" ? httpsRequest : httpRequest;
     return new Promise<ListPage>((resolve, reject) => {
-      const req = send(url, { method: "GET", headers, agent: init.agent as HttpAgent | undefined, timeout: timeoutMs }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("error", reject);
-        res.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8");
-          const status = res.statusCode ?? 0;
-          if (status !== 200) {
-            const err = Object.assign(new Error(`GET ${path}: HTTP ${status}: ${text.slice(0, 300)}`), { statusCode: status, code: status, body: text.slice(0, 2_000) });
-            reject(err);
-            return;
-          }
-          try {
-            resolve(JSON.parse(text) as ListPage);
-          } catch (e) {
-            reject(e as Error);
-          }
-        });
-      });
+      const req = send(
+        url,
+        { method: "GET", headers, agent: init.agent as HttpAgent | undefined, timeout: timeoutMs },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("error", reject);
+          res.on("end", () => {
+            const text = Buffer.concat(chunks).toString("utf8");
+            const status = res.statusCode ?? 0;
+            if (status !== 200) {
+              const err = Object.assign(new Error(`GET ${path}: HTTP ${status}: ${text.slice(0, 300)}`), {
+                statusCode: status,
+                code: status,
+                body: text.slice(0, 2_000),
+              });
+              reject(err);
+              return;
+            }
+            try {
+              resolve(JSON.parse(text) as ListPage);
+            } catch (e) {
+              reject(e as Error);
+            }
+          });
+        },
+      );
       req.on("timeout", () => req.destroy(new Error(`GET ${path}: no answer within ${timeoutMs} ms`)));
       req.on("error", reject);
       req.end();
@@ -275,10 +362,27 @@ export class KubeClient {
    * node agent owns exactly its entry and concurrent writers never overwrite each other.
    * `entry` undefined removes this node's entry (the manager applies an empty list).
    */
-  async applyStaticRouteNodeStatus(name: string, node: string, entry: Record<string, unknown> | undefined): Promise<void> {
-    const body = { apiVersion: `${STATIC_ROUTE_GROUP}/${STATIC_ROUTE_VERSION}`, kind: "StaticRoute", metadata: { name }, status: { nodes: entry ? [{ ...entry, name: node }] : [] } };
+  async applyStaticRouteNodeStatus(
+    name: string,
+    node: string,
+    entry: Record<string, unknown> | undefined,
+  ): Promise<void> {
+    const body = {
+      apiVersion: `${STATIC_ROUTE_GROUP}/${STATIC_ROUTE_VERSION}`,
+      kind: "StaticRoute",
+      metadata: { name },
+      status: { nodes: entry ? [{ ...entry, name: node }] : [] },
+    };
     await this.custom.patchClusterCustomObjectStatus(
-      { group: STATIC_ROUTE_GROUP, version: STATIC_ROUTE_VERSION, plural: "staticroutes", name, body, fieldManager: `static-egress-node/${node}`.slice(0, 128), force: true },
+      {
+        group: STATIC_ROUTE_GROUP,
+        version: STATIC_ROUTE_VERSION,
+        plural: "staticroutes",
+        name,
+        body,
+        fieldManager: `static-egress-node/${node}`.slice(0, 128),
+        force: true,
+      },
       serverSideApply,
     );
   }
@@ -299,4 +403,3 @@ export class KubeClient {
     return this.coordination.replaceNamespacedLease({ name, namespace, body: lease });
   }
 }
-

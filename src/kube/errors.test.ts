@@ -20,8 +20,13 @@ describe("errors", () => {
   });
 
   it("keeps the API server's answer, whose causes name the refused fields", () => {
-    const body = JSON.stringify({ kind: "Status", details: { causes: [{ field: "spec.name", message: "Invalid value" }] } });
-    expect(new KubeApiError(422, "Unprocessable", { cause: Object.assign(new Error("HTTP 422"), { code: 422, body }) }).body).toBe(body);
+    const body = JSON.stringify({
+      kind: "Status",
+      details: { causes: [{ field: "spec.name", message: "Invalid value" }] },
+    });
+    expect(
+      new KubeApiError(422, "Unprocessable", { cause: Object.assign(new Error("HTTP 422"), { code: 422, body }) }).body,
+    ).toBe(body);
     expect(new KubeApiError(undefined, "no answer", { cause: new Error("ECONNREFUSED") }).body).toBeUndefined();
   });
 });

@@ -29,19 +29,38 @@ export class EventRecorder {
 
   async record(subject: EventSubject, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
     try {
-      await this.client.createObjectEvent({ involved: subject, type, reason, message: message.slice(0, MAX_MESSAGE), component: this.component });
+      await this.client.createObjectEvent({
+        involved: subject,
+        type,
+        reason,
+        message: message.slice(0, MAX_MESSAGE),
+        component: this.component,
+      });
     } catch (e) {
       this.log.warn({ err: (e as Error).message }, "could not record an event");
     }
   }
 
   /** An Event about one of our objects (an EgressPolicy needs its namespace). */
-  async recordOurs(kind: PolicyKind, name: string, ref: { namespace?: string; uid?: string }, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
+  async recordOurs(
+    kind: PolicyKind,
+    name: string,
+    ref: { namespace?: string; uid?: string },
+    type: "Normal" | "Warning",
+    reason: string,
+    message: string,
+  ): Promise<void> {
     if (kind === "EgressPolicy" && !ref.namespace) {
       this.log.warn({ err: `an Event about EgressPolicy ${name} needs its namespace` }, "could not record an event");
       return;
     }
-    const subject: EventSubject = { apiVersion: `${GROUP}/${VERSION}`, kind, name, ...(kind === "EgressPolicy" ? { namespace: ref.namespace } : {}), ...(ref.uid ? { uid: ref.uid } : {}) };
+    const subject: EventSubject = {
+      apiVersion: `${GROUP}/${VERSION}`,
+      kind,
+      name,
+      ...(kind === "EgressPolicy" ? { namespace: ref.namespace } : {}),
+      ...(ref.uid ? { uid: ref.uid } : {}),
+    };
     await this.record(subject, type, reason, message);
   }
 }

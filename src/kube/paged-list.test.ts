@@ -5,20 +5,35 @@ import { prunePod } from "./prune.js";
 
 function pod(i: number): KubernetesObject {
   return {
-    metadata: { name: `p-${i}`, namespace: `ns-${i % 7}`, resourceVersion: String(100 + i), labels: { app: `a-${i % 3}` }, managedFields: [{ manager: "x" }] },
+    metadata: {
+      name: `p-${i}`,
+      namespace: `ns-${i % 7}`,
+      resourceVersion: String(100 + i),
+      labels: { app: `a-${i % 3}` },
+      managedFields: [{ manager: "x" }],
+    },
     spec: { nodeName: `n-${i % 5}`, containers: [{ name: "c", image: "i" }] },
     status: { phase: "Running", podIPs: [{ ip: `10.0.0.${i}` }] },
   } as KubernetesObject;
 }
 
 /** An API server's paginated list of `items` at resourceVersion `rv` (continue = the next index). */
-function server(items: KubernetesObject[], rv: string): { fetch: FetchPage; calls: { limit: number; continue?: string }[] } {
+function server(
+  items: KubernetesObject[],
+  rv: string,
+): { fetch: FetchPage; calls: { limit: number; continue?: string }[] } {
   const calls: { limit: number; continue?: string }[] = [];
   const fetch: FetchPage = async (q) => {
     calls.push(q);
     const from = q.continue ? Number(q.continue) : 0;
     const to = Math.min(items.length, from + q.limit);
-    const page: ListPage = { metadata: { resourceVersion: rv, ...(to < items.length ? { continue: String(to), remainingItemCount: items.length - to } : {}) }, items: structuredClone(items.slice(from, to)) };
+    const page: ListPage = {
+      metadata: {
+        resourceVersion: rv,
+        ...(to < items.length ? { continue: String(to), remainingItemCount: items.length - to } : {}),
+      },
+      items: structuredClone(items.slice(from, to)),
+    };
     return page;
   };
   return { fetch, calls };
@@ -34,10 +49,14 @@ class IdleWatch extends Watch {
   }
 }
 
-async function informerCache(list: () => Promise<KubernetesListObject<KubernetesObject>>): Promise<{ objects: KubernetesObject[]; rv: string }> {
+async function informerCache(
+  list: () => Promise<KubernetesListObject<KubernetesObject>>,
+): Promise<{ objects: KubernetesObject[]; rv: string }> {
   const lw = new ListWatch<KubernetesObject>("/api/v1/pods", new IdleWatch(), list, false);
   await lw.start();
-  const objects = [...lw.list()].sort((a, b) => `${a.metadata?.namespace}/${a.metadata?.name}`.localeCompare(`${b.metadata?.namespace}/${b.metadata?.name}`));
+  const objects = [...lw.list()].sort((a, b) =>
+    `${a.metadata?.namespace}/${a.metadata?.name}`.localeCompare(`${b.metadata?.namespace}/${b.metadata?.name}`),
+  );
   await lw.stop();
   return { objects, rv: lw.latestResourceVersion() };
 }
@@ -46,7 +65,8 @@ describe("listAllPages", () => {
   const items = Array.from({ length: 1_234 }, (_, i) => pod(i));
 
   it("gives the informer the same cache and resourceVersion as one unpaginated list", async () => {
-    const whole = async () => ({ metadata: { resourceVersion: "777" }, items: items.map(prunePod) }) as KubernetesListObject<KubernetesObject>;
+    const whole = async () =>
+      ({ metadata: { resourceVersion: "777" }, items: items.map(prunePod) }) as KubernetesListObject<KubernetesObject>;
     const api = server(items, "777");
     const paged = () => listAllPages(api.fetch, prunePod, 100);
     const a = await informerCache(whole);
@@ -61,7 +81,11 @@ describe("listAllPages", () => {
 
   it("prunes every item", async () => {
     const list = await listAllPages(server(items, "1").fetch, prunePod, 500);
-    expect(list.items.every((o) => !("managedFields" in (o.metadata ?? {})) && !("containers" in ((o as { spec?: object }).spec ?? {})))).toBe(true);
+    expect(
+      list.items.every(
+        (o) => !("managedFields" in (o.metadata ?? {})) && !("containers" in ((o as { spec?: object }).spec ?? {})),
+      ),
+    ).toBe(true);
   });
 
   it("starts again from the first page when a continue token expired (410)", async () => {
@@ -82,7 +106,8 @@ describe("listAllPages", () => {
     const gone: FetchPage = async () => Promise.reject(Object.assign(new Error("Gone"), { statusCode: 410 }));
     await expect(listAllPages(gone, prunePod)).rejects.toThrow("Gone");
     const api = server(items, "5");
-    const broken: FetchPage = async (q) => (q.continue ? Promise.reject(Object.assign(new Error("boom"), { statusCode: 500 })) : api.fetch(q));
+    const broken: FetchPage = async (q) =>
+      q.continue ? Promise.reject(Object.assign(new Error("boom"), { statusCode: 500 })) : api.fetch(q);
     await expect(listAllPages(broken, prunePod, 100)).rejects.toThrow("boom");
   });
 

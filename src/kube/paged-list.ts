@@ -25,7 +25,11 @@ const MAX_RESTARTS = 3;
  * a later page) starts the list again from the first page, as client-go's reflector does; a
  * 410 on the first page, or any other error, is the list's error.
  */
-export async function listAllPages(fetchPage: FetchPage, transform: (o: KubernetesObject) => KubernetesObject, pageSize = DEFAULT_PAGE_SIZE): Promise<KubernetesListObject<KubernetesObject>> {
+export async function listAllPages(
+  fetchPage: FetchPage,
+  transform: (o: KubernetesObject) => KubernetesObject,
+  pageSize = DEFAULT_PAGE_SIZE,
+): Promise<KubernetesListObject<KubernetesObject>> {
   for (let restarts = 0; ; restarts++) {
     const items: KubernetesObject[] = [];
     let resourceVersion: string | undefined;
@@ -41,6 +45,11 @@ export async function listAllPages(fetchPage: FetchPage, transform: (o: Kubernet
       if (cont && statusOf(e) === 410 && restarts < MAX_RESTARTS) continue;
       throw e;
     }
-    return { apiVersion: "v1", kind: "List", metadata: resourceVersion !== undefined ? { resourceVersion } : {}, items };
+    return {
+      apiVersion: "v1",
+      kind: "List",
+      metadata: resourceVersion !== undefined ? { resourceVersion } : {},
+      items,
+    };
   }
 }

@@ -24,7 +24,8 @@ function tracked<T extends object>(root: T): { obj: T; reads: Set<string> } {
     new Proxy(target, {
       get(t, key, receiver) {
         const value = Reflect.get(t, key, receiver) as unknown;
-        if (typeof key === "symbol" || (Array.isArray(t) && (key === "length" || typeof value === "function"))) return value;
+        if (typeof key === "symbol" || (Array.isArray(t) && (key === "length" || typeof value === "function")))
+          return value;
         if (typeof value === "function") return value;
         const p = Array.isArray(t) ? `${path}[]` : `${path}.${key}`;
         if (value !== null && typeof value === "object") return wrap(value, p);
@@ -49,7 +50,16 @@ function bookkeeping(reads: Set<string>): void {
   for (const p of [".metadata.resourceVersion", ".kind", ".apiVersion"]) reads.add(p);
 }
 
-const managedFields = [{ manager: "kubectl", operation: "Apply", apiVersion: "v1", time: "2025-01-01T00:00:00Z", fieldsType: "FieldsV1", fieldsV1: { "f:metadata": { "f:labels": {} } } }];
+const managedFields = [
+  {
+    manager: "kubectl",
+    operation: "Apply",
+    apiVersion: "v1",
+    time: "2025-01-01T00:00:00Z",
+    fieldsType: "FieldsV1",
+    fieldsV1: { "f:metadata": { "f:labels": {} } },
+  },
+];
 
 function fullPod(extra: Obj = {}): Obj {
   return {
@@ -63,7 +73,11 @@ function fullPod(extra: Obj = {}): Obj {
       generation: 1,
       creationTimestamp: "2025-01-01T00:00:00Z",
       labels: { app: "web", "staticegress.io/reserved-ip": "" },
-      annotations: { "staticegress.io/reserved-ip": "192.0.2.7", "staticegress.io/reserved-ip-ports": "tcp/443", "kubectl.kubernetes.io/restartedAt": "2025-01-01T00:00:00Z" },
+      annotations: {
+        "staticegress.io/reserved-ip": "192.0.2.7",
+        "staticegress.io/reserved-ip-ports": "tcp/443",
+        "kubectl.kubernetes.io/restartedAt": "2025-01-01T00:00:00Z",
+      },
       ownerReferences: [{ apiVersion: "apps/v1", kind: "ReplicaSet", name: "web-5d8f", uid: "x", controller: true }],
       managedFields,
       ...extra,
@@ -88,7 +102,16 @@ function fullPod(extra: Obj = {}): Obj {
         { type: "Initialized", status: "True", lastTransitionTime: "2025-01-01T00:00:00Z" },
         { type: "Ready", status: "True", lastProbeTime: null, lastTransitionTime: "2025-01-01T00:00:01Z" },
       ],
-      containerStatuses: [{ name: "app", ready: true, restartCount: 0, image: "registry.example/app:1", imageID: "sha", state: { running: { startedAt: "2025-01-01T00:00:00Z" } } }],
+      containerStatuses: [
+        {
+          name: "app",
+          ready: true,
+          restartCount: 0,
+          image: "registry.example/app:1",
+          imageID: "sha",
+          state: { running: { startedAt: "2025-01-01T00:00:00Z" } },
+        },
+      ],
     },
   };
 }
@@ -106,14 +129,24 @@ function fullNode(extra: Obj = {}): Obj {
       annotations: {
         [NODE_EGRESS_IPS_ANNOTATION]: "192.0.2.10",
         [ANCHOR_ANNOTATION]: "10.20.0.5",
-        "staticegress.io/report": JSON.stringify({ programmed: { "EgressPolicy/shop/web": 1 }, health: {}, unavailable: {}, at: "2025-01-01T00:00:00Z" }),
+        "staticegress.io/report": JSON.stringify({
+          programmed: { "EgressPolicy/shop/web": 1 },
+          health: {},
+          unavailable: {},
+          at: "2025-01-01T00:00:00Z",
+        }),
         "node.alpha.kubernetes.io/ttl": "0",
         "volumes.kubernetes.io/controller-managed-attach-detach": "true",
       },
       managedFields,
       ...extra,
     },
-    spec: { podCIDR: "10.64.0.0/24", podCIDRs: ["10.64.0.0/24"], providerID: "digitalocean://100001", taints: [{ key: "k", effect: "NoSchedule" }] },
+    spec: {
+      podCIDR: "10.64.0.0/24",
+      podCIDRs: ["10.64.0.0/24"],
+      providerID: "digitalocean://100001",
+      taints: [{ key: "k", effect: "NoSchedule" }],
+    },
     status: {
       addresses: [
         { type: "InternalIP", address: "10.0.0.1" },
@@ -123,7 +156,13 @@ function fullNode(extra: Obj = {}): Obj {
       allocatable: { cpu: "3900m" },
       conditions: [
         { type: "MemoryPressure", status: "False", reason: "KubeletHasSufficientMemory" },
-        { type: "Ready", status: "True", reason: "KubeletReady", message: "ok", lastHeartbeatTime: "2025-01-01T00:00:00Z" },
+        {
+          type: "Ready",
+          status: "True",
+          reason: "KubeletReady",
+          message: "ok",
+          lastHeartbeatTime: "2025-01-01T00:00:00Z",
+        },
       ],
       nodeInfo: { kubeletVersion: "v1.37.2" },
       images: [{ names: ["registry.example/app:1"], sizeBytes: 1 }],
@@ -140,7 +179,10 @@ function fullNamespace(extra: Obj = {}): Obj {
       uid: "u-ns",
       resourceVersion: "7",
       labels: { "kubernetes.io/metadata.name": "shop", team: "a" },
-      annotations: { "staticegress.io/reserved-ips": "192.0.2.7", "kubectl.kubernetes.io/last-applied-configuration": "{}" },
+      annotations: {
+        "staticegress.io/reserved-ips": "192.0.2.7",
+        "kubectl.kubernetes.io/last-applied-configuration": "{}",
+      },
       managedFields,
       ...extra,
     },
@@ -150,7 +192,10 @@ function fullNamespace(extra: Obj = {}): Obj {
 }
 
 /** The planner reads labels through selectors (any key) and one node annotation; modelled here. */
-function plannerReads(info: { labels: Readonly<Record<string, string>>; annotations?: Readonly<Record<string, string>> }, rest: unknown): void {
+function plannerReads(
+  info: { labels: Readonly<Record<string, string>>; annotations?: Readonly<Record<string, string>> },
+  rest: unknown,
+): void {
   JSON.stringify(info.labels);
   void info.annotations?.[NODE_EGRESS_IPS_ANNOTATION];
   JSON.stringify(rest);
@@ -165,7 +210,8 @@ describe("pruning keeps exactly what static-egress reads", () => {
     for (const variant of ["full", "deleting", "no podIPs", "no transition time"]) {
       const pod = fullPod(variant === "deleting" ? { deletionTimestamp: "2025-01-02T00:00:00Z" } : {});
       if (variant === "no podIPs") delete (pod.status as Obj).podIPs;
-      if (variant === "no transition time") for (const c of (pod.status as { conditions: Obj[] }).conditions) delete c.lastTransitionTime;
+      if (variant === "no transition time")
+        for (const c of (pod.status as { conditions: Obj[] }).conditions) delete c.lastTransitionTime;
       const node = fullNode();
       const { obj, reads } = tracked(pod);
       const info = podInfo(obj as KubeObject);
@@ -191,7 +237,11 @@ describe("pruning keeps exactly what static-egress reads", () => {
       const { obj, reads } = tracked(node);
       const info = nodeInfo(obj as KubeObject);
       plannerReads(info, { ...info, labels: undefined, annotations: undefined });
-      parseReport("node-1", (obj as { metadata: { annotations: Record<string, string> } }).metadata.annotations, Date.parse("2025-01-01T00:00:30Z"));
+      parseReport(
+        "node-1",
+        (obj as { metadata: { annotations: Record<string, string> } }).metadata.annotations,
+        Date.parse("2025-01-01T00:00:30Z"),
+      );
       nodeAnchors([obj as KubernetesObject]);
       readClaims([fullPod() as KubernetesObject], [obj as KubernetesObject]);
       bookkeeping(reads);
@@ -221,15 +271,38 @@ describe("pruning keeps exactly what static-egress reads", () => {
     const svc = {
       apiVersion: "v1",
       kind: "Service",
-      metadata: { name: "web", namespace: "shop", uid: "u", resourceVersion: "5", managedFields, annotations: { "staticegress.io/reserved-ip": "192.0.2.7", [MANAGED_EXTERNAL_IPS_KEY]: "10.20.0.5", "other/x": "y" } },
-      spec: { type: "ClusterIP", clusterIP: "10.96.0.10", ports: [{ port: 80 }], externalIPs: ["10.20.0.5"], selector: { app: "web" } },
+      metadata: {
+        name: "web",
+        namespace: "shop",
+        uid: "u",
+        resourceVersion: "5",
+        managedFields,
+        annotations: {
+          "staticegress.io/reserved-ip": "192.0.2.7",
+          [MANAGED_EXTERNAL_IPS_KEY]: "10.20.0.5",
+          "other/x": "y",
+        },
+      },
+      spec: {
+        type: "ClusterIP",
+        clusterIP: "10.96.0.10",
+        ports: [{ port: 80 }],
+        externalIPs: ["10.20.0.5"],
+        selector: { app: "web" },
+      },
       status: { loadBalancer: {} },
     };
     const pruned = pruneService(svc as unknown as KubernetesObject) as unknown as typeof svc;
     expect(pruned).toEqual({
       apiVersion: "v1",
       kind: "Service",
-      metadata: { name: "web", namespace: "shop", uid: "u", resourceVersion: "5", annotations: { "staticegress.io/reserved-ip": "192.0.2.7", [MANAGED_EXTERNAL_IPS_KEY]: "10.20.0.5" } },
+      metadata: {
+        name: "web",
+        namespace: "shop",
+        uid: "u",
+        resourceVersion: "5",
+        annotations: { "staticegress.io/reserved-ip": "192.0.2.7", [MANAGED_EXTERNAL_IPS_KEY]: "10.20.0.5" },
+      },
       spec: { externalIPs: ["10.20.0.5"] },
     });
     expect(serviceRequestedIP(pruned.metadata.annotations)).toEqual(serviceRequestedIP(svc.metadata.annotations));

@@ -44,7 +44,15 @@ function pick(from: unknown, keys: readonly string[]): Obj {
   return out;
 }
 
-const META_KEYS = ["name", "namespace", "uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "labels"] as const;
+const META_KEYS = [
+  "name",
+  "namespace",
+  "uid",
+  "resourceVersion",
+  "creationTimestamp",
+  "deletionTimestamp",
+  "labels",
+] as const;
 
 function pruneMetadata(meta: unknown, extra: readonly string[] = []): Obj {
   const out = pick(meta, [...META_KEYS, ...extra]);
@@ -97,7 +105,10 @@ export function pruneNode(o: KubernetesObject): KubernetesObject {
   setIfAny(out, "spec", pick(src.spec, ["podCIDR", "podCIDRs", "providerID"]));
   const status: Obj = {};
   const addresses = isObj(src.status) ? src.status.addresses : undefined;
-  if (Array.isArray(addresses)) status.addresses = addresses.filter((a): a is Obj => isObj(a) && a.type === "InternalIP").map((a) => pick(a, ["type", "address"]));
+  if (Array.isArray(addresses))
+    status.addresses = addresses
+      .filter((a): a is Obj => isObj(a) && a.type === "InternalIP")
+      .map((a) => pick(a, ["type", "address"]));
   const ready = readyCondition(src.status, ["type", "status"]);
   if (ready) status.conditions = ready;
   setIfAny(out, "status", status);

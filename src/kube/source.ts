@@ -88,7 +88,12 @@ export class KubeSource implements ClusterSource {
       { kind: "ClusterEgressPolicy", apiVersion: API_VERSION, path: `/apis/${GROUP}/${VERSION}/clusteregresspolicies` },
     ];
     if (this.opts.serviceExternalIPs) specs.push({ kind: "Service", apiVersion: "v1", path: "/api/v1/services" });
-    if (this.opts.staticRoutes) specs.push({ kind: "StaticRoute", apiVersion: STATIC_ROUTE_API_VERSION, path: `/apis/${STATIC_ROUTE_API_VERSION}/staticroutes` });
+    if (this.opts.staticRoutes)
+      specs.push({
+        kind: "StaticRoute",
+        apiVersion: STATIC_ROUTE_API_VERSION,
+        path: `/apis/${STATIC_ROUTE_API_VERSION}/staticroutes`,
+      });
     const quiet = this.opts.serviceExternalIPs ? [REPORT_ANNOTATION] : [REPORT_ANNOTATION, ANCHOR_ANNOTATION];
     const health = this.opts.nodeHealth === true;
     // Nothing is planned from a partial view: events count only once every kind is listed
@@ -100,8 +105,20 @@ export class KubeSource implements ClusterSource {
     for (const s of specs) {
       // Lists in pages and keeps only what is read (src/kube/prune.ts), for lists and watch events alike.
       const prune = prunerFor(s.kind);
-      const list = () => listAllPages((q) => client.listPage(s.path, { ...q, ...(s.fieldSelector ? { fieldSelector: s.fieldSelector } : {}) }), prune, this.opts.pageSize);
-      const informer = new ListWatch<KubernetesObject>(s.path, pruningWatch(watch, prune), list, false, undefined, s.fieldSelector);
+      const list = () =>
+        listAllPages(
+          (q) => client.listPage(s.path, { ...q, ...(s.fieldSelector ? { fieldSelector: s.fieldSelector } : {}) }),
+          prune,
+          this.opts.pageSize,
+        );
+      const informer = new ListWatch<KubernetesObject>(
+        s.path,
+        pruningWatch(watch, prune),
+        list,
+        false,
+        undefined,
+        s.fieldSelector,
+      );
       const w: Watched = { kind: s.kind, apiVersion: s.apiVersion, informer };
       for (const verb of ["add", "update", "delete"] as const) {
         informer.on(verb, (o) => {
@@ -121,7 +138,10 @@ export class KubeSource implements ClusterSource {
       }
       informer.on("error", (err: unknown) => {
         if (isOwnAbort(err) || this.stopped) return;
-        this.logger.warn({ kind: s.kind, err: (err as Error)?.message ?? String(err) }, "watch failed; keeping the cache, retrying");
+        this.logger.warn(
+          { kind: s.kind, err: (err as Error)?.message ?? String(err) },
+          "watch failed; keeping the cache, retrying",
+        );
         // ListWatch stops on error: start it again after a pause (it relists if it must). One
         // pending restart at a time.
         if (w.retry) return;
@@ -139,7 +159,10 @@ export class KubeSource implements ClusterSource {
     for (let attempt = 1; ; attempt++) {
       const missing = this.watched.filter((w) => !w.informer.latestResourceVersion());
       if (missing.length === 0) break;
-      this.logger.warn({ kinds: missing.map((w) => w.kind), attempt }, "initial list failed; retrying before planning anything");
+      this.logger.warn(
+        { kinds: missing.map((w) => w.kind), attempt },
+        "initial list failed; retrying before planning anything",
+      );
       await new Promise((r) => setTimeout(r, backoffMs(attempt, { baseMs: 500, maxMs: 5_000 })));
       await Promise.all(missing.map((w) => this.startOne(w)));
     }
@@ -152,7 +175,11 @@ export class KubeSource implements ClusterSource {
     for (const w of this.watched) {
       if (w.kind === "Service") continue; // for the cloud plugins (raw), not for planning
       for (const o of w.informer.list()) {
-        if ((o.metadata as { deletionTimestamp?: unknown } | undefined)?.deletionTimestamp && w.apiVersion === API_VERSION) continue;
+        if (
+          (o.metadata as { deletionTimestamp?: unknown } | undefined)?.deletionTimestamp &&
+          w.apiVersion === API_VERSION
+        )
+          continue;
         // List items carry no kind; the informer they came from says what they are.
         out.push({ ...(o as KubeObject), kind: w.kind, apiVersion: w.apiVersion });
       }
@@ -192,7 +219,19 @@ export class KubeSource implements ClusterSource {
 export function pruningWatch(watch: Watch, prune: (o: KubernetesObject) => KubernetesObject): Watch {
   const wrapped = Object.create(watch) as Watch;
   wrapped.watch = (path, queryParams, callback, done) =>
-    watch.watch(path, queryParams, (phase: string, apiObj: unknown, watchObj?: unknown) => callback(phase, phase === "ERROR" || typeof apiObj !== "object" || apiObj === null ? apiObj : prune(apiObj as KubernetesObject), watchObj), done);
+    watch.watch(
+      path,
+      queryParams,
+      (phase: string, apiObj: unknown, watchObj?: unknown) =>
+        callback(
+          phase,
+          phase === "ERROR" || typeof apiObj !== "object" || apiObj === null
+            ? apiObj
+            : prune(apiObj as KubernetesObject),
+          watchObj,
+        ),
+      done,
+    );
   return wrapped;
 }
 
@@ -201,11 +240,24 @@ export function pruningWatch(watch: Watch, prune: (o: KubernetesObject) => Kuber
  * IP unless the consumer keeps Service externalIPs) are not part of it.
  */
 function nodeView(o: KubernetesObject, quiet: readonly string[], health: boolean): string {
-  const n = o as KubernetesObject & { spec?: { podCIDR?: string; podCIDRs?: string[] }; status?: { addresses?: unknown; conditions?: { type: string; status: string }[] } };
+  const n = o as KubernetesObject & {
+    spec?: { podCIDR?: string; podCIDRs?: string[] };
+    status?: { addresses?: unknown; conditions?: { type: string; status: string }[] };
+  };
   const annotations = { ...(o.metadata?.annotations ?? {}) };
   for (const k of quiet) delete annotations[k];
-  const view: unknown[] = [o.metadata?.labels ?? {}, annotations, n.spec?.podCIDR, n.spec?.podCIDRs, n.status?.addresses];
-  if (health) view.push(n.status?.conditions?.find((c) => c.type === "Ready")?.status, reportedHealth(o.metadata?.annotations?.[REPORT_ANNOTATION]));
+  const view: unknown[] = [
+    o.metadata?.labels ?? {},
+    annotations,
+    n.spec?.podCIDR,
+    n.spec?.podCIDRs,
+    n.status?.addresses,
+  ];
+  if (health)
+    view.push(
+      n.status?.conditions?.find((c) => c.type === "Ready")?.status,
+      reportedHealth(o.metadata?.annotations?.[REPORT_ANNOTATION]),
+    );
   return stableJson(view);
 }
 
@@ -217,7 +269,11 @@ function nodeView(o: KubernetesObject, quiet: readonly string[], health: boolean
  */
 function stableJson(v: unknown): string {
   return JSON.stringify(v, (_k, val: unknown) =>
-    val && typeof val === "object" && !Array.isArray(val) ? Object.fromEntries(Object.entries(val as Record<string, unknown>).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))) : val,
+    val && typeof val === "object" && !Array.isArray(val)
+      ? Object.fromEntries(
+          Object.entries(val as Record<string, unknown>).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)),
+        )
+      : val,
   );
 }
 
@@ -236,6 +292,11 @@ function reportedHealth(text: string | undefined): unknown {
  * Node agents report through an annotation on their Node, every few minutes each: thousands of
  * nodes would otherwise wake every agent many times a second for nothing it plans with.
  */
-function nodeChanged(views: Map<string, string>, o: KubernetesObject, quiet: readonly string[], health: boolean): boolean {
+function nodeChanged(
+  views: Map<string, string>,
+  o: KubernetesObject,
+  quiet: readonly string[],
+  health: boolean,
+): boolean {
   return views.get(o.metadata?.name ?? "") !== nodeView(o, quiet, health);
 }

@@ -5,7 +5,14 @@ import { parse } from "yaml";
 import { startDigitalOceanStandin, type DigitalOceanStandin } from "./do-standin/index.js";
 import { standinMetadataUrl } from "./do-standin/metadata.js";
 import { runCommand } from "../util/exec.js";
-import { addNamespace, addVethPair, admitVpcSource, deleteNamespace, gatewayBootSysctls, killNamespaceProcesses } from "./netns.js";
+import {
+  addNamespace,
+  addVethPair,
+  admitVpcSource,
+  deleteNamespace,
+  gatewayBootSysctls,
+  killNamespaceProcesses,
+} from "./netns.js";
 import { spawnCli } from "./paths.js";
 import { LAB_API_ADDRESS, LAB_NETWORK, type LabTopology } from "./topology.js";
 import type { LabConfig } from "./config.js";
@@ -50,7 +57,8 @@ export const LAB_CLOUD = {
 /** The edge's 1:1 NAT between reserved IPs and anchor IPs, in the Internet namespace. */
 const EDGE_TABLE = "lab_edge";
 function edgeTable(pairs: ReadonlyMap<string, string>): string {
-  const elements = (from: (r: string, a: string) => string) => (pairs.size ? `elements = { ${[...pairs].map(([r, a]) => from(r, a)).join(", ")} }` : "");
+  const elements = (from: (r: string, a: string) => string) =>
+    pairs.size ? `elements = { ${[...pairs].map(([r, a]) => from(r, a)).join(", ")} }` : "";
   return `table ip ${EDGE_TABLE} {
   map reserved_to_anchor { type ipv4_addr : ipv4_addr; ${elements((r, a) => `${r} : ${a}`)}; }
   map anchor_to_reserved { type ipv4_addr : ipv4_addr; ${elements((r, a) => `${a} : ${r}`)}; }
@@ -142,7 +150,15 @@ export class LabCloud {
       addressing: {
         publicAddresses: [...LAB_CLOUD.dropletPublicAddresses],
         reservedAddresses: reservedIPs,
-        vpcs: [{ region: LAB_CLOUD.region, name: LAB_CLOUD.vpcName, ipRange: LAB_NETWORK.vpcCidr, isDefault: true, addresses: [...LAB_CLOUD.dropletVpcAddresses] }],
+        vpcs: [
+          {
+            region: LAB_CLOUD.region,
+            name: LAB_CLOUD.vpcName,
+            ipRange: LAB_NETWORK.vpcCidr,
+            isDefault: true,
+            addresses: [...LAB_CLOUD.dropletVpcAddresses],
+          },
+        ],
       },
     });
     const state = this.standin.state;
@@ -151,19 +167,45 @@ export class LabCloud {
     // droplets (tagged) and the reserved IPs the lab file names.
     const nodeDroplets: Record<string, number> = {};
     for (const n of this.opts.topology.nodes) {
-      const d = state.createDroplet({ name: n.name, region: LAB_CLOUD.region, size: LAB_CLOUD.size, image: "debian-12-x64", tags: [LAB_CLOUD.nodeTag], vpc_uuid: String(vpc["id"]), addresses: { privateIp: n.vpcIP, publicIp: n.publicIP } });
+      const d = state.createDroplet({
+        name: n.name,
+        region: LAB_CLOUD.region,
+        size: LAB_CLOUD.size,
+        image: "debian-12-x64",
+        tags: [LAB_CLOUD.nodeTag],
+        vpc_uuid: String(vpc["id"]),
+        addresses: { privateIp: n.vpcIP, publicIp: n.publicIP },
+      });
       nodeDroplets[n.name] = Number(d["id"]);
     }
     for (const _ of reservedIPs) state.createReservedIP({ region: LAB_CLOUD.region });
     // The anchor gateway lives on the Internet's side of the public segment.
-    await runCommand("ip", ["-n", this.opts.topology.internet, "addr", "add", `${LAB_CLOUD.anchorGateway}/${LAB_CLOUD.anchorPrefix}`, "dev", "eth0"]);
-    await runCommand("ip", ["netns", "exec", this.opts.topology.internet, "nft", "-f", "-"], { input: edgeTable(this.edge) });
+    await runCommand("ip", [
+      "-n",
+      this.opts.topology.internet,
+      "addr",
+      "add",
+      `${LAB_CLOUD.anchorGateway}/${LAB_CLOUD.anchorPrefix}`,
+      "dev",
+      "eth0",
+    ]);
+    await runCommand("ip", ["netns", "exec", this.opts.topology.internet, "nft", "-f", "-"], {
+      input: edgeTable(this.edge),
+    });
     // A route for each reserved IP lets the Internet's own answers leave; the edge's NAT then
     // sends them to the holder's anchor (an unassigned IP goes nowhere).
-    for (const ip of reservedIPs) await runCommand("ip", ["-n", this.opts.topology.internet, "route", "add", `${ip}/32`, "dev", "eth0"]);
+    for (const ip of reservedIPs)
+      await runCommand("ip", ["-n", this.opts.topology.internet, "route", "add", `${ip}/32`, "dev", "eth0"]);
     const tokenFile = join(this.opts.dir, "digitalocean-token");
     writeFileSync(tokenFile, this.standin.token, { mode: 0o600 });
-    this.record = { url: this.standin.url, tokenFile, vpcUuid: String(vpc["id"]), nodeDroplets, droplets: [], reservedIPs: {} };
+    this.record = {
+      url: this.standin.url,
+      tokenFile,
+      vpcUuid: String(vpc["id"]),
+      nodeDroplets,
+      droplets: [],
+      reservedIPs: {},
+    };
     this.save();
     this.timer = setInterval(() => void this.tick(), this.opts.everyMs ?? 100);
     return this.record;
@@ -198,10 +240,19 @@ export class LabCloud {
     const raw = standin.state.raw;
     raw.tick();
     const nodeIds = new Set(Object.values(this.record.nodeDroplets));
-    const running = new Map<number, { name: string; privateIp: string; publicIp: string; anchorIp: string | undefined; userData: string | undefined }>();
+    const running = new Map<
+      number,
+      { name: string; privateIp: string; publicIp: string; anchorIp: string | undefined; userData: string | undefined }
+    >();
     for (const d of raw.droplets.values()) {
       if (nodeIds.has(d.id) || !d.publicIp || raw.dropletStatus(d) !== "active") continue;
-      running.set(d.id, { name: d.name, privateIp: d.privateIp, publicIp: d.publicIp, anchorIp: d.anchorIp, userData: d.userData });
+      running.set(d.id, {
+        name: d.name,
+        privateIp: d.privateIp,
+        publicIp: d.publicIp,
+        anchorIp: d.anchorIp,
+        userData: d.userData,
+      });
     }
     let changed = false;
     for (const [id, r] of this.realized) {
@@ -228,7 +279,9 @@ export class LabCloud {
     }
     if (JSON.stringify([...edge]) !== JSON.stringify([...this.edge])) {
       // One transaction: the table is replaced as a whole, so no packet sees half a move.
-      await runCommand("ip", ["netns", "exec", this.opts.topology.internet, "nft", "-f", "-"], { input: `delete table ip ${EDGE_TABLE}\n${edgeTable(edge)}` });
+      await runCommand("ip", ["netns", "exec", this.opts.topology.internet, "nft", "-f", "-"], {
+        input: `delete table ip ${EDGE_TABLE}\n${edgeTable(edge)}`,
+      });
       this.opts.log("edge translates reserved IPs", { edge: Object.fromEntries(edge) });
       this.edge = edge;
       changed = true;
@@ -241,7 +294,16 @@ export class LabCloud {
   }
 
   /** Boots a droplet: its host namespace on both segments, then what cloud-init would start. */
-  private async realize(id: number, d: { name: string; privateIp: string; publicIp: string; anchorIp: string | undefined; userData: string | undefined }): Promise<Realized | undefined> {
+  private async realize(
+    id: number,
+    d: {
+      name: string;
+      privateIp: string;
+      publicIp: string;
+      anchorIp: string | undefined;
+      userData: string | undefined;
+    },
+  ): Promise<Realized | undefined> {
     const t = this.opts.topology;
     const { name, privateIp: vpcIP, publicIp: publicIP, anchorIp: anchorIP } = d;
     const gateway = gatewayFromUserData(d.userData);
@@ -260,11 +322,22 @@ export class LabCloud {
     await runCommand("ip", ["-n", netns, "addr", "add", `${vpcIP}/24`, "dev", "eth0"]);
     await runCommand("ip", ["-n", netns, "addr", "add", `${publicIP}/24`, "dev", "eth1"]);
     // As on DigitalOcean: the anchor IP sits on the public interface beside the public IP.
-    if (anchorIP) await runCommand("ip", ["-n", netns, "addr", "add", `${anchorIP}/${LAB_CLOUD.anchorPrefix}`, "dev", "eth1"]);
+    if (anchorIP)
+      await runCommand("ip", ["-n", netns, "addr", "add", `${anchorIP}/${LAB_CLOUD.anchorPrefix}`, "dev", "eth1"]);
     await runCommand("ip", ["-n", netns, "route", "add", "default", "via", LAB_NETWORK.internetRouter]);
     // The default user data's sysctls.
     await gatewayBootSysctls(netns);
-    const health = this.spawnIn(netns, `health-${name}`, ["agent", "health-responder", "--listen", vpcIP, "--metrics-port", "9465", "--metrics-address", vpcIP, "--wait-for-datapath"]);
+    const health = this.spawnIn(netns, `health-${name}`, [
+      "agent",
+      "health-responder",
+      "--listen",
+      vpcIP,
+      "--metrics-port",
+      "9465",
+      "--metrics-address",
+      vpcIP,
+      "--wait-for-datapath",
+    ]);
     const agent = this.spawnIn(netns, `agent-${name}`, [
       "agent",
       "gateway",
@@ -283,14 +356,25 @@ export class LabCloud {
       standinMetadataUrl(`http://${LAB_API_ADDRESS}:${LAB_CLOUD.metadataPort}`, id),
     ]);
     this.opts.log("droplet booted as a gateway namespace", { id, name, gateway, netns, vpcIP, publicIP, anchorIP });
-    return { id, name, gateway, netns, vpcIP, publicIP, anchorIP, pids: { agent: agent.pid ?? -1, health: health.pid ?? -1 }, children: [agent, health] };
+    return {
+      id,
+      name,
+      gateway,
+      netns,
+      vpcIP,
+      publicIP,
+      anchorIP,
+      pids: { agent: agent.pid ?? -1, health: health.pid ?? -1 },
+      children: [agent, health],
+    };
   }
 
   private async unrealize(r: Realized): Promise<void> {
     // A destroyed droplet stops at once. Cut its links first: while the kernel tears a namespace
     // down, its nftables rules can be gone before its interfaces are, and it would forward pods'
     // packets without SNAT for that moment (seen in bench/droplet-replacement.ts).
-    for (const dev of ["eth0", "eth1"]) await runCommand("ip", ["-n", r.netns, "link", "set", dev, "down"]).catch(() => undefined);
+    for (const dev of ["eth0", "eth1"])
+      await runCommand("ip", ["-n", r.netns, "link", "set", dev, "down"]).catch(() => undefined);
     for (const c of r.children) c.kill("SIGKILL");
     await killNamespaceProcesses(r.netns);
     await deleteNamespace(r.netns); // its veth ends in the fabric go with it

@@ -35,11 +35,20 @@ interface LabConflist {
  * ptp (a routed veth per pod), or Debian's bridge plugin (bridge `cni0` as the pods' gateway).
  */
 export function baseConflist(podCidr: string, ipamDir: string, cni: "ptp" | "bridge" = "ptp"): LabConflist {
-  const ipam = { type: "host-local", ranges: [[{ subnet: podCidr }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: ipamDir };
+  const ipam = {
+    type: "host-local",
+    ranges: [[{ subnet: podCidr }]],
+    routes: [{ dst: "0.0.0.0/0" }],
+    dataDir: ipamDir,
+  };
   return {
     cniVersion: "1.0.0",
     name: "lab",
-    plugins: [cni === "bridge" ? { type: "bridge", bridge: "cni0", isGateway: true, ipMasq: true, ipam } : { type: "ptp", ipMasq: true, ipam }],
+    plugins: [
+      cni === "bridge"
+        ? { type: "bridge", bridge: "cni0", isGateway: true, ipMasq: true, ipam }
+        : { type: "ptp", ipMasq: true, ipam },
+    ],
   };
 }
 
@@ -66,7 +75,12 @@ async function runChain(command: "ADD" | "DEL", w: PodWiring): Promise<{ ips?: {
   const path = ["/usr/lib/cni", ...(w.extraPluginDir ? [w.extraPluginDir] : [])].join(":");
   for (const plugin of plugins) {
     const dir = plugin.type === "static-egress" ? w.extraPluginDir! : "/usr/lib/cni";
-    const conf = { cniVersion: list.cniVersion, name: list.name, ...plugin, ...(prevResult && command === "ADD" ? { prevResult } : {}) };
+    const conf = {
+      cniVersion: list.cniVersion,
+      name: list.name,
+      ...plugin,
+      ...(prevResult && command === "ADD" ? { prevResult } : {}),
+    };
     const out = await runCommand("ip", ["netns", "exec", w.nodeNetns, join(dir, plugin.type)], {
       input: JSON.stringify(conf),
       env: {

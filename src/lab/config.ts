@@ -27,7 +27,10 @@ export const LabConfigSchema = Type.Object(
           name: Name,
           instances: Type.Optional(
             Type.Array(
-              Type.Object({ name: Name, egressIPs: Type.Array(IPv4Address, { minItems: 1 }) }, { additionalProperties: false }),
+              Type.Object(
+                { name: Name, egressIPs: Type.Array(IPv4Address, { minItems: 1 }) },
+                { additionalProperties: false },
+              ),
               { minItems: 1, maxItems: 20 },
             ),
           ),
@@ -39,7 +42,11 @@ export const LabConfigSchema = Type.Object(
             Type.Object(
               {
                 count: Type.Optional(Type.Integer({ minimum: 1, maximum: 8, default: 2 })),
-                reservedIPs: Type.Array(IPv4Address, { minItems: 1, maxItems: 8, description: "Reserved IPs the lab puts in the account; slot i gets reservedIPs[i]" }),
+                reservedIPs: Type.Array(IPv4Address, {
+                  minItems: 1,
+                  maxItems: 8,
+                  description: "Reserved IPs the lab puts in the account; slot i gets reservedIPs[i]",
+                }),
               },
               { additionalProperties: false },
             ),
@@ -67,9 +74,16 @@ export const LabConfigSchema = Type.Object(
      * answering BFD probes (`agent health-responder`): the gateways of StaticRoutes
      * (docs/static-routes.md). Not EgressGateway instances.
      */
-    natGateways: Type.Optional(Type.Array(Type.Object({ name: Name }, { additionalProperties: false }), { maxItems: 8 })),
+    natGateways: Type.Optional(
+      Type.Array(Type.Object({ name: Name }, { additionalProperties: false }), { maxItems: 8 }),
+    ),
     namespaces: Type.Optional(
-      Type.Array(Type.Object({ name: Name, labels: Type.Optional(Type.Record(Type.String(), Type.String())) }, { additionalProperties: false })),
+      Type.Array(
+        Type.Object(
+          { name: Name, labels: Type.Optional(Type.Record(Type.String(), Type.String())) },
+          { additionalProperties: false },
+        ),
+      ),
     ),
     pods: Type.Array(
       Type.Object(
@@ -107,7 +121,9 @@ export function parseLabConfig(text: string, source: string): LabConfig {
   } catch (e) {
     throw new LabConfigError(`${source}: not valid YAML: ${(e as Error).message}`);
   }
-  const validate = new Ajv({ allErrors: true, useDefaults: true, strict: false, verbose: true }).compile(LabConfigSchema);
+  const validate = new Ajv({ allErrors: true, useDefaults: true, strict: false, verbose: true }).compile(
+    LabConfigSchema,
+  );
   if (!validate(raw)) {
     const errors = describeErrors(validate.errors ?? [], "lab");
     throw new LabConfigError(`${source}: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`);
@@ -118,17 +134,25 @@ export function parseLabConfig(text: string, source: string): LabConfig {
   cfg.pods.forEach((p, i) => {
     if (!nodeNames.has(p.node)) throw new LabConfigError(`${source}: lab.pods[${i}].node: no node named ${p.node}`);
   });
-  const allHosts = [...cfg.nodes.map((n) => n.name), ...cfg.gateways.flatMap((g) => (g.instances ?? []).map((i) => i.name)), ...(cfg.natGateways ?? []).map((n) => n.name)];
-  if (new Set(allHosts).size !== allHosts.length) throw new LabConfigError(`${source}: lab: host names (nodes, gateway instances, natGateways) must be unique`);
+  const allHosts = [
+    ...cfg.nodes.map((n) => n.name),
+    ...cfg.gateways.flatMap((g) => (g.instances ?? []).map((i) => i.name)),
+    ...(cfg.natGateways ?? []).map((n) => n.name),
+  ];
+  if (new Set(allHosts).size !== allHosts.length)
+    throw new LabConfigError(`${source}: lab: host names (nodes, gateway instances, natGateways) must be unique`);
   const podKeys = new Set(cfg.pods.map((p) => `${p.namespace}/${p.name}`));
-  if (podKeys.size !== cfg.pods.length) throw new LabConfigError(`${source}: lab.pods: pod names must be unique per namespace`);
+  if (podKeys.size !== cfg.pods.length)
+    throw new LabConfigError(`${source}: lab.pods: pod names must be unique per namespace`);
   cfg.gateways.forEach((g, i) => {
     if ((g.instances === undefined) === (g.digitalocean === undefined)) {
       throw new LabConfigError(`${source}: lab.gateways[${i}]: give either instances or digitalocean`);
     }
     const d = g.digitalocean;
     if (d && d.reservedIPs.length < (d.count ?? 2)) {
-      throw new LabConfigError(`${source}: lab.gateways[${i}].digitalocean.reservedIPs: one per droplet (count ${d.count ?? 2})`);
+      throw new LabConfigError(
+        `${source}: lab.gateways[${i}].digitalocean.reservedIPs: one per droplet (count ${d.count ?? 2})`,
+      );
     }
   });
   const instances = cfg.gateways.flatMap((g) => g.instances ?? []);
@@ -136,15 +160,21 @@ export function parseLabConfig(text: string, source: string): LabConfig {
   if (hostNames.size !== instances.length) {
     throw new LabConfigError(`${source}: lab.gateways: instance names must be unique across gateways (each is a host)`);
   }
-  const egressIPs = [...instances.flatMap((i) => i.egressIPs), ...cfg.gateways.flatMap((g) => g.digitalocean?.reservedIPs ?? [])];
+  const egressIPs = [
+    ...instances.flatMap((i) => i.egressIPs),
+    ...cfg.gateways.flatMap((g) => g.digitalocean?.reservedIPs ?? []),
+  ];
   for (const ip of egressIPs) {
-    if (!isDocumentationAddress(ip)) throw new LabConfigError(`${source}: lab.gateways: egress IP ${ip} must be in 192.0.2.0/24, 198.51.100.0/24 or 203.0.113.0/24`);
+    if (!isDocumentationAddress(ip))
+      throw new LabConfigError(
+        `${source}: lab.gateways: egress IP ${ip} must be in 192.0.2.0/24, 198.51.100.0/24 or 203.0.113.0/24`,
+      );
   }
-  if (new Set(egressIPs).size !== egressIPs.length) throw new LabConfigError(`${source}: lab.gateways: an egress IP is listed twice`);
+  if (new Set(egressIPs).size !== egressIPs.length)
+    throw new LabConfigError(`${source}: lab.gateways: an egress IP is listed twice`);
   return cfg;
 }
 
 function isDocumentationAddress(ip: string): boolean {
   return /^(192\.0\.2|198\.51\.100|203\.0\.113)\.\d+$/.test(ip);
 }
-

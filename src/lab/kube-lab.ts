@@ -31,7 +31,11 @@ export function labClient(lab: Lab): KubeClient {
  * and pods are run by the kubelet with the CNI chain. Every component uses its own
  * service-account token, bound by deploy/'s RBAC (the node agents' bound to their Node).
  */
-export async function startControlPlane(lab: Lab, log: (line: string) => void, beforePods: () => Promise<void>): Promise<void> {
+export async function startControlPlane(
+  lab: Lab,
+  log: (line: string) => void,
+  beforePods: () => Promise<void>,
+): Promise<void> {
   const t = lab.topology;
   const cp = `${t.prefix}-cp`;
   await addNamespace(cp);
@@ -43,13 +47,25 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void, b
 
   lab.startProcess("apiserver", "", ["lab", "kube-apiserver", "--dir", lab.dir, "--extra-ip", LAB_API_ADDRESS]);
   // Written (atomically) once the API server is ready and deploy/ is installed.
-  await waitFor(() => existsSync(lab.kubeconfigPath) || lab.processExited("apiserver"), 180_000, "the control plane did not start");
-  if (!existsSync(lab.kubeconfigPath)) throw new Error(`the control plane did not start: ${lab.logTail("apiserver", 30)}`);
+  await waitFor(
+    () => existsSync(lab.kubeconfigPath) || lab.processExited("apiserver"),
+    180_000,
+    "the control plane did not start",
+  );
+  if (!existsSync(lab.kubeconfigPath))
+    throw new Error(`the control plane did not start: ${lab.logTail("apiserver", 30)}`);
   const port = /server: https:\/\/127\.0\.0\.1:(\d+)/.exec(readFileSync(lab.kubeconfigPath, "utf8"))?.[1];
   if (!port) throw new Error(`cannot read the API address from ${lab.kubeconfigPath}`);
   const sock = join(lab.dir, "api.sock");
   lab.startProcess("relay-root", "", ["lab", "relay", "--listen", `unix:${sock}`, "--to", `tcp:127.0.0.1:${port}`]);
-  lab.startProcess("relay-lab", cp, ["lab", "relay", "--listen", `tcp:${LAB_API_ADDRESS}:${LAB_API_PORT}`, "--to", `unix:${sock}`]);
+  lab.startProcess("relay-lab", cp, [
+    "lab",
+    "relay",
+    "--listen",
+    `tcp:${LAB_API_ADDRESS}:${LAB_API_PORT}`,
+    "--to",
+    `unix:${sock}`,
+  ]);
 
   if (lab.hasCloud) {
     log("starting the lab cloud: the DigitalOcean API stand-in, whose droplets become gateway namespaces");
@@ -59,16 +75,36 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void, b
     });
     // Droplets reach their metadata service through a relay, as agents reach the API.
     const doSock = join(lab.dir, "do.sock");
-    lab.startProcess("relay-root-do", "", ["lab", "relay", "--listen", `unix:${doSock}`, "--to", `tcp:127.0.0.1:${new URL(lab.cloud()!.url).port}`]);
-    lab.startProcess("relay-lab-do", cp, ["lab", "relay", "--listen", `tcp:${LAB_API_ADDRESS}:${LAB_CLOUD.metadataPort}`, "--to", `unix:${doSock}`]);
+    lab.startProcess("relay-root-do", "", [
+      "lab",
+      "relay",
+      "--listen",
+      `unix:${doSock}`,
+      "--to",
+      `tcp:127.0.0.1:${new URL(lab.cloud()!.url).port}`,
+    ]);
+    lab.startProcess("relay-lab-do", cp, [
+      "lab",
+      "relay",
+      "--listen",
+      `tcp:${LAB_API_ADDRESS}:${LAB_CLOUD.metadataPort}`,
+      "--to",
+      `unix:${doSock}`,
+    ]);
   }
   const client = labClient(lab);
   log("creating namespaces, nodes and gateways through the API (CRDs and RBAC come from deploy/)");
-  const namespaces = new Set(["static-egress", ...t.pods.map((p) => p.namespace), ...(lab.record.config.namespaces ?? []).map((n) => n.name)]);
+  const namespaces = new Set([
+    "static-egress",
+    ...t.pods.map((p) => p.namespace),
+    ...(lab.record.config.namespaces ?? []).map((n) => n.name),
+  ]);
   for (const name of namespaces) {
     const labels = lab.record.config.namespaces?.find((n) => n.name === name)?.labels ?? {};
     try {
-      await client.core.createNamespace({ body: { metadata: { name, labels: { "kubernetes.io/metadata.name": name, ...labels } } } });
+      await client.core.createNamespace({
+        body: { metadata: { name, labels: { "kubernetes.io/metadata.name": name, ...labels } } },
+      });
     } catch (e) {
       if (statusOf(e) !== 409) throw e;
       await client.core.patchNamespace({ name, body: { metadata: { labels } } }, mergePatch);
@@ -85,24 +121,57 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void, b
 
   const cloud = lab.cloud();
   const cloudFlags = cloud
-    ? ["--cloud", "digitalocean", "--cluster-id", LAB_CLOUD.clusterId, "--digitalocean-api-url", cloud.url, "--digitalocean-token-file", cloud.tokenFile, "--cloud-resync-seconds", "3", "--cloud-poll-ms", "250"]
+    ? [
+        "--cloud",
+        "digitalocean",
+        "--cluster-id",
+        LAB_CLOUD.clusterId,
+        "--digitalocean-api-url",
+        cloud.url,
+        "--digitalocean-token-file",
+        cloud.tokenFile,
+        "--cloud-resync-seconds",
+        "3",
+        "--cloud-poll-ms",
+        "250",
+      ]
     : [];
   // The controller runs in the root namespace: its metrics listen on loopback only, on a free port.
   lab.record.controllerMetricsPort = await freePort();
   lab.save();
   const metricsFlags = ["--metrics-port", String(lab.record.controllerMetricsPort), "--metrics-address", "127.0.0.1"];
-  lab.startProcess("controller", "", ["controller", "--kubeconfig", lab.componentKubeconfig("controller"), "--config", join(lab.dir, "agent-config.yaml"), "--namespace", "static-egress", "--lease-seconds", "5", ...metricsFlags, ...cloudFlags]);
+  lab.startProcess("controller", "", [
+    "controller",
+    "--kubeconfig",
+    lab.componentKubeconfig("controller"),
+    "--config",
+    join(lab.dir, "agent-config.yaml"),
+    "--namespace",
+    "static-egress",
+    "--lease-seconds",
+    "5",
+    ...metricsFlags,
+    ...cloudFlags,
+  ]);
   lab.startProcess("kubelet", "", ["lab", "kubelet", "--name", t.prefix]);
   await beforePods();
   // As on a node: pods run only once the agent has chained our plugin into the runtime's list.
   const chained = (node: string) => readRuntimeConflist(lab.cniConfDir(node)).plugins.at(-1)?.type === PLUGIN_TYPE;
-  await waitFor(() => t.nodes.every((n) => chained(n.name)), 20_000, "the node agents did not chain the CNI plugin", 100);
+  await waitFor(
+    () => t.nodes.every((n) => chained(n.name)),
+    20_000,
+    "the node agents did not chain the CNI plugin",
+    100,
+  );
   const expected = t.pods.length;
   log(`creating ${expected} pods; the lab kubelet runs them with the CNI chain`);
   for (const p of [...t.pods]) {
     await client.core.createNamespacedPod({
       namespace: p.namespace,
-      body: { metadata: { name: p.name, namespace: p.namespace, labels: p.labels }, spec: { nodeName: p.node, containers: [{ name: "app", image: "lab" }] } },
+      body: {
+        metadata: { name: p.name, namespace: p.namespace, labels: p.labels },
+        spec: { nodeName: p.node, containers: [{ name: "app", image: "lab" }] },
+      },
     });
   }
   await waitFor(async () => (await refreshPodIPs(lab)) >= expected, 30_000, "pods did not start", 200);
@@ -112,7 +181,12 @@ export async function startControlPlane(lab: Lab, log: (line: string) => void, b
     log(`waiting for the controller to create ${want} gateway droplets, and for the nodes to see them up`);
     // Listed Up by the controller, and up on every node (the status counts a node that has not
     // judged a new instance yet as not objecting).
-    await waitFor(async () => (await readyCloudInstances(lab)) >= want && (await lab.allInstancesUp()), 90_000, "the gateway droplets did not come up", 300);
+    await waitFor(
+      async () => (await readyCloudInstances(lab)) >= want && (await lab.allInstancesUp()),
+      90_000,
+      "the gateway droplets did not come up",
+      300,
+    );
   }
 }
 
@@ -127,9 +201,32 @@ async function writeComponentKubeconfigs(lab: Lab): Promise<void> {
   const inLab = `https://${LAB_API_ADDRESS}:${LAB_API_PORT}`;
   const month = 30 * 86_400;
   const write = (name: string, text: string) => writeFileSync(lab.componentKubeconfig(name), text, { mode: 0o600 });
-  write("controller", await serviceAccountKubeconfig(admin, COMPONENT_ACCOUNTS.controller, { server: admin.getCurrentCluster()!.server, caPem, expirationSeconds: month }));
-  write("gateway", await serviceAccountKubeconfig(admin, COMPONENT_ACCOUNTS.gateway, { server: inLab, caPem, expirationSeconds: month }));
-  for (const n of lab.topology.nodes) write(`node-${n.name}`, await serviceAccountKubeconfig(admin, COMPONENT_ACCOUNTS.nodeAgent, { server: inLab, caPem, node: n.name, expirationSeconds: month }));
+  write(
+    "controller",
+    await serviceAccountKubeconfig(admin, COMPONENT_ACCOUNTS.controller, {
+      server: admin.getCurrentCluster()!.server,
+      caPem,
+      expirationSeconds: month,
+    }),
+  );
+  write(
+    "gateway",
+    await serviceAccountKubeconfig(admin, COMPONENT_ACCOUNTS.gateway, {
+      server: inLab,
+      caPem,
+      expirationSeconds: month,
+    }),
+  );
+  for (const n of lab.topology.nodes)
+    write(
+      `node-${n.name}`,
+      await serviceAccountKubeconfig(admin, COMPONENT_ACCOUNTS.nodeAgent, {
+        server: inLab,
+        caPem,
+        node: n.name,
+        expirationSeconds: month,
+      }),
+    );
 }
 
 /** Instances of digitalocean gateways the controller lists as Up. */
@@ -157,7 +254,9 @@ export async function refreshPodIPs(lab: Lab): Promise<number> {
     netns: podNetns(lab.record.prefix, p.metadata!.namespace!, p.metadata!.name!),
     labels: p.metadata?.labels ?? {},
   }));
-  lab.record.podIPs = Object.fromEntries(running.map((p) => [`${p.metadata!.namespace}/${p.metadata!.name}`, p.status!.podIP!]));
+  lab.record.podIPs = Object.fromEntries(
+    running.map((p) => [`${p.metadata!.namespace}/${p.metadata!.name}`, p.status!.podIP!]),
+  );
   lab.save();
   return running.length;
 }
@@ -168,7 +267,11 @@ export function podNetns(prefix: string, namespace: string, name: string): strin
 
 /** The EgressGateways with their status (a digitalocean gateway's instances are only there). */
 export async function listGateways(lab: Lab): Promise<KubeObject[]> {
-  const list = (await labClient(lab).custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURALS.EgressGateway })) as { items: KubeObject[] };
+  const list = (await labClient(lab).custom.listClusterCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: PLURALS.EgressGateway,
+  })) as { items: KubeObject[] };
   return list.items.map((o) => ({ ...o, kind: "EgressGateway", apiVersion: `${GROUP}/${VERSION}` }));
 }
 
@@ -176,8 +279,14 @@ export async function listPolicies(lab: Lab): Promise<KubeObject[]> {
   const client = labClient(lab);
   const out: KubeObject[] = [];
   for (const kind of ["EgressPolicy", "ClusterEgressPolicy"] as const) {
-    const list = (await client.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURALS[kind] })) as { items: KubeObject[] };
-    for (const o of list.items) if (!(o.metadata as { deletionTimestamp?: string }).deletionTimestamp) out.push({ ...o, kind, apiVersion: `${GROUP}/${VERSION}` });
+    const list = (await client.custom.listClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: PLURALS[kind],
+    })) as { items: KubeObject[] };
+    for (const o of list.items)
+      if (!(o.metadata as { deletionTimestamp?: string }).deletionTimestamp)
+        out.push({ ...o, kind, apiVersion: `${GROUP}/${VERSION}` });
   }
   return out;
 }
@@ -189,14 +298,25 @@ export async function applyPolicyObjects(lab: Lab, docs: readonly KubeObject[]):
     const kind = d.kind as "EgressPolicy" | "ClusterEgressPolicy";
     const plural = PLURALS[kind];
     const name = d.metadata!.name!;
-    const body = { apiVersion: `${GROUP}/${VERSION}`, kind, metadata: { name, ...(d.metadata?.namespace ? { namespace: d.metadata.namespace } : {}) }, spec: d.spec };
-    const ns = kind === "EgressPolicy" ? d.metadata?.namespace ?? "default" : undefined;
+    const body = {
+      apiVersion: `${GROUP}/${VERSION}`,
+      kind,
+      metadata: { name, ...(d.metadata?.namespace ? { namespace: d.metadata.namespace } : {}) },
+      spec: d.spec,
+    };
+    const ns = kind === "EgressPolicy" ? (d.metadata?.namespace ?? "default") : undefined;
     await createOrPatchSpec(client, plural, ns, name, body);
   }
 }
 
 /** Creates one of our objects, or, when it exists, merge-patches its spec (like kubectl apply). */
-async function createOrPatchSpec(client: KubeClient, plural: string, ns: string | undefined, name: string, body: Record<string, unknown> & { spec?: unknown }): Promise<void> {
+async function createOrPatchSpec(
+  client: KubeClient,
+  plural: string,
+  ns: string | undefined,
+  name: string,
+  body: Record<string, unknown> & { spec?: unknown },
+): Promise<void> {
   const gv = { group: GROUP, version: VERSION, plural };
   try {
     if (ns) await client.custom.createNamespacedCustomObject({ ...gv, namespace: ns, body });
@@ -217,7 +337,14 @@ export async function deletePolicyObjects(lab: Lab, docs: readonly KubeObject[])
     const plural = PLURALS[kind];
     const name = d.metadata!.name!;
     try {
-      if (kind === "EgressPolicy") await client.custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: d.metadata?.namespace ?? "default", plural, name });
+      if (kind === "EgressPolicy")
+        await client.custom.deleteNamespacedCustomObject({
+          group: GROUP,
+          version: VERSION,
+          namespace: d.metadata?.namespace ?? "default",
+          plural,
+          name,
+        });
       else await client.custom.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural, name });
       n++;
     } catch (e) {
@@ -232,6 +359,11 @@ export async function applyGateways(lab: Lab): Promise<void> {
   const client = labClient(lab);
   for (const g of lab.objects().filter((o) => o.kind === "EgressGateway")) {
     const name = g.metadata!.name!;
-    await createOrPatchSpec(client, "egressgateways", undefined, name, { apiVersion: `${GROUP}/${VERSION}`, kind: "EgressGateway", metadata: { name }, spec: g.spec });
+    await createOrPatchSpec(client, "egressgateways", undefined, name, {
+      apiVersion: `${GROUP}/${VERSION}`,
+      kind: "EgressGateway",
+      metadata: { name },
+      spec: g.spec,
+    });
   }
 }

@@ -24,7 +24,12 @@ export class LabKubelet {
   ) {}
 
   async start(): Promise<void> {
-    const informer = new ListWatch<V1Pod>("/api/v1/pods", new Watch(this.client.kubeconfig), () => this.client.core.listPodForAllNamespaces() as Promise<KubernetesListObject<V1Pod>>, false);
+    const informer = new ListWatch<V1Pod>(
+      "/api/v1/pods",
+      new Watch(this.client.kubeconfig),
+      () => this.client.core.listPodForAllNamespaces() as Promise<KubernetesListObject<V1Pod>>,
+      false,
+    );
     informer.on("add", (p) => void this.sync(p));
     informer.on("update", (p) => void this.sync(p));
     informer.on("delete", (p) => void this.remove(p));
@@ -47,7 +52,11 @@ export class LabKubelet {
       let node = pod.spec?.nodeName;
       if (!node) {
         node = this.nodes[this.next++ % this.nodes.length]!;
-        await this.client.core.createNamespacedPodBinding({ namespace, name, body: { metadata: { name }, target: { kind: "Node", name: node } } });
+        await this.client.core.createNamespacedPodBinding({
+          namespace,
+          name,
+          body: { metadata: { name }, target: { kind: "Node", name: node } },
+        });
       }
       if (!this.nodes.includes(node)) return;
       const wiring = this.wiringFor({ namespace, name, node });
@@ -58,7 +67,16 @@ export class LabKubelet {
         {
           namespace,
           name,
-          body: { status: { phase: "Running", podIP: ip, podIPs: [{ ip }], hostIP: undefined, startTime: now, conditions: [{ type: "Ready", status: "True", lastTransitionTime: now }] } },
+          body: {
+            status: {
+              phase: "Running",
+              podIP: ip,
+              podIPs: [{ ip }],
+              hostIP: undefined,
+              startTime: now,
+              conditions: [{ type: "Ready", status: "True", lastTransitionTime: now }],
+            },
+          },
         },
         mergePatch,
       );

@@ -8,19 +8,54 @@ import { parseIPv4 } from "../util/ipv4.js";
 import type { ClusterNetwork } from "../planner/model.js";
 import { runCommand } from "../util/exec.js";
 import type { LabConfig } from "./config.js";
-import { addNamespace, addVethPair, admitVpcSource, deleteNamespacesWithPrefix, execIn, gatewayBootSysctls, installVpcAntiSpoofing, killNamespaceProcesses, LAB_NAME_ROOT, listNamespaces, natGatewaySetup, sysctl } from "./netns.js";
+import {
+  addNamespace,
+  addVethPair,
+  admitVpcSource,
+  deleteNamespacesWithPrefix,
+  execIn,
+  gatewayBootSysctls,
+  installVpcAntiSpoofing,
+  killNamespaceProcesses,
+  LAB_NAME_ROOT,
+  listNamespaces,
+  natGatewaySetup,
+  sysctl,
+} from "./netns.js";
 import { LAB_STATE_ROOT, packageRoot, spawnCli } from "./paths.js";
 import { baseConflist, wirePod, type PodWiring } from "./cni-chain.js";
-import { applyGateways, applyPolicyObjects, deletePolicyObjects, listGateways, listPolicies, refreshPodIPs, startControlPlane } from "./kube-lab.js";
-import { LAB_NETWORK, planTopology, type LabGatewayHost, type LabNatHost, type LabPod, type LabTopology } from "./topology.js";
+import {
+  applyGateways,
+  applyPolicyObjects,
+  deletePolicyObjects,
+  listGateways,
+  listPolicies,
+  refreshPodIPs,
+  startControlPlane,
+} from "./kube-lab.js";
+import {
+  LAB_NETWORK,
+  planTopology,
+  type LabGatewayHost,
+  type LabNatHost,
+  type LabPod,
+  type LabTopology,
+} from "./topology.js";
 import { LAB_CLOUD, readCloudRecord, type LabCloudRecord } from "./cloud.js";
 import { DigitalOceanClient } from "../cloud/digitalocean/index.js";
 import { installPlugin } from "../cni/install.js";
 import { alive, removeLeftovers as removeControlPlaneLeftovers } from "./control-plane/processes.js";
-import { GATEWAY_DEATHS, HOST_DEATHS, type GatewayDeath, type LabHost, type LabMode, type LabRecord } from "./record.js";
+import {
+  GATEWAY_DEATHS,
+  HOST_DEATHS,
+  type GatewayDeath,
+  type LabHost,
+  type LabMode,
+  type LabRecord,
+} from "./record.js";
 import { LabError, waitFor } from "./wait.js";
 
-export { GATEWAY_DEATHS, HOST_DEATHS,  waitFor, type GatewayDeath, type LabMode, type LabRecord };
+export { GATEWAY_DEATHS, HOST_DEATHS, waitFor, type GatewayDeath, type LabMode, type LabRecord };
 import { freePort } from "./control-plane/cluster.js";
 
 export const LAB_CLUSTER_NETWORK: ClusterNetwork = {
@@ -61,7 +96,6 @@ export interface LabPodStatus {
   error?: string;
 }
 
-
 export class Lab implements LabHost {
   private constructor(
     readonly record: LabRecord,
@@ -81,13 +115,25 @@ export class Lab implements LabHost {
   }
 
   /** Builds the namespace cluster and starts the internet server and all agents. */
-  static async up(cfg: LabConfig, opts: { prefix: string; persistent: boolean; mode?: LabMode; log?: (line: string) => void }): Promise<Lab> {
+  static async up(
+    cfg: LabConfig,
+    opts: { prefix: string; persistent: boolean; mode?: LabMode; log?: (line: string) => void },
+  ): Promise<Lab> {
     const log = opts.log ?? (() => undefined);
     await removeLeftovers(log);
     const topology = planTopology(opts.prefix, cfg);
     const dir = join(LAB_STATE_ROOT, opts.prefix);
     mkdirSync(join(dir, "logs"), { recursive: true });
-    const record: LabRecord = { prefix: opts.prefix, persistent: opts.persistent, ownerPid: process.pid, topology, config: cfg, podIPs: {}, processes: [], mode: opts.mode ?? "file" };
+    const record: LabRecord = {
+      prefix: opts.prefix,
+      persistent: opts.persistent,
+      ownerPid: process.pid,
+      topology,
+      config: cfg,
+      podIPs: {},
+      processes: [],
+      mode: opts.mode ?? "file",
+    };
     if (record.mode !== "kubernetes" && cfg.gateways.some((g) => g.digitalocean)) {
       throw new LabError("lab.gateways: a digitalocean gateway needs the controller: use --mode kubernetes");
     }
@@ -103,14 +149,22 @@ export class Lab implements LabHost {
         for (const n of topology.nodes) lab.startNodeAgent(n.name);
       };
       if (record.mode === "kubernetes") {
-        log("starting the control plane (etcd, kube-apiserver, kube-controller-manager), the controller and the lab kubelet");
+        log(
+          "starting the control plane (etcd, kube-apiserver, kube-controller-manager), the controller and the lab kubelet",
+        );
         // As in a cluster: the node agents (a DaemonSet) and our chained CNI plugin are there
         // before the first pod, so a pod's routing exists before its first packet.
-        installPlugin(join(dir, "cni-bin"), { entry: join(packageRoot(), "dist", "cni", "main.js"), shim: join(packageRoot(), "dist", "cni", "static-egress-shim") });
+        installPlugin(join(dir, "cni-bin"), {
+          entry: join(packageRoot(), "dist", "cni", "main.js"),
+          shim: join(packageRoot(), "dist", "cni", "static-egress-shim"),
+        });
         // Each node's "cluster CNI" list; the node agent chains our plugin into it (--cni-conf-dir).
         for (const n of topology.nodes) {
           mkdirSync(lab.cniConfDir(n.name), { recursive: true });
-          writeFileSync(join(lab.cniConfDir(n.name), "10-lab.conflist"), JSON.stringify(baseConflist(n.podCidr, join(dir, "ipam"), n.cni), null, 2));
+          writeFileSync(
+            join(lab.cniConfDir(n.name), "10-lab.conflist"),
+            JSON.stringify(baseConflist(n.podCidr, join(dir, "ipam"), n.cni), null, 2),
+          );
         }
         await startControlPlane(lab, log, startHosts);
       } else {
@@ -129,9 +183,16 @@ export class Lab implements LabHost {
 
   /** Finds a lab: the named one, or the only one there is. */
   static open(prefix?: string): Lab {
-    const prefixes = existsSync(LAB_STATE_ROOT) ? readdirSync(LAB_STATE_ROOT).filter((p) => existsSync(join(LAB_STATE_ROOT, p, "lab.json"))) : [];
+    const prefixes = existsSync(LAB_STATE_ROOT)
+      ? readdirSync(LAB_STATE_ROOT).filter((p) => existsSync(join(LAB_STATE_ROOT, p, "lab.json")))
+      : [];
     const chosen = prefix ?? (prefixes.length === 1 ? prefixes[0] : undefined);
-    if (!chosen) throw new LabError(prefixes.length === 0 ? "no lab is up (run `static-egress lab up`)" : `several labs are up (${prefixes.join(", ")}): pass --name`);
+    if (!chosen)
+      throw new LabError(
+        prefixes.length === 0
+          ? "no lab is up (run `static-egress lab up`)"
+          : `several labs are up (${prefixes.join(", ")}): pass --name`,
+      );
     const dir = join(LAB_STATE_ROOT, chosen);
     if (!existsSync(join(dir, "lab.json"))) throw new LabError(`no lab named ${chosen}`);
     return new Lab(JSON.parse(readFileSync(join(dir, "lab.json"), "utf8")) as LabRecord, dir);
@@ -176,7 +237,8 @@ export class Lab implements LabHost {
     }
     // The Internet routes each egress IP to the gateway host that owns it (a cloud's reserved IP).
     for (const g of t.gatewayHosts) {
-      for (const ip of g.egressIPs) await runCommand("ip", ["-n", t.internet, "route", "add", `${ip}/32`, "via", g.publicIP]);
+      for (const ip of g.egressIPs)
+        await runCommand("ip", ["-n", t.internet, "route", "add", `${ip}/32`, "via", g.publicIP]);
     }
   }
 
@@ -223,13 +285,26 @@ export class Lab implements LabHost {
     for (const p of t.pods) namespaces.set(p.namespace, {});
     for (const n of cfg.namespaces ?? []) namespaces.set(n.name, n.labels ?? {});
     const objs: KubeObject[] = [
-      ...[...namespaces].map(([name, labels]) => ({ apiVersion: "v1", kind: "Namespace", metadata: { name, labels: { "kubernetes.io/metadata.name": name, ...labels } } })),
+      ...[...namespaces].map(([name, labels]) => ({
+        apiVersion: "v1",
+        kind: "Namespace",
+        metadata: { name, labels: { "kubernetes.io/metadata.name": name, ...labels } },
+      })),
       ...t.nodes.map((n) => ({
         apiVersion: "v1",
         kind: "Node",
         metadata: { name: n.name, labels: { "kubernetes.io/hostname": n.name, ...n.labels } },
-        spec: { podCIDR: n.podCidr, podCIDRs: [n.podCidr], ...(cloud?.nodeDroplets[n.name] ? { providerID: `digitalocean://${cloud.nodeDroplets[n.name]}` } : {}) },
-        status: { addresses: [{ type: "InternalIP", address: n.vpcIP }, { type: "ExternalIP", address: n.publicIP }] },
+        spec: {
+          podCIDR: n.podCidr,
+          podCIDRs: [n.podCidr],
+          ...(cloud?.nodeDroplets[n.name] ? { providerID: `digitalocean://${cloud.nodeDroplets[n.name]}` } : {}),
+        },
+        status: {
+          addresses: [
+            { type: "InternalIP", address: n.vpcIP },
+            { type: "ExternalIP", address: n.publicIP },
+          ],
+        },
       })),
       ...t.pods.map((p) => {
         // In Kubernetes mode a pod may be listed before its sandbox has an address: it is Pending then.
@@ -251,7 +326,14 @@ export class Lab implements LabHost {
             ? { digitalocean: digitaloceanSource(g.digitalocean, cloud) }
             : {
                 static: {
-                  instances: t.gatewayHosts.filter((h) => h.gateway === g.name).map((h) => ({ name: h.name, address: h.vpcIP, egressIPs: h.egressIPs, ...(this.drained.has(h.name) ? { drain: true } : {}) })),
+                  instances: t.gatewayHosts
+                    .filter((h) => h.gateway === g.name)
+                    .map((h) => ({
+                      name: h.name,
+                      address: h.vpcIP,
+                      egressIPs: h.egressIPs,
+                      ...(this.drained.has(h.name) ? { drain: true } : {}),
+                    })),
                 },
               }),
           ...(g.health ? { health: g.health } : {}),
@@ -286,7 +368,9 @@ export class Lab implements LabHost {
       publicIP: d.publicIP,
       fabricVpcPort: "",
       fabricPublicPort: "",
-      egressIPs: Object.entries(cloud?.reservedIPs ?? {}).filter(([, id]) => id === d.id).map(([ip]) => ip),
+      egressIPs: Object.entries(cloud?.reservedIPs ?? {})
+        .filter(([, id]) => id === d.id)
+        .map(([ip]) => ip),
     }));
     return [...this.topology.gatewayHosts, ...droplets];
   }
@@ -311,25 +395,36 @@ export class Lab implements LabHost {
   async currentPolicies(): Promise<KubeObject[]> {
     if (this.record.mode === "kubernetes") return listPolicies(this);
     if (!existsSync(this.clusterFile)) return [];
-    return parseDocuments(readFileSync(this.clusterFile, "utf8"), this.clusterFile).filter((o) => o.kind === "EgressPolicy" || o.kind === "ClusterEgressPolicy");
+    return parseDocuments(readFileSync(this.clusterFile, "utf8"), this.clusterFile).filter(
+      (o) => o.kind === "EgressPolicy" || o.kind === "ClusterEgressPolicy",
+    );
   }
 
   /** Rewrites the agents' source atomically; they reload within their poll interval. */
   writeCluster(policies?: readonly KubeObject[]): void {
-    atomicWrite(join(this.dir, "agent-config.yaml"), stringify({ clusterNetwork: LAB_CLUSTER_NETWORK, resyncSeconds: 10 }));
+    atomicWrite(
+      join(this.dir, "agent-config.yaml"),
+      stringify({ clusterNetwork: LAB_CLUSTER_NETWORK, resyncSeconds: 10 }),
+    );
     if (this.record.mode === "kubernetes") return;
     const stamped = (policies ?? []).map((p, i) => ({
       ...p,
-      metadata: { ...p.metadata, creationTimestamp: p.metadata?.creationTimestamp ?? new Date(Date.UTC(2026, 0, 1, 0, 0, i + 1)).toISOString() },
+      metadata: {
+        ...p.metadata,
+        creationTimestamp: p.metadata?.creationTimestamp ?? new Date(Date.UTC(2026, 0, 1, 0, 0, i + 1)).toISOString(),
+      },
     }));
-    const text = this.objects(stamped).map((o) => stringify(o)).join("---\n");
+    const text = this.objects(stamped)
+      .map((o) => stringify(o))
+      .join("---\n");
     atomicWrite(this.clusterFile, text);
   }
 
   /** Adds or replaces policies (by kind, namespace, name), like `kubectl apply`. */
   async applyPolicies(docs: readonly KubeObject[]): Promise<void> {
     for (const d of docs) {
-      if (d.kind !== "EgressPolicy" && d.kind !== "ClusterEgressPolicy") throw new LabError(`lab apply takes EgressPolicy and ClusterEgressPolicy documents, not ${d.kind}`);
+      if (d.kind !== "EgressPolicy" && d.kind !== "ClusterEgressPolicy")
+        throw new LabError(`lab apply takes EgressPolicy and ClusterEgressPolicy documents, not ${d.kind}`);
     }
     if (this.record.mode === "kubernetes") return applyPolicyObjects(this, docs);
     const key = (o: KubeObject) => `${o.kind}/${o.metadata?.namespace ?? ""}/${o.metadata?.name}`;
@@ -337,7 +432,15 @@ export class Lab implements LabHost {
     const byKey = new Map(current.map((o) => [key(o), o]));
     for (const d of docs) {
       const old = byKey.get(key(d));
-      byKey.set(key(d), { ...d, metadata: { ...d.metadata, ...(old?.metadata?.creationTimestamp ? { creationTimestamp: old.metadata.creationTimestamp } : { creationTimestamp: new Date().toISOString() }) } });
+      byKey.set(key(d), {
+        ...d,
+        metadata: {
+          ...d.metadata,
+          ...(old?.metadata?.creationTimestamp
+            ? { creationTimestamp: old.metadata.creationTimestamp }
+            : { creationTimestamp: new Date().toISOString() }),
+        },
+      });
     }
     this.writeCluster([...byKey.values()]);
   }
@@ -363,16 +466,23 @@ export class Lab implements LabHost {
       "--udp-log",
       this.udpLog,
     ]);
-    await waitFor(async () => {
-      const out = await execIn(this.topology.internet, "ss", ["-Hltn", "sport = :80"]).catch(() => "");
-      return out.includes(":80");
-    }, 10_000, "the lab's internet server did not start");
+    await waitFor(
+      async () => {
+        const out = await execIn(this.topology.internet, "ss", ["-Hltn", "sport = :80"]).catch(() => "");
+        return out.includes(":80");
+      },
+      10_000,
+      "the lab's internet server did not start",
+    );
   }
 
   startAgent(name: string, netns: string, args: string[]): void {
     // Each agent with its own identity: a node agent's token is bound to its Node.
     const identity = this.topology.nodes.some((n) => n.name === name) ? `node-${name}` : "gateway";
-    const source = this.record.mode === "kubernetes" ? ["--source", "kubernetes", "--kubeconfig", this.componentKubeconfig(identity)] : ["--source", this.clusterFile];
+    const source =
+      this.record.mode === "kubernetes"
+        ? ["--source", "kubernetes", "--kubeconfig", this.componentKubeconfig(identity)]
+        : ["--source", this.clusterFile];
     this.startProcess(`agent-${name}`, netns, [...args, ...source, "--config", join(this.dir, "agent-config.yaml")]);
   }
 
@@ -419,19 +529,48 @@ export class Lab implements LabHost {
     signal(p.pid, sig);
   }
 
-
   startNodeAgent(name: string): void {
     const n = this.topology.nodes.find((x) => x.name === name);
     if (!n) throw new LabError(`no node named ${name}`);
-    const cni = this.record.mode === "kubernetes" ? ["--cni-socket", this.cniSocket(n.name), "--cni-conf-dir", this.cniConfDir(n.name)] : [];
-    this.startAgent(n.name, n.netns, ["agent", "node", "--node", n.name, "--address", n.vpcIP, "--metrics-port", String(LAB_METRICS_PORT), "--static-routes", ...cni]);
+    const cni =
+      this.record.mode === "kubernetes"
+        ? ["--cni-socket", this.cniSocket(n.name), "--cni-conf-dir", this.cniConfDir(n.name)]
+        : [];
+    this.startAgent(n.name, n.netns, [
+      "agent",
+      "node",
+      "--node",
+      n.name,
+      "--address",
+      n.vpcIP,
+      "--metrics-port",
+      String(LAB_METRICS_PORT),
+      "--static-routes",
+      ...cni,
+    ]);
   }
 
   /** A gateway host runs two processes: the agent (datapath) and the BFD health responder. */
   startGatewayHost(name: string): void {
     const g = this.gatewayHost(name);
-    this.startProcess(`health-${g.name}`, g.netns, ["agent", "health-responder", "--listen", g.vpcIP, "--metrics-port", String(LAB_METRICS_PORT + 1), "--metrics-address", g.vpcIP]);
-    this.startAgent(g.name, g.netns, ["agent", "gateway", "--instance", `${g.gateway}/${g.name}`, "--metrics-port", String(LAB_METRICS_PORT)]);
+    this.startProcess(`health-${g.name}`, g.netns, [
+      "agent",
+      "health-responder",
+      "--listen",
+      g.vpcIP,
+      "--metrics-port",
+      String(LAB_METRICS_PORT + 1),
+      "--metrics-address",
+      g.vpcIP,
+    ]);
+    this.startAgent(g.name, g.netns, [
+      "agent",
+      "gateway",
+      "--instance",
+      `${g.gateway}/${g.name}`,
+      "--metrics-port",
+      String(LAB_METRICS_PORT),
+    ]);
   }
 
   /** A NAT gateway answers BFD probes from the nodes on its VPC address (no agent: it is not an EgressGateway instance). */
@@ -454,7 +593,10 @@ export class Lab implements LabHost {
   gatewayHost(name: string): LabGatewayHost {
     const all = this.gatewayInstances();
     const g = all.find((x) => x.name === name || `${x.gateway}/${x.name}` === name);
-    if (!g) throw new LabError(`no gateway instance named ${name} (have: ${all.map((x) => x.name).join(", ") || "none yet"})`);
+    if (!g)
+      throw new LabError(
+        `no gateway instance named ${name} (have: ${all.map((x) => x.name).join(", ") || "none yet"})`,
+      );
     return g;
   }
 
@@ -466,7 +608,14 @@ export class Lab implements LabHost {
   restartAgent(hostName: string): void {
     if (this.topology.nodes.some((n) => n.name === hostName)) return this.startNodeAgent(hostName);
     const g = this.gatewayHost(hostName);
-    this.startAgent(g.name, g.netns, ["agent", "gateway", "--instance", `${g.gateway}/${g.name}`, "--metrics-port", String(LAB_METRICS_PORT)]);
+    this.startAgent(g.name, g.netns, [
+      "agent",
+      "gateway",
+      "--instance",
+      `${g.gateway}/${g.name}`,
+      "--metrics-port",
+      String(LAB_METRICS_PORT),
+    ]);
   }
 
   /**
@@ -477,7 +626,8 @@ export class Lab implements LabHost {
   async killGateway(name: string, kind: GatewayDeath): Promise<void> {
     const g = this.gatewayHost(name);
     const droplet = this.droplet(g.name);
-    if (kind === "destroy" && !droplet) throw new LabError(`${g.name} is not a droplet: --kind destroy is for instances of a digitalocean gateway`);
+    if (kind === "destroy" && !droplet)
+      throw new LabError(`${g.name} is not a droplet: --kind destroy is for instances of a digitalocean gateway`);
     switch (kind) {
       case "agent":
         if (droplet) {
@@ -491,9 +641,16 @@ export class Lab implements LabHost {
       case "destroy": {
         // As a person (or a failure) deleting it: through the API; the lab cloud then removes its namespace.
         const cloud = this.cloud()!;
-        const client = new DigitalOceanClient({ token: readFileSync(cloud.tokenFile, "utf8").trim(), baseUrl: cloud.url });
+        const client = new DigitalOceanClient({
+          token: readFileSync(cloud.tokenFile, "utf8").trim(),
+          baseUrl: cloud.url,
+        });
         await client.deleteDroplet(droplet!.id);
-        await waitFor(() => !this.droplet(g.name) || this.droplet(g.name)!.id !== droplet!.id, 10_000, `droplet ${g.name} did not go away`);
+        await waitFor(
+          () => !this.droplet(g.name) || this.droplet(g.name)!.id !== droplet!.id,
+          10_000,
+          `droplet ${g.name} did not go away`,
+        );
         break;
       }
       case "link":
@@ -514,7 +671,9 @@ export class Lab implements LabHost {
         await execIn(g.netns, "nft", ["flush", "ruleset"]);
         await execIn(g.netns, "ip", ["route", "flush", "proto", "94"]);
         // The agent's tunnel devices (and their neighbour entries) do not survive a reboot either.
-        for (const l of JSON.parse((await execIn(g.netns, "ip", ["-json", "link", "show", "type", "vxlan"])) || "[]") as { ifname: string }[]) {
+        for (const l of JSON.parse(
+          (await execIn(g.netns, "ip", ["-json", "link", "show", "type", "vxlan"])) || "[]",
+        ) as { ifname: string }[]) {
           await execIn(g.netns, "ip", ["link", "del", l.ifname]);
         }
         await execIn(g.netns, "conntrack", ["-F"]).catch(() => undefined);
@@ -526,12 +685,17 @@ export class Lab implements LabHost {
 
   async reviveGateway(name: string): Promise<void> {
     const kind = this.record.dead?.[name] ?? this.record.dead?.[name.split("/").pop() ?? ""];
-    if (kind === "destroy") throw new LabError(`${name} was destroyed: the controller replaces the droplet by itself (see lab status)`);
+    if (kind === "destroy")
+      throw new LabError(`${name} was destroyed: the controller replaces the droplet by itself (see lab status)`);
     const g = this.gatewayHost(name);
-    if (kind === "agent" && this.droplet(g.name)) throw new LabError(`${g.name} is a droplet: its agents come back when the droplet is replaced (kill it with --kind destroy)`);
+    if (kind === "agent" && this.droplet(g.name))
+      throw new LabError(
+        `${g.name} is a droplet: its agents come back when the droplet is replaced (kill it with --kind destroy)`,
+      );
     if (kind === "agent" || kind === "reboot") this.startGatewayHost(g.name);
     if (kind === "link") await runCommand("ip", ["-n", g.netns, "link", "set", "eth0", "up"]);
-    if (kind === "silent") await execIn(g.netns, "nft", ["delete", "table", "inet", "lab_silence"]).catch(() => undefined);
+    if (kind === "silent")
+      await execIn(g.netns, "nft", ["delete", "table", "inet", "lab_silence"]).catch(() => undefined);
     const dead = { ...this.record.dead };
     delete dead[g.name];
     this.record.dead = dead;
@@ -541,7 +705,9 @@ export class Lab implements LabHost {
   findPod(ref: string): LabPod {
     const matches = this.topology.pods.filter((p) => `${p.namespace}/${p.name}` === ref || p.name === ref);
     if (matches.length === 1) return matches[0]!;
-    throw new LabError(matches.length === 0 ? `no pod ${ref} in the lab` : `pod name ${ref} is ambiguous: use <namespace>/<name>`);
+    throw new LabError(
+      matches.length === 0 ? `no pod ${ref} in the lab` : `pod name ${ref} is ambiguous: use <namespace>/<name>`,
+    );
   }
 
   /** Runs a command inside a pod's namespace. */
@@ -554,7 +720,8 @@ export class Lab implements LabHost {
     if (this.record.mode === "kubernetes") await refreshPodIPs(this);
     let objects = this.objects(await this.currentPolicies());
     // The gateways as the API has them: a digitalocean gateway's instances exist only in its status.
-    if (this.record.mode === "kubernetes") objects = [...objects.filter((o) => o.kind !== "EgressGateway"), ...(await listGateways(this))];
+    if (this.record.mode === "kubernetes")
+      objects = [...objects.filter((o) => o.kind !== "EgressGateway"), ...(await listGateways(this))];
     const snapshot = snapshotFromObjects(objects, LAB_CLUSTER_NETWORK);
     const planner = new Planner(snapshot);
     const plans = new Map(this.topology.nodes.map((n) => [n.name, planner.planNode(n.name, new Map())]));
@@ -567,7 +734,12 @@ export class Lab implements LabHost {
         const entry = plans.get(pod.node)?.entries.find((e) => e.podIP === ip && e.dst.from <= dst && dst <= e.dst.to);
         const policy = entry ? planner.resolution.policies.find((p) => p.resource === entry.policy) : undefined;
         // An entry of no instance is dropped (an invalid policy, fail-closed): nothing may get out.
-        const expected = entry?.instance === "" ? [] : policy ? [...policy.egressIPsByInstance.values()].flat().sort() : [node.publicIP];
+        const expected =
+          entry?.instance === ""
+            ? []
+            : policy
+              ? [...policy.egressIPsByInstance.values()].flat().sort()
+              : [node.publicIP];
         const probe = await this.probe(pod, `http://${target}/`);
         const egressIP = probe.source ?? null;
         return {
@@ -588,7 +760,10 @@ export class Lab implements LabHost {
    * One HTTP GET from inside the pod with curl: a process that starts in milliseconds, so a
    * status round over many pods does not starve the agents' BFD timers of CPU.
    */
-  async probe(pod: LabPod, url: string): Promise<{ status: number; source?: string; admitted?: boolean; error?: string }> {
+  async probe(
+    pod: LabPod,
+    url: string,
+  ): Promise<{ status: number; source?: string; admitted?: boolean; error?: string }> {
     try {
       const out = await execIn(pod.netns, "curl", ["-s", "-m", "2", "-w", "\n%{http_code}", url]);
       const [body = "", code = "0"] = out.trimEnd().split(/\n(?=\d+$)/);
@@ -614,7 +789,12 @@ export class Lab implements LabHost {
    */
   async exposeMetrics(): Promise<MetricsTarget[]> {
     const agents = [
-      ...this.topology.nodes.map((n) => ({ job: "node" as const, host: n.name, netns: n.netns, to: `127.0.0.1:${LAB_METRICS_PORT}` })),
+      ...this.topology.nodes.map((n) => ({
+        job: "node" as const,
+        host: n.name,
+        netns: n.netns,
+        to: `127.0.0.1:${LAB_METRICS_PORT}`,
+      })),
       ...this.gatewayInstances().flatMap((g) => [
         { job: "gateway" as const, host: g.name, netns: g.netns, to: `127.0.0.1:${LAB_METRICS_PORT}` },
         { job: "health-responder" as const, host: g.name, netns: g.netns, to: `${g.vpcIP}:${LAB_METRICS_PORT + 1}` },
@@ -626,17 +806,32 @@ export class Lab implements LabHost {
       const sock = join(this.dir, `${name}.sock`);
       const port = await freePort();
       this.startProcess(`${name}-in`, a.netns, ["lab", "relay", "--listen", `unix:${sock}`, "--to", `tcp:${a.to}`]);
-      this.startProcess(`${name}-out`, "", ["lab", "relay", "--listen", `tcp:127.0.0.1:${port}`, "--to", `unix:${sock}`]);
+      this.startProcess(`${name}-out`, "", [
+        "lab",
+        "relay",
+        "--listen",
+        `tcp:127.0.0.1:${port}`,
+        "--to",
+        `unix:${sock}`,
+      ]);
       targets.push({ job: a.job, host: a.host, address: `127.0.0.1:${port}` });
     }
-    if (this.record.controllerMetricsPort) targets.push({ job: "controller", host: "controller", address: `127.0.0.1:${this.record.controllerMetricsPort}` });
+    if (this.record.controllerMetricsPort)
+      targets.push({
+        job: "controller",
+        host: "controller",
+        address: `127.0.0.1:${this.record.controllerMetricsPort}`,
+      });
     return targets;
   }
 
   /** The controller's metrics server (Kubernetes mode): `/metrics`, `/healthz`, `/readyz`. */
   async controllerHttp(path: string): Promise<{ status: number; body: string }> {
-    if (!this.record.controllerMetricsPort) throw new LabError("this lab runs no controller (only in --mode kubernetes)");
-    const res = await fetch(`http://127.0.0.1:${this.record.controllerMetricsPort}${path}`, { signal: AbortSignal.timeout(2_000) });
+    if (!this.record.controllerMetricsPort)
+      throw new LabError("this lab runs no controller (only in --mode kubernetes)");
+    const res = await fetch(`http://127.0.0.1:${this.record.controllerMetricsPort}${path}`, {
+      signal: AbortSignal.timeout(2_000),
+    });
     return { status: res.status, body: await res.text() };
   }
 
@@ -670,7 +865,10 @@ export class Lab implements LabHost {
 }
 
 /** spec.digitalocean of a lab gateway: droplets in the stand-in's lab VPC, the lab file's reserved IPs. */
-function digitaloceanSource(d: NonNullable<LabConfig["gateways"][number]["digitalocean"]>, cloud: LabCloudRecord | undefined): Record<string, unknown> {
+function digitaloceanSource(
+  d: NonNullable<LabConfig["gateways"][number]["digitalocean"]>,
+  cloud: LabCloudRecord | undefined,
+): Record<string, unknown> {
   return {
     region: LAB_CLOUD.region,
     size: LAB_CLOUD.size,
@@ -749,4 +947,3 @@ function atomicWrite(path: string, text: string): void {
   writeFileSync(tmp, text);
   renameSync(tmp, path);
 }
-

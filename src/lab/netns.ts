@@ -53,7 +53,11 @@ export async function killNamespaceProcesses(ns: string): Promise<void> {
 
 /** Runs a command inside `ns` and returns its stdout. */
 export async function execIn(ns: string, command: string, args: readonly string[], input?: string): Promise<string> {
-  const { stdout } = await runCommand("ip", ["netns", "exec", ns, command, ...args], input === undefined ? {} : { input });
+  const { stdout } = await runCommand(
+    "ip",
+    ["netns", "exec", ns, command, ...args],
+    input === undefined ? {} : { input },
+  );
   return stdout;
 }
 
@@ -86,7 +90,9 @@ export async function gatewayBootSysctls(ns: string): Promise<void> {
 const VPC_ANTISPOOF_TABLE = "lab_vpc_antispoof";
 
 export async function installVpcAntiSpoofing(fabric: string, enforce: boolean): Promise<void> {
-  const rule = enforce ? `    ether type ip iifname @vpc_ports iifname . ip saddr != @port_sources counter name "spoofed" drop\n` : "";
+  const rule = enforce
+    ? `    ether type ip iifname @vpc_ports iifname . ip saddr != @port_sources counter name "spoofed" drop\n`
+    : "";
   await execIn(
     fabric,
     "nft",
@@ -98,7 +104,12 @@ export async function installVpcAntiSpoofing(fabric: string, enforce: boolean): 
 
 /** Marks `port` as a port of the VPC bridge whose host may send from `address` (and only from it). */
 export async function admitVpcSource(fabric: string, port: string, address: string): Promise<void> {
-  await execIn(fabric, "nft", ["-f", "-"], `add element bridge ${VPC_ANTISPOOF_TABLE} vpc_ports { "${port}" }\nadd element bridge ${VPC_ANTISPOOF_TABLE} port_sources { "${port}" . ${address} }\n`);
+  await execIn(
+    fabric,
+    "nft",
+    ["-f", "-"],
+    `add element bridge ${VPC_ANTISPOOF_TABLE} vpc_ports { "${port}" }\nadd element bridge ${VPC_ANTISPOOF_TABLE} port_sources { "${port}" . ${address} }\n`,
+  );
 }
 
 /**
@@ -107,5 +118,10 @@ export async function admitVpcSource(fabric: string, port: string, address: stri
  */
 export async function natGatewaySetup(ns: string): Promise<void> {
   await sysctl(ns, "net.ipv4.ip_forward", "1");
-  await execIn(ns, "nft", ["-f", "-"], `table ip lab_nat {\n  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname "eth1" masquerade\n  }\n}\n`);
+  await execIn(
+    ns,
+    "nft",
+    ["-f", "-"],
+    `table ip lab_nat {\n  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname "eth1" masquerade\n  }\n}\n`,
+  );
 }

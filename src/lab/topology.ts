@@ -86,20 +86,22 @@ export function planTopology(prefix: string, cfg: LabConfig): LabTopology {
     ...(n.cni === "bridge" ? { cni: "bridge" as const } : {}),
     labels: n.labels ?? {},
   }));
-  const gatewayHosts: LabGatewayHost[] = cfg.gateways.flatMap((g) => g.instances ?? []).map((inst, j) => {
-    const gateway = cfg.gateways.find((g) => g.instances?.includes(inst))!.name;
-    return {
-      role: "gateway",
-      name: inst.name,
-      gateway,
-      netns: `${prefix}-${inst.name}`,
-      vpcIP: `10.0.0.${101 + j}`,
-      publicIP: `203.0.113.${101 + j}`,
-      fabricVpcPort: `g${j}v`,
-      fabricPublicPort: `g${j}p`,
-      egressIPs: inst.egressIPs,
-    };
-  });
+  const gatewayHosts: LabGatewayHost[] = cfg.gateways
+    .flatMap((g) => g.instances ?? [])
+    .map((inst, j) => {
+      const gateway = cfg.gateways.find((g) => g.instances?.includes(inst))!.name;
+      return {
+        role: "gateway",
+        name: inst.name,
+        gateway,
+        netns: `${prefix}-${inst.name}`,
+        vpcIP: `10.0.0.${101 + j}`,
+        publicIP: `203.0.113.${101 + j}`,
+        fabricVpcPort: `g${j}v`,
+        fabricPublicPort: `g${j}p`,
+        egressIPs: inst.egressIPs,
+      };
+    });
   const pods: LabPod[] = cfg.pods.map((p) => ({
     name: p.name,
     namespace: p.namespace,

@@ -9,10 +9,31 @@ export function startUdpStream(lab: Lab, pod: string, tag: string, durationMs: n
 }
 
 /** The same from any lab namespace, e.g. a node's (its own and its hostNetwork pods' traffic). */
-export function startUdpStreamIn(netns: string, tag: string, durationMs: number, intervalMs = 1, host?: string): Promise<void> {
+export function startUdpStreamIn(
+  netns: string,
+  tag: string,
+  durationMs: number,
+  intervalMs = 1,
+  host?: string,
+): Promise<void> {
   const child = spawn(
     "ip",
-    ["netns", "exec", netns, process.execPath, cliEntry(), "lab", "udp-stream", "--tag", tag, "--interval-ms", String(intervalMs), "--duration-ms", String(durationMs), ...(host ? ["--host", host] : [])],
+    [
+      "netns",
+      "exec",
+      netns,
+      process.execPath,
+      cliEntry(),
+      "lab",
+      "udp-stream",
+      "--tag",
+      tag,
+      "--interval-ms",
+      String(intervalMs),
+      "--duration-ms",
+      String(durationMs),
+      ...(host ? ["--host", host] : []),
+    ],
     { stdio: "ignore" },
   );
   return new Promise((resolve) => child.on("exit", () => resolve()));
@@ -37,7 +58,12 @@ export interface StreamReport {
 }
 
 /** Reads the Internet host's record of one stream: leaks and the longest interruption. */
-export function analyzeStream(lab: Lab, tag: string, allowed: readonly string[], window?: { from: number; to: number }): StreamReport {
+export function analyzeStream(
+  lab: Lab,
+  tag: string,
+  allowed: readonly string[],
+  window?: { from: number; to: number },
+): StreamReport {
   const rows = lab
     .udpRecords()
     .filter((d) => d.payload.startsWith(`${tag} `))
@@ -75,7 +101,13 @@ export function analyzeStream(lab: Lab, tag: string, allowed: readonly string[],
  * Sends one small UDP datagram every `intervalMs` for `durationMs` (bounded: it stops by
  * itself). Payload `<tag> <seq> <sent-ms>` lets the sink measure gaps and attribute sources.
  */
-export async function udpStream(host: string, port: number, tag: string, intervalMs: number, durationMs: number): Promise<number> {
+export async function udpStream(
+  host: string,
+  port: number,
+  tag: string,
+  intervalMs: number,
+  durationMs: number,
+): Promise<number> {
   const sock = createSocket("udp4");
   const start = Date.now();
   let seq = 0;

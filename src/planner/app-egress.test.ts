@@ -15,10 +15,20 @@ const pool: GatewayPool = {
 };
 
 function app(name: string, type: "AUTOASSIGN" | "DEDICATED_IP" = "DEDICATED_IP"): App {
-  return { apiVersion: "staticegress.io/v1alpha1", kind: "App", metadata: { name, uid: `uid-${name}` }, spec: { name, workers: [], egress: { type } } };
+  return {
+    apiVersion: "staticegress.io/v1alpha1",
+    kind: "App",
+    metadata: { name, uid: `uid-${name}` },
+    spec: { name, workers: [], egress: { type } },
+  };
 }
 
-const gatewayWith = (name: string, hosts: string[]) => ({ apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name }, spec: { static: { instances: hosts.map((h) => ({ name: h })) } } });
+const gatewayWith = (name: string, hosts: string[]) => ({
+  apiVersion: "staticegress.io/v1alpha1",
+  kind: "EgressGateway",
+  metadata: { name },
+  spec: { static: { instances: hosts.map((h) => ({ name: h })) } },
+});
 
 describe("planDedicatedEgress", () => {
   it("nothing for AUTOASSIGN", () => {
@@ -31,9 +41,19 @@ describe("planDedicatedEgress", () => {
     expect(p.hosts.map((h) => h.name)).toEqual(["gw-a", "gw-b"]);
     expect(p.gateway).toMatchObject({
       metadata: { name: "app-web", ownerReferences: [{ kind: "App", name: "web", uid: "uid-web" }] },
-      spec: { grants: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "app-web" } }, egressIPs: ["203.0.113.10", "203.0.113.20"] }] },
+      spec: {
+        grants: [
+          {
+            namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "app-web" } },
+            egressIPs: ["203.0.113.10", "203.0.113.20"],
+          },
+        ],
+      },
     });
-    expect(p.policy).toMatchObject({ metadata: { name: "dedicated-egress", namespace: "app-web" }, spec: { podSelector: {}, gatewayName: "app-web", failurePolicy: "Drop" } });
+    expect(p.policy).toMatchObject({
+      metadata: { name: "dedicated-egress", namespace: "app-web" },
+      spec: { podSelector: {}, gatewayName: "app-web", failurePolicy: "Drop" },
+    });
   });
 
   it("never a host of another app's gateway; keeps its own hosts", () => {
@@ -48,9 +68,25 @@ describe("planDedicatedEgress", () => {
 describe("dedicatedIPs", () => {
   const hosts = pool.hosts.slice(1);
   it("ASSIGNED only with the instance Up and the policy Ready; an IP no longer used is REMOVED", () => {
-    expect(dedicatedIPs(hosts, { instances: [{ name: "gw-a", health: "Up" }] }, false).map((d) => d.status)).toEqual(["ASSIGNING", "ASSIGNING"]);
-    expect(dedicatedIPs(hosts, { instances: [{ name: "gw-a", health: "Up" }, { name: "gw-b", health: "Unknown" }] }, true).map((d) => d.status)).toEqual(["ASSIGNED", "ASSIGNING"]);
-    expect(dedicatedIPs(hosts.slice(0, 1), undefined, true, [{ ip: "203.0.113.99", id: "old", status: "ASSIGNED" }])).toEqual([
+    expect(dedicatedIPs(hosts, { instances: [{ name: "gw-a", health: "Up" }] }, false).map((d) => d.status)).toEqual([
+      "ASSIGNING",
+      "ASSIGNING",
+    ]);
+    expect(
+      dedicatedIPs(
+        hosts,
+        {
+          instances: [
+            { name: "gw-a", health: "Up" },
+            { name: "gw-b", health: "Unknown" },
+          ],
+        },
+        true,
+      ).map((d) => d.status),
+    ).toEqual(["ASSIGNED", "ASSIGNING"]);
+    expect(
+      dedicatedIPs(hosts.slice(0, 1), undefined, true, [{ ip: "203.0.113.99", id: "old", status: "ASSIGNED" }]),
+    ).toEqual([
       { ip: "203.0.113.10", id: "gw-a", status: "ASSIGNING" },
       { ip: "203.0.113.99", id: "old", status: "REMOVED" },
     ]);
@@ -59,14 +95,22 @@ describe("dedicatedIPs", () => {
 
 describe("parseGatewayPool", () => {
   it("examples/apps/gateway-pool.yaml is a pool of four hosts", () => {
-    const { pool, errors } = parseGatewayPool(parse(readFileSync(join(packageRoot(), "examples", "apps", "gateway-pool.yaml"), "utf8")));
+    const { pool, errors } = parseGatewayPool(
+      parse(readFileSync(join(packageRoot(), "examples", "apps", "gateway-pool.yaml"), "utf8")),
+    );
     expect(errors).toEqual([]);
     expect(pool?.hosts).toHaveLength(4);
   });
 
   it("names the bad field; refuses a repeated host or IP", () => {
     expect(parseGatewayPool(pool).errors).toEqual([]);
-    expect(parseGatewayPool({ hosts: [{ name: "a", address: "10.0.0.1", egressIP: "203.0.113.300" }] }).errors.map((e) => e.field)).toEqual(["pool.hosts[0].egressIP"]);
-    expect(parseGatewayPool({ hosts: [...pool.hosts, { ...pool.hosts[0]!, name: "gw-d", address: "10.0.0.104" }] }).errors).toEqual([{ field: "pool.hosts[3].egressIP", message: "repeats 203.0.113.30" }]);
+    expect(
+      parseGatewayPool({ hosts: [{ name: "a", address: "10.0.0.1", egressIP: "203.0.113.300" }] }).errors.map(
+        (e) => e.field,
+      ),
+    ).toEqual(["pool.hosts[0].egressIP"]);
+    expect(
+      parseGatewayPool({ hosts: [...pool.hosts, { ...pool.hosts[0]!, name: "gw-d", address: "10.0.0.104" }] }).errors,
+    ).toEqual([{ field: "pool.hosts[3].egressIP", message: "repeats 203.0.113.30" }]);
   });
 });

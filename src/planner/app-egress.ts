@@ -16,12 +16,14 @@ const INSTANCES_PER_APP = 2;
 const APP_GATEWAY_PREFIX = "app-";
 export const APP_POLICY_NAME = "dedicated-egress";
 
-
 export function gatewayNameOf(app: string): string {
   return `${APP_GATEWAY_PREFIX}${app}`;
 }
 
-type GatewayObject = KubernetesObject & { metadata: { name?: string; labels?: Record<string, string> }; spec?: { static?: { instances?: { name: string }[] } } };
+type GatewayObject = KubernetesObject & {
+  metadata: { name?: string; labels?: Record<string, string> };
+  spec?: { static?: { instances?: { name: string }[] } };
+};
 
 export type EgressPlan =
   | { kind: "none" }
@@ -33,22 +35,33 @@ export type EgressPlan =
  * the pool), then free ones by name. Free: not in any other app's gateway (`gateways`: every
  * gateway Apps made, as the informer has them).
  */
-export function planDedicatedEgress(app: App, pool: GatewayPool | undefined, gateways: readonly GatewayObject[]): EgressPlan {
+export function planDedicatedEgress(
+  app: App,
+  pool: GatewayPool | undefined,
+  gateways: readonly GatewayObject[],
+): EgressPlan {
   if (app.spec.egress?.type !== "DEDICATED_IP") return { kind: "none" };
   const name = app.metadata.name;
   const hostsOf = (g: GatewayObject) => (g.spec?.static?.instances ?? []).map((i) => i.name);
   const own = gateways.find((g) => g.metadata.name === gatewayNameOf(name));
   const taken = new Set(gateways.filter((g) => g !== own).flatMap(hostsOf));
   const byName = new Map((pool?.hosts ?? []).map((h) => [h.name, h]));
-  const kept = (own ? hostsOf(own) : []).map((n) => byName.get(n)).filter((h): h is GatewayPoolHost => h !== undefined && !taken.has(h.name));
-  const free = [...byName.values()].filter((h) => !taken.has(h.name) && !kept.includes(h)).sort((a, b) => (a.name < b.name ? -1 : 1));
+  const kept = (own ? hostsOf(own) : [])
+    .map((n) => byName.get(n))
+    .filter((h): h is GatewayPoolHost => h !== undefined && !taken.has(h.name));
+  const free = [...byName.values()]
+    .filter((h) => !taken.has(h.name) && !kept.includes(h))
+    .sort((a, b) => (a.name < b.name ? -1 : 1));
   const hosts = [...kept, ...free].slice(0, INSTANCES_PER_APP);
   if (hosts.length < INSTANCES_PER_APP) return { kind: "exhausted", free: hosts.length };
   const ns = namespaceOf(name);
   const owner = { apiVersion: API_VERSION, kind: "App", name, uid: app.metadata.uid ?? "", controller: true };
   const labels = { [MANAGED_BY]: MANAGER, [APP_LABEL]: name };
   const ips = hosts.map((h) => h.egressIP);
-  const stamp = <T extends KubernetesObject>(o: T): T => ({ ...o, metadata: { ...o.metadata, annotations: { [APPLIED_ANNOTATION]: digest(o) } } });
+  const stamp = <T extends KubernetesObject>(o: T): T => ({
+    ...o,
+    metadata: { ...o.metadata, annotations: { [APPLIED_ANNOTATION]: digest(o) } },
+  });
   const gateway = stamp({
     apiVersion: API_VERSION,
     kind: "EgressGateway",
@@ -76,12 +89,19 @@ type InstanceStatus = { name: string; health?: string };
  * (nodes see it through BFD) and the policy is Ready (the app's pods are programmed), i.e. the IP
  * carries the app's traffic; ASSIGNING before. IPs the app had and no longer has are REMOVED.
  */
-export function dedicatedIPs(hosts: readonly GatewayPoolHost[], gatewayStatus: { instances?: InstanceStatus[] } | undefined, policyReady: boolean, previous: readonly DedicatedIP[] = []): DedicatedIP[] {
+export function dedicatedIPs(
+  hosts: readonly GatewayPoolHost[],
+  gatewayStatus: { instances?: InstanceStatus[] } | undefined,
+  policyReady: boolean,
+  previous: readonly DedicatedIP[] = [],
+): DedicatedIP[] {
   const now: DedicatedIP[] = hosts.map((h) => {
     const up = gatewayStatus?.instances?.find((i) => i.name === h.name)?.health === "Up";
     return { ip: h.egressIP, id: h.name, status: up && policyReady ? "ASSIGNED" : "ASSIGNING" };
   });
-  const removed = previous.filter((p) => !now.some((n) => n.ip === p.ip)).map((p) => ({ ...p, status: "REMOVED" as const }));
+  const removed = previous
+    .filter((p) => !now.some((n) => n.ip === p.ip))
+    .map((p) => ({ ...p, status: "REMOVED" as const }));
   return [...now, ...removed];
 }
 

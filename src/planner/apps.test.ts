@@ -6,7 +6,12 @@ import { APPLIED_ANNOTATION, GENERATION_ANNOTATION, imageRef, instanceSize, plan
 function app(spec: Record<string, unknown>, generation = 1): App {
   const copy = structuredClone(spec);
   expect(validateAppSpec(copy)).toEqual([]); // planned only after validation, with defaults filled
-  return { apiVersion: "staticegress.io/v1alpha1", kind: "App", metadata: { name: copy.name as string, uid: "uid-1", generation }, spec: copy as App["spec"] };
+  return {
+    apiVersion: "staticegress.io/v1alpha1",
+    kind: "App",
+    metadata: { name: copy.name as string, uid: "uid-1", generation },
+    spec: copy as App["spec"],
+  };
 }
 
 const shop = {
@@ -29,15 +34,34 @@ const shop = {
       termination: { drain_seconds: 10, grace_period_seconds: 40 },
     },
   ],
-  workers: [{ name: "jobs", image: { registry_type: "DOCKER_HUB", repository: "busybox" }, run_command: "sleep 1d", envs: [{ key: "PORT", value: "1" }] }],
+  workers: [
+    {
+      name: "jobs",
+      image: { registry_type: "DOCKER_HUB", repository: "busybox" },
+      run_command: "sleep 1d",
+      envs: [{ key: "PORT", value: "1" }],
+    },
+  ],
 };
 
 describe("imageRef", () => {
   it.each([
     [{ registry_type: "DOCKER_HUB", repository: "nginx" }, "", "docker.io/library/nginx:latest"],
-    [{ registry_type: "DOCKER_HUB", registry: "bitnami", repository: "redis", tag: "7" }, "", "docker.io/bitnami/redis:7"],
-    [{ registry_type: "GHCR", registry: "acme", repository: "api", digest: "sha256:ab" }, "", "ghcr.io/acme/api@sha256:ab"],
-    [{ registry_type: "DOCR", repository: "api", tag: "1" }, "registry.digitalocean.com/acme/", "registry.digitalocean.com/acme/api:1"],
+    [
+      { registry_type: "DOCKER_HUB", registry: "bitnami", repository: "redis", tag: "7" },
+      "",
+      "docker.io/bitnami/redis:7",
+    ],
+    [
+      { registry_type: "GHCR", registry: "acme", repository: "api", digest: "sha256:ab" },
+      "",
+      "ghcr.io/acme/api@sha256:ab",
+    ],
+    [
+      { registry_type: "DOCR", repository: "api", tag: "1" },
+      "registry.digitalocean.com/acme/",
+      "registry.digitalocean.com/acme/api:1",
+    ],
   ] as const)("%j -> %s", (image, docr, want) => {
     expect(imageRef(image, docr)).toBe(want);
   });
@@ -62,8 +86,13 @@ describe("planApp", () => {
     expect(plan.secrets.map((s) => [s.metadata?.name, Object.keys(s.data ?? {})])).toEqual([["api-env", ["TOKEN"]]]);
     expect(plan.networkPolicies.map((p) => p.metadata.name)).toEqual(["app-internal", "ingress-api"]);
     for (const o of [plan.namespace, ...plan.deployments, ...plan.services, ...plan.secrets, ...plan.networkPolicies]) {
-      expect(o.metadata?.labels).toMatchObject({ "app.kubernetes.io/managed-by": "static-egress", "staticegress.io/app": "shop" });
-      expect(o.metadata?.ownerReferences).toEqual([{ apiVersion: "staticegress.io/v1alpha1", kind: "App", name: "shop", uid: "uid-1", controller: true }]);
+      expect(o.metadata?.labels).toMatchObject({
+        "app.kubernetes.io/managed-by": "static-egress",
+        "staticegress.io/app": "shop",
+      });
+      expect(o.metadata?.ownerReferences).toEqual([
+        { apiVersion: "staticegress.io/v1alpha1", kind: "App", name: "shop", uid: "uid-1", controller: true },
+      ]);
       expect(o.metadata?.annotations?.[APPLIED_ANNOTATION]).toMatch(/^[0-9a-f]{20}$/);
     }
   });
@@ -90,7 +119,11 @@ describe("planApp", () => {
     expect(c.livenessProbe).toEqual({ tcpSocket: { port: 9000 } });
     expect(c.resources).toEqual({ limits: { cpu: "2", memory: "4096Mi" }, requests: { cpu: "2", memory: "4096Mi" } });
     expect(c.lifecycle).toEqual({ preStop: { sleep: { seconds: 10 } } });
-    expect(plan.services[0]!.spec?.ports?.[0]).toMatchObject({ name: "http", port: 3000, appProtocol: "kubernetes.io/h2c" });
+    expect(plan.services[0]!.spec?.ports?.[0]).toMatchObject({
+      name: "http",
+      port: 3000,
+      appProtocol: "kubernetes.io/h2c",
+    });
   });
 
   it("the worker: run_command through a shell, its own PORT kept, no Service, no ingress policy", () => {
@@ -102,11 +135,27 @@ describe("planApp", () => {
 
   it("isolation: the app's pods admit their own app; the ingress side reaches only http_port", () => {
     const [internal, ingress] = plan.networkPolicies;
-    expect(internal!.spec).toEqual({ podSelector: {}, policyTypes: ["Ingress"], ingress: [{ from: [{ podSelector: {} }] }] });
+    expect(internal!.spec).toEqual({
+      podSelector: {},
+      policyTypes: ["Ingress"],
+      ingress: [{ from: [{ podSelector: {} }] }],
+    });
     expect(ingress!.spec).toEqual({
       podSelector: { matchLabels: { "staticegress.io/app": "shop", "staticegress.io/component": "api" } },
       policyTypes: ["Ingress"],
-      ingress: [{ from: [{ namespaceSelector: { matchLabels: { "staticegress.io/apps-ingress": "true" }, matchExpressions: [{ key: "staticegress.io/app", operator: "DoesNotExist" }] } }], ports: [{ port: 3000, protocol: "TCP" }] }],
+      ingress: [
+        {
+          from: [
+            {
+              namespaceSelector: {
+                matchLabels: { "staticegress.io/apps-ingress": "true" },
+                matchExpressions: [{ key: "staticegress.io/app", operator: "DoesNotExist" }],
+              },
+            },
+          ],
+          ports: [{ port: 3000, protocol: "TCP" }],
+        },
+      ],
     });
     const custom = planApp(app(shop), { ingressLabel: { key: "example.com/edge", value: "yes" } });
     expect(JSON.stringify(custom.networkPolicies[1]!.spec)).toContain('"example.com/edge":"yes"');
@@ -117,7 +166,9 @@ describe("planApp", () => {
     expect(again).toEqual(plan);
     const next = planApp(app(shop, 2), { docrRegistry: "" });
     expect(next.deployments[0]!.spec!.template.metadata!.annotations![GENERATION_ANNOTATION]).toBe("2");
-    expect(next.deployments[0]!.metadata!.annotations![APPLIED_ANNOTATION]).not.toBe(plan.deployments[0]!.metadata!.annotations![APPLIED_ANNOTATION]);
+    expect(next.deployments[0]!.metadata!.annotations![APPLIED_ANNOTATION]).not.toBe(
+      plan.deployments[0]!.metadata!.annotations![APPLIED_ANNOTATION],
+    );
     expect(next.services).toEqual(plan.services); // only what changed is written again
   });
 });

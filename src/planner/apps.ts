@@ -1,4 +1,14 @@
-import type { KubernetesObject, V1ObjectMeta, V1Deployment, V1Namespace, V1Probe, V1Secret, V1Service, V1EnvVar, V1OwnerReference } from "@kubernetes/client-node";
+import type {
+  KubernetesObject,
+  V1ObjectMeta,
+  V1Deployment,
+  V1Namespace,
+  V1Probe,
+  V1Secret,
+  V1Service,
+  V1EnvVar,
+  V1OwnerReference,
+} from "@kubernetes/client-node";
 import { API_VERSION } from "../api/v1alpha1/common.js";
 import { digest } from "../util/digest.js";
 import type { App, HealthCheck, ImageSource, ServiceSpec, WorkerSpec } from "../api/v1alpha1/app.js";
@@ -57,8 +67,11 @@ export function secretNameOf(component: string): string {
 
 /** The container image a component runs. */
 export function imageRef(image: ImageSource, docrRegistry = ""): string {
-  const host = { DOCKER_HUB: "docker.io", GHCR: "ghcr.io", DOCR: docrRegistry.replace(/\/+$/, "") }[image.registry_type];
-  const owner = image.registry_type === "DOCR" ? "" : image.registry || (image.registry_type === "DOCKER_HUB" ? "library" : "");
+  const host = { DOCKER_HUB: "docker.io", GHCR: "ghcr.io", DOCR: docrRegistry.replace(/\/+$/, "") }[
+    image.registry_type
+  ];
+  const owner =
+    image.registry_type === "DOCR" ? "" : image.registry || (image.registry_type === "DOCKER_HUB" ? "library" : "");
   const path = [host, owner, image.repository].filter((p) => p !== "").join("/");
   return image.digest ? `${path}@${image.digest}` : `${path}:${image.tag ?? "latest"}`;
 }
@@ -97,7 +110,6 @@ function probe(check: HealthCheck | undefined, defaultPort: number | undefined):
   };
 }
 
-
 function stamped<T extends { metadata?: V1ObjectMeta }>(o: T): T {
   const d = digest(o);
   return { ...o, metadata: { ...o.metadata, annotations: { ...o.metadata?.annotations, [APPLIED_ANNOTATION]: d } } };
@@ -111,15 +123,30 @@ export function planApp(app: App, opts: AppPlanOptions = {}): AppPlan {
   const name = app.metadata.name;
   const ns = namespaceOf(name);
   const ingress = opts.ingressLabel ?? DEFAULT_INGRESS_LABEL;
-  const owner: V1OwnerReference = { apiVersion: API_VERSION, kind: "App", name, uid: app.metadata.uid ?? "", controller: true };
+  const owner: V1OwnerReference = {
+    apiVersion: API_VERSION,
+    kind: "App",
+    name,
+    uid: app.metadata.uid ?? "",
+    controller: true,
+  };
   const appLabels = { [MANAGED_BY]: MANAGER, [APP_LABEL]: name };
-  const meta = (objName: string, extra: Record<string, string> = {}) => ({ name: objName, namespace: ns, labels: { ...appLabels, ...extra }, ownerReferences: [owner] });
+  const meta = (objName: string, extra: Record<string, string> = {}) => ({
+    name: objName,
+    namespace: ns,
+    labels: { ...appLabels, ...extra },
+    ownerReferences: [owner],
+  });
 
   const namespace: V1Namespace = stamped({
     apiVersion: "v1",
     kind: "Namespace",
     // Apps may run as root (images from anywhere) but not privileged: the baseline profile.
-    metadata: { name: ns, labels: { ...appLabels, "pod-security.kubernetes.io/enforce": "baseline" }, ownerReferences: [owner] },
+    metadata: {
+      name: ns,
+      labels: { ...appLabels, "pod-security.kubernetes.io/enforce": "baseline" },
+      ownerReferences: [owner],
+    },
   });
 
   const deployments: V1Deployment[] = [];
@@ -137,7 +164,7 @@ export function planApp(app: App, opts: AppPlanOptions = {}): AppPlan {
     const secretName = secretNameOf(c.name);
     components.push({ name: c.name, kind, secret: secretName });
     const svc = kind === "service" ? (c as ServiceSpec) : undefined;
-    const httpPort = svc ? svc.http_port ?? 8080 : undefined;
+    const httpPort = svc ? (svc.http_port ?? 8080) : undefined;
     const env: V1EnvVar[] = [];
     const secretData: Record<string, string> = {};
     for (const e of c.envs ?? []) {
@@ -149,9 +176,18 @@ export function planApp(app: App, opts: AppPlanOptions = {}): AppPlan {
       }
     }
     // DigitalOcean: PORT is set to http_port unless the spec sets it.
-    if (httpPort !== undefined && !env.some((e) => e.name === "PORT")) env.push({ name: "PORT", value: String(httpPort) });
+    if (httpPort !== undefined && !env.some((e) => e.name === "PORT"))
+      env.push({ name: "PORT", value: String(httpPort) });
     if (Object.keys(secretData).length > 0) {
-      secrets.push(stamped({ apiVersion: "v1", kind: "Secret", metadata: meta(secretName, labels), type: "Opaque", data: secretData }));
+      secrets.push(
+        stamped({
+          apiVersion: "v1",
+          kind: "Secret",
+          metadata: meta(secretName, labels),
+          type: "Opaque",
+          data: secretData,
+        }),
+      );
     }
     const size = instanceSize(c.instance_size_slug);
     const ports = svc ? [...new Set([httpPort!, ...(svc.internal_ports ?? [])])] : [];
@@ -165,23 +201,35 @@ export function planApp(app: App, opts: AppPlanOptions = {}): AppPlan {
           replicas: c.instance_count ?? 1,
           selector: { matchLabels: { [APP_LABEL]: name, [COMPONENT_LABEL]: c.name } },
           template: {
-            metadata: { labels: { ...appLabels, ...labels }, annotations: { [GENERATION_ANNOTATION]: String(app.metadata.generation ?? 0) } },
+            metadata: {
+              labels: { ...appLabels, ...labels },
+              annotations: { [GENERATION_ANNOTATION]: String(app.metadata.generation ?? 0) },
+            },
             spec: {
               // Apps do not talk to the Kubernetes API: no token in their pods.
               automountServiceAccountToken: false,
               enableServiceLinks: false,
-              ...(c.termination?.grace_period_seconds !== undefined ? { terminationGracePeriodSeconds: c.termination.grace_period_seconds } : {}),
+              ...(c.termination?.grace_period_seconds !== undefined
+                ? { terminationGracePeriodSeconds: c.termination.grace_period_seconds }
+                : {}),
               containers: [
                 {
                   name: c.name,
                   image: imageRef(c.image!, opts.docrRegistry),
                   ...(c.run_command ? { command: ["/bin/sh", "-c", c.run_command] } : {}),
                   env,
-                  ports: ports.map((p) => ({ name: p === httpPort ? "http" : `internal-${p}`, containerPort: p, protocol: "TCP" })),
+                  ports: ports.map((p) => ({
+                    name: p === httpPort ? "http" : `internal-${p}`,
+                    containerPort: p,
+                    protocol: "TCP",
+                  })),
                   resources: {
                     limits: { cpu: String(size.cpu), memory: `${size.memoryMiB}Mi` },
                     // Shared-CPU sizes are guaranteed a tenth of their CPU; memory is guaranteed.
-                    requests: { cpu: size.shared ? `${size.cpu * 100}m` : String(size.cpu), memory: `${size.memoryMiB}Mi` },
+                    requests: {
+                      cpu: size.shared ? `${size.cpu * 100}m` : String(size.cpu),
+                      memory: `${size.memoryMiB}Mi`,
+                    },
                   },
                   ...(svc?.health_check ? { readinessProbe: probe(svc.health_check as HealthCheck, httpPort) } : {}),
                   ...(c.liveness_health_check ? { livenessProbe: probe(c.liveness_health_check, httpPort) } : {}),
@@ -226,7 +274,10 @@ export function planApp(app: App, opts: AppPlanOptions = {}): AppPlan {
                 from: [
                   {
                     // An app's own namespace never counts as the ingress side, even if labelled so.
-                    namespaceSelector: { matchLabels: { [ingress.key]: ingress.value }, matchExpressions: [{ key: APP_LABEL, operator: "DoesNotExist" }] },
+                    namespaceSelector: {
+                      matchLabels: { [ingress.key]: ingress.value },
+                      matchExpressions: [{ key: APP_LABEL, operator: "DoesNotExist" }],
+                    },
                   },
                 ],
                 ports: [{ port: httpPort!, protocol: "TCP" }],
@@ -247,8 +298,16 @@ export function planApp(app: App, opts: AppPlanOptions = {}): AppPlan {
       spec: { podSelector: {}, policyTypes: ["Ingress"], ingress: [{ from: [{ podSelector: {} }] }] },
     }),
   );
-  const byName = <T extends { metadata?: { name?: string } }>(a: T, b: T) => ((a.metadata?.name ?? "") < (b.metadata?.name ?? "") ? -1 : 1);
-  return { namespace, deployments: deployments.sort(byName), services: services.sort(byName), secrets: secrets.sort(byName), networkPolicies: networkPolicies.sort(byName), components };
+  const byName = <T extends { metadata?: { name?: string } }>(a: T, b: T) =>
+    (a.metadata?.name ?? "") < (b.metadata?.name ?? "") ? -1 : 1;
+  return {
+    namespace,
+    deployments: deployments.sort(byName),
+    services: services.sort(byName),
+    secrets: secrets.sort(byName),
+    networkPolicies: networkPolicies.sort(byName),
+    components,
+  };
 }
 
 export { digest };

@@ -1,6 +1,16 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { DEFAULT_TABLE_BASE, MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, assignIds, fnv1a, markFor, rendezvous, tableFor } from "./ids.js";
+import {
+  DEFAULT_TABLE_BASE,
+  MARK_FLAG,
+  MARK_MASK,
+  MAX_INSTANCE_ID,
+  assignIds,
+  fnv1a,
+  markFor,
+  rendezvous,
+  tableFor,
+} from "./ids.js";
 import { shuffled } from "./testing/arbitraries.js";
 
 const preferred = (key: string) => (fnv1a(key) % MAX_INSTANCE_ID) + 1;
@@ -134,7 +144,10 @@ describe("assignIds", () => {
 
 describe("rendezvous", () => {
   const subjectsArb = fc.uniqueArray(fc.string({ minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 60 });
-  const candidatesArb = fc.uniqueArray(fc.constantFrom("gw/a", "gw/b", "gw/c", "gw/d", "gw/e", "x/1", "x/2"), { minLength: 1, maxLength: 7 });
+  const candidatesArb = fc.uniqueArray(fc.constantFrom("gw/a", "gw/b", "gw/c", "gw/d", "gw/e", "x/1", "x/2"), {
+    minLength: 1,
+    maxLength: 7,
+  });
 
   it("picks one of the candidates, whatever their order", () => {
     fc.assert(

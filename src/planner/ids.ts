@@ -3,7 +3,16 @@
  * the kernel's numbers, kept with the others in src/api/datapath.ts.
  */
 import { MAX_INSTANCE_ID } from "../api/datapath.js";
-export { DEFAULT_TABLE_BASE, MARK_FLAG, MARK_MASK, MAX_INSTANCE_ID, NO_INSTANCE_MARK, markFor, tableFor, tunnelPortFor } from "../api/datapath.js";
+export {
+  DEFAULT_TABLE_BASE,
+  MARK_FLAG,
+  MARK_MASK,
+  MAX_INSTANCE_ID,
+  NO_INSTANCE_MARK,
+  markFor,
+  tableFor,
+  tunnelPortFor,
+} from "../api/datapath.js";
 
 /** FNV-1a: small, stable across runs and processes. */
 export function fnv1a(text: string): number {

@@ -1,9 +1,26 @@
 // The cluster as read (the planner's input) is defined by the API layer, below the planner.
-import type { ClusterNetwork, ClusterSnapshot, HealthView, InstanceHealth, NamespaceInfo, NodeInfo, PodInfo, PolicyObject } from "../api/cluster.js";
-export type { ClusterNetwork, ClusterSnapshot, HealthView, InstanceHealth, NamespaceInfo, NodeInfo, PodInfo, PolicyObject };
+import type {
+  ClusterNetwork,
+  ClusterSnapshot,
+  HealthView,
+  InstanceHealth,
+  NamespaceInfo,
+  NodeInfo,
+  PodInfo,
+  PolicyObject,
+} from "../api/cluster.js";
+export type {
+  ClusterNetwork,
+  ClusterSnapshot,
+  HealthView,
+  InstanceHealth,
+  NamespaceInfo,
+  NodeInfo,
+  PodInfo,
+  PolicyObject,
+};
 import type { FieldError } from "../api/v1alpha1/validate.js";
 import type { Range } from "../util/ipv4.js";
-
 
 /** A gateway instance, resolved from its gateway's source, with its stable datapath ids. */
 export interface ResolvedInstance {

@@ -44,15 +44,20 @@ function render({ snapshot, health }: Scenario): string {
   const out = {
     verdicts: planner.resolution.verdicts,
     conflicts: selectPods(snapshot, planner.resolution).conflicts,
-    nodes: Object.fromEntries(snapshot.nodes.map((n) => [n.name, planner.planNode(n.name, health[n.name] ?? new Map())])),
-    gateways: Object.fromEntries([...planner.resolution.instances.keys()].sort().map((k) => [k, planner.planGateway(k)])),
+    nodes: Object.fromEntries(
+      snapshot.nodes.map((n) => [n.name, planner.planNode(n.name, health[n.name] ?? new Map())]),
+    ),
+    gateways: Object.fromEntries(
+      [...planner.resolution.instances.keys()].sort().map((k) => [k, planner.planGateway(k)]),
+    ),
   };
   const readable = (key: string, value: unknown): unknown => {
     if (key === "mark" && typeof value === "number") return `0x${value.toString(16)}`;
     if (value && typeof value === "object" && !Array.isArray(value)) {
       const keys = Object.keys(value);
       const r = value as { from: unknown; to: unknown };
-      if (keys.length === 2 && typeof r.from === "number" && typeof r.to === "number") return formatRange({ from: r.from, to: r.to });
+      if (keys.length === 2 && typeof r.from === "number" && typeof r.to === "number")
+        return formatRange({ from: r.from, to: r.to });
     }
     return value;
   };

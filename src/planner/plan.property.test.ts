@@ -9,7 +9,15 @@ import { describe, expect, it } from "vitest";
 import { SpecValidator } from "../api/v1alpha1/validate.js";
 import { NO_INSTANCE_MARK } from "./ids.js";
 import { contains, formatIPv4, parseCidr, parseIPv4 } from "../util/ipv4.js";
-import type { ClusterSnapshot, GatewayPlan, HealthView, InstanceHealth, NodePlan, PodInfo, PolicyObject } from "./model.js";
+import type {
+  ClusterSnapshot,
+  GatewayPlan,
+  HealthView,
+  InstanceHealth,
+  NodePlan,
+  PodInfo,
+  PolicyObject,
+} from "./model.js";
 import { Planner, selectPods } from "./plan.js";
 import { matches } from "./selector.js";
 import { clusterArb, shuffledSnapshot, type ClusterScenario } from "./testing/arbitraries.js";
@@ -20,7 +28,9 @@ const RUNS = 200;
 // ---- The oracle: the documented rules, address by address. ----
 
 function resourceOf(p: PolicyObject): string {
-  return p.kind === "EgressPolicy" ? `EgressPolicy/${p.metadata.namespace}/${p.metadata.name}` : `ClusterEgressPolicy/${p.metadata.name}`;
+  return p.kind === "EgressPolicy"
+    ? `EgressPolicy/${p.metadata.namespace}/${p.metadata.name}`
+    : `ClusterEgressPolicy/${p.metadata.name}`;
 }
 
 /** A CIDR as (network bits, shift): membership is a comparison of the top bits. */
@@ -39,7 +49,10 @@ function cidrHas(cidr: string, address: number): boolean {
 
 /** The policy's own say on this destination: included and not excluded. */
 function covers(p: PolicyObject, address: number): boolean {
-  return (p.spec.destinationCIDRs ?? ["0.0.0.0/0"]).some((c) => cidrHas(c, address)) && !(p.spec.excludedCIDRs ?? []).some((c) => cidrHas(c, address));
+  return (
+    (p.spec.destinationCIDRs ?? ["0.0.0.0/0"]).some((c) => cidrHas(c, address)) &&
+    !(p.spec.excludedCIDRs ?? []).some((c) => cidrHas(c, address))
+  );
 }
 
 const ipv4Of = (pod: PodInfo) => pod.ips.find((ip) => !ip.includes(":"));
@@ -61,13 +74,20 @@ function tier(p: PolicyObject, snapshot: ClusterSnapshot): number {
 }
 
 function precedenceKey(p: PolicyObject, snapshot: ClusterSnapshot): [number, number, number, string, string] {
-  return [tier(p, snapshot), p.spec.priority ?? 100, p.kind === "EgressPolicy" ? 0 : 1, p.metadata.creationTimestamp ?? "", resourceOf(p)];
+  return [
+    tier(p, snapshot),
+    p.spec.priority ?? 100,
+    p.kind === "EgressPolicy" ? 0 : 1,
+    p.metadata.creationTimestamp ?? "",
+    resourceOf(p),
+  ];
 }
 
 function byPrecedence(a: PolicyObject, b: PolicyObject, snapshot: ClusterSnapshot): number {
   const ka = precedenceKey(a, snapshot);
   const kb = precedenceKey(b, snapshot);
-  for (let i = 0; i < ka.length; i++) if (ka[i] !== kb[i]) return (ka[i] as number | string) < (kb[i] as number | string) ? -1 : 1;
+  for (let i = 0; i < ka.length; i++)
+    if (ka[i] !== kb[i]) return (ka[i] as number | string) < (kb[i] as number | string) ? -1 : 1;
   return 0;
 }
 
@@ -93,7 +113,9 @@ class Oracle {
   candidates(pod: PodInfo): PolicyObject[] {
     let out = this.candidatesByPod.get(pod);
     if (!out) {
-      out = this.snapshot.policies.filter((p) => this.selects(p, pod)).sort((a, b) => byPrecedence(a, b, this.snapshot));
+      out = this.snapshot.policies
+        .filter((p) => this.selects(p, pod))
+        .sort((a, b) => byPrecedence(a, b, this.snapshot));
       this.candidatesByPod.set(pod, out);
     }
     return out;
@@ -102,7 +124,11 @@ class Oracle {
   /** The one policy that decides this pod's traffic to this address, if any. */
   decider(pod: PodInfo, address: number): PolicyObject | undefined {
     const key = `${podKey(pod)}|${address}`;
-    if (!this.deciders.has(key)) this.deciders.set(key, this.candidates(pod).find((p) => covers(p, address)));
+    if (!this.deciders.has(key))
+      this.deciders.set(
+        key,
+        this.candidates(pod).find((p) => covers(p, address)),
+      );
     return this.deciders.get(key);
   }
 
@@ -141,13 +167,24 @@ class Oracle {
   /** Addresses never diverted: the cluster's pod, service and node CIDRs and the gateways' addresses. */
   clusterOwn(address: number): boolean {
     const { podCIDRs, serviceCIDRs, nodeCIDRs } = this.snapshot.network;
-    const gatewayAddresses = this.snapshot.gateways.flatMap((g) => g.spec.static?.instances.map((i) => i.address) ?? []);
-    return [...podCIDRs, ...serviceCIDRs, ...nodeCIDRs].some((c) => cidrHas(c, address)) || gatewayAddresses.some((a) => parseIPv4(a) === address);
+    const gatewayAddresses = this.snapshot.gateways.flatMap(
+      (g) => g.spec.static?.instances.map((i) => i.address) ?? [],
+    );
+    return (
+      [...podCIDRs, ...serviceCIDRs, ...nodeCIDRs].some((c) => cidrHas(c, address)) ||
+      gatewayAddresses.some((a) => parseIPv4(a) === address)
+    );
   }
 
   /** Destinations worth probing: every edge of every range in the cluster, and a few others. */
   sampleAddresses(): number[] {
-    const out = new Set<number>([0, 0xffff_ffff, parseIPv4("192.0.2.1"), parseIPv4("198.51.100.200"), parseIPv4("203.0.113.99")]);
+    const out = new Set<number>([
+      0,
+      0xffff_ffff,
+      parseIPv4("192.0.2.1"),
+      parseIPv4("198.51.100.200"),
+      parseIPv4("203.0.113.99"),
+    ]);
     const cidrs = [
       ...this.snapshot.policies.flatMap((p) => [...(p.spec.destinationCIDRs ?? []), ...(p.spec.excludedCIDRs ?? [])]),
       ...this.snapshot.network.podCIDRs,
@@ -157,7 +194,8 @@ class Oracle {
     ];
     for (const c of cidrs) {
       const r = parseCidr(c);
-      for (const a of [r.from - 1, r.from, r.from + Math.floor((r.to - r.from) / 2), r.to, r.to + 1]) if (a >= 0 && a <= 0xffff_ffff) out.add(a);
+      for (const a of [r.from - 1, r.from, r.from + Math.floor((r.to - r.from) / 2), r.to, r.to + 1])
+        if (a >= 0 && a <= 0xffff_ffff) out.add(a);
     }
     return [...out];
   }
@@ -236,10 +274,12 @@ function checkRoute(p: Planned, np: NodePlan, health: HealthView, pod: PodInfo, 
   const planned = np.instances.find((i) => i.key === entry.instance);
   if (entry.mark !== planned?.mark) return `mark ${entry.mark} is not ${entry.instance}'s (${planned?.mark})`;
   if (usable.length > 0) {
-    if (health.get(entry.instance) === "down") return `sent to ${entry.instance}, which is down, while ${usable.join(", ")} are not`;
+    if (health.get(entry.instance) === "down")
+      return `sent to ${entry.instance}, which is down, while ${usable.join(", ")} are not`;
     if (planned.route !== "via") return `${entry.instance} is routed ${planned.route}`;
     // Draining instances only carry traffic when nothing else can.
-    if (p.oracle.draining(entry.instance) && usable.some((k) => !p.oracle.draining(k))) return `sent to draining ${entry.instance}`;
+    if (p.oracle.draining(entry.instance) && usable.some((k) => !p.oracle.draining(k)))
+      return `sent to draining ${entry.instance}`;
   } else if (planned.route !== "blackhole") {
     return `every instance is down and the policy drops, yet ${entry.instance} is routed ${planned.route}`;
   }
@@ -256,7 +296,12 @@ describe("node plans, evaluated like the datapath", () => {
         for (const node of scenario.snapshot.nodes) {
           const health = scenario.health.get(node.name) ?? new Map<string, InstanceHealth>();
           const np = p.nodePlan(node.name);
-          const ownPodIPs = new Set(p.podsOn(node.name).filter(isRunningWithOwnAddress).map((pod) => ipv4Of(pod)));
+          const ownPodIPs = new Set(
+            p
+              .podsOn(node.name)
+              .filter(isRunningWithOwnAddress)
+              .map((pod) => ipv4Of(pod)),
+          );
           // Only this node's own running pods are in its map.
           for (const e of np.entries) expect(ownPodIPs.has(e.podIP), `${e.podIP} on ${node.name}`).toBe(true);
           const problems: string[] = [];
@@ -283,25 +328,30 @@ describe("node plans, evaluated like the datapath", () => {
           // silently skip a policy's destinations), no less (that would divert cluster traffic).
           const problems: string[] = [];
           for (const address of p.samples) {
-            if (contains(np.neverDivert, address) !== p.oracle.clusterOwn(address)) problems.push(`neverDivert is wrong about ${formatIPv4(address)}`);
+            if (contains(np.neverDivert, address) !== p.oracle.clusterOwn(address))
+              problems.push(`neverDivert is wrong about ${formatIPv4(address)}`);
           }
           for (const pod of p.podsOn(node.name).filter(isRunningWithOwnAddress)) {
             const podIP = ipv4Of(pod) as string;
             for (const policy of p.oracle.candidates(pod)) {
-              for (const address of p.samples.filter((a) => (policy.spec.excludedCIDRs ?? []).some((c) => cidrHas(c, a)))) {
+              for (const address of p.samples.filter((a) =>
+                (policy.spec.excludedCIDRs ?? []).some((c) => cidrHas(c, a)),
+              )) {
                 // Not by this policy; a lower one may decide what this one left out, but only
                 // for destinations it covers itself.
                 for (const e of lookup(np.entries, podIP, address)) {
                   const where = `${podKey(pod)} -> ${formatIPv4(address)}, excluded by ${resourceOf(policy)}`;
                   if (e.policy === resourceOf(policy)) problems.push(`${where}: diverted by that very policy`);
-                  else if (!covers(p.oracle.policy(e.policy), address)) problems.push(`${where}: diverted by ${e.policy}, which does not cover it`);
+                  else if (!covers(p.oracle.policy(e.policy), address))
+                    problems.push(`${where}: diverted by ${e.policy}, which does not cover it`);
                 }
               }
             }
             // The cluster's own destinations may sit inside a 0.0.0.0/0 entry; the datapath
             // checks neverDivert first, so they must all be in it.
             for (const address of p.samples.filter((a) => p.oracle.clusterOwn(a))) {
-              if (!contains(np.neverDivert, address)) problems.push(`${podKey(pod)} -> ${formatIPv4(address)}: cluster address not in neverDivert`);
+              if (!contains(np.neverDivert, address))
+                problems.push(`${podKey(pod)} -> ${formatIPv4(address)}: cluster address not in neverDivert`);
             }
           }
           expect(problems).toEqual([]);
@@ -316,7 +366,9 @@ describe("node plans, evaluated like the datapath", () => {
       fc.property(clusterArb(), (scenario) => {
         const p = plan(scenario);
         const selectedIPs = new Set(
-          scenario.snapshot.pods.filter((pod) => p.oracle.candidates(pod).length > 0).map((pod) => ipv4Of(pod) as string),
+          scenario.snapshot.pods
+            .filter((pod) => p.oracle.candidates(pod).length > 0)
+            .map((pod) => ipv4Of(pod) as string),
         );
         const excluded = scenario.snapshot.pods.filter((pod) => !selectedIPs.has(ipv4Of(pod) ?? ""));
         const allDown = allAs(scenario.instanceKeys, "down");
@@ -325,11 +377,13 @@ describe("node plans, evaluated like the datapath", () => {
             for (const e of np.entries) expect(selectedIPs.has(e.podIP), e.podIP).toBe(true);
           }
         }
-        for (const key of scenario.instanceKeys) for (const s of p.gatewayPlan(key).snat) expect(selectedIPs.has(s.podIP), s.podIP).toBe(true);
+        for (const key of scenario.instanceKeys)
+          for (const s of p.gatewayPlan(key).snat) expect(selectedIPs.has(s.podIP), s.podIP).toBe(true);
         // The hostNetwork pods' address is their node's: it must never be a pod key either way.
         for (const pod of excluded) {
           for (const ip of pod.ips) {
-            for (const node of scenario.snapshot.nodes) expect(p.nodePlan(node.name).entries.some((e) => e.podIP === ip)).toBe(false);
+            for (const node of scenario.snapshot.nodes)
+              expect(p.nodePlan(node.name).entries.some((e) => e.podIP === ip)).toBe(false);
           }
         }
         const { podsByPolicy } = selectPods(scenario.snapshot, p.planner.resolution);
@@ -351,7 +405,9 @@ describe("overlapping policies", () => {
           const planner = new Planner(s, { validator });
           return JSON.stringify({
             verdicts: planner.resolution.verdicts,
-            nodes: scenario.snapshot.nodes.map((n) => planner.planNode(n.name, scenario.health.get(n.name) ?? new Map())),
+            nodes: scenario.snapshot.nodes.map((n) =>
+              planner.planNode(n.name, scenario.health.get(n.name) ?? new Map()),
+            ),
             gateways: scenario.instanceKeys.map((k) => planner.planGateway(k)),
           });
         };
@@ -374,8 +430,14 @@ describe("overlapping policies", () => {
             const [winner, ...losers] = candidates.filter((c) => covers(c, address));
             // One conflict per losing policy, each naming the policy that decides.
             const want = losers.map((l) => `${resourceOf(winner as PolicyObject)} over ${resourceOf(l)}`).sort();
-            const got = mine.filter((c) => contains(c.destinations, address)).map((c) => `${c.winner} over ${c.loser}`).sort();
-            if (got.join() !== want.join()) problems.push(`${podKey(pod)} -> ${formatIPv4(address)}: reported [${got.join(", ")}], expected [${want.join(", ")}]`);
+            const got = mine
+              .filter((c) => contains(c.destinations, address))
+              .map((c) => `${c.winner} over ${c.loser}`)
+              .sort();
+            if (got.join() !== want.join())
+              problems.push(
+                `${podKey(pod)} -> ${formatIPv4(address)}: reported [${got.join(", ")}], expected [${want.join(", ")}]`,
+              );
           }
         }
         expect(problems).toEqual([]);
@@ -421,7 +483,8 @@ describe("gateway plans", () => {
               // Whichever instance a node picks, the gateway must SNAT the pod to its own policy's IP.
               const want = egressIP === undefined ? [] : [`${resourceOf(decider as PolicyObject)} ${egressIP}`];
               const got = lookup(gp.snat, podIP, address).map((s) => `${s.policy} ${s.egressIP}`);
-              if (got.join() !== want.join()) expect(got, `${podKey(pod)} -> ${formatIPv4(address)} at ${key}`).toEqual(want);
+              if (got.join() !== want.join())
+                expect(got, `${podKey(pod)} -> ${formatIPv4(address)} at ${key}`).toEqual(want);
             }
           }
         }
@@ -439,8 +502,13 @@ describe("gateway plans", () => {
           for (const np of [p.nodePlan(node.name), p.nodePlan(node.name, allDown)]) {
             for (const e of np.entries) {
               const gp = p.gatewayPlan(e.instance);
-              const snat = gp.snat.filter((s) => s.podIP === e.podIP && s.dst.from <= e.dst.from && e.dst.to <= s.dst.to);
-              expect(snat.map((s) => s.policy), `${e.podIP} ${e.instance}`).toEqual([e.policy]);
+              const snat = gp.snat.filter(
+                (s) => s.podIP === e.podIP && s.dst.from <= e.dst.from && e.dst.to <= s.dst.to,
+              );
+              expect(
+                snat.map((s) => s.policy),
+                `${e.podIP} ${e.instance}`,
+              ).toEqual([e.policy]);
             }
           }
         }
@@ -457,7 +525,13 @@ describe("gateway plans", () => {
         for (const key of scenario.instanceKeys) {
           const gp = p.gatewayPlan(key);
           const portOf = new Map(gp.tunnels.map((t) => [t.node, t.port]));
-          expect(gp.returnRoutes).toEqual(nodes.flatMap((n) => n.podCIDRs.filter((c) => !c.includes(":")).map((cidr) => ({ cidr, via: n.internalIP, port: portOf.get(n.name) }))));
+          expect(gp.returnRoutes).toEqual(
+            nodes.flatMap((n) =>
+              n.podCIDRs
+                .filter((c) => !c.includes(":"))
+                .map((cidr) => ({ cidr, via: n.internalIP, port: portOf.get(n.name) })),
+            ),
+          );
           expect(gp.nodeAddresses).toEqual(nodes.map((n) => n.internalIP));
           // Every node has a tunnel of its own port, from its own address.
           expect(gp.tunnels.map((t) => [t.node, t.address])).toEqual(nodes.map((n) => [n.name, n.internalIP]));
@@ -494,7 +568,9 @@ describe("health changes", () => {
             } else if (moved && moved.instance === victim) {
               // Only when nothing of its policy is left: pinned to a blackhole (fail-closed).
               expect(after.instances.find((i) => i.key === victim)?.route).toBe("blackhole");
-              expect([...p.oracle.instancesOf(p.oracle.policy(e.policy)).keys()].every((k) => health.get(k) === "down")).toBe(true);
+              expect(
+                [...p.oracle.instancesOf(p.oracle.policy(e.policy)).keys()].every((k) => health.get(k) === "down"),
+              ).toBe(true);
             }
           }
         }
@@ -514,14 +590,23 @@ describe("health changes", () => {
           expect(up.instances.every((i) => i.route === "via")).toBe(true);
           // With every instance up, each selection on this node has entries: pods per policy.
           const podsPerPolicy = new Map<string, Set<string>>();
-          for (const e of up.entries) podsPerPolicy.set(e.policy, (podsPerPolicy.get(e.policy) ?? new Set()).add(e.podIP));
+          for (const e of up.entries)
+            podsPerPolicy.set(e.policy, (podsPerPolicy.get(e.policy) ?? new Set()).add(e.podIP));
 
-          for (const health of [allAs(scenario.instanceKeys, "down"), scenario.health.get(node.name) ?? new Map<string, InstanceHealth>()]) {
+          for (const health of [
+            allAs(scenario.instanceKeys, "down"),
+            scenario.health.get(node.name) ?? new Map<string, InstanceHealth>(),
+          ]) {
             const np = p.nodePlan(node.name, health);
-            const unusable = (resource: string) => [...p.oracle.instancesOf(p.oracle.policy(resource)).keys()].every((k) => health.get(k) === "down");
+            const unusable = (resource: string) =>
+              [...p.oracle.instancesOf(p.oracle.policy(resource)).keys()].every((k) => health.get(k) === "down");
             const expected = [...podsPerPolicy]
               .filter(([resource]) => unusable(resource))
-              .map(([resource, pods]) => ({ policy: resource, failurePolicy: p.oracle.policy(resource).spec.failurePolicy ?? "Drop", pods: pods.size }))
+              .map(([resource, pods]) => ({
+                policy: resource,
+                failurePolicy: p.oracle.policy(resource).spec.failurePolicy ?? "Drop",
+                pods: pods.size,
+              }))
               .sort((a, b) => (a.policy < b.policy ? -1 : 1));
             expect(np.unavailable).toEqual(expected);
             for (const { policy, failurePolicy } of expected) {
@@ -548,7 +633,10 @@ describe("invalid policies fail closed", () => {
   const breakages: { name: string; apply: (spec: PolicyObject["spec"]) => PolicyObject["spec"] }[] = [
     { name: "unknown gateway", apply: (s) => ({ ...s, gatewayName: "gone" }) },
     { name: "egress IP not granted / not on the gateway", apply: (s) => ({ ...s, egressIPs: ["192.0.2.250"] }) },
-    { name: "destination that does not parse", apply: (s) => ({ ...s, destinationCIDRs: [...(s.destinationCIDRs ?? ["0.0.0.0/0"]), "198.51.100.0/40"] }) },
+    {
+      name: "destination that does not parse",
+      apply: (s) => ({ ...s, destinationCIDRs: [...(s.destinationCIDRs ?? ["0.0.0.0/0"]), "198.51.100.0/40"] }),
+    },
     { name: "exclusion that does not parse", apply: (s) => ({ ...s, excludedCIDRs: ["nope"] }) },
   ];
 
@@ -561,7 +649,10 @@ describe("invalid policies fail closed", () => {
         const victim = policies[pick % policies.length] as PolicyObject;
         const resource = resourceOf(victim);
         const broken = { ...victim, spec: breakages[which]!.apply(victim.spec) } as PolicyObject;
-        const after = new Planner({ ...scenario.snapshot, policies: policies.map((x) => (x === victim ? broken : x)) }, { validator });
+        const after = new Planner(
+          { ...scenario.snapshot, policies: policies.map((x) => (x === victim ? broken : x)) },
+          { validator },
+        );
         expect(after.resolution.verdicts.find((v) => v.resource === resource)?.valid).toBe(false);
         const fallback = victim.spec.failurePolicy === "FallbackToNodeIP";
         const problems: string[] = [];
@@ -577,17 +668,26 @@ describe("invalid policies fail closed", () => {
               const where = `${podKey(pod)} -> ${formatIPv4(address)} on ${node.name}`;
               if (is.length > 1) problems.push(`${where}: ${is.length} entries`);
               const e = is[0];
-              const isDrop = e !== undefined && e.policy === resource && e.instance === "" && e.mark === NO_INSTANCE_MARK;
+              const isDrop =
+                e !== undefined && e.policy === resource && e.instance === "" && e.mark === NO_INSTANCE_MARK;
               if (e && e.policy === resource && !isDrop) problems.push(`${where}: the invalid policy still diverts`);
               const decider = p.oracle.decider(pod, address);
               if (decider === victim) {
                 // Decided by the victim before: now dropped, or taken by another valid policy; the node
                 // IP only by choice: the victim's, or that of the valid policy that decides now (its
                 // own FallbackToNodeIP when its instances are down).
-                const successor = p.oracle.candidates(pod).find((c) => c !== victim && covers(c, address) && after.resolution.verdicts.find((v) => v.resource === resourceOf(c))?.valid);
+                const successor = p.oracle
+                  .candidates(pod)
+                  .find(
+                    (c) =>
+                      c !== victim &&
+                      covers(c, address) &&
+                      after.resolution.verdicts.find((v) => v.resource === resourceOf(c))?.valid,
+                  );
                 const chosen = fallback || successor?.spec.failurePolicy === "FallbackToNodeIP";
                 if (!e && !chosen) problems.push(`${where}: left with the node IP after ${resource} became invalid`);
-                if (isDrop && fallback) problems.push(`${where}: dropped although ${resource} asked for FallbackToNodeIP`);
+                if (isDrop && fallback)
+                  problems.push(`${where}: dropped although ${resource} asked for FallbackToNodeIP`);
               } else if (decider) {
                 // Another policy's decision stands.
                 const same = (x: typeof e) => (x ? `${x.policy} ${x.instance} ${x.mark}` : "node IP");
@@ -599,7 +699,8 @@ describe("invalid policies fail closed", () => {
           }
         }
         expect(problems).toEqual([]);
-        for (const key of scenario.instanceKeys) expect(after.planGateway(key)?.snat.filter((s) => s.policy === resource)).toEqual([]);
+        for (const key of scenario.instanceKeys)
+          expect(after.planGateway(key)?.snat.filter((s) => s.policy === resource)).toEqual([]);
       }),
       { numRuns: RUNS },
     );

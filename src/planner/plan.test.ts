@@ -24,15 +24,32 @@ const podCount = 40;
 const snapshot = (policies: PolicyObject[]): ClusterSnapshot => ({
   policies,
   gateways: [gateway],
-  pods: Array.from({ length: podCount }, (_, i) => ({ namespace: "shop", name: `web-${i}`, labels: { app: "web" }, nodeName: "node-a", ips: [`10.244.1.${i + 10}`], phase: "Running" })),
+  pods: Array.from({ length: podCount }, (_, i) => ({
+    namespace: "shop",
+    name: `web-${i}`,
+    labels: { app: "web" },
+    nodeName: "node-a",
+    ips: [`10.244.1.${i + 10}`],
+    phase: "Running",
+  })),
   namespaces: [{ name: "shop", labels: { team: "red" } }],
   nodes: [{ name: "node-a", labels: {}, annotations: {}, internalIP: "10.0.0.11", podCIDRs: ["10.244.1.0/24"] }],
   network: { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.0.0.0/24"] },
 });
 
-const web = egressPolicy("shop", "web", { podSelector: { matchLabels: { app: "web" } }, gatewayName: "shared", egressIPs: ["203.0.113.1", "203.0.113.2", "203.0.113.3"] }, "2024-01-01T00:00:00Z");
+const web = egressPolicy(
+  "shop",
+  "web",
+  {
+    podSelector: { matchLabels: { app: "web" } },
+    gatewayName: "shared",
+    egressIPs: ["203.0.113.1", "203.0.113.2", "203.0.113.3"],
+  },
+  "2024-01-01T00:00:00Z",
+);
 
-const instancesUsed = (planner: Planner, health: HealthView) => new Set(planner.planNode("node-a", health).entries.map((e) => e.instance));
+const instancesUsed = (planner: Planner, health: HealthView) =>
+  new Set(planner.planNode("node-a", health).entries.map((e) => e.instance));
 
 describe("choosing an instance", () => {
   const planner = new Planner(snapshot([web]), { validator });
@@ -42,17 +59,35 @@ describe("choosing an instance", () => {
   });
 
   it("plans an instance of unknown health like a healthy one (a restarting agent keeps its routes)", () => {
-    const known = planner.planNode("node-a", new Map([["shared/a", "up"], ["shared/b", "up"]]));
+    const known = planner.planNode(
+      "node-a",
+      new Map([
+        ["shared/a", "up"],
+        ["shared/b", "up"],
+      ]),
+    );
     expect(planner.planNode("node-a", new Map()).entries).toEqual(known.entries);
   });
 
   it("uses a draining instance only when nothing else is usable", () => {
     expect(instancesUsed(planner, new Map([["shared/a", "down"]]))).toEqual(new Set(["shared/b"]));
-    expect(instancesUsed(planner, new Map([["shared/a", "down"], ["shared/b", "down"]]))).toEqual(new Set(["shared/c"]));
+    expect(
+      instancesUsed(
+        planner,
+        new Map([
+          ["shared/a", "down"],
+          ["shared/b", "down"],
+        ]),
+      ),
+    ).toEqual(new Set(["shared/c"]));
   });
 
   it("blackholes through the pod's own instance when all are down, under Drop", () => {
-    const down: HealthView = new Map([["shared/a", "down"], ["shared/b", "down"], ["shared/c", "down"]]);
+    const down: HealthView = new Map([
+      ["shared/a", "down"],
+      ["shared/b", "down"],
+      ["shared/c", "down"],
+    ]);
     const plan = planner.planNode("node-a", down);
     expect(plan.entries).toHaveLength(podCount);
     expect(plan.instances.map((i) => i.route)).toEqual(["blackhole", "blackhole", "blackhole"]);
@@ -76,8 +111,17 @@ describe("overlapping policies", () => {
   it("an excluded destination is left to lower policies, not forced direct", () => {
     // The namespaced policy wins (EgressPolicy before ClusterEgressPolicy at equal priority) but
     // excludes 198.51.100.0/24; the cluster-wide policy then decides that block for the pod.
-    const team = egressPolicy("shop", "web", { ...web.spec, egressIPs: ["203.0.113.1"], excludedCIDRs: ["198.51.100.0/24"] }, "2024-01-01T00:00:00Z");
-    const audit = clusterEgressPolicy("audit", { podSelector: {}, namespaceSelector: {}, gatewayName: "shared", egressIPs: ["203.0.113.12"] }, "2024-01-01T00:00:00Z");
+    const team = egressPolicy(
+      "shop",
+      "web",
+      { ...web.spec, egressIPs: ["203.0.113.1"], excludedCIDRs: ["198.51.100.0/24"] },
+      "2024-01-01T00:00:00Z",
+    );
+    const audit = clusterEgressPolicy(
+      "audit",
+      { podSelector: {}, namespaceSelector: {}, gatewayName: "shared", egressIPs: ["203.0.113.12"] },
+      "2024-01-01T00:00:00Z",
+    );
     const s = snapshot([audit, team]);
     const planner = new Planner(s, { validator });
     const entries = planner.planNode("node-a", new Map()).entries.filter((e) => e.podIP === "10.244.1.10");
@@ -89,14 +133,29 @@ describe("overlapping policies", () => {
     const conflicts = selectPods(s, planner.resolution).conflicts.filter((c) => c.pod === "shop/web-0");
     expect(conflicts).toHaveLength(1);
     expect(conflicts[0]).toMatchObject({ winner: "EgressPolicy/shop/web", loser: "ClusterEgressPolicy/audit" });
-    expect(conflicts[0]?.destinations.map(formatRange)).toEqual(["0.0.0.0-198.51.99.255", "198.51.101.0-255.255.255.255"]);
+    expect(conflicts[0]?.destinations.map(formatRange)).toEqual([
+      "0.0.0.0-198.51.99.255",
+      "198.51.101.0-255.255.255.255",
+    ]);
   });
 });
 
 describe("pods", () => {
   it("an IPv6-only pod is counted as selected but gets no (IPv4) entry", () => {
     const s = snapshot([web]);
-    const v6 = { ...s, pods: [{ namespace: "shop", name: "v6", labels: { app: "web" }, nodeName: "node-a", ips: ["fd00::10"], phase: "Running" }] };
+    const v6 = {
+      ...s,
+      pods: [
+        {
+          namespace: "shop",
+          name: "v6",
+          labels: { app: "web" },
+          nodeName: "node-a",
+          ips: ["fd00::10"],
+          phase: "Running",
+        },
+      ],
+    };
     const plan = new Planner(v6, { validator }).planNode("node-a", new Map());
     expect(plan.entries).toEqual([]);
     expect(plan.podsByPolicy).toEqual({ "EgressPolicy/shop/web": 1 });
@@ -107,16 +166,31 @@ describe("a digitalocean gateway whose droplets are not there yet", () => {
   const RESERVED = ["203.0.113.30", "203.0.113.40"];
   const cloud = (instances: { name: string; address: string; egressIPs: string[]; health: string }[]) =>
     ({
-      ...egressGateway("cloud", { grants: [{ namespaceSelector: {} }], digitalocean: { region: "ams3", size: "s-1vcpu-1gb", count: 2, reservedIPs: RESERVED, nodeTag: "k8s:c1" } }),
+      ...egressGateway("cloud", {
+        grants: [{ namespaceSelector: {} }],
+        digitalocean: { region: "ams3", size: "s-1vcpu-1gb", count: 2, reservedIPs: RESERVED, nodeTag: "k8s:c1" },
+      }),
       status: { instances },
     }) as ClusterSnapshot["gateways"][number];
   const pay = (failurePolicy: "Drop" | "FallbackToNodeIP" = "Drop") =>
-    egressPolicy("shop", "pay", { podSelector: { matchLabels: { app: "web" } }, gatewayName: "cloud", egressIPs: RESERVED, failurePolicy }, "2024-01-01T00:00:00Z");
-  const snap = (gw: ClusterSnapshot["gateways"][number], policies: PolicyObject[]): ClusterSnapshot => ({ ...snapshot(policies), gateways: [gw] });
+    egressPolicy(
+      "shop",
+      "pay",
+      { podSelector: { matchLabels: { app: "web" } }, gatewayName: "cloud", egressIPs: RESERVED, failurePolicy },
+      "2024-01-01T00:00:00Z",
+    );
+  const snap = (gw: ClusterSnapshot["gateways"][number], policies: PolicyObject[]): ClusterSnapshot => ({
+    ...snapshot(policies),
+    gateways: [gw],
+  });
 
   it("a policy naming the gateway's declared reserved IPs is valid, and its pods are dropped (never left with the node IP)", () => {
     const planner = new Planner(snap(cloud([]), [pay()]), { validator });
-    expect(planner.resolution.verdicts.find((v) => v.resource === "EgressPolicy/shop/pay")).toEqual({ resource: "EgressPolicy/shop/pay", valid: true, errors: [] });
+    expect(planner.resolution.verdicts.find((v) => v.resource === "EgressPolicy/shop/pay")).toEqual({
+      resource: "EgressPolicy/shop/pay",
+      valid: true,
+      errors: [],
+    });
     const plan = planner.planNode("node-a", new Map());
     expect(plan.entries).toHaveLength(podCount);
     expect(new Set(plan.entries.map((e) => e.mark))).toEqual(new Set([NO_INSTANCE_MARK]));
@@ -126,11 +200,16 @@ describe("a digitalocean gateway whose droplets are not there yet", () => {
   it("with FallbackToNodeIP the pods leave with the node IP meanwhile, as that policy asks", () => {
     const plan = new Planner(snap(cloud([]), [pay("FallbackToNodeIP")]), { validator }).planNode("node-a", new Map());
     expect(plan.entries).toEqual([]);
-    expect(plan.unavailable).toEqual([{ policy: "EgressPolicy/shop/pay", failurePolicy: "FallbackToNodeIP", pods: podCount }]);
+    expect(plan.unavailable).toEqual([
+      { policy: "EgressPolicy/shop/pay", failurePolicy: "FallbackToNodeIP", pods: podCount },
+    ]);
   });
 
   it("once one droplet carries its IP, every pod goes there; the other IP waits for its droplet", () => {
-    const planner = new Planner(snap(cloud([{ name: "d0", address: "10.0.1.50", egressIPs: [RESERVED[0]!], health: "Up" }]), [pay()]), { validator });
+    const planner = new Planner(
+      snap(cloud([{ name: "d0", address: "10.0.1.50", egressIPs: [RESERVED[0]!], health: "Up" }]), [pay()]),
+      { validator },
+    );
     const plan = planner.planNode("node-a", new Map());
     expect(new Set(plan.entries.map((e) => e.instance))).toEqual(new Set(["cloud/d0"]));
     expect(plan.unavailable).toEqual([]);
@@ -149,16 +228,31 @@ describe("a digitalocean gateway whose droplets are not there yet", () => {
   });
 
   it("an IP the gateway neither carries nor declares is still refused, naming the field", () => {
-    const other = egressPolicy("shop", "other", { podSelector: { matchLabels: { app: "web" } }, gatewayName: "cloud", egressIPs: ["203.0.113.99"] }, "2024-01-01T00:00:00Z");
-    const verdict = new Planner(snap(cloud([]), [other]), { validator }).resolution.verdicts.find((v) => v.resource === "EgressPolicy/shop/other");
-    expect(verdict?.errors).toEqual([{ field: "spec.egressIPs[0]", message: "203.0.113.99 is not an egress IP of any instance of EgressGateway cloud" }]);
+    const other = egressPolicy(
+      "shop",
+      "other",
+      { podSelector: { matchLabels: { app: "web" } }, gatewayName: "cloud", egressIPs: ["203.0.113.99"] },
+      "2024-01-01T00:00:00Z",
+    );
+    const verdict = new Planner(snap(cloud([]), [other]), { validator }).resolution.verdicts.find(
+      (v) => v.resource === "EgressPolicy/shop/other",
+    );
+    expect(verdict?.errors).toEqual([
+      {
+        field: "spec.egressIPs[0]",
+        message: "203.0.113.99 is not an egress IP of any instance of EgressGateway cloud",
+      },
+    ]);
   });
 });
 
 describe("node -> gateway tunnels", () => {
   it("a node without an InternalIP has no tunnel end: every instance is planned as a blackhole (fail-closed)", () => {
     const s = snapshot([web]);
-    const noAddress = new Planner({ ...s, nodes: [{ ...s.nodes[0]!, internalIP: undefined }] as ClusterSnapshot["nodes"] }, { validator });
+    const noAddress = new Planner(
+      { ...s, nodes: [{ ...s.nodes[0]!, internalIP: undefined }] as ClusterSnapshot["nodes"] },
+      { validator },
+    );
     const p = noAddress.planNode("node-a", new Map());
     expect(p.tunnel).toBeUndefined();
     expect(p.instances.map((i) => i.route)).toEqual(["blackhole", "blackhole", "blackhole"]);

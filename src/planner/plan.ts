@@ -1,5 +1,13 @@
 import { SpecValidator } from "../api/v1alpha1/validate.js";
-import { assignIds, DEFAULT_TABLE_BASE, markFor, NO_INSTANCE_MARK, rendezvous, tableFor, tunnelPortFor } from "./ids.js";
+import {
+  assignIds,
+  DEFAULT_TABLE_BASE,
+  markFor,
+  NO_INSTANCE_MARK,
+  rendezvous,
+  tableFor,
+  tunnelPortFor,
+} from "./ids.js";
 import { formatRange, intersect, parseCidr, subtract, type Range } from "../util/ipv4.js";
 import type {
   ClusterSnapshot,
@@ -17,10 +25,15 @@ import type {
   TunnelEnd,
   ValidPolicy,
 } from "./model.js";
-import { isEligiblePod, policySelects, resolve, selectsNodes, type Resolution, type ResolveOptions } from "./resolve.js";
+import {
+  isEligiblePod,
+  policySelects,
+  resolve,
+  selectsNodes,
+  type Resolution,
+  type ResolveOptions,
+} from "./resolve.js";
 import { matches } from "./selector.js";
-
-;
 
 /** One pod's share of one policy: the destinations this policy (not a higher one) decides for it. */
 export interface Selection {
@@ -73,7 +86,9 @@ export function selectPods(snapshot: ClusterSnapshot, res: Resolution, onlyNode?
     let list = clusterByNamespace.get(ns);
     if (!list) {
       const labels = nsLabels.get(ns) ?? {};
-      list = clusterWide.filter((p) => p.object.kind === "ClusterEgressPolicy" && matches(p.object.spec.namespaceSelector, labels));
+      list = clusterWide.filter(
+        (p) => p.object.kind === "ClusterEgressPolicy" && matches(p.object.spec.namespaceSelector, labels),
+      );
       clusterByNamespace.set(ns, list);
     }
     return list;
@@ -90,16 +105,23 @@ export function selectPods(snapshot: ClusterSnapshot, res: Resolution, onlyNode?
       podsByPolicy.set(policy.resource, (podsByPolicy.get(policy.resource) ?? 0) + 1);
       for (const earlier of taken) {
         const overlap = intersect(policy.destinations, earlier.ranges);
-        if (overlap.length > 0) conflicts.push({ pod: podKey, winner: earlier.policy, loser: policy.resource, destinations: overlap });
+        if (overlap.length > 0)
+          conflicts.push({ pod: podKey, winner: earlier.policy, loser: policy.resource, destinations: overlap });
       }
-      const destinations = subtract(policy.destinations, taken.flatMap((t) => t.ranges));
+      const destinations = subtract(
+        policy.destinations,
+        taken.flatMap((t) => t.ranges),
+      );
       taken.push({ policy: policy.resource, ranges: destinations });
       if (destinations.length > 0) selections.push({ pod, podKey, policy, destinations });
     }
     // Invalid policies come last: they only drop what no valid policy decides for the pod.
     for (const policy of res.failClosed) {
       if (!policySelects(policy.object, pod, nsLabels)) continue;
-      const destinations = subtract(policy.destinations, taken.flatMap((t) => t.ranges));
+      const destinations = subtract(
+        policy.destinations,
+        taken.flatMap((t) => t.ranges),
+      );
       taken.push({ policy: policy.resource, ranges: destinations });
       if (destinations.length > 0) failClosed.push({ pod, podKey, policy, destinations });
     }
@@ -197,7 +219,11 @@ export class Planner {
       podsByPolicy[s.policy.resource] = (podsByPolicy[s.policy.resource] ?? 0) + 1;
       let instance = chooseInstance(s.podKey, s.policy, res, health);
       if (instance === undefined) {
-        const u = unavailable.get(s.policy.resource) ?? { policy: s.policy.resource, failurePolicy: s.policy.failurePolicy, pods: 0 };
+        const u = unavailable.get(s.policy.resource) ?? {
+          policy: s.policy.resource,
+          failurePolicy: s.policy.failurePolicy,
+          pods: 0,
+        };
         u.pods++;
         unavailable.set(s.policy.resource, u);
         if (s.policy.failurePolicy === "FallbackToNodeIP") continue;
@@ -216,7 +242,8 @@ export class Planner {
     for (const s of failClosed) {
       for (const ip of s.pod.ips) {
         if (ip.includes(":")) continue;
-        for (const dst of s.destinations) entries.push({ podIP: ip, dst, mark: NO_INSTANCE_MARK, policy: s.policy.resource, instance: "" });
+        for (const dst of s.destinations)
+          entries.push({ podIP: ip, dst, mark: NO_INSTANCE_MARK, policy: s.policy.resource, instance: "" });
       }
     }
     entries.sort(compareEntries);
@@ -239,7 +266,11 @@ export class Planner {
    * node's name is its rendezvous key); with no instance up, Drop keeps the mark of a down
    * instance (dropped and counted), FallbackToNodeIP leaves the traffic alone.
    */
-  private planNodeTraffic(node: string, health: HealthView, unavailable: Map<string, { policy: string; failurePolicy: "Drop" | "FallbackToNodeIP"; pods: number }>): NodeDivertEntry[] {
+  private planNodeTraffic(
+    node: string,
+    health: HealthView,
+    unavailable: Map<string, { policy: string; failurePolicy: "Drop" | "FallbackToNodeIP"; pods: number }>,
+  ): NodeDivertEntry[] {
     const res = this.resolution;
     const out: NodeDivertEntry[] = [];
     for (const s of selectNodes(this.snapshot, res, node)) {
@@ -248,7 +279,11 @@ export class Planner {
         const policy = s.policy as ValidPolicy;
         const chosen = chooseInstance(`node/${node}`, policy, res, health);
         if (chosen === undefined) {
-          const u = unavailable.get(policy.resource) ?? { policy: policy.resource, failurePolicy: policy.failurePolicy, pods: 0 };
+          const u = unavailable.get(policy.resource) ?? {
+            policy: policy.resource,
+            failurePolicy: policy.failurePolicy,
+            pods: 0,
+          };
           unavailable.set(policy.resource, u);
           if (policy.failurePolicy === "FallbackToNodeIP") continue;
           instance = rendezvous(`node/${node}`, [...policy.egressIPsByInstance.keys()].sort()) ?? "";
@@ -299,7 +334,8 @@ export class Planner {
         if (ip.includes(":")) continue;
         for (const dst of s.destinations) snat.push({ podIP: ip, dst, egressIP, ...pool, policy: s.policy.resource });
         // A pod's packets are accepted only from its own node's tunnel.
-        if (end && end.address !== instance.address) podsByTunnel.set(`${end.port}|${ip}`, { port: end.port, podIP: ip });
+        if (end && end.address !== instance.address)
+          podsByTunnel.set(`${end.port}|${ip}`, { port: end.port, podIP: ip });
       }
     }
     // Nodes' own traffic: the node's InternalIP is its "pod address", accepted from its own tunnel only.
@@ -312,7 +348,8 @@ export class Planner {
       if (!ips || !egressIP || !end || end.address === instance.address) continue;
       // A node's connections share its instance's SNAT pool like a pod's do.
       const pool = ips.length > 1 ? { pool: ips } : {};
-      for (const dst of s.destinations) snat.push({ podIP: end.address, dst, egressIP, ...pool, policy: s.policy.resource });
+      for (const dst of s.destinations)
+        snat.push({ podIP: end.address, dst, egressIP, ...pool, policy: s.policy.resource });
       podsByTunnel.set(`${end.port}|${end.address}`, { port: end.port, podIP: end.address });
       nodeReturns.set(end.address, { address: end.address, port: end.port });
     }
@@ -325,7 +362,13 @@ export class Planner {
     const returnRoutes = nodes
       .filter((n) => portOf.has(n.name))
       .flatMap((n) =>
-        n.podCIDRs.filter((c) => !c.includes(":")).map((cidr) => ({ cidr: canonicalCidr(cidr), via: n.internalIP as string, port: portOf.get(n.name) as number })),
+        n.podCIDRs
+          .filter((c) => !c.includes(":"))
+          .map((cidr) => ({
+            cidr: canonicalCidr(cidr),
+            via: n.internalIP as string,
+            port: portOf.get(n.name) as number,
+          })),
       );
     return {
       instance: instanceKey,
@@ -335,11 +378,15 @@ export class Planner {
       nodeAddresses: nodes.map((n) => n.internalIP as string).filter((a) => a !== instance.address),
       egressIPs: [...instance.egressIPs].sort(),
       egressIPOwners: res.policies
-        .flatMap((p) => (p.egressIPsByInstance.get(instanceKey) ?? []).map((egressIP) => ({ egressIP, policy: p.resource })))
+        .flatMap((p) =>
+          (p.egressIPsByInstance.get(instanceKey) ?? []).map((egressIP) => ({ egressIP, policy: p.resource })),
+        )
         .sort((a, b) => (a.egressIP < b.egressIP ? -1 : a.egressIP > b.egressIP ? 1 : 0)),
       vni: instance.id,
       tunnels,
-      podsByTunnel: [...podsByTunnel.values()].sort((a, b) => a.port - b.port || (a.podIP < b.podIP ? -1 : a.podIP > b.podIP ? 1 : 0)),
+      podsByTunnel: [...podsByTunnel.values()].sort(
+        (a, b) => a.port - b.port || (a.podIP < b.podIP ? -1 : a.podIP > b.podIP ? 1 : 0),
+      ),
       ...(nodeReturns.size > 0 ? { nodeReturns: [...nodeReturns.values()].sort((a, b) => a.port - b.port) } : {}),
     };
   }
@@ -354,5 +401,3 @@ function canonicalCidr(cidr: string): string {
 function compareEntries(a: { podIP: string; dst: Range }, b: { podIP: string; dst: Range }): number {
   return a.podIP === b.podIP ? a.dst.from - b.dst.from : a.podIP < b.podIP ? -1 : 1;
 }
-
-

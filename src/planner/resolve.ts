@@ -5,7 +5,16 @@ import { LIMITS, type LabelSelector } from "../api/v1alpha1/common.js";
 import { AddressError, contains, normalize, parseCidr, parseIPv4, subtract, type Range } from "../util/ipv4.js";
 import { assignIds } from "./ids.js";
 import { checkSelector, matches } from "./selector.js";
-import type { ClusterSnapshot, FailClosedPolicy, NodeInfo, PodInfo, PolicyObject, ResolvedInstance, ValidPolicy, Verdict } from "./model.js";
+import type {
+  ClusterSnapshot,
+  FailClosedPolicy,
+  NodeInfo,
+  PodInfo,
+  PolicyObject,
+  ResolvedInstance,
+  ValidPolicy,
+  Verdict,
+} from "./model.js";
 import { NODE_EGRESS_IPS_ANNOTATION } from "../api/keys.js";
 
 /**
@@ -30,7 +39,9 @@ export function isEligiblePod(pod: PodInfo): boolean {
 export { NODE_EGRESS_IPS_ANNOTATION };
 
 export function policyResource(p: PolicyObject): string {
-  return p.kind === "EgressPolicy" ? `EgressPolicy/${p.metadata.namespace ?? "default"}/${p.metadata.name}` : `ClusterEgressPolicy/${p.metadata.name}`;
+  return p.kind === "EgressPolicy"
+    ? `EgressPolicy/${p.metadata.namespace ?? "default"}/${p.metadata.name}`
+    : `ClusterEgressPolicy/${p.metadata.name}`;
 }
 
 function gatewayResource(g: EgressGateway): string {
@@ -95,7 +106,11 @@ export interface Resolution {
  * Validates gateways and policies against each other and resolves what planning needs. An
  * invalid object gets its own verdict and is left out; it never disturbs the others.
  */
-export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator(), options: ResolveOptions = {}): Resolution {
+export function resolve(
+  snapshot: ClusterSnapshot,
+  validator = new SpecValidator(),
+  options: ResolveOptions = {},
+): Resolution {
   const maxCost = options.maxMapElementsPerPolicy ?? MAX_MAP_ELEMENTS_PER_POLICY;
   const verdicts: Verdict[] = [];
   const gatewayInstances = new Map<string, string[]>();
@@ -123,9 +138,15 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
         const owner = ipOwner.get(ip);
         const sibling = ownerHere.get(ip);
         if (owner) {
-          errors.push({ field: `spec`, message: `egress IP ${ip} of instance ${inst.name} is already owned by instance ${owner}` });
+          errors.push({
+            field: `spec`,
+            message: `egress IP ${ip} of instance ${inst.name} is already owned by instance ${owner}`,
+          });
         } else if (sibling && sibling !== inst.key) {
-          errors.push({ field: `spec`, message: `egress IP ${ip} is listed on two instances (${sibling}, ${inst.key})` });
+          errors.push({
+            field: `spec`,
+            message: `egress IP ${ip} is listed on two instances (${sibling}, ${inst.key})`,
+          });
         }
         if (!sibling) ownerHere.set(ip, inst.key);
       });
@@ -135,9 +156,13 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
       continue;
     }
     for (const inst of instances) for (const ip of inst.egressIPs) ipOwner.set(ip, inst.key);
-    for (const ip of spec.digitalocean?.reservedIPs ?? []) if (!ownerHere.has(ip) && !pendingIPs.has(ip)) pendingIPs.set(ip, gw.metadata.name);
+    for (const ip of spec.digitalocean?.reservedIPs ?? [])
+      if (!ownerHere.has(ip) && !pendingIPs.has(ip)) pendingIPs.set(ip, gw.metadata.name);
     verdicts.push({ resource, valid: true, errors: [] });
-    gatewayInstances.set(gw.metadata.name, instances.map((i) => i.key));
+    gatewayInstances.set(
+      gw.metadata.name,
+      instances.map((i) => i.key),
+    );
     gatewayGrants.set(gw.metadata.name, grants);
     rawInstances.push(...instances);
   }
@@ -172,7 +197,9 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
       const exists = snapshot.gateways.some((g) => g.metadata.name === spec.gatewayName);
       errors.push({
         field: "spec.gatewayName",
-        message: exists ? `EgressGateway ${spec.gatewayName} is invalid` : `EgressGateway ${spec.gatewayName} not found`,
+        message: exists
+          ? `EgressGateway ${spec.gatewayName} is invalid`
+          : `EgressGateway ${spec.gatewayName} not found`,
       });
     }
     // Tenancy: a namespaced policy may use only a gateway, and egress IPs, granted to its namespace.
@@ -180,9 +207,15 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
     if (policy.kind === "EgressPolicy" && gatewayKeys) {
       const ns = policy.metadata.namespace ?? "default";
       // The API server gives every Namespace this label (immutable): grants may name namespaces by it.
-      grant = grantFor(gatewayGrants.get(spec.gatewayName) ?? [], { ...nsLabels.get(ns), "kubernetes.io/metadata.name": ns });
+      grant = grantFor(gatewayGrants.get(spec.gatewayName) ?? [], {
+        ...nsLabels.get(ns),
+        "kubernetes.io/metadata.name": ns,
+      });
       if (!grant) {
-        errors.push({ field: "spec.gatewayName", message: `EgressGateway ${spec.gatewayName} is not granted to namespace ${JSON.stringify(ns)} (a cluster admin grants it in the gateway's spec.grants)` });
+        errors.push({
+          field: "spec.gatewayName",
+          message: `EgressGateway ${spec.gatewayName} is not granted to namespace ${JSON.stringify(ns)} (a cluster admin grants it in the gateway's spec.grants)`,
+        });
       }
     }
     const egressIPsByInstance = new Map<string, string[]>();
@@ -190,14 +223,24 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
       const field = `spec.egressIPs[${i}]`;
       const owner = ipOwner.get(ip);
       const claimant = claimedIPs.get(ip);
-      if (grant && !grant.allows(ip)) errors.push({ field, message: `${ip} is not granted to namespace ${JSON.stringify(policy.metadata.namespace ?? "default")}` });
+      if (grant && !grant.allows(ip))
+        errors.push({
+          field,
+          message: `${ip} is not granted to namespace ${JSON.stringify(policy.metadata.namespace ?? "default")}`,
+        });
       else if (claimant) errors.push({ field, message: `${ip} is already used by ${claimant}` });
       else if (gatewayKeys && !owner && pendingIPs.get(ip) === spec.gatewayName) {
         // Declared by the gateway, no instance yet: valid, and carried by none for now.
       } else if (gatewayKeys && (!owner || !gatewayKeys.includes(owner))) {
-        errors.push({ field, message: `${ip} is not an egress IP of any instance of EgressGateway ${spec.gatewayName}` });
+        errors.push({
+          field,
+          message: `${ip} is not an egress IP of any instance of EgressGateway ${spec.gatewayName}`,
+        });
       } else if (owner && (egressIPsByInstance.get(owner)?.length ?? 0) >= LIMITS.poolEgressIPs) {
-        errors.push({ field, message: `instance ${owner} already carries ${LIMITS.poolEgressIPs} of this policy's egress IPs (at most ${LIMITS.poolEgressIPs} per instance)` });
+        errors.push({
+          field,
+          message: `instance ${owner} already carries ${LIMITS.poolEgressIPs} of this policy's egress IPs (at most ${LIMITS.poolEgressIPs} per instance)`,
+        });
       } else if (owner) egressIPsByInstance.set(owner, [...(egressIPsByInstance.get(owner) ?? []), ip]);
     });
     const destinations = planDestinations(spec.destinationCIDRs ?? ["0.0.0.0/0"], spec.excludedCIDRs ?? [], errors);
@@ -235,7 +278,9 @@ export function resolve(snapshot: ClusterSnapshot, validator = new SpecValidator
 }
 
 /** Whether a ClusterEgressPolicy selects nodes (their own traffic) instead of pods. */
-export function selectsNodes(policy: PolicyObject): policy is ClusterEgressPolicy & { spec: { nodeSelector: LabelSelector } } {
+export function selectsNodes(
+  policy: PolicyObject,
+): policy is ClusterEgressPolicy & { spec: { nodeSelector: LabelSelector } } {
   return policy.kind === "ClusterEgressPolicy" && policy.spec.nodeSelector !== undefined;
 }
 
@@ -243,11 +288,17 @@ export function selectsNodes(policy: PolicyObject): policy is ClusterEgressPolic
 function selectorErrors(policy: PolicyObject, spec: PolicyObject["spec"]): FieldError[] {
   if (policy.kind === "EgressPolicy") return checkSelector(spec.podSelector as LabelSelector, "spec.podSelector");
   const s = spec as ClusterEgressPolicy["spec"];
-  return (["podSelector", "namespaceSelector", "nodeSelector"] as const).flatMap((f) => (s[f] ? checkSelector(s[f], `spec.${f}`) : []));
+  return (["podSelector", "namespaceSelector", "nodeSelector"] as const).flatMap((f) =>
+    s[f] ? checkSelector(s[f], `spec.${f}`) : [],
+  );
 }
 
 /** Whether `policy` selects `pod` (namespace, then namespaceSelector, then podSelector). */
-export function policySelects(policy: PolicyObject, pod: PodInfo, nsLabels: ReadonlyMap<string, Readonly<Record<string, string>>>): boolean {
+export function policySelects(
+  policy: PolicyObject,
+  pod: PodInfo,
+  nsLabels: ReadonlyMap<string, Readonly<Record<string, string>>>,
+): boolean {
   if (policy.kind === "EgressPolicy") {
     if ((policy.metadata.namespace ?? "default") !== pod.namespace) return false;
   } else if (!matches(policy.spec.namespaceSelector, nsLabels.get(pod.namespace) ?? {})) return false;
@@ -260,7 +311,10 @@ export function policySelects(policy: PolicyObject, pod: PodInfo, nsLabels: Read
  * those its namespace selector matches): one pass over every pod per policy cost 5.8 s per
  * resolve at 100,000 pods and 1,000 policies (bench/README.md).
  */
-function selectedAddressCounter(snapshot: ClusterSnapshot, nsLabels: ReadonlyMap<string, Readonly<Record<string, string>>>): (p: PolicyObject) => number {
+function selectedAddressCounter(
+  snapshot: ClusterSnapshot,
+  nsLabels: ReadonlyMap<string, Readonly<Record<string, string>>>,
+): (p: PolicyObject) => number {
   const byNamespace = new Map<string, { pod: PodInfo; addresses: number }[]>();
   for (const pod of snapshot.pods) {
     if (!isEligiblePod(pod)) continue;
@@ -274,7 +328,9 @@ function selectedAddressCounter(snapshot: ClusterSnapshot, nsLabels: ReadonlyMap
         ? [policy.metadata.namespace ?? "default"]
         : [...byNamespace.keys()].filter((ns) => matches(policy.spec.namespaceSelector, nsLabels.get(ns) ?? {}));
     let n = 0;
-    for (const ns of namespaces) for (const { pod, addresses } of byNamespace.get(ns) ?? []) if (matches(policy.spec.podSelector, pod.labels)) n += addresses;
+    for (const ns of namespaces)
+      for (const { pod, addresses } of byNamespace.get(ns) ?? [])
+        if (matches(policy.spec.podSelector, pod.labels)) n += addresses;
     return n;
   };
 }
@@ -285,7 +341,12 @@ function selectedAddressCounter(snapshot: ClusterSnapshot, nsLabels: ReadonlyMap
  * when they do not parse), at the lowest precedence. Over the cost limit, the destinations
  * shrink to one covering range per pod, so the drop costs no more than one element per address.
  */
-function failClosedOf(policy: PolicyObject, resource: string, selectedAddresses: (p: PolicyObject) => number, maxCost: number): FailClosedPolicy | undefined {
+function failClosedOf(
+  policy: PolicyObject,
+  resource: string,
+  selectedAddresses: (p: PolicyObject) => number,
+  maxCost: number,
+): FailClosedPolicy | undefined {
   const spec = policy.spec as Partial<PolicyObject["spec"]> & { namespaceSelector?: unknown };
   if (spec.failurePolicy === "FallbackToNodeIP") return undefined;
   const nodeSelector = (spec as { nodeSelector?: unknown }).nodeSelector;
@@ -297,8 +358,13 @@ function failClosedOf(policy: PolicyObject, resource: string, selectedAddresses:
     if (policy.kind === "ClusterEgressPolicy" && !parsableSelector(spec.namespaceSelector)) return undefined;
   }
   const problems: FieldError[] = [];
-  const strings = (v: unknown, fallback: string[]): string[] => (v === undefined ? fallback : Array.isArray(v) && v.every((x) => typeof x === "string") ? v : ["not a list"]);
-  let destinations = planDestinations(strings(spec.destinationCIDRs, ["0.0.0.0/0"]), strings(spec.excludedCIDRs, []), problems);
+  const strings = (v: unknown, fallback: string[]): string[] =>
+    v === undefined ? fallback : Array.isArray(v) && v.every((x) => typeof x === "string") ? v : ["not a list"];
+  let destinations = planDestinations(
+    strings(spec.destinationCIDRs, ["0.0.0.0/0"]),
+    strings(spec.excludedCIDRs, []),
+    problems,
+  );
   if (problems.length > 0) destinations = [{ from: 0, to: 0xffff_ffff }];
   if (destinations.length === 0) return undefined;
   if (selectedAddresses(policy) * destinations.length > maxCost) {
@@ -311,14 +377,21 @@ function failClosedOf(policy: PolicyObject, resource: string, selectedAddresses:
 function parsableSelector(selector: unknown): selector is LabelSelector {
   if (typeof selector !== "object" || selector === null || Array.isArray(selector)) return false;
   const s = selector as { matchLabels?: unknown; matchExpressions?: unknown };
-  if (s.matchLabels !== undefined && (typeof s.matchLabels !== "object" || s.matchLabels === null || Object.values(s.matchLabels).some((v) => typeof v !== "string"))) return false;
+  if (
+    s.matchLabels !== undefined &&
+    (typeof s.matchLabels !== "object" ||
+      s.matchLabels === null ||
+      Object.values(s.matchLabels).some((v) => typeof v !== "string"))
+  )
+    return false;
   if (s.matchExpressions !== undefined) {
     if (!Array.isArray(s.matchExpressions)) return false;
     for (const r of s.matchExpressions as unknown[]) {
       const req = r as { key?: unknown; operator?: unknown; values?: unknown };
       if (typeof req !== "object" || req === null || typeof req.key !== "string") return false;
       if (!["In", "NotIn", "Exists", "DoesNotExist"].includes(req.operator as string)) return false;
-      if (req.values !== undefined && (!Array.isArray(req.values) || req.values.some((v) => typeof v !== "string"))) return false;
+      if (req.values !== undefined && (!Array.isArray(req.values) || req.values.some((v) => typeof v !== "string")))
+        return false;
     }
   }
   return checkSelector(s as LabelSelector, "").length === 0;
@@ -348,11 +421,18 @@ function parseGrants(grants: NonNullable<EgressGateway["spec"]["grants"]>, error
         return [];
       }
     });
-    return { namespaceSelector: g.namespaceSelector, egressIPs: egressIPs && normalize(egressIPs), outrankClusterPolicies: g.outrankClusterPolicies === true };
+    return {
+      namespaceSelector: g.namespaceSelector,
+      egressIPs: egressIPs && normalize(egressIPs),
+      outrankClusterPolicies: g.outrankClusterPolicies === true,
+    };
   });
 }
 
-function grantFor(grants: readonly ParsedGrant[], labels: Readonly<Record<string, string>>): NamespaceGrant | undefined {
+function grantFor(
+  grants: readonly ParsedGrant[],
+  labels: Readonly<Record<string, string>>,
+): NamespaceGrant | undefined {
   const mine = grants.filter((g) => matches(g.namespaceSelector, labels));
   if (mine.length === 0) return undefined;
   return {
@@ -398,9 +478,18 @@ function isIPv4(text: string): boolean {
   }
 }
 
-function instancesOf(gw: EgressGateway, spec: EgressGateway["spec"], nodes: readonly NodeInfo[], errors: FieldError[]): Omit<ResolvedInstance, "id">[] {
+function instancesOf(
+  gw: EgressGateway,
+  spec: EgressGateway["spec"],
+  nodes: readonly NodeInfo[],
+  errors: FieldError[],
+): Omit<ResolvedInstance, "id">[] {
   const gateway = gw.metadata.name;
-  const health = { intervalMs: spec.health?.intervalMs ?? 100, multiplier: spec.health?.multiplier ?? 3, holdDownMs: spec.health?.holdDownMs ?? 5_000 };
+  const health = {
+    intervalMs: spec.health?.intervalMs ?? 100,
+    multiplier: spec.health?.multiplier ?? 3,
+    holdDownMs: spec.health?.holdDownMs ?? 5_000,
+  };
   if (spec.static) {
     const seen = new Set<string>();
     return spec.static.instances.flatMap((inst, i) => {
@@ -409,15 +498,35 @@ function instancesOf(gw: EgressGateway, spec: EgressGateway["spec"], nodes: read
         return [];
       }
       seen.add(inst.name);
-      return [{ key: `${gateway}/${inst.name}`, gateway, name: inst.name, address: inst.address, egressIPs: inst.egressIPs, drain: inst.drain ?? false, health }];
+      return [
+        {
+          key: `${gateway}/${inst.name}`,
+          gateway,
+          name: inst.name,
+          address: inst.address,
+          egressIPs: inst.egressIPs,
+          drain: inst.drain ?? false,
+          health,
+        },
+      ];
     });
   }
   if (spec.digitalocean) {
     // Provisioned by the controller: the instances are the droplets it lists in status.
-    return (gw.status?.instances ?? [])
-      .filter((i) => i.address && i.egressIPs.length > 0)
-      // A droplet still booting, or about to be replaced, takes no new flows while another can.
-      .map((i) => ({ key: `${gateway}/${i.name}`, gateway, name: i.name, address: i.address, egressIPs: i.egressIPs, drain: i.health === "Provisioning" || i.health === "Draining", health }));
+    return (
+      (gw.status?.instances ?? [])
+        .filter((i) => i.address && i.egressIPs.length > 0)
+        // A droplet still booting, or about to be replaced, takes no new flows while another can.
+        .map((i) => ({
+          key: `${gateway}/${i.name}`,
+          gateway,
+          name: i.name,
+          address: i.address,
+          egressIPs: i.egressIPs,
+          drain: i.health === "Provisioning" || i.health === "Draining",
+          health,
+        }))
+    );
   }
   if (spec.nodes) {
     errors.push(...checkSelector(spec.nodes.nodeSelector, "spec.nodes.nodeSelector"));
@@ -426,14 +535,28 @@ function instancesOf(gw: EgressGateway, spec: EgressGateway["spec"], nodes: read
       .sort((a, b) => a.name.localeCompare(b.name))
       .slice(0, spec.nodes.count ?? 2);
     return picked.map((n) => {
-      const egressIPs = (n.annotations[NODE_EGRESS_IPS_ANNOTATION] ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+      const egressIPs = (n.annotations[NODE_EGRESS_IPS_ANNOTATION] ?? "")
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean);
       // The schema checks static egress IPs; an annotation gets the same check here.
       for (const ip of egressIPs) {
         if (!isIPv4(ip)) {
-          errors.push({ field: "spec.nodes", message: `node ${n.name}: annotation ${NODE_EGRESS_IPS_ANNOTATION}: ${JSON.stringify(ip)} is not an IPv4 address` });
+          errors.push({
+            field: "spec.nodes",
+            message: `node ${n.name}: annotation ${NODE_EGRESS_IPS_ANNOTATION}: ${JSON.stringify(ip)} is not an IPv4 address`,
+          });
         }
       }
-      return { key: `${gateway}/${n.name}`, gateway, name: n.name, address: n.internalIP as string, egressIPs, drain: false, health };
+      return {
+        key: `${gateway}/${n.name}`,
+        gateway,
+        name: n.name,
+        address: n.internalIP as string,
+        egressIPs,
+        drain: false,
+        health,
+      };
     });
   }
   return [];

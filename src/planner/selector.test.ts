@@ -24,9 +24,19 @@ describe("matches: Kubernetes label selector semantics", () => {
     ["In: key missing", { matchExpressions: [{ key: "team", operator: "In", values: ["red"] }] }, web, false],
     ["NotIn: value listed", { matchExpressions: [{ key: "app", operator: "NotIn", values: ["web"] }] }, web, false],
     ["NotIn: value not listed", { matchExpressions: [{ key: "app", operator: "NotIn", values: ["api"] }] }, web, true],
-    ["NotIn: key missing matches", { matchExpressions: [{ key: "team", operator: "NotIn", values: ["red"] }] }, web, true],
+    [
+      "NotIn: key missing matches",
+      { matchExpressions: [{ key: "team", operator: "NotIn", values: ["red"] }] },
+      web,
+      true,
+    ],
     ["Exists: present", { matchExpressions: [{ key: "tier", operator: "Exists" }] }, web, true],
-    ["Exists: present with empty value", { matchExpressions: [{ key: "tier", operator: "Exists" }] }, { tier: "" }, true],
+    [
+      "Exists: present with empty value",
+      { matchExpressions: [{ key: "tier", operator: "Exists" }] },
+      { tier: "" },
+      true,
+    ],
     ["Exists: missing", { matchExpressions: [{ key: "team", operator: "Exists" }] }, web, false],
     ["DoesNotExist: missing", { matchExpressions: [{ key: "team", operator: "DoesNotExist" }] }, web, true],
     ["DoesNotExist: present", { matchExpressions: [{ key: "app", operator: "DoesNotExist" }] }, web, false],
@@ -44,8 +54,18 @@ describe("matches: Kubernetes label selector semantics", () => {
     ],
     // Keys that exist on Object.prototype must not count as labels.
     ["Exists on a prototype key", { matchExpressions: [{ key: "constructor", operator: "Exists" }] }, {}, false],
-    ["DoesNotExist on a prototype key", { matchExpressions: [{ key: "toString", operator: "DoesNotExist" }] }, {}, true],
-    ["In on a prototype key", { matchExpressions: [{ key: "hasOwnProperty", operator: "In", values: ["x"] }] }, {}, false],
+    [
+      "DoesNotExist on a prototype key",
+      { matchExpressions: [{ key: "toString", operator: "DoesNotExist" }] },
+      {},
+      true,
+    ],
+    [
+      "In on a prototype key",
+      { matchExpressions: [{ key: "hasOwnProperty", operator: "In", values: ["x"] }] },
+      {},
+      false,
+    ],
     ["matchLabels on a prototype key", { matchLabels: { constructor: "x" } }, {}, false],
   ])("%s", (_name, selector, labels, expected) => {
     expect(matches(selector, labels)).toBe(expected);
@@ -85,30 +105,58 @@ describe("checkSelector", () => {
     ["empty", {}],
     ["simple labels", { matchLabels: { app: "web", "example.com/tier": "front", "a.b-c/d_e.f": "" } }],
     ["63-character name and value", { matchLabels: { ["k".repeat(63)]: "v".repeat(63) } }],
-    ["all operators", {
-      matchExpressions: [
-        { key: "app", operator: "In", values: ["web"] },
-        { key: "app", operator: "NotIn", values: ["api", "db"] },
-        { key: "tier", operator: "Exists" },
-        { key: "team", operator: "DoesNotExist", values: [] },
-      ],
-    }],
+    [
+      "all operators",
+      {
+        matchExpressions: [
+          { key: "app", operator: "In", values: ["web"] },
+          { key: "app", operator: "NotIn", values: ["api", "db"] },
+          { key: "tier", operator: "Exists" },
+          { key: "team", operator: "DoesNotExist", values: [] },
+        ],
+      },
+    ],
   ])("accepts %s", (_name, selector) => {
     expect(checkSelector(selector, at)).toEqual([]);
   });
 
   it.each<[string, LabelSelector, string]>([
     ["In without values", { matchExpressions: [{ key: "app", operator: "In" }] }, `${at}.matchExpressions[0].values`],
-    ["In with empty values", { matchExpressions: [{ key: "app", operator: "In", values: [] }] }, `${at}.matchExpressions[0].values`],
-    ["NotIn without values", { matchExpressions: [{ key: "app", operator: "NotIn" }] }, `${at}.matchExpressions[0].values`],
-    ["Exists with values", { matchExpressions: [{ key: "app", operator: "Exists", values: ["web"] }] }, `${at}.matchExpressions[0].values`],
+    [
+      "In with empty values",
+      { matchExpressions: [{ key: "app", operator: "In", values: [] }] },
+      `${at}.matchExpressions[0].values`,
+    ],
+    [
+      "NotIn without values",
+      { matchExpressions: [{ key: "app", operator: "NotIn" }] },
+      `${at}.matchExpressions[0].values`,
+    ],
+    [
+      "Exists with values",
+      { matchExpressions: [{ key: "app", operator: "Exists", values: ["web"] }] },
+      `${at}.matchExpressions[0].values`,
+    ],
     [
       "DoesNotExist with values, second expression",
-      { matchExpressions: [{ key: "app", operator: "Exists" }, { key: "tier", operator: "DoesNotExist", values: ["x"] }] },
+      {
+        matchExpressions: [
+          { key: "app", operator: "Exists" },
+          { key: "tier", operator: "DoesNotExist", values: ["x"] },
+        ],
+      },
       `${at}.matchExpressions[1].values`,
     ],
-    ["expression key with a space", { matchExpressions: [{ key: "my app", operator: "Exists" }] }, `${at}.matchExpressions[0].key`],
-    ["expression key with two slashes", { matchExpressions: [{ key: "a/b/c", operator: "Exists" }] }, `${at}.matchExpressions[0].key`],
+    [
+      "expression key with a space",
+      { matchExpressions: [{ key: "my app", operator: "Exists" }] },
+      `${at}.matchExpressions[0].key`,
+    ],
+    [
+      "expression key with two slashes",
+      { matchExpressions: [{ key: "a/b/c", operator: "Exists" }] },
+      `${at}.matchExpressions[0].key`,
+    ],
     ["label key starting with a dash", { matchLabels: { "-app": "web" } }, `${at}.matchLabels`],
     ["label key with an uppercase prefix", { matchLabels: { "Example.com/app": "web" } }, `${at}.matchLabels`],
     ["64-character label name", { matchLabels: { ["k".repeat(64)]: "web" } }, `${at}.matchLabels`],

@@ -9,14 +9,16 @@ const LABEL_VALUE = new RegExp(LABEL_VALUE_PATTERN);
 export function checkSelector(selector: LabelSelector, field: string): FieldError[] {
   const errors: FieldError[] = [];
   for (const [key, value] of Object.entries(selector.matchLabels ?? {})) {
-    if (!LABEL_KEY.test(key)) errors.push({ field: `${field}.matchLabels`, message: `invalid label key ${JSON.stringify(key)}` });
+    if (!LABEL_KEY.test(key))
+      errors.push({ field: `${field}.matchLabels`, message: `invalid label key ${JSON.stringify(key)}` });
     if (!LABEL_VALUE.test(value)) {
       errors.push({ field: `${field}.matchLabels.${key}`, message: `invalid label value ${JSON.stringify(value)}` });
     }
   }
   (selector.matchExpressions ?? []).forEach((req, i) => {
     const at = `${field}.matchExpressions[${i}]`;
-    if (!LABEL_KEY.test(req.key)) errors.push({ field: `${at}.key`, message: `invalid label key ${JSON.stringify(req.key)}` });
+    if (!LABEL_KEY.test(req.key))
+      errors.push({ field: `${at}.key`, message: `invalid label key ${JSON.stringify(req.key)}` });
     const values = req.values ?? [];
     if ((req.operator === "In" || req.operator === "NotIn") && values.length === 0) {
       errors.push({ field: `${at}.values`, message: `must be non-empty when operator is ${req.operator}` });

@@ -1,4 +1,9 @@
-import { parseDestination, validateStaticRoute, type ProtectedRange, type StaticRoute } from "../api/digitalocean-v1/static-route.js";
+import {
+  parseDestination,
+  validateStaticRoute,
+  type ProtectedRange,
+  type StaticRoute,
+} from "../api/digitalocean-v1/static-route.js";
 import type { FieldError } from "../api/v1alpha1/validate.js";
 import { contains, formatIPv4, parseCidr, parseIPv4, type Range } from "../util/ipv4.js";
 import type { ClusterNetwork, InstanceHealth, NodeInfo } from "./model.js";
@@ -103,7 +108,11 @@ function gatewayCandidates(spec: StaticRoute["spec"]): string[] {
  * gateway not judged down (unknown counts as up, as for policies); with all down its
  * destinations are blackholed (fail-closed), never left to the node's default route.
  */
-export function planStaticRoutes(objects: readonly StaticRoute[], view: StaticRouteNodeView, health: (key: string) => InstanceHealth | undefined): StaticRoutePlan {
+export function planStaticRoutes(
+  objects: readonly StaticRoute[],
+  view: StaticRouteNodeView,
+  health: (key: string) => InstanceHealth | undefined,
+): StaticRoutePlan {
   const protect = protectedRanges(view);
   const connected = view.connected.flatMap((c) => {
     try {
@@ -125,10 +134,19 @@ export function planStaticRoutes(objects: readonly StaticRoute[], view: StaticRo
     candidates.forEach((g) => {
       const field = g === sr.spec.gateway ? "spec.gateway" : `spec.gateways[${(sr.spec.gateways ?? []).indexOf(g)}]`;
       if (g === own) errors.push({ field, message: `${g} is this node's own address` });
-      else if (!contains(connected, parseIPv4(g))) errors.push({ field, message: `${g} is not on-link on this node (not in ${view.connected.join(", ") || "any connected subnet"})` });
+      else if (!contains(connected, parseIPv4(g)))
+        errors.push({
+          field,
+          message: `${g} is not on-link on this node (not in ${view.connected.join(", ") || "any connected subnet"})`,
+        });
     });
     if (errors.length > 0) {
-      outcomes.push({ ...base, state: "Refused", message: errors.map((e) => `${e.field}: ${e.message}`).join("; "), errors });
+      outcomes.push({
+        ...base,
+        state: "Refused",
+        message: errors.map((e) => `${e.field}: ${e.message}`).join("; "),
+        errors,
+      });
       continue;
     }
     const probed = sr.spec.gateways !== undefined;
@@ -152,12 +170,25 @@ export function planStaticRoutes(objects: readonly StaticRoute[], view: StaticRo
     const note = taken.length > 0 ? `; not here: ${taken.join(", ")}` : "";
     outcomes.push(
       via
-        ? { ...base, state: "Routed", gateway: via, message: `routed via ${via}${probed && via !== candidates[0] ? ` (failover: ${candidates.filter((g) => g !== via && health(staticGatewayKey(g)) === "down").join(", ")} down)` : ""}${note}`, errors: [] }
-        : { ...base, state: "Blackholed", message: `no healthy gateway (${candidates.join(", ")} down): destinations blackholed (fail-closed)${note}`, errors: [] },
+        ? {
+            ...base,
+            state: "Routed",
+            gateway: via,
+            message: `routed via ${via}${probed && via !== candidates[0] ? ` (failover: ${candidates.filter((g) => g !== via && health(staticGatewayKey(g)) === "down").join(", ")} down)` : ""}${note}`,
+            errors: [],
+          }
+        : {
+            ...base,
+            state: "Blackholed",
+            message: `no healthy gateway (${candidates.join(", ")} down): destinations blackholed (fail-closed)${note}`,
+            errors: [],
+          },
     );
   }
   return {
-    routes: [...routes.values()].sort((a, b) => parseCidr(a.dst).from - parseCidr(b.dst).from || a.dst.localeCompare(b.dst)),
+    routes: [...routes.values()].sort(
+      (a, b) => parseCidr(a.dst).from - parseCidr(b.dst).from || a.dst.localeCompare(b.dst),
+    ),
     outcomes: outcomes.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
     probes: [...probes.values()].sort((a, b) => a.key.localeCompare(b.key)),
   };

@@ -39,7 +39,10 @@ export interface CommandRunner {
 
 export function runCommand(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], ...(options.env ? { env: { ...process.env, ...options.env } } : {}) });
+    const child = spawn(command, args, {
+      stdio: ["pipe", "pipe", "pipe"],
+      ...(options.env ? { env: { ...process.env, ...options.env } } : {}),
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timer: NodeJS.Timeout | undefined;

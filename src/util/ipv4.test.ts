@@ -1,7 +1,18 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { IPv4Address, IPv4Cidr } from "../api/v1alpha1/common.js";
-import { AddressError, contains, formatIPv4, formatRange, intersect, normalize, parseCidr, parseIPv4, subtract, type Range } from "./ipv4.js";
+import {
+  AddressError,
+  contains,
+  formatIPv4,
+  formatRange,
+  intersect,
+  normalize,
+  parseCidr,
+  parseIPv4,
+  subtract,
+  type Range,
+} from "./ipv4.js";
 import { ipv4NumberArb } from "../planner/testing/arbitraries.js";
 
 const MAX = 0xffff_ffff;
@@ -91,12 +102,22 @@ describe("parseCidr", () => {
     );
   });
 
-  it.each(["1.2.3.4", "1.2.3.4/", "/8", "1.2.3.4/33", "1.2.3.4/-1", "1.2.3.4/1/2", "1.2.3.4/ 8", "1.2.3.4/08", "1.2.3.4/008", "1.2.3/8", "300.1.1.1/8", "1.2.3.4/a"])(
-    "rejects %j with AddressError",
-    (text) => {
-      expect(() => parseCidr(text)).toThrow(AddressError);
-    },
-  );
+  it.each([
+    "1.2.3.4",
+    "1.2.3.4/",
+    "/8",
+    "1.2.3.4/33",
+    "1.2.3.4/-1",
+    "1.2.3.4/1/2",
+    "1.2.3.4/ 8",
+    "1.2.3.4/08",
+    "1.2.3.4/008",
+    "1.2.3/8",
+    "300.1.1.1/8",
+    "1.2.3.4/a",
+  ])("rejects %j with AddressError", (text) => {
+    expect(() => parseCidr(text)).toThrow(AddressError);
+  });
 
   it("names the bad input in the message", () => {
     expect(() => parseCidr("10.0.0.0/40")).toThrow(/10\.0\.0\.0\/40/);
@@ -173,10 +194,14 @@ describe("range sets against a brute-force model", () => {
 
   const rangesArb = (base: number) =>
     fc.array(
-      fc.tuple(fc.nat(SPACE - 1), fc.nat(SPACE - 1)).map(([a, b]): Range => ({ from: base + Math.min(a, b), to: base + Math.max(a, b) })),
+      fc
+        .tuple(fc.nat(SPACE - 1), fc.nat(SPACE - 1))
+        .map(([a, b]): Range => ({ from: base + Math.min(a, b), to: base + Math.max(a, b) })),
       { maxLength: 6 },
     );
-  const caseArb = fc.constantFrom(...bases).chain((base) => fc.tuple(fc.constant(base), rangesArb(base), rangesArb(base)));
+  const caseArb = fc
+    .constantFrom(...bases)
+    .chain((base) => fc.tuple(fc.constant(base), rangesArb(base), rangesArb(base)));
 
   const members = (base: number, ranges: readonly Range[]): Set<number> => {
     const out = new Set<number>();
@@ -243,7 +268,12 @@ describe("range sets against a brute-force model", () => {
 
   it("handles the whole address space and its edges", () => {
     const all = [parseCidr("0.0.0.0/0")];
-    expect(subtract(all, [{ from: 0, to: 0 }, { from: MAX, to: MAX }])).toEqual([{ from: 1, to: MAX - 1 }]);
+    expect(
+      subtract(all, [
+        { from: 0, to: 0 },
+        { from: MAX, to: MAX },
+      ]),
+    ).toEqual([{ from: 1, to: MAX - 1 }]);
     expect(subtract(all, all)).toEqual([]);
     expect(subtract(all, [parseCidr("128.0.0.0/1")])).toEqual([parseCidr("0.0.0.0/1")]);
     expect(intersect(all, [parseCidr("10.0.0.0/8")])).toEqual([parseCidr("10.0.0.0/8")]);

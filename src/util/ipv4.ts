@@ -20,7 +20,8 @@ export function parseIPv4(text: string): number {
   let n = 0;
   for (const p of parts) {
     // No leading zeros: the API schema rejects them, and some tools read them as octal.
-    if (!/^(0|[1-9]\d{0,2})$/.test(p) || Number(p) > 255) throw new AddressError(`not an IPv4 address: ${JSON.stringify(text)}`);
+    if (!/^(0|[1-9]\d{0,2})$/.test(p) || Number(p) > 255)
+      throw new AddressError(`not an IPv4 address: ${JSON.stringify(text)}`);
     n = n * 256 + Number(p);
   }
   return n;
@@ -33,7 +34,13 @@ export function formatIPv4(n: number): string {
 /** `198.51.100.7/24` -> 198.51.100.0 .. 198.51.100.255 (host bits are masked off). */
 export function parseCidr(text: string): Range {
   const [addr, len, extra] = text.split("/");
-  if (addr === undefined || len === undefined || extra !== undefined || !/^(0|[1-9]\d?)$/.test(len) || Number(len) > 32) {
+  if (
+    addr === undefined ||
+    len === undefined ||
+    extra !== undefined ||
+    !/^(0|[1-9]\d?)$/.test(len) ||
+    Number(len) > 32
+  ) {
     throw new AddressError(`not an IPv4 CIDR: ${JSON.stringify(text)}`);
   }
   const bits = Number(len);

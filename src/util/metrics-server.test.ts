@@ -55,13 +55,22 @@ describe("metrics listen flags", () => {
 
   it("accepts a port and an IPv4 or IPv6 address; all addresses by default", () => {
     expect(metricsListen({ metricsPort: "9740" })).toEqual({ port: 9740, host: "0.0.0.0" });
-    expect(metricsListen({ metricsPort: "9740", metricsAddress: "10.0.0.5" })).toEqual({ port: 9740, host: "10.0.0.5" });
+    expect(metricsListen({ metricsPort: "9740", metricsAddress: "10.0.0.5" })).toEqual({
+      port: 9740,
+      host: "10.0.0.5",
+    });
     expect(metricsListen({ metricsPort: "1", metricsAddress: "::1" })).toEqual({ port: 1, host: "::1" });
   });
 
   it("agents default to loopback; an explicit address still wins", () => {
-    expect(metricsListen({ metricsPort: "9740" }, AGENT_METRICS_DEFAULT_HOST)).toEqual({ port: 9740, host: "127.0.0.1" });
-    expect(metricsListen({ metricsPort: "9740", metricsAddress: "10.0.0.5" }, AGENT_METRICS_DEFAULT_HOST)).toEqual({ port: 9740, host: "10.0.0.5" });
+    expect(metricsListen({ metricsPort: "9740" }, AGENT_METRICS_DEFAULT_HOST)).toEqual({
+      port: 9740,
+      host: "127.0.0.1",
+    });
+    expect(metricsListen({ metricsPort: "9740", metricsAddress: "10.0.0.5" }, AGENT_METRICS_DEFAULT_HOST)).toEqual({
+      port: 9740,
+      host: "10.0.0.5",
+    });
   });
 
   it.each([
@@ -70,6 +79,8 @@ describe("metrics listen flags", () => {
     ["ninety", undefined, /^--metrics-port/],
     ["9740", "node-a", /^--metrics-address: must be an IP address, not "node-a"/],
   ])("port %s address %s fails naming the flag", (port, address, message) => {
-    expect(() => metricsListen({ metricsPort: port, ...(address !== undefined ? { metricsAddress: address } : {}) })).toThrow(message);
+    expect(() =>
+      metricsListen({ metricsPort: port, ...(address !== undefined ? { metricsAddress: address } : {}) }),
+    ).toThrow(message);
   });
 });

@@ -20,14 +20,18 @@ export const AGENT_METRICS_DEFAULT_HOST = "127.0.0.1";
  * flags (undefined: nowhere). Checked before anything starts; errors name the flag. Agents pass
  * `defaultHost` loopback: a host-network agent on every address would be open to every pod.
  */
-export function metricsListen(flags: { metricsPort?: string; metricsAddress?: string }, defaultHost = "0.0.0.0"): { port: number; host: string } | undefined {
+export function metricsListen(
+  flags: { metricsPort?: string; metricsAddress?: string },
+  defaultHost = "0.0.0.0",
+): { port: number; host: string } | undefined {
   const { metricsPort: port, metricsAddress: address } = flags;
   if (port === undefined) {
     if (address !== undefined) throw new Error("--metrics-address needs --metrics-port");
     return undefined;
   }
   const n = Number(port);
-  if (!Number.isInteger(n) || n < 1 || n > 65_535) throw new Error(`--metrics-port: must be a port number (1-65535), not ${JSON.stringify(port)}`);
+  if (!Number.isInteger(n) || n < 1 || n > 65_535)
+    throw new Error(`--metrics-port: must be a port number (1-65535), not ${JSON.stringify(port)}`);
   const host = address ?? defaultHost;
   if (isIP(host) === 0) throw new Error(`--metrics-address: must be an IP address, not ${JSON.stringify(address)}`);
   return { port: n, host };

@@ -35,19 +35,28 @@ let relay: Server | undefined;
 let build: { seconds: number; sizeBytes: number; output: string };
 const started: string[] = [];
 
-async function run(name: string, args: string[], opts: { user?: string; caps?: string[]; network: string }): Promise<void> {
+async function run(
+  name: string,
+  args: string[],
+  opts: { user?: string; caps?: string[]; network: string },
+): Promise<void> {
   const full = `${PREFIX}-${name}`;
   started.push(full);
   await podman([
     ...PODMAN_RUN,
-    "--name", full,
-    "--network", opts.network,
+    "--name",
+    full,
+    "--network",
+    opts.network,
     "--read-only",
-    "--security-opt", "no-new-privileges",
-    "--cap-drop", "all",
+    "--security-opt",
+    "no-new-privileges",
+    "--cap-drop",
+    "all",
     ...(opts.caps ?? []).flatMap((c) => ["--cap-add", c]),
     ...(opts.user ? ["--user", opts.user] : []),
-    "-v", `${dir}:/se:ro`,
+    "-v",
+    `${dir}:/se:ro`,
     TAG,
     ...args,
   ]);
@@ -61,7 +70,11 @@ async function get(port: number, path: string): Promise<{ status: number; body: 
 }
 
 /** Polls until the endpoint answers 200, for at most `attempts` tries a second apart; the last answer. */
-async function until200(port: number, path: string, attempts = 90): Promise<{ status: number; body: string } | undefined> {
+async function until200(
+  port: number,
+  path: string,
+  attempts = 90,
+): Promise<{ status: number; body: string } | undefined> {
   let last: { status: number; body: string } | undefined;
   for (let i = 0; i < attempts; i++) {
     last = await get(port, path);
@@ -80,7 +93,11 @@ beforeAll(async () => {
   const start = Date.now();
   const out = await runCommand(join(ROOT, "scripts/build-image.sh"), ["--tag", TAG], { timeoutMs: 20 * 60_000 });
   const { stdout: size } = await podman(["image", "inspect", "--format", "{{.Size}}", TAG]);
-  build = { seconds: Math.round((Date.now() - start) / 1000), sizeBytes: Number(size.trim()), output: out.stdout.trim() };
+  build = {
+    seconds: Math.round((Date.now() - start) / 1000),
+    sizeBytes: Number(size.trim()),
+    output: out.stdout.trim(),
+  };
   console.log(`image: ${build.output} (test build ${build.seconds} s, ${(build.sizeBytes / 1e6).toFixed(0)} MB)`);
 
   kube = await startTestKube();
@@ -102,17 +119,74 @@ beforeAll(async () => {
   await kubeconfig("gateway.kubeconfig", kube.kubeconfigFor("gateway-agent"));
   await writeFile(
     join(dir, "config.yaml"),
-    stringify({ clusterNetwork: { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.0.0.0/16"] }, resyncSeconds: 30 }),
+    stringify({
+      clusterNetwork: { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.0.0.0/16"] },
+      resyncSeconds: 30,
+    }),
     { mode: 0o644 },
   );
 
   // The namespace: loopback only. The relay to the API socket holds it; the others join it.
-  await run("relay", ["lab", "relay", "--listen", `tcp:127.0.0.1:${apiPort}`, "--to", "unix:/se/api.sock"], { network: "none" });
+  await run("relay", ["lab", "relay", "--listen", `tcp:127.0.0.1:${apiPort}`, "--to", "unix:/se/api.sock"], {
+    network: "none",
+  });
   const net = `container:${PREFIX}-relay`;
-  await run("controller", ["controller", "--kubeconfig", "/se/controller.kubeconfig", "--config", "/se/config.yaml", "--namespace", "static-egress", "--identity", "image-test", "--metrics-port", "9741", "--metrics-address", "127.0.0.1"], { network: net });
+  await run(
+    "controller",
+    [
+      "controller",
+      "--kubeconfig",
+      "/se/controller.kubeconfig",
+      "--config",
+      "/se/config.yaml",
+      "--namespace",
+      "static-egress",
+      "--identity",
+      "image-test",
+      "--metrics-port",
+      "9741",
+      "--metrics-address",
+      "127.0.0.1",
+    ],
+    { network: net },
+  );
   // As the DaemonSet runs it: root with NET_ADMIN only (its nftables table is this namespace's).
-  await run("node-agent", ["agent", "node", "--node", "n1", "--source", "kubernetes", "--kubeconfig", "/se/node.kubeconfig", "--config", "/se/config.yaml", "--metrics-port", "9740"], { network: net, user: "0", caps: ["NET_ADMIN"] });
-  await run("gateway-agent", ["agent", "gateway", "--instance", "gw/0", "--source", "kubernetes", "--kubeconfig", "/se/gateway.kubeconfig", "--config", "/se/config.yaml", "--metrics-port", "9742"], { network: net, user: "0", caps: ["NET_ADMIN"] });
+  await run(
+    "node-agent",
+    [
+      "agent",
+      "node",
+      "--node",
+      "n1",
+      "--source",
+      "kubernetes",
+      "--kubeconfig",
+      "/se/node.kubeconfig",
+      "--config",
+      "/se/config.yaml",
+      "--metrics-port",
+      "9740",
+    ],
+    { network: net, user: "0", caps: ["NET_ADMIN"] },
+  );
+  await run(
+    "gateway-agent",
+    [
+      "agent",
+      "gateway",
+      "--instance",
+      "gw/0",
+      "--source",
+      "kubernetes",
+      "--kubeconfig",
+      "/se/gateway.kubeconfig",
+      "--config",
+      "/se/config.yaml",
+      "--metrics-port",
+      "9742",
+    ],
+    { network: net, user: "0", caps: ["NET_ADMIN"] },
+  );
 }, 25 * 60_000);
 
 afterAll(async () => {
@@ -126,16 +200,27 @@ afterAll(async () => {
 describe("the image, run with podman", () => {
   it("is an OCI image of the project's Node.js, entering at dist/cli/main.js as a non-root user", async () => {
     const { stdout } = await podman(["image", "inspect", TAG]);
-    const [image] = JSON.parse(stdout) as { Config: { Entrypoint: string[]; User: string; Env: string[]; Labels: Record<string, string> }; Architecture: string }[];
+    const [image] = JSON.parse(stdout) as {
+      Config: { Entrypoint: string[]; User: string; Env: string[]; Labels: Record<string, string> };
+      Architecture: string;
+    }[];
     expect(image!.Config.Entrypoint).toEqual(["node", "/app/dist/cli/main.js"]);
     expect(image!.Config.User).toBe("1000:1000");
     expect(image!.Config.Env).toContain("NODE_ENV=production");
-    const nodeEnv = (await runCommand("bash", ["-c", `. ${join(ROOT, "scripts/node-env.sh")} && echo $STATIC_EGRESS_NODE_VERSION`])).stdout.trim();
+    const nodeEnv = (
+      await runCommand("bash", ["-c", `. ${join(ROOT, "scripts/node-env.sh")} && echo $STATIC_EGRESS_NODE_VERSION`])
+    ).stdout.trim();
     expect(image!.Config.Labels["io.static-egress.node-version"]).toBe(nodeEnv);
     const version = await podman(["exec", `${PREFIX}-relay`, "node", "--version"]);
     expect(version.stdout.trim()).toBe(`v${nodeEnv}`);
     // What the agents exec is installed; no test file ships.
-    const tools = await podman(["exec", `${PREFIX}-relay`, "sh", "-c", "for t in nft ip conntrack sysctl; do command -v $t || echo missing $t; done; find /app/dist -name '*.test.js' | wc -l"]);
+    const tools = await podman([
+      "exec",
+      `${PREFIX}-relay`,
+      "sh",
+      "-c",
+      "for t in nft ip conntrack sysctl; do command -v $t || echo missing $t; done; find /app/dist -name '*.test.js' | wc -l",
+    ]);
     const lines = tools.stdout.trim().split("\n");
     expect(lines.slice(0, 4).map((l) => l.split("/").at(-1))).toEqual(["nft", "ip", "conntrack", "sysctl"]);
     expect(lines.slice(0, 4).every((l) => l.startsWith("/usr/"))).toBe(true);
@@ -145,7 +230,12 @@ describe("the image, run with podman", () => {
 
   it("runs the containers in a network namespace with loopback only", async () => {
     const { stdout } = await podman(["exec", `${PREFIX}-relay`, "ip", "-o", "link"]);
-    expect(stdout.trim().split("\n").map((l) => l.split(":")[1]?.trim())).toEqual(["lo"]);
+    expect(
+      stdout
+        .trim()
+        .split("\n")
+        .map((l) => l.split(":")[1]?.trim()),
+    ).toEqual(["lo"]);
   });
 
   it("the controller answers /healthz, becomes ready against the real API server and takes the lease", async () => {
@@ -153,7 +243,10 @@ describe("the image, run with podman", () => {
     expect(health?.status, await logs("controller")).toBe(200);
     const ready = await until200(9741, "/readyz");
     expect(ready?.status, await logs("controller")).toBe(200);
-    const lease = await kube.admin.coordination.readNamespacedLease({ namespace: "static-egress", name: "static-egress-controller" });
+    const lease = await kube.admin.coordination.readNamespacedLease({
+      namespace: "static-egress",
+      name: "static-egress-controller",
+    });
     expect(lease.spec?.holderIdentity).toBe("image-test");
   });
 

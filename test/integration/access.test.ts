@@ -8,7 +8,13 @@ import { KubeConfig, PatchStrategy, setHeaderOptions } from "@kubernetes/client-
 import { ANCHOR_ANNOTATION } from "../../src/agents/node/anchor.js";
 import { REPORT_ANNOTATION } from "../../src/controller/status.js";
 import { KUBE_ACCESS, KubeClient } from "../../src/kube/client.js";
-import { COMPONENT_ACCOUNTS, k8sBinary, startKubeCluster, type KubeCluster, type ServiceAccountRef } from "../../src/lab/control-plane/index.js";
+import {
+  COMPONENT_ACCOUNTS,
+  k8sBinary,
+  startKubeCluster,
+  type KubeCluster,
+  type ServiceAccountRef,
+} from "../../src/lab/control-plane/index.js";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 
@@ -41,12 +47,30 @@ async function addAs(name: string, sa: ServiceAccountRef, node?: string): Promis
 }
 
 /** The server's answer to "may I": a SelfSubjectAccessReview made with the component's own token. */
-async function mayI(as: string, verb: string, group: string, resource: string, namespace?: string, name?: string): Promise<boolean> {
+async function mayI(
+  as: string,
+  verb: string,
+  group: string,
+  resource: string,
+  namespace?: string,
+  name?: string,
+): Promise<boolean> {
   const [res, sub] = resource.split("/");
   const kc = client(as).kubeconfig;
   const { AuthorizationV1Api } = await import("@kubernetes/client-node");
   const review = await kc.makeApiClient(AuthorizationV1Api).createSelfSubjectAccessReview({
-    body: { spec: { resourceAttributes: { verb, group, resource: res!, ...(sub ? { subresource: sub } : {}), ...(namespace ? { namespace } : {}), ...(name ? { name } : {}) } } },
+    body: {
+      spec: {
+        resourceAttributes: {
+          verb,
+          group,
+          resource: res!,
+          ...(sub ? { subresource: sub } : {}),
+          ...(namespace ? { namespace } : {}),
+          ...(name ? { name } : {}),
+        },
+      },
+    },
   });
   return review.status?.allowed === true;
 }
@@ -75,7 +99,12 @@ beforeAll(async () => {
   kc.loadFromString(cluster.adminKubeconfig());
   admin = new KubeClient(kc);
   for (const name of ["node1", "node2"]) {
-    await admin.core.createNode({ body: { metadata: { name, labels: { "kubernetes.io/hostname": name } }, spec: { podCIDR: name === "node1" ? "10.244.1.0/24" : "10.244.2.0/24" } } });
+    await admin.core.createNode({
+      body: {
+        metadata: { name, labels: { "kubernetes.io/hostname": name } },
+        spec: { podCIDR: name === "node1" ? "10.244.1.0/24" : "10.244.2.0/24" },
+      },
+    });
   }
   await admin.core.createNamespace({ body: { metadata: { name: "payments" } } });
   await addAs("controller", COMPONENT_ACCOUNTS.controller);
@@ -98,8 +127,14 @@ describe("RBAC from deploy/, proven by the API server", () => {
       // read and renewed; Events go to the object's namespace.
       const namespace = a.resource === "leases" ? "static-egress" : a.resource === "events" ? "payments" : undefined;
       for (const verb of a.verbs) {
-        const name = a.resource === "leases" && verb !== "create" ? "static-egress-controller" : a.resource === "endpoints" ? "kubernetes" : undefined;
-        if (!(await mayI(a.component, verb, a.apiGroup, a.resource, namespace, name))) denied.push(`${a.component} ${verb} ${a.resource}`);
+        const name =
+          a.resource === "leases" && verb !== "create"
+            ? "static-egress-controller"
+            : a.resource === "endpoints"
+              ? "kubernetes"
+              : undefined;
+        if (!(await mayI(a.component, verb, a.apiGroup, a.resource, namespace, name)))
+          denied.push(`${a.component} ${verb} ${a.resource}`);
       }
     }
     expect(denied).toEqual([]);
@@ -133,27 +168,60 @@ describe("RBAC from deploy/, proven by the API server", () => {
       ["gateway-agent", "create", "", "events", "payments"],
       ["gateway-agent", "get", "", "secrets", "static-egress"],
     ];
-    for (const [as, verb, group, resource, ns, name] of outside) expect(await mayI(as, verb, group, resource, ns, name), `${as} ${verb} ${resource}`).toBe(false);
+    for (const [as, verb, group, resource, ns, name] of outside)
+      expect(await mayI(as, verb, group, resource, ns, name), `${as} ${verb} ${resource}`).toBe(false);
     // And the calls themselves are refused with 403.
-    expect((await statusOf(client("node-agent").core.readNamespacedSecret({ namespace: "static-egress", name: "any" }))).code).toBe(403);
-    const policy = { apiVersion: "staticegress.io/v1alpha1", kind: "EgressPolicy", metadata: { name: "p", namespace: "payments" }, spec: { podSelector: {}, gatewayName: "g", egressIPs: ["192.0.2.10"] } };
-    expect((await statusOf(client("node-agent").custom.createNamespacedCustomObject({ group: "staticegress.io", version: "v1alpha1", namespace: "payments", plural: "egresspolicies", body: policy })))).toMatchObject({ code: 403 });
-    expect((await statusOf(client("controller").core.listNamespacedSecret({ namespace: "static-egress" }))).code).toBe(403);
-    expect((await statusOf(client("gateway-agent").patchNodeAnnotations("node1", { [REPORT_ANNOTATION]: "{}" }))).code).toBe(403);
+    expect(
+      (await statusOf(client("node-agent").core.readNamespacedSecret({ namespace: "static-egress", name: "any" })))
+        .code,
+    ).toBe(403);
+    const policy = {
+      apiVersion: "staticegress.io/v1alpha1",
+      kind: "EgressPolicy",
+      metadata: { name: "p", namespace: "payments" },
+      spec: { podSelector: {}, gatewayName: "g", egressIPs: ["192.0.2.10"] },
+    };
+    expect(
+      await statusOf(
+        client("node-agent").custom.createNamespacedCustomObject({
+          group: "staticegress.io",
+          version: "v1alpha1",
+          namespace: "payments",
+          plural: "egresspolicies",
+          body: policy,
+        }),
+      ),
+    ).toMatchObject({ code: 403 });
+    expect((await statusOf(client("controller").core.listNamespacedSecret({ namespace: "static-egress" }))).code).toBe(
+      403,
+    );
+    expect(
+      (await statusOf(client("gateway-agent").patchNodeAnnotations("node1", { [REPORT_ANNOTATION]: "{}" }))).code,
+    ).toBe(403);
   });
 
   it("kubectl auth can-i answers the same, with a component's kubeconfig", async () => {
     // Exit 0 for yes, 1 for no; either way it prints the answer. (Asynchronously: the fault
     // proxy kubectl talks to runs in this process.)
     const canI = async (as: string, ...args: string[]) => {
-      const out = await execFileP(k8sBinary("kubectl"), ["--kubeconfig", kubeconfigs.get(as)!, "auth", "can-i", ...args]).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? "" }));
+      const out = await execFileP(k8sBinary("kubectl"), [
+        "--kubeconfig",
+        kubeconfigs.get(as)!,
+        "auth",
+        "can-i",
+        ...args,
+      ]).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? "" }));
       return out.stdout.trim();
     };
     expect(await canI("node-agent", "patch", "nodes")).toBe("yes");
     expect(await canI("node-agent", "get", "secrets", "-n", "static-egress")).toBe("no");
     expect(await canI("controller", "patch", "egresspolicies.staticegress.io/status", "-n", "payments")).toBe("yes");
-    expect(await canI("controller", "update", "leases.coordination.k8s.io/static-egress-controller", "-n", "static-egress")).toBe("yes");
-    expect(await canI("controller", "update", "leases.coordination.k8s.io/someone-else", "-n", "static-egress")).toBe("no");
+    expect(
+      await canI("controller", "update", "leases.coordination.k8s.io/static-egress-controller", "-n", "static-egress"),
+    ).toBe("yes");
+    expect(await canI("controller", "update", "leases.coordination.k8s.io/someone-else", "-n", "static-egress")).toBe(
+      "no",
+    );
     expect(await canI("gateway-agent", "watch", "egresspolicies.staticegress.io")).toBe("yes");
     expect(await canI("gateway-agent", "patch", "nodes")).toBe("no");
   });
@@ -163,7 +231,16 @@ describe("the node agent's ValidatingAdmissionPolicy, enforced by the API server
   const agent = () => client("node-agent");
 
   it("lets the agent write its own annotations on its own Node", async () => {
-    expect((await statusOf(agent().patchNodeAnnotations("node1", { [REPORT_ANNOTATION]: JSON.stringify({ at: new Date().toISOString() }), [ANCHOR_ANNOTATION]: "10.0.0.11" }))).code).toBe(0);
+    expect(
+      (
+        await statusOf(
+          agent().patchNodeAnnotations("node1", {
+            [REPORT_ANNOTATION]: JSON.stringify({ at: new Date().toISOString() }),
+            [ANCHOR_ANNOTATION]: "10.0.0.11",
+          }),
+        )
+      ).code,
+    ).toBe(0);
     const n = await admin.core.readNode({ name: "node1" });
     expect(n.metadata?.annotations?.[ANCHOR_ANNOTATION]).toBe("10.0.0.11");
   });
@@ -177,10 +254,19 @@ describe("the node agent's ValidatingAdmissionPolicy, enforced by the API server
 
   it("refuses its own Node's labels, spec, taints and other annotations", async () => {
     const patch = (body: Json) => statusOf(agent().core.patchNode({ name: "node1", body }, mergePatch));
-    expect(await patch({ metadata: { labels: { "node-role.kubernetes.io/control-plane": "" } } })).toMatchObject({ code: 403, message: expect.stringContaining("labels") });
-    expect(await patch({ spec: { unschedulable: true } })).toMatchObject({ code: 403, message: expect.stringContaining("spec") });
+    expect(await patch({ metadata: { labels: { "node-role.kubernetes.io/control-plane": "" } } })).toMatchObject({
+      code: 403,
+      message: expect.stringContaining("labels"),
+    });
+    expect(await patch({ spec: { unschedulable: true } })).toMatchObject({
+      code: 403,
+      message: expect.stringContaining("spec"),
+    });
     expect(await patch({ spec: { taints: [{ key: "k", effect: "NoSchedule" }] } })).toMatchObject({ code: 403 });
-    expect(await patch({ metadata: { annotations: { "example.com/other": "x" } } })).toMatchObject({ code: 403, message: expect.stringContaining("own annotations") });
+    expect(await patch({ metadata: { annotations: { "example.com/other": "x" } } })).toMatchObject({
+      code: 403,
+      message: expect.stringContaining("own annotations"),
+    });
     const n = await admin.core.readNode({ name: "node1" });
     expect(n.metadata?.labels?.["node-role.kubernetes.io/control-plane"]).toBeUndefined();
     expect(n.spec?.unschedulable).toBeUndefined();
@@ -193,37 +279,98 @@ describe("the node agent's ValidatingAdmissionPolicy, enforced by the API server
   });
 
   it("leaves other users alone (an admin may still change a Node)", async () => {
-    expect((await statusOf(admin.core.patchNode({ name: "node2", body: { metadata: { labels: { zone: "a" } } } }, mergePatch))).code).toBe(0);
+    expect(
+      (
+        await statusOf(
+          admin.core.patchNode({ name: "node2", body: { metadata: { labels: { zone: "a" } } } }, mergePatch),
+        )
+      ).code,
+    ).toBe(0);
   });
 });
 
 describe("StaticRoute (networking.digitalocean.com/v1): the operator's objects, and node agents writing only their own status entry", () => {
-  const sr = (name: string, spec: Json) => ({ apiVersion: "networking.digitalocean.com/v1", kind: "StaticRoute", metadata: { name }, spec });
-  const create = (body: Json) => statusOf(admin.custom.createClusterCustomObject({ group: "networking.digitalocean.com", version: "v1", plural: "staticroutes", body }));
-  const read = async (name: string) => (await admin.custom.getClusterCustomObject({ group: "networking.digitalocean.com", version: "v1", plural: "staticroutes", name })) as Json;
+  const sr = (name: string, spec: Json) => ({
+    apiVersion: "networking.digitalocean.com/v1",
+    kind: "StaticRoute",
+    metadata: { name },
+    spec,
+  });
+  const create = (body: Json) =>
+    statusOf(
+      admin.custom.createClusterCustomObject({
+        group: "networking.digitalocean.com",
+        version: "v1",
+        plural: "staticroutes",
+        body,
+      }),
+    );
+  const read = async (name: string) =>
+    (await admin.custom.getClusterCustomObject({
+      group: "networking.digitalocean.com",
+      version: "v1",
+      plural: "staticroutes",
+      name,
+    })) as Json;
 
   it("accepts the operator's examples as they are, and refuses what its schema refuses, naming the field", async () => {
-    const examples = parseAllDocuments(readFileSync(join(packageRoot(), "examples", "static-route-digitalocean.yaml"), "utf8")).map((d) => d.toJS() as Json);
+    const examples = parseAllDocuments(
+      readFileSync(join(packageRoot(), "examples", "static-route-digitalocean.yaml"), "utf8"),
+    ).map((d) => d.toJS() as Json);
     for (const e of examples) expect(await create(e)).toEqual({ code: 0, message: "" });
-    expect(await create(sr("bad-shape", { destinations: ["not-an-address"], gateway: "10.0.0.5" }))).toMatchObject({ code: 422, message: expect.stringContaining("spec.destinations[0]") });
-    expect(await create(sr("no-gateway", { destinations: ["198.51.100.0/24"] }))).toMatchObject({ code: 422, message: expect.stringContaining("spec.gateway") });
-    expect(await create(sr("bad-gateways", { destinations: ["198.51.100.0/24"], gateway: "10.0.0.5", gateways: ["10.0.0.300"] }))).toMatchObject({ code: 422, message: expect.stringContaining("spec.gateways[0]") });
+    expect(await create(sr("bad-shape", { destinations: ["not-an-address"], gateway: "10.0.0.5" }))).toMatchObject({
+      code: 422,
+      message: expect.stringContaining("spec.destinations[0]"),
+    });
+    expect(await create(sr("no-gateway", { destinations: ["198.51.100.0/24"] }))).toMatchObject({
+      code: 422,
+      message: expect.stringContaining("spec.gateway"),
+    });
+    expect(
+      await create(
+        sr("bad-gateways", { destinations: ["198.51.100.0/24"], gateway: "10.0.0.5", gateways: ["10.0.0.300"] }),
+      ),
+    ).toMatchObject({ code: 422, message: expect.stringContaining("spec.gateways[0]") });
   });
 
   it("merges each node's entry of status.nodes (server-side apply), and a node agent cannot touch the spec", async () => {
     await addAs("node-agent-2", COMPONENT_ACCOUNTS.nodeAgent, "node2");
     const name = "static-route-ipinfo.io";
-    const entry = (gateway: string) => ({ state: "Routed", gateway, message: `routed via ${gateway}`, lastTransitionTime: "2026-12-04T00:00:00Z" });
-    expect(await statusOf(client("node-agent").applyStaticRouteNodeStatus(name, "node1", entry("10.116.0.5")))).toEqual({ code: 0, message: "" });
-    expect(await statusOf(client("node-agent-2").applyStaticRouteNodeStatus(name, "node2", entry("10.116.0.6")))).toEqual({ code: 0, message: "" });
+    const entry = (gateway: string) => ({
+      state: "Routed",
+      gateway,
+      message: `routed via ${gateway}`,
+      lastTransitionTime: "2026-12-04T00:00:00Z",
+    });
+    expect(await statusOf(client("node-agent").applyStaticRouteNodeStatus(name, "node1", entry("10.116.0.5")))).toEqual(
+      { code: 0, message: "" },
+    );
+    expect(
+      await statusOf(client("node-agent-2").applyStaticRouteNodeStatus(name, "node2", entry("10.116.0.6"))),
+    ).toEqual({ code: 0, message: "" });
     let obj = await read(name);
-    expect(obj.status.nodes.map((n: Json) => `${n.name}:${n.gateway}`).sort()).toEqual(["node1:10.116.0.5", "node2:10.116.0.6"]);
+    expect(obj.status.nodes.map((n: Json) => `${n.name}:${n.gateway}`).sort()).toEqual([
+      "node1:10.116.0.5",
+      "node2:10.116.0.6",
+    ]);
     expect(obj.spec).toEqual({ destinations: ["34.117.59.81"], gateway: "10.116.0.5" });
     // A node that no longer has the route removes only its own entry.
-    expect(await statusOf(client("node-agent").applyStaticRouteNodeStatus(name, "node1", undefined))).toEqual({ code: 0, message: "" });
+    expect(await statusOf(client("node-agent").applyStaticRouteNodeStatus(name, "node1", undefined))).toEqual({
+      code: 0,
+      message: "",
+    });
     obj = await read(name);
     expect(obj.status.nodes.map((n: Json) => n.name)).toEqual(["node2"]);
-    const specPatch = client("node-agent").custom.patchClusterCustomObject({ group: "networking.digitalocean.com", version: "v1", plural: "staticroutes", name, body: { spec: { gateway: "10.0.0.66" } } }, mergePatch);
+    const specPatch = client("node-agent").custom.patchClusterCustomObject(
+      {
+        group: "networking.digitalocean.com",
+        version: "v1",
+        plural: "staticroutes",
+        name,
+        body: { spec: { gateway: "10.0.0.66" } },
+      },
+      mergePatch,
+    );
     expect((await statusOf(specPatch)).code).toBe(403);
   });
 });

@@ -30,7 +30,9 @@ describe("alert rules (promtool)", () => {
   });
 
   it("every alert has a test where it fires and one where it stays quiet", () => {
-    const alerts = (parse(readFileSync(RULES, "utf8")) as { groups: { rules: { alert: string }[] }[] }).groups.flatMap((g) => g.rules.map((r) => r.alert));
+    const alerts = (parse(readFileSync(RULES, "utf8")) as { groups: { rules: { alert: string }[] }[] }).groups.flatMap(
+      (g) => g.rules.map((r) => r.alert),
+    );
     const cases = (parse(readFileSync(TESTS, "utf8")) as RuleTests).tests.flatMap((t) => t.alert_rule_test ?? []);
     expect(alerts.length).toBeGreaterThanOrEqual(10);
     for (const alert of alerts) {

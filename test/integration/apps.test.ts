@@ -102,7 +102,10 @@ describe("App: create", () => {
     expect(condition(web, "DedicatedEgress")).toMatchObject({ status: "False", reason: "Assigning" });
 
     const ns = await admin.core.readNamespace({ name: "app-web" });
-    expect(ns.metadata?.labels).toMatchObject({ "staticegress.io/app": "web", "app.kubernetes.io/managed-by": "static-egress" });
+    expect(ns.metadata?.labels).toMatchObject({
+      "staticegress.io/app": "web",
+      "app.kubernetes.io/managed-by": "static-egress",
+    });
     expect(ns.metadata?.ownerReferences?.[0]).toMatchObject({ kind: "App", name: "web", uid: web.metadata.uid });
 
     const deployments = (await appsV1().listNamespacedDeployment({ namespace: "app-web" })).items;
@@ -132,7 +135,11 @@ describe("App: create", () => {
     const policies = (await networking().listNamespacedNetworkPolicy({ namespace: "app-web" })).items;
     expect(policies.map((p) => p.metadata?.name).sort()).toEqual(["app-internal", "ingress-api"]);
     const internal = policies.find((p) => p.metadata?.name === "app-internal")!;
-    expect(internal.spec).toMatchObject({ podSelector: {}, policyTypes: ["Ingress"], ingress: [{ _from: [{ podSelector: {} }] }] });
+    expect(internal.spec).toMatchObject({
+      podSelector: {},
+      policyTypes: ["Ingress"],
+      ingress: [{ _from: [{ podSelector: {} }] }],
+    });
     const ingress = policies.find((p) => p.metadata?.name === "ingress-api")!;
     expect(ingress.spec?.ingress?.[0]?.ports).toEqual([{ port: 8080, protocol: "TCP" }]);
     expect(ingress.spec?.ingress?.[0]?._from?.[0]?.namespaceSelector).toEqual({
@@ -141,15 +148,22 @@ describe("App: create", () => {
     });
 
     // kube-controller-manager runs the Deployments: pods exist (Pending: no scheduler here).
-    await waitFor(async () => (await admin.core.listNamespacedPod({ namespace: "app-web" })).items.length === 3, 30_000, "no pods from the Deployments");
+    await waitFor(
+      async () => (await admin.core.listNamespacedPod({ namespace: "app-web" })).items.length === 3,
+      30_000,
+      "no pods from the Deployments",
+    );
   });
 
   it("writes nothing when nothing changed (compares first)", async () => {
     await controller.idle();
-    const before = (await appsV1().readNamespacedDeployment({ namespace: "app-web", name: "api" })).metadata?.resourceVersion;
+    const before = (await appsV1().readNamespacedDeployment({ namespace: "app-web", name: "api" })).metadata
+      ?.resourceVersion;
     await new Promise((r) => setTimeout(r, 2_500)); // a resync pass
     await controller.idle();
-    expect((await appsV1().readNamespacedDeployment({ namespace: "app-web", name: "api" })).metadata?.resourceVersion).toBe(before);
+    expect(
+      (await appsV1().readNamespacedDeployment({ namespace: "app-web", name: "api" })).metadata?.resourceVersion,
+    ).toBe(before);
   });
 });
 
@@ -158,7 +172,12 @@ describe("App: phase", () => {
     expect((await app("web"))!.status.phase).toBe("DEPLOYING");
     const pods = (await admin.core.listNamespacedPod({ namespace: "app-web" })).items;
     let i = 0;
-    for (const p of pods) await api.setPodStatus("app-web", p.metadata!.name!, { ip: `10.244.9.${++i}`, ready: true, readySince: new Date(Date.now() - 60_000) });
+    for (const p of pods)
+      await api.setPodStatus("app-web", p.metadata!.name!, {
+        ip: `10.244.9.${++i}`,
+        ready: true,
+        readySince: new Date(Date.now() - 60_000),
+      });
     await waitFor(async () => (await app("web"))?.status?.phase === "ACTIVE", 60_000, "web never ACTIVE");
     const web = (await app("web"))!;
     expect(condition(web, "Ready")).toMatchObject({ status: "True", reason: "Available" });
@@ -177,30 +196,64 @@ describe("App: update", () => {
     spec.services[0].instance_count = 3;
     spec.services[0].envs = spec.services[0].envs.filter((e: Json) => e.type !== "SECRET");
     spec.workers = [];
-    spec.services.push({ name: "admin", image: { registry_type: "DOCKER_HUB", repository: "nginx", tag: "1.27" }, http_port: 80 });
+    spec.services.push({
+      name: "admin",
+      image: { registry_type: "DOCKER_HUB", repository: "nginx", tag: "1.27" },
+      http_port: 80,
+    });
     const before = await appsV1().readNamespacedDeployment({ namespace: "app-web", name: "api" });
     await adminApps.replaceApp("web", { ...current, spec });
     await waitFor(
-      async () => (await appsV1().readNamespacedDeployment({ namespace: "app-web", name: "api" })).spec?.template.spec?.containers[0]?.image === "ghcr.io/example/shop-api:1.5.0",
+      async () =>
+        (await appsV1().readNamespacedDeployment({ namespace: "app-web", name: "api" })).spec?.template.spec
+          ?.containers[0]?.image === "ghcr.io/example/shop-api:1.5.0",
       30_000,
       "api not rolled",
     );
     const after = await appsV1().readNamespacedDeployment({ namespace: "app-web", name: "api" });
     expect(after.spec?.replicas).toBe(3);
-    expect(after.spec?.template.metadata?.annotations?.[GENERATION_ANNOTATION]).not.toBe(before.spec?.template.metadata?.annotations?.[GENERATION_ANNOTATION]);
-    expect(after.metadata?.annotations?.[APPLIED_ANNOTATION]).not.toBe(before.metadata?.annotations?.[APPLIED_ANNOTATION]);
-    await waitFor(async () => !(await exists(appsV1().readNamespacedDeployment({ namespace: "app-web", name: "mailer" }))), 30_000, "removed worker still there");
-    await waitFor(async () => !(await exists(admin.core.readNamespacedSecret({ namespace: "app-web", name: "api-env" }))), 30_000, "secret of removed SECRET variables still there");
+    expect(after.spec?.template.metadata?.annotations?.[GENERATION_ANNOTATION]).not.toBe(
+      before.spec?.template.metadata?.annotations?.[GENERATION_ANNOTATION],
+    );
+    expect(after.metadata?.annotations?.[APPLIED_ANNOTATION]).not.toBe(
+      before.metadata?.annotations?.[APPLIED_ANNOTATION],
+    );
+    await waitFor(
+      async () => !(await exists(appsV1().readNamespacedDeployment({ namespace: "app-web", name: "mailer" }))),
+      30_000,
+      "removed worker still there",
+    );
+    await waitFor(
+      async () => !(await exists(admin.core.readNamespacedSecret({ namespace: "app-web", name: "api-env" }))),
+      30_000,
+      "secret of removed SECRET variables still there",
+    );
     expect(await exists(admin.core.readNamespacedService({ namespace: "app-web", name: "admin" }))).toBe(true);
-    expect(await exists(networking().readNamespacedNetworkPolicy({ namespace: "app-web", name: "ingress-admin" }))).toBe(true);
+    expect(
+      await exists(networking().readNamespacedNetworkPolicy({ namespace: "app-web", name: "ingress-admin" })),
+    ).toBe(true);
     // The Deployment controller has a new ReplicaSet for the new template.
-    await waitFor(async () => (await appsV1().listNamespacedReplicaSet({ namespace: "app-web" })).items.filter((r) => r.metadata?.name?.startsWith("api-")).length === 2, 30_000, "no new ReplicaSet");
+    await waitFor(
+      async () =>
+        (await appsV1().listNamespacedReplicaSet({ namespace: "app-web" })).items.filter((r) =>
+          r.metadata?.name?.startsWith("api-"),
+        ).length === 2,
+      30_000,
+      "no new ReplicaSet",
+    );
   });
 });
 
 describe("App: dedicated egress (a gateway pool of three hosts)", () => {
-  const gateway = () => admin.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name: "app-web" }) as Promise<Json>;
-  const policy = () => admin.custom.getNamespacedCustomObject({ ...GV, plural: "egresspolicies", namespace: "app-web", name: "dedicated-egress" }) as Promise<Json>;
+  const gateway = () =>
+    admin.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name: "app-web" }) as Promise<Json>;
+  const policy = () =>
+    admin.custom.getNamespacedCustomObject({
+      ...GV,
+      plural: "egresspolicies",
+      namespace: "app-web",
+      name: "dedicated-egress",
+    }) as Promise<Json>;
 
   it("a gateway of two pool hosts of its own and a fail-closed policy selecting every pod of the app", async () => {
     const g = await gateway();
@@ -209,8 +262,18 @@ describe("App: dedicated egress (a gateway pool of three hosts)", () => {
       { name: "gw-a", address: "10.0.0.101", egressIPs: ["203.0.113.10"] },
       { name: "gw-b", address: "10.0.0.102", egressIPs: ["203.0.113.20"] },
     ]);
-    expect(g.spec.grants).toMatchObject([{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "app-web" } }, egressIPs: ["203.0.113.10", "203.0.113.20"] }]);
-    expect((await policy()).spec).toMatchObject({ podSelector: {}, gatewayName: "app-web", egressIPs: ["203.0.113.10", "203.0.113.20"], failurePolicy: "Drop" });
+    expect(g.spec.grants).toMatchObject([
+      {
+        namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "app-web" } },
+        egressIPs: ["203.0.113.10", "203.0.113.20"],
+      },
+    ]);
+    expect((await policy()).spec).toMatchObject({
+      podSelector: {},
+      gatewayName: "app-web",
+      egressIPs: ["203.0.113.10", "203.0.113.20"],
+      failurePolicy: "Drop",
+    });
     expect((await app("web"))!.status.dedicated_ips).toEqual([
       { ip: "203.0.113.10", id: "gw-a", status: "ASSIGNING" },
       { ip: "203.0.113.20", id: "gw-b", status: "ASSIGNING" },
@@ -220,21 +283,51 @@ describe("App: dedicated egress (a gateway pool of three hosts)", () => {
   it("ASSIGNED only once the instance is up and the policy programmed", async () => {
     const now = new Date().toISOString();
     // What the core controller writes from the nodes' reports (it does not run in this test).
-    await admin.patchStatus("EgressGateway", undefined, "app-web", { instances: [{ name: "gw-a", address: "10.0.0.101", egressIPs: ["203.0.113.10"], health: "Up" }, { name: "gw-b", address: "10.0.0.102", egressIPs: ["203.0.113.20"], health: "Down" }] });
-    await admin.patchStatus("EgressPolicy", "app-web", "dedicated-egress", { conditions: [{ type: "Ready", status: "True", reason: "Programmed", message: "", lastTransitionTime: now }] });
-    await waitFor(async () => (await app("web"))!.status.dedicated_ips[0].status === "ASSIGNED", 30_000, "gw-a never ASSIGNED");
-    expect((await app("web"))!.status.dedicated_ips[1]).toEqual({ ip: "203.0.113.20", id: "gw-b", status: "ASSIGNING" });
+    await admin.patchStatus("EgressGateway", undefined, "app-web", {
+      instances: [
+        { name: "gw-a", address: "10.0.0.101", egressIPs: ["203.0.113.10"], health: "Up" },
+        { name: "gw-b", address: "10.0.0.102", egressIPs: ["203.0.113.20"], health: "Down" },
+      ],
+    });
+    await admin.patchStatus("EgressPolicy", "app-web", "dedicated-egress", {
+      conditions: [{ type: "Ready", status: "True", reason: "Programmed", message: "", lastTransitionTime: now }],
+    });
+    await waitFor(
+      async () => (await app("web"))!.status.dedicated_ips[0].status === "ASSIGNED",
+      30_000,
+      "gw-a never ASSIGNED",
+    );
+    expect((await app("web"))!.status.dedicated_ips[1]).toEqual({
+      ip: "203.0.113.20",
+      id: "gw-b",
+      status: "ASSIGNING",
+    });
     expect(condition(await app("web"), "DedicatedEgress")).toMatchObject({ status: "False", reason: "Assigning" });
-    await admin.patchStatus("EgressGateway", undefined, "app-web", { instances: [{ name: "gw-a", address: "10.0.0.101", egressIPs: ["203.0.113.10"], health: "Up" }, { name: "gw-b", address: "10.0.0.102", egressIPs: ["203.0.113.20"], health: "Up" }] });
-    await waitFor(async () => condition(await app("web"), "DedicatedEgress")?.status === "True", 30_000, "never Assigned");
+    await admin.patchStatus("EgressGateway", undefined, "app-web", {
+      instances: [
+        { name: "gw-a", address: "10.0.0.101", egressIPs: ["203.0.113.10"], health: "Up" },
+        { name: "gw-b", address: "10.0.0.102", egressIPs: ["203.0.113.20"], health: "Up" },
+      ],
+    });
+    await waitFor(
+      async () => condition(await app("web"), "DedicatedEgress")?.status === "True",
+      30_000,
+      "never Assigned",
+    );
     expect((await app("web"))!.status.dedicated_ips.map((d: Json) => d.status)).toEqual(["ASSIGNED", "ASSIGNED"]);
   });
 
   it("two apps never share a host: a second app finds one free host and says so", async () => {
     await adminApps.createApp(appObject({ ...example("payments.yaml"), name: "second" }));
-    await waitFor(async () => condition(await app("second"), "DedicatedEgress")?.reason === "PoolExhausted", 30_000, "no PoolExhausted");
+    await waitFor(
+      async () => condition(await app("second"), "DedicatedEgress")?.reason === "PoolExhausted",
+      30_000,
+      "no PoolExhausted",
+    );
     expect(condition(await app("second"), "DedicatedEgress")?.message).toContain("1 free hosts, 2 are needed");
-    expect(await exists(admin.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name: "app-second" }))).toBe(false);
+    expect(
+      await exists(admin.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name: "app-second" })),
+    ).toBe(false);
     await adminApps.deleteApp("second");
     await waitFor(async () => (await app("second")) === undefined, 60_000, "second never released");
   });
@@ -244,7 +337,11 @@ describe("App: dedicated egress (a gateway pool of three hosts)", () => {
     await adminApps.replaceApp("web", { ...current, spec: { ...current.spec, egress: { type: "AUTOASSIGN" } } });
     await waitFor(async () => !(await exists(gateway())), 30_000, "gateway not removed");
     expect(await exists(policy())).toBe(false);
-    await waitFor(async () => (await app("web"))!.status.dedicated_ips.every((d: Json) => d.status === "REMOVED"), 30_000, "not REMOVED");
+    await waitFor(
+      async () => (await app("web"))!.status.dedicated_ips.every((d: Json) => d.status === "REMOVED"),
+      30_000,
+      "not REMOVED",
+    );
     expect(condition(await app("web"), "DedicatedEgress")).toBeUndefined();
   });
 });
@@ -252,8 +349,18 @@ describe("App: dedicated egress (a gateway pool of three hosts)", () => {
 describe("App: invalid", () => {
   it("the API server refuses unsupported parts, naming the field", async () => {
     const refused: [Json, string][] = [
-      [{ ...example("worker-only.yaml"), name: "sites", static_sites: [{ name: "docs" }] }, "spec.static_sites: Forbidden: static sites are not run by static-egress"],
-      [{ ...example("worker-only.yaml"), name: "built", workers: [{ name: "w", github: { repo: "digitalocean/sample-golang", branch: "main" } }] }, "spec.workers[0].github: Forbidden: builds from source"],
+      [
+        { ...example("worker-only.yaml"), name: "sites", static_sites: [{ name: "docs" }] },
+        "spec.static_sites: Forbidden: static sites are not run by static-egress",
+      ],
+      [
+        {
+          ...example("worker-only.yaml"),
+          name: "built",
+          workers: [{ name: "w", github: { repo: "digitalocean/sample-golang", branch: "main" } }],
+        },
+        "spec.workers[0].github: Forbidden: builds from source",
+      ],
       [{ ...example("worker-only.yaml"), name: "Bad_Name" }, "spec.name"],
     ];
     for (const [spec, message] of refused) {
@@ -265,16 +372,20 @@ describe("App: invalid", () => {
       expect(err?.body).toContain(message);
     }
     // Unknown fields are refused too (Strict), not dropped.
-    const err = await adminApps.createApp(appObject({ ...example("worker-only.yaml"), name: "typo", servces: [] })).catch((e: { body?: string }) => e);
+    const err = await adminApps
+      .createApp(appObject({ ...example("worker-only.yaml"), name: "typo", servces: [] }))
+      .catch((e: { body?: string }) => e);
     expect((err as { body?: string }).body).toContain('unknown field \\"spec.servces\\"');
   });
 
   it("the API server refuses every part static-egress does not run, naming the field in the rule's words", async () => {
     for (const [part, spec, field, message] of APP_REFUSALS) {
-      const err = await admin.custom.createClusterCustomObject({ ...GV, plural: "apps", body: appObject(structuredClone(spec)), dryRun: "All" }).then(
-        () => undefined,
-        (e: { code?: number; body?: string }) => e,
-      );
+      const err = await admin.custom
+        .createClusterCustomObject({ ...GV, plural: "apps", body: appObject(structuredClone(spec)), dryRun: "All" })
+        .then(
+          () => undefined,
+          (e: { code?: number; body?: string }) => e,
+        );
       expect(err?.code, part).toBe(422);
       expect(err?.body, part).toContain(field);
       expect(err?.body, part).toContain(message);
@@ -283,16 +394,34 @@ describe("App: invalid", () => {
 
   it("the reconciler refuses what the schema cannot, names the field, and creates nothing", async () => {
     // DOCR without a configured registry, and a bindable variable: valid for the API server.
-    const spec = { name: "docr", workers: [{ name: "job", image: { registry_type: "DOCR", repository: "worker" }, envs: [{ key: "URL", value: "${api.PRIVATE_URL}" }] }] };
+    const spec = {
+      name: "docr",
+      workers: [
+        {
+          name: "job",
+          image: { registry_type: "DOCR", repository: "worker" },
+          envs: [{ key: "URL", value: "${api.PRIVATE_URL}" }],
+        },
+      ],
+    };
     await adminApps.createApp(appObject(spec));
-    await waitFor(async () => condition(await app("docr"), "Invalid")?.status === "True", 30_000, "no Invalid condition");
+    await waitFor(
+      async () => condition(await app("docr"), "Invalid")?.status === "True",
+      30_000,
+      "no Invalid condition",
+    );
     const docr = (await app("docr"))!;
     expect(docr.status.phase).toBe("ERROR");
-    expect(condition(docr, "Invalid")?.message).toContain("spec.workers[0].image.registry_type: DOCR images need the controller's --apps-docr-registry");
+    expect(condition(docr, "Invalid")?.message).toContain(
+      "spec.workers[0].image.registry_type: DOCR images need the controller's --apps-docr-registry",
+    );
     expect(condition(docr, "Invalid")?.message).toContain("spec.workers[0].envs[0].value: bindable variables");
     expect(condition(docr, "Invalid")?.reason).toBe("InvalidSpecWorkersEnvsValue");
     expect(await exists(admin.core.readNamespace({ name: "app-docr" }))).toBe(false);
-    const events = await admin.core.listNamespacedEvent({ namespace: "default", fieldSelector: "involvedObject.kind=App,involvedObject.name=docr" });
+    const events = await admin.core.listNamespacedEvent({
+      namespace: "default",
+      fieldSelector: "involvedObject.kind=App,involvedObject.name=docr",
+    });
     expect(events.items.some((e) => e.type === "Warning" && e.reason === "InvalidSpecWorkersEnvsValue")).toBe(true);
     await adminApps.deleteApp("docr");
     await waitFor(async () => (await app("docr")) === undefined, 30_000, "invalid app not released");
@@ -301,7 +430,11 @@ describe("App: invalid", () => {
   it("never takes over a namespace that is in the way", async () => {
     await api.ensureNamespace("app-taken", { team: "someone" });
     await adminApps.createApp(appObject({ ...example("worker-only.yaml"), name: "taken" }));
-    await waitFor(async () => condition(await app("taken"), "Ready")?.reason === "NamespaceConflict", 30_000, "no conflict reported");
+    await waitFor(
+      async () => condition(await app("taken"), "Ready")?.reason === "NamespaceConflict",
+      30_000,
+      "no conflict reported",
+    );
     const ns = await admin.core.readNamespace({ name: "app-taken" });
     expect(ns.metadata?.labels).toEqual(expect.objectContaining({ team: "someone" }));
     expect(ns.metadata?.labels?.["staticegress.io/app"]).toBeUndefined();
@@ -317,7 +450,9 @@ describe("App: delete", () => {
     expect(await adminApps.deleteApp("web")).toBe(true);
     await waitFor(async () => (await app("web")) === undefined, 60_000, "web never released");
     expect(await exists(admin.core.readNamespace({ name: "app-web" }))).toBe(false);
-    expect((await appsV1().listDeploymentForAllNamespaces({ labelSelector: "staticegress.io/app=web" })).items).toEqual([]);
+    expect((await appsV1().listDeploymentForAllNamespaces({ labelSelector: "staticegress.io/app=web" })).items).toEqual(
+      [],
+    );
   });
 });
 
@@ -328,27 +463,57 @@ describe("App reconciler under leader election (the controller's Lease)", () => 
     try {
       for (const identity of ["apps-a", "apps-b"]) {
         const c = await api.clientFor("controller");
-        const apps = new AppController({ client: c, apps: new AppsClient(c), source: new AppSource(c, silentLogger), logger: silentLogger, resyncMs: 1_000, retryBaseMs: 200 });
-        const r = { apps, elector: undefined as unknown as LeaderElector, leading: false };
-        r.elector = new LeaderElector(c, { namespace: "static-egress", name: "static-egress-controller", identity, leaseDurationSeconds: 2, retryPeriodMs: 300 }, silentLogger, {
-          onStartedLeading: () => ((r.leading = true), apps.activate()),
-          onStoppedLeading: () => ((r.leading = false), apps.deactivate()),
+        const apps = new AppController({
+          client: c,
+          apps: new AppsClient(c),
+          source: new AppSource(c, silentLogger),
+          logger: silentLogger,
+          resyncMs: 1_000,
+          retryBaseMs: 200,
         });
+        const r = { apps, elector: undefined as unknown as LeaderElector, leading: false };
+        r.elector = new LeaderElector(
+          c,
+          {
+            namespace: "static-egress",
+            name: "static-egress-controller",
+            identity,
+            leaseDurationSeconds: 2,
+            retryPeriodMs: 300,
+          },
+          silentLogger,
+          {
+            onStartedLeading: () => ((r.leading = true), apps.activate()),
+            onStoppedLeading: () => ((r.leading = false), apps.deactivate()),
+          },
+        );
         await apps.startInformers();
         r.elector.start();
         replicas.push(r);
       }
       await waitFor(() => replicas.filter((r) => r.leading).length === 1, 20_000, "no leader");
       await adminApps.createApp(appObject({ ...example("worker-only.yaml"), name: "led" }));
-      await waitFor(async () => exists(admin.core.readNamespace({ name: "app-led" })), 30_000, "the leader did not reconcile");
+      await waitFor(
+        async () => exists(admin.core.readNamespace({ name: "app-led" })),
+        30_000,
+        "the leader did not reconcile",
+      );
       // The leader steps down (releases the Lease); the standby carries on with the next change.
       const leader = replicas.find((r) => r.leading)!;
       await leader.elector.stop();
       await leader.apps.stop();
       await waitFor(() => replicas.some((r) => r !== leader && r.leading), 20_000, "no takeover");
       const current = (await app("led"))!;
-      await adminApps.replaceApp("led", { ...current, spec: { ...current.spec, workers: [{ ...current.spec.workers[0], instance_count: 2 }] } });
-      await waitFor(async () => (await appsV1().readNamespacedDeployment({ namespace: "app-led", name: "fetch" })).spec?.replicas === 2, 30_000, "the new leader did not reconcile");
+      await adminApps.replaceApp("led", {
+        ...current,
+        spec: { ...current.spec, workers: [{ ...current.spec.workers[0], instance_count: 2 }] },
+      });
+      await waitFor(
+        async () =>
+          (await appsV1().readNamespacedDeployment({ namespace: "app-led", name: "fetch" })).spec?.replicas === 2,
+        30_000,
+        "the new leader did not reconcile",
+      );
       await adminApps.deleteApp("led");
       await waitFor(async () => (await app("led")) === undefined, 60_000, "led never released");
     } finally {
@@ -372,8 +537,10 @@ describe("App RBAC, proven by the API server", () => {
     expect(await mayI("patch", "", "secrets", "app-any")).toBe(true);
     expect(await mayI("delete", "", "secrets", "app-any")).toBe(true);
     for (const verb of ["get", "list", "watch"]) expect(await mayI(verb, "", "secrets", "app-any"), verb).toBe(false);
-    for (const verb of ["create", "update", "delete"]) expect(await mayI(verb, "staticegress.io", "apps"), verb).toBe(false);
-    for (const verb of ["create", "patch", "delete"]) expect(await mayI(verb, "", "pods", "app-any"), `pods ${verb}`).toBe(false);
+    for (const verb of ["create", "update", "delete"])
+      expect(await mayI(verb, "staticegress.io", "apps"), verb).toBe(false);
+    for (const verb of ["create", "patch", "delete"])
+      expect(await mayI(verb, "", "pods", "app-any"), `pods ${verb}`).toBe(false);
     expect(await mayI("update", "apps", "deployments", "app-any")).toBe(false);
     expect(await mayI("list", "", "configmaps", "app-any")).toBe(false);
   });
@@ -385,7 +552,12 @@ describe("static-egress apps (the CLI, built: dist/cli/main.js)", () => {
   // Asynchronously: the fault proxy the CLI talks to runs in this process.
   const run = async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
     try {
-      const r = await promisify(execFile)(process.execPath, [cli, "apps", ...args, ...(args[0] === "spec" ? [] : ["--kubeconfig", join(dir, "admin.kubeconfig")])]);
+      const r = await promisify(execFile)(process.execPath, [
+        cli,
+        "apps",
+        ...args,
+        ...(args[0] === "spec" ? [] : ["--kubeconfig", join(dir, "admin.kubeconfig")]),
+      ]);
       return { code: 0, stdout: r.stdout, stderr: r.stderr };
     } catch (e) {
       const err = e as { code?: number; stdout?: string; stderr?: string };
@@ -400,12 +572,21 @@ describe("static-egress apps (the CLI, built: dist/cli/main.js)", () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it("create, get -o json (DigitalOcean's App shape), list, update keeping redacted secrets, delete", async () => {
-    const spec = { ...example("payments.yaml"), services: [{ ...example("payments.yaml").services[0], envs: [{ key: "API_KEY", type: "SECRET", value: "s3cr3t-value" }] }] };
+    const spec = {
+      ...example("payments.yaml"),
+      services: [
+        { ...example("payments.yaml").services[0], envs: [{ key: "API_KEY", type: "SECRET", value: "s3cr3t-value" }] },
+      ],
+    };
     writeFileSync(join(dir, "payments.yaml"), JSON.stringify(spec));
     const created = await run("create", "--spec", join(dir, "payments.yaml"));
     expect(created, created.stderr).toMatchObject({ code: 0 });
     expect(created.stdout).toMatch(/payments\s+\S+\s+DEDICATED_IP/);
-    await waitFor(async () => (await app("payments"))?.status?.dedicated_ips?.length === 2, 30_000, "payments never deployed");
+    await waitFor(
+      async () => (await app("payments"))?.status?.dedicated_ips?.length === 2,
+      30_000,
+      "payments never deployed",
+    );
 
     const got = await run("get", "payments", "-o", "json");
     const shown = JSON.parse(got.stdout) as Json;
@@ -432,7 +613,12 @@ describe("static-egress apps (the CLI, built: dist/cli/main.js)", () => {
     expect(updated, updated.stderr).toMatchObject({ code: 0 });
     const stored = (await app("payments"))!;
     expect(stored.spec.services[0].envs[0].value).toBe("s3cr3t-value");
-    await waitFor(async () => (await appsV1().readNamespacedDeployment({ namespace: "app-payments", name: "checkout" })).spec?.replicas === 1, 30_000, "update not applied");
+    await waitFor(
+      async () =>
+        (await appsV1().readNamespacedDeployment({ namespace: "app-payments", name: "checkout" })).spec?.replicas === 1,
+      30_000,
+      "update not applied",
+    );
 
     const deleted = await run("delete", "payments");
     expect(deleted.code).toBe(0);
@@ -441,19 +627,47 @@ describe("static-egress apps (the CLI, built: dist/cli/main.js)", () => {
   });
 
   it("`static-egress controller` (the composition root) reconciles Apps with its own token, the Lease and --apps-gateway-pool", async () => {
-    writeFileSync(join(dir, "agent.yaml"), "clusterNetwork:\n  podCIDRs: [10.244.0.0/16]\n  serviceCIDRs: [10.96.0.0/12]\n  nodeCIDRs: [10.0.0.0/16]\n");
-    writeFileSync(join(dir, "pool.yaml"), `hosts:\n${POOL.map((h) => `  - {name: ${h.name}, address: ${h.address}, egressIP: ${h.egressIP}}`).join("\n")}\n`);
+    writeFileSync(
+      join(dir, "agent.yaml"),
+      "clusterNetwork:\n  podCIDRs: [10.244.0.0/16]\n  serviceCIDRs: [10.96.0.0/12]\n  nodeCIDRs: [10.0.0.0/16]\n",
+    );
+    writeFileSync(
+      join(dir, "pool.yaml"),
+      `hosts:\n${POOL.map((h) => `  - {name: ${h.name}, address: ${h.address}, egressIP: ${h.egressIP}}`).join("\n")}\n`,
+    );
     writeFileSync(join(dir, "controller.kubeconfig"), await api.kubeconfigFor("controller"), { mode: 0o600 });
     controller.deactivate(); // the suite's in-process reconciler stands aside
-    const args = ["controller", "--kubeconfig", join(dir, "controller.kubeconfig"), "--config", join(dir, "agent.yaml"), "--identity", "cli-test", "--lease-seconds", "2", "--apps-gateway-pool", join(dir, "pool.yaml")];
+    const args = [
+      "controller",
+      "--kubeconfig",
+      join(dir, "controller.kubeconfig"),
+      "--config",
+      join(dir, "agent.yaml"),
+      "--identity",
+      "cli-test",
+      "--lease-seconds",
+      "2",
+      "--apps-gateway-pool",
+      join(dir, "pool.yaml"),
+    ];
     const proc = spawn(process.execPath, [cli, ...args], { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     try {
-      await adminApps.createApp(appObject({ ...example("worker-only.yaml"), name: "cmd", egress: { type: "DEDICATED_IP" } }));
-      await waitFor(async () => exists(admin.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name: "app-cmd" })), 60_000, `the controller command did not reconcile: ${stderr.slice(-500)}`);
+      await adminApps.createApp(
+        appObject({ ...example("worker-only.yaml"), name: "cmd", egress: { type: "DEDICATED_IP" } }),
+      );
+      await waitFor(
+        async () => exists(admin.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name: "app-cmd" })),
+        60_000,
+        `the controller command did not reconcile: ${stderr.slice(-500)}`,
+      );
       // The gateway and policy go first, the Deployment right after them.
-      await waitFor(async () => exists(appsV1().readNamespacedDeployment({ namespace: "app-cmd", name: "fetch" })), 30_000, "no Deployment from the controller command");
+      await waitFor(
+        async () => exists(appsV1().readNamespacedDeployment({ namespace: "app-cmd", name: "fetch" })),
+        30_000,
+        "no Deployment from the controller command",
+      );
       await adminApps.deleteApp("cmd");
       await waitFor(async () => (await app("cmd")) === undefined, 60_000, "cmd never released");
     } finally {
@@ -467,8 +681,14 @@ describe("static-egress apps (the CLI, built: dist/cli/main.js)", () => {
   });
 
   it("an invalid spec: exit 2, each field named, nothing sent", async () => {
-    writeFileSync(join(dir, "bad.yaml"), "name: bad-app\nstatic_sites:\n  - name: docs\nworkers:\n  - name: w1\n    github: {repo: a/b}\n");
-    for (const args of [["spec", "validate", join(dir, "bad.yaml")], ["create", "--spec", join(dir, "bad.yaml")]]) {
+    writeFileSync(
+      join(dir, "bad.yaml"),
+      "name: bad-app\nstatic_sites:\n  - name: docs\nworkers:\n  - name: w1\n    github: {repo: a/b}\n",
+    );
+    for (const args of [
+      ["spec", "validate", join(dir, "bad.yaml")],
+      ["create", "--spec", join(dir, "bad.yaml")],
+    ]) {
       const r = await run(...args);
       expect(r.code, args[0]).toBe(2);
       expect(r.stderr).toContain("spec.static_sites: static sites are not run by static-egress");

@@ -24,19 +24,37 @@ describe("controller --cloud flags", () => {
   it.each<[Partial<ControllerFlags>, RegExp]>([
     [{ cloud: "aws" }, /^--cloud: unknown cloud "aws"/],
     [{ cloud: "digitalocean" }, /^--cluster-id is required/],
-    [{ cloud: "digitalocean", clusterId: "c1", digitaloceanTokenFile: "/nonexistent/token" }, /token file \/nonexistent\/token/],
-    [{ cloud: "digitalocean", clusterId: "c1", digitaloceanTokenFile: "TOKEN", gatewayUserDataFile: "/nonexistent/ud" }, /^--gateway-user-data-file: cannot read \/nonexistent\/ud/],
+    [
+      { cloud: "digitalocean", clusterId: "c1", digitaloceanTokenFile: "/nonexistent/token" },
+      /token file \/nonexistent\/token/,
+    ],
+    [
+      {
+        cloud: "digitalocean",
+        clusterId: "c1",
+        digitaloceanTokenFile: "TOKEN",
+        gatewayUserDataFile: "/nonexistent/ud",
+      },
+      /^--gateway-user-data-file: cannot read \/nonexistent\/ud/,
+    ],
   ])("%j fails naming what is wrong", async (flags, message) => {
     const token = join(dir, "token");
     await writeFile(token, "dop_v1_test\n");
-    const f = { ...base, ...flags, ...(flags.digitaloceanTokenFile === "TOKEN" ? { digitaloceanTokenFile: token } : {}) };
+    const f = {
+      ...base,
+      ...flags,
+      ...(flags.digitaloceanTokenFile === "TOKEN" ? { digitaloceanTokenFile: token } : {}),
+    };
     expect(() => cloudPlugins(f, silentLogger)).toThrow(message);
   });
 
   it("with a token file and a cluster id: both plugins", async () => {
     const token = join(dir, "token");
     await writeFile(token, "dop_v1_test\n");
-    const p = cloudPlugins({ ...base, cloud: "digitalocean", clusterId: "c1", digitaloceanTokenFile: token }, silentLogger);
+    const p = cloudPlugins(
+      { ...base, cloud: "digitalocean", clusterId: "c1", digitaloceanTokenFile: token },
+      silentLogger,
+    );
     expect(p?.plugins.map((x) => x.name)).toEqual(["digitalocean-gateway-fleet", "digitalocean-reserved-ip"]);
     await p?.stop();
   });

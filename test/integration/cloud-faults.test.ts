@@ -1,6 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fleetNames } from "../../src/cloud/digitalocean/index.js";
-import { CLUSTER_ID, NODE_TAG, REGION, HARNESS_TIMEOUT_MS, startCloudHarness, type CloudHarness } from "../support/cloud-harness.js";
+import {
+  CLUSTER_ID,
+  NODE_TAG,
+  REGION,
+  HARNESS_TIMEOUT_MS,
+  startCloudHarness,
+  type CloudHarness,
+} from "../support/cloud-harness.js";
 import { waitFor } from "../../src/lab/lab.js";
 
 // Both plugins (the controller with its own identity, on a real kube-apiserver) through DigitalOcean API faults: rate limits (429 with Retry-After), server
@@ -37,16 +44,29 @@ describe("through DigitalOcean API faults", () => {
     await h.client.custom.createClusterCustomObject({
       ...GV,
       plural: "egressgateways",
-      body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: "faulty" }, spec: { digitalocean: { region: REGION, size: "s-1vcpu-1gb", count: 2, nodeTag: NODE_TAG } } },
+      body: {
+        apiVersion: "staticegress.io/v1alpha1",
+        kind: "EgressGateway",
+        metadata: { name: "faulty" },
+        spec: { digitalocean: { region: REGION, size: "s-1vcpu-1gb", count: 2, nodeTag: NODE_TAG } },
+      },
     });
-    await waitFor(async () => (await instances("faulty")).some((i) => i.health === "Provisioning"), 10_000, "no Provisioning instance while droplets boot");
+    await waitFor(
+      async () => (await instances("faulty")).some((i) => i.health === "Provisioning"),
+      10_000,
+      "no Provisioning instance while droplets boot",
+    );
     const provisioning = (await instances("faulty")).filter((i) => i.health === "Provisioning");
     for (const i of provisioning) expect(i.id).toMatch(/^\d+$/);
-    await waitFor(async () => {
-      const list = await instances("faulty");
-      // Active droplets that no node agent has judged yet (this harness runs none): Unknown, never Up.
-      return list.length === 2 && list.every((i) => i.health === "Unknown" && i.egressIPs.length === 1);
-    }, 20_000, "fleet did not converge through faults");
+    await waitFor(
+      async () => {
+        const list = await instances("faulty");
+        // Active droplets that no node agent has judged yet (this harness runs none): Unknown, never Up.
+        return list.length === 2 && list.every((i) => i.health === "Unknown" && i.egressIPs.length === 1);
+      },
+      20_000,
+      "fleet did not converge through faults",
+    );
     const names = fleetNames(CLUSTER_ID, "faulty");
     expect(h.cloud.state.droplets().filter((d) => (d["tags"] as string[]).includes(names.fleetTag))).toHaveLength(2);
     const records = h.cloud.state.tags().filter((t) => t.startsWith(names.ipRecordPrefix));

@@ -1,7 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fleetNames } from "../../src/cloud/digitalocean/index.js";
 import { FINALIZER, REPORT_ANNOTATION } from "../../src/controller/status.js";
-import { CLUSTER_ID, NODE_TAG, REGION, HARNESS_TIMEOUT_MS, startCloudHarness, type CloudHarness } from "../support/cloud-harness.js";
+import {
+  CLUSTER_ID,
+  NODE_TAG,
+  REGION,
+  HARNESS_TIMEOUT_MS,
+  startCloudHarness,
+  type CloudHarness,
+} from "../support/cloud-harness.js";
 import { waitFor } from "../../src/lab/lab.js";
 
 // The gateway fleet plugin in the controller (its own identity), against a real kube-apiserver
@@ -30,7 +37,12 @@ async function gateway(name = GATEWAY): Promise<Json | undefined> {
 
 async function policy(name: string): Promise<Json | undefined> {
   try {
-    return (await h.client.custom.getNamespacedCustomObject({ ...GV, namespace: "web", plural: "egresspolicies", name })) as Json;
+    return (await h.client.custom.getNamespacedCustomObject({
+      ...GV,
+      namespace: "web",
+      plural: "egresspolicies",
+      name,
+    })) as Json;
   } catch {
     return undefined;
   }
@@ -38,7 +50,8 @@ async function policy(name: string): Promise<Json | undefined> {
 
 const instances = async (): Promise<Json[]> => ((await gateway())?.status?.instances as Json[] | undefined) ?? [];
 const fleetDroplets = () => h.cloud.state.droplets().filter((d) => (d["tags"] as string[]).includes(names.fleetTag));
-const ready = (obj: Json | undefined) => (obj?.status?.conditions as Json[] | undefined)?.find((c) => c.type === "Ready");
+const ready = (obj: Json | undefined) =>
+  (obj?.status?.conditions as Json[] | undefined)?.find((c) => c.type === "Ready");
 
 beforeAll(async () => {
   h = await startCloudHarness({ nodes: 2 });
@@ -52,11 +65,21 @@ beforeAll(async () => {
   h.judgeInstancesUp("node2");
   // Things of the same account the fleet must never touch.
   const s = h.cloud.state;
-  const droplet = s.createDroplet({ name: "database-1", region: REGION, size: "s-1vcpu-1gb", image: "debian-12-x64", tags: ["db"] })["id"] as number;
+  const droplet = s.createDroplet({
+    name: "database-1",
+    region: REGION,
+    size: "s-1vcpu-1gb",
+    image: "debian-12-x64",
+    tags: ["db"],
+  })["id"] as number;
   foreign = {
     droplet,
     ip: s.createReservedIP({ region: REGION, dropletId: droplet }),
-    firewall: s.createFirewall({ name: "db-fw", inbound_rules: [{ protocol: "tcp", ports: "5432", sources: { tags: ["db"] } }], tags: ["db"] })["id"] as string,
+    firewall: s.createFirewall({
+      name: "db-fw",
+      inbound_rules: [{ protocol: "tcp", ports: "5432", sources: { tags: ["db"] } }],
+      tags: ["db"],
+    })["id"] as string,
   };
   userIP = s.createReservedIP({ region: REGION });
 }, HARNESS_TIMEOUT_MS);
@@ -74,10 +97,17 @@ describe("digitalocean gateway fleet", () => {
         apiVersion: "staticegress.io/v1alpha1",
         kind: "EgressGateway",
         metadata: { name: GATEWAY },
-        spec: { grants: [{ namespaceSelector: {} }], digitalocean: { region: REGION, size: "s-1vcpu-1gb", count: 3, reservedIPs: [userIP], nodeTag: NODE_TAG } },
+        spec: {
+          grants: [{ namespaceSelector: {} }],
+          digitalocean: { region: REGION, size: "s-1vcpu-1gb", count: 3, reservedIPs: [userIP], nodeTag: NODE_TAG },
+        },
       },
     });
-    await waitFor(async () => (await instances()).filter((i) => i.health === "Up").length === 3, 15_000, "instances not listed and Up");
+    await waitFor(
+      async () => (await instances()).filter((i) => i.health === "Up").length === 3,
+      15_000,
+      "instances not listed and Up",
+    );
     const listed = await instances();
     const droplets = fleetDroplets();
     expect(droplets).toHaveLength(3);
@@ -102,9 +132,13 @@ describe("digitalocean gateway fleet", () => {
     expect(fws[0]!["tags"]).toEqual([names.fleetTag]);
     const inbound = fws[0]!["inbound_rules"] as Json[];
     // BFD from the nodes only; forwarded traffic also from the pods' addresses (routed design).
-    expect(inbound.filter((r) => r.protocol === "udp" && r.ports === "3784").map((r) => r.sources)).toEqual([{ tags: [NODE_TAG] }]);
+    expect(inbound.filter((r) => r.protocol === "udp" && r.ports === "3784").map((r) => r.sources)).toEqual([
+      { tags: [NODE_TAG] },
+    ]);
     // The nodes' VXLAN tunnels to the gateways: from the nodes only.
-    expect(inbound.filter((r) => r.protocol === "udp" && r.ports === "20001-24095").map((r) => r.sources)).toEqual([{ tags: [NODE_TAG] }]);
+    expect(inbound.filter((r) => r.protocol === "udp" && r.ports === "20001-24095").map((r) => r.sources)).toEqual([
+      { tags: [NODE_TAG] },
+    ]);
     const forwarding = inbound.filter((r) => r.ports !== "3784" && r.ports !== "20001-24095");
     expect(forwarding.map((r) => r.protocol).sort()).toEqual(["icmp", "tcp", "udp"]);
     for (const r of forwarding) expect(r.sources).toEqual({ tags: [NODE_TAG], addresses: ["10.244.0.0/16"] });
@@ -119,7 +153,12 @@ describe("digitalocean gateway fleet", () => {
       ...GV,
       namespace: "web",
       plural: "egresspolicies",
-      body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressPolicy", metadata: { name: "checkout", namespace: "web" }, spec: { podSelector: { matchLabels: { app: "checkout" } }, gatewayName: GATEWAY, egressIPs: ips.slice(0, 2) } },
+      body: {
+        apiVersion: "staticegress.io/v1alpha1",
+        kind: "EgressPolicy",
+        metadata: { name: "checkout", namespace: "web" },
+        spec: { podSelector: { matchLabels: { app: "checkout" } }, gatewayName: GATEWAY, egressIPs: ips.slice(0, 2) },
+      },
     });
     await waitFor(async () => ready(await policy("checkout"))?.status === "True", 10_000, "policy not Ready");
     expect((await policy("checkout"))?.status.egressIPs).toEqual([...ips.slice(0, 2)].sort());
@@ -129,8 +168,19 @@ describe("digitalocean gateway fleet", () => {
     const [first] = await instances();
     // node1's agent (its own token) sees the first instance down, node2 still sees it up.
     const node1Agent = await h.kube.clientFor("node-agent", "node1");
-    await node1Agent.patchNodeAnnotations("node1", { [REPORT_ANNOTATION]: JSON.stringify({ programmed: {}, health: { [`${GATEWAY}/${first!.name}`]: "down" }, unavailable: {}, at: new Date().toISOString() }) });
-    await waitFor(async () => (await instances())[0]?.health === "PartiallyDown", 10_000, "core did not mark the instance partially down");
+    await node1Agent.patchNodeAnnotations("node1", {
+      [REPORT_ANNOTATION]: JSON.stringify({
+        programmed: {},
+        health: { [`${GATEWAY}/${first!.name}`]: "down" },
+        unavailable: {},
+        at: new Date().toISOString(),
+      }),
+    });
+    await waitFor(
+      async () => (await instances())[0]?.health === "PartiallyDown",
+      10_000,
+      "core did not mark the instance partially down",
+    );
     const before = (await gateway())!.metadata.resourceVersion as string;
     // Three fleet intervals (500 ms each) and several controller resyncs: nothing to write.
     await new Promise((r) => setTimeout(r, 1_800));
@@ -148,12 +198,16 @@ describe("digitalocean gateway fleet", () => {
     h.cloud.state.destroyDroplet(Number(victim.id));
     // The slot never leaves the list: Provisioning until the replacement is up.
     let shrank = false;
-    await waitFor(async () => {
-      const list = await instances();
-      if (list.length < 3) shrank = true;
-      const now = list[1];
-      return now !== undefined && now.name === victim.name && now.id !== victim.id && now.health === "Up";
-    }, 15_000, "droplet not replaced");
+    await waitFor(
+      async () => {
+        const list = await instances();
+        if (list.length < 3) shrank = true;
+        const now = list[1];
+        return now !== undefined && now.name === victim.name && now.id !== victim.id && now.health === "Up";
+      },
+      15_000,
+      "droplet not replaced",
+    );
     expect(shrank).toBe(false);
     const after = await instances();
     expect(after[1]!.name).toBe(victim.name);
@@ -175,8 +229,14 @@ describe("digitalocean gateway fleet", () => {
     // The API server's record of who wrote the status: one manager owns both parts.
     const statusManagers = (gw.metadata.managedFields as Json[]).filter((m) => m.subresource === "status");
     expect(statusManagers).toHaveLength(1);
-    expect(Object.keys(statusManagers[0]!.fieldsV1["f:status"])).toEqual(expect.arrayContaining(["f:instances", "f:conditions", "f:readyInstances"]));
-    expect(gw.status.instances.map((i: Json) => [Boolean(i.id), i.health])).toEqual([[true, "Up"], [true, "Up"], [true, "Up"]]);
+    expect(Object.keys(statusManagers[0]!.fieldsV1["f:status"])).toEqual(
+      expect.arrayContaining(["f:instances", "f:conditions", "f:readyInstances"]),
+    );
+    expect(gw.status.instances.map((i: Json) => [Boolean(i.id), i.health])).toEqual([
+      [true, "Up"],
+      [true, "Up"],
+      [true, "Up"],
+    ]);
   });
 
   it("deleting the gateway removes every cloud resource it created and nothing else, before the object goes", async () => {
@@ -209,7 +269,12 @@ describe("digitalocean gateway fleet", () => {
     const ips = h.cloud.state.reservedIPs();
     expect(ips.map((ip) => ip["ip"]).sort()).toEqual([foreign.ip, userIP].sort());
     expect(h.holderOf(foreign.ip)).toBe(foreign.droplet);
-    expect(h.cloud.state.droplets().map((d) => d["id"]).sort()).toEqual([...nodeDroplets, foreign.droplet].sort());
+    expect(
+      h.cloud.state
+        .droplets()
+        .map((d) => d["id"])
+        .sort(),
+    ).toEqual([...nodeDroplets, foreign.droplet].sort());
     expect(h.cloud.state.firewalls().map((f) => f["id"])).toEqual([foreign.firewall]);
   });
 

@@ -1,7 +1,19 @@
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DigitalOceanClient, DigitalOceanProvider, fleetNames, serviceFirewallName } from "../../src/cloud/digitalocean/index.js";
-import { CLUSTER_ID, NODE_TAG, REGION, HARNESS_TIMEOUT_MS, startCloudHarness, type CloudHarness } from "../support/cloud-harness.js";
+import {
+  DigitalOceanClient,
+  DigitalOceanProvider,
+  fleetNames,
+  serviceFirewallName,
+} from "../../src/cloud/digitalocean/index.js";
+import {
+  CLUSTER_ID,
+  NODE_TAG,
+  REGION,
+  HARNESS_TIMEOUT_MS,
+  startCloudHarness,
+  type CloudHarness,
+} from "../support/cloud-harness.js";
 import { CLUSTER_EVENT_NAMESPACE } from "../../src/kube/client.js";
 import { waitFor } from "../../src/lab/lab.js";
 
@@ -19,7 +31,10 @@ let userIP: string;
 let foreign: { droplet: number; ip: string };
 
 const providerFor = (harness: CloudHarness) =>
-  new DigitalOceanProvider({ client: new DigitalOceanClient({ token: harness.cloud.token, baseUrl: harness.cloud.url, actionPollIntervalMs: 5 }), pollIntervalMs: 5 });
+  new DigitalOceanProvider({
+    client: new DigitalOceanClient({ token: harness.cloud.token, baseUrl: harness.cloud.url, actionPollIntervalMs: 5 }),
+    pollIntervalMs: 5,
+  });
 
 const fleetOf = (gateway: string) => {
   const n = fleetNames(CLUSTER_ID, gateway);
@@ -55,7 +70,13 @@ describe("fleets whose gateway does not want them", () => {
     h = await startCloudHarness({ nodes: 2, activate: false });
     h.judgeInstancesUp("node2");
     const s = h.cloud.state;
-    const droplet = s.createDroplet({ name: "database-1", region: REGION, size: "s-1vcpu-1gb", image: "debian-12-x64", tags: ["db"] })["id"] as number;
+    const droplet = s.createDroplet({
+      name: "database-1",
+      region: REGION,
+      size: "s-1vcpu-1gb",
+      image: "debian-12-x64",
+      tags: ["db"],
+    })["id"] as number;
     foreign = { droplet, ip: s.createReservedIP({ region: REGION, dropletId: droplet }) };
     userIP = s.createReservedIP({ region: REGION });
     // Meanwhile someone deleted gateway ghost.prod and removed its finalizer by hand: its fleet
@@ -77,7 +98,11 @@ describe("fleets whose gateway does not want them", () => {
     // A gateway that stays: its fleet must survive every sweep.
     await createGateway("keeper", { region: REGION, size: "s-1vcpu-1gb", count: 2, nodeTag: NODE_TAG });
     h.controller.activate();
-    await waitFor(async () => (await instances("keeper")).filter((i) => i.health === "Up").length === 2, 15_000, "keeper not Up");
+    await waitFor(
+      async () => (await instances("keeper")).filter((i) => i.health === "Up").length === 2,
+      15_000,
+      "keeper not Up",
+    );
   }, HARNESS_TIMEOUT_MS);
 
   afterAll(async () => {
@@ -87,7 +112,9 @@ describe("fleets whose gateway does not want them", () => {
   it("a fleet left behind by a gateway that vanished without its finalizer is deleted, and nothing else", async () => {
     const ghost = fleetOf("ghost.prod");
     await waitFor(() => !ghost.marked(), 10_000, "the orphaned fleet was not deleted");
-    const keeperIds = fleetOf("keeper").droplets().map((d) => d["id"]);
+    const keeperIds = fleetOf("keeper")
+      .droplets()
+      .map((d) => d["id"]);
     await new Promise((r) => setTimeout(r, 1_200)); // two more sweeps (500 ms in tests)
     expect(ghost.droplets()).toEqual([]);
     expect(ghost.firewalls()).toEqual([]);
@@ -96,17 +123,37 @@ describe("fleets whose gateway does not want them", () => {
     expect(h.cloud.state.reservedIPs().map((ip) => ip["ip"])).toContain(userIP);
     expect(h.holderOf(userIP)).toBeUndefined();
     expect(h.holderOf(foreign.ip)).toBe(foreign.droplet);
-    expect(fleetOf("keeper").droplets().map((d) => d["id"])).toEqual(keeperIds);
+    expect(
+      fleetOf("keeper")
+        .droplets()
+        .map((d) => d["id"]),
+    ).toEqual(keeperIds);
     expect(fleetOf("keeper").firewalls()).toHaveLength(1);
-    expect(h.cloud.state.droplets().map((d) => d["id"])).toEqual(expect.arrayContaining([...h.nodeDroplets.values(), foreign.droplet]));
-    await waitFor(async () => (await events("CloudFleetDeleted")).some((e) => e.involvedObject?.name === "ghost.prod"), 5_000, "no Event");
+    expect(h.cloud.state.droplets().map((d) => d["id"])).toEqual(
+      expect.arrayContaining([...h.nodeDroplets.values(), foreign.droplet]),
+    );
+    await waitFor(
+      async () => (await events("CloudFleetDeleted")).some((e) => e.involvedObject?.name === "ghost.prod"),
+      5_000,
+      "no Event",
+    );
     const [event] = (await events("CloudFleetDeleted")).filter((e) => e.involvedObject?.name === "ghost.prod");
     expect(event!.message).toContain("the gateway is gone");
   });
 
   it("a gateway switched from digitalocean to static instances loses its fleet and lives on with its new source", async () => {
-    await createGateway("switcher", { region: REGION, size: "s-1vcpu-1gb", count: 2, allocateReservedIPs: true, nodeTag: NODE_TAG });
-    await waitFor(async () => (await instances("switcher")).filter((i) => i.health === "Up").length === 2, 15_000, "switcher not Up");
+    await createGateway("switcher", {
+      region: REGION,
+      size: "s-1vcpu-1gb",
+      count: 2,
+      allocateReservedIPs: true,
+      nodeTag: NODE_TAG,
+    });
+    await waitFor(
+      async () => (await instances("switcher")).filter((i) => i.health === "Up").length === 2,
+      15_000,
+      "switcher not Up",
+    );
     const fleet = fleetOf("switcher");
     expect(fleet.droplets()).toHaveLength(2);
     const allocated = (await instances("switcher")).flatMap((i) => i.egressIPs as string[]);
@@ -117,7 +164,12 @@ describe("fleets whose gateway does not want them", () => {
         ...GV,
         plural: "egressgateways",
         name: "switcher",
-        body: { spec: { digitalocean: null, static: { instances: [{ name: "gw-1", address: "10.110.0.50", egressIPs: ["203.0.113.50"] }] } } },
+        body: {
+          spec: {
+            digitalocean: null,
+            static: { instances: [{ name: "gw-1", address: "10.110.0.50", egressIPs: ["203.0.113.50"] }] },
+          },
+        },
       },
       setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
     );
@@ -128,8 +180,16 @@ describe("fleets whose gateway does not want them", () => {
     const left = h.cloud.state.reservedIPs().map((ip) => ip["ip"] as string);
     for (const ip of allocated) expect(left).not.toContain(ip);
     // The gateway itself lives on with its new source.
-    await waitFor(async () => (await instances("switcher")).map((i) => i.name).join() === "gw-1", 10_000, "static instance not listed");
-    await waitFor(async () => (await events("CloudFleetDeleted")).some((e) => e.involvedObject?.name === "switcher"), 5_000, "no Event");
+    await waitFor(
+      async () => (await instances("switcher")).map((i) => i.name).join() === "gw-1",
+      10_000,
+      "static instance not listed",
+    );
+    await waitFor(
+      async () => (await events("CloudFleetDeleted")).some((e) => e.involvedObject?.name === "switcher"),
+      5_000,
+      "no Event",
+    );
     expect(fleetOf("keeper").droplets()).toHaveLength(2);
   });
 
@@ -145,7 +205,8 @@ describe("service firewalls of reserved IPs after a controller restart", () => {
   let r: CloudHarness;
   let stale: string;
   let kept: string;
-  const firewallOf = (ip: string) => r.cloud.state.firewalls().find((f) => f["name"] === serviceFirewallName(CLUSTER_ID, `reserved-ip/${ip}`));
+  const firewallOf = (ip: string) =>
+    r.cloud.state.firewalls().find((f) => f["name"] === serviceFirewallName(CLUSTER_ID, `reserved-ip/${ip}`));
 
   beforeAll(async () => {
     // The controller is not running yet: the cloud is as the previous run left it.
@@ -155,10 +216,29 @@ describe("service firewalls of reserved IPs after a controller restart", () => {
     const provider = providerFor(r);
     const node1 = String(r.nodeDroplets.get("node1"));
     // The previous run opened ports for both IPs; the pods of `stale` left while it was down.
-    await provider.ensureServiceFirewall({ clusterId: CLUSTER_ID, name: `reserved-ip/${stale}`, hostIds: [node1], ports: [{ protocol: "tcp", ports: "8080" }] });
-    await provider.ensureServiceFirewall({ clusterId: CLUSTER_ID, name: `reserved-ip/${kept}`, hostIds: [node1], ports: [{ protocol: "tcp", ports: "8080" }] });
-    r.cloud.state.createFirewall({ name: "db-fw", inbound_rules: [{ protocol: "tcp", ports: "5432", sources: { addresses: ["10.0.0.0/8"] } }], tags: [] });
-    await r.createPod({ name: "svc-1", node: "node2", labels: { "staticegress.io/reserved-ip": "" }, annotations: { "staticegress.io/reserved-ip": kept, "staticegress.io/reserved-ip-ports": "tcp/443" } });
+    await provider.ensureServiceFirewall({
+      clusterId: CLUSTER_ID,
+      name: `reserved-ip/${stale}`,
+      hostIds: [node1],
+      ports: [{ protocol: "tcp", ports: "8080" }],
+    });
+    await provider.ensureServiceFirewall({
+      clusterId: CLUSTER_ID,
+      name: `reserved-ip/${kept}`,
+      hostIds: [node1],
+      ports: [{ protocol: "tcp", ports: "8080" }],
+    });
+    r.cloud.state.createFirewall({
+      name: "db-fw",
+      inbound_rules: [{ protocol: "tcp", ports: "5432", sources: { addresses: ["10.0.0.0/8"] } }],
+      tags: [],
+    });
+    await r.createPod({
+      name: "svc-1",
+      node: "node2",
+      labels: { "staticegress.io/reserved-ip": "" },
+      annotations: { "staticegress.io/reserved-ip": kept, "staticegress.io/reserved-ip-ports": "tcp/443" },
+    });
     expect(firewallOf(stale)).toBeDefined();
     r.controller.activate();
   }, HARNESS_TIMEOUT_MS);
@@ -169,9 +249,20 @@ describe("service firewalls of reserved IPs after a controller restart", () => {
 
   it("removes the firewall whose pods left meanwhile, updates the one still wanted, and leaves others alone", async () => {
     await waitFor(() => firewallOf(stale) === undefined, 10_000, "the leftover service firewall was not removed");
-    await waitFor(() => firewallOf(kept)?.["droplet_ids"]?.toString() === String(r.nodeDroplets.get("node2")), 10_000, "the wanted firewall was not brought up to date");
-    expect(firewallOf(kept)?.["inbound_rules"]).toEqual([{ protocol: "tcp", ports: "443", sources: { addresses: ["0.0.0.0/0", "::/0"] } }]);
-    expect(r.cloud.state.firewalls().map((f) => f["name"]).sort()).toEqual(["db-fw", serviceFirewallName(CLUSTER_ID, `reserved-ip/${kept}`)].sort());
+    await waitFor(
+      () => firewallOf(kept)?.["droplet_ids"]?.toString() === String(r.nodeDroplets.get("node2")),
+      10_000,
+      "the wanted firewall was not brought up to date",
+    );
+    expect(firewallOf(kept)?.["inbound_rules"]).toEqual([
+      { protocol: "tcp", ports: "443", sources: { addresses: ["0.0.0.0/0", "::/0"] } },
+    ]);
+    expect(
+      r.cloud.state
+        .firewalls()
+        .map((f) => f["name"])
+        .sort(),
+    ).toEqual(["db-fw", serviceFirewallName(CLUSTER_ID, `reserved-ip/${kept}`)].sort());
     await r.plugins.idle();
     await r.cloud.settle();
     expect(r.cloud.rejectedRequests()).toEqual([]);

@@ -14,23 +14,33 @@ let h: CloudHarness;
 let ip: string;
 
 const droplet = (node: string): number => h.nodeDroplets.get(node)!;
-const assignsOf = (addr: string) => [...h.cloud.state.raw.actions.values()].filter((a) => a.type === "assign_ip" && a.ip === addr).length;
+const assignsOf = (addr: string) =>
+  [...h.cloud.state.raw.actions.values()].filter((a) => a.type === "assign_ip" && a.ip === addr).length;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function holderBecomes(addr: string, node: string, message: string): Promise<void> {
-  await waitFor(() => h.holderOf(addr) === droplet(node), 10_000, `${message}: ${addr} is on ${h.holderOf(addr)}, not on ${node} (${droplet(node)})`);
+  await waitFor(
+    () => h.holderOf(addr) === droplet(node),
+    10_000,
+    `${message}: ${addr} is on ${h.holderOf(addr)}, not on ${node} (${droplet(node)})`,
+  );
 }
 
 async function warnings(pod: string, namespace = "web"): Promise<string[]> {
   const events = (await h.client.core.listNamespacedEvent({ namespace })).items;
-  return events.filter((e) => e.involvedObject.name === pod && e.type === "Warning").map((e) => `${e.reason}: ${e.message}`);
+  return events
+    .filter((e) => e.involvedObject.name === pod && e.type === "Warning")
+    .map((e) => `${e.reason}: ${e.message}`);
 }
 
 beforeAll(async () => {
   // A short holder refresh, so that the "stays while its holder is ready" rule is exercised on
   // fresh reads from the cloud, not only on what the plugin remembers.
   // The fleet plugin's sweep (a tag listing per interval) is kept out of the follower's request count.
-  h = await startCloudHarness({ nodes: 3, plugins: { follower: { holderTtlMs: HOLDER_TTL_MS }, fleet: { sweepIntervalMs: 3_600_000 } } });
+  h = await startCloudHarness({
+    nodes: 3,
+    plugins: { follower: { holderTtlMs: HOLDER_TTL_MS }, fleet: { sweepIntervalMs: 3_600_000 } },
+  });
   ip = await h.grantedReservedIP();
 }, HARNESS_TIMEOUT_MS);
 
@@ -43,16 +53,32 @@ describe("reserved IP follower", () => {
     await h.createPod({ name: "a", node: "node1", labels: { [LABEL]: "" }, annotations: { [LABEL]: ip } });
     await holderBecomes(ip, "node1", "first assignment");
     // The Event follows once the controller has seen the action complete.
-    await waitFor(async () => {
-      const events = (await h.client.core.listNamespacedEvent({ namespace: "web" })).items;
-      return events.some((e) => e.involvedObject.name === "a" && e.type === "Normal" && e.reason === "ReservedIPAssigned" && e.message === `${ip} assigned to droplet ${droplet("node1")} (node node1)`);
-    }, 5_000, "no ReservedIPAssigned event on pod a");
+    await waitFor(
+      async () => {
+        const events = (await h.client.core.listNamespacedEvent({ namespace: "web" })).items;
+        return events.some(
+          (e) =>
+            e.involvedObject.name === "a" &&
+            e.type === "Normal" &&
+            e.reason === "ReservedIPAssigned" &&
+            e.message === `${ip} assigned to droplet ${droplet("node1")} (node node1)`,
+        );
+      },
+      5_000,
+      "no ReservedIPAssigned event on pod a",
+    );
   });
 
   it("does not move while the holder stays ready, even when another ready pod appears", async () => {
     const assigns = assignsOf(ip);
     // Ready for longer than a: the better candidate, were the IP free.
-    await h.createPod({ name: "b", node: "node2", labels: { [LABEL]: "" }, annotations: { [LABEL]: ip }, readySince: new Date("2026-01-01T00:00:00Z") });
+    await h.createPod({
+      name: "b",
+      node: "node2",
+      labels: { [LABEL]: "" },
+      annotations: { [LABEL]: ip },
+      readySince: new Date("2026-01-01T00:00:00Z"),
+    });
     // Several controller resyncs (300 ms) with both pods ready.
     await sleep(1_200);
     expect(h.holderOf(ip)).toBe(droplet("node1"));
@@ -82,7 +108,13 @@ describe("reserved IP follower", () => {
   });
 
   it("moves when the holder's node is deleted; with no ready pod left it stays, then follows a new one", async () => {
-    await h.createPod({ name: "c", node: "node2", labels: { [LABEL]: "" }, annotations: { [LABEL]: ip }, ready: false });
+    await h.createPod({
+      name: "c",
+      node: "node2",
+      labels: { [LABEL]: "" },
+      annotations: { [LABEL]: ip },
+      ready: false,
+    });
     await h.deleteNode("node1");
     // Pod a's node is gone and c is not ready: nowhere to go, so it stays (never unassigned).
     await sleep(900);
@@ -94,7 +126,12 @@ describe("reserved IP follower", () => {
   it("understands the haimgel label and annotation (annotation first, else the label value)", async () => {
     const byAnnotation = await h.grantedReservedIP();
     const byLabel = await h.grantedReservedIP();
-    await h.createPod({ name: "legacy-1", node: "node3", labels: { [HAIMGEL]: "true" }, annotations: { [HAIMGEL]: byAnnotation } });
+    await h.createPod({
+      name: "legacy-1",
+      node: "node3",
+      labels: { [HAIMGEL]: "true" },
+      annotations: { [HAIMGEL]: byAnnotation },
+    });
     await holderBecomes(byAnnotation, "node3", "haimgel annotation");
     // A droplet holds one reserved IP, and node2 and node3 hold one each now: a fresh node.
     await h.addNode("node4");
@@ -105,12 +142,19 @@ describe("reserved IP follower", () => {
   it("reports a pod whose request cannot be followed, with a Warning naming the field", async () => {
     await h.createPod({ name: "bad", node: "node3", labels: { [HAIMGEL]: "true" } });
     await waitFor(async () => (await warnings("bad")).length > 0, 5_000, "no warning");
-    expect(await warnings("bad")).toEqual([`ReservedIPRequestInvalid: label ${HAIMGEL} (no annotation ${HAIMGEL}): "true" is not an IPv4 address`]);
+    expect(await warnings("bad")).toEqual([
+      `ReservedIPRequestInvalid: label ${HAIMGEL} (no annotation ${HAIMGEL}): "true" is not an IPv4 address`,
+    ]);
   });
 
   it("reports an IP that does not exist in the account, and one whose only candidate holds another IP", async () => {
     await h.grant("web", "203.0.113.250");
-    await h.createPod({ name: "ghost", node: "node3", labels: { [LABEL]: "" }, annotations: { [LABEL]: "203.0.113.250" } });
+    await h.createPod({
+      name: "ghost",
+      node: "node3",
+      labels: { [LABEL]: "" },
+      annotations: { [LABEL]: "203.0.113.250" },
+    });
     await waitFor(async () => (await warnings("ghost")).length > 0, 5_000, "no warning for a missing IP");
     expect((await warnings("ghost"))[0]).toContain("ReservedIPNotFound");
     const third = await h.grantedReservedIP();
@@ -128,9 +172,22 @@ describe("reserved IP follower", () => {
     await h.createPod({ name: "owner", node: "node7", labels: { [LABEL]: "" }, annotations: { [LABEL]: owned } });
     await holderBecomes(owned, "node7", "owner's node");
     await h.kube.ensureNamespace("tenant-b");
-    await h.createPod({ namespace: "tenant-b", name: "thief", node: "node8", labels: { [LABEL]: "" }, annotations: { [LABEL]: owned }, readySince: new Date("2025-01-01T00:00:00Z") });
-    await waitFor(async () => (await warnings("thief", "tenant-b")).length > 0, 5_000, "no warning for the ungranted pod");
-    expect(await warnings("thief", "tenant-b")).toEqual([`ReservedIPNotGranted: namespace tenant-b may not use reserved IP ${owned}: a cluster admin grants it with the annotation staticegress.io/reserved-ips on the Namespace`]);
+    await h.createPod({
+      namespace: "tenant-b",
+      name: "thief",
+      node: "node8",
+      labels: { [LABEL]: "" },
+      annotations: { [LABEL]: owned },
+      readySince: new Date("2025-01-01T00:00:00Z"),
+    });
+    await waitFor(
+      async () => (await warnings("thief", "tenant-b")).length > 0,
+      5_000,
+      "no warning for the ungranted pod",
+    );
+    expect(await warnings("thief", "tenant-b")).toEqual([
+      `ReservedIPNotGranted: namespace tenant-b may not use reserved IP ${owned}: a cluster admin grants it with the annotation staticegress.io/reserved-ips on the Namespace`,
+    ]);
     // The owner's pod goes away: the IP stays where it is rather than going to the other tenant.
     await h.deletePod("web", "owner");
     await sleep(1_000);
@@ -145,19 +202,30 @@ describe("reserved IP follower", () => {
     const fwIP = await h.grantedReservedIP();
     await h.addNode("node5");
     await h.addNode("node6");
-    const ask = { labels: { [LABEL]: "" }, annotations: { [LABEL]: fwIP, "staticegress.io/reserved-ip-ports": "tcp/443, udp/51820" } };
+    const ask = {
+      labels: { [LABEL]: "" },
+      annotations: { [LABEL]: fwIP, "staticegress.io/reserved-ip-ports": "tcp/443, udp/51820" },
+    };
     await h.createPod({ name: "fw-1", node: "node5", ...ask });
     await h.createPod({ name: "fw-2", node: "node6", ...ask });
     const name = serviceFirewallName(CLUSTER_ID, `reserved-ip/${fwIP}`);
     const firewall = () => h.cloud.state.firewalls().find((f) => f["name"] === name);
-    await waitFor(() => firewall()?.["droplet_ids"]?.toString() === String(droplet("node5")), 10_000, "no firewall on node5");
+    await waitFor(
+      () => firewall()?.["droplet_ids"]?.toString() === String(droplet("node5")),
+      10_000,
+      "no firewall on node5",
+    );
     expect(firewall()?.["inbound_rules"]).toEqual([
       { protocol: "tcp", ports: "443", sources: { addresses: ["0.0.0.0/0", "::/0"] } },
       { protocol: "udp", ports: "51820", sources: { addresses: ["0.0.0.0/0", "::/0"] } },
     ]);
     await h.setPodReady("web", "fw-1", false);
     await holderBecomes(fwIP, "node6", "firewall IP after fw-1 went not-ready");
-    await waitFor(() => firewall()?.["droplet_ids"]?.toString() === String(droplet("node6")), 10_000, "firewall did not follow the IP");
+    await waitFor(
+      () => firewall()?.["droplet_ids"]?.toString() === String(droplet("node6")),
+      10_000,
+      "firewall did not follow the IP",
+    );
     await h.deletePod("web", "fw-1");
     await h.deletePod("web", "fw-2");
     await waitFor(() => firewall() === undefined, 10_000, "firewall not removed");
@@ -178,7 +246,11 @@ describe("reserved IP follower, woken by events alone", () => {
   let w: CloudHarness;
   beforeAll(async () => {
     // The fleet plugin's own timers (sweep, convergence) would wake it too: pushed out as well.
-    w = await startCloudHarness({ nodes: 2, resyncMs: 600_000, plugins: { fleet: { minIntervalMs: 600_000, sweepIntervalMs: 600_000 } } });
+    w = await startCloudHarness({
+      nodes: 2,
+      resyncMs: 600_000,
+      plugins: { fleet: { minIntervalMs: 600_000, sweepIntervalMs: 600_000 } },
+    });
   }, HARNESS_TIMEOUT_MS);
   afterAll(async () => {
     await w?.close();
@@ -190,6 +262,10 @@ describe("reserved IP follower, woken by events alone", () => {
     await waitFor(() => w.holderOf(addr) === w.nodeDroplets.get("node1"), 10_000, "not on node1");
     await w.createPod({ name: "y", node: "node2", labels: { [LABEL]: "" }, annotations: { [LABEL]: addr } });
     await w.setNodeReady("node1", "Unknown");
-    await waitFor(() => w.holderOf(addr) === w.nodeDroplets.get("node2"), 10_000, "the IP did not leave the NotReady node");
+    await waitFor(
+      () => w.holderOf(addr) === w.nodeDroplets.get("node2"),
+      10_000,
+      "the IP did not leave the NotReady node",
+    );
   });
 });

@@ -1,7 +1,14 @@
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fleetNames } from "../../src/cloud/digitalocean/index.js";
-import { CLUSTER_ID, NODE_TAG, REGION, HARNESS_TIMEOUT_MS, startCloudHarness, type CloudHarness } from "../support/cloud-harness.js";
+import {
+  CLUSTER_ID,
+  NODE_TAG,
+  REGION,
+  HARNESS_TIMEOUT_MS,
+  startCloudHarness,
+  type CloudHarness,
+} from "../support/cloud-harness.js";
 import { CLUSTER_EVENT_NAMESPACE } from "../../src/kube/client.js";
 import { waitFor } from "../../src/lab/lab.js";
 
@@ -16,7 +23,9 @@ const NAME = "egress-r";
 const names = fleetNames(CLUSTER_ID, NAME);
 let h: CloudHarness;
 
-const instances = async (): Promise<Json[]> => (((await h.client.custom.getClusterCustomObject({ ...GV, name: NAME })) as Json).status?.instances as Json[] | undefined) ?? [];
+const instances = async (): Promise<Json[]> =>
+  (((await h.client.custom.getClusterCustomObject({ ...GV, name: NAME })) as Json).status?.instances as
+    Json[] | undefined) ?? [];
 const fleet = () => h.cloud.state.droplets().filter((d) => (d["tags"] as string[]).includes(names.fleetTag));
 
 beforeAll(async () => {
@@ -24,7 +33,12 @@ beforeAll(async () => {
   h.judgeInstancesUp("node1");
   await h.client.custom.createClusterCustomObject({
     ...GV,
-    body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressGateway", metadata: { name: NAME }, spec: { digitalocean: { region: REGION, size: "s-1vcpu-1gb", count: 2, nodeTag: NODE_TAG } } },
+    body: {
+      apiVersion: "staticegress.io/v1alpha1",
+      kind: "EgressGateway",
+      metadata: { name: NAME },
+      spec: { digitalocean: { region: REGION, size: "s-1vcpu-1gb", count: 2, nodeTag: NODE_TAG } },
+    },
   });
   await waitFor(async () => (await instances()).filter((i) => i.health === "Up").length === 2, 15_000, "fleet not Up");
 }, HARNESS_TIMEOUT_MS);
@@ -37,7 +51,10 @@ describe("rolling replacement of a gateway fleet", () => {
   it("replaces droplets of an old size one at a time, draining each first, never leaving no instance Up", async () => {
     const before = await instances();
     expect(fleet().map((d) => d["size_slug"])).toEqual(["s-1vcpu-1gb", "s-1vcpu-1gb"]);
-    await h.client.custom.patchClusterCustomObject({ ...GV, name: NAME, body: { spec: { digitalocean: { size: "s-2vcpu-2gb" } } } }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch));
+    await h.client.custom.patchClusterCustomObject(
+      { ...GV, name: NAME, body: { spec: { digitalocean: { size: "s-2vcpu-2gb" } } } },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
 
     const samples: Json[][] = [];
     const drainedBeforeGone = new Set<string>();
@@ -45,7 +62,8 @@ describe("rolling replacement of a gateway fleet", () => {
       async () => {
         const now = await instances();
         samples.push(now);
-        for (const i of now) if (i.health === "Draining" && before.some((b) => b.id === i.id)) drainedBeforeGone.add(i.name as string);
+        for (const i of now)
+          if (i.health === "Draining" && before.some((b) => b.id === i.id)) drainedBeforeGone.add(i.name as string);
         const droplets = fleet();
         const current = (i: Json) => droplets.some((d) => String(d["id"]) === i.id && d["size_slug"] === "s-2vcpu-2gb");
         return droplets.length === 2 && now.length === 2 && now.every((i) => current(i) && i.health === "Up");
@@ -58,14 +76,19 @@ describe("rolling replacement of a gateway fleet", () => {
     expect([...drainedBeforeGone].sort()).toEqual(before.map((i) => i.name).sort());
     for (const s of samples) {
       expect(s.filter((i) => i.health === "Draining").length).toBeLessThanOrEqual(1);
-      expect(s.filter((i) => i.health === "Up").length, JSON.stringify(s.map((i) => `${i.name}:${i.health}`))).toBeGreaterThanOrEqual(1);
+      expect(
+        s.filter((i) => i.health === "Up").length,
+        JSON.stringify(s.map((i) => `${i.name}:${i.health}`)),
+      ).toBeGreaterThanOrEqual(1);
     }
     // Same names and reserved IPs per slot, new droplets.
     const after = await instances();
     expect(after.map((i) => i.name)).toEqual(before.map((i) => i.name));
     expect(after.map((i) => i.egressIPs)).toEqual(before.map((i) => i.egressIPs));
     for (const [i, inst] of after.entries()) expect(inst.id).not.toBe(before[i]!.id);
-    const events = (await h.client.core.listNamespacedEvent({ namespace: CLUSTER_EVENT_NAMESPACE })).items.filter((e) => e.involvedObject.name === NAME && e.reason === "RollingReplacement");
+    const events = (await h.client.core.listNamespacedEvent({ namespace: CLUSTER_EVENT_NAMESPACE })).items.filter(
+      (e) => e.involvedObject.name === NAME && e.reason === "RollingReplacement",
+    );
     expect(events.length).toBeGreaterThanOrEqual(4); // drain + replace, for each droplet
   });
 

@@ -3,7 +3,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ANCHOR_ANNOTATION, AnchorPublisher } from "../../src/agents/node/anchor.js";
 import { readAnchorIPv4, readDropletId } from "../../src/cloud/digitalocean/metadata.js";
 import { MANAGED_EXTERNAL_IPS_KEY } from "../../src/controller/cloud/service-external-ips.js";
-import { NODE_TAG, REGION, HARNESS_TIMEOUT_MS, startCloudHarness, type CloudHarness } from "../support/cloud-harness.js";
+import {
+  NODE_TAG,
+  REGION,
+  HARNESS_TIMEOUT_MS,
+  startCloudHarness,
+  type CloudHarness,
+} from "../support/cloud-harness.js";
 import { standinMetadataUrl } from "../../src/lab/do-standin/metadata.js";
 import { waitFor } from "../../src/lab/lab.js";
 import { KubeSource } from "../../src/kube/source.js";
@@ -22,25 +28,37 @@ let ip: string;
 
 const droplet = (node: string): number => h.nodeDroplets.get(node)!;
 const anchorOf = (node: string): string => h.cloud.state.raw.droplets.get(droplet(node))!.anchorIp!;
-const nodeAnnotation = async (node: string) => (await h.client.core.readNode({ name: node })).metadata?.annotations?.[ANCHOR_ANNOTATION];
-const externalIPs = async (namespace: string, name: string) => (await h.client.core.readNamespacedService({ namespace, name })).spec?.externalIPs ?? [];
+const nodeAnnotation = async (node: string) =>
+  (await h.client.core.readNode({ name: node })).metadata?.annotations?.[ANCHOR_ANNOTATION];
+const externalIPs = async (namespace: string, name: string) =>
+  (await h.client.core.readNamespacedService({ namespace, name })).spec?.externalIPs ?? [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function warnings(namespace: string, kind: string, name: string): Promise<string[]> {
   const events = (await h.client.core.listNamespacedEvent({ namespace })).items;
-  return events.filter((e) => e.involvedObject.kind === kind && e.involvedObject.name === name && e.type === "Warning").map((e) => `${e.reason}: ${e.message}`);
+  return events
+    .filter((e) => e.involvedObject.kind === kind && e.involvedObject.name === name && e.type === "Warning")
+    .map((e) => `${e.reason}: ${e.message}`);
 }
 
 function service(namespace: string, name: string, annotations: Record<string, string>, ips: string[] = []): V1Service {
   return {
     metadata: { namespace, name, annotations },
-    spec: { selector: { app: name }, ports: [{ name: "https", port: 443, targetPort: 8443, protocol: "TCP" }], ...(ips.length ? { externalIPs: ips } : {}) },
+    spec: {
+      selector: { app: name },
+      ports: [{ name: "https", port: 443, targetPort: 8443, protocol: "TCP" }],
+      ...(ips.length ? { externalIPs: ips } : {}),
+    },
   };
 }
 
 /** The node's agent publishing its anchor, with its own token. */
 async function publisher(node: string, dropletId = droplet(node)): Promise<AnchorPublisher> {
-  return new AnchorPublisher({ client: await h.kube.clientFor("node-agent", node), node, read: () => readAnchorIPv4({ baseUrl: standinMetadataUrl(h.cloud.url, dropletId) }) });
+  return new AnchorPublisher({
+    client: await h.kube.clientFor("node-agent", node),
+    node,
+    read: () => readAnchorIPv4({ baseUrl: standinMetadataUrl(h.cloud.url, dropletId) }),
+  });
 }
 
 beforeAll(async () => {
@@ -57,10 +75,17 @@ describe("anchor IP discovery", () => {
   it("the stand-in serves each droplet's metadata without a token", async () => {
     const base = standinMetadataUrl(h.cloud.url, droplet("node1"));
     expect(await readDropletId({ baseUrl: base })).toBe(String(droplet("node1")));
-    expect(await readAnchorIPv4({ baseUrl: base })).toEqual({ address: anchorOf("node1"), netmask: "255.255.0.0", gateway: "10.20.0.1" });
+    expect(await readAnchorIPv4({ baseUrl: base })).toEqual({
+      address: anchorOf("node1"),
+      netmask: "255.255.0.0",
+      gateway: "10.20.0.1",
+    });
     expect(anchorOf("node1")).toMatch(/^10\.20\.\d+\.\d+$/);
     expect(anchorOf("node1")).not.toBe(anchorOf("node2"));
-    const doc = (await (await fetch(`${base}.json`)).json()) as { droplet_id: number; interfaces: { public: { anchor_ipv4?: { ip_address: string } }[] } };
+    const doc = (await (await fetch(`${base}.json`)).json()) as {
+      droplet_id: number;
+      interfaces: { public: { anchor_ipv4?: { ip_address: string } }[] };
+    };
     expect(doc.droplet_id).toBe(droplet("node1"));
     expect(doc.interfaces.public[0]?.anchor_ipv4?.ip_address).toBe(anchorOf("node1"));
     expect((await fetch(`${standinMetadataUrl(h.cloud.url, 1)}/id`)).status).toBe(404);
@@ -86,7 +111,9 @@ describe("anchor IP discovery", () => {
     try {
       // The controller's source watches Services (the API server's own `kubernetes` Service is the
       // only one yet); the agent's does not.
-      expect(controller.raw("Service").map((o) => `${o.metadata?.namespace}/${o.metadata?.name}`)).toEqual(["default/kubernetes"]);
+      expect(controller.raw("Service").map((o) => `${o.metadata?.namespace}/${o.metadata?.name}`)).toEqual([
+        "default/kubernetes",
+      ]);
       expect(agent.raw("Service")).toEqual([]);
       await node3Agent.patchNodeAnnotations("node3", { [ANCHOR_ANNOTATION]: "10.20.200.1" });
       await waitFor(() => controllerWakes > 0, 5_000, "the controller's source did not wake on the anchor annotation");
@@ -99,9 +126,15 @@ describe("anchor IP discovery", () => {
       await h.client.patchNodeAnnotations("node3", { "example.com/not-ours": "x" });
       await sleep(200);
       expect(agentWakes).toBe(0);
-      await h.client.core.patchNode({ name: "node3", body: { metadata: { labels: { "example.com/planned": "x" } } } }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch));
+      await h.client.core.patchNode(
+        { name: "node3", body: { metadata: { labels: { "example.com/planned": "x" } } } },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
       await waitFor(() => agentWakes > 0, 5_000, "the agent's source did not wake on a label");
-      await h.client.core.patchNode({ name: "node3", body: { metadata: { labels: { "example.com/planned": null } } } }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch));
+      await h.client.core.patchNode(
+        { name: "node3", body: { metadata: { labels: { "example.com/planned": null } } } },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
     } finally {
       await agent.stop();
       await controller.stop();
@@ -109,9 +142,20 @@ describe("anchor IP discovery", () => {
   });
 
   it("a droplet without anchor (no public networking) gets the annotation removed", async () => {
-    const d = h.cloud.state.createDroplet({ name: "private-only", region: REGION, size: "s-2vcpu-4gb", image: "debian-12-x64", tags: [NODE_TAG], public_networking: false });
+    const d = h.cloud.state.createDroplet({
+      name: "private-only",
+      region: REGION,
+      size: "s-2vcpu-4gb",
+      image: "debian-12-x64",
+      tags: [NODE_TAG],
+      public_networking: false,
+    });
     const id = d["id"] as number;
-    await h.kube.createNode({ name: "private-only", annotations: { [ANCHOR_ANNOTATION]: "10.20.9.9" }, providerID: `digitalocean://${id}` });
+    await h.kube.createNode({
+      name: "private-only",
+      annotations: { [ANCHOR_ANNOTATION]: "10.20.9.9" },
+      providerID: `digitalocean://${id}`,
+    });
     const p = await publisher("private-only", id);
     expect(await p.publishOnce()).toBe("removed");
     expect(await nodeAnnotation("private-only")).toBeUndefined();
@@ -121,10 +165,17 @@ describe("anchor IP discovery", () => {
 
 describe("Service externalIPs follow the reserved IP", () => {
   it("lists the holder's anchor beside the user's entry", async () => {
-    await h.client.core.createNamespacedService({ namespace: "web", body: service("web", "svc", { [KEY]: ip }, [USER_ENTRY]) });
+    await h.client.core.createNamespacedService({
+      namespace: "web",
+      body: service("web", "svc", { [KEY]: ip }, [USER_ENTRY]),
+    });
     await h.createPod({ name: "a", node: "node1", labels: { [KEY]: "" }, annotations: { [KEY]: ip } });
     await waitFor(() => h.holderOf(ip) === droplet("node1"), 10_000, "IP not on node1");
-    await waitFor(async () => (await externalIPs("web", "svc")).join() === [USER_ENTRY, anchorOf("node1")].join(), 10_000, "externalIPs do not list node1's anchor");
+    await waitFor(
+      async () => (await externalIPs("web", "svc")).join() === [USER_ENTRY, anchorOf("node1")].join(),
+      10_000,
+      "externalIPs do not list node1's anchor",
+    );
     const svc = await h.client.core.readNamespacedService({ namespace: "web", name: "svc" });
     expect(svc.metadata?.annotations?.[MANAGED_EXTERNAL_IPS_KEY]).toBe(anchorOf("node1"));
   });
@@ -134,50 +185,101 @@ describe("Service externalIPs follow the reserved IP", () => {
     h.cloud.faults.slowActions({ durationMs: 1_500, type: "assign_ip", count: 1 });
     await h.deletePod("web", "a");
     // The Service lists node2's anchor before the IP arrives there, and node1's until it left.
-    await waitFor(async () => (await externalIPs("web", "svc")).includes(anchorOf("node2")), 10_000, "node2's anchor never listed");
+    await waitFor(
+      async () => (await externalIPs("web", "svc")).includes(anchorOf("node2")),
+      10_000,
+      "node2's anchor never listed",
+    );
     expect(h.holderOf(ip)).toBe(droplet("node1"));
     expect(await externalIPs("web", "svc")).toEqual([USER_ENTRY, anchorOf("node1"), anchorOf("node2")]);
     await waitFor(() => h.holderOf(ip) === droplet("node2"), 10_000, "IP not on node2");
-    await waitFor(async () => (await externalIPs("web", "svc")).join() === [USER_ENTRY, anchorOf("node2")].join(), 10_000, "node1's anchor not removed");
+    await waitFor(
+      async () => (await externalIPs("web", "svc")).join() === [USER_ENTRY, anchorOf("node2")].join(),
+      10_000,
+      "node1's anchor not removed",
+    );
   });
 
   it("puts back what a user removed, and keeps entries the user adds", async () => {
-    await h.client.core.patchNamespacedService(
-      { namespace: "web", name: "svc", body: [{ op: "replace", path: "/spec/externalIPs", value: ["198.51.100.7"] }] },
+    await h.client.core.patchNamespacedService({
+      namespace: "web",
+      name: "svc",
+      body: [{ op: "replace", path: "/spec/externalIPs", value: ["198.51.100.7"] }],
+    });
+    await waitFor(
+      async () => (await externalIPs("web", "svc")).join() === ["198.51.100.7", anchorOf("node2")].join(),
+      10_000,
+      "anchor not put back",
     );
-    await waitFor(async () => (await externalIPs("web", "svc")).join() === ["198.51.100.7", anchorOf("node2")].join(), 10_000, "anchor not put back");
     // Settled: several passes (300 ms resync) write nothing more.
     const rv = (await h.client.core.readNamespacedService({ namespace: "web", name: "svc" })).metadata?.resourceVersion;
     await sleep(1_000);
-    expect((await h.client.core.readNamespacedService({ namespace: "web", name: "svc" })).metadata?.resourceVersion).toBe(rv);
+    expect(
+      (await h.client.core.readNamespacedService({ namespace: "web", name: "svc" })).metadata?.resourceVersion,
+    ).toBe(rv);
   });
 
   it("refuses a Service in another namespace than the claiming pods, with a Warning, and removes anchors from it", async () => {
-    await h.client.core.createNamespacedService({ namespace: "other", body: service("other", "thief", { [KEY]: ip, [MANAGED_EXTERNAL_IPS_KEY]: anchorOf("node3") }, [anchorOf("node3"), USER_ENTRY]) });
-    await waitFor(async () => (await warnings("other", "Service", "thief")).length > 0, 10_000, "no warning on the foreign Service");
-    expect((await warnings("other", "Service", "thief"))[0]).toMatch(new RegExp(`^ExternalIPsRefused: ${ip.replace(/\./g, "\\.")} is claimed by pods in other namespaces \\(web/b\\)`));
-    await waitFor(async () => (await externalIPs("other", "thief")).join() === USER_ENTRY, 10_000, "anchors not removed from the foreign Service");
+    await h.client.core.createNamespacedService({
+      namespace: "other",
+      body: service("other", "thief", { [KEY]: ip, [MANAGED_EXTERNAL_IPS_KEY]: anchorOf("node3") }, [
+        anchorOf("node3"),
+        USER_ENTRY,
+      ]),
+    });
+    await waitFor(
+      async () => (await warnings("other", "Service", "thief")).length > 0,
+      10_000,
+      "no warning on the foreign Service",
+    );
+    expect((await warnings("other", "Service", "thief"))[0]).toMatch(
+      new RegExp(`^ExternalIPsRefused: ${ip.replace(/\./g, "\\.")} is claimed by pods in other namespaces \\(web/b\\)`),
+    );
+    await waitFor(
+      async () => (await externalIPs("other", "thief")).join() === USER_ENTRY,
+      10_000,
+      "anchors not removed from the foreign Service",
+    );
     expect(await externalIPs("web", "svc")).toContain(anchorOf("node2"));
   });
 
   it("reports a bad annotation value, naming the annotation", async () => {
-    await h.client.core.createNamespacedService({ namespace: "web", body: service("web", "typo", { "k8s.haim.dev/floating-ip": "203.0.113.x" }) });
-    await waitFor(async () => (await warnings("web", "Service", "typo")).length > 0, 10_000, "no warning for a bad annotation");
-    expect(await warnings("web", "Service", "typo")).toEqual(['ExternalIPsRequestInvalid: annotation k8s.haim.dev/floating-ip: "203.0.113.x" is not an IPv4 address']);
+    await h.client.core.createNamespacedService({
+      namespace: "web",
+      body: service("web", "typo", { "k8s.haim.dev/floating-ip": "203.0.113.x" }),
+    });
+    await waitFor(
+      async () => (await warnings("web", "Service", "typo")).length > 0,
+      10_000,
+      "no warning for a bad annotation",
+    );
+    expect(await warnings("web", "Service", "typo")).toEqual([
+      'ExternalIPsRequestInvalid: annotation k8s.haim.dev/floating-ip: "203.0.113.x" is not an IPv4 address',
+    ]);
     expect(await externalIPs("web", "typo")).toEqual([]);
   });
 
   it("a Service that drops the annotation loses the anchors we wrote and keeps its own entries", async () => {
     expect(await externalIPs("web", "svc")).toContain(anchorOf("node2")); // what there is to give back
     const escaped = KEY.replace(/~/g, "~0").replace(/\//g, "~1");
-    await h.client.core.patchNamespacedService({ namespace: "web", name: "svc", body: [{ op: "remove", path: `/metadata/annotations/${escaped}` }] });
-    await waitFor(async () => (await externalIPs("web", "svc")).join() === "198.51.100.7", 10_000, "our anchor not removed from a Service that stopped asking");
+    await h.client.core.patchNamespacedService({
+      namespace: "web",
+      name: "svc",
+      body: [{ op: "remove", path: `/metadata/annotations/${escaped}` }],
+    });
+    await waitFor(
+      async () => (await externalIPs("web", "svc")).join() === "198.51.100.7",
+      10_000,
+      "our anchor not removed from a Service that stopped asking",
+    );
     const svc = await h.client.core.readNamespacedService({ namespace: "web", name: "svc" });
     expect(svc.metadata?.annotations?.[MANAGED_EXTERNAL_IPS_KEY]).toBeUndefined();
     // Settled: not ours any more, nothing more is written.
     const rv = svc.metadata?.resourceVersion;
     await sleep(1_000);
-    expect((await h.client.core.readNamespacedService({ namespace: "web", name: "svc" })).metadata?.resourceVersion).toBe(rv);
+    expect(
+      (await h.client.core.readNamespacedService({ namespace: "web", name: "svc" })).metadata?.resourceVersion,
+    ).toBe(rv);
   });
 
   it("sent only valid requests to the DigitalOcean API", async () => {

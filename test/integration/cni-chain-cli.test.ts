@@ -26,12 +26,19 @@ describe("cni chain / unchain", () => {
     const list = { cniVersion: "1.0.0", name: "k8s", plugins: [{ type: "ptp", ipam: { type: "host-local" } }] };
     await writeFile(join(netd, "10-k8s.conflist"), JSON.stringify(list));
     const config = join(dir, "agent.yaml");
-    await writeFile(config, "clusterNetwork:\n  podCIDRs: [10.244.0.0/16]\n  serviceCIDRs: [10.96.0.0/12]\n  nodeCIDRs: [10.0.0.0/16]\n");
+    await writeFile(
+      config,
+      "clusterNetwork:\n  podCIDRs: [10.244.0.0/16]\n  serviceCIDRs: [10.96.0.0/12]\n  nodeCIDRs: [10.0.0.0/16]\n",
+    );
     let r = run("cni", "chain", "--conf-dir", netd, "--config", config);
     expect(r.stderr).toBe("");
     expect(r.stdout).toBe(`${join(netd, "10-k8s.conflist")}: chained\n`);
     const chained = JSON.parse(await readFile(join(netd, "10-k8s.conflist"), "utf8"));
-    expect(chained.plugins.at(-1)).toEqual({ type: "static-egress", agentSocket: "/run/static-egress/cni.sock", clusterCIDRs: ["10.244.0.0/16", "10.96.0.0/12", "10.0.0.0/16"] });
+    expect(chained.plugins.at(-1)).toEqual({
+      type: "static-egress",
+      agentSocket: "/run/static-egress/cni.sock",
+      clusterCIDRs: ["10.244.0.0/16", "10.96.0.0/12", "10.0.0.0/16"],
+    });
     expect(run("cni", "chain", "--conf-dir", netd, "--config", config).stdout).toContain(": already chained");
     r = run("cni", "unchain", "--conf-dir", netd);
     expect(r.stdout).toContain(": unchained");
@@ -44,7 +51,10 @@ describe("cni chain / unchain", () => {
     expect(r.stderr).toMatch(/^static-egress: .*nowhere: cannot read the CNI config directory \(ENOENT\)/);
     const flannel = join(dir, "flannel");
     await mkdir(flannel);
-    await writeFile(join(flannel, "10-flannel.conf"), JSON.stringify({ cniVersion: "0.3.1", name: "cbr0", type: "flannel" }));
+    await writeFile(
+      join(flannel, "10-flannel.conf"),
+      JSON.stringify({ cniVersion: "0.3.1", name: "cbr0", type: "flannel" }),
+    );
     const f = run("cni", "chain", "--conf-dir", flannel);
     expect(f.status).toBe(1);
     expect(f.stderr).toContain("10-flannel.conf: a single-plugin configuration");

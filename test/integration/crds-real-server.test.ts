@@ -38,10 +38,19 @@ interface Run {
 /** Runs kubectl as the admin (asynchronously: the fault proxy it talks to runs in this process). */
 function kubectl(args: string[], input?: string): Promise<Run> {
   return new Promise((resolve) => {
-    const child = execFile(k8sBinary("kubectl"), ["--kubeconfig", kubeconfig, ...args], { timeout: 90_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === "number" ? (err as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    const child = execFile(
+      k8sBinary("kubectl"),
+      ["--kubeconfig", kubeconfig, ...args],
+      { timeout: 90_000 },
+      (err, stdout, stderr) => {
+        const code = err
+          ? typeof (err as { code?: unknown }).code === "number"
+            ? (err as { code: number }).code
+            : -1
+          : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
     child.stdin?.end(input ?? "");
   });
 }
@@ -79,7 +88,11 @@ beforeAll(async () => {
   await api.ensureNamespace("payments");
   // The API server serves the updated schema once its CRD handler has seen the update.
   const probe = JSON.stringify(object("EgressPolicy", "probe", { ...REFUSALS[0]!.spec }));
-  await waitFor(async () => (await kubectl(["create", "--dry-run=server", "-f", "-"], probe)).code !== 0, 20_000, "the CRDs' list types are not enforced");
+  await waitFor(
+    async () => (await kubectl(["create", "--dry-run=server", "-f", "-"], probe)).code !== 0,
+    20_000,
+    "the CRDs' list types are not enforced",
+  );
 }, 120_000);
 
 afterAll(async () => {
@@ -97,36 +110,68 @@ describe("the CRDs on a real API server", () => {
     }
   });
 
-  it.each(REFUSALS.map((r, i) => [r.kind, r.name, i] as const))("kubectl create refuses a %s with %s, naming the fields our validator names", async (kind, _name, i) => {
-    const r = REFUSALS[i]!;
-    const name = `bad-${i}`;
-    const run = await kubectl(["create", "-f", "-"], JSON.stringify(object(kind, name, structuredClone(r.spec))));
-    expect(run.code).toBe(1);
-    expect(run.stderr).toContain(`The ${kind} "${name}" is invalid`);
-    expect(fieldsNamed(run.stderr)).toEqual([...r.fields].sort());
-    const ours = [...new Set(new SpecValidator().check(kind, structuredClone(r.spec)).map((e) => e.field))].sort();
-    expect(ours).toEqual(fieldsNamed(run.stderr));
-  });
+  it.each(REFUSALS.map((r, i) => [r.kind, r.name, i] as const))(
+    "kubectl create refuses a %s with %s, naming the fields our validator names",
+    async (kind, _name, i) => {
+      const r = REFUSALS[i]!;
+      const name = `bad-${i}`;
+      const run = await kubectl(["create", "-f", "-"], JSON.stringify(object(kind, name, structuredClone(r.spec))));
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain(`The ${kind} "${name}" is invalid`);
+      expect(fieldsNamed(run.stderr)).toEqual([...r.fields].sort());
+      const ours = [...new Set(new SpecValidator().check(kind, structuredClone(r.spec)).map((e) => e.field))].sort();
+      expect(ours).toEqual(fieldsNamed(run.stderr));
+    },
+  );
 
   it("says what a CEL rule or a list type found, in the rule's own words", async () => {
-    const refusal = async (name: string, i: number) => (await kubectl(["create", "-f", "-"], JSON.stringify(object(REFUSALS[i]!.kind, name, REFUSALS[i]!.spec)))).stderr;
+    const refusal = async (name: string, i: number) =>
+      (await kubectl(["create", "-f", "-"], JSON.stringify(object(REFUSALS[i]!.kind, name, REFUSALS[i]!.spec)))).stderr;
     expect(await refusal("dup", 0)).toContain('spec.egressIPs[2]: Duplicate value: "192.0.2.10"');
-    expect(await refusal("in", REFUSALS.findIndex((r) => r.name === "operator In without values"))).toContain("spec.podSelector.matchExpressions[1].values: Required value: must be non-empty when operator is In");
-    expect(await refusal("src", REFUSALS.findIndex((r) => r.name === "two instance sources"))).toContain("spec: Invalid value: exactly one instance source must be set (static, nodes or digitalocean)");
-    expect(await refusal("name", REFUSALS.findIndex((r) => r.name === "a repeated instance name"))).toContain('spec.static.instances[1]: Duplicate value: {"name":"gw-a"}');
+    expect(
+      await refusal(
+        "in",
+        REFUSALS.findIndex((r) => r.name === "operator In without values"),
+      ),
+    ).toContain("spec.podSelector.matchExpressions[1].values: Required value: must be non-empty when operator is In");
+    expect(
+      await refusal(
+        "src",
+        REFUSALS.findIndex((r) => r.name === "two instance sources"),
+      ),
+    ).toContain("spec: Invalid value: exactly one instance source must be set (static, nodes or digitalocean)");
+    expect(
+      await refusal(
+        "name",
+        REFUSALS.findIndex((r) => r.name === "a repeated instance name"),
+      ),
+    ).toContain('spec.static.instances[1]: Duplicate value: {"name":"gw-a"}');
   });
 
   it("refuses unknown fields under kubectl's strict validation (its default), and prunes them when asked not to validate", async () => {
-    const spec = { podSelector: {}, gatewayName: "shared", egressIPs: ["192.0.2.10"], destinationCIDR: ["198.51.100.0/24"] };
+    const spec = {
+      podSelector: {},
+      gatewayName: "shared",
+      egressIPs: ["192.0.2.10"],
+      destinationCIDR: ["198.51.100.0/24"],
+    };
     for (const flags of [[], ["--validate=strict"]]) {
       const run = await kubectl(["create", ...flags, "-f", "-"], JSON.stringify(object("EgressPolicy", "typo", spec)));
       expect(run.code).toBe(1);
       expect(run.stderr).toContain('unknown field "spec.destinationCIDR"');
     }
     await kubectlOk(["create", "--validate=false", "-f", "-"], JSON.stringify(object("EgressPolicy", "typo", spec)));
-    const gateway = { static: { instances: [{ name: "gw-a", address: "10.0.0.101", egressIPs: ["192.0.2.10"], zone: "a" }] }, colour: "blue" };
-    await kubectlOk(["create", "--validate=false", "-f", "-"], JSON.stringify(object("EgressGateway", "pruned", gateway)));
-    const policy = JSON.parse(await kubectlOk(["get", "egresspolicy", "typo", "-n", "crd-checks", "-o", "json"])) as Json;
+    const gateway = {
+      static: { instances: [{ name: "gw-a", address: "10.0.0.101", egressIPs: ["192.0.2.10"], zone: "a" }] },
+      colour: "blue",
+    };
+    await kubectlOk(
+      ["create", "--validate=false", "-f", "-"],
+      JSON.stringify(object("EgressGateway", "pruned", gateway)),
+    );
+    const policy = JSON.parse(
+      await kubectlOk(["get", "egresspolicy", "typo", "-n", "crd-checks", "-o", "json"]),
+    ) as Json;
     expect(policy.spec).not.toHaveProperty("destinationCIDR");
     const gw = JSON.parse(await kubectlOk(["get", "egressgateway", "pruned", "-o", "json"])) as Json;
     expect(gw.spec).not.toHaveProperty("colour");
@@ -137,28 +182,53 @@ describe("the CRDs on a real API server", () => {
   it("fills in the documented defaults, the same ones our validator fills", async () => {
     const cases: [string, string, Json][] = [
       ["EgressPolicy", "defaults", { podSelector: {}, gatewayName: "shared", egressIPs: ["192.0.2.10"] }],
-      ["EgressGateway", "defaults-nodes", { nodes: { nodeSelector: {} }, health: {}, grants: [{ namespaceSelector: {} }] }],
-      ["EgressGateway", "defaults-do", { digitalocean: { region: "ams3", size: "s-1vcpu-1gb", nodeTag: "k8s-worker" } }],
+      [
+        "EgressGateway",
+        "defaults-nodes",
+        { nodes: { nodeSelector: {} }, health: {}, grants: [{ namespaceSelector: {} }] },
+      ],
+      [
+        "EgressGateway",
+        "defaults-do",
+        { digitalocean: { region: "ams3", size: "s-1vcpu-1gb", nodeTag: "k8s-worker" } },
+      ],
     ];
     const filled = new Map<string, Json>();
     for (const [kind, name, spec] of cases) {
       await kubectlOk(["create", "-f", "-"], JSON.stringify(object(kind, name, spec)));
-      const live = JSON.parse(await kubectlOk(["get", kind.toLowerCase(), name, ...(kind === "EgressPolicy" ? ["-n", "crd-checks"] : []), "-o", "json"])) as Json;
+      const live = JSON.parse(
+        await kubectlOk([
+          "get",
+          kind.toLowerCase(),
+          name,
+          ...(kind === "EgressPolicy" ? ["-n", "crd-checks"] : []),
+          "-o",
+          "json",
+        ]),
+      ) as Json;
       const ours = structuredClone(spec);
       expect(new SpecValidator().check(kind, ours)).toEqual([]);
       expect(live.spec).toEqual(ours);
       filled.set(name, live.spec);
     }
     expect(filled.get("defaults")).toMatchObject({ failurePolicy: "Drop", priority: 100 });
-    expect(filled.get("defaults-nodes")).toMatchObject({ nodes: { count: 2 }, health: { intervalMs: 100, multiplier: 3, holdDownMs: 5_000 }, grants: [{ outrankClusterPolicies: false }] });
-    expect(filled.get("defaults-do")).toMatchObject({ digitalocean: { image: "debian-12-x64", count: 2, allocateReservedIPs: true } });
+    expect(filled.get("defaults-nodes")).toMatchObject({
+      nodes: { count: 2 },
+      health: { intervalMs: 100, multiplier: 3, holdDownMs: 5_000 },
+      grants: [{ outrankClusterPolicies: false }],
+    });
+    expect(filled.get("defaults-do")).toMatchObject({
+      digitalocean: { image: "debian-12-x64", count: 2, allocateReservedIPs: true },
+    });
     await kubectlOk(["delete", "egressgateway", "defaults-nodes", "defaults-do"]);
   });
 
   it("kubectl explain shows our descriptions", async () => {
     const text = (await kubectlOk(["explain", "egresspolicy.spec.egressIPs"])).replace(/\s+/g, " ");
     expect(text).toContain("FIELD: egressIPs <[]string>");
-    expect(text).toContain("This application's own egress IPs: one per gateway instance that may carry it, or several on one instance");
+    expect(text).toContain(
+      "This application's own egress IPs: one per gateway instance that may carry it, or several on one instance",
+    );
     const failure = (await kubectlOk(["explain", "egresspolicy.spec.failurePolicy"])).replace(/\s+/g, " ");
     expect(failure).toContain("With no healthy instance: Drop (fail-closed) or leave with the node's IP");
     expect(failure).toMatch(/ENUM: Drop FallbackToNodeIP/);
@@ -193,7 +263,9 @@ describe("examples/policies.yaml with kubectl", () => {
     expect(changed.stdout).toMatch(/^\+\s+priority: 300$/m);
     expect(changed.stdout).not.toMatch(/egressIPs/); // only the change
     // diff changes nothing; and an edit the server refuses is an error (exit > 1), not a diff.
-    expect((JSON.parse(await kubectlOk(["get", "clusteregresspolicy", "exporters", "-o", "json"])) as Json).spec.priority).toBe(200);
+    expect(
+      (JSON.parse(await kubectlOk(["get", "clusteregresspolicy", "exporters", "-o", "json"])) as Json).spec.priority,
+    ).toBe(200);
     const checkoutIPs = "gatewayName: shared\n  egressIPs: [192.0.2.10, 192.0.2.20]";
     expect(text).toContain(checkoutIPs);
     writeFileSync(edited, text.replace(checkoutIPs, "gatewayName: shared\n  egressIPs: [192.0.2.10, 192.0.2.10]"));
@@ -207,10 +279,24 @@ describe("examples/policies.yaml with kubectl", () => {
   it("kubectl wait --for=condition=Ready returns once the controller has judged a policy; what only the controller can check shows as Invalid", async () => {
     const c = await api.clientFor("controller");
     const network = { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.0.0.0/24"] };
-    controller = new Controller({ client: c, source: new KubeSource(c, silentLogger), network, logger: silentLogger, resyncMs: 1_000, stepTimeoutMs: 1_000 });
+    controller = new Controller({
+      client: c,
+      source: new KubeSource(c, silentLogger),
+      network,
+      logger: silentLogger,
+      resyncMs: 1_000,
+      stepTimeoutMs: 1_000,
+    });
     await controller.startInformers();
     controller.activate();
-    const ready = await kubectlOk(["wait", "--for=condition=Ready", "--timeout=60s", "egresspolicy/checkout", "-n", "payments"]);
+    const ready = await kubectlOk([
+      "wait",
+      "--for=condition=Ready",
+      "--timeout=60s",
+      "egresspolicy/checkout",
+      "-n",
+      "payments",
+    ]);
     expect(ready).toContain("egresspolicy.staticegress.io/checkout condition met");
     await kubectlOk(["wait", "--for=condition=Ready", "--timeout=60s", "clusteregresspolicy/exporters"]);
     // Valid to the API server, but what only the controller can see across objects: 192.0.2.99 is
@@ -220,15 +306,42 @@ describe("examples/policies.yaml with kubectl", () => {
       await kubectlOk(["wait", "--for=condition=Invalid", "--timeout=60s", `${kind}/${name}`, ...ns]);
       return (JSON.parse(await kubectlOk(["get", kind, name, ...ns, "-o", "json"])) as Json).status as Json;
     };
-    await kubectlOk(["create", "-f", "-"], JSON.stringify(object("ClusterEgressPolicy", "stray", { podSelector: {}, namespaceSelector: {}, gatewayName: "shared", egressIPs: ["192.0.2.99"] })));
-    await kubectlOk(["create", "-f", "-"], JSON.stringify(object("EgressPolicy", "stray", { podSelector: {}, gatewayName: "shared", egressIPs: ["192.0.2.99"] }, "payments")));
+    await kubectlOk(
+      ["create", "-f", "-"],
+      JSON.stringify(
+        object("ClusterEgressPolicy", "stray", {
+          podSelector: {},
+          namespaceSelector: {},
+          gatewayName: "shared",
+          egressIPs: ["192.0.2.99"],
+        }),
+      ),
+    );
+    await kubectlOk(
+      ["create", "-f", "-"],
+      JSON.stringify(
+        object(
+          "EgressPolicy",
+          "stray",
+          { podSelector: {}, gatewayName: "shared", egressIPs: ["192.0.2.99"] },
+          "payments",
+        ),
+      ),
+    );
     const cluster = await judged("clusteregresspolicy", "stray");
     const namespaced = await judged("egresspolicy", "stray", "payments");
     const invalid = (s: Json) => (s.conditions as Json[]).find((x) => x.type === "Invalid")!;
     expect(invalid(cluster)).toMatchObject({ status: "True", reason: "InvalidSpecEgressIPs" });
-    expect(invalid(cluster).message).toContain("spec.egressIPs[0]: 192.0.2.99 is not an egress IP of any instance of EgressGateway shared");
-    expect(invalid(namespaced).message).toContain('spec.egressIPs[0]: 192.0.2.99 is not granted to namespace "payments"');
+    expect(invalid(cluster).message).toContain(
+      "spec.egressIPs[0]: 192.0.2.99 is not an egress IP of any instance of EgressGateway shared",
+    );
+    expect(invalid(namespaced).message).toContain(
+      'spec.egressIPs[0]: 192.0.2.99 is not granted to namespace "payments"',
+    );
     const status = namespaced;
-    expect((status.conditions as Json[]).find((x) => x.type === "Ready")).toMatchObject({ status: "False", reason: "Invalid" });
+    expect((status.conditions as Json[]).find((x) => x.type === "Ready")).toMatchObject({
+      status: "False",
+      reason: "Invalid",
+    });
   });
 });

@@ -2,7 +2,16 @@
 // KUBE_ACCESS (the code's own list of API calls), the node agent's privileges checked against
 // docs/deploy.md, the init container's script run against temporary directories, the
 // Dockerfile checked against the repository, and the whole install applied to a real kube-apiserver.
-import { accessSync, constants, existsSync, readFileSync, readdirSync, statSync, writeFileSync, mkdirSync } from "node:fs";
+import {
+  accessSync,
+  constants,
+  existsSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  writeFileSync,
+  mkdirSync,
+} from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { builtinModules } from "node:module";
 import { tmpdir } from "node:os";
@@ -115,27 +124,47 @@ function find<T extends K8sObject>(objects: readonly K8sObject[], kind: string, 
 const triple = (apiGroup: string, resource: string, verb: string): string => `${apiGroup}|${resource}|${verb}`;
 
 function expectedAccess(access: readonly Access[], component: Component): string[] {
-  return [...new Set(access.filter((a) => a.component === component).flatMap((a) => a.verbs.map((v) => triple(a.apiGroup, a.resource, v))))].sort();
+  return [
+    ...new Set(
+      access
+        .filter((a) => a.component === component)
+        .flatMap((a) => a.verbs.map((v) => triple(a.apiGroup, a.resource, v))),
+    ),
+  ].sort();
 }
 
 /** What the component's ServiceAccount is granted through every binding that names it. */
 function grantedAccess(objects: readonly K8sObject[], component: Component): string[] {
   const sa = SERVICE_ACCOUNTS[component];
   const out = new Set<string>();
-  for (const b of objects.filter((o): o is BindingObject => o.kind === "ClusterRoleBinding" || o.kind === "RoleBinding")) {
-    if (!(b.subjects ?? []).some((s) => s.kind === "ServiceAccount" && s.name === sa && s.namespace === NAMESPACE)) continue;
+  for (const b of objects.filter(
+    (o): o is BindingObject => o.kind === "ClusterRoleBinding" || o.kind === "RoleBinding",
+  )) {
+    if (!(b.subjects ?? []).some((s) => s.kind === "ServiceAccount" && s.name === sa && s.namespace === NAMESPACE))
+      continue;
     const role = objects.find(
-      (o): o is RoleObject => o.kind === b.roleRef.kind && o.metadata.name === b.roleRef.name && (o.kind === "ClusterRole" || o.metadata.namespace === b.metadata.namespace),
+      (o): o is RoleObject =>
+        o.kind === b.roleRef.kind &&
+        o.metadata.name === b.roleRef.name &&
+        (o.kind === "ClusterRole" || o.metadata.namespace === b.metadata.namespace),
     );
-    if (!role) throw new Error(`${b.kind}/${b.metadata.name} refers to ${b.roleRef.kind}/${b.roleRef.name}, which is not rendered`);
+    if (!role)
+      throw new Error(
+        `${b.kind}/${b.metadata.name} refers to ${b.roleRef.kind}/${b.roleRef.name}, which is not rendered`,
+      );
     for (const r of role.rules ?? []) {
-      for (const g of r.apiGroups ?? []) for (const res of r.resources ?? []) for (const v of r.verbs) out.add(triple(g, res, v));
+      for (const g of r.apiGroups ?? [])
+        for (const res of r.resources ?? []) for (const v of r.verbs) out.add(triple(g, res, v));
     }
   }
   return [...out].sort();
 }
 
-function rbacDiff(objects: readonly K8sObject[], access: readonly Access[], component: Component): { missing: string[]; extra: string[] } {
+function rbacDiff(
+  objects: readonly K8sObject[],
+  access: readonly Access[],
+  component: Component,
+): { missing: string[]; extra: string[] } {
   const want = expectedAccess(access, component);
   const have = grantedAccess(objects, component);
   return { missing: want.filter((t) => !have.includes(t)), extra: have.filter((t) => !want.includes(t)) };
@@ -150,7 +179,10 @@ function markdownTable(markdown: string, heading: string): string[][] {
   for (const line of markdown.slice(start + heading.length + 2).split("\n")) {
     if (line.startsWith("|")) {
       inTable = true;
-      const cells = line.slice(1, line.endsWith("|") ? -1 : undefined).split("|").map((c) => c.trim());
+      const cells = line
+        .slice(1, line.endsWith("|") ? -1 : undefined)
+        .split("|")
+        .map((c) => c.trim());
       if (/^`[^`]+`$/.test(cells[0] ?? "")) rows.push(cells.map((c) => c.replace(/^`([^`]*)`$/, "$1")));
     } else if (inTable) break;
   }
@@ -179,8 +211,14 @@ function expectFlagsAccepted(command: string, args: readonly string[]): void {
   const options = cliOptions().get(command);
   expect(options, `command ${command} in src/cli/main.ts`).toBeDefined();
   const flags = flagsOf(args);
-  expect(flags.filter((f) => !options?.all.has(f)), `flags of ${command} unknown to src/cli/main.ts`).toEqual([]);
-  expect([...(options?.required ?? [])].filter((f) => !flags.includes(f)), `required options of ${command} not passed`).toEqual([]);
+  expect(
+    flags.filter((f) => !options?.all.has(f)),
+    `flags of ${command} unknown to src/cli/main.ts`,
+  ).toEqual([]);
+  expect(
+    [...(options?.required ?? [])].filter((f) => !flags.includes(f)),
+    `required options of ${command} not passed`,
+  ).toEqual([]);
 }
 
 function envFrom(c: Container, name: string): string | undefined {
@@ -209,7 +247,14 @@ function dockerInstructions(text: string): { op: string; rest: string }[] {
 /** Whether .dockerignore keeps `path` (relative to the root) out of the build context. */
 function dockerIgnored(path: string, patterns: readonly string[]): boolean {
   const toRegex = (p: string) =>
-    new RegExp(`^${p.replace(/[.+^${}()|[\]]/g, "\\$&").replace(/\*\*\//g, "(?:.*/)?").replace(/\*\*/g, ".*").replace(/\*/g, "[^/]*").replace(/\?/g, "[^/]")}$`);
+    new RegExp(
+      `^${p
+        .replace(/[.+^${}()|[\]]/g, "\\$&")
+        .replace(/\*\*\//g, "(?:.*/)?")
+        .replace(/\*\*/g, ".*")
+        .replace(/\*/g, "[^/]*")
+        .replace(/\?/g, "[^/]")}$`,
+    );
   const parts = path.split("/");
   const prefixes = parts.map((_, i) => parts.slice(0, i + 1).join("/"));
   return patterns.some((p) => prefixes.some((prefix) => toRegex(p).test(prefix)));
@@ -226,7 +271,9 @@ function importedPackages(entries: readonly string[]): Set<string> {
     seen.add(file);
     const text = readFileSync(file, "utf8");
     const specifiers = [
-      ...[...text.matchAll(/^\s*(?:import|export)\s+(?!type\s)[\w*{}\s,$]*?\bfrom\s+["']([^"']+)["']/gm)].map((m) => m[1] as string),
+      ...[...text.matchAll(/^\s*(?:import|export)\s+(?!type\s)[\w*{}\s,$]*?\bfrom\s+["']([^"']+)["']/gm)].map(
+        (m) => m[1] as string,
+      ),
       ...[...text.matchAll(/^\s*import\s+["']([^"']+)["']/gm)].map((m) => m[1] as string),
       ...[...text.matchAll(/\bimport\(\s*["']([^"']+)["']\s*\)/g)].map((m) => m[1] as string),
     ];
@@ -302,7 +349,10 @@ describe("kubectl kustomize", () => {
     const crds = install.filter((o) => o.kind === "CustomResourceDefinition");
     // Listed beside the CRDs, out of the base's namespace transformer (cluster-scoped; enforced by the API server in access.test.ts).
     const admission = install.filter((o) => o.apiVersion === "admissionregistration.k8s.io/v1");
-    expect(admission.map(key).sort()).toEqual(["ValidatingAdmissionPolicy/static-egress-node-agent-own-node", "ValidatingAdmissionPolicyBinding/static-egress-node-agent-own-node"]);
+    expect(admission.map(key).sort()).toEqual([
+      "ValidatingAdmissionPolicy/static-egress-node-agent-own-node",
+      "ValidatingAdmissionPolicyBinding/static-egress-node-agent-own-node",
+    ]);
     for (const o of admission) expect(o.metadata.namespace, key(o)).toBeUndefined();
     expect(install.filter((o) => o.kind !== "CustomResourceDefinition" && !admission.includes(o))).toEqual(base);
     const files = readdirSync(join(ROOT, "deploy/crds")).filter((f) => f.endsWith(".yaml"));
@@ -310,28 +360,42 @@ describe("kubectl kustomize", () => {
     expect(crds).toHaveLength(files.length);
     for (const f of files) {
       const generated = parse(readFileSync(join(ROOT, "deploy/crds", f), "utf8")) as K8sObject;
-      expect(crds.find((c) => c.metadata.name === generated.metadata.name), f).toEqual(generated);
+      expect(
+        crds.find((c) => c.metadata.name === generated.metadata.name),
+        f,
+      ).toEqual(generated);
     }
   });
 
   it("sets the image on every container", () => {
     for (const w of base.filter((o): o is Workload => o.kind === "Deployment" || o.kind === "DaemonSet")) {
-      for (const c of [...(w.spec.template.spec.initContainers ?? []), ...w.spec.template.spec.containers]) expect(c.image, `${key(w)} ${c.name}`).toMatch(/^static-egress:\d+\.\d+\.\d+$/);
+      for (const c of [...(w.spec.template.spec.initContainers ?? []), ...w.spec.template.spec.containers])
+        expect(c.image, `${key(w)} ${c.name}`).toMatch(/^static-egress:\d+\.\d+\.\d+$/);
     }
   });
 });
 
 describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
-  it.each(Object.keys(SERVICE_ACCOUNTS) as Component[])("%s: granted (apiGroup, resource, verb) = KUBE_ACCESS", (component) => {
-    expect(expectedAccess(KUBE_ACCESS, component).length).toBeGreaterThan(0);
-    expect(rbacDiff(base, KUBE_ACCESS, component)).toEqual({ missing: [], extra: [] });
-  });
+  it.each(Object.keys(SERVICE_ACCOUNTS) as Component[])(
+    "%s: granted (apiGroup, resource, verb) = KUBE_ACCESS",
+    (component) => {
+      expect(expectedAccess(KUBE_ACCESS, component).length).toBeGreaterThan(0);
+      expect(rbacDiff(base, KUBE_ACCESS, component)).toEqual({ missing: [], extra: [] });
+    },
+  );
 
   it("the check catches widened RBAC and access without RBAC", () => {
     const widened = structuredClone(base);
-    find<RoleObject>(widened, "ClusterRole", "static-egress-node-agent").rules?.push({ apiGroups: [""], resources: ["secrets"], verbs: ["get"] });
+    find<RoleObject>(widened, "ClusterRole", "static-egress-node-agent").rules?.push({
+      apiGroups: [""],
+      resources: ["secrets"],
+      verbs: ["get"],
+    });
     expect(rbacDiff(widened, KUBE_ACCESS, "node-agent").extra).toEqual([triple("", "secrets", "get")]);
-    const moreCalls: Access[] = [...KUBE_ACCESS, { component: "controller", apiGroup: "", resource: "pods", verbs: ["delete"] }];
+    const moreCalls: Access[] = [
+      ...KUBE_ACCESS,
+      { component: "controller", apiGroup: "", resource: "pods", verbs: ["delete"] },
+    ];
     expect(rbacDiff(base, moreCalls, "controller").missing).toEqual([triple("", "pods", "delete")]);
   });
 
@@ -342,10 +406,18 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
       expect(r.aggregationRule, key(r)).toBeUndefined();
       for (const rule of r.rules ?? []) {
         expect(rule.nonResourceURLs, key(r)).toBeUndefined();
-        for (const v of [...(rule.apiGroups ?? []), ...(rule.resources ?? []), ...rule.verbs, ...(rule.resourceNames ?? [])]) expect(v, key(r)).not.toContain("*");
+        for (const v of [
+          ...(rule.apiGroups ?? []),
+          ...(rule.resources ?? []),
+          ...rule.verbs,
+          ...(rule.resourceNames ?? []),
+        ])
+          expect(v, key(r)).not.toContain("*");
       }
     }
-    for (const b of base.filter((o): o is BindingObject => o.kind === "ClusterRoleBinding" || o.kind === "RoleBinding")) {
+    for (const b of base.filter(
+      (o): o is BindingObject => o.kind === "ClusterRoleBinding" || o.kind === "RoleBinding",
+    )) {
       expect(b.subjects?.length, key(b)).toBeGreaterThan(0);
       for (const s of b.subjects ?? []) {
         expect(s, key(b)).toMatchObject({ kind: "ServiceAccount", namespace: NAMESPACE });
@@ -358,7 +430,9 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
   it("leases only through a Role in static-egress, get/update only of the controller's Lease", () => {
     const leaseRules = base
       .filter((o): o is RoleObject => o.kind === "ClusterRole" || o.kind === "Role")
-      .flatMap((r) => (r.rules ?? []).filter((rule) => rule.resources?.includes("leases")).map((rule) => ({ role: r, rule })));
+      .flatMap((r) =>
+        (r.rules ?? []).filter((rule) => rule.resources?.includes("leases")).map((rule) => ({ role: r, rule })),
+      );
     expect(leaseRules.length).toBeGreaterThan(0);
     for (const { role, rule } of leaseRules) {
       expect(role.kind).toBe("Role");
@@ -404,7 +478,15 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
       deleteNamespacedCustomObject: [GROUP, CUSTOM, "delete"],
     };
     // Server-side apply is a patch that creates a missing object: the API server asks for both.
-    const applyCreates = new Set(["patchNamespace", "patchNamespacedSecret", "patchNamespacedService", "patchNamespacedDeployment", "patchNamespacedNetworkPolicy", "patchClusterCustomObject", "patchNamespacedCustomObject"]);
+    const applyCreates = new Set([
+      "patchNamespace",
+      "patchNamespacedSecret",
+      "patchNamespacedService",
+      "patchNamespacedDeployment",
+      "patchNamespacedNetworkPolicy",
+      "patchClusterCustomObject",
+      "patchNamespacedCustomObject",
+    ]);
     const called = new Set<string>();
     const unknown: string[] = [];
     for (const file of sourceFiles(join(ROOT, "src/kube"))) {
@@ -417,33 +499,63 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
         }
         const [group, listed, verb] = access;
         // A call on DigitalOcean's StaticRoute names its group and plural in its arguments.
-        const foreign = listed.includes(CUSTOM) ? /^\(\s*\{ group: STATIC_ROUTE_GROUP\b[^}]*plural: "(\w+)"/.exec(text.slice((m.index ?? 0) + m[0].length - 1)) : null;
+        const foreign = listed.includes(CUSTOM)
+          ? /^\(\s*\{ group: STATIC_ROUTE_GROUP\b[^}]*plural: "(\w+)"/.exec(
+              text.slice((m.index ?? 0) + m[0].length - 1),
+            )
+          : null;
         if (foreign) {
           called.add(triple(STATIC_ROUTE_GROUP, listed.replace(CUSTOM, foreign[1] as string), verb));
           continue;
         }
         // A custom-object call naming its plural (APPS_PLURAL, PLURALS.<Kind>) is about that kind only.
         const named = /plural: (APPS_PLURAL|PLURALS\.(\w+))/.exec(m[2] ?? "");
-        const plural = named ? (named[1] === "APPS_PLURAL" ? "apps" : PLURALS[named[2] as keyof typeof PLURALS]) : undefined;
+        const plural = named
+          ? named[1] === "APPS_PLURAL"
+            ? "apps"
+            : PLURALS[named[2] as keyof typeof PLURALS]
+          : undefined;
         const resource = plural ? listed.replace(CUSTOM, plural) : listed;
-        if ((m[2] ?? "").includes(", apply)") && applyCreates.has(m[1] as string)) called.add(triple(group, resource, "create"));
-        for (const r of resource.includes(CUSTOM) ? Object.values(PLURALS).map((p) => resource.replace(CUSTOM, p)) : [resource]) called.add(triple(group, r, verb));
+        if ((m[2] ?? "").includes(", apply)") && applyCreates.has(m[1] as string))
+          called.add(triple(group, resource, "create"));
+        for (const r of resource.includes(CUSTOM)
+          ? Object.values(PLURALS).map((p) => resource.replace(CUSTOM, p))
+          : [resource])
+          called.add(triple(group, r, verb));
       }
       // Informers list (page by page, KubeClient.listPage) and watch these paths (ListWatch).
-      for (const m of text.matchAll(/path: (?:"\/api\/v1\/([a-z]+)"|`\/apis\/\$\{GROUP\}\/\$\{VERSION\}\/([a-z]+)`|"\/apis\/([a-z0-9.]+)\/v1\/([a-z]+)"|`\/apis\/\$\{STATIC_ROUTE_API_VERSION\}\/([a-z]+)`)/g)) {
+      for (const m of text.matchAll(
+        /path: (?:"\/api\/v1\/([a-z]+)"|`\/apis\/\$\{GROUP\}\/\$\{VERSION\}\/([a-z]+)`|"\/apis\/([a-z0-9.]+)\/v1\/([a-z]+)"|`\/apis\/\$\{STATIC_ROUTE_API_VERSION\}\/([a-z]+)`)/g,
+      )) {
         for (const verb of ["list", "watch"])
-          called.add(m[1] ? triple("", m[1], verb) : m[2] ? triple(GROUP, m[2], verb) : m[3] ? triple(m[3], m[4] as string, verb) : triple(STATIC_ROUTE_GROUP, m[5] as string, verb));
+          called.add(
+            m[1]
+              ? triple("", m[1], verb)
+              : m[2]
+                ? triple(GROUP, m[2], verb)
+                : m[3]
+                  ? triple(m[3], m[4] as string, verb)
+                  : triple(STATIC_ROUTE_GROUP, m[5] as string, verb),
+          );
       }
     }
-    expect(unknown, "client-node calls this test does not know: add them to `methods` here and to KUBE_ACCESS").toEqual([]);
-    const listed = [...new Set(KUBE_ACCESS.flatMap((a) => a.verbs.map((v) => triple(a.apiGroup, a.resource, v))))].sort();
+    expect(unknown, "client-node calls this test does not know: add them to `methods` here and to KUBE_ACCESS").toEqual(
+      [],
+    );
+    const listed = [
+      ...new Set(KUBE_ACCESS.flatMap((a) => a.verbs.map((v) => triple(a.apiGroup, a.resource, v)))),
+    ].sort();
     expect([...called].sort()).toEqual(listed);
   });
 
   it("no code outside src/kube makes Kubernetes API clients", () => {
     const offenders = sourceFiles(join(ROOT, "src"))
       .filter((f) => !f.startsWith(join(ROOT, "src/kube/")) && !f.startsWith(join(ROOT, "src/lab/")))
-      .filter((f) => /makeApiClient|new (?:Watch|ListWatch|KubernetesObjectApi)\b|\b(?:CoreV1Api|CustomObjectsApi|CoordinationV1Api|AppsV1Api|RbacAuthorizationV1Api|EventsV1Api)\b/.test(readFileSync(f, "utf8")))
+      .filter((f) =>
+        /makeApiClient|new (?:Watch|ListWatch|KubernetesObjectApi)\b|\b(?:CoreV1Api|CustomObjectsApi|CoordinationV1Api|AppsV1Api|RbacAuthorizationV1Api|EventsV1Api)\b/.test(
+          readFileSync(f, "utf8"),
+        ),
+      )
       .map((f) => relative(ROOT, f));
     expect(offenders).toEqual([]);
   });
@@ -459,7 +571,12 @@ describe("the controller Deployment", () => {
     expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } });
     expect(pod.containers).toHaveLength(1);
     const c = pod.containers[0] as Container;
-    expect(c.securityContext).toEqual({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, privileged: false, capabilities: { drop: ["ALL"] } });
+    expect(c.securityContext).toEqual({
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      privileged: false,
+      capabilities: { drop: ["ALL"] },
+    });
     expect(c.resources?.requests).toMatchObject({ cpu: expect.any(String), memory: expect.any(String) });
     expect(c.resources?.limits).toMatchObject({ cpu: expect.any(String), memory: expect.any(String) });
     expect(c.args?.[0]).toBe("controller");
@@ -471,7 +588,8 @@ describe("the controller Deployment", () => {
   });
 
   it("serves metrics on the declared port, and is probed on /healthz and /readyz there", () => {
-    const c = find<Workload>(base, "Deployment", "static-egress-controller").spec.template.spec.containers[0] as Container;
+    const c = find<Workload>(base, "Deployment", "static-egress-controller").spec.template.spec
+      .containers[0] as Container;
     const port = Number(c.args?.find((a) => a.startsWith("--metrics-port="))?.split("=")[1]);
     expect(port).toBeGreaterThan(1023);
     expect(c.ports).toEqual([{ name: "metrics", containerPort: port, protocol: "TCP" }]);
@@ -482,7 +600,10 @@ describe("the controller Deployment", () => {
 
 describe("the node agent DaemonSet", () => {
   const daemonSet = () => find<Workload>(base, "DaemonSet", "static-egress-node-agent");
-  const allContainers = () => [...(daemonSet().spec.template.spec.initContainers ?? []), ...daemonSet().spec.template.spec.containers];
+  const allContainers = () => [
+    ...(daemonSet().spec.template.spec.initContainers ?? []),
+    ...daemonSet().spec.template.spec.containers,
+  ];
   const agent = () => daemonSet().spec.template.spec.containers.find((c) => c.name === "agent") as Container;
 
   it("hostNetwork, on every node, system-node-critical, its own service account", () => {
@@ -495,13 +616,24 @@ describe("the node agent DaemonSet", () => {
   });
 
   it("is not privileged: capabilities exactly as documented, no SYS_ADMIN, all else dropped", () => {
-    const documented = markdownTable(docs, "### Capabilities").map((row) => ({ capability: row[0], container: row[1] }));
+    const documented = markdownTable(docs, "### Capabilities").map((row) => ({
+      capability: row[0],
+      container: row[1],
+    }));
     expect(documented.length).toBeGreaterThan(0);
-    const granted = allContainers().flatMap((c) => (c.securityContext?.capabilities?.add ?? []).map((capability) => ({ capability, container: c.name })));
-    const order = (xs: { capability?: string; container?: string }[]) => xs.map((x) => `${x.container}:${x.capability}`).sort();
+    const granted = allContainers().flatMap((c) =>
+      (c.securityContext?.capabilities?.add ?? []).map((capability) => ({ capability, container: c.name })),
+    );
+    const order = (xs: { capability?: string; container?: string }[]) =>
+      xs.map((x) => `${x.container}:${x.capability}`).sort();
     expect(order(granted)).toEqual(order(documented));
     for (const c of allContainers()) {
-      expect(c.securityContext, c.name).toMatchObject({ privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } });
+      expect(c.securityContext, c.name).toMatchObject({
+        privileged: false,
+        allowPrivilegeEscalation: false,
+        readOnlyRootFilesystem: true,
+        capabilities: { drop: ["ALL"] },
+      });
       expect(c.securityContext?.capabilities?.add ?? [], c.name).not.toContain("SYS_ADMIN");
       expect(c.securityContext?.capabilities?.add ?? [], c.name).not.toContain("ALL");
     }
@@ -510,7 +642,9 @@ describe("the node agent DaemonSet", () => {
 
   it("mounts host paths exactly as documented", () => {
     const pod = daemonSet().spec.template.spec;
-    const documented = markdownTable(docs, "### Host paths").map(([host, mount, container]) => `${container} ${host} -> ${mount}`);
+    const documented = markdownTable(docs, "### Host paths").map(
+      ([host, mount, container]) => `${container} ${host} -> ${mount}`,
+    );
     const mounted = allContainers().flatMap((c) =>
       (c.volumeMounts ?? []).flatMap((m) => {
         const host = pod.volumes?.find((v) => v.name === m.name)?.hostPath?.path;
@@ -592,7 +726,10 @@ describe("the install-cni init container", () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  const init = () => find<Workload>(base, "DaemonSet", "static-egress-node-agent").spec.template.spec.initContainers?.find((c) => c.name === "install-cni") as Container;
+  const init = () =>
+    find<Workload>(base, "DaemonSet", "static-egress-node-agent").spec.template.spec.initContainers?.find(
+      (c) => c.name === "install-cni",
+    ) as Container;
 
   /** A stand-in for the image's /app whose CLI records how it was run. */
   function fakeApp(path: string, buildId: string): void {
@@ -616,14 +753,22 @@ describe("the install-cni init container", () => {
     expect(Object.keys(env).sort()).toEqual(["APP_DIR", "CNI_BIN_DIR", "HOST_LIB_DIR"]);
     await runCommand("/bin/sh", ["-c", c.command?.[2] ?? ""], {
       timeoutMs: 20_000,
-      env: { APP_DIR: app, HOST_LIB_DIR: join(dir, "host/opt/static-egress"), CNI_BIN_DIR: join(dir, "host/opt/cni/bin"), RECORD: join(dir, "record.json"), ...extraEnv },
+      env: {
+        APP_DIR: app,
+        HOST_LIB_DIR: join(dir, "host/opt/static-egress"),
+        CNI_BIN_DIR: join(dir, "host/opt/cni/bin"),
+        RECORD: join(dir, "record.json"),
+        ...extraEnv,
+      },
     });
   }
 
   it("mounts the host library at the same path, and runs `cni install` with flags it accepts", () => {
     const c = init();
     const libMount = c.volumeMounts?.find((m) => m.mountPath === "/opt/static-egress");
-    const volume = find<Workload>(base, "DaemonSet", "static-egress-node-agent").spec.template.spec.volumes?.find((v) => v.name === libMount?.name);
+    const volume = find<Workload>(base, "DaemonSet", "static-egress-node-agent").spec.template.spec.volumes?.find(
+      (v) => v.name === libMount?.name,
+    );
     expect(volume?.hostPath?.path).toBe("/opt/static-egress");
     const env = Object.fromEntries((c.env ?? []).map((e) => [e.name, e.value]));
     expect(env.HOST_LIB_DIR).toBe("/opt/static-egress");
@@ -637,11 +782,15 @@ describe("the install-cni init container", () => {
     fakeApp(app, "0123456789abcdef");
     await runScript(app);
     const release = join(dir, "host/opt/static-egress/releases/0123456789abcdef");
-    for (const f of [".complete", "package.json", "dist/cli/main.js", "dist/cni/main.js", "node_modules/dep/index.js"]) expect(existsSync(join(release, f)), f).toBe(true);
+    for (const f of [".complete", "package.json", "dist/cli/main.js", "dist/cni/main.js", "node_modules/dep/index.js"])
+      expect(existsSync(join(release, f)), f).toBe(true);
     accessSync(join(release, "node"), constants.X_OK);
     const record = JSON.parse(readFileSync(join(dir, "record.json"), "utf8")) as { execPath: string; argv: string[] };
     // The wrapper will exec these paths on the host: the release's own Node, not the image's.
-    expect(record).toEqual({ execPath: join(release, "node"), argv: ["cni", "install", "--bin-dir", join(dir, "host/opt/cni/bin"), "--node", join(release, "node")] });
+    expect(record).toEqual({
+      execPath: join(release, "node"),
+      argv: ["cni", "install", "--bin-dir", join(dir, "host/opt/cni/bin"), "--node", join(release, "node")],
+    });
 
     // Same build again: the release is whole, nothing is copied over it.
     const copiedAt = statSync(join(release, "dist/cli/main.js")).mtimeMs;
@@ -682,9 +831,14 @@ describe("the Dockerfile", () => {
   const workdir = (stage: (typeof stages)[number]) => stage.body.filter((i) => i.op === "WORKDIR").at(-1)?.rest;
 
   it("is multi-stage on the Node.js major the scripts, the buildah image and package.json's engines use", () => {
-    const version = /^STATIC_EGRESS_NODE_VERSION=(\d+)\.\d+\.\d+$/m.exec(readFileSync(join(ROOT, "scripts/node-env.sh"), "utf8"))?.[1];
+    const version = /^STATIC_EGRESS_NODE_VERSION=(\d+)\.\d+\.\d+$/m.exec(
+      readFileSync(join(ROOT, "scripts/node-env.sh"), "utf8"),
+    )?.[1];
     expect(version).toBeDefined();
-    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { engines: { node: string }; devDependencies: Record<string, string> };
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as {
+      engines: { node: string };
+      devDependencies: Record<string, string>;
+    };
     expect(pkg.engines.node).toBe(`>=${version}`);
     expect(pkg.devDependencies["@types/node"]).toMatch(new RegExp(`^\\^${version}\\.`));
     expect(stages.length).toBeGreaterThanOrEqual(2);
@@ -722,29 +876,53 @@ describe("the Dockerfile", () => {
         const dir = workdir(source) ?? "/";
         if (source.name === "cni-shim") {
           // The Go stage produces what `go build -o` names.
-          const outputs = source.body.filter((i) => i.op === "RUN").flatMap((i) => [...i.rest.matchAll(/\bgo build\b.*-o\s+(\S+)/g)].map((m) => m[1] as string));
+          const outputs = source.body
+            .filter((i) => i.op === "RUN")
+            .flatMap((i) => [...i.rest.matchAll(/\bgo build\b.*-o\s+(\S+)/g)].map((m) => m[1] as string));
           for (const s of sources) expect(outputs, `COPY --from=${from} ${s}`).toContain(relative(dir, s));
           continue;
         }
         const produced = new Set<string>(["node_modules", "dist"]);
         for (const i of source.body) {
-          if (i.op === "COPY") i.rest.split(/\s+/).filter((t) => !t.startsWith("--")).slice(0, -1).forEach((t) => produced.add(t));
+          if (i.op === "COPY")
+            i.rest
+              .split(/\s+/)
+              .filter((t) => !t.startsWith("--"))
+              .slice(0, -1)
+              .forEach((t) => produced.add(t));
           if (i.op === "RUN") for (const m of i.rest.matchAll(/>\s*([\w.-]+)/g)) produced.add(m[1] as string);
         }
-        expect(source.body.some((i) => i.op === "RUN" && /\bnpm ci\b/.test(i.rest)), "npm ci").toBe(true);
-        expect(source.body.some((i) => i.op === "RUN" && /\bnpm run build\b/.test(i.rest) && /npm prune --omit=dev/.test(i.rest)), "build, then prune").toBe(true);
+        expect(
+          source.body.some((i) => i.op === "RUN" && /\bnpm ci\b/.test(i.rest)),
+          "npm ci",
+        ).toBe(true);
+        expect(
+          source.body.some(
+            (i) => i.op === "RUN" && /\bnpm run build\b/.test(i.rest) && /npm prune --omit=dev/.test(i.rest),
+          ),
+          "build, then prune",
+        ).toBe(true);
         for (const s of sources) expect(produced.has(relative(dir, s)), `COPY --from=${from} ${s}`).toBe(true);
       }
     }
   });
 
   it("enters at dist/cli/main.js, which `npm run build` makes from src/cli/main.ts", () => {
-    const entrypoint = JSON.parse(runtime().body.filter((i) => i.op === "ENTRYPOINT").at(-1)?.rest ?? "null") as string[];
+    const entrypoint = JSON.parse(
+      runtime()
+        .body.filter((i) => i.op === "ENTRYPOINT")
+        .at(-1)?.rest ?? "null",
+    ) as string[];
     expect(entrypoint).toEqual(["node", `${workdir(runtime())}/dist/cli/main.js`]);
-    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { scripts: Record<string, string>; bin: Record<string, string> };
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as {
+      scripts: Record<string, string>;
+      bin: Record<string, string>;
+    };
     expect(pkg.scripts.build).toBe("tsc -p tsconfig.build.json");
     expect(pkg.bin["static-egress"]).toBe("dist/cli/main.js");
-    const build = parse(readFileSync(join(ROOT, "tsconfig.build.json"), "utf8")) as { compilerOptions: { rootDir: string; outDir: string } };
+    const build = parse(readFileSync(join(ROOT, "tsconfig.build.json"), "utf8")) as {
+      compilerOptions: { rootDir: string; outDir: string };
+    };
     expect(build.compilerOptions).toMatchObject({ rootDir: "src", outDir: "dist" });
     expect(existsSync(join(ROOT, "src/cli/main.ts"))).toBe(true);
     // The CNI plugin's entry, which the wrapper runs.
@@ -752,7 +930,13 @@ describe("the Dockerfile", () => {
   });
 
   it("installs a Debian package for every command the agents exec", () => {
-    const packageOf: Record<string, string> = { nft: "nftables", ip: "iproute2", conntrack: "conntrack", sysctl: "procps", sh: "dash" };
+    const packageOf: Record<string, string> = {
+      nft: "nftables",
+      ip: "iproute2",
+      conntrack: "conntrack",
+      sysctl: "procps",
+      sh: "dash",
+    };
     // Essential packages are in every Debian image: nothing to install.
     const essential = new Set(["dash"]);
     const commands = new Set<string>();
@@ -761,7 +945,11 @@ describe("the Dockerfile", () => {
     }
     expect(commands.size).toBeGreaterThan(0);
     const install = runtime().body.find((i) => i.op === "RUN" && i.rest.includes("apt-get install"))?.rest ?? "";
-    const installed = (install.split("apt-get install")[1] ?? "").split("&&")[0]?.split(/\s+/).filter((t) => t !== "" && !t.startsWith("-")) ?? [];
+    const installed =
+      (install.split("apt-get install")[1] ?? "")
+        .split("&&")[0]
+        ?.split(/\s+/)
+        .filter((t) => t !== "" && !t.startsWith("-")) ?? [];
     for (const c of commands) {
       expect(packageOf[c], `which Debian package provides \`${c}\`?`).toBeDefined();
       if (!essential.has(packageOf[c]!)) expect(installed, c).toContain(packageOf[c]);
@@ -769,25 +957,44 @@ describe("the Dockerfile", () => {
   });
 
   it("runs as a numeric non-root user, the controller's; the node agent overrides to root", () => {
-    const user = runtime().body.filter((i) => i.op === "USER").at(-1)?.rest ?? "";
+    const user =
+      runtime()
+        .body.filter((i) => i.op === "USER")
+        .at(-1)?.rest ?? "";
     expect(user).toMatch(/^[1-9]\d*:\d+$/);
     const [uid, gid] = user.split(":").map(Number);
-    expect(find<Workload>(base, "Deployment", "static-egress-controller").spec.template.spec.securityContext).toMatchObject({ runAsUser: uid, runAsGroup: gid });
-    expect(find<Workload>(base, "DaemonSet", "static-egress-node-agent").spec.template.spec.securityContext).toMatchObject({ runAsUser: 0 });
+    expect(
+      find<Workload>(base, "Deployment", "static-egress-controller").spec.template.spec.securityContext,
+    ).toMatchObject({ runAsUser: uid, runAsGroup: gid });
+    expect(
+      find<Workload>(base, "DaemonSet", "static-egress-node-agent").spec.template.spec.securityContext,
+    ).toMatchObject({ runAsUser: 0 });
   });
 
   it("builds the same image as scripts/build-image.sh (buildah): packages, Node.js at /usr/local/bin, app dir, user, entrypoint", () => {
     const script = readFileSync(join(ROOT, "scripts/build-image.sh"), "utf8");
     const scriptPackages = (/^packages=\(([^)]*)\)/m.exec(script)?.[1] ?? "").split(/\s+/).filter(Boolean).sort();
     const install = runtime().body.find((i) => i.op === "RUN" && i.rest.includes("apt-get install"))?.rest ?? "";
-    const dockerPackages = ((install.split("apt-get install")[1] ?? "").split("&&")[0] ?? "").split(/\s+/).filter((t) => t !== "" && !t.startsWith("-")).sort();
+    const dockerPackages = ((install.split("apt-get install")[1] ?? "").split("&&")[0] ?? "")
+      .split(/\s+/)
+      .filter((t) => t !== "" && !t.startsWith("-"))
+      .sort();
     expect(scriptPackages.length).toBeGreaterThan(0);
     expect(scriptPackages).toEqual(dockerPackages);
     // node:*-bookworm-slim has node at /usr/local/bin/node (the gateway user data copies it from there).
     expect(script).toContain('"$node_dir/bin/node" /usr/local/bin/node');
     expect(script).toContain(`--workingdir ${workdir(runtime())}`);
-    expect(script).toContain(`--user ${runtime().body.filter((i) => i.op === "USER").at(-1)?.rest}`);
-    const entrypoint = runtime().body.filter((i) => i.op === "ENTRYPOINT").at(-1)?.rest ?? "";
+    expect(script).toContain(
+      `--user ${
+        runtime()
+          .body.filter((i) => i.op === "USER")
+          .at(-1)?.rest
+      }`,
+    );
+    const entrypoint =
+      runtime()
+        .body.filter((i) => i.op === "ENTRYPOINT")
+        .at(-1)?.rest ?? "";
     expect(script).toContain(`--entrypoint '${entrypoint}'`);
     expect(script).toMatch(/buildah copy "\$ctr" "\$app\/package.json" "\$app\/BUILD_ID" \/app\//);
   });
@@ -799,7 +1006,9 @@ describe("the Dockerfile", () => {
   });
 
   it("the code the image runs imports only `dependencies` (safe after npm prune --omit=dev)", () => {
-    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { dependencies: Record<string, string> };
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as {
+      dependencies: Record<string, string>;
+    };
     const used = importedPackages([join(ROOT, "src/cli/main.ts"), join(ROOT, "src/cni/main.ts")]);
     expect(used.size).toBeGreaterThan(0);
     expect([...used].filter((p) => !(p in pkg.dependencies))).toEqual([]);
@@ -812,11 +1021,19 @@ describe("applied to a real kube-apiserver with kubectl apply --server-side -k d
   let cp: ControlPlane;
   let dir: string;
   const kubectl = async (args: string[]): Promise<string> =>
-    (await runCommand(k8sBinary("kubectl"), ["--kubeconfig", join(dir, "kubeconfig"), "--cache-dir", join(dir, "cache"), ...args], { timeoutMs: 60_000 })).stdout;
+    (
+      await runCommand(
+        k8sBinary("kubectl"),
+        ["--kubeconfig", join(dir, "kubeconfig"), "--cache-dir", join(dir, "cache"), ...args],
+        { timeoutMs: 60_000 },
+      )
+    ).stdout;
   const deployDir = join(ROOT, "deploy");
   /** Every object of the install as the server has it: key -> resourceVersion. */
   const live = async (): Promise<Map<string, string>> => {
-    const list = JSON.parse(await kubectl(["get", "-k", deployDir, "-o", "json"])) as { items: (K8sObject & { metadata: { resourceVersion: string } })[] };
+    const list = JSON.parse(await kubectl(["get", "-k", deployDir, "-o", "json"])) as {
+      items: (K8sObject & { metadata: { resourceVersion: string } })[];
+    };
     return new Map(list.items.map((o) => [key(o), o.metadata.resourceVersion]));
   };
 
@@ -833,19 +1050,46 @@ describe("applied to a real kube-apiserver with kubectl apply --server-side -k d
   it("accepts every object of every kind; the CRDs serve our kinds; the config and namespace are as rendered", async () => {
     const out = await kubectl(["apply", "--server-side", "-k", deployDir]);
     const lines = out.trim().split("\n");
-    expect(lines.every((l) => l.endsWith(" serverside-applied")), out).toBe(true);
+    expect(
+      lines.every((l) => l.endsWith(" serverside-applied")),
+      out,
+    ).toBe(true);
     expect(lines).toHaveLength(install.length);
     // Everything the install has is on the server, every kind of it.
     const objects = await live();
     expect([...objects.keys()].sort()).toEqual(install.map(key).sort());
     expect([...new Set(install.map((o) => o.kind))].sort()).toEqual(
-      ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "DaemonSet", "Deployment", "Namespace", "PodDisruptionBudget", "Role", "RoleBinding", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"].sort(),
+      [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "CustomResourceDefinition",
+        "DaemonSet",
+        "Deployment",
+        "Namespace",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+      ].sort(),
     );
 
-    await kubectl(["wait", "--for=condition=Established", "--timeout=30s", ...SERVED_KINDS.map((k) => `customresourcedefinition/${crdName(k)}`)]);
-    const kinds = (await kubectl(["api-resources", "--api-group", GROUP, "--no-headers"])).trim().split("\n").map((l) => l.trim().split(/\s+/).at(-1));
+    await kubectl([
+      "wait",
+      "--for=condition=Established",
+      "--timeout=30s",
+      ...SERVED_KINDS.map((k) => `customresourcedefinition/${crdName(k)}`),
+    ]);
+    const kinds = (await kubectl(["api-resources", "--api-group", GROUP, "--no-headers"]))
+      .trim()
+      .split("\n")
+      .map((l) => l.trim().split(/\s+/).at(-1));
     expect(kinds.sort()).toEqual(ALL_KINDS.map((k) => k.kind).sort());
-    const cm = JSON.parse(await kubectl(["get", "configmap", "static-egress-config", "-n", NAMESPACE, "-o", "json"])) as ConfigMapObject;
+    const cm = JSON.parse(
+      await kubectl(["get", "configmap", "static-egress-config", "-n", NAMESPACE, "-o", "json"]),
+    ) as ConfigMapObject;
     expect(cm.data).toEqual(find<ConfigMapObject>(install, "ConfigMap", "static-egress-config").data);
     const ns = JSON.parse(await kubectl(["get", "namespace", NAMESPACE, "-o", "json"])) as K8sObject;
     expect(ns.metadata.labels).toMatchObject({ "pod-security.kubernetes.io/enforce": "privileged" });

@@ -39,7 +39,13 @@ const calls = (operationId: string): number => standin.requests().filter((r) => 
 
 function seedDroplets(n: number, tags: (i: number) => string[] = () => []): void {
   for (let i = 0; i < n; i++) {
-    standin.state.createDroplet({ name: `web-${i}`, region: "nyc3", size: "s-1vcpu-1gb", image: "ubuntu-24-04-x64", tags: tags(i) });
+    standin.state.createDroplet({
+      name: `web-${i}`,
+      region: "nyc3",
+      size: "s-1vcpu-1gb",
+      image: "ubuntu-24-04-x64",
+      tags: tags(i),
+    });
   }
 }
 
@@ -90,7 +96,9 @@ describe("DigitalOcean client against the stand-in", () => {
     expect(clock.waits[0]).toBeLessThanOrEqual(5000 + elapsed);
 
     standin.faults.rateLimit({ count: 1, retryAfterSec: 3600 });
-    const err = await client({ sleep: clock.sleep, now: clock.now }).listTags().catch((e: unknown) => e);
+    const err = await client({ sleep: clock.sleep, now: clock.now })
+      .listTags()
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DigitalOceanApiError);
     expect((err as DigitalOceanApiError).status).toBe(429);
     expect(clock.waits).toHaveLength(1);
@@ -127,7 +135,9 @@ describe("DigitalOcean client against the stand-in", () => {
     expect(calls("firewalls_list")).toBe(4);
 
     standin.faults.serverError({ count: 10, status: 500, operationId: "vpcs_list" });
-    const err = await client({ sleep: clock.sleep, now: clock.now }).listVpcs().catch((e: unknown) => e);
+    const err = await client({ sleep: clock.sleep, now: clock.now })
+      .listVpcs()
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DigitalOceanApiError);
     expect((err as DigitalOceanApiError).status).toBe(500);
     expect((err as DigitalOceanApiError).requestId).toMatch(/^[0-9a-f-]{36}$/);
@@ -154,14 +164,21 @@ describe("DigitalOcean client against the stand-in", () => {
     expect(clock.waits).toHaveLength(2);
 
     standin.faults.dropConnection({ count: 1, operationId: "reservedIPs_create", afterProcessing: true });
-    const err = await client({ sleep: clock.sleep, now: clock.now }).createReservedIP({ region: "nyc3" }).catch((e: unknown) => e);
+    const err = await client({ sleep: clock.sleep, now: clock.now })
+      .createReservedIP({ region: "nyc3" })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DigitalOceanNetworkError);
     expect(calls("reservedIPs_create")).toBe(1);
   });
 
   it("polls actions until completed, through the global and the resource endpoints", async () => {
     const c = client({ actionPollIntervalMs: 5 });
-    const { droplet } = await c.createDroplet({ name: "gw-0", region: "nyc3", size: "s-1vcpu-1gb", image: "ubuntu-24-04-x64" });
+    const { droplet } = await c.createDroplet({
+      name: "gw-0",
+      region: "nyc3",
+      size: "s-1vcpu-1gb",
+      image: "ubuntu-24-04-x64",
+    });
     const ip = standin.state.createReservedIP({ region: "nyc3" });
     const action = await c.postReservedIPAction(ip, { type: "assign", droplet_id: droplet.id });
     expect(action.status).toBe("in-progress");
@@ -178,11 +195,18 @@ describe("DigitalOcean client against the stand-in", () => {
   it("times out on an action that stays in progress, using the injected clock", async () => {
     const clock = fakeClock();
     const c = client({ sleep: clock.sleep, now: clock.now });
-    const { droplet } = await c.createDroplet({ name: "gw-0", region: "nyc3", size: "s-1vcpu-1gb", image: "ubuntu-24-04-x64" });
+    const { droplet } = await c.createDroplet({
+      name: "gw-0",
+      region: "nyc3",
+      size: "s-1vcpu-1gb",
+      image: "ubuntu-24-04-x64",
+    });
     standin.faults.slowActions({ durationMs: "forever", type: "assign_ip" });
     const ip = standin.state.createReservedIP({ region: "nyc3" });
     const action = await c.postReservedIPAction(ip, { type: "assign", droplet_id: droplet.id });
-    const err = await c.waitForAction({ id: action.id ?? 0, reservedIP: ip }, { intervalMs: 100, timeoutMs: 1000 }).catch((e: unknown) => e);
+    const err = await c
+      .waitForAction({ id: action.id ?? 0, reservedIP: ip }, { intervalMs: 100, timeoutMs: 1000 })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ActionTimeoutError);
     expect((err as ActionTimeoutError).lastStatus).toBe("in-progress");
     expect(clock.waits.reduce((a, b) => a + b, 0)).toBe(1000);
@@ -191,7 +215,12 @@ describe("DigitalOcean client against the stand-in", () => {
 
   it("reports an errored action", async () => {
     const c = client({ actionPollIntervalMs: 5 });
-    const { droplet } = await c.createDroplet({ name: "gw-0", region: "nyc3", size: "s-1vcpu-1gb", image: "ubuntu-24-04-x64" });
+    const { droplet } = await c.createDroplet({
+      name: "gw-0",
+      region: "nyc3",
+      size: "s-1vcpu-1gb",
+      image: "ubuntu-24-04-x64",
+    });
     standin.faults.failActions({ type: "assign_ip" });
     const ip = standin.state.createReservedIP({ region: "nyc3" });
     const action = await c.postReservedIPAction(ip, { type: "assign", droplet_id: droplet.id });
@@ -208,7 +237,12 @@ describe("DigitalOcean client against the stand-in", () => {
     expect(await c.getReservedIP("203.0.113.250")).toBeUndefined();
     const err = await c.createReservedIP({ region: "nowhere1" }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DigitalOceanApiError);
-    expect(err).toMatchObject({ status: 422, errorId: "unprocessable_entity", method: "POST", path: "/v2/reserved_ips" });
+    expect(err).toMatchObject({
+      status: 422,
+      errorId: "unprocessable_entity",
+      method: "POST",
+      path: "/v2/reserved_ips",
+    });
   });
 
   it("never writes the token to the logs, also through retries and errors", async () => {
@@ -224,7 +258,9 @@ describe("DigitalOcean client against the stand-in", () => {
     const errors: unknown[] = [];
     errors.push(await c.createReservedIP({ region: "nowhere1" }).catch((e: unknown) => e));
     standin.faults.serverError({ count: 1, operationId: "droplets_create" });
-    errors.push(await c.createDroplet({ name: "x", size: "s-1vcpu-1gb", image: "ubuntu-24-04-x64" }).catch((e: unknown) => e));
+    errors.push(
+      await c.createDroplet({ name: "x", size: "s-1vcpu-1gb", image: "ubuntu-24-04-x64" }).catch((e: unknown) => e),
+    );
     const badToken = "dop_v1_wrong_token_0123456789";
     const bad = client({ logger: logs.logger, token: badToken, sleep: clock.sleep, now: clock.now });
     errors.push(await bad.listVpcs().catch((e: unknown) => e));

@@ -104,7 +104,8 @@ function spec(over: Partial<GatewayFleetSpec> = {}): GatewayFleetSpec {
 
 const names = fleetNames(CLUSTER, "egress-a");
 type Obj = Record<string, unknown>;
-const fleetDroplets = (): Obj[] => standin.state.droplets().filter((d) => (d["tags"] as string[]).includes(names.fleetTag));
+const fleetDroplets = (): Obj[] =>
+  standin.state.droplets().filter((d) => (d["tags"] as string[]).includes(names.fleetTag));
 const holder = (ip: Obj): number | undefined => (ip["droplet"] as Obj | null)?.["id"] as number | undefined;
 const ipRecords = (): string[] => standin.state.tags().filter((t) => t.startsWith(names.ipRecordPrefix));
 
@@ -166,7 +167,10 @@ describe("DigitalOceanProvider gateway fleets", () => {
     const again = await provider().ensureGatewayFleet(spec());
     expect(again).toEqual(hosts);
     expect(snapshot()).toBe(before);
-    const writes = standin.requests().slice(seen).filter((r) => r.operationId && MUTATING.has(r.operationId));
+    const writes = standin
+      .requests()
+      .slice(seen)
+      .filter((r) => r.operationId && MUTATING.has(r.operationId));
     expect(writes).toEqual([]);
     foreignUntouched();
   });
@@ -176,7 +180,11 @@ describe("DigitalOceanProvider gateway fleets", () => {
     expect(hosts[0]?.reservedIPv4).toBe(userIP);
     expect(hosts[1]?.reservedIPv4).not.toBe(userIP);
     expect(hosts[2]?.reservedIPv4).toBeDefined();
-    expect(ipRecords().map((t) => names.parseIpRecordTag(t)?.slot).sort()).toEqual([1, 2]);
+    expect(
+      ipRecords()
+        .map((t) => names.parseIpRecordTag(t)?.slot)
+        .sort(),
+    ).toEqual([1, 2]);
     // Deleting the fleet releases the allocated IPs and keeps the user's.
     await provider().deleteGatewayFleet("egress-a", CLUSTER);
     const left = standin.state.reservedIPs().map((ip) => ip["ip"]);
@@ -222,12 +230,19 @@ describe("DigitalOceanProvider gateway fleets", () => {
     const user = standin.state.reservedIPs().find((ip) => ip["ip"] === userIP);
     expect(user && holder(user)).toBeUndefined();
     // (A listing knows no spec, so it cannot say whether a host is outdated.)
-    expect(await provider().listGatewayHosts("egress-b", CLUSTER)).toEqual(other.map(({ outdated: _, ...host }) => host));
+    expect(await provider().listGatewayHosts("egress-b", CLUSTER)).toEqual(
+      other.map(({ outdated: _, ...host }) => host),
+    );
     foreignUntouched();
 
     const seen = standin.requests().length;
     await provider().deleteGatewayFleet("egress-a", CLUSTER);
-    expect(standin.requests().slice(seen).filter((r) => r.operationId && MUTATING.has(r.operationId) && r.status !== 404)).toEqual([]);
+    expect(
+      standin
+        .requests()
+        .slice(seen)
+        .filter((r) => r.operationId && MUTATING.has(r.operationId) && r.status !== 404),
+    ).toEqual([]);
   });
 
   it("recovers a reserved IP whose create answer was lost in a crash, without allocating twice", async () => {
@@ -235,7 +250,9 @@ describe("DigitalOceanProvider gateway fleets", () => {
       at: (r) => r.method === "POST" && new URL(r.url).pathname === "/v2/reserved_ips",
       when: "after-send",
     });
-    await expect(provider(crash.fetch).ensureGatewayFleet(spec({ count: 1 }))).rejects.toBeInstanceOf(SimulatedCrashError);
+    await expect(provider(crash.fetch).ensureGatewayFleet(spec({ count: 1 }))).rejects.toBeInstanceOf(
+      SimulatedCrashError,
+    );
     expect(standin.state.reservedIPs()).toHaveLength(3); // foreign, user, and the unrecorded new one
     const hosts = await provider().ensureGatewayFleet(spec({ count: 1 }));
     expect(standin.state.reservedIPs()).toHaveLength(3);
@@ -252,7 +269,9 @@ describe("DigitalOceanProvider gateway fleets", () => {
       at: (r) => r.method === "POST" && new URL(r.url).pathname === "/v2/reserved_ips",
       when: "before-send",
     });
-    await expect(provider(crashBefore.fetch).ensureGatewayFleet(spec({ gatewayName: "egress-b", count: 1 }))).rejects.toBeInstanceOf(SimulatedCrashError);
+    await expect(
+      provider(crashBefore.fetch).ensureGatewayFleet(spec({ gatewayName: "egress-b", count: 1 })),
+    ).rejects.toBeInstanceOf(SimulatedCrashError);
     // Fleet A's assignment of the user's IP fails: the IP looks exactly like a lost allocation.
     standin.faults.failActions({ type: "assign_ip" });
     await expect(provider().ensureGatewayFleet(spec({ count: 1, reservedIPs: [userIP] }))).rejects.toThrow(/errored/);
@@ -265,7 +284,9 @@ describe("DigitalOceanProvider gateway fleets", () => {
       when: "after-send",
     });
     standin.faults.failActions({ type: "assign_ip" });
-    await expect(provider(crashAfter.fetch).ensureGatewayFleet(spec({ count: 1 }))).rejects.toBeInstanceOf(SimulatedCrashError);
+    await expect(provider(crashAfter.fetch).ensureGatewayFleet(spec({ count: 1 }))).rejects.toBeInstanceOf(
+      SimulatedCrashError,
+    );
     await standin.settle();
     const lost = standin.state.reservedIPs().find((ip) => ![foreign.ip, userIP].includes(ip["ip"] as string));
     const hosts = await provider().ensureGatewayFleet(spec({ count: 1 }));
@@ -293,14 +314,21 @@ describe("DigitalOceanProvider gateway fleets", () => {
     await p.assignReservedIP(userIP, hosts[1]?.id ?? ""); // move
     expect(await p.reservedIPHolder(userIP)).toBe(hosts[1]?.id);
     await expect(p.assignReservedIP(foreign.ip, hosts[1]?.id ?? "")).rejects.toBeInstanceOf(ReservedIPConflictError);
-    await expect(p.assignReservedIP("203.0.113.254", hosts[0]?.id ?? "")).rejects.toBeInstanceOf(ReservedIPNotFoundError);
+    await expect(p.assignReservedIP("203.0.113.254", hosts[0]?.id ?? "")).rejects.toBeInstanceOf(
+      ReservedIPNotFoundError,
+    );
     await expect(p.reservedIPHolder("203.0.113.254")).rejects.toBeInstanceOf(ReservedIPNotFoundError);
     expect(standin.requests().filter((r) => r.operationId === "reservedIPsActions_post")).toHaveLength(2);
   });
 
   it("keeps a service firewall beside the cluster's own, opening the ports on the IP holder", async () => {
     const p = provider();
-    const id = await p.ensureServiceFirewall({ clusterId: CLUSTER, name: "default/web", hostIds: [String(nodeIds[0])], ports: [{ protocol: "tcp", ports: "443" }] });
+    const id = await p.ensureServiceFirewall({
+      clusterId: CLUSTER,
+      name: "default/web",
+      hostIds: [String(nodeIds[0])],
+      ports: [{ protocol: "tcp", ports: "443" }],
+    });
     const fw = standin.state.firewalls().find((f) => f["id"] === id);
     expect(fw).toMatchObject({
       name: serviceFirewallName(CLUSTER, "default/web"),
@@ -309,10 +337,27 @@ describe("DigitalOceanProvider gateway fleets", () => {
       outbound_rules: [],
     });
     const seen = standin.requests().length;
-    expect(await p.ensureServiceFirewall({ clusterId: CLUSTER, name: "default/web", hostIds: [String(nodeIds[0])], ports: [{ protocol: "tcp", ports: "443" }] })).toBe(id);
-    expect(standin.requests().slice(seen).filter((r) => r.operationId && MUTATING.has(r.operationId))).toEqual([]);
+    expect(
+      await p.ensureServiceFirewall({
+        clusterId: CLUSTER,
+        name: "default/web",
+        hostIds: [String(nodeIds[0])],
+        ports: [{ protocol: "tcp", ports: "443" }],
+      }),
+    ).toBe(id);
+    expect(
+      standin
+        .requests()
+        .slice(seen)
+        .filter((r) => r.operationId && MUTATING.has(r.operationId)),
+    ).toEqual([]);
     // The IP moved to the other node.
-    await p.ensureServiceFirewall({ clusterId: CLUSTER, name: "default/web", hostIds: [String(nodeIds[1])], ports: [{ protocol: "tcp", ports: "443" }] });
+    await p.ensureServiceFirewall({
+      clusterId: CLUSTER,
+      name: "default/web",
+      hostIds: [String(nodeIds[1])],
+      ports: [{ protocol: "tcp", ports: "443" }],
+    });
     expect(standin.state.firewalls().find((f) => f["id"] === id)?.["droplet_ids"]).toEqual([nodeIds[1]]);
     await p.deleteServiceFirewall(CLUSTER, "default/web");
     await p.deleteServiceFirewall(CLUSTER, "default/web");

@@ -26,10 +26,22 @@ afterEach(() => {
   expect(violations).toEqual([]);
 });
 
-const auth = (): Record<string, string> => ({ authorization: `Bearer ${standin.token}`, "content-type": "application/json" });
+const auth = (): Record<string, string> => ({
+  authorization: `Bearer ${standin.token}`,
+  "content-type": "application/json",
+});
 
-async function raw(method: string, path: string, body?: unknown, headers = auth()): Promise<{ status: number; body: unknown }> {
-  const res = await fetch(`${standin.url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+async function raw(
+  method: string,
+  path: string,
+  body?: unknown,
+  headers = auth(),
+): Promise<{ status: number; body: unknown }> {
+  const res = await fetch(`${standin.url}${path}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   const text = await res.text();
   return { status: res.status, body: text ? (JSON.parse(text) as unknown) : undefined };
 }
@@ -60,7 +72,10 @@ describe("OpenAPI validation in the stand-in", () => {
       for (const [code, respRef] of Object.entries(opYaml?.["responses"] ?? {})) {
         const media = deref(respRef as Node)?.["content"]?.["application/json"];
         if (!media) continue;
-        const examples = [media.example, ...Object.values(media["examples"] ?? {}).map((e) => deref(e as Node)?.value)].filter((e) => e !== undefined);
+        const examples = [
+          media.example,
+          ...Object.values(media["examples"] ?? {}).map((e) => deref(e as Node)?.value),
+        ].filter((e) => e !== undefined);
         for (const example of examples) {
           checked++;
           const status = code === "default" ? 418 : Number(code);
@@ -76,12 +91,21 @@ describe("OpenAPI validation in the stand-in", () => {
   it("records a malformed response of its own as a violation", async () => {
     const own = await startDigitalOceanStandin({ dropletBootMs: 0, openapi: doc });
     try {
-      const d = own.state.createDroplet({ name: "web-1", region: "nyc3", size: "s-1vcpu-1gb", image: "ubuntu-24-04-x64" });
+      const d = own.state.createDroplet({
+        name: "web-1",
+        region: "nyc3",
+        size: "s-1vcpu-1gb",
+        image: "ubuntu-24-04-x64",
+      });
       own.faults.corruptResponse({
         operationId: "droplets_get",
-        mutate: (body) => ({ droplet: { ...((body as { droplet: object }).droplet), status: "exploded", memory: "lots" } }),
+        mutate: (body) => ({
+          droplet: { ...(body as { droplet: object }).droplet, status: "exploded", memory: "lots" },
+        }),
       });
-      const res = await fetch(`${own.url}/v2/droplets/${String(d["id"])}`, { headers: { authorization: `Bearer ${own.token}` } });
+      const res = await fetch(`${own.url}/v2/droplets/${String(d["id"])}`, {
+        headers: { authorization: `Bearer ${own.token}` },
+      });
       expect(res.status).toBe(200);
       const v = own.violations();
       expect(v).toHaveLength(1);
@@ -129,8 +153,20 @@ describe("OpenAPI validation in the stand-in", () => {
   });
 
   it("takes faults over HTTP", async () => {
-    expect((await raw("POST", "/_standin/faults", { kind: "serverError", status: 503, count: 1, operationId: "vpcs_list" })).status).toBe(204);
-    expect((await raw("POST", "/_standin/faults", { kind: "rateLimit", count: 1, retryAfterSec: 2, operationId: "tags_list" })).status).toBe(204);
+    expect(
+      (await raw("POST", "/_standin/faults", { kind: "serverError", status: 503, count: 1, operationId: "vpcs_list" }))
+        .status,
+    ).toBe(204);
+    expect(
+      (
+        await raw("POST", "/_standin/faults", {
+          kind: "rateLimit",
+          count: 1,
+          retryAfterSec: 2,
+          operationId: "tags_list",
+        })
+      ).status,
+    ).toBe(204);
     expect((await raw("GET", "/v2/vpcs")).status).toBe(503);
     expect((await raw("GET", "/v2/vpcs")).status).toBe(200);
     const limited = await fetch(`${standin.url}/v2/tags`, { headers: auth() });
@@ -145,12 +181,30 @@ describe("OpenAPI validation in the stand-in", () => {
 
 describe("stand-in behaviour", () => {
   it("serves all 41 operations to the typed client", async () => {
-    const c = new DigitalOceanClient({ token: standin.token, baseUrl: standin.url, actionPollIntervalMs: 1, pageSize: 2 });
+    const c = new DigitalOceanClient({
+      token: standin.token,
+      baseUrl: standin.url,
+      actionPollIntervalMs: 1,
+      pageSize: 2,
+    });
     const vpcs = await c.listVpcs();
     const vpc = vpcs.find((v) => v.region === "nyc3");
     expect(vpc?.id && (await c.getVpc(vpc.id))?.ip_range).toBe(vpc?.ip_range);
-    const { droplet } = await c.createDroplet({ name: "a-1", region: "nyc3", size: "s-1vcpu-1gb", image: "ubuntu-24-04-x64", tags: ["t1"], vpc_uuid: vpc?.id });
-    const { droplets } = await c.createDroplets({ names: ["b-1", "b-2"], region: "nyc3", size: "s-1vcpu-1gb", image: "ubuntu-24-04-x64", tags: ["t2"] });
+    const { droplet } = await c.createDroplet({
+      name: "a-1",
+      region: "nyc3",
+      size: "s-1vcpu-1gb",
+      image: "ubuntu-24-04-x64",
+      tags: ["t1"],
+      vpc_uuid: vpc?.id,
+    });
+    const { droplets } = await c.createDroplets({
+      names: ["b-1", "b-2"],
+      region: "nyc3",
+      size: "s-1vcpu-1gb",
+      image: "ubuntu-24-04-x64",
+      tags: ["t2"],
+    });
     expect(await c.getDroplet(droplet.id)).toMatchObject({ name: "a-1", tags: ["t1"], vpc_uuid: vpc?.id });
     expect((await c.listDroplets({ tagName: "t2" })).map((d) => d.name).sort()).toEqual(["b-1", "b-2"]);
     const cycle = await c.postDropletAction(droplet.id, { type: "power_cycle" });
@@ -179,7 +233,12 @@ describe("stand-in behaviour", () => {
     expect(await c.getFirewall(fwId)).toMatchObject({ droplet_ids: [droplet.id], tags: ["t1", "t2"] });
     await c.removeFirewallDroplets(fwId, [droplet.id]);
     await c.removeFirewallTags(fwId, ["t2"]);
-    await c.updateFirewall(fwId, { name: "fw-1b", inbound_rules: [{ protocol: "icmp", ports: "0", sources: { addresses: ["10.0.0.0/8"] } }], tags: [], droplet_ids: [] });
+    await c.updateFirewall(fwId, {
+      name: "fw-1b",
+      inbound_rules: [{ protocol: "icmp", ports: "0", sources: { addresses: ["10.0.0.0/8"] } }],
+      tags: [],
+      droplet_ids: [],
+    });
     expect((await c.listFirewalls()).map((f) => f.name)).toEqual(["fw-1b"]);
 
     const { reservedIP, actionIds } = await c.createReservedIP({ droplet_id: droplet.id });
@@ -197,14 +256,24 @@ describe("stand-in behaviour", () => {
       expect(r.status, `${method} ${path}`).toBeLessThan(300);
       return (r.body ?? {}) as Record<string, unknown>;
     };
-    const fip = String(((await legacy("POST", "/v2/floating_ips", { region: "nyc3" })).floating_ip as { ip: string }).ip);
-    const assign = (await legacy("POST", `/v2/floating_ips/${fip}/actions`, { type: "assign", droplet_id: droplets[0]?.id ?? 0 })).action as { id: number; status: string };
+    const fip = String(
+      ((await legacy("POST", "/v2/floating_ips", { region: "nyc3" })).floating_ip as { ip: string }).ip,
+    );
+    const assign = (
+      await legacy("POST", `/v2/floating_ips/${fip}/actions`, { type: "assign", droplet_id: droplets[0]?.id ?? 0 })
+    ).action as { id: number; status: string };
     expect(assign.status).toBe("completed");
-    expect(((await legacy("GET", `/v2/floating_ips/${fip}/actions/${assign.id}`)).action as { type: string }).type).toBe("assign_ip");
+    expect(
+      ((await legacy("GET", `/v2/floating_ips/${fip}/actions/${assign.id}`)).action as { type: string }).type,
+    ).toBe("assign_ip");
     expect((await legacy("GET", `/v2/floating_ips/${fip}/actions`)).actions).toHaveLength(1);
     // One pool behind both names.
-    expect(((await legacy("GET", "/v2/floating_ips")).floating_ips as { ip: string }[]).map((x) => x.ip).sort()).toEqual((await c.listReservedIPs()).map((x) => x.ip).sort());
-    expect(((await legacy("GET", `/v2/floating_ips/${fip}`)).floating_ip as { droplet?: unknown }).droplet).toMatchObject({ id: droplets[0]?.id });
+    expect(
+      ((await legacy("GET", "/v2/floating_ips")).floating_ips as { ip: string }[]).map((x) => x.ip).sort(),
+    ).toEqual((await c.listReservedIPs()).map((x) => x.ip).sort());
+    expect(
+      ((await legacy("GET", `/v2/floating_ips/${fip}`)).floating_ip as { droplet?: unknown }).droplet,
+    ).toMatchObject({ id: droplets[0]?.id });
     await legacy("POST", `/v2/floating_ips/${fip}/actions`, { type: "unassign" });
     await legacy("DELETE", `/v2/floating_ips/${fip}`);
     expect(await c.deleteReservedIP(ip)).toBe(true);
@@ -225,7 +294,12 @@ describe("stand-in behaviour", () => {
     const slow = await startDigitalOceanStandin({ dropletBootMs: 80, actionDurationMs: 60, openapi: doc });
     try {
       const c = new DigitalOceanClient({ token: slow.token, baseUrl: slow.url, actionPollIntervalMs: 5 });
-      const { droplet } = await c.createDroplet({ name: "gw-0", region: "nyc3", size: "s-1vcpu-1gb", image: "ubuntu-24-04-x64" });
+      const { droplet } = await c.createDroplet({
+        name: "gw-0",
+        region: "nyc3",
+        size: "s-1vcpu-1gb",
+        image: "ubuntu-24-04-x64",
+      });
       expect(droplet).toMatchObject({ status: "new", locked: true });
       const early = await c.createReservedIP({ droplet_id: droplet.id }).catch((e: unknown) => e);
       expect(early).toMatchObject({ status: 422, apiMessage: "Droplet already has a pending event." });
@@ -241,7 +315,9 @@ describe("stand-in behaviour", () => {
       // An assigned IP cannot be released, a droplet holds one IP.
       expect(await c.deleteReservedIP(ip).catch((e: unknown) => e)).toMatchObject({ status: 422 });
       const second = slow.state.createReservedIP({ region: "nyc3" });
-      expect(await c.postReservedIPAction(second, { type: "assign", droplet_id: droplet.id }).catch((e: unknown) => e)).toMatchObject({ status: 422 });
+      expect(
+        await c.postReservedIPAction(second, { type: "assign", droplet_id: droplet.id }).catch((e: unknown) => e),
+      ).toMatchObject({ status: 422 });
       // Destroying the droplet frees its IP.
       await c.deleteDroplet(droplet.id);
       expect((await c.getReservedIP(ip))?.droplet).toBeNull();
@@ -258,7 +334,9 @@ describe("stand-in behaviour", () => {
     expect(inProcess.status).toBe(viaSocket.status);
     expect(await inProcess.json()).toEqual(viaSocket.body);
     standin.faults.dropConnection({ count: 1 });
-    await expect(standin.fetch(new Request(`${standin.url}/v2/tags`, { headers: auth() }))).rejects.toBeInstanceOf(TypeError);
+    await expect(standin.fetch(new Request(`${standin.url}/v2/tags`, { headers: auth() }))).rejects.toBeInstanceOf(
+      TypeError,
+    );
     standin.faults.dropConnection({ count: 1 });
     await expect(fetch(`${standin.url}/v2/tags`, { headers: auth() })).rejects.toBeInstanceOf(TypeError);
   });
@@ -274,9 +352,15 @@ describe("stand-in behaviour", () => {
   it("pages with links.pages and meta.total", async () => {
     for (let i = 0; i < 5; i++) standin.state.createTag(`tag-${i}`);
     const first = await raw("GET", "/v2/tags?per_page=2");
-    expect(first.body).toMatchObject({ meta: { total: 5 }, links: { pages: { next: expect.stringContaining("page=2"), last: expect.stringContaining("page=3") } } });
+    expect(first.body).toMatchObject({
+      meta: { total: 5 },
+      links: { pages: { next: expect.stringContaining("page=2"), last: expect.stringContaining("page=3") } },
+    });
     const last = await raw("GET", "/v2/tags?per_page=2&page=3");
-    expect(last.body).toMatchObject({ tags: [{ name: "tag-4" }], links: { pages: { first: expect.stringContaining("page=1"), prev: expect.stringContaining("page=2") } } });
+    expect(last.body).toMatchObject({
+      tags: [{ name: "tag-4" }],
+      links: { pages: { first: expect.stringContaining("page=1"), prev: expect.stringContaining("page=2") } },
+    });
     expect((last.body as { links: { pages: Record<string, string> } }).links.pages["next"]).toBeUndefined();
   });
 });

@@ -37,28 +37,50 @@ async function helm(args: string[]): Promise<string> {
   const { stdout } = await runCommand(k8sBinary("helm"), args, { timeoutMs: 60_000 });
   return stdout;
 }
-const template = async (...extra: string[]) => docs(await helm(["template", "static-egress", CHART, "--namespace", NAMESPACE, ...extra]));
-const kustomize = async () => docs((await runCommand(k8sBinary("kubectl"), ["kustomize", join(ROOT, "deploy")], { timeoutMs: 60_000 })).stdout);
+const template = async (...extra: string[]) =>
+  docs(await helm(["template", "static-egress", CHART, "--namespace", NAMESPACE, ...extra]));
+const kustomize = async () =>
+  docs((await runCommand(k8sBinary("kubectl"), ["kustomize", join(ROOT, "deploy")], { timeoutMs: 60_000 })).stdout);
 
-const RBAC_KINDS = new Set(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]);
+const RBAC_KINDS = new Set([
+  "ServiceAccount",
+  "ClusterRole",
+  "ClusterRoleBinding",
+  "Role",
+  "RoleBinding",
+  "ValidatingAdmissionPolicy",
+  "ValidatingAdmissionPolicyBinding",
+]);
 /** CEL ignores whitespace; kustomize re-folds the policy's `>-` blocks (blank lines around more-indented ones). */
 const celSpace = (v: unknown): unknown =>
-  typeof v === "string" ? v.replace(/\s+/g, " ").trim() : Array.isArray(v) ? v.map(celSpace) : v && typeof v === "object" ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, celSpace(x)])) : v;
+  typeof v === "string"
+    ? v.replace(/\s+/g, " ").trim()
+    : Array.isArray(v)
+      ? v.map(celSpace)
+      : v && typeof v === "object"
+        ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, celSpace(x)]))
+        : v;
 /** What grants access: everything but the labels (which differ: the chart adds Helm's). */
 function grants(objs: Obj[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const o of objs.filter((x) => RBAC_KINDS.has(x.kind))) {
     const { metadata, ...rest } = o;
-    out[`${o.kind}/${metadata.namespace ?? ""}/${metadata.name}`] = o.kind.startsWith("ValidatingAdmissionPolicy") ? celSpace(rest) : rest;
+    out[`${o.kind}/${metadata.namespace ?? ""}/${metadata.name}`] = o.kind.startsWith("ValidatingAdmissionPolicy")
+      ? celSpace(rest)
+      : rest;
   }
   return out;
 }
 
 /** A workload's pod spec, with the image and pull policy left out (the chart makes them values). */
 function podSpec(objs: Obj[], kind: string, name: string): unknown {
-  const o = objs.find((x) => x.kind === kind && x.metadata.name === name) as (Obj & { spec: { template: { spec: Record<string, unknown> } } }) | undefined;
+  const o = objs.find((x) => x.kind === kind && x.metadata.name === name) as
+    (Obj & { spec: { template: { spec: Record<string, unknown> } } }) | undefined;
   expect(o, `${kind}/${name}`).toBeDefined();
-  const spec = structuredClone(o!.spec.template.spec) as { containers: Record<string, unknown>[]; initContainers?: Record<string, unknown>[] };
+  const spec = structuredClone(o!.spec.template.spec) as {
+    containers: Record<string, unknown>[];
+    initContainers?: Record<string, unknown>[];
+  };
   for (const c of [...spec.containers, ...(spec.initContainers ?? [])]) {
     delete c.image;
     delete c.imagePullPolicy;
@@ -83,7 +105,9 @@ describe("helm lint", () => {
   });
 
   it("refuses a cloud provider it does not know and a provider without a cluster id", async () => {
-    await expect(template("--set", "cloud.provider=aws", "--set", "cloud.clusterId=x")).rejects.toThrow(/only "digitalocean" is supported/);
+    await expect(template("--set", "cloud.provider=aws", "--set", "cloud.clusterId=x")).rejects.toThrow(
+      /only "digitalocean" is supported/,
+    );
     await expect(template("--set", "cloud.provider=digitalocean")).rejects.toThrow(/cloud.clusterId is required/);
   });
 });
@@ -100,44 +124,67 @@ describe("the chart and the kustomize base", () => {
 
   it("in another namespace, binds the accounts of that namespace and the policy names that namespace's agent", async () => {
     const other = grants(await template("--namespace", "egress-system"));
-    const policy = other["ValidatingAdmissionPolicy//static-egress-node-agent-own-node"] as { spec: { matchConditions: { expression: string }[] } };
-    expect(policy.spec.matchConditions[0]!.expression).toContain("system:serviceaccount:egress-system:static-egress-node-agent");
+    const policy = other["ValidatingAdmissionPolicy//static-egress-node-agent-own-node"] as {
+      spec: { matchConditions: { expression: string }[] };
+    };
+    expect(policy.spec.matchConditions[0]!.expression).toContain(
+      "system:serviceaccount:egress-system:static-egress-node-agent",
+    );
     const binding = other["ClusterRoleBinding//static-egress-node-agent"] as { subjects: { namespace: string }[] };
     expect(binding.subjects[0]!.namespace).toBe("egress-system");
   });
 
   it("render the same controller and node-agent pod specs and the same agent config with the default values", () => {
-    expect(podSpec(defaults, "Deployment", "static-egress-controller")).toEqual(podSpec(base, "Deployment", "static-egress-controller"));
-    expect(podSpec(defaults, "DaemonSet", "static-egress-node-agent")).toEqual(podSpec(base, "DaemonSet", "static-egress-node-agent"));
-    const config = (objs: Obj[]) => (objs.find((o) => o.kind === "ConfigMap") as Obj & { data: Record<string, string> }).data["config.yaml"];
+    expect(podSpec(defaults, "Deployment", "static-egress-controller")).toEqual(
+      podSpec(base, "Deployment", "static-egress-controller"),
+    );
+    expect(podSpec(defaults, "DaemonSet", "static-egress-node-agent")).toEqual(
+      podSpec(base, "DaemonSet", "static-egress-node-agent"),
+    );
+    const config = (objs: Obj[]) =>
+      (objs.find((o) => o.kind === "ConfigMap") as Obj & { data: Record<string, string> }).data["config.yaml"];
     expect(docs(config(defaults)!)).toEqual(docs(config(base)!));
   });
 
   it("ships the generated CRDs unchanged (deploy/crds, from `static-egress crds`)", () => {
     const generated = readdirSync(join(ROOT, "deploy/crds")).sort();
     expect(readdirSync(join(CHART, "crds")).sort()).toEqual(generated);
-    for (const f of generated) expect(readFileSync(join(CHART, "crds", f), "utf8"), f).toBe(readFileSync(join(ROOT, "deploy/crds", f), "utf8"));
+    for (const f of generated)
+      expect(readFileSync(join(CHART, "crds", f), "utf8"), f).toBe(readFileSync(join(ROOT, "deploy/crds", f), "utf8"));
   });
 });
 
 describe("values", () => {
   it("DigitalOcean: the controller runs the plugin with the token from the referenced Secret, mounted read-only", () => {
     const d = digitalocean.find((o) => o.kind === "Deployment") as Obj & {
-      spec: { template: { spec: { containers: { args: string[]; volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[] }[]; volumes: { name: string; secret?: { secretName: string } }[] } } };
+      spec: {
+        template: {
+          spec: {
+            containers: { args: string[]; volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[] }[];
+            volumes: { name: string; secret?: { secretName: string } }[];
+          };
+        };
+      };
     };
     const pod = d.spec.template.spec;
     const args = pod.containers[0]!.args;
     expect(args).toContain("--cloud=digitalocean");
     expect(args).toContain("--cluster-id=00000000-0000-0000-0000-000000000000");
     const tokenArg = args.find((a) => a.startsWith("--digitalocean-token-file="))!;
-    const mount = pod.containers[0]!.volumeMounts.find((m) => tokenArg.slice("--digitalocean-token-file=".length).startsWith(`${m.mountPath}/`));
+    const mount = pod.containers[0]!.volumeMounts.find((m) =>
+      tokenArg.slice("--digitalocean-token-file=".length).startsWith(`${m.mountPath}/`),
+    );
     expect(mount?.readOnly).toBe(true);
     expect(pod.volumes.find((v) => v.name === mount!.name)?.secret?.secretName).toBe("digitalocean-token");
     // No Secret is rendered: the chart never holds the token.
     expect(digitalocean.filter((o) => o.kind === "Secret")).toEqual([]);
     // Without a provider, none of it.
     const plain = defaults.find((o) => o.kind === "Deployment") as typeof d;
-    expect(plain.spec.template.spec.containers[0]!.args.filter((a) => a.startsWith("--cloud") || a.startsWith("--digitalocean"))).toEqual([]);
+    expect(
+      plain.spec.template.spec.containers[0]!.args.filter(
+        (a) => a.startsWith("--cloud") || a.startsWith("--digitalocean"),
+      ),
+    ).toEqual([]);
   });
 
   it("metrics: ServiceMonitor and PodMonitor only when enabled; the shipped alert rules (on metrics the code exports) and yours when enabled", async () => {
@@ -145,19 +192,36 @@ describe("values", () => {
     expect(kinds(defaults)).not.toContain("ServiceMonitor");
     expect(kinds(defaults)).not.toContain("PodMonitor");
     expect(kinds(digitalocean)).toEqual(expect.arrayContaining(["ServiceMonitor", "PodMonitor", "Service"]));
-    const pm = digitalocean.find((o) => o.kind === "PodMonitor") as Obj & { spec: { podMetricsEndpoints: { port: string }[] } };
-    const ds = digitalocean.find((o) => o.kind === "DaemonSet") as Obj & { spec: { template: { spec: { containers: { ports: { name: string }[] }[] } } } };
-    expect(ds.spec.template.spec.containers[0]!.ports.map((p) => p.name)).toContain(pm.spec.podMetricsEndpoints[0]!.port);
+    const pm = digitalocean.find((o) => o.kind === "PodMonitor") as Obj & {
+      spec: { podMetricsEndpoints: { port: string }[] };
+    };
+    const ds = digitalocean.find((o) => o.kind === "DaemonSet") as Obj & {
+      spec: { template: { spec: { containers: { ports: { name: string }[] }[] } } };
+    };
+    expect(ds.spec.template.spec.containers[0]!.ports.map((p) => p.name)).toContain(
+      pm.spec.podMetricsEndpoints[0]!.port,
+    );
     // The shipped alert rules: rendered when enabled, and every metric they name is one the code exports.
     type Rule = Obj & { spec: { groups: { name: string; rules: { alert: string; expr: string }[] }[] } };
-    const shipped = (await template("--set", "metrics.prometheusRule.enabled=true")).find((o) => o.kind === "PrometheusRule") as Rule;
+    const shipped = (await template("--set", "metrics.prometheusRule.enabled=true")).find(
+      (o) => o.kind === "PrometheusRule",
+    ) as Rule;
     const alerts = shipped.spec.groups.flatMap((g) => g.rules);
-    expect(alerts.map((r) => r.alert)).toEqual(expect.arrayContaining(["StaticEgressInstanceDown", "StaticEgressPolicyUnavailable", "StaticEgressFailClosedDrops", "StaticEgressNoControllerLeader"]));
+    expect(alerts.map((r) => r.alert)).toEqual(
+      expect.arrayContaining([
+        "StaticEgressInstanceDown",
+        "StaticEgressPolicyUnavailable",
+        "StaticEgressFailClosedDrops",
+        "StaticEgressNoControllerLeader",
+      ]),
+    );
     const exported = new Set<string>();
     const walk = (d: string): void => {
       for (const e of readdirSync(d, { withFileTypes: true })) {
         if (e.isDirectory()) walk(join(d, e.name));
-        else if (e.name.endsWith(".ts") && !e.name.endsWith(".test.ts")) for (const m of readFileSync(join(d, e.name), "utf8").matchAll(/name: "(static_egress_[a-z_]+)"/g)) exported.add(m[1]!);
+        else if (e.name.endsWith(".ts") && !e.name.endsWith(".test.ts"))
+          for (const m of readFileSync(join(d, e.name), "utf8").matchAll(/name: "(static_egress_[a-z_]+)"/g))
+            exported.add(m[1]!);
       }
     };
     walk(join(ROOT, "src"));
@@ -165,10 +229,26 @@ describe("values", () => {
     expect(named.length).toBeGreaterThan(alerts.length - 1);
     expect(named.filter((n) => !exported.has(n))).toEqual([]);
     // Without the shipped rules and without yours, nothing; yours come after the shipped ones.
-    expect(kinds(await template("--set", "metrics.prometheusRule.enabled=true", "--set", "metrics.prometheusRule.defaultRules=false"))).not.toContain("PrometheusRule");
+    expect(
+      kinds(
+        await template(
+          "--set",
+          "metrics.prometheusRule.enabled=true",
+          "--set",
+          "metrics.prometheusRule.defaultRules=false",
+        ),
+      ),
+    ).not.toContain("PrometheusRule");
     const dir = await mkdtemp(join(tmpdir(), "se-helm-"));
     try {
-      const rules = { metrics: { prometheusRule: { enabled: true, groups: [{ name: "mine", rules: [{ alert: "NodeAgentDown", expr: "up{job=\"x\"} == 0" }] }] } } };
+      const rules = {
+        metrics: {
+          prometheusRule: {
+            enabled: true,
+            groups: [{ name: "mine", rules: [{ alert: "NodeAgentDown", expr: 'up{job="x"} == 0' }] }],
+          },
+        },
+      };
       await writeFile(join(dir, "rules.yaml"), stringify(rules));
       const rule = (await template("-f", join(dir, "rules.yaml"))).find((o) => o.kind === "PrometheusRule") as Rule;
       expect(rule.spec.groups.map((g) => g.name)).toEqual([...shipped.spec.groups.map((g) => g.name), "mine"]);
@@ -183,7 +263,13 @@ describe("accepted by the real API server (--dry-run=server)", () => {
   let kube: TestKube;
   let dir: string;
   const kubectl = async (...args: string[]) =>
-    (await runCommand(k8sBinary("kubectl"), ["--kubeconfig", join(dir, "kubeconfig"), "--cache-dir", join(dir, "cache"), ...args], { timeoutMs: 120_000 })).stdout;
+    (
+      await runCommand(
+        k8sBinary("kubectl"),
+        ["--kubeconfig", join(dir, "kubeconfig"), "--cache-dir", join(dir, "cache"), ...args],
+        { timeoutMs: 120_000 },
+      )
+    ).stdout;
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "se-helm-kube-"));
@@ -200,12 +286,30 @@ describe("accepted by the real API server (--dry-run=server)", () => {
         group: "monitoring.coreos.com",
         scope: "Namespaced",
         names: { kind, plural, singular: kind.toLowerCase(), listKind: `${kind}List` },
-        versions: [{ name: "v1", served: true, storage: true, schema: { openAPIV3Schema: { type: "object", "x-kubernetes-preserve-unknown-fields": true } } }],
+        versions: [
+          {
+            name: "v1",
+            served: true,
+            storage: true,
+            schema: { openAPIV3Schema: { type: "object", "x-kubernetes-preserve-unknown-fields": true } },
+          },
+        ],
       },
     });
-    await writeFile(join(dir, "monitoring-crds.yaml"), [monitoringCrd("ServiceMonitor", "servicemonitors"), monitoringCrd("PodMonitor", "podmonitors")].map((o) => stringify(o)).join("---\n"));
+    await writeFile(
+      join(dir, "monitoring-crds.yaml"),
+      [monitoringCrd("ServiceMonitor", "servicemonitors"), monitoringCrd("PodMonitor", "podmonitors")]
+        .map((o) => stringify(o))
+        .join("---\n"),
+    );
     await kubectl("apply", "-f", join(dir, "monitoring-crds.yaml"));
-    await kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com", "crd/podmonitors.monitoring.coreos.com");
+    await kubectl(
+      "wait",
+      "--for=condition=Established",
+      "--timeout=60s",
+      "crd/servicemonitors.monitoring.coreos.com",
+      "crd/podmonitors.monitoring.coreos.com",
+    );
   }, 180_000);
 
   afterAll(async () => {
@@ -218,7 +322,15 @@ describe("accepted by the real API server (--dry-run=server)", () => {
     ["the DigitalOcean values file", ["-f", DO_VALUES]],
   ] as const) {
     it(`${name}: the CRDs and every object`, async () => {
-      const rendered = await helm(["template", "static-egress", CHART, "--namespace", NAMESPACE, "--include-crds", ...values]);
+      const rendered = await helm([
+        "template",
+        "static-egress",
+        CHART,
+        "--namespace",
+        NAMESPACE,
+        "--include-crds",
+        ...values,
+      ]);
       const file = join(dir, "rendered.yaml");
       await writeFile(file, rendered);
       const objs = docs(rendered);
@@ -226,7 +338,14 @@ describe("accepted by the real API server (--dry-run=server)", () => {
       // startTestKube installed the CRDs already (from deploy/crds, which the chart's crds/ equal).
       const out = await kubectl("apply", "--dry-run=server", "-o", "name", "-f", file);
       const accepted = out.trim().split("\n").sort();
-      const expected = objs.map((o) => `${o.kind.toLowerCase()}.${o.apiVersion.includes("/") ? o.apiVersion.split("/")[0] : ""}/${o.metadata.name}`.replace("./", "/")).sort();
+      const expected = objs
+        .map((o) =>
+          `${o.kind.toLowerCase()}.${o.apiVersion.includes("/") ? o.apiVersion.split("/")[0] : ""}/${o.metadata.name}`.replace(
+            "./",
+            "/",
+          ),
+        )
+        .sort();
       expect(accepted).toEqual(expected);
     }, 180_000);
   }

@@ -23,10 +23,15 @@ const GROUP = { group: "staticegress.io", version: "v1alpha1" };
  * Runs `import` on documents (written to a file); resolves to exit code, stdout, stderr. Not
  * spawnSync: the API server's fault proxy runs in this process and must keep answering.
  */
-function importDocs(docs: string, ...flags: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function importDocs(
+  docs: string,
+  ...flags: string[]
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const file = join(dir, `input-${Math.random().toString(36).slice(2)}.yaml`);
   writeFileSync(file, docs);
-  const child = spawn(process.execPath, [cli, "import", "-f", file, "--kubeconfig", kubeconfig, ...flags], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [cli, "import", "-f", file, "--kubeconfig", kubeconfig, ...flags], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
@@ -52,7 +57,9 @@ const ciliumPolicy = (name: string, egressIP: string) =>
   });
 
 /** A list, retried while a loaded API server answers 429 ("storage is (re)initializing"). */
-async function list(plural: string): Promise<{ items: { kind: string; metadata: { name: string; namespace?: string; resourceVersion: string } }[] }> {
+async function list(
+  plural: string,
+): Promise<{ items: { kind: string; metadata: { name: string; namespace?: string; resourceVersion: string } }[] }> {
   for (let i = 0; ; i++) {
     try {
       return (await api.admin.custom.listClusterCustomObject({ ...GROUP, plural })) as Awaited<ReturnType<typeof list>>;
@@ -66,7 +73,11 @@ async function all(): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   for (const plural of ["egressgateways", "clusteregresspolicies", "egresspolicies"]) {
     const list_ = await list(plural);
-    for (const o of list_.items) out.set(`${o.kind}/${o.metadata.namespace ? `${o.metadata.namespace}/` : ""}${o.metadata.name}`, o.metadata.resourceVersion);
+    for (const o of list_.items)
+      out.set(
+        `${o.kind}/${o.metadata.namespace ? `${o.metadata.namespace}/` : ""}${o.metadata.name}`,
+        o.metadata.resourceVersion,
+      );
   }
   return out;
 }
@@ -97,7 +108,12 @@ describe("static-egress import --apply", () => {
       "EgressGateway/nirmata-gateway",
       "EgressPolicy/shop/eip",
     ]);
-    const policy = (await api.admin.custom.getNamespacedCustomObject({ ...GROUP, namespace: "shop", plural: "egresspolicies", name: "eip" })) as {
+    const policy = (await api.admin.custom.getNamespacedCustomObject({
+      ...GROUP,
+      namespace: "shop",
+      plural: "egresspolicies",
+      name: "eip",
+    })) as {
       spec: unknown;
       metadata: { managedFields: { manager: string; operation: string }[] };
     };
@@ -107,7 +123,9 @@ describe("static-egress import --apply", () => {
       gatewayName: "nirmata-gateway",
       egressIPs: ["100.137.146.100"],
     });
-    expect(policy.metadata.managedFields).toContainEqual(expect.objectContaining({ manager: "static-egress-import", operation: "Apply" }));
+    expect(policy.metadata.managedFields).toContainEqual(
+      expect.objectContaining({ manager: "static-egress-import", operation: "Apply" }),
+    );
   });
 
   it("a re-run changes nothing", async () => {
@@ -148,9 +166,14 @@ describe("static-egress import --apply", () => {
       },
     });
     const before = await all();
-    const r = await importDocs(`${ciliumPolicy("taken", "10.0.0.9")}---\n${ciliumPolicy("fresh", "10.0.0.10")}`, "--apply");
+    const r = await importDocs(
+      `${ciliumPolicy("taken", "10.0.0.9")}---\n${ciliumPolicy("fresh", "10.0.0.10")}`,
+      "--apply",
+    );
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^refused\s+ClusterEgressPolicy\/taken: already exists, managed by [^,]+, not made by import/m);
+    expect(r.stderr).toMatch(
+      /^refused\s+ClusterEgressPolicy\/taken: already exists, managed by [^,]+, not made by import/m,
+    );
     expect(await all()).toEqual(before);
   });
 
@@ -162,7 +185,12 @@ describe("static-egress import --apply", () => {
         namespace: "shop",
         plural: "egresspolicies",
         name: "eip",
-        body: { apiVersion: "staticegress.io/v1alpha1", kind: "EgressPolicy", metadata: { name: "eip", namespace: "shop" }, spec: { gatewayName: "other" } },
+        body: {
+          apiVersion: "staticegress.io/v1alpha1",
+          kind: "EgressPolicy",
+          metadata: { name: "eip", namespace: "shop" },
+          spec: { gatewayName: "other" },
+        },
         fieldManager: "someone",
         force: true,
       },
@@ -171,7 +199,9 @@ describe("static-egress import --apply", () => {
     const before = await all();
     const r = await importDocs(`${cilium}---\n${nirmata}`, "--apply");
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^refused\s+EgressPolicy\/shop\/eip: \.spec\.gatewayName: conflict with "someone".*\(HTTP 409\)$/m);
+    expect(r.stderr).toMatch(
+      /^refused\s+EgressPolicy\/shop\/eip: \.spec\.gatewayName: conflict with "someone".*\(HTTP 409\)$/m,
+    );
     expect(await all()).toEqual(before);
   });
 
@@ -192,15 +222,22 @@ describe("static-egress import --apply", () => {
     const names = [...examples.matchAll(/^  name: (\S+)$/gm)].map((m) => m[1]);
     const first = await importDocs(examples, "--apply");
     expect(first.code, first.stderr).toBe(0);
-    for (const name of names) expect(first.stderr).toMatch(new RegExp(`^created\\s+StaticRoute/${name.replace(/\./g, "\\.")}$`, "m"));
+    for (const name of names)
+      expect(first.stderr).toMatch(new RegExp(`^created\\s+StaticRoute/${name.replace(/\./g, "\\.")}$`, "m"));
     const read = async () =>
-      (await api.admin.custom.listClusterCustomObject({ group: "networking.digitalocean.com", version: "v1", plural: "staticroutes" })) as {
+      (await api.admin.custom.listClusterCustomObject({
+        group: "networking.digitalocean.com",
+        version: "v1",
+        plural: "staticroutes",
+      })) as {
         items: { metadata: { name: string; resourceVersion: string }; spec: unknown }[];
       };
     const applied = await read();
     expect(applied.items.map((o) => o.metadata.name).sort()).toEqual([...names].sort());
     const again = await importDocs(examples, "--apply");
     expect(again.code, again.stderr).toBe(0);
-    expect((await read()).items.map((o) => o.metadata.resourceVersion)).toEqual(applied.items.map((o) => o.metadata.resourceVersion));
+    expect((await read()).items.map((o) => o.metadata.resourceVersion)).toEqual(
+      applied.items.map((o) => o.metadata.resourceVersion),
+    );
   });
 });

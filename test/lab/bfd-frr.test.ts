@@ -31,7 +31,12 @@ let workDir = "";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000, everyMs = 20): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 10_000,
+  everyMs = 20,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
@@ -59,7 +64,9 @@ async function killAllChildren(): Promise<void> {
 }
 
 function exited(child: ChildProcess): Promise<void> {
-  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once("exit", () => r()));
+  return child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve()
+    : new Promise((r) => child.once("exit", () => r()));
 }
 
 // --- FRR bfdd ---------------------------------------------------------------------------------
@@ -200,7 +207,8 @@ async function startOurs(args: string[]): Promise<Ours> {
   return ours;
 }
 
-const change = (to: string, from?: string) => (e: OurEvent) => e.event === "change" && e.to === to && (from === undefined || e.from === from);
+const change = (to: string, from?: string) => (e: OurEvent) =>
+  e.event === "change" && e.to === to && (from === undefined || e.from === from);
 
 function report(what: string, startedAt: number, detectedAt: number): void {
   console.info(`[bfd-frr] ${what}: ${Math.round(detectedAt - startedAt)} ms`);
@@ -249,7 +257,13 @@ describe.skipIf(!canRun)("BFD interoperability with FRR bfdd (network namespaces
       return p?.["remote-transmit-interval"] === 100 && p["remote-receive-interval"] === 100 ? p : undefined;
     });
     status = await ours.status();
-    expect(status).toMatchObject({ state: "Up", remoteState: "Up", txIntervalMs: 100, detectionTimeMs: 300, pollInProgress: false });
+    expect(status).toMatchObject({
+      state: "Up",
+      remoteState: "Up",
+      txIntervalMs: 100,
+      detectionTimeMs: 300,
+      pollInProgress: false,
+    });
     console.info(`[bfd-frr] Poll->Final round trip to bfdd: ${String(status.lastRttMs)} ms`);
 
     // bfdd dies: we detect it.

@@ -38,7 +38,9 @@ const LAB_YAML = stringify({
   gateways: [
     {
       name: "shared",
-      grants: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "payments" } }, egressIPs: [POLICY_IP] }],
+      grants: [
+        { namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "payments" } }, egressIPs: [POLICY_IP] },
+      ],
       instances: [{ name: "gw-a", egressIPs: [POLICY_IP] }],
     },
   ],
@@ -49,7 +51,12 @@ const LAB_YAML = stringify({
       apiVersion: "staticegress.io/v1alpha1",
       kind: "EgressPolicy",
       metadata: { name: "checkout", namespace: "payments" },
-      spec: { podSelector: { matchLabels: { app: "checkout" } }, gatewayName: "shared", egressIPs: [POLICY_IP], destinationCIDRs: ["198.51.100.0/24"] },
+      spec: {
+        podSelector: { matchLabels: { app: "checkout" } },
+        gatewayName: "shared",
+        egressIPs: [POLICY_IP],
+        destinationCIDRs: ["198.51.100.0/24"],
+      },
     },
   ],
 });
@@ -92,19 +99,39 @@ function podObject(p: ExtraPod, withAddress: boolean): KubeObject {
 /** The node agent's view (the API) and the gateway's (the lab's cluster file). */
 async function writeViews(): Promise<void> {
   const base = lab.objects(await lab.currentPolicies());
-  atomicWrite(nodeView, [...base, ...pods.map((p) => podObject(p, p.statusWritten))].map((o) => stringify(o)).join("---\n"));
-  atomicWrite(lab.clusterFile, [...base, ...pods.map((p) => podObject(p, true))].map((o) => stringify(o)).join("---\n"));
+  atomicWrite(
+    nodeView,
+    [...base, ...pods.map((p) => podObject(p, p.statusWritten))].map((o) => stringify(o)).join("---\n"),
+  );
+  atomicWrite(
+    lab.clusterFile,
+    [...base, ...pods.map((p) => podObject(p, true))].map((o) => stringify(o)).join("---\n"),
+  );
 }
 
 /** A pod the scheduler put on node1: its namespace exists, its object is in both views. */
 async function schedulePod(namespace: string, name: string, app: string): Promise<ExtraPod> {
-  const p: ExtraPod = { namespace, name, app, ip: `10.244.1.${nextHost++}`, netns: `${lab.record.prefix}-pod-${namespace}-${name}`, statusWritten: false };
+  const p: ExtraPod = {
+    namespace,
+    name,
+    app,
+    ip: `10.244.1.${nextHost++}`,
+    netns: `${lab.record.prefix}-pod-${namespace}-${name}`,
+    statusWritten: false,
+  };
   await addNamespace(p.netns);
   pods.push(p);
   await writeViews();
   // The gateway must already know the address (see the header comment).
   if (app === "checkout") {
-    await waitFor(async () => (await execIn(gatewayNetns(), "nft", ["list", "map", "ip", "static_egress_gw", "egress_snat"]).catch(() => "")).includes(p.ip), 15_000, `gateway never learned ${p.ip}`);
+    await waitFor(
+      async () =>
+        (
+          await execIn(gatewayNetns(), "nft", ["list", "map", "ip", "static_egress_gw", "egress_snat"]).catch(() => "")
+        ).includes(p.ip),
+      15_000,
+      `gateway never learned ${p.ip}`,
+    );
   }
   return p;
 }
@@ -118,13 +145,22 @@ function confList(p: ExtraPod, opts: { ptpOnly?: boolean; timeoutMs?: number } =
   const ptp = {
     type: "ptp",
     ipMasq: true,
-    ipam: { type: "host-local", ranges: [[{ subnet: "10.244.1.0/24", rangeStart: p.ip, rangeEnd: p.ip }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: join(lab.dir, "cni-ipam") },
+    ipam: {
+      type: "host-local",
+      ranges: [[{ subnet: "10.244.1.0/24", rangeStart: p.ip, rangeEnd: p.ip }]],
+      routes: [{ dst: "0.0.0.0/0" }],
+      dataDir: join(lab.dir, "cni-ipam"),
+    },
   };
   const ours = {
     type: "static-egress",
     agentSocket: socket,
     timeoutMs: opts.timeoutMs ?? 5_000,
-    clusterCIDRs: [...LAB_CLUSTER_NETWORK.podCIDRs, ...LAB_CLUSTER_NETWORK.serviceCIDRs, ...LAB_CLUSTER_NETWORK.nodeCIDRs],
+    clusterCIDRs: [
+      ...LAB_CLUSTER_NETWORK.podCIDRs,
+      ...LAB_CLUSTER_NETWORK.serviceCIDRs,
+      ...LAB_CLUSTER_NETWORK.nodeCIDRs,
+    ],
   };
   return { cniVersion: "1.0.0", name: "lab-chain", plugins: opts.ptpOnly ? [ptp] : [ptp, ours] };
 }
@@ -134,13 +170,23 @@ function sandbox(p: ExtraPod): Sandbox {
     containerId: `${lab.record.prefix}-${p.namespace}-${p.name}`,
     netns: `/var/run/netns/${p.netns}`,
     ifname: "eth0",
-    args: { IgnoreUnknown: "1", K8S_POD_NAMESPACE: p.namespace, K8S_POD_NAME: p.name, K8S_POD_INFRA_CONTAINER_ID: `${lab.record.prefix}-${p.namespace}-${p.name}` },
+    args: {
+      IgnoreUnknown: "1",
+      K8S_POD_NAMESPACE: p.namespace,
+      K8S_POD_NAME: p.name,
+      K8S_POD_INFRA_CONTAINER_ID: `${lab.record.prefix}-${p.namespace}-${p.name}`,
+    },
   };
 }
 
 /** One datagram to the lab Internet's UDP sink, sent by bash (starts in milliseconds). */
 async function sendDatagram(p: ExtraPod, tag: string): Promise<void> {
-  await execIn(p.netns, "bash", ["-c", `printf '%s' "$1" > /dev/udp/${LAB_NETWORK.echoService}/${LAB_NETWORK.udpSinkPort}`, "send", `${tag} 0 ${Date.now()}`]);
+  await execIn(p.netns, "bash", [
+    "-c",
+    `printf '%s' "$1" > /dev/udp/${LAB_NETWORK.echoService}/${LAB_NETWORK.udpSinkPort}`,
+    "send",
+    `${tag} 0 ${Date.now()}`,
+  ]);
 }
 
 function sources(tag: string): string[] {
@@ -159,7 +205,23 @@ function startAgent(): void {
   const log = openSync(join(lab.dir, "logs", "cni-node-agent.log"), "a");
   const child = spawn(
     "ip",
-    ["netns", "exec", nodeNetns, process.execPath, cliEntry(), "agent", "node", "--node", "node1", "--source", nodeView, "--config", join(lab.dir, "agent-config.yaml"), "--cni-socket", socket],
+    [
+      "netns",
+      "exec",
+      nodeNetns,
+      process.execPath,
+      cliEntry(),
+      "agent",
+      "node",
+      "--node",
+      "node1",
+      "--source",
+      nodeView,
+      "--config",
+      join(lab.dir, "agent-config.yaml"),
+      "--cni-socket",
+      socket,
+    ],
     { detached: true, stdio: ["ignore", log, log] },
   );
   closeSync(log);
@@ -204,7 +266,8 @@ function asType(list: ConfList, type: string): Record<string, unknown> {
 const quarantine = () => new QuarantineTable(inNamespace(nodeNetns));
 
 beforeAll(async () => {
-  if (!existsSync(join(packageRoot(), "dist", "cni", "main.js"))) throw new Error("dist/cni/main.js is missing: run `npm run build` first");
+  if (!existsSync(join(packageRoot(), "dist", "cni", "main.js")))
+    throw new Error("dist/cni/main.js is missing: run `npm run build` first");
   if (!existsSync(SHIM)) throw new Error(`${SHIM} is missing: run scripts/build-cni-shim.sh first`);
   lab = await Lab.up(parseLabConfig(LAB_YAML, "cni.test.ts"), { prefix: newRunPrefix(), persistent: false });
   nodeNetns = lab.topology.nodes[0]!.netns;
@@ -263,44 +326,149 @@ describe("ADD", () => {
 
 describe("the shim answers as the TypeScript plugin does", () => {
   it("is the Go binary, not the wrapper", () => {
-    expect(readFileSync(join(runtime.cniPath[0]!, PLUGIN_TYPE)).subarray(0, 4)).toEqual(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
+    expect(readFileSync(join(runtime.cniPath[0]!, PLUGIN_TYPE)).subarray(0, 4)).toEqual(
+      Buffer.from([0x7f, 0x45, 0x4c, 0x46]),
+    );
   });
 
   it("the same ADD, CHECK, DEL and VERSION calls, good and bad, give the same exit code and stdout through the shim (the agent runs the plugin) and through the TypeScript plugin", async () => {
     const p = pods.find((x) => x.name === "pay-new")!;
     const base = confList(p);
     const v04 = { ...base, cniVersion: "0.4.0" };
-    const prev04 = { ...(p.result as object), cniVersion: "0.4.0", ips: (p.result as { ips: object[] }).ips.map((ip) => ({ ...ip, version: "4" })) };
+    const prev04 = {
+      ...(p.result as object),
+      cniVersion: "0.4.0",
+      ips: (p.result as { ips: object[] }).ips.map((ip) => ({ ...ip, version: "4" })),
+    };
     const stranger = { ...sandbox(p), args: { ...sandbox(p).args, K8S_POD_NAME: "nobody" } };
-    const cases: { what: string; command: "ADD" | "CHECK" | "DEL" | "VERSION"; list: ConfList; extra?: Record<string, unknown>; sandbox: Sandbox; prev?: unknown; fallback?: boolean }[] = [
+    const cases: {
+      what: string;
+      command: "ADD" | "CHECK" | "DEL" | "VERSION";
+      list: ConfList;
+      extra?: Record<string, unknown>;
+      sandbox: Sandbox;
+      prev?: unknown;
+      fallback?: boolean;
+    }[] = [
       { what: "VERSION", command: "VERSION", list: base, sandbox: sandbox(p) },
       { what: "VERSION 0.4.0", command: "VERSION", list: v04, sandbox: sandbox(p) },
       { what: "ADD again (idempotent)", command: "ADD", list: base, sandbox: sandbox(p), prev: p.result },
-      { what: "ADD converting a 1.0.0 result for a 0.4.0 list", command: "ADD", list: v04, sandbox: sandbox(p), prev: p.result },
-      { what: "ADD converting a 0.4.0 result for a 1.0.0 list", command: "ADD", list: base, sandbox: sandbox(p), prev: prev04 },
+      {
+        what: "ADD converting a 1.0.0 result for a 0.4.0 list",
+        command: "ADD",
+        list: v04,
+        sandbox: sandbox(p),
+        prev: p.result,
+      },
+      {
+        what: "ADD converting a 0.4.0 result for a 1.0.0 list",
+        command: "ADD",
+        list: base,
+        sandbox: sandbox(p),
+        prev: prev04,
+      },
       { what: "CHECK of a programmed pod", command: "CHECK", list: base, sandbox: sandbox(p), prev: p.result },
-      { what: "CHECK of a pod the agent does not have (100)", command: "CHECK", list: base, sandbox: stranger, prev: p.result },
-      { what: "DEL of a container never added", command: "DEL", list: base, sandbox: { ...sandbox(p), containerId: "never-added", netns: "" } },
+      {
+        what: "CHECK of a pod the agent does not have (100)",
+        command: "CHECK",
+        list: base,
+        sandbox: stranger,
+        prev: p.result,
+      },
+      {
+        what: "DEL of a container never added",
+        command: "DEL",
+        list: base,
+        sandbox: { ...sandbox(p), containerId: "never-added", netns: "" },
+      },
       { what: "ADD without prevResult (7)", command: "ADD", list: base, sandbox: sandbox(p) },
-      { what: "ADD with a bad timeoutMs (7, names the field)", command: "ADD", list: base, extra: { timeoutMs: "soon" }, sandbox: sandbox(p), prev: p.result },
-      { what: "ADD with a bad clusterCIDRs entry (7, names the field)", command: "ADD", list: base, extra: { clusterCIDRs: ["10.0.0.0/33"] }, sandbox: sandbox(p), prev: p.result },
+      {
+        what: "ADD with a bad timeoutMs (7, names the field)",
+        command: "ADD",
+        list: base,
+        extra: { timeoutMs: "soon" },
+        sandbox: sandbox(p),
+        prev: p.result,
+      },
+      {
+        what: "ADD with a bad clusterCIDRs entry (7, names the field)",
+        command: "ADD",
+        list: base,
+        extra: { clusterCIDRs: ["10.0.0.0/33"] },
+        sandbox: sandbox(p),
+        prev: p.result,
+      },
       // The shim cannot tell where the agent is: it asks the default socket (none here), then the TypeScript plugin.
-      { what: "ADD with a relative agentSocket (7)", command: "ADD", list: base, extra: { agentSocket: "cni.sock" }, sandbox: sandbox(p), prev: p.result, fallback: !existsSync(DEFAULT_AGENT_SOCKET) },
-      { what: "ADD with a bad address in prevResult (7)", command: "ADD", list: base, sandbox: sandbox(p), prev: { cniVersion: "1.0.0", ips: [{ address: "10.244.1.300/24" }] } },
-      { what: "ADD without the pod's identity (4)", command: "ADD", list: base, sandbox: { ...sandbox(p), args: {} }, prev: p.result },
-      { what: "ADD with a bad CNI_IFNAME (4)", command: "ADD", list: base, sandbox: { ...sandbox(p), ifname: "a/b" }, prev: p.result },
-      { what: "ADD of an unsupported version (1)", command: "ADD", list: { ...base, cniVersion: "0.3.1" }, sandbox: sandbox(p), prev: p.result },
+      {
+        what: "ADD with a relative agentSocket (7)",
+        command: "ADD",
+        list: base,
+        extra: { agentSocket: "cni.sock" },
+        sandbox: sandbox(p),
+        prev: p.result,
+        fallback: !existsSync(DEFAULT_AGENT_SOCKET),
+      },
+      {
+        what: "ADD with a bad address in prevResult (7)",
+        command: "ADD",
+        list: base,
+        sandbox: sandbox(p),
+        prev: { cniVersion: "1.0.0", ips: [{ address: "10.244.1.300/24" }] },
+      },
+      {
+        what: "ADD without the pod's identity (4)",
+        command: "ADD",
+        list: base,
+        sandbox: { ...sandbox(p), args: {} },
+        prev: p.result,
+      },
+      {
+        what: "ADD with a bad CNI_IFNAME (4)",
+        command: "ADD",
+        list: base,
+        sandbox: { ...sandbox(p), ifname: "a/b" },
+        prev: p.result,
+      },
+      {
+        what: "ADD of an unsupported version (1)",
+        command: "ADD",
+        list: { ...base, cniVersion: "0.3.1" },
+        sandbox: sandbox(p),
+        prev: p.result,
+      },
     ];
     for (const c of cases) {
-      const viaShim = await runtime.exec(c.command, c.list, { ...asType(c.list, PLUGIN_TYPE), ...c.extra }, c.sandbox, c.prev);
-      const viaPlugin = await runtime.exec(c.command, c.list, { ...asType(c.list, FALLBACK_PLUGIN), ...c.extra }, c.sandbox, c.prev);
-      expect({ what: c.what, exitCode: viaShim.exitCode, stdout: viaShim.stdout }).toEqual({ what: c.what, exitCode: viaPlugin.exitCode, stdout: viaPlugin.stdout });
+      const viaShim = await runtime.exec(
+        c.command,
+        c.list,
+        { ...asType(c.list, PLUGIN_TYPE), ...c.extra },
+        c.sandbox,
+        c.prev,
+      );
+      const viaPlugin = await runtime.exec(
+        c.command,
+        c.list,
+        { ...asType(c.list, FALLBACK_PLUGIN), ...c.extra },
+        c.sandbox,
+        c.prev,
+      );
+      expect({ what: c.what, exitCode: viaShim.exitCode, stdout: viaShim.stdout }).toEqual({
+        what: c.what,
+        exitCode: viaPlugin.exitCode,
+        stdout: viaPlugin.stdout,
+      });
       // Whether the agent took the call: the fallback says on stderr that it runs it.
       if (c.fallback) expect(viaShim.stderr, c.what).toContain("the shim could not hand this call");
       else expect(viaShim.stderr, c.what).not.toContain("the shim could not hand this call");
     }
     // The bad-field answers name the field.
-    const bad = await runtime.exec("ADD", base, { ...asType(base, PLUGIN_TYPE), timeoutMs: "soon" }, sandbox(p), p.result);
+    const bad = await runtime.exec(
+      "ADD",
+      base,
+      { ...asType(base, PLUGIN_TYPE), timeoutMs: "soon" },
+      sandbox(p),
+      p.result,
+    );
     expect(JSON.parse(bad.stdout)).toMatchObject({ code: 7, msg: expect.stringContaining("timeoutMs") });
   });
 });
@@ -312,14 +480,22 @@ describe("CHECK, DEL and VERSION", () => {
     const stranger = { ...sandbox(p), args: { ...sandbox(p).args, K8S_POD_NAME: "nobody" } };
     const run = await runtime.exec("CHECK", confList(p), confList(p).plugins[1]!, stranger, p.result);
     expect(run.exitCode).not.toBe(0);
-    expect(JSON.parse(run.stdout)).toMatchObject({ cniVersion: "1.0.0", code: 100, msg: expect.stringContaining("has not programmed") });
+    expect(JSON.parse(run.stdout)).toMatchObject({
+      cniVersion: "1.0.0",
+      code: 100,
+      msg: expect.stringContaining("has not programmed"),
+    });
   });
 
   it("DEL is idempotent, and succeeds for a container nobody ever added", async () => {
     const p = pods.find((x) => x.name === "web-new")!;
     await runtime.del(confList(p), sandbox(p), p.result);
     await runtime.del(confList(p), sandbox(p), p.result);
-    const never = await runtime.exec("DEL", confList(p), confList(p).plugins[1]!, { ...sandbox(p), containerId: "never-added", netns: "" });
+    const never = await runtime.exec("DEL", confList(p), confList(p).plugins[1]!, {
+      ...sandbox(p),
+      containerId: "never-added",
+      netns: "",
+    });
     expect(never).toMatchObject({ exitCode: 0, stdout: "" });
   });
 
@@ -366,9 +542,27 @@ describe("with the node agent down", () => {
     const dropsBefore = await quarantine().drops();
     await sendDatagram(payQ, "held-pay-q");
     await sendDatagram(webQ, "held-web-q");
-    const inside = await execIn(payQ.netns, "curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "3", GW_METRICS]);
+    const inside = await execIn(payQ.netns, "curl", [
+      "-s",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      "-m",
+      "3",
+      GW_METRICS,
+    ]);
     expect(inside).toBe("200");
-    const outside = await execIn(payQ.netns, "curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "1", `http://${LAB_NETWORK.echoService}/`]).catch(() => "000");
+    const outside = await execIn(payQ.netns, "curl", [
+      "-s",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      "-m",
+      "1",
+      `http://${LAB_NETWORK.echoService}/`,
+    ]).catch(() => "000");
     expect(outside).toBe("000");
     await new Promise((r) => setTimeout(r, 500));
     expect([...sources("held-pay-q"), ...sources("held-web-q")]).toEqual([]);
@@ -377,7 +571,13 @@ describe("with the node agent down", () => {
 
   it("DEL succeeds while the agent is away", async () => {
     const p = pods.find((x) => x.name === "pay-new")!;
-    const run = await runtime.exec("DEL", confList(p, { timeoutMs: 500 }), confList(p).plugins[1]!, sandbox(p), p.result);
+    const run = await runtime.exec(
+      "DEL",
+      confList(p, { timeoutMs: 500 }),
+      confList(p).plugins[1]!,
+      sandbox(p),
+      p.result,
+    );
     expect(run).toMatchObject({ exitCode: 0, stdout: "" });
   });
 
@@ -408,11 +608,31 @@ describe("on a node where the agent never ran", () => {
     const list: ConfList = {
       cniVersion: "1.0.0",
       name: "lab-chain",
-      plugins: [{ type: "static-egress", agentSocket: join(lab.dir, "nobody.sock"), timeoutMs: 500, clusterCIDRs: ["10.244.0.0/16", "10.96.0.0/12"] }],
+      plugins: [
+        {
+          type: "static-egress",
+          agentSocket: join(lab.dir, "nobody.sock"),
+          timeoutMs: 500,
+          clusterCIDRs: ["10.244.0.0/16", "10.96.0.0/12"],
+        },
+      ],
     };
     const prev = (ip: string) => ({ cniVersion: "1.0.0", ips: [{ address: `${ip}/24`, gateway: "10.244.9.1" }] });
     const runs = await Promise.all(
-      [2, 3, 4].map((h) => bareRuntime.exec("ADD", list, list.plugins[0]!, { containerId: `c${h}`, netns: `/var/run/netns/${bare}`, ifname: "eth0", args: { K8S_POD_NAMESPACE: "web", K8S_POD_NAME: `w${h}` } }, prev(`10.244.9.${h}`))),
+      [2, 3, 4].map((h) =>
+        bareRuntime.exec(
+          "ADD",
+          list,
+          list.plugins[0]!,
+          {
+            containerId: `c${h}`,
+            netns: `/var/run/netns/${bare}`,
+            ifname: "eth0",
+            args: { K8S_POD_NAMESPACE: "web", K8S_POD_NAME: `w${h}` },
+          },
+          prev(`10.244.9.${h}`),
+        ),
+      ),
     );
     for (const [i, run] of runs.entries()) {
       expect(run.exitCode).toBe(0);
@@ -421,6 +641,10 @@ describe("on a node where the agent never ran", () => {
     const table = await execIn(bare, "nft", ["list", "table", "ip", "static_egress_quarantine"]);
     expect(table.match(/ip saddr @pods ip daddr != @cluster counter name "drops" drop/g)).toHaveLength(1);
     expect(table).toContain("10.96.0.0/12");
-    expect((await new QuarantineTable(inNamespace(bare)).list())?.map((e) => e.ip).sort()).toEqual(["10.244.9.2", "10.244.9.3", "10.244.9.4"]);
+    expect((await new QuarantineTable(inNamespace(bare)).list())?.map((e) => e.ip).sort()).toEqual([
+      "10.244.9.2",
+      "10.244.9.3",
+      "10.244.9.4",
+    ]);
   });
 });

@@ -59,16 +59,25 @@ describe("dedicated egress through the gateways", () => {
     // 192.0.2.10 and exporter's 192.0.2.11: one instance, each policy with its own IP.
     const gwA = lab.topology.gatewayHosts.find((g) => g.name === "gw-a")!;
     expect(gwA.egressIPs).toEqual(expect.arrayContaining([CHECKOUT_IPS[0], EXPORTER_IPS[0]]));
-    const want: Record<string, string> = { "payments/pay-1": CHECKOUT_IPS[0]!, "payments/pay-2": CHECKOUT_IPS[0]!, "reporting/rep-1": EXPORTER_IPS[0]!, "reporting/rep-2": EXPORTER_IPS[0]! };
+    const want: Record<string, string> = {
+      "payments/pay-1": CHECKOUT_IPS[0]!,
+      "payments/pay-2": CHECKOUT_IPS[0]!,
+      "reporting/rep-1": EXPORTER_IPS[0]!,
+      "reporting/rep-2": EXPORTER_IPS[0]!,
+    };
     const echo = LAB_NETWORK.echoService;
     await lab.killGateway("gw-b", "silent");
     try {
       let rows = new Map<string, LabPodStatus>();
       const seen = () => Object.fromEntries(Object.keys(want).map((p) => [p, rows.get(p)?.egressIP]));
-      await waitFor(async () => {
-        rows = byPod(await lab.status());
-        return Object.entries(want).every(([p, ip]) => rows.get(p)?.egressIP === ip);
-      }, 15_000, "the pods did not all move to gw-a").catch(() => undefined);
+      await waitFor(
+        async () => {
+          rows = byPod(await lab.status());
+          return Object.entries(want).every(([p, ip]) => rows.get(p)?.egressIP === ip);
+        },
+        15_000,
+        "the pods did not all move to gw-a",
+      ).catch(() => undefined);
       // Only the probes below count on gw-a: forget its earlier connections to the echo service.
       await execIn(gwA.netns, "conntrack", ["-D", "-p", "tcp", "--orig-dst", echo]).catch(() => undefined);
       rows = byPod(await lab.status());
@@ -77,7 +86,9 @@ describe("dedicated egress through the gateways", () => {
       const flows = await execIn(gwA.netns, "conntrack", ["-L", "-p", "tcp", "--orig-dst", echo]);
       const esc = (ip: string) => ip.replaceAll(".", "\\.");
       for (const [pod, ip] of Object.entries(want)) {
-        expect(flows).toMatch(new RegExp(`src=${esc(rows.get(pod)!.ip)} dst=${esc(echo)} .*src=${esc(echo)} dst=${esc(ip)} `));
+        expect(flows).toMatch(
+          new RegExp(`src=${esc(rows.get(pod)!.ip)} dst=${esc(echo)} .*src=${esc(echo)} dst=${esc(ip)} `),
+        );
       }
     } finally {
       await lab.reviveGateway("gw-b");
@@ -103,7 +114,25 @@ describe("agent restarts", () => {
     const node1 = lab.topology.nodes.find((n) => n.name === "node1")!;
     const rulesBefore = await readRules(commandKernel(inNamespace(node1.netns)), 10000, 10099);
     const routesBefore = await readRoutes(commandKernel(inNamespace(node1.netns)), { from: 7001, to: 7000 + 4095 });
-    const stream = spawn("ip", ["netns", "exec", lab.findPod("payments/pay-1").netns, process.execPath, cliEntry(), "lab", "udp-stream", "--tag", "restart", "--interval-ms", "1", "--duration-ms", "5000"], { stdio: "ignore" });
+    const stream = spawn(
+      "ip",
+      [
+        "netns",
+        "exec",
+        lab.findPod("payments/pay-1").netns,
+        process.execPath,
+        cliEntry(),
+        "lab",
+        "udp-stream",
+        "--tag",
+        "restart",
+        "--interval-ms",
+        "1",
+        "--duration-ms",
+        "5000",
+      ],
+      { stdio: "ignore" },
+    );
     const done = new Promise((r) => stream.on("exit", r));
     await new Promise((r) => setTimeout(r, 500));
     for (const host of ["node1", "gw-a", "gw-b"]) {
@@ -118,7 +147,14 @@ describe("agent restarts", () => {
     const wrong = received.filter((d) => !CHECKOUT_IPS.includes(d.src));
     expect(wrong).toEqual([]);
     // The restarted agent adopted what it found: the same rules and routes, once each.
-    await waitFor(() => readFileSync(lab.record.processes.find((p) => p.name === "agent-node1")!.log, "utf8").includes("node agent started"), 10_000, "agent did not restart");
+    await waitFor(
+      () =>
+        readFileSync(lab.record.processes.find((p) => p.name === "agent-node1")!.log, "utf8").includes(
+          "node agent started",
+        ),
+      10_000,
+      "agent did not restart",
+    );
     await new Promise((r) => setTimeout(r, 500));
     const rulesAfter = await readRules(commandKernel(inNamespace(node1.netns)), 10000, 10099);
     const routesAfter = await readRoutes(commandKernel(inNamespace(node1.netns)), { from: 7001, to: 7000 + 4095 });
@@ -137,7 +173,10 @@ function agentErrors(log: string): Map<string, { field: string; message: string 
   for (const line of readFileSync(log, "utf8").split("\n")) {
     if (!line.includes("invalid resource ignored")) continue;
     const entry = JSON.parse(line) as { resource: string; errors: { field: string; message: string }[] };
-    out.set(entry.resource, entry.errors.map(({ field, message }) => ({ field, message })));
+    out.set(
+      entry.resource,
+      entry.errors.map(({ field, message }) => ({ field, message })),
+    );
   }
   return out;
 }
@@ -163,7 +202,11 @@ describe("bad input", () => {
   const bad = [
     { name: "bad-cidr", spec: { destinationCIDRs: ["198.51.100.0/33"] }, field: "spec.destinationCIDRs[0]" },
     { name: "bad-gateway", spec: { gatewayName: "nowhere" }, field: "spec.gatewayName" },
-    { name: "bad-selector", spec: { podSelector: { matchExpressions: [{ key: "app", operator: "In", values: [] }] } }, field: "spec.podSelector.matchExpressions[0].values" },
+    {
+      name: "bad-selector",
+      spec: { podSelector: { matchExpressions: [{ key: "app", operator: "In", values: [] }] } },
+      field: "spec.podSelector.matchExpressions[0].values",
+    },
     { name: "dup-ip", spec: { egressIPs: ["192.0.2.10"] }, field: "spec.egressIPs[0]" },
   ];
 
@@ -171,14 +214,25 @@ describe("bad input", () => {
     apiVersion: "staticegress.io/v1alpha1",
     kind: "EgressPolicy",
     metadata: { name: b.name, namespace: "web" },
-    spec: { podSelector: { matchLabels: { app: "frontend" } }, gatewayName: "shared", egressIPs: ["192.0.2.99"], ...b.spec },
+    spec: {
+      podSelector: { matchLabels: { app: "frontend" } },
+      gatewayName: "shared",
+      egressIPs: ["192.0.2.99"],
+      ...b.spec,
+    },
   }));
 
   it("names the resource and field, and every other policy keeps working", async () => {
     await lab.applyPolicies(docs);
     const log = lab.record.processes.find((p) => p.name === "agent-node1")!.log;
-    await waitFor(() => bad.every((b) => readFileSync(log, "utf8").includes(`EgressPolicy/web/${b.name}`)), 10_000, "agent did not report the invalid policies");
-    const lines = readFileSync(log, "utf8").split("\n").filter((l) => l.includes("invalid resource ignored"));
+    await waitFor(
+      () => bad.every((b) => readFileSync(log, "utf8").includes(`EgressPolicy/web/${b.name}`)),
+      10_000,
+      "agent did not report the invalid policies",
+    );
+    const lines = readFileSync(log, "utf8")
+      .split("\n")
+      .filter((l) => l.includes("invalid resource ignored"));
     for (const b of bad) {
       const line = lines.reverse().find((l) => l.includes(`EgressPolicy/web/${b.name}`))!;
       expect(line).toContain(`"field":"${b.field}"`);
@@ -199,7 +253,11 @@ describe("bad input", () => {
     try {
       // The agent planned with them (the web pods are dropped), so its last report is about them.
       await waitConverged(lab);
-      await waitFor(() => resources.every((r) => agentErrors(log).has(r)), 10_000, "agent did not report the invalid policies");
+      await waitFor(
+        () => resources.every((r) => agentErrors(log).has(r)),
+        10_000,
+        "agent did not report the invalid policies",
+      );
       // The same cluster file the agent read, through the CLI.
       const { stdout, code } = await new Promise<{ stdout: string; code: number | null }>((resolve) => {
         const child = spawn(process.execPath, [cliEntry(), "validate", "-f", lab.clusterFile]);

@@ -32,7 +32,15 @@ function plan(health: "via" | "blackhole", pods = 3): NodePlan {
     policy: "EgressPolicy/a/p",
     instance: i % 2 === 0 ? "gw/a" : "gw/b",
   }));
-  return { node: "n", instances, entries, neverDivert: [parseCidr("10.0.0.0/8")], unavailable: [], podsByPolicy: {}, tunnel: { address: "10.0.0.11", port: 20011 } };
+  return {
+    node: "n",
+    instances,
+    entries,
+    neverDivert: [parseCidr("10.0.0.0/8")],
+    unavailable: [],
+    podsByPolicy: {},
+    tunnel: { address: "10.0.0.11", port: 20011 },
+  };
 }
 
 async function foreignState(): Promise<string> {
@@ -40,7 +48,15 @@ async function foreignState(): Promise<string> {
   const main = await execIn(nodeNs, "ip", ["-4", "route", "show", "table", "main"]);
   const t100 = await execIn(nodeNs, "ip", ["-4", "route", "show", "table", "100"]);
   const other = await execIn(nodeNs, "nft", ["list", "table", "ip", "someone_else"]);
-  return [rules.split("\n").filter((l) => !/^100\d\d:/.test(l)).join("\n"), main, t100, other].join("\n--\n");
+  return [
+    rules
+      .split("\n")
+      .filter((l) => !/^100\d\d:/.test(l))
+      .join("\n"),
+    main,
+    t100,
+    other,
+  ].join("\n--\n");
 }
 
 beforeAll(async () => {
@@ -73,16 +89,41 @@ describe("node dataplane", () => {
     const rules = await readRules(run, 10000, 10099);
     expect(rules).toHaveLength(5); // two instances, their tunnels' own packets + the catch-all blackhole
     expect(rules.find((r) => r.action === "blackhole")).toMatchObject({ priority: 10099 });
-    expect(rules.filter((r) => r.to).map((r) => r.to).sort()).toEqual(["10.0.0.101/32", "10.0.0.102/32"]);
+    expect(
+      rules
+        .filter((r) => r.to)
+        .map((r) => r.to)
+        .sort(),
+    ).toEqual(["10.0.0.101/32", "10.0.0.102/32"]);
     const routes = await readRoutes(run, { from: 7001, to: 11095 });
-    expect(routes.map((r) => `${r.table} ${r.kind} ${r.via ?? ""} ${r.onlinkDev ?? ""}`).sort()).toEqual([`7001 via 169.254.53.1 se-gw1`, `7002 via 169.254.53.1 se-gw2`]);
+    expect(routes.map((r) => `${r.table} ${r.kind} ${r.via ?? ""} ${r.onlinkDev ?? ""}`).sort()).toEqual([
+      `7001 via 169.254.53.1 se-gw1`,
+      `7002 via 169.254.53.1 se-gw2`,
+    ]);
     // One VXLAN device per instance: the node's address and port, the instance's id as VNI.
-    const links = JSON.parse(await execIn(nodeNs, "ip", ["-d", "-json", "link", "show", "type", "vxlan"])) as { ifname: string; mtu: number; linkinfo: { info_data: Record<string, unknown> } }[];
-    expect(links.map((l) => [l.ifname, l.mtu, l.linkinfo.info_data["id"], l.linkinfo.info_data["local"], l.linkinfo.info_data["remote"], l.linkinfo.info_data["port"]]).sort()).toEqual([
+    const links = JSON.parse(await execIn(nodeNs, "ip", ["-d", "-json", "link", "show", "type", "vxlan"])) as {
+      ifname: string;
+      mtu: number;
+      linkinfo: { info_data: Record<string, unknown> };
+    }[];
+    expect(
+      links
+        .map((l) => [
+          l.ifname,
+          l.mtu,
+          l.linkinfo.info_data["id"],
+          l.linkinfo.info_data["local"],
+          l.linkinfo.info_data["remote"],
+          l.linkinfo.info_data["port"],
+        ])
+        .sort(),
+    ).toEqual([
       ["se-gw1", 1450, 1, "10.0.0.11", "10.0.0.101", 20011],
       ["se-gw2", 1450, 2, "10.0.0.11", "10.0.0.102", 20011],
     ]);
-    expect(await execIn(nodeNs, "ip", ["-4", "neigh", "show", "dev", "se-gw1"])).toContain("169.254.53.1 lladdr 02:5e:9a:00:00:01 PERMANENT");
+    expect(await execIn(nodeNs, "ip", ["-4", "neigh", "show", "dev", "se-gw1"])).toContain(
+      "169.254.53.1 lladdr 02:5e:9a:00:00:01 PERMANENT",
+    );
     const map = await execIn(nodeNs, "nft", ["list", "map", "ip", "static_egress", "divert"]);
     for (const ip of ["10.244.1.10", "10.244.1.11", "10.244.1.12"]) expect(map).toContain(ip);
 
@@ -97,7 +138,9 @@ describe("node dataplane", () => {
   it("a new pod with unchanged routing reads no routing or tunnels back; the next verify does, and repairs a deleted route", async () => {
     const commands: string[] = [];
     const inNode = inNamespace(nodeNs);
-    const recording: CommandRunner = { run: (cmd, args, o) => (commands.push(`${cmd} ${args.join(" ")}`), inNode.run(cmd, args, o)) };
+    const recording: CommandRunner = {
+      run: (cmd, args, o) => (commands.push(`${cmd} ${args.join(" ")}`), inNode.run(cmd, args, o)),
+    };
     const dp = new NodeDataplane(commandKernel(recording));
     await dp.apply(plan("via", 3), { verify: true });
     commands.length = 0;
@@ -156,7 +199,14 @@ describe("node dataplane", () => {
     await dp.apply(plan("via"), { verify: true });
     await execIn(nodeNs, "ip", ["rule", "del", "priority", "10099"]);
     await execIn(nodeNs, "ip", ["route", "replace", "default", "via", "10.0.0.99", "table", "7002"]);
-    await execIn(nodeNs, "nft", ["delete", "element", "ip", "static_egress", "divert", "{ 10.244.1.10 . 198.51.100.0/24 }"]);
+    await execIn(nodeNs, "nft", [
+      "delete",
+      "element",
+      "ip",
+      "static_egress",
+      "divert",
+      "{ 10.244.1.10 . 198.51.100.0/24 }",
+    ]);
     const r = await dp.apply(plan("via"), { verify: true });
     expect(r.nftChanged).toBe(true);
     expect(r.routingAdded).toBe(2);
@@ -191,7 +241,11 @@ describe("node dataplane", () => {
   it("renders a single transaction that replaces the whole table", () => {
     const script = renderNodeTable(plan("via"));
     // declare, delete, re-create: one `nft -f` run, so the kernel commits it all or nothing.
-    expect(script.split("\n").slice(0, 3)).toEqual(["table ip static_egress", "delete table ip static_egress", "table ip static_egress {"]);
+    expect(script.split("\n").slice(0, 3)).toEqual([
+      "table ip static_egress",
+      "delete table ip static_egress",
+      "table ip static_egress {",
+    ]);
     expect(script).not.toMatch(/^flush/m);
   });
 
@@ -213,13 +267,26 @@ describe("gateway dataplane", () => {
   const gwPlan: GatewayPlan = {
     instance: "gw/a",
     address: "10.0.0.11",
-    snat: [{ podIP: "10.244.1.10", dst: { from: parseIPv4("0.0.0.0"), to: parseIPv4("255.255.255.255") }, egressIP: "192.0.2.10", policy: "p" }],
-    returnRoutes: [{ cidr: "10.244.1.0/24", via: "10.0.0.12", port: 20012 }, { cidr: "10.244.2.0/24", via: "10.0.0.13", port: 20013 }],
+    snat: [
+      {
+        podIP: "10.244.1.10",
+        dst: { from: parseIPv4("0.0.0.0"), to: parseIPv4("255.255.255.255") },
+        egressIP: "192.0.2.10",
+        policy: "p",
+      },
+    ],
+    returnRoutes: [
+      { cidr: "10.244.1.0/24", via: "10.0.0.12", port: 20012 },
+      { cidr: "10.244.2.0/24", via: "10.0.0.13", port: 20013 },
+    ],
     nodeAddresses: ["10.0.0.12", "10.0.0.13"],
     egressIPs: ["192.0.2.10"],
     egressIPOwners: [{ egressIP: "192.0.2.10", policy: "p" }],
     vni: 1,
-    tunnels: [{ node: "n2", address: "10.0.0.12", port: 20012 }, { node: "n3", address: "10.0.0.13", port: 20013 }],
+    tunnels: [
+      { node: "n2", address: "10.0.0.12", port: 20012 },
+      { node: "n3", address: "10.0.0.13", port: 20013 },
+    ],
     podsByTunnel: [{ port: 20012, podIP: "10.244.1.10" }],
   };
 
@@ -228,7 +295,9 @@ describe("gateway dataplane", () => {
     const dp = new GatewayDataplane(gwRun);
     const first = await dp.apply(gwPlan, { verify: true });
     expect(first.routingAdded).toBe(4); // two tunnels, two return routes through them
-    expect(await execIn(gwNs, "ip", ["-4", "route", "show", "10.244.2.0/24"])).toContain("via 169.254.53.2 dev se-nd20013 proto 94 onlink");
+    expect(await execIn(gwNs, "ip", ["-4", "route", "show", "10.244.2.0/24"])).toContain(
+      "via 169.254.53.2 dev se-nd20013 proto 94 onlink",
+    );
     expect(await execIn(gwNs, "sysctl", ["-n", "net.ipv4.ip_forward"])).toBe("1\n");
     const table = await execIn(gwNs, "nft", ["list", "table", "ip", "static_egress_gw"]);
     expect(table).toContain("10.244.1.10 . 0.0.0.0/0 : 192.0.2.10");

@@ -40,7 +40,11 @@ function instances(): Instance[] {
 
 beforeAll(async () => {
   const path = join(packageRoot(), "examples", "lab-digitalocean.yaml");
-  lab = await Lab.up(parseLabConfig(readFileSync(path, "utf8"), path), { prefix: newRunPrefix(), persistent: false, mode: "kubernetes" });
+  lab = await Lab.up(parseLabConfig(readFileSync(path, "utf8"), path), {
+    prefix: newRunPrefix(),
+    persistent: false,
+    mode: "kubernetes",
+  });
   const cloud = lab.cloud()!;
   api = new DigitalOceanClient({ token: readFileSync(cloud.tokenFile, "utf8").trim(), baseUrl: cloud.url });
   await waitConverged(lab, undefined, 30_000);
@@ -71,11 +75,16 @@ describe("lab: a digitalocean gateway on droplets that are gateway namespaces", 
     expect(inbound.length).toBeGreaterThan(0);
     for (const rule of inbound) expect(rule.sources.tags).toEqual([LAB_CLOUD.nodeTag]);
     // Forwarded packets keep the pods' addresses: the pod CIDR is admitted on the forwarding ports, never on BFD or the tunnels.
-    for (const rule of inbound) expect(rule.sources.addresses ?? []).toEqual(rule.ports === "3784" || rule.ports === "20001-24095" ? [] : [LAB_NETWORK.podCidr]);
+    for (const rule of inbound)
+      expect(rule.sources.addresses ?? []).toEqual(
+        rule.ports === "3784" || rule.ports === "20001-24095" ? [] : [LAB_NETWORK.podCidr],
+      );
 
     // As on DigitalOcean: each gateway SNATs to its own anchor IP (learned from the metadata
     // service), and the edge turns the anchor of the reserved IP's holder into the reserved IP.
-    const edgeJson = JSON.parse(await execIn(lab.topology.internet, "nft", ["-j", "list", "map", "ip", "lab_edge", "reserved_to_anchor"])) as { nftables: { map?: { elem?: [string, string][] } }[] };
+    const edgeJson = JSON.parse(
+      await execIn(lab.topology.internet, "nft", ["-j", "list", "map", "ip", "lab_edge", "reserved_to_anchor"]),
+    ) as { nftables: { map?: { elem?: [string, string][] } }[] };
     const edge = edgeJson.nftables.find((x) => x.map)?.map?.elem ?? [];
     for (const d of running) {
       expect(d.anchorIP).toMatch(/^10\.20\./);
@@ -88,7 +97,14 @@ describe("lab: a digitalocean gateway on droplets that are gateway namespaces", 
 
     // While the droplets booted the policy named IPs no instance carried yet: it was never
     // Invalid (an invalid policy selects nothing, so its pods would have left with node IPs).
-    const events = kubectl(["get", "events", "-n", "payments", "-o", "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}"]);
+    const events = kubectl([
+      "get",
+      "events",
+      "-n",
+      "payments",
+      "-o",
+      'jsonpath={range .items[*]}{.reason}{"\\n"}{end}',
+    ]);
     expect(events.status).toBe(0);
     expect(events.stdout.split("\n").filter((r) => r.startsWith("Invalid"))).toEqual([]);
 
@@ -121,19 +137,34 @@ describe("lab: a digitalocean gateway on droplets that are gateway namespaces", 
 
     // The controller notices without any change in the cluster and replaces the droplet under
     // the same name; the slot's reserved IP moves to it and nodes use it once its probes answer.
-    await waitFor(() => instances().some((i) => i.name === victim.name && i.id !== oldId && i.health === "Up"), 60_000, "the droplet was not replaced", 300);
+    await waitFor(
+      () => instances().some((i) => i.name === victim.name && i.id !== oldId && i.health === "Up"),
+      60_000,
+      "the droplet was not replaced",
+      300,
+    );
     const replacement = instances().find((i) => i.name === victim.name)!;
     expect(replacement.egressIPs).toEqual([ip]);
     const holder = (await api.getReservedIP(ip))?.droplet;
     expect(holder && "id" in holder ? holder.id : undefined).toBe(Number(replacement.id));
     expect(await api.getDroplet(Number(oldId))).toBeUndefined();
-    await waitFor(async () => (await lab.status()).some((r) => r.egressIP === ip), 30_000, "no pod leaves through the replacement", 300);
+    await waitFor(
+      async () => (await lab.status()).some((r) => r.egressIP === ip),
+      30_000,
+      "no pod leaves through the replacement",
+      300,
+    );
     await waitConverged(lab, undefined, 30_000);
   }, 120_000);
 
   it("deleting the gateway removes its droplets and firewall, and leaves the user's reserved IPs and the nodes", async () => {
     expect(kubectl(["delete", "egressgateway", "cloud", "--wait=false"]).status).toBe(0);
-    await waitFor(() => kubectl(["get", "egressgateway", "cloud"]).status !== 0, 60_000, "the gateway is still there (finalizer)", 300);
+    await waitFor(
+      () => kubectl(["get", "egressgateway", "cloud"]).status !== 0,
+      60_000,
+      "the gateway is still there (finalizer)",
+      300,
+    );
     const droplets = await api.listDroplets();
     expect(droplets.map((d) => d.name).sort()).toEqual(["node1", "node2", "node3"]);
     expect(await api.listFirewalls()).toEqual([]);

@@ -32,7 +32,11 @@ beforeEach(async () => {
 
 /** The source address the Internet saw on the latest datagram of a stream (waits for one). */
 async function currentSource(tag: string): Promise<string> {
-  const latest = () => lab.udpRecords().filter((d) => d.payload.startsWith(`${tag} `)).pop();
+  const latest = () =>
+    lab
+      .udpRecords()
+      .filter((d) => d.payload.startsWith(`${tag} `))
+      .pop();
   await waitFor(() => latest() !== undefined, 5_000, `no datagram of ${tag} arrived`);
   return latest()!.src;
 }
@@ -60,7 +64,9 @@ describe.each(["agent", "link", "silent"] as const)("gateway death: %s", (kind) 
     const victim = hostOf(pay1);
     const before = byPod(await lab.status());
     // A pod that uses the other instance must not move (consistent assignment).
-    const bystander = [...before.values()].find((r) => r.pod !== "payments/pay-1" && r.policy && r.egressIP && hostOf(r.egressIP) !== victim);
+    const bystander = [...before.values()].find(
+      (r) => r.pod !== "payments/pay-1" && r.policy && r.egressIP && hostOf(r.egressIP) !== victim,
+    );
     await lab.killGateway(victim, kind);
     await stream;
     await new Promise((r) => setTimeout(r, 200));
@@ -68,11 +74,15 @@ describe.each(["agent", "link", "silent"] as const)("gateway death: %s", (kind) 
     expect(report.wrongSource).toEqual([]);
     const survivorIP = CHECKOUT_IPS.find((ip) => ip !== pay1)!;
     expect(report.lastSource).toBe(survivorIP);
-    console.log(`[failover ${kind}] longest interruption ${report.longestGapMs} ms, ${report.received} datagrams, sources ${JSON.stringify(report.sources)}`);
+    console.log(
+      `[failover ${kind}] longest interruption ${report.longestGapMs} ms, ${report.received} datagrams, sources ${JSON.stringify(report.sources)}`,
+    );
     const after = byPod(await lab.status());
     expect(after.get("payments/pay-1")!.egressIP).toBe(survivorIP);
     if (bystander) expect(after.get(bystander.pod)!.egressIP).toBe(bystander.egressIP);
-    expect(await metrics("node1")).toMatch(new RegExp(`static_egress_failovers_total\\{instance="shared/${victim}"\\} [1-9]`));
+    expect(await metrics("node1")).toMatch(
+      new RegExp(`static_egress_failovers_total\\{instance="shared/${victim}"\\} [1-9]`),
+    );
   });
 });
 
@@ -84,8 +94,13 @@ describe("fail-closed", () => {
     // The stream starts once node1 has judged both down (a fixed sleep raced on a loaded machine:
     // before the verdict the packets die on the cut links, uncounted). Nothing may leak meanwhile
     // either: the analysis window starts at the kill.
-    const unavailable = /static_egress_policy_unavailable\{policy="EgressPolicy\/payments\/checkout",failure_policy="Drop"\} 1/;
-    await waitFor(async () => unavailable.test(await metrics("node1")), 10_000, "node1 did not judge both instances down");
+    const unavailable =
+      /static_egress_policy_unavailable\{policy="EgressPolicy\/payments\/checkout",failure_policy="Drop"\} 1/;
+    await waitFor(
+      async () => unavailable.test(await metrics("node1")),
+      10_000,
+      "node1 did not judge both instances down",
+    );
     await startUdpStream(lab, "payments/pay-1", name, 1_000);
     await new Promise((r) => setTimeout(r, 300));
     const report = analyzeStream(lab, name, CHECKOUT_IPS, { from, to: Date.now() });
@@ -106,7 +121,11 @@ describe("fail-closed", () => {
     try {
       for (const g of lab.topology.gatewayHosts) await lab.killGateway(g.name, "link");
       const node2 = lab.topology.nodes.find((n) => n.name === "node2")!.publicIP;
-      await waitFor(async () => byPod(await lab.status()).get("reporting/rep-1")!.egressIP === node2, 10_000, "no fallback to the node IP");
+      await waitFor(
+        async () => byPod(await lab.status()).get("reporting/rep-1")!.egressIP === node2,
+        10_000,
+        "no fallback to the node IP",
+      );
       expect(byPod(await lab.status()).get("payments/pay-2")!.egressIP).toBeNull(); // checkout still fails closed
     } finally {
       await lab.applyPolicies([exporter]);
@@ -168,7 +187,8 @@ describe("recovery and isolation", () => {
       expect(CHECKOUT_IPS).toContain(after.get("payments/pay-1")!.egressIP);
       // Other nodes still use the victim for the pods that were on it.
       for (const r of rows.values()) {
-        if (r.node !== "node1" && r.egressIP && r.policy && hostOf(r.egressIP) === victim.name) expect(after.get(r.pod)!.egressIP).toBe(r.egressIP);
+        if (r.node !== "node1" && r.egressIP && r.policy && hostOf(r.egressIP) === victim.name)
+          expect(after.get(r.pod)!.egressIP).toBe(r.egressIP);
       }
     } finally {
       await execIn(node1.netns, "nft", ["delete", "table", "ip", "lab_cut"]);
@@ -211,7 +231,12 @@ describe("maintenance", () => {
     const name = `reload-${tag++}`;
     const from = Date.now();
     const stream = startUdpStream(lab, "payments/pay-1", name, 3_000);
-    const unrelated = { apiVersion: "staticegress.io/v1alpha1", kind: "EgressPolicy", metadata: { name: "unrelated", namespace: "web" }, spec: { podSelector: { matchLabels: { app: "nothing" } }, gatewayName: "shared", egressIPs: ["192.0.2.99"] } };
+    const unrelated = {
+      apiVersion: "staticegress.io/v1alpha1",
+      kind: "EgressPolicy",
+      metadata: { name: "unrelated", namespace: "web" },
+      spec: { podSelector: { matchLabels: { app: "nothing" } }, gatewayName: "shared", egressIPs: ["192.0.2.99"] },
+    };
     for (let i = 0; i < 5; i++) {
       await new Promise((r) => setTimeout(r, 400));
       if (i % 2 === 0) await lab.applyPolicies([unrelated]);

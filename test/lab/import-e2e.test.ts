@@ -27,7 +27,12 @@ const NIRMATA = [
     metadata: { name: "checkout-egress", namespace: "payments" },
     spec: { rules: [{ egressip: "192.0.2.10", "service-name": "checkout", cidr: "198.51.100.0/24" }] },
   },
-  { apiVersion: "v1", kind: "Service", metadata: { name: "checkout", namespace: "payments" }, spec: { selector: { app: "checkout" }, ports: [{ port: 80 }] } },
+  {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: "checkout", namespace: "payments" },
+    spec: { selector: { app: "checkout" }, ports: [{ port: 80 }] },
+  },
 ];
 /** Cilium: the exporter pods of namespace reporting (Cilium's pseudo-label), the partner range except one address, from 192.0.2.21. */
 const CILIUM = {
@@ -56,9 +61,13 @@ const SPIDERNET = {
 };
 
 function runImport(file: string): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(process.execPath, [cliEntry(), "import", "-f", file, "--gateway", "shared", "--apply", "--kubeconfig", lab.kubeconfigPath], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [cliEntry(), "import", "-f", file, "--gateway", "shared", "--apply", "--kubeconfig", lab.kubeconfigPath],
+    {
+      stdio: ["ignore", "ignore", "pipe"],
+    },
+  );
   let stderr = "";
   child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
   return new Promise((resolve) => child.on("close", (code) => resolve({ code, stderr })));
@@ -70,7 +79,10 @@ beforeAll(async () => {
   const cfg = exampleLabConfig();
   cfg.policies = [];
   cfg.gateways[0]!.instances![0]!.egressIPs.push("192.0.2.12");
-  cfg.gateways[0]!.grants!.push({ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "web" } }, egressIPs: ["192.0.2.12"] });
+  cfg.gateways[0]!.grants!.push({
+    namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "web" } },
+    egressIPs: ["192.0.2.12"],
+  });
   cfg.pods.push({ name: "web-3", namespace: "web", node: "node2", labels: { app: "other" } });
   lab = await Lab.up(cfg, { prefix: newRunPrefix(), persistent: false, mode: "kubernetes" });
   await waitConverged(lab, undefined, 30_000);

@@ -40,7 +40,10 @@ beforeAll(async () => {
   const cfg = exampleLabConfig();
   cfg.gateways[0]!.instances![0]!.egressIPs.push("192.0.2.12"); // a free IP for a new policy,
   // granted to the web namespace (tenancy: only granted IPs may be used)
-  cfg.gateways[0]!.grants!.push({ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "web" } }, egressIPs: ["192.0.2.12"] });
+  cfg.gateways[0]!.grants!.push({
+    namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "web" } },
+    egressIPs: ["192.0.2.12"],
+  });
   lab = await Lab.up(cfg, { prefix: newRunPrefix(), persistent: false, mode: "kubernetes" });
   await waitConverged(lab, undefined, 30_000);
 });
@@ -53,7 +56,10 @@ describe("lab on Kubernetes", () => {
   it("kubectl shows the policies with their status, and the pods", async () => {
     let r = kubectl(["get", "egresspolicies", "-A"]);
     // Ready once every node reports the policy programmed.
-    const ready = () => /checkout\s+shared\s+\["192.0.2.10","192.0.2.20"\]\s+True/.test((r = kubectl(["get", "egresspolicies", "-A"])).stdout);
+    const ready = () =>
+      /checkout\s+shared\s+\["192.0.2.10","192.0.2.20"\]\s+True/.test(
+        (r = kubectl(["get", "egresspolicies", "-A"])).stdout,
+      );
     await waitFor(ready, 15_000, "checkout not shown Ready").catch(() => undefined);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/checkout\s+shared\s+\["192.0.2.10","192.0.2.20"\]\s+True/);
@@ -66,21 +72,35 @@ describe("lab on Kubernetes", () => {
     const shared = lab.topology.gatewayHosts.filter((g) => g.gateway === "shared").length;
     expect(shared).toBeGreaterThanOrEqual(2);
     const up = new RegExp(`static_egress_gateway_instances\\{gateway="shared",health="Up"\\} ${shared}\\b`);
-    await waitFor(async () => up.test((await lab.controllerHttp("/metrics")).body), 15_000, "controller metrics do not show the instances Up");
+    await waitFor(
+      async () => up.test((await lab.controllerHttp("/metrics")).body),
+      15_000,
+      "controller metrics do not show the instances Up",
+    );
     const metrics = (await lab.controllerHttp("/metrics")).body;
     expect(metrics).toMatch(/^static_egress_controller_leader 1$/m);
     expect(metrics).toMatch(/static_egress_controller_passes_total\{result="ok"\} [1-9]/);
     // The same health in the API, for kubectl users: judged by real agents' BFD sessions, not assumed.
-    const health = kubectl(["get", "egressgateway", "shared", "-o", "jsonpath={.status.instances[*].health}"]).stdout.split(" ");
+    const health = kubectl([
+      "get",
+      "egressgateway",
+      "shared",
+      "-o",
+      "jsonpath={.status.instances[*].health}",
+    ]).stdout.split(" ");
     expect(health).toEqual(Array(shared).fill("Up"));
   });
 
   it("the node agents keep our CNI plugin chained, also after the cluster CNI rewrites its list", async () => {
     const file = join(lab.cniConfDir("node2"), "10-lab.conflist");
-    const types = () => (JSON.parse(readFileSync(file, "utf8")) as { plugins: { type: string }[] }).plugins.map((p) => p.type);
+    const types = () =>
+      (JSON.parse(readFileSync(file, "utf8")) as { plugins: { type: string }[] }).plugins.map((p) => p.type);
     expect(types()).toEqual(["ptp", "static-egress"]);
     const entry = (JSON.parse(readFileSync(file, "utf8")) as { plugins: Record<string, unknown>[] }).plugins[1];
-    expect(entry).toMatchObject({ agentSocket: lab.cniSocket("node2"), clusterCIDRs: expect.arrayContaining(["10.244.0.0/16"]) });
+    expect(entry).toMatchObject({
+      agentSocket: lab.cniSocket("node2"),
+      clusterCIDRs: expect.arrayContaining(["10.244.0.0/16"]),
+    });
     // The cluster CNI restarts and writes its own list again.
     const own = JSON.parse(readFileSync(file, "utf8")) as { plugins: unknown[] };
     writeFileSync(file, JSON.stringify({ ...own, plugins: own.plugins.slice(0, 1) }));
@@ -108,17 +128,52 @@ spec: { nodeName: node2, containers: [{ name: app, image: lab }] }
     );
     // 192.0.2.10 belongs to checkout and is not granted to web: the new policy must be refused, naming the field.
     expect(kubectl(["create", "-f", file]).status).toBe(0);
-    await waitFor(() => kubectl(["get", "egp", "frontend", "-n", "web", "-o", "jsonpath={.status.conditions[?(@.type==\"Invalid\")].reason}"]).stdout === "InvalidSpecEgressIPs", 15_000, "not marked Invalid");
-    await waitFor(async () => (await lab.status()).some((r) => r.pod === "web/web-3" && r.ok), 20_000, "web-3 did not start");
+    await waitFor(
+      () =>
+        kubectl([
+          "get",
+          "egp",
+          "frontend",
+          "-n",
+          "web",
+          "-o",
+          'jsonpath={.status.conditions[?(@.type=="Invalid")].reason}',
+        ]).stdout === "InvalidSpecEgressIPs",
+      15_000,
+      "not marked Invalid",
+    );
+    await waitFor(
+      async () => (await lab.status()).some((r) => r.pod === "web/web-3" && r.ok),
+      20_000,
+      "web-3 did not start",
+    );
     // Fixed: a free IP of the gateway.
-    expect(kubectl(["patch", "egp", "frontend", "-n", "web", "--type", "merge", "-p", '{"spec":{"egressIPs":["192.0.2.12"]}}']).status).toBe(0);
-    await waitFor(async () => byPod(await lab.status("198.51.100.200")).get("web/web-3")?.egressIP === "192.0.2.12", 20_000, "the new policy did not take effect");
+    expect(
+      kubectl([
+        "patch",
+        "egp",
+        "frontend",
+        "-n",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        '{"spec":{"egressIPs":["192.0.2.12"]}}',
+      ]).status,
+    ).toBe(0);
+    await waitFor(
+      async () => byPod(await lab.status("198.51.100.200")).get("web/web-3")?.egressIP === "192.0.2.12",
+      20_000,
+      "the new policy did not take effect",
+    );
     expect(byPod(await lab.status("198.51.100.200")).get("web/web-1")?.egressIP).toBe("203.0.113.11"); // not selected (no tier label)
   });
 
   it("kubectl explain, apply --server-side, diff, wait and auth can-i work against the lab", async () => {
     expect(kubectl(["explain", "egresspolicy.spec.egressIPs"]).stdout).toMatch(/FIELD:\s+egressIPs/);
-    expect(kubectl(["wait", "--for=condition=Ready", "egresspolicy/checkout", "-n", "payments", "--timeout=30s"]).stdout).toContain("condition met");
+    expect(
+      kubectl(["wait", "--for=condition=Ready", "egresspolicy/checkout", "-n", "payments", "--timeout=30s"]).stdout,
+    ).toContain("condition met");
     const file = join(lab.dir, "ssa.yaml");
     const doc = (cidr: string) => `apiVersion: staticegress.io/v1alpha1
 kind: EgressPolicy
@@ -140,7 +195,12 @@ spec:
     expect(diff.stdout).toMatch(/^\+\s+- 198\.51\.100\.128\/25$/m);
     expect(kubectl(["delete", "-f", file]).status).toBe(0);
     // The controller's own identity: what its code does, and nothing else.
-    const canI = (...args: string[]) => spawnSync(k8sBinary("kubectl"), ["--kubeconfig", lab.componentKubeconfig("controller"), "auth", "can-i", ...args], { encoding: "utf8" }).stdout.trim();
+    const canI = (...args: string[]) =>
+      spawnSync(
+        k8sBinary("kubectl"),
+        ["--kubeconfig", lab.componentKubeconfig("controller"), "auth", "can-i", ...args],
+        { encoding: "utf8" },
+      ).stdout.trim();
     expect(canI("patch", "egresspolicies.staticegress.io/status", "-n", "payments")).toBe("yes");
     expect(canI("get", "secrets", "-n", "static-egress")).toBe("no");
     expect(canI("delete", "pods", "-n", "payments")).toBe("no");
@@ -167,7 +227,14 @@ spec:
     lab.killProcess("relay-lab");
     await new Promise((r) => setTimeout(r, 2_000));
     await fault(null);
-    lab.startProcess("relay-lab", `${lab.record.prefix}-cp`, ["lab", "relay", "--listen", "tcp:10.0.0.2:6443", "--to", `unix:${join(lab.dir, "api.sock")}`]);
+    lab.startProcess("relay-lab", `${lab.record.prefix}-cp`, [
+      "lab",
+      "relay",
+      "--listen",
+      "tcp:10.0.0.2:6443",
+      "--to",
+      `unix:${join(lab.dir, "api.sock")}`,
+    ]);
     await stream;
     await new Promise((r) => setTimeout(r, 200));
     const report = analyzeStream(lab, name, CHECKOUT_IPS, { from, to: Date.now() });
@@ -178,6 +245,10 @@ spec:
     // And the agents converge on changes made after the faults.
     const exporter = (await lab.currentPolicies()).find((p) => p.metadata?.name === "exporter")!;
     await lab.deletePolicies([exporter]);
-    await waitFor(async () => byPod(await lab.status()).get("reporting/rep-1")?.egressIP === "203.0.113.12", 30_000, "did not converge after the faults");
+    await waitFor(
+      async () => byPod(await lab.status()).get("reporting/rep-1")?.egressIP === "203.0.113.12",
+      30_000,
+      "did not converge after the faults",
+    );
   });
 });

@@ -23,7 +23,12 @@ const policy = {
   apiVersion: "staticegress.io/v1alpha1",
   kind: "ClusterEgressPolicy",
   metadata: { name: "hosts" },
-  spec: { nodeSelector: { matchLabels: { egress: "gateway" } }, gatewayName: "shared", egressIPs: EGRESS_IPS, destinationCIDRs: [`${ECHO}/32`] },
+  spec: {
+    nodeSelector: { matchLabels: { egress: "gateway" } },
+    gatewayName: "shared",
+    egressIPs: EGRESS_IPS,
+    destinationCIDRs: [`${ECHO}/32`],
+  },
 };
 
 function kubectl(args: string[], input?: string): { status: number; stdout: string; stderr: string } {
@@ -54,7 +59,9 @@ async function datapath(name: string): Promise<string> {
 }
 
 async function failClosedDrops(node: string): Promise<number> {
-  const out = JSON.parse(await execIn(host(node).netns, "nft", ["-j", "list", "counter", "ip", "static_egress", "failclosed_drops"])) as { nftables: { counter?: { packets: number } }[] };
+  const out = JSON.parse(
+    await execIn(host(node).netns, "nft", ["-j", "list", "counter", "ip", "static_egress", "failclosed_drops"]),
+  ) as { nftables: { counter?: { packets: number } }[] };
   return out.nftables.find((e) => e.counter)?.counter?.packets ?? NaN;
 }
 
@@ -70,14 +77,26 @@ beforeAll(async () => {
   const cfg = parseLabConfig(
     stringify({
       nodes: [{ name: "node1", labels: { egress: "gateway" } }, { name: "node2" }],
-      gateways: [{ name: "shared", instances: [{ name: "gw-a", egressIPs: [EGRESS_IPS[0]] }, { name: "gw-b", egressIPs: [EGRESS_IPS[1]] }] }],
+      gateways: [
+        {
+          name: "shared",
+          instances: [
+            { name: "gw-a", egressIPs: [EGRESS_IPS[0]] },
+            { name: "gw-b", egressIPs: [EGRESS_IPS[1]] },
+          ],
+        },
+      ],
       pods: [],
     }),
     "node-traffic lab",
   );
   lab = await Lab.up(cfg, { prefix: newRunPrefix(), persistent: false, mode: "kubernetes" });
   for (const n of ["node1", "node2"]) {
-    await waitFor(async () => (await execIn(host(n).netns, "ip", ["rule", "show"])).includes("10099:"), 30_000, `node agent on ${n} did not program`);
+    await waitFor(
+      async () => (await execIn(host(n).netns, "ip", ["rule", "show"])).includes("10099:"),
+      30_000,
+      `node agent on ${n} did not program`,
+    );
   }
   await waitFor(() => lab.allInstancesUp(), 30_000, "instances not up");
   for (const h of HOSTS) before.set(h, await datapath(h));
@@ -91,12 +110,19 @@ describe("node traffic through an EgressGateway (ClusterEgressPolicy nodeSelecto
   it("sends the selected node's own traffic to listed destinations with an egress IP, everything else as before", async () => {
     const r = kubectl(["apply", "-f", "-"], stringify(policy));
     expect(r.status, r.stderr).toBe(0);
-    await waitFor(async () => EGRESS_IPS.includes(await sourceSeen("node1", ECHO)), 20_000, "node1 does not leave with an egress IP");
+    await waitFor(
+      async () => EGRESS_IPS.includes(await sourceSeen("node1", ECHO)),
+      20_000,
+      "node1 does not leave with an egress IP",
+    );
     expect(await sourceSeen("node1", OTHER)).toBe(host("node1").publicIP);
     expect(await sourceSeen("node2", ECHO)).toBe(host("node2").publicIP);
     // Counted at the Internet host: every datagram to the listed destination with an egress IP.
     lab.clearUdpRecords();
-    await Promise.all([startUdpStreamIn(host("node1").netns, "listed", 1_000, 5, ECHO), startUdpStreamIn(host("node1").netns, "other", 1_000, 5, OTHER)]);
+    await Promise.all([
+      startUdpStreamIn(host("node1").netns, "listed", 1_000, 5, ECHO),
+      startUdpStreamIn(host("node1").netns, "other", 1_000, 5, OTHER),
+    ]);
     await new Promise((r) => setTimeout(r, 300));
     const listed = analyzeStream(lab, "listed", EGRESS_IPS);
     const other = analyzeStream(lab, "other", [host("node1").publicIP]);
@@ -118,7 +144,9 @@ describe("node traffic through an EgressGateway (ClusterEgressPolicy nodeSelecto
       await stream;
       await new Promise((r) => setTimeout(r, 300));
       const report = analyzeStream(lab, "failover", EGRESS_IPS);
-      console.log(`node traffic failover: longest gap ${report.longestGapMs} ms (${report.lost} datagrams lost), sources ${JSON.stringify(report.sources)}`);
+      console.log(
+        `node traffic failover: longest gap ${report.longestGapMs} ms (${report.lost} datagrams lost), sources ${JSON.stringify(report.sources)}`,
+      );
       expect(report.wrongSource).toEqual([]);
       expect(report.lastSource).toBe(survivor === "gw-a" ? EGRESS_IPS[0] : EGRESS_IPS[1]);
       expect(report.sources[first]).toBeGreaterThan(0);
@@ -142,7 +170,11 @@ describe("node traffic through an EgressGateway (ClusterEgressPolicy nodeSelecto
     } finally {
       for (const gw of ["gw-a", "gw-b"]) if (lab.record.dead?.[gw]) await lab.reviveGateway(gw);
     }
-    await waitFor(async () => EGRESS_IPS.includes(await sourceSeen("node1", ECHO)), 30_000, "node1 does not leave with an egress IP again");
+    await waitFor(
+      async () => EGRESS_IPS.includes(await sourceSeen("node1", ECHO)),
+      30_000,
+      "node1 does not leave with an egress IP again",
+    );
   });
 
   it("another node forging the selected node's address, through its own tunnel or across the VPC, gets nothing out with an egress IP", async () => {
@@ -155,11 +187,19 @@ describe("node traffic through an EgressGateway (ClusterEgressPolicy nodeSelecto
       for (const gw of ["gw-a", "gw-b"]) {
         const dropsBefore = await foreignSourceDrops(gw);
         const vni = await instanceVni(node2.netns, host(gw).vpcIP);
-        const viaTunnel = await sendForged(node2.netns, node1IP, `attack-tunnel-${gw}`, ["via", GATEWAY_INNER.address, "dev", nodeTunnelDevice(vni), "onlink"]);
+        const viaTunnel = await sendForged(node2.netns, node1IP, `attack-tunnel-${gw}`, [
+          "via",
+          GATEWAY_INNER.address,
+          "dev",
+          nodeTunnelDevice(vni),
+          "onlink",
+        ]);
         expect(viaTunnel).toEqual([]);
         // They reached the gateway through node2's tunnel, and its binding check refused them.
         expect(await foreignSourceDrops(gw)).toBeGreaterThanOrEqual(dropsBefore + 50);
-        expect(await sendForged(node2.netns, node1IP, `attack-vpc-${gw}`, ["via", host(gw).vpcIP, "dev", "eth0"])).toEqual([]);
+        expect(
+          await sendForged(node2.netns, node1IP, `attack-vpc-${gw}`, ["via", host(gw).vpcIP, "dev", "eth0"]),
+        ).toEqual([]);
       }
     } finally {
       await execIn(node2.netns, "ip", ["addr", "del", `${node1IP}/32`, "dev", "lo"]).catch(() => undefined);
@@ -170,7 +210,11 @@ describe("node traffic through an EgressGateway (ClusterEgressPolicy nodeSelecto
   it("with every destination (0.0.0.0/0) the node keeps its API server, its VPC, its probes and its tunnels", async () => {
     const everything = { ...policy, spec: { ...policy.spec, destinationCIDRs: undefined } };
     expect(kubectl(["apply", "-f", "-"], stringify(everything)).status).toBe(0);
-    await waitFor(async () => EGRESS_IPS.includes(await sourceSeen("node1", OTHER)), 20_000, "node1's traffic to another destination is not diverted");
+    await waitFor(
+      async () => EGRESS_IPS.includes(await sourceSeen("node1", OTHER)),
+      20_000,
+      "node1's traffic to another destination is not diverted",
+    );
     // BFD and the tunnels' own packets are not caught: the instances stay up and traffic keeps flowing.
     await new Promise((r) => setTimeout(r, 2_000));
     expect(await lab.allInstancesUp()).toBe(true);
@@ -179,23 +223,45 @@ describe("node traffic through an EgressGateway (ClusterEgressPolicy nodeSelecto
     expect(await vpcSourceSeen("node1", "node2")).toBe(host("node1").vpcIP);
     // The node agent still hears the API server: narrowing the policy takes effect on node1.
     expect(kubectl(["apply", "-f", "-"], stringify(policy)).status).toBe(0);
-    await waitFor(async () => (await sourceSeen("node1", OTHER)) === host("node1").publicIP, 20_000, "node1 did not see the policy change");
+    await waitFor(
+      async () => (await sourceSeen("node1", OTHER)) === host("node1").publicIP,
+      20_000,
+      "node1 did not see the policy change",
+    );
     expect(EGRESS_IPS).toContain(await sourceSeen("node1", ECHO));
   });
 
   it("deleting the policy restores every node's and gateway's routes, rules and nft table exactly", async () => {
     expect(kubectl(["delete", "clusteregresspolicy", "hosts"]).status).toBe(0);
-    await waitFor(async () => (await sourceSeen("node1", ECHO)) === host("node1").publicIP, 20_000, "node1 still diverted");
-    for (const h of HOSTS) await waitFor(async () => (await datapath(h)) === before.get(h), 20_000, `${h}'s datapath not restored`).catch(async (e: Error) => {
-      expect(await datapath(h), e.message).toBe(before.get(h));
-    });
+    await waitFor(
+      async () => (await sourceSeen("node1", ECHO)) === host("node1").publicIP,
+      20_000,
+      "node1 still diverted",
+    );
+    for (const h of HOSTS)
+      await waitFor(async () => (await datapath(h)) === before.get(h), 20_000, `${h}'s datapath not restored`).catch(
+        async (e: Error) => {
+          expect(await datapath(h), e.message).toBe(before.get(h));
+        },
+      );
   });
 });
 
 /** The source `to` sees for a TCP connection from `from` to its VPC address (a one-shot server in `to`'s namespace). */
 async function vpcSourceSeen(from: string, to: string): Promise<string> {
   const addr = host(to).vpcIP;
-  const server = spawn("ip", ["netns", "exec", host(to).netns, process.execPath, "-e", `const s=require("net").createServer((c)=>{c.end(c.remoteAddress);s.close();}).listen(18080,"${addr}");setTimeout(()=>process.exit(0),10000);`], { stdio: "ignore" });
+  const server = spawn(
+    "ip",
+    [
+      "netns",
+      "exec",
+      host(to).netns,
+      process.execPath,
+      "-e",
+      `const s=require("net").createServer((c)=>{c.end(c.remoteAddress);s.close();}).listen(18080,"${addr}");setTimeout(()=>process.exit(0),10000);`,
+    ],
+    { stdio: "ignore" },
+  );
   try {
     await new Promise((r) => setTimeout(r, 1_000));
     const client = `const c=require("net").connect(18080,"${addr}");let d="";c.on("data",(b)=>d+=b);c.on("end",()=>console.log(d));c.on("error",()=>process.exit(1));`;
@@ -206,7 +272,13 @@ async function vpcSourceSeen(from: string, to: string): Promise<string> {
 }
 
 /** Datagrams (tag) sent from `src` through `routeArgs`, and those the Internet got with an egress IP. */
-async function sendForged(netns: string, src: string, tag: string, routeArgs: string[], count = 50): Promise<{ src: string }[]> {
+async function sendForged(
+  netns: string,
+  src: string,
+  tag: string,
+  routeArgs: string[],
+  count = 50,
+): Promise<{ src: string }[]> {
   await execIn(netns, "ip", ["route", "replace", `${ECHO}/32`, ...routeArgs, "table", FORGED_TABLE]);
   await execIn(netns, "ip", ["rule", "add", "priority", "100", "from", `${src}/32`, "lookup", FORGED_TABLE]);
   try {
@@ -215,7 +287,9 @@ async function sendForged(netns: string, src: string, tag: string, routeArgs: st
       `s.bind({address:process.argv[1]},async()=>{for(let i=0;i<${count};i++){s.send("${tag} "+i,${LAB_NETWORK.udpSinkPort},process.argv[2]);await new Promise(r=>setTimeout(r,5));}setTimeout(()=>s.close(),200);});`;
     await execIn(netns, process.execPath, ["-e", script, src, ECHO]);
   } finally {
-    await execIn(netns, "ip", ["rule", "del", "priority", "100", "from", `${src}/32`, "lookup", FORGED_TABLE]).catch(() => undefined);
+    await execIn(netns, "ip", ["rule", "del", "priority", "100", "from", `${src}/32`, "lookup", FORGED_TABLE]).catch(
+      () => undefined,
+    );
     await execIn(netns, "ip", ["route", "flush", "table", FORGED_TABLE]).catch(() => undefined);
   }
   await new Promise((r) => setTimeout(r, 500));
@@ -224,7 +298,9 @@ async function sendForged(netns: string, src: string, tag: string, routeArgs: st
 
 /** The VNI of `netns`'s tunnel to the instance at `address` (its id). */
 async function instanceVni(netns: string, address: string): Promise<number> {
-  const links = JSON.parse(await execIn(netns, "ip", ["-d", "-json", "link", "show", "type", "vxlan"])) as { linkinfo: { info_data: { id: number; remote: string } } }[];
+  const links = JSON.parse(await execIn(netns, "ip", ["-d", "-json", "link", "show", "type", "vxlan"])) as {
+    linkinfo: { info_data: { id: number; remote: string } };
+  }[];
   const link = links.find((l) => l.linkinfo.info_data.remote === address);
   if (!link) throw new Error(`no tunnel to ${address} in ${netns}`);
   return link.linkinfo.info_data.id;

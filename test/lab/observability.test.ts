@@ -37,9 +37,15 @@ beforeAll(async () => {
   // mid-count (it fails closed instead, and what the Internet received stays the check).
   ip = "192.0.2.10";
   gw = HOME[ip]!;
-  const checkout = (await lab.currentPolicies()).find((p) => p.metadata?.name === "checkout")! as KubeObject & { spec: Record<string, unknown> };
+  const checkout = (await lab.currentPolicies()).find((p) => p.metadata?.name === "checkout")! as KubeObject & {
+    spec: Record<string, unknown>;
+  };
   await lab.applyPolicies([{ ...checkout, spec: { ...checkout.spec, egressIPs: [ip] } } as KubeObject]);
-  await waitFor(async () => byPod(await lab.status()).get("payments/pay-1")?.egressIP === ip, 60_000, "checkout not on gw-a alone");
+  await waitFor(
+    async () => byPod(await lab.status()).get("payments/pay-1")?.egressIP === ip,
+    60_000,
+    "checkout not on gw-a alone",
+  );
   prom = await startPrometheus(await lab.exposeMetrics(), shippedRulesWithShortFor(3));
 }, 300_000);
 
@@ -52,7 +58,14 @@ afterAll(async () => {
  * Sends from pay-1: `count` datagrams of `size` bytes from each source port (one flow per port),
  * payload `<tag>-<port>`, spread over `spreadMs`.
  */
-async function send(dst: string, tag: string, ports: readonly number[], count = 1, size = 0, spreadMs = 0): Promise<void> {
+async function send(
+  dst: string,
+  tag: string,
+  ports: readonly number[],
+  count = 1,
+  size = 0,
+  spreadMs = 0,
+): Promise<void> {
   const script = `const d = require("node:dgram");
 const [dst, dport, tag, count, size, spread, ...ports] = process.argv.slice(1);
 (async () => { for (const p of ports) {
@@ -63,7 +76,17 @@ const [dst, dport, tag, count, size, spread, ...ports] = process.argv.slice(1);
     if (Number(spread)) await new Promise((r) => setTimeout(r, Number(spread) / Number(count)));
   }
   s.close(); } })();`;
-  await execIn(lab.findPod("payments/pay-1").netns, process.execPath, ["-e", script, dst, String(SINK), tag, String(count), String(size), String(spreadMs), ...ports.map(String)]);
+  await execIn(lab.findPod("payments/pay-1").netns, process.execPath, [
+    "-e",
+    script,
+    dst,
+    String(SINK),
+    tag,
+    String(count),
+    String(size),
+    String(spreadMs),
+    ...ports.map(String),
+  ]);
 }
 
 function kubectl(args: string[]): string {
@@ -74,7 +97,13 @@ function kubectl(args: string[]): string {
 
 /** Sources the Internet saw per payload of this tag (after the sink flushed). */
 async function arrivals(tag: string, expected: number): Promise<Map<string, string>> {
-  const seen = () => new Map(lab.udpRecords().filter((r) => r.payload.startsWith(`${tag}-`)).map((r) => [r.payload.trim(), r.src]));
+  const seen = () =>
+    new Map(
+      lab
+        .udpRecords()
+        .filter((r) => r.payload.startsWith(`${tag}-`))
+        .map((r) => [r.payload.trim(), r.src]),
+    );
   await waitFor(async () => seen().size >= expected, 10_000, "").catch(() => undefined);
   await new Promise((r) => setTimeout(r, 300));
   return seen();
@@ -89,7 +118,8 @@ async function gatewayMetrics(name: string): Promise<string> {
 function sample(text: string, metric: string, labels: Record<string, string>): number | undefined {
   for (const line of text.split("\n")) {
     if (!line.startsWith(`${metric}{`)) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(" ") + 1));
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`)))
+      return Number(line.slice(line.lastIndexOf(" ") + 1));
   }
   return undefined;
 }
@@ -97,7 +127,12 @@ function sample(text: string, metric: string, labels: Record<string, string>): n
 async function traffic(what: "packets" | "bytes", direction = "out"): Promise<number> {
   let value: number | undefined;
   const labels = { instance: `shared/${gw}`, policy: POLICY, egress_ip: ip, direction };
-  await waitFor(async () => (value = sample(await gatewayMetrics(gw), `static_egress_gateway_egress_${what}_total`, labels)) !== undefined, 30_000, "no traffic metric");
+  await waitFor(
+    async () =>
+      (value = sample(await gatewayMetrics(gw), `static_egress_gateway_egress_${what}_total`, labels)) !== undefined,
+    30_000,
+    "no traffic metric",
+  );
   return value!;
 }
 
@@ -105,8 +140,20 @@ async function restartGatewayAgent(extra: string[] = []): Promise<void> {
   lab.killProcess(`agent-${gw}`);
   await waitFor(async () => lab.processExited(`agent-${gw}`), 5_000, "agent did not die");
   const g = lab.gatewayHost(gw);
-  lab.startAgent(g.name, g.netns, ["agent", "gateway", "--instance", `shared/${g.name}`, "--metrics-port", String(LAB_METRICS_PORT), ...extra]);
-  await waitFor(async () => (await gatewayMetrics(gw)).includes("static_egress_gateway_egress_packets_total{"), 30_000, "restarted agent serves no traffic metrics");
+  lab.startAgent(g.name, g.netns, [
+    "agent",
+    "gateway",
+    "--instance",
+    `shared/${g.name}`,
+    "--metrics-port",
+    String(LAB_METRICS_PORT),
+    ...extra,
+  ]);
+  await waitFor(
+    async () => (await gatewayMetrics(gw)).includes("static_egress_gateway_egress_packets_total{"),
+    30_000,
+    "restarted agent serves no traffic metrics",
+  );
 }
 
 describe("metering: counted by the gateway's kernel", () => {
@@ -116,13 +163,19 @@ describe("metering: counted by the gateway's kernel", () => {
     const received = async () => {
       let n = -1;
       // Settled: the sink writes its records in batches.
-      await waitFor(async () => n === (n = lab.udpRecords().filter((r) => r.payload.startsWith("meter-") && r.src === ip).length), 10_000, "", 500).catch(() => undefined);
+      await waitFor(
+        async () => n === (n = lab.udpRecords().filter((r) => r.payload.startsWith("meter-") && r.src === ip).length),
+        10_000,
+        "",
+        500,
+      ).catch(() => undefined);
       return n;
     };
     /** Batches of 100 datagrams of 100 bytes (128-byte IP packets) on one flow, 1 s each, until `want` got out (at most 5). */
     const sendUntil = async (want: number): Promise<number> => {
       const start = await received();
-      for (let i = 0; i < 5 && (await received()) - start < want; i++) await send(LAB_NETWORK.echoService, "meter", [41_999], 100, 100, 1_000);
+      for (let i = 0; i < 5 && (await received()) - start < want; i++)
+        await send(LAB_NETWORK.echoService, "meter", [41_999], 100, 100, 1_000);
       return (await received()) - start;
     };
     const before = { packets: await traffic("packets"), bytes: await traffic("bytes") };
@@ -147,13 +200,26 @@ describe("metering: counted by the gateway's kernel", () => {
     await restartGatewayAgent(["--traffic-report-seconds", "2"]);
     // About 25 KB/s for 10 s: 500 datagrams of 500 bytes.
     const sending = send(LAB_NETWORK.echoService, "rate", [41_998], 500, 500, 10_000);
-    const rate = () => Number(kubectl(["get", "egresspolicy", "-n", "payments", "checkout", "-o", "jsonpath={.status.traffic.bytesPerSecond}"]) || 0);
+    const rate = () =>
+      Number(
+        kubectl([
+          "get",
+          "egresspolicy",
+          "-n",
+          "payments",
+          "checkout",
+          "-o",
+          "jsonpath={.status.traffic.bytesPerSecond}",
+        ]) || 0,
+      );
     await waitFor(async () => rate() > 10_000, 20_000, "no traffic in the policy's status");
     const table = kubectl(["get", "egresspolicies", "-n", "payments"]);
     expect(table).toMatch(/BYTES\/S/);
     expect(table).toMatch(/checkout\s.*\s[1-9]\d{4,}\s/);
     // The instance's own entry, written by its agent (server-side apply, its own field manager).
-    const entries = JSON.parse(kubectl(["get", "egresspolicy", "-n", "payments", "checkout", "-o", "jsonpath={.status.traffic.instances}"])) as { instance: string }[];
+    const entries = JSON.parse(
+      kubectl(["get", "egresspolicy", "-n", "payments", "checkout", "-o", "jsonpath={.status.traffic.instances}"]),
+    ) as { instance: string }[];
     expect(entries.map((e) => e.instance)).toContain(`shared/${gw}`);
     await sending;
   });
@@ -171,49 +237,97 @@ describe("capacity: SNAT ports per egress IP and destination", () => {
     expect(new Set(first.values())).toEqual(new Set([ip]));
     const labels = { instance: `shared/${gw}`, egress_ip: ip };
     let text = "";
-    await waitFor(async () => sample((text = await gatewayMetrics(gw)), "static_egress_gateway_snat_ports_in_use", { ...labels, destination: crowded }) === 16, 15_000, "ports in use not 16").catch(() => undefined);
+    await waitFor(
+      async () =>
+        sample((text = await gatewayMetrics(gw)), "static_egress_gateway_snat_ports_in_use", {
+          ...labels,
+          destination: crowded,
+        }) === 16,
+      15_000,
+      "ports in use not 16",
+    ).catch(() => undefined);
     expect(sample(text, "static_egress_gateway_snat_ports_in_use", { ...labels, destination: crowded })).toBe(16);
     expect(sample(text, "static_egress_gateway_snat_ports_limit", labels)).toBe(16);
     expect(sample(text, "static_egress_gateway_conntrack_entries", labels)).toBeGreaterThanOrEqual(16);
     // The shipped alert, in a real Prometheus scraping the agent.
     await waitFor(
-      async () => (await prom.alerts()).some((a) => a.labels.alertname === "StaticEgressSnatPortsNearExhaustion" && a.state === "firing" && a.labels.egress_ip === ip && a.labels.destination === crowded),
+      async () =>
+        (await prom.alerts()).some(
+          (a) =>
+            a.labels.alertname === "StaticEgressSnatPortsNearExhaustion" &&
+            a.state === "firing" &&
+            a.labels.egress_ip === ip &&
+            a.labels.destination === crowded,
+        ),
       30_000,
       "no SNAT exhaustion alert",
     );
 
     // Relief: checkout gets a second egress IP on the same instance.
     const spare = SPARE[gw]!;
-    const policy = (await lab.currentPolicies()).find((p) => p.metadata?.name === "checkout")! as KubeObject & { spec: { egressIPs: string[] } };
-    await lab.applyPolicies([{ ...policy, spec: { ...policy.spec, egressIPs: [...policy.spec.egressIPs, spare] } } as KubeObject]);
+    const policy = (await lab.currentPolicies()).find((p) => p.metadata?.name === "checkout")! as KubeObject & {
+      spec: { egressIPs: string[] };
+    };
+    await lab.applyPolicies([
+      { ...policy, spec: { ...policy.spec, egressIPs: [...policy.spec.egressIPs, spare] } } as KubeObject,
+    ]);
     const g = lab.gatewayHost(gw);
-    await waitFor(async () => (await execIn(g.netns, "nft", ["list", "table", "ip", "static_egress_gw"])).includes(spare), 30_000, "pool not programmed");
+    await waitFor(
+      async () => (await execIn(g.netns, "nft", ["list", "table", "ip", "static_egress_gw"])).includes(spare),
+      30_000,
+      "pool not programmed",
+    );
     // Old flows (the same source ports) keep their IP; new connections take the two IPs in turn:
     // those given the spare get out.
     await send(CROWDED, "again", old);
     const fresh = Array.from({ length: 16 }, (_, i) => 43_000 + i);
     await send(CROWDED, "new", fresh);
     const again = await arrivals("again", 16);
-    for (const payload of first.keys()) expect({ payload, src: again.get(payload.replace("old-", "again-")) }).toEqual({ payload, src: ip });
+    for (const payload of first.keys())
+      expect({ payload, src: again.get(payload.replace("old-", "again-")) }).toEqual({ payload, src: ip });
     const got = await arrivals("new", 8);
     const viaSpare = [...got.values()].filter((s) => s === spare).length;
     // 20 new connections (16 fresh, the 4 dropped before) alternate between the IPs: 10 take the spare.
     expect(viaSpare, JSON.stringify([...got])).toBeGreaterThanOrEqual(8);
     expect(new Set(got.values())).toEqual(new Set([spare]));
-    await waitFor(async () => (sample(await gatewayMetrics(gw), "static_egress_gateway_snat_ports_in_use", { instance: `shared/${gw}`, egress_ip: spare, destination: crowded }) ?? 0) > 0, 15_000, "the spare's ports are not shown");
+    await waitFor(
+      async () =>
+        (sample(await gatewayMetrics(gw), "static_egress_gateway_snat_ports_in_use", {
+          instance: `shared/${gw}`,
+          egress_ip: spare,
+          destination: crowded,
+        }) ?? 0) > 0,
+      15_000,
+      "the spare's ports are not shown",
+    );
   });
 });
 
 describe("alerts in a real Prometheus scraping the lab", () => {
   it("scrapes the agents and the controller; killing a gateway fires StaticEgressInstanceDown, reviving it resolves it", async () => {
-    await waitFor(async () => (await prom.query("max(static_egress_controller_leader)"))[0]?.value[1] === "1", 30_000, "controller leader not scraped");
-    await waitFor(async () => (await prom.query('sum(up{job="static-egress-node"})'))[0]?.value[1] === "3", 30_000, "node agents not scraped");
+    await waitFor(
+      async () => (await prom.query("max(static_egress_controller_leader)"))[0]?.value[1] === "1",
+      30_000,
+      "controller leader not scraped",
+    );
+    await waitFor(
+      async () => (await prom.query('sum(up{job="static-egress-node"})'))[0]?.value[1] === "3",
+      30_000,
+      "node agents not scraped",
+    );
     expect((await prom.alerts()).filter((a) => a.labels.alertname === "StaticEgressNoControllerLeader")).toEqual([]);
     const victim = Object.keys(SPARE).find((n) => n !== gw)!;
-    const down = async () => (await prom.alerts()).filter((a) => a.labels.alertname === "StaticEgressInstanceDown" && a.labels.instance === `shared/${victim}`);
+    const down = async () =>
+      (await prom.alerts()).filter(
+        (a) => a.labels.alertname === "StaticEgressInstanceDown" && a.labels.instance === `shared/${victim}`,
+      );
     expect(await down()).toEqual([]);
     await lab.killGateway(victim, "agent");
-    await waitFor(async () => (await down()).some((a) => a.state === "firing"), 60_000, "instance-down alert did not fire");
+    await waitFor(
+      async () => (await down()).some((a) => a.state === "firing"),
+      60_000,
+      "instance-down alert did not fire",
+    );
     await lab.reviveGateway(victim);
     await waitFor(async () => (await down()).length === 0, 90_000, "instance-down alert did not resolve");
   });

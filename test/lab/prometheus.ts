@@ -29,7 +29,9 @@ export interface LabPrometheus {
  * (test/alerts/alerts.test.yaml).
  */
 export function shippedRulesWithShortFor(forSeconds: number): string {
-  const rules = parse(readFileSync(join(packageRoot(), "deploy/helm/static-egress/files/alerts.yaml"), "utf8")) as { groups: { rules: { for?: string }[] }[] };
+  const rules = parse(readFileSync(join(packageRoot(), "deploy/helm/static-egress/files/alerts.yaml"), "utf8")) as {
+    groups: { rules: { for?: string }[] }[];
+  };
   for (const g of rules.groups) for (const r of g.rules) if (r.for) r.for = `${forSeconds}s`;
   return stringify(rules);
 }
@@ -39,7 +41,11 @@ export function shippedRulesWithShortFor(forSeconds: number): string {
  * says), with its own config and storage in a temp directory, removed on stop. It ends by itself
  * after `lifetimeSeconds` (coreutils `timeout`), should the test process die first.
  */
-export async function startPrometheus(targets: readonly MetricsTarget[], rules: string, lifetimeSeconds = 900): Promise<LabPrometheus> {
+export async function startPrometheus(
+  targets: readonly MetricsTarget[],
+  rules: string,
+  lifetimeSeconds = 900,
+): Promise<LabPrometheus> {
   const dir = mkdtempSync(join(tmpdir(), "se-prometheus-"));
   const jobs = [...new Set(targets.map((t) => t.job))];
   const config = {
@@ -49,7 +55,9 @@ export async function startPrometheus(targets: readonly MetricsTarget[], rules: 
     scrape_configs: jobs.map((job) => ({
       job_name: `static-egress-${job}`,
       honor_labels: true,
-      static_configs: targets.filter((t) => t.job === job).map((t) => ({ targets: [t.address], labels: { host: t.host } })),
+      static_configs: targets
+        .filter((t) => t.job === job)
+        .map((t) => ({ targets: [t.address], labels: { host: t.host } })),
     })),
   };
   writeFileSync(join(dir, "rules.yaml"), rules);
@@ -58,7 +66,14 @@ export async function startPrometheus(targets: readonly MetricsTarget[], rules: 
   const log = openSync(join(dir, "prometheus.log"), "a");
   const child: ChildProcess = spawn(
     "timeout",
-    [String(lifetimeSeconds), PROMETHEUS, `--config.file=${join(dir, "prometheus.yml")}`, `--storage.tsdb.path=${join(dir, "data")}`, `--web.listen-address=127.0.0.1:${port}`, "--log.level=warn"],
+    [
+      String(lifetimeSeconds),
+      PROMETHEUS,
+      `--config.file=${join(dir, "prometheus.yml")}`,
+      `--storage.tsdb.path=${join(dir, "data")}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+      "--log.level=warn",
+    ],
     { stdio: ["ignore", log, log] },
   );
   closeSync(log);
@@ -78,7 +93,12 @@ export async function startPrometheus(targets: readonly MetricsTarget[], rules: 
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await waitFor(async () => (await fetch(`${url}/-/ready`, { signal: AbortSignal.timeout(1_000) }).catch(() => undefined))?.status === 200, 30_000, "prometheus did not start");
+    await waitFor(
+      async () =>
+        (await fetch(`${url}/-/ready`, { signal: AbortSignal.timeout(1_000) }).catch(() => undefined))?.status === 200,
+      30_000,
+      "prometheus did not start",
+    );
   } catch (e) {
     const tail = readFileSync(join(dir, "prometheus.log"), "utf8").slice(-2_000);
     await stop();
@@ -86,7 +106,12 @@ export async function startPrometheus(targets: readonly MetricsTarget[], rules: 
   }
   return {
     url,
-    query: async (expr) => (await api<{ result: { metric: Record<string, string>; value: [number, string] }[] }>(`/api/v1/query?query=${encodeURIComponent(expr)}`)).result,
+    query: async (expr) =>
+      (
+        await api<{ result: { metric: Record<string, string>; value: [number, string] }[] }>(
+          `/api/v1/query?query=${encodeURIComponent(expr)}`,
+        )
+      ).result,
     alerts: async () => (await api<{ alerts: PrometheusAlert[] }>("/api/v1/alerts")).alerts,
     stop,
   };

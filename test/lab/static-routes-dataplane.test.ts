@@ -42,19 +42,35 @@ describe("StaticRouteWriter in a namespace", () => {
 
   it("writes its routes, wins over the main table, repairs drift, and restores the node exactly", async () => {
     const before = await routing();
-    expect(await writer.apply([{ dst: "198.51.100.0/24", via: "10.0.0.5", route: "r" }, { dst: "203.0.113.7/32", route: "r" }])).toEqual({ added: 3, removed: 0 });
-    const get = async (dst: string) => (JSON.parse(await execIn(ns, "ip", ["-j", "route", "get", dst])) as { gateway?: string; type?: string }[])[0];
+    expect(
+      await writer.apply([
+        { dst: "198.51.100.0/24", via: "10.0.0.5", route: "r" },
+        { dst: "203.0.113.7/32", route: "r" },
+      ]),
+    ).toEqual({ added: 3, removed: 0 });
+    const get = async (dst: string) =>
+      (JSON.parse(await execIn(ns, "ip", ["-j", "route", "get", dst])) as { gateway?: string; type?: string }[])[0];
     expect((await get("198.51.100.9"))?.gateway).toBe("10.0.0.5");
     // Blackholed (fail-closed): the lookup fails instead of taking the default route.
     await expect(execIn(ns, "ip", ["-j", "route", "get", "203.0.113.7"])).rejects.toThrow();
     expect((await get("203.0.113.8"))?.gateway).toBe("10.0.0.1");
     // Idempotent.
-    expect(await writer.apply([{ dst: "198.51.100.0/24", via: "10.0.0.5", route: "r" }, { dst: "203.0.113.7/32", route: "r" }])).toEqual({ added: 0, removed: 0 });
+    expect(
+      await writer.apply([
+        { dst: "198.51.100.0/24", via: "10.0.0.5", route: "r" },
+        { dst: "203.0.113.7/32", route: "r" },
+      ]),
+    ).toEqual({ added: 0, removed: 0 });
     // Drift: someone deletes our route and our rule; a foreign route appears in our table.
     await execIn(ns, "ip", ["route", "del", "198.51.100.0/24", "table", "6997"]);
     await execIn(ns, "ip", ["rule", "del", "priority", "10150"]);
     await execIn(ns, "ip", ["route", "add", "192.0.2.128/25", "via", "10.0.0.3", "table", "6997"]);
-    expect(await writer.apply([{ dst: "198.51.100.0/24", via: "10.0.0.6", route: "r" }, { dst: "203.0.113.7/32", route: "r" }])).toEqual({ added: 2, removed: 0 });
+    expect(
+      await writer.apply([
+        { dst: "198.51.100.0/24", via: "10.0.0.6", route: "r" },
+        { dst: "203.0.113.7/32", route: "r" },
+      ]),
+    ).toEqual({ added: 2, removed: 0 });
     expect((await get("198.51.100.9"))?.gateway).toBe("10.0.0.6");
     // The foreign route (not our protocol) survives everything we do.
     await writer.apply([]);

@@ -34,15 +34,21 @@ type NodeEntry = { name: string; state: string; gateway?: string; message?: stri
 function nodeStatus(route: string, node: string): NodeEntry | undefined {
   const r = kubectl(["get", "staticroute", route, "-o", "json"]);
   if (r.status !== 0) return undefined;
-  return ((JSON.parse(r.stdout) as { status?: { nodes?: NodeEntry[] } }).status?.nodes ?? []).find((n) => n.name === node);
+  return ((JSON.parse(r.stdout) as { status?: { nodes?: NodeEntry[] } }).status?.nodes ?? []).find(
+    (n) => n.name === node,
+  );
 }
 
 async function waitState(route: string, node: string, state: string, gateway?: string): Promise<NodeEntry> {
   let last: NodeEntry | undefined;
-  await waitFor(() => {
-    last = nodeStatus(route, node);
-    return last?.state === state && (gateway === undefined || last.gateway === gateway);
-  }, 20_000, `${route} on ${node}: not ${state}${gateway ? ` via ${gateway}` : ""}`).catch((e: Error) => {
+  await waitFor(
+    () => {
+      last = nodeStatus(route, node);
+      return last?.state === state && (gateway === undefined || last.gateway === gateway);
+    },
+    20_000,
+    `${route} on ${node}: not ${state}${gateway ? ` via ${gateway}` : ""}`,
+  ).catch((e: Error) => {
     throw new Error(`${e.message} (last: ${JSON.stringify(last)})`, { cause: e });
   });
   return last!;
@@ -84,7 +90,11 @@ beforeAll(async () => {
   await execIn(host("node1").netns, "ip", ["route", "add", `${ECHO}/32`, "via", LAB_NETWORK.internetRouter]);
   // The node agents' own state first (their catch-all rule), then the baseline.
   for (const n of ["node1", "node2"]) {
-    await waitFor(async () => (await execIn(host(n).netns, "ip", ["rule", "show"])).includes("10099:"), 30_000, `node agent on ${n} did not program`);
+    await waitFor(
+      async () => (await execIn(host(n).netns, "ip", ["rule", "show"])).includes("10099:"),
+      30_000,
+      `node agent on ${n} did not program`,
+    );
     before.set(n, await routing(n));
   }
 }, 240_000);
@@ -95,10 +105,14 @@ afterAll(async () => {
 
 describe("StaticRoute in the lab", () => {
   it("serves the operator's example objects as they are (the gateway placeholder filled in) and routes them on every node", async () => {
-    const text = readFileSync(join(packageRoot(), "examples", "static-route-digitalocean.yaml"), "utf8").replaceAll("10.116.0.5", host("nat-a").vpcIP);
+    const text = readFileSync(join(packageRoot(), "examples", "static-route-digitalocean.yaml"), "utf8").replaceAll(
+      "10.116.0.5",
+      host("nat-a").vpcIP,
+    );
     apply(text);
     for (const node of ["node1", "node2"]) {
-      for (const name of ["static-route-ifconfig.me", "static-route-ipinfo.io"]) expect((await waitState(name, node, "Routed")).gateway).toBe(host("nat-a").vpcIP);
+      for (const name of ["static-route-ifconfig.me", "static-route-ipinfo.io"])
+        expect((await waitState(name, node, "Routed")).gateway).toBe(host("nat-a").vpcIP);
       const table = await execIn(host(node).netns, "ip", ["route", "show", "table", "6997"]);
       expect(table).toContain(`34.160.111.145 via ${host("nat-a").vpcIP} dev eth0 proto 95`);
       expect(table).toContain(`34.117.59.81 via ${host("nat-a").vpcIP} dev eth0 proto 95`);
@@ -107,11 +121,25 @@ describe("StaticRoute in the lab", () => {
     const wide = kubectl(["get", "sr", "-o", "wide"]).stdout;
     expect(wide).toMatch(/static-route-ifconfig\.me\s+\S+\s+\["34\.160\.111\.145"\]\s+10\.0\.0\.201/);
     // An Event per node says where the route is in place.
-    const events = kubectl(["get", "events", "-n", "default", "--field-selector", "involvedObject.kind=StaticRoute,involvedObject.name=static-route-ipinfo.io", "-o", "jsonpath={range .items[*]}{.reason} {.message}{\"\\n\"}{end}"]).stdout;
+    const events = kubectl([
+      "get",
+      "events",
+      "-n",
+      "default",
+      "--field-selector",
+      "involvedObject.kind=StaticRoute,involvedObject.name=static-route-ipinfo.io",
+      "-o",
+      'jsonpath={range .items[*]}{.reason} {.message}{"\\n"}{end}',
+    ]).stdout;
     expect(events).toMatch(/Routed node node1: routed via 10\.0\.0\.201/);
     expect(events).toMatch(/Routed node node2: routed via 10\.0\.0\.201/);
     expect(kubectl(["delete", "-f", "-"], text).status).toBe(0);
-    for (const node of ["node1", "node2"]) await waitFor(async () => JSON.stringify(await routing(node)) === JSON.stringify(before.get(node)), 15_000, `${node}'s routing not restored`);
+    for (const node of ["node1", "node2"])
+      await waitFor(
+        async () => JSON.stringify(await routing(node)) === JSON.stringify(before.get(node)),
+        15_000,
+        `${node}'s routing not restored`,
+      );
   });
 
   it("sends the selected node's own traffic to listed destinations only through the gateway; other nodes and destinations as before", async () => {
@@ -119,7 +147,13 @@ describe("StaticRoute in the lab", () => {
       apiVersion: "networking.digitalocean.com/v1",
       kind: "StaticRoute",
       metadata: { name: "echo" },
-      spec: { destinations: [ECHO], gateway: host("nat-a").vpcIP, gateways: [host("nat-b").vpcIP], nodeSelector: { matchLabels: { egress: "nat" } }, health: { holdDownMs: 500 } },
+      spec: {
+        destinations: [ECHO],
+        gateway: host("nat-a").vpcIP,
+        gateways: [host("nat-b").vpcIP],
+        nodeSelector: { matchLabels: { egress: "nat" } },
+        health: { holdDownMs: 500 },
+      },
     });
     await waitState("echo", "node1", "Routed", host("nat-a").vpcIP);
     expect(nodeStatus("echo", "node2")).toBeUndefined();
@@ -128,7 +162,10 @@ describe("StaticRoute in the lab", () => {
     expect(await sourceSeen("node2", ECHO)).toBe(host("node2").publicIP);
     // Counted at the Internet host: a stream to the listed destination, one to another.
     lab.clearUdpRecords();
-    await Promise.all([startUdpStreamIn(host("node1").netns, "listed", 1_000, 5, ECHO), startUdpStreamIn(host("node1").netns, "other", 1_000, 5, OTHER)]);
+    await Promise.all([
+      startUdpStreamIn(host("node1").netns, "listed", 1_000, 5, ECHO),
+      startUdpStreamIn(host("node1").netns, "other", 1_000, 5, OTHER),
+    ]);
     await new Promise((r) => setTimeout(r, 300));
     const listed = analyzeStream(lab, "listed", [host("nat-a").publicIP]);
     const other = analyzeStream(lab, "other", [host("node1").publicIP]);
@@ -161,14 +198,27 @@ describe("StaticRoute in the lab", () => {
     await stream;
     await new Promise((r) => setTimeout(r, 300));
     const report = analyzeStream(lab, "failover", allowed);
-    console.log(`static route failover: longest gap ${report.longestGapMs} ms (${report.lost} datagrams lost), sources ${JSON.stringify(report.sources)}`);
+    console.log(
+      `static route failover: longest gap ${report.longestGapMs} ms (${report.lost} datagrams lost), sources ${JSON.stringify(report.sources)}`,
+    );
     expect(report.wrongSource).toEqual([]);
     expect(report.sources[host("nat-a").publicIP]).toBeGreaterThan(0);
     expect(report.sources[host("nat-b").publicIP]).toBeGreaterThan(0);
     expect(report.lastSource).toBe(host("nat-b").publicIP);
     expect(report.gapStartedAt).toBeGreaterThanOrEqual(killedAt - 50);
-    expect((await waitState("echo", "node1", "Routed", host("nat-b").vpcIP)).message).toContain(`${host("nat-a").vpcIP} down`);
-    const events = kubectl(["get", "events", "-n", "default", "--field-selector", "involvedObject.name=echo,reason=FailedOver", "-o", "jsonpath={.items[*].message}"]).stdout;
+    expect((await waitState("echo", "node1", "Routed", host("nat-b").vpcIP)).message).toContain(
+      `${host("nat-a").vpcIP} down`,
+    );
+    const events = kubectl([
+      "get",
+      "events",
+      "-n",
+      "default",
+      "--field-selector",
+      "involvedObject.name=echo,reason=FailedOver",
+      "-o",
+      "jsonpath={.items[*].message}",
+    ]).stdout;
     expect(events).toContain("node node1: routed via 10.0.0.202");
 
     // Every gateway down: fail-closed, never the node's own default route (nor the foreign main-table route).
@@ -181,21 +231,46 @@ describe("StaticRoute in the lab", () => {
     const deadReport = analyzeStream(lab, "dead", allowed);
     expect(deadReport.wrongSource).toEqual([]);
     await waitState("echo", "node1", "Blackholed");
-    expect(await execIn(host("node1").netns, "ip", ["route", "show", "table", "6997"])).toContain(`blackhole ${ECHO} proto 95`);
+    expect(await execIn(host("node1").netns, "ip", ["route", "show", "table", "6997"])).toContain(
+      `blackhole ${ECHO} proto 95`,
+    );
     expect(await sourceSeen("node1", ECHO)).toBe("");
   }
 
   it("refuses bad objects naming the field, and never routes them", async () => {
-    const sr = (name: string, spec: Record<string, unknown>) => ({ apiVersion: "networking.digitalocean.com/v1", kind: "StaticRoute", metadata: { name }, spec });
+    const sr = (name: string, spec: Record<string, unknown>) => ({
+      apiVersion: "networking.digitalocean.com/v1",
+      kind: "StaticRoute",
+      metadata: { name },
+      spec,
+    });
     // The API server refuses what the operator's own schema refuses.
-    const bad = kubectl(["apply", "-f", "-"], stringify(sr("bad-shape", { destinations: ["not-an-address"], gateway: host("nat-a").vpcIP })));
+    const bad = kubectl(
+      ["apply", "-f", "-"],
+      stringify(sr("bad-shape", { destinations: ["not-an-address"], gateway: host("nat-a").vpcIP })),
+    );
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toContain("spec.destinations[0]");
     // The node agents refuse what would cut a node off or cannot work, in status and Events.
     const cases: [string, Record<string, unknown>, string, RegExp][] = [
-      ["covers-vpc", { destinations: ["10.0.0.0/16"], gateway: host("nat-a").vpcIP }, "spec.destinations[0]", /subnet of this node|API server/],
-      ["metadata", { destinations: ["169.254.169.254"], gateway: host("nat-a").vpcIP }, "spec.destinations[0]", /metadata/],
-      ["octets", { destinations: ["300.1.2.3"], gateway: host("nat-a").vpcIP }, "spec.destinations[0]", /not an IPv4 address/],
+      [
+        "covers-vpc",
+        { destinations: ["10.0.0.0/16"], gateway: host("nat-a").vpcIP },
+        "spec.destinations[0]",
+        /subnet of this node|API server/,
+      ],
+      [
+        "metadata",
+        { destinations: ["169.254.169.254"], gateway: host("nat-a").vpcIP },
+        "spec.destinations[0]",
+        /metadata/,
+      ],
+      [
+        "octets",
+        { destinations: ["300.1.2.3"], gateway: host("nat-a").vpcIP },
+        "spec.destinations[0]",
+        /not an IPv4 address/,
+      ],
       ["off-link", { destinations: ["192.0.2.0/24"], gateway: "192.168.77.1" }, "spec.gateway", /not on-link/],
       ["pods", { destinations: ["10.244.0.0/16"], gateway: host("nat-a").vpcIP }, "spec.destinations[0]", /pod CIDR/],
     ];
@@ -207,10 +282,24 @@ describe("StaticRoute in the lab", () => {
         expect(entry.message, name).toMatch(why);
       }
     }
-    const events = kubectl(["get", "events", "-n", "default", "--field-selector", "involvedObject.name=off-link,reason=Refused", "-o", "jsonpath={.items[*].message}"]).stdout;
+    const events = kubectl([
+      "get",
+      "events",
+      "-n",
+      "default",
+      "--field-selector",
+      "involvedObject.name=off-link,reason=Refused",
+      "-o",
+      "jsonpath={.items[*].message}",
+    ]).stdout;
     expect(events).toContain("spec.gateway");
     const table = await execIn(host("node1").netns, "ip", ["route", "show", "table", "6997"]);
-    expect(table.trim().split("\n").map((l) => l.trim())).toEqual([`${ECHO} via ${host("nat-a").vpcIP} dev eth0 proto 95`]);
+    expect(
+      table
+        .trim()
+        .split("\n")
+        .map((l) => l.trim()),
+    ).toEqual([`${ECHO} via ${host("nat-a").vpcIP} dev eth0 proto 95`]);
     // The nodes still reach the API server and the Internet.
     expect(await sourceSeen("node2", OTHER)).toBe(host("node2").publicIP);
     for (const [name] of cases) expect(kubectl(["delete", "staticroute", name]).status).toBe(0);
@@ -219,7 +308,11 @@ describe("StaticRoute in the lab", () => {
   it("deleting the objects gives each node its routes and rules back exactly as they were", async () => {
     expect(kubectl(["delete", "staticroute", "echo"]).status).toBe(0);
     for (const node of ["node1", "node2"]) {
-      await waitFor(async () => JSON.stringify(await routing(node)) === JSON.stringify(before.get(node)), 15_000, `${node}'s routing not restored`).catch(() => undefined);
+      await waitFor(
+        async () => JSON.stringify(await routing(node)) === JSON.stringify(before.get(node)),
+        15_000,
+        `${node}'s routing not restored`,
+      ).catch(() => undefined);
       expect(await routing(node)).toEqual(before.get(node));
     }
     // The foreign main-table route is still there and used again.

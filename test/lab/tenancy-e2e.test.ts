@@ -35,11 +35,35 @@ const nodeNetns = (name: string) => lab.topology.nodes.find((n) => n.name === na
 
 /** Sends UDP datagrams tagged `tag` from a pod to the Internet's echo address; resolves to the number sent. */
 function udpStream(pod: string, tag: string, durationMs: number): Promise<number> {
-  const child = spawn("ip", ["netns", "exec", lab.findPod(pod).netns, process.execPath, cliEntry(), "lab", "udp-stream", "--tag", tag, "--interval-ms", "2", "--duration-ms", String(durationMs)], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(
+    "ip",
+    [
+      "netns",
+      "exec",
+      lab.findPod(pod).netns,
+      process.execPath,
+      cliEntry(),
+      "lab",
+      "udp-stream",
+      "--tag",
+      tag,
+      "--interval-ms",
+      "2",
+      "--duration-ms",
+      String(durationMs),
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
   let out = "";
   child.stdout.on("data", (b: Buffer) => (out += b.toString()));
   child.stderr.on("data", (b: Buffer) => (out += b.toString()));
-  return new Promise<number>((resolve, reject) => child.on("exit", (code) => (code === 0 ? resolve(Number(/"sent":(\d+)/.exec(out)?.[1] ?? 0)) : reject(new Error(`udp-stream from ${pod} exited ${code}: ${out}`)))));
+  return new Promise<number>((resolve, reject) =>
+    child.on("exit", (code) =>
+      code === 0
+        ? resolve(Number(/"sent":(\d+)/.exec(out)?.[1] ?? 0))
+        : reject(new Error(`udp-stream from ${pod} exited ${code}: ${out}`)),
+    ),
+  );
 }
 
 const received = (tag: string) => lab.udpRecords().filter((d) => d.payload.startsWith(`${tag} `));
@@ -60,13 +84,18 @@ async function marksOf(node: string, podIP: string): Promise<string[]> {
 }
 
 async function checkout(): Promise<KubeObject> {
-  return (await lab.currentPolicies()).find((p) => p.metadata?.name === "checkout" && p.metadata?.namespace === "payments")!;
+  return (await lab.currentPolicies()).find(
+    (p) => p.metadata?.name === "checkout" && p.metadata?.namespace === "payments",
+  )!;
 }
 
 /** Waits until node1's agent has logged `resource` as invalid (it planned the change). */
 async function agentSawInvalid(resource: string): Promise<void> {
   const log = lab.record.processes.find((p) => p.name === "agent-node1")!.log;
-  const seen = () => readFileSync(log, "utf8").split("\n").filter((l) => l.includes("invalid resource ignored") && l.includes(resource)).length;
+  const seen = () =>
+    readFileSync(log, "utf8")
+      .split("\n")
+      .filter((l) => l.includes("invalid resource ignored") && l.includes(resource)).length;
   const before = seen();
   await waitFor(() => seen() > before, 15_000, `agent-node1 did not report ${resource} invalid`);
 }
@@ -78,12 +107,19 @@ describe("attack: a valid policy made invalid", () => {
     // A stream that runs while the policy turns invalid (192.0.2.11 is reporting's, not granted to payments).
     const during = udpStream("payments/pay-1", "turning", 6000);
     await waitFor(() => received("turning").length > 0, 10_000, "the stream did not start");
-    const broken = { ...original, spec: { ...(original.spec as object), egressIPs: ["192.0.2.10", "192.0.2.11"] } } as KubeObject;
+    const broken = {
+      ...original,
+      spec: { ...(original.spec as object), egressIPs: ["192.0.2.10", "192.0.2.11"] },
+    } as KubeObject;
     await lab.applyPolicies([broken]);
     try {
       await agentSawInvalid("EgressPolicy/payments/checkout");
       // node1 has applied the change: pay-1 is in no gateway's entry any more (dropped, or absent).
-      await waitFor(async () => (await marksOf("node1", lab.record.podIPs["payments/pay-1"]!)).every((m) => m === DROP_MARK), 10_000, "pay-1 still diverted to a gateway");
+      await waitFor(
+        async () => (await marksOf("node1", lab.record.podIPs["payments/pay-1"]!)).every((m) => m === DROP_MARK),
+        10_000,
+        "pay-1 still diverted to a gateway",
+      );
       await during;
       // And a stream that starts once the invalid policy is planned.
       const sent = await udpStream("payments/pay-1", "invalid", 1000);
@@ -120,15 +156,28 @@ describe("attack: a namespace claims another namespace's egress IPs", () => {
       apiVersion: "staticegress.io/v1alpha1",
       kind: "EgressPolicy",
       metadata: { name: "grab", namespace: "web" },
-      spec: { podSelector: { matchLabels: { app: "frontend" } }, gatewayName: "shared", egressIPs: CHECKOUT_IPS, destinationCIDRs: ["198.51.100.0/24"] },
+      spec: {
+        podSelector: { matchLabels: { app: "frontend" } },
+        gatewayName: "shared",
+        egressIPs: CHECKOUT_IPS,
+        destinationCIDRs: ["198.51.100.0/24"],
+      },
     };
     await lab.applyPolicies([grab]);
     // node1 has planned the claim (web-1 gets entries: dropped, or diverted if the claim were honoured).
-    await waitFor(async () => (await marksOf("node1", lab.record.podIPs["web/web-1"]!)).length > 0, 10_000, "node1 did not plan web/grab");
+    await waitFor(
+      async () => (await marksOf("node1", lab.record.podIPs["web/web-1"]!)).length > 0,
+      10_000,
+      "node1 did not plan web/grab",
+    );
     await lab.applyPolicies([{ ...original, metadata: { name: "checkout", namespace: "payments" } }]);
     await waitConverged(lab);
 
-    const sent = await Promise.all([udpStream("web/web-1", "grab-1", 1000), udpStream("web/web-2", "grab-2", 1000), udpStream("payments/pay-1", "owner", 1000)]);
+    const sent = await Promise.all([
+      udpStream("web/web-1", "grab-1", 1000),
+      udpStream("web/web-2", "grab-2", 1000),
+      udpStream("payments/pay-1", "owner", 1000),
+    ]);
     for (const n of sent) expect(n).toBeGreaterThan(0);
     await new Promise((r) => setTimeout(r, 300));
     // Counted at the Internet: nothing of web's pods with the payments IPs (nor with any egress IP).
@@ -140,8 +189,11 @@ describe("attack: a namespace claims another namespace's egress IPs", () => {
     expect(owner.length).toBeGreaterThan(0);
     expect(owner.every((d) => CHECKOUT_IPS.includes(d.src))).toBe(true);
     // The partner that allowlists payments' IPs admits payments, not web.
-    for (const pod of ["web/web-1", "web/web-2"]) expect((await lab.probe(lab.findPod(pod), `http://${LAB_NETWORK.allowlistService}/`)).status).not.toBe(200);
-    expect((await lab.probe(lab.findPod("payments/pay-1"), `http://${LAB_NETWORK.allowlistService}/`)).status).toBe(200);
+    for (const pod of ["web/web-1", "web/web-2"])
+      expect((await lab.probe(lab.findPod(pod), `http://${LAB_NETWORK.allowlistService}/`)).status).not.toBe(200);
+    expect((await lab.probe(lab.findPod("payments/pay-1"), `http://${LAB_NETWORK.allowlistService}/`)).status).toBe(
+      200,
+    );
 
     await lab.deletePolicies([grab]);
     await waitConverged(lab);

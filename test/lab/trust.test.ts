@@ -17,7 +17,9 @@ const cfg: LabConfig = {
     {
       name: "shared",
       // Tenancy: the payments namespace may claim the checkout IPs (docs/security-tenancy.md).
-      grants: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "payments" } }, egressIPs: CHECKOUT_IPS }],
+      grants: [
+        { namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "payments" } }, egressIPs: CHECKOUT_IPS },
+      ],
       instances: [
         { name: "gw-a", egressIPs: ["192.0.2.10"] },
         { name: "gw-b", egressIPs: ["192.0.2.20"] },
@@ -59,7 +61,10 @@ afterAll(async () => {
  * Sends `count` UDP datagrams from inside `netns`, bound to `src` (which must be on one of its
  * interfaces), with payload `<tag> <n>`; TTL 255 when asked (as a one-hop BFD peer would).
  */
-async function sendUdp(netns: string, o: { src: string; dst: string; port: number; tag?: string; count?: number; hex?: string; ttl?: number }): Promise<void> {
+async function sendUdp(
+  netns: string,
+  o: { src: string; dst: string; port: number; tag?: string; count?: number; hex?: string; ttl?: number },
+): Promise<void> {
   const script = `
     const s = require("node:dgram").createSocket("udp4");
     s.bind({ address: ${JSON.stringify(o.src)} }, () => {
@@ -100,14 +105,25 @@ describe.each([
   it("an unselected pod that takes a selected pod's address never leaves with its egress IP", async () => {
     // Control: the selected pod itself leaves with its policy's IP, so the path works.
     const own = `own-${seq++}`;
-    await sendUdp(podNs(victim), { src: podIP(victim), dst: LAB_NETWORK.echoService, port: LAB_NETWORK.udpSinkPort, tag: own });
+    await sendUdp(podNs(victim), {
+      src: podIP(victim),
+      dst: LAB_NETWORK.echoService,
+      port: LAB_NETWORK.udpSinkPort,
+      tag: own,
+    });
     expect(egressIPsIn(await sinkSources(own)).length).toBeGreaterThan(0);
 
     const before = metric(await lab.agentMetrics(node), "static_egress_spoofed_dropped_packets");
     const forged = `spoof-${seq++}`;
     await execIn(podNs(intruder), "ip", ["addr", "add", `${podIP(victim)}/32`, "dev", "eth0"]);
     try {
-      await sendUdp(podNs(intruder), { src: podIP(victim), dst: LAB_NETWORK.echoService, port: LAB_NETWORK.udpSinkPort, tag: forged, count: 50 });
+      await sendUdp(podNs(intruder), {
+        src: podIP(victim),
+        dst: LAB_NETWORK.echoService,
+        port: LAB_NETWORK.udpSinkPort,
+        tag: forged,
+        count: 50,
+      });
     } finally {
       await execIn(podNs(intruder), "ip", ["addr", "del", `${podIP(victim)}/32`, "dev", "eth0"]);
     }
@@ -117,7 +133,12 @@ describe.each([
     expect(metric(await lab.agentMetrics(node), "static_egress_spoofed_dropped_packets")).toBeGreaterThan(before);
     // The victim is unharmed.
     const after = `own-${seq++}`;
-    await sendUdp(podNs(victim), { src: podIP(victim), dst: LAB_NETWORK.echoService, port: LAB_NETWORK.udpSinkPort, tag: after });
+    await sendUdp(podNs(victim), {
+      src: podIP(victim),
+      dst: LAB_NETWORK.echoService,
+      port: LAB_NETWORK.udpSinkPort,
+      tag: after,
+    });
     expect(egressIPsIn(await sinkSources(after)).length).toBeGreaterThan(0);
   });
 });
@@ -154,7 +175,12 @@ describe("never diverted", () => {
     const capture = `table ip se_test_capture {\n  counter metadata { }\n  chain pre { type filter hook prerouting priority -400; policy accept; ip daddr ${METADATA} counter name "metadata"; }\n}\n`;
     for (const g of lab.topology.gatewayHosts) await execIn(g.netns, "nft", ["-f", "-"], capture);
     const tag = `meta-${seq++}`;
-    await sendUdp(podNs("payments/pay-1"), { src: podIP("payments/pay-1"), dst: METADATA, port: LAB_NETWORK.udpSinkPort, tag });
+    await sendUdp(podNs("payments/pay-1"), {
+      src: podIP("payments/pay-1"),
+      dst: METADATA,
+      port: LAB_NETWORK.udpSinkPort,
+      tag,
+    });
     const got = await sinkSources(tag);
     const node1 = lab.topology.nodes.find((n) => n.name === "node1")!;
     expect(got.length).toBeGreaterThan(0);
@@ -162,7 +188,9 @@ describe("never diverted", () => {
     expect(new Set(got)).toEqual(new Set([node1.publicIP]));
     for (const g of lab.topology.gatewayHosts) {
       const out = await execIn(g.netns, "nft", ["-j", "list", "counter", "ip", "se_test_capture", "metadata"]);
-      const packets = (JSON.parse(out) as { nftables: { counter?: { packets: number } }[] }).nftables.find((e) => e.counter)?.counter?.packets;
+      const packets = (JSON.parse(out) as { nftables: { counter?: { packets: number } }[] }).nftables.find(
+        (e) => e.counter,
+      )?.counter?.packets;
       expect(packets, `capture at ${g.name}`).toBe(0);
     }
   });
@@ -180,7 +208,14 @@ describe("a gateway host with no agent yet", () => {
     await execIn(rogue, "ip", ["addr", "add", "10.0.0.250/24", "dev", "eth0"]);
     await execIn(rogue, "ip", ["addr", "add", `${gwA.egressIPs[0]}/32`, "dev", "eth0"]);
     await execIn(rogue, "ip", ["route", "add", `${LAB_NETWORK.echoService}/32`, "via", gwA.vpcIP]);
-    const relay = (tag: string) => sendUdp(rogue, { src: gwA.egressIPs[0]!, dst: LAB_NETWORK.echoService, port: LAB_NETWORK.udpSinkPort, tag, count: 30 });
+    const relay = (tag: string) =>
+      sendUdp(rogue, {
+        src: gwA.egressIPs[0]!,
+        dst: LAB_NETWORK.echoService,
+        port: LAB_NETWORK.udpSinkPort,
+        tag,
+        count: 30,
+      });
 
     await lab.killGateway("gw-a", "reboot");
     const rebooted = `reboot-${seq++}`;
@@ -196,7 +231,11 @@ describe("a gateway host with no agent yet", () => {
     const during = relay(starting);
     await lab.reviveGateway("gw-a");
     await during;
-    await waitFor(async () => (await execIn(gwA.netns, "sysctl", ["-n", "net.ipv4.ip_forward"])).trim() === "1", 15_000, "gw-a's agent did not turn forwarding on");
+    await waitFor(
+      async () => (await execIn(gwA.netns, "sysctl", ["-n", "net.ipv4.ip_forward"])).trim() === "1",
+      15_000,
+      "gw-a's agent did not turn forwarding on",
+    );
     const running = `running-${seq++}`;
     await relay(running);
     expect([...(await sinkSources(starting)), ...(await sinkSources(running))]).toEqual([]);

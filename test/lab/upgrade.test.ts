@@ -44,7 +44,11 @@ describe("rolling upgrade under a selected pod's traffic", () => {
     for (const n of lab.topology.nodes) {
       await stop(`agent-${n.name}`);
       lab.startNodeAgent(n.name);
-      await waitFor(async () => (await lab.agentMetrics(n.name).catch(() => "")).includes("static_egress_"), 20_000, `the node agent of ${n.name} did not come back`);
+      await waitFor(
+        async () => (await lab.agentMetrics(n.name).catch(() => "")).includes("static_egress_"),
+        20_000,
+        `the node agent of ${n.name} did not come back`,
+      );
     }
     await stream;
     await new Promise((r) => setTimeout(r, 300));
@@ -65,10 +69,14 @@ describe("rolling upgrade under a selected pod's traffic", () => {
       const open = startUdpStream(lab, POD, openTag, 2_000);
       await new Promise((r) => setTimeout(r, 300));
       await lab.setDrain(g.name, true);
-      await waitFor(async () => {
-        const ip = byPod(await lab.status()).get(POD)!.egressIP;
-        return ip !== null && !g.egressIPs.includes(ip);
-      }, 10_000, `new connections did not move off ${g.name}`);
+      await waitFor(
+        async () => {
+          const ip = byPod(await lab.status()).get(POD)!.egressIP;
+          return ip !== null && !g.egressIPs.includes(ip);
+        },
+        10_000,
+        `new connections did not move off ${g.name}`,
+      );
       // New traffic while the drained instance is replaced.
       const duringTag = `upgrade-gw-during-${i}`;
       const during = startUdpStream(lab, POD, duringTag, 6_000);

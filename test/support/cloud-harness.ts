@@ -1,13 +1,21 @@
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { GROUP, VERSION } from "../../src/api/v1alpha1/common.js";
 import type { EgressGateway } from "../../src/api/v1alpha1/egress-gateway.js";
-import { digitalOceanPlugins, type DigitalOceanPlugins, type DigitalOceanPluginsOptions } from "../../src/controller/cloud/index.js";
+import {
+  digitalOceanPlugins,
+  type DigitalOceanPlugins,
+  type DigitalOceanPluginsOptions,
+} from "../../src/controller/cloud/index.js";
 import { RESERVED_IP_GRANT_KEY } from "../../src/controller/cloud/reserved-ip-rules.js";
 import { Controller } from "../../src/controller/controller.js";
 import { PROVISIONING, REPORT_ANNOTATION } from "../../src/controller/status.js";
 import type { KubeClient } from "../../src/kube/client.js";
 import { controllerSourceOptions, KubeSource } from "../../src/kube/source.js";
-import { startDigitalOceanStandin, type DigitalOceanStandin, type StandinOptions } from "../../src/lab/do-standin/index.js";
+import {
+  startDigitalOceanStandin,
+  type DigitalOceanStandin,
+  type StandinOptions,
+} from "../../src/lab/do-standin/index.js";
 import { silentLogger, type Logger } from "../../src/util/log.js";
 import { startTestKube, type TestKube } from "./kube.js";
 
@@ -60,7 +68,15 @@ export interface CloudHarness {
   nodeDroplets: Map<string, number>;
   addNode(name: string): Promise<number>;
   /** Creates a pod on a node, Running and (by default) Ready. */
-  createPod(p: { namespace?: string; name: string; node: string; labels?: Record<string, string>; annotations?: Record<string, string>; ready?: boolean; readySince?: Date }): Promise<void>;
+  createPod(p: {
+    namespace?: string;
+    name: string;
+    node: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    ready?: boolean;
+    readySince?: Date;
+  }): Promise<void>;
   setPodReady(namespace: string, name: string, ready: boolean): Promise<void>;
   /** Deleted at once (no kubelet confirms a graceful deletion). */
   deletePod(namespace: string, name: string): Promise<void>;
@@ -100,17 +116,35 @@ export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise
   }
 }
 
-async function start(kube: TestKube, cloud: DigitalOceanStandin, opts: CloudHarnessOptions, logger: Logger): Promise<CloudHarness> {
+async function start(
+  kube: TestKube,
+  cloud: DigitalOceanStandin,
+  opts: CloudHarnessOptions,
+  logger: Logger,
+): Promise<CloudHarness> {
   const client = kube.admin;
   await kube.ensureNamespace("web");
   const nodeDroplets = new Map<string, number>();
   let nodeIndex = 0;
   const addNode = async (name: string): Promise<number> => {
-    const d = cloud.state.createDroplet({ name, region: REGION, size: "s-2vcpu-4gb", image: "debian-12-x64", tags: [NODE_TAG] });
+    const d = cloud.state.createDroplet({
+      name,
+      region: REGION,
+      size: "s-2vcpu-4gb",
+      image: "debian-12-x64",
+      tags: [NODE_TAG],
+    });
     const id = d["id"] as number;
-    const v4 = ((d["networks"] as { v4?: { type: string; ip_address: string }[] }).v4 ?? []).find((n) => n.type === "private")?.ip_address ?? "";
+    const v4 =
+      ((d["networks"] as { v4?: { type: string; ip_address: string }[] }).v4 ?? []).find((n) => n.type === "private")
+        ?.ip_address ?? "";
     nodeIndex++;
-    await kube.createNode({ name, providerID: `digitalocean://${id}`, podCIDR: `10.244.${nodeIndex}.0/24`, internalIP: v4 });
+    await kube.createNode({
+      name,
+      providerID: `digitalocean://${id}`,
+      podCIDR: `10.244.${nodeIndex}.0/24`,
+      internalIP: v4,
+    });
     nodeDroplets.set(name, id);
     return id;
   };
@@ -134,7 +168,11 @@ async function start(kube: TestKube, cloud: DigitalOceanStandin, opts: CloudHarn
     client: controllerClient,
     // As `static-egress controller` builds it; Services only when the test asks (default off).
     source: new KubeSource(controllerClient, logger, controllerSourceOptions(opts.serviceExternalIPs === true)),
-    network: opts.network ?? { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.110.0.0/20"] },
+    network: opts.network ?? {
+      podCIDRs: ["10.244.0.0/16"],
+      serviceCIDRs: ["10.96.0.0/12"],
+      nodeCIDRs: ["10.110.0.0/20"],
+    },
     logger,
     resyncMs: opts.resyncMs ?? 300,
     plugins: plugins.plugins,
@@ -169,12 +207,25 @@ async function start(kube: TestKube, cloud: DigitalOceanStandin, opts: CloudHarn
       busy = true;
       try {
         const c = await agent;
-        const list = (await c.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: "egressgateways" })) as { items?: EgressGateway[] };
+        const list = (await c.custom.listClusterCustomObject({
+          group: GROUP,
+          version: VERSION,
+          plural: "egressgateways",
+        })) as { items?: EgressGateway[] };
         const health: Record<string, "up"> = {};
-        for (const gw of list.items ?? []) for (const i of gw.status?.instances ?? []) if (i.health !== PROVISIONING) health[`${gw.metadata.name}/${i.name}`] = "up";
+        for (const gw of list.items ?? [])
+          for (const i of gw.status?.instances ?? [])
+            if (i.health !== PROVISIONING) health[`${gw.metadata.name}/${i.name}`] = "up";
         const body = JSON.stringify(health);
         if (body === last) return;
-        await c.patchNodeAnnotations(node, { [REPORT_ANNOTATION]: JSON.stringify({ programmed: {}, health, unavailable: {}, at: new Date().toISOString() }) });
+        await c.patchNodeAnnotations(node, {
+          [REPORT_ANNOTATION]: JSON.stringify({
+            programmed: {},
+            health,
+            unavailable: {},
+            at: new Date().toISOString(),
+          }),
+        });
         last = body;
       } catch (e) {
         // A refusal by RBAC or the admission policy is a bug in what this plays, not a passing fault.
@@ -246,7 +297,8 @@ async function start(kube: TestKube, cloud: DigitalOceanStandin, opts: CloudHarn
       await plugins.stop();
       await cloud.close();
       await kube.stop();
-      if (refused.length > 0) throw new Error(`the API server refused a node agent's report: ${refused[0]} (${refused.length} in all)`);
+      if (refused.length > 0)
+        throw new Error(`the API server refused a node agent's report: ${refused[0]} (${refused.length} in all)`);
     },
   };
 }

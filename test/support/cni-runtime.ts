@@ -37,7 +37,9 @@ export interface PluginRun {
 
 class CniInvocationError extends Error {
   constructor(readonly run: PluginRun) {
-    super(`CNI ${run.command} failed in plugin ${run.type} (exit ${run.exitCode}): ${run.stdout.trim() || run.stderr.trim()}`);
+    super(
+      `CNI ${run.command} failed in plugin ${run.type} (exit ${run.exitCode}): ${run.stdout.trim() || run.stderr.trim()}`,
+    );
     this.name = "CniInvocationError";
   }
 }
@@ -61,9 +63,20 @@ export class CniRuntime {
   }
 
   /** One plugin, one command; never throws for a plugin failure (see `exitCode`). */
-  exec(command: "ADD" | "DEL" | "CHECK" | "VERSION", list: ConfList, plugin: Record<string, unknown>, sandbox: Sandbox, prevResult?: unknown): Promise<PluginRun> {
+  exec(
+    command: "ADD" | "DEL" | "CHECK" | "VERSION",
+    list: ConfList,
+    plugin: Record<string, unknown>,
+    sandbox: Sandbox,
+    prevResult?: unknown,
+  ): Promise<PluginRun> {
     const type = String(plugin.type);
-    const conf = { ...plugin, cniVersion: list.cniVersion, name: list.name, ...(prevResult !== undefined ? { prevResult } : {}) };
+    const conf = {
+      ...plugin,
+      cniVersion: list.cniVersion,
+      name: list.name,
+      ...(prevResult !== undefined ? { prevResult } : {}),
+    };
     const env = {
       ...process.env,
       CNI_COMMAND: command,
@@ -86,7 +99,14 @@ export class CniRuntime {
       child.stderr.on("data", (b: Buffer) => err.push(b));
       child.on("error", reject);
       child.on("close", (code) =>
-        resolve({ type, command, exitCode: code ?? -1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), ms: performance.now() - started }),
+        resolve({
+          type,
+          command,
+          exitCode: code ?? -1,
+          stdout: Buffer.concat(out).toString(),
+          stderr: Buffer.concat(err).toString(),
+          ms: performance.now() - started,
+        }),
       );
       child.stdin.on("error", () => undefined);
       child.stdin.end(JSON.stringify(conf));

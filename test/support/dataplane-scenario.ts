@@ -30,7 +30,12 @@ export function nodeTopology(pods: readonly number[], address = "10.0.0.11"): st
     "link set vpc0 up",
     `addr add ${address}/24 dev vpc0`,
     "route add default via 10.0.0.1 dev vpc0",
-    ...pods.flatMap((i) => [`link add pod${i} type veth peer name pod${i}p`, `link set pod${i}p up`, `link set pod${i} up`, `route add ${podIP(i)} dev pod${i}`]),
+    ...pods.flatMap((i) => [
+      `link add pod${i} type veth peer name pod${i}p`,
+      `link set pod${i}p up`,
+      `link set pod${i} up`,
+      `route add ${podIP(i)} dev pod${i}`,
+    ]),
   ];
 }
 
@@ -40,11 +45,16 @@ export const FOREIGN_IP = [
   "route add blackhole 192.0.2.0/24 table 100",
   "route add 198.18.0.0/15 via 10.0.0.1",
 ];
-export const FOREIGN_NFT = "table ip someone_else {\n  set blocked {\n    type ipv4_addr;\n    elements = { 192.0.2.9 }\n  }\n  chain c {\n    type filter hook forward priority filter; policy accept;\n    ip daddr @blocked drop\n  }\n}\n";
+export const FOREIGN_NFT =
+  "table ip someone_else {\n  set blocked {\n    type ipv4_addr;\n    elements = { 192.0.2.9 }\n  }\n  chain c {\n    type filter hook forward priority filter; policy accept;\n    ip daddr @blocked drop\n  }\n}\n";
 
 const validator = new SpecValidator();
 
-export function cluster(opts: { instances: readonly InstanceName[]; pods: readonly number[]; destinationCIDRs?: readonly string[] }): ClusterSnapshot {
+export function cluster(opts: {
+  instances: readonly InstanceName[];
+  pods: readonly number[];
+  destinationCIDRs?: readonly string[];
+}): ClusterSnapshot {
   return {
     policies: [
       egressPolicy(
@@ -62,10 +72,23 @@ export function cluster(opts: { instances: readonly InstanceName[]; pods: readon
     gateways: [
       egressGateway("shared", {
         grants: [{ namespaceSelector: {} }],
-        static: { instances: opts.instances.map((n) => ({ name: n, address: INSTANCES[n].address, egressIPs: [INSTANCES[n].egressIP] })) },
+        static: {
+          instances: opts.instances.map((n) => ({
+            name: n,
+            address: INSTANCES[n].address,
+            egressIPs: [INSTANCES[n].egressIP],
+          })),
+        },
       }),
     ],
-    pods: opts.pods.map((i) => ({ namespace: "shop", name: `web-${i}`, labels: { app: "web" }, nodeName: NODE, ips: [podIP(i)], phase: "Running" as const })),
+    pods: opts.pods.map((i) => ({
+      namespace: "shop",
+      name: `web-${i}`,
+      labels: { app: "web" },
+      nodeName: NODE,
+      ips: [podIP(i)],
+      phase: "Running" as const,
+    })),
     namespaces: [{ name: "shop", labels: {} }],
     nodes: [
       { name: NODE, labels: {}, annotations: {}, internalIP: "10.0.0.11", podCIDRs: ["10.244.1.0/24"] },
@@ -95,7 +118,14 @@ export async function readBack(kernel: Kernel, tables: readonly string[]): Promi
   const nft: Record<string, unknown> = {};
   for (const t of tables) nft[t] = nftShape(await kernel.nftList(`table ${t}`, { stateless: true }));
   const sorted = <T>(xs: readonly T[]) => [...xs].sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1));
-  type Link = { ifname: string; flags?: string[]; mtu?: number; master?: string; address?: string; linkinfo?: { info_kind?: string; info_data?: Record<string, unknown> } };
+  type Link = {
+    ifname: string;
+    flags?: string[];
+    mtu?: number;
+    master?: string;
+    address?: string;
+    linkinfo?: { info_kind?: string; info_data?: Record<string, unknown> };
+  };
   const links = (await kernel.ipJson<Link>(["-d", "link", "show"])).map((l) => {
     const d = l.linkinfo?.info_data;
     return {
@@ -104,16 +134,30 @@ export async function readBack(kernel: Kernel, tables: readonly string[]): Promi
       mtu: l.mtu,
       ...(l.master ? { master: l.master } : {}),
       kind: l.linkinfo?.info_kind ?? "loopback",
-      ...(l.linkinfo?.info_kind === "vxlan" && d ? { address: l.address, vxlan: { id: d.id, local: d.local, remote: d.remote, port: d.port, learning: d.learning } } : {}),
+      ...(l.linkinfo?.info_kind === "vxlan" && d
+        ? {
+            address: l.address,
+            vxlan: { id: d.id, local: d.local, remote: d.remote, port: d.port, learning: d.learning },
+          }
+        : {}),
     };
   });
   type Addr = { ifname?: string; addr_info?: { local?: string; prefixlen?: number; scope?: string }[] };
-  const addrs = (await kernel.ipJson<Addr>(["-4", "addr", "show", "type", "vxlan"])).filter((a) => a.ifname).map((a) => ({ ifname: a.ifname, addr_info: a.addr_info?.map((i) => ({ local: i.local, prefixlen: i.prefixlen, scope: i.scope })) }));
+  const addrs = (await kernel.ipJson<Addr>(["-4", "addr", "show", "type", "vxlan"]))
+    .filter((a) => a.ifname)
+    .map((a) => ({
+      ifname: a.ifname,
+      addr_info: a.addr_info?.map((i) => ({ local: i.local, prefixlen: i.prefixlen, scope: i.scope })),
+    }));
   return {
     nft,
     // Rules of one priority may be listed in another order; ours never overlap.
     rules: sorted(await kernel.ipJson(["-4", "rule", "show"])),
-    routes: sorted((await kernel.ipJson<{ table?: string }>(["-4", "route", "show", "table", "all"])).filter((r) => r.table !== "local")),
+    routes: sorted(
+      (await kernel.ipJson<{ table?: string }>(["-4", "route", "show", "table", "all"])).filter(
+        (r) => r.table !== "local",
+      ),
+    ),
     links: sorted(links),
     neighbours: sorted(await kernel.ipJson(["-4", "neigh", "show", "nud", "permanent"])),
     addresses: sorted(addrs),
@@ -123,14 +167,26 @@ export async function readBack(kernel: Kernel, tables: readonly string[]): Promi
 /** A table's sets (elements in a fixed order), counters and chains (with their number of rules: the fake keeps rule bodies as text). */
 function nftShape(objects: NftObject[] | undefined): unknown {
   if (!objects) return null;
-  const out: { sets: Record<string, unknown>; counters: string[]; chains: Record<string, unknown> } = { sets: {}, counters: [], chains: {} };
+  const out: { sets: Record<string, unknown>; counters: string[]; chains: Record<string, unknown> } = {
+    sets: {},
+    counters: [],
+    chains: {},
+  };
   for (const o of objects) {
-    const set = (o.set ?? o.map) as { name: string; type: unknown; map?: string; flags?: string[]; elem?: unknown[] } | undefined;
-    if (set) out.sets[set.name] = { type: set.type, map: set.map, flags: set.flags, elem: (set.elem ?? []).map((e) => JSON.stringify(e)).sort() };
+    const set = (o.set ?? o.map) as
+      { name: string; type: unknown; map?: string; flags?: string[]; elem?: unknown[] } | undefined;
+    if (set)
+      out.sets[set.name] = {
+        type: set.type,
+        map: set.map,
+        flags: set.flags,
+        elem: (set.elem ?? []).map((e) => JSON.stringify(e)).sort(),
+      };
     const counter = o.counter as { name: string } | undefined;
     if (counter) out.counters.push(counter.name);
     const chain = o.chain as { name: string; type?: string; hook?: string; prio?: number; policy?: string } | undefined;
-    if (chain) out.chains[chain.name] = { type: chain.type, hook: chain.hook, prio: chain.prio, policy: chain.policy, rules: 0 };
+    if (chain)
+      out.chains[chain.name] = { type: chain.type, hook: chain.hook, prio: chain.prio, policy: chain.policy, rules: 0 };
     const rule = o.rule as { chain: string } | undefined;
     if (rule) (out.chains[rule.chain] as { rules: number }).rules++;
   }

@@ -107,27 +107,43 @@ export interface KernelCall {
 }
 
 /** Where a packet with this mark, to this destination, goes (the FIB's answer). */
-export type Lookup = { via: "blackhole" } | { via: "unreachable" } | { via: "route"; table: string; dev?: string; gateway?: string; local?: boolean };
+export type Lookup =
+  | { via: "blackhole" }
+  | { via: "unreachable" }
+  | { via: "route"; table: string; dev?: string; gateway?: string; local?: boolean };
 
 const CHAIN_PRIORITIES: Record<string, Record<string, number>> = {
   ip: { raw: -300, mangle: -150, dstnat: -100, filter: 0, security: 50, srcnat: 100 },
   bridge: { dstnat: -300, filter: -200, out: 100, srcnat: 300 },
 };
-const TYPEOF: Record<string, string> = { "ip saddr": "ipv4_addr", "ip daddr": "ipv4_addr", "udp dport": "inet_service", "udp sport": "inet_service", "tcp dport": "inet_service", "meta mark": "mark", iifname: "ifname", oifname: "ifname" };
+const TYPEOF: Record<string, string> = {
+  "ip saddr": "ipv4_addr",
+  "ip daddr": "ipv4_addr",
+  "udp dport": "inet_service",
+  "udp sport": "inet_service",
+  "tcp dport": "inet_service",
+  "meta mark": "mark",
+  iifname: "ifname",
+  oifname: "ifname",
+};
 const DEFAULT_RULES: Rule[] = [
   { priority: 0, table: "local" },
   { priority: 32766, table: "main" },
   { priority: 32767, table: "default" },
 ];
 
-const nftError = (script: string, message: string) => new CommandError("nft", ["-f", "-"], 1, `Error: ${message}\n${script}`);
-const ipError = (line: string, message: string) => new CommandError("ip", ["-batch", "-"], 1, `${message}\nCommand failed -: ${line}`);
+const nftError = (script: string, message: string) =>
+  new CommandError("nft", ["-f", "-"], 1, `Error: ${message}\n${script}`);
+const ipError = (line: string, message: string) =>
+  new CommandError("ip", ["-batch", "-"], 1, `${message}\nCommand failed -: ${line}`);
 
 export class FakeKernel implements Kernel {
   /** Every call, in order. */
   readonly log: KernelCall[] = [];
   private nftState: NftState = { tables: new Map(), nextHandle: 1 };
-  private links = new Map<string, Link>([["lo", { ifindex: 1, name: "lo", kind: "loopback", up: false, mtu: 65536, address: "00:00:00:00:00:00" }]]);
+  private links = new Map<string, Link>([
+    ["lo", { ifindex: 1, name: "lo", kind: "loopback", up: false, mtu: 65536, address: "00:00:00:00:00:00" }],
+  ]);
   private nextIfindex = 2;
   private addresses: Address[] = [];
   private routes: Route[] = [];
@@ -180,7 +196,9 @@ export class FakeKernel implements Kernel {
     const meta: NftObject = { metainfo: { version: "fake", json_schema_version: 1 } };
     // Like nft 1.0.6: `--stateless` leaves the named counters' values in (there are no anonymous ones here).
     void opts.stateless;
-    const counters = [...t.counters].map(([name, c]) => ({ counter: { family: t.family, name, table: t.name, handle: c.handle, packets: c.packets, bytes: c.bytes } }));
+    const counters = [...t.counters].map(([name, c]) => ({
+      counter: { family: t.family, name, table: t.name, handle: c.handle, packets: c.packets, bytes: c.bytes },
+    }));
     if (m[1]) return [meta, ...counters];
     const sets = [...t.sets].map(([name, s]) => ({
       [s.kind]: {
@@ -194,9 +212,22 @@ export class FakeKernel implements Kernel {
         ...(s.elements.size > 0 ? { elem: [...s.elements.values()].map(elementJson) } : {}),
       },
     }));
-    const chains = [...t.chains].map(([name, c]) => ({ chain: { family: t.family, table: t.name, name, handle: c.handle, ...(c.base ?? {}) } }));
-    const rules = [...t.chains].flatMap(([chain, c]) => c.rules.map((r) => ({ rule: { family: t.family, table: t.name, chain, handle: r.handle, expr: [{ text: r.text }] } })));
-    return [meta, { table: { family: t.family, name: t.name, handle: t.handle } }, ...counters, ...sets, ...chains, ...rules];
+    const chains = [...t.chains].map(([name, c]) => ({
+      chain: { family: t.family, table: t.name, name, handle: c.handle, ...(c.base ?? {}) },
+    }));
+    const rules = [...t.chains].flatMap(([chain, c]) =>
+      c.rules.map((r) => ({
+        rule: { family: t.family, table: t.name, chain, handle: r.handle, expr: [{ text: r.text }] },
+      })),
+    );
+    return [
+      meta,
+      { table: { family: t.family, name: t.name, handle: t.handle } },
+      ...counters,
+      ...sets,
+      ...chains,
+      ...rules,
+    ];
   }
 
   /** Packets that hit a named counter's rule (no packets run here: tests count them in). */
@@ -248,7 +279,12 @@ export class FakeKernel implements Kernel {
       const existing = this.addresses.findIndex((a) => a.dev === dev.name && a.local === local);
       if (existing >= 0 && verb === "add") fail("RTNETLINK answers: File exists");
       if (existing >= 0) this.addresses.splice(existing, 1);
-      const a: Address = { dev: dev.name, local: local!, prefixlen: Number(len ?? 32), scope: (opt("scope") as Address["scope"]) ?? "global" };
+      const a: Address = {
+        dev: dev.name,
+        local: local!,
+        prefixlen: Number(len ?? 32),
+        scope: (opt("scope") as Address["scope"]) ?? "global",
+      };
       this.addresses.push(a);
       if (dev.up) this.addPrefixRoute(a);
       return;
@@ -269,12 +305,24 @@ export class FakeKernel implements Kernel {
     return l ?? fail(`Cannot find device "${name}"`);
   }
 
-  private linkCommand(w: string[], verb: string, opt: (n: string) => string | undefined, fail: (m: string) => never): void {
+  private linkCommand(
+    w: string[],
+    verb: string,
+    opt: (n: string) => string | undefined,
+    fail: (m: string) => never,
+  ): void {
     const name = w[2]!;
     if (verb === "add") {
       if (this.links.has(name)) fail("RTNETLINK answers: File exists");
       const kind = opt("type");
-      const make = (n: string, k: Link["kind"]): Link => ({ ifindex: this.nextIfindex++, name: n, kind: k, up: false, mtu: Number(opt("mtu") ?? (k === "vxlan" ? 1450 : 1500)), address: macFor(this.nextIfindex) });
+      const make = (n: string, k: Link["kind"]): Link => ({
+        ifindex: this.nextIfindex++,
+        name: n,
+        kind: k,
+        up: false,
+        mtu: Number(opt("mtu") ?? (k === "vxlan" ? 1450 : 1500)),
+        address: macFor(this.nextIfindex),
+      });
       if (kind === "veth") {
         const peer = opt("name") ?? fail("fake kernel: a veth needs `peer name`");
         if (this.links.has(peer)) fail("RTNETLINK answers: File exists");
@@ -283,8 +331,18 @@ export class FakeKernel implements Kernel {
         this.links.set(name, { ...a, ...(opt("address") ? { address: opt("address")! } : {}), peer });
         this.links.set(peer, { ...b, peer: name });
       } else if (kind === "vxlan") {
-        const vxlan = { id: Number(opt("id")), local: opt("local")!, remote: opt("remote")!, port: Number(opt("dstport")), learning: !w.includes("nolearning") };
-        this.links.set(name, { ...make(name, "vxlan"), ...(opt("address") ? { address: opt("address")! } : {}), vxlan });
+        const vxlan = {
+          id: Number(opt("id")),
+          local: opt("local")!,
+          remote: opt("remote")!,
+          port: Number(opt("dstport")),
+          learning: !w.includes("nolearning"),
+        };
+        this.links.set(name, {
+          ...make(name, "vxlan"),
+          ...(opt("address") ? { address: opt("address")! } : {}),
+          vxlan,
+        });
       } else if (kind === "bridge") {
         this.links.set(name, make(name, "bridge"));
       } else fail("Error: Unknown device type.");
@@ -325,10 +383,24 @@ export class FakeKernel implements Kernel {
     const r = parseCidr(`${a.local}/${a.prefixlen}`);
     const dst = `${formatIPv4(r.from)}/${a.prefixlen}`;
     if (this.routes.some((x) => x.table === "main" && x.dst === dst)) return;
-    this.routes.push({ table: "main", dst, type: "unicast", dev: a.dev, onlink: false, protocol: "kernel", scope: "link", prefsrc: a.local });
+    this.routes.push({
+      table: "main",
+      dst,
+      type: "unicast",
+      dev: a.dev,
+      onlink: false,
+      protocol: "kernel",
+      scope: "link",
+      prefsrc: a.local,
+    });
   }
 
-  private routeCommand(w: string[], verb: string, opt: (n: string) => string | undefined, fail: (m: string) => never): void {
+  private routeCommand(
+    w: string[],
+    verb: string,
+    opt: (n: string) => string | undefined,
+    fail: (m: string) => never,
+  ): void {
     const blackhole = w[2] === "blackhole";
     const dst = canonicalDst(w[blackhole ? 3 : 2]!, fail);
     const table = opt("table") ?? "main";
@@ -356,13 +428,22 @@ export class FakeKernel implements Kernel {
       let dev = opt("dev") === undefined ? undefined : this.device(opt("dev"), fail);
       if (gateway !== undefined && !onlink) {
         if (this.addresses.some((a) => a.local === gateway)) fail("Error: Nexthop has invalid gateway.");
-        const connected = this.longestMatch(this.routes.filter((r) => r.table === "main" && r.type === "unicast" && !r.gateway && r.dev), parseIPv4(gateway));
+        const connected = this.longestMatch(
+          this.routes.filter((r) => r.table === "main" && r.type === "unicast" && !r.gateway && r.dev),
+          parseIPv4(gateway),
+        );
         if (!connected || (dev && connected.dev !== dev.name)) fail("Error: Nexthop has invalid gateway.");
         dev = this.links.get(connected!.dev!);
       }
       if (!dev) fail("Error: Device for nexthop is not up.");
       if (!dev!.up) fail("Error: Nexthop device is not up.");
-      route = { ...route, type: "unicast", dev: dev!.name, onlink, ...(gateway ? { gateway } : { scope: "link" as const }) };
+      route = {
+        ...route,
+        type: "unicast",
+        dev: dev!.name,
+        onlink,
+        ...(gateway ? { gateway } : { scope: "link" as const }),
+      };
     }
     const i = this.routes.findIndex((r) => r.table === table && r.dst === dst);
     if (i >= 0 && verb === "add") fail("RTNETLINK answers: File exists");
@@ -370,7 +451,12 @@ export class FakeKernel implements Kernel {
     else this.routes.push(route);
   }
 
-  private ruleCommand(w: string[], verb: string, opt: (n: string) => string | undefined, fail: (m: string) => never): void {
+  private ruleCommand(
+    w: string[],
+    verb: string,
+    opt: (n: string) => string | undefined,
+    fail: (m: string) => never,
+  ): void {
     const to = opt("to");
     const [mark, mask] = (opt("fwmark") ?? "").split("/");
     const rule: Rule = {
@@ -399,7 +485,8 @@ export class FakeKernel implements Kernel {
   private longestMatch(routes: readonly Route[], addr: number): Route | undefined {
     let best: { len: number; r: Route } | undefined;
     for (const r of routes) {
-      const range = r.dst === "default" ? { from: 0, to: 0xffffffff } : parseCidr(r.dst.includes("/") ? r.dst : `${r.dst}/32`);
+      const range =
+        r.dst === "default" ? { from: 0, to: 0xffffffff } : parseCidr(r.dst.includes("/") ? r.dst : `${r.dst}/32`);
       const len = r.dst === "default" ? 0 : Number(r.dst.split("/")[1] ?? 32);
       if (addr >= range.from && addr <= range.to && (!best || len > best.len)) best = { len, r };
     }
@@ -410,7 +497,7 @@ export class FakeKernel implements Kernel {
   lookup(dst: string, mark = 0): Lookup {
     const addr = parseIPv4(dst);
     for (const rule of this.rules) {
-      if (rule.fwmark !== undefined && ((mark & rule.fwmask!) >>> 0) !== rule.fwmark) continue;
+      if (rule.fwmark !== undefined && (mark & rule.fwmask!) >>> 0 !== rule.fwmark) continue;
       if (rule.dst !== undefined) {
         const r = parseCidr(`${rule.dst}/${rule.dstlen}`);
         if (addr < r.from || addr > r.to) continue;
@@ -427,7 +514,12 @@ export class FakeKernel implements Kernel {
       );
       if (!route) continue;
       if (route.type === "blackhole") return { via: "blackhole" };
-      return { via: "route", table: route.table, ...(route.dev ? { dev: route.dev } : {}), ...(route.gateway ? { gateway: route.gateway } : {}) };
+      return {
+        via: "route",
+        table: route.table,
+        ...(route.dev ? { dev: route.dev } : {}),
+        ...(route.gateway ? { gateway: route.gateway } : {}),
+      };
     }
     return { via: "unreachable" };
   }
@@ -443,7 +535,19 @@ export class FakeKernel implements Kernel {
       case "-4 rule show":
         return this.rules.map(ruleJson);
       case "-4 route show table all":
-        return [...this.routes.map(routeJson), ...this.addresses.map((a) => ({ type: "local", dst: a.local, dev: a.dev, table: "local", protocol: "kernel", scope: "host", prefsrc: a.local, flags: [] }))];
+        return [
+          ...this.routes.map(routeJson),
+          ...this.addresses.map((a) => ({
+            type: "local",
+            dst: a.local,
+            dev: a.dev,
+            table: "local",
+            protocol: "kernel",
+            scope: "host",
+            prefsrc: a.local,
+            flags: [],
+          })),
+        ];
       case "-4 route show table main":
         return this.routes.filter((r) => r.table === "main").map(routeJson);
       case "-d link show":
@@ -460,23 +564,65 @@ export class FakeKernel implements Kernel {
           const addrs = this.addresses.filter((a) => a.dev === l.name);
           if ((what.endsWith("vxlan") && l.kind !== "vxlan") || addrs.length === 0) return {};
           const { ifindex, ifname, flags, mtu } = this.linkJson(l);
-          return { ifindex, ifname, flags, mtu, addr_info: addrs.map((a) => ({ family: "inet", local: a.local, prefixlen: a.prefixlen, scope: a.scope, label: a.dev })) };
+          return {
+            ifindex,
+            ifname,
+            flags,
+            mtu,
+            addr_info: addrs.map((a) => ({
+              family: "inet",
+              local: a.local,
+              prefixlen: a.prefixlen,
+              scope: a.scope,
+              label: a.dev,
+            })),
+          };
         });
     }
     const get = /^route get (\S+)$/.exec(what);
     if (get) {
       const where = this.lookup(get[1]!);
-      if (where.via === "unreachable") throw new CommandError("ip", ["-json", ...what.split(" ")], 2, "RTNETLINK answers: Network is unreachable");
-      if (where.via === "blackhole") throw new CommandError("ip", ["-json", ...what.split(" ")], 2, "RTNETLINK answers: Invalid argument");
-      if (where.local) return [{ type: "local", dst: get[1], dev: "lo", table: "local", prefsrc: get[1], flags: [], uid: 0, cache: ["local"] }];
-      const src = this.addresses.find((a) => a.dev === where.dev && a.scope === "global") ?? this.addresses.find((a) => a.scope === "global");
-      return [{ dst: get[1], ...(where.gateway ? { gateway: where.gateway } : {}), dev: where.dev, ...(where.table !== "main" ? { table: where.table } : {}), ...(src ? { prefsrc: src.local } : {}), flags: [], uid: 0, cache: [] }];
+      if (where.via === "unreachable")
+        throw new CommandError("ip", ["-json", ...what.split(" ")], 2, "RTNETLINK answers: Network is unreachable");
+      if (where.via === "blackhole")
+        throw new CommandError("ip", ["-json", ...what.split(" ")], 2, "RTNETLINK answers: Invalid argument");
+      if (where.local)
+        return [
+          {
+            type: "local",
+            dst: get[1],
+            dev: "lo",
+            table: "local",
+            prefsrc: get[1],
+            flags: [],
+            uid: 0,
+            cache: ["local"],
+          },
+        ];
+      const src =
+        this.addresses.find((a) => a.dev === where.dev && a.scope === "global") ??
+        this.addresses.find((a) => a.scope === "global");
+      return [
+        {
+          dst: get[1],
+          ...(where.gateway ? { gateway: where.gateway } : {}),
+          dev: where.dev,
+          ...(where.table !== "main" ? { table: where.table } : {}),
+          ...(src ? { prefsrc: src.local } : {}),
+          flags: [],
+          uid: 0,
+          cache: [],
+        },
+      ];
     }
     throw new Error(`fake kernel: ip -json ${what} is not modelled`);
   }
 
   private linkJson(l: Link) {
-    const flags = l.kind === "loopback" ? ["LOOPBACK", ...(l.up ? ["UP", "LOWER_UP"] : [])] : ["BROADCAST", "MULTICAST", ...(l.up ? ["UP", "LOWER_UP"] : [])];
+    const flags =
+      l.kind === "loopback"
+        ? ["LOOPBACK", ...(l.up ? ["UP", "LOWER_UP"] : [])]
+        : ["BROADCAST", "MULTICAST", ...(l.up ? ["UP", "LOWER_UP"] : [])];
     return {
       ifindex: l.ifindex,
       ...(l.peer ? { link: l.peer } : {}),
@@ -491,7 +637,17 @@ export class FakeKernel implements Kernel {
         : {
             linkinfo: {
               info_kind: l.kind,
-              ...(l.vxlan ? { info_data: { id: l.vxlan.id, remote: l.vxlan.remote, local: l.vxlan.local, port: l.vxlan.port, learning: l.vxlan.learning } } : {}),
+              ...(l.vxlan
+                ? {
+                    info_data: {
+                      id: l.vxlan.id,
+                      remote: l.vxlan.remote,
+                      local: l.vxlan.local,
+                      port: l.vxlan.port,
+                      learning: l.vxlan.learning,
+                    },
+                  }
+                : {}),
               ...(l.master ? { info_slave_kind: "bridge" } : {}),
             },
           }),
@@ -503,14 +659,19 @@ export class FakeKernel implements Kernel {
     const what = args.join(" ");
     this.log.push({ op: "bridgeJson", text: what, ok: true });
     if (what !== "fdb show") throw new Error(`fake kernel: bridge -json ${what} is not modelled`);
-    return [...this.links.values()].flatMap((l) => (l.vxlan ? [{ mac: "00:00:00:00:00:00", ifname: l.name, dst: l.vxlan.remote, flags: ["self"], state: "permanent" }] : [])) as T[];
+    return [...this.links.values()].flatMap((l) =>
+      l.vxlan
+        ? [{ mac: "00:00:00:00:00:00", ifname: l.name, dst: l.vxlan.remote, flags: ["self"], state: "permanent" }]
+        : [],
+    ) as T[];
   }
 
   async writeProcSys(file: string, value: string): Promise<void> {
     const call: KernelCall = { op: "writeProcSys", text: `${file} ${value}`, ok: false };
     this.log.push(call);
     const dev = /\/ipv4\/conf\/([^/]+)\//.exec(file)?.[1];
-    if (dev !== undefined && dev !== "all" && dev !== "default" && !this.links.has(dev)) throw new CommandError("sh", ["-c", file], 2, `sh: 1: cannot create ${file}: Directory nonexistent`);
+    if (dev !== undefined && dev !== "all" && dev !== "default" && !this.links.has(dev))
+      throw new CommandError("sh", ["-c", file], 2, `sh: 1: cannot create ${file}: Directory nonexistent`);
     this.procSys.set(file, value);
     call.ok = true;
     this.changed(call);
@@ -558,8 +719,10 @@ class NftScript {
     for (const t of this.state.tables.values()) {
       for (const c of t.chains.values()) {
         for (const r of c.rules) {
-          for (const [, set] of r.text.matchAll(/@([A-Za-z_]\w*)(?![\w,])/g)) if (!t.sets.has(set!)) this.fail(`Could not process rule: No such file or directory: @${set}`);
-          for (const [, counter] of r.text.matchAll(/counter name "(\w+)"/g)) if (!t.counters.has(counter!)) this.fail(`Could not process rule: No such file or directory: ${counter}`);
+          for (const [, set] of r.text.matchAll(/@([A-Za-z_]\w*)(?![\w,])/g))
+            if (!t.sets.has(set!)) this.fail(`Could not process rule: No such file or directory: @${set}`);
+          for (const [, counter] of r.text.matchAll(/counter name "(\w+)"/g))
+            if (!t.counters.has(counter!)) this.fail(`Could not process rule: No such file or directory: ${counter}`);
         }
       }
     }
@@ -593,7 +756,8 @@ class NftScript {
       if (line === "}") return;
       if (line === "") continue;
       let m: RegExpExecArray | null;
-      if ((m = /^(set|map) (\w+) \{$/.exec(line))) this.setBlock(t, m[1] as "set" | "map", m[2]!, this.block().join(" "));
+      if ((m = /^(set|map) (\w+) \{$/.exec(line)))
+        this.setBlock(t, m[1] as "set" | "map", m[2]!, this.block().join(" "));
       else if ((m = /^counter (\w+) \{$/.exec(line))) {
         this.block();
         if (!t.counters.has(m[1]!)) t.counters.set(m[1]!, { handle: this.state.nextHandle++, packets: 0, bytes: 0 });
@@ -613,15 +777,36 @@ class NftScript {
       keys = k!.split(" . ").map((s) => s.trim());
       dataType = d?.trim();
     } else if (typeOf) {
-      keys = typeOf[1]!.split(" . ").map((e) => TYPEOF[e.trim()] ?? (e.trim().startsWith("@") ? "integer" : this.fail(`fake kernel: typeof ${e} is not modelled`)));
+      keys = typeOf[1]!
+        .split(" . ")
+        .map(
+          (e) =>
+            TYPEOF[e.trim()] ??
+            (e.trim().startsWith("@") ? "integer" : this.fail(`fake kernel: typeof ${e} is not modelled`)),
+        );
     } else this.fail(`set ${name} has no type`);
-    if ((kind === "map") !== (dataType !== undefined)) this.fail(`${kind} ${name}: ${kind === "map" ? "a map needs a data type" : "a set has no data type"}`);
-    for (const k of [...keys, ...(dataType ? [dataType] : [])]) if (!["ipv4_addr", "ifname", "mark", "integer", "inet_service"].includes(k)) this.fail(`fake kernel: type ${k} is not modelled`);
-    const flags = /flags ([^;]+);/.exec(spec!)?.[1]!.split(",").map((f) => f.trim()) ?? [];
+    if ((kind === "map") !== (dataType !== undefined))
+      this.fail(`${kind} ${name}: ${kind === "map" ? "a map needs a data type" : "a set has no data type"}`);
+    for (const k of [...keys, ...(dataType ? [dataType] : [])])
+      if (!["ipv4_addr", "ifname", "mark", "integer", "inet_service"].includes(k))
+        this.fail(`fake kernel: type ${k} is not modelled`);
+    const flags =
+      /flags ([^;]+);/
+        .exec(spec!)?.[1]!
+        .split(",")
+        .map((f) => f.trim()) ?? [];
     let set = t.sets.get(name);
-    if (set && (set.kind !== kind || set.types.join(".") !== keys.join(".") || set.dataType !== dataType)) this.fail(`Could not process rule: File exists: ${name}`);
+    if (set && (set.kind !== kind || set.types.join(".") !== keys.join(".") || set.dataType !== dataType))
+      this.fail(`Could not process rule: File exists: ${name}`);
     if (!set) {
-      set = { kind, handle: this.state.nextHandle++, types: keys, ...(dataType ? { dataType } : {}), flags, elements: new Map() };
+      set = {
+        kind,
+        handle: this.state.nextHandle++,
+        types: keys,
+        ...(dataType ? { dataType } : {}),
+        flags,
+        elements: new Map(),
+      };
       t.sets.set(name, set);
     }
     if (elements !== undefined) {
@@ -641,7 +826,8 @@ class NftScript {
       if (base) {
         const prio = this.priority(t.family, base[3]!.trim());
         const next = { type: base[1]!, hook: base[2]!, prio, policy: base[4]! };
-        if (chain.base && JSON.stringify(chain.base) !== JSON.stringify(next)) this.fail(`Could not process rule: Device or resource busy: chain ${name}`);
+        if (chain.base && JSON.stringify(chain.base) !== JSON.stringify(next))
+          this.fail(`Could not process rule: Device or resource busy: chain ${name}`);
         chain.base = next;
       } else if (line !== "") chain.rules.push({ handle: this.state.nextHandle++, text: line });
     }
@@ -650,7 +836,9 @@ class NftScript {
   private priority(family: Family, text: string): number {
     const m = /^(-?\d+)$|^(\w+)(?: ([+-]) (\d+))?$/.exec(text) ?? this.fail(`syntax error: priority ${text}`);
     if (m[1] !== undefined) return Number(m[1]);
-    const base = CHAIN_PRIORITIES[family === "bridge" ? "bridge" : "ip"]![m[2]!] ?? this.fail(`'${m[2]}' is invalid priority in this context.`);
+    const base =
+      CHAIN_PRIORITIES[family === "bridge" ? "bridge" : "ip"]![m[2]!] ??
+      this.fail(`'${m[2]}' is invalid priority in this context.`);
     return base + (m[3] === "-" ? -1 : 1) * Number(m[4] ?? 0);
   }
 
@@ -662,26 +850,32 @@ class NftScript {
     const id = JSON.stringify(key);
     const interval = set.flags.includes("interval");
     if (verb === "delete") {
-      if (!set.elements.delete(id)) this.fail(interval ? "element does not exist" : "Could not process rule: No such file or directory");
+      if (!set.elements.delete(id))
+        this.fail(interval ? "element does not exist" : "Could not process rule: No such file or directory");
       return;
     }
     if (set.dataType !== undefined && valueText === undefined) this.fail(`map needs a value: ${text}`);
     const value = valueText !== undefined ? this.part(set, set.dataType!, valueText.trim()) : undefined;
     const had = set.elements.get(id);
     if (had) {
-      if (verb === "create" || JSON.stringify(had.value) !== JSON.stringify(value)) this.fail("Could not process rule: File exists");
+      if (verb === "create" || JSON.stringify(had.value) !== JSON.stringify(value))
+        this.fail("Could not process rule: File exists");
       return;
     }
     if (interval) {
-      for (const other of set.elements.values()) if (overlaps(other.key, key)) this.fail("interval overlaps with an existing one");
+      for (const other of set.elements.values())
+        if (overlaps(other.key, key)) this.fail("interval overlaps with an existing one");
     }
     set.elements.set(id, { key, ...(value !== undefined ? { value } : {}) });
   }
 
   private part(set: NftSet, type: string, text: string): Part {
     if (type === "ipv4_addr") {
-      const m = /^(\d+\.\d+\.\d+\.\d+)(?:-(\d+\.\d+\.\d+\.\d+)|\/(\d+))?$/.exec(text) ?? this.fail(`Could not resolve hostname: ${text}`);
-      if ((m[2] || m[3]) && !set.flags.includes("interval")) this.fail("You must add 'flags interval' to your set declaration if you want to add prefix/range elements");
+      const m =
+        /^(\d+\.\d+\.\d+\.\d+)(?:-(\d+\.\d+\.\d+\.\d+)|\/(\d+))?$/.exec(text) ??
+        this.fail(`Could not resolve hostname: ${text}`);
+      if ((m[2] || m[3]) && !set.flags.includes("interval"))
+        this.fail("You must add 'flags interval' to your set declaration if you want to add prefix/range elements");
       if (m[3]) {
         const r = parseCidr(`${m[1]}/${m[3]}`);
         return { ip: [r.from, r.to] };
@@ -744,7 +938,12 @@ function ruleJson(r: Rule): Record<string, unknown> {
     priority: r.priority,
     src: "all",
     ...(r.dst !== undefined ? { dst: r.dst, ...(r.dstlen !== 32 ? { dstlen: r.dstlen } : {}) } : {}),
-    ...(r.fwmark !== undefined ? { fwmark: `0x${r.fwmark.toString(16)}`, ...(r.fwmask !== 0xffffffff ? { fwmask: `0x${r.fwmask!.toString(16)}` } : {}) } : {}),
+    ...(r.fwmark !== undefined
+      ? {
+          fwmark: `0x${r.fwmark.toString(16)}`,
+          ...(r.fwmask !== 0xffffffff ? { fwmask: `0x${r.fwmask!.toString(16)}` } : {}),
+        }
+      : {}),
     ...(r.blackhole ? { action: "blackhole" } : { table: r.table }),
   };
 }

@@ -1,6 +1,12 @@
 import { KubeConfig, PatchStrategy, setHeaderOptions, type V1Pod } from "@kubernetes/client-node";
 import { KubeClient } from "../../src/kube/client.js";
-import { COMPONENT_ACCOUNTS, startKubeCluster, type ControlPlaneOptions, type FaultInjector, type KubeCluster } from "../../src/lab/control-plane/index.js";
+import {
+  COMPONENT_ACCOUNTS,
+  startKubeCluster,
+  type ControlPlaneOptions,
+  type FaultInjector,
+  type KubeCluster,
+} from "../../src/lab/control-plane/index.js";
 
 /**
  * Tests' view of a real control plane (src/lab/control-plane): an admin client, clients with our
@@ -47,7 +53,11 @@ export interface TestKube {
   createNode(n: NodeSpec): Promise<void>;
   setNodeReady(name: string, ready: "True" | "False" | "Unknown"): Promise<void>;
   createPod(p: PodSpec): Promise<void>;
-  setPodStatus(namespace: string, name: string, s: { ip?: string; ready?: boolean; readySince?: Date; phase?: string }): Promise<void>;
+  setPodStatus(
+    namespace: string,
+    name: string,
+    s: { ip?: string; ready?: boolean; readySince?: Date; phase?: string },
+  ): Promise<void>;
   /** Deleted at once (no kubelet here confirms a graceful deletion). */
   deletePod(namespace: string, name: string): Promise<void>;
   stop(): Promise<void>;
@@ -59,7 +69,11 @@ function clientOf(text: string): KubeClient {
   return new KubeClient(kc);
 }
 
-const ACCOUNT = { controller: COMPONENT_ACCOUNTS.controller, "node-agent": COMPONENT_ACCOUNTS.nodeAgent, "gateway-agent": COMPONENT_ACCOUNTS.gateway } as const;
+const ACCOUNT = {
+  controller: COMPONENT_ACCOUNTS.controller,
+  "node-agent": COMPONENT_ACCOUNTS.nodeAgent,
+  "gateway-agent": COMPONENT_ACCOUNTS.gateway,
+} as const;
 
 function isConflict(e: unknown): boolean {
   return (e as { code?: number }).code === 409;
@@ -69,7 +83,8 @@ export async function startTestKube(opts: ControlPlaneOptions = {}): Promise<Tes
   const cluster = await startKubeCluster({ controllerManager: false, ...opts });
   const admin = clientOf(cluster.adminKubeconfig());
   const withKcm = opts.controllerManager === true;
-  const kubeconfigFor = (component: Component, node?: string) => cluster.kubeconfigFor(ACCOUNT[component], node ? { node } : {});
+  const kubeconfigFor = (component: Component, node?: string) =>
+    cluster.kubeconfigFor(ACCOUNT[component], node ? { node } : {});
 
   const podStatus = (s: { ip?: string; ready?: boolean; readySince?: Date; phase?: string }) => {
     const since = (s.readySince ?? new Date()).toISOString();
@@ -102,25 +117,66 @@ export async function startTestKube(opts: ControlPlaneOptions = {}): Promise<Tes
     },
     async createNode(n) {
       await admin.core.createNode({
-        body: { metadata: { name: n.name, labels: { "kubernetes.io/hostname": n.name, ...n.labels }, ...(n.annotations ? { annotations: n.annotations } : {}) }, spec: { ...(n.podCIDR ? { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] } : {}), ...(n.providerID ? { providerID: n.providerID } : {}) } },
+        body: {
+          metadata: {
+            name: n.name,
+            labels: { "kubernetes.io/hostname": n.name, ...n.labels },
+            ...(n.annotations ? { annotations: n.annotations } : {}),
+          },
+          spec: {
+            ...(n.podCIDR ? { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] } : {}),
+            ...(n.providerID ? { providerID: n.providerID } : {}),
+          },
+        },
       });
       const status = {
         ...(n.internalIP ? { addresses: [{ type: "InternalIP", address: n.internalIP }] } : {}),
-        conditions: [{ type: "Ready", status: n.ready ?? "True", reason: "KubeletReady", message: "", lastHeartbeatTime: new Date().toISOString(), lastTransitionTime: new Date().toISOString() }],
+        conditions: [
+          {
+            type: "Ready",
+            status: n.ready ?? "True",
+            reason: "KubeletReady",
+            message: "",
+            lastHeartbeatTime: new Date().toISOString(),
+            lastTransitionTime: new Date().toISOString(),
+          },
+        ],
       };
       await admin.core.patchNodeStatus({ name: n.name, body: { status } }, mergePatch);
     },
     async setNodeReady(name, ready) {
-      const conditions = [{ type: "Ready", status: ready, reason: ready === "True" ? "KubeletReady" : "NodeStatusUnknown", message: "", lastHeartbeatTime: new Date().toISOString(), lastTransitionTime: new Date().toISOString() }];
+      const conditions = [
+        {
+          type: "Ready",
+          status: ready,
+          reason: ready === "True" ? "KubeletReady" : "NodeStatusUnknown",
+          message: "",
+          lastHeartbeatTime: new Date().toISOString(),
+          lastTransitionTime: new Date().toISOString(),
+        },
+      ];
       await admin.core.patchNodeStatus({ name, body: { status: { conditions } } }, mergePatch);
     },
     async createPod(p) {
       const body: V1Pod = {
-        metadata: { name: p.name, namespace: p.namespace, ...(p.labels ? { labels: p.labels } : {}), ...(p.annotations ? { annotations: p.annotations } : {}) },
-        spec: { nodeName: p.node, containers: [{ name: "app", image: "registry.example/app:1" }], automountServiceAccountToken: false },
+        metadata: {
+          name: p.name,
+          namespace: p.namespace,
+          ...(p.labels ? { labels: p.labels } : {}),
+          ...(p.annotations ? { annotations: p.annotations } : {}),
+        },
+        spec: {
+          nodeName: p.node,
+          containers: [{ name: "app", image: "registry.example/app:1" }],
+          automountServiceAccountToken: false,
+        },
       };
       await admin.core.createNamespacedPod({ namespace: p.namespace, body });
-      if (p.ip) await admin.core.patchNamespacedPodStatus({ namespace: p.namespace, name: p.name, body: { status: podStatus(p) } }, mergePatch);
+      if (p.ip)
+        await admin.core.patchNamespacedPodStatus(
+          { namespace: p.namespace, name: p.name, body: { status: podStatus(p) } },
+          mergePatch,
+        );
     },
     async setPodStatus(namespace, name, s) {
       await admin.core.patchNamespacedPodStatus({ namespace, name, body: { status: podStatus(s) } }, mergePatch);

@@ -11,4 +11,6 @@ registerHooks({
     return resolved;
   },
 });
-process.on("exit", () => process.stderr.write(`\nMODULES ${JSON.stringify([...seen].filter((u) => u.startsWith("file:")))}\n`));
+process.on("exit", () =>
+  process.stderr.write(`\nMODULES ${JSON.stringify([...seen].filter((u) => u.startsWith("file:")))}\n`),
+);

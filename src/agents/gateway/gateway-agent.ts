@@ -37,16 +37,33 @@ export class GatewayAgent {
 
   private async reconcile({ verify }: { verify: boolean }): Promise<void> {
     const { instance, config, source, dataplane, logger } = this.deps;
-    const planner = new Planner(snapshotFromObjects(source.objects(), config.clusterNetwork), { validator: this.validator });
+    const planner = new Planner(snapshotFromObjects(source.objects(), config.clusterNetwork), {
+      validator: this.validator,
+    });
     const plan = planner.planGateway(instance);
     if (!plan) {
       // Not (or no longer) a valid instance: forward nothing rather than something stale.
       logger.warn({ instance }, "instance not found in any valid EgressGateway; forwarding nothing");
-      await dataplane.apply({ instance, address: "", snat: [], returnRoutes: [], nodeAddresses: [], egressIPs: [], egressIPOwners: [], vni: 0, tunnels: [], podsByTunnel: [] }, { verify });
+      await dataplane.apply(
+        {
+          instance,
+          address: "",
+          snat: [],
+          returnRoutes: [],
+          nodeAddresses: [],
+          egressIPs: [],
+          egressIPOwners: [],
+          vni: 0,
+          tunnels: [],
+          podsByTunnel: [],
+        },
+        { verify },
+      );
       return;
     }
     const report = await dataplane.apply(plan, { verify });
-    if (report.nftChanged || report.routingAdded || report.routingRemoved) logger.info({ snat: plan.snat.length, ...report }, "gateway programmed");
+    if (report.nftChanged || report.routingAdded || report.routingRemoved)
+      logger.info({ snat: plan.snat.length, ...report }, "gateway programmed");
     this.deps.onApplied?.(plan);
   }
 

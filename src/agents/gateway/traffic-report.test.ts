@@ -3,20 +3,44 @@ import { silentLogger } from "../../util/log.js";
 import { policyRef, ratesBetween, totalsByPolicy, TrafficReporter } from "./traffic-report.js";
 import type { MeterReading } from "../../dataplane/meter.js";
 
-const r = (policy: string, egressIP: string, direction: "out" | "in", packets: number, bytes: number): MeterReading => ({ policy, egressIP, direction, packets, bytes });
+const r = (
+  policy: string,
+  egressIP: string,
+  direction: "out" | "in",
+  packets: number,
+  bytes: number,
+): MeterReading => ({ policy, egressIP, direction, packets, bytes });
 
 describe("traffic report", () => {
   it("sums a policy's egress IPs and directions, and gives rates only for counts that grew", () => {
-    const before = totalsByPolicy([r("EgressPolicy/a/p", "192.0.2.10", "out", 10, 1000), r("EgressPolicy/a/p", "192.0.2.12", "in", 5, 500), r("ClusterEgressPolicy/c", "192.0.2.11", "out", 100, 10_000)]);
+    const before = totalsByPolicy([
+      r("EgressPolicy/a/p", "192.0.2.10", "out", 10, 1000),
+      r("EgressPolicy/a/p", "192.0.2.12", "in", 5, 500),
+      r("ClusterEgressPolicy/c", "192.0.2.11", "out", 100, 10_000),
+    ]);
     expect(before.get("EgressPolicy/a/p")).toEqual({ packets: 15, bytes: 1500 });
-    const after = totalsByPolicy([r("EgressPolicy/a/p", "192.0.2.10", "out", 70, 7000), r("EgressPolicy/a/p", "192.0.2.12", "in", 5, 500), r("ClusterEgressPolicy/c", "192.0.2.11", "out", 1, 100)]);
+    const after = totalsByPolicy([
+      r("EgressPolicy/a/p", "192.0.2.10", "out", 70, 7000),
+      r("EgressPolicy/a/p", "192.0.2.12", "in", 5, 500),
+      r("ClusterEgressPolicy/c", "192.0.2.11", "out", 1, 100),
+    ]);
     // The cluster policy's counter restarted (fewer than before): no rate this round.
-    expect([...ratesBetween(before, after, 60)]).toEqual([["EgressPolicy/a/p", { bytesPerSecond: 100, packetsPerSecond: 1 }]]);
+    expect([...ratesBetween(before, after, 60)]).toEqual([
+      ["EgressPolicy/a/p", { bytesPerSecond: 100, packetsPerSecond: 1 }],
+    ]);
   });
 
   it("maps resources to API coordinates", () => {
-    expect(policyRef("EgressPolicy/payments/checkout")).toEqual({ kind: "EgressPolicy", namespace: "payments", name: "checkout" });
-    expect(policyRef("ClusterEgressPolicy/audit")).toEqual({ kind: "ClusterEgressPolicy", namespace: undefined, name: "audit" });
+    expect(policyRef("EgressPolicy/payments/checkout")).toEqual({
+      kind: "EgressPolicy",
+      namespace: "payments",
+      name: "checkout",
+    });
+    expect(policyRef("ClusterEgressPolicy/audit")).toEqual({
+      kind: "ClusterEgressPolicy",
+      namespace: undefined,
+      name: "audit",
+    });
     expect(policyRef("EgressGateway/x")).toBeUndefined();
   });
 
@@ -25,7 +49,10 @@ describe("traffic report", () => {
     let packets = 0;
     const writes: unknown[] = [];
     const reporter = new TrafficReporter({
-      client: { applyInstanceTraffic: async (kind, namespace, name, entry) => void writes.push({ kind, namespace, name, ...entry }) },
+      client: {
+        applyInstanceTraffic: async (kind, namespace, name, entry) =>
+          void writes.push({ kind, namespace, name, ...entry }),
+      },
       instance: "shared/gw-a",
       read: async () => [r("EgressPolicy/payments/checkout", "192.0.2.10", "out", packets, packets * 100)],
       logger: silentLogger,
@@ -41,10 +68,34 @@ describe("traffic report", () => {
       await reporter.tick();
     }
     expect(writes).toEqual([
-      { kind: "EgressPolicy", namespace: "payments", name: "checkout", instance: "shared/gw-a", bytesPerSecond: 500, packetsPerSecond: 5, at: new Date(10_000).toISOString() },
+      {
+        kind: "EgressPolicy",
+        namespace: "payments",
+        name: "checkout",
+        instance: "shared/gw-a",
+        bytesPerSecond: 500,
+        packetsPerSecond: 5,
+        at: new Date(10_000).toISOString(),
+      },
       // unchanged for two rounds, then refreshed on the third
-      { kind: "EgressPolicy", namespace: "payments", name: "checkout", instance: "shared/gw-a", bytesPerSecond: 500, packetsPerSecond: 5, at: new Date(40_000).toISOString() },
-      { kind: "EgressPolicy", namespace: "payments", name: "checkout", instance: "shared/gw-a", bytesPerSecond: 800, packetsPerSecond: 8, at: new Date(50_000).toISOString() },
+      {
+        kind: "EgressPolicy",
+        namespace: "payments",
+        name: "checkout",
+        instance: "shared/gw-a",
+        bytesPerSecond: 500,
+        packetsPerSecond: 5,
+        at: new Date(40_000).toISOString(),
+      },
+      {
+        kind: "EgressPolicy",
+        namespace: "payments",
+        name: "checkout",
+        instance: "shared/gw-a",
+        bytesPerSecond: 800,
+        packetsPerSecond: 8,
+        at: new Date(50_000).toISOString(),
+      },
     ]);
   });
 });

@@ -21,22 +21,33 @@ export function totalsByPolicy(readings: readonly MeterReading[]): Map<string, P
  * Rates between two readings, per policy present in both. A count that went down (a counter
  * created anew: host reboot, IP moved) gives no rate this round rather than a wrong one.
  */
-export function ratesBetween(before: ReadonlyMap<string, PolicyTotals>, after: ReadonlyMap<string, PolicyTotals>, seconds: number): Map<string, { bytesPerSecond: number; packetsPerSecond: number }> {
+export function ratesBetween(
+  before: ReadonlyMap<string, PolicyTotals>,
+  after: ReadonlyMap<string, PolicyTotals>,
+  seconds: number,
+): Map<string, { bytesPerSecond: number; packetsPerSecond: number }> {
   const rates = new Map<string, { bytesPerSecond: number; packetsPerSecond: number }>();
   if (seconds <= 0) return rates;
   for (const [policy, b] of after) {
     const a = before.get(policy);
     if (!a || b.bytes < a.bytes || b.packets < a.packets) continue;
-    rates.set(policy, { bytesPerSecond: Math.round((b.bytes - a.bytes) / seconds), packetsPerSecond: Math.round((b.packets - a.packets) / seconds) });
+    rates.set(policy, {
+      bytesPerSecond: Math.round((b.bytes - a.bytes) / seconds),
+      packetsPerSecond: Math.round((b.packets - a.packets) / seconds),
+    });
   }
   return rates;
 }
 
 /** `EgressPolicy/<ns>/<name>` or `ClusterEgressPolicy/<name>` as the API's coordinates. */
-export function policyRef(resource: string): { kind: "EgressPolicy" | "ClusterEgressPolicy"; namespace: string | undefined; name: string } | undefined {
+export function policyRef(
+  resource: string,
+): { kind: "EgressPolicy" | "ClusterEgressPolicy"; namespace: string | undefined; name: string } | undefined {
   const parts = resource.split("/");
-  if (parts[0] === "EgressPolicy" && parts.length === 3) return { kind: "EgressPolicy", namespace: parts[1], name: parts[2]! };
-  if (parts[0] === "ClusterEgressPolicy" && parts.length === 2) return { kind: "ClusterEgressPolicy", namespace: undefined, name: parts[1]! };
+  if (parts[0] === "EgressPolicy" && parts.length === 3)
+    return { kind: "EgressPolicy", namespace: parts[1], name: parts[2]! };
+  if (parts[0] === "ClusterEgressPolicy" && parts.length === 2)
+    return { kind: "ClusterEgressPolicy", namespace: undefined, name: parts[1]! };
   return undefined;
 }
 
@@ -65,7 +76,13 @@ export class TrafficReporter {
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => void this.tick().catch((e: unknown) => this.deps.logger.warn({ err: (e as Error).message }, "traffic report failed")), this.deps.intervalMs);
+    this.timer = setInterval(
+      () =>
+        void this.tick().catch((e: unknown) =>
+          this.deps.logger.warn({ err: (e as Error).message }, "traffic report failed"),
+        ),
+      this.deps.intervalMs,
+    );
     this.timer.unref();
   }
 
@@ -88,7 +105,11 @@ export class TrafficReporter {
       const prev = this.written.get(policy);
       if (prev && prev.rate === key && this.round - prev.round < (this.deps.refreshIntervals ?? 5)) continue;
       try {
-        await this.deps.client.applyInstanceTraffic(ref.kind, ref.namespace, ref.name, { instance: this.deps.instance, ...rate, at });
+        await this.deps.client.applyInstanceTraffic(ref.kind, ref.namespace, ref.name, {
+          instance: this.deps.instance,
+          ...rate,
+          at,
+        });
         this.written.set(policy, { rate: key, round: this.round });
       } catch (e) {
         // A policy deleted meanwhile, or the API away: the next interval tries again.

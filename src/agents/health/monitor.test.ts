@@ -16,11 +16,24 @@ class SessionsStub extends EventEmitter {
     return Promise.resolve();
   }
   session(peer: string, to: "Up" | "Down"): void {
-    this.emit("change", { peer, from: to === "Up" ? "Init" : "Up", to, diag: 0, diagName: "", at: Date.now() } as unknown as BfdStateChange);
+    this.emit("change", {
+      peer,
+      from: to === "Up" ? "Init" : "Up",
+      to,
+      diag: 0,
+      diagName: "",
+      at: Date.now(),
+    } as unknown as BfdStateChange);
   }
 }
 
-const inst = (key: string, address: string): ProbedInstance => ({ key, address, intervalMs: 100, multiplier: 3, holdDownMs: 5_000 });
+const inst = (key: string, address: string): ProbedInstance => ({
+  key,
+  address,
+  intervalMs: 100,
+  multiplier: 3,
+  holdDownMs: 5_000,
+});
 
 describe("HealthMonitor", () => {
   let bfd: SessionsStub;

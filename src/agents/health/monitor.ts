@@ -64,7 +64,12 @@ export class HealthMonitor {
     const wanted = new Map(instances.map((i) => [i.key, i]));
     for (const [key, t] of this.tracked) {
       const next = wanted.get(key);
-      if (next && next.address === t.instance.address && next.intervalMs === t.instance.intervalMs && next.multiplier === t.instance.multiplier) {
+      if (
+        next &&
+        next.address === t.instance.address &&
+        next.intervalMs === t.instance.intervalMs &&
+        next.multiplier === t.instance.multiplier
+      ) {
         t.instance = next;
         continue;
       }
@@ -74,7 +79,14 @@ export class HealthMonitor {
     for (const inst of instances) {
       if (this.tracked.has(inst.key)) continue;
       if (this.byAddress.has(inst.address)) continue; // two instances on one host share a session
-      const t: Tracked = { instance: inst, verdict: this.started ? "down" : "unknown", bfdUp: false, everUp: false, holdTimer: undefined, graceTimer: undefined };
+      const t: Tracked = {
+        instance: inst,
+        verdict: this.started ? "down" : "unknown",
+        bfdUp: false,
+        everUp: false,
+        holdTimer: undefined,
+        graceTimer: undefined,
+      };
       this.tracked.set(inst.key, t);
       this.byAddress.set(inst.address, inst.key);
       if (!this.started) {
@@ -82,7 +94,12 @@ export class HealthMonitor {
           if (!t.bfdUp && t.verdict === "unknown") this.setVerdict(t, "down");
         }, this.graceMs);
       }
-      await this.bfd.addPeer({ peer: inst.address, desiredMinTxMs: inst.intervalMs, requiredMinRxMs: inst.intervalMs, detectMultiplier: inst.multiplier });
+      await this.bfd.addPeer({
+        peer: inst.address,
+        desiredMinTxMs: inst.intervalMs,
+        requiredMinRxMs: inst.intervalMs,
+        detectMultiplier: inst.multiplier,
+      });
     }
     this.started = true;
   }
@@ -113,7 +130,10 @@ export class HealthMonitor {
       t.holdTimer = setTimeout(() => {
         if (t.bfdUp) this.setVerdict(t, "up");
       }, t.instance.holdDownMs);
-      this.logger.info({ instance: t.instance.key, holdDownMs: t.instance.holdDownMs }, "instance is back; holding it down before use");
+      this.logger.info(
+        { instance: t.instance.key, holdDownMs: t.instance.holdDownMs },
+        "instance is back; holding it down before use",
+      );
       return;
     }
     this.setVerdict(t, "up");

@@ -55,13 +55,22 @@ describe("anchor IP publisher", () => {
     anchor = undefined;
     expect(await p.publishOnce()).toBe("removed");
     expect(await p.publishOnce()).toBe("unchanged");
-    expect(client.patches).toEqual([{ [ANCHOR_ANNOTATION]: "10.20.0.5" }, { [ANCHOR_ANNOTATION]: "10.20.0.6" }, { [ANCHOR_ANNOTATION]: null }]);
+    expect(client.patches).toEqual([
+      { [ANCHOR_ANNOTATION]: "10.20.0.5" },
+      { [ANCHOR_ANNOTATION]: "10.20.0.6" },
+      { [ANCHOR_ANNOTATION]: null },
+    ]);
   });
 
   it("trusts the API server's current value: no write after a restart, a repair after a hand edit", async () => {
     const client = fakeClient();
     let current: string | undefined = "10.20.0.5";
-    const p = new AnchorPublisher({ client, node: "n1", read: () => Promise.resolve({ address: "10.20.0.5" }), current: () => current });
+    const p = new AnchorPublisher({
+      client,
+      node: "n1",
+      read: () => Promise.resolve({ address: "10.20.0.5" }),
+      current: () => current,
+    });
     expect(await p.publishOnce()).toBe("unchanged");
     current = "10.99.9.9";
     expect(await p.publishOnce()).toBe("written");
@@ -72,8 +81,17 @@ describe("anchor IP publisher", () => {
     const timers = manualTimers();
     const client = fakeClient(1);
     let reads = 0;
-    const read = () => (++reads <= 2 ? Promise.reject(new Error("metadata down")) : Promise.resolve({ address: "10.20.0.7" }));
-    const p = new AnchorPublisher({ client, node: "n1", read, clock: timers, retryBaseMs: 100, retryMaxMs: 250, recheckMs: 600_000 });
+    const read = () =>
+      ++reads <= 2 ? Promise.reject(new Error("metadata down")) : Promise.resolve({ address: "10.20.0.7" });
+    const p = new AnchorPublisher({
+      client,
+      node: "n1",
+      read,
+      clock: timers,
+      retryBaseMs: 100,
+      retryMaxMs: 250,
+      recheckMs: 600_000,
+    });
     p.start();
     const delays: number[] = [];
     for (let i = 0; i < 5; i++) {

@@ -15,13 +15,23 @@ import { CniServer, CniService, vouchFor, type CniAgent, type QuarantineStore } 
 
 const NODE = "node1";
 
-function pod(name: string, opts: { ns?: string; node?: string; ips?: string[]; deleting?: boolean; phase?: string } = {}): KubeObject {
+function pod(
+  name: string,
+  opts: { ns?: string; node?: string; ips?: string[]; deleting?: boolean; phase?: string } = {},
+): KubeObject {
   return {
     apiVersion: "v1",
     kind: "Pod",
-    metadata: { name, namespace: opts.ns ?? "payments", ...(opts.deleting ? { deletionTimestamp: "2026-01-01T00:00:00Z" } : {}) } as KubeObject["metadata"],
+    metadata: {
+      name,
+      namespace: opts.ns ?? "payments",
+      ...(opts.deleting ? { deletionTimestamp: "2026-01-01T00:00:00Z" } : {}),
+    } as KubeObject["metadata"],
     spec: { nodeName: opts.node ?? NODE },
-    status: { ...(opts.phase ? { phase: opts.phase } : {}), ...(opts.ips ? { podIPs: opts.ips.map((ip) => ({ ip })) } : {}) },
+    status: {
+      ...(opts.phase ? { phase: opts.phase } : {}),
+      ...(opts.ips ? { podIPs: opts.ips.map((ip) => ({ ip })) } : {}),
+    },
   };
 }
 
@@ -30,8 +40,20 @@ describe("vouching for a pod's addresses", () => {
     ["an unknown pod", undefined, ["10.244.1.2"], false, false],
     ["a pod with no address in the API yet (the runtime's address is used)", pod("p"), ["10.244.1.2"], false, true],
     ["... but not for the sweep, which must see the API agree", pod("p"), ["10.244.1.2"], true, false],
-    ["a pod the API shows with these addresses", pod("p", { ips: ["10.244.1.2", "fd00::2"] }), ["10.244.1.2"], true, true],
-    ["a pod the API shows with another address (an earlier sandbox)", pod("p", { ips: ["10.244.1.9"] }), ["10.244.1.2"], false, false],
+    [
+      "a pod the API shows with these addresses",
+      pod("p", { ips: ["10.244.1.2", "fd00::2"] }),
+      ["10.244.1.2"],
+      true,
+      true,
+    ],
+    [
+      "a pod the API shows with another address (an earlier sandbox)",
+      pod("p", { ips: ["10.244.1.9"] }),
+      ["10.244.1.2"],
+      false,
+      false,
+    ],
     ["a pod bound to another node", pod("p", { node: "node2" }), ["10.244.1.2"], false, false],
     ["a pod being deleted", pod("p", { deleting: true, ips: ["10.244.1.2"] }), ["10.244.1.2"], true, false],
     ["a finished pod", pod("p", { phase: "Succeeded", ips: ["10.244.1.2"] }), ["10.244.1.2"], true, false],
@@ -71,7 +93,8 @@ function fakeQuarantine() {
     release: async (ips) => {
       for (const ip of ips) held.delete(ip);
     },
-    list: async (): Promise<QuarantineEntry[] | undefined> => (exists ? [...held].map(([ip, comment]) => ({ ip, ...(comment ? { comment } : {}) })) : undefined),
+    list: async (): Promise<QuarantineEntry[] | undefined> =>
+      exists ? [...held].map(([ip, comment]) => ({ ip, ...(comment ? { comment } : {}) })) : undefined,
     sync: async (cluster) => {
       exists = true;
       syncs.push(cluster);
@@ -84,7 +107,15 @@ function setup(objects: KubeObject[], policies: Record<string, string> = {}) {
   const a = fakeAgent(() => objects, policies);
   const q = fakeQuarantine();
   let now = 1_000;
-  const service = new CniService({ nodeName: NODE, agent: a.agent, objects: () => objects, quarantine: q.store, logger: silentLogger, now: () => now, resyncMs: 30_000 });
+  const service = new CniService({
+    nodeName: NODE,
+    agent: a.agent,
+    objects: () => objects,
+    quarantine: q.store,
+    logger: silentLogger,
+    now: () => now,
+    resyncMs: 30_000,
+  });
   return { service, a, q, objects, tick: (ms: number) => (now += ms) };
 }
 
@@ -93,7 +124,11 @@ const req = { containerId: "c1", namespace: "payments", name: "pay-1", ips: ["10
 describe("ADD", () => {
   it("answers with the policy once the agent has programmed the pod", async () => {
     const s = setup([pod("pay-1")], { "payments/pay-1": "EgressPolicy/payments/checkout" });
-    expect(await s.service.add(req)).toEqual({ selected: true, policy: "EgressPolicy/payments/checkout", quarantined: false });
+    expect(await s.service.add(req)).toEqual({
+      selected: true,
+      policy: "EgressPolicy/payments/checkout",
+      quarantined: false,
+    });
     expect(s.a.admitted).toEqual([{ namespace: "payments", name: "pay-1", ips: ["10.244.1.2"], wait: undefined }]);
     expect(s.q.held.size).toBe(0);
   });
@@ -112,17 +147,27 @@ describe("ADD", () => {
 
   it("quarantines a pod the agent does not know (yet), or whose address the API contradicts", async () => {
     const s = setup([]);
-    expect(await s.service.add(req)).toMatchObject({ selected: false, quarantined: true, reason: expect.stringContaining("does not know") });
+    expect(await s.service.add(req)).toMatchObject({
+      selected: false,
+      quarantined: true,
+      reason: expect.stringContaining("does not know"),
+    });
     expect([...s.q.held]).toEqual([["10.244.1.2", "payments/pay-1"]]);
     const t = setup([pod("pay-1", { ips: ["10.244.1.9"] })], { "payments/pay-1": "EgressPolicy/payments/checkout" });
-    expect(await t.service.add(req)).toMatchObject({ selected: false, quarantined: true, reason: expect.stringContaining("earlier sandbox") });
+    expect(await t.service.add(req)).toMatchObject({
+      selected: false,
+      quarantined: true,
+      reason: expect.stringContaining("earlier sandbox"),
+    });
   });
 });
 
 describe("DEL and CHECK", () => {
   it("DEL forgets the admitted address", async () => {
     const s = setup([pod("pay-1")]);
-    expect(await s.service.del({ containerId: "c1", namespace: "payments", name: "pay-1" })).toEqual({ released: true });
+    expect(await s.service.del({ containerId: "c1", namespace: "payments", name: "pay-1" })).toEqual({
+      released: true,
+    });
     expect(s.a.released).toEqual(["payments/pay-1"]);
   });
 
@@ -132,7 +177,11 @@ describe("DEL and CHECK", () => {
     s.q.held.set("10.244.1.2", "payments/pay-1");
     expect(await s.service.check(req)).toMatchObject({ programmed: true, quarantined: true });
     const unknown = setup([]);
-    expect(await unknown.service.check(req)).toMatchObject({ known: false, programmed: false, reason: expect.any(String) });
+    expect(await unknown.service.check(req)).toMatchObject({
+      known: false,
+      programmed: false,
+      reason: expect.any(String),
+    });
     const contradicted = setup([pod("pay-1", { ips: ["10.244.1.9"] })]);
     expect(await contradicted.service.check(req)).toMatchObject({ known: true, programmed: false });
     expect([...s.a.admitted, ...unknown.a.admitted, ...contradicted.a.admitted]).toEqual([]);
@@ -153,7 +202,10 @@ describe("the quarantine sweep", () => {
   });
 
   it("keeps an address whose named pod now has another one (a reused name), even if a stale pod still shows it", async () => {
-    const s = setup([pod("web-0", { ns: "web", ips: ["10.244.1.7"] }), pod("old", { ns: "web", ips: ["10.244.1.2"], deleting: true })]);
+    const s = setup([
+      pod("web-0", { ns: "web", ips: ["10.244.1.7"] }),
+      pod("old", { ns: "web", ips: ["10.244.1.2"], deleting: true }),
+    ]);
     s.q.held.set("10.244.1.2", "web/web-0");
     expect(await s.service.sweep()).toEqual({ released: [], kept: 1 });
     expect(s.a.admitted).toEqual([]);
@@ -201,12 +253,20 @@ describe("the socket", () => {
     return { ...s, path, client: new AgentClient(path, 2_000) };
   }
 
-  function raw(path: string, method: string, url: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown> }> {
+  function raw(
+    path: string,
+    method: string,
+    url: string,
+    body?: string,
+    headers: Record<string, string> = {},
+  ): Promise<{ status: number; json: Record<string, unknown> }> {
     return new Promise((resolve, reject) => {
       const r = request({ socketPath: path, method, path: url, headers }, (res) => {
         let text = "";
         res.on("data", (c: Buffer) => (text += c.toString()));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as Record<string, unknown> }));
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as Record<string, unknown> }),
+        );
       });
       r.on("error", reject);
       r.end(body);
@@ -217,14 +277,22 @@ describe("the socket", () => {
     const s = await serve();
     expect(statSync(s.path).mode & 0o777).toBe(0o600);
     expect(await s.client.health()).toEqual({ ok: true, node: NODE });
-    expect(await s.client.add(req)).toEqual({ selected: true, policy: "EgressPolicy/payments/checkout", quarantined: false });
+    expect(await s.client.add(req)).toEqual({
+      selected: true,
+      policy: "EgressPolicy/payments/checkout",
+      quarantined: false,
+    });
     expect(await s.client.check(req)).toMatchObject({ programmed: true });
     expect(await s.client.del({ containerId: "c1", namespace: "payments", name: "pay-1" })).toEqual({ released: true });
   });
 
   it("answers bad requests with 400 naming the field, and wrong routes with 404/405/415", async () => {
     const s = await serve();
-    expect(await raw(s.path, "POST", "/v1/cni/add", JSON.stringify({ ...req, ips: ["300.1.1.1"] }), { "content-type": "application/json" })).toEqual({
+    expect(
+      await raw(s.path, "POST", "/v1/cni/add", JSON.stringify({ ...req, ips: ["300.1.1.1"] }), {
+        "content-type": "application/json",
+      }),
+    ).toEqual({
       status: 400,
       json: { error: `ips[0]: "300.1.1.1" is not an IPv4 address`, field: "ips[0]" },
     });
@@ -238,15 +306,39 @@ describe("the socket", () => {
 
   it("runs a whole CNI call from the shim (POST /v1/cni/exec) and answers the plugin's stdout and exit code; only CNI_* variables pass", async () => {
     const s = await serve();
-    const stdin = JSON.stringify({ cniVersion: "1.0.0", name: "k8s", type: "static-egress", prevResult: { cniVersion: "1.0.0", ips: [{ address: "10.244.1.2/24" }] } });
-    const answer = await raw(s.path, "POST", "/v1/cni/exec", JSON.stringify({ env: { ...cniEnv("ADD"), CNI_PATH: "/opt/cni/bin" }, stdin }), { "content-type": "application/json" });
-    expect(answer).toEqual({ status: 200, json: { exitCode: 0, stdout: `${JSON.stringify({ cniVersion: "1.0.0", ips: [{ address: "10.244.1.2/24" }] })}\n` } });
+    const stdin = JSON.stringify({
+      cniVersion: "1.0.0",
+      name: "k8s",
+      type: "static-egress",
+      prevResult: { cniVersion: "1.0.0", ips: [{ address: "10.244.1.2/24" }] },
+    });
+    const answer = await raw(
+      s.path,
+      "POST",
+      "/v1/cni/exec",
+      JSON.stringify({ env: { ...cniEnv("ADD"), CNI_PATH: "/opt/cni/bin" }, stdin }),
+      { "content-type": "application/json" },
+    );
+    expect(answer).toEqual({
+      status: 200,
+      json: {
+        exitCode: 0,
+        stdout: `${JSON.stringify({ cniVersion: "1.0.0", ips: [{ address: "10.244.1.2/24" }] })}\n`,
+      },
+    });
     expect(s.a.admitted.map((a) => a.ips)).toEqual([["10.244.1.2"]]);
-    expect(await raw(s.path, "POST", "/v1/cni/exec", JSON.stringify({ env: { PATH: "/bin" }, stdin }), { "content-type": "application/json" })).toEqual({
+    expect(
+      await raw(s.path, "POST", "/v1/cni/exec", JSON.stringify({ env: { PATH: "/bin" }, stdin }), {
+        "content-type": "application/json",
+      }),
+    ).toEqual({
       status: 400,
       json: { error: "env.PATH: is not a CNI_* variable", field: "env.PATH" },
     });
-    expect((await raw(s.path, "POST", "/v1/cni/exec", JSON.stringify({ env: {} }), { "content-type": "application/json" })).json).toMatchObject({ field: "stdin" });
+    expect(
+      (await raw(s.path, "POST", "/v1/cni/exec", JSON.stringify({ env: {} }), { "content-type": "application/json" }))
+        .json,
+    ).toMatchObject({ field: "stdin" });
   });
 
   it("replaces a stale socket file, but never a live one or a file that is not a socket", async () => {
@@ -278,17 +370,33 @@ describe("the socket", () => {
 });
 
 function cniEnv(command: string, name = "pay-1"): Record<string, string> {
-  return { CNI_COMMAND: command, CNI_CONTAINERID: "c1", CNI_NETNS: "/var/run/netns/p", CNI_IFNAME: "eth0", CNI_ARGS: `K8S_POD_NAMESPACE=payments;K8S_POD_NAME=${name}` };
+  return {
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: "c1",
+    CNI_NETNS: "/var/run/netns/p",
+    CNI_IFNAME: "eth0",
+    CNI_ARGS: `K8S_POD_NAMESPACE=payments;K8S_POD_NAME=${name}`,
+  };
 }
 
 describe("a whole CNI call run in the agent (the shim's path) answers as the plugin asking over the socket does", () => {
   const dir = mkdtempSync(join(tmpdir(), "se-cni-exec-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const prev = { cniVersion: "1.0.0", ips: [{ address: "10.244.1.2/24", gateway: "10.244.1.1" }] };
-  const conf = (extra: Record<string, unknown> = {}) => JSON.stringify({ cniVersion: "1.0.0", name: "k8s", type: "static-egress", timeoutMs: 200, clusterCIDRs: ["10.96.0.0/12"], prevResult: prev, ...extra });
+  const conf = (extra: Record<string, unknown> = {}) =>
+    JSON.stringify({
+      cniVersion: "1.0.0",
+      name: "k8s",
+      type: "static-egress",
+      timeoutMs: 200,
+      clusterCIDRs: ["10.96.0.0/12"],
+      prevResult: prev,
+      ...extra,
+    });
 
   /** The plugin outside the agent must be told the socket; stdin that is not a JSON object stays as it is. */
-  const withSocket = (stdin: string, path: string) => (/^\{"/.test(stdin) ? JSON.stringify({ ...(JSON.parse(stdin) as object), agentSocket: path }) : stdin);
+  const withSocket = (stdin: string, path: string) =>
+    /^\{"/.test(stdin) ? JSON.stringify({ ...(JSON.parse(stdin) as object), agentSocket: path }) : stdin;
 
   /** The same call both ways, each against its own fresh service; returns both outcomes and what each did to the quarantine. */
   async function both(env: Record<string, string>, stdin: string, agent?: Partial<CniAgent>, objects = [pod("pay-1")]) {
@@ -302,7 +410,11 @@ describe("a whole CNI call run in the agent (the shim's path) answers as the plu
     try {
       const viaPlugin = await runPlugin(
         { env, stdin: withSocket(stdin, path) },
-        { agent: (socket, timeoutMs) => new AgentClient(socket, timeoutMs), quarantine: overSocket.q.store, logger: silentLogger },
+        {
+          agent: (socket, timeoutMs) => new AgentClient(socket, timeoutMs),
+          quarantine: overSocket.q.store,
+          logger: silentLogger,
+        },
       );
       return { viaShim, viaPlugin, heldInAgent: [...inAgent.q.held], heldOverSocket: [...overSocket.q.held] };
     } finally {

@@ -42,7 +42,10 @@ import { StaticEgressError } from "../../util/errors.js";
 
 /** What the server needs from the node agent (`NodeAgent` has it). */
 export interface CniAgent {
-  admitPod(req: { namespace: string; name: string; ips: string[] }, waitForPodMs?: number): Promise<{ known: boolean; policy: string | undefined }>;
+  admitPod(
+    req: { namespace: string; name: string; ips: string[] },
+    waitForPodMs?: number,
+  ): Promise<{ known: boolean; policy: string | undefined }>;
   releasePod(req: { namespace: string; name: string }): Promise<void>;
 }
 
@@ -75,18 +78,34 @@ export type Vouch = { ok: true } | { ok: false; reason: string };
  * the addresses (the sweep, which has only the quarantine's word for them); otherwise an empty
  * status is fine, since the agent programs the addresses the runtime just reported.
  */
-export function vouchFor(pod: KubeObject | undefined, nodeName: string, ips: readonly string[], strict: boolean): Vouch {
+export function vouchFor(
+  pod: KubeObject | undefined,
+  nodeName: string,
+  ips: readonly string[],
+  strict: boolean,
+): Vouch {
   if (!pod) return { ok: false, reason: "the agent's cluster view has no such pod (yet)" };
   const info = podInfo(pod);
   const key = `${info.namespace}/${info.name}`;
-  if ((pod.metadata as { deletionTimestamp?: unknown } | undefined)?.deletionTimestamp) return { ok: false, reason: `pod ${key} is being deleted` };
-  if (info.nodeName !== nodeName) return { ok: false, reason: `pod ${key} is bound to ${info.nodeName ? `node ${info.nodeName}` : "no node"}, not ${nodeName}` };
+  if ((pod.metadata as { deletionTimestamp?: unknown } | undefined)?.deletionTimestamp)
+    return { ok: false, reason: `pod ${key} is being deleted` };
+  if (info.nodeName !== nodeName)
+    return {
+      ok: false,
+      reason: `pod ${key} is bound to ${info.nodeName ? `node ${info.nodeName}` : "no node"}, not ${nodeName}`,
+    };
   if (info.hostNetwork) return { ok: false, reason: `pod ${key} uses the host network` };
-  if (info.phase === "Succeeded" || info.phase === "Failed") return { ok: false, reason: `pod ${key} has finished (${info.phase})` };
+  if (info.phase === "Succeeded" || info.phase === "Failed")
+    return { ok: false, reason: `pod ${key} has finished (${info.phase})` };
   const shown = info.ips.filter((ip) => !ip.includes(":"));
-  if (shown.length === 0) return strict ? { ok: false, reason: `the API shows no address for pod ${key} yet` } : { ok: true };
+  if (shown.length === 0)
+    return strict ? { ok: false, reason: `the API shows no address for pod ${key} yet` } : { ok: true };
   const missing = ips.filter((ip) => !shown.includes(ip));
-  if (missing.length > 0) return { ok: false, reason: `the API shows ${shown.join(", ")} for pod ${key}, not ${missing.join(", ")} (an earlier sandbox?)` };
+  if (missing.length > 0)
+    return {
+      ok: false,
+      reason: `the API shows ${shown.join(", ")} for pod ${key}, not ${missing.join(", ")} (an earlier sandbox?)`,
+    };
   return { ok: true };
 }
 
@@ -109,26 +128,43 @@ export class CniService {
   }
 
   private findPod(namespace: string, name: string): KubeObject | undefined {
-    return this.deps.objects().find((o) => isPod(o) && o.metadata?.name === name && (o.metadata?.namespace ?? "default") === namespace);
+    return this.deps
+      .objects()
+      .find((o) => isPod(o) && o.metadata?.name === name && (o.metadata?.namespace ?? "default") === namespace);
   }
 
   async add(req: AddRequest): Promise<AddResponse> {
     const { agent, quarantine, logger, nodeName } = this.deps;
     const started = this.now();
     const pod = `${req.namespace}/${req.name}`;
-    const admitted = await agent.admitPod({ namespace: req.namespace, name: req.name, ips: req.ips }, this.deps.waitForPodMs);
-    const vouch = admitted.known ? vouchFor(this.findPod(req.namespace, req.name), nodeName, req.ips, false) : ({ ok: false, reason: `the agent does not know pod ${pod} (yet)` } as const);
+    const admitted = await agent.admitPod(
+      { namespace: req.namespace, name: req.name, ips: req.ips },
+      this.deps.waitForPodMs,
+    );
+    const vouch = admitted.known
+      ? vouchFor(this.findPod(req.namespace, req.name), nodeName, req.ips, false)
+      : ({ ok: false, reason: `the agent does not know pod ${pod} (yet)` } as const);
     if (vouch.ok) {
       // An earlier attempt (or an earlier pod with this address) may have left it quarantined.
       await quarantine.release(req.ips);
-      logger.info({ pod, ips: req.ips, policy: admitted.policy, ms: this.now() - started }, "pod programmed for CNI ADD");
-      return { selected: admitted.policy !== undefined, ...(admitted.policy ? { policy: admitted.policy } : {}), quarantined: false };
+      logger.info(
+        { pod, ips: req.ips, policy: admitted.policy, ms: this.now() - started },
+        "pod programmed for CNI ADD",
+      );
+      return {
+        selected: admitted.policy !== undefined,
+        ...(admitted.policy ? { policy: admitted.policy } : {}),
+        quarantined: false,
+      };
     }
     await quarantine.hold(
       req.ips.map((ip) => ({ ip, comment: quarantineComment(req.namespace, req.name) })),
       this.cluster ?? [],
     );
-    logger.warn({ pod, ips: req.ips, reason: vouch.reason }, "pod quarantined: outside traffic dropped until the agent can program it");
+    logger.warn(
+      { pod, ips: req.ips, reason: vouch.reason },
+      "pod quarantined: outside traffic dropped until the agent can program it",
+    );
     return { selected: false, quarantined: true, reason: vouch.reason };
   }
 
@@ -147,7 +183,11 @@ export class CniService {
       known: pod !== undefined,
       programmed: vouch.ok,
       quarantined,
-      ...(!vouch.ok ? { reason: vouch.reason } : quarantined ? { reason: "the agent releases it once the API shows its address" } : {}),
+      ...(!vouch.ok
+        ? { reason: vouch.reason }
+        : quarantined
+          ? { reason: "the agent releases it once the API shows its address" }
+          : {}),
     };
   }
 
@@ -161,7 +201,11 @@ export class CniService {
    * plugin logic exists twice. The quarantine is the same table the plugin would write.
    */
   exec(req: ExecRequest): Promise<PluginOutcome> {
-    return runPlugin(req, { agent: (socket, timeoutMs) => new InProcessAgent(this, socket, timeoutMs), quarantine: this.deps.quarantine, logger: this.deps.logger });
+    return runPlugin(req, {
+      agent: (socket, timeoutMs) => new InProcessAgent(this, socket, timeoutMs),
+      quarantine: this.deps.quarantine,
+      logger: this.deps.logger,
+    });
   }
 
   /** Called with every applied plan: the quarantine lets pods reach what the agent never diverts. */
@@ -221,17 +265,32 @@ export class CniService {
     if (vouched.size === 0) return { released: [], kept: held.length };
     // One reconcile that has seen these pods' addresses must be applied before they go free.
     await Promise.all(
-      [...vouched.values()].map(({ pod }) => agent.admitPod({ namespace: pod.metadata?.namespace ?? "default", name: pod.metadata?.name ?? "", ips: podInfo(pod).ips.filter((ip) => !ip.includes(":")) }, 0)),
+      [...vouched.values()].map(({ pod }) =>
+        agent.admitPod(
+          {
+            namespace: pod.metadata?.namespace ?? "default",
+            name: pod.metadata?.name ?? "",
+            ips: podInfo(pod).ips.filter((ip) => !ip.includes(":")),
+          },
+          0,
+        ),
+      ),
     );
     const released = [...vouched.values()].flatMap((v) => v.ips);
     await quarantine.release(released);
-    logger.info({ released, pods: [...vouched.keys()] }, "released pods from quarantine: the agent has programmed them");
+    logger.info(
+      { released, pods: [...vouched.keys()] },
+      "released pods from quarantine: the agent has programmed them",
+    );
     return { released, kept: held.length - released.length };
   }
 
   /** Sweeps now and then every `intervalMs` until `stop`. */
   start(intervalMs = 1_000): void {
-    const run = () => void this.sweep().catch((e: unknown) => this.deps.logger.error({ err: (e as Error).message }, "quarantine sweep failed"));
+    const run = () =>
+      void this.sweep().catch((e: unknown) =>
+        this.deps.logger.error({ err: (e as Error).message }, "quarantine sweep failed"),
+      );
     run();
     this.timer = setInterval(run, intervalMs);
     this.timer.unref();
@@ -275,7 +334,9 @@ class InProcessAgent implements AgentApi {
       const timer = setTimeout(() => reject(timedOut(this.socket, this.timeoutMs)), this.timeoutMs);
       Promise.resolve()
         .then(run)
-        .then(resolve, (e: unknown) => reject(e instanceof ProtocolError ? refused(path, 400, e.message) : refused(path, 500, (e as Error).message)))
+        .then(resolve, (e: unknown) =>
+          reject(e instanceof ProtocolError ? refused(path, 400, e.message) : refused(path, 500, (e as Error).message)),
+        )
         .finally(() => clearTimeout(timer));
     });
   }
@@ -311,7 +372,8 @@ const MAX_BODY_BYTES = 64 * 1024;
 
 function readJson(req: IncomingMessage): Promise<unknown> {
   const type = req.headers["content-type"];
-  if (type !== undefined && !/^application\/json\b/i.test(type)) return Promise.reject(new HttpError(415, `content-type must be application/json, not ${type}`));
+  if (type !== undefined && !/^application\/json\b/i.test(type))
+    return Promise.reject(new HttpError(415, `content-type must be application/json, not ${type}`));
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -388,17 +450,27 @@ export class CniServer {
   }
 }
 
-async function serve(req: IncomingMessage, res: ServerResponse, routes: Record<string, Route>, logger: Logger): Promise<void> {
+async function serve(
+  req: IncomingMessage,
+  res: ServerResponse,
+  routes: Record<string, Route>,
+  logger: Logger,
+): Promise<void> {
   const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
     const text = JSON.stringify(body);
-    res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text), ...headers });
+    res.writeHead(status, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(text),
+      ...headers,
+    });
     res.end(text);
   };
   try {
     const path = (req.url ?? "").split("?")[0] ?? "";
     const route = routes[path];
     if (!route) throw new HttpError(404, `no such endpoint: ${path}`);
-    if (req.method !== route.method) throw new HttpError(405, `${path} takes ${route.method}, not ${req.method}`, { allow: route.method });
+    if (req.method !== route.method)
+      throw new HttpError(405, `${path} takes ${route.method}, not ${req.method}`, { allow: route.method });
     const body = route.method === "POST" ? await readJson(req) : undefined;
     send(200, await route.handle(body));
   } catch (e) {

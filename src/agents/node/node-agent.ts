@@ -91,7 +91,9 @@ export class NodeAgent {
     this.reportVerdicts(planner.resolution.verdicts);
     const staticRoutes = await this.staticRouteInput(snapshot, verify);
     // Which gateways to probe does not depend on their health: planned once without it.
-    const staticProbes = staticRoutes ? planStaticRoutes(staticRoutes.objects, staticRoutes.view, () => undefined).probes : [];
+    const staticProbes = staticRoutes
+      ? planStaticRoutes(staticRoutes.objects, staticRoutes.view, () => undefined).probes
+      : [];
     await this.deps.health?.setInstances?.([
       ...[...planner.resolution.instances.values()].map((i) => ({ key: i.key, address: i.address, ...i.health })),
       ...staticProbes,
@@ -109,10 +111,15 @@ export class NodeAgent {
         if (h) byAddress.set(i.address, h);
       }
       const addressOf = new Map(staticProbes.map((p) => [p.key, p.address]));
-      const srPlan = planStaticRoutes(staticRoutes.objects, staticRoutes.view, (key) => healthView.get(key) ?? byAddress.get(addressOf.get(key) ?? ""));
+      const srPlan = planStaticRoutes(
+        staticRoutes.objects,
+        staticRoutes.view,
+        (key) => healthView.get(key) ?? byAddress.get(addressOf.get(key) ?? ""),
+      );
       const changed = await this.deps.staticRoutes.writer.apply(srPlan.routes);
       this.staticRoutesClean = srPlan.routes.length === 0;
-      if (changed.added + changed.removed > 0) logger.info({ routes: srPlan.routes.length, ...changed }, "static routes programmed");
+      if (changed.added + changed.removed > 0)
+        logger.info({ routes: srPlan.routes.length, ...changed }, "static routes programmed");
       this.deps.staticRoutes.onOutcomes?.(srPlan.outcomes, staticRoutes.objects);
     }
     const forget = flowsToForget(this.lastPlan, plan);
@@ -128,7 +135,16 @@ export class NodeAgent {
     }
     if (report.nftChanged || report.routingAdded || report.routingRemoved) {
       const durationMs = Math.round(performance.now() - started);
-      logger.info({ entries: plan.entries.length, instances: plan.instances.length, unavailable: plan.unavailable, ...report, durationMs }, "datapath programmed");
+      logger.info(
+        {
+          entries: plan.entries.length,
+          instances: plan.instances.length,
+          unavailable: plan.unavailable,
+          ...report,
+          durationMs,
+        },
+        "datapath programmed",
+      );
     }
     this.lastReconcileOk = true;
     this.deps.onApplied?.(plan, planner.resolution.verdicts);
@@ -142,12 +158,22 @@ export class NodeAgent {
    * undefined when not enabled or when there is nothing to do: without objects (and none of our
    * routes left) the kernel is read only on `verify`, so pods' reconciles pay nothing for it.
    */
-  private async staticRouteInput(snapshot: ClusterSnapshot, verify: boolean): Promise<{ objects: StaticRoute[]; view: StaticRouteNodeView } | undefined> {
+  private async staticRouteInput(
+    snapshot: ClusterSnapshot,
+    verify: boolean,
+  ): Promise<{ objects: StaticRoute[]; view: StaticRouteNodeView } | undefined> {
     const deps = this.deps.staticRoutes;
     if (!deps) return undefined;
-    const objects = this.deps.source.objects().filter((o) => o.kind === "StaticRoute" && o.apiVersion === STATIC_ROUTE_API_VERSION) as unknown as StaticRoute[];
+    const objects = this.deps.source
+      .objects()
+      .filter((o) => o.kind === "StaticRoute" && o.apiVersion === STATIC_ROUTE_API_VERSION) as unknown as StaticRoute[];
     if (objects.length === 0 && this.staticRoutesClean && !verify) return undefined;
-    const node = snapshot.nodes.find((n) => n.name === this.deps.nodeName) ?? { name: this.deps.nodeName, labels: {}, annotations: {}, podCIDRs: [] };
+    const node = snapshot.nodes.find((n) => n.name === this.deps.nodeName) ?? {
+      name: this.deps.nodeName,
+      labels: {},
+      annotations: {},
+      podCIDRs: [],
+    };
     const connected = objects.length > 0 ? await deps.writer.connectedSubnets() : [];
     return { objects, view: { node, connected, apiServers: deps.apiServers, network: snapshot.network } };
   }
@@ -156,7 +182,8 @@ export class NodeAgent {
     const text = JSON.stringify(verdicts.filter((v) => !v.valid));
     if (text === this.lastVerdicts) return;
     this.lastVerdicts = text;
-    for (const v of verdicts) if (!v.valid) this.deps.logger.warn({ resource: v.resource, errors: v.errors }, "invalid resource ignored");
+    for (const v of verdicts)
+      if (!v.valid) this.deps.logger.warn({ resource: v.resource, errors: v.errors }, "invalid resource ignored");
   }
 
   idle(): Promise<void> {
@@ -169,11 +196,15 @@ export class NodeAgent {
    * gave it, so its first packet already leaves through its gateway. Resolves after the
    * datapath is applied, with the policy that selected the pod (if any).
    */
-  async admitPod(req: { namespace: string; name: string; ips: string[] }, waitForPodMs = 2_000): Promise<{ known: boolean; policy: string | undefined }> {
+  async admitPod(
+    req: { namespace: string; name: string; ips: string[] },
+    waitForPodMs = 2_000,
+  ): Promise<{ known: boolean; policy: string | undefined }> {
     const key = `${req.namespace}/${req.name}`;
     const deadline = Date.now() + waitForPodMs;
     // The pod object may reach our watch a moment after the runtime calls CNI.
-    while (!this.knowsPod(req.namespace, req.name) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    while (!this.knowsPod(req.namespace, req.name) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
     this.admitted.set(key, { ips: req.ips, at: Date.now() });
     this.loop.trigger();
     await this.loop.idle();
@@ -192,7 +223,9 @@ export class NodeAgent {
   }
 
   private knowsPod(namespace: string, name: string): boolean {
-    return this.deps.source.objects().some((o) => o.kind === "Pod" && o.metadata?.name === name && (o.metadata?.namespace ?? "default") === namespace);
+    return this.deps.source
+      .objects()
+      .some((o) => o.kind === "Pod" && o.metadata?.name === name && (o.metadata?.namespace ?? "default") === namespace);
   }
 
   async stop(): Promise<void> {

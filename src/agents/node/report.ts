@@ -27,7 +27,8 @@ export class NodeReporter {
     const unavailable: NodeReport["unavailable"] = {};
     for (const u of plan.unavailable) unavailable[u.policy] = u.failurePolicy;
     this.pending = { programmed: plan.podsByPolicy, health: Object.fromEntries(health), unavailable };
-    if (!this.timer) this.timer = setTimeout(() => void this.flush(), Math.max(0, this.lastAt + this.minGapMs - Date.now()));
+    if (!this.timer)
+      this.timer = setTimeout(() => void this.flush(), Math.max(0, this.lastAt + this.minGapMs - Date.now()));
   }
 
   private async flush(): Promise<void> {
@@ -37,7 +38,9 @@ export class NodeReporter {
     const text = JSON.stringify(body);
     if (text === this.last && Date.now() - this.lastAt < this.refreshMs) return;
     try {
-      await this.client.patchNodeAnnotations(this.node, { [REPORT_ANNOTATION]: JSON.stringify({ ...body, at: new Date().toISOString() }) });
+      await this.client.patchNodeAnnotations(this.node, {
+        [REPORT_ANNOTATION]: JSON.stringify({ ...body, at: new Date().toISOString() }),
+      });
       this.last = text;
       this.lastAt = Date.now();
     } catch (e) {

@@ -7,7 +7,10 @@ import { StaticRouteStatusReporter, type StaticRouteStatusApi } from "./static-r
 function recorder() {
   const calls: string[] = [];
   const api: StaticRouteStatusApi = {
-    applyStaticRouteNodeStatus: async (name, node, entry) => void calls.push(`status ${name} ${node} ${entry ? `${entry.state as string}${entry.gateway ? ` ${entry.gateway as string}` : ""} @${entry.lastTransitionTime as string}` : "removed"}`),
+    applyStaticRouteNodeStatus: async (name, node, entry) =>
+      void calls.push(
+        `status ${name} ${node} ${entry ? `${entry.state as string}${entry.gateway ? ` ${entry.gateway as string}` : ""} @${entry.lastTransitionTime as string}` : "removed"}`,
+      ),
     createObjectEvent: async (e) => void calls.push(`event ${e.involved.name} ${e.type} ${e.reason}: ${e.message}`),
   };
   return { api, calls };
@@ -20,13 +23,24 @@ const route = (name: string, nodes?: StaticRoute["status"]): StaticRoute => ({
   spec: { destinations: ["198.51.100.0/24"], gateway: "10.0.0.5", gateways: ["10.0.0.6"] },
   ...(nodes ? { status: nodes } : {}),
 });
-const routed = (gateway: string): StaticRouteOutcome => ({ name: "r", state: "Routed", gateway, message: `routed via ${gateway}`, errors: [] });
+const routed = (gateway: string): StaticRouteOutcome => ({
+  name: "r",
+  state: "Routed",
+  gateway,
+  message: `routed via ${gateway}`,
+  errors: [],
+});
 
 describe("StaticRouteStatusReporter", () => {
   it("writes this node's entry and an Event on each change, nothing when unchanged", async () => {
     const { api, calls } = recorder();
     let t = 0;
-    const r = new StaticRouteStatusReporter(api, "n1", createLogger("test"), () => new Date(Date.UTC(2026, 0, 1, 0, 0, t)));
+    const r = new StaticRouteStatusReporter(
+      api,
+      "n1",
+      createLogger("test"),
+      () => new Date(Date.UTC(2026, 0, 1, 0, 0, t)),
+    );
     const obj = route("r");
     r.update([routed("10.0.0.5")], [obj]);
     await r.idle();
@@ -56,7 +70,17 @@ describe("StaticRouteStatusReporter", () => {
   it("a restarted agent writes nothing the object already says", async () => {
     const { api, calls } = recorder();
     const r = new StaticRouteStatusReporter(api, "n1", createLogger("test"));
-    const obj = route("r", { nodes: [{ name: "n1", state: "Routed", gateway: "10.0.0.5", message: "routed via 10.0.0.5", lastTransitionTime: "2026-01-01T00:00:00Z" }] });
+    const obj = route("r", {
+      nodes: [
+        {
+          name: "n1",
+          state: "Routed",
+          gateway: "10.0.0.5",
+          message: "routed via 10.0.0.5",
+          lastTransitionTime: "2026-01-01T00:00:00Z",
+        },
+      ],
+    });
     r.update([routed("10.0.0.5")], [obj]);
     await r.idle();
     expect(calls).toEqual([]);

@@ -1,11 +1,21 @@
-import { STATIC_ROUTE_API_VERSION, type StaticRoute, type StaticRouteNodeStatus } from "../../api/digitalocean-v1/static-route.js";
+import {
+  STATIC_ROUTE_API_VERSION,
+  type StaticRoute,
+  type StaticRouteNodeStatus,
+} from "../../api/digitalocean-v1/static-route.js";
 import type { StaticRouteOutcome } from "../../planner/static-routes.js";
 import type { Logger } from "../../util/log.js";
 
 /** The API calls the reporter makes (KubeClient has them; tests may record them). */
 export interface StaticRouteStatusApi {
   applyStaticRouteNodeStatus(name: string, node: string, entry: Record<string, unknown> | undefined): Promise<void>;
-  createObjectEvent(e: { involved: { apiVersion: string; kind: string; name: string; uid?: string }; type: "Normal" | "Warning"; reason: string; message: string; component: string }): Promise<void>;
+  createObjectEvent(e: {
+    involved: { apiVersion: string; kind: string; name: string; uid?: string };
+    type: "Normal" | "Warning";
+    reason: string;
+    message: string;
+    component: string;
+  }): Promise<void>;
 }
 
 const REASONS: Record<StaticRouteOutcome["state"], { type: "Normal" | "Warning"; reason: string }> = {
@@ -58,7 +68,11 @@ export class StaticRouteStatusReporter {
             this.written.delete(name);
             continue;
           }
-          const same = before && before.state === outcome.state && before.gateway === outcome.gateway && before.message === outcome.message;
+          const same =
+            before &&
+            before.state === outcome.state &&
+            before.gateway === outcome.gateway &&
+            before.message === outcome.message;
           if (same) {
             this.written.set(name, before);
             continue;
@@ -68,29 +82,48 @@ export class StaticRouteStatusReporter {
             state: outcome.state,
             ...(outcome.gateway ? { gateway: outcome.gateway } : {}),
             message: outcome.message,
-            lastTransitionTime: before && before.state === outcome.state ? before.lastTransitionTime : this.now().toISOString().replace(/\.\d+Z$/, "Z"),
+            lastTransitionTime:
+              before && before.state === outcome.state
+                ? before.lastTransitionTime
+                : this.now()
+                    .toISOString()
+                    .replace(/\.\d+Z$/, "Z"),
           };
           await this.api.applyStaticRouteNodeStatus(name, this.node, entry);
           this.written.set(name, entry);
-          if (!before || before.state !== outcome.state || before.gateway !== outcome.gateway) await this.event(obj, outcome, before);
+          if (!before || before.state !== outcome.state || before.gateway !== outcome.gateway)
+            await this.event(obj, outcome, before);
         } catch (e) {
           const code = (e as { code?: number }).code;
           if (code === 404) continue; // deleted meanwhile
-          this.logger.warn({ staticRoute: name, err: (e as Error).message }, "could not write StaticRoute status; will retry");
+          this.logger.warn(
+            { staticRoute: name, err: (e as Error).message },
+            "could not write StaticRoute status; will retry",
+          );
           clearTimeout(this.retry);
           this.retry = setTimeout(() => this.update(outcomes, objects), 2_000);
           this.retry.unref();
         }
       }
-      for (const name of [...this.written.keys()]) if (!objects.some((o) => o.metadata.name === name)) this.written.delete(name);
+      for (const name of [...this.written.keys()])
+        if (!objects.some((o) => o.metadata.name === name)) this.written.delete(name);
     }
   }
 
-  private async event(obj: StaticRoute, outcome: StaticRouteOutcome, before: StaticRouteNodeStatus | undefined): Promise<void> {
+  private async event(
+    obj: StaticRoute,
+    outcome: StaticRouteOutcome,
+    before: StaticRouteNodeStatus | undefined,
+  ): Promise<void> {
     const failover = outcome.state === "Routed" && before?.state === "Routed" && before.gateway !== outcome.gateway;
     const { type, reason } = failover ? { type: "Warning" as const, reason: "FailedOver" } : REASONS[outcome.state];
     await this.api.createObjectEvent({
-      involved: { apiVersion: STATIC_ROUTE_API_VERSION, kind: "StaticRoute", name: obj.metadata.name, ...(obj.metadata.uid ? { uid: obj.metadata.uid } : {}) },
+      involved: {
+        apiVersion: STATIC_ROUTE_API_VERSION,
+        kind: "StaticRoute",
+        name: obj.metadata.name,
+        ...(obj.metadata.uid ? { uid: obj.metadata.uid } : {}),
+      },
       type,
       reason,
       message: `node ${this.node}: ${outcome.message}`,

@@ -35,7 +35,10 @@ export class FileSource implements ClusterSource {
       return true;
     } catch (e) {
       if (first) throw e;
-      this.logger.error({ path: this.path, err: (e as Error).message }, "cannot read cluster state; keeping the last good one");
+      this.logger.error(
+        { path: this.path, err: (e as Error).message },
+        "cannot read cluster state; keeping the last good one",
+      );
       return false;
     }
   }

@@ -7,15 +7,28 @@ import { crdFor } from "../v1alpha1/crd.js";
 import { StaticRouteKind, validateStaticRoute } from "./static-route.js";
 
 const root = packageRoot();
-const reference = parse(readFileSync(join(root, "reference", "k8s-staticroute-operator-StaticRoute.yaml"), "utf8")) as Crd;
+const reference = parse(
+  readFileSync(join(root, "reference", "k8s-staticroute-operator-StaticRoute.yaml"), "utf8"),
+) as Crd;
 type Crd = {
   metadata: { name: string };
-  spec: { group: string; scope: string; names: { kind: string; plural: string; singular: string; shortNames: string[] }; versions: { name: string; schema: { openAPIV3Schema: Schema } }[] };
+  spec: {
+    group: string;
+    scope: string;
+    names: { kind: string; plural: string; singular: string; shortNames: string[] };
+    versions: { name: string; schema: { openAPIV3Schema: Schema } }[];
+  };
 };
 type Schema = { properties?: Record<string, Schema>; items?: Schema; pattern?: string; required?: string[] };
 
-const sr = (spec: unknown) => ({ apiVersion: "networking.digitalocean.com/v1", kind: "StaticRoute", metadata: { name: "r" }, spec });
-const fields = (spec: unknown, protect: Parameters<typeof validateStaticRoute>[1] = []) => validateStaticRoute(sr(spec), protect).map((e) => e.field);
+const sr = (spec: unknown) => ({
+  apiVersion: "networking.digitalocean.com/v1",
+  kind: "StaticRoute",
+  metadata: { name: "r" },
+  spec,
+});
+const fields = (spec: unknown, protect: Parameters<typeof validateStaticRoute>[1] = []) =>
+  validateStaticRoute(sr(spec), protect).map((e) => e.field);
 
 describe("StaticRoute CRD", () => {
   it("is committed exactly as generated, in deploy/crds and the chart", () => {
@@ -40,7 +53,9 @@ describe("StaticRoute CRD", () => {
 
 describe("validateStaticRoute", () => {
   it("accepts the operator's own examples as they are", () => {
-    const docs = parseAllDocuments(readFileSync(join(root, "examples", "static-route-digitalocean.yaml"), "utf8")).map((d) => d.toJS() as unknown);
+    const docs = parseAllDocuments(readFileSync(join(root, "examples", "static-route-digitalocean.yaml"), "utf8")).map(
+      (d) => d.toJS() as unknown,
+    );
     expect(docs).toHaveLength(2);
     for (const d of docs) expect(validateStaticRoute(d)).toEqual([]);
     const failover = parse(readFileSync(join(root, "examples", "static-route-failover.yaml"), "utf8")) as unknown;
@@ -50,16 +65,26 @@ describe("validateStaticRoute", () => {
   it("names the field of a bad destination or gateway", () => {
     expect(fields({ destinations: ["300.1.1.1"], gateway: "10.0.0.1" })).toEqual(["spec.destinations[0]"]);
     expect(fields({ destinations: ["198.51.100.0/33"], gateway: "10.0.0.1" })).toEqual(["spec.destinations[0]"]);
-    expect(fields({ destinations: ["198.51.100.0/24", "bogus"], gateway: "10.0.0.1" })).toEqual(["spec.destinations[1]"]);
+    expect(fields({ destinations: ["198.51.100.0/24", "bogus"], gateway: "10.0.0.1" })).toEqual([
+      "spec.destinations[1]",
+    ]);
     expect(fields({ destinations: ["198.51.100.0/24"], gateway: "10.0.0.256" })).toEqual(["spec.gateway"]);
-    expect(fields({ destinations: ["198.51.100.0/24"], gateway: "10.0.0.1", gateways: ["10.0.0.x"] })).toEqual(["spec.gateways[0]"]);
+    expect(fields({ destinations: ["198.51.100.0/24"], gateway: "10.0.0.1", gateways: ["10.0.0.x"] })).toEqual([
+      "spec.gateways[0]",
+    ]);
     expect(fields({ destinations: ["198.51.100.0/24"] })).toEqual(["spec.gateway"]);
     expect(fields({ gateway: "10.0.0.1" })).toEqual(["spec.destinations"]);
     expect(fields({ destinations: [], gateway: "10.0.0.1" })).toEqual(["spec.destinations"]);
-    expect(fields({ destinations: ["198.51.100.0/24", "198.51.100.7/24"], gateway: "10.0.0.1" })).toEqual(["spec.destinations[1]"]);
-    expect(fields({ destinations: ["198.51.100.0/24"], gateway: "10.0.0.1", nodeSelector: { matchExpressions: [{ key: "a", operator: "In" }] } })).toEqual([
-      "spec.nodeSelector.matchExpressions[0].values",
+    expect(fields({ destinations: ["198.51.100.0/24", "198.51.100.7/24"], gateway: "10.0.0.1" })).toEqual([
+      "spec.destinations[1]",
     ]);
+    expect(
+      fields({
+        destinations: ["198.51.100.0/24"],
+        gateway: "10.0.0.1",
+        nodeSelector: { matchExpressions: [{ key: "a", operator: "In" }] },
+      }),
+    ).toEqual(["spec.nodeSelector.matchExpressions[0].values"]);
   });
 
   it("refuses the metadata address, whatever else is known", () => {
@@ -71,13 +96,23 @@ describe("validateStaticRoute", () => {
   it("refuses destinations over protected ranges, and a gateway inside its own destinations", () => {
     const protect = [{ cidr: "10.96.0.1/32", what: "the API server" }];
     expect(validateStaticRoute(sr({ destinations: ["10.0.0.0/8"], gateway: "192.168.1.1" }), protect)).toEqual([
-      { field: "spec.destinations[0]", message: "10.0.0.0/8 overlaps the API server (10.96.0.1/32): refused, it would cut nodes off" },
+      {
+        field: "spec.destinations[0]",
+        message: "10.0.0.0/8 overlaps the API server (10.96.0.1/32): refused, it would cut nodes off",
+      },
     ]);
     expect(fields({ destinations: ["198.51.100.0/24"], gateway: "198.51.100.1" })).toEqual(["spec.destinations[0]"]);
   });
 
   it("checks the envelope", () => {
-    expect(validateStaticRoute({ apiVersion: "v1", kind: "StaticRoute", metadata: {}, spec: { destinations: ["198.51.100.1"], gateway: "10.0.0.1" } }).map((e) => e.field)).toEqual(["apiVersion", "metadata.name"]);
+    expect(
+      validateStaticRoute({
+        apiVersion: "v1",
+        kind: "StaticRoute",
+        metadata: {},
+        spec: { destinations: ["198.51.100.1"], gateway: "10.0.0.1" },
+      }).map((e) => e.field),
+    ).toEqual(["apiVersion", "metadata.name"]);
     expect(validateStaticRoute("x")).toEqual([{ field: "", message: "not an object" }]);
   });
 });

@@ -19,7 +19,11 @@ export interface AppCheckOptions {
  * A spec as DigitalOcean's app spec (schema, CEL rules, then the checks below). Fills schema
  * defaults in `spec` in place. Returns the problems, each naming its field; empty when valid.
  */
-export function validateAppSpec(spec: unknown, validator: SpecValidator = new SpecValidator(), opts: AppCheckOptions = {}): FieldError[] {
+export function validateAppSpec(
+  spec: unknown,
+  validator: SpecValidator = new SpecValidator(),
+  opts: AppCheckOptions = {},
+): FieldError[] {
   const errors = validator.check("App", spec);
   if (errors.length > 0) return errors;
   const s = spec as AppSpec;
@@ -33,10 +37,17 @@ export function validateAppSpec(spec: unknown, validator: SpecValidator = new Sp
       (c.envs ?? []).forEach((e, j) => {
         // DigitalOcean replaces ${...} with bindable values (other components' URLs, databases);
         // passed on literally, an app would run with a broken setting.
-        if (e.value?.includes("${")) out.push({ field: `${at}.envs[${j}].value`, message: "bindable variables (${...}) are not resolved by static-egress" });
+        if (e.value?.includes("${"))
+          out.push({
+            field: `${at}.envs[${j}].value`,
+            message: "bindable variables (${...}) are not resolved by static-egress",
+          });
       });
       if (c.image?.registry_type === "DOCR" && opts.docrRegistry === "") {
-        out.push({ field: `${at}.image.registry_type`, message: "DOCR images need the controller's --apps-docr-registry (this cluster's registry)" });
+        out.push({
+          field: `${at}.image.registry_type`,
+          message: "DOCR images need the controller's --apps-docr-registry (this cluster's registry)",
+        });
       }
     });
   }
@@ -44,7 +55,11 @@ export function validateAppSpec(spec: unknown, validator: SpecValidator = new Sp
 }
 
 /** A whole App object: its spec, and its name, which is the spec's name. */
-export function validateApp(obj: { metadata?: { name?: string }; spec?: unknown }, validator?: SpecValidator, opts?: AppCheckOptions): FieldError[] {
+export function validateApp(
+  obj: { metadata?: { name?: string }; spec?: unknown },
+  validator?: SpecValidator,
+  opts?: AppCheckOptions,
+): FieldError[] {
   if (obj.spec === undefined || obj.spec === null) return [{ field: "spec", message: "required field is missing" }];
   const errors = validateAppSpec(obj.spec, validator, opts);
   const name = (obj.spec as { name?: unknown }).name;

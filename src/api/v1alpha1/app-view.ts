@@ -17,7 +17,10 @@ interface AppObject {
  * dedicated_ips and the phase of its deployment.
  */
 export function toDigitalOceanApp(o: AppObject): Record<string, unknown> {
-  const created = o.metadata?.creationTimestamp instanceof Date ? o.metadata.creationTimestamp.toISOString() : o.metadata?.creationTimestamp;
+  const created =
+    o.metadata?.creationTimestamp instanceof Date
+      ? o.metadata.creationTimestamp.toISOString()
+      : o.metadata?.creationTimestamp;
   const dedicated: DedicatedIP[] = o.status?.dedicated_ips ?? [];
   return {
     id: o.metadata?.uid ?? "",
@@ -29,14 +32,22 @@ export function toDigitalOceanApp(o: AppObject): Record<string, unknown> {
   };
 }
 
-function components(spec: AppSpec): { list: "services" | "workers"; index: number; c: NonNullable<AppSpec["services"]>[number] | NonNullable<AppSpec["workers"]>[number] }[] {
-  return [...(spec.services ?? []).map((c, index) => ({ list: "services" as const, index, c })), ...(spec.workers ?? []).map((c, index) => ({ list: "workers" as const, index, c }))];
+function components(spec: AppSpec): {
+  list: "services" | "workers";
+  index: number;
+  c: NonNullable<AppSpec["services"]>[number] | NonNullable<AppSpec["workers"]>[number];
+}[] {
+  return [
+    ...(spec.services ?? []).map((c, index) => ({ list: "services" as const, index, c })),
+    ...(spec.workers ?? []).map((c, index) => ({ list: "workers" as const, index, c })),
+  ];
 }
 
 /** A copy of the spec with every SECRET variable's value replaced by REDACTED. */
 function redactSecrets(spec: AppSpec): AppSpec {
   const copy = structuredClone(spec);
-  for (const { c } of components(copy)) for (const e of c.envs ?? []) if (e.type === "SECRET" && e.value !== undefined) e.value = REDACTED;
+  for (const { c } of components(copy))
+    for (const e of c.envs ?? []) if (e.type === "SECRET" && e.value !== undefined) e.value = REDACTED;
   return copy;
 }
 
@@ -50,8 +61,16 @@ export function restoreRedacted(next: AppSpec, current: AppSpec | undefined): Fi
   for (const { list, index, c } of components(next)) {
     (c.envs ?? []).forEach((e, j) => {
       if (e.value !== REDACTED) return;
-      const was = current ? components(current).find((x) => x.list === list && x.c.name === c.name)?.c.envs?.find((v) => v.key === e.key && v.type === "SECRET") : undefined;
-      if (was?.value === undefined) errors.push({ field: `spec.${list}[${index}].envs[${j}].value`, message: `${REDACTED} stands for a current secret value, and ${c.name} has no SECRET ${e.key}` });
+      const was = current
+        ? components(current)
+            .find((x) => x.list === list && x.c.name === c.name)
+            ?.c.envs?.find((v) => v.key === e.key && v.type === "SECRET")
+        : undefined;
+      if (was?.value === undefined)
+        errors.push({
+          field: `spec.${list}[${index}].envs[${j}].value`,
+          message: `${REDACTED} stands for a current secret value, and ${c.name} has no SECRET ${e.key}`,
+        });
       else e.value = was.value;
     });
   }
@@ -59,6 +78,11 @@ export function restoreRedacted(next: AppSpec, current: AppSpec | undefined): Fi
 }
 
 /** The App object for a DigitalOcean app spec: named after the spec. */
-export function appForSpec(spec: AppSpec): { apiVersion: string; kind: "App"; metadata: { name: string }; spec: AppSpec } {
+export function appForSpec(spec: AppSpec): {
+  apiVersion: string;
+  kind: "App";
+  metadata: { name: string };
+  spec: AppSpec;
+} {
   return { apiVersion: API_VERSION, kind: "App", metadata: { name: spec.name }, spec };
 }

@@ -12,8 +12,10 @@ import { Condition, type CelRule, type KindDefinition, type Resource } from "./c
 /** Component and app names: DigitalOcean's `name` of app_spec.yml and app_component_base.yml. */
 const APP_NAME_PATTERN = "^[a-z][a-z0-9-]{0,30}[a-z0-9]$";
 /** Says what a name must be: the validator quotes it ("must be ...") when the pattern fails. */
-const NAME_SHAPE = "2 to 32 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit";
-const AppName = (what: string) => Type.String({ minLength: 2, maxLength: 32, pattern: APP_NAME_PATTERN, description: `${NAME_SHAPE} (${what})` });
+const NAME_SHAPE =
+  "2 to 32 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit";
+const AppName = (what: string) =>
+  Type.String({ minLength: 2, maxLength: 32, pattern: APP_NAME_PATTERN, description: `${NAME_SHAPE} (${what})` });
 
 /**
  * Our own bounds (DigitalOcean states none): the API server prices every CEL rule at the lists'
@@ -23,7 +25,12 @@ const APP_LIMITS = { components: 64, envs: 256, internalPorts: 16, refusedItems:
 
 /** Rule for an unsupported field: absent, or (a list) empty, or (a flag) false. */
 function refuse(field: string, kind: "present" | "list" | "true", message: string): CelRule {
-  const rule = kind === "list" ? `!has(self.${field}) || size(self.${field}) == 0` : kind === "true" ? `!has(self.${field}) || !self.${field}` : `!has(self.${field})`;
+  const rule =
+    kind === "list"
+      ? `!has(self.${field}) || size(self.${field}) == 0`
+      : kind === "true"
+        ? `!has(self.${field}) || !self.${field}`
+        : `!has(self.${field})`;
   return { rule, message, fieldPath: `.${field}`, reason: "FieldValueForbidden" };
 }
 
@@ -36,21 +43,52 @@ export type RegistryType = Static<typeof RegistryType>;
 
 export const ImageSource = Type.Object(
   {
-    registry: Type.Optional(Type.String({ maxLength: 255, description: "The registry name (Docker Hub or GHCR user or organization). Must be left empty for the DOCR registry type" })),
+    registry: Type.Optional(
+      Type.String({
+        maxLength: 255,
+        description:
+          "The registry name (Docker Hub or GHCR user or organization). Must be left empty for the DOCR registry type",
+      }),
+    ),
     registry_type: RegistryType,
     registry_credentials: Type.Optional(Type.String({ maxLength: 4096 })),
     repository: Type.String({ minLength: 1, maxLength: 255, description: "The repository name" }),
-    tag: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: "The repository tag (default latest)" })),
-    digest: Type.Optional(Type.String({ minLength: 1, maxLength: 255, description: "The image digest, e.g. sha256:795e..." })),
-    deploy_on_push: Type.Optional(Type.Object({ enabled: Type.Optional(Type.Boolean()) }, { additionalProperties: false })),
+    tag: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 128, description: "The repository tag (default latest)" }),
+    ),
+    digest: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 255, description: "The image digest, e.g. sha256:795e..." }),
+    ),
+    deploy_on_push: Type.Optional(
+      Type.Object({ enabled: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
+    ),
   },
   {
     additionalProperties: false,
     "x-kubernetes-validations": [
-      { rule: "!(has(self.tag) && has(self.digest))", message: "cannot be specified if digest is provided", fieldPath: ".tag", reason: "FieldValueForbidden" },
-      { rule: "self.registry_type != 'DOCR' || !has(self.registry) || self.registry == ''", message: "must be left empty for the DOCR registry type", fieldPath: ".registry", reason: "FieldValueForbidden" },
-      refuse("registry_credentials", "present", "private registry credentials are not supported by static-egress (pull secrets are a later step)"),
-      { rule: "!has(self.deploy_on_push) || !has(self.deploy_on_push.enabled) || !self.deploy_on_push.enabled", message: "deploy on push is not run by static-egress (update the app to roll a new image)", fieldPath: ".deploy_on_push.enabled", reason: "FieldValueForbidden" },
+      {
+        rule: "!(has(self.tag) && has(self.digest))",
+        message: "cannot be specified if digest is provided",
+        fieldPath: ".tag",
+        reason: "FieldValueForbidden",
+      },
+      {
+        rule: "self.registry_type != 'DOCR' || !has(self.registry) || self.registry == ''",
+        message: "must be left empty for the DOCR registry type",
+        fieldPath: ".registry",
+        reason: "FieldValueForbidden",
+      },
+      refuse(
+        "registry_credentials",
+        "present",
+        "private registry credentials are not supported by static-egress (pull secrets are a later step)",
+      ),
+      {
+        rule: "!has(self.deploy_on_push) || !has(self.deploy_on_push.enabled) || !self.deploy_on_push.enabled",
+        message: "deploy on push is not run by static-egress (update the app to roll a new image)",
+        fieldPath: ".deploy_on_push.enabled",
+        reason: "FieldValueForbidden",
+      },
     ] satisfies CelRule[],
   },
 );
@@ -58,14 +96,31 @@ export type ImageSource = Static<typeof ImageSource>;
 
 const VariableDefinition = Type.Object(
   {
-    key: Type.String({ minLength: 1, maxLength: 255, pattern: "^[_A-Za-z][_A-Za-z0-9]*$", description: "A variable name: a letter or '_', then letters, digits and '_'" }),
+    key: Type.String({
+      minLength: 1,
+      maxLength: 255,
+      pattern: "^[_A-Za-z][_A-Za-z0-9]*$",
+      description: "A variable name: a letter or '_', then letters, digits and '_'",
+    }),
     scope: Type.Optional(
-      Type.Union([Type.Literal("UNSET"), Type.Literal("RUN_TIME"), Type.Literal("BUILD_TIME"), Type.Literal("RUN_AND_BUILD_TIME")], {
-        default: "RUN_AND_BUILD_TIME",
-        "x-kubernetes-validations": [
-          { rule: "self != 'BUILD_TIME'", message: "BUILD_TIME variables are for builds from source, which static-egress does not run", reason: "FieldValueForbidden" },
-        ] satisfies CelRule[],
-      }),
+      Type.Union(
+        [
+          Type.Literal("UNSET"),
+          Type.Literal("RUN_TIME"),
+          Type.Literal("BUILD_TIME"),
+          Type.Literal("RUN_AND_BUILD_TIME"),
+        ],
+        {
+          default: "RUN_AND_BUILD_TIME",
+          "x-kubernetes-validations": [
+            {
+              rule: "self != 'BUILD_TIME'",
+              message: "BUILD_TIME variables are for builds from source, which static-egress does not run",
+              reason: "FieldValueForbidden",
+            },
+          ] satisfies CelRule[],
+        },
+      ),
     ),
     type: Type.Optional(Type.Union([Type.Literal("GENERAL"), Type.Literal("SECRET")], { default: "GENERAL" })),
     value: Type.Optional(Type.String({ maxLength: 65_536 })),
@@ -75,14 +130,20 @@ const VariableDefinition = Type.Object(
 export type VariableDefinition = Static<typeof VariableDefinition>;
 
 const int32 = (min: number | undefined, max: number | undefined, description: string) =>
-  Type.Integer({ ...(min !== undefined ? { minimum: min } : {}), ...(max !== undefined ? { maximum: max } : {}), description });
+  Type.Integer({
+    ...(min !== undefined ? { minimum: min } : {}),
+    ...(max !== undefined ? { maximum: max } : {}),
+    description,
+  });
 
 /** app_service_spec_health_check.yml: the service's readiness check (no bounds but the port's). */
 const ServiceHealthCheck = Type.Object(
   {
     failure_threshold: Type.Optional(int32(undefined, undefined, "Failed checks before considered unhealthy")),
     port: Type.Optional(int32(1, 65535, "Port of the check (default: http_port)")),
-    http_path: Type.Optional(Type.String({ maxLength: 1024, description: "HTTP path of the check; absent: a TCP check" })),
+    http_path: Type.Optional(
+      Type.String({ maxLength: 1024, description: "HTTP path of the check; absent: a TCP check" }),
+    ),
     initial_delay_seconds: Type.Optional(int32(undefined, undefined, "Seconds before the first check")),
     period_seconds: Type.Optional(int32(undefined, undefined, "Seconds between checks")),
     success_threshold: Type.Optional(int32(undefined, undefined, "Successful checks before considered healthy")),
@@ -96,7 +157,9 @@ export const HealthCheck = Type.Object(
   {
     failure_threshold: Type.Optional(int32(1, 50, "Failed checks before considered unhealthy")),
     port: Type.Optional(int32(1, 65535, "Port of the check")),
-    http_path: Type.Optional(Type.String({ maxLength: 1024, description: "HTTP path of the check; absent: a TCP check" })),
+    http_path: Type.Optional(
+      Type.String({ maxLength: 1024, description: "HTTP path of the check; absent: a TCP check" }),
+    ),
     initial_delay_seconds: Type.Optional(int32(0, 3600, "Seconds before the first check")),
     period_seconds: Type.Optional(int32(1, 300, "Seconds between checks")),
     success_threshold: Type.Optional(int32(1, 1, "Successful checks before considered healthy")),
@@ -123,20 +186,48 @@ const INSTANCE_SIZE_SLUGS = [
   "apps-d-8vcpu-32gb",
 ] as const;
 /** Deprecated slugs of legacy plans, still accepted by DigitalOcean. */
-const LEGACY_INSTANCE_SIZE_SLUGS = ["basic-xxs", "basic-xs", "basic-s", "basic-m", "professional-xs", "professional-s", "professional-m", "professional-1l", "professional-l", "professional-xl"] as const;
+const LEGACY_INSTANCE_SIZE_SLUGS = [
+  "basic-xxs",
+  "basic-xs",
+  "basic-s",
+  "basic-m",
+  "professional-xs",
+  "professional-s",
+  "professional-m",
+  "professional-1l",
+  "professional-l",
+  "professional-xl",
+] as const;
 
-const literals = <T extends readonly string[]>(values: T, options: Record<string, unknown> = {}) => Type.Union(values.map((v) => Type.Literal(v)), options);
+const literals = <T extends readonly string[]>(values: T, options: Record<string, unknown> = {}) =>
+  Type.Union(
+    values.map((v) => Type.Literal(v)),
+    options,
+  );
 
 /** Fields every component shares (app_component_base.yml, app_component_instance_base.yml). */
 const componentFields = {
   name: AppName("unique across the components of the app"),
   image: Type.Optional(ImageSource),
-  run_command: Type.Optional(Type.String({ maxLength: 4096, description: "Overrides the image's command; run by /bin/sh -c" })),
-  envs: Type.Optional(
-    Type.Array(VariableDefinition, { maxItems: APP_LIMITS.envs, "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["key"], description: "Environment variables of the component" }),
+  run_command: Type.Optional(
+    Type.String({ maxLength: 4096, description: "Overrides the image's command; run by /bin/sh -c" }),
   ),
-  instance_count: Type.Optional(Type.Integer({ minimum: 1, default: 1, description: "Instances (Deployment replicas). Default: 1" })),
-  instance_size_slug: Type.Optional(literals([...INSTANCE_SIZE_SLUGS, ...LEGACY_INSTANCE_SIZE_SLUGS], { description: "CPU and memory of each instance (limits of its container)" })),
+  envs: Type.Optional(
+    Type.Array(VariableDefinition, {
+      maxItems: APP_LIMITS.envs,
+      "x-kubernetes-list-type": "map",
+      "x-kubernetes-list-map-keys": ["key"],
+      description: "Environment variables of the component",
+    }),
+  ),
+  instance_count: Type.Optional(
+    Type.Integer({ minimum: 1, default: 1, description: "Instances (Deployment replicas). Default: 1" }),
+  ),
+  instance_size_slug: Type.Optional(
+    literals([...INSTANCE_SIZE_SLUGS, ...LEGACY_INSTANCE_SIZE_SLUGS], {
+      description: "CPU and memory of each instance (limits of its container)",
+    }),
+  ),
   // Refused: builds from source, log forwarding, autoscaling.
   git: Type.Optional(Opaque()),
   github: Type.Optional(Opaque()),
@@ -152,8 +243,24 @@ const componentFields = {
 
 const BUILD = "builds from source are not run by static-egress (give a container image in image)";
 const componentRules: CelRule[] = [
-  { rule: "has(self.image)", message: "required: static-egress runs components from container images", fieldPath: ".image", reason: "FieldValueRequired" },
-  ...(["git", "github", "gitlab", "bitbucket", "dockerfile_path", "build_command", "source_dir", "environment_slug"] as const).map((f) => refuse(f, "present", BUILD)),
+  {
+    rule: "has(self.image)",
+    message: "required: static-egress runs components from container images",
+    fieldPath: ".image",
+    reason: "FieldValueRequired",
+  },
+  ...(
+    [
+      "git",
+      "github",
+      "gitlab",
+      "bitbucket",
+      "dockerfile_path",
+      "build_command",
+      "source_dir",
+      "environment_slug",
+    ] as const
+  ).map((f) => refuse(f, "present", BUILD)),
   refuse("log_destinations", "list", "log forwarding is not run by static-egress"),
   refuse("autoscaling", "present", "autoscaling is not run by static-egress (set instance_count)"),
 ];
@@ -161,17 +268,34 @@ const componentRules: CelRule[] = [
 export const ServiceSpec = Type.Object(
   {
     ...componentFields,
-    http_port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, default: 8080, description: "The port the service listens on (Default: 8080); PORT is set to it unless envs has PORT" })),
-    internal_ports: Type.Optional(
-      Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), { maxItems: APP_LIMITS.internalPorts, "x-kubernetes-list-type": "set", description: "Ports reachable only from within the app" }),
+    http_port: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 65535,
+        default: 8080,
+        description: "The port the service listens on (Default: 8080); PORT is set to it unless envs has PORT",
+      }),
     ),
-    protocol: Type.Optional(Type.Union([Type.Literal("HTTP"), Type.Literal("HTTP2")], { description: "HTTP (default) or HTTP2 (h2c) on http_port" })),
+    internal_ports: Type.Optional(
+      Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), {
+        maxItems: APP_LIMITS.internalPorts,
+        "x-kubernetes-list-type": "set",
+        description: "Ports reachable only from within the app",
+      }),
+    ),
+    protocol: Type.Optional(
+      Type.Union([Type.Literal("HTTP"), Type.Literal("HTTP2")], {
+        description: "HTTP (default) or HTTP2 (h2c) on http_port",
+      }),
+    ),
     health_check: Type.Optional(ServiceHealthCheck),
     liveness_health_check: Type.Optional(HealthCheck),
     termination: Type.Optional(
       Type.Object(
         {
-          drain_seconds: Type.Optional(int32(1, 110, "Seconds between being taken out of the Service and TERM (default 15)")),
+          drain_seconds: Type.Optional(
+            int32(1, 110, "Seconds between being taken out of the Service and TERM (default 15)"),
+          ),
           grace_period_seconds: Type.Optional(int32(1, 600, "Seconds between TERM and KILL (default 120)")),
         },
         { additionalProperties: false },
@@ -185,7 +309,11 @@ export const ServiceSpec = Type.Object(
     "x-kubernetes-validations": [
       ...componentRules,
       refuse("cors", "present", "CORS is an ingress rule, which static-egress does not run"),
-      refuse("routes", "list", "HTTP routes are ingress rules, which static-egress does not run (the service is reached through its Service; docs/apps.md)"),
+      refuse(
+        "routes",
+        "list",
+        "HTTP routes are ingress rules, which static-egress does not run (the service is reached through its Service; docs/apps.md)",
+      ),
     ] satisfies CelRule[],
   },
 );
@@ -195,24 +323,41 @@ export const WorkerSpec = Type.Object(
   {
     ...componentFields,
     liveness_health_check: Type.Optional(HealthCheck),
-    termination: Type.Optional(Type.Object({ grace_period_seconds: Type.Optional(int32(1, 600, "Seconds between TERM and KILL (default 120)")) }, { additionalProperties: false })),
+    termination: Type.Optional(
+      Type.Object(
+        { grace_period_seconds: Type.Optional(int32(1, 600, "Seconds between TERM and KILL (default 120)")) },
+        { additionalProperties: false },
+      ),
+    ),
   },
   { additionalProperties: false, "x-kubernetes-validations": componentRules },
 );
 export type WorkerSpec = Static<typeof WorkerSpec>;
 
-const EgressType = Type.Union([Type.Literal("AUTOASSIGN"), Type.Literal("DEDICATED_IP")], { default: "AUTOASSIGN", description: "AUTOASSIGN: the node's IP; DEDICATED_IP: the app's own IPs" });
+const EgressType = Type.Union([Type.Literal("AUTOASSIGN"), Type.Literal("DEDICATED_IP")], {
+  default: "AUTOASSIGN",
+  description: "AUTOASSIGN: the node's IP; DEDICATED_IP: the app's own IPs",
+});
 export type EgressType = Static<typeof EgressType>;
 
 const REGIONS = ["atl", "nyc", "sfo", "tor", "ams", "fra", "lon", "blr", "sgp", "syd"] as const;
 
 const components = <T extends TSchema>(items: T, description: string) =>
-  Type.Array(items, { maxItems: APP_LIMITS.components, "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"], description });
+  Type.Array(items, {
+    maxItems: APP_LIMITS.components,
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["name"],
+    description,
+  });
 
 export const AppSpec = Type.Object(
   {
     name: AppName("the app's name, also its metadata.name"),
-    region: Type.Optional(literals(REGIONS, { description: "DigitalOcean's region slug; recorded, not used (the app runs in this cluster)" })),
+    region: Type.Optional(
+      literals(REGIONS, {
+        description: "DigitalOcean's region slug; recorded, not used (the app runs in this cluster)",
+      }),
+    ),
     services: Type.Optional(components(ServiceSpec, "Workloads which expose HTTP services")),
     workers: Type.Optional(components(WorkerSpec, "Workloads which do not expose HTTP services")),
     egress: Type.Optional(Type.Object({ type: Type.Optional(EgressType) }, { additionalProperties: false })),
@@ -249,8 +394,16 @@ export const AppSpec = Type.Object(
       refuse("databases", "list", "databases are not run by static-egress"),
       refuse("functions", "list", "functions are not run by static-egress"),
       refuse("jobs", "list", "jobs are not run by static-egress"),
-      refuse("domains", "list", "domains are not run by static-egress (the services are reached through their Services; docs/apps.md)"),
-      refuse("ingress", "present", "ingress rules are not run by static-egress (the ingress side reaches services through their Services; docs/apps.md)"),
+      refuse(
+        "domains",
+        "list",
+        "domains are not run by static-egress (the services are reached through their Services; docs/apps.md)",
+      ),
+      refuse(
+        "ingress",
+        "present",
+        "ingress rules are not run by static-egress (the ingress side reaches services through their Services; docs/apps.md)",
+      ),
       refuse("alerts", "list", "alerts are not run by static-egress"),
       refuse("maintenance", "present", "maintenance mode is not run by static-egress"),
       refuse("vpc", "present", "VPC attachment is not run by static-egress (the app runs in the cluster's network)"),
@@ -266,7 +419,17 @@ export type AppSpec = Static<typeof AppSpec>;
 const DEDICATED_IP_STATUSES = ["UNKNOWN", "ASSIGNING", "ASSIGNED", "REMOVED"] as const;
 
 /** apps_deployment_phase.yml: the phases an app moves through here (no builds). */
-export const APP_PHASES = ["UNKNOWN", "PENDING_BUILD", "BUILDING", "PENDING_DEPLOY", "DEPLOYING", "ACTIVE", "SUPERSEDED", "ERROR", "CANCELED"] as const;
+export const APP_PHASES = [
+  "UNKNOWN",
+  "PENDING_BUILD",
+  "BUILDING",
+  "PENDING_DEPLOY",
+  "DEPLOYING",
+  "ACTIVE",
+  "SUPERSEDED",
+  "ERROR",
+  "CANCELED",
+] as const;
 export type AppPhase = (typeof APP_PHASES)[number];
 
 export const DedicatedIP = Type.Object({
@@ -315,5 +478,11 @@ export const AppKind: KindDefinition = {
     { name: "Namespace", type: "string", jsonPath: ".status.namespace", priority: 1 },
     { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
   ],
-  rootValidations: [{ rule: "self.metadata.name == self.spec.name", message: "metadata.name must equal spec.name (the app's name)", reason: "FieldValueInvalid" }],
+  rootValidations: [
+    {
+      rule: "self.metadata.name == self.spec.name",
+      message: "metadata.name must equal spec.name (the app's name)",
+      reason: "FieldValueInvalid",
+    },
+  ],
 };

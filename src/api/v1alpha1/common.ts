@@ -8,7 +8,11 @@ const IPV4_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
 const IPV4 = `${IPV4_OCTET}(\\.${IPV4_OCTET}){3}`;
 
 /** An IPv4 address, checked by the CRD schema itself (the API server rejects a bad one). */
-export const IPv4Address = Type.String({ pattern: `^${IPV4}$`, maxLength: 15, description: "An IPv4 address, e.g. 192.0.2.10" });
+export const IPv4Address = Type.String({
+  pattern: `^${IPV4}$`,
+  maxLength: 15,
+  description: "An IPv4 address, e.g. 192.0.2.10",
+});
 /** An IPv4 CIDR; host bits may be set (they are masked off when planning). */
 export const IPv4Cidr = Type.String({
   pattern: `^${IPV4}/(3[0-2]|[12]?[0-9])$`,
@@ -57,7 +61,8 @@ export const LIMITS = {
 export const Name = Type.String({ pattern: "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", maxLength: 63 });
 
 /** A label key: an optional DNS subdomain prefix and "/", then a name of at most 63 characters (no backslash: it goes into CEL too). */
-export const LABEL_KEY_PATTERN = "^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+export const LABEL_KEY_PATTERN =
+  "^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
 /** A label value: empty, or at most 63 alphanumerics, '-', '_' and '.', alphanumeric at both ends. */
 export const LABEL_VALUE_PATTERN = "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$";
 
@@ -85,15 +90,24 @@ const LabelValue = Type.String({
   pattern: LABEL_VALUE_PATTERN,
   description: "A label value: empty, or at most 63 alphanumerics, '-', '_' and '.', alphanumeric at both ends",
 });
-const labelKeyMessage = "label keys must be an optional DNS subdomain prefix and '/', then at most 63 characters: alphanumerics, '-', '_' and '.', alphanumeric at both ends";
+const labelKeyMessage =
+  "label keys must be an optional DNS subdomain prefix and '/', then at most 63 characters: alphanumerics, '-', '_' and '.', alphanumeric at both ends";
 
 const LabelSelectorRequirement = Type.Object(
   {
-    key: Type.String({ minLength: 1, maxLength: LIMITS.labelKey, pattern: LABEL_KEY_PATTERN, description: "A label key, e.g. app or example.com/tier" }),
-    operator: Type.Union([Type.Literal("In"), Type.Literal("NotIn"), Type.Literal("Exists"), Type.Literal("DoesNotExist")]),
-    values: Type.Optional(
-      Type.Array(LabelValue, { maxItems: LIMITS.selectorValues }),
-    ),
+    key: Type.String({
+      minLength: 1,
+      maxLength: LIMITS.labelKey,
+      pattern: LABEL_KEY_PATTERN,
+      description: "A label key, e.g. app or example.com/tier",
+    }),
+    operator: Type.Union([
+      Type.Literal("In"),
+      Type.Literal("NotIn"),
+      Type.Literal("Exists"),
+      Type.Literal("DoesNotExist"),
+    ]),
+    values: Type.Optional(Type.Array(LabelValue, { maxItems: LIMITS.selectorValues })),
   },
   {
     additionalProperties: false,
@@ -120,7 +134,9 @@ export const LabelSelector = Type.Object(
     matchLabels: Type.Optional(
       Type.Record(Type.String(), LabelValue, {
         maxProperties: LIMITS.selectorLabels,
-        "x-kubernetes-validations": [{ rule: `self.all(k, k.matches('${LABEL_KEY_PATTERN}'))`, message: labelKeyMessage }] satisfies CelRule[],
+        "x-kubernetes-validations": [
+          { rule: `self.all(k, k.matches('${LABEL_KEY_PATTERN}'))`, message: labelKeyMessage },
+        ] satisfies CelRule[],
       }),
     ),
     matchExpressions: Type.Optional(Type.Array(LabelSelectorRequirement, { maxItems: LIMITS.selectorExpressions })),
@@ -157,7 +173,10 @@ export interface ObjectMeta {
  * ObjectMeta as code outside the planner reads it from any object: every field optional, and
  * timestamps as JSON strings (raw objects) or Dates (the client library's typed core kinds).
  */
-export type AnyObjectMeta = Partial<Omit<ObjectMeta, "creationTimestamp" | "deletionTimestamp">> & { creationTimestamp?: string | Date; deletionTimestamp?: string | Date };
+export type AnyObjectMeta = Partial<Omit<ObjectMeta, "creationTimestamp" | "deletionTimestamp">> & {
+  creationTimestamp?: string | Date;
+  deletionTimestamp?: string | Date;
+};
 
 export interface Resource<K extends string, Spec, Status> {
   apiVersion: typeof API_VERSION;

@@ -3,7 +3,12 @@ import { EgressGatewayKind } from "./egress-gateway.js";
 import { ClusterEgressPolicyKind, EgressPolicyKind } from "./egress-policy.js";
 import { AppKind } from "./app.js";
 
-export const ALL_KINDS: readonly KindDefinition[] = [EgressGatewayKind, EgressPolicyKind, ClusterEgressPolicyKind, AppKind];
+export const ALL_KINDS: readonly KindDefinition[] = [
+  EgressGatewayKind,
+  EgressPolicyKind,
+  ClusterEgressPolicyKind,
+  AppKind,
+];
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 

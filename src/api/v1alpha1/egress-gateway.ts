@@ -1,5 +1,16 @@
 import { Type, type Static } from "@sinclair/typebox";
-import { Condition, IPv4Address, IPv4AddressOrCidr, LabelSelector, LIMITS, Name, SET, type CelRule, type KindDefinition, type Resource } from "./common.js";
+import {
+  Condition,
+  IPv4Address,
+  IPv4AddressOrCidr,
+  LabelSelector,
+  LIMITS,
+  Name,
+  SET,
+  type CelRule,
+  type KindDefinition,
+  type Resource,
+} from "./common.js";
 
 const StaticInstance = Type.Object(
   {
@@ -33,18 +44,40 @@ const DigitalOceanSource = Type.Object(
   {
     region: Type.String({ minLength: 1, maxLength: LIMITS.text, description: "Region slug, e.g. ams3" }),
     size: Type.String({ minLength: 1, maxLength: LIMITS.text, description: "Droplet size slug, e.g. s-1vcpu-1gb" }),
-    image: Type.Optional(Type.String({ minLength: 1, maxLength: LIMITS.text, default: "debian-12-x64", description: "Image slug or id" })),
-    vpcUUID: Type.Optional(Type.String({ minLength: 1, maxLength: LIMITS.text, description: "The cluster's VPC (default: the region's default VPC)" })),
+    image: Type.Optional(
+      Type.String({ minLength: 1, maxLength: LIMITS.text, default: "debian-12-x64", description: "Image slug or id" }),
+    ),
+    vpcUUID: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: LIMITS.text,
+        description: "The cluster's VPC (default: the region's default VPC)",
+      }),
+    ),
     count: Type.Optional(Type.Integer({ minimum: 1, maximum: 10, default: 2, description: "Gateway droplets" })),
     reservedIPs: Type.Optional(
-      Type.Array(IPv4Address, { maxItems: 10, ...SET, description: "Existing reserved IPs, one per droplet (slot i gets reservedIPs[i]); they become the egress IPs" }),
+      Type.Array(IPv4Address, {
+        maxItems: 10,
+        ...SET,
+        description: "Existing reserved IPs, one per droplet (slot i gets reservedIPs[i]); they become the egress IPs",
+      }),
     ),
-    allocateReservedIPs: Type.Optional(Type.Boolean({ default: true, description: "Create reserved IPs for droplets without one (deleted with the gateway)" })),
-    nodeTag: Type.String({ minLength: 1, maxLength: LIMITS.text, description: "Tag carried by the cluster's node droplets; the gateway firewall admits only these" }),
+    allocateReservedIPs: Type.Optional(
+      Type.Boolean({
+        default: true,
+        description: "Create reserved IPs for droplets without one (deleted with the gateway)",
+      }),
+    ),
+    nodeTag: Type.String({
+      minLength: 1,
+      maxLength: LIMITS.text,
+      description: "Tag carried by the cluster's node droplets; the gateway firewall admits only these",
+    }),
   },
   {
     additionalProperties: false,
-    description: "The controller creates and owns the gateway droplets, their reserved IPs and a firewall. Instances are listed in status.",
+    description:
+      "The controller creates and owns the gateway droplets, their reserved IPs and a firewall. Instances are listed in status.",
   },
 );
 
@@ -64,17 +97,23 @@ export const HealthTiming = Type.Object(
  */
 export const GatewayGrant = Type.Object(
   {
-    namespaceSelector: { ...LabelSelector, description: "Namespaces granted (matched on their labels, e.g. kubernetes.io/metadata.name); {} grants every namespace" },
+    namespaceSelector: {
+      ...LabelSelector,
+      description:
+        "Namespaces granted (matched on their labels, e.g. kubernetes.io/metadata.name); {} grants every namespace",
+    },
     egressIPs: Type.Optional(
       Type.Array(IPv4AddressOrCidr, {
         maxItems: LIMITS.grantEgressIPs,
-        description: "Egress IPs (addresses or CIDRs) of this gateway those namespaces may claim; absent: all of the gateway's egress IPs",
+        description:
+          "Egress IPs (addresses or CIDRs) of this gateway those namespaces may claim; absent: all of the gateway's egress IPs",
       }),
     ),
     outrankClusterPolicies: Type.Optional(
       Type.Boolean({
         default: false,
-        description: "Whether those namespaces' EgressPolicies may take precedence over ClusterEgressPolicies (by priority); otherwise they always come after them",
+        description:
+          "Whether those namespaces' EgressPolicies may take precedence over ClusterEgressPolicies (by priority); otherwise they always come after them",
       }),
     ),
   },

@@ -1,10 +1,24 @@
 import { Type, type Static } from "@sinclair/typebox";
-import { Condition, IPv4Address, IPv4Cidr, LabelSelector, LIMITS, Name, SET, type CelRule, type KindDefinition, type Resource } from "./common.js";
+import {
+  Condition,
+  IPv4Address,
+  IPv4Cidr,
+  LabelSelector,
+  LIMITS,
+  Name,
+  SET,
+  type CelRule,
+  type KindDefinition,
+  type Resource,
+} from "./common.js";
 
 const policyFields = {
   podSelector: { ...LabelSelector, description: "Pods whose egress goes through the gateway; {} selects all" },
   destinationCIDRs: Type.Optional(
-    Type.Array(IPv4Cidr, { maxItems: LIMITS.cidrs, description: "Destinations diverted to the gateway (default: 0.0.0.0/0)" }),
+    Type.Array(IPv4Cidr, {
+      maxItems: LIMITS.cidrs,
+      description: "Destinations diverted to the gateway (default: 0.0.0.0/0)",
+    }),
   ),
   excludedCIDRs: Type.Optional(
     Type.Array(IPv4Cidr, {
@@ -44,19 +58,34 @@ export type EgressPolicySpec = Static<typeof EgressPolicySpec>;
 export const ClusterEgressPolicySpec = Type.Object(
   {
     ...policyFields,
-    podSelector: Type.Optional({ ...LabelSelector, description: "Pods whose egress goes through the gateway; {} selects all. Required unless nodeSelector is set" }),
-    namespaceSelector: Type.Optional({ ...LabelSelector, description: "Namespaces whose pods are considered. Required unless nodeSelector is set" }),
+    podSelector: Type.Optional({
+      ...LabelSelector,
+      description: "Pods whose egress goes through the gateway; {} selects all. Required unless nodeSelector is set",
+    }),
+    namespaceSelector: Type.Optional({
+      ...LabelSelector,
+      description: "Namespaces whose pods are considered. Required unless nodeSelector is set",
+    }),
     nodeSelector: Type.Optional({
       ...LabelSelector,
-      description: "Instead of pods: nodes whose own traffic (and their hostNetwork pods') goes through the gateway; {} selects all",
+      description:
+        "Instead of pods: nodes whose own traffic (and their hostNetwork pods') goes through the gateway; {} selects all",
     }),
   },
   {
     additionalProperties: false,
     // Pods (podSelector and namespaceSelector) or nodes (nodeSelector alone), never both.
     "x-kubernetes-validations": (["podSelector", "namespaceSelector"] as const).flatMap((f) => [
-      { rule: `has(self.nodeSelector) || has(self.${f})`, fieldPath: `.${f}`, message: "required field is missing (or set nodeSelector to select nodes instead)" },
-      { rule: `!has(self.nodeSelector) || !has(self.${f})`, fieldPath: `.${f}`, message: "must be absent when nodeSelector is set: a policy selects either pods or nodes" },
+      {
+        rule: `has(self.nodeSelector) || has(self.${f})`,
+        fieldPath: `.${f}`,
+        message: "required field is missing (or set nodeSelector to select nodes instead)",
+      },
+      {
+        rule: `!has(self.nodeSelector) || !has(self.${f})`,
+        fieldPath: `.${f}`,
+        message: "must be absent when nodeSelector is set: a policy selects either pods or nodes",
+      },
     ]) satisfies CelRule[],
   },
 );
@@ -64,12 +93,16 @@ export type ClusterEgressPolicySpec = Static<typeof ClusterEgressPolicySpec>;
 
 /** Rates over the last report interval (about a minute), from the gateways' kernel counters. */
 const PolicyTraffic = Type.Object({
-  bytesPerSecond: Type.Optional(Type.Integer({ description: "Every instance's, both directions (written by the controller)" })),
+  bytesPerSecond: Type.Optional(
+    Type.Integer({ description: "Every instance's, both directions (written by the controller)" }),
+  ),
   packetsPerSecond: Type.Optional(Type.Integer()),
   instances: Type.Optional(
     Type.Array(
       Type.Object({
-        instance: Type.String({ description: "<gateway>/<instance>; each gateway agent writes its own entry (server-side apply)" }),
+        instance: Type.String({
+          description: "<gateway>/<instance>; each gateway agent writes its own entry (server-side apply)",
+        }),
         bytesPerSecond: Type.Integer(),
         packetsPerSecond: Type.Integer(),
         at: Type.String({ description: "When the agent measured it (RFC 3339)" }),

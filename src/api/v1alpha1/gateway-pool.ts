@@ -12,7 +12,10 @@ export const GatewayPoolHost = Type.Object(
   },
   { additionalProperties: false },
 );
-export const GatewayPool = Type.Object({ hosts: Type.Array(GatewayPoolHost, { maxItems: 1024 }) }, { additionalProperties: false });
+export const GatewayPool = Type.Object(
+  { hosts: Type.Array(GatewayPoolHost, { maxItems: 1024 }) },
+  { additionalProperties: false },
+);
 export type GatewayPool = Static<typeof GatewayPool>;
 export type GatewayPoolHost = Static<typeof GatewayPoolHost>;
 

@@ -49,7 +49,9 @@ export function addKubernetesKeywords(ajv: Ajv): Ajv {
     compile(listType: string, parentSchema: Record<string, unknown>) {
       const keys = (parentSchema["x-kubernetes-list-map-keys"] as string[] | undefined) ?? [];
       const identity = (item: unknown): string =>
-        listType === "map" ? JSON.stringify(keys.map((k) => (item as Record<string, unknown> | null)?.[k])) : JSON.stringify(item);
+        listType === "map"
+          ? JSON.stringify(keys.map((k) => (item as Record<string, unknown> | null)?.[k]))
+          : JSON.stringify(item);
       const validate: DataValidateFunction = (data: unknown[]) => {
         if (listType !== "set" && listType !== "map") return true;
         const seen = new Set<string>();
@@ -57,7 +59,10 @@ export function addKubernetesKeywords(ajv: Ajv): Ajv {
         data.forEach((item, index) => {
           const id = identity(item);
           if (seen.has(id)) {
-            const what = listType === "map" ? keys.map((k) => `${k} ${JSON.stringify((item as Record<string, unknown>)[k])}`).join(", ") : `value ${JSON.stringify(item)}`;
+            const what =
+              listType === "map"
+                ? keys.map((k) => `${k} ${JSON.stringify((item as Record<string, unknown>)[k])}`).join(", ")
+                : `value ${JSON.stringify(item)}`;
             errors.push({ keyword: LIST_TYPE, params: { index }, message: `duplicate ${what}` });
           }
           seen.add(id);
@@ -73,7 +78,11 @@ export function addKubernetesKeywords(ajv: Ajv): Ajv {
     schemaType: "array",
     errors: true,
     compile(rules: CelRule[]) {
-      const compiled = rules.map((r) => ({ r, holds: parse(r.rule), message: r.messageExpression ? parse(r.messageExpression) : undefined }));
+      const compiled = rules.map((r) => ({
+        r,
+        holds: parse(r.rule),
+        message: r.messageExpression ? parse(r.messageExpression) : undefined,
+      }));
       const validate: DataValidateFunction = (data: unknown) => {
         const errors: Partial<ErrorObject>[] = [];
         for (const { r, holds, message } of compiled) {
@@ -107,7 +116,11 @@ export function describeErrors(errors: readonly ErrorObject[], root: string): Fi
   const seen = new Set<string>();
   const out: FieldError[] = [];
   for (const e of errors) {
-    let field = fieldPath(root, e.instancePath, e.keyword === "required" ? (e.params as { missingProperty: string }).missingProperty : undefined);
+    let field = fieldPath(
+      root,
+      e.instancePath,
+      e.keyword === "required" ? (e.params as { missingProperty: string }).missingProperty : undefined,
+    );
     if (e.keyword === LIST_TYPE) field += `[${(e.params as { index: number }).index}]`;
     if (e.keyword === CEL_RULES) field += (e.params as { fieldPath: string }).fieldPath;
     const message = explain(e);

@@ -1,11 +1,6 @@
 import createClient, { type Client } from "openapi-fetch";
 import { pino, type Logger } from "pino";
-import {
-  ActionErroredError,
-  ActionTimeoutError,
-  DigitalOceanApiError,
-  isNotFound,
-} from "./errors.js";
+import { ActionErroredError, ActionTimeoutError, DigitalOceanApiError, isNotFound } from "./errors.js";
 import type { paths } from "./generated/schema.js";
 import type { RetryPolicy } from "./retry.js";
 import { createRetryingFetch, LOG_REDACT_PATHS, realSleep, type FetchLike, type Sleep } from "./transport.js";
@@ -53,9 +48,7 @@ export interface DigitalOceanClientOptions {
 }
 
 /** Which endpoint an action is read from; the global one when only an id is known. */
-export type ActionRef =
-  | number
-  | { id: number; reservedIP?: string; dropletId?: number };
+export type ActionRef = number | { id: number; reservedIP?: string; dropletId?: number };
 
 export interface WaitOptions {
   intervalMs?: number;
@@ -124,7 +117,11 @@ export class DigitalOceanClient {
   // ------------------------------------------------------------------ actions
 
   async getAction(id: number): Promise<Action> {
-    const data = await this.data("GET", "/v2/actions/{action_id}", this.api.GET("/v2/actions/{action_id}", { params: { path: { action_id: id } } }));
+    const data = await this.data(
+      "GET",
+      "/v2/actions/{action_id}",
+      this.api.GET("/v2/actions/{action_id}", { params: { path: { action_id: id } } }),
+    );
     return required(data.action, "action");
   }
 
@@ -158,36 +155,56 @@ export class DigitalOceanClient {
   // ------------------------------------------------------------------ droplets
 
   listDroplets(filter: { tagName?: string; name?: string } = {}): Promise<Droplet[]> {
-    return this.listAll("GET /v2/droplets", (page, per_page) =>
-      this.data(
-        "GET",
-        "/v2/droplets",
-        this.api.GET("/v2/droplets", { params: { query: { page, per_page, tag_name: filter.tagName, name: filter.name } } }),
-      ).then((d) => ({ items: d.droplets, links: d.links, meta: d.meta })),
+    return this.listAll(
+      "GET /v2/droplets",
+      (page, per_page) =>
+        this.data(
+          "GET",
+          "/v2/droplets",
+          this.api.GET("/v2/droplets", {
+            params: { query: { page, per_page, tag_name: filter.tagName, name: filter.name } },
+          }),
+        ).then((d) => ({ items: d.droplets, links: d.links, meta: d.meta })),
       (d) => String(d.id),
     );
   }
 
   async createDroplet(body: DropletCreateRequest): Promise<{ droplet: Droplet; actionIds: number[] }> {
     // Defaulted properties may be left out (see DropletCreateRequest).
-    const data = await this.data("POST", "/v2/droplets", this.api.POST("/v2/droplets", { body: body as DropletSingleCreate }));
+    const data = await this.data(
+      "POST",
+      "/v2/droplets",
+      this.api.POST("/v2/droplets", { body: body as DropletSingleCreate }),
+    );
     if (!("droplet" in data) || !data.droplet) throw new Error("droplets_create answered without a droplet");
     return { droplet: data.droplet, actionIds: actionIds(data.links?.actions) };
   }
 
   async createDroplets(body: DropletMultiCreateRequest): Promise<{ droplets: Droplet[]; actionIds: number[] }> {
-    const data = await this.data("POST", "/v2/droplets", this.api.POST("/v2/droplets", { body: body as DropletMultiCreate }));
+    const data = await this.data(
+      "POST",
+      "/v2/droplets",
+      this.api.POST("/v2/droplets", { body: body as DropletMultiCreate }),
+    );
     if (!("droplets" in data) || !data.droplets) throw new Error("droplets_create answered without droplets");
     return { droplets: data.droplets, actionIds: actionIds(data.links?.actions) };
   }
 
   async deleteDropletsByTag(tagName: string): Promise<void> {
-    await this.noContent("DELETE", "/v2/droplets", this.api.DELETE("/v2/droplets", { params: { query: { tag_name: tagName } } }));
+    await this.noContent(
+      "DELETE",
+      "/v2/droplets",
+      this.api.DELETE("/v2/droplets", { params: { query: { tag_name: tagName } } }),
+    );
   }
 
   async getDroplet(id: number): Promise<Droplet | undefined> {
     const data = await this.optional(
-      this.data("GET", "/v2/droplets/{droplet_id}", this.api.GET("/v2/droplets/{droplet_id}", { params: { path: { droplet_id: id } } })),
+      this.data(
+        "GET",
+        "/v2/droplets/{droplet_id}",
+        this.api.GET("/v2/droplets/{droplet_id}", { params: { path: { droplet_id: id } } }),
+      ),
     );
     return data?.droplet;
   }
@@ -195,17 +212,25 @@ export class DigitalOceanClient {
   /** Deletes a droplet; false when it did not exist. */
   deleteDroplet(id: number): Promise<boolean> {
     return this.deleted(
-      this.noContent("DELETE", "/v2/droplets/{droplet_id}", this.api.DELETE("/v2/droplets/{droplet_id}", { params: { path: { droplet_id: id } } })),
+      this.noContent(
+        "DELETE",
+        "/v2/droplets/{droplet_id}",
+        this.api.DELETE("/v2/droplets/{droplet_id}", { params: { path: { droplet_id: id } } }),
+      ),
     );
   }
 
   listDropletActions(dropletId: number): Promise<Action[]> {
-    return this.listAll("GET /v2/droplets/{droplet_id}/actions", (page, per_page) =>
-      this.data(
-        "GET",
-        "/v2/droplets/{droplet_id}/actions",
-        this.api.GET("/v2/droplets/{droplet_id}/actions", { params: { path: { droplet_id: dropletId }, query: { page, per_page } } }),
-      ).then((d) => ({ items: d.actions, links: d.links, meta: d.meta })),
+    return this.listAll(
+      "GET /v2/droplets/{droplet_id}/actions",
+      (page, per_page) =>
+        this.data(
+          "GET",
+          "/v2/droplets/{droplet_id}/actions",
+          this.api.GET("/v2/droplets/{droplet_id}/actions", {
+            params: { path: { droplet_id: dropletId }, query: { page, per_page } },
+          }),
+        ).then((d) => ({ items: d.actions, links: d.links, meta: d.meta })),
       (a) => String(a.id),
     );
   }
@@ -232,7 +257,9 @@ export class DigitalOceanClient {
     const data = await this.data(
       "GET",
       "/v2/droplets/{droplet_id}/actions/{action_id}",
-      this.api.GET("/v2/droplets/{droplet_id}/actions/{action_id}", { params: { path: { droplet_id: dropletId, action_id: actionId } } }),
+      this.api.GET("/v2/droplets/{droplet_id}/actions/{action_id}", {
+        params: { path: { droplet_id: dropletId, action_id: actionId } },
+      }),
     );
     return required(data.action, "action");
   }
@@ -240,12 +267,18 @@ export class DigitalOceanClient {
   // ------------------------------------------------------------------ reserved IPs
 
   listReservedIPs(): Promise<ReservedIP[]> {
-    return this.listAll("GET /v2/reserved_ips", (page, per_page) =>
-      this.data("GET", "/v2/reserved_ips", this.api.GET("/v2/reserved_ips", { params: { query: { page, per_page } } })).then((d) => ({
-        items: d.reserved_ips,
-        links: d.links,
-        meta: d.meta,
-      })),
+    return this.listAll(
+      "GET /v2/reserved_ips",
+      (page, per_page) =>
+        this.data(
+          "GET",
+          "/v2/reserved_ips",
+          this.api.GET("/v2/reserved_ips", { params: { query: { page, per_page } } }),
+        ).then((d) => ({
+          items: d.reserved_ips,
+          links: d.links,
+          meta: d.meta,
+        })),
       (ip) => String(ip.ip),
     );
   }
@@ -258,24 +291,34 @@ export class DigitalOceanClient {
 
   async getReservedIP(ip: string): Promise<ReservedIP | undefined> {
     const data = await this.optional(
-      this.data("GET", "/v2/reserved_ips/{reserved_ip}", this.api.GET("/v2/reserved_ips/{reserved_ip}", { params: { path: { reserved_ip: ip } } })),
+      this.data(
+        "GET",
+        "/v2/reserved_ips/{reserved_ip}",
+        this.api.GET("/v2/reserved_ips/{reserved_ip}", { params: { path: { reserved_ip: ip } } }),
+      ),
     );
     return data?.reserved_ip;
   }
 
   deleteReservedIP(ip: string): Promise<boolean> {
     return this.deleted(
-      this.noContent("DELETE", "/v2/reserved_ips/{reserved_ip}", this.api.DELETE("/v2/reserved_ips/{reserved_ip}", { params: { path: { reserved_ip: ip } } })),
+      this.noContent(
+        "DELETE",
+        "/v2/reserved_ips/{reserved_ip}",
+        this.api.DELETE("/v2/reserved_ips/{reserved_ip}", { params: { path: { reserved_ip: ip } } }),
+      ),
     );
   }
 
   listReservedIPActions(ip: string): Promise<Action[]> {
-    return this.listAll("GET /v2/reserved_ips/{reserved_ip}/actions", () =>
-      this.data(
-        "GET",
-        "/v2/reserved_ips/{reserved_ip}/actions",
-        this.api.GET("/v2/reserved_ips/{reserved_ip}/actions", { params: { path: { reserved_ip: ip } } }),
-      ).then((d) => ({ items: d.actions, links: d.links, meta: d.meta })),
+    return this.listAll(
+      "GET /v2/reserved_ips/{reserved_ip}/actions",
+      () =>
+        this.data(
+          "GET",
+          "/v2/reserved_ips/{reserved_ip}/actions",
+          this.api.GET("/v2/reserved_ips/{reserved_ip}/actions", { params: { path: { reserved_ip: ip } } }),
+        ).then((d) => ({ items: d.actions, links: d.links, meta: d.meta })),
       (a) => String(a.id),
     );
   }
@@ -284,7 +327,10 @@ export class DigitalOceanClient {
     const data = await this.data(
       "POST",
       "/v2/reserved_ips/{reserved_ip}/actions",
-      this.api.POST("/v2/reserved_ips/{reserved_ip}/actions", { params: { path: { reserved_ip: ip } }, body: ipActionBody(body) }),
+      this.api.POST("/v2/reserved_ips/{reserved_ip}/actions", {
+        params: { path: { reserved_ip: ip } },
+        body: ipActionBody(body),
+      }),
     );
     return required(data.action, "action");
   }
@@ -293,7 +339,9 @@ export class DigitalOceanClient {
     const data = await this.data(
       "GET",
       "/v2/reserved_ips/{reserved_ip}/actions/{action_id}",
-      this.api.GET("/v2/reserved_ips/{reserved_ip}/actions/{action_id}", { params: { path: { reserved_ip: ip, action_id: actionId } } }),
+      this.api.GET("/v2/reserved_ips/{reserved_ip}/actions/{action_id}", {
+        params: { path: { reserved_ip: ip, action_id: actionId } },
+      }),
     );
     return required(data.action, "action");
   }
@@ -301,12 +349,18 @@ export class DigitalOceanClient {
   // ------------------------------------------------------------------ firewalls
 
   listFirewalls(): Promise<Firewall[]> {
-    return this.listAll("GET /v2/firewalls", (page, per_page) =>
-      this.data("GET", "/v2/firewalls", this.api.GET("/v2/firewalls", { params: { query: { page, per_page } } })).then((d) => ({
-        items: d.firewalls,
-        links: d.links,
-        meta: d.meta,
-      })),
+    return this.listAll(
+      "GET /v2/firewalls",
+      (page, per_page) =>
+        this.data(
+          "GET",
+          "/v2/firewalls",
+          this.api.GET("/v2/firewalls", { params: { query: { page, per_page } } }),
+        ).then((d) => ({
+          items: d.firewalls,
+          links: d.links,
+          meta: d.meta,
+        })),
       (fw) => String(fw.id),
     );
   }
@@ -318,7 +372,11 @@ export class DigitalOceanClient {
 
   async getFirewall(id: string): Promise<Firewall | undefined> {
     const data = await this.optional(
-      this.data("GET", "/v2/firewalls/{firewall_id}", this.api.GET("/v2/firewalls/{firewall_id}", { params: { path: { firewall_id: id } } })),
+      this.data(
+        "GET",
+        "/v2/firewalls/{firewall_id}",
+        this.api.GET("/v2/firewalls/{firewall_id}", { params: { path: { firewall_id: id } } }),
+      ),
     );
     return data?.firewall;
   }
@@ -335,7 +393,11 @@ export class DigitalOceanClient {
 
   deleteFirewall(id: string): Promise<boolean> {
     return this.deleted(
-      this.noContent("DELETE", "/v2/firewalls/{firewall_id}", this.api.DELETE("/v2/firewalls/{firewall_id}", { params: { path: { firewall_id: id } } })),
+      this.noContent(
+        "DELETE",
+        "/v2/firewalls/{firewall_id}",
+        this.api.DELETE("/v2/firewalls/{firewall_id}", { params: { path: { firewall_id: id } } }),
+      ),
     );
   }
 
@@ -343,7 +405,10 @@ export class DigitalOceanClient {
     await this.noContent(
       "POST",
       "/v2/firewalls/{firewall_id}/droplets",
-      this.api.POST("/v2/firewalls/{firewall_id}/droplets", { params: { path: { firewall_id: id } }, body: { droplet_ids: dropletIds } }),
+      this.api.POST("/v2/firewalls/{firewall_id}/droplets", {
+        params: { path: { firewall_id: id } },
+        body: { droplet_ids: dropletIds },
+      }),
     );
   }
 
@@ -351,7 +416,10 @@ export class DigitalOceanClient {
     await this.noContent(
       "DELETE",
       "/v2/firewalls/{firewall_id}/droplets",
-      this.api.DELETE("/v2/firewalls/{firewall_id}/droplets", { params: { path: { firewall_id: id } }, body: { droplet_ids: dropletIds } }),
+      this.api.DELETE("/v2/firewalls/{firewall_id}/droplets", {
+        params: { path: { firewall_id: id } },
+        body: { droplet_ids: dropletIds },
+      }),
     );
   }
 
@@ -374,12 +442,14 @@ export class DigitalOceanClient {
   // ------------------------------------------------------------------ tags
 
   listTags(): Promise<Tag[]> {
-    return this.listAll("GET /v2/tags", (page, per_page) =>
-      this.data("GET", "/v2/tags", this.api.GET("/v2/tags", { params: { query: { page, per_page } } })).then((d) => ({
-        items: d.tags,
-        links: d.links,
-        meta: d.meta,
-      })),
+    return this.listAll(
+      "GET /v2/tags",
+      (page, per_page) =>
+        this.data("GET", "/v2/tags", this.api.GET("/v2/tags", { params: { query: { page, per_page } } })).then((d) => ({
+          items: d.tags,
+          links: d.links,
+          meta: d.meta,
+        })),
       (t) => String(t.name),
     );
   }
@@ -407,7 +477,13 @@ export class DigitalOceanClient {
   }
 
   deleteTag(name: string): Promise<boolean> {
-    return this.deleted(this.noContent("DELETE", "/v2/tags/{tag_id}", this.api.DELETE("/v2/tags/{tag_id}", { params: { path: { tag_id: name } } })));
+    return this.deleted(
+      this.noContent(
+        "DELETE",
+        "/v2/tags/{tag_id}",
+        this.api.DELETE("/v2/tags/{tag_id}", { params: { path: { tag_id: name } } }),
+      ),
+    );
   }
 
   async tagResources(name: string, resources: TagResource["resources"]): Promise<void> {
@@ -429,18 +505,22 @@ export class DigitalOceanClient {
   // ------------------------------------------------------------------ VPCs
 
   listVpcs(): Promise<Vpc[]> {
-    return this.listAll("GET /v2/vpcs", (page, per_page) =>
-      this.data("GET", "/v2/vpcs", this.api.GET("/v2/vpcs", { params: { query: { page, per_page } } })).then((d) => ({
-        items: d.vpcs,
-        links: d.links,
-        meta: d.meta,
-      })),
+    return this.listAll(
+      "GET /v2/vpcs",
+      (page, per_page) =>
+        this.data("GET", "/v2/vpcs", this.api.GET("/v2/vpcs", { params: { query: { page, per_page } } })).then((d) => ({
+          items: d.vpcs,
+          links: d.links,
+          meta: d.meta,
+        })),
       (v) => String(v.id),
     );
   }
 
   async getVpc(id: string): Promise<Vpc | undefined> {
-    const data = await this.optional(this.data("GET", "/v2/vpcs/{vpc_id}", this.api.GET("/v2/vpcs/{vpc_id}", { params: { path: { vpc_id: id } } })));
+    const data = await this.optional(
+      this.data("GET", "/v2/vpcs/{vpc_id}", this.api.GET("/v2/vpcs/{vpc_id}", { params: { path: { vpc_id: id } } })),
+    );
     return data?.vpc;
   }
 
@@ -477,7 +557,8 @@ export class DigitalOceanClient {
   private async data<T>(method: string, path: string, call: Promise<Result<T>>): Promise<T> {
     const r = await call;
     if (!r.response.ok) throw apiError(method, path, r.response, r.error);
-    if (r.data === undefined) throw new Error(`DigitalOcean API ${method} ${path} answered ${r.response.status} without a body`);
+    if (r.data === undefined)
+      throw new Error(`DigitalOcean API ${method} ${path} answered ${r.response.status} without a body`);
     return r.data;
   }
 
@@ -510,7 +591,8 @@ function apiError(method: string, path: string, response: Response, body: unknow
   const b = body && typeof body === "object" ? (body as Record<string, unknown>) : {};
   const id = typeof b["id"] === "string" ? b["id"] : `http_${response.status}`;
   const message = typeof b["message"] === "string" ? b["message"] : response.statusText || "no message";
-  const requestId = typeof b["request_id"] === "string" ? b["request_id"] : (response.headers.get("x-request-id") ?? undefined);
+  const requestId =
+    typeof b["request_id"] === "string" ? b["request_id"] : (response.headers.get("x-request-id") ?? undefined);
   return new DigitalOceanApiError(response.status, id, message, requestId, method, path);
 }
 
@@ -544,4 +626,3 @@ function nextPage(pages: unknown): number | undefined {
     return undefined;
   }
 }
-

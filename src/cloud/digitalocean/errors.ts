@@ -86,7 +86,8 @@ export function isNotFound(err: unknown): boolean {
 function describe(err: unknown): string {
   if (err instanceof Error) {
     const cause = (err as { cause?: unknown }).cause;
-    const code = cause && typeof cause === "object" && "code" in cause ? ` (${String((cause as { code: unknown }).code)})` : "";
+    const code =
+      cause && typeof cause === "object" && "code" in cause ? ` (${String((cause as { code: unknown }).code)})` : "";
     return `${err.name}: ${err.message}${code}`;
   }
   return String(err);

@@ -34,7 +34,11 @@ describe("droplet metadata client", () => {
       [`${anchor}/netmask`, [200, "255.255.0.0"]],
       [`${anchor}/gateway`, [200, "10.20.0.1"]],
     ]);
-    expect(await readAnchorIPv4({ baseUrl: base })).toEqual({ address: "10.20.0.5", netmask: "255.255.0.0", gateway: "10.20.0.1" });
+    expect(await readAnchorIPv4({ baseUrl: base })).toEqual({
+      address: "10.20.0.5",
+      netmask: "255.255.0.0",
+      gateway: "10.20.0.1",
+    });
   });
 
   it("answers undefined for a droplet without anchor (404), and leaves out missing extras", async () => {
@@ -54,9 +58,13 @@ describe("droplet metadata client", () => {
 
   it("names the URL on a server error and on a timeout", async () => {
     routes = new Map([[`${anchor}/address`, [500, "oops"]]]);
-    await expect(readAnchorIPv4({ baseUrl: base })).rejects.toThrow(`GET ${base}/interfaces/public/0/anchor_ipv4/address answered 500`);
+    await expect(readAnchorIPv4({ baseUrl: base })).rejects.toThrow(
+      `GET ${base}/interfaces/public/0/anchor_ipv4/address answered 500`,
+    );
     routes = new Map([[`${anchor}/address`, [-1, ""]]]);
-    await expect(readAnchorIPv4({ baseUrl: base, timeoutMs: 100 })).rejects.toThrow(`GET ${base}/interfaces/public/0/anchor_ipv4/address failed`);
+    await expect(readAnchorIPv4({ baseUrl: base, timeoutMs: 100 })).rejects.toThrow(
+      `GET ${base}/interfaces/public/0/anchor_ipv4/address failed`,
+    );
   });
 
   it("reads the droplet id, and refuses anything else", async () => {

@@ -59,7 +59,10 @@ function ipv4(text: string | undefined, path: string, opts: MetadataOptions): st
   if (text === undefined || text === "") return undefined;
   if (!isIPv4(text)) {
     const url = `${(opts.baseUrl ?? METADATA_URL).replace(/\/+$/, "")}/${path}`;
-    throw new MetadataError(`metadata service: GET ${url} answered ${JSON.stringify(text.slice(0, 64))}, not an IPv4 address`, url);
+    throw new MetadataError(
+      `metadata service: GET ${url} answered ${JSON.stringify(text.slice(0, 64))}, not an IPv4 address`,
+      url,
+    );
   }
   return text;
 }
@@ -73,7 +76,9 @@ export async function readAnchorIPv4(opts: MetadataOptions = {}): Promise<Anchor
   const address = ipv4(await readText(`${base}/address`, opts), `${base}/address`, opts);
   if (address === undefined) return undefined;
   const [netmask, gateway] = await Promise.all(
-    (["netmask", "gateway"] as const).map(async (k) => ipv4(await readText(`${base}/${k}`, opts), `${base}/${k}`, opts)),
+    (["netmask", "gateway"] as const).map(async (k) =>
+      ipv4(await readText(`${base}/${k}`, opts), `${base}/${k}`, opts),
+    ),
   );
   return { address, ...(netmask ? { netmask } : {}), ...(gateway ? { gateway } : {}) };
 }
@@ -83,6 +88,10 @@ export async function readDropletId(opts: MetadataOptions = {}): Promise<string>
   const text = await readText("id", opts);
   const url = `${(opts.baseUrl ?? METADATA_URL).replace(/\/+$/, "")}/id`;
   if (text === undefined) throw new MetadataError(`metadata service: GET ${url} answered 404; is this a droplet?`, url);
-  if (!/^\d{1,19}$/.test(text)) throw new MetadataError(`metadata service: GET ${url} answered ${JSON.stringify(text.slice(0, 64))}, not a droplet id`, url);
+  if (!/^\d{1,19}$/.test(text))
+    throw new MetadataError(
+      `metadata service: GET ${url} answered ${JSON.stringify(text.slice(0, 64))}, not a droplet id`,
+      url,
+    );
   return text;
 }

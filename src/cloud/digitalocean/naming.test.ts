@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { escapeTagComponent, fleetNames, gatewayOfFleetTag, sanitizeResourceName, serviceFirewallName, unescapeTagComponent } from "./naming.js";
+import {
+  escapeTagComponent,
+  fleetNames,
+  gatewayOfFleetTag,
+  sanitizeResourceName,
+  serviceFirewallName,
+  unescapeTagComponent,
+} from "./naming.js";
 
 const TAG = /^[a-zA-Z0-9_\-:]+$/;
 const DROPLET_NAME = /^[a-zA-Z0-9]?[a-z0-9A-Z.-]*[a-z0-9A-Z]$/;
@@ -55,7 +62,14 @@ describe("naming", () => {
       expect(gatewayOfFleetTag("c2", fleetNames("c1", gw).fleetTag)).toBeUndefined();
     }
     const n = fleetNames("c1", "gw");
-    for (const other of [n.clusterTag, n.ipRecordTag(0, "203.0.113.9"), n.pendingTag(0, 1), "static-egress", `${n.fleetTag}_zz`, `${n.fleetTag}_2`]) {
+    for (const other of [
+      n.clusterTag,
+      n.ipRecordTag(0, "203.0.113.9"),
+      n.pendingTag(0, 1),
+      "static-egress",
+      `${n.fleetTag}_zz`,
+      `${n.fleetTag}_2`,
+    ]) {
       expect(gatewayOfFleetTag("c1", other)).toBeUndefined();
     }
     expect(unescapeTagComponent("a_2")).toBeUndefined();

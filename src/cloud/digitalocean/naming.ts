@@ -132,7 +132,9 @@ export function gatewayOfFleetTag(clusterId: string, tag: string): string | unde
   // DO compares tag names case-insensitively and may answer in another case than created.
   if (!tag.toLowerCase().startsWith(prefix)) return undefined;
   const gateway = unescapeTagComponent(tag.slice(prefix.length).toLowerCase());
-  return gateway !== undefined && fleetNames(clusterId, gateway).fleetTag === `${prefix}${escapeTagComponent(gateway)}` ? gateway : undefined;
+  return gateway !== undefined && fleetNames(clusterId, gateway).fleetTag === `${prefix}${escapeTagComponent(gateway)}`
+    ? gateway
+    : undefined;
 }
 
 /** Name of the firewall that opens a service's ports on the node holding its reserved IP. */

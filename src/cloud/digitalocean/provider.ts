@@ -14,18 +14,8 @@ import {
   type ServiceFirewallSpec,
 } from "../provider.js";
 import type { DigitalOceanClient } from "./client.js";
-import {
-  DigitalOceanApiError,
-  isTransientError,
-  ResourceWaitTimeoutError,
-} from "./errors.js";
-import {
-  fleetNames,
-  gatewayOfFleetTag,
-  MANAGED_TAG,
-  serviceFirewallName,
-  type FleetNames,
-} from "./naming.js";
+import { DigitalOceanApiError, isTransientError, ResourceWaitTimeoutError } from "./errors.js";
+import { fleetNames, gatewayOfFleetTag, MANAGED_TAG, serviceFirewallName, type FleetNames } from "./naming.js";
 import { realSleep, type Sleep } from "./transport.js";
 import type { Droplet, Firewall, FirewallWrite, InboundRule, OutboundRule, ReservedIP, Tag } from "./types.js";
 import type { Clock } from "../../util/clock.js";
@@ -163,7 +153,10 @@ export class DigitalOceanProvider implements CloudProvider {
     const d = (await this.fleetDroplets(names, false)).find((x) => String(x.id) === hostId);
     if (!d) return false;
     await this.client.deleteDroplet(d.id);
-    this.log.info({ cluster: clusterId, gateway: gatewayName, droplet: d.id, name: d.name }, "deleted gateway droplet for a rolling replacement");
+    this.log.info(
+      { cluster: clusterId, gateway: gatewayName, droplet: d.id, name: d.name },
+      "deleted gateway droplet for a rolling replacement",
+    );
     return true;
   }
 
@@ -219,7 +212,13 @@ export class DigitalOceanProvider implements CloudProvider {
   }
 
   /** Deletes surplus, dead and duplicate droplets; returns the keeper of each slot. */
-  private async pruneDroplets(names: FleetNames, count: number, fleet: Droplet[], ips: ReservedIP[], log: Logger): Promise<Map<number, Droplet>> {
+  private async pruneDroplets(
+    names: FleetNames,
+    count: number,
+    fleet: Droplet[],
+    ips: ReservedIP[],
+    log: Logger,
+  ): Promise<Map<number, Droplet>> {
     const holders = new Set(ips.map(holderOf).filter((x) => x !== undefined));
     const bySlot = new Map<number, Droplet[]>();
     const doomed: Array<{ d: Droplet; why: string }> = [];
@@ -331,7 +330,12 @@ export class DigitalOceanProvider implements CloudProvider {
     for (let slot = 0; slot < spec.count; slot++) {
       const d = bySlot.get(slot);
       if (!d || d.status !== "active") continue;
-      const want = slot < userIPs.length ? userIPs[slot] : spec.allocateReservedIPs ? (records.find((r) => r.slot === slot)?.ip ?? "allocate") : undefined;
+      const want =
+        slot < userIPs.length
+          ? userIPs[slot]
+          : spec.allocateReservedIPs
+            ? (records.find((r) => r.slot === slot)?.ip ?? "allocate")
+            : undefined;
       if (want === undefined) continue;
       const held = (await refresh()).find((ip) => holderOf(ip) === d.id);
       if (held?.ip === want) continue;
@@ -354,7 +358,13 @@ export class DigitalOceanProvider implements CloudProvider {
   }
 
   /** Allocation protocol, see the class comment. */
-  private async allocateIP(names: FleetNames, slot: number, d: Droplet, userIPs: string[], log: Logger): Promise<string> {
+  private async allocateIP(
+    names: FleetNames,
+    slot: number,
+    d: Droplet,
+    userIPs: string[],
+    log: Logger,
+  ): Promise<string> {
     const pending: PendingRecord = { slot, at: Math.floor(this.now() / 1000), tag: "" };
     pending.tag = names.pendingTag(slot, pending.at);
     await this.client.createTag(pending.tag);
@@ -371,14 +381,21 @@ export class DigitalOceanProvider implements CloudProvider {
         const recorded = new Set(recordsFrom(names, await this.client.listTags()).map((r) => r.ip));
         const found = await this.pendingIPOf([d.id], recorded, userIPs);
         if (found === undefined) {
-          log.warn({ droplet: d.id, attempt, err: errorText(err) }, "reserved IP create failed; none found, creating again");
+          log.warn(
+            { droplet: d.id, attempt, err: errorText(err) },
+            "reserved IP create failed; none found, creating again",
+          );
           continue;
         }
         ip = found;
       }
       await this.client.createTag(names.ipRecordTag(slot, ip));
       log.info({ ip, droplet: d.id, slot }, "allocated reserved IP");
-      if (actionId !== undefined) await this.client.waitForAction({ id: actionId, reservedIP: ip }, { intervalMs: this.pollMs, timeoutMs: this.actionTimeoutMs });
+      if (actionId !== undefined)
+        await this.client.waitForAction(
+          { id: actionId, reservedIP: ip },
+          { intervalMs: this.pollMs, timeoutMs: this.actionTimeoutMs },
+        );
       else await this.waitUnlocked(ip);
       await this.client.deleteTag(pending.tag);
       return ip;
@@ -419,8 +436,13 @@ export class DigitalOceanProvider implements CloudProvider {
    * taken: nothing tells it apart from someone else's (a user's IP whose assignment failed looks
    * exactly like ours whose assignment failed).
    */
-  private async pendingIPOf(dropletIds: number[], recorded: Set<string>, userIPs: string[]): Promise<string | undefined> {
-    const unattributed = (ip: ReservedIP): ip is ReservedIP & { ip: string } => !!ip.ip && !recorded.has(ip.ip) && !userIPs.includes(ip.ip);
+  private async pendingIPOf(
+    dropletIds: number[],
+    recorded: Set<string>,
+    userIPs: string[],
+  ): Promise<string | undefined> {
+    const unattributed = (ip: ReservedIP): ip is ReservedIP & { ip: string } =>
+      !!ip.ip && !recorded.has(ip.ip) && !userIPs.includes(ip.ip);
     const started = this.now();
     for (;;) {
       const ips = await this.client.listReservedIPs();
@@ -429,7 +451,8 @@ export class DigitalOceanProvider implements CloudProvider {
       const inFlight = ips.some((ip) => unattributed(ip) && ip.locked === true && holderOf(ip) === undefined);
       if (!inFlight) return undefined;
       const waited = this.now() - started;
-      if (waited >= this.actionTimeoutMs) throw new ResourceWaitTimeoutError("unassigned reserved IPs", "settled", waited);
+      if (waited >= this.actionTimeoutMs)
+        throw new ResourceWaitTimeoutError("unassigned reserved IPs", "settled", waited);
       await this.sleep(this.pollMs);
     }
   }
@@ -444,7 +467,10 @@ export class DigitalOceanProvider implements CloudProvider {
         try {
           if (holderOf(ip) !== undefined) {
             const a = await this.client.postReservedIPAction(r.ip, { type: "unassign" });
-            await this.client.waitForAction({ id: a.id ?? 0, reservedIP: r.ip }, { intervalMs: this.pollMs, timeoutMs: this.actionTimeoutMs });
+            await this.client.waitForAction(
+              { id: a.id ?? 0, reservedIP: r.ip },
+              { intervalMs: this.pollMs, timeoutMs: this.actionTimeoutMs },
+            );
             continue;
           }
           await this.client.deleteReservedIP(r.ip);
@@ -467,7 +493,10 @@ export class DigitalOceanProvider implements CloudProvider {
     const rip = await this.client.getReservedIP(ip);
     if (!rip || holderOf(rip) === undefined) return;
     const a = await this.client.postReservedIPAction(ip, { type: "unassign" });
-    await this.client.waitForAction({ id: a.id ?? 0, reservedIP: ip }, { intervalMs: this.pollMs, timeoutMs: this.actionTimeoutMs });
+    await this.client.waitForAction(
+      { id: a.id ?? 0, reservedIP: ip },
+      { intervalMs: this.pollMs, timeoutMs: this.actionTimeoutMs },
+    );
   }
 
   private async waitUnlocked(ip: string): Promise<ReservedIP | undefined> {
@@ -496,7 +525,10 @@ export class DigitalOceanProvider implements CloudProvider {
         try {
           const a = await this.client.postReservedIPAction(ip, { type: "assign", droplet_id: dropletId });
           const remaining = Math.max(1, this.actionTimeoutMs - (this.now() - started));
-          await this.client.waitForAction({ id: a.id ?? 0, reservedIP: ip }, { intervalMs: this.pollMs, timeoutMs: remaining });
+          await this.client.waitForAction(
+            { id: a.id ?? 0, reservedIP: ip },
+            { intervalMs: this.pollMs, timeoutMs: remaining },
+          );
           continue; // read back to confirm
         } catch (err) {
           if (err instanceof DigitalOceanApiError && err.status === 422) {
@@ -508,7 +540,8 @@ export class DigitalOceanProvider implements CloudProvider {
         }
       }
       const waited = this.now() - started;
-      if (waited >= this.actionTimeoutMs) throw new ResourceWaitTimeoutError(`reserved IP ${ip}`, `assigned to droplet ${dropletId}`, waited);
+      if (waited >= this.actionTimeoutMs)
+        throw new ResourceWaitTimeoutError(`reserved IP ${ip}`, `assigned to droplet ${dropletId}`, waited);
       await this.sleep(this.pollMs);
     }
   }
@@ -524,13 +557,16 @@ export class DigitalOceanProvider implements CloudProvider {
 
   async ensureServiceFirewall(spec: ServiceFirewallSpec): Promise<string> {
     if (spec.ports.length === 0) throw new GatewayFleetSpecError("ports", "at least one port rule is needed");
-    if (spec.hostIds.length > 10) throw new GatewayFleetSpecError("hostIds", "a DigitalOcean firewall takes at most 10 droplets by ID");
+    if (spec.hostIds.length > 10)
+      throw new GatewayFleetSpecError("hostIds", "a DigitalOcean firewall takes at most 10 droplets by ID");
     spec.ports.forEach((p, i) => validatePortRule(p, `ports[${i}]`));
     const sources = spec.sourceAddresses ?? ANYWHERE;
     const name = serviceFirewallName(spec.clusterId, spec.name);
     const body: FirewallWrite = {
       name,
-      inbound_rules: dedupe(spec.ports.map((p) => ({ protocol: p.protocol, ports: portsOf(p), sources: { addresses: [...sources] } }))),
+      inbound_rules: dedupe(
+        spec.ports.map((p) => ({ protocol: p.protocol, ports: portsOf(p), sources: { addresses: [...sources] } })),
+      ),
       outbound_rules: [],
       droplet_ids: [...new Set(spec.hostIds.map(parseHostId))],
       tags: [],
@@ -605,7 +641,13 @@ function pendingsFrom(names: FleetNames, tags: Tag[]): PendingRecord[] {
   return out.sort((a, b) => a.at - b.at || a.slot - b.slot);
 }
 
-function hostsOf(names: FleetNames, droplets: Droplet[], ips: ReservedIP[], count: number | undefined, spec?: GatewayFleetSpec): GatewayHost[] {
+function hostsOf(
+  names: FleetNames,
+  droplets: Droplet[],
+  ips: ReservedIP[],
+  count: number | undefined,
+  spec?: GatewayFleetSpec,
+): GatewayHost[] {
   const held = new Map<number, string>();
   for (const ip of ips) {
     const h = holderOf(ip);
@@ -616,7 +658,8 @@ function hostsOf(names: FleetNames, droplets: Droplet[], ips: ReservedIP[], coun
     const index = names.slotOf(d.name);
     if (index === undefined || (count !== undefined && index >= count)) continue;
     const host = toHost(d, index, held.get(d.id));
-    if (spec) host.outdated = d.size_slug !== spec.size || (String(d.image?.id) !== spec.image && d.image?.slug !== spec.image);
+    if (spec)
+      host.outdated = d.size_slug !== spec.size || (String(d.image?.id) !== spec.image && d.image?.slug !== spec.image);
     hosts.push(host);
   }
   return hosts.sort((a, b) => a.index - b.index || Number(a.id) - Number(b.id));
@@ -670,7 +713,8 @@ function normRules(rules: readonly RuleLike[] | null | undefined): string {
     const t: Record<string, unknown> = {};
     for (const key of ["addresses", "droplet_ids", "load_balancer_uids", "kubernetes_ids", "tags"]) {
       const v = target[key];
-      if (Array.isArray(v) && v.length > 0) t[key] = v.map((x) => (key === "tags" ? String(x).toLowerCase() : x)).sort();
+      if (Array.isArray(v) && v.length > 0)
+        t[key] = v.map((x) => (key === "tags" ? String(x).toLowerCase() : x)).sort();
     }
     const ports = r.protocol === "icmp" ? "0" : r.ports === "all" || r.ports === "1-65535" ? "0" : r.ports;
     return JSON.stringify([r.protocol, ports, t]);
@@ -679,8 +723,10 @@ function normRules(rules: readonly RuleLike[] | null | undefined): string {
 }
 
 function sameFirewall(fw: Firewall, want: FirewallWrite): boolean {
-  const tags = (xs: readonly string[] | null | undefined): string => JSON.stringify((xs ?? []).map((t) => t.toLowerCase()).sort());
-  const ids = (xs: readonly number[] | null | undefined): string => JSON.stringify([...(xs ?? [])].sort((a, b) => a - b));
+  const tags = (xs: readonly string[] | null | undefined): string =>
+    JSON.stringify((xs ?? []).map((t) => t.toLowerCase()).sort());
+  const ids = (xs: readonly number[] | null | undefined): string =>
+    JSON.stringify([...(xs ?? [])].sort((a, b) => a - b));
   return (
     fw.name === want.name &&
     normRules(fw.inbound_rules) === normRules(want.inbound_rules) &&
@@ -711,7 +757,8 @@ function toHost(d: Droplet, index: number, reservedIPv4: string | undefined): Ga
 }
 
 function parseHostId(hostId: string): number {
-  if (!/^[1-9]\d{0,15}$/.test(hostId)) throw new GatewayFleetSpecError("hostId", `${JSON.stringify(hostId)} is not a droplet id`);
+  if (!/^[1-9]\d{0,15}$/.test(hostId))
+    throw new GatewayFleetSpecError("hostId", `${JSON.stringify(hostId)} is not a droplet id`);
   return Number(hostId);
 }
 
@@ -725,14 +772,16 @@ function errorText(err: unknown): string {
 }
 
 function validatePortRule(p: PortRule, field: string): void {
-  if (!["tcp", "udp", "icmp"].includes(p.protocol)) throw new GatewayFleetSpecError(`${field}.protocol`, `unknown protocol ${JSON.stringify(p.protocol)}`);
+  if (!["tcp", "udp", "icmp"].includes(p.protocol))
+    throw new GatewayFleetSpecError(`${field}.protocol`, `unknown protocol ${JSON.stringify(p.protocol)}`);
   if (p.protocol === "icmp" || p.ports === undefined) return;
   const ports = p.ports.trim();
   if (ports === "all" || ports === "0") return;
   const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(ports);
   const lo = m ? Number(m[1]) : NaN;
   const hi = m?.[2] !== undefined ? Number(m[2]) : lo;
-  if (!m || lo < 1 || hi > 65535 || hi < lo) throw new GatewayFleetSpecError(`${field}.ports`, `invalid ports ${JSON.stringify(p.ports)}`);
+  if (!m || lo < 1 || hi > 65535 || hi < lo)
+    throw new GatewayFleetSpecError(`${field}.ports`, `invalid ports ${JSON.stringify(p.ports)}`);
 }
 
 export function validateFleetSpec(spec: GatewayFleetSpec): void {
@@ -744,17 +793,22 @@ export function validateFleetSpec(spec: GatewayFleetSpec): void {
   if (!Number.isInteger(spec.count) || spec.count < 0 || spec.count > MAX_COUNT) {
     throw new GatewayFleetSpecError("count", `must be an integer from 0 to ${MAX_COUNT}`);
   }
-  if (!TAG_NAME.test(spec.nodeTag)) throw new GatewayFleetSpecError("nodeTag", "tags may hold letters, digits, ':', '-' and '_' (at most 255)");
-  if (spec.vpcUuid !== undefined && !UUID.test(spec.vpcUuid)) throw new GatewayFleetSpecError("vpcUuid", "must be a UUID");
-  if (Buffer.byteLength(spec.userData) > MAX_USER_DATA) throw new GatewayFleetSpecError("userData", "must not exceed 64 KiB");
+  if (!TAG_NAME.test(spec.nodeTag))
+    throw new GatewayFleetSpecError("nodeTag", "tags may hold letters, digits, ':', '-' and '_' (at most 255)");
+  if (spec.vpcUuid !== undefined && !UUID.test(spec.vpcUuid))
+    throw new GatewayFleetSpecError("vpcUuid", "must be a UUID");
+  if (Buffer.byteLength(spec.userData) > MAX_USER_DATA)
+    throw new GatewayFleetSpecError("userData", "must not exceed 64 KiB");
   const ips = spec.reservedIPs ?? [];
   ips.forEach((ip, i) => {
-    if (!isIPv4(ip)) throw new GatewayFleetSpecError(`reservedIPs[${i}]`, `${JSON.stringify(ip)} is not an IPv4 address`);
+    if (!isIPv4(ip))
+      throw new GatewayFleetSpecError(`reservedIPs[${i}]`, `${JSON.stringify(ip)} is not an IPv4 address`);
   });
   if (new Set(ips).size !== ips.length) throw new GatewayFleetSpecError("reservedIPs", "must not repeat an address");
   spec.ports.forEach((p, i) => validatePortRule(p, `ports[${i}]`));
   (spec.sourceCIDRs ?? []).forEach((c, i) => {
     const [ip, bits] = c.split("/");
-    if (!ip || !isIPv4(ip) || !/^\d{1,2}$/.test(bits ?? "") || Number(bits) > 32) throw new GatewayFleetSpecError(`sourceCIDRs[${i}]`, `${JSON.stringify(c)} is not an IPv4 CIDR`);
+    if (!ip || !isIPv4(ip) || !/^\d{1,2}$/.test(bits ?? "") || Number(bits) > 32)
+      throw new GatewayFleetSpecError(`sourceCIDRs[${i}]`, `${JSON.stringify(c)} is not an IPv4 CIDR`);
   });
 }

@@ -103,7 +103,8 @@ export function decideRetry(
   nowMs: number,
   random: () => number,
 ): RetryDecision {
-  if (outcome.attempt >= policy.maxAttempts) return { retry: false, reason: `gave up after ${outcome.attempt} attempts` };
+  if (outcome.attempt >= policy.maxAttempts)
+    return { retry: false, reason: `gave up after ${outcome.attempt} attempts` };
   const backoff = backoffDelayMs(outcome.attempt, policy, random);
   if (outcome.status === 429) {
     const wait = outcome.headers ? serverRequestedWaitMs(outcome.headers, nowMs, true) : undefined;

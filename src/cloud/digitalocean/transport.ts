@@ -71,9 +71,22 @@ export function createRetryingFetch(opts: TransportOptions): FetchLike {
         response = await sendOnce(baseFetch, request.clone(), timeoutMs, request.signal);
       } catch (err) {
         if (!isNetworkError(err, request.signal)) throw err;
-        const decision = decideRetry({ method, pathname: url.pathname, attempt, networkError: true }, policy, now(), random);
+        const decision = decideRetry(
+          { method, pathname: url.pathname, attempt, networkError: true },
+          policy,
+          now(),
+          random,
+        );
         log.warn(
-          { method, path: target, attempt, error: errorText(err), retry: decision.retry, delayMs: decision.retry ? decision.delayMs : undefined, reason: decision.reason },
+          {
+            method,
+            path: target,
+            attempt,
+            error: errorText(err),
+            retry: decision.retry,
+            delayMs: decision.retry ? decision.delayMs : undefined,
+            reason: decision.reason,
+          },
           "DigitalOcean request failed without an answer",
         );
         if (!decision.retry) throw new DigitalOceanNetworkError(method, url.pathname, attempt, err);
@@ -82,7 +95,15 @@ export function createRetryingFetch(opts: TransportOptions): FetchLike {
       }
       const requestId = response.headers.get("x-request-id") ?? undefined;
       log.debug(
-        { method, path: target, status: response.status, attempt, durationMs: now() - started, requestId, headers: redactHeaders(request.headers) },
+        {
+          method,
+          path: target,
+          status: response.status,
+          attempt,
+          durationMs: now() - started,
+          requestId,
+          headers: redactHeaders(request.headers),
+        },
         "DigitalOcean request",
       );
       const exhausted = quotaExhaustedUntil(response.headers);
@@ -96,7 +117,16 @@ export function createRetryingFetch(opts: TransportOptions): FetchLike {
         random,
       );
       log.warn(
-        { method, path: target, attempt, status: response.status, requestId, retry: decision.retry, delayMs: decision.retry ? decision.delayMs : undefined, reason: decision.reason },
+        {
+          method,
+          path: target,
+          attempt,
+          status: response.status,
+          requestId,
+          retry: decision.retry,
+          delayMs: decision.retry ? decision.delayMs : undefined,
+          reason: decision.reason,
+        },
         "DigitalOcean request answered with a retryable status",
       );
       if (!decision.retry) return response;
@@ -106,7 +136,12 @@ export function createRetryingFetch(opts: TransportOptions): FetchLike {
   };
 }
 
-async function sendOnce(fetchImpl: FetchLike, request: Request, timeoutMs: number, outer: AbortSignal): Promise<Response> {
+async function sendOnce(
+  fetchImpl: FetchLike,
+  request: Request,
+  timeoutMs: number,
+  outer: AbortSignal,
+): Promise<Response> {
   const timeout = AbortSignal.timeout(timeoutMs);
   const signal = AbortSignal.any([outer, timeout]);
   return fetchImpl(new Request(request, { signal }));

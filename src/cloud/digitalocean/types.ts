@@ -7,7 +7,16 @@ import type { components, paths } from "./generated/schema.js";
  */
 
 type Api = Client<paths>;
-type Answer<P extends "/v2/actions/{action_id}" | "/v2/droplets/{droplet_id}" | "/v2/reserved_ips/{reserved_ip}" | "/v2/floating_ips/{floating_ip}" | "/v2/firewalls/{firewall_id}" | "/v2/tags/{tag_id}" | "/v2/vpcs/{vpc_id}"> = MethodResponse<Api, "get", P>;
+type Answer<
+  P extends
+    | "/v2/actions/{action_id}"
+    | "/v2/droplets/{droplet_id}"
+    | "/v2/reserved_ips/{reserved_ip}"
+    | "/v2/floating_ips/{floating_ip}"
+    | "/v2/firewalls/{firewall_id}"
+    | "/v2/tags/{tag_id}"
+    | "/v2/vpcs/{vpc_id}",
+> = MethodResponse<Api, "get", P>;
 
 export type Action = NonNullable<Answer<"/v2/actions/{action_id}">["action"]>;
 export type Droplet = NonNullable<Answer<"/v2/droplets/{droplet_id}">["droplet"]>;
@@ -27,14 +36,7 @@ export type DropletMultiCreate = components["schemas"]["droplet_multi_create"];
  * droplet_create, `private_networking` among them, which is deprecated and best left out.
  */
 type DropletCreateDefaulted =
-  | "ssh_keys"
-  | "backups"
-  | "ipv6"
-  | "monitoring"
-  | "tags"
-  | "private_networking"
-  | "volumes"
-  | "public_networking";
+  "ssh_keys" | "backups" | "ipv6" | "monitoring" | "tags" | "private_networking" | "volumes" | "public_networking";
 type WithDefaultsOptional<T> = Omit<T, DropletCreateDefaulted> & Partial<Pick<T, DropletCreateDefaulted & keyof T>>;
 export type DropletCreateRequest = WithDefaultsOptional<DropletSingleCreate>;
 export type DropletMultiCreateRequest = WithDefaultsOptional<DropletMultiCreate>;

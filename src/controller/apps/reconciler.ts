@@ -5,8 +5,21 @@ import type { Condition } from "../../api/v1alpha1/common.js";
 import { SpecValidator } from "../../api/v1alpha1/validate.js";
 import { statusOf, type KubeClient } from "../../kube/client.js";
 import type { AppChildKind, AppsClient, AppSource } from "../../kube/apps.js";
-import { APPLIED_ANNOTATION, namespaceOf, planApp, secretNameOf, type AppPlan, type AppPlanOptions } from "../../planner/apps.js";
-import { APP_POLICY_NAME, dedicatedIPs, gatewayNameOf, planDedicatedEgress, type GatewayPool } from "../../planner/app-egress.js";
+import {
+  APPLIED_ANNOTATION,
+  namespaceOf,
+  planApp,
+  secretNameOf,
+  type AppPlan,
+  type AppPlanOptions,
+} from "../../planner/apps.js";
+import {
+  APP_POLICY_NAME,
+  dedicatedIPs,
+  gatewayNameOf,
+  planDedicatedEgress,
+  type GatewayPool,
+} from "../../planner/app-egress.js";
 import type { Logger } from "../../util/log.js";
 import { KeyedJobs } from "../cloud/keyed-jobs.js";
 import { sameStatus } from "../controller.js";
@@ -32,9 +45,17 @@ export interface AppControllerOptions {
   now?: () => Date;
 }
 
-type Meta = { name?: string; namespace?: string; uid?: string; deletionTimestamp?: unknown; ownerReferences?: { uid?: string }[]; annotations?: Record<string, string> };
+type Meta = {
+  name?: string;
+  namespace?: string;
+  uid?: string;
+  deletionTimestamp?: unknown;
+  ownerReferences?: { uid?: string }[];
+  annotations?: Record<string, string>;
+};
 const meta = (o: KubernetesObject | undefined): Meta => (o?.metadata ?? {}) as Meta;
-const ownedBy = (o: KubernetesObject | undefined, uid: string | undefined) => uid !== undefined && (meta(o).ownerReferences ?? []).some((r) => r.uid === uid);
+const ownedBy = (o: KubernetesObject | undefined, uid: string | undefined) =>
+  uid !== undefined && (meta(o).ownerReferences ?? []).some((r) => r.uid === uid);
 
 /**
  * Reconciles each App by its name (a key-deduplicating queue: one run per App at a time; a change
@@ -102,7 +123,13 @@ export class AppController {
     const ms = this.opts.stepTimeoutMs ?? 30_000;
     let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([fn(), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`App/${name}: no answer from the API within ${ms} ms`)), ms)))]);
+      await Promise.race([
+        fn(),
+        new Promise<never>(
+          (_, reject) =>
+            (timer = setTimeout(() => reject(new Error(`App/${name}: no answer from the API within ${ms} ms`)), ms)),
+        ),
+      ]);
     } catch (e) {
       // Changed meanwhile (409): the informer brings the new state and schedules again.
       if (statusOf(e) === 409) return;
@@ -121,7 +148,11 @@ export class AppController {
     const finalizers = app.metadata.finalizers ?? [];
     if (app.metadata.deletionTimestamp) {
       if (finalizers.includes(FINALIZER) && (await this.cleanup(app))) {
-        await this.opts.apps.patchAppFinalizers(name, finalizers.filter((f) => f !== FINALIZER), app.metadata.resourceVersion);
+        await this.opts.apps.patchAppFinalizers(
+          name,
+          finalizers.filter((f) => f !== FINALIZER),
+          app.metadata.resourceVersion,
+        );
         this.opts.logger.info({ app: name }, "app's namespace is gone; released");
       }
       return;
@@ -149,10 +180,22 @@ export class AppController {
     const nsName = namespaceOf(name);
     const ns = source.get("Namespace", nsName);
     if (ns && !ownedBy(ns, app.metadata.uid)) {
-      return { kind: "conflict", message: meta(ns).deletionTimestamp ? `namespace ${nsName} is still being deleted` : `namespace ${nsName} exists and was not made for this app; static-egress does not take it over` };
+      return {
+        kind: "conflict",
+        message: meta(ns).deletionTimestamp
+          ? `namespace ${nsName} is still being deleted`
+          : `namespace ${nsName} exists and was not made for this app; static-egress does not take it over`,
+      };
     }
-    const live = (kind: "Deployment" | "Service" | "NetworkPolicy") => new Map(source.list(kind, name).filter((o) => meta(o).namespace === nsName && ownedBy(o, app.metadata.uid)).map((o) => [meta(o).name ?? "", o]));
-    const changed = (want: KubernetesObject, have: KubernetesObject | undefined) => meta(have).annotations?.[APPLIED_ANNOTATION] !== meta(want).annotations?.[APPLIED_ANNOTATION];
+    const live = (kind: "Deployment" | "Service" | "NetworkPolicy") =>
+      new Map(
+        source
+          .list(kind, name)
+          .filter((o) => meta(o).namespace === nsName && ownedBy(o, app.metadata.uid))
+          .map((o) => [meta(o).name ?? "", o]),
+      );
+    const changed = (want: KubernetesObject, have: KubernetesObject | undefined) =>
+      meta(have).annotations?.[APPLIED_ANNOTATION] !== meta(want).annotations?.[APPLIED_ANNOTATION];
 
     if (changed(plan.namespace, ns)) await apps.applyChild(plan.namespace);
     const deployments = live("Deployment");
@@ -172,11 +215,22 @@ export class AppController {
     const egress = await this.convergeEgress(copy, nsName, app.status?.dedicated_ips ?? []);
     for (const d of plan.deployments) if (changed(d, deployments.get(d.metadata?.name ?? ""))) await apps.applyChild(d);
     for (const s of plan.services) if (changed(s, services.get(s.metadata?.name ?? ""))) await apps.applyChild(s);
-    await this.removeStale(plan, nsName, { Deployment: deployments, Service: services, NetworkPolicy: policies }, rolling || repairDue);
+    await this.removeStale(
+      plan,
+      nsName,
+      { Deployment: deployments, Service: services, NetworkPolicy: policies },
+      rolling || repairDue,
+    );
     return {
       kind: "applied",
       namespace: nsName,
-      components: plan.components.map((c) => ({ name: c.name, kind: c.kind, deployment: source.list("Deployment", name).find((d) => meta(d).namespace === nsName && meta(d).name === c.name) })),
+      components: plan.components.map((c) => ({
+        name: c.name,
+        kind: c.kind,
+        deployment: source
+          .list("Deployment", name)
+          .find((d) => meta(d).namespace === nsName && meta(d).name === c.name),
+      })),
       egress,
     };
   }
@@ -185,29 +239,47 @@ export class AppController {
    * A DEDICATED_IP app's gateway and policy (src/planner/app-egress.ts), applied when they
    * differ; removed when the app no longer asks for them. Says what its dedicated IPs are.
    */
-  private async convergeEgress(app: App, ns: string, previous: NonNullable<AppStatus["dedicated_ips"]>): Promise<EgressFacts> {
+  private async convergeEgress(
+    app: App,
+    ns: string,
+    previous: NonNullable<AppStatus["dedicated_ips"]>,
+  ): Promise<EgressFacts> {
     const { apps, source } = this.opts;
     const name = app.metadata.name;
     const uid = app.metadata.uid;
-    const ownGateway = source.list("EgressGateway", name).find((g) => meta(g).name === gatewayNameOf(name) && ownedBy(g, uid));
-    const ownPolicy = source.list("EgressPolicy", name).find((p) => meta(p).namespace === ns && meta(p).name === APP_POLICY_NAME && ownedBy(p, uid));
+    const ownGateway = source
+      .list("EgressGateway", name)
+      .find((g) => meta(g).name === gatewayNameOf(name) && ownedBy(g, uid));
+    const ownPolicy = source
+      .list("EgressPolicy", name)
+      .find((p) => meta(p).namespace === ns && meta(p).name === APP_POLICY_NAME && ownedBy(p, uid));
     const plan = planDedicatedEgress(app, this.opts.gatewayPool, source.list("EgressGateway") as never);
     if (plan.kind === "none") {
       if (ownPolicy) await apps.deleteChild("EgressPolicy", ns, APP_POLICY_NAME);
       if (ownGateway) await apps.deleteChild("EgressGateway", "", gatewayNameOf(name));
       return { state: "none", dedicatedIPs: previous.map((d) => ({ ...d, status: "REMOVED" as const })) };
     }
-    if (plan.kind === "exhausted") return { state: this.opts.gatewayPool ? "exhausted" : "unconfigured", free: plan.free, dedicatedIPs: previous };
-    const changed = (want: KubernetesObject, have: KubernetesObject | undefined) => meta(have).annotations?.[APPLIED_ANNOTATION] !== meta(want).annotations?.[APPLIED_ANNOTATION];
+    if (plan.kind === "exhausted")
+      return { state: this.opts.gatewayPool ? "exhausted" : "unconfigured", free: plan.free, dedicatedIPs: previous };
+    const changed = (want: KubernetesObject, have: KubernetesObject | undefined) =>
+      meta(have).annotations?.[APPLIED_ANNOTATION] !== meta(want).annotations?.[APPLIED_ANNOTATION];
     if (changed(plan.gateway, ownGateway)) await apps.applyChild(plan.gateway);
     if (changed(plan.policy, ownPolicy)) await apps.applyChild(plan.policy);
-    const policyReady = ((ownPolicy as { status?: { conditions?: Condition[] } } | undefined)?.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
-    const gatewayStatus = (ownGateway as { status?: { instances?: { name: string; health?: string }[] } } | undefined)?.status;
+    const policyReady = (
+      (ownPolicy as { status?: { conditions?: Condition[] } } | undefined)?.status?.conditions ?? []
+    ).some((c) => c.type === "Ready" && c.status === "True");
+    const gatewayStatus = (ownGateway as { status?: { instances?: { name: string; health?: string }[] } } | undefined)
+      ?.status;
     return { state: "planned", dedicatedIPs: dedicatedIPs(plan.hosts, gatewayStatus, policyReady, previous) };
   }
 
   /** Deletes what the App no longer has: objects it made (owner and namespace checked) that are not planned. */
-  private async removeStale(plan: AppPlan, ns: string, live: Record<"Deployment" | "Service" | "NetworkPolicy", Map<string, KubernetesObject>>, secretsToo: boolean): Promise<void> {
+  private async removeStale(
+    plan: AppPlan,
+    ns: string,
+    live: Record<"Deployment" | "Service" | "NetworkPolicy", Map<string, KubernetesObject>>,
+    secretsToo: boolean,
+  ): Promise<void> {
     const wanted: Record<string, Set<string>> = {
       Deployment: new Set(plan.deployments.map((d) => d.metadata?.name ?? "")),
       Service: new Set(plan.services.map((s) => s.metadata?.name ?? "")),
@@ -224,14 +296,16 @@ export class AppController {
     if (!secretsToo) return;
     // A component that no longer has SECRET variables: its Secret goes (gone already is fine).
     const withSecret = new Set(plan.secrets.map((s) => s.metadata?.name ?? ""));
-    for (const c of plan.components) if (!withSecret.has(c.secret)) await this.opts.apps.deleteChild("Secret", ns, c.secret);
+    for (const c of plan.components)
+      if (!withSecret.has(c.secret)) await this.opts.apps.deleteChild("Secret", ns, c.secret);
   }
 
   /** Deletes the App's gateway and namespace (everything in it goes with it); true once both are gone. */
   private async cleanup(app: App): Promise<boolean> {
     const nsName = namespaceOf(app.metadata.name);
     const gateway = this.opts.source.list("EgressGateway", app.metadata.name).find((g) => ownedBy(g, app.metadata.uid));
-    if (gateway && !meta(gateway).deletionTimestamp) await this.opts.apps.deleteChild("EgressGateway", "", meta(gateway).name ?? "");
+    if (gateway && !meta(gateway).deletionTimestamp)
+      await this.opts.apps.deleteChild("EgressGateway", "", meta(gateway).name ?? "");
     const ns = this.opts.source.get("Namespace", nsName);
     if (!ns) return gateway === undefined;
     if (!ownedBy(ns, app.metadata.uid)) return true; // not ours: never deleted
@@ -253,7 +327,9 @@ export class AppController {
     for (const c of after) {
       const old = before.find((b) => b.type === c.type);
       if (old && old.status === c.status && old.reason === c.reason) continue;
-      const bad = (c.type === "Ready" && c.status === "False" && c.reason !== "Deploying") || (c.type === "Invalid" && c.status === "True");
+      const bad =
+        (c.type === "Ready" && c.status === "False" && c.reason !== "Deploying") ||
+        (c.type === "Invalid" && c.status === "True");
       if (!old && !bad && c.type !== "Ready") continue;
       await this.event(app, bad ? "Warning" : "Normal", c.reason, c.message || `${c.type} is ${c.status}`);
     }
@@ -262,7 +338,12 @@ export class AppController {
   private async event(app: App, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
     await this.opts.client
       .createObjectEvent({
-        involved: { apiVersion: app.apiVersion ?? "staticegress.io/v1alpha1", kind: "App", name: app.metadata.name, ...(app.metadata.uid ? { uid: app.metadata.uid } : {}) },
+        involved: {
+          apiVersion: app.apiVersion ?? "staticegress.io/v1alpha1",
+          kind: "App",
+          name: app.metadata.name,
+          ...(app.metadata.uid ? { uid: app.metadata.uid } : {}),
+        },
         type,
         reason,
         message,
@@ -271,4 +352,3 @@ export class AppController {
       .catch((e: unknown) => this.opts.logger.warn({ err: (e as Error).message }, "could not record an event"));
   }
 }
-

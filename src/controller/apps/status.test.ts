@@ -1,24 +1,52 @@
 import { describe, expect, it } from "vitest";
 import { appStatus, type EgressFacts } from "./status.js";
 
-const deployment = (replicas: number, available: number, observed = 2) => ({ metadata: { generation: 2 }, spec: { replicas }, status: { observedGeneration: observed, updatedReplicas: replicas, availableReplicas: available } });
+const deployment = (replicas: number, available: number, observed = 2) => ({
+  metadata: { generation: 2 },
+  spec: { replicas },
+  status: { observedGeneration: observed, updatedReplicas: replicas, availableReplicas: available },
+});
 const none = { state: "none" as const, dedicatedIPs: [] };
 
 describe("appStatus", () => {
   it("invalid: ERROR, Invalid names the first field, every problem in the message", () => {
-    const s = appStatus({ kind: "invalid", errors: [{ field: "spec.services[0].github", message: "builds from source" }, { field: "spec.vpc", message: "no" }] }, 4, undefined, "t1");
+    const s = appStatus(
+      {
+        kind: "invalid",
+        errors: [
+          { field: "spec.services[0].github", message: "builds from source" },
+          { field: "spec.vpc", message: "no" },
+        ],
+      },
+      4,
+      undefined,
+      "t1",
+    );
     expect(s.phase).toBe("ERROR");
     expect(s.observedGeneration).toBe(4);
-    expect(s.conditions?.find((c) => c.type === "Invalid")).toMatchObject({ status: "True", reason: "InvalidSpecServicesGithub", message: "spec.services[0].github: builds from source; spec.vpc: no" });
+    expect(s.conditions?.find((c) => c.type === "Invalid")).toMatchObject({
+      status: "True",
+      reason: "InvalidSpecServicesGithub",
+      message: "spec.services[0].github: builds from source; spec.vpc: no",
+    });
     expect(s.conditions?.find((c) => c.type === "Ready")).toMatchObject({ status: "False", reason: "Invalid" });
   });
 
   it("DEPLOYING until every Deployment has rolled out and is available, then ACTIVE", () => {
-    const facts = (available: number, observed?: number) => ({ kind: "applied" as const, namespace: "app-web", components: [{ name: "api", kind: "service" as const, deployment: deployment(2, available, observed) }], egress: none });
+    const facts = (available: number, observed?: number) => ({
+      kind: "applied" as const,
+      namespace: "app-web",
+      components: [{ name: "api", kind: "service" as const, deployment: deployment(2, available, observed) }],
+      egress: none,
+    });
     expect(appStatus(facts(1), 2, undefined, "t1").phase).toBe("DEPLOYING");
     expect(appStatus(facts(2, 1), 2, undefined, "t1").phase).toBe("DEPLOYING"); // the Deployment controller has not seen the new template
     const active = appStatus(facts(2), 2, undefined, "t1");
-    expect(active).toMatchObject({ phase: "ACTIVE", namespace: "app-web", components: [{ name: "api", kind: "service", replicas: 2, availableReplicas: 2 }] });
+    expect(active).toMatchObject({
+      phase: "ACTIVE",
+      namespace: "app-web",
+      components: [{ name: "api", kind: "service", replicas: 2, availableReplicas: 2 }],
+    });
     expect(active.conditions?.find((c) => c.type === "DedicatedEgress")).toBeUndefined();
   });
 
@@ -32,11 +60,32 @@ describe("appStatus", () => {
   });
 
   it("dedicated egress: Assigning, Assigned, PoolExhausted, NotAssigned", () => {
-    const app = (egress: EgressFacts) => appStatus({ kind: "applied", namespace: "app-web", components: [], egress }, 1, undefined, "t");
+    const app = (egress: EgressFacts) =>
+      appStatus({ kind: "applied", namespace: "app-web", components: [], egress }, 1, undefined, "t");
     const cond = (s: ReturnType<typeof appStatus>) => s.conditions?.find((c) => c.type === "DedicatedEgress");
-    expect(cond(app({ state: "planned", dedicatedIPs: [{ ip: "203.0.113.10", id: "a", status: "ASSIGNED" }, { ip: "203.0.113.20", id: "b", status: "ASSIGNING" }] }))).toMatchObject({ status: "False", reason: "Assigning", message: expect.stringContaining("203.0.113.20") });
-    const assigned = app({ state: "planned", dedicatedIPs: [{ ip: "203.0.113.10", id: "a", status: "ASSIGNED" }, { ip: "198.51.100.1", id: "old", status: "REMOVED" }] });
-    expect(cond(assigned)).toMatchObject({ status: "True", reason: "Assigned", message: "traffic leaves with 203.0.113.10" });
+    expect(
+      cond(
+        app({
+          state: "planned",
+          dedicatedIPs: [
+            { ip: "203.0.113.10", id: "a", status: "ASSIGNED" },
+            { ip: "203.0.113.20", id: "b", status: "ASSIGNING" },
+          ],
+        }),
+      ),
+    ).toMatchObject({ status: "False", reason: "Assigning", message: expect.stringContaining("203.0.113.20") });
+    const assigned = app({
+      state: "planned",
+      dedicatedIPs: [
+        { ip: "203.0.113.10", id: "a", status: "ASSIGNED" },
+        { ip: "198.51.100.1", id: "old", status: "REMOVED" },
+      ],
+    });
+    expect(cond(assigned)).toMatchObject({
+      status: "True",
+      reason: "Assigned",
+      message: "traffic leaves with 203.0.113.10",
+    });
     expect(assigned.dedicated_ips).toHaveLength(2);
     expect(cond(app({ state: "exhausted", free: 1, dedicatedIPs: [] }))).toMatchObject({ reason: "PoolExhausted" });
     expect(cond(app({ state: "unconfigured", free: 0, dedicatedIPs: [] }))).toMatchObject({ reason: "NotAssigned" });

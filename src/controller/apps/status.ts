@@ -6,25 +6,47 @@ import { reasonForField, withTransitions } from "../status.js";
 type Cond = Parameters<typeof withTransitions>[0][number];
 
 /** A DEDICATED_IP app's egress: none asked, no pool, too few free hosts, or its gateway planned. */
-export type EgressFacts = { state: "none" | "planned"; dedicatedIPs: DedicatedIP[] } | { state: "unconfigured" | "exhausted"; free: number; dedicatedIPs: DedicatedIP[] };
+export type EgressFacts =
+  | { state: "none" | "planned"; dedicatedIPs: DedicatedIP[] }
+  | { state: "unconfigured" | "exhausted"; free: number; dedicatedIPs: DedicatedIP[] };
 
 /** What the reconciler found; the status follows from it (pure). */
 export type AppFacts =
   | { kind: "invalid"; errors: FieldError[] }
   | { kind: "conflict"; message: string }
-  | { kind: "applied"; namespace: string; components: { name: string; kind: ComponentStatus["kind"]; deployment: KubernetesObject | undefined }[]; egress: EgressFacts };
+  | {
+      kind: "applied";
+      namespace: string;
+      components: { name: string; kind: ComponentStatus["kind"]; deployment: KubernetesObject | undefined }[];
+      egress: EgressFacts;
+    };
 
 function available(d: KubernetesObject | undefined): { replicas: number; availableReplicas: number; current: boolean } {
-  const o = d as { metadata?: { generation?: number }; spec?: { replicas?: number }; status?: { observedGeneration?: number; updatedReplicas?: number; availableReplicas?: number } } | undefined;
+  const o = d as
+    | {
+        metadata?: { generation?: number };
+        spec?: { replicas?: number };
+        status?: { observedGeneration?: number; updatedReplicas?: number; availableReplicas?: number };
+      }
+    | undefined;
   const replicas = o?.spec?.replicas ?? 0;
   const availableReplicas = o?.status?.availableReplicas ?? 0;
   // Rolled out: the Deployment controller has seen this template, and every instance is updated and available.
-  const current = o !== undefined && (o.status?.observedGeneration ?? -1) >= (o.metadata?.generation ?? 0) && (o.status?.updatedReplicas ?? 0) >= replicas && availableReplicas >= replicas;
+  const current =
+    o !== undefined &&
+    (o.status?.observedGeneration ?? -1) >= (o.metadata?.generation ?? 0) &&
+    (o.status?.updatedReplicas ?? 0) >= replicas &&
+    availableReplicas >= replicas;
   return { replicas, availableReplicas, current };
 }
 
 /** The App's status: DigitalOcean's phase and dedicated_ips, and our conditions. */
-export function appStatus(facts: AppFacts, generation: number | undefined, previous: AppStatus | undefined, now: string): AppStatus {
+export function appStatus(
+  facts: AppFacts,
+  generation: number | undefined,
+  previous: AppStatus | undefined,
+  now: string,
+): AppStatus {
   const gen = generation !== undefined ? { observedGeneration: generation } : {};
   const updatedAt = previous?.observedGeneration === generation && previous?.updated_at ? previous.updated_at : now;
   const conditions: Cond[] = [];
@@ -34,7 +56,13 @@ export function appStatus(facts: AppFacts, generation: number | undefined, previ
   if (facts.kind === "invalid") {
     const message = facts.errors.map((e) => `${e.field}: ${e.message}`).join("; ");
     conditions.push({ type: "Ready", status: "False", reason: "Invalid", message, ...gen });
-    conditions.push({ type: "Invalid", status: "True", reason: reasonForField(facts.errors[0]?.field ?? "spec"), message, ...gen });
+    conditions.push({
+      type: "Invalid",
+      status: "True",
+      reason: reasonForField(facts.errors[0]?.field ?? "spec"),
+      message,
+      ...gen,
+    });
     phase = "ERROR";
   } else if (facts.kind === "conflict") {
     conditions.push({ type: "Ready", status: "False", reason: "NamespaceConflict", message: facts.message, ...gen });
@@ -49,8 +77,20 @@ export function appStatus(facts: AppFacts, generation: number | undefined, previ
     const waiting = facts.components.filter((c) => !available(c.deployment).current).map((c) => c.name);
     conditions.push(
       waiting.length === 0
-        ? { type: "Ready", status: "True", reason: "Available", message: `${facts.components.length} components rolled out and available`, ...gen }
-        : { type: "Ready", status: "False", reason: "Deploying", message: `rolling out: ${waiting.join(", ")}`, ...gen },
+        ? {
+            type: "Ready",
+            status: "True",
+            reason: "Available",
+            message: `${facts.components.length} components rolled out and available`,
+            ...gen,
+          }
+        : {
+            type: "Ready",
+            status: "False",
+            reason: "Deploying",
+            message: `rolling out: ${waiting.join(", ")}`,
+            ...gen,
+          },
     );
     conditions.push({ type: "Invalid", status: "False", reason: "Valid", message: "", ...gen });
     phase = waiting.length === 0 ? "ACTIVE" : "DEPLOYING";
@@ -71,11 +111,33 @@ export function appStatus(facts: AppFacts, generation: number | undefined, previ
 /** Whether the app's dedicated IPs carry its traffic (docs/apps.md#dedicated-egress-the-design). */
 function dedicatedEgressCondition(e: EgressFacts): Omit<Cond, "observedGeneration"> {
   const leaves = "the app's traffic leaves with its node's IP";
-  if (e.state === "unconfigured") return { type: "DedicatedEgress", status: "False", reason: "NotAssigned", message: `egress.type DEDICATED_IP: no gateway pool is configured (--apps-gateway-pool); ${leaves}` };
-  if (e.state === "exhausted") return { type: "DedicatedEgress", status: "False", reason: "PoolExhausted", message: `the gateway pool has ${e.free} free hosts, 2 are needed; ${leaves}` };
+  if (e.state === "unconfigured")
+    return {
+      type: "DedicatedEgress",
+      status: "False",
+      reason: "NotAssigned",
+      message: `egress.type DEDICATED_IP: no gateway pool is configured (--apps-gateway-pool); ${leaves}`,
+    };
+  if (e.state === "exhausted")
+    return {
+      type: "DedicatedEgress",
+      status: "False",
+      reason: "PoolExhausted",
+      message: `the gateway pool has ${e.free} free hosts, 2 are needed; ${leaves}`,
+    };
   const current = e.dedicatedIPs.filter((d) => d.status !== "REMOVED");
   const waiting = current.filter((d) => d.status !== "ASSIGNED").map((d) => d.ip);
   return waiting.length === 0
-    ? { type: "DedicatedEgress", status: "True", reason: "Assigned", message: `traffic leaves with ${current.map((d) => d.ip).join(", ")}` }
-    : { type: "DedicatedEgress", status: "False", reason: "Assigning", message: `waiting for ${waiting.join(", ")} to carry the app's traffic (gateway instance up, pods programmed)` };
+    ? {
+        type: "DedicatedEgress",
+        status: "True",
+        reason: "Assigned",
+        message: `traffic leaves with ${current.map((d) => d.ip).join(", ")}`,
+      }
+    : {
+        type: "DedicatedEgress",
+        status: "False",
+        reason: "Assigning",
+        message: `waiting for ${waiting.join(", ")} to carry the app's traffic (gateway instance up, pods programmed)`,
+      };
 }

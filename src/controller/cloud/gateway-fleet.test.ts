@@ -11,7 +11,16 @@ const NOW = "2026-05-01T10:00:00.000Z";
 const EARLIER = "2026-05-01T09:00:00.000Z";
 
 function host(index: number, over: Partial<GatewayHost> = {}): GatewayHost {
-  return { id: String(100 + index), name: `se-gw-abc-${index}`, index, privateIPv4: `10.110.0.${10 + index}`, publicIPv4: `198.51.100.${10 + index}`, reservedIPv4: `203.0.113.${10 + index}`, status: "active", ...over };
+  return {
+    id: String(100 + index),
+    name: `se-gw-abc-${index}`,
+    index,
+    privateIPv4: `10.110.0.${10 + index}`,
+    publicIPv4: `198.51.100.${10 + index}`,
+    reservedIPv4: `203.0.113.${10 + index}`,
+    status: "active",
+    ...over,
+  };
 }
 
 const allocate = { userReservedIPs: [], allocate: true };
@@ -19,33 +28,98 @@ const allocate = { userReservedIPs: [], allocate: true };
 describe("status.instances from the fleet's hosts", () => {
   it("lists active hosts by slot with their reserved IP as egress IP; new ones wait for the core's judgement", () => {
     expect(instancesFromHosts([host(1), host(0)], undefined, NOW, allocate)).toEqual([
-      { name: "se-gw-abc-0", id: "100", address: "10.110.0.10", egressIPs: ["203.0.113.10"], health: UNJUDGED, since: NOW },
-      { name: "se-gw-abc-1", id: "101", address: "10.110.0.11", egressIPs: ["203.0.113.11"], health: UNJUDGED, since: NOW },
+      {
+        name: "se-gw-abc-0",
+        id: "100",
+        address: "10.110.0.10",
+        egressIPs: ["203.0.113.10"],
+        health: UNJUDGED,
+        since: NOW,
+      },
+      {
+        name: "se-gw-abc-1",
+        id: "101",
+        address: "10.110.0.11",
+        egressIPs: ["203.0.113.11"],
+        health: UNJUDGED,
+        since: NOW,
+      },
     ]);
   });
 
   it("keeps the health and since the core wrote for an unchanged host (no write ping-pong)", () => {
-    const previous: InstanceStatus[] = [{ name: "se-gw-abc-0", id: "100", address: "10.110.0.10", egressIPs: ["203.0.113.10"], health: "PartiallyDown", since: EARLIER }];
-    expect(instancesFromHosts([host(0)], previous, NOW, allocate)[0]).toMatchObject({ health: "PartiallyDown", since: EARLIER });
+    const previous: InstanceStatus[] = [
+      {
+        name: "se-gw-abc-0",
+        id: "100",
+        address: "10.110.0.10",
+        egressIPs: ["203.0.113.10"],
+        health: "PartiallyDown",
+        since: EARLIER,
+      },
+    ];
+    expect(instancesFromHosts([host(0)], previous, NOW, allocate)[0]).toMatchObject({
+      health: "PartiallyDown",
+      since: EARLIER,
+    });
   });
 
   it("a replaced droplet (same name, new id) starts over", () => {
-    const previous: InstanceStatus[] = [{ name: "se-gw-abc-0", id: "99", address: "10.110.0.9", egressIPs: ["203.0.113.10"], health: "Down", since: EARLIER }];
-    expect(instancesFromHosts([host(0)], previous, NOW, allocate)[0]).toMatchObject({ id: "100", health: UNJUDGED, since: NOW });
+    const previous: InstanceStatus[] = [
+      {
+        name: "se-gw-abc-0",
+        id: "99",
+        address: "10.110.0.9",
+        egressIPs: ["203.0.113.10"],
+        health: "Down",
+        since: EARLIER,
+      },
+    ];
+    expect(instancesFromHosts([host(0)], previous, NOW, allocate)[0]).toMatchObject({
+      id: "100",
+      health: UNJUDGED,
+      since: NOW,
+    });
   });
 
   it("a booting host is Provisioning, and keeps the slot's egress IP it is about to get", () => {
-    const previous: InstanceStatus[] = [{ name: "se-gw-abc-0", id: "99", address: "10.110.0.9", egressIPs: ["203.0.113.10"], health: "Up", since: EARLIER }];
+    const previous: InstanceStatus[] = [
+      {
+        name: "se-gw-abc-0",
+        id: "99",
+        address: "10.110.0.9",
+        egressIPs: ["203.0.113.10"],
+        health: "Up",
+        since: EARLIER,
+      },
+    ];
     const booting = host(0, { status: "new", reservedIPv4: undefined });
-    expect(instancesFromHosts([booting], previous, NOW, allocate)[0]).toEqual({ name: "se-gw-abc-0", id: "100", address: "10.110.0.10", egressIPs: ["203.0.113.10"], health: "Provisioning", since: NOW });
+    expect(instancesFromHosts([booting], previous, NOW, allocate)[0]).toEqual({
+      name: "se-gw-abc-0",
+      id: "100",
+      address: "10.110.0.10",
+      egressIPs: ["203.0.113.10"],
+      health: "Provisioning",
+      since: NOW,
+    });
     // Without history: the user's IP for that slot, or none yet for an allocated one.
-    expect(instancesFromHosts([booting], undefined, NOW, { userReservedIPs: ["203.0.113.77"], allocate: false })[0]?.egressIPs).toEqual(["203.0.113.77"]);
+    expect(
+      instancesFromHosts([booting], undefined, NOW, { userReservedIPs: ["203.0.113.77"], allocate: false })[0]
+        ?.egressIPs,
+    ).toEqual(["203.0.113.77"]);
     expect(instancesFromHosts([booting], undefined, NOW, allocate)[0]?.egressIPs).toEqual([]);
   });
 
   it("an active host still without its reserved IP is Provisioning too; without reserved IPs the public IPv4 is the egress IP", () => {
-    expect(instancesFromHosts([host(0, { reservedIPv4: undefined })], undefined, NOW, allocate)[0]?.health).toBe("Provisioning");
-    expect(instancesFromHosts([host(0, { reservedIPv4: undefined })], undefined, NOW, { userReservedIPs: [], allocate: false })[0]).toMatchObject({ egressIPs: ["198.51.100.10"], health: UNJUDGED });
+    expect(instancesFromHosts([host(0, { reservedIPv4: undefined })], undefined, NOW, allocate)[0]?.health).toBe(
+      "Provisioning",
+    );
+    expect(
+      instancesFromHosts([host(0, { reservedIPv4: undefined })], undefined, NOW, {
+        userReservedIPs: [],
+        allocate: false,
+      })[0],
+    ).toMatchObject({ egressIPs: ["198.51.100.10"], health: UNJUDGED });
   });
 });
 
@@ -53,33 +127,76 @@ describe("status.instances while a slot's host is gone", () => {
   const twoSlots = { ...allocate, count: 2 };
   it("keeps a vanished slot's entry as Provisioning, in its place, with its egress IPs", () => {
     const previous: InstanceStatus[] = [
-      { name: "se-gw-abc-0", id: "100", address: "10.110.0.10", egressIPs: ["203.0.113.10"], health: "Up", since: EARLIER },
-      { name: "se-gw-abc-1", id: "101", address: "10.110.0.11", egressIPs: ["203.0.113.11"], health: "Up", since: EARLIER },
+      {
+        name: "se-gw-abc-0",
+        id: "100",
+        address: "10.110.0.10",
+        egressIPs: ["203.0.113.10"],
+        health: "Up",
+        since: EARLIER,
+      },
+      {
+        name: "se-gw-abc-1",
+        id: "101",
+        address: "10.110.0.11",
+        egressIPs: ["203.0.113.11"],
+        health: "Up",
+        since: EARLIER,
+      },
     ];
-    const onlySlot1 = [host(1, { id: "101", name: "se-gw-abc-1", privateIPv4: "10.110.0.11", reservedIPv4: "203.0.113.11" })];
+    const onlySlot1 = [
+      host(1, { id: "101", name: "se-gw-abc-1", privateIPv4: "10.110.0.11", reservedIPv4: "203.0.113.11" }),
+    ];
     const out = instancesFromHosts(onlySlot1, previous, NOW, twoSlots);
-    expect(out.map((i) => [i.name, i.health])).toEqual([["se-gw-abc-0", "Provisioning"], ["se-gw-abc-1", "Up"]]);
+    expect(out.map((i) => [i.name, i.health])).toEqual([
+      ["se-gw-abc-0", "Provisioning"],
+      ["se-gw-abc-1", "Up"],
+    ]);
     expect(out[0]).toMatchObject({ id: "100", egressIPs: ["203.0.113.10"], since: NOW });
   });
 
   it("shows the host being replaced as Draining, keeping since; once it is not, it waits for the core's judgement again", () => {
     const draining = instancesFromHosts([host(0), host(1)], undefined, NOW, { ...allocate, draining: "se-gw-abc-1" });
     expect(draining.map((i) => i.health)).toEqual([UNJUDGED, "Draining"]);
-    const previous: InstanceStatus[] = [{ name: "se-gw-abc-1", id: "101", address: "10.110.0.11", egressIPs: ["203.0.113.11"], health: "Draining", since: EARLIER }];
-    expect(instancesFromHosts([host(1)], previous, NOW, { ...allocate, draining: "se-gw-abc-1" })[0]).toMatchObject({ health: "Draining", since: EARLIER });
+    const previous: InstanceStatus[] = [
+      {
+        name: "se-gw-abc-1",
+        id: "101",
+        address: "10.110.0.11",
+        egressIPs: ["203.0.113.11"],
+        health: "Draining",
+        since: EARLIER,
+      },
+    ];
+    expect(instancesFromHosts([host(1)], previous, NOW, { ...allocate, draining: "se-gw-abc-1" })[0]).toMatchObject({
+      health: "Draining",
+      since: EARLIER,
+    });
     expect(instancesFromHosts([host(1)], previous, NOW, allocate)[0]).toMatchObject({ health: UNJUDGED, since: NOW });
   });
 
   it("never lists more than count entries (a scale-down drops what no host backs)", () => {
-    const previous: InstanceStatus[] = [0, 1, 2].map((i) => ({ name: `se-gw-abc-${i}`, id: `10${i}`, address: "", egressIPs: [], health: "Up" }));
-    expect(instancesFromHosts([host(0, { id: "100", name: "se-gw-abc-0" })], previous, NOW, { ...allocate, count: 1 }).map((i) => i.name)).toEqual(["se-gw-abc-0"]);
+    const previous: InstanceStatus[] = [0, 1, 2].map((i) => ({
+      name: `se-gw-abc-${i}`,
+      id: `10${i}`,
+      address: "",
+      egressIPs: [],
+      health: "Up",
+    }));
+    expect(
+      instancesFromHosts([host(0, { id: "100", name: "se-gw-abc-0" })], previous, NOW, { ...allocate, count: 1 }).map(
+        (i) => i.name,
+      ),
+    ).toEqual(["se-gw-abc-0"]);
     expect(instancesFromHosts([], previous, NOW, { ...allocate, count: 0 })).toEqual([]);
   });
 });
 
 describe("user data", () => {
   it("fills ${GATEWAY}, turns ${INSTANCE} into the hostname, leaves other ${...} alone", () => {
-    expect(renderUserData("gw=${GATEWAY} i=${INSTANCE} home=${HOME}", "egress-a")).toBe("gw=egress-a i=$(hostname) home=${HOME}");
+    expect(renderUserData("gw=${GATEWAY} i=${INSTANCE} home=${HOME}", "egress-a")).toBe(
+      "gw=egress-a i=$(hostname) home=${HOME}",
+    );
     const rendered = renderUserData(DEFAULT_USER_DATA, "egress-a");
     expect(rendered.startsWith("#cloud-config\n")).toBe(true);
     expect(rendered).toContain("GATEWAY=egress-a");
@@ -198,7 +315,16 @@ describe("rolling replacement: when it starts", () => {
     const gateway = {
       metadata: { name: "gw", generation: 1, resourceVersion: "5", uid: "u1" },
       spec: { digitalocean: { region: "ams3", size: "s-1vcpu-1gb", count: 2, nodeTag: "k8s:c1" } },
-      status: { instances: statusIds.map((id, i) => ({ name: `se-gw-abc-${i}`, id, address: `10.110.0.${10 + i}`, egressIPs: [`203.0.113.${10 + i}`], health: "Up", since: EARLIER })) },
+      status: {
+        instances: statusIds.map((id, i) => ({
+          name: `se-gw-abc-${i}`,
+          id,
+          address: `10.110.0.${10 + i}`,
+          egressIPs: [`203.0.113.${10 + i}`],
+          health: "Up",
+          since: EARLIER,
+        })),
+      },
     };
     const ctx = {
       source: { raw: (kind: string) => (kind === "EgressGateway" ? [gateway] : []) },

@@ -1,6 +1,13 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { EgressGatewaySpec, EgressGatewayStatus } from "../../api/v1alpha1/egress-gateway.js";
-import { FORWARD_ALL_FROM_NODES, GatewayFleetSpecError, type CloudProvider, type GatewayFleetSpec, type GatewayHost, type PortRule } from "../../cloud/provider.js";
+import {
+  FORWARD_ALL_FROM_NODES,
+  GatewayFleetSpecError,
+  type CloudProvider,
+  type GatewayFleetSpec,
+  type GatewayHost,
+  type PortRule,
+} from "../../cloud/provider.js";
 import { silentLogger, type Logger } from "../../util/log.js";
 import type { ControllerPlugin, ReconcileContext } from "../controller.js";
 import { DRAINING, PROVISIONING, UNJUDGED } from "../status.js";
@@ -122,13 +129,17 @@ export class GatewayFleetPlugin implements ControllerPlugin {
       const rollDue = rolled !== undefined && this.now() >= rolled.until;
       if (specChanged || ((due || rollDue) && !this.jobs.isBusy(name))) this.jobs.schedule(name);
     }
-    for (const name of [...this.fleets.keys()]) if (!present.has(name) && !this.jobs.isBusy(name)) this.fleets.delete(name);
+    for (const name of [...this.fleets.keys()])
+      if (!present.has(name) && !this.jobs.isBusy(name)) this.fleets.delete(name);
     for (const name of [...this.released]) if (!present.has(name)) this.released.delete(name);
     const sweepInterval = this.opts.sweepIntervalMs ?? this.opts.minIntervalMs ?? 60_000;
-    if (!this.sweeping && (this.lastSweepAt === undefined || this.now() - this.lastSweepAt >= sweepInterval)) this.startSweep();
+    if (!this.sweeping && (this.lastSweepAt === undefined || this.now() - this.lastSweepAt >= sweepInterval))
+      this.startSweep();
     // Nothing in the cluster changes when a droplet dies: come back when the next convergence is due.
     const interval = this.opts.minIntervalMs ?? 60_000;
-    const due = [...this.fleets].filter(([name]) => !this.jobs.isBusy(name)).map(([, f]) => f.attemptAt + interval - this.now());
+    const due = [...this.fleets]
+      .filter(([name]) => !this.jobs.isBusy(name))
+      .map(([, f]) => f.attemptAt + interval - this.now());
     due.push((this.lastSweepAt ?? this.now()) + sweepInterval - this.now());
     ctx.requestPass?.(Math.max(250, Math.min(...due)));
   }
@@ -146,13 +157,18 @@ export class GatewayFleetPlugin implements ControllerPlugin {
           this.jobs.schedule(name);
         }
       })
-      .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, "could not list the cloud's gateway fleets"))
+      .catch((err: unknown) =>
+        this.log.warn({ err: (err as Error).message }, "could not list the cloud's gateway fleets"),
+      )
       .finally(() => {
         this.sweeping = false;
       });
   }
 
-  async releaseGateway(gateway: KubernetesObject & { metadata: { name: string } }, ctx: ReconcileContext): Promise<boolean> {
+  async releaseGateway(
+    gateway: KubernetesObject & { metadata: { name: string } },
+    ctx: ReconcileContext,
+  ): Promise<boolean> {
     this.ctx = ctx;
     if (!(gateway as GatewayObject).spec?.digitalocean) return true;
     const name = gateway.metadata.name;
@@ -177,7 +193,9 @@ export class GatewayFleetPlugin implements ControllerPlugin {
   }
 
   private current(name: string): GatewayObject | undefined {
-    return (this.ctx?.source.raw("EgressGateway") as GatewayObject[] | undefined)?.find((g) => g.metadata.name === name);
+    return (this.ctx?.source.raw("EgressGateway") as GatewayObject[] | undefined)?.find(
+      (g) => g.metadata.name === name,
+    );
   }
 
   private async work(name: string): Promise<void> {
@@ -191,7 +209,11 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     this.fleets.set(name, state);
     let spec: GatewayFleetSpec;
     try {
-      spec = this.fleetSpec(name, gw.spec.digitalocean, this.opts.sourceCIDRs ?? [...(this.ctx?.snapshot.network.podCIDRs ?? [])]);
+      spec = this.fleetSpec(
+        name,
+        gw.spec.digitalocean,
+        this.opts.sourceCIDRs ?? [...(this.ctx?.snapshot.network.podCIDRs ?? [])],
+      );
     } catch (err) {
       if (!(err instanceof GatewayFleetSpecError)) throw err;
       // A controller flag is missing: retrying cannot help; the next convergence tries again.
@@ -210,7 +232,9 @@ export class GatewayFleetPlugin implements ControllerPlugin {
           state.hosts = listed;
           this.ctx?.requestPass?.(0);
         })
-        .catch((err: unknown) => this.log.debug({ gateway: name, err: (err as Error).message }, "progress listing failed"));
+        .catch((err: unknown) =>
+          this.log.debug({ gateway: name, err: (err as Error).message }, "progress listing failed"),
+        );
     }, this.opts.progressAfterMs ?? 10_000);
     progress.unref();
     try {
@@ -244,7 +268,8 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     const name = gw.metadata.name;
     await this.opts.provider.deleteGatewayFleet(name, this.opts.clusterId);
     const left = await this.opts.provider.listGatewayHosts(name, this.opts.clusterId);
-    if (left.length > 0) throw new Error(`EgressGateway ${name}: ${left.length} droplets still listed after deleting the fleet`);
+    if (left.length > 0)
+      throw new Error(`EgressGateway ${name}: ${left.length} droplets still listed after deleting the fleet`);
     this.released.add(name);
     this.fleets.delete(name);
     this.log.info({ gateway: name }, "gateway fleet deleted");
@@ -286,7 +311,12 @@ export class GatewayFleetPlugin implements ControllerPlugin {
       }
       await this.opts.provider.deleteGatewayHost(name, this.opts.clusterId, current.id);
       this.rolling.delete(name);
-      await this.event(name, "Normal", "RollingReplacement", `Replacing instance ${current.host} (droplet ${current.id}) with one built from the current spec`);
+      await this.event(
+        name,
+        "Normal",
+        "RollingReplacement",
+        `Replacing instance ${current.host} (droplet ${current.id}) with one built from the current spec`,
+      );
       this.jobs.schedule(name); // build the slot again now, not at the next interval
       return;
     }
@@ -301,21 +331,41 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     const next = hosts.filter((h) => h.outdated).sort((a, b) => a.index - b.index)[0];
     if (!settled || !next) return;
     this.rolling.set(name, { host: next.name, id: next.id, until: this.now() + drainMs });
-    this.log.info({ gateway: name, instance: next.name, droplet: next.id, drainMs }, "draining an outdated droplet before replacing it");
-    await this.event(name, "Normal", "RollingReplacement", `Instance ${next.name} (droplet ${next.id}) was built from another size or image than the spec asks: draining it for ${Math.round(drainMs / 1000)} s, then replacing it`);
+    this.log.info(
+      { gateway: name, instance: next.name, droplet: next.id, drainMs },
+      "draining an outdated droplet before replacing it",
+    );
+    await this.event(
+      name,
+      "Normal",
+      "RollingReplacement",
+      `Instance ${next.name} (droplet ${next.id}) was built from another size or image than the spec asks: draining it for ${Math.round(drainMs / 1000)} s, then replacing it`,
+    );
     this.ctx?.requestPass?.(drainMs);
   }
 
   private async event(name: string, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
     const uid = this.current(name)?.metadata.uid;
-    if (this.ctx) await new EventRecorder(this.ctx.client, this.log).recordOurs("EgressGateway", name, uid ? { uid } : {}, type, reason, message);
+    if (this.ctx)
+      await new EventRecorder(this.ctx.client, this.log).recordOurs(
+        "EgressGateway",
+        name,
+        uid ? { uid } : {},
+        type,
+        reason,
+        message,
+      );
   }
 
   /** A fleet without a gateway that wants it: deleted once the API server (not a cache) agrees. */
   private async deleteOrphan(name: string): Promise<void> {
     const live = (await this.ctx?.client.readGateway(name)) as GatewayObject | undefined;
     // The cache lagged (the gateway's own job runs next), or a deletion finished meanwhile.
-    if (!this.ctx || live?.spec?.digitalocean || !(await this.opts.provider.listGatewayFleets(this.opts.clusterId)).includes(name)) {
+    if (
+      !this.ctx ||
+      live?.spec?.digitalocean ||
+      !(await this.opts.provider.listGatewayFleets(this.opts.clusterId)).includes(name)
+    ) {
       this.orphans.delete(name);
       return;
     }
@@ -324,7 +374,12 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     await this.opts.provider.deleteGatewayFleet(name, this.opts.clusterId);
     this.orphans.delete(name); // kept until done: a failed deletion is retried by the job
     this.fleets.delete(name);
-    await this.event(name, "Normal", "CloudFleetDeleted", `Deleted the DigitalOcean droplets, firewall and allocated reserved IPs of gateway ${name}: ${why}`);
+    await this.event(
+      name,
+      "Normal",
+      "CloudFleetDeleted",
+      `Deleted the DigitalOcean droplets, firewall and allocated reserved IPs of gateway ${name}: ${why}`,
+    );
   }
 
   private fleetSpec(name: string, d: DigitalOceanSpec, sourceCIDRs: string[]): GatewayFleetSpec {
@@ -364,7 +419,6 @@ export class GatewayFleetPlugin implements ControllerPlugin {
     this.reported.set(name, message);
     await this.event(name, "Warning", reason, message);
   }
-
 }
 
 /**
@@ -393,7 +447,11 @@ export function instancesFromHosts(
       const egressIPs = h.reservedIPv4
         ? [h.reservedIPv4]
         : waitingForIP
-          ? (old?.egressIPs.length ? [...old.egressIPs] : opts.userReservedIPs[h.index] ? [opts.userReservedIPs[h.index]!] : [])
+          ? old?.egressIPs.length
+            ? [...old.egressIPs]
+            : opts.userReservedIPs[h.index]
+              ? [opts.userReservedIPs[h.index]!]
+              : []
           : h.publicIPv4
             ? [h.publicIPv4]
             : [];
@@ -401,7 +459,8 @@ export function instancesFromHosts(
       if (h.status !== "active" || waitingForIP) {
         return { ...base, health: PROVISIONING, since: old?.health === PROVISIONING && old.since ? old.since : now };
       }
-      if (h.name === opts.draining) return { ...base, health: DRAINING, since: old?.health === DRAINING && old.since ? old.since : now };
+      if (h.name === opts.draining)
+        return { ...base, health: DRAINING, since: old?.health === DRAINING && old.since ? old.since : now };
       if (old && old.id === h.id && old.health !== PROVISIONING && old.health !== DRAINING && old.health !== "") {
         return { ...base, health: old.health, ...(old.since ? { since: old.since } : {}) };
       }
@@ -412,9 +471,14 @@ export function instancesFromHosts(
   const kept: { at: number; entry: InstanceStatus }[] = [];
   previous.forEach((old, position) => {
     if (names.has(old.name) || listed.length + kept.length >= opts.count!) return;
-    kept.push({ at: position, entry: { ...old, health: PROVISIONING, since: old.health === PROVISIONING && old.since ? old.since : now } });
+    kept.push({
+      at: position,
+      entry: { ...old, health: PROVISIONING, since: old.health === PROVISIONING && old.since ? old.since : now },
+    });
   });
   if (kept.length === 0) return listed;
   const slotOf = new Map(hosts.map((h) => [h.name, h.index]));
-  return [...listed.map((entry) => ({ at: slotOf.get(entry.name) ?? 0, entry })), ...kept].sort((a, b) => a.at - b.at).map((x) => x.entry);
+  return [...listed.map((entry) => ({ at: slotOf.get(entry.name) ?? 0, entry })), ...kept]
+    .sort((a, b) => a.at - b.at)
+    .map((x) => x.entry);
 }

@@ -64,7 +64,12 @@ export function digitalOceanPlugins(opts: DigitalOceanPluginsOptions): DigitalOc
     ...(opts.userDataValues ? { userDataValues: opts.userDataValues } : {}),
     logger,
   });
-  const follower = new ReservedIPFollower({ ...opts.follower, provider: followerProvider, clusterId: opts.clusterId, logger });
+  const follower = new ReservedIPFollower({
+    ...opts.follower,
+    provider: followerProvider,
+    clusterId: opts.clusterId,
+    logger,
+  });
   return {
     fleet,
     follower,

@@ -90,7 +90,10 @@ export class KeyedJobs {
       const n = (this.failures.get(key) ?? 0) + 1;
       this.failures.set(key, n);
       const delay = backoffMs(n, { baseMs: this.opts.retryBaseMs ?? 1_000, maxMs: this.opts.retryMaxMs ?? 60_000 });
-      this.opts.logger.warn({ key, err: err.message, failures: n, retryInMs: delay }, this.opts.failureMessage ?? "cloud work failed; retrying");
+      this.opts.logger.warn(
+        { key, err: err.message, failures: n, retryInMs: delay },
+        this.opts.failureMessage ?? "cloud work failed; retrying",
+      );
       this.opts.onError?.(key, err);
       if (this.stopped) return;
       // A schedule that came in meanwhile runs at once anyway; otherwise wait out the backoff.

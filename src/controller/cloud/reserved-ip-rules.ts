@@ -1,7 +1,12 @@
 import { isIPv4, isIPv6 } from "node:net";
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { PortRule } from "../../cloud/provider.js";
-import { HAIMGEL_FLOATING_IP_KEY, RESERVED_IP_GRANT_KEY, RESERVED_IP_KEY, RESERVED_IP_PORTS_KEY } from "../../api/keys.js";
+import {
+  HAIMGEL_FLOATING_IP_KEY,
+  RESERVED_IP_GRANT_KEY,
+  RESERVED_IP_KEY,
+  RESERVED_IP_PORTS_KEY,
+} from "../../api/keys.js";
 import type { AnyObjectMeta } from "../../api/v1alpha1/common.js";
 
 /**
@@ -25,7 +30,7 @@ import type { AnyObjectMeta } from "../../api/v1alpha1/common.js";
  * for nothing: it can neither attract the IP nor disturb the Services of the namespace that owns it.
  */
 
-export {  RESERVED_IP_GRANT_KEY,   };
+export { RESERVED_IP_GRANT_KEY };
 /** Label/annotation keys in the order they are read. */
 const RESERVED_IP_KEYS = [RESERVED_IP_KEY, HAIMGEL_FLOATING_IP_KEY] as const;
 
@@ -97,7 +102,10 @@ export function dropletIdOf(providerID: string | undefined): string | undefined 
  * The reserved IP a pod asks for: `{ ip }`, `{ error }` when it asks in a way that cannot be
  * followed, or undefined when it does not ask (no label).
  */
-export function requestedIP(labels: Record<string, string> | undefined, annotations: Record<string, string> | undefined): { ip: string; key: string } | { error: string } | undefined {
+export function requestedIP(
+  labels: Record<string, string> | undefined,
+  annotations: Record<string, string> | undefined,
+): { ip: string; key: string } | { error: string } | undefined {
   for (const key of RESERVED_IP_KEYS) {
     if (labels?.[key] === undefined) continue;
     const fromAnnotation = annotations?.[key];
@@ -113,7 +121,10 @@ export function requestedIP(labels: Record<string, string> | undefined, annotati
 /** Parses `tcp/443, udp/51820, tcp/8000-8100, icmp`; the error names the bad item. */
 export function parsePorts(text: string): PortRule[] | { error: string } {
   const out: PortRule[] = [];
-  for (const raw of text.split(",").map((x) => x.trim()).filter(Boolean)) {
+  for (const raw of text
+    .split(",")
+    .map((x) => x.trim())
+    .filter(Boolean)) {
     const [proto, ports, extra] = raw.toLowerCase().split("/");
     if (proto === "icmp" && ports === undefined) {
       out.push({ protocol: "icmp" });
@@ -123,7 +134,9 @@ export function parsePorts(text: string): PortRule[] | { error: string } {
     const lo = m ? Number(m[1]) : NaN;
     const hi = m?.[2] !== undefined ? Number(m[2]) : lo;
     if ((proto !== "tcp" && proto !== "udp") || extra !== undefined || !m || lo < 1 || hi > 65535 || hi < lo) {
-      return { error: `annotation ${RESERVED_IP_PORTS_KEY}: ${JSON.stringify(raw)} is not tcp/<port>, udp/<port>, <proto>/<from>-<to> or icmp` };
+      return {
+        error: `annotation ${RESERVED_IP_PORTS_KEY}: ${JSON.stringify(raw)} is not tcp/<port>, udp/<port>, <proto>/<from>-<to> or icmp`,
+      };
     }
     out.push({ protocol: proto, ports });
   }
@@ -136,14 +149,22 @@ const time = (t: string | Date | undefined): string => (t instanceof Date ? t.to
  * Reads the claims of all labelled pods, judged against the nodes. With `grants`, a pod whose
  * namespace was not granted the IP is a problem, not a claim.
  */
-export function readClaims(pods: readonly KubernetesObject[], nodes: readonly KubernetesObject[], grants?: NamespaceGrants): { claims: Claim[]; problems: ClaimProblem[] } {
+export function readClaims(
+  pods: readonly KubernetesObject[],
+  nodes: readonly KubernetesObject[],
+  grants?: NamespaceGrants,
+): { claims: Claim[]; problems: ClaimProblem[] } {
   const nodesByName = new Map<string, NodeLike>();
   for (const n of nodes as NodeLike[]) if (n.metadata?.name) nodesByName.set(n.metadata.name, n);
   const claims: Claim[] = [];
   const problems: ClaimProblem[] = [];
   for (const p of pods as PodLike[]) {
     const meta = p.metadata ?? {};
-    const pod: PodRef = { namespace: meta.namespace ?? "default", name: meta.name ?? "", ...(meta.uid ? { uid: meta.uid } : {}) };
+    const pod: PodRef = {
+      namespace: meta.namespace ?? "default",
+      name: meta.name ?? "",
+      ...(meta.uid ? { uid: meta.uid } : {}),
+    };
     const asked = requestedIP(meta.labels, meta.annotations);
     if (!asked) continue;
     if ("error" in asked) {
@@ -151,7 +172,11 @@ export function readClaims(pods: readonly KubernetesObject[], nodes: readonly Ku
       continue;
     }
     if (grants && !grants(pod.namespace, asked.ip)) {
-      problems.push({ pod, reason: "ReservedIPNotGranted", message: `namespace ${pod.namespace} may not use reserved IP ${asked.ip}: a cluster admin grants it with the annotation ${RESERVED_IP_GRANT_KEY} on the Namespace` });
+      problems.push({
+        pod,
+        reason: "ReservedIPNotGranted",
+        message: `namespace ${pod.namespace} may not use reserved IP ${asked.ip}: a cluster admin grants it with the annotation ${RESERVED_IP_GRANT_KEY} on the Namespace`,
+      });
       continue;
     }
     let ports: PortRule[] | undefined;
@@ -204,7 +229,11 @@ export function eligibleHosts(claims: readonly Claim[]): { host: string; pod: Po
   const out: { host: string; pod: PodRef }[] = [];
   const order = claims
     .filter((c): c is Claim & { hostId: string } => c.eligible && c.hostId !== undefined)
-    .sort((a, b) => a.readySince.localeCompare(b.readySince) || `${a.pod.namespace}/${a.pod.name}`.localeCompare(`${b.pod.namespace}/${b.pod.name}`));
+    .sort(
+      (a, b) =>
+        a.readySince.localeCompare(b.readySince) ||
+        `${a.pod.namespace}/${a.pod.name}`.localeCompare(`${b.pod.namespace}/${b.pod.name}`),
+    );
   for (const c of order) {
     if (seen.has(c.hostId)) continue;
     seen.add(c.hostId);
@@ -218,7 +247,10 @@ export function eligibleHosts(claims: readonly Claim[]): { host: string; pod: Po
  * undefined when unassigned; an IP missing from the map counts as unassigned). Kept holders are
  * settled first, so a move never targets a droplet that keeps another IP.
  */
-export function decideReservedIPs(claims: readonly Claim[], holders: ReadonlyMap<string, string | undefined>): Decision[] {
+export function decideReservedIPs(
+  claims: readonly Claim[],
+  holders: ReadonlyMap<string, string | undefined>,
+): Decision[] {
   const byIP = new Map<string, Claim[]>();
   for (const c of claims) byIP.set(c.ip, [...(byIP.get(c.ip) ?? []), c]);
   const ips = [...byIP.keys()].sort();
@@ -227,20 +259,27 @@ export function decideReservedIPs(claims: readonly Claim[], holders: ReadonlyMap
   for (const h of holders.values()) if (h !== undefined) taken.add(h);
   for (const ip of ips) {
     const holder = holders.get(ip);
-    if (holder !== undefined && eligibleHosts(byIP.get(ip)!).some((e) => e.host === holder)) decisions.set(ip, { ip, kind: "keep", host: holder });
+    if (holder !== undefined && eligibleHosts(byIP.get(ip)!).some((e) => e.host === holder))
+      decisions.set(ip, { ip, kind: "keep", host: holder });
   }
   for (const ip of ips) {
     if (decisions.has(ip)) continue;
     const candidates = eligibleHosts(byIP.get(ip)!);
     const holder = holders.get(ip);
     if (candidates.length === 0) {
-      const why = [...new Set(byIP.get(ip)!.map((c) => `${c.pod.namespace}/${c.pod.name}: ${c.reason ?? "not eligible"}`))].join("; ");
+      const why = [
+        ...new Set(byIP.get(ip)!.map((c) => `${c.pod.namespace}/${c.pod.name}: ${c.reason ?? "not eligible"}`)),
+      ].join("; ");
       decisions.set(ip, { ip, kind: "hold", reason: `no Running and Ready pod on a usable node (${why})` });
       continue;
     }
     const pick = candidates.find((c) => !taken.has(c.host));
     if (!pick) {
-      decisions.set(ip, { ip, kind: "blocked", reason: `every node with a Ready pod for it (droplets ${candidates.map((c) => c.host).join(", ")}) already holds another reserved IP; a droplet holds one` });
+      decisions.set(ip, {
+        ip,
+        kind: "blocked",
+        reason: `every node with a Ready pod for it (droplets ${candidates.map((c) => c.host).join(", ")}) already holds another reserved IP; a droplet holds one`,
+      });
       continue;
     }
     taken.add(pick.host);

@@ -27,12 +27,20 @@ class FakeProvider {
 
 const pod = (name: string, node: string, ready: boolean): KubernetesObject => claimingPod(name, node, ready, IP);
 
-const nodes = [1, 2].map((i) => ({ metadata: { name: `n${i}` }, spec: { providerID: `digitalocean://10${i}` } }) as KubernetesObject);
+const nodes = [1, 2].map(
+  (i) => ({ metadata: { name: `n${i}` }, spec: { providerID: `digitalocean://10${i}` } }) as KubernetesObject,
+);
 
 function setup() {
   let t = 1_000_000;
   const provider = new FakeProvider();
-  const follower = new ReservedIPFollower({ provider: provider as unknown as CloudProvider, now: () => t, holderTtlMs: 60_000, events: false, requireNamespaceGrant: false });
+  const follower = new ReservedIPFollower({
+    provider: provider as unknown as CloudProvider,
+    now: () => t,
+    holderTtlMs: 60_000,
+    events: false,
+    requireNamespaceGrant: false,
+  });
   let pods: KubernetesObject[] = [];
   const ctx = {
     source: { raw: (kind: string) => (kind === "Pod" ? pods : kind === "Node" ? nodes : []) },

@@ -3,8 +3,24 @@ import { statusOf } from "../../kube/client.js";
 import { silentLogger, type Logger } from "../../util/log.js";
 import type { ControllerPlugin, ReconcileContext } from "../controller.js";
 import { KeyedJobs } from "./keyed-jobs.js";
-import { decideReservedIPs, eligibleHosts, namespaceGrants, portsOfIP, readClaims, type Claim, type Decision, type PodRef } from "./reserved-ip-rules.js";
-import { decideServiceExternalIPs, MANAGED_EXTERNAL_IPS_KEY, nodeAnchors, type ServiceDecision, type ServiceProblem, type ServiceRef } from "./service-external-ips.js";
+import {
+  decideReservedIPs,
+  eligibleHosts,
+  namespaceGrants,
+  portsOfIP,
+  readClaims,
+  type Claim,
+  type Decision,
+  type PodRef,
+} from "./reserved-ip-rules.js";
+import {
+  decideServiceExternalIPs,
+  MANAGED_EXTERNAL_IPS_KEY,
+  nodeAnchors,
+  type ServiceDecision,
+  type ServiceProblem,
+  type ServiceRef,
+} from "./service-external-ips.js";
 import type { Clock } from "../../util/clock.js";
 import { EventRecorder } from "../../kube/events.js";
 
@@ -116,7 +132,11 @@ export class ReservedIPFollower implements ControllerPlugin {
     const gatewayIPs = gatewayEgressIPs(ctx);
     this.claims = claims.filter((c) => {
       const gw = gatewayIPs.get(c.ip);
-      if (gw) problems.push({ pod: c.pod, message: `${c.ip} is an egress IP of EgressGateway ${gw}; it is not moved to pods` });
+      if (gw)
+        problems.push({
+          pod: c.pod,
+          message: `${c.ip} is an egress IP of EgressGateway ${gw}; it is not moved to pods`,
+        });
       return !gw;
     });
     this.byIP = new Map();
@@ -137,7 +157,8 @@ export class ReservedIPFollower implements ControllerPlugin {
         ((st.holder !== undefined && hosts.includes(st.holder)) || st.decidedFor === sig) &&
         this.firewallWanted(st.holder, ipClaims) === (this.firewalls.get(ip) ?? "");
       if (settled && !this.jobs.isBusy(ip)) continue;
-      if (this.jobs.isRunning(ip)) this.jobs.schedule(ip); // once more afterwards, with these pods
+      if (this.jobs.isRunning(ip))
+        this.jobs.schedule(ip); // once more afterwards, with these pods
       else if (!this.jobs.isBusy(ip)) this.jobs.schedule(ip);
       else if (st?.failedSig !== sig) this.jobs.schedule(ip); // retry pending, but the pods changed: now
     }
@@ -189,8 +210,17 @@ export class ReservedIPFollower implements ControllerPlugin {
       let d: ServiceDecision | undefined = first;
       for (let attempt = 1; d?.patch; attempt++) {
         try {
-          await ctx.client.patchServiceExternalIPs(d.service.namespace, d.service.name, d.patch.externalIPs, { [MANAGED_KEY]: d.patch.managed }, d.resourceVersion);
-          this.log.info({ service: serviceKey(d.service), ip: d.ip, externalIPs: d.patch.externalIPs }, "service externalIPs follow the reserved IP");
+          await ctx.client.patchServiceExternalIPs(
+            d.service.namespace,
+            d.service.name,
+            d.patch.externalIPs,
+            { [MANAGED_KEY]: d.patch.managed },
+            d.resourceVersion,
+          );
+          this.log.info(
+            { service: serviceKey(d.service), ip: d.ip, externalIPs: d.patch.externalIPs },
+            "service externalIPs follow the reserved IP",
+          );
           break;
         } catch (err) {
           const code = statusOf(err);
@@ -200,7 +230,10 @@ export class ReservedIPFollower implements ControllerPlugin {
             continue;
           }
           if (code === 404 || code === 409) break;
-          this.log.warn({ service: serviceKey(d.service), err: (err as Error).message }, "could not patch the Service's externalIPs");
+          this.log.warn(
+            { service: serviceKey(d.service), err: (err as Error).message },
+            "could not patch the Service's externalIPs",
+          );
           failure ??= err;
           break;
         }
@@ -217,7 +250,18 @@ export class ReservedIPFollower implements ControllerPlugin {
       if (before.has(`${reason}: ${message}`)) continue;
       this.log.warn({ service: key, reason }, message);
       if (this.opts.events === false || !this.ctx) continue;
-      void new EventRecorder(this.ctx.client, this.log).record({ apiVersion: "v1", kind: "Service", name: svc.name, namespace: svc.namespace, ...(svc.uid ? { uid: svc.uid } : {}) }, "Warning", reason, message);
+      void new EventRecorder(this.ctx.client, this.log).record(
+        {
+          apiVersion: "v1",
+          kind: "Service",
+          name: svc.name,
+          namespace: svc.namespace,
+          ...(svc.uid ? { uid: svc.uid } : {}),
+        },
+        "Warning",
+        reason,
+        message,
+      );
     }
   }
 
@@ -226,7 +270,10 @@ export class ReservedIPFollower implements ControllerPlugin {
     try {
       await this.syncServices(ip);
     } catch (err) {
-      this.log.warn({ ip, err: (err as Error).message }, "could not update the Services of a moving reserved IP; the next pass retries");
+      this.log.warn(
+        { ip, err: (err as Error).message },
+        "could not update the Services of a moving reserved IP; the next pass retries",
+      );
     }
   }
 
@@ -254,7 +301,9 @@ export class ReservedIPFollower implements ControllerPlugin {
       await this.syncFirewall(ip, undefined, []);
       return;
     }
-    const sig = eligibleHosts(claims).map((e) => e.host).join(",");
+    const sig = eligibleHosts(claims)
+      .map((e) => e.host)
+      .join(",");
     try {
       await this.follow(ip, sig);
     } catch (err) {
@@ -273,7 +322,12 @@ export class ReservedIPFollower implements ControllerPlugin {
     } catch (err) {
       if (!(err instanceof ReservedIPNotFoundError)) throw err;
       this.park(ip, undefined, sig, this.opts.parkMs ?? 60_000);
-      this.reportIP(ip, "Warning", "ReservedIPNotFound", `reserved IP ${ip} does not exist in the DigitalOcean account`);
+      this.reportIP(
+        ip,
+        "Warning",
+        "ReservedIPNotFound",
+        `reserved IP ${ip} does not exist in the DigitalOcean account`,
+      );
       return;
     }
     const decidedAt = this.now();
@@ -283,7 +337,8 @@ export class ReservedIPFollower implements ControllerPlugin {
     const decision = decideReservedIPs(this.claims, holders).find((d): d is Decision => d.ip === ip);
     const claims = this.byIP.get(ip) ?? [];
     if (!decision || decision.kind === "keep" || decision.kind === "hold") {
-      if (decision?.kind === "hold") this.log.debug({ ip, holder, reason: decision.reason }, "reserved IP stays where it is");
+      if (decision?.kind === "hold")
+        this.log.debug({ ip, holder, reason: decision.reason }, "reserved IP stays where it is");
       await this.syncFirewall(ip, holder, claims);
       this.state.set(ip, { holder, readAt: decidedAt, decidedFor: sig });
       return;
@@ -293,7 +348,10 @@ export class ReservedIPFollower implements ControllerPlugin {
       this.reportIP(ip, "Warning", "ReservedIPBlocked", `${ip}: ${decision.reason}`);
       return;
     }
-    this.log.info({ ip, from: holder, to: decision.host, pod: `${decision.pod.namespace}/${decision.pod.name}` }, "moving reserved IP");
+    this.log.info(
+      { ip, from: holder, to: decision.host, pod: `${decision.pod.namespace}/${decision.pod.name}` },
+      "moving reserved IP",
+    );
     // Services list the new holder's anchor before traffic can arrive there, the old one's until it stops.
     this.moving.set(ip, { from: holder, to: decision.host });
     try {
@@ -312,7 +370,12 @@ export class ReservedIPFollower implements ControllerPlugin {
     this.moving.delete(ip);
     await this.syncServicesQuietly(ip);
     const node = nodeOn(this.byIP.get(ip), decision.host);
-    this.reportPod(decision.pod, "Normal", "ReservedIPAssigned", `${ip} assigned to droplet ${decision.host}${node ? ` (node ${node})` : ""}${holder ? `, moved from droplet ${holder}` : ""}`);
+    this.reportPod(
+      decision.pod,
+      "Normal",
+      "ReservedIPAssigned",
+      `${ip} assigned to droplet ${decision.host}${node ? ` (node ${node})` : ""}${holder ? `, moved from droplet ${holder}` : ""}`,
+    );
     this.opts.onAssigned?.({ ip, host: decision.host, from: holder, pod: decision.pod, decidedAt, doneAt });
     await this.syncFirewall(ip, decision.host, claims);
   }
@@ -340,7 +403,12 @@ export class ReservedIPFollower implements ControllerPlugin {
       this.firewallsAdopted = true;
       if (found.size > 0) this.ctx?.requestPass?.(0);
     })()
-      .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, "could not look up service firewalls of a previous run; retrying at the next pass"))
+      .catch((err: unknown) =>
+        this.log.warn(
+          { err: (err as Error).message },
+          "could not look up service firewalls of a previous run; retrying at the next pass",
+        ),
+      )
       .finally(() => {
         this.adopting = false;
       });
@@ -349,7 +417,9 @@ export class ReservedIPFollower implements ControllerPlugin {
   /** "droplet|ports" of the firewall the IP should have, "" for none. */
   private firewallWanted(holder: string | undefined, claims: readonly Claim[]): string {
     const ports = portsOfIP(claims);
-    return this.opts.clusterId !== undefined && holder !== undefined && ports.length > 0 ? `${holder}|${JSON.stringify(ports)}` : "";
+    return this.opts.clusterId !== undefined && holder !== undefined && ports.length > 0
+      ? `${holder}|${JSON.stringify(ports)}`
+      : "";
   }
 
   /**
@@ -369,7 +439,12 @@ export class ReservedIPFollower implements ControllerPlugin {
       this.log.info({ ip }, "removed the reserved IP's service firewall");
       return;
     }
-    await this.opts.provider.ensureServiceFirewall({ clusterId, name: key, hostIds: [holder!], ports: portsOfIP(claims) });
+    await this.opts.provider.ensureServiceFirewall({
+      clusterId,
+      name: key,
+      hostIds: [holder!],
+      ports: portsOfIP(claims),
+    });
     this.firewalls.set(ip, want);
     this.log.info({ ip, droplet: holder }, "service firewall opens the reserved IP's ports on its holder");
   }
@@ -389,7 +464,12 @@ export class ReservedIPFollower implements ControllerPlugin {
     this.reported.set(key, `${reason}: ${message}`);
     if (type === "Warning") this.log.warn({ pod: key, reason }, message);
     if (this.opts.events === false || !this.ctx) return;
-    void new EventRecorder(this.ctx.client, this.log).record({ apiVersion: "v1", kind: "Pod", name: pod.name, namespace: pod.namespace, ...(pod.uid ? { uid: pod.uid } : {}) }, type, reason, message);
+    void new EventRecorder(this.ctx.client, this.log).record(
+      { apiVersion: "v1", kind: "Pod", name: pod.name, namespace: pod.namespace, ...(pod.uid ? { uid: pod.uid } : {}) },
+      type,
+      reason,
+      message,
+    );
   }
 }
 
@@ -411,7 +491,11 @@ function nodeOn(list: readonly Claim[] | undefined, host: string): string | unde
 /** Every egress IP of every EgressGateway (spec and status), with the gateway's name. */
 function gatewayEgressIPs(ctx: ReconcileContext): Map<string, string> {
   const out = new Map<string, string>();
-  type Gw = { metadata?: { name?: string }; spec?: { static?: { instances?: { egressIPs?: string[] }[] }; digitalocean?: { reservedIPs?: string[] } }; status?: { instances?: { egressIPs?: string[] }[] } };
+  type Gw = {
+    metadata?: { name?: string };
+    spec?: { static?: { instances?: { egressIPs?: string[] }[] }; digitalocean?: { reservedIPs?: string[] } };
+    status?: { instances?: { egressIPs?: string[] }[] };
+  };
   for (const gw of ctx.source.raw("EgressGateway") as Gw[]) {
     const name = gw.metadata?.name ?? "";
     const ips = [

@@ -14,7 +14,11 @@ const ANCHOR = { "101": "10.20.0.11", "102": "10.20.0.12" } as const;
 const pod = (name: string, node: string, ready: boolean): KubernetesObject => claimingPod(name, node, ready, IP);
 
 const nodes = (["101", "102"] as const).map(
-  (id, i) => ({ metadata: { name: `n${i + 1}`, annotations: { "staticegress.io/anchor-ipv4": ANCHOR[id] } }, spec: { providerID: `digitalocean://${id}` } }) as KubernetesObject,
+  (id, i) =>
+    ({
+      metadata: { name: `n${i + 1}`, annotations: { "staticegress.io/anchor-ipv4": ANCHOR[id] } },
+      spec: { providerID: `digitalocean://${id}` },
+    }) as KubernetesObject,
 );
 
 function setup(opts: { failPatches?: number[] } = {}) {
@@ -29,13 +33,28 @@ function setup(opts: { failPatches?: number[] } = {}) {
     },
   };
   // The Service as the informer has it; patches apply to it (as the watch would deliver them).
-  const service = { metadata: { namespace: "web", name: "svc", resourceVersion: "1", annotations: { "staticegress.io/reserved-ip": IP } as Record<string, string> }, spec: { externalIPs: ["192.0.2.9"] } };
+  const service = {
+    metadata: {
+      namespace: "web",
+      name: "svc",
+      resourceVersion: "1",
+      annotations: { "staticegress.io/reserved-ip": IP } as Record<string, string>,
+    },
+    spec: { externalIPs: ["192.0.2.9"] },
+  };
   const failures = [...(opts.failPatches ?? [])];
   const client = {
-    patchServiceExternalIPs: (_ns: string, _name: string, externalIPs: string[], annotations: Record<string, string | null>, rv: string | undefined) => {
+    patchServiceExternalIPs: (
+      _ns: string,
+      _name: string,
+      externalIPs: string[],
+      annotations: Record<string, string | null>,
+      rv: string | undefined,
+    ) => {
       const code = failures.shift();
       if (code) return Promise.reject(Object.assign(new Error(`HTTP ${code}`), { code }));
-      if (rv !== service.metadata.resourceVersion) return Promise.reject(Object.assign(new Error("conflict"), { code: 409 }));
+      if (rv !== service.metadata.resourceVersion)
+        return Promise.reject(Object.assign(new Error("conflict"), { code: 409 }));
       log.push(`patch ${externalIPs.join(",")}`);
       service.spec.externalIPs = externalIPs;
       const managed = annotations[MANAGED_EXTERNAL_IPS_KEY];
@@ -46,11 +65,18 @@ function setup(opts: { failPatches?: number[] } = {}) {
     },
     createObjectEvent: () => Promise.resolve(),
   };
-  const follower = new ReservedIPFollower({ provider: provider as unknown as CloudProvider, events: false, serviceConflictRetryMs: 1, requireNamespaceGrant: false });
+  const follower = new ReservedIPFollower({
+    provider: provider as unknown as CloudProvider,
+    events: false,
+    serviceConflictRetryMs: 1,
+    requireNamespaceGrant: false,
+  });
   let pods: KubernetesObject[] = [];
   const ctx = {
     client,
-    source: { raw: (kind: string) => (kind === "Pod" ? pods : kind === "Node" ? nodes : kind === "Service" ? [service] : []) },
+    source: {
+      raw: (kind: string) => (kind === "Pod" ? pods : kind === "Node" ? nodes : kind === "Service" ? [service] : []),
+    },
   } as unknown as ReconcileContext;
   return {
     log,

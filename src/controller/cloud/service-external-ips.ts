@@ -1,6 +1,11 @@
 import { isIPv4 } from "node:net";
 import type { KubernetesObject } from "@kubernetes/client-node";
-import { ANCHOR_ANNOTATION, HAIMGEL_FLOATING_IP_KEY, MANAGED_EXTERNAL_IPS_KEY, RESERVED_IP_KEY } from "../../api/keys.js";
+import {
+  ANCHOR_ANNOTATION,
+  HAIMGEL_FLOATING_IP_KEY,
+  MANAGED_EXTERNAL_IPS_KEY,
+  RESERVED_IP_KEY,
+} from "../../api/keys.js";
 import { dropletIdOf, type Claim } from "./reserved-ip-rules.js";
 import type { AnyObjectMeta } from "../../api/v1alpha1/common.js";
 
@@ -81,7 +86,9 @@ export function nodeAnchors(nodes: readonly KubernetesObject[]): NodeAnchor[] {
 }
 
 /** The reserved IP a Service asks for, an error naming the annotation, or undefined (not asked). */
-export function serviceRequestedIP(annotations: Record<string, string> | undefined): { ip: string; key: string } | { error: string } | undefined {
+export function serviceRequestedIP(
+  annotations: Record<string, string> | undefined,
+): { ip: string; key: string } | { error: string } | undefined {
   for (const key of SERVICE_IP_KEYS) {
     const raw = annotations?.[key];
     if (raw === undefined) continue;
@@ -92,7 +99,11 @@ export function serviceRequestedIP(annotations: Record<string, string> | undefin
   return undefined;
 }
 
-const splitList = (text: string | undefined): string[] => (text ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+const splitList = (text: string | undefined): string[] =>
+  (text ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
 
 /**
  * Decides every Service that asks for a reserved IP. `targets(ip)` gives the droplets whose anchors
@@ -114,11 +125,20 @@ export function decideServiceExternalIPs(input: {
     const asked = serviceRequestedIP(meta.annotations);
     const managed = meta.annotations?.[MANAGED_EXTERNAL_IPS_KEY];
     if (!asked && managed === undefined) continue;
-    const service: ServiceRef = { namespace: meta.namespace ?? "default", name: meta.name ?? "", ...(meta.uid ? { uid: meta.uid } : {}) };
+    const service: ServiceRef = {
+      namespace: meta.namespace ?? "default",
+      name: meta.name ?? "",
+      ...(meta.uid ? { uid: meta.uid } : {}),
+    };
     if (!asked) {
       // No longer ours: only what we wrote counts as ours (a node's anchor the user lists stays).
       const patch = externalIPsFor(s.spec?.externalIPs ?? [], managed, [], new Set());
-      out.push({ service, ...(meta.resourceVersion ? { resourceVersion: meta.resourceVersion } : {}), problems: [], ...(patch ? { patch } : {}) });
+      out.push({
+        service,
+        ...(meta.resourceVersion ? { resourceVersion: meta.resourceVersion } : {}),
+        problems: [],
+        ...(patch ? { patch } : {}),
+      });
       continue;
     }
     const problems: ServiceProblem[] = [];
@@ -144,8 +164,18 @@ export function decideServiceExternalIPs(input: {
         want = [...new Set(want)];
       }
     }
-    const decision: ServiceDecision = { service, ...(meta.resourceVersion ? { resourceVersion: meta.resourceVersion } : {}), ...("ip" in asked ? { ip: asked.ip } : {}), problems };
-    const patch = externalIPsFor(s.spec?.externalIPs ?? [], meta.annotations?.[MANAGED_EXTERNAL_IPS_KEY], want, allAnchors);
+    const decision: ServiceDecision = {
+      service,
+      ...(meta.resourceVersion ? { resourceVersion: meta.resourceVersion } : {}),
+      ...("ip" in asked ? { ip: asked.ip } : {}),
+      problems,
+    };
+    const patch = externalIPsFor(
+      s.spec?.externalIPs ?? [],
+      meta.annotations?.[MANAGED_EXTERNAL_IPS_KEY],
+      want,
+      allAnchors,
+    );
     if (patch) decision.patch = patch;
     out.push(decision);
   }
@@ -176,6 +206,7 @@ export function externalIPsFor(
   for (const e of current) if ((!ours.has(e) || wanted.has(e)) && !next.includes(e)) next.push(e);
   for (const w of want) if (!next.includes(w)) next.push(w);
   const nextManaged = want.length > 0 ? [...want].sort().join(",") : null;
-  const same = next.length === current.length && next.every((e, i) => e === current[i]) && (managed ?? null) === nextManaged;
+  const same =
+    next.length === current.length && next.every((e, i) => e === current[i]) && (managed ?? null) === nextManaged;
   return same ? undefined : { externalIPs: next, managed: nextManaged };
 }

@@ -67,7 +67,11 @@ export function renderUserData(template: string, gatewayName: string, values: Us
   let out = template.split("${GATEWAY}").join(gatewayName).split("${INSTANCE}").join("$(hostname)");
   for (const [placeholder, value, flag] of fill) {
     if (!out.includes(placeholder)) continue;
-    if (value === undefined) throw new GatewayFleetSpecError("userData", `the user data template uses ${placeholder}, which needs the controller flag ${flag}`);
+    if (value === undefined)
+      throw new GatewayFleetSpecError(
+        "userData",
+        `the user data template uses ${placeholder}, which needs the controller flag ${flag}`,
+      );
     out = out.split(placeholder).join(value());
   }
   return out;

@@ -53,7 +53,10 @@ export class LeaderElector {
     } catch (e) {
       this.logger.warn({ err: (e as Error).message }, "lease update failed");
       // A leader that cannot renew must stop acting before another one may start.
-      leading = this.leading && this.lastRenew !== undefined && this.now().getTime() - this.lastRenew < this.duration * 1000 * 0.8;
+      leading =
+        this.leading &&
+        this.lastRenew !== undefined &&
+        this.now().getTime() - this.lastRenew < this.duration * 1000 * 0.8;
     }
     this.setLeading(leading);
     if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.retry);
@@ -79,7 +82,13 @@ export class LeaderElector {
       if (statusOf(e) !== 404) throw e;
       await this.client.createLease(namespace, {
         metadata: { name, namespace },
-        spec: { holderIdentity: identity, leaseDurationSeconds: this.duration, acquireTime: micro(now), renewTime: micro(now), leaseTransitions: 0 },
+        spec: {
+          holderIdentity: identity,
+          leaseDurationSeconds: this.duration,
+          acquireTime: micro(now),
+          renewTime: micro(now),
+          leaseTransitions: 0,
+        },
       });
       this.lastRenew = now.getTime();
       return true;
@@ -118,7 +127,15 @@ export class LeaderElector {
     try {
       const lease = await this.client.readLease(this.opts.namespace, this.opts.name);
       if (lease.spec?.holderIdentity === this.opts.identity) {
-        await this.client.replaceLease(this.opts.namespace, this.opts.name, { ...lease, spec: { ...lease.spec, holderIdentity: "", ...(lease.spec.acquireTime ? { acquireTime: micro(lease.spec.acquireTime) } : {}), renewTime: micro(new Date(0)) } });
+        await this.client.replaceLease(this.opts.namespace, this.opts.name, {
+          ...lease,
+          spec: {
+            ...lease.spec,
+            holderIdentity: "",
+            ...(lease.spec.acquireTime ? { acquireTime: micro(lease.spec.acquireTime) } : {}),
+            renewTime: micro(new Date(0)),
+          },
+        });
       }
     } catch (e) {
       this.logger.warn({ err: (e as Error).message }, "could not release the lease");

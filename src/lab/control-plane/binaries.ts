@@ -34,7 +34,12 @@ function helmVersion(): string {
 
 /** The cached binary's path; a clear error if it has not been built yet. */
 export function k8sBinary(name: K8sBinary): string {
-  const dir = name === "etcd" ? `etcd-${etcdVersion()}` : name === "helm" ? `helm-${helmVersion()}` : `kubernetes-${kubernetesVersion()}`;
+  const dir =
+    name === "etcd"
+      ? `etcd-${etcdVersion()}`
+      : name === "helm"
+        ? `helm-${helmVersion()}`
+        : `kubernetes-${kubernetesVersion()}`;
   const path = join(K8S_CACHE_ROOT, dir, name);
   if (!existsSync(path)) {
     throw new Error(

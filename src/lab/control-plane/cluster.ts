@@ -68,7 +68,10 @@ export interface ControlPlane {
    * A kubeconfig whose token is a service account's (TokenRequest API). `node`: the token is bound
    * to that Node and carries its name, as a pod's projected token on that node does.
    */
-  serviceAccountKubeconfig(sa: ServiceAccountRef, opts?: { node?: string; server?: string; expirationSeconds?: number }): Promise<string>;
+  serviceAccountKubeconfig(
+    sa: ServiceAccountRef,
+    opts?: { node?: string; server?: string; expirationSeconds?: number },
+  ): Promise<string>;
   /** Stops and starts kube-apiserver again on the same port with the same state (a real restart). */
   restartApiServer(): Promise<void>;
   /** Compacts etcd at its current revision; returns the revision. */
@@ -99,7 +102,18 @@ async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what:
 }
 
 /** The kinds of deploy/ that make up access and schema; the workloads (Deployment, DaemonSet) are not run here. */
-const INSTALLED_KINDS = new Set(["CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap"]);
+const INSTALLED_KINDS = new Set([
+  "CustomResourceDefinition",
+  "Namespace",
+  "ServiceAccount",
+  "ClusterRole",
+  "ClusterRoleBinding",
+  "Role",
+  "RoleBinding",
+  "ValidatingAdmissionPolicy",
+  "ValidatingAdmissionPolicyBinding",
+  "ConfigMap",
+]);
 
 /** deploy/ as kustomize renders it (the user's `kubectl apply -k deploy`), without the workloads. */
 async function renderedInstall(): Promise<KubernetesObject[]> {
@@ -126,7 +140,11 @@ function ensureRunRoot(): string {
   return RUN_ROOT;
 }
 
-async function boot(group: ProcessGroup, opts: ControlPlaneOptions, log: (line: string) => void): Promise<ControlPlane> {
+async function boot(
+  group: ProcessGroup,
+  opts: ControlPlaneOptions,
+  log: (line: string) => void,
+): Promise<ControlPlane> {
   const dir = group.dir;
   const version = kubernetesVersion();
   const binaries = {
@@ -137,7 +155,9 @@ async function boot(group: ProcessGroup, opts: ControlPlaneOptions, log: (line: 
   };
   const pki: ControlPlanePki = await makePki(dir, opts.extraIPs ?? []);
   const adminToken = randomBytes(24).toString("hex");
-  writeFileSync(join(dir, "tokens.csv"), `${adminToken},static-egress-test-admin,admin-uid,"system:masters"\n`, { mode: 0o600 });
+  writeFileSync(join(dir, "tokens.csv"), `${adminToken},static-egress-test-admin,admin-uid,"system:masters"\n`, {
+    mode: 0o600,
+  });
 
   const [etcdClient, etcdPeer] = [await freePort(), await freePort()];
   const port = opts.port ?? (await freePort());
@@ -157,7 +177,11 @@ async function boot(group: ProcessGroup, opts: ControlPlaneOptions, log: (line: 
     "--quota-backend-bytes=8589934592",
     "--log-level=warn",
   ]);
-  await waitUntil(async () => (await fetch(`${etcdUrl}/health`)).ok, 20_000, () => `etcd did not start:\n${group.logTail("etcd")}`);
+  await waitUntil(
+    async () => (await fetch(`${etcdUrl}/health`)).ok,
+    20_000,
+    () => `etcd did not start:\n${group.logTail("etcd")}`,
+  );
 
   const apiArgs = [
     `--etcd-servers=${etcdUrl}`,
@@ -186,12 +210,16 @@ async function boot(group: ProcessGroup, opts: ControlPlaneOptions, log: (line: 
     await waitUntil(
       async () => {
         if (group.exited("kube-apiserver")) throw new Error("exited");
-        return (await httpsRequest(`${url}/readyz`, { ca: pki.caPem, token: adminToken, timeoutMs: 2_000 })).status === 200;
+        return (
+          (await httpsRequest(`${url}/readyz`, { ca: pki.caPem, token: adminToken, timeoutMs: 2_000 })).status === 200
+        );
       },
       90_000,
       () => `kube-apiserver did not become ready:\n${group.logTail("kube-apiserver")}`,
     ).catch((e: Error) => {
-      throw new Error(group.exited("kube-apiserver") ? `kube-apiserver exited:\n${group.logTail("kube-apiserver")}` : e.message);
+      throw new Error(
+        group.exited("kube-apiserver") ? `kube-apiserver exited:\n${group.logTail("kube-apiserver")}` : e.message,
+      );
     });
   };
   await startApiServer();
@@ -221,7 +249,12 @@ async function boot(group: ProcessGroup, opts: ControlPlaneOptions, log: (line: 
   }
   if (binaries.scheduler) {
     log("starting kube-scheduler");
-    group.start("kube-scheduler", binaries.scheduler, [`--kubeconfig=${join(dir, "admin.kubeconfig")}`, "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false"]);
+    group.start("kube-scheduler", binaries.scheduler, [
+      `--kubeconfig=${join(dir, "admin.kubeconfig")}`,
+      "--bind-address=127.0.0.1",
+      "--secure-port=0",
+      "--leader-elect=false",
+    ]);
   }
 
   if (opts.install !== false) {
@@ -231,9 +264,16 @@ async function boot(group: ProcessGroup, opts: ControlPlaneOptions, log: (line: 
   if (binaries.kcm) {
     // Pods need their namespace's default service account, which the controller manager makes.
     await waitUntil(
-      async () => (await httpsRequest(`${url}/api/v1/namespaces/default/serviceaccounts/default`, { ca: pki.caPem, token: adminToken })).status === 200,
+      async () =>
+        (
+          await httpsRequest(`${url}/api/v1/namespaces/default/serviceaccounts/default`, {
+            ca: pki.caPem,
+            token: adminToken,
+          })
+        ).status === 200,
       60_000,
-      () => `kube-controller-manager did not create the default service account:\n${group.logTail("kube-controller-manager")}`,
+      () =>
+        `kube-controller-manager did not create the default service account:\n${group.logTail("kube-controller-manager")}`,
     );
   }
 
@@ -246,7 +286,13 @@ async function boot(group: ProcessGroup, opts: ControlPlaneOptions, log: (line: 
     adminToken,
     adminKubeconfig,
     adminConfig,
-    serviceAccountKubeconfig: (sa, o = {}) => serviceAccountKubeconfig(adminConfig(), sa, { server: o.server ?? url, caPem: pki.caPem, ...(o.node ? { node: o.node } : {}), ...(o.expirationSeconds ? { expirationSeconds: o.expirationSeconds } : {}) }),
+    serviceAccountKubeconfig: (sa, o = {}) =>
+      serviceAccountKubeconfig(adminConfig(), sa, {
+        server: o.server ?? url,
+        caPem: pki.caPem,
+        ...(o.node ? { node: o.node } : {}),
+        ...(o.expirationSeconds ? { expirationSeconds: o.expirationSeconds } : {}),
+      }),
     async restartApiServer() {
       await group.stopOne("kube-apiserver");
       await startApiServer();
@@ -258,7 +304,9 @@ async function boot(group: ProcessGroup, opts: ControlPlaneOptions, log: (line: 
         return (await res.json()) as { header?: { revision?: string } };
       };
       // The current revision, from a read of any key.
-      const revision = Number((await post("/v3/kv/range", { key: Buffer.from("/").toString("base64") })).header?.revision ?? 0);
+      const revision = Number(
+        (await post("/v3/kv/range", { key: Buffer.from("/").toString("base64") })).header?.revision ?? 0,
+      );
       await post("/v3/kv/compaction", { revision: String(revision), physical: true });
       return revision;
     },
@@ -277,14 +325,22 @@ async function install(dir: string, url: string): Promise<void> {
   const objects = await renderedInstall();
   const order = (o: KubernetesObject) => (o.kind === "CustomResourceDefinition" ? 0 : o.kind === "Namespace" ? 1 : 2);
   const kubectl = (args: string[], input?: string) =>
-    runCommand(k8sBinary("kubectl"), ["--kubeconfig", join(dir, "admin.kubeconfig"), "--server", url, ...args], { timeoutMs: 120_000, ...(input !== undefined ? { input } : {}) });
+    runCommand(k8sBinary("kubectl"), ["--kubeconfig", join(dir, "admin.kubeconfig"), "--server", url, ...args], {
+      timeoutMs: 120_000,
+      ...(input !== undefined ? { input } : {}),
+    });
   const sorted = [...objects].sort((a, b) => order(a) - order(b));
   const crds = sorted.filter((o) => o.kind === "CustomResourceDefinition");
   const rest = sorted.filter((o) => o.kind !== "CustomResourceDefinition");
   const yaml = (list: KubernetesObject[]) => list.map((o) => YAML.stringify(o)).join("---\n");
   try {
     await kubectl(["apply", "--server-side", "--field-manager=static-egress-install", "-f", "-"], yaml(crds));
-    await kubectl(["wait", "--for=condition=Established", "--timeout=60s", ...crds.map((c) => `customresourcedefinition/${c.metadata!.name!}`)]);
+    await kubectl([
+      "wait",
+      "--for=condition=Established",
+      "--timeout=60s",
+      ...crds.map((c) => `customresourcedefinition/${c.metadata!.name!}`),
+    ]);
     await kubectl(["apply", "--server-side", "--field-manager=static-egress-install", "-f", "-"], yaml(rest));
   } catch (e) {
     throw new Error(`installing deploy/: ${(e as Error).message}`, { cause: e });

@@ -60,13 +60,25 @@ function requestInfo(method: string, url: URL): RequestInfo | undefined {
   const [resource, name, subresource] = rest;
   const m = method.toUpperCase();
   let verb: Verb;
-  if (m === "GET") verb = name ? "get" : url.searchParams.get("watch") === "true" || url.searchParams.get("watch") === "1" ? "watch" : "list";
+  if (m === "GET")
+    verb = name
+      ? "get"
+      : url.searchParams.get("watch") === "true" || url.searchParams.get("watch") === "1"
+        ? "watch"
+        : "list";
   else if (m === "POST") verb = "create";
   else if (m === "PUT") verb = "update";
   else if (m === "PATCH") verb = "patch";
   else if (m === "DELETE") verb = name ? "delete" : "deletecollection";
   else return undefined;
-  return { verb, group, resource: resource!, ...(subresource ? { subresource } : {}), ...(namespace ? { namespace } : {}), ...(name ? { name } : {}) };
+  return {
+    verb,
+    group,
+    resource: resource!,
+    ...(subresource ? { subresource } : {}),
+    ...(namespace ? { namespace } : {}),
+    ...(name ? { name } : {}),
+  };
 }
 
 function matchesWatch(w: OpenWatch, resource: string | undefined, namespace: string | undefined): boolean {
@@ -95,38 +107,42 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       return n;
     },
     compactEtcd: opts.compactEtcd ?? (() => Promise.reject(new FaultSpecError("this proxy cannot compact etcd"))),
-    restartApiServer: opts.restartApiServer ?? (() => Promise.reject(new FaultSpecError("this proxy cannot restart the API server"))),
+    restartApiServer:
+      opts.restartApiServer ?? (() => Promise.reject(new FaultSpecError("this proxy cannot restart the API server"))),
   });
 
   const forward = (req: IncomingMessage, res: ServerResponse, info: RequestInfo | undefined) => {
     const headers = { ...req.headers, host: upstream.host };
-    const up = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers, agent }, (upRes) => {
-      if (info) {
-        requests.push({ info, status: upRes.statusCode ?? 0 });
-        if (requests.length > 10_000) requests.splice(0, requests.length - 10_000);
-      }
-      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-      // A watch's headers come before its first event: pass them on now, as the server did.
-      res.flushHeaders();
-      upRes.pipe(res);
-      // The server went away mid-response (a restart kills its watches): the client must see the
-      // connection break as it would without the proxy, not a response that never ends.
-      const broken = () => {
-        if (!res.writableEnded) res.destroy();
-      };
-      upRes.once("aborted", broken);
-      upRes.once("error", broken);
-      upRes.once("close", () => {
-        if (!upRes.complete) broken();
-      });
-      if (info?.verb === "watch") {
-        const w: OpenWatch = { info, res, abortUpstream: () => up.destroy() };
-        watches.add(w);
-        const forget = () => watches.delete(w);
-        res.once("close", forget);
-        upRes.once("end", forget);
-      }
-    });
+    const up = request(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers, agent },
+      (upRes) => {
+        if (info) {
+          requests.push({ info, status: upRes.statusCode ?? 0 });
+          if (requests.length > 10_000) requests.splice(0, requests.length - 10_000);
+        }
+        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+        // A watch's headers come before its first event: pass them on now, as the server did.
+        res.flushHeaders();
+        upRes.pipe(res);
+        // The server went away mid-response (a restart kills its watches): the client must see the
+        // connection break as it would without the proxy, not a response that never ends.
+        const broken = () => {
+          if (!res.writableEnded) res.destroy();
+        };
+        upRes.once("aborted", broken);
+        upRes.once("error", broken);
+        upRes.once("close", () => {
+          if (!upRes.complete) broken();
+        });
+        if (info?.verb === "watch") {
+          const w: OpenWatch = { info, res, abortUpstream: () => up.destroy() };
+          watches.add(w);
+          const forget = () => watches.delete(w);
+          res.once("close", forget);
+          upRes.once("end", forget);
+        }
+      },
+    );
     up.on("error", () => {
       if (!res.headersSent) res.writeHead(502, { "content-type": "text/plain" });
       res.destroy();
@@ -140,7 +156,8 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       res.writeHead(code, { "content-type": "application/json" });
       res.end(JSON.stringify(body));
     };
-    if (!opts.adminToken || req.headers.authorization !== `Bearer ${opts.adminToken}`) return reply(401, { error: "the admin token is required to change faults" });
+    if (!opts.adminToken || req.headers.authorization !== `Bearer ${opts.adminToken}`)
+      return reply(401, { error: "the admin token is required to change faults" });
     if (req.method === "GET") return reply(200, { faults: faults.active(), openWatches: watches.size });
     if (req.method === "DELETE") {
       faults.clear();
@@ -151,35 +168,40 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     try {
       return reply(200, { results: await faults.apply(JSON.parse(body)) });
     } catch (e) {
-      return reply(e instanceof FaultSpecError || e instanceof SyntaxError ? 400 : 500, { error: (e as Error).message });
+      return reply(e instanceof FaultSpecError || e instanceof SyntaxError ? 400 : 500, {
+        error: (e as Error).message,
+      });
     }
   };
 
-  const server: Server = createServer({ cert: readFileSync(opts.certFile), key: readFileSync(opts.keyFile) }, (req, res) => {
-    const url = new URL(req.url ?? "/", "https://proxy");
-    if (url.pathname === "/_faults") {
-      void control(req, res).catch(() => res.destroy());
-      return;
-    }
-    const info = requestInfo(req.method ?? "GET", url);
-    const decision = info ? faults.decide(info) : { delayMs: 0 };
-    const act = () => {
-      const f = decision.failure;
-      if (!f) return forward(req, res, info);
-      req.resume();
-      const headers: Record<string, string> = { "content-type": "application/json" };
-      if (f.retryAfterSeconds !== undefined) headers["retry-after"] = String(f.retryAfterSeconds);
-      if (f.inWatch) {
-        res.writeHead(200, headers);
-        res.end(`${JSON.stringify({ type: "ERROR", object: f.status })}\n`);
+  const server: Server = createServer(
+    { cert: readFileSync(opts.certFile), key: readFileSync(opts.keyFile) },
+    (req, res) => {
+      const url = new URL(req.url ?? "/", "https://proxy");
+      if (url.pathname === "/_faults") {
+        void control(req, res).catch(() => res.destroy());
         return;
       }
-      res.writeHead(f.status.code, headers);
-      res.end(JSON.stringify(f.status));
-    };
-    if (decision.delayMs > 0) setTimeout(act, decision.delayMs);
-    else act();
-  });
+      const info = requestInfo(req.method ?? "GET", url);
+      const decision = info ? faults.decide(info) : { delayMs: 0 };
+      const act = () => {
+        const f = decision.failure;
+        if (!f) return forward(req, res, info);
+        req.resume();
+        const headers: Record<string, string> = { "content-type": "application/json" };
+        if (f.retryAfterSeconds !== undefined) headers["retry-after"] = String(f.retryAfterSeconds);
+        if (f.inWatch) {
+          res.writeHead(200, headers);
+          res.end(`${JSON.stringify({ type: "ERROR", object: f.status })}\n`);
+          return;
+        }
+        res.writeHead(f.status.code, headers);
+        res.end(JSON.stringify(f.status));
+      };
+      if (decision.delayMs > 0) setTimeout(act, decision.delayMs);
+      else act();
+    },
+  );
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(opts.port ?? 0, opts.host ?? "127.0.0.1", () => resolve());

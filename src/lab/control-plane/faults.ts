@@ -37,7 +37,19 @@ export interface Status {
   details?: { retryAfterSeconds?: number };
 }
 
-const REASONS: Record<number, string> = { 400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 410: "Expired", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout" };
+const REASONS: Record<number, string> = {
+  400: "BadRequest",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "NotFound",
+  409: "Conflict",
+  410: "Expired",
+  422: "Invalid",
+  429: "TooManyRequests",
+  500: "InternalError",
+  503: "ServiceUnavailable",
+  504: "Timeout",
+};
 
 function reasonForCode(code: number): string {
   return REASONS[code] ?? (code >= 500 ? "InternalError" : "Unknown");
@@ -127,21 +139,23 @@ export class FaultInjector {
     return this.hooks.dropWatches(opts.resource, opts.mode ?? "close", opts.namespace);
   }
 
-
   fail(rule: FailRule): string {
     validateMatch(rule);
-    if (!Number.isInteger(rule.status) || rule.status < 400 || rule.status > 599) throw new FaultSpecError(`fail.status must be an HTTP error code (400-599), got ${String(rule.status)}`);
+    if (!Number.isInteger(rule.status) || rule.status < 400 || rule.status > 599)
+      throw new FaultSpecError(`fail.status must be an HTTP error code (400-599), got ${String(rule.status)}`);
     return this.add("fail", rule, rule.count ?? 1);
   }
 
   delay(rule: DelayRule): string {
     validateMatch(rule);
-    if (typeof rule.ms !== "number" || !(rule.ms >= 0)) throw new FaultSpecError(`delay.ms must be a non-negative number, got ${String(rule.ms)}`);
+    if (typeof rule.ms !== "number" || !(rule.ms >= 0))
+      throw new FaultSpecError(`delay.ms must be a non-negative number, got ${String(rule.ms)}`);
     return this.add("delay", rule, rule.count ?? -1);
   }
 
   private add(action: "fail" | "delay", rule: FailRule | DelayRule, count: number): string {
-    if (!Number.isInteger(count) || (count < 1 && count !== -1)) throw new FaultSpecError(`${action}.count must be a positive integer or -1, got ${String(count)}`);
+    if (!Number.isInteger(count) || (count < 1 && count !== -1))
+      throw new FaultSpecError(`${action}.count must be a positive integer or -1, got ${String(count)}`);
     const id = `f${this.nextId++}`;
     this.rules.push({ id, action, remaining: count, rule: { ...rule } });
     return id;
@@ -177,9 +191,13 @@ export class FaultInjector {
       switch (f.action) {
         case "dropWatches": {
           const mode = f.mode ?? "close";
-          if (mode !== "close" && mode !== "reset") throw new FaultSpecError(`dropWatches.mode must be "close" or "reset"`);
+          if (mode !== "close" && mode !== "reset")
+            throw new FaultSpecError(`dropWatches.mode must be "close" or "reset"`);
           const namespace = optionalString(f, "namespace");
-          return { action: "dropWatches", dropped: this.dropWatches({ ...(resource ? { resource } : {}), ...(namespace ? { namespace } : {}), mode }) };
+          return {
+            action: "dropWatches",
+            dropped: this.dropWatches({ ...(resource ? { resource } : {}), ...(namespace ? { namespace } : {}), mode }),
+          };
         }
         case "compactEtcd":
           return { action: "compactEtcd", revision: await this.hooks.compactEtcd() };
@@ -191,7 +209,9 @@ export class FaultInjector {
         case "delay":
           return { action: "delay", id: this.delay(f as unknown as DelayRule) };
         default:
-          throw new FaultSpecError(`unknown fault action ${JSON.stringify(f.action)}: expected fail, delay, dropWatches, compactEtcd or restartApiServer`);
+          throw new FaultSpecError(
+            `unknown fault action ${JSON.stringify(f.action)}: expected fail, delay, dropWatches, compactEtcd or restartApiServer`,
+          );
       }
     }
   }
@@ -207,10 +227,25 @@ export class FaultInjector {
       else {
         const rule = r.rule as FailRule;
         const reason = rule.reason ?? reasonForCode(rule.status);
-        const message = rule.message ?? `injected fault: ${rule.status} ${reason} for ${req.verb} ${req.resource}${req.subresource ? `/${req.subresource}` : ""}`;
+        const message =
+          rule.message ??
+          `injected fault: ${rule.status} ${reason} for ${req.verb} ${req.resource}${req.subresource ? `/${req.subresource}` : ""}`;
         const retryAfter = rule.retryAfterSeconds ?? (rule.status === 429 || rule.status >= 500 ? 1 : undefined);
-        const status: Status = { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message, reason, code: rule.status, ...(retryAfter !== undefined ? { details: { retryAfterSeconds: retryAfter } } : {}) };
-        failure = { status, inWatch: rule.inWatch === true && req.verb === "watch", ...(retryAfter !== undefined ? { retryAfterSeconds: retryAfter } : {}) };
+        const status: Status = {
+          kind: "Status",
+          apiVersion: "v1",
+          metadata: {},
+          status: "Failure",
+          message,
+          reason,
+          code: rule.status,
+          ...(retryAfter !== undefined ? { details: { retryAfterSeconds: retryAfter } } : {}),
+        };
+        failure = {
+          status,
+          inWatch: rule.inWatch === true && req.verb === "watch",
+          ...(retryAfter !== undefined ? { retryAfterSeconds: retryAfter } : {}),
+        };
       }
       if (r.remaining > 0 && --r.remaining === 0) this.remove(r.id);
     }
@@ -227,6 +262,9 @@ function optionalString(f: Record<string, unknown>, key: string): string | undef
 
 function validateMatch(m: Match): void {
   const verbs = m.verb === undefined ? [] : Array.isArray(m.verb) ? m.verb : [m.verb];
-  for (const v of verbs) if (!(VERBS as readonly string[]).includes(v)) throw new FaultSpecError(`unknown verb ${JSON.stringify(v)}: expected one of ${VERBS.join(", ")}`);
-  for (const k of ["resource", "namespace", "name"] as const) if (m[k] !== undefined && typeof m[k] !== "string") throw new FaultSpecError(`${k} must be a string`);
+  for (const v of verbs)
+    if (!(VERBS as readonly string[]).includes(v))
+      throw new FaultSpecError(`unknown verb ${JSON.stringify(v)}: expected one of ${VERBS.join(", ")}`);
+  for (const k of ["resource", "namespace", "name"] as const)
+    if (m[k] !== undefined && typeof m[k] !== "string") throw new FaultSpecError(`${k} must be a string`);
 }

@@ -7,7 +7,14 @@ import { join } from "node:path";
 import { startControlPlane, type ControlPlane, type ControlPlaneOptions, type ServiceAccountRef } from "./cluster.js";
 import { startFaultProxy, type FaultProxy } from "./fault-proxy.js";
 
-export { startControlPlane, freePort, COMPONENT_ACCOUNTS, type ControlPlane, type ControlPlaneOptions, type ServiceAccountRef } from "./cluster.js";
+export {
+  startControlPlane,
+  freePort,
+  COMPONENT_ACCOUNTS,
+  type ControlPlane,
+  type ControlPlaneOptions,
+  type ServiceAccountRef,
+} from "./cluster.js";
 export { type FaultProxy } from "./fault-proxy.js";
 export { FaultInjector } from "./faults.js";
 export { k8sBinary } from "./binaries.js";

@@ -28,11 +28,53 @@ async function openssl(args: readonly string[]): Promise<void> {
 export async function makePki(dir: string, extraIPs: readonly string[] = []): Promise<ControlPlanePki> {
   const p = (name: string) => join(dir, name);
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  await openssl(["req", "-x509", ...ec, "-keyout", p("ca.key"), "-out", p("ca.crt"), "-days", "30", "-subj", "/CN=static-egress-test-ca", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+  await openssl([
+    "req",
+    "-x509",
+    ...ec,
+    "-keyout",
+    p("ca.key"),
+    "-out",
+    p("ca.crt"),
+    "-days",
+    "30",
+    "-subj",
+    "/CN=static-egress-test-ca",
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+  ]);
   await openssl(["req", ...ec, "-keyout", p("serving.key"), "-out", p("serving.csr"), "-subj", "/CN=kube-apiserver"]);
-  const sans = ["DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc", "IP:127.0.0.1", ...extraIPs.map((ip) => `IP:${ip}`)];
-  writeFileSync(p("serving.ext"), `subjectAltName=${sans.join(",")}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n`);
-  await openssl(["x509", "-req", "-in", p("serving.csr"), "-CA", p("ca.crt"), "-CAkey", p("ca.key"), "-CAcreateserial", "-out", p("serving.crt"), "-days", "30", "-extfile", p("serving.ext")]);
+  const sans = [
+    "DNS:localhost",
+    "DNS:kubernetes",
+    "DNS:kubernetes.default",
+    "DNS:kubernetes.default.svc",
+    "IP:127.0.0.1",
+    ...extraIPs.map((ip) => `IP:${ip}`),
+  ];
+  writeFileSync(
+    p("serving.ext"),
+    `subjectAltName=${sans.join(",")}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n`,
+  );
+  await openssl([
+    "x509",
+    "-req",
+    "-in",
+    p("serving.csr"),
+    "-CA",
+    p("ca.crt"),
+    "-CAkey",
+    p("ca.key"),
+    "-CAcreateserial",
+    "-out",
+    p("serving.crt"),
+    "-days",
+    "30",
+    "-extfile",
+    p("serving.ext"),
+  ]);
   await openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", p("sa.key")]);
   await openssl(["pkey", "-in", p("sa.key"), "-pubout", "-out", p("sa.pub")]);
   return {

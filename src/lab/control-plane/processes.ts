@@ -117,7 +117,10 @@ export class ProcessGroup {
   }
 
   private save(): void {
-    const record: OwnerRecord = { ownerPid: process.pid, pids: [...this.children.values()].map((c) => c.pid).filter((p): p is number => p !== undefined) };
+    const record: OwnerRecord = {
+      ownerPid: process.pid,
+      pids: [...this.children.values()].map((c) => c.pid).filter((p): p is number => p !== undefined),
+    };
     writeFileSync(join(this.dir, "owner.json"), JSON.stringify(record));
   }
 }

@@ -8,7 +8,11 @@ import { startKubeCluster } from "./index.js";
  * loopback. Writes `<dir>/kubeconfig` (cluster-admin, through the proxy) once the API is ready
  * and deploy/ is installed, and `<dir>/ca.crt`; stops everything on SIGTERM or SIGINT.
  */
-export async function serveLabControlPlane(opts: { dir: string; extraIPs: readonly string[]; log: (line: string) => void }): Promise<void> {
+export async function serveLabControlPlane(opts: {
+  dir: string;
+  extraIPs: readonly string[];
+  log: (line: string) => void;
+}): Promise<void> {
   const cluster = await startKubeCluster({ extraIPs: opts.extraIPs, controllerManager: true, log: opts.log });
   const write = (name: string, text: string) => {
     const tmp = join(opts.dir, `.${name}.tmp`);
@@ -17,7 +21,9 @@ export async function serveLabControlPlane(opts: { dir: string; extraIPs: readon
   };
   write("ca.crt", cluster.cp.caPem);
   write("kubeconfig", cluster.adminKubeconfig());
-  opts.log(`kube-apiserver ${cluster.cp.version} ready at ${cluster.cp.url}; clients use the fault proxy at ${cluster.url}`);
+  opts.log(
+    `kube-apiserver ${cluster.cp.version} ready at ${cluster.cp.url}; clients use the fault proxy at ${cluster.url}`,
+  );
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once("SIGTERM", stop);

@@ -11,7 +11,12 @@ export function tokenKubeconfig(server: string, caPem: string, token: string, us
   return YAML.stringify({
     apiVersion: "v1",
     kind: "Config",
-    clusters: [{ name: "static-egress", cluster: { server, "certificate-authority-data": Buffer.from(caPem).toString("base64") } }],
+    clusters: [
+      {
+        name: "static-egress",
+        cluster: { server, "certificate-authority-data": Buffer.from(caPem).toString("base64") },
+      },
+    ],
     users: [{ name: user, user: { token } }],
     contexts: [{ name: user, context: { cluster: "static-egress", user, namespace: "default" } }],
     "current-context": user,
@@ -23,7 +28,11 @@ export function tokenKubeconfig(server: string, caPem: string, token: string, us
  * `node`: the token is bound to that Node and carries its name, as the projected token of a pod
  * on that node does (what the node agent's admission policy checks).
  */
-export async function serviceAccountKubeconfig(admin: KubeConfig, sa: ServiceAccountRef, opts: { server: string; caPem: string; node?: string; expirationSeconds?: number }): Promise<string> {
+export async function serviceAccountKubeconfig(
+  admin: KubeConfig,
+  sa: ServiceAccountRef,
+  opts: { server: string; caPem: string; node?: string; expirationSeconds?: number },
+): Promise<string> {
   const core = admin.makeApiClient(CoreV1Api);
   let boundObjectRef: { kind: string; apiVersion: string; name: string; uid: string } | undefined;
   if (opts.node) {
@@ -33,9 +42,20 @@ export async function serviceAccountKubeconfig(admin: KubeConfig, sa: ServiceAcc
   const res = await core.createNamespacedServiceAccountToken({
     namespace: sa.namespace,
     name: sa.name,
-    body: { spec: { audiences: [], expirationSeconds: opts.expirationSeconds ?? 86_400, ...(boundObjectRef ? { boundObjectRef } : {}) } },
+    body: {
+      spec: {
+        audiences: [],
+        expirationSeconds: opts.expirationSeconds ?? 86_400,
+        ...(boundObjectRef ? { boundObjectRef } : {}),
+      },
+    },
   });
   const token = res.status?.token;
   if (!token) throw new Error(`TokenRequest for ${sa.namespace}/${sa.name} returned no token`);
-  return tokenKubeconfig(opts.server, opts.caPem, token, `${sa.namespace}:${sa.name}${opts.node ? `@${opts.node}` : ""}`);
+  return tokenKubeconfig(
+    opts.server,
+    opts.caPem,
+    token,
+    `${sa.namespace}:${sa.name}${opts.node ? `@${opts.node}` : ""}`,
+  );
 }

@@ -78,7 +78,14 @@ export type HttpFaultDecision =
   | { kind: "dropConnection"; afterProcessing: boolean };
 
 export class StandinFaults {
-  private http: Array<(RateLimitFault & { kind: "rateLimit" } | ServerErrorFault & { kind: "serverError" } | DropConnectionFault & { kind: "dropConnection" }) & Counted> = [];
+  private http: Array<
+    (
+      | (RateLimitFault & { kind: "rateLimit" })
+      | (ServerErrorFault & { kind: "serverError" })
+      | (DropConnectionFault & { kind: "dropConnection" })
+    ) &
+      Counted
+  > = [];
   private latencies: Array<LatencyFault & Counted> = [];
   private slow: Array<SlowActionFault & Counted> = [];
   private failing: Array<FailActionFault & Counted> = [];
@@ -171,7 +178,12 @@ export class StandinFaults {
       case "rateLimit":
         return { kind: "rateLimit", retryAfterSec: f.retryAfterSec, resetInSec: f.resetInSec ?? 60 };
       case "serverError":
-        return { kind: "serverError", status: f.status ?? 500, afterProcessing: f.afterProcessing === true, retryAfterSec: f.retryAfterSec };
+        return {
+          kind: "serverError",
+          status: f.status ?? 500,
+          afterProcessing: f.afterProcessing === true,
+          retryAfterSec: f.retryAfterSec,
+        };
       case "dropConnection":
         return { kind: "dropConnection", afterProcessing: f.afterProcessing === true };
     }

@@ -50,7 +50,11 @@ function paginate<T>(ctx: HandlerContext, key: string, items: T[], render: (item
   }
   return {
     status: 200,
-    body: { [key]: slice.map(render), links: Object.keys(pages).length ? { pages } : {}, meta: { total: items.length } },
+    body: {
+      [key]: slice.map(render),
+      links: Object.keys(pages).length ? { pages } : {},
+      meta: { total: items.length },
+    },
   };
 }
 
@@ -77,7 +81,9 @@ function ipHandlers(kind: "reserved_ip" | "floating_ip"): Record<string, Handler
       const { ip, action } = ctx.state.createIp(input, kind);
       const links: Record<string, unknown> = {};
       if (action && input.droplet_id !== undefined) {
-        links["droplets"] = [{ id: input.droplet_id, rel: "droplet", href: `${ctx.baseUrl}/v2/droplets/${input.droplet_id}` }];
+        links["droplets"] = [
+          { id: input.droplet_id, rel: "droplet", href: `${ctx.baseUrl}/v2/droplets/${input.droplet_id}` },
+        ];
         links["actions"] = actionLinks(ctx, [action], "assign_ip");
       }
       return { status: 202, body: { [key]: ctx.state.renderIp(ip), links } };
@@ -94,7 +100,10 @@ function ipHandlers(kind: "reserved_ip" | "floating_ip"): Record<string, Handler
       const ip = str(ctx, param);
       const a = ctx.state.ipActions(ip).find((x) => x.id === num(ctx, "action_id"));
       if (!a) throw new StandinError(404, "not_found", `action ${num(ctx, "action_id")} of ${ip} not found`);
-      return { status: 200, body: { action: { ...ctx.state.renderAction(a), project_id: ctx.state.getIp(ip).projectId } } };
+      return {
+        status: 200,
+        body: { action: { ...ctx.state.renderAction(a), project_id: ctx.state.getIp(ip).projectId } },
+      };
     },
   };
 }
@@ -130,7 +139,13 @@ export const HANDLERS: Record<string, Handler> = {
         status: 202,
         body: {
           droplets: created.map((c) => ctx.state.renderDroplet(c.droplet)),
-          links: { actions: actionLinks(ctx, created.map((c) => c.action), "create") },
+          links: {
+            actions: actionLinks(
+              ctx,
+              created.map((c) => c.action),
+              "create",
+            ),
+          },
         },
       };
     }
@@ -144,7 +159,10 @@ export const HANDLERS: Record<string, Handler> = {
     ctx.state.destroyDropletsByTag(str(ctx, "tag_name"));
     return { status: 204 };
   },
-  droplets_get: (ctx) => ({ status: 200, body: { droplet: ctx.state.renderDroplet(ctx.state.getDroplet(num(ctx, "droplet_id"))) } }),
+  droplets_get: (ctx) => ({
+    status: 200,
+    body: { droplet: ctx.state.renderDroplet(ctx.state.getDroplet(num(ctx, "droplet_id"))) },
+  }),
   droplets_destroy: (ctx) => {
     ctx.state.destroyDroplet(num(ctx, "droplet_id"));
     return { status: 204 };
@@ -182,11 +200,19 @@ export const HANDLERS: Record<string, Handler> = {
       [...ctx.state.firewalls.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)),
       (fw) => ctx.state.renderFirewall(fw),
     ),
-  firewalls_create: (ctx) => ({ status: 202, body: { firewall: ctx.state.renderFirewall(ctx.state.createFirewall(body<FirewallInput>(ctx))) } }),
-  firewalls_get: (ctx) => ({ status: 200, body: { firewall: ctx.state.renderFirewall(ctx.state.getFirewall(str(ctx, "firewall_id"))) } }),
+  firewalls_create: (ctx) => ({
+    status: 202,
+    body: { firewall: ctx.state.renderFirewall(ctx.state.createFirewall(body<FirewallInput>(ctx))) },
+  }),
+  firewalls_get: (ctx) => ({
+    status: 200,
+    body: { firewall: ctx.state.renderFirewall(ctx.state.getFirewall(str(ctx, "firewall_id"))) },
+  }),
   firewalls_update: (ctx) => ({
     status: 200,
-    body: { firewall: ctx.state.renderFirewall(ctx.state.updateFirewall(str(ctx, "firewall_id"), body<FirewallInput>(ctx))) },
+    body: {
+      firewall: ctx.state.renderFirewall(ctx.state.updateFirewall(str(ctx, "firewall_id"), body<FirewallInput>(ctx))),
+    },
   }),
   firewalls_delete: (ctx) => {
     ctx.state.deleteFirewall(str(ctx, "firewall_id"));
@@ -225,8 +251,7 @@ export const HANDLERS: Record<string, Handler> = {
   reservedIPsActions_post: reserved.actionsPost!,
   reservedIPsActions_get: reserved.actionsGet!,
 
-  tags_list: (ctx) =>
-    paginate(ctx, "tags", [...ctx.state.tags.values()].sort(), (name) => ctx.state.renderTag(name)),
+  tags_list: (ctx) => paginate(ctx, "tags", [...ctx.state.tags.values()].sort(), (name) => ctx.state.renderTag(name)),
   tags_create: (ctx) => {
     // Creating an existing tag answers that tag (tag creation is idempotent).
     const name = ctx.state.createTag(body<{ name: string }>(ctx).name);
@@ -238,16 +263,29 @@ export const HANDLERS: Record<string, Handler> = {
     return { status: 204 };
   },
   tags_assign_resources: (ctx) => {
-    ctx.state.tagResources(str(ctx, "tag_id"), body<{ resources: Array<{ resource_id?: string; resource_type?: string }> }>(ctx).resources, true);
+    ctx.state.tagResources(
+      str(ctx, "tag_id"),
+      body<{ resources: Array<{ resource_id?: string; resource_type?: string }> }>(ctx).resources,
+      true,
+    );
     return { status: 204 };
   },
   tags_unassign_resources: (ctx) => {
-    ctx.state.tagResources(str(ctx, "tag_id"), body<{ resources: Array<{ resource_id?: string; resource_type?: string }> }>(ctx).resources, false);
+    ctx.state.tagResources(
+      str(ctx, "tag_id"),
+      body<{ resources: Array<{ resource_id?: string; resource_type?: string }> }>(ctx).resources,
+      false,
+    );
     return { status: 204 };
   },
 
   vpcs_list: (ctx) =>
-    paginate(ctx, "vpcs", [...ctx.state.vpcs.values()].sort((a, b) => a.name.localeCompare(b.name)), (v) => ctx.state.renderVpc(v)),
+    paginate(
+      ctx,
+      "vpcs",
+      [...ctx.state.vpcs.values()].sort((a, b) => a.name.localeCompare(b.name)),
+      (v) => ctx.state.renderVpc(v),
+    ),
   vpcs_get: (ctx) => {
     const v = ctx.state.vpcs.get(str(ctx, "vpc_id"));
     if (!v) throw new StandinError(404, "not_found", `vpc ${str(ctx, "vpc_id")} not found`);

@@ -2,4 +2,3 @@ export { startDigitalOceanStandin, type DigitalOceanStandin, type StandinOptions
 export { createCrashingFetch, SimulatedCrashError } from "./crash.js";
 export { OpenApiDocument, locateOpenApiDocument } from "./openapi.js";
 export type { CrashOptions } from "./crash.js";
-

@@ -32,7 +32,7 @@ function items(state: StandinState, d: DropletRecord): Map<string, string> {
     ["region", d.region],
     ["tags", d.tags.map((t) => `${t}\n`).join("")],
   ]);
-  const v4 = ((state.renderDroplet(d)["networks"] as { v4?: V4[] }).v4 ?? []);
+  const v4 = (state.renderDroplet(d)["networks"] as { v4?: V4[] }).v4 ?? [];
   for (const kind of ["public", "private"] as const) {
     const n = v4.find((x) => x.type === kind);
     if (!n) continue;
@@ -47,14 +47,22 @@ function items(state: StandinState, d: DropletRecord): Map<string, string> {
 
 /** The `/metadata/v1.json` document (a subset of DigitalOcean's). */
 function document(state: StandinState, d: DropletRecord): Record<string, unknown> {
-  const v4 = ((state.renderDroplet(d)["networks"] as { v4?: V4[] }).v4 ?? []);
+  const v4 = (state.renderDroplet(d)["networks"] as { v4?: V4[] }).v4 ?? [];
   const iface = (kind: string) => {
     const n = v4.find((x) => x.type === kind);
     return n ? [{ ipv4: { ip_address: n.ip_address, netmask: n.netmask, gateway: n.gateway }, type: kind }] : [];
   };
   const anchor = anchorNetwork(d);
-  const pub = iface("public").map((i) => (anchor ? { ...i, anchor_ipv4: { ...anchor, ip_address: anchor.address } } : i));
-  return { droplet_id: d.id, hostname: d.name, region: d.region, tags: [...d.tags], interfaces: { public: pub, private: iface("private") } };
+  const pub = iface("public").map((i) =>
+    anchor ? { ...i, anchor_ipv4: { ...anchor, ip_address: anchor.address } } : i,
+  );
+  return {
+    droplet_id: d.id,
+    hostname: d.name,
+    region: d.region,
+    tags: [...d.tags],
+    interfaces: { public: pub, private: iface("private") },
+  };
 }
 
 /** Serves a metadata request; false when the URL is not a metadata route (the API handles it). */

@@ -71,7 +71,10 @@ export function locateOpenApiDocument(explicitPath?: string): string {
   if (fromEnv) return fromEnv;
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 8; i++) {
-    for (const candidate of [join(dir, "reference", DO_OPENAPI_FILE), join(dir, "shared", "reference", DO_OPENAPI_FILE)]) {
+    for (const candidate of [
+      join(dir, "reference", DO_OPENAPI_FILE),
+      join(dir, "shared", "reference", DO_OPENAPI_FILE),
+    ]) {
       if (existsSync(candidate)) return candidate;
     }
     const parent = resolve(dir, "..");
@@ -214,10 +217,9 @@ export class OpenApiDocument {
             }) +
             "/?$",
         );
-        const parameters = [
-          ...asArray(pathItem["parameters"] ?? []),
-          ...asArray(op["parameters"] ?? []),
-        ].map((p) => this.compileParameter(this.deref(p), operationId));
+        const parameters = [...asArray(pathItem["parameters"] ?? []), ...asArray(op["parameters"] ?? [])].map((p) =>
+          this.compileParameter(this.deref(p), operationId),
+        );
         let requestBody: OperationSpec["requestBody"];
         if (op["requestBody"]) {
           const rb = this.deref(op["requestBody"]);
@@ -319,7 +321,8 @@ function rewriteRefs(value: Json): Json {
     const prop = disc?.["propertyName"];
     if (mapping && typeof prop === "string" && (value["oneOf"] || value["anyOf"])) {
       const rest: JsonObject = {};
-      for (const [k, v] of Object.entries(value)) if (!["oneOf", "anyOf", "discriminator"].includes(k)) rest[k] = rewriteRefs(v);
+      for (const [k, v] of Object.entries(value))
+        if (!["oneOf", "anyOf", "discriminator"].includes(k)) rest[k] = rewriteRefs(v);
       const branches: Json[] = Object.entries(mapping).map(([key, ref]) => ({
         if: { properties: { [prop]: { const: key } }, required: [prop] },
         then: { $ref: schemaRef(ref) },

@@ -76,7 +76,9 @@ export interface StandinStateView {
    * Creates a droplet directly (e.g. a cluster node or a foreign droplet); active at once unless
    * `boot` is set; `addresses` pins its private and public IPv4 instead of taking them from the pools.
    */
-  createDroplet(input: DropletCreateInput & { boot?: boolean; addresses?: { privateIp: string; publicIp?: string } }): Record<string, unknown>;
+  createDroplet(
+    input: DropletCreateInput & { boot?: boolean; addresses?: { privateIp: string; publicIp?: string } },
+  ): Record<string, unknown>;
   /** Destroys a droplet as if someone deleted it in the control panel. */
   destroyDroplet(id: number): void;
   /** Powers a droplet off at once. */
@@ -159,7 +161,10 @@ export async function startDigitalOceanStandin(opts: StandinOptions = {}): Promi
       const errors = doc.validateResponse(op, status, headers, body);
       if (errors.length > 0) {
         violations.push({ operationId: op.operationId, method, path, status, errors, body });
-        logger.error({ operationId: op.operationId, status, errors }, "stand-in response violates the OpenAPI document");
+        logger.error(
+          { operationId: op.operationId, status, errors },
+          "stand-in response violates the OpenAPI document",
+        );
       }
     }
     requestLog.push({ operationId: op?.operationId, method, path, status });
@@ -167,7 +172,12 @@ export async function startDigitalOceanStandin(opts: StandinOptions = {}): Promi
   }
 
   /** The whole request pipeline, independent of how the request arrived (socket or in-process). */
-  async function dispatch(method: string, rawUrl: string, authorization: string | undefined, raw: Buffer): Promise<Outcome> {
+  async function dispatch(
+    method: string,
+    rawUrl: string,
+    authorization: string | undefined,
+    raw: Buffer,
+  ): Promise<Outcome> {
     requestCount++;
     const url = new URL(rawUrl, baseUrl);
     const path = url.pathname;
@@ -176,13 +186,27 @@ export async function startDigitalOceanStandin(opts: StandinOptions = {}): Promi
 
     if (authorization !== `Bearer ${token}`) {
       const match = doc.match(method, path);
-      return answer(match?.op, method, path, 401, errorBody("unauthorized", "Unable to authenticate you.", requestId), baseHeaders);
+      return answer(
+        match?.op,
+        method,
+        path,
+        401,
+        errorBody("unauthorized", "Unable to authenticate you.", requestId),
+        baseHeaders,
+      );
     }
     if (path.startsWith(CONTROL_PREFIX)) return control(method, path, raw);
     const match = doc.match(method, path);
     if (!match) {
       const status = doc.pathExists(path) ? 405 : 404;
-      return answer(undefined, method, path, status, errorBody(status === 404 ? "not_found" : "method_not_allowed", `no route for ${method} ${path}`, requestId), baseHeaders);
+      return answer(
+        undefined,
+        method,
+        path,
+        status,
+        errorBody(status === 404 ? "not_found" : "method_not_allowed", `no route for ${method} ${path}`, requestId),
+        baseHeaders,
+      );
     }
     const { op, pathParams } = match;
     const latency = (opts.latencyMs ?? 0) + faults.takeLatency(op.operationId);
@@ -193,7 +217,14 @@ export async function startDigitalOceanStandin(opts: StandinOptions = {}): Promi
     if (fault?.kind === "rateLimit") {
       const headers: Record<string, string> = { ...rateHeaders(0, fault.resetInSec), "x-request-id": requestId };
       if (fault.retryAfterSec !== undefined) headers["retry-after"] = String(fault.retryAfterSec);
-      return answer(op, method, path, 429, errorBody("too_many_requests", "API Rate limit exceeded.", requestId), headers);
+      return answer(
+        op,
+        method,
+        path,
+        429,
+        errorBody("too_many_requests", "API Rate limit exceeded.", requestId),
+        headers,
+      );
     }
     const processFirst = fault !== undefined && fault.afterProcessing;
     if (fault && !processFirst) return faultOutcome(op, method, path, fault, requestId, baseHeaders);
@@ -205,7 +236,8 @@ export async function startDigitalOceanStandin(opts: StandinOptions = {}): Promi
       } catch {
         // 400 where the operation declares it in the plain error shape, else 422 (under "default").
         const parseError = errorBody("bad_request", "error parsing request body", requestId);
-        const status = op.responses.has("400") && doc.validateResponse(op, 400, {}, parseError).length === 0 ? 400 : 422;
+        const status =
+          op.responses.has("400") && doc.validateResponse(op, 400, {}, parseError).length === 0 ? 400 : 422;
         rejected.push({ operationId: op.operationId, method, path, errors: ["request body is not JSON"] });
         return answer(op, method, path, status, parseError, baseHeaders);
       }
@@ -213,14 +245,31 @@ export async function startDigitalOceanStandin(opts: StandinOptions = {}): Promi
     const check = doc.validateRequest(op, { pathParams, query: url.searchParams, body });
     if (check.errors.length > 0) {
       rejected.push({ operationId: op.operationId, method, path, errors: check.errors });
-      logger.warn({ operationId: op.operationId, errors: check.errors }, "stand-in rejected a request that violates the OpenAPI document");
-      return answer(op, method, path, 422, errorBody("unprocessable_entity", `invalid request: ${check.errors.join("; ")}`, requestId), baseHeaders);
+      logger.warn(
+        { operationId: op.operationId, errors: check.errors },
+        "stand-in rejected a request that violates the OpenAPI document",
+      );
+      return answer(
+        op,
+        method,
+        path,
+        422,
+        errorBody("unprocessable_entity", `invalid request: ${check.errors.join("; ")}`, requestId),
+        baseHeaders,
+      );
     }
 
     let status: number;
     let out: unknown;
     try {
-      const result = HANDLERS[op.operationId]!({ state, params: check.params, query: url.searchParams, body, baseUrl, path });
+      const result = HANDLERS[op.operationId]!({
+        state,
+        params: check.params,
+        query: url.searchParams,
+        body,
+        baseUrl,
+        path,
+      });
       status = result.status;
       out = result.body;
     } catch (err) {
@@ -351,11 +400,19 @@ export async function startDigitalOceanStandin(opts: StandinOptions = {}): Promi
   /** Same pipeline without a socket; a dropped connection surfaces as fetch's TypeError. */
   async function inProcessFetch(request: Request): Promise<Response> {
     const raw = Buffer.from(await request.arrayBuffer());
-    const outcome = await dispatch(request.method.toUpperCase(), request.url, request.headers.get("authorization") ?? undefined, raw);
+    const outcome = await dispatch(
+      request.method.toUpperCase(),
+      request.url,
+      request.headers.get("authorization") ?? undefined,
+      raw,
+    );
     if ("drop" in outcome) throw new TypeError("fetch failed", { cause: new Error("other side closed") });
     const headers = new Headers(outcome.headers);
     if (outcome.body !== undefined) headers.set("content-type", "application/json; charset=utf-8");
-    return new Response(outcome.body === undefined ? null : JSON.stringify(outcome.body), { status: outcome.status, headers });
+    return new Response(outcome.body === undefined ? null : JSON.stringify(outcome.body), {
+      status: outcome.status,
+      headers,
+    });
   }
 
   const server = createServer((req, res) => {

@@ -204,7 +204,9 @@ export class StandinState {
     this.publicPool = a?.publicAddresses
       ? new AddressPool([...a.publicAddresses])
       : AddressPool.union(AddressPool.fromCidr("198.51.100.0/24"), AddressPool.fromCidr("192.0.2.0/24"));
-    this.reservedPool = a?.reservedAddresses ? new AddressPool([...a.reservedAddresses]) : AddressPool.fromCidr("203.0.113.0/24");
+    this.reservedPool = a?.reservedAddresses
+      ? new AddressPool([...a.reservedAddresses])
+      : AddressPool.fromCidr("203.0.113.0/24");
     this.seedVpcs();
   }
 
@@ -231,7 +233,16 @@ export class StandinState {
     for (const v of extra) {
       const id = randomUUID();
       const pool = v.addresses ? new AddressPool([...v.addresses]) : AddressPool.fromCidr(v.ipRange);
-      this.vpcs.set(id, { id, name: v.name, description: "", region: v.region, ipRange: v.ipRange, isDefault: v.isDefault ?? false, createdAt: this.now(), pool });
+      this.vpcs.set(id, {
+        id,
+        name: v.name,
+        description: "",
+        region: v.region,
+        ipRange: v.ipRange,
+        isDefault: v.isDefault ?? false,
+        createdAt: this.now(),
+        pool,
+      });
     }
     REGION_SLUGS.forEach((region, i) => {
       if (extra.some((v) => v.region === region && v.isDefault)) return;
@@ -280,7 +291,8 @@ export class StandinState {
   nextCompletion(): number | undefined {
     let t: number | undefined;
     for (const a of this.actions.values()) {
-      if (a.status === "in-progress" && Number.isFinite(a.completesAt)) t = t === undefined ? a.completesAt : Math.min(t, a.completesAt);
+      if (a.status === "in-progress" && Number.isFinite(a.completesAt))
+        t = t === undefined ? a.completesAt : Math.min(t, a.completesAt);
     }
     return t;
   }
@@ -352,14 +364,19 @@ export class StandinState {
   }
 
   /** `fixed` addresses bypass the pools (droplets made behind the API's back, e.g. the lab's nodes). */
-  createDroplet(input: DropletCreateInput, fixed?: { privateIp: string; publicIp?: string }): { droplet: DropletRecord; action: ActionRecord } {
+  createDroplet(
+    input: DropletCreateInput,
+    fixed?: { privateIp: string; publicIp?: string },
+  ): { droplet: DropletRecord; action: ActionRecord } {
     const regionSlug = input.region ?? REGION_SLUGS[0]!;
     const region = findRegion(regionSlug);
     if (!region) throw unprocessable(`Region ${JSON.stringify(regionSlug)} is not available.`);
     const size = findSize(input.size);
-    if (!size || !size.regions.includes(region.slug)) throw unprocessable(`Size ${JSON.stringify(input.size)} is not available in ${region.slug}.`);
+    if (!size || !size.regions.includes(region.slug))
+      throw unprocessable(`Size ${JSON.stringify(input.size)} is not available in ${region.slug}.`);
     const image = findImage(input.image);
-    if (!image) throw unprocessable(`You specified an invalid image for Droplet creation: ${JSON.stringify(input.image)}.`);
+    if (!image)
+      throw unprocessable(`You specified an invalid image for Droplet creation: ${JSON.stringify(input.image)}.`);
     if (input.user_data !== undefined && Buffer.byteLength(input.user_data) > MAX_USER_DATA) {
       throw unprocessable("user_data must not exceed 64 KiB.");
     }
@@ -429,7 +446,10 @@ export class StandinState {
     if (d.anchorIp) this.anchorPool.release(d.anchorIp);
   }
 
-  dropletAction(id: number, body: { type: string; name?: string; size?: string; image?: string | number }): ActionRecord {
+  dropletAction(
+    id: number,
+    body: { type: string; name?: string; size?: string; image?: string | number },
+  ): ActionRecord {
     const d = this.getDroplet(id);
     if (this.dropletLocked(d)) throw unprocessable("Droplet already has a pending event.");
     let apply: (() => boolean) | undefined;
@@ -535,7 +555,8 @@ export class StandinState {
       region = droplet.region;
       this.checkAssignable(droplet, region);
     } else {
-      if (!input.region || !findRegion(input.region)) throw unprocessable(`Region ${JSON.stringify(input.region)} is not available.`);
+      if (!input.region || !findRegion(input.region))
+        throw unprocessable(`Region ${JSON.stringify(input.region)} is not available.`);
       region = input.region;
     }
     const addr = this.reservedPool.take();
@@ -604,7 +625,8 @@ export class StandinState {
   canonicalTags(names: string[], create: boolean): string[] {
     const out: string[] = [];
     for (const name of names) {
-      if (!TAG_NAME.test(name) || name.length > 255) throw unprocessable(`Tag name ${JSON.stringify(name)} contains invalid characters.`);
+      if (!TAG_NAME.test(name) || name.length > 255)
+        throw unprocessable(`Tag name ${JSON.stringify(name)} contains invalid characters.`);
       let canonical = this.tags.get(name.toLowerCase());
       if (!canonical) {
         if (!create) throw unprocessable(`Tag ${JSON.stringify(name)} does not exist.`);
@@ -695,7 +717,8 @@ export class StandinState {
     if (add) {
       const ids = this.existingDroplets(dropletIds);
       const merged = [...new Set([...fw.dropletIds, ...ids])];
-      if (merged.length > FIREWALL_MAX_DROPLETS) throw unprocessable(`A firewall can be applied to at most ${FIREWALL_MAX_DROPLETS} droplets by ID.`);
+      if (merged.length > FIREWALL_MAX_DROPLETS)
+        throw unprocessable(`A firewall can be applied to at most ${FIREWALL_MAX_DROPLETS} droplets by ID.`);
       fw.dropletIds = merged;
     } else {
       fw.dropletIds = fw.dropletIds.filter((x) => !dropletIds.includes(x));
@@ -706,7 +729,8 @@ export class StandinState {
     const fw = this.getFirewall(id);
     if (add) {
       const merged = [...new Set([...fw.tags, ...this.canonicalTags(tags, false)])];
-      if (merged.length > FIREWALL_MAX_TAGS) throw unprocessable(`A firewall can be applied to at most ${FIREWALL_MAX_TAGS} tags.`);
+      if (merged.length > FIREWALL_MAX_TAGS)
+        throw unprocessable(`A firewall can be applied to at most ${FIREWALL_MAX_TAGS} tags.`);
       fw.tags = merged;
     } else {
       const drop = new Set(tags.map((t) => t.toLowerCase()));
@@ -719,9 +743,11 @@ export class StandinState {
     const outbound = (input.outbound_rules ?? []).map((r) => this.checkRule(r, "destinations"));
     if (inbound.length + outbound.length === 0) throw unprocessable("A firewall needs at least one rule.");
     const tags = this.canonicalTags(input.tags ?? [], false);
-    if (tags.length > FIREWALL_MAX_TAGS) throw unprocessable(`A firewall can be applied to at most ${FIREWALL_MAX_TAGS} tags.`);
+    if (tags.length > FIREWALL_MAX_TAGS)
+      throw unprocessable(`A firewall can be applied to at most ${FIREWALL_MAX_TAGS} tags.`);
     const dropletIds = this.existingDroplets(input.droplet_ids ?? []);
-    if (dropletIds.length > FIREWALL_MAX_DROPLETS) throw unprocessable(`A firewall can be applied to at most ${FIREWALL_MAX_DROPLETS} droplets by ID.`);
+    if (dropletIds.length > FIREWALL_MAX_DROPLETS)
+      throw unprocessable(`A firewall can be applied to at most ${FIREWALL_MAX_DROPLETS} droplets by ID.`);
     fw.name = input.name;
     fw.inbound = inbound;
     fw.outbound = outbound;
@@ -761,7 +787,12 @@ export class StandinState {
     const image = findImage(d.imageId) as ImageInfo;
     const vpc = this.vpcs.get(d.vpcUuid);
     const v4: Array<Record<string, string>> = [
-      { ip_address: d.privateIp, netmask: "255.255.240.0", gateway: vpc ? firstHost(vpc.ipRange) : "0.0.0.0", type: "private" },
+      {
+        ip_address: d.privateIp,
+        netmask: "255.255.240.0",
+        gateway: vpc ? firstHost(vpc.ipRange) : "0.0.0.0",
+        type: "private",
+      },
     ];
     if (d.publicIp) {
       v4.push({ ip_address: d.publicIp, netmask: "255.255.255.0", gateway: gatewayOf(d.publicIp), type: "public" });

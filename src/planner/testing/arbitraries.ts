@@ -8,7 +8,15 @@ import fc from "fast-check";
 import { API_VERSION, type LabelSelector } from "../../api/v1alpha1/common.js";
 import type { EgressGateway } from "../../api/v1alpha1/egress-gateway.js";
 import type { ClusterEgressPolicy, EgressPolicy } from "../../api/v1alpha1/egress-policy.js";
-import type { ClusterSnapshot, HealthView, InstanceHealth, NamespaceInfo, NodeInfo, PodInfo, PolicyObject } from "../model.js";
+import type {
+  ClusterSnapshot,
+  HealthView,
+  InstanceHealth,
+  NamespaceInfo,
+  NodeInfo,
+  PodInfo,
+  PolicyObject,
+} from "../model.js";
 
 /** A small label alphabet, so generated selectors and pods actually meet. */
 export type LabelAlphabet = Readonly<Record<string, readonly string[]>>;
@@ -68,7 +76,10 @@ export function labelSelectorArb(alphabet: LabelAlphabet = POD_LABELS): fc.Arbit
     { weight: 2, arbitrary: requirement.map((r) => ({ matchExpressions: [r] })) },
     {
       weight: 1,
-      arbitrary: fc.record({ matchLabels, matchExpressions: fc.array(requirement, { minLength: 1, maxLength: 2 }) }, { requiredKeys: [] }),
+      arbitrary: fc.record(
+        { matchLabels, matchExpressions: fc.array(requirement, { minLength: 1, maxLength: 2 }) },
+        { requiredKeys: [] },
+      ),
     },
   );
 }
@@ -88,7 +99,11 @@ function destinationCidrArb(): fc.Arbitrary<string> {
 
 /** A health value as a node sees it; `undefined` means "not yet known". */
 function healthValueArb(): fc.Arbitrary<InstanceHealth | undefined> {
-  return fc.oneof({ weight: 5, arbitrary: fc.constant("up" as const) }, { weight: 3, arbitrary: fc.constant("down" as const) }, { weight: 1, arbitrary: fc.constant(undefined) });
+  return fc.oneof(
+    { weight: 5, arbitrary: fc.constant("up" as const) },
+    { weight: 3, arbitrary: fc.constant("down" as const) },
+    { weight: 1, arbitrary: fc.constant(undefined) },
+  );
 }
 
 export interface ClusterScenario {
@@ -158,11 +173,20 @@ export function clusterArb(options: ClusterArbOptions = {}): fc.Arbitrary<Cluste
     ),
     podSelector: labelSelectorArb(POD_LABELS),
     namespaceSelector: labelSelectorArb(NAMESPACE_LABELS),
-    destinationCIDRs: fc.option(fc.array(destinationCidrArb(), { minLength: 1, maxLength: 3 }), { nil: undefined, freq: 3 }),
-    excludedCIDRs: fc.option(fc.array(destinationCidrArb(), { minLength: 1, maxLength: 2 }), { nil: undefined, freq: 2 }),
+    destinationCIDRs: fc.option(fc.array(destinationCidrArb(), { minLength: 1, maxLength: 3 }), {
+      nil: undefined,
+      freq: 3,
+    }),
+    excludedCIDRs: fc.option(fc.array(destinationCidrArb(), { minLength: 1, maxLength: 2 }), {
+      nil: undefined,
+      freq: 2,
+    }),
     priority: fc.option(fc.constantFrom(0, 50, 100), { nil: undefined, freq: 2 }),
     creationTimestamp: fc.option(fc.constantFrom(...TIMESTAMPS), { nil: undefined, freq: 4 }),
-    failurePolicy: fc.option(fc.constantFrom("Drop" as const, "FallbackToNodeIP" as const), { nil: undefined, freq: 3 }),
+    failurePolicy: fc.option(fc.constantFrom("Drop" as const, "FallbackToNodeIP" as const), {
+      nil: undefined,
+      freq: 3,
+    }),
   });
   return fc
     .record({
@@ -171,10 +195,13 @@ export function clusterArb(options: ClusterArbOptions = {}): fc.Arbitrary<Cluste
       pods: fc.array(pod, { maxLength: options.maxPods ?? 14, size: "max" }),
       gateways: fc.array(gateway, { minLength: 1, maxLength: maxGateways }),
       policies: fc.array(policy, { maxLength: options.maxPolicies ?? 6, size: "max" }),
-      health: fc.array(fc.array(healthValueArb(), { minLength: maxGateways * maxInstances, maxLength: maxGateways * maxInstances }), {
-        minLength: maxNodes,
-        maxLength: maxNodes,
-      }),
+      health: fc.array(
+        fc.array(healthValueArb(), { minLength: maxGateways * maxInstances, maxLength: maxGateways * maxInstances }),
+        {
+          minLength: maxNodes,
+          maxLength: maxNodes,
+        },
+      ),
     })
     .map(buildCluster);
 }
@@ -223,8 +250,19 @@ function buildCluster(shape: Shape): ClusterScenario {
     const nodeIndex = p.node % nodes.length;
     const nodeIP = nodes[nodeIndex]?.internalIP as string;
     const podIP = `10.244.${nodeIndex}.${10 + i}`;
-    const ips = { pod: [podIP], "dual-stack": [`fd00:${nodeIndex}::${10 + i}`, podIP], hostNetwork: [nodeIP], "no-ip": [] }[p.network];
-    const out: PodInfo = { namespace: NAMESPACES[p.namespace] as string, name: `pod-${i}`, labels: p.labels, nodeName: `node-${nodeIndex}`, ips };
+    const ips = {
+      pod: [podIP],
+      "dual-stack": [`fd00:${nodeIndex}::${10 + i}`, podIP],
+      hostNetwork: [nodeIP],
+      "no-ip": [],
+    }[p.network];
+    const out: PodInfo = {
+      namespace: NAMESPACES[p.namespace] as string,
+      name: `pod-${i}`,
+      labels: p.labels,
+      nodeName: `node-${nodeIndex}`,
+      ips,
+    };
     if (p.phase !== undefined) out.phase = p.phase;
     if (p.network === "hostNetwork") out.hostNetwork = true;
     return out;
@@ -276,10 +314,20 @@ function buildCluster(shape: Shape): ClusterScenario {
     }) as EgressPolicy["spec"];
     const metadata = compact({ name: p.name, creationTimestamp: p.creationTimestamp });
     if (p.cluster) {
-      const cep: ClusterEgressPolicy = { apiVersion: API_VERSION, kind: "ClusterEgressPolicy", metadata, spec: { ...common, namespaceSelector: p.namespaceSelector } };
+      const cep: ClusterEgressPolicy = {
+        apiVersion: API_VERSION,
+        kind: "ClusterEgressPolicy",
+        metadata,
+        spec: { ...common, namespaceSelector: p.namespaceSelector },
+      };
       policies.push(cep);
     } else {
-      const ep: EgressPolicy = { apiVersion: API_VERSION, kind: "EgressPolicy", metadata: { ...metadata, namespace }, spec: common };
+      const ep: EgressPolicy = {
+        apiVersion: API_VERSION,
+        kind: "EgressPolicy",
+        metadata: { ...metadata, namespace },
+        spec: common,
+      };
       policies.push(ep);
     }
   }
@@ -292,10 +340,16 @@ function buildCluster(shape: Shape): ClusterScenario {
       grants: [...(granted[gi] ?? [])].map(([ns, ips]) => ({
         namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": ns } },
         egressIPs: ips,
-        outrankClusterPolicies: shape.gateways[gi]?.outrank[NAMESPACES.indexOf(ns as (typeof NAMESPACES)[number])] ?? false,
+        outrankClusterPolicies:
+          shape.gateways[gi]?.outrank[NAMESPACES.indexOf(ns as (typeof NAMESPACES)[number])] ?? false,
       })),
       static: {
-        instances: instances.map((i) => ({ name: i.name, address: i.address, egressIPs: i.egressIPs.length > 0 ? i.egressIPs : [allocate()], ...(i.drain ? { drain: true } : {}) })),
+        instances: instances.map((i) => ({
+          name: i.name,
+          address: i.address,
+          egressIPs: i.egressIPs.length > 0 ? i.egressIPs : [allocate()],
+          ...(i.drain ? { drain: true } : {}),
+        })),
       },
     },
   }));
@@ -308,7 +362,10 @@ function buildCluster(shape: Shape): ClusterScenario {
   };
 }
 
-function healthFrom(keys: readonly string[], values: readonly (InstanceHealth | undefined)[]): Map<string, InstanceHealth> {
+function healthFrom(
+  keys: readonly string[],
+  values: readonly (InstanceHealth | undefined)[],
+): Map<string, InstanceHealth> {
   const out = new Map<string, InstanceHealth>();
   keys.forEach((key, i) => {
     const v = values[i];
@@ -353,11 +410,25 @@ export function shuffledSnapshot(snapshot: ClusterSnapshot, seed: number): Clust
 }
 
 /** Builders for hand-written fixtures. */
-export function egressPolicy(namespace: string, name: string, spec: EgressPolicy["spec"], creationTimestamp?: string): EgressPolicy {
-  return { apiVersion: API_VERSION, kind: "EgressPolicy", metadata: compact({ name, namespace, creationTimestamp }), spec };
+export function egressPolicy(
+  namespace: string,
+  name: string,
+  spec: EgressPolicy["spec"],
+  creationTimestamp?: string,
+): EgressPolicy {
+  return {
+    apiVersion: API_VERSION,
+    kind: "EgressPolicy",
+    metadata: compact({ name, namespace, creationTimestamp }),
+    spec,
+  };
 }
 
-export function clusterEgressPolicy(name: string, spec: ClusterEgressPolicy["spec"], creationTimestamp?: string): ClusterEgressPolicy {
+export function clusterEgressPolicy(
+  name: string,
+  spec: ClusterEgressPolicy["spec"],
+  creationTimestamp?: string,
+): ClusterEgressPolicy {
   return { apiVersion: API_VERSION, kind: "ClusterEgressPolicy", metadata: compact({ name, creationTimestamp }), spec };
 }
 

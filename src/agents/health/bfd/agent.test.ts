@@ -82,7 +82,13 @@ async function twoAgents(opts: { passiveB?: boolean; rttProbeIntervalMs?: number
   const net = new FakeNetwork(clock);
   let discr = 100;
   const make = (address: string) =>
-    new BfdAgent({ localAddress: address, clock, transport: net.transport(address), random: () => 0.5, newDiscriminator: () => ++discr });
+    new BfdAgent({
+      localAddress: address,
+      clock,
+      transport: net.transport(address),
+      random: () => 0.5,
+      newDiscriminator: () => ++discr,
+    });
   const a = make(A);
   const b = make(B);
   const changes: Record<"a" | "b", BfdStateChange[]> = { a: [], b: [] };
@@ -133,7 +139,10 @@ describe("BfdAgent over an in-memory network", () => {
     ] as const) {
       expect(agent.state(peer)).toBe("Down");
       const down = log.find((c) => c.from === "Up" && c.to === "Down");
-      expect(down).toMatchObject({ diag: BfdDiag.ControlDetectionTimeExpired, diagName: "control-detection-time-expired" });
+      expect(down).toMatchObject({
+        diag: BfdDiag.ControlDetectionTimeExpired,
+        diagName: "control-detection-time-expired",
+      });
       expect(down!.at - cutAt).toBeLessThanOrEqual(300);
       expect(agent.status(peer).downTransitions).toBe(1);
     }

@@ -188,7 +188,14 @@ export class BfdAgent extends EventEmitter<BfdAgentEvents> {
       },
       this.clock.now(),
     );
-    const entry: PeerEntry = { config, session, socket: undefined, timer: undefined, sendFailing: false, inflight: new Set() };
+    const entry: PeerEntry = {
+      config,
+      session,
+      socket: undefined,
+      timer: undefined,
+      sendFailing: false,
+      inflight: new Set(),
+    };
     this.peers.set(config.peer, entry);
     this.byDiscriminator.set(discriminator, entry);
     if (this.started) await this.open(entry);

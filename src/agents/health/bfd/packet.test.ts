@@ -98,7 +98,8 @@ const packetArb: fc.Arbitrary<BfdControlPacket> = fc
     authenticationPresent: false,
     multipoint: false,
     // §6.8.6: Your Discriminator 0 is only valid in Down/AdminDown; keep generated packets valid.
-    yourDiscriminator: r.state === "Down" || r.state === "AdminDown" ? r.yourDiscriminator : Math.max(1, r.yourDiscriminator),
+    yourDiscriminator:
+      r.state === "Down" || r.state === "AdminDown" ? r.yourDiscriminator : Math.max(1, r.yourDiscriminator),
   }));
 
 describe("BFD control packet: round trip", () => {

@@ -169,7 +169,8 @@ export function decodeControlPacket(datagram: Uint8Array): BfdDecodeResult {
   if (yourDiscriminator === 0 && state !== "Down" && state !== "AdminDown") {
     return { ok: false, reason: `your discriminator is zero in state ${state}` };
   }
-  if (authenticationPresent) return { ok: false, reason: "authentication (A) bit is set but no authentication is configured" };
+  if (authenticationPresent)
+    return { ok: false, reason: "authentication (A) bit is set but no authentication is configured" };
 
   return {
     ok: true,

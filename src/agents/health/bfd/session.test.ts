@@ -2,14 +2,27 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { BfdDiag, type BfdControlPacket, type BfdState } from "./packet.js";
 import { controlPacket } from "./testing/packets.js";
-import { BfdConfigError, BfdSession, type BfdSessionAction, type BfdSessionConfig, type BfdSessionInput } from "./session.js";
+import {
+  BfdConfigError,
+  BfdSession,
+  type BfdSessionAction,
+  type BfdSessionConfig,
+  type BfdSessionInput,
+} from "./session.js";
 
 const LOCAL = 0x1111;
 const REMOTE = 0x2222;
 
 function session(overrides: Partial<BfdSessionConfig> = {}, at = 0): BfdSession {
   return new BfdSession(
-    { localDiscriminator: LOCAL, desiredMinTxMs: 100, requiredMinRxMs: 100, detectMultiplier: 3, random: () => 0, ...overrides },
+    {
+      localDiscriminator: LOCAL,
+      desiredMinTxMs: 100,
+      requiredMinRxMs: 100,
+      detectMultiplier: 3,
+      random: () => 0,
+      ...overrides,
+    },
     at,
   );
 }
@@ -84,7 +97,9 @@ describe("BfdSession: state transitions (RFC 5880 §6.2, §6.8.6)", () => {
     expect(() => session({ localDiscriminator: 0 })).toThrow(/localDiscriminator/);
     expect(() => session({ detectMultiplier: 0 })).toThrow(BfdConfigError);
     expect(() => session({ desiredMinTxMs: 0 })).toThrow(/desiredMinTxMs/);
-    expect(() => sessionIn("Up").handle({ type: "setTimers", at: 3, timers: { requiredMinRxMs: -1 } })).toThrow(/requiredMinRxMs/);
+    expect(() => sessionIn("Up").handle({ type: "setTimers", at: 3, timers: { requiredMinRxMs: -1 } })).toThrow(
+      /requiredMinRxMs/,
+    );
   });
 });
 
@@ -131,10 +146,18 @@ describe("BfdSession: timers (§6.8.3, §6.8.4, §6.8.7)", () => {
 
   it("arms the detection time at remote mult x max(local required RX, remote desired TX)", () => {
     const s = session({ requiredMinRxMs: 100 });
-    const step = s.handle({ type: "packet", at: 10, packet: fromPeer("Down", { detectMult: 5, desiredMinTxUs: 200_000 }) });
+    const step = s.handle({
+      type: "packet",
+      at: 10,
+      packet: fromPeer("Down", { detectMult: 5, desiredMinTxUs: 200_000 }),
+    });
     expect(step.detectionAt).toBe(10 + 5 * 200);
     const s2 = session({ requiredMinRxMs: 300 });
-    const step2 = s2.handle({ type: "packet", at: 10, packet: fromPeer("Down", { detectMult: 2, desiredMinTxUs: 100_000 }) });
+    const step2 = s2.handle({
+      type: "packet",
+      at: 10,
+      packet: fromPeer("Down", { detectMult: 2, desiredMinTxUs: 100_000 }),
+    });
     expect(step2.detectionAt).toBe(10 + 2 * 300);
   });
 
@@ -152,7 +175,12 @@ describe("BfdSession: timers (§6.8.3, §6.8.4, §6.8.7)", () => {
     expect(step.detectionAt).toBeNull();
     // Back to the slow pace and the 1 s advertisement.
     const next = s.handle({ type: "tick", at: step.nextTxAt! });
-    expect(sends(next.actions)[0]).toMatchObject({ state: "Down", diag: 1, yourDiscriminator: 0, desiredMinTxUs: 1_000_000 });
+    expect(sends(next.actions)[0]).toMatchObject({
+      state: "Down",
+      diag: 1,
+      yourDiscriminator: 0,
+      desiredMinTxUs: 1_000_000,
+    });
   });
 
   it("answers a Poll at once with F set and P clear, outside the transmit schedule", () => {
@@ -209,7 +237,14 @@ class Pair {
       this.inflight.sort((x, y) => x.at - y.at);
       const packet = this.inflight[0];
       const candidates: Array<[number, () => void]> = [];
-      if (packet) candidates.push([packet.at, () => (this.inflight.shift(), this.apply(packet.to, { type: "packet", at: packet.at, packet: packet.packet }))]);
+      if (packet)
+        candidates.push([
+          packet.at,
+          () => (
+            this.inflight.shift(),
+            this.apply(packet.to, { type: "packet", at: packet.at, packet: packet.packet })
+          ),
+        ]);
       for (const name of ["a", "b"] as const) {
         const w = this.wake[name];
         if (w !== null) candidates.push([w, () => this.apply(name, { type: "tick", at: w })]);
@@ -231,7 +266,11 @@ class Pair {
   }
 
   sentBy(name: "a" | "b") {
-    return this.log.flatMap((l) => (l.node === name && l.action.type === "send" ? [{ at: l.at, packet: l.action.packet, reason: l.action.reason }] : []));
+    return this.log.flatMap((l) =>
+      l.node === name && l.action.type === "send"
+        ? [{ at: l.at, packet: l.action.packet, reason: l.action.reason }]
+        : [],
+    );
   }
 }
 
@@ -250,7 +289,11 @@ describe("BfdSession: two machines back to back", () => {
     for (const name of ["a", "b"] as const) {
       const polls = p.sentBy(name).filter((s) => s.packet.poll);
       expect(polls.length).toBeGreaterThanOrEqual(1);
-      expect(p.node(name).snapshot()).toMatchObject({ pollInProgress: false, desiredMinTxUs: 100_000, txIntervalMs: 100 });
+      expect(p.node(name).snapshot()).toMatchObject({
+        pollInProgress: false,
+        desiredMinTxUs: 100_000,
+        txIntervalMs: 100,
+      });
     }
     expect(p.sentBy("a").some((s) => s.packet.final)).toBe(true);
     expect(p.sentBy("b").some((s) => s.packet.final)).toBe(true);
@@ -272,7 +315,13 @@ describe("BfdSession: two machines back to back", () => {
     p.runUntil(5000);
     const downs = p.changesOf("a").filter((c) => c.type === "stateChange" && c.to === "Down");
     expect(downs).toEqual([
-      { type: "stateChange", from: "Up", to: "Down", diag: BfdDiag.ControlDetectionTimeExpired, at: lastHeardFromB + 300 },
+      {
+        type: "stateChange",
+        from: "Up",
+        to: "Down",
+        diag: BfdDiag.ControlDetectionTimeExpired,
+        at: lastHeardFromB + 300,
+      },
     ]);
     // a drops to the 1 s pace while Down, so b (which still hears a) times out too: within its
     // own detection time of a's last fast packet, without waiting for a's next slow one.
@@ -364,11 +413,17 @@ describe("BfdSession: two machines back to back", () => {
     p.runUntil(3000);
     p.input("a", { type: "adminDown", at: 3000 });
     expect(p.a.state).toBe("AdminDown");
-    expect(p.sentBy("a").at(-1)).toMatchObject({ at: 3000, reason: "adminDown", packet: { state: "AdminDown", diag: 7 } });
+    expect(p.sentBy("a").at(-1)).toMatchObject({
+      at: 3000,
+      reason: "adminDown",
+      packet: { state: "AdminDown", diag: 7 },
+    });
     p.runUntil(10_000);
     expect(p.a.state).toBe("AdminDown");
     expect(p.b.state).toBe("Down");
-    expect(p.changesOf("b")).toContainEqual(expect.objectContaining({ from: "Up", to: "Down", diag: BfdDiag.NeighborSignaledSessionDown }));
+    expect(p.changesOf("b")).toContainEqual(
+      expect.objectContaining({ from: "Up", to: "Down", diag: BfdDiag.NeighborSignaledSessionDown }),
+    );
     expect(p.changesOf("b").filter((c) => c.type === "stateChange" && c.at > 3001)).toEqual([]); // b does not flap to Init
     expect(p.a.deadlines().detectionAt).toBeNull();
     p.input("a", { type: "adminUp", at: 10_000 });
@@ -394,19 +449,26 @@ describe("BfdSession: properties", () => {
 
   it("never declares Up without receiving packets", () => {
     fc.assert(
-      fc.property(fc.boolean(), fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), fc.array(inputArb, { maxLength: 60 }), (passive, r, inputs) => {
-        const s = session({ passive, random: () => r });
-        let at = 0;
-        for (const i of inputs) {
-          at += i.dt;
-          const input: BfdSessionInput =
-            i.type === "setTimers" ? { type: "setTimers", at, timers: { desiredMinTxMs: i.tx, requiredMinRxMs: i.rx } } : { type: i.type, at };
-          const step = s.handle(input);
-          expect(changes(step.actions).some((c) => c.to === "Up" || c.to === "Init")).toBe(false);
-          expect(s.state).not.toBe("Up");
-          if (passive) expect(sends(step.actions)).toEqual([]);
-        }
-      }),
+      fc.property(
+        fc.boolean(),
+        fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }),
+        fc.array(inputArb, { maxLength: 60 }),
+        (passive, r, inputs) => {
+          const s = session({ passive, random: () => r });
+          let at = 0;
+          for (const i of inputs) {
+            at += i.dt;
+            const input: BfdSessionInput =
+              i.type === "setTimers"
+                ? { type: "setTimers", at, timers: { desiredMinTxMs: i.tx, requiredMinRxMs: i.rx } }
+                : { type: i.type, at };
+            const step = s.handle(input);
+            expect(changes(step.actions).some((c) => c.to === "Up" || c.to === "Init")).toBe(false);
+            expect(s.state).not.toBe("Up");
+            if (passive) expect(sends(step.actions)).toEqual([]);
+          }
+        },
+      ),
     );
   });
 

@@ -167,7 +167,11 @@ export class BfdSession {
   private lastRttMs: number | null = null;
 
   constructor(config: BfdSessionConfig, at: number) {
-    if (!Number.isInteger(config.localDiscriminator) || config.localDiscriminator < 1 || config.localDiscriminator > 0xffff_ffff) {
+    if (
+      !Number.isInteger(config.localDiscriminator) ||
+      config.localDiscriminator < 1 ||
+      config.localDiscriminator > 0xffff_ffff
+    ) {
       throw new BfdConfigError("localDiscriminator", `must be a non-zero uint32, got ${config.localDiscriminator}`);
     }
     validateTimers(config);

@@ -18,7 +18,11 @@ export interface StandaloneIo {
   input: NodeJS.ReadableStream;
 }
 
-export function parseStandaloneArgs(argv: readonly string[]): { localAddress: string; peer: BfdPeerConfig; logLevel: string } {
+export function parseStandaloneArgs(argv: readonly string[]): {
+  localAddress: string;
+  peer: BfdPeerConfig;
+  logLevel: string;
+} {
   const { values } = parseArgs({
     args: [...argv],
     options: {
@@ -94,7 +98,10 @@ export async function runStandaloneBfd(argv: readonly string[], io: StandaloneIo
 
 const invokedDirectly = process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
 if (invokedDirectly) {
-  runStandaloneBfd(process.argv.slice(2), { write: (line) => process.stdout.write(`${line}\n`), input: process.stdin }).then(
+  runStandaloneBfd(process.argv.slice(2), {
+    write: (line) => process.stdout.write(`${line}\n`),
+    input: process.stdin,
+  }).then(
     () => process.exit(0),
     (err: unknown) => {
       process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

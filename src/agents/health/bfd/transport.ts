@@ -104,7 +104,9 @@ export class UdpBfdTransport implements BfdTransport {
       await bindSocket(socket, this.opts.listenAddress, this.port);
     } catch (err) {
       await closeSocket(socket);
-      throw new BfdTransportError(`cannot bind BFD receive socket to ${this.opts.listenAddress}:${this.port}`, { cause: err });
+      throw new BfdTransportError(`cannot bind BFD receive socket to ${this.opts.listenAddress}:${this.port}`, {
+        cause: err,
+      });
     }
     socket.on("message", (data, rinfo) => onDatagram({ data, address: rinfo.address, port: rinfo.port }));
     socket.on("error", (err) => this.opts.onError?.(err));
@@ -132,9 +134,12 @@ export class UdpBfdTransport implements BfdTransport {
       this.sessionSockets.add(socket);
       return this.wrap(socket, localAddress, port);
     }
-    throw new BfdTransportError(`cannot bind a BFD source port on ${localAddress} in ${BFD_SOURCE_PORT_MIN}-${BFD_SOURCE_PORT_MAX}`, {
-      cause: lastError,
-    });
+    throw new BfdTransportError(
+      `cannot bind a BFD source port on ${localAddress} in ${BFD_SOURCE_PORT_MIN}-${BFD_SOURCE_PORT_MAX}`,
+      {
+        cause: lastError,
+      },
+    );
   }
 
   private wrap(socket: Socket, localAddress: string, localPort: number): BfdSessionSocket {
