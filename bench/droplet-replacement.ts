@@ -152,9 +152,10 @@ async function run(lab: Lab, i: number): Promise<Sample> {
     toReplacementUpMs: up,
     toTrafficBackMs: back,
   };
-  log(
-    `run ${i + 1}/${RUNS}: ${failover.resumed ? `resumed via ${failover.resumedVia} after ${failover.gapMs} ms, ${failover.afterGap} datagrams after` : `FAILOVER FAILED: ${failover.failure}`}; ${JSON.stringify({ ...s, failover: undefined })}`,
-  );
+  const verdict = failover.resumed
+    ? `resumed via ${failover.resumedVia} after ${failover.gapMs} ms, ${failover.afterGap} datagrams after`
+    : `FAILOVER FAILED: ${failover.failure}`;
+  log(`run ${i + 1}/${RUNS}: ${verdict}; ${JSON.stringify({ ...s, failover: undefined })}`);
   return s;
 }
 
@@ -210,7 +211,8 @@ async function main(): Promise<void> {
     [
       "| from the droplet's deletion (ms) | median | p95 | max |",
       "|---|---|---|---|",
-      `| failover gap: last delivery to the first through the other droplet (${resumed.length} of ${samples.length} resumed) | ${gap.median} | ${gap.p95} | ${gap.max} |`,
+      `| failover gap: last delivery to the first through the other droplet (${resumed.length} ` +
+        `of ${samples.length} resumed) | ${gap.median} | ${gap.p95} | ${gap.max} |`,
       row("longest time with no delivery (failover on BFD)", "longestGapMs"),
       row("replacement droplet listed in status (same name)", "toReplacementListedMs"),
       row("replacement Up (nodes' BFD, reserved IP moved)", "toReplacementUpMs"),

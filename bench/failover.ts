@@ -116,9 +116,10 @@ async function killOnce(
     survivors,
   });
   const sample = { victim: victim.name, ...outcome };
-  log(
-    `${kind} kill ${i + 1}/${KILLS} (${victim.name}): ${outcome.resumed ? `resumed via ${outcome.resumedVia} after ${outcome.gapMs} ms, ${outcome.afterGap} datagrams after` : `FAILED: ${outcome.failure}`}`,
-  );
+  const verdict = outcome.resumed
+    ? `resumed via ${outcome.resumedVia} after ${outcome.gapMs} ms, ${outcome.afterGap} datagrams after`
+    : `FAILED: ${outcome.failure}`;
+  log(`${kind} kill ${i + 1}/${KILLS} (${victim.name}): ${verdict}`);
   return { sample, revive: () => lab.reviveGateway(victim.name) };
 }
 
@@ -177,7 +178,8 @@ async function main(): Promise<void> {
         };
         const o = out[kind] as { gapMs: { median: number; p99: number; max: number }; failed: number };
         log(
-          `${kind}: ${ok.length}/${samples.length} resumed through the other instance; gap p50 ${o.gapMs.median} p99 ${o.gapMs.p99} max ${o.gapMs.max} ms; failed ${o.failed}`,
+          `${kind}: ${ok.length}/${samples.length} resumed through the other instance; gap ` +
+            `p50 ${o.gapMs.median} p99 ${o.gapMs.p99} max ${o.gapMs.max} ms; failed ${o.failed}`,
         );
       }
 

@@ -371,7 +371,10 @@ async function main(): Promise<void> {
         },
         ptpInsideChainMs: { shim: stats(of("shim", (s) => s.ptpMs)) },
         delMs: { ptpAlone: stats(of("ptp", (s) => s.delMs)), ptpPlusShim: stats(of("shim", (s) => s.delMs)) },
-        /** What every figure above includes: `ip netns exec <node>` starting a process; and VERSION (the shim: start, socket round trip, the agent's runPlugin). */
+        /**
+         * What every figure above includes: `ip netns exec <node>` starting a process; and VERSION
+         * (the shim: start, socket round trip, the agent's runPlugin).
+         */
         processMs: {
           netnsExecTrue: stats(baseline.netnsExecTrue),
           versionPtp: stats(baseline.versionPtp),
@@ -384,7 +387,9 @@ async function main(): Promise<void> {
         cycles: CYCLES,
         fallbacks: FALLBACKS,
         method:
-          "Each plugin is a fresh process run by `ip netns exec <node> <plugin>` (that entry costs every plugin alike). Added latency = our plugin's process in the chain's ADD. ptp uses host-local; pods alternate between selected (payments/checkout) and unselected.",
+          "Each plugin is a fresh process run by `ip netns exec <node> <plugin>` (that entry costs every " +
+          "plugin alike). Added latency = our plugin's process in the chain's ADD. ptp uses " +
+          "host-local; pods alternate between selected (payments/checkout) and unselected.",
         summary,
         samples: samples.map((s) => ({
           ...s,

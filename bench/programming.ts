@@ -206,7 +206,8 @@ async function runCase(
       const planned = nodeRouting(base);
       if (routing.routes.length !== planned.routes.length || routing.rules.length !== planned.rules.length) {
         throw new KernelCheckError(
-          `after first apply: ${routing.routes.length} routes and ${routing.rules.length} rules, the plan has ${planned.routes.length} and ${planned.rules.length}`,
+          `after first apply: ${routing.routes.length} routes and ${routing.rules.length} ` +
+            `rules, the plan has ${planned.routes.length} and ${planned.rules.length}`,
         );
       }
 
@@ -270,7 +271,9 @@ function printTable(results: readonly CaseResult[]): void {
   console.log("|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of results) {
     console.log(
-      `| ${r.pods} x ${r.policies} | ${r.mapElements} | ${f(r.ms.plan)} | ${f(r.ms.planAsAgent)} | ${f(r.ms.first)} | ${f(r.ms.noop)} | ${f(r.ms.addOne)} | ${f(r.ms.removeOne)} | ${f(r.ms.resync)} | ${g(r.ms.removeBulk)} | ${g(r.ms.addBulk)} |`,
+      `| ${r.pods} x ${r.policies} | ${r.mapElements} | ${f(r.ms.plan)} ` +
+        `| ${f(r.ms.planAsAgent)} | ${f(r.ms.first)} | ${f(r.ms.noop)} | ${f(r.ms.addOne)} ` +
+        `| ${f(r.ms.removeOne)} | ${f(r.ms.resync)} | ${g(r.ms.removeBulk)} | ${g(r.ms.addBulk)} |`,
     );
   }
   console.log("(milliseconds, median / p95)");
@@ -323,7 +326,9 @@ async function main(): Promise<void> {
     setup: {
       node: "one network namespace per repetition (veth pair inside it, VPC address 10.0.0.11/24)",
       gateways: `${SYNTHETIC.gateways} gateways x ${SYNTHETIC.instancesPerGateway} static instances`,
-      destinations: `each policy: ${SYNTHETIC.destinationCIDRs.join(", ")} minus ${SYNTHETIC.excludedCIDRs.join(", ")} (${SYNTHETIC.rangesPerPod} map elements per pod)`,
+      destinations:
+        `each policy: ${SYNTHETIC.destinationCIDRs.join(", ")} ` +
+        `minus ${SYNTHETIC.excludedCIDRs.join(", ")} (${SYNTHETIC.rangesPerPod} map elements per pod)`,
       pods: "all in one namespace, pod i labelled app-(i mod M); policy j selects app-j",
       units: "milliseconds; p95 is nearest-rank (the maximum when reps < 20)",
     },

@@ -206,7 +206,9 @@ function table(rows: { label: string; samples: Sample[] }[]): string {
   ];
   for (const r of rows) {
     lines.push(
-      `| ${r.label} | ${r.samples.length} | ${cell(r.samples.map((s) => s.toActionStartMs))} | ${cell(r.samples.map((s) => s.actionMs))} | ${cell(r.samples.map((s) => s.toReassignedMs))} | ${cell(r.samples.map((s) => s.toConfirmedMs))} |`,
+      `| ${r.label} | ${r.samples.length} | ${cell(r.samples.map((s) => s.toActionStartMs))} ` +
+        `| ${cell(r.samples.map((s) => s.actionMs))} ` +
+        `| ${cell(r.samples.map((s) => s.toReassignedMs))} | ${cell(r.samples.map((s) => s.toConfirmedMs))} |`,
     );
   }
   return lines.join("\n");

@@ -222,7 +222,9 @@ async function specChangeToStatus(
     const now = controller.readProc();
     log(
       `no status for ${ref.name} within ${timeoutMs} ms: controller ${controller.running ? "running" : "exited"}, ` +
-        `CPU ${cpuPercent(cpuBefore, now, timeoutMs)} % meanwhile, RSS ${now?.rssMiB} MiB, last memory samples ${JSON.stringify(controller.recentMemory.slice(-5))}: ${(e as Error).message}`,
+        `CPU ${cpuPercent(cpuBefore, now, timeoutMs)} % meanwhile, ` +
+        `RSS ${now?.rssMiB} MiB, last memory ` +
+        `samples ${JSON.stringify(controller.recentMemory.slice(-5))}: ${(e as Error).message}`,
     );
     return Number.NaN;
   }
@@ -354,7 +356,9 @@ async function main(): Promise<void> {
         mode: 0o600,
       });
       log(
-        `cluster loaded in ${round((wallClockMs() - cpStarted) / 1000)} s: ${JSON.stringify(load)}; pod JSON ${podJsonBytes} B (managedFields included); API server / etcd RSS ${JSON.stringify(serverProcs)}`,
+        `cluster loaded in ${round((wallClockMs() - cpStarted) / 1000)} ` +
+          `s: ${JSON.stringify(load)}; pod JSON ${podJsonBytes} B (managedFields ` +
+          `included); API server / etcd RSS ${JSON.stringify(serverProcs)}`,
       );
 
       // --- controller ----------------------------------------------------------------------
@@ -434,7 +438,9 @@ async function main(): Promise<void> {
       const churnWallMs = wallClockMs() - churnT0;
       const churnDone = await ctlChurn.stop();
       log(
-        `controller under ${churnDone.writesPerSecond}/s node reports: CPU ${cpuPercent(churnBefore, churnAfter, churnWallMs)} %, spec -> status ${JSON.stringify(churnSpecSamples.map(round))} ms`,
+        `controller under ${churnDone.writesPerSecond}/s node reports: ` +
+          `CPU ${cpuPercent(churnBefore, churnAfter, churnWallMs)} %, spec -> ` +
+          `status ${JSON.stringify(churnSpecSamples.map(round))} ms`,
       );
       const ctlFinal = await ctl.stats("final");
       const ctlFinalProc = ctl.readProc();
@@ -535,7 +541,9 @@ async function main(): Promise<void> {
         );
       const aConverged = await agent.stats("converged");
       log(
-        `node agent: first datapath ${round((firstApplied.t - agentSpawn) / 1000)} s after start (${kernelFirst} map elements for ${expectedIPs.length} pods); RSS ${String(aConverged.rssMiB)} MiB`,
+        `node agent: first datapath ${round((firstApplied.t - agentSpawn) / 1000)} ` +
+          `s after start (${kernelFirst} map elements ` +
+          `for ${expectedIPs.length} pods); RSS ${String(aConverged.rssMiB)} MiB`,
       );
 
       // Pods created on this node, one at a time, as a kubelet would (create, then status with the address).
@@ -568,7 +576,8 @@ async function main(): Promise<void> {
       const appliesDuring = agent.events.filter((e) => e.ev === "applied").length - appliesBefore;
       const aChurnDone = await agentChurn.stop();
       log(
-        `node agent under ${aChurnDone.writesPerSecond}/s node reports: ${appliesDuring} reconciles, CPU ${cpuPercent(aChurnBefore, aChurnAfter, aChurnWallMs)} %`,
+        `node agent under ${aChurnDone.writesPerSecond}/s node reports: ${appliesDuring} ` +
+          `reconciles, CPU ${cpuPercent(aChurnBefore, aChurnAfter, aChurnWallMs)} %`,
       );
 
       // The kernel must hold every new pod, and exactly what the last plan says.

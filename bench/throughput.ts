@@ -276,7 +276,10 @@ async function main(): Promise<void> {
             current = phase.name;
             const seen = await checkPaths(phase.plans.planner, phase.plans.nodePlan);
             log(
-              `round ${r + 1}, ${phase.name}: programmed (${t.mode}) in ${t.nodeMs} ms on ${node.name} (${phase.plans.nodePlan.entries.length} divert elements), gateways ${JSON.stringify(t.gatewayMs)} ms; ${destinations.gateway} sees ${seen.gatewaySource}, ${destinations.direct} sees ${seen.directSource}`,
+              `round ${r + 1}, ${phase.name}: programmed (${t.mode}) in ${t.nodeMs} ms ` +
+                `on ${node.name} (${phase.plans.nodePlan.entries.length} divert elements), ` +
+                `gateways ${JSON.stringify(t.gatewayMs)} ms; ${destinations.gateway} ` +
+                `sees ${seen.gatewaySource}, ${destinations.direct} sees ${seen.directSource}`,
             );
           }
           const v = visit++;
@@ -284,7 +287,9 @@ async function main(): Promise<void> {
             const run = await runIperfClient(pod.netns, destinations[path], { port: IPERF_PORT, seconds });
             samples.push({ ...run, phase: phase.name, path, dst: destinations[path], round: r, visit: v });
             log(
-              `  ${path.padEnd(7)} ${destinations[path]}: ${run.gbps.toFixed(2)} Gbit/s, ${run.retransmits} retransmits, cpu client ${run.cpuPercent.client.toFixed(0)}% server ${run.cpuPercent.server.toFixed(0)}%`,
+              `  ${path.padEnd(7)} ${destinations[path]}: ${run.gbps.toFixed(2)} ` +
+                `Gbit/s, ${run.retransmits} retransmits, cpu ` +
+                `client ${run.cpuPercent.client.toFixed(0)}% server ${run.cpuPercent.server.toFixed(0)}%`,
             );
           }
         }
@@ -345,7 +350,8 @@ async function main(): Promise<void> {
         direct: `${LAB_NETWORK.otherService}: excluded by checkout, node1 masquerade -> Internet`,
       },
       agents:
-        "stopped after the lab converged; node1 and both gateway instances are programmed by the benchmark with the same Planner and Node/GatewayDataplane (health: all instances up)",
+        "stopped after the lab converged; node1 and both gateway instances are programmed by the " +
+        "benchmark with the same Planner and Node/GatewayDataplane (health: all instances up)",
       extraPods:
         extraPods > 0
           ? `${extraPods} synthetic checkout pods on node1 (addresses from ${EXTRA_POD_BASE}) added to the planner's snapshot`
@@ -356,12 +362,16 @@ async function main(): Promise<void> {
   });
   const range = (x: Summary) => `${x.median} (${x.min}–${x.max})`;
   console.log(
-    "\n| map size | divert elements (node1) | SNAT elements (per gateway) | gateway Gbit/s median (min–max) | direct Gbit/s median (min–max) | gateway / direct (of medians) | gateway / direct, paired runs: median (min–max) |",
+    "\n| map size | divert elements (node1) | SNAT elements (per gateway) | gateway " +
+      "Gbit/s median (min–max) | direct Gbit/s median (min–max) | gateway / direct " +
+      "(of medians) | gateway / direct, paired runs: median (min–max) |",
   );
   console.log("|---|---|---|---|---|---|---|");
   for (const p of outcome.phases) {
     console.log(
-      `| ${p.phase} | ${p.nodeDivertElements} | ${Object.values(p.gatewaySnatElements).join(" / ")} | ${range(p.gbps.gateway)} | ${range(p.gbps.direct)} | ${p.ratio} | ${range(p.pairedRatio)} |`,
+      `| ${p.phase} | ${p.nodeDivertElements} ` +
+        `| ${Object.values(p.gatewaySnatElements).join(" / ")} | ${range(p.gbps.gateway)} ` +
+        `| ${range(p.gbps.direct)} | ${p.ratio} | ${range(p.pairedRatio)} |`,
     );
   }
   if (outcome.mapSizeEffect)

@@ -98,7 +98,8 @@ export async function expectDivert(
   const extra = [...kernel].filter((x) => !planned.has(x));
   if (missing.length || extra.length || kernel.size !== entries.length) {
     throw new KernelCheckError(
-      `${when}: kernel divert map differs from the plan: ${missing.length} missing (e.g. ${missing.slice(0, 3).join(", ")}), ${extra.length} extra (e.g. ${extra.slice(0, 3).join(", ")})`,
+      `${when}: kernel divert map differs from the plan: ${missing.length} missing ` +
+        `(e.g. ${missing.slice(0, 3).join(", ")}), ${extra.length} extra (e.g. ${extra.slice(0, 3).join(", ")})`,
     );
   }
 }

@@ -14,7 +14,8 @@ describe("gateway traffic and capacity metrics", () => {
     first.onTraffic("shared/gw-a", [reading]);
     first.onTraffic("shared/gw-a", [{ ...reading, packets: 1500, bytes: 120_000 }]);
     const line =
-      'static_egress_gateway_egress_packets_total{gateway="shared",instance="shared/gw-a",policy="EgressPolicy/payments/checkout",egress_ip="192.0.2.10",direction="out"}';
+      'static_egress_gateway_egress_packets_total{gateway="shared",instance="shared/gw-a",' +
+      'policy="EgressPolicy/payments/checkout",egress_ip="192.0.2.10",direction="out"}';
     expect(await first.registry.metrics()).toContain(`${line} 1500\n`);
     expect(await first.registry.metrics()).toMatch(/# TYPE static_egress_gateway_egress_bytes_total counter/);
     const restarted = new GatewayMetrics();

@@ -100,7 +100,10 @@ export class GatewayMetrics {
   });
   readonly foreignDrops = new Gauge({
     name: "static_egress_gateway_foreign_dropped_packets",
-    help: "Packets refused because the sender is not the node it claims to be: check=tunnel (a node's tunnel port from another address), check=pod_source (a pod address through a tunnel other than its node's, or not through a tunnel)",
+    help:
+      "Packets refused because the sender is not the node it claims to be: check=tunnel " +
+      "(a node's tunnel port from another address), check=pod_source (a pod address " +
+      "through a tunnel other than its node's, or not through a tunnel)",
     labelNames: ["check"],
     registers: [this.registry],
   });
@@ -108,7 +111,10 @@ export class GatewayMetrics {
   // Traffic and capacity (docs/metrics.md). `instance` is `<gateway>/<instance>`, as in every static-egress metric.
   readonly egressPackets = new Counter({
     name: "static_egress_gateway_egress_packets_total",
-    help: "Packets of SNATed connections this instance forwarded, counted by the kernel (nft counters kept across agent restarts), by policy, egress IP and direction (out: pods to destinations, in: replies)",
+    help:
+      "Packets of SNATed connections this instance forwarded, counted by the " +
+      "kernel (nft counters kept across agent restarts), by policy, egress " +
+      "IP and direction (out: pods to destinations, in: replies)",
     labelNames: ["gateway", "instance", "policy", "egress_ip", "direction"],
     registers: [this.registry],
   });

@@ -86,7 +86,9 @@ export async function runDemo(file: string, kind: GatewayDeath, keep: boolean): 
         200,
       );
       say(
-        `   the replacement droplet runs and holds ${current} (${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill; the stand-in boots a droplet in ${LAB_CLOUD.dropletBootMs / 1000} s)`,
+        `   the replacement droplet runs and holds ${current} ` +
+          `(${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill; the stand-in ` +
+          `boots a droplet in ${LAB_CLOUD.dropletBootMs / 1000} s)`,
       );
       await waitFor(() => lab.allInstancesUp(), 30_000, "the replacement did not come up on every node", 300);
       let after = await lab.status();

@@ -21,12 +21,15 @@ export function registerImportCommand(program: Command): void {
   program
     .command("import")
     .description(
-      "convert Cilium CiliumEgressGatewayPolicy, nirmata StaticEgressIP and spidernet egressgateway EgressPolicy/EgressGateway objects into EgressGateway/ClusterEgressPolicy/EgressPolicy; " +
+      "convert Cilium CiliumEgressGatewayPolicy, nirmata StaticEgressIP and " +
+        "spidernet egressgateway EgressPolicy/EgressGateway objects " +
+        "into EgressGateway/ClusterEgressPolicy/EgressPolicy; " +
         "prints the objects (stdout) and, per source field, what was refused, ignored or is left to do (stderr); exit 1 if anything was refused",
     )
     .requiredOption(
       "-f, --file <file>",
-      "Kubernetes documents (`-` for stdin), e.g. `kubectl get ciliumegressgatewaypolicies -o yaml`; nirmata's rules need their Services in it, spidernet's policies their EgressGateways",
+      "Kubernetes documents (`-` for stdin), e.g. `kubectl get ciliumegressgatewaypolicies -o yaml`; " +
+        "nirmata's rules need their Services in it, spidernet's policies their EgressGateways",
     )
     .option(
       "-o, --output <format>",

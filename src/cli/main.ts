@@ -51,11 +51,15 @@ agent
   )
   .option(
     "--cni-conf-dir <dir>",
-    "with --cni-socket: keep the plugin chained last in the runtime's CNI config list in this directory (e.g. /etc/cni/net.d), also after the cluster CNI rewrites it; --cleanup unchains it",
+    "with --cni-socket: keep the plugin chained last in the runtime's CNI " +
+      "config list in this directory (e.g. /etc/cni/net.d), also " +
+      "after the cluster CNI rewrites it; --cleanup unchains it",
   )
   .option(
     "--anchor-ip-from <source>",
-    "with --source kubernetes: publish this node's anchor IPv4 as annotation staticegress.io/anchor-ipv4 (for Service externalIPs that follow a reserved IP); source: `digitalocean-metadata`",
+    "with --source kubernetes: publish this node's anchor IPv4 as " +
+      "annotation staticegress.io/anchor-ipv4 (for Service externalIPs that " +
+      "follow a reserved IP); source: `digitalocean-metadata`",
   )
   .option(
     "--metadata-url <url>",
@@ -84,12 +88,14 @@ agent
   )
   .option(
     "--egress-via-anchor",
-    "DigitalOcean: SNAT to this droplet's anchor IP and route via the anchor gateway (from the metadata service); the platform turns it into the droplet's reserved IP",
+    "DigitalOcean: SNAT to this droplet's anchor IP and route via the anchor gateway (from the " +
+      "metadata service); the platform turns it into the droplet's reserved IP",
   )
   .option("--metadata-url <url>", `with --egress-via-anchor: the droplet metadata service (default ${METADATA_URL})`)
   .option(
     "--snat-port-range <from-to>",
-    "source ports SNAT may use for TCP and UDP (default: the kernel's, 1024-65535 when a pod's own port is taken); the limit the SNAT port metrics are measured against",
+    "source ports SNAT may use for TCP and UDP (default: the kernel's, 1024-65535 when a pod's " +
+      "own port is taken); the limit the SNAT port metrics are measured against",
   )
   .option(
     "--traffic-report-seconds <s>",
@@ -164,7 +170,8 @@ program
   .option("--metrics-address <ip>", "with --metrics-port: listen on this address only (default all)")
   .option(
     "--reserved-ips-any-namespace",
-    "with --cloud: let pods of any namespace ask for any reserved IP (default: only IPs granted to their Namespace with annotation staticegress.io/reserved-ips)",
+    "with --cloud: let pods of any namespace ask for any reserved IP (default: only IPs " +
+      "granted to their Namespace with annotation staticegress.io/reserved-ips)",
   )
   .option("--no-apps", "do not reconcile Apps (docs/apps.md)")
   .option(
@@ -240,7 +247,9 @@ const cni = program.command("cni").description("the chained CNI plugin (see docs
 cni
   .command("install")
   .description(
-    "write the plugin into <bin-dir>: the shim static-egress (hands each call to the node agent) and static-egress-nodejs, which runs this installation's dist/cni/main.js when the agent cannot answer",
+    "write the plugin into <bin-dir>: the shim static-egress (hands each call " +
+      "to the node agent) and static-egress-nodejs, which runs this " +
+      "installation's dist/cni/main.js when the agent cannot answer",
   )
   .option("--bin-dir <dir>", "the runtime's CNI bin directory", "/opt/cni/bin")
   .option("--node <path>", "the Node.js binary the wrapper runs", process.execPath)

@@ -11,7 +11,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe("wrapper", () => {
   it("execs node on the plugin entry with the runtime's arguments", () => {
     expect(renderWrapper({ node: "/usr/bin/node", entry: "/opt/static-egress/dist/cni/main.js" })).toBe(
-      "#!/bin/sh\n# static-egress chained CNI plugin (written by `static-egress cni install`).\nexec '/usr/bin/node' '/opt/static-egress/dist/cni/main.js' \"$@\"\n",
+      "#!/bin/sh\n# static-egress chained CNI plugin (written by `static-egress cni " +
+        "install`).\nexec '/usr/bin/node' '/opt/static-egress/dist/cni/main.js' \"$@\"\n",
     );
   });
 

@@ -34,7 +34,10 @@ function shellQuote(s: string): string {
 export function renderWrapper(opts: { node: string; entry: string }): string {
   if (!isAbsolute(opts.node) || !isAbsolute(opts.entry))
     throw new InstallError("the wrapper needs absolute paths for node and the plugin entry");
-  return `#!/bin/sh\n# static-egress chained CNI plugin (written by \`static-egress cni install\`).\nexec ${shellQuote(opts.node)} ${shellQuote(opts.entry)} "$@"\n`;
+  return (
+    `#!/bin/sh\n# static-egress chained CNI plugin (written by \`static-egress cni ` +
+    `install\`).\nexec ${shellQuote(opts.node)} ${shellQuote(opts.entry)} "$@"\n`
+  );
 }
 
 /** Writes `file` (mode 0755) atomically, so a runtime never runs half a file. */

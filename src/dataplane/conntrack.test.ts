@@ -5,7 +5,8 @@ import { busiest, parseConntrackLine, summarize } from "./conntrack.js";
 const lines = [
   "udp      17 29 src=10.244.1.3 dst=198.51.100.10 sport=40000 dport=5000 [UNREPLIED] src=198.51.100.10 dst=192.0.2.10 sport=5000 dport=20001 mark=0 use=1",
   "udp      17 29 src=10.244.1.3 dst=198.51.100.10 sport=40001 dport=5000 [UNREPLIED] src=198.51.100.10 dst=192.0.2.10 sport=5000 dport=20002 mark=0 use=1",
-  "tcp      6 431999 ESTABLISHED src=10.244.2.2 dst=198.51.100.10 sport=51000 dport=80 src=198.51.100.10 dst=192.0.2.10 sport=80 dport=51000 [ASSURED] mark=0 use=1",
+  "tcp      6 431999 ESTABLISHED src=10.244.2.2 dst=198.51.100.10 sport=51000 dport=80 " +
+    "src=198.51.100.10 dst=192.0.2.10 sport=80 dport=51000 [ASSURED] mark=0 use=1",
   "icmp     1 29 src=10.244.1.3 dst=198.51.100.10 type=8 code=0 id=7 src=198.51.100.10 dst=192.0.2.10 type=0 code=0 id=7 mark=0 use=1",
   "tcp      6 100 ESTABLISHED src=10.0.0.5 dst=203.0.113.9 sport=1 dport=2 src=203.0.113.9 dst=203.0.113.200 sport=2 dport=1 mark=0 use=1",
 ];

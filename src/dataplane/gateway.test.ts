@@ -59,7 +59,10 @@ describe("gateway datapath model", () => {
     expect(snatElements(o)).toEqual(["10.244.1.2 . 198.51.100.0-198.51.100.255 : 10.20.0.5"]);
     // Only the forwarded selected flows are marked (replies and the host's own traffic keep the main table).
     expect(gatewayTableModel(plan, o).chains).toMatch(
-      /chain mark_for_anchor \{\n\s+type filter hook prerouting priority mangle; policy accept;\n\s+ip saddr \. ip daddr @egress_snat meta mark set meta mark \| 0x20000000/,
+      new RegExp(
+        /chain mark_for_anchor \{\n\s+type filter hook prerouting priority mangle; policy accept;\n/.source +
+          /\s+ip saddr \. ip daddr @egress_snat meta mark set meta mark \| 0x20000000/.source,
+      ),
     );
     expect(gatewayRules(o)).toEqual([
       { priority: 10003, fwmark: ANCHOR_MARK, mask: ANCHOR_MARK, action: { table: ANCHOR_TABLE } },

@@ -65,7 +65,11 @@ export function meterScript(rows: readonly MeterRow[], now: Kernel, table = METE
       const e = [...want.elements[d]].map(([k, v]) => `${k} : "${v}"`);
       return `  map meter_${d} {\n    type ipv4_addr : counter;\n${e.length ? `    elements = { ${e.join(", ")} }\n` : ""}  }\n`;
     };
-    return `table ${t} {\n${counters}${map("out")}${map("in")}  chain ${CHAIN} {\n    type filter hook postrouting priority srcnat + 10; policy accept;\n    ${METER_RULES.out}\n    ${METER_RULES.in}\n  }\n}\n`;
+    return (
+      `table ${t} {\n${counters}${map("out")}${map("in")}  chain ${CHAIN} {\n    ` +
+      `type filter hook postrouting priority srcnat + 10; policy accept;\n` +
+      `    ${METER_RULES.out}\n    ${METER_RULES.in}\n  }\n}\n`
+    );
   }
   const lines: string[] = [];
   for (const d of DIRECTIONS) {

@@ -74,7 +74,10 @@ describe("node table", () => {
   it("checks the binding first for every diverted packet, then fail-closed", () => {
     const chains = nodeTableModel(plan, "t", facts).chains;
     expect(chains).toMatch(
-      /chain enforce \{\n\s+ip saddr \. iifname != @pod_ifaces counter name "spoofed_drops" drop\n\s+meta mark @down_instances counter name "failclosed_drops" drop\n/,
+      new RegExp(
+        /chain enforce \{\n\s+ip saddr \. iifname != @pod_ifaces counter name "spoofed_drops" drop\n/.source +
+          /\s+meta mark @down_instances counter name "failclosed_drops" drop\n/.source,
+      ),
     );
   });
 
@@ -157,7 +160,11 @@ describe("VXLAN into the node", () => {
       elements: ["10.0.0.101 . 20123 . 7", "10.0.0.102 . 20123 . 9"],
     });
     expect(m.chains).toMatch(
-      /chain tunnel_in \{\n\s+type filter hook input priority filter - 10; policy accept;\n\s+udp dport 20123 ip saddr \. udp dport \. @th,96,24 != @tunnel_sources counter name "foreign_tunnel_drops" drop\n/,
+      new RegExp(
+        /chain tunnel_in \{\n\s+type filter hook input priority filter - 10; policy accept;\n/.source +
+          /\s+udp dport 20123 ip saddr \. udp dport \. @th,96,24 != @tunnel_sources /.source +
+          /counter name "foreign_tunnel_drops" drop\n/.source,
+      ),
     );
   });
 

@@ -119,7 +119,9 @@ function convertOne(o: KubeObject, ctx: ImportContext): One {
   if (list.length > 1 && !ctx.gateway) {
     refuse(
       "spec.egressGateways",
-      "several gateway nodes, each with its own egress IP: static-egress puts a policy's egress IPs on the instances of one EgressGateway; import with --gateway <name> of a gateway whose instances carry these IPs",
+      "several gateway nodes, each with its own egress IP: static-egress puts a " +
+        "policy's egress IPs on the instances of one EgressGateway; import with " +
+        "--gateway <name> of a gateway whose instances carry these IPs",
     );
   }
   const egressIPs: string[] = [];
@@ -134,8 +136,10 @@ function convertOne(o: KubeObject, ctx: ImportContext): One {
       refuse(
         `${field}.egressIP`,
         value.interface !== undefined
-          ? `missing: Cilium takes the first IPv4 of interface ${JSON.stringify(value.interface)} on the gateway node at run time; static-egress needs the egress IP itself: set egressIP`
-          : "missing: Cilium takes the first IPv4 of the gateway node's default-route interface at run time; static-egress needs the egress IP itself: set egressIP",
+          ? `missing: Cilium takes the first IPv4 of interface ${JSON.stringify(value.interface)} on the ` +
+              `gateway node at run time; static-egress needs the egress IP itself: set egressIP`
+          : "missing: Cilium takes the first IPv4 of the gateway node's default-route interface " +
+              "at run time; static-egress needs the egress IP itself: set egressIP",
       );
     } else if (!isIPv4(value.egressIP)) {
       refuse(`${field}.egressIP`, `invalid value ${JSON.stringify(value.egressIP)}: must be an IPv4 address`);
@@ -280,7 +284,9 @@ function podSelection(
   if (typeof one === "string") {
     refuse(
       "spec.selectors",
-      `${entries.length} selectors cannot be one static-egress selection (${one}): a policy has one pod selector and one namespace selector, and an egress IP belongs to one policy; split the Cilium policy, one per selector, each with its own egressIP`,
+      `${entries.length} selectors cannot be one static-egress selection (${one}): a policy has ` +
+        `one pod selector and one namespace selector, and an egress IP belongs to one ` +
+        `policy; split the Cilium policy, one per selector, each with its own egressIP`,
     );
     return undefined;
   }

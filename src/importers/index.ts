@@ -97,7 +97,9 @@ export function importObjects(
         refuse(
           m,
           "egressIPs",
-          `${taken.join(", ")} already belongs to ${ipOwner.get(taken[0]!)} (made from ${made.find((x) => refer(x.object) === ipOwner.get(taken[0]!))?.from.join(",")}): an egress IP belongs to one policy (docs/policies.md#egress-ips)`,
+          `${taken.join(", ")} already belongs to ${ipOwner.get(taken[0]!)} (made ` +
+            `from ${made.find((x) => refer(x.object) === ipOwner.get(taken[0]!))?.from.join(",")}): ` +
+            `an egress IP belongs to one policy (docs/policies.md#egress-ips)`,
         );
         continue;
       }

@@ -94,7 +94,9 @@ export const nirmataConverter: Converter = {
           verdict: "todo",
           source: from.filter((f) => f.split("/")[1] === ns).join(","),
           field: "spec.rules[].egressip",
-          reason: `EgressGateway ${ctx.gateway} must carry ${ips.join(", ")} on its instances and grant them to namespace ${ns} (spec.grants, docs/policies.md#tenancy-grants)`,
+          reason:
+            `EgressGateway ${ctx.gateway} must carry ${ips.join(", ")} on its instances and grant ` +
+            `them to namespace ${ns} (spec.grants, docs/policies.md#tenancy-grants)`,
         });
       }
       return { made, findings };
@@ -115,8 +117,10 @@ export const nirmataConverter: Converter = {
       source: from.join(","),
       field: "spec.rules[].egressip",
       reason:
-        `nirmata's gateway is the node annotated ${NIRMATA_GATEWAY_ANNOTATION}; EgressGateway ${NIRMATA_GATEWAY} selects it by a label, and reads its egress IPs from an annotation: ` +
-        `kubectl label node <that node> ${GATEWAY_NODE_LABEL}=${NIRMATA_GATEWAY} && kubectl annotate node <that node> ${NODE_EGRESS_IPS_ANNOTATION}=${allIPs.join(",")}`,
+        `nirmata's gateway is the node annotated ${NIRMATA_GATEWAY_ANNOTATION}; ` +
+        `EgressGateway ${NIRMATA_GATEWAY} selects it by a label, and reads its egress IPs from an annotation: ` +
+        `kubectl label node <that node> ${GATEWAY_NODE_LABEL}=${NIRMATA_GATEWAY} && kubectl ` +
+        `annotate node <that node> ${NODE_EGRESS_IPS_ANNOTATION}=${allIPs.join(",")}`,
     });
     return { made, findings };
   },
@@ -158,7 +162,9 @@ function readRule(
   if (!svc) {
     return refuse(
       `${field}.service-name`,
-      `Service ${namespace}/${service} is not in the input: nirmata sends the Service's endpoints, static-egress selects the pods by the Service's selector; add the Service to the file (kubectl get service -n ${namespace} ${service} -o yaml)`,
+      `Service ${namespace}/${service} is not in the input: nirmata sends the Service's ` +
+        `endpoints, static-egress selects the pods by the Service's selector; add the Service ` +
+        `to the file (kubectl get service -n ${namespace} ${service} -o yaml)`,
     );
   }
   const selector = (svc.spec as { selector?: unknown } | undefined)?.selector;

@@ -101,7 +101,8 @@ export const spidernetConverter: Converter = {
         refuse(
           "spec.egressGatewayName",
           gwName
-            ? `EgressGateway ${gwName} (${GROUP}) is not in the input: add it (kubectl get egressgateways.${GROUP} ${gwName} -o yaml), or import with --gateway <name>`
+            ? `EgressGateway ${gwName} (${GROUP}) is not in the input: add it (kubectl get ` +
+                `egressgateways.${GROUP} ${gwName} -o yaml), or import with --gateway <name>`
             : "empty, and the input has no single EgressGateway with clusterDefault: true",
         );
       }
@@ -140,7 +141,8 @@ export const spidernetConverter: Converter = {
         } else {
           refuse(
             "spec.egressIP.ipv4",
-            `empty: spidernet allocates an address from the gateway's pool at run time (allocatorPolicy ${policy}); static-egress needs the address: set egressIP.ipv4`,
+            `empty: spidernet allocates an address from the gateway's pool at run time ` +
+              `(allocatorPolicy ${policy}); static-egress needs the address: set egressIP.ipv4`,
           );
         }
       }
@@ -200,7 +202,9 @@ export const spidernetConverter: Converter = {
             .from.filter((f) => f.split("/")[1] === ns)
             .join(","),
           field: "spec.egressIP.ipv4",
-          reason: `EgressGateway ${ctx.gateway} must carry ${[...ips].sort().join(", ")} on its instances and grant them to namespace ${ns} (spec.grants, docs/policies.md#tenancy-grants)`,
+          reason:
+            `EgressGateway ${ctx.gateway} must carry ${[...ips].sort().join(", ")} on its instances and ` +
+            `grant them to namespace ${ns} (spec.grants, docs/policies.md#tenancy-grants)`,
         });
       }
     }
@@ -265,8 +269,10 @@ function gatewayFrom(
     source,
     field: "spec.ippools.ipv4",
     reason:
-      `spidernet floats its pool's IPs over the gateway nodes; static-egress reads each node's egress IPs from an annotation. On the nodes EgressGateway ${name} selects ` +
-      `(${describeSelector(selector)}), put the policies' IPs (each on one node): kubectl annotate node <node> ${NODE_EGRESS_IPS_ANNOTATION}=<some of ${ips.join(",")}>`,
+      `spidernet floats its pool's IPs over the gateway nodes; static-egress reads each node's ` +
+      `egress IPs from an annotation. On the nodes EgressGateway ${name} selects ` +
+      `(${describeSelector(selector)}), put the policies' IPs (each on one node): kubectl ` +
+      `annotate node <node> ${NODE_EGRESS_IPS_ANNOTATION}=<some of ${ips.join(",")}>`,
   });
   return {
     object: ours("EgressGateway", importedMetadata("spidernet", [source], name, undefined, sourceLabels(g)), {

@@ -97,7 +97,8 @@ export async function installVpcAntiSpoofing(fabric: string, enforce: boolean): 
     fabric,
     "nft",
     ["-f", "-"],
-    `table bridge ${VPC_ANTISPOOF_TABLE} {\n  counter spoofed {\n  }\n  set vpc_ports {\n    type ifname;\n  }\n  set port_sources {\n    type ifname . ipv4_addr;\n  }\n` +
+    `table bridge ${VPC_ANTISPOOF_TABLE} {\n  counter spoofed {\n  }\n  set vpc_ports {\n    ` +
+      `type ifname;\n  }\n  set port_sources {\n    type ifname . ipv4_addr;\n  }\n` +
       `  chain forward {\n    type filter hook forward priority filter; policy accept;\n${rule}  }\n}\n`,
   );
 }

@@ -214,7 +214,9 @@ export function resolve(
       if (!grant) {
         errors.push({
           field: "spec.gatewayName",
-          message: `EgressGateway ${spec.gatewayName} is not granted to namespace ${JSON.stringify(ns)} (a cluster admin grants it in the gateway's spec.grants)`,
+          message:
+            `EgressGateway ${spec.gatewayName} is not granted to ` +
+            `namespace ${JSON.stringify(ns)} (a cluster admin grants it in the gateway's spec.grants)`,
         });
       }
     }
@@ -250,7 +252,10 @@ export function resolve(
       if (cost > maxCost) {
         errors.push({
           field: "spec",
-          message: `datapath cost ${cost} map elements (${addresses} pod addresses × ${destinations.length} destination ranges after exclusions) is over the limit of ${maxCost} per policy: select fewer pods, or list fewer, wider destinations`,
+          message:
+            `datapath cost ${cost} map elements (${addresses} pod addresses ` +
+            `× ${destinations.length} destination ranges after exclusions) is over the limit of ${maxCost} ` +
+            `per policy: select fewer pods, or list fewer, wider destinations`,
         });
       }
     }

@@ -257,7 +257,8 @@ describe("map cost bound", () => {
       {
         field: "spec",
         message:
-          "datapath cost 8 map elements (2 pod addresses × 4 destination ranges after exclusions) is over the limit of 7 per policy: select fewer pods, or list fewer, wider destinations",
+          "datapath cost 8 map elements (2 pod addresses × 4 destination ranges after exclusions) is over " +
+          "the limit of 7 per policy: select fewer pods, or list fewer, wider destinations",
       },
     ]);
     expect(planner.resolution.verdicts.find((v) => v.resource === "EgressPolicy/tenant-a/app")?.valid).toBe(true);

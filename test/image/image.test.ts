@@ -64,7 +64,9 @@ async function run(
 
 /** GET http://127.0.0.1:<port><path> from inside the containers' network namespace (node in the image). */
 async function get(port: number, path: string): Promise<{ status: number; body: string } | undefined> {
-  const script = `fetch("http://127.0.0.1:${port}${path}").then(async (r) => console.log(JSON.stringify({ status: r.status, body: await r.text() })), () => console.log("null"))`;
+  const script =
+    `fetch("http://127.0.0.1:${port}${path}").then(async (r) => console.log(JSON.stringify({ ` +
+    `status: r.status, body: await r.text() })), () => console.log("null"))`;
   const { stdout } = await podman(["exec", `${PREFIX}-relay`, "node", "-e", script]);
   return JSON.parse(stdout.trim()) ?? undefined;
 }

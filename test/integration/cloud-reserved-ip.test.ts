@@ -186,7 +186,8 @@ describe("reserved IP follower", () => {
       "no warning for the ungranted pod",
     );
     expect(await warnings("thief", "tenant-b")).toEqual([
-      `ReservedIPNotGranted: namespace tenant-b may not use reserved IP ${owned}: a cluster admin grants it with the annotation staticegress.io/reserved-ips on the Namespace`,
+      `ReservedIPNotGranted: namespace tenant-b may not use reserved IP ${owned}: a cluster admin ` +
+        `grants it with the annotation staticegress.io/reserved-ips on the Namespace`,
     ]);
     // The owner's pod goes away: the IP stays where it is rather than going to the other tenant.
     await h.deletePod("web", "owner");

@@ -331,146 +331,150 @@ describe("the shim answers as the TypeScript plugin does", () => {
     );
   });
 
-  it("the same ADD, CHECK, DEL and VERSION calls, good and bad, give the same exit code and stdout through the shim (the agent runs the plugin) and through the TypeScript plugin", async () => {
-    const p = pods.find((x) => x.name === "pay-new")!;
-    const base = confList(p);
-    const v04 = { ...base, cniVersion: "0.4.0" };
-    const prev04 = {
-      ...(p.result as object),
-      cniVersion: "0.4.0",
-      ips: (p.result as { ips: object[] }).ips.map((ip) => ({ ...ip, version: "4" })),
-    };
-    const stranger = { ...sandbox(p), args: { ...sandbox(p).args, K8S_POD_NAME: "nobody" } };
-    const cases: {
-      what: string;
-      command: "ADD" | "CHECK" | "DEL" | "VERSION";
-      list: ConfList;
-      extra?: Record<string, unknown>;
-      sandbox: Sandbox;
-      prev?: unknown;
-      fallback?: boolean;
-    }[] = [
-      { what: "VERSION", command: "VERSION", list: base, sandbox: sandbox(p) },
-      { what: "VERSION 0.4.0", command: "VERSION", list: v04, sandbox: sandbox(p) },
-      { what: "ADD again (idempotent)", command: "ADD", list: base, sandbox: sandbox(p), prev: p.result },
-      {
-        what: "ADD converting a 1.0.0 result for a 0.4.0 list",
-        command: "ADD",
-        list: v04,
-        sandbox: sandbox(p),
-        prev: p.result,
-      },
-      {
-        what: "ADD converting a 0.4.0 result for a 1.0.0 list",
-        command: "ADD",
-        list: base,
-        sandbox: sandbox(p),
-        prev: prev04,
-      },
-      { what: "CHECK of a programmed pod", command: "CHECK", list: base, sandbox: sandbox(p), prev: p.result },
-      {
-        what: "CHECK of a pod the agent does not have (100)",
-        command: "CHECK",
-        list: base,
-        sandbox: stranger,
-        prev: p.result,
-      },
-      {
-        what: "DEL of a container never added",
-        command: "DEL",
-        list: base,
-        sandbox: { ...sandbox(p), containerId: "never-added", netns: "" },
-      },
-      { what: "ADD without prevResult (7)", command: "ADD", list: base, sandbox: sandbox(p) },
-      {
-        what: "ADD with a bad timeoutMs (7, names the field)",
-        command: "ADD",
-        list: base,
-        extra: { timeoutMs: "soon" },
-        sandbox: sandbox(p),
-        prev: p.result,
-      },
-      {
-        what: "ADD with a bad clusterCIDRs entry (7, names the field)",
-        command: "ADD",
-        list: base,
-        extra: { clusterCIDRs: ["10.0.0.0/33"] },
-        sandbox: sandbox(p),
-        prev: p.result,
-      },
-      // The shim cannot tell where the agent is: it asks the default socket (none here), then the TypeScript plugin.
-      {
-        what: "ADD with a relative agentSocket (7)",
-        command: "ADD",
-        list: base,
-        extra: { agentSocket: "cni.sock" },
-        sandbox: sandbox(p),
-        prev: p.result,
-        fallback: !existsSync(DEFAULT_AGENT_SOCKET),
-      },
-      {
-        what: "ADD with a bad address in prevResult (7)",
-        command: "ADD",
-        list: base,
-        sandbox: sandbox(p),
-        prev: { cniVersion: "1.0.0", ips: [{ address: "10.244.1.300/24" }] },
-      },
-      {
-        what: "ADD without the pod's identity (4)",
-        command: "ADD",
-        list: base,
-        sandbox: { ...sandbox(p), args: {} },
-        prev: p.result,
-      },
-      {
-        what: "ADD with a bad CNI_IFNAME (4)",
-        command: "ADD",
-        list: base,
-        sandbox: { ...sandbox(p), ifname: "a/b" },
-        prev: p.result,
-      },
-      {
-        what: "ADD of an unsupported version (1)",
-        command: "ADD",
-        list: { ...base, cniVersion: "0.3.1" },
-        sandbox: sandbox(p),
-        prev: p.result,
-      },
-    ];
-    for (const c of cases) {
-      const viaShim = await runtime.exec(
-        c.command,
-        c.list,
-        { ...asType(c.list, PLUGIN_TYPE), ...c.extra },
-        c.sandbox,
-        c.prev,
+  it(
+    "the same ADD, CHECK, DEL and VERSION calls, good and bad, give the same exit code and stdout " +
+      "through the shim (the agent runs the plugin) and through the TypeScript plugin",
+    async () => {
+      const p = pods.find((x) => x.name === "pay-new")!;
+      const base = confList(p);
+      const v04 = { ...base, cniVersion: "0.4.0" };
+      const prev04 = {
+        ...(p.result as object),
+        cniVersion: "0.4.0",
+        ips: (p.result as { ips: object[] }).ips.map((ip) => ({ ...ip, version: "4" })),
+      };
+      const stranger = { ...sandbox(p), args: { ...sandbox(p).args, K8S_POD_NAME: "nobody" } };
+      const cases: {
+        what: string;
+        command: "ADD" | "CHECK" | "DEL" | "VERSION";
+        list: ConfList;
+        extra?: Record<string, unknown>;
+        sandbox: Sandbox;
+        prev?: unknown;
+        fallback?: boolean;
+      }[] = [
+        { what: "VERSION", command: "VERSION", list: base, sandbox: sandbox(p) },
+        { what: "VERSION 0.4.0", command: "VERSION", list: v04, sandbox: sandbox(p) },
+        { what: "ADD again (idempotent)", command: "ADD", list: base, sandbox: sandbox(p), prev: p.result },
+        {
+          what: "ADD converting a 1.0.0 result for a 0.4.0 list",
+          command: "ADD",
+          list: v04,
+          sandbox: sandbox(p),
+          prev: p.result,
+        },
+        {
+          what: "ADD converting a 0.4.0 result for a 1.0.0 list",
+          command: "ADD",
+          list: base,
+          sandbox: sandbox(p),
+          prev: prev04,
+        },
+        { what: "CHECK of a programmed pod", command: "CHECK", list: base, sandbox: sandbox(p), prev: p.result },
+        {
+          what: "CHECK of a pod the agent does not have (100)",
+          command: "CHECK",
+          list: base,
+          sandbox: stranger,
+          prev: p.result,
+        },
+        {
+          what: "DEL of a container never added",
+          command: "DEL",
+          list: base,
+          sandbox: { ...sandbox(p), containerId: "never-added", netns: "" },
+        },
+        { what: "ADD without prevResult (7)", command: "ADD", list: base, sandbox: sandbox(p) },
+        {
+          what: "ADD with a bad timeoutMs (7, names the field)",
+          command: "ADD",
+          list: base,
+          extra: { timeoutMs: "soon" },
+          sandbox: sandbox(p),
+          prev: p.result,
+        },
+        {
+          what: "ADD with a bad clusterCIDRs entry (7, names the field)",
+          command: "ADD",
+          list: base,
+          extra: { clusterCIDRs: ["10.0.0.0/33"] },
+          sandbox: sandbox(p),
+          prev: p.result,
+        },
+        // The shim cannot tell where the agent is: it asks the default socket (none here), then the TypeScript plugin.
+        {
+          what: "ADD with a relative agentSocket (7)",
+          command: "ADD",
+          list: base,
+          extra: { agentSocket: "cni.sock" },
+          sandbox: sandbox(p),
+          prev: p.result,
+          fallback: !existsSync(DEFAULT_AGENT_SOCKET),
+        },
+        {
+          what: "ADD with a bad address in prevResult (7)",
+          command: "ADD",
+          list: base,
+          sandbox: sandbox(p),
+          prev: { cniVersion: "1.0.0", ips: [{ address: "10.244.1.300/24" }] },
+        },
+        {
+          what: "ADD without the pod's identity (4)",
+          command: "ADD",
+          list: base,
+          sandbox: { ...sandbox(p), args: {} },
+          prev: p.result,
+        },
+        {
+          what: "ADD with a bad CNI_IFNAME (4)",
+          command: "ADD",
+          list: base,
+          sandbox: { ...sandbox(p), ifname: "a/b" },
+          prev: p.result,
+        },
+        {
+          what: "ADD of an unsupported version (1)",
+          command: "ADD",
+          list: { ...base, cniVersion: "0.3.1" },
+          sandbox: sandbox(p),
+          prev: p.result,
+        },
+      ];
+      for (const c of cases) {
+        const viaShim = await runtime.exec(
+          c.command,
+          c.list,
+          { ...asType(c.list, PLUGIN_TYPE), ...c.extra },
+          c.sandbox,
+          c.prev,
+        );
+        const viaPlugin = await runtime.exec(
+          c.command,
+          c.list,
+          { ...asType(c.list, FALLBACK_PLUGIN), ...c.extra },
+          c.sandbox,
+          c.prev,
+        );
+        expect({ what: c.what, exitCode: viaShim.exitCode, stdout: viaShim.stdout }).toEqual({
+          what: c.what,
+          exitCode: viaPlugin.exitCode,
+          stdout: viaPlugin.stdout,
+        });
+        // Whether the agent took the call: the fallback says on stderr that it runs it.
+        if (c.fallback) expect(viaShim.stderr, c.what).toContain("the shim could not hand this call");
+        else expect(viaShim.stderr, c.what).not.toContain("the shim could not hand this call");
+      }
+      // The bad-field answers name the field.
+      const bad = await runtime.exec(
+        "ADD",
+        base,
+        { ...asType(base, PLUGIN_TYPE), timeoutMs: "soon" },
+        sandbox(p),
+        p.result,
       );
-      const viaPlugin = await runtime.exec(
-        c.command,
-        c.list,
-        { ...asType(c.list, FALLBACK_PLUGIN), ...c.extra },
-        c.sandbox,
-        c.prev,
-      );
-      expect({ what: c.what, exitCode: viaShim.exitCode, stdout: viaShim.stdout }).toEqual({
-        what: c.what,
-        exitCode: viaPlugin.exitCode,
-        stdout: viaPlugin.stdout,
-      });
-      // Whether the agent took the call: the fallback says on stderr that it runs it.
-      if (c.fallback) expect(viaShim.stderr, c.what).toContain("the shim could not hand this call");
-      else expect(viaShim.stderr, c.what).not.toContain("the shim could not hand this call");
-    }
-    // The bad-field answers name the field.
-    const bad = await runtime.exec(
-      "ADD",
-      base,
-      { ...asType(base, PLUGIN_TYPE), timeoutMs: "soon" },
-      sandbox(p),
-      p.result,
-    );
-    expect(JSON.parse(bad.stdout)).toMatchObject({ code: 7, msg: expect.stringContaining("timeoutMs") });
-  });
+      expect(JSON.parse(bad.stdout)).toMatchObject({ code: 7, msg: expect.stringContaining("timeoutMs") });
+    },
+  );
 });
 
 describe("CHECK, DEL and VERSION", () => {

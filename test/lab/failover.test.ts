@@ -175,7 +175,9 @@ describe("recovery and isolation", () => {
       node1.netns,
       "nft",
       ["-f", "-"],
-      `table ip lab_cut {\n chain o { type filter hook output priority 0; ip daddr ${victim.vpcIP} drop; }\n chain i { type filter hook input priority 0; ip saddr ${victim.vpcIP} drop; }\n}\n`,
+      `table ip lab_cut {\n chain o { type filter hook output priority 0; ip ` +
+        `daddr ${victim.vpcIP} drop; }\n chain i { type filter hook ` +
+        `input priority 0; ip saddr ${victim.vpcIP} drop; }\n}\n`,
     );
     try {
       const switched = async () => {

@@ -71,7 +71,9 @@ async function sendForged(
   try {
     const script =
       `const s=require("dgram").createSocket("udp4");` +
-      `s.bind({address:process.argv[1]},async()=>{for(let i=0;i<${count};i++){s.send("${tag} "+i,${LAB_NETWORK.udpSinkPort},process.argv[2]);await new Promise(r=>setTimeout(r,5));}setTimeout(()=>s.close(),200);});`;
+      `s.bind({address:process.argv[1]},async()=>{for(let ` +
+      `i=0;i<${count};i++){s.send("${tag} "+i,${LAB_NETWORK.udpSinkPort},process.argv[2]);await new ` +
+      `Promise(r=>setTimeout(r,5));}setTimeout(()=>s.close(),200);});`;
     await execIn(netns, process.execPath, ["-e", script, src, dst]);
   } finally {
     await execIn(netns, "ip", ["rule", "del", "priority", "100", "from", `${src}/32`, "lookup", FORGED_TABLE]).catch(
@@ -196,7 +198,8 @@ describe("a node admits VXLAN only from its gateway instances", () => {
       pay1.netns,
       "nft",
       ["-f", "-"],
-      `table ip se_test_inject {\n  counter got {\n  }\n  chain in {\n    type filter hook input priority filter; policy accept;\n    udp dport ${DPORT} counter name "got"\n  }\n}\n`,
+      `table ip se_test_inject {\n  counter got {\n  }\n  chain in {\n    type filter hook input ` +
+        `priority filter; policy accept;\n    udp dport ${DPORT} counter name "got"\n  }\n}\n`,
     );
     for (const gw of ["gw-a", "gw-b"]) {
       // A forged "reply from the Internet" into node1's tunnel from this instance: its VNI and
@@ -244,7 +247,9 @@ describe("a node admits VXLAN only from its gateway instances", () => {
       try {
         const script =
           `const s=require("dgram").createSocket("udp4");` +
-          `s.bind({address:process.argv[1]},async()=>{for(let i=0;i<50;i++){s.send("inject "+i,${DPORT},process.argv[2]);await new Promise(r=>setTimeout(r,5));}setTimeout(()=>s.close(),200);});`;
+          `s.bind({address:process.argv[1]},async()=>{for(let ` +
+          `i=0;i<50;i++){s.send("inject "+i,${DPORT},process.argv[2]);await new ` +
+          `Promise(r=>setTimeout(r,5));}setTimeout(()=>s.close(),200);});`;
         await execIn(intruder, "ip", [
           "route",
           "replace",

@@ -172,7 +172,9 @@ describe("never diverted", () => {
   it("the metadata address is reached directly from a selected pod, never through a gateway", async () => {
     await execIn(lab.topology.internet, "ip", ["addr", "add", `${METADATA}/32`, "dev", "lo"]);
     // A capture at each gateway: a counter of packets for the metadata address, before any other hook.
-    const capture = `table ip se_test_capture {\n  counter metadata { }\n  chain pre { type filter hook prerouting priority -400; policy accept; ip daddr ${METADATA} counter name "metadata"; }\n}\n`;
+    const capture =
+      `table ip se_test_capture {\n  counter metadata { }\n  chain pre { type filter hook prerouting ` +
+      `priority -400; policy accept; ip daddr ${METADATA} counter name "metadata"; }\n}\n`;
     for (const g of lab.topology.gatewayHosts) await execIn(g.netns, "nft", ["-f", "-"], capture);
     const tag = `meta-${seq++}`;
     await sendUdp(podNs("payments/pay-1"), {

@@ -46,7 +46,9 @@ export const FOREIGN_IP = [
   "route add 198.18.0.0/15 via 10.0.0.1",
 ];
 export const FOREIGN_NFT =
-  "table ip someone_else {\n  set blocked {\n    type ipv4_addr;\n    elements = { 192.0.2.9 }\n  }\n  chain c {\n    type filter hook forward priority filter; policy accept;\n    ip daddr @blocked drop\n  }\n}\n";
+  "table ip someone_else {\n  set blocked {\n    type ipv4_addr;\n    elements = " +
+  "{ 192.0.2.9 }\n  }\n  chain c {\n    type filter hook forward priority " +
+  "filter; policy accept;\n    ip daddr @blocked drop\n  }\n}\n";
 
 const validator = new SpecValidator();
 

@@ -144,7 +144,8 @@ export const EgressGatewaySpec = Type.Object(
       Type.Array(GatewayGrant, {
         maxItems: LIMITS.grants,
         description:
-          "Namespaces whose EgressPolicies may use this gateway (absent or empty: none; ClusterEgressPolicies always may). A namespace matched by several grants gets their union",
+          "Namespaces whose EgressPolicies may use this gateway (absent or empty: none; " +
+          "ClusterEgressPolicies always may). A namespace matched by several grants gets their union",
       }),
     ),
   },

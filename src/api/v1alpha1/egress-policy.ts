@@ -32,7 +32,9 @@ const policyFields = {
     maxItems: LIMITS.policyEgressIPs,
     ...SET, // a repeated egress IP is refused at once
     description:
-      "This application's own egress IPs: one per gateway instance that may carry it, or several on one instance (at most 8) so that its SNAT pool grows: new connections spread over them, a connection keeps its IP",
+      "This application's own egress IPs: one per gateway instance that may carry " +
+      "it, or several on one instance (at most 8) so that its SNAT pool grows: " +
+      "new connections spread over them, a connection keeps its IP",
   }),
   failurePolicy: Type.Optional(
     Type.Union([Type.Literal("Drop"), Type.Literal("FallbackToNodeIP")], {

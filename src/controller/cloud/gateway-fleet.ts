@@ -339,7 +339,8 @@ export class GatewayFleetPlugin implements ControllerPlugin {
       name,
       "Normal",
       "RollingReplacement",
-      `Instance ${next.name} (droplet ${next.id}) was built from another size or image than the spec asks: draining it for ${Math.round(drainMs / 1000)} s, then replacing it`,
+      `Instance ${next.name} (droplet ${next.id}) was built from another size or image than the ` +
+        `spec asks: draining it for ${Math.round(drainMs / 1000)} s, then replacing it`,
     );
     this.ctx?.requestPass?.(drainMs);
   }

@@ -175,7 +175,9 @@ export function readClaims(
       problems.push({
         pod,
         reason: "ReservedIPNotGranted",
-        message: `namespace ${pod.namespace} may not use reserved IP ${asked.ip}: a cluster admin grants it with the annotation ${RESERVED_IP_GRANT_KEY} on the Namespace`,
+        message:
+          `namespace ${pod.namespace} may not use reserved IP ${asked.ip}: a cluster admin ` +
+          `grants it with the annotation ${RESERVED_IP_GRANT_KEY} on the Namespace`,
       });
       continue;
     }
@@ -278,7 +280,9 @@ export function decideReservedIPs(
       decisions.set(ip, {
         ip,
         kind: "blocked",
-        reason: `every node with a Ready pod for it (droplets ${candidates.map((c) => c.host).join(", ")}) already holds another reserved IP; a droplet holds one`,
+        reason:
+          `every node with a Ready pod for it ` +
+          `(droplets ${candidates.map((c) => c.host).join(", ")}) already holds another reserved IP; a droplet holds one`,
       });
       continue;
     }

@@ -151,7 +151,10 @@ export function decideServiceExternalIPs(input: {
         const who = [...new Set(foreign.map((c) => `${c.pod.namespace}/${c.pod.name}`))].sort().slice(0, 5).join(", ");
         problems.push({
           reason: "ExternalIPsRefused",
-          message: `${asked.ip} is claimed by pods in other namespaces (${who}); a Service gets the anchor IPs of a reserved IP only when every pod claiming it is in the Service's namespace ${service.namespace}`,
+          message:
+            `${asked.ip} is claimed by pods in other namespaces (${who}); a Service ` +
+            `gets the anchor IPs of a reserved IP only when every pod claiming ` +
+            `it is in the Service's namespace ${service.namespace}`,
         });
       } else {
         const targets = input.targets(asked.ip);

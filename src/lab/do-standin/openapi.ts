@@ -82,7 +82,8 @@ export function locateOpenApiDocument(explicitPath?: string): string {
     dir = parent;
   }
   throw new Error(
-    `cannot find ${DO_OPENAPI_FILE}: pass openapiPath or set DO_OPENAPI_SUBSET (looked in reference/ and shared/reference/ above ${fileURLToPath(import.meta.url)})`,
+    `cannot find ${DO_OPENAPI_FILE}: pass openapiPath or set DO_OPENAPI_SUBSET (looked in ` +
+      `reference/ and shared/reference/ above ${fileURLToPath(import.meta.url)})`,
   );
 }
 
