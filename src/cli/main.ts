@@ -67,7 +67,8 @@ agent
   )
   .option(
     "--static-routes",
-    "also program DigitalOcean's StaticRoute objects (networking.digitalocean.com/v1; their CRD must be installed): routes for the node's own and hostNetwork traffic, see docs/static-routes.md",
+    "also program DigitalOcean's StaticRoute objects (networking.digitalocean.com/v1; their CRD must be installed): " +
+      "routes for the node's own and hostNetwork traffic, see docs/static-routes.md",
   )
   .option("--cleanup", "remove everything the node agent owns and exit")
   .action(runNodeAgent);

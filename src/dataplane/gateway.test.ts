@@ -259,7 +259,10 @@ describe("nodes' own traffic at the gateway", () => {
     const chains = gatewayTableModel(withNode, base).chains;
     // Only replies of SNATed flows to a node's address, after their destination is translated back.
     expect(chains).toMatch(
-      /type filter hook prerouting priority dstnat \+ 10; policy accept;\n\s+ct direction reply ct status snat ip daddr @node_sources meta mark set meta mark \| 0x40000000/,
+      new RegExp(
+        /type filter hook prerouting priority dstnat \+ 10; policy accept;\n\s+/.source +
+          /ct direction reply ct status snat ip daddr @node_sources meta mark set meta mark \| 0x40000000/.source,
+      ),
     );
     // Cleared once routed, so the tunnel's outer packet is routed by the main table.
     expect(chains).toMatch(

@@ -188,7 +188,8 @@ ${snat(
           `    ct direction reply ct status snat ip daddr @node_sources meta mark set meta mark | 0x${NODE_REPLY_MARK.toString(16)}\n  }\n` +
           // Routed: the mark is cleared, else the tunnel's own (outer) packet, which carries it, would take the same route again.
           `  chain clear_node_reply_mark {\n    type filter hook postrouting priority mangle; policy accept;\n` +
-          `    meta mark & 0x${NODE_REPLY_MARK.toString(16)} == 0x${NODE_REPLY_MARK.toString(16)} meta mark set meta mark & 0x${(~NODE_REPLY_MARK >>> 0).toString(16)}\n  }\n`
+          `    meta mark & 0x${NODE_REPLY_MARK.toString(16)} == 0x${NODE_REPLY_MARK.toString(16)} ` +
+          `meta mark set meta mark & 0x${(~NODE_REPLY_MARK >>> 0).toString(16)}\n  }\n`
         : "") +
       (o.anchor
         ? `  chain mark_for_anchor {\n    type filter hook prerouting priority mangle; policy accept;\n` +

@@ -182,7 +182,7 @@ describe("node traffic, on generated clusters", () => {
     ),
   });
 
-  it("divert each destination of a node at most once, never the cluster's ranges, and every diversion is SNATed for that node only, from its own tunnel", () => {
+  it("divert each destination of a node at most once, never the cluster's ranges; each diversion is SNATed for that node only, from its tunnel", () => {
     fc.assert(
       fc.property(scenarioArb, (s) => {
         const snap = build(s);

@@ -174,7 +174,12 @@ export function planStaticRoutes(
             ...base,
             state: "Routed",
             gateway: via,
-            message: `routed via ${via}${probed && via !== candidates[0] ? ` (failover: ${candidates.filter((g) => g !== via && health(staticGatewayKey(g)) === "down").join(", ")} down)` : ""}${note}`,
+            message:
+              `routed via ${via}` +
+              (probed && via !== candidates[0]
+                ? ` (failover: ${candidates.filter((g) => g !== via && health(staticGatewayKey(g)) === "down").join(", ")} down)`
+                : "") +
+              note,
             errors: [],
           }
         : {

@@ -200,7 +200,9 @@ function cliOptions(): Map<string, { all: Set<string>; required: Set<string> }> 
   const out = new Map<string, { all: Set<string>; required: Set<string> }>();
   for (const chunk of text.split('.command("').slice(1)) {
     const name = chunk.slice(0, chunk.indexOf('"'));
-    const all = new Set([...chunk.matchAll(/\.(?:requiredOption|option)\("(--[a-z-]+)/g)].map((m) => m[1] as string));
+    const all = new Set(
+      [...chunk.matchAll(/\.(?:requiredOption|option)\(\s*"(--[a-z-]+)/g)].map((m) => m[1] as string),
+    );
     const required = new Set([...chunk.matchAll(/\.requiredOption\("(--[a-z-]+)/g)].map((m) => m[1] as string));
     out.set(name, { all, required });
   }
@@ -491,7 +493,7 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
     const unknown: string[] = [];
     for (const file of sourceFiles(join(ROOT, "src/kube"))) {
       const text = readFileSync(file, "utf8");
-      for (const m of text.matchAll(/\b(?:core|custom|coordination|appsApi|networking)\.(\w+)\(([^\n]*)/g)) {
+      for (const m of text.matchAll(/\b(?:core|custom|coordination|appsApi|networking)\.(\w+)\(([^;]*)/g)) {
         const access = methods[m[1] as string];
         if (!access) {
           unknown.push(`${relative(ROOT, file)}: ${m[1]}`);
@@ -500,9 +502,7 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
         const [group, listed, verb] = access;
         // A call on DigitalOcean's StaticRoute names its group and plural in its arguments.
         const foreign = listed.includes(CUSTOM)
-          ? /^\(\s*\{ group: STATIC_ROUTE_GROUP\b[^}]*plural: "(\w+)"/.exec(
-              text.slice((m.index ?? 0) + m[0].length - 1),
-            )
+          ? /^\(\s*\{\s*group: STATIC_ROUTE_GROUP\b[^}]*plural: "(\w+)"/.exec(`(${m[2] ?? ""}`)
           : null;
         if (foreign) {
           called.add(triple(STATIC_ROUTE_GROUP, listed.replace(CUSTOM, foreign[1] as string), verb));
@@ -516,7 +516,7 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
             : PLURALS[named[2] as keyof typeof PLURALS]
           : undefined;
         const resource = plural ? listed.replace(CUSTOM, plural) : listed;
-        if ((m[2] ?? "").includes(", apply)") && applyCreates.has(m[1] as string))
+        if (/,\s*apply,?\s*\)/.test(m[2] ?? "") && applyCreates.has(m[1] as string))
           called.add(triple(group, resource, "create"));
         for (const r of resource.includes(CUSTOM)
           ? Object.values(PLURALS).map((p) => resource.replace(CUSTOM, p))
@@ -525,7 +525,17 @@ describe("RBAC matches src/kube/client.ts (KUBE_ACCESS) exactly", () => {
       }
       // Informers list (page by page, KubeClient.listPage) and watch these paths (ListWatch).
       for (const m of text.matchAll(
-        /path: (?:"\/api\/v1\/([a-z]+)"|`\/apis\/\$\{GROUP\}\/\$\{VERSION\}\/([a-z]+)`|"\/apis\/([a-z0-9.]+)\/v1\/([a-z]+)"|`\/apis\/\$\{STATIC_ROUTE_API_VERSION\}\/([a-z]+)`)/g,
+        new RegExp(
+          "path: (?:" +
+            [
+              /"\/api\/v1\/([a-z]+)"/.source,
+              /`\/apis\/\$\{GROUP\}\/\$\{VERSION\}\/([a-z]+)`/.source,
+              /"\/apis\/([a-z0-9.]+)\/v1\/([a-z]+)"/.source,
+              /`\/apis\/\$\{STATIC_ROUTE_API_VERSION\}\/([a-z]+)`/.source,
+            ].join("|") +
+            ")",
+          "g",
+        ),
       )) {
         for (const verb of ["list", "watch"])
           called.add(

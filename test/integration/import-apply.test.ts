@@ -219,7 +219,7 @@ describe("static-egress import --apply", () => {
 
   it("DigitalOcean's StaticRoutes (the operator's examples): applied as they are, a re-run changes nothing", async () => {
     const examples = readFileSync(join(root, "examples", "static-route-digitalocean.yaml"), "utf8");
-    const names = [...examples.matchAll(/^  name: (\S+)$/gm)].map((m) => m[1]);
+    const names = [...examples.matchAll(/^ {2}name: (\S+)$/gm)].map((m) => m[1] as string);
     const first = await importDocs(examples, "--apply");
     expect(first.code, first.stderr).toBe(0);
     for (const name of names)

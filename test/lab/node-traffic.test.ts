@@ -264,7 +264,9 @@ async function vpcSourceSeen(from: string, to: string): Promise<string> {
   );
   try {
     await new Promise((r) => setTimeout(r, 1_000));
-    const client = `const c=require("net").connect(18080,"${addr}");let d="";c.on("data",(b)=>d+=b);c.on("end",()=>console.log(d));c.on("error",()=>process.exit(1));`;
+    const client =
+      `const c=require("net").connect(18080,"${addr}");let d="";c.on("data",(b)=>d+=b);` +
+      `c.on("end",()=>console.log(d));c.on("error",()=>process.exit(1));`;
     return (await execIn(host(from).netns, process.execPath, ["-e", client]).catch(() => "")).trim();
   } finally {
     server.kill();
@@ -284,7 +286,9 @@ async function sendForged(
   try {
     const script =
       `const s=require("dgram").createSocket("udp4");` +
-      `s.bind({address:process.argv[1]},async()=>{for(let i=0;i<${count};i++){s.send("${tag} "+i,${LAB_NETWORK.udpSinkPort},process.argv[2]);await new Promise(r=>setTimeout(r,5));}setTimeout(()=>s.close(),200);});`;
+      `s.bind({address:process.argv[1]},async()=>{for(let i=0;i<${count};i++){` +
+      `s.send("${tag} "+i,${LAB_NETWORK.udpSinkPort},process.argv[2]);await new Promise(r=>setTimeout(r,5));}` +
+      `setTimeout(()=>s.close(),200);});`;
     await execIn(netns, process.execPath, ["-e", script, src, ECHO]);
   } finally {
     await execIn(netns, "ip", ["rule", "del", "priority", "100", "from", `${src}/32`, "lookup", FORGED_TABLE]).catch(

@@ -9,7 +9,10 @@ function recorder() {
   const api: StaticRouteStatusApi = {
     applyStaticRouteNodeStatus: async (name, node, entry) =>
       void calls.push(
-        `status ${name} ${node} ${entry ? `${entry.state as string}${entry.gateway ? ` ${entry.gateway as string}` : ""} @${entry.lastTransitionTime as string}` : "removed"}`,
+        `status ${name} ${node} ` +
+          (entry
+            ? `${entry.state as string}${entry.gateway ? ` ${entry.gateway as string}` : ""} @${entry.lastTransitionTime as string}`
+            : "removed"),
       ),
     createObjectEvent: async (e) => void calls.push(`event ${e.involved.name} ${e.type} ${e.reason}: ${e.message}`),
   };

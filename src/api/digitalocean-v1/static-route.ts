@@ -53,7 +53,8 @@ export const StaticRouteSpec = Type.Object(
         maxItems: MAX_STATIC_ROUTE_GATEWAYS,
         ...SET,
         description:
-          "static-egress: further gateways, in order of preference after gateway. When set, every node probes all of them (BFD) and routes through the first healthy one; with none healthy the destinations are blackholed",
+          "static-egress: further gateways, in order of preference after gateway. When set, every node probes all of them (BFD) " +
+          "and routes through the first healthy one; with none healthy the destinations are blackholed",
       }),
     ),
     nodeSelector: Type.Optional({
