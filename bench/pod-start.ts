@@ -18,6 +18,7 @@
  *
  *   npx tsx bench/pod-start.ts [--cycles 200] [--fallback 20] [--out bench/results/pod-start.json] [--max-seconds 900] [--agent-log FILE]
  */
+import { CNI_LAB_YAML } from "../test/support/cni-lab.js";
 import { spawn } from "node:child_process";
 import { closeSync, copyFileSync, mkdirSync, openSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -52,35 +53,6 @@ const { values: opts } = parseArgs({
 // Bounded: every cycle costs a few hundred ms and two namespaces.
 const CYCLES = Math.min(Math.max(Number(opts.cycles), 10), 500);
 const FALLBACKS = Math.min(Math.max(Number(opts.fallback), 0), 50);
-const POLICY_IP = "192.0.2.10";
-
-const LAB_YAML = stringify({
-  nodes: [{ name: "node1" }],
-  gateways: [
-    {
-      name: "shared",
-      grants: [
-        { namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "payments" } }, egressIPs: [POLICY_IP] },
-      ],
-      instances: [{ name: "gw-a", egressIPs: [POLICY_IP] }],
-    },
-  ],
-  namespaces: [{ name: "payments" }, { name: "web" }],
-  pods: [],
-  policies: [
-    {
-      apiVersion: "staticegress.io/v1alpha1",
-      kind: "EgressPolicy",
-      metadata: { name: "checkout", namespace: "payments" },
-      spec: {
-        podSelector: { matchLabels: { app: "checkout" } },
-        gatewayName: "shared",
-        egressIPs: [POLICY_IP],
-        destinationCIDRs: ["198.51.100.0/24"],
-      },
-    },
-  ],
-});
 
 type Variant = "ptp" | "shim" | "nodejs" | "fallback";
 
@@ -116,7 +88,7 @@ async function main(): Promise<void> {
   requireRoot();
   cliEntry(); // dist/ is built
   const run = await startRun("pod-start", { ...opts });
-  const lab = await Lab.up(parseLabConfig(LAB_YAML, "pod-start"), { prefix: newRunPrefix(), persistent: false });
+  const lab = await Lab.up(parseLabConfig(CNI_LAB_YAML, "pod-start"), { prefix: newRunPrefix(), persistent: false });
   const podNetns: string[] = [];
   let agentPid: number | undefined;
   const stopAgent = async () => {

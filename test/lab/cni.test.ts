@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { CNI_LAB_YAML, POLICY_IP } from "../support/cni-lab.js";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -29,37 +30,8 @@ import { alive } from "../../src/lab/control-plane/processes.js";
  * is responsible for: the node side, programmed before ADD returns.
  */
 
-const POLICY_IP = "192.0.2.10";
 const NODE_IP = "203.0.113.11"; // node1's public address: what ptp's masquerade gives a pod
 const GW_METRICS = "http://10.0.0.101:9465/metrics"; // gw-a's health responder: inside the cluster (VPC)
-
-const LAB_YAML = stringify({
-  nodes: [{ name: "node1" }],
-  gateways: [
-    {
-      name: "shared",
-      grants: [
-        { namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "payments" } }, egressIPs: [POLICY_IP] },
-      ],
-      instances: [{ name: "gw-a", egressIPs: [POLICY_IP] }],
-    },
-  ],
-  namespaces: [{ name: "payments" }, { name: "web" }],
-  pods: [],
-  policies: [
-    {
-      apiVersion: "staticegress.io/v1alpha1",
-      kind: "EgressPolicy",
-      metadata: { name: "checkout", namespace: "payments" },
-      spec: {
-        podSelector: { matchLabels: { app: "checkout" } },
-        gatewayName: "shared",
-        egressIPs: [POLICY_IP],
-        destinationCIDRs: ["198.51.100.0/24"],
-      },
-    },
-  ],
-});
 
 interface ExtraPod {
   namespace: string;
@@ -269,7 +241,7 @@ beforeAll(async () => {
   if (!existsSync(join(packageRoot(), "dist", "cni", "main.js")))
     throw new Error("dist/cni/main.js is missing: run `npm run build` first");
   if (!existsSync(SHIM)) throw new Error(`${SHIM} is missing: run scripts/build-cni-shim.sh first`);
-  lab = await Lab.up(parseLabConfig(LAB_YAML, "cni.test.ts"), { prefix: newRunPrefix(), persistent: false });
+  lab = await Lab.up(parseLabConfig(CNI_LAB_YAML, "cni.test.ts"), { prefix: newRunPrefix(), persistent: false });
   nodeNetns = lab.topology.nodes[0]!.netns;
   // The lab's own node agent reads the same view as the gateway; ours reads the API's view.
   lab.killProcess("agent-node1");
