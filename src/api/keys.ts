@@ -37,3 +37,18 @@ export const RESERVED_IP_GRANT_KEY = "staticegress.io/reserved-ips";
 
 /** Service annotation: the anchors we put into its externalIPs last time, comma-separated. */
 export const MANAGED_EXTERNAL_IPS_KEY = "staticegress.io/managed-external-ips";
+
+/** Apps (docs/apps.md): the App an object was made for, and its component. */
+export const APP_LABEL = "staticegress.io/app";
+export const COMPONENT_LABEL = "staticegress.io/component";
+/** Apps: digest of what was applied, so the controller compares before it writes. */
+export const APPLIED_ANNOTATION = "staticegress.io/applied";
+/** Apps, on pod templates: the App generation they come from (every spec change rolls every component, as on DigitalOcean). */
+export const GENERATION_ANNOTATION = "staticegress.io/app-generation";
+
+/** Import (docs/import.md): label on every object `import` makes, naming the peer it came from. */
+export const IMPORTED_FROM_LABEL = "staticegress.io/imported-from";
+/** Import: annotation naming the source objects, e.g. `CiliumEgressGatewayPolicy/egress-sample`. */
+export const IMPORTED_FROM_ANNOTATION = "staticegress.io/imported-from";
+/** Import: node label a generated `nodes` gateway selects when the peer's gateway node is not chosen by a label. */
+export const GATEWAY_NODE_LABEL = "staticegress.io/gateway";

@@ -2,14 +2,10 @@ import { createHash } from "node:crypto";
 import type { KubeObject } from "../api/objects.js";
 import { API_VERSION, type LabelSelector } from "../api/v1alpha1/common.js";
 import { parseCidr, parseIPv4 } from "../util/ipv4.js";
+import { GATEWAY_NODE_LABEL, IMPORTED_FROM_ANNOTATION, IMPORTED_FROM_LABEL } from "../api/keys.js";
 import type { Finding } from "./types.js";
 
-/** Label on every object `import` makes: which peer it came from (`kubectl get egp -l staticegress.io/imported-from`). */
-const IMPORTED_FROM_LABEL = "staticegress.io/imported-from";
-/** Annotation naming the source objects, e.g. `CiliumEgressGatewayPolicy/egress-sample`. */
-const IMPORTED_FROM_ANNOTATION = "staticegress.io/imported-from";
-/** Node label a generated `nodes` gateway selects when the peer's gateway node is not chosen by a label. */
-export const GATEWAY_NODE_LABEL = "staticegress.io/gateway";
+export { GATEWAY_NODE_LABEL };
 
 /** `Kind/name` or `Kind/namespace/name`, how findings and annotations name a source object. */
 export function refer(o: KubeObject, namespace?: string): string {

@@ -7,6 +7,7 @@ import {
   Watch,
   type KubernetesObject,
 } from "@kubernetes/client-node";
+import { APP_LABEL } from "../api/keys.js";
 import { GROUP, VERSION } from "../api/v1alpha1/common.js";
 import { PLURALS } from "./client.js";
 import type { Logger } from "../util/log.js";
@@ -303,7 +304,7 @@ export class AppSource {
       for (const verb of ["add", "update", "delete"] as const) {
         informer.on(verb, (o) => {
           if (!synced) return;
-          onChange(s.kind === "App" ? o.metadata?.name : o.metadata?.labels?.["staticegress.io/app"]);
+          onChange(s.kind === "App" ? o.metadata?.name : o.metadata?.labels?.[APP_LABEL]);
         });
       }
       informer.on("error", (err: unknown) => {
@@ -341,7 +342,7 @@ export class AppSource {
     app?: string,
   ): readonly KubernetesObject[] {
     const all = this.informed.find((w) => w.kind === kind)?.informer.list() ?? [];
-    return app === undefined ? all : all.filter((o) => o.metadata?.labels?.["staticegress.io/app"] === app);
+    return app === undefined ? all : all.filter((o) => o.metadata?.labels?.[APP_LABEL] === app);
   }
 
   get(kind: "App" | "Namespace", name: string): KubernetesObject | undefined {

@@ -10,6 +10,7 @@ import type {
   V1OwnerReference,
 } from "@kubernetes/client-node";
 import { API_VERSION } from "../api/v1alpha1/common.js";
+import { APP_LABEL, APPLIED_ANNOTATION, COMPONENT_LABEL, GENERATION_ANNOTATION } from "../api/keys.js";
 import { digest } from "../util/digest.js";
 import type { App, HealthCheck, ImageSource, ServiceSpec, WorkerSpec } from "../api/v1alpha1/app.js";
 
@@ -22,12 +23,7 @@ import type { App, HealthCheck, ImageSource, ServiceSpec, WorkerSpec } from "../
 
 export const MANAGED_BY = "app.kubernetes.io/managed-by";
 export const MANAGER = "static-egress";
-export const APP_LABEL = "staticegress.io/app";
-const COMPONENT_LABEL = "staticegress.io/component";
-/** Digest of what was applied, so the controller compares before it writes. */
-export const APPLIED_ANNOTATION = "staticegress.io/applied";
-/** On pod templates: the App generation they come from. Every spec change rolls every component, as a DigitalOcean deployment does. */
-export const GENERATION_ANNOTATION = "staticegress.io/app-generation";
+export { APP_LABEL, APPLIED_ANNOTATION, GENERATION_ANNOTATION };
 const NAMESPACE_PREFIX = "app-";
 
 /** The ingress side: namespaces carrying this label may reach services' http_port (docs/apps.md). */
