@@ -203,6 +203,17 @@ describe("drift repair", () => {
     expect((await dp.drops()).forgedHealth).toBe(3);
   });
 
+  it("a full replacement (a restarted agent, a changed structure) keeps what the named counters counted", async () => {
+    const k = await nodeKernel(pods);
+    await new NodeDataplane(k).apply(two(), { verify: true });
+    k.count("ip", "static_egress", "failclosed_drops", 5);
+    const restarted = new NodeDataplane(k);
+    const start = k.log.length;
+    await restarted.apply(two(["b"]), { verify: true });
+    expect(nftWrites(k, start).some((w) => w.text.includes("delete table ip static_egress"))).toBe(true);
+    expect((await restarted.drops()).failClosed).toBe(5);
+  });
+
   it("a restarted agent adopts what it finds: the same plan changes no route, rule or device", async () => {
     const k = await nodeKernel(pods);
     await new NodeDataplane(k).apply(two());

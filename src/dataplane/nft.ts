@@ -19,10 +19,21 @@ export interface TableModel {
   chains: string;
 }
 
-/** Full replacement: declare (so delete cannot fail), delete, declare again with everything. */
-export function renderFull(t: TableModel): string {
+/**
+ * Full replacement: declare (so delete cannot fail), delete, declare again with everything. The
+ * named counters the model declares (`counter x {\n  }`) start from `counts` (what the replaced
+ * table had counted), so a replacement never resets a drop metric.
+ */
+export function renderFull(
+  t: TableModel,
+  counts: ReadonlyMap<string, { packets: number; bytes: number }> = new Map(),
+): string {
   const sets = t.sets.map((s) => `  ${s.kind} ${s.name} {\n    ${s.spec}\n${elementsClause(s.elements)}  }\n`).join("");
-  return `table ${t.family} ${t.name}\ndelete table ${t.family} ${t.name}\ntable ${t.family} ${t.name} {\n${sets}${t.chains}}\n`;
+  const chains = t.chains.replace(/^ {2}counter (\S+) \{\n {2}\}\n/gm, (decl, name: string) => {
+    const c = counts.get(name);
+    return c ? `  counter ${name} {\n    packets ${c.packets} bytes ${c.bytes}\n  }\n` : decl;
+  });
+  return `table ${t.family} ${t.name}\ndelete table ${t.family} ${t.name}\ntable ${t.family} ${t.name} {\n${sets}${chains}}\n`;
 }
 
 /**
@@ -103,11 +114,20 @@ export class OwnedTable {
    * there: nothing was dropped by it).
    */
   async counters(): Promise<Map<string, number>> {
+    return new Map([...(await this.counts())].map(([name, c]) => [name, c.packets]));
+  }
+
+  /** Packets and bytes of every named counter of the table (empty when the table is not there). */
+  private async counts(): Promise<Map<string, { packets: number; bytes: number }>> {
     try {
       const entries = ((await this.kernel.nftList(`counters table ${this.family} ${this.name}`)) ?? []) as {
-        counter?: { name: string; packets: number };
+        counter?: { name: string; packets: number; bytes: number };
       }[];
-      return new Map(entries.flatMap((e) => (e.counter ? [[e.counter.name, e.counter.packets] as const] : [])));
+      return new Map(
+        entries.flatMap((e) =>
+          e.counter ? [[e.counter.name, { packets: e.counter.packets, bytes: e.counter.bytes }] as const] : [],
+        ),
+      );
     } catch {
       return new Map();
     }
@@ -135,7 +155,9 @@ export class OwnedTable {
     if (delta === "") return { script: "", commit: async () => undefined };
     const full = delta === undefined;
     return {
-      script: full ? renderFull(model) : delta,
+      // A full replacement (rare: structure changed, an agent restart, drift) carries the named
+      // counters over, also those of a table an earlier agent process left; deltas keep them anyway.
+      script: full ? renderFull(model, await this.counts()) : delta,
       commit: async () => {
         this.listing = full && verify ? await listTable(this.kernel, this.family, this.name) : undefined;
         this.applied = model;

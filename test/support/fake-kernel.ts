@@ -759,8 +759,10 @@ class NftScript {
       if ((m = /^(set|map) (\w+) \{$/.exec(line)))
         this.setBlock(t, m[1] as "set" | "map", m[2]!, this.block().join(" "));
       else if ((m = /^counter (\w+) \{$/.exec(line))) {
-        this.block();
-        if (!t.counters.has(m[1]!)) t.counters.set(m[1]!, { handle: this.state.nextHandle++, packets: 0, bytes: 0 });
+        // `counter x { packets N bytes M }` starts it there (nft does); an existing counter keeps counting.
+        const start = /packets (\d+) bytes (\d+)/.exec(this.block().join(" "));
+        const [packets, bytes] = start ? [Number(start[1]), Number(start[2])] : [0, 0];
+        if (!t.counters.has(m[1]!)) t.counters.set(m[1]!, { handle: this.state.nextHandle++, packets, bytes });
       } else if ((m = /^chain (\w+) \{$/.exec(line))) this.chainBlock(t, m[1]!, this.block());
       else this.fail(`syntax error (not modelled by the fake): ${line}`);
     }
