@@ -18,9 +18,9 @@
  *
  *   npx tsx bench/pod-start.ts [--cycles 200] [--fallback 20] [--out bench/results/pod-start.json] [--max-seconds 900] [--agent-log FILE]
  */
-import { CNI_LAB_YAML } from "../test/support/cni-lab.js";
+import { CNI_LAB_YAML, startCniNodeAgent } from "../test/support/cni-lab.js";
 import { spawn } from "node:child_process";
-import { closeSync, copyFileSync, mkdirSync, openSync, renameSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
@@ -150,34 +150,13 @@ async function main(): Promise<void> {
 
       // The lab's own agent reads the gateway's view; ours serves the socket with the API's view.
       lab.killProcess("agent-node1");
-      const log = openSync(join(lab.dir, "logs", "pod-start-node-agent.log"), "a");
-      const child = spawn(
-        "ip",
-        [
-          "netns",
-          "exec",
-          nodeNetns,
-          process.execPath,
-          cliEntry(),
-          "agent",
-          "node",
-          "--node",
-          "node1",
-          "--source",
-          view,
-          "--config",
-          join(lab.dir, "agent-config.yaml"),
-          "--cni-socket",
-          socket,
-        ],
-        {
-          detached: true,
-          stdio: ["ignore", log, log],
-        },
-      );
-      closeSync(log);
-      child.unref();
-      agentPid = child.pid;
+      agentPid = startCniNodeAgent({
+        labDir: lab.dir,
+        netns: nodeNetns,
+        view,
+        socket,
+        logName: "pod-start-node-agent.log",
+      });
       await waitFor(
         async () => (await new AgentClient(socket, 1_000).health().catch(() => undefined))?.ok === true,
         30_000,

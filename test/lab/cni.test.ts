@@ -1,6 +1,5 @@
-import { spawn } from "node:child_process";
-import { CNI_LAB_YAML, POLICY_IP } from "../support/cni-lab.js";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { CNI_LAB_YAML, POLICY_IP, startCniNodeAgent } from "../support/cni-lab.js";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
@@ -13,7 +12,7 @@ import { CniRuntime, type ConfList, type Sandbox } from "../support/cni-runtime.
 import { parseLabConfig } from "../../src/lab/config.js";
 import { Lab, LAB_CLUSTER_NETWORK, waitFor } from "../../src/lab/lab.js";
 import { addNamespace, execIn, newRunPrefix } from "../../src/lab/netns.js";
-import { cliEntry, packageRoot } from "../../src/lab/paths.js";
+import { packageRoot } from "../../src/lab/paths.js";
 import { LAB_NETWORK } from "../../src/lab/topology.js";
 import { inNamespace } from "../../src/util/exec.js";
 import { alive } from "../../src/lab/control-plane/processes.js";
@@ -174,31 +173,13 @@ async function sourceOf(tag: string): Promise<string> {
 }
 
 function startAgent(): void {
-  const log = openSync(join(lab.dir, "logs", "cni-node-agent.log"), "a");
-  const child = spawn(
-    "ip",
-    [
-      "netns",
-      "exec",
-      nodeNetns,
-      process.execPath,
-      cliEntry(),
-      "agent",
-      "node",
-      "--node",
-      "node1",
-      "--source",
-      nodeView,
-      "--config",
-      join(lab.dir, "agent-config.yaml"),
-      "--cni-socket",
-      socket,
-    ],
-    { detached: true, stdio: ["ignore", log, log] },
-  );
-  closeSync(log);
-  child.unref();
-  agentPid = child.pid;
+  agentPid = startCniNodeAgent({
+    labDir: lab.dir,
+    netns: nodeNetns,
+    view: nodeView,
+    socket,
+    logName: "cni-node-agent.log",
+  });
 }
 
 async function stopAgent(): Promise<void> {
