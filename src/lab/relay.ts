@@ -24,8 +24,12 @@ export function startRelay(listen: Endpoint, to: Endpoint): Promise<Server> {
       client.destroy();
       upstream.destroy();
     };
-    client.on("error", close);
-    upstream.on("error", close);
+    // Either side gone (an error, or a close: e.g. a container removed mid-watch) ends both, so
+    // no half-open pair keeps `server.close()` waiting.
+    for (const side of [client, upstream]) {
+      side.on("error", close);
+      side.on("close", close);
+    }
   });
   return new Promise((resolve, reject) => {
     server.once("error", reject);
