@@ -255,7 +255,7 @@ export function registerLabCommands(lab: Command): void {
         Number(o.intervalMs),
         Math.min(Number(o.durationMs), 600_000),
       );
-      say(JSON.stringify({ sent }));
+      say(JSON.stringify(sent));
     });
 }
 

@@ -33,6 +33,10 @@ describe("analyzeStream", () => {
       ["192.0.2.10", "192.0.2.20"],
     );
     expect(lossy.lost).toBe(2);
+    expect(lossy.lostSeqs).toEqual([
+      { seq: 3, after: 1001 },
+      { seq: 4, after: 1001 },
+    ]);
     expect(lossy.sources).toEqual({ "192.0.2.10": 2, "192.0.2.20": 2 });
     expect(lossy.lastSource).toBe("192.0.2.20");
   });

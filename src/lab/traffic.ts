@@ -3,8 +3,21 @@ import { createSocket } from "node:dgram";
 import type { Lab } from "./lab.js";
 import { cliEntry } from "./paths.js";
 
+/** What the sender of a stream saw: datagrams sent, and those the kernel refused to send. */
+export interface StreamSent {
+  sent: number;
+  /** Sends that failed (e.g. no route): lost at the sender, not on the way. */
+  sendErrors: { seq: number; code: string }[];
+}
+
 /** A bounded UDP stream from a pod to the lab's Internet (1 datagram per `intervalMs`). */
-export function startUdpStream(lab: Lab, pod: string, tag: string, durationMs: number, intervalMs = 1): Promise<void> {
+export function startUdpStream(
+  lab: Lab,
+  pod: string,
+  tag: string,
+  durationMs: number,
+  intervalMs = 1,
+): Promise<StreamSent | undefined> {
   return startUdpStreamIn(lab.findPod(pod).netns, tag, durationMs, intervalMs);
 }
 
@@ -15,7 +28,7 @@ export function startUdpStreamIn(
   durationMs: number,
   intervalMs = 1,
   host?: string,
-): Promise<void> {
+): Promise<StreamSent | undefined> {
   const child = spawn(
     "ip",
     [
@@ -34,9 +47,20 @@ export function startUdpStreamIn(
       String(durationMs),
       ...(host ? ["--host", host] : []),
     ],
-    { stdio: "ignore" },
+    { stdio: ["ignore", "pipe", "ignore"] },
   );
-  return new Promise((resolve) => child.on("exit", () => resolve()));
+  let out = "";
+  child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+  // The sender's last line says what it sent (undefined if it died before saying so).
+  return new Promise((resolve) =>
+    child.on("close", () => {
+      try {
+        resolve(JSON.parse(out.trim().split("\n").pop() ?? "") as StreamSent);
+      } catch {
+        resolve(undefined);
+      }
+    }),
+  );
 }
 
 export interface StreamReport {
@@ -48,6 +72,8 @@ export interface StreamReport {
    * the way. Unlike the longest gap, a sender that stalls on a loaded machine does not count.
    */
   lost: number;
+  /** The first missing sequence numbers (at most 20), each with the send time of the one before it. */
+  lostSeqs: { seq: number; after: number }[];
   /** The longest time between two consecutive datagrams received (send-time based). */
   longestGapMs: number;
   /** When that gap started (sender's clock, ms). */
@@ -86,9 +112,14 @@ export function analyzeStream(
   }
   const distinct = new Set(rows.map((r) => r.seq)).size;
   const lost = rows.length === 0 ? 0 : rows[rows.length - 1]!.seq - rows[0]!.seq + 1 - distinct;
+  const lostSeqs: { seq: number; after: number }[] = [];
+  for (let i = 1; i < rows.length && lostSeqs.length < 20; i++)
+    for (let seq = rows[i - 1]!.seq + 1; seq < rows[i]!.seq && lostSeqs.length < 20; seq++)
+      lostSeqs.push({ seq, after: rows[i - 1]!.sent });
   return {
     received: rows.length,
     lost,
+    lostSeqs,
     wrongSource: rows.filter((r) => !allowed.includes(r.src)).map((r) => ({ src: r.src, seq: r.seq })),
     longestGapMs,
     gapStartedAt,
@@ -107,10 +138,11 @@ export async function udpStream(
   tag: string,
   intervalMs: number,
   durationMs: number,
-): Promise<number> {
+): Promise<StreamSent> {
   const sock = createSocket("udp4");
   const start = Date.now();
   let seq = 0;
+  const sendErrors: StreamSent["sendErrors"] = [];
   await new Promise<void>((resolve) => {
     const timer = setInterval(() => {
       if (Date.now() - start >= durationMs) {
@@ -118,10 +150,13 @@ export async function udpStream(
         resolve();
         return;
       }
-      sock.send(`${tag} ${seq++} ${Date.now()}`, port, host, () => undefined);
+      const n = seq++;
+      sock.send(`${tag} ${n} ${Date.now()}`, port, host, (err) => {
+        if (err) sendErrors.push({ seq: n, code: (err as NodeJS.ErrnoException).code ?? err.message });
+      });
     }, intervalMs);
   });
   await new Promise((r) => setTimeout(r, 50));
   sock.close();
-  return seq;
+  return { sent: seq, sendErrors };
 }

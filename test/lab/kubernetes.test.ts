@@ -8,7 +8,7 @@ import { k8sBinary } from "../../src/lab/control-plane/binaries.js";
 import { httpsRequest } from "../../src/lab/control-plane/https.js";
 import { newRunPrefix } from "../../src/lab/netns.js";
 import { analyzeStream, startUdpStream } from "../../src/lab/traffic.js";
-import { byPod, exampleLabConfig, waitConverged } from "./support.js";
+import { byPod, exampleLabConfig, grown, namedCounters, waitConverged } from "./support.js";
 
 // The lab on Kubernetes: a real control plane (etcd, kube-apiserver, kube-controller-manager), the
 // controller, the lab kubelet and the agents reading the API, each with its own service-account
@@ -209,24 +209,35 @@ spec:
   it("API faults (restart, etcd compaction, dropped watches, 410, 500s) and an unreachable API never leak and never interrupt", async () => {
     const name = `api-faults-${tag++}`;
     const from = Date.now();
+    const countersBefore = namedCounters(lab);
+    // When each fault began: a datagram lost is placed on this timeline in the failure message.
+    const timeline: [string, number][] = [];
+    const mark = (what: string) => timeline.push([what, Date.now() - from]);
     const stream = startUdpStream(lab, "payments/pay-1", name, 14_000);
     await new Promise((r) => setTimeout(r, 800));
+    mark("drop watches (reset)");
     await fault({ action: "dropWatches", mode: "reset" });
     await new Promise((r) => setTimeout(r, 500));
     // Real causes: the API server restarts (every watch ends), etcd is compacted.
+    mark("restart API server");
     await fault({ action: "restartApiServer" });
+    mark("compact etcd");
     await fault({ action: "compactEtcd" });
     // A watch resumed from before is answered 410 Gone in the stream, as the server does for an
     // expired resourceVersion: the agents relist.
+    mark("410 in watch streams");
     await fault([{ action: "fail", status: 410, count: 12, verb: "watch", inWatch: true }, { action: "dropWatches" }]);
     await new Promise((r) => setTimeout(r, 500));
+    mark("500 for lists and watches");
     await fault({ action: "fail", status: 500, count: 20, verb: ["list", "watch"] });
     await fault({ action: "dropWatches" });
     await new Promise((r) => setTimeout(r, 1_000));
     // The API becomes unreachable from inside the lab: agents keep the last good datapath.
+    mark("API unreachable");
     lab.killProcess("relay-lab");
     await new Promise((r) => setTimeout(r, 2_000));
     await fault(null);
+    mark("API back");
     lab.startProcess("relay-lab", `${lab.record.prefix}-cp`, [
       "lab",
       "relay",
@@ -235,13 +246,20 @@ spec:
       "--to",
       `unix:${join(lab.dir, "api.sock")}`,
     ]);
-    await stream;
+    const sent = await stream;
     await new Promise((r) => setTimeout(r, 200));
     const report = analyzeStream(lab, name, CHECKOUT_IPS, { from, to: Date.now() });
+    const why = JSON.stringify({
+      lost: report.lostSeqs.map((l) => ({ seq: l.seq, msAfterStart: l.after - from })),
+      sendErrors: sent?.sendErrors.slice(0, 20),
+      countersGrown: grown(countersBefore, namedCounters(lab)),
+      timeline,
+    });
     expect(report.received).toBeGreaterThan(1000);
     expect(report.wrongSource).toEqual([]);
-    expect(Object.keys(report.sources)).toHaveLength(1); // never moved, never flushed
-    expect(report.lost).toBe(0);
+    expect(Object.keys(report.sources), why).toHaveLength(1); // never moved, never flushed
+    expect(report.lost, why).toBe(0);
+    expect(sent?.sendErrors, why).toEqual([]);
     // And the agents converge on changes made after the faults.
     const exporter = (await lab.currentPolicies()).find((p) => p.metadata?.name === "exporter")!;
     await lab.deletePolicies([exporter]);
