@@ -4,6 +4,7 @@ import { CniServer, CniService } from "../agents/node/cni-server.js";
 import { NodeAgent, type HealthProvider } from "../agents/node/node-agent.js";
 import { loadAgentConfig } from "../agents/config.js";
 import { BfdAgent } from "../agents/health/bfd/agent.js";
+import { BfdThread } from "../agents/health/bfd/thread.js";
 import { HealthMonitor } from "../agents/health/monitor.js";
 import { GatewayMetrics, NodeMetrics } from "../agents/metrics.js";
 import { AGENT_METRICS_DEFAULT_HOST, metricsListen, serveMetrics } from "../util/metrics-server.js";
@@ -180,12 +181,16 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   const reporter = kube ? new NodeReporter(kube, flags.node, logger) : undefined;
   // Before anything starts: a wrong flag stops the agent at once, naming it.
   const anchor = anchorPublisher(flags, kube, { objects: () => source.objects() }, logger);
-  let bfd: BfdAgent | undefined;
+  let bfd: BfdThread | undefined;
   let health: HealthProvider | undefined;
   if (flags.address) {
     raisePriority(logger);
-    // Probes leave from the node's own address (in Kubernetes: status.hostIP).
-    bfd = new BfdAgent({ localAddress: flags.address, logger });
+    // Probes leave from the node's own address (in Kubernetes: status.hostIP), on a thread of
+    // their own: a long reconcile never delays them (thread.ts).
+    bfd = new BfdThread(
+      { localAddress: flags.address, log: { name: "node-agent", level: logger.level, bindings: logger.bindings() } },
+      logger,
+    );
     await bfd.start();
     const monitor = new HealthMonitor(bfd, logger);
     monitor.onVerdict((c) => metrics.onVerdict(c));
@@ -262,7 +267,7 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
         metrics.spoofedDrops.set(drops.spoofed);
         metrics.forgedHealthDrops.set(drops.forgedHealth);
         metrics.foreignTunnelDrops.set(drops.foreignTunnel);
-        for (const s of bfd?.statuses() ?? [])
+        for (const s of (await bfd?.statuses()) ?? [])
           if (s.lastRttMs !== null && s.lastRttMs !== undefined)
             metrics.probeRtt.set({ instance: s.peer }, s.lastRttMs / 1000);
       },

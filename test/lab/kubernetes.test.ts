@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { KubeConfig } from "@kubernetes/client-node";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Lab, waitFor } from "../../src/lab/lab.js";
@@ -254,6 +254,19 @@ spec:
       sendErrors: sent?.sendErrors.slice(0, 20),
       countersGrown: grown(countersBefore, namedCounters(lab)),
       timeline,
+      // What the agents decided about instances meanwhile (BFD verdicts).
+      verdicts: readdirSync(join(lab.dir, "logs"))
+        .filter((f) => f.startsWith("agent-"))
+        .flatMap((f) =>
+          readFileSync(join(lab.dir, "logs", f), "utf8")
+            .split("\n")
+            .filter(
+              (l) =>
+                /gateway instance (up|down)|holding it down/.test(l) &&
+                (JSON.parse(l) as { time: number }).time >= from,
+            )
+            .map((l) => `${f}: ${l}`),
+        ),
     });
     expect(report.received).toBeGreaterThan(1000);
     expect(report.wrongSource).toEqual([]);

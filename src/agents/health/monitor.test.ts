@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { pino } from "pino";
-import type { BfdAgent, BfdStateChange } from "./bfd/agent.js";
+import type { BfdStateChange } from "./bfd/agent.js";
 import { HealthMonitor, type ProbedInstance } from "./monitor.js";
 
 /** The part of BfdAgent the monitor uses: peers, and state-change events we fire by hand. */
@@ -41,7 +41,7 @@ describe("HealthMonitor", () => {
   beforeEach(() => {
     vi.useFakeTimers();
     bfd = new SessionsStub();
-    monitor = new HealthMonitor(bfd as unknown as BfdAgent, pino({ level: "silent" }), 5_000);
+    monitor = new HealthMonitor(bfd, pino({ level: "silent" }), 5_000);
   });
   afterEach(() => vi.useRealTimers());
 

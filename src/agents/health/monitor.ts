@@ -1,4 +1,5 @@
-import type { BfdAgent, BfdStateChange } from "./bfd/agent.js";
+import type { BfdStateChange } from "./bfd/agent.js";
+import type { BfdSessions } from "./bfd/thread.js";
 import type { HealthView, InstanceHealth } from "../../planner/model.js";
 import type { Logger } from "../../util/log.js";
 import type { Clock } from "../../util/clock.js";
@@ -50,7 +51,7 @@ export class HealthMonitor {
   private started = false;
 
   constructor(
-    private readonly bfd: BfdAgent,
+    private readonly bfd: BfdSessions,
     private readonly logger: Logger,
     /** BFD must send at 1/s until a session is Up (RFC 5880 §6.8.3): set-up takes 1-3 s. */
     private readonly graceMs = 5_000,
