@@ -27,8 +27,9 @@ async function exportedNames(): Promise<Set<string>> {
   const names = new Set<string>();
   for (const r of registries)
     for (const m of await r.getMetricsAsJSON()) {
+      const type = String(m.type);
       const suffixes =
-        m.type === "histogram" ? ["_bucket", "_sum", "_count"] : m.type === "summary" ? ["", "_sum", "_count"] : [""];
+        type === "histogram" ? ["_bucket", "_sum", "_count"] : type === "summary" ? ["", "_sum", "_count"] : [""];
       for (const s of suffixes) names.add(m.name + s);
     }
   return names;

@@ -20,12 +20,15 @@ let page: Page;
 
 beforeAll(async () => {
   const cfg = exampleLabConfig();
-  cfg.gateways[0]!.health = { intervalMs: 100, multiplier: 3, holdDownMs: 1_500 };
+  // Judged down within a second; 300 ms probes do not flap when the shared machine is busy.
+  cfg.gateways[0]!.health = { intervalMs: 300, multiplier: 3, holdDownMs: 1_500 };
+  const started = Date.now();
   [lab, browser] = await Promise.all([
     Lab.up(cfg, { prefix: newRunPrefix(), persistent: false, mode: "kubernetes" }),
     chromium.launch({ executablePath: "/usr/bin/chromium", headless: true }),
   ]);
   await waitConverged(lab, undefined, 30_000);
+  console.log(`[live view] lab up and converged in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
 }, 120_000);
 
@@ -52,7 +55,10 @@ async function shown() {
   return {
     instances: await pairs("[data-instance][data-health]", "data-instance", "data-health"),
     pods: await pairs("tr[data-pod]", "data-pod", "data-egress-ip"),
-    failovers: (await attrs("#failovers li[data-to]", ["data-instance", "data-to"])).map(([i, to]) => `${i} ${to}`),
+    failovers: (await attrs("#failovers li[data-to]", ["data-instance", "data-to", "data-at"])).map(([i, to, at]) => ({
+      change: `${i} ${to}`,
+      at: Date.parse(at ?? ""),
+    })),
     traffic: Object.fromEntries(
       (await attrs("#traffic li[data-egress-ip]", ["data-egress-ip", "data-rate"])).map(([ip, r]) => [
         ip ?? "",
@@ -62,6 +68,13 @@ async function shown() {
     policies: (await attrs("tr[data-policy]", ["data-policy"])).map(([p]) => p),
     updated: await page.locator("#updated").getAttribute("class"),
   };
+}
+
+/** What the lab knows about traffic, for a failure message: datagrams that arrived, the policy's status. */
+async function trafficFacts(): Promise<string> {
+  const arrived = lab.udpRecords().filter((d) => d.payload.startsWith("view "));
+  const checkout = (await lab.currentPolicies()).find((p) => p.metadata?.name === "checkout");
+  return `${arrived.length} datagrams arrived (sources ${[...new Set(arrived.map((d) => d.src))].join(",")}); checkout status.traffic ${JSON.stringify(checkout?.status?.traffic)}`;
 }
 
 async function screenshot(name: string): Promise<Buffer> {
@@ -102,21 +115,22 @@ describe("live view", () => {
     // What the page says pay-1 leaves with is what the lab's Internet sees.
     const pay1 = s.pods["payments/pay-1"]!;
     expect(byPod(await lab.status()).get("payments/pay-1")!.egressIP).toBe(pay1);
-    // Traffic from pay-1 (1 datagram per ms) shows under its egress IP (agents report every 2 s here).
-    const stream = startUdpStream(lab, "payments/pay-1", "view", 6_000);
+    // Traffic from pay-1 (1 datagram per ms, across the failover) shows under its egress IP (agents
+    // report every 2 s here), and later under the other instance's.
+    const stream = startUdpStream(lab, "payments/pay-1", "view", 15_000);
     await waitFor(
       async () => ((s = await shown()).traffic[pay1] ?? 0) > 1_000,
       15_000,
       `no traffic shown for ${pay1}`,
       250,
-    ).catch((e: Error) => {
-      throw new Error(`${e.message}: ${JSON.stringify(s.traffic)}`, { cause: e });
+    ).catch(async (e: Error) => {
+      throw new Error(`${e.message}: ${JSON.stringify(s.traffic)}; ${await trafficFacts()}`, { cause: e });
     });
-    await stream;
     const before = await screenshot("before");
 
     const victim = lab.topology.gatewayHosts.find((g) => g.egressIPs.includes(pay1))!;
     const survivor = CHECKOUT_IPS.find((ip) => ip !== pay1)!;
+    const killedAt = Date.now();
     await lab.killGateway(victim.name, "link");
     await waitFor(
       async () => {
@@ -124,16 +138,19 @@ describe("live view", () => {
         return (
           s.instances[`shared/${victim.name}`] === "Down" &&
           s.pods["payments/pay-1"] === survivor &&
-          s.failovers.includes(`shared/${victim.name} Down`)
+          // Listed as a change after the kill (not an earlier one while the lab started).
+          s.failovers.some((f) => f.change === `shared/${victim.name} Down` && f.at >= killedAt - 1_000) &&
+          (s.traffic[survivor] ?? 0) > 1_000
         );
       },
       20_000,
       "the page does not show the failover",
       250,
-    ).catch((e: Error) => {
-      throw new Error(`${e.message}: ${JSON.stringify(s)}`, { cause: e });
+    ).catch(async (e: Error) => {
+      throw new Error(`${e.message}: ${JSON.stringify(s)}; ${await trafficFacts()}`, { cause: e });
     });
     const after = await screenshot("after");
+    await stream;
     expect(s.instances[shared.find((k) => k !== `shared/${victim.name}`)!]).toBe("Up");
     // The page and the Internet agree again after the failover.
     expect(byPod(await lab.status()).get("payments/pay-1")!.egressIP).toBe(survivor);

@@ -35,6 +35,11 @@ describe("live view history: instance health changes", () => {
       ["shared/gw-a", "Down", "Up"],
       ["shared/gw-a", "Up", "Down"],
     ]);
+    // A first judgement (Unknown: no node had reported yet) is no failover.
+    const h3 = new ViewHistory();
+    observe(h3, { instanceHealth: { "gw-a": "Unknown" } }, NOW);
+    observe(h3, {}, NOW + 2_000);
+    expect(h3.failovers()).toEqual([]);
   });
 
   it("takes the sampling time when the status has no usable since", () => {

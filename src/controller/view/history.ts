@@ -65,8 +65,9 @@ export class ViewHistory {
         const before = this.health.get(key);
         this.health.set(key, i.health);
         if (before === i.health) continue;
-        // At start only what is wrong is news; after that, every change.
-        if (before === undefined && (i.health === "Up" || i.health === "Unknown")) continue;
+        // At start only what is wrong is news; after that every change but a first judgement
+        // (Unknown: no node had reported on the instance yet).
+        if ((before === undefined || before === "Unknown") && (i.health === "Up" || i.health === "Unknown")) continue;
         const since = i.since ? Date.parse(i.since) : NaN;
         this.changes.push({
           at: new Date(Number.isFinite(since) ? since : now).toISOString(),

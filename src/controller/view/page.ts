@@ -19,10 +19,10 @@ export const VIEW_HTML = `<!doctype html>
 <header><h1>static-egress</h1><span id="updated" class="muted">connecting…</span></header>
 <main>
 <section><h2>Gateways</h2><div id="gateways"></div></section>
-<section><h2>Recent failovers</h2><ol id="failovers"></ol></section>
-<section><h2>Traffic per egress IP</h2><div id="traffic"></div></section>
-<section><h2>Policies</h2><div id="policies"></div></section>
-<section><h2>Pods</h2><div id="pods"></div></section>
+<section><h2>Recent failovers</h2><p class="muted">instance health changes in the gateways' status, as this controller saw them</p><ol id="failovers"></ol></section>
+<section class="wide"><h2>Traffic per egress IP</h2><div id="traffic"></div></section>
+<section class="wide"><h2>Policies</h2><div id="policies"></div></section>
+<section class="wide"><h2>Pods</h2><div id="pods"></div></section>
 </main>
 <script src="view.js"></script>
 </body>
@@ -32,8 +32,10 @@ export const VIEW_HTML = `<!doctype html>
 export const VIEW_CSS = `body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d232a; background: #f6f7f9; }
 header { display: flex; gap: 1em; align-items: baseline; padding: 0.6em 1.2em; background: #1d232a; color: #fff; }
 header h1 { font-size: 1.2em; margin: 0; }
-main { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 1em; padding: 1em; }
-section { background: #fff; border: 1px solid #dde1e6; border-radius: 6px; padding: 0.6em 1em; }
+main { display: grid; grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); gap: 1em; padding: 1em; }
+p.muted { margin: 0 0 0.4em; font-size: 0.85em; }
+section { background: #fff; border: 1px solid #dde1e6; border-radius: 6px; padding: 0.6em 1em; overflow-x: auto; }
+section.wide { grid-column: 1 / -1; }
 h2 { font-size: 1em; margin: 0.2em 0 0.6em; }
 h3 { font-size: 0.95em; margin: 0.6em 0 0.3em; }
 table { border-collapse: collapse; width: 100%; }
@@ -121,24 +123,29 @@ export const VIEW_JS = `"use strict";
 
   function failovers(state, now) {
     fill("failovers", state.failovers.map(function (f) {
-      return el("li", { "data-instance": f.instance, "data-to": f.to, class: "to-" + f.to, title: f.at },
+      return el("li", { "data-instance": f.instance, "data-to": f.to, "data-at": f.at, class: "to-" + f.to, title: f.at },
         new Date(f.at).toLocaleTimeString() + "  " + f.instance + ": " + (f.from || "first seen") + " → " + f.to +
         " (" + ago(f.at, now) + ")");
     }), "no instance health change since this controller started");
   }
 
   function traffic(state, now) {
-    var t = state.traffic, W = 720, H = 200, L = 64, B = 20;
+    var t = state.traffic, W = 1000, H = 220, L = 64, B = 20;
     if (!t.series.length) return fill("traffic", [], "no traffic reported yet (gateway agents write it every --traffic-report-seconds)");
-    var from = now - t.windowSeconds * 1000, max = 1;
-    t.series.forEach(function (s) { s.points.forEach(function (p) { if (p[1] > max) max = p[1]; }); });
+    // From the oldest point kept (at most the window, at least a minute): a young history fills the chart.
+    var from = now - 60000, max = 1;
+    t.series.forEach(function (s) {
+      s.points.forEach(function (p) { if (p[1] > max) max = p[1]; if (p[0] < from) from = p[0]; });
+    });
+    from = Math.max(from, now - t.windowSeconds * 1000);
     var chart = svg("svg", { class: "chart", viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "bytes per second per egress IP" });
     var x = function (ms) { return L + ((ms - from) / (now - from)) * (W - L - 8); };
     var y = function (v) { return 8 + (1 - v / max) * (H - B - 8); };
     chart.append(svg("line", { x1: L, y1: y(0), x2: W - 8, y2: y(0), stroke: "#c4cad1" }));
     var label = function (text, attrs) { var e = svg("text", attrs); e.setAttribute("font-size", "11"); e.setAttribute("fill", "#56606b"); e.textContent = text; return e; };
     chart.append(label(rate(max), { x: 4, y: 16 }), label("0", { x: 4, y: y(0) }));
-    chart.append(label("-" + Math.round(t.windowSeconds / 60) + " min", { x: L, y: H - 4 }), label("now", { x: W - 34, y: H - 4 }));
+    var span = Math.round((now - from) / 1000);
+    chart.append(label("-" + (span < 120 ? span + " s" : Math.round(span / 60) + " min"), { x: L, y: H - 4 }), label("now", { x: W - 34, y: H - 4 }));
     var legend = el("ul", { class: "legend" });
     t.series.forEach(function (s, n) {
       var color = COLORS[n % COLORS.length];

@@ -122,6 +122,10 @@ export async function serveLiveView(opts: LiveViewOptions): Promise<LiveView> {
       return;
     }
     const path = (req.url ?? "/").split("?")[0] ?? "/";
+    if (path === "/favicon.ico") {
+      res.writeHead(204, SECURITY_HEADERS).end(); // browsers ask; there is none
+      return;
+    }
     const file = FILES[path];
     if (file) {
       send(200, file.type, file.body);
