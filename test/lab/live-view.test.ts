@@ -74,7 +74,8 @@ async function shown() {
 async function trafficFacts(): Promise<string> {
   const arrived = lab.udpRecords().filter((d) => d.payload.startsWith("view "));
   const checkout = (await lab.currentPolicies()).find((p) => p.metadata?.name === "checkout");
-  return `${arrived.length} datagrams arrived (sources ${[...new Set(arrived.map((d) => d.src))].join(",")}); checkout status.traffic ${JSON.stringify(checkout?.status?.traffic)}`;
+  const sources = [...new Set(arrived.map((d) => d.src))].join(",");
+  return `${arrived.length} datagrams arrived (sources ${sources}); checkout status.traffic ${JSON.stringify(checkout?.status?.traffic)}`;
 }
 
 async function screenshot(name: string): Promise<Buffer> {

@@ -16,7 +16,7 @@ import type { HealthChange, TrafficSeries } from "./history.js";
  */
 
 /** Pods listed at most; the page stays legible and the build stays cheap in a large cluster. */
-export const VIEW_MAX_PODS = 200;
+const VIEW_MAX_PODS = 200;
 
 export interface ViewCondition {
   status: string;

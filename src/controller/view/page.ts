@@ -19,7 +19,9 @@ export const VIEW_HTML = `<!doctype html>
 <header><h1>static-egress</h1><span id="updated" class="muted">connecting…</span></header>
 <main>
 <section><h2>Gateways</h2><div id="gateways"></div></section>
-<section><h2>Recent failovers</h2><p class="muted">instance health changes in the gateways' status, as this controller saw them</p><ol id="failovers"></ol></section>
+<section><h2>Recent failovers</h2>
+<p class="muted">instance health changes in the gateways' status, as this controller saw them</p>
+<ol id="failovers"></ol></section>
 <section class="wide"><h2>Traffic per egress IP</h2><div id="traffic"></div></section>
 <section class="wide"><h2>Policies</h2><div id="policies"></div></section>
 <section class="wide"><h2>Pods</h2><div id="pods"></div></section>
@@ -142,7 +144,13 @@ export const VIEW_JS = `"use strict";
     var x = function (ms) { return L + ((ms - from) / (now - from)) * (W - L - 8); };
     var y = function (v) { return 8 + (1 - v / max) * (H - B - 8); };
     chart.append(svg("line", { x1: L, y1: y(0), x2: W - 8, y2: y(0), stroke: "#c4cad1" }));
-    var label = function (text, attrs) { var e = svg("text", attrs); e.setAttribute("font-size", "11"); e.setAttribute("fill", "#56606b"); e.textContent = text; return e; };
+    var label = function (text, attrs) {
+      var e = svg("text", attrs);
+      e.setAttribute("font-size", "11");
+      e.setAttribute("fill", "#56606b");
+      e.textContent = text;
+      return e;
+    };
     chart.append(label(rate(max), { x: 4, y: 16 }), label("0", { x: 4, y: y(0) }));
     var span = Math.round((now - from) / 1000);
     chart.append(label("-" + (span < 120 ? span + " s" : Math.round(span / 60) + " min"), { x: L, y: H - 4 }), label("now", { x: W - 34, y: H - 4 }));
