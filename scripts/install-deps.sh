@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 packages=(nftables iproute2 iptables conntrack iperf3 tcpdump frr containernetworking-plugins kubectl procps curl openssl)
 # The lab demo (STATIC_EGRESS_INSTALL=demo) needs no image tools: it starts sooner without them.
 # prometheus: promtool tests the shipped alert rules; a lab test runs the binary itself (never the service).
-if [ "${STATIC_EGRESS_INSTALL:-all}" = all ]; then packages+=(buildah podman debootstrap runc uidmap prometheus); fi
+# chromium: the live view's lab test drives it headless through playwright-core (a devDependency).
+if [ "${STATIC_EGRESS_INSTALL:-all}" = all ]; then packages+=(buildah podman debootstrap runc uidmap prometheus chromium); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

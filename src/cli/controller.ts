@@ -13,7 +13,8 @@ import { parseGatewayPool, type GatewayPool } from "../planner/app-egress.js";
 import { KubeClient } from "../kube/client.js";
 import { controllerSourceOptions, KubeSource } from "../kube/source.js";
 import { createLogger, type Logger } from "../util/log.js";
-import { metricsListen, serveMetrics } from "../util/metrics-server.js";
+import { listenFlags, metricsListen, serveMetrics } from "../util/metrics-server.js";
+import { serveLiveView, VIEW_DEFAULT_HOST } from "../controller/view/server.js";
 import { loadKubeconfig } from "./agents.js";
 
 export interface ControllerFlags {
@@ -36,6 +37,9 @@ export interface ControllerFlags {
   reservedIpsAnyNamespace?: boolean;
   metricsPort?: string;
   metricsAddress?: string;
+  /** The live view (docs/view.md): off without a port; loopback unless --view-address. */
+  viewPort?: string;
+  viewAddress?: string;
   /** commander's `--no-apps`: false turns the App reconciler off. */
   apps?: boolean;
   appsIngressLabel?: string;
@@ -127,11 +131,17 @@ export function cloudPlugins(flags: ControllerFlags, logger: Logger): DigitalOce
   });
 }
 
+/** An address as the host of a URL (IPv6 in brackets). */
+function viewUrlHost(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
+}
+
 /** The controller: informers everywhere, reconcilers only on the Lease holder. */
 export async function runController(flags: ControllerFlags): Promise<void> {
   const identity = flags.identity ?? process.env.POD_NAME ?? `${hostname()}-${process.pid}`;
   const logger = createLogger("controller").child({ identity });
   const listen = metricsListen(flags);
+  const viewListen = listenFlags("--view", flags.viewPort, flags.viewAddress, VIEW_DEFAULT_HOST);
   const client = new KubeClient(loadKubeconfig(flags.kubeconfig));
   const cloud = cloudPlugins(flags, logger);
   const metrics = new ControllerMetrics();
@@ -143,15 +153,22 @@ export async function runController(flags: ControllerFlags): Promise<void> {
       if (p.failingJobs) metrics.cloudFailing.set({ plugin: p.name }, p.failingJobs());
   };
   if (listen) await serveMetrics(metrics.registry, { ...listen, ready: () => synced, before });
+  // The DigitalOcean follower keeps Services' externalIPs: only then are Services watched.
+  const source = new KubeSource(client, logger, controllerSourceOptions(cloud !== undefined));
+  const network = loadAgentConfig(flags.config).clusterNetwork;
   const controller = new Controller({
     onPass: (p) => metrics.onPass(p),
     ...(cloud ? { plugins: cloud.plugins } : {}),
     client,
-    // The DigitalOcean follower keeps Services' externalIPs: only then are Services watched.
-    source: new KubeSource(client, logger, controllerSourceOptions(cloud !== undefined)),
-    network: loadAgentConfig(flags.config).clusterNetwork,
+    source,
+    network,
     logger,
   });
+  // Read-only, from the same informers, on every replica (a standby shows the same cluster).
+  const view = viewListen
+    ? await serveLiveView({ ...viewListen, source, network, logger, ready: () => synced })
+    : undefined;
+  if (viewListen) logger.info({ url: `http://${viewUrlHost(viewListen.host)}:${viewListen.port}/` }, "live view");
   // Apps (docs/apps.md): a reconciler of its own, on the same Lease.
   const ingressLabel = parseIngressLabel(flags.appsIngressLabel);
   const gatewayPool = loadGatewayPool(flags.appsGatewayPool);
@@ -196,6 +213,7 @@ export async function runController(flags: ControllerFlags): Promise<void> {
   elector.start();
   const stop = async () => {
     await elector.stop();
+    await view?.close();
     await controller.stop();
     await apps?.stop();
     await cloud?.stop();

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parseLabConfig } from "../lab/config.js";
-import { Lab, waitFor, type GatewayDeath, type LabPodStatus } from "../lab/lab.js";
+import { Lab, waitFor, type GatewayDeath, type LabMode, type LabPodStatus } from "../lab/lab.js";
 import { newRunPrefix } from "../lab/netns.js";
 import { LAB_CLOUD } from "../lab/cloud.js";
 import { analyzeStream, startUdpStream } from "../lab/traffic.js";
@@ -32,11 +32,11 @@ export function formatStatusTable(rows: readonly LabPodStatus[]): string {
     .join("\n");
 }
 
-export async function runDemo(file: string, kind: GatewayDeath, keep: boolean): Promise<void> {
+export async function runDemo(file: string, kind: GatewayDeath, keep: boolean, asked?: LabMode): Promise<void> {
   const cfg = parseLabConfig(readFileSync(file, "utf8"), file);
   // A gateway on (stand-in) DigitalOcean droplets needs the controller: Kubernetes mode.
-  const mode = cfg.gateways.some((g) => g.digitalocean) ? "kubernetes" : "file";
-  if (kind === "destroy" && mode !== "kubernetes")
+  const mode = asked ?? (cfg.gateways.some((g) => g.digitalocean) ? "kubernetes" : "file");
+  if (kind === "destroy" && !cfg.gateways.some((g) => g.digitalocean))
     throw new Error("--kind destroy needs a lab file with a digitalocean gateway (examples/lab-digitalocean.yaml)");
   const lab = await Lab.up(cfg, { prefix: newRunPrefix(), persistent: keep, mode, log: (l) => say(`  ${l}`) });
   const cleanup = async () => {
@@ -45,6 +45,12 @@ export async function runDemo(file: string, kind: GatewayDeath, keep: boolean): 
   process.once("SIGINT", () => void cleanup().then(() => process.exit(130)));
   try {
     say(`\n== lab ${lab.record.prefix} is up; waiting for the agents and every node's BFD sessions`);
+    const view = lab.viewUrl();
+    say(
+      view
+        ? `   live view: ${view}  (open it now to watch the failover; --keep leaves it up afterwards)`
+        : "   (with --mode kubernetes the controller runs too, and serves a live view of the failover)",
+    );
     await waitFor(() => lab.allInstancesUp(), 30_000, "BFD sessions did not come up", 300);
     let rows = await lab.status();
     await waitFor(async () => (rows = await lab.status()).every((r) => r.ok), 20_000, "the lab did not converge", 300);

@@ -41,6 +41,9 @@ export function registerLabCommands(lab: Command): void {
       const l = await Lab.up(cfg, { prefix, persistent: true, mode: o.mode, log: say });
       if (o.mode === "kubernetes")
         say(`kubectl: export KUBECONFIG=${l.kubeconfigPath}   (or: static-egress lab kubeconfig > lab.kubeconfig)`);
+      const view = l.viewUrl();
+      if (view)
+        say(`live view: ${view}   (the controller's read-only page: gateways, health, pods' egress IPs, failovers)`);
       say(
         `lab ${prefix} is up: ${l.topology.nodes.length} nodes, ${l.topology.gatewayHosts.length} gateway hosts, ${l.topology.pods.length} pods`,
       );
@@ -70,8 +73,11 @@ export function registerLabCommands(lab: Command): void {
     .option("--json", "machine-readable output")
     .option("--target <ip>", "service to ask", LAB_NETWORK.echoService)
     .action(async (o: { name?: string; json?: boolean; target: string }) => {
-      const rows = await Lab.open(o.name).status(o.target);
+      const l = Lab.open(o.name);
+      const rows = await l.status(o.target);
       say(o.json ? JSON.stringify(rows, null, 2) : formatStatusTable(rows));
+      const view = l.viewUrl();
+      if (view && !o.json) say(`\nlive view: ${view}`);
       if (rows.some((r) => !r.ok)) process.exitCode = 3;
     });
 
@@ -148,9 +154,16 @@ export function registerLabCommands(lab: Command): void {
     .description("up, show egress IPs, kill a gateway under traffic, show the failover, down")
     .option("-f, --file <lab.yaml>", "lab description", "examples/lab.yaml")
     .option("--kind <kind>", "how the gateway dies", "link")
+    .option(
+      "--mode <mode>",
+      "kubernetes (the control plane and our controller, with its live view) or file (quicker to start); " +
+        "default: kubernetes for a lab file with a digitalocean gateway, else file",
+    )
     .option("--keep", "leave the lab up at the end")
-    .action(async (o: { file: string; kind: string; keep?: boolean }) => {
-      await runDemo(o.file, o.kind as GatewayDeath, o.keep === true);
+    .action(async (o: { file: string; kind: string; mode?: string; keep?: boolean }) => {
+      if (o.mode !== undefined && o.mode !== "kubernetes" && o.mode !== "file")
+        throw new Error(`--mode must be kubernetes or file, not ${o.mode}`);
+      await runDemo(o.file, o.kind as GatewayDeath, o.keep === true, o.mode);
     });
 
   lab

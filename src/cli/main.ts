@@ -170,6 +170,11 @@ program
   )
   .option("--metrics-address <ip>", "with --metrics-port: listen on this address only (default all)")
   .option(
+    "--view-port <port>",
+    "serve the live view (read-only web page: gateways, health, policies, pods' egress IPs, failovers, traffic; docs/view.md)",
+  )
+  .option("--view-address <ip>", "with --view-port: listen on this address (default 127.0.0.1: kubectl port-forward)")
+  .option(
     "--reserved-ips-any-namespace",
     "with --cloud: let pods of any namespace ask for any reserved IP (default: only IPs " +
       "granted to their Namespace with annotation staticegress.io/reserved-ips)",

@@ -60,7 +60,7 @@ export interface PolicyFacts {
 
 /** The status a policy should have. Pure: the controller compares it with what is there. */
 /** An instance's traffic entry older than this no longer counts (its agent writes at least every 5 minutes). */
-const TRAFFIC_FRESH_MS = 6 * 60_000;
+export const TRAFFIC_FRESH_MS = 6 * 60_000;
 
 /**
  * The policy's recent traffic for `kubectl get`: the sum of the fresh entries the gateway agents

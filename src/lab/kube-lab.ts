@@ -136,10 +136,13 @@ export async function startControlPlane(
         "250",
       ]
     : [];
-  // The controller runs in the root namespace: its metrics listen on loopback only, on a free port.
+  // The controller runs in the root namespace: its metrics and its live view listen on loopback
+  // only, each on a free port.
   lab.record.controllerMetricsPort = await freePort();
+  lab.record.controllerViewPort = await freePort();
   lab.save();
   const metricsFlags = ["--metrics-port", String(lab.record.controllerMetricsPort), "--metrics-address", "127.0.0.1"];
+  const viewFlags = ["--view-port", String(lab.record.controllerViewPort), "--view-address", "127.0.0.1"];
   lab.startProcess("controller", "", [
     "controller",
     "--kubeconfig",
@@ -151,6 +154,7 @@ export async function startControlPlane(
     "--lease-seconds",
     "5",
     ...metricsFlags,
+    ...viewFlags,
     ...cloudFlags,
   ]);
   lab.startProcess("kubelet", "", ["lab", "kubelet", "--name", t.prefix]);

@@ -76,6 +76,9 @@ export interface MetricsTarget {
 /** Agents serve metrics on this port inside their namespace (health responders on +1). */
 export const LAB_METRICS_PORT = 9464;
 
+/** Kubernetes mode: how often gateway agents write their traffic into the policies' status (60 s in a cluster). */
+const LAB_TRAFFIC_REPORT_SECONDS = 2;
+
 /** A hung host: nothing in, nothing out, nothing through. */
 const SILENCE = `table inet lab_silence {
   chain in { type filter hook prerouting priority -400; policy drop; }
@@ -563,14 +566,25 @@ export class Lab implements LabHost {
       "--metrics-address",
       g.vpcIP,
     ]);
-    this.startAgent(g.name, g.netns, [
+    this.startAgent(g.name, g.netns, this.gatewayAgentArgs(g));
+  }
+
+  /**
+   * A gateway agent's arguments. With the API as source it reports its traffic into the policies'
+   * status every LAB_TRAFFIC_REPORT_SECONDS (the live view's traffic moves within seconds).
+   */
+  private gatewayAgentArgs(g: LabGatewayHost): string[] {
+    const traffic =
+      this.record.mode === "kubernetes" ? ["--traffic-report-seconds", String(LAB_TRAFFIC_REPORT_SECONDS)] : [];
+    return [
       "agent",
       "gateway",
       "--instance",
       `${g.gateway}/${g.name}`,
       "--metrics-port",
       String(LAB_METRICS_PORT),
-    ]);
+      ...traffic,
+    ];
   }
 
   /** A NAT gateway answers BFD probes from the nodes on its VPC address (no agent: it is not an EgressGateway instance). */
@@ -608,14 +622,7 @@ export class Lab implements LabHost {
   restartAgent(hostName: string): void {
     if (this.topology.nodes.some((n) => n.name === hostName)) return this.startNodeAgent(hostName);
     const g = this.gatewayHost(hostName);
-    this.startAgent(g.name, g.netns, [
-      "agent",
-      "gateway",
-      "--instance",
-      `${g.gateway}/${g.name}`,
-      "--metrics-port",
-      String(LAB_METRICS_PORT),
-    ]);
+    this.startAgent(g.name, g.netns, this.gatewayAgentArgs(g));
   }
 
   /**
@@ -823,6 +830,11 @@ export class Lab implements LabHost {
         address: `127.0.0.1:${this.record.controllerMetricsPort}`,
       });
     return targets;
+  }
+
+  /** The controller's live view (Kubernetes mode; docs/view.md), or undefined in file mode. */
+  viewUrl(): string | undefined {
+    return this.record.controllerViewPort ? `http://127.0.0.1:${this.record.controllerViewPort}/` : undefined;
   }
 
   /** The controller's metrics server (Kubernetes mode): `/metrics`, `/healthz`, `/readyz`. */

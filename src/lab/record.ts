@@ -20,6 +20,8 @@ export interface LabRecord {
   mode: LabMode;
   /** Kubernetes mode: the controller's metrics port on 127.0.0.1 (it runs in the root namespace). */
   controllerMetricsPort?: number;
+  /** Kubernetes mode: the controller's live view port on 127.0.0.1 (docs/view.md). */
+  controllerViewPort?: number;
 }
 
 export type LabMode = "file" | "kubernetes";

@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { Counter, Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
-import { AGENT_METRICS_DEFAULT_HOST, metricsListen, serveMetrics } from "./metrics-server.js";
+import { AGENT_METRICS_DEFAULT_HOST, listenFlags, metricsListen, serveMetrics } from "./metrics-server.js";
 
 const servers: { close(): void }[] = [];
 afterEach(() => {
@@ -82,5 +82,15 @@ describe("metrics listen flags", () => {
     expect(() =>
       metricsListen({ metricsPort: port, ...(address !== undefined ? { metricsAddress: address } : {}) }),
     ).toThrow(message);
+  });
+
+  it("names the flags of another pair (the controller's --view-port and --view-address)", () => {
+    expect(listenFlags("--view", undefined, undefined, "127.0.0.1")).toBeUndefined();
+    expect(listenFlags("--view", "9742", undefined, "127.0.0.1")).toEqual({ port: 9742, host: "127.0.0.1" });
+    expect(() => listenFlags("--view", undefined, "10.0.0.5", "127.0.0.1")).toThrow(
+      /^--view-address needs --view-port$/,
+    );
+    expect(() => listenFlags("--view", "0", undefined, "127.0.0.1")).toThrow(/^--view-port: must be a port number/);
+    expect(() => listenFlags("--view", "9742", "host", "127.0.0.1")).toThrow(/^--view-address: must be an IP address/);
   });
 });

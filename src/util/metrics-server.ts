@@ -24,16 +24,28 @@ export function metricsListen(
   flags: { metricsPort?: string; metricsAddress?: string },
   defaultHost = "0.0.0.0",
 ): { port: number; host: string } | undefined {
-  const { metricsPort: port, metricsAddress: address } = flags;
+  return listenFlags("--metrics", flags.metricsPort, flags.metricsAddress, defaultHost);
+}
+
+/**
+ * A `<prefix>-port` and `<prefix>-address` pair of flags (e.g. `--view-port`, `--view-address`):
+ * where to listen, or undefined without a port. Errors name the flag.
+ */
+export function listenFlags(
+  prefix: string,
+  port: string | undefined,
+  address: string | undefined,
+  defaultHost: string,
+): { port: number; host: string } | undefined {
   if (port === undefined) {
-    if (address !== undefined) throw new Error("--metrics-address needs --metrics-port");
+    if (address !== undefined) throw new Error(`${prefix}-address needs ${prefix}-port`);
     return undefined;
   }
   const n = Number(port);
   if (!Number.isInteger(n) || n < 1 || n > 65_535)
-    throw new Error(`--metrics-port: must be a port number (1-65535), not ${JSON.stringify(port)}`);
+    throw new Error(`${prefix}-port: must be a port number (1-65535), not ${JSON.stringify(port)}`);
   const host = address ?? defaultHost;
-  if (isIP(host) === 0) throw new Error(`--metrics-address: must be an IP address, not ${JSON.stringify(address)}`);
+  if (isIP(host) === 0) throw new Error(`${prefix}-address: must be an IP address, not ${JSON.stringify(address)}`);
   return { port: n, host };
 }
 

@@ -187,6 +187,34 @@ describe("values", () => {
     ).toEqual([]);
   });
 
+  it("live view and Grafana dashboard: off by default; the controller's view flags and the dashboard ConfigMap when enabled", async () => {
+    type Deployment = Obj & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
+    const args = (objs: Obj[]) =>
+      (objs.find((o) => o.kind === "Deployment" && o.metadata.name === "static-egress-controller") as Deployment).spec
+        .template.spec.containers[0]!.args;
+    const dashboards = (objs: Obj[]) =>
+      objs.filter((o) => o.kind === "ConfigMap" && o.metadata.name === "static-egress-grafana-dashboard");
+    expect(args(defaults).filter((a) => a.startsWith("--view"))).toEqual([]);
+    expect(dashboards(defaults)).toEqual([]);
+    const on = await template(
+      "--set",
+      "controller.view.enabled=true",
+      "--set",
+      "metrics.grafanaDashboard.enabled=true",
+      "--set",
+      "metrics.grafanaDashboard.namespace=monitoring",
+    );
+    expect(args(on).filter((a) => a.startsWith("--view"))).toEqual(["--view-port=9742", "--view-address=127.0.0.1"]);
+    const [cm] = dashboards(on) as (Obj & { data: Record<string, string> })[];
+    expect(cm!.metadata.namespace).toBe("monitoring");
+    expect(cm!.metadata.labels?.grafana_dashboard).toBe("1");
+    // The shipped dashboard itself (deploy/grafana/static-egress.json), whole.
+    expect(JSON.parse(cm!.data["static-egress.json"]!)).toEqual(
+      JSON.parse(readFileSync(join(ROOT, "deploy/grafana/static-egress.json"), "utf8")),
+    );
+    expect(dashboards(digitalocean)).toHaveLength(1);
+  });
+
   it("metrics: ServiceMonitor and PodMonitor only when enabled; the shipped alert rules (on metrics the code exports) and yours when enabled", async () => {
     const kinds = (objs: Obj[]) => objs.map((o) => o.kind);
     expect(kinds(defaults)).not.toContain("ServiceMonitor");
