@@ -208,9 +208,9 @@ describe("values", () => {
     const [cm] = dashboards(on) as (Obj & { data: Record<string, string> })[];
     expect(cm!.metadata.namespace).toBe("monitoring");
     expect(cm!.metadata.labels?.grafana_dashboard).toBe("1");
-    // The shipped dashboard itself (deploy/grafana/static-egress.json), whole.
+    // The shipped dashboard itself (files/grafana-dashboard.json), whole.
     expect(JSON.parse(cm!.data["static-egress.json"]!)).toEqual(
-      JSON.parse(readFileSync(join(ROOT, "deploy/grafana/static-egress.json"), "utf8")),
+      JSON.parse(readFileSync(join(ROOT, "deploy/helm/static-egress/files/grafana-dashboard.json"), "utf8")),
     );
     expect(dashboards(digitalocean)).toHaveLength(1);
   });
