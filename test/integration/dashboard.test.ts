@@ -1,4 +1,5 @@
-// The shipped Grafana dashboard (the Helm chart's files/grafana-dashboard.json) and the alert rules: every PromQL expression parses (the Prometheus project's own
+// The shipped Grafana dashboard (the Helm chart's files/grafana-dashboard.json) and the alert
+// rules: every PromQL expression parses (the Prometheus project's own
 // grammar, @prometheus-io/lezer-promql) and names only metrics static-egress exports, as read
 // from the metric registries in the code (a renamed metric fails here, not on someone's screen).
 import { readFileSync } from "node:fs";
