@@ -15,8 +15,8 @@ const PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]
 /** Printable ASCII without spaces: what a request line can carry as it is. */
 const PATH = "(/[!-~]*)?";
 const URL_PATTERN = `^http://(${HOST})(:${PORT})?${PATH}$`;
-/** The url's host is an IPv4 literal (then no `address`). */
-const LITERAL_HOST_PATTERN = `^http://${IPV4_LITERAL}([:/].*)?$`;
+/** The url's host is an IPv4 literal (then no `address`); any scheme, so that a wrong one is refused on `url` alone. */
+const LITERAL_HOST_PATTERN = `^[a-z]+://${IPV4_LITERAL}([:/].*)?$`;
 
 export const Verification = Type.Object(
   {
