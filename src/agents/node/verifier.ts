@@ -1,5 +1,4 @@
-import { request } from "node:http";
-import type { Socket } from "node:net";
+import { connect } from "node:net";
 import type { VerificationReport } from "../../api/node-report.js";
 import type { NodeProbe } from "../../planner/model.js";
 import type { Logger } from "../../util/log.js";
@@ -74,64 +73,90 @@ function describeError(e: NodeJS.ErrnoException, r: ProbeRequest): string {
   }
 }
 
+/** A complete HTTP/1.x response in `buf`, "incomplete" (more to come), or what is wrong with it. `closed`: no more will come. */
+export function readHttpResponse(buf: Buffer, closed: boolean): { status: number; body: string } | "incomplete" | string {
+  const headEnd = buf.indexOf("\r\n\r\n");
+  if (headEnd < 0) return closed ? "the connection closed before a complete HTTP answer" : "incomplete";
+  const [statusLine = "", ...lines] = buf.subarray(0, headEnd).toString("latin1").split("\r\n");
+  const status = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1];
+  if (!status) return `not an HTTP answer: ${JSON.stringify(statusLine.slice(0, 40))}`;
+  const headers = new Map(
+    lines.map((l) => [l.slice(0, Math.max(0, l.indexOf(":"))).trim().toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]),
+  );
+  let rest = buf.subarray(headEnd + 4);
+  const done = (body: Buffer) => ({ status: Number(status), body: body.toString("utf8") });
+  if (/chunked/i.test(headers.get("transfer-encoding") ?? "")) {
+    const chunks: Buffer[] = [];
+    for (;;) {
+      const eol = rest.indexOf("\r\n");
+      if (eol < 0) break;
+      const size = parseInt(rest.subarray(0, eol).toString("latin1"), 16);
+      if (Number.isNaN(size)) return "a malformed chunked answer";
+      if (size === 0) return done(Buffer.concat(chunks));
+      if (rest.length < eol + 2 + size + 2) break;
+      chunks.push(rest.subarray(eol + 2, eol + 2 + size));
+      rest = rest.subarray(eol + 2 + size + 2);
+    }
+    return closed ? "the connection closed before the end of the answer" : "incomplete";
+  }
+  const length = headers.get("content-length");
+  if (length !== undefined) {
+    const n = Number(length);
+    if (rest.length >= n) return done(rest.subarray(0, n));
+    return closed ? "the connection closed before the end of the answer" : "incomplete";
+  }
+  return closed ? done(rest) : "incomplete";
+}
+
 /**
- * One HTTP GET, answered within `timeoutMs` or failed. The connection is closed with a reset:
- * a normal close would leave this side in TIME_WAIT for a minute, and the next probe, from the
- * same source port to the same service, could not connect until it ends.
+ * One HTTP GET, answered within `timeoutMs` or failed. Spoken over a plain socket, which this
+ * side closes with a reset as soon as the answer is complete: a normal close would leave it in
+ * TIME_WAIT for a minute, and the next probe, from the same source port to the same service,
+ * could not connect until that ends.
  */
 export function probeOnce(r: ProbeRequest): Promise<ProbeAnswer> {
   return new Promise((resolve) => {
-    let socket: Socket | undefined;
     let done = false;
+    let received = Buffer.alloc(0);
+    const socket = connect({
+      host: r.address,
+      port: r.port,
+      localPort: r.sourcePort,
+      ...(r.localAddress ? { localAddress: r.localAddress } : {}),
+    });
     const finish = (answer: ProbeAnswer) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       // Still connecting: nothing to reset (and resetAndDestroy would wait for the connection).
-      if (socket && !socket.destroyed && !socket.connecting) socket.resetAndDestroy();
-      else {
-        socket?.destroy();
-        req.destroy();
-      }
+      if (!socket.destroyed && !socket.connecting) socket.resetAndDestroy();
+      else socket.destroy();
       resolve(answer);
     };
-    const req = request({
-      host: r.address,
-      port: r.port,
-      path: r.path,
-      method: "GET",
-      setHost: false,
-      headers: {
-        host: r.port === 80 ? r.host : `${r.host}:${r.port}`,
-        accept: "application/json, text/plain",
-        "user-agent": "static-egress-verification",
-        connection: "close",
-      },
-      agent: false,
-      localPort: r.sourcePort,
-      ...(r.localAddress ? { localAddress: r.localAddress } : {}),
-    });
     const timer = setTimeout(
       () => finish({ error: `no answer from ${r.address}:${r.port} within ${r.timeoutMs / 1000} s` }),
       r.timeoutMs,
     );
-    req.on("socket", (s) => {
-      socket = s;
-      s.on("error", () => undefined); // reported through the request
+    const judge = (closed: boolean) => {
+      if (received.length > MAX_ANSWER_BYTES) return finish({ error: `the answer is over ${MAX_ANSWER_BYTES} bytes` });
+      const res = readHttpResponse(received, closed);
+      if (res === "incomplete") return;
+      finish(typeof res === "string" ? { error: res } : parseEchoAnswer(res.status, res.body));
+    };
+    socket.on("connect", () => {
+      const host = r.port === 80 ? r.host : `${r.host}:${r.port}`;
+      socket.write(
+        `GET ${r.path} HTTP/1.1\r\nHost: ${host}\r\nAccept: application/json, text/plain\r\n` +
+          `User-Agent: static-egress-verification\r\nConnection: close\r\n\r\n`,
+      );
     });
-    req.on("error", (e) => finish({ error: describeError(e, r) }));
-    req.on("response", (res) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on("data", (c: Buffer) => {
-        size += c.length;
-        if (size > MAX_ANSWER_BYTES) finish({ error: `the answer is over ${MAX_ANSWER_BYTES} bytes` });
-        else chunks.push(c);
-      });
-      res.on("end", () => finish(parseEchoAnswer(res.statusCode ?? 0, Buffer.concat(chunks).toString("utf8"))));
-      res.on("error", (e) => finish({ error: describeError(e, r) }));
+    socket.on("data", (chunk: Buffer) => {
+      received = Buffer.concat([received, chunk]);
+      judge(false);
     });
-    req.end();
+    socket.on("end", () => judge(true));
+    socket.on("error", (e) => finish({ error: describeError(e, r) }));
+    socket.on("close", () => judge(true));
   });
 }
 
@@ -154,7 +179,6 @@ interface Scheduled {
   localAddress: string | undefined;
   key: string;
   timer: NodeJS.Timeout | undefined;
-  running: boolean;
   result?: VerificationReport;
 }
 
@@ -164,6 +188,8 @@ const FIRST_PROBE_SPREAD_MS = 3_000;
 /** Runs the plan's probes, each every intervalSeconds, one at a time per policy. */
 export class Verifier {
   private readonly scheduled = new Map<string, Scheduled>();
+  /** Policies whose probe is under way (also one of a plan that changed meanwhile: they share the port). */
+  private readonly busy = new Set<string>();
   private stopped = false;
 
   constructor(private readonly deps: VerifierDeps) {}
@@ -190,7 +216,6 @@ export class Verifier {
         localAddress,
         key,
         timer: undefined,
-        running: old?.running ?? false,
         ...(old?.result ? { result: old.result } : {}),
       };
       this.scheduled.set(probe.policy, s);
@@ -221,9 +246,9 @@ export class Verifier {
   /** One probe; the next is scheduled when it ends (never two at once from one port). */
   private async run(s: Scheduled): Promise<void> {
     if (this.stopped || this.scheduled.get(s.probe.policy) !== s) return;
-    if (s.running) return this.schedule(s, 1_000);
-    s.running = true;
     const p = s.probe;
+    if (this.busy.has(p.policy)) return this.schedule(s, 1_000);
+    this.busy.add(p.policy);
     let answer: ProbeAnswer;
     try {
       answer = await (this.deps.probe ?? probeOnce)({
@@ -238,7 +263,7 @@ export class Verifier {
     } catch (e) {
       answer = { error: (e as Error).message };
     } finally {
-      s.running = false;
+      this.busy.delete(p.policy);
     }
     if (this.stopped || this.scheduled.get(p.policy) !== s) return;
     const report = this.judge(p, answer, s.result);
