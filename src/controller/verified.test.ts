@@ -70,7 +70,11 @@ describe("the Verified condition", () => {
   });
 
   it("is False with SourceMismatch naming the node and the source seen, whatever the other nodes saw", () => {
-    const c = verified([report("node1", ok()), report("node2", mismatch("203.0.113.101")), report("node3", failed("x"))]);
+    const c = verified([
+      report("node1", ok()),
+      report("node2", mismatch("203.0.113.101")),
+      report("node3", failed("x")),
+    ]);
     expect(c).toMatchObject({
       status: "False",
       reason: "SourceMismatch",

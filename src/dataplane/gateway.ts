@@ -183,7 +183,9 @@ ${snat(
       `    iifname . ip saddr != @pods_by_tunnel counter name "${FOREIGN_SOURCE_COUNTER}" drop\n` +
       `    ct state established,related accept\n` +
       `    ct state new ip saddr . ip daddr @egress_snat accept\n` +
-      `    ct state new meta l4proto tcp ip saddr . ip daddr . tcp sport . tcp dport @probe_snat accept\n` +
+      (plan.probes?.length
+        ? `    ct state new meta l4proto tcp ip saddr . ip daddr . tcp sport . tcp dport @probe_snat accept\n`
+        : "") +
       `    counter comment "not a selected pod: never relay"\n  }\n` +
       poolChains +
       `  chain snat_to_egress_ip {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
@@ -209,7 +211,11 @@ ${snat(
       (o.anchor
         ? `  chain mark_for_anchor {\n    type filter hook prerouting priority mangle; policy accept;\n` +
           `    ip saddr . ip daddr @egress_snat meta mark set meta mark | 0x${ANCHOR_MARK.toString(16)}\n` +
-          `    meta l4proto tcp ip saddr . ip daddr . tcp sport . tcp dport @probe_snat meta mark set meta mark | 0x${ANCHOR_MARK.toString(16)}\n  }\n`
+          (plan.probes?.length
+            ? `    meta l4proto tcp ip saddr . ip daddr . tcp sport . tcp dport @probe_snat ` +
+              `meta mark set meta mark | 0x${ANCHOR_MARK.toString(16)}\n`
+            : "") +
+          `  }\n`
         : ""),
   };
 }

@@ -30,8 +30,22 @@ const snapshot = (policies: PolicyObject[]): ClusterSnapshot => ({
   policies,
   gateways: [gateway],
   pods: [
-    { namespace: "shop", name: "web", labels: { app: "web" }, nodeName: "node-a", ips: ["10.244.1.10"], phase: "Running" },
-    { namespace: "shop", name: "api", labels: { app: "api" }, nodeName: "node-b", ips: ["10.244.2.10"], phase: "Running" },
+    {
+      namespace: "shop",
+      name: "web",
+      labels: { app: "web" },
+      nodeName: "node-a",
+      ips: ["10.244.1.10"],
+      phase: "Running",
+    },
+    {
+      namespace: "shop",
+      name: "api",
+      labels: { app: "api" },
+      nodeName: "node-b",
+      ips: ["10.244.2.10"],
+      phase: "Running",
+    },
   ],
   namespaces: [{ name: "shop", labels: {} }],
   nodes,
@@ -66,7 +80,8 @@ describe("spec.verification, resolved", () => {
     const api = verifying("api", "api", ["203.0.113.11", "203.0.113.12"]);
     const alone = new Planner(snapshot([web]), { validator });
     const both = new Planner(snapshot([web, api]), { validator });
-    const port = (p: Planner, r: string) => p.resolution.policies.find((x) => x.resource === r)!.verification!.sourcePort;
+    const port = (p: Planner, r: string) =>
+      p.resolution.policies.find((x) => x.resource === r)!.verification!.sourcePort;
     const webPort = port(alone, "EgressPolicy/shop/web");
     expect(webPort).toBeGreaterThan(PROBE_PORT_BASE);
     expect(webPort).toBeLessThanOrEqual(PROBE_PORT_MAX);
@@ -105,7 +120,11 @@ describe("spec.verification, resolved", () => {
     [{ url: "http://203.0.113.99/" }, "spec.verification.url", /203.0.113.99 is not among the policy's destinations/],
     [{ url: "http://169.254.169.254/" }, "spec.verification.url", /is a link-local address/],
     [{ url: "http://127.0.0.1:8080/" }, "spec.verification.url", /is a loopback address/],
-    [{ url: "http://echo.example.com/", address: "10.96.0.10" }, "spec.verification.address", /cluster's own addresses/],
+    [
+      { url: "http://echo.example.com/", address: "10.96.0.10" },
+      "spec.verification.address",
+      /cluster's own addresses/,
+    ],
     [{ url: "http://10.0.1.1/" }, "spec.verification.url", /cluster's own addresses/],
     [{ url: "http://echo.example.com/" }, "spec.verification.address", /required when the url's host is a name/],
     [{ url: `http://${ECHO}/`, address: ECHO }, "spec.verification.address", /must be absent/],

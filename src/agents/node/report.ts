@@ -45,7 +45,8 @@ export class NodeReporter {
   private async flush(): Promise<void> {
     this.timer = undefined;
     if (!this.pending) return;
-    const body = Object.keys(this.verification).length > 0 ? { ...this.pending, verification: this.verification } : this.pending;
+    const body =
+      Object.keys(this.verification).length > 0 ? { ...this.pending, verification: this.verification } : this.pending;
     const text = JSON.stringify(body);
     if (text === this.last && Date.now() - this.lastAt < this.refreshMs) return;
     try {

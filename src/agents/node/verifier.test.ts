@@ -5,7 +5,14 @@ import { runCommand } from "../../util/exec.js";
 import { createLogger } from "../../util/log.js";
 import type { NodeProbe } from "../../planner/model.js";
 import type { VerificationReport } from "../../api/node-report.js";
-import { parseEchoAnswer, probeOnce, Verifier, type ProbeAnswer, type ProbeRequest } from "./verifier.js";
+import {
+  parseEchoAnswer,
+  probeOnce,
+  readHttpResponse,
+  Verifier,
+  type ProbeAnswer,
+  type ProbeRequest,
+} from "./verifier.js";
 
 const logger = createLogger("test", "silent");
 
@@ -30,6 +37,36 @@ describe("parseEchoAnswer", () => {
   ])("refuses HTTP %i %j", (status, body, message) => {
     const a = parseEchoAnswer(status, body);
     expect("error" in a && a.error).toMatch(message);
+  });
+});
+
+describe("readHttpResponse", () => {
+  const b = (t: string) => Buffer.from(t, "latin1");
+  it("is complete at its content length, or at the last chunk, or when the connection closes", () => {
+    expect(readHttpResponse(b("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n1.2.3"), false)).toEqual({
+      status: 200,
+      body: "1.2.3",
+    });
+    expect(readHttpResponse(b("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n1.2.3"), false)).toBe("incomplete");
+    const chunked = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{"ip\r\n8\r\n":"1.2.3\r\n';
+    expect(readHttpResponse(b(chunked), false)).toBe("incomplete");
+    expect(readHttpResponse(b(`${chunked}2\r\n"}\r\n0\r\n\r\n`), false)).toEqual({
+      status: 200,
+      body: '{"ip":"1.2.3"}',
+    });
+    expect(readHttpResponse(b("HTTP/1.0 200 OK\r\n\r\n1.2.3.4"), false)).toBe("incomplete");
+    expect(readHttpResponse(b("HTTP/1.0 200 OK\r\n\r\n1.2.3.4"), true)).toEqual({ status: 200, body: "1.2.3.4" });
+  });
+
+  it("says what is wrong with an answer cut short or not HTTP", () => {
+    expect(readHttpResponse(b("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n1.2"), true)).toBe(
+      "the connection closed before the end of the answer",
+    );
+    expect(readHttpResponse(b("HTTP/1.1 200"), true)).toBe("the connection closed before a complete HTTP answer");
+    expect(readHttpResponse(b("SSH-2.0-OpenSSH\r\n\r\n"), false)).toBe('not an HTTP answer: "SSH-2.0-OpenSSH"');
+    expect(readHttpResponse(b("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), false)).toBe(
+      "a malformed chunked answer",
+    );
   });
 });
 

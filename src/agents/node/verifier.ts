@@ -74,14 +74,23 @@ function describeError(e: NodeJS.ErrnoException, r: ProbeRequest): string {
 }
 
 /** A complete HTTP/1.x response in `buf`, "incomplete" (more to come), or what is wrong with it. `closed`: no more will come. */
-export function readHttpResponse(buf: Buffer, closed: boolean): { status: number; body: string } | "incomplete" | string {
+export function readHttpResponse(
+  buf: Buffer,
+  closed: boolean,
+): { status: number; body: string } | "incomplete" | string {
   const headEnd = buf.indexOf("\r\n\r\n");
   if (headEnd < 0) return closed ? "the connection closed before a complete HTTP answer" : "incomplete";
   const [statusLine = "", ...lines] = buf.subarray(0, headEnd).toString("latin1").split("\r\n");
   const status = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1];
   if (!status) return `not an HTTP answer: ${JSON.stringify(statusLine.slice(0, 40))}`;
   const headers = new Map(
-    lines.map((l) => [l.slice(0, Math.max(0, l.indexOf(":"))).trim().toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]),
+    lines.map((l) => [
+      l
+        .slice(0, Math.max(0, l.indexOf(":")))
+        .trim()
+        .toLowerCase(),
+      l.slice(l.indexOf(":") + 1).trim(),
+    ]),
   );
   let rest = buf.subarray(headEnd + 4);
   const done = (body: Buffer) => ({ status: Number(status), body: body.toString("utf8") });
@@ -219,7 +228,10 @@ export class Verifier {
         ...(old?.result ? { result: old.result } : {}),
       };
       this.scheduled.set(probe.policy, s);
-      this.schedule(s, (this.deps.random ?? Math.random)() * Math.min(FIRST_PROBE_SPREAD_MS, probe.intervalSeconds * 1000));
+      this.schedule(
+        s,
+        (this.deps.random ?? Math.random)() * Math.min(FIRST_PROBE_SPREAD_MS, probe.intervalSeconds * 1000),
+      );
     }
     if (changed) this.deps.onChange?.(this.results());
   }
