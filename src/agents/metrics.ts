@@ -66,7 +66,9 @@ export class NodeMetrics {
   // Continuous verification (docs/policies.md "Verification").
   readonly verifications = new Counter({
     name: "static_egress_verification_total",
-    help: "Verification probes this node sent through a policy's gateway, by result (ok, mismatch: the echo service saw another source, error: no usable answer)",
+    help:
+      "Verification probes this node sent through a policy's gateway, by result " +
+      "(ok, mismatch: the echo service saw another source, error: no usable answer)",
     labelNames: ["policy", "result"],
     registers: [this.registry],
   });

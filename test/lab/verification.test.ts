@@ -174,7 +174,8 @@ describe("continuous verification (spec.verification) against the lab's echo ser
     expect(await metric("node1", "static_egress_verification_mismatch")).toBe(0);
   });
 
-  it("lets no other user's socket take the probe's path: from the probe port it leaves with the node's own IP (root's, the agent's user, with the egress IP)", async () => {
+  it("lets no other user's socket take the probe's path: from the probe port it leaves with the node's own IP", async () => {
+    // (root's, the agent's user's, does leave with the egress IP: the match is by user and port)
     const port = await probePort();
     // Each from its own local address: a closed connection's TIME_WAIT blocks the same address and port for a minute.
     const seen = async (asUser: boolean): Promise<string> => {
