@@ -82,9 +82,21 @@ function listed(items: readonly string[]): string {
  * saw the policy's IP; Unknown while no node has probed.
  */
 function verifiedCondition(f: PolicyFacts, gen: { observedGeneration?: number }): Cond {
+  // A node's report is its own word: strings are cut short so that no report can bloat the status.
+  const short = (v: unknown, n = 200) => String(v ?? "").slice(0, n);
   const results = f.reports.flatMap((r) => {
     const v = r.verification?.[f.resource];
-    return v ? [{ node: r.node, ...v }] : [];
+    if (!v || typeof v !== "object") return [];
+    return [
+      {
+        node: r.node,
+        result: v.result,
+        seen: short(v.seen, 64),
+        instance: short(v.instance, 128),
+        error: short(v.error),
+        expected: Array.isArray(v.expected) ? v.expected.slice(0, 8).map((e) => short(e, 64)) : [],
+      },
+    ];
   });
   const mismatches = results.filter((r) => r.result === "mismatch");
   if (mismatches.length > 0)
@@ -105,11 +117,11 @@ function verifiedCondition(f: PolicyFacts, gen: { observedGeneration?: number })
       type: "Verified",
       status: "False",
       reason: "ProbeFailed",
-      message: listed(failed.map((e) => `${e.node} through ${e.instance}: ${e.error ?? "failed"}`)),
+      message: listed(failed.map((e) => `${e.node} through ${e.instance}: ${e.error || "failed"}`)),
       ...gen,
     };
   if (results.length > 0) {
-    const seen = [...new Set(results.map((r) => r.seen ?? ""))].sort().join(", ");
+    const seen = [...new Set(results.map((r) => r.seen))].sort().join(", ");
     return {
       type: "Verified",
       status: "True",

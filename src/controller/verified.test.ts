@@ -90,6 +90,11 @@ describe("the Verified condition", () => {
     });
   });
 
+  it("cuts a report's strings short: no node's report can bloat the status", () => {
+    const c = verified([report("node1", failed("x".repeat(10_000)))]);
+    expect(c!.message).toBe(`node1 through shared/gw-b: ${"x".repeat(200)}`);
+  });
+
   it("names at most five nodes", () => {
     const reports = Array.from({ length: 8 }, (_, i) => report(`node${i}`, mismatch(`203.0.113.${i}`)));
     expect(verified(reports)!.message).toMatch(/node4 saw source 203\.0\.113\.4 .*; and 3 more$/);
