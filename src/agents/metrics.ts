@@ -3,6 +3,7 @@ import type { NodePlan } from "../planner/model.js";
 import type { VerdictChange } from "./health/monitor.js";
 import type { MeterReading } from "../dataplane/meter.js";
 import { busiest } from "../dataplane/conntrack.js";
+import type { VerificationReport } from "../api/node-report.js";
 
 /** The node agent's metrics. One registry per agent: no global state. */
 export class NodeMetrics {
@@ -62,6 +63,21 @@ export class NodeMetrics {
     help: "VXLAN packets to this node's tunnel port dropped: not from a gateway instance's address with its VNI",
     registers: [this.registry],
   });
+  // Continuous verification (docs/policies.md "Verification").
+  readonly verifications = new Counter({
+    name: "static_egress_verification_total",
+    help:
+      "Verification probes this node sent through a policy's gateway, by result " +
+      "(ok, mismatch: the echo service saw another source, error: no usable answer)",
+    labelNames: ["policy", "result"],
+    registers: [this.registry],
+  });
+  readonly verificationMismatch = new Gauge({
+    name: "static_egress_verification_mismatch",
+    help: "1 while this node's last verification probe of a policy saw a source other than the policy's egress IP",
+    labelNames: ["policy"],
+    registers: [this.registry],
+  });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "static_egress_node_agent_" });
@@ -78,6 +94,17 @@ export class NodeMetrics {
     for (const [policy, pods] of Object.entries(plan.podsByPolicy)) this.programmedPods.set({ policy }, pods);
     this.unavailable.reset();
     for (const u of plan.unavailable) this.unavailable.set({ policy: u.policy, failure_policy: u.failurePolicy }, 1);
+  }
+
+  onVerification(policy: string, report: VerificationReport): void {
+    for (const result of ["ok", "mismatch", "error"] as const) this.verifications.inc({ policy, result }, 0);
+    this.verifications.inc({ policy, result: report.result });
+    this.verificationMismatch.set({ policy }, report.result === "mismatch" ? 1 : 0);
+  }
+
+  /** A policy no longer probed here: its mismatch gauge goes (the counters stay, as counters do). */
+  onVerificationRemoved(policy: string): void {
+    this.verificationMismatch.remove({ policy });
   }
 }
 

@@ -75,3 +75,13 @@ export function tunnelPortFor(nodeId: number): number {
 export const BFD_CONTROL_PORT = 3784;
 /** RFC 5883: multihop BFD; never ours, but dropped and admitted like single-hop. */
 export const BFD_MULTIHOP_PORT = 4784;
+
+/**
+ * Node: the TCP source ports of verification probes (docs/policies.md "Verification"), one per
+ * verifying policy: PROBE_PORT_BASE + its id (1..4095, assigned like instance ids over the
+ * verifying policies). The gateway tells the policies' probes apart by it (the node's own address
+ * and the echo service are the same for all of them). Between the tunnel ports and Kubernetes
+ * NodePorts (30000+), below Linux's ephemeral ports.
+ */
+export const PROBE_PORT_BASE = 24576;
+export const PROBE_PORT_MAX = PROBE_PORT_BASE + MAX_INSTANCE_ID;

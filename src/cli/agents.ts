@@ -27,6 +27,7 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { KubeClient } from "../kube/client.js";
 import { KubeSource } from "../kube/source.js";
 import { NodeReporter } from "../agents/node/report.js";
+import { Verifier } from "../agents/node/verifier.js";
 import { ANCHOR_ANNOTATION, ANCHOR_SOURCES, AnchorPublisher } from "../agents/node/anchor.js";
 import type { ClusterSource } from "../api/source.js";
 import { createLogger, type Logger } from "../util/log.js";
@@ -219,6 +220,13 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
           : {}),
       }
     : undefined;
+  // Continuous verification: the plan's probes, after each apply (their path is programmed by then).
+  const verifier = new Verifier({
+    logger: logger.child({ part: "verification" }),
+    onResult: (policy, report) => metrics.onVerification(policy, report),
+    onRemoved: (policy) => metrics.onVerificationRemoved(policy),
+    onChange: (results) => reporter?.updateVerification(results),
+  });
   // The CNI plugin's side in the agent (--cni-socket): told of every plan, to keep the quarantine in step.
   const cniPlans: ((plan: NodePlan) => void)[] = [];
   const agent = new NodeAgent({
@@ -234,6 +242,7 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
       metrics.onPlan(plan);
       for (const f of cniPlans) f(plan);
       reporter?.update(plan, health?.view() ?? new Map());
+      verifier.update(plan.probes ?? [], plan.tunnel?.address);
     },
   });
   const cni = flags.cniSocket
@@ -280,6 +289,7 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
     confKeeper?.stop();
     cni?.stop();
     routeStatus?.stop();
+    verifier.stop();
     await cniServer?.close();
     await agent.stop();
   });

@@ -242,6 +242,7 @@ export class Controller {
               selectedPods: selection.podsByPolicy.get(resource) ?? 0,
               gatewayInstances: valid ? (res.gatewayInstances.get(valid.gateway) ?? []) : [],
               reports,
+              verifies: valid?.verification !== undefined,
             },
             raw.status,
             now.toISOString(),
@@ -357,7 +358,9 @@ export class Controller {
     for (const c of after) {
       const old = before.find((b) => b.type === c.type);
       if (old && old.status === c.status && old.reason === c.reason) continue;
-      const bad = (c.type === "Ready" && c.status === "False") || (c.type !== "Ready" && c.status === "True");
+      // Ready and Verified are good when True; Invalid and Degraded when False.
+      const positive = c.type === "Ready" || c.type === "Verified";
+      const bad = positive ? c.status === "False" : c.status === "True";
       if (!old && !bad) continue;
       const { namespace, uid } = raw.metadata;
       await this.events.recordOurs(

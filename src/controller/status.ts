@@ -23,7 +23,14 @@ export function parseReport(
   try {
     const r = JSON.parse(raw) as Omit<NodeReport, "node">;
     if (now - Date.parse(r.at) > REPORT_TTL_MS) return undefined;
-    return { node, programmed: r.programmed ?? {}, health: r.health ?? {}, unavailable: r.unavailable ?? {}, at: r.at };
+    return {
+      node,
+      programmed: r.programmed ?? {},
+      health: r.health ?? {},
+      unavailable: r.unavailable ?? {},
+      ...(r.verification && typeof r.verification === "object" ? { verification: r.verification } : {}),
+      at: r.at,
+    };
   } catch {
     return undefined;
   }
@@ -56,6 +63,80 @@ export interface PolicyFacts {
   selectedPods: number;
   gatewayInstances: string[];
   reports: readonly NodeReport[];
+  /** The policy asks for verification (spec.verification, valid): it gets a Verified condition. */
+  verifies?: boolean;
+}
+
+/** Nodes named in a condition's message: the rest are counted (a message stays readable with many nodes). */
+const MAX_NODES_NAMED = 5;
+
+function listed(items: readonly string[]): string {
+  const named = items.slice(0, MAX_NODES_NAMED).join("; ");
+  return items.length > MAX_NODES_NAMED ? `${named}; and ${items.length - MAX_NODES_NAMED} more` : named;
+}
+
+/**
+ * Verified (docs/policies.md "Verification"), from the nodes' last probes: False with
+ * SourceMismatch when any node's echo service saw another source (naming the node and what it
+ * saw), else False with ProbeFailed when any probe got no usable answer, else True once a node
+ * saw the policy's IP; Unknown while no node has probed.
+ */
+function verifiedCondition(f: PolicyFacts, gen: { observedGeneration?: number }): Cond {
+  // A node's report is its own word: strings are cut short so that no report can bloat the status.
+  const short = (v: unknown, n = 200) => String(v ?? "").slice(0, n);
+  const results = f.reports.flatMap((r) => {
+    const v = r.verification?.[f.resource];
+    if (!v || typeof v !== "object") return [];
+    return [
+      {
+        node: r.node,
+        result: v.result,
+        seen: short(v.seen, 64),
+        instance: short(v.instance, 128),
+        error: short(v.error),
+        expected: Array.isArray(v.expected) ? v.expected.slice(0, 8).map((e) => short(e, 64)) : [],
+      },
+    ];
+  });
+  const mismatches = results.filter((r) => r.result === "mismatch");
+  if (mismatches.length > 0)
+    return {
+      type: "Verified",
+      status: "False",
+      reason: "SourceMismatch",
+      message: listed(
+        mismatches.map(
+          (m) => `${m.node} saw source ${m.seen} through ${m.instance} (expected ${m.expected.join(" or ")})`,
+        ),
+      ),
+      ...gen,
+    };
+  const failed = results.filter((r) => r.result === "error");
+  if (failed.length > 0)
+    return {
+      type: "Verified",
+      status: "False",
+      reason: "ProbeFailed",
+      message: listed(failed.map((e) => `${e.node} through ${e.instance}: ${e.error || "failed"}`)),
+      ...gen,
+    };
+  if (results.length > 0) {
+    const seen = [...new Set(results.map((r) => r.seen))].sort().join(", ");
+    return {
+      type: "Verified",
+      status: "True",
+      reason: "SourceMatches",
+      message: `the echo service saw ${seen} from ${results.length} node(s): ${listed(results.map((r) => r.node).sort())}`,
+      ...gen,
+    };
+  }
+  return {
+    type: "Verified",
+    status: "Unknown",
+    reason: "NotYetProbed",
+    message: "no node has probed yet (nodes probe where the policy's traffic leaves through a healthy instance)",
+    ...gen,
+  };
 }
 
 /** The status a policy should have. Pure: the controller compares it with what is there. */
@@ -147,6 +228,7 @@ export function policyStatus(
   } else {
     conditions.push({ type: "Degraded", status: "False", reason: "AllInstancesUp", message: "", ...gen });
   }
+  if (f.verifies) conditions.push(verifiedCondition(f, gen));
   return {
     egressIPs: f.egressIPs,
     selectedPods: f.selectedPods,

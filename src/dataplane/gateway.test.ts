@@ -276,3 +276,52 @@ describe("nodes' own traffic at the gateway", () => {
     expect(gatewayRoutes(plan, base).some((r) => r.table === NODE_REPLY_TABLE)).toBe(false);
   });
 });
+
+describe("verification probes at the gateway", () => {
+  const withProbes: GatewayPlan = {
+    ...plan,
+    probes: [
+      {
+        node: "10.0.0.11",
+        dst: "198.51.100.10",
+        dport: 80,
+        sport: 25001,
+        egressIP: "192.0.2.30",
+        policy: "EgressPolicy/payments/checkout",
+      },
+    ],
+    podsByTunnel: [...plan.podsByTunnel, { port: 20007, podIP: "10.0.0.11" }],
+    nodeReturns: [{ address: "10.0.0.11", port: 20007 }],
+  };
+  const probeSet = (o: Parameters<typeof gatewayTableModel>[1]) =>
+    gatewayTableModel(withProbes, o).sets.find((s) => s.name === "probe_snat")!.elements;
+
+  it("forwards a node's probe only on its policy's source port to the echo service, SNATed before any other map", () => {
+    expect(probeSet(base)).toEqual(["10.0.0.11 . 198.51.100.10 . 25001 . 80 : 192.0.2.30"]);
+    const chains = gatewayTableModel(withProbes, { ...base, snatPorts: { from: 20000, to: 20015 } }).chains;
+    expect(chains).toContain(
+      "ct state new meta l4proto tcp ip saddr . ip daddr . tcp sport . tcp dport @probe_snat accept",
+    );
+    const nat = chains
+      .split("chain snat_to_egress_ip {\n")[1]!
+      .split("\n  }")[0]!
+      .split("\n")
+      .map((l) => l.trim());
+    expect(nat[1]).toBe(
+      "meta l4proto tcp snat ip to ip saddr . ip daddr . tcp sport . tcp dport map @probe_snat : 20000-20015",
+    );
+  });
+
+  it("SNATs to the anchor address and marks for its route behind a 1:1 NAT", () => {
+    const anchor = { ...base, anchor: { address: "10.20.0.5", gateway: "10.20.0.1" } };
+    expect(probeSet(anchor)).toEqual(["10.0.0.11 . 198.51.100.10 . 25001 . 80 : 10.20.0.5"]);
+    expect(gatewayTableModel(withProbes, anchor).chains).toContain(
+      "meta l4proto tcp ip saddr . ip daddr . tcp sport . tcp dport @probe_snat meta mark set meta mark | 0x20000000",
+    );
+  });
+
+  it("has no probe rule without probes", () => {
+    expect(gatewayTableModel(plan, base).chains).not.toContain("@probe_snat");
+    expect(gatewayTableModel(plan, base).sets.find((s) => s.name === "probe_snat")!.elements).toEqual([]);
+  });
+});

@@ -137,6 +137,17 @@ ${snat(
         // Behind a 1:1 NAT the host SNATs to its anchor address; the platform makes it the egress IP.
         elements: plan.snat.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${o.anchor?.address ?? e.egressIP}`),
       },
+      // Verification probes (docs/policies.md "Verification"): node . echo service . the policy's
+      // source port . echo port -> the policy's egress IP here. Checked before egress_snat: a node
+      // whose own traffic to the echo service leaves with another policy's IP keeps doing so.
+      {
+        kind: "map",
+        name: "probe_snat",
+        spec: "type ipv4_addr . ipv4_addr . inet_service . inet_service : ipv4_addr;",
+        elements: (plan.probes ?? []).map(
+          (p) => `${p.node} . ${p.dst} . ${p.sport} . ${p.dport} : ${o.anchor?.address ?? p.egressIP}`,
+        ),
+      },
       ...(pools.length
         ? [
             {
@@ -172,9 +183,15 @@ ${snat(
       `    iifname . ip saddr != @pods_by_tunnel counter name "${FOREIGN_SOURCE_COUNTER}" drop\n` +
       `    ct state established,related accept\n` +
       `    ct state new ip saddr . ip daddr @egress_snat accept\n` +
+      (plan.probes?.length
+        ? `    ct state new meta l4proto tcp ip saddr . ip daddr . tcp sport . tcp dport @probe_snat accept\n`
+        : "") +
       `    counter comment "not a selected pod: never relay"\n  }\n` +
       poolChains +
       `  chain snat_to_egress_ip {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
+      (plan.probes?.length
+        ? `    meta l4proto tcp snat ip to ip saddr . ip daddr . tcp sport . tcp dport map @probe_snat${ports}\n`
+        : "") +
       (pools.length ? `    ip saddr . ip daddr vmap @egress_snat_pools\n` : "") +
       snat("ip saddr . ip daddr map @egress_snat") +
       `  }\n` +
@@ -193,7 +210,12 @@ ${snat(
         : "") +
       (o.anchor
         ? `  chain mark_for_anchor {\n    type filter hook prerouting priority mangle; policy accept;\n` +
-          `    ip saddr . ip daddr @egress_snat meta mark set meta mark | 0x${ANCHOR_MARK.toString(16)}\n  }\n`
+          `    ip saddr . ip daddr @egress_snat meta mark set meta mark | 0x${ANCHOR_MARK.toString(16)}\n` +
+          (plan.probes?.length
+            ? `    meta l4proto tcp ip saddr . ip daddr . tcp sport . tcp dport @probe_snat ` +
+              `meta mark set meta mark | 0x${ANCHOR_MARK.toString(16)}\n`
+            : "") +
+          `  }\n`
         : ""),
   };
 }

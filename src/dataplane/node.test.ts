@@ -291,3 +291,61 @@ describe("the node's own traffic (ClusterEgressPolicy nodeSelector)", () => {
     expect(set(none, "node_keep")).toEqual([]);
   });
 });
+
+describe("verification probes (spec.verification)", () => {
+  const probePlan: NodePlan = {
+    ...plan,
+    tunnel: { address: "10.0.0.11", port: 20007 },
+    probes: [
+      {
+        policy: "EgressPolicy/p/c",
+        url: "http://198.51.100.10:8080/",
+        host: "198.51.100.10",
+        address: "198.51.100.10",
+        port: 8080,
+        path: "/",
+        intervalSeconds: 60,
+        timeoutSeconds: 5,
+        sourcePort: 25001,
+        instance: "gw/a",
+        mark: markFor(1),
+        expected: ["192.0.2.10"],
+      },
+    ],
+  };
+  const model = nodeTableModel(probePlan, "static_egress", { ...facts, probeUid: 1234 });
+  const chain = () =>
+    model.chains
+      .split("chain mark_node_egress {\n")[1]!
+      .split("\n  }")[0]!
+      .split("\n")
+      .map((l) => l.trim());
+
+  it("marks only the agent's own sockets on the policy's source port to the echo service, before anything the node keeps", () => {
+    expect(set(model, "probe_divert")).toEqual(["198.51.100.10 . 25001 . 8080 : 0x10010000"]);
+    const rules = chain();
+    const probe = rules.indexOf(
+      "meta skuid 1234 meta l4proto tcp meta mark set ip daddr . tcp sport . tcp dport map @probe_divert " +
+        "ct mark set meta mark | 0x40000000 goto node_enforce",
+    );
+    expect(probe).toBeGreaterThan(rules.indexOf("ip daddr @never_divert return"));
+    expect(probe).toBeLessThan(rules.indexOf("ip daddr @node_keep return"));
+    // Nothing else of the node is diverted: the node_divert map is empty.
+    expect(set(model, "node_divert")).toEqual([]);
+    // A down instance's probe is dropped and counted like its pods' packets.
+    expect(model.chains).toMatch(
+      /chain node_enforce \{\n\s+meta mark @down_instances counter name "failclosed_drops" drop/,
+    );
+  });
+
+  it("sends them with the node's InternalIP, the address its gateways accept from its tunnel", () => {
+    expect(model.chains).toMatch(/ct mark & 0x40000000 == 0x40000000 counter snat ip to 10\.0\.0\.11\n/);
+  });
+
+  it("has none of it without probes", () => {
+    const none = nodeTableModel({ ...probePlan, probes: [] }, "static_egress", facts);
+    expect(none.chains).not.toContain("probe_divert");
+    expect(none.chains).not.toContain("mark_node_egress");
+    expect(set(none, "probe_divert")).toEqual([]);
+  });
+});

@@ -80,6 +80,8 @@ export interface NodeFacts {
   instanceDevices: ReadonlyMap<string, string>;
   /** The node's on-link subnets (VPC): its own traffic to them is never diverted. Read only with nodeEntries. */
   localSubnets?: readonly string[];
+  /** The user id of the agent's probe sockets: only they take the verification probes' path (default: this process's). */
+  probeUid?: number;
 }
 
 const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
@@ -92,6 +94,9 @@ const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
  */
 export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: NodeFacts = noFacts): TableModel {
   const flag = hex(MARK_FLAG);
+  // The node's own diverted flows: nodeSelector policies' destinations and verification probes.
+  const nodeFlows = (plan.nodeEntries?.length ?? 0) > 0 || (plan.probes?.length ?? 0) > 0;
+  const probeUid = facts.probeUid ?? process.getuid?.() ?? 0;
   const podIPs = [...new Set(plan.entries.map((e) => e.podIP))].sort();
   const bound = podIPs.flatMap((ip) => {
     const b = facts.bindings.get(ip);
@@ -147,6 +152,13 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
           ? normalize([...(plan.keepLocal ?? []), ...(facts.localSubnets ?? [])].flatMap(addressRange)).map(formatRange)
           : [],
       },
+      // Verification probes: the agent's probe socket (echo address . source port . echo port) -> mark.
+      {
+        kind: "map",
+        name: "probe_divert",
+        spec: "type ipv4_addr . inet_service . inet_service : mark;",
+        elements: (plan.probes ?? []).map((p) => `${p.address} . ${p.sourcePort} . ${p.port} : ${hex(p.mark)}`),
+      },
       {
         kind: "set",
         name: "tunnel_sources",
@@ -169,14 +181,14 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
       `  chain enforce {\n    ip saddr . iifname != @pod_ifaces counter name "spoofed_drops" drop\n` +
       `    meta mark @down_instances counter name "failclosed_drops" drop\n  }\n` +
       `  chain keep_pod_source {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
-      (plan.nodeEntries?.length && plan.tunnel
+      (nodeFlows && plan.tunnel
         ? `    ct mark & ${hex(NODE_FLOW_BIT)} == ${hex(NODE_FLOW_BIT)} counter snat ip to ${plan.tunnel.address}\n`
         : "") +
       `    meta mark & ${flag} == ${flag} counter snat ip to ip saddr\n  }\n` +
       // The node's own packets (and hostNetwork pods'): the prerouting chain never sees them. Never
       // the tunnels' own packets (already marked, to an instance: never_divert), health probes,
       // replies of connections made to the node, the cluster's ranges, the API server, the VPC.
-      (!plan.nodeEntries?.length
+      (!nodeFlows
         ? ""
         : `  chain mark_node_egress {\n    type route hook output priority mangle; policy accept;\n` +
           `    meta mark & ${flag} == ${flag} return\n` +
@@ -184,7 +196,15 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
           `    ct direction reply return\n` +
           // The node's own addresses (loopback too): delivered locally, never through a tunnel.
           `    fib daddr type local return\n` +
-          `    ip daddr @never_divert return\n    ip daddr @node_keep return\n` +
+          `    ip daddr @never_divert return\n` +
+          // A verification probe: only a socket of the agent's user, on its policy's source port,
+          // to its echo service. Every packet is marked by the current plan (a probe whose instance
+          // changed mid-way fails rather than keep the old path).
+          (plan.probes?.length
+            ? `    meta skuid ${probeUid} meta l4proto tcp meta mark set ip daddr . tcp sport . tcp dport map @probe_divert ` +
+              `ct mark set meta mark | ${hex(NODE_FLOW_BIT)} goto node_enforce\n`
+            : "") +
+          `    ip daddr @node_keep return\n` +
           `    ct mark & ${hex(NODE_FLOW_BIT)} == ${hex(NODE_FLOW_BIT)} meta mark set ct mark & ${hex(MARK_MASK)} goto node_enforce\n` +
           `    meta mark set ip daddr map @node_divert ct mark set meta mark | ${hex(NODE_FLOW_BIT)} goto node_enforce\n  }\n` +
           `  chain node_enforce {\n    meta mark @down_instances counter name "failclosed_drops" drop\n  }\n`) +

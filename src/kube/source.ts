@@ -22,7 +22,8 @@ export interface KubeSourceOptions {
   /**
    * The controller: wake when a Node's Ready condition changes (reserved IPs leave a NotReady
    * node) and when a node reports a different view of gateway health (instance health in the
-   * gateways' status). The rest of a report (a refresh timestamp every few minutes, counts) waits
+   * gateways' status) or another verification result (policies' Verified condition; reported
+   * only when a result changes). The rest of a report (a refresh timestamp every few minutes, counts) waits
    * for the periodic pass: thousands of nodes would otherwise keep the controller busy.
    */
   nodeHealth?: boolean;
@@ -277,12 +278,12 @@ function stableJson(v: unknown): string {
   );
 }
 
-/** The health part of a node's report (instance verdicts, policies without a healthy instance). */
+/** The health part of a node's report (instance verdicts, policies without a healthy instance, verification results). */
 function reportedHealth(text: string | undefined): unknown {
   if (!text) return null;
   try {
-    const r = JSON.parse(text) as { health?: unknown; unavailable?: unknown };
-    return [r.health ?? null, r.unavailable ?? null];
+    const r = JSON.parse(text) as { health?: unknown; unavailable?: unknown; verification?: unknown };
+    return [r.health ?? null, r.unavailable ?? null, r.verification ?? null];
   } catch {
     return text; // unreadable: any change counts
   }

@@ -64,6 +64,23 @@ export interface ValidPolicy {
    * ClusterEgressPolicy, and an EgressPolicy whose namespace's grant says so.
    */
   outranksClusterPolicies: boolean;
+  /** spec.verification, resolved (docs/policies.md "Verification"); absent when the policy asks for none. */
+  verification?: PlannedVerification;
+}
+
+/** A policy's verification: where its probes go, how often, and the source port that marks them as its own. */
+export interface PlannedVerification {
+  url: string;
+  /** The url's host: the HTTP Host header. */
+  host: string;
+  /** The IPv4 address probes connect to (the host, or spec.verification.address for a name). */
+  address: string;
+  port: number;
+  path: string;
+  intervalSeconds: number;
+  timeoutSeconds: number;
+  /** The probes' TCP source port on every node: PROBE_PORT_BASE + an id of the policy's own. */
+  sourcePort: number;
 }
 
 /** An invalid policy that still drops its pods' traffic (fail-closed, lowest precedence). */
@@ -139,6 +156,22 @@ export interface NodePlan {
   nodeEntries?: NodeDivertEntry[];
   /** Set by the agent: addresses the node's own traffic is never diverted from (the API server's). */
   keepLocal?: string[];
+  /**
+   * Verification probes this node sends (policies with spec.verification whose traffic this node
+   * diverts): each from the agent's own socket, on the policy's source port, through the instance
+   * the node uses for the policy. Absent when there are none.
+   */
+  probes?: NodeProbe[];
+}
+
+/** One policy's probe from this node: where to, through which instance, and what the far side should see. */
+export interface NodeProbe extends PlannedVerification {
+  policy: string;
+  instance: string;
+  /** The instance's mark (as in `instances`). */
+  mark: number;
+  /** The policy's egress IPs on that instance: the source the echo service must report. */
+  expected: readonly string[];
 }
 
 /** One row of the node-traffic map: the node's own packets to `dst` take `mark`'s instance. */
@@ -183,4 +216,22 @@ export interface GatewayPlan {
    * Absent when there are none.
    */
   nodeReturns?: { address: string; port: number }[];
+  /**
+   * Verification probes this instance SNATs: from a node's address and the policy's source port to
+   * the echo service, to the policy's (first) egress IP here. Every node may send them (each picks
+   * its instance alone). Absent when there are none.
+   */
+  probes?: GatewayProbe[];
+}
+
+export interface GatewayProbe {
+  /** The node's InternalIP (its tunnel end). */
+  node: string;
+  /** The echo service's address and port. */
+  dst: string;
+  dport: number;
+  /** The policy's probe source port. */
+  sport: number;
+  egressIP: string;
+  policy: string;
 }

@@ -14,7 +14,9 @@ import type {
   Conflict,
   DivertEntry,
   FailClosedPolicy,
+  GatewayProbe,
   NodeDivertEntry,
+  NodeProbe,
   NodeInfo,
   GatewayPlan,
   HealthView,
@@ -248,6 +250,7 @@ export class Planner {
     }
     entries.sort(compareEntries);
     const nodeEntries = this.planNodeTraffic(node, health, unavailable);
+    const probes = tunnel ? this.planProbes(instances, entries, nodeEntries, tunnel) : [];
     return {
       node,
       instances,
@@ -258,7 +261,38 @@ export class Planner {
       podsByPolicy: Object.fromEntries(Object.entries(podsByPolicy).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
       ...(tunnel ? { tunnel } : {}),
       ...(nodeEntries.length > 0 ? { nodeEntries } : {}),
+      ...(probes.length > 0 ? { probes } : {}),
     };
+  }
+
+  /**
+   * Verification probes of this node: one per verifying policy whose traffic the node diverts
+   * (its pods', or its own under a nodeSelector), through the instance the node uses for it (its
+   * first diverted entry's), expecting the policy's egress IPs there. None for a policy whose
+   * traffic here has no usable instance (its pods are dropped or leave with the node IP: Ready
+   * says so) or whose instance is this node itself.
+   */
+  private planProbes(
+    instances: readonly PlannedInstance[],
+    entries: readonly DivertEntry[],
+    nodeEntries: readonly NodeDivertEntry[],
+    tunnel: TunnelEnd,
+  ): NodeProbe[] {
+    const usable = new Map(
+      instances.filter((i) => i.route === "via" && i.address !== tunnel.address).map((i) => [i.key, i]),
+    );
+    const inUse = new Map<string, string>();
+    for (const e of [...entries, ...nodeEntries])
+      if (!inUse.has(e.policy) && usable.has(e.instance)) inUse.set(e.policy, e.instance);
+    const out: NodeProbe[] = [];
+    for (const p of this.resolution.policies) {
+      const instance = inUse.get(p.resource);
+      if (!p.verification || instance === undefined) continue;
+      const expected = p.egressIPsByInstance.get(instance) ?? [];
+      if (expected.length === 0) continue;
+      out.push({ ...p.verification, policy: p.resource, instance, mark: usable.get(instance)!.mark, expected });
+    }
+    return out.sort((a, b) => a.sourcePort - b.sourcePort);
   }
 
   /**
@@ -353,6 +387,27 @@ export class Planner {
       podsByTunnel.set(`${end.port}|${end.address}`, { port: end.port, podIP: end.address });
       nodeReturns.set(end.address, { address: end.address, port: end.port });
     }
+    // Verification probes: any node may send them (each picks its instance alone), from its own
+    // tunnel and address, on the policy's source port only.
+    const probes: GatewayProbe[] = [];
+    for (const p of res.policies) {
+      const egressIP = p.egressIPsByInstance.get(instanceKey)?.[0];
+      if (!p.verification || !egressIP) continue;
+      for (const end of ends.values()) {
+        if (end.address === instance.address) continue;
+        probes.push({
+          node: end.address,
+          dst: p.verification.address,
+          dport: p.verification.port,
+          sport: p.verification.sourcePort,
+          egressIP,
+          policy: p.resource,
+        });
+        podsByTunnel.set(`${end.port}|${end.address}`, { port: end.port, podIP: end.address });
+        nodeReturns.set(end.address, { address: end.address, port: end.port });
+      }
+    }
+    probes.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : a.sport - b.sport));
     snat.sort(compareEntries);
     const nodes = [...this.snapshot.nodes].filter((n) => n.internalIP).sort((a, b) => a.name.localeCompare(b.name));
     const tunnels = nodes
@@ -388,6 +443,7 @@ export class Planner {
         (a, b) => a.port - b.port || (a.podIP < b.podIP ? -1 : a.podIP > b.podIP ? 1 : 0),
       ),
       ...(nodeReturns.size > 0 ? { nodeReturns: [...nodeReturns.values()].sort((a, b) => a.port - b.port) } : {}),
+      ...(probes.length > 0 ? { probes } : {}),
     };
   }
 }

@@ -3,11 +3,14 @@ import type { EgressGateway } from "../api/v1alpha1/egress-gateway.js";
 import type { ClusterEgressPolicy } from "../api/v1alpha1/egress-policy.js";
 import { LIMITS, type LabelSelector } from "../api/v1alpha1/common.js";
 import { AddressError, contains, normalize, parseCidr, parseIPv4, subtract, type Range } from "../util/ipv4.js";
-import { assignIds } from "./ids.js";
+import { assignIds, MAX_INSTANCE_ID } from "./ids.js";
+import { PROBE_PORT_BASE } from "../api/datapath.js";
+import { probeTarget, type Verification } from "../api/v1alpha1/verification.js";
 import { checkSelector, matches } from "./selector.js";
 import type {
   ClusterSnapshot,
   FailClosedPolicy,
+  PlannedVerification,
   NodeInfo,
   PodInfo,
   PolicyObject,
@@ -246,6 +249,9 @@ export function resolve(
       } else if (owner) egressIPsByInstance.set(owner, [...(egressIPsByInstance.get(owner) ?? []), ip]);
     });
     const destinations = planDestinations(spec.destinationCIDRs ?? ["0.0.0.0/0"], spec.excludedCIDRs ?? [], errors);
+    const verification = spec.verification
+      ? planVerification(spec.verification, destinations, neverDivert, errors)
+      : undefined;
     if (errors.length === 0) {
       const addresses = selectedAddresses(policy);
       const cost = addresses * destinations.length;
@@ -274,8 +280,10 @@ export function resolve(
       failurePolicy: spec.failurePolicy ?? "Drop",
       priority: spec.priority ?? 100,
       outranksClusterPolicies: policy.kind === "ClusterEgressPolicy" || grant?.outrankClusterPolicies === true,
+      ...(verification ? { verification } : {}),
     });
   }
+  assignProbePorts(policies);
   policies.sort(comparePolicies);
   failClosed.sort((a, b) => compareAge(a.object, b.object));
   verdicts.sort((a, b) => a.resource.localeCompare(b.resource));
@@ -457,6 +465,80 @@ function neverDivertedRanges(snapshot: ClusterSnapshot, instances: Map<string, R
   // Gateway addresses too: probes and forwarded packets must reach them directly.
   for (const inst of instances.values()) ranges.push({ from: parseIPv4(inst.address), to: parseIPv4(inst.address) });
   return normalize(ranges);
+}
+
+/**
+ * Addresses a probe can never reach through a gateway (as the node's datapath never diverts them:
+ * ALWAYS_LOCAL in src/dataplane/node.ts), plus loopback, "this network" and the reserved block.
+ */
+const NEVER_PROBED: readonly { cidr: string; what: string }[] = [
+  { cidr: "0.0.0.0/8", what: '"this network"' },
+  { cidr: "127.0.0.0/8", what: "loopback" },
+  { cidr: "169.254.0.0/16", what: "link-local" },
+  { cidr: "224.0.0.0/4", what: "multicast" },
+  { cidr: "240.0.0.0/4", what: "reserved" },
+];
+
+/**
+ * spec.verification, checked against what the policy diverts: its echo address must be one of
+ * the policy's destinations (else the probe would not take the policy's path) and never a
+ * link-local, loopback or cluster address (never diverted). Errors name the field that gave the
+ * address. The source port is assigned once every policy is known (assignProbePorts).
+ */
+function planVerification(
+  v: Verification,
+  destinations: readonly Range[],
+  neverDivert: readonly Range[],
+  errors: FieldError[],
+): PlannedVerification | undefined {
+  const target = probeTarget(v);
+  if (typeof target === "string") {
+    errors.push({ field: "spec.verification.url", message: target });
+    return undefined;
+  }
+  const field = v.address !== undefined ? "spec.verification.address" : "spec.verification.url";
+  const ip = parseIPv4(target.address);
+  const special = NEVER_PROBED.find((r) => contains([parseCidr(r.cidr)], ip));
+  const problem = special
+    ? `${target.address} is a ${special.what} address: a probe to it never leaves through a gateway`
+    : contains(neverDivert, ip)
+      ? `${target.address} is one of the cluster's own addresses (pod, service or node CIDR, or a gateway), never diverted`
+      : !contains(destinations, ip)
+        ? `${target.address} is not among the policy's destinations (destinationCIDRs minus excludedCIDRs): ` +
+          "the probe would not take the policy's path"
+        : undefined;
+  if (problem) {
+    errors.push({ field, message: problem });
+    return undefined;
+  }
+  return {
+    url: v.url,
+    ...target,
+    intervalSeconds: v.intervalSeconds ?? 60,
+    timeoutSeconds: v.timeoutSeconds ?? 5,
+    sourcePort: 0,
+  };
+}
+
+/**
+ * Each verifying policy's probe source port, from a stable id over the verifying policies (as
+ * instance ids are), so that nodes and gateways computing it from the same policies agree and a
+ * policy keeps its port when others come and go. Past 4095 verifying policies the rest (by
+ * resource name) are not probed.
+ */
+function assignProbePorts(policies: readonly ValidPolicy[]): void {
+  const verifying = policies
+    .filter((p) => p.verification)
+    .map((p) => p.resource)
+    .sort()
+    .slice(0, MAX_INSTANCE_ID);
+  const ids = assignIds(verifying);
+  for (const p of policies) {
+    if (!p.verification) continue;
+    const id = ids.get(p.resource);
+    if (id === undefined) delete p.verification;
+    else p.verification.sourcePort = PROBE_PORT_BASE + id;
+  }
 }
 
 function planDestinations(included: readonly string[], excluded: readonly string[], errors: FieldError[]): Range[] {

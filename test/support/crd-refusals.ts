@@ -206,4 +206,28 @@ export const REFUSALS: Refusal[] = [
     spec: { gatewayName: "shared", egressIPs: ["192.0.2.10"] },
     fields: ["spec.podSelector", "spec.namespaceSelector"],
   },
+  {
+    name: "a verification url that is not http://",
+    kind: "EgressPolicy",
+    spec: { ...policy, verification: { url: "https://198.51.100.10/" } },
+    fields: ["spec.verification.url"],
+  },
+  {
+    name: "a verification url naming a host without its address",
+    kind: "ClusterEgressPolicy",
+    spec: { ...clusterPolicy, verification: { url: "http://echo.example.com/ip" } },
+    fields: ["spec.verification.address"],
+  },
+  {
+    name: "a verification address beside an IPv4 host",
+    kind: "EgressPolicy",
+    spec: { ...policy, verification: { url: "http://198.51.100.10/", address: "198.51.100.11" } },
+    fields: ["spec.verification.address"],
+  },
+  {
+    name: "a verification interval under 10 s",
+    kind: "EgressPolicy",
+    spec: { ...policy, verification: { url: "http://198.51.100.10/", intervalSeconds: 5 } },
+    fields: ["spec.verification.intervalSeconds"],
+  },
 ];

@@ -1,7 +1,7 @@
 import type { KubeClient } from "../../kube/client.js";
 import type { HealthView, NodePlan } from "../../planner/model.js";
 import { REPORT_ANNOTATION } from "../../api/keys.js";
-import type { NodeReport } from "../../api/node-report.js";
+import type { NodeReport, VerificationReport } from "../../api/node-report.js";
 import type { Logger } from "../../util/log.js";
 
 /**
@@ -13,7 +13,8 @@ export class NodeReporter {
   private last = "";
   private lastAt = 0;
   private timer: NodeJS.Timeout | undefined;
-  private pending: Omit<NodeReport, "node" | "at"> | undefined;
+  private pending: Omit<NodeReport, "node" | "at" | "verification"> | undefined;
+  private verification: Record<string, VerificationReport> = {};
 
   constructor(
     private readonly client: KubeClient,
@@ -27,14 +28,25 @@ export class NodeReporter {
     const unavailable: NodeReport["unavailable"] = {};
     for (const u of plan.unavailable) unavailable[u.policy] = u.failurePolicy;
     this.pending = { programmed: plan.podsByPolicy, health: Object.fromEntries(health), unavailable };
+    this.schedule();
+  }
+
+  /** The verification probes' latest results (only on a change of result: src/agents/node/verifier.ts). */
+  updateVerification(results: Record<string, VerificationReport>): void {
+    this.verification = results;
+    this.schedule();
+  }
+
+  private schedule(): void {
     if (!this.timer)
       this.timer = setTimeout(() => void this.flush(), Math.max(0, this.lastAt + this.minGapMs - Date.now()));
   }
 
   private async flush(): Promise<void> {
     this.timer = undefined;
-    const body = this.pending;
-    if (!body) return;
+    if (!this.pending) return;
+    const body =
+      Object.keys(this.verification).length > 0 ? { ...this.pending, verification: this.verification } : this.pending;
     const text = JSON.stringify(body);
     if (text === this.last && Date.now() - this.lastAt < this.refreshMs) return;
     try {

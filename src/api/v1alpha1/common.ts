@@ -55,6 +55,8 @@ export const LIMITS = {
   labelValue: 63,
   /** Free-form strings (cloud slugs, ids, tags). */
   text: 255,
+  /** A policy's verification URL (spec.verification.url). */
+  url: 512,
 } as const;
 
 /** A DNS-1123 label, as Kubernetes names are. */

@@ -11,6 +11,7 @@ import {
   type KindDefinition,
   type Resource,
 } from "./common.js";
+import { Verification } from "./verification.js";
 
 const policyFields = {
   podSelector: { ...LabelSelector, description: "Pods whose egress goes through the gateway; {} selects all" },
@@ -50,6 +51,13 @@ const policyFields = {
       description: "Lower wins when policies overlap on a pod and destination",
     }),
   ),
+  verification: Type.Optional({
+    ...Verification,
+    description:
+      "Continuous verification: nodes that run the policy's pods (or that it selects) send an HTTP request " +
+      "through its gateway to this echo service and compare the source it saw with the policy's egress IP " +
+      "(status condition Verified)",
+  }),
 };
 
 export const EgressPolicySpec = Type.Object(policyFields, { additionalProperties: false });
@@ -133,6 +141,7 @@ const policyColumns: KindDefinition["printerColumns"] = [
   { name: "Egress-IPs", type: "string", jsonPath: ".spec.egressIPs" },
   { name: "Ready", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
   { name: "Reason", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].reason', priority: 1 },
+  { name: "Verified", type: "string", jsonPath: '.status.conditions[?(@.type=="Verified")].status', priority: 1 },
   { name: "Pods", type: "integer", jsonPath: ".status.selectedPods" },
   { name: "Bytes/s", type: "integer", jsonPath: ".status.traffic.bytesPerSecond" },
   { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
