@@ -206,4 +206,10 @@ export const REFUSALS: Refusal[] = [
     spec: { gatewayName: "shared", egressIPs: ["192.0.2.10"] },
     fields: ["spec.podSelector", "spec.namespaceSelector"],
   },
+  {
+    name: "publishEgressIPs that is not a boolean",
+    kind: "EgressPolicy",
+    spec: { ...policy, publishEgressIPs: "yes" },
+    fields: ["spec.publishEgressIPs"],
+  },
 ];

@@ -50,6 +50,13 @@ const policyFields = {
       description: "Lower wins when policies overlap on a pod and destination",
     }),
   ),
+  publishEgressIPs: Type.Optional(
+    Type.Boolean({
+      description:
+        "Publish this policy's egress IPs (status.egressIPs) in the controller's egress-IP feed, " +
+        "GET /egress-ips, for partners' allowlist automation (docs/explain.md); absent: not published",
+    }),
+  ),
 };
 
 export const EgressPolicySpec = Type.Object(policyFields, { additionalProperties: false });
@@ -117,6 +124,11 @@ export type PolicyTraffic = Static<typeof PolicyTraffic>;
 
 export const EgressPolicyStatus = Type.Object({
   egressIPs: Type.Optional(Type.Array(Type.String())),
+  egressIPsChangedAt: Type.Optional(
+    Type.String({
+      description: "When status.egressIPs last changed (RFC 3339): the egress-IP feed's lastChange",
+    }),
+  ),
   traffic: Type.Optional(PolicyTraffic),
   selectedPods: Type.Optional(Type.Integer()),
   programmedPods: Type.Optional(Type.Integer()),
