@@ -19,6 +19,7 @@ import { runController } from "./controller.js";
 import { registerImportCommand } from "./import.js";
 import { registerAppsCommands } from "./apps.js";
 import { registerExplainCommand } from "./explain.js";
+import { registerEgressIPsCommand } from "./egress-ips.js";
 import { programName } from "./invocation.js";
 
 const program = new Command(programName())
@@ -294,6 +295,7 @@ const lab = program.command("lab").description("a whole cluster made of network 
 if (process.argv[2] === "lab") (await import("./lab.js")).registerLabCommands(lab);
 registerAppsCommands(program);
 registerExplainCommand(program);
+registerEgressIPsCommand(program);
 
 program.parseAsync().catch((e: unknown) => {
   process.stderr.write(`${programName()}: ${(e as Error).message}\n`);

@@ -45,7 +45,11 @@ function serverMessage(e: unknown): string {
 export async function listKind(
   client: KubeClient,
   kind: ReadKind,
-  opts: { namespace?: string; fieldSelector?: string } = {},
+  opts: {
+    namespace?: string;
+    fieldSelector?: string;
+    /** A CRD that is not installed lists as empty. */ optional?: boolean;
+  } = {},
 ): Promise<KubeObject[]> {
   const k = KINDS[kind];
   const base = k.group === "" ? "/api/v1" : `/apis/${GROUP}/${VERSION}`;
@@ -67,6 +71,7 @@ export async function listKind(
         cause: e,
       });
     if (status === 403) throw new ReadError(`no access: cannot list ${what}: ${serverMessage(e)}`, { cause: e });
+    if (status === 404 && k.group !== "" && opts.optional) return [];
     if (status === 404 && k.group !== "")
       throw new ReadError(`cannot list ${what}: the ${k.resource}.${GROUP} CRD is not installed (404)`, { cause: e });
     if (status === undefined)
