@@ -37,7 +37,7 @@ interface ExplainFlags {
 }
 
 /** `<namespace>/<name>`, or an error naming the argument. */
-export function parsePodRef(ref: string): { namespace: string; name: string } {
+function parsePodRef(ref: string): { namespace: string; name: string } {
   const m = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-a-z0-9.]*[a-z0-9])?)$/.exec(ref);
   if (!m) throw new ExplainCliError(`${JSON.stringify(ref)}: give the pod as <namespace>/<name>, e.g. payments/pay-1`);
   return { namespace: m[1]!, name: m[3]! };
@@ -94,7 +94,7 @@ export interface ExplainOutput extends Explanation {
   kernelHint?: string;
 }
 
-export async function runExplain(ref: string, flags: ExplainFlags): Promise<void> {
+async function runExplain(ref: string, flags: ExplainFlags): Promise<void> {
   if (flags.output !== "text" && flags.output !== "json")
     throw new ExplainCliError(`-o: must be text or json, not ${JSON.stringify(flags.output)}`);
   const pod = parsePodRef(ref);
@@ -184,7 +184,7 @@ function ago(at: string): string {
 }
 
 /** The explanation for people. */
-export function renderExplanation(o: ExplainOutput): string {
+function renderExplanation(o: ExplainOutput): string {
   const lines: string[] = [];
   const p = o.pod;
   lines.push(

@@ -444,7 +444,9 @@ describe("gateway", () => {
 });
 
 describe("readPod: one pod address as the kernel holds it (explain --local)", () => {
-  const plan = nodePlan(cluster({ instances: ["a", "b"], pods, destinationCIDRs: ["198.51.100.0/24", "192.0.2.0/25"] }));
+  const plan = nodePlan(
+    cluster({ instances: ["a", "b"], pods, destinationCIDRs: ["198.51.100.0/24", "192.0.2.0/25"] }),
+  );
 
   it("reads back the pod's divert rows, its interface, and for its mark the rule, table route and tunnel", async () => {
     const k = await nodeKernel(pods);

@@ -13,7 +13,7 @@ import { prunerFor } from "./prune.js";
  * unreachable), not as a stack.
  */
 
-export class ReadError extends StaticEgressError {}
+class ReadError extends StaticEgressError {}
 
 export type ReadKind = "Pod" | "Node" | "Namespace" | "EgressGateway" | "EgressPolicy" | "ClusterEgressPolicy" | "App";
 

@@ -227,7 +227,9 @@ describe("explain: the policies it beat and why (each precedence rule)", () => {
     );
     expect(e.decisions.map((d) => d.policy)).toEqual(["EgressPolicy/shop/checkout"]);
     expect(loser.decides).toEqual([]);
-    expect(loser.lost).toMatchObject([{ to: "EgressPolicy/shop/checkout", destinations: ["0.0.0.0/0"], rule: "scope" }]);
+    expect(loser.lost).toMatchObject([
+      { to: "EgressPolicy/shop/checkout", destinations: ["0.0.0.0/0"], rule: "scope" },
+    ]);
   });
 
   it("age: at equal priority and kind the older object wins", () => {
