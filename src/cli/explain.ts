@@ -229,8 +229,10 @@ function renderExplanation(o: ExplainOutput): string {
       lines.push(`  ${e.podIP} . ${e.dst} -> mark ${hex(e.mark)} -> ${target}`);
     }
     if (r)
-      for (const d of o.decisions)
-        lines.push(`  the node reports ${r.programmed[d.policy] ?? 0} pods programmed for ${d.policy}`);
+      for (const d of o.decisions) {
+        const n = r.programmed[d.policy] ?? 0;
+        lines.push(`  the node reports ${n} pod${n === 1 ? "" : "s"} programmed for ${d.policy}`);
+      }
   }
   if (o.kernel) {
     lines.push("", "Kernel of this machine (read now):");

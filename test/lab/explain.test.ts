@@ -51,6 +51,8 @@ beforeAll(async () => {
   const cfg = exampleLabConfig();
   // A free IP on gw-a for a cluster-wide policy that loses to checkout (priority) until checkout goes.
   cfg.gateways[0]!.instances![0]!.egressIPs.push("192.0.2.12");
+  // payments' policies compete with cluster policies by priority (tenancy: its grant lets them outrank).
+  cfg.gateways[0]!.grants![0]!.outrankClusterPolicies = true;
   const policies = (cfg.policies ?? []) as KubeObject[];
   const checkout = policies.find((p) => p.metadata?.name === "checkout")!;
   checkout.spec = { ...checkout.spec, publishEgressIPs: true };
