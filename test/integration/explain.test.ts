@@ -320,8 +320,9 @@ describe("static-egress explain (the cluster through the API; the node's datapat
     expect(missing.stderr).toBe("static-egress: pod payments/ghost not found\n");
     const denied = await run(["explain", "payments/pay-1"], "nobody");
     expect(denied.code).toBe(1);
-    expect(denied.stderr).toMatch(
-      /^static-egress: no access: cannot list pods in namespace payments: pods "pay-1" is forbidden: User "system:serviceaccount:web:default" cannot list resource "pods"/,
+    expect(denied.stderr).toContain(
+      'static-egress: no access: cannot list pods in namespace payments: pods "pay-1" is forbidden: ' +
+        'User "system:serviceaccount:web:default" cannot list resource "pods"',
     );
   });
 
