@@ -43,6 +43,11 @@ export const APP_LABEL = "staticegress.io/app";
 export const COMPONENT_LABEL = "staticegress.io/component";
 /** Apps: digest of what was applied, so the controller compares before it writes. */
 export const APPLIED_ANNOTATION = "staticegress.io/applied";
+/**
+ * Apps: `"true"` publishes the App's dedicated egress IPs in the controller's egress-IP feed
+ * (GET /egress-ips/apps/<name>, docs/explain.md), as `spec.publishEgressIPs` does for a policy.
+ */
+export const PUBLISH_EGRESS_IPS_ANNOTATION = "staticegress.io/publish-egress-ips";
 /** Apps, on pod templates: the App generation they come from (every spec change rolls every component, as on DigitalOcean). */
 export const GENERATION_ANNOTATION = "staticegress.io/app-generation";
 

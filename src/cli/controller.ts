@@ -15,6 +15,7 @@ import { controllerSourceOptions, KubeSource } from "../kube/source.js";
 import { createLogger, type Logger } from "../util/log.js";
 import { listenFlags, metricsListen, serveMetrics } from "../util/metrics-server.js";
 import { serveLiveView, VIEW_DEFAULT_HOST } from "../controller/view/server.js";
+import { egressIPsRoute } from "../controller/feed/http.js";
 import { loadKubeconfig } from "./agents.js";
 
 export interface ControllerFlags {
@@ -152,10 +153,19 @@ export async function runController(flags: ControllerFlags): Promise<void> {
     for (const p of cloud?.plugins ?? [])
       if (p.failingJobs) metrics.cloudFailing.set({ plugin: p.name }, p.failingJobs());
   };
-  if (listen) await serveMetrics(metrics.registry, { ...listen, ready: () => synced, before });
   // The DigitalOcean follower keeps Services' externalIPs: only then are Services watched.
   const source = new KubeSource(client, logger, controllerSourceOptions(cloud !== undefined));
   const network = loadAgentConfig(flags.config).clusterNetwork;
+  const appSource = flags.apps === false ? undefined : new AppSource(client, logger);
+  let appsSynced = false;
+  // The egress-IP feed (docs/explain.md) beside the metrics, from the same informers; answered
+  // only once they have listed (a partial feed would withdraw IPs in use from partners' allowlists).
+  const feed = egressIPsRoute({
+    policies: () => source.objects().filter((o) => o.kind === "EgressPolicy" || o.kind === "ClusterEgressPolicy"),
+    apps: () => appSource?.list("App") ?? [],
+    ready: () => synced && (appSource === undefined || appsSynced),
+  });
+  if (listen) await serveMetrics(metrics.registry, { ...listen, ready: () => synced, before, routes: feed });
   const controller = new Controller({
     onPass: (p) => metrics.onPass(p),
     ...(cloud ? { plugins: cloud.plugins } : {}),
@@ -173,19 +183,19 @@ export async function runController(flags: ControllerFlags): Promise<void> {
   const ingressLabel = parseIngressLabel(flags.appsIngressLabel);
   const gatewayPool = loadGatewayPool(flags.appsGatewayPool);
   const apps =
-    flags.apps === false
+    appSource === undefined
       ? undefined
       : new AppController({
           client,
           apps: new AppsClient(client),
-          source: new AppSource(client, logger),
+          source: appSource,
           logger,
           plan: { ...(ingressLabel ? { ingressLabel } : {}), docrRegistry: flags.appsDocrRegistry ?? "" },
           ...(gatewayPool ? { gatewayPool } : {}),
         });
   await controller.startInformers();
   // Apart from the core: a cluster whose App CRD is not installed yet must not hold up the rest.
-  void apps?.startInformers();
+  void apps?.startInformers().then(() => (appsSynced = true));
   synced = true;
   const elector = new LeaderElector(
     client,

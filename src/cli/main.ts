@@ -18,8 +18,11 @@ import { DEFAULT_AGENT_SOCKET } from "../cni/input.js";
 import { runController } from "./controller.js";
 import { registerImportCommand } from "./import.js";
 import { registerAppsCommands } from "./apps.js";
+import { registerExplainCommand } from "./explain.js";
+import { registerEgressIPsCommand } from "./egress-ips.js";
+import { programName } from "./invocation.js";
 
-const program = new Command("static-egress")
+const program = new Command(programName())
   .description("dedicated, fixed egress IPs for Kubernetes workloads")
   .showHelpAfterError();
 
@@ -296,8 +299,10 @@ registerImportCommand(program);
 const lab = program.command("lab").description("a whole cluster made of network namespaces on this machine (root)");
 if (process.argv[2] === "lab") (await import("./lab.js")).registerLabCommands(lab);
 registerAppsCommands(program);
+registerExplainCommand(program);
+registerEgressIPsCommand(program);
 
 program.parseAsync().catch((e: unknown) => {
-  process.stderr.write(`static-egress: ${(e as Error).message}\n`);
+  process.stderr.write(`${programName()}: ${(e as Error).message}\n`);
   process.exit(1);
 });

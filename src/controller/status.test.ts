@@ -2,7 +2,14 @@ import { describe, expect, it } from "vitest";
 import { resolve } from "../planner/resolve.js";
 import type { ClusterSnapshot } from "../planner/model.js";
 import type { EgressGateway } from "../api/v1alpha1/egress-gateway.js";
-import { gatewayStatus, trafficTotals, UNJUDGED, withoutInstanceTraffic, type NodeReport } from "./status.js";
+import {
+  gatewayStatus,
+  policyStatus,
+  trafficTotals,
+  UNJUDGED,
+  withoutInstanceTraffic,
+  type NodeReport,
+} from "./status.js";
 
 const NOW = "2026-11-22T00:00:00Z";
 const gateway = {
@@ -123,5 +130,40 @@ describe("policy traffic for kubectl get", () => {
     expect(trafficTotals({}, now)).toBeUndefined();
     // What the controller compares with what it would write: the agents' entries are not its own.
     expect(withoutInstanceTraffic(status)).toEqual({ traffic: { bytesPerSecond: 1 } });
+  });
+});
+
+describe("policy status: egressIPsChangedAt (the egress-IP feed's lastChange)", () => {
+  const facts = (egressIPs: string[], valid = true) => ({
+    resource: "EgressPolicy/payments/checkout",
+    generation: 1,
+    verdict: {
+      resource: "EgressPolicy/payments/checkout",
+      valid,
+      errors: valid ? [] : [{ field: "spec", message: "x" }],
+    },
+    egressIPs,
+    selectedPods: 0,
+    gatewayInstances: [],
+    reports: [],
+  });
+  const LATER = "2026-11-23T00:00:00Z";
+
+  it("is set when the set first appears, kept while it is the same (in any order), moved when it changes", () => {
+    const first = policyStatus(facts(["192.0.2.10", "192.0.2.20"]), undefined, NOW);
+    expect(first.egressIPsChangedAt).toBe(NOW);
+    expect(policyStatus(facts(["192.0.2.20", "192.0.2.10"]), first, LATER).egressIPsChangedAt).toBe(NOW);
+    expect(policyStatus(facts(["192.0.2.10"]), first, LATER).egressIPsChangedAt).toBe(LATER);
+  });
+
+  it("an Invalid policy carries no egress IPs: that is a change too", () => {
+    const first = policyStatus(facts(["192.0.2.10"]), undefined, NOW);
+    const invalid = policyStatus(facts([], false), first, LATER);
+    expect(invalid.egressIPs).toEqual([]);
+    expect(invalid.egressIPsChangedAt).toBe(LATER);
+  });
+
+  it("a status written before the field existed gets it now", () => {
+    expect(policyStatus(facts(["192.0.2.10"]), { egressIPs: ["192.0.2.10"] }, LATER).egressIPsChangedAt).toBe(LATER);
   });
 });

@@ -169,6 +169,20 @@ export function withoutInstanceTraffic<T extends { traffic?: { instances?: unkno
   return { ...status, traffic };
 }
 
+/**
+ * When the policy's egress IPs last changed: kept from the previous status while the set is the
+ * same, so the egress-IP feed's lastChange survives a controller restart (it is in the API).
+ */
+function egressIPsChangedAt(
+  egressIPs: readonly string[],
+  previous: EgressPolicyStatus | undefined,
+  now: string,
+): string {
+  const before = [...(previous?.egressIPs ?? [])].sort().join(",");
+  const after = [...egressIPs].sort().join(",");
+  return previous?.egressIPsChangedAt && before === after ? previous.egressIPsChangedAt : now;
+}
+
 export function policyStatus(
   f: PolicyFacts,
   previous: EgressPolicyStatus | undefined,
@@ -189,6 +203,7 @@ export function policyStatus(
     });
     return {
       egressIPs: [],
+      egressIPsChangedAt: egressIPsChangedAt([], previous, now),
       selectedPods: 0,
       programmedPods: 0,
       ...gen,
@@ -231,6 +246,7 @@ export function policyStatus(
   if (f.verifies) conditions.push(verifiedCondition(f, gen));
   return {
     egressIPs: f.egressIPs,
+    egressIPsChangedAt: egressIPsChangedAt(f.egressIPs, previous, now),
     selectedPods: f.selectedPods,
     programmedPods,
     ...gen,

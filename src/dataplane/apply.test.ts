@@ -18,7 +18,8 @@ import {
   type InstanceName,
 } from "../../test/support/dataplane-scenario.js";
 import { FakeKernel } from "../../test/support/fake-kernel.js";
-import { formatRange } from "../util/ipv4.js";
+import { formatCidrOrRange, formatRange } from "../util/ipv4.js";
+import { MARK_MASK } from "../api/datapath.js";
 import type { NodePlan } from "../planner/model.js";
 import { ANCHOR_TABLE, GATEWAY_TABLE, GatewayDataplane } from "./gateway.js";
 import { hex, MAX_DELTA_DELETIONS } from "./nft.js";
@@ -439,5 +440,66 @@ describe("gateway", () => {
     await k.ip([`route del ${ret.cidr} table main proto 94`]);
     await dp.apply(plan);
     expect(await readBack(k, [`ip ${GATEWAY_TABLE}`])).toEqual(programmed);
+  });
+});
+
+describe("readPod: one pod address as the kernel holds it (explain --local)", () => {
+  const plan = nodePlan(
+    cluster({ instances: ["a", "b"], pods, destinationCIDRs: ["198.51.100.0/24", "192.0.2.0/25"] }),
+  );
+
+  it("reads back the pod's divert rows, its interface, and for its mark the rule, table route and tunnel", async () => {
+    const k = await nodeKernel(pods);
+    const dp = new NodeDataplane(k);
+    await dp.apply(plan);
+    for (const i of pods) {
+      const view = await dp.readPod(podIP(i));
+      const own = plan.entries.filter((e) => e.podIP === podIP(i));
+      expect(view.present).toBe(true);
+      expect(view.boundInterface).toBe(`pod${i}`);
+      expect(view.entries.map((e) => `${e.dst}=${hex(e.mark)}`).sort()).toEqual(
+        own.map((e) => `${formatCidrOrRange(e.dst)}=${hex(e.mark)}`).sort(),
+      );
+      const instance = plan.instances.find((x) => x.key === own[0]!.instance)!;
+      expect(view.paths).toEqual([
+        {
+          mark: instance.mark,
+          down: false,
+          rule: { priority: 10010, fwmark: instance.mark, mask: MARK_MASK, action: { table: instance.table } },
+          routes: [
+            {
+              table: instance.table,
+              dst: "default",
+              kind: "via",
+              via: "169.254.53.1",
+              onlinkDev: `se-gw${instance.vni}`,
+            },
+          ],
+          tunnel: { device: `se-gw${instance.vni}`, remote: instance.address, vni: instance.vni },
+        },
+      ]);
+    }
+  });
+
+  it("an instance the node sees down: its mark is in down_instances and its table holds a blackhole", async () => {
+    const k = await nodeKernel(pods);
+    const dp = new NodeDataplane(k);
+    const down = nodePlan(cluster({ instances: ["a"], pods }), new Map([["shared/a", "down"]]));
+    await dp.apply(down);
+    const view = await dp.readPod(podIP(pods[0]!));
+    expect(view.paths).toMatchObject([{ down: true, routes: [{ kind: "blackhole" }] }]);
+    expect(view.paths[0]!.tunnel).toBeUndefined();
+  });
+
+  it("an address the node does not divert has no rows; a node without our table says so", async () => {
+    const k = await nodeKernel(pods);
+    expect(await new NodeDataplane(k).readPod(podIP(10))).toEqual({
+      table: "ip static_egress",
+      present: false,
+      entries: [],
+      paths: [],
+    });
+    await new NodeDataplane(k).apply(plan);
+    expect((await new NodeDataplane(k).readPod("10.244.1.200")).entries).toEqual([]);
   });
 });

@@ -12,7 +12,7 @@ import {
   TUNNEL_PORT_BASE,
   TUNNEL_PORT_MAX,
 } from "../api/datapath.js";
-import { formatRange, normalize, parseCidr, type Range } from "../util/ipv4.js";
+import { formatCidrOrRange, formatRange, normalize, parseCidr, parseIPv4, type Range } from "../util/ipv4.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import type { Kernel } from "./kernel.js";
 import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
@@ -461,6 +461,62 @@ export class NodeDataplane {
     return { routes, links, neighbours, fdb };
   }
 
+  /**
+   * What this node's kernel holds for one pod address, read only (`static-egress explain --local`):
+   * its rows of the divert map, the interface it is bound to, and for each mark the rule that
+   * picks a table, that table's routes and the tunnel they leave through.
+   */
+  async readPod(podIP: string): Promise<PodKernelView> {
+    const objects = await this.kernel.nftList(`table ip ${this.opts.table}`, { stateless: true });
+    const set = (kind: "map" | "set", name: string) =>
+      (objects ?? []).map((o) => o[kind] as NftSetJson | undefined).find((x) => x?.name === name)?.elem ?? [];
+    const entries: { dst: string; mark: number }[] = [];
+    for (const e of set("map", "divert")) {
+      const [key, value] = e as [{ concat?: unknown[] }, unknown];
+      const [ip, dst] = key.concat ?? [];
+      if (ip !== podIP) continue;
+      entries.push({ dst: formatCidrOrRange(nftRange(dst)), mark: Number(value) >>> 0 });
+    }
+    const bound = set("set", "pod_ifaces")
+      .map((e) => (e as { concat?: unknown[] }).concat ?? [])
+      .find(([ip]) => ip === podIP)?.[1];
+    const down = new Set(set("set", "down_instances").map((m) => Number(m) >>> 0));
+    const { rules, routes } = await this.readRouting();
+    const tunnels = await this.tunnels.read();
+    const marks = [...new Set(entries.map((e) => e.mark))].sort((a, b) => a - b);
+    return {
+      table: `ip ${this.opts.table}`,
+      present: objects !== undefined,
+      entries,
+      ...(typeof bound === "string" ? { boundInterface: bound } : {}),
+      paths: marks.map((mark) => {
+        // The first rule (by priority) whose fwmark matches: the instance's own, or the catch-all blackhole.
+        const rule = rules
+          .filter((r) => r.to === undefined && (mark & r.mask) >>> 0 === (r.fwmark & r.mask) >>> 0)
+          .sort((a, b) => a.priority - b.priority)[0];
+        const table = rule && rule.action !== "blackhole" ? rule.action.table : undefined;
+        const own = table === undefined ? [] : routes.filter((r) => r.table === table);
+        const dev = own.find((r) => r.onlinkDev)?.onlinkDev;
+        const link = dev === undefined ? undefined : tunnels.find((l) => l.ifname === dev);
+        return {
+          mark,
+          down: down.has(mark),
+          ...(rule ? { rule } : {}),
+          routes: own,
+          ...(link?.linkinfo?.info_data?.remote
+            ? {
+                tunnel: {
+                  device: link.ifname,
+                  remote: link.linkinfo.info_data.remote,
+                  vni: link.linkinfo.info_data.id ?? 0,
+                },
+              }
+            : {}),
+        };
+      }),
+    };
+  }
+
   async readRouting(): Promise<{ rules: RuleSpec[]; routes: RouteSpec[] }> {
     const rules = await readRules(this.kernel, this.opts.rulePriority, this.opts.rulePriority + 99);
     const routes = await readRoutes(this.kernel, this.tableRange);
@@ -526,4 +582,37 @@ export class NodeDataplane {
     await runBatch(this.kernel, remove);
     await this.tunnels.removeStale([]);
   }
+}
+
+/** One pod address as the node's kernel holds it (`NodeDataplane.readPod`). */
+export interface PodKernelView {
+  /** The nft table read, e.g. `ip static_egress`; `present` false when the node agent has not made it. */
+  table: string;
+  present: boolean;
+  /** Its rows of the divert map: destination (a CIDR, or from-to) -> mark. */
+  entries: { dst: string; mark: number }[];
+  /** The interface its packets must come in on (`pod_ifaces`); absent: not bound, diverted packets drop. */
+  boundInterface?: string;
+  paths: {
+    mark: number;
+    /** In `down_instances`: dropped (fail-closed) before routing. */
+    down: boolean;
+    rule?: RuleSpec;
+    routes: RouteSpec[];
+    tunnel?: { device: string; remote: string; vni: number };
+  }[];
+}
+
+interface NftSetJson {
+  name: string;
+  elem?: unknown[];
+}
+
+/** A destination of an nft JSON element: an address, `{prefix: {addr, len}}` or `{range: [from, to]}`. */
+function nftRange(v: unknown): Range {
+  if (typeof v === "string") return { from: parseIPv4(v), to: parseIPv4(v) };
+  const o = v as { prefix?: { addr: string; len: number }; range?: [string, string] };
+  if (o?.prefix) return parseCidr(`${o.prefix.addr}/${o.prefix.len}`);
+  if (o?.range) return { from: parseIPv4(o.range[0]), to: parseIPv4(o.range[1]) };
+  throw new Error(`unexpected destination in the divert map: ${JSON.stringify(v)}`);
 }

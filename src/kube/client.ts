@@ -97,6 +97,20 @@ export const KUBE_ACCESS: readonly Access[] = [
   { component: "controller", apiGroup: GROUP, resource: "egresspolicies", verbs: ["create", "delete"] },
   // `static-egress apps` (src/cli/apps.ts) with the user's credentials.
   { component: "user", apiGroup: GROUP, resource: "apps", verbs: ["create", "get", "list", "update", "delete"] },
+  // `static-egress explain` and `egress-ips` (src/cli/explain.ts, src/kube/read.ts): lists only,
+  // the cluster as the planner reads it (so the node agent's own identity can run `explain --local`).
+  ...(["pods", "nodes", "namespaces"] as const).map((resource) => ({
+    component: "user" as const,
+    apiGroup: "",
+    resource,
+    verbs: ["list"],
+  })),
+  ...(["egressgateways", "egresspolicies", "clusteregresspolicies"] as const).map((resource) => ({
+    component: "user" as const,
+    apiGroup: GROUP,
+    resource,
+    verbs: ["list"],
+  })),
   // DigitalOcean's StaticRoute (docs/static-routes.md): node agents read them, apply their own
   // entry of status.nodes (server-side apply of the status subresource only) and record Events.
   { component: "node-agent", apiGroup: STATIC_ROUTE_GROUP, resource: "staticroutes", verbs: ["list", "watch"] },

@@ -837,14 +837,18 @@ export class Lab implements LabHost {
     return this.record.controllerViewPort ? `http://127.0.0.1:${this.record.controllerViewPort}/` : undefined;
   }
 
-  /** The controller's metrics server (Kubernetes mode): `/metrics`, `/healthz`, `/readyz`. */
-  async controllerHttp(path: string): Promise<{ status: number; body: string }> {
+  /** The controller's HTTP server (Kubernetes mode): `/metrics`, `/healthz`, `/readyz`, `/egress-ips`. */
+  async controllerHttp(
+    path: string,
+    headers: Record<string, string> = {},
+  ): Promise<{ status: number; body: string; headers: Headers }> {
     if (!this.record.controllerMetricsPort)
       throw new LabError("this lab runs no controller (only in --mode kubernetes)");
     const res = await fetch(`http://127.0.0.1:${this.record.controllerMetricsPort}${path}`, {
+      headers,
       signal: AbortSignal.timeout(2_000),
     });
-    return { status: res.status, body: await res.text() };
+    return { status: res.status, body: await res.text(), headers: res.headers };
   }
 
   /** Every node agent sees every gateway instance up (its metrics: static_egress_instance_up). */

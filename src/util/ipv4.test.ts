@@ -3,6 +3,9 @@ import { describe, expect, it } from "vitest";
 import { IPv4Address, IPv4Cidr } from "../api/v1alpha1/common.js";
 import {
   AddressError,
+  cidrsOf,
+  formatCidrOrRange,
+  parseCidrOrRange,
   contains,
   formatIPv4,
   formatRange,
@@ -279,5 +282,44 @@ describe("range sets against a brute-force model", () => {
     expect(intersect(all, [parseCidr("10.0.0.0/8")])).toEqual([parseCidr("10.0.0.0/8")]);
     expect(normalize([parseCidr("0.0.0.0/1"), parseCidr("128.0.0.0/1")])).toEqual(all);
     expect(normalize([])).toEqual([]);
+  });
+});
+
+describe("cidrsOf", () => {
+  it("writes a range as the fewest CIDRs", () => {
+    expect(cidrsOf(parseCidr("0.0.0.0/0"))).toEqual(["0.0.0.0/0"]);
+    expect(cidrsOf({ from: parseIPv4("198.51.100.0"), to: parseIPv4("198.51.100.199") })).toEqual([
+      "198.51.100.0/25",
+      "198.51.100.128/26",
+      "198.51.100.192/29",
+    ]);
+    expect(cidrsOf({ from: MAX, to: MAX })).toEqual(["255.255.255.255/32"]);
+  });
+
+  it("covers exactly the range it is given", () => {
+    fc.assert(
+      fc.property(ipv4NumberArb(), ipv4NumberArb(), (a, b) => {
+        const r = { from: Math.min(a, b), to: Math.max(a, b) };
+        const cidrs = cidrsOf(r);
+        expect(normalize(cidrs.map(parseCidr))).toEqual([r]);
+        expect(cidrs.length).toBeLessThanOrEqual(62);
+      }),
+    );
+  });
+});
+
+describe("formatCidrOrRange / parseCidrOrRange", () => {
+  it("writes one CIDR when the range is one, else from-to, and reads both back", () => {
+    expect(formatCidrOrRange(parseCidr("198.51.100.0/24"))).toBe("198.51.100.0/24");
+    expect(formatCidrOrRange({ from: 5, to: 5 })).toBe("0.0.0.5/32");
+    expect(formatCidrOrRange({ from: 5, to: 6 })).toBe("0.0.0.5-0.0.0.6");
+    expect(parseCidrOrRange("192.0.2.1")).toEqual({ from: parseIPv4("192.0.2.1"), to: parseIPv4("192.0.2.1") });
+    expect(() => parseCidrOrRange("192.0.2.9-192.0.2.1")).toThrow(AddressError);
+    fc.assert(
+      fc.property(ipv4NumberArb(), ipv4NumberArb(), (a, b) => {
+        const r = { from: Math.min(a, b), to: Math.max(a, b) };
+        expect(parseCidrOrRange(formatCidrOrRange(r))).toEqual(r);
+      }),
+    );
   });
 });

@@ -89,3 +89,40 @@ export function intersect(a: readonly Range[], b: readonly Range[]): Range[] {
 export function contains(ranges: readonly Range[], address: number): boolean {
   return ranges.some((r) => r.from <= address && address <= r.to);
 }
+
+/** The fewest CIDRs that cover exactly `r`, in order (`198.51.100.0-198.51.100.199` -> /25, /26, /29). */
+export function cidrsOf(r: Range): string[] {
+  const out: string[] = [];
+  let from = r.from;
+  while (from <= r.to) {
+    // The largest block aligned at `from` that still ends within the range.
+    let size = from === 0 ? 2 ** 32 : 2 ** Math.min(32, countTrailingZeros(from));
+    while (from + size - 1 > r.to) size /= 2;
+    out.push(`${formatIPv4(from)}/${32 - Math.log2(size)}`);
+    from += size;
+  }
+  return out;
+}
+
+function countTrailingZeros(n: number): number {
+  let z = 0;
+  while (z < 32 && n % 2 ** (z + 1) === 0) z++;
+  return z;
+}
+
+/** A range as one CIDR when it is one (`198.51.100.0/24`, `192.0.2.1/32`), else `from-to`: how `explain` and its kernel read-back print destinations. */
+export function formatCidrOrRange(r: Range): string {
+  const cidrs = cidrsOf(r);
+  return cidrs.length === 1 ? cidrs[0]! : formatRange(r);
+}
+
+/** The inverse of `formatCidrOrRange` (and of `formatRange`): a CIDR, an address or `from-to`. */
+export function parseCidrOrRange(text: string): Range {
+  const dash = text.indexOf("-");
+  if (dash >= 0) {
+    const r = { from: parseIPv4(text.slice(0, dash)), to: parseIPv4(text.slice(dash + 1)) };
+    if (r.from > r.to) throw new AddressError(`not an address range: ${JSON.stringify(text)}`);
+    return r;
+  }
+  return text.includes("/") ? parseCidr(text) : { from: parseIPv4(text), to: parseIPv4(text) };
+}

@@ -18,6 +18,24 @@ async function start(opts: Omit<Parameters<typeof serveMetrics>[1], "port" | "ho
 }
 
 describe("metrics server", () => {
+  it("hands other paths to the extra routes, and answers 404 for what they do not take", async () => {
+    const seen: string[] = [];
+    const { get } = await start({
+      routes: (path, req, res) => {
+        seen.push(`${req.method} ${path}`);
+        if (path !== "/extra") return false;
+        res.writeHead(200, { "content-type": "application/json" }).end('{"ok":true}');
+        return true;
+      },
+    });
+    const res = await get("/extra?x=1");
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ ok: true });
+    expect((await get("/other")).status).toBe(404);
+    expect((await get("/metrics")).status).toBe(200); // the server's own paths are never handed over
+    expect(seen).toEqual(["GET /extra", "GET /other"]);
+  });
+
   it("serves the registry in the Prometheus text format, refreshed before each scrape", async () => {
     let refreshed = 0;
     const { counter, get } = await start({ before: async () => void refreshed++ });

@@ -1,4 +1,4 @@
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { isIP } from "node:net";
 import type { Registry } from "prom-client";
 
@@ -10,6 +10,11 @@ export interface MetricsServerOptions {
   before?: () => Promise<void>;
   /** `/readyz` answers 200 while this is true (default: always). */
   ready?: () => boolean;
+  /**
+   * Further paths served beside the metrics (e.g. the controller's `/egress-ips`): called with
+   * the path (no query) for every request but the server's own; returns true when it answered.
+   */
+  routes?: (path: string, req: IncomingMessage, res: ServerResponse) => boolean;
 }
 
 /** Where agents on hosts (nodes, gateways) listen without `--metrics-address`: loopback only. */
@@ -66,6 +71,7 @@ export function serveMetrics(registry: Registry, opts: MetricsServerOptions): Pr
       return;
     }
     if (path !== "/metrics") {
+      if (opts.routes?.(path ?? "", req, res)) return;
       res.writeHead(404).end();
       return;
     }

@@ -230,4 +230,10 @@ export const REFUSALS: Refusal[] = [
     spec: { ...policy, verification: { url: "http://198.51.100.10/", intervalSeconds: 5 } },
     fields: ["spec.verification.intervalSeconds"],
   },
+  {
+    name: "publishEgressIPs that is not a boolean",
+    kind: "EgressPolicy",
+    spec: { ...policy, publishEgressIPs: "yes" },
+    fields: ["spec.publishEgressIPs"],
+  },
 ];

@@ -58,6 +58,13 @@ const policyFields = {
       "through its gateway to this echo service and compare the source it saw with the policy's egress IP " +
       "(status condition Verified)",
   }),
+  publishEgressIPs: Type.Optional(
+    Type.Boolean({
+      description:
+        "Publish this policy's egress IPs (status.egressIPs) in the controller's egress-IP feed, " +
+        "GET /egress-ips, for partners' allowlist automation (docs/explain.md); absent: not published",
+    }),
+  ),
 };
 
 export const EgressPolicySpec = Type.Object(policyFields, { additionalProperties: false });
@@ -125,6 +132,11 @@ export type PolicyTraffic = Static<typeof PolicyTraffic>;
 
 export const EgressPolicyStatus = Type.Object({
   egressIPs: Type.Optional(Type.Array(Type.String())),
+  egressIPsChangedAt: Type.Optional(
+    Type.String({
+      description: "When status.egressIPs last changed (RFC 3339): the egress-IP feed's lastChange",
+    }),
+  ),
   traffic: Type.Optional(PolicyTraffic),
   selectedPods: Type.Optional(Type.Integer()),
   programmedPods: Type.Optional(Type.Integer()),
