@@ -358,12 +358,17 @@ describe("controller", () => {
       "not failing closed",
     );
     expect(condition(await getPolicy("checkout"), "Ready")?.message).toContain("dropped (fail-closed)");
-    const gw = (await client.custom.getClusterCustomObject({
-      ...GV,
-      plural: "egressgateways",
-      name: "shared",
-    })) as Json;
-    expect(gw.status.instances.map((i: Json) => `${i.name}:${i.health}`)).toEqual(["gw-a:Down", "gw-b:PartiallyDown"]);
+    // The pass writes the policy's status, then the gateway's: the second may land a moment later.
+    const instances = async () =>
+      (
+        (await client.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name: "shared" })) as Json
+      ).status.instances.map((i: Json) => `${i.name}:${i.health}`) as string[];
+    await waitFor(
+      async () => (await instances()).join() === "gw-a:Down,gw-b:PartiallyDown",
+      10_000,
+      "gateway status not written",
+    );
+    expect(await instances()).toEqual(["gw-a:Down", "gw-b:PartiallyDown"]);
     // What the pass wrote is what it tells the metrics (only the leader passes).
     const leader = replicas.find((r) => r.elector.isLeader)!;
     await waitFor(
