@@ -10,6 +10,7 @@ import { ControllerMetrics } from "../controller/metrics.js";
 import { LeaderElector } from "../controller/runtime/leader.js";
 import { AppsClient, AppSource } from "../kube/apps.js";
 import { parseGatewayPool, type GatewayPool } from "../planner/app-egress.js";
+import { parseAppsDigitalOcean, type AppsDigitalOcean } from "../api/v1alpha1/apps-digitalocean.js";
 import { KubeClient } from "../kube/client.js";
 import { controllerSourceOptions, KubeSource } from "../kube/source.js";
 import { createLogger, type Logger } from "../util/log.js";
@@ -41,6 +42,22 @@ export interface ControllerFlags {
   appsIngressLabel?: string;
   appsDocrRegistry?: string;
   appsGatewayPool?: string;
+  appsDigitalocean?: string;
+}
+
+/** The file of --apps-digitalocean (YAML: region, size, image, vpcUUID, nodeTag, onRemoval), or an error naming the flag and field. */
+function loadAppsDigitalOcean(file: string | undefined): AppsDigitalOcean | undefined {
+  if (file === undefined) return undefined;
+  let doc: unknown;
+  try {
+    doc = parse(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new Error(`--apps-digitalocean: cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const { config, errors } = parseAppsDigitalOcean(doc);
+  if (!config)
+    throw new Error(`--apps-digitalocean: ${file}: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`);
+  return config;
 }
 
 /** The gateway pool file of --apps-gateway-pool (YAML `hosts: [{name, address, egressIP}]`), or an error naming the flag and field. */
@@ -155,6 +172,13 @@ export async function runController(flags: ControllerFlags): Promise<void> {
   // Apps (docs/apps.md): a reconciler of its own, on the same Lease.
   const ingressLabel = parseIngressLabel(flags.appsIngressLabel);
   const gatewayPool = loadGatewayPool(flags.appsGatewayPool);
+  const appsDigitalOcean = loadAppsDigitalOcean(flags.appsDigitalocean);
+  if (appsDigitalOcean && gatewayPool)
+    throw new Error(
+      "--apps-digitalocean and --apps-gateway-pool: give one (where DEDICATED_IP apps get their gateways)",
+    );
+  if (appsDigitalOcean && !cloud)
+    throw new Error("--apps-digitalocean needs --cloud digitalocean (the fleet plugin makes the apps' droplets)");
   const apps =
     flags.apps === false
       ? undefined
@@ -165,6 +189,9 @@ export async function runController(flags: ControllerFlags): Promise<void> {
           logger,
           plan: { ...(ingressLabel ? { ingressLabel } : {}), docrRegistry: flags.appsDocrRegistry ?? "" },
           ...(gatewayPool ? { gatewayPool } : {}),
+          ...(appsDigitalOcean && cloud
+            ? { digitalocean: { config: appsDigitalOcean, reservedIPs: cloud.gatewayReservedIPs } }
+            : {}),
         });
   await controller.startInformers();
   // Apart from the core: a cluster whose App CRD is not installed yet must not hold up the rest.

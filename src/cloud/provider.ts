@@ -118,7 +118,11 @@ export interface CloudProvider {
    * gateway name gives them to its slots again, and a later deleteGatewayFleet without the
    * option deletes them.
    */
-  deleteGatewayFleet(gatewayName: string, clusterId: string, opts?: { keepAllocatedReservedIPs?: boolean }): Promise<void>;
+  deleteGatewayFleet(
+    gatewayName: string,
+    clusterId: string,
+    opts?: { keepAllocatedReservedIPs?: boolean },
+  ): Promise<void>;
   /** The reserved IPs recorded as allocated for the fleet (in use by its hosts, or kept), by slot. */
   allocatedReservedIPs(gatewayName: string, clusterId: string): Promise<string[]>;
   /**

@@ -5,10 +5,18 @@ import { reasonForField, withTransitions } from "../status.js";
 
 type Cond = Parameters<typeof withTransitions>[0][number];
 
-/** A DEDICATED_IP app's egress: none asked, no pool, too few free hosts, or its gateway planned. */
+/**
+ * A DEDICATED_IP app's egress: none asked, no pool, too few free hosts, or its gateway planned;
+ * on DigitalOcean also provisioning (droplets and IPs being made), and after REMOVED: removing
+ * (the gateway being deleted), then released or kept (`keptIPs`).
+ */
 export type EgressFacts =
-  | { state: "none" | "planned"; dedicatedIPs: DedicatedIP[] }
-  | { state: "unconfigured" | "exhausted"; free: number; dedicatedIPs: DedicatedIP[] };
+  | {
+      state: "none" | "planned" | "provisioning" | "removing" | "released" | "kept";
+      dedicatedIPs: DedicatedIP[];
+      keptIPs?: string[];
+    }
+  | { state: "unconfigured" | "exhausted"; free: number; dedicatedIPs: DedicatedIP[]; keptIPs?: string[] };
 
 /** What the reconciler found; the status follows from it (pure). */
 export type AppFacts =
@@ -104,13 +112,48 @@ export function appStatus(
     updated_at: updatedAt,
     ...(components ? { components } : {}),
     dedicated_ips: egress?.dedicatedIPs ?? previous?.dedicated_ips ?? [],
+    ...keptIPs(egress?.keptIPs ?? previous?.kept_ips),
     conditions: withTransitions(conditions, previous?.conditions, now),
   };
 }
 
-/** Whether the app's dedicated IPs carry its traffic (docs/apps.md#dedicated-egress-the-design). */
+function keptIPs(ips: string[] | undefined): { kept_ips?: string[] } {
+  return ips && ips.length > 0 ? { kept_ips: ips } : {};
+}
+
+/** Whether the app's dedicated IPs carry its traffic (docs/apps.md#dedicated-egress). */
 function dedicatedEgressCondition(e: EgressFacts): Omit<Cond, "observedGeneration"> {
   const leaves = "the app's traffic leaves with its node's IP";
+  if (e.state === "provisioning")
+    return {
+      type: "DedicatedEgress",
+      status: "False",
+      reason: "Provisioning",
+      message: `creating the app's gateway droplets and reserved IPs (DigitalOcean); ${leaves} until both have their IP`,
+    };
+  if (e.state === "removing")
+    return {
+      type: "DedicatedEgress",
+      status: "False",
+      reason: "Removing",
+      message: "egress.type is AUTOASSIGN: deleting the app's gateway droplets",
+    };
+  if (e.state === "released")
+    return {
+      type: "DedicatedEgress",
+      status: "False",
+      reason: "Released",
+      message: "egress.type is AUTOASSIGN: the app's reserved IPs were released",
+    };
+  if (e.state === "kept")
+    return {
+      type: "DedicatedEgress",
+      status: "False",
+      reason: "Kept",
+      message:
+        `egress.type is AUTOASSIGN: reserved IPs ${(e.keptIPs ?? []).join(", ") || "(none)"} are kept for the ` +
+        "app's next DEDICATED_IP (staticegress.io/dedicated-ips-on-removal: keep)",
+    };
   if (e.state === "unconfigured")
     return {
       type: "DedicatedEgress",
