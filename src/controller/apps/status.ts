@@ -112,13 +112,14 @@ export function appStatus(
     updated_at: updatedAt,
     ...(components ? { components } : {}),
     dedicated_ips: egress?.dedicatedIPs ?? previous?.dedicated_ips ?? [],
-    ...keptIPs(egress?.keptIPs ?? previous?.kept_ips),
+    ...keptIPs(egress?.keptIPs ?? previous?.kept_ips, previous?.kept_ips),
     conditions: withTransitions(conditions, previous?.conditions, now),
   };
 }
 
-function keptIPs(ips: string[] | undefined): { kept_ips?: string[] } {
-  return ips && ips.length > 0 ? { kept_ips: ips } : {};
+/** Written when there are any, and as [] to clear the last ones (the status is merge-patched). */
+function keptIPs(ips: string[] | undefined, before: string[] | undefined): { kept_ips?: string[] } {
+  return (ips && ips.length > 0) || (before?.length ?? 0) > 0 ? { kept_ips: ips ?? [] } : {};
 }
 
 /** Whether the app's dedicated IPs carry its traffic (docs/apps.md#dedicated-egress). */
