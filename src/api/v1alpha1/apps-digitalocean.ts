@@ -36,7 +36,8 @@ export const AppsDigitalOcean = Type.Object(
 );
 export type AppsDigitalOcean = Static<typeof AppsDigitalOcean>;
 
-const validate = new Ajv({ allErrors: true, strict: false }).compile(AppsDigitalOcean);
+// verbose: errors carry the refused value ("invalid value \"delete\"").
+const validate = new Ajv({ allErrors: true, strict: false, verbose: true }).compile(AppsDigitalOcean);
 
 /** An --apps-digitalocean file's content, or the problems naming each field (`digitalocean.nodeTag`). */
 export function parseAppsDigitalOcean(doc: unknown): { config?: AppsDigitalOcean; errors: FieldError[] } {
