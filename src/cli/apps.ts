@@ -152,15 +152,33 @@ export function registerAppsCommands(program: Command): void {
           ]);
         const c = client(o.kubeconfig);
         const current = (await c.getApp(name)) as
-          { metadata: { resourceVersion?: string }; spec?: AppSpec } | undefined;
+          | {
+              metadata: {
+                resourceVersion?: string;
+                labels?: Record<string, string>;
+                annotations?: Record<string, string>;
+                finalizers?: string[];
+              };
+              spec?: AppSpec;
+            }
+          | undefined;
         if (!current) throw new Error(`app ${name} not found`);
         const restored = restoreRedacted(spec, current.spec);
         if (restored.length > 0) throw new InvalidSpec(o.spec, restored);
         checked(o.spec, spec);
         // The resourceVersion read above: a change made meanwhile makes this fail (409), not vanish.
+        // A replace sets the whole object: the App's labels, annotations (its choice for its IPs
+        // on removal) and finalizer are carried over, not dropped.
+        const { labels, annotations, finalizers } = current.metadata;
         const updated = await c.replaceApp(name, {
           ...appForSpec(spec),
-          metadata: { name, resourceVersion: current.metadata.resourceVersion },
+          metadata: {
+            name,
+            resourceVersion: current.metadata.resourceVersion,
+            ...(labels ? { labels } : {}),
+            ...(annotations ? { annotations } : {}),
+            ...(finalizers ? { finalizers } : {}),
+          },
         });
         print([toDigitalOceanApp(updated as never)], o.output, true);
       }),

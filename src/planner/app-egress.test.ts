@@ -195,7 +195,7 @@ describe("on DigitalOcean", () => {
 describe("appOfPolicy", () => {
   const policy = (namespace: string, name: string, app?: string) => ({
     kind: "EgressPolicy",
-    metadata: { name, namespace, labels: app ? { "staticegress.io/app": app } : {} },
+    metadata: { name, namespace, labels: (app ? { "staticegress.io/app": app } : {}) as Record<string, string> },
   });
   it("only the App's own policy: dedicated-egress in app-<name>, labelled with that name", () => {
     expect(appOfPolicy(policy("app-web", "dedicated-egress", "web"))).toBe("web");

@@ -115,7 +115,7 @@ beforeAll(async () => {
       config: { region: REGION, size: "s-1vcpu-1gb", nodeTag: NODE_TAG },
       reservedIPs: h.plugins.gatewayReservedIPs,
     },
-  }, STEP_MS);
+  });
   await apps.startInformers();
   apps.activate();
   const s = h.cloud.state;
@@ -136,171 +136,201 @@ let webIPs: string[];
 let shopIPs: string[];
 
 describe("DEDICATED_IP on DigitalOcean: two droplets and two reserved IPs of the app's own", () => {
-  it("creates the gateway droplets and reserved IPs; ASSIGNING until the droplets are Up with their IPs and the policy is Ready", async () => {
-    await adminApps.createApp({
-      apiVersion: "staticegress.io/v1alpha1",
-      kind: "App",
-      metadata: { name: "web" },
-      spec: spec("web", "DEDICATED_IP"),
-    });
-    // The fleet allocates the IPs; the app lists them as soon as the gateway's status does.
-    await waitFor(async () => (await dedicated("web")).length === 2, 30_000, "web never listed two dedicated IPs");
-    const gw = (await gateway("app-web"))!;
-    expect(gw.spec.digitalocean).toEqual({
-      region: REGION,
-      size: "s-1vcpu-1gb",
-      image: "debian-12-x64",
-      count: 2,
-      allocateReservedIPs: true,
-      keepAllocatedReservedIPs: false,
-      nodeTag: NODE_TAG,
-    });
-    expect(gw.spec.grants).toEqual([
-      {
-        namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "app-web" } },
-        outrankClusterPolicies: false,
-      },
-    ]);
-    expect(gw.metadata.ownerReferences[0]).toMatchObject({ kind: "App", name: "web" });
-    const droplets = fleetDroplets("web");
-    expect(droplets).toHaveLength(2);
-    webIPs = (await dedicated("web")).map((d) => d.ip);
-    // Each id is the reserved IP as DigitalOcean identifies it; each is assigned to one of the droplets.
-    for (const d of await dedicated("web")) {
-      expect(d.id).toBe(d.ip);
-      const held = (reservedIP(d.ip)?.["droplet"] as Json | null)?.id;
-      expect(droplets.map((x) => x["id"])).toContain(held);
-    }
-    expect(new Set(webIPs).size).toBe(2);
-    expect(webIPs).not.toContain(userIP);
-    // No node has judged the droplets: not ASSIGNED, whatever else is ready.
-    await waitFor(async () => (await policy("web")) !== undefined, 15_000, "no policy");
-    expect((await policy("web"))!.spec).toEqual({
-      podSelector: {},
-      gatewayName: "app-web",
-      egressIPs: webIPs,
-      failurePolicy: "Drop",
-      priority: 100,
-    });
-    await new Promise((r) => setTimeout(r, 1_500));
-    expect((await dedicated("web")).map((d) => d.status)).toEqual(["ASSIGNING", "ASSIGNING"]);
-    expect(condition(await app("web"), "DedicatedEgress")).toMatchObject({ status: "False", reason: "Assigning" });
+  it(
+    "creates the gateway droplets and reserved IPs; ASSIGNING until the droplets are Up with their IPs and the policy is Ready",
+    async () => {
+      await adminApps.createApp({
+        apiVersion: "staticegress.io/v1alpha1",
+        kind: "App",
+        metadata: { name: "web" },
+        spec: spec("web", "DEDICATED_IP"),
+      });
+      // The fleet allocates the IPs; the app lists them as soon as the gateway's status does.
+      await waitFor(async () => (await dedicated("web")).length === 2, 30_000, "web never listed two dedicated IPs");
+      const gw = (await gateway("app-web"))!;
+      expect(gw.spec.digitalocean).toEqual({
+        region: REGION,
+        size: "s-1vcpu-1gb",
+        image: "debian-12-x64",
+        count: 2,
+        allocateReservedIPs: true,
+        keepAllocatedReservedIPs: false,
+        nodeTag: NODE_TAG,
+      });
+      expect(gw.spec.grants).toEqual([
+        {
+          namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "app-web" } },
+          outrankClusterPolicies: false,
+        },
+      ]);
+      expect(gw.metadata.ownerReferences[0]).toMatchObject({ kind: "App", name: "web" });
+      const droplets = fleetDroplets("web");
+      expect(droplets).toHaveLength(2);
+      webIPs = (await dedicated("web")).map((d) => d.ip);
+      // Each id is the reserved IP as DigitalOcean identifies it; each is assigned to one of the droplets.
+      for (const d of await dedicated("web")) {
+        expect(d.id).toBe(d.ip);
+        const held = (reservedIP(d.ip)?.["droplet"] as Json | null)?.id;
+        expect(droplets.map((x) => x["id"])).toContain(held);
+      }
+      expect(new Set(webIPs).size).toBe(2);
+      expect(webIPs).not.toContain(userIP);
+      // No node has judged the droplets: not ASSIGNED, whatever else is ready.
+      await waitFor(async () => (await policy("web")) !== undefined, 15_000, "no policy");
+      expect((await policy("web"))!.spec).toEqual({
+        podSelector: {},
+        gatewayName: "app-web",
+        egressIPs: webIPs,
+        failurePolicy: "Drop",
+        priority: 100,
+      });
+      await new Promise((r) => setTimeout(r, 1_500));
+      expect((await dedicated("web")).map((d) => d.status)).toEqual(["ASSIGNING", "ASSIGNING"]);
+      expect(condition(await app("web"), "DedicatedEgress")).toMatchObject({ status: "False", reason: "Assigning" });
 
-    // A node agent's report judges the droplets up: the core writes Up, and the IPs carry the app's traffic.
-    h.judgeInstancesUp("node1");
-    expect(await ipsWhen("web", "ASSIGNED")).toEqual(webIPs);
-    expect(condition(await app("web"), "DedicatedEgress")).toMatchObject({ status: "True", reason: "Assigned" });
-  }, STEP_MS);
+      // A node agent's report judges the droplets up: the core writes Up, and the IPs carry the app's traffic.
+      h.judgeInstancesUp("node1");
+      expect(await ipsWhen("web", "ASSIGNED")).toEqual(webIPs);
+      expect(condition(await app("web"), "DedicatedEgress")).toMatchObject({ status: "True", reason: "Assigned" });
+    },
+    STEP_MS,
+  );
 
-  it("two apps never share an IP: a second app gets droplets and reserved IPs of its own", async () => {
-    await adminApps.createApp({
-      apiVersion: "staticegress.io/v1alpha1",
-      kind: "App",
-      metadata: { name: "shop", annotations: { [DEDICATED_IPS_ON_REMOVAL_ANNOTATION]: "keep" } },
-      spec: spec("shop", "DEDICATED_IP"),
-    });
-    shopIPs = await ipsWhen("shop", "ASSIGNED");
-    expect(shopIPs.filter((ip) => webIPs.includes(ip))).toEqual([]);
-    expect(fleetDroplets("shop")).toHaveLength(2);
-    expect((await gateway("app-shop"))!.spec.digitalocean.keepAllocatedReservedIPs).toBe(true);
-  }, STEP_MS);
+  it(
+    "two apps never share an IP: a second app gets droplets and reserved IPs of its own",
+    async () => {
+      await adminApps.createApp({
+        apiVersion: "staticegress.io/v1alpha1",
+        kind: "App",
+        metadata: { name: "shop", annotations: { [DEDICATED_IPS_ON_REMOVAL_ANNOTATION]: "keep" } },
+        spec: spec("shop", "DEDICATED_IP"),
+      });
+      shopIPs = await ipsWhen("shop", "ASSIGNED");
+      expect(shopIPs.filter((ip) => webIPs.includes(ip))).toEqual([]);
+      expect(fleetDroplets("shop")).toHaveLength(2);
+      expect((await gateway("app-shop"))!.spec.digitalocean.keepAllocatedReservedIPs).toBe(true);
+    },
+    STEP_MS,
+  );
 
-  it("a misspelt choice makes the app invalid, naming the annotation, and changes nothing", async () => {
-    await patchApp("web", { metadata: { annotations: { [DEDICATED_IPS_ON_REMOVAL_ANNOTATION]: "delete" } } });
-    await waitFor(
-      async () => condition(await app("web"), "Invalid")?.status === "True",
-      15_000,
-      "misspelt annotation not refused",
-    );
-    expect(condition(await app("web"), "Invalid")!.message).toContain(
-      `metadata.annotations[${DEDICATED_IPS_ON_REMOVAL_ANNOTATION}]: must be release or keep, not "delete"`,
-    );
-    expect(fleetDroplets("web")).toHaveLength(2);
-    await patchApp("web", { metadata: { annotations: { [DEDICATED_IPS_ON_REMOVAL_ANNOTATION]: null } } });
-    await waitFor(async () => condition(await app("web"), "Invalid")?.status === "False", 15_000, "still invalid");
-  }, STEP_MS);
+  it(
+    "a misspelt choice makes the app invalid, naming the annotation, and changes nothing",
+    async () => {
+      await patchApp("web", { metadata: { annotations: { [DEDICATED_IPS_ON_REMOVAL_ANNOTATION]: "delete" } } });
+      await waitFor(
+        async () => condition(await app("web"), "Invalid")?.status === "True",
+        15_000,
+        "misspelt annotation not refused",
+      );
+      expect(condition(await app("web"), "Invalid")!.message).toContain(
+        `metadata.annotations[${DEDICATED_IPS_ON_REMOVAL_ANNOTATION}]: must be release or keep, not "delete"`,
+      );
+      expect(fleetDroplets("web")).toHaveLength(2);
+      await patchApp("web", { metadata: { annotations: { [DEDICATED_IPS_ON_REMOVAL_ANNOTATION]: null } } });
+      await waitFor(async () => condition(await app("web"), "Invalid")?.status === "False", 15_000, "still invalid");
+    },
+    STEP_MS,
+  );
 });
 
 describe("REMOVED: back to AUTOASSIGN", () => {
-  it("release (the default): the IPs show REMOVED, the droplets go and the reserved IPs are deleted", async () => {
-    await patchApp("web", { spec: { egress: { type: "AUTOASSIGN" } } });
-    await waitFor(
-      async () => condition(await app("web"), "DedicatedEgress")?.reason === "Released",
-      30_000,
-      "web never released its IPs",
-    );
-    const web = (await app("web"))!;
-    expect(web.status.dedicated_ips).toEqual(webIPs.map((ip) => ({ ip, id: ip, status: "REMOVED" })));
-    expect(web.status.kept_ips).toBeUndefined();
-    expect(fleetDroplets("web")).toEqual([]);
-    for (const ip of webIPs) expect(reservedIP(ip), ip).toBeUndefined();
-    expect(await gateway("app-web")).toBeUndefined();
-    expect(await policy("web")).toBeUndefined();
-  }, STEP_MS);
+  it(
+    "release (the default): the IPs show REMOVED, the droplets go and the reserved IPs are deleted",
+    async () => {
+      await patchApp("web", { spec: { egress: { type: "AUTOASSIGN" } } });
+      await waitFor(
+        async () => condition(await app("web"), "DedicatedEgress")?.reason === "Released",
+        30_000,
+        "web never released its IPs",
+      );
+      const web = (await app("web"))!;
+      expect(web.status.dedicated_ips).toEqual(webIPs.map((ip) => ({ ip, id: ip, status: "REMOVED" })));
+      expect(web.status.kept_ips).toBeUndefined();
+      expect(fleetDroplets("web")).toEqual([]);
+      for (const ip of webIPs) expect(reservedIP(ip), ip).toBeUndefined();
+      expect(await gateway("app-web")).toBeUndefined();
+      expect(await policy("web")).toBeUndefined();
+    },
+    STEP_MS,
+  );
 
-  it("keep: REMOVED, droplets gone, the reserved IPs stay allocated for the app and come back with DEDICATED_IP", async () => {
-    await patchApp("shop", { spec: { egress: { type: "AUTOASSIGN" } } });
-    await waitFor(
-      async () => condition(await app("shop"), "DedicatedEgress")?.reason === "Kept",
-      30_000,
-      "shop never kept its IPs",
-    );
-    const shop = (await app("shop"))!;
-    expect(shop.status.dedicated_ips.map((d: Json) => d.status)).toEqual(["REMOVED", "REMOVED"]);
-    expect([...shop.status.kept_ips].sort()).toEqual([...shopIPs].sort());
-    expect(fleetDroplets("shop")).toEqual([]);
-    for (const ip of shopIPs) {
-      expect(reservedIP(ip), ip).toBeDefined();
-      expect(reservedIP(ip)!["droplet"], ip).toBeNull();
-    }
-    // Back to DEDICATED_IP: the same IPs, none allocated anew.
-    const allocated = creates();
-    await patchApp("shop", { spec: { egress: { type: "DEDICATED_IP" } } });
-    expect(await ipsWhen("shop", "ASSIGNED")).toEqual(shopIPs);
-    expect(creates()).toBe(allocated);
-    expect((await app("shop"))!.status.kept_ips ?? []).toEqual([]);
-  }, STEP_MS);
+  it(
+    "keep: REMOVED, droplets gone, the reserved IPs stay allocated for the app and come back with DEDICATED_IP",
+    async () => {
+      await patchApp("shop", { spec: { egress: { type: "AUTOASSIGN" } } });
+      await waitFor(
+        async () => condition(await app("shop"), "DedicatedEgress")?.reason === "Kept",
+        30_000,
+        "shop never kept its IPs",
+      );
+      const shop = (await app("shop"))!;
+      expect(shop.status.dedicated_ips.map((d: Json) => d.status)).toEqual(["REMOVED", "REMOVED"]);
+      expect([...shop.status.kept_ips].sort()).toEqual([...shopIPs].sort());
+      expect(fleetDroplets("shop")).toEqual([]);
+      for (const ip of shopIPs) {
+        expect(reservedIP(ip), ip).toBeDefined();
+        expect(reservedIP(ip)!["droplet"], ip).toBeNull();
+      }
+      // Back to DEDICATED_IP: the same IPs, none allocated anew.
+      const allocated = creates();
+      await patchApp("shop", { spec: { egress: { type: "DEDICATED_IP" } } });
+      expect(await ipsWhen("shop", "ASSIGNED")).toEqual(shopIPs);
+      expect(creates()).toBe(allocated);
+      expect((await app("shop"))!.status.kept_ips ?? []).toEqual([]);
+    },
+    STEP_MS,
+  );
 
-  it("kept IPs are released once the app chooses release", async () => {
-    await patchApp("shop", { spec: { egress: { type: "AUTOASSIGN" } } });
-    await waitFor(async () => condition(await app("shop"), "DedicatedEgress")?.reason === "Kept", 30_000, "not kept");
-    await patchApp("shop", { metadata: { annotations: { [DEDICATED_IPS_ON_REMOVAL_ANNOTATION]: "release" } } });
-    await waitFor(
-      async () => condition(await app("shop"), "DedicatedEgress")?.reason === "Released",
-      30_000,
-      "kept IPs never released",
-    );
-    for (const ip of shopIPs) expect(reservedIP(ip), ip).toBeUndefined();
-    expect((await app("shop"))!.status.kept_ips ?? []).toEqual([]);
-  }, STEP_MS);
+  it(
+    "kept IPs are released once the app chooses release",
+    async () => {
+      await patchApp("shop", { spec: { egress: { type: "AUTOASSIGN" } } });
+      await waitFor(async () => condition(await app("shop"), "DedicatedEgress")?.reason === "Kept", 30_000, "not kept");
+      await patchApp("shop", { metadata: { annotations: { [DEDICATED_IPS_ON_REMOVAL_ANNOTATION]: "release" } } });
+      await waitFor(
+        async () => condition(await app("shop"), "DedicatedEgress")?.reason === "Released",
+        30_000,
+        "kept IPs never released",
+      );
+      for (const ip of shopIPs) expect(reservedIP(ip), ip).toBeUndefined();
+      expect((await app("shop"))!.status.kept_ips ?? []).toEqual([]);
+    },
+    STEP_MS,
+  );
 });
 
 describe("deleting apps leaves nothing in the account", () => {
-  it("an app with dedicated IPs kept for it, and one using them: droplets, IPs, firewalls and records all go", async () => {
-    // shop keeps its IPs again (AUTOASSIGN, keep); web runs with dedicated IPs.
-    await patchApp("shop", {
-      metadata: { annotations: { [DEDICATED_IPS_ON_REMOVAL_ANNOTATION]: "keep" } },
-      spec: { egress: { type: "DEDICATED_IP" } },
-    });
-    await ipsWhen("shop", "ASSIGNED");
-    await patchApp("shop", { spec: { egress: { type: "AUTOASSIGN" } } });
-    await waitFor(async () => condition(await app("shop"), "DedicatedEgress")?.reason === "Kept", 30_000, "not kept");
-    expect((await app("shop"))!.status.kept_ips).toHaveLength(2);
-    await patchApp("web", { spec: { egress: { type: "DEDICATED_IP" } } });
-    await ipsWhen("web", "ASSIGNED");
+  it(
+    "an app with dedicated IPs kept for it, and one using them: droplets, IPs, firewalls and records all go",
+    async () => {
+      // shop keeps its IPs again (AUTOASSIGN, keep); web runs with dedicated IPs.
+      await patchApp("shop", {
+        metadata: { annotations: { [DEDICATED_IPS_ON_REMOVAL_ANNOTATION]: "keep" } },
+        spec: { egress: { type: "DEDICATED_IP" } },
+      });
+      await ipsWhen("shop", "ASSIGNED");
+      await patchApp("shop", { spec: { egress: { type: "AUTOASSIGN" } } });
+      await waitFor(async () => condition(await app("shop"), "DedicatedEgress")?.reason === "Kept", 30_000, "not kept");
+      expect((await app("shop"))!.status.kept_ips).toHaveLength(2);
+      await patchApp("web", { spec: { egress: { type: "DEDICATED_IP" } } });
+      await ipsWhen("web", "ASSIGNED");
 
-    for (const name of ["web", "shop"]) await adminApps.deleteApp(name);
-    await waitFor(
-      async () => (await app("web")) === undefined && (await app("shop")) === undefined,
-      60_000,
-      "apps not deleted",
-    );
-    const s = h.cloud.state;
-    expect(s.droplets().map((d) => d["id"])).toEqual(before.droplets);
-    expect(s.reservedIPs().map((r) => r["ip"])).toEqual(before.ips);
-    expect(s.firewalls()).toEqual(before.firewalls);
-    // The shared tags the fleets created stay (static-egress, the cluster's); no fleet or IP record is left.
-    expect(s.tags().filter((t) => !before.tags.includes(t) && !/^static-egress(:cluster:[^:]+)?$/.test(t))).toEqual([]);
-    await expect(h.client.core.readNamespace({ name: "app-web" })).rejects.toMatchObject({ code: 404 });
-  }, STEP_MS);
+      for (const name of ["web", "shop"]) await adminApps.deleteApp(name);
+      await waitFor(
+        async () => (await app("web")) === undefined && (await app("shop")) === undefined,
+        60_000,
+        "apps not deleted",
+      );
+      const s = h.cloud.state;
+      expect(s.droplets().map((d) => d["id"])).toEqual(before.droplets);
+      expect(s.reservedIPs().map((r) => r["ip"])).toEqual(before.ips);
+      expect(s.firewalls()).toEqual(before.firewalls);
+      // The shared tags the fleets created stay (static-egress, the cluster's); no fleet or IP record is left.
+      expect(s.tags().filter((t) => !before.tags.includes(t) && !/^static-egress(:cluster:[^:]+)?$/.test(t))).toEqual(
+        [],
+      );
+      await expect(h.client.core.readNamespace({ name: "app-web" })).rejects.toMatchObject({ code: 404 });
+    },
+    STEP_MS,
+  );
 });
