@@ -1,6 +1,6 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { validateApp } from "../../api/v1alpha1/app-validate.js";
-import type { App, AppStatus } from "../../api/v1alpha1/app.js";
+import type { App, AppStatus, AppUsage } from "../../api/v1alpha1/app.js";
 import type { Condition } from "../../api/v1alpha1/common.js";
 import { SpecValidator } from "../../api/v1alpha1/validate.js";
 import { statusOf, type KubeClient } from "../../kube/client.js";
@@ -30,6 +30,7 @@ import { KeyedJobs } from "../cloud/keyed-jobs.js";
 import { sameStatus } from "../controller.js";
 import { FINALIZER } from "../status.js";
 import { appStatus, type AppFacts, type EgressFacts } from "./status.js";
+import { nextUsage, type InstanceCounters } from "./usage.js";
 
 export interface AppControllerOptions {
   client: KubeClient;
@@ -250,6 +251,7 @@ export class AppController {
     return {
       kind: "applied",
       namespace: nsName,
+      usage: this.usage(app, nsName, new Date(now).toISOString()),
       components: plan.components.map((c) => ({
         name: c.name,
         kind: c.kind,
@@ -373,6 +375,18 @@ export class AppController {
     // The IPs are in use again (the fleet takes kept ones back by itself).
     if (!plan.policy) return { state: "provisioning", dedicatedIPs: dedicated, keptIPs: [] };
     return { state: "planned", dedicatedIPs: dedicated, keptIPs: [] };
+  }
+
+  /**
+   * The app's usage: what its gateways' agents counted on its policy (`status.traffic.instances`,
+   * each instance's kernel counters) added to what the App's status has (docs/apps.md#usage).
+   */
+  private usage(app: App, ns: string, now: string): AppUsage | undefined {
+    const policy = this.opts.source
+      .list("EgressPolicy", app.metadata.name)
+      .find((p) => meta(p).namespace === ns && meta(p).name === APP_POLICY_NAME && ownedBy(p, app.metadata.uid)) as
+      (PolicyWithStatus & { status?: { traffic?: { instances?: InstanceCounters[] } } }) | undefined;
+    return nextUsage(app.status?.usage, policy?.status?.traffic?.instances ?? [], policy?.spec?.egressIPs ?? [], now);
   }
 
   /** Deletes what the App no longer has: objects it made (owner and namespace checked) that are not planned. */

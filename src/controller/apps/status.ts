@@ -1,5 +1,5 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
-import type { AppPhase, AppStatus, ComponentStatus, DedicatedIP } from "../../api/v1alpha1/app.js";
+import type { AppPhase, AppStatus, AppUsage, ComponentStatus, DedicatedIP } from "../../api/v1alpha1/app.js";
 import type { FieldError } from "../../api/v1alpha1/validate.js";
 import { reasonForField, withTransitions } from "../status.js";
 
@@ -27,6 +27,8 @@ export type AppFacts =
       namespace: string;
       components: { name: string; kind: ComponentStatus["kind"]; deployment: KubernetesObject | undefined }[];
       egress: EgressFacts;
+      /** What left through the dedicated IPs so far (src/controller/apps/usage.ts). */
+      usage?: AppUsage | undefined;
     };
 
 function available(d: KubernetesObject | undefined): { replicas: number; availableReplicas: number; current: boolean } {
@@ -104,6 +106,8 @@ export function appStatus(
     phase = waiting.length === 0 ? "ACTIVE" : "DEPLOYING";
   }
   const egress = facts.kind === "applied" ? facts.egress : undefined;
+  // Usage only grows: kept as it was while the app is invalid or in conflict.
+  const usage = (facts.kind === "applied" ? facts.usage : undefined) ?? previous?.usage;
   if (egress && egress.state !== "none") conditions.push({ ...dedicatedEgressCondition(egress), ...gen });
   return {
     phase,
@@ -113,6 +117,7 @@ export function appStatus(
     ...(components ? { components } : {}),
     dedicated_ips: egress?.dedicatedIPs ?? previous?.dedicated_ips ?? [],
     ...keptIPs(egress?.keptIPs ?? previous?.kept_ips, previous?.kept_ips),
+    ...(usage ? { usage } : {}),
     conditions: withTransitions(conditions, previous?.conditions, now),
   };
 }
