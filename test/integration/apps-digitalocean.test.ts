@@ -1,3 +1,8 @@
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fleetNames } from "../../src/cloud/digitalocean/index.js";
@@ -5,6 +10,7 @@ import { DEDICATED_IPS_ON_REMOVAL_ANNOTATION } from "../../src/api/keys.js";
 import { AppController } from "../../src/controller/apps/reconciler.js";
 import { AppsClient, AppSource } from "../../src/kube/apps.js";
 import { waitFor } from "../../src/lab/lab.js";
+import { packageRoot } from "../../src/lab/paths.js";
 import { silentLogger } from "../../src/util/log.js";
 import {
   CLUSTER_ID,
@@ -228,6 +234,79 @@ describe("DEDICATED_IP on DigitalOcean: two droplets and two reserved IPs of the
       expect(fleetDroplets("web")).toHaveLength(2);
       await patchApp("web", { metadata: { annotations: { [DEDICATED_IPS_ON_REMOVAL_ANNOTATION]: null } } });
       await waitFor(async () => condition(await app("web"), "Invalid")?.status === "False", 15_000, "still invalid");
+    },
+    STEP_MS,
+  );
+});
+
+describe("usage: what the gateways counted, in the App's status and in `apps get`", () => {
+  it(
+    "adds what each gateway counter grew by: a rewrite of the same counts (agent restart) adds nothing, a new counter counts from 0",
+    async () => {
+      const gateways = await h.kube.clientFor("gateway-agent");
+      const instances = ((await gateway("app-web"))!.status.instances as Json[]).map((i) => `app-web/${i.name}`);
+      const report = (instance: string, ip: string, bytes: number, packets: number, since: string) =>
+        // As the agent writes it: its own entry, with the gateway agents' token (src/agents/gateway/traffic-report.ts).
+        gateways.applyInstanceTraffic("EgressPolicy", "app-web", "dedicated-egress", {
+          instance,
+          bytesPerSecond: 0,
+          packetsPerSecond: 0,
+          at: new Date().toISOString(),
+          counters: [{ egressIP: ip, bytes, packets, since }],
+        });
+      const usage = async () => (await app("web"))?.status?.usage as Json | undefined;
+      const until = (bytes: number) =>
+        waitFor(async () => (await usage())?.bytes === bytes, 15_000, `usage never ${bytes}`);
+      const T0 = "2026-12-04T21:00:00.000Z";
+      await report(instances[0]!, webIPs[0]!, 12_800, 100, T0);
+      await report(instances[1]!, webIPs[1]!, 1_280, 10, T0);
+      await until(14_080);
+      // The agent restarts and writes the kernel's same values: nothing is added.
+      await report(instances[0]!, webIPs[0]!, 12_800, 100, T0);
+      await new Promise((r) => setTimeout(r, 1_500)); // a resync pass
+      expect((await usage())!.bytes).toBe(14_080);
+      await report(instances[0]!, webIPs[0]!, 25_600, 200, T0);
+      await until(26_880);
+      // The droplet is replaced (same instance name, a new kernel): its new counter counts from 0.
+      await report(instances[0]!, webIPs[0]!, 640, 5, "2026-12-04T22:00:00.000Z");
+      await until(27_520);
+      const u = (await usage())!;
+      expect(u.packets).toBe(215);
+      expect(u.ips.map((i: Json) => [i.ip, i.bytes, i.packets])).toEqual([
+        [webIPs[0], 26_240, 205],
+        [webIPs[1], 1_280, 10],
+      ]);
+
+      // `apps get`, the built CLI with a user's kubeconfig.
+      const dir = mkdtempSync(join(tmpdir(), "se-apps-do-"));
+      try {
+        writeFileSync(join(dir, "kubeconfig"), h.kube.adminKubeconfig(), { mode: 0o600 });
+        const cli = [
+          join(packageRoot(), "dist", "cli", "main.js"),
+          "apps",
+          "get",
+          "web",
+          "--kubeconfig",
+          join(dir, "kubeconfig"),
+        ];
+        const json = JSON.parse((await promisify(execFile)(process.execPath, [...cli, "-o", "json"])).stdout) as Json;
+        expect(json.bandwidth_usage).toMatchObject({
+          app_id: (await app("web"))!.metadata.uid,
+          bandwidth_bytes: "27520",
+          packets: "215",
+        });
+        expect(json.dedicated_ips[0]).toMatchObject({
+          ip: webIPs[0],
+          id: webIPs[0],
+          status: "ASSIGNED",
+          usage: { bandwidth_bytes: "26240", packets: "205" },
+        });
+        const text = (await promisify(execFile)(process.execPath, cli)).stdout;
+        expect(text).toMatch(new RegExp(`${webIPs[0]!.replace(/\./g, "\\.")}\\s+ASSIGNED\\s+26240\\s+205\\s`));
+        expect(text).toMatch(/\(app\)\s+27520\s+215\s/);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     },
     STEP_MS,
   );
