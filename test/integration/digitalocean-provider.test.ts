@@ -272,7 +272,12 @@ describe("DigitalOceanProvider gateway fleets", () => {
     await provider().deleteGatewayFleet("egress-b", CLUSTER);
     // A plain delete releases them.
     await provider().deleteGatewayFleet("egress-a", CLUSTER);
-    expect(standin.state.reservedIPs().map((ip) => ip["ip"]).sort()).toEqual([foreign.ip, userIP].sort());
+    expect(
+      standin.state
+        .reservedIPs()
+        .map((ip) => ip["ip"])
+        .sort(),
+    ).toEqual([foreign.ip, userIP].sort());
     expect(ipRecords()).toEqual([]);
     // Kept IPs of a name with no fleet left are released by a plain delete too.
     await provider().ensureGatewayFleet(spec({ count: 1 }));
