@@ -350,7 +350,9 @@ export class Lab implements LabHost {
   }
 
   get hasCloud(): boolean {
-    return this.record.config.gateways.some((g) => g.digitalocean);
+    return (
+      this.record.config.gateways.some((g) => g.digitalocean) || this.record.config.apps?.digitalocean !== undefined
+    );
   }
 
   /**
