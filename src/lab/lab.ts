@@ -137,6 +137,9 @@ export class Lab implements LabHost {
     if (record.mode !== "kubernetes" && cfg.gateways.some((g) => g.digitalocean)) {
       throw new LabError("lab.gateways: a digitalocean gateway needs the controller: use --mode kubernetes");
     }
+    if (record.mode !== "kubernetes" && cfg.apps?.digitalocean) {
+      throw new LabError("lab.apps.digitalocean: apps need the controller: use --mode kubernetes");
+    }
     const lab = new Lab(record, dir);
     lab.save();
     try {
