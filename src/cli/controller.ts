@@ -4,7 +4,7 @@ import { hostname } from "node:os";
 import { loadAgentConfig } from "../agents/config.js";
 import { loadToken, tokenSource } from "../cloud/digitalocean/index.js";
 import { digitalOceanPlugins, type DigitalOceanPlugins } from "../controller/cloud/index.js";
-import { AppController } from "../controller/apps/reconciler.js";
+import { AppController, type AppControllerOptions } from "../controller/apps/reconciler.js";
 import { Controller } from "../controller/controller.js";
 import { ControllerMetrics } from "../controller/metrics.js";
 import { LeaderElector } from "../controller/runtime/leader.js";
@@ -144,6 +144,28 @@ export function cloudPlugins(flags: ControllerFlags, logger: Logger): DigitalOce
   });
 }
 
+/**
+ * Where DEDICATED_IP apps get their gateways (docs/apps.md): a pool (--apps-gateway-pool) or
+ * DigitalOcean droplets (--apps-digitalocean, which needs the cloud plugins). Errors name the flag.
+ */
+export function dedicatedEgressOptions(
+  flags: ControllerFlags,
+  cloud: DigitalOceanPlugins | undefined,
+): Pick<AppControllerOptions, "gatewayPool" | "digitalocean"> {
+  const gatewayPool = loadGatewayPool(flags.appsGatewayPool);
+  const config = loadAppsDigitalOcean(flags.appsDigitalocean);
+  if (config && gatewayPool)
+    throw new Error(
+      "--apps-digitalocean and --apps-gateway-pool: give one (where DEDICATED_IP apps get their gateways)",
+    );
+  if (config && !cloud)
+    throw new Error("--apps-digitalocean needs --cloud digitalocean (the fleet plugin makes the apps' droplets)");
+  return {
+    ...(gatewayPool ? { gatewayPool } : {}),
+    ...(config && cloud ? { digitalocean: { config, reservedIPs: cloud.gatewayReservedIPs } } : {}),
+  };
+}
+
 /** The controller: informers everywhere, reconcilers only on the Lease holder. */
 export async function runController(flags: ControllerFlags): Promise<void> {
   const identity = flags.identity ?? process.env.POD_NAME ?? `${hostname()}-${process.pid}`;
@@ -171,14 +193,7 @@ export async function runController(flags: ControllerFlags): Promise<void> {
   });
   // Apps (docs/apps.md): a reconciler of its own, on the same Lease.
   const ingressLabel = parseIngressLabel(flags.appsIngressLabel);
-  const gatewayPool = loadGatewayPool(flags.appsGatewayPool);
-  const appsDigitalOcean = loadAppsDigitalOcean(flags.appsDigitalocean);
-  if (appsDigitalOcean && gatewayPool)
-    throw new Error(
-      "--apps-digitalocean and --apps-gateway-pool: give one (where DEDICATED_IP apps get their gateways)",
-    );
-  if (appsDigitalOcean && !cloud)
-    throw new Error("--apps-digitalocean needs --cloud digitalocean (the fleet plugin makes the apps' droplets)");
+  const egress = dedicatedEgressOptions(flags, cloud);
   const apps =
     flags.apps === false
       ? undefined
@@ -188,10 +203,7 @@ export async function runController(flags: ControllerFlags): Promise<void> {
           source: new AppSource(client, logger),
           logger,
           plan: { ...(ingressLabel ? { ingressLabel } : {}), docrRegistry: flags.appsDocrRegistry ?? "" },
-          ...(gatewayPool ? { gatewayPool } : {}),
-          ...(appsDigitalOcean && cloud
-            ? { digitalocean: { config: appsDigitalOcean, reservedIPs: cloud.gatewayReservedIPs } }
-            : {}),
+          ...egress,
         });
   await controller.startInformers();
   // Apart from the core: a cluster whose App CRD is not installed yet must not hold up the rest.
