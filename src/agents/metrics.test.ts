@@ -26,6 +26,23 @@ describe("gateway traffic and capacity metrics", () => {
     expect(await restarted.registry.metrics()).not.toContain(line);
   });
 
+  it("an App's usage: what left (direction out) through its dedicated IPs, labelled with the app; other policies are not", async () => {
+    const m = new GatewayMetrics();
+    const app = { policy: "EgressPolicy/app-web/dedicated-egress", egressIP: "203.0.113.5", app: "web" };
+    m.onTraffic("app-web/se-app-web-1", [
+      { ...app, direction: "out", packets: 10, bytes: 1_280 },
+      { ...app, direction: "in", packets: 7, bytes: 900 },
+      { policy: "EgressPolicy/payments/checkout", egressIP: "192.0.2.10", direction: "out", packets: 3, bytes: 300 },
+    ]);
+    const text = await m.registry.metrics();
+    const labels = 'app="web",gateway="app-web",instance="app-web/se-app-web-1",egress_ip="203.0.113.5"';
+    expect(text).toContain(`static_egress_app_egress_bytes_total{${labels}} 1280\n`);
+    expect(text).toContain(`static_egress_app_egress_packets_total{${labels}} 10\n`);
+    expect(text.match(/^static_egress_app_egress_bytes_total\{/gm)).toHaveLength(1);
+    m.onTraffic("app-web/se-app-web-1", []);
+    expect(await m.registry.metrics()).not.toContain("static_egress_app_egress_bytes_total{");
+  });
+
   it("exports conntrack entries, the limit and the busiest destinations' ports per egress IP", async () => {
     const m = new GatewayMetrics();
     const ports = new Map(

@@ -151,6 +151,21 @@ export class GatewayMetrics {
     labelNames: ["gateway", "instance", "policy", "egress_ip", "direction"],
     registers: [this.registry],
   });
+  // Apps' usage (docs/apps.md#usage): what left through an app's dedicated IPs, from the same kernel counters.
+  readonly appEgressPackets = new Counter({
+    name: "static_egress_app_egress_packets_total",
+    help:
+      "Packets that left through an App's dedicated IP on this instance (its policy dedicated-egress; " +
+      "direction out), counted by the kernel; a counter that starts again (new IP on the instance, host reboot) is a reset",
+    labelNames: ["app", "gateway", "instance", "egress_ip"],
+    registers: [this.registry],
+  });
+  readonly appEgressBytes = new Counter({
+    name: "static_egress_app_egress_bytes_total",
+    help: "Bytes (IP packets, headers included) that left through an App's dedicated IP on this instance, counted by the kernel",
+    labelNames: ["app", "gateway", "instance", "egress_ip"],
+    registers: [this.registry],
+  });
   readonly conntrackEntries = new Gauge({
     name: "static_egress_gateway_conntrack_entries",
     help: "Conntrack entries of connections SNATed to the egress IP",
@@ -178,10 +193,16 @@ export class GatewayMetrics {
   onTraffic(instance: string, readings: readonly MeterReading[]): void {
     this.egressPackets.reset();
     this.egressBytes.reset();
+    this.appEgressPackets.reset();
+    this.appEgressBytes.reset();
     for (const r of readings) {
       const labels = { ...instanceLabels(instance), policy: r.policy, egress_ip: r.egressIP, direction: r.direction };
       this.egressPackets.inc(labels, r.packets);
       this.egressBytes.inc(labels, r.bytes);
+      if (!r.app || r.direction !== "out") continue;
+      const app = { app: r.app, ...instanceLabels(instance), egress_ip: r.egressIP };
+      this.appEgressPackets.inc(app, r.packets);
+      this.appEgressBytes.inc(app, r.bytes);
     }
   }
 

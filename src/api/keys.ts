@@ -50,6 +50,13 @@ export const APPLIED_ANNOTATION = "staticegress.io/applied";
 export const PUBLISH_EGRESS_IPS_ANNOTATION = "staticegress.io/publish-egress-ips";
 /** Apps, on pod templates: the App generation they come from (every spec change rolls every component, as on DigitalOcean). */
 export const GENERATION_ANNOTATION = "staticegress.io/app-generation";
+/**
+ * App annotation: what becomes of a DEDICATED_IP app's reserved IPs when they are REMOVED (the app
+ * switches back to AUTOASSIGN): `release` (deleted from the account) or `keep` (left allocated for
+ * this app's next DEDICATED_IP). DigitalOcean's app spec has no such field; absent: the
+ * controller's default (`--apps-digitalocean` onRemoval). Deleting the app always releases them.
+ */
+export const DEDICATED_IPS_ON_REMOVAL_ANNOTATION = "staticegress.io/dedicated-ips-on-removal";
 
 /** Import (docs/import.md): label on every object `import` makes, naming the peer it came from. */
 export const IMPORTED_FROM_LABEL = "staticegress.io/imported-from";

@@ -76,6 +76,11 @@ function table(apps: Row[]): string {
       String(a.created_at ?? ""),
     ]);
   }
+  return columns(rows);
+}
+
+/** Rows as columns padded to their widest cell, three spaces apart. */
+function columns(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return (
     rows
@@ -89,9 +94,23 @@ function table(apps: Row[]): string {
   );
 }
 
+/** One app's dedicated IPs with what left through each (docs/apps.md#usage), and the app's total. */
+function usageTable(app: Row): string {
+  type Usage = { bandwidth_bytes: string; packets: string; since: string };
+  const ips = (app.dedicated_ips as { ip: string; status: string; usage?: Usage }[] | undefined) ?? [];
+  const total = app.bandwidth_usage as Usage | undefined;
+  if (ips.length === 0 && !total) return "";
+  const rows = [["Dedicated IP", "Status", "Bytes Out", "Packets Out", "Since"]];
+  for (const d of ips)
+    rows.push([d.ip, d.status, d.usage?.bandwidth_bytes ?? "0", d.usage?.packets ?? "0", d.usage?.since ?? "-"]);
+  if (total) rows.push(["(app)", "", total.bandwidth_bytes, total.packets, total.since]);
+  return "\n" + columns(rows);
+}
+
 function print(apps: Row[], output: string | undefined, single: boolean): void {
   if (output === "json") process.stdout.write(JSON.stringify(single ? apps[0] : apps, null, 2) + "\n");
-  else if (output === undefined || output === "text") process.stdout.write(table(apps));
+  else if (output === undefined || output === "text")
+    process.stdout.write(table(apps) + (single && apps[0] ? usageTable(apps[0]) : ""));
   else throw new Error(`-o: unknown output ${JSON.stringify(output)} (json or text)`);
 }
 
@@ -152,15 +171,33 @@ export function registerAppsCommands(program: Command): void {
           ]);
         const c = client(o.kubeconfig);
         const current = (await c.getApp(name)) as
-          { metadata: { resourceVersion?: string }; spec?: AppSpec } | undefined;
+          | {
+              metadata: {
+                resourceVersion?: string;
+                labels?: Record<string, string>;
+                annotations?: Record<string, string>;
+                finalizers?: string[];
+              };
+              spec?: AppSpec;
+            }
+          | undefined;
         if (!current) throw new Error(`app ${name} not found`);
         const restored = restoreRedacted(spec, current.spec);
         if (restored.length > 0) throw new InvalidSpec(o.spec, restored);
         checked(o.spec, spec);
         // The resourceVersion read above: a change made meanwhile makes this fail (409), not vanish.
+        // A replace sets the whole object: the App's labels, annotations (its choice for its IPs
+        // on removal) and finalizer are carried over, not dropped.
+        const { labels, annotations, finalizers } = current.metadata;
         const updated = await c.replaceApp(name, {
           ...appForSpec(spec),
-          metadata: { name, resourceVersion: current.metadata.resourceVersion },
+          metadata: {
+            name,
+            resourceVersion: current.metadata.resourceVersion,
+            ...(labels ? { labels } : {}),
+            ...(annotations ? { annotations } : {}),
+            ...(finalizers ? { finalizers } : {}),
+          },
         });
         print([toDigitalOceanApp(updated as never)], o.output, true);
       }),

@@ -4,12 +4,13 @@ import { hostname } from "node:os";
 import { loadAgentConfig } from "../agents/config.js";
 import { loadToken, tokenSource } from "../cloud/digitalocean/index.js";
 import { digitalOceanPlugins, type DigitalOceanPlugins } from "../controller/cloud/index.js";
-import { AppController } from "../controller/apps/reconciler.js";
+import { AppController, type AppControllerOptions } from "../controller/apps/reconciler.js";
 import { Controller } from "../controller/controller.js";
 import { ControllerMetrics } from "../controller/metrics.js";
 import { LeaderElector } from "../controller/runtime/leader.js";
 import { AppsClient, AppSource } from "../kube/apps.js";
 import { parseGatewayPool, type GatewayPool } from "../planner/app-egress.js";
+import { parseAppsDigitalOcean, type AppsDigitalOcean } from "../api/v1alpha1/apps-digitalocean.js";
 import { KubeClient } from "../kube/client.js";
 import { controllerSourceOptions, KubeSource } from "../kube/source.js";
 import { createLogger, type Logger } from "../util/log.js";
@@ -46,6 +47,22 @@ export interface ControllerFlags {
   appsIngressLabel?: string;
   appsDocrRegistry?: string;
   appsGatewayPool?: string;
+  appsDigitalocean?: string;
+}
+
+/** The file of --apps-digitalocean (YAML: region, size, image, vpcUUID, nodeTag, onRemoval), or an error naming the flag and field. */
+function loadAppsDigitalOcean(file: string | undefined): AppsDigitalOcean | undefined {
+  if (file === undefined) return undefined;
+  let doc: unknown;
+  try {
+    doc = parse(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new Error(`--apps-digitalocean: cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const { config, errors } = parseAppsDigitalOcean(doc);
+  if (!config)
+    throw new Error(`--apps-digitalocean: ${file}: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`);
+  return config;
 }
 
 /** The gateway pool file of --apps-gateway-pool (YAML `hosts: [{name, address, egressIP}]`), or an error naming the flag and field. */
@@ -137,6 +154,28 @@ function viewUrlHost(host: string): string {
   return host.includes(":") ? `[${host}]` : host;
 }
 
+/**
+ * Where DEDICATED_IP apps get their gateways (docs/apps.md): a pool (--apps-gateway-pool) or
+ * DigitalOcean droplets (--apps-digitalocean, which needs the cloud plugins). Errors name the flag.
+ */
+export function dedicatedEgressOptions(
+  flags: ControllerFlags,
+  cloud: DigitalOceanPlugins | undefined,
+): Pick<AppControllerOptions, "gatewayPool" | "digitalocean"> {
+  const gatewayPool = loadGatewayPool(flags.appsGatewayPool);
+  const config = loadAppsDigitalOcean(flags.appsDigitalocean);
+  if (config && gatewayPool)
+    throw new Error(
+      "--apps-digitalocean and --apps-gateway-pool: give one (where DEDICATED_IP apps get their gateways)",
+    );
+  if (config && !cloud)
+    throw new Error("--apps-digitalocean needs --cloud digitalocean (the fleet plugin makes the apps' droplets)");
+  return {
+    ...(gatewayPool ? { gatewayPool } : {}),
+    ...(config && cloud ? { digitalocean: { config, reservedIPs: cloud.gatewayReservedIPs } } : {}),
+  };
+}
+
 /** The controller: informers everywhere, reconcilers only on the Lease holder. */
 export async function runController(flags: ControllerFlags): Promise<void> {
   const identity = flags.identity ?? process.env.POD_NAME ?? `${hostname()}-${process.pid}`;
@@ -181,7 +220,7 @@ export async function runController(flags: ControllerFlags): Promise<void> {
   if (viewListen) logger.info({ url: `http://${viewUrlHost(viewListen.host)}:${viewListen.port}/` }, "live view");
   // Apps (docs/apps.md): a reconciler of its own, on the same Lease.
   const ingressLabel = parseIngressLabel(flags.appsIngressLabel);
-  const gatewayPool = loadGatewayPool(flags.appsGatewayPool);
+  const egress = dedicatedEgressOptions(flags, cloud);
   const apps =
     appSource === undefined
       ? undefined
@@ -191,7 +230,7 @@ export async function runController(flags: ControllerFlags): Promise<void> {
           source: appSource,
           logger,
           plan: { ...(ingressLabel ? { ingressLabel } : {}), docrRegistry: flags.appsDocrRegistry ?? "" },
-          ...(gatewayPool ? { gatewayPool } : {}),
+          ...egress,
         });
   await controller.startInformers();
   // Apart from the core: a cluster whose App CRD is not installed yet must not hold up the rest.

@@ -196,6 +196,11 @@ program
     "--apps-gateway-pool <file>",
     "Apps: gateway hosts for DEDICATED_IP apps, two each (YAML hosts: [{name, address, egressIP}]; docs/apps.md)",
   )
+  .option(
+    "--apps-digitalocean <file>",
+    "Apps: DEDICATED_IP apps get two droplets and two reserved IPs each, with --cloud digitalocean " +
+      "(YAML region, size, nodeTag, optional image, vpcUUID, onRemoval release|keep; docs/apps.md)",
+  )
   .action(runController);
 
 program

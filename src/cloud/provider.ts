@@ -112,9 +112,19 @@ export interface CloudProvider {
   listGatewayFleets(clusterId: string): Promise<string[]>;
   /**
    * Removes everything ensureGatewayFleet created for the fleet (hosts, firewall, reserved IPs
-   * it allocated) and nothing else. Missing resources count as removed.
+   * it allocated) and nothing else. Missing resources count as removed. With
+   * `keepAllocatedReservedIPs` the allocated reserved IPs stay in the account (unassigned once
+   * their hosts are gone) and stay recorded as the fleet's: the next ensureGatewayFleet of this
+   * gateway name gives them to its slots again, and a later deleteGatewayFleet without the
+   * option deletes them.
    */
-  deleteGatewayFleet(gatewayName: string, clusterId: string): Promise<void>;
+  deleteGatewayFleet(
+    gatewayName: string,
+    clusterId: string,
+    opts?: { keepAllocatedReservedIPs?: boolean },
+  ): Promise<void>;
+  /** The reserved IPs recorded as allocated for the fleet (in use by its hosts, or kept), by slot. */
+  allocatedReservedIPs(gatewayName: string, clusterId: string): Promise<string[]>;
   /**
    * Deletes one host of the fleet (a rolling replacement: the next ensureGatewayFleet creates its
    * slot again from the current spec). A host that is not the fleet's is left alone: false.

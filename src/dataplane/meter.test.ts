@@ -30,8 +30,10 @@ describe("gateway metering table", () => {
   });
 
   it("creates the table with its counters, maps and the rules counting after SNAT", () => {
-    const script = meterScript([checkout], absent);
-    expect(script).toContain(`counter ${counterName("out", checkout)} {`);
+    const script = meterScript([checkout], absent, undefined, "2026-12-04T21:00:00.000Z");
+    expect(script).toContain(
+      `counter ${counterName("out", checkout)} {\n    comment "since 2026-12-04T21:00:00.000Z"\n  }`,
+    );
     expect(script).toContain(`192.0.2.10 : "${counterName("in", checkout)}"`);
     expect(script).toContain("type filter hook postrouting priority srcnat + 10; policy accept;");
     expect(script).toContain(METER_RULES.out);
@@ -43,7 +45,7 @@ describe("gateway metering table", () => {
   });
 
   it("adds and removes only what changed, never touching the counters that stay", () => {
-    const script = meterScript([exporter], kernelWith(checkout));
+    const script = meterScript([exporter], kernelWith(checkout), undefined, "2026-12-04T21:00:00.000Z");
     const lines = script
       .trim()
       .split("\n")
@@ -53,8 +55,9 @@ describe("gateway metering table", () => {
       "delete element ip static_egress_meter meter_in { 192.0.2.10 }",
       `delete counter ip static_egress_meter ${counterName("out", checkout)}`,
       `delete counter ip static_egress_meter ${counterName("in", checkout)}`,
-      `add counter ip static_egress_meter ${counterName("out", exporter)}`,
-      `add counter ip static_egress_meter ${counterName("in", exporter)}`,
+      // A new counter says when it began: its counts are since then (a reader tells a restarted count from one that went on).
+      `add counter ip static_egress_meter ${counterName("out", exporter)} { comment "since 2026-12-04T21:00:00.000Z"; }`,
+      `add counter ip static_egress_meter ${counterName("in", exporter)} { comment "since 2026-12-04T21:00:00.000Z"; }`,
       `add element ip static_egress_meter meter_out { 192.0.2.11 : "${counterName("out", exporter)}" }`,
       `add element ip static_egress_meter meter_in { 192.0.2.11 : "${counterName("in", exporter)}" }`,
     ]);

@@ -25,6 +25,8 @@ export interface MeterRow {
   policy: string;
   egressIP: string;
   snatAddress: string;
+  /** The App whose dedicated egress the policy is, if any (its usage). */
+  app?: string;
 }
 
 export interface MeterReading {
@@ -33,7 +35,18 @@ export interface MeterReading {
   direction: Direction;
   packets: number;
   bytes: number;
+  app?: string;
+  /**
+   * When the kernel counter was created (its comment): the counts are since then. A new counter
+   * (host rebooted, IP new to the instance or given to another policy) has a new `since`, so a
+   * reader tells a counter that started again from one that went on. Absent for counters made
+   * before counters carried it.
+   */
+  since?: string;
 }
+
+/** A counter's comment: when it was created. */
+const SINCE = "since ";
 
 /** After SNAT (priority srcnat = 100), so that the translation is known for the first packet too. */
 const CHAIN = "count_egress";
@@ -55,12 +68,21 @@ interface Kernel {
   rules: string[];
 }
 
-/** What to change in the kernel to meter `rows` (one transaction; "" when nothing changes). */
-export function meterScript(rows: readonly MeterRow[], now: Kernel, table = METER_TABLE): string {
+/**
+ * What to change in the kernel to meter `rows` (one transaction; "" when nothing changes). New
+ * counters carry `createdAt` in their comment (`since <time>`); existing ones are never touched.
+ */
+export function meterScript(
+  rows: readonly MeterRow[],
+  now: Kernel,
+  table = METER_TABLE,
+  createdAt = new Date().toISOString(),
+): string {
   const want = wanted(rows);
   const t = `ip ${table}`;
+  const comment = `comment "${SINCE}${createdAt}"`;
   if (!now.present) {
-    const counters = [...want.counters].map((c) => `  counter ${c} {\n  }\n`).join("");
+    const counters = [...want.counters].map((c) => `  counter ${c} {\n    ${comment}\n  }\n`).join("");
     const map = (d: Direction) => {
       const e = [...want.elements[d]].map(([k, v]) => `${k} : "${v}"`);
       return `  map meter_${d} {\n    type ipv4_addr : counter;\n${e.length ? `    elements = { ${e.join(", ")} }\n` : ""}  }\n`;
@@ -78,7 +100,7 @@ export function meterScript(rows: readonly MeterRow[], now: Kernel, table = METE
   }
   // Elements first: a counter a map element points at cannot be deleted.
   for (const c of now.counters) if (!want.counters.has(c)) lines.push(`delete counter ${t} ${c}`);
-  for (const c of want.counters) if (!now.counters.has(c)) lines.push(`add counter ${t} ${c}`);
+  for (const c of want.counters) if (!now.counters.has(c)) lines.push(`add counter ${t} ${c} { ${comment}; }`);
   for (const d of DIRECTIONS) {
     const added = [...want.elements[d]]
       .filter(([k, v]) => now.elements[d].get(k) !== v)
@@ -118,7 +140,7 @@ function wanted(rows: readonly MeterRow[]): {
 
 type NftJson = {
   nftables: {
-    counter?: { name: string; packets: number; bytes: number };
+    counter?: { name: string; packets: number; bytes: number; comment?: string };
     map?: { name: string; elem?: [string, string][] };
     rule?: { chain: string };
   }[];
@@ -143,7 +165,12 @@ export class MeterTable {
       if (seen.has(row.snatAddress)) continue;
       seen.add(row.snatAddress);
       for (const direction of DIRECTIONS)
-        this.labels.set(counterName(direction, row), { policy: row.policy, egressIP: row.egressIP, direction });
+        this.labels.set(counterName(direction, row), {
+          policy: row.policy,
+          egressIP: row.egressIP,
+          direction,
+          ...(row.app ? { app: row.app } : {}),
+        });
     }
     return script !== "";
   }
@@ -160,7 +187,9 @@ export class MeterTable {
     }
     return json.nftables.flatMap((e) => {
       const l = e.counter ? this.labels.get(e.counter.name) : undefined;
-      return e.counter && l ? [{ ...l, packets: e.counter.packets, bytes: e.counter.bytes }] : [];
+      if (!e.counter || !l) return [];
+      const since = e.counter.comment?.startsWith(SINCE) ? e.counter.comment.slice(SINCE.length) : undefined;
+      return [{ ...l, packets: e.counter.packets, bytes: e.counter.bytes, ...(since ? { since } : {}) }];
     });
   }
 

@@ -195,7 +195,13 @@ export class KubeClient {
     kind: "EgressPolicy" | "ClusterEgressPolicy",
     namespace: string | undefined,
     name: string,
-    entry: { instance: string; bytesPerSecond: number; packetsPerSecond: number; at: string },
+    entry: {
+      instance: string;
+      bytesPerSecond: number;
+      packetsPerSecond: number;
+      at: string;
+      counters?: { egressIP: string; bytes: number; packets: number; since?: string }[];
+    },
   ): Promise<void> {
     const plural = PLURALS[kind];
     const fieldManager = `static-egress-gateway-${entry.instance.replace(/[^a-zA-Z0-9.-]/g, "-")}`.slice(0, 128);

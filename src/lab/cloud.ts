@@ -144,12 +144,14 @@ export class LabCloud {
 
   async start(): Promise<LabCloudRecord> {
     const reservedIPs = this.opts.config.gateways.flatMap((g) => g.digitalocean?.reservedIPs ?? []);
+    // Free until the controller allocates them (apps' gateways); handed out after the ones above.
+    const allocatable = this.opts.config.apps?.digitalocean?.addresses ?? [];
     this.standin = await startDigitalOceanStandin({
       dropletBootMs: LAB_CLOUD.dropletBootMs,
       actionDurationMs: LAB_CLOUD.actionDurationMs,
       addressing: {
         publicAddresses: [...LAB_CLOUD.dropletPublicAddresses],
-        reservedAddresses: reservedIPs,
+        reservedAddresses: [...reservedIPs, ...allocatable],
         vpcs: [
           {
             region: LAB_CLOUD.region,
@@ -194,7 +196,7 @@ export class LabCloud {
     });
     // A route for each reserved IP lets the Internet's own answers leave; the edge's NAT then
     // sends them to the holder's anchor (an unassigned IP goes nowhere).
-    for (const ip of reservedIPs)
+    for (const ip of [...reservedIPs, ...allocatable])
       await runCommand("ip", ["-n", this.opts.topology.internet, "route", "add", `${ip}/32`, "dev", "eth0"]);
     const tokenFile = join(this.opts.dir, "digitalocean-token");
     writeFileSync(tokenFile, this.standin.token, { mode: 0o600 });
@@ -351,6 +353,9 @@ export class LabCloud {
       join(this.opts.dir, "agent-config.yaml"),
       "--metrics-port",
       "9464",
+      // The lab's pace (default 60 s): policies' traffic and apps' usage within seconds.
+      "--traffic-report-seconds",
+      "2",
       "--egress-via-anchor",
       "--metadata-url",
       standinMetadataUrl(`http://${LAB_API_ADDRESS}:${LAB_CLOUD.metadataPort}`, id),

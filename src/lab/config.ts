@@ -105,6 +105,31 @@ export const LabConfigSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    /**
+     * Apps (docs/apps.md) on the lab's DigitalOcean: the controller runs with --apps-digitalocean,
+     * so a DEDICATED_IP app gets two droplets (gateway namespaces) and two reserved IPs the
+     * controller allocates from `addresses` (free in the account until then).
+     */
+    apps: Type.Optional(
+      Type.Object(
+        {
+          digitalocean: Type.Optional(
+            Type.Object(
+              {
+                addresses: Type.Array(IPv4Address, {
+                  minItems: 2,
+                  maxItems: 16,
+                  description: "Addresses the stand-in hands out as new reserved IPs (apps' gateways allocate them)",
+                }),
+                onRemoval: Type.Optional(Type.Union([Type.Literal("release"), Type.Literal("keep")])),
+              },
+              { additionalProperties: false },
+            ),
+          ),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     /** EgressPolicy / ClusterEgressPolicy documents, exactly as they would be given to kubectl. */
     policies: Type.Optional(Type.Array(Type.Unknown())),
   },
@@ -163,6 +188,7 @@ export function parseLabConfig(text: string, source: string): LabConfig {
   const egressIPs = [
     ...instances.flatMap((i) => i.egressIPs),
     ...cfg.gateways.flatMap((g) => g.digitalocean?.reservedIPs ?? []),
+    ...(cfg.apps?.digitalocean?.addresses ?? []),
   ];
   for (const ip of egressIPs) {
     if (!isDocumentationAddress(ip))

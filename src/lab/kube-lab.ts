@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { stringify } from "yaml";
 import { PLUGIN_TYPE } from "../cni/install.js";
 import { readRuntimeConflist } from "./cni-chain.js";
 import { join } from "node:path";
@@ -136,6 +137,23 @@ export async function startControlPlane(
         "250",
       ]
     : [];
+  // Apps on the lab's DigitalOcean: DEDICATED_IP apps get droplets in the lab VPC (docs/apps.md).
+  const appsDo = lab.record.config.apps?.digitalocean;
+  const appsFlags: string[] = [];
+  if (appsDo && cloud) {
+    const file = join(lab.dir, "apps-digitalocean.yaml");
+    writeFileSync(
+      file,
+      stringify({
+        region: LAB_CLOUD.region,
+        size: LAB_CLOUD.size,
+        vpcUUID: cloud.vpcUuid,
+        nodeTag: LAB_CLOUD.nodeTag,
+        ...(appsDo.onRemoval ? { onRemoval: appsDo.onRemoval } : {}),
+      }),
+    );
+    appsFlags.push("--apps-digitalocean", file);
+  }
   // The controller runs in the root namespace: its metrics and its live view listen on loopback
   // only, each on a free port.
   lab.record.controllerMetricsPort = await freePort();
@@ -156,6 +174,7 @@ export async function startControlPlane(
     ...metricsFlags,
     ...viewFlags,
     ...cloudFlags,
+    ...appsFlags,
   ]);
   lab.startProcess("kubelet", "", ["lab", "kubelet", "--name", t.prefix]);
   await beforePods();

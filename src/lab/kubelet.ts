@@ -46,7 +46,8 @@ export class LabKubelet {
     const key = this.key(pod);
     const namespace = pod.metadata?.namespace ?? "default";
     const name = pod.metadata?.name ?? "";
-    if (this.busy.has(key) || this.wired.has(key) || pod.metadata?.deletionTimestamp) return;
+    if (pod.metadata?.deletionTimestamp) return this.terminate(pod);
+    if (this.busy.has(key) || this.wired.has(key)) return;
     this.busy.add(key);
     try {
       let node = pod.spec?.nodeName;
@@ -83,6 +84,30 @@ export class LabKubelet {
       this.logger.info({ pod: key, node, ip }, "pod running");
     } catch (e) {
       this.logger.error({ pod: key, err: (e as Error).message }, "could not start pod");
+    } finally {
+      this.busy.delete(key);
+    }
+  }
+
+  /**
+   * A graceful deletion (kubectl delete, a Deployment scaled down, its namespace deleted): as a
+   * kubelet once the pod's containers stopped (here there are none to stop), the sandbox goes and
+   * the pod is deleted for good, else the object (and its namespace) would wait forever.
+   */
+  private async terminate(pod: V1Pod): Promise<void> {
+    const key = this.key(pod);
+    if (this.busy.has(key)) return;
+    this.busy.add(key);
+    try {
+      await this.remove(pod);
+      await this.client.core.deleteNamespacedPod({
+        namespace: pod.metadata?.namespace ?? "default",
+        name: pod.metadata?.name ?? "",
+        gracePeriodSeconds: 0,
+      });
+    } catch (e) {
+      if ((e as { code?: number }).code !== 404)
+        this.logger.error({ pod: key, err: (e as Error).message }, "could not finish a pod's deletion");
     } finally {
       this.busy.delete(key);
     }

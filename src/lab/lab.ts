@@ -140,6 +140,9 @@ export class Lab implements LabHost {
     if (record.mode !== "kubernetes" && cfg.gateways.some((g) => g.digitalocean)) {
       throw new LabError("lab.gateways: a digitalocean gateway needs the controller: use --mode kubernetes");
     }
+    if (record.mode !== "kubernetes" && cfg.apps?.digitalocean) {
+      throw new LabError("lab.apps.digitalocean: apps need the controller: use --mode kubernetes");
+    }
     const lab = new Lab(record, dir);
     lab.save();
     try {
@@ -353,7 +356,9 @@ export class Lab implements LabHost {
   }
 
   get hasCloud(): boolean {
-    return this.record.config.gateways.some((g) => g.digitalocean);
+    return (
+      this.record.config.gateways.some((g) => g.digitalocean) || this.record.config.apps?.digitalocean !== undefined
+    );
   }
 
   /**

@@ -202,8 +202,11 @@ export interface GatewayPlan {
   /** Only these hosts may use the gateway (health probes and forwarding). */
   nodeAddresses: string[];
   egressIPs: string[];
-  /** Which policy owns which of this instance's egress IPs (every valid policy, selecting pods or not): what the gateway meters. */
-  egressIPOwners: { egressIP: string; policy: string }[];
+  /**
+   * Which policy owns which of this instance's egress IPs (every valid policy, selecting pods or
+   * not): what the gateway meters; `app` when the policy is an App's dedicated egress (its usage).
+   */
+  egressIPOwners: { egressIP: string; policy: string; app?: string }[];
   /** VXLAN network identifier of this instance's tunnels (its id). */
   vni: number;
   /** One tunnel per node (not this host itself), sorted by node name. */

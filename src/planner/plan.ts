@@ -1,4 +1,5 @@
 import { SpecValidator } from "../api/v1alpha1/validate.js";
+import { appOfPolicy } from "./app-egress.js";
 import {
   assignIds,
   DEFAULT_TABLE_BASE,
@@ -433,9 +434,14 @@ export class Planner {
       nodeAddresses: nodes.map((n) => n.internalIP as string).filter((a) => a !== instance.address),
       egressIPs: [...instance.egressIPs].sort(),
       egressIPOwners: res.policies
-        .flatMap((p) =>
-          (p.egressIPsByInstance.get(instanceKey) ?? []).map((egressIP) => ({ egressIP, policy: p.resource })),
-        )
+        .flatMap((p) => {
+          const app = appOfPolicy(p.object);
+          return (p.egressIPsByInstance.get(instanceKey) ?? []).map((egressIP) => ({
+            egressIP,
+            policy: p.resource,
+            ...(app ? { app } : {}),
+          }));
+        })
         .sort((a, b) => (a.egressIP < b.egressIP ? -1 : a.egressIP > b.egressIP ? 1 : 0)),
       vni: instance.id,
       tunnels,

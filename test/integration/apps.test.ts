@@ -3,7 +3,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { AppsV1Api, AuthorizationV1Api, NetworkingV1Api } from "@kubernetes/client-node";
+import {
+  AppsV1Api,
+  AuthorizationV1Api,
+  NetworkingV1Api,
+  PatchStrategy,
+  setHeaderOptions,
+} from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { AppController } from "../../src/controller/apps/reconciler.js";
@@ -606,13 +612,25 @@ describe("static-egress apps (the CLI, built: dist/cli/main.js)", () => {
 
     expect((await run("list")).stdout).toContain("payments");
 
-    // An update from `get` output: the redacted secret keeps its value, the count changes.
+    // An update from `get` output: the redacted secret keeps its value, the count changes; the
+    // App's own annotations (its choice for its IPs) and finalizer stay.
+    await admin.custom.patchClusterCustomObject(
+      {
+        ...GV,
+        plural: "apps",
+        name: "payments",
+        body: { metadata: { annotations: { "staticegress.io/dedicated-ips-on-removal": "keep" } } },
+      },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
     shown.spec.services[0].instance_count = 1;
     writeFileSync(join(dir, "update.json"), JSON.stringify(shown.spec));
     const updated = await run("update", "payments", "--spec", join(dir, "update.json"));
     expect(updated, updated.stderr).toMatchObject({ code: 0 });
     const stored = (await app("payments"))!;
     expect(stored.spec.services[0].envs[0].value).toBe("s3cr3t-value");
+    expect(stored.metadata.annotations).toMatchObject({ "staticegress.io/dedicated-ips-on-removal": "keep" });
+    expect(stored.metadata.finalizers).toContain(FINALIZER);
     await waitFor(
       async () =>
         (await appsV1().readNamespacedDeployment({ namespace: "app-payments", name: "checkout" })).spec?.replicas === 1,

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cloudPlugins, type ControllerFlags } from "../../src/cli/controller.js";
+import { cloudPlugins, dedicatedEgressOptions, type ControllerFlags } from "../../src/cli/controller.js";
 import { silentLogger } from "../../src/util/log.js";
 
 // The controller's cloud flags: what they require, and errors that name the flag.
@@ -57,5 +57,38 @@ describe("controller --cloud flags", () => {
     );
     expect(p?.plugins.map((x) => x.name)).toEqual(["digitalocean-gateway-fleet", "digitalocean-reserved-ip"]);
     await p?.stop();
+  });
+});
+
+describe("controller --apps-digitalocean", () => {
+  it("needs --cloud digitalocean, excludes --apps-gateway-pool, and names a bad field of its file", async () => {
+    const file = join(dir, "apps-do.yaml");
+    await writeFile(file, "region: ams3\nsize: s-1vcpu-1gb\nnodeTag: k8s:c1\n");
+    const pool = join(dir, "pool.yaml");
+    await writeFile(pool, "hosts: []\n");
+    expect(() => dedicatedEgressOptions({ ...base, appsDigitalocean: file }, undefined)).toThrow(
+      /^--apps-digitalocean needs --cloud digitalocean/,
+    );
+    const token = join(dir, "token");
+    await writeFile(token, "dop_v1_test\n");
+    const cloud = cloudPlugins(
+      { ...base, cloud: "digitalocean", clusterId: "c1", digitaloceanTokenFile: token },
+      silentLogger,
+    )!;
+    try {
+      expect(() => dedicatedEgressOptions({ ...base, appsDigitalocean: file, appsGatewayPool: pool }, cloud)).toThrow(
+        /^--apps-digitalocean and --apps-gateway-pool: give one/,
+      );
+      const bad = join(dir, "bad.yaml");
+      await writeFile(bad, "region: ams3\nsize: s-1vcpu-1gb\nonRemoval: delete\n");
+      expect(() => dedicatedEgressOptions({ ...base, appsDigitalocean: bad }, cloud)).toThrow(
+        /^--apps-digitalocean: .*bad\.yaml: digitalocean\.nodeTag: required field is missing; digitalocean\.onRemoval: invalid value "delete"/,
+      );
+      const ok = dedicatedEgressOptions({ ...base, appsDigitalocean: file }, cloud);
+      expect(ok.digitalocean?.config).toEqual({ region: "ams3", size: "s-1vcpu-1gb", nodeTag: "k8s:c1" });
+      expect(ok.gatewayPool).toBeUndefined();
+    } finally {
+      await cloud.stop();
+    }
   });
 });

@@ -245,6 +245,50 @@ describe("DigitalOceanProvider gateway fleets", () => {
     ).toEqual([]);
   });
 
+  it("keeps the allocated IPs when asked: left unassigned and recorded, taken again by the next fleet of the name, deleted by a plain delete", async () => {
+    const first = await provider().ensureGatewayFleet(spec({ count: 2 }));
+    const ips = first.map((h) => h.reservedIPv4);
+    expect(ips.every((ip) => ip !== undefined)).toBe(true);
+    await provider().deleteGatewayFleet("egress-a", CLUSTER, { keepAllocatedReservedIPs: true });
+    expect(fleetDroplets()).toEqual([]);
+    expect(standin.state.firewalls().filter((f) => f["name"] === names.firewallName)).toEqual([]);
+    // Gone as a fleet (the sweep finds no fleet tag), yet the IPs stay the name's: unassigned, recorded.
+    expect(await provider().listGatewayFleets(CLUSTER)).not.toContain("egress-a");
+    for (const ip of ips) {
+      const rec = standin.state.reservedIPs().find((r) => r["ip"] === ip);
+      expect(rec, ip).toBeDefined();
+      expect(holder(rec!), ip).toBeUndefined();
+    }
+    expect((await provider().allocatedReservedIPs("egress-a", CLUSTER)).sort()).toEqual([...ips].sort());
+    expect(await provider().allocatedReservedIPs("egress-b", CLUSTER)).toEqual([]);
+    // The next fleet of the name takes them again, slot by slot, allocating nothing.
+    const creates = standin.requests().filter((r) => r.operationId === "reservedIPs_create").length;
+    const again = await provider().ensureGatewayFleet(spec({ count: 2 }));
+    expect(again.map((h) => h.reservedIPv4)).toEqual(ips);
+    expect(standin.requests().filter((r) => r.operationId === "reservedIPs_create")).toHaveLength(creates);
+    // Another name never gets them.
+    const other = await provider().ensureGatewayFleet(spec({ gatewayName: "egress-b", count: 1 }));
+    expect(ips).not.toContain(other[0]?.reservedIPv4);
+    await provider().deleteGatewayFleet("egress-b", CLUSTER);
+    // A plain delete releases them.
+    await provider().deleteGatewayFleet("egress-a", CLUSTER);
+    expect(
+      standin.state
+        .reservedIPs()
+        .map((ip) => ip["ip"])
+        .sort(),
+    ).toEqual([foreign.ip, userIP].sort());
+    expect(ipRecords()).toEqual([]);
+    // Kept IPs of a name with no fleet left are released by a plain delete too.
+    await provider().ensureGatewayFleet(spec({ count: 1 }));
+    await provider().deleteGatewayFleet("egress-a", CLUSTER, { keepAllocatedReservedIPs: true });
+    expect(await provider().allocatedReservedIPs("egress-a", CLUSTER)).toHaveLength(1);
+    await provider().deleteGatewayFleet("egress-a", CLUSTER);
+    expect(await provider().allocatedReservedIPs("egress-a", CLUSTER)).toEqual([]);
+    expect(standin.state.reservedIPs()).toHaveLength(2);
+    foreignUntouched();
+  });
+
   it("recovers a reserved IP whose create answer was lost in a crash, without allocating twice", async () => {
     const crash = createCrashingFetch((r) => fetch(r), {
       at: (r) => r.method === "POST" && new URL(r.url).pathname === "/v2/reserved_ips",

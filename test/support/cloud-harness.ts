@@ -36,6 +36,8 @@ export const HARNESS_TIMEOUT_MS = 60_000;
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
 export interface CloudHarnessOptions {
+  /** Run kube-controller-manager too (namespace deletion, Deployments; default false). */
+  controllerManager?: boolean;
   /** Cluster nodes (droplets + Node objects) node1..nodeN (default 3). */
   nodes?: number;
   /** DigitalOcean stand-in timing (default: 10 ms boot, 20 ms actions). */
@@ -104,7 +106,7 @@ export interface CloudHarness {
 
 export async function startCloudHarness(opts: CloudHarnessOptions = {}): Promise<CloudHarness> {
   const logger = opts.logger ?? silentLogger;
-  const kube = await startTestKube();
+  const kube = await startTestKube(opts.controllerManager ? { controllerManager: true } : {});
   let cloud: DigitalOceanStandin | undefined;
   try {
     cloud = await startDigitalOceanStandin({ dropletBootMs: 10, actionDurationMs: 20, ...opts.cloud });

@@ -39,6 +39,23 @@ export function ratesBetween(
   return rates;
 }
 
+/** What left (direction out) through one egress IP of the instance since its kernel counter was created. */
+export interface IPCounter {
+  egressIP: string;
+  bytes: number;
+  packets: number;
+  /** When the counter was created (absent: not known, a counter older than the comment). */
+  since?: string;
+}
+
+/** A policy's counters as they are (absolute values: whoever reads them twice never adds twice). */
+export function countersOf(readings: readonly MeterReading[], policy: string): IPCounter[] {
+  return readings
+    .filter((r) => r.policy === policy && r.direction === "out")
+    .map((r) => ({ egressIP: r.egressIP, bytes: r.bytes, packets: r.packets, ...(r.since ? { since: r.since } : {}) }))
+    .sort((a, b) => (a.egressIP < b.egressIP ? -1 : a.egressIP > b.egressIP ? 1 : 0));
+}
+
 /** `EgressPolicy/<ns>/<name>` or `ClusterEgressPolicy/<name>` as the API's coordinates. */
 export function policyRef(
   resource: string,
@@ -53,9 +70,12 @@ export function policyRef(
 
 /**
  * Writes this instance's recent traffic into each policy's status (`status.traffic.instances`,
- * its own entry), once per interval, and only for a policy whose rate changed (or every
- * `refreshIntervals` intervals, so that the controller can tell a fresh zero from a silent
- * instance). At most one write per policy and interval: bounded by the number of policies.
+ * its own entry): the rate, and each egress IP's counter as it is (what left through it since the
+ * counter was created; an App's usage is read from these, docs/apps.md#usage). Once per interval,
+ * and only for a policy whose rate changed, or an App's policy whose counts changed (its usage
+ * stays within one interval), or every `refreshIntervals` intervals (so that the controller can
+ * tell a fresh zero from a silent instance). At most one write per policy and interval: bounded
+ * by the number of policies.
  */
 export class TrafficReporter {
   private last: { at: number; totals: Map<string, PolicyTotals> } | undefined;
@@ -92,7 +112,8 @@ export class TrafficReporter {
 
   async tick(): Promise<void> {
     const now = (this.deps.now ?? Date.now)();
-    const totals = totalsByPolicy(await this.deps.read());
+    const readings = await this.deps.read();
+    const totals = totalsByPolicy(readings);
     const before = this.last;
     this.last = { at: now, totals };
     if (!before) return;
@@ -101,7 +122,9 @@ export class TrafficReporter {
     for (const [policy, rate] of ratesBetween(before.totals, totals, (now - before.at) / 1000)) {
       const ref = policyRef(policy);
       if (!ref) continue;
-      const key = `${rate.bytesPerSecond}/${rate.packetsPerSecond}`;
+      const counters = countersOf(readings, policy);
+      const app = readings.some((r) => r.policy === policy && r.app !== undefined);
+      const key = `${rate.bytesPerSecond}/${rate.packetsPerSecond}${app ? JSON.stringify(counters) : ""}`;
       const prev = this.written.get(policy);
       if (prev && prev.rate === key && this.round - prev.round < (this.deps.refreshIntervals ?? 5)) continue;
       try {
@@ -109,6 +132,7 @@ export class TrafficReporter {
           instance: this.deps.instance,
           ...rate,
           at,
+          counters,
         });
         this.written.set(policy, { rate: key, round: this.round });
       } catch (e) {

@@ -21,15 +21,32 @@ export function toDigitalOceanApp(o: AppObject): Record<string, unknown> {
     o.metadata?.creationTimestamp instanceof Date
       ? o.metadata.creationTimestamp.toISOString()
       : o.metadata?.creationTimestamp;
-  const dedicated: DedicatedIP[] = o.status?.dedicated_ips ?? [];
+  const usage = o.status?.usage;
+  const dedicated = (o.status?.dedicated_ips ?? []).map((d: DedicatedIP) => {
+    const u = usage?.ips.find((x) => x.ip === d.ip);
+    return u ? { ...d, usage: usageView(u) } : d;
+  });
+  const id = o.metadata?.uid ?? "";
   return {
-    id: o.metadata?.uid ?? "",
+    id,
     spec: o.spec ? redactSecrets(o.spec) : undefined,
     ...(created ? { created_at: created } : {}),
     ...(o.status?.updated_at ? { updated_at: o.status.updated_at } : {}),
     phase: o.status?.phase ?? "UNKNOWN",
     dedicated_ips: dedicated,
+    // DigitalOcean's bandwidth usage details (app_metrics_bandwidth_usage_details.yml: app_id,
+    // bandwidth_bytes as a uint64 string), with packets and since when, from the gateways' counters.
+    ...(usage ? { bandwidth_usage: { app_id: id, ...usageView(usage), updated_at: usage.updated_at } } : {}),
   };
+}
+
+/** What left through an IP (or all of an app's): DigitalOcean's uint64-as-string style. */
+function usageView(u: { bytes: number; packets: number; since: string }): {
+  bandwidth_bytes: string;
+  packets: string;
+  since: string;
+} {
+  return { bandwidth_bytes: String(u.bytes), packets: String(u.packets), since: u.since };
 }
 
 function components(spec: AppSpec): {

@@ -447,6 +447,36 @@ export const ComponentStatus = Type.Object({
 });
 export type ComponentStatus = Static<typeof ComponentStatus>;
 
+/** The last value seen of one gateway counter of an IP (bookkeeping: a counter's value is absolute, never added twice). */
+const CounterSeen = Type.Object({
+  instance: Type.String({ description: "<gateway>/<instance> that counted" }),
+  since: Type.String({ description: 'When its kernel counter was created ("" unknown); a new one starts at 0' }),
+  bytes: Type.Integer({ minimum: 0 }),
+  packets: Type.Integer({ minimum: 0 }),
+});
+
+export const IPUsage = Type.Object({
+  ip: Type.String({ description: "One of the app's dedicated IPs (now or before)" }),
+  bytes: Type.Integer({ minimum: 0, description: "Bytes (IP packets, headers included) that left through it" }),
+  packets: Type.Integer({ minimum: 0 }),
+  since: Type.String({ description: "When counting began for this app and IP" }),
+  counters: Type.Optional(Type.Array(CounterSeen, { maxItems: 64 })),
+});
+export type IPUsage = Static<typeof IPUsage>;
+
+/**
+ * What left through the app's dedicated IPs, counted by the gateways' kernels (docs/apps.md#usage):
+ * what a bill or a quota reads. Totals only grow; DigitalOcean reports an app's `bandwidth_bytes`.
+ */
+export const AppUsage = Type.Object({
+  bytes: Type.Integer({ minimum: 0 }),
+  packets: Type.Integer({ minimum: 0 }),
+  since: Type.String({ description: "When counting began for this app" }),
+  updated_at: Type.String({ description: "When a gateway's count last changed it" }),
+  ips: Type.Array(IPUsage, { maxItems: 64 }),
+});
+export type AppUsage = Static<typeof AppUsage>;
+
 export const AppStatus = Type.Object({
   phase: Type.Optional(literals(APP_PHASES)),
   /** The namespace the app runs in. */
@@ -457,6 +487,9 @@ export const AppStatus = Type.Object({
   components: Type.Optional(Type.Array(ComponentStatus)),
   /** app.yml's dedicated_ips: each IP of a DEDICATED_IP app's gateway and whether it carries the app's traffic (docs/apps.md). */
   dedicated_ips: Type.Optional(Type.Array(DedicatedIP)),
+  /** DigitalOcean: reserved IPs REMOVED from the app and kept for its next DEDICATED_IP (docs/apps.md). */
+  kept_ips: Type.Optional(Type.Array(Type.String())),
+  usage: Type.Optional(AppUsage),
   conditions: Type.Optional(Type.Array(Condition)),
 });
 export type AppStatus = Static<typeof AppStatus>;

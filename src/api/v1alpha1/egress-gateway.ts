@@ -68,6 +68,14 @@ const DigitalOceanSource = Type.Object(
         description: "Create reserved IPs for droplets without one (deleted with the gateway)",
       }),
     ),
+    keepAllocatedReservedIPs: Type.Optional(
+      Type.Boolean({
+        default: false,
+        description:
+          "When the gateway is deleted, leave the reserved IPs it allocated in the account (unassigned), " +
+          "recorded for the next gateway of this name, which takes them again (default: deleted with the gateway)",
+      }),
+    ),
     nodeTag: Type.String({
       minLength: 1,
       maxLength: LIMITS.text,

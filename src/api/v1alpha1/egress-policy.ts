@@ -123,6 +123,22 @@ const PolicyTraffic = Type.Object({
         bytesPerSecond: Type.Integer(),
         packetsPerSecond: Type.Integer(),
         at: Type.String({ description: "When the agent measured it (RFC 3339)" }),
+        counters: Type.Optional(
+          Type.Array(
+            Type.Object({
+              egressIP: Type.String(),
+              bytes: Type.Integer({ minimum: 0 }),
+              packets: Type.Integer({ minimum: 0 }),
+              since: Type.Optional(Type.String({ description: "When the kernel counter was created (RFC 3339)" })),
+            }),
+            {
+              maxItems: LIMITS.policyEgressIPs,
+              description:
+                "What left (direction out) through each egress IP on this instance since its kernel counter was " +
+                "created (`since`): absolute counts, an App's usage is read from them (docs/apps.md#usage)",
+            },
+          ),
+        ),
       }),
       { "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["instance"] },
     ),

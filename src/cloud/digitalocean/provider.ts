@@ -166,8 +166,20 @@ export class DigitalOceanProvider implements CloudProvider {
     return [...new Set(gateways.filter((g) => g !== undefined))].sort();
   }
 
-  /** Shared tags (static-egress, the cluster tag, the node tag, the pending mark) are left alone. */
-  async deleteGatewayFleet(gatewayName: string, clusterId: string): Promise<void> {
+  async allocatedReservedIPs(gatewayName: string, clusterId: string): Promise<string[]> {
+    return recordsFrom(fleetNames(clusterId, gatewayName), await this.client.listTags()).map((r) => r.ip);
+  }
+
+  /**
+   * Shared tags (static-egress, the cluster tag, the node tag, the pending mark) are left alone.
+   * Kept reserved IPs keep their records (tags of their own, apart from the fleet tag, so the
+   * sweep of fleets no gateway wants does not see them).
+   */
+  async deleteGatewayFleet(
+    gatewayName: string,
+    clusterId: string,
+    opts: { keepAllocatedReservedIPs?: boolean } = {},
+  ): Promise<void> {
     const names = fleetNames(clusterId, gatewayName);
     const log = this.log.child({ cluster: clusterId, gateway: gatewayName });
     const fleet = await this.fleetDroplets(names, false);
@@ -178,7 +190,9 @@ export class DigitalOceanProvider implements CloudProvider {
     for (const d of fleet) {
       if (await this.client.deleteDroplet(d.id)) log.info({ droplet: d.id, name: d.name }, "deleted gateway droplet");
     }
-    for (const r of records) await this.releaseOwnedIP(r, log);
+    if (opts.keepAllocatedReservedIPs)
+      log.info({ ips: records.map((r) => r.ip) }, "kept the fleet's allocated reserved IPs for its next use");
+    else for (const r of records) await this.releaseOwnedIP(r, log);
     for (const fw of await this.firewallsNamed(names.firewallName)) {
       if (fw.id && (await this.client.deleteFirewall(fw.id))) log.info({ firewall: fw.id }, "deleted gateway firewall");
     }

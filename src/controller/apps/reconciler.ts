@@ -1,6 +1,6 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { validateApp } from "../../api/v1alpha1/app-validate.js";
-import type { App, AppStatus } from "../../api/v1alpha1/app.js";
+import type { App, AppStatus, AppUsage } from "../../api/v1alpha1/app.js";
 import type { Condition } from "../../api/v1alpha1/common.js";
 import { SpecValidator } from "../../api/v1alpha1/validate.js";
 import { statusOf, type KubeClient } from "../../kube/client.js";
@@ -16,15 +16,21 @@ import {
 import {
   APP_POLICY_NAME,
   dedicatedIPs,
+  digitalOceanDedicatedIPs,
   gatewayNameOf,
   planDedicatedEgress,
+  planDigitalOceanEgress,
   type GatewayPool,
 } from "../../planner/app-egress.js";
+import { ON_REMOVAL, type AppsDigitalOcean, type OnRemoval } from "../../api/v1alpha1/apps-digitalocean.js";
+import { DEDICATED_IPS_ON_REMOVAL_ANNOTATION } from "../../api/keys.js";
+import type { FieldError } from "../../api/v1alpha1/validate.js";
 import type { Logger } from "../../util/log.js";
 import { KeyedJobs } from "../cloud/keyed-jobs.js";
 import { sameStatus } from "../controller.js";
 import { FINALIZER } from "../status.js";
 import { appStatus, type AppFacts, type EgressFacts } from "./status.js";
+import { nextUsage, type InstanceCounters } from "./usage.js";
 
 export interface AppControllerOptions {
   client: KubeClient;
@@ -35,6 +41,12 @@ export interface AppControllerOptions {
   plan?: AppPlanOptions;
   /** Gateway hosts for DEDICATED_IP apps, two per app (docs/apps.md); absent: none is assigned. */
   gatewayPool?: GatewayPool;
+  /**
+   * DEDICATED_IP apps on DigitalOcean instead of a pool: each app's gateway is two droplets with
+   * two reserved IPs (the fleet plugin makes them); `reservedIPs` reaches the IPs kept or left
+   * over once the gateway is gone.
+   */
+  digitalocean?: { config: AppsDigitalOcean; reservedIPs: AppReservedIPs };
   /** Every App is reconciled this often even without a change (default 30 s). */
   resyncMs?: number;
   /** Secrets are not watched (never read): they are applied again this often, to repair drift (default 10 min). */
@@ -45,8 +57,20 @@ export interface AppControllerOptions {
   now?: () => Date;
 }
 
+/**
+ * The reserved IPs the fleet plugin allocated for an app's gateway, once that gateway is gone
+ * (src/cli/controller.ts puts the DigitalOcean provider behind it).
+ */
+export interface AppReservedIPs {
+  /** Those still allocated under the gateway's name (kept for the app's next DEDICATED_IP). */
+  allocated(gateway: string): Promise<string[]>;
+  /** Deletes them (and any other leftover of the gateway's fleet). */
+  release(gateway: string): Promise<void>;
+}
+
 type Meta = {
   name?: string;
+  generation?: number;
   namespace?: string;
   uid?: string;
   deletionTimestamp?: unknown;
@@ -174,6 +198,7 @@ export class AppController {
     // Validated on a copy: defaults are filled in for planning, never written back.
     const copy = structuredClone(app);
     const errors = validateApp(copy, this.validator, { docrRegistry: this.opts.plan?.docrRegistry ?? "" });
+    errors.push(...onRemovalErrors(app));
     // Nothing is created for an invalid spec; what runs from the last valid one keeps running.
     if (errors.length > 0) return { kind: "invalid", errors };
     const plan = planApp(copy, this.opts.plan);
@@ -212,7 +237,9 @@ export class AppController {
       this.secretsAppliedAt.set(name, now);
     }
     // The app's own egress before its pods change: they start with it.
-    const egress = await this.convergeEgress(copy, nsName, app.status?.dedicated_ips ?? []);
+    const egress = this.opts.digitalocean
+      ? await this.convergeDigitalOceanEgress(copy, nsName, this.opts.digitalocean)
+      : await this.convergeEgress(copy, nsName, app.status?.dedicated_ips ?? []);
     for (const d of plan.deployments) if (changed(d, deployments.get(d.metadata?.name ?? ""))) await apps.applyChild(d);
     for (const s of plan.services) if (changed(s, services.get(s.metadata?.name ?? ""))) await apps.applyChild(s);
     await this.removeStale(
@@ -224,6 +251,7 @@ export class AppController {
     return {
       kind: "applied",
       namespace: nsName,
+      usage: this.usage(app, nsName, new Date(now).toISOString()),
       components: plan.components.map((c) => ({
         name: c.name,
         kind: c.kind,
@@ -273,6 +301,94 @@ export class AppController {
     return { state: "planned", dedicatedIPs: dedicatedIPs(plan.hosts, gatewayStatus, policyReady, previous) };
   }
 
+  /**
+   * On DigitalOcean: the app's gateway (two droplets, two reserved IPs allocated by the fleet
+   * plugin) and, once its status lists both IPs, the policy naming them. When the app no longer
+   * asks for them: the gateway is deleted (the fleet deletes the droplets; the reserved IPs go
+   * with them, or stay allocated for the app as it chose), and once it is gone the IPs are
+   * released or recorded as kept.
+   */
+  private async convergeDigitalOceanEgress(
+    app: App,
+    ns: string,
+    digitalocean: NonNullable<AppControllerOptions["digitalocean"]>,
+  ): Promise<EgressFacts> {
+    const { apps, source } = this.opts;
+    const name = app.metadata.name;
+    const uid = app.metadata.uid;
+    const previous = app.status?.dedicated_ips ?? [];
+    const kept = app.status?.kept_ips ?? [];
+    const onRemoval = onRemovalOf(app, digitalocean.config);
+    const ownGateway = source
+      .list("EgressGateway", name)
+      .find((g) => meta(g).name === gatewayNameOf(name) && ownedBy(g, uid)) as GatewayWithStatus | undefined;
+    const ownPolicy = source
+      .list("EgressPolicy", name)
+      .find((p) => meta(p).namespace === ns && meta(p).name === APP_POLICY_NAME && ownedBy(p, uid)) as
+      PolicyWithStatus | undefined;
+    const removed = previous.map((d) => ({ ...d, status: "REMOVED" as const }));
+    if (app.spec.egress?.type !== "DEDICATED_IP") {
+      if (ownPolicy) await apps.deleteChild("EgressPolicy", ns, APP_POLICY_NAME);
+      if (ownGateway) {
+        if (!meta(ownGateway).deletionTimestamp) await apps.deleteChild("EgressGateway", "", gatewayNameOf(name));
+        return { state: "removing", dedicatedIPs: removed, keptIPs: kept };
+      }
+      const before = app.status?.conditions?.find((c) => c.type === "DedicatedEgress");
+      // Settled: never dedicated, or released, or kept as the app still wants.
+      const settled = before?.reason === "Released" || before?.reason === "Kept";
+      const settling =
+        (before !== undefined && !settled) ||
+        previous.some((d) => d.status !== "REMOVED") ||
+        (onRemoval === "release" && kept.length > 0);
+      if (!settling)
+        return {
+          state: before?.reason === "Kept" ? "kept" : before ? "released" : "none",
+          dedicatedIPs: removed,
+          keptIPs: kept,
+        };
+      // Gone from the cache; the API server confirms it (a gateway made a moment ago may not be cached yet).
+      if (await this.opts.client.readGateway(gatewayNameOf(name)))
+        return { state: "removing", dedicatedIPs: removed, keptIPs: kept };
+      if (onRemoval === "release") {
+        await digitalocean.reservedIPs.release(gatewayNameOf(name));
+        return { state: "released", dedicatedIPs: removed, keptIPs: [] };
+      }
+      const allocated = await digitalocean.reservedIPs.allocated(gatewayNameOf(name));
+      return { state: "kept", dedicatedIPs: removed, keptIPs: allocated };
+    }
+    const plan = planDigitalOceanEgress(app, digitalocean.config, onRemoval === "keep", ownGateway?.status);
+    const changed = (want: KubernetesObject, have: KubernetesObject | undefined) =>
+      meta(have).annotations?.[APPLIED_ANNOTATION] !== meta(want).annotations?.[APPLIED_ANNOTATION];
+    if (changed(plan.gateway, ownGateway)) await apps.applyChild(plan.gateway);
+    // Until both IPs are known the policy stays as it is (absent at first: the app leaves with its node's IP).
+    const policyChanged = plan.policy !== undefined && changed(plan.policy, ownPolicy);
+    if (plan.policy && policyChanged) await apps.applyChild(plan.policy);
+    const ready =
+      !policyChanged &&
+      (ownPolicy?.status?.conditions ?? []).some(
+        (c) =>
+          c.type === "Ready" &&
+          c.status === "True" &&
+          (c.observedGeneration === undefined || c.observedGeneration === meta(ownPolicy).generation),
+      );
+    const dedicated = digitalOceanDedicatedIPs(plan, { ready, egressIPs: ownPolicy?.spec?.egressIPs ?? [] }, previous);
+    // The IPs are in use again (the fleet takes kept ones back by itself).
+    if (!plan.policy) return { state: "provisioning", dedicatedIPs: dedicated, keptIPs: [] };
+    return { state: "planned", dedicatedIPs: dedicated, keptIPs: [] };
+  }
+
+  /**
+   * The app's usage: what its gateways' agents counted on its policy (`status.traffic.instances`,
+   * each instance's kernel counters) added to what the App's status has (docs/apps.md#usage).
+   */
+  private usage(app: App, ns: string, now: string): AppUsage | undefined {
+    const policy = this.opts.source
+      .list("EgressPolicy", app.metadata.name)
+      .find((p) => meta(p).namespace === ns && meta(p).name === APP_POLICY_NAME && ownedBy(p, app.metadata.uid)) as
+      (PolicyWithStatus & { status?: { traffic?: { instances?: InstanceCounters[] } } }) | undefined;
+    return nextUsage(app.status?.usage, policy?.status?.traffic?.instances ?? [], policy?.spec?.egressIPs ?? [], now);
+  }
+
   /** Deletes what the App no longer has: objects it made (owner and namespace checked) that are not planned. */
   private async removeStale(
     plan: AppPlan,
@@ -300,20 +416,39 @@ export class AppController {
       if (!withSecret.has(c.secret)) await this.opts.apps.deleteChild("Secret", ns, c.secret);
   }
 
-  /** Deletes the App's gateway and namespace (everything in it goes with it); true once both are gone. */
+  /**
+   * Deletes the App's gateway and namespace (everything in it goes with it); true once both are
+   * gone. On DigitalOcean its reserved IPs are released too, kept ones included: nothing stays
+   * allocated for an app that no longer exists.
+   */
   private async cleanup(app: App): Promise<boolean> {
     const nsName = namespaceOf(app.metadata.name);
     const gateway = this.opts.source.list("EgressGateway", app.metadata.name).find((g) => ownedBy(g, app.metadata.uid));
     if (gateway && !meta(gateway).deletionTimestamp)
       await this.opts.apps.deleteChild("EgressGateway", "", meta(gateway).name ?? "");
+    const released = gateway === undefined && (await this.releaseReservedIPs(app));
     const ns = this.opts.source.get("Namespace", nsName);
-    if (!ns) return gateway === undefined;
-    if (!ownedBy(ns, app.metadata.uid)) return true; // not ours: never deleted
+    if (!ns) return released;
+    if (!ownedBy(ns, app.metadata.uid)) return released; // not ours: never deleted
     if (!meta(ns).deletionTimestamp) {
       await this.opts.apps.deleteChild("Namespace" as AppChildKind, "", nsName);
       await this.event(app, "Normal", "Deleting", `deleting namespace ${nsName} and everything the app runs`);
     }
     return false; // the namespace informer's delete event schedules the App again
+  }
+
+  /** Apps whose reserved IPs were released on deletion (one release per deletion; by uid). */
+  private readonly releasedApps = new Set<string>();
+
+  /** On DigitalOcean, once the gateway is gone (the API server confirms it): releases every IP left under its name. */
+  private async releaseReservedIPs(app: App): Promise<boolean> {
+    const digitalocean = this.opts.digitalocean;
+    const uid = app.metadata.uid ?? app.metadata.name;
+    if (!digitalocean || this.releasedApps.has(uid)) return true;
+    if (await this.opts.client.readGateway(gatewayNameOf(app.metadata.name))) return false;
+    await digitalocean.reservedIPs.release(gatewayNameOf(app.metadata.name));
+    this.releasedApps.add(uid);
+    return true;
   }
 
   private async writeStatus(app: App, status: AppStatus): Promise<void> {
@@ -351,4 +486,31 @@ export class AppController {
       })
       .catch((e: unknown) => this.opts.logger.warn({ err: (e as Error).message }, "could not record an event"));
   }
+}
+
+type GatewayWithStatus = KubernetesObject & {
+  status?: { instances?: { name: string; id?: string; egressIPs?: string[]; health?: string }[] };
+};
+type PolicyWithStatus = KubernetesObject & {
+  metadata?: { generation?: number };
+  spec?: { egressIPs?: string[] };
+  status?: { conditions?: Condition[] };
+};
+
+/** The app's choice for its reserved IPs on REMOVED: its annotation, else the controller's default (release). */
+function onRemovalOf(app: App, config: AppsDigitalOcean): OnRemoval {
+  const v = app.metadata.annotations?.[DEDICATED_IPS_ON_REMOVAL_ANNOTATION];
+  return v === "keep" || v === "release" ? v : (config.onRemoval ?? "release");
+}
+
+/** A misspelt choice makes the App invalid (nothing changes, no IP is released on a typo). */
+function onRemovalErrors(app: App): FieldError[] {
+  const v = app.metadata.annotations?.[DEDICATED_IPS_ON_REMOVAL_ANNOTATION];
+  if (v === undefined || (ON_REMOVAL as readonly string[]).includes(v)) return [];
+  return [
+    {
+      field: `metadata.annotations[${DEDICATED_IPS_ON_REMOVAL_ANNOTATION}]`,
+      message: `must be ${ON_REMOVAL.join(" or ")}, not ${JSON.stringify(v)}`,
+    },
+  ];
 }

@@ -91,3 +91,41 @@ describe("appStatus", () => {
     expect(cond(app({ state: "unconfigured", free: 0, dedicatedIPs: [] }))).toMatchObject({ reason: "NotAssigned" });
   });
 });
+
+describe("appStatus: DigitalOcean's egress states", () => {
+  const applied = (egress: EgressFacts) => ({
+    kind: "applied" as const,
+    namespace: "app-web",
+    components: [],
+    egress,
+  });
+  const removed = [{ ip: "203.0.113.5", id: "203.0.113.5", status: "REMOVED" as const }];
+
+  it("Provisioning, Removing, Released, Kept: each a DedicatedEgress reason; kept IPs listed, and cleared with []", () => {
+    const reason = (e: EgressFacts) =>
+      appStatus(applied(e), 1, undefined, "t").conditions?.find((c) => c.type === "DedicatedEgress");
+    expect(reason({ state: "provisioning", dedicatedIPs: [] })).toMatchObject({
+      status: "False",
+      reason: "Provisioning",
+    });
+    expect(reason({ state: "removing", dedicatedIPs: removed })).toMatchObject({ reason: "Removing" });
+    expect(reason({ state: "released", dedicatedIPs: removed, keptIPs: [] })).toMatchObject({ reason: "Released" });
+    const kept = appStatus(
+      applied({ state: "kept", dedicatedIPs: removed, keptIPs: ["203.0.113.5"] }),
+      1,
+      undefined,
+      "t",
+    );
+    expect(kept.kept_ips).toEqual(["203.0.113.5"]);
+    expect(kept.conditions?.find((c) => c.type === "DedicatedEgress")).toMatchObject({
+      reason: "Kept",
+      message: expect.stringContaining("203.0.113.5"),
+    });
+    // The status is merge-patched: the last kept IPs go only when [] is written.
+    const cleared = appStatus(applied({ state: "planned", dedicatedIPs: [], keptIPs: [] }), 1, kept, "t");
+    expect(cleared.kept_ips).toEqual([]);
+    expect(appStatus(applied({ state: "planned", dedicatedIPs: [], keptIPs: [] }), 1, cleared, "t")).not.toHaveProperty(
+      "kept_ips",
+    );
+  });
+});

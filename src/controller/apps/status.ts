@@ -1,14 +1,22 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
-import type { AppPhase, AppStatus, ComponentStatus, DedicatedIP } from "../../api/v1alpha1/app.js";
+import type { AppPhase, AppStatus, AppUsage, ComponentStatus, DedicatedIP } from "../../api/v1alpha1/app.js";
 import type { FieldError } from "../../api/v1alpha1/validate.js";
 import { reasonForField, withTransitions } from "../status.js";
 
 type Cond = Parameters<typeof withTransitions>[0][number];
 
-/** A DEDICATED_IP app's egress: none asked, no pool, too few free hosts, or its gateway planned. */
+/**
+ * A DEDICATED_IP app's egress: none asked, no pool, too few free hosts, or its gateway planned;
+ * on DigitalOcean also provisioning (droplets and IPs being made), and after REMOVED: removing
+ * (the gateway being deleted), then released or kept (`keptIPs`).
+ */
 export type EgressFacts =
-  | { state: "none" | "planned"; dedicatedIPs: DedicatedIP[] }
-  | { state: "unconfigured" | "exhausted"; free: number; dedicatedIPs: DedicatedIP[] };
+  | {
+      state: "none" | "planned" | "provisioning" | "removing" | "released" | "kept";
+      dedicatedIPs: DedicatedIP[];
+      keptIPs?: string[];
+    }
+  | { state: "unconfigured" | "exhausted"; free: number; dedicatedIPs: DedicatedIP[]; keptIPs?: string[] };
 
 /** What the reconciler found; the status follows from it (pure). */
 export type AppFacts =
@@ -19,6 +27,8 @@ export type AppFacts =
       namespace: string;
       components: { name: string; kind: ComponentStatus["kind"]; deployment: KubernetesObject | undefined }[];
       egress: EgressFacts;
+      /** What left through the dedicated IPs so far (src/controller/apps/usage.ts). */
+      usage?: AppUsage | undefined;
     };
 
 function available(d: KubernetesObject | undefined): { replicas: number; availableReplicas: number; current: boolean } {
@@ -96,6 +106,8 @@ export function appStatus(
     phase = waiting.length === 0 ? "ACTIVE" : "DEPLOYING";
   }
   const egress = facts.kind === "applied" ? facts.egress : undefined;
+  // Usage only grows: kept as it was while the app is invalid or in conflict.
+  const usage = (facts.kind === "applied" ? facts.usage : undefined) ?? previous?.usage;
   if (egress && egress.state !== "none") conditions.push({ ...dedicatedEgressCondition(egress), ...gen });
   return {
     phase,
@@ -104,13 +116,50 @@ export function appStatus(
     updated_at: updatedAt,
     ...(components ? { components } : {}),
     dedicated_ips: egress?.dedicatedIPs ?? previous?.dedicated_ips ?? [],
+    ...keptIPs(egress?.keptIPs ?? previous?.kept_ips, previous?.kept_ips),
+    ...(usage ? { usage } : {}),
     conditions: withTransitions(conditions, previous?.conditions, now),
   };
 }
 
-/** Whether the app's dedicated IPs carry its traffic (docs/apps.md#dedicated-egress-the-design). */
+/** Written when there are any, and as [] to clear the last ones (the status is merge-patched). */
+function keptIPs(ips: string[] | undefined, before: string[] | undefined): { kept_ips?: string[] } {
+  return (ips && ips.length > 0) || (before?.length ?? 0) > 0 ? { kept_ips: ips ?? [] } : {};
+}
+
+/** Whether the app's dedicated IPs carry its traffic (docs/apps.md#dedicated-egress). */
 function dedicatedEgressCondition(e: EgressFacts): Omit<Cond, "observedGeneration"> {
   const leaves = "the app's traffic leaves with its node's IP";
+  if (e.state === "provisioning")
+    return {
+      type: "DedicatedEgress",
+      status: "False",
+      reason: "Provisioning",
+      message: `creating the app's gateway droplets and reserved IPs (DigitalOcean); ${leaves} until both have their IP`,
+    };
+  if (e.state === "removing")
+    return {
+      type: "DedicatedEgress",
+      status: "False",
+      reason: "Removing",
+      message: "egress.type is AUTOASSIGN: deleting the app's gateway droplets",
+    };
+  if (e.state === "released")
+    return {
+      type: "DedicatedEgress",
+      status: "False",
+      reason: "Released",
+      message: "egress.type is AUTOASSIGN: the app's reserved IPs were released",
+    };
+  if (e.state === "kept")
+    return {
+      type: "DedicatedEgress",
+      status: "False",
+      reason: "Kept",
+      message:
+        `egress.type is AUTOASSIGN: reserved IPs ${(e.keptIPs ?? []).join(", ") || "(none)"} are kept for the ` +
+        "app's next DEDICATED_IP (staticegress.io/dedicated-ips-on-removal: keep)",
+    };
   if (e.state === "unconfigured")
     return {
       type: "DedicatedEgress",

@@ -266,7 +266,8 @@ export class GatewayFleetPlugin implements ControllerPlugin {
 
   private async release(gw: GatewayObject): Promise<void> {
     const name = gw.metadata.name;
-    await this.opts.provider.deleteGatewayFleet(name, this.opts.clusterId);
+    const keep = gw.spec?.digitalocean?.keepAllocatedReservedIPs === true;
+    await this.opts.provider.deleteGatewayFleet(name, this.opts.clusterId, { keepAllocatedReservedIPs: keep });
     const left = await this.opts.provider.listGatewayHosts(name, this.opts.clusterId);
     if (left.length > 0)
       throw new Error(`EgressGateway ${name}: ${left.length} droplets still listed after deleting the fleet`);

@@ -36,6 +36,11 @@ export interface DigitalOceanPlugins {
   follower: ReservedIPFollower;
   /** Both, for ControllerDeps.plugins. */
   plugins: [GatewayFleetPlugin, ReservedIPFollower];
+  /**
+   * The reserved IPs a gateway's fleet allocated, once the gateway is gone (the App controller's
+   * DigitalOcean mode, docs/apps.md): those still recorded under its name, and their release.
+   */
+  gatewayReservedIPs: { allocated(gateway: string): Promise<string[]>; release(gateway: string): Promise<void> };
   /** Waits until no cloud work runs. */
   idle(): Promise<void>;
   stop(): Promise<void>;
@@ -74,6 +79,11 @@ export function digitalOceanPlugins(opts: DigitalOceanPluginsOptions): DigitalOc
     fleet,
     follower,
     plugins: [fleet, follower],
+    gatewayReservedIPs: {
+      allocated: (gateway) => fleetProvider.allocatedReservedIPs(gateway, opts.clusterId),
+      // Deleting the fleet of a gateway that is gone deletes what is left of it: its recorded IPs.
+      release: (gateway) => fleetProvider.deleteGatewayFleet(gateway, opts.clusterId),
+    },
     idle: async () => {
       await Promise.all([fleet.idle(), follower.idle()]);
     },
