@@ -11,14 +11,15 @@
  *
  * Only node1's agent reads the big source (its own file); the other agents read the lab's file.
  *
- *   sudo npx tsx bench/failover-under-load.ts [--kills 10] [--pods 10000] [--out file] [--max-seconds 900]
+ *   sudo npx tsx bench/failover-under-load.ts [--kills 10] [--pods 10000] [--churn-ms 1000] [--death agent]
+ *     [--out file] [--max-seconds 900]
  */
 import { parseArgs } from "node:util";
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { exampleLabConfig } from "../test/lab/support.js";
-import { Lab, waitFor, LAB_METRICS_PORT } from "../src/lab/lab.js";
+import { Lab, waitFor, LAB_METRICS_PORT, HOST_DEATHS, type GatewayDeath } from "../src/lab/lab.js";
 import { newRunPrefix } from "../src/lab/netns.js";
 import { startUdpStream } from "../src/lab/traffic.js";
 import type { KubeObject } from "../src/api/objects.js";
@@ -37,6 +38,7 @@ const { values } = parseArgs({
     out: { type: "string", default: defaultResultPath("failover-under-load") },
     "max-seconds": { type: "string", default: "900" },
     "churn-ms": { type: "string", default: "1000" },
+    death: { type: "string", default: "agent" },
   },
 });
 const KILLS = Number(values.kills);
@@ -46,6 +48,9 @@ if (!Number.isInteger(KILLS) || KILLS < 1 || KILLS > 50) throw new Error("--kill
 if (!Number.isInteger(PODS) || PODS < 0 || PODS > 16_000) throw new Error("--pods must be an integer from 0 to 16000");
 if (!Number.isFinite(MAX_SECONDS) || MAX_SECONDS < 60) throw new Error("--max-seconds must be at least 60");
 const OUT = values.out;
+/** How the instance dies (src/lab/lab.ts): "agent" (software killed; the kernel still forwards), "link", "silent". */
+const DEATH = values.death as GatewayDeath;
+if (!HOST_DEATHS.includes(DEATH)) throw new Error(`--death must be one of ${HOST_DEATHS.join(", ")}`);
 /** How often node1's source flips between the two sets (0: never; the pods stay, unbound, and are re-checked every second). */
 const CHURN_MS = Number(values["churn-ms"]);
 if (!Number.isInteger(CHURN_MS) || (CHURN_MS !== 0 && CHURN_MS < 200))
@@ -183,7 +188,7 @@ async function killOnce(
   const victimIPs = ALLOWED.filter((ip) => victim.egressIPs.includes(ip));
   const survivors = ALLOWED.filter((ip) => !victimIPs.includes(ip));
   const killedAt = Date.now();
-  await lab.killGateway(victim.name, "agent");
+  await lab.killGateway(victim.name, DEATH);
   await sleep(Math.max(0, killedAt + OBSERVE_MS - Date.now()));
   await stream;
   const outcome = failoverOutcome(streamDatagrams(lab.udpRecords(), tag), {
@@ -204,6 +209,7 @@ async function main(): Promise<void> {
   const run = await startRun("failover-under-load", {
     kills: KILLS,
     pods: PODS,
+    death: DEATH,
     timings: TIMINGS,
     holdDownMs: HOLD_DOWN_MS,
     churnMs: CHURN_MS,
@@ -310,7 +316,7 @@ async function main(): Promise<void> {
       pod: POD,
       egressIPs: ALLOWED,
       streamIntervalMs: 1,
-      death: "agent (gateway agent and health responder killed)",
+      death: DEATH,
       load:
         `${PODS} synthetic checkout pods on ${NODE} in node1's source, ` +
         (CHURN_MS > 0
