@@ -145,6 +145,13 @@ describe("ADD", () => {
     expect(s.q.held.size).toBe(0);
   });
 
+  it("keeps a pod it cannot vouch for in the quarantine an earlier attempt put it in (the release beside ADD is undone)", async () => {
+    const s = setup([]);
+    s.q.held.set("10.244.1.2", "payments/pay-1");
+    expect(await s.service.add(req)).toMatchObject({ quarantined: true });
+    expect([...s.q.held]).toEqual([["10.244.1.2", "payments/pay-1"]]);
+  });
+
   it("quarantines a pod the agent does not know (yet), or whose address the API contradicts", async () => {
     const s = setup([]);
     expect(await s.service.add(req)).toMatchObject({

@@ -137,16 +137,18 @@ export class CniService {
     const { agent, quarantine, logger, nodeName } = this.deps;
     const started = this.now();
     const pod = `${req.namespace}/${req.name}`;
-    const admitted = await agent.admitPod(
-      { namespace: req.namespace, name: req.name, ips: req.ips },
-      this.deps.waitForPodMs,
-    );
+    // An earlier attempt (or an earlier pod with this address) may have left the address
+    // quarantined. Nothing in the pod runs before ADD answers, so the release can run beside the
+    // programming (one process less on the path the runtime waits for); a pod the agent cannot
+    // vouch for is held again below, before the answer.
+    const [admitted] = await Promise.all([
+      agent.admitPod({ namespace: req.namespace, name: req.name, ips: req.ips }, this.deps.waitForPodMs),
+      quarantine.release(req.ips),
+    ]);
     const vouch = admitted.known
       ? vouchFor(this.findPod(req.namespace, req.name), nodeName, req.ips, false)
       : ({ ok: false, reason: `the agent does not know pod ${pod} (yet)` } as const);
     if (vouch.ok) {
-      // An earlier attempt (or an earlier pod with this address) may have left it quarantined.
-      await quarantine.release(req.ips);
       logger.info(
         { pod, ips: req.ips, policy: admitted.policy, ms: this.now() - started },
         "pod programmed for CNI ADD",
