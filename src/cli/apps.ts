@@ -8,6 +8,7 @@ import type { FieldError } from "../api/v1alpha1/validate.js";
 import { AppsClient } from "../kube/apps.js";
 import { KubeClient } from "../kube/client.js";
 import { loadKubeconfig } from "./agents.js";
+import { columns } from "./columns.js";
 
 /**
  * `static-egress apps`: DigitalOcean's `doctl apps` over App objects (docs/apps.md). Specs are
@@ -76,22 +77,7 @@ function table(apps: Row[]): string {
       String(a.created_at ?? ""),
     ]);
   }
-  return columns(rows);
-}
-
-/** Rows as columns padded to their widest cell, three spaces apart. */
-function columns(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return (
-    rows
-      .map((r) =>
-        r
-          .map((c, i) => c.padEnd(widths[i]!))
-          .join("   ")
-          .trimEnd(),
-      )
-      .join("\n") + "\n"
-  );
+  return columns(rows) + "\n";
 }
 
 /** One app's dedicated IPs with what left through each (docs/apps.md#usage), and the app's total. */
@@ -104,7 +90,7 @@ function usageTable(app: Row): string {
   for (const d of ips)
     rows.push([d.ip, d.status, d.usage?.bandwidth_bytes ?? "0", d.usage?.packets ?? "0", d.usage?.since ?? "-"]);
   if (total) rows.push(["(app)", "", total.bandwidth_bytes, total.packets, total.since]);
-  return "\n" + columns(rows);
+  return "\n" + columns(rows) + "\n";
 }
 
 function print(apps: Row[], output: string | undefined, single: boolean): void {

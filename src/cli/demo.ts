@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { columns } from "./columns.js";
 import { parseLabConfig } from "../lab/config.js";
 import { Lab, waitFor, type GatewayDeath, type LabMode, type LabPodStatus } from "../lab/lab.js";
 import { newRunPrefix } from "../lab/netns.js";
@@ -21,15 +22,7 @@ export function formatStatusTable(rows: readonly LabPodStatus[]): string {
     r.policy ?? "-",
     r.ok ? "yes" : "NO",
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? "").length)));
-  return [header, ...lines]
-    .map((l) =>
-      l
-        .map((c, i) => c.padEnd(widths[i] ?? 0))
-        .join("  ")
-        .trimEnd(),
-    )
-    .join("\n");
+  return columns([header, ...lines], 2);
 }
 
 export async function runDemo(file: string, kind: GatewayDeath, keep: boolean, asked?: LabMode): Promise<void> {

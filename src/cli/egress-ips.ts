@@ -4,6 +4,7 @@ import { feedDocument, feedEntries, parseFeedRef, type EgressIPsEntry } from "..
 import { listKind } from "../kube/read.js";
 import { StaticEgressError } from "../util/errors.js";
 import { kubeClient } from "./explain.js";
+import { columns } from "./columns.js";
 import { programName } from "./invocation.js";
 
 /*
@@ -30,17 +31,7 @@ function table(entries: readonly EgressIPsEntry[]): string {
       e.lastChange ?? "-",
     ]),
   ];
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return (
-    rows
-      .map((r) =>
-        r
-          .map((c, i) => c.padEnd(widths[i]!))
-          .join("   ")
-          .trimEnd(),
-      )
-      .join("\n") + "\n"
-  );
+  return columns(rows) + "\n";
 }
 
 async function run(ref: string | undefined, flags: Flags): Promise<void> {

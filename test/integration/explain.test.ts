@@ -348,6 +348,15 @@ describe("static-egress explain (the cluster through the API; the node's datapat
 
 describe("the egress-IP feed: GET /egress-ips on the controller, and `egress-ips`", () => {
   it("the controller serves exactly what `egress-ips -o json` prints: published policies only, with ETag and 304", async () => {
+    // Both policies' statuses first (the feed follows the controller's own status writes).
+    await waitFor(
+      async () => {
+        const f = await feed("/egress-ips").catch(() => undefined);
+        return f?.status === 200 && (JSON.parse(f.body) as Json).egressIPs.length === 3;
+      },
+      30_000,
+      "the feed never showed both policies' egress IPs",
+    ).catch(withControllerLog);
     const served = await feed("/egress-ips");
     expect(served.status).toBe(200);
     const printed = await run(["egress-ips", "-o", "json"]);
