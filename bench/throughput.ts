@@ -15,6 +15,7 @@
  * cost should not depend on the map size. Every round visits both map sizes and, in each, both
  * paths; the order flips at every step so slow drift on the machine hits all combinations alike.
  */
+import os from "node:os";
 import { parseArgs } from "node:util";
 import { snapshotFromObjects, type KubeObject } from "../src/api/objects.js";
 import { GatewayDataplane } from "../src/dataplane/gateway.js";
@@ -154,6 +155,24 @@ class LabDatapath {
   }
 }
 
+/**
+ * `--hosts split`: the gateway hosts' and the Internet's receive work (RPS on each of their veths)
+ * goes to the last CPU, so the sender's side (pod, node, fabric) and the far side run on different
+ * CPUs, as they do on separate machines. By default (`shared`) a single TCP stream's whole path
+ * runs on the sender's CPU: veth hands each packet on within the same CPU.
+ */
+async function splitHosts(lab: Lab): Promise<void> {
+  const cpus = os.availableParallelism();
+  if (cpus < 2) throw new Error("--hosts split needs at least 2 CPUs");
+  const mask = (1n << BigInt(cpus - 1)).toString(16);
+  for (const ns of [...lab.topology.gatewayHosts.map((h) => h.netns), lab.topology.internet]) {
+    const inNs = inNamespace(ns);
+    const { stdout } = await inNs.run("ip", ["-j", "link", "show", "type", "veth"]);
+    for (const link of JSON.parse(stdout) as { ifname: string }[])
+      await inNs.run("sh", ["-c", `echo ${mask} > /sys/class/net/${link.ifname}/queues/rx-0/rps_cpus`]);
+  }
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -162,6 +181,7 @@ async function main(): Promise<void> {
       "extra-pods": { type: "string", default: "10000" },
       out: { type: "string", default: defaultResultPath("throughput") },
       "max-seconds": { type: "string", default: "300" },
+      hosts: { type: "string", default: "shared" },
     },
   });
   const rounds = Number(values.rounds);
@@ -174,10 +194,19 @@ async function main(): Promise<void> {
     throw new Error("--seconds must be an integer from 1 to 60");
   if (!Number.isInteger(extraPods) || extraPods < 0 || extraPods > 60_000)
     throw new Error("--extra-pods must be an integer from 0 to 60000");
+  const hosts = values.hosts;
+  if (hosts !== "shared" && hosts !== "split") throw new Error("--hosts must be shared or split");
   requireRoot();
   cliEntry(); // the lab runs the built agents: fail early if `npm run build` is missing
   const log = (l: string) => console.error(l);
-  const run = await startRun("throughput", { rounds, seconds, extraPods, maxSeconds, out: values.out });
+  const run = await startRun("throughput", {
+    rounds,
+    seconds,
+    extraPods,
+    maxSeconds,
+    hosts,
+    out: values.out,
+  });
   const prefix = newRunPrefix();
   const started = Date.now();
   let lab: Lab | undefined;
@@ -198,6 +227,7 @@ async function main(): Promise<void> {
       lab = up.value;
       await waitConverged(lab);
       log(`lab up and converged in ${(up.ms / 1000).toFixed(1)}s (plus convergence)`);
+      if (hosts === "split") await splitHosts(lab);
       server = await IperfServer.start(lab.topology.internet, { port: IPERF_PORT, lifetimeSeconds: maxSeconds });
 
       const pod = lab.findPod(POD);
