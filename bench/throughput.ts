@@ -3,6 +3,7 @@
  * run of the namespace lab (examples/lab.yaml).
  *
  *   npx tsx bench/throughput.ts [--rounds 6] [--seconds 5] [--extra-pods 10000] [--out file] [--max-seconds 300]
+ *                               [--hosts shared|split] [--udp-bytes 64]
  *
  * Pod payments/pay-1 (policy checkout) sends TCP with iperf3 to two addresses of the lab's
  * Internet: 198.51.100.10 is diverted (node -> gateway instance -> SNAT to the policy's IP) and
@@ -14,6 +15,9 @@
  * so node1's divert map and the gateways' SNAT maps hold tens of thousands of elements: per-packet
  * cost should not depend on the map size. Every round visits both map sizes and, in each, both
  * paths; the order flips at every step so slow drift on the machine hits all combinations alike.
+ *
+ * --udp-bytes N measures packets per second instead (issue #16 goal 6): UDP datagrams of N bytes
+ * sent as fast as iperf3 can, counted where they arrive (the Internet's interfaces).
  */
 import os from "node:os";
 import { parseArgs } from "node:util";
@@ -47,6 +51,8 @@ const EXTRA_POD_BASE = "10.244.128.0";
 type PathName = "gateway" | "direct";
 
 interface Sample extends IperfRun {
+  /** What the phase compares: Gbit/s the server received (TCP), or with --udp-bytes Mpps at the Internet's interface. */
+  rate: number;
   phase: string;
   path: PathName;
   dst: string;
@@ -61,7 +67,8 @@ interface PhaseResult {
   pods: number;
   nodeDivertElements: number;
   gatewaySnatElements: Record<string, number>;
-  gbps: Record<PathName, Summary>;
+  /** Gbit/s (TCP) or Mpps (UDP), see `setup.units`. */
+  rate: Record<PathName, Summary>;
   /** median(gateway) / median(direct). */
   ratio: number;
   /** gateway / direct of the two runs of each visit (back to back), summarized: less sensitive to drift. */
@@ -173,6 +180,15 @@ async function splitHosts(lab: Lab): Promise<void> {
   }
 }
 
+/** Packets received on every veth of a namespace so far (the kernel's interface counters). */
+async function rxPackets(ns: string): Promise<number> {
+  const { stdout } = await inNamespace(ns).run("ip", ["-j", "-s", "link", "show", "type", "veth"]);
+  return (JSON.parse(stdout) as { stats64?: { rx?: { packets?: number } } }[]).reduce(
+    (n, l) => n + (l.stats64?.rx?.packets ?? 0),
+    0,
+  );
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -182,6 +198,7 @@ async function main(): Promise<void> {
       out: { type: "string", default: defaultResultPath("throughput") },
       "max-seconds": { type: "string", default: "300" },
       hosts: { type: "string", default: "shared" },
+      "udp-bytes": { type: "string" },
     },
   });
   const rounds = Number(values.rounds);
@@ -194,6 +211,9 @@ async function main(): Promise<void> {
     throw new Error("--seconds must be an integer from 1 to 60");
   if (!Number.isInteger(extraPods) || extraPods < 0 || extraPods > 60_000)
     throw new Error("--extra-pods must be an integer from 0 to 60000");
+  const udpBytes = values["udp-bytes"] === undefined ? undefined : Number(values["udp-bytes"]);
+  if (udpBytes !== undefined && (!Number.isInteger(udpBytes) || udpBytes < 16 || udpBytes > 1400))
+    throw new Error("--udp-bytes must be an integer from 16 to 1400 (the UDP payload of each datagram)");
   const hosts = values.hosts;
   if (hosts !== "shared" && hosts !== "split") throw new Error("--hosts must be shared or split");
   requireRoot();
@@ -205,19 +225,20 @@ async function main(): Promise<void> {
     extraPods,
     maxSeconds,
     hosts,
+    udpBytes,
     out: values.out,
   });
   const prefix = newRunPrefix();
   const started = Date.now();
   let lab: Lab | undefined;
-  let server: IperfServer | undefined;
+  let servers: IperfServer[] = [];
   log(
     `throughput benchmark, run ${prefix}, ${rounds} rounds x ${seconds}s per path, load ${run.loadAtStart.join(" ")}`,
   );
 
   const outcome = await guarded(
     async () => {
-      await server?.stop();
+      await Promise.all(servers.map((s) => s.stop()));
       await lab?.down();
       await deleteNamespacesWithPrefix(`${prefix}-`);
     },
@@ -228,7 +249,6 @@ async function main(): Promise<void> {
       await waitConverged(lab);
       log(`lab up and converged in ${(up.ms / 1000).toFixed(1)}s (plus convergence)`);
       if (hosts === "split") await splitHosts(lab);
-      server = await IperfServer.start(lab.topology.internet, { port: IPERF_PORT, lifetimeSeconds: maxSeconds });
 
       const pod = lab.findPod(POD);
       const node = lab.topology.nodes.find((n) => n.name === pod.node)!;
@@ -237,6 +257,17 @@ async function main(): Promise<void> {
         gateway: LAB_NETWORK.echoService,
         direct: LAB_NETWORK.otherService,
       };
+      // One server per destination, bound to it (a UDP server must answer from the address asked).
+      const ports: Record<PathName, number> = { gateway: IPERF_PORT, direct: IPERF_PORT + 1 };
+      servers = await Promise.all(
+        (["gateway", "direct"] as const).map((p) =>
+          IperfServer.start(lab!.topology.internet, {
+            port: ports[p],
+            bind: destinations[p],
+            lifetimeSeconds: maxSeconds,
+          }),
+        ),
+      );
       const samples: Sample[] = [];
       const phases: PhaseResult[] = [];
 
@@ -314,12 +345,20 @@ async function main(): Promise<void> {
           }
           const v = visit++;
           for (const path of v % 2 === 0 ? (["gateway", "direct"] as const) : (["direct", "gateway"] as const)) {
-            const run = await runIperfClient(pod.netns, destinations[path], { port: IPERF_PORT, seconds });
-            samples.push({ ...run, phase: phase.name, path, dst: destinations[path], round: r, visit: v });
+            const before = udpBytes ? await rxPackets(lab.topology.internet) : 0;
+            const run = await runIperfClient(pod.netns, destinations[path], { port: ports[path], seconds, udpBytes });
+            // UDP: count at the Internet's interface, not at iperf3's socket (one receiving thread
+            // would be the bottleneck of both paths alike and hide the path's own cost).
+            const rate = udpBytes ? (await rxPackets(lab.topology.internet)) - before : run.gbps;
+            const sample = udpBytes ? { ...run, rate: rate / run.seconds / 1e6 } : { ...run, rate };
+            samples.push({ ...sample, phase: phase.name, path, dst: destinations[path], round: r, visit: v });
             log(
-              `  ${path.padEnd(7)} ${destinations[path]}: ${run.gbps.toFixed(2)} ` +
-                `Gbit/s, ${run.retransmits} retransmits, cpu ` +
-                `client ${run.cpuPercent.client.toFixed(0)}% server ${run.cpuPercent.server.toFixed(0)}%`,
+              udpBytes
+                ? `  ${path.padEnd(7)} ${destinations[path]}: ${sample.rate.toFixed(3)} Mpps at the Internet, ` +
+                    `${run.udp!.sentPackets} sent, ${run.udp!.lostPackets} not at the server's socket`
+                : `  ${path.padEnd(7)} ${destinations[path]}: ${run.gbps.toFixed(2)} ` +
+                    `Gbit/s, ${run.retransmits} retransmits, cpu ` +
+                    `client ${run.cpuPercent.client.toFixed(0)}% server ${run.cpuPercent.server.toFixed(0)}%`,
             );
           }
         }
@@ -327,7 +366,7 @@ async function main(): Promise<void> {
 
       for (const phase of phaseDefs) {
         const runs = (path: PathName) => samples.filter((s) => s.phase === phase.name && s.path === path);
-        const gbps = (path: PathName) => runs(path).map((s) => s.gbps);
+        const rates = (path: PathName) => runs(path).map((s) => s.rate);
         phases.push({
           phase: phase.name,
           pods: phase.pods,
@@ -335,10 +374,13 @@ async function main(): Promise<void> {
           gatewaySnatElements: Object.fromEntries(
             phase.plans.gatewayPlans.map((g) => [g.host.name, g.plan.snat.length]),
           ),
-          gbps: { gateway: roundSummary(summarize(gbps("gateway"))), direct: roundSummary(summarize(gbps("direct"))) },
-          ratio: round(summarize(gbps("gateway")).median / summarize(gbps("direct")).median),
+          rate: {
+            gateway: roundSummary(summarize(rates("gateway"))),
+            direct: roundSummary(summarize(rates("direct"))),
+          },
+          ratio: round(summarize(rates("gateway")).median / summarize(rates("direct")).median),
           pairedRatio: roundSummary(
-            summarize(runs("gateway").map((g) => g.gbps / runs("direct").find((d) => d.visit === g.visit)!.gbps)),
+            summarize(runs("gateway").map((g) => g.rate / runs("direct").find((d) => d.visit === g.visit)!.rate)),
           ),
           retransmits: {
             gateway: runs("gateway").reduce((n, s) => n + s.retransmits, 0),
@@ -361,7 +403,7 @@ async function main(): Promise<void> {
           ? Object.fromEntries(
               (["gateway", "direct"] as const).map((p) => [
                 p,
-                round(phases[1]!.gbps[p].median / phases[0]!.gbps[p].median),
+                round(phases[1]!.rate[p].median / phases[0]!.rate[p].median),
               ]),
             )
           : undefined;
@@ -374,7 +416,13 @@ async function main(): Promise<void> {
     durationSeconds: Math.round((Date.now() - started) / 1000),
     setup: {
       lab: "examples/lab.yaml (3 nodes, gateway `shared` with gw-a and gw-b), veth + Linux bridges, MTU 1500",
-      client: `${POD} on node1, iperf3 TCP, ${seconds}s per run, one stream, pod -> Internet (upload)`,
+      client: udpBytes
+        ? `${POD} on node1, iperf3 UDP, ${udpBytes}-byte payloads as fast as it can send (-b 0), ${seconds}s per run, pod -> Internet`
+        : `${POD} on node1, iperf3 TCP, ${seconds}s per run, one stream, pod -> Internet (upload)`,
+      hosts:
+        hosts === "split"
+          ? "split: the gateway hosts' and the Internet's receive work on the last CPU (RPS)"
+          : "shared: one stream's whole path on the sender's CPU",
       paths: {
         gateway: `${LAB_NETWORK.echoService}: node1 -> gateway instance (SNAT to checkout's IP) -> Internet`,
         direct: `${LAB_NETWORK.otherService}: excluded by checkout, node1 masquerade -> Internet`,
@@ -386,22 +434,25 @@ async function main(): Promise<void> {
         extraPods > 0
           ? `${extraPods} synthetic checkout pods on node1 (addresses from ${EXTRA_POD_BASE}) added to the planner's snapshot`
           : "none",
-      units: "Gbit/s received by the iperf3 server; p95 is nearest-rank (the maximum with few samples)",
+      units: udpBytes
+        ? "Mpps: datagrams received at the Internet's interface per second of the run; p95 is nearest-rank"
+        : "Gbit/s received by the iperf3 server; p95 is nearest-rank (the maximum with few samples)",
     },
     ...outcome,
   });
   const range = (x: Summary) => `${x.median} (${x.min}–${x.max})`;
+  const unit = udpBytes ? "Mpps" : "Gbit/s";
   console.log(
-    "\n| map size | divert elements (node1) | SNAT elements (per gateway) | gateway " +
-      "Gbit/s median (min–max) | direct Gbit/s median (min–max) | gateway / direct " +
+    `\n| map size | divert elements (node1) | SNAT elements (per gateway) | gateway ` +
+      `${unit} median (min–max) | direct ${unit} median (min–max) | gateway / direct ` +
       "(of medians) | gateway / direct, paired runs: median (min–max) |",
   );
   console.log("|---|---|---|---|---|---|---|");
   for (const p of outcome.phases) {
     console.log(
       `| ${p.phase} | ${p.nodeDivertElements} ` +
-        `| ${Object.values(p.gatewaySnatElements).join(" / ")} | ${range(p.gbps.gateway)} ` +
-        `| ${range(p.gbps.direct)} | ${p.ratio} | ${range(p.pairedRatio)} |`,
+        `| ${Object.values(p.gatewaySnatElements).join(" / ")} | ${range(p.rate.gateway)} ` +
+        `| ${range(p.rate.direct)} | ${p.ratio} | ${range(p.pairedRatio)} |`,
     );
   }
   if (outcome.mapSizeEffect)
