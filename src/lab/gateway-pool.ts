@@ -38,14 +38,18 @@ type GatewayObject = KubernetesObject & {
 
 /**
  * Which app gateway each pool host is an instance of (by name and address, as the controller
- * writes it from the pool file); only gateways the App controller made count.
+ * writes it from the pool file); only gateways the App controller made count. A host two
+ * gateways name (never meant to be) serves the older one, as a host cannot serve two.
  */
 export function poolAssignments(
   hosts: readonly Pick<LabGatewayHost, "name" | "vpcIP">[],
   gateways: readonly GatewayObject[],
 ): Map<string, string> {
   const out = new Map<string, string>();
-  for (const g of gateways) {
+  const born = (g: GatewayObject) => new Date(g.metadata?.creationTimestamp ?? 0).getTime();
+  const older = (a: GatewayObject, b: GatewayObject) =>
+    born(a) - born(b) || ((a.metadata?.name ?? "") < (b.metadata?.name ?? "") ? -1 : 1);
+  for (const g of [...gateways].sort(older)) {
     if (!g.metadata?.labels?.[APP_LABEL] || !g.metadata.name) continue;
     for (const i of g.spec?.static?.instances ?? []) {
       const host = hosts.find((h) => h.name === i.name && h.vpcIP === i.address);

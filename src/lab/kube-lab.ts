@@ -118,6 +118,9 @@ export async function startControlPlane(
     await client.core.createNode({ body: { metadata: node.metadata as never, spec: node.spec as never } });
     const status = labNodeStatus(node.status);
     await client.core.patchNodeStatus({ name: node.metadata!.name!, body: { status } }, mergePatch);
+    // The API server taints a new Node not-ready; the node lifecycle controller (off here: no
+    // heartbeats) lifts it once the node is Ready, so the lab does, or no pod would be scheduled.
+    await client.core.patchNode({ name: node.metadata!.name!, body: { spec: { taints: null } } }, mergePatch);
   }
   await writeComponentKubeconfigs(lab);
   await applyGateways(lab);
