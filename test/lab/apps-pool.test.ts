@@ -190,7 +190,18 @@ describe("lab: apps with dedicated egress from the lab's gateway pool (examples/
     const spec = readAppSpecFile(join(EXAMPLES, "apps", "payments.yaml"));
     const file = join(lab.dir, "payments-autoassign.yaml");
     writeFileSync(file, stringify({ ...spec, egress: { type: "AUTOASSIGN" } }));
-    await apps("update", "payments", "--spec", file);
+    // The controller writes the App's status every few seconds (usage): an update that read an
+    // older version is refused (409), never applied over it; as a user would, try again.
+    await waitFor(
+      () =>
+        apps("update", "payments", "--spec", file).then(
+          () => true,
+          (e: Error) => (/HTTP 409/.test(e.message) ? false : Promise.reject(e)),
+        ),
+      30_000,
+      "apps update kept conflicting",
+      500,
+    );
     await waitFor(
       async () => dedicated(await getApp("payments")).every((d) => d.status === "REMOVED"),
       60_000,
@@ -202,9 +213,13 @@ describe("lab: apps with dedicated egress from the lab's gateway pool (examples/
         .map((d) => d.ip)
         .sort(),
     ).toEqual(payIPs);
-    // Every pod of the new deployment leaves with its node's IP.
+    // Every pod of the new deployment leaves with its node's IP (once the rollout is done: the
+    // old pods, deleted as the new ones become available, are gone).
     await waitFor(
       async () => {
+        const all = (await labClient(lab).core.listNamespacedPod({ namespace: "app-payments" })).items;
+        const templates = new Set(all.map((p) => p.metadata?.labels?.["pod-template-hash"]));
+        if (all.length !== 2 || templates.size !== 1 || all.some((p) => p.metadata?.deletionTimestamp)) return false;
         const pods = await podsOf("payments");
         if (pods.length < 2) return false;
         for (const p of pods) if ((await sourceOf(p)) !== nodeIP(p.node)) return false;
