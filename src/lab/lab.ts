@@ -641,7 +641,10 @@ export class Lab implements LabHost {
 
   gatewayHost(name: string): LabGatewayHost {
     const all = this.gatewayInstances();
-    const g = all.find((x) => x.name === name || `${x.gateway}/${x.name}` === name);
+    // A pool host in no gateway now is still a host (a link downed while it served can be revived).
+    const g =
+      all.find((x) => x.name === name || `${x.gateway}/${x.name}` === name) ??
+      this.topology.poolHosts?.find((x) => x.name === name);
     if (!g)
       throw new LabError(
         `no gateway instance named ${name} (have: ${all.map((x) => x.name).join(", ") || "none yet"})`,
