@@ -5,7 +5,9 @@
 # modules replaced by the matching k8s.io/* releases), etcd (go.etcd.io/etcd/server/v3) and
 # helm (helm.sh/helm/v4, for the chart tests).
 # Once: the binaries go to a cache outside the clone (STATIC_EGRESS_CACHE, default
-# /var/cache/static-egress), keyed by version and by the go.sum they were built from.
+# /var/cache/static-egress), keyed by version and by the go.sum they were built from; a binary
+# added to a list below is missing from the cache, so that set is built again (Go's build cache
+# makes it quick).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${STATIC_EGRESS_CACHE:-/var/cache/static-egress}"
@@ -20,8 +22,9 @@ if ! flock -n 9; then echo "another build of the control plane is running (log: 
 build() {
   local mod="$1" version="$2" out="$3"; shift 3
   local stamp; stamp="$(sha256sum "test/k8s-bin/$mod/go.sum" | cut -c1-16)"
-  if [ -f "$out/.built-from-$stamp" ]; then return 0; fi
   local names=(); for p in "$@"; do if [ "$p" = . ]; then names+=("$mod"); else names+=("$(basename "$p")"); fi; done
+  local have=1; for n in "${names[@]}"; do [ -x "$out/$n" ] || have=0; done
+  if [ -f "$out/.built-from-$stamp" ] && [ "$have" = 1 ]; then return 0; fi
   echo "building ${names[*]} $version from the Go module proxy into $out (once; progress below)"
   local start=$SECONDS tmp="$out.tmp-$$"
   rm -rf "$tmp"; mkdir -p "$tmp"
@@ -48,7 +51,8 @@ etcd_version="$(pinned etcd go.etcd.io/etcd/server/v3)"
 helm_version="$(pinned helm helm.sh/helm/v4)"
 [ -n "$k8s_version" ] && [ -n "$etcd_version" ] && [ -n "$helm_version" ] || { echo "cannot read the pinned versions from test/k8s-bin/*/go.mod" >&2; exit 1; }
 build etcd "$etcd_version" "$cache/etcd-$etcd_version" .
-# kube-scheduler is pinned in go.mod too, but nothing runs it yet: not built, to keep the first run short.
+# kube-scheduler: the lab's Kubernetes mode schedules the pods of Deployments (Apps) with it.
 build kubernetes "$k8s_version" "$cache/kubernetes-$k8s_version" \
-  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
 build helm "$helm_version" "$cache/helm-$helm_version" helm.sh/helm/v4/cmd/helm

@@ -7,6 +7,7 @@ import { startInternetServer } from "../lab/internet-server.js";
 import { join } from "node:path";
 import { GATEWAY_DEATHS, Lab, removeLeftovers, type GatewayDeath, type LabRecord } from "../lab/lab.js";
 import { LabCloud } from "../lab/cloud.js";
+import { LabGatewayPool } from "../lab/gateway-pool.js";
 import { formatStatusTable, runDemo } from "./demo.js";
 import { parseEndpoint, startRelay } from "../lab/relay.js";
 import { LabKubelet } from "../lab/kubelet.js";
@@ -234,6 +235,26 @@ export function registerLabCommands(lab: Command): void {
         createLogger("lab-kubelet"),
       );
       await kubelet.start();
+    });
+
+  lab
+    .command("gateway-pool", { hidden: true })
+    .description("(internal) runs the pool hosts' gateway agents for the app gateways the controller assigns them to")
+    .requiredOption("--name <prefix>")
+    .action(async (o: { name: string }) => {
+      const l = Lab.open(o.name);
+      const logger = createLogger("lab-gateway-pool");
+      const pool = new LabGatewayPool({
+        dir: l.dir,
+        hosts: l.topology.poolHosts ?? [],
+        client: labClient(l),
+        agentArgs: l.poolAgentArgs(),
+        log: (msg, fields) => logger.info(fields ?? {}, msg),
+      });
+      await pool.start();
+      const stop = () => void pool.stop().then(() => process.exit(0));
+      process.once("SIGTERM", stop);
+      process.once("SIGINT", stop);
     });
 
   lab

@@ -39,3 +39,50 @@ describe("lab file: apps on the lab's DigitalOcean", () => {
     expect(parseLabConfig(readFileSync(file, "utf8"), file).nodes).toHaveLength(3);
   });
 });
+
+describe("lab file: the apps' gateway pool and app specs", () => {
+  const examples = join(packageRoot(), "examples");
+  const pool = [
+    { name: "pool-a", egressIP: "192.0.2.111" },
+    { name: "pool-b", egressIP: "192.0.2.112" },
+  ];
+
+  it("examples/lab-apps.yaml parses: the pool, and the spec files resolved against the lab file's folder", () => {
+    const file = join(examples, "lab-apps.yaml");
+    const cfg = parseLabConfig(readFileSync(file, "utf8"), file);
+    expect(cfg.apps?.gatewayPool).toHaveLength(4);
+    expect(cfg.apps?.specs).toEqual(["web", "payments", "worker-only"].map((a) => join(examples, "apps", `${a}.yaml`)));
+  });
+
+  it("refuses a pool host named like another host, an egress IP twice, and a pool beside digitalocean", () => {
+    expect(() =>
+      parseLabConfig(lab({ apps: { gatewayPool: [{ name: "node1", egressIP: "192.0.2.111" }, pool[1]] } }), "t.yaml"),
+    ).toThrow(/host names .* must be unique/);
+    expect(() =>
+      parseLabConfig(lab({ apps: { gatewayPool: [pool[0], { ...pool[1], egressIP: "192.0.2.111" }] } }), "t.yaml"),
+    ).toThrow(/listed twice/);
+    expect(() =>
+      parseLabConfig(lab({ apps: { gatewayPool: [pool[0], { ...pool[1], egressIP: "10.9.9.9" }] } }), "t.yaml"),
+    ).toThrow(/10\.9\.9\.9 must be in/);
+    expect(() =>
+      parseLabConfig(
+        lab({ apps: { gatewayPool: pool, digitalocean: { addresses: ["192.0.2.50", "192.0.2.60"] } } }),
+        "t.yaml",
+      ),
+    ).toThrow(/lab\.apps: give gatewayPool or digitalocean/);
+  });
+
+  it("refuses a spec file that is missing or invalid, naming the entry", () => {
+    const source = join(examples, "lab-x.yaml");
+    expect(() => parseLabConfig(lab({ apps: { specs: ["apps/web.yaml", "apps/nope.yaml"] } }), source)).toThrow(
+      /lab\.apps\.specs\[1\]: .*nope\.yaml/,
+    );
+    // A lab file is no app spec: the validator names the field.
+    expect(() => parseLabConfig(lab({ apps: { specs: ["lab.yaml"] } }), source)).toThrow(
+      /lab\.apps\.specs\[0\]: .*name/,
+    );
+    expect(() => parseLabConfig(lab({ apps: { specs: ["apps/web.yaml", "apps/web.yaml"] } }), source)).toThrow(
+      /a second app named web/,
+    );
+  });
+});

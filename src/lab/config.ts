@@ -1,6 +1,10 @@
+import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { Type, type Static } from "@sinclair/typebox";
 import { Ajv } from "ajv";
 import { parse } from "yaml";
+import type { AppSpec } from "../api/v1alpha1/app.js";
+import { validateAppSpec } from "../api/v1alpha1/app-validate.js";
 import { IPv4Address, Name } from "../api/v1alpha1/common.js";
 import { GatewayGrant } from "../api/v1alpha1/egress-gateway.js";
 import { describeErrors } from "../api/v1alpha1/validate.js";
@@ -106,13 +110,29 @@ export const LabConfigSchema = Type.Object(
       ),
     ),
     /**
-     * Apps (docs/apps.md) on the lab's DigitalOcean: the controller runs with --apps-digitalocean,
-     * so a DEDICATED_IP app gets two droplets (gateway namespaces) and two reserved IPs the
-     * controller allocates from `addresses` (free in the account until then).
+     * Apps (docs/apps.md). `digitalocean`: the controller runs with --apps-digitalocean, so a
+     * DEDICATED_IP app gets two droplets (gateway namespaces) and two reserved IPs the controller
+     * allocates from `addresses` (free in the account until then). `gatewayPool`: instead, lab
+     * hosts the controller is given with --apps-gateway-pool; the lab runs each one's gateway agent
+     * for the app gateway the controller puts it in. `specs`: app spec files the lab creates.
      */
     apps: Type.Optional(
       Type.Object(
         {
+          gatewayPool: Type.Optional(
+            Type.Array(
+              Type.Object(
+                {
+                  name: Name,
+                  egressIP: { ...IPv4Address, description: "The public IP the host SNATs an app's traffic to" },
+                },
+                { additionalProperties: false },
+              ),
+              { minItems: 2, maxItems: 16 },
+            ),
+          ),
+          /** App spec files (as `apps create --spec` takes them), relative to the lab file; created at `lab up`. */
+          specs: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { maxItems: 16 })),
           digitalocean: Type.Optional(
             Type.Object(
               {
@@ -163,9 +183,20 @@ export function parseLabConfig(text: string, source: string): LabConfig {
     ...cfg.nodes.map((n) => n.name),
     ...cfg.gateways.flatMap((g) => (g.instances ?? []).map((i) => i.name)),
     ...(cfg.natGateways ?? []).map((n) => n.name),
+    ...(cfg.apps?.gatewayPool ?? []).map((h) => h.name),
   ];
   if (new Set(allHosts).size !== allHosts.length)
-    throw new LabConfigError(`${source}: lab: host names (nodes, gateway instances, natGateways) must be unique`);
+    throw new LabConfigError(
+      `${source}: lab: host names (nodes, gateway instances, natGateways, apps.gatewayPool) must be unique`,
+    );
+  if (cfg.apps?.gatewayPool && cfg.apps.digitalocean)
+    throw new LabConfigError(
+      `${source}: lab.apps: give gatewayPool or digitalocean (where DEDICATED_IP apps get their gateways), not both`,
+    );
+  // Pool hosts sit at .131+ of the VPC and public segments: static instances (.101+) must stay below.
+  if (cfg.apps?.gatewayPool && cfg.gateways.flatMap((g) => g.instances ?? []).length > POOL_HOST_OFFSET - 101)
+    throw new LabConfigError(`${source}: lab.gateways: at most ${POOL_HOST_OFFSET - 101} instances with a gatewayPool`);
+  if (cfg.apps?.specs) cfg.apps.specs = readAppSpecs(cfg.apps.specs, source);
   const podKeys = new Set(cfg.pods.map((p) => `${p.namespace}/${p.name}`));
   if (podKeys.size !== cfg.pods.length)
     throw new LabConfigError(`${source}: lab.pods: pod names must be unique per namespace`);
@@ -189,6 +220,7 @@ export function parseLabConfig(text: string, source: string): LabConfig {
     ...instances.flatMap((i) => i.egressIPs),
     ...cfg.gateways.flatMap((g) => g.digitalocean?.reservedIPs ?? []),
     ...(cfg.apps?.digitalocean?.addresses ?? []),
+    ...(cfg.apps?.gatewayPool ?? []).map((h) => h.egressIP),
   ];
   for (const ip of egressIPs) {
     if (!isDocumentationAddress(ip))
@@ -199,6 +231,41 @@ export function parseLabConfig(text: string, source: string): LabConfig {
   if (new Set(egressIPs).size !== egressIPs.length)
     throw new LabConfigError(`${source}: lab.gateways: an egress IP is listed twice`);
   return cfg;
+}
+
+/** Pool hosts get 10.0.0.<131+i> and 203.0.113.<131+i> (./topology.ts). */
+export const POOL_HOST_OFFSET = 131;
+
+/**
+ * `apps.specs`: each path resolved against the lab file's folder, read and checked with the
+ * controller's validator now, so a bad spec stops `lab up` before anything is built.
+ */
+function readAppSpecs(paths: readonly string[], source: string): string[] {
+  const names = new Set<string>();
+  return paths.map((p, i) => {
+    const file = resolve(dirname(source), p);
+    const field = `${source}: lab.apps.specs[${i}]`;
+    let spec: AppSpec;
+    try {
+      spec = readAppSpecFile(file);
+    } catch (e) {
+      throw new LabConfigError(`${field}: ${(e as Error).message}`, { cause: e });
+    }
+    const errors = validateAppSpec(spec);
+    if (errors.length > 0)
+      throw new LabConfigError(`${field}: ${file}: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`);
+    if (names.has(spec.name)) throw new LabConfigError(`${field}: a second app named ${spec.name}`);
+    names.add(spec.name);
+    return file;
+  });
+}
+
+/** An app spec file: the spec itself (as doctl takes it) or a request body with `spec:`. */
+export function readAppSpecFile(file: string): AppSpec {
+  const doc = parse(readFileSync(file, "utf8")) as unknown;
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new Error(`${file}: not an app spec`);
+  const d = doc as Record<string, unknown>;
+  return (d.spec !== undefined && d.name === undefined ? d.spec : d) as AppSpec;
 }
 
 function isDocumentationAddress(ip: string): boolean {

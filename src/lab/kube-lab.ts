@@ -15,6 +15,8 @@ import { addNamespace, addVethPair, admitVpcSource } from "./netns.js";
 import { LAB_CLOUD } from "./cloud.js";
 import { COMPONENT_ACCOUNTS, freePort } from "./control-plane/cluster.js";
 import { serviceAccountKubeconfig } from "./control-plane/tokens.js";
+import { createLabApps, gatewayPoolFlags, startGatewayPool } from "./apps-lab.js";
+import { labNodeStatus } from "./kubelet.js";
 
 const mergePatch = setHeaderOptions("Content-Type", "application/merge-patch+json");
 
@@ -114,7 +116,11 @@ export async function startControlPlane(
   const objects = lab.objects();
   for (const node of objects.filter((o) => o.kind === "Node")) {
     await client.core.createNode({ body: { metadata: node.metadata as never, spec: node.spec as never } });
-    await client.core.patchNodeStatus({ name: node.metadata!.name!, body: { status: node.status } }, mergePatch);
+    const status = labNodeStatus(node.status);
+    await client.core.patchNodeStatus({ name: node.metadata!.name!, body: { status } }, mergePatch);
+    // The API server taints a new Node not-ready; the node lifecycle controller (off here: no
+    // heartbeats) lifts it once the node is Ready, so the lab does, or no pod would be scheduled.
+    await client.core.patchNode({ name: node.metadata!.name!, body: { spec: { taints: null } } }, mergePatch);
   }
   await writeComponentKubeconfigs(lab);
   await applyGateways(lab);
@@ -154,6 +160,7 @@ export async function startControlPlane(
     );
     appsFlags.push("--apps-digitalocean", file);
   }
+  appsFlags.push(...gatewayPoolFlags(lab));
   // The controller runs in the root namespace: its metrics and its live view listen on loopback
   // only, each on a free port.
   lab.record.controllerMetricsPort = await freePort();
@@ -177,6 +184,7 @@ export async function startControlPlane(
     ...appsFlags,
   ]);
   lab.startProcess("kubelet", "", ["lab", "kubelet", "--name", t.prefix]);
+  startGatewayPool(lab);
   await beforePods();
   // As on a node: pods run only once the agent has chained our plugin into the runtime's list.
   const chained = (node: string) => readRuntimeConflist(lab.cniConfDir(node)).plugins.at(-1)?.type === PLUGIN_TYPE;
@@ -211,6 +219,7 @@ export async function startControlPlane(
       300,
     );
   }
+  await createLabApps(lab, log);
 }
 
 /**

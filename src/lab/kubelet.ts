@@ -3,18 +3,33 @@ import type { KubeClient } from "../kube/client.js";
 import type { Logger } from "../util/log.js";
 import { unwirePod, wirePod, type PodWiring } from "./cni-chain.js";
 
-const mergePatch = setHeaderOptions("Content-Type", "application/merge-patch+json");
+// Strategic merge: the status's conditions merge by type, so the scheduler's PodScheduled stays.
+const statusPatch = setHeaderOptions("Content-Type", "application/strategic-merge-patch+json");
 
 /**
- * The lab's kubelet: for every pod bound to a lab node it creates the pod's network
- * namespace, runs the CNI chain (Debian's ptp, then ours when installed), and reports the pod
- * Running with its address, as a kubelet would. Pods without a node are bound round-robin.
+ * What a lab node's kubelet reports besides its addresses: Ready, and room for the pods of a few
+ * apps (kube-scheduler fits pods' requests into `allocatable`).
+ */
+export function labNodeStatus(status: object | undefined): object {
+  const resources = { cpu: "16", memory: "64Gi", pods: "110" };
+  return {
+    ...status,
+    capacity: resources,
+    allocatable: resources,
+    conditions: [{ type: "Ready", status: "True", reason: "KubeletReady", message: "lab kubelet" }],
+  };
+}
+
+/**
+ * The lab's kubelet: for every pod bound to a lab node (by kube-scheduler, or created with its
+ * nodeName) it creates the pod's network namespace, runs the CNI chain (Debian's ptp, then ours
+ * when installed), and reports the pod Running with its address, as a kubelet would. A pod not
+ * bound yet waits for the scheduler's binding (an update with nodeName).
  */
 export class LabKubelet {
   private informer: ListWatch<V1Pod> | undefined;
   private readonly wired = new Map<string, PodWiring>();
   private readonly busy = new Set<string>();
-  private next = 0;
 
   constructor(
     private readonly client: KubeClient,
@@ -47,19 +62,10 @@ export class LabKubelet {
     const namespace = pod.metadata?.namespace ?? "default";
     const name = pod.metadata?.name ?? "";
     if (pod.metadata?.deletionTimestamp) return this.terminate(pod);
-    if (this.busy.has(key) || this.wired.has(key)) return;
+    const node = pod.spec?.nodeName;
+    if (!node || !this.nodes.includes(node) || this.busy.has(key) || this.wired.has(key)) return;
     this.busy.add(key);
     try {
-      let node = pod.spec?.nodeName;
-      if (!node) {
-        node = this.nodes[this.next++ % this.nodes.length]!;
-        await this.client.core.createNamespacedPodBinding({
-          namespace,
-          name,
-          body: { metadata: { name }, target: { kind: "Node", name: node } },
-        });
-      }
-      if (!this.nodes.includes(node)) return;
       const wiring = this.wiringFor({ namespace, name, node });
       const ip = await wirePod(wiring);
       this.wired.set(key, wiring);
@@ -79,7 +85,7 @@ export class LabKubelet {
             },
           },
         },
-        mergePatch,
+        statusPatch,
       );
       this.logger.info({ pod: key, node, ip }, "pod running");
     } catch (e) {

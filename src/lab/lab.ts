@@ -21,7 +21,9 @@ import {
   listNamespaces,
   natGatewaySetup,
   sysctl,
+  wipeGatewayHost,
 } from "./netns.js";
+import { readPoolRecord } from "./gateway-pool.js";
 import { LAB_STATE_ROOT, packageRoot, spawnCli } from "./paths.js";
 import { baseConflist, wirePod, type PodWiring } from "./cni-chain.js";
 import {
@@ -143,6 +145,9 @@ export class Lab implements LabHost {
     if (record.mode !== "kubernetes" && cfg.apps?.digitalocean) {
       throw new LabError("lab.apps.digitalocean: apps need the controller: use --mode kubernetes");
     }
+    if (record.mode !== "kubernetes" && (cfg.apps?.gatewayPool ?? cfg.apps?.specs)) {
+      throw new LabError("lab.apps: apps need the controller: use --mode kubernetes");
+    }
     const lab = new Lab(record, dir);
     lab.save();
     try {
@@ -223,7 +228,7 @@ export class Lab implements LabHost {
     for (const svc of [LAB_NETWORK.echoService, LAB_NETWORK.allowlistService, LAB_NETWORK.otherService]) {
       await runCommand("ip", ["-n", t.internet, "addr", "add", `${svc}/32`, "dev", "lo"]);
     }
-    for (const host of [...t.nodes, ...t.gatewayHosts, ...(t.natHosts ?? [])]) {
+    for (const host of [...t.nodes, ...t.gatewayHosts, ...(t.natHosts ?? []), ...(t.poolHosts ?? [])]) {
       await addNamespace(host.netns);
       await addVethPair({ ns: host.netns, name: "eth0" }, { ns: t.fabric, name: host.fabricVpcPort });
       await addVethPair({ ns: host.netns, name: "eth1" }, { ns: t.fabric, name: host.fabricPublicPort });
@@ -242,7 +247,7 @@ export class Lab implements LabHost {
       else await gatewayBootSysctls(host.netns);
     }
     // The Internet routes each egress IP to the gateway host that owns it (a cloud's reserved IP).
-    for (const g of t.gatewayHosts) {
+    for (const g of [...t.gatewayHosts, ...(t.poolHosts ?? [])]) {
       for (const ip of g.egressIPs)
         await runCommand("ip", ["-n", t.internet, "route", "add", `${ip}/32`, "via", g.publicIP]);
     }
@@ -380,7 +385,16 @@ export class Lab implements LabHost {
         .filter(([, id]) => id === d.id)
         .map(([ip]) => ip),
     }));
-    return [...this.topology.gatewayHosts, ...droplets];
+    // Pool hosts serving an app's gateway now, under that gateway (docs/lab.md).
+    const pool = readPoolRecord(this.dir)?.hosts ?? {};
+    const pooled = (this.topology.poolHosts ?? [])
+      .filter((h) => pool[h.name])
+      .map((h) => ({ ...h, gateway: pool[h.name]!.gateway }));
+    return [...this.topology.gatewayHosts, ...droplets, ...pooled];
+  }
+
+  private isPoolHost(name: string): boolean {
+    return (this.topology.poolHosts ?? []).some((h) => h.name === name);
   }
 
   get drained(): Set<string> {
@@ -592,6 +606,22 @@ export class Lab implements LabHost {
     ];
   }
 
+  /** A pool host's gateway agent arguments besides --instance (the pool process starts it: ./gateway-pool.ts). */
+  poolAgentArgs(): string[] {
+    return [
+      "--metrics-port",
+      String(LAB_METRICS_PORT),
+      "--traffic-report-seconds",
+      String(LAB_TRAFFIC_REPORT_SECONDS),
+      "--source",
+      "kubernetes",
+      "--kubeconfig",
+      this.componentKubeconfig("gateway"),
+      "--config",
+      join(this.dir, "agent-config.yaml"),
+    ];
+  }
+
   /** A NAT gateway answers BFD probes from the nodes on its VPC address (no agent: it is not an EgressGateway instance). */
   startNatGateway(name: string): void {
     const n = this.natHost(name);
@@ -611,7 +641,10 @@ export class Lab implements LabHost {
 
   gatewayHost(name: string): LabGatewayHost {
     const all = this.gatewayInstances();
-    const g = all.find((x) => x.name === name || `${x.gateway}/${x.name}` === name);
+    // A pool host in no gateway now is still a host (a link downed while it served can be revived).
+    const g =
+      all.find((x) => x.name === name || `${x.gateway}/${x.name}` === name) ??
+      this.topology.poolHosts?.find((x) => x.name === name);
     if (!g)
       throw new LabError(
         `no gateway instance named ${name} (have: ${all.map((x) => x.name).join(", ") || "none yet"})`,
@@ -638,13 +671,14 @@ export class Lab implements LabHost {
   async killGateway(name: string, kind: GatewayDeath): Promise<void> {
     const g = this.gatewayHost(name);
     const droplet = this.droplet(g.name);
+    const pooled = readPoolRecord(this.dir)?.hosts[g.name];
     if (kind === "destroy" && !droplet)
       throw new LabError(`${g.name} is not a droplet: --kind destroy is for instances of a digitalocean gateway`);
     switch (kind) {
       case "agent":
-        if (droplet) {
-          signal(droplet.pids.agent, "SIGKILL");
-          signal(droplet.pids.health, "SIGKILL");
+        if (droplet ?? pooled) {
+          signal((droplet ?? pooled)!.pids.agent, "SIGKILL");
+          signal((droplet ?? pooled)!.pids.health, "SIGKILL");
           break;
         }
         this.killProcess(`agent-${g.name}`);
@@ -673,22 +707,15 @@ export class Lab implements LabHost {
         break;
       case "reboot":
         if (droplet) throw new LabError(`${g.name} is a droplet: use --kind destroy`);
-        this.killProcess(`agent-${g.name}`);
-        this.killProcess(`health-${g.name}`);
-        // A rebooting host stops at once: forwarding off before anything of the agent's is taken
-        // apart (flushing the ruleset first would forward decapsulated pod packets unSNATed, which
-        // no real reboot does; bench/failover.ts found that ordering leaking).
-        await gatewayBootSysctls(g.netns);
-        // What survives a reboot is only what the host's boot configures (addresses, default route).
-        await execIn(g.netns, "nft", ["flush", "ruleset"]);
-        await execIn(g.netns, "ip", ["route", "flush", "proto", "94"]);
-        // The agent's tunnel devices (and their neighbour entries) do not survive a reboot either.
-        for (const l of JSON.parse(
-          (await execIn(g.netns, "ip", ["-json", "link", "show", "type", "vxlan"])) || "[]",
-        ) as { ifname: string }[]) {
-          await execIn(g.netns, "ip", ["link", "del", l.ifname]);
+        if (pooled) {
+          signal(pooled.pids.agent, "SIGKILL");
+          signal(pooled.pids.health, "SIGKILL");
+        } else {
+          this.killProcess(`agent-${g.name}`);
+          this.killProcess(`health-${g.name}`);
         }
-        await execIn(g.netns, "conntrack", ["-F"]).catch(() => undefined);
+        // A rebooting host stops at once; what survives is only what its boot configures.
+        await wipeGatewayHost(g.netns);
         break;
     }
     this.record.dead = { ...this.record.dead, [g.name]: kind };
@@ -704,6 +731,8 @@ export class Lab implements LabHost {
       throw new LabError(
         `${g.name} is a droplet: its agents come back when the droplet is replaced (kill it with --kind destroy)`,
       );
+    if ((kind === "agent" || kind === "reboot") && this.isPoolHost(g.name))
+      throw new LabError(`${g.name} is a pool host: its agents start again when the controller next assigns it`);
     if (kind === "agent" || kind === "reboot") this.startGatewayHost(g.name);
     if (kind === "link") await runCommand("ip", ["-n", g.netns, "link", "set", "eth0", "up"]);
     if (kind === "silent")

@@ -82,6 +82,25 @@ export async function gatewayBootSysctls(ns: string): Promise<void> {
 }
 
 /**
+ * A gateway host as a reboot leaves it: forwarding off first (flushing the ruleset before would
+ * forward decapsulated pod packets unSNATed, which no real reboot does; bench/failover.ts found
+ * that ordering leaking), then no nft tables, no routes of ours (proto 94), no tunnel devices
+ * (and their neighbour entries), empty conntrack. Addresses and the default route stay (the
+ * host's boot configures them). Its agents must be stopped first.
+ */
+export async function wipeGatewayHost(ns: string): Promise<void> {
+  await gatewayBootSysctls(ns);
+  await execIn(ns, "nft", ["flush", "ruleset"]);
+  await execIn(ns, "ip", ["route", "flush", "proto", "94"]);
+  for (const l of JSON.parse((await execIn(ns, "ip", ["-json", "link", "show", "type", "vxlan"])) || "[]") as {
+    ifname: string;
+  }[]) {
+    await execIn(ns, "ip", ["link", "del", l.ifname]);
+  }
+  await execIn(ns, "conntrack", ["-F"]).catch(() => undefined);
+}
+
+/**
  * The cloud's anti-spoofing on the lab's VPC bridge: a port may send IPv4 only from the
  * address the "cloud" gave its host (as DigitalOcean's VPC drops a droplet's packets whose
  * source is not its own address). The table and its set always exist, so hosts can be admitted

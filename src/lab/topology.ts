@@ -1,4 +1,4 @@
-import type { LabConfig } from "./config.js";
+import { POOL_HOST_OFFSET, type LabConfig } from "./config.js";
 
 /** The lab's API server address inside the lab (a relay in the control-plane namespace). */
 export const LAB_API_ADDRESS = "10.0.0.2";
@@ -70,6 +70,11 @@ export interface LabTopology {
   gatewayHosts: LabGatewayHost[];
   /** Absent in labs made before NAT gateways existed. */
   natHosts?: LabNatHost[];
+  /**
+   * The apps' gateway pool (`apps.gatewayPool`): hosts in no gateway until the controller puts
+   * one in an app's gateway (`gateway` stays ""; the pool process records the assignment).
+   */
+  poolHosts?: LabGatewayHost[];
   pods: LabPod[];
 }
 
@@ -118,5 +123,25 @@ export function planTopology(prefix: string, cfg: LabConfig): LabTopology {
     fabricVpcPort: `a${j}v`,
     fabricPublicPort: `a${j}p`,
   }));
-  return { prefix, fabric: `${prefix}-fabric`, internet: `${prefix}-internet`, nodes, gatewayHosts, natHosts, pods };
+  const poolHosts: LabGatewayHost[] = (cfg.apps?.gatewayPool ?? []).map((h, j) => ({
+    role: "gateway",
+    name: h.name,
+    gateway: "",
+    netns: `${prefix}-${h.name}`,
+    vpcIP: `10.0.0.${POOL_HOST_OFFSET + j}`,
+    publicIP: `203.0.113.${POOL_HOST_OFFSET + j}`,
+    fabricVpcPort: `p${j}v`,
+    fabricPublicPort: `p${j}p`,
+    egressIPs: [h.egressIP],
+  }));
+  return {
+    prefix,
+    fabric: `${prefix}-fabric`,
+    internet: `${prefix}-internet`,
+    nodes,
+    gatewayHosts,
+    natHosts,
+    ...(poolHosts.length > 0 ? { poolHosts } : {}),
+    pods,
+  };
 }

@@ -350,6 +350,39 @@ describe("App: dedicated egress (a gateway pool of three hosts)", () => {
     );
     expect(condition(await app("web"), "DedicatedEgress")).toBeUndefined();
   });
+
+  it("two apps created at once: one gets two hosts, the other PoolExhausted; no host is ever in both gateways", async () => {
+    const hostsOf = async (name: string): Promise<string[]> =>
+      admin.custom.getClusterCustomObject({ ...GV, plural: "egressgateways", name }).then(
+        (g) => ((g as Json).spec.static.instances as Json[]).map((i) => i.name as string),
+        () => [],
+      );
+    await Promise.all(
+      ["race-a", "race-b"].map((name) => adminApps.createApp(appObject({ ...example("payments.yaml"), name }))),
+    );
+    // Watched from the start: the two gateways never name the same host, at any moment.
+    const deadline = Date.now() + 6_000;
+    while (Date.now() < deadline) {
+      const [a, b] = await Promise.all([hostsOf("app-race-a"), hostsOf("app-race-b")]);
+      expect(a.filter((h) => b.includes(h))).toEqual([]);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const reasons = await Promise.all(
+      ["race-a", "race-b"].map(async (n) => condition(await app(n), "DedicatedEgress")?.reason),
+    );
+    expect(reasons.sort()).toEqual(["Assigning", "PoolExhausted"]);
+    const winner = reasons[0] === "Assigning" ? "race-a" : "race-b";
+    expect((await hostsOf(`app-${winner}`)).sort()).toEqual(["gw-a", "gw-b"]);
+    // Neither ever listed a host it did not keep (a REMOVED entry would say it had one).
+    for (const n of ["race-a", "race-b"])
+      expect(((await app(n))!.status.dedicated_ips ?? []).filter((d: Json) => d.status === "REMOVED")).toEqual([]);
+    for (const n of ["race-a", "race-b"]) await adminApps.deleteApp(n);
+    await waitFor(
+      async () => (await app("race-a")) === undefined && (await app("race-b")) === undefined,
+      60_000,
+      "race apps never deleted",
+    );
+  });
 });
 
 describe("App: invalid", () => {

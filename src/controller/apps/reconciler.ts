@@ -92,6 +92,12 @@ export class AppController {
   private readonly jobs: KeyedJobs;
   private readonly validator = new SpecValidator();
   private readonly secretsAppliedAt = new Map<string, number>();
+  /**
+   * Pool gateways this replica planned that the informer may not list yet (by name). Apps are
+   * reconciled concurrently and each plans from the cache: without these, two apps planned before
+   * either's gateway is seen would take the same free hosts.
+   */
+  private readonly plannedGateways = new Map<string, KubernetesObject>();
   private active = false;
   private resync: NodeJS.Timeout | undefined;
 
@@ -117,6 +123,8 @@ export class AppController {
 
   activate(): void {
     this.active = true;
+    // What another leader did meanwhile is in the cache; plans of an earlier term are not.
+    this.plannedGateways.clear();
     this.scheduleAll();
     this.resync = setInterval(() => this.scheduleAll(), this.opts.resyncMs ?? 30_000);
     this.resync.unref();
@@ -281,7 +289,10 @@ export class AppController {
     const ownPolicy = source
       .list("EgressPolicy", name)
       .find((p) => meta(p).namespace === ns && meta(p).name === APP_POLICY_NAME && ownedBy(p, uid));
-    const plan = planDedicatedEgress(app, this.opts.gatewayPool, source.list("EgressGateway") as never);
+    const plan = planDedicatedEgress(app, this.opts.gatewayPool, this.knownGateways() as never);
+    // Recorded before the first await: the next app's plan sees these hosts taken.
+    if (plan.kind === "planned") this.plannedGateways.set(gatewayNameOf(name), plan.gateway);
+    else this.plannedGateways.delete(gatewayNameOf(name));
     if (plan.kind === "none") {
       if (ownPolicy) await apps.deleteChild("EgressPolicy", ns, APP_POLICY_NAME);
       if (ownGateway) await apps.deleteChild("EgressGateway", "", gatewayNameOf(name));
@@ -299,6 +310,17 @@ export class AppController {
     const gatewayStatus = (ownGateway as { status?: { instances?: { name: string; health?: string }[] } } | undefined)
       ?.status;
     return { state: "planned", dedicatedIPs: dedicatedIPs(plan.hosts, gatewayStatus, policyReady, previous) };
+  }
+
+  /** The gateways as the informer lists them, with what this replica planned since in their place. */
+  private knownGateways(): KubernetesObject[] {
+    const known = new Map(this.opts.source.list("EgressGateway").map((g) => [meta(g).name ?? "", g]));
+    for (const [name, planned] of this.plannedGateways) {
+      const digest = (g: KubernetesObject | undefined) => meta(g).annotations?.[APPLIED_ANNOTATION];
+      if (digest(known.get(name)) === digest(planned)) this.plannedGateways.delete(name);
+      else known.set(name, planned);
+    }
+    return [...known.values()];
   }
 
   /**
@@ -423,6 +445,7 @@ export class AppController {
    */
   private async cleanup(app: App): Promise<boolean> {
     const nsName = namespaceOf(app.metadata.name);
+    this.plannedGateways.delete(gatewayNameOf(app.metadata.name));
     const gateway = this.opts.source.list("EgressGateway", app.metadata.name).find((g) => ownedBy(g, app.metadata.uid));
     if (gateway && !meta(gateway).deletionTimestamp)
       await this.opts.apps.deleteChild("EgressGateway", "", meta(gateway).name ?? "");

@@ -4,7 +4,7 @@ import { startKubeCluster } from "./index.js";
 
 /**
  * The lab's control plane as a long-running process (`static-egress lab kube-apiserver`): the
- * real etcd, kube-apiserver and kube-controller-manager, with the fault proxy in front on
+ * real etcd, kube-apiserver, kube-controller-manager and kube-scheduler, with the fault proxy in front on
  * loopback. Writes `<dir>/kubeconfig` (cluster-admin, through the proxy) once the API is ready
  * and deploy/ is installed, and `<dir>/ca.crt`; stops everything on SIGTERM or SIGINT.
  */
@@ -13,7 +13,12 @@ export async function serveLabControlPlane(opts: {
   extraIPs: readonly string[];
   log: (line: string) => void;
 }): Promise<void> {
-  const cluster = await startKubeCluster({ extraIPs: opts.extraIPs, controllerManager: true, log: opts.log });
+  const cluster = await startKubeCluster({
+    extraIPs: opts.extraIPs,
+    controllerManager: true,
+    scheduler: true,
+    log: opts.log,
+  });
   const write = (name: string, text: string) => {
     const tmp = join(opts.dir, `.${name}.tmp`);
     writeFileSync(tmp, text, { mode: 0o600 });
