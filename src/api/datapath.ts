@@ -50,6 +50,15 @@ export const NODE_REPLY_RULE_PRIORITY = 10004;
 export const NODE_FLOW_BIT = 0x4000_0000;
 
 /**
+ * Node: conntrack-mark bit of a pod's flow the divert map did not divert. Its later packets skip
+ * the map (an interval lookup whose cost grows with the map), so traffic that stays on the node's
+ * path costs the same at 10 and at 100,000 elements. Set only on original-direction packets of
+ * flows without the divert flag; the agent forgets such flows of a pod whose diverted
+ * destinations grew, so they are planned afresh.
+ */
+export const UNDIVERTED_BIT = 0x8000_0000;
+
+/**
  * Node: DigitalOcean StaticRoutes (docs/static-routes.md) live in a table of their own, owned by
  * route protocol 95, looked up by one rule after the pods' rules. A table apart from the
  * gateway's (a cluster node can be a gateway host too).

@@ -5,6 +5,7 @@ import {
   DEFAULT_RULE_PRIORITY,
   DEFAULT_TABLE_BASE,
   MARK_FLAG,
+  UNDIVERTED_BIT,
   MARK_MASK,
   MAX_INSTANCE_ID,
   NO_INSTANCE_MARK,
@@ -94,6 +95,7 @@ const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
  */
 export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: NodeFacts = noFacts): TableModel {
   const flag = hex(MARK_FLAG);
+  const undiverted = hex(UNDIVERTED_BIT);
   // The node's own diverted flows: nodeSelector policies' destinations and verification probes.
   const nodeFlows = (plan.nodeEntries?.length ?? 0) > 0 || (plan.probes?.length ?? 0) > 0;
   const probeUid = facts.probeUid ?? process.getuid?.() ?? 0;
@@ -172,10 +174,15 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
       `  counter forged_health_drops {\n  }\n` +
       `  chain mark_egress {\n    type filter hook prerouting priority dstnat + 10; policy accept;\n` +
       `    ip daddr @never_divert return\n` +
+      // Replies are never diverted (the map's keys are pod sources).
+      `    ct direction reply return\n` +
       // A diverted flow stays on the instance it started on (a drained instance finishes its
       // connections); flows of a dead instance are deleted from conntrack by the agent.
       `    ct direction original ct mark & ${flag} == ${flag} meta mark set ct mark goto enforce\n` +
-      `    meta mark set ip saddr . ip daddr map @divert ct mark set meta mark goto enforce\n  }\n` +
+      // A flow the map did not divert skips it from then on (UNDIVERTED_BIT).
+      `    ct mark & ${undiverted} == ${undiverted} return\n` +
+      `    meta mark set ip saddr . ip daddr map @divert ct mark set meta mark goto enforce\n` +
+      `    ct direction original ct mark & ${flag} == 0 ct mark set ct mark or ${undiverted}\n  }\n` +
       // Checked for every diverted packet, new or established: a pod that takes another pod's
       // address (or rides its conntrack entry) never leaves with that pod's egress IP.
       `  chain enforce {\n    ip saddr . iifname != @pod_ifaces counter name "spoofed_drops" drop\n` +
@@ -537,12 +544,23 @@ export class NodeDataplane {
   }
 
   /**
-   * Diverted flows of these pods, or of these (dead) instances, lose their conntrack entry, so
-   * their next packet is planned afresh (new instance, or the node's path when no longer
-   * selected). `conntrack -D` exits non-zero when nothing matched: not an error.
+   * Diverted flows of these pods, or of these (dead) instances, and undiverted flows of pods that
+   * now divert more, lose their conntrack entry, so their next packet is planned afresh (new
+   * instance, the node's path when no longer selected, or the gateway's when newly selected). `conntrack -D` exits non-zero when nothing matched: not an error.
    */
-  async forgetFlows(which: { podIPs?: Iterable<string>; marks?: Iterable<number> }): Promise<void> {
+  async forgetFlows(which: {
+    podIPs?: Iterable<string>;
+    marks?: Iterable<number>;
+    undivertedPodIPs?: Iterable<string>;
+  }): Promise<void> {
     const jobs: Promise<unknown>[] = [];
+    for (const ip of which.undivertedPodIPs ?? []) {
+      jobs.push(
+        this.kernel
+          .deleteFlows(["-s", ip, "--mark", `${hex(UNDIVERTED_BIT)}/${hex(UNDIVERTED_BIT)}`])
+          .catch(() => undefined),
+      );
+    }
     for (const ip of which.podIPs ?? []) {
       jobs.push(
         this.kernel.deleteFlows(["-s", ip, "--mark", `${hex(MARK_FLAG)}/${hex(MARK_FLAG)}`]).catch(() => undefined),

@@ -10,6 +10,7 @@ import { inNamespace } from "../../src/util/exec.js";
 import { readRules, readRoutes } from "../../src/dataplane/routing.js";
 import { commandKernel } from "../../src/dataplane/kernel.js";
 import { byPod, startLab, waitConverged } from "./support.js";
+import { analyzeStream, startUdpStream } from "../../src/lab/traffic.js";
 
 // The example lab: checkout (payments) and exporter (reporting) share gateway `shared`
 // (instances gw-a, gw-b) with their own IPs; web pods are not selected.
@@ -297,6 +298,37 @@ describe("deleting a policy", () => {
       expect(snat).not.toContain("192.0.2.10");
     }
     await lab.applyPolicies([checkout]);
+    await waitConverged(lab);
+  });
+});
+
+describe("a pod selected while its flow is open", () => {
+  it("its open flow moves to the policy's egress IP (the node's verdict for it is not kept)", async () => {
+    // The node caches "not diverted" in conntrack, so that traffic on the node's path skips the
+    // divert map; the agent must forget that verdict for a pod that becomes selected.
+    const checkout = (await lab.currentPolicies()).find((p) => p.metadata?.name === "checkout")!;
+    const pay1 = lab.record.podIPs["payments/pay-1"]!;
+    await lab.deletePolicies([checkout]);
+    await waitFor(async () => !(await divertEntries("node1")).includes(pay1), 10_000, "entries not removed");
+    const stream = startUdpStream(lab, "payments/pay-1", "reselected", 12_000, 5);
+    await waitFor(async () => analyzeStream(lab, "reselected", []).received >= 50, 10_000, "the stream did not start");
+    const applied = Date.now();
+    await lab.applyPolicies([checkout]);
+    await waitFor(async () => (await divertEntries("node1")).includes(pay1), 15_000, "pay-1 not diverted again");
+    const diverted = Date.now();
+    const sent = await stream;
+    expect(sent?.sent).toBeGreaterThan(0);
+    const before = analyzeStream(lab, "reselected", [nodeIP("node1")], { from: 0, to: applied });
+    expect(before.wrongSource).toEqual([]); // on the node's path while unselected
+    expect(before.received).toBeGreaterThan(0);
+    // Two seconds after its entry is in the kernel, every datagram of the same flow leaves with
+    // checkout's IPs, and some do.
+    const after = analyzeStream(lab, "reselected", ["192.0.2.10", "192.0.2.20"], {
+      from: diverted + 2_000,
+      to: Number.MAX_SAFE_INTEGER,
+    });
+    expect(after.wrongSource.slice(0, 5)).toEqual([]);
+    expect(after.received).toBeGreaterThan(100);
     await waitConverged(lab);
   });
 });

@@ -123,7 +123,8 @@ export class NodeAgent {
       this.deps.staticRoutes.onOutcomes?.(srPlan.outcomes, staticRoutes.objects);
     }
     const forget = flowsToForget(this.lastPlan, plan);
-    if (forget.podIPs.length > 0 || forget.marks.length > 0) await dataplane.forgetFlows(forget);
+    if (forget.podIPs.length > 0 || forget.marks.length > 0 || forget.undivertedPodIPs.length > 0)
+      await dataplane.forgetFlows(forget);
     this.lastPlan = plan;
     // A selected pod whose interface is not known yet (a bridge port is learned from its first
     // frames) gets nothing diverted; look again soon rather than at the next resync.
@@ -251,20 +252,30 @@ function withAdmittedIPs(snapshot: ClusterSnapshot, admitted: ReadonlyMap<string
 }
 
 /**
- * Which established diverted flows must be re-planned: those of pods whose policy for a
- * destination changed or went away, and those pinned to an instance that just went down.
+ * Which established flows must be re-planned: diverted flows of pods whose policy for a
+ * destination changed or went away, and those pinned to an instance that just went down
+ * (`podIPs`, `marks`); and flows the map did not divert (UNDIVERTED_BIT) of pods that now divert
+ * a destination they did not before (`undivertedPodIPs`), so none stays on the node's path.
  * Flows pinned to a healthy instance stay (that is what lets a drained instance finish).
  */
-export function flowsToForget(before: NodePlan | undefined, after: NodePlan): { podIPs: string[]; marks: number[] } {
-  if (!before) return { podIPs: [], marks: [] };
+export function flowsToForget(
+  before: NodePlan | undefined,
+  after: NodePlan,
+): { podIPs: string[]; marks: number[]; undivertedPodIPs: string[] } {
+  if (!before) return { podIPs: [], marks: [], undivertedPodIPs: [] };
   // A policy that became invalid keeps its name but now drops (no instance): its open flows,
   // which would restore their old mark from conntrack, must be forgotten too.
   const decider = (e: NodePlan["entries"][number]) => (e.instance === "" ? `${e.policy} (dropped)` : e.policy);
+  const key = (e: NodePlan["entries"][number]) => `${e.podIP}|${e.dst.from}|${e.dst.to}`;
   const now = new Map<string, string>();
-  for (const e of after.entries) now.set(`${e.podIP}|${e.dst.from}|${e.dst.to}`, decider(e));
+  for (const e of after.entries) now.set(key(e), decider(e));
+  const was = new Map<string, string>();
+  for (const e of before.entries) was.set(key(e), decider(e));
   const pods = new Set<string>();
-  for (const e of before.entries) if (now.get(`${e.podIP}|${e.dst.from}|${e.dst.to}`) !== decider(e)) pods.add(e.podIP);
+  for (const e of before.entries) if (now.get(key(e)) !== decider(e)) pods.add(e.podIP);
+  const grown = new Set<string>();
+  for (const e of after.entries) if (!was.has(key(e))) grown.add(e.podIP);
   const wasDown = new Set(before.instances.filter((i) => i.route === "blackhole").map((i) => i.key));
   const marks = after.instances.filter((i) => i.route === "blackhole" && !wasDown.has(i.key)).map((i) => i.mark);
-  return { podIPs: [...pods].sort(), marks };
+  return { podIPs: [...pods].sort(), marks, undivertedPodIPs: [...grown].sort() };
 }
