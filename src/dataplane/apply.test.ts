@@ -62,10 +62,15 @@ describe("delta or full replacement", () => {
     const dp = new NodeDataplane(k);
     const start = k.log.length;
     await dp.apply(two());
-    const [first, ...others] = nftWrites(k, start);
+    // A full replacement is wrapped in a handover table that marks new flows meanwhile: created
+    // (with the new map) before, removed after.
+    const [handover, first, removed, ...others] = nftWrites(k, start);
     expect(others).toEqual([]);
+    expect(handover!.text).toContain("table ip static_egress_handover {");
+    expect(handover!.text).toMatch(/map divert \{[^}]*elements = \{ 10\.244\.1\.\d+ \. /);
     expect(first!.text).toContain("delete table ip static_egress\ntable ip static_egress {");
     expect(first!.text).toContain(`delete table bridge ${BIND_TABLE}\ntable bridge ${BIND_TABLE} {`);
+    expect(removed!.text).toBe("table ip static_egress_handover\ndelete table ip static_egress_handover\n");
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(pods, two()));
 
     const again = k.log.length;
@@ -107,7 +112,11 @@ describe("delta or full replacement", () => {
     let start = k.log.length;
     const few = two(["a", "b"], [10]);
     await dp.apply(few);
-    expect(nftWrites(k, start).map((c) => c.text.split("\n")[1])).toEqual(["delete table ip static_egress"]);
+    expect(nftWrites(k, start).map((c) => c.text.split("\n")[1])).toEqual([
+      "delete table ip static_egress_handover",
+      "delete table ip static_egress",
+      "delete table ip static_egress_handover",
+    ]);
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(many, few));
 
     // A third instance is elements too (its peers, its tunnel's sources, the pods it takes over).
@@ -121,7 +130,11 @@ describe("delta or full replacement", () => {
     start = k.log.length;
     const { tunnel: _gone, ...withoutTunnel } = three;
     await dp.apply(withoutTunnel);
-    expect(nftWrites(k, start).map((c) => c.text.split("\n")[1])).toEqual(["delete table ip static_egress"]);
+    expect(nftWrites(k, start).map((c) => c.text.split("\n")[1])).toEqual([
+      "delete table ip static_egress_handover",
+      "delete table ip static_egress",
+      "delete table ip static_egress_handover",
+    ]);
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(many, withoutTunnel));
   });
 });

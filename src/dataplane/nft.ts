@@ -146,18 +146,22 @@ export class OwnedTable {
    * The script that brings the kernel to `model` ("" when nothing changes), and what to record
    * once it is applied. Lets an owner of several tables change them in one transaction.
    */
-  async prepare(model: TableModel, verify: boolean): Promise<{ script: string; commit: () => Promise<void> }> {
+  async prepare(
+    model: TableModel,
+    verify: boolean,
+  ): Promise<{ script: string; full: boolean; commit: () => Promise<void> }> {
     if (verify) {
       const now = await listTable(this.kernel, this.family, this.name);
       if (now === undefined || this.listing === undefined || now !== this.listing) this.applied = undefined;
     }
     const delta = this.applied ? renderDelta(this.applied, model) : undefined;
-    if (delta === "") return { script: "", commit: async () => undefined };
+    if (delta === "") return { script: "", full: false, commit: async () => undefined };
     const full = delta === undefined;
     return {
       // A full replacement (rare: structure changed, an agent restart, drift) carries the named
       // counters over, also those of a table an earlier agent process left; deltas keep them anyway.
       script: full ? renderFull(model, await this.counts()) : delta,
+      full,
       commit: async () => {
         this.listing = full && verify ? await listTable(this.kernel, this.family, this.name) : undefined;
         this.applied = model;

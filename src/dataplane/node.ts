@@ -88,6 +88,30 @@ export interface NodeFacts {
 const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
 
 /**
+ * While the node's table is replaced (apply): its marking and enforcing alone, with the new
+ * plan's sets, in a table of its own, committed first: it marks a new flow while the replaced
+ * table's map is still empty. It neither records nor trusts "not diverted" (UNDIVERTED_BIT): the
+ * replaced table's chain records that wrongly on the flows it misses meanwhile, and a mark set
+ * here overwrites it.
+ */
+export function handoverTableModel(table: TableModel): TableModel {
+  const keep = new Set(["never_divert", "divert", "down_instances", "pod_ifaces"]);
+  const flag = hex(MARK_FLAG);
+  return {
+    family: "ip",
+    name: `${table.name}_handover`,
+    sets: table.sets.filter((s) => keep.has(s.name)),
+    chains:
+      `  chain mark_egress {\n    type filter hook prerouting priority dstnat + 10; policy accept;\n` +
+      `    ip daddr @never_divert return\n` +
+      `    ct direction reply return\n` +
+      `    ct direction original ct mark & ${flag} == ${flag} meta mark set ct mark goto enforce\n` +
+      `    meta mark set ip saddr . ip daddr map @divert ct mark set meta mark goto enforce\n  }\n` +
+      `  chain enforce {\n    ip saddr . iifname != @pod_ifaces drop\n    meta mark @down_instances drop\n  }\n`,
+  };
+}
+
+/**
  * The node's nftables table. Packets from pods get the mark of their gateway instance after
  * destination NAT (so Service traffic is judged by its real destination); marked packets get
  * an identity SNAT one step before the node's own masquerade, which creates the NAT binding
@@ -395,12 +419,24 @@ export class NodeDataplane {
     // Reading a large table back is not free: it is done on `verify` (the periodic drift check).
     // Both tables change in one transaction: a pod's divert entry and its port binding together.
     const verify = opts.verify === true;
+    const model = nodeTableModel(plan, this.opts.table, facts);
     const changes = [
-      await this.table.prepare(nodeTableModel(plan, this.opts.table, facts), verify),
+      await this.table.prepare(model, verify),
       await this.bindTable.prepare(bindTableModel(plan, facts), verify),
     ];
     const script = changes.map((c) => c.script).join("");
-    if (script !== "") await this.kernel.nft(script);
+    if (changes[0]!.full) {
+      // A replaced table's interval map is filled only as its transaction ends, after its chain is
+      // live: a new flow in between would miss it and leave with the node's address. A handover
+      // table with the new map, committed first, marks those packets meanwhile.
+      const handover = handoverTableModel(model);
+      await this.kernel.nft(renderFull(handover));
+      try {
+        await this.kernel.nft(script);
+      } finally {
+        await this.kernel.nft(`table ip ${handover.name}\ndelete table ip ${handover.name}\n`);
+      }
+    } else if (script !== "") await this.kernel.nft(script);
     for (const c of changes) if (c.script !== "") await c.commit();
     const nftChanged = script !== "";
     await runBatch(this.kernel, remove);
@@ -554,13 +590,10 @@ export class NodeDataplane {
     undivertedPodIPs?: Iterable<string>;
   }): Promise<void> {
     const jobs: Promise<unknown>[] = [];
-    for (const ip of which.undivertedPodIPs ?? []) {
-      jobs.push(
-        this.kernel
-          .deleteFlows(["-s", ip, "--mark", `${hex(UNDIVERTED_BIT)}/${hex(UNDIVERTED_BIT)}`])
-          .catch(() => undefined),
-      );
-    }
+    // Both verdicts: a handover table (a full replacement) may have marked such a flow already.
+    for (const ip of which.undivertedPodIPs ?? [])
+      for (const bit of [UNDIVERTED_BIT, MARK_FLAG])
+        jobs.push(this.kernel.deleteFlows(["-s", ip, "--mark", `${hex(bit)}/${hex(bit)}`]).catch(() => undefined));
     for (const ip of which.podIPs ?? []) {
       jobs.push(
         this.kernel.deleteFlows(["-s", ip, "--mark", `${hex(MARK_FLAG)}/${hex(MARK_FLAG)}`]).catch(() => undefined),
@@ -595,6 +628,8 @@ export class NodeDataplane {
     this.appliedRouting = undefined;
     await this.table.remove();
     await this.bindTable.remove();
+    // A handover table an agent left when it died mid-replace.
+    await this.kernel.nft(`table ip ${this.opts.table}_handover\ndelete table ip ${this.opts.table}_handover\n`);
     const actual = await this.readRouting();
     const { remove } = diffRouting({ rules: [], routes: [] }, actual);
     await runBatch(this.kernel, remove);

@@ -81,6 +81,64 @@ afterAll(async () => {
 });
 
 describe("node dataplane", () => {
+  it("a full replacement of a large table lets no new flow of a selected pod through unmarked (handover table)", async () => {
+    // A replaced table's interval map is filled as its transaction ends, after its chain is live.
+    // A pod sends every datagram from a new socket (a new flow, so no conntrack mark to restore),
+    // while the node's table (20,000 elements) is replaced in full again and again; a chain after
+    // the agent's counts the pod's diverted-destination packets that left the marking unmarked.
+    const podNs = `${prefix}-dppod`;
+    await addNamespace(podNs);
+    try {
+      await execIn(nodeNs, "ip", ["link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", podNs]);
+      await execIn(nodeNs, "ip", ["link", "set", "pod0", "up"]);
+      await execIn(nodeNs, "ip", ["addr", "add", "10.244.1.1/32", "dev", "pod0"]);
+      await execIn(nodeNs, "ip", ["route", "add", "10.244.1.10/32", "dev", "pod0"]); // ptp's binding route
+      await execIn(podNs, "ip", ["addr", "add", "10.244.1.10/32", "dev", "eth0"]);
+      await execIn(podNs, "ip", ["link", "set", "eth0", "up"]);
+      await execIn(podNs, "ip", ["route", "add", "10.244.1.1/32", "dev", "eth0"]);
+      await execIn(podNs, "ip", ["route", "add", "default", "via", "10.244.1.1", "dev", "eth0"]);
+      await execIn(nodeNs, "nft", [
+        "add table ip watch; add chain ip watch c { type filter hook prerouting priority -80; }; " +
+          "add rule ip watch c ip saddr 10.244.1.10 ip daddr 198.51.100.7 meta mark & 0x10000000 == 0 counter; " +
+          "add rule ip watch c ip saddr 10.244.1.10 ip daddr 198.51.100.7 meta mark & 0x10000000 != 0 counter",
+      ]);
+      const counts = async () =>
+        [...(await execIn(nodeNs, "nft", ["list", "chain", "ip", "watch", "c"])).matchAll(/packets (\d+)/g)].map((m) =>
+          Number(m[1]),
+        );
+      const big = plan("via", 10_000); // 10,000 pods x 1 range, 10.244.1.10 first among them
+      const fewer = { ...big, entries: big.entries.slice(0, 10_000 - 100) }; // 100 gone: a full replacement
+      const dp = new NodeDataplane(run);
+      await dp.apply(big, { verify: true });
+      const sender = spawn(
+        "ip",
+        [
+          "netns",
+          "exec",
+          podNs,
+          process.execPath,
+          "-e",
+          `const d=require("node:dgram");const end=Date.now()+60000;let n=0;` +
+            `(function go(){if(Date.now()>end)return;const s=d.createSocket("udp4");` +
+            `s.send("x",9,"198.51.100.7",()=>{s.close();n++;setImmediate(go)})})()`,
+        ],
+        { stdio: "ignore" },
+      );
+      try {
+        for (let i = 0; i < 10; i++) await dp.apply(i % 2 === 0 ? fewer : big);
+      } finally {
+        sender.kill();
+      }
+      const [unmarked, marked] = await counts();
+      expect(marked).toBeGreaterThan(500); // the sender ran across the replacements
+      expect(unmarked).toBe(0);
+    } finally {
+      await execIn(nodeNs, "nft", ["delete", "table", "ip", "watch"]).catch(() => undefined);
+      await execIn(nodeNs, "ip", ["link", "del", "pod0"]).catch(() => undefined);
+      await new NodeDataplane(run).cleanup();
+    }
+  });
+
   it("programs rules, one table per instance, and the map; a second apply changes nothing", async () => {
     const before = await foreignState();
     const dp = new NodeDataplane(run);
