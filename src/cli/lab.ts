@@ -232,6 +232,7 @@ export function registerLabCommands(lab: Command): void {
         l.topology.nodes.map((n) => n.name),
         (p) => l.wiring({ ...p, netns: podNetns(l.record.prefix, p.namespace, p.name), labels: {} }),
         createLogger("lab-kubelet"),
+        (node) => l.topology.nodes.find((n) => n.name === node)?.vpcIP,
       );
       await kubelet.start();
     });
