@@ -10,13 +10,7 @@ import { packageRoot } from "../paths.js";
 const K8S_CACHE_ROOT = process.env.STATIC_EGRESS_CACHE ?? "/var/cache/static-egress";
 
 export type K8sBinary =
-  | "kube-apiserver"
-  | "kube-controller-manager"
-  | "kube-scheduler"
-  | "kubectl"
-  | "etcd"
-  | "helm"
-  | "kube-router";
+  "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" | "kubectl" | "etcd" | "helm" | "kube-router";
 
 function pinnedVersion(module: "kubernetes" | "etcd" | "helm" | "kube-router", path: string): string {
   const goMod = join(packageRoot(), "test", "k8s-bin", module, "go.mod");
@@ -40,7 +34,7 @@ function helmVersion(): string {
 }
 
 /** kube-router, the lab's NetworkPolicy enforcer (test/k8s-bin/kube-router/go.mod; docs/lab.md). */
-export function kubeRouterVersion(): string {
+function kubeRouterVersion(): string {
   return pinnedVersion("kube-router", "github.com/cloudnativelabs/kube-router/v2");
 }
 
