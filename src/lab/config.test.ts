@@ -39,3 +39,15 @@ describe("lab file: apps on the lab's DigitalOcean", () => {
     expect(parseLabConfig(readFileSync(file, "utf8"), file).nodes).toHaveLength(3);
   });
 });
+
+describe("lab file: the NetworkPolicy enforcer", () => {
+  it("takes kube-router, and refuses another enforcer by the field's name", () => {
+    expect(parseLabConfig(lab({ networkPolicy: { enforcer: "kube-router" } }), "t.yaml").networkPolicy).toEqual({
+      enforcer: "kube-router",
+    });
+    expect(() => parseLabConfig(lab({ networkPolicy: { enforcer: "calico" } }), "t.yaml")).toThrow(
+      /lab\.networkPolicy\.enforcer/,
+    );
+    expect(() => parseLabConfig(lab({ networkPolicy: {} }), "t.yaml")).toThrow(/lab\.networkPolicy/);
+  });
+});
