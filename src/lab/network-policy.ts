@@ -68,12 +68,9 @@ function clusterRole() {
   return {
     metadata: { name: ROLE },
     rules: [
-      // Its informer factory lists and watches all of these (src: pkg/cmd/kube-router.go); it gets its Node.
-      {
-        apiGroups: [""],
-        resources: ["namespaces", "pods", "services", "endpoints", "nodes"],
-        verbs: ["get", "list", "watch"],
-      },
+      // Its informer factory lists and watches all of these (pkg/cmd/kube-router.go); it gets its Node.
+      { apiGroups: [""], resources: ["namespaces", "pods", "services", "endpoints"], verbs: ["list", "watch"] },
+      { apiGroups: [""], resources: ["nodes"], verbs: ["get", "list", "watch"] },
       { apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["list", "watch"] },
       { apiGroups: ["networking.k8s.io"], resources: ["networkpolicies"], verbs: ["list", "watch"] },
     ],

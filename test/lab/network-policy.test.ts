@@ -246,6 +246,7 @@ describe("lab: NetworkPolicies between apps, enforced by kube-router", () => {
       expect(await may(verb, resource, group), `${verb} ${resource}`).toBe(true);
     for (const [verb, resource, group] of [
       ["get", "secrets", ""],
+      ["get", "pods", ""],
       ["list", "secrets", ""],
       ["create", "pods", ""],
       ["patch", "networkpolicies", "networking.k8s.io"],
