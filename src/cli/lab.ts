@@ -281,6 +281,8 @@ async function takeDownPersistentLabs(): Promise<void> {
     } catch {
       return;
     }
+    // A test's lab (not persistent) belongs to the test running it, perhaps another user's.
+    if (!l.record.persistent) return;
     say(`removing the earlier lab ${l.record.prefix}`);
     await l.down();
   }
