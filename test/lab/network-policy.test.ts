@@ -107,19 +107,8 @@ const once = () => new Promise((done) => {
   s.on("error", () => done(0));
 });
 (async () => { let ok = 0; for (let i = 0; i < Number(n); i++) ok += await once(); console.log(ok); })();`;
-  const args = ["netns", "exec", from.netns, process.execPath, "-e", script, to.ip, String(port), String(n)];
-  args.push(`${to.name}:${port}`);
-  // A prober killed by a signal (seen once on a loaded machine, cause unknown) measured nothing:
-  // run it once more rather than count its attempts either way.
-  let out: string;
-  try {
-    out = (await promisify(execFile)("ip", args)).stdout;
-  } catch (e) {
-    const signal = (e as { signal?: string }).signal;
-    if (!signal) throw e;
-    console.warn(`prober ${from.name} -> ${to.ip}:${port} ended by ${signal}; measuring again`);
-    out = (await promisify(execFile)("ip", args)).stdout;
-  }
+  const args = [script, to.ip, String(port), String(n), `${to.name}:${port}`];
+  const out = await execIn(from.netns, process.execPath, ["-e", ...args]);
   return Number(out.trim());
 }
 
