@@ -2,8 +2,9 @@
 # Builds the real control-plane binaries the tests and the lab run against, from their Go modules
 # at the versions pinned in test/k8s-bin/{kubernetes,etcd,helm}/go.mod: kube-apiserver,
 # kube-controller-manager and kubectl (k8s.io/kubernetes, with its staging
-# modules replaced by the matching k8s.io/* releases), etcd (go.etcd.io/etcd/server/v3) and
-# helm (helm.sh/helm/v4, for the chart tests).
+# modules replaced by the matching k8s.io/* releases), etcd (go.etcd.io/etcd/server/v3),
+# helm (helm.sh/helm/v4, for the chart tests) and kube-router (test/k8s-bin/kube-router: the lab's
+# NetworkPolicy enforcer, docs/lab.md).
 # Once: the binaries go to a cache outside the clone (STATIC_EGRESS_CACHE, default
 # /var/cache/static-egress), keyed by version and by the go.sum they were built from; a binary
 # added to a list below is missing from the cache, so that set is built again (Go's build cache
@@ -35,6 +36,7 @@ build() {
     ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$version -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
   fi
   if [ "$mod" = helm ]; then ldflags+=" -X helm.sh/helm/v4/internal/version.version=$version"; fi
+  if [ "$mod" = kube-router ]; then ldflags+=" -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$version"; fi
   # `go build -v` names each package as it is compiled: count them as progress.
   (cd "test/k8s-bin/$mod" && go mod download && go build -v -trimpath -ldflags "$ldflags" -o "$tmp/" "$@") 2>&1 |
     awk -v what="${names[*]}" '/^go: / { print; next } { n++; if (n % 250 == 0) { printf "  %s: %d packages compiled\n", what, n; fflush() } }'
@@ -56,3 +58,7 @@ build kubernetes "$k8s_version" "$cache/kubernetes-$k8s_version" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
 build helm "$helm_version" "$cache/helm-$helm_version" helm.sh/helm/v4/cmd/helm
+# kube-router's NetworkPolicy controller: the lab's enforcer (test only, never shipped; docs/lab.md).
+kube_router_version="$(pinned kube-router github.com/cloudnativelabs/kube-router/v2)"
+[ -n "$kube_router_version" ] || { echo "cannot read the pinned kube-router version from test/k8s-bin/kube-router/go.mod" >&2; exit 1; }
+build kube-router "$kube_router_version" "$cache/kube-router-$kube_router_version" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router

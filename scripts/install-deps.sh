@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # buildah, podman, debootstrap, runc: the image tier builds the OCI image and runs it
 # (scripts/build-image.sh, test/image; podman runs it with runc: crun refuses hybrid cgroup layouts).
 packages=(nftables iproute2 iptables conntrack iperf3 tcpdump frr containernetworking-plugins kubectl procps curl openssl)
+# ipset: the lab's NetworkPolicy enforcer (kube-router, built below) keeps its address sets in it.
+packages+=(ipset)
 # The lab demo (STATIC_EGRESS_INSTALL=demo) needs no image tools: it starts sooner without them.
 # prometheus: promtool tests the shipped alert rules; a lab test runs the binary itself (never the service).
 # chromium: the live view's lab test drives it headless through playwright-core (a devDependency).

@@ -233,6 +233,7 @@ export function registerLabCommands(lab: Command): void {
         l.topology.nodes.map((n) => n.name),
         (p) => l.wiring({ ...p, netns: podNetns(l.record.prefix, p.namespace, p.name), labels: {} }),
         createLogger("lab-kubelet"),
+        (node) => l.topology.nodes.find((n) => n.name === node)?.vpcIP,
       );
       await kubelet.start();
     });
@@ -301,6 +302,8 @@ async function takeDownPersistentLabs(): Promise<void> {
     } catch {
       return;
     }
+    // A test's lab (not persistent) belongs to the test running it, perhaps another user's.
+    if (!l.record.persistent) return;
     say(`removing the earlier lab ${l.record.prefix}`);
     await l.down();
   }

@@ -86,3 +86,15 @@ describe("lab file: the apps' gateway pool and app specs", () => {
     );
   });
 });
+
+describe("lab file: the NetworkPolicy enforcer", () => {
+  it("takes kube-router, and refuses another enforcer by the field's name", () => {
+    expect(parseLabConfig(lab({ networkPolicy: { enforcer: "kube-router" } }), "t.yaml").networkPolicy).toEqual({
+      enforcer: "kube-router",
+    });
+    expect(() => parseLabConfig(lab({ networkPolicy: { enforcer: "calico" } }), "t.yaml")).toThrow(
+      /lab\.networkPolicy\.enforcer/,
+    );
+    expect(() => parseLabConfig(lab({ networkPolicy: {} }), "t.yaml")).toThrow(/lab\.networkPolicy/);
+  });
+});

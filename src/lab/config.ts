@@ -150,6 +150,13 @@ export const LabConfigSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    /**
+     * Kubernetes mode: a real NetworkPolicy enforcer on every node (kube-router's network-policy
+     * controller, src/lab/network-policy.ts), and the pod network between nodes it enforces on.
+     */
+    networkPolicy: Type.Optional(
+      Type.Object({ enforcer: Type.Literal("kube-router") }, { additionalProperties: false }),
+    ),
     /** EgressPolicy / ClusterEgressPolicy documents, exactly as they would be given to kubectl. */
     policies: Type.Optional(Type.Array(Type.Unknown())),
   },

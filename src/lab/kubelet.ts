@@ -36,6 +36,8 @@ export class LabKubelet {
     private readonly nodes: readonly string[],
     private readonly wiringFor: (pod: { namespace: string; name: string; node: string }) => PodWiring,
     private readonly logger: Logger,
+    /** A node's InternalIP, reported as its pods' hostIP (a NetworkPolicy enforcer finds its node's pods by it). */
+    private readonly hostIP: (node: string) => string | undefined = () => undefined,
   ) {}
 
   async start(): Promise<void> {
@@ -79,7 +81,7 @@ export class LabKubelet {
               phase: "Running",
               podIP: ip,
               podIPs: [{ ip }],
-              hostIP: undefined,
+              hostIP: this.hostIP(node),
               startTime: now,
               conditions: [{ type: "Ready", status: "True", lastTransitionTime: now }],
             },

@@ -44,6 +44,7 @@ import {
   type LabTopology,
 } from "./topology.js";
 import { LAB_CLOUD, readCloudRecord, type LabCloudRecord } from "./cloud.js";
+import { connectPodNetwork, startNetworkPolicyEnforcer } from "./network-policy.js";
 import { DigitalOceanClient } from "../cloud/digitalocean/index.js";
 import { installPlugin } from "../cni/install.js";
 import { alive, removeLeftovers as removeControlPlaneLeftovers } from "./control-plane/processes.js";
@@ -148,6 +149,9 @@ export class Lab implements LabHost {
     if (record.mode !== "kubernetes" && (cfg.apps?.gatewayPool ?? cfg.apps?.specs)) {
       throw new LabError("lab.apps: apps need the controller: use --mode kubernetes");
     }
+    if (record.mode !== "kubernetes" && cfg.networkPolicy) {
+      throw new LabError("lab.networkPolicy: the enforcer reads NetworkPolicies from the API: use --mode kubernetes");
+    }
     const lab = new Lab(record, dir);
     lab.save();
     try {
@@ -158,6 +162,8 @@ export class Lab implements LabHost {
         for (const g of topology.gatewayHosts) lab.startGatewayHost(g.name);
         for (const n of topology.natHosts ?? []) lab.startNatGateway(n.name);
         for (const n of topology.nodes) lab.startNodeAgent(n.name);
+        // As a DaemonSet would be: there before the first pod.
+        if (cfg.networkPolicy) await startNetworkPolicyEnforcer(lab, log);
       };
       if (record.mode === "kubernetes") {
         log(
@@ -177,6 +183,7 @@ export class Lab implements LabHost {
             JSON.stringify(baseConflist(n.podCidr, join(dir, "ipam"), n.cni), null, 2),
           );
         }
+        if (cfg.networkPolicy) await connectPodNetwork(topology.nodes);
         await startControlPlane(lab, log, startHosts);
       } else {
         log(`wiring ${topology.pods.length} pods with the CNI plugins (ptp + host-local, masquerade on)`);

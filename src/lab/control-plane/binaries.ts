@@ -9,9 +9,10 @@ import { packageRoot } from "../paths.js";
  */
 const K8S_CACHE_ROOT = process.env.STATIC_EGRESS_CACHE ?? "/var/cache/static-egress";
 
-export type K8sBinary = "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" | "kubectl" | "etcd" | "helm";
+export type K8sBinary =
+  "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" | "kubectl" | "etcd" | "helm" | "kube-router";
 
-function pinnedVersion(module: "kubernetes" | "etcd" | "helm", path: string): string {
+function pinnedVersion(module: "kubernetes" | "etcd" | "helm" | "kube-router", path: string): string {
   const goMod = join(packageRoot(), "test", "k8s-bin", module, "go.mod");
   const text = readFileSync(goMod, "utf8");
   const m = new RegExp(`^\\s*(?:require\\s+)?${path.replace(/[.]/g, "\\.")} (v\\S+)`, "m").exec(text);
@@ -32,6 +33,11 @@ function helmVersion(): string {
   return pinnedVersion("helm", "helm.sh/helm/v4");
 }
 
+/** kube-router, the lab's NetworkPolicy enforcer (test/k8s-bin/kube-router/go.mod; docs/lab.md). */
+function kubeRouterVersion(): string {
+  return pinnedVersion("kube-router", "github.com/cloudnativelabs/kube-router/v2");
+}
+
 /** The cached binary's path; a clear error if it has not been built yet. */
 export function k8sBinary(name: K8sBinary): string {
   const dir =
@@ -39,7 +45,9 @@ export function k8sBinary(name: K8sBinary): string {
       ? `etcd-${etcdVersion()}`
       : name === "helm"
         ? `helm-${helmVersion()}`
-        : `kubernetes-${kubernetesVersion()}`;
+        : name === "kube-router"
+          ? `kube-router-${kubeRouterVersion()}`
+          : `kubernetes-${kubernetesVersion()}`;
   const path = join(K8S_CACHE_ROOT, dir, name);
   if (!existsSync(path)) {
     throw new Error(
