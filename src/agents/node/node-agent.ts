@@ -123,7 +123,8 @@ export class NodeAgent {
       this.deps.staticRoutes.onOutcomes?.(srPlan.outcomes, staticRoutes.objects);
     }
     const forget = flowsToForget(this.lastPlan, plan);
-    if (forget.podIPs.length > 0 || forget.marks.length > 0) await dataplane.forgetFlows(forget);
+    if (forget.podIPs.length > 0 || forget.marks.length > 0)
+      await dataplane.forgetFlows({ ...forget, keep: plan.entries.map((e) => e.podIP) }); // re-routed pods are in both: forgotten
     this.lastPlan = plan;
     // A selected pod whose interface is not known yet (a bridge port is learned from its first
     // frames) gets nothing diverted; look again soon rather than at the next resync.
