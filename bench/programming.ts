@@ -12,7 +12,8 @@
  *   addOne     apply of the plan with one more pod: one atomic element delta
  *   removeOne  apply of the plan without that pod again: one atomic element delta
  *   resync     apply with verify (the agents' periodic drift check: reads the whole table back)
- *   removeBulk / addBulk   --bulk pods leave at once (a policy deleted, a node drained), then come back
+ *   removeBulk / addBulk   --bulk pods leave at once (a policy deleted, a node drained), then come back;
+ *              removeBulk includes forgetting their diverted flows (NodeDataplane.forgetFlows), as the agent does
  * After every apply the kernel is read back and its divert map must hold exactly the planned elements
  * (each pod, destination range and instance mark, compared one by one).
  */
@@ -226,7 +227,15 @@ async function runCase(
       expectNoChange(await step("resync", () => dp.apply(base, { verify: true })), "verified re-apply");
 
       if (withoutBulk) {
-        await step("removeBulk", () => dp.apply(withoutBulk));
+        // As the node agent does: the new plan, then the removed pods' diverted flows forgotten (one conntrack batch).
+        const kept = withoutBulk.entries.map((e) => e.podIP);
+        const keptSet = new Set(kept);
+        const removed = [...new Set(base.entries.map((e) => e.podIP))].filter((ip) => !keptSet.has(ip));
+        await step("removeBulk", async () => {
+          const report = await dp.apply(withoutBulk);
+          await dp.forgetFlows({ podIPs: removed, keep: kept });
+          return report;
+        });
         await expectDivert(check, TABLE, withoutBulk.entries, `after removing ${bulk} pods`);
         await step("addBulk", () => dp.apply(base));
         await expectDivert(check, TABLE, base.entries, `after adding ${bulk} pods back`);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { busiest, parseConntrackLine, summarize } from "./conntrack.js";
+import { busiest, parseConntrackLine, sourceBlocks, summarize } from "./conntrack.js";
+import { formatIPv4, parseIPv4 } from "../util/ipv4.js";
 
 // `conntrack -L --src-nat` lines as conntrack-tools 1.4.7 prints them.
 const lines = [
@@ -54,5 +55,41 @@ describe("SNAT usage from conntrack", () => {
       ["b:1/tcp", 5],
       ["c:1/udp", 3],
     ]);
+  });
+});
+
+describe("sourceBlocks: address blocks for deleting many sources' flows", () => {
+  const addresses = (from: string, n: number) => Array.from({ length: n }, (_, i) => formatIPv4(parseIPv4(from) + i));
+  const covered = (blocks: { address: string; prefix: number }[], ip: string) =>
+    blocks.some((b) => {
+      const size = 2 ** (32 - b.prefix);
+      return parseIPv4(ip) >= parseIPv4(b.address) && parseIPv4(ip) < parseIPv4(b.address) + size;
+    });
+
+  it("covers 1,000 contiguous removed pods with a handful of blocks, none holding a kept pod", () => {
+    const removed = addresses("10.244.128.0", 1000);
+    const kept = addresses("10.244.131.232", 9000);
+    const blocks = sourceBlocks(removed, kept);
+    expect(blocks).toEqual([
+      { address: "10.244.128.0", prefix: 23 },
+      { address: "10.244.130.0", prefix: 24 },
+      { address: "10.244.131.0", prefix: 25 },
+      { address: "10.244.131.128", prefix: 26 },
+      { address: "10.244.131.192", prefix: 27 },
+      { address: "10.244.131.224", prefix: 29 },
+    ]);
+    for (const ip of removed) expect(covered(blocks, ip)).toBe(true);
+    for (const ip of kept) expect(covered(blocks, ip)).toBe(false);
+  });
+
+  it("interleaved kept pods split the blocks; an address both forgotten and kept (re-routed) is forgotten; nothing wider than a /16", () => {
+    const removed = ["10.244.1.2", "10.244.1.4", "10.244.1.6", "10.244.1.9"];
+    const kept = ["10.244.1.3", "10.244.1.5", "10.244.1.8", "10.244.1.9"];
+    const blocks = sourceBlocks(removed, kept);
+    for (const ip of removed) expect(covered(blocks, ip)).toBe(true);
+    for (const ip of ["10.244.1.3", "10.244.1.5", "10.244.1.8"]) expect(covered(blocks, ip)).toBe(false);
+    expect(blocks).toContainEqual({ address: "10.244.1.9", prefix: 32 });
+    expect(sourceBlocks(["10.1.2.3"], [])).toEqual([{ address: "10.1.0.0", prefix: 16 }]);
+    expect(sourceBlocks([], ["10.1.2.3"])).toEqual([]);
   });
 });

@@ -55,13 +55,20 @@ describe("the real kernel: the commands behind each call", () => {
     await expect(broken.nftList("table ip t")).rejects.toThrow(/Operation not permitted/);
   });
 
-  it("writes /proc/sys through the runner (the agent's namespace), and deletes flows with conntrack", async () => {
+  it("writes /proc/sys through the runner (the agent's namespace), and deletes flows with one conntrack batch (none for no filter)", async () => {
     const { calls, kernel } = recorder(() => "");
     await kernel.writeProcSys("/host/proc/sys/net/ipv4/conf/eth0.100/rp_filter", "2");
-    await kernel.deleteFlows(["--mark", "0x10010000/0x1fff0000"]);
-    expect(calls.map((c) => c.line)).toEqual([
-      'sh -c echo "$1" > "$0" /host/proc/sys/net/ipv4/conf/eth0.100/rp_filter 2',
-      "conntrack -D --mark 0x10010000/0x1fff0000",
+    await kernel.deleteFlows([]);
+    await kernel.deleteFlows([
+      ["--mark", "0x10010000/0x1fff0000"],
+      ["-s", "10.0.0.5", "--mark", "0x10000000/0x10000000"],
+    ]);
+    expect(calls).toEqual([
+      { line: 'sh -c echo "$1" > "$0" /host/proc/sys/net/ipv4/conf/eth0.100/rp_filter 2' },
+      {
+        line: "sh -c cat | conntrack -R -",
+        input: "-D --mark 0x10010000/0x1fff0000\n-D -s 10.0.0.5 --mark 0x10000000/0x10000000\n",
+      },
     ]);
   });
 });

@@ -25,8 +25,12 @@ export interface Kernel {
   bridgeJson<T>(args: readonly string[]): Promise<T[]>;
   /** Writes one /proc/sys file (e.g. `<procSysNet>/ipv4/conf/eth0/rp_filter`). */
   writeProcSys(file: string, value: string): Promise<void>;
-  /** `conntrack -D <filter>`: rejects when nothing matched, like the command. */
-  deleteFlows(filter: readonly string[]): Promise<void>;
+  /**
+   * Deletes the conntrack entries each filter (`conntrack -D` arguments) matches, all in one
+   * `conntrack -R` run (a fixed three processes, `sh`, `cat` and `conntrack`, for any number of filters; none for none). A filter that
+   * matches nothing is not an error.
+   */
+  deleteFlows(filters: readonly (readonly string[])[]): Promise<void>;
 }
 
 /** One object of an `nft -j` listing: `{ table: {...} }`, `{ set: {...} }`, `{ rule: {...} }`, ... */
@@ -64,8 +68,12 @@ export function commandKernel(runner: CommandRunner): Kernel {
       // Through the runner (so in the agent's namespace); works with a mounted /proc/sys/net.
       await runner.run("sh", ["-c", `echo "$1" > "$0"`, file, value]);
     },
-    async deleteFlows(filter) {
-      await runner.run("conntrack", ["-D", ...filter]);
+    async deleteFlows(filters) {
+      if (filters.length === 0) return;
+      // conntrack 1.4.7's batch input (-R): one line of `-D` arguments per filter. It opens its
+      // file by name, and Node's stdin is a socket, which /dev/stdin cannot open: `cat` makes a pipe.
+      const input = filters.map((f) => ["-D", ...f].join(" ") + "\n").join("");
+      await runner.run("sh", ["-c", "cat | conntrack -R -"], { input });
     },
   };
 }

@@ -13,7 +13,16 @@ import {
   TUNNEL_PORT_BASE,
   TUNNEL_PORT_MAX,
 } from "../api/datapath.js";
-import { formatCidrOrRange, formatRange, normalize, parseCidr, parseIPv4, type Range } from "../util/ipv4.js";
+import {
+  formatCidrOrRange,
+  formatIPv4,
+  formatRange,
+  normalize,
+  parseCidr,
+  parseIPv4,
+  type Range,
+} from "../util/ipv4.js";
+import { sourceBlocks } from "./conntrack.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import type { Kernel } from "./kernel.js";
 import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
@@ -582,27 +591,29 @@ export class NodeDataplane {
   /**
    * Diverted flows of these pods, or of these (dead) instances, and undiverted flows of pods that
    * now divert more, lose their conntrack entry, so their next packet is planned afresh (new
-   * instance, the node's path when no longer selected, or the gateway's when newly selected). `conntrack -D` exits non-zero when nothing matched: not an error.
+   * instance, the node's path when no longer selected, the gateway's when newly selected). The
+   * pods' diverted flows are deleted by address block (`sourceBlocks`: never a block holding a
+   * `keep` address, the pods still diverted), all in one conntrack batch: a bulk removal of 1,000
+   * pods once started 1,000 processes, each walking the whole table.
    */
   async forgetFlows(which: {
     podIPs?: Iterable<string>;
     marks?: Iterable<number>;
     undivertedPodIPs?: Iterable<string>;
+    keep?: Iterable<string>;
   }): Promise<void> {
-    const jobs: Promise<unknown>[] = [];
+    const diverted = ["--mark", `${hex(MARK_FLAG)}/${hex(MARK_FLAG)}`];
+    const filters: string[][] = sourceBlocks(which.podIPs ?? [], which.keep ?? []).map((b) => [
+      "-s",
+      b.address,
+      ...(b.prefix < 32 ? ["--mask-src", formatIPv4(b.prefix === 0 ? 0 : (0xffffffff << (32 - b.prefix)) >>> 0)] : []),
+      ...diverted,
+    ]);
     // Both verdicts: a handover table (a full replacement) may have marked such a flow already.
     for (const ip of which.undivertedPodIPs ?? [])
-      for (const bit of [UNDIVERTED_BIT, MARK_FLAG])
-        jobs.push(this.kernel.deleteFlows(["-s", ip, "--mark", `${hex(bit)}/${hex(bit)}`]).catch(() => undefined));
-    for (const ip of which.podIPs ?? []) {
-      jobs.push(
-        this.kernel.deleteFlows(["-s", ip, "--mark", `${hex(MARK_FLAG)}/${hex(MARK_FLAG)}`]).catch(() => undefined),
-      );
-    }
-    for (const mark of which.marks ?? []) {
-      jobs.push(this.kernel.deleteFlows(["--mark", `${hex(mark)}/${hex(MARK_MASK)}`]).catch(() => undefined));
-    }
-    await Promise.all(jobs);
+      for (const bit of [UNDIVERTED_BIT, MARK_FLAG]) filters.push(["-s", ip, "--mark", `${hex(bit)}/${hex(bit)}`]);
+    for (const mark of which.marks ?? []) filters.push(["--mark", `${hex(mark)}/${hex(MARK_MASK)}`]);
+    if (filters.length > 0) await this.kernel.deleteFlows(filters);
   }
 
   /**

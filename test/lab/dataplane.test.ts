@@ -223,6 +223,45 @@ describe("node dataplane", () => {
     expect(routes).toHaveLength(2);
   });
 
+  it("forgets the diverted flows of 1,000 removed pods and of a dead instance in one conntrack batch", async () => {
+    // Real conntrack entries: two diverted flows per removed pod, one kept pod's, one undiverted
+    // flow of a removed pod (no flag: not ours), and a flow pinned to instance 2 (to be forgotten by its mark).
+    const removed = Array.from({ length: 1000 }, (_, i) => formatIPv4(parseIPv4("10.245.0.1") + i));
+    const flow = (src: string, sport: number, mark: number) =>
+      `-I -s ${src} -d 203.0.113.9 -p udp --sport ${sport} --dport 53 -t 300 --mark ${mark}\n`;
+    const batch = [
+      ...removed.flatMap((ip) => [flow(ip, 1000, markFor(1)), flow(ip, 1001, markFor(1))]),
+      flow("10.244.9.1", 1000, markFor(1)),
+      flow(removed[0]!, 2000, 0),
+      flow("10.244.9.2", 1000, markFor(2)),
+    ].join("");
+    await execIn(nodeNs, "conntrack", ["-F"]).catch(() => undefined);
+    await inNamespace(nodeNs).run("sh", ["-c", "cat | conntrack -R -"], { input: batch });
+    const listed = async () =>
+      (await execIn(nodeNs, "conntrack", ["-L", "-p", "udp", "-d", "203.0.113.9"]).catch(() => ""))
+        .split("\n")
+        .filter((l) => l.includes("src="));
+    expect(await listed()).toHaveLength(2003);
+
+    const calls: string[] = [];
+    const counting: CommandRunner = {
+      run: (command, args, options) => {
+        calls.push(`${command} ${args.join(" ")}`);
+        return inNamespace(nodeNs).run(command, args, options);
+      },
+    };
+    // 10.244.9.1 is still diverted (kept); the removed pods' range holds no kept address.
+    await new NodeDataplane(commandKernel(counting)).forgetFlows({
+      podIPs: removed,
+      marks: [markFor(2)],
+      keep: ["10.244.9.1", "10.245.3.233"],
+    });
+    expect(calls).toEqual(["sh -c cat | conntrack -R -"]);
+    const left = (await listed()).map((l) => /src=(\S+)/.exec(l)?.[1]).sort();
+    expect(left).toEqual(["10.244.9.1", removed[0]]);
+    await execIn(nodeNs, "conntrack", ["-F"]).catch(() => undefined);
+  });
+
   it("adds one pod to a large set with one element change, not a new table", async () => {
     const dp = new NodeDataplane(run);
     await dp.apply(plan("via", 2000), { verify: true });

@@ -58,6 +58,7 @@ export class NodeAgent {
   private resyncTimer: NodeJS.Timeout | undefined;
   private unboundTimer: NodeJS.Timeout | undefined;
   private lastPlan: NodePlan | undefined;
+  private lastLocalPodIPs: ReadonlySet<string> = new Set();
   private lastVerdicts = "";
   /** Addresses the CNI plugin reported before the API server did (pod key -> IPs). */
   private readonly admitted = new Map<string, { ips: string[]; at: number }>();
@@ -122,9 +123,12 @@ export class NodeAgent {
         logger.info({ routes: srPlan.routes.length, ...changed }, "static routes programmed");
       this.deps.staticRoutes.onOutcomes?.(srPlan.outcomes, staticRoutes.objects);
     }
-    const forget = flowsToForget(this.lastPlan, plan);
+    // Pods on this node now and at the last reconcile: a pod that just started has no flows to forget.
+    const localPodIPs = new Set(snapshot.pods.filter((p) => p.nodeName === nodeName).flatMap((p) => p.ips));
+    const forget = flowsToForget(this.lastPlan, plan, this.lastLocalPodIPs);
     if (forget.podIPs.length > 0 || forget.marks.length > 0 || forget.undivertedPodIPs.length > 0)
-      await dataplane.forgetFlows(forget);
+      await dataplane.forgetFlows({ ...forget, keep: plan.entries.map((e) => e.podIP) }); // re-routed pods are in both: forgotten
+    this.lastLocalPodIPs = localPodIPs;
     this.lastPlan = plan;
     // A selected pod whose interface is not known yet (a bridge port is learned from its first
     // frames) gets nothing diverted; look again soon rather than at the next resync.
@@ -261,6 +265,8 @@ function withAdmittedIPs(snapshot: ClusterSnapshot, admitted: ReadonlyMap<string
 export function flowsToForget(
   before: NodePlan | undefined,
   after: NodePlan,
+  /** Pods on the node at `before` (only those can have undiverted flows to forget). */
+  existedBefore: ReadonlySet<string> = new Set(),
 ): { podIPs: string[]; marks: number[]; undivertedPodIPs: string[] } {
   if (!before) return { podIPs: [], marks: [], undivertedPodIPs: [] };
   // A policy that became invalid keeps its name but now drops (no instance): its open flows,
@@ -274,7 +280,7 @@ export function flowsToForget(
   const pods = new Set<string>();
   for (const e of before.entries) if (now.get(key(e)) !== decider(e)) pods.add(e.podIP);
   const grown = new Set<string>();
-  for (const e of after.entries) if (!was.has(key(e))) grown.add(e.podIP);
+  for (const e of after.entries) if (!was.has(key(e)) && existedBefore.has(e.podIP)) grown.add(e.podIP);
   const wasDown = new Set(before.instances.filter((i) => i.route === "blackhole").map((i) => i.key));
   const marks = after.instances.filter((i) => i.route === "blackhole" && !wasDown.has(i.key)).map((i) => i.mark);
   return { podIPs: [...pods].sort(), marks, undivertedPodIPs: [...grown].sort() };
