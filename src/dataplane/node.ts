@@ -103,7 +103,7 @@ const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
  * replaced table's chain records that wrongly on the flows it misses meanwhile, and a mark set
  * here overwrites it.
  */
-export function handoverTableModel(table: TableModel): TableModel {
+function handoverTableModel(table: TableModel): TableModel {
   const keep = new Set(["never_divert", "divert", "down_instances", "pod_ifaces"]);
   const flag = hex(MARK_FLAG);
   return {
