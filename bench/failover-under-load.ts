@@ -25,8 +25,9 @@ import { startUdpStream } from "../src/lab/traffic.js";
 import type { KubeObject } from "../src/api/objects.js";
 import { formatIPv4, parseIPv4 } from "../src/util/ipv4.js";
 import { requireRoot } from "./lib/env.js";
-import { failoverOutcome, streamDatagrams, type FailoverOutcome } from "./lib/failover.js";
+import { streamDatagrams, type FailoverOutcome } from "./lib/failover.js";
 import { guarded } from "./lib/guard.js";
+import { killInstanceInUse } from "./lib/kill.js";
 import { startRun } from "./lib/record.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { percentile, roundSummary, summarize } from "./lib/stats.js";
@@ -182,26 +183,18 @@ async function killOnce(
     log(`${label}: NOT KILLED: the flow did not arrive with both instances up (${received} datagrams in the end)`);
     return { notArriving: { received }, revive: async () => undefined };
   }
-  const current = streamDatagrams(lab.udpRecords(), tag).at(-1)!.src;
-  const victim = lab.topology.gatewayHosts.find((g) => g.egressIPs.includes(current));
-  if (!victim) throw new Error(`${tag}: the flow arrives from ${current}, which no gateway instance holds`);
-  const victimIPs = ALLOWED.filter((ip) => victim.egressIPs.includes(ip));
-  const survivors = ALLOWED.filter((ip) => !victimIPs.includes(ip));
-  const killedAt = Date.now();
-  await lab.killGateway(victim.name, DEATH);
-  await sleep(Math.max(0, killedAt + OBSERVE_MS - Date.now()));
-  await stream;
-  const outcome = failoverOutcome(streamDatagrams(lab.udpRecords(), tag), {
-    killedAt,
-    until: killedAt + OBSERVE_MS,
-    victim: victimIPs,
-    survivors,
+  const { victim, outcome } = await killInstanceInUse(lab, {
+    tag,
+    stream,
+    kind: DEATH,
+    allowed: ALLOWED,
+    observeMs: OBSERVE_MS,
   });
   const verdict = outcome.resumed
     ? `resumed via ${outcome.resumedVia} after ${outcome.gapMs} ms`
     : `FAILED: ${outcome.failure}`;
-  log(`${label} (${victim.name}): ${verdict}; wrong source ${outcome.wrongSource}`);
-  return { sample: { victim: victim.name, ...outcome }, revive: () => lab.reviveGateway(victim.name) };
+  log(`${label} (${victim}): ${verdict}; wrong source ${outcome.wrongSource}`);
+  return { sample: { victim, ...outcome }, revive: () => lab.reviveGateway(victim) };
 }
 
 async function main(): Promise<void> {

@@ -15,8 +15,9 @@ import { Lab, waitFor, HOST_DEATHS, type GatewayDeath } from "../src/lab/lab.js"
 import { newRunPrefix } from "../src/lab/netns.js";
 import { startUdpStream } from "../src/lab/traffic.js";
 import { requireRoot } from "./lib/env.js";
-import { failoverOutcome, streamDatagrams, type FailoverOutcome } from "./lib/failover.js";
+import { streamDatagrams, type FailoverOutcome } from "./lib/failover.js";
 import { guarded } from "./lib/guard.js";
+import { killInstanceInUse } from "./lib/kill.js";
 import { startRun } from "./lib/record.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { percentile, roundSummary, summarize } from "./lib/stats.js";
@@ -100,27 +101,19 @@ async function killOnce(
       revive: async () => undefined,
     };
   }
-  const current = streamDatagrams(lab.udpRecords(), tag).at(-1)!.src;
-  const victim = lab.topology.gatewayHosts.find((g) => g.egressIPs.includes(current));
-  if (!victim) throw new Error(`${tag}: the flow arrives from ${current}, which no gateway instance holds`);
-  const victimIPs = ALLOWED.filter((ip) => victim.egressIPs.includes(ip));
-  const survivors = ALLOWED.filter((ip) => !victimIPs.includes(ip));
-  const killedAt = Date.now();
-  await lab.killGateway(victim.name, kind);
-  await sleep(Math.max(0, killedAt + OBSERVE_MS - Date.now()));
-  await stream;
-  const outcome = failoverOutcome(streamDatagrams(lab.udpRecords(), tag), {
-    killedAt,
-    until: killedAt + OBSERVE_MS,
-    victim: victimIPs,
-    survivors,
+  const { victim, outcome } = await killInstanceInUse(lab, {
+    tag,
+    stream,
+    kind: kind,
+    allowed: ALLOWED,
+    observeMs: OBSERVE_MS,
   });
-  const sample = { victim: victim.name, ...outcome };
+  const sample = { victim, ...outcome };
   const verdict = outcome.resumed
     ? `resumed via ${outcome.resumedVia} after ${outcome.gapMs} ms, ${outcome.afterGap} datagrams after`
     : `FAILED: ${outcome.failure}`;
-  log(`${kind} kill ${i + 1}/${KILLS} (${victim.name}): ${verdict}`);
-  return { sample, revive: () => lab.reviveGateway(victim.name) };
+  log(`${kind} kill ${i + 1}/${KILLS} (${victim}): ${verdict}`);
+  return { sample, revive: () => lab.reviveGateway(victim) };
 }
 
 async function main(): Promise<void> {
