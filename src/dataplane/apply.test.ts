@@ -269,7 +269,11 @@ function watchLeaks(
   const seen = { leaks: [] as string[], gaps: [] as string[], marks: new Set<number>() };
   k.onChange((call) => {
     const step = `after ${call.op} ${call.text.split("\n")[0]}`;
-    const marking = new Set(k.elements("ip", "static_egress", "divert").map((e) => (e as [unknown, number])[1]));
+    // A divert value takes its mark through the remap map (failover); one without an element there is dropped.
+    const remap = new Map(k.elements("ip", "static_egress", "remap").map((e) => e as [number, number]));
+    const marking = new Set(
+      k.elements("ip", "static_egress", "divert").flatMap((e) => remap.get((e as [unknown, number])[1]) ?? []),
+    );
     for (const m of marking) seen.marks.add(m);
     for (const leak of leaksOf(k, seen.marks, vniOf)) seen.leaks.push(`${step}: ${leak}`);
     for (const m of marking)
@@ -514,5 +518,63 @@ describe("readPod: one pod address as the kernel holds it (explain --local)", ()
     });
     await new NodeDataplane(k).apply(plan);
     expect((await new NodeDataplane(k).readPod("10.244.1.200")).entries).toEqual([]);
+  });
+});
+
+describe("failover ahead of the queue (applyHealth)", () => {
+  it("a dead instance's pods move while a long apply is in flight; the apply's older view does not stay", async () => {
+    const k = await nodeKernel(range(10, 6));
+    const dp = new NodeDataplane(k);
+    const base = two(["a", "b"]);
+    await dp.apply(base);
+    const [a, b] = ["shared/a", "shared/b"].map((key) => base.instances.find((i) => i.key === key)!);
+    expect(base.entries.some((e) => e.instance === a!.key)).toBe(true);
+
+    // The next apply (two more pods, planned with both instances up) is held inside its nft transaction.
+    const events: string[] = [];
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const nft = k.nft.bind(k);
+    const isHealth = (script: string) => script.startsWith("flush map ip static_egress remap");
+    let holding = true;
+    k.nft = async (script) => {
+      if (holding && !isHealth(script)) {
+        holding = false;
+        events.push("apply: nft starts");
+        await held;
+      }
+      await nft(script);
+      events.push(isHealth(script) ? "failover: nft" : "apply: nft done");
+    };
+    const applying = dp.apply(two(["a", "b"], range(10, 6)));
+    while (!events.includes("apply: nft starts")) await new Promise((r) => setTimeout(r, 1));
+
+    expect(await dp.applyHealth(new Map([[a!.key, "down"]]))).toEqual([a!.key]);
+    events.push("failover: done");
+    const movedEarly = new Map(k.elements("ip", "static_egress", "remap") as [number, number][]);
+    release();
+    await applying;
+    // Failed over before the apply ended; the apply (older view) was followed by the failover again.
+    expect(events).toEqual([
+      "apply: nft starts",
+      "failover: nft",
+      "failover: done",
+      "apply: nft done",
+      "failover: nft",
+    ]);
+
+    for (const remap of [movedEarly, new Map(k.elements("ip", "static_egress", "remap") as [number, number][])]) {
+      // Every divert value (a's pods' included) now takes b's mark: none left on a, none unmarked.
+      expect([...remap.values()].every((m) => m === b!.mark)).toBe(true);
+      expect(remap.size).toBeGreaterThan(0);
+    }
+    for (const [, value] of k.elements("ip", "static_egress", "divert") as [unknown, number][])
+      expect(new Map(k.elements("ip", "static_egress", "remap") as [number, number][]).has(value)).toBe(true);
+    expect(k.elements("ip", "static_egress", "down_instances")).toContain(a!.mark);
+    expect(k.lookup("198.51.100.7", a!.mark).via).toBe("blackhole");
+    // a's flows are forgotten by its mark, after the remap.
+    expect(k.log.filter((c) => c.op === "deleteFlows").map((c) => c.text)).toContain(
+      `--mark ${hex(a!.mark)}/${hex(MARK_MASK)}`,
+    );
   });
 });

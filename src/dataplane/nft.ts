@@ -15,6 +15,12 @@ export interface TableModel {
     name: string;
     /** e.g. `type ipv4_addr; flags interval;` */ spec: string;
     elements: string[];
+    /**
+     * A change rewrites the whole set (flush, then add, in the same transaction) instead of
+     * deleting and adding elements: right whatever the kernel holds, for a small set that
+     * another writer (the node's failover) may have changed since our last apply.
+     */
+    replace?: boolean;
   }[];
   chains: string;
 }
@@ -62,6 +68,13 @@ function renderDelta(prev: TableModel, next: TableModel): string | undefined {
     const has = new Set(b.elements);
     const removed = a.elements.filter((e) => !has.has(e));
     const added = b.elements.filter((e) => !had.has(e));
+    if (b.replace) {
+      if (removed.length + added.length === 0) continue;
+      lines.push(`flush ${b.kind} ${next.family} ${next.name} ${b.name}`);
+      if (b.elements.length > 0)
+        lines.push(`add element ${next.family} ${next.name} ${b.name} { ${b.elements.join(", ")} }`);
+      continue;
+    }
     if (removed.length > MAX_DELTA_DELETIONS) return undefined;
     if (removed.length > 0)
       lines.push(`delete element ${next.family} ${next.name} ${b.name} { ${removed.join(", ")} }`);

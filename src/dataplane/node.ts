@@ -23,6 +23,8 @@ import {
   type Range,
 } from "../util/ipv4.js";
 import { sourceBlocks } from "./conntrack.js";
+import { divertValue, downMarks, failoverMarks, withHealth } from "../planner/failover.js";
+import type { HealthView } from "../planner/model.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import type { Kernel } from "./kernel.js";
 import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
@@ -104,7 +106,7 @@ const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
  * here overwrites it.
  */
 function handoverTableModel(table: TableModel): TableModel {
-  const keep = new Set(["never_divert", "divert", "down_instances", "pod_ifaces"]);
+  const keep = new Set(["never_divert", "divert", "remap", "down_instances", "pod_ifaces"]);
   const flag = hex(MARK_FLAG);
   return {
     family: "ip",
@@ -115,7 +117,8 @@ function handoverTableModel(table: TableModel): TableModel {
       `    ip daddr @never_divert return\n` +
       `    ct direction reply return\n` +
       `    ct direction original ct mark & ${flag} == ${flag} meta mark set ct mark goto enforce\n` +
-      `    meta mark set ip saddr . ip daddr map @divert ct mark set meta mark goto enforce\n  }\n` +
+      `    meta mark set ip saddr . ip daddr map @divert meta mark set meta mark map @remap ct mark set meta mark goto enforce\n` +
+      `    ip saddr . ip daddr @divert drop\n  }\n` +
       `  chain enforce {\n    ip saddr . iifname != @pod_ifaces drop\n    meta mark @down_instances drop\n  }\n`,
   };
 }
@@ -151,22 +154,16 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
         spec: "type ipv4_addr; flags interval;",
         elements: normalize([...plan.neverDivert, ...ALWAYS_LOCAL.map(parseCidr)]).map(formatRange),
       },
+      // Pod . destination -> its instance's mark, with its failover instance's id in the low bits (divertValue).
       {
         kind: "map",
         name: "divert",
         spec: "type ipv4_addr . ipv4_addr : mark; flags interval;",
-        elements: plan.entries.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${hex(e.mark)}`),
+        elements: plan.entries.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${hex(divertValue(e))}`),
       },
-      // Instances judged down, and "no instance yet": their packets are dropped here and counted (fail-closed).
-      {
-        kind: "set",
-        name: "down_instances",
-        spec: "type mark;",
-        elements: [
-          hex(NO_INSTANCE_MARK),
-          ...plan.instances.filter((i) => i.route === "blackhole").map((i) => hex(i.mark)),
-        ],
-      },
+      // Divert value -> the mark packets take now: a dead instance's pods go to their failover
+      // instance with a change of this small map alone (failoverMarks), before any replan.
+      ...healthSets(plan),
       // A selected pod's address is diverted only when it comes in on that pod's own interface.
       { kind: "set", name: "pod_ifaces", spec: "type ipv4_addr . ifname;", elements: bound },
       // Health probes are heard only from an instance's address, on the interface toward it.
@@ -214,7 +211,9 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
       `    ct direction original ct mark & ${flag} == ${flag} meta mark set ct mark goto enforce\n` +
       // A flow the map did not divert skips it from then on (UNDIVERTED_BIT).
       `    ct mark & ${undiverted} == ${undiverted} return\n` +
-      `    meta mark set ip saddr . ip daddr map @divert ct mark set meta mark goto enforce\n` +
+      `    meta mark set ip saddr . ip daddr map @divert meta mark set meta mark map @remap ct mark set meta mark goto enforce\n` +
+      // A divert value without its remap element (never planned so): dropped, never the node's path.
+      `    ip saddr . ip daddr @divert counter name "failclosed_drops" drop\n` +
       `    ct direction original ct mark & ${flag} == 0 ct mark set ct mark or ${undiverted}\n  }\n` +
       // Checked for every diverted packet, new or established: a pod that takes another pod's
       // address (or rides its conntrack entry) never leaves with that pod's egress IP.
@@ -268,6 +267,30 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
           `  chain tunnel_notrack_out {\n    type filter hook output priority raw; policy accept;\n    udp dport ${plan.tunnel.port} notrack\n  }\n`
         : ""),
   };
+}
+
+/**
+ * The table's sets that depend on gateway health alone: `remap` and `down_instances` (instances
+ * judged down, and "no instance yet": their packets are dropped and counted, fail-closed). Both
+ * small and rewritten whole on a change, by an apply or by `applyHealth`.
+ */
+function healthSets(plan: NodePlan): TableModel["sets"] {
+  return [
+    {
+      kind: "map",
+      name: "remap",
+      spec: "type mark : mark;",
+      elements: failoverMarks(plan).map(([value, mark]) => `${hex(value)} : ${hex(mark)}`),
+      replace: true,
+    },
+    {
+      kind: "set",
+      name: "down_instances",
+      spec: "type mark;",
+      elements: [hex(NO_INSTANCE_MARK), ...downMarks(plan).map(hex)],
+      replace: true,
+    },
+  ];
 }
 
 /** An address or CIDR as a range; nothing for what does not parse (then it is not ours to keep). */
@@ -393,6 +416,13 @@ export class NodeDataplane {
   private appliedRouting: string | undefined;
   private bindings = new Map<string, PodBinding>();
   private instanceDevices = new Map<string, string>();
+  /** The latest gateway health given to `applyHealth` (it overrides every plan's), and its generation. */
+  private health: HealthView | undefined;
+  private healthGeneration = 0;
+  /** The plan (health applied) whose nft table and routes the kernel holds, as far as this process wrote them. */
+  private committed: NodePlan | undefined;
+  /** `applyHealth` calls run one after another, in the order health changed. */
+  private healthQueue: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly kernel: Kernel,
@@ -412,7 +442,10 @@ export class NodeDataplane {
    * Idempotent: an unchanged plan changes nothing. Routes and rules first (add before remove), then the nft table in one transaction, then
    * stale rules and routes. Marks only ever point at tables that exist.
    */
-  async apply(plan: NodePlan, opts: { verify?: boolean } = {}): Promise<ApplyReport> {
+  async apply(planned: NodePlan, opts: { verify?: boolean } = {}): Promise<ApplyReport> {
+    // The latest health wins over the plan's (a failover may have been applied since it was made).
+    const generation = this.healthGeneration;
+    const plan = this.health ? withHealth(planned, this.health) : planned;
     const desired = nodeRouting(plan, this.opts);
     const tunnels = nodeTunnels(plan);
     // Routing and tunnels as the last apply left them need no read-back (four commands) until
@@ -447,6 +480,7 @@ export class NodeDataplane {
       }
     } else if (script !== "") await this.kernel.nft(script);
     for (const c of changes) if (c.script !== "") await c.commit();
+    this.committed = plan;
     const nftChanged = script !== "";
     await runBatch(this.kernel, remove);
     const tunnelsRemoved = unchanged ? 0 : await this.tunnels.removeStale(tunnels);
@@ -457,6 +491,8 @@ export class NodeDataplane {
     }
     const unbound = new Set(plan.entries.map((e) => e.podIP).filter((ip) => !facts.bindings.has(ip))).size;
     this.appliedRouting = appliedKey;
+    // Health changed while this apply ran: what it wrote may be the older view. Assert the latest.
+    if (generation !== this.healthGeneration && this.health) await this.applyHealth(this.health);
     return {
       nftChanged,
       routingAdded: add.length + tunnelsAdded,
@@ -522,12 +558,20 @@ export class NodeDataplane {
     const objects = await this.kernel.nftList(`table ip ${this.opts.table}`, { stateless: true });
     const set = (kind: "map" | "set", name: string) =>
       (objects ?? []).map((o) => o[kind] as NftSetJson | undefined).find((x) => x?.name === name)?.elem ?? [];
+    // A divert value is the mark its packets take through the remap map (failover).
+    const remap = new Map(
+      set("map", "remap").map((e) => {
+        const [value, mark] = e as [unknown, unknown];
+        return [Number(value) >>> 0, Number(mark) >>> 0] as const;
+      }),
+    );
     const entries: { dst: string; mark: number }[] = [];
     for (const e of set("map", "divert")) {
       const [key, value] = e as [{ concat?: unknown[] }, unknown];
       const [ip, dst] = key.concat ?? [];
       if (ip !== podIP) continue;
-      entries.push({ dst: formatCidrOrRange(nftRange(dst)), mark: Number(value) >>> 0 });
+      const v = Number(value) >>> 0;
+      entries.push({ dst: formatCidrOrRange(nftRange(dst)), mark: remap.get(v) ?? (v & MARK_MASK) >>> 0 });
     }
     const bound = set("set", "pod_ifaces")
       .map((e) => (e as { concat?: unknown[] }).concat ?? [])
@@ -589,6 +633,59 @@ export class NodeDataplane {
   }
 
   /**
+   * Fails over ahead of the next apply: the last applied plan with this health (`withHealth`),
+   * written as the small change it is, with no pod replanned. In order: the health sets
+   * (`remap`, `down_instances`) rewritten in one nft transaction, so new packets of a dead
+   * instance's pods take their failover instance (or are dropped); the changed instances' routes;
+   * then the flows pinned to an instance now down are forgotten. Runs beside an apply in flight
+   * (that apply asserts the latest health again when it ends); calls run in order. Returns the
+   * instances whose route changed (none before the first apply).
+   */
+  applyHealth(health: HealthView): Promise<string[]> {
+    this.health = health;
+    this.healthGeneration++;
+    const run = this.healthQueue.then(() => this.writeHealth());
+    this.healthQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async writeHealth(): Promise<string[]> {
+    const before = this.committed;
+    if (!before || !this.health) return [];
+    const after = withHealth(before, this.health);
+    const sets = (p: NodePlan) => healthSets(p);
+    const was = JSON.stringify(sets(before));
+    const now = sets(after);
+    if (JSON.stringify(now) !== was || after !== before) {
+      const t = `ip ${this.opts.table}`;
+      await this.kernel.nft(
+        now
+          .map(
+            (x) =>
+              `flush ${x.kind} ${t} ${x.name}\n` +
+              (x.elements.length > 0 ? `add element ${t} ${x.name} { ${x.elements.join(", ")} }\n` : ""),
+          )
+          .join(""),
+      );
+    }
+    this.committed = after;
+    const changed = after.instances.filter((i, n) => i.route !== before.instances[n]?.route);
+    if (changed.length > 0) {
+      this.appliedRouting = undefined; // the next apply reads routing back
+      const { add } = diffRouting(
+        { rules: [], routes: nodeRouting(after, this.opts).routes },
+        { rules: [], routes: nodeRouting(before, this.opts).routes },
+      );
+      await runBatch(this.kernel, add);
+    }
+    // Forgotten after the remap: a flow's next packet takes the new mark.
+    const down = new Set(downMarks(before));
+    const newlyDown = downMarks(after).filter((m) => !down.has(m));
+    if (newlyDown.length > 0) await this.forgetFlows({ marks: newlyDown });
+    return changed.map((i) => i.key);
+  }
+
+  /**
    * Diverted flows of these pods, or of these (dead) instances, and undiverted flows of pods that
    * now divert more, lose their conntrack entry, so their next packet is planned afresh (new
    * instance, the node's path when no longer selected, the gateway's when newly selected). The
@@ -637,6 +734,7 @@ export class NodeDataplane {
   /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes, then tunnels. */
   async cleanup(): Promise<void> {
     this.appliedRouting = undefined;
+    this.committed = undefined;
     await this.table.remove();
     await this.bindTable.remove();
     // A handover table an agent left when it died mid-replace.

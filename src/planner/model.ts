@@ -107,6 +107,12 @@ export interface DivertEntry {
   mark: number;
   policy: string;
   instance: string;
+  /**
+   * The mark of the instance the pod would take if `instance` went down (the planner's own choice
+   * then, drained instances last); absent when there is none (the pod would be blocked). Lets the
+   * node fail over before it replans (src/planner/failover.ts).
+   */
+  failoverMark?: number;
 }
 
 export interface PlannedInstance {

@@ -173,9 +173,15 @@ function selectNodes(snapshot: ClusterSnapshot, res: Resolution, onlyNode?: stri
  * preferred; rendezvous hashing keeps pods of healthy instances where they are when another
  * instance dies. `undefined` means no instance is usable (fail-closed or fallback applies).
  */
-function chooseInstance(podKey: string, policy: ValidPolicy, res: Resolution, health: HealthView): string | undefined {
+function chooseInstance(
+  podKey: string,
+  policy: ValidPolicy,
+  res: Resolution,
+  health: HealthView,
+  alsoDown?: string,
+): string | undefined {
   const eligible = [...policy.egressIPsByInstance.keys()].sort();
-  const up = eligible.filter((k) => health.get(k) !== "down");
+  const up = eligible.filter((k) => k !== alsoDown && health.get(k) !== "down");
   const serving = up.filter((k) => !res.instances.get(k)?.drain);
   return rendezvous(podKey, serving.length > 0 ? serving : up);
 }
@@ -235,9 +241,16 @@ export class Planner {
         instance = rendezvous(s.podKey, [...s.policy.egressIPsByInstance.keys()].sort()) ?? "";
       }
       const mark = instance === "" ? NO_INSTANCE_MARK : markFor(res.instances.get(instance)?.id as number);
+      // Where the pod goes if its instance dies: precomputed, so the node can switch before replanning.
+      const next =
+        instance !== "" && health.get(instance) !== "down"
+          ? chooseInstance(s.podKey, s.policy, res, health, instance)
+          : undefined;
+      const failover = next === undefined ? {} : { failoverMark: markFor(res.instances.get(next)?.id as number) };
       for (const ip of s.pod.ips) {
         if (ip.includes(":")) continue; // IPv4 only for now
-        for (const dst of s.destinations) entries.push({ podIP: ip, dst, mark, policy: s.policy.resource, instance });
+        for (const dst of s.destinations)
+          entries.push({ podIP: ip, dst, mark, policy: s.policy.resource, instance, ...failover });
       }
     }
     // An invalid policy's pods take the path of a policy with no instance: the mark the node

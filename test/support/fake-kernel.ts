@@ -12,7 +12,7 @@ import { CommandError } from "../../src/util/exec.js";
  * What it keeps like the kernel:
  *  - an nft script is one transaction: a failing command leaves everything as it was;
  *  - `add element` of an existing key with the same value is a no-op, with another value (or
- *    `create element`) fails; deleting a missing element or table fails; interval elements may
+ *    `create element`) fails; deleting a missing element or table fails; `flush set|map` empties one; interval elements may
  *    not overlap; ranges need `flags interval`; rules may only name sets and counters that exist;
  *  - an `ip -batch` is not a transaction: it stops at the first failing line, earlier lines stay;
  *  - duplicate rules, `route add` of an existing route, deleting a missing rule, route or link
@@ -710,6 +710,10 @@ class NftScript {
         if (m[3]) this.tableBlock(t);
       } else if ((m = /^delete table (ip|inet|bridge) (\w+)$/.exec(line))) {
         if (!this.state.tables.delete(`${m[1]} ${m[2]}`)) this.fail("No such file or directory");
+      } else if ((m = /^flush (set|map) (ip|inet|bridge) (\w+) (\w+)$/.exec(line))) {
+        const set = this.state.tables.get(`${m[2]} ${m[3]}`)?.sets.get(m[4]!);
+        if (!set || set.kind !== m[1]) this.fail("No such file or directory");
+        set.elements.clear();
       } else if ((m = /^(add|create|delete) element (ip|inet|bridge) (\w+) (\w+) \{ (.*) \}$/.exec(line))) {
         const set = this.state.tables.get(`${m[2]} ${m[3]}`)?.sets.get(m[4]!) ?? this.fail("No such file or directory");
         for (const text of m[5]!.split(",")) this.element(set, m[1] as "add" | "create" | "delete", text.trim());

@@ -69,10 +69,30 @@ export class NodeAgent {
 
   async start(): Promise<void> {
     const health = this.deps.health ?? noHealthChecks;
-    health.onChange(() => this.loop.trigger());
+    health.onChange(() => {
+      // Ahead of the queue: the failover reaches the kernel without waiting for a reconcile
+      // (running or queued); the reconcile that follows replans every pod with the new view.
+      void this.failOver(health.view());
+      this.loop.trigger();
+    });
     await this.deps.source.start(() => this.loop.trigger());
     this.loop.trigger({ verify: true });
     this.resyncTimer = setInterval(() => this.loop.trigger({ verify: true }), this.deps.config.resyncSeconds * 1000);
+  }
+
+  private async failOver(view: HealthView): Promise<void> {
+    const started = performance.now();
+    try {
+      const changed = await this.deps.dataplane.applyHealth(view);
+      if (changed.length > 0)
+        this.deps.logger.info(
+          { instances: changed, durationMs: Math.round(performance.now() - started) },
+          "failover applied ahead of the reconcile",
+        );
+    } catch (e) {
+      // The reconcile that follows applies the same health: left to it (and its retries).
+      this.deps.logger.warn({ err: (e as Error).message }, "failover ahead of the reconcile failed");
+    }
   }
 
   /** False while a reconcile is failing: the CNI plugin must not be told a pod is programmed. */
