@@ -31,6 +31,7 @@ function plan(health: "via" | "blackhole", pods = 3): NodePlan {
     mark: markFor(1 + (i % 2)),
     policy: "EgressPolicy/a/p",
     instance: i % 2 === 0 ? "gw/a" : "gw/b",
+    failoverMark: markFor(2 - (i % 2)),
   }));
   return {
     node: "n",
@@ -260,6 +261,55 @@ describe("node dataplane", () => {
     const left = (await listed()).map((l) => /src=(\S+)/.exec(l)?.[1]).sort();
     expect(left).toEqual(["10.244.9.1", removed[0]]);
     await execIn(nodeNs, "conntrack", ["-F"]).catch(() => undefined);
+  });
+
+  it("fails over while a large apply is on its way to the kernel: the failover first, then the apply, then the failover again", async () => {
+    const calls: string[] = [];
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let holding = false;
+    const kernel = commandKernel(inNamespace(nodeNs));
+    const nft = kernel.nft.bind(kernel);
+    kernel.nft = async (script) => {
+      const what = script.startsWith("flush map ip static_egress remap") ? "failover" : "apply";
+      if (holding && what === "apply") {
+        holding = false;
+        calls.push("apply: held");
+        await held;
+      }
+      await nft(script);
+      calls.push(`${what}: nft done`);
+    };
+    const dp = new NodeDataplane(kernel);
+    await dp.apply(plan("via", 100), { verify: true });
+    calls.length = 0;
+    holding = true;
+    // 3,000 pods, planned with instance 1 up: a reconcile of many pods in flight.
+    const applying = dp.apply(plan("via", 3000));
+    while (!calls.includes("apply: held")) await new Promise((r) => setTimeout(r, 5));
+    expect(await dp.applyHealth(new Map([["gw/a", "down"]]))).toEqual(["gw/a"]);
+    const remapNow = async () => {
+      const listed = JSON.parse(await execIn(nodeNs, "nft", ["-j", "list", "map", "ip", "static_egress", "remap"])) as {
+        nftables: { map?: { elem?: [number, number][] } }[];
+      };
+      return new Map(listed.nftables.find((o) => o.map)?.map?.elem ?? []);
+    };
+    const table7001 = async () => (await readRoutes(run, { from: 7001, to: 7001 }))[0]?.kind;
+    // Before the held apply reached the kernel: a's pods take b's mark, a's table is a blackhole.
+    const early = await remapNow();
+    expect([...early.values()]).toEqual([markFor(2), markFor(2)]);
+    expect(await table7001()).toBe("blackhole");
+    release();
+    await applying;
+    expect(calls).toEqual(["apply: held", "failover: nft done", "apply: nft done", "failover: nft done"]);
+    expect([...(await remapNow()).values()]).toEqual([markFor(2), markFor(2)]);
+    expect(await table7001()).toBe("blackhole");
+    // Every divert value of the 3,000 pods has its remap element (none would be dropped or go unmarked).
+    const divert = JSON.parse(await execIn(nodeNs, "nft", ["-j", "list", "map", "ip", "static_egress", "divert"])) as {
+      nftables: { map?: { elem?: [unknown, number][] } }[];
+    };
+    const values = new Set((divert.nftables.find((o) => o.map)?.map?.elem ?? []).map(([, v]) => v));
+    expect([...values].sort()).toEqual([...early.keys()].sort());
   });
 
   it("adds one pod to a large set with one element change, not a new table", async () => {
