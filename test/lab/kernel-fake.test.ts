@@ -5,6 +5,7 @@ import { BIND_TABLE, NodeDataplane } from "../../src/dataplane/node.js";
 import { addNamespace, deleteNamespacesWithPrefix, execIn, newRunPrefix } from "../../src/lab/netns.js";
 import { formatRange } from "../../src/util/ipv4.js";
 import type { NodePlan } from "../../src/planner/model.js";
+import { divertValue } from "../../src/planner/failover.js";
 import { inNamespace } from "../../src/util/exec.js";
 import {
   cluster,
@@ -139,7 +140,7 @@ describe("the fake kernel reads back like the real one", () => {
       [`add element ip static_egress down_instances { 0x10000000 }\n`, true], // exists, same: a no-op
       [`create element ip static_egress down_instances { 0x10000000 }\n`, false],
       [`add element ip static_egress divert { ${first} : 0x10000000 }\n`, false], // exists with another value
-      [`add element ip static_egress divert { ${first} : 0x${c.mark.toString(16)} }\n`, true],
+      [`add element ip static_egress divert { ${first} : 0x${divertValue(plan.entries[0]!).toString(16)} }\n`, true], // exists, same
       [
         `add element ip static_egress down_instances { 0x10000009 }\ndelete element ip static_egress down_instances { 0x10000007 }\n`,
         false,
