@@ -698,17 +698,26 @@ export class NodeDataplane {
     marks?: Iterable<number>;
     undivertedPodIPs?: Iterable<string>;
     keep?: Iterable<string>;
+    /** The node's pods whose undiverted flows stay (every pod of the node; `undivertedPodIPs` win). */
+    keepUndiverted?: Iterable<string>;
   }): Promise<void> {
-    const diverted = ["--mark", `${hex(MARK_FLAG)}/${hex(MARK_FLAG)}`];
-    const filters: string[][] = sourceBlocks(which.podIPs ?? [], which.keep ?? []).map((b) => [
-      "-s",
-      b.address,
-      ...(b.prefix < 32 ? ["--mask-src", formatIPv4(b.prefix === 0 ? 0 : (0xffffffff << (32 - b.prefix)) >>> 0)] : []),
-      ...diverted,
-    ]);
-    // Both verdicts: a handover table (a full replacement) may have marked such a flow already.
-    for (const ip of which.undivertedPodIPs ?? [])
-      for (const bit of [UNDIVERTED_BIT, MARK_FLAG]) filters.push(["-s", ip, "--mark", `${hex(bit)}/${hex(bit)}`]);
+    const blocks = (targets: Iterable<string>, keep: Iterable<string>, bit: number) =>
+      sourceBlocks(targets, keep).map((b) => [
+        "-s",
+        b.address,
+        ...(b.prefix < 32
+          ? ["--mask-src", formatIPv4(b.prefix === 0 ? 0 : (0xffffffff << (32 - b.prefix)) >>> 0)]
+          : []),
+        "--mark",
+        `${hex(bit)}/${hex(bit)}`,
+      ]);
+    const filters: string[][] = blocks(which.podIPs ?? [], which.keep ?? [], MARK_FLAG);
+    // By block too (a policy selecting 1,000 pods at once is a few filters). Both verdicts: a
+    // handover table (a full replacement) may have marked such a flow already.
+    const undiverted = [...(which.undivertedPodIPs ?? [])];
+    if (undiverted.length > 0)
+      for (const bit of [UNDIVERTED_BIT, MARK_FLAG])
+        filters.push(...blocks(undiverted, which.keepUndiverted ?? [], bit));
     for (const mark of which.marks ?? []) filters.push(["--mark", `${hex(mark)}/${hex(MARK_MASK)}`]);
     if (filters.length > 0) await this.kernel.deleteFlows(filters);
   }

@@ -147,7 +147,11 @@ export class NodeAgent {
     const localPodIPs = new Set(snapshot.pods.filter((p) => p.nodeName === nodeName).flatMap((p) => p.ips));
     const forget = flowsToForget(this.lastPlan, plan, this.lastLocalPodIPs);
     if (forget.podIPs.length > 0 || forget.marks.length > 0 || forget.undivertedPodIPs.length > 0)
-      await dataplane.forgetFlows({ ...forget, keep: plan.entries.map((e) => e.podIP) }); // re-routed pods are in both: forgotten
+      await dataplane.forgetFlows({
+        ...forget,
+        keep: plan.entries.map((e) => e.podIP), // re-routed pods are in both: forgotten
+        keepUndiverted: localPodIPs,
+      });
     this.lastLocalPodIPs = localPodIPs;
     this.lastPlan = plan;
     // A selected pod whose interface is not known yet (a bridge port is learned from its first
@@ -295,8 +299,7 @@ export function flowsToForget(
   const key = (e: NodePlan["entries"][number]) => `${e.podIP}|${e.dst.from}|${e.dst.to}`;
   const now = new Map<string, string>();
   for (const e of after.entries) now.set(key(e), decider(e));
-  const was = new Map<string, string>();
-  for (const e of before.entries) was.set(key(e), decider(e));
+  const was = new Set(before.entries.map(key));
   const pods = new Set<string>();
   for (const e of before.entries) if (now.get(key(e)) !== decider(e)) pods.add(e.podIP);
   const grown = new Set<string>();
