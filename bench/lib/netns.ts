@@ -1,6 +1,7 @@
 import { addNamespace, addVethPair } from "../../src/lab/netns.js";
 import { parseCidr, parseIPv4, type Range } from "../../src/util/ipv4.js";
 import type { DivertEntry } from "../../src/planner/model.js";
+import { divertValue } from "../../src/planner/failover.js";
 import { runCommand, type CommandRunner } from "../../src/util/exec.js";
 
 /**
@@ -84,7 +85,7 @@ async function readDivert(runner: CommandRunner, table: string): Promise<string[
 
 /**
  * Fails unless the kernel's `divert` map holds exactly the plan's entries (pod, destination range,
- * instance mark): not only as many, but the same ones, read back independently of the dataplane.
+ * instance mark and failover instance): not only as many, but the same ones, read back independently of the dataplane.
  */
 export async function expectDivert(
   runner: CommandRunner,
@@ -93,7 +94,8 @@ export async function expectDivert(
   when: string,
 ): Promise<void> {
   const kernel = new Set(await readDivert(runner, table));
-  const planned = new Set(entries.map((e) => `${e.podIP} ${e.dst.from}-${e.dst.to} ${e.mark}`));
+  // The map's value is the mark with the pod's failover instance in its low bits (`divertValue`).
+  const planned = new Set(entries.map((e) => `${e.podIP} ${e.dst.from}-${e.dst.to} ${divertValue(e)}`));
   const missing = [...planned].filter((x) => !kernel.has(x));
   const extra = [...kernel].filter((x) => !planned.has(x));
   if (missing.length || extra.length || kernel.size !== entries.length) {
