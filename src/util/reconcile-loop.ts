@@ -16,6 +16,8 @@ export class ReconcileLoop {
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private idleWaiters: (() => void)[] = [];
+  /** Callers of `pass` waiting for the next reconcile to start and end (its outcome: true if it succeeded). */
+  private passWaiters: ((ok: boolean) => void)[] = [];
 
   constructor(
     private readonly reconcile: (opts: { verify: boolean }) => Promise<void>,
@@ -35,9 +37,12 @@ export class ReconcileLoop {
       this.dirty = false;
       const verify = this.verifyNext;
       this.verifyNext = false;
+      const waiters = this.passWaiters.splice(0);
+      let ok = false;
       try {
         await this.reconcile({ verify });
         this.failures = 0;
+        ok = true;
       } catch (e) {
         this.failures++;
         const delay = backoffMs(this.failures + 1, RETRY);
@@ -45,9 +50,23 @@ export class ReconcileLoop {
         clearTimeout(this.retryTimer);
         this.retryTimer = setTimeout(() => this.trigger({ verify: true }), delay);
       }
+      for (const w of waiters) w(ok);
     }
     this.running = false;
+    for (const w of this.passWaiters.splice(0)) w(false);
     for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /**
+   * Triggers a reconcile and resolves when one that started after this call has ended: true if
+   * it succeeded. Unlike `idle`, it does not wait for passes triggered after it (a CNI ADD waits
+   * for its own pass, not for every pod that arrived behind it). False when the loop is stopped.
+   */
+  pass(opts: { verify?: boolean } = {}): Promise<boolean> {
+    if (this.stopped) return Promise.resolve(false);
+    const done = new Promise<boolean>((r) => this.passWaiters.push(r));
+    this.trigger(opts);
+    return done;
   }
 
   /** Resolves when no reconcile is running or pending (tests and shutdown). */
@@ -59,5 +78,6 @@ export class ReconcileLoop {
   stop(): void {
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    if (!this.running) for (const w of this.passWaiters.splice(0)) w(false);
   }
 }

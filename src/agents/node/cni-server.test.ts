@@ -84,6 +84,8 @@ function fakeAgent(knownPods: () => readonly KubeObject[], policies: Record<stri
 function fakeQuarantine() {
   const held = new Map<string, string | undefined>();
   const syncs: (readonly Range[])[] = [];
+  /** Every release call's addresses (each a kernel commit). */
+  const releases: (readonly string[])[] = [];
   let exists = true;
   const store: QuarantineStore = {
     hold: async (entries) => {
@@ -91,6 +93,7 @@ function fakeQuarantine() {
       return { created: false };
     },
     release: async (ips) => {
+      releases.push(ips);
       for (const ip of ips) held.delete(ip);
     },
     list: async (): Promise<QuarantineEntry[] | undefined> =>
@@ -100,7 +103,7 @@ function fakeQuarantine() {
       syncs.push(cluster);
     },
   };
-  return { store, held, syncs, drop: () => (exists = false) };
+  return { store, held, syncs, releases, drop: () => (exists = false) };
 }
 
 function setup(objects: KubeObject[], policies: Record<string, string> = {}) {
@@ -141,8 +144,21 @@ describe("ADD", () => {
   it("lets a pod out of a quarantine an earlier attempt put it in", async () => {
     const s = setup([pod("pay-1")]);
     s.q.held.set("10.244.1.2", "payments/pay-1");
-    await s.service.add(req);
-    expect(s.q.held.size).toBe(0);
+    s.q.held.set("10.244.1.7", "payments/other");
+    await s.service.add({ ...req, ips: ["10.244.1.2", "10.244.1.3"] });
+    expect([...s.q.held.keys()]).toEqual(["10.244.1.7"]);
+    // Only what it holds: deleting an absent address costs a kernel commit for nothing.
+    expect(s.q.releases).toEqual([["10.244.1.2"]]);
+  });
+
+  it("writes nothing to the quarantine when it holds none of the pod's addresses (the usual ADD: a read only)", async () => {
+    const s = setup([pod("pay-1")], { "payments/pay-1": "EgressPolicy/payments/checkout" });
+    s.q.held.set("10.244.1.7", "payments/other");
+    expect(await s.service.add(req)).toMatchObject({ selected: true, quarantined: false });
+    expect(s.q.releases).toEqual([]);
+    s.q.drop(); // no table at all: nobody is held
+    expect(await s.service.add(req)).toMatchObject({ selected: true, quarantined: false });
+    expect(s.q.releases).toEqual([]);
   });
 
   it("keeps a pod it cannot vouch for in the quarantine an earlier attempt put it in (the release beside ADD is undone)", async () => {

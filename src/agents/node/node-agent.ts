@@ -95,11 +95,7 @@ export class NodeAgent {
     }
   }
 
-  /** False while a reconcile is failing: the CNI plugin must not be told a pod is programmed. */
-  private lastReconcileOk = false;
-
   private async reconcile({ verify }: { verify: boolean }): Promise<void> {
-    this.lastReconcileOk = false;
     const { nodeName, config, source, dataplane, logger } = this.deps;
     const started = performance.now();
     const fromSource = snapshotFromObjects(source.objects(), config.clusterNetwork);
@@ -175,7 +171,6 @@ export class NodeAgent {
         "datapath programmed",
       );
     }
-    this.lastReconcileOk = true;
     this.deps.onApplied?.(plan, planner.resolution.verdicts);
   }
 
@@ -235,20 +230,16 @@ export class NodeAgent {
     while (!this.knowsPod(req.namespace, req.name) && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 50));
     this.admitted.set(key, { ips: req.ips, at: Date.now() });
-    this.loop.trigger();
-    await this.loop.idle();
+    // Its own pass (the first to start after the admission), not every pass triggered behind it.
     // A failed apply must not look like "programmed, not selected": the plugin then quarantines.
-    if (!this.lastReconcileOk) throw new Error("the datapath could not be programmed; see the agent log");
+    if (!(await this.loop.pass())) throw new Error("the datapath could not be programmed; see the agent log");
     const policy = this.lastPlan?.entries.find((e) => req.ips.includes(e.podIP))?.policy;
     return { known: this.knowsPod(req.namespace, req.name), policy };
   }
 
   /** The pod is gone (CNI DEL): forget its admitted address. */
   async releasePod(req: { namespace: string; name: string }): Promise<void> {
-    if (this.admitted.delete(`${req.namespace}/${req.name}`)) {
-      this.loop.trigger();
-      await this.loop.idle();
-    }
+    if (this.admitted.delete(`${req.namespace}/${req.name}`)) await this.loop.pass();
   }
 
   private knowsPod(namespace: string, name: string): boolean {
