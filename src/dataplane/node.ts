@@ -38,6 +38,7 @@ import {
   type RuleSpec,
 } from "./routing.js";
 import { connectedSubnets } from "./static-routes.js";
+import { settled } from "../util/settled.js";
 import {
   GATEWAY_INNER,
   NODE_INNER,
@@ -453,19 +454,26 @@ export class NodeDataplane {
     const appliedKey = JSON.stringify([desired, tunnels]);
     const unchanged = opts.verify !== true && this.appliedRouting === appliedKey;
     this.appliedRouting = undefined;
-    // Tunnels first (routes name them), removed last (after the routes that used them).
-    const tunnelsAdded = unchanged ? 0 : await this.tunnels.apply(tunnels);
-    const { add, remove } = unchanged ? { add: [], remove: [] } : diffRouting(desired, await this.readRouting());
-    await runBatch(this.kernel, add);
-    const facts = await this.learnFacts(plan, opts.verify === true);
+    const verify = opts.verify === true;
+    // Tunnels first (routes name them, and replacing a device drops its routes: read after),
+    // removed last (after the routes that used them). The kernel's pod and instance interfaces
+    // are read beside them: independent reads, and a CNI ADD may be waiting behind a verify.
+    const [{ tunnelsAdded, add, remove }, facts] = await settled([
+      (async () => {
+        const tunnelsAdded = unchanged ? 0 : await this.tunnels.apply(tunnels);
+        const { add, remove } = unchanged ? { add: [], remove: [] } : diffRouting(desired, await this.readRouting());
+        await runBatch(this.kernel, add);
+        return { tunnelsAdded, add, remove };
+      })(),
+      this.learnFacts(plan, verify),
+    ] as const);
     // Reading a large table back is not free: it is done on `verify` (the periodic drift check).
     // Both tables change in one transaction: a pod's divert entry and its port binding together.
-    const verify = opts.verify === true;
     const model = nodeTableModel(plan, this.opts.table, facts);
-    const changes = [
-      await this.table.prepare(model, verify),
-      await this.bindTable.prepare(bindTableModel(plan, facts), verify),
-    ];
+    const changes = await settled([
+      this.table.prepare(model, verify),
+      this.bindTable.prepare(bindTableModel(plan, facts), verify),
+    ] as const);
     const script = changes.map((c) => c.script).join("");
     if (changes[0]!.full) {
       // A replaced table's interval map is filled only as its transaction ends, after its chain is
@@ -479,7 +487,7 @@ export class NodeDataplane {
         await this.kernel.nft(`table ip ${handover.name}\ndelete table ip ${handover.name}\n`);
       }
     } else if (script !== "") await this.kernel.nft(script);
-    for (const c of changes) if (c.script !== "") await c.commit();
+    await settled(changes.map((c) => (c.script !== "" ? c.commit() : Promise.resolve())));
     this.committed = plan;
     const nftChanged = script !== "";
     await runBatch(this.kernel, remove);
@@ -508,23 +516,20 @@ export class NodeDataplane {
   private async learnFacts(plan: NodePlan, verify: boolean): Promise<NodeFacts> {
     const podIPs = [...new Set(plan.entries.map((e) => e.podIP))].sort();
     const addresses = healthPeers(plan);
-    if (verify || podIPs.some((ip) => !this.bindings.has(ip)))
-      this.bindings = resolveBindings(podIPs, await this.readKernelView(), this.bindings);
+    // Independent reads, side by side.
+    const [view, devices, localSubnets] = await settled([
+      verify || podIPs.some((ip) => !this.bindings.has(ip)) ? this.readKernelView() : Promise.resolve(undefined),
+      verify || addresses.some((a) => !this.instanceDevices.has(a))
+        ? this.readInstanceDevices(addresses)
+        : Promise.resolve(undefined),
+      plan.nodeEntries?.length && (verify || !this.localSubnets)
+        ? connectedSubnets(this.kernel)
+        : Promise.resolve(undefined),
+    ] as const);
+    if (view) this.bindings = resolveBindings(podIPs, view, this.bindings);
     else this.bindings = new Map(podIPs.map((ip) => [ip, this.bindings.get(ip)!]));
-    if (verify || addresses.some((a) => !this.instanceDevices.has(a))) {
-      const devices = new Map<string, string>();
-      for (const address of addresses) {
-        try {
-          const dev = (await this.kernel.ipJson<{ dev?: string }>(["route", "get", address]))[0]?.dev;
-          if (dev && /^[\w.@-]{1,15}$/.test(dev)) devices.set(address, dev);
-        } catch {
-          /* unreachable instance: its probes are not heard, it is down anyway */
-        }
-      }
-      this.instanceDevices = devices;
-    }
-    if (plan.nodeEntries?.length && (verify || !this.localSubnets))
-      this.localSubnets = await connectedSubnets(this.kernel);
+    if (devices) this.instanceDevices = devices;
+    if (localSubnets) this.localSubnets = localSubnets;
     return {
       bindings: this.bindings,
       instanceDevices: this.instanceDevices,
@@ -533,6 +538,21 @@ export class NodeDataplane {
   }
 
   private localSubnets: string[] | undefined;
+
+  /** The interface toward each instance address (`ip route get`, all side by side). */
+  private async readInstanceDevices(addresses: readonly string[]): Promise<Map<string, string>> {
+    const devs = await Promise.all(
+      addresses.map(async (address) => {
+        try {
+          const dev = (await this.kernel.ipJson<{ dev?: string }>(["route", "get", address]))[0]?.dev;
+          return dev && /^[\w.@-]{1,15}$/.test(dev) ? ([[address, dev]] as const) : [];
+        } catch {
+          return []; // unreachable instance: its probes are not heard, it is down anyway
+        }
+      }),
+    );
+    return new Map(devs.flat());
+  }
 
   private async readKernelView(): Promise<KernelView> {
     // Independent reads: side by side (a new pod's CNI ADD waits for them).
@@ -614,8 +634,10 @@ export class NodeDataplane {
   }
 
   async readRouting(): Promise<{ rules: RuleSpec[]; routes: RouteSpec[] }> {
-    const rules = await readRules(this.kernel, this.opts.rulePriority, this.opts.rulePriority + 99);
-    const routes = await readRoutes(this.kernel, this.tableRange);
+    const [rules, routes] = await settled([
+      readRules(this.kernel, this.opts.rulePriority, this.opts.rulePriority + 99),
+      readRoutes(this.kernel, this.tableRange),
+    ] as const);
     return { rules, routes };
   }
 

@@ -1,5 +1,6 @@
 import type { Kernel } from "./kernel.js";
 import { loosenRpFilter } from "./routing.js";
+import { settled } from "../util/settled.js";
 
 /**
  * Node -> gateway VXLAN tunnels (docs/security-gateway-binding.md). A diverted pod packet leaves
@@ -109,13 +110,14 @@ export class TunnelDevices {
   /** Creates missing or different devices, brings them up, sets their neighbour. Returns how many devices it changed. */
   async apply(desired: readonly TunnelSpec[]): Promise<number> {
     if (desired.length === 0) return 0;
-    const links = new Map((await this.read()).map((l) => [l.ifname, l]));
-    const neighs = new Set(
-      (await this.kernel.ipJson<JsonNeigh>(["-4", "neigh", "show", "nud", "permanent"])).map(
-        (n) => `${n.dev}|${n.dst}|${n.lladdr ?? ""}`,
-      ),
-    );
-    const addrs = desired.some((t) => t.address) ? await this.readAddresses() : new Set<string>();
+    // Three reads, side by side (a CNI ADD may be waiting behind the verify that runs this).
+    const [linkList, neighList, addrs] = await settled([
+      this.read(),
+      this.kernel.ipJson<JsonNeigh>(["-4", "neigh", "show", "nud", "permanent"]),
+      desired.some((t) => t.address) ? this.readAddresses() : Promise.resolve(new Set<string>()),
+    ] as const);
+    const links = new Map(linkList.map((l) => [l.ifname, l]));
+    const neighs = new Set(neighList.map((n) => `${n.dev}|${n.dst}|${n.lladdr ?? ""}`));
     const lines: string[] = [];
     const created: string[] = [];
     const changed = new Set<string>();
