@@ -212,6 +212,8 @@ async function runCase(
         );
       }
 
+      // The agent's first reconcile verifies: that reads the new table's structure back (untimed here).
+      expectNoChange(await dp.apply(base, { verify: true }), "verified re-apply after the first apply");
       expectNoChange(await step("noop", () => dp.apply(base)), "re-apply of the same plan");
 
       if (!(await step("addOne", () => dp.apply(plusOne))).nftChanged)
@@ -222,9 +224,9 @@ async function runCase(
         throw new KernelCheckError("removing a pod changed nothing");
       await expectDivert(check, TABLE, base.entries, "after removing one pod");
 
-      // The periodic drift check compares with the listing taken after a verified full apply.
-      await dp.apply(base, { verify: true });
-      expectNoChange(await step("resync", () => dp.apply(base, { verify: true })), "verified re-apply");
+      // The periodic drift check, after the two deltas above: it reads the table back and finds it
+      // as written (structure as after the verified full apply, elements as the deltas left them).
+      expectNoChange(await step("resync", () => dp.apply(base, { verify: true })), "verified re-apply after deltas");
 
       if (withoutBulk) {
         // As the node agent does: the new plan, then the removed pods' diverted flows forgotten (one conntrack batch).
