@@ -119,7 +119,7 @@ interface TableListing {
  * from nft's JSON (`{concat: [...]}`, `[key, value]`): addresses, prefixes and ranges as numeric
  * ranges (nft prints a range that is a prefix as one), numbers in decimal, names unquoted.
  */
-export function elementKey(text: string): string {
+function elementKey(text: string): string {
   const [key, value] = splitOnce(text, " : ");
   const parts = key.split(" . ").map(textPart);
   return value === undefined ? parts.join(" . ") : `${parts.join(" . ")} : ${textPart(value)}`;
