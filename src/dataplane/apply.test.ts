@@ -217,6 +217,17 @@ describe("drift repair", () => {
     expect((await dp.drops()).forgedHealth).toBe(3);
   });
 
+  it("a verifying first apply on a node without our table commits no handover table; replacing a table the kernel holds does", async () => {
+    const k = await nodeKernel(pods);
+    let start = k.log.length;
+    await new NodeDataplane(k).apply(two(), { verify: true });
+    expect(nftWrites(k, start).some((w) => w.text.includes("static_egress_handover"))).toBe(false);
+    start = k.log.length;
+    await new NodeDataplane(k).apply(two(), { verify: true }); // a restarted agent: a full replacement
+    expect(nftWrites(k, start).filter((w) => w.text.includes("static_egress_handover")).length).toBe(2);
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(pods, two()));
+  });
+
   it("a verify after element deltas reads the tables back and writes nothing when they hold what the deltas left", async () => {
     const k = await nodeKernel(range(10, 8));
     const dp = new NodeDataplane(k);

@@ -1,4 +1,4 @@
-import { parseCidr, parseCidrOrRange, parseIPv4 } from "../util/ipv4.js";
+import { formatIPv4, parseCidrOrRange } from "../util/ipv4.js";
 import type { Kernel } from "./kernel.js";
 
 /**
@@ -115,9 +115,9 @@ interface TableListing {
 }
 
 /**
- * One element as a comparable string, from our own text (`10.0.0.1 . 198.51.100.0/24 : 0x1`) or
- * from nft's JSON (`{concat: [...]}`, `[key, value]`): addresses, prefixes and ranges as numeric
- * ranges (nft prints a range that is a prefix as one), numbers in decimal, names unquoted.
+ * One element of ours (`10.0.0.1 . 198.51.100.0/24 : 0x1`) as nft's JSON listing shows it once
+ * joined as text (`kernelElementKey`): a range that is one address or one prefix as that, numbers
+ * in decimal, names unquoted.
  */
 function elementKey(text: string): string {
   const [key, value] = splitOnce(text, " : ");
@@ -130,36 +130,39 @@ function splitOnce(text: string, sep: string): [string, string | undefined] {
   return at < 0 ? [text, undefined] : [text.slice(0, at), text.slice(at + sep.length)];
 }
 
-const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
-
 function textPart(part: string): string {
   const p = part.trim();
   if (p.startsWith('"') && p.endsWith('"')) return p.slice(1, -1);
   if (/^(?:0x[0-9a-f]+|\d+)$/i.test(p)) return String(Number(p));
-  if (IPV4.test(p) || /^[\d.]+\/\d+$/.test(p) || /^[\d.]+-[\d.]+$/.test(p)) {
-    const r = parseCidrOrRange(p);
-    return `${r.from}-${r.to}`;
+  if (/^[\d.]+(?:\/\d+|-[\d.]+)$/.test(p)) {
+    const { from, to } = parseCidrOrRange(p);
+    if (from === to) return formatIPv4(from);
+    const size = to - from + 1;
+    const len = 32 - Math.log2(size);
+    return Number.isInteger(len) && from % size === 0
+      ? `${formatIPv4(from)}/${len}`
+      : `${formatIPv4(from)}-${formatIPv4(to)}`;
   }
   return p;
 }
 
+/** An element of nft's JSON listing as text (`elementKey`'s form); plain string work, 30,000 of them per verify. */
 function kernelElementKey(e: unknown): string {
   if (Array.isArray(e)) return `${kernelPart(e[0])} : ${kernelPart(e[1])}`;
   return kernelPart(e);
 }
 
 function kernelPart(p: unknown): string {
+  if (typeof p === "string") return p;
   if (typeof p === "number") return String(p);
-  if (typeof p === "string") return IPV4.test(p) ? `${parseIPv4(p)}-${parseIPv4(p)}` : p;
   const o = (p ?? {}) as Record<string, unknown>;
   if (Array.isArray(o.concat)) return o.concat.map(kernelPart).join(" . ");
-  if (o.elem) return kernelPart((o.elem as { val: unknown }).val);
   if (o.prefix) {
     const { addr, len } = o.prefix as { addr: string; len: number };
-    const r = parseCidr(`${addr}/${len}`);
-    return `${r.from}-${r.to}`;
+    return len === 32 ? addr : `${addr}/${len}`;
   }
-  if (Array.isArray(o.range)) return `${parseIPv4(String(o.range[0]))}-${parseIPv4(String(o.range[1]))}`;
+  if (Array.isArray(o.range)) return o.range[0] === o.range[1] ? String(o.range[0]) : `${o.range[0]}-${o.range[1]}`;
+  if (o.elem) return kernelPart((o.elem as { val: unknown }).val);
   // A verdict: {"accept": null}, {"goto": {"target": "x"}}.
   const [verdict, arg] = Object.entries(o)[0] ?? ["?", null];
   const target = (arg as { target?: string } | null)?.target;
@@ -171,13 +174,26 @@ function shapeOf(t: TableModel): string {
   return JSON.stringify([t.family, t.name, t.chains, t.sets.map((s) => [s.kind, s.name, s.spec])]);
 }
 
-/** Whether the kernel's elements are exactly the model's, set by set. */
-function sameElements(model: TableModel, kernel: TableListing): boolean {
-  return model.sets.every((s) => {
+/**
+ * Whether the kernel's elements are exactly the model's, set by set. `keys` remembers each
+ * element's canonical form between verifies (most elements stay from one to the next).
+ */
+function sameElements(model: TableModel, kernel: TableListing, keys: Map<string, string>): boolean {
+  const same = model.sets.every((s) => {
     const held = kernel.elements.get(s.name);
     if (!held || held.size !== new Set(s.elements).size) return false;
-    return s.elements.every((e) => held.has(elementKey(e)));
+    return s.elements.every((e) => {
+      let key = keys.get(e);
+      if (key === undefined) keys.set(e, (key = elementKey(e)));
+      return held.has(key);
+    });
   });
+  const total = model.sets.reduce((n, s) => n + s.elements.length, 0);
+  if (keys.size > 2 * total + 1024) {
+    const current = new Set(model.sets.flatMap((s) => s.elements));
+    for (const e of keys.keys()) if (!current.has(e)) keys.delete(e);
+  }
+  return same;
 }
 
 export function hex(n: number): string {
@@ -199,6 +215,7 @@ export class OwnedTable {
    * removal) needs no second listing to be verified.
    */
   private readonly structures = new Map<string, string>();
+  private readonly elementKeys = new Map<string, string>();
 
   constructor(
     private readonly kernel: Kernel,
@@ -246,24 +263,28 @@ export class OwnedTable {
   async prepare(
     model: TableModel,
     verify: boolean,
-  ): Promise<{ script: string; full: boolean; commit: () => Promise<void> }> {
+  ): Promise<{ script: string; full: boolean; replaces: boolean; commit: () => Promise<void> }> {
+    // Whether a full apply replaces a table the kernel holds (unknown without a listing: assume so).
+    let replaces = true;
     if (verify) {
       const now = await listTable(this.kernel, this.family, this.name);
+      replaces = now !== undefined;
       const intact =
         now !== undefined &&
         this.applied !== undefined &&
         now.structure === this.structures.get(shapeOf(this.applied)) &&
-        sameElements(this.applied, now);
+        sameElements(this.applied, now, this.elementKeys);
       if (!intact) this.applied = undefined;
     }
     const delta = this.applied ? renderDelta(this.applied, model) : undefined;
-    if (delta === "") return { script: "", full: false, commit: async () => undefined };
+    if (delta === "") return { script: "", full: false, replaces, commit: async () => undefined };
     const full = delta === undefined;
     return {
       // A full replacement (rare: structure changed, an agent restart, drift) carries the named
       // counters over, also those of a table an earlier agent process left; deltas keep them anyway.
       script: full ? renderFull(model, await this.counts()) : delta,
       full,
+      replaces,
       commit: async () => {
         // A new shape's structure is read on verify (until then the next verify replaces the table
         // again: it cannot tell drift from ours); a delta never changes it.
