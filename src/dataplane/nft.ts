@@ -94,8 +94,13 @@ function elementsClause(elements: readonly string[]): string {
  * `--stateless` drops the anonymous counters' values but not the named counters' (nft 1.0.6), and
  * packets counted are no drift.
  */
-async function listTable(kernel: Kernel, family: string, name: string): Promise<TableListing | undefined> {
-  const objects = await kernel.nftList(`table ${family} ${name}`, { stateless: true });
+async function listTable(
+  kernel: Kernel,
+  family: string,
+  name: string,
+  opts: { terse?: boolean } = {},
+): Promise<TableListing | undefined> {
+  const objects = await kernel.nftList(`table ${family} ${name}`, { stateless: true, ...opts });
   if (!objects) return undefined;
   const elements = new Map<string, Set<string>>();
   // Handles change with every replacement; what a table does does not.
@@ -290,7 +295,7 @@ export class OwnedTable {
         // again: it cannot tell drift from ours); a delta never changes it.
         const shape = shapeOf(model);
         if (full && verify && !this.structures.has(shape)) {
-          const read = await listTable(this.kernel, this.family, this.name);
+          const read = await listTable(this.kernel, this.family, this.name, { terse: true });
           if (this.structures.size >= 8) this.structures.clear();
           if (read) this.structures.set(shape, read.structure);
         }
