@@ -1,4 +1,4 @@
-import { formatIPv4, parseCidrOrRange } from "../util/ipv4.js";
+import { formatRange, parseCidr } from "../util/ipv4.js";
 import type { Kernel } from "./kernel.js";
 
 /**
@@ -120,9 +120,9 @@ interface TableListing {
 }
 
 /**
- * One element of ours (`10.0.0.1 . 198.51.100.0/24 : 0x1`) as nft's JSON listing shows it once
- * joined as text (`kernelElementKey`): a range that is one address or one prefix as that, numbers
- * in decimal, names unquoted.
+ * One element of ours (`10.0.0.1 . 198.51.100.0-198.51.100.199 : 0x1`) in the one form both it and
+ * nft's listing of it (`kernelElementKey`) take: addresses and ranges as `formatRange` writes them
+ * (nft prints a range that is a prefix as one), numbers in decimal, names unquoted.
  */
 function elementKey(text: string): string {
   const [key, value] = splitOnce(text, " : ");
@@ -139,19 +139,11 @@ function textPart(part: string): string {
   const p = part.trim();
   if (p.startsWith('"') && p.endsWith('"')) return p.slice(1, -1);
   if (/^(?:0x[0-9a-f]+|\d+)$/i.test(p)) return String(Number(p));
-  if (/^[\d.]+(?:\/\d+|-[\d.]+)$/.test(p)) {
-    const { from, to } = parseCidrOrRange(p);
-    if (from === to) return formatIPv4(from);
-    const size = to - from + 1;
-    const len = 32 - Math.log2(size);
-    return Number.isInteger(len) && from % size === 0
-      ? `${formatIPv4(from)}/${len}`
-      : `${formatIPv4(from)}-${formatIPv4(to)}`;
-  }
+  if (/^[\d.]+\/\d+$/.test(p)) return formatRange(parseCidr(p));
   return p;
 }
 
-/** An element of nft's JSON listing as text (`elementKey`'s form); plain string work, 30,000 of them per verify. */
+/** An element of nft's JSON listing in `elementKey`'s form; 30,000 of them per verify, so plain string work. */
 function kernelElementKey(e: unknown): string {
   if (Array.isArray(e)) return `${kernelPart(e[0])} : ${kernelPart(e[1])}`;
   return kernelPart(e);
@@ -164,14 +156,21 @@ function kernelPart(p: unknown): string {
   if (Array.isArray(o.concat)) return o.concat.map(kernelPart).join(" . ");
   if (o.prefix) {
     const { addr, len } = o.prefix as { addr: string; len: number };
-    return len === 32 ? addr : `${addr}/${len}`;
+    const from = listedIPv4(addr);
+    return formatRange({ from, to: from + 2 ** (32 - len) - 1 });
   }
-  if (Array.isArray(o.range)) return o.range[0] === o.range[1] ? String(o.range[0]) : `${o.range[0]}-${o.range[1]}`;
+  if (Array.isArray(o.range)) return formatRange({ from: listedIPv4(o.range[0]), to: listedIPv4(o.range[1]) });
   if (o.elem) return kernelPart((o.elem as { val: unknown }).val);
   // A verdict: {"accept": null}, {"goto": {"target": "x"}}.
   const [verdict, arg] = Object.entries(o)[0] ?? ["?", null];
   const target = (arg as { target?: string } | null)?.target;
   return target === undefined ? verdict : `${verdict} ${target}`;
+}
+
+/** An address as nft prints it (well-formed: no validation, it runs per listed element). */
+function listedIPv4(text: unknown): number {
+  const [a = 0, b = 0, c = 0, d = 0] = String(text).split(".").map(Number);
+  return ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
 }
 
 /** What decides a table's structure: its chains and set declarations, not their elements. */
