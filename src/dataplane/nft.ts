@@ -286,7 +286,7 @@ export class OwnedTable {
     return {
       // A full replacement (rare: structure changed, an agent restart, drift) carries the named
       // counters over, also those of a table an earlier agent process left; deltas keep them anyway.
-      script: full ? renderFull(model, await this.counts()) : delta,
+      script: full ? renderFull(model, replaces ? await this.counts() : new Map()) : delta,
       full,
       replaces,
       commit: async () => {
