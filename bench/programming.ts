@@ -192,7 +192,8 @@ async function runCase(
         return t.value;
       };
 
-      await step("first", () => dp.apply(base));
+      // As the agent's first reconcile: a verifying apply (it reads the new table's structure back).
+      await step("first", () => dp.apply(base, { verify: true }));
       fullScriptBytes = Math.max(
         ...calls.first
           .at(-1)!
@@ -222,9 +223,9 @@ async function runCase(
         throw new KernelCheckError("removing a pod changed nothing");
       await expectDivert(check, TABLE, base.entries, "after removing one pod");
 
-      // The periodic drift check compares with the listing taken after a verified full apply.
-      await dp.apply(base, { verify: true });
-      expectNoChange(await step("resync", () => dp.apply(base, { verify: true })), "verified re-apply");
+      // The periodic drift check, after the two deltas above: it reads the table back and finds it
+      // as written (structure as after the verified full apply, elements as the deltas left them).
+      expectNoChange(await step("resync", () => dp.apply(base, { verify: true })), "verified re-apply after deltas");
 
       if (withoutBulk) {
         // As the node agent does: the new plan, then the removed pods' diverted flows forgotten (one conntrack batch).

@@ -217,6 +217,65 @@ describe("drift repair", () => {
     expect((await dp.drops()).forgedHealth).toBe(3);
   });
 
+  it("a verifying first apply on a node without our table commits no handover table; replacing a table the kernel holds does", async () => {
+    const k = await nodeKernel(pods);
+    let start = k.log.length;
+    await new NodeDataplane(k).apply(two(), { verify: true });
+    expect(nftWrites(k, start).some((w) => w.text.includes("static_egress_handover"))).toBe(false);
+    start = k.log.length;
+    await new NodeDataplane(k).apply(two(), { verify: true }); // a restarted agent: a full replacement
+    expect(nftWrites(k, start).filter((w) => w.text.includes("static_egress_handover")).length).toBe(2);
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(pods, two()));
+  });
+
+  it("a verify after element deltas reads the tables back and writes nothing when they hold what the deltas left", async () => {
+    const k = await nodeKernel(range(10, 8));
+    const dp = new NodeDataplane(k);
+    await dp.apply(two(["a", "b"], range(10, 6)), { verify: true });
+    await dp.apply(two(["a", "b"], range(10, 7))); // one pod more: a delta
+    await dp.apply(two(["a", "b"], range(11, 6))); // one pod less: a delta
+    const start = k.log.length;
+    const report = await dp.apply(two(["a", "b"], range(11, 6)), { verify: true });
+    expect(report.nftChanged).toBe(false);
+    expect(nftWrites(k, start)).toEqual([]);
+    expect(k.log.slice(start).filter((c) => c.op === "nftList").length).toBeGreaterThan(0); // it did read
+  });
+
+  it("after deltas, an element swapped behind our back (the same count) is found by the verify and repaired", async () => {
+    const k = await nodeKernel(range(10, 8));
+    const dp = new NodeDataplane(k);
+    await dp.apply(two(["a", "b"], range(10, 6)), { verify: true });
+    const plan = two(["a", "b"], range(10, 7));
+    await dp.apply(plan);
+    const programmed = await readBack(k, NODE_TABLES);
+    // Someone moves one pod's destination to instance b's mark: as many elements as before.
+    const e = plan.entries[0]!;
+    const other = plan.instances.find((i) => i.mark !== e.mark)!.mark;
+    await k.nft(
+      `delete element ip static_egress divert { ${divertKey(plan, 0)} }\n` +
+        `add element ip static_egress divert { ${divertKey(plan, 0)} : ${hex(other)} }\n`,
+    );
+    expect(await readBack(k, NODE_TABLES)).not.toEqual(programmed);
+    const report = await dp.apply(plan, { verify: true });
+    expect(report.nftChanged).toBe(true);
+    expect(await readBack(k, NODE_TABLES)).toEqual(programmed);
+  });
+
+  it("a full replacement of a shape verified before (a bulk removal) is verified later without a second replacement", async () => {
+    const many = range(10, MAX_DELTA_DELETIONS + 2);
+    const k = await nodeKernel(many);
+    const dp = new NodeDataplane(k);
+    await dp.apply(two(["a", "b"], many), { verify: true });
+    await dp.apply(two(["a", "b"], [10])); // a full replacement, not verified
+    const start = k.log.length;
+    expect((await dp.apply(two(["a", "b"], [10]), { verify: true })).nftChanged).toBe(false);
+    expect(nftWrites(k, start)).toEqual([]);
+    // A chain someone adds to our table is structure: found, and the table replaced.
+    await k.nft("table ip static_egress {\n  chain extra {\n  }\n}\n");
+    expect((await dp.apply(two(["a", "b"], [10]), { verify: true })).nftChanged).toBe(true);
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(many, two(["a", "b"], [10])));
+  });
+
   it("a full replacement (a restarted agent, a changed structure) keeps what the named counters counted", async () => {
     const k = await nodeKernel(pods);
     await new NodeDataplane(k).apply(two(), { verify: true });

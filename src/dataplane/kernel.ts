@@ -13,7 +13,8 @@ export interface Kernel {
    * `nft -j list <what>` (e.g. `table ip t`, `counters table ip t`): the `nftables` array, or
    * undefined when the table is not there. `stateless` leaves counter values out.
    */
-  nftList(what: string, opts?: { stateless?: boolean }): Promise<NftObject[] | undefined>;
+  /** `terse`: sets and maps without their elements (a structure check reads no 30,000 elements). */
+  nftList(what: string, opts?: { stateless?: boolean; terse?: boolean }): Promise<NftObject[] | undefined>;
   /**
    * `ip -batch -`: the lines in order. Not a transaction: the first failing line stops the
    * batch and the lines before it stay applied (callers order them so that no step opens a gap).
@@ -49,6 +50,7 @@ export function commandKernel(runner: CommandRunner): Kernel {
         const { stdout } = await runner.run("nft", [
           "-j",
           ...(opts.stateless ? ["--stateless"] : []),
+          ...(opts.terse ? ["--terse"] : []),
           "list",
           ...what.split(" "),
         ]);

@@ -1,3 +1,4 @@
+import { formatRange, parseCidr } from "../util/ipv4.js";
 import type { Kernel } from "./kernel.js";
 
 /**
@@ -88,18 +89,115 @@ function elementsClause(elements: readonly string[]): string {
 }
 
 /**
- * The table as the kernel has it (nft's JSON listing without counter values), undefined if absent.
+ * The table as the kernel has it, undefined if absent: its structure (nft's JSON listing without
+ * set elements or counter values) and each set's elements in one canonical form (`elementKey`).
  * `--stateless` drops the anonymous counters' values but not the named counters' (nft 1.0.6), and
  * packets counted are no drift.
  */
-async function listTable(kernel: Kernel, family: string, name: string): Promise<string | undefined> {
-  const objects = await kernel.nftList(`table ${family} ${name}`, { stateless: true });
-  return (
-    objects &&
-    JSON.stringify(
-      objects.map((o) => (o.counter ? { counter: { ...(o.counter as object), packets: 0, bytes: 0 } } : o)),
-    )
-  );
+async function listTable(
+  kernel: Kernel,
+  family: string,
+  name: string,
+  opts: { terse?: boolean } = {},
+): Promise<TableListing | undefined> {
+  const objects = await kernel.nftList(`table ${family} ${name}`, { stateless: true, ...opts });
+  if (!objects) return undefined;
+  const elements = new Map<string, Set<string>>();
+  // Handles change with every replacement; what a table does does not.
+  const structure = objects.map((o) => {
+    const [kind, body] = Object.entries(o)[0] ?? ["", {}];
+    const { handle: _handle, elem, ...rest } = body as { handle?: number; elem?: unknown[]; name?: string };
+    if (kind === "counter") return { counter: { ...rest, packets: 0, bytes: 0 } };
+    if (kind === "set" || kind === "map") elements.set(String(rest.name), new Set((elem ?? []).map(kernelElementKey)));
+    return { [kind]: rest };
+  });
+  return { structure: JSON.stringify(structure), elements };
+}
+
+interface TableListing {
+  structure: string;
+  elements: Map<string, Set<string>>;
+}
+
+/**
+ * One element of ours (`10.0.0.1 . 198.51.100.0-198.51.100.199 : 0x1`) in the one form both it and
+ * nft's listing of it (`kernelElementKey`) take: addresses and ranges as `formatRange` writes them
+ * (nft prints a range that is a prefix as one), numbers in decimal, names unquoted.
+ */
+function elementKey(text: string): string {
+  const [key, value] = splitOnce(text, " : ");
+  const parts = key.split(" . ").map(textPart);
+  return value === undefined ? parts.join(" . ") : `${parts.join(" . ")} : ${textPart(value)}`;
+}
+
+function splitOnce(text: string, sep: string): [string, string | undefined] {
+  const at = text.indexOf(sep);
+  return at < 0 ? [text, undefined] : [text.slice(0, at), text.slice(at + sep.length)];
+}
+
+function textPart(part: string): string {
+  const p = part.trim();
+  if (p.startsWith('"') && p.endsWith('"')) return p.slice(1, -1);
+  if (/^(?:0x[0-9a-f]+|\d+)$/i.test(p)) return String(Number(p));
+  if (/^[\d.]+\/\d+$/.test(p)) return formatRange(parseCidr(p));
+  return p;
+}
+
+/** An element of nft's JSON listing in `elementKey`'s form; 30,000 of them per verify, so plain string work. */
+function kernelElementKey(e: unknown): string {
+  if (Array.isArray(e)) return `${kernelPart(e[0])} : ${kernelPart(e[1])}`;
+  return kernelPart(e);
+}
+
+function kernelPart(p: unknown): string {
+  if (typeof p === "string") return p;
+  if (typeof p === "number") return String(p);
+  const o = (p ?? {}) as Record<string, unknown>;
+  if (Array.isArray(o.concat)) return o.concat.map(kernelPart).join(" . ");
+  if (o.prefix) {
+    const { addr, len } = o.prefix as { addr: string; len: number };
+    const from = listedIPv4(addr);
+    return formatRange({ from, to: from + 2 ** (32 - len) - 1 });
+  }
+  if (Array.isArray(o.range)) return formatRange({ from: listedIPv4(o.range[0]), to: listedIPv4(o.range[1]) });
+  if (o.elem) return kernelPart((o.elem as { val: unknown }).val);
+  // A verdict: {"accept": null}, {"goto": {"target": "x"}}.
+  const [verdict, arg] = Object.entries(o)[0] ?? ["?", null];
+  const target = (arg as { target?: string } | null)?.target;
+  return target === undefined ? verdict : `${verdict} ${target}`;
+}
+
+/** An address as nft prints it (well-formed: no validation, it runs per listed element). */
+function listedIPv4(text: unknown): number {
+  const [a = 0, b = 0, c = 0, d = 0] = String(text).split(".").map(Number);
+  return ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
+}
+
+/** What decides a table's structure: its chains and set declarations, not their elements. */
+function shapeOf(t: TableModel): string {
+  return JSON.stringify([t.family, t.name, t.chains, t.sets.map((s) => [s.kind, s.name, s.spec])]);
+}
+
+/**
+ * Whether the kernel's elements are exactly the model's, set by set. `keys` remembers each
+ * element's canonical form between verifies (most elements stay from one to the next).
+ */
+function sameElements(model: TableModel, kernel: TableListing, keys: Map<string, string>): boolean {
+  const same = model.sets.every((s) => {
+    const held = kernel.elements.get(s.name);
+    if (!held || held.size !== new Set(s.elements).size) return false;
+    return s.elements.every((e) => {
+      let key = keys.get(e);
+      if (key === undefined) keys.set(e, (key = elementKey(e)));
+      return held.has(key);
+    });
+  });
+  const total = model.sets.reduce((n, s) => n + s.elements.length, 0);
+  if (keys.size > 2 * total + 1024) {
+    const current = new Set(model.sets.flatMap((s) => s.elements));
+    for (const e of keys.keys()) if (!current.has(e)) keys.delete(e);
+  }
+  return same;
 }
 
 export function hex(n: number): string {
@@ -109,12 +207,19 @@ export function hex(n: number): string {
 /**
  * One nft table owned by an agent. Applies a model with the smallest atomic change (element
  * delta when only elements changed, full replacement otherwise) and, on `verify`, reads the
- * kernel back and replaces the table if anyone else changed it.
+ * kernel back and replaces the table if anyone else changed it: its structure against the
+ * listing after our last full apply, its elements against what our deltas since left (so a
+ * verify after deltas costs a listing, not a replacement).
  */
 export class OwnedTable {
   private applied: TableModel | undefined;
-  /** The kernel's listing right after our last full apply; undefined after a delta. */
-  private listing: string | undefined;
+  /**
+   * The kernel's structure (no elements, no handles) for each shape of model (chains and set
+   * declarations) read after a full apply: a later replacement with the same shape (a bulk
+   * removal) needs no second listing to be verified.
+   */
+  private readonly structures = new Map<string, string>();
+  private readonly elementKeys = new Map<string, string>();
 
   constructor(
     private readonly kernel: Kernel,
@@ -162,21 +267,37 @@ export class OwnedTable {
   async prepare(
     model: TableModel,
     verify: boolean,
-  ): Promise<{ script: string; full: boolean; commit: () => Promise<void> }> {
+  ): Promise<{ script: string; full: boolean; replaces: boolean; commit: () => Promise<void> }> {
+    // Whether a full apply replaces a table the kernel holds (unknown without a listing: assume so).
+    let replaces = true;
     if (verify) {
       const now = await listTable(this.kernel, this.family, this.name);
-      if (now === undefined || this.listing === undefined || now !== this.listing) this.applied = undefined;
+      replaces = now !== undefined;
+      const intact =
+        now !== undefined &&
+        this.applied !== undefined &&
+        now.structure === this.structures.get(shapeOf(this.applied)) &&
+        sameElements(this.applied, now, this.elementKeys);
+      if (!intact) this.applied = undefined;
     }
     const delta = this.applied ? renderDelta(this.applied, model) : undefined;
-    if (delta === "") return { script: "", full: false, commit: async () => undefined };
+    if (delta === "") return { script: "", full: false, replaces, commit: async () => undefined };
     const full = delta === undefined;
     return {
       // A full replacement (rare: structure changed, an agent restart, drift) carries the named
       // counters over, also those of a table an earlier agent process left; deltas keep them anyway.
-      script: full ? renderFull(model, await this.counts()) : delta,
+      script: full ? renderFull(model, replaces ? await this.counts() : new Map()) : delta,
       full,
+      replaces,
       commit: async () => {
-        this.listing = full && verify ? await listTable(this.kernel, this.family, this.name) : undefined;
+        // A new shape's structure is read on verify (until then the next verify replaces the table
+        // again: it cannot tell drift from ours); a delta never changes it.
+        const shape = shapeOf(model);
+        if (full && verify && !this.structures.has(shape)) {
+          const read = await listTable(this.kernel, this.family, this.name, { terse: true });
+          if (this.structures.size >= 8) this.structures.clear();
+          if (read) this.structures.set(shape, read.structure);
+        }
         this.applied = model;
       },
     };
@@ -185,6 +306,5 @@ export class OwnedTable {
   async remove(): Promise<void> {
     await this.kernel.nft(`table ${this.family} ${this.name}\ndelete table ${this.family} ${this.name}\n`);
     this.applied = undefined;
-    this.listing = undefined;
   }
 }

@@ -475,10 +475,11 @@ export class NodeDataplane {
       this.bindTable.prepare(bindTableModel(plan, facts), verify),
     ] as const);
     const script = changes.map((c) => c.script).join("");
-    if (changes[0]!.full) {
+    if (changes[0]!.full && changes[0]!.replaces) {
       // A replaced table's interval map is filled only as its transaction ends, after its chain is
       // live: a new flow in between would miss it and leave with the node's address. A handover
-      // table with the new map, committed first, marks those packets meanwhile.
+      // table with the new map, committed first, marks those packets meanwhile. (A table created
+      // where none was marks nothing before its commit either way: no handover.)
       const handover = handoverTableModel(model);
       await this.kernel.nft(renderFull(handover));
       try {

@@ -5,8 +5,10 @@ import { GatewayDataplane } from "../../src/dataplane/gateway.js";
 import { readRoutes, readRules } from "../../src/dataplane/routing.js";
 import { addNamespace, deleteNamespacesWithPrefix, execIn, newRunPrefix } from "../../src/lab/netns.js";
 import { markFor, tableFor } from "../../src/planner/ids.js";
+import { divertValue } from "../../src/planner/failover.js";
+import { hex } from "../../src/dataplane/nft.js";
 import type { GatewayPlan, NodePlan } from "../../src/planner/model.js";
-import { formatIPv4, parseCidr, parseIPv4 } from "../../src/util/ipv4.js";
+import { formatIPv4, formatRange, parseCidr, parseIPv4 } from "../../src/util/ipv4.js";
 import { inNamespace, type CommandRunner } from "../../src/util/exec.js";
 import { commandKernel } from "../../src/dataplane/kernel.js";
 import { waitFor } from "../../src/lab/lab.js";
@@ -192,6 +194,32 @@ describe("node dataplane", () => {
     const restarted = await new NodeDataplane(run).apply(plan("via"));
     expect(restarted.routingAdded + restarted.routingRemoved).toBe(0);
     expect(await foreignState()).toBe(before);
+  });
+
+  it("a verify after element deltas writes nothing when the kernel holds what they left, and repairs an element swapped behind its back", async () => {
+    const dp = new NodeDataplane(run);
+    const more = plan("via", 5);
+    await dp.apply(plan("via", 3), { verify: true });
+    await dp.apply(more); // two pods more: a delta
+    expect(await dp.apply(more, { verify: true })).toMatchObject({ nftChanged: false }); // read back, found as written
+    // The same number of elements, one of them pointing at the other instance.
+    const e = more.entries[0]!;
+    const other = more.instances.find((i) => i.mark !== e.mark)!.mark;
+    const key = `${e.podIP} . ${formatRange(e.dst)}`;
+    await execIn(nodeNs, "nft", [
+      `delete element ip static_egress divert { ${key} }; add element ip static_egress divert { ${key} : ${hex(other)} }`,
+    ]);
+    expect(await dp.apply(more, { verify: true })).toMatchObject({ nftChanged: true });
+    const listing = JSON.parse(await execIn(nodeNs, "nft", ["-j", "list", "map", "ip", "static_egress", "divert"])) as {
+      nftables: { map?: { elem: [{ concat: [string, unknown] }, number][] } }[];
+    };
+    const values = listing.nftables
+      .flatMap((o) => o.map?.elem ?? [])
+      .filter(([k]) => k.concat[0] === e.podIP)
+      .map(([, v]) => v);
+    expect(values).toEqual([divertValue(e)]);
+    expect(await dp.apply(more, { verify: true })).toMatchObject({ nftChanged: false });
+    await dp.cleanup();
   });
 
   it("a new pod with unchanged routing reads no routing or tunnels back; the next verify does, and repairs a deleted route", async () => {

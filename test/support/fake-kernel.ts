@@ -187,7 +187,7 @@ export class FakeKernel implements Kernel {
     this.changed(call);
   }
 
-  async nftList(what: string, opts: { stateless?: boolean } = {}): Promise<NftObject[] | undefined> {
+  async nftList(what: string, opts: { stateless?: boolean; terse?: boolean } = {}): Promise<NftObject[] | undefined> {
     this.log.push({ op: "nftList", text: what, ok: true });
     const m = /^(counters )?table (ip|inet|bridge) (\w+)$/.exec(what);
     if (!m) throw new Error(`fake kernel: nft list ${what} is not modelled`);
@@ -209,7 +209,7 @@ export class FakeKernel implements Kernel {
         handle: s.handle,
         ...(s.dataType ? { map: s.dataType } : {}),
         ...(s.flags.length > 0 ? { flags: s.flags } : {}),
-        ...(s.elements.size > 0 ? { elem: [...s.elements.values()].map(elementJson) } : {}),
+        ...(s.elements.size > 0 && !opts.terse ? { elem: [...s.elements.values()].map(elementJson) } : {}),
       },
     }));
     const chains = [...t.chains].map(([name, c]) => ({
