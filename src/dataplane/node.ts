@@ -24,7 +24,14 @@ import {
 import { sourceBlocks } from "./conntrack.js";
 import { divertValue, failoverPlan, withHealth } from "../planner/failover.js";
 import type { HealthView } from "../planner/model.js";
-import { FailoverWriter, healthSets, instanceRoutes, type FailoverWrite, type HealthPort } from "./node-health.js";
+import {
+  FailoverWriter,
+  healthSets,
+  instanceRoutes,
+  type FailoverWrite,
+  type FailoverWriterOptions,
+  type HealthPort,
+} from "./node-health.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import type { Kernel } from "./kernel.js";
 import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
@@ -411,6 +418,11 @@ export class NodeDataplane {
     this.health = port;
   }
 
+  /** What a failover writer on another thread needs to know of this dataplane. */
+  get failoverOptions(): FailoverWriterOptions {
+    return { table: this.opts.table };
+  }
+
   private get tableRange() {
     return { from: this.opts.tableBase + 1, to: this.opts.tableBase + MAX_INSTANCE_ID };
   }
@@ -622,7 +634,7 @@ export class NodeDataplane {
   }
 
   /** `applyHealth`, with when each step ended. */
-  applyHealthTimed(health: HealthView): Promise<FailoverWrite> {
+  async applyHealthTimed(health: HealthView): Promise<FailoverWrite> {
     if (this.health !== this.writer) throw new Error("gateway health is written by the health thread here");
     this.appliedRouting = undefined; // the next apply reads routing back
     return this.writer.setHealth(health);
