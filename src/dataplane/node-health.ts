@@ -115,7 +115,6 @@ export class FailoverWriter implements HealthPort {
   async commitApply(req: ApplyCommit): Promise<void> {
     this.pending = req.plan;
     this.raced = this.writing > 0;
-    let committed = false;
     try {
       if (req.handover) {
         await this.kernel.nft(req.handover.create);
@@ -125,11 +124,9 @@ export class FailoverWriter implements HealthPort {
           await this.kernel.nft(req.handover.remove);
         }
       } else if (req.script !== "") await this.kernel.nft(req.script);
-      committed = true;
     } finally {
       this.pending = undefined;
     }
-    if (!committed) return;
     this.held = req.plan;
     // Health changed while the apply was on its way: what it wrote may be the older view.
     await this.enqueue(this.raced);
