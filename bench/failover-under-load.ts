@@ -156,6 +156,22 @@ function programmedSince(lab: Lab, since: number): Programmed[] {
   return out;
 }
 
+/** Whether node1's agent judges every gateway instance up now (its last verdict per instance, from its log). */
+function allUpOnNode(lab: Lab): boolean {
+  const text = readFileSync(join(lab.dir, "logs", `agent-${NODE}.log`), "utf8");
+  const last = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    if (!line.includes("gateway instance")) continue;
+    try {
+      const j = JSON.parse(line) as { msg?: string; key?: string; to?: string };
+      if (j.key && (j.msg === "gateway instance up" || j.msg === "gateway instance down")) last.set(j.key, j.to ?? "");
+    } catch {
+      // a partly written line
+    }
+  }
+  return last.size > 0 && [...last.values()].every((v) => v === "up");
+}
+
 interface KillSample extends FailoverOutcome {
   victim: string;
   /** When the instance was killed (ms since the epoch): to find the failover in node1's log. */
@@ -182,10 +198,19 @@ async function killOnce(
     () => true,
     () => false,
   );
-  if (!arriving) {
+  // The survivor must be up on node1 (the revived instance's BFD and hold-down may take longer
+  // than SETTLE_MS under load): a kill with the other instance still down measures that, not the failover.
+  const bothUp =
+    arriving &&
+    (await waitFor(() => allUpOnNode(lab), Math.max(1, spawnedAt + SETTLE_MS + ARRIVE_MS - Date.now()), "", 50).then(
+      () => true,
+      () => false,
+    ));
+  if (!bothUp) {
     await stream;
     const received = streamDatagrams(lab.udpRecords(), tag).length;
-    log(`${label}: NOT KILLED: the flow did not arrive with both instances up (${received} datagrams in the end)`);
+    const why = arriving ? "an instance was not up on node1 yet" : "the flow did not arrive with both instances up";
+    log(`${label}: NOT KILLED: ${why} (${received} datagrams in the end)`);
     return { notArriving: { received }, revive: async () => undefined };
   }
   const { victim, killedAt, outcome } = await killInstanceInUse(lab, {
