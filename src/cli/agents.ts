@@ -5,6 +5,7 @@ import { NodeAgent, type HealthProvider } from "../agents/node/node-agent.js";
 import { loadAgentConfig } from "../agents/config.js";
 import { BfdAgent } from "../agents/health/bfd/agent.js";
 import { HealthThread } from "../agents/health/thread.js";
+import { responderSession } from "../agents/health/responder.js";
 import { GatewayMetrics, NodeMetrics } from "../agents/metrics.js";
 import { AGENT_METRICS_DEFAULT_HOST, metricsListen, serveMetrics } from "../util/metrics-server.js";
 import { FileSource } from "../agents/source/file-source.js";
@@ -451,7 +452,7 @@ export async function runHealthResponder(flags: {
   const bfd = new BfdAgent({
     localAddress: flags.listen,
     logger,
-    acceptPeer: () => ({ peer: "", passive: true }),
+    acceptPeer: () => responderSession(),
   });
   // Sessions of nodes that went away are dropped after a while, so the table does not grow.
   bfd.on("change", (c) => {
