@@ -653,4 +653,26 @@ describe("failover ahead of the queue (applyHealth)", () => {
     expect(commits[1]!.script).toBe("");
     expect(nftWrites(k).length).toBe(before);
   });
+
+  it("an apply rendered with an older view (an instance down that is back up) leaves its route and sets to the latest", async () => {
+    const k = await nodeKernel(pods);
+    const dp = new NodeDataplane(k);
+    const writer = new FailoverWriter(k, dp.failoverOptions);
+    const plan = two();
+    const a = plan.instances.find((i) => i.key === "shared/a")!;
+    await writer.setHealth(new Map([["shared/a", "up"]]));
+    // The agent's copy of the view still says a is down (its thread was held): so the apply renders.
+    dp.useHealthPort({ latest: () => new Map([["shared/a", "down"]]), commitApply: (req) => writer.commitApply(req) });
+    await dp.apply(plan);
+    expect(k.lookup("198.51.100.7", a.mark).via).not.toBe("blackhole");
+    expect(k.elements("ip", "static_egress", "down_instances")).not.toContain(a.mark);
+    // The stale blackhole was written (the apply's own route) and replaced at once, before the nft write.
+    const lines = k.log.filter((c) => c.op === "ip" || c.op === "nft").map((c) => `${c.op}: ${c.text.split("\n")[0]}`);
+    const stale = lines.findIndex((l) => l.includes(`blackhole default table ${a.table}`));
+    const fixed = lines.findIndex((l, n) => n > stale && l.includes(`table ${a.table}`) && !l.includes("blackhole"));
+    const nft = lines.findIndex((l) => l.startsWith("nft: table ip static_egress_handover"));
+    expect(stale).toBeGreaterThanOrEqual(0);
+    expect(fixed).toBeGreaterThan(stale);
+    expect(fixed).toBeLessThan(nft);
+  });
 });

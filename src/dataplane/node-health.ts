@@ -43,6 +43,12 @@ export function instanceRoutes(plan: Pick<NodePlan, "instances" | "tunnel">): Ro
 export interface ApplyCommit {
   /** The applied plan's failover part, with the health it was rendered with (`failoverPlan`). */
   plan: FailoverPlan;
+  /**
+   * The apply's route and rule additions (`ip -batch` lines), run before the nft write. They are
+   * rendered with the apply's health: the writer sets an instance whose health changed since right
+   * at once (a route written from an older view must not wait for the commit to be corrected).
+   */
+  routes?: string[];
   /** The nft transaction (both node tables); empty when nothing changed. */
   script: string;
   /** A full replacement's handover table: created before `script`, removed after it (also when it fails). */
@@ -116,6 +122,16 @@ export class FailoverWriter implements HealthPort {
     this.pending = req.plan;
     this.raced = this.writing > 0;
     try {
+      if (req.routes?.length) {
+        await runBatch(this.kernel, req.routes);
+        if (this.health) {
+          const { add } = diffRouting(
+            { rules: [], routes: instanceRoutes(withHealth(req.plan, this.health)) },
+            { rules: [], routes: instanceRoutes(req.plan) },
+          );
+          await runBatch(this.kernel, add);
+        }
+      }
       if (req.handover) {
         await this.kernel.nft(req.handover.create);
         try {

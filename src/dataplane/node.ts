@@ -444,8 +444,8 @@ export class NodeDataplane {
     this.appliedRouting = undefined;
     // Tunnels first (routes name them), removed last (after the routes that used them).
     const tunnelsAdded = unchanged ? 0 : await this.tunnels.apply(tunnels);
+    // Additions are written by the health port with the nft change (before it).
     const { add, remove } = unchanged ? { add: [], remove: [] } : diffRouting(desired, await this.readRouting());
-    await runBatch(this.kernel, add);
     const facts = await this.learnFacts(plan, opts.verify === true);
     // Reading a large table back is not free: it is done on `verify` (the periodic drift check).
     // Both tables change in one transaction: a pod's divert entry and its port binding together.
@@ -463,6 +463,7 @@ export class NodeDataplane {
     // Through the health port, which knows the apply's health and re-asserts a newer one after it.
     await this.health.commitApply({
       plan: failoverPlan(plan),
+      ...(add.length > 0 ? { routes: add } : {}),
       script,
       ...(handover
         ? {
