@@ -12,10 +12,10 @@
  * Only node1's agent reads the big source (its own file); the other agents read the lab's file.
  *
  *   sudo npx tsx bench/failover-under-load.ts [--kills 10] [--pods 10000] [--churn-ms 1000] [--death agent]
- *     [--out file] [--max-seconds 900]
+ *     [--out file] [--max-seconds 900] [--agent-log file]
  */
 import { parseArgs } from "node:util";
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { copyFileSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { exampleLabConfig } from "../test/lab/support.js";
@@ -40,6 +40,7 @@ const { values } = parseArgs({
     "max-seconds": { type: "string", default: "900" },
     "churn-ms": { type: "string", default: "1000" },
     death: { type: "string", default: "agent" },
+    "agent-log": { type: "string" },
   },
 });
 const KILLS = Number(values.kills);
@@ -49,6 +50,8 @@ if (!Number.isInteger(KILLS) || KILLS < 1 || KILLS > 50) throw new Error("--kill
 if (!Number.isInteger(PODS) || PODS < 0 || PODS > 16_000) throw new Error("--pods must be an integer from 0 to 16000");
 if (!Number.isFinite(MAX_SECONDS) || MAX_SECONDS < 60) throw new Error("--max-seconds must be at least 60");
 const OUT = values.out;
+/** Where to copy node1's agent log before the lab goes (its timestamps explain a slow failover). */
+const AGENT_LOG = values["agent-log"];
 /** How the instance dies (src/lab/lab.ts): "agent" (software killed; the kernel still forwards), "link", "silent". */
 const DEATH = values.death as GatewayDeath;
 if (!HOST_DEATHS.includes(DEATH)) throw new Error(`--death must be one of ${HOST_DEATHS.join(", ")}`);
@@ -153,8 +156,26 @@ function programmedSince(lab: Lab, since: number): Programmed[] {
   return out;
 }
 
+/** Whether node1's agent judges every gateway instance up now (its last verdict per instance, from its log). */
+function allUpOnNode(lab: Lab): boolean {
+  const text = readFileSync(join(lab.dir, "logs", `agent-${NODE}.log`), "utf8");
+  const last = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    if (!line.includes("gateway instance")) continue;
+    try {
+      const j = JSON.parse(line) as { msg?: string; key?: string; to?: string };
+      if (j.key && (j.msg === "gateway instance up" || j.msg === "gateway instance down")) last.set(j.key, j.to ?? "");
+    } catch {
+      // a partly written line
+    }
+  }
+  return last.size > 0 && [...last.values()].every((v) => v === "up");
+}
+
 interface KillSample extends FailoverOutcome {
   victim: string;
+  /** When the instance was killed (ms since the epoch): to find the failover in node1's log. */
+  killedAt: number;
 }
 
 async function killOnce(
@@ -177,13 +198,22 @@ async function killOnce(
     () => true,
     () => false,
   );
-  if (!arriving) {
+  // The survivor must be up on node1 (the revived instance's BFD and hold-down may take longer
+  // than SETTLE_MS under load): a kill with the other instance still down measures that, not the failover.
+  const bothUp =
+    arriving &&
+    (await waitFor(() => allUpOnNode(lab), Math.max(1, spawnedAt + SETTLE_MS + ARRIVE_MS - Date.now()), "", 50).then(
+      () => true,
+      () => false,
+    ));
+  if (!bothUp) {
     await stream;
     const received = streamDatagrams(lab.udpRecords(), tag).length;
-    log(`${label}: NOT KILLED: the flow did not arrive with both instances up (${received} datagrams in the end)`);
+    const why = arriving ? "an instance was not up on node1 yet" : "the flow did not arrive with both instances up";
+    log(`${label}: NOT KILLED: ${why} (${received} datagrams in the end)`);
     return { notArriving: { received }, revive: async () => undefined };
   }
-  const { victim, outcome } = await killInstanceInUse(lab, {
+  const { victim, killedAt, outcome } = await killInstanceInUse(lab, {
     tag,
     stream,
     kind: DEATH,
@@ -194,7 +224,7 @@ async function killOnce(
     ? `resumed via ${outcome.resumedVia} after ${outcome.gapMs} ms`
     : `FAILED: ${outcome.failure}`;
   log(`${label} (${victim}): ${verdict}; wrong source ${outcome.wrongSource}`);
-  return { sample: { victim, ...outcome }, revive: () => lab.reviveGateway(victim) };
+  return { sample: { victim, killedAt, ...outcome }, revive: () => lab.reviveGateway(victim) };
 }
 
 async function main(): Promise<void> {
@@ -293,6 +323,7 @@ async function main(): Promise<void> {
             `p99 ${o.gapMs.p99} max ${o.gapMs.max} ms; ${reconciles.length} reconciles during the kills`,
         );
       }
+      if (AGENT_LOG) copyFileSync(join(l.dir, "logs", `agent-${NODE}.log`), AGENT_LOG);
       return out;
     },
     { maxSeconds: MAX_SECONDS, log },

@@ -11,7 +11,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function killInstanceInUse(
   lab: Lab,
   opts: { tag: string; stream: Promise<unknown>; kind: GatewayDeath; allowed: readonly string[]; observeMs: number },
-): Promise<{ victim: string; outcome: FailoverOutcome }> {
+): Promise<{ victim: string; killedAt: number; outcome: FailoverOutcome }> {
   const current = streamDatagrams(lab.udpRecords(), opts.tag).at(-1)!.src;
   const victim = lab.topology.gatewayHosts.find((g) => g.egressIPs.includes(current));
   if (!victim) throw new Error(`${opts.tag}: the flow arrives from ${current}, which no gateway instance holds`);
@@ -27,5 +27,5 @@ export async function killInstanceInUse(
     victim: victimIPs,
     survivors,
   });
-  return { victim: victim.name, outcome };
+  return { victim: victim.name, killedAt, outcome };
 }

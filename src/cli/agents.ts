@@ -4,8 +4,8 @@ import { CniServer, CniService } from "../agents/node/cni-server.js";
 import { NodeAgent, type HealthProvider } from "../agents/node/node-agent.js";
 import { loadAgentConfig } from "../agents/config.js";
 import { BfdAgent } from "../agents/health/bfd/agent.js";
-import { BfdThread } from "../agents/health/bfd/thread.js";
-import { HealthMonitor } from "../agents/health/monitor.js";
+import { HealthThread } from "../agents/health/thread.js";
+import { responderSession } from "../agents/health/responder.js";
 import { GatewayMetrics, NodeMetrics } from "../agents/metrics.js";
 import { AGENT_METRICS_DEFAULT_HOST, metricsListen, serveMetrics } from "../util/metrics-server.js";
 import { FileSource } from "../agents/source/file-source.js";
@@ -182,20 +182,24 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   const reporter = kube ? new NodeReporter(kube, flags.node, logger) : undefined;
   // Before anything starts: a wrong flag stops the agent at once, naming it.
   const anchor = anchorPublisher(flags, kube, { objects: () => source.objects() }, logger);
-  let bfd: BfdThread | undefined;
+  let bfd: HealthThread | undefined;
   let health: HealthProvider | undefined;
   if (flags.address) {
     raisePriority(logger);
     // Probes leave from the node's own address (in Kubernetes: status.hostIP), on a thread of
-    // their own: a long reconcile never delays them (thread.ts).
-    bfd = new BfdThread(
-      { localAddress: flags.address, log: { name: "node-agent", level: logger.level, bindings: logger.bindings() } },
+    // their own, which also judges the instances and fails over: a long reconcile never delays
+    // them (src/agents/health/thread.ts).
+    bfd = new HealthThread(
+      {
+        localAddress: flags.address,
+        log: { name: "node-agent", level: logger.level, bindings: logger.bindings() },
+        failover: dataplane.failoverOptions,
+      },
       logger,
     );
     await bfd.start();
-    const monitor = new HealthMonitor(bfd, logger);
-    monitor.onVerdict((c) => metrics.onVerdict(c));
-    health = monitor;
+    bfd.onVerdict((c) => metrics.onVerdict(c));
+    health = bfd;
   } else {
     logger.warn("no --address: gateway instances are not probed (no failover)");
   }
@@ -448,7 +452,7 @@ export async function runHealthResponder(flags: {
   const bfd = new BfdAgent({
     localAddress: flags.listen,
     logger,
-    acceptPeer: () => ({ peer: "", passive: true }),
+    acceptPeer: () => responderSession(),
   });
   // Sessions of nodes that went away are dropped after a while, so the table does not grow.
   bfd.on("change", (c) => {

@@ -24,6 +24,8 @@ import type { NodePlan } from "../planner/model.js";
 import { ANCHOR_TABLE, GATEWAY_TABLE, GatewayDataplane } from "./gateway.js";
 import { hex, MAX_DELTA_DELETIONS } from "./nft.js";
 import { BIND_TABLE, NodeDataplane } from "./node.js";
+import { FailoverWriter, type ApplyCommit, type HealthPort } from "./node-health.js";
+import { divertValue } from "../planner/failover.js";
 
 const NODE_TABLES = ["ip static_egress", `bridge ${BIND_TABLE}`, "ip someone_else"];
 const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
@@ -635,5 +637,101 @@ describe("failover ahead of the queue (applyHealth)", () => {
     expect(k.log.filter((c) => c.op === "deleteFlows").map((c) => c.text)).toContain(
       `--mark ${hex(a!.mark)}/${hex(MARK_MASK)}`,
     );
+  });
+
+  it("a failover while an apply adds an instance writes remap for both plans' values; after it, every value has its element", async () => {
+    const k = await nodeKernel(range(10, 6));
+    const dp = new NodeDataplane(k);
+    await dp.apply(two(["a", "b"], range(10, 6)));
+    const next = two(["a", "b", "c"], range(10, 6));
+    const a = next.instances.find((i) => i.key === "shared/a")!;
+    const nextValues = new Set(next.entries.map(divertValue));
+    const oldValues = new Set(two(["a", "b"], range(10, 6)).entries.map(divertValue));
+    expect([...nextValues].some((v) => !oldValues.has(v))).toBe(true);
+
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const nft = k.nft.bind(k);
+    const isHealth = (script: string) => script.startsWith("flush map ip static_egress remap");
+    const failovers: string[] = [];
+    let holding = true;
+    let heldNow = false;
+    k.nft = async (script) => {
+      if (holding && !isHealth(script)) {
+        holding = false;
+        heldNow = true;
+        await held;
+      }
+      if (isHealth(script)) failovers.push(script);
+      await nft(script);
+    };
+    const applying = dp.apply(next);
+    while (!heldNow) await new Promise((r) => setTimeout(r, 1));
+    await dp.applyHealth(new Map([[a.key, "down"]]));
+    // Written while the apply was on its way: the coming plan's values are there too.
+    const written = failovers[0]!;
+    for (const v of [...nextValues, ...oldValues]) expect(written).toContain(`${hex(v)} : `);
+    release();
+    await applying;
+    const remap = new Map(k.elements("ip", "static_egress", "remap") as [number, number][]);
+    for (const [, value] of k.elements("ip", "static_egress", "divert") as [unknown, number][])
+      expect(remap.has(value)).toBe(true);
+    expect([...remap.values()]).not.toContain(a.mark);
+    expect(k.elements("ip", "static_egress", "down_instances")).toContain(a.mark);
+  });
+
+  it("with a health port, every table write goes through it, planned with its health; applyHealth is refused", async () => {
+    const k = await nodeKernel(pods);
+    const dp = new NodeDataplane(k);
+    const writer = new FailoverWriter(k, dp.failoverOptions);
+    const commits: ApplyCommit[] = [];
+    const down = new Map([["shared/a", "down" as const]]);
+    const port: HealthPort = {
+      latest: () => down,
+      commitApply: (req) => {
+        commits.push(req);
+        return writer.commitApply(req);
+      },
+    };
+    dp.useHealthPort(port);
+    const plan = two();
+    await dp.apply(plan);
+    expect(commits).toHaveLength(1);
+    // Its failover part: one entry per divert value, the health it was rendered with.
+    expect(commits[0]!.plan.entries).toHaveLength(new Set(plan.entries.map(divertValue)).size);
+    expect(commits[0]!.plan.instances.find((i) => i.key === "shared/a")?.route).toBe("blackhole");
+    expect(commits[0]!.handover?.create).toContain("table ip static_egress_handover {");
+    const a = plan.instances.find((i) => i.key === "shared/a")!;
+    expect(k.elements("ip", "static_egress", "down_instances")).toContain(a.mark);
+    expect(k.lookup("198.51.100.7", a.mark).via).toBe("blackhole");
+    await expect(dp.applyHealth(new Map())).rejects.toThrow(/health thread/);
+    // An unchanged plan still reports to the port (it learns the applied plan), writing nothing.
+    const before = nftWrites(k).length;
+    await dp.apply(plan);
+    expect(commits).toHaveLength(2);
+    expect(commits[1]!.script).toBe("");
+    expect(nftWrites(k).length).toBe(before);
+  });
+
+  it("an apply rendered with an older view (an instance down that is back up) leaves its route and sets to the latest", async () => {
+    const k = await nodeKernel(pods);
+    const dp = new NodeDataplane(k);
+    const writer = new FailoverWriter(k, dp.failoverOptions);
+    const plan = two();
+    const a = plan.instances.find((i) => i.key === "shared/a")!;
+    await writer.setHealth(new Map([["shared/a", "up"]]));
+    // The agent's copy of the view still says a is down (its thread was held): so the apply renders.
+    dp.useHealthPort({ latest: () => new Map([["shared/a", "down"]]), commitApply: (req) => writer.commitApply(req) });
+    await dp.apply(plan);
+    expect(k.lookup("198.51.100.7", a.mark).via).not.toBe("blackhole");
+    expect(k.elements("ip", "static_egress", "down_instances")).not.toContain(a.mark);
+    // The stale blackhole was written (the apply's own route) and replaced at once, before the nft write.
+    const lines = k.log.filter((c) => c.op === "ip" || c.op === "nft").map((c) => `${c.op}: ${c.text.split("\n")[0]}`);
+    const stale = lines.findIndex((l) => l.includes(`blackhole default table ${a.table}`));
+    const fixed = lines.findIndex((l, n) => n > stale && l.includes(`table ${a.table}`) && !l.includes("blackhole"));
+    const nft = lines.findIndex((l) => l.startsWith("nft: table ip static_egress_handover"));
+    expect(stale).toBeGreaterThanOrEqual(0);
+    expect(fixed).toBeGreaterThan(stale);
+    expect(fixed).toBeLessThan(nft);
   });
 });

@@ -8,7 +8,6 @@ import {
   UNDIVERTED_BIT,
   MARK_MASK,
   MAX_INSTANCE_ID,
-  NO_INSTANCE_MARK,
   NODE_FLOW_BIT,
   TUNNEL_PORT_BASE,
   TUNNEL_PORT_MAX,
@@ -23,8 +22,16 @@ import {
   type Range,
 } from "../util/ipv4.js";
 import { sourceBlocks } from "./conntrack.js";
-import { divertValue, downMarks, failoverMarks, withHealth } from "../planner/failover.js";
+import { divertValue, failoverPlan, withHealth } from "../planner/failover.js";
 import type { HealthView } from "../planner/model.js";
+import {
+  FailoverWriter,
+  healthSets,
+  instanceRoutes,
+  type FailoverWrite,
+  type FailoverWriterOptions,
+  type HealthPort,
+} from "./node-health.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import type { Kernel } from "./kernel.js";
 import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
@@ -270,30 +277,6 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
   };
 }
 
-/**
- * The table's sets that depend on gateway health alone: `remap` and `down_instances` (instances
- * judged down, and "no instance yet": their packets are dropped and counted, fail-closed). Both
- * small and rewritten whole on a change, by an apply or by `applyHealth`.
- */
-function healthSets(plan: NodePlan): TableModel["sets"] {
-  return [
-    {
-      kind: "map",
-      name: "remap",
-      spec: "type mark : mark;",
-      elements: failoverMarks(plan).map(([value, mark]) => `${hex(value)} : ${hex(mark)}`),
-      replace: true,
-    },
-    {
-      kind: "set",
-      name: "down_instances",
-      spec: "type mark;",
-      elements: [hex(NO_INSTANCE_MARK), ...downMarks(plan).map(hex)],
-      replace: true,
-    },
-  ];
-}
-
 /** An address or CIDR as a range; nothing for what does not parse (then it is not ours to keep). */
 function addressRange(text: string): Range[] {
   try {
@@ -374,12 +357,7 @@ export function nodeRouting(
   );
   // Any marked packet whose own rule is missing (mid-change, or stale mark) is dropped, never leaked.
   rules.push({ priority: prio + 99, fwmark: MARK_FLAG, mask: MARK_FLAG, action: "blackhole" });
-  const routes: RouteSpec[] = plan.instances.map((i) =>
-    i.route === "via" && plan.tunnel
-      ? { table: i.table, dst: "default", kind: "via", via: GATEWAY_INNER.address, onlinkDev: nodeTunnelDevice(i.vni) }
-      : { table: i.table, dst: "default", kind: "blackhole" },
-  );
-  return { rules, routes };
+  return { rules, routes: instanceRoutes(plan) };
 }
 
 /** The node's tunnels: one per instance (down ones too, so that failing back is one route change). */
@@ -417,13 +395,9 @@ export class NodeDataplane {
   private appliedRouting: string | undefined;
   private bindings = new Map<string, PodBinding>();
   private instanceDevices = new Map<string, string>();
-  /** The latest gateway health given to `applyHealth` (it overrides every plan's), and its generation. */
-  private health: HealthView | undefined;
-  private healthGeneration = 0;
-  /** The plan (health applied) whose nft table and routes the kernel holds, as far as this process wrote them. */
-  private committed: NodePlan | undefined;
-  /** `applyHealth` calls run one after another, in the order health changed. */
-  private healthQueue: Promise<unknown> = Promise.resolve();
+  /** Failovers, and the node table's writes: on this thread, until `useHealthPort` hands them to the health thread. */
+  private writer: FailoverWriter;
+  private health: HealthPort;
 
   constructor(
     private readonly kernel: Kernel,
@@ -433,6 +407,21 @@ export class NodeDataplane {
     this.table = new OwnedTable(kernel, "ip", this.opts.table);
     this.bindTable = new OwnedTable(kernel, "bridge", BIND_TABLE);
     this.tunnels = new TunnelDevices(kernel, NODE_TUNNEL_PREFIX, { procSysNet: this.opts.procSysNet });
+    this.writer = new FailoverWriter(kernel, { table: this.opts.table });
+    this.health = this.writer;
+  }
+
+  /**
+   * From now on the latest health comes from `port`, and the node table is written through it
+   * (the node agent's health thread, which fails over on its own; `applyHealth` is then refused).
+   */
+  useHealthPort(port: HealthPort): void {
+    this.health = port;
+  }
+
+  /** What a failover writer on another thread needs to know of this dataplane. */
+  get failoverOptions(): FailoverWriterOptions {
+    return { table: this.opts.table };
   }
 
   private get tableRange() {
@@ -445,8 +434,8 @@ export class NodeDataplane {
    */
   async apply(planned: NodePlan, opts: { verify?: boolean } = {}): Promise<ApplyReport> {
     // The latest health wins over the plan's (a failover may have been applied since it was made).
-    const generation = this.healthGeneration;
-    const plan = this.health ? withHealth(planned, this.health) : planned;
+    const latest = this.health.latest();
+    const plan = latest ? withHealth(planned, latest) : planned;
     const desired = nodeRouting(plan, this.opts);
     const tunnels = nodeTunnels(plan);
     // Routing and tunnels as the last apply left them need no read-back (four commands) until
@@ -456,13 +445,13 @@ export class NodeDataplane {
     this.appliedRouting = undefined;
     const verify = opts.verify === true;
     // Tunnels first (routes name them, and replacing a device drops its routes: read after),
-    // removed last (after the routes that used them). The kernel's pod and instance interfaces
-    // are read beside them: independent reads, and a CNI ADD may be waiting behind a verify.
+    // removed last (after the routes that used them); additions are written by the health port
+    // with the nft change (before it). The kernel's pod and instance interfaces are read beside
+    // them: independent reads, and a CNI ADD may be waiting behind a verify.
     const [{ tunnelsAdded, add, remove }, facts] = await settled([
       (async () => {
         const tunnelsAdded = unchanged ? 0 : await this.tunnels.apply(tunnels);
         const { add, remove } = unchanged ? { add: [], remove: [] } : diffRouting(desired, await this.readRouting());
-        await runBatch(this.kernel, add);
         return { tunnelsAdded, add, remove };
       })(),
       this.learnFacts(plan, verify),
@@ -475,21 +464,26 @@ export class NodeDataplane {
       this.bindTable.prepare(bindTableModel(plan, facts), verify),
     ] as const);
     const script = changes.map((c) => c.script).join("");
-    if (changes[0]!.full && changes[0]!.replaces) {
-      // A replaced table's interval map is filled only as its transaction ends, after its chain is
-      // live: a new flow in between would miss it and leave with the node's address. A handover
-      // table with the new map, committed first, marks those packets meanwhile. (A table created
-      // where none was marks nothing before its commit either way: no handover.)
-      const handover = handoverTableModel(model);
-      await this.kernel.nft(renderFull(handover));
-      try {
-        await this.kernel.nft(script);
-      } finally {
-        await this.kernel.nft(`table ip ${handover.name}\ndelete table ip ${handover.name}\n`);
-      }
-    } else if (script !== "") await this.kernel.nft(script);
+    // A replaced table's interval map is filled only as its transaction ends, after its chain is
+    // live: a new flow in between would miss it and leave with the node's address. A handover
+    // table with the new map, committed first, marks those packets meanwhile. (A table created
+    // where none was marks nothing before its commit either way: no handover.)
+    const handover = changes[0]!.full && changes[0]!.replaces ? handoverTableModel(model) : undefined;
+    // Through the health port, which knows the apply's health and re-asserts a newer one after it.
+    await this.health.commitApply({
+      plan: failoverPlan(plan),
+      ...(add.length > 0 ? { routes: add } : {}),
+      script,
+      ...(handover
+        ? {
+            handover: {
+              create: renderFull(handover),
+              remove: `table ip ${handover.name}\ndelete table ip ${handover.name}\n`,
+            },
+          }
+        : {}),
+    });
     await settled(changes.map((c) => (c.script !== "" ? c.commit() : Promise.resolve())));
-    this.committed = plan;
     const nftChanged = script !== "";
     await runBatch(this.kernel, remove);
     const tunnelsRemoved = unchanged ? 0 : await this.tunnels.removeStale(tunnels);
@@ -500,8 +494,6 @@ export class NodeDataplane {
     }
     const unbound = new Set(plan.entries.map((e) => e.podIP).filter((ip) => !facts.bindings.has(ip))).size;
     this.appliedRouting = appliedKey;
-    // Health changed while this apply ran: what it wrote may be the older view. Assert the latest.
-    if (generation !== this.healthGeneration && this.health) await this.applyHealth(this.health);
     return {
       nftChanged,
       routingAdded: add.length + tunnelsAdded,
@@ -656,56 +648,20 @@ export class NodeDataplane {
   }
 
   /**
-   * Fails over ahead of the next apply: the last applied plan with this health (`withHealth`),
-   * written as the small change it is, with no pod replanned. In order: the health sets
-   * (`remap`, `down_instances`) rewritten in one nft transaction, so new packets of a dead
-   * instance's pods take their failover instance (or are dropped); the changed instances' routes;
-   * then the flows pinned to an instance now down are forgotten. Runs beside an apply in flight
-   * (that apply asserts the latest health again when it ends); calls run in order. Returns the
-   * instances whose route changed (none before the first apply).
+   * Fails over ahead of the next apply, on this thread (`FailoverWriter.setHealth`): the last
+   * applied plan with this health, written as the small change it is, with no pod replanned. Runs
+   * beside an apply in flight (which re-asserts the latest health when its write ends); calls run
+   * in order. Resolves with the instances whose route changed (none before the first apply).
    */
-  applyHealth(health: HealthView): Promise<string[]> {
-    this.health = health;
-    this.healthGeneration++;
-    const run = this.healthQueue.then(() => this.writeHealth());
-    this.healthQueue = run.catch(() => undefined);
-    return run;
+  async applyHealth(health: HealthView): Promise<string[]> {
+    return (await this.applyHealthTimed(health)).changed;
   }
 
-  private async writeHealth(): Promise<string[]> {
-    const before = this.committed;
-    if (!before || !this.health) return [];
-    const after = withHealth(before, this.health);
-    const sets = (p: NodePlan) => healthSets(p);
-    const was = JSON.stringify(sets(before));
-    const now = sets(after);
-    if (JSON.stringify(now) !== was || after !== before) {
-      const t = `ip ${this.opts.table}`;
-      await this.kernel.nft(
-        now
-          .map(
-            (x) =>
-              `flush ${x.kind} ${t} ${x.name}\n` +
-              (x.elements.length > 0 ? `add element ${t} ${x.name} { ${x.elements.join(", ")} }\n` : ""),
-          )
-          .join(""),
-      );
-    }
-    this.committed = after;
-    const changed = after.instances.filter((i, n) => i.route !== before.instances[n]?.route);
-    if (changed.length > 0) {
-      this.appliedRouting = undefined; // the next apply reads routing back
-      const { add } = diffRouting(
-        { rules: [], routes: nodeRouting(after, this.opts).routes },
-        { rules: [], routes: nodeRouting(before, this.opts).routes },
-      );
-      await runBatch(this.kernel, add);
-    }
-    // Forgotten after the remap: a flow's next packet takes the new mark.
-    const down = new Set(downMarks(before));
-    const newlyDown = downMarks(after).filter((m) => !down.has(m));
-    if (newlyDown.length > 0) await this.forgetFlows({ marks: newlyDown });
-    return changed.map((i) => i.key);
+  /** `applyHealth`, with when each step ended. */
+  async applyHealthTimed(health: HealthView): Promise<FailoverWrite> {
+    if (this.health !== this.writer) throw new Error("gateway health is written by the health thread here");
+    this.appliedRouting = undefined; // the next apply reads routing back
+    return this.writer.setHealth(health);
   }
 
   /**
@@ -766,7 +722,7 @@ export class NodeDataplane {
   /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes, then tunnels. */
   async cleanup(): Promise<void> {
     this.appliedRouting = undefined;
-    this.committed = undefined;
+    this.writer.reset();
     await this.table.remove();
     await this.bindTable.remove();
     // A handover table an agent left when it died mid-replace.

@@ -8,6 +8,7 @@ import { divertValue, downMarks, failoverMarks, withHealth } from "./failover.js
 import { markFor, tableFor } from "./ids.js";
 import type { NodePlan } from "./model.js";
 import { NO_INSTANCE_MARK } from "../api/datapath.js";
+import { cluster, nodePlan } from "../../test/support/dataplane-scenario.js";
 
 const inst = (id: number, route: "via" | "blackhole" = "via") => ({
   key: `gw/i${id}`,
@@ -125,5 +126,35 @@ describe("the precomputed failover is the planner's own choice once the instance
       }),
       { numRuns: 200 },
     );
+  });
+});
+
+describe("a plan made while the other instance was down", () => {
+  it("still names it as the failover: once it is back, the pods of a dying instance move to it without a replan", () => {
+    const snapshot = cluster({ instances: ["a", "b"], pods: [10, 11, 12, 13, 14, 15] });
+    for (const down of ["shared/a", "shared/b"]) {
+      const other = down === "shared/a" ? "shared/b" : "shared/a";
+      const planned = nodePlan(snapshot, new Map([[down, "down"]]));
+      const mark = planned.instances.find((i) => i.key === down)!.mark;
+      const otherMark = planned.instances.find((i) => i.key === other)!.mark;
+      // Every pod on the one instance up, each with the instance that was down as its failover.
+      expect(planned.entries.every((e) => e.instance === other && e.failoverMark === mark)).toBe(true);
+      // That one is back (the remap follows the health, no replan), then the other dies.
+      const moved = new Map(failoverMarks(withHealth(planned, new Map([[other, "down"]]))));
+      for (const e of planned.entries) expect(moved.get(divertValue(e))).toBe(mark);
+      // Both down: blocked (its own mark, dropped), never unmarked.
+      const blocked = new Map(
+        failoverMarks(
+          withHealth(
+            planned,
+            new Map([
+              [other, "down"],
+              [down, "down"],
+            ]),
+          ),
+        ),
+      );
+      for (const e of planned.entries) expect(blocked.get(divertValue(e))).toBe(otherMark);
+    }
   });
 });

@@ -1,4 +1,4 @@
-import type { HealthView, NodePlan } from "./model.js";
+import type { DivertEntry, HealthView, NodePlan } from "./model.js";
 
 /**
  * Failing over ahead of a full reconcile. A node plan is made with one view of gateway health;
@@ -15,6 +15,32 @@ import type { HealthView, NodePlan } from "./model.js";
  *   for the replan.
  */
 
+/**
+ * What failing over needs of a node plan: its instances, its tunnel end, and its entries' marks
+ * (one per divert value is enough). Small: the node's health thread keeps the last applied one.
+ */
+export interface FailoverPlan {
+  instances: NodePlan["instances"];
+  tunnel?: NodePlan["tunnel"];
+  entries: readonly Pick<DivertEntry, "mark" | "failoverMark">[];
+}
+
+/** The plan's failover part, one entry per divert value (a plan of 10,000 pods has a few). */
+export function failoverPlan(plan: FailoverPlan): FailoverPlan {
+  const entries = new Map<number, Pick<DivertEntry, "mark" | "failoverMark">>();
+  for (const e of plan.entries)
+    if (!entries.has(divertValue(e)))
+      entries.set(
+        divertValue(e),
+        e.failoverMark === undefined ? { mark: e.mark } : { mark: e.mark, failoverMark: e.failoverMark },
+      );
+  return {
+    instances: plan.instances,
+    ...(plan.tunnel ? { tunnel: plan.tunnel } : {}),
+    entries: [...entries.values()],
+  };
+}
+
 /** Marks keep bits 16-28 (MARK_MASK); the low 16 bits carry the failover instance's id. */
 const ID_SHIFT = 16;
 const LOW_BITS = 0xffff;
@@ -24,7 +50,7 @@ export function divertValue(e: { mark: number; failoverMark?: number }): number 
   return (e.mark | next) >>> 0;
 }
 
-export function withHealth(plan: NodePlan, health: HealthView): NodePlan {
+export function withHealth<P extends FailoverPlan>(plan: P, health: HealthView): P {
   const instances = plan.instances.map((i) => {
     const route = health.get(i.key) === "down" || !plan.tunnel ? ("blackhole" as const) : ("via" as const);
     return route === i.route ? i : { ...i, route };
@@ -33,7 +59,7 @@ export function withHealth(plan: NodePlan, health: HealthView): NodePlan {
 }
 
 /** Divert value -> the mark its packets take now, for every value the plan's entries program (sorted by value). */
-export function failoverMarks(plan: NodePlan): [number, number][] {
+export function failoverMarks(plan: FailoverPlan): [number, number][] {
   const up = new Set(plan.instances.filter((i) => i.route === "via").map((i) => i.mark));
   const known = new Set(plan.instances.map((i) => i.mark));
   const out = new Map<number, number>();
@@ -49,6 +75,6 @@ export function failoverMarks(plan: NodePlan): [number, number][] {
 }
 
 /** Marks of the plan's instances that are down (their packets are dropped, fail-closed). */
-export function downMarks(plan: NodePlan): number[] {
+export function downMarks(plan: FailoverPlan): number[] {
   return plan.instances.filter((i) => i.route === "blackhole").map((i) => i.mark);
 }

@@ -242,9 +242,13 @@ export class Planner {
       }
       const mark = instance === "" ? NO_INSTANCE_MARK : markFor(res.instances.get(instance)?.id as number);
       // Where the pod goes if its instance dies: precomputed, so the node can switch before replanning.
+      // With no other instance up now, the one it would take were they all up: the node moves the
+      // pod there only if that one is up by then (failoverMarks), so a plan made while the other
+      // instance was down still fails over once it is back, without waiting for a replan.
       const next =
         instance !== "" && health.get(instance) !== "down"
-          ? chooseInstance(s.podKey, s.policy, res, health, instance)
+          ? (chooseInstance(s.podKey, s.policy, res, health, instance) ??
+            chooseInstance(s.podKey, s.policy, res, new Map(), instance))
           : undefined;
       const failover = next === undefined ? {} : { failoverMark: markFor(res.instances.get(next)?.id as number) };
       for (const ip of s.pod.ips) {

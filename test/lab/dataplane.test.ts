@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NodeDataplane, renderNodeTable } from "../../src/dataplane/node.js";
 import { GatewayDataplane } from "../../src/dataplane/gateway.js";
@@ -12,6 +12,9 @@ import { formatIPv4, formatRange, parseCidr, parseIPv4 } from "../../src/util/ip
 import { inNamespace, type CommandRunner } from "../../src/util/exec.js";
 import { commandKernel } from "../../src/dataplane/kernel.js";
 import { waitFor } from "../../src/lab/lab.js";
+import { BfdAgent } from "../../src/agents/health/bfd/agent.js";
+import { BfdThread } from "../../src/agents/health/bfd/thread.js";
+import { HealthThread } from "../../src/agents/health/thread.js";
 
 // One namespace stands in for a node (and one for a gateway): a dummy interface gives the
 // instance addresses a next hop. The agent's own objects are compared with what the kernel
@@ -338,6 +341,70 @@ describe("node dataplane", () => {
     };
     const values = new Set((divert.nftables.find((o) => o.map)?.map?.elem ?? []).map(([, v]) => v));
     expect([...values].sort()).toEqual([...early.keys()].sort());
+  });
+
+  it("fails over from the health thread while the agent's thread is held: the kernel holds it before that thread runs again", async () => {
+    // BFD on loopback (this process's namespace), the node's kernel in nodeNs. gw/a's far end
+    // answers from this thread, which is then held as a long reconcile holds the agent's: it stops
+    // answering, gw/a goes down. gw/b's far end runs on a thread of its own and stays up.
+    const port = 40_000 + Math.floor(Math.random() * 10_000);
+    const timing = { desiredMinTxMs: 50, requiredMinRxMs: 50, detectMultiplier: 3 };
+    const farA = new BfdAgent({ localAddress: "127.0.0.3", port });
+    const farB = new BfdThread({ localAddress: "127.0.0.4", port });
+    const health = new HealthThread({
+      localAddress: "127.0.0.2",
+      port,
+      failover: { table: "static_egress", netns: nodeNs },
+    });
+    try {
+      await Promise.all([farA.start(), farB.start(), health.start()]);
+      await farA.addPeer({ peer: "127.0.0.2", ...timing });
+      await farB.addPeer({ peer: "127.0.0.2", ...timing });
+      const probe = { intervalMs: 50, multiplier: 3, holdDownMs: 500 };
+      await health.setInstances([
+        { key: "gw/a", address: "127.0.0.3", ...probe },
+        { key: "gw/b", address: "127.0.0.4", ...probe },
+      ]);
+      await waitFor(
+        () => health.view().get("gw/a") === "up" && health.view().get("gw/b") === "up",
+        10_000,
+        "BFD not up",
+      );
+      const dp = new NodeDataplane(run);
+      dp.useHealthPort(health);
+      await dp.apply(plan("via", 100), { verify: true });
+      await expect(dp.applyHealth(new Map())).rejects.toThrow(/health thread/);
+      const kernelNow = () => {
+        const nft = (what: string) =>
+          JSON.parse(
+            execFileSync("ip", ["netns", "exec", nodeNs, "nft", "-j", "list", ...what.split(" ")]).toString(),
+          ) as {
+            nftables: { map?: { elem?: [number, number][] } }[];
+          };
+        const remap = nft("map ip static_egress remap").nftables.find((o) => o.map)?.map?.elem ?? [];
+        const route = execFileSync("ip", ["netns", "exec", nodeNs, "ip", "route", "show", "table", "7001"]).toString();
+        return { remap: remap.map(([, mark]) => mark), route: route.trim() };
+      };
+      expect(kernelNow().remap).toEqual([markFor(1), markFor(2)]);
+
+      // Held for 1.5 s (planning 10,000 pods, parsing their source); read at once, in the same
+      // synchronous stretch: nothing on this thread has run since the hold began.
+      const end = Date.now() + 1_500;
+      while (Date.now() < end);
+      const during = kernelNow();
+      expect(during.remap).toEqual([markFor(2), markFor(2)]);
+      expect(during.route).toMatch(/^blackhole default/);
+      expect(health.view().get("gw/a")).toBe("up"); // this thread's copy of the view: not yet told
+
+      // The verdict arrives; an apply rendered after it keeps the failover.
+      await waitFor(() => health.view().get("gw/a") === "down", 5_000, "the verdict did not arrive");
+      await dp.apply(plan("via", 101));
+      expect(kernelNow().remap).toEqual([markFor(2), markFor(2)]);
+      expect(kernelNow().route).toMatch(/^blackhole default/);
+    } finally {
+      await Promise.all([farA.stop(), farB.stop(), health.stop()]);
+      await new NodeDataplane(run).cleanup();
+    }
   });
 
   it("adds one pod to a large set with one element change, not a new table", async () => {

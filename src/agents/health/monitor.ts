@@ -1,5 +1,5 @@
 import type { BfdStateChange } from "./bfd/agent.js";
-import type { BfdSessions } from "./bfd/thread.js";
+import type { BfdSessions } from "./bfd/agent.js";
 import type { HealthView, InstanceHealth } from "../../planner/model.js";
 import type { Logger } from "../../util/log.js";
 import type { Clock } from "../../util/clock.js";

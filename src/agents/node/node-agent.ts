@@ -1,6 +1,7 @@
 import { performance } from "node:perf_hooks";
 import { snapshotFromObjects } from "../../api/objects.js";
 import { NodeDataplane } from "../../dataplane/node.js";
+import type { HealthPort } from "../../dataplane/node-health.js";
 import type { ClusterSnapshot, HealthView, InstanceHealth, NodePlan, Verdict } from "../../planner/model.js";
 import { STATIC_ROUTE_API_VERSION, type StaticRoute } from "../../api/digitalocean-v1/static-route.js";
 import type { StaticRouteWriter } from "../../dataplane/static-routes.js";
@@ -19,6 +20,11 @@ export interface HealthProvider {
   onChange(listener: () => void): void;
   /** Probe exactly these instances (called with every plan). */
   setInstances?(instances: readonly ProbedInstance[]): Promise<void>;
+  /**
+   * Present when the provider fails over by itself (the health thread): the dataplane writes its
+   * table through it, and the agent does not fail over on its own thread.
+   */
+  failover?: HealthPort;
 }
 
 const noHealthChecks: HealthProvider = { view: () => new Map(), onChange: () => undefined };
@@ -69,10 +75,12 @@ export class NodeAgent {
 
   async start(): Promise<void> {
     const health = this.deps.health ?? noHealthChecks;
+    if (health.failover) this.deps.dataplane.useHealthPort(health.failover);
     health.onChange(() => {
       // Ahead of the queue: the failover reaches the kernel without waiting for a reconcile
       // (running or queued); the reconcile that follows replans every pod with the new view.
-      void this.failOver(health.view());
+      // The health thread has written it already, from its own event loop.
+      if (!health.failover) void this.failOver(health.view());
       this.loop.trigger();
     });
     await this.deps.source.start(() => this.loop.trigger());
@@ -83,10 +91,10 @@ export class NodeAgent {
   private async failOver(view: HealthView): Promise<void> {
     const started = performance.now();
     try {
-      const changed = await this.deps.dataplane.applyHealth(view);
+      const { changed, steps } = await this.deps.dataplane.applyHealthTimed(view);
       if (changed.length > 0)
         this.deps.logger.info(
-          { instances: changed, durationMs: Math.round(performance.now() - started) },
+          { instances: changed, ...steps, durationMs: Math.round(performance.now() - started) },
           "failover applied ahead of the reconcile",
         );
     } catch (e) {

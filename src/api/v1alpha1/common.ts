@@ -57,6 +57,8 @@ export const LIMITS = {
   text: 255,
   /** A policy's verification URL (spec.verification.url). */
   url: 512,
+  /** The shortest gateway health interval (spec.health.intervalMs), ms. */
+  healthIntervalMs: 10,
 } as const;
 
 /** A DNS-1123 label, as Kubernetes names are. */

@@ -91,7 +91,7 @@ const DigitalOceanSource = Type.Object(
 
 export const HealthTiming = Type.Object(
   {
-    intervalMs: Type.Optional(Type.Integer({ minimum: 10, maximum: 10_000, default: 100 })),
+    intervalMs: Type.Optional(Type.Integer({ minimum: LIMITS.healthIntervalMs, maximum: 10_000, default: 100 })),
     multiplier: Type.Optional(Type.Integer({ minimum: 1, maximum: 50, default: 3 })),
     holdDownMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600_000, default: 5_000 })),
   },

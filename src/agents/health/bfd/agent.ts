@@ -42,6 +42,16 @@ export interface BfdStateChange {
   at: number;
 }
 
+/**
+ * What a health monitor needs of BFD: sessions to add and remove, and their state changes.
+ * `BfdAgent` (same thread) and `BfdThread` (thread.ts, its own thread) both provide it.
+ */
+export interface BfdSessions {
+  on(event: "change", listener: (c: BfdStateChange) => void): unknown;
+  addPeer(cfg: BfdPeerConfig): Promise<void>;
+  removePeer(peer: string): Promise<void>;
+}
+
 export interface BfdPeerStatus extends BfdSessionSnapshot {
   peer: string;
   local: string;

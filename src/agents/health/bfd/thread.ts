@@ -1,18 +1,11 @@
 import { EventEmitter } from "node:events";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
-import type { BfdAgentEvents, BfdPeerConfig, BfdPeerStatus, BfdStateChange } from "./agent.js";
+import type { BfdAgentEvents, BfdPeerConfig, BfdPeerStatus, BfdSessions, BfdStateChange } from "./agent.js";
 import { BfdAgentError } from "./agent.js";
-
-/**
- * What a health monitor needs of BFD: sessions to add and remove, and their state changes.
- * `BfdAgent` (same thread) and `BfdThread` (its own thread) both provide it.
- */
-export interface BfdSessions {
-  on(event: "change", listener: (c: BfdStateChange) => void): unknown;
-  addPeer(cfg: BfdPeerConfig): Promise<void>;
-  removePeer(peer: string): Promise<void>;
-}
+import type { ApplyCommit, FailoverWriterOptions } from "../../../dataplane/node-health.js";
+import type { InstanceHealth } from "../../../planner/model.js";
+import type { ProbedInstance, VerdictChange } from "../monitor.js";
 
 /** The worker's options: plain data, it crosses the thread boundary. */
 export interface BfdThreadOptions {
@@ -20,6 +13,14 @@ export interface BfdThreadOptions {
   port?: number;
   /** The parent's logger bindings and level; the worker logs to stderr as the parent does. */
   log?: { name?: string; level: string; bindings: Record<string, unknown> };
+  /**
+   * The node's health on this thread too (`src/agents/health/thread.ts`): verdicts (HealthMonitor)
+   * and failovers written to the node's table from here (FailoverWriter).
+   */
+  failover?: FailoverWriterOptions & {
+    /** Run the failover's commands in this named network namespace (lab tests; the agent: its own). */
+    netns?: string;
+  };
 }
 
 /** Parent -> worker. */
@@ -27,7 +28,9 @@ export type BfdThreadRequest =
   | { id: number; op: "addPeer"; cfg: BfdPeerConfig }
   | { id: number; op: "removePeer"; peer: string }
   | { id: number; op: "statuses" }
-  | { id: number; op: "stop" };
+  | { id: number; op: "stop" }
+  | { id: number; op: "setInstances"; instances: readonly ProbedInstance[] }
+  | { id: number; op: "commitApply"; req: ApplyCommit };
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
@@ -35,6 +38,7 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 export type BfdThreadMessage =
   | { kind: "started" }
   | { kind: "change"; change: BfdStateChange }
+  | { kind: "verdict"; change: VerdictChange; view: [string, InstanceHealth][] }
   | { kind: "reply"; id: number; error?: string; value?: unknown };
 
 /**
@@ -64,7 +68,8 @@ export class BfdThread extends EventEmitter<BfdAgentEvents> implements BfdSessio
       this.worker.on("message", (m: BfdThreadMessage) => {
         if (m.kind === "started") resolve();
         else if (m.kind === "change") this.emit("change", m.change);
-        else this.settle(m.id, m.error, m.value);
+        else if (m.kind === "reply") this.settle(m.id, m.error, m.value);
+        else this.received(m);
       });
       this.worker.once("error", (e) => {
         logger?.error({ err: e.message }, "BFD thread failed");
@@ -103,7 +108,10 @@ export class BfdThread extends EventEmitter<BfdAgentEvents> implements BfdSessio
     await this.worker.terminate();
   }
 
-  private request(r: DistributiveOmit<BfdThreadRequest, "id">): Promise<unknown> {
+  /** Messages of the health mode (`failover`): for the subclass. */
+  protected received(_m: Extract<BfdThreadMessage, { kind: "verdict" }>): void {}
+
+  protected request(r: DistributiveOmit<BfdThreadRequest, "id">): Promise<unknown> {
     if (this.exited) return Promise.reject(new BfdAgentError("the BFD thread has exited"));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
