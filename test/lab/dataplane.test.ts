@@ -348,7 +348,8 @@ describe("node dataplane", () => {
     // answers from this thread, which is then held as a long reconcile holds the agent's: it stops
     // answering, gw/a goes down. gw/b's far end runs on a thread of its own and stays up.
     const port = 40_000 + Math.floor(Math.random() * 10_000);
-    const timing = { desiredMinTxMs: 50, requiredMinRxMs: 50, detectMultiplier: 3 };
+    // 100 ms x 3: detected within the 1.5 s hold, and no flap when a loaded machine delays this thread briefly.
+    const timing = { desiredMinTxMs: 100, requiredMinRxMs: 100, detectMultiplier: 3 };
     const farA = new BfdAgent({ localAddress: "127.0.0.3", port });
     const farB = new BfdThread({ localAddress: "127.0.0.4", port });
     const health = new HealthThread({
@@ -360,7 +361,7 @@ describe("node dataplane", () => {
       await Promise.all([farA.start(), farB.start(), health.start()]);
       await farA.addPeer({ peer: "127.0.0.2", ...timing });
       await farB.addPeer({ peer: "127.0.0.2", ...timing });
-      const probe = { intervalMs: 50, multiplier: 3, holdDownMs: 500 };
+      const probe = { intervalMs: 100, multiplier: 3, holdDownMs: 500 };
       await health.setInstances([
         { key: "gw/a", address: "127.0.0.3", ...probe },
         { key: "gw/b", address: "127.0.0.4", ...probe },
@@ -385,6 +386,12 @@ describe("node dataplane", () => {
         const route = execFileSync("ip", ["netns", "exec", nodeNs, "ip", "route", "show", "table", "7001"]).toString();
         return { remap: remap.map(([, mark]) => mark), route: route.trim() };
       };
+      // Both up as the hold begins (the apply's own work on this thread may have delayed gw/a's answers).
+      await waitFor(
+        () => health.view().get("gw/a") === "up" && kernelNow().remap[0] === markFor(1),
+        10_000,
+        "gw/a not up before the hold",
+      );
       expect(kernelNow().remap).toEqual([markFor(1), markFor(2)]);
 
       // Held for 1.5 s (planning 10,000 pods, parsing their source); read at once, in the same
