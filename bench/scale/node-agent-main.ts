@@ -5,7 +5,7 @@
  * `ip`/`nft`/`conntrack`/`sysctl` commands run in the scratch namespace (`ip netns exec`), so
  * no network path between the namespaces is needed or created.
  *
- *   node --import tsx bench/scale/node-agent-main.ts --kubeconfig <file> --node <name> --netns <ns>
+ *   node --import ./bench/scale/from-dist.ts bench/scale/node-agent-main.ts --kubeconfig <file> --node <name> --netns <ns>
  *
  * Every apply is reported as an `applied` line with the pod addresses it programmed.
  */

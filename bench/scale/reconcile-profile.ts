@@ -5,7 +5,7 @@
  * every node carrying a report annotation (as once all node agents run). Prints one `profile`
  * event with the median of each step over the repetitions.
  *
- *   node --import tsx bench/scale/reconcile-profile.ts [--nodes ...] [--pods ...] [--reps 3]
+ *   node --import ./bench/scale/from-dist.ts bench/scale/reconcile-profile.ts [--nodes ...] [--pods ...] [--reps 3]
  */
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
