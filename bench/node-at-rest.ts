@@ -32,7 +32,7 @@ import { inNamespace } from "../src/util/exec.js";
 import { summarizeProfile } from "./lib/cpu-profile.js";
 import { requireRoot } from "./lib/env.js";
 import { guarded } from "./lib/guard.js";
-import { countElements, createNodeNamespace } from "./lib/netns.js";
+import { addPodRoutes, countElements, createNodeNamespace } from "./lib/netns.js";
 import { startRun } from "./lib/record.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { round, roundSummary, summarize } from "./lib/stats.js";
@@ -46,6 +46,8 @@ import {
   DEFAULT_SHAPE,
   nodeAddress,
   nodeName,
+  podParams,
+  podsOnNode,
   selectedPodIPsOnNode,
   SHAPE_OPTIONS,
   shapeFromOptions,
@@ -75,6 +77,9 @@ interface Window {
   reconciles: number;
   /** "datapath programmed" log lines: reconciles that changed the kernel. */
   programmed: number;
+  /** Kernel commands (ip, nft, ... through `ip netns exec`) those reconciles ran, and their time. */
+  commands: number;
+  commandsMs: number;
   /** Every log line the agent wrote meanwhile. */
   logLines: number;
   rssMiBAtEnd: number | undefined;
@@ -87,7 +92,8 @@ interface Window {
 
 /** The agent's CPU, reconciles and log lines over the next `seconds`. */
 async function measureWindow(agent: BenchChild, seconds: number, tag: string): Promise<Window> {
-  const applied = () => agent.events.filter((e) => e.ev === "applied").length;
+  const applies = () => agent.events.filter((e) => e.ev === "applied");
+  const applied = () => applies().length;
   const programmed = () => agent.logs.filter((l) => l.msg === "datapath programmed").length;
   const from = await agent.stats(`${tag}-from`);
   const before = agent.readProc();
@@ -98,12 +104,15 @@ async function measureWindow(agent: BenchChild, seconds: number, tag: string): P
   const wallMs = wallClockMs() - t0;
   const [a1, p1, l1] = [applied(), programmed(), agent.logs.length];
   const to = await agent.stats(`${tag}-to`);
+  const during = applies().slice(a0, a1);
   return {
     seconds: round(wallMs / 1000),
     cpuPercentOfOneCore: cpuPercent(before, after, wallMs),
     cpuMs: before && after ? after.cpuMs - before.cpuMs : Number.NaN,
     reconciles: a1 - a0,
     programmed: p1 - p0,
+    commands: during.reduce((n, e) => n + Number(e.commands), 0),
+    commandsMs: round(during.reduce((n, e) => n + Number(e.commandsMs), 0)),
     logLines: l1 - l0,
     rssMiBAtEnd: after?.rssMiB,
     fromUs: Number(from.monotonicUs),
@@ -203,6 +212,7 @@ async function main(): Promise<void> {
 
       const node = nodeName(agentNode);
       const expectedIPs = selectedPodIPsOnNode(shape, agentNode);
+      const podIPsOnNode = podsOnNode(shape, agentNode).map((i) => podParams(shape, i).podIP);
       const kubeconfig = join(work, "node-agent.kubeconfig");
       writeFileSync(kubeconfig, await c.serviceAccountKubeconfig(COMPONENT_ACCOUNTS.nodeAgent, { node }), {
         mode: 0o600,
@@ -220,6 +230,8 @@ async function main(): Promise<void> {
         }
         netns = `${prefix}-rest-${k}`;
         await createNodeNamespace(netns, nodeAddress(agentNode), VPC_PREFIX_LENGTH);
+        // Every seeded pod has its interface, as a CNI leaves it; without one a pod stays unbound.
+        await addPodRoutes(netns, podIPsOnNode);
         const isLast = k === starts - 1;
         last = await startNodeAgent({
           root,
