@@ -4,7 +4,7 @@
  * without the controller:
  *
  *   npm run build && sudo npx tsx bench/node-at-rest.ts [--nodes 5000] [--pods 20000] [--namespaces 200]
- *        [--policies 1000] [--cluster-policies 50] [--starts 3] [--rest-seconds 40] [--cpu-prof]
+ *        [--policies 1000] [--cluster-policies 50] [--starts 3] [--rest-seconds 40] [--report-rate <nodes/120>] [--cpu-prof]
  *        [--agent-node 42] [--concurrency 48] [--out file] [--max-seconds 2400]
  *
  * Measured:
@@ -148,6 +148,8 @@ async function main(): Promise<void> {
       "rest-seconds": { type: "string", default: "40" },
       "settle-seconds": { type: "string", default: "5" },
       "cpu-prof": { type: "boolean", default: false },
+      /** Node-report writes per second (default: nodes / 120, every node refreshing every 2 minutes). */
+      "report-rate": { type: "string" },
       "agent-node": { type: "string", default: "42" },
       concurrency: { type: "string", default: "48" },
       out: { type: "string" },
@@ -169,6 +171,7 @@ async function main(): Promise<void> {
     restSeconds,
     settleSeconds: Number(values["settle-seconds"]),
     cpuProf: values["cpu-prof"],
+    reportRate: values["report-rate"] ?? "nodes/120",
     agentNode,
     concurrency: values.concurrency,
     out,
@@ -261,7 +264,7 @@ async function main(): Promise<void> {
       log(`at rest, no writes, ${restSeconds} s`);
       const quiet = await measureWindow(agent, restSeconds, "quiet");
       log(`  CPU ${quiet.cpuPercentOfOneCore} % of a core, ${quiet.reconciles} reconciles`);
-      const rate = shape.nodes / REPORT_REFRESH_SECONDS;
+      const rate = values["report-rate"] ? Number(values["report-rate"]) : shape.nodes / REPORT_REFRESH_SECONDS;
       log(`at rest, other nodes' reports at ${round(rate)} writes/s, ${restSeconds} s`);
       const churn = new NodeReportChurn(h, shape, rate, agentNode);
       churn.start();

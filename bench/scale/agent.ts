@@ -63,11 +63,19 @@ export async function startNodeAgent(o: {
   // may apply earlier, with what it had listed so far: recorded as premature applies).
   const expected = JSON.stringify(o.expectedIPs);
   const sameIPs = (e: ChildEvent) => JSON.stringify(e.podIPs) === expected;
-  const firstApplied = await agent.waitForEvent(
-    (e) => e.ev === "applied" && sameIPs(e),
-    120_000,
-    "first complete apply",
-  );
+  // A reconcile that fails (and would retry for ever) ends the run with its error.
+  const deadline = Date.now() + 120_000;
+  let firstApplied: ChildEvent | undefined;
+  while (!firstApplied) {
+    const failure = agent.logs.find((l) => l.msg === "reconcile failed");
+    if (failure) throw new FirstDatapathError(`${agent.name}: reconcile failed: ${String(failure.err)}`);
+    firstApplied = await agent
+      .waitForEvent((e) => e.ev === "applied" && sameIPs(e), Math.min(1_000, deadline - Date.now()), "first apply")
+      .catch((e: unknown) => {
+        if (Date.now() >= deadline) throw e;
+        return undefined;
+      });
+  }
   const premature = agent.events
     .filter((e) => e.ev === "applied" && e.t < firstApplied.t && !sameIPs(e))
     .map((e) => ({
