@@ -512,15 +512,11 @@ export class NodeDataplane {
       this.bindings = resolveBindings(podIPs, await this.readKernelView(), this.bindings);
     else this.bindings = new Map(podIPs.map((ip) => [ip, this.bindings.get(ip)!]));
     if (verify || addresses.some((a) => !this.instanceDevices.has(a))) {
+      // One `ip` for every instance (a node has one per instance). An unreachable instance is
+      // left out: its probes are not heard, it is down anyway.
       const devices = new Map<string, string>();
-      for (const address of addresses) {
-        try {
-          const dev = (await this.kernel.ipJson<{ dev?: string }>(["route", "get", address]))[0]?.dev;
-          if (dev && /^[\w.@-]{1,15}$/.test(dev)) devices.set(address, dev);
-        } catch {
-          /* unreachable instance: its probes are not heard, it is down anyway */
-        }
-      }
+      for (const [address, dev] of await this.kernel.routeDevices(addresses))
+        if (/^[\w.@-]{1,15}$/.test(dev)) devices.set(address, dev);
       this.instanceDevices = devices;
     }
     if (plan.nodeEntries?.length && (verify || !this.localSubnets))
@@ -628,8 +624,7 @@ export class NodeDataplane {
    */
   private async loosenReversePathFilter(): Promise<void> {
     // learnFacts keeps only valid interface names.
-    for (const dev of new Set(this.instanceDevices.values()))
-      await loosenRpFilter(this.kernel, this.opts.procSysNet, dev);
+    await loosenRpFilter(this.kernel, this.opts.procSysNet, [...new Set(this.instanceDevices.values())]);
   }
 
   /**
