@@ -130,6 +130,7 @@ function startFigures(s: AgentStart) {
     syncedToFirstProgrammedMs: round(s.firstApplied.t - s.started.t),
     firstApplyCommands: s.firstApplied.commands,
     firstApplyCommandsMs: s.firstApplied.commandsMs,
+    firstApplyCommandKinds: s.firstApplied.commandKinds,
     cpuMs: { toLoaded: s.loaded.cpuMs, toSynced: s.started.cpuMs, toFirstProgrammed: s.firstApplied.cpuMs },
     rssMiBAfterSync: s.started.rssMiB,
     cachedAtSync: s.started.cached,

@@ -15,8 +15,14 @@ const dist = `${root}dist/`;
 
 registerHooks({
   resolve(specifier, context, nextResolve) {
-    if ((specifier.startsWith(".") || specifier.startsWith("file:")) && context.parentURL?.startsWith("file:")) {
-      const path = fileURLToPath(new URL(specifier, context.parentURL));
+    // Packages' own imports (thousands, in @kubernetes/client-node) go straight through.
+    const parent = context.parentURL;
+    if (
+      (specifier.startsWith(".") || specifier.startsWith("file:")) &&
+      parent?.startsWith("file:") &&
+      !parent.includes("/node_modules/")
+    ) {
+      const path = fileURLToPath(new URL(specifier, parent));
       if (path.startsWith(src)) {
         const built = `${dist}${path.slice(src.length)}`;
         if (!existsSync(built)) throw new Error(`${built} is missing: run npm run build first`);
