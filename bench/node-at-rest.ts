@@ -73,6 +73,8 @@ interface Window {
   seconds: number;
   cpuPercentOfOneCore: number;
   cpuMs: number;
+  /** CPU of the commands it ran meanwhile (`ip netns exec` and what it runs), % of one core: not in the above. */
+  commandsCpuPercentOfOneCore: number;
   /** Successful reconciles (each reports `applied`). */
   reconciles: number;
   /** "datapath programmed" log lines: reconciles that changed the kernel. */
@@ -109,6 +111,8 @@ async function measureWindow(agent: BenchChild, seconds: number, tag: string): P
     seconds: round(wallMs / 1000),
     cpuPercentOfOneCore: cpuPercent(before, after, wallMs),
     cpuMs: before && after ? after.cpuMs - before.cpuMs : Number.NaN,
+    commandsCpuPercentOfOneCore:
+      before && after ? round(((after.childrenCpuMs - before.childrenCpuMs) / wallMs) * 100) : Number.NaN,
     reconciles: a1 - a0,
     programmed: p1 - p0,
     commands: during.reduce((n, e) => n + Number(e.commands), 0),

@@ -18,7 +18,10 @@ export function wallClockMs(): number {
 }
 
 export function emit(ev: string, fields: Record<string, unknown> = {}): void {
-  process.stdout.write(`${JSON.stringify({ ev, t: wallClockMs(), ...fields })}\n`);
+  // monoUs: the monotonic clock a `--cpu-prof` profile's timestamps use (marks a window in it).
+  process.stdout.write(
+    `${JSON.stringify({ ev, t: wallClockMs(), monoUs: Number(process.hrtime.bigint() / 1000n), ...fields })}\n`,
+  );
 }
 
 /** Memory of this process now, in MiB. */

@@ -30,6 +30,8 @@ export interface ProcStats {
   rssMiB: number;
   /** user + system CPU time, milliseconds (from /proc/<pid>/stat, 10 ms resolution). */
   cpuMs: number;
+  /** The same of its child processes that ended (the agents' ip, nft, ... commands). */
+  childrenCpuMs: number;
 }
 
 const CLOCK_TICKS_PER_SECOND = 100;
@@ -43,10 +45,12 @@ export function procStats(pid: number): ProcStats | undefined {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+    const childTicks = Number(fields[13]) + Number(fields[14]); // cutime, cstime (16 and 17)
     return {
       peakRssMiB: Math.round(kb("VmHWM") / 1024),
       rssMiB: Math.round(kb("VmRSS") / 1024),
       cpuMs: (ticks * 1000) / CLOCK_TICKS_PER_SECOND,
+      childrenCpuMs: (childTicks * 1000) / CLOCK_TICKS_PER_SECOND,
     };
   } catch {
     return undefined;
