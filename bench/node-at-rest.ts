@@ -5,6 +5,7 @@
  *
  *   npm run build && sudo npx tsx bench/node-at-rest.ts [--nodes 5000] [--pods 20000] [--namespaces 200]
  *        [--policies 1000] [--cluster-policies 50] [--starts 3] [--rest-seconds 40] [--report-rate <nodes/120>] [--cpu-prof]
+ *        [--compile-cache]
  *        [--agent-node 42] [--concurrency 48] [--out file] [--max-seconds 2400]
  *
  * Measured:
@@ -17,6 +18,7 @@
  *              policy change. Its CPU (user + system over wall time, % of one core), its reconciles
  *              (every successful one reports `applied`; "datapath programmed" log lines: those that
  *              changed the kernel), RSS. With `--cpu-prof`: where that CPU went (self time by function).
+ *              With `--compile-cache`: the agents share Node's compile cache (the first start fills it).
  * The node agent needs 5,000 nodes and 1,000 policies to be measured, not 100,000 pods: it lists
  * only its own node's pods (the default here is 20,000 pods, 4 per node; `--pods 100000` is the
  * full size).
@@ -153,6 +155,8 @@ async function main(): Promise<void> {
       "rest-seconds": { type: "string", default: "40" },
       "settle-seconds": { type: "string", default: "5" },
       "cpu-prof": { type: "boolean", default: false },
+      /** Node's compile cache (NODE_COMPILE_CACHE) for the agents: the first start fills it, the next ones use it. */
+      "compile-cache": { type: "boolean", default: false },
       /** Node-report writes per second (default: nodes / 120, every node refreshing every 2 minutes). */
       "report-rate": { type: "string" },
       "agent-node": { type: "string", default: "42" },
@@ -176,6 +180,7 @@ async function main(): Promise<void> {
     restSeconds,
     settleSeconds: Number(values["settle-seconds"]),
     cpuProf: values["cpu-prof"],
+    compileCache: values["compile-cache"],
     reportRate: values["report-rate"] ?? "nodes/120",
     agentNode,
     concurrency: values.concurrency,
@@ -251,6 +256,7 @@ async function main(): Promise<void> {
           expectedIPs,
           logPath: join(work, `node-agent-${k}.log`),
           ...(isLast && values["cpu-prof"] ? { nodeArgs: ["--cpu-prof", "--cpu-prof-dir", profDir] } : {}),
+          ...(values["compile-cache"] ? { env: { NODE_COMPILE_CACHE: join(work, "compile-cache") } } : {}),
           onSpawn: (child) => children.push(child),
         });
         const f = startFigures(last);

@@ -46,6 +46,7 @@ export async function startNodeAgent(o: {
   expectedIPs: readonly string[];
   logPath: string;
   nodeArgs?: readonly string[];
+  env?: Record<string, string>;
   /** Registered as soon as it is spawned (cleanup kills it on failure). */
   onSpawn?: (child: BenchChild) => void;
 }): Promise<AgentStart> {
@@ -54,7 +55,12 @@ export async function startNodeAgent(o: {
     o.name ?? "node-agent",
     join(o.root, "bench", "scale", "node-agent-main.ts"),
     ["--kubeconfig", o.kubeconfig, "--node", o.node, "--netns", o.netns],
-    { cwd: o.root, logPath: o.logPath, ...(o.nodeArgs ? { nodeArgs: o.nodeArgs } : {}) },
+    {
+      cwd: o.root,
+      logPath: o.logPath,
+      ...(o.nodeArgs ? { nodeArgs: o.nodeArgs } : {}),
+      ...(o.env ? { env: o.env } : {}),
+    },
   );
   o.onSpawn?.(agent);
   const loaded = await agent.waitForEvent((e) => e.ev === "loaded", 120_000, "loaded");
