@@ -43,8 +43,10 @@ import {
   range,
   selectedPodMismatches,
 } from "./scale/api.js";
+import { startNodeAgent } from "./scale/agent.js";
 import { BenchChild, procStats, type ProcStats } from "./scale/child.js";
 import { wallClockMs, type ChildEvent } from "./scale/child-io.js";
+import { NodeReportChurn, REPORT_REFRESH_SECONDS } from "./scale/churn.js";
 import {
   checkShape,
   expectedSelectedPods,
@@ -66,8 +68,6 @@ import {
 } from "./scale/fixture.js";
 
 const TABLE = "static_egress";
-/** Node reports are refreshed every 2 minutes (NodeReporter.refreshMs): 5,000 nodes write ~42/s. */
-const REPORT_REFRESH_SECONDS = 120;
 
 class ScaleCheckError extends Error {
   constructor(message: string) {
@@ -97,59 +97,6 @@ function event(child: BenchChild, ev: string): ChildEvent {
   const e = child.events.find((x) => x.ev === ev);
   if (!e) throw new ScaleCheckError(`${child.name}: no ${ev} event`);
   return e;
-}
-
-/**
- * Node agents' report refreshes: other nodes' `staticegress.io/report` annotation rewritten at
- * the rate a whole cluster produces (same content, new `at`). Every agent and the controller
- * watch all nodes, so each write reaches them.
- */
-class NodeReportChurn {
-  private stopped = false;
-  private done: Promise<void> | undefined;
-  writes = 0;
-  startedAt = 0;
-  stoppedAt = 0;
-
-  constructor(
-    private readonly http: ApiHttp,
-    private readonly s: ScaleShape,
-    private readonly perSecond: number,
-    private readonly skipNode: number,
-  ) {}
-
-  start(): void {
-    const health = Object.fromEntries(
-      range(this.s.gateways).flatMap((g) => range(this.s.instancesPerGateway).map((k) => [`gw-${g}/i-${k}`, "up"])),
-    );
-    let owed = 0; // writes due but not yet sent (fractional rates)
-    let node = 0;
-    this.startedAt = wallClockMs();
-    this.done = (async () => {
-      while (!this.stopped) {
-        const tick = Date.now();
-        const batch: Promise<unknown>[] = [];
-        owed += this.perSecond / 10;
-        for (; owed >= 1; owed--) {
-          node = (node + 1) % this.s.nodes;
-          if (node === this.skipNode) node = (node + 1) % this.s.nodes;
-          const report = JSON.stringify({ programmed: {}, health, unavailable: {}, at: new Date().toISOString() });
-          batch.push(this.http.patchNodeAnnotations(nodeName(node), { "staticegress.io/report": report }));
-        }
-        await Promise.all(batch);
-        this.writes += batch.length;
-        await sleep(Math.max(0, 100 - (Date.now() - tick)));
-      }
-      this.stoppedAt = wallClockMs();
-    })();
-  }
-
-  async stop(): Promise<{ writes: number; seconds: number; writesPerSecond: number }> {
-    this.stopped = true;
-    await this.done;
-    const seconds = (this.stoppedAt - this.startedAt) / 1000;
-    return { writes: this.writes, seconds: round(seconds), writesPerSecond: round(this.writes / seconds) };
-  }
 }
 
 /** RSS now and peak (VmHWM) and CPU time of the control plane's etcd and kube-apiserver (its PIDs from owner.json, named by /proc/<pid>/comm). */
@@ -498,46 +445,29 @@ async function main(): Promise<void> {
         await c.serviceAccountKubeconfig(COMPONENT_ACCOUNTS.nodeAgent, { node: nodeName(agentNode) }),
         { mode: 0o600 },
       );
-      const agentSpawn = wallClockMs();
-      const agent = new BenchChild(
-        "node-agent",
-        join(root, "bench", "scale", "node-agent-main.ts"),
-        ["--kubeconfig", agentKubeconfig, "--node", nodeName(agentNode), "--netns", netns],
-        { cwd: root, logPath: join(work, "node-agent.log") },
-      );
-      children.push(agent);
-      const aLoaded = await agent.waitForEvent((e) => e.ev === "loaded", 120_000, "loaded");
-      const aStarted = await agent.waitForEvent((e) => e.ev === "started", 300_000, "informers synced");
+      const {
+        agent,
+        spawnedAt: agentSpawn,
+        loaded: aLoaded,
+        started: aStarted,
+        firstApplied,
+        premature,
+        firstReconcileStartedMsBeforeSynced,
+        kernelElements: kernelFirst,
+      } = await startNodeAgent({
+        root,
+        kubeconfig: agentKubeconfig,
+        node: nodeName(agentNode),
+        netns,
+        runner,
+        expectedIPs,
+        logPath: join(work, "node-agent.log"),
+        onSpawn: (child) => children.push(child),
+      });
       log(`node agent synced; its cache: ${JSON.stringify(aStarted.cached)}`);
-      // The first apply that holds exactly the pods the fixture selects on this node (an agent
-      // may apply earlier, with what it had listed so far: recorded as premature applies).
-      const sameIPs = (e: ChildEvent) => JSON.stringify(e.podIPs) === JSON.stringify(expectedIPs);
-      const firstApplied = await agent.waitForEvent(
-        (e) => e.ev === "applied" && sameIPs(e),
-        120_000,
-        "first complete apply",
-      );
-      const premature = agent.events
-        .filter((e) => e.ev === "applied" && e.t < firstApplied.t && !sameIPs(e))
-        .map((e) => ({
-          msAfterStart: round(e.t - agentSpawn),
-          entries: e.entries,
-          instances: e.instances,
-          pods: (e.podIPs as string[]).length,
-        }));
-      // When did that first reconcile start? Its log line says how long it took (pino time ~ its end).
-      const firstLog = agent.logs.find((l) => l.msg === "datapath programmed" && typeof l.durationMs === "number");
-      const firstReconcileStartedMsBeforeSynced = firstLog
-        ? round(aStarted.t - (Number(firstLog.time) - Number(firstLog.durationMs)))
-        : null;
       if (premature.length > 0)
         log(
           `node agent applied ${premature.length} incomplete plan(s) before its informers were synced: ${JSON.stringify(premature)}`,
-        );
-      const kernelFirst = await countElements(runner, "map", "ip", TABLE, "divert");
-      if (kernelFirst !== firstApplied.entries)
-        throw new ScaleCheckError(
-          `kernel divert map holds ${kernelFirst} elements, the plan ${String(firstApplied.entries)}`,
         );
       const aConverged = await agent.stats("converged");
       log(

@@ -15,6 +15,23 @@ export async function createNodeNamespace(ns: string, address: string, prefixLen
   await runCommand("ip", ["-n", ns, "addr", "add", `${address}/${prefixLength}`, "dev", "vpc0"]);
 }
 
+/**
+ * What a routed CNI (ptp) leaves on a node for each pod: a host-side interface and a /32 route to
+ * the pod's address through it (a veth pair here, both ends in the node's namespace: no pod
+ * namespace behind it; this kernel has no dummy devices). The agent binds
+ * each pod to its interface from that route, as on a real node.
+ */
+export async function addPodRoutes(ns: string, podIPs: readonly string[]): Promise<void> {
+  if (podIPs.length === 0) return;
+  const lines = podIPs.flatMap((ip, k) => [
+    `link add pod${k} type veth peer name pod${k}p`,
+    `link set pod${k}p up`,
+    `link set pod${k} up`,
+    `route add ${ip}/32 dev pod${k} scope link`,
+  ]);
+  await runCommand("ip", ["-n", ns, "-batch", "-"], { input: `${lines.join("\n")}\n` });
+}
+
 export class KernelCheckError extends Error {
   constructor(message: string) {
     super(message);

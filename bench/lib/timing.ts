@@ -17,11 +17,14 @@ export interface CommandTiming {
  */
 export class TimingRunner implements CommandRunner {
   private calls: CommandTiming[] = [];
+  // Plain fields, no parameter properties: the scale benchmark's children load this file with Node's own type stripping.
+  private readonly inner: CommandRunner;
+  private readonly defaultTimeoutMs: number;
 
-  constructor(
-    private readonly inner: CommandRunner,
-    private readonly defaultTimeoutMs = 120_000,
-  ) {}
+  constructor(inner: CommandRunner, defaultTimeoutMs = 120_000) {
+    this.inner = inner;
+    this.defaultTimeoutMs = defaultTimeoutMs;
+  }
 
   async run(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
     const start = performance.now();

@@ -18,7 +18,10 @@ export function wallClockMs(): number {
 }
 
 export function emit(ev: string, fields: Record<string, unknown> = {}): void {
-  process.stdout.write(`${JSON.stringify({ ev, t: wallClockMs(), ...fields })}\n`);
+  // monoUs: the monotonic clock a `--cpu-prof` profile's timestamps use (marks a window in it).
+  process.stdout.write(
+    `${JSON.stringify({ ev, t: wallClockMs(), monoUs: Number(process.hrtime.bigint() / 1000n), ...fields })}\n`,
+  );
 }
 
 /** Memory of this process now, in MiB. */
@@ -87,7 +90,15 @@ export function answerOnStdin(): void {
   process.stdin.setEncoding("utf8");
   process.stdin.on("data", (chunk: string) => {
     for (const line of chunk.split("\n"))
-      if (line.trim()) emit("stats", { tag: line.trim(), ...memorySample(), cpuMs: cpuMs(), peakRssMiB: peakRssMiB() });
+      if (line.trim())
+        emit("stats", {
+          tag: line.trim(),
+          ...memorySample(),
+          cpuMs: cpuMs(),
+          peakRssMiB: peakRssMiB(),
+          // The monotonic clock a `--cpu-prof` profile's timestamps use: marks a window in it.
+          monotonicUs: Number(process.hrtime.bigint() / 1000n),
+        });
   });
   process.stdin.on("end", () => process.exit(0));
 }

@@ -1,7 +1,13 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, readFileSync, type WriteStream } from "node:fs";
+import { createWriteStream, readdirSync, readFileSync, statSync, type WriteStream } from "node:fs";
+import { join, relative } from "node:path";
 import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
 import type { ChildEvent } from "./child-io.js";
+
+/** Loads the product from dist/ in a child (see from-dist.ts). */
+const FROM_DIST = fileURLToPath(new URL("./from-dist.ts", import.meta.url));
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
 class ChildError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -24,6 +30,8 @@ export interface ProcStats {
   rssMiB: number;
   /** user + system CPU time, milliseconds (from /proc/<pid>/stat, 10 ms resolution). */
   cpuMs: number;
+  /** The same of its child processes that ended (the agents' ip, nft, ... commands). */
+  childrenCpuMs: number;
 }
 
 const CLOCK_TICKS_PER_SECOND = 100;
@@ -37,18 +45,55 @@ export function procStats(pid: number): ProcStats | undefined {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+    const childTicks = Number(fields[13]) + Number(fields[14]); // cutime, cstime (16 and 17)
     return {
       peakRssMiB: Math.round(kb("VmHWM") / 1024),
       rssMiB: Math.round(kb("VmRSS") / 1024),
       cpuMs: (ticks * 1000) / CLOCK_TICKS_PER_SECOND,
+      childrenCpuMs: (childTicks * 1000) / CLOCK_TICKS_PER_SECOND,
     };
   } catch {
     return undefined;
   }
 }
 
+let buildChecked = false;
+
 /**
- * A benchmark child process (`node --import tsx <entry>`): its JSON-line events from stdout,
+ * The children run the built JavaScript: a source file newer than its build (or not built) would
+ * measure other code than the tree's, so the run stops and says `npm run build`.
+ */
+function requireFreshBuild(): void {
+  if (buildChecked) return;
+  const stale: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, e.name);
+      if (e.isDirectory()) {
+        if (e.name !== "testing") walk(path);
+      } else if (e.name.endsWith(".ts") && !e.name.endsWith(".test.ts")) {
+        const built = join(ROOT, "dist", relative(join(ROOT, "src"), path)).replace(/\.ts$/, ".js");
+        let builtAt = 0;
+        try {
+          builtAt = statSync(built).mtimeMs;
+        } catch {
+          /* not built */
+        }
+        if (builtAt < statSync(path).mtimeMs) stale.push(relative(ROOT, path));
+      }
+    }
+  };
+  walk(join(ROOT, "src"));
+  if (stale.length > 0)
+    throw new ChildError(
+      `dist/ is older than ${stale.slice(0, 3).join(", ")} (${stale.length} files): run npm run build`,
+    );
+  buildChecked = true;
+}
+
+/**
+ * A benchmark child process (`node --import ./from-dist.ts <entry>`: the product from dist/, as the
+ * image runs it; the small entry is TypeScript stripped by Node): its JSON-line events from stdout,
  * its pino logs from stderr (kept in memory and copied to a file), and its /proc readings.
  */
 export class BenchChild {
@@ -68,10 +113,11 @@ export class BenchChild {
     readonly name: string,
     entry: string,
     args: readonly string[],
-    opts: { cwd: string; logPath: string; env?: Record<string, string> },
+    opts: { cwd: string; logPath: string; env?: Record<string, string>; nodeArgs?: readonly string[] },
   ) {
+    requireFreshBuild();
     this.logFile = createWriteStream(opts.logPath);
-    this.proc = spawn(process.execPath, ["--import", "tsx", entry, ...args], {
+    this.proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), "--import", FROM_DIST, entry, ...args], {
       cwd: opts.cwd,
       stdio: ["pipe", "pipe", "pipe"],
       env: { ...process.env, ...opts.env },

@@ -3,7 +3,7 @@
  * KubeSource + Controller), without leader election: it activates as soon as its informers
  * are synced. Reports milestones as JSON lines on stdout (see child-io.ts).
  *
- *   node --import tsx bench/scale/controller-main.ts --kubeconfig <file> [--resync-ms 30000]
+ *   node --import ./bench/scale/from-dist.ts bench/scale/controller-main.ts --kubeconfig <file> [--resync-ms 30000]
  */
 import { parseArgs } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";

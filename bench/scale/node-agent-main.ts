@@ -5,7 +5,7 @@
  * `ip`/`nft`/`conntrack`/`sysctl` commands run in the scratch namespace (`ip netns exec`), so
  * no network path between the namespaces is needed or created.
  *
- *   node --import tsx bench/scale/node-agent-main.ts --kubeconfig <file> --node <name> --netns <ns>
+ *   node --import ./bench/scale/from-dist.ts bench/scale/node-agent-main.ts --kubeconfig <file> --node <name> --netns <ns>
  *
  * Every apply is reported as an `applied` line with the pod addresses it programmed.
  */
@@ -66,6 +66,8 @@ async function main(): Promise<void> {
         podIPs: [...new Set(plan.entries.map((e) => e.podIP))].sort(),
         commands: calls.length,
         commandsMs: Math.round(calls.reduce((sum, c) => sum + c.ms, 0) * 10) / 10,
+        // Which commands (first arguments) and how many of each: what an apply costs in processes.
+        commandKinds: calls.reduce<Record<string, number>>((m, c) => ((m[c.what] = (m[c.what] ?? 0) + 1), m), {}),
         cpuMs: cpuMs(),
       });
       reporter.update(plan, new Map());

@@ -55,6 +55,52 @@ describe("the real kernel: the commands behind each call", () => {
     await expect(broken.nftList("table ip t")).rejects.toThrow(/Operation not permitted/);
   });
 
+  it("asks for every instance's route in one ip batch; an address without a route is left out, other failures thrown", async () => {
+    const calls: { line: string; input?: string }[] = [];
+    // `ip -force` goes on past a failing line, prints the others and exits 1.
+    const partial = commandKernel({
+      run: async (c, a, o) => {
+        calls.push({ line: `${c} ${a.join(" ")}`, ...(o?.input !== undefined ? { input: o.input } : {}) });
+        throw new CommandError(
+          c,
+          a,
+          1,
+          "RTNETLINK answers: Network is unreachable\nCommand failed -:2\n",
+          '[{"dst":"10.0.0.1","dev":"eth0","flags":[]}]\n[{"type":"local","dst":"10.0.0.3","dev":"lo","flags":[]}]\n',
+        );
+      },
+    });
+    expect(await partial.routeDevices(["10.0.0.1", "10.0.0.2", "10.0.0.3"])).toEqual(
+      new Map([
+        ["10.0.0.1", "eth0"],
+        ["10.0.0.3", "lo"],
+      ]),
+    );
+    expect(calls).toEqual([
+      { line: "ip -force -json -batch -", input: "route get 10.0.0.1\nroute get 10.0.0.2\nroute get 10.0.0.3\n" },
+    ]);
+    const { calls: none, kernel } = recorder();
+    expect(await kernel.routeDevices([])).toEqual(new Map());
+    expect(none).toEqual([]);
+    const missing = commandKernel({
+      run: async (c, a) => Promise.reject(new CommandError(c, a, null, "spawn ip ENOENT")),
+    });
+    await expect(missing.routeDevices(["10.0.0.1"])).rejects.toThrow(/ENOENT/);
+  });
+
+  it("writes several /proc/sys files with one process", async () => {
+    const { calls, kernel } = recorder(() => "");
+    await kernel.writeProcSys(["/proc/sys/net/ipv4/conf/a/rp_filter", "/proc/sys/net/ipv4/conf/b.1/rp_filter"], "2");
+    await kernel.writeProcSys([], "2");
+    expect(calls).toEqual([
+      {
+        line:
+          'sh -c v="$1"; shift; for f; do echo "$v" > "$f" || exit 1; done sh 2 ' +
+          "/proc/sys/net/ipv4/conf/a/rp_filter /proc/sys/net/ipv4/conf/b.1/rp_filter",
+      },
+    ]);
+  });
+
   it("writes /proc/sys through the runner (the agent's namespace), and deletes flows with one conntrack batch (none for no filter)", async () => {
     const { calls, kernel } = recorder(() => "");
     await kernel.writeProcSys("/host/proc/sys/net/ipv4/conf/eth0.100/rp_filter", "2");

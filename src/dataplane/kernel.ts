@@ -1,4 +1,4 @@
-import type { CommandRunner } from "../util/exec.js";
+import { CommandError, type CommandRunner } from "../util/exec.js";
 
 /**
  * Everything the dataplane asks of the kernel, and nothing more: nft transactions and listings,
@@ -22,10 +22,15 @@ export interface Kernel {
   ip(lines: readonly string[]): Promise<void>;
   /** `ip -json <args>` (e.g. `-4 rule show`, `route get 10.0.0.1`). */
   ipJson<T>(args: readonly string[]): Promise<T[]>;
+  /**
+   * The device `ip route get <address>` names for each address, all in one process
+   * (`ip -force -json -batch -`); an address without a route (unreachable) is left out.
+   */
+  routeDevices(addresses: readonly string[]): Promise<Map<string, string>>;
   /** `bridge -json <args>` (the FDB). */
   bridgeJson<T>(args: readonly string[]): Promise<T[]>;
-  /** Writes one /proc/sys file (e.g. `<procSysNet>/ipv4/conf/eth0/rp_filter`). */
-  writeProcSys(file: string, value: string): Promise<void>;
+  /** Writes /proc/sys files (e.g. `<procSysNet>/ipv4/conf/eth0/rp_filter`), all with one process; stops at the first that fails. */
+  writeProcSys(file: string | readonly string[], value: string): Promise<void>;
   /**
    * Deletes the conntrack entries each filter (`conntrack -D` arguments) matches, all in one
    * `conntrack -R` run (a fixed three processes, `sh`, `cat` and `conntrack`, for any number of filters; none for none). A filter that
@@ -65,10 +70,41 @@ export function commandKernel(runner: CommandRunner): Kernel {
       await runner.run("ip", ["-batch", "-"], { input: lines.join("\n") + "\n" });
     },
     ipJson: (args) => json("ip", args),
+    async routeDevices(addresses) {
+      const out = new Map<string, string>();
+      if (addresses.length === 0) return out;
+      let stdout: string;
+      try {
+        ({ stdout } = await runner.run("ip", ["-force", "-json", "-batch", "-"], {
+          input: addresses.map((a) => `route get ${a}\n`).join(""),
+        }));
+      } catch (e) {
+        // -force goes on after an address without a route and then exits 1: the others still printed theirs.
+        if (!(e instanceof CommandError) || e.code !== 1) throw e;
+        stdout = e.stdout;
+      }
+      // One JSON array per command that worked, a line each; `dst` says which address it answers.
+      for (const line of stdout.split("\n")) {
+        if (!line.trim()) continue;
+        for (const r of JSON.parse(line) as { dst?: string; dev?: string }[])
+          if (r.dst && r.dev && addresses.includes(r.dst)) out.set(r.dst, r.dev);
+      }
+      return out;
+    },
     bridgeJson: (args) => json("bridge", args),
     async writeProcSys(file, value) {
+      const files = typeof file === "string" ? [file] : file;
+      if (files.length === 0) return;
       // Through the runner (so in the agent's namespace); works with a mounted /proc/sys/net.
-      await runner.run("sh", ["-c", `echo "$1" > "$0"`, file, value]);
+      if (files.length === 1) await runner.run("sh", ["-c", `echo "$1" > "$0"`, files[0]!, value]);
+      else
+        await runner.run("sh", [
+          "-c",
+          `v="$1"; shift; for f; do echo "$v" > "$f" || exit 1; done`,
+          "sh",
+          value,
+          ...files,
+        ]);
     },
     async deleteFlows(filters) {
       if (filters.length === 0) return;

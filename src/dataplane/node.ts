@@ -532,19 +532,15 @@ export class NodeDataplane {
 
   private localSubnets: string[] | undefined;
 
-  /** The interface toward each instance address (`ip route get`, all side by side). */
+  /**
+   * The interface toward each instance address: one `ip` for all of them (a node has one per
+   * instance). An unreachable instance is left out: its probes are not heard, it is down anyway.
+   */
   private async readInstanceDevices(addresses: readonly string[]): Promise<Map<string, string>> {
-    const devs = await Promise.all(
-      addresses.map(async (address) => {
-        try {
-          const dev = (await this.kernel.ipJson<{ dev?: string }>(["route", "get", address]))[0]?.dev;
-          return dev && /^[\w.@-]{1,15}$/.test(dev) ? ([[address, dev]] as const) : [];
-        } catch {
-          return []; // unreachable instance: its probes are not heard, it is down anyway
-        }
-      }),
-    );
-    return new Map(devs.flat());
+    const devices = new Map<string, string>();
+    for (const [address, dev] of await this.kernel.routeDevices(addresses))
+      if (/^[\w.@-]{1,15}$/.test(dev)) devices.set(address, dev);
+    return devices;
   }
 
   private async readKernelView(): Promise<KernelView> {
@@ -643,8 +639,7 @@ export class NodeDataplane {
    */
   private async loosenReversePathFilter(): Promise<void> {
     // learnFacts keeps only valid interface names.
-    for (const dev of new Set(this.instanceDevices.values()))
-      await loosenRpFilter(this.kernel, this.opts.procSysNet, dev);
+    await loosenRpFilter(this.kernel, this.opts.procSysNet, [...new Set(this.instanceDevices.values())]);
   }
 
   /**

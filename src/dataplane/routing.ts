@@ -141,11 +141,16 @@ export function diffRouting(
 }
 
 /**
- * Loose reverse-path filtering on one device (rp_filter 2): replies from the Internet arrive on
+ * Loose reverse-path filtering on these devices (rp_filter 2): replies from the Internet arrive on
  * it with sources routed elsewhere; loose mode still checks that the source is routable. Written
  * as a file: works with a mounted /proc/sys/net and with interface names that contain dots.
  */
-export async function loosenRpFilter(kernel: Kernel, procSysNet: string, dev: string): Promise<void> {
-  if (!/^[\w.@-]{1,15}$/.test(dev)) throw new Error(`not an interface name: ${JSON.stringify(dev)}`);
-  await kernel.writeProcSys(`${procSysNet}/ipv4/conf/${dev}/rp_filter`, "2");
+export async function loosenRpFilter(kernel: Kernel, procSysNet: string, devs: readonly string[]): Promise<void> {
+  for (const dev of devs)
+    if (!/^[\w.@-]{1,15}$/.test(dev)) throw new Error(`not an interface name: ${JSON.stringify(dev)}`);
+  // One process for all of them (a new node creates a tunnel per instance).
+  await kernel.writeProcSys(
+    devs.map((dev) => `${procSysNet}/ipv4/conf/${dev}/rp_filter`),
+    "2",
+  );
 }

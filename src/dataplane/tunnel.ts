@@ -149,7 +149,7 @@ export class TunnelDevices {
     await this.kernel.ip(lines);
     if (this.looseRpFilter) {
       // Replies arrive through the tunnel from Internet addresses routed elsewhere: loose mode.
-      for (const name of created) await loosenRpFilter(this.kernel, this.looseRpFilter.procSysNet, name);
+      await loosenRpFilter(this.kernel, this.looseRpFilter.procSysNet, created);
     }
     return changed.size;
   }

@@ -9,7 +9,7 @@ import {
   type V1Lease,
 } from "@kubernetes/client-node";
 import { request as httpRequest, type Agent as HttpAgent } from "node:http";
-import { request as httpsRequest } from "node:https";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { GROUP, VERSION } from "../api/v1alpha1/common.js";
 import { STATIC_ROUTE_GROUP, STATIC_ROUTE_VERSION } from "../api/digitalocean-v1/static-route.js";
 import type { ListPage } from "./paged-list.js";
@@ -342,38 +342,59 @@ export class KubeClient {
     const headers: Record<string, string> = { accept: "application/json" };
     (init.headers as Headers | undefined)?.forEach((v, k) => (headers[k] = v));
     const send = url.protocol === "https:" ? httpsRequest : httpRequest;
+    const agent = this.listAgent(init.agent as HttpAgent | undefined);
     return new Promise<ListPage>((resolve, reject) => {
-      const req = send(
-        url,
-        { method: "GET", headers, agent: init.agent as HttpAgent | undefined, timeout: timeoutMs },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on("data", (c: Buffer) => chunks.push(c));
-          res.on("error", reject);
-          res.on("end", () => {
-            const text = Buffer.concat(chunks).toString("utf8");
-            const status = res.statusCode ?? 0;
-            if (status !== 200) {
-              const err = Object.assign(new Error(`GET ${path}: HTTP ${status}: ${text.slice(0, 300)}`), {
-                statusCode: status,
-                code: status,
-                body: text.slice(0, 2_000),
-              });
-              reject(err);
-              return;
-            }
-            try {
-              resolve(JSON.parse(text) as ListPage);
-            } catch (e) {
-              reject(e as Error);
-            }
-          });
-        },
-      );
+      const req = send(url, { method: "GET", headers, agent, timeout: timeoutMs }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", reject);
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          const status = res.statusCode ?? 0;
+          if (status !== 200) {
+            const err = Object.assign(new Error(`GET ${path}: HTTP ${status}: ${text.slice(0, 300)}`), {
+              statusCode: status,
+              code: status,
+              body: text.slice(0, 2_000),
+            });
+            reject(err);
+            return;
+          }
+          try {
+            resolve(JSON.parse(text) as ListPage);
+          } catch (e) {
+            reject(e as Error);
+          }
+        });
+      });
       req.on("timeout", () => req.destroy(new Error(`GET ${path}: no answer within ${timeoutMs} ms`)));
       req.on("error", reject);
       req.end();
     });
+  }
+
+  private keptAgent: { key: string; agent: HttpsAgent } | undefined;
+
+  /**
+   * client-node makes a new HTTPS agent (TLS context, connection, handshake) for every request: list
+   * pages reuse one keep-alive agent with the same TLS settings instead (a new one when they change,
+   * e.g. rotated client certificates). Anything but a plain HTTPS agent (a proxy's) is used as given.
+   */
+  private listAgent(given: HttpAgent | undefined): HttpAgent | undefined {
+    if (!(given instanceof HttpsAgent) || given.constructor !== HttpsAgent) return given;
+    const o = given.options;
+    const key = JSON.stringify(
+      [o.ca, o.cert, o.key, o.pfx, o.passphrase, o.rejectUnauthorized, o.servername].map((v) =>
+        Buffer.isBuffer(v) ? v.toString("base64") : v,
+      ),
+    );
+    if (this.keptAgent?.key !== key) {
+      this.keptAgent?.agent.destroy();
+      // Idle keep-alive sockets are unref'd by the agent: they keep no process alive.
+      this.keptAgent = { key, agent: new HttpsAgent({ ...o, keepAlive: true }) };
+    }
+    given.destroy();
+    return this.keptAgent.agent;
   }
 
   /**

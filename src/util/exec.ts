@@ -8,6 +8,8 @@ export class CommandError extends StaticEgressError {
     readonly args: readonly string[],
     readonly code: number | null,
     readonly stderr: string,
+    /** What the command printed on stdout before failing (e.g. `ip -force -batch`'s lines that worked). */
+    readonly stdout = "",
   ) {
     super(`${command} ${args.join(" ")} failed (exit ${code}): ${stderr.trim().slice(0, 2000)}`);
     this.name = "CommandError";
@@ -58,7 +60,7 @@ export function runCommand(command: string, args: readonly string[], options: Ru
       const stdout = Buffer.concat(out).toString();
       const stderr = Buffer.concat(err).toString();
       if (code === 0) resolve({ stdout, stderr });
-      else reject(new CommandError(command, args, code, stderr || stdout));
+      else reject(new CommandError(command, args, code, stderr || stdout, stdout));
     });
     child.stdin.on("error", () => undefined); // the command may exit before reading stdin
     child.stdin.end(options.input ?? "");

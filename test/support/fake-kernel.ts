@@ -530,6 +530,22 @@ export class FakeKernel implements Kernel {
     return this.ipListing(what) as T[];
   }
 
+  /** As `ip -force -json -batch -` of `route get` lines: one log line, the unreachable left out. */
+  async routeDevices(addresses: readonly string[]): Promise<Map<string, string>> {
+    this.log.push({ op: "ipJson", text: addresses.map((a) => `route get ${a}`).join("\n"), ok: true });
+    const out = new Map<string, string>();
+    for (const a of addresses) {
+      let dev: string | undefined;
+      try {
+        dev = (this.ipListing(`route get ${a}`) as { dev?: string }[])[0]?.dev;
+      } catch (e) {
+        if (!(e instanceof CommandError)) throw e;
+      }
+      if (dev) out.set(a, dev);
+    }
+    return out;
+  }
+
   private ipListing(what: string): unknown[] {
     switch (what) {
       case "-4 rule show":
@@ -666,7 +682,12 @@ export class FakeKernel implements Kernel {
     ) as T[];
   }
 
-  async writeProcSys(file: string, value: string): Promise<void> {
+  async writeProcSys(files: string | readonly string[], value: string): Promise<void> {
+    // One process for all in the real kernel, stopping at the first that fails: the same here.
+    for (const file of typeof files === "string" ? [files] : files) this.writeOne(file, value);
+  }
+
+  private writeOne(file: string, value: string): void {
     const call: KernelCall = { op: "writeProcSys", text: `${file} ${value}`, ok: false };
     this.log.push(call);
     const dev = /\/ipv4\/conf\/([^/]+)\//.exec(file)?.[1];

@@ -16,20 +16,39 @@ export interface FieldError {
  * evaluated by a CEL implementation with the rule's own message).
  */
 export class SpecValidator {
+  private readonly ajv: Ajv;
+  private readonly kinds: Map<string, KindDefinition>;
   private readonly byKind = new Map<string, ValidateFunction>();
 
   constructor(kinds: readonly KindDefinition[] = ALL_KINDS) {
-    const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, verbose: true });
-    addKubernetesKeywords(ajv);
-    for (const k of kinds) this.byKind.set(k.kind, ajv.compile(k.spec));
+    // The schemas are ours (TypeBox, and the CRDs are generated from them): checking them against
+    // JSON Schema's meta-schema at every start would only cost time (it compiles the meta-schema).
+    this.ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, verbose: true, validateSchema: false });
+    addKubernetesKeywords(this.ajv);
+    this.kinds = new Map(kinds.map((k) => [k.kind, k]));
+  }
+
+  /**
+   * Compiles these kinds' validators now (all when none given); otherwise each is compiled at its
+   * first `check`. A node agent does it while its informers list, so the first plan does not wait.
+   */
+  compile(kinds: readonly string[] = [...this.kinds.keys()]): void {
+    for (const kind of kinds) this.validatorFor(kind);
   }
 
   /** Returns the field errors of `spec` (an empty list when valid); fills schema defaults in place. */
   check(kind: string, spec: unknown): FieldError[] {
-    const validate = this.byKind.get(kind);
+    const validate = this.validatorFor(kind);
     if (!validate) return [{ field: "kind", message: `unknown kind ${kind}` }];
     if (validate(spec)) return [];
     return describeErrors(validate.errors ?? [], "spec");
+  }
+
+  private validatorFor(kind: string): ValidateFunction | undefined {
+    let validate = this.byKind.get(kind);
+    const definition = this.kinds.get(kind);
+    if (!validate && definition) this.byKind.set(kind, (validate = this.ajv.compile(definition.spec)));
+    return validate;
   }
 }
 
