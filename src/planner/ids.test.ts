@@ -206,3 +206,11 @@ describe("rendezvous", () => {
     expect(rendezvous("ns/pod", [])).toBeUndefined();
   });
 });
+
+describe("assignIds beyond its space", () => {
+  it("names what ran out", () => {
+    const nodes = Array.from({ length: MAX_INSTANCE_ID + 1 }, (_, i) => `node-${i}`);
+    expect(() => assignIds(nodes, "nodes in the cluster")).toThrow(`more than ${MAX_INSTANCE_ID} nodes in the cluster`);
+    expect(() => assignIds(nodes)).toThrow(`more than ${MAX_INSTANCE_ID} gateway instances`);
+  });
+});

@@ -29,11 +29,11 @@ export function fnv1a(text: string): number {
  * sorted key order, so every node computes the same ids from the same set of instances, and an
  * instance keeps its id when others come and go (unless it had collided).
  */
-export function assignIds(keys: readonly string[]): Map<string, number> {
+export function assignIds(keys: readonly string[], what = "gateway instances"): Map<string, number> {
   const used = new Set<number>();
   const out = new Map<string, number>();
   for (const key of [...new Set(keys)].sort()) {
-    if (used.size >= MAX_INSTANCE_ID) throw new Error(`more than ${MAX_INSTANCE_ID} gateway instances`);
+    if (used.size >= MAX_INSTANCE_ID) throw new Error(`more than ${MAX_INSTANCE_ID} ${what}`);
     let id = (fnv1a(key) % MAX_INSTANCE_ID) + 1;
     while (used.has(id)) id = (id % MAX_INSTANCE_ID) + 1;
     used.add(id);

@@ -355,7 +355,11 @@ export class Planner {
    */
   tunnelEnds(): Map<string, TunnelEnd> {
     if (this.tunnels) return this.tunnels;
-    const ids = assignIds(this.snapshot.nodes.map((n) => n.name));
+    // A node's tunnel port is TUNNEL_PORT_BASE + its id: 4,095 nodes at most (docs/design.md).
+    const ids = assignIds(
+      this.snapshot.nodes.map((n) => n.name),
+      "nodes in the cluster: each node's tunnel port comes from a range of 4,095",
+    );
     this.tunnels = new Map();
     for (const n of this.snapshot.nodes) {
       if (!n.internalIP || n.internalIP.includes(":")) continue;
