@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
+import { until as waitFor } from "../../../test/support/until.js";
 import { BfdAgent } from "./bfd/agent.js";
 import { responderSession } from "./responder.js";
 
@@ -6,14 +7,6 @@ import { responderSession } from "./responder.js";
 const NODE = "127.0.0.8";
 const GATEWAY = "127.0.0.9";
 const port = 40_000 + Math.floor(Math.random() * 10_000);
-
-const waitFor = async (cond: () => boolean, ms = 10_000) => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
 
 let running: BfdAgent[] = [];
 afterEach(async () => {

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
+import { until as waitFor } from "../../../test/support/until.js";
 import { BfdAgent } from "./bfd/agent.js";
 import { HealthThread } from "./thread.js";
 import type { VerdictChange } from "./monitor.js";
@@ -9,14 +10,6 @@ import type { VerdictChange } from "./monitor.js";
 const NODE = "127.0.0.5";
 const FAR = "127.0.0.6";
 const port = 40_000 + Math.floor(Math.random() * 10_000);
-
-const waitFor = async (cond: () => boolean, ms = 10_000) => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
 
 let stops: (() => Promise<void>)[] = [];
 afterEach(async () => {
