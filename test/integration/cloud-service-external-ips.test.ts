@@ -34,10 +34,12 @@ const externalIPs = async (namespace: string, name: string) =>
   (await h.client.core.readNamespacedService({ namespace, name })).spec?.externalIPs ?? [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Our warnings about the object (not the API server's own, e.g. its ClusterIP repair loop's). */
 async function warnings(namespace: string, kind: string, name: string): Promise<string[]> {
   const events = (await h.client.core.listNamespacedEvent({ namespace })).items;
   return events
     .filter((e) => e.involvedObject.kind === kind && e.involvedObject.name === name && e.type === "Warning")
+    .filter((e) => e.source?.component === "static-egress-controller")
     .map((e) => `${e.reason}: ${e.message}`);
 }
 
