@@ -1,4 +1,4 @@
-import { formatRange, parseCidr } from "../util/ipv4.js";
+import { formatRange, parseCidr, parseIPv4, type Range } from "../util/ipv4.js";
 import type { Kernel } from "./kernel.js";
 
 /**
@@ -71,9 +71,7 @@ function renderDelta(prev: TableModel, next: TableModel): string | undefined {
     const added = b.elements.filter((e) => !had.has(e));
     if (b.replace) {
       if (removed.length + added.length === 0) continue;
-      lines.push(`flush ${b.kind} ${next.family} ${next.name} ${b.name}`);
-      if (b.elements.length > 0)
-        lines.push(`add element ${next.family} ${next.name} ${b.name} { ${b.elements.join(", ")} }`);
+      lines.push(renderRewrite(next.family, next.name, b).trimEnd());
       continue;
     }
     if (removed.length > MAX_DELTA_DELETIONS) return undefined;
@@ -82,6 +80,14 @@ function renderDelta(prev: TableModel, next: TableModel): string | undefined {
     if (added.length > 0) lines.push(`add element ${next.family} ${next.name} ${b.name} { ${added.join(", ")} }`);
   }
   return lines.join("\n") + (lines.length > 0 ? "\n" : "");
+}
+
+/** One set or map rewritten whole: flushed and filled again (within the caller's transaction). */
+export function renderRewrite(family: string, table: string, set: TableModel["sets"][number]): string {
+  return (
+    `flush ${set.kind} ${family} ${table} ${set.name}\n` +
+    (set.elements.length > 0 ? `add element ${family} ${table} ${set.name} { ${set.elements.join(", ")} }\n` : "")
+  );
 }
 
 function elementsClause(elements: readonly string[]): string {
@@ -154,12 +160,7 @@ function kernelPart(p: unknown): string {
   if (typeof p === "number") return String(p);
   const o = (p ?? {}) as Record<string, unknown>;
   if (Array.isArray(o.concat)) return o.concat.map(kernelPart).join(" . ");
-  if (o.prefix) {
-    const { addr, len } = o.prefix as { addr: string; len: number };
-    const from = listedIPv4(addr);
-    return formatRange({ from, to: from + 2 ** (32 - len) - 1 });
-  }
-  if (Array.isArray(o.range)) return formatRange({ from: listedIPv4(o.range[0]), to: listedIPv4(o.range[1]) });
+  if (o.prefix || o.range) return formatRange(nftRange(o));
   if (o.elem) return kernelPart((o.elem as { val: unknown }).val);
   // A verdict: {"accept": null}, {"goto": {"target": "x"}}.
   const [verdict, arg] = Object.entries(o)[0] ?? ["?", null];
@@ -167,10 +168,13 @@ function kernelPart(p: unknown): string {
   return target === undefined ? verdict : `${verdict} ${target}`;
 }
 
-/** An address as nft prints it (well-formed: no validation, it runs per listed element). */
-function listedIPv4(text: unknown): number {
-  const [a = 0, b = 0, c = 0, d = 0] = String(text).split(".").map(Number);
-  return ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
+/** An interval of nft's JSON listing (an address, `{prefix}` or `{range}`) as a range. */
+export function nftRange(v: unknown): Range {
+  if (typeof v === "string") return { from: parseIPv4(v), to: parseIPv4(v) };
+  const o = v as { prefix?: { addr: string; len: number }; range?: [string, string] };
+  if (o?.prefix) return parseCidr(`${o.prefix.addr}/${o.prefix.len}`);
+  if (o?.range) return { from: parseIPv4(o.range[0]), to: parseIPv4(o.range[1]) };
+  throw new Error(`not an address interval in an nft listing: ${JSON.stringify(v)}`);
 }
 
 /** What decides a table's structure: its chains and set declarations, not their elements. */

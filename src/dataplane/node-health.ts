@@ -2,7 +2,7 @@ import { MARK_MASK, NO_INSTANCE_MARK } from "../api/datapath.js";
 import { downMarks, failoverMarks, withHealth, type FailoverPlan } from "../planner/failover.js";
 import type { HealthView, NodePlan } from "../planner/model.js";
 import type { Kernel } from "./kernel.js";
-import { hex, type TableModel } from "./nft.js";
+import { hex, renderRewrite, type TableModel } from "./nft.js";
 import { diffRouting, runBatch, type RouteSpec } from "./routing.js";
 import { GATEWAY_INNER, nodeTunnelDevice } from "./tunnel.js";
 
@@ -169,18 +169,9 @@ export class FailoverWriter implements HealthPort {
     const now = healthSets(after);
     if (force || JSON.stringify(now) !== JSON.stringify(healthSets(before))) {
       if (this.pending) this.raced = true;
-      const t = `ip ${this.opts.table}`;
       this.writing++;
       try {
-        await this.kernel.nft(
-          now
-            .map(
-              (x) =>
-                `flush ${x.kind} ${t} ${x.name}\n` +
-                (x.elements.length > 0 ? `add element ${t} ${x.name} { ${x.elements.join(", ")} }\n` : ""),
-            )
-            .join(""),
-        );
+        await this.kernel.nft(now.map((x) => renderRewrite("ip", this.opts.table, x)).join(""));
       } finally {
         this.writing--;
       }

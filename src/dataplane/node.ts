@@ -18,7 +18,6 @@ import {
   formatRange,
   normalize,
   parseCidr,
-  parseIPv4,
   type Range,
 } from "../util/ipv4.js";
 import { sourceBlocks } from "./conntrack.js";
@@ -34,7 +33,7 @@ import {
 } from "./node-health.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import type { Kernel } from "./kernel.js";
-import { hex, OwnedTable, renderFull, type TableModel } from "./nft.js";
+import { hex, nftRange, OwnedTable, renderFull, type TableModel } from "./nft.js";
 import {
   diffRouting,
   loosenRpFilter,
@@ -751,13 +750,4 @@ export interface PodKernelView {
 interface NftSetJson {
   name: string;
   elem?: unknown[];
-}
-
-/** A destination of an nft JSON element: an address, `{prefix: {addr, len}}` or `{range: [from, to]}`. */
-function nftRange(v: unknown): Range {
-  if (typeof v === "string") return { from: parseIPv4(v), to: parseIPv4(v) };
-  const o = v as { prefix?: { addr: string; len: number }; range?: [string, string] };
-  if (o?.prefix) return parseCidr(`${o.prefix.addr}/${o.prefix.len}`);
-  if (o?.range) return { from: parseIPv4(o.range[0]), to: parseIPv4(o.range[1]) };
-  throw new Error(`unexpected destination in the divert map: ${JSON.stringify(v)}`);
 }
