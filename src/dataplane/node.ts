@@ -12,14 +12,7 @@ import {
   TUNNEL_PORT_BASE,
   TUNNEL_PORT_MAX,
 } from "../api/datapath.js";
-import {
-  formatCidrOrRange,
-  formatIPv4,
-  formatRange,
-  normalize,
-  parseCidr,
-  type Range,
-} from "../util/ipv4.js";
+import { formatCidrOrRange, formatIPv4, formatRange, normalize, parseCidr, type Range } from "../util/ipv4.js";
 import { sourceBlocks } from "./conntrack.js";
 import { divertValue, failoverPlan, withHealth } from "../planner/failover.js";
 import type { HealthView } from "../planner/model.js";
