@@ -1,7 +1,8 @@
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { CommandRunner } from "../../src/util/exec.js";
 import { countElements } from "../lib/netns.js";
 import { round } from "../lib/stats.js";
+import { bundledEntry } from "./bundled-entry.js";
 import { BenchChild } from "./child.js";
 import { wallClockMs, type ChildEvent } from "./child-io.js";
 
@@ -32,7 +33,7 @@ export interface AgentStart {
 }
 
 /**
- * Starts `bench/scale/node-agent-main.ts` for one node (its datapath in `netns`) and waits for
+ * Starts `bench/scale/node-agent-main.ts` (bundled as the CLI is) for one node (its datapath in `netns`) and waits for
  * the first apply that holds exactly `expectedIPs`; the kernel's divert map must then hold the
  * plan's elements, or this fails.
  */
@@ -50,14 +51,17 @@ export async function startNodeAgent(o: {
   /** Registered as soon as it is spawned (cleanup kills it on failure). */
   onSpawn?: (child: BenchChild) => void;
 }): Promise<AgentStart> {
+  // Loaded as the CLI is (one bundled file, scripts/bundle.ts), not as ~1,500 modules.
+  const entry = await bundledEntry(join(o.root, "bench", "scale", "node-agent-main.ts"), dirname(o.logPath));
   const spawnedAt = wallClockMs();
   const agent = new BenchChild(
     o.name ?? "node-agent",
-    join(o.root, "bench", "scale", "node-agent-main.ts"),
+    entry,
     ["--kubeconfig", o.kubeconfig, "--node", o.node, "--netns", o.netns],
     {
       cwd: o.root,
       logPath: o.logPath,
+      bundled: true,
       ...(o.nodeArgs ? { nodeArgs: o.nodeArgs } : {}),
       ...(o.env ? { env: o.env } : {}),
     },

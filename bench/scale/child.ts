@@ -113,11 +113,19 @@ export class BenchChild {
     readonly name: string,
     entry: string,
     args: readonly string[],
-    opts: { cwd: string; logPath: string; env?: Record<string, string>; nodeArgs?: readonly string[] },
+    opts: {
+      cwd: string;
+      logPath: string;
+      env?: Record<string, string>;
+      nodeArgs?: readonly string[];
+      /** `entry` is a bundle of dist/ (bundled-entry.ts): it needs no module hooks. */
+      bundled?: boolean;
+    },
   ) {
     requireFreshBuild();
     this.logFile = createWriteStream(opts.logPath);
-    this.proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), "--import", FROM_DIST, entry, ...args], {
+    const hooks = opts.bundled ? [] : ["--import", FROM_DIST];
+    this.proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), ...hooks, entry, ...args], {
       cwd: opts.cwd,
       stdio: ["pipe", "pipe", "pipe"],
       env: { ...process.env, ...opts.env },

@@ -1,4 +1,4 @@
-import { Ajv } from "ajv";
+import { Ajv, type ValidateFunction } from "ajv";
 import { Type, type Static } from "@sinclair/typebox";
 import { LIMITS } from "./common.js";
 import { describeErrors, type FieldError } from "./validate.js";
@@ -36,11 +36,13 @@ export const AppsDigitalOcean = Type.Object(
 );
 export type AppsDigitalOcean = Static<typeof AppsDigitalOcean>;
 
-// verbose: errors carry the refused value ("invalid value \"delete\"").
-const validate = new Ajv({ allErrors: true, strict: false, verbose: true }).compile(AppsDigitalOcean);
+// Compiled on first use, not at every process's start.
+let validate: ValidateFunction<AppsDigitalOcean> | undefined;
 
 /** An --apps-digitalocean file's content, or the problems naming each field (`digitalocean.nodeTag`). */
 export function parseAppsDigitalOcean(doc: unknown): { config?: AppsDigitalOcean; errors: FieldError[] } {
+  // verbose: errors carry the refused value ("invalid value \"delete\"").
+  validate ??= new Ajv({ allErrors: true, strict: false, verbose: true }).compile(AppsDigitalOcean);
   if (!validate(doc)) return { errors: describeErrors(validate.errors ?? [], "digitalocean") };
   return { config: doc as AppsDigitalOcean, errors: [] };
 }

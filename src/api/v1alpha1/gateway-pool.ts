@@ -1,4 +1,4 @@
-import { Ajv } from "ajv";
+import { Ajv, type ValidateFunction } from "ajv";
 import { Type, type Static } from "@sinclair/typebox";
 import { IPv4Address, Name } from "./common.js";
 import { describeErrors, type FieldError } from "./validate.js";
@@ -19,10 +19,12 @@ export const GatewayPool = Type.Object(
 export type GatewayPool = Static<typeof GatewayPool>;
 export type GatewayPoolHost = Static<typeof GatewayPoolHost>;
 
-const validatePool = new Ajv({ allErrors: true, strict: false }).compile(GatewayPool);
+// Compiled on first use: every process that imports the planner would otherwise compile it at start.
+let validatePool: ValidateFunction<GatewayPool> | undefined;
 
 /** A pool file's content, or the problems naming each field (`hosts[1].egressIP`); names and IPs must not repeat. */
 export function parseGatewayPool(doc: unknown): { pool?: GatewayPool; errors: FieldError[] } {
+  validatePool ??= new Ajv({ allErrors: true, strict: false }).compile(GatewayPool);
   if (!validatePool(doc)) return { errors: describeErrors(validatePool.errors ?? [], "pool") };
   const pool = doc as GatewayPool;
   const errors: FieldError[] = [];
