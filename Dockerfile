@@ -17,6 +17,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+# `npm run build` bundles the CLI's entry into one file after tsc (scripts/bundle.ts).
+COPY scripts/bundle.ts ./scripts/
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund
 # `static-egress cni install` takes the shim from dist/cni/ (docs/cni.md).

@@ -4,7 +4,8 @@
 #      nftables, iproute2, conntrack, procps), cached in $STATIC_EGRESS_CACHE by package list;
 #   2. Node.js (scripts/node-env.sh's version) from the npm registry's binary package, at
 #      /usr/local/bin/node as in the node:*-bookworm-slim images;
-#   3. the app built from this clone's sources in a temporary copy: npm ci, npm run build,
+#   3. the app built from this clone's sources in a temporary copy: npm ci, npm run build (tsc,
+#      then scripts/bundle.ts: the CLI's entry as one file),
 #      npm prune --omit=dev, the CNI shim for each architecture (scripts/build-cni-shim.sh, at
 #      dist/cni/static-egress-shim in the image), and BUILD_ID (a content hash of what ships;
 #      the node agent's install-cni init container keys the host's release directory by it);
@@ -52,6 +53,7 @@ cleanup() { rm -rf "$app"; if [ -n "$ctr" ]; then buildah rm "$ctr" >/dev/null 2
 trap cleanup EXIT
 cp package.json package-lock.json tsconfig.json tsconfig.build.json "$app/"
 cp -R src "$app/src"
+mkdir "$app/scripts" && cp scripts/bundle.ts "$app/scripts/"
 (
   cd "$app"
   npm ci --no-audit --no-fund --loglevel=error >/dev/null

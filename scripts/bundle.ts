@@ -20,13 +20,13 @@ const DIST = join(ROOT, "dist");
 const ENTRIES = ["cli/kubectl-plugin.js", "cli/main.js"];
 const BUNDLE_MARK = "// static-egress: bundled by scripts/bundle.ts";
 
-/** Our modules' `import.meta.url` as their own file's URL (in dist/, or bench/), from the bundle's. */
-function keepModuleUrls(bundleDir: string): Plugin {
+/** Our modules' (those under `own`) `import.meta.url`: their own file's URL (in dist/, or bench/). */
+function keepModuleUrls(bundleDir: string, own: string): Plugin {
   return {
     name: "keep-module-urls",
     setup(b) {
       b.onLoad({ filter: /\.[jt]s$/ }, (args) => {
-        if (!args.path.startsWith(ROOT + sep) || args.path.includes(`${sep}node_modules${sep}`)) return undefined;
+        if (!args.path.startsWith(own + sep) || args.path.includes(`${sep}node_modules${sep}`)) return undefined;
         const loader = args.path.endsWith(".ts") ? "ts" : "js";
         const source = readFileSync(args.path, "utf8");
         if (source.includes(BUNDLE_MARK)) throw new Error(`${args.path} is already a bundle: run tsc first`);
@@ -58,8 +58,15 @@ const srcAsBuilt: Plugin = {
   },
 };
 
-/** Bundles `entry` (and everything it imports, but Node's own modules) into the ES module `outfile`. */
-export async function bundle(entry: string, outfile: string, opts: { srcAsBuilt?: boolean } = {}): Promise<void> {
+/**
+ * Bundles `entry` (and everything it imports, but Node's own modules) into the ES module `outfile`.
+ * `own`: the tree whose modules keep their own `import.meta.url` (default: this package).
+ */
+export async function bundle(
+  entry: string,
+  outfile: string,
+  opts: { srcAsBuilt?: boolean; own?: string } = {},
+): Promise<void> {
   const out = await build({
     entryPoints: [entry],
     bundle: true,
@@ -77,7 +84,7 @@ export async function bundle(entry: string, outfile: string, opts: { srcAsBuilt?
         "const require = __seCreateRequire(import.meta.url);",
       ].join("\n"),
     },
-    plugins: [...(opts.srcAsBuilt ? [srcAsBuilt] : []), keepModuleUrls(dirname(outfile))],
+    plugins: [...(opts.srcAsBuilt ? [srcAsBuilt] : []), keepModuleUrls(dirname(outfile), opts.own ?? ROOT)],
   });
   for (const o of out.outputFiles) writeFileSync(o.path, o.contents, { mode: 0o755 });
 }
