@@ -39,6 +39,15 @@ WORKDIR /app
 COPY --from=build /src/package.json /src/BUILD_ID ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
+# Node's compile cache of the bundled CLI, written now by this image's Node.js so that a new node's
+# agent does not compile it again; per uid as Node keys it (root: the node agent; 1000: the
+# controller, the gateway agent). Read-only at run time. scripts/build-image.sh does the same.
+ENV NODE_COMPILE_CACHE=/app/.compile-cache NODE_COMPILE_CACHE_PORTABLE=1
+RUN mkdir -m 0755 .compile-cache \
+ && node dist/cli/main.js agent node --help >/dev/null \
+ && chown 1000:1000 .compile-cache \
+ && setpriv --reuid=1000 --regid=1000 --clear-groups node dist/cli/main.js agent node --help >/dev/null \
+ && chown 0:0 .compile-cache
 # Non-root by default (the image's `node` user, numeric so runAsNonRoot can check it); the
 # node agent's DaemonSet runs as root with NET_ADMIN only.
 USER 1000:1000

@@ -107,9 +107,25 @@ build_arch() {
   buildah copy "$ctr" "$app/node_modules" /app/node_modules >/dev/null
   buildah copy "$ctr" "$app/dist" /app/dist >/dev/null
   buildah copy --chmod 0755 "$ctr" "$app/cni-shim-$arch" /app/dist/cni/static-egress-shim >/dev/null
+  # Node's compile cache of the bundled CLI (NODE_COMPILE_CACHE below): written now by the very
+  # Node.js binary the image ships, so a new node's agent does not compile it again (~50-70 ms of
+  # CPU off every start). Per uid, as Node keys it: root (the node agent), 1000 (the controller,
+  # the gateway agent); portable (paths relative to the cache), so it holds at /app. Read-only at
+  # run time (a read-only root file system is fine; Node then writes nothing). Only for the host's
+  # architecture (a foreign one would run under qemu): the others start without one.
+  if [ "$arch" = "$host_arch" ]; then
+    rm -rf "$app/.compile-cache" && mkdir -m 0755 "$app/.compile-cache" && chmod 0755 "$app"
+    for uid in 0 1000; do
+      chown "$uid:$uid" "$app/.compile-cache"
+      setpriv --reuid="$uid" --regid="$uid" --clear-groups env NODE_COMPILE_CACHE="$app/.compile-cache" \
+        NODE_COMPILE_CACHE_PORTABLE=1 "$node_dir/bin/node" "$app/dist/cli/main.js" agent node --help >/dev/null
+    done
+    buildah copy "$ctr" "$app/.compile-cache" /app/.compile-cache >/dev/null
+  fi
   buildah config \
     --os linux --arch "$arch" \
     --env NODE_ENV=production --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --env NODE_COMPILE_CACHE=/app/.compile-cache --env NODE_COMPILE_CACHE_PORTABLE=1 \
     --workingdir /app --user 1000:1000 \
     --entrypoint '["node", "/app/dist/cli/main.js"]' --cmd '' \
     --label org.opencontainers.image.title=static-egress \

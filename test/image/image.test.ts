@@ -230,6 +230,31 @@ describe("the image, run with podman", () => {
     expect(build.sizeBytes).toBeGreaterThan(0);
   });
 
+  it("ships Node's compile cache of the bundled CLI, accepted as root (node agent) and as uid 1000 (controller, gateway agent)", async () => {
+    const { stdout } = await podman(["image", "inspect", TAG]);
+    const [image] = JSON.parse(stdout) as { Config: { Env: string[] } }[];
+    expect(image!.Config.Env).toEqual(
+      expect.arrayContaining(["NODE_COMPILE_CACHE=/app/.compile-cache", "NODE_COMPILE_CACHE_PORTABLE=1"]),
+    );
+    for (const user of ["0", "1000"]) {
+      // On the read-only root file system the containers run with: read, never written.
+      const r = await podman([
+        "exec",
+        "--user",
+        user,
+        "--env",
+        "NODE_DEBUG_NATIVE=COMPILE_CACHE",
+        `${PREFIX}-relay`,
+        "node",
+        "/app/dist/cli/main.js",
+        "agent",
+        "node",
+        "--help",
+      ]);
+      expect(r.stderr, `uid ${user}`).toMatch(/V8 code cache for ESM file:\/\/\/app\/dist\/cli\/main\.js was accepted/);
+    }
+  });
+
   it("runs the containers in a network namespace with loopback only", async () => {
     const { stdout } = await podman(["exec", `${PREFIX}-relay`, "ip", "-o", "link"]);
     expect(
