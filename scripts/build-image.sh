@@ -120,6 +120,8 @@ build_arch() {
       setpriv --reuid="$uid" --regid="$uid" --clear-groups env NODE_COMPILE_CACHE="$app/.compile-cache" \
         NODE_COMPILE_CACHE_PORTABLE=1 "$node_dir/bin/node" "$app/dist/cli/main.js" agent node --help >/dev/null
     done
+    # Node writes its cache files 0600 and buildah copies them as root's: readable by every uid.
+    chmod -R a+rX "$app/.compile-cache"
     buildah copy "$ctr" "$app/.compile-cache" /app/.compile-cache >/dev/null
   fi
   buildah config \
