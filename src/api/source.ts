@@ -10,6 +10,8 @@ export interface SourceChange {
    * instance, verification results): nothing planned from the Node changed.
    */
   reportOnly?: boolean;
+  /** A policy whose spec and metadata are unchanged: only its status changed (ours, or the agents' traffic). */
+  statusOnly?: boolean;
 }
 
 /**

@@ -147,6 +147,8 @@ export class Controller {
   private planDirty = true;
   /** Nodes whose report changed since the last pass. */
   private readonly dirtyNodes = new Set<string>();
+  /** Policies (resource) whose status alone changed since the last pass: their status is recomputed. */
+  private readonly dirtyPolicies = new Set<string>();
   private planned: Planned | undefined;
   /** Gateway -> health of its instances as last written (metrics of keyed passes). */
   private readonly instanceHealth = new Map<string, string[]>();
@@ -163,6 +165,12 @@ export class Controller {
     await this.deps.source.start((change) => {
       if (!this.active) return;
       if (change?.kind === "Node" && change.reportOnly) this.dirtyNodes.add(change.name);
+      else if (change?.statusOnly && (change.kind === "EgressPolicy" || change.kind === "ClusterEgressPolicy"))
+        this.dirtyPolicies.add(
+          change.kind === "EgressPolicy"
+            ? `EgressPolicy/${change.namespace ?? ""}/${change.name}`
+            : `ClusterEgressPolicy/${change.name}`,
+        );
       else this.planDirty = true;
       this.loop.trigger();
     });
@@ -216,13 +224,15 @@ export class Controller {
     // Taken before the pass: events that arrive while it runs are for the next one.
     const full = this.planDirty || !this.planned;
     const nodes = [...this.dirtyNodes];
+    const policies = [...this.dirtyPolicies];
     this.planDirty = false;
     this.dirtyNodes.clear();
-    if (!full && nodes.length === 0) return; // a retry or a trigger whose work a pass already did
+    this.dirtyPolicies.clear();
+    if (!full && nodes.length === 0 && policies.length === 0) return; // a retry or a trigger whose work a pass already did
     outcome.scope = full ? "full" : "keyed";
     try {
       if (full) await this.pass(outcome);
-      else await this.keyedPass(outcome, nodes);
+      else await this.keyedPass(outcome, nodes, policies);
     } catch (e) {
       // A pass that threw outside any one object's step failed as a whole: never counted ok.
       outcome.failedSteps = Math.max(outcome.failedSteps, 1);
@@ -296,15 +306,20 @@ export class Controller {
 
   /**
    * Nodes' reports changed and nothing planned from: re-read those reports and recompute only the
-   * statuses their difference touches (see `touchedBy`), with the last full pass's plan. The
-   * plugins are not run: nothing they read changed (a gateway status this writes comes back as
-   * an event, and that event is a full pass).
+   * statuses their difference touches (see `touchedBy`), with the last full pass's plan; and the
+   * status of policies whose status alone changed (our own writes coming back, the gateway
+   * agents' traffic entries). The plugins are not run: nothing they read changed (a gateway status
+   * this writes comes back as an event, and that event is a full pass).
    */
-  private async keyedPass(outcome: PassOutcome, nodes: readonly string[]): Promise<void> {
+  private async keyedPass(
+    outcome: PassOutcome,
+    nodes: readonly string[],
+    statusOnly: readonly string[],
+  ): Promise<void> {
     const plan = this.planned!;
     const { source } = this.deps;
     const now = this.now();
-    const policies = new Set<string>();
+    const policies = new Set<string>(statusOnly);
     const gateways = new Set<string>();
     for (const name of nodes) {
       const node = source.get("Node", name);

@@ -102,6 +102,7 @@ export class KubeSource implements ClusterSource {
     let synced = false;
     const nodeViews = new Map<string, NodeView>();
     const staticRouteSpecs = new Map<string, string>();
+    const policyViews = new Map<string, string>();
     this.stopped = false;
     for (const s of specs) {
       // Lists in pages and keeps only what is read (src/kube/prune.ts), for lists and watch events alike.
@@ -140,6 +141,14 @@ export class KubeSource implements ClusterSource {
               // Only the report's health part changed: the controller updates the statuses it touches.
               if (!planned) change.reportOnly = true;
             }
+          }
+          if (s.kind === "EgressPolicy" || s.kind === "ClusterEgressPolicy") {
+            const key = `${o.metadata?.namespace ?? ""}/${name}`;
+            const view = policyView(o);
+            const before = policyViews.get(key);
+            if (verb === "delete") policyViews.delete(key);
+            else policyViews.set(key, view);
+            if (verb === "update" && before === view) change.statusOnly = true;
           }
           // Node agents write StaticRoute status (one entry each): only a spec change is news.
           if (s.kind === "StaticRoute") {
@@ -312,4 +321,10 @@ function reportedHealth(text: string | undefined): unknown {
   } catch {
     return text; // unreadable: any change counts
   }
+}
+
+/** What of a policy is not its status: a spec change bumps the generation; the metadata we act on. */
+function policyView(o: KubernetesObject): string {
+  const m = o.metadata ?? {};
+  return stableJson([m.generation, m.labels, m.annotations, m.finalizers, m.deletionTimestamp]);
 }
