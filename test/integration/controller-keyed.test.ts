@@ -176,7 +176,10 @@ describe("controller: keyed passes for node reports", () => {
     const billingBefore = (await getPolicy("billing")).metadata.resourceVersion as string;
     const from = passes.length;
     const writesFrom = writes.length;
-    await report("node1", { health: { "shared/gw-a": "down", "shared/gw-b": "up" } });
+    // node1 still judges gateway other as before: only gateway shared's judgements change.
+    await report("node1", {
+      health: { "other/gw-c": "up", "other/gw-d": "up", "shared/gw-a": "down", "shared/gw-b": "up" },
+    });
     await waitFor(
       async () => condition(await getPolicy("checkout"), "Degraded")?.status === "True",
       10_000,
