@@ -1,6 +1,10 @@
 import { describe, expect, it } from "vitest";
 import type { NodeReport, VerificationReport } from "../api/node-report.js";
-import { touchedBy } from "./controller.js";
+import type { SourceChange } from "../api/source.js";
+import type { KubeClient } from "../kube/client.js";
+import type { KubeSource } from "../kube/source.js";
+import { silentLogger } from "../util/log.js";
+import { Controller, touchedBy, type PassOutcome } from "./controller.js";
 
 const plan = {
   gatewayOfInstance: new Map([
@@ -85,5 +89,40 @@ describe("touchedBy: what a node's new report changes", () => {
       policies: [],
       gateways: ["new-gw"],
     });
+  });
+});
+
+describe("Controller: a burst of events", () => {
+  it("leads to one pass, not one per event (the handler only marks work; the pass runs after the burst)", async () => {
+    let onChange: ((c: SourceChange) => void) | undefined;
+    // A source with one node and nothing else: passes make no API call (no policies, no gateways).
+    const node = { metadata: { name: "n1", annotations: {} } };
+    const source = {
+      start: (cb: (c: SourceChange) => void) => ((onChange = cb), Promise.resolve()),
+      stop: () => Promise.resolve(),
+      objects: () => [{ ...node, kind: "Node", apiVersion: "v1" }],
+      raw: (kind: string) => (kind === "Node" ? [node] : []),
+      get: (kind: string, name: string) => (kind === "Node" && name === "n1" ? node : undefined),
+    };
+    const passes: PassOutcome[] = [];
+    const controller = new Controller({
+      client: {} as KubeClient,
+      source: source as unknown as KubeSource,
+      network: { podCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/12"], nodeCIDRs: ["10.0.0.0/24"] },
+      logger: silentLogger,
+      resyncMs: 600_000,
+      onPass: (p) => passes.push(p),
+    });
+    await controller.startInformers();
+    controller.activate();
+    await controller.idle();
+    expect(passes.map((p) => p.scope)).toEqual(["full"]);
+    // A watch chunk of 50 events, handled in one go: first planned-from changes, then reports.
+    for (let i = 0; i < 50; i++) onChange!({ kind: "Pod", name: `p${i}`, namespace: "ns" });
+    await controller.idle();
+    for (let i = 0; i < 50; i++) onChange!({ kind: "Node", name: "n1", reportOnly: true });
+    await controller.idle();
+    await controller.stop();
+    expect(passes.map((p) => p.scope)).toEqual(["full", "full", "keyed"]);
   });
 });
