@@ -9,7 +9,7 @@ import { ReconcileLoop } from "../util/reconcile-loop.js";
 import type { ClusterNetwork, PolicyObject, ValidPolicy, Verdict } from "../planner/model.js";
 import { Planner, selectPods } from "../planner/plan.js";
 import { SpecValidator } from "../api/v1alpha1/validate.js";
-import { policyResource } from "../planner/resolve.js";
+import { policyResource, type Resolution } from "../planner/resolve.js";
 import { statusOf, type KubeClient, type PolicyKind } from "../kube/client.js";
 import type { KubeSource } from "../kube/source.js";
 import type { Logger } from "../util/log.js";
@@ -109,11 +109,15 @@ export interface PassOutcome {
   instanceHealth: Map<string, string[]>;
 }
 
-/** The last full pass's plan, kept for keyed passes; reports are updated node by node. */
+/**
+ * What keyed passes need of the last full pass's plan; reports are updated node by node. Not the
+ * snapshot, the planner or the pod selections: at 100,000 pods those are most of a pass's memory,
+ * and kept they would be alive twice while the next full pass builds its own.
+ */
 interface Planned {
-  snapshot: ReturnType<typeof snapshotFromObjects>;
-  planner: Planner;
-  selection: ReturnType<typeof selectPods>;
+  res: Resolution;
+  /** Policy resource -> how many pods it selects. */
+  podsByPolicy: Map<string, number>;
   verdicts: Map<string, Verdict>;
   validPolicies: Map<string, ValidPolicy>;
   invalid: string[];
@@ -268,6 +272,7 @@ export class Controller {
   private async pass(outcome: PassOutcome): Promise<void> {
     const { source, network } = this.deps;
     const now = this.now();
+    this.planned = undefined; // let the last plan go before this one is built
     const snapshot = snapshotFromObjects(source.objects(), network);
     const planner = new Planner(snapshot, { validator: this.validator });
     const res = planner.resolution;
@@ -283,9 +288,8 @@ export class Controller {
     for (const p of res.policies)
       policiesOfGateway.set(p.gateway, [...(policiesOfGateway.get(p.gateway) ?? []), p.resource]);
     const plan: Planned = {
-      snapshot,
-      planner,
-      selection: selectPods(snapshot, res),
+      res,
+      podsByPolicy: selectPods(snapshot, res).podsByPolicy,
       verdicts: new Map(res.verdicts.map((v) => [v.resource, v])),
       validPolicies: new Map(res.policies.map((p) => [p.resource, p])),
       invalid: res.verdicts.filter((v) => !v.valid).map((v) => v.resource),
@@ -416,7 +420,7 @@ export class Controller {
   ): Promise<void> {
     const obj = { ...raw, kind } as unknown as PolicyObject;
     const resource = policyResource(obj);
-    const res = plan.planner.resolution;
+    const res = plan.res;
     return attempt(resource, async () => {
       if (await this.handleFinalizer(kind, raw, () => reports.some((r) => (r.programmed[resource] ?? 0) > 0))) return;
       const valid = plan.validPolicies.get(resource);
@@ -426,7 +430,7 @@ export class Controller {
           generation: raw.metadata.generation,
           verdict: plan.verdicts.get(resource),
           egressIPs: valid ? [...valid.egressIPsByInstance.values()].flat().sort() : [],
-          selectedPods: plan.selection.podsByPolicy.get(resource) ?? 0,
+          selectedPods: plan.podsByPolicy.get(resource) ?? 0,
           gatewayInstances: valid ? (res.gatewayInstances.get(valid.gateway) ?? []) : [],
           reports,
           verifies: valid?.verification !== undefined,
@@ -449,7 +453,7 @@ export class Controller {
     ctx?: ReconcileContext,
   ): Promise<void> {
     const resource = `EgressGateway/${raw.metadata.name}`;
-    const res = plan.planner.resolution;
+    const res = plan.res;
     return attempt(resource, async () => {
       let outsideReleased = true;
       if (raw.metadata.deletionTimestamp) {
