@@ -93,7 +93,7 @@ describe("touchedBy: what a node's new report changes", () => {
 });
 
 describe("Controller: a burst of events", () => {
-  it("leads to one pass, not one per event (the handler only marks work; the pass runs after the burst)", async () => {
+  it("leads to one pass (the handler only marks work; the pass runs after the burst, not inside the first event's handler)", async () => {
     let onChange: ((c: SourceChange) => void) | undefined;
     // A source with one node and nothing else: passes make no API call (no policies, no gateways).
     const node = { metadata: { name: "n1", annotations: {} } };
