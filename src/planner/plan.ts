@@ -133,7 +133,8 @@ export function selectPods(snapshot: ClusterSnapshot, res: Resolution, onlyNode?
     for (const policy of d.candidates) {
       for (const earlier of taken) {
         const overlap = intersect(policy.destinations, earlier.ranges);
-        if (overlap.length > 0) d.conflicts.push({ winner: earlier.policy, loser: policy.resource, destinations: overlap });
+        if (overlap.length > 0)
+          d.conflicts.push({ winner: earlier.policy, loser: policy.resource, destinations: overlap });
       }
       const destinations = subtract(
         policy.destinations,
@@ -163,10 +164,8 @@ export function selectPods(snapshot: ClusterSnapshot, res: Resolution, onlyNode?
     for (const policy of d.candidates) podsByPolicy.set(policy.resource, (podsByPolicy.get(policy.resource) ?? 0) + 1);
     // Each pod gets arrays of its own: callers may keep or change one pod's without touching another's.
     for (const c of d.conflicts) conflicts.push({ pod: podKey, ...c, destinations: [...c.destinations] });
-    for (const s of d.decided)
-      selections.push({ pod, podKey, policy: s.policy, destinations: [...s.destinations] });
-    for (const f of d.failClosed)
-      failClosed.push({ pod, podKey, policy: f.policy, destinations: [...f.destinations] });
+    for (const s of d.decided) selections.push({ pod, podKey, policy: s.policy, destinations: [...s.destinations] });
+    for (const f of d.failClosed) failClosed.push({ pod, podKey, policy: f.policy, destinations: [...f.destinations] });
   }
   return { selections, failClosed, conflicts, podsByPolicy };
 }
