@@ -124,6 +124,25 @@ function handoverTableModel(table: TableModel): TableModel {
 }
 
 /**
+ * The divert map's elements. A plan has few distinct destinations and values (every pod of a
+ * policy shares them), so each is written once, not once per element (30,000 per plan).
+ */
+function divertElements(entries: NodePlan["entries"]): string[] {
+  const ranges = new Map<number, Map<number, string>>();
+  const values = new Map<number, string>();
+  return entries.map((e) => {
+    let byTo = ranges.get(e.dst.from);
+    if (!byTo) ranges.set(e.dst.from, (byTo = new Map()));
+    let range = byTo.get(e.dst.to);
+    if (range === undefined) byTo.set(e.dst.to, (range = formatRange(e.dst)));
+    const v = divertValue(e);
+    let value = values.get(v);
+    if (value === undefined) values.set(v, (value = hex(v)));
+    return `${e.podIP} . ${range} : ${value}`;
+  });
+}
+
+/**
  * The node's nftables table. Packets from pods get the mark of their gateway instance after
  * destination NAT (so Service traffic is judged by its real destination); marked packets get
  * an identity SNAT one step before the node's own masquerade, which creates the NAT binding
@@ -159,7 +178,7 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
         kind: "map",
         name: "divert",
         spec: "type ipv4_addr . ipv4_addr : mark; flags interval;",
-        elements: plan.entries.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${hex(divertValue(e))}`),
+        elements: divertElements(plan.entries),
       },
       // Divert value -> the mark packets take now: a dead instance's pods go to their failover
       // instance with a change of this small map alone (failoverMarks), before any replan.
