@@ -52,7 +52,11 @@ export function renderFull(
  * 0.6 s), so larger deletions fall back to a full replacement, which is atomic too. */
 export const MAX_DELTA_DELETIONS = 64;
 
-function renderDelta(prev: TableModel, next: TableModel): string | undefined {
+function renderDelta(
+  prev: TableModel,
+  next: TableModel,
+  prevElements?: ReadonlyMap<string, ReadonlySet<string>>,
+): { script: string; elements: Map<string, Set<string>> } | undefined {
   if (
     prev.family !== next.family ||
     prev.name !== next.name ||
@@ -61,12 +65,15 @@ function renderDelta(prev: TableModel, next: TableModel): string | undefined {
   )
     return undefined;
   const lines: string[] = [];
+  const elements = new Map<string, Set<string>>();
   for (let i = 0; i < next.sets.length; i++) {
     const a = prev.sets[i]!;
     const b = next.sets[i]!;
     if (a.kind !== b.kind || a.name !== b.name || a.spec !== b.spec) return undefined;
-    const had = new Set(a.elements);
+    // The previous model's sets are kept from the last delta: one set of 30,000 built per change, not two.
+    const had = prevElements?.get(a.name) ?? new Set(a.elements);
     const has = new Set(b.elements);
+    elements.set(b.name, has);
     const removed = a.elements.filter((e) => !has.has(e));
     const added = b.elements.filter((e) => !had.has(e));
     if (b.replace) {
@@ -79,7 +86,7 @@ function renderDelta(prev: TableModel, next: TableModel): string | undefined {
       lines.push(`delete element ${next.family} ${next.name} ${b.name} { ${removed.join(", ")} }`);
     if (added.length > 0) lines.push(`add element ${next.family} ${next.name} ${b.name} { ${added.join(", ")} }`);
   }
-  return lines.join("\n") + (lines.length > 0 ? "\n" : "");
+  return { script: lines.join("\n") + (lines.length > 0 ? "\n" : ""), elements };
 }
 
 /** One set or map rewritten whole: flushed and filled again (within the caller's transaction). */
@@ -224,6 +231,8 @@ export class OwnedTable {
    */
   private readonly structures = new Map<string, string>();
   private readonly elementKeys = new Map<string, string>();
+  /** Each set's elements of `applied`, when a delta computed them (the next delta's starting point). */
+  private appliedElements: Map<string, Set<string>> | undefined;
 
   constructor(
     private readonly kernel: Kernel,
@@ -282,10 +291,18 @@ export class OwnedTable {
         this.applied !== undefined &&
         now.structure === this.structures.get(shapeOf(this.applied)) &&
         sameElements(this.applied, now, this.elementKeys);
-      if (!intact) this.applied = undefined;
+      if (!intact) {
+        this.applied = undefined;
+        this.appliedElements = undefined;
+      }
     }
-    const delta = this.applied ? renderDelta(this.applied, model) : undefined;
-    if (delta === "") return { script: "", full: false, replaces, commit: async () => undefined };
+    const rendered = this.applied ? renderDelta(this.applied, model, this.appliedElements) : undefined;
+    const delta = rendered?.script;
+    if (delta === "") {
+      // Unchanged: the model's sets are the applied ones (equal elements), so the next delta may start from them.
+      this.appliedElements = rendered!.elements;
+      return { script: "", full: false, replaces, commit: async () => undefined };
+    }
     const full = delta === undefined;
     return {
       // A full replacement (rare: structure changed, an agent restart, drift) carries the named
@@ -303,6 +320,7 @@ export class OwnedTable {
           if (read) this.structures.set(shape, read.structure);
         }
         this.applied = model;
+        this.appliedElements = rendered?.elements;
       },
     };
   }
@@ -310,5 +328,6 @@ export class OwnedTable {
   async remove(): Promise<void> {
     await this.kernel.nft(`table ${this.family} ${this.name}\ndelete table ${this.family} ${this.name}\n`);
     this.applied = undefined;
+    this.appliedElements = undefined;
   }
 }

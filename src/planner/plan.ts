@@ -237,11 +237,12 @@ function instanceChooser(
   res: Resolution,
   health: HealthView,
 ): (podKey: string, policy: ValidPolicy, alsoDown?: string) => string | undefined {
-  const lists = new Map<string, string[]>();
-  return (podKey, policy, alsoDown) => {
-    const key = `${policy.resource}\0${alsoDown ?? ""}`;
-    let list = lists.get(key);
-    if (!list) lists.set(key, (list = usableInstances(policy, res, health, alsoDown)));
+  const lists = new Map<ValidPolicy, Map<string, string[]>>();
+  return (podKey, policy, alsoDown = "") => {
+    let byDown = lists.get(policy);
+    if (!byDown) lists.set(policy, (byDown = new Map()));
+    let list = byDown.get(alsoDown);
+    if (!list) byDown.set(alsoDown, (list = usableInstances(policy, res, health, alsoDown || undefined)));
     return rendezvous(podKey, list);
   };
 }
