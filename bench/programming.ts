@@ -353,7 +353,8 @@ function printTable(results: readonly CaseResult[]): void {
   const f = (x: Summary) => `${x.median} / ${x.p95}`;
   const g = (x: Summary | undefined) => (x ? f(x) : "-");
   console.log(
-    "\n| pods x policies | map elements | plan | plan as agent | first apply | no-op re-apply | +1 pod | -1 pod | resync (verify) | -bulk pods | +bulk pods | +1 pod, event -> kernel | -1 pod, event -> kernel |",
+    "\n| pods x policies | map elements | plan | plan as agent | first apply | no-op re-apply | +1 pod | -1 pod " +
+      "| resync (verify) | -bulk pods | +bulk pods | +1 pod, event -> kernel | -1 pod, event -> kernel |",
   );
   console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of results) {
