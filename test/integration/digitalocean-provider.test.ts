@@ -156,7 +156,7 @@ describe("DigitalOceanProvider gateway fleets", () => {
       tags: [names.fleetTag],
       inbound_rules: [
         { protocol: "udp", ports: "3784", sources: { tags: [NODE_TAG] } },
-        { protocol: "udp", ports: "20001-24095", sources: { tags: [NODE_TAG] } },
+        { protocol: "udp", ports: "15905-24095", sources: { tags: [NODE_TAG] } },
         { protocol: "udp", ports: "51820", sources: { tags: [NODE_TAG] } },
       ],
     });
