@@ -14,7 +14,13 @@ import {
   tableFor,
   tunnelPortFor,
 } from "./ids.js";
-import { BFD_CONTROL_PORT, BFD_MULTIHOP_PORT, PROBE_PORT_BASE, TUNNEL_PORT_MAX, TUNNEL_PORT_MIN } from "../api/datapath.js";
+import {
+  BFD_CONTROL_PORT,
+  BFD_MULTIHOP_PORT,
+  PROBE_PORT_BASE,
+  TUNNEL_PORT_MAX,
+  TUNNEL_PORT_MIN,
+} from "../api/datapath.js";
 import { shuffled } from "./testing/arbitraries.js";
 
 const preferred = (key: string) => (fnv1a(key) % MAX_INSTANCE_ID) + 1;

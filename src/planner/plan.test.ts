@@ -307,7 +307,9 @@ describe("clusters of more than 4,095 nodes", () => {
 
   it("refuses 8,192 nodes, naming the limit", () => {
     const planner = new Planner(bigCluster(8192), { validator });
-    expect(() => planner.planNode("node-a", new Map())).toThrow(/8192 nodes in the cluster, more than the limit of 8191/);
+    expect(() => planner.planNode("node-a", new Map())).toThrow(
+      /8192 nodes in the cluster, more than the limit of 8191/,
+    );
     expect(() => planner.planGateway("shared/a")).toThrow(/more than the limit of 8191/);
   });
 });
