@@ -203,13 +203,23 @@ describe("gateway side of the node tunnels", () => {
     expect(renderFull(gatewayTableModel(plan, base))).toMatch(/counter foreign_source_drops \{/);
   });
 
-  it("does not connection-track the tunnels' own packets, in either direction", () => {
+  it("does not connection-track the tunnels' own packets, in either direction, and only theirs", () => {
     const chains = gatewayTableModel(plan, base).chains;
+    const address = plan.address.replaceAll(".", "\\.");
     expect(chains).toMatch(
-      /chain tunnel_notrack_in \{\n\s+type filter hook prerouting priority raw; policy accept;\n\s+udp dport 15905-24095 notrack\n/,
+      new RegExp(
+        `chain tunnel_notrack_in \\{\\n\\s+type filter hook prerouting priority raw; policy accept;\\n\\s+ip daddr ${address} udp dport 15905-24095 notrack\\n`,
+      ),
     );
     expect(chains).toMatch(
-      /chain tunnel_notrack_out \{\n\s+type filter hook output priority raw; policy accept;\n\s+udp dport 15905-24095 notrack\n/,
+      new RegExp(
+        `chain tunnel_notrack_out \\{\\n\\s+type filter hook output priority raw; policy accept;\\n\\s+ip saddr ${address} udp dport 15905-24095 notrack\\n`,
+      ),
+    );
+    // Without an address of its own the gateway has no tunnels: nothing to leave untracked.
+    const none = gatewayTableModel({ ...plan, address: "" }, base).chains;
+    expect(none).toMatch(
+      /chain tunnel_notrack_in \{\n\s+type filter hook prerouting priority raw; policy accept;\n\s+\}/,
     );
   });
 

@@ -173,10 +173,14 @@ ${snat(
       `    udp dport ${TUNNEL_PORT_MIN}-${TUNNEL_PORT_MAX} fib saddr . iif oif missing counter name "${FOREIGN_TUNNEL_COUNTER}" drop\n  }\n` +
       // The tunnels' own (outer) packets need no connection tracking: nothing here reads their
       // state, and each one would cost a conntrack lookup (and an entry per node and hash port).
+      // Only to and from the tunnels' address: a reply to a pod's UDP flow (SNATed, its source
+      // port kept) may have a destination port in the range, and untracked it is never translated back.
       `  chain tunnel_notrack_in {\n    type filter hook prerouting priority raw; policy accept;\n` +
-      `    udp dport ${TUNNEL_PORT_MIN}-${TUNNEL_PORT_MAX} notrack\n  }\n` +
+      (plan.address ? `    ip daddr ${plan.address} udp dport ${TUNNEL_PORT_MIN}-${TUNNEL_PORT_MAX} notrack\n` : "") +
+      `  }\n` +
       `  chain tunnel_notrack_out {\n    type filter hook output priority raw; policy accept;\n` +
-      `    udp dport ${TUNNEL_PORT_MIN}-${TUNNEL_PORT_MAX} notrack\n  }\n` +
+      (plan.address ? `    ip saddr ${plan.address} udp dport ${TUNNEL_PORT_MIN}-${TUNNEL_PORT_MAX} notrack\n` : "") +
+      `  }\n` +
       `  chain forward_selected {\n    type filter hook forward priority filter - 10; policy drop;\n` +
       `    ct state established,related ct direction reply accept\n` +
       // Everything else must come from a pod, through the tunnel of the node that runs it.

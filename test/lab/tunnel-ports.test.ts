@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GatewayDataplane } from "../../src/dataplane/gateway.js";
 import { commandKernel } from "../../src/dataplane/kernel.js";
@@ -31,7 +32,7 @@ const POD_IP = "10.244.9.10";
 const gatewayPlan: GatewayPlan = {
   instance: "gw/a",
   address: GW_IP,
-  snat: [{ podIP: POD_IP, dst: parseCidr("198.51.100.0/24"), egressIP: "192.0.2.10", policy: "p" }],
+  snat: [{ podIP: POD_IP, dst: parseCidr("203.0.113.0/24"), egressIP: "192.0.2.10", policy: "p" }],
   returnRoutes: [{ cidr: POD_CIDR, via: NODE_IP, port: PORT }],
   nodeAddresses: [NODE_IP],
   egressIPs: ["192.0.2.10"],
@@ -229,6 +230,42 @@ describe("a node tunnel on a port of the lower range (node id > 4095)", () => {
       const before = await packets(nodeNs, dev, "tx");
       await send(nodeNs, "198.51.100.7", 5, port);
       expect(await packets(nodeNs, dev, "tx"), `port ${port}`).toBeGreaterThanOrEqual(before + 5);
+    }
+  });
+
+  it("a reply to a pod's UDP flow whose port is in the tunnel range is still translated back to the pod", async () => {
+    // The pod (its address on the node's lo) sends through the tunnel from port 16005 (some other
+    // node's tunnel port); the gateway SNATs it to the egress IP keeping the port, and the
+    // Internet's reply comes back to 192.0.2.10:16005. Untracked, it would never reach the pod.
+    const INTERNET = "203.0.113.7";
+    await execIn(nodeNs, "ip", ["addr", "add", `${POD_IP}/32`, "dev", "lo"]);
+    await execIn(nodeNs, "ip", [
+      ...["route", "replace", `${INTERNET}/32`, "via", GATEWAY_INNER.address],
+      ...["dev", nodeTunnelDevice(VNI), "onlink", "src", POD_IP],
+    ]);
+    await execIn(gwNs, "ip", ["route", "replace", `${INTERNET}/32`, "via", INTRUDER_IP]);
+    await execIn(intruderNs, "ip", ["addr", "add", `${INTERNET}/32`, "dev", "lo"]);
+    await execIn(intruderNs, "ip", ["route", "replace", "192.0.2.10/32", "via", GW_IP]);
+    const echo = spawn("ip", [
+      ...["netns", "exec", intruderNs, process.execPath, "-e"],
+      `const s=require("dgram").createSocket("udp4");s.on("message",(m,r)=>s.send(m,r.port,r.address));` +
+        `s.bind(7,"${INTERNET}",()=>console.log("ready"));`,
+    ]);
+    try {
+      await new Promise((resolve, reject) => {
+        echo.stdout.once("data", resolve);
+        echo.once("exit", reject);
+      });
+      const sourcePort = tunnelPortFor(MAX_NODE_ID - 100);
+      expect(sourcePort).toBe(16005);
+      const client =
+        `const s=require("dgram").createSocket("udp4");let got=0;s.on("message",()=>got++);` +
+        `s.bind(${sourcePort},"${POD_IP}",()=>{for(let i=0;i<5;i++)s.send("r"+i,7,"${INTERNET}");` +
+        `setTimeout(()=>{console.log(got);s.close();},1500);});`;
+      const got = Number((await execIn(nodeNs, process.execPath, ["-e", client])).trim());
+      expect(got).toBe(5);
+    } finally {
+      echo.kill();
     }
   });
 });
