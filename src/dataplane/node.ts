@@ -9,8 +9,6 @@ import {
   MARK_MASK,
   MAX_INSTANCE_ID,
   NODE_FLOW_BIT,
-  TUNNEL_PORT_BASE,
-  TUNNEL_PORT_MAX,
 } from "../api/datapath.js";
 import { formatCidrOrRange, formatIPv4, formatRange, normalize, parseCidr, type Range } from "../util/ipv4.js";
 import { sourceBlocks } from "./conntrack.js";
@@ -250,7 +248,9 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
         ? ""
         : `  chain mark_node_egress {\n    type route hook output priority mangle; policy accept;\n` +
           `    meta mark & ${flag} == ${flag} return\n` +
-          `    udp dport { ${HEALTH_PORTS.join(", ")}, ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} } return\n` +
+          // This node's tunnels send to its own port only (not the whole range, whose other ports
+          // may be a nodeSelector policy's destinations).
+          `    udp dport { ${[...HEALTH_PORTS, ...(plan.tunnel ? [plan.tunnel.port] : [])].join(", ")} } return\n` +
           `    ct direction reply return\n` +
           // The node's own addresses (loopback too): delivered locally, never through a tunnel.
           `    fib daddr type local return\n` +

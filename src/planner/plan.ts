@@ -1,7 +1,7 @@
 import { SpecValidator } from "../api/v1alpha1/validate.js";
 import { appOfPolicy } from "./app-egress.js";
 import {
-  assignIds,
+  assignNodeIds,
   DEFAULT_TABLE_BASE,
   markFor,
   NO_INSTANCE_MARK,
@@ -421,11 +421,8 @@ export class Planner {
    */
   tunnelEnds(): Map<string, TunnelEnd> {
     if (this.tunnels) return this.tunnels;
-    // A node's tunnel port is TUNNEL_PORT_BASE + its id: 4,095 nodes at most (docs/design.md).
-    const ids = assignIds(
-      this.snapshot.nodes.map((n) => n.name),
-      "nodes in the cluster: each node's tunnel port comes from a range of 4,095",
-    );
+    // 8,191 nodes at most; crossing 4,095 renumbers the nodes once (docs/design.md).
+    const ids = assignNodeIds(this.snapshot.nodes.map((n) => n.name));
     this.tunnels = new Map();
     for (const n of this.snapshot.nodes) {
       if (!n.internalIP || n.internalIP.includes(":")) continue;
