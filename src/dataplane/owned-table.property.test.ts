@@ -1,7 +1,8 @@
 /**
- * OwnedTable's element deltas start from the sets the previous delta built (not rebuilt from the
- * applied model each time). Random sequences of models, some applies refused by the kernel, some
- * unchanged: after each, the kernel holds exactly the last applied model's elements.
+ * OwnedTable's element deltas start from an index of the applied elements that each accepted delta
+ * updates (not rebuilt from the applied model each time). Random sequences of models, some applies
+ * refused by the kernel, some unchanged: after each, the kernel holds exactly the last applied
+ * model's elements.
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
