@@ -14,6 +14,9 @@
  *   resync     apply with verify (the agents' periodic drift check: reads the whole table back)
  *   removeBulk / addBulk   --bulk pods leave at once (a policy deleted, a node drained), then come back;
  *              removeBulk includes forgetting their diverted flows (NodeDataplane.forgetFlows), as the agent does
+ *   eventAddOne / eventRemoveOne   a NodeAgent (its reconcile loop, planning and dataplane) fed by a source the
+ *              benchmark controls: from the informer event (one Pod object more, or less) to the agent's
+ *              report that the kernel holds the new plan (onApplied): API event -> kernel
  * After every apply the kernel is read back and its divert map must hold exactly the planned elements
  * (each pod, destination range and instance mark, compared one by one).
  */
@@ -32,7 +35,12 @@ import { createNodeNamespace, expectDivert, expectElements, KernelCheckError } f
 import { startRun } from "./lib/record.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { round, roundSummary, summarize, type Summary } from "./lib/stats.js";
-import { SYNTHETIC, syntheticSnapshot, withExtraPod } from "./lib/synthetic.js";
+import { SYNTHETIC, syntheticObjects, syntheticPodObject, syntheticSnapshot, withExtraPod } from "./lib/synthetic.js";
+import { NodeAgent } from "../src/agents/node/node-agent.js";
+import type { ClusterSource } from "../src/api/source.js";
+import type { KubeObject } from "../src/api/objects.js";
+import { silentLogger } from "../src/util/log.js";
+import { performance } from "node:perf_hooks";
 import { byCommand, timed, TimingRunner, type CommandTiming } from "./lib/timing.js";
 
 const TABLE = "static_egress";
@@ -67,10 +75,33 @@ interface CaseResult extends Case {
     /** Removing `bulkPods` pods at once (one element delta), and adding them back. */
     removeBulk?: Summary;
     addBulk?: Summary;
+    /** A NodeAgent from the Pod event to its report that the kernel holds the plan with (without) the pod. */
+    eventAddOne: Summary;
+    eventRemoveOne: Summary;
   };
   bulkPods: number;
   /** Per step, median time spent in each external command, and in-process (rendering, diffing, parsing). */
   breakdownMs: Record<string, Record<string, { count: number; ms: number }>>;
+}
+
+/** A cluster source the benchmark feeds by hand: `set` is an informer event. */
+class ManualSource implements ClusterSource {
+  private notify: () => void = () => undefined;
+  constructor(private current: readonly KubeObject[]) {}
+  start(onChange: () => void): Promise<void> {
+    this.notify = onChange;
+    return Promise.resolve();
+  }
+  objects(): readonly KubeObject[] {
+    return this.current;
+  }
+  stop(): Promise<void> {
+    return Promise.resolve();
+  }
+  set(objects: readonly KubeObject[]): void {
+    this.current = objects;
+    this.notify();
+  }
 }
 
 function parseCases(text: string): Case[] {
@@ -156,8 +187,11 @@ async function runCase(
     "removeOne",
     "resync",
     ...(withoutBulk ? (["removeBulk", "addBulk"] as const) : []),
+    "eventAddOne",
+    "eventRemoveOne",
   ] as const;
-  type Step = "first" | "noop" | "addOne" | "removeOne" | "resync" | "removeBulk" | "addBulk";
+  type Step =
+    "first" | "noop" | "addOne" | "removeOne" | "resync" | "removeBulk" | "addBulk" | "eventAddOne" | "eventRemoveOne";
   const ms: Record<Step, number[]> = {
     first: [],
     noop: [],
@@ -166,6 +200,8 @@ async function runCase(
     resync: [],
     removeBulk: [],
     addBulk: [],
+    eventAddOne: [],
+    eventRemoveOne: [],
   };
   const calls: Record<Step, CommandTiming[][]> = {
     first: [],
@@ -175,7 +211,13 @@ async function runCase(
     resync: [],
     removeBulk: [],
     addBulk: [],
+    eventAddOne: [],
+    eventRemoveOne: [],
   };
+  const objects = syntheticObjects(snapshot);
+  const extraPod = syntheticPodObject(c.pods, c.policies);
+  const basePods = new Set(base.entries.map((e) => e.podIP));
+  const extraIP = plusOne.entries.find((e) => !basePods.has(e.podIP))!.podIP;
   let fullScriptBytes = 0;
   for (let r = 0; r < reps; r++) {
     const ns = `${prefix}-p${index}r${r}`;
@@ -241,6 +283,39 @@ async function runCase(
         await step("addBulk", () => dp.apply(base));
         await expectDivert(check, TABLE, base.entries, `after adding ${bulk} pods back`);
       }
+
+      // The node agent itself, fed Pod events: from the event to the kernel, planning included.
+      const source = new ManualSource(objects);
+      let applied: ((plan: NodePlan) => void) | undefined;
+      const agent = new NodeAgent({
+        nodeName: SYNTHETIC.node,
+        config: { clusterNetwork: snapshot.network, resyncSeconds: 3600 },
+        source,
+        dataplane: new NodeDataplane(commandKernel(runner)),
+        logger: silentLogger,
+        onApplied: (p) => applied?.(p),
+      });
+      try {
+        await agent.start();
+        await agent.idle();
+        const event = async (name: Step, next: readonly KubeObject[], done: (p: NodePlan) => boolean) => {
+          runner.take();
+          const reached = new Promise<void>((r) => (applied = (p) => done(p) && r()));
+          const t0 = performance.now();
+          source.set(next);
+          await reached;
+          ms[name].push(performance.now() - t0);
+          calls[name].push(runner.take());
+          await agent.idle();
+        };
+        const hasExtra = (p: NodePlan) => p.entries.some((e) => e.podIP === extraIP);
+        await event("eventAddOne", [...objects, extraPod], hasExtra);
+        await expectDivert(check, TABLE, plusOne.entries, "after the agent saw one more pod");
+        await event("eventRemoveOne", objects, (p) => !hasExtra(p));
+        await expectDivert(check, TABLE, base.entries, "after the agent saw the pod go");
+      } finally {
+        await agent.stop();
+      }
     } finally {
       await deleteNamespace(ns);
     }
@@ -266,6 +341,8 @@ async function runCase(
       removeOne: s(ms.removeOne),
       resync: s(ms.resync),
       ...(withoutBulk ? { removeBulk: s(ms.removeBulk), addBulk: s(ms.addBulk) } : {}),
+      eventAddOne: s(ms.eventAddOne),
+      eventRemoveOne: s(ms.eventRemoveOne),
     },
     bulkPods: withoutBulk ? bulk : 0,
     breakdownMs: Object.fromEntries(steps.map((n: Step) => [n, medianBreakdown(calls[n], ms[n])])),
@@ -276,14 +353,16 @@ function printTable(results: readonly CaseResult[]): void {
   const f = (x: Summary) => `${x.median} / ${x.p95}`;
   const g = (x: Summary | undefined) => (x ? f(x) : "-");
   console.log(
-    "\n| pods x policies | map elements | plan | plan as agent | first apply | no-op re-apply | +1 pod | -1 pod | resync (verify) | -bulk pods | +bulk pods |",
+    "\n| pods x policies | map elements | plan | plan as agent | first apply | no-op re-apply | +1 pod | -1 pod " +
+      "| resync (verify) | -bulk pods | +bulk pods | +1 pod, event -> kernel | -1 pod, event -> kernel |",
   );
-  console.log("|---|---|---|---|---|---|---|---|---|---|---|");
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of results) {
     console.log(
       `| ${r.pods} x ${r.policies} | ${r.mapElements} | ${f(r.ms.plan)} ` +
         `| ${f(r.ms.planAsAgent)} | ${f(r.ms.first)} | ${f(r.ms.noop)} | ${f(r.ms.addOne)} ` +
-        `| ${f(r.ms.removeOne)} | ${f(r.ms.resync)} | ${g(r.ms.removeBulk)} | ${g(r.ms.addBulk)} |`,
+        `| ${f(r.ms.removeOne)} | ${f(r.ms.resync)} | ${g(r.ms.removeBulk)} | ${g(r.ms.addBulk)} ` +
+        `| ${f(r.ms.eventAddOne)} | ${f(r.ms.eventRemoveOne)} |`,
     );
   }
   console.log("(milliseconds, median / p95)");

@@ -3,6 +3,7 @@ import type { EgressPolicy } from "../../src/api/v1alpha1/egress-policy.js";
 import { API_VERSION } from "../../src/api/v1alpha1/common.js";
 import { formatIPv4, parseIPv4 } from "../../src/util/ipv4.js";
 import type { ClusterSnapshot, PodInfo } from "../../src/planner/model.js";
+import type { KubeObject } from "../../src/api/objects.js";
 
 /**
  * A synthetic cluster for the programming benchmark: one node with a /16 pod CIDR, gateways
@@ -121,4 +122,43 @@ export function syntheticSnapshot({ pods, policies }: SyntheticOptions): Cluster
 /** The same cluster with one more pod (the element-delta case). */
 export function withExtraPod(snapshot: ClusterSnapshot, index: number, policies: number): ClusterSnapshot {
   return { ...snapshot, pods: [...snapshot.pods, syntheticPod(index, policies)] };
+}
+
+/**
+ * The cluster as the API server would hand it to a node agent's informers: the policy and gateway
+ * objects, and Pod, Node and Namespace objects that `snapshotFromObjects` reads back into `snapshot`.
+ */
+export function syntheticObjects(snapshot: ClusterSnapshot): KubeObject[] {
+  return [
+    ...(snapshot.policies as unknown as KubeObject[]),
+    ...(snapshot.gateways as unknown as KubeObject[]),
+    ...snapshot.namespaces.map((n) => ({
+      apiVersion: "v1",
+      kind: "Namespace",
+      metadata: { name: n.name, labels: { ...n.labels } },
+    })),
+    ...snapshot.nodes.map((n) => ({
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: n.name, labels: { ...n.labels }, annotations: { ...n.annotations } },
+      spec: { podCIDRs: [...n.podCIDRs] },
+      status: { addresses: n.internalIP ? [{ type: "InternalIP", address: n.internalIP }] : [] },
+    })),
+    ...snapshot.pods.map(podObject),
+  ];
+}
+
+/** Pod `index` of the synthetic cluster as a Pod object (running, with its address). */
+export function syntheticPodObject(index: number, policies: number): KubeObject {
+  return podObject(syntheticPod(index, policies));
+}
+
+function podObject(p: PodInfo): KubeObject {
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name: p.name, namespace: p.namespace, labels: { ...p.labels } },
+    spec: p.nodeName ? { nodeName: p.nodeName } : {},
+    status: { phase: p.phase, podIP: p.ips[0], podIPs: p.ips.map((ip) => ({ ip })) },
+  };
 }

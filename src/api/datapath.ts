@@ -68,17 +68,29 @@ export const STATIC_ROUTE_PROTO = 95;
 export const STATIC_ROUTE_RULE_PRIORITY = 10150;
 
 /**
- * Node -> gateway VXLAN (docs/security-gateway-binding.md): each node has its own UDP port,
- * TUNNEL_PORT_BASE + its node id (1..4095, assigned like instance ids), so that on a gateway the
- * port, checked against the outer source address, identifies the sending node. The VNI is the
- * instance id. The range stays below Linux's ephemeral ports (32768+) and Kubernetes NodePorts.
+ * Node -> gateway VXLAN (docs/security-gateway-binding.md): each node has its own UDP port, from
+ * its node id, so that on a gateway the port, checked against the outer source address,
+ * identifies the sending node. The VNI is the instance id. Node ids are 1..MAX_NODE_ID (assigned
+ * like instance ids, `assignNodeIds`); ids 1..4095 have the ports they always had (20001..24095),
+ * ids 4096..8191 count down from 20000 (id 0's, never assigned) to 15905, so the ports are one
+ * contiguous range without a hole, TUNNEL_PORT_MIN..TUNNEL_PORT_MAX, in every nft rule and
+ * firewall. It stays below the probe ports, Kubernetes NodePorts (30000+) and Linux's ephemeral
+ * ports (32768+).
  */
-export const TUNNEL_PORT_BASE = 20000;
-export const TUNNEL_PORT_MAX = TUNNEL_PORT_BASE + MAX_INSTANCE_ID;
+export const MAX_NODE_ID = 0x1fff;
+const TUNNEL_PORT_BASE = 20000;
 
+/** The one mapping of a node id to its tunnel port. */
 export function tunnelPortFor(nodeId: number): number {
-  return TUNNEL_PORT_BASE + nodeId;
+  if (!Number.isInteger(nodeId) || nodeId < 1 || nodeId > MAX_NODE_ID)
+    throw new RangeError(`node id ${nodeId} is outside 1..${MAX_NODE_ID}`);
+  // Ids 4096+ count down from 20000: the range grows downwards, contiguous (8,191 ports for 8,191 ids).
+  return nodeId <= MAX_INSTANCE_ID ? TUNNEL_PORT_BASE + nodeId : TUNNEL_PORT_BASE + MAX_INSTANCE_ID + 1 - nodeId;
 }
+
+/** Every node's tunnel port lies in TUNNEL_PORT_MIN..TUNNEL_PORT_MAX (15905..24095). */
+export const TUNNEL_PORT_MIN = tunnelPortFor(MAX_NODE_ID);
+export const TUNNEL_PORT_MAX = tunnelPortFor(MAX_INSTANCE_ID);
 
 /** RFC 5881 §4: BFD single-hop control packets go to this UDP port (nodes probe gateways on it). */
 export const BFD_CONTROL_PORT = 3784;

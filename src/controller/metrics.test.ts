@@ -5,6 +5,7 @@ describe("controller metrics", () => {
   it("counts passes by result and exports the last pass's invalid resources and instance health", async () => {
     const m = new ControllerMetrics();
     m.onPass({
+      scope: "keyed",
       durationMs: 40,
       failedSteps: 0,
       invalid: ["EgressPolicy/web/a", "EgressPolicy/web/b", "EgressGateway/g"],
@@ -17,8 +18,8 @@ describe("controller metrics", () => {
       instanceHealth: new Map([["shared", ["Up", "Down"]]]),
     });
     const text = await m.registry.metrics();
-    expect(text).toContain('static_egress_controller_passes_total{result="ok"} 1');
-    expect(text).toContain('static_egress_controller_passes_total{result="error"} 1');
+    expect(text).toContain('static_egress_controller_passes_total{result="ok",scope="keyed"} 1');
+    expect(text).toContain('static_egress_controller_passes_total{result="error",scope="full"} 1');
     expect(text).toContain("static_egress_controller_failed_steps 2");
     expect(text).toContain("static_egress_controller_pass_duration_seconds_count 2");
     expect(text).toContain('static_egress_controller_pass_duration_seconds_bucket{le="1"} 1');

@@ -11,8 +11,10 @@ export class ControllerMetrics {
   });
   readonly passes = new Counter({
     name: "static_egress_controller_passes_total",
-    help: "Reconcile passes, by result (error: at least one object's step failed and is retried)",
-    labelNames: ["result"],
+    help:
+      "Reconcile passes, by result (error: at least one object's step failed and is retried) and scope " +
+      "(full: planned from every object; keyed: only the statuses changed node reports touch)",
+    labelNames: ["result", "scope"],
     registers: [this.registry],
   });
   readonly passSeconds = new Histogram({
@@ -56,7 +58,7 @@ export class ControllerMetrics {
   }
 
   onPass(p: PassOutcome): void {
-    this.passes.inc({ result: p.failedSteps === 0 ? "ok" : "error" });
+    this.passes.inc({ result: p.failedSteps === 0 ? "ok" : "error", scope: p.scope ?? "full" });
     this.passSeconds.observe(p.durationMs / 1000);
     this.lastPass.set(Date.now() / 1000);
     this.failedSteps.set(p.failedSteps);

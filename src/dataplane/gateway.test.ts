@@ -184,9 +184,9 @@ describe("gateway side of the node tunnels", () => {
     expect(set("pods_by_tunnel")).toEqual(['"se-nd20007" . 10.244.1.2']);
     const chains = gatewayTableModel(plan, base).chains;
     expect(chains).toContain(
-      'udp dport 20001-24095 ip saddr . udp dport != @tunnel_peers counter name "foreign_tunnel_drops" drop',
+      'udp dport 15905-24095 ip saddr . udp dport != @tunnel_peers counter name "foreign_tunnel_drops" drop',
     );
-    expect(chains).toContain("udp dport 20001-24095 fib saddr . iif oif missing");
+    expect(chains).toContain("udp dport 15905-24095 fib saddr . iif oif missing");
     // The binding is checked before established flows are accepted: no injection into a pod's flow.
     const forward = /chain forward_selected \{([^}]*)\}/
       .exec(chains)![1]!
@@ -203,13 +203,23 @@ describe("gateway side of the node tunnels", () => {
     expect(renderFull(gatewayTableModel(plan, base))).toMatch(/counter foreign_source_drops \{/);
   });
 
-  it("does not connection-track the tunnels' own packets, in either direction", () => {
+  it("does not connection-track the tunnels' own packets, in either direction, and only theirs", () => {
     const chains = gatewayTableModel(plan, base).chains;
+    const address = plan.address.replaceAll(".", "\\.");
     expect(chains).toMatch(
-      /chain tunnel_notrack_in \{\n\s+type filter hook prerouting priority raw; policy accept;\n\s+udp dport 20001-24095 notrack\n/,
+      new RegExp(
+        `chain tunnel_notrack_in \\{\\n\\s+type filter hook prerouting priority raw; policy accept;\\n\\s+ip daddr ${address} udp dport 15905-24095 notrack\\n`,
+      ),
     );
     expect(chains).toMatch(
-      /chain tunnel_notrack_out \{\n\s+type filter hook output priority raw; policy accept;\n\s+udp dport 20001-24095 notrack\n/,
+      new RegExp(
+        `chain tunnel_notrack_out \\{\\n\\s+type filter hook output priority raw; policy accept;\\n\\s+ip saddr ${address} udp dport 15905-24095 notrack\\n`,
+      ),
+    );
+    // Without an address of its own the gateway has no tunnels: nothing to leave untracked.
+    const none = gatewayTableModel({ ...plan, address: "" }, base).chains;
+    expect(none).toMatch(
+      /chain tunnel_notrack_in \{\n\s+type filter hook prerouting priority raw; policy accept;\n\s+\}/,
     );
   });
 

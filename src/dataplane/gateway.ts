@@ -21,7 +21,7 @@ import {
   NODE_REPLY_MARK,
   NODE_REPLY_RULE_PRIORITY,
   NODE_REPLY_TABLE,
-  TUNNEL_PORT_BASE,
+  TUNNEL_PORT_MIN,
   TUNNEL_PORT_MAX,
 } from "../api/datapath.js";
 import type { CommandRunner } from "../util/exec.js";
@@ -169,14 +169,18 @@ ${snat(
       `    udp dport { ${o.healthPort}, ${BFD_MULTIHOP_PORT} } ip saddr != @cluster_nodes counter drop\n  }\n` +
       // A node's tunnel port, from that node's address only, arriving where that address lives.
       `  chain tunnel_from_nodes {\n    type filter hook input priority filter - 10; policy accept;\n` +
-      `    udp dport ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} ip saddr . udp dport != @tunnel_peers counter name "${FOREIGN_TUNNEL_COUNTER}" drop\n` +
-      `    udp dport ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} fib saddr . iif oif missing counter name "${FOREIGN_TUNNEL_COUNTER}" drop\n  }\n` +
+      `    udp dport ${TUNNEL_PORT_MIN}-${TUNNEL_PORT_MAX} ip saddr . udp dport != @tunnel_peers counter name "${FOREIGN_TUNNEL_COUNTER}" drop\n` +
+      `    udp dport ${TUNNEL_PORT_MIN}-${TUNNEL_PORT_MAX} fib saddr . iif oif missing counter name "${FOREIGN_TUNNEL_COUNTER}" drop\n  }\n` +
       // The tunnels' own (outer) packets need no connection tracking: nothing here reads their
       // state, and each one would cost a conntrack lookup (and an entry per node and hash port).
+      // Only to and from the tunnels' address: a reply to a pod's UDP flow (SNATed, its source
+      // port kept) may have a destination port in the range, and untracked it is never translated back.
       `  chain tunnel_notrack_in {\n    type filter hook prerouting priority raw; policy accept;\n` +
-      `    udp dport ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} notrack\n  }\n` +
+      (plan.address ? `    ip daddr ${plan.address} udp dport ${TUNNEL_PORT_MIN}-${TUNNEL_PORT_MAX} notrack\n` : "") +
+      `  }\n` +
       `  chain tunnel_notrack_out {\n    type filter hook output priority raw; policy accept;\n` +
-      `    udp dport ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} notrack\n  }\n` +
+      (plan.address ? `    ip saddr ${plan.address} udp dport ${TUNNEL_PORT_MIN}-${TUNNEL_PORT_MAX} notrack\n` : "") +
+      `  }\n` +
       `  chain forward_selected {\n    type filter hook forward priority filter - 10; policy drop;\n` +
       `    ct state established,related ct direction reply accept\n` +
       // Everything else must come from a pod, through the tunnel of the node that runs it.

@@ -52,7 +52,19 @@ export function renderFull(
  * 0.6 s), so larger deletions fall back to a full replacement, which is atomic too. */
 export const MAX_DELTA_DELETIONS = 64;
 
-function renderDelta(prev: TableModel, next: TableModel): string | undefined {
+/**
+ * Each set's elements as last applied, each with the stamp of the last delta that saw it in its
+ * next model: a delta looks every next element up once and builds nothing of the set's size.
+ */
+type ElementIndex = Map<string, Map<string, number>>;
+
+let stamps = 0;
+
+function renderDelta(
+  prev: TableModel,
+  next: TableModel,
+  prevIndex?: ElementIndex,
+): { script: string; index: ElementIndex; changes: { set: string; added: string[]; removed: string[] }[] } | undefined {
   if (
     prev.family !== next.family ||
     prev.name !== next.name ||
@@ -61,14 +73,28 @@ function renderDelta(prev: TableModel, next: TableModel): string | undefined {
   )
     return undefined;
   const lines: string[] = [];
+  const index: ElementIndex = new Map();
+  const changes: { set: string; added: string[]; removed: string[] }[] = [];
   for (let i = 0; i < next.sets.length; i++) {
     const a = prev.sets[i]!;
     const b = next.sets[i]!;
     if (a.kind !== b.kind || a.name !== b.name || a.spec !== b.spec) return undefined;
-    const had = new Set(a.elements);
-    const has = new Set(b.elements);
-    const removed = a.elements.filter((e) => !has.has(e));
-    const added = b.elements.filter((e) => !had.has(e));
+    const had = prevIndex?.get(a.name) ?? new Map(a.elements.map((e) => [e, 0]));
+    index.set(b.name, had);
+    // Stamp what the next model still has; what is left unstamped was removed.
+    const stamp = ++stamps;
+    let kept = 0;
+    const added: string[] = [];
+    for (const e of b.elements) {
+      const seen = had.get(e);
+      if (seen === undefined) added.push(e);
+      else if (seen !== stamp) {
+        had.set(e, stamp);
+        kept++;
+      }
+    }
+    const removed = kept === had.size ? [] : a.elements.filter((e) => had.get(e) !== stamp);
+    if (removed.length + added.length > 0) changes.push({ set: b.name, added, removed });
     if (b.replace) {
       if (removed.length + added.length === 0) continue;
       lines.push(renderRewrite(next.family, next.name, b).trimEnd());
@@ -79,7 +105,7 @@ function renderDelta(prev: TableModel, next: TableModel): string | undefined {
       lines.push(`delete element ${next.family} ${next.name} ${b.name} { ${removed.join(", ")} }`);
     if (added.length > 0) lines.push(`add element ${next.family} ${next.name} ${b.name} { ${added.join(", ")} }`);
   }
-  return lines.join("\n") + (lines.length > 0 ? "\n" : "");
+  return { script: lines.join("\n") + (lines.length > 0 ? "\n" : ""), index, changes };
 }
 
 /** One set or map rewritten whole: flushed and filled again (within the caller's transaction). */
@@ -224,6 +250,8 @@ export class OwnedTable {
    */
   private readonly structures = new Map<string, string>();
   private readonly elementKeys = new Map<string, string>();
+  /** Each set's elements of `applied`, once a delta indexed them (the next delta's starting point). */
+  private appliedIndex: ElementIndex | undefined;
 
   constructor(
     private readonly kernel: Kernel,
@@ -282,10 +310,18 @@ export class OwnedTable {
         this.applied !== undefined &&
         now.structure === this.structures.get(shapeOf(this.applied)) &&
         sameElements(this.applied, now, this.elementKeys);
-      if (!intact) this.applied = undefined;
+      if (!intact) {
+        this.applied = undefined;
+        this.appliedIndex = undefined;
+      }
     }
-    const delta = this.applied ? renderDelta(this.applied, model) : undefined;
-    if (delta === "") return { script: "", full: false, replaces, commit: async () => undefined };
+    const rendered = this.applied ? renderDelta(this.applied, model, this.appliedIndex) : undefined;
+    const delta = rendered?.script;
+    if (delta === "") {
+      // Unchanged: the index holds the applied elements as they are.
+      this.appliedIndex = rendered!.index;
+      return { script: "", full: false, replaces, commit: async () => undefined };
+    }
     const full = delta === undefined;
     return {
       // A full replacement (rare: structure changed, an agent restart, drift) carries the named
@@ -303,6 +339,15 @@ export class OwnedTable {
           if (read) this.structures.set(shape, read.structure);
         }
         this.applied = model;
+        // The index follows the kernel only once it took the delta.
+        if (rendered) {
+          for (const c of rendered.changes) {
+            const held = rendered.index.get(c.set)!;
+            for (const e of c.removed) held.delete(e);
+            for (const e of c.added) held.set(e, 0);
+          }
+        }
+        this.appliedIndex = rendered?.index;
       },
     };
   }
@@ -310,5 +355,6 @@ export class OwnedTable {
   async remove(): Promise<void> {
     await this.kernel.nft(`table ${this.family} ${this.name}\ndelete table ${this.family} ${this.name}\n`);
     this.applied = undefined;
+    this.appliedIndex = undefined;
   }
 }

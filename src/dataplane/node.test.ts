@@ -264,7 +264,7 @@ describe("the node's own traffic (ClusterEgressPolicy nodeSelector)", () => {
       "type route hook output priority mangle; policy accept;",
       // The tunnel's own packets carry the inner packet's mark: returned before anything else.
       "meta mark & 0x10000000 == 0x10000000 return",
-      "udp dport { 3784, 4784, 20001-24095 } return",
+      "udp dport { 3784, 4784, 20007 } return",
       "ct direction reply return",
       "fib daddr type local return",
       "ip daddr @never_divert return",
@@ -275,6 +275,15 @@ describe("the node's own traffic (ClusterEgressPolicy nodeSelector)", () => {
     expect(model.chains).toMatch(
       /chain node_enforce \{\n\s+meta mark @down_instances counter name "failclosed_drops" drop/,
     );
+  });
+
+  it("never diverts its own tunnel's packets, on its own port only (a lower-range port too), not the whole range", () => {
+    const low = nodeTableModel({ ...nodePlan, tunnel: { address: "10.0.0.11", port: 16000 } }, "static_egress", facts);
+    expect(low.chains).toContain("udp dport { 3784, 4784, 16000 } return\n");
+    // Other nodes' ports may be a policy's destinations: not exempt.
+    expect(low.chains).not.toMatch(/udp dport \{[^}]*(15905|24095|20001)/);
+    const noTunnel = nodeTableModel({ ...nodePlan, tunnel: undefined }, "static_egress", facts);
+    expect(noTunnel.chains).toContain("udp dport { 3784, 4784 } return\n");
   });
 
   it("leaves through the tunnel with the node's InternalIP (the address its gateways bind to its tunnel), pods keep their own", () => {

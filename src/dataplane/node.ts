@@ -9,8 +9,6 @@ import {
   MARK_MASK,
   MAX_INSTANCE_ID,
   NODE_FLOW_BIT,
-  TUNNEL_PORT_BASE,
-  TUNNEL_PORT_MAX,
 } from "../api/datapath.js";
 import { formatCidrOrRange, formatIPv4, formatRange, normalize, parseCidr, type Range } from "../util/ipv4.js";
 import { sourceBlocks } from "./conntrack.js";
@@ -124,6 +122,25 @@ function handoverTableModel(table: TableModel): TableModel {
 }
 
 /**
+ * The divert map's elements. A plan has few distinct destinations and values (every pod of a
+ * policy shares them), so each is written once, not once per element (30,000 per plan).
+ */
+function divertElements(entries: NodePlan["entries"]): string[] {
+  const ranges = new Map<number, Map<number, string>>();
+  const values = new Map<number, string>();
+  return entries.map((e) => {
+    let byTo = ranges.get(e.dst.from);
+    if (!byTo) ranges.set(e.dst.from, (byTo = new Map()));
+    let range = byTo.get(e.dst.to);
+    if (range === undefined) byTo.set(e.dst.to, (range = formatRange(e.dst)));
+    const v = divertValue(e);
+    let value = values.get(v);
+    if (value === undefined) values.set(v, (value = hex(v)));
+    return `${e.podIP} . ${range} : ${value}`;
+  });
+}
+
+/**
  * The node's nftables table. Packets from pods get the mark of their gateway instance after
  * destination NAT (so Service traffic is judged by its real destination); marked packets get
  * an identity SNAT one step before the node's own masquerade, which creates the NAT binding
@@ -159,7 +176,7 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
         kind: "map",
         name: "divert",
         spec: "type ipv4_addr . ipv4_addr : mark; flags interval;",
-        elements: plan.entries.map((e) => `${e.podIP} . ${formatRange(e.dst)} : ${hex(divertValue(e))}`),
+        elements: divertElements(plan.entries),
       },
       // Divert value -> the mark packets take now: a dead instance's pods go to their failover
       // instance with a change of this small map alone (failoverMarks), before any replan.
@@ -231,7 +248,9 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
         ? ""
         : `  chain mark_node_egress {\n    type route hook output priority mangle; policy accept;\n` +
           `    meta mark & ${flag} == ${flag} return\n` +
-          `    udp dport { ${HEALTH_PORTS.join(", ")}, ${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX} } return\n` +
+          // This node's tunnels send to its own port only (not the whole range, whose other ports
+          // may be a nodeSelector policy's destinations).
+          `    udp dport { ${[...HEALTH_PORTS, ...(plan.tunnel ? [plan.tunnel.port] : [])].join(", ")} } return\n` +
           `    ct direction reply return\n` +
           // The node's own addresses (loopback too): delivered locally, never through a tunnel.
           `    fib daddr type local return\n` +

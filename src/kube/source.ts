@@ -1,7 +1,7 @@
 import { ListWatch, Watch, type KubernetesObject } from "@kubernetes/client-node";
 import type { KubeObject } from "../api/objects.js";
 import { API_VERSION, GROUP, VERSION } from "../api/v1alpha1/common.js";
-import type { ClusterSource } from "../api/source.js";
+import type { ClusterSource, SourceChange } from "../api/source.js";
 import { STATIC_ROUTE_API_VERSION } from "../api/digitalocean-v1/static-route.js";
 import type { Logger } from "../util/log.js";
 import type { KubeClient } from "./client.js";
@@ -76,7 +76,7 @@ export class KubeSource implements ClusterSource {
     private readonly opts: KubeSourceOptions = {},
   ) {}
 
-  async start(onChange: () => void): Promise<void> {
+  async start(onChange: (change: SourceChange) => void): Promise<void> {
     const client = this.client;
     const watch = new Watch(client.kubeconfig);
     const podSelector = this.opts.podsOnNode ? `spec.nodeName=${this.opts.podsOnNode}` : undefined;
@@ -100,8 +100,9 @@ export class KubeSource implements ClusterSource {
     // Nothing is planned from a partial view: events count only once every kind is listed
     // (a restarted agent that planned with pods but no policies yet would unprogram them).
     let synced = false;
-    const nodeViews = new Map<string, string>();
+    const nodeViews = new Map<string, NodeView>();
     const staticRouteSpecs = new Map<string, string>();
+    const policyViews = new Map<string, string>();
     this.stopped = false;
     for (const s of specs) {
       // Lists in pages and keeps only what is read (src/kube/prune.ts), for lists and watch events alike.
@@ -123,18 +124,41 @@ export class KubeSource implements ClusterSource {
       const w: Watched = { kind: s.kind, apiVersion: s.apiVersion, informer };
       for (const verb of ["add", "update", "delete"] as const) {
         informer.on(verb, (o) => {
-          if (s.kind === "Node" && verb === "update" && !nodeChanged(nodeViews, o, quiet, health)) return;
-          if (s.kind === "Node") nodeViews.set(o.metadata?.name ?? "", nodeView(o, quiet, health));
+          const name = o.metadata?.name ?? "";
+          const change: SourceChange = {
+            kind: s.kind,
+            name,
+            ...(o.metadata?.namespace ? { namespace: o.metadata.namespace } : {}),
+          };
+          if (s.kind === "Node") {
+            const view = nodeView(o, quiet, health);
+            const before = nodeViews.get(name);
+            if (verb === "delete") nodeViews.delete(name);
+            else nodeViews.set(name, view);
+            if (verb === "update" && before) {
+              const planned = before.planned !== view.planned;
+              if (!planned && before.reported === view.reported) return;
+              // Only the report's health part changed: the controller updates the statuses it touches.
+              if (!planned) change.reportOnly = true;
+            }
+          }
+          if (s.kind === "EgressPolicy" || s.kind === "ClusterEgressPolicy") {
+            const key = `${o.metadata?.namespace ?? ""}/${name}`;
+            const view = policyView(o);
+            const before = policyViews.get(key);
+            if (verb === "delete") policyViews.delete(key);
+            else policyViews.set(key, view);
+            if (verb === "update" && before === view) change.statusOnly = true;
+          }
           // Node agents write StaticRoute status (one entry each): only a spec change is news.
           if (s.kind === "StaticRoute") {
             const spec = stableJson((o as { spec?: unknown }).spec ?? null);
-            const name = o.metadata?.name ?? "";
             const same = verb === "update" && staticRouteSpecs.get(name) === spec;
             if (verb === "delete") staticRouteSpecs.delete(name);
             else staticRouteSpecs.set(name, spec);
             if (same) return;
           }
-          if (synced) onChange();
+          if (synced) onChange(change);
         });
       }
       informer.on("error", (err: unknown) => {
@@ -188,6 +212,11 @@ export class KubeSource implements ClusterSource {
     return out;
   }
 
+  /** One object of a kind as cached (being deleted or not); undefined when it is not there. */
+  get(kind: string, name: string, namespace?: string): KubernetesObject | undefined {
+    return this.watched.find((w) => w.kind === kind)?.informer.get(name, namespace);
+  }
+
   /** Objects of our kinds including those being deleted (the controller needs them). */
   raw(kind: string): readonly KubernetesObject[] {
     return this.watched.find((w) => w.kind === kind)?.informer.list() ?? [];
@@ -237,10 +266,16 @@ export function pruningWatch(watch: Watch, prune: (o: KubernetesObject) => Kuber
 }
 
 /**
- * What planning reads of a Node; the agents' own annotations (`quiet`: the report, and the anchor
- * IP unless the consumer keeps Service externalIPs) are not part of it.
+ * A Node as its consumers read it: `planned` what planning (and the cloud plugins) read, without
+ * the agents' own annotations (`quiet`: the report, and the anchor IP unless the consumer keeps
+ * Service externalIPs); `reported` the health part of its report (consumers with `nodeHealth`).
  */
-function nodeView(o: KubernetesObject, quiet: readonly string[], health: boolean): string {
+interface NodeView {
+  planned: string;
+  reported: string;
+}
+
+function nodeView(o: KubernetesObject, quiet: readonly string[], health: boolean): NodeView {
   const n = o as KubernetesObject & {
     spec?: { podCIDR?: string; podCIDRs?: string[] };
     status?: { addresses?: unknown; conditions?: { type: string; status: string }[] };
@@ -254,12 +289,11 @@ function nodeView(o: KubernetesObject, quiet: readonly string[], health: boolean
     n.spec?.podCIDRs,
     n.status?.addresses,
   ];
-  if (health)
-    view.push(
-      n.status?.conditions?.find((c) => c.type === "Ready")?.status,
-      reportedHealth(o.metadata?.annotations?.[REPORT_ANNOTATION]),
-    );
-  return stableJson(view);
+  if (health) view.push(n.status?.conditions?.find((c) => c.type === "Ready")?.status);
+  return {
+    planned: stableJson(view),
+    reported: health ? stableJson(reportedHealth(o.metadata?.annotations?.[REPORT_ANNOTATION])) : "",
+  };
 }
 
 /**
@@ -289,15 +323,8 @@ function reportedHealth(text: string | undefined): unknown {
   }
 }
 
-/**
- * Node agents report through an annotation on their Node, every few minutes each: thousands of
- * nodes would otherwise wake every agent many times a second for nothing it plans with.
- */
-function nodeChanged(
-  views: Map<string, string>,
-  o: KubernetesObject,
-  quiet: readonly string[],
-  health: boolean,
-): boolean {
-  return views.get(o.metadata?.name ?? "") !== nodeView(o, quiet, health);
+/** What of a policy is not its status: a spec change bumps the generation; the metadata we act on. */
+function policyView(o: KubernetesObject): string {
+  const m = o.metadata ?? {};
+  return stableJson([m.generation, m.labels, m.annotations, m.finalizers, m.deletionTimestamp]);
 }

@@ -5,12 +5,22 @@ import {
   MARK_FLAG,
   MARK_MASK,
   MAX_INSTANCE_ID,
+  MAX_NODE_ID,
   assignIds,
+  assignNodeIds,
   fnv1a,
   markFor,
   rendezvous,
   tableFor,
+  tunnelPortFor,
 } from "./ids.js";
+import {
+  BFD_CONTROL_PORT,
+  BFD_MULTIHOP_PORT,
+  PROBE_PORT_BASE,
+  TUNNEL_PORT_MAX,
+  TUNNEL_PORT_MIN,
+} from "../api/datapath.js";
 import { shuffled } from "./testing/arbitraries.js";
 
 const preferred = (key: string) => (fnv1a(key) % MAX_INSTANCE_ID) + 1;
@@ -212,5 +222,168 @@ describe("assignIds beyond its space", () => {
     const nodes = Array.from({ length: MAX_INSTANCE_ID + 1 }, (_, i) => `node-${i}`);
     expect(() => assignIds(nodes, "nodes in the cluster")).toThrow(`more than ${MAX_INSTANCE_ID} nodes in the cluster`);
     expect(() => assignIds(nodes)).toThrow(`more than ${MAX_INSTANCE_ID} gateway instances`);
+  });
+});
+
+/**
+ * The node ids (and ports) before clusters of more than 4,095 nodes could be planned (commit
+ * c2016ce), copied: up to 4,095 nodes today's ids must be exactly these, or a rolling upgrade
+ * would renumber ports that old gateways still expect.
+ */
+function oldNodeIds(keys: readonly string[]): Map<string, number> {
+  const used = new Set<number>();
+  const out = new Map<string, number>();
+  for (const key of [...new Set(keys)].sort()) {
+    if (used.size >= 0xfff) throw new Error("more than 4095 nodes in the cluster");
+    let id = (fnv1a(key) % 0xfff) + 1;
+    while (used.has(id)) id = (id % 0xfff) + 1;
+    used.add(id);
+    out.set(key, id);
+  }
+  return out;
+}
+const oldTunnelPort = (id: number) => 20000 + id;
+
+/** `count` distinct node names shaped like a managed pool's (`pool-<id>-<suffix>`), from a seed. */
+function nodeNames(count: number, seed: number): string[] {
+  let s = seed >>> 0;
+  const next = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s;
+  };
+  const names = new Set<string>();
+  while (names.size < count) names.add(`pool-${(next() % 7).toString(36)}-${next().toString(36).slice(0, 5)}`);
+  return [...names];
+}
+
+const preferredOf = (max: number) => (key: string) => (fnv1a(key) % max) + 1;
+
+function expectNodePorts(names: readonly string[], ids: Map<string, number>) {
+  expect([...ids.keys()].sort()).toEqual([...new Set(names)].sort());
+  const ports = [...ids.values()].map(tunnelPortFor);
+  expect(new Set(ports).size).toBe(ports.length);
+  for (const port of ports) {
+    expect(port).toBeGreaterThanOrEqual(TUNNEL_PORT_MIN);
+    expect(port).toBeLessThanOrEqual(TUNNEL_PORT_MAX);
+  }
+}
+
+/** Removing `removed` from `names`: a node that sat on its preferred id keeps it; only collided ones move. */
+function expectStableWithout(names: readonly string[], removed: string, max: number) {
+  const preferred = preferredOf(max);
+  const before = assignNodeIds(names);
+  const after = assignNodeIds(names.filter((n) => n !== removed));
+  expect(after.has(removed)).toBe(false);
+  let moved = 0;
+  for (const [name, id] of after) {
+    if (before.get(name) === preferred(name)) expect(id, name).toBe(before.get(name));
+    if (id !== before.get(name)) moved++;
+  }
+  return moved;
+}
+
+describe("tunnelPortFor", () => {
+  it("keeps 20000 + id for ids 1..4095 and counts down from 20000 for 4096..8191: one range without a hole", () => {
+    expect([tunnelPortFor(1), tunnelPortFor(MAX_INSTANCE_ID)]).toEqual([20001, 24095]);
+    expect([tunnelPortFor(MAX_INSTANCE_ID + 1), tunnelPortFor(MAX_NODE_ID)]).toEqual([20000, 15905]);
+    expect([TUNNEL_PORT_MIN, TUNNEL_PORT_MAX]).toEqual([15905, 24095]);
+    const ports = new Set<number>();
+    for (let id = 1; id <= MAX_NODE_ID; id++) {
+      if (id <= MAX_INSTANCE_ID) expect(tunnelPortFor(id)).toBe(oldTunnelPort(id));
+      ports.add(tunnelPortFor(id));
+    }
+    // Every port of the range is some id's: the range has no hole, and no two ids share a port.
+    expect(ports.size).toBe(MAX_NODE_ID);
+    expect(Math.min(...ports)).toBe(TUNNEL_PORT_MIN);
+    expect(Math.max(...ports)).toBe(TUNNEL_PORT_MAX);
+    expect(TUNNEL_PORT_MAX - TUNNEL_PORT_MIN + 1).toBe(MAX_NODE_ID);
+  });
+
+  it("stays clear of the other ports: BFD, the probe source ports, NodePorts (30000+)", () => {
+    for (const port of [BFD_CONTROL_PORT, BFD_MULTIHOP_PORT])
+      expect(port < TUNNEL_PORT_MIN || port > TUNNEL_PORT_MAX).toBe(true);
+    expect(TUNNEL_PORT_MAX).toBeLessThan(PROBE_PORT_BASE + 1);
+    expect(TUNNEL_PORT_MAX).toBeLessThan(30000);
+  });
+
+  it("refuses an id outside 1..8191", () => {
+    for (const id of [0, -1, MAX_NODE_ID + 1, 1.5, NaN]) expect(() => tunnelPortFor(id)).toThrow(/outside 1\.\.8191/);
+  });
+});
+
+describe("assignNodeIds", () => {
+  it("gives exactly the old ids (and ports) to up to 4,095 nodes, collisions included", () => {
+    const preferred = preferredOf(MAX_INSTANCE_ID);
+    for (const [count, seed] of [
+      [1, 1],
+      [2, 2],
+      [37, 3],
+      [500, 4],
+      [2048, 5],
+      [4000, 6],
+      [MAX_INSTANCE_ID, 7],
+      [MAX_INSTANCE_ID, 8],
+    ] as const) {
+      const names = nodeNames(count, seed);
+      const ids = assignNodeIds(shuffled(names, seed));
+      const old = oldNodeIds(names);
+      expect([...ids.entries()].sort(), `${count} nodes, seed ${seed}`).toEqual([...old.entries()].sort());
+      for (const [name, id] of ids) expect(tunnelPortFor(id), name).toBe(oldTunnelPort(old.get(name) as number));
+      // The sets are big enough to collide: the probing path is compared too.
+      if (count >= 500) expect(names.filter((n) => ids.get(n) !== preferred(n)).length).toBeGreaterThan(0);
+    }
+  });
+
+  it("gives exactly the old ids to random small node sets", () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.stringMatching(/^[a-z0-9][a-z0-9.-]{0,20}$/), { maxLength: 200 }), (names) => {
+        expect([...assignNodeIds(names).entries()].sort()).toEqual([...oldNodeIds(names).entries()].sort());
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("plans 5,000 and 8,191 nodes: distinct ports, all in the range", () => {
+    for (const count of [MAX_INSTANCE_ID + 1, 5000, 8000, MAX_NODE_ID]) {
+      const names = nodeNames(count, count);
+      const ids = assignNodeIds(names);
+      expectNodePorts(names, ids);
+      // Above 4,095 nodes the ids spread over the whole space, the lower port range included.
+      expect([...ids.values()].some((id) => id > MAX_INSTANCE_ID)).toBe(true);
+    }
+  });
+
+  it("at 5,000 and 8,191 nodes, a node added or removed moves only nodes that had collided", () => {
+    const preferred = preferredOf(MAX_NODE_ID);
+    const names = nodeNames(5001, 11);
+    const [extra, ...base] = names as [string, ...string[]];
+    // Added: the same as removing it from the larger set.
+    const movedByAdding = expectStableWithout([...base, extra], extra, MAX_NODE_ID);
+    const movedByRemoving = expectStableWithout(base, base[1234] as string, MAX_NODE_ID);
+    // Most nodes sit on their preferred id, and a change moves a handful at most.
+    const ids = assignNodeIds(base);
+    expect(base.filter((n) => ids.get(n) === preferred(n)).length).toBeGreaterThan(base.length / 2);
+    expect(movedByAdding + movedByRemoving).toBeLessThan(20);
+
+    const full = nodeNames(MAX_NODE_ID, 12);
+    expect(expectStableWithout(full, full[42] as string, MAX_NODE_ID)).toBeLessThan(MAX_NODE_ID);
+  });
+
+  it("renumbers once when the cluster crosses 4,095 nodes, and back", () => {
+    const names = nodeNames(MAX_INSTANCE_ID + 1, 13);
+    const below = assignNodeIds(names.slice(1));
+    const above = assignNodeIds(names);
+    expect([...below.entries()].sort()).toEqual([...oldNodeIds(names.slice(1)).entries()].sort());
+    expectNodePorts(names, above);
+    // Most nodes change port: documented in docs/design.md, not hidden.
+    const changed = names.slice(1).filter((n) => below.get(n) !== above.get(n)).length;
+    expect(changed).toBeGreaterThan(MAX_INSTANCE_ID / 2);
+  });
+
+  it("refuses 8,192 nodes, naming the limit", () => {
+    const names = nodeNames(MAX_NODE_ID + 1, 14);
+    expect(() => assignNodeIds(names)).toThrow("8192 nodes in the cluster, more than the limit of 8191");
+    // Repeated names are one node.
+    expect(assignNodeIds([...names.slice(1), ...names.slice(1, 10)]).size).toBe(MAX_NODE_ID);
   });
 });

@@ -271,3 +271,45 @@ describe("node -> gateway tunnels", () => {
     expect(new Set(gw.podsByTunnel.map((e) => e.port))).toEqual(new Set([node.tunnel!.port]));
   });
 });
+
+describe("clusters of more than 4,095 nodes", () => {
+  /** `count` nodes; node-a (the one with the pods) is the first, the others have addresses in 10.1.0.0/16. */
+  const bigCluster = (count: number): ClusterSnapshot => {
+    const s = snapshot([web]);
+    const others = Array.from({ length: count - 1 }, (_, i) => ({
+      name: `pool-x-${i}`,
+      labels: {},
+      annotations: {},
+      internalIP: `10.1.${(i + 1) >> 8}.${(i + 1) & 255}`,
+      podCIDRs: [],
+    }));
+    return { ...s, nodes: [...s.nodes, ...others], network: { ...s.network, nodeCIDRs: ["10.0.0.0/15"] } };
+  };
+
+  it("plans a node and a gateway at 5,000 nodes: every node its own port, some from the lower range", () => {
+    const planner = new Planner(bigCluster(5000), { validator });
+    const node = planner.planNode("node-a", new Map());
+    const gw = planner.planGateway("shared/a")!;
+    expect(node.instances.map((i) => i.route)).toEqual(["via", "via", "via"]);
+    const ports = gw.tunnels.map((t) => t.port);
+    expect(gw.tunnels).toHaveLength(5000);
+    expect(new Set(ports).size).toBe(5000);
+    expect(Math.min(...ports)).toBeGreaterThanOrEqual(15905);
+    expect(Math.max(...ports)).toBeLessThanOrEqual(24095);
+    expect(ports.filter((p) => p <= 20000).length).toBeGreaterThan(1000);
+    // The node and the gateway agree on the node's port, and the pods are admitted through it.
+    expect(gw.tunnels.find((t) => t.node === "node-a")?.port).toBe(node.tunnel!.port);
+    expect(new Set(gw.podsByTunnel.map((e) => e.port))).toEqual(new Set([node.tunnel!.port]));
+    // A node of the lower range plans too.
+    const low = gw.tunnels.find((t) => t.port < 20000)!;
+    expect(planner.planNode(low.node, new Map()).tunnel).toEqual({ address: low.address, port: low.port });
+  });
+
+  it("refuses 8,192 nodes, naming the limit", () => {
+    const planner = new Planner(bigCluster(8192), { validator });
+    expect(() => planner.planNode("node-a", new Map())).toThrow(
+      /8192 nodes in the cluster, more than the limit of 8191/,
+    );
+    expect(() => planner.planGateway("shared/a")).toThrow(/more than the limit of 8191/);
+  });
+});

@@ -6,7 +6,7 @@ import { AddressError, contains, normalize, parseCidr, parseIPv4, subtract, type
 import { assignIds, MAX_INSTANCE_ID } from "./ids.js";
 import { PROBE_PORT_BASE } from "../api/datapath.js";
 import { probeTarget, type Verification } from "../api/v1alpha1/verification.js";
-import { checkSelector, matches } from "./selector.js";
+import { checkSelector, labelProjection, matches, selectorKeys } from "./selector.js";
 import type {
   ClusterSnapshot,
   FailClosedPolicy,
@@ -328,12 +328,17 @@ function selectedAddressCounter(
   snapshot: ClusterSnapshot,
   nsLabels: ReadonlyMap<string, Readonly<Record<string, string>>>,
 ): (p: PolicyObject) => number {
-  const byNamespace = new Map<string, { pod: PodInfo; addresses: number }[]>();
+  // Pods that agree on every label a policy reads are counted as one group (their addresses summed).
+  const keys = selectorKeys(snapshot.policies.map((p) => p.spec?.podSelector));
+  const byNamespace = new Map<string, Map<string, { labels: Readonly<Record<string, string>>; addresses: number }>>();
   for (const pod of snapshot.pods) {
     if (!isEligiblePod(pod)) continue;
-    const list = byNamespace.get(pod.namespace) ?? [];
-    list.push({ pod, addresses: pod.ips.filter((ip) => !ip.includes(":")).length });
-    byNamespace.set(pod.namespace, list);
+    let groups = byNamespace.get(pod.namespace);
+    if (!groups) byNamespace.set(pod.namespace, (groups = new Map()));
+    const projection = labelProjection(pod.labels, keys);
+    const group = groups.get(projection) ?? { labels: pod.labels, addresses: 0 };
+    group.addresses += pod.ips.filter((ip) => !ip.includes(":")).length;
+    groups.set(projection, group);
   }
   return (policy) => {
     const namespaces =
@@ -342,8 +347,8 @@ function selectedAddressCounter(
         : [...byNamespace.keys()].filter((ns) => matches(policy.spec.namespaceSelector, nsLabels.get(ns) ?? {}));
     let n = 0;
     for (const ns of namespaces)
-      for (const { pod, addresses } of byNamespace.get(ns) ?? [])
-        if (matches(policy.spec.podSelector, pod.labels)) n += addresses;
+      for (const { labels, addresses } of byNamespace.get(ns)?.values() ?? [])
+        if (matches(policy.spec.podSelector, labels)) n += addresses;
     return n;
   };
 }

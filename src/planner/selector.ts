@@ -59,3 +59,29 @@ export function matches(selector: LabelSelector | undefined, labels: Readonly<Re
   }
   return true;
 }
+
+/**
+ * The label keys `selectors` read (matchLabels and matchExpressions). Pods whose labels agree on
+ * these keys (`labelProjection`) are matched alike by every one of the selectors, so planning
+ * matches such a group once instead of each pod (10,000 pods x 100 policies: 1,000,000 matches).
+ */
+export function selectorKeys(selectors: Iterable<LabelSelector | undefined>): string[] {
+  const keys = new Set<string>();
+  // Defensive about shape: this runs over objects not yet validated (a bad one is refused later).
+  for (const s of selectors) {
+    if (typeof s !== "object" || s === null) continue;
+    if (typeof s.matchLabels === "object" && s.matchLabels !== null)
+      for (const key of Object.keys(s.matchLabels)) keys.add(key);
+    if (Array.isArray(s.matchExpressions))
+      for (const req of s.matchExpressions as unknown[]) {
+        const key = (req as { key?: unknown } | null)?.key;
+        if (typeof key === "string") keys.add(key);
+      }
+  }
+  return [...keys].sort();
+}
+
+/** `labels` restricted to `keys`, as a string: equal for two label sets iff they agree on every key (presence and value). */
+export function labelProjection(labels: Readonly<Record<string, string>>, keys: readonly string[]): string {
+  return JSON.stringify(keys.map((k) => (Object.prototype.hasOwnProperty.call(labels, k) ? [labels[k]] : 0)));
+}

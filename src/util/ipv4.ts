@@ -15,15 +15,32 @@ export interface Range {
 export class AddressError extends StaticEgressError {}
 
 export function parseIPv4(text: string): number {
-  const parts = text.split(".");
-  if (parts.length !== 4) throw new AddressError(`not an IPv4 address: ${JSON.stringify(text)}`);
+  // Character by character (no split, no regex): agents parse every pod address of a node per
+  // reconcile. Four dot-separated decimal octets, 0-255, no leading zeros (the API schema
+  // rejects them, and some tools read them as octal).
   let n = 0;
-  for (const p of parts) {
-    // No leading zeros: the API schema rejects them, and some tools read them as octal.
-    if (!/^(0|[1-9]\d{0,2})$/.test(p) || Number(p) > 255)
+  let octets = 0;
+  let i = 0;
+  while (octets < 4) {
+    const start = i;
+    let v = 0;
+    while (i < text.length && i - start < 4) {
+      const c = text.charCodeAt(i);
+      if (c < 48 || c > 57) break;
+      v = v * 10 + (c - 48);
+      i++;
+    }
+    const digits = i - start;
+    if (digits === 0 || digits > 3 || v > 255 || (digits > 1 && text.charCodeAt(start) === 48))
       throw new AddressError(`not an IPv4 address: ${JSON.stringify(text)}`);
-    n = n * 256 + Number(p);
+    n = n * 256 + v;
+    octets++;
+    if (octets < 4) {
+      if (text.charCodeAt(i) !== 46) throw new AddressError(`not an IPv4 address: ${JSON.stringify(text)}`);
+      i++;
+    }
   }
+  if (i !== text.length) throw new AddressError(`not an IPv4 address: ${JSON.stringify(text)}`);
   return n;
 }
 

@@ -136,10 +136,10 @@ describe("digitalocean gateway fleet", () => {
       { tags: [NODE_TAG] },
     ]);
     // The nodes' VXLAN tunnels to the gateways: from the nodes only.
-    expect(inbound.filter((r) => r.protocol === "udp" && r.ports === "20001-24095").map((r) => r.sources)).toEqual([
+    expect(inbound.filter((r) => r.protocol === "udp" && r.ports === "15905-24095").map((r) => r.sources)).toEqual([
       { tags: [NODE_TAG] },
     ]);
-    const forwarding = inbound.filter((r) => r.ports !== "3784" && r.ports !== "20001-24095");
+    const forwarding = inbound.filter((r) => r.ports !== "3784" && r.ports !== "15905-24095");
     expect(forwarding.map((r) => r.protocol).sort()).toEqual(["icmp", "tcp", "udp"]);
     for (const r of forwarding) expect(r.sources).toEqual({ tags: [NODE_TAG], addresses: ["10.244.0.0/16"] });
     const gw = await gateway();

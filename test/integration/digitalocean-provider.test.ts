@@ -156,7 +156,7 @@ describe("DigitalOceanProvider gateway fleets", () => {
       tags: [names.fleetTag],
       inbound_rules: [
         { protocol: "udp", ports: "3784", sources: { tags: [NODE_TAG] } },
-        { protocol: "udp", ports: "20001-24095", sources: { tags: [NODE_TAG] } },
+        { protocol: "udp", ports: "15905-24095", sources: { tags: [NODE_TAG] } },
         { protocol: "udp", ports: "51820", sources: { tags: [NODE_TAG] } },
       ],
     });
@@ -173,6 +173,34 @@ describe("DigitalOceanProvider gateway fleets", () => {
       .filter((r) => r.operationId && MUTATING.has(r.operationId));
     expect(writes).toEqual([]);
     foreignUntouched();
+  });
+
+  it("widens the tunnel ports of a firewall written before clusters of 8,191 nodes (20001-24095) on the next pass", async () => {
+    await provider().ensureGatewayFleet(spec());
+    const fw = standin.state.firewalls().find((f) => f["name"] === names.firewallName)!;
+    const client = new DigitalOceanClient({
+      token: standin.token,
+      baseUrl: standin.url,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+    });
+    const rules = (fw["inbound_rules"] as Obj[]).map((r) =>
+      r["ports"] === "15905-24095" ? { ...r, ports: "20001-24095" } : r,
+    );
+    await client.updateFirewall(fw["id"] as string, {
+      name: fw["name"] as string,
+      inbound_rules: rules as never,
+      outbound_rules: fw["outbound_rules"] as never,
+      tags: fw["tags"] as string[],
+    });
+    const seen = standin.requests().length;
+    await provider().ensureGatewayFleet(spec());
+    const updated = standin.state.firewalls().find((f) => f["id"] === fw["id"])!;
+    expect((updated["inbound_rules"] as Obj[]).map((r) => r["ports"])).toEqual(["3784", "15905-24095", "51820"]);
+    const writes = standin
+      .requests()
+      .slice(seen)
+      .filter((r) => r.operationId && MUTATING.has(r.operationId));
+    expect(writes.map((r) => r.operationId)).toEqual(["firewalls_update"]);
   });
 
   it("gives the user's reserved IPs to the first slots and allocates the rest", async () => {

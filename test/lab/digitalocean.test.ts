@@ -77,7 +77,7 @@ describe("lab: a digitalocean gateway on droplets that are gateway namespaces", 
     // Forwarded packets keep the pods' addresses: the pod CIDR is admitted on the forwarding ports, never on BFD or the tunnels.
     for (const rule of inbound)
       expect(rule.sources.addresses ?? []).toEqual(
-        rule.ports === "3784" || rule.ports === "20001-24095" ? [] : [LAB_NETWORK.podCidr],
+        rule.ports === "3784" || rule.ports === "15905-24095" ? [] : [LAB_NETWORK.podCidr],
       );
 
     // As on DigitalOcean: each gateway SNATs to its own anchor IP (learned from the metadata

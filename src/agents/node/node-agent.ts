@@ -289,6 +289,19 @@ function withAdmittedIPs(snapshot: ClusterSnapshot, admitted: ReadonlyMap<string
   return { ...snapshot, pods };
 }
 
+type Entry = NodePlan["entries"][number];
+
+/** Entries by pod address, then destination range (the planner's order). */
+function compareKey(a: Entry, b: Entry): number {
+  if (a.podIP !== b.podIP) return a.podIP < b.podIP ? -1 : 1;
+  return a.dst.from - b.dst.from || a.dst.to - b.dst.to;
+}
+
+function sortedByKey(entries: readonly Entry[]): boolean {
+  for (let i = 1; i < entries.length; i++) if (compareKey(entries[i - 1]!, entries[i]!) >= 0) return false;
+  return true;
+}
+
 /**
  * Which established flows must be re-planned: diverted flows of pods whose policy for a
  * destination changed or went away, and those pinned to an instance that just went down
@@ -303,17 +316,41 @@ export function flowsToForget(
   existedBefore: ReadonlySet<string> = new Set(),
 ): { podIPs: string[]; marks: number[]; undivertedPodIPs: string[] } {
   if (!before) return { podIPs: [], marks: [], undivertedPodIPs: [] };
+  const pods = new Set<string>();
+  const grown = new Set<string>();
   // A policy that became invalid keeps its name but now drops (no instance): its open flows,
   // which would restore their old mark from conntrack, must be forgotten too.
-  const decider = (e: NodePlan["entries"][number]) => (e.instance === "" ? `${e.policy} (dropped)` : e.policy);
-  const key = (e: NodePlan["entries"][number]) => `${e.podIP}|${e.dst.from}|${e.dst.to}`;
-  const now = new Map<string, string>();
-  for (const e of after.entries) now.set(key(e), decider(e));
-  const was = new Set(before.entries.map(key));
-  const pods = new Set<string>();
-  for (const e of before.entries) if (now.get(key(e)) !== decider(e)) pods.add(e.podIP);
-  const grown = new Set<string>();
-  for (const e of after.entries) if (!was.has(key(e)) && existedBefore.has(e.podIP)) grown.add(e.podIP);
+  const sameDecider = (a: Entry, b: Entry) => a.policy === b.policy && (a.instance === "") === (b.instance === "");
+  const was = before.entries;
+  const now = after.entries;
+  if (sortedByKey(was) && sortedByKey(now)) {
+    // Plans come sorted by pod address and destination: one merge walk, no key strings (a
+    // 30,000-entry plan took 140 ms with a map of keys per side, on every reconcile).
+    let i = 0;
+    let j = 0;
+    while (i < was.length || j < now.length) {
+      const c = i >= was.length ? 1 : j >= now.length ? -1 : compareKey(was[i]!, now[j]!);
+      if (c === 0) {
+        if (!sameDecider(was[i]!, now[j]!)) pods.add(was[i]!.podIP);
+        i++;
+        j++;
+      } else if (c < 0) pods.add(was[i++]!.podIP);
+      else {
+        if (existedBefore.has(now[j]!.podIP)) grown.add(now[j]!.podIP);
+        j++;
+      }
+    }
+  } else {
+    const key = (e: Entry) => `${e.podIP}|${e.dst.from}|${e.dst.to}`;
+    const nowByKey = new Map<string, Entry>();
+    for (const e of now) nowByKey.set(key(e), e);
+    const wasKeys = new Set(was.map(key));
+    for (const e of was) {
+      const n = nowByKey.get(key(e));
+      if (!n || !sameDecider(e, n)) pods.add(e.podIP);
+    }
+    for (const e of now) if (!wasKeys.has(key(e)) && existedBefore.has(e.podIP)) grown.add(e.podIP);
+  }
   const wasDown = new Set(before.instances.filter((i) => i.route === "blackhole").map((i) => i.key));
   const marks = after.instances.filter((i) => i.route === "blackhole" && !wasDown.has(i.key)).map((i) => i.mark);
   return { podIPs: [...pods].sort(), marks, undivertedPodIPs: [...grown].sort() };

@@ -1,5 +1,5 @@
 import { isIPv4 } from "node:net";
-import { TUNNEL_PORT_BASE, TUNNEL_PORT_MAX } from "../../api/datapath.js";
+import { TUNNEL_PORT_MIN, TUNNEL_PORT_MAX } from "../../api/datapath.js";
 import { pino, type Logger } from "pino";
 import {
   BFD_CONTROL_PORT,
@@ -685,7 +685,7 @@ function gatewayFirewall(spec: GatewayFleetSpec, names: FleetNames): FirewallWri
   const forwarded = spec.sourceCIDRs?.length ? { tags: [spec.nodeTag], addresses: [...spec.sourceCIDRs] } : fromNodes;
   const inbound: InboundRule[] = [
     { protocol: "udp", ports: String(BFD_CONTROL_PORT), sources: fromNodes },
-    { protocol: "udp", ports: `${TUNNEL_PORT_BASE + 1}-${TUNNEL_PORT_MAX}`, sources: fromNodes },
+    { protocol: "udp", ports: `${TUNNEL_PORT_MIN}-${TUNNEL_PORT_MAX}`, sources: fromNodes },
     ...spec.ports.map((p) => ({ protocol: p.protocol, ports: portsOf(p), sources: forwarded })),
   ];
   const outbound: OutboundRule[] = (["tcp", "udp", "icmp"] as const).map((protocol) => ({
