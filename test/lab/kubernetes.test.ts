@@ -79,7 +79,7 @@ describe("lab on Kubernetes", () => {
     );
     const metrics = (await lab.controllerHttp("/metrics")).body;
     expect(metrics).toMatch(/^static_egress_controller_leader 1$/m);
-    expect(metrics).toMatch(/static_egress_controller_passes_total\{result="ok"\} [1-9]/);
+    expect(metrics).toMatch(/static_egress_controller_passes_total\{result="ok",scope="full"\} [1-9]/);
     // The same health in the API, for kubectl users: judged by real agents' BFD sessions, not assumed.
     const health = kubectl([
       "get",
