@@ -276,7 +276,7 @@ export class NodeAgent {
   private async reconcilePod(key: string): Promise<boolean> {
     const f = this.fast;
     const plan = this.lastPlan;
-    if (!f || !plan || this.admitted.has(key)) return false;
+    if (!f || !plan) return false;
     const { nodeName, source, dataplane, logger } = this.deps;
     const started = performance.now();
     const at = key.indexOf("/");
@@ -290,7 +290,11 @@ export class NodeAgent {
             (o: KubeObject) =>
               o.kind === "Pod" && o.metadata?.name === name && (o.metadata?.namespace ?? "default") === namespace,
           );
-    const next = object?.apiVersion === "v1" ? podInfo(object) : undefined;
+    const fromSource = object?.apiVersion === "v1" ? podInfo(object) : undefined;
+    // As the full path: the address the CNI plugin reported until the API shows one.
+    const admitted = this.admitted.get(key);
+    const next =
+      admitted && fromSource && fromSource.ips.length === 0 ? { ...fromSource, ips: admitted.ips } : fromSource;
     const prev = f.pods.get(key);
     // Another node's pod counts toward policies' costs (a source that holds them): the full plan's.
     for (const p of [prev, next]) if (p && isEligiblePod(p) && p.nodeName !== nodeName) return false;
@@ -339,6 +343,7 @@ export class NodeAgent {
         keepUndiverted: this.lastLocalPodIPs.keys(),
       });
     // The state the next event starts from.
+    if (admitted && fromSource?.ips.length) this.admitted.delete(key);
     if (next) f.pods.set(key, next);
     else f.pods.delete(key);
     for (const ip of oldIPs) f.owners.delete(ip);
@@ -420,7 +425,7 @@ export class NodeAgent {
     while (!this.knowsPod(req.namespace, req.name) && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 50));
     this.admitted.set(key, { ips: req.ips, at: Date.now() });
-    this.needFull = true;
+    this.pendingPods.add(key);
     // Its own pass (the first to start after the admission), not every pass triggered behind it.
     // A failed apply must not look like "programmed, not selected": the plugin then quarantines.
     if (!(await this.loop.pass())) throw new Error("the datapath could not be programmed; see the agent log");
@@ -431,7 +436,7 @@ export class NodeAgent {
   /** The pod is gone (CNI DEL): forget its admitted address. */
   async releasePod(req: { namespace: string; name: string }): Promise<void> {
     if (this.admitted.delete(`${req.namespace}/${req.name}`)) {
-      this.needFull = true;
+      this.pendingPods.add(`${req.namespace}/${req.name}`);
       await this.loop.pass();
     }
   }
