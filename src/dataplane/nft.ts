@@ -377,7 +377,8 @@ export class OwnedTable {
     const applied = this.applied;
     if (!applied) return undefined;
     // After a full apply the sets are not indexed yet: indexed once, as a delta would.
-    const index = this.appliedIndex ?? new Map(applied.sets.map((s) => [s.name, new Map(s.elements.map((e) => [e, 0]))]));
+    const index =
+      this.appliedIndex ?? new Map(applied.sets.map((s) => [s.name, new Map(s.elements.map((e) => [e, 0]))]));
     const lines: string[] = [];
     const declared = (name: string) => applied.sets.find((s) => s.name === name);
     for (const d of deltas) {
@@ -427,7 +428,9 @@ export class OwnedTable {
     if (applied && index)
       this.applied = {
         ...applied,
-        sets: applied.sets.map((s) => (this.stale.has(s.name) ? { ...s, elements: [...index.get(s.name)!.keys()] } : s)),
+        sets: applied.sets.map((s) =>
+          this.stale.has(s.name) ? { ...s, elements: [...index.get(s.name)!.keys()] } : s,
+        ),
       };
     this.stale.clear();
   }

@@ -535,7 +535,8 @@ export class NodeDataplane {
     const came = [...after].filter((ip) => !before.has(ip));
     // A new pod's interface: read from the kernel as a full apply would (the routes, links).
     const missing = came.filter((ip) => !this.bindings.get(ip));
-    const learned = missing.length > 0 ? resolveBindings(missing, await this.readKernelView(), this.bindings) : new Map();
+    const learned =
+      missing.length > 0 ? resolveBindings(missing, await this.readKernelView(), this.bindings) : new Map();
     const bindingOf = (ip: string) => this.bindings.get(ip) ?? learned.get(ip);
     const iface = (ips: readonly string[]) =>
       ips.flatMap((ip) => {
@@ -574,7 +575,12 @@ export class NodeDataplane {
     bindTable.commit();
     for (const ip of gone) this.bindings.delete(ip);
     for (const [ip, b] of learned) this.bindings.set(ip, b);
-    return { nftChanged: script !== "", routingAdded: 0, routingRemoved: 0, unbound: came.filter((ip) => !bindingOf(ip)).length };
+    return {
+      nftChanged: script !== "",
+      routingAdded: 0,
+      routingRemoved: 0,
+      unbound: came.filter((ip) => !bindingOf(ip)).length,
+    };
   }
 
   /**

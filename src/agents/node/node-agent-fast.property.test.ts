@@ -116,7 +116,9 @@ class Source implements ClusterSource {
     return this.current;
   }
   pod(namespace: string, name: string): KubeObject | undefined {
-    return this.current.find((o) => o.kind === "Pod" && o.metadata?.name === name && o.metadata.namespace === namespace);
+    return this.current.find(
+      (o) => o.kind === "Pod" && o.metadata?.name === name && o.metadata.namespace === namespace,
+    );
   }
   stop(): Promise<void> {
     return Promise.resolve();
@@ -236,8 +238,7 @@ describe("the node agent's fast path for pod events", () => {
                 for (const [k, v] of admittedBefore) admitted.set(k, v);
                 continue;
               }
-              if ("admit" in e)
-                await agent.admitPod({ namespace: "shop", name: e.pod, ips: [podIP(e.admit)] }, 0);
+              if ("admit" in e) await agent.admitPod({ namespace: "shop", name: e.pod, ips: [podIP(e.admit)] }, 0);
               else if ("release" in e) await agent.releasePod({ namespace: "shop", name: e.pod });
               else source.set(objects(), { kind: "Pod", name: e.pod, namespace: "shop" });
               await agent.idle();

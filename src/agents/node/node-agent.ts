@@ -2,14 +2,7 @@ import { performance } from "node:perf_hooks";
 import { podInfo, snapshotFromObjects, type KubeObject } from "../../api/objects.js";
 import { NodeDataplane } from "../../dataplane/node.js";
 import type { HealthPort } from "../../dataplane/node-health.js";
-import type {
-  ClusterSnapshot,
-  HealthView,
-  InstanceHealth,
-  NodePlan,
-  PodInfo,
-  Verdict,
-} from "../../planner/model.js";
+import type { ClusterSnapshot, HealthView, InstanceHealth, NodePlan, PodInfo, Verdict } from "../../planner/model.js";
 import { STATIC_ROUTE_API_VERSION, type StaticRoute } from "../../api/digitalocean-v1/static-route.js";
 import type { StaticRouteWriter } from "../../dataplane/static-routes.js";
 import { planStaticRoutes, type StaticRouteNodeView, type StaticRouteOutcome } from "../../planner/static-routes.js";
@@ -124,7 +117,8 @@ export class NodeAgent {
       this.loop.trigger();
     });
     const synced = this.deps.source.start((change) => {
-      if (change?.kind === "Pod" && change.name) this.pendingPods.add(`${change.namespace ?? "default"}/${change.name}`);
+      if (change?.kind === "Pod" && change.name)
+        this.pendingPods.add(`${change.namespace ?? "default"}/${change.name}`);
       else this.needFull = true;
       this.loop.trigger();
     });
@@ -318,8 +312,10 @@ export class NodeAgent {
     const newIPs = new Set(local(next).flatMap((p) => p.ips));
     for (const ip of newIPs) if ((f.owners.get(ip) ?? key) !== key) return false;
     const podsByPolicy: Record<string, number> = { ...plan.podsByPolicy };
-    for (const [policy, n] of Object.entries(before.podsByPolicy)) podsByPolicy[policy] = (podsByPolicy[policy] ?? 0) - n;
-    for (const [policy, n] of Object.entries(after.podsByPolicy)) podsByPolicy[policy] = (podsByPolicy[policy] ?? 0) + n;
+    for (const [policy, n] of Object.entries(before.podsByPolicy))
+      podsByPolicy[policy] = (podsByPolicy[policy] ?? 0) - n;
+    for (const [policy, n] of Object.entries(after.podsByPolicy))
+      podsByPolicy[policy] = (podsByPolicy[policy] ?? 0) + n;
     const next_: NodePlan = {
       ...plan,
       entries: withPodEntries(plan.entries, oldIPs, after.entries),
@@ -472,10 +468,16 @@ function withAdmittedIPs(snapshot: ClusterSnapshot, admitted: ReadonlyMap<string
 type Entry = NodePlan["entries"][number];
 
 /** The fast path's starting point after a full reconcile (undefined: pod events take the full path too). */
-function fastState(planner: Planner, health: HealthView, snapshot: ClusterSnapshot, node: string): FastState | undefined {
+function fastState(
+  planner: Planner,
+  health: HealthView,
+  snapshot: ClusterSnapshot,
+  node: string,
+): FastState | undefined {
   const res = planner.resolution;
   // A policy refused for its cost may come back under the limit with any pod: only the full plan can tell.
-  if (res.verdicts.some((v) => !v.valid && v.errors.some((e) => e.message.startsWith("datapath cost")))) return undefined;
+  if (res.verdicts.some((v) => !v.valid && v.errors.some((e) => e.message.startsWith("datapath cost"))))
+    return undefined;
   const owners = new Map<string, string>();
   const pods = new Map<string, PodInfo>();
   for (const p of snapshot.pods) {
