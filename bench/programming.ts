@@ -37,7 +37,7 @@ import { defaultResultPath, writeResults } from "./lib/results.js";
 import { round, roundSummary, summarize, type Summary } from "./lib/stats.js";
 import { SYNTHETIC, syntheticObjects, syntheticPodObject, syntheticSnapshot, withExtraPod } from "./lib/synthetic.js";
 import { NodeAgent } from "../src/agents/node/node-agent.js";
-import type { ClusterSource } from "../src/api/source.js";
+import type { ClusterSource, SourceChange } from "../src/api/source.js";
 import type { KubeObject } from "../src/api/objects.js";
 import { silentLogger } from "../src/util/log.js";
 import { performance } from "node:perf_hooks";
@@ -86,9 +86,9 @@ interface CaseResult extends Case {
 
 /** A cluster source the benchmark feeds by hand: `set` is an informer event. */
 class ManualSource implements ClusterSource {
-  private notify: () => void = () => undefined;
+  private notify: (change?: SourceChange) => void = () => undefined;
   constructor(private current: readonly KubeObject[]) {}
-  start(onChange: () => void): Promise<void> {
+  start(onChange: (change?: SourceChange) => void): Promise<void> {
     this.notify = onChange;
     return Promise.resolve();
   }
@@ -98,9 +98,10 @@ class ManualSource implements ClusterSource {
   stop(): Promise<void> {
     return Promise.resolve();
   }
-  set(objects: readonly KubeObject[]): void {
+  /** As an informer does, with what changed (the node agent's fast path for one pod needs it). */
+  set(objects: readonly KubeObject[], change?: SourceChange): void {
     this.current = objects;
-    this.notify();
+    this.notify(change);
   }
 }
 
@@ -302,7 +303,11 @@ async function runCase(
           runner.take();
           const reached = new Promise<void>((r) => (applied = (p) => done(p) && r()));
           const t0 = performance.now();
-          source.set(next);
+          source.set(next, {
+            kind: "Pod",
+            name: extraPod.metadata!.name!,
+            ...(extraPod.metadata?.namespace ? { namespace: extraPod.metadata.namespace } : {}),
+          });
           await reached;
           ms[name].push(performance.now() - t0);
           calls[name].push(runner.take());

@@ -26,5 +26,11 @@ export interface ClusterSource {
   start(onChange: (change?: SourceChange) => void): Promise<void>;
   /** The last good set of objects. */
   objects(): readonly KubeObject[];
+  /**
+   * One Pod as `objects()` holds it, undefined when it is not there: a lookup, where `objects()`
+   * may copy every object (the node agent's fast path for one pod event). Optional: without it
+   * the agent looks through `objects()`.
+   */
+  pod?(namespace: string, name: string): KubeObject | undefined;
   stop(): Promise<void>;
 }

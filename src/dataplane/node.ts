@@ -125,7 +125,7 @@ function handoverTableModel(table: TableModel): TableModel {
  * The divert map's elements. A plan has few distinct destinations and values (every pod of a
  * policy shares them), so each is written once, not once per element (30,000 per plan).
  */
-function divertElements(entries: NodePlan["entries"]): string[] {
+function divertElements(entries: readonly NodePlan["entries"][number][]): string[] {
   const ranges = new Map<number, Map<number, string>>();
   const values = new Map<number, string>();
   return entries.map((e) => {
@@ -510,6 +510,76 @@ export class NodeDataplane {
       routingAdded: add.length + tunnelsAdded,
       routingRemoved: remove.length + tunnelsRemoved,
       unbound,
+    };
+  }
+
+  /**
+   * The fast path of a pod event: `plan` is the last applied plan with only some pods' entries
+   * changed (`removed` went, `added` came). Writes their divert elements, their `pod_ifaces` and
+   * bridge-port bindings, and the small health sets (rewritten if the plan's divert values
+   * changed) as one delta through the health port, without building the whole table. Undefined,
+   * with nothing written, when it cannot start from what the last apply left (routing, tunnels or
+   * health changed since, no apply yet, an element that is not where the delta expects it): the
+   * caller then applies the plan in full.
+   */
+  async applyPods(
+    planned: NodePlan,
+    change: { removed: readonly NodePlan["entries"][number][]; added: readonly NodePlan["entries"][number][] },
+  ): Promise<ApplyReport | undefined> {
+    const latest = this.health.latest();
+    const plan = latest ? withHealth(planned, latest) : planned;
+    if (this.appliedRouting !== JSON.stringify([nodeRouting(plan, this.opts), nodeTunnels(plan)])) return undefined;
+    const before = new Set(change.removed.map((e) => e.podIP));
+    const after = new Set(change.added.map((e) => e.podIP));
+    const gone = [...before].filter((ip) => !after.has(ip));
+    const came = [...after].filter((ip) => !before.has(ip));
+    // A new pod's interface: read from the kernel as a full apply would (the routes, links).
+    const missing = came.filter((ip) => !this.bindings.get(ip));
+    const learned =
+      missing.length > 0 ? resolveBindings(missing, await this.readKernelView(), this.bindings) : new Map();
+    const bindingOf = (ip: string) => this.bindings.get(ip) ?? learned.get(ip);
+    const iface = (ips: readonly string[]) =>
+      ips.flatMap((ip) => {
+        const b = bindingOf(ip);
+        return b ? [`${ip} . "${b.iface}"`] : [];
+      });
+    const bridged = (ips: readonly string[]) => ips.flatMap((ip) => (bindingOf(ip)?.port ? [bindingOf(ip)!] : []));
+    // A pod whose labels changed keeps some elements: only what differs is written.
+    const was = divertElements(change.removed);
+    const now = divertElements(change.added);
+    const wasSet = new Set(was);
+    const nowSet = new Set(now);
+    const ipTable = this.table.preparePartial(
+      [
+        { set: "divert", removed: was.filter((e) => !nowSet.has(e)), added: now.filter((e) => !wasSet.has(e)) },
+        { set: "pod_ifaces", removed: iface(gone), added: iface(came) },
+      ],
+      healthSets(plan),
+    );
+    const bindTable = this.bindTable.preparePartial([
+      { set: "guarded", removed: bridged(gone).map((b) => b.podIP), added: bridged(came).map((b) => b.podIP) },
+      {
+        set: "ports",
+        removed: bridged(gone).map((b) => `${b.podIP} . "${b.port}"`),
+        added: bridged(came).map((b) => `${b.podIP} . "${b.port}"`),
+      },
+    ]);
+    if (!ipTable || !bindTable) return undefined;
+    const script = ipTable.script + bindTable.script;
+    if (script !== "") {
+      this.appliedRouting = undefined;
+      await this.health.commitApply({ plan: failoverPlan(plan), script });
+      this.appliedRouting = JSON.stringify([nodeRouting(plan, this.opts), nodeTunnels(plan)]);
+    }
+    ipTable.commit();
+    bindTable.commit();
+    for (const ip of gone) this.bindings.delete(ip);
+    for (const [ip, b] of learned) this.bindings.set(ip, b);
+    return {
+      nftChanged: script !== "",
+      routingAdded: 0,
+      routingRemoved: 0,
+      unbound: came.filter((ip) => !bindingOf(ip)).length,
     };
   }
 

@@ -212,6 +212,11 @@ export class KubeSource implements ClusterSource {
     return out;
   }
 
+  pod(namespace: string, name: string): KubeObject | undefined {
+    const o = this.get("Pod", name, namespace);
+    return o ? { ...(o as KubeObject), kind: "Pod", apiVersion: "v1" } : undefined;
+  }
+
   /** One object of a kind as cached (being deleted or not); undefined when it is not there. */
   get(kind: string, name: string, namespace?: string): KubernetesObject | undefined {
     return this.watched.find((w) => w.kind === kind)?.informer.get(name, namespace);

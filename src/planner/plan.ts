@@ -282,6 +282,39 @@ export class Planner {
       }))
       .sort((a, b) => a.key.localeCompare(b.key));
     const { selections, failClosed } = selectPods(this.snapshot, res, node);
+    const { entries, unavailable, podsByPolicy } = this.divertEntries(selections, failClosed, health);
+    entries.sort(compareEntries);
+    const nodeEntries = this.planNodeTraffic(node, health, unavailable);
+    const probes = tunnel ? this.planProbes(instances, entries, nodeEntries, tunnel) : [];
+    return {
+      node,
+      instances,
+      entries,
+      neverDivert: res.neverDivert,
+      unavailable: [...unavailable.values()].sort((a, b) => a.policy.localeCompare(b.policy)),
+      // Keys in a fixed order too: equal inputs must serialize to equal plans, whatever the pod order.
+      podsByPolicy: Object.fromEntries(Object.entries(podsByPolicy).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+      ...(tunnel ? { tunnel } : {}),
+      ...(nodeEntries.length > 0 ? { nodeEntries } : {}),
+      ...(probes.length > 0 ? { probes } : {}),
+    };
+  }
+
+  /**
+   * The divert entries of these selections (one node's pods) under `health`, unsorted, with the
+   * policies left without a usable instance and the pods per policy: `planNode` for every pod of
+   * the node, `planPods` for a few.
+   */
+  private divertEntries(
+    selections: readonly Selection[],
+    failClosed: readonly FailClosedSelection[],
+    health: HealthView,
+  ): {
+    entries: DivertEntry[];
+    unavailable: Map<string, { policy: string; failurePolicy: "Drop" | "FallbackToNodeIP"; pods: number }>;
+    podsByPolicy: Record<string, number>;
+  } {
+    const res = this.resolution;
     const entries: DivertEntry[] = [];
     const unavailable = new Map<string, { policy: string; failurePolicy: "Drop" | "FallbackToNodeIP"; pods: number }>();
     const podsByPolicy: Record<string, number> = {};
@@ -332,20 +365,41 @@ export class Planner {
           entries.push({ podIP: ip, dst, mark: NO_INSTANCE_MARK, policy: s.policy.resource, instance: "" });
       }
     }
-    entries.sort(compareEntries);
-    const nodeEntries = this.planNodeTraffic(node, health, unavailable);
-    const probes = tunnel ? this.planProbes(instances, entries, nodeEntries, tunnel) : [];
+    return { entries, unavailable, podsByPolicy };
+  }
+
+  /**
+   * What `planNode` plans for these pods alone (their entries, sorted; the policies that select
+   * them, also on other nodes), under the same resolution and health: a node agent's fast path
+   * for one pod event. The caller checks that nothing else of the node's plan depends on them.
+   */
+  planPods(
+    node: string,
+    health: HealthView,
+    pods: readonly PodInfo[],
+  ): {
+    entries: DivertEntry[];
+    /** Valid policies selecting the pods (for their datapath cost), whichever node they are on. */
+    candidates: string[];
+    /** Invalid policies that select the pods (fail-closed, their cost counted too). */
+    failClosedCandidates: string[];
+    unavailable: string[];
+    podsByPolicy: Record<string, number>;
+  } {
+    const snapshot = { ...this.snapshot, pods: [...pods] };
+    const all = selectPods(snapshot, this.resolution);
+    const { selections, failClosed } = selectPods(snapshot, this.resolution, node);
+    const { entries, unavailable, podsByPolicy } = this.divertEntries(selections, failClosed, health);
+    const nsLabels = new Map(this.snapshot.namespaces.map((n) => [n.name, n.labels]));
+    const failClosedCandidates = this.resolution.failClosed
+      .filter((p) => pods.some((pod) => isEligiblePod(pod) && policySelects(p.object, pod, nsLabels)))
+      .map((p) => p.resource);
     return {
-      node,
-      instances,
-      entries,
-      neverDivert: res.neverDivert,
-      unavailable: [...unavailable.values()].sort((a, b) => a.policy.localeCompare(b.policy)),
-      // Keys in a fixed order too: equal inputs must serialize to equal plans, whatever the pod order.
-      podsByPolicy: Object.fromEntries(Object.entries(podsByPolicy).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
-      ...(tunnel ? { tunnel } : {}),
-      ...(nodeEntries.length > 0 ? { nodeEntries } : {}),
-      ...(probes.length > 0 ? { probes } : {}),
+      entries: entries.sort(compareEntries),
+      candidates: [...all.podsByPolicy.keys()],
+      failClosedCandidates,
+      unavailable: [...unavailable.keys()],
+      podsByPolicy,
     };
   }
 

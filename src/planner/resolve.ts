@@ -103,6 +103,13 @@ export interface Resolution {
   verdicts: Verdict[];
   /** The cluster's own ranges and the gateways' addresses: never diverted, whatever a policy says. */
   neverDivert: Range[];
+  /**
+   * Each valid policy's counted pod addresses (its datapath cost is this × its destination
+   * ranges), and the limit it was held to: a node's fast path for one pod checks the pod does
+   * not carry a policy over (or back under) the limit.
+   */
+  selectedAddresses: Map<string, number>;
+  maxMapElementsPerPolicy: number;
 }
 
 /**
@@ -181,6 +188,7 @@ export function resolve(
   const nsLabels = new Map(snapshot.namespaces.map((n) => [n.name, n.labels]));
   const selectedAddresses = selectedAddressCounter(snapshot, nsLabels);
   const claimedIPs = new Map<string, string>(); // egress IP -> policy resource
+  const counted = new Map<string, number>();
   const refuse = (policy: PolicyObject, resource: string, errors: FieldError[]) => {
     verdicts.push({ resource, valid: false, errors });
     const fc = failClosedOf(policy, resource, selectedAddresses, maxCost);
@@ -254,6 +262,7 @@ export function resolve(
       : undefined;
     if (errors.length === 0) {
       const addresses = selectedAddresses(policy);
+      counted.set(resource, addresses);
       const cost = addresses * destinations.length;
       if (cost > maxCost) {
         errors.push({
@@ -287,7 +296,16 @@ export function resolve(
   policies.sort(comparePolicies);
   failClosed.sort((a, b) => compareAge(a.object, b.object));
   verdicts.sort((a, b) => a.resource.localeCompare(b.resource));
-  return { instances, gatewayInstances, policies, failClosed, verdicts, neverDivert };
+  return {
+    instances,
+    gatewayInstances,
+    policies,
+    failClosed,
+    verdicts,
+    neverDivert,
+    selectedAddresses: counted,
+    maxMapElementsPerPolicy: maxCost,
+  };
 }
 
 /** Whether a ClusterEgressPolicy selects nodes (their own traffic) instead of pods. */

@@ -41,6 +41,9 @@ afterAll(async () => {
 describe("node agent source against a real API server", () => {
   it("keeps its cache across an API server restart, and sees what changed after it", async () => {
     expect(podNames()).toEqual(["pay-1"]);
+    // One pod looked up (the node agent's fast path) is the pod objects() lists.
+    expect(source.pod("payments", "pay-1")).toEqual(source.objects().find((o) => o.metadata?.name === "pay-1"));
+    expect(source.pod("payments", "pay-9")).toBeUndefined();
     await kube.cluster.cp.restartApiServer();
     // Nothing was flushed while the server was away.
     expect(podNames()).toEqual(["pay-1"]);

@@ -1,13 +1,14 @@
 import { performance } from "node:perf_hooks";
-import { snapshotFromObjects } from "../../api/objects.js";
+import { podInfo, snapshotFromObjects, type KubeObject } from "../../api/objects.js";
 import { NodeDataplane } from "../../dataplane/node.js";
 import type { HealthPort } from "../../dataplane/node-health.js";
-import type { ClusterSnapshot, HealthView, InstanceHealth, NodePlan, Verdict } from "../../planner/model.js";
+import type { ClusterSnapshot, HealthView, InstanceHealth, NodePlan, PodInfo, Verdict } from "../../planner/model.js";
 import { STATIC_ROUTE_API_VERSION, type StaticRoute } from "../../api/digitalocean-v1/static-route.js";
 import type { StaticRouteWriter } from "../../dataplane/static-routes.js";
 import { planStaticRoutes, type StaticRouteNodeView, type StaticRouteOutcome } from "../../planner/static-routes.js";
 import type { ProbedInstance } from "../health/monitor.js";
 import { Planner } from "../../planner/plan.js";
+import { isEligiblePod } from "../../planner/resolve.js";
 import { SpecValidator } from "../../api/v1alpha1/validate.js";
 import type { Logger } from "../../util/log.js";
 import type { AgentConfig } from "../config.js";
@@ -29,6 +30,28 @@ export interface HealthProvider {
 
 /** The kinds a node's plan validates (src/planner/resolve.ts). */
 const PLANNED_KINDS = ["EgressGateway", "EgressPolicy", "ClusterEgressPolicy"] as const;
+
+/** More pod events than this since the last reconcile take the full path (one plan beats many deltas). */
+const FAST_PATH_MAX_PODS = 8;
+
+/**
+ * What the last full reconcile planned from, kept for the pod events that follow it (the fast
+ * path), and kept current by them. The full reconcile stays the truth: any other event drops it.
+ */
+interface FastState {
+  planner: Planner;
+  health: HealthView;
+  verdicts: readonly Verdict[];
+  /** Every pod of the snapshot by key, as planned. */
+  pods: Map<string, PodInfo>;
+  /** The node's eligible pods' addresses -> their pod's key ("" when two pods share one: no fast path for it). */
+  owners: Map<string, string>;
+  /** Valid policies' counted pod addresses (their datapath cost, resolve's), and their destination ranges. */
+  addresses: Map<string, number>;
+  ranges: Map<string, number>;
+  /** Policies whose verification probe follows their first entry: their pods take the full path. */
+  verifying: Set<string>;
+}
 
 const noHealthChecks: HealthProvider = { view: () => new Map(), onChange: () => undefined };
 
@@ -67,7 +90,13 @@ export class NodeAgent {
   private resyncTimer: NodeJS.Timeout | undefined;
   private unboundTimer: NodeJS.Timeout | undefined;
   private lastPlan: NodePlan | undefined;
-  private lastLocalPodIPs: ReadonlySet<string> = new Set();
+  /** Addresses of the node's pods (any phase) at the last plan, with how many pods hold each. */
+  private lastLocalPodIPs = new Map<string, number>();
+  private fast: FastState | undefined;
+  /** Pods that changed since the last reconcile started (namespace/name), when nothing else did. */
+  private readonly pendingPods = new Set<string>();
+  /** Something other than a pod changed (or may have) since the last reconcile started. */
+  private needFull = true;
   private lastVerdicts = "";
   /** Addresses the CNI plugin reported before the API server did (pod key -> IPs). */
   private readonly admitted = new Map<string, { ips: string[]; at: number }>();
@@ -84,9 +113,15 @@ export class NodeAgent {
       // (running or queued); the reconcile that follows replans every pod with the new view.
       // The health thread has written it already, from its own event loop.
       if (!health.failover) void this.failOver(health.view());
+      this.needFull = true;
       this.loop.trigger();
     });
-    const synced = this.deps.source.start(() => this.loop.trigger());
+    const synced = this.deps.source.start((change) => {
+      if (change?.kind === "Pod" && change.name)
+        this.pendingPods.add(`${change.namespace ?? "default"}/${change.name}`);
+      else this.needFull = true;
+      this.loop.trigger();
+    });
     synced.catch(() => undefined); // awaited below: a failure meanwhile is not unhandled
     // While the informers list (the API server answers meanwhile), compile the validators the
     // first plan needs, a kind at a time between I/O callbacks: ~100 ms off the first datapath.
@@ -115,8 +150,31 @@ export class NodeAgent {
   }
 
   private async reconcile({ verify }: { verify: boolean }): Promise<void> {
+    const pods = [...this.pendingPods];
+    const full = verify || this.needFull || pods.length === 0 || pods.length > FAST_PATH_MAX_PODS || !this.fast;
+    this.pendingPods.clear();
+    this.needFull = false;
+    if (!full) {
+      try {
+        let done = 0;
+        for (const key of pods) {
+          if (!(await this.reconcilePod(key))) break;
+          done++;
+        }
+        if (done === pods.length) return;
+      } catch (e) {
+        this.fast = undefined;
+        throw e;
+      }
+    }
+    await this.reconcileAll(verify);
+  }
+
+  /** The whole node planned from the whole snapshot and applied: the truth every fast path must agree with. */
+  private async reconcileAll(verify: boolean): Promise<void> {
     const { nodeName, config, source, dataplane, logger } = this.deps;
     const started = performance.now();
+    this.fast = undefined;
     const fromSource = snapshotFromObjects(source.objects(), config.clusterNetwork);
     for (const [key, a] of this.admitted) {
       const pod = fromSource.pods.find((p) => `${p.namespace}/${p.name}` === key);
@@ -159,24 +217,22 @@ export class NodeAgent {
       this.deps.staticRoutes.onOutcomes?.(srPlan.outcomes, staticRoutes.objects);
     }
     // Pods on this node now and at the last reconcile: a pod that just started has no flows to forget.
-    const localPodIPs = new Set(snapshot.pods.filter((p) => p.nodeName === nodeName).flatMap((p) => p.ips));
+    const localPodIPs = new Map<string, number>();
+    for (const p of snapshot.pods)
+      if (p.nodeName === nodeName) for (const ip of p.ips) localPodIPs.set(ip, (localPodIPs.get(ip) ?? 0) + 1);
     const forget = flowsToForget(this.lastPlan, plan, this.lastLocalPodIPs);
     if (forget.podIPs.length > 0 || forget.marks.length > 0 || forget.undivertedPodIPs.length > 0)
       await dataplane.forgetFlows({
         ...forget,
         keep: plan.entries.map((e) => e.podIP), // re-routed pods are in both: forgotten
-        keepUndiverted: localPodIPs,
+        keepUndiverted: localPodIPs.keys(),
       });
     this.lastLocalPodIPs = localPodIPs;
     this.lastPlan = plan;
+    this.fast = fastState(planner, healthView, snapshot, nodeName);
     // A selected pod whose interface is not known yet (a bridge port is learned from its first
     // frames) gets nothing diverted; look again soon rather than at the next resync.
-    if (report.unbound > 0 && !this.unboundTimer) {
-      this.unboundTimer = setTimeout(() => {
-        this.unboundTimer = undefined;
-        this.loop.trigger();
-      }, 1_000);
-    }
+    if (report.unbound > 0) this.lookAgainSoon();
     if (report.nftChanged || report.routingAdded || report.routingRemoved) {
       const durationMs = Math.round(performance.now() - started);
       logger.info(
@@ -191,6 +247,122 @@ export class NodeAgent {
       );
     }
     this.deps.onApplied?.(plan, planner.resolution.verdicts);
+  }
+
+  /** A selected pod is not bound to its interface yet: a full reconcile in a second. */
+  private lookAgainSoon(): void {
+    if (this.unboundTimer) return;
+    this.unboundTimer = setTimeout(() => {
+      this.unboundTimer = undefined;
+      this.needFull = true;
+      this.loop.trigger();
+    }, 1_000);
+  }
+
+  /**
+   * The fast path of one pod event, when nothing else changed since the last full reconcile:
+   * that pod's entries planned alone (the last plan's resolution and health), spliced into the
+   * last plan, and written as one element delta. False, with nothing changed, when the pod's
+   * change reaches further than its own entries (another pod's address, a policy's cost limit or
+   * verification probe, a policy without a usable instance, a CNI admission, another node's pod,
+   * an apply that cannot start from the last): the caller then reconciles in full.
+   */
+  private async reconcilePod(key: string): Promise<boolean> {
+    const f = this.fast;
+    const plan = this.lastPlan;
+    if (!f || !plan) return false;
+    const { nodeName, source, dataplane, logger } = this.deps;
+    const started = performance.now();
+    const at = key.indexOf("/");
+    const namespace = key.slice(0, at);
+    const name = key.slice(at + 1);
+    const object = source.pod
+      ? source.pod(namespace, name)
+      : source
+          .objects()
+          .find(
+            (o: KubeObject) =>
+              o.kind === "Pod" && o.metadata?.name === name && (o.metadata?.namespace ?? "default") === namespace,
+          );
+    const fromSource = object?.apiVersion === "v1" ? podInfo(object) : undefined;
+    // As the full path: the address the CNI plugin reported until the API shows one.
+    const admitted = this.admitted.get(key);
+    const next =
+      admitted && fromSource && fromSource.ips.length === 0 ? { ...fromSource, ips: admitted.ips } : fromSource;
+    const prev = f.pods.get(key);
+    // Another node's pod counts toward policies' costs (a source that holds them): the full plan's.
+    for (const p of [prev, next]) if (p && isEligiblePod(p) && p.nodeName !== nodeName) return false;
+    const local = (p: PodInfo | undefined) => (p && isEligiblePod(p) ? [p] : []);
+    const before = f.planner.planPods(nodeName, f.health, local(prev));
+    const after = f.planner.planPods(nodeName, f.health, local(next));
+    if (before.failClosedCandidates.length + after.failClosedCandidates.length > 0) return false;
+    if (before.unavailable.length + after.unavailable.length > 0) return false;
+    if ([...before.entries, ...after.entries].some((e) => f.verifying.has(e.policy))) return false;
+    // A policy the pod carries over its cost limit (or back under) changes its verdict.
+    const v4 = (p: PodInfo | undefined) => local(p).flatMap((x) => x.ips.filter((ip) => !ip.includes(":"))).length;
+    const counted = new Map<string, number>();
+    for (const c of before.candidates) counted.set(c, (counted.get(c) ?? 0) - v4(prev));
+    for (const c of after.candidates) counted.set(c, (counted.get(c) ?? 0) + v4(next));
+    const limit = f.planner.resolution.maxMapElementsPerPolicy;
+    for (const [policy, d] of counted)
+      if (d !== 0 && ((f.addresses.get(policy) ?? 0) + d) * (f.ranges.get(policy) ?? 0) > limit) return false;
+    // Each address of the node is one pod's: a shared one takes the full plan.
+    const oldIPs = new Set(before.entries.map((e) => e.podIP));
+    for (const ip of oldIPs) if (f.owners.get(ip) !== key) return false;
+    const newIPs = new Set(local(next).flatMap((p) => p.ips));
+    for (const ip of newIPs) if ((f.owners.get(ip) ?? key) !== key) return false;
+    const podsByPolicy: Record<string, number> = { ...plan.podsByPolicy };
+    for (const [policy, n] of Object.entries(before.podsByPolicy))
+      podsByPolicy[policy] = (podsByPolicy[policy] ?? 0) - n;
+    for (const [policy, n] of Object.entries(after.podsByPolicy))
+      podsByPolicy[policy] = (podsByPolicy[policy] ?? 0) + n;
+    const next_: NodePlan = {
+      ...plan,
+      entries: withPodEntries(plan.entries, oldIPs, after.entries),
+      podsByPolicy: Object.fromEntries(
+        Object.entries(podsByPolicy)
+          .filter(([, n]) => n > 0)
+          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+      ),
+    };
+    const report = await dataplane.applyPods(next_, { removed: before.entries, added: after.entries });
+    if (!report) return false;
+    const forget = flowsToForget(
+      { ...plan, entries: before.entries },
+      { ...next_, entries: after.entries },
+      this.lastLocalPodIPs,
+    );
+    if (forget.podIPs.length > 0 || forget.undivertedPodIPs.length > 0)
+      await dataplane.forgetFlows({
+        ...forget,
+        keep: next_.entries.map((e) => e.podIP),
+        keepUndiverted: this.lastLocalPodIPs.keys(),
+      });
+    // The state the next event starts from.
+    if (admitted && fromSource?.ips.length) this.admitted.delete(key);
+    if (next) f.pods.set(key, next);
+    else f.pods.delete(key);
+    for (const ip of oldIPs) f.owners.delete(ip);
+    for (const ip of newIPs) f.owners.set(ip, key);
+    for (const [policy, d] of counted) f.addresses.set(policy, (f.addresses.get(policy) ?? 0) + d);
+    for (const p of [prev, next]) {
+      if (p?.nodeName !== nodeName) continue;
+      const step = p === prev ? -1 : 1;
+      for (const ip of p.ips) {
+        const n = (this.lastLocalPodIPs.get(ip) ?? 0) + step;
+        if (n > 0) this.lastLocalPodIPs.set(ip, n);
+        else this.lastLocalPodIPs.delete(ip);
+      }
+    }
+    this.lastPlan = next_;
+    if (report.unbound > 0) this.lookAgainSoon();
+    if (report.nftChanged)
+      logger.info(
+        { pod: key, entries: next_.entries.length, ...report, durationMs: Math.round(performance.now() - started) },
+        "datapath programmed for one pod",
+      );
+    this.deps.onApplied?.(next_, f.verdicts);
+    return true;
   }
 
   /** Whether the kernel held none of our static routes after the last apply (then, with no objects, there is nothing to read). */
@@ -249,6 +421,7 @@ export class NodeAgent {
     while (!this.knowsPod(req.namespace, req.name) && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 50));
     this.admitted.set(key, { ips: req.ips, at: Date.now() });
+    this.pendingPods.add(key);
     // Its own pass (the first to start after the admission), not every pass triggered behind it.
     // A failed apply must not look like "programmed, not selected": the plugin then quarantines.
     if (!(await this.loop.pass())) throw new Error("the datapath could not be programmed; see the agent log");
@@ -258,7 +431,10 @@ export class NodeAgent {
 
   /** The pod is gone (CNI DEL): forget its admitted address. */
   async releasePod(req: { namespace: string; name: string }): Promise<void> {
-    if (this.admitted.delete(`${req.namespace}/${req.name}`)) await this.loop.pass();
+    if (this.admitted.delete(`${req.namespace}/${req.name}`)) {
+      this.pendingPods.add(`${req.namespace}/${req.name}`);
+      await this.loop.pass();
+    }
   }
 
   private knowsPod(namespace: string, name: string): boolean {
@@ -291,6 +467,60 @@ function withAdmittedIPs(snapshot: ClusterSnapshot, admitted: ReadonlyMap<string
 
 type Entry = NodePlan["entries"][number];
 
+/** The fast path's starting point after a full reconcile (undefined: pod events take the full path too). */
+function fastState(
+  planner: Planner,
+  health: HealthView,
+  snapshot: ClusterSnapshot,
+  node: string,
+): FastState | undefined {
+  const res = planner.resolution;
+  // A policy refused for its cost may come back under the limit with any pod: only the full plan can tell.
+  if (res.verdicts.some((v) => !v.valid && v.errors.some((e) => e.message.startsWith("datapath cost"))))
+    return undefined;
+  const owners = new Map<string, string>();
+  const pods = new Map<string, PodInfo>();
+  for (const p of snapshot.pods) {
+    const key = `${p.namespace}/${p.name}`;
+    pods.set(key, p);
+    if (p.nodeName !== node || !isEligiblePod(p)) continue;
+    for (const ip of p.ips) owners.set(ip, owners.has(ip) ? "" : key);
+  }
+  return {
+    planner,
+    health,
+    verdicts: res.verdicts,
+    pods,
+    owners,
+    addresses: new Map(res.selectedAddresses),
+    ranges: new Map(res.policies.map((p) => [p.resource, p.destinations.length])),
+    verifying: new Set(res.policies.filter((p) => p.verification).map((p) => p.resource)),
+  };
+}
+
+/** `entries` (sorted) without those of `podIPs`, with `added` (sorted) in their places: a new array. */
+function withPodEntries(entries: readonly Entry[], podIPs: ReadonlySet<string>, added: readonly Entry[]): Entry[] {
+  const out = entries.slice();
+  const lowerBound = (e: Entry) => {
+    let lo = 0;
+    let hi = out.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (compareKey(out[mid]!, e) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  };
+  for (const ip of podIPs) {
+    const from = lowerBound({ podIP: ip, dst: { from: -1, to: -1 } } as Entry);
+    let to = from;
+    while (to < out.length && out[to]!.podIP === ip) to++;
+    out.splice(from, to - from);
+  }
+  for (const e of added) out.splice(lowerBound(e), 0, e);
+  return out;
+}
+
 /** Entries by pod address, then destination range (the planner's order). */
 function compareKey(a: Entry, b: Entry): number {
   if (a.podIP !== b.podIP) return a.podIP < b.podIP ? -1 : 1;
@@ -313,7 +543,7 @@ export function flowsToForget(
   before: NodePlan | undefined,
   after: NodePlan,
   /** Pods on the node at `before` (only those can have undiverted flows to forget). */
-  existedBefore: ReadonlySet<string> = new Set(),
+  existedBefore: { has(ip: string): boolean } = new Set(),
 ): { podIPs: string[]; marks: number[]; undivertedPodIPs: string[] } {
   if (!before) return { podIPs: [], marks: [], undivertedPodIPs: [] };
   const pods = new Set<string>();
