@@ -76,6 +76,10 @@ export async function bundle(
     write: false,
     outfile,
     logLevel: "error",
+    // tr46 (client-node → node-fetch → whatwg-url) requires Node's deprecated `punycode`; Node
+    // warns (DEP0040, on stderr) only for code outside node_modules, which bundled code is: the
+    // userland package of the same API instead.
+    alias: { punycode: "punycode/" },
     // CommonJS dependencies (commander, pino, ...) call require(); an ES module has none.
     banner: {
       js: [
