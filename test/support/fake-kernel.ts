@@ -24,12 +24,12 @@ import { CommandError } from "../../src/util/exec.js";
  * Its lies (not modelled): packets, so counters count only what a test counts in (`count`) and
  * no connection is tracked (`deleteFlows` never matches); rule bodies are kept as text, never compiled (the `expr` of a
  * listed rule is `[{ text }]`), so a rule the kernel would refuse for its syntax is accepted;
- * element types other than ours (ipv4_addr, ifname, mark, integer, inet_service); carrier
+ * element types other than ours (ipv4_addr, ifname, mark, integer, inet_service, and jump/goto verdicts); carrier
  * state (a veth is up when set up); broadcast routes; link types other than veth, vxlan, bridge.
  */
 
 type Family = "ip" | "inet" | "bridge";
-type Part = { ip: [number, number] } | { str: string } | { num: number };
+type Part = { ip: [number, number] } | { str: string } | { num: number } | { verdict: string; target: string };
 interface Element {
   key: Part[];
   value?: Part;
@@ -750,6 +750,11 @@ class NftScript {
             if (!t.counters.has(counter!)) this.fail(`Could not process rule: No such file or directory: ${counter}`);
         }
       }
+      // A verdict map's jumps must land on a chain of the table.
+      for (const set of t.sets.values())
+        for (const e of set.elements.values())
+          if (e.value && "target" in e.value && !t.chains.has(e.value.target))
+            this.fail(`Could not process rule: No such file or directory: chain ${e.value.target}`);
     }
   }
 
@@ -814,7 +819,7 @@ class NftScript {
     } else this.fail(`set ${name} has no type`);
     if ((kind === "map") !== (dataType !== undefined))
       this.fail(`${kind} ${name}: ${kind === "map" ? "a map needs a data type" : "a set has no data type"}`);
-    for (const k of [...keys, ...(dataType ? [dataType] : [])])
+    for (const k of [...keys, ...(dataType && dataType !== "verdict" ? [dataType] : [])])
       if (!["ipv4_addr", "ifname", "mark", "integer", "inet_service"].includes(k))
         this.fail(`fake kernel: type ${k} is not modelled`);
     const flags =
@@ -913,6 +918,10 @@ class NftScript {
       return { ip: [from, to] };
     }
     if (type === "ifname") return { str: /^"(.*)"$/.exec(text)?.[1] ?? text };
+    if (type === "verdict") {
+      const v = /^(jump|goto) ([A-Za-z_]\w*)$/.exec(text) ?? this.fail(`fake kernel: verdict ${text} is not modelled`);
+      return { verdict: v[1]!, target: v[2]! };
+    }
     const n = Number(text);
     if (!Number.isInteger(n) || n < 0) this.fail(`datatype mismatch: ${text} is not a ${type}`);
     return { num: n >>> 0 };
@@ -931,6 +940,7 @@ function overlaps(a: readonly Part[], b: readonly Part[]): boolean {
 function partJson(p: Part): unknown {
   if ("str" in p) return p.str;
   if ("num" in p) return p.num;
+  if ("verdict" in p) return { [p.verdict]: { target: p.target } };
   const [from, to] = p.ip;
   if (from === to) return formatIPv4(from);
   const size = to - from + 1;
