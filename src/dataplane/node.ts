@@ -197,6 +197,13 @@ export function divertClasses(entries: readonly NodePlan["entries"][number][]): 
   return { podClass, classes, names };
 }
 
+/** How many pods each class has. */
+function classPods(classes: DivertClasses): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const name of classes.podClass.values()) out.set(name, (out.get(name) ?? 0) + 1);
+  return out;
+}
+
 function className(h: number): string {
   return `${CLASS_PREFIX}${h.toString(16).padStart(8, "0")}`;
 }
@@ -504,8 +511,11 @@ export class NodeDataplane {
   /** The routing and tunnels the last successful apply left in the kernel (unset while one runs or after a failure). */
   private appliedRouting: string | undefined;
   private bindings = new Map<string, PodBinding>();
-  /** The classes the kernel holds (by decision, as the last full apply wrote them): a pod event may join one. */
-  private classNames: ReadonlyMap<string, string> | undefined;
+  /**
+   * The classes the kernel holds: name by decision (as the last full apply wrote them), and how
+   * many pods each has now. A pod event may join one, or leave one that keeps a pod.
+   */
+  private classes: { names: ReadonlyMap<string, string>; pods: ReadonlyMap<string, number> } | undefined;
   private instanceDevices = new Map<string, string>();
   /** Failovers, and the node table's writes: on this thread, until `useHealthPort` hands them to the health thread. */
   private writer: FailoverWriter;
@@ -583,7 +593,7 @@ export class NodeDataplane {
     // where none was marks nothing before its commit either way: no handover.)
     const handover = changes[0]!.full && changes[0]!.replaces ? handoverTableModel(model) : undefined;
     // Through the health port, which knows the apply's health and re-asserts a newer one after it.
-    this.classNames = undefined;
+    this.classes = undefined;
     await this.health.commitApply({
       plan: failoverPlan(plan),
       ...(add.length > 0 ? { routes: add } : {}),
@@ -598,7 +608,7 @@ export class NodeDataplane {
         : {}),
     });
     await settled(changes.map((c) => (c.script !== "" ? c.commit() : Promise.resolve())));
-    this.classNames = classes.names;
+    this.classes = { names: classes.names, pods: classPods(classes) };
     const nftChanged = script !== "";
     await runBatch(this.kernel, remove);
     const tunnelsRemoved = unchanged ? 0 : await this.tunnels.removeStale(tunnels);
@@ -648,23 +658,28 @@ export class NodeDataplane {
         return b ? [`${ip} . "${b.iface}"`] : [];
       });
     const bridged = (ips: readonly string[]) => ips.flatMap((ip) => (bindingOf(ip)?.port ? [bindingOf(ip)!] : []));
-    // Each pod's class, by its decision: only a class the kernel holds (a new one is a change of
-    // structure, written by a full apply). A pod whose decision stayed keeps its element.
-    const names = this.classNames;
-    if (!names) return undefined;
+    // Each pod's class, by its decision: only a class the kernel holds, and never its last pod
+    // (a class appearing or going is a change of structure, written by a full apply). A pod whose
+    // decision stayed keeps its element.
+    const classes = this.classes;
+    if (!classes) return undefined;
     const was = podDecisions(change.removed);
     const now = podDecisions(change.added);
     const classRemoved: string[] = [];
     const classAdded: string[] = [];
-    for (const [from, to, out] of [
-      [was, now, classRemoved],
-      [now, was, classAdded],
+    const pods = new Map(classes.pods);
+    for (const [from, to, out, step] of [
+      [was, now, classRemoved, -1],
+      [now, was, classAdded, 1],
     ] as const)
       for (const [ip, d] of from) {
-        const name = names.get(d.key);
+        const name = classes.names.get(d.key);
         if (name === undefined) return undefined;
-        if (to.get(ip)?.key !== d.key) out.push(podClassElement(ip, name));
+        if (to.get(ip)?.key === d.key) continue;
+        out.push(podClassElement(ip, name));
+        pods.set(name, (pods.get(name) ?? 0) + step);
       }
+    if ([...pods.values()].some((n) => n <= 0)) return undefined;
     const ipTable = this.table.preparePartial(
       [
         { set: "pod_class", removed: classRemoved, added: classAdded },
@@ -689,6 +704,7 @@ export class NodeDataplane {
     }
     ipTable.commit();
     bindTable.commit();
+    this.classes = { names: classes.names, pods };
     for (const ip of gone) this.bindings.delete(ip);
     for (const [ip, b] of learned) this.bindings.set(ip, b);
     return {
@@ -910,7 +926,7 @@ export class NodeDataplane {
   /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes, then tunnels. */
   async cleanup(): Promise<void> {
     this.appliedRouting = undefined;
-    this.classNames = undefined;
+    this.classes = undefined;
     this.writer.reset();
     await this.table.remove();
     await this.bindTable.remove();
