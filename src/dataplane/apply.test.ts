@@ -22,8 +22,8 @@ import { formatCidrOrRange, formatRange } from "../util/ipv4.js";
 import { MARK_MASK } from "../api/datapath.js";
 import type { NodePlan } from "../planner/model.js";
 import { ANCHOR_TABLE, GATEWAY_TABLE, GatewayDataplane } from "./gateway.js";
-import { hex, MAX_DELTA_DELETIONS } from "./nft.js";
-import { BIND_TABLE, divertClasses, NodeDataplane } from "./node.js";
+import { hex, MAX_DELTA_DELETIONS, OwnedTable, type TableModel } from "./nft.js";
+import { BIND_TABLE, divertClasses, divertRows, NodeDataplane } from "./node.js";
 import { FailoverWriter, type ApplyCommit, type HealthPort } from "./node-health.js";
 import { divertValue } from "../planner/failover.js";
 
@@ -563,6 +563,99 @@ describe("gateway", () => {
     await k.ip([`route del ${ret.cidr} table main proto 94`]);
     await dp.apply(plan);
     expect(await readBack(k, [`ip ${GATEWAY_TABLE}`])).toEqual(programmed);
+  });
+});
+
+describe("the divert decision in two stages (pod_class, then the pod's class)", () => {
+  it("pods sharing a decision share one class, and the kernel's rows are exactly the plan's entries", async () => {
+    const all = range(10, 12);
+    const k = await nodeKernel(all);
+    const plan = nodePlan(cluster({ instances: ["a", "b"], pods: all, destinationCIDRs: ["0.0.0.0/0"] }));
+    await new NodeDataplane(k).apply(plan);
+    const classes = new Set(
+      (k.elements("ip", "static_egress", "pod_class") as [string, { jump: { target: string } }][]).map(
+        ([, v]) => v.jump.target,
+      ),
+    );
+    expect(classes.size).toBeGreaterThan(0);
+    expect(classes.size).toBeLessThan(all.length); // 12 pods, a handful of decisions
+    expect(classes).toEqual(new Set(divertClasses(plan.entries).podClass.values()));
+    const row = (ip: string, dst: string, value: number) => `${ip} . ${dst} : ${hex(value)}`;
+    const rows = divertRows((await k.nftList("table ip static_egress"))!).map((r) =>
+      row(r.podIP, formatRange(r.dst), r.value),
+    );
+    expect(rows.sort()).toEqual(plan.entries.map((e) => row(e.podIP, formatRange(e.dst), divertValue(e))).sort());
+  });
+
+  it("a pod event joins a class the kernel holds as one pod_class element; a new class, or a class's last pod leaving, takes the full apply", async () => {
+    const all = range(10, 12);
+    const k = await nodeKernel(all);
+    const dp = new NodeDataplane(k);
+    const base = range(10, 6);
+    const before = two(["a", "b"], base);
+    await dp.apply(before);
+    const held = divertClasses(before.entries);
+    // A pod whose decision is one the kernel holds.
+    const full = divertClasses(two(["a", "b"], all).entries);
+    const joining = all.find((n) => !base.includes(n) && held.names.has(keyOf(full, podIP(n))))!;
+    expect(joining).toBeDefined();
+    const after = two(["a", "b"], [...base, joining]);
+    const added = after.entries.filter((e) => e.podIP === podIP(joining));
+    const start = k.log.length;
+    expect(await dp.applyPods(after, { removed: [], added })).toMatchObject({ nftChanged: true });
+    const writes = nftWrites(k, start).map((c) => c.text);
+    expect(writes).toHaveLength(1);
+    expect(writes[0]).toContain(
+      `add element ip static_egress pod_class { ${podIP(joining)} : jump ${full.podClass.get(podIP(joining))} }`,
+    );
+    expect(writes[0]).not.toMatch(/class_[0-9a-f]{8} \{ [\d.]/); // no class map written
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(all, after));
+
+    // A decision no class holds: nothing written, the caller applies the plan in full.
+    const moved = added.map((e) => ({ ...e, dst: { from: e.dst.from, to: e.dst.to - 1 } }));
+    const mark = k.log.length;
+    expect(await dp.applyPods(after, { removed: added, added: moved })).toBeUndefined();
+    expect(nftWrites(k, mark)).toEqual([]);
+
+    // The last pod of a class leaving: the same (one pod, one class).
+    const one = two(["a", "b"], [10]);
+    await dp.apply(one);
+    const last = k.log.length;
+    expect(await dp.applyPods(two(["a", "b"], []), { removed: one.entries, added: [] })).toBeUndefined();
+    expect(nftWrites(k, last)).toEqual([]);
+  });
+});
+
+/** A pod's decision (its class's key) in `classes`. */
+function keyOf(classes: ReturnType<typeof divertClasses>, ip: string): string {
+  const name = classes.podClass.get(ip)!;
+  return [...classes.names].find(([, n]) => n === name)![0];
+}
+
+describe("OwnedTable: deletions per delta", () => {
+  it(`deletes any number of elements of a hash set as a delta, more than ${MAX_DELTA_DELETIONS} of an interval set by a full replacement`, async () => {
+    const k = new FakeKernel();
+    const t = new OwnedTable(k, "ip", "t");
+    const addresses = range(1, MAX_DELTA_DELETIONS + 2).map((n) => `10.1.${n}.1`);
+    const model = (hash: string[], interval: string[]): TableModel => ({
+      family: "ip",
+      name: "t",
+      sets: [
+        { kind: "set", name: "hash", spec: "type ipv4_addr;", elements: hash },
+        { kind: "set", name: "ranges", spec: "type ipv4_addr; flags interval;", elements: interval },
+      ],
+      chains: "",
+    });
+    await t.apply(model(addresses, addresses), false);
+    let start = k.log.length;
+    await t.apply(model(addresses.slice(0, 1), addresses), false);
+    expect(nftWrites(k, start).map((c) => c.text)).toEqual([
+      `delete element ip t hash { ${addresses.slice(1).join(", ")} }\n`,
+    ]);
+    start = k.log.length;
+    await t.apply(model(addresses.slice(0, 1), addresses.slice(0, 1)), false);
+    expect(nftWrites(k, start)[0]!.text).toContain("delete table ip t\n");
+    expect(k.elements("ip", "t", "ranges")).toEqual([addresses[0]]);
   });
 });
 
