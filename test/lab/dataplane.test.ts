@@ -10,7 +10,8 @@ import { hex } from "../../src/dataplane/nft.js";
 import type { GatewayPlan, NodePlan } from "../../src/planner/model.js";
 import { formatIPv4, formatRange, parseCidr, parseIPv4 } from "../../src/util/ipv4.js";
 import { inNamespace, type CommandRunner } from "../../src/util/exec.js";
-import { commandKernel } from "../../src/dataplane/kernel.js";
+import { commandKernel, type Kernel } from "../../src/dataplane/kernel.js";
+import { classOfPod, divertListing } from "../support/divert.js";
 import { waitFor } from "../../src/lab/lab.js";
 import { BfdAgent } from "../../src/agents/health/bfd/agent.js";
 import { BfdThread } from "../../src/agents/health/bfd/thread.js";
@@ -113,8 +114,14 @@ describe("node dataplane", () => {
           Number(m[1]),
         );
       const big = plan("via", 10_000); // 10,000 pods x 1 range, 10.244.1.10 first among them
-      const fewer = { ...big, entries: big.entries.slice(0, 10_000 - 100) }; // 100 gone: a full replacement
-      const dp = new NodeDataplane(run);
+      // The last 100 pods with another destination: a class more (a chain and its map), so each
+      // switch is a full replacement (pods alone are element deltas).
+      const other = parseCidr("203.0.113.0/24");
+      const fewer = { ...big, entries: big.entries.map((e, i) => (i < 10_000 - 100 ? e : { ...e, dst: other })) };
+      const scripts: string[] = [];
+      const counting: Kernel = Object.create(run) as Kernel;
+      counting.nft = (script: string) => (scripts.push(script), run.nft(script));
+      const dp = new NodeDataplane(counting);
       await dp.apply(big, { verify: true });
       const sender = spawn(
         "ip",
@@ -135,6 +142,9 @@ describe("node dataplane", () => {
       } finally {
         sender.kill();
       }
+      // The first apply, then ten replacements, each inside a handover table.
+      expect(scripts.filter((s) => s.includes("delete table ip static_egress\n")).length).toBe(11);
+      expect(scripts.filter((s) => /^table ip static_egress_handover \{/m.test(s)).length).toBe(10);
       const [unmarked, marked] = await counts();
       expect(marked).toBeGreaterThan(500); // the sender ran across the replacements
       expect(unmarked).toBe(0);
@@ -188,8 +198,8 @@ describe("node dataplane", () => {
     expect(await execIn(nodeNs, "ip", ["-4", "neigh", "show", "dev", "se-gw1"])).toContain(
       "169.254.53.1 lladdr 02:5e:9a:00:00:01 PERMANENT",
     );
-    const map = await execIn(nodeNs, "nft", ["list", "map", "ip", "static_egress", "divert"]);
-    for (const ip of ["10.244.1.10", "10.244.1.11", "10.244.1.12"]) expect(map).toContain(ip);
+    const map = (await divertListing(nodeNs)).join("\n");
+    for (const ip of ["10.244.1.10", "10.244.1.11", "10.244.1.12"]) expect(map).toContain(`${ip} . 198.51.100.0/24 : 0x`);
 
     const again = await dp.apply(plan("via"), { verify: true });
     expect(again).toEqual({ nftChanged: false, routingAdded: 0, routingRemoved: 0, unbound: 3 }); // no pod interfaces in this namespace
@@ -205,22 +215,17 @@ describe("node dataplane", () => {
     await dp.apply(plan("via", 3), { verify: true });
     await dp.apply(more); // two pods more: a delta
     expect(await dp.apply(more, { verify: true })).toMatchObject({ nftChanged: false }); // read back, found as written
-    // The same number of elements, one of them pointing at the other instance.
+    // The same number of elements, one of them pointing at the other instance (in the pod's class).
     const e = more.entries[0]!;
     const other = more.instances.find((i) => i.mark !== e.mark)!.mark;
-    const key = `${e.podIP} . ${formatRange(e.dst)}`;
+    const key = formatRange(e.dst);
+    const map = (await classOfPod(nodeNs, e.podIP))!;
     await execIn(nodeNs, "nft", [
-      `delete element ip static_egress divert { ${key} }; add element ip static_egress divert { ${key} : ${hex(other)} }`,
+      `delete element ip static_egress ${map} { ${key} }; add element ip static_egress ${map} { ${key} : ${hex(other)} }`,
     ]);
     expect(await dp.apply(more, { verify: true })).toMatchObject({ nftChanged: true });
-    const listing = JSON.parse(await execIn(nodeNs, "nft", ["-j", "list", "map", "ip", "static_egress", "divert"])) as {
-      nftables: { map?: { elem: [{ concat: [string, unknown] }, number][] } }[];
-    };
-    const values = listing.nftables
-      .flatMap((o) => o.map?.elem ?? [])
-      .filter(([k]) => k.concat[0] === e.podIP)
-      .map(([, v]) => v);
-    expect(values).toEqual([divertValue(e)]);
+    const values = (await divertListing(nodeNs)).filter((row) => row.startsWith(`${e.podIP} . `));
+    expect(values).toEqual([`${e.podIP} . ${key} : ${hex(divertValue(e))}`]);
     expect(await dp.apply(more, { verify: true })).toMatchObject({ nftChanged: false });
     await dp.cleanup();
   });
@@ -336,10 +341,7 @@ describe("node dataplane", () => {
     expect([...(await remapNow()).values()]).toEqual([markFor(2), markFor(2)]);
     expect(await table7001()).toBe("blackhole");
     // Every divert value of the 3,000 pods has its remap element (none would be dropped or go unmarked).
-    const divert = JSON.parse(await execIn(nodeNs, "nft", ["-j", "list", "map", "ip", "static_egress", "divert"])) as {
-      nftables: { map?: { elem?: [unknown, number][] } }[];
-    };
-    const values = new Set((divert.nftables.find((o) => o.map)?.map?.elem ?? []).map(([, v]) => v));
+    const values = new Set((await divertListing(nodeNs)).map((row) => Number(row.split(" : ")[1])));
     expect([...values].sort()).toEqual([...early.keys()].sort());
   });
 
@@ -435,8 +437,7 @@ describe("node dataplane", () => {
     const events = await watch(() => dp.apply(plan("via", 2001)));
     expect(transactions(events)).toBe(1);
     expect(events).not.toMatch(/table/);
-    const map = await execIn(nodeNs, "nft", ["list", "map", "ip", "static_egress", "divert"]);
-    expect(map.match(/ : 0x/g)).toHaveLength(2001);
+    expect(await divertListing(nodeNs)).toHaveLength(2001);
     // A restarted agent knows nothing it applied: it replaces the whole table (one `nft -f`).
     const replaced = await watch(() => new NodeDataplane(run).apply(plan("via", 2001)));
     expect(replaced).toMatch(/^delete table ip static_egress/m);
@@ -448,20 +449,13 @@ describe("node dataplane", () => {
     await dp.apply(plan("via"), { verify: true });
     await execIn(nodeNs, "ip", ["rule", "del", "priority", "10099"]);
     await execIn(nodeNs, "ip", ["route", "replace", "default", "via", "10.0.0.99", "table", "7002"]);
-    await execIn(nodeNs, "nft", [
-      "delete",
-      "element",
-      "ip",
-      "static_egress",
-      "divert",
-      "{ 10.244.1.10 . 198.51.100.0/24 }",
-    ]);
+    await execIn(nodeNs, "nft", ["delete", "element", "ip", "static_egress", "pod_class", "{ 10.244.1.10 }"]);
     const r = await dp.apply(plan("via"), { verify: true });
     expect(r.nftChanged).toBe(true);
     expect(r.routingAdded).toBe(2);
     expect((await readRules(run, 10000, 10099)).some((x) => x.action === "blackhole")).toBe(true);
     expect((await readRoutes(run, { from: 7001, to: 11095 })).find((x) => x.table === 7002)?.onlinkDev).toBe("se-gw2");
-    expect(await execIn(nodeNs, "nft", ["list", "map", "ip", "static_egress", "divert"])).toContain("10.244.1.10");
+    expect((await divertListing(nodeNs)).join("\n")).toContain("10.244.1.10 . ");
   });
 
   it("re-creates a deleted tunnel, its neighbour and its route", async () => {
