@@ -133,15 +133,15 @@ describe("the fake kernel reads back like the real one", () => {
   it("the same commands are accepted and refused", async () => {
     const plan = nodePlan(cluster({ instances: ["b", "c"], pods }));
     const c = plan.instances.find((i) => i.key === "shared/c")!;
-    const ip = plan.entries[0]!.podIP;
+    const pod = plan.entries[0]!.podIP;
     const first = formatRange(plan.entries[0]!.dst);
-    const cls = divertClasses(plan.entries).podClass.get(ip)!;
+    const cls = divertClasses(plan.entries).podClass.get(pod)!;
     const nft: [string, boolean][] = [
       [`add element ip static_egress down_instances { 0x10000000 }\n`, true], // exists, same: a no-op
       [`create element ip static_egress down_instances { 0x10000000 }\n`, false],
       [`add element ip static_egress ${cls} { ${first} : 0x10000000 }\n`, false], // exists with another value
       [`add element ip static_egress ${cls} { ${first} : 0x${divertValue(plan.entries[0]!).toString(16)} }\n`, true], // exists, same
-      [`add element ip static_egress pod_class { ${ip} : jump ${cls} }\n`, true], // exists, same
+      [`add element ip static_egress pod_class { ${pod} : jump ${cls} }\n`, true], // exists, same
       [`add element ip static_egress pod_class { 10.244.1.99 : jump class_00000000 }\n`, false], // no such chain
       [`add element ip static_egress pod_class { 10.244.1.99 : jump ${cls} }\n`, true],
       [`delete element ip static_egress pod_class { 10.244.1.98 }\n`, false], // not there (a hash map)
