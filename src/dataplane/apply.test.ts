@@ -812,8 +812,7 @@ describe("failover ahead of the queue (applyHealth)", () => {
     release();
     await applying;
     const remap = new Map(k.elements("ip", "static_egress", "remap") as [number, number][]);
-    for (const value of divertValues(k))
-      expect(remap.has(value)).toBe(true);
+    for (const value of divertValues(k)) expect(remap.has(value)).toBe(true);
     expect([...remap.values()]).not.toContain(a.mark);
     expect(k.elements("ip", "static_egress", "down_instances")).toContain(a.mark);
   });

@@ -944,7 +944,10 @@ export class NodeDataplane {
  * and destination as the one-stage map had them: each pod's class (`pod_class`, a jump), then that
  * class's map. Only `podIP`'s rows when given. A pod whose class map is missing has no rows.
  */
-export function divertRows(objects: readonly NftObject[], podIP?: string): { podIP: string; dst: Range; value: number }[] {
+export function divertRows(
+  objects: readonly NftObject[],
+  podIP?: string,
+): { podIP: string; dst: Range; value: number }[] {
   const maps = new Map<string, unknown[]>();
   for (const o of objects) {
     const m = o.map as NftSetJson | undefined;

@@ -199,7 +199,8 @@ describe("node dataplane", () => {
       "169.254.53.1 lladdr 02:5e:9a:00:00:01 PERMANENT",
     );
     const map = (await divertListing(nodeNs)).join("\n");
-    for (const ip of ["10.244.1.10", "10.244.1.11", "10.244.1.12"]) expect(map).toContain(`${ip} . 198.51.100.0/24 : 0x`);
+    for (const ip of ["10.244.1.10", "10.244.1.11", "10.244.1.12"])
+      expect(map).toContain(`${ip} . 198.51.100.0/24 : 0x`);
 
     const again = await dp.apply(plan("via"), { verify: true });
     expect(again).toEqual({ nftChanged: false, routingAdded: 0, routingRemoved: 0, unbound: 3 }); // no pod interfaces in this namespace
