@@ -155,6 +155,51 @@ describe("node dataplane", () => {
     }
   });
 
+  it("a destination its class does not divert keeps the packet's own mark (kube-proxy's 0x4000); a diverted one takes its instance's", async () => {
+    // The class is a jump (pod_class is a verdict map), not a value carried in the packet mark: a
+    // miss in the class's map must leave a mark set before our chain as it was.
+    const podNs = `${prefix}-dpmark`;
+    await addNamespace(podNs);
+    try {
+      await execIn(nodeNs, "ip", ["link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", podNs]);
+      await execIn(nodeNs, "ip", ["link", "set", "pod0", "up"]);
+      await execIn(nodeNs, "ip", ["addr", "add", "10.244.1.1/32", "dev", "pod0"]);
+      await execIn(nodeNs, "ip", ["route", "add", "10.244.1.10/32", "dev", "pod0"]);
+      await execIn(podNs, "ip", ["addr", "add", "10.244.1.10/32", "dev", "eth0"]);
+      await execIn(podNs, "ip", ["link", "set", "eth0", "up"]);
+      await execIn(podNs, "ip", ["route", "add", "10.244.1.1/32", "dev", "eth0"]);
+      await execIn(podNs, "ip", ["route", "add", "default", "via", "10.244.1.1", "dev", "eth0"]);
+      // Another tool's mark, set before our chain (dstnat + 10), and what is left of it after.
+      await execIn(nodeNs, "nft", [
+        "add table ip marker; add chain ip marker early { type filter hook prerouting priority -150; }; " +
+          "add rule ip marker early ip saddr 10.244.1.10 meta mark set 0x4000; " +
+          "add chain ip marker late { type filter hook prerouting priority -80; }; " +
+          "add rule ip marker late ip saddr 10.244.1.10 ip daddr 203.0.113.9 meta mark 0x4000 counter; " +
+          "add rule ip marker late ip saddr 10.244.1.10 ip daddr 203.0.113.9 meta mark != 0x4000 counter; " +
+          `add rule ip marker late ip saddr 10.244.1.10 ip daddr 198.51.100.7 meta mark ${hex(markFor(1))} counter`,
+      ]);
+      const dp = new NodeDataplane(run);
+      await dp.apply(plan("via"), { verify: true }); // 10.244.1.10: 198.51.100.0/24 through gw/a
+      expect(await classOfPod(nodeNs, "10.244.1.10")).toMatch(/^class_[0-9a-f]{8}$/);
+      for (const dst of ["203.0.113.9", "198.51.100.7"])
+        await execIn(podNs, process.execPath, [
+          "-e",
+          `const d=require("node:dgram");let n=0;(function go(){if(n===20)return;const s=d.createSocket("udp4");` +
+            `s.send("x",9,"${dst}",()=>{s.close();n++;go()})})()`,
+        ]);
+      const [kept, lost, diverted] = [
+        ...(await execIn(nodeNs, "nft", ["list", "chain", "ip", "marker", "late"])).matchAll(/packets (\d+)/g),
+      ].map((m) => Number(m[1]));
+      expect(kept).toBe(20);
+      expect(lost).toBe(0);
+      expect(diverted).toBe(20); // every datagram a new flow, each marked by its class
+    } finally {
+      await execIn(nodeNs, "nft", ["delete", "table", "ip", "marker"]).catch(() => undefined);
+      await execIn(nodeNs, "ip", ["link", "del", "pod0"]).catch(() => undefined);
+      await new NodeDataplane(run).cleanup();
+    }
+  });
+
   it("programs rules, one table per instance, and the map; a second apply changes nothing", async () => {
     const before = await foreignState();
     const dp = new NodeDataplane(run);
