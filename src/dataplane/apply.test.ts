@@ -123,11 +123,11 @@ describe("delta or full replacement", () => {
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(all, next));
   });
 
-  it("removes any number of pods as a delta while their classes stay; a class appearing or going, or other structure, replaces the table", async () => {
+  it("removes any number of pods as a delta; a class appearing or going is a delta too; other structure replaces the table", async () => {
     const many = range(10, MAX_DELTA_DELETIONS + 8);
     const k = await nodeKernel(many);
     const dp = new NodeDataplane(k);
-    await dp.apply(two(["a", "b"], many));
+    await dp.apply(two(["a", "b"], many), { verify: true });
     const classesOf = (p: NodePlan) => divertClasses(p.entries);
     // One pod of each class stays: more than MAX_DELTA_DELETIONS deletions, from hash sets only.
     const { podClass } = classesOf(two(["a", "b"], many));
@@ -145,25 +145,43 @@ describe("delta or full replacement", () => {
     );
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(many, fewer));
 
-    // A class going away (its chain and map): a full replacement, with its handover.
+    // A class going away: its pods' elements deleted, then its chain and map, in one transaction.
     const few = two(["a", "b"], [kept[0]!]);
-    expect(classesOf(few).classes.size).toBeLessThan(classesOf(fewer).classes.size);
+    const gone = [...classesOf(fewer).classes.keys()].filter((c) => !classesOf(few).classes.has(c));
+    expect(gone.length).toBeGreaterThan(0);
     start = k.log.length;
     await dp.apply(few);
-    expect(nftWrites(k, start).map((c) => c.text.split("\n")[1])).toEqual([
-      "delete table ip static_egress_handover",
-      "delete table ip static_egress",
-      "delete table ip static_egress_handover",
-    ]);
+    let [write, ...others] = nftWrites(k, start).map((c) => c.text);
+    expect(others).toEqual([]);
+    expect(write).not.toContain("delete table");
+    for (const c of gone) {
+      expect(write).toContain(`flush chain ip static_egress ${c}\ndelete chain ip static_egress ${c}\n`);
+      expect(write).toContain(`delete map ip static_egress ${c}\n`);
+      expect(write!.indexOf("delete element ip static_egress pod_class")).toBeLessThan(
+        write!.indexOf(`delete chain ip static_egress ${c}`),
+      );
+    }
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(many, few));
 
-    // A third instance gives the pod another decision (its failover instance): a new class, a full replacement.
+    // A third instance gives the pod another decision (its failover instance): a class appearing,
+    // created ahead of the pod's element that jumps to it.
     start = k.log.length;
     const three = two(["a", "b", "c"], [kept[0]!]);
-    expect([...classesOf(three).classes.keys()]).not.toEqual([...classesOf(few).classes.keys()]);
+    const came = [...classesOf(three).classes.keys()].filter((c) => !classesOf(few).classes.has(c));
+    expect(came.length).toBeGreaterThan(0);
     await dp.apply(three);
-    expect(nftWrites(k, start)[1]!.text).toContain("delete table ip static_egress\n");
+    [write, ...others] = nftWrites(k, start).map((c) => c.text);
+    expect(others).toEqual([]);
+    expect(write).not.toContain("delete table");
+    for (const c of came) {
+      expect(write).toMatch(new RegExp(`^table ip static_egress \\{\\n[\\s\\S]*  map ${c} \\{`));
+      expect(write!.indexOf(`  chain ${c} {`)).toBeLessThan(write!.indexOf(`jump ${c} }`));
+    }
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(many, three));
+    // Its structure was read after the delta: a verify finds the table as written.
+    start = k.log.length;
+    expect((await dp.apply(three, { verify: true })).nftChanged).toBe(false);
+    expect(nftWrites(k, start)).toEqual([]);
 
     // The node losing its tunnel end changes the chains (no tunnel port to guard): a full replacement.
     start = k.log.length;

@@ -72,20 +72,17 @@ function renderDelta(
   next: TableModel,
   prevIndex?: ElementIndex,
 ): { script: string; index: ElementIndex; changes: { set: string; added: string[]; removed: string[] }[] } | undefined {
-  if (
-    prev.family !== next.family ||
-    prev.name !== next.name ||
-    prev.chains !== next.chains ||
-    prev.sets.length !== next.sets.length
-  )
-    return undefined;
-  const lines: string[] = [];
+  if (prev.family !== next.family || prev.name !== next.name) return undefined;
+  const structure = structureDelta(prev, next);
+  if (!structure) return undefined;
+  const lines: string[] = structure.before;
   const index: ElementIndex = new Map();
   const changes: { set: string; added: string[]; removed: string[] }[] = [];
-  for (let i = 0; i < next.sets.length; i++) {
-    const a = prev.sets[i]!;
-    const b = next.sets[i]!;
-    if (a.kind !== b.kind || a.name !== b.name || a.spec !== b.spec) return undefined;
+  const prevSets = new Map(prev.sets.map((s) => [s.name, s]));
+  for (const b of next.sets) {
+    const a = prevSets.get(b.name);
+    if (!a) continue; // a set of its own: written whole with its chain (structure.before)
+    if (a.kind !== b.kind || a.spec !== b.spec) return undefined;
     const had = prevIndex?.get(a.name) ?? new Map(a.elements.map((e) => [e, 0]));
     index.set(b.name, had);
     // Stamp what the next model still has; what is left unstamped was removed.
@@ -112,7 +109,64 @@ function renderDelta(
       lines.push(`delete element ${next.family} ${next.name} ${b.name} { ${removed.join(", ")} }`);
     if (added.length > 0) lines.push(`add element ${next.family} ${next.name} ${b.name} { ${added.join(", ")} }`);
   }
+  lines.push(...structure.after);
+  for (const b of next.sets) if (!prevSets.has(b.name)) index.set(b.name, new Map(b.elements.map((e) => [e, 0])));
   return { script: lines.join("\n") + (lines.length > 0 ? "\n" : ""), index, changes };
+}
+
+/** The blocks of a model's chains text: `counter x {..}` and `chain x {..}`, by kind and name. */
+function chainBlocks(chains: string): Map<string, string> | undefined {
+  const blocks = new Map<string, string>();
+  const re = /^ {2}(chain|counter) (\S+) \{\n[\s\S]*?^ {2}\}\n/gm;
+  let at = 0;
+  for (let m = re.exec(chains); m; m = re.exec(chains)) {
+    if (m.index !== at) return undefined; // text between blocks: not ours to split
+    blocks.set(`${m[1]} ${m[2]}`, m[0]);
+    at = m.index + m[0].length;
+  }
+  return at === chains.length ? blocks : undefined;
+}
+
+/**
+ * The structure a delta may change: regular chains (no hook) added or removed whole, with sets
+ * added or removed whole (the node's divert classes: a chain and its map). Everything both models
+ * have must be the same. `before` creates what is new (ahead of the element changes that refer to
+ * it), `after` removes what went (after the elements that referred to it): one transaction.
+ * Undefined when anything else differs (a full replacement).
+ */
+function structureDelta(prev: TableModel, next: TableModel): { before: string[]; after: string[] } | undefined {
+  if (prev.chains === next.chains && prev.sets.map((s) => s.name).join() === next.sets.map((s) => s.name).join())
+    return { before: [], after: [] };
+  const was = chainBlocks(prev.chains);
+  const now = chainBlocks(next.chains);
+  if (!was || !now) return undefined;
+  const plain = (block: string) => block.startsWith("  chain ") && !/^ {4}type \w+ hook /m.test(block);
+  for (const [key, block] of now) if (was.has(key) ? was.get(key) !== block : !plain(block)) return undefined;
+  for (const [key, block] of was) if (!now.has(key) && !plain(block)) return undefined;
+  // Common blocks keep their order (rules are compared as text; the order of chains is not).
+  const prevSets = new Set(prev.sets.map((s) => s.name));
+  const nextSets = new Set(next.sets.map((s) => s.name));
+  const newSets = next.sets.filter((s) => !prevSets.has(s.name));
+  const newChains = [...now].filter(([key]) => !was.has(key)).map(([, block]) => block);
+  const before =
+    newSets.length + newChains.length === 0
+      ? []
+      : [
+          `table ${next.family} ${next.name} {\n` +
+            newSets.map((s) => `  ${s.kind} ${s.name} {\n    ${s.spec}\n${elementsClause(s.elements)}  }\n`).join("") +
+            newChains.join("") +
+            "}",
+        ];
+  const after = [
+    ...[...was.keys()]
+      .filter((key) => !now.has(key))
+      .flatMap((key) => {
+        const name = key.slice("chain ".length);
+        return [`flush chain ${next.family} ${next.name} ${name}`, `delete chain ${next.family} ${next.name} ${name}`];
+      }),
+    ...prev.sets.filter((s) => !nextSets.has(s.name)).map((s) => `delete ${s.kind} ${next.family} ${next.name} ${s.name}`),
+  ];
+  return { before, after };
 }
 
 /** One set or map rewritten whole: flushed and filled again (within the caller's transaction). */
@@ -150,7 +204,16 @@ async function listTable(
     if (kind === "set" || kind === "map") elements.set(String(rest.name), new Set((elem ?? []).map(kernelElementKey)));
     return { [kind]: rest };
   });
-  return { structure: JSON.stringify(structure), elements };
+  // In one order whatever built the table: the kernel lists objects in the order they were made
+  // (a chain a delta added comes last), which is no drift; rules keep their order within a chain.
+  const order = (o: Record<string, unknown>) => {
+    const [kind, body] = Object.entries(o)[0]!;
+    const b = body as { name?: string; chain?: string };
+    return `${kind}\u0000${b.chain ?? b.name ?? ""}`;
+  };
+  const keyed = structure.map((o) => [order(o), o] as const);
+  keyed.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  return { structure: JSON.stringify(keyed.map(([, o]) => o)), elements };
 }
 
 interface TableListing {
@@ -333,6 +396,8 @@ export class OwnedTable {
       return { script: "", full: false, replaces, commit: async () => undefined };
     }
     const full = delta === undefined;
+    // A delta that added or removed chains and sets (the node's divert classes) made a new shape.
+    const reshaped = !full && shapeOf(model) !== shapeOf(this.applied!);
     return {
       // A full replacement (rare: structure changed, an agent restart, drift) carries the named
       // counters over, also those of a table an earlier agent process left; deltas keep them anyway.
@@ -341,9 +406,10 @@ export class OwnedTable {
       replaces,
       commit: async () => {
         // A new shape's structure is read on verify (until then the next verify replaces the table
-        // again: it cannot tell drift from ours); a delta never changes it.
+        // again: it cannot tell drift from ours), or after a delta that changed it.
         const shape = shapeOf(model);
-        if (full && verify && !this.structures.has(shape)) {
+        // A reshaping delta's structure is read at once: the next verify compares with it.
+        if (((full && verify) || reshaped) && !this.structures.has(shape)) {
           const read = await listTable(this.kernel, this.family, this.name, { terse: true });
           if (this.structures.size >= 8) this.structures.clear();
           if (read) this.structures.set(shape, read.structure);

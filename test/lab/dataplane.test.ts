@@ -88,7 +88,7 @@ afterAll(async () => {
 });
 
 describe("node dataplane", () => {
-  it("a full replacement of a large table lets no new flow of a selected pod through unmarked (handover table)", async () => {
+  it("a full replacement of a large table, or a class appearing and going, lets no new flow of a selected pod through unmarked (handover table)", async () => {
     // A replaced table's interval map is filled as its transaction ends, after its chain is live.
     // A pod sends every datagram from a new socket (a new flow, so no conntrack mark to restore),
     // while the node's table (20,000 elements) is replaced in full again and again; a chain after
@@ -114,10 +114,13 @@ describe("node dataplane", () => {
           Number(m[1]),
         );
       const big = plan("via", 10_000); // 10,000 pods x 1 range, 10.244.1.10 first among them
-      // The last 100 pods with another destination: a class more (a chain and its map), so each
-      // switch is a full replacement (pods alone are element deltas).
+      // The first 100 pods (the sender's among them) with one destination more: they move to a
+      // class of their own and back (a chain and its map appearing and going).
       const other = parseCidr("203.0.113.0/24");
-      const fewer = { ...big, entries: big.entries.map((e, i) => (i < 10_000 - 100 ? e : { ...e, dst: other })) };
+      const fewer = {
+        ...big,
+        entries: [...big.entries, ...big.entries.slice(0, 100).map((e) => ({ ...e, dst: other }))],
+      };
       const scripts: string[] = [];
       const counting: Kernel = Object.create(run) as Kernel;
       counting.nft = (script: string) => (scripts.push(script), run.nft(script));
@@ -138,13 +141,18 @@ describe("node dataplane", () => {
         { stdio: "ignore" },
       );
       try {
+        // Ten full replacements (an agent that knows nothing it applied: a restart), then ten
+        // deltas of one agent that move the sender between classes.
+        for (let i = 0; i < 10; i++) await new NodeDataplane(counting).apply(i % 2 === 0 ? fewer : big);
         for (let i = 0; i < 10; i++) await dp.apply(i % 2 === 0 ? fewer : big);
       } finally {
         sender.kill();
       }
-      // The first apply, then ten replacements, each inside a handover table.
+      // The first apply and the ten restarts replaced the table (the restarts inside a handover
+      // table; the kernel ends as dp left it); dp's ten class changes were deltas.
       expect(scripts.filter((s) => s.includes("delete table ip static_egress\n")).length).toBe(11);
       expect(scripts.filter((s) => /^table ip static_egress_handover \{/m.test(s)).length).toBe(10);
+      expect(scripts.filter((s) => /^delete chain ip static_egress class_/m.test(s)).length).toBe(5);
       const [unmarked, marked] = await counts();
       expect(marked).toBeGreaterThan(500); // the sender ran across the replacements
       expect(unmarked).toBe(0);

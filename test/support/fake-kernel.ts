@@ -12,7 +12,9 @@ import { CommandError } from "../../src/util/exec.js";
  * What it keeps like the kernel:
  *  - an nft script is one transaction: a failing command leaves everything as it was;
  *  - `add element` of an existing key with the same value is a no-op, with another value (or
- *    `create element`) fails; deleting a missing element or table fails; `flush set|map` empties one; interval elements may
+ *    `create element`) fails; deleting a missing element or table fails; `flush set|map` empties one; `flush chain`
+ *    empties a chain, `delete chain` needs it empty and unreferenced (rules, verdict map elements), `delete set|map`
+ *    unreferenced by a rule; interval elements may
  *    not overlap; ranges need `flags interval`; rules may only name sets and counters that exist;
  *  - an `ip -batch` is not a transaction: it stops at the first failing line, earlier lines stay;
  *  - duplicate rules, `route add` of an existing route, deleting a missing rule, route or link
@@ -731,6 +733,30 @@ class NftScript {
         if (m[3]) this.tableBlock(t);
       } else if ((m = /^delete table (ip|inet|bridge) (\w+)$/.exec(line))) {
         if (!this.state.tables.delete(`${m[1]} ${m[2]}`)) this.fail("No such file or directory");
+      } else if ((m = /^flush chain (ip|inet|bridge) (\w+) (\w+)$/.exec(line))) {
+        const chain = this.state.tables.get(`${m[1]} ${m[2]}`)?.chains.get(m[3]!) ?? this.fail("No such file or directory");
+        chain.rules = [];
+      } else if ((m = /^delete chain (ip|inet|bridge) (\w+) (\w+)$/.exec(line))) {
+        // Like the kernel: only an empty chain nothing jumps to (a rule or a verdict map element).
+        const t = this.state.tables.get(`${m[1]} ${m[2]}`);
+        const chain = t?.chains.get(m[3]!) ?? this.fail("No such file or directory");
+        const target = new RegExp(`\\b(?:jump|goto) ${m[3]}\\b`);
+        const used =
+          chain.rules.length > 0 ||
+          [...t!.chains.values()].some((c) => c.rules.some((r) => target.test(r.text))) ||
+          [...t!.sets.values()].some((x) =>
+            [...x.elements.values()].some((e) => e.value && "target" in e.value && e.value.target === m![3]),
+          );
+        if (used) this.fail("Could not process rule: Device or resource busy");
+        t!.chains.delete(m[3]!);
+      } else if ((m = /^delete (set|map) (ip|inet|bridge) (\w+) (\w+)$/.exec(line))) {
+        const t = this.state.tables.get(`${m[2]} ${m[3]}`);
+        const set = t?.sets.get(m[4]!);
+        if (!set || set.kind !== m[1]) this.fail("No such file or directory");
+        const ref = new RegExp(`@${m[4]}(?![\\w,])`);
+        if ([...t!.chains.values()].some((c) => c.rules.some((r) => ref.test(r.text))))
+          this.fail("Could not process rule: Device or resource busy");
+        t!.sets.delete(m[4]!);
       } else if ((m = /^flush (set|map) (ip|inet|bridge) (\w+) (\w+)$/.exec(line))) {
         const set = this.state.tables.get(`${m[2]} ${m[3]}`)?.sets.get(m[4]!);
         if (!set || set.kind !== m[1]) this.fail("No such file or directory");
