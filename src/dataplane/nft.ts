@@ -164,7 +164,9 @@ function structureDelta(prev: TableModel, next: TableModel): { before: string[];
         const name = key.slice("chain ".length);
         return [`flush chain ${next.family} ${next.name} ${name}`, `delete chain ${next.family} ${next.name} ${name}`];
       }),
-    ...prev.sets.filter((s) => !nextSets.has(s.name)).map((s) => `delete ${s.kind} ${next.family} ${next.name} ${s.name}`),
+    ...prev.sets
+      .filter((s) => !nextSets.has(s.name))
+      .map((s) => `delete ${s.kind} ${next.family} ${next.name} ${s.name}`),
   ];
   return { before, after };
 }

@@ -734,7 +734,8 @@ class NftScript {
       } else if ((m = /^delete table (ip|inet|bridge) (\w+)$/.exec(line))) {
         if (!this.state.tables.delete(`${m[1]} ${m[2]}`)) this.fail("No such file or directory");
       } else if ((m = /^flush chain (ip|inet|bridge) (\w+) (\w+)$/.exec(line))) {
-        const chain = this.state.tables.get(`${m[1]} ${m[2]}`)?.chains.get(m[3]!) ?? this.fail("No such file or directory");
+        const chain =
+          this.state.tables.get(`${m[1]} ${m[2]}`)?.chains.get(m[3]!) ?? this.fail("No such file or directory");
         chain.rules = [];
       } else if ((m = /^delete chain (ip|inet|bridge) (\w+) (\w+)$/.exec(line))) {
         // Like the kernel: only an empty chain nothing jumps to (a rule or a verdict map element).
