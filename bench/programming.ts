@@ -17,12 +17,13 @@
  *   eventAddOne / eventRemoveOne   a NodeAgent (its reconcile loop, planning and dataplane) fed by a source the
  *              benchmark controls: from the informer event (one Pod object more, or less) to the agent's
  *              report that the kernel holds the new plan (onApplied): API event -> kernel
- * After every apply the kernel is read back and its divert map must hold exactly the planned elements
- * (each pod, destination range and instance mark, compared one by one).
+ * After every apply the kernel is read back and its divert decision (each pod's class in `pod_class`,
+ * then that class's map) must hold exactly the planned elements (each pod, destination range and
+ * instance mark, compared one by one).
  */
 import { parseArgs } from "node:util";
 import { SpecValidator } from "../src/api/v1alpha1/validate.js";
-import { ALWAYS_LOCAL, NodeDataplane, nodeRouting, type ApplyReport } from "../src/dataplane/node.js";
+import { ALWAYS_LOCAL, divertClasses, NodeDataplane, nodeRouting, type ApplyReport } from "../src/dataplane/node.js";
 import { commandKernel } from "../src/dataplane/kernel.js";
 import { deleteNamespace, deleteNamespacesWithPrefix, newRunPrefix } from "../src/lab/netns.js";
 import { normalize, parseCidr } from "../src/util/ipv4.js";
@@ -53,6 +54,8 @@ interface Case {
 interface CaseResult extends Case {
   reps: number;
   mapElements: number;
+  /** Divert classes (`class_<id>` chains and maps) the node's table holds: pods sharing a decision share one. */
+  classes: number;
   neverDivertElements: number;
   instances: number;
   /** Bytes of the `nft -f` script of a full replace. */
@@ -331,6 +334,7 @@ async function runCase(
     ...c,
     reps,
     mapElements: base.entries.length,
+    classes: divertClasses(base.entries).classes.size,
     neverDivertElements: base.neverDivert.length,
     instances: base.instances.length,
     fullScriptBytes,
