@@ -642,6 +642,26 @@ describe("the divert decision in two stages (pod_class, then the pod's class)", 
     expect(await dp.applyPods(two(["a", "b"], []), { removed: one.entries, added: [] })).toBeUndefined();
     expect(nftWrites(k, last)).toEqual([]);
   });
+  it("a class appearing after drift does not adopt the drift: the next verify still finds and repairs it", async () => {
+    const all = range(10, 4);
+    const k = await nodeKernel(all);
+    const dp = new NodeDataplane(k);
+    const one = two(["a", "b"], [10]);
+    await dp.apply(one, { verify: true });
+    await k.nft("table ip static_egress {\n  chain extra {\n  }\n}\n"); // someone else's chain in our table
+    const more = two(["a", "b"], all);
+    expect(divertClasses(more.entries).classes.size).toBeGreaterThan(divertClasses(one.entries).classes.size);
+    let start = k.log.length;
+    await dp.apply(more); // a class appears: a delta, which leaves the foreign chain alone
+    expect(
+      nftWrites(k, start)
+        .map((c) => c.text)
+        .join(""),
+    ).not.toContain("delete table");
+    start = k.log.length;
+    expect((await dp.apply(more, { verify: true })).nftChanged).toBe(true);
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(all, more));
+  });
 });
 
 /** A pod's decision (its class's key) in `classes`. */

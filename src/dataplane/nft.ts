@@ -218,6 +218,27 @@ async function listTable(
   return { structure: JSON.stringify(keyed.map(([, o]) => o)), elements };
 }
 
+/** Names of the chains and sets one model has and the other has not. */
+function touchedNames(a: TableModel, b: TableModel): Set<string> {
+  const names = (t: TableModel) =>
+    new Set([...t.sets.map((s) => s.name), ...[...(chainBlocks(t.chains)?.keys() ?? [])].map((k) => k.split(" ")[1]!)]);
+  const x = names(a);
+  const y = names(b);
+  return new Set([...x, ...y].filter((n) => !x.has(n) || !y.has(n)));
+}
+
+/** A listing's structure without the chains, sets and rules of `touched` names. */
+function untouched(structure: string, touched: ReadonlySet<string>): string {
+  const objects = JSON.parse(structure) as Record<string, { name?: string; chain?: string }>[];
+  return JSON.stringify(
+    objects.filter((o) => {
+      const [kind, body] = Object.entries(o)[0]!;
+      const name = kind === "rule" ? body.chain : kind === "counter" ? undefined : body.name;
+      return name === undefined || !touched.has(name);
+    }),
+  );
+}
+
 interface TableListing {
   structure: string;
   elements: Map<string, Set<string>>;
@@ -398,8 +419,13 @@ export class OwnedTable {
       return { script: "", full: false, replaces, commit: async () => undefined };
     }
     const full = delta === undefined;
-    // A delta that added or removed chains and sets (the node's divert classes) made a new shape.
-    const reshaped = !full && shapeOf(model) !== shapeOf(this.applied!);
+    // A delta that added or removed chains and sets (the node's divert classes) made a new shape:
+    // the structure it started from, and the names it touched.
+    const was = this.applied;
+    const reshaped =
+      !full && was && shapeOf(model) !== shapeOf(was)
+        ? { from: this.structures.get(shapeOf(was)), touched: touchedNames(was, model) }
+        : undefined;
     return {
       // A full replacement (rare: structure changed, an agent restart, drift) carries the named
       // counters over, also those of a table an earlier agent process left; deltas keep them anyway.
@@ -410,11 +436,18 @@ export class OwnedTable {
         // A new shape's structure is read on verify (until then the next verify replaces the table
         // again: it cannot tell drift from ours), or after a delta that changed it.
         const shape = shapeOf(model);
-        // A reshaping delta's structure is read at once: the next verify compares with it.
-        if (((full && verify) || reshaped) && !this.structures.has(shape)) {
+        if (full && verify && !this.structures.has(shape)) {
           const read = await listTable(this.kernel, this.family, this.name, { terse: true });
           if (this.structures.size >= 8) this.structures.clear();
           if (read) this.structures.set(shape, read.structure);
+        } else if (reshaped?.from !== undefined && !this.structures.has(shape)) {
+          // A reshaping delta's structure is read at once, and kept only if all it did not touch
+          // is as the verified structure it started from (no drift of before is adopted as ours).
+          const read = await listTable(this.kernel, this.family, this.name, { terse: true });
+          if (read && untouched(read.structure, reshaped.touched) === untouched(reshaped.from, reshaped.touched)) {
+            if (this.structures.size >= 8) this.structures.clear();
+            this.structures.set(shape, read.structure);
+          }
         }
         this.applied = model;
         // The index follows the kernel only once it took the delta.
