@@ -773,8 +773,9 @@ export class NodeDataplane {
 
   /**
    * What this node's kernel holds for one pod address, read only (`static-egress explain --local`):
-   * its rows of the divert map, the interface it is bound to, and for each mark the rule that
-   * picks a table, that table's routes and the tunnel they leave through.
+   * its rows of the divert decision (its class in `pod_class`, that class's map), the interface it
+   * is bound to, and for each mark the rule that picks a table, that table's routes and the tunnel
+   * they leave through.
    */
   async readPod(podIP: string): Promise<PodKernelView> {
     const objects = await this.kernel.nftList(`table ip ${this.opts.table}`, { stateless: true });
