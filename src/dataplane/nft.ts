@@ -71,11 +71,13 @@ function renderDelta(
   prev: TableModel,
   next: TableModel,
   prevIndex?: ElementIndex,
-): { script: string; index: ElementIndex; changes: { set: string; added: string[]; removed: string[] }[] } | undefined {
+):
+  | { prelude: string; script: string; index: ElementIndex; changes: { set: string; added: string[]; removed: string[] }[] }
+  | undefined {
   if (prev.family !== next.family || prev.name !== next.name) return undefined;
   const structure = structureDelta(prev, next);
   if (!structure) return undefined;
-  const lines: string[] = structure.before;
+  const lines: string[] = [];
   const index: ElementIndex = new Map();
   const changes: { set: string; added: string[]; removed: string[] }[] = [];
   const prevSets = new Map(prev.sets.map((s) => [s.name, s]));
@@ -111,7 +113,7 @@ function renderDelta(
   }
   lines.push(...structure.after);
   for (const b of next.sets) if (!prevSets.has(b.name)) index.set(b.name, new Map(b.elements.map((e) => [e, 0])));
-  return { script: lines.join("\n") + (lines.length > 0 ? "\n" : ""), index, changes };
+  return { prelude: structure.before, script: lines.join("\n") + (lines.length > 0 ? "\n" : ""), index, changes };
 }
 
 /** The blocks of a model's chains text: `counter x {..}` and `chain x {..}`, by kind and name. */
@@ -130,13 +132,18 @@ function chainBlocks(chains: string): Map<string, string> | undefined {
 /**
  * The structure a delta may change: regular chains (no hook) added or removed whole, with sets
  * added or removed whole (the node's divert classes: a chain and its map). Everything both models
- * have must be the same. `before` creates what is new (ahead of the element changes that refer to
- * it), `after` removes what went (after the elements that referred to it): one transaction.
+ * have must be the same. `before` creates what is new, as a transaction of its own ahead of the
+ * delta: the kernel fills a new interval map only as its transaction ends (as a replaced table's,
+ * "Full replacements go through a handover table" in docs/design.md), so an element that jumps to
+ * it must come in a later transaction (a lab test counted 4 unmarked packets of a pod moved to a
+ * class made in the same transaction). Nothing refers to what `before` makes until then; it is
+ * idempotent (declared, flushed, filled), so a delta that failed after it can be written again.
+ * `after` removes what went, after the elements that referred to it, in the delta's transaction.
  * Undefined when anything else differs (a full replacement).
  */
-function structureDelta(prev: TableModel, next: TableModel): { before: string[]; after: string[] } | undefined {
+function structureDelta(prev: TableModel, next: TableModel): { before: string; after: string[] } | undefined {
   if (prev.chains === next.chains && prev.sets.map((s) => s.name).join() === next.sets.map((s) => s.name).join())
-    return { before: [], after: [] };
+    return { before: "", after: [] };
   const was = chainBlocks(prev.chains);
   const now = chainBlocks(next.chains);
   if (!was || !now) return undefined;
@@ -147,16 +154,21 @@ function structureDelta(prev: TableModel, next: TableModel): { before: string[];
   const prevSets = new Set(prev.sets.map((s) => s.name));
   const nextSets = new Set(next.sets.map((s) => s.name));
   const newSets = next.sets.filter((s) => !prevSets.has(s.name));
-  const newChains = [...now].filter(([key]) => !was.has(key)).map(([, block]) => block);
+  const newChains = [...now].filter(([key]) => !was.has(key));
+  const t = `${next.family} ${next.name}`;
   const before =
     newSets.length + newChains.length === 0
-      ? []
-      : [
-          `table ${next.family} ${next.name} {\n` +
-            newSets.map((s) => `  ${s.kind} ${s.name} {\n    ${s.spec}\n${elementsClause(s.elements)}  }\n`).join("") +
-            newChains.join("") +
-            "}",
-        ];
+      ? ""
+      : `table ${t} {\n` +
+        newSets.map((s) => `  ${s.kind} ${s.name} {\n    ${s.spec}\n  }\n`).join("") +
+        newChains.map(([key]) => `  ${key} {\n  }\n`).join("") +
+        "}\n" +
+        newSets.map((s) => `flush ${s.kind} ${t} ${s.name}\n`).join("") +
+        newChains.map(([key]) => `flush chain ${t} ${key.slice("chain ".length)}\n`).join("") +
+        `table ${t} {\n` +
+        newSets.map((s) => `  ${s.kind} ${s.name} {\n    ${s.spec}\n${elementsClause(s.elements)}  }\n`).join("") +
+        newChains.map(([, block]) => block).join("") +
+        "}\n";
   const after = [
     ...[...was.keys()]
       .filter((key) => !now.has(key))
@@ -382,7 +394,9 @@ export class OwnedTable {
   async apply(model: TableModel, verify: boolean): Promise<boolean> {
     const change = await this.prepare(model, verify);
     if (change.script === "") return false;
-    await this.kernel.nft(change.script);
+    if (change.prelude !== "") await this.kernel.nft(change.prelude);
+    const rest = change.script.slice(change.prelude.length);
+    if (rest !== "") await this.kernel.nft(rest);
     await change.commit();
     return true;
   }
@@ -394,7 +408,15 @@ export class OwnedTable {
   async prepare(
     model: TableModel,
     verify: boolean,
-  ): Promise<{ script: string; full: boolean; replaces: boolean; commit: () => Promise<void> }> {
+  ): Promise<{
+    /** The whole change: `prelude` (its own transaction, first), then the rest (one transaction). */
+    script: string;
+    /** New chains and sets a delta makes, ahead of it ("" for none; `structureDelta`). */
+    prelude: string;
+    full: boolean;
+    replaces: boolean;
+    commit: () => Promise<void>;
+  }> {
     this.materialize();
     // Whether a full apply replaces a table the kernel holds (unknown without a listing: assume so).
     let replaces = true;
@@ -412,11 +434,11 @@ export class OwnedTable {
       }
     }
     const rendered = this.applied ? renderDelta(this.applied, model, this.appliedIndex) : undefined;
-    const delta = rendered?.script;
+    const delta = rendered ? rendered.prelude + rendered.script : undefined;
     if (delta === "") {
       // Unchanged: the index holds the applied elements as they are.
       this.appliedIndex = rendered!.index;
-      return { script: "", full: false, replaces, commit: async () => undefined };
+      return { script: "", prelude: "", full: false, replaces, commit: async () => undefined };
     }
     const full = delta === undefined;
     // A delta that added or removed chains and sets (the node's divert classes) made a new shape:
@@ -430,6 +452,7 @@ export class OwnedTable {
       // A full replacement (rare: structure changed, an agent restart, drift) carries the named
       // counters over, also those of a table an earlier agent process left; deltas keep them anyway.
       script: full ? renderFull(model, replaces ? await this.counts() : new Map()) : delta,
+      prelude: rendered?.prelude ?? "",
       full,
       replaces,
       commit: async () => {

@@ -586,7 +586,8 @@ export class NodeDataplane {
       this.table.prepare(model, verify),
       this.bindTable.prepare(bindTableModel(plan, facts), verify),
     ] as const);
-    const script = changes.map((c) => c.script).join("");
+    const prelude = changes.map((c) => c.prelude).join("");
+    const script = changes.map((c) => c.script.slice(c.prelude.length)).join("");
     // A replaced table's interval map is filled only as its transaction ends, after its chain is
     // live: a new flow in between would miss it and leave with the node's address. A handover
     // table with the new map, committed first, marks those packets meanwhile. (A table created
@@ -597,6 +598,7 @@ export class NodeDataplane {
     await this.health.commitApply({
       plan: failoverPlan(plan),
       ...(add.length > 0 ? { routes: add } : {}),
+      ...(prelude !== "" ? { prelude } : {}),
       script,
       ...(handover
         ? {
@@ -609,7 +611,7 @@ export class NodeDataplane {
     });
     await settled(changes.map((c) => (c.script !== "" ? c.commit() : Promise.resolve())));
     this.classes = { names: classes.names, pods: classPods(classes) };
-    const nftChanged = script !== "";
+    const nftChanged = prelude + script !== "";
     await runBatch(this.kernel, remove);
     const tunnelsRemoved = unchanged ? 0 : await this.tunnels.removeStale(tunnels);
     const addresses = healthPeers(plan).join(",");
