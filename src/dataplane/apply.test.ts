@@ -151,7 +151,7 @@ describe("delta or full replacement", () => {
     expect(gone.length).toBeGreaterThan(0);
     start = k.log.length;
     await dp.apply(few);
-    let [write, ...others] = nftWrites(k, start).map((c) => c.text);
+    const [write, ...others] = nftWrites(k, start).map((c) => c.text);
     expect(others).toEqual([]);
     expect(write).not.toContain("delete table");
     for (const c of gone) {
@@ -663,7 +663,6 @@ describe("the divert decision in two stages (pod_class, then the pod's class)", 
         .map((c) => c.text)
         .join(""),
     ).not.toContain("delete table");
-    start = k.log.length;
     expect((await dp.apply(more, { verify: true })).nftChanged).toBe(true);
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(all, more));
   });
