@@ -656,7 +656,7 @@ describe("the divert decision in two stages (pod_class, then the pod's class)", 
     await k.nft("table ip static_egress {\n  chain extra {\n  }\n}\n"); // someone else's chain in our table
     const more = two(["a", "b"], all);
     expect(divertClasses(more.entries).classes.size).toBeGreaterThan(divertClasses(one.entries).classes.size);
-    let start = k.log.length;
+    const start = k.log.length;
     await dp.apply(more); // a class appears: a delta, which leaves the foreign chain alone
     expect(
       nftWrites(k, start)
