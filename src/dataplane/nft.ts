@@ -72,7 +72,12 @@ function renderDelta(
   next: TableModel,
   prevIndex?: ElementIndex,
 ):
-  | { prelude: string; script: string; index: ElementIndex; changes: { set: string; added: string[]; removed: string[] }[] }
+  | {
+      prelude: string;
+      script: string;
+      index: ElementIndex;
+      changes: { set: string; added: string[]; removed: string[] }[];
+    }
   | undefined {
   if (prev.family !== next.family || prev.name !== next.name) return undefined;
   const structure = structureDelta(prev, next);
