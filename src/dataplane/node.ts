@@ -128,8 +128,9 @@ const CLASS_PREFIX = "class_";
 
 /**
  * The divert decision in two stages. A pod's "class" is its whole decision: the sorted list of
- * (destination range, divert value) its entries make. Pods that share a decision (every pod of a
- * label group: 10,000 pods × 100 policies here make a few hundred classes) share one: `pod_class`
+ * (destination range, divert value) its entries make. Pods that share a decision (the pods of a
+ * label group with the same instances: bench/programming's 10,000 pods × 100 policies make 4)
+ * share one: `pod_class`
  * maps a pod's address to a jump into its class's chain, and the class's own interval map
  * `class_<id>` maps a destination to the divert value. The big map is a plain hash (cheap to
  * load, list and delete from); the interval maps are small. A class's id is the FNV-1a hash of its
