@@ -3,6 +3,7 @@
  * one node, into a real kernel (a fresh network namespace per repetition).
  *
  *   npx tsx bench/programming.ts [--cases 10x1,1000x10,10000x100,10000x1] [--reps 5] [--bulk 100] [--out file] [--max-seconds 600]
+ *                                [--distinct-policies]   (each policy its own exclusion: its pods make their own divert classes)
  *
  * Measured per case (median and p95 over the repetitions):
  *   plan       new Planner(snapshot, { validator }) + planNode(node): the pure planning an agent redoes on every change
@@ -49,6 +50,8 @@ const TABLE = "static_egress";
 interface Case {
   pods: number;
   policies: number;
+  /** `--distinct-policies`: each policy its own exclusion, so its pods make their own divert classes. */
+  distinctPolicies?: boolean;
 }
 
 interface CaseResult extends Case {
@@ -385,6 +388,7 @@ async function main(): Promise<void> {
       bulk: { type: "string", default: "100" },
       out: { type: "string", default: defaultResultPath("programming") },
       "max-seconds": { type: "string", default: "600" },
+      "distinct-policies": { type: "boolean", default: false },
     },
   });
   requireRoot();
@@ -401,6 +405,7 @@ async function main(): Promise<void> {
     bulk,
     maxSeconds: Number(values["max-seconds"]),
     out: values.out,
+    distinctPolicies: values["distinct-policies"],
   });
   const prefix = newRunPrefix();
   const started = Date.now();
@@ -413,7 +418,7 @@ async function main(): Promise<void> {
       const out: CaseResult[] = [];
       for (const [i, c] of cases.entries()) {
         log(`case ${c.pods} pods x ${c.policies} policies`);
-        out.push(await runCase(c, reps, bulk, prefix, i, log));
+        out.push(await runCase({ ...c, distinctPolicies: values["distinct-policies"] }, reps, bulk, prefix, i, log));
       }
       return out;
     },
