@@ -36,7 +36,7 @@ import { inNamespace } from "../src/util/exec.js";
 import { summarizeProfile } from "./lib/cpu-profile.js";
 import { requireRoot } from "./lib/env.js";
 import { guarded } from "./lib/guard.js";
-import { addPodRoutes, countElements, createNodeNamespace } from "./lib/netns.js";
+import { addPodRoutes, countDivert, createNodeNamespace } from "./lib/netns.js";
 import { startRun } from "./lib/record.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { round, roundSummary, summarize } from "./lib/stats.js";
@@ -304,7 +304,7 @@ async function main(): Promise<void> {
 
       // The datapath is still what the last plan says.
       const lastApplied = [...agent.events].reverse().find((e) => e.ev === "applied")!;
-      const kernel = await countElements(runner, "map", "ip", "static_egress", "divert");
+      const kernel = await countDivert(runner, "static_egress");
       if (kernel !== lastApplied.entries)
         throw new AtRestCheckError(
           `kernel divert map holds ${kernel} elements, the last plan ${String(lastApplied.entries)}`,

@@ -240,7 +240,7 @@ async function main(): Promise<void> {
             `${variant} ${pod.name}: the shim fell back although the agent runs: ${oursRun.stderr.trim()}`,
           );
         if (held) throw new Error(`${variant} ${pod.name}: ${ip} was quarantined although the agent knows the pod`);
-        const divert = await execIn(nodeNetns, "nft", ["-j", "list", "map", "ip", "static_egress", "divert"]);
+        const divert = await execIn(nodeNetns, "nft", ["-j", "list", "map", "ip", "static_egress", "pod_class"]);
         if (divert.includes(`"${ip}"`) !== pod.selected)
           throw new Error(`${variant} ${pod.name}: ${ip} is ${pod.selected ? "not " : ""}in the divert map after ADD`);
       };

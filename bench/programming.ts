@@ -3,6 +3,7 @@
  * one node, into a real kernel (a fresh network namespace per repetition).
  *
  *   npx tsx bench/programming.ts [--cases 10x1,1000x10,10000x100,10000x1] [--reps 5] [--bulk 100] [--out file] [--max-seconds 600]
+ *                                [--distinct-policies]   (each policy its own exclusion: its pods make their own divert classes)
  *
  * Measured per case (median and p95 over the repetitions):
  *   plan       new Planner(snapshot, { validator }) + planNode(node): the pure planning an agent redoes on every change
@@ -17,12 +18,13 @@
  *   eventAddOne / eventRemoveOne   a NodeAgent (its reconcile loop, planning and dataplane) fed by a source the
  *              benchmark controls: from the informer event (one Pod object more, or less) to the agent's
  *              report that the kernel holds the new plan (onApplied): API event -> kernel
- * After every apply the kernel is read back and its divert map must hold exactly the planned elements
- * (each pod, destination range and instance mark, compared one by one).
+ * After every apply the kernel is read back and its divert decision (each pod's class in `pod_class`,
+ * then that class's map) must hold exactly the planned elements (each pod, destination range and
+ * instance mark, compared one by one).
  */
 import { parseArgs } from "node:util";
 import { SpecValidator } from "../src/api/v1alpha1/validate.js";
-import { ALWAYS_LOCAL, NodeDataplane, nodeRouting, type ApplyReport } from "../src/dataplane/node.js";
+import { ALWAYS_LOCAL, divertClasses, NodeDataplane, nodeRouting, type ApplyReport } from "../src/dataplane/node.js";
 import { commandKernel } from "../src/dataplane/kernel.js";
 import { deleteNamespace, deleteNamespacesWithPrefix, newRunPrefix } from "../src/lab/netns.js";
 import { normalize, parseCidr } from "../src/util/ipv4.js";
@@ -48,11 +50,15 @@ const TABLE = "static_egress";
 interface Case {
   pods: number;
   policies: number;
+  /** `--distinct-policies`: each policy its own exclusion, so its pods make their own divert classes. */
+  distinctPolicies?: boolean;
 }
 
 interface CaseResult extends Case {
   reps: number;
   mapElements: number;
+  /** Divert classes (`class_<id>` chains and maps) the node's table holds: pods sharing a decision share one. */
+  classes: number;
   neverDivertElements: number;
   instances: number;
   /** Bytes of the `nft -f` script of a full replace. */
@@ -331,6 +337,7 @@ async function runCase(
     ...c,
     reps,
     mapElements: base.entries.length,
+    classes: divertClasses(base.entries).classes.size,
     neverDivertElements: base.neverDivert.length,
     instances: base.instances.length,
     fullScriptBytes,
@@ -381,6 +388,7 @@ async function main(): Promise<void> {
       bulk: { type: "string", default: "100" },
       out: { type: "string", default: defaultResultPath("programming") },
       "max-seconds": { type: "string", default: "600" },
+      "distinct-policies": { type: "boolean", default: false },
     },
   });
   requireRoot();
@@ -397,6 +405,7 @@ async function main(): Promise<void> {
     bulk,
     maxSeconds: Number(values["max-seconds"]),
     out: values.out,
+    distinctPolicies: values["distinct-policies"],
   });
   const prefix = newRunPrefix();
   const started = Date.now();
@@ -409,7 +418,7 @@ async function main(): Promise<void> {
       const out: CaseResult[] = [];
       for (const [i, c] of cases.entries()) {
         log(`case ${c.pods} pods x ${c.policies} policies`);
-        out.push(await runCase(c, reps, bulk, prefix, i, log));
+        out.push(await runCase({ ...c, distinctPolicies: values["distinct-policies"] }, reps, bulk, prefix, i, log));
       }
       return out;
     },

@@ -31,7 +31,7 @@ import { inNamespace } from "../src/util/exec.js";
 import { requireRoot } from "./lib/env.js";
 import { startRun } from "./lib/record.js";
 import { guarded } from "./lib/guard.js";
-import { countElements, createNodeNamespace } from "./lib/netns.js";
+import { countDivert, createNodeNamespace } from "./lib/netns.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { round, roundSummary, summarize } from "./lib/stats.js";
 import {
@@ -594,12 +594,12 @@ async function main(): Promise<void> {
     // The kernel must hold every new pod, and exactly what the last plan says.
     await sleep(1_000);
     const lastApplied = [...agent.events].reverse().find((e) => e.ev === "applied")!;
-    const { stdout: mapText } = await runner.run("nft", ["list", "map", "ip", TABLE, "divert"]);
+    const { stdout: mapText } = await runner.run("nft", ["list", "map", "ip", TABLE, "pod_class"]);
     const missing = [...quiet, ...churned]
       .map((q) => q.ip)
       .filter((ip) => !new RegExp(`\\b${ip.replace(/\./g, "\\.")}\\b`).test(mapText));
     if (missing.length > 0) throw new ScaleCheckError(`kernel divert map lacks new pods ${missing.join(", ")}`);
-    const kernelLast = await countElements(runner, "map", "ip", TABLE, "divert");
+    const kernelLast = await countDivert(runner, TABLE);
     if (kernelLast !== lastApplied.entries)
       throw new ScaleCheckError(
         `kernel divert map holds ${kernelLast} elements, the last plan ${String(lastApplied.entries)}`,

@@ -37,7 +37,7 @@ import { startRun } from "./lib/record.js";
 import { guarded } from "./lib/guard.js";
 import { IperfServer, runIperfClient, type IperfRun } from "./lib/iperf.js";
 import { exampleLabConfig, waitConverged } from "../test/lab/support.js";
-import { expectElements } from "./lib/netns.js";
+import { expectDivertCount, expectElements } from "./lib/netns.js";
 import { defaultResultPath, writeResults } from "./lib/results.js";
 import { round, roundSummary, summarize, type Summary } from "./lib/stats.js";
 import { timed } from "./lib/timing.js";
@@ -142,15 +142,7 @@ class LabDatapath {
     const gatewayMs: Record<string, number> = {};
     for (const { host, plan } of plans.gatewayPlans)
       gatewayMs[host.name] = round((await timed(() => this.gateways.get(host.name)!.apply(plan))).ms);
-    await expectElements(
-      inNamespace(this.nodeNs),
-      "map",
-      "ip",
-      "static_egress",
-      "divert",
-      plans.nodePlan.entries.length,
-      "node1 divert map",
-    );
+    await expectDivertCount(inNamespace(this.nodeNs), "static_egress", plans.nodePlan.entries.length, "node1 divert");
     for (const { host, plan } of plans.gatewayPlans) {
       await expectElements(
         inNamespace(host.netns),

@@ -1,8 +1,9 @@
 import { addNamespace, addVethPair } from "../../src/lab/netns.js";
-import { parseCidr, parseIPv4, type Range } from "../../src/util/ipv4.js";
 import type { DivertEntry } from "../../src/planner/model.js";
 import { divertValue } from "../../src/planner/failover.js";
 import { runCommand, type CommandRunner } from "../../src/util/exec.js";
+import type { NftObject } from "../../src/dataplane/kernel.js";
+import { divertRows } from "../../src/dataplane/node.js";
 
 /**
  * A bare namespace standing in for a node: a veth pair whose both ends live inside it, with the
@@ -44,7 +45,7 @@ interface NftJson {
 }
 
 /** How many elements the kernel holds in one nft set or map (read back with `nft -j`). */
-export async function countElements(
+async function countElements(
   runner: CommandRunner,
   kind: "map" | "set",
   family: string,
@@ -78,26 +79,33 @@ export async function expectElements(
   return actual;
 }
 
-type NftKeyPart = string | { range: [string, string] } | { prefix: { addr: string; len: number } };
-
-/** One destination of an element key as `<first>-<last>` (a single address, a prefix or a range). */
-function keyRange(part: NftKeyPart): string {
-  const r: Range =
-    typeof part === "string"
-      ? { from: parseIPv4(part), to: parseIPv4(part) }
-      : "range" in part
-        ? { from: parseIPv4(part.range[0]), to: parseIPv4(part.range[1]) }
-        : parseCidr(`${part.prefix.addr}/${part.prefix.len}`);
-  return `${r.from}-${r.to}`;
+/**
+ * The node's divert decision as the kernel holds it, `<pod IP> <first>-<last> <value>` per pod and
+ * destination: each pod's class (`pod_class`), then that class's map (`divertRows`), from one listing.
+ */
+async function readDivert(runner: CommandRunner, table: string): Promise<string[]> {
+  const { stdout } = await runner.run("nft", ["-j", "list", "table", "ip", table], { timeoutMs: 120_000 });
+  const doc = JSON.parse(stdout) as { nftables?: NftObject[] };
+  if (!doc.nftables?.some((x) => (x.map as { name?: string } | undefined)?.name === "pod_class"))
+    throw new KernelCheckError(`nft -j list table ip ${table}: no pod_class map in the output`);
+  return divertRows(doc.nftables).map((r) => `${r.podIP} ${r.dst.from}-${r.dst.to} ${r.value}`);
 }
 
-/** The node's `divert` map as the kernel holds it: `<pod IP> <first>-<last> <mark>` per element. */
-async function readDivert(runner: CommandRunner, table: string): Promise<string[]> {
-  const { stdout } = await runner.run("nft", ["-j", "list", "map", "ip", table, "divert"], { timeoutMs: 120_000 });
-  const doc = JSON.parse(stdout) as { nftables?: { map?: { elem?: [{ concat: [string, NftKeyPart] }, number][] } }[] };
-  const map = doc.nftables?.find((x) => x.map)?.map;
-  if (!map) throw new KernelCheckError(`nft -j list map ip ${table} divert: no map in the output`);
-  return (map.elem ?? []).map(([key, mark]) => `${key.concat[0]} ${keyRange(key.concat[1])} ${mark}`);
+/** How many (pod, destination) rows the node's divert decision holds in the kernel (`readDivert`). */
+export async function countDivert(runner: CommandRunner, table: string): Promise<number> {
+  return (await readDivert(runner, table)).length;
+}
+
+/** Fails the benchmark unless the kernel's divert decision has `expected` rows. */
+export async function expectDivertCount(
+  runner: CommandRunner,
+  table: string,
+  expected: number,
+  when: string,
+): Promise<void> {
+  const actual = await countDivert(runner, table);
+  if (actual !== expected)
+    throw new KernelCheckError(`${when}: kernel divert decision holds ${actual} rows, the plan has ${expected}`);
 }
 
 /**
@@ -117,7 +125,7 @@ export async function expectDivert(
   const extra = [...kernel].filter((x) => !planned.has(x));
   if (missing.length || extra.length || kernel.size !== entries.length) {
     throw new KernelCheckError(
-      `${when}: kernel divert map differs from the plan: ${missing.length} missing ` +
+      `${when}: kernel divert decision differs from the plan: ${missing.length} missing ` +
         `(e.g. ${missing.slice(0, 3).join(", ")}), ${extra.length} extra (e.g. ${extra.slice(0, 3).join(", ")})`,
     );
   }

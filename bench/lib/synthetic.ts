@@ -54,9 +54,14 @@ function syntheticPod(i: number, policies: number): PodInfo {
 export interface SyntheticOptions {
   pods: number;
   policies: number;
+  /**
+   * Each policy excludes an address of its own (198.51.100.(j+1)) instead of the shared one: still
+   * 3 ranges per pod, but every policy's pods make their own divert classes (up to 253 policies).
+   */
+  distinctPolicies?: boolean;
 }
 
-export function syntheticSnapshot({ pods, policies }: SyntheticOptions): ClusterSnapshot {
+export function syntheticSnapshot({ pods, policies, distinctPolicies }: SyntheticOptions): ClusterSnapshot {
   const { gateways: G, instancesPerGateway: I } = SYNTHETIC;
   const pool = egressPool();
   // Policy j uses gateway j % G and needs one IP on each of its instances.
@@ -64,6 +69,7 @@ export function syntheticSnapshot({ pods, policies }: SyntheticOptions): Cluster
   if (ipsPerInstance * G * I > pool.length)
     throw new RangeError(`${policies} policies need more egress IPs than the documentation ranges hold`);
   if (pods > 65_000) throw new RangeError(`${pods} pods do not fit the node's /16 pod CIDR`);
+  if (distinctPolicies && policies > 253) throw new RangeError("distinct policies: at most 253");
   const ipOf = (g: number, inst: number, k: number) => pool[(g * I + inst) * ipsPerInstance + k]!;
   const created = "2026-01-01T00:00:00Z";
 
@@ -96,7 +102,7 @@ export function syntheticSnapshot({ pods, policies }: SyntheticOptions): Cluster
         gatewayName: `gw-${g}`,
         egressIPs: Array.from({ length: I }, (_, inst) => ipOf(g, inst, k)),
         destinationCIDRs: [...SYNTHETIC.destinationCIDRs],
-        excludedCIDRs: [...SYNTHETIC.excludedCIDRs],
+        excludedCIDRs: distinctPolicies ? [`198.51.100.${j + 1}/32`] : [...SYNTHETIC.excludedCIDRs],
       },
     };
   });

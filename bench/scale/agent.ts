@@ -1,6 +1,6 @@
 import { dirname, join } from "node:path";
 import type { CommandRunner } from "../../src/util/exec.js";
-import { countElements } from "../lib/netns.js";
+import { countDivert } from "../lib/netns.js";
 import { round } from "../lib/stats.js";
 import { bundledEntry } from "./bundled-entry.js";
 import { BenchChild } from "./child.js";
@@ -99,7 +99,7 @@ export async function startNodeAgent(o: {
   const firstReconcileStartedMsBeforeSynced = firstLog
     ? round(started.t - (Number(firstLog.time) - Number(firstLog.durationMs)))
     : null;
-  const kernelElements = await countElements(o.runner, "map", "ip", TABLE, "divert");
+  const kernelElements = await countDivert(o.runner, TABLE);
   if (kernelElements !== firstApplied.entries)
     throw new FirstDatapathError(
       `kernel divert map holds ${kernelElements} elements, the plan ${String(firstApplied.entries)}`,

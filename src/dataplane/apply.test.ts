@@ -22,8 +22,8 @@ import { formatCidrOrRange, formatRange } from "../util/ipv4.js";
 import { MARK_MASK } from "../api/datapath.js";
 import type { NodePlan } from "../planner/model.js";
 import { ANCHOR_TABLE, GATEWAY_TABLE, GatewayDataplane } from "./gateway.js";
-import { hex, MAX_DELTA_DELETIONS } from "./nft.js";
-import { BIND_TABLE, NodeDataplane } from "./node.js";
+import { hex, MAX_DELTA_DELETIONS, OwnedTable, type TableModel } from "./nft.js";
+import { BIND_TABLE, divertClasses, divertRows, NodeDataplane } from "./node.js";
 import { FailoverWriter, type ApplyCommit, type HealthPort } from "./node-health.js";
 import { divertValue } from "../planner/failover.js";
 
@@ -53,8 +53,21 @@ const ipWrites = (k: FakeKernel, from = 0) =>
     .map((c) => c.text);
 
 const pods = range(10, 4);
-/** The key of the plan's i-th divert entry (pod . destination), as nft takes it. */
-const divertKey = (plan: NodePlan, i: number) => `${plan.entries[i]!.podIP} . ${formatRange(plan.entries[i]!.dst)}`;
+/** The class (chain and map) the kernel's `pod_class` sends a pod to. */
+const classOf = (k: FakeKernel, ip: string) =>
+  (k.elements("ip", "static_egress", "pod_class") as [string, { jump: { target: string } }][]).find(
+    ([key]) => key === ip,
+  )![1].jump.target;
+/** The key of the plan's i-th divert entry in its pod's class map (its destination), and that map. */
+const classKey = (k: FakeKernel, plan: NodePlan, i: number) => ({
+  map: classOf(k, plan.entries[i]!.podIP),
+  key: formatRange(plan.entries[i]!.dst),
+});
+/** Every divert value the kernel's class maps hold for a pod of `pod_class`. */
+const divertValues = (k: FakeKernel) =>
+  (k.elements("ip", "static_egress", "pod_class") as [string, { jump: { target: string } }][]).flatMap(([, v]) =>
+    (k.elements("ip", "static_egress", v.jump.target) as [unknown, number][]).map(([, value]) => value),
+  );
 const two = (instances: InstanceName[] = ["a", "b"], p: readonly number[] = pods) =>
   nodePlan(cluster({ instances, pods: p }));
 
@@ -69,7 +82,9 @@ describe("delta or full replacement", () => {
     const [handover, first, removed, ...others] = nftWrites(k, start);
     expect(others).toEqual([]);
     expect(handover!.text).toContain("table ip static_egress_handover {");
-    expect(handover!.text).toMatch(/map divert \{[^}]*elements = \{ 10\.244\.1\.\d+ \. /);
+    expect(handover!.text).toMatch(/map pod_class \{[^}]*elements = \{ 10\.244\.1\.\d+ : jump class_[0-9a-f]{8}/);
+    expect(handover!.text).toMatch(/map class_[0-9a-f]{8} \{[^}]*elements = \{ [\d.]+(\/\d+|-[\d.]+)? : 0x/);
+    expect(handover!.text).toMatch(/chain class_[0-9a-f]{8} \{/);
     expect(first!.text).toContain("delete table ip static_egress\ntable ip static_egress {");
     expect(first!.text).toContain(`delete table bridge ${BIND_TABLE}\ntable bridge ${BIND_TABLE} {`);
     expect(removed!.text).toBe("table ip static_egress_handover\ndelete table ip static_egress_handover\n");
@@ -99,34 +114,79 @@ describe("delta or full replacement", () => {
       const add = lines.findIndex((l) => l.startsWith(`add element ip static_egress ${set} `));
       if (del >= 0 && add >= 0) expect(del).toBeLessThan(add);
     }
-    expect(lines.find((l) => l.startsWith("delete element ip static_egress divert"))).toContain(`${podIP(10)} . `);
+    expect(lines.find((l) => l.startsWith("delete element ip static_egress pod_class"))).toContain(
+      `${podIP(10)} : jump class_`,
+    );
     expect(lines.find((l) => l.startsWith("add element ip static_egress pod_ifaces"))).toBe(
       `add element ip static_egress pod_ifaces { ${podIP(15)} . "pod15", ${podIP(16)} . "pod16", ${podIP(17)} . "pod17" }`,
     );
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(all, next));
   });
 
-  it(`replaces the table in full when more than ${MAX_DELTA_DELETIONS} elements go, or when anything but elements changes`, async () => {
-    const many = range(10, MAX_DELTA_DELETIONS + 2);
+  it("removes any number of pods as a delta; a class appearing or going is a delta too; other structure replaces the table", async () => {
+    const many = range(10, MAX_DELTA_DELETIONS + 8);
     const k = await nodeKernel(many);
     const dp = new NodeDataplane(k);
-    await dp.apply(two(["a", "b"], many));
+    await dp.apply(two(["a", "b"], many), { verify: true });
+    const classesOf = (p: NodePlan) => divertClasses(p.entries);
+    // One pod of each class stays: more than MAX_DELTA_DELETIONS deletions, from hash sets only.
+    const { podClass } = classesOf(two(["a", "b"], many));
+    const seen = new Set<string>();
+    const kept = many.filter((n) => !seen.has(podClass.get(podIP(n))!) && !!seen.add(podClass.get(podIP(n))!));
+    const fewer = two(["a", "b"], kept);
+    expect(many.length - kept.length).toBeGreaterThan(MAX_DELTA_DELETIONS);
     let start = k.log.length;
-    const few = two(["a", "b"], [10]);
+    await dp.apply(fewer);
+    const [delta, ...rest] = nftWrites(k, start);
+    expect(rest).toEqual([]);
+    expect(delta!.text).not.toContain("delete table");
+    expect(delta!.text.match(/delete element ip static_egress pod_class \{([^}]*)\}/)![1]!.split(",").length).toBe(
+      many.length - kept.length,
+    );
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(many, fewer));
+
+    // A class going away: its pods' elements deleted, then its chain and map, in one transaction.
+    const few = two(["a", "b"], [kept[0]!]);
+    const gone = [...classesOf(fewer).classes.keys()].filter((c) => !classesOf(few).classes.has(c));
+    expect(gone.length).toBeGreaterThan(0);
+    start = k.log.length;
     await dp.apply(few);
-    expect(nftWrites(k, start).map((c) => c.text.split("\n")[1])).toEqual([
-      "delete table ip static_egress_handover",
-      "delete table ip static_egress",
-      "delete table ip static_egress_handover",
-    ]);
+    const [write, ...others] = nftWrites(k, start).map((c) => c.text);
+    expect(others).toEqual([]);
+    expect(write).not.toContain("delete table");
+    for (const c of gone) {
+      expect(write).toContain(`flush chain ip static_egress ${c}\ndelete chain ip static_egress ${c}\n`);
+      expect(write).toContain(`delete map ip static_egress ${c}\n`);
+      expect(write!.indexOf("delete element ip static_egress pod_class")).toBeLessThan(
+        write!.indexOf(`delete chain ip static_egress ${c}`),
+      );
+    }
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(many, few));
 
-    // A third instance is elements too (its peers, its tunnel's sources, the pods it takes over).
+    // A third instance gives the pod another decision (its failover instance): a class appearing,
+    // made in a transaction of its own ahead of the one that moves the pod's element to it (a new
+    // interval map is filled only as its transaction ends).
     start = k.log.length;
-    const three = two(["a", "b", "c"], [10]);
+    const three = two(["a", "b", "c"], [kept[0]!]);
+    const came = [...classesOf(three).classes.keys()].filter((c) => !classesOf(few).classes.has(c));
+    expect(came.length).toBeGreaterThan(0);
     await dp.apply(three);
-    expect(nftWrites(k, start)[0]!.text).not.toContain("delete table");
+    const [prelude, moved, ...after] = nftWrites(k, start).map((c) => c.text);
+    expect(after).toEqual([]);
+    for (const c of came) {
+      expect(prelude).toMatch(new RegExp(`  map ${c} \\{\\n[^}]*elements = \\{`));
+      expect(prelude).toContain(`  chain ${c} {\n    meta mark set ip daddr map @${c} `);
+      expect(prelude).not.toContain(`jump ${c}`);
+      expect(moved).toContain(`jump ${c} }`);
+    }
+    expect(moved).not.toContain("delete table");
+    // The prelude can be written again (a delta that failed after it is retried): no rule twice.
+    await k.nft(prelude!);
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(many, three));
+    // Its structure was read after the delta: a verify finds the table as written.
+    start = k.log.length;
+    expect((await dp.apply(three, { verify: true })).nftChanged).toBe(false);
+    expect(nftWrites(k, start)).toEqual([]);
 
     // The node losing its tunnel end changes the chains (no tunnel port to guard): a full replacement.
     start = k.log.length;
@@ -144,8 +204,15 @@ describe("delta or full replacement", () => {
 describe("drift repair", () => {
   const tamperings: [string, (k: FakeKernel, plan: NodePlan) => Promise<void>][] = [
     [
-      "an element of the divert map",
-      (k, plan) => k.nft(`delete element ip static_egress divert { ${divertKey(plan, 0)} }\n`),
+      "a pod's element of pod_class",
+      (k, plan) => k.nft(`delete element ip static_egress pod_class { ${plan.entries[0]!.podIP} }\n`),
+    ],
+    [
+      "an element of a class map",
+      (k, plan) => {
+        const { map, key } = classKey(k, plan, 0);
+        return k.nft(`delete element ip static_egress ${map} { ${key} }\n`);
+      },
     ],
     ["the whole nft table", (k) => k.nft("delete table ip static_egress\n")],
     ["the bridge table", (k) => k.nft(`delete table bridge ${BIND_TABLE}\n`)],
@@ -191,7 +258,7 @@ describe("drift repair", () => {
     await dp.apply(plan);
     const programmed = await readBack(k, NODE_TABLES);
     await k.ip([`route del default table ${plan.instances[0]!.table}`]);
-    await k.nft(`delete element ip static_egress divert { ${divertKey(plan, 0)} }\n`);
+    await k.nft(`delete element ip static_egress pod_class { ${plan.entries[0]!.podIP} }\n`);
     await dp.apply(plan);
     const after = (await readBack(k, NODE_TABLES)) as { routes: unknown; nft: unknown };
     expect(after.routes).not.toEqual((programmed as { routes: unknown }).routes);
@@ -250,12 +317,13 @@ describe("drift repair", () => {
     const plan = two(["a", "b"], range(10, 7));
     await dp.apply(plan);
     const programmed = await readBack(k, NODE_TABLES);
-    // Someone moves one pod's destination to instance b's mark: as many elements as before.
+    // Someone moves one class's destination to another instance's mark: as many elements as before.
     const e = plan.entries[0]!;
     const other = plan.instances.find((i) => i.mark !== e.mark)!.mark;
+    const { map, key } = classKey(k, plan, 0);
     await k.nft(
-      `delete element ip static_egress divert { ${divertKey(plan, 0)} }\n` +
-        `add element ip static_egress divert { ${divertKey(plan, 0)} : ${hex(other)} }\n`,
+      `delete element ip static_egress ${map} { ${key} }\n` +
+        `add element ip static_egress ${map} { ${key} : ${hex(other)} }\n`,
     );
     expect(await readBack(k, NODE_TABLES)).not.toEqual(programmed);
     const report = await dp.apply(plan, { verify: true });
@@ -263,12 +331,14 @@ describe("drift repair", () => {
     expect(await readBack(k, NODE_TABLES)).toEqual(programmed);
   });
 
-  it("a full replacement of a shape verified before (a bulk removal) is verified later without a second replacement", async () => {
-    const many = range(10, MAX_DELTA_DELETIONS + 2);
+  it("a full replacement of a shape verified before is verified later without a second replacement", async () => {
+    const many = range(10, 4);
     const k = await nodeKernel(many);
     const dp = new NodeDataplane(k);
-    await dp.apply(two(["a", "b"], many), { verify: true });
-    await dp.apply(two(["a", "b"], [10])); // a full replacement, not verified
+    await dp.apply(two(["a", "b"], [10]), { verify: true });
+    const { tunnel: _gone, ...withoutTunnel } = two(["a", "b"], [10]);
+    await dp.apply(withoutTunnel); // another shape
+    await dp.apply(two(["a", "b"], [10])); // the first shape again: a full replacement, not verified
     const start = k.log.length;
     expect((await dp.apply(two(["a", "b"], [10]), { verify: true })).nftChanged).toBe(false);
     expect(nftWrites(k, start)).toEqual([]);
@@ -332,9 +402,7 @@ function watchLeaks(
     const step = `after ${call.op} ${call.text.split("\n")[0]}`;
     // A divert value takes its mark through the remap map (failover); one without an element there is dropped.
     const remap = new Map(k.elements("ip", "static_egress", "remap").map((e) => e as [number, number]));
-    const marking = new Set(
-      k.elements("ip", "static_egress", "divert").flatMap((e) => remap.get((e as [unknown, number])[1]) ?? []),
-    );
+    const marking = new Set(divertValues(k).flatMap((v) => remap.get(v) ?? []));
     for (const m of marking) seen.marks.add(m);
     for (const leak of leaksOf(k, seen.marks, vniOf)) seen.leaks.push(`${step}: ${leak}`);
     for (const m of marking)
@@ -373,7 +441,7 @@ describe("add before remove", () => {
     const cDevice = at((t) => t.startsWith(`link add se-gw${c.vni} `));
     const cRoute = at((t) => t.startsWith("route replace default") && t.includes(`table ${c.table}`));
     const cRule = at((t) => t.startsWith("rule add priority 10010") && t.endsWith(`lookup ${c.table}`));
-    const map = at((t) => t.includes("static_egress divert"));
+    const map = at((t) => t.includes("pod_class"));
     const aRule = at((t) => t.startsWith("rule del priority 10010") && t.endsWith(`lookup ${a.table}`));
     const aRoute = at((t) => t.startsWith("route del") && t.includes(`table ${a.table}`));
     const aDevice = at((t) => t === `link del se-gw${a.vni}`);
@@ -448,10 +516,10 @@ describe("failure mid-apply", () => {
     const dp = new NodeDataplane(k);
     const first = two(["a", "b"], range(10, 5));
     await dp.apply(first);
-    await k.nft(`delete element ip static_egress divert { ${divertKey(first, 0)} }\n`);
+    await k.nft(`delete element ip static_egress pod_class { ${first.entries[0]!.podIP} }\n`);
     const tampered = await readBack(k, NODE_TABLES);
     const next = two(["a", "b"], [11, 12, 13, 14, 15]); // removes pod 10 (already gone), adds pod 15
-    await expect(dp.apply(next)).rejects.toThrow(/element does not exist/);
+    await expect(dp.apply(next)).rejects.toThrow(/No such file or directory/);
     expect(await readBack(k, NODE_TABLES)).toEqual(tampered); // pod 15's addition did not happen either
     await dp.apply(next, { verify: true });
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(range(10, 6), next));
@@ -518,6 +586,118 @@ describe("gateway", () => {
     await k.ip([`route del ${ret.cidr} table main proto 94`]);
     await dp.apply(plan);
     expect(await readBack(k, [`ip ${GATEWAY_TABLE}`])).toEqual(programmed);
+  });
+});
+
+describe("the divert decision in two stages (pod_class, then the pod's class)", () => {
+  it("pods sharing a decision share one class, and the kernel's rows are exactly the plan's entries", async () => {
+    const all = range(10, 12);
+    const k = await nodeKernel(all);
+    const plan = nodePlan(cluster({ instances: ["a", "b"], pods: all, destinationCIDRs: ["0.0.0.0/0"] }));
+    await new NodeDataplane(k).apply(plan);
+    const classes = new Set(
+      (k.elements("ip", "static_egress", "pod_class") as [string, { jump: { target: string } }][]).map(
+        ([, v]) => v.jump.target,
+      ),
+    );
+    expect(classes.size).toBeGreaterThan(0);
+    expect(classes.size).toBeLessThan(all.length); // 12 pods, a handful of decisions
+    expect(classes).toEqual(new Set(divertClasses(plan.entries).podClass.values()));
+    const row = (ip: string, dst: string, value: number) => `${ip} . ${dst} : ${hex(value)}`;
+    const rows = divertRows((await k.nftList("table ip static_egress"))!).map((r) =>
+      row(r.podIP, formatRange(r.dst), r.value),
+    );
+    expect(rows.sort()).toEqual(plan.entries.map((e) => row(e.podIP, formatRange(e.dst), divertValue(e))).sort());
+  });
+
+  it("a pod event joins a class the kernel holds as one pod_class element; a new class, or a class's last pod leaving, takes the full apply", async () => {
+    const all = range(10, 12);
+    const k = await nodeKernel(all);
+    const dp = new NodeDataplane(k);
+    const base = range(10, 6);
+    const before = two(["a", "b"], base);
+    await dp.apply(before);
+    const held = divertClasses(before.entries);
+    // A pod whose decision is one the kernel holds.
+    const full = divertClasses(two(["a", "b"], all).entries);
+    const joining = all.find((n) => !base.includes(n) && held.names.has(keyOf(full, podIP(n))))!;
+    expect(joining).toBeDefined();
+    const after = two(["a", "b"], [...base, joining]);
+    const added = after.entries.filter((e) => e.podIP === podIP(joining));
+    const start = k.log.length;
+    expect(await dp.applyPods(after, { removed: [], added })).toMatchObject({ nftChanged: true });
+    const writes = nftWrites(k, start).map((c) => c.text);
+    expect(writes).toHaveLength(1);
+    expect(writes[0]).toContain(
+      `add element ip static_egress pod_class { ${podIP(joining)} : jump ${full.podClass.get(podIP(joining))} }`,
+    );
+    expect(writes[0]).not.toMatch(/class_[0-9a-f]{8} \{ [\d.]/); // no class map written
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(all, after));
+
+    // A decision no class holds: nothing written, the caller applies the plan in full.
+    const moved = added.map((e) => ({ ...e, dst: { from: e.dst.from, to: e.dst.to - 1 } }));
+    const mark = k.log.length;
+    expect(await dp.applyPods(after, { removed: added, added: moved })).toBeUndefined();
+    expect(nftWrites(k, mark)).toEqual([]);
+
+    // The last pod of a class leaving: the same (one pod, one class).
+    const one = two(["a", "b"], [10]);
+    await dp.apply(one);
+    const last = k.log.length;
+    expect(await dp.applyPods(two(["a", "b"], []), { removed: one.entries, added: [] })).toBeUndefined();
+    expect(nftWrites(k, last)).toEqual([]);
+  });
+  it("a class appearing after drift does not adopt the drift: the next verify still finds and repairs it", async () => {
+    const all = range(10, 4);
+    const k = await nodeKernel(all);
+    const dp = new NodeDataplane(k);
+    const one = two(["a", "b"], [10]);
+    await dp.apply(one, { verify: true });
+    await k.nft("table ip static_egress {\n  chain extra {\n  }\n}\n"); // someone else's chain in our table
+    const more = two(["a", "b"], all);
+    expect(divertClasses(more.entries).classes.size).toBeGreaterThan(divertClasses(one.entries).classes.size);
+    const start = k.log.length;
+    await dp.apply(more); // a class appears: a delta, which leaves the foreign chain alone
+    expect(
+      nftWrites(k, start)
+        .map((c) => c.text)
+        .join(""),
+    ).not.toContain("delete table");
+    expect((await dp.apply(more, { verify: true })).nftChanged).toBe(true);
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(all, more));
+  });
+});
+
+/** A pod's decision (its class's key) in `classes`. */
+function keyOf(classes: ReturnType<typeof divertClasses>, ip: string): string {
+  const name = classes.podClass.get(ip)!;
+  return [...classes.names].find(([, n]) => n === name)![0];
+}
+
+describe("OwnedTable: deletions per delta", () => {
+  it(`deletes any number of elements of a hash set as a delta, more than ${MAX_DELTA_DELETIONS} of an interval set by a full replacement`, async () => {
+    const k = new FakeKernel();
+    const t = new OwnedTable(k, "ip", "t");
+    const addresses = range(1, MAX_DELTA_DELETIONS + 2).map((n) => `10.1.${n}.1`);
+    const model = (hash: string[], interval: string[]): TableModel => ({
+      family: "ip",
+      name: "t",
+      sets: [
+        { kind: "set", name: "hash", spec: "type ipv4_addr;", elements: hash },
+        { kind: "set", name: "ranges", spec: "type ipv4_addr; flags interval;", elements: interval },
+      ],
+      chains: "",
+    });
+    await t.apply(model(addresses, addresses), false);
+    let start = k.log.length;
+    await t.apply(model(addresses.slice(0, 1), addresses), false);
+    expect(nftWrites(k, start).map((c) => c.text)).toEqual([
+      `delete element ip t hash { ${addresses.slice(1).join(", ")} }\n`,
+    ]);
+    start = k.log.length;
+    await t.apply(model(addresses.slice(0, 1), addresses.slice(0, 1)), false);
+    expect(nftWrites(k, start)[0]!.text).toContain("delete table ip t\n");
+    expect(k.elements("ip", "t", "ranges")).toEqual([addresses[0]]);
   });
 });
 
@@ -629,7 +809,7 @@ describe("failover ahead of the queue (applyHealth)", () => {
       expect([...remap.values()].every((m) => m === b!.mark)).toBe(true);
       expect(remap.size).toBeGreaterThan(0);
     }
-    for (const [, value] of k.elements("ip", "static_egress", "divert") as [unknown, number][])
+    for (const value of divertValues(k))
       expect(new Map(k.elements("ip", "static_egress", "remap") as [number, number][]).has(value)).toBe(true);
     expect(k.elements("ip", "static_egress", "down_instances")).toContain(a!.mark);
     expect(k.lookup("198.51.100.7", a!.mark).via).toBe("blackhole");
@@ -674,8 +854,7 @@ describe("failover ahead of the queue (applyHealth)", () => {
     release();
     await applying;
     const remap = new Map(k.elements("ip", "static_egress", "remap") as [number, number][]);
-    for (const [, value] of k.elements("ip", "static_egress", "divert") as [unknown, number][])
-      expect(remap.has(value)).toBe(true);
+    for (const value of divertValues(k)) expect(remap.has(value)).toBe(true);
     expect([...remap.values()]).not.toContain(a.mark);
     expect(k.elements("ip", "static_egress", "down_instances")).toContain(a.mark);
   });

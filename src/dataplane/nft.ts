@@ -49,8 +49,15 @@ export function renderFull(
  */
 /** Deleting many elements of an interval map one by one is far slower in the kernel than
  * rebuilding it (measured: 1,000 deletions from 30,000 elements took 16 s, a full replace
- * 0.6 s), so larger deletions fall back to a full replacement, which is atomic too. */
+ * 0.6 s), so larger deletions from an interval set fall back to a full replacement, which is
+ * atomic too. A plain hash set or map deletes in constant time per element (1,000 pods from the
+ * node's `pod_class`: 0.02 s): no cap. */
 export const MAX_DELTA_DELETIONS = 64;
+
+/** Whether deleting `count` elements from this set is too many for one delta (`MAX_DELTA_DELETIONS`). */
+function tooManyDeletions(set: { spec: string }, count: number): boolean {
+  return count > MAX_DELTA_DELETIONS && /\bflags [^;]*\binterval\b/.test(set.spec);
+}
 
 /**
  * Each set's elements as last applied, each with the stamp of the last delta that saw it in its
@@ -64,21 +71,25 @@ function renderDelta(
   prev: TableModel,
   next: TableModel,
   prevIndex?: ElementIndex,
-): { script: string; index: ElementIndex; changes: { set: string; added: string[]; removed: string[] }[] } | undefined {
-  if (
-    prev.family !== next.family ||
-    prev.name !== next.name ||
-    prev.chains !== next.chains ||
-    prev.sets.length !== next.sets.length
-  )
-    return undefined;
+):
+  | {
+      prelude: string;
+      script: string;
+      index: ElementIndex;
+      changes: { set: string; added: string[]; removed: string[] }[];
+    }
+  | undefined {
+  if (prev.family !== next.family || prev.name !== next.name) return undefined;
+  const structure = structureDelta(prev, next);
+  if (!structure) return undefined;
   const lines: string[] = [];
   const index: ElementIndex = new Map();
   const changes: { set: string; added: string[]; removed: string[] }[] = [];
-  for (let i = 0; i < next.sets.length; i++) {
-    const a = prev.sets[i]!;
-    const b = next.sets[i]!;
-    if (a.kind !== b.kind || a.name !== b.name || a.spec !== b.spec) return undefined;
+  const prevSets = new Map(prev.sets.map((s) => [s.name, s]));
+  for (const b of next.sets) {
+    const a = prevSets.get(b.name);
+    if (!a) continue; // a set of its own: written whole with its chain (structure.before)
+    if (a.kind !== b.kind || a.spec !== b.spec) return undefined;
     const had = prevIndex?.get(a.name) ?? new Map(a.elements.map((e) => [e, 0]));
     index.set(b.name, had);
     // Stamp what the next model still has; what is left unstamped was removed.
@@ -100,12 +111,81 @@ function renderDelta(
       lines.push(renderRewrite(next.family, next.name, b).trimEnd());
       continue;
     }
-    if (removed.length > MAX_DELTA_DELETIONS) return undefined;
+    if (tooManyDeletions(b, removed.length)) return undefined;
     if (removed.length > 0)
       lines.push(`delete element ${next.family} ${next.name} ${b.name} { ${removed.join(", ")} }`);
     if (added.length > 0) lines.push(`add element ${next.family} ${next.name} ${b.name} { ${added.join(", ")} }`);
   }
-  return { script: lines.join("\n") + (lines.length > 0 ? "\n" : ""), index, changes };
+  lines.push(...structure.after);
+  for (const b of next.sets) if (!prevSets.has(b.name)) index.set(b.name, new Map(b.elements.map((e) => [e, 0])));
+  return { prelude: structure.before, script: lines.join("\n") + (lines.length > 0 ? "\n" : ""), index, changes };
+}
+
+/** The blocks of a model's chains text: `counter x {..}` and `chain x {..}`, by kind and name. */
+function chainBlocks(chains: string): Map<string, string> | undefined {
+  const blocks = new Map<string, string>();
+  const re = /^ {2}(chain|counter) (\S+) \{\n[\s\S]*?^ {2}\}\n/gm;
+  let at = 0;
+  for (let m = re.exec(chains); m; m = re.exec(chains)) {
+    if (m.index !== at) return undefined; // text between blocks: not ours to split
+    blocks.set(`${m[1]} ${m[2]}`, m[0]);
+    at = m.index + m[0].length;
+  }
+  return at === chains.length ? blocks : undefined;
+}
+
+/**
+ * The structure a delta may change: regular chains (no hook) added or removed whole, with sets
+ * added or removed whole (the node's divert classes: a chain and its map). Everything both models
+ * have must be the same. `before` creates what is new, as a transaction of its own ahead of the
+ * delta: the kernel fills a new interval map only as its transaction ends (as a replaced table's,
+ * "Full replacements go through a handover table" in docs/design.md), so an element that jumps to
+ * it must come in a later transaction (a lab test counted 4 unmarked packets of a pod moved to a
+ * class made in the same transaction). Nothing refers to what `before` makes until then; it is
+ * idempotent (declared, flushed, filled), so a delta that failed after it can be written again.
+ * `after` removes what went, after the elements that referred to it, in the delta's transaction.
+ * Undefined when anything else differs (a full replacement).
+ */
+function structureDelta(prev: TableModel, next: TableModel): { before: string; after: string[] } | undefined {
+  if (prev.chains === next.chains && prev.sets.map((s) => s.name).join() === next.sets.map((s) => s.name).join())
+    return { before: "", after: [] };
+  const was = chainBlocks(prev.chains);
+  const now = chainBlocks(next.chains);
+  if (!was || !now) return undefined;
+  const plain = (block: string) => block.startsWith("  chain ") && !/^ {4}type \w+ hook /m.test(block);
+  for (const [key, block] of now) if (was.has(key) ? was.get(key) !== block : !plain(block)) return undefined;
+  for (const [key, block] of was) if (!now.has(key) && !plain(block)) return undefined;
+  // Common blocks keep their order (rules are compared as text; the order of chains is not).
+  const prevSets = new Set(prev.sets.map((s) => s.name));
+  const nextSets = new Set(next.sets.map((s) => s.name));
+  const newSets = next.sets.filter((s) => !prevSets.has(s.name));
+  const newChains = [...now].filter(([key]) => !was.has(key));
+  const t = `${next.family} ${next.name}`;
+  const before =
+    newSets.length + newChains.length === 0
+      ? ""
+      : `table ${t} {\n` +
+        newSets.map((s) => `  ${s.kind} ${s.name} {\n    ${s.spec}\n  }\n`).join("") +
+        newChains.map(([key]) => `  ${key} {\n  }\n`).join("") +
+        "}\n" +
+        newSets.map((s) => `flush ${s.kind} ${t} ${s.name}\n`).join("") +
+        newChains.map(([key]) => `flush chain ${t} ${key.slice("chain ".length)}\n`).join("") +
+        `table ${t} {\n` +
+        newSets.map((s) => `  ${s.kind} ${s.name} {\n    ${s.spec}\n${elementsClause(s.elements)}  }\n`).join("") +
+        newChains.map(([, block]) => block).join("") +
+        "}\n";
+  const after = [
+    ...[...was.keys()]
+      .filter((key) => !now.has(key))
+      .flatMap((key) => {
+        const name = key.slice("chain ".length);
+        return [`flush chain ${next.family} ${next.name} ${name}`, `delete chain ${next.family} ${next.name} ${name}`];
+      }),
+    ...prev.sets
+      .filter((s) => !nextSets.has(s.name))
+      .map((s) => `delete ${s.kind} ${next.family} ${next.name} ${s.name}`),
+  ];
+  return { before, after };
 }
 
 /** One set or map rewritten whole: flushed and filled again (within the caller's transaction). */
@@ -143,7 +223,37 @@ async function listTable(
     if (kind === "set" || kind === "map") elements.set(String(rest.name), new Set((elem ?? []).map(kernelElementKey)));
     return { [kind]: rest };
   });
-  return { structure: JSON.stringify(structure), elements };
+  // In one order whatever built the table: the kernel lists objects in the order they were made
+  // (a chain a delta added comes last), which is no drift; rules keep their order within a chain.
+  const order = (o: Record<string, unknown>) => {
+    const [kind, body] = Object.entries(o)[0]!;
+    const b = body as { name?: string; chain?: string };
+    return `${kind}\u0000${b.chain ?? b.name ?? ""}`;
+  };
+  const keyed = structure.map((o) => [order(o), o] as const);
+  keyed.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  return { structure: JSON.stringify(keyed.map(([, o]) => o)), elements };
+}
+
+/** Names of the chains and sets one model has and the other has not. */
+function touchedNames(a: TableModel, b: TableModel): Set<string> {
+  const names = (t: TableModel) =>
+    new Set([...t.sets.map((s) => s.name), ...[...(chainBlocks(t.chains)?.keys() ?? [])].map((k) => k.split(" ")[1]!)]);
+  const x = names(a);
+  const y = names(b);
+  return new Set([...x, ...y].filter((n) => !x.has(n) || !y.has(n)));
+}
+
+/** A listing's structure without the chains, sets and rules of `touched` names. */
+function untouched(structure: string, touched: ReadonlySet<string>): string {
+  const objects = JSON.parse(structure) as Record<string, { name?: string; chain?: string }>[];
+  return JSON.stringify(
+    objects.filter((o) => {
+      const [kind, body] = Object.entries(o)[0]!;
+      const name = kind === "rule" ? body.chain : kind === "counter" ? undefined : body.name;
+      return name === undefined || !touched.has(name);
+    }),
+  );
 }
 
 interface TableListing {
@@ -289,7 +399,9 @@ export class OwnedTable {
   async apply(model: TableModel, verify: boolean): Promise<boolean> {
     const change = await this.prepare(model, verify);
     if (change.script === "") return false;
-    await this.kernel.nft(change.script);
+    if (change.prelude !== "") await this.kernel.nft(change.prelude);
+    const rest = change.script.slice(change.prelude.length);
+    if (rest !== "") await this.kernel.nft(rest);
     await change.commit();
     return true;
   }
@@ -301,7 +413,15 @@ export class OwnedTable {
   async prepare(
     model: TableModel,
     verify: boolean,
-  ): Promise<{ script: string; full: boolean; replaces: boolean; commit: () => Promise<void> }> {
+  ): Promise<{
+    /** The whole change: `prelude` (its own transaction, first), then the rest (one transaction). */
+    script: string;
+    /** New chains and sets a delta makes, ahead of it ("" for none; `structureDelta`). */
+    prelude: string;
+    full: boolean;
+    replaces: boolean;
+    commit: () => Promise<void>;
+  }> {
     this.materialize();
     // Whether a full apply replaces a table the kernel holds (unknown without a listing: assume so).
     let replaces = true;
@@ -319,27 +439,43 @@ export class OwnedTable {
       }
     }
     const rendered = this.applied ? renderDelta(this.applied, model, this.appliedIndex) : undefined;
-    const delta = rendered?.script;
+    const delta = rendered ? rendered.prelude + rendered.script : undefined;
     if (delta === "") {
       // Unchanged: the index holds the applied elements as they are.
       this.appliedIndex = rendered!.index;
-      return { script: "", full: false, replaces, commit: async () => undefined };
+      return { script: "", prelude: "", full: false, replaces, commit: async () => undefined };
     }
     const full = delta === undefined;
+    // A delta that added or removed chains and sets (the node's divert classes) made a new shape:
+    // the structure it started from, and the names it touched.
+    const was = this.applied;
+    const reshaped =
+      !full && was && shapeOf(model) !== shapeOf(was)
+        ? { from: this.structures.get(shapeOf(was)), touched: touchedNames(was, model) }
+        : undefined;
     return {
       // A full replacement (rare: structure changed, an agent restart, drift) carries the named
       // counters over, also those of a table an earlier agent process left; deltas keep them anyway.
       script: full ? renderFull(model, replaces ? await this.counts() : new Map()) : delta,
+      prelude: rendered?.prelude ?? "",
       full,
       replaces,
       commit: async () => {
         // A new shape's structure is read on verify (until then the next verify replaces the table
-        // again: it cannot tell drift from ours); a delta never changes it.
+        // again: it cannot tell drift from ours), or after a delta that changed it.
         const shape = shapeOf(model);
         if (full && verify && !this.structures.has(shape)) {
           const read = await listTable(this.kernel, this.family, this.name, { terse: true });
           if (this.structures.size >= 8) this.structures.clear();
           if (read) this.structures.set(shape, read.structure);
+        } else if (reshaped?.from !== undefined && !this.structures.has(shape)) {
+          // A reshaping delta's structure is read at once, and kept only if all it did not touch
+          // is as the verified structure it started from (no drift of before is adopted as ours).
+          const read = await listTable(this.kernel, this.family, this.name, { terse: true });
+          if (read && untouched(read.structure, reshaped.touched) === untouched(reshaped.from, reshaped.touched)) {
+            if (this.structures.size >= 8) this.structures.clear();
+            this.structures.set(shape, read.structure);
+          }
         }
         this.applied = model;
         // The index follows the kernel only once it took the delta.
@@ -384,7 +520,7 @@ export class OwnedTable {
     for (const d of deltas) {
       const held = index.get(d.set);
       const set = declared(d.set);
-      if (!held || !set || set.replace || d.removed.length > MAX_DELTA_DELETIONS) return undefined;
+      if (!held || !set || set.replace || tooManyDeletions(set, d.removed.length)) return undefined;
       if (d.removed.some((e) => !held.has(e)) || d.added.some((e) => held.has(e))) return undefined;
       if (new Set(d.added).size !== d.added.length || new Set(d.removed).size !== d.removed.length) return undefined;
       if (d.removed.length > 0)

@@ -49,6 +49,11 @@ export interface ApplyCommit {
    * at once (a route written from an older view must not wait for the commit to be corrected).
    */
   routes?: string[];
+  /**
+   * New chains and maps a delta makes (a divert class appearing), committed on their own before
+   * `script`: a new interval map is filled only as its transaction ends (`structureDelta`).
+   */
+  prelude?: string;
   /** The nft transaction (both node tables); empty when nothing changed. */
   script: string;
   /** A full replacement's handover table: created before `script`, removed after it (also when it fails). */
@@ -132,6 +137,7 @@ export class FailoverWriter implements HealthPort {
           await runBatch(this.kernel, add);
         }
       }
+      if (req.prelude) await this.kernel.nft(req.prelude);
       if (req.handover) {
         await this.kernel.nft(req.handover.create);
         try {

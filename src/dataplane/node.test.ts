@@ -7,6 +7,7 @@ import { commandKernel } from "./kernel.js";
 import {
   BIND_TABLE,
   bindTableModel,
+  divertClasses,
   NodeDataplane,
   nodeRouting,
   nodeTableModel,
@@ -356,5 +357,55 @@ describe("verification probes (spec.verification)", () => {
     expect(none.chains).not.toContain("probe_divert");
     expect(none.chains).not.toContain("mark_node_egress");
     expect(set(none, "probe_divert")).toEqual([]);
+  });
+});
+
+describe("divert classes", () => {
+  const entry = (podIP: string, dst: string, id: number) => ({
+    podIP,
+    dst: parseCidr(dst),
+    mark: markFor(id),
+    policy: "EgressPolicy/p/c",
+    instance: `gw/${id}`,
+  });
+
+  it("pods with the same decision share a class whatever the order of their entries; a different range or value is another class", () => {
+    const c = divertClasses([
+      entry("10.244.1.5", "198.51.100.0/24", 1),
+      entry("10.244.1.5", "203.0.113.0/24", 1),
+      entry("10.244.1.6", "203.0.113.0/24", 1),
+      entry("10.244.1.6", "198.51.100.0/24", 1),
+      entry("10.244.1.7", "198.51.100.0/24", 2),
+      entry("10.244.1.8", "198.51.100.0/25", 1),
+    ]);
+    expect(c.podClass.get("10.244.1.5")).toBe(c.podClass.get("10.244.1.6"));
+    expect(new Set(c.podClass.values()).size).toBe(3);
+    expect(c.classes.get(c.podClass.get("10.244.1.5")!)).toEqual([
+      `198.51.100.0-198.51.100.255 : 0x${markFor(1).toString(16).padStart(8, "0")}`,
+      `203.0.113.0-203.0.113.255 : 0x${markFor(1).toString(16).padStart(8, "0")}`,
+    ]);
+    for (const name of c.classes.keys()) expect(name).toMatch(/^class_[0-9a-f]{8}$/);
+  });
+
+  it("a class keeps its name while other classes come and go", () => {
+    const a = divertClasses([entry("10.244.1.5", "198.51.100.0/24", 1)]);
+    const b = divertClasses([
+      entry("10.244.1.5", "198.51.100.0/24", 1),
+      entry("10.244.1.6", "203.0.113.0/24", 2),
+      entry("10.244.1.7", "192.0.2.0/24", 3),
+    ]);
+    expect(b.podClass.get("10.244.1.5")).toBe(a.podClass.get("10.244.1.5"));
+  });
+
+  it("the table jumps from pod_class to one chain per class; a class miss returns with the mark untouched, a value without remap drops", () => {
+    const m = nodeTableModel(plan, "t", facts);
+    const [name] = [...new Set(set(m, "pod_class").map((e) => e.split(" : jump ")[1]))];
+    expect(set(m, "pod_class")).toEqual(["10.244.1.5", "10.244.1.6", "10.244.1.7"].map((ip) => `${ip} : jump ${name}`));
+    expect(m.chains).toContain("    ip saddr vmap @pod_class\n");
+    expect(m.chains).not.toMatch(/meta mark set ip saddr/); // the mark never carries the class
+    expect(m.chains).toContain(
+      `  chain ${name} {\n    meta mark set ip daddr map @${name} meta mark set meta mark map @remap ct mark set meta mark goto enforce\n` +
+        `    ip daddr @${name} counter name "failclosed_drops" drop\n  }\n`,
+    );
   });
 });

@@ -12,6 +12,7 @@ import {
 } from "../api/datapath.js";
 import { formatCidrOrRange, formatIPv4, formatRange, normalize, parseCidr, type Range } from "../util/ipv4.js";
 import { sourceBlocks } from "./conntrack.js";
+import { fnv1a } from "../planner/ids.js";
 import { divertValue, failoverPlan, withHealth } from "../planner/failover.js";
 import type { HealthView } from "../planner/model.js";
 import {
@@ -23,7 +24,7 @@ import {
   type HealthPort,
 } from "./node-health.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
-import type { Kernel } from "./kernel.js";
+import type { Kernel, NftObject } from "./kernel.js";
 import { hex, nftRange, OwnedTable, renderFull, type TableModel } from "./nft.js";
 import {
   diffRouting,
@@ -98,46 +99,138 @@ const noFacts: NodeFacts = { bindings: new Map(), instanceDevices: new Map() };
 
 /**
  * While the node's table is replaced (apply): its marking and enforcing alone, with the new
- * plan's sets, in a table of its own, committed first: it marks a new flow while the replaced
- * table's map is still empty. It neither records nor trusts "not diverted" (UNDIVERTED_BIT): the
- * replaced table's chain records that wrongly on the flows it misses meanwhile, and a mark set
- * here overwrites it.
+ * plan's sets and class chains, in a table of its own, committed first: it marks a new flow while
+ * the replaced table's maps are still empty. It neither records nor trusts "not diverted"
+ * (UNDIVERTED_BIT): the replaced table's chain records that wrongly on the flows it misses
+ * meanwhile, and a mark set here overwrites it.
  */
 function handoverTableModel(table: TableModel): TableModel {
-  const keep = new Set(["never_divert", "divert", "remap", "down_instances", "pod_ifaces"]);
+  const keep = new Set(["never_divert", "pod_class", "remap", "down_instances", "pod_ifaces"]);
+  const classes = table.sets.filter((s) => s.name.startsWith(CLASS_PREFIX)).map((s) => s.name);
   const flag = hex(MARK_FLAG);
   return {
     family: "ip",
     name: `${table.name}_handover`,
-    sets: table.sets.filter((s) => keep.has(s.name)),
+    sets: table.sets.filter((s) => keep.has(s.name) || s.name.startsWith(CLASS_PREFIX)),
     chains:
       `  chain mark_egress {\n    type filter hook prerouting priority dstnat + 10; policy accept;\n` +
       `    ip daddr @never_divert return\n` +
       `    ct direction reply return\n` +
       `    ct direction original ct mark & ${flag} == ${flag} meta mark set ct mark goto enforce\n` +
-      `    meta mark set ip saddr . ip daddr map @divert meta mark set meta mark map @remap ct mark set meta mark goto enforce\n` +
-      `    ip saddr . ip daddr @divert drop\n  }\n` +
-      `  chain enforce {\n    ip saddr . iifname != @pod_ifaces drop\n    meta mark @down_instances drop\n  }\n`,
+      `    ip saddr vmap @pod_class\n  }\n` +
+      classChains(classes, false) +
+      `  chain enforce {\n    ip saddr . iifname != @pod_ifaces drop\n    meta mark @down_instances drop\n    accept\n  }\n`,
   };
 }
 
+/** Names of the class maps and chains (`class_` and 8 hex digits). */
+const CLASS_PREFIX = "class_";
+
 /**
- * The divert map's elements. A plan has few distinct destinations and values (every pod of a
- * policy shares them), so each is written once, not once per element (30,000 per plan).
+ * The divert decision in two stages. A pod's "class" is its whole decision: the sorted list of
+ * (destination range, divert value) its entries make. Pods that share a decision (the pods of a
+ * label group with the same instances: bench/programming's 10,000 pods × 100 policies make 4)
+ * share one: `pod_class`
+ * maps a pod's address to a jump into its class's chain, and the class's own interval map
+ * `class_<id>` maps a destination to the divert value. The big map is a plain hash (cheap to
+ * load, list and delete from); the interval maps are small. A class's id is the FNV-1a hash of its
+ * decision (probing forward in sorted order on a collision), so a class keeps its name while
+ * others come and go.
  */
-function divertElements(entries: readonly NodePlan["entries"][number][]): string[] {
+export interface DivertClasses {
+  /** Pod address -> its class's name. */
+  podClass: Map<string, string>;
+  /** Class name -> its interval map's elements (`range : value`), sorted by destination. */
+  classes: Map<string, string[]>;
+  /** A class's decision (its elements joined) -> its name. */
+  names: Map<string, string>;
+}
+
+/**
+ * Each pod's decision: its class map's elements, sorted by destination, and their key. A plan has
+ * few distinct destinations and values (every pod of a policy shares them), so each is formatted
+ * once, not once per entry (30,000 per plan).
+ */
+function podDecisions(
+  entries: readonly NodePlan["entries"][number][],
+): Map<string, { key: string; elements: string[] }> {
   const ranges = new Map<number, Map<number, string>>();
   const values = new Map<number, string>();
-  return entries.map((e) => {
-    let byTo = ranges.get(e.dst.from);
-    if (!byTo) ranges.set(e.dst.from, (byTo = new Map()));
-    let range = byTo.get(e.dst.to);
-    if (range === undefined) byTo.set(e.dst.to, (range = formatRange(e.dst)));
-    const v = divertValue(e);
-    let value = values.get(v);
-    if (value === undefined) values.set(v, (value = hex(v)));
-    return `${e.podIP} . ${range} : ${value}`;
-  });
+  const byPod = new Map<string, NodePlan["entries"][number][]>();
+  for (const e of entries) {
+    const list = byPod.get(e.podIP);
+    if (list) list.push(e);
+    else byPod.set(e.podIP, [e]);
+  }
+  const out = new Map<string, { key: string; elements: string[] }>();
+  for (const [ip, list] of byPod) {
+    list.sort((a, b) => a.dst.from - b.dst.from || a.dst.to - b.dst.to);
+    const elements = list.map((e) => {
+      let byTo = ranges.get(e.dst.from);
+      if (!byTo) ranges.set(e.dst.from, (byTo = new Map()));
+      let range = byTo.get(e.dst.to);
+      if (range === undefined) byTo.set(e.dst.to, (range = formatRange(e.dst)));
+      const v = divertValue(e);
+      let value = values.get(v);
+      if (value === undefined) values.set(v, (value = hex(v)));
+      return `${range} : ${value}`;
+    });
+    out.set(ip, { key: elements.join(", "), elements });
+  }
+  return out;
+}
+
+/** The plan's pods in classes (`DivertClasses`). */
+export function divertClasses(entries: readonly NodePlan["entries"][number][]): DivertClasses {
+  const decisions = podDecisions(entries);
+  const elementsOf = new Map<string, string[]>();
+  for (const d of decisions.values()) if (!elementsOf.has(d.key)) elementsOf.set(d.key, d.elements);
+  const names = new Map<string, string>();
+  const classes = new Map<string, string[]>();
+  for (const key of [...elementsOf.keys()].sort()) {
+    let h = fnv1a(key);
+    while (classes.has(className(h))) h = (h + 1) >>> 0;
+    names.set(key, className(h));
+    classes.set(className(h), elementsOf.get(key)!);
+  }
+  const podClass = new Map<string, string>();
+  for (const [ip, d] of decisions) podClass.set(ip, names.get(d.key)!);
+  return { podClass, classes, names };
+}
+
+/** How many pods each class has. */
+function classPods(classes: DivertClasses): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const name of classes.podClass.values()) out.set(name, (out.get(name) ?? 0) + 1);
+  return out;
+}
+
+function className(h: number): string {
+  return `${CLASS_PREFIX}${h.toString(16).padStart(8, "0")}`;
+}
+
+/** A `pod_class` element: the pod's address -> a jump into its class's chain. */
+function podClassElement(ip: string, name: string): string {
+  return `${ip} : jump ${name}`;
+}
+
+/**
+ * One chain per class: the destination's divert value from the class's map, then the mark it
+ * takes now (`remap`), recorded in conntrack, and every diverted packet through `enforce`. A
+ * destination of the class without a remap element (never planned so) is dropped, never sent on
+ * the node's path. A destination outside the class returns to `mark_egress` with the packet's
+ * mark untouched: no register carries the class, the jump is the class.
+ */
+function classChains(names: readonly string[], counted: boolean): string {
+  const failClosed = counted ? `counter name "failclosed_drops" drop` : "drop";
+  return names
+    .map(
+      (n) =>
+        `  chain ${n} {\n` +
+        `    meta mark set ip daddr map @${n} meta mark set meta mark map @remap ct mark set meta mark goto enforce\n` +
+        `    ip daddr @${n} ${failClosed}\n  }\n`,
+    )
+    .join("");
 }
 
 /**
@@ -146,7 +239,12 @@ function divertElements(entries: readonly NodePlan["entries"][number][]): string
  * an identity SNAT one step before the node's own masquerade, which creates the NAT binding
  * so the kernel skips the CNI's masquerade for that flow and the gateway sees the pod address.
  */
-export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: NodeFacts = noFacts): TableModel {
+export function nodeTableModel(
+  plan: NodePlan,
+  name = defaults.table,
+  facts: NodeFacts = noFacts,
+  classes: DivertClasses = divertClasses(plan.entries),
+): TableModel {
   const flag = hex(MARK_FLAG);
   const undiverted = hex(UNDIVERTED_BIT);
   // The node's own diverted flows: nodeSelector policies' destinations and verification probes.
@@ -171,13 +269,20 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
         spec: "type ipv4_addr; flags interval;",
         elements: normalize([...plan.neverDivert, ...ALWAYS_LOCAL.map(parseCidr)]).map(formatRange),
       },
-      // Pod . destination -> its instance's mark, with its failover instance's id in the low bits (divertValue).
+      // Pod -> its class (DivertClasses); each class's destination -> its instance's mark, with its
+      // failover instance's id in the low bits (divertValue).
       {
         kind: "map",
-        name: "divert",
-        spec: "type ipv4_addr . ipv4_addr : mark; flags interval;",
-        elements: divertElements(plan.entries),
+        name: "pod_class",
+        spec: "type ipv4_addr : verdict;",
+        elements: podIPs.map((ip) => podClassElement(ip, classes.podClass.get(ip)!)),
       },
+      ...[...classes.classes].map(([n, elements]) => ({
+        kind: "map" as const,
+        name: n,
+        spec: "type ipv4_addr : mark; flags interval;",
+        elements,
+      })),
       // Divert value -> the mark packets take now: a dead instance's pods go to their failover
       // instance with a change of this small map alone (failoverMarks), before any replan.
       ...healthSets(plan),
@@ -228,14 +333,16 @@ export function nodeTableModel(plan: NodePlan, name = defaults.table, facts: Nod
       `    ct direction original ct mark & ${flag} == ${flag} meta mark set ct mark goto enforce\n` +
       // A flow the map did not divert skips it from then on (UNDIVERTED_BIT).
       `    ct mark & ${undiverted} == ${undiverted} return\n` +
-      `    meta mark set ip saddr . ip daddr map @divert meta mark set meta mark map @remap ct mark set meta mark goto enforce\n` +
-      // A divert value without its remap element (never planned so): dropped, never the node's path.
-      `    ip saddr . ip daddr @divert counter name "failclosed_drops" drop\n` +
+      // A selected pod's class decides (a diverted packet ends in enforce; one its class does not
+      // divert comes back here, its mark untouched).
+      `    ip saddr vmap @pod_class\n` +
       `    ct direction original ct mark & ${flag} == 0 ct mark set ct mark or ${undiverted}\n  }\n` +
+      classChains([...classes.classes.keys()], true) +
       // Checked for every diverted packet, new or established: a pod that takes another pod's
-      // address (or rides its conntrack entry) never leaves with that pod's egress IP.
+      // address (or rides its conntrack entry) never leaves with that pod's egress IP. Accepted
+      // here: also when it came from a class chain, nothing after its jump applies.
       `  chain enforce {\n    ip saddr . iifname != @pod_ifaces counter name "spoofed_drops" drop\n` +
-      `    meta mark @down_instances counter name "failclosed_drops" drop\n  }\n` +
+      `    meta mark @down_instances counter name "failclosed_drops" drop\n    accept\n  }\n` +
       `  chain keep_pod_source {\n    type nat hook postrouting priority srcnat - 10; policy accept;\n` +
       (nodeFlows && plan.tunnel
         ? `    ct mark & ${hex(NODE_FLOW_BIT)} == ${hex(NODE_FLOW_BIT)} counter snat ip to ${plan.tunnel.address}\n`
@@ -405,6 +512,11 @@ export class NodeDataplane {
   /** The routing and tunnels the last successful apply left in the kernel (unset while one runs or after a failure). */
   private appliedRouting: string | undefined;
   private bindings = new Map<string, PodBinding>();
+  /**
+   * The classes the kernel holds: name by decision (as the last full apply wrote them), and how
+   * many pods each has now. A pod event may join one, or leave one that keeps a pod.
+   */
+  private classes: { names: ReadonlyMap<string, string>; pods: ReadonlyMap<string, number> } | undefined;
   private instanceDevices = new Map<string, string>();
   /** Failovers, and the node table's writes: on this thread, until `useHealthPort` hands them to the health thread. */
   private writer: FailoverWriter;
@@ -469,21 +581,25 @@ export class NodeDataplane {
     ] as const);
     // Reading a large table back is not free: it is done on `verify` (the periodic drift check).
     // Both tables change in one transaction: a pod's divert entry and its port binding together.
-    const model = nodeTableModel(plan, this.opts.table, facts);
+    const classes = divertClasses(plan.entries);
+    const model = nodeTableModel(plan, this.opts.table, facts, classes);
     const changes = await settled([
       this.table.prepare(model, verify),
       this.bindTable.prepare(bindTableModel(plan, facts), verify),
     ] as const);
-    const script = changes.map((c) => c.script).join("");
+    const prelude = changes.map((c) => c.prelude).join("");
+    const script = changes.map((c) => c.script.slice(c.prelude.length)).join("");
     // A replaced table's interval map is filled only as its transaction ends, after its chain is
     // live: a new flow in between would miss it and leave with the node's address. A handover
     // table with the new map, committed first, marks those packets meanwhile. (A table created
     // where none was marks nothing before its commit either way: no handover.)
     const handover = changes[0]!.full && changes[0]!.replaces ? handoverTableModel(model) : undefined;
     // Through the health port, which knows the apply's health and re-asserts a newer one after it.
+    this.classes = undefined;
     await this.health.commitApply({
       plan: failoverPlan(plan),
       ...(add.length > 0 ? { routes: add } : {}),
+      ...(prelude !== "" ? { prelude } : {}),
       script,
       ...(handover
         ? {
@@ -495,7 +611,8 @@ export class NodeDataplane {
         : {}),
     });
     await settled(changes.map((c) => (c.script !== "" ? c.commit() : Promise.resolve())));
-    const nftChanged = script !== "";
+    this.classes = { names: classes.names, pods: classPods(classes) };
+    const nftChanged = prelude + script !== "";
     await runBatch(this.kernel, remove);
     const tunnelsRemoved = unchanged ? 0 : await this.tunnels.removeStale(tunnels);
     const addresses = healthPeers(plan).join(",");
@@ -544,14 +661,31 @@ export class NodeDataplane {
         return b ? [`${ip} . "${b.iface}"`] : [];
       });
     const bridged = (ips: readonly string[]) => ips.flatMap((ip) => (bindingOf(ip)?.port ? [bindingOf(ip)!] : []));
-    // A pod whose labels changed keeps some elements: only what differs is written.
-    const was = divertElements(change.removed);
-    const now = divertElements(change.added);
-    const wasSet = new Set(was);
-    const nowSet = new Set(now);
+    // Each pod's class, by its decision: only a class the kernel holds, and never its last pod
+    // (a class appearing or going is a change of structure, written by a full apply). A pod whose
+    // decision stayed keeps its element.
+    const classes = this.classes;
+    if (!classes) return undefined;
+    const was = podDecisions(change.removed);
+    const now = podDecisions(change.added);
+    const classRemoved: string[] = [];
+    const classAdded: string[] = [];
+    const pods = new Map(classes.pods);
+    for (const [from, to, out, step] of [
+      [was, now, classRemoved, -1],
+      [now, was, classAdded, 1],
+    ] as const)
+      for (const [ip, d] of from) {
+        const name = classes.names.get(d.key);
+        if (name === undefined) return undefined;
+        if (to.get(ip)?.key === d.key) continue;
+        out.push(podClassElement(ip, name));
+        pods.set(name, (pods.get(name) ?? 0) + step);
+      }
+    if ([...pods.values()].some((n) => n <= 0)) return undefined;
     const ipTable = this.table.preparePartial(
       [
-        { set: "divert", removed: was.filter((e) => !nowSet.has(e)), added: now.filter((e) => !wasSet.has(e)) },
+        { set: "pod_class", removed: classRemoved, added: classAdded },
         { set: "pod_ifaces", removed: iface(gone), added: iface(came) },
       ],
       healthSets(plan),
@@ -573,6 +707,7 @@ export class NodeDataplane {
     }
     ipTable.commit();
     bindTable.commit();
+    this.classes = { names: classes.names, pods };
     for (const ip of gone) this.bindings.delete(ip);
     for (const [ip, b] of learned) this.bindings.set(ip, b);
     return {
@@ -641,8 +776,9 @@ export class NodeDataplane {
 
   /**
    * What this node's kernel holds for one pod address, read only (`static-egress explain --local`):
-   * its rows of the divert map, the interface it is bound to, and for each mark the rule that
-   * picks a table, that table's routes and the tunnel they leave through.
+   * its rows of the divert decision (its class in `pod_class`, that class's map), the interface it
+   * is bound to, and for each mark the rule that picks a table, that table's routes and the tunnel
+   * they leave through.
    */
   async readPod(podIP: string): Promise<PodKernelView> {
     const objects = await this.kernel.nftList(`table ip ${this.opts.table}`, { stateless: true });
@@ -655,14 +791,10 @@ export class NodeDataplane {
         return [Number(value) >>> 0, Number(mark) >>> 0] as const;
       }),
     );
-    const entries: { dst: string; mark: number }[] = [];
-    for (const e of set("map", "divert")) {
-      const [key, value] = e as [{ concat?: unknown[] }, unknown];
-      const [ip, dst] = key.concat ?? [];
-      if (ip !== podIP) continue;
-      const v = Number(value) >>> 0;
-      entries.push({ dst: formatCidrOrRange(nftRange(dst)), mark: remap.get(v) ?? (v & MARK_MASK) >>> 0 });
-    }
+    const entries = divertRows(objects ?? [], podIP).map((r) => ({
+      dst: formatCidrOrRange(r.dst),
+      mark: remap.get(r.value) ?? (r.value & MARK_MASK) >>> 0,
+    }));
     const bound = set("set", "pod_ifaces")
       .map((e) => (e as { concat?: unknown[] }).concat ?? [])
       .find(([ip]) => ip === podIP)?.[1];
@@ -798,6 +930,7 @@ export class NodeDataplane {
   /** Removes everything this agent owns: the nft table first (unmark), then rules, then routes, then tunnels. */
   async cleanup(): Promise<void> {
     this.appliedRouting = undefined;
+    this.classes = undefined;
     this.writer.reset();
     await this.table.remove();
     await this.bindTable.remove();
@@ -810,12 +943,46 @@ export class NodeDataplane {
   }
 }
 
+/**
+ * The divert decision a listing of the node's table holds (`nft -j list table`), one row per pod
+ * and destination as the one-stage map had them: each pod's class (`pod_class`, a jump), then that
+ * class's map. Only `podIP`'s rows when given. A pod whose class map is missing has no rows.
+ */
+export function divertRows(
+  objects: readonly NftObject[],
+  podIP?: string,
+): { podIP: string; dst: Range; value: number }[] {
+  const maps = new Map<string, unknown[]>();
+  for (const o of objects) {
+    const m = o.map as NftSetJson | undefined;
+    if (m) maps.set(m.name, m.elem ?? []);
+  }
+  const rows: { podIP: string; dst: Range; value: number }[] = [];
+  const parsed = new Map<string, { dst: Range; value: number }[]>();
+  for (const e of maps.get("pod_class") ?? []) {
+    const [ip, verdict] = e as [unknown, { jump?: { target?: string } }];
+    const target = verdict?.jump?.target;
+    if (typeof ip !== "string" || target === undefined || (podIP !== undefined && ip !== podIP)) continue;
+    let list = parsed.get(target);
+    if (!list)
+      parsed.set(
+        target,
+        (list = (maps.get(target) ?? []).map((c) => {
+          const [dst, value] = c as [unknown, unknown];
+          return { dst: nftRange(dst), value: Number(value) >>> 0 };
+        })),
+      );
+    for (const r of list) rows.push({ podIP: ip, ...r });
+  }
+  return rows;
+}
+
 /** One pod address as the node's kernel holds it (`NodeDataplane.readPod`). */
 export interface PodKernelView {
   /** The nft table read, e.g. `ip static_egress`; `present` false when the node agent has not made it. */
   table: string;
   present: boolean;
-  /** Its rows of the divert map: destination (a CIDR, or from-to) -> mark. */
+  /** Its class's rows (`pod_class`, then the class's map): destination (a CIDR, or from-to) -> mark. */
   entries: { dst: string; mark: number }[];
   /** The interface its packets must come in on (`pod_ifaces`); absent: not bound, diverted packets drop. */
   boundInterface?: string;

@@ -2,7 +2,9 @@
  * OwnedTable's element deltas start from an index of the applied elements that each accepted delta
  * updates (not rebuilt from the applied model each time). Random sequences of models, some applies
  * refused by the kernel, some unchanged: after each, the kernel holds exactly the last applied
- * model's elements.
+ * model's elements. Structural deltas (chains and sets appearing and going, as the node's divert
+ * classes) leave the kernel as a fresh apply would, also when the first or the second of their two
+ * transactions is refused (it fails when the prelude is not idempotent).
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
@@ -118,5 +120,106 @@ describe("OwnedTable partial deltas (a node agent's pod fast path)", () => {
     expect(table.preparePartial([{ set: "a", added: [], removed: ["192.0.2.2"] }])).toBeUndefined(); // not there
     expect(table.preparePartial([{ set: "c", added: ["192.0.2.2"], removed: [] }])).toBeUndefined(); // no such set
     expect((await kernelElements(k)).a).toEqual(["192.0.2.1"]);
+  });
+});
+
+/** Pods in classes, as the node's divert decision: a verdict map, one chain and interval map per class in use. */
+const CLASSES: Record<string, string[]> = {
+  class_0: ["198.51.100.0/24 : 0x10010000"],
+  class_1: ["198.51.100.0/24 : 0x10020000"],
+  class_2: ["198.51.100.0/24 : 0x10010000", "203.0.113.0/24 : 0x10010000"],
+  class_3: ["203.0.113.0/25 : 0x10020000"],
+};
+
+function classModel(podClass: ReadonlyMap<string, string>): TableModel {
+  const used = [...new Set(podClass.values())].sort();
+  return {
+    family: "ip",
+    name: "t",
+    sets: [
+      {
+        kind: "map",
+        name: "pod_class",
+        spec: "type ipv4_addr : verdict;",
+        elements: [...podClass].map(([ip, c]) => `${ip} : jump ${c}`),
+      },
+      ...used.map((c) => ({
+        kind: "map" as const,
+        name: c,
+        spec: "type ipv4_addr : mark; flags interval;",
+        elements: CLASSES[c]!,
+      })),
+    ],
+    chains:
+      "  chain mark {\n    type filter hook prerouting priority 0; policy accept;\n    ip saddr vmap @pod_class\n  }\n" +
+      used.map((c) => `  chain ${c} {\n    meta mark set ip daddr map @${c}\n  }\n`).join(""),
+  };
+}
+
+/** The table as the kernel holds it, in one order, without handles: what a fresh apply of the same model holds too. */
+async function tableShape(k: FakeKernel): Promise<string> {
+  const objects = (await k.nftList("table ip t", { stateless: true })) ?? [];
+  return JSON.stringify(
+    objects
+      .map((o) => {
+        const [kind, body] = Object.entries(o)[0]!;
+        const { handle: _h, elem, ...rest } = body as { handle?: number; elem?: unknown[] };
+        return JSON.stringify({
+          [kind]: { ...rest, ...(elem ? { elem: elem.map((e) => JSON.stringify(e)).sort() } : {}) },
+        });
+      })
+      .sort(),
+  );
+}
+
+describe("OwnedTable structural deltas (divert classes appearing and going)", () => {
+  it("leave the kernel as a fresh apply of the last applied model, through refusals at either transaction; a verify then writes nothing", async () => {
+    const pods = ADDRESSES.slice(0, 6);
+    const stepArb = fc.record({
+      classes: fc.array(fc.constantFrom(...Object.keys(CLASSES)), { minLength: pods.length, maxLength: pods.length }),
+      present: fc.subarray(pods, { minLength: 1 }),
+      refused: fc.constantFrom("no", "first", "second"),
+      verify: fc.boolean(),
+    });
+    await fc.assert(
+      fc.asyncProperty(fc.array(stepArb, { minLength: 1, maxLength: 10 }), async (steps) => {
+        const k = new FakeKernel();
+        const table = new OwnedTable(k, "ip", "t");
+        let held: TableModel | undefined;
+        for (const step of steps) {
+          const m = classModel(new Map(step.present.map((ip) => [ip, step.classes[pods.indexOf(ip)]!])));
+          if (held && step.refused !== "no") {
+            // The first nft write (a prelude, or the only one), or the second (the delta after a prelude).
+            let writes = 0;
+            const nft = k.nft.bind(k);
+            k.nft = async (script) => {
+              if (++writes === (step.refused === "first" ? 1 : 2)) k.failNext("nft");
+              return nft(script);
+            };
+            try {
+              await table.apply(m, step.verify);
+              held = m; // nothing to refuse: one write only, or none
+            } catch {
+              // Refused: the next apply writes it again over what a prelude left (verifying or not).
+              await table.apply(m, step.verify);
+              held = m;
+            } finally {
+              k.nft = nft;
+            }
+          } else {
+            await table.apply(m, step.verify);
+            held = m;
+          }
+          const fresh = new FakeKernel();
+          await new OwnedTable(fresh, "ip", "t").apply(held, false);
+          expect(await tableShape(k)).toEqual(await tableShape(fresh));
+        }
+        await table.apply(held!, true);
+        const start = k.log.length;
+        expect(await table.apply(held!, true)).toBe(false);
+        expect(k.log.slice(start).filter((c) => c.op === "nft")).toEqual([]);
+      }),
+      { numRuns: 200 },
+    );
   });
 });

@@ -99,7 +99,7 @@ export type Verdict =
   | "no-address"
   | "host-network";
 
-/** One row of the node's divert map for this pod, as planned with the node's reported view of health. */
+/** One row of the node's divert decision for this pod (its class's map), as planned with the node's reported view of health. */
 export interface PlannedEntry {
   podIP: string;
   dst: string;
@@ -522,7 +522,7 @@ function summaryLines(decisions: readonly Decision[], only: readonly Range[], re
   return lines;
 }
 
-/** A row of the node's divert map as read back from its kernel (`--local`). */
+/** A row of the node's divert decision (the pod's class map) as read back from its kernel (`--local`). */
 export interface KernelEntry {
   dst: string;
   mark: number;

@@ -4,6 +4,7 @@ import { spawn } from "node:child_process";
 import type { Lab, LabPodStatus } from "../../src/lab/lab.js";
 import { waitFor } from "../../src/lab/lab.js";
 import { execIn } from "../../src/lab/netns.js";
+import { divertListing } from "../support/divert.js";
 import { cliEntry } from "../../src/lab/paths.js";
 import { LAB_NETWORK } from "../../src/lab/topology.js";
 import { inNamespace } from "../../src/util/exec.js";
@@ -34,7 +35,7 @@ function nodeIP(name: string): string {
 
 async function divertEntries(node: string): Promise<string> {
   const ns = lab.topology.nodes.find((n) => n.name === node)!.netns;
-  return execIn(ns, "nft", ["list", "map", "ip", "static_egress", "divert"]);
+  return (await divertListing(ns)).join("\n");
 }
 
 describe("dedicated egress through the gateways", () => {

@@ -10,7 +10,8 @@ import { hex } from "../../src/dataplane/nft.js";
 import type { GatewayPlan, NodePlan } from "../../src/planner/model.js";
 import { formatIPv4, formatRange, parseCidr, parseIPv4 } from "../../src/util/ipv4.js";
 import { inNamespace, type CommandRunner } from "../../src/util/exec.js";
-import { commandKernel } from "../../src/dataplane/kernel.js";
+import { commandKernel, type Kernel } from "../../src/dataplane/kernel.js";
+import { classOfPod, divertListing } from "../support/divert.js";
 import { waitFor } from "../../src/lab/lab.js";
 import { BfdAgent } from "../../src/agents/health/bfd/agent.js";
 import { BfdThread } from "../../src/agents/health/bfd/thread.js";
@@ -87,7 +88,7 @@ afterAll(async () => {
 });
 
 describe("node dataplane", () => {
-  it("a full replacement of a large table lets no new flow of a selected pod through unmarked (handover table)", async () => {
+  it("a full replacement of a large table, or a class appearing and going, lets no new flow of a selected pod through unmarked (handover table)", async () => {
     // A replaced table's interval map is filled as its transaction ends, after its chain is live.
     // A pod sends every datagram from a new socket (a new flow, so no conntrack mark to restore),
     // while the node's table (20,000 elements) is replaced in full again and again; a chain after
@@ -113,9 +114,19 @@ describe("node dataplane", () => {
           Number(m[1]),
         );
       const big = plan("via", 10_000); // 10,000 pods x 1 range, 10.244.1.10 first among them
-      const fewer = { ...big, entries: big.entries.slice(0, 10_000 - 100) }; // 100 gone: a full replacement
-      const dp = new NodeDataplane(run);
+      // The first 100 pods (the sender's among them) with one destination more: they move to a
+      // class of their own and back (a chain and its map appearing and going).
+      const other = parseCidr("203.0.113.0/24");
+      const fewer = {
+        ...big,
+        entries: [...big.entries, ...big.entries.slice(0, 100).map((e) => ({ ...e, dst: other }))],
+      };
+      const scripts: string[] = [];
+      const counting: Kernel = Object.create(run) as Kernel;
+      counting.nft = (script: string) => (scripts.push(script), run.nft(script));
+      const dp = new NodeDataplane(counting);
       await dp.apply(big, { verify: true });
+      let replaced: number[] = [];
       const sender = spawn(
         "ip",
         [
@@ -131,15 +142,70 @@ describe("node dataplane", () => {
         { stdio: "ignore" },
       );
       try {
+        // Ten full replacements (an agent that knows nothing it applied: a restart), then ten
+        // deltas of one agent that move the sender between classes.
+        for (let i = 0; i < 10; i++) await new NodeDataplane(counting).apply(i % 2 === 0 ? fewer : big);
+        replaced = await counts();
         for (let i = 0; i < 10; i++) await dp.apply(i % 2 === 0 ? fewer : big);
       } finally {
         sender.kill();
       }
+      // The first apply and the ten restarts replaced the table (the restarts inside a handover
+      // table; the kernel ends as dp left it); dp's ten class changes were deltas.
+      expect(scripts.filter((s) => s.includes("delete table ip static_egress\n")).length).toBe(11);
+      expect(scripts.filter((s) => /^table ip static_egress_handover \{/m.test(s)).length).toBe(10);
+      expect(scripts.filter((s) => /^delete chain ip static_egress class_/m.test(s)).length).toBe(5);
       const [unmarked, marked] = await counts();
-      expect(marked).toBeGreaterThan(500); // the sender ran across the replacements
-      expect(unmarked).toBe(0);
+      // Through the replacements, then through the class changes.
+      expect([replaced[0], replaced[1]! > 250]).toEqual([0, true]);
+      expect([unmarked! - replaced[0]!, marked! - replaced[1]! > 250]).toEqual([0, true]);
     } finally {
       await execIn(nodeNs, "nft", ["delete", "table", "ip", "watch"]).catch(() => undefined);
+      await execIn(nodeNs, "ip", ["link", "del", "pod0"]).catch(() => undefined);
+      await new NodeDataplane(run).cleanup();
+    }
+  });
+
+  it("a destination its class does not divert keeps the packet's own mark (kube-proxy's 0x4000); a diverted one takes its instance's", async () => {
+    // The class is a jump (pod_class is a verdict map), not a value carried in the packet mark: a
+    // miss in the class's map must leave a mark set before our chain as it was.
+    const podNs = `${prefix}-dpmark`;
+    await addNamespace(podNs);
+    try {
+      await execIn(nodeNs, "ip", ["link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", podNs]);
+      await execIn(nodeNs, "ip", ["link", "set", "pod0", "up"]);
+      await execIn(nodeNs, "ip", ["addr", "add", "10.244.1.1/32", "dev", "pod0"]);
+      await execIn(nodeNs, "ip", ["route", "add", "10.244.1.10/32", "dev", "pod0"]);
+      await execIn(podNs, "ip", ["addr", "add", "10.244.1.10/32", "dev", "eth0"]);
+      await execIn(podNs, "ip", ["link", "set", "eth0", "up"]);
+      await execIn(podNs, "ip", ["route", "add", "10.244.1.1/32", "dev", "eth0"]);
+      await execIn(podNs, "ip", ["route", "add", "default", "via", "10.244.1.1", "dev", "eth0"]);
+      // Another tool's mark, set before our chain (dstnat + 10), and what is left of it after.
+      await execIn(nodeNs, "nft", [
+        "add table ip marker; add chain ip marker early { type filter hook prerouting priority -150; }; " +
+          "add rule ip marker early ip saddr 10.244.1.10 meta mark set 0x4000; " +
+          "add chain ip marker late { type filter hook prerouting priority -80; }; " +
+          "add rule ip marker late ip saddr 10.244.1.10 ip daddr 203.0.113.9 meta mark 0x4000 counter; " +
+          "add rule ip marker late ip saddr 10.244.1.10 ip daddr 203.0.113.9 meta mark != 0x4000 counter; " +
+          `add rule ip marker late ip saddr 10.244.1.10 ip daddr 198.51.100.7 meta mark ${hex(markFor(1))} counter`,
+      ]);
+      const dp = new NodeDataplane(run);
+      await dp.apply(plan("via"), { verify: true }); // 10.244.1.10: 198.51.100.0/24 through gw/a
+      expect(await classOfPod(nodeNs, "10.244.1.10")).toMatch(/^class_[0-9a-f]{8}$/);
+      for (const dst of ["203.0.113.9", "198.51.100.7"])
+        await execIn(podNs, process.execPath, [
+          "-e",
+          `const d=require("node:dgram");let n=0;(function go(){if(n===20)return;const s=d.createSocket("udp4");` +
+            `s.send("x",9,"${dst}",()=>{s.close();n++;go()})})()`,
+        ]);
+      const [kept, lost, diverted] = [
+        ...(await execIn(nodeNs, "nft", ["list", "chain", "ip", "marker", "late"])).matchAll(/packets (\d+)/g),
+      ].map((m) => Number(m[1]));
+      expect(kept).toBe(20);
+      expect(lost).toBe(0);
+      expect(diverted).toBe(20); // every datagram a new flow, each marked by its class
+    } finally {
+      await execIn(nodeNs, "nft", ["delete", "table", "ip", "marker"]).catch(() => undefined);
       await execIn(nodeNs, "ip", ["link", "del", "pod0"]).catch(() => undefined);
       await new NodeDataplane(run).cleanup();
     }
@@ -188,8 +254,9 @@ describe("node dataplane", () => {
     expect(await execIn(nodeNs, "ip", ["-4", "neigh", "show", "dev", "se-gw1"])).toContain(
       "169.254.53.1 lladdr 02:5e:9a:00:00:01 PERMANENT",
     );
-    const map = await execIn(nodeNs, "nft", ["list", "map", "ip", "static_egress", "divert"]);
-    for (const ip of ["10.244.1.10", "10.244.1.11", "10.244.1.12"]) expect(map).toContain(ip);
+    const map = (await divertListing(nodeNs)).join("\n");
+    for (const ip of ["10.244.1.10", "10.244.1.11", "10.244.1.12"])
+      expect(map).toContain(`${ip} . 198.51.100.0-198.51.100.255 : 0x`);
 
     const again = await dp.apply(plan("via"), { verify: true });
     expect(again).toEqual({ nftChanged: false, routingAdded: 0, routingRemoved: 0, unbound: 3 }); // no pod interfaces in this namespace
@@ -205,22 +272,17 @@ describe("node dataplane", () => {
     await dp.apply(plan("via", 3), { verify: true });
     await dp.apply(more); // two pods more: a delta
     expect(await dp.apply(more, { verify: true })).toMatchObject({ nftChanged: false }); // read back, found as written
-    // The same number of elements, one of them pointing at the other instance.
+    // The same number of elements, one of them pointing at the other instance (in the pod's class).
     const e = more.entries[0]!;
     const other = more.instances.find((i) => i.mark !== e.mark)!.mark;
-    const key = `${e.podIP} . ${formatRange(e.dst)}`;
+    const key = formatRange(e.dst);
+    const map = (await classOfPod(nodeNs, e.podIP))!;
     await execIn(nodeNs, "nft", [
-      `delete element ip static_egress divert { ${key} }; add element ip static_egress divert { ${key} : ${hex(other)} }`,
+      `delete element ip static_egress ${map} { ${key} }; add element ip static_egress ${map} { ${key} : ${hex(other)} }`,
     ]);
     expect(await dp.apply(more, { verify: true })).toMatchObject({ nftChanged: true });
-    const listing = JSON.parse(await execIn(nodeNs, "nft", ["-j", "list", "map", "ip", "static_egress", "divert"])) as {
-      nftables: { map?: { elem: [{ concat: [string, unknown] }, number][] } }[];
-    };
-    const values = listing.nftables
-      .flatMap((o) => o.map?.elem ?? [])
-      .filter(([k]) => k.concat[0] === e.podIP)
-      .map(([, v]) => v);
-    expect(values).toEqual([divertValue(e)]);
+    const values = (await divertListing(nodeNs)).filter((row) => row.startsWith(`${e.podIP} . `));
+    expect(values).toEqual([`${e.podIP} . ${key} : ${hex(divertValue(e))}`]);
     expect(await dp.apply(more, { verify: true })).toMatchObject({ nftChanged: false });
     await dp.cleanup();
   });
@@ -336,10 +398,7 @@ describe("node dataplane", () => {
     expect([...(await remapNow()).values()]).toEqual([markFor(2), markFor(2)]);
     expect(await table7001()).toBe("blackhole");
     // Every divert value of the 3,000 pods has its remap element (none would be dropped or go unmarked).
-    const divert = JSON.parse(await execIn(nodeNs, "nft", ["-j", "list", "map", "ip", "static_egress", "divert"])) as {
-      nftables: { map?: { elem?: [unknown, number][] } }[];
-    };
-    const values = new Set((divert.nftables.find((o) => o.map)?.map?.elem ?? []).map(([, v]) => v));
+    const values = new Set((await divertListing(nodeNs)).map((row) => Number(row.split(" : ")[1])));
     expect([...values].sort()).toEqual([...early.keys()].sort());
   });
 
@@ -435,8 +494,7 @@ describe("node dataplane", () => {
     const events = await watch(() => dp.apply(plan("via", 2001)));
     expect(transactions(events)).toBe(1);
     expect(events).not.toMatch(/table/);
-    const map = await execIn(nodeNs, "nft", ["list", "map", "ip", "static_egress", "divert"]);
-    expect(map.match(/ : 0x/g)).toHaveLength(2001);
+    expect(await divertListing(nodeNs)).toHaveLength(2001);
     // A restarted agent knows nothing it applied: it replaces the whole table (one `nft -f`).
     const replaced = await watch(() => new NodeDataplane(run).apply(plan("via", 2001)));
     expect(replaced).toMatch(/^delete table ip static_egress/m);
@@ -448,20 +506,13 @@ describe("node dataplane", () => {
     await dp.apply(plan("via"), { verify: true });
     await execIn(nodeNs, "ip", ["rule", "del", "priority", "10099"]);
     await execIn(nodeNs, "ip", ["route", "replace", "default", "via", "10.0.0.99", "table", "7002"]);
-    await execIn(nodeNs, "nft", [
-      "delete",
-      "element",
-      "ip",
-      "static_egress",
-      "divert",
-      "{ 10.244.1.10 . 198.51.100.0/24 }",
-    ]);
+    await execIn(nodeNs, "nft", ["delete", "element", "ip", "static_egress", "pod_class", "{ 10.244.1.10 }"]);
     const r = await dp.apply(plan("via"), { verify: true });
     expect(r.nftChanged).toBe(true);
     expect(r.routingAdded).toBe(2);
     expect((await readRules(run, 10000, 10099)).some((x) => x.action === "blackhole")).toBe(true);
     expect((await readRoutes(run, { from: 7001, to: 11095 })).find((x) => x.table === 7002)?.onlinkDev).toBe("se-gw2");
-    expect(await execIn(nodeNs, "nft", ["list", "map", "ip", "static_egress", "divert"])).toContain("10.244.1.10");
+    expect((await divertListing(nodeNs)).join("\n")).toContain("10.244.1.10 . ");
   });
 
   it("re-creates a deleted tunnel, its neighbour and its route", async () => {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GATEWAY_TABLE, GatewayDataplane } from "../../src/dataplane/gateway.js";
 import { commandKernel, type Kernel } from "../../src/dataplane/kernel.js";
-import { BIND_TABLE, NodeDataplane } from "../../src/dataplane/node.js";
+import { BIND_TABLE, divertClasses, NodeDataplane } from "../../src/dataplane/node.js";
 import { addNamespace, deleteNamespacesWithPrefix, execIn, newRunPrefix } from "../../src/lab/netns.js";
 import { formatRange } from "../../src/util/ipv4.js";
 import type { NodePlan } from "../../src/planner/model.js";
@@ -116,9 +116,7 @@ describe("the fake kernel reads back like the real one", () => {
     const c = plan.instances.find((i) => i.key === "shared/c")!;
     expect(
       await both(node, NODE_TABLES, (k) =>
-        k.nft(
-          `delete element ip static_egress divert { ${plan.entries[0]!.podIP} . ${formatRange(plan.entries[0]!.dst)} }\n`,
-        ),
+        k.nft(`delete element ip static_egress pod_class { ${plan.entries[0]!.podIP} }\n`),
       ),
     ).toBe(true);
     expect(
@@ -135,12 +133,18 @@ describe("the fake kernel reads back like the real one", () => {
   it("the same commands are accepted and refused", async () => {
     const plan = nodePlan(cluster({ instances: ["b", "c"], pods }));
     const c = plan.instances.find((i) => i.key === "shared/c")!;
-    const first = `${plan.entries[0]!.podIP} . ${formatRange(plan.entries[0]!.dst)}`;
+    const pod = plan.entries[0]!.podIP;
+    const first = formatRange(plan.entries[0]!.dst);
+    const cls = divertClasses(plan.entries).podClass.get(pod)!;
     const nft: [string, boolean][] = [
       [`add element ip static_egress down_instances { 0x10000000 }\n`, true], // exists, same: a no-op
       [`create element ip static_egress down_instances { 0x10000000 }\n`, false],
-      [`add element ip static_egress divert { ${first} : 0x10000000 }\n`, false], // exists with another value
-      [`add element ip static_egress divert { ${first} : 0x${divertValue(plan.entries[0]!).toString(16)} }\n`, true], // exists, same
+      [`add element ip static_egress ${cls} { ${first} : 0x10000000 }\n`, false], // exists with another value
+      [`add element ip static_egress ${cls} { ${first} : 0x${divertValue(plan.entries[0]!).toString(16)} }\n`, true], // exists, same
+      [`add element ip static_egress pod_class { ${pod} : jump ${cls} }\n`, true], // exists, same
+      [`add element ip static_egress pod_class { 10.244.1.99 : jump class_00000000 }\n`, false], // no such chain
+      [`add element ip static_egress pod_class { 10.244.1.99 : jump ${cls} }\n`, true],
+      [`delete element ip static_egress pod_class { 10.244.1.98 }\n`, false], // not there (a hash map)
       [
         `add element ip static_egress down_instances { 0x10000009 }\ndelete element ip static_egress down_instances { 0x10000007 }\n`,
         false,

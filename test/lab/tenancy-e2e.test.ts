@@ -11,6 +11,7 @@ import type { KubeObject } from "../../src/api/objects.js";
 import type { Lab } from "../../src/lab/lab.js";
 import { waitFor } from "../../src/lab/lab.js";
 import { execIn } from "../../src/lab/netns.js";
+import { divertListing } from "../support/divert.js";
 import { cliEntry } from "../../src/lab/paths.js";
 import { LAB_NETWORK } from "../../src/lab/topology.js";
 import { byPod, startLab, waitConverged } from "./support.js";
@@ -78,7 +79,7 @@ const DROP_MARK = "0x10000000";
 
 /** The marks of a pod address's entries in a node's divert map. */
 async function marksOf(node: string, podIP: string): Promise<string[]> {
-  const listing = await execIn(nodeNetns(node), "nft", ["list", "map", "ip", "static_egress", "divert"]);
+  const listing = (await divertListing(nodeNetns(node))).join("\n");
   const escaped = podIP.replace(/\./g, "\\.");
   return [...listing.matchAll(new RegExp(`\\b${escaped} \\. [^:,]+: (0x[0-9a-f]+)`, "g"))].map((m) => m[1]!);
 }

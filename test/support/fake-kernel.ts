@@ -12,7 +12,9 @@ import { CommandError } from "../../src/util/exec.js";
  * What it keeps like the kernel:
  *  - an nft script is one transaction: a failing command leaves everything as it was;
  *  - `add element` of an existing key with the same value is a no-op, with another value (or
- *    `create element`) fails; deleting a missing element or table fails; `flush set|map` empties one; interval elements may
+ *    `create element`) fails; deleting a missing element or table fails; `flush set|map` empties one; `flush chain`
+ *    empties a chain, `delete chain` needs it empty and unreferenced (rules, verdict map elements), `delete set|map`
+ *    unreferenced by a rule; interval elements may
  *    not overlap; ranges need `flags interval`; rules may only name sets and counters that exist;
  *  - an `ip -batch` is not a transaction: it stops at the first failing line, earlier lines stay;
  *  - duplicate rules, `route add` of an existing route, deleting a missing rule, route or link
@@ -24,12 +26,12 @@ import { CommandError } from "../../src/util/exec.js";
  * Its lies (not modelled): packets, so counters count only what a test counts in (`count`) and
  * no connection is tracked (`deleteFlows` never matches); rule bodies are kept as text, never compiled (the `expr` of a
  * listed rule is `[{ text }]`), so a rule the kernel would refuse for its syntax is accepted;
- * element types other than ours (ipv4_addr, ifname, mark, integer, inet_service); carrier
+ * element types other than ours (ipv4_addr, ifname, mark, integer, inet_service, and jump/goto verdicts); carrier
  * state (a veth is up when set up); broadcast routes; link types other than veth, vxlan, bridge.
  */
 
 type Family = "ip" | "inet" | "bridge";
-type Part = { ip: [number, number] } | { str: string } | { num: number };
+type Part = { ip: [number, number] } | { str: string } | { num: number } | { verdict: string; target: string };
 interface Element {
   key: Part[];
   value?: Part;
@@ -731,6 +733,31 @@ class NftScript {
         if (m[3]) this.tableBlock(t);
       } else if ((m = /^delete table (ip|inet|bridge) (\w+)$/.exec(line))) {
         if (!this.state.tables.delete(`${m[1]} ${m[2]}`)) this.fail("No such file or directory");
+      } else if ((m = /^flush chain (ip|inet|bridge) (\w+) (\w+)$/.exec(line))) {
+        const chain =
+          this.state.tables.get(`${m[1]} ${m[2]}`)?.chains.get(m[3]!) ?? this.fail("No such file or directory");
+        chain.rules = [];
+      } else if ((m = /^delete chain (ip|inet|bridge) (\w+) (\w+)$/.exec(line))) {
+        // Like the kernel: only an empty chain nothing jumps to (a rule or a verdict map element).
+        const t = this.state.tables.get(`${m[1]} ${m[2]}`);
+        const chain = t?.chains.get(m[3]!) ?? this.fail("No such file or directory");
+        const target = new RegExp(`\\b(?:jump|goto) ${m[3]}\\b`);
+        const used =
+          chain.rules.length > 0 ||
+          [...t!.chains.values()].some((c) => c.rules.some((r) => target.test(r.text))) ||
+          [...t!.sets.values()].some((x) =>
+            [...x.elements.values()].some((e) => e.value && "target" in e.value && e.value.target === m![3]),
+          );
+        if (used) this.fail("Could not process rule: Device or resource busy");
+        t!.chains.delete(m[3]!);
+      } else if ((m = /^delete (set|map) (ip|inet|bridge) (\w+) (\w+)$/.exec(line))) {
+        const t = this.state.tables.get(`${m[2]} ${m[3]}`);
+        const set = t?.sets.get(m[4]!);
+        if (!set || set.kind !== m[1]) this.fail("No such file or directory");
+        const ref = new RegExp(`@${m[4]}(?![\\w,])`);
+        if ([...t!.chains.values()].some((c) => c.rules.some((r) => ref.test(r.text))))
+          this.fail("Could not process rule: Device or resource busy");
+        t!.sets.delete(m[4]!);
       } else if ((m = /^flush (set|map) (ip|inet|bridge) (\w+) (\w+)$/.exec(line))) {
         const set = this.state.tables.get(`${m[2]} ${m[3]}`)?.sets.get(m[4]!);
         if (!set || set.kind !== m[1]) this.fail("No such file or directory");
@@ -750,6 +777,11 @@ class NftScript {
             if (!t.counters.has(counter!)) this.fail(`Could not process rule: No such file or directory: ${counter}`);
         }
       }
+      // A verdict map's jumps must land on a chain of the table.
+      for (const set of t.sets.values())
+        for (const e of set.elements.values())
+          if (e.value && "target" in e.value && !t.chains.has(e.value.target))
+            this.fail(`Could not process rule: No such file or directory: chain ${e.value.target}`);
     }
   }
 
@@ -814,7 +846,7 @@ class NftScript {
     } else this.fail(`set ${name} has no type`);
     if ((kind === "map") !== (dataType !== undefined))
       this.fail(`${kind} ${name}: ${kind === "map" ? "a map needs a data type" : "a set has no data type"}`);
-    for (const k of [...keys, ...(dataType ? [dataType] : [])])
+    for (const k of [...keys, ...(dataType && dataType !== "verdict" ? [dataType] : [])])
       if (!["ipv4_addr", "ifname", "mark", "integer", "inet_service"].includes(k))
         this.fail(`fake kernel: type ${k} is not modelled`);
     const flags =
@@ -913,6 +945,10 @@ class NftScript {
       return { ip: [from, to] };
     }
     if (type === "ifname") return { str: /^"(.*)"$/.exec(text)?.[1] ?? text };
+    if (type === "verdict") {
+      const v = /^(jump|goto) ([A-Za-z_]\w*)$/.exec(text) ?? this.fail(`fake kernel: verdict ${text} is not modelled`);
+      return { verdict: v[1]!, target: v[2]! };
+    }
     const n = Number(text);
     if (!Number.isInteger(n) || n < 0) this.fail(`datatype mismatch: ${text} is not a ${type}`);
     return { num: n >>> 0 };
@@ -931,6 +967,7 @@ function overlaps(a: readonly Part[], b: readonly Part[]): boolean {
 function partJson(p: Part): unknown {
   if ("str" in p) return p.str;
   if ("num" in p) return p.num;
+  if ("verdict" in p) return { [p.verdict]: { target: p.target } };
   const [from, to] = p.ip;
   if (from === to) return formatIPv4(from);
   const size = to - from + 1;
