@@ -19,7 +19,7 @@ import {
 } from "../../test/support/dataplane-scenario.js";
 import { FakeKernel } from "../../test/support/fake-kernel.js";
 import { formatCidrOrRange, formatRange } from "../util/ipv4.js";
-import { MARK_MASK } from "../api/datapath.js";
+import { MARK_MASK, NODE_REPLY_TABLE } from "../api/datapath.js";
 import type { NodePlan } from "../planner/model.js";
 import { ANCHOR_TABLE, GATEWAY_TABLE, GatewayDataplane } from "./gateway.js";
 import { hex, MAX_DELTA_DELETIONS, OwnedTable, type TableModel } from "./nft.js";
@@ -586,6 +586,24 @@ describe("gateway", () => {
     await k.ip([`route del ${ret.cidr} table main proto 94`]);
     await dp.apply(plan);
     expect(await readBack(k, [`ip ${GATEWAY_TABLE}`])).toEqual(programmed);
+  });
+
+  it("a node's reply route (a /32, listed as the bare address) stays through later applies, which write nothing", async () => {
+    const k = new FakeKernel();
+    await k.ip(nodeTopology([], INSTANCES.a.address));
+    const dp = new GatewayDataplane(k);
+    const base = gatewayPlan(cluster({ instances: ["a", "b"], pods }), "a");
+    const tunnel = base.tunnels[0]!;
+    const plan = { ...base, nodeReturns: [{ address: tunnel.address, port: tunnel.port }] };
+    await dp.apply(plan);
+    const programmed = await readBack(k, [`ip ${GATEWAY_TABLE}`]);
+    const replyRoute = (b: unknown) =>
+      (b as { routes: { table?: string; dst?: string }[] }).routes.filter((r) => r.table === String(NODE_REPLY_TABLE));
+    expect(replyRoute(programmed)).toMatchObject([{ dst: tunnel.address }]);
+    for (let i = 0; i < 3; i++) {
+      expect(await dp.apply(plan)).toEqual({ nftChanged: false, routingAdded: 0, routingRemoved: 0 });
+      expect(await readBack(k, [`ip ${GATEWAY_TABLE}`])).toEqual(programmed);
+    }
   });
 });
 

@@ -45,7 +45,12 @@ function routeLine(verb: "replace" | "del", r: RouteSpec): string {
 }
 
 function routeKey(r: RouteSpec): string {
-  return `${r.table}|${r.dst}|${r.kind}|${r.via ?? ""}|${r.onlinkDev ?? ""}`;
+  return `${r.table}|${hostDst(r.dst)}|${r.kind}|${r.via ?? ""}|${r.onlinkDev ?? ""}`;
+}
+
+/** The kernel lists a /32 route as the bare address; a plan may name it either way. */
+function hostDst(dst: string): string {
+  return dst.endsWith("/32") ? dst.slice(0, -3) : dst;
 }
 
 interface JsonRule {
@@ -130,11 +135,11 @@ export function diffRouting(
     ...desired.routes.filter((r) => !haveRoutes.has(routeKey(r))).map((r) => routeLine("replace", r)),
     ...desired.rules.filter((r) => !haveRules.has(ruleKey(r))).map(ruleLine),
   ];
-  const replacedDst = new Set(desired.routes.map((r) => `${r.table}|${r.dst}`));
+  const replacedDst = new Set(desired.routes.map((r) => `${r.table}|${hostDst(r.dst)}`));
   const remove = [
     ...actual.rules.filter((r) => !wantRules.has(ruleKey(r))).map((r) => ruleLine(r).replace(/^rule add/, "rule del")),
     ...actual.routes
-      .filter((r) => !wantRoutes.has(routeKey(r)) && !replacedDst.has(`${r.table}|${r.dst}`))
+      .filter((r) => !wantRoutes.has(routeKey(r)) && !replacedDst.has(`${r.table}|${hostDst(r.dst)}`))
       .map((r) => routeLine("del", r)),
   ];
   return { add, remove };

@@ -7,6 +7,7 @@ import { addNamespace, deleteNamespacesWithPrefix, execIn, newRunPrefix } from "
 import { markFor, tableFor } from "../../src/planner/ids.js";
 import { divertValue } from "../../src/planner/failover.js";
 import { hex } from "../../src/dataplane/nft.js";
+import { NODE_REPLY_TABLE } from "../../src/api/datapath.js";
 import type { GatewayPlan, NodePlan } from "../../src/planner/model.js";
 import { formatIPv4, formatRange, parseCidr, parseIPv4 } from "../../src/util/ipv4.js";
 import { inNamespace, type CommandRunner } from "../../src/util/exec.js";
@@ -608,5 +609,28 @@ describe("gateway dataplane", () => {
     expect(routes).toContain("10.50.0.0/16");
     expect(routes).not.toContain("10.244.1.0/24");
     expect(await execIn(gwNs, "ip", ["-json", "link", "show", "type", "vxlan"])).toMatch(/^\[\]\s*$/);
+  });
+
+  it("keeps the route of a node's own replies (node flows, verification probes) through every later apply", async () => {
+    // The kernel lists a host route as "10.0.0.12", the plan as "10.0.0.12/32": read as another
+    // route, every second apply deleted it after replacing it, and the node's replies went out
+    // untunnelled until the next (verification probes failed at random).
+    const withNode: GatewayPlan = { ...gwPlan, nodeReturns: [{ address: "10.0.0.12", port: 20012 }] };
+    const dp = new GatewayDataplane(gwRun);
+    const nodeReply = () => execIn(gwNs, "ip", ["-4", "route", "show", "table", String(NODE_REPLY_TABLE)]);
+    try {
+      await dp.apply(withNode, { verify: true });
+      for (let i = 0; i < 3; i++) {
+        expect(await nodeReply(), `after apply ${i + 1}`).toContain("10.0.0.12 via 169.254.53.2 dev se-nd20012 onlink");
+        expect(await dp.apply(withNode), `apply ${i + 2}`).toEqual({
+          nftChanged: false,
+          routingAdded: 0,
+          routingRemoved: 0,
+        });
+      }
+    } finally {
+      await dp.cleanup();
+    }
+    expect(await nodeReply()).toBe("");
   });
 });

@@ -42,12 +42,19 @@ function host(name: string) {
   return [...lab.topology.nodes, ...lab.topology.gatewayHosts].find((h) => h.name === name)!;
 }
 
+/** What the last read saw: the status, or kubectl's error (for a failure's message). */
+let lastRead = "";
+
 function verified(): { status: string; reason: string; message: string } | undefined {
   const r = kubectl(["get", "egresspolicy", "checkout", "-n", "payments", "-o", "json"]);
-  if (r.status !== 0) return undefined;
+  if (r.status !== 0) {
+    lastRead = `kubectl: ${r.stderr.trim()}`;
+    return undefined;
+  }
   const obj = JSON.parse(r.stdout) as {
     status?: { conditions?: { type: string; status: string; reason: string; message: string }[] };
   };
+  lastRead = JSON.stringify(obj.status ?? null);
   return obj.status?.conditions?.find((c) => c.type === "Verified");
 }
 
@@ -62,7 +69,18 @@ async function waitVerified(status: string, reason: string, timeoutMs = 60_000) 
     `Verified did not become ${status}/${reason}`,
     500,
   ).catch((e: Error) => {
-    throw new Error(`${e.message}; last: ${JSON.stringify(last)}`, { cause: e });
+    // What node1's agent and the controller said about verification: why no condition came.
+    const said = (name: string) =>
+      lab
+        .logTail(name, 400)
+        .split("\n")
+        .filter((l) => /verif|report|probe|error|warn/i.test(l))
+        .slice(-15)
+        .join("\n");
+    throw new Error(
+      `${e.message}; last: ${JSON.stringify(last)}; status: ${lastRead}\n--- agent-node1:\n${said("agent-node1")}\n--- controller:\n${said("controller")}`,
+      { cause: e },
+    );
   });
   return last!;
 }
