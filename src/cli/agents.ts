@@ -12,7 +12,8 @@ import { FileSource } from "../agents/source/file-source.js";
 import { GATEWAY_TABLE, GatewayDataplane } from "../dataplane/gateway.js";
 import { METADATA_URL, MetadataError, readAnchorIPv4 } from "../cloud/digitalocean/metadata.js";
 import { commandKernel } from "../dataplane/kernel.js";
-import { NodeDataplane } from "../dataplane/node.js";
+import { KernelWatch, localStreams, ownNftCommand } from "../dataplane/kernel-watch.js";
+import { BIND_TABLE, NODE_TABLE, NodeDataplane } from "../dataplane/node.js";
 import { StaticRouteWriter } from "../dataplane/static-routes.js";
 import { StaticRouteStatusReporter } from "../agents/node/static-route-status.js";
 import type { StaticRouteOutcome } from "../planner/static-routes.js";
@@ -161,8 +162,8 @@ function anchorPublisher(
 export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   const listen = metricsListen(flags, AGENT_METRICS_DEFAULT_HOST);
   const logger = createLogger("node-agent").child({ node: flags.node });
-  const dataplane = new NodeDataplane(commandKernel(localRunner));
   if (flags.cleanup) {
+    const dataplane = new NodeDataplane(commandKernel(localRunner));
     // First out of the runtime's chain, so that no new pod asks for an agent that is going.
     if (flags.cniConfDir) {
       const r = await unchainConfDir(flags.cniConfDir);
@@ -174,6 +175,12 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
     logger.info("removed everything the node agent owns");
     return;
   }
+  // Our nft transactions under a name of their own, and monitors that tell what else changed the
+  // kernel: a verify reads back only that (src/dataplane/kernel-watch.ts).
+  const nft = ownNftCommand();
+  const watch = new KernelWatch(localStreams, { tables: [`ip ${NODE_TABLE}`, `bridge ${BIND_TABLE}`] });
+  watch.start();
+  const dataplane = new NodeDataplane(commandKernel(localRunner, { nft }), { watch, nft });
   if (flags.cniConfDir && !flags.cniSocket)
     throw new Error("--cni-conf-dir needs --cni-socket: the chained plugin asks the agent on that socket");
   const config = loadAgentConfig(flags.config);
@@ -296,6 +303,7 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
     verifier.stop();
     await cniServer?.close();
     await agent.stop();
+    watch.stop();
   });
 }
 

@@ -42,13 +42,17 @@ export interface Kernel {
 /** One object of an `nft -j` listing: `{ table: {...} }`, `{ set: {...} }`, `{ rule: {...} }`, ... */
 export type NftObject = Record<string, unknown>;
 
-/** The real kernel, through the `nft`, `ip`, `bridge`, `sh` and `conntrack` commands. */
-export function commandKernel(runner: CommandRunner): Kernel {
+/**
+ * The real kernel, through the `nft`, `ip`, `bridge`, `sh` and `conntrack` commands. `nft`: the
+ * command our transactions are run as (`ownNftCommand`, so that `nft monitor` can tell them apart).
+ */
+export function commandKernel(runner: CommandRunner, opts: { nft?: string } = {}): Kernel {
+  const nft = opts.nft ?? "nft";
   const json = async <T>(command: string, args: readonly string[]): Promise<T[]> =>
     JSON.parse((await runner.run(command, ["-json", ...args])).stdout || "[]") as T[];
   return {
     async nft(script) {
-      await runner.run("nft", ["-f", "-"], { input: script });
+      await runner.run(nft, ["-f", "-"], { input: script });
     },
     async nftList(what, opts = {}) {
       try {

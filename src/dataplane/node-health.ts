@@ -74,6 +74,8 @@ export interface HealthPort {
 export interface FailoverWriterOptions {
   /** The node's nft table (family ip). */
   table: string;
+  /** The command our nft transactions run as (`ownNftCommand`), on any thread. */
+  nft?: string;
 }
 
 /**

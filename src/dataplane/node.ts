@@ -25,6 +25,7 @@ import {
 } from "./node-health.js";
 import { resolveBindings, type KernelView, type PodBinding } from "./bindings.js";
 import type { Kernel, NftObject } from "./kernel.js";
+import type { KernelWatch, WatchMark } from "./kernel-watch.js";
 import { hex, nftRange, OwnedTable, renderFull, type TableModel } from "./nft.js";
 import {
   diffRouting,
@@ -58,10 +59,31 @@ export interface NodeDataplaneOptions {
    * the DaemonSet mounts the host's at /host/proc/sys/net.
    */
   procSysNet?: string;
+  /**
+   * What changed in the kernel since a read (`KernelWatch`): a verify then reads back only what
+   * changed, and a new pod's interface comes from a read made when it appeared.
+   */
+  watch?: KernelWatch;
+  /** The command our nft transactions run as (`ownNftCommand`): the health thread's too. */
+  nft?: string;
 }
 
+/** How long a prefetch waits after a link event: the events of one pod's interface come as a burst. */
+const PREFETCH_DELAY_MS = 3;
+
+/** A node whose pods hang off a bridge: their bindings also need neighbours and the FDB. */
+function isBridged(view: KernelView): boolean {
+  return view.links.some((l) => l.linkinfo?.info_kind === "bridge");
+}
+
+/** Every this many verifies, one reads everything back whatever the watch says (it is not the only guard). */
+export const FULL_VERIFY_EVERY = 10;
+
+/** The node agent's nft table (family ip). */
+export const NODE_TABLE = "static_egress";
+
 const defaults = {
-  table: "static_egress",
+  table: NODE_TABLE,
   tableBase: DEFAULT_TABLE_BASE,
   rulePriority: DEFAULT_RULE_PRIORITY,
   procSysNet: "/proc/sys/net",
@@ -504,7 +526,23 @@ export interface ApplyReport {
 
 /** Applies node plans to the kernel, idempotently, and reads back to repair drift. */
 export class NodeDataplane {
-  private readonly opts: Required<NodeDataplaneOptions>;
+  private readonly opts: Required<Omit<NodeDataplaneOptions, "watch" | "nft">>;
+  private readonly watch: KernelWatch | undefined;
+  private readonly nft: string | undefined;
+  /** The last kernel view read, the watch's mark taken before that read, and which read it was. */
+  private view: { view: KernelView; mark: WatchMark | undefined; seq: number } | undefined;
+  /** A read of the view under way (a prefetch, or an apply's). */
+  private viewRead: { promise: Promise<KernelView>; mark: WatchMark | undefined } | undefined;
+  private viewSeq = 0;
+  /** The view every binding was last resolved from (a verify with the same view has nothing to redo). */
+  private resolvedFrom: KernelView | undefined;
+  /** The watch's marks before the last read-back of the nft tables, routing, instance devices and subnets. */
+  private marks: { table?: WatchMark; routing?: WatchMark; devices?: WatchMark; subnets?: WatchMark } = {};
+  private verifies = 0;
+  private prefetch: NodeJS.Timeout | undefined;
+  /** The selected pods of the last apply: a pod among them found unbound by a fresh view is unbound. */
+  private podIPs = new Set<string>();
+  private readonly bindableListeners = new Set<() => void>();
   private readonly table: OwnedTable;
   private readonly bindTable: OwnedTable;
   private readonly tunnels: TunnelDevices;
@@ -526,7 +564,27 @@ export class NodeDataplane {
     private readonly kernel: Kernel,
     opts: NodeDataplaneOptions = {},
   ) {
-    this.opts = { ...defaults, ...opts };
+    const { watch, nft, ...rest } = opts;
+    this.opts = { ...defaults, ...rest };
+    this.watch = watch;
+    this.nft = nft;
+    // A link or route came or went (a pod's interface, usually): read the view now, so that the
+    // pod's API event, which comes after its CNI ADD, finds its interface already known.
+    watch?.onLinks(() => {
+      this.prefetch ??= setTimeout(() => {
+        this.prefetch = undefined;
+        if (this.view && isBridged(this.view.view)) return; // not kept for bridged nodes
+        this.readView().then(
+          (view) => {
+            // A selected pod's interface came after its event (or its CNI ADD): apply again.
+            const unbound = [...this.podIPs].filter((ip) => !this.bindings.has(ip));
+            if (unbound.length > 0 && resolveBindings(unbound, view).size > 0)
+              for (const l of this.bindableListeners) l();
+          },
+          () => undefined, // a failed read is read again when needed
+        );
+      }, PREFETCH_DELAY_MS).unref();
+    });
     this.table = new OwnedTable(kernel, "ip", this.opts.table);
     this.bindTable = new OwnedTable(kernel, "bridge", BIND_TABLE);
     this.tunnels = new TunnelDevices(kernel, NODE_TUNNEL_PREFIX, { procSysNet: this.opts.procSysNet });
@@ -542,9 +600,14 @@ export class NodeDataplane {
     this.health = port;
   }
 
+  /** Called when the kernel now has the interface of a selected pod that had none (with a watch). */
+  onBindable(listener: () => void): void {
+    this.bindableListeners.add(listener);
+  }
+
   /** What a failover writer on another thread needs to know of this dataplane. */
   get failoverOptions(): FailoverWriterOptions {
-    return { table: this.opts.table };
+    return { table: this.opts.table, ...(this.nft ? { nft: this.nft } : {}) };
   }
 
   private get tableRange() {
@@ -564,28 +627,37 @@ export class NodeDataplane {
     // Routing and tunnels as the last apply left them need no read-back (four commands) until
     // the next verify, like the nft table: a new pod (CNI ADD) usually changes neither.
     const appliedKey = JSON.stringify([desired, tunnels]);
-    const unchanged = opts.verify !== true && this.appliedRouting === appliedKey;
-    this.appliedRouting = undefined;
     const verify = opts.verify === true;
+    // A verify reads back what the watch cannot vouch for; every FULL_VERIFY_EVERY-th, everything.
+    const full = verify && (!this.watch || ++this.verifies % FULL_VERIFY_EVERY === 0);
+    const vouched = (mark: WatchMark | undefined) => !full && this.watch?.linksSince(mark) === true;
+    const unchanged = this.appliedRouting === appliedKey && (!verify || vouched(this.marks.routing));
+    this.appliedRouting = undefined;
     // Tunnels first (routes name them, and replacing a device drops its routes: read after),
     // removed last (after the routes that used them); additions are written by the health port
     // with the nft change (before it). The kernel's pod and instance interfaces are read beside
     // them: independent reads, and a CNI ADD may be waiting behind a verify.
     const [{ tunnelsAdded, add, remove }, facts] = await settled([
       (async () => {
-        const tunnelsAdded = unchanged ? 0 : await this.tunnels.apply(tunnels);
-        const { add, remove } = unchanged ? { add: [], remove: [] } : diffRouting(desired, await this.readRouting());
+        if (unchanged) return { tunnelsAdded: 0, add: [], remove: [] };
+        const mark = this.watch?.mark();
+        const tunnelsAdded = await this.tunnels.apply(tunnels);
+        const { add, remove } = diffRouting(desired, await this.readRouting());
+        this.marks.routing = mark;
         return { tunnelsAdded, add, remove };
       })(),
-      this.learnFacts(plan, verify),
+      this.learnFacts(plan, verify, full),
     ] as const);
     // Reading a large table back is not free: it is done on `verify` (the periodic drift check).
     // Both tables change in one transaction: a pod's divert entry and its port binding together.
     const classes = divertClasses(plan.entries);
     const model = nodeTableModel(plan, this.opts.table, facts, classes);
+    // Tables no one else has written since their last read-back hold what we wrote since.
+    const readBack = verify && (full || this.watch?.tablesSince(this.marks.table) !== true);
+    const tableMark = readBack ? this.watch?.mark() : undefined;
     const changes = await settled([
-      this.table.prepare(model, verify),
-      this.bindTable.prepare(bindTableModel(plan, facts), verify),
+      this.table.prepare(model, readBack),
+      this.bindTable.prepare(bindTableModel(plan, facts), readBack),
     ] as const);
     const prelude = changes.map((c) => c.prelude).join("");
     const script = changes.map((c) => c.script.slice(c.prelude.length)).join("");
@@ -611,6 +683,7 @@ export class NodeDataplane {
         : {}),
     });
     await settled(changes.map((c) => (c.script !== "" ? c.commit() : Promise.resolve())));
+    if (readBack) this.marks.table = tableMark;
     this.classes = { names: classes.names, pods: classPods(classes) };
     const nftChanged = prelude + script !== "";
     await runBatch(this.kernel, remove);
@@ -650,10 +723,10 @@ export class NodeDataplane {
     const after = new Set(change.added.map((e) => e.podIP));
     const gone = [...before].filter((ip) => !after.has(ip));
     const came = [...after].filter((ip) => !before.has(ip));
-    // A new pod's interface: read from the kernel as a full apply would (the routes, links).
+    // A new pod's interface: from the kernel as a full apply would (the routes, links).
     const missing = came.filter((ip) => !this.bindings.get(ip));
     const learned =
-      missing.length > 0 ? resolveBindings(missing, await this.readKernelView(), this.bindings) : new Map();
+      missing.length > 0 ? resolveBindings(missing, await this.viewFor(missing), this.bindings) : new Map();
     const bindingOf = (ip: string) => this.bindings.get(ip) ?? learned.get(ip);
     const iface = (ips: readonly string[]) =>
       ips.flatMap((ip) => {
@@ -710,6 +783,8 @@ export class NodeDataplane {
     this.classes = { names: classes.names, pods };
     for (const ip of gone) this.bindings.delete(ip);
     for (const [ip, b] of learned) this.bindings.set(ip, b);
+    for (const ip of gone) this.podIPs.delete(ip);
+    for (const ip of came) this.podIPs.add(ip);
     return {
       nftChanged: script !== "",
       routingAdded: 0,
@@ -720,23 +795,46 @@ export class NodeDataplane {
 
   /**
    * Pod interfaces and the interface toward each instance, from the kernel. Read only when
-   * something is missing (a new pod or instance) or on `verify`; otherwise the last answer holds.
+   * something is missing (a new pod or instance) or on a verify the watch cannot vouch for;
+   * otherwise the last answer holds.
    */
-  private async learnFacts(plan: NodePlan, verify: boolean): Promise<NodeFacts> {
+  private async learnFacts(plan: NodePlan, verify: boolean, full: boolean): Promise<NodeFacts> {
     const podIPs = [...new Set(plan.entries.map((e) => e.podIP))].sort();
     const addresses = healthPeers(plan);
+    const vouched = (mark: WatchMark | undefined) => !full && this.watch?.linksSince(mark) === true;
+    const missing = podIPs.filter((ip) => !this.bindings.has(ip));
+    const marked = async <T>(key: "devices" | "subnets", read: () => Promise<T>): Promise<T> => {
+      const mark = this.watch?.mark();
+      const value = await read();
+      this.marks[key] = mark;
+      return value;
+    };
     // Independent reads, side by side.
     const [view, devices, localSubnets] = await settled([
-      verify || podIPs.some((ip) => !this.bindings.has(ip)) ? this.readKernelView() : Promise.resolve(undefined),
-      verify || addresses.some((a) => !this.instanceDevices.has(a))
-        ? this.readInstanceDevices(addresses)
+      verify
+        ? (this.freshView(full) ?? this.readView())
+        : missing.length > 0
+          ? this.viewFor(missing)
+          : Promise.resolve(undefined),
+      (verify && !vouched(this.marks.devices)) || addresses.some((a) => !this.instanceDevices.has(a))
+        ? marked("devices", () => this.readInstanceDevices(addresses))
         : Promise.resolve(undefined),
-      plan.nodeEntries?.length && (verify || !this.localSubnets)
-        ? connectedSubnets(this.kernel)
+      plan.nodeEntries?.length && ((verify && !vouched(this.marks.subnets)) || !this.localSubnets)
+        ? marked("subnets", () => connectedSubnets(this.kernel))
         : Promise.resolve(undefined),
     ] as const);
-    if (view) this.bindings = resolveBindings(podIPs, view, this.bindings);
-    else this.bindings = new Map(podIPs.map((ip) => [ip, this.bindings.get(ip)!]));
+    const kept = (ips: readonly string[]) =>
+      new Map(ips.flatMap((ip) => (this.bindings.has(ip) ? [[ip, this.bindings.get(ip)!] as const] : [])));
+    if (view && verify && view !== this.resolvedFrom) {
+      this.bindings = resolveBindings(podIPs, view, this.bindings);
+      this.resolvedFrom = view;
+    } else if (view) {
+      // Only the missing: a binding is never taken away by a view older than the one it came from.
+      const learned = resolveBindings(missing, view, this.bindings);
+      this.bindings = kept(podIPs);
+      for (const [ip, b] of learned) this.bindings.set(ip, b);
+    } else this.bindings = kept(podIPs);
+    this.podIPs = new Set(podIPs);
     if (devices) this.instanceDevices = devices;
     if (localSubnets) this.localSubnets = localSubnets;
     return {
@@ -744,6 +842,54 @@ export class NodeDataplane {
       instanceDevices: this.instanceDevices,
       ...(plan.nodeEntries?.length ? { localSubnets: this.localSubnets ?? [] } : {}),
     };
+  }
+
+  /**
+   * The kernel view, if the watch vouches that the kernel has not changed since it was read (or
+   * since a read under way began). Bridged nodes' views are never reused: their neighbours and
+   * FDB are not watched.
+   */
+  private freshView(full = false): Promise<KernelView> | undefined {
+    if (!this.watch || full) return undefined;
+    if (this.view && !isBridged(this.view.view) && this.watch.linksSince(this.view.mark))
+      return Promise.resolve(this.view.view);
+    if (this.viewRead && this.watch.linksSince(this.viewRead.mark)) return this.viewRead.promise;
+    return undefined;
+  }
+
+  /**
+   * A view for `missing` pods: the fresh one when it binds every pod new to the plan, else a new
+   * read (a pod's CNI ADD can reach us before the watch has told us of its interface). A pod the
+   * last apply had already, unbound, stays so while the kernel is unchanged; its interface
+   * coming later is a change (`onBindable`).
+   */
+  private async viewFor(missing: readonly string[]): Promise<KernelView> {
+    const fresh = this.freshView();
+    if (fresh) {
+      const view = await fresh;
+      const newcomers = missing.filter((ip) => !this.podIPs.has(ip));
+      if (resolveBindings(newcomers, view).size === newcomers.length) return view;
+    }
+    return this.readView();
+  }
+
+  /** Reads the view, with the watch's mark before the read; the newest read started is kept. */
+  private readView(): Promise<KernelView> {
+    const mark = this.watch?.mark();
+    const seq = ++this.viewSeq;
+    const promise: Promise<KernelView> = this.readKernelView().then(
+      (view) => {
+        if (this.viewRead?.promise === promise) this.viewRead = undefined;
+        if (!this.view || seq > this.view.seq) this.view = { view, mark, seq };
+        return view;
+      },
+      (e: unknown) => {
+        if (this.viewRead?.promise === promise) this.viewRead = undefined;
+        throw e;
+      },
+    );
+    this.viewRead = { promise, mark };
+    return promise;
   }
 
   private localSubnets: string[] | undefined;
@@ -765,7 +911,7 @@ export class NodeDataplane {
       this.kernel.ipJson<KernelView["routes"][number]>(["-4", "route", "show", "table", "main"]),
       this.kernel.ipJson<KernelView["links"][number]>(["-d", "link", "show"]),
     ]);
-    const bridged = links.some((l) => l.linkinfo?.info_kind === "bridge");
+    const bridged = isBridged({ links, routes, neighbours: [], fdb: [] });
     // Neighbours and the FDB matter only for bridge CNIs.
     const neighbours = bridged
       ? await this.kernel.ipJson<KernelView["neighbours"][number]>(["-4", "neigh", "show"])

@@ -108,6 +108,11 @@ export class NodeAgent {
   async start(): Promise<void> {
     const health = this.deps.health ?? noHealthChecks;
     if (health.failover) this.deps.dataplane.useHealthPort(health.failover);
+    // A selected pod's interface came after its apply (only with a kernel watch): bind it now.
+    this.deps.dataplane.onBindable(() => {
+      this.needFull = true;
+      this.loop.trigger();
+    });
     health.onChange(() => {
       // Ahead of the queue: the failover reaches the kernel without waiting for a reconcile
       // (running or queued); the reconcile that follows replans every pod with the new view.

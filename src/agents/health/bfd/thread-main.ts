@@ -38,7 +38,11 @@ const health = opts.failover
   ? (() => {
       const monitor = new HealthMonitor(agent, logger);
       const { netns, ...writerOpts } = opts.failover;
-      const writer = new FailoverWriter(commandKernel(netns ? inNamespace(netns) : localRunner), writerOpts);
+      const kernel = commandKernel(
+        netns ? inNamespace(netns) : localRunner,
+        writerOpts.nft ? { nft: writerOpts.nft } : {},
+      );
+      const writer = new FailoverWriter(kernel, writerOpts);
       const failOver = (at: number) => {
         writer.setHealth(monitor.view()).then(
           ({ changed, steps }) => {
