@@ -4,6 +4,7 @@
  *
  *   npx tsx bench/programming.ts [--cases 10x1,1000x10,10000x100,10000x1] [--reps 5] [--bulk 100] [--out file] [--max-seconds 600]
  *                                [--distinct-policies]   (each policy its own exclusion: its pods make their own divert classes)
+ *                                [--watch on|off]        (the kernel watch, ip monitor + nft monitor, as the agent runs it; default on)
  *
  * Measured per case (median and p95 over the repetitions):
  *   plan       new Planner(snapshot, { validator }) + planNode(node): the pure planning an agent redoes on every change
@@ -12,12 +13,14 @@
  *   noop       apply of the same plan again (reads routing back, no kernel change)
  *   addOne     apply of the plan with one more pod: one atomic element delta
  *   removeOne  apply of the plan without that pod again: one atomic element delta
- *   resync     apply with verify (the agents' periodic drift check: reads the whole table back)
+ *   resync     apply with verify (the agents' periodic drift check): with the watch, reads back only what someone
+ *              else changed since the last verify (every 10th reads everything, as without it: `--watch off`)
  *   removeBulk / addBulk   --bulk pods leave at once (a policy deleted, a node drained), then come back;
  *              removeBulk includes forgetting their diverted flows (NodeDataplane.forgetFlows), as the agent does
  *   eventAddOne / eventRemoveOne   a NodeAgent (its reconcile loop, planning and dataplane) fed by a source the
  *              benchmark controls: from the informer event (one Pod object more, or less) to the agent's
- *              report that the kernel holds the new plan (onApplied): API event -> kernel
+ *              report that the kernel holds the new plan (onApplied): API event -> kernel. The new pod's interface
+ *              and route are made 100 ms before its event, as the CNI makes them before its address reaches the API
  * After every apply the kernel is read back and its divert decision (each pod's class in `pod_class`,
  * then that class's map) must hold exactly the planned elements (each pod, destination range and
  * instance mark, compared one by one).
@@ -26,11 +29,14 @@ import { parseArgs } from "node:util";
 import { SpecValidator } from "../src/api/v1alpha1/validate.js";
 import { ALWAYS_LOCAL, divertClasses, NodeDataplane, nodeRouting, type ApplyReport } from "../src/dataplane/node.js";
 import { commandKernel } from "../src/dataplane/kernel.js";
+import { KernelWatch, localStreams, ownNftCommand } from "../src/dataplane/kernel-watch.js";
+import { BIND_TABLE } from "../src/dataplane/node.js";
 import { deleteNamespace, deleteNamespacesWithPrefix, newRunPrefix } from "../src/lab/netns.js";
 import { normalize, parseCidr } from "../src/util/ipv4.js";
 import type { HealthView, NodePlan } from "../src/planner/model.js";
 import { Planner } from "../src/planner/plan.js";
 import { inNamespace } from "../src/util/exec.js";
+import { execIn } from "../src/lab/netns.js";
 import { requireRoot } from "./lib/env.js";
 import { guarded } from "./lib/guard.js";
 import { createNodeNamespace, expectDivert, expectElements, KernelCheckError } from "./lib/netns.js";
@@ -52,6 +58,8 @@ interface Case {
   policies: number;
   /** `--distinct-policies`: each policy its own exclusion, so its pods make their own divert classes. */
   distinctPolicies?: boolean;
+  /** The kernel watch (ip monitor, nft monitor), as the node agent runs it; `--watch off`: without. */
+  watch?: boolean;
 }
 
 interface CaseResult extends Case {
@@ -139,6 +147,27 @@ function expectNoChange(
   if (report.nftChanged || report.routingAdded || report.routingRemoved)
     throw new KernelCheckError(`${when}: expected no change, got ${JSON.stringify(report)}`);
 }
+
+/** Our nft under its own name (as the agent runs it), made once. */
+let ownNft: string | undefined;
+
+/** A kernel watch inside the namespace, settled (its marks are trusted); undefined without `c.watch`. */
+async function startWatch(c: Case, ns: string): Promise<KernelWatch | undefined> {
+  if (!c.watch) return undefined;
+  const w = new KernelWatch((cmd, args, on) => localStreams("ip", ["netns", "exec", ns, cmd, ...args], on), {
+    tables: [`ip ${TABLE}`, `bridge ${BIND_TABLE}`],
+  });
+  w.start();
+  const until = Date.now() + 5_000;
+  while (w.mark() === undefined) {
+    if (Date.now() > until) throw new Error("the kernel watch did not settle");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return w;
+}
+
+/** The monitors' lines come a little after a change: what our own writes changed is told by then. */
+const drained = () => new Promise((r) => setTimeout(r, 300));
 
 async function runCase(
   c: Case,
@@ -232,7 +261,10 @@ async function runCase(
     try {
       const runner = new TimingRunner(inNamespace(ns));
       const check = inNamespace(ns);
-      const dp = new NodeDataplane(commandKernel(runner));
+      if (c.watch) ownNft ??= ownNftCommand();
+      const nft = c.watch ? ownNft : undefined;
+      let watch = await startWatch(c, ns);
+      const dp = new NodeDataplane(commandKernel(runner, nft ? { nft } : {}), watch ? { watch, nft } : {});
       const step = async (name: Step, apply: () => Promise<ApplyReport>): Promise<ApplyReport> => {
         runner.take();
         const t = await timed(apply);
@@ -274,6 +306,15 @@ async function runCase(
 
       // The periodic drift check, after the two deltas above: it reads the table back and finds it
       // as written (structure as after the verified full apply, elements as the deltas left them).
+      // With the watch, as in an agent that has run a while: the routes the first apply wrote
+      // were read back by an earlier verify (untimed), and that verify's events are told; the
+      // verify then reads back only what someone else changed (nothing here).
+      if (watch) {
+        await drained();
+        await dp.apply(plusOne, { verify: true });
+        await dp.apply(base);
+        await drained();
+      }
       expectNoChange(await step("resync", () => dp.apply(base, { verify: true })), "verified re-apply after deltas");
 
       if (withoutBulk) {
@@ -292,13 +333,16 @@ async function runCase(
       }
 
       // The node agent itself, fed Pod events: from the event to the kernel, planning included.
+      // Its own watch (the steps' dataplane above would prefetch beside it).
+      watch?.stop();
+      watch = await startWatch(c, ns);
       const source = new ManualSource(objects);
       let applied: ((plan: NodePlan) => void) | undefined;
       const agent = new NodeAgent({
         nodeName: SYNTHETIC.node,
         config: { clusterNetwork: snapshot.network, resyncSeconds: 3600 },
         source,
-        dataplane: new NodeDataplane(commandKernel(runner)),
+        dataplane: new NodeDataplane(commandKernel(runner, nft ? { nft } : {}), watch ? { watch, nft } : {}),
         logger: silentLogger,
         onApplied: (p) => applied?.(p),
       });
@@ -320,12 +364,23 @@ async function runCase(
           await agent.idle();
         };
         const hasExtra = (p: NodePlan) => p.entries.some((e) => e.podIP === extraIP);
+        // As the CNI does before the pod's address reaches the API server: its interface and route
+        // (the API event comes after the CNI ADD has returned, the kubelet has written the status and
+        // the watch has carried it: far more than the 100 ms left here).
+        await execIn(ns, "ip", ["link", "add", "sepod0", "type", "veth", "peer", "name", "sepod0p"]);
+        await execIn(ns, "ip", ["link", "set", "sepod0", "up"]);
+        await execIn(ns, "ip", ["route", "add", `${extraIP}/32`, "dev", "sepod0"]);
+        await new Promise((r) => setTimeout(r, 100));
         await event("eventAddOne", [...objects, extraPod], hasExtra);
+        const ifaces = await execIn(ns, "nft", ["list", "set", "ip", TABLE, "pod_ifaces"]);
+        if (!ifaces.includes(`${extraIP} . "sepod0"`))
+          throw new KernelCheckError(`after the agent saw one more pod: ${extraIP} is not bound to its interface`);
         await expectDivert(check, TABLE, plusOne.entries, "after the agent saw one more pod");
         await event("eventRemoveOne", objects, (p) => !hasExtra(p));
         await expectDivert(check, TABLE, base.entries, "after the agent saw the pod go");
       } finally {
         await agent.stop();
+        watch?.stop();
       }
     } finally {
       await deleteNamespace(ns);
@@ -389,10 +444,12 @@ async function main(): Promise<void> {
       out: { type: "string", default: defaultResultPath("programming") },
       "max-seconds": { type: "string", default: "600" },
       "distinct-policies": { type: "boolean", default: false },
+      watch: { type: "string", default: "on" },
     },
   });
   requireRoot();
   const cases = parseCases(values.cases);
+  if (values.watch !== "on" && values.watch !== "off") throw new Error("--watch must be on or off");
   const reps = Number(values.reps);
   if (!Number.isInteger(reps) || reps < 1 || reps > 50) throw new Error("--reps must be an integer from 1 to 50");
   const bulk = Number(values.bulk);
@@ -406,6 +463,7 @@ async function main(): Promise<void> {
     maxSeconds: Number(values["max-seconds"]),
     out: values.out,
     distinctPolicies: values["distinct-policies"],
+    watch: values.watch,
   });
   const prefix = newRunPrefix();
   const started = Date.now();
@@ -418,7 +476,16 @@ async function main(): Promise<void> {
       const out: CaseResult[] = [];
       for (const [i, c] of cases.entries()) {
         log(`case ${c.pods} pods x ${c.policies} policies`);
-        out.push(await runCase({ ...c, distinctPolicies: values["distinct-policies"] }, reps, bulk, prefix, i, log));
+        out.push(
+          await runCase(
+            { ...c, distinctPolicies: values["distinct-policies"], watch: values.watch === "on" },
+            reps,
+            bulk,
+            prefix,
+            i,
+            log,
+          ),
+        );
       }
       return out;
     },

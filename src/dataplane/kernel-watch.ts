@@ -153,7 +153,7 @@ export class KernelWatch {
       }, this.opts.restartMs ?? 1_000);
     };
     this.streams = [
-      this.spawnStream("ip", ["monitor", "link", "address", "route", "rule"], {
+      this.spawnStream("ip", ["-4", "monitor", "link", "address", "route", "rule"], {
         line: () => {
           if (epoch !== this.epoch) return;
           this.links++;
