@@ -1,6 +1,6 @@
 /**
  * Benchmark child: one node agent as `static-egress agent node --source kubernetes` composes it
- * (KubeSource with the `spec.nodeName` pod selector, NodeDataplane, NodeReporter), without BFD.
+ * (KubeSource with the `spec.nodeName` pod selector, NodeDataplane with its kernel watch, NodeReporter), without BFD.
  * The process stays in the root namespace, so it reaches the stand-in on 127.0.0.1; only its
  * `ip`/`nft`/`conntrack`/`sysctl` commands run in the scratch namespace (`ip netns exec`), so
  * no network path between the namespaces is needed or created.
@@ -13,8 +13,9 @@ import { parseArgs } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
 import { NodeAgent } from "../../src/agents/node/node-agent.js";
 import { NodeReporter } from "../../src/agents/node/report.js";
-import { NodeDataplane } from "../../src/dataplane/node.js";
+import { BIND_TABLE, NODE_TABLE, NodeDataplane } from "../../src/dataplane/node.js";
 import { commandKernel } from "../../src/dataplane/kernel.js";
+import { KernelWatch, localStreams, ownNftCommand } from "../../src/dataplane/kernel-watch.js";
 import { KubeClient } from "../../src/kube/client.js";
 import { KubeSource } from "../../src/kube/source.js";
 import { inNamespace } from "../../src/util/exec.js";
@@ -47,6 +48,13 @@ async function main(): Promise<void> {
   kc.loadFromFile(values.kubeconfig);
   const client = new KubeClient(kc);
   const runner = new TimingRunner(inNamespace(values.netns), 60_000);
+  // As the agent runs it: its monitors in the node's namespace (they are idle while nothing changes).
+  const netns = values.netns;
+  const nft = ownNftCommand();
+  const watch = new KernelWatch((cmd, args, on) => localStreams("ip", ["netns", "exec", netns, cmd, ...args], on), {
+    tables: [`ip ${NODE_TABLE}`, `bridge ${BIND_TABLE}`],
+  });
+  watch.start();
   const reporter = new NodeReporter(client, values.node, logger);
   const source = new KubeSource(client, logger, { podsOnNode: values.node });
   let applies = 0;
@@ -54,7 +62,7 @@ async function main(): Promise<void> {
     nodeName: values.node,
     config: { clusterNetwork: NETWORK, resyncSeconds: 30 },
     source,
-    dataplane: new NodeDataplane(commandKernel(runner)),
+    dataplane: new NodeDataplane(commandKernel(runner, { nft }), { watch, nft }),
     logger,
     onApplied: (plan) => {
       applies++;
@@ -76,6 +84,7 @@ async function main(): Promise<void> {
   stopOnSignal(async () => {
     reporter.stop();
     await agent.stop();
+    watch.stop();
   });
   answerOnStdin();
   emit("starting");

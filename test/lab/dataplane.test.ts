@@ -4,15 +4,16 @@ import { NodeDataplane, renderNodeTable } from "../../src/dataplane/node.js";
 import { GatewayDataplane } from "../../src/dataplane/gateway.js";
 import { readRoutes, readRules } from "../../src/dataplane/routing.js";
 import { addNamespace, deleteNamespacesWithPrefix, execIn, newRunPrefix } from "../../src/lab/netns.js";
-import { markFor, tableFor } from "../../src/planner/ids.js";
+import { markFor } from "../../src/planner/ids.js";
 import { divertValue } from "../../src/planner/failover.js";
 import { hex } from "../../src/dataplane/nft.js";
 import { NODE_REPLY_TABLE } from "../../src/api/datapath.js";
-import type { GatewayPlan, NodePlan } from "../../src/planner/model.js";
+import type { GatewayPlan } from "../../src/planner/model.js";
 import { formatIPv4, formatRange, parseCidr, parseIPv4 } from "../../src/util/ipv4.js";
 import { inNamespace, type CommandRunner } from "../../src/util/exec.js";
 import { commandKernel, type Kernel } from "../../src/dataplane/kernel.js";
 import { classOfPod, divertListing } from "../support/divert.js";
+import { addNodeNamespace, twoInstancePlan } from "../support/node-namespace.js";
 import { waitFor } from "../../src/lab/lab.js";
 import { BfdAgent } from "../../src/agents/health/bfd/agent.js";
 import { BfdThread } from "../../src/agents/health/bfd/thread.js";
@@ -27,29 +28,7 @@ const gwNs = `${prefix}-dpgw`;
 const run = commandKernel(inNamespace(nodeNs));
 const gwRun = commandKernel(inNamespace(gwNs));
 
-function plan(health: "via" | "blackhole", pods = 3): NodePlan {
-  const instances = [
-    { key: "gw/a", address: "10.0.0.101", mark: markFor(1), table: tableFor(1), route: health, vni: 1 },
-    { key: "gw/b", address: "10.0.0.102", mark: markFor(2), table: tableFor(2), route: "via" as const, vni: 2 },
-  ];
-  const entries = Array.from({ length: pods }, (_, i) => ({
-    podIP: formatIPv4(parseIPv4("10.244.1.10") + i),
-    dst: parseCidr("198.51.100.0/24"),
-    mark: markFor(1 + (i % 2)),
-    policy: "EgressPolicy/a/p",
-    instance: i % 2 === 0 ? "gw/a" : "gw/b",
-    failoverMark: markFor(2 - (i % 2)),
-  }));
-  return {
-    node: "n",
-    instances,
-    entries,
-    neverDivert: [parseCidr("10.0.0.0/8")],
-    unavailable: [],
-    podsByPolicy: {},
-    tunnel: { address: "10.0.0.11", port: 20011 },
-  };
-}
+const plan = twoInstancePlan;
 
 async function foreignState(): Promise<string> {
   const rules = await execIn(nodeNs, "ip", ["-4", "rule", "show"]);
@@ -68,13 +47,7 @@ async function foreignState(): Promise<string> {
 }
 
 beforeAll(async () => {
-  for (const ns of [nodeNs, gwNs]) {
-    await addNamespace(ns);
-    await execIn(ns, "ip", ["link", "add", "vpc0", "type", "veth", "peer", "name", "vpc0p"]); // no dummy module on every kernel
-    await execIn(ns, "ip", ["link", "set", "vpc0p", "up"]);
-    await execIn(ns, "ip", ["addr", "add", "10.0.0.11/24", "dev", "vpc0"]);
-    await execIn(ns, "ip", ["link", "set", "vpc0", "up"]);
-  }
+  for (const ns of [nodeNs, gwNs]) await addNodeNamespace(ns);
   // State that belongs to others and must survive every step untouched.
   await execIn(nodeNs, "ip", ["rule", "add", "priority", "500", "fwmark", "0x4000/0x4000", "lookup", "100"]);
   await execIn(nodeNs, "ip", ["route", "add", "blackhole", "192.0.2.0/24", "table", "100"]);

@@ -2,13 +2,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NodeDataplane } from "../../src/dataplane/node.js";
 import { commandKernel } from "../../src/dataplane/kernel.js";
 import { KernelWatch, localStreams, ownNftCommand, type StreamSpawner } from "../../src/dataplane/kernel-watch.js";
-import { addNamespace, deleteNamespacesWithPrefix, execIn, newRunPrefix } from "../../src/lab/netns.js";
+import { deleteNamespacesWithPrefix, execIn, newRunPrefix } from "../../src/lab/netns.js";
 import { waitFor } from "../../src/lab/lab.js";
-import { markFor, tableFor } from "../../src/planner/ids.js";
-import type { NodePlan } from "../../src/planner/model.js";
-import { formatIPv4, parseCidr, parseIPv4 } from "../../src/util/ipv4.js";
+import { tableFor } from "../../src/planner/ids.js";
 import { inNamespace, type CommandRunner } from "../../src/util/exec.js";
 import { classOfPod, divertListing } from "../support/divert.js";
+import { addNodeNamespace, twoInstancePlan } from "../support/node-namespace.js";
 
 // Issue #16, goal 2 (docs/design.md "Knowing the kernel without reading it"): with the kernel's
 // own monitors (`ip monitor`, `nft monitor`) a verify reads back only what someone else changed,
@@ -25,29 +24,7 @@ const recording: CommandRunner = {
 const nft = ownNftCommand();
 const watch = new KernelWatch(streams, { tables: ["ip static_egress", "bridge static_egress_bind"] });
 
-function plan(pods: number): NodePlan {
-  const instances = [
-    { key: "gw/a", address: "10.0.0.101", mark: markFor(1), table: tableFor(1), route: "via" as const, vni: 1 },
-    { key: "gw/b", address: "10.0.0.102", mark: markFor(2), table: tableFor(2), route: "via" as const, vni: 2 },
-  ];
-  const entries = Array.from({ length: pods }, (_, i) => ({
-    podIP: formatIPv4(parseIPv4("10.244.1.10") + i),
-    dst: parseCidr("198.51.100.0/24"),
-    mark: markFor(1 + (i % 2)),
-    policy: "EgressPolicy/a/p",
-    instance: i % 2 === 0 ? "gw/a" : "gw/b",
-    failoverMark: markFor(2 - (i % 2)),
-  }));
-  return {
-    node: "n",
-    instances,
-    entries,
-    neverDivert: [parseCidr("10.0.0.0/8")],
-    unavailable: [],
-    podsByPolicy: {},
-    tunnel: { address: "10.0.0.11", port: 20011 },
-  };
-}
+const plan = (pods: number) => twoInstancePlan("via", pods);
 
 /** Reads of the kernel among the commands run (writes and the CNI's own are not reads). */
 const reads = () => commands.filter((c) => / list | -json | -j /.test(` ${c} `));
@@ -62,11 +39,7 @@ async function podInterface(name: string, ip: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  await addNamespace(ns);
-  await execIn(ns, "ip", ["link", "add", "vpc0", "type", "veth", "peer", "name", "vpc0p"]);
-  await execIn(ns, "ip", ["link", "set", "vpc0p", "up"]);
-  await execIn(ns, "ip", ["addr", "add", "10.0.0.11/24", "dev", "vpc0"]);
-  await execIn(ns, "ip", ["link", "set", "vpc0", "up"]);
+  await addNodeNamespace(ns);
   watch.start();
   await waitFor(() => watch.mark() !== undefined, 5_000, "the monitors did not settle", 50);
 });

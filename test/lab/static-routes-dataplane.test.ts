@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StaticRouteWriter } from "../../src/dataplane/static-routes.js";
-import { addNamespace, deleteNamespacesWithPrefix, execIn, newRunPrefix } from "../../src/lab/netns.js";
+import { deleteNamespacesWithPrefix, execIn, newRunPrefix } from "../../src/lab/netns.js";
 import { commandKernel } from "../../src/dataplane/kernel.js";
 import { inNamespace } from "../../src/util/exec.js";
+import { addNodeNamespace } from "../support/node-namespace.js";
 
 // One namespace stands in for a node with routes and rules of its own (some for the very
 // destinations a StaticRoute names). The writer must add only its own, repair them, and leave
@@ -19,11 +20,7 @@ async function routing(): Promise<{ routes: unknown; rules: unknown }> {
 }
 
 beforeAll(async () => {
-  await addNamespace(ns);
-  await execIn(ns, "ip", ["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
-  await execIn(ns, "ip", ["link", "set", "eth0p", "up"]);
-  await execIn(ns, "ip", ["addr", "add", "10.0.0.11/24", "dev", "eth0"]);
-  await execIn(ns, "ip", ["link", "set", "eth0", "up"]);
+  await addNodeNamespace(ns, "eth0");
   await execIn(ns, "ip", ["route", "add", "default", "via", "10.0.0.1"]);
   // Others' state: a main-table route for a destination we will route too, another table, a rule.
   await execIn(ns, "ip", ["route", "add", "198.51.100.0/24", "via", "10.0.0.2"]);
