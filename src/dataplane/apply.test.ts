@@ -145,12 +145,19 @@ describe("delta or full replacement", () => {
     );
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(many, fewer));
 
-    // A class going away: its pods' elements deleted, then its chain and map, in one transaction.
+    // A class whose last pod leaves stays, empty (the next pod of that decision joins it with one
+    // element); the next verify deletes its chain and map, in one transaction.
     const few = two(["a", "b"], [kept[0]!]);
     const gone = [...classesOf(fewer).classes.keys()].filter((c) => !classesOf(few).classes.has(c));
     expect(gone.length).toBeGreaterThan(0);
     start = k.log.length;
     await dp.apply(few);
+    const [left, ...more] = nftWrites(k, start).map((c) => c.text);
+    expect(more).toEqual([]);
+    expect(left).toContain("delete element ip static_egress pod_class");
+    expect(left).not.toContain("delete chain");
+    start = k.log.length;
+    await dp.apply(few, { verify: true });
     const [write, ...others] = nftWrites(k, start).map((c) => c.text);
     expect(others).toEqual([]);
     expect(write).not.toContain("delete table");
@@ -182,6 +189,14 @@ describe("delta or full replacement", () => {
     expect(moved).not.toContain("delete table");
     // The prelude can be written again (a delta that failed after it is retried): no rule twice.
     await k.nft(prelude!);
+    const held = (await readBack(k, NODE_TABLES)) as {
+      nft: Record<string, { chains: Record<string, { rules: number }> }>;
+    };
+    for (const c of came) expect(held.nft["ip static_egress"]!.chains[c]!.rules).toBe(2);
+    // The class the pod left stays, empty, until the next verify, which deletes it with a delta.
+    start = k.log.length;
+    expect((await dp.apply(three, { verify: true })).nftChanged).toBe(true);
+    expect(nftWrites(k, start).map((c) => c.text)).toEqual([expect.not.stringContaining("delete table")]);
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(many, three));
     // Its structure was read after the delta: a verify finds the table as written.
     start = k.log.length;
@@ -452,6 +467,8 @@ describe("add before remove", () => {
     expect(map).toBeLessThan(aRule);
     expect(aRule).toBeLessThan(aRoute);
     expect(aRoute).toBeLessThan(aDevice);
+    // The classes that lost their pods (they sent to a) stay, empty, until the next verify.
+    await dp.apply(after, { verify: true });
     expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(pods, after));
   });
 
@@ -628,7 +645,7 @@ describe("the divert decision in two stages (pod_class, then the pod's class)", 
     expect(rows.sort()).toEqual(plan.entries.map((e) => row(e.podIP, formatRange(e.dst), divertValue(e))).sort());
   });
 
-  it("a pod event joins a class the kernel holds as one pod_class element; a new class, or a class's last pod leaving, takes the full apply", async () => {
+  it("a pod joins a held class with one pod_class element; a new class takes the full apply; an emptied class stays to the next verify", async () => {
     const all = range(10, 12);
     const k = await nodeKernel(all);
     const dp = new NodeDataplane(k);
@@ -658,12 +675,24 @@ describe("the divert decision in two stages (pod_class, then the pod's class)", 
     expect(await dp.applyPods(after, { removed: added, added: moved })).toBeUndefined();
     expect(nftWrites(k, mark)).toEqual([]);
 
-    // The last pod of a class leaving: the same (one pod, one class).
+    // The last pod of a class leaving: its pod_class element alone; the class stays, empty, and
+    // the next pod of that decision joins it the same way; the next verify deletes it.
     const one = two(["a", "b"], [10]);
     await dp.apply(one);
-    const last = k.log.length;
-    expect(await dp.applyPods(two(["a", "b"], []), { removed: one.entries, added: [] })).toBeUndefined();
-    expect(nftWrites(k, last)).toEqual([]);
+    const classOf10 = divertClasses(one.entries).podClass.get(podIP(10))!;
+    let last = k.log.length;
+    const none = two(["a", "b"], []);
+    expect(await dp.applyPods(none, { removed: one.entries, added: [] })).toMatchObject({ nftChanged: true });
+    expect(nftWrites(k, last).map((c) => c.text)).toEqual([
+      expect.stringContaining(`delete element ip static_egress pod_class { ${podIP(10)} : jump ${classOf10} }`),
+    ]);
+    expect(nftWrites(k, last)[0]!.text).not.toContain("delete chain");
+    last = k.log.length;
+    expect(await dp.applyPods(one, { removed: [], added: one.entries })).toMatchObject({ nftChanged: true });
+    expect(nftWrites(k, last)).toHaveLength(1);
+    await dp.applyPods(none, { removed: one.entries, added: [] });
+    await dp.apply(none, { verify: true });
+    expect(await readBack(k, NODE_TABLES)).toEqual(await programmedOnce(all, none));
   });
   it("a class appearing after drift does not adopt the drift: the next verify still finds and repairs it", async () => {
     const all = range(10, 4);

@@ -220,6 +220,23 @@ export function divertClasses(entries: readonly NodePlan["entries"][number][]): 
   return { podClass, classes, names };
 }
 
+/**
+ * `current` with the classes of the last apply that no pod has now (same names, same elements),
+ * unless a current class took the name.
+ */
+function withEmptyClasses(
+  current: DivertClasses,
+  last: { names: ReadonlyMap<string, string>; elements: ReadonlyMap<string, string[]> } | undefined,
+): DivertClasses {
+  if (!last) return current;
+  for (const [key, name] of last.names) {
+    if (current.names.has(key) || current.classes.has(name)) continue;
+    current.names.set(key, name);
+    current.classes.set(name, last.elements.get(name)!);
+  }
+  return current;
+}
+
 /** How many pods each class has. */
 function classPods(classes: DivertClasses): Map<string, number> {
   const out = new Map<string, number>();
@@ -554,7 +571,9 @@ export class NodeDataplane {
    * The classes the kernel holds: name by decision (as the last full apply wrote them), and how
    * many pods each has now. A pod event may join one, or leave one that keeps a pod.
    */
-  private classes: { names: ReadonlyMap<string, string>; pods: ReadonlyMap<string, number> } | undefined;
+  private classes:
+    | { names: ReadonlyMap<string, string>; pods: ReadonlyMap<string, number>; elements: ReadonlyMap<string, string[]> }
+    | undefined;
   private instanceDevices = new Map<string, string>();
   /** Failovers, and the node table's writes: on this thread, until `useHealthPort` hands them to the health thread. */
   private writer: FailoverWriter;
@@ -650,7 +669,10 @@ export class NodeDataplane {
     ] as const);
     // Reading a large table back is not free: it is done on `verify` (the periodic drift check).
     // Both tables change in one transaction: a pod's divert entry and its port binding together.
-    const classes = divertClasses(plan.entries);
+    // A class whose last pod left stays (empty) until the next verify: the next pod of that
+    // decision (a pod replaced, a rollout) joins it with one element, not a new map and chain in a
+    // transaction of their own.
+    const classes = verify ? divertClasses(plan.entries) : withEmptyClasses(divertClasses(plan.entries), this.classes);
     const model = nodeTableModel(plan, this.opts.table, facts, classes);
     // Tables no one else has written since their last read-back hold what we wrote since.
     const readBack = verify && (full || this.watch?.tablesSince(this.marks.table) !== true);
@@ -684,7 +706,7 @@ export class NodeDataplane {
     });
     await settled(changes.map((c) => (c.script !== "" ? c.commit() : Promise.resolve())));
     if (readBack) this.marks.table = tableMark;
-    this.classes = { names: classes.names, pods: classPods(classes) };
+    this.classes = { names: classes.names, pods: classPods(classes), elements: classes.classes };
     const nftChanged = prelude + script !== "";
     await runBatch(this.kernel, remove);
     const tunnelsRemoved = unchanged ? 0 : await this.tunnels.removeStale(tunnels);
@@ -734,9 +756,9 @@ export class NodeDataplane {
         return b ? [`${ip} . "${b.iface}"`] : [];
       });
     const bridged = (ips: readonly string[]) => ips.flatMap((ip) => (bindingOf(ip)?.port ? [bindingOf(ip)!] : []));
-    // Each pod's class, by its decision: only a class the kernel holds, and never its last pod
-    // (a class appearing or going is a change of structure, written by a full apply). A pod whose
-    // decision stayed keeps its element.
+    // Each pod's class, by its decision: only a class the kernel holds (a class appearing is a
+    // change of structure, written by a full apply; one whose last pod leaves stays, empty, until
+    // the next verify). A pod whose decision stayed keeps its element.
     const classes = this.classes;
     if (!classes) return undefined;
     const was = podDecisions(change.removed);
@@ -755,7 +777,7 @@ export class NodeDataplane {
         out.push(podClassElement(ip, name));
         pods.set(name, (pods.get(name) ?? 0) + step);
       }
-    if ([...pods.values()].some((n) => n <= 0)) return undefined;
+    if ([...pods.values()].some((n) => n < 0)) return undefined;
     const ipTable = this.table.preparePartial(
       [
         { set: "pod_class", removed: classRemoved, added: classAdded },
@@ -780,7 +802,7 @@ export class NodeDataplane {
     }
     ipTable.commit();
     bindTable.commit();
-    this.classes = { names: classes.names, pods };
+    this.classes = { ...classes, pods };
     for (const ip of gone) this.bindings.delete(ip);
     for (const [ip, b] of learned) this.bindings.set(ip, b);
     for (const ip of gone) this.podIPs.delete(ip);

@@ -192,6 +192,22 @@ async function truth(objects: readonly KubeObject[]): Promise<{ plan: NodePlan; 
   return { plan, kernel: await readBack(k, TABLES) };
 }
 
+/**
+ * The kernel without the classes no pod is in: a class whose last pod left stays, empty, until the
+ * next verify (its next pod joins it with one element); a fresh apply has none.
+ */
+function withoutEmptyClasses(kernel: unknown): unknown {
+  const k = structuredClone(kernel) as {
+    nft: Record<string, { chains: Record<string, unknown>; sets: Record<string, { elem?: string[] }> }>;
+  };
+  const table = k.nft["ip static_egress"];
+  if (!table) return k;
+  const used = new Set((table.sets["pod_class"]?.elem ?? []).flatMap((e) => e.match(/class_[0-9a-f]{8}/g) ?? []));
+  for (const group of [table.chains, table.sets])
+    for (const name of Object.keys(group)) if (/^class_[0-9a-f]{8}$/.test(name) && !used.has(name)) delete group[name];
+  return k;
+}
+
 describe("the node agent's fast path for pod events", () => {
   it("leaves the plan and the kernel exactly as the full plan of the same objects", async () => {
     let fastApplies = 0;
@@ -246,7 +262,7 @@ describe("the node agent's fast path for pod events", () => {
               if (pods.get(e.pod)?.address !== undefined) admitted.delete(e.pod);
               const want = await truth(asObjects(effective(pods, admitted)));
               expect(applied).toEqual(want.plan);
-              expect(await readBack(k, TABLES)).toEqual(want.kernel);
+              expect(withoutEmptyClasses(await readBack(k, TABLES))).toEqual(want.kernel);
             }
             for (const r of applyPods.mock.results) if (r.type === "return" && (await r.value)) fastApplies++;
             // Anything else changed: the full reconcile finds nothing left to write.
