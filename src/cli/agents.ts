@@ -178,7 +178,10 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   // Our nft transactions under a name of their own, and monitors that tell what else changed the
   // kernel: a verify reads back only that (src/dataplane/kernel-watch.ts).
   const nft = ownNftCommand();
-  const watch = new KernelWatch(localStreams, { tables: [`ip ${NODE_TABLE}`, `bridge ${BIND_TABLE}`] });
+  const watch = new KernelWatch(localStreams, {
+    tables: [`ip ${NODE_TABLE}`, `bridge ${BIND_TABLE}`],
+    onTrouble: (why) => logger.warn({ why }, "kernel watch lost its view; verifies read everything until it is back"),
+  });
   watch.start();
   const dataplane = new NodeDataplane(commandKernel(localRunner, { nft }), { watch, nft });
   if (flags.cniConfDir && !flags.cniSocket)

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { KernelWatch, OWN_NFT_NAME, type StreamSpawner } from "./kernel-watch.js";
 
 /** Monitors whose lines and troubles the test writes. */
@@ -90,6 +90,37 @@ describe("KernelWatch", () => {
     expect(spawned()).toBe(2);
     w.stop();
     expect(live.size).toBe(0);
+  });
+
+  it("says why it lost its view, and waits longer before each restart of monitors that keep failing", () => {
+    vi.useFakeTimers();
+    try {
+      const t = { now: 0 };
+      const s = fakeStreams();
+      const why: string[] = [];
+      const w = new KernelWatch(s.spawn, {
+        tables: ["ip static_egress"],
+        settleMs: 100,
+        restartMs: 1_000,
+        now: () => t.now,
+        onTrouble: (m) => why.push(m),
+      });
+      w.start();
+      s.live.get("ip")!.trouble("ip ended (1)");
+      expect(why).toEqual(["ip ended (1)"]);
+      vi.advanceTimersByTime(999);
+      expect(s.spawned()).toBe(2);
+      vi.advanceTimersByTime(1);
+      expect(s.spawned()).toBe(4); // both monitors again, after 1 s
+      s.live.get("nft")!.trouble("nft ended (1)");
+      vi.advanceTimersByTime(1_999);
+      expect(s.spawned()).toBe(4);
+      vi.advanceTimersByTime(1);
+      expect(s.spawned()).toBe(6); // after 2 s
+      w.stop();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("a mark from before stop() is stale after it", () => {

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, symlinkSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { createInterface } from "node:readline";
@@ -56,6 +56,7 @@ export function ownNftCommand(path = process.env.PATH ?? ""): string {
   const dir = mkdtempSync(join(tmpdir(), "static-egress-nft-"));
   const own = join(dir, OWN_NFT_NAME);
   symlinkSync(nft, own);
+  process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
   return own;
 }
 
@@ -71,8 +72,10 @@ export interface KernelWatchOptions {
   tables: readonly string[];
   /** How long after (re)starting the monitors a mark is trusted (they subscribe some time after spawning). */
   settleMs?: number;
-  /** The wait before a monitor that ended is started again. */
+  /** The first wait before monitors that failed are started again (doubled on each failure in a row, to a minute). */
   restartMs?: number;
+  /** Told why the watch lost its view (a monitor's stderr, or its end); it vouches for nothing until back. */
+  onTrouble?: (why: string) => void;
   now?: () => number;
 }
 
@@ -90,6 +93,8 @@ export class KernelWatch {
   /** A transaction under way touched a watched table. */
   private touched = false;
   private readonly linkListeners = new Set<() => void>();
+  /** Failures since the monitors last settled: the restart waits longer each time. */
+  private failures = 0;
 
   constructor(
     private readonly spawnStream: StreamSpawner,
@@ -113,6 +118,7 @@ export class KernelWatch {
   /** Where the kernel's history stands now; undefined when the watch cannot vouch for what follows. */
   mark(): WatchMark | undefined {
     if (!this.running || this.now() < this.trustedAt) return undefined;
+    this.failures = 0;
     return { epoch: this.epoch, links: this.links, tables: this.tables };
   }
 
@@ -140,17 +146,20 @@ export class KernelWatch {
     const epoch = ++this.epoch;
     this.touched = false;
     this.trustedAt = this.now() + (this.opts.settleMs ?? 300);
-    const trouble = () => {
+    const trouble = (why: string) => {
       if (epoch !== this.epoch || !this.running) return;
+      this.opts.onTrouble?.(why);
       // Events may have been lost: every mark so far is stale; start over after a pause.
       for (const s of this.streams) s.stop();
       this.streams = [];
       this.epoch++;
       this.trustedAt = Number.POSITIVE_INFINITY;
       this.changedLinks();
+      const wait = Math.min(60_000, (this.opts.restartMs ?? 1_000) * 2 ** this.failures++);
       this.restart = setTimeout(() => {
         if (this.running) this.begin();
-      }, this.opts.restartMs ?? 1_000);
+      }, wait);
+      this.restart.unref();
     };
     this.streams = [
       this.spawnStream("ip", ["-4", "monitor", "link", "address", "route", "rule"], {
