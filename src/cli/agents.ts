@@ -23,7 +23,8 @@ import { ConfDirKeeper, unchainConfDir } from "../cni/conf-dir.js";
 import { chainEntryFor } from "../cni/conflist.js";
 import type { NodePlan } from "../planner/model.js";
 import { localRunner } from "../util/exec.js";
-import { setPriority } from "node:os";
+import { setPriority, tmpdir } from "node:os";
+import { dirname } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { KubeClient } from "../kube/client.js";
 import { KubeSource } from "../kube/source.js";
@@ -177,7 +178,9 @@ export async function runNodeAgent(flags: NodeAgentFlags): Promise<void> {
   }
   // Our nft transactions under a name of their own, and monitors that tell what else changed the
   // kernel: a verify reads back only that (src/dataplane/kernel-watch.ts).
-  const nft = ownNftCommand();
+  // (The root file system may be read-only: the CNI socket's directory is the agent's own.)
+  const nft = ownNftCommand({ dirs: [...(flags.cniSocket ? [dirname(flags.cniSocket)] : []), tmpdir()] });
+  if (nft === "nft") logger.warn("no directory for the nft symlink: every verify reads the tables back");
   const watch = new KernelWatch(localStreams, {
     tables: [`ip ${NODE_TABLE}`, `bridge ${BIND_TABLE}`],
     onTrouble: (why) => logger.warn({ why }, "kernel watch lost its view; verifies read everything until it is back"),

@@ -1,5 +1,8 @@
 import { describe, expect, it, vi } from "vitest";
-import { KernelWatch, OWN_NFT_NAME, type StreamSpawner } from "./kernel-watch.js";
+import { mkdtempSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, dirname, join } from "node:path";
+import { KernelWatch, OWN_NFT_NAME, ownNftCommand, type StreamSpawner } from "./kernel-watch.js";
 
 /** Monitors whose lines and troubles the test writes. */
 function fakeStreams() {
@@ -130,5 +133,22 @@ describe("KernelWatch", () => {
     w.stop();
     expect(w.linksSince(m)).toBe(false);
     expect(w.mark()).toBeUndefined();
+  });
+});
+
+describe("ownNftCommand", () => {
+  it("makes se-nft, a link to the nft on PATH, in the first directory that takes it; plain nft when none does", () => {
+    const root = mkdtempSync(join(tmpdir(), "own-nft-test-"));
+    try {
+      writeFileSync(join(root, "nft"), "");
+      const own = ownNftCommand({ path: root, dirs: ["/proc/no-such-dir", root] });
+      expect(basename(own)).toBe(OWN_NFT_NAME);
+      expect(dirname(dirname(own))).toBe(root);
+      expect(readlinkSync(own)).toBe(join(root, "nft"));
+      expect(ownNftCommand({ path: root, dirs: ["/proc/no-such-dir"] })).toBe("nft");
+      expect(ownNftCommand({ path: "/proc/no-such-dir", dirs: [root] })).toBe("nft");
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

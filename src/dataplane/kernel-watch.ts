@@ -44,20 +44,30 @@ export const localStreams: StreamSpawner = (command, args, on) => {
 
 /**
  * A private directory (0700, ours) with `se-nft` pointing at the `nft` on PATH, so that `nft
- * monitor` tells our transactions from anyone else's. Plain "nft" when there is none on PATH: then
- * every transaction looks foreign and the watch vouches for no table (a full verify each time).
+ * monitor` tells our transactions from anyone else's: in the first of `dirs` where one can be
+ * made (a read-only root file system has no writable /tmp; the agent's run directory is). Plain
+ * "nft" when there is none on PATH or no directory takes it: then every transaction looks
+ * foreign and the watch vouches for no table (a verify reads the tables back each time).
  */
-export function ownNftCommand(path = process.env.PATH ?? ""): string {
-  const nft = path
+export function ownNftCommand(opts: { dirs?: readonly string[]; path?: string } = {}): string {
+  const nft = (opts.path ?? process.env.PATH ?? "")
     .split(delimiter)
+    .filter((d) => d !== "")
     .map((d) => join(d, "nft"))
     .find((p) => existsSync(p));
   if (!nft) return "nft";
-  const dir = mkdtempSync(join(tmpdir(), "static-egress-nft-"));
-  const own = join(dir, OWN_NFT_NAME);
-  symlinkSync(nft, own);
-  process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
-  return own;
+  for (const parent of opts.dirs ?? [tmpdir()]) {
+    try {
+      const dir = mkdtempSync(join(parent, "static-egress-nft-"));
+      const own = join(dir, OWN_NFT_NAME);
+      symlinkSync(nft, own);
+      process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+      return own;
+    } catch {
+      // not writable here: the next
+    }
+  }
+  return "nft";
 }
 
 /** A point in the watch's history, taken just before a read. */
