@@ -557,6 +557,9 @@ export class NodeDataplane {
   private marks: { table?: WatchMark; routing?: WatchMark; devices?: WatchMark; subnets?: WatchMark } = {};
   private verifies = 0;
   private prefetch: NodeJS.Timeout | undefined;
+  /** Applies under way: their own tunnels and routes make link events, which start no prefetch meanwhile. */
+  private applying = 0;
+  private prefetchDeferred = false;
   /** The selected pods of the last apply: a pod among them found unbound by a fresh view is unbound. */
   private podIPs = new Set<string>();
   private readonly bindableListeners = new Set<() => void>();
@@ -589,22 +592,9 @@ export class NodeDataplane {
     this.nft = nft;
     // A link or route came or went (a pod's interface, usually): read the view now, so that the
     // pod's API event, which comes after its CNI ADD, finds its interface already known.
-    watch?.onLinks(() => {
-      this.prefetch ??= setTimeout(() => {
-        this.prefetch = undefined;
-        if (this.view && isBridged(this.view.view)) return; // not kept for bridged nodes
-        this.readView().then(
-          (view) => {
-            // A selected pod's interface came after its event (or its CNI ADD): apply again.
-            const unbound = [...this.podIPs].filter((ip) => !this.bindings.has(ip));
-            if (unbound.length > 0 && resolveBindings(unbound, view).size > 0)
-              for (const l of this.bindableListeners) l();
-          },
-          () => undefined, // a failed read is read again when needed
-        );
-      }, PREFETCH_DELAY_MS).unref();
-    });
+    watch?.onLinks(() => this.schedulePrefetch());
     this.table = new OwnedTable(kernel, "ip", this.opts.table);
+
     this.bindTable = new OwnedTable(kernel, "bridge", BIND_TABLE);
     this.tunnels = new TunnelDevices(kernel, NODE_TUNNEL_PREFIX, { procSysNet: this.opts.procSysNet });
     this.writer = new FailoverWriter(kernel, { table: this.opts.table });
@@ -617,6 +607,40 @@ export class NodeDataplane {
    */
   useHealthPort(port: HealthPort): void {
     this.health = port;
+  }
+
+  /** A read of the pods' interfaces soon (`PREFETCH_DELAY_MS`), or once the applies under way end. */
+  private schedulePrefetch(): void {
+    if (this.applying > 0) {
+      this.prefetchDeferred = true;
+      return;
+    }
+    this.prefetch ??= setTimeout(() => {
+      this.prefetch = undefined;
+      if (this.view && isBridged(this.view.view)) return; // not kept for bridged nodes
+      this.readView().then(
+        (view) => {
+          // A selected pod's interface came after its event (or its CNI ADD): apply again.
+          const unbound = [...this.podIPs].filter((ip) => !this.bindings.has(ip));
+          if (unbound.length > 0 && resolveBindings(unbound, view).size > 0)
+            for (const l of this.bindableListeners) l();
+        },
+        () => undefined, // a failed read is read again when needed
+      );
+    }, PREFETCH_DELAY_MS).unref();
+  }
+
+  /** Runs `fn` as an apply: link events meanwhile start their prefetch when it ends. */
+  private async applyingDo<T>(fn: () => Promise<T>): Promise<T> {
+    this.applying++;
+    try {
+      return await fn();
+    } finally {
+      if (--this.applying === 0 && this.prefetchDeferred) {
+        this.prefetchDeferred = false;
+        this.schedulePrefetch();
+      }
+    }
   }
 
   /** Called when the kernel now has the interface of a selected pod that had none (with a watch). */
@@ -637,7 +661,11 @@ export class NodeDataplane {
    * Idempotent: an unchanged plan changes nothing. Routes and rules first (add before remove), then the nft table in one transaction, then
    * stale rules and routes. Marks only ever point at tables that exist.
    */
-  async apply(planned: NodePlan, opts: { verify?: boolean } = {}): Promise<ApplyReport> {
+  apply(planned: NodePlan, opts: { verify?: boolean } = {}): Promise<ApplyReport> {
+    return this.applyingDo(() => this.applyWhole(planned, opts));
+  }
+
+  private async applyWhole(planned: NodePlan, opts: { verify?: boolean }): Promise<ApplyReport> {
     // The latest health wins over the plan's (a failover may have been applied since it was made).
     const latest = this.health.latest();
     const plan = latest ? withHealth(planned, latest) : planned;
@@ -734,7 +762,14 @@ export class NodeDataplane {
    * health changed since, no apply yet, an element that is not where the delta expects it): the
    * caller then applies the plan in full.
    */
-  async applyPods(
+  applyPods(
+    planned: NodePlan,
+    change: { removed: readonly NodePlan["entries"][number][]; added: readonly NodePlan["entries"][number][] },
+  ): Promise<ApplyReport | undefined> {
+    return this.applyingDo(() => this.applySomePods(planned, change));
+  }
+
+  private async applySomePods(
     planned: NodePlan,
     change: { removed: readonly NodePlan["entries"][number][]; added: readonly NodePlan["entries"][number][] },
   ): Promise<ApplyReport | undefined> {
