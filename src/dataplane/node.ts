@@ -77,7 +77,7 @@ function isBridged(view: KernelView): boolean {
 }
 
 /** Every this many verifies, one reads everything back whatever the watch says (it is not the only guard). */
-export const FULL_VERIFY_EVERY = 10;
+const FULL_VERIFY_EVERY = 10;
 
 /** The node agent's nft table (family ip). */
 export const NODE_TABLE = "static_egress";
