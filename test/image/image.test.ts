@@ -49,6 +49,8 @@ async function run(
     "--network",
     opts.network,
     "--read-only",
+    // As Kubernetes' readOnlyRootFilesystem: no writable /tmp or /run either (podman mounts them by default).
+    "--read-only-tmpfs=false",
     "--security-opt",
     "no-new-privileges",
     "--cap-drop",
