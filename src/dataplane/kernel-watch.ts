@@ -103,7 +103,7 @@ export class KernelWatch {
   /** A transaction under way touched a watched table. */
   private touched = false;
   private readonly linkListeners = new Set<() => void>();
-  /** Failures since the monitors last settled: the restart waits longer each time. */
+  /** Failures in a row, each before the monitors settled: the restart waits longer each time. */
   private failures = 0;
 
   constructor(
@@ -128,7 +128,6 @@ export class KernelWatch {
   /** Where the kernel's history stands now; undefined when the watch cannot vouch for what follows. */
   mark(): WatchMark | undefined {
     if (!this.running || this.now() < this.trustedAt) return undefined;
-    this.failures = 0;
     return { epoch: this.epoch, links: this.links, tables: this.tables };
   }
 
@@ -143,9 +142,8 @@ export class KernelWatch {
   }
 
   /** Called after each link, address, route or rule change (and when the watch lost its view). */
-  onLinks(listener: () => void): () => void {
+  onLinks(listener: () => void): void {
     this.linkListeners.add(listener);
-    return () => this.linkListeners.delete(listener);
   }
 
   private now(): number {
@@ -159,6 +157,7 @@ export class KernelWatch {
     const trouble = (why: string) => {
       if (epoch !== this.epoch || !this.running) return;
       this.opts.onTrouble?.(why);
+      if (this.now() >= this.trustedAt) this.failures = 0; // they had settled: a new run of failures
       // Events may have been lost: every mark so far is stale; start over after a pause.
       for (const s of this.streams) s.stop();
       this.streams = [];

@@ -398,26 +398,25 @@ export class OwnedTable {
   /** Returns true when the kernel was changed. */
   async apply(model: TableModel, verify: boolean): Promise<boolean> {
     const change = await this.prepare(model, verify);
-    if (change.script === "") return false;
+    if (change.prelude + change.script === "") return false;
     if (change.prelude !== "") await this.kernel.nft(change.prelude);
-    const rest = change.script.slice(change.prelude.length);
-    if (rest !== "") await this.kernel.nft(rest);
+    if (change.script !== "") await this.kernel.nft(change.script);
     await change.commit();
     return true;
   }
 
   /**
-   * The script that brings the kernel to `model` ("" when nothing changes), and what to record
-   * once it is applied. Lets an owner of several tables change them in one transaction.
+   * The scripts that bring the kernel to `model` (both "" when nothing changes), and what to
+   * record once they are applied. Lets an owner of several tables change them in one transaction.
    */
   async prepare(
     model: TableModel,
     verify: boolean,
   ): Promise<{
-    /** The whole change: `prelude` (its own transaction, first), then the rest (one transaction). */
-    script: string;
-    /** New chains and sets a delta makes, ahead of it ("" for none; `structureDelta`). */
+    /** New chains and sets a delta makes, in a transaction of their own first ("" for none; `structureDelta`). */
     prelude: string;
+    /** The rest of the change, one transaction after the prelude. */
+    script: string;
     full: boolean;
     replaces: boolean;
     commit: () => Promise<void>;
@@ -456,8 +455,8 @@ export class OwnedTable {
     return {
       // A full replacement (rare: structure changed, an agent restart, drift) carries the named
       // counters over, also those of a table an earlier agent process left; deltas keep them anyway.
-      script: full ? renderFull(model, replaces ? await this.counts() : new Map()) : delta,
-      prelude: rendered?.prelude ?? "",
+      script: full ? renderFull(model, replaces ? await this.counts() : new Map()) : rendered!.script,
+      prelude: full ? "" : rendered!.prelude,
       full,
       replaces,
       commit: async () => {

@@ -72,7 +72,7 @@ export interface NodeDataplaneOptions {
 const PREFETCH_DELAY_MS = 3;
 
 /** A node whose pods hang off a bridge: their bindings also need neighbours and the FDB. */
-function isBridged(view: KernelView): boolean {
+function isBridged(view: Pick<KernelView, "links">): boolean {
   return view.links.some((l) => l.linkinfo?.info_kind === "bridge");
 }
 
@@ -594,7 +594,6 @@ export class NodeDataplane {
     // pod's API event, which comes after its CNI ADD, finds its interface already known.
     watch?.onLinks(() => this.schedulePrefetch());
     this.table = new OwnedTable(kernel, "ip", this.opts.table);
-
     this.bindTable = new OwnedTable(kernel, "bridge", BIND_TABLE);
     this.tunnels = new TunnelDevices(kernel, NODE_TUNNEL_PREFIX, { procSysNet: this.opts.procSysNet });
     this.writer = new FailoverWriter(kernel, { table: this.opts.table });
@@ -677,8 +676,7 @@ export class NodeDataplane {
     const verify = opts.verify === true;
     // A verify reads back what the watch cannot vouch for; every FULL_VERIFY_EVERY-th, everything.
     const full = verify && (!this.watch || ++this.verifies % FULL_VERIFY_EVERY === 0);
-    const vouched = (mark: WatchMark | undefined) => !full && this.watch?.linksSince(mark) === true;
-    const unchanged = this.appliedRouting === appliedKey && (!verify || vouched(this.marks.routing));
+    const unchanged = this.appliedRouting === appliedKey && (!verify || this.vouched(this.marks.routing, full));
     this.appliedRouting = undefined;
     // Tunnels first (routes name them, and replacing a device drops its routes: read after),
     // removed last (after the routes that used them); additions are written by the health port
@@ -710,7 +708,7 @@ export class NodeDataplane {
       this.bindTable.prepare(bindTableModel(plan, facts), readBack),
     ] as const);
     const prelude = changes.map((c) => c.prelude).join("");
-    const script = changes.map((c) => c.script.slice(c.prelude.length)).join("");
+    const script = changes.map((c) => c.script).join("");
     // A replaced table's interval map is filled only as its transaction ends, after its chain is
     // live: a new flow in between would miss it and leave with the node's address. A handover
     // table with the new map, committed first, marks those packets meanwhile. (A table created
@@ -732,7 +730,7 @@ export class NodeDataplane {
           }
         : {}),
     });
-    await settled(changes.map((c) => (c.script !== "" ? c.commit() : Promise.resolve())));
+    await settled(changes.map((c) => (c.prelude + c.script !== "" ? c.commit() : Promise.resolve())));
     if (readBack) this.marks.table = tableMark;
     this.classes = { names: classes.names, pods: classPods(classes), elements: classes.classes };
     const nftChanged = prelude + script !== "";
@@ -858,7 +856,7 @@ export class NodeDataplane {
   private async learnFacts(plan: NodePlan, verify: boolean, full: boolean): Promise<NodeFacts> {
     const podIPs = [...new Set(plan.entries.map((e) => e.podIP))].sort();
     const addresses = healthPeers(plan);
-    const vouched = (mark: WatchMark | undefined) => !full && this.watch?.linksSince(mark) === true;
+    const vouched = (mark: WatchMark | undefined) => this.vouched(mark, full);
     const missing = podIPs.filter((ip) => !this.bindings.has(ip));
     const marked = async <T>(key: "devices" | "subnets", read: () => Promise<T>): Promise<T> => {
       const mark = this.watch?.mark();
@@ -899,6 +897,11 @@ export class NodeDataplane {
       instanceDevices: this.instanceDevices,
       ...(plan.nodeEntries?.length ? { localSubnets: this.localSubnets ?? [] } : {}),
     };
+  }
+
+  /** Links, addresses, routes and rules have not changed since `mark` (never on a full verify). */
+  private vouched(mark: WatchMark | undefined, full: boolean): boolean {
+    return !full && this.watch?.linksSince(mark) === true;
   }
 
   /**
@@ -968,7 +971,7 @@ export class NodeDataplane {
       this.kernel.ipJson<KernelView["routes"][number]>(["-4", "route", "show", "table", "main"]),
       this.kernel.ipJson<KernelView["links"][number]>(["-d", "link", "show"]),
     ]);
-    const bridged = isBridged({ links, routes, neighbours: [], fdb: [] });
+    const bridged = isBridged({ links });
     // Neighbours and the FDB matter only for bridge CNIs.
     const neighbours = bridged
       ? await this.kernel.ipJson<KernelView["neighbours"][number]>(["-4", "neigh", "show"])

@@ -61,6 +61,19 @@ afterAll(async () => {
   await deleteNamespacesWithPrefix(`${prefix}-`);
 });
 
+/** A pod 10.244.1.10 in `podNs`, routed as ptp does: the node's pod0 to its eth0, a /32 route each way. */
+async function addPod(podNs: string): Promise<void> {
+  await addNamespace(podNs);
+  await execIn(nodeNs, "ip", ["link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", podNs]);
+  await execIn(nodeNs, "ip", ["link", "set", "pod0", "up"]);
+  await execIn(nodeNs, "ip", ["addr", "add", "10.244.1.1/32", "dev", "pod0"]);
+  await execIn(nodeNs, "ip", ["route", "add", "10.244.1.10/32", "dev", "pod0"]); // ptp's binding route
+  await execIn(podNs, "ip", ["addr", "add", "10.244.1.10/32", "dev", "eth0"]);
+  await execIn(podNs, "ip", ["link", "set", "eth0", "up"]);
+  await execIn(podNs, "ip", ["route", "add", "10.244.1.1/32", "dev", "eth0"]);
+  await execIn(podNs, "ip", ["route", "add", "default", "via", "10.244.1.1", "dev", "eth0"]);
+}
+
 describe("node dataplane", () => {
   it("a full replacement of a large table, or a class appearing and going, lets no new flow of a selected pod through unmarked (handover table)", async () => {
     // A replaced table's interval map is filled as its transaction ends, after its chain is live.
@@ -68,16 +81,8 @@ describe("node dataplane", () => {
     // while the node's table (20,000 elements) is replaced in full again and again; a chain after
     // the agent's counts the pod's diverted-destination packets that left the marking unmarked.
     const podNs = `${prefix}-dppod`;
-    await addNamespace(podNs);
     try {
-      await execIn(nodeNs, "ip", ["link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", podNs]);
-      await execIn(nodeNs, "ip", ["link", "set", "pod0", "up"]);
-      await execIn(nodeNs, "ip", ["addr", "add", "10.244.1.1/32", "dev", "pod0"]);
-      await execIn(nodeNs, "ip", ["route", "add", "10.244.1.10/32", "dev", "pod0"]); // ptp's binding route
-      await execIn(podNs, "ip", ["addr", "add", "10.244.1.10/32", "dev", "eth0"]);
-      await execIn(podNs, "ip", ["link", "set", "eth0", "up"]);
-      await execIn(podNs, "ip", ["route", "add", "10.244.1.1/32", "dev", "eth0"]);
-      await execIn(podNs, "ip", ["route", "add", "default", "via", "10.244.1.1", "dev", "eth0"]);
+      await addPod(podNs);
       await execIn(nodeNs, "nft", [
         "add table ip watch; add chain ip watch c { type filter hook prerouting priority -80; }; " +
           "add rule ip watch c ip saddr 10.244.1.10 ip daddr 198.51.100.7 meta mark & 0x10000000 == 0 counter; " +
@@ -145,16 +150,8 @@ describe("node dataplane", () => {
     // The class is a jump (pod_class is a verdict map), not a value carried in the packet mark: a
     // miss in the class's map must leave a mark set before our chain as it was.
     const podNs = `${prefix}-dpmark`;
-    await addNamespace(podNs);
     try {
-      await execIn(nodeNs, "ip", ["link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", podNs]);
-      await execIn(nodeNs, "ip", ["link", "set", "pod0", "up"]);
-      await execIn(nodeNs, "ip", ["addr", "add", "10.244.1.1/32", "dev", "pod0"]);
-      await execIn(nodeNs, "ip", ["route", "add", "10.244.1.10/32", "dev", "pod0"]);
-      await execIn(podNs, "ip", ["addr", "add", "10.244.1.10/32", "dev", "eth0"]);
-      await execIn(podNs, "ip", ["link", "set", "eth0", "up"]);
-      await execIn(podNs, "ip", ["route", "add", "10.244.1.1/32", "dev", "eth0"]);
-      await execIn(podNs, "ip", ["route", "add", "default", "via", "10.244.1.1", "dev", "eth0"]);
+      await addPod(podNs);
       // Another tool's mark, set before our chain (dstnat + 10), and what is left of it after.
       await execIn(nodeNs, "nft", [
         "add table ip marker; add chain ip marker early { type filter hook prerouting priority -150; }; " +
